@@ -1,0 +1,305 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// decodeAs checks that raw decodes into the samply model T: the JSON
+// types match the model and every coded element with a required binding
+// holds a known code.
+func decodeAs[T any](raw []byte) error {
+	var v T
+	return json.Unmarshal(raw, &v)
+}
+
+// checkers holds the resource types whose structure this adapter checks
+// with the samply models. Single resources of other types are refused;
+// inside a Bundle, entries of other valid R4 types are accepted unchecked.
+var checkers = map[string]func([]byte) error{
+	"AllergyIntolerance":         decodeAs[models.AllergyIntolerance],
+	"Appointment":                decodeAs[models.Appointment],
+	"Bundle":                     decodeAs[models.Bundle],
+	"CarePlan":                   decodeAs[models.CarePlan],
+	"CareTeam":                   decodeAs[models.CareTeam],
+	"Communication":              decodeAs[models.Communication],
+	"Composition":                decodeAs[models.Composition],
+	"Condition":                  decodeAs[models.Condition],
+	"Consent":                    decodeAs[models.Consent],
+	"Device":                     decodeAs[models.Device],
+	"DiagnosticReport":           decodeAs[models.DiagnosticReport],
+	"DocumentReference":          decodeAs[models.DocumentReference],
+	"Encounter":                  decodeAs[models.Encounter],
+	"EpisodeOfCare":              decodeAs[models.EpisodeOfCare],
+	"Flag":                       decodeAs[models.Flag],
+	"HealthcareService":          decodeAs[models.HealthcareService],
+	"Immunization":               decodeAs[models.Immunization],
+	"Location":                   decodeAs[models.Location],
+	"Medication":                 decodeAs[models.Medication],
+	"MedicationAdministration":   decodeAs[models.MedicationAdministration],
+	"MedicationDispense":         decodeAs[models.MedicationDispense],
+	"MedicationRequest":          decodeAs[models.MedicationRequest],
+	"MedicationStatement":        decodeAs[models.MedicationStatement],
+	"MessageHeader":              decodeAs[models.MessageHeader],
+	"Observation":                decodeAs[models.Observation],
+	"Organization":               decodeAs[models.Organization],
+	"Patient":                    decodeAs[models.Patient],
+	"Practitioner":               decodeAs[models.Practitioner],
+	"PractitionerRole":           decodeAs[models.PractitionerRole],
+	"Procedure":                  decodeAs[models.Procedure],
+	"Provenance":                 decodeAs[models.Provenance],
+	"QuestionnaireResponse":      decodeAs[models.QuestionnaireResponse],
+	"RelatedPerson":              decodeAs[models.RelatedPerson],
+	"ServiceRequest":             decodeAs[models.ServiceRequest],
+	"Specimen":                   decodeAs[models.Specimen],
+	"Task":                       decodeAs[models.Task],
+	"DetectedIssue":              decodeAs[models.DetectedIssue],
+	"FamilyMemberHistory":        decodeAs[models.FamilyMemberHistory],
+	"ImagingStudy":               decodeAs[models.ImagingStudy],
+	"List":                       decodeAs[models.List],
+	"OperationOutcome":           decodeAs[models.OperationOutcome],
+	"CommunicationRequest":       decodeAs[models.CommunicationRequest],
+	"Goal":                       decodeAs[models.Goal],
+	"ClinicalImpression":         decodeAs[models.ClinicalImpression],
+	"RiskAssessment":             decodeAs[models.RiskAssessment],
+	"NutritionOrder":             decodeAs[models.NutritionOrder],
+	"ImmunizationRecommendation": decodeAs[models.ImmunizationRecommendation],
+}
+
+// SupportedResourceTypes lists, sorted, the types resource_types may name.
+func SupportedResourceTypes() []string {
+	out := make([]string, 0, len(checkers))
+	for t := range checkers {
+		if t != "Bundle" {
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func supportedType(t string) bool {
+	_, ok := checkers[t]
+	return ok
+}
+
+// depthOffset returns the offset of the first bracket nesting deeper than
+// max, or -1. It looks only at brackets outside strings, so it is cheap and
+// never recurses; syntax is checked later by the JSON decoder.
+func depthOffset(b []byte, max int) int {
+	depth := 0
+	inString, escaped := false, false
+	for i, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			if depth > max {
+				return i
+			}
+		case '}', ']':
+			depth--
+		}
+	}
+	return -1
+}
+
+// utf8BOM is the byte order mark some Windows software puts before JSON.
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// stripBOM returns b without a leading UTF-8 byte order mark.
+func stripBOM(b []byte) []byte { return bytes.TrimPrefix(b, utf8BOM) }
+
+// jsonError describes a decoding error by position only, so that neither
+// logs nor replies echo payload content the error may quote.
+func jsonError(err error) string {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		// Offset counts the bytes read, including the offending one; report
+		// the 0-based position of that byte.
+		pos := syn.Offset - 1
+		if pos < 0 {
+			pos = 0
+		}
+		return fmt.Sprintf("invalid JSON at offset %d: %s", pos, syntaxReason(syn.Error()))
+	}
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) {
+		if typ.Field != "" {
+			return fmt.Sprintf("wrong JSON type for %s at offset %d (want %s)", typ.Field, typ.Offset, typ.Type)
+		}
+		return fmt.Sprintf("wrong JSON type at offset %d (want %s)", typ.Offset, typ.Type)
+	}
+	return "invalid JSON"
+}
+
+// syntaxReason keeps the encoding/json syntax message only when it is one
+// of the fixed texts that quote no input (such as "unexpected end of JSON
+// input"); messages that quote a character are reduced to "unexpected
+// character".
+func syntaxReason(msg string) string {
+	if strings.Contains(msg, "'") {
+		return "unexpected character"
+	}
+	return msg
+}
+
+// fhirIdentifier is the part of a FHIR Identifier this package reads.
+type fhirIdentifier struct {
+	System string `json:"system"`
+	Value  string `json:"value"`
+}
+
+// identifiers decodes a resource's top-level identifier element, which is
+// an array for most types and a single object for a few (Bundle,
+// QuestionnaireResponse).
+func identifiers(raw json.RawMessage) []fhirIdentifier {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return nil
+	}
+	if raw[0] == '{' {
+		var one fhirIdentifier
+		if json.Unmarshal(raw, &one) != nil {
+			return nil
+		}
+		return []fhirIdentifier{one}
+	}
+	var many []fhirIdentifier
+	if json.Unmarshal(raw, &many) != nil {
+		return nil
+	}
+	return many
+}
+
+// patientRef is the part of a Reference this package reads.
+type patientRef struct {
+	Identifier *fhirIdentifier `json:"identifier"`
+}
+
+// patientKeys are what a body says about its patient.
+type patientKeys struct {
+	// NHS is the first NHS number found (normalised, not checked).
+	NHS string
+	// First is the first identifier value of the first patient found.
+	First string
+	// Local is the first identifier value that is not an NHS number, of
+	// the first patient that has one.
+	Local string
+	// Found reports whether a patient was found at all.
+	Found bool
+}
+
+// patientKeysOf finds the patient of a resource: a Patient's own
+// identifiers, or for other types the identifier in subject or patient.
+// For a Bundle it looks at its Patient entries, and when there are none at
+// the subject or patient of each entry.
+func patientKeysOf(body []byte, resourceType string) patientKeys {
+	if resourceType != "Bundle" {
+		return keysOfResource(body, resourceType)
+	}
+	var b struct {
+		Entry []struct {
+			Resource json.RawMessage `json:"resource"`
+		} `json:"entry"`
+	}
+	if json.Unmarshal(body, &b) != nil {
+		return patientKeys{}
+	}
+	var out patientKeys
+	// Patients first, then references from other resources.
+	for pass := 0; pass < 2; pass++ {
+		for _, e := range b.Entry {
+			var head struct {
+				ResourceType string `json:"resourceType"`
+			}
+			if json.Unmarshal(e.Resource, &head) != nil {
+				continue
+			}
+			if (pass == 0) != (head.ResourceType == "Patient") {
+				continue
+			}
+			k := keysOfResource(e.Resource, head.ResourceType)
+			if !k.Found {
+				continue
+			}
+			if out.First == "" {
+				out.First = k.First
+			}
+			if out.Local == "" {
+				out.Local = k.Local
+			}
+			out.Found = true
+			if k.NHS != "" {
+				out.NHS = k.NHS
+				return out
+			}
+		}
+		if out.Found {
+			return out
+		}
+	}
+	return out
+}
+
+func keysOfResource(raw []byte, resourceType string) patientKeys {
+	var r struct {
+		Identifier json.RawMessage `json:"identifier"`
+		Subject    *patientRef     `json:"subject"`
+		Patient    *patientRef     `json:"patient"`
+	}
+	if json.Unmarshal(raw, &r) != nil {
+		return patientKeys{}
+	}
+	var ids []fhirIdentifier
+	if resourceType == "Patient" {
+		ids = identifiers(r.Identifier)
+	} else {
+		for _, ref := range []*patientRef{r.Subject, r.Patient} {
+			if ref != nil && ref.Identifier != nil {
+				ids = append(ids, *ref.Identifier)
+			}
+		}
+	}
+	var k patientKeys
+	for _, id := range ids {
+		if id.Value == "" {
+			continue
+		}
+		k.Found = true
+		if k.First == "" {
+			k.First = id.Value
+		}
+		if id.System == nhs.SystemNHSNumber {
+			if k.NHS == "" {
+				k.NHS = nhs.Normalize(id.Value)
+			}
+		} else if k.Local == "" {
+			k.Local = id.Value
+		}
+	}
+	if resourceType == "Patient" {
+		k.Found = true
+	}
+	return k
+}

@@ -1,0 +1,505 @@
+package fhir
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	jfhir "github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// HTTP header names used by the endpoint.
+const (
+	// HeaderMessageID carries the Junction message id of a stored message.
+	// For a resend it is the original's id only when the store recognises
+	// the resend at once (nats.group_commit: false); with group commit the
+	// resend is recognised later, when its batch is split, and is not
+	// routed again, but this reply carries the resend's own id.
+	HeaderMessageID = "X-Junction-Message-Id"
+	// HeaderIdempotencyKey lets a sender mark resends of a body without a
+	// Bundle.identifier.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// maxIdempotencyKey bounds the Idempotency-Key header.
+	maxIdempotencyKey = 256
+	// maxDedupeKey is the longest dedupe key kept verbatim; longer keys are
+	// hashed.
+	maxDedupeKey = 512
+	// retryAfterSeconds is suggested to senders when the store is down.
+	retryAfterSeconds = "10"
+)
+
+// Routes served, by ServeMux pattern.
+const (
+	RoutePostBundle   = "POST /fhir"
+	RoutePostResource = "POST /fhir/{type}"
+	RouteMetadata     = "GET /fhir/metadata"
+)
+
+// acceptedBundleTypes are the Bundle types POST /fhir takes.
+var acceptedBundleTypes = map[models.BundleType]bool{
+	models.BundleTypeTransaction: true,
+	models.BundleTypeBatch:       true,
+	models.BundleTypeMessage:     true,
+	models.BundleTypeCollection:  true,
+}
+
+// Inbound is the FHIR REST endpoint. It implements adapter.HTTPInbound.
+type Inbound struct {
+	name    string
+	host    adapter.Host
+	cfg     InboundConfig
+	types   map[string]bool
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	tracer  trace.Tracer
+	// token, when set, is the bearer token callers must present.
+	token []byte
+	// slots bounds concurrent posts.
+	slots chan struct{}
+
+	capability []byte
+
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+var _ adapter.HTTPInbound = (*Inbound)(nil)
+
+// NewInbound returns the endpoint. host stores what it accepts.
+func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*Inbound, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, configError("inbound", errs)
+	}
+	if host == nil {
+		return nil, fault.New(fault.CodeConfig, "fhir: inbound needs a host")
+	}
+	set = withDefaults(set)
+	in := &Inbound{
+		name:    set.Name,
+		host:    host,
+		cfg:     cfg,
+		types:   map[string]bool{},
+		log:     set.Logger,
+		metrics: set.Metrics,
+		tracer:  set.Tracer,
+	}
+	for _, t := range cfg.ResourceTypes {
+		in.types[t] = true
+	}
+	slots := cfg.MaxConcurrent
+	if slots == 0 {
+		slots = 64
+	}
+	in.slots = make(chan struct{}, slots)
+	if cfg.BearerToken != "" {
+		if set.Secrets == nil {
+			return nil, fault.New(fault.CodeConfig, "fhir: bearer_token needs a secret resolver")
+		}
+		tok, err := set.Secrets.Resolve(cfg.BearerToken)
+		if err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: bearer_token", err)
+		}
+		in.token = []byte(tok)
+	}
+	cs := jfhir.CapabilityStatement(jfhir.CapabilityOptions{
+		SoftwareVersion: softwareVersion(),
+		ResourceTypes:   cfg.ResourceTypes,
+	})
+	b, err := json.Marshal(cs)
+	if err != nil {
+		return nil, fmt.Errorf("fhir: marshal capability statement: %w", err)
+	}
+	in.capability = b
+	return in, nil
+}
+
+// withDefaults fills in services a test or tool may leave out, so the
+// adapter never dereferences nil.
+func withDefaults(set adapter.Settings) adapter.Settings {
+	if set.Name == "" {
+		set.Name = Type
+	}
+	if set.Logger == nil {
+		set.Logger = slog.New(slog.DiscardHandler)
+	}
+	if set.Metrics == nil {
+		set.Metrics = telemetry.NewMetrics(prometheus.NewRegistry())
+	}
+	if set.Tracer == nil {
+		set.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	return set
+}
+
+// softwareVersion is the main module's version, or "dev".
+func softwareVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Start does nothing: the engine serves Routes on its HTTP listener.
+func (in *Inbound) Start(context.Context) error { return nil }
+
+// Shutdown refuses new requests (503) and waits for those in progress, or
+// for ctx to end. It is safe without Start and idempotent.
+func (in *Inbound) Shutdown(ctx context.Context) error {
+	in.mu.Lock()
+	in.closed = true
+	in.mu.Unlock()
+	done := make(chan struct{})
+	go func() { in.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("fhir: inbound shutdown: %w", ctx.Err())
+	}
+}
+
+// Routes returns the endpoint's handlers by ServeMux pattern.
+func (in *Inbound) Routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		RoutePostBundle: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in.post(w, r, "")
+		}),
+		RoutePostResource: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			in.post(w, r, r.PathValue("type"))
+		}),
+		RouteMetadata: http.HandlerFunc(in.metadata),
+	}
+}
+
+func (in *Inbound) metadata(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", jfhir.MediaTypeJSON)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(in.capability)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(in.capability)
+}
+
+func (in *Inbound) enter() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return false
+	}
+	in.inflight.Add(1)
+	return true
+}
+
+// post handles POST /fhir (pathType "") and POST /fhir/{type}.
+func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string) {
+	start := time.Now()
+	if in.token != nil {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), in.token) != 1 {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			jfhir.WriteOutcome(w, http.StatusUnauthorized, jfhir.Outcome("error", "security", "a valid bearer token is required"))
+			in.metrics.Acks.WithLabelValues(in.name, "401").Inc()
+			in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeUnauthorized)).Inc()
+			return
+		}
+	}
+	select {
+	case in.slots <- struct{}{}:
+		defer func() { <-in.slots }()
+	default:
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", "too many requests in progress; not stored, resend later"))
+		in.metrics.Acks.WithLabelValues(in.name, "503").Inc()
+		in.metrics.Rejected.WithLabelValues(in.name, "busy").Inc()
+		return
+	}
+	if !in.enter() {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", "endpoint shutting down; not stored, resend later"))
+		in.metrics.Acks.WithLabelValues(in.name, "503").Inc()
+		return
+	}
+	defer in.inflight.Done()
+	in.metrics.Received.WithLabelValues(in.name).Inc()
+	ctx, span := in.tracer.Start(r.Context(), "fhir.receive", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
+
+	status := in.receive(ctx, w, r, pathType, span)
+
+	in.metrics.Acks.WithLabelValues(in.name, strconv.Itoa(status)).Inc()
+	in.metrics.AckLatency.WithLabelValues(in.name).Observe(time.Since(start).Seconds())
+	if status >= 400 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+}
+
+// rejection is a request refused before storing.
+type rejection struct {
+	status int
+	code   fault.Code
+	issue  string // OperationOutcome issue type; "" means fault.IssueType(code)
+	detail string
+	expr   []string
+}
+
+func (in *Inbound) reject(w http.ResponseWriter, rj rejection) int {
+	issue := rj.issue
+	if issue == "" {
+		issue = fault.IssueType(rj.code)
+	}
+	in.metrics.Rejected.WithLabelValues(in.name, string(rj.code)).Inc()
+	in.log.Debug("request rejected", "reason", string(rj.code), "status", rj.status)
+	jfhir.WriteOutcome(w, rj.status, jfhir.Outcome("error", issue, rj.detail, rj.expr...))
+	return rj.status
+}
+
+// receive checks, stores and answers one POST, returning the status sent.
+func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.Request, pathType string, span trace.Span) int {
+	if rj, ok := checkMediaType(r.Header.Get("Content-Type")); !ok {
+		return in.reject(w, rj)
+	}
+	idemKey := strings.TrimSpace(r.Header.Get(HeaderIdempotencyKey))
+	if len(idemKey) > maxIdempotencyKey {
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid,
+			detail: fmt.Sprintf("%s header longer than %d characters", HeaderIdempotencyKey, maxIdempotencyKey)})
+	}
+	max := in.cfg.MaxBodyBytes
+	if r.ContentLength > max {
+		return in.reject(w, tooLarge(max))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return in.reject(w, tooLarge(max))
+		}
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, detail: "could not read the request body"})
+	}
+	parsed, rj, ok := in.check(body, pathType)
+	if !ok {
+		return in.reject(w, rj)
+	}
+
+	env := &envelope.Envelope{
+		ID:          in.host.NewID(),
+		Source:      in.name,
+		ContentType: envelope.ContentTypeFHIR,
+		ReceivedAt:  time.Now().UTC(),
+		MessageType: parsed.resourceType,
+		Raw:         body,
+	}
+	switch {
+	case parsed.identifier != "":
+		env.ControlID = parsed.identifier
+		env.DedupeKey = boundKey("bundle|" + parsed.identifierSystem + "|" + parsed.identifier)
+	case idemKey != "":
+		env.ControlID = idemKey
+		env.DedupeKey = boundKey("idem|" + idemKey)
+	}
+	partKey := parsed.patient.NHS
+	if partKey == "" {
+		partKey = env.DedupeKey
+	}
+	if partKey == "" {
+		partKey = env.ID
+	}
+	env.Partition = in.host.Partition(partKey)
+	span.SetAttributes(attribute.String("junction.message_type", env.MessageType), attribute.String("junction.id", env.ID))
+
+	res, err := in.host.Ingest(ctx, env)
+	if err != nil {
+		in.log.Warn("message not stored; answered 503", "id", env.ID, "type", env.MessageType, "error", err.Error())
+		span.RecordError(err)
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		jfhir.WriteOutcome(w, http.StatusServiceUnavailable,
+			jfhir.Outcome("error", "transient", "message not stored: the store is unavailable; resend later"))
+		return http.StatusServiceUnavailable
+	}
+	id := res.ID
+	if id == "" {
+		id = env.ID
+	}
+	w.Header().Set(HeaderMessageID, id)
+	if res.Duplicate {
+		in.metrics.Duplicates.WithLabelValues(in.name).Inc()
+		in.log.Info("duplicate received", "id", id, "type", env.MessageType)
+		jfhir.WriteOutcome(w, http.StatusAccepted, jfhir.Information("duplicate of message "+id+"; already stored, not stored again"))
+		return http.StatusAccepted
+	}
+	in.log.Debug("message stored", "id", id, "type", env.MessageType)
+	jfhir.WriteOutcome(w, http.StatusAccepted, jfhir.Information("stored as message "+id))
+	return http.StatusAccepted
+}
+
+func tooLarge(max int64) rejection {
+	return rejection{status: http.StatusRequestEntityTooLarge, code: fault.CodeFHIRTooLarge,
+		detail: fmt.Sprintf("body larger than %d bytes", max)}
+}
+
+// checkMediaType accepts application/fhir+json and application/json, with
+// an optional charset (UTF-8 only) and fhirVersion (4.0 only).
+func checkMediaType(ct string) (rejection, bool) {
+	bad := func(detail string) (rejection, bool) {
+		return rejection{status: http.StatusUnsupportedMediaType, code: fault.CodeFHIRMediaType, detail: detail}, false
+	}
+	if ct == "" {
+		return bad("Content-Type required: application/fhir+json")
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return bad("unreadable Content-Type; use application/fhir+json")
+	}
+	if mt != "application/fhir+json" && mt != "application/json" {
+		return bad("unsupported Content-Type " + strconv.Quote(mt) + "; use application/fhir+json")
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return bad("unsupported charset; FHIR JSON is UTF-8")
+	}
+	if v, ok := params["fhirversion"]; ok && v != "4.0" && v != "4.0.1" {
+		return bad("unsupported fhirVersion; this endpoint is FHIR R4 (4.0)")
+	}
+	return rejection{}, true
+}
+
+// checked is what check learned about an accepted body.
+type checked struct {
+	resourceType     string
+	identifierSystem string
+	identifier       string
+	patient          patientKeys
+}
+
+// check validates body for the URL type pathType ("" for POST /fhir).
+func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool) {
+	invalid := func(code fault.Code, issue, detail string, expr ...string) (checked, rejection, bool) {
+		return checked{}, rejection{status: http.StatusBadRequest, code: code, issue: issue, detail: detail, expr: expr}, false
+	}
+	if pathType != "" && pathType != "Bundle" && !in.types[pathType] {
+		return invalid(fault.CodeFHIRInvalid, "not-supported", "resource type "+strconv.Quote(pathType)+" is not accepted here")
+	}
+	doc := stripBOM(body)
+	trimmed := bytes.TrimSpace(doc)
+	if len(trimmed) == 0 {
+		return invalid(fault.CodeFHIREmpty, "", "empty body")
+	}
+	if off := depthOffset(doc, MaxDepth); off >= 0 {
+		return invalid(fault.CodeFHIRInvalidJSON, "", fmt.Sprintf("JSON nested deeper than %d levels at offset %d", MaxDepth, off))
+	}
+	if trimmed[0] != '{' {
+		if !json.Valid(doc) {
+			var v any
+			return invalid(fault.CodeFHIRInvalidJSON, "", jsonError(json.Unmarshal(doc, &v)))
+		}
+		return invalid(fault.CodeFHIRInvalid, "structure", "body is not a JSON object")
+	}
+	var head struct {
+		ResourceType json.RawMessage `json:"resourceType"`
+	}
+	if err := json.Unmarshal(doc, &head); err != nil {
+		return invalid(fault.CodeFHIRInvalidJSON, "", jsonError(err))
+	}
+	var rt string
+	if len(head.ResourceType) == 0 || json.Unmarshal(head.ResourceType, &rt) != nil || rt == "" {
+		return invalid(fault.CodeFHIRInvalid, "required", "resourceType missing or not a string", "resourceType")
+	}
+	if !isResourceType(rt) {
+		return invalid(fault.CodeFHIRInvalid, "", "unknown resourceType "+strconv.Quote(rt), "resourceType")
+	}
+	switch {
+	case pathType == "" && rt != "Bundle":
+		return invalid(fault.CodeFHIRInvalid, "", "POST [base] takes a Bundle; post a single "+rt+" to [base]/"+rt, "resourceType")
+	case pathType != "" && rt != pathType:
+		return invalid(fault.CodeFHIRInvalid, "", "resourceType "+rt+" does not match the URL type "+pathType, "resourceType")
+	case rt != "Bundle" && !in.types[rt]:
+		return invalid(fault.CodeFHIRInvalid, "not-supported", "resource type "+rt+" is not accepted here", "resourceType")
+	}
+	out := checked{resourceType: rt}
+	if rt == "Bundle" {
+		var b models.Bundle
+		if err := json.Unmarshal(doc, &b); err != nil {
+			return invalid(fault.CodeFHIRInvalid, "", "invalid Bundle: "+modelError(err))
+		}
+		if !acceptedBundleTypes[b.Type] {
+			return invalid(fault.CodeFHIRInvalid, "not-supported", "Bundle.type must be transaction, batch, message or collection", "Bundle.type")
+		}
+		for i, e := range b.Entry {
+			if len(e.Resource) == 0 {
+				continue
+			}
+			where := fmt.Sprintf("Bundle.entry[%d].resource", i)
+			ert, err := jfhir.ResourceType(e.Resource)
+			if err != nil || !isResourceType(ert) {
+				return invalid(fault.CodeFHIRInvalid, "", "entry without a valid resourceType", where)
+			}
+			if i == 0 && b.Type == models.BundleTypeMessage && ert != "MessageHeader" {
+				return invalid(fault.CodeFHIRInvalid, "", "the first entry of a message Bundle must be a MessageHeader", where)
+			}
+			if chk, ok := checkers[ert]; ok {
+				if err := chk(e.Resource); err != nil {
+					return invalid(fault.CodeFHIRInvalid, "", "invalid "+ert+": "+modelError(err), where)
+				}
+			}
+		}
+		if b.Type == models.BundleTypeMessage && len(b.Entry) == 0 {
+			return invalid(fault.CodeFHIRInvalid, "", "a message Bundle needs a MessageHeader entry", "Bundle.entry")
+		}
+		if b.Identifier != nil && b.Identifier.Value != nil && *b.Identifier.Value != "" {
+			out.identifier = *b.Identifier.Value
+			if b.Identifier.System != nil {
+				out.identifierSystem = *b.Identifier.System
+			}
+		}
+	} else {
+		if err := checkers[rt](doc); err != nil {
+			return invalid(fault.CodeFHIRInvalid, "", "invalid "+rt+": "+modelError(err))
+		}
+	}
+	out.patient = patientKeysOf(doc, rt)
+	return out, rejection{}, true
+}
+
+// modelError describes a samply decoding error. JSON type errors are
+// described by position; the models' own errors (unknown codes) are
+// returned as they are, since they go only to the sender.
+func modelError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &syn) || errors.As(err, &typ) {
+		return jsonError(err)
+	}
+	return err.Error()
+}
+
+// boundKey returns key, or a hash of it when it is too long for a header.
+func boundKey(key string) string {
+	if len(key) <= maxDedupeKey {
+		return key
+	}
+	sum := sha256.Sum256([]byte(key))
+	return "sha256|" + hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,677 @@
+package fhir
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// fakeHost is an in-memory stand-in for the engine's store.
+type fakeHost struct {
+	mu     sync.Mutex
+	n      int
+	stored []*envelope.Envelope
+	byKey  map[string]string
+	err    error
+}
+
+func newFakeHost() *fakeHost { return &fakeHost{byKey: map[string]string{}} }
+
+func (h *fakeHost) Ingest(_ context.Context, env *envelope.Envelope) (adapter.IngestResult, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return adapter.IngestResult{}, h.err
+	}
+	if env.DedupeKey != "" {
+		if id, ok := h.byKey[env.DedupeKey]; ok {
+			return adapter.IngestResult{ID: id, Duplicate: true}, nil
+		}
+		h.byKey[env.DedupeKey] = env.ID
+	}
+	c := *env
+	c.Raw = append([]byte(nil), env.Raw...)
+	h.stored = append(h.stored, &c)
+	return adapter.IngestResult{ID: env.ID}, nil
+}
+
+func (h *fakeHost) Quarantine(context.Context, string, []byte, string) error { return nil }
+
+func (h *fakeHost) Partition(key string) int {
+	f := fnv.New32a()
+	f.Write([]byte(key))
+	return int(f.Sum32() % 64)
+}
+
+func (h *fakeHost) NewID() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n++
+	return fmt.Sprintf("01TESTID%06d", h.n)
+}
+
+func (h *fakeHost) all() []*envelope.Envelope {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*envelope.Envelope(nil), h.stored...)
+}
+
+type inboundFixture struct {
+	in   *Inbound
+	host *fakeHost
+	mux  *http.ServeMux
+	m    *telemetry.Metrics
+}
+
+func newInboundFixture(t *testing.T, cfg InboundConfig) *inboundFixture {
+	t.Helper()
+	m := telemetry.NewMetrics(prometheus.NewRegistry())
+	host := newFakeHost()
+	in, err := NewInbound(adapter.Settings{Name: "ehr", Metrics: m}, host, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for p, h := range in.Routes() {
+		mux.Handle(p, h)
+	}
+	return &inboundFixture{in: in, host: host, mux: mux, m: m}
+}
+
+func (f *inboundFixture) do(method, path, ctype string, body []byte, hdr map[string]string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, bytes.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	f.mux.ServeHTTP(rec, req)
+	return rec
+}
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// outcomeOf decodes an OperationOutcome reply to its first issue.
+func outcomeOf(t *testing.T, body []byte) (code, diagnostics string) {
+	t.Helper()
+	var oo struct {
+		ResourceType string
+		Issue        []struct{ Severity, Code, Diagnostics string }
+	}
+	if err := json.Unmarshal(body, &oo); err != nil || oo.ResourceType != "OperationOutcome" || len(oo.Issue) == 0 {
+		t.Fatalf("reply is not an OperationOutcome: %s", body)
+	}
+	return oo.Issue[0].Code, oo.Issue[0].Diagnostics
+}
+
+func TestInboundAccepts(t *testing.T) {
+	bundle := readTestdata(t, "message-bundle.json")
+	patient := readTestdata(t, "patient.json")
+	obs := readTestdata(t, "observation.json")
+	coll := readTestdata(t, "collection-no-nhs.json")
+	bom := append([]byte{0xEF, 0xBB, 0xBF}, patient...)
+	h := newFakeHost()
+	tests := []struct {
+		name     string
+		path     string
+		ctype    string
+		body     []byte
+		hdr      map[string]string
+		wantType string
+		wantCtl  string
+		wantKey  string
+		wantPart int
+	}{
+		{"message bundle", "/fhir", "application/fhir+json", bundle, nil,
+			"Bundle", "MSG-0001", "bundle|https://supplier.example/message-id|MSG-0001", h.Partition("9990000018")},
+		{"bundle at /fhir/Bundle", "/fhir/Bundle", "application/fhir+json; charset=utf-8", bundle, nil,
+			"Bundle", "MSG-0001", "bundle|https://supplier.example/message-id|MSG-0001", h.Partition("9990000018")},
+		{"patient with idempotency key", "/fhir/Patient", "application/json; charset=UTF-8", patient, map[string]string{"Idempotency-Key": "k-1"},
+			"Patient", "k-1", "idem|k-1", h.Partition("9990000026")},
+		{"patient without key", "/fhir/Patient", "application/fhir+json; fhirVersion=4.0", patient, nil,
+			"Patient", "", "", h.Partition("9990000026")},
+		{"observation partitioned by subject", "/fhir/Observation", "application/fhir+json", obs, nil,
+			"Observation", "", "", h.Partition("9990000034")},
+		{"collection without NHS number uses id", "/fhir", "application/fhir+json", coll, nil,
+			"Bundle", "", "", h.Partition("01TESTID000001")},
+		{"byte order mark kept", "/fhir/Patient", "application/fhir+json", bom, nil,
+			"Patient", "", "", h.Partition("9990000026")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			rec := f.do(http.MethodPost, tt.path, tt.ctype, tt.body, tt.hdr)
+			if rec.Code != http.StatusAccepted {
+				t.Fatalf("status = %d, body %s", rec.Code, rec.Body)
+			}
+			code, diag := outcomeOf(t, rec.Body.Bytes())
+			if code != "informational" || !strings.Contains(diag, "01TESTID000001") {
+				t.Errorf("outcome = %s %q", code, diag)
+			}
+			if got := rec.Header().Get(HeaderMessageID); got != "01TESTID000001" {
+				t.Errorf("%s = %q", HeaderMessageID, got)
+			}
+			st := f.host.all()
+			if len(st) != 1 {
+				t.Fatalf("stored %d messages", len(st))
+			}
+			e := st[0]
+			got := []any{e.ID, e.Source, e.ContentType, e.MessageType, e.ControlID, e.DedupeKey, e.Partition, e.Sender}
+			want := []any{"01TESTID000001", "ehr", envelope.ContentTypeFHIR, tt.wantType, tt.wantCtl, tt.wantKey, tt.wantPart, ""}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("envelope id, source, type, msgtype, control, dedupe, partition, sender (-want +got):\n%s", diff)
+			}
+			if !bytes.Equal(e.Raw, tt.body) {
+				t.Errorf("Raw changed:\n got %q\nwant %q", e.Raw, tt.body)
+			}
+			if e.ReceivedAt.IsZero() {
+				t.Error("ReceivedAt not set")
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", "202")); got != 1 {
+				t.Errorf("acks{202} = %v", got)
+			}
+			if got := testutil.ToFloat64(f.m.Received.WithLabelValues("ehr")); got != 1 {
+				t.Errorf("received = %v", got)
+			}
+		})
+	}
+}
+
+func TestInboundRejects(t *testing.T) {
+	patient := readTestdata(t, "patient.json")
+	bundle := readTestdata(t, "message-bundle.json")
+	deep := []byte(`{"resourceType":"Patient","extension":` + strings.Repeat("[", 200) + strings.Repeat("]", 200) + `}`)
+	veryDeep := bytes.Repeat([]byte("["), 1<<20)
+	tests := []struct {
+		name       string
+		path       string
+		ctype      string
+		body       []byte
+		wantStatus int
+		wantIssue  string
+		wantReason fault.Code
+		wantDiag   string
+	}{
+		{"text/plain", "/fhir/Patient", "text/plain", patient, 415, "not-supported", fault.CodeFHIRMediaType, "Content-Type"},
+		{"no content type", "/fhir/Patient", "", patient, 415, "not-supported", fault.CodeFHIRMediaType, "Content-Type"},
+		{"latin1 charset", "/fhir/Patient", "application/fhir+json; charset=iso-8859-1", patient, 415, "not-supported", fault.CodeFHIRMediaType, "charset"},
+		{"fhir version 3", "/fhir/Patient", "application/fhir+json; fhirVersion=3.0", patient, 415, "not-supported", fault.CodeFHIRMediaType, "fhirVersion"},
+		{"empty body", "/fhir/Patient", "application/fhir+json", nil, 400, "required", fault.CodeFHIREmpty, "empty"},
+		{"whitespace body", "/fhir", "application/fhir+json", []byte(" \r\n"), 400, "required", fault.CodeFHIREmpty, "empty"},
+		{"too large", "/fhir/Patient", "application/fhir+json", bytes.Repeat([]byte(" "), 11<<20), 413, "too-costly", fault.CodeFHIRTooLarge, "larger than"},
+		{"invalid json", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient",}`), 400, "structure", fault.CodeFHIRInvalidJSON, "offset 26"},
+		{"truncated json", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient"`), 400, "structure", fault.CodeFHIRInvalidJSON, "invalid JSON"},
+		{"trailing content", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient"} {}`), 400, "structure", fault.CodeFHIRInvalidJSON, "offset"},
+		{"too deep", "/fhir/Patient", "application/fhir+json", deep, 400, "structure", fault.CodeFHIRInvalidJSON, "deeper than 100"},
+		{"very deep array", "/fhir", "application/fhir+json", veryDeep, 400, "structure", fault.CodeFHIRInvalidJSON, "deeper than 100"},
+		{"array body", "/fhir", "application/fhir+json", []byte(`[1,2]`), 400, "structure", fault.CodeFHIRInvalid, "not a JSON object"},
+		{"no resourceType", "/fhir/Patient", "application/fhir+json", []byte(`{"id":"x"}`), 400, "required", fault.CodeFHIRInvalid, "resourceType"},
+		{"numeric resourceType", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":7}`), 400, "required", fault.CodeFHIRInvalid, "resourceType"},
+		{"unknown resourceType", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patients"}`), 400, "invalid", fault.CodeFHIRInvalid, "unknown resourceType"},
+		{"type mismatch", "/fhir/Patient", "application/fhir+json", readTestdata(t, "observation.json"), 400, "invalid", fault.CodeFHIRInvalid, "does not match"},
+		{"single resource at base", "/fhir", "application/fhir+json", patient, 400, "invalid", fault.CodeFHIRInvalid, "takes a Bundle"},
+		{"type not accepted", "/fhir/Medication", "application/fhir+json", []byte(`{"resourceType":"Medication"}`), 400, "not-supported", fault.CodeFHIRInvalid, "not accepted"},
+		{"path type not a type", "/fhir/metadata", "application/fhir+json", patient, 400, "not-supported", fault.CodeFHIRInvalid, "not accepted"},
+		{"searchset bundle", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"searchset"}`), 400, "not-supported", fault.CodeFHIRInvalid, "Bundle.type"},
+		{"unknown bundle type", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"pile"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Bundle"},
+		{"bad gender code", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","gender":"mail"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient"},
+		{"wrong json type", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","active":"yes"}`), 400, "invalid", fault.CodeFHIRInvalid, "wrong JSON type"},
+		{"bad entry resource", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","gender":"x"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient"},
+		{"entry without resourceType", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"id":"x"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry without"},
+		{"message without header", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "MessageHeader"},
+		{"empty message", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message"}`), 400, "invalid", fault.CodeFHIRInvalid, "MessageHeader"},
+		{"long idempotency key", "/fhir", "application/fhir+json", bundle, 400, "invalid", fault.CodeFHIRInvalid, "Idempotency-Key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			hdr := map[string]string{}
+			if tt.name == "long idempotency key" {
+				hdr["Idempotency-Key"] = strings.Repeat("k", 300)
+			}
+			rec := f.do(http.MethodPost, tt.path, tt.ctype, tt.body, hdr)
+			if rec.Code != tt.wantStatus {
+				t.Fatalf("status = %d, want %d; body %s", rec.Code, tt.wantStatus, rec.Body)
+			}
+			if ct := rec.Header().Get("Content-Type"); ct != "application/fhir+json" {
+				t.Errorf("Content-Type = %q", ct)
+			}
+			issue, diag := outcomeOf(t, rec.Body.Bytes())
+			if issue != tt.wantIssue || !strings.Contains(diag, tt.wantDiag) {
+				t.Errorf("outcome = %s %q, want %s containing %q", issue, diag, tt.wantIssue, tt.wantDiag)
+			}
+			if n := len(f.host.all()); n != 0 {
+				t.Errorf("stored %d messages", n)
+			}
+			if rec.Header().Get(HeaderMessageID) != "" {
+				t.Error("rejected request has a message id header")
+			}
+			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("ehr", string(tt.wantReason))); got != 1 {
+				t.Errorf("rejected{%s} = %v", tt.wantReason, got)
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", fmt.Sprint(tt.wantStatus))); got != 1 {
+				t.Errorf("acks{%d} = %v", tt.wantStatus, got)
+			}
+		})
+	}
+}
+
+func TestInboundTooDeepInsideStringIsFine(t *testing.T) {
+	f := newInboundFixture(t, DefaultInboundConfig())
+	body := []byte(`{"resourceType":"Patient","text":{"status":"generated","div":"` + strings.Repeat(`[{\"`, 300) + `"}}`)
+	rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", body, nil)
+	if rec.Code != http.StatusAccepted {
+		t.Fatalf("status = %d, body %s", rec.Code, rec.Body)
+	}
+}
+
+func TestInboundSmallLimit(t *testing.T) {
+	cfg := DefaultInboundConfig()
+	patient := readTestdata(t, "patient.json")
+	cfg.MaxBodyBytes = int64(len(patient))
+	f := newInboundFixture(t, cfg)
+	if rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", patient, nil); rec.Code != http.StatusAccepted {
+		t.Errorf("body of exactly the limit: status %d", rec.Code)
+	}
+	// Unknown length (chunked): the reader, not Content-Length, must stop it.
+	req := httptest.NewRequest(http.MethodPost, "/fhir/Patient", hideLen(append(patient, ' ')))
+	req.ContentLength = -1
+	req.Header.Set("Content-Type", "application/fhir+json")
+	rec := httptest.NewRecorder()
+	f.mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusRequestEntityTooLarge {
+		t.Errorf("one byte over the limit: status %d", rec.Code)
+	}
+}
+
+// hideLen hides the length of b from net/http.
+func hideLen(b []byte) *struct{ *bytes.Reader } { return &struct{ *bytes.Reader }{bytes.NewReader(b)} }
+
+func TestInboundDuplicate(t *testing.T) {
+	tests := []struct {
+		name string
+		path string
+		body []byte
+		hdr  map[string]string
+	}{
+		{"bundle identifier", "/fhir", readTestdata(t, "message-bundle.json"), nil},
+		{"idempotency key", "/fhir/Patient", readTestdata(t, "patient.json"), map[string]string{"Idempotency-Key": "abc"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			first := f.do(http.MethodPost, tt.path, "application/fhir+json", tt.body, tt.hdr)
+			second := f.do(http.MethodPost, tt.path, "application/fhir+json", tt.body, tt.hdr)
+			if first.Code != 202 || second.Code != 202 {
+				t.Fatalf("status = %d, %d", first.Code, second.Code)
+			}
+			id := first.Header().Get(HeaderMessageID)
+			if got := second.Header().Get(HeaderMessageID); got != id || id == "" {
+				t.Errorf("duplicate id header = %q, want %q", got, id)
+			}
+			if _, diag := outcomeOf(t, second.Body.Bytes()); !strings.Contains(diag, "duplicate of message "+id) {
+				t.Errorf("diagnostics = %q", diag)
+			}
+			if got := testutil.ToFloat64(f.m.Duplicates.WithLabelValues("ehr")); got != 1 {
+				t.Errorf("duplicates = %v", got)
+			}
+			if n := len(f.host.all()); n != 1 {
+				t.Errorf("stored %d", n)
+			}
+		})
+	}
+}
+
+func TestInboundStoreDown(t *testing.T) {
+	f := newInboundFixture(t, DefaultInboundConfig())
+	f.host.err = fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "store unavailable", errors.New("nats: no responders"))
+	rec := f.do(http.MethodPost, "/fhir", "application/fhir+json", readTestdata(t, "message-bundle.json"), nil)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d", rec.Code)
+	}
+	if rec.Header().Get("Retry-After") == "" {
+		t.Error("no Retry-After")
+	}
+	if rec.Header().Get(HeaderMessageID) != "" {
+		t.Error("message id header on a failed store")
+	}
+	if issue, _ := outcomeOf(t, rec.Body.Bytes()); issue != "transient" {
+		t.Errorf("issue = %s", issue)
+	}
+	if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", "503")); got != 1 {
+		t.Errorf("acks{503} = %v", got)
+	}
+	if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", "202")); got != 0 {
+		t.Errorf("acks{202} = %v", got)
+	}
+}
+
+func TestInboundMetadata(t *testing.T) {
+	cfg := DefaultInboundConfig()
+	cfg.ResourceTypes = []string{"Patient", "Encounter"}
+	f := newInboundFixture(t, cfg)
+	rec := f.do(http.MethodGet, "/fhir/metadata", "", nil, nil)
+	if rec.Code != 200 || rec.Header().Get("Content-Type") != "application/fhir+json" {
+		t.Fatalf("status %d, type %q", rec.Code, rec.Header().Get("Content-Type"))
+	}
+	var cs struct {
+		ResourceType string
+		Kind         string
+		Rest         []struct{ Resource []struct{ Type string } }
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &cs); err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, r := range cs.Rest[0].Resource {
+		types = append(types, r.Type)
+	}
+	if diff := cmp.Diff([]string{"Bundle", "Encounter", "Patient"}, types); diff != "" {
+		t.Errorf("types (-want +got):\n%s", diff)
+	}
+	if cs.ResourceType != "CapabilityStatement" || cs.Kind != "instance" {
+		t.Errorf("resourceType %q kind %q", cs.ResourceType, cs.Kind)
+	}
+}
+
+func TestInboundShutdown(t *testing.T) {
+	f := newInboundFixture(t, DefaultInboundConfig())
+	if err := f.in.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := f.in.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", readTestdata(t, "patient.json"), nil)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("status after shutdown = %d", rec.Code)
+	}
+	if n := len(f.host.all()); n != 0 {
+		t.Errorf("stored %d after shutdown", n)
+	}
+}
+
+func TestInboundConcurrent(t *testing.T) {
+	f := newInboundFixture(t, DefaultInboundConfig())
+	patient := readTestdata(t, "patient.json")
+	var wg sync.WaitGroup
+	codes := make(chan int, 50)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", patient, map[string]string{"Idempotency-Key": fmt.Sprint("k", i%10)})
+			codes <- rec.Code
+		}(i)
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 202 {
+			t.Errorf("status %d", c)
+		}
+	}
+	if n := len(f.host.all()); n != 10 {
+		t.Errorf("stored %d, want 10", n)
+	}
+	if got := testutil.ToFloat64(f.m.Duplicates.WithLabelValues("ehr")); got != 40 {
+		t.Errorf("duplicates = %v, want 40", got)
+	}
+}
+
+func TestInboundConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  InboundConfig
+		want []string
+	}{
+		{"defaults", DefaultInboundConfig(), nil},
+		{"all wrong", InboundConfig{MaxBodyBytes: 0, ResourceTypes: []string{"Patient", "Patient", "Bundle", "Nope"}}, []string{
+			"max_body_bytes: must be positive",
+			`resource_types[1]: "Patient" listed twice`,
+			"resource_types[2]: Bundle is always accepted; do not list it",
+			`resource_types[3]: "Nope" is not a resource type`,
+		}},
+		{"none", InboundConfig{MaxBodyBytes: 1}, []string{"resource_types: at least one type is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := tt.cfg.Validate()
+			if len(errs) != len(tt.want) {
+				t.Fatalf("got %d errors %v, want %d", len(errs), errs, len(tt.want))
+			}
+			for i, e := range errs {
+				if !strings.HasPrefix(e.Error(), tt.want[i]) {
+					t.Errorf("error %d = %q, want prefix %q", i, e, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestFactories(t *testing.T) {
+	f := Factory{}
+	if f.Type() != "fhir" || (OutboundFactory{}).Type() != "fhir" {
+		t.Error("Type is not fhir")
+	}
+	ic, ok := f.NewConfig().(*InboundConfig)
+	if !ok || ic.MaxBodyBytes != 10<<20 || len(ic.ResourceTypes) != 13 {
+		t.Errorf("inbound defaults = %+v", f.NewConfig())
+	}
+	oc, ok := (OutboundFactory{}).NewConfig().(*OutboundConfig)
+	if !ok || oc.Mode != ModeTransaction || oc.Timeout.Seconds() != 30 {
+		t.Errorf("outbound defaults = %+v", (OutboundFactory{}).NewConfig())
+	}
+	in, err := f.NewInbound(context.Background(), adapter.Settings{}, newFakeHost(), ic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := in.(adapter.HTTPInbound); !ok {
+		t.Errorf("inbound is %T, not an HTTPInbound", in)
+	}
+	if _, err := f.NewInbound(context.Background(), adapter.Settings{}, newFakeHost(), "x"); err == nil {
+		t.Error("wrong config type accepted")
+	}
+	if _, err := f.NewTranslator(nil); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestInboundOfficialExamples posts the official FHIR R4 examples of the
+// accepted types; each must be stored.
+func TestInboundOfficialExamples(t *testing.T) {
+	dir := filepath.Join("..", "..", "..", "shared", "corpora", "fhir-r4-examples")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) == 0 {
+		t.Skip("corpus ../shared/corpora/fhir-r4-examples absent; skipping official examples")
+	}
+	accepted := map[string]bool{}
+	for _, ty := range DefaultResourceTypes() {
+		accepted[ty] = true
+	}
+	n := 0
+	for _, file := range files {
+		body, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var head struct{ ResourceType, Type string }
+		if json.Unmarshal(body, &head) != nil {
+			continue
+		}
+		path := "/fhir/" + head.ResourceType
+		switch {
+		case accepted[head.ResourceType]:
+		case head.ResourceType == "Bundle" && (head.Type == "transaction" || head.Type == "batch" || head.Type == "message" || head.Type == "collection"):
+			path = "/fhir"
+		default:
+			continue
+		}
+		n++
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			rec := f.do(http.MethodPost, path, "application/fhir+json", body, nil)
+			if rec.Code != http.StatusAccepted {
+				t.Errorf("status %d: %s", rec.Code, rec.Body)
+			}
+		})
+	}
+	if n == 0 {
+		t.Error("no examples of accepted types found")
+	}
+}
+
+func FuzzInboundCheck(f *testing.F) {
+	for _, name := range []string{"message-bundle.json", "patient.json", "observation.json", "collection-no-nhs.json"} {
+		f.Add(readTestdata(f, name), "")
+	}
+	f.Add([]byte(`{"resourceType":"Patient"}`), "Patient")
+	f.Add([]byte(`[[[[`), "")
+	files, _ := filepath.Glob(filepath.Join("..", "..", "..", "shared", "corpora", "fhir-r4-examples", "*.json"))
+	for i, file := range files {
+		if i >= 40 {
+			break
+		}
+		if b, err := os.ReadFile(file); err == nil {
+			f.Add(b, "")
+		}
+	}
+	in, err := NewInbound(adapter.Settings{}, newFakeHost(), DefaultInboundConfig())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, pathType string) {
+		c, rj, ok := in.check(body, pathType)
+		if ok {
+			if c.resourceType == "" {
+				t.Error("accepted without a resourceType")
+			}
+			if !json.Valid(stripBOM(body)) {
+				t.Error("accepted invalid JSON")
+			}
+			return
+		}
+		if rj.status < 400 || rj.detail == "" {
+			t.Errorf("rejection without status or detail: %+v", rj)
+		}
+	})
+}
+
+func BenchmarkInboundPost(b *testing.B) {
+	host := newFakeHost()
+	in, err := NewInbound(adapter.Settings{}, host, DefaultInboundConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := in.Routes()[RoutePostBundle]
+	body := readTestdata(b, "message-bundle.json")
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, "/fhir", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusAccepted {
+			b.Fatal(rec.Code)
+		}
+	}
+}
+
+// TestInboundBearerToken: with bearer_token set, posts without the token
+// (or with a wrong one) get 401 and nothing is stored.
+func TestInboundBearerToken(t *testing.T) {
+	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "s3cret-token")
+	cfg := DefaultInboundConfig()
+	cfg.BearerToken = "env:JUNCTION_TEST_FHIR_TOKEN"
+	m := telemetry.NewMetrics(prometheus.NewRegistry())
+	host := newFakeHost()
+	in, err := NewInbound(adapter.Settings{Name: "ehr", Metrics: m, Secrets: testSecrets{}}, host, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for p, h := range in.Routes() {
+		mux.Handle(p, h)
+	}
+	body := []byte(`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`)
+	for _, tt := range []struct {
+		name, auth string
+		want       int
+	}{
+		{"missing", "", http.StatusUnauthorized},
+		{"wrong", "Bearer nope", http.StatusUnauthorized},
+		{"not bearer", "Basic s3cret-token", http.StatusUnauthorized},
+		{"right", "Bearer s3cret-token", http.StatusAccepted},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodPost, "/fhir/Patient", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/fhir+json")
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
+			}
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Errorf("status %d, want %d: %s", rec.Code, tt.want, rec.Body)
+			}
+		})
+	}
+	if n := len(host.all()); n != 1 {
+		t.Errorf("%d messages stored, want 1", n)
+	}
+	cfg.BearerToken = "inline-token"
+	if errs := cfg.Validate(); len(errs) == 0 {
+		t.Error("an inline token was accepted")
+	}
+}
+
+// TestInboundConcurrencyLimit: with every slot taken, a post gets 503 with
+// Retry-After and nothing is stored.
+func TestInboundConcurrencyLimit(t *testing.T) {
+	cfg := DefaultInboundConfig()
+	cfg.MaxConcurrent = 1
+	f := newInboundFixture(t, cfg)
+	f.in.slots <- struct{}{} // a post in progress
+	body := []byte(`{"resourceType":"Patient"}`)
+	rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", body, nil)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("busy: status %d, Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	<-f.in.slots
+	if rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", body, nil); rec.Code != http.StatusAccepted {
+		t.Errorf("after the slot frees: status %d: %s", rec.Code, rec.Body)
+	}
+	if n := len(f.host.all()); n != 1 {
+		t.Errorf("%d stored, want 1", n)
+	}
+}

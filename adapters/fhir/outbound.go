@@ -1,0 +1,422 @@
+package fhir
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	jfhir "github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// HeaderRequestID carries the delivery's idempotency key to the server.
+const HeaderRequestID = "X-Request-Id"
+
+// maxReply is how much of a server's reply is kept in receipts and fault
+// details (for the audit trail).
+const maxReply = 4 << 10
+
+// maxDrain is how much of the rest of a reply is read and discarded so the
+// connection can be reused.
+const maxDrain = 256 << 10
+
+// Outbound delivers bundles to a FHIR server. It is safe for concurrent
+// use.
+//
+// In transaction mode (the default) each delivery becomes a transaction
+// Bundle POSTed to the base URL, built so that resending it changes
+// nothing:
+//
+//   - MessageHeader entries are dropped, as are entries without a resource.
+//   - A resource with an identifier becomes a conditional update,
+//     PUT <Type>?identifier=<system>|<value>, using its NHS number
+//     identifier if it has one, else its first identifier with both system
+//     and value. Its id is removed, as FHIR requires for a conditional
+//     update that may match a resource with another id.
+//   - A resource without such an identifier becomes PUT <Type>/<id>, with
+//     id = DeterministicUUID(idempotency key, fullUrl) written into the
+//     resource, so retries and replays of the delivery update the same
+//     resource. Different messages about an identifier-less resource
+//     therefore create different resources: give resources identifiers.
+//   - fullUrls are kept (urn:uuid: ones let references resolve inside the
+//     transaction); an entry without one gets urn:uuid:DeterministicUUID(
+//     idempotency key, "entry", index).
+//
+// In message mode the Bundle, which must be of type message, is POSTed
+// unchanged to [base]/$process-message.
+type Outbound struct {
+	cfg     OutboundConfig
+	base    string
+	secrets adapter.SecretResolver
+	client  *http.Client
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+var _ adapter.Outbound = (*Outbound)(nil)
+
+// NewOutbound returns a destination for cfg. The authorization reference,
+// if any, is resolved once here to fail early, and again for each request
+// so rotated credentials are picked up.
+func NewOutbound(set adapter.Settings, cfg OutboundConfig) (*Outbound, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, configError("outbound", errs)
+	}
+	set = withDefaults(set)
+	o := &Outbound{
+		cfg:     cfg,
+		base:    strings.TrimRight(cfg.URL, "/"),
+		secrets: set.Secrets,
+		log:     set.Logger,
+	}
+	if cfg.Authorization != "" {
+		if set.Secrets == nil {
+			return nil, fault.New(fault.CodeConfig, "fhir: authorization: no secret resolver")
+		}
+		if _, err := o.authorization(); err != nil {
+			return nil, err
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	o.client = &http.Client{
+		Transport: tr,
+		// A redirect of a POST would be followed as a GET: never follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return o, nil
+}
+
+// checkBaseURL checks that s is an absolute http(s) URL without query or
+// fragment.
+func checkBaseURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return errors.New("scheme must be http or https")
+	}
+	if u.Host == "" {
+		return errors.New("host required")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("must not have a query or fragment")
+	}
+	return nil
+}
+
+// authorization resolves the Authorization header value.
+func (o *Outbound) authorization() (string, error) {
+	if o.cfg.Authorization == "" {
+		return "", nil
+	}
+	v, err := o.secrets.Resolve(o.cfg.Authorization)
+	if err != nil {
+		return "", fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: authorization: cannot resolve secret reference", err)
+	}
+	v = strings.TrimRight(v, "\r\n")
+	if v == "" {
+		return "", fault.New(fault.CodeConfig, "fhir: authorization: secret is empty")
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return "", fault.New(fault.CodeConfig, "fhir: authorization: secret holds control characters")
+		}
+	}
+	return v, nil
+}
+
+// Start does nothing; connections are made on demand.
+func (o *Outbound) Start(context.Context) error { return nil }
+
+// Shutdown refuses new deliveries, waits for those in progress (or for ctx
+// to end) and closes idle connections. It is safe without Start and
+// idempotent.
+func (o *Outbound) Shutdown(ctx context.Context) error {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	done := make(chan struct{})
+	go func() { o.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("fhir: outbound shutdown: %w", ctx.Err())
+	}
+	o.client.CloseIdleConnections()
+	return nil
+}
+
+// Send delivers d. 2xx is success; 429, 5xx, timeouts and network errors
+// are transient faults; other answers are permanent faults whose Detail is
+// the server's OperationOutcome (or the start of its reply).
+func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Receipt, error) {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "fhir: destination shut down", nil)
+	}
+	o.inflight.Add(1)
+	o.mu.Unlock()
+	defer o.inflight.Done()
+
+	switch d.ContentType {
+	case "", envelope.ContentTypeFHIR, "application/json":
+	default:
+		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: cannot send content type %q to a FHIR server", d.ContentType)
+	}
+	body, target, err := o.request(d)
+	if err != nil {
+		return adapter.Receipt{}, err
+	}
+	auth, err := o.authorization()
+	if err != nil {
+		return adapter.Receipt{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return adapter.Receipt{}, fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: build request", err)
+	}
+	h := req.Header
+	h.Set("Content-Type", jfhir.MediaTypeJSON)
+	h.Set("Accept", jfhir.MediaTypeJSON)
+	h.Set("Prefer", "return=OperationOutcome")
+	if d.IdempotencyKey != "" {
+		h.Set(HeaderRequestID, d.IdempotencyKey)
+	}
+	if auth != "" {
+		h.Set("Authorization", auth)
+	}
+	resp, err := o.client.Do(req)
+	if err != nil {
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "fhir: request failed", err)
+	}
+	defer resp.Body.Close()
+	reply, readErr := io.ReadAll(io.LimitReader(resp.Body, maxReply))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+	text := replyText(reply)
+	status := resp.StatusCode
+	switch {
+	case status >= 200 && status < 300:
+		if readErr != nil {
+			// The server said yes; a broken reply body does not change that.
+			o.log.Debug("reply body unreadable", "destination", d.Destination, "error", readErr.Error())
+		}
+		loc := resp.Header.Get("Location")
+		if loc == "" {
+			loc = resp.Header.Get("Content-Location")
+		}
+		return adapter.Receipt{Status: strconv.Itoa(status), Reply: text, Location: loc}, nil
+	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
+		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
+			Msg: fmt.Sprintf("fhir: server answered %d", status)}).WithDetail(outcomeOrText(reply, text))
+	default:
+		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d", status).WithDetail(outcomeOrText(reply, text))
+	}
+}
+
+// request returns the body and URL to POST for d.
+func (o *Outbound) request(d *adapter.Delivery) ([]byte, string, error) {
+	doc := stripBOM(d.Body)
+	if o.cfg.Mode == ModeMessage {
+		var head struct {
+			ResourceType string `json:"resourceType"`
+			Type         string `json:"type"`
+		}
+		if err := json.Unmarshal(doc, &head); err != nil {
+			return nil, "", fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not JSON", err).WithDetail(jsonError(err))
+		}
+		if head.ResourceType != "Bundle" || head.Type != "message" {
+			return nil, "", fault.New(fault.CodeTranslate, "fhir: message mode needs a Bundle of type message")
+		}
+		return doc, o.base + "/$process-message", nil
+	}
+	tx, err := TransactionBundle(doc, d.IdempotencyKey)
+	if err != nil {
+		return nil, "", err
+	}
+	return tx, o.base, nil
+}
+
+// replyText returns b as valid UTF-8 text.
+func replyText(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
+
+func outcomeOrText(reply []byte, text string) string {
+	if s := jfhir.OutcomeText(reply); s != "" {
+		return s
+	}
+	return text
+}
+
+// TransactionBundle converts a Bundle (or a single resource) into the
+// idempotent transaction Bundle described on Outbound. key is the
+// delivery's idempotency key.
+func TransactionBundle(body []byte, key string) ([]byte, error) {
+	doc := stripBOM(body)
+	rt, err := jfhir.ResourceType(doc)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not a FHIR resource", err)
+	}
+	var entries []models.BundleEntry
+	if rt == "Bundle" {
+		var b models.Bundle
+		if err := json.Unmarshal(doc, &b); err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery Bundle does not decode", err).WithDetail(modelError(err))
+		}
+		entries = b.Entry
+	} else {
+		entries = []models.BundleEntry{{Resource: json.RawMessage(doc)}}
+	}
+	tx := models.Bundle{Type: models.BundleTypeTransaction}
+	for i, e := range entries {
+		if len(bytes.TrimSpace(e.Resource)) == 0 || string(e.Resource) == "null" {
+			continue
+		}
+		ert, err := jfhir.ResourceType(e.Resource)
+		if err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d is not a resource", i), err)
+		}
+		if ert == "MessageHeader" {
+			continue
+		}
+		full := ""
+		if e.FullUrl != nil {
+			full = *e.FullUrl
+		}
+		if full == "" {
+			full = "urn:uuid:" + jfhir.DeterministicUUID(key, "entry", strconv.Itoa(i))
+		}
+		var head struct {
+			Identifier json.RawMessage `json:"identifier"`
+		}
+		if err := json.Unmarshal(e.Resource, &head); err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d does not decode", i), err)
+		}
+		var req models.BundleEntryRequest
+		var res []byte
+		if id, ok := pickIdentifier(identifiers(head.Identifier)); ok {
+			req = models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: ert + "?" + identifierQuery(id)}
+			res, err = setID(e.Resource, "")
+		} else {
+			rid := jfhir.DeterministicUUID(key, full)
+			req = models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: ert + "/" + rid}
+			res, err = setID(e.Resource, rid)
+		}
+		if err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
+		}
+		f := full
+		tx.Entry = append(tx.Entry, models.BundleEntry{FullUrl: &f, Resource: res, Request: &req})
+	}
+	out, err := json.Marshal(tx)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: marshal transaction Bundle", err)
+	}
+	return out, nil
+}
+
+// pickIdentifier returns the NHS number identifier if there is one, else
+// the first identifier with both system and value.
+func pickIdentifier(ids []fhirIdentifier) (fhirIdentifier, bool) {
+	for _, id := range ids {
+		if id.System == nhs.SystemNHSNumber && id.Value != "" {
+			return id, true
+		}
+	}
+	for _, id := range ids {
+		if id.System != "" && id.Value != "" {
+			return id, true
+		}
+	}
+	return fhirIdentifier{}, false
+}
+
+// identifierQuery returns "identifier=<system>|<value>" with FHIR search
+// escaping (\ | , $) and URL query escaping.
+func identifierQuery(id fhirIdentifier) string {
+	esc := strings.NewReplacer(`\`, `\\`, `|`, `\|`, `,`, `\,`, `$`, `\$`)
+	return "identifier=" + url.QueryEscape(esc.Replace(id.System)) + "|" + url.QueryEscape(esc.Replace(id.Value))
+}
+
+// setID rewrites the top-level "id" of a JSON object, keeping the order of
+// the other members: id "" removes it; otherwise it is set (placed after
+// resourceType when absent).
+func setID(raw []byte, id string) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, errors.New(jsonError(err))
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("resource is not a JSON object")
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(raw) + len(id) + 8)
+	buf.WriteByte('{')
+	n := 0
+	member := func(k string, v []byte) {
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		buf.Write(kb)
+		buf.WriteByte(':')
+		buf.Write(v)
+		n++
+	}
+	quotedID, _ := json.Marshal(id)
+	wrote := id == ""
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return nil, errors.New(jsonError(err))
+		}
+		k, _ := kt.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, errors.New(jsonError(err))
+		}
+		if k == "id" {
+			if !wrote {
+				member("id", quotedID)
+				wrote = true
+			}
+			continue
+		}
+		member(k, v)
+		if k == "resourceType" && !wrote {
+			member("id", quotedID)
+			wrote = true
+		}
+	}
+	if !wrote {
+		member("id", quotedID)
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}

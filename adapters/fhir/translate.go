@@ -1,0 +1,115 @@
+package fhir
+
+import (
+	"encoding/json"
+	"time"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	jfhir "github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// Data-quality issue names reported by the translator.
+const (
+	IssueNHSNumberMissing = "nhs_number_missing"
+	IssueNHSNumberInvalid = "nhs_number_invalid"
+)
+
+// Translator turns what the inbound endpoint stored into a Bundle. It does
+// no I/O. A Bundle is passed on as it came (without a byte order mark); a
+// single resource is wrapped in a Bundle of type collection whose id is
+// the Junction message id and whose one entry has the fullUrl
+// urn:uuid:DeterministicUUID(message id, "entry", "0"), so translating the
+// same message twice gives the same bytes.
+type Translator struct{}
+
+var _ adapter.Translator = Translator{}
+
+// validID reports whether s is a valid FHIR id: 1 to 64 letters, digits,
+// '-' or '.'.
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// Translate implements adapter.Translator.
+func (Translator) Translate(env *envelope.Envelope) (*adapter.Translation, error) {
+	if env == nil {
+		return nil, fault.New(fault.CodeTranslate, "fhir: no message")
+	}
+	doc := stripBOM(env.Raw)
+	rt, err := jfhir.ResourceType(doc)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: stored body is not a FHIR resource", err)
+	}
+	out := &adapter.Translation{}
+	if rt == "Bundle" {
+		var head struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(doc, &head); err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: stored Bundle does not decode", err).WithDetail(jsonError(err))
+		}
+		out.Bundle = doc
+		out.Event = head.Type
+	} else {
+		b, err := wrapResource(env, doc)
+		if err != nil {
+			return nil, err
+		}
+		out.Bundle = b
+		out.Event = rt
+	}
+	k := patientKeysOf(doc, rt)
+	switch {
+	case k.NHS != "" && nhs.ValidNumber(k.NHS):
+		out.PatientKey = k.NHS
+	case k.Local != "":
+		out.PatientKey = k.Local
+	default:
+		out.PatientKey = k.First
+	}
+	if k.Found {
+		switch {
+		case k.NHS == "":
+			out.DataQuality = append(out.DataQuality, IssueNHSNumberMissing)
+		case !nhs.ValidNumber(k.NHS):
+			out.DataQuality = append(out.DataQuality, IssueNHSNumberInvalid)
+		}
+	}
+	return out, nil
+}
+
+// wrapResource returns a collection Bundle holding the one resource doc.
+func wrapResource(env *envelope.Envelope, doc []byte) ([]byte, error) {
+	full := "urn:uuid:" + jfhir.DeterministicUUID(env.ID, "entry", "0")
+	b := models.Bundle{
+		Type:  models.BundleTypeCollection,
+		Entry: []models.BundleEntry{{FullUrl: &full, Resource: json.RawMessage(doc)}},
+	}
+	if validID(env.ID) {
+		id := env.ID
+		b.Id = &id
+	}
+	if !env.ReceivedAt.IsZero() {
+		ts := env.ReceivedAt.UTC().Format(time.RFC3339Nano)
+		b.Timestamp = &ts
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: wrap resource in a Bundle", err)
+	}
+	return raw, nil
+}

@@ -1,0 +1,248 @@
+// Package file is the file destination: it writes each delivery to a file
+// under a directory, atomically and idempotently, for systems that pick up
+// files and for inspecting what a route produces.
+//
+// Layout: <dir>/<route>/<message id>.<destination>.json, or .hl7 for HL7 v2
+// content. The name depends only on the delivery's route, message id and
+// destination, so a retry or a replay of the same delivery replaces the
+// same file instead of adding another. There is deliberately no date
+// directory: a retry after midnight would otherwise write a second copy.
+// Message ids are time-sortable, so a directory listing is in arrival
+// order anyway.
+//
+// Each file is written to a temporary file in the same directory, synced,
+// renamed into place and the directory synced, so a reader never sees a
+// partial file and a written file survives a crash.
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// Type is the adapter type name used in config files.
+const Type = "file"
+
+// StatusWritten is the receipt status of a written delivery.
+const StatusWritten = "written"
+
+// Config configures a file destination.
+type Config struct {
+	// Dir is the output directory. A relative path is relative to the
+	// engine's data directory. Default "out".
+	Dir string `yaml:"dir"`
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config { return Config{Dir: "out"} }
+
+// Validate returns every problem with c.
+func (c *Config) Validate() []error {
+	var errs []error
+	if c.Dir == "" {
+		errs = append(errs, errors.New("dir: required"))
+	}
+	return errs
+}
+
+// Factory builds file destinations.
+type Factory struct{}
+
+var _ adapter.OutboundFactory = Factory{}
+
+// Type returns "file".
+func (Factory) Type() string { return Type }
+
+// NewConfig returns a *Config holding the defaults.
+func (Factory) NewConfig() any {
+	c := DefaultConfig()
+	return &c
+}
+
+// NewOutbound returns a file destination for cfg, a *Config.
+func (Factory) NewOutbound(_ context.Context, set adapter.Settings, cfg any) (adapter.Outbound, error) {
+	c, err := configOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return New(set, c)
+}
+
+func configOf(cfg any) (Config, error) {
+	switch c := cfg.(type) {
+	case *Config:
+		if c == nil {
+			return DefaultConfig(), nil
+		}
+		return *c, nil
+	case Config:
+		return c, nil
+	case nil:
+		return DefaultConfig(), nil
+	default:
+		return Config{}, fault.Newf(fault.CodeConfig, "file: config is %T, want *file.Config", cfg)
+	}
+}
+
+// Outbound writes deliveries to files. It is safe for concurrent use.
+type Outbound struct {
+	dir string
+
+	mu       sync.Mutex
+	closed   bool
+	inflight sync.WaitGroup
+}
+
+// New returns a file destination writing under cfg.Dir (relative to
+// set.DataDir when relative).
+func New(set adapter.Settings, cfg Config) (*Outbound, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "file: invalid config", errors.Join(errs...))
+	}
+	dir := cfg.Dir
+	if !filepath.IsAbs(dir) && set.DataDir != "" {
+		dir = filepath.Join(set.DataDir, dir)
+	}
+	return &Outbound{dir: filepath.Clean(dir)}, nil
+}
+
+// Dir returns the resolved output directory.
+func (o *Outbound) Dir() string { return o.dir }
+
+// Start creates the output directory.
+func (o *Outbound) Start(context.Context) error {
+	if err := os.MkdirAll(o.dir, 0o750); err != nil {
+		return fmt.Errorf("file: create output directory: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting deliveries and waits for writes in progress, or
+// for ctx to end. It is safe without Start and idempotent.
+func (o *Outbound) Shutdown(ctx context.Context) error {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+	done := make(chan struct{})
+	go func() { o.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("file: shutdown: %w", ctx.Err())
+	}
+}
+
+// Send writes d to <dir>/<route>/<message id>.<destination>.<ext> and
+// returns a receipt whose Location is that path relative to dir, with
+// forward slashes. Writing the same delivery again replaces the file.
+func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Receipt, error) {
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: destination shut down", nil)
+	}
+	o.inflight.Add(1)
+	o.mu.Unlock()
+	defer o.inflight.Done()
+
+	if err := ctx.Err(); err != nil {
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: send cancelled", err)
+	}
+	rel, err := RelPath(d)
+	if err != nil {
+		return adapter.Receipt{}, err
+	}
+	full := filepath.Join(o.dir, filepath.FromSlash(rel))
+	if err := writeAtomic(full, d.Body); err != nil {
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: write failed", err)
+	}
+	return adapter.Receipt{Status: StatusWritten, Location: rel}, nil
+}
+
+// RelPath returns where d is written, relative to the output directory,
+// with forward slashes. Route, destination and message id must be plain
+// names (letters, digits, '.', '_', '-', not starting with '.'), since
+// they become path elements; anything else is a permanent fault.
+func RelPath(d *adapter.Delivery) (string, error) {
+	for _, f := range []struct{ name, v string }{
+		{"route", d.Route}, {"destination", d.Destination}, {"message id", d.MessageID},
+	} {
+		if !safeName(f.v) {
+			return "", fault.Newf(fault.CodeConfig, "file: %s is not usable as a file name", f.name)
+		}
+	}
+	ext := ".json"
+	if d.ContentType == envelope.ContentTypeHL7v2 {
+		ext = ".hl7"
+	}
+	return path.Join(d.Route, d.MessageID+"."+d.Destination+ext), nil
+}
+
+func safeName(s string) bool {
+	if s == "" || len(s) > 200 || s[0] == '.' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// writeAtomic writes data to name through a synced temporary file in the
+// same directory, renames it into place and syncs the directory.
+func writeAtomic(name string, data []byte) (err error) {
+	dir := filepath.Dir(name)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("create directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("create temporary file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("write temporary file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("sync temporary file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("close temporary file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), name); err != nil {
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	return nil
+}

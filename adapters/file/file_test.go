@@ -1,0 +1,281 @@
+package file
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// listFiles returns every regular file under dir, relative, with slashes.
+func listFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !e.IsDir() {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestSend(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfgDir    string // relative dirs resolve against DataDir
+		del       adapter.Delivery
+		wantLoc   string
+		wantFiles []string
+	}{
+		{
+			name:      "fhir json",
+			cfgDir:    "out",
+			del:       adapter.Delivery{MessageID: "01JABC", Route: "adt", Destination: "ehr", ContentType: envelope.ContentTypeFHIR, Body: []byte(`{"resourceType":"Bundle"}`)},
+			wantLoc:   "adt/01JABC.ehr.json",
+			wantFiles: []string{"adt/01JABC.ehr.json"},
+		},
+		{
+			name:      "hl7 v2",
+			cfgDir:    "v2out",
+			del:       adapter.Delivery{MessageID: "01JABD", Route: "adt-forward", Destination: "ris_1", ContentType: envelope.ContentTypeHL7v2, Body: []byte("MSH|^~\\&|A\r")},
+			wantLoc:   "adt-forward/01JABD.ris_1.hl7",
+			wantFiles: []string{"adt-forward/01JABD.ris_1.hl7"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := t.TempDir()
+			o, err := New(adapter.Settings{DataDir: data}, Config{Dir: tt.cfgDir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if err := o.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Send twice: a retry must leave one file.
+			for i := 0; i < 2; i++ {
+				d := tt.del
+				d.Attempt = i + 1
+				rcpt, err := o.Send(ctx, &d)
+				if err != nil {
+					t.Fatalf("Send #%d: %v", i+1, err)
+				}
+				if diff := cmp.Diff(adapter.Receipt{Status: StatusWritten, Location: tt.wantLoc}, rcpt); diff != "" {
+					t.Errorf("receipt (-want +got):\n%s", diff)
+				}
+			}
+			out := filepath.Join(data, tt.cfgDir)
+			if diff := cmp.Diff(tt.wantFiles, listFiles(t, out)); diff != "" {
+				t.Errorf("files (-want +got):\n%s", diff)
+			}
+			got, err := os.ReadFile(filepath.Join(out, filepath.FromSlash(tt.wantLoc)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(string(tt.del.Body), string(got)); diff != "" {
+				t.Errorf("content (-want +got):\n%s", diff)
+			}
+			if err := o.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := o.Shutdown(ctx); err != nil {
+				t.Fatalf("second Shutdown: %v", err)
+			}
+		})
+	}
+}
+
+func TestSendReplacesContent(t *testing.T) {
+	dir := t.TempDir()
+	o, err := New(adapter.Settings{}, Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, body := range []string{"first version, longer", "second"} {
+		if _, err := o.Send(ctx, &adapter.Delivery{MessageID: "m1", Route: "r", Destination: "d", Body: []byte(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "r", "m1.d.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "second" {
+		t.Errorf("content = %q, want %q", got, "second")
+	}
+	if diff := cmp.Diff([]string{"r/m1.d.json"}, listFiles(t, dir)); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+}
+
+func TestSendRejectsUnsafeNames(t *testing.T) {
+	tests := []struct {
+		name string
+		del  adapter.Delivery
+	}{
+		{"route traversal", adapter.Delivery{MessageID: "m", Route: "..", Destination: "d"}},
+		{"route slash", adapter.Delivery{MessageID: "m", Route: "a/b", Destination: "d"}},
+		{"destination backslash", adapter.Delivery{MessageID: "m", Route: "r", Destination: `a\b`}},
+		{"hidden id", adapter.Delivery{MessageID: ".m", Route: "r", Destination: "d"}},
+		{"empty id", adapter.Delivery{MessageID: "", Route: "r", Destination: "d"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			o, err := New(adapter.Settings{}, Config{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = o.Send(context.Background(), &tt.del)
+			if err == nil {
+				t.Fatal("Send succeeded, want a permanent fault")
+			}
+			if fault.IsTransient(err) {
+				t.Errorf("fault is transient, want permanent: %v", err)
+			}
+			if files := listFiles(t, dir); len(files) != 0 {
+				t.Errorf("files written: %v", files)
+			}
+		})
+	}
+}
+
+func TestSendWriteFailureIsTransient(t *testing.T) {
+	dir := t.TempDir()
+	// A regular file where the route directory should be makes the write fail.
+	if err := os.WriteFile(filepath.Join(dir, "r"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(adapter.Settings{}, Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = o.Send(context.Background(), &adapter.Delivery{MessageID: "m", Route: "r", Destination: "d"})
+	if err == nil || !fault.IsTransient(err) || fault.CodeOf(err) != fault.CodeDestUnavailable {
+		t.Errorf("err = %v, want transient %s", err, fault.CodeDestUnavailable)
+	}
+}
+
+func TestSendAfterShutdown(t *testing.T) {
+	o, err := New(adapter.Settings{}, Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = o.Send(context.Background(), &adapter.Delivery{MessageID: "m", Route: "r", Destination: "d"})
+	if err == nil || !fault.IsTransient(err) {
+		t.Errorf("err = %v, want a transient fault", err)
+	}
+}
+
+func TestConcurrentSends(t *testing.T) {
+	dir := t.TempDir()
+	o, err := New(adapter.Settings{}, Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			// Four distinct deliveries, each sent ten times at once.
+			id := string(rune('a' + i%4))
+			_, err := o.Send(context.Background(), &adapter.Delivery{MessageID: id, Route: "r", Destination: "d", Body: []byte(id)})
+			errs <- err
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	want := []string{"r/a.d.json", "r/b.d.json", "r/c.d.json", "r/d.d.json"}
+	if diff := cmp.Diff(want, listFiles(t, dir)); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+}
+
+func TestFactoryAndConfig(t *testing.T) {
+	f := Factory{}
+	if f.Type() != "file" {
+		t.Errorf("Type = %q", f.Type())
+	}
+	c, ok := f.NewConfig().(*Config)
+	if !ok {
+		t.Fatalf("NewConfig returned %T", f.NewConfig())
+	}
+	if c.Dir != "out" {
+		t.Errorf("default dir = %q, want out", c.Dir)
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"ok", Config{Dir: "x"}, nil},
+		{"empty dir", Config{}, []string{"dir: required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range tt.cfg.Validate() {
+				got = append(got, e.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Validate (-want +got):\n%s", diff)
+			}
+		})
+	}
+	data := t.TempDir()
+	ob, err := f.NewOutbound(context.Background(), adapter.Settings{DataDir: data}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ob.(*Outbound).Dir(); got != filepath.Join(data, "out") {
+		t.Errorf("dir = %q, want %q", got, filepath.Join(data, "out"))
+	}
+	if _, err := f.NewOutbound(context.Background(), adapter.Settings{}, &Config{}); err == nil {
+		t.Error("NewOutbound accepted an invalid config")
+	}
+	if _, err := f.NewOutbound(context.Background(), adapter.Settings{}, 42); err == nil {
+		t.Error("NewOutbound accepted a config of the wrong type")
+	}
+}
+
+func BenchmarkSend(b *testing.B) {
+	o, err := New(adapter.Settings{}, Config{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &adapter.Delivery{MessageID: "m", Route: "r", Destination: "d", Body: make([]byte, 4096)}
+	for b.Loop() {
+		if _, err := o.Send(context.Background(), d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,187 @@
+package mllp
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+)
+
+// fakeHost is an in-memory stand-in for the engine's store.
+type fakeHost struct {
+	mu          sync.Mutex
+	n           int
+	stored      []*envelope.Envelope
+	byKey       map[string]string
+	err         error
+	quarantined []quarantined
+}
+
+type quarantined struct {
+	source, reason string
+	raw            []byte
+}
+
+func newFakeHost() *fakeHost { return &fakeHost{byKey: map[string]string{}} }
+
+func (h *fakeHost) Ingest(_ context.Context, env *envelope.Envelope) (adapter.IngestResult, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return adapter.IngestResult{}, h.err
+	}
+	if id, ok := h.byKey[env.DedupeKey]; ok && env.DedupeKey != "" {
+		return adapter.IngestResult{ID: id, Duplicate: true}, nil
+	}
+	h.byKey[env.DedupeKey] = env.ID
+	c := *env
+	c.Raw = append([]byte(nil), env.Raw...)
+	h.stored = append(h.stored, &c)
+	return adapter.IngestResult{ID: env.ID}, nil
+}
+
+func (h *fakeHost) Quarantine(_ context.Context, source string, raw []byte, reason string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.quarantined = append(h.quarantined, quarantined{source, reason, append([]byte(nil), raw...)})
+	return nil
+}
+
+func (h *fakeHost) Partition(key string) int {
+	f := fnv.New32a()
+	f.Write([]byte(key))
+	return int(f.Sum32() % 64)
+}
+
+func (h *fakeHost) NewID() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n++
+	return fmt.Sprintf("01TESTID%06d", h.n)
+}
+
+func (h *fakeHost) setErr(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.err = err
+}
+
+func (h *fakeHost) snapshot() ([]*envelope.Envelope, []quarantined) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]*envelope.Envelope(nil), h.stored...), append([]quarantined(nil), h.quarantined...)
+}
+
+// testSecrets resolves env: and file: references for tests.
+type testSecrets struct{}
+
+func (testSecrets) Resolve(ref string) (string, error) {
+	switch {
+	case strings.HasPrefix(ref, "env:"):
+		v, ok := os.LookupEnv(strings.TrimPrefix(ref, "env:"))
+		if !ok {
+			return "", errors.New("environment variable not set")
+		}
+		return v, nil
+	case strings.HasPrefix(ref, "file:"):
+		b, err := os.ReadFile(strings.TrimPrefix(ref, "file:"))
+		return string(b), err
+	}
+	return "", errors.New("not a reference")
+}
+
+// msg builds a synthetic ADT^A01 with the given control id; extraMSH is
+// appended after MSH-12 (for example "|||AL|NE" for enhanced mode).
+func msg(ctrl, extraMSH string) string {
+	return "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01^ADT_A01|" + ctrl + "|P|2.4" + extraMSH + "\r" +
+		"EVN|A01|20250301120000\r" +
+		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|U\r" +
+		"PV1|1|I\r"
+}
+
+// freeAddr returns a local address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return addr
+}
+
+// testPKI writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate, as PEM files in a temporary directory, and returns their
+// paths by name: ca, server.crt, server.key, client.crt, client.key.
+func testPKI(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	paths := map[string]string{}
+	write := func(name, typ string, der []byte) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		paths[name] = p
+	}
+	newKey := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	now := time.Now()
+	caKey := newKey()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Junction Test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	write("ca", "CERTIFICATE", caDER)
+	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) {
+		k := newKey()
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kd, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(name+".crt", "CERTIFICATE", der)
+		write(name+".key", "EC PRIVATE KEY", kd)
+	}
+	leaf("server", 2, x509.ExtKeyUsageServerAuth)
+	leaf("client", 3, x509.ExtKeyUsageClientAuth)
+	return paths
+}

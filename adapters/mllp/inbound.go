@@ -1,0 +1,404 @@
+// Package mllp is the MLLP transport adapter: an inbound listener that
+// stores each HL7 v2 message before acknowledging it (used by the pas and
+// pathology adapters), and an outbound destination, type "mllp", that
+// forwards HL7 v2 messages and insists on a matching acknowledgement.
+package mllp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	transport "github.com/junction-fhir/junction/pkg/mllp"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// Inbound defaults.
+const (
+	DefaultListen          = "127.0.0.1:2575"
+	DefaultMaxMessageBytes = 1 << 20
+	DefaultReadTimeout     = 30 * time.Second
+	DefaultIdleTimeout     = 5 * time.Minute
+	DefaultMaxConnections  = 1000
+	DefaultAckApplication  = "JUNCTION"
+)
+
+// maxQuarantineBytes bounds what is kept of a broken frame.
+const maxQuarantineBytes = 64 << 10
+
+// notStoredText is the ACK text when the store fails.
+const notStoredText = "message not stored, resend later"
+
+// TLSConfig configures inbound TLS. Values are secret references:
+// "file:PATH", or "env:NAME" naming a variable that holds the PEM.
+type TLSConfig struct {
+	// Cert and Key are the server's certificate chain and private key.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA, when set, makes client certificates signed by it
+	// mandatory (mutual TLS).
+	ClientCA string `yaml:"client_ca"`
+}
+
+// InboundConfig configures an MLLP listener.
+type InboundConfig struct {
+	// Listen is the TCP address (default 127.0.0.1:2575).
+	Listen string `yaml:"listen"`
+	// MaxMessageBytes limits one message (default 1 MiB).
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// ReadTimeout bounds the receipt of one message (default 30s).
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// IdleTimeout closes connections idle this long (default 5m).
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections limits open connections (default 1000).
+	MaxConnections int `yaml:"max_connections"`
+	// TLS, when set, makes the listener accept TLS only.
+	TLS *TLSConfig `yaml:"tls"`
+	// App and Facility are MSH-3 and MSH-4 of the ACKs sent (default
+	// application "JUNCTION").
+	App      string `yaml:"ack_application"`
+	Facility string `yaml:"ack_facility"`
+}
+
+// DefaultInboundConfig returns the defaults.
+func DefaultInboundConfig() InboundConfig {
+	return InboundConfig{
+		Listen:          DefaultListen,
+		MaxMessageBytes: DefaultMaxMessageBytes,
+		ReadTimeout:     DefaultReadTimeout,
+		IdleTimeout:     DefaultIdleTimeout,
+		MaxConnections:  DefaultMaxConnections,
+		App:             DefaultAckApplication,
+	}
+}
+
+// Validate returns every problem with c.
+func (c *InboundConfig) Validate() []error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("listen: required"))
+	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, errors.New("listen: must be host:port"))
+	}
+	if c.MaxMessageBytes <= 0 {
+		errs = append(errs, errors.New("max_message_bytes: must be positive"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, errors.New("read_timeout: must be positive"))
+	}
+	if c.IdleTimeout <= 0 {
+		errs = append(errs, errors.New("idle_timeout: must be positive"))
+	}
+	if c.MaxConnections <= 0 {
+		errs = append(errs, errors.New("max_connections: must be positive"))
+	}
+	if t := c.TLS; t != nil {
+		if t.Cert == "" {
+			errs = append(errs, errors.New("tls.cert: required"))
+		}
+		if t.Key == "" {
+			errs = append(errs, errors.New("tls.key: required"))
+		}
+		errs = checkRef(errs, "tls.cert", t.Cert)
+		errs = checkRef(errs, "tls.key", t.Key)
+		errs = checkRef(errs, "tls.client_ca", t.ClientCA)
+	}
+	return errs
+}
+
+// Inbound is an MLLP listener that stores every message through the host
+// before acknowledging it. It implements adapter.Inbound.
+//
+// Per frame: a message that does not parse is quarantined and answered AR
+// with an ERR segment; a message without MSH-9 or MSH-10 is answered AR
+// (CR in enhanced mode) with ERR 101 and not stored; otherwise it is
+// stored with its bytes unchanged and answered AA (CA in enhanced mode),
+// also when it is a resend of a stored message. If the store fails the
+// answer is never positive: AR with ERR 207 (CE in enhanced mode), so the
+// sender resends. A frame that is too large or malformed is quarantined
+// (its first 64 KiB), answered AR, and the connection closed.
+type Inbound struct {
+	name       string
+	host       adapter.Host
+	cfg        InboundConfig
+	patientKey func(*hl7v2.Message) string
+	log        *slog.Logger
+	metrics    *telemetry.Metrics
+	tracer     trace.Tracer
+	srv        *transport.Server
+
+	mu        sync.Mutex
+	started   bool
+	serveDone chan struct{}
+}
+
+var (
+	_ adapter.Inbound   = (*Inbound)(nil)
+	_ transport.Handler = (*Inbound)(nil)
+)
+
+// NewInbound returns a listener for cfg. patientKey extracts the patient
+// key (NHS number, MRN) used for the ordering partition; nil means none.
+// TLS secrets are resolved here, so a bad reference fails at start-up.
+func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, patientKey func(*hl7v2.Message) string) (*Inbound, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "mllp: invalid inbound config", errors.Join(errs...))
+	}
+	if host == nil {
+		return nil, fault.New(fault.CodeConfig, "mllp: inbound needs a host")
+	}
+	set = withDefaults(set)
+	in := &Inbound{
+		name:       set.Name,
+		host:       host,
+		cfg:        cfg,
+		patientKey: patientKey,
+		log:        set.Logger,
+		metrics:    set.Metrics,
+		tracer:     set.Tracer,
+	}
+	var tlsCfg *tls.Config
+	if cfg.TLS != nil {
+		var err error
+		if tlsCfg, err = serverTLS(set.Secrets, cfg.TLS); err != nil {
+			return nil, err
+		}
+	}
+	in.srv = &transport.Server{
+		Addr:            cfg.Listen,
+		Handler:         in,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		ReadTimeout:     cfg.ReadTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+		MaxConns:        cfg.MaxConnections,
+		TLSConfig:       tlsCfg,
+		Logger:          set.Logger,
+		OnFrameError:    in.onFrameError,
+	}
+	return in, nil
+}
+
+// withDefaults fills in services a test or tool may leave out.
+func withDefaults(set adapter.Settings) adapter.Settings {
+	if set.Name == "" {
+		set.Name = "mllp"
+	}
+	if set.Logger == nil {
+		set.Logger = slog.New(slog.DiscardHandler)
+	}
+	if set.Metrics == nil {
+		set.Metrics = telemetry.NewMetrics(prometheus.NewRegistry())
+	}
+	if set.Tracer == nil {
+		set.Tracer = noop.NewTracerProvider().Tracer("")
+	}
+	return set
+}
+
+// Start binds the listen address and serves connections in the
+// background until Shutdown. Cancelling ctx after Start returns does not
+// stop the listener; Shutdown does.
+func (in *Inbound) Start(ctx context.Context) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.started {
+		return fault.New(fault.CodeConfig, "mllp: inbound already started")
+	}
+	if err := in.srv.Listen(); err != nil {
+		return fmt.Errorf("mllp: start %s: %w", in.name, err)
+	}
+	in.started = true
+	in.serveDone = make(chan struct{})
+	in.log.Info("listening", "adapter", in.name, "addr", in.srv.ListenAddr().String(), "tls", in.cfg.TLS != nil)
+	serveCtx := context.WithoutCancel(ctx)
+	go func() {
+		defer close(in.serveDone)
+		if err := in.srv.Serve(serveCtx); err != nil {
+			in.log.Error("mllp listener stopped", "adapter", in.name, "error", err.Error())
+		}
+	}()
+	return nil
+}
+
+// Shutdown stops accepting, lets messages in progress be stored and
+// acknowledged, and closes every connection, or gives up when ctx ends.
+// It is safe without Start and idempotent.
+func (in *Inbound) Shutdown(ctx context.Context) error {
+	err := in.srv.Shutdown(ctx)
+	in.mu.Lock()
+	done := in.serveDone
+	in.mu.Unlock()
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("mllp: shutdown %s: %w", in.name, err)
+	}
+	return nil
+}
+
+// Addr returns the address listened on, or nil before Start.
+func (in *Inbound) Addr() net.Addr { return in.srv.ListenAddr() }
+
+// ServeMLLP handles one frame; it implements the pkg/mllp Handler.
+func (in *Inbound) ServeMLLP(ctx context.Context, _ *transport.ConnInfo, payload []byte) ([]byte, bool) {
+	start := time.Now()
+	in.metrics.Received.WithLabelValues(in.name).Inc()
+	ctx, span := in.tracer.Start(ctx, "mllp.receive", trace.WithSpanKind(trace.SpanKindServer))
+	defer span.End()
+
+	ack, code := in.receive(ctx, span, payload, start)
+	in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
+	in.metrics.AckLatency.WithLabelValues(in.name).Observe(time.Since(start).Seconds())
+	if !code.Accepted() {
+		span.SetStatus(codes.Error, "negative acknowledgement")
+	}
+	return ack, false
+}
+
+// receive parses, stores and acknowledges one message.
+func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte, start time.Time) ([]byte, hl7v2.AckCode) {
+	m, err := hl7v2.Parse(payload)
+	if err != nil {
+		return in.unparseable(ctx, payload, err)
+	}
+	span.SetAttributes(attribute.String("junction.message_type", m.MessageType()))
+	if missing := missingField(m); missing != 0 {
+		code := m.RejectCode()
+		f := fault.Newf(fault.CodeHL7Required, "MSH-%d is required", missing).WithHL7(hl7v2.ErrCodeRequiredField)
+		in.metrics.Rejected.WithLabelValues(in.name, string(f.Code)).Inc()
+		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "ack", string(code))
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code
+	}
+
+	app, facility, ctrl := m.SendingApp(), m.SendingFacility(), m.ControlID()
+	env := &envelope.Envelope{
+		ID:          in.host.NewID(),
+		Source:      in.name,
+		ContentType: envelope.ContentTypeHL7v2,
+		ReceivedAt:  start.UTC(),
+		MessageType: m.MessageType(),
+		ControlID:   ctrl,
+		Sender:      app + "|" + facility,
+		DedupeKey:   app + "|" + facility + "|" + ctrl,
+		Raw:         payload,
+	}
+	key := ""
+	if in.patientKey != nil {
+		key = in.patientKey(m)
+	}
+	if key == "" {
+		key = env.DedupeKey
+	}
+	env.Partition = in.host.Partition(key)
+	span.SetAttributes(attribute.String("junction.id", env.ID))
+
+	res, err := in.host.Ingest(ctx, env)
+	if err != nil {
+		code := hl7v2.AckAR
+		if m.Enhanced() {
+			code = hl7v2.AckCE
+		}
+		span.RecordError(err)
+		in.log.Warn("message not stored; negative ACK sent", "adapter", in.name, "id", env.ID, "control_id", ctrl, "ack", string(code), "error", err.Error())
+		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: notStoredText}), code
+	}
+	code := m.AcceptCode()
+	if res.Duplicate {
+		in.metrics.Duplicates.WithLabelValues(in.name).Inc()
+		in.log.Info("duplicate acknowledged again", "adapter", in.name, "id", res.ID, "control_id", ctrl)
+	} else {
+		in.log.Debug("message stored", "adapter", in.name, "id", res.ID, "control_id", ctrl, "type", env.MessageType)
+	}
+	return in.ack(m, code), code
+}
+
+// missingField returns 9 or 10 when MSH-9 or MSH-10 is empty, else 0.
+func missingField(m *hl7v2.Message) int {
+	switch {
+	case m.MessageType() == "":
+		return 9
+	case m.ControlID() == "":
+		return 10
+	}
+	return 0
+}
+
+func (in *Inbound) ack(m *hl7v2.Message, code hl7v2.AckCode, errs ...hl7v2.AckError) []byte {
+	return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: code, Errors: errs, App: in.cfg.App, Facility: in.cfg.Facility})
+}
+
+// unparseable quarantines input that does not parse and builds a raw AR.
+func (in *Inbound) unparseable(ctx context.Context, payload []byte, err error) ([]byte, hl7v2.AckCode) {
+	f := fault.As(err)
+	if f == nil {
+		f = fault.Wrap(fault.Permanent, fault.CodeHL7Parse, "message does not parse", err)
+	}
+	in.quarantine(ctx, payload, f.Code)
+	ae := hl7v2.AckError{Code: f.HL7Err, Severity: "E", Text: f.Msg}
+	if ae.Code == "" {
+		ae.Code = hl7v2.ErrCodeInternal
+	}
+	return hl7v2.BuildRawAck(hl7v2.AckOptions{Code: hl7v2.AckAR, Text: f.Msg, Errors: []hl7v2.AckError{ae}, App: in.cfg.App, Facility: in.cfg.Facility}), hl7v2.AckAR
+}
+
+// quarantine keeps raw for ops and counts the rejection.
+func (in *Inbound) quarantine(ctx context.Context, raw []byte, reason fault.Code) {
+	in.metrics.Rejected.WithLabelValues(in.name, string(reason)).Inc()
+	if err := in.host.Quarantine(ctx, in.name, raw, string(reason)); err != nil {
+		in.log.Warn("quarantine failed", "adapter", in.name, "reason", string(reason), "bytes", len(raw), "error", err.Error())
+		return
+	}
+	in.metrics.Quarantined.WithLabelValues(in.name).Inc()
+	in.log.Warn("input quarantined", "adapter", in.name, "reason", string(reason), "bytes", len(raw))
+}
+
+// onFrameError handles a frame that is too large or malformed: the part
+// read is quarantined and a raw AR sent before the server closes the
+// connection.
+func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err error, partial []byte) []byte {
+	in.metrics.Received.WithLabelValues(in.name).Inc()
+	reason, text := fault.CodeFrameInvalid, "invalid MLLP frame"
+	if errors.Is(err, transport.ErrTooLarge) {
+		reason = fault.CodeFrameTooLarge
+		text = fmt.Sprintf("message larger than %d bytes", in.cfg.MaxMessageBytes)
+	}
+	if len(partial) > 0 {
+		in.quarantine(ctx, bytes.Clone(partial[:min(len(partial), maxQuarantineBytes)]), reason)
+	} else {
+		in.metrics.Rejected.WithLabelValues(in.name, string(reason)).Inc()
+		in.log.Warn("input rejected", "adapter", in.name, "reason", string(reason))
+	}
+	in.metrics.Acks.WithLabelValues(in.name, string(hl7v2.AckAR)).Inc()
+	return hl7v2.BuildRawAck(hl7v2.AckOptions{
+		Code:   hl7v2.AckAR,
+		Text:   text,
+		Errors: []hl7v2.AckError{{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: text}},
+		App:    in.cfg.App, Facility: in.cfg.Facility,
+	})
+}
+
+// MaxInputBytes is the largest message this input stores.
+func (c *InboundConfig) MaxInputBytes() int64 { return int64(c.MaxMessageBytes) }

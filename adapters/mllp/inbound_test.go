@@ -1,0 +1,507 @@
+package mllp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	transport "github.com/junction-fhir/junction/pkg/mllp"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+type inboundFixture struct {
+	in   *Inbound
+	host *fakeHost
+	m    *telemetry.Metrics
+	addr string
+}
+
+func pidKey(m *hl7v2.Message) string { return m.Get("PID-3.1") }
+
+func startInbound(t *testing.T, mutate func(*InboundConfig)) *inboundFixture {
+	t.Helper()
+	cfg := DefaultInboundConfig()
+	cfg.Listen = "127.0.0.1:0"
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	m := telemetry.NewMetrics(prometheus.NewRegistry())
+	host := newFakeHost()
+	in, err := NewInbound(adapter.Settings{Name: "pas", Metrics: m, Secrets: testSecrets{}}, host, cfg, pidKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := in.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return &inboundFixture{in: in, host: host, m: m, addr: in.Addr().String()}
+}
+
+func dial(t *testing.T, addr string) *transport.Client {
+	t.Helper()
+	c, err := transport.Dial(context.Background(), addr, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func send(t *testing.T, c *transport.Client, payload string) (hl7v2.AckCode, string, string, []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	reply, err := c.Send(ctx, []byte(payload))
+	if err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	code, ctrl, text, err := hl7v2.ParseAck(reply)
+	if err != nil {
+		t.Fatalf("ParseAck(%q): %v", reply, err)
+	}
+	return code, ctrl, text, reply
+}
+
+func TestInboundAcknowledges(t *testing.T) {
+	tests := []struct {
+		name     string
+		payload  string
+		wantCode hl7v2.AckCode
+	}{
+		{"original mode AA", msg("MSG0001", ""), hl7v2.AckAA},
+		{"enhanced mode CA", msg("MSG0002", "|||AL|NE"), hl7v2.AckCA},
+		{"CRLF and BOM kept", "\xEF\xBB\xBF" + strings.ReplaceAll(msg("MSG0003", ""), "\r", "\r\n"), hl7v2.AckAA},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			c := dial(t, f.addr)
+			code, ctrl, _, reply := send(t, c, tt.payload)
+			parsed, err := hl7v2.Parse([]byte(tt.payload))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.wantCode || ctrl != parsed.ControlID() {
+				t.Errorf("ack %s for %q, want %s for %q", code, ctrl, tt.wantCode, parsed.ControlID())
+			}
+			ack, _ := hl7v2.Parse(reply)
+			if got := ack.SendingApp(); got != "JUNCTION" {
+				t.Errorf("ACK MSH-3 = %q, want JUNCTION", got)
+			}
+			stored, _ := f.host.snapshot()
+			if len(stored) != 1 {
+				t.Fatalf("stored %d", len(stored))
+			}
+			e := stored[0]
+			got := []any{e.ID, e.Source, e.ContentType, e.MessageType, e.ControlID, e.Sender, e.DedupeKey, e.Partition}
+			want := []any{"01TESTID000001", "pas", envelope.ContentTypeHL7v2, "ADT^A01", parsed.ControlID(), "PAS|RXX01",
+				"PAS|RXX01|" + parsed.ControlID(), f.host.Partition("9990000018")}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("envelope (-want +got):\n%s", diff)
+			}
+			if !bytes.Equal(e.Raw, []byte(tt.payload)) {
+				t.Errorf("Raw changed:\n got %q\nwant %q", e.Raw, tt.payload)
+			}
+			if e.ReceivedAt.IsZero() {
+				t.Error("ReceivedAt unset")
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", string(tt.wantCode))); got != 1 {
+				t.Errorf("acks{%s} = %v", tt.wantCode, got)
+			}
+			if got := testutil.ToFloat64(f.m.Received.WithLabelValues("pas")); got != 1 {
+				t.Errorf("received = %v", got)
+			}
+			if n := testutil.CollectAndCount(f.m.AckLatency); n != 1 {
+				t.Errorf("ack latency series = %d", n)
+			}
+		})
+	}
+}
+
+func TestInboundDuplicate(t *testing.T) {
+	for _, extra := range []string{"", "|||AL|NE"} {
+		t.Run("msh15="+extra, func(t *testing.T) {
+			f := startInbound(t, nil)
+			c := dial(t, f.addr)
+			first, _, _, _ := send(t, c, msg("DUP1", extra))
+			second, ctrl, _, _ := send(t, c, msg("DUP1", extra))
+			if !first.Accepted() || second != first || ctrl != "DUP1" {
+				t.Errorf("acks %s then %s (%s)", first, second, ctrl)
+			}
+			if got := testutil.ToFloat64(f.m.Duplicates.WithLabelValues("pas")); got != 1 {
+				t.Errorf("duplicates = %v", got)
+			}
+			if stored, _ := f.host.snapshot(); len(stored) != 1 {
+				t.Errorf("stored %d", len(stored))
+			}
+		})
+	}
+}
+
+func TestInboundStoreFailureIsNeverPositive(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra string
+		want  hl7v2.AckCode
+	}{
+		{"original mode AR", "", hl7v2.AckAR},
+		{"enhanced mode CE", "|||AL|NE", hl7v2.AckCE},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			f.host.setErr(fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "store unavailable", errors.New("nats: timeout")))
+			c := dial(t, f.addr)
+			code, ctrl, text, reply := send(t, c, msg("FAIL1", tt.extra))
+			if code != tt.want || ctrl != "FAIL1" {
+				t.Errorf("ack %s for %q, want %s", code, ctrl, tt.want)
+			}
+			if !strings.Contains(text, notStoredText) || !bytes.Contains(reply, []byte("207")) {
+				t.Errorf("ack text %q / reply %q lacks ERR 207 %q", text, reply, notStoredText)
+			}
+			// Once the store is back, the resend is stored and accepted.
+			f.host.setErr(nil)
+			code, _, _, _ = send(t, c, msg("FAIL1", tt.extra))
+			if !code.Accepted() {
+				t.Errorf("resend answered %s", code)
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", string(tt.want))); got != 1 {
+				t.Errorf("acks{%s} = %v", tt.want, got)
+			}
+		})
+	}
+}
+
+func TestInboundRejects(t *testing.T) {
+	tests := []struct {
+		name        string
+		payload     string
+		wantCode    hl7v2.AckCode
+		wantErrCode string
+		wantReason  fault.Code
+		quarantine  bool
+	}{
+		{"not HL7", "hello, world", hl7v2.AckAR, "", fault.CodeHL7Parse, true},
+		{"no MSH-10", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4\rPID|1\r", hl7v2.AckAR, "101", fault.CodeHL7Required, false},
+		{"no MSH-10 enhanced", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4|||AL|NE\r", hl7v2.AckCR, "101", fault.CodeHL7Required, false},
+		{"no MSH-9", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000|||C1|P|2.4\r", hl7v2.AckAR, "101", fault.CodeHL7Required, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			c := dial(t, f.addr)
+			code, _, text, reply := send(t, c, tt.payload)
+			if code != tt.wantCode {
+				t.Errorf("ack %s, want %s (%q)", code, tt.wantCode, reply)
+			}
+			if text == "" {
+				t.Error("no error text in the ACK")
+			}
+			if tt.wantErrCode != "" && !bytes.Contains(reply, []byte("|"+tt.wantErrCode+"^")) && !bytes.Contains(reply, []byte("^"+tt.wantErrCode+"&")) {
+				t.Errorf("reply %q lacks ERR code %s", reply, tt.wantErrCode)
+			}
+			stored, q := f.host.snapshot()
+			if len(stored) != 0 {
+				t.Errorf("stored %d", len(stored))
+			}
+			if tt.quarantine {
+				if len(q) != 1 || string(q[0].raw) != tt.payload || q[0].reason != string(tt.wantReason) || q[0].source != "pas" {
+					t.Errorf("quarantined %+v", q)
+				}
+				if got := testutil.ToFloat64(f.m.Quarantined.WithLabelValues("pas")); got != 1 {
+					t.Errorf("quarantined = %v", got)
+				}
+			} else if len(q) != 0 {
+				t.Errorf("quarantined %d", len(q))
+			}
+			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(tt.wantReason))); got != 1 {
+				t.Errorf("rejected{%s} = %v", tt.wantReason, got)
+			}
+			// The connection stays usable.
+			if code, _, _, _ := send(t, c, msg("AFTER", "")); code != hl7v2.AckAA {
+				t.Errorf("next message answered %s", code)
+			}
+		})
+	}
+}
+
+func TestInboundBadFrames(t *testing.T) {
+	big := msg("BIG1", "") + "NTE|1||" + strings.Repeat("x", 4000) + "\r"
+	tests := []struct {
+		name       string
+		wire       string
+		wantReason fault.Code
+		wantQ      string // the quarantined bytes, "" for none
+	}{
+		{"too large", "\x0b" + big + "\x1c\r", fault.CodeFrameTooLarge, big[:1024]},
+		{"data outside a frame", "junk\x0b" + msg("X1", "") + "\x1c\r", fault.CodeFrameInvalid, ""},
+		{"end block without CR", "\x0b" + msg("X2", "") + "\x1cZ", fault.CodeFrameInvalid, msg("X2", "")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, func(c *InboundConfig) { c.MaxMessageBytes = 1024 })
+			nc, err := net.Dial("tcp", f.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(nc, tt.wire); err != nil {
+				t.Fatal(err)
+			}
+			r := transport.NewReader(nc, 1<<20)
+			reply, err := r.ReadFrame()
+			if err != nil {
+				t.Fatalf("no reply: %v", err)
+			}
+			code, ctrl, _, err := hl7v2.ParseAck(reply)
+			if err != nil || code != hl7v2.AckAR || ctrl != "" {
+				t.Errorf("reply %q: code %s ctrl %q err %v", reply, code, ctrl, err)
+			}
+			// The server closes the connection after the reply.
+			if _, err := r.ReadFrame(); err != io.EOF && !isReset(err) {
+				t.Errorf("after the reply: %v, want EOF", err)
+			}
+			stored, q := f.host.snapshot()
+			if len(stored) != 0 {
+				t.Errorf("stored %d", len(stored))
+			}
+			if tt.wantQ == "" {
+				if len(q) != 0 {
+					t.Errorf("quarantined %d", len(q))
+				}
+			} else if len(q) != 1 || string(q[0].raw) != tt.wantQ || q[0].reason != string(tt.wantReason) {
+				t.Errorf("quarantined %d entries, want the first %d bytes with reason %s", len(q), len(tt.wantQ), tt.wantReason)
+			}
+			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(tt.wantReason))); got != 1 {
+				t.Errorf("rejected{%s} = %v", tt.wantReason, got)
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", "AR")); got != 1 {
+				t.Errorf("acks{AR} = %v", got)
+			}
+		})
+	}
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne)
+}
+
+func TestInboundConcurrentConnections(t *testing.T) {
+	f := startInbound(t, nil)
+	const conns, per = 16, 5
+	var wg sync.WaitGroup
+	errs := make(chan error, conns*per)
+	for i := 0; i < conns; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := transport.Dial(context.Background(), f.addr, nil, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for j := 0; j < per; j++ {
+				ctrl := fmt.Sprintf("C%02d-%d", i, j)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				reply, err := c.Send(ctx, []byte(msg(ctrl, "")))
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+				code, got, _, err := hl7v2.ParseAck(reply)
+				if err != nil || code != hl7v2.AckAA || got != ctrl {
+					errs <- fmt.Errorf("message %s: ack %s for %s (%v)", ctrl, code, got, err)
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	stored, _ := f.host.snapshot()
+	if len(stored) != conns*per {
+		t.Errorf("stored %d, want %d", len(stored), conns*per)
+	}
+	if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", "AA")); got != conns*per {
+		t.Errorf("acks{AA} = %v", got)
+	}
+}
+
+func TestInboundLifecycle(t *testing.T) {
+	host := newFakeHost()
+	cfg := DefaultInboundConfig()
+	cfg.Listen = "127.0.0.1:0"
+	in, err := NewInbound(adapter.Settings{}, host, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown without Start: %v", err)
+	}
+	if err := in.Shutdown(context.Background()); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+	in2, err := NewInbound(adapter.Settings{}, host, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := in2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := in2.Start(context.Background()); err == nil {
+		t.Error("second Start succeeded")
+	}
+	addr := in2.Addr().String()
+	if err := in2.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Error("still accepting after Shutdown")
+	}
+}
+
+func TestInboundConfigValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  InboundConfig
+		want []string
+	}{
+		{"defaults", DefaultInboundConfig(), nil},
+		{"zero", InboundConfig{}, []string{
+			"listen: required", "max_message_bytes: must be positive", "read_timeout: must be positive",
+			"idle_timeout: must be positive", "max_connections: must be positive",
+		}},
+		{"bad listen and tls", InboundConfig{Listen: "2575", MaxMessageBytes: 1, ReadTimeout: 1, IdleTimeout: 1, MaxConnections: 1,
+			TLS: &TLSConfig{Cert: "/etc/cert.pem", ClientCA: "-----BEGIN"}}, []string{
+			"listen: must be host:port", "tls.key: required",
+			"tls.cert: must be a secret reference (file:PATH or env:NAME holding PEM)",
+			"tls.client_ca: must be a secret reference (file:PATH or env:NAME holding PEM)",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range tt.cfg.Validate() {
+				got = append(got, e.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Validate (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if _, err := NewInbound(adapter.Settings{}, newFakeHost(), InboundConfig{}, nil); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("NewInbound with a bad config: %v", err)
+	}
+}
+
+func TestMutualTLS(t *testing.T) {
+	pki := testPKI(t)
+	f := startInbound(t, func(c *InboundConfig) {
+		c.TLS = &TLSConfig{Cert: "file:" + pki["server.crt"], Key: "file:" + pki["server.key"], ClientCA: "file:" + pki["ca"]}
+	})
+	t.Setenv("JUNCTION_TEST_CLIENT_KEY", mustRead(t, pki["client.key"]))
+	tests := []struct {
+		name   string
+		tls    *OutboundTLSConfig
+		wantOK bool
+	}{
+		{"client certificate", &OutboundTLSConfig{CA: "file:" + pki["ca"], Cert: "file:" + pki["client.crt"], Key: "env:JUNCTION_TEST_CLIENT_KEY"}, true},
+		{"no client certificate", &OutboundTLSConfig{CA: "file:" + pki["ca"]}, false},
+		{"untrusted server", &OutboundTLSConfig{Cert: "file:" + pki["client.crt"], Key: "file:" + pki["client.key"]}, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := NewOutbound(adapter.Settings{Secrets: testSecrets{}}, OutboundConfig{Address: f.addr, TLS: tt.tls, AckTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second, MaxReplyBytes: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer o.Shutdown(context.Background())
+			ctrl := fmt.Sprint("TLS", i)
+			rcpt, err := o.Send(context.Background(), &adapter.Delivery{ContentType: envelope.ContentTypeHL7v2, Body: []byte(msg(ctrl, ""))})
+			if tt.wantOK {
+				if err != nil || rcpt.Status != "AA" {
+					t.Errorf("receipt %+v, err %v", rcpt, err)
+				}
+				return
+			}
+			if err == nil || !fault.IsTransient(err) {
+				t.Errorf("err = %v, want a transient fault", err)
+			}
+		})
+	}
+	if stored, _ := f.host.snapshot(); len(stored) != 1 {
+		t.Errorf("stored %d over TLS, want 1", len(stored))
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func BenchmarkInboundServeMLLP(b *testing.B) {
+	host := newFakeHost()
+	cfg := DefaultInboundConfig()
+	in, err := NewInbound(adapter.Settings{}, host, cfg, pidKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := []byte(msg("BENCH", ""))
+	b.SetBytes(int64(len(payload)))
+	for b.Loop() {
+		if _, closeConn := in.ServeMLLP(context.Background(), &transport.ConnInfo{}, payload); closeConn {
+			b.Fatal("closed")
+		}
+	}
+}
+
+func FuzzInboundServeMLLP(f *testing.F) {
+	f.Add([]byte(msg("F1", "")))
+	f.Add([]byte(msg("F2", "|||AL|NE")))
+	f.Add([]byte("MSH|^~\\&|A|B|||||||\r"))
+	f.Add([]byte("hello"))
+	in, err := NewInbound(adapter.Settings{}, newFakeHost(), DefaultInboundConfig(), pidKey)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		reply, _ := in.ServeMLLP(context.Background(), &transport.ConnInfo{}, payload)
+		code, _, _, err := hl7v2.ParseAck(reply)
+		if err != nil || !code.Valid() {
+			t.Errorf("reply %q is not an ACK: %v", reply, err)
+		}
+	})
+}

@@ -1,0 +1,265 @@
+package mllp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	transport "github.com/junction-fhir/junction/pkg/mllp"
+)
+
+// Type is the destination type name used in config files.
+const Type = "mllp"
+
+// Outbound defaults.
+const (
+	DefaultAckTimeout     = 30 * time.Second
+	DefaultConnectTimeout = 10 * time.Second
+)
+
+// OutboundTLSConfig configures outbound TLS. CA, Cert and Key are secret
+// references ("file:PATH" or "env:NAME" holding PEM).
+type OutboundTLSConfig struct {
+	// CA verifies the receiver's certificate; the system roots when empty.
+	CA string `yaml:"ca"`
+	// Cert and Key are our client certificate, for mutual TLS.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ServerName overrides the name checked in the receiver's certificate
+	// (default: the host of address).
+	ServerName string `yaml:"server_name"`
+}
+
+// OutboundConfig configures an MLLP destination.
+type OutboundConfig struct {
+	// Address is the receiver's host:port (required).
+	Address string `yaml:"address"`
+	// TLS, when set, connects over TLS.
+	TLS *OutboundTLSConfig `yaml:"tls"`
+	// AckTimeout bounds the wait for the acknowledgement (default 30s).
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// ConnectTimeout bounds connecting (default 10s).
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// MaxReplyBytes limits the acknowledgement's size (default 1 MiB).
+	MaxReplyBytes int `yaml:"max_reply_bytes"`
+}
+
+// DefaultOutboundConfig returns the defaults.
+func DefaultOutboundConfig() OutboundConfig {
+	return OutboundConfig{
+		AckTimeout:     DefaultAckTimeout,
+		ConnectTimeout: DefaultConnectTimeout,
+		MaxReplyBytes:  DefaultMaxMessageBytes,
+	}
+}
+
+// Validate returns every problem with c.
+func (c *OutboundConfig) Validate() []error {
+	var errs []error
+	if c.Address == "" {
+		errs = append(errs, errors.New("address: required"))
+	} else if host, port, err := net.SplitHostPort(c.Address); err != nil || host == "" || port == "" {
+		errs = append(errs, errors.New("address: must be host:port"))
+	}
+	if c.AckTimeout <= 0 {
+		errs = append(errs, errors.New("ack_timeout: must be positive"))
+	}
+	if c.ConnectTimeout <= 0 {
+		errs = append(errs, errors.New("connect_timeout: must be positive"))
+	}
+	if c.MaxReplyBytes <= 0 {
+		errs = append(errs, errors.New("max_reply_bytes: must be positive"))
+	}
+	if t := c.TLS; t != nil {
+		if (t.Cert == "") != (t.Key == "") {
+			errs = append(errs, errors.New("tls.cert, tls.key: set both or neither"))
+		}
+		errs = checkRef(errs, "tls.ca", t.CA)
+		errs = checkRef(errs, "tls.cert", t.Cert)
+		errs = checkRef(errs, "tls.key", t.Key)
+	}
+	return errs
+}
+
+// OutboundFactory builds MLLP destinations (type "mllp").
+type OutboundFactory struct{}
+
+var _ adapter.OutboundFactory = OutboundFactory{}
+
+// Type returns "mllp".
+func (OutboundFactory) Type() string { return Type }
+
+// NewConfig returns an *OutboundConfig holding the defaults.
+func (OutboundFactory) NewConfig() any {
+	c := DefaultOutboundConfig()
+	return &c
+}
+
+// NewOutbound returns a destination for cfg, an *OutboundConfig.
+func (OutboundFactory) NewOutbound(_ context.Context, set adapter.Settings, cfg any) (adapter.Outbound, error) {
+	switch c := cfg.(type) {
+	case *OutboundConfig:
+		if c == nil {
+			return nil, fault.New(fault.CodeConfig, "mllp: nil outbound config")
+		}
+		return NewOutbound(set, *c)
+	case OutboundConfig:
+		return NewOutbound(set, c)
+	default:
+		return nil, fault.Newf(fault.CodeConfig, "mllp: config is %T, want *mllp.OutboundConfig", cfg)
+	}
+}
+
+// Outbound forwards HL7 v2 messages to one MLLP receiver. It keeps one
+// connection, made when first needed and again after any failure, and
+// sends one message at a time on it, so the receiver sees messages in the
+// order Send is called and every acknowledgement pairs with its message.
+//
+// An acknowledgement counts only if its MSA-2 equals the message's MSH-10.
+// After a timeout or a mismatched acknowledgement the connection is
+// closed, so a late acknowledgement can never be taken for the answer to
+// the next message. AA and CA are success. AE and CE (the receiver found
+// an error in the message) are permanent faults. AR and CR (the receiver
+// refused it, often because it is not ready) are transient faults, as are
+// network failures and timeouts.
+type Outbound struct {
+	name string
+	cfg  OutboundConfig
+	tls  *tls.Config
+	log  *slog.Logger
+
+	// sem holds the right to use conn; a channel so waiting respects ctx.
+	sem    chan struct{}
+	conn   *transport.Client
+	closed bool
+}
+
+var _ adapter.Outbound = (*Outbound)(nil)
+
+// NewOutbound returns a destination for cfg. TLS secrets are resolved
+// here, so a bad reference fails at start-up.
+func NewOutbound(set adapter.Settings, cfg OutboundConfig) (*Outbound, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "mllp: invalid outbound config", errors.Join(errs...))
+	}
+	set = withDefaults(set)
+	o := &Outbound{name: set.Name, cfg: cfg, log: set.Logger, sem: make(chan struct{}, 1)}
+	if cfg.TLS != nil {
+		t, err := clientTLS(set.Secrets, cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		o.tls = t
+	}
+	return o, nil
+}
+
+// Start does nothing; the connection is made by the first Send.
+func (o *Outbound) Start(context.Context) error { return nil }
+
+// Shutdown waits for a send in progress (or for ctx to end), refuses
+// further sends and closes the connection. It is safe without Start and
+// idempotent.
+func (o *Outbound) Shutdown(ctx context.Context) error {
+	select {
+	case o.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("mllp: shutdown %s: %w", o.name, ctx.Err())
+	}
+	defer func() { <-o.sem }()
+	o.closed = true
+	o.dropConn()
+	return nil
+}
+
+// dropConn closes the connection; the caller holds sem.
+func (o *Outbound) dropConn() {
+	if o.conn != nil {
+		_ = o.conn.Close()
+		o.conn = nil
+	}
+}
+
+// Send forwards d, which must hold one HL7 v2 message, and waits for its
+// acknowledgement. The receipt's Status is the ACK code and Reply the ACK.
+func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Receipt, error) {
+	if d.ContentType != envelope.ContentTypeHL7v2 {
+		return adapter.Receipt{}, fault.Newf(fault.CodeConfig,
+			"mllp: destination forwards HL7 v2 only, got %q (FHIR to v2 is not supported yet)", d.ContentType)
+	}
+	m, err := hl7v2.Parse(d.Body)
+	if err != nil {
+		return adapter.Receipt{}, fault.Wrap(fault.Permanent, fault.CodeHL7Parse, "mllp: delivery is not an HL7 v2 message", err)
+	}
+	ctrl := m.ControlID()
+	if ctrl == "" {
+		return adapter.Receipt{}, fault.New(fault.CodeHL7Required, "mllp: delivery has no MSH-10 control id").WithHL7(hl7v2.ErrCodeRequiredField)
+	}
+	if bytes.IndexByte(d.Body, transport.EndBlock) >= 0 {
+		return adapter.Receipt{}, fault.New(fault.CodeFrameInvalid, "mllp: delivery holds an MLLP end block byte and cannot be framed")
+	}
+
+	select {
+	case o.sem <- struct{}{}:
+	case <-ctx.Done():
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp: send cancelled while waiting for the connection", ctx.Err())
+	}
+	defer func() { <-o.sem }()
+	if o.closed {
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp: destination shut down", nil)
+	}
+	if o.conn == nil {
+		dctx, cancel := context.WithTimeout(ctx, o.cfg.ConnectTimeout)
+		c, err := transport.Dial(dctx, o.cfg.Address, o.tls, o.cfg.MaxReplyBytes)
+		cancel()
+		if err != nil {
+			return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp: connect failed", err)
+		}
+		o.conn = c
+	}
+	sctx, cancel := context.WithTimeout(ctx, o.cfg.AckTimeout)
+	reply, err := o.conn.Send(sctx, d.Body)
+	cancel()
+	if err != nil {
+		o.dropConn()
+		msg := "mllp: no acknowledgement"
+		if errors.Is(err, context.DeadlineExceeded) {
+			msg = "mllp: acknowledgement timed out"
+		}
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, msg, err)
+	}
+	code, ackCtrl, text, err := hl7v2.ParseAck(reply)
+	if err != nil {
+		o.dropConn()
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestAckMismatch, "mllp: reply is not an acknowledgement", err)
+	}
+	if ackCtrl != ctrl {
+		// Out of step: whatever this answers, it is not our message.
+		o.dropConn()
+		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestAckMismatch, Class: fault.Transient,
+			Msg: "mllp: acknowledgement is for another message (MSA-2 differs from MSH-10)"}).
+			WithDetail(fmt.Sprintf("sent MSH-10 %q, MSA-2 %q", ctrl, ackCtrl))
+	}
+	switch {
+	case code.Accepted():
+		return adapter.Receipt{Status: string(code), Reply: string(reply)}, nil
+	case code.Errored():
+		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "mllp: receiver answered %s", code).WithDetail(text)
+	case code.Rejected():
+		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestRejected, Class: fault.Transient,
+			Msg: fmt.Sprintf("mllp: receiver answered %s", code)}).WithDetail(text)
+	default:
+		o.dropConn()
+		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestAckMismatch, Class: fault.Transient,
+			Msg: "mllp: acknowledgement has an unknown MSA-1 code"}).WithDetail(text)
+	}
+}

@@ -1,0 +1,352 @@
+package mllp
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	transport "github.com/junction-fhir/junction/pkg/mllp"
+)
+
+// receiver is a test MLLP receiver built on pkg/mllp.
+type receiver struct {
+	srv   *transport.Server
+	mu    sync.Mutex
+	seen  []string // control ids received, in order
+	conns map[uint64]bool
+}
+
+// startReceiver serves on addr ("127.0.0.1:0" for any port) and answers
+// each message with answer(m) (nil for no reply).
+func startReceiver(t *testing.T, addr string, answer func(ctx context.Context, m *hl7v2.Message) []byte) *receiver {
+	t.Helper()
+	r := &receiver{conns: map[uint64]bool{}}
+	r.srv = &transport.Server{
+		Addr: addr,
+		Handler: transport.HandlerFunc(func(ctx context.Context, c *transport.ConnInfo, payload []byte) ([]byte, bool) {
+			m, err := hl7v2.Parse(payload)
+			if err != nil {
+				return hl7v2.BuildRawAck(hl7v2.AckOptions{Text: "unparseable"}), false
+			}
+			r.mu.Lock()
+			r.seen = append(r.seen, m.ControlID())
+			r.conns[c.ID] = true
+			r.mu.Unlock()
+			return answer(ctx, m), false
+		}),
+	}
+	if err := r.srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = r.srv.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.srv.Shutdown(ctx)
+	})
+	return r
+}
+
+func (r *receiver) addr() string { return r.srv.ListenAddr().String() }
+
+func (r *receiver) stats() ([]string, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.seen...), len(r.conns)
+}
+
+func ackWith(code hl7v2.AckCode, text string) func(context.Context, *hl7v2.Message) []byte {
+	return func(_ context.Context, m *hl7v2.Message) []byte {
+		var errs []hl7v2.AckError
+		if text != "" {
+			errs = []hl7v2.AckError{{Code: "207", Text: text}}
+		}
+		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: code, Text: text, Errors: errs, App: "RIS"})
+	}
+}
+
+func newOutbound(t *testing.T, addr string, ackTimeout time.Duration) *Outbound {
+	t.Helper()
+	cfg := DefaultOutboundConfig()
+	cfg.Address = addr
+	cfg.AckTimeout = ackTimeout
+	cfg.ConnectTimeout = 5 * time.Second
+	o, err := NewOutbound(adapter.Settings{Name: "ris"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
+	return o
+}
+
+func v2(ctrl string) *adapter.Delivery {
+	return &adapter.Delivery{MessageID: "01TESTID000001", Route: "adt", Destination: "ris", ContentType: envelope.ContentTypeHL7v2,
+		Body: []byte(msg(ctrl, "")), IdempotencyKey: "k", Attempt: 1}
+}
+
+func TestOutboundAckCodes(t *testing.T) {
+	tests := []struct {
+		name       string
+		answer     func(context.Context, *hl7v2.Message) []byte
+		wantStatus string
+		transient  bool
+		wantCode   fault.Code
+		wantDetail string
+	}{
+		{name: "AA", answer: ackWith(hl7v2.AckAA, ""), wantStatus: "AA"},
+		{name: "CA", answer: ackWith(hl7v2.AckCA, ""), wantStatus: "CA"},
+		{name: "AE permanent", answer: ackWith(hl7v2.AckAE, "PID-7 invalid date"), wantCode: fault.CodeDestRejected, wantDetail: "PID-7 invalid date"},
+		{name: "CE permanent", answer: ackWith(hl7v2.AckCE, "bad"), wantCode: fault.CodeDestRejected, wantDetail: "bad"},
+		{name: "AR transient", answer: ackWith(hl7v2.AckAR, "database down"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "database down"},
+		{name: "CR transient", answer: ackWith(hl7v2.AckCR, "busy"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "busy"},
+		{name: "wrong MSA-2", answer: func(_ context.Context, m *hl7v2.Message) []byte {
+			other, _ := hl7v2.Parse([]byte(msg("SOMEONE-ELSE", "")))
+			return hl7v2.BuildAck(other, hl7v2.AckOptions{Code: hl7v2.AckAA})
+		}, transient: true, wantCode: fault.CodeDestAckMismatch},
+		{name: "not an ACK", answer: func(context.Context, *hl7v2.Message) []byte { return []byte("OK") },
+			transient: true, wantCode: fault.CodeDestAckMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := startReceiver(t, "127.0.0.1:0", tt.answer)
+			o := newOutbound(t, r.addr(), 5*time.Second)
+			rcpt, err := o.Send(context.Background(), v2("OUT1"))
+			if tt.wantStatus != "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				code, ctrl, _, perr := hl7v2.ParseAck([]byte(rcpt.Reply))
+				if rcpt.Status != tt.wantStatus || string(code) != tt.wantStatus || ctrl != "OUT1" || perr != nil {
+					t.Errorf("receipt %+v", rcpt)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("no error; receipt %+v", rcpt)
+			}
+			if fault.IsTransient(err) != tt.transient || fault.CodeOf(err) != tt.wantCode {
+				t.Errorf("err = %v (transient %v), want %s transient %v", err, fault.IsTransient(err), tt.wantCode, tt.transient)
+			}
+			if f := fault.As(err); !strings.Contains(f.Detail, tt.wantDetail) {
+				t.Errorf("detail = %q, want %q", f.Detail, tt.wantDetail)
+			}
+			if tt.wantDetail != "" && strings.Contains(err.Error(), tt.wantDetail) {
+				t.Errorf("Error() holds the ACK text: %v", err)
+			}
+		})
+	}
+}
+
+func TestOutboundReusesConnectionAndReconnectsAfterMismatch(t *testing.T) {
+	var mu sync.Mutex
+	wrong := map[string]bool{"M2": true}
+	r := startReceiver(t, "127.0.0.1:0", func(_ context.Context, m *hl7v2.Message) []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		if wrong[m.ControlID()] {
+			other, _ := hl7v2.Parse([]byte(msg("M1", "")))
+			return hl7v2.BuildAck(other, hl7v2.AckOptions{Code: hl7v2.AckAA})
+		}
+		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA})
+	})
+	o := newOutbound(t, r.addr(), 5*time.Second)
+	for _, c := range []string{"M1", "M1b"} {
+		if _, err := o.Send(context.Background(), v2(c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, conns := r.stats(); conns != 1 {
+		t.Errorf("connections after two sends = %d, want 1", conns)
+	}
+	if _, err := o.Send(context.Background(), v2("M2")); fault.CodeOf(err) != fault.CodeDestAckMismatch {
+		t.Fatalf("err = %v", err)
+	}
+	mu.Lock()
+	delete(wrong, "M2")
+	mu.Unlock()
+	rcpt, err := o.Send(context.Background(), v2("M2"))
+	if err != nil || rcpt.Status != "AA" {
+		t.Fatalf("retry: %+v %v", rcpt, err)
+	}
+	seen, conns := r.stats()
+	if diff := cmp.Diff([]string{"M1", "M1b", "M2", "M2"}, seen); diff != "" {
+		t.Errorf("received (-want +got):\n%s", diff)
+	}
+	if conns != 2 {
+		t.Errorf("connections = %d, want 2 (a new one after the mismatch)", conns)
+	}
+}
+
+func TestOutboundNoReplyAndLateReply(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	lateSent := make(chan struct{})
+	r := startReceiver(t, "127.0.0.1:0", func(ctx context.Context, m *hl7v2.Message) []byte {
+		if m.ControlID() == "SLOW" {
+			// Answer only after the sender has given up.
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			defer once.Do(func() { close(lateSent) })
+		}
+		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA})
+	})
+	o := newOutbound(t, r.addr(), 100*time.Millisecond)
+	_, err := o.Send(context.Background(), v2("SLOW"))
+	if !fault.IsTransient(err) || fault.CodeOf(err) != fault.CodeDestUnavailable {
+		t.Fatalf("err = %v, want transient %s", err, fault.CodeDestUnavailable)
+	}
+	close(release)
+	<-lateSent
+	rcpt, err := o.Send(context.Background(), v2("NEXT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ctrl, _, _ := hl7v2.ParseAck([]byte(rcpt.Reply)); ctrl != "NEXT" {
+		t.Errorf("the next message got the ACK for %q", ctrl)
+	}
+}
+
+func TestOutboundNoReplyAtAll(t *testing.T) {
+	r := startReceiver(t, "127.0.0.1:0", func(context.Context, *hl7v2.Message) []byte { return nil })
+	o := newOutbound(t, r.addr(), 100*time.Millisecond)
+	_, err := o.Send(context.Background(), v2("SILENT"))
+	if !fault.IsTransient(err) || fault.CodeOf(err) != fault.CodeDestUnavailable {
+		t.Errorf("err = %v, want transient %s", err, fault.CodeDestUnavailable)
+	}
+}
+
+func TestOutboundConnectionRefusedThenRecovers(t *testing.T) {
+	addr := freeAddr(t)
+	o := newOutbound(t, addr, 5*time.Second)
+	_, err := o.Send(context.Background(), v2("R1"))
+	if !fault.IsTransient(err) || fault.CodeOf(err) != fault.CodeDestUnavailable {
+		t.Fatalf("err = %v, want transient %s", err, fault.CodeDestUnavailable)
+	}
+	startReceiver(t, addr, ackWith(hl7v2.AckAA, ""))
+	rcpt, err := o.Send(context.Background(), v2("R1"))
+	if err != nil || rcpt.Status != "AA" {
+		t.Errorf("after recovery: %+v %v", rcpt, err)
+	}
+}
+
+func TestOutboundRefusesBadDeliveries(t *testing.T) {
+	r := startReceiver(t, "127.0.0.1:0", ackWith(hl7v2.AckAA, ""))
+	o := newOutbound(t, r.addr(), time.Second)
+	tests := []struct {
+		name string
+		d    *adapter.Delivery
+		want fault.Code
+	}{
+		{"fhir content", &adapter.Delivery{ContentType: envelope.ContentTypeFHIR, Body: []byte(`{"resourceType":"Bundle"}`)}, fault.CodeConfig},
+		{"not hl7", &adapter.Delivery{ContentType: envelope.ContentTypeHL7v2, Body: []byte("hello")}, fault.CodeHL7Parse},
+		{"no control id", &adapter.Delivery{ContentType: envelope.ContentTypeHL7v2, Body: []byte("MSH|^~\\&|A|B|C|D|20250101||ADT^A01||P|2.4\r")}, fault.CodeHL7Required},
+		{"end block byte", &adapter.Delivery{ContentType: envelope.ContentTypeHL7v2, Body: []byte(msg("EB", "") + "NTE|1||a\x1cb\r")}, fault.CodeFrameInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := o.Send(context.Background(), tt.d)
+			if err == nil || fault.IsTransient(err) || fault.CodeOf(err) != tt.want {
+				t.Errorf("err = %v, want permanent %s", err, tt.want)
+			}
+		})
+	}
+	if seen, _ := r.stats(); len(seen) != 0 {
+		t.Errorf("receiver got %v", seen)
+	}
+}
+
+func TestOutboundShutdown(t *testing.T) {
+	r := startReceiver(t, "127.0.0.1:0", ackWith(hl7v2.AckAA, ""))
+	o := newOutbound(t, r.addr(), time.Second)
+	if _, err := o.Send(context.Background(), v2("S1")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := o.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := o.Send(context.Background(), v2("S2")); !fault.IsTransient(err) {
+		t.Errorf("after Shutdown: %v, want a transient fault", err)
+	}
+}
+
+func TestOutboundSerialisesConcurrentSends(t *testing.T) {
+	r := startReceiver(t, "127.0.0.1:0", ackWith(hl7v2.AckAA, ""))
+	o := newOutbound(t, r.addr(), 5*time.Second)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ctrl := "P" + string(rune('A'+i))
+			rcpt, err := o.Send(context.Background(), v2(ctrl))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, got, _, _ := hl7v2.ParseAck([]byte(rcpt.Reply)); got != ctrl {
+				t.Errorf("send %s got the ACK for %s", ctrl, got)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if _, conns := r.stats(); conns != 1 {
+		t.Errorf("connections = %d, want 1", conns)
+	}
+}
+
+func TestOutboundConfig(t *testing.T) {
+	f := OutboundFactory{}
+	if f.Type() != "mllp" {
+		t.Errorf("Type = %q", f.Type())
+	}
+	c, ok := f.NewConfig().(*OutboundConfig)
+	if !ok || c.AckTimeout != 30*time.Second || c.ConnectTimeout != 10*time.Second || c.MaxReplyBytes != 1<<20 {
+		t.Errorf("defaults = %+v", f.NewConfig())
+	}
+	tests := []struct {
+		name string
+		cfg  OutboundConfig
+		want []string
+	}{
+		{"ok", OutboundConfig{Address: "ris.example:2575", AckTimeout: 1, ConnectTimeout: 1, MaxReplyBytes: 1}, nil},
+		{"zero", OutboundConfig{}, []string{"address: required", "ack_timeout: must be positive", "connect_timeout: must be positive", "max_reply_bytes: must be positive"}},
+		{"bad address and tls", OutboundConfig{Address: "ris.example", AckTimeout: 1, ConnectTimeout: 1, MaxReplyBytes: 1,
+			TLS: &OutboundTLSConfig{CA: "/etc/ca.pem", Cert: "file:/c"}}, []string{
+			"address: must be host:port", "tls.cert, tls.key: set both or neither",
+			"tls.ca: must be a secret reference (file:PATH or env:NAME holding PEM)",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range tt.cfg.Validate() {
+				got = append(got, e.Error())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Validate (-want +got):\n%s", diff)
+			}
+		})
+	}
+	if _, err := f.NewOutbound(context.Background(), adapter.Settings{}, &OutboundConfig{}); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("invalid config: %v", err)
+	}
+	if _, err := f.NewOutbound(context.Background(), adapter.Settings{}, 1); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("wrong type: %v", err)
+	}
+	bad := &OutboundConfig{Address: "x:1", AckTimeout: 1, ConnectTimeout: 1, MaxReplyBytes: 1, TLS: &OutboundTLSConfig{CA: "env:JUNCTION_TEST_UNSET_CA"}}
+	if _, err := f.NewOutbound(context.Background(), adapter.Settings{Secrets: testSecrets{}}, bad); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("unresolvable CA: %v", err)
+	}
+}

@@ -1,0 +1,120 @@
+package pas
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+	// The translator resolves local times in the dialect's time zone even
+	// in images built FROM scratch, which have no zone database.
+	_ "time/tzdata"
+)
+
+// What to do with an identifier that is flagged as an NHS number but
+// fails the modulus 11 check.
+const (
+	// InvalidNHSNumberKeep keeps the value as a patient identifier in the
+	// dialect's local identifier system, never as an NHS number.
+	InvalidNHSNumberKeep = "keep-unverified"
+	// InvalidNHSNumberDrop leaves the value out of the FHIR output.
+	InvalidNHSNumberDrop = "drop"
+)
+
+// Placeholder identifier systems under a made-up trust domain. Each trust
+// should set its own (by convention https://fhir.<trust>.nhs.uk/Id/...),
+// since receivers match patients and encounters on system and value.
+const (
+	// DefaultLocalIdentifierSystem is the placeholder system of local
+	// patient identifiers (hospital number, MRN).
+	DefaultLocalIdentifierSystem = "https://fhir.example-trust.nhs.uk/Id/local-patient-identifier"
+	// DefaultVisitNumberSystem is the placeholder system of visit numbers.
+	DefaultVisitNumberSystem = "https://fhir.example-trust.nhs.uk/Id/visit-number"
+)
+
+// Dialect describes how one PAS feed uses HL7 v2: the local conventions
+// that differ between suppliers and trusts. It is configured per adapter
+// instance under "dialect".
+type Dialect struct {
+	// NHSNumberAuthorities lists the codes that mark a patient identifier
+	// (PID-2, PID-3, PID-4) as an NHS number when they appear as its
+	// assigning authority (CX-4.1) or its identifier type code (CX-5).
+	// Compared without regard to case.
+	NHSNumberAuthorities []string `yaml:"nhs_number_authorities"`
+	// LocalIdentifierSystem is the identifier system given to every other
+	// patient identifier (hospital number, MRN).
+	LocalIdentifierSystem string `yaml:"local_identifier_system"`
+	// VisitNumberSystem is the identifier system of the visit number
+	// (PV1-19) on the Encounter.
+	VisitNumberSystem string `yaml:"visit_number_system"`
+	// TimeZone is the IANA zone of times the feed sends without an offset.
+	TimeZone string `yaml:"time_zone"`
+	// InvalidNHSNumber is InvalidNHSNumberKeep or InvalidNHSNumberDrop.
+	InvalidNHSNumber string `yaml:"invalid_nhs_number"`
+}
+
+// DefaultDialect returns the dialect of a typical English PAS feed.
+func DefaultDialect() Dialect {
+	return Dialect{
+		NHSNumberAuthorities:  []string{"NHS", "NH", "NHSNBR", "NHSNMBR"},
+		LocalIdentifierSystem: DefaultLocalIdentifierSystem,
+		VisitNumberSystem:     DefaultVisitNumberSystem,
+		TimeZone:              "Europe/London",
+		InvalidNHSNumber:      InvalidNHSNumberKeep,
+	}
+}
+
+// Validate returns every problem with d.
+func (d *Dialect) Validate() []error {
+	var errs []error
+	for i, a := range d.NHSNumberAuthorities {
+		if strings.TrimSpace(a) == "" {
+			errs = append(errs, fmt.Errorf("dialect.nhs_number_authorities[%d]: empty code", i))
+		}
+	}
+	if err := checkSystem(d.LocalIdentifierSystem); err != nil {
+		errs = append(errs, fmt.Errorf("dialect.local_identifier_system: %w", err))
+	}
+	if err := checkSystem(d.VisitNumberSystem); err != nil {
+		errs = append(errs, fmt.Errorf("dialect.visit_number_system: %w", err))
+	}
+	if d.TimeZone == "" {
+		errs = append(errs, errors.New("dialect.time_zone: required (for example Europe/London)"))
+	} else if _, err := time.LoadLocation(d.TimeZone); err != nil {
+		errs = append(errs, fmt.Errorf("dialect.time_zone: unknown zone %q", d.TimeZone))
+	}
+	switch d.InvalidNHSNumber {
+	case InvalidNHSNumberKeep, InvalidNHSNumberDrop:
+	default:
+		errs = append(errs, fmt.Errorf("dialect.invalid_nhs_number: %q is not %q or %q",
+			d.InvalidNHSNumber, InvalidNHSNumberKeep, InvalidNHSNumberDrop))
+	}
+	return errs
+}
+
+// checkSystem checks that s is an absolute URI usable as an identifier
+// system.
+func checkSystem(s string) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || strings.ContainsAny(s, " \t\r\n|^~\\&") {
+		return fmt.Errorf("%q is not an absolute URI", s)
+	}
+	return nil
+}
+
+// isNHSAuthority reports whether code marks an identifier as an NHS number.
+func (d *Dialect) isNHSAuthority(code string) bool {
+	code = strings.TrimSpace(code)
+	if code == "" {
+		return false
+	}
+	for _, a := range d.NHSNumberAuthorities {
+		if strings.EqualFold(strings.TrimSpace(a), code) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,100 @@
+package pas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/junction-fhir/junction/adapters/mllp"
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// Type is the adapter type name used in configuration.
+const Type = "pas"
+
+// Factory builds PAS adapters: an MLLP listener for ADT feeds and the
+// translator of what it receives.
+type Factory struct{}
+
+// Compile-time checks that Factory is what the engine expects.
+var (
+	_ adapter.InboundFactory    = Factory{}
+	_ adapter.TranslatorFactory = Factory{}
+)
+
+// Config configures a PAS adapter instance: the MLLP listener's settings
+// at the top level and the feed's dialect under "dialect".
+type Config struct {
+	mllp.InboundConfig `yaml:",inline"`
+	// Dialect describes the feed's local conventions.
+	Dialect Dialect `yaml:"dialect"`
+}
+
+// DefaultConfig returns the defaults: mllp.DefaultInboundConfig and
+// DefaultDialect.
+func DefaultConfig() Config {
+	return Config{InboundConfig: mllp.DefaultInboundConfig(), Dialect: DefaultDialect()}
+}
+
+// Validate returns every problem with the listener settings and the
+// dialect.
+func (c *Config) Validate() []error {
+	errs := c.InboundConfig.Validate()
+	return append(errs, c.Dialect.Validate()...)
+}
+
+// Type returns "pas".
+func (Factory) Type() string { return Type }
+
+// NewConfig returns a *Config holding the defaults.
+func (Factory) NewConfig() any {
+	c := DefaultConfig()
+	return &c
+}
+
+// NewInbound builds the MLLP listener. Each stored message is partitioned
+// by PatientKey under the configured dialect.
+func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.Host, cfg any) (adapter.Inbound, error) {
+	c, err := configOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d := c.Dialect
+	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
+	in, err := mllp.NewInbound(set, host, c.InboundConfig, func(m *hl7v2.Message) string {
+		return PatientKey(m, d)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pas: %w", err)
+	}
+	return in, nil
+}
+
+// NewTranslator builds the translator for the configured dialect.
+func (Factory) NewTranslator(cfg any) (adapter.Translator, error) {
+	c, err := configOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return NewTranslator(c.Dialect)
+}
+
+// configOf checks that cfg is a valid pas Config.
+func configOf(cfg any) (*Config, error) {
+	var c *Config
+	switch v := cfg.(type) {
+	case *Config:
+		c = v
+	case Config:
+		c = &v
+	}
+	if c == nil {
+		return nil, fault.Newf(fault.CodeConfig, "pas: config is %T, want *pas.Config", cfg)
+	}
+	if errs := c.Validate(); len(errs) > 0 {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "pas: invalid config", errors.Join(errs...))
+	}
+	return c, nil
+}

@@ -1,0 +1,145 @@
+package pas
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+
+	"github.com/junction-fhir/junction/adapters/mllp"
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+func TestFactoryConfig(t *testing.T) {
+	var f Factory
+	if f.Type() != "pas" {
+		t.Errorf("Type() = %q", f.Type())
+	}
+	c, ok := f.NewConfig().(*Config)
+	if !ok {
+		t.Fatalf("NewConfig() is %T", f.NewConfig())
+	}
+	want := Config{InboundConfig: mllp.DefaultInboundConfig(), Dialect: DefaultDialect()}
+	if diff := cmp.Diff(want, *c); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Errorf("defaults invalid: %v", errs)
+	}
+}
+
+func TestFactoryConfigYAML(t *testing.T) {
+	const doc = `
+listen: 0.0.0.0:2576
+max_message_bytes: 2048
+dialect:
+  nhs_number_authorities: [NHS, NHSNO]
+  local_identifier_system: https://fhir.rx1.example.org/Id/hospital-number
+  time_zone: Europe/London
+  invalid_nhs_number: drop
+`
+	c := Factory{}.NewConfig().(*Config)
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	want := DefaultConfig()
+	want.Listen = "0.0.0.0:2576"
+	want.MaxMessageBytes = 2048
+	want.Dialect.NHSNumberAuthorities = []string{"NHS", "NHSNO"}
+	want.Dialect.LocalIdentifierSystem = "https://fhir.rx1.example.org/Id/hospital-number"
+	want.Dialect.InvalidNHSNumber = InvalidNHSNumberDrop
+	if diff := cmp.Diff(want, *c); diff != "" {
+		t.Errorf("decoded config (-want +got):\n%s", diff)
+	}
+
+	bad := Factory{}.NewConfig().(*Config)
+	dec = yaml.NewDecoder(strings.NewReader("dialect:\n  timezone: UTC\n"))
+	dec.KnownFields(true)
+	if err := dec.Decode(bad); err == nil {
+		t.Error("unknown dialect key accepted")
+	}
+}
+
+func TestConfigValidateMergesErrors(t *testing.T) {
+	c := DefaultConfig()
+	c.Listen = ""
+	c.Dialect.TimeZone = "Nowhere/Else"
+	c.Dialect.InvalidNHSNumber = ""
+	errs := c.Validate()
+	var text []string
+	for _, e := range errs {
+		text = append(text, e.Error())
+	}
+	joined := strings.Join(text, "\n")
+	for _, want := range []string{"listen", "time_zone", "invalid_nhs_number"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("errors %q do not mention %s", text, want)
+		}
+	}
+	if _, err := (Factory{}).NewTranslator(&c); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("NewTranslator(invalid) error = %v", err)
+	}
+	if _, err := (Factory{}).NewInbound(context.Background(), adapter.Settings{}, fakeHost{}, &c); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("NewInbound(invalid) error = %v", err)
+	}
+}
+
+func TestFactoryRejectsForeignConfig(t *testing.T) {
+	for _, cfg := range []any{nil, "pas", &mllp.InboundConfig{}, (*Config)(nil)} {
+		if _, err := (Factory{}).NewTranslator(cfg); fault.CodeOf(err) != fault.CodeConfig {
+			t.Errorf("NewTranslator(%T) error = %v", cfg, err)
+		}
+	}
+}
+
+func TestFactoryNewTranslator(t *testing.T) {
+	c := DefaultConfig()
+	for _, cfg := range []any{&c, c} {
+		tr, err := Factory{}.NewTranslator(cfg)
+		if err != nil {
+			t.Fatalf("NewTranslator(%T): %v", cfg, err)
+		}
+		got, err := tr.Translate(testEnvelope("factory", hl7(testMSH, pid("9990000018^^^NHS", nil), testPV1)))
+		if err != nil {
+			t.Fatalf("Translate: %v", err)
+		}
+		if got.PatientKey != "9990000018" || got.Event != "A01" {
+			t.Errorf("translation key %q event %q", got.PatientKey, got.Event)
+		}
+	}
+}
+
+// fakeHost is an adapter.Host that stores nothing.
+type fakeHost struct{}
+
+func (fakeHost) Ingest(context.Context, *envelope.Envelope) (adapter.IngestResult, error) {
+	return adapter.IngestResult{}, errors.New("not stored")
+}
+func (fakeHost) Quarantine(context.Context, string, []byte, string) error { return nil }
+func (fakeHost) Partition(string) int                                     { return 0 }
+func (fakeHost) NewID() string                                            { return "id" }
+
+func TestFactoryNewInbound(t *testing.T) {
+	c := DefaultConfig()
+	c.Listen = "127.0.0.1:0"
+	in, err := Factory{}.NewInbound(context.Background(), adapter.Settings{Name: "pas"}, fakeHost{}, &c)
+	if err != nil {
+		t.Fatalf("NewInbound: %v", err)
+	}
+	if _, ok := in.(*mllp.Inbound); !ok {
+		t.Errorf("NewInbound returned %T", in)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := in.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown without Start: %v", err)
+	}
+}

@@ -1,0 +1,69 @@
+package pas
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+func FuzzTranslate(f *testing.F) {
+	seeds, _ := filepath.Glob(filepath.Join("testdata", "*.hl7"))
+	for _, dir := range []string{"ms-fhir-converter/messages/ADT*.hl7", "hapi-hl7v2/*.txt"} {
+		more, _ := filepath.Glob(filepath.Join(corporaDir, dir))
+		seeds = append(seeds, more...)
+	}
+	for _, s := range seeds {
+		raw, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatalf("read seed: %v", err)
+		}
+		f.Add(raw)
+		f.Add(bytes.ReplaceAll(raw, []byte("\n"), []byte("\r")))
+	}
+	tr := newTestTranslator(f)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := tr.Translate(testEnvelope("fuzz", raw))
+		if err != nil {
+			if fault.As(err) == nil {
+				t.Fatalf("unclassed error: %v", err)
+			}
+			return
+		}
+		if !json.Valid(got.Bundle) || !bytes.HasPrefix(got.Bundle, []byte(`{"resourceType":"Bundle"`)) {
+			t.Fatalf("bundle is not a JSON Bundle: %.200s", got.Bundle)
+		}
+		b, err := models.UnmarshalBundle(got.Bundle)
+		if err != nil {
+			t.Fatalf("UnmarshalBundle: %v", err)
+		}
+		if len(b.Entry) < 2 {
+			t.Fatalf("bundle has %d entries", len(b.Entry))
+		}
+		again, err := tr.Translate(testEnvelope("fuzz", raw))
+		if err != nil || !bytes.Equal(again.Bundle, got.Bundle) {
+			t.Fatalf("translation is not deterministic (%v)", err)
+		}
+	})
+}
+
+func BenchmarkTranslate(b *testing.B) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "a01-v23-inpatient-nhs.hl7"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr := newTestTranslator(b)
+	env := testEnvelope("bench", raw)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if _, err := tr.Translate(env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

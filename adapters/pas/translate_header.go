@@ -1,0 +1,188 @@
+package pas
+
+import (
+	"strings"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// header maps MSH into the MessageHeader and returns it with its fullUrl.
+//
+//   - eventCoding: the trigger event in HL7 table 0003.
+//   - source.name: MSH-3.1. source.endpoint: see sourceEndpoint.
+//   - sender: MSH-4.1 as an ODS organisation code when it has that shape.
+//   - destination: MSH-5.1 as name, an endpoint built like the source's
+//     from MSH-5 and MSH-6, and MSH-6.1 as receiver when ODS-shaped.
+//   - focus: the Encounter, or the Patient when there is no Encounter.
+func (b *builder) header() (*models.MessageHeader, string) {
+	url, id := b.fullURL("MessageHeader")
+	msh := b.m.Segment("MSH")
+	h := &models.MessageHeader{
+		Id:   ptr(id),
+		Meta: &models.Meta{Profile: []string{nhs.ProfileMessageHeader}},
+		EventCoding: models.Coding{
+			System:  ptr(systemV2Event),
+			Code:    ptr(b.event),
+			Display: optional(b.mapping.display),
+		},
+		Source: models.MessageHeaderSource{
+			Name:     optional(value(b.m.SendingApp())),
+			Endpoint: sourceEndpoint(b.m, b.env),
+		},
+	}
+	if org := odsReference(value(b.m.SendingFacility())); org != nil {
+		h.Sender = org
+	}
+	if app, fac := value(b.m.ReceivingApp()), value(b.m.ReceivingFacility()); app != "" || fac != "" {
+		h.Destination = []models.MessageHeaderDestination{{
+			Name:     optional(app),
+			Endpoint: endpoint(msh, 5, 6, ""),
+			Receiver: odsReference(fac),
+		}}
+	}
+	switch {
+	case b.encounter != nil:
+		u, _ := b.fullURL("Encounter")
+		h.Focus = []models.Reference{{Reference: ptr(u), Type: ptr("Encounter")}}
+	case b.patient != nil:
+		u, _ := b.fullURL("Patient")
+		h.Focus = []models.Reference{{Reference: ptr(u), Type: ptr("Patient")}}
+	}
+	return h, url
+}
+
+// sourceEndpoint is MessageHeader.source.endpoint, also the identifier
+// system of MSH-10 control ids (they are unique per sender).
+func sourceEndpoint(m *hl7v2.Message, env *envelope.Envelope) string {
+	return endpoint(m.Segment("MSH"), 3, 4, env.Source)
+}
+
+// endpoint builds a URI naming an HL7 v2 application from its
+// application (HD) and facility (HD) fields:
+//
+//   - When the application has a universal id of type ISO, UUID or URI
+//     (HD-2 and HD-3), that id as a URI ("urn:oid:1.2.3"), as the
+//     v2-to-FHIR guide maps HD.
+//   - Otherwise "urn:hl7v2:" followed by the application namespace id
+//     (HD-1, or fallback when empty, or "unknown") and, when sent, ":" and
+//     the facility namespace id, each percent-encoded outside unreserved
+//     characters: "urn:hl7v2:PAS:RX1".
+//
+// urn:hl7v2 is not a registered URN namespace; it only needs to be a
+// stable, valid URI for receivers to tell senders apart.
+func endpoint(msh *hl7v2.Segment, appField, facilityField int, fallback string) string {
+	if u := universalID(msh, appField); u != "" {
+		return u
+	}
+	app := value(msh.Component(appField, 1, 1, 1))
+	if app == "" {
+		app = fallback
+	}
+	if app == "" {
+		app = "unknown"
+	}
+	out := "urn:hl7v2:" + escapeURN(app)
+	if fac := value(msh.Component(facilityField, 1, 1, 1)); fac != "" {
+		out += ":" + escapeURN(fac)
+	}
+	return out
+}
+
+// universalID returns the HD universal id of field as a URI, or "".
+func universalID(seg *hl7v2.Segment, field int) string {
+	id := strings.TrimSpace(value(seg.Component(field, 1, 2, 1)))
+	if id == "" || strings.ContainsAny(id, " \t") {
+		return ""
+	}
+	switch strings.ToUpper(value(seg.Component(field, 1, 3, 1))) {
+	case "ISO":
+		if isOID(id) {
+			return "urn:oid:" + id
+		}
+	case "UUID":
+		if isUUID(id) {
+			return "urn:uuid:" + strings.ToLower(id)
+		}
+	case "URI":
+		if i := strings.IndexByte(id, ':'); i > 0 {
+			return id
+		}
+	}
+	return ""
+}
+
+func isOID(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if (s[i] < '0' || s[i] > '9') && s[i] != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// escapeURN percent-encodes every byte of s outside the unreserved set
+// (letters, digits, "-", ".", "_", "~").
+func escapeURN(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	return b.String()
+}
+
+// odsReference returns a reference to the organisation with ODS code
+// code, or nil when code does not have the shape of an ODS code.
+func odsReference(code string) *models.Reference {
+	code = strings.TrimSpace(code)
+	if !nhs.LooksLikeODSCode(code) {
+		return nil
+	}
+	return &models.Reference{
+		Type:       ptr("Organization"),
+		Identifier: &models.Identifier{System: ptr(nhs.SystemODSOrganization), Value: ptr(code)},
+	}
+}
+
+// optional returns a pointer to s, or nil when s is empty.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,651 @@
+package pas
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// hl7 joins segments with carriage returns.
+func hl7(segments ...string) []byte {
+	return []byte(strings.Join(segments, "\r") + "\r")
+}
+
+const testMSH = `MSH|^~\&|PAS|RX1|EPR|RX1|20240715093512||ADT^A01|CTRL1|P|2.4`
+
+var testPV1 = pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 19: "V1", 44: "20240715093000"})
+
+// segment builds a segment from its fields by number.
+func segment(name string, fields map[int]string) string {
+	n := 0
+	for i := range fields {
+		n = max(n, i)
+	}
+	f := make([]string, n+1)
+	f[0] = name
+	for i, v := range fields {
+		f[i] = v
+	}
+	return strings.Join(f, "|")
+}
+
+// pv1 builds a PV1 with set id 1 and the given fields.
+func pv1(fields map[int]string) string {
+	fields[1] = "1"
+	return segment("PV1", fields)
+}
+
+// pid builds a PID with the given identifiers (PID-3) and extra fields.
+func pid(ids string, extra map[int]string) string {
+	fields := map[int]string{1: "1", 3: ids, 5: "TESTPATIENT^ALEX"}
+	for i, v := range extra {
+		fields[i] = v
+	}
+	return segment("PID", fields)
+}
+
+func translate(t *testing.T, d Dialect, raw []byte) *models.Bundle {
+	t.Helper()
+	tr, err := NewTranslator(d)
+	if err != nil {
+		t.Fatalf("NewTranslator: %v", err)
+	}
+	got, err := tr.Translate(testEnvelope("unit", raw))
+	if err != nil {
+		t.Fatalf("Translate: %v", err)
+	}
+	b, err := models.UnmarshalBundle(got.Bundle)
+	if err != nil {
+		t.Fatalf("UnmarshalBundle: %v", err)
+	}
+	return &b
+}
+
+func resourceOf[T any](t *testing.T, b *models.Bundle, typ string, unmarshal func([]byte) (T, error)) (T, bool) {
+	t.Helper()
+	var zero T
+	for _, e := range b.Entry {
+		if rt, _ := fhir.ResourceType(e.Resource); rt == typ {
+			r, err := unmarshal(e.Resource)
+			if err != nil {
+				t.Fatalf("unmarshal %s: %v", typ, err)
+			}
+			return r, true
+		}
+	}
+	return zero, false
+}
+
+func TestTranslateErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		raw    []byte
+		code   fault.Code
+		hl7Err string
+	}{
+		{"not HL7", []byte("TESTPATIENT ALEX 9990000018"), fault.CodeHL7Parse, ""},
+		{"empty", nil, fault.CodeHL7Parse, ""},
+		{"not ADT", hl7(strings.Replace(testMSH, "ADT^A01", "ORU^R01", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Unsupported, "200"},
+		{"unsupported event", hl7(strings.Replace(testMSH, "ADT^A01", "ADT^A40", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Unsupported, "201"},
+		{"no event", hl7(strings.Replace(testMSH, "ADT^A01", "ADT", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Unsupported, "201"},
+		{"A01 without PID", hl7(testMSH, testPV1), fault.CodeHL7Required, "100"},
+		{"A01 without PV1", hl7(testMSH, pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Required, "100"},
+		{"A03 without PV1", hl7(strings.Replace(testMSH, "A01", "A03", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Required, "100"},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tr.Translate(testEnvelope("err", tt.raw))
+			f := fault.As(err)
+			if f == nil {
+				t.Fatalf("Translate error = %v, want a fault", err)
+			}
+			if f.Code != tt.code || f.Class != fault.Permanent {
+				t.Errorf("fault %s/%s, want %s/permanent", f.Code, f.Class, tt.code)
+			}
+			if tt.hl7Err != "" && f.HL7Err != tt.hl7Err {
+				t.Errorf("HL7 error code %q, want %q", f.HL7Err, tt.hl7Err)
+			}
+			for _, secret := range []string{"TESTPATIENT", "9990000018"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error text %q holds patient data", err)
+				}
+			}
+		})
+	}
+	if _, err := tr.Translate(nil); fault.CodeOf(err) != fault.CodeInternal {
+		t.Errorf("Translate(nil) error = %v", err)
+	}
+	if _, err := tr.TranslateMessage(testEnvelope("x", nil), nil); fault.CodeOf(err) != fault.CodeInternal {
+		t.Errorf("TranslateMessage(nil message) error = %v", err)
+	}
+}
+
+func TestPatientKey(t *testing.T) {
+	keep, drop := DefaultDialect(), DefaultDialect()
+	drop.InvalidNHSNumber = InvalidNHSNumberDrop
+	custom := DefaultDialect()
+	custom.NHSNumberAuthorities = []string{"NHSNO"}
+	tests := []struct {
+		name    string
+		pid     string
+		dialect Dialect
+		want    string
+	}{
+		{"NHS number first", pid("9990000018^^^NHS^NH~H1^^^RX1^MR", nil), keep, "9990000018"},
+		{"NHS number second", pid("H1^^^RX1^MR~9990000018^^^NHS^NH", nil), keep, "9990000018"},
+		{"MRN only", pid("H1^^^RX1^MR", nil), keep, "H1"},
+		{"type code only", pid("9990000018^^^^NH", nil), keep, "9990000018"},
+		{"authority case-insensitive", pid("9990000018^^^nhs", nil), keep, "9990000018"},
+		{"spaced number", pid("999 000 0018^^^NHSNBR", nil), keep, "9990000018"},
+		{"NHS number in PID-2", pid("H1^^^RX1^MR", map[int]string{2: "9990000018^^^NHS"}), keep, "9990000018"},
+		{"PID-2 only", pid("", map[int]string{2: "H9^^^RX1"}), keep, "H9"},
+		{"invalid NHS then MRN", pid("9990000017^^^NHS^NH~H1^^^RX1^MR", nil), keep, "H1"},
+		{"invalid NHS only, kept", pid("9990000017^^^NHS^NH", nil), keep, "9990000017"},
+		{"invalid NHS only, dropped", pid("9990000017^^^NHS^NH", nil), drop, ""},
+		{"unflagged NHS-looking number", pid("9990000018^^^RX1^MR", nil), keep, "9990000018"},
+		{"dialect authority", pid("H1^^^RX1^MR~9990000026^^^NHSNO", nil), custom, "9990000026"},
+		{"default authority unknown to dialect", pid("H1^^^RX1^MR~9990000026^^^NHS", nil), custom, "H1"},
+		{"explicit null", pid(`""`, nil), keep, ""},
+		{"no identifiers", pid("", nil), keep, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := hl7(testMSH, tt.pid, testPV1)
+			m, err := hl7v2.Parse(raw)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got := PatientKey(m, tt.dialect); got != tt.want {
+				t.Errorf("PatientKey = %q, want %q", got, tt.want)
+			}
+			tr, err := NewTranslator(tt.dialect)
+			if err != nil {
+				t.Fatalf("NewTranslator: %v", err)
+			}
+			tl, err := tr.Translate(testEnvelope("key", raw))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			if tl.PatientKey != tt.want {
+				t.Errorf("Translation.PatientKey = %q, want %q", tl.PatientKey, tt.want)
+			}
+		})
+	}
+	if got := PatientKey(nil, keep); got != "" {
+		t.Errorf("PatientKey(nil) = %q", got)
+	}
+	m, _ := hl7v2.Parse(hl7(testMSH))
+	if got := PatientKey(m, keep); got != "" {
+		t.Errorf("PatientKey without PID = %q", got)
+	}
+}
+
+func TestNHSNumberHandling(t *testing.T) {
+	drop := DefaultDialect()
+	drop.InvalidNHSNumber = InvalidNHSNumberDrop
+	local := DefaultLocalIdentifierSystem
+	tests := []struct {
+		name    string
+		dialect Dialect
+		pid     string
+		want    [][2]string // system, value
+		dq      []string
+	}{
+		{"valid", DefaultDialect(), pid("9990000018^^^NHS^NH~H1^^^RX1^MR", nil),
+			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {local, "H1"}}, nil},
+		{"invalid kept", DefaultDialect(), pid("9990000017^^^NHS^NH~H1^^^RX1^MR", nil),
+			[][2]string{{local, "9990000017"}, {local, "H1"}}, []string{DQNHSNumberInvalid}},
+		{"invalid dropped", drop, pid("9990000017^^^NHS^NH~H1^^^RX1^MR", nil),
+			[][2]string{{local, "H1"}}, []string{DQNHSNumberInvalid}},
+		{"invalid beside valid", DefaultDialect(), pid("9990000017^^^NHS^NH~9990000018^^^NHS^NH", nil),
+			[][2]string{{local, "9990000017"}, {nhs.SystemNHSNumber, "9990000018"}}, nil},
+		{"missing", DefaultDialect(), pid("H1^^^RX1^MR", nil),
+			[][2]string{{local, "H1"}}, []string{DQNHSNumberMissing}},
+		{"conflict", DefaultDialect(), pid("9990000018^^^NHS^NH~9990000026^^^NHS^NH", nil),
+			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {local, "9990000026"}}, []string{DQNHSNumberConflict}},
+		{"repeated", DefaultDialect(), pid("9990000018^^^NHS^NH~999-000-0018^^^NHS", map[int]string{2: "9990000018^^^NHS"}),
+			[][2]string{{nhs.SystemNHSNumber, "9990000018"}}, nil},
+		{"letters are invalid", DefaultDialect(), pid("99900000AB^^^NHS", nil),
+			[][2]string{{local, "99900000AB"}}, []string{DQNHSNumberInvalid}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := NewTranslator(tt.dialect)
+			if err != nil {
+				t.Fatalf("NewTranslator: %v", err)
+			}
+			tl, err := tr.Translate(testEnvelope("nhs", hl7(testMSH, tt.pid, testPV1)))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			pats, err := fhir.FindResources(tl.Bundle, "Patient")
+			if err != nil || len(pats) != 1 {
+				t.Fatalf("FindResources: %d, %v", len(pats), err)
+			}
+			p, err := models.UnmarshalPatient(pats[0])
+			if err != nil {
+				t.Fatalf("UnmarshalPatient: %v", err)
+			}
+			var got [][2]string
+			for _, id := range p.Identifier {
+				got = append(got, [2]string{*id.System, *id.Value})
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("identifiers (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.dq, tl.DataQuality); diff != "" {
+				t.Errorf("data quality (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestVerificationStatus(t *testing.T) {
+	tests := []struct {
+		name  string
+		pid32 string
+		want  string
+	}{
+		{"verified", "01", "01"},
+		{"traced later repetition", "XX~03", "03"},
+		{"unknown code", "99", ""},
+		{"none", "", ""},
+		{"single digit is not a status code", "1", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS^NH", map[int]string{32: tt.pid32}), testPV1))
+			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+			got := ""
+			for _, ext := range p.Identifier[0].Extension {
+				if ext.Url == nhs.ExtNHSNumberVerificationStatus {
+					c := ext.ValueCodeableConcept.Coding[0]
+					if *c.System != nhs.CodeSystemNHSNumberVerificationStatusEngland {
+						t.Errorf("system %q", *c.System)
+					}
+					got = *c.Code
+				}
+			}
+			if got != tt.want {
+				t.Errorf("verification status %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGender(t *testing.T) {
+	tests := []struct {
+		code string
+		want string
+	}{
+		{"M", "male"}, {"F", "female"}, {"U", "unknown"}, {"O", "other"}, {"A", "other"}, {"N", "other"},
+		{"1", "male"}, {"2", "female"}, {"9", "other"}, {"X", "unknown"}, {"0", "unknown"},
+		{"m", "male"}, {"Z", ""}, {"", ""}, {`""`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(testMSH, pid("H1^^^RX1", map[int]string{8: tt.code}), testPV1))
+			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+			got := ""
+			if p.Gender != nil {
+				got = p.Gender.Code()
+			}
+			if got != tt.want {
+				t.Errorf("gender(%q) = %q, want %q", tt.code, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEncounterStatusAndClass(t *testing.T) {
+	tests := []struct {
+		name   string
+		event  string
+		pv1    string
+		status string // "" means no Encounter
+		class  string
+		focus  string
+	}{
+		{"A01", "A01", pv1(map[int]string{2: "I", 19: "V1"}), "in-progress", "IMP", "Encounter"},
+		{"A03", "A03", pv1(map[int]string{2: "I", 19: "V1"}), "finished", "IMP", "Encounter"},
+		{"A04 emergency", "A04", pv1(map[int]string{2: "E", 19: "V1"}), "in-progress", "EMER", "Encounter"},
+		{"A04 outpatient", "A04", pv1(map[int]string{2: "O", 19: "V1"}), "in-progress", "AMB", "Encounter"},
+		{"A08 current", "A08", pv1(map[int]string{2: "I", 19: "V1"}), "in-progress", "IMP", "Encounter"},
+		{"A08 discharged", "A08", pv1(map[int]string{2: "I", 19: "V1", 44: "20240101", 45: "20240102"}), "finished", "IMP", "Encounter"},
+		{"A08 pre-admission", "A08", pv1(map[int]string{2: "P", 19: "V1"}), "planned", "PRENC", "Encounter"},
+		{"A08 class N", "A08", "PV1|1|N", "", "", "Patient"},
+		{"A08 empty PV1", "A08", "PV1|1", "", "", "Patient"},
+		{"A08 no PV1", "A08", "", "", "", "Patient"},
+		{"A08 visit number only", "A08", pv1(map[int]string{19: "V1"}), "in-progress", "UNK", "Encounter"},
+		{"recurring", "A01", pv1(map[int]string{2: "R", 19: "V1"}), "in-progress", "R", "Encounter"},
+		{"local class", "A01", pv1(map[int]string{2: "Q", 19: "V1"}), "in-progress", "UNK", "Encounter"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			segs := []string{strings.Replace(testMSH, "A01", tt.event, 1), pid("9990000018^^^NHS^NH", nil)}
+			if tt.pv1 != "" {
+				segs = append(segs, tt.pv1)
+			}
+			b := translate(t, DefaultDialect(), hl7(segs...))
+			enc, ok := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+			if (tt.status != "") != ok {
+				t.Fatalf("Encounter present = %v, want %v", ok, tt.status != "")
+			}
+			if ok {
+				if got := enc.Status.Code(); got != tt.status {
+					t.Errorf("status %q, want %q", got, tt.status)
+				}
+				if got := *enc.Class.Code; got != tt.class {
+					t.Errorf("class %q, want %q", got, tt.class)
+				}
+			}
+			mh, _ := resourceOf(t, b, "MessageHeader", models.UnmarshalMessageHeader)
+			if len(mh.Focus) != 1 || *mh.Focus[0].Type != tt.focus {
+				t.Errorf("focus %+v, want one %s", mh.Focus, tt.focus)
+			}
+			if *mh.EventCoding.Code != tt.event {
+				t.Errorf("event code %q", *mh.EventCoding.Code)
+			}
+		})
+	}
+}
+
+func TestDataQuality(t *testing.T) {
+	tests := []struct {
+		name string
+		msh  string
+		pid  string
+		pv1  string
+		want []string
+	}{
+		{"clean", testMSH, pid("9990000018^^^NHS", map[int]string{7: "19700101"}), testPV1, nil},
+		{"bad birth date", testMSH, pid("9990000018^^^NHS", map[int]string{7: "19701301"}), testPV1, []string{DQBirthDateInvalid}},
+		{"bad death date", testMSH, pid("9990000018^^^NHS", map[int]string{29: "2024"}), testPV1, nil},
+		{"worse death date", testMSH, pid("9990000018^^^NHS", map[int]string{29: "soon"}), testPV1, []string{DQDeathDateInvalid}},
+		{"bad admit time", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 19: "V1", 44: "20241345"}), []string{DQVisitTimeInvalid}},
+		{"no visit number", testMSH, pid("9990000018^^^NHS", nil), "PV1|1|I", []string{DQVisitNumberMissing}},
+		{"no class", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{19: "V1"}), []string{DQPatientClassMissing}},
+		{"no message time", strings.Replace(testMSH, "20240715093512", "", 1), pid("9990000018^^^NHS", nil), testPV1, []string{DQMessageTimeInvalid}},
+		{"date-only message time", strings.Replace(testMSH, "20240715093512", "20240715", 1), pid("9990000018^^^NHS", nil), testPV1, []string{DQMessageTimeInvalid}},
+		{"several", testMSH, pid("H1", map[int]string{7: "x"}), "PV1|1", []string{DQNHSNumberMissing, DQBirthDateInvalid, DQPatientClassMissing, DQVisitNumberMissing}},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tl, err := tr.Translate(testEnvelope("dq", hl7(tt.msh, tt.pid, tt.pv1)))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, tl.DataQuality); diff != "" {
+				t.Errorf("data quality (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	tr := newTestTranslator(t)
+	raw := hl7(testMSH, pid("9990000018^^^NHS", nil), testPV1)
+	a, err := tr.Translate(testEnvelope("same", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tr.Translate(testEnvelope("same", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(a.Bundle), string(b.Bundle)); diff != "" {
+		t.Errorf("same input, different output (-first +second):\n%s", diff)
+	}
+	later := testEnvelope("same", raw)
+	later.ReceivedAt = later.ReceivedAt.Add(48 * time.Hour)
+	c, err := tr.Translate(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Bundle) != string(a.Bundle) {
+		t.Error("receive time changed a bundle whose MSH-7 is valid")
+	}
+	other, err := tr.Translate(testEnvelope("other", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ba, _ := models.UnmarshalBundle(a.Bundle)
+	bo, _ := models.UnmarshalBundle(other.Bundle)
+	for i := range ba.Entry {
+		if *ba.Entry[i].FullUrl == *bo.Entry[i].FullUrl {
+			t.Errorf("entry %d has the same fullUrl for two message ids", i)
+		}
+	}
+	if *bo.Id != "msg-other" {
+		t.Errorf("Bundle.id = %q", *bo.Id)
+	}
+}
+
+func TestMessageTimeFallback(t *testing.T) {
+	tr := newTestTranslator(t)
+	tests := []struct {
+		name     string
+		received time.Time
+		want     string
+	}{
+		{"UTC", time.Date(2024, 7, 15, 8, 36, 0, 0, time.UTC), "2024-07-15T08:36:00.000Z"},
+		{"other zone", time.Date(2024, 1, 15, 8, 36, 0, 500e6, time.FixedZone("X", 3600)), "2024-01-15T07:36:00.500Z"},
+		{"zero", time.Time{}, "0001-01-01T00:00:00.000Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := testEnvelope("ts", hl7(strings.Replace(testMSH, "20240715093512", "", 1), pid("H1", nil), testPV1))
+			env.ReceivedAt = tt.received
+			tl, err := tr.Translate(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := models.UnmarshalBundle(tl.Bundle)
+			if diff := cmp.Diff(tt.want, *b.Timestamp); diff != "" {
+				t.Errorf("timestamp (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEndpoints(t *testing.T) {
+	tests := []struct {
+		name       string
+		msh        string
+		source     string
+		wantSource string
+		wantSender string
+		wantDest   string
+	}{
+		{"names", testMSH, "pas", "urn:hl7v2:PAS:RX1", "RX1", "urn:hl7v2:EPR:RX1"},
+		{"OID", `MSH|^~\&|PAS^1.2.826.0.1.999^ISO|RX1|EPR|RX1|20240715093512||ADT^A01|C|P|2.4`, "pas", "urn:oid:1.2.826.0.1.999", "RX1", "urn:hl7v2:EPR:RX1"},
+		{"bad OID", `MSH|^~\&|PAS^1..2^ISO|RX1|EPR|RX1|20240715093512||ADT^A01|C|P|2.4`, "pas", "urn:hl7v2:PAS:RX1", "RX1", "urn:hl7v2:EPR:RX1"},
+		{"UUID", `MSH|^~\&|PAS^A1B2C3D4-0000-4000-8000-000000000001^UUID|RX1|EPR|RX1|20240715093512||ADT^A01|C|P|2.4`, "pas", "urn:uuid:a1b2c3d4-0000-4000-8000-000000000001", "RX1", "urn:hl7v2:EPR:RX1"},
+		{"URI", `MSH|^~\&|PAS^https://pas.example.org^URI|RX1|EPR|RX1|20240715093512||ADT^A01|C|P|2.4`, "pas", "https://pas.example.org", "RX1", "urn:hl7v2:EPR:RX1"},
+		{"no application", `MSH|^~\&||Riverside Hospital|||20240715093512||ADT^A01|C|P|2.4`, "pas-east", "urn:hl7v2:pas-east:Riverside%20Hospital", "", ""},
+		{"nothing", `MSH|^~\&|||||||ADT^A01|C|P|2.4`, "", "urn:hl7v2:unknown", "", ""},
+		{"escaped", `MSH|^~\&|P\T\S|RX1|EPR||20240715093512||ADT^A01|C|P|2.4`, "pas", "urn:hl7v2:P%26S:RX1", "RX1", "urn:hl7v2:EPR"},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := testEnvelope("ep", hl7(tt.msh, pid("H1", nil), testPV1))
+			env.Source = tt.source
+			tl, err := tr.Translate(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := models.UnmarshalBundle(tl.Bundle)
+			mh, _ := resourceOf(t, &b, "MessageHeader", models.UnmarshalMessageHeader)
+			enc, _ := resourceOf(t, &b, "Encounter", models.UnmarshalEncounter)
+			if mh.Source.Endpoint != tt.wantSource {
+				t.Errorf("source.endpoint %q, want %q", mh.Source.Endpoint, tt.wantSource)
+			}
+			if *b.Identifier.System != tt.wantSource {
+				t.Errorf("Bundle.identifier.system %q, want the source endpoint", *b.Identifier.System)
+			}
+			sender, provider := "", ""
+			if mh.Sender != nil {
+				sender = *mh.Sender.Identifier.Value
+			}
+			if enc.ServiceProvider != nil {
+				provider = *enc.ServiceProvider.Identifier.Value
+			}
+			if sender != tt.wantSender || provider != tt.wantSender {
+				t.Errorf("sender %q, service provider %q, want %q", sender, provider, tt.wantSender)
+			}
+			dest := ""
+			if len(mh.Destination) > 0 {
+				dest = mh.Destination[0].Endpoint
+			}
+			if dest != tt.wantDest {
+				t.Errorf("destination %q, want %q", dest, tt.wantDest)
+			}
+		})
+	}
+}
+
+func TestBundleIdentifierWithoutControlID(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(strings.Replace(testMSH, "CTRL1", "", 1), pid("H1", nil), testPV1))
+	if *b.Identifier.System != "urn:ietf:rfc:3986" || !strings.HasPrefix(*b.Identifier.Value, "urn:uuid:") {
+		t.Errorf("Bundle.identifier = %s|%s", *b.Identifier.System, *b.Identifier.Value)
+	}
+}
+
+func TestTelecomAddressAndName(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(testMSH, pid("H1", map[int]string{
+		5:  `TESTPATIENT^ALEX^B^JR^MR^PHD^D~^^^^^^L~TESTALIAS^SAM^^^^^N`,
+		11: `1 ROAD^^TOWN^COUNTY^ZZ1 1ZZ^GBR^C~^^^^^^H~""`,
+		13: `^NET^X.400^alex@example.org~01234^^FX~^ORN^BP^^^^5550`,
+		14: `0113^WPN^CP`,
+	}), testPV1))
+	p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+	type name struct {
+		Use, Family           string
+		Given, Prefix, Suffix []string
+	}
+	var names []name
+	for _, n := range p.Name {
+		names = append(names, name{n.Use.Code(), deref(n.Family), n.Given, n.Prefix, n.Suffix})
+	}
+	wantNames := []name{
+		{"usual", "TESTPATIENT", []string{"ALEX", "B"}, []string{"MR"}, []string{"JR", "PHD"}},
+		{"nickname", "TESTALIAS", []string{"SAM"}, nil, nil},
+	}
+	if diff := cmp.Diff(wantNames, names); diff != "" {
+		t.Errorf("names (-want +got):\n%s", diff)
+	}
+	var telecoms [][3]string
+	for _, c := range p.Telecom {
+		telecoms = append(telecoms, [3]string{c.System.Code(), *c.Value, c.Use.Code()})
+	}
+	wantTelecoms := [][3]string{
+		{"email", "alex@example.org", "home"},
+		{"fax", "01234", "home"},
+		{"pager", "5550", "home"},
+		{"phone", "0113", "work"},
+	}
+	if diff := cmp.Diff(wantTelecoms, telecoms); diff != "" {
+		t.Errorf("telecoms (-want +got):\n%s", diff)
+	}
+	if len(p.Address) != 1 || p.Address[0].Use.Code() != "temp" || deref(p.Address[0].District) != "COUNTY" {
+		t.Errorf("addresses %+v", p.Address)
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+func TestDialectValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Dialect)
+		want   []string
+	}{
+		{"default", func(*Dialect) {}, nil},
+		{"no authorities is allowed", func(d *Dialect) { d.NHSNumberAuthorities = nil }, nil},
+		{"blank authority", func(d *Dialect) { d.NHSNumberAuthorities = []string{"NHS", " "} }, []string{"nhs_number_authorities[1]"}},
+		{"relative system", func(d *Dialect) { d.LocalIdentifierSystem = "local-ids" }, []string{"local_identifier_system"}},
+		{"no visit system", func(d *Dialect) { d.VisitNumberSystem = "" }, []string{"visit_number_system"}},
+		{"bad zone", func(d *Dialect) { d.TimeZone = "Europe/Atlantis" }, []string{"time_zone"}},
+		{"no zone", func(d *Dialect) { d.TimeZone = "" }, []string{"time_zone"}},
+		{"bad policy", func(d *Dialect) { d.InvalidNHSNumber = "reject" }, []string{"invalid_nhs_number"}},
+		{"all at once", func(d *Dialect) { *d = Dialect{} }, []string{"local_identifier_system", "visit_number_system", "time_zone", "invalid_nhs_number"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := DefaultDialect()
+			tt.change(&d)
+			errs := d.Validate()
+			var got []string
+			for i, err := range errs {
+				if i < len(tt.want) && !strings.Contains(err.Error(), tt.want[i]) {
+					t.Errorf("error %d = %v, want one about %s", i, err, tt.want[i])
+				}
+				got = append(got, err.Error())
+			}
+			if len(errs) != len(tt.want) {
+				t.Errorf("got %d errors %q, want %d", len(errs), got, len(tt.want))
+			}
+			_, err := NewTranslator(d)
+			if (err != nil) != (len(tt.want) > 0) {
+				t.Errorf("NewTranslator error = %v", err)
+			}
+			if err != nil && fault.CodeOf(err) != fault.CodeConfig {
+				t.Errorf("NewTranslator error code %s, want %s", fault.CodeOf(err), fault.CodeConfig)
+			}
+		})
+	}
+}
+
+func TestTranslatorKeepsItsDialect(t *testing.T) {
+	d := DefaultDialect()
+	tr, err := NewTranslator(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.NHSNumberAuthorities[0] = "CHANGED"
+	raw := hl7(testMSH, pid("9990000018^^^NHS", nil), testPV1)
+	tl, err := tr.Translate(testEnvelope("k", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.PatientKey != "9990000018" {
+		t.Errorf("changing the caller's dialect changed the translator: key %q", tl.PatientKey)
+	}
+}
+
+func TestTranslateMessageMatchesTranslate(t *testing.T) {
+	tr := newTestTranslator(t)
+	raw := hl7(testMSH, pid("9990000018^^^NHS", nil), testPV1)
+	m, err := hl7v2.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testEnvelope("tm", raw)
+	a, err := tr.Translate(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tr.TranslateMessage(env, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a.Bundle) != string(b.Bundle) || b.V2 != any(m) {
+		t.Error("TranslateMessage differs from Translate")
+	}
+}

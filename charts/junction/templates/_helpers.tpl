@@ -1,0 +1,118 @@
+{{/*
+The chart's name.
+*/}}
+{{- define "junction.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name, the prefix of every object. Kept to 50
+characters so suffixes such as "-nats-headless" stay within 63.
+*/}}
+{{- define "junction.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "junction.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels every object carries.
+*/}}
+{{- define "junction.labels" -}}
+helm.sh/chart: {{ include "junction.chart" . }}
+app.kubernetes.io/name: {{ include "junction.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Selector labels of Junction's pods.
+*/}}
+{{- define "junction.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "junction.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: engine
+{{- end }}
+
+{{/*
+Selector labels of the NATS pods.
+*/}}
+{{- define "junction.natsSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "junction.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: nats
+{{- end }}
+
+{{/*
+Names of the NATS objects.
+*/}}
+{{- define "junction.natsName" -}}
+{{- printf "%s-nats" (include "junction.fullname" .) }}
+{{- end }}
+
+{{- define "junction.natsHeadless" -}}
+{{- printf "%s-nats-headless" (include "junction.fullname" .) }}
+{{- end }}
+
+{{- define "junction.natsClusterName" -}}
+{{- default (include "junction.fullname" .) .Values.nats.clusterName }}
+{{- end }}
+
+{{/*
+The NATS client URL Junction connects to: the client Service, which
+routes only to ready servers. Once connected, the client also learns every
+server's address from the cluster and fails over between them.
+*/}}
+{{- define "junction.natsURL" -}}
+{{- printf "nats://%s.%s.svc.%s:4222" (include "junction.natsName" .) .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+
+{{/*
+The name of the ConfigMap holding the route files.
+*/}}
+{{- define "junction.routesConfigMap" -}}
+{{- if .Values.routes.existingConfigMap }}
+{{- .Values.routes.existingConfigMap }}
+{{- else }}
+{{- printf "%s-routes" (include "junction.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod and container security settings both workloads use: a numeric
+non-root user (the images' 65532), no privilege escalation, a read-only
+root filesystem and no capabilities.
+*/}}
+{{- define "junction.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "junction.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end }}

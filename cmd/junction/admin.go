@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/engine"
+	"github.com/junction-fhir/junction/pkg/router"
+)
+
+// apiClient talks to a running engine's admin API.
+type apiClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func (c *apiClient) do(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.base, "/")+path, rd)
+	if err != nil {
+		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("calling the admin API (is junction serve running?): %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.Unmarshal(data, &e)
+		if e.Error == "" {
+			e.Error = strings.TrimSpace(string(data))
+		}
+		return fmt.Errorf("%s: %s", resp.Status, e.Error)
+	}
+	return json.Unmarshal(data, out)
+}
+
+func apiFlags(name, args string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
+	fs := newFlags(name, args, stderr)
+	api := fs.String("api", "http://127.0.0.1:8080", "base URL of the running engine's HTTP listener")
+	tok := fs.String("token", "", "reference to the admin bearer token (env:NAME or file:PATH; default env JUNCTION_ADMIN_TOKEN)")
+	return fs, api, tok
+}
+
+func newAPI(api, tokRef string) (*apiClient, error) {
+	t, err := adminToken(tokRef)
+	if err != nil {
+		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	return &apiClient{base: api, token: t, http: &http.Client{Timeout: 2 * time.Minute}}, nil
+}
+
+func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, api, tok := apiFlags("replay", "", stderr)
+	var ids, to string
+	fs.StringVar(&ids, "id", "", "message ids, comma-separated (dead letters, or stored messages to route again)")
+	route := fs.String("route", "", "replay dead letters of this route")
+	dest := fs.String("destination", "", "replay dead letters of this destination")
+	since := fs.String("since", "", "only dead letters at or after this RFC 3339 time")
+	until := fs.String("until", "", "only dead letters at or before this RFC 3339 time")
+	fs.StringVar(&to, "to", "", "limit to these destinations, comma-separated (default: all)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	req := engine.ReplayRequest{Filter: router.Filter{Route: *route, Destination: *dest}}
+	if ids != "" {
+		req.Filter.IDs = strings.Split(ids, ",")
+	}
+	if to != "" {
+		req.Destinations = strings.Split(to, ",")
+	}
+	var err error
+	if req.Filter.Since, err = parseTime(*since); err != nil {
+		return err
+	}
+	if req.Filter.Until, err = parseTime(*until); err != nil {
+		return err
+	}
+	c, err := newAPI(*api, *tok)
+	if err != nil {
+		return err
+	}
+	var res router.ReplayResult
+	if err := c.do(ctx, http.MethodPost, "/api/replay", req, &res); err != nil {
+		return err
+	}
+	for _, d := range res.Replayed {
+		fmt.Fprintf(stdout, "replayed %s (%s %s%s: %s)\n", d.MessageID, d.Stage, d.Route, d.Destination, d.Code)
+	}
+	for _, id := range res.Rerouted {
+		fmt.Fprintf(stdout, "rerouted %s\n", id)
+	}
+	for _, sk := range res.Skipped {
+		fmt.Fprintf(stdout, "left %s (%s): %s\n", sk.MessageID, sk.Stage, sk.Why)
+	}
+	fmt.Fprintf(stdout, "%d replayed, %d rerouted, %d left in place\n", len(res.Replayed), len(res.Rerouted), len(res.Skipped))
+	return nil
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return t, fmt.Errorf("time %q: use RFC 3339, such as 2026-11-23T09:00:00Z", s)
+	}
+	return t, nil
+}
+
+func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]")
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	switch args[0] {
+	case "trail":
+		fs, api, tok := apiFlags("audit trail", "MESSAGE-ID", stderr)
+		asJSON := fs.Bool("json", false, "print the whole record as JSON, including payloads")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			fs.Usage()
+			return errUsage
+		}
+		c, err := newAPI(*api, *tok)
+		if err != nil {
+			return err
+		}
+		var v engine.MessageView
+		if err := c.do(ctx, http.MethodGet, "/api/messages/"+url.PathEscape(fs.Arg(0)), nil, &v); err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
+		fmt.Fprintf(stdout, "message %s\n", v.ID)
+		for _, r := range v.Trail {
+			where := strings.Trim(strings.Join([]string{r.Source, r.Route, r.Destination}, " "), " ")
+			line := fmt.Sprintf("%s  %-13s %-24s %s", r.Time.Format(time.RFC3339Nano), r.Event, where, r.Outcome)
+			for _, x := range []string{r.Status, r.Code, r.Reason, r.Rule} {
+				if x != "" {
+					line += "  " + x
+				}
+			}
+			if r.Attempt > 0 {
+				line += fmt.Sprintf("  attempt %d", r.Attempt)
+			}
+			fmt.Fprintln(stdout, line)
+		}
+		if v.Input != nil {
+			fmt.Fprintf(stdout, "input: %s seq %d, %d bytes\n", v.Input.Stream, v.Input.Seq, len(v.Input.Body))
+		}
+		for _, o := range v.Outbound {
+			fmt.Fprintf(stdout, "sent to %s: %s seq %d, %d bytes\n", o.Destination, o.Stream, o.Seq, len(o.Body))
+		}
+		fmt.Fprintln(stdout, "(use --json to see the payloads)")
+		return nil
+	case "deadletters":
+		fs, api, tok := apiFlags("audit deadletters", "", stderr)
+		route := fs.String("route", "", "only this route")
+		dest := fs.String("destination", "", "only this destination")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		c, err := newAPI(*api, *tok)
+		if err != nil {
+			return err
+		}
+		q := url.Values{}
+		if *route != "" {
+			q.Set("route", *route)
+		}
+		if *dest != "" {
+			q.Set("destination", *dest)
+		}
+		var dls []router.DeadLetter
+		if err := c.do(ctx, http.MethodGet, "/api/deadletters?"+q.Encode(), nil, &dls); err != nil {
+			return err
+		}
+		for _, d := range dls {
+			where := "route=" + d.Route
+			if d.Destination != "" {
+				where += " destination=" + d.Destination
+			}
+			fmt.Fprintf(stdout, "%s  %s  %-8s %s  %s: %s\n", d.Time.Format(time.RFC3339), d.MessageID, d.Stage, where, d.Code, d.Reason)
+		}
+		fmt.Fprintf(stdout, "%d dead letters\n", len(dls))
+		return nil
+	case "quarantine":
+		fs, api, tok := apiFlags("audit quarantine", "", stderr)
+		limit := fs.Int("limit", 100, "show at most this many, newest last")
+		body := fs.Bool("body", false, "print the quarantined bytes too (they may hold patient data)")
+		if err := parse(fs, args[1:]); err != nil {
+			return err
+		}
+		c, err := newAPI(*api, *tok)
+		if err != nil {
+			return err
+		}
+		var qs []engine.QuarantineEntry
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/quarantine?limit=%d&body=%t", *limit, *body), nil, &qs); err != nil {
+			return err
+		}
+		for _, q := range qs {
+			fmt.Fprintf(stdout, "%s  %s  %-6s %6d bytes  %s\n", q.Time.Format(time.RFC3339), q.ID, q.Source, q.Size, q.Reason)
+			if *body {
+				fmt.Fprintf(stdout, "%q\n", q.Body)
+			}
+		}
+		fmt.Fprintf(stdout, "%d quarantined\n", len(qs))
+		return nil
+	}
+	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, deadletters, quarantine)\n", args[0])
+	return errUsage
+}

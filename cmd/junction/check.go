@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("lint", "[route file or dir...]", stderr)
+	cfgPath := fs.String("c", "", "config file (default: built-in defaults)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	p, err := plan(*cfgPath, fs.Args(), stderr)
+	if err != nil {
+		return err
+	}
+	for _, r := range p.Routes {
+		fmt.Fprintf(stdout, "route %s (%s): source %s, %d destinations\n", r.Name, r.File, r.Source, len(r.Destinations))
+		for _, c := range r.Programs {
+			est := c.Program.EstimatedCost()
+			fmt.Fprintf(stdout, "  %s %s: estimated cost %d..%d (limit %d)\n", c.Pos, c.Where, est.Min, est.Max, p.Rules.Limits().MaxEstimatedCost)
+		}
+	}
+	fmt.Fprintf(stdout, "ok: %d inputs, %d destinations, %d routes\n", len(p.Inputs), len(p.Destinations), len(p.Routes))
+	return nil
+}
+
+func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("test", "[route file or dir...]", stderr)
+	cfgPath := fs.String("c", "", "config file (default: built-in defaults)")
+	update := fs.Bool("update", false, "rewrite golden FHIR files from the actual output (review the diff)")
+	verbose := fs.Bool("v", false, "print every test, not only failures")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	p, err := plan(*cfgPath, fs.Args(), stderr)
+	if err != nil {
+		return err
+	}
+	pass, fail := 0, 0
+	for _, r := range p.Routes {
+		tr := p.Inputs[r.Source].Translator
+		for _, res := range r.RunTests(ctx, tr, p.Rules, *update) {
+			if res.Passed() {
+				pass++
+				if *verbose {
+					fmt.Fprintf(stdout, "PASS %s / %s\n", res.Route, res.Name)
+				}
+			} else {
+				fail++
+				fmt.Fprintf(stdout, "FAIL %s / %s\n", res.Route, res.Name)
+				for _, f := range res.Failures {
+					fmt.Fprintf(stdout, "    %s\n", f)
+				}
+			}
+			for _, u := range res.Updated {
+				fmt.Fprintf(stdout, "updated %s\n", u)
+			}
+		}
+	}
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", pass, fail)
+	if fail > 0 {
+		return exitError{code: 1}
+	}
+	return nil
+}

@@ -1,0 +1,646 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/mllp"
+	"github.com/junction-fhir/junction/pkg/route"
+	"github.com/junction-fhir/junction/pkg/rules"
+)
+
+// cliRun runs the CLI in process and returns its exit code and output.
+func cliRun(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code = run(ctx, args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// shippedRoutes is the absolute path of the repository's routes/.
+func shippedRoutes(t *testing.T) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", "routes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("shipped routes: %v", err)
+	}
+	return p
+}
+
+// cliConfig writes a config that keeps the default inputs and
+// destinations, with data under a temp dir and the given routes.
+func cliConfig(t *testing.T, routes ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	var b strings.Builder
+	fmt.Fprintf(&b, "data_dir: %q\nroutes:\n", filepath.Join(dir, "data"))
+	for _, r := range routes {
+		fmt.Fprintf(&b, "  - %q\n", r)
+	}
+	path := filepath.Join(dir, "junction.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func cliWrite(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCLIUsage(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		inStdout string
+		inStderr string
+	}{
+		{"no arguments", nil, 2, "Usage: junction <command> [flags]", ""},
+		{"help", []string{"help"}, 0, "Usage: junction <command> [flags]", ""},
+		{"-h", []string{"-h"}, 0, "Commands:", ""},
+		{"--help", []string{"--help"}, 0, "Run 'junction <command> --help'", ""},
+		{"unknown command", []string{"frobnicate"}, 2, "", `junction: unknown command "frobnicate"`},
+		{"unknown flag", []string{"lint", "--frobnicate"}, 2, "", "flag provided but not defined: -frobnicate"},
+		{"send without files", []string{"send"}, 2, "", "Usage: junction send [flags] FILE..."},
+		{"audit without subcommand", []string{"audit"}, 2, "", "Usage: junction audit trail"},
+		{"audit unknown subcommand", []string{"audit", "nope"}, 2, "", `unknown subcommand "nope"`},
+		{"audit trail without id", []string{"audit", "trail"}, 2, "", "Usage: junction audit trail [flags] MESSAGE-ID"},
+		{"version", []string{"version"}, 0, "junction dev\n", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := cliRun(t, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.code, out, errOut)
+			}
+			if !strings.Contains(out, tt.inStdout) {
+				t.Errorf("stdout %q does not contain %q", out, tt.inStdout)
+			}
+			if !strings.Contains(errOut, tt.inStderr) {
+				t.Errorf("stderr %q does not contain %q", errOut, tt.inStderr)
+			}
+		})
+	}
+}
+
+// TestCLIHelpEveryCommand checks that every command, and every audit
+// subcommand, answers --help with its usage and exit code 0, without
+// doing anything else (serve must not start).
+func TestCLIHelpEveryCommand(t *testing.T) {
+	var cases [][]string
+	for _, c := range commands() {
+		cases = append(cases, []string{c.name, "--help"}, []string{c.name, "-h"})
+	}
+	cases = append(cases, []string{"audit", "trail", "--help"}, []string{"audit", "deadletters", "--help"})
+	if len(cases) < 2*8 {
+		t.Fatalf("only %d commands", len(cases)/2)
+	}
+	for _, args := range cases {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out, errOut := cliRun(t, args...)
+			if code != 0 {
+				t.Errorf("exit %d, want 0\nstderr: %s", code, errOut)
+			}
+			want := "Usage: junction " + strings.Join(args[:len(args)-1], " ")
+			if !strings.Contains(out+errOut, want) {
+				t.Errorf("output does not contain %q:\n%s%s", want, out, errOut)
+			}
+		})
+	}
+}
+
+// loadShipped loads the shipped routes without the CLI.
+func loadShipped(t *testing.T) []*route.Route {
+	t.Helper()
+	env, err := rules.NewEnv(rules.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := route.LoadAll([]string{shippedRoutes(t)}, env, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loaded
+}
+
+func TestCLILintShippedRoutes(t *testing.T) {
+	routes := shippedRoutes(t)
+	cfg := cliConfig(t, routes)
+	// Every route and every expression is listed, with its position.
+	wants := []string{"ok: 2 inputs, 2 destinations, 3 routes\n"}
+	for _, r := range loadShipped(t) {
+		wants = append(wants, fmt.Sprintf("route %s (%s): source %s, %d destinations\n", r.Name, r.File, r.Source, len(r.Destinations)))
+		for _, c := range r.Programs {
+			wants = append(wants, fmt.Sprintf("  %s %s: estimated cost ", c.Pos, c.Where))
+		}
+	}
+	if len(wants) < 6 {
+		t.Fatalf("only %d expected lines", len(wants))
+	}
+	for name, args := range map[string][]string{
+		"routes from the config": {"lint", "-c", cfg},
+		"routes as arguments":    {"lint", "-c", cliConfig(t, t.TempDir()), routes},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, out, errOut := cliRun(t, args...)
+			if code != 0 {
+				t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+			}
+			for _, want := range wants {
+				if !strings.Contains(out, want) {
+					t.Errorf("stdout does not contain %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+func TestCLILintErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	cliWrite(t, bad, "name: bad\nsource:\n  adapter: pas\nmatch: |\n  msg.event == \"A01\" &&\n    nhsNumberValid(nhsnumber(bundle))\nconsent:\n  purpose: direct-care\n  default: permit\ndestinations:\n  - name: nowhere\n")
+	badCfg := filepath.Join(dir, "bad-config.yaml")
+	cliWrite(t, badCfg, "data_dir: x\nhttp:\n  lisen: 0.0.0.0:8080\n")
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"broken route", []string{"lint", "-c", cliConfig(t, bad)}, []string{
+			bad + ":6:29: match: undeclared reference to 'nhsnumber' (in container '')",
+			bad + `:11:11: destinations[0].name: no destination named "nowhere" in the config`,
+		}},
+		{"broken route given as argument", []string{"lint", "-c", cliConfig(t, shippedRoutes(t)), bad}, []string{
+			bad + ":6:29: match: undeclared reference to 'nhsnumber' (in container '')",
+		}},
+		{"broken config", []string{"lint", "-c", badCfg}, []string{
+			badCfg + `:3:3: unknown field "lisen" in http (did you mean "listen"?)`,
+		}},
+		{"missing config", []string{"lint", "-c", filepath.Join(dir, "none.yaml")}, []string{
+			"reading config: open " + filepath.Join(dir, "none.yaml") + ": no such file or directory",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := cliRun(t, tt.args...)
+			if code != 1 {
+				t.Errorf("exit %d, want 1", code)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(errOut, w+"\n") {
+					t.Errorf("stderr does not contain the line %q:\n%s", w, errOut)
+				}
+			}
+			if strings.Contains(out, "ok:") {
+				t.Errorf("stdout says ok:\n%s", out)
+			}
+		})
+	}
+}
+
+func TestCLITestShippedRoutes(t *testing.T) {
+	routes := shippedRoutes(t)
+	// Count the shipped tests independently of the command.
+	n := 0
+	for _, r := range loadShipped(t) {
+		n += len(r.Tests)
+	}
+	if n == 0 {
+		t.Fatal("the shipped routes have no tests")
+	}
+	code, out, errOut := cliRun(t, "test", "-v", "-c", cliConfig(t, routes))
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	if want := fmt.Sprintf("%d passed, 0 failed\n", n); !strings.HasSuffix(out, want) {
+		t.Errorf("stdout does not end with %q:\n%s", want, out)
+	}
+	if got := strings.Count(out, "PASS "); got != n {
+		t.Errorf("%d PASS lines, want %d:\n%s", got, n, out)
+	}
+	if strings.Contains(out, "updated ") {
+		t.Errorf("test without --update updated files:\n%s", out)
+	}
+}
+
+// adtFile is a synthetic ADT^A01 with LF segment ends, as an editor saves
+// it.
+func adtFile(ctrl, nhsNumber string) string {
+	return "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01^ADT_A01|" + ctrl + "|P|2.4\n" +
+		"EVN|A01|20261123093000\n" +
+		"PID|1||" + nhsNumber + "^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\n" +
+		"PV1|1|I|WARD1\n"
+}
+
+func TestCLITestFailingAndUpdate(t *testing.T) {
+	dir := t.TempDir()
+	cliWrite(t, filepath.Join(dir, "testdata", "a01.hl7"), adtFile("MSG00001", "9990000018"))
+	routeFile := filepath.Join(dir, "r.yaml")
+	cliWrite(t, routeFile, `name: cli-route
+source:
+  adapter: pas
+match: nhsNumberValid(nhsNumber(bundle))
+consent:
+  purpose: direct-care
+  default: permit
+destinations:
+  - name: fhir-store
+tests:
+  - name: admission
+    input: {file: testdata/a01.hl7}
+    expect:
+      deliver: [fhir-store]
+      fhir:
+        fhir-store: testdata/a01.fhir-store.json
+`)
+	cfg := cliConfig(t, dir)
+	golden := filepath.Join(dir, "testdata", "a01.fhir-store.json")
+
+	// Without the golden the test fails.
+	code, out, _ := cliRun(t, "test", "-c", cfg)
+	if code != 1 || !strings.Contains(out, "FAIL cli-route / admission\n") || !strings.HasSuffix(out, "0 passed, 1 failed\n") {
+		t.Errorf("without golden: exit %d\n%s", code, out)
+	}
+	if !strings.Contains(out, "run with --update to create it") {
+		t.Errorf("failure does not suggest --update:\n%s", out)
+	}
+
+	// --update writes it.
+	code, out, errOut := cliRun(t, "test", "-c", cfg, "--update")
+	if code != 0 || !strings.Contains(out, "updated "+golden+"\n") || !strings.HasSuffix(out, "1 passed, 0 failed\n") {
+		t.Fatalf("--update: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	b, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bundle struct {
+		ResourceType string
+		Entry        []json.RawMessage
+	}
+	if err := json.Unmarshal(b, &bundle); err != nil || bundle.ResourceType != "Bundle" || len(bundle.Entry) == 0 {
+		t.Errorf("golden is not a bundle with entries (%v):\n%s", err, b)
+	}
+
+	// Then it passes, and a changed golden fails again.
+	if code, out, _ := cliRun(t, "test", "-c", cfg); code != 0 || !strings.HasSuffix(out, "1 passed, 0 failed\n") {
+		t.Errorf("after update: exit %d\n%s", code, out)
+	}
+	cliWrite(t, golden, strings.Replace(string(b), "9990000018", "9990000042", 1))
+	code, out, _ = cliRun(t, "test", "-c", cfg)
+	if code != 1 || !strings.Contains(out, "fhir-store: payload differs from golden testdata/a01.fhir-store.json") {
+		t.Errorf("changed golden: exit %d\n%s", code, out)
+	}
+}
+
+// ackServer is an MLLP server that answers every message with code and
+// records what it received.
+type ackServer struct {
+	srv   *mllp.Server
+	mu    sync.Mutex
+	got   [][]byte
+	code  hl7v2.AckCode
+	reply []byte // when set, sent instead of an ACK
+}
+
+func startAckServer(t *testing.T, code hl7v2.AckCode) *ackServer {
+	t.Helper()
+	a := &ackServer{code: code}
+	a.srv = &mllp.Server{Addr: "127.0.0.1:0", Handler: mllp.HandlerFunc(func(_ context.Context, _ *mllp.ConnInfo, payload []byte) ([]byte, bool) {
+		a.mu.Lock()
+		a.got = append(a.got, payload)
+		a.mu.Unlock()
+		if a.reply != nil {
+			return a.reply, false
+		}
+		m, err := hl7v2.Parse(payload)
+		if err != nil {
+			return hl7v2.BuildRawAck(hl7v2.AckOptions{Text: "unparseable"}), false
+		}
+		opts := hl7v2.AckOptions{Code: a.code, ControlID: "ACK1", App: "TEST"}
+		if !a.code.Accepted() {
+			opts.Text = "patient unknown"
+		}
+		return hl7v2.BuildAck(m, opts), false
+	})}
+	if err := a.srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		_ = a.srv.Shutdown(sctx)
+		cancel()
+		<-done
+	})
+	return a
+}
+
+func (a *ackServer) addr() string { return a.srv.ListenAddr().String() }
+
+func (a *ackServer) received() [][]byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([][]byte(nil), a.got...)
+}
+
+func TestCLISend(t *testing.T) {
+	dir := t.TempDir()
+	two := filepath.Join(dir, "two.hl7")
+	cliWrite(t, two, "\ufeff"+adtFile("MSG00001", "9990000018")+"\n"+adtFile("MSG00002", "9990000042"))
+	one := filepath.Join(dir, "one.hl7")
+	cliWrite(t, one, strings.ReplaceAll(adtFile("MSG00003", "9990000018"), "\n", "\r\n"))
+
+	t.Run("AA", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		code, out, errOut := cliRun(t, "send", "--addr", srv.addr(), two, one)
+		if code != 0 {
+			t.Fatalf("exit %d\nstderr: %s", code, errOut)
+		}
+		want := two + " #1: AA MSG00001\n" + two + " #2: AA MSG00002\n" + one + " #1: AA MSG00003\n"
+		if diff := cmp.Diff(want, out); diff != "" {
+			t.Errorf("stdout (-want +got):\n%s", diff)
+		}
+		got := srv.received()
+		if len(got) != 3 {
+			t.Fatalf("server received %d messages, want 3", len(got))
+		}
+		for i, m := range got {
+			if bytes.ContainsAny(m, "\n") || !bytes.HasPrefix(m, []byte("MSH|")) || !bytes.HasSuffix(m, []byte("PV1|1|I|WARD1\r")) {
+				t.Errorf("message %d sent as %q, want CR segment ends and no BOM", i+1, m)
+			}
+		}
+	})
+	t.Run("AE exits 1", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAE)
+		code, out, _ := cliRun(t, "send", "--addr", srv.addr(), one)
+		if code != 1 {
+			t.Errorf("exit %d, want 1", code)
+		}
+		if want := one + " #1: AE MSG00003 patient unknown\n"; out != want {
+			t.Errorf("stdout %q, want %q", out, want)
+		}
+	})
+	t.Run("reply that is not an ACK", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		srv.reply = []byte("hello")
+		code, out, _ := cliRun(t, "send", "--addr", srv.addr(), one)
+		if code != 1 || !strings.HasPrefix(out, one+" #1: reply is not an ACK: ") {
+			t.Errorf("exit %d, stdout %q", code, out)
+		}
+	})
+	t.Run("nothing listening", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		addr := srv.addr()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.srv.Shutdown(sctx)
+		code, _, errOut := cliRun(t, "send", "--addr", addr, "--timeout", "5s", one)
+		if code != 1 || !strings.Contains(errOut, "junction send: connecting to "+addr) {
+			t.Errorf("exit %d, stderr %q", code, errOut)
+		}
+	})
+	t.Run("missing file", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		code, _, errOut := cliRun(t, "send", "--addr", srv.addr(), filepath.Join(dir, "none.hl7"))
+		if code != 1 || !strings.Contains(errOut, "no such file or directory") {
+			t.Errorf("exit %d, stderr %q", code, errOut)
+		}
+	})
+}
+
+func TestCLISendFHIR(t *testing.T) {
+	var mu sync.Mutex
+	var gotCT []string
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		gotCT = append(gotCT, r.Method+" "+r.URL.Path+" "+r.Header.Get("Content-Type"))
+		mu.Unlock()
+		if bytes.Contains(body, []byte("Broken")) {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"resourceType":"OperationOutcome"}`))
+			return
+		}
+		w.Header().Set("X-Junction-Message-Id", "01TESTID")
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer ts.Close()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "p.json")
+	cliWrite(t, good, `{"resourceType": "Patient"}`)
+	bad := filepath.Join(dir, "b.json")
+	cliWrite(t, bad, `{"resourceType": "Broken"}`)
+
+	code, out, errOut := cliRun(t, "send", "--fhir", ts.URL+"/fhir/", good)
+	if code != 0 || out != good+": 202 Accepted 01TESTID\n\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = cliRun(t, "send", "--fhir", ts.URL+"/fhir", bad)
+	if code != 1 || !strings.Contains(out, "400 Bad Request") || !strings.Contains(out, "OperationOutcome") {
+		t.Errorf("exit %d, stdout %q", code, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if diff := cmp.Diff([]string{"POST /fhir application/fhir+json", "POST /fhir application/fhir+json"}, gotCT); diff != "" {
+		t.Errorf("requests (-want +got):\n%s", diff)
+	}
+}
+
+func TestSplitMessages(t *testing.T) {
+	const (
+		m1 = "MSH|^~\\&|A|B|||20260101||ADT^A01|1|P|2.4"
+		m2 = "MSH|^~\\&|A|B|||20260101||ADT^A03|2|P|2.4"
+	)
+	tests := []struct {
+		name string
+		in   string
+		want []string
+	}{
+		{"CR", m1 + "\rPID|1\r", []string{m1 + "\rPID|1\r"}},
+		{"LF", m1 + "\nPID|1\n", []string{m1 + "\rPID|1\r"}},
+		{"CRLF", m1 + "\r\nPID|1\r\n", []string{m1 + "\rPID|1\r"}},
+		{"no final segment end", m1 + "\nPID|1", []string{m1 + "\rPID|1\r"}},
+		{"two messages", m1 + "\nPID|1\n" + m2 + "\nPID|2\n", []string{m1 + "\rPID|1\r", m2 + "\rPID|2\r"}},
+		{"blank lines between", m1 + "\r\n\r\nPID|1\r\n\r\n  \r\n" + m2 + "\r\n", []string{m1 + "\rPID|1\r", m2 + "\r"}},
+		{"byte order mark", "\ufeff" + m1 + "\nPID|1\n", []string{m1 + "\rPID|1\r"}},
+		{"mixed endings", m1 + "\r\nPID|1\n" + m2 + "\rPID|2", []string{m1 + "\rPID|1\r", m2 + "\rPID|2\r"}},
+		{"lines before the first MSH are sent as they are", "EVN|A01\n" + m1 + "\n", []string{"EVN|A01\r", m1 + "\r"}},
+		{"empty", "", nil},
+		{"only blank", "\n\r\n \n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, m := range SplitMessages([]byte(tt.in)) {
+				got = append(got, string(m))
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// adminServer is a fake admin API that checks the bearer token.
+func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
+	t.Helper()
+	var mu sync.Mutex
+	var calls []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/messages/{id}", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprintf(w, `{"id": %q, "trail": [{"time": "2026-01-15T10:30:00Z", "message_id": %q, "event": "received", "source": "pas", "outcome": "ok"},
+			{"time": "2026-01-15T10:30:01Z", "message_id": %q, "event": "delivered", "route": "adt", "destination": "fhir-store", "outcome": "ok", "status": "written", "attempt": 1}],
+			"input": {"stream": "JUNCTION_INGRESS", "seq": 4, "time": "2026-01-15T10:30:00Z", "body": "MSH|"}}`, r.PathValue("id"), r.PathValue("id"), r.PathValue("id"))
+	})
+	mux.HandleFunc("GET /api/deadletters", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`[{"seq": 1, "time": "2026-01-15T10:30:00Z", "message_id": "01A", "stage": "delivery", "destination": "ehr", "code": "destination.rejected", "reason": "HTTP 400"}]`))
+	})
+	mux.HandleFunc("POST /api/replay", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		calls = append(calls, string(body))
+		mu.Unlock()
+		_, _ = w.Write([]byte(`{"replayed": [{"seq": 1, "time": "2026-01-15T10:30:00Z", "message_id": "01A", "stage": "delivery", "destination": "ehr", "code": "destination.rejected", "reason": "x"}], "rerouted": ["01B"]}`))
+	})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error": "admin token required"}`))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	return ts, &calls
+}
+
+func TestCLIAdminCommands(t *testing.T) {
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token")
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	ts, calls := adminServer(t, "test-token")
+	tok := "env:JUNCTION_CLI_TEST_TOKEN"
+
+	code, out, errOut := cliRun(t, "audit", "trail", "--api", ts.URL, "--token", tok, "01TESTID")
+	if code != 0 || !strings.HasPrefix(out, "message 01TESTID\n") || !strings.Contains(out, "delivered") ||
+		!strings.Contains(out, "input: JUNCTION_INGRESS seq 4, 4 bytes\n") || strings.Contains(out, "MSH|") {
+		t.Errorf("audit trail: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	code, out, _ = cliRun(t, "audit", "trail", "--json", "--api", ts.URL, "--token", tok, "01TESTID")
+	if code != 0 || !strings.Contains(out, `"body": "MSH|"`) {
+		t.Errorf("audit trail --json: exit %d\n%s", code, out)
+	}
+	code, out, _ = cliRun(t, "audit", "deadletters", "--api", ts.URL, "--token", tok)
+	if code != 0 || !strings.HasSuffix(out, "1 dead letters\n") || !strings.Contains(out, "destination.rejected: HTTP 400") {
+		t.Errorf("audit deadletters: exit %d\n%s", code, out)
+	}
+	code, out, _ = cliRun(t, "replay", "--api", ts.URL, "--token", tok, "--id", "01A,01B", "--to", "ehr", "--since", "2026-01-01T00:00:00Z")
+	if code != 0 || !strings.HasSuffix(out, "1 replayed, 1 rerouted, 0 left in place\n") {
+		t.Errorf("replay: exit %d\n%s", code, out)
+	}
+	if len(*calls) != 1 || !strings.Contains((*calls)[0], `"ids":["01A","01B"]`) || !strings.Contains((*calls)[0], `"destinations":["ehr"]`) {
+		t.Errorf("replay request bodies: %v", *calls)
+	}
+
+	// Without the token the API refuses, and the CLI says so.
+	code, _, errOut = cliRun(t, "audit", "deadletters", "--api", ts.URL)
+	if code != 1 || !strings.Contains(errOut, "401 Unauthorized: admin token required") {
+		t.Errorf("no token: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = cliRun(t, "replay", "--api", ts.URL, "--token", tok, "--since", "yesterday")
+	if code != 1 || !strings.Contains(errOut, `time "yesterday": use RFC 3339`) {
+		t.Errorf("bad time: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = cliRun(t, "replay", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_UNSET")
+	if code != 1 || !strings.Contains(errOut, "admin token: environment variable JUNCTION_CLI_TEST_UNSET is not set") {
+		t.Errorf("unset token: exit %d, stderr %q", code, errOut)
+	}
+}
+
+// TestCLIDefaultConfigMatchesShippedRoutes checks that the shipped routes
+// load against the built-in defaults, which is what `serve` with no flags
+// runs.
+func TestCLIDefaultConfigMatchesShippedRoutes(t *testing.T) {
+	p, err := plan("", []string{shippedRoutes(t)}, io.Discard)
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	if len(p.Routes) != 3 {
+		t.Errorf("%d routes planned, want 3", len(p.Routes))
+	}
+}
+
+func FuzzSplitMessages(f *testing.F) {
+	f.Add([]byte(adtFile("MSG00001", "9990000018")))
+	f.Add([]byte("\ufeff" + adtFile("A", "9990000018") + "\r\n" + adtFile("B", "9990000042")))
+	if b, err := os.ReadFile(filepath.Join("..", "..", "routes", "testdata", "adt_a01.hl7")); err == nil {
+		f.Add(b)
+	}
+	// The shared corpora's HL7 v2 files, when present.
+	corpora := filepath.Join("..", "..", "..", "shared", "corpora")
+	for _, dir := range []string{"hapi-hl7v2", filepath.Join("ms-fhir-converter", "messages")} {
+		entries, _ := os.ReadDir(filepath.Join(corpora, dir))
+		for _, e := range entries {
+			if info, err := e.Info(); err != nil || e.IsDir() || info.Size() > 64<<10 {
+				continue
+			}
+			if b, err := os.ReadFile(filepath.Join(corpora, dir, e.Name())); err == nil && bytes.Contains(b, []byte("MSH|")) {
+				f.Add(b)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs := SplitMessages(data)
+		var segs int
+		for i, m := range msgs {
+			if len(m) == 0 || m[len(m)-1] != '\r' || bytes.IndexByte(m, '\n') >= 0 {
+				t.Fatalf("message %d is %q: want CR segment ends and no LF", i, m)
+			}
+			if i > 0 && !bytes.HasPrefix(m, []byte("MSH")) {
+				t.Fatalf("message %d does not start with MSH: %q", i, m)
+			}
+			segs += bytes.Count(m, []byte("\r"))
+		}
+		// Every non-blank line of the input is sent once.
+		norm := bytes.ReplaceAll(bytes.TrimPrefix(data, []byte("\ufeff")), []byte("\r\n"), []byte("\n"))
+		norm = bytes.ReplaceAll(norm, []byte("\r"), []byte("\n"))
+		want := 0
+		for _, l := range bytes.Split(norm, []byte("\n")) {
+			if len(bytes.TrimSpace(l)) > 0 {
+				want++
+			}
+		}
+		if segs != want {
+			t.Fatalf("%d segments sent, want %d", segs, want)
+		}
+	})
+}

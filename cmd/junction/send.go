@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/mllp"
+)
+
+func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("send", "FILE...", stderr)
+	addr := fs.String("addr", "127.0.0.1:2575", "MLLP address to send HL7 v2 to")
+	fhirURL := fs.String("fhir", "", "send FHIR JSON files by POST to this base URL instead (for example http://127.0.0.1:8080/fhir)")
+	caFile := fs.String("tls-ca", "", "use TLS, trusting this CA certificate file")
+	timeout := fs.Duration("timeout", 30*time.Second, "time to wait for each acknowledgement")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	if *fhirURL != "" {
+		return sendFHIR(ctx, *fhirURL, fs.Args(), *timeout, stdout)
+	}
+	var tlsConf *tls.Config
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return fmt.Errorf("reading CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return errors.New("no certificates in the CA file")
+		}
+		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	dctx, cancel := context.WithTimeout(ctx, *timeout)
+	c, err := mllp.Dial(dctx, *addr, tlsConf, 1<<20)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", *addr, err)
+	}
+	defer c.Close()
+	failed := 0
+	for _, file := range fs.Args() {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		for i, msg := range SplitMessages(data) {
+			sctx, cancel := context.WithTimeout(ctx, *timeout)
+			reply, err := c.Send(sctx, msg)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("%s message %d: %w", file, i+1, err)
+			}
+			code, ctrl, text, err := hl7v2.ParseAck(reply)
+			if err != nil {
+				failed++
+				fmt.Fprintf(stdout, "%s #%d: reply is not an ACK: %v\n", file, i+1, err)
+				continue
+			}
+			if !code.Accepted() {
+				failed++
+			}
+			line := fmt.Sprintf("%s #%d: %s %s", file, i+1, code, ctrl)
+			if text != "" {
+				line += " " + text
+			}
+			fmt.Fprintln(stdout, line)
+		}
+	}
+	if failed > 0 {
+		return exitError{code: 1}
+	}
+	return nil
+}
+
+// SplitMessages splits a file holding one or more HL7 v2 messages (any
+// segment ending) into messages with CR segment ends.
+func SplitMessages(data []byte) [][]byte {
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
+	norm := bytes.ReplaceAll(data, []byte("\r\n"), []byte("\r"))
+	norm = bytes.ReplaceAll(norm, []byte("\n"), []byte("\r"))
+	var out [][]byte
+	var cur []byte
+	for _, seg := range bytes.Split(norm, []byte("\r")) {
+		if len(bytes.TrimSpace(seg)) == 0 {
+			continue
+		}
+		if bytes.HasPrefix(seg, []byte("MSH")) && len(cur) > 0 {
+			out = append(out, cur)
+			cur = nil
+		}
+		cur = append(cur, seg...)
+		cur = append(cur, '\r')
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+func sendFHIR(ctx context.Context, base string, files []string, timeout time.Duration, stdout io.Writer) error {
+	client := &http.Client{Timeout: timeout}
+	failed := 0
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/"), bytes.NewReader(data))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/fhir+json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if resp.StatusCode >= 300 {
+			failed++
+		}
+		fmt.Fprintf(stdout, "%s: %s %s\n%s\n", file, resp.Status, resp.Header.Get("X-Junction-Message-Id"), bytes.TrimSpace(body))
+	}
+	if failed > 0 {
+		return exitError{code: 1}
+	}
+	return nil
+}

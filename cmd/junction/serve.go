@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+
+	"github.com/junction-fhir/junction/pkg/engine"
+)
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "", stderr)
+	cfgPath := fs.String("c", "", "config file (default: built-in defaults, embedded NATS under ./data)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (for performance work)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	p, err := plan(*cfgPath, nil, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(os.Stderr, p.Config.Log.Level)
+	e, err := engine.New(p, engine.Options{Logger: log, Version: version})
+	if err != nil {
+		return err
+	}
+	if err := e.Run(ctx); err != nil {
+		log.Error("junction failed", "err", err)
+		return exitError{code: 1}
+	}
+	return nil
+}

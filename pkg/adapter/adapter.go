@@ -1,0 +1,181 @@
+// Package adapter defines what an adapter is: a factory that validates its
+// configuration and builds inbound and outbound components, and the
+// services the engine hands those components. Adapters never build their
+// own logger, metrics, tracer or store; they get them here.
+package adapter
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// Component is anything with a lifecycle. Shutdown is safe without Start,
+// drains in-flight work and is idempotent.
+type Component interface {
+	Start(ctx context.Context) error
+	Shutdown(ctx context.Context) error
+}
+
+// Factory describes one adapter type, such as "pas" or "fhir".
+type Factory interface {
+	// Type is the name used in config files.
+	Type() string
+	// NewConfig returns a pointer to a config struct holding the defaults.
+	// The engine decodes the user's settings into it strictly.
+	NewConfig() any
+}
+
+// Validator is implemented by config structs that check themselves. It
+// returns every problem found, not just the first.
+type Validator interface {
+	Validate() []error
+}
+
+// SizeLimited is implemented by inbound configs that bound message size,
+// so the engine can check the store accepts messages that large.
+type SizeLimited interface {
+	MaxInputBytes() int64
+}
+
+// InboundFactory builds inbound components.
+type InboundFactory interface {
+	Factory
+	NewInbound(ctx context.Context, set Settings, host Host, cfg any) (Inbound, error)
+}
+
+// OutboundFactory builds outbound components.
+type OutboundFactory interface {
+	Factory
+	NewOutbound(ctx context.Context, set Settings, cfg any) (Outbound, error)
+}
+
+// TranslatorFactory builds the pure translator for messages an inbound
+// adapter produced.
+type TranslatorFactory interface {
+	Factory
+	NewTranslator(cfg any) (Translator, error)
+}
+
+// Settings are the engine services handed to a component.
+type Settings struct {
+	// Name is the instance name from config ("pas", "ehr").
+	Name    string
+	Logger  *slog.Logger
+	Metrics *telemetry.Metrics
+	Tracer  trace.Tracer
+	// DataDir is the engine's data directory.
+	DataDir string
+	// Secrets resolves env: and file: references.
+	Secrets SecretResolver
+}
+
+// SecretResolver turns a reference such as "env:NAME" or "file:PATH" into
+// its value.
+type SecretResolver interface {
+	Resolve(ref string) (string, error)
+}
+
+// IngestResult reports what the store did with an inbound message.
+type IngestResult struct {
+	// ID is the Junction message id of the stored message (for a duplicate,
+	// the id of the original).
+	ID string
+	// Duplicate is true when the message was a resend of one already stored.
+	Duplicate bool
+}
+
+// Host is what the engine offers inbound components.
+type Host interface {
+	// Ingest stores env durably (fsynced) and returns only then. An error
+	// means the message is not stored and the sender must not get a
+	// positive acknowledgement.
+	Ingest(ctx context.Context, env *envelope.Envelope) (IngestResult, error)
+	// Quarantine keeps input that could not be parsed, for ops to inspect.
+	Quarantine(ctx context.Context, source string, raw []byte, reason string) error
+	// Partition maps a patient key (NHS number, MRN) to an ordering
+	// partition. The key itself is not kept.
+	Partition(patientKey string) int
+	// NewID returns a new message id.
+	NewID() string
+}
+
+// Inbound is a running inbound component.
+type Inbound interface {
+	Component
+}
+
+// HTTPInbound is an inbound component served on the engine's HTTP listener.
+type HTTPInbound interface {
+	Inbound
+	// Routes returns handlers by ServeMux pattern, such as "POST /fhir".
+	Routes() map[string]http.Handler
+}
+
+// Outbound sends deliveries to one destination.
+type Outbound interface {
+	Component
+	// Send delivers d. It returns a receipt on success. Errors are
+	// fault.Error values: transient ones are retried with backoff,
+	// permanent ones dead-letter the delivery.
+	Send(ctx context.Context, d *Delivery) (Receipt, error)
+}
+
+// Delivery is one message for one destination.
+type Delivery struct {
+	// MessageID is the Junction id of the inbound message.
+	MessageID string
+	// Route and Destination name where it came from and where it goes.
+	Route       string
+	Destination string
+	// ContentType of Body, normally application/fhir+json.
+	ContentType string
+	Body        []byte
+	// IdempotencyKey is stable across retries and replays of this delivery.
+	IdempotencyKey string
+	// Attempt counts from 1.
+	Attempt int
+}
+
+// Receipt is what the receiver answered, summarised without patient data
+// where the receiver's reply may hold it (Reply is kept in the audit trail
+// for entitled readers).
+type Receipt struct {
+	// Status is a short outcome such as "201" or "AA".
+	Status string
+	// Reply is the receiver's answer (may hold patient data).
+	Reply string
+	// Location identifies what the receiver stored, where it says.
+	Location string
+}
+
+// Translation is the FHIR form of an inbound message.
+type Translation struct {
+	// Bundle is the FHIR Bundle as JSON.
+	Bundle []byte
+	// PatientKey identifies the patient for ordering and consent (NHS
+	// number when valid, else a local identifier). Never logged.
+	PatientKey string
+	// Event is a short event code ("A01") for routes to match.
+	Event string
+	// V2 is the parsed HL7 v2 message when the source is v2, else nil. It is
+	// an *hl7v2.Message, held as any so this package does not import hl7v2.
+	V2 any
+	// DataQuality lists data-quality issues found (for example
+	// "nhs_number_invalid", "nhs_number_missing"), counted per feed.
+	DataQuality []string
+	// Parsed is Bundle decoded as JSON-shaped maps, when the engine has
+	// decoded it once for several routes to share. Readers must not
+	// modify it.
+	Parsed map[string]any
+}
+
+// Translator turns raw inbound bytes into FHIR with no I/O.
+type Translator interface {
+	Translate(env *envelope.Envelope) (*Translation, error)
+}

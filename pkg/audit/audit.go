@@ -1,0 +1,172 @@
+// Package audit records every hop of every message on an append-only
+// JetStream stream and reads a message's trail back. Records carry ids,
+// hashes and outcomes, never payloads.
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// Event names the hop a record describes.
+type Event string
+
+// Hops.
+const (
+	Received     Event = "received"
+	Duplicate    Event = "duplicate"
+	Quarantined  Event = "quarantined"
+	Translated   Event = "translated"
+	Matched      Event = "matched"
+	Filtered     Event = "filtered"
+	Consent      Event = "consent"
+	Transformed  Event = "transformed"
+	Queued       Event = "queued"
+	Delivered    Event = "delivered"
+	Failed       Event = "failed"
+	DeadLettered Event = "dead_lettered"
+	Replayed     Event = "replayed"
+)
+
+// Record is one hop.
+type Record struct {
+	Time        time.Time `json:"time"`
+	MessageID   string    `json:"message_id"`
+	Event       Event     `json:"event"`
+	Source      string    `json:"source,omitempty"`
+	Route       string    `json:"route,omitempty"`
+	Destination string    `json:"destination,omitempty"`
+	// Outcome is a short result: ok, permit, deny, transient, permanent...
+	Outcome string `json:"outcome,omitempty"`
+	// Reason is safe text saying why (never patient data).
+	Reason string `json:"reason,omitempty"`
+	// Code is a fault code where the hop failed.
+	Code string `json:"code,omitempty"`
+	// Rule names the rule or policy that decided (consent, filter).
+	Rule string `json:"rule,omitempty"`
+	// Attempt counts delivery attempts from 1.
+	Attempt int `json:"attempt,omitempty"`
+	// Hash is the SHA-256 of the payload this hop handled.
+	Hash string `json:"hash,omitempty"`
+	// Stream and Seq locate the payload (ingress or outbound stream).
+	Stream string `json:"stream,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
+	// Status is the receiver's short answer (HTTP status, ACK code).
+	Status string `json:"status,omitempty"`
+	// Location is what the receiver said it stored.
+	Location string `json:"location,omitempty"`
+	// TraceID links the record to its trace.
+	TraceID string `json:"trace_id,omitempty"`
+}
+
+// Hash returns the hex SHA-256 of b.
+func Hash(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// Writer appends records.
+type Writer struct {
+	js jetstream.JetStream
+}
+
+// NewWriter returns a writer on js.
+func NewWriter(js jetstream.JetStream) *Writer { return &Writer{js: js} }
+
+// Subject is the audit subject of a message.
+func Subject(messageID string) string { return store.SubjAudit + "." + messageID }
+
+// Write stores the records of one stage of one message as one stream
+// message, and returns once they are durable. dedupe makes a retried
+// write of the same stage harmless; pass "" to disable.
+func (w *Writer) Write(ctx context.Context, messageID, dedupe string, recs ...Record) error {
+	msg, err := w.msg(messageID, dedupe, recs)
+	if err != nil {
+		return err
+	}
+	if _, err := w.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("writing audit records: %w", err)
+	}
+	return nil
+}
+
+// WriteAsync queues the records and returns a future for the store's ack.
+func (w *Writer) WriteAsync(messageID, dedupe string, recs ...Record) (jetstream.PubAckFuture, error) {
+	msg, err := w.msg(messageID, dedupe, recs)
+	if err != nil {
+		return nil, err
+	}
+	f, err := w.js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("writing audit records: %w", err)
+	}
+	return f, nil
+}
+
+func (w *Writer) msg(messageID, dedupe string, recs []Record) (*nats.Msg, error) {
+	if messageID == "" {
+		return nil, errors.New("audit: empty message id")
+	}
+	data, err := json.Marshal(recs)
+	if err != nil {
+		return nil, fmt.Errorf("encoding audit records: %w", err)
+	}
+	m := nats.NewMsg(Subject(messageID))
+	m.Data = data
+	if dedupe != "" {
+		m.Header.Set(jetstream.MsgIDHeader, dedupe)
+	}
+	return m, nil
+}
+
+// Trail reads every record of a message in the order written.
+func Trail(ctx context.Context, js jetstream.JetStream, messageID string) ([]Record, error) {
+	st, err := js.Stream(ctx, store.StreamAudit)
+	if err != nil {
+		return nil, fmt.Errorf("opening audit stream: %w", err)
+	}
+	var out []Record
+	// Records of one message are few; read them with an ordered consumer
+	// filtered to its subject.
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(Subject(messageID)))
+	if err != nil {
+		return nil, fmt.Errorf("reading audit stream info: %w", err)
+	}
+	n := info.State.Subjects[Subject(messageID)]
+	if n == 0 {
+		return nil, nil
+	}
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(messageID)}})
+	if err != nil {
+		return nil, fmt.Errorf("reading audit trail: %w", err)
+	}
+	batch, err := c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("reading audit trail: %w", err)
+	}
+	for m := range batch.Messages() {
+		var recs []Record
+		if err := json.Unmarshal(m.Data(), &recs); err != nil {
+			return nil, fmt.Errorf("decoding audit record: %w", err)
+		}
+		out = append(out, recs...)
+	}
+	if err := batch.Error(); err != nil {
+		return nil, fmt.Errorf("reading audit trail: %w", err)
+	}
+	// Stages write independently (the receipt record comes from its own
+	// consumer), so order the trail by when each hop happened.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, nil
+}

@@ -1,0 +1,402 @@
+// Package config holds the engine configuration: its schema, documented
+// defaults, strict loading with file:line:col errors, and secret
+// references. Secrets are never written inline: a setting that holds one
+// takes "env:NAME" or "file:PATH".
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/junction-fhir/junction/pkg/router"
+	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/yamlx"
+)
+
+// Config is the whole engine configuration.
+type Config struct {
+	// DataDir holds the embedded store and file destinations' output.
+	DataDir string `yaml:"data_dir"`
+	// Log sets level (debug, info, warn, error).
+	Log LogConfig `yaml:"log"`
+	// NATS selects the embedded server (default) or an external cluster.
+	NATS store.Config `yaml:"nats"`
+	// HTTP is the one HTTP listener: FHIR endpoint, admin API, metrics, health.
+	HTTP HTTPConfig `yaml:"http"`
+	// Inputs are inbound adapter instances by name.
+	Inputs map[string]*Component `yaml:"inputs"`
+	// Destinations are outbound adapter instances by name.
+	Destinations map[string]*Component `yaml:"destinations"`
+	// Routes lists route files or directories.
+	Routes []string `yaml:"routes"`
+	// Rules bounds CEL cost.
+	Rules RulesConfig `yaml:"rules"`
+	// Router tunes the consumers.
+	Router RouterConfig `yaml:"router"`
+	// ShutdownTimeout bounds the drain at shutdown.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// file is where the config was read from ("" for defaults).
+	file string
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level string `yaml:"level"`
+}
+
+// HTTPConfig configures the HTTP listener.
+type HTTPConfig struct {
+	Listen string `yaml:"listen"`
+	// AdminToken is a reference (env:NAME or file:PATH) to the bearer token
+	// the admin API requires. It is required when Listen is not loopback.
+	AdminToken        string        `yaml:"admin_token"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+}
+
+// RulesConfig bounds CEL.
+type RulesConfig struct {
+	MaxEstimatedCost uint64        `yaml:"max_estimated_cost"`
+	CostLimit        uint64        `yaml:"cost_limit"`
+	Timeout          time.Duration `yaml:"timeout"`
+}
+
+// Limits converts to rules.Limits.
+func (r RulesConfig) Limits() rules.Limits {
+	l := rules.DefaultLimits()
+	l.MaxEstimatedCost, l.CostLimit, l.Timeout = r.MaxEstimatedCost, r.CostLimit, r.Timeout
+	return l
+}
+
+// RouterConfig tunes consumers.
+type RouterConfig struct {
+	Batch   int           `yaml:"batch"`
+	AckWait time.Duration `yaml:"ack_wait"`
+}
+
+// Component is one adapter instance: its type, for destinations its retry
+// policy, and the rest of its settings, decoded later by the adapter.
+type Component struct {
+	Type    string
+	TypePos yamlx.Pos
+	Retry   router.Retry
+	// Settings is the mapping without type and retry.
+	Settings yamlx.Node
+	// Pos is where the component was declared.
+	Pos yamlx.Pos
+}
+
+// UnmarshalYAMLx splits type and retry from the adapter's own settings.
+// Errors carry the component's path (such as destinations.ehr.retry) and
+// exact positions, and Settings keeps the source so the adapter's own
+// decoding reports the same way.
+func (c *Component) UnmarshalYAMLx(n yamlx.Node, errs *yamlx.Errors) {
+	c.Pos = n.Pos()
+	c.Retry = router.DefaultRetry()
+	node := n.Node
+	if node == nil || node.Kind != yaml.MappingNode {
+		errs.Add(n.Pos(), "%s: expected a mapping with a type", n.Path)
+		return
+	}
+	rest := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: node.Line, Column: node.Column}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(node.Content); i += 2 {
+		k, v := node.Content[i], node.Content[i+1]
+		switch k.Value {
+		case "type", "retry":
+			if seen[k.Value] {
+				errs.Add(yamlx.Pos{File: n.File, Line: k.Line, Col: k.Column}, "%s: duplicate key %q", n.Path, k.Value)
+				continue
+			}
+			seen[k.Value] = true
+			if k.Value == "retry" {
+				n.Child(v, "retry").DecodeTo(&c.Retry, errs)
+				continue
+			}
+			c.TypePos = yamlx.Pos{File: n.File, Line: v.Line, Col: v.Column}
+			if v.Kind != yaml.ScalarNode || v.ShortTag() == "!!null" || v.Value == "" {
+				errs.Add(c.TypePos, "%s.type: expected an adapter type name", n.Path)
+				continue
+			}
+			c.Type = v.Value
+		default:
+			rest.Content = append(rest.Content, k, v)
+		}
+	}
+	if !seen["type"] {
+		errs.Add(n.Pos(), "missing required field \"type\" in %s", n.Path)
+	}
+	c.Settings = n.Child(rest, "")
+}
+
+// Default returns the zero-setup configuration: embedded NATS under ./data,
+// a PAS MLLP listener on 127.0.0.1:2575, the FHIR endpoint and admin API on
+// 127.0.0.1:8080, the shipped routes, and file destinations under the data
+// directory.
+func Default() *Config {
+	return &Config{
+		DataDir: "data",
+		Log:     LogConfig{Level: "info"},
+		NATS:    store.DefaultConfig(),
+		HTTP: HTTPConfig{
+			Listen: "127.0.0.1:8080", ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+		},
+		Inputs: map[string]*Component{
+			"pas":  {Type: "pas", Retry: router.DefaultRetry()},
+			"fhir": {Type: "fhir", Retry: router.DefaultRetry()},
+		},
+		Destinations: map[string]*Component{
+			"fhir-store":   {Type: "file", Retry: router.DefaultRetry(), Settings: settings("dir: out/fhir-store")},
+			"data-quality": {Type: "file", Retry: router.DefaultRetry(), Settings: settings("dir: out/data-quality")},
+		},
+		Routes:          []string{"routes"},
+		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
+		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second},
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+func settings(src string) yamlx.Node {
+	var doc yaml.Node
+	_ = yaml.Unmarshal([]byte(src), &doc)
+	return yamlx.Node{Node: doc.Content[0], File: "(defaults)"}
+}
+
+// Load reads a config file over the defaults. Inputs and destinations
+// given in the file replace the default set entirely, so a trust's config
+// says exactly what runs.
+func Load(path string) (*Config, error) {
+	c := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	top := topMapping(data)
+	if valueOf(top, "inputs") != nil {
+		c.Inputs = nil
+	}
+	if valueOf(top, "destinations") != nil {
+		c.Destinations = nil
+	}
+	var errs yamlx.Errors
+	if err := yamlx.Decode(path, data, c); err != nil && !errors.As(err, &errs) {
+		return nil, err
+	}
+	// A component written as null ("pas:" with nothing after it) decodes
+	// to a nil entry, which nothing downstream expects.
+	for _, sec := range []struct {
+		key string
+		m   map[string]*Component
+	}{{"inputs", c.Inputs}, {"destinations", c.Destinations}} {
+		for name, comp := range sec.m {
+			if comp != nil {
+				continue
+			}
+			p := yamlx.Pos{File: path}
+			if k := keyOf(valueOf(top, sec.key), name); k != nil {
+				p.Line, p.Col = k.Line, k.Column
+			}
+			errs.Add(p, "%s.%s: expected a mapping with a type, got null", sec.key, name)
+			delete(sec.m, name)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs.Err()
+	}
+	c.file = path
+	return c, nil
+}
+
+// topMapping returns the document's top mapping, or nil.
+func topMapping(data []byte) *yaml.Node {
+	var doc yaml.Node
+	if yaml.Unmarshal(data, &doc) != nil || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	return doc.Content[0]
+}
+
+// keyOf returns the key node of key in mapping m, or nil.
+func keyOf(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i]
+		}
+	}
+	return nil
+}
+
+// valueOf returns the value node of key in mapping m, or nil.
+func valueOf(m *yaml.Node, key string) *yaml.Node {
+	if m == nil {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// File returns the path the config came from, or "".
+func (c *Config) File() string { return c.file }
+
+// Validate checks settings that do not depend on adapters. Adapter
+// settings are checked by the engine with each adapter's own config.
+func (c *Config) Validate() []error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data_dir: required"))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: must be debug, info, warn or error, got %q", c.Log.Level))
+	}
+	errs = append(errs, c.NATS.Validate()...)
+	if c.NATS.Listen != "" && !IsLoopback(c.NATS.Listen) {
+		errs = append(errs, fmt.Errorf("nats.listen: %s is not a loopback address; the embedded server has no authentication, so it may only listen on loopback", c.NATS.Listen))
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("http.listen: %v", err))
+	} else if !IsLoopback(c.HTTP.Listen) && c.HTTP.AdminToken == "" {
+		errs = append(errs, fmt.Errorf("http.admin_token: required when http.listen (%s) is not a loopback address, since the admin API shows patient data", c.HTTP.Listen))
+	}
+	if c.HTTP.AdminToken != "" && !IsRef(c.HTTP.AdminToken) {
+		errs = append(errs, errors.New("http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"))
+	}
+	if c.Router.Batch < 1 || c.Router.Batch > 1000 {
+		errs = append(errs, fmt.Errorf("router.batch: must be 1 to 1000, got %d", c.Router.Batch))
+	}
+	if c.Router.AckWait < time.Second {
+		errs = append(errs, errors.New("router.ack_wait: must be at least 1s"))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, errors.New("shutdown_timeout: must be positive"))
+	}
+	// Zero limits would reject every expression or stop every evaluation.
+	if c.Rules.MaxEstimatedCost == 0 {
+		errs = append(errs, errors.New("rules.max_estimated_cost: must be positive"))
+	}
+	if c.Rules.CostLimit == 0 {
+		errs = append(errs, errors.New("rules.cost_limit: must be positive"))
+	}
+	if c.Rules.Timeout <= 0 {
+		errs = append(errs, errors.New("rules.timeout: must be positive"))
+	}
+	for _, name := range sortedNames(c.Inputs) {
+		if !validName(name) {
+			errs = append(errs, fmt.Errorf("inputs.%s: names may hold only letters, digits, '-' and '_'", name))
+		}
+		if c.Inputs[name] == nil {
+			errs = append(errs, fmt.Errorf("inputs.%s: expected a mapping with a type", name))
+		}
+	}
+	for _, name := range sortedNames(c.Destinations) {
+		d := c.Destinations[name]
+		if !validName(name) {
+			errs = append(errs, fmt.Errorf("destinations.%s: names may hold only letters, digits, '-' and '_'", name))
+		}
+		if d == nil {
+			errs = append(errs, fmt.Errorf("destinations.%s: expected a mapping with a type", name))
+			continue
+		}
+		for _, e := range d.Retry.Validate() {
+			errs = append(errs, fmt.Errorf("destinations.%s.%w", name, e))
+		}
+	}
+	if len(c.Routes) == 0 {
+		errs = append(errs, errors.New("routes: at least one route file or directory is required"))
+	}
+	return errs
+}
+
+// sortedNames returns m's keys in order, so errors come out in a stable
+// order.
+func sortedNames(m map[string]*Component) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// IsLoopback reports whether a host:port listens on loopback only.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// IsRef reports whether s is a secret reference.
+func IsRef(s string) bool {
+	return strings.HasPrefix(s, "env:") || strings.HasPrefix(s, "file:")
+}
+
+// Secrets resolves env: and file: references.
+type Secrets struct {
+	// Getenv defaults to os.Getenv.
+	Getenv func(string) string
+}
+
+// Resolve returns the value a reference names. Values read from files lose
+// one trailing newline.
+func (s Secrets) Resolve(ref string) (string, error) {
+	switch {
+	case strings.HasPrefix(ref, "env:"):
+		get := s.Getenv
+		if get == nil {
+			get = os.Getenv
+		}
+		name := ref[4:]
+		if name == "" {
+			return "", errors.New("env: reference names no variable")
+		}
+		v := get(name)
+		if v == "" {
+			return "", fmt.Errorf("environment variable %s is not set", name)
+		}
+		return v, nil
+	case strings.HasPrefix(ref, "file:"):
+		b, err := os.ReadFile(ref[5:])
+		if err != nil {
+			return "", fmt.Errorf("reading secret file: %w", err)
+		}
+		return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
+	}
+	return "", errors.New("not a secret reference: use env:NAME or file:PATH")
+}

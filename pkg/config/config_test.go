@@ -1,0 +1,531 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/adapters/all"
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/router"
+	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/yamlx"
+)
+
+// writeConfig writes src to a config file in a temp dir.
+func writeConfig(t *testing.T, src string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "junction.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func errStrings(errs []error) []string {
+	var out []string
+	for _, e := range errs {
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+func names(m map[string]*Component) []string {
+	var out []string
+	for n := range m {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Fatalf("Default().Validate() = %v", errStrings(errs))
+	}
+	if c.File() != "" {
+		t.Errorf("File() = %q, want empty", c.File())
+	}
+	got := struct {
+		DataDir, Level, Listen string
+		Inputs, Destinations   []string
+		Routes                 []string
+		Limits                 rules.Limits
+		Batch                  int
+		AckWait, Shutdown      time.Duration
+	}{c.DataDir, c.Log.Level, c.HTTP.Listen, names(c.Inputs), names(c.Destinations), c.Routes, c.Rules.Limits(), c.Router.Batch, c.Router.AckWait, c.ShutdownTimeout}
+	want := got
+	want.DataDir, want.Level, want.Listen = "data", "info", "127.0.0.1:8080"
+	want.Inputs, want.Destinations, want.Routes = []string{"fhir", "pas"}, []string{"data-quality", "fhir-store"}, []string{"routes"}
+	want.Limits = rules.DefaultLimits()
+	want.Batch, want.AckWait, want.Shutdown = 64, 10*time.Second, 30*time.Second
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	// The default file destinations' settings decode as the file adapter
+	// expects.
+	for name, dir := range map[string]string{"fhir-store": "out/fhir-store", "data-quality": "out/data-quality"} {
+		var s struct {
+			Dir string `yaml:"dir"`
+		}
+		if err := c.Destinations[name].Settings.Decode(&s); err != nil || s.Dir != dir {
+			t.Errorf("%s settings: dir %q, %v; want %q", name, s.Dir, err, dir)
+		}
+	}
+}
+
+// readmeConfig returns the YAML example of README.md's Configuration
+// section.
+func readmeConfig(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatalf("reading README: %v", err)
+	}
+	_, sec, ok := strings.Cut(string(b), "\n## Configuration")
+	if !ok {
+		t.Fatal("README.md has no Configuration section")
+	}
+	_, block, ok := strings.Cut(sec, "```yaml\n")
+	if !ok {
+		t.Fatal("README.md's Configuration section has no yaml block")
+	}
+	block, _, ok = strings.Cut(block, "```")
+	if !ok {
+		t.Fatal("README.md's yaml block is not closed")
+	}
+	return block
+}
+
+// factoryFor finds the compiled-in factory of a type and direction.
+func factoryFor(typ string, inbound bool) adapter.Factory {
+	for _, f := range all.Factories() {
+		if f.Type() != typ {
+			continue
+		}
+		if _, ok := f.(adapter.InboundFactory); ok == inbound {
+			return f
+		}
+	}
+	return nil
+}
+
+// TestLoadREADMEExample keeps README.md true: every key of its documented
+// configuration decodes strictly, the core here and each adapter's
+// settings with that adapter's own config, and the values are those the
+// README shows.
+func TestLoadREADMEExample(t *testing.T) {
+	path := writeConfig(t, readmeConfig(t))
+	c, err := Load(path)
+	if err != nil {
+		t.Fatalf("README example does not load:\n%v", err)
+	}
+	if c.File() != path {
+		t.Errorf("File() = %q, want %q", c.File(), path)
+	}
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Errorf("README example does not validate: %v", errStrings(errs))
+	}
+	// Documented defaults equal the real defaults.
+	d := Default()
+	type core struct {
+		DataDir string
+		Log     LogConfig
+		HTTP    HTTPConfig
+		Rules   RulesConfig
+		Router  RouterConfig
+		Routes  []string
+		Shut    time.Duration
+	}
+	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout},
+		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout}); diff != "" {
+		t.Errorf("README's documented defaults differ from Default() (-default +readme):\n%s", diff)
+	}
+	wantNATS := d.NATS
+	wantNATS.TLS = c.NATS.TLS // the README spells out empty TLS references
+	if diff := cmp.Diff(wantNATS, c.NATS); diff != "" {
+		t.Errorf("README's nats settings differ from the defaults (-default +readme):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"fhir", "pas"}, names(c.Inputs)); diff != "" {
+		t.Errorf("inputs (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"ehr", "fhir-store", "ris"}, names(c.Destinations)); diff != "" {
+		t.Errorf("destinations (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(router.DefaultRetry(), c.Destinations["ehr"].Retry); diff != "" {
+		t.Errorf("README's documented retry defaults differ (-default +readme):\n%s", diff)
+	}
+	for _, sec := range []struct {
+		inbound bool
+		m       map[string]*Component
+	}{{true, c.Inputs}, {false, c.Destinations}} {
+		for name, comp := range sec.m {
+			t.Run(name, func(t *testing.T) {
+				f := factoryFor(comp.Type, sec.inbound)
+				if f == nil {
+					t.Fatalf("no compiled-in adapter of type %q (inbound %v)", comp.Type, sec.inbound)
+				}
+				conf := f.NewConfig()
+				if err := comp.Settings.Decode(conf); err != nil {
+					t.Fatalf("settings do not decode:\n%v", err)
+				}
+				if v, ok := conf.(adapter.Validator); ok {
+					if errs := v.Validate(); len(errs) > 0 {
+						t.Errorf("settings do not validate: %v", errStrings(errs))
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestLoadOverDefaults(t *testing.T) {
+	tests := []struct {
+		name         string
+		src          string
+		inputs       []string
+		destinations []string
+		check        func(t *testing.T, c *Config)
+	}{
+		{
+			name:         "absent sections keep the defaults",
+			src:          "data_dir: /var/lib/junction\nrouter:\n  batch: 8\n",
+			inputs:       []string{"fhir", "pas"},
+			destinations: []string{"data-quality", "fhir-store"},
+			check: func(t *testing.T, c *Config) {
+				if c.DataDir != "/var/lib/junction" || c.Router.Batch != 8 || c.Router.AckWait != 10*time.Second {
+					t.Errorf("data_dir %q batch %d ack_wait %s", c.DataDir, c.Router.Batch, c.Router.AckWait)
+				}
+			},
+		},
+		{
+			name:         "destinations replace the default set",
+			src:          "destinations:\n  out:\n    type: file\n    dir: elsewhere\n",
+			inputs:       []string{"fhir", "pas"},
+			destinations: []string{"out"},
+			check: func(t *testing.T, c *Config) {
+				if diff := cmp.Diff(router.DefaultRetry(), c.Destinations["out"].Retry); diff != "" {
+					t.Errorf("retry without a retry key (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name:         "inputs replace the default set",
+			src:          "inputs:\n  lab:\n    type: pas\n    listen: 127.0.0.1:2576\n",
+			inputs:       []string{"lab"},
+			destinations: []string{"data-quality", "fhir-store"},
+		},
+		{
+			name:         "empty sets",
+			src:          "inputs: {}\ndestinations: {}\n",
+			inputs:       nil,
+			destinations: nil,
+		},
+		{
+			name:         "retry merges over the defaults",
+			src:          "destinations:\n  ehr:\n    type: fhir\n    url: https://ehr.example.nhs.uk/fhir\n    retry: {max_attempts: 5, initial: 2s}\n",
+			inputs:       []string{"fhir", "pas"},
+			destinations: []string{"ehr"},
+			check: func(t *testing.T, c *Config) {
+				want := router.DefaultRetry()
+				want.MaxAttempts, want.Initial = 5, 2*time.Second
+				if diff := cmp.Diff(want, c.Destinations["ehr"].Retry); diff != "" {
+					t.Errorf("retry (-want +got):\n%s", diff)
+				}
+				var s struct {
+					URL string `yaml:"url"`
+				}
+				if err := c.Destinations["ehr"].Settings.Decode(&s); err != nil || s.URL != "https://ehr.example.nhs.uk/fhir" {
+					t.Errorf("settings without type and retry: url %q, %v", s.URL, err)
+				}
+				if c.Destinations["ehr"].Type != "fhir" {
+					t.Errorf("type %q", c.Destinations["ehr"].Type)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(writeConfig(t, tt.src))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if diff := cmp.Diff(tt.inputs, names(c.Inputs)); diff != "" {
+				t.Errorf("inputs (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.destinations, names(c.Destinations)); diff != "" {
+				t.Errorf("destinations (-want +got):\n%s", diff)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		// want holds the errors with "F" standing for the file.
+		want []string
+	}{
+		{"unknown top key", "data_dri: x\n",
+			[]string{`F:1:1: unknown field "data_dri" (did you mean "data_dir"?)`}},
+		{"unknown nested key", "http:\n  lisen: 0.0.0.0:80\n",
+			[]string{`F:2:3: unknown field "lisen" in http (did you mean "listen"?)`}},
+		{"several at once", "log:\n  levl: debug\nrules:\n  timeout: 5\nnats:\n  replicas: three\n",
+			[]string{
+				`F:2:3: unknown field "levl" in log (did you mean "level"?)`,
+				`F:4:12: rules.timeout: expected a duration such as 30s, got "5"`,
+				`F:6:13: nats.replicas: expected an integer, got "three"`,
+			}},
+		{"retry unknown key", "destinations:\n  ehr:\n    type: fhir\n    retry:\n      max_attempt: 3\n",
+			[]string{`F:5:7: unknown field "max_attempt" in destinations.ehr.retry (did you mean "max_attempts"?)`}},
+		{"retry bad values", "destinations:\n  ehr:\n    type: fhir\n    retry: {initial: 5, multiplier: x}\n",
+			[]string{
+				`F:4:22: destinations.ehr.retry.initial: expected a duration such as 30s, got "5"`,
+				`F:4:37: destinations.ehr.retry.multiplier: expected a number, got "x"`,
+			}},
+		{"retry not a mapping", "destinations:\n  ehr:\n    type: fhir\n    retry: 3\n",
+			[]string{`F:4:12: destinations.ehr.retry: expected a mapping, got "3"`}},
+		{"component not a mapping", "inputs:\n  pas: yes\n",
+			[]string{`F:2:8: inputs.pas: expected a mapping with a type`}},
+		{"component missing type", "destinations:\n  out:\n    dir: x\n",
+			[]string{`F:3:5: missing required field "type" in destinations.out`}},
+		{"component type not a name", "destinations:\n  out:\n    type: [file]\n  other:\n    type:\n",
+			[]string{`F:3:11: destinations.out.type: expected an adapter type name`, `F:5:10: destinations.other.type: expected an adapter type name`}},
+		{"component duplicate type", "destinations:\n  out:\n    type: file\n    type: fhir\n",
+			[]string{`F:4:5: destinations.out: duplicate key "type"`}},
+		{"component null", "inputs:\n  pas:\n  fhir: {type: fhir}\ndestinations:\n  gone: null\n",
+			[]string{`F:2:3: inputs.pas: expected a mapping with a type, got null`, `F:5:3: destinations.gone: expected a mapping with a type, got null`}},
+		{"syntax error", "http:\n  listen: [\n",
+			[]string{`F:2:1: syntax error: did not find expected node content`}},
+		{"empty document", "",
+			[]string{`F:1:1: empty document`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.src)
+			c, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load = %+v, want errors", c)
+			}
+			var ye yamlx.Errors
+			if !errors.As(err, &ye) {
+				t.Fatalf("error is %T, want yamlx.Errors: %v", err, err)
+			}
+			got := strings.Split(strings.ReplaceAll(err.Error(), path, "F"), "\n")
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadUnreadable(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load = %v, want a not-exist error", err)
+	}
+}
+
+// TestComponentSettingsKeepSource checks that an adapter decoding its
+// settings later reports errors with the component's path and exact
+// positions, quoted strings included.
+func TestComponentSettingsKeepSource(t *testing.T) {
+	src := "destinations:\n  ehr:\n    type: fhir\n    url: \"https://\\tehr\"\n    retry: {max_attempts: 2}\n    mod: message\n"
+	path := writeConfig(t, src)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		URL  yamlx.String `yaml:"url"`
+		Mode string       `yaml:"mode"`
+	}
+	err = c.Destinations["ehr"].Settings.Decode(&s)
+	want := path + `:6:5: unknown field "mod" in destinations.ehr (did you mean "mode"?)`
+	if err == nil || err.Error() != want {
+		t.Errorf("Decode error = %v, want %s", err, want)
+	}
+	// "\t" is two characters in the file and one in the value, so the
+	// text after it is found only with the source kept.
+	if got, want := s.URL.PosAt(strings.Index(s.URL.Value, "ehr")), (yamlx.Pos{File: path, Line: 4, Col: 21}); got != want {
+		t.Errorf("PosAt = %v, want %v", got, want)
+	}
+	if got, want := c.Destinations["ehr"].TypePos, (yamlx.Pos{File: path, Line: 3, Col: 11}); got != want {
+		t.Errorf("TypePos = %v, want %v", got, want)
+	}
+	if got, want := c.Destinations["ehr"].Pos, (yamlx.Pos{File: path, Line: 3, Col: 5}); got != want {
+		t.Errorf("Pos = %v, want %v", got, want)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(c *Config)
+		want   []string
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"data dir", func(c *Config) { c.DataDir = "" }, []string{"data_dir: required"}},
+		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: must be debug, info, warn or error, got "verbose"`}},
+		{"listen not host:port", func(c *Config) { c.HTTP.Listen = "8080" }, []string{"http.listen: address 8080: missing port in address"}},
+		{"non-loopback needs a token", func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" },
+			[]string{"http.admin_token: required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data"}},
+		{"all interfaces need a token", func(c *Config) { c.HTTP.Listen = ":8080" },
+			[]string{"http.admin_token: required when http.listen (:8080) is not a loopback address, since the admin API shows patient data"}},
+		{"non-loopback with an env token", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "env:JUNCTION_TOKEN" }, nil},
+		{"non-loopback with a file token", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "file:/run/secrets/token" }, nil},
+		{"token must be a reference", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "s3cr3t-value" },
+			[]string{"http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"}},
+		{"localhost needs no token", func(c *Config) { c.HTTP.Listen = "localhost:8080" }, nil},
+		{"ipv6 loopback needs no token", func(c *Config) { c.HTTP.Listen = "[::1]:8080" }, nil},
+		{"batch", func(c *Config) { c.Router.Batch = 0 }, []string{"router.batch: must be 1 to 1000, got 0"}},
+		{"batch too large", func(c *Config) { c.Router.Batch = 1001 }, []string{"router.batch: must be 1 to 1000, got 1001"}},
+		{"ack wait", func(c *Config) { c.Router.AckWait = 500 * time.Millisecond }, []string{"router.ack_wait: must be at least 1s"}},
+		{"shutdown", func(c *Config) { c.ShutdownTimeout = 0 }, []string{"shutdown_timeout: must be positive"}},
+		{"rules limits", func(c *Config) { c.Rules = RulesConfig{} }, []string{
+			"rules.max_estimated_cost: must be positive", "rules.cost_limit: must be positive", "rules.timeout: must be positive"}},
+		{"nats", func(c *Config) { c.NATS.Replicas = 3 }, []string{"nats.replicas: the embedded server is a single node; replicas must be 1 (set nats.url for a cluster)"}},
+		{"names", func(c *Config) {
+			c.Inputs["bad name"] = &Component{Type: "pas", Retry: router.DefaultRetry()}
+			c.Destinations["bad.name"] = &Component{Type: "file", Retry: router.DefaultRetry()}
+		}, []string{
+			"inputs.bad name: names may hold only letters, digits, '-' and '_'",
+			"destinations.bad.name: names may hold only letters, digits, '-' and '_'",
+		}},
+		{"nil components", func(c *Config) { c.Inputs["x"], c.Destinations["y"] = nil, nil }, []string{
+			"inputs.x: expected a mapping with a type", "destinations.y: expected a mapping with a type"}},
+		{"retry", func(c *Config) { c.Destinations["fhir-store"].Retry.MaxAttempts = 0 }, []string{
+			"destinations.fhir-store.retry.max_attempts: must be at least 1"}},
+		{"routes", func(c *Config) { c.Routes = nil }, []string{"routes: at least one route file or directory is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.modify(c)
+			if diff := cmp.Diff(tt.want, errStrings(c.Validate())); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestIsLoopbackAndIsRef(t *testing.T) {
+	loop := map[string]bool{
+		"127.0.0.1:8080": true, "127.1.2.3:1": true, "[::1]:80": true, "localhost:80": true,
+		"0.0.0.0:80": false, ":80": false, "10.0.0.1:80": false, "example.nhs.uk:80": false, "127.0.0.1": false, "": false,
+	}
+	for addr, want := range loop {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+	refs := map[string]bool{"env:X": true, "file:/x": true, "x": false, "ENV:X": false, "": false}
+	for s, want := range refs {
+		if got := IsRef(s); got != want {
+			t.Errorf("IsRef(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestSecrets(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	lf := write("lf", "token-a\n")
+	crlf := write("crlf", "token-b\r\n")
+	bare := write("bare", "token-c")
+	twice := write("twice", "token-d\n\n")
+	env := map[string]string{"JUNCTION_TEST_TOKEN": "token-e"}
+	s := Secrets{Getenv: func(k string) string { return env[k] }}
+	tests := []struct {
+		ref, want, err string
+	}{
+		{ref: "env:JUNCTION_TEST_TOKEN", want: "token-e"},
+		{ref: "env:JUNCTION_TEST_UNSET", err: "environment variable JUNCTION_TEST_UNSET is not set"},
+		{ref: "env:", err: "env: reference names no variable"},
+		{ref: "file:" + lf, want: "token-a"},
+		{ref: "file:" + crlf, want: "token-b"},
+		{ref: "file:" + bare, want: "token-c"},
+		{ref: "file:" + twice, want: "token-d\n"},
+		{ref: "file:" + filepath.Join(dir, "missing"), err: "reading secret file: open " + filepath.Join(dir, "missing") + ": no such file or directory"},
+		{ref: "hunter2-inline", err: "not a secret reference: use env:NAME or file:PATH"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ref, func(t *testing.T) {
+			got, err := s.Resolve(tt.ref)
+			gotErr := ""
+			if err != nil {
+				gotErr = err.Error()
+			}
+			if diff := cmp.Diff([]string{tt.want, tt.err}, []string{got, gotErr}); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("os environment by default", func(t *testing.T) {
+		t.Setenv("JUNCTION_TEST_OS_TOKEN", "token-f")
+		got, err := Secrets{}.Resolve("env:JUNCTION_TEST_OS_TOKEN")
+		if err != nil || got != "token-f" {
+			t.Errorf("Resolve = %q, %v", got, err)
+		}
+	})
+}
+
+func TestRulesLimits(t *testing.T) {
+	got := RulesConfig{MaxEstimatedCost: 7, CostLimit: 8, Timeout: 9 * time.Millisecond}.Limits()
+	want := rules.DefaultLimits()
+	want.MaxEstimatedCost, want.CostLimit, want.Timeout = 7, 8, 9*time.Millisecond
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add([]byte("data_dir: x\n"))
+	f.Add([]byte("destinations:\n  ehr:\n    type: fhir\n    retry: {max_attempts: 3}\n"))
+	f.Add([]byte("inputs:\n  pas:\n"))
+	if b, err := os.ReadFile(filepath.Join("..", "..", "README.md")); err == nil {
+		if _, sec, ok := strings.Cut(string(b), "```yaml\n"); ok {
+			f.Add([]byte(sec))
+		}
+	}
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Load(path)
+		if err != nil {
+			return
+		}
+		for name, comp := range c.Inputs {
+			if comp == nil {
+				t.Fatalf("inputs.%s is nil", name)
+			}
+		}
+		for name, comp := range c.Destinations {
+			if comp == nil {
+				t.Fatalf("destinations.%s is nil", name)
+			}
+		}
+		_ = fmt.Sprint(c.Validate())
+	})
+}

@@ -1,0 +1,279 @@
+package engine
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/router"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// MessageView is everything known about one message: its trail, its raw
+// input and what was sent to each destination. It holds patient data and
+// is served only to authorised admin callers.
+type MessageView struct {
+	ID       string         `json:"id"`
+	Trail    []audit.Record `json:"trail"`
+	Input    *Payload       `json:"input,omitempty"`
+	Outbound []Payload      `json:"outbound,omitempty"`
+}
+
+// Payload is one stored message body.
+type Payload struct {
+	Stream      string    `json:"stream"`
+	Seq         uint64    `json:"seq"`
+	Destination string    `json:"destination,omitempty"`
+	ContentType string    `json:"content_type,omitempty"`
+	Time        time.Time `json:"time"`
+	Body        string    `json:"body"`
+}
+
+func (e *Engine) adminMux(mux *http.ServeMux) {
+	mux.Handle("GET /api/messages/{id}", e.admin("messages", e.handleMessage))
+	mux.Handle("GET /api/deadletters", e.admin("deadletters", e.handleDeadLetters))
+	mux.Handle("POST /api/replay", e.admin("replay", e.handleReplay))
+	mux.Handle("GET /api/quarantine", e.admin("quarantine", e.handleQuarantine))
+}
+
+// QuarantineEntry is one piece of unparseable input kept for inspection.
+type QuarantineEntry struct {
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	ID     string    `json:"id"`
+	Source string    `json:"source"`
+	Reason string    `json:"reason"`
+	Size   int       `json:"size"`
+	// Body is the input as received (it may hold patient data).
+	Body string `json:"body,omitempty"`
+}
+
+// handleQuarantine lists quarantined input, newest last; ?body=true
+// includes the bytes.
+func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 10000 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be 1 to 10000"})
+			return
+		}
+		limit = n
+	}
+	withBody := r.URL.Query().Get("body") == "true"
+	st, err := e.store.JS.Stream(r.Context(), store.StreamQuarantine)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	info, err := st.Info(r.Context())
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	out := []QuarantineEntry{}
+	first := info.State.FirstSeq
+	if info.State.LastSeq >= uint64(limit) && info.State.LastSeq-uint64(limit)+1 > first {
+		first = info.State.LastSeq - uint64(limit) + 1
+	}
+	for seq := first; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(r.Context(), seq)
+		if err != nil {
+			continue
+		}
+		q := QuarantineEntry{Seq: seq, Time: m.Time, ID: m.Header.Get("Junction-Id"), Source: m.Header.Get("Junction-Source"), Reason: m.Header.Get("Junction-Reason"), Size: len(m.Data)}
+		if withBody {
+			q.Body = string(m.Data)
+		}
+		out = append(out, q)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// admin wraps an admin handler with the bearer-token check and metrics.
+func (e *Engine) admin(name string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := &statusWriter{ResponseWriter: w, code: 200}
+		defer func() { e.metrics.HTTPRequests.WithLabelValues(name, strconv.Itoa(rw.code)).Inc() }()
+		if e.adminToken != "" {
+			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(e.adminToken)) != 1 {
+				writeJSON(rw, http.StatusUnauthorized, map[string]string{"error": "admin API requires a bearer token"})
+				return
+			}
+		}
+		h(rw, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) { s.code = code; s.ResponseWriter.WriteHeader(code) }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func (e *Engine) handleMessage(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !validID(id) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid message id"})
+		return
+	}
+	v, err := LookupMessage(r.Context(), e.store.JS, id)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	if len(v.Trail) == 0 {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such message"})
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// validID accepts what message ids look like (subject-token safe).
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// LookupMessage assembles a message's trail and payloads.
+func LookupMessage(ctx context.Context, js jetstream.JetStream, id string) (*MessageView, error) {
+	trail, err := audit.Trail(ctx, js, id)
+	if err != nil {
+		return nil, err
+	}
+	v := &MessageView{ID: id, Trail: trail}
+	get := func(stream string, seq uint64, dest string) *Payload {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil
+		}
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			return nil
+		}
+		return &Payload{Stream: stream, Seq: seq, Destination: dest, ContentType: m.Header.Get("Junction-Content-Type"), Time: m.Time, Body: string(m.Data)}
+	}
+	seen := map[uint64]bool{}
+	for _, rec := range trail {
+		switch {
+		case rec.Event == audit.Received && rec.Stream == store.StreamIngress && v.Input == nil:
+			v.Input = get(rec.Stream, rec.Seq, "")
+		case (rec.Event == audit.Delivered || rec.Event == audit.Failed || rec.Event == audit.DeadLettered) && rec.Stream == store.StreamOutbound && rec.Seq != 0 && !seen[rec.Seq]:
+			seen[rec.Seq] = true
+			if p := get(rec.Stream, rec.Seq, rec.Destination); p != nil {
+				v.Outbound = append(v.Outbound, *p)
+			}
+		}
+	}
+	return v, nil
+}
+
+func filterFromQuery(r *http.Request) (router.Filter, error) {
+	q := r.URL.Query()
+	f := router.Filter{Route: q.Get("route"), Destination: q.Get("destination")}
+	if ids := q.Get("id"); ids != "" {
+		f.IDs = strings.Split(ids, ",")
+	}
+	var err error
+	parse := func(s string) time.Time {
+		if s == "" || err != nil {
+			return time.Time{}
+		}
+		t, perr := time.Parse(time.RFC3339, s)
+		if perr != nil {
+			err = errors.New("since/until must be RFC 3339 times")
+		}
+		return t
+	}
+	f.Since, f.Until = parse(q.Get("since")), parse(q.Get("until"))
+	if l := q.Get("limit"); l != "" {
+		f.Limit, err = strconv.Atoi(l)
+	}
+	return f, err
+}
+
+func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
+	f, err := filterFromQuery(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	dls, err := router.ListDeadLetters(r.Context(), e.store.JS, f)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	if dls == nil {
+		dls = []router.DeadLetter{}
+	}
+	writeJSON(w, http.StatusOK, dls)
+}
+
+// ReplayRequest is the body of POST /api/replay.
+type ReplayRequest struct {
+	Filter       router.Filter `json:"filter"`
+	Destinations []string      `json:"destinations,omitempty"`
+}
+
+func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
+	var req ReplayRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid replay request: " + err.Error()})
+		return
+	}
+	f := req.Filter
+	if len(f.IDs) == 0 && f.Route == "" && f.Destination == "" && f.Since.IsZero() && f.Until.IsZero() {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say what to replay: ids, route, destination or a time window"})
+		return
+	}
+	for _, id := range f.IDs {
+		if !validID(id) {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid message id " + strconv.Quote(id)})
+			return
+		}
+	}
+	for _, d := range req.Destinations {
+		if _, ok := e.dests[d]; !ok {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown destination " + strconv.Quote(d)})
+			return
+		}
+	}
+	routes := map[string]bool{}
+	for _, rt := range e.plan.Routes {
+		routes[rt.Name] = true
+	}
+	res, err := router.Replay(r.Context(), e.store.JS, f, req.Destinations, routes)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "partial": res})
+		return
+	}
+	e.log.Info("replay", "replayed", len(res.Replayed), "rerouted", len(res.Rerouted), "skipped", len(res.Skipped))
+	writeJSON(w, http.StatusOK, res)
+}

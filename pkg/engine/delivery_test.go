@@ -1,0 +1,296 @@
+package engine_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/engine"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/router"
+)
+
+// fhirServer is a FHIR server double whose answers the test scripts: a
+// queue of status codes, then 200.
+type fhirServer struct {
+	mu       sync.Mutex
+	statuses []int
+	got      []string // X-Request-Id of accepted requests
+	calls    int
+}
+
+func (f *fhirServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	f.mu.Lock()
+	f.calls++
+	status := 200
+	if len(f.statuses) > 0 {
+		status, f.statuses = f.statuses[0], f.statuses[1:]
+	}
+	if status < 300 {
+		var b struct{ Type string }
+		if json.Unmarshal(body, &b) != nil || b.Type != "transaction" {
+			status = 422
+		} else {
+			f.got = append(f.got, r.Header.Get("X-Request-Id"))
+		}
+	}
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/fhir+json")
+	w.WriteHeader(status)
+	if status >= 400 {
+		_, _ = io.WriteString(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"scripted failure"}]}`)
+		return
+	}
+	_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
+}
+
+func (f *fhirServer) script(s ...int) {
+	f.mu.Lock()
+	f.statuses = append(f.statuses, s...)
+	f.mu.Unlock()
+}
+
+func (f *fhirServer) accepted() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.got...)
+}
+
+func startWithEHR(t *testing.T) (*engine.Engine, *fhirServer) {
+	t.Helper()
+	srv := &fhirServer{}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	routes, _ := filepath.Abs("testdata/routes")
+	e, _ := startEngineWithRoutes(t, routes, `destinations:
+  ehr:
+    type: fhir
+    url: `+hs.URL+`
+    retry: {max_attempts: 4, initial: 20ms, max: 100ms, multiplier: 2, timeout: 5s}
+`)
+	return e, srv
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func deadLetters(t *testing.T, e *engine.Engine) []router.DeadLetter {
+	var dls []router.DeadLetter
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters", &dls); st != 200 {
+		t.Fatalf("deadletters: %d", st)
+	}
+	return dls
+}
+
+// TestTransientFailuresRetried: a FHIR server answering 503, then 429,
+// then 200 gets the message on the third attempt, and the trail shows the
+// two failures and the delivery.
+func TestTransientFailuresRetried(t *testing.T) {
+	e, srv := startWithEHR(t)
+	srv.script(503, 429)
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "RT0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	waitFor(t, "delivery", func() bool { return len(srv.accepted()) == 1 })
+	m := e.Metrics()
+	if v := testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")); v != 2 {
+		t.Errorf("transient attempts = %v, want 2", v)
+	}
+	if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")); v != 1 {
+		t.Errorf("delivered = %v, want 1", v)
+	}
+	if n := len(deadLetters(t, e)); n != 0 {
+		t.Errorf("%d dead letters, want 0", n)
+	}
+}
+
+// TestPermanentFailureDeadLetteredAndReplayed: a 400 dead-letters the
+// delivery at once with the reason; after the receiver is fixed, replay by
+// destination delivers it, and the dead letter is gone.
+func TestPermanentFailureDeadLetteredAndReplayed(t *testing.T) {
+	e, srv := startWithEHR(t)
+	srv.script(400)
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "PF0001", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	var dls []router.DeadLetter
+	waitFor(t, "dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+	d := dls[0]
+	if d.Stage != "delivery" || d.Destination != "ehr" || d.Code != "destination.rejected" {
+		t.Errorf("dead letter = %+v", d)
+	}
+	if strings.Contains(d.Reason, "scripted failure") {
+		t.Errorf("dead letter reason carries the receiver's detail (may hold patient data): %q", d.Reason)
+	}
+	if len(srv.accepted()) != 0 {
+		t.Fatal("delivered despite 400")
+	}
+	body, _ := json.Marshal(engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
+	resp, err := http.Post("http://"+e.HTTPAddr().String()+"/api/replay", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res router.ReplayResult
+	_ = json.NewDecoder(resp.Body).Decode(&res)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(res.Replayed) != 1 {
+		t.Fatalf("replay: %d %+v", resp.StatusCode, res)
+	}
+	waitFor(t, "replayed delivery", func() bool { return len(srv.accepted()) == 1 })
+	if n := len(deadLetters(t, e)); n != 0 {
+		t.Errorf("%d dead letters after replay, want 0", n)
+	}
+	var view engine.MessageView
+	getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages/"+d.MessageID, &view)
+	events := map[audit.Event]int{}
+	for _, r := range view.Trail {
+		events[r.Event]++
+	}
+	for _, ev := range []audit.Event{audit.Failed, audit.DeadLettered, audit.Replayed, audit.Delivered} {
+		if events[ev] == 0 {
+			t.Errorf("trail lacks %s: %v", ev, events)
+		}
+	}
+}
+
+// TestRetriesExhausted: a receiver that keeps failing transiently is
+// dead-lettered after max_attempts, not parked for ever.
+func TestRetriesExhausted(t *testing.T) {
+	e, srv := startWithEHR(t)
+	srv.script(503, 503, 503, 503, 503)
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "EX0001", "9990000034^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	var dls []router.DeadLetter
+	waitFor(t, "dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+	if dls[0].Code != "destination.retries-exhausted" || dls[0].Attempts != 4 {
+		t.Errorf("dead letter = %+v, want retries-exhausted after 4 attempts", dls[0])
+	}
+}
+
+// TestRuleErrorDeadLettersAndEngineContinues: a CEL run-time error
+// dead-letters that message at the route stage; later messages still flow.
+func TestRuleErrorDeadLettersAndEngineContinues(t *testing.T) {
+	e, srv := startWithEHR(t)
+	addr := mllpAddr(t, e)
+	if code, _ := send(t, addr, adt("A04", "CE0001", "9990000042^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	var dls []router.DeadLetter
+	waitFor(t, "dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+	if dls[0].Stage != "route" || dls[0].Route != "broken-rule" || dls[0].Code != "rule.eval" {
+		t.Errorf("dead letter = %+v", dls[0])
+	}
+	if code, _ := send(t, addr, adt("A01", "CE0002", "9990000050^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	waitFor(t, "later delivery", func() bool { return len(srv.accepted()) == 1 })
+}
+
+// TestFHIRIngressEndToEnd posts a Patient and finds it at the file
+// destination; a resend with the same Idempotency-Key is not routed twice.
+func TestFHIRIngressEndToEnd(t *testing.T) {
+	e, dir := startEngine(t, "")
+	url := "http://" + e.HTTPAddr().String() + "/fhir/Patient"
+	body := `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`
+	for i := range 2 {
+		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Idempotency-Key", "test-key-1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("post %d: status %d", i, resp.StatusCode)
+		}
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	time.Sleep(300 * time.Millisecond)
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	resp, err := http.Post(url, "application/fhir+json", strings.NewReader(`{"resourceType":`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oo, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(oo), "OperationOutcome") {
+		t.Errorf("invalid JSON: %d %s", resp.StatusCode, oo)
+	}
+}
+
+// TestOversizedPayloadDeadLettered: a posted resource whose FHIR form is
+// bigger than the store accepts (JSON escaping of '<' grows it sixfold) is
+// dead-lettered at the route, and the same patient's next message still
+// flows instead of queueing behind it for ever.
+func TestOversizedPayloadDeadLettered(t *testing.T) {
+	e, dir := startEngine(t, "")
+	url := "http://" + e.HTTPAddr().String() + "/fhir/Patient"
+	post := func(family string) {
+		t.Helper()
+		body := `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}],"name":[{"family":"` + family + `"}]}`
+		resp, err := http.Post(url, "application/fhir+json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("post: %d", resp.StatusCode)
+		}
+	}
+	post(strings.Repeat("<", 3<<20))
+	post("TESTPATIENT")
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	var dls []router.DeadLetter
+	waitFor(t, "dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+	if dls[0].Stage != "route" || dls[0].Code != "store.payload-too-large" {
+		t.Errorf("dead letter = %+v", dls[0])
+	}
+}
+
+// TestUnroutedSourceGetsAFate: input from a source no route reads is
+// stored and acknowledged, and its trail ends in a filtered record rather
+// than nothing.
+func TestUnroutedSourceGetsAFate(t *testing.T) {
+	e, _ := startWithEHR(t) // its routes read only pas
+	resp, err := http.Post("http://"+e.HTTPAddr().String()+"/fhir/Patient", "application/fhir+json",
+		strings.NewReader(`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Header.Get("X-Junction-Message-Id")
+	if resp.StatusCode != http.StatusAccepted || id == "" {
+		t.Fatalf("post: %d id %q", resp.StatusCode, id)
+	}
+	waitFor(t, "no-route record", func() bool {
+		var view engine.MessageView
+		getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages/"+id, &view)
+		for _, r := range view.Trail {
+			if r.Event == audit.Filtered && r.Outcome == "no-route" {
+				return true
+			}
+		}
+		return false
+	})
+}

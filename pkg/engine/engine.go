@@ -1,0 +1,285 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/router"
+	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// Engine is a running Junction.
+type Engine struct {
+	plan       *Plan
+	log        *slog.Logger
+	reg        *prometheus.Registry
+	metrics    *telemetry.Metrics
+	tracing    *telemetry.Tracing
+	secrets    config.Secrets
+	adminToken string
+	version    string
+	tracer     trace.Tracer
+
+	store    *store.Store
+	ingester *router.Ingester
+	router   *router.Router
+	dests    map[string]*router.Destination
+	inbounds []namedInbound
+	httpSrv  *http.Server
+	httpLn   net.Listener
+
+	ready    atomic.Bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+type namedInbound struct {
+	name string
+	in   adapter.Inbound
+}
+
+// Options are what the caller of New provides besides the plan.
+type Options struct {
+	Logger   *slog.Logger
+	Version  string
+	Registry *prometheus.Registry
+	// Tracer, when set, replaces the tracer built from the OTEL_*
+	// environment (tests record spans with it).
+	Tracer trace.Tracer
+}
+
+// New prepares an engine from a plan without starting anything.
+func New(plan *Plan, o Options) (*Engine, error) {
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer}
+	if t := plan.Config.HTTP.AdminToken; t != "" {
+		v, err := e.secrets.Resolve(t)
+		if err != nil {
+			return nil, fmt.Errorf("http.admin_token: %w", err)
+		}
+		e.adminToken = v
+	}
+	return e, nil
+}
+
+// Metrics returns the engine's metrics (for tests).
+func (e *Engine) Metrics() *telemetry.Metrics { return e.metrics }
+
+// Store returns the engine's store (for tests and tools).
+func (e *Engine) Store() *store.Store { return e.store }
+
+// HTTPAddr returns the HTTP listener's address once started.
+func (e *Engine) HTTPAddr() net.Addr {
+	if e.httpLn == nil {
+		return nil
+	}
+	return e.httpLn.Addr()
+}
+
+// Inbound returns a started inbound component by name.
+func (e *Engine) Inbound(name string) adapter.Inbound {
+	for _, n := range e.inbounds {
+		if n.name == name {
+			return n.in
+		}
+	}
+	return nil
+}
+
+// Ready reports whether the engine accepts messages.
+func (e *Engine) Ready() bool { return e.ready.Load() && e.store != nil && e.store.Healthy() }
+
+func (e *Engine) settings(name string) adapter.Settings {
+	return adapter.Settings{
+		Name: name, Logger: e.log.With("component", name), Metrics: e.metrics,
+		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
+	}
+}
+
+// Start brings the engine up: store, destinations, routes, then listeners,
+// so nothing is accepted before it can be stored and routed. On error,
+// whatever started is shut down.
+func (e *Engine) Start(ctx context.Context) (err error) {
+	cfg := e.plan.Config
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			_ = e.Shutdown(sctx)
+		}
+	}()
+	if e.tracer != nil {
+		e.tracing = &telemetry.Tracing{Tracer: e.tracer}
+	} else if e.tracing, err = telemetry.NewTracing(ctx, e.version); err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	cfg.DataDir = dataDir
+	e.store, err = store.Open(ctx, cfg.NATS, dataDir, e.secrets, e.log)
+	if err != nil {
+		return fmt.Errorf("opening store: %w", err)
+	}
+	if e.store.Embedded() {
+		e.log.Info("store ready", "mode", "embedded", "dir", filepath.Join(dataDir, "jetstream"), "fsync", "every write")
+	} else {
+		e.log.Info("store ready", "mode", "external", "replicas", cfg.NATS.Replicas)
+	}
+	// Every input's largest message must fit in one store message, with
+	// room for headers.
+	for _, name := range sortedKeys(e.plan.Inputs) {
+		if sl, ok := e.plan.Inputs[name].Config.(adapter.SizeLimited); ok && sl.MaxInputBytes()+64<<10 > e.store.MaxPayload() {
+			return fmt.Errorf("inputs.%s: accepts messages of %d bytes but the NATS server's max_payload is %d; raise max_payload on the server or lower the input's limit", name, sl.MaxInputBytes(), e.store.MaxPayload())
+		}
+	}
+	e.ingester = router.NewIngester(e.store, e.log, e.metrics)
+	for _, name := range sortedKeys(e.plan.Destinations) {
+		pd := e.plan.Destinations[name]
+		out, err := pd.Factory.NewOutbound(ctx, e.settings(name), pd.Config)
+		if err != nil {
+			return fmt.Errorf("destination %s: %w", name, err)
+		}
+		if err := out.Start(ctx); err != nil {
+			return fmt.Errorf("starting destination %s: %w", name, err)
+		}
+		e.dests[name] = &router.Destination{Name: name, Type: pd.Spec.Type, Out: out, Retry: pd.Spec.Retry}
+	}
+	e.router = router.New(router.Options{
+		Store: e.store, Routes: e.plan.Routes, Translators: e.plan.Translators(), Destinations: e.dests,
+		Decider: consent.DefaultPolicy{}, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
+		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
+	})
+	if err := e.router.Start(ctx); err != nil {
+		return fmt.Errorf("starting routes: %w", err)
+	}
+	for _, r := range e.plan.Routes {
+		e.log.Info("route loaded", "route", r.Name, "source", r.Source, "file", r.File, "destinations", len(r.Destinations))
+	}
+	mux := http.NewServeMux()
+	for _, name := range sortedKeys(e.plan.Inputs) {
+		pi := e.plan.Inputs[name]
+		in, err := pi.Factory.NewInbound(ctx, e.settings(name), e.ingester, pi.Config)
+		if err != nil {
+			return fmt.Errorf("input %s: %w", name, err)
+		}
+		if hi, ok := in.(adapter.HTTPInbound); ok {
+			for pattern, h := range hi.Routes() {
+				mux.Handle(pattern, h)
+			}
+		}
+		if err := in.Start(ctx); err != nil {
+			return fmt.Errorf("starting input %s: %w", name, err)
+		}
+		e.inbounds = append(e.inbounds, namedInbound{name: name, in: in})
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{Registry: e.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !e.Ready() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	e.adminMux(mux)
+	e.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	e.httpSrv = &http.Server{
+		Handler: mux, ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout,
+		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := e.httpSrv.Serve(e.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			e.log.Error("http server stopped", "err", err)
+		}
+	}()
+	e.log.Info("http listening", "addr", e.httpLn.Addr().String(), "fhir", "/fhir", "admin", "/api", "metrics", "/metrics", "health", "/healthz /readyz")
+	e.ready.Store(true)
+	e.metrics.Ready.Set(1)
+	e.log.Info("junction ready", "version", e.version, "inputs", len(e.inbounds), "routes", len(e.plan.Routes), "destinations", len(e.dests))
+	return nil
+}
+
+// Shutdown drains: it stops accepting (readiness false), lets listeners
+// finish in-flight messages, lets routes and deliveries finish their
+// batches, then stops destinations and the store. It is idempotent.
+func (e *Engine) Shutdown(ctx context.Context) error {
+	e.stopOnce.Do(func() {
+		e.ready.Store(false)
+		e.metrics.Ready.Set(0)
+		var errs []error
+		for i := len(e.inbounds) - 1; i >= 0; i-- {
+			if err := e.inbounds[i].in.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("input %s: %w", e.inbounds[i].name, err))
+			}
+		}
+		if e.httpSrv != nil {
+			if err := e.httpSrv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("http: %w", err))
+			}
+		}
+		if e.ingester != nil {
+			e.ingester.Close()
+		}
+		if e.router != nil {
+			if err := e.router.Shutdown(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, name := range sortedKeys(e.dests) {
+			if err := e.dests[name].Out.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("destination %s: %w", name, err))
+			}
+		}
+		if e.tracing != nil {
+			if err := e.tracing.Shutdown(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if e.store != nil {
+			e.store.Close()
+		}
+		e.stopErr = errors.Join(errs...)
+		e.log.Info("junction stopped")
+	})
+	return e.stopErr
+}
+
+// Run starts the engine and blocks until ctx is done, then drains.
+func (e *Engine) Run(ctx context.Context) error {
+	if err := e.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	e.log.Info("shutting down", "timeout", e.plan.Config.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), e.plan.Config.ShutdownTimeout)
+	defer cancel()
+	return e.Shutdown(sctx)
+}

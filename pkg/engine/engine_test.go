@@ -1,0 +1,418 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/junction-fhir/junction/adapters/all"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/engine"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/mllp"
+)
+
+// startEngine runs a real engine (embedded JetStream in a temp dir, real
+// MLLP and HTTP listeners on loopback) with the given config body, which
+// may refer to the shipped routes.
+func startEngine(t *testing.T, extra string) (*engine.Engine, string) {
+	t.Helper()
+	routes, err := filepath.Abs("../../routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startEngineWithRoutes(t, routes, extra)
+}
+
+// startEngineWithRoutes is startEngine with another routes directory.
+func startEngineWithRoutes(t *testing.T, routes, extra string) (*engine.Engine, string) {
+	t.Helper()
+	return startEngineOpts(t, routes, extra, engine.Options{})
+}
+
+// startEngineOpts is startEngineWithRoutes with engine options.
+func startEngineOpts(t *testing.T, routes, extra string, opts engine.Options) (*engine.Engine, string) {
+	t.Helper()
+	dir := t.TempDir()
+	body := fmt.Sprintf(`data_dir: %s
+http:
+  listen: 127.0.0.1:0
+routes: [%s]
+router:
+  ack_wait: 5s
+%s%s`, dir, routes, defaultInputs(extra), extra)
+	if !strings.Contains(extra, "destinations:") {
+		body += `
+destinations:
+  fhir-store:
+    type: file
+    dir: out/fhir-store
+  data-quality:
+    type: file
+    dir: out/data-quality
+`
+	}
+	path := filepath.Join(dir, "junction.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	}
+	opts.Logger, opts.Version = log, "test"
+	e, err := engine.New(p, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.Start(ctx); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := e.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return e, dir
+}
+
+func mllpAddr(t *testing.T, e *engine.Engine) string {
+	in, ok := e.Inbound("pas").(interface{ Addr() net.Addr })
+	if !ok {
+		t.Fatal("pas input has no address")
+	}
+	return in.Addr().String()
+}
+
+func send(t *testing.T, addr string, msg string) (hl7v2.AckCode, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, addr, nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	reply, err := c.Send(ctx, []byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, ctrl, _, err := hl7v2.ParseAck(reply)
+	if err != nil {
+		t.Fatalf("reply %q: %v", reply, err)
+	}
+	return code, ctrl
+}
+
+func adt(event, ctrl, pid3 string) string {
+	return "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^" + event + "|" + ctrl + "|P|2.4\r" +
+		"EVN|" + event + "|20261123093000\r" +
+		"PID|1||" + pid3 + "||TESTPATIENT^ALEX||19800101|F\r" +
+		"PV1|1|I|WARD1^BED2^1^RX1||||||||||||||||V" + ctrl + "|||||||||||||||||||||||||20261123092500\r"
+}
+
+// waitFiles waits until dir holds n files and returns their paths.
+func waitFiles(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var files []string
+		_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if len(files) >= n || time.Now().After(deadline) {
+			if len(files) != n {
+				t.Fatalf("%s: want %d files, have %d", dir, n, len(files))
+			}
+			return files
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getJSON(t *testing.T, url string, out any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		_ = json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
+
+// TestADTEndToEnd sends an admission over real MLLP and follows it: AA
+// after storing, UK Core FHIR at the file destination, a full audit trail,
+// and metrics that moved.
+func TestADTEndToEnd(t *testing.T) {
+	e, dir := startEngine(t, "")
+	addr := mllpAddr(t, e)
+	code, ctrl := send(t, addr, adt("A01", "E2E0001", "9990000018^^^NHS^NH"))
+	if code != hl7v2.AckAA || ctrl != "E2E0001" {
+		t.Fatalf("ack: got %s %s, want AA E2E0001", code, ctrl)
+	}
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bundle struct {
+		ResourceType string
+		Entry        []struct {
+			Resource map[string]any
+		}
+	}
+	if err := json.Unmarshal(data, &bundle); err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]bool{}
+	for _, en := range bundle.Entry {
+		types[fmt.Sprint(en.Resource["resourceType"])] = true
+	}
+	if !types["Patient"] || !types["Encounter"] || types["MessageHeader"] {
+		t.Errorf("delivered resource types %v: want Patient and Encounter, no MessageHeader", types)
+	}
+	if !strings.Contains(string(data), `"https://fhir.nhs.uk/Id/nhs-number"`) {
+		t.Error("delivered bundle has no NHS number identifier")
+	}
+	// The message id is in the file name; read its trail through the API.
+	id := strings.SplitN(filepath.Base(files[0]), ".", 2)[0]
+	base := "http://" + e.HTTPAddr().String()
+	var view engine.MessageView
+	deadline := time.Now().Add(10 * time.Second)
+	want := []audit.Event{audit.Received, audit.Translated, audit.Matched, audit.Consent, audit.Transformed, audit.Queued, audit.Delivered}
+	for {
+		if st := getJSON(t, base+"/api/messages/"+id, &view); st != 200 && time.Now().After(deadline) {
+			t.Fatalf("GET message: status %d", st)
+		}
+		got := map[audit.Event]bool{}
+		for _, r := range view.Trail {
+			if r.Route == "" || r.Route == "adt-to-fhir-store" {
+				got[r.Event] = true
+			}
+		}
+		missing := []audit.Event{}
+		for _, w := range want {
+			if !got[w] {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("trail lacks %v: %+v", missing, view.Trail)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if view.Input == nil || !strings.Contains(view.Input.Body, "E2E0001") {
+		t.Errorf("trail input: %+v", view.Input)
+	}
+	if len(view.Outbound) != 1 || view.Outbound[0].Destination != "fhir-store" {
+		t.Errorf("trail outbound: %+v", view.Outbound)
+	}
+	m := e.Metrics()
+	if v := testutil.ToFloat64(m.Acks.WithLabelValues("pas", "AA")); v != 1 {
+		t.Errorf("acks AA = %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(m.Delivered.WithLabelValues("fhir-store", "delivered")); v != 1 {
+		t.Errorf("delivered = %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(m.Routed.WithLabelValues("adt-data-quality", "filtered")); v != 1 {
+		t.Errorf("data-quality filtered = %v, want 1", v)
+	}
+	if st := getJSON(t, base+"/readyz", nil); st != 200 {
+		t.Errorf("readyz = %d", st)
+	}
+}
+
+// TestResendNotRoutedTwice resends the same MSH-10 and expects the same
+// positive ACK and one delivery.
+func TestResendNotRoutedTwice(t *testing.T) {
+	e, dir := startEngine(t, "")
+	addr := mllpAddr(t, e)
+	msg := adt("A01", "DUP0001", "9990000026^^^NHS^NH")
+	for i := range 3 {
+		if code, _ := send(t, addr, msg); code != hl7v2.AckAA {
+			t.Fatalf("send %d: %s", i, code)
+		}
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	time.Sleep(500 * time.Millisecond)
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	if v := testutil.ToFloat64(e.Metrics().Duplicates.WithLabelValues("pas")); v != 2 {
+		t.Errorf("duplicates = %v, want 2", v)
+	}
+}
+
+// TestNoNHSNumberGoesToDataQuality checks the second shipped route.
+func TestNoNHSNumberGoesToDataQuality(t *testing.T) {
+	e, dir := startEngine(t, "")
+	addr := mllpAddr(t, e)
+	msg := adt("A04", "DQ0001", "K777^^^RX1^MR")
+	if code, _ := send(t, addr, msg); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	files := waitFiles(t, filepath.Join(dir, "out", "data-quality"), 1)
+	got, _ := os.ReadFile(files[0])
+	if string(got) != msg {
+		t.Errorf("data-quality payload is not the raw message unchanged:\n%q\nwant\n%q", got, msg)
+	}
+	// Two routes read this feed; the issue is counted once per message.
+	waitFor(t, "data-quality count", func() bool {
+		return testutil.ToFloat64(e.Metrics().DataQuality.WithLabelValues("pas", "nhs_number_missing")) >= 1
+	})
+	time.Sleep(200 * time.Millisecond)
+	if v := testutil.ToFloat64(e.Metrics().DataQuality.WithLabelValues("pas", "nhs_number_missing")); v != 1 {
+		t.Errorf("nhs_number_missing counted %v times, want 1", v)
+	}
+}
+
+// TestDirectWriteMode runs the one-write-per-message ingest path (group
+// commit off): stored before AA, resends recognised at once.
+func TestDirectWriteMode(t *testing.T) {
+	e, dir := startEngine(t, "nats:\n  group_commit: false\n")
+	addr := mllpAddr(t, e)
+	msg := adt("A01", "DIRECT1", "9990000034^^^NHS^NH")
+	for i := range 2 {
+		if code, _ := send(t, addr, msg); code != hl7v2.AckAA {
+			t.Fatalf("send %d: %s", i, code)
+		}
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	if v := testutil.ToFloat64(e.Metrics().Duplicates.WithLabelValues("pas")); v != 1 {
+		t.Errorf("duplicates = %v, want 1", v)
+	}
+}
+
+// TestGarbageRejectedAndQuarantined: input with no MSH gets a reject ACK,
+// is kept in quarantine (visible through the API), is counted, and the
+// engine keeps serving.
+func TestGarbageRejectedAndQuarantined(t *testing.T) {
+	e, _ := startEngine(t, "")
+	addr := mllpAddr(t, e)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, addr, nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := c.Send(ctx, []byte("this is not HL7 at all"))
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, _, err := hl7v2.ParseAck(reply)
+	if err != nil || code != hl7v2.AckAR {
+		t.Fatalf("reply to garbage: %s %v (%q)", code, err, reply)
+	}
+	if !strings.Contains(string(reply), "ERR") {
+		t.Errorf("reject has no ERR segment: %q", reply)
+	}
+	var qs []engine.QuarantineEntry
+	getJSON(t, "http://"+e.HTTPAddr().String()+"/api/quarantine?body=true", &qs)
+	if len(qs) != 1 || qs[0].Body != "this is not HL7 at all" || qs[0].Source != "pas" {
+		t.Errorf("quarantine = %+v", qs)
+	}
+	if v := testutil.ToFloat64(e.Metrics().Quarantined.WithLabelValues("pas")); v != 1 {
+		t.Errorf("quarantined = %v, want 1", v)
+	}
+	if code, _ := send(t, addr, adt("A01", "AFTER1", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Errorf("engine did not keep serving: %s", code)
+	}
+}
+
+// TestLargeMessage: a 3 MiB ADT (a long NTE) is stored, routed and
+// delivered in embedded mode when the input allows it, and a message over
+// the input's limit is rejected without harm.
+func TestLargeMessage(t *testing.T) {
+	e, dir := startEngine(t, `inputs:
+  pas:
+    type: pas
+    listen: 127.0.0.1:0
+    max_message_bytes: 8388608
+  fhir:
+    type: fhir
+`)
+	addr := mllpAddr(t, e)
+	msg := adt("A01", "BIG0001", "9990000018^^^NHS^NH") + "NTE|1||" + strings.Repeat("X", 3<<20) + "\r"
+	if code, _ := send(t, addr, msg); code != hl7v2.AckAA {
+		t.Fatalf("3 MiB message: %s", code)
+	}
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	if st, err := os.Stat(files[0]); err != nil || st.Size() == 0 {
+		t.Fatalf("delivered file: %v", err)
+	}
+	// Small messages sent right after still flow.
+	if code, _ := send(t, addr, adt("A01", "SMALL01", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("small message after a large one: %s", code)
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 2)
+}
+
+// defaultInputs is the inputs section unless extra gives its own.
+func defaultInputs(extra string) string {
+	if strings.Contains(extra, "inputs:") {
+		return ""
+	}
+	return "inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n"
+}
+
+// TestReusedControlIDNotLost: a sender that reuses an MSH-10 for a
+// different message (a counter reset) must not have the second message
+// dropped as a resend; a true resend with a rebuilt MSH-7 still is one.
+func TestReusedControlIDNotLost(t *testing.T) {
+	for _, mode := range []string{"group commit", "direct"} {
+		t.Run(mode, func(t *testing.T) {
+			extra := ""
+			if mode == "direct" {
+				extra = "nats:\n  group_commit: false\n"
+			}
+			e, dir := startEngine(t, extra)
+			addr := mllpAddr(t, e)
+			first := adt("A01", "REUSE1", "9990000018^^^NHS^NH")
+			resend := strings.Replace(first, "20261123093000||ADT", "20261123093500||ADT", 1)
+			other := adt("A01", "REUSE1", "9990000026^^^NHS^NH")
+			for _, m := range []string{first, resend, other} {
+				if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+					t.Fatalf("ack %s", code)
+				}
+			}
+			waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 2)
+			waitFor(t, "reuse counted", func() bool {
+				return testutil.ToFloat64(e.Metrics().DataQuality.WithLabelValues("pas", "control_id_reused")) == 1
+			})
+			time.Sleep(300 * time.Millisecond)
+			waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 2)
+		})
+	}
+}

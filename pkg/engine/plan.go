@@ -1,0 +1,175 @@
+// Package engine assembles Junction from its configuration: it plans
+// (decodes and validates every adapter's settings, loads and compiles
+// routes, all errors at once, no I/O beyond reading files), then starts the
+// store, destinations, routes and listeners in that order, and drains them
+// in reverse.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/route"
+	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/yamlx"
+)
+
+// Registry is the compiled-in adapter factories, by direction and type:
+// one type name (such as "fhir") may have an inbound and an outbound side.
+type Registry struct {
+	inbound  map[string]adapter.InboundFactory
+	outbound map[string]adapter.OutboundFactory
+}
+
+// NewRegistry indexes factories by type. An inbound factory must also
+// build translators.
+func NewRegistry(fs ...adapter.Factory) Registry {
+	r := Registry{inbound: map[string]adapter.InboundFactory{}, outbound: map[string]adapter.OutboundFactory{}}
+	for _, f := range fs {
+		if in, ok := f.(adapter.InboundFactory); ok {
+			if _, ok := f.(adapter.TranslatorFactory); ok {
+				r.inbound[f.Type()] = in
+			}
+		}
+		if out, ok := f.(adapter.OutboundFactory); ok {
+			r.outbound[f.Type()] = out
+		}
+	}
+	return r
+}
+
+// PlannedInput is a validated inbound adapter instance.
+type PlannedInput struct {
+	Name       string
+	Factory    adapter.InboundFactory
+	Config     any
+	Translator adapter.Translator
+}
+
+// PlannedDestination is a validated outbound adapter instance.
+type PlannedDestination struct {
+	Name    string
+	Factory adapter.OutboundFactory
+	Config  any
+	Spec    *config.Component
+}
+
+// Plan is a validated configuration, ready to start.
+type Plan struct {
+	Config       *config.Config
+	Rules        *rules.Env
+	Inputs       map[string]*PlannedInput
+	Destinations map[string]*PlannedDestination
+	Routes       []*route.Route
+}
+
+// HasSource implements route.Catalog.
+func (p *Plan) HasSource(name string) bool { _, ok := p.Inputs[name]; return ok }
+
+// HasDestination implements route.Catalog.
+func (p *Plan) HasDestination(name string) bool { _, ok := p.Destinations[name]; return ok }
+
+// Translators returns each input's translator by input name.
+func (p *Plan) Translators() map[string]adapter.Translator {
+	m := map[string]adapter.Translator{}
+	for n, in := range p.Inputs {
+		m[n] = in.Translator
+	}
+	return m
+}
+
+// NewPlan validates cfg against the registry and loads the routes. It
+// returns every problem found.
+func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
+	var errs []error
+	errs = append(errs, cfg.Validate()...)
+	env, err := rules.NewEnv(cfg.Rules.Limits())
+	if err != nil {
+		return nil, err
+	}
+	p := &Plan{Config: cfg, Rules: env, Inputs: map[string]*PlannedInput{}, Destinations: map[string]*PlannedDestination{}}
+	decode := func(where string, c *config.Component, f adapter.Factory) any {
+		conf := f.NewConfig()
+		if !c.Settings.IsZero() {
+			if err := c.Settings.Decode(conf); err != nil {
+				errs = append(errs, err)
+				return nil
+			}
+		}
+		if v, ok := conf.(adapter.Validator); ok {
+			for _, e := range v.Validate() {
+				errs = append(errs, fmt.Errorf("%s: %w", where, e))
+			}
+		}
+		return conf
+	}
+	for _, name := range sortedKeys(cfg.Inputs) {
+		c := cfg.Inputs[name]
+		if c == nil {
+			errs = append(errs, fmt.Errorf("inputs.%s: empty; give at least its type", name))
+			continue
+		}
+		where := "inputs." + name
+		inf, ok := reg.inbound[c.Type]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s%s.type: %q is not an inbound adapter type (have %v)", posPrefix(c.TypePos), where, c.Type, sortedKeys(reg.inbound)))
+			continue
+		}
+		conf := decode(where, c, inf)
+		if conf == nil {
+			continue
+		}
+		tr, err := inf.(adapter.TranslatorFactory).NewTranslator(conf)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
+		}
+		p.Inputs[name] = &PlannedInput{Name: name, Factory: inf, Config: conf, Translator: tr}
+	}
+	for _, name := range sortedKeys(cfg.Destinations) {
+		c := cfg.Destinations[name]
+		if c == nil {
+			errs = append(errs, fmt.Errorf("destinations.%s: empty; give at least its type", name))
+			continue
+		}
+		where := "destinations." + name
+		of, ok := reg.outbound[c.Type]
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s%s.type: %q is not an outbound adapter type (have %v)", posPrefix(c.TypePos), where, c.Type, sortedKeys(reg.outbound)))
+			continue
+		}
+		conf := decode(where, c, of)
+		if conf == nil {
+			continue
+		}
+		p.Destinations[name] = &PlannedDestination{Name: name, Factory: of, Config: conf, Spec: c}
+	}
+	routes, err := route.LoadAll(cfg.Routes, env, p)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	p.Routes = routes
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
+}
+
+func posPrefix(p yamlx.Pos) string {
+	if p.Line == 0 {
+		return ""
+	}
+	return p.String() + ": "
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	k := make([]string, 0, len(m))
+	for n := range m {
+		k = append(k, n)
+	}
+	sort.Strings(k)
+	return k
+}

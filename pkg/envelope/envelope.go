@@ -1,0 +1,111 @@
+// Package envelope defines the message Junction carries between stages and
+// how its metadata rides in NATS headers. The payload is carried unchanged.
+package envelope
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Content types Junction carries.
+const (
+	ContentTypeHL7v2 = "application/hl7-v2"
+	ContentTypeFHIR  = "application/fhir+json"
+)
+
+// Header names. None of them carry patient data.
+const (
+	HeaderID          = "Junction-Id"
+	HeaderSource      = "Junction-Source"
+	HeaderContentType = "Junction-Content-Type"
+	HeaderReceived    = "Junction-Received"
+	HeaderMsgType     = "Junction-Message-Type"
+	HeaderControlID   = "Junction-Control-Id"
+	HeaderSender      = "Junction-Sender"
+	HeaderPartition   = "Junction-Partition"
+	HeaderRoute       = "Junction-Route"
+	HeaderDestination = "Junction-Destination"
+	HeaderAttempt     = "Junction-Attempt"
+	HeaderReplay      = "Junction-Replay"
+	HeaderReason      = "Junction-Reason"
+	HeaderReasonCode  = "Junction-Reason-Code"
+	HeaderStage       = "Junction-Stage"
+	HeaderDedupe      = "Junction-Dedupe-Key"
+	// HeaderTraceParent is the W3C trace context, in the canonical form
+	// OpenTelemetry's header carrier reads.
+	HeaderTraceParent = "Traceparent"
+)
+
+// Envelope is one inbound message and the keys extracted from it at ingress.
+type Envelope struct {
+	// ID is Junction's id for the message, unique and time-sortable.
+	ID string
+	// Source is the inbound adapter instance name (for example "pas").
+	Source string
+	// ContentType is the payload's media type.
+	ContentType string
+	// ReceivedAt is when ingress read the message.
+	ReceivedAt time.Time
+	// MessageType is the message type, for HL7 v2 "ADT^A01", for FHIR the
+	// resource type ("Bundle", "Patient").
+	MessageType string
+	// ControlID is the sender's message id (MSH-10, Bundle.identifier).
+	ControlID string
+	// Sender names the sending system (MSH-3^MSH-4), never a person.
+	Sender string
+	// DedupeKey identifies resends of the same message.
+	DedupeKey string
+	// Partition is the per-patient ordering partition.
+	Partition int
+	// TraceParent is the W3C traceparent of the span that received the
+	// message, so later hops join its trace.
+	TraceParent string
+	// Raw is the payload exactly as received.
+	Raw []byte
+}
+
+// Header encodes e's metadata as NATS headers.
+func (e *Envelope) Header() nats.Header {
+	h := nats.Header{}
+	h.Set(HeaderID, e.ID)
+	h.Set(HeaderSource, e.Source)
+	h.Set(HeaderContentType, e.ContentType)
+	h.Set(HeaderReceived, e.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	if e.MessageType != "" {
+		h.Set(HeaderMsgType, e.MessageType)
+	}
+	if e.ControlID != "" {
+		h.Set(HeaderControlID, e.ControlID)
+	}
+	if e.Sender != "" {
+		h.Set(HeaderSender, e.Sender)
+	}
+	if e.DedupeKey != "" {
+		h.Set(HeaderDedupe, e.DedupeKey)
+	}
+	h.Set(HeaderPartition, strconv.Itoa(e.Partition))
+	if e.TraceParent != "" {
+		h.Set(HeaderTraceParent, e.TraceParent)
+	}
+	return h
+}
+
+// FromHeader rebuilds an envelope from NATS headers and data.
+func FromHeader(h nats.Header, data []byte) *Envelope {
+	e := &Envelope{
+		ID:          h.Get(HeaderID),
+		Source:      h.Get(HeaderSource),
+		ContentType: h.Get(HeaderContentType),
+		MessageType: h.Get(HeaderMsgType),
+		ControlID:   h.Get(HeaderControlID),
+		Sender:      h.Get(HeaderSender),
+		DedupeKey:   h.Get(HeaderDedupe),
+		TraceParent: h.Get(HeaderTraceParent),
+		Raw:         data,
+	}
+	e.ReceivedAt, _ = time.Parse(time.RFC3339Nano, h.Get(HeaderReceived))
+	e.Partition, _ = strconv.Atoi(h.Get(HeaderPartition))
+	return e
+}

@@ -1,0 +1,174 @@
+// Package fault classes errors as transient or permanent and gives each a
+// stable code that maps to an HL7 v2 acknowledgement and a FHIR
+// OperationOutcome issue type.
+//
+// The message of a fault is safe to log: it never holds patient data. Any
+// detail that may hold patient data (a field value, a server's reply) goes
+// in Detail, which is returned to the caller (ACK ERR segment,
+// OperationOutcome) and never logged.
+package fault
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Class says whether retrying the same work may succeed.
+type Class int
+
+const (
+	// Permanent faults fail the same way on every retry.
+	Permanent Class = iota
+	// Transient faults may succeed later (network, store unavailable, 5xx).
+	Transient
+)
+
+func (c Class) String() string {
+	if c == Transient {
+		return "transient"
+	}
+	return "permanent"
+}
+
+// Code is a stable, documented identifier of a kind of failure.
+type Code string
+
+// Stable codes. New codes may be added; existing ones never change meaning.
+const (
+	CodeInternal         Code = "internal"
+	CodeStoreUnavailable Code = "store.unavailable"
+	CodeFrameInvalid     Code = "mllp.frame-invalid"
+	CodeFrameTooLarge    Code = "mllp.frame-too-large"
+	CodeHL7Parse         Code = "hl7.parse"
+	CodeHL7Unsupported   Code = "hl7.unsupported-message"
+	CodeHL7Required      Code = "hl7.required-field-missing"
+	CodeFHIRInvalidJSON  Code = "fhir.invalid-json"
+	CodeFHIRInvalid      Code = "fhir.invalid-resource"
+	CodeFHIRMediaType    Code = "fhir.unsupported-media-type"
+	CodeFHIRTooLarge     Code = "fhir.too-large"
+	CodeFHIREmpty        Code = "fhir.empty-body"
+	CodeTranslate        Code = "translate.failed"
+	CodeRuleEval         Code = "rule.eval"
+	CodeDestRejected     Code = "destination.rejected"
+	CodeDestUnavailable  Code = "destination.unavailable"
+	CodeDestAckMismatch  Code = "destination.ack-mismatch"
+	CodeRetriesExhausted Code = "destination.retries-exhausted"
+	CodeConsentDenied    Code = "consent.denied"
+	CodeConfig           Code = "config.invalid"
+	CodeNotFound         Code = "not-found"
+	CodeUnauthorized     Code = "unauthorized"
+	CodeDuplicate        Code = "duplicate"
+	CodeTooLarge         Code = "store.payload-too-large"
+	CodePanic            Code = "internal.panic"
+)
+
+// Error is a classed, coded error.
+type Error struct {
+	Code  Code
+	Class Class
+	// Msg is a short description that never holds patient data.
+	Msg string
+	// Detail may hold patient data; it goes only to the caller.
+	Detail string
+	// HL7Err is the HL7 table 0357 error condition code, if any.
+	HL7Err string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	s := string(e.Code) + ": " + e.Msg
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// New returns a permanent fault.
+func New(code Code, msg string) *Error {
+	return &Error{Code: code, Class: Permanent, Msg: msg}
+}
+
+// Newf returns a permanent fault with a formatted message. Never format
+// patient data into it.
+func Newf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Class: Permanent, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Wrap returns a fault of the given class wrapping err.
+func Wrap(class Class, code Code, msg string, err error) *Error {
+	return &Error{Code: code, Class: class, Msg: msg, Err: err}
+}
+
+// WithDetail sets the caller-only detail and returns e.
+func (e *Error) WithDetail(d string) *Error { e.Detail = d; return e }
+
+// WithHL7 sets the HL7 error condition code (table 0357) and returns e.
+func (e *Error) WithHL7(code string) *Error { e.HL7Err = code; return e }
+
+// As returns the fault in err's chain, or nil.
+func As(err error) *Error {
+	var f *Error
+	if errors.As(err, &f) {
+		return f
+	}
+	return nil
+}
+
+// IsTransient reports whether err is a transient fault. Unclassed errors
+// are treated as transient, since an unknown failure may be infrastructure.
+func IsTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	if f := As(err); f != nil {
+		return f.Class == Transient
+	}
+	return true
+}
+
+// CodeOf returns err's code, or CodeInternal.
+func CodeOf(err error) Code {
+	if f := As(err); f != nil {
+		return f.Code
+	}
+	return CodeInternal
+}
+
+// DetailOf returns the caller-only detail of err, or its safe message.
+func DetailOf(err error) string {
+	if f := As(err); f != nil {
+		if f.Detail != "" {
+			return f.Detail
+		}
+		return f.Msg
+	}
+	return "internal error"
+}
+
+// IssueType maps a code to a FHIR OperationOutcome issue type.
+func IssueType(c Code) string {
+	switch c {
+	case CodeFHIRInvalidJSON, CodeHL7Parse:
+		return "structure"
+	case CodeFHIRInvalid, CodeHL7Required:
+		return "invalid"
+	case CodeFHIRTooLarge, CodeFrameTooLarge:
+		return "too-costly"
+	case CodeFHIRMediaType, CodeHL7Unsupported:
+		return "not-supported"
+	case CodeFHIREmpty:
+		return "required"
+	case CodeStoreUnavailable, CodeDestUnavailable:
+		return "transient"
+	case CodeNotFound:
+		return "not-found"
+	case CodeUnauthorized:
+		return "security"
+	case CodeDuplicate:
+		return "duplicate"
+	default:
+		return "exception"
+	}
+}

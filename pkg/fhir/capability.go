@@ -1,0 +1,138 @@
+package fhir
+
+import (
+	"sort"
+	"strconv"
+	"time"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+)
+
+// CapabilityOptions describes the FHIR endpoint a CapabilityStatement
+// reports on.
+type CapabilityOptions struct {
+	// SoftwareVersion is Junction's version ("dev" when empty).
+	SoftwareVersion string
+	// BaseURL is the endpoint's base URL, if known (implementation.url).
+	BaseURL string
+	// ResourceTypes are the single resource types accepted by
+	// POST [base]/{type}. Names that are not FHIR R4 resource types are
+	// left out, as is Bundle (always listed), and duplicates are removed.
+	ResourceTypes []string
+	// Date is the statement's date; the zero value means now.
+	Date time.Time
+}
+
+// restDocumentation is what the endpoint does with what it accepts. It is
+// the truth the CapabilityStatement's codes cannot say on their own.
+const restDocumentation = `Junction is an integration engine, not a FHIR repository. ` +
+	`POST [base] accepts a Bundle of type transaction, batch, message or collection; ` +
+	`POST [base]/{type} accepts a single resource of a listed type. ` +
+	`The body is validated for structure and stored unchanged, then routed asynchronously: ` +
+	`the reply is 202 Accepted with an OperationOutcome and the header X-Junction-Message-Id, ` +
+	`not a transaction-response or batch-response Bundle, and no message response is returned ` +
+	`(transaction and batch semantics are not applied at this endpoint). ` +
+	`A resend is recognised by Bundle.identifier (system and value) or, failing that, by the ` +
+	`Idempotency-Key header, and is answered 202 with the original message id. ` +
+	`A 503 reply means the message was not stored and should be resent later. ` +
+	`Resources cannot be read, searched, updated or deleted here.`
+
+// CapabilityStatement returns the statement for Junction's FHIR ingress
+// endpoint. It claims only what the endpoint does: JSON, and create
+// (POST) of Bundle and of the listed resource types; no read, search,
+// update, delete, history or system-level transaction processing.
+func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
+	version := opts.SoftwareVersion
+	if version == "" {
+		version = "dev"
+	}
+	date := opts.Date
+	if date.IsZero() {
+		date = time.Now()
+	}
+	name, title := "JunctionIngress", "Junction FHIR ingress endpoint"
+	description := "FHIR R4 endpoint through which supplier systems submit bundles and resources to Junction for routing."
+	impl := &models.CapabilityStatementImplementation{Description: title}
+	if opts.BaseURL != "" {
+		u := opts.BaseURL
+		impl.Url = &u
+	}
+	restDoc := restDocumentation
+	no := false
+	notSupported := models.ConditionalDeleteStatusNotSupported
+	readNo := models.ConditionalReadStatusNotSupported
+
+	resources := make([]models.CapabilityStatementRestResource, 0, len(opts.ResourceTypes)+1)
+	for _, t := range acceptedTypes(opts.ResourceTypes) {
+		doc := "POST [base]/" + t.Code() + " stores the resource for routing and replies 202 Accepted."
+		if t == models.ResourceTypeBundle {
+			doc = "POST [base] or POST [base]/Bundle stores a Bundle of type transaction, batch, message or collection for routing and replies 202 Accepted."
+		}
+		interactionDoc := "Stored unchanged and routed asynchronously; not readable afterwards."
+		resources = append(resources, models.CapabilityStatementRestResource{
+			Type:          t,
+			Documentation: capStr(doc),
+			Interaction: []models.CapabilityStatementRestResourceInteraction{{
+				Code:          models.TypeRestfulInteractionCreate,
+				Documentation: capStr(interactionDoc),
+			}},
+			ReadHistory:       &no,
+			UpdateCreate:      &no,
+			ConditionalCreate: &no,
+			ConditionalUpdate: &no,
+			ConditionalRead:   &readNo,
+			ConditionalDelete: &notSupported,
+		})
+	}
+
+	return &models.CapabilityStatement{
+		Name:           &name,
+		Title:          &title,
+		Status:         models.PublicationStatusActive,
+		Date:           date.UTC().Format(time.RFC3339),
+		Publisher:      capStr("Junction"),
+		Description:    &description,
+		Kind:           models.CapabilityStatementKindInstance,
+		Software:       &models.CapabilityStatementSoftware{Name: "Junction", Version: &version},
+		Implementation: impl,
+		FhirVersion:    models.FHIRVersion4_0_1,
+		Format:         []string{"json"},
+		Rest: []models.CapabilityStatementRest{{
+			Mode:          models.RestfulCapabilityModeServer,
+			Documentation: &restDoc,
+			Resource:      resources,
+		}},
+	}
+}
+
+// acceptedTypes returns Bundle followed by the valid, distinct types in
+// names, sorted by name.
+func acceptedTypes(names []string) []models.ResourceType {
+	seen := map[models.ResourceType]bool{models.ResourceTypeBundle: true}
+	var out []models.ResourceType
+	for _, n := range names {
+		t, ok := ResourceTypeOf(n)
+		if !ok || seen[t] {
+			continue
+		}
+		seen[t] = true
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Code() < out[j].Code() })
+	return append([]models.ResourceType{models.ResourceTypeBundle}, out...)
+}
+
+// ResourceTypeOf returns the FHIR R4 resource type named name, and false
+// when name is not one (names are case-sensitive, as in FHIR).
+func ResourceTypeOf(name string) (models.ResourceType, bool) {
+	var t models.ResourceType
+	if name == "" {
+		return t, false
+	}
+	if err := t.UnmarshalJSON([]byte(strconv.Quote(name))); err != nil {
+		return t, false
+	}
+	return t, true
+}
+
+func capStr(s string) *string { return &s }

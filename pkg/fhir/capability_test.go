@@ -1,0 +1,133 @@
+package fhir
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+)
+
+func TestCapabilityStatement(t *testing.T) {
+	date := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		opts      CapabilityOptions
+		wantTypes []string
+		wantVer   string
+	}{
+		{
+			name:      "listed types sorted after Bundle",
+			opts:      CapabilityOptions{SoftwareVersion: "1.2.3", ResourceTypes: []string{"Patient", "Encounter", "Observation"}, Date: date},
+			wantTypes: []string{"Bundle", "Encounter", "Observation", "Patient"},
+			wantVer:   "1.2.3",
+		},
+		{
+			name:      "unknown, duplicate and Bundle entries dropped",
+			opts:      CapabilityOptions{ResourceTypes: []string{"Patient", "Patient", "NotAType", "patient", "Bundle", ""}, Date: date},
+			wantTypes: []string{"Bundle", "Patient"},
+			wantVer:   "dev",
+		},
+		{
+			name:      "no types: Bundle only",
+			opts:      CapabilityOptions{SoftwareVersion: "v0", Date: date},
+			wantTypes: []string{"Bundle"},
+			wantVer:   "v0",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(CapabilityStatement(tt.opts))
+			if err != nil {
+				t.Fatalf("marshal: %v", err)
+			}
+			cs, err := models.UnmarshalCapabilityStatement(b)
+			if err != nil {
+				t.Fatalf("round trip of %s: %v", b, err)
+			}
+			var raw map[string]any
+			if err := json.Unmarshal(b, &raw); err != nil {
+				t.Fatal(err)
+			}
+			if raw["resourceType"] != "CapabilityStatement" {
+				t.Errorf("resourceType = %v", raw["resourceType"])
+			}
+			gotTop := []string{cs.Kind.Code(), cs.FhirVersion.Code(), strings.Join(cs.Format, ","), cs.Software.Name, deref(cs.Software.Version), cs.Date, cs.Status.Code()}
+			wantTop := []string{"instance", "4.0.1", "json", "Junction", tt.wantVer, "2025-03-01T12:00:00Z", "active"}
+			if diff := cmp.Diff(wantTop, gotTop); diff != "" {
+				t.Errorf("kind, fhirVersion, format, software, version, date, status (-want +got):\n%s", diff)
+			}
+			if cs.Implementation == nil || cs.Implementation.Description == "" {
+				t.Errorf("kind instance needs implementation.description")
+			}
+			if len(cs.Rest) != 1 {
+				t.Fatalf("rest = %d entries, want 1", len(cs.Rest))
+			}
+			rest := cs.Rest[0]
+			if rest.Mode != models.RestfulCapabilityModeServer {
+				t.Errorf("rest.mode = %s", rest.Mode.Code())
+			}
+			if len(rest.Interaction) != 0 || len(rest.SearchParam) != 0 || len(rest.Operation) != 0 {
+				t.Errorf("rest claims system interactions, search or operations: %s", b)
+			}
+			if doc := deref(rest.Documentation); !strings.Contains(doc, "202 Accepted") || !strings.Contains(doc, "transaction") {
+				t.Errorf("rest.documentation does not describe the bundle handling: %q", doc)
+			}
+			var gotTypes []string
+			for _, r := range rest.Resource {
+				gotTypes = append(gotTypes, r.Type.Code())
+				var codes []string
+				for _, in := range r.Interaction {
+					codes = append(codes, in.Code.Code())
+				}
+				if diff := cmp.Diff([]string{"create"}, codes); diff != "" {
+					t.Errorf("%s interactions (-want +got):\n%s", r.Type.Code(), diff)
+				}
+				if len(r.SearchParam) != 0 || len(r.Operation) != 0 {
+					t.Errorf("%s claims search or operations", r.Type.Code())
+				}
+			}
+			if diff := cmp.Diff(tt.wantTypes, gotTypes); diff != "" {
+				t.Errorf("resource types (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCapabilityStatementDefaultsDate(t *testing.T) {
+	before := time.Now().UTC().Truncate(time.Second)
+	cs := CapabilityStatement(CapabilityOptions{BaseURL: "https://junction.example/fhir"})
+	got, err := time.Parse(time.RFC3339, cs.Date)
+	if err != nil {
+		t.Fatalf("date %q: %v", cs.Date, err)
+	}
+	if got.Before(before) {
+		t.Errorf("date %v is before the call (%v)", got, before)
+	}
+	if cs.Implementation.Url == nil || *cs.Implementation.Url != "https://junction.example/fhir" {
+		t.Errorf("implementation.url = %v", cs.Implementation.Url)
+	}
+}
+
+func TestResourceTypeOf(t *testing.T) {
+	tests := []struct {
+		in     string
+		wantOK bool
+	}{
+		{"Patient", true}, {"Bundle", true}, {"AllergyIntolerance", true},
+		{"patient", false}, {"", false}, {`"Patient"`, false}, {"Patient ", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, ok := ResourceTypeOf(tt.in)
+			if ok != tt.wantOK {
+				t.Fatalf("ok = %v, want %v", ok, tt.wantOK)
+			}
+			if ok && got.Code() != tt.in {
+				t.Errorf("type = %s, want %s", got.Code(), tt.in)
+			}
+		})
+	}
+}

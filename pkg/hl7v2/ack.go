@@ -1,0 +1,354 @@
+package hl7v2
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// AckCode is an acknowledgement code, MSA-1 (HL7 table 0008).
+type AckCode string
+
+// Acknowledgement codes. The A codes answer in original mode or as an
+// application acknowledgement; the C codes are enhanced-mode accept
+// (commit) acknowledgements.
+const (
+	AckAA AckCode = "AA" // Application accept.
+	AckAE AckCode = "AE" // Application error.
+	AckAR AckCode = "AR" // Application reject.
+	AckCA AckCode = "CA" // Commit accept.
+	AckCE AckCode = "CE" // Commit error.
+	AckCR AckCode = "CR" // Commit reject.
+)
+
+// Valid reports whether c is one of the six acknowledgement codes.
+func (c AckCode) Valid() bool {
+	switch c {
+	case AckAA, AckAE, AckAR, AckCA, AckCE, AckCR:
+		return true
+	}
+	return false
+}
+
+// Accepted reports whether c is AA or CA.
+func (c AckCode) Accepted() bool { return c == AckAA || c == AckCA }
+
+// Errored reports whether c is AE or CE: the receiver failed to process
+// the message, and sending it again may succeed.
+func (c AckCode) Errored() bool { return c == AckAE || c == AckCE }
+
+// Rejected reports whether c is AR or CR: the receiver refused the message
+// and sending it again unchanged will not help.
+func (c AckCode) Rejected() bool { return c == AckAR || c == AckCR }
+
+// Enhanced reports whether the message asks for enhanced-mode
+// acknowledgement: MSH-15, the accept acknowledgement type, is not empty.
+func (m *Message) Enhanced() bool { return m.AcceptAckType() != "" }
+
+// AcceptCode returns CA in enhanced mode and AA in original mode.
+func (m *Message) AcceptCode() AckCode {
+	if m.Enhanced() {
+		return AckCA
+	}
+	return AckAA
+}
+
+// ErrorCode returns CE in enhanced mode and AE in original mode.
+func (m *Message) ErrorCode() AckCode {
+	if m.Enhanced() {
+		return AckCE
+	}
+	return AckAE
+}
+
+// RejectCode returns CR in enhanced mode and AR in original mode.
+func (m *Message) RejectCode() AckCode {
+	if m.Enhanced() {
+		return AckCR
+	}
+	return AckAR
+}
+
+// AckError describes one error to report in an ERR segment.
+type AckError struct {
+	// Segment, Sequence, Field and Component locate the error: segment
+	// name, its occurrence in the message (from 1), field and component
+	// numbers. Zero values are left out.
+	Segment                    string
+	Sequence, Field, Component int
+	// Code is the HL7 table 0357 error condition code; "207" if empty.
+	Code string
+	// Severity is "E" (error, the default), "W" (warning) or "I"
+	// (information).
+	Severity string
+	// Text describes the error to the sender. It may hold message
+	// content: it goes only into the ACK.
+	Text string
+}
+
+// AckOptions holds what BuildAck and BuildRawAck need beyond the original
+// message.
+type AckOptions struct {
+	// Code is MSA-1. If empty, BuildAck uses the accept code of the
+	// message's mode, or its error code when Errors holds an error of
+	// severity E; BuildRawAck uses AR.
+	Code AckCode
+	// Text is MSA-3, the text message.
+	Text string
+	// Errors become one ERR segment each.
+	Errors []AckError
+	// ControlID is the ACK's own message control id, MSH-10. If empty, the
+	// decimal Unix time in nanoseconds of Time is used.
+	ControlID string
+	// Time is MSH-7; the current time if zero.
+	Time time.Time
+	// App and Facility are our own application and facility namespace ids
+	// for MSH-3 and MSH-4. If empty, BuildAck copies the original's MSH-5
+	// and MSH-6 (where the sender addressed us).
+	App, Facility string
+}
+
+type ackWriter struct {
+	b []byte
+	d Delimiters
+}
+
+func (w *ackWriter) raw(s string)  { w.b = append(w.b, w.d.Field); w.b = append(w.b, s...) }
+func (w *ackWriter) text(s string) { w.raw(Escape(s, w.d)) }
+func (w *ackWriter) end()          { w.b = append(w.b, '\r') }
+
+// components appends values joined by the component separator, dropping
+// trailing empty ones. The values must already be escaped.
+func (w *ackWriter) components(values ...string) {
+	n := len(values)
+	for n > 0 && values[n-1] == "" {
+		n--
+	}
+	w.b = append(w.b, w.d.Field)
+	for i, v := range values[:n] {
+		if i > 0 {
+			w.b = append(w.b, w.d.Component)
+		}
+		w.b = append(w.b, v...)
+	}
+}
+
+func positive(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
+}
+
+func (w *ackWriter) header(enc, app, facility, toApp, toFacility string, opts AckOptions, event, processing, version string) {
+	t := opts.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	ctrl := opts.ControlID
+	if ctrl == "" {
+		ctrl = strconv.FormatInt(t.UnixNano(), 10)
+	}
+	w.b = append(w.b, "MSH"...)
+	w.b = append(w.b, w.d.Field)
+	w.b = append(w.b, enc...)
+	w.raw(app)
+	w.raw(facility)
+	w.raw(toApp)
+	w.raw(toFacility)
+	w.raw(t.Format("20060102150405-0700"))
+	w.raw("")
+	if event == "" {
+		w.raw("ACK")
+	} else {
+		w.components("ACK", Escape(event, w.d), "ACK")
+	}
+	w.text(ctrl)
+	w.raw(processing)
+	w.raw(version)
+	w.end()
+}
+
+func (w *ackWriter) msa(code AckCode, ctrl, text string) {
+	w.b = append(w.b, "MSA"...)
+	w.text(string(code))
+	w.raw(ctrl)
+	if text != "" {
+		w.text(text)
+	}
+	w.end()
+}
+
+func (w *ackWriter) err(e AckError, v25 bool) {
+	code := e.Code
+	if code == "" {
+		code = ErrCodeInternal
+	}
+	rep := ""
+	if e.Field > 0 {
+		rep = "1"
+	}
+	w.b = append(w.b, "ERR"...)
+	if v25 {
+		sev := e.Severity
+		if sev == "" {
+			sev = "E"
+		}
+		w.raw("")
+		// ERR-2 is an ERL: segment ^ sequence ^ field ^ field repetition ^
+		// component.
+		w.components(Escape(e.Segment, w.d), positive(e.Sequence), positive(e.Field), rep, positive(e.Component))
+		w.components(Escape(code, w.d), Escape(e.Text, w.d), "HL70357")
+		w.text(sev)
+	} else {
+		// ERR-1 is an ELD: segment ^ sequence ^ field ^ code&text&table.
+		ce := Escape(code, w.d)
+		if s := w.d.Subcomponent; s != 0 {
+			ce += string(s) + Escape(e.Text, w.d) + string(s) + "HL70357"
+		}
+		w.components(Escape(e.Segment, w.d), positive(e.Sequence), positive(e.Field), ce)
+	}
+	w.end()
+}
+
+// atLeast25 reports whether version v is 2.5 or later; an empty or
+// unreadable version counts as later.
+func atLeast25(v string) bool {
+	major, rest := leadingInt(v)
+	if major < 0 {
+		return true
+	}
+	if major != 2 {
+		return major > 2
+	}
+	if len(rest) < 2 || rest[0] != '.' {
+		return false
+	}
+	minor, _ := leadingInt(rest[1:])
+	return minor < 0 || minor >= 5
+}
+
+func leadingInt(s string) (int, string) {
+	n, i := 0, 0
+	for i < len(s) && i < 6 && s[i] >= '0' && s[i] <= '9' {
+		n = n*10 + int(s[i]-'0')
+		i++
+	}
+	if i == 0 {
+		return -1, s
+	}
+	return n, s[i:]
+}
+
+// BuildAck builds the acknowledgement of orig, with orig's delimiters and
+// CR segment ends:
+//
+//	MSH: MSH-3/4 ours (opts.App, opts.Facility), MSH-5/6 orig's MSH-3/4,
+//	     MSH-7 opts.Time, MSH-9 "ACK^<event>^ACK" (just "ACK" when orig
+//	     has no event), MSH-10 opts.ControlID, MSH-11 and MSH-12 copied.
+//	MSA: MSA-1 code, MSA-2 orig's MSH-10, MSA-3 opts.Text.
+//	ERR: one per opts.Errors. For version 2.5 and later: ERR-2 location
+//	     segment^sequence^field^repetition^component, ERR-3
+//	     code^text^HL70357, ERR-4 severity. Before 2.5: ERR-1
+//	     segment^sequence^field^code&text&HL70357.
+//
+// All text from opts is escaped. If orig is nil, BuildAck returns
+// BuildRawAck(opts).
+func BuildAck(orig *Message, opts AckOptions) []byte {
+	if orig == nil || len(orig.segs) == 0 {
+		return BuildRawAck(opts)
+	}
+	h := orig.msh()
+	w := &ackWriter{d: orig.delims, b: make([]byte, 0, 256)}
+	app, facility := h.Field(5), h.Field(6)
+	if opts.App != "" {
+		app = Escape(opts.App, w.d)
+	}
+	if opts.Facility != "" {
+		facility = Escape(opts.Facility, w.d)
+	}
+	w.header(h.Field(2), app, facility, h.Field(3), h.Field(4), opts, orig.Event(), h.Field(11), h.Field(12))
+	code := opts.Code
+	if code == "" {
+		code = orig.AcceptCode()
+		for _, e := range opts.Errors {
+			if e.Severity == "" || e.Severity == "E" {
+				code = orig.ErrorCode()
+				break
+			}
+		}
+	}
+	w.msa(code, h.Field(10), opts.Text)
+	v25 := atLeast25(orig.Version())
+	for _, e := range opts.Errors {
+		w.err(e, v25)
+	}
+	return w.b
+}
+
+// BuildRawAck builds an acknowledgement for input that could not be
+// parsed: default delimiters, MSH-9 "ACK", MSH-11 "P", MSH-12 "2.5", an
+// empty MSA-2, and ERR segments in the 2.5 style, one per opts.Errors or,
+// if there is none, one with code 207 and opts.Text. MSA-1 is AR unless
+// opts.Code says otherwise.
+func BuildRawAck(opts AckOptions) []byte {
+	d := DefaultDelimiters()
+	w := &ackWriter{d: d, b: make([]byte, 0, 256)}
+	w.header(d.EncodingCharacters(), Escape(opts.App, d), Escape(opts.Facility, d), "", "", opts, "", "P", "2.5")
+	code := opts.Code
+	if code == "" {
+		code = AckAR
+	}
+	w.msa(code, "", opts.Text)
+	errs := opts.Errors
+	if len(errs) == 0 {
+		errs = []AckError{{Code: ErrCodeInternal, Text: opts.Text}}
+	}
+	for _, e := range errs {
+		w.err(e, true)
+	}
+	return w.b
+}
+
+// ParseAck parses an acknowledgement and returns MSA-1, MSA-2 (unescaped
+// first component) and the text: MSA-3 unescaped or, when that is empty,
+// the text of the first ERR segment (ERR-3.2, else ERR-8, else ERR-1.4.2).
+// It returns a *fault.Error (fault.CodeHL7Parse) if raw does not parse or
+// has no MSA segment.
+func ParseAck(raw []byte) (code AckCode, controlID, text string, err error) {
+	m, err := Parse(raw)
+	if err != nil {
+		return "", "", "", err
+	}
+	msa := m.Segment("MSA")
+	if msa == nil {
+		return "", "", "", parseError("acknowledgement has no MSA segment", ErrCodeSegmentSequence)
+	}
+	code = AckCode(msa.Component(1, 1, 1, 1))
+	controlID = msa.Component(2, 1, 1, 1)
+	text = Unescape(msa.Field(3), m.delims)
+	if text == "" {
+		if e := m.Segment("ERR"); e != nil {
+			text = e.Component(3, 1, 2, 1)
+			if text == "" {
+				text = Unescape(e.Repetition(8, 1), m.delims)
+			}
+			if text == "" {
+				text = e.Component(1, 1, 4, 2)
+			}
+		}
+	}
+	return code, controlID, text, nil
+}
+
+// ErrorFromFault returns an AckError describing err: Code is the fault's
+// HL7 table 0357 code (207 if it has none), Text its caller-only detail
+// (or safe message) and Severity "E".
+func ErrorFromFault(err error) AckError {
+	e := AckError{Code: ErrCodeInternal, Severity: "E", Text: fault.DetailOf(err)}
+	if f := fault.As(err); f != nil && f.HL7Err != "" {
+		e.Code = f.HL7Err
+	}
+	return e
+}

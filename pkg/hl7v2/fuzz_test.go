@@ -1,0 +1,99 @@
+package hl7v2
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// addSeeds adds every testdata message and, when present, every corpus
+// message to f.
+func addSeeds(f *testing.F, add func([]byte)) {
+	f.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "*.hl7"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, name := range files {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		add(b)
+	}
+	if _, err := os.Stat(corporaDir); err == nil {
+		for _, c := range corpusMessages(f) {
+			add(c.raw)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	addSeeds(f, func(b []byte) { f.Add(b) })
+	f.Add([]byte("MSH|^~\\&#|A\r\nPID|1|\\X41\\|a~b^c&d\n\n"))
+	f.Add([]byte("MSH*^~\\&*X\rZZ1*\"\"*"))
+	f.Add([]byte("MSH|^~\\&|A\rMSH\rMSH|\rMSH|x|y"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		m, err := Parse(raw)
+		if err != nil {
+			if m != nil {
+				t.Fatal("Parse returned a message and an error")
+			}
+			return
+		}
+		enc := m.Encode()
+		again, err := Parse(enc)
+		if err != nil {
+			t.Fatalf("Parse(Encode()) failed: %v", err)
+		}
+		if diff := cmp.Diff(fields(m), fields(again)); diff != "" {
+			t.Fatalf("round trip (-want +got):\n%s", diff)
+		}
+		if !bytes.Equal(enc, again.Encode()) {
+			t.Fatal("Encode is not stable")
+		}
+		if again.Delimiters() != m.Delimiters() {
+			t.Fatal("delimiters changed")
+		}
+		// Readers must not panic on whatever parsed.
+		_ = m.MessageType() + m.Event() + m.ControlID() + m.Version()
+		for _, s := range m.Segments() {
+			for i := 0; i <= s.FieldCount()+1; i++ {
+				_ = s.Component(i, 2, 2, 2) + s.Component(i, 1, 1, 1) + s.Repetition(i, 1)
+				_ = s.Repetitions(i)
+			}
+		}
+		for _, p := range []string{"PID-3", "PID-3[2].1.2", "MSH-2", "MSH-1.1", "OBX[2]-5", "ZZ1-1"} {
+			_ = m.Get(p)
+		}
+		if _, _, _, err := ParseAck(BuildAck(m, AckOptions{Text: string(raw), Errors: []AckError{{Segment: "PID", Text: string(raw)}}})); err != nil {
+			t.Fatalf("BuildAck produced an unparsable ACK: %v", err)
+		}
+	})
+}
+
+func FuzzUnescape(f *testing.F) {
+	addSeeds(f, func(b []byte) { f.Add(string(b)) })
+	for _, s := range []string{`\F\\S\\T\\R\\E\`, `\X0D0A\`, `\X4\`, `\.br\`, `\H\x\N\`, `\`, `\\`, `a\Zq\F\`} {
+		f.Add(s)
+	}
+	d := DefaultDelimiters()
+	odd := Delimiters{Field: '*', Component: '$', Repetition: '!', Escape: '?', Subcomponent: '%'}
+	f.Fuzz(func(t *testing.T, s string) {
+		// Unescape never fails and never grows its input.
+		for _, dd := range []Delimiters{d, odd, {Field: '|', Component: '^', Repetition: '~'}} {
+			if u := Unescape(s, dd); len(u) > len(s) {
+				t.Fatalf("Unescape grew %q to %q", s, u)
+			}
+		}
+		// Escaping any text and unescaping it gives the text back.
+		for _, dd := range []Delimiters{d, odd} {
+			if got := Unescape(Escape(s, dd), dd); got != s {
+				t.Fatalf("Unescape(Escape(%q)) = %q", s, got)
+			}
+		}
+	})
+}

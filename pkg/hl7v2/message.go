@@ -1,0 +1,486 @@
+package hl7v2
+
+import (
+	"math"
+	"strings"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// Table 0357 error condition codes used by this package.
+const (
+	// ErrCodeSegmentSequence is HL7 table 0357 code 100, segment sequence
+	// error.
+	ErrCodeSegmentSequence = "100"
+	// ErrCodeRequiredField is HL7 table 0357 code 101, required field
+	// missing.
+	ErrCodeRequiredField = "101"
+	// ErrCodeDataType is HL7 table 0357 code 102, data type error.
+	ErrCodeDataType = "102"
+	// ErrCodeUnsupportedMessageType is HL7 table 0357 code 200,
+	// unsupported message type.
+	ErrCodeUnsupportedMessageType = "200"
+	// ErrCodeUnsupportedEvent is HL7 table 0357 code 201, unsupported event
+	// code.
+	ErrCodeUnsupportedEvent = "201"
+	// ErrCodeUnsupportedVersion is HL7 table 0357 code 203, unsupported
+	// version id.
+	ErrCodeUnsupportedVersion = "203"
+	// ErrCodeInternal is HL7 table 0357 code 207, application internal
+	// error.
+	ErrCodeInternal = "207"
+)
+
+// Delimiters are the separator and escape characters of a message, read
+// from MSH-1 and MSH-2. Escape and Subcomponent are 0 when MSH-2 is too
+// short to declare them.
+type Delimiters struct{ Field, Component, Repetition, Escape, Subcomponent byte }
+
+// DefaultDelimiters returns the standard delimiters | ^ ~ \ &.
+func DefaultDelimiters() Delimiters {
+	return Delimiters{Field: '|', Component: '^', Repetition: '~', Escape: '\\', Subcomponent: '&'}
+}
+
+// EncodingCharacters returns the MSH-2 text for d: component, repetition,
+// escape and subcomponent characters, stopping at the first one that is 0.
+func (d Delimiters) EncodingCharacters() string {
+	b := make([]byte, 0, 4)
+	for _, c := range [...]byte{d.Component, d.Repetition, d.Escape, d.Subcomponent} {
+		if c == 0 {
+			break
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+// Message is a parsed HL7 v2 message. It keeps one copy of the message
+// text (its segments are slices of it) and the position of every field
+// separator; values are sliced from that text on demand. A Message is immutable and safe for concurrent use.
+type Message struct {
+	delims Delimiters
+	trunc  byte
+	segs   []Segment
+	ptrs   []*Segment
+}
+
+// Segment is one segment of a Message.
+type Segment struct {
+	line string
+	// seps holds the offset in line of every field separator.
+	seps []int32
+	d    Delimiters
+	msh  bool
+}
+
+func parseError(msg, hl7 string) *fault.Error {
+	return fault.New(fault.CodeHL7Parse, msg).WithHL7(hl7)
+}
+
+// isBlank reports whether c may surround segments without meaning: CR,
+// LF, space or tab.
+func isBlank(c byte) bool { return c == '\r' || c == '\n' || c == ' ' || c == '\t' }
+
+// validDelimiter reports whether c may serve as a delimiter: printable
+// ASCII that is neither a letter, a digit nor a space.
+func validDelimiter(c byte) bool {
+	switch {
+	case c <= ' ' || c >= 0x7f:
+		return false
+	case c >= '0' && c <= '9', c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z':
+		return false
+	}
+	return true
+}
+
+func upperAlpha(c byte) bool { return c >= 'A' && c <= 'Z' }
+
+func validSegmentName(line string, fs byte) bool {
+	if len(line) < 3 || (len(line) > 3 && line[3] != fs) {
+		return false
+	}
+	if !upperAlpha(line[0]) {
+		return false
+	}
+	return nameChar(line[1]) && nameChar(line[2])
+}
+
+func nameChar(c byte) bool { return upperAlpha(c) || (c >= '0' && c <= '9') }
+
+// quoteStart returns up to n leading bytes of s, quoted, for fault Detail.
+func quoteStart(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// Parse parses one ER7-encoded HL7 v2 message. The delimiters are read
+// from MSH-1 and MSH-2: MSH-2 must hold 2 to 5 distinct delimiter
+// characters (component, repetition, then optionally escape, subcomponent
+// and the v2.7 truncation character). Segments may end in CR, LF or CRLF.
+// A leading UTF-8 byte order mark and blank or whitespace-only lines are
+// skipped. Every segment name must be three characters, an upper-case
+// letter followed by upper-case letters or digits. Parse copies raw, so the
+// caller may reuse it afterwards.
+func Parse(raw []byte) (*Message, error) {
+	b := raw
+	if len(b) >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF {
+		b = b[3:]
+	}
+	i := 0
+	for i < len(b) && isBlank(b[i]) {
+		i++
+	}
+	b = b[i:]
+	if len(b) == 0 {
+		return nil, parseError("message is empty", ErrCodeSegmentSequence)
+	}
+	if len(b) > math.MaxInt32 {
+		return nil, parseError("message is too large", ErrCodeInternal)
+	}
+	if len(b) < 3 || b[0] != 'M' || b[1] != 'S' || b[2] != 'H' {
+		return nil, parseError("segment 1 is not MSH", ErrCodeSegmentSequence).
+			WithDetail("segment 1 starts " + quoteStart(string(b), 3))
+	}
+	if len(b) < 4 || !validDelimiter(b[3]) {
+		return nil, parseError("MSH-1 field separator invalid", ErrCodeDataType)
+	}
+	fs := b[3]
+	k := 4
+	for k < len(b) && b[k] != fs && b[k] != '\r' && b[k] != '\n' {
+		k++
+	}
+	enc := b[4:k]
+	if len(enc) < 2 || len(enc) > 5 {
+		return nil, parseError("MSH-2 encoding characters invalid", ErrCodeDataType).
+			WithDetail("MSH-2 must hold 2 to 5 characters")
+	}
+	for x, c := range enc {
+		if !validDelimiter(c) {
+			return nil, parseError("MSH-2 encoding characters invalid", ErrCodeDataType).
+				WithDetail("MSH-2 holds a character that may not be a delimiter")
+		}
+		for _, c2 := range enc[:x] {
+			if c2 == c {
+				return nil, parseError("MSH-2 encoding characters invalid", ErrCodeDataType).
+					WithDetail("MSH-2 repeats a character")
+			}
+		}
+	}
+	m := &Message{}
+	m.delims = Delimiters{Field: fs, Component: enc[0], Repetition: enc[1]}
+	if len(enc) > 2 {
+		m.delims.Escape = enc[2]
+	}
+	if len(enc) > 3 {
+		m.delims.Subcomponent = enc[3]
+	}
+	if len(enc) > 4 {
+		m.trunc = enc[4]
+	}
+
+	s := string(b)
+	nsep := strings.Count(s, s[3:4])
+	// With CRLF ends both counts equal the segment count; if the estimate
+	// is short, append grows segs, which only the pointers below refer to.
+	nseg := max(strings.Count(s, "\r"), strings.Count(s, "\n")) + 1
+	seps := make([]int32, 0, nsep)
+	segs := make([]Segment, 0, nseg)
+	d := m.delims
+	pos := 0
+	for pos < len(s) {
+		start := pos
+		first := len(seps)
+		end := start
+		for end < len(s) {
+			c := s[end]
+			if c == fs {
+				seps = append(seps, int32(end-start))
+			} else if c == '\r' || c == '\n' {
+				break
+			}
+			end++
+		}
+		line := s[start:end]
+		pos = end + 1
+		if first == len(seps) && blankLine(line) {
+			continue
+		}
+		if !validSegmentName(line, fs) {
+			return nil, fault.Newf(fault.CodeHL7Parse, "segment %d has an invalid name", len(segs)+1).
+				WithHL7(ErrCodeSegmentSequence).
+				WithDetail("segment starts " + quoteStart(line, 4))
+		}
+		segs = append(segs, Segment{
+			line: line,
+			seps: seps[first:len(seps):len(seps)],
+			d:    d,
+			msh:  line[0] == 'M' && line[1] == 'S' && line[2] == 'H',
+		})
+	}
+	m.segs = segs
+	m.ptrs = make([]*Segment, len(segs))
+	for x := range segs {
+		m.ptrs[x] = &m.segs[x]
+	}
+	return m, nil
+}
+
+func blankLine(line string) bool {
+	for i := 0; i < len(line); i++ {
+		if line[i] != ' ' && line[i] != '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// Delimiters returns the message's delimiters as read from MSH-1 and
+// MSH-2.
+func (m *Message) Delimiters() Delimiters { return m.delims }
+
+// Truncation returns the v2.7 truncation character declared as the fifth
+// character of MSH-2, or 0 if there is none.
+func (m *Message) Truncation() byte { return m.trunc }
+
+// Segments returns every segment in order. The slice is shared: callers
+// must not modify it.
+func (m *Message) Segments() []*Segment { return m.ptrs }
+
+// Segment returns the first segment with the given name, or nil if there
+// is none.
+func (m *Message) Segment(name string) *Segment {
+	for i := range m.segs {
+		if m.segs[i].Name() == name {
+			return &m.segs[i]
+		}
+	}
+	return nil
+}
+
+// SegmentsNamed returns every segment with the given name, in order, or
+// nil if there is none.
+func (m *Message) SegmentsNamed(name string) []*Segment {
+	var out []*Segment
+	for i := range m.segs {
+		if m.segs[i].Name() == name {
+			out = append(out, &m.segs[i])
+		}
+	}
+	return out
+}
+
+// msh returns the header segment; a parsed message always has one.
+func (m *Message) msh() *Segment {
+	if len(m.segs) == 0 {
+		return &Segment{}
+	}
+	return &m.segs[0]
+}
+
+// MessageType returns MSH-9.1 and MSH-9.2 joined by "^" whatever the
+// message's component separator, such as "ADT^A01", or MSH-9.1 alone
+// (such as "ACK") when there is no trigger event.
+func (m *Message) MessageType() string {
+	h := m.msh()
+	typ := h.Component(9, 1, 1, 1)
+	ev := h.Component(9, 1, 2, 1)
+	if ev == "" {
+		return typ
+	}
+	return typ + "^" + ev
+}
+
+// Event returns the trigger event from MSH-9.2 or, when that is empty,
+// from EVN-1.
+func (m *Message) Event() string {
+	if ev := m.msh().Component(9, 1, 2, 1); ev != "" {
+		return ev
+	}
+	if evn := m.Segment("EVN"); evn != nil {
+		return evn.Component(1, 1, 1, 1)
+	}
+	return ""
+}
+
+// ControlID returns the message control id, MSH-10 (first component,
+// unescaped).
+func (m *Message) ControlID() string { return m.msh().Component(10, 1, 1, 1) }
+
+// Version returns the version id, MSH-12.1, such as "2.5.1".
+func (m *Message) Version() string { return m.msh().Component(12, 1, 1, 1) }
+
+// ProcessingID returns the processing id, MSH-11.1, such as "P".
+func (m *Message) ProcessingID() string { return m.msh().Component(11, 1, 1, 1) }
+
+// SendingApp returns MSH-3.1, the namespace id of the sending application.
+func (m *Message) SendingApp() string { return m.msh().Component(3, 1, 1, 1) }
+
+// SendingFacility returns MSH-4.1, the namespace id of the sending
+// facility.
+func (m *Message) SendingFacility() string { return m.msh().Component(4, 1, 1, 1) }
+
+// ReceivingApp returns MSH-5.1, the namespace id of the receiving
+// application.
+func (m *Message) ReceivingApp() string { return m.msh().Component(5, 1, 1, 1) }
+
+// ReceivingFacility returns MSH-6.1, the namespace id of the receiving
+// facility.
+func (m *Message) ReceivingFacility() string { return m.msh().Component(6, 1, 1, 1) }
+
+// AcceptAckType returns MSH-15, the accept acknowledgement type ("AL",
+// "NE", "ER", "SU"), or "" in original acknowledgement mode.
+func (m *Message) AcceptAckType() string { return m.msh().Component(15, 1, 1, 1) }
+
+// AppAckType returns MSH-16, the application acknowledgement type.
+func (m *Message) AppAckType() string { return m.msh().Component(16, 1, 1, 1) }
+
+// Encode returns the message in ER7 with every segment ended by CR. The
+// delimiters and the text of every segment are kept exactly, so parsing
+// the result gives an equal message.
+func (m *Message) Encode() []byte {
+	n := 0
+	for i := range m.segs {
+		n += len(m.segs[i].line) + 1
+	}
+	out := make([]byte, 0, n)
+	for i := range m.segs {
+		out = append(out, m.segs[i].line...)
+		out = append(out, '\r')
+	}
+	return out
+}
+
+// String returns the message as Encode does. It holds patient data: never
+// log it.
+func (m *Message) String() string { return string(m.Encode()) }
+
+// Name returns the three-character segment name, such as "PID".
+func (s *Segment) Name() string {
+	if len(s.line) < 3 {
+		return s.line
+	}
+	return s.line[:3]
+}
+
+// String returns the segment's text as received, without its terminator.
+// It holds patient data: never log it.
+func (s *Segment) String() string { return s.line }
+
+// FieldCount returns the number of fields after the name, counting
+// trailing empty fields. For MSH it counts MSH-1.
+func (s *Segment) FieldCount() int {
+	if s.msh {
+		return len(s.seps) + 1
+	}
+	return len(s.seps)
+}
+
+// Field returns the raw text of field i, all repetitions, with escape
+// sequences left in place, or "" if the segment has no field i. Fields
+// are numbered from 1; Field(0) returns the segment name. For MSH,
+// Field(1) is the field separator and Field(2) the encoding characters.
+func (s *Segment) Field(i int) string {
+	if i <= 0 {
+		if i == 0 {
+			return s.Name()
+		}
+		return ""
+	}
+	if s.msh {
+		if i == 1 {
+			if len(s.line) < 4 {
+				return "" // a later, empty MSH segment
+			}
+			return s.line[3:4]
+		}
+		i--
+	}
+	if i > len(s.seps) {
+		return ""
+	}
+	start := int(s.seps[i-1]) + 1
+	end := len(s.line)
+	if i < len(s.seps) {
+		end = int(s.seps[i])
+	}
+	return s.line[start:end]
+}
+
+// Repetitions returns the number of repetitions of field i, 0 if the field
+// is empty or absent. MSH-1 and MSH-2 count as one repetition.
+func (s *Segment) Repetitions(i int) int {
+	f := s.Field(i)
+	if f == "" || i <= 0 {
+		return 0
+	}
+	if s.msh && i <= 2 {
+		return 1
+	}
+	return strings.Count(f, string(s.d.Repetition)) + 1
+}
+
+// Repetition returns the raw text of repetition rep (from 1) of field i,
+// with escape sequences left in place, or "" if absent. A rep below 1 is
+// taken as 1.
+func (s *Segment) Repetition(i, rep int) string {
+	f := s.Field(i)
+	if i <= 0 {
+		return ""
+	}
+	if s.msh && i <= 2 {
+		if rep <= 1 {
+			return f
+		}
+		return ""
+	}
+	return nth(f, s.d.Repetition, rep)
+}
+
+// Component returns one value of field, unescaped: subcomponent sub of
+// component comp of repetition rep. All indexes count from 1 and an index
+// below 1 is taken as 1, so Component(f, 1, 2, 0) is the first
+// subcomponent of the second component. It returns "" if the value is
+// absent. MSH-1 and MSH-2 are returned whole for indexes up to 1. The HL7
+// explicit null is returned as the two characters `""`.
+func (s *Segment) Component(field, rep, comp, sub int) string {
+	f := s.Field(field)
+	if f == "" || field <= 0 {
+		return ""
+	}
+	if s.msh && field <= 2 {
+		if rep <= 1 && comp <= 1 && sub <= 1 {
+			return f
+		}
+		return ""
+	}
+	v := nth(f, s.d.Repetition, rep)
+	v = nth(v, s.d.Component, comp)
+	if s.d.Subcomponent != 0 {
+		v = nth(v, s.d.Subcomponent, sub)
+	} else if sub > 1 {
+		return ""
+	}
+	return Unescape(v, s.d)
+}
+
+// IsNull reports whether field i is the HL7 explicit null, the two
+// characters `""`, which asks the receiver to delete the value.
+func (s *Segment) IsNull(i int) bool { return s.Field(i) == `""` }
+
+// nth returns the n-th (from 1) part of v split at sep; n below 1 is taken
+// as 1.
+func nth(v string, sep byte, n int) string {
+	for ; n > 1; n-- {
+		i := strings.IndexByte(v, sep)
+		if i < 0 {
+			return ""
+		}
+		v = v[i+1:]
+	}
+	if i := strings.IndexByte(v, sep); i >= 0 {
+		v = v[:i]
+	}
+	return v
+}

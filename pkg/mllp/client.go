@@ -1,0 +1,120 @@
+package mllp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// Client sends frames over one MLLP connection and reads the replies. It
+// is not safe for concurrent use: MLLP pairs each reply with the frame
+// before it only if one frame is outstanding at a time, so use one Client
+// per goroutine (or guard it with a mutex).
+type Client struct {
+	nc     net.Conn
+	r      *Reader
+	wbuf   []byte
+	err    error
+	closed bool
+}
+
+// Dial connects to addr, over TLS if tlsConfig is not nil (the server name
+// defaults to addr's host). Replies may hold up to maxReplyBytes
+// (DefaultMaxMessageBytes if not positive). ctx bounds the connection and
+// the TLS handshake. Errors are transient *fault.Error values with code
+// fault.CodeDestUnavailable.
+func Dial(ctx context.Context, addr string, tlsConfig *tls.Config, maxReplyBytes int) (*Client, error) {
+	d := &net.Dialer{KeepAlive: 30 * time.Second}
+	var nc net.Conn
+	var err error
+	if tlsConfig != nil {
+		td := &tls.Dialer{NetDialer: d, Config: tlsConfig}
+		nc, err = td.DialContext(ctx, "tcp", addr)
+	} else {
+		nc, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp dial failed", err)
+	}
+	return &Client{nc: nc, r: NewReader(nc, maxReplyBytes)}, nil
+}
+
+// Send writes payload as one frame and waits for one reply frame, whose
+// payload it returns (the caller owns it). ctx's deadline bounds both the
+// write and the wait, and cancelling ctx interrupts them.
+//
+// After any error the connection is out of step (a late reply would be
+// taken for the answer to the next frame), so the Client closes it and
+// every later Send returns the same error: dial again. Errors are
+// transient *fault.Error values with code fault.CodeDestUnavailable that
+// wrap the cause, so errors.Is finds ctx's error, ErrTooLarge or
+// ErrInvalidFrame. A payload that cannot be framed (it holds 0x1C) is
+// refused without breaking the connection.
+func (c *Client) Send(ctx context.Context, payload []byte) ([]byte, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	if c.closed {
+		return nil, fault.New(fault.CodeDestUnavailable, "mllp client is closed")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp send not started", err)
+	}
+	buf, err := appendFrame(c.wbuf[:0], payload)
+	if err != nil {
+		return nil, err
+	}
+	c.wbuf = buf
+	if cap(c.wbuf) > keepBufferBytes {
+		defer func() { c.wbuf = nil }()
+	}
+	dl, _ := ctx.Deadline()
+	if err := c.nc.SetDeadline(dl); err != nil {
+		return nil, c.fail(ctx, "set deadline", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := c.nc.Write(buf); err != nil {
+		return nil, c.fail(ctx, "write", err)
+	}
+	reply, err := c.r.ReadFrame()
+	if err != nil {
+		return nil, c.fail(ctx, "read reply", err)
+	}
+	return bytes.Clone(reply), nil
+}
+
+func (c *Client) fail(ctx context.Context, op string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		err = fmt.Errorf("%w: %w", ctxErr, err)
+	} else if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		// The connection's deadline passed just before ctx's timer fired.
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	c.err = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp "+op+" failed", err)
+	_ = c.nc.Close()
+	c.closed = true
+	return c.err
+}
+
+// RemoteAddr returns the server's address.
+func (c *Client) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// Close closes the connection. It is safe to call more than once.
+func (c *Client) Close() error {
+	if c.closed {
+		return nil
+	}
+	c.closed = true
+	if err := c.nc.Close(); err != nil {
+		return fmt.Errorf("mllp close: %w", err)
+	}
+	return nil
+}

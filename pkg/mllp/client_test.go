@@ -1,0 +1,119 @@
+package mllp
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+func TestClientSendErrors(t *testing.T) {
+	hold := make(chan struct{})
+	addr := start(t, &Server{Handler: HandlerFunc(func(ctx context.Context, _ *ConnInfo, p []byte) ([]byte, bool) {
+		switch string(p) {
+		case "hang":
+			select {
+			case <-hold:
+			case <-ctx.Done():
+			}
+			return nil, false
+		case "big":
+			return []byte(strings.Repeat("R", 2000)), false
+		}
+		return []byte("OK"), false
+	})})
+	// Registered after start, so it runs before the server's Shutdown.
+	t.Cleanup(func() { close(hold) })
+	tests := []struct {
+		name    string
+		payload string
+		ctx     func() (context.Context, context.CancelFunc)
+		want    error
+	}{
+		{"deadline", "hang", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 50*time.Millisecond)
+		}, context.DeadlineExceeded},
+		{"cancel", "hang", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(20*time.Millisecond, cancel)
+			return ctx, cancel
+		}, context.Canceled},
+		{"cancelled before", "x", func() (context.Context, context.CancelFunc) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, cancel
+		}, context.Canceled},
+		{"reply too large", "big", func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), testTimeout)
+		}, ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Dial(testContext(t), addr, nil, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := tt.ctx()
+			defer cancel()
+			_, err = c.Send(ctx, []byte(tt.payload))
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Send error %v, want %v", err, tt.want)
+			}
+			if f := fault.As(err); f == nil || f.Code != fault.CodeDestUnavailable || !fault.IsTransient(err) {
+				t.Errorf("error %v is not a transient destination fault", err)
+			}
+			if tt.name == "cancelled before" {
+				// Nothing was sent, so the connection is still usable.
+				if _, err := c.Send(testContext(t), []byte("x")); err != nil {
+					t.Errorf("Send after a refused start: %v", err)
+				}
+				return
+			}
+			if _, err2 := c.Send(testContext(t), []byte("x")); err2 == nil {
+				t.Error("Send after a failed Send succeeded on an out-of-step connection")
+			}
+		})
+	}
+}
+
+func TestClientUnframeablePayload(t *testing.T) {
+	addr := start(t, &Server{Handler: echo})
+	c := dial(t, addr, nil)
+	if _, err := c.Send(testContext(t), []byte("a\x1cb")); !errors.Is(err, ErrInvalidFrame) {
+		t.Fatalf("Send error %v, want ErrInvalidFrame", err)
+	}
+	if got, err := c.Send(testContext(t), []byte("ok")); err != nil || string(got) != "ACK:ok" {
+		t.Errorf("Send after refusing a payload: %q, %v", got, err)
+	}
+}
+
+func TestClientDialFailure(t *testing.T) {
+	s := &Server{Addr: "127.0.0.1:0", Handler: echo}
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.ListenAddr().String()
+	if err := s.Shutdown(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Dial(testContext(t), addr, nil, 0)
+	if f := fault.As(err); f == nil || f.Code != fault.CodeDestUnavailable || !fault.IsTransient(err) {
+		t.Errorf("Dial error %v, want a transient destination fault", err)
+	}
+}
+
+func TestClientCloseTwice(t *testing.T) {
+	c := dial(t, start(t, &Server{Handler: echo}), nil)
+	for i := range 2 {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close %d: %v", i+1, err)
+		}
+	}
+	if _, err := c.Send(testContext(t), []byte("x")); err == nil {
+		t.Error("Send after Close succeeded")
+	}
+}

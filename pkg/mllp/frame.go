@@ -1,0 +1,196 @@
+// Package mllp implements the Minimal Lower Layer Protocol used to carry
+// HL7 v2 messages over TCP: framing (a start block 0x0B, the payload, an
+// end block 0x1C and a carriage return 0x0D), a concurrent server and a
+// simple request/reply client, with optional TLS.
+//
+// Nothing in this package logs or puts into an error string any part of a
+// payload: payloads hold patient data.
+package mllp
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// Frame bytes.
+const (
+	// StartBlock starts every frame (vertical tab).
+	StartBlock byte = 0x0B
+	// EndBlock ends the payload of every frame (file separator).
+	EndBlock byte = 0x1C
+	// CarriageReturn follows EndBlock.
+	CarriageReturn byte = 0x0D
+)
+
+// DefaultMaxMessageBytes is the payload size limit used when none is
+// given: 1 MiB.
+const DefaultMaxMessageBytes = 1 << 20
+
+// Sentinel errors. The errors returned by this package wrap them in a
+// *fault.Error (codes fault.CodeFrameTooLarge and fault.CodeFrameInvalid),
+// so test for them with errors.Is.
+var (
+	// ErrTooLarge reports a frame whose payload exceeds the size limit.
+	ErrTooLarge = errors.New("mllp: frame too large")
+	// ErrInvalidFrame reports bytes that break the framing rules.
+	ErrInvalidFrame = errors.New("mllp: invalid frame")
+)
+
+func tooLarge(limit int) error {
+	return fault.Wrap(fault.Permanent, fault.CodeFrameTooLarge, fmt.Sprintf("frame payload exceeds %d bytes", limit), ErrTooLarge)
+}
+
+func invalidFrame(msg string) error {
+	return fault.Wrap(fault.Permanent, fault.CodeFrameInvalid, msg, ErrInvalidFrame)
+}
+
+// readBufferSize is the size of a Reader's read buffer; it bounds how far
+// a Reader may read past the size limit before reporting ErrTooLarge.
+const readBufferSize = 16 << 10
+
+// keepBufferBytes is the largest payload buffer a Reader keeps between
+// frames; a larger one is released so an idle connection does not pin it.
+const keepBufferBytes = 256 << 10
+
+// Reader reads MLLP frames from a byte stream. It is not safe for
+// concurrent use.
+type Reader struct {
+	br      *bufio.Reader
+	max     int
+	buf     []byte
+	inFrame bool
+	// onStart, if set, is called when a start block has been read.
+	onStart func()
+}
+
+// NewReader returns a Reader of frames from r whose payloads may not
+// exceed maxBytes (DefaultMaxMessageBytes if maxBytes is not positive).
+func NewReader(r io.Reader, maxBytes int) *Reader {
+	if maxBytes <= 0 {
+		maxBytes = DefaultMaxMessageBytes
+	}
+	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), max: maxBytes}
+}
+
+// InFrame reports whether the last ReadFrame stopped inside a frame: it
+// read a start block but not the end of the frame.
+func (r *Reader) InFrame() bool { return r.inFrame }
+
+// ReadFrame returns the payload of the next frame, without the framing
+// bytes.
+//
+// The returned slice is only valid until the next call to ReadFrame,
+// which reuses its memory; copy it to keep it.
+//
+// Between frames, CR, LF, space and tab are skipped; any other byte before
+// a start block is an error wrapping ErrInvalidFrame, as is an end block
+// not followed by a carriage return. A payload longer than the limit is an
+// error wrapping ErrTooLarge, reported as soon as the limit is passed: the
+// Reader never holds more than the limit plus its 16 KiB read buffer. At a
+// clean end of input, between frames, ReadFrame returns io.EOF; if the
+// input ends inside a frame it returns io.ErrUnexpectedEOF. Errors from
+// the underlying reader are returned as they are.
+//
+// With any error but io.EOF, the returned slice holds the part of the
+// payload read before the error (up to the limit), or nil. After an error
+// the stream is out of step: stop reading and close it.
+func (r *Reader) ReadFrame() ([]byte, error) {
+	if cap(r.buf) > keepBufferBytes {
+		r.buf = nil
+	}
+	r.inFrame = false
+	for {
+		c, err := r.br.ReadByte()
+		if err != nil {
+			return nil, err
+		}
+		if c == StartBlock {
+			break
+		}
+		if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
+			return nil, invalidFrame("data outside a frame")
+		}
+	}
+	r.inFrame = true
+	if r.onStart != nil {
+		r.onStart()
+	}
+	r.buf = r.buf[:0]
+	for {
+		chunk, err := r.br.ReadSlice(EndBlock)
+		n := len(chunk)
+		if err == nil {
+			n-- // drop the end block
+		}
+		if len(r.buf)+n > r.max {
+			r.buf = r.grow(r.max - len(r.buf))
+			r.buf = append(r.buf, chunk[:r.max-len(r.buf)]...)
+			return r.buf, tooLarge(r.max)
+		}
+		r.buf = r.grow(n)
+		r.buf = append(r.buf, chunk[:n]...)
+		if err == nil {
+			break
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return r.buf, err
+	}
+	c, err := r.br.ReadByte()
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return r.buf, err
+	}
+	if c != CarriageReturn {
+		return r.buf, invalidFrame("end block not followed by a carriage return")
+	}
+	r.inFrame = false
+	return r.buf, nil
+}
+
+// grow makes room for n more bytes in r.buf without letting its capacity
+// pass the size limit.
+func (r *Reader) grow(n int) []byte {
+	need := len(r.buf) + n
+	if need <= cap(r.buf) {
+		return r.buf
+	}
+	c := max(2*cap(r.buf), need, 4096)
+	c = min(c, r.max)
+	b := make([]byte, len(r.buf), max(c, need))
+	copy(b, r.buf)
+	return b
+}
+
+// appendFrame appends payload framed to dst.
+func appendFrame(dst, payload []byte) ([]byte, error) {
+	if bytes.IndexByte(payload, EndBlock) >= 0 {
+		return dst, invalidFrame("payload holds an end block byte")
+	}
+	dst = append(dst, StartBlock)
+	dst = append(dst, payload...)
+	return append(dst, EndBlock, CarriageReturn), nil
+}
+
+// WriteFrame writes payload as one frame with a single call to w.Write. A
+// payload holding an end block byte (0x1C) cannot be framed: WriteFrame
+// then writes nothing and returns an error wrapping ErrInvalidFrame.
+func WriteFrame(w io.Writer, payload []byte) error {
+	buf, err := appendFrame(make([]byte, 0, len(payload)+3), payload)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(buf)
+	return err
+}

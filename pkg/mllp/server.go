@@ -1,0 +1,488 @@
+package mllp
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// Server defaults.
+const (
+	// DefaultAddr is the address a Server listens on when Addr is empty:
+	// the IANA port for HL7 over MLLP.
+	DefaultAddr = ":2575"
+	// DefaultReadTimeout bounds the receipt of one frame.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultIdleTimeout bounds the wait for the next frame.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultWriteTimeout bounds the writing of one reply.
+	DefaultWriteTimeout = 10 * time.Second
+)
+
+// ConnInfo describes a connection to a Server.
+type ConnInfo struct {
+	// ID numbers the server's connections from 1.
+	ID uint64
+	// Remote is the peer's address.
+	Remote net.Addr
+	// TLS reports whether the connection uses TLS.
+	TLS bool
+	// PeerCertificates are the certificates the TLS peer presented, leaf
+	// first, if any.
+	PeerCertificates []*x509.Certificate
+}
+
+// Handler handles one frame and returns the reply frame payload (nil for
+// no reply) and whether to close the connection after writing it.
+//
+// The server calls a connection's handler for one frame at a time, in
+// order, and reads the next frame only after the reply is written. The
+// payload belongs to the handler, which may keep it. The context is
+// cancelled when the server gives up waiting in Shutdown.
+type Handler interface {
+	ServeMLLP(ctx context.Context, c *ConnInfo, payload []byte) (reply []byte, closeConn bool)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, c *ConnInfo, payload []byte) ([]byte, bool)
+
+// ServeMLLP calls f.
+func (f HandlerFunc) ServeMLLP(ctx context.Context, c *ConnInfo, payload []byte) ([]byte, bool) {
+	return f(ctx, c, payload)
+}
+
+// Server accepts MLLP connections and hands each frame to Handler. Set
+// its fields before calling Listen or Serve and do not change them after.
+// Its zero value, given a Handler, listens on DefaultAddr.
+type Server struct {
+	// Addr is the TCP address to listen on, such as "127.0.0.1:0";
+	// DefaultAddr if empty.
+	Addr string
+	// Handler is called for every frame; required.
+	Handler Handler
+	// MaxMessageBytes limits a frame's payload; DefaultMaxMessageBytes if
+	// not positive.
+	MaxMessageBytes int
+	// ReadTimeout is the longest time to receive one whole frame once its
+	// start block has arrived; DefaultReadTimeout if zero, none if
+	// negative. The TLS handshake is bounded by it too.
+	ReadTimeout time.Duration
+	// IdleTimeout closes a connection idle between frames this long;
+	// DefaultIdleTimeout if zero, none if negative.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds the writing of one reply; DefaultWriteTimeout if
+	// zero, none if negative.
+	WriteTimeout time.Duration
+	// MaxConns limits the number of open connections; 0 means no limit.
+	// A connection over the limit is closed as soon as it is accepted.
+	MaxConns int
+	// TLSConfig, if set, makes the server accept TLS only.
+	TLSConfig *tls.Config
+	// Logger receives connection events, with the connection id and remote
+	// address only, never payloads. Nil discards them.
+	Logger *slog.Logger
+	// OnFrameError, if set, is called when a frame is invalid or too large,
+	// with an error wrapping ErrInvalidFrame or ErrTooLarge and the part
+	// of the payload read so far (possibly nil), before the connection is
+	// closed. It may return a reply payload to send first, such as a
+	// reject ACK, or nil.
+	OnFrameError func(ctx context.Context, c *ConnInfo, err error, partial []byte) []byte
+
+	mu       sync.Mutex
+	ln       net.Listener
+	conns    map[*serverConn]struct{}
+	shutting bool
+	// stopped is closed when shutdown begins.
+	stopped chan struct{}
+	serving bool
+	baseCtx context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	nextID  atomic.Uint64
+	active  atomic.Int64
+}
+
+type serverConn struct {
+	nc   net.Conn
+	info ConnInfo
+	// busy is set while a frame is being handled and its reply written;
+	// guarded by Server.mu.
+	busy bool
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func duration(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// deadline returns the time d from now, or no deadline if d is negative.
+func deadline(d time.Duration) time.Time {
+	if d < 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d)
+}
+
+// Listen binds the server's address, so that ListenAddr reports the real
+// address (useful with port 0) before Serve is called.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listenLocked()
+}
+
+func (s *Server) listenLocked() error {
+	if s.shutting {
+		return fault.New(fault.CodeConfig, "mllp server is shut down")
+	}
+	if s.ln != nil {
+		return fault.New(fault.CodeConfig, "mllp server is already listening")
+	}
+	if s.Handler == nil {
+		return fault.New(fault.CodeConfig, "mllp server has no handler")
+	}
+	addr := s.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fault.Wrap(fault.Permanent, fault.CodeConfig, "mllp listen failed", err)
+	}
+	if s.TLSConfig != nil {
+		ln = tls.NewListener(ln, s.TLSConfig)
+	}
+	s.ln = ln
+	return nil
+}
+
+// ListenAddr returns the address the server listens on, or nil before
+// Listen.
+func (s *Server) ListenAddr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// ActiveConns returns the number of open connections.
+func (s *Server) ActiveConns() int { return int(s.active.Load()) }
+
+// Serve accepts connections until Shutdown is called or ctx is done, and
+// serves each on its own goroutine. It calls Listen first if that has not
+// been done. It returns nil when stopped by Shutdown or ctx, at once if
+// the server was already shut down, and an error if it cannot listen.
+//
+// When ctx is done Serve stops as if Shutdown had been called, without
+// waiting: in-flight handlers still finish and write their replies. Call
+// Shutdown to wait for them. Handlers get a context that keeps ctx's
+// values but not its cancellation; it is cancelled only when Shutdown
+// gives up waiting.
+func (s *Server) Serve(ctx context.Context) error {
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.serving {
+		s.mu.Unlock()
+		return fault.New(fault.CodeConfig, "mllp server is already serving")
+	}
+	if s.ln == nil {
+		if err := s.listenLocked(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
+	}
+	s.serving = true
+	if s.stopped == nil {
+		s.stopped = make(chan struct{})
+	}
+	stopped := s.stopped
+	s.baseCtx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	ln := s.ln
+	s.mu.Unlock()
+
+	log := s.logger()
+	log.Info("mllp server listening", "addr", ln.Addr().String(), "tls", s.TLSConfig != nil)
+	stop := context.AfterFunc(ctx, s.beginShutdown)
+	defer stop()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isShutting() {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fault.Wrap(fault.Transient, fault.CodeInternal, "mllp listener closed", err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			log.Warn("mllp accept failed", "error", err.Error(), "retry_in", backoff.String())
+			select {
+			case <-time.After(backoff):
+			case <-stopped:
+			}
+			continue
+		}
+		backoff = 0
+		s.startConn(nc)
+	}
+}
+
+func (s *Server) isShutting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shutting
+}
+
+func (s *Server) startConn(nc net.Conn) {
+	_, isTLS := nc.(*tls.Conn)
+	c := &serverConn{nc: nc, info: ConnInfo{ID: s.nextID.Add(1), Remote: nc.RemoteAddr(), TLS: isTLS}}
+	log := s.logger()
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
+		s.mu.Unlock()
+		_ = nc.Close()
+		log.Warn("mllp connection refused: too many connections", "conn", c.info.ID, "remote", remote(c.info.Remote), "max_conns", s.MaxConns)
+		return
+	}
+	if s.conns == nil {
+		s.conns = make(map[*serverConn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.active.Add(1)
+	ctx := s.baseCtx
+	s.mu.Unlock()
+	go s.serveConn(ctx, c)
+}
+
+func remote(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// setBusy marks c busy (true) or idle (false). It reports false if the
+// server is shutting down, in which case c must not start new work.
+func (s *Server) setBusy(c *serverConn, busy bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.busy = busy
+	return !s.shutting
+}
+
+func (s *Server) serveConn(ctx context.Context, c *serverConn) {
+	ctx, cancel := context.WithCancel(ctx)
+	log := s.logger().With("conn", c.info.ID, "remote", remote(c.info.Remote))
+	frames := 0
+	reason := "closed by peer"
+	defer func() {
+		cancel()
+		_ = c.nc.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.active.Add(-1)
+		log.Debug("mllp connection closed", "reason", reason, "frames", frames)
+		s.wg.Done()
+	}()
+	log.Debug("mllp connection opened", "tls", c.info.TLS)
+
+	readTimeout := duration(s.ReadTimeout, DefaultReadTimeout)
+	idleTimeout := duration(s.IdleTimeout, DefaultIdleTimeout)
+	writeTimeout := duration(s.WriteTimeout, DefaultWriteTimeout)
+
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		_ = tc.SetDeadline(deadline(readTimeout))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			reason = "tls handshake failed"
+			log.Warn("mllp tls handshake failed", "error", err.Error())
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+		c.info.PeerCertificates = tc.ConnectionState().PeerCertificates
+	}
+
+	r := NewReader(c.nc, s.MaxMessageBytes)
+	r.onStart = func() { _ = c.nc.SetReadDeadline(deadline(readTimeout)) }
+	var wbuf []byte
+	write := func(payload []byte) bool {
+		var err error
+		if wbuf, err = appendFrame(wbuf[:0], payload); err != nil {
+			reason = "invalid reply"
+			log.Error("mllp reply cannot be framed", "error", err.Error())
+			return false
+		}
+		_ = c.nc.SetWriteDeadline(deadline(writeTimeout))
+		if _, err := c.nc.Write(wbuf); err != nil {
+			reason = "write failed"
+			log.Warn("mllp reply write failed", "error", err.Error())
+			return false
+		}
+		if cap(wbuf) > keepBufferBytes {
+			wbuf = nil
+		}
+		return true
+	}
+
+	for {
+		_ = c.nc.SetReadDeadline(deadline(idleTimeout))
+		frame, err := r.ReadFrame()
+		if err != nil {
+			reason = s.readFailure(ctx, log, c, r, err, frame, write)
+			return
+		}
+		frames++
+		if !s.setBusy(c, true) {
+			reason = "server shutting down"
+			return
+		}
+		reply, closeConn, ok := s.handle(ctx, log, c, bytes.Clone(frame))
+		if !ok {
+			reason = "handler panicked"
+			return
+		}
+		if reply != nil && !write(reply) {
+			return
+		}
+		if closeConn {
+			reason = "closed by handler"
+			return
+		}
+		if !s.setBusy(c, false) {
+			reason = "server shutting down"
+			return
+		}
+	}
+}
+
+// readFailure logs a failed read, gives OnFrameError its chance to reply,
+// and returns the reason to close.
+func (s *Server) readFailure(ctx context.Context, log *slog.Logger, c *serverConn, r *Reader, err error, partial []byte, write func([]byte) bool) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF):
+		return "closed by peer"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		log.Warn("mllp connection closed inside a frame", "bytes", len(partial))
+		return "closed by peer inside a frame"
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrInvalidFrame):
+		reason := "invalid frame"
+		if errors.Is(err, ErrTooLarge) {
+			reason = "frame too large"
+		}
+		log.Warn("mllp "+reason, "error", err.Error())
+		if s.OnFrameError != nil && s.setBusy(c, true) {
+			if reply := s.OnFrameError(ctx, &c.info, err, partial); reply != nil {
+				write(reply)
+			}
+		}
+		return reason
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		if r.InFrame() {
+			log.Warn("mllp read timeout inside a frame", "bytes", len(partial))
+			return "read timeout"
+		}
+		return "idle timeout"
+	case s.isShutting():
+		return "server shutting down"
+	default:
+		log.Warn("mllp read failed", "error", err.Error())
+		return "read failed"
+	}
+}
+
+// handle calls the handler, turning a panic into ok == false.
+func (s *Server) handle(ctx context.Context, log *slog.Logger, c *serverConn, payload []byte) (reply []byte, closeConn, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("mllp handler panicked", "panic", fmt.Sprintf("%T", p))
+			reply, closeConn, ok = nil, true, false
+		}
+	}()
+	reply, closeConn = s.Handler.ServeMLLP(ctx, &c.info, payload)
+	return reply, closeConn, true
+}
+
+// beginShutdown stops accepting and closes every connection that is not
+// handling a frame; busy ones close after writing their reply.
+func (s *Server) beginShutdown() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return
+	}
+	s.shutting = true
+	if s.stopped != nil {
+		close(s.stopped)
+	}
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	for c := range s.conns {
+		if !c.busy {
+			_ = c.nc.Close()
+		}
+	}
+}
+
+// Shutdown stops accepting connections, closes idle ones, lets in-flight
+// handlers finish and write their replies, then closes their connections.
+// It returns nil once every connection is closed, or ctx.Err() if ctx is
+// done first, in which case it closes the remaining connections and
+// cancels the handlers' context without waiting for them to return.
+// Shutdown is idempotent and safe to call without Listen or Serve.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginShutdown()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.nc.Close()
+		}
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}

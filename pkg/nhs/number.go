@@ -1,0 +1,104 @@
+package nhs
+
+import "strings"
+
+// Normalize removes the spaces and hyphens people write inside NHS numbers
+// ("999 000 0018" and "999-000-0018" become "9990000018"). It does not
+// check the result; pass it to ValidNumber for that.
+func Normalize(s string) string {
+	if !strings.ContainsAny(s, " -") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c != ' ' && c != '-' {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// CheckDigit computes the modulus 11 check digit for the first nine digits
+// of an NHS number: each digit is multiplied by a weight from 10 down to 2,
+// the products are summed, and the check digit is 11 minus the remainder of
+// the sum divided by 11, where 11 becomes 0. A result of 10 means no valid
+// NHS number starts with these nine digits, and ok is false; ok is also
+// false when first9 is not exactly nine ASCII digits.
+func CheckDigit(first9 string) (digit int, ok bool) {
+	if len(first9) != 9 {
+		return 0, false
+	}
+	sum := 0
+	for i := 0; i < 9; i++ {
+		c := first9[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		sum += int(c-'0') * (10 - i)
+	}
+	check := 11 - sum%11
+	switch check {
+	case 11:
+		return 0, true
+	case 10:
+		return 0, false
+	default:
+		return check, true
+	}
+}
+
+// ValidNumber reports whether s is a well-formed NHS number: exactly ten
+// ASCII digits, no spaces (use Normalize first), whose last digit is the
+// modulus 11 check digit of the first nine.
+//
+// This is the only test NHS Digital defines for the format. It does not
+// reject numbers that pass the check but are never issued (for example
+// 0000000000, or the 999 range reserved for testing), and it cannot tell
+// whether a number belongs to the patient: that is what tracing (the
+// verification status) records.
+func ValidNumber(s string) bool {
+	if len(s) != 10 {
+		return false
+	}
+	d, ok := CheckDigit(s[:9])
+	if !ok {
+		return false
+	}
+	last := s[9]
+	return last >= '0' && last <= '9' && int(last-'0') == d
+}
+
+// TestNumber returns the i-th (from 0) valid NHS number in the range
+// 9990000000 to 9999999999, which is never issued to a person and is meant
+// for test data. It returns "" when i is negative or beyond the range. The
+// sequence is fixed, so tests across the project can name their patients
+// by index. It is meant for small i: the cost grows with i.
+func TestNumber(i int) string {
+	const first, last = 999000000, 999999999
+	if i < 0 || i > last-first {
+		return ""
+	}
+	for n := first; n <= last; n++ {
+		s := itoa9(n)
+		d, ok := CheckDigit(s)
+		if !ok {
+			continue
+		}
+		if i == 0 {
+			return s + string(rune('0'+d))
+		}
+		i--
+	}
+	return ""
+}
+
+// itoa9 formats a non-negative n below one billion as nine digits.
+func itoa9(n int) string {
+	var b [9]byte
+	for i := 8; i >= 0; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[:])
+}

@@ -1,0 +1,238 @@
+package nhs
+
+import (
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// refCheck is an independent model of the modulus 11 rule, written from
+// the NHS Data Dictionary description rather than from CheckDigit.
+func refCheck(first9 string) (int, bool) {
+	weights := []int{10, 9, 8, 7, 6, 5, 4, 3, 2}
+	total := 0
+	for i, r := range first9 {
+		v, err := strconv.Atoi(string(r))
+		if err != nil || i >= len(weights) {
+			return 0, false
+		}
+		total += v * weights[i]
+	}
+	if len(first9) != 9 {
+		return 0, false
+	}
+	rem := total % 11
+	if rem == 0 {
+		return 0, true
+	}
+	if 11-rem == 10 {
+		return 0, false
+	}
+	return 11 - rem, true
+}
+
+func TestCheckDigit(t *testing.T) {
+	tests := []struct {
+		name   string
+		first9 string
+		digit  int
+		ok     bool
+	}{
+		{"test range", "999000001", 8, true},
+		{"remainder zero gives 0", "000000000", 0, true},
+		{"weights", "100000000", 1, true},
+		{"check of 10 is invalid", "000000006", 0, false},
+		{"first 999 prefix is invalid", "999000000", 0, false},
+		{"too short", "99900000", 0, false},
+		{"too long", "9990000010", 0, false},
+		{"non digit", "99900000a", 0, false},
+		{"unicode digit", "99900000٣", 0, false},
+		{"empty", "", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, ok := CheckDigit(tt.first9)
+			if diff := cmp.Diff([2]any{tt.digit, tt.ok}, [2]any{d, ok}); diff != "" {
+				t.Errorf("CheckDigit(%q) (-want +got):\n%s", tt.first9, diff)
+			}
+		})
+	}
+}
+
+func TestValidNumber(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"9990000018", true},
+		{"9990000069", true},
+		{"9990000017", false},
+		{"9990000019", false},
+		{"999 000 0018", false},
+		{"999-000-0018", false},
+		{"", false},
+		{"999000001", false},
+		{"99900000181", false},
+		{"999000001X", false},
+		{"0000000060", false},
+		// Passes the modulus 11 check, so it is accepted: the format rule
+		// is the only rule (see the ValidNumber documentation).
+		{"0000000000", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := ValidNumber(tt.in); got != tt.want {
+				t.Errorf("ValidNumber(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestCheckDigitProperty compares CheckDigit and ValidNumber with the
+// reference model over random prefixes: a prefix with a check digit has
+// exactly one valid completion, one without has none.
+func TestCheckDigitProperty(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 5000 {
+		prefix := itoa9(r.IntN(1_000_000_000))
+		d, ok := CheckDigit(prefix)
+		rd, rok := refCheck(prefix)
+		if d != rd || ok != rok {
+			t.Fatalf("CheckDigit(%q) = %d,%v; model says %d,%v", prefix, d, ok, rd, rok)
+		}
+		var valid []int
+		for last := 0; last <= 9; last++ {
+			if ValidNumber(prefix + strconv.Itoa(last)) {
+				valid = append(valid, last)
+			}
+		}
+		var want []int
+		if ok {
+			want = []int{d}
+		}
+		if diff := cmp.Diff(want, valid); diff != "" {
+			t.Fatalf("valid completions of %q (-want +got):\n%s", prefix, diff)
+		}
+	}
+}
+
+func TestNormalize(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"999 000 0018", "9990000018"},
+		{"999-000-0018", "9990000018"},
+		{" 999 - 000 - 0018 ", "9990000018"},
+		{"9990000018", "9990000018"},
+		{"", ""},
+		{"999\t000\t0018", "999\t000\t0018"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, Normalize(tt.in)); diff != "" {
+				t.Errorf("Normalize(%q) (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+func TestTestNumber(t *testing.T) {
+	seen := map[string]bool{}
+	prev := ""
+	for i := range 500 {
+		n := TestNumber(i)
+		if !ValidNumber(n) {
+			t.Fatalf("TestNumber(%d) = %q, not valid", i, n)
+		}
+		if !strings.HasPrefix(n, "999") {
+			t.Fatalf("TestNumber(%d) = %q, outside the 999 range", i, n)
+		}
+		if seen[n] || n <= prev {
+			t.Fatalf("TestNumber(%d) = %q, not strictly increasing after %q", i, n, prev)
+		}
+		seen[n] = true
+		prev = n
+	}
+	// No valid number is skipped: every valid number between two
+	// neighbours would have to be listed.
+	for i := range 50 {
+		a, b := TestNumber(i), TestNumber(i+1)
+		an, _ := strconv.Atoi(a[:9])
+		bn, _ := strconv.Atoi(b[:9])
+		for n := an + 1; n < bn; n++ {
+			if _, ok := CheckDigit(itoa9(n)); ok {
+				t.Fatalf("prefix %d has a check digit but lies between TestNumber(%d) and TestNumber(%d)", n, i, i+1)
+			}
+		}
+	}
+	if got := TestNumber(0); got != "9990000018" {
+		t.Errorf("TestNumber(0) = %q, want 9990000018", got)
+	}
+	for _, i := range []int{-1, 1_000_000_000} {
+		if got := TestNumber(i); got != "" {
+			t.Errorf("TestNumber(%d) = %q, want empty", i, got)
+		}
+	}
+}
+
+func TestLooksLikeODSCode(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"RX1", true},
+		{"A81001", true},
+		{"RX1AB", true},
+		{"00L", true},
+		{"R1", false},
+		{"1234567", false},
+		{"123", false},
+		{"rx1", false},
+		{"RX-1", false},
+		{"GHHSFacility", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := LooksLikeODSCode(tt.in); got != tt.want {
+				t.Errorf("LooksLikeODSCode(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzValidNumber(f *testing.F) {
+	for _, s := range []string{"9990000018", "999 000 0018", "", "0000000000", "99900000a8", "9990000017"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n := Normalize(s)
+		if strings.ContainsAny(n, " -") {
+			t.Fatalf("Normalize(%q) = %q still has separators", s, n)
+		}
+		if Normalize(n) != n {
+			t.Fatalf("Normalize is not idempotent on %q", s)
+		}
+		if !ValidNumber(s) {
+			return
+		}
+		if len(s) != 10 {
+			t.Fatalf("ValidNumber accepted %d bytes", len(s))
+		}
+		d, ok := CheckDigit(s[:9])
+		rd, rok := refCheck(s[:9])
+		if !ok || !rok || d != rd || int(s[9]-'0') != d {
+			t.Fatalf("ValidNumber accepted %q against the check digit", s)
+		}
+	})
+}
+
+func BenchmarkValidNumber(b *testing.B) {
+	n := TestNumber(42)
+	for b.Loop() {
+		if !ValidNumber(n) {
+			b.Fatal("invalid")
+		}
+	}
+}

@@ -1,0 +1,329 @@
+package route
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/yamlx"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files in testdata")
+
+// fakeCatalog knows a fixed set of sources and destinations.
+type fakeCatalog struct{ sources, dests []string }
+
+func (c fakeCatalog) HasSource(n string) bool {
+	for _, s := range c.sources {
+		if s == n {
+			return true
+		}
+	}
+	return false
+}
+
+func (c fakeCatalog) HasDestination(n string) bool {
+	for _, d := range c.dests {
+		if d == n {
+			return true
+		}
+	}
+	return false
+}
+
+var testCatalog = fakeCatalog{sources: []string{"pas", "fhir"}, dests: []string{"fhir-store", "data-quality"}}
+
+func testEnv(t testing.TB) *rules.Env {
+	t.Helper()
+	env, err := rules.NewEnv(rules.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// checkGolden compares got with the golden file, or rewrites it with
+// -update.
+func checkGolden(t *testing.T, golden, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", golden, diff)
+	}
+}
+
+// TestLoadErrorsGolden loads every broken route file in testdata/bad and
+// compares every error it reports, as `file:line:col: message` lines,
+// with the file's .golden.
+func TestLoadErrorsGolden(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad route files: %v", err)
+	}
+	env := testEnv(t)
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
+			r, err := Load(file, env, testCatalog)
+			if err == nil {
+				t.Fatalf("Load(%s) = route %s, want errors", file, r.Name)
+			}
+			var ye yamlx.Errors
+			if !errors.As(err, &ye) {
+				t.Fatalf("error is %T, want yamlx.Errors: %v", err, err)
+			}
+			for _, e := range ye {
+				if e.Pos.File != file || e.Pos.Line == 0 || e.Pos.Col == 0 {
+					t.Errorf("error without a full position: %v", e)
+				}
+			}
+			checkGolden(t, strings.TrimSuffix(file, ".yaml")+".golden", err.Error()+"\n")
+		})
+	}
+}
+
+// posOf returns the position of the first occurrence of needle in file,
+// 1-based, counting columns in runes.
+func posOf(t *testing.T, file, needle string) yamlx.Pos {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(data), needle)
+	if i < 0 {
+		t.Fatalf("%q not in %s", needle, file)
+	}
+	before := string(data[:i])
+	line := strings.Count(before, "\n") + 1
+	col := len([]rune(before[strings.LastIndexByte(before, '\n')+1:])) + 1
+	return yamlx.Pos{File: file, Line: line, Col: col}
+}
+
+// TestCELErrorPositions checks, independently of the golden files, that a
+// CEL problem is reported where its token is written in the YAML: in plain,
+// quoted and block scalars.
+func TestCELErrorPositions(t *testing.T) {
+	env := testEnv(t)
+	tests := []struct {
+		// token is where the error must be: the text after the first
+		// occurrence of prefix in the file.
+		file, prefix, token, msg string
+	}{
+		{"cel_plain.yaml", "nhsNumber(", "bundel", "undeclared reference to 'bundel'"},
+		{"cel_plain.yaml", "msg.event == ", "A01", "undeclared reference to 'A01'"},
+		{"cel_block.yaml", "msg.source == ", "pas", "undeclared reference to 'pas'"},
+		{"cel_block.yaml", "!=\n      ", "MessageHeader", "undeclared reference to 'MessageHeader'"},
+		{"cel_quoted.yaml", `\"A01\" && `, "é", "token recognition error"},
+		{"cel_quoted.yaml", "''ADT^A01'' && ", "evnt", "undeclared reference to 'evnt'"},
+		{"cel_syntax.yaml", `"A01" &&`, "", "mismatched input '<EOF>'"},
+		{"all_at_once.yaml", "msg.event == ", "A01", "undeclared reference to 'A01'"},
+		{"tests.yaml", `"Patient").active == `, "tru", "undeclared reference to 'tru'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file+"/"+tt.token, func(t *testing.T) {
+			path := filepath.Join("testdata", "bad", tt.file)
+			_, err := Load(path, env, testCatalog)
+			var ye yamlx.Errors
+			if !errors.As(err, &ye) {
+				t.Fatalf("Load = %v, want yamlx.Errors", err)
+			}
+			want := posOf(t, path, tt.prefix+tt.token)
+			want.Col += len([]rune(tt.prefix))
+			if i := strings.LastIndexByte(tt.prefix, '\n'); i >= 0 {
+				want = posOf(t, path, tt.prefix+tt.token)
+				want.Line += strings.Count(tt.prefix, "\n")
+				want.Col = len([]rune(tt.prefix[i+1:])) + 1
+			}
+			var found []string
+			for _, e := range ye {
+				if strings.Contains(e.Msg, tt.msg) {
+					found = append(found, e.Pos.String())
+				}
+			}
+			if diff := cmp.Diff([]string{want.String()}, found); diff != "" {
+				t.Errorf("positions of %q (-want +got):\n%s\nall errors:\n%v", tt.msg, diff, err)
+			}
+		})
+	}
+}
+
+func TestLoadAllDuplicateNamesAndEveryFile(t *testing.T) {
+	env := testEnv(t)
+	_, err := LoadAll([]string{filepath.Join("testdata", "dup"), filepath.Join("testdata", "bad", "non_bool.yaml")}, env, testCatalog)
+	if err == nil {
+		t.Fatal("LoadAll succeeded, want errors")
+	}
+	checkGolden(t, filepath.Join("testdata", "dup.golden"), err.Error()+"\n")
+}
+
+func TestLoadAllGood(t *testing.T) {
+	env := testEnv(t)
+	routes, err := LoadAll([]string{filepath.Join("testdata", "good")}, env, testCatalog)
+	if err != nil {
+		t.Fatalf("LoadAll: %v", err)
+	}
+	var names []string
+	for _, r := range routes {
+		names = append(names, r.Name)
+	}
+	if diff := cmp.Diff([]string{"good-fhir", "good-pas"}, names); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadAllSameFileTwice(t *testing.T) {
+	dir := filepath.Join("testdata", "good")
+	routes, err := LoadAll([]string{dir, "./" + filepath.Join(dir, "pas.yaml")}, testEnv(t), testCatalog)
+	if err != nil {
+		t.Fatalf("LoadAll: %v", err)
+	}
+	if len(routes) != 2 {
+		t.Errorf("%d routes, want 2", len(routes))
+	}
+}
+
+func TestLoadAllMissingPath(t *testing.T) {
+	_, err := LoadAll([]string{filepath.Join(t.TempDir(), "nope")}, testEnv(t), testCatalog)
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("LoadAll = %v, want a not-exist error", err)
+	}
+}
+
+func TestLoadCompiledRoute(t *testing.T) {
+	r, err := Load(filepath.Join("testdata", "good", "pas.yaml"), testEnv(t), testCatalog)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	type summary struct {
+		Name, Description, Source, Purpose string
+		Default                            consent.Outcome
+		Destinations                       []string
+		Raw                                []bool
+		Programs                           []string
+		Steps, Tests                       int
+	}
+	got := summary{Name: r.Name, Description: r.Description, Source: r.Source, Purpose: r.Purpose, Default: r.Default, Steps: len(r.steps), Tests: len(r.Tests)}
+	for _, d := range r.Destinations {
+		got.Destinations = append(got.Destinations, d.Name)
+		got.Raw = append(got.Raw, d.Raw)
+	}
+	for _, p := range r.Programs {
+		got.Programs = append(got.Programs, p.Pos.String()+" "+p.Where)
+	}
+	file := filepath.Join("testdata", "good", "pas.yaml")
+	want := summary{
+		Name: "good-pas", Description: "A valid route used by the tests.", Source: "pas", Purpose: "direct-care", Default: consent.Permit,
+		Destinations: []string{"fhir-store", "data-quality"}, Raw: []bool{false, true},
+		Programs: []string{
+			file + ":6:8 match",
+			file + ":11:11 transform[0].keep",
+			file + ":14:11 destinations[0].when",
+		},
+		Steps: 1, Tests: 1,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadUnreadable(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"), testEnv(t), testCatalog)
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load = %v, want a not-exist error", err)
+	}
+}
+
+func TestLoadWithoutCatalog(t *testing.T) {
+	// A nil catalog checks no references (used by tools without a config).
+	if _, err := Load(filepath.Join("testdata", "good", "pas.yaml"), testEnv(t), nil); err != nil {
+		t.Errorf("Load: %v", err)
+	}
+}
+
+func TestTakes(t *testing.T) {
+	tests := []struct {
+		name        string
+		events      []string
+		messageType string
+		event       string
+		want        bool
+	}{
+		{"no events take all", nil, "ADT^A02", "A02", true},
+		{"full type", []string{"ADT^A01"}, "ADT^A01", "A01", true},
+		{"full type, event from type", []string{"ADT^A01"}, "ADT^A01", "", true},
+		{"short event", []string{"A01"}, "ADT^A01", "A01", true},
+		{"short event from type", []string{"A01"}, "ADT^A01", "", true},
+		{"short event from translation", []string{"A01"}, "ADT", "A01", true},
+		{"other event", []string{"ADT^A01", "A03"}, "ADT^A02", "A02", false},
+		{"other type same event", []string{"ORM^A01"}, "ADT^A01", "A01", false},
+		{"FHIR resource type", []string{"Bundle"}, "Bundle", "", true},
+		{"FHIR other type", []string{"Bundle"}, "Patient", "", false},
+		{"no type", []string{"A01"}, "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &Route{}
+			if tt.events != nil {
+				r.events = map[string]bool{}
+				for _, e := range tt.events {
+					r.events[e] = true
+				}
+			}
+			if got := r.Takes(tt.messageType, tt.event); got != tt.want {
+				t.Errorf("Takes(%q, %q) = %v, want %v", tt.messageType, tt.event, got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	for _, dir := range []string{"bad", "good", "dup"} {
+		files, _ := filepath.Glob(filepath.Join("testdata", dir, "*.y*ml"))
+		for _, file := range files {
+			if b, err := os.ReadFile(file); err == nil {
+				f.Add(b)
+			}
+		}
+	}
+	shipped, _ := filepath.Glob(filepath.Join("..", "..", "routes", "*.yaml"))
+	for _, file := range shipped {
+		if b, err := os.ReadFile(file); err == nil {
+			f.Add(b)
+		}
+	}
+	env := testEnv(f)
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "fuzz.yaml")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Load(path, env, testCatalog)
+		if err != nil {
+			var ye yamlx.Errors
+			if !errors.As(err, &ye) {
+				t.Fatalf("error is %T, want yamlx.Errors: %v", err, err)
+			}
+			return
+		}
+		if r.Name == "" || len(r.Destinations) == 0 {
+			t.Fatalf("loaded route without a name or destinations: %+v", r)
+		}
+	})
+}

@@ -1,0 +1,522 @@
+package route
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// Synthetic NHS numbers from the 999 range.
+const (
+	validNHS   = "9990000018"
+	invalidNHS = "9990000019"
+)
+
+// adtMessage is a synthetic ADT message of the given event for a patient
+// with the given NHS number.
+func adtMessage(event, nhsNumber string) string {
+	return "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^" + event + "^ADT_A01|MSG00001|P|2.4|||AL|NE\r" +
+		"EVN|" + event + "|20261123093000\r" +
+		"PID|1||" + nhsNumber + "^^^NHS^NH~K123456^^^RX1^MR||TESTPATIENT^ALEX^J^^MX||19800101|F\r" +
+		"PV1|1|I|WARD1^BED2^1^RX1\r"
+}
+
+// adtBundle is what a translator might make of adtMessage.
+func adtBundle(nhsNumber string) []byte {
+	return []byte(`{"resourceType":"Bundle","type":"message","entry":[` +
+		`{"resource":{"resourceType":"MessageHeader","id":"h1"}},` +
+		`{"resource":{"resourceType":"Patient","id":"p1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + nhsNumber + `"}]}},` +
+		`{"resource":{"resourceType":"Encounter","id":"e1","status":"in-progress"}}]}`)
+}
+
+// writeRoute writes a route file in a temp dir and loads it.
+func writeRoute(t *testing.T, src string) *Route {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "route.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(path, testEnv(t), testCatalog)
+	if err != nil {
+		t.Fatalf("Load:\n%v", err)
+	}
+	return r
+}
+
+// v2Input is a translated ADT message of the given event.
+func v2Input(t *testing.T, event, nhsNumber string) Input {
+	t.Helper()
+	raw := []byte(adtMessage(event, nhsNumber))
+	m, err := hl7v2.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := TestEnvelope("pas", "01TESTMSG", raw, envelope.ContentTypeHL7v2)
+	return Input{Env: env, Tr: &adapter.Translation{Bundle: adtBundle(nhsNumber), PatientKey: nhsNumber, Event: m.Event(), V2: m}}
+}
+
+// fakeDecider denies the listed destinations, or fails.
+type fakeDecider struct {
+	deny []string
+	err  error
+	reqs []consent.Request
+}
+
+func (d *fakeDecider) Decide(_ context.Context, req consent.Request) (consent.Decision, error) {
+	d.reqs = append(d.reqs, req)
+	if d.err != nil {
+		return consent.Decision{}, d.err
+	}
+	for _, n := range d.deny {
+		if n == req.Destination {
+			return consent.Decision{Outcome: consent.Deny, Reason: "test denies", Rule: "test:deny"}, nil
+		}
+	}
+	return consent.Decision{Outcome: consent.Permit, Reason: "test permits", Rule: "test:permit"}, nil
+}
+
+// step is a record reduced to what Process decides.
+type recSummary struct {
+	Event                          audit.Event
+	Destination, Outcome, Rule, ID string
+}
+
+type resultSummary struct {
+	Taken, Matched bool
+	Deliveries     map[string]string // destination -> content type
+	Denied         []string
+	Records        []recSummary
+}
+
+func summarize(r *Result) resultSummary {
+	s := resultSummary{Taken: r.Taken, Matched: r.Matched, Denied: r.Denied}
+	for _, d := range r.Deliveries {
+		if s.Deliveries == nil {
+			s.Deliveries = map[string]string{}
+		}
+		s.Deliveries[d.Destination] = d.ContentType
+	}
+	for _, rec := range r.Records {
+		s.Records = append(s.Records, recSummary{Event: rec.Event, Destination: rec.Destination, Outcome: rec.Outcome, Rule: rec.Rule, ID: rec.MessageID})
+	}
+	return s
+}
+
+const routeHead = `name: test-route
+source:
+  adapter: pas
+`
+
+const permit = `consent:
+  purpose: direct-care
+  default: permit
+`
+
+func TestProcess(t *testing.T) {
+	const id = "01TESTMSG"
+	matched := recSummary{Event: audit.Matched, Outcome: "matched", Rule: "match", ID: id}
+	consentOK := func(dest string) recSummary {
+		return recSummary{Event: audit.Consent, Destination: dest, Outcome: "permit", Rule: "route:test-route:default", ID: id}
+	}
+	transformed := func(dest string) recSummary {
+		return recSummary{Event: audit.Transformed, Destination: dest, Outcome: "ok", Rule: "transform", ID: id}
+	}
+	fhirCT := envelope.ContentTypeFHIR
+	tests := []struct {
+		name  string
+		route string
+		in    func(t *testing.T) Input
+		want  resultSummary
+		// bundle, when set, is the JSON payload the first delivery must
+		// carry (compared as JSON).
+		bundle string
+	}{
+		{
+			name:  "event taken in full form",
+			route: routeHead + "  events: [ADT^A01]\n" + permit + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store")}},
+			bundle: string(adtBundle(validNHS)),
+		},
+		{
+			name:  "event taken in short form",
+			route: routeHead + "  events: [A03, A01]\n" + permit + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store")}},
+		},
+		{
+			name:  "event not taken",
+			route: routeHead + "  events: [ADT^A01, A03]\n" + permit + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A02", validNHS) },
+			want:  resultSummary{Records: []recSummary{{Event: audit.Filtered, Outcome: "not-taken", Rule: "source.events", ID: id}}},
+		},
+		{
+			name:  "match false filters",
+			route: routeHead + "match: nhsNumberValid(nhsNumber(bundle))\n" + permit + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", invalidNHS) },
+			want:  resultSummary{Taken: true, Records: []recSummary{{Event: audit.Filtered, Outcome: "filtered", Rule: "match", ID: id}}},
+		},
+		{
+			name:  "match true with v2 and msg",
+			route: routeHead + `match: v2.get("PID-3[1].1") == "` + validNHS + `" && msg.event == "A01" && msg.type == "ADT^A01" && msg.source == "pas"` + "\n" + permit + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store")}},
+		},
+		{
+			name:  "patient variable",
+			route: routeHead + `match: patient.flag == "test"` + "\n" + permit + "destinations:\n  - name: fhir-store\n",
+			in: func(t *testing.T) Input {
+				in := v2Input(t, "A01", validNHS)
+				in.Patient = map[string]any{"flag": "test"}
+				return in
+			},
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store")}},
+		},
+		{
+			name: "when false skips one destination",
+			route: routeHead + permit + "destinations:\n" +
+				"  - name: fhir-store\n    when: msg.event == \"A08\"\n" +
+				"  - name: data-quality\n    when: destination.name == \"data-quality\"\n",
+			in: func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"data-quality": fhirCT},
+				Records: []recSummary{matched,
+					{Event: audit.Filtered, Destination: "fhir-store", Outcome: "not-selected", Rule: "when", ID: id},
+					consentOK("data-quality")}},
+		},
+		{
+			name:  "default deny",
+			route: routeHead + "consent:\n  purpose: direct-care\n  default: deny\n" + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Denied: []string{"fhir-store"},
+				Records: []recSummary{matched, {Event: audit.Consent, Destination: "fhir-store", Outcome: "deny", Rule: "route:test-route:default", ID: id}}},
+		},
+		{
+			name:  "keep removes entries",
+			route: routeHead + permit + "transform:\n  - keep: resource.resourceType != \"MessageHeader\"\n" + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store"), transformed("fhir-store")}},
+			bundle: `{"resourceType":"Bundle","type":"message","entry":[` +
+				`{"resource":{"resourceType":"Patient","id":"p1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + validNHS + `"}]}},` +
+				`{"resource":{"resourceType":"Encounter","id":"e1","status":"in-progress"}}]}`,
+		},
+		{
+			name:  "keep removing every entry leaves no empty array",
+			route: routeHead + permit + "transform:\n  - keep: resource.resourceType == \"Observation\"\n" + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store"), transformed("fhir-store")}},
+			bundle: `{"resourceType":"Bundle","type":"message"}`,
+		},
+		{
+			name: "replace builds a new bundle",
+			route: routeHead + permit + "transform:\n" +
+				"  - keep: resource.resourceType == \"Patient\"\n" +
+				"  - replace: '{\"resourceType\": \"Bundle\", \"type\": \"collection\", \"total\": size(bundle.entry), \"entry\": bundle.entry, \"meta\": {\"tag\": null}}'\n" +
+				"destinations:\n  - name: fhir-store\n",
+			in: func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store"), transformed("fhir-store")}},
+			bundle: `{"resourceType":"Bundle","type":"collection","total":1,"meta":{"tag":null},"entry":[` +
+				`{"resource":{"resourceType":"Patient","id":"p1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + validNHS + `"}]}}]}`,
+		},
+		{
+			name:  "raw payload",
+			route: routeHead + permit + "transform:\n  - keep: \"false\"\n" + "destinations:\n  - name: data-quality\n    payload: raw\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"data-quality": envelope.ContentTypeHL7v2},
+				Records: []recSummary{matched, consentOK("data-quality")}},
+			bundle: "raw",
+		},
+		{
+			name:  "FHIR input has an empty v2",
+			route: "name: test-route\nsource:\n  adapter: fhir\nmatch: v2.get(\"MSH-9\") == \"\" && msg.type == \"Bundle\"\n" + permit + "destinations:\n  - name: fhir-store\n",
+			in: func(t *testing.T) Input {
+				b := adtBundle(validNHS)
+				return Input{Env: TestEnvelope("fhir", "01TESTMSG", b, envelope.ContentTypeFHIR), Tr: &adapter.Translation{Bundle: b}}
+			},
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store")}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := writeRoute(t, tt.route)
+			in := tt.in(t)
+			before := string(in.Tr.Bundle)
+			res, err := r.Process(context.Background(), in, consent.DefaultPolicy{})
+			if err != nil {
+				t.Fatalf("Process: %v (%s)", err, fault.DetailOf(err))
+			}
+			if diff := cmp.Diff(tt.want, summarize(res)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if string(in.Tr.Bundle) != before {
+				t.Error("Process changed the translation's bundle")
+			}
+			switch {
+			case tt.bundle == "raw":
+				if got := res.Deliveries[0].Body; string(got) != string(in.Env.Raw) {
+					t.Errorf("raw payload = %q, want the input unchanged %q", got, in.Env.Raw)
+				}
+			case tt.bundle != "":
+				if !jsonEqual([]byte(tt.bundle), res.Deliveries[0].Body) {
+					t.Errorf("payload =\n%s\nwant\n%s", res.Deliveries[0].Body, tt.bundle)
+				}
+			}
+		})
+	}
+}
+
+func TestProcessPerDestinationTransform(t *testing.T) {
+	r := writeRoute(t, routeHead+permit+"transform:\n"+
+		"  - keep: destination.name == \"fhir-store\" || resource.resourceType == \"Patient\"\n"+
+		"destinations:\n  - name: fhir-store\n  - name: data-quality\n")
+	dec := &fakeDecider{}
+	in := v2Input(t, "A01", validNHS)
+	res, err := r.Process(context.Background(), in, dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, d := range res.Deliveries {
+		var b struct{ Entry []any }
+		if err := json.Unmarshal(d.Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		counts[d.Destination] = len(b.Entry)
+	}
+	if diff := cmp.Diff(map[string]int{"fhir-store": 3, "data-quality": 1}, counts); diff != "" {
+		t.Errorf("entries per destination (-want +got):\n%s", diff)
+	}
+	// The decider is asked once per destination with the route's facts.
+	var asked []consent.Request
+	for _, q := range dec.reqs {
+		q.Bundle = nil
+		asked = append(asked, q)
+	}
+	want := []consent.Request{
+		{Route: "test-route", Purpose: "direct-care", Destination: "fhir-store", PatientKey: validNHS, Default: consent.Permit},
+		{Route: "test-route", Purpose: "direct-care", Destination: "data-quality", PatientKey: validNHS, Default: consent.Permit},
+	}
+	if diff := cmp.Diff(want, asked); diff != "" {
+		t.Errorf("consent requests (-want +got):\n%s", diff)
+	}
+}
+
+func TestProcessDeciderDenies(t *testing.T) {
+	r := writeRoute(t, routeHead+permit+"destinations:\n  - name: fhir-store\n  - name: data-quality\n")
+	res, err := r.Process(context.Background(), v2Input(t, "A01", validNHS), &fakeDecider{deny: []string{"data-quality"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := summarize(res)
+	if diff := cmp.Diff([]string{"data-quality"}, got.Denied); diff != "" {
+		t.Errorf("denied (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{"fhir-store": envelope.ContentTypeFHIR}, got.Deliveries); diff != "" {
+		t.Errorf("deliveries (-want +got):\n%s", diff)
+	}
+}
+
+func TestProcessErrors(t *testing.T) {
+	deciderErr := errors.New("consent store down")
+	tests := []struct {
+		name    string
+		route   string
+		in      func(t *testing.T) Input
+		decider consent.Decider
+		code    fault.Code
+		// where is a fragment of the error text naming the failed part.
+		where string
+	}{
+		{"match evaluation", routeHead + "match: bundle.nope == \"x\"\n" + permit + "destinations:\n  - name: fhir-store\n",
+			nil, nil, fault.CodeRuleEval, "match"},
+		{"match not a bool at run time", routeHead + "match: bundle.type\n" + permit + "destinations:\n  - name: fhir-store\n",
+			nil, nil, fault.CodeRuleEval, "match"},
+		{"when evaluation", routeHead + permit + "destinations:\n  - name: fhir-store\n    when: int(msg.event) > 0\n",
+			nil, nil, fault.CodeRuleEval, "destination fhir-store when"},
+		{"keep evaluation", routeHead + permit + "transform:\n  - keep: resource.nope\n" + "destinations:\n  - name: fhir-store\n",
+			nil, nil, fault.CodeRuleEval, "transform for fhir-store: step 0"},
+		{"replace evaluation", routeHead + permit + "transform:\n  - keep: \"true\"\n  - replace: bundle.entry[9]\n" + "destinations:\n  - name: fhir-store\n",
+			nil, nil, fault.CodeRuleEval, "step 1"},
+		{"replace not a map at run time", routeHead + permit + "transform:\n  - replace: bundle.type\n" + "destinations:\n  - name: fhir-store\n",
+			nil, nil, fault.CodeRuleEval, "step 0"},
+		{"bundle not JSON", routeHead + permit + "destinations:\n  - name: fhir-store\n",
+			func(t *testing.T) Input {
+				in := v2Input(t, "A01", validNHS)
+				in.Tr.Bundle = []byte("{not json")
+				return in
+			}, nil, fault.CodeTranslate, "not JSON"},
+		{"decider fails", routeHead + permit + "destinations:\n  - name: fhir-store\n",
+			nil, &fakeDecider{err: deciderErr}, fault.CodeInternal, "consent for fhir-store"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := writeRoute(t, tt.route)
+			in := v2Input(t, "A01", validNHS)
+			if tt.in != nil {
+				in = tt.in(t)
+			}
+			dec := tt.decider
+			if dec == nil {
+				dec = consent.DefaultPolicy{}
+			}
+			res, err := r.Process(context.Background(), in, dec)
+			if err == nil {
+				t.Fatalf("Process = %+v, want an error", summarize(res))
+			}
+			if got := fault.CodeOf(err); got != tt.code {
+				t.Errorf("code = %s, want %s (%v)", got, tt.code, err)
+			}
+			if tt.code != fault.CodeInternal && fault.IsTransient(err) {
+				t.Errorf("error %v is transient, want permanent", err)
+			}
+			if !strings.Contains(err.Error(), tt.where) {
+				t.Errorf("error %q does not say %q", err, tt.where)
+			}
+			if strings.Contains(err.Error(), validNHS) {
+				t.Errorf("error %q holds the NHS number", err)
+			}
+			if tt.decider != nil && !errors.Is(err, deciderErr) {
+				t.Errorf("error %v does not wrap the decider's", err)
+			}
+		})
+	}
+}
+
+func TestNotTakenRecord(t *testing.T) {
+	r := &Route{Name: "r1"}
+	rec := r.NotTakenRecord(&envelope.Envelope{ID: "01X", Source: "pas"})
+	rec.Time = rec.Time.Round(0)
+	got := recSummary{Event: rec.Event, Destination: rec.Destination, Outcome: rec.Outcome, Rule: rec.Rule, ID: rec.MessageID}
+	if diff := cmp.Diff(recSummary{Event: audit.Filtered, Outcome: "not-taken", Rule: "source.events", ID: "01X"}, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if rec.Route != "r1" || rec.Source != "pas" || rec.Time.IsZero() {
+		t.Errorf("record = %+v, want route r1, source pas and a time", rec)
+	}
+}
+
+func TestMsgVars(t *testing.T) {
+	env := TestEnvelope("pas", "01X", []byte(adtMessage("A01", validNHS)), envelope.ContentTypeHL7v2)
+	want := map[string]any{
+		"id": "01X", "source": "pas", "type": "ADT^A01", "event": "A01", "control_id": "MSG00001",
+		"sender": "PAS|RX1", "received": testTime, "content_type": envelope.ContentTypeHL7v2,
+	}
+	if diff := cmp.Diff(want, MsgVars(env, "A01")); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestTestEnvelope(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		ct   string
+		want envelope.Envelope
+	}{
+		{"hl7", adtMessage("A03", validNHS), envelope.ContentTypeHL7v2,
+			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeHL7v2, ReceivedAt: testTime,
+				MessageType: "ADT^A03", ControlID: "MSG00001", Sender: "PAS|RX1", DedupeKey: "PAS|RX1|MSG00001"}},
+		{"bad hl7 keeps raw", "not hl7", envelope.ContentTypeHL7v2,
+			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeHL7v2, ReceivedAt: testTime}},
+		{"fhir", `{"resourceType": "Patient"}`, envelope.ContentTypeFHIR,
+			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeFHIR, ReceivedAt: testTime, MessageType: "Patient"}},
+		{"bad fhir", `[`, envelope.ContentTypeFHIR,
+			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeFHIR, ReceivedAt: testTime}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := TestEnvelope("src", "T1", []byte(tt.raw), tt.ct)
+			want := tt.want
+			want.Raw = []byte(tt.raw)
+			if diff := cmp.Diff(&want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func BenchmarkProcess(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "route.yaml")
+	src := routeHead + "  events: [ADT^A01]\nmatch: nhsNumberValid(nhsNumber(bundle))\n" + permit +
+		"transform:\n  - keep: resource.resourceType != \"MessageHeader\"\ndestinations:\n  - name: fhir-store\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	r, err := Load(path, testEnv(b), testCatalog)
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw := []byte(adtMessage("A01", validNHS))
+	m, err := hl7v2.Parse(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := Input{Env: TestEnvelope("pas", "01B", raw, envelope.ContentTypeHL7v2), Tr: &adapter.Translation{Bundle: adtBundle(validNHS), Event: "A01", V2: m}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := r.Process(ctx, in, consent.DefaultPolicy{})
+		if err != nil || len(res.Deliveries) != 1 {
+			b.Fatalf("Process = %v, %v", res, err)
+		}
+	}
+}
+
+// TestProcessLeavesSharedBundleAlone: routes of one source share the
+// decoded bundle (Translation.Parsed); transforms must build new values,
+// never change it, and Process must use it rather than decode again.
+func TestProcessLeavesSharedBundleAlone(t *testing.T) {
+	r := writeRoute(t, routeHead+permit+"transform:\n"+
+		"  - keep: resource.resourceType == \"Patient\"\n"+
+		"  - replace: '{\"resourceType\": \"Bundle\", \"type\": \"collection\", \"entry\": bundle.entry}'\n"+
+		"destinations:\n  - name: fhir-store\n  - name: data-quality\n")
+	in := v2Input(t, "A01", validNHS)
+	if err := json.Unmarshal(in.Tr.Bundle, &in.Tr.Parsed); err != nil {
+		t.Fatal(err)
+	}
+	var before map[string]any
+	if err := json.Unmarshal(in.Tr.Bundle, &before); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Process(context.Background(), in, &fakeDecider{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deliveries) != 2 {
+		t.Fatalf("%d deliveries, want 2", len(res.Deliveries))
+	}
+	if diff := cmp.Diff(before, in.Tr.Parsed); diff != "" {
+		t.Errorf("shared bundle changed (-before +after):\n%s", diff)
+	}
+	// Process reads Parsed, not Bundle: a marker only in Parsed shows up.
+	in.Tr.Parsed["type"] = "collection"
+	r2 := writeRoute(t, routeHead+permit+"match: bundle.type == \"collection\"\ndestinations:\n  - name: fhir-store\n")
+	res, err = r2.Process(context.Background(), in, &fakeDecider{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Matched {
+		t.Error("Process decoded Bundle again instead of using Parsed")
+	}
+}

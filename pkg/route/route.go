@@ -1,0 +1,520 @@
+package route
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/yamlx"
+)
+
+// Catalog tells the loader which sources and destinations exist, so a route
+// naming an unknown one is an error at load.
+type Catalog interface {
+	HasSource(name string) bool
+	HasDestination(name string) bool
+}
+
+// Route is a compiled route.
+type Route struct {
+	Name        string
+	Description string
+	// File is the path the route was loaded from.
+	File    string
+	Source  string
+	Purpose string
+	Default consent.Outcome
+	events  map[string]bool
+	match   *rules.Program
+	steps   []step
+	// Destinations in file order.
+	Destinations []Destination
+	// Tests as written, for `junction test`.
+	Tests []TestSpec
+	// Programs lists every compiled expression with its position, for lint.
+	Programs []Compiled
+
+	namePos yamlx.Pos
+}
+
+// Compiled is one compiled expression and where it was written.
+type Compiled struct {
+	Where   string
+	Pos     yamlx.Pos
+	Program *rules.Program
+}
+
+// Destination is one compiled destination of a route.
+type Destination struct {
+	Name string
+	when *rules.Program
+	// Raw sends the original input unchanged.
+	Raw bool
+}
+
+type step struct {
+	keep    *rules.Program
+	replace *rules.Program
+}
+
+// Limits on one route file's expressions.
+const (
+	maxExpressions     = 500
+	maxExpressionBytes = 16 << 10
+)
+
+// Load reads, decodes and compiles one route file. All problems, those of
+// decoding and those of what did decode, are returned together as
+// yamlx.Errors sorted by position.
+func Load(path string, env *rules.Env, cat Catalog) (*Route, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading route file: %w", err)
+	}
+	var f File
+	decErr := yamlx.Decode(path, data, &f)
+	var errs yamlx.Errors
+	if decErr != nil && !errors.As(decErr, &errs) {
+		return nil, decErr
+	}
+	// Compile what decoded even when decoding failed, so that a file's CEL
+	// and references are checked in the same run as its structure. Parts
+	// that failed to decode are left zero, and compile skips zero parts.
+	r, err := compile(path, &f, env, cat)
+	if err != nil {
+		var ce yamlx.Errors
+		if !errors.As(err, &ce) {
+			return nil, err
+		}
+		errs = append(errs, ce...)
+	}
+	if len(errs) > 0 {
+		return nil, errs.Err()
+	}
+	return r, nil
+}
+
+// LoadAll loads every *.yaml and *.yml file in the given files or
+// directories, reporting every error from every file, and rejects two
+// routes with one name.
+func LoadAll(paths []string, env *rules.Env, cat Catalog) ([]*Route, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("route path: %w", err)
+		}
+		if !st.IsDir() {
+			files = append(files, filepath.Clean(p))
+			continue
+		}
+		for _, pat := range []string{"*.yaml", "*.yml"} {
+			m, _ := filepath.Glob(filepath.Join(p, pat))
+			files = append(files, m...)
+		}
+	}
+	sort.Strings(files)
+	files = slices.Compact(files) // a file named directly and by its directory
+	var routes []*Route
+	var errs yamlx.Errors
+	var other []error
+	seen := map[string]string{}
+	for _, file := range files {
+		r, err := Load(file, env, cat)
+		if err != nil {
+			var ye yamlx.Errors
+			if errors.As(err, &ye) {
+				errs = append(errs, ye...)
+			} else {
+				other = append(other, err)
+			}
+			continue
+		}
+		if prev, dup := seen[r.Name]; dup {
+			errs.Add(r.namePos, "route name %q is already used by %s", r.Name, prev)
+			continue
+		}
+		seen[r.Name] = file
+		routes = append(routes, r)
+	}
+	if len(errs) > 0 {
+		sort.SliceStable(errs, func(i, j int) bool { return posLess(errs[i].Pos, errs[j].Pos) })
+		other = append([]error{errs}, other...)
+	}
+	if len(other) > 0 {
+		return nil, errors.Join(other...)
+	}
+	return routes, nil
+}
+
+func posLess(a, b yamlx.Pos) bool {
+	if a.File != b.File {
+		return a.File < b.File
+	}
+	if a.Line != b.Line {
+		return a.Line < b.Line
+	}
+	return a.Col < b.Col
+}
+
+// validName is what names may hold: they become NATS subject tokens and
+// consumer names.
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) {
+	var errs yamlx.Errors
+	r := &Route{Name: f.Name.Value, Description: f.Description, File: path, Source: f.Source.Adapter.Value, Tests: f.Tests, Purpose: f.Consent.Purpose.Value, namePos: f.Name.Pos}
+	// at returns the first known position, or the file alone.
+	at := func(ps ...yamlx.Pos) yamlx.Pos {
+		for _, p := range ps {
+			if p.Line != 0 {
+				return p
+			}
+		}
+		return yamlx.Pos{File: path}
+	}
+	if f.Name.Pos.Line != 0 && !validName(r.Name) {
+		errs.Add(f.Name.Pos, "name: %q must be 1 to 64 letters, digits, '-' or '_'", r.Name)
+	}
+	if cat != nil && r.Source != "" && !cat.HasSource(r.Source) {
+		errs.Add(f.Source.Adapter.Pos, "source.adapter: no input named %q in the config", r.Source)
+	}
+	if len(f.Source.Events) > 0 {
+		r.events = map[string]bool{}
+		for _, e := range f.Source.Events {
+			if strings.TrimSpace(e.Value) == "" {
+				errs.Add(e.Pos, "source.events: empty event")
+				continue
+			}
+			r.events[e.Value] = true
+		}
+	}
+	compiled := 0
+	prog := func(where string, s yamlx.String, kind rules.Kind) *rules.Program {
+		if strings.TrimSpace(s.Value) == "" {
+			errs.Add(s.Pos, "%s: empty expression", where)
+			return nil
+		}
+		// Bound the work one file can ask of the compiler (YAML aliases
+		// can multiply expressions), so lint and start stay quick.
+		if len(s.Value) > maxExpressionBytes {
+			errs.Add(s.Pos, "%s: expression is %d bytes; the limit is %d", where, len(s.Value), maxExpressionBytes)
+			return nil
+		}
+		if compiled++; compiled > maxExpressions {
+			if compiled == maxExpressions+1 {
+				errs.Add(s.Pos, "%s: more than %d expressions in one route file", where, maxExpressions)
+			}
+			return nil
+		}
+		p, err := env.Compile(s.Value, kind)
+		if err != nil {
+			var ce *rules.CompileError
+			if errors.As(err, &ce) {
+				for _, is := range ce.Issues {
+					pos := s.Pos
+					if is.Offset >= 0 {
+						// An error at the end (such as a missing
+						// operand) is placed just after the last
+						// character, not past a block scalar's final
+						// line break.
+						pos = s.PosAt(min(is.Offset, len(strings.TrimRight(s.Value, " \t\r\n"))))
+					}
+					errs.Add(pos, "%s: %s", where, is.Msg)
+				}
+			} else {
+				errs.Add(s.Pos, "%s: %v", where, err)
+			}
+			return nil
+		}
+		r.Programs = append(r.Programs, Compiled{Where: where, Pos: s.Pos, Program: p})
+		return p
+	}
+	if f.Match.Value != "" || f.Match.Pos.Line != 0 {
+		r.match = prog("match", f.Match, rules.Bool)
+	}
+	if f.Consent.Purpose.Value == "" && f.Consent.Purpose.Pos.Line != 0 {
+		errs.Add(f.Consent.Purpose.Pos, "consent.purpose: must not be empty")
+	}
+	if f.Consent.Default.Pos.Line != 0 {
+		o, err := consent.ParseOutcome(f.Consent.Default.Value)
+		if err != nil {
+			errs.Add(f.Consent.Default.Pos, "consent.default: %v", err)
+		}
+		r.Default = o
+	}
+	for i, s := range f.Transform {
+		where := fmt.Sprintf("transform[%d]", i)
+		set := 0
+		var st step
+		if s.Keep.Pos.Line != 0 {
+			set++
+			st.keep = prog(where+".keep", s.Keep, rules.Bool)
+		}
+		if s.Replace.Pos.Line != 0 {
+			set++
+			st.replace = prog(where+".replace", s.Replace, rules.Map)
+		}
+		if set != 1 {
+			errs.Add(at(s.Keep.Pos, s.Pos), "%s: exactly one of keep or replace must be set", where)
+		}
+		r.steps = append(r.steps, st)
+	}
+	// A missing destinations key is a decoding error; an empty list is
+	// caught here.
+	if f.Destinations != nil && len(f.Destinations) == 0 {
+		errs.Add(at(f.Name.Pos), "destinations: at least one destination is required")
+	}
+	dests := map[string]bool{}
+	for i, d := range f.Destinations {
+		where := fmt.Sprintf("destinations[%d]", i)
+		cd := Destination{Name: d.Name.Value}
+		if cd.Name != "" && dests[cd.Name] {
+			errs.Add(d.Name.Pos, "%s.name: destination %q listed twice", where, cd.Name)
+		}
+		dests[cd.Name] = true
+		if cat != nil && cd.Name != "" && !cat.HasDestination(cd.Name) {
+			errs.Add(d.Name.Pos, "%s.name: no destination named %q in the config", where, cd.Name)
+		}
+		if d.When.Pos.Line != 0 {
+			cd.when = prog(where+".when", d.When, rules.Bool)
+		}
+		switch d.Payload.Value {
+		case "", "fhir":
+		case "raw":
+			cd.Raw = true
+		default:
+			errs.Add(d.Payload.Pos, "%s.payload: must be fhir or raw, got %q", where, d.Payload.Value)
+		}
+		r.Destinations = append(r.Destinations, cd)
+	}
+	for i, t := range f.Tests {
+		where := fmt.Sprintf("tests[%d]", i)
+		// A missing input is a decoding error; a given one needs exactly
+		// one of file and inline.
+		if t.Input.Pos.Line != 0 && (t.Input.File.Value == "") == (t.Input.Inline.Value == "") {
+			errs.Add(at(t.Input.File.Pos, t.Input.Pos), "%s.input: exactly one of file or inline must be set", where)
+		}
+		for _, d := range append(append([]yamlx.String{}, t.Expect.Deliver...), t.Expect.Denied...) {
+			if !dests[d.Value] {
+				errs.Add(d.Pos, "%s.expect: %q is not a destination of this route", where, d.Value)
+			}
+		}
+		for j, a := range t.Expect.Assert {
+			prog(fmt.Sprintf("%s.expect.assert[%d]", where, j), a, rules.Bool)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs.Err()
+	}
+	return r, nil
+}
+
+// Takes reports whether the route takes messages of this type. Events may
+// be written as "ADT^A01" or "A01".
+func (r *Route) Takes(messageType, event string) bool {
+	if r.events == nil {
+		return true
+	}
+	if event == "" {
+		if i := strings.IndexByte(messageType, '^'); i >= 0 {
+			event = messageType[i+1:]
+		}
+	}
+	return r.events[messageType] || (event != "" && r.events[event])
+}
+
+// NotTakenRecord is the audit record for a message type the route does not
+// take. Such messages are not translated by this route.
+func (r *Route) NotTakenRecord(env *envelope.Envelope) audit.Record {
+	return audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Event: audit.Filtered, Source: env.Source, Route: r.Name, Outcome: "not-taken", Reason: "message type not taken by this route", Rule: "source.events"}
+}
+
+// Delivery is one payload for one destination.
+type Delivery struct {
+	Destination string
+	ContentType string
+	Body        []byte
+}
+
+// Result is what a route decided for one message.
+type Result struct {
+	// Taken is false when the route does not take this message type.
+	Taken bool
+	// Matched is the match expression's verdict.
+	Matched bool
+	// Deliveries are the permitted, selected destinations with payloads.
+	Deliveries []Delivery
+	// Denied lists destinations consent refused.
+	Denied []string
+	// Records are the audit records of the route's decisions.
+	Records []audit.Record
+}
+
+// Input is one message as a route sees it.
+type Input struct {
+	Env *envelope.Envelope
+	Tr  *adapter.Translation
+	// Patient is the patient index entry, if any.
+	Patient map[string]any
+}
+
+// MsgVars returns the msg variable for env.
+func MsgVars(env *envelope.Envelope, event string) map[string]any {
+	return map[string]any{
+		"id":           env.ID,
+		"source":       env.Source,
+		"type":         env.MessageType,
+		"event":        event,
+		"control_id":   env.ControlID,
+		"sender":       env.Sender,
+		"received":     env.ReceivedAt,
+		"content_type": env.ContentType,
+	}
+}
+
+// Process runs match, consent per destination, and transform for one
+// translated message. It does no I/O other than asking decider. An error is
+// a permanent fault for this message (the caller dead-letters it).
+func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) (*Result, error) {
+	env, tr := in.Env, in.Tr
+	res := &Result{}
+	now := time.Now().UTC()
+	rec := func(ev audit.Event, dest, outcome, reason, rule string) audit.Record {
+		return audit.Record{Time: now, MessageID: env.ID, Event: ev, Source: env.Source, Route: r.Name, Destination: dest, Outcome: outcome, Reason: reason, Rule: rule}
+	}
+	if !r.Takes(env.MessageType, tr.Event) {
+		res.Records = append(res.Records, r.NotTakenRecord(env))
+		return res, nil
+	}
+	res.Taken = true
+	bundle := tr.Parsed
+	if bundle == nil {
+		if err := json.Unmarshal(tr.Bundle, &bundle); err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "translated bundle is not JSON", err)
+		}
+	}
+	v2, _ := tr.V2.(rules.V2Message)
+	vars := &rules.Vars{Msg: MsgVars(env, tr.Event), Bundle: bundle, V2: v2, Patient: in.Patient}
+	if r.match != nil {
+		ok, err := r.match.EvalBool(ctx, vars)
+		if err != nil {
+			return nil, fmt.Errorf("route %s match: %w", r.Name, err)
+		}
+		if !ok {
+			res.Records = append(res.Records, rec(audit.Filtered, "", "filtered", "match expression was false", "match"))
+			return res, nil
+		}
+	}
+	res.Matched = true
+	res.Records = append(res.Records, rec(audit.Matched, "", "matched", "", "match"))
+	for _, d := range r.Destinations {
+		dvars := *vars
+		dvars.Destination = map[string]any{"name": d.Name}
+		if d.when != nil {
+			ok, err := d.when.EvalBool(ctx, &dvars)
+			if err != nil {
+				return nil, fmt.Errorf("route %s destination %s when: %w", r.Name, d.Name, err)
+			}
+			if !ok {
+				res.Records = append(res.Records, rec(audit.Filtered, d.Name, "not-selected", "destination condition was false", "when"))
+				continue
+			}
+		}
+		dec, err := decider.Decide(ctx, consent.Request{Route: r.Name, Purpose: r.Purpose, Destination: d.Name, PatientKey: tr.PatientKey, Bundle: bundle, Default: r.Default})
+		if err != nil {
+			return nil, fmt.Errorf("route %s consent for %s: %w", r.Name, d.Name, err)
+		}
+		res.Records = append(res.Records, rec(audit.Consent, d.Name, string(dec.Outcome), dec.Reason, dec.Rule))
+		if dec.Outcome != consent.Permit {
+			res.Denied = append(res.Denied, d.Name)
+			continue
+		}
+		if d.Raw {
+			res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: env.ContentType, Body: env.Raw})
+			continue
+		}
+		body := tr.Bundle
+		if len(r.steps) > 0 {
+			out, err := r.transform(ctx, &dvars, bundle)
+			if err != nil {
+				return nil, fmt.Errorf("route %s transform for %s: %w", r.Name, d.Name, err)
+			}
+			body, err = json.Marshal(out)
+			if err != nil {
+				return nil, fault.Wrap(fault.Permanent, fault.CodeRuleEval, "transform result is not JSON", err)
+			}
+			res.Records = append(res.Records, rec(audit.Transformed, d.Name, "ok", fmt.Sprintf("%d steps", len(r.steps)), "transform"))
+		}
+		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body})
+	}
+	return res, nil
+}
+
+// transform applies the steps to a copy of bundle.
+func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[string]any) (map[string]any, error) {
+	cur := bundle
+	for i, s := range r.steps {
+		v := *vars
+		v.Bundle = cur
+		switch {
+		case s.keep != nil:
+			entries, _ := cur["entry"].([]any)
+			kept := make([]any, 0, len(entries))
+			for _, e := range entries {
+				em, _ := e.(map[string]any)
+				res, _ := em["resource"].(map[string]any)
+				v.Resource = res
+				ok, err := s.keep.EvalBool(ctx, &v)
+				if err != nil {
+					return nil, fmt.Errorf("step %d: %w", i, err)
+				}
+				if ok {
+					kept = append(kept, e)
+				}
+			}
+			next := make(map[string]any, len(cur))
+			for k, val := range cur {
+				next[k] = val
+			}
+			// FHIR JSON has no empty arrays: a bundle left without
+			// entries has no entry element.
+			if len(kept) > 0 {
+				next["entry"] = kept
+			} else {
+				delete(next, "entry")
+			}
+			cur = next
+		case s.replace != nil:
+			out, err := s.replace.EvalMap(ctx, &v)
+			if err != nil {
+				return nil, fmt.Errorf("step %d: %w", i, err)
+			}
+			cur = out
+		}
+	}
+	return cur, nil
+}

@@ -1,0 +1,256 @@
+package route
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/yamlx"
+)
+
+// fakeTranslator makes a small bundle: from HL7 v2 a MessageHeader, a
+// Patient with PID-3's first identifier as NHS number and an Encounter;
+// FHIR input is wrapped in a collection bundle unless it is one.
+type fakeTranslator struct{}
+
+func (fakeTranslator) Translate(env *envelope.Envelope) (*adapter.Translation, error) {
+	if env.ContentType == envelope.ContentTypeFHIR {
+		var res map[string]any
+		if err := json.Unmarshal(env.Raw, &res); err != nil {
+			return nil, err
+		}
+		b := res
+		if res["resourceType"] != "Bundle" {
+			b = map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{map[string]any{"resource": res}}}
+		}
+		out, err := json.Marshal(b)
+		return &adapter.Translation{Bundle: out}, err
+	}
+	m, err := hl7v2.Parse(env.Raw)
+	if err != nil {
+		return nil, err
+	}
+	nhsNumber := m.Get("PID-3[1].1")
+	b := fmt.Sprintf(`{"resourceType":"Bundle","type":"message","entry":[`+
+		`{"resource":{"resourceType":"MessageHeader","eventCoding":{"code":%q}}},`+
+		`{"resource":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":%q}]}},`+
+		`{"resource":{"resourceType":"Encounter","status":"in-progress"}}]}`, m.Event(), nhsNumber)
+	return &adapter.Translation{Bundle: []byte(b), Event: m.Event(), V2: m, PatientKey: nhsNumber}, nil
+}
+
+func loadRunTests(t *testing.T, path string) *Route {
+	t.Helper()
+	r, err := Load(path, testEnv(t), testCatalog)
+	if err != nil {
+		t.Fatalf("Load:\n%v", err)
+	}
+	return r
+}
+
+type testOutcome struct {
+	Name     string
+	Failures []string
+	Updated  []string
+}
+
+func outcomes(rs []TestResult) []testOutcome {
+	var out []testOutcome
+	for _, r := range rs {
+		out = append(out, testOutcome{Name: r.Route + " / " + r.Name, Failures: r.Failures, Updated: r.Updated})
+	}
+	return out
+}
+
+func TestRunTestsPass(t *testing.T) {
+	env := testEnv(t)
+	dir := filepath.Join("testdata", "runtests")
+	for _, file := range []string{"pass.yaml", "deny.yaml"} {
+		t.Run(file, func(t *testing.T) {
+			r := loadRunTests(t, filepath.Join(dir, file))
+			res := r.RunTests(context.Background(), fakeTranslator{}, env, *update)
+			if len(res) != len(r.Tests) {
+				t.Fatalf("%d results for %d tests", len(res), len(r.Tests))
+			}
+			for _, tr := range res {
+				if !tr.Passed() {
+					t.Errorf("%s failed:\n%s", tr.Name, strings.Join(tr.Failures, "\n"))
+				}
+				if len(tr.Updated) > 0 && !*update {
+					t.Errorf("%s updated %v without update", tr.Name, tr.Updated)
+				}
+			}
+		})
+	}
+}
+
+func TestRunTestsFail(t *testing.T) {
+	dir := filepath.Join("testdata", "runtests")
+	file := filepath.Join(dir, "fail.yaml")
+	r := loadRunTests(t, file)
+	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
+	want := []testOutcome{
+		{Name: "runtests-fail / wrong expectations", Failures: []string{
+			"expected filtered=true, got filtered=false",
+			"expected deliveries [data-quality], got [fhir-store]",
+			"expected consent denials [fhir-store], got []",
+			file + ":20:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
+			file + ":21:11: assert[1] on fhir-store: rule.eval: evaluation failed (no such key: nope)",
+			"fhir-store: payload differs from golden wrong.fhir-store.json (run with --update after reviewing)",
+			"golden given for data-quality, which received nothing",
+		}},
+		{Name: "runtests-fail / expected an error", Failures: []string{
+			"expected routing to fail with rule.eval, but it succeeded",
+		}},
+		{Name: "runtests-fail / input file missing", Failures: []string{
+			file + ":31:19: input: open " + filepath.Join(dir, "nowhere.hl7") + ": no such file or directory",
+		}},
+		{Name: "runtests-fail / unparseable input", Failures: []string{
+			"expected routing to fail with rule.eval, but it succeeded",
+		}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	for _, o := range got {
+		for _, f := range o.Failures {
+			if strings.Contains(f, "9990000018") {
+				t.Errorf("failure text %q quotes the NHS number", f)
+			}
+		}
+	}
+}
+
+func TestRunTestsWrongErrorCode(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "route.yaml")
+	src := routeHead + "match: bundle.nope == \"x\"\n" + permit + "destinations:\n  - name: fhir-store\n" +
+		"tests:\n  - name: wrong code\n    input: {inline: '{\"resourceType\": \"Patient\"}'}\n    expect: {error: translate.failed}\n" +
+		"  - name: unexpected error\n    input: {inline: '{\"resourceType\": \"Patient\"}'}\n    expect: {deliver: [fhir-store]}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := loadRunTests(t, path)
+	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
+	want := []testOutcome{
+		{Name: "test-route / wrong code", Failures: []string{"expected error code translate.failed, got rule.eval (route test-route match: rule.eval: evaluation failed)"}},
+		{Name: "test-route / unexpected error", Failures: []string{"routing failed: route test-route match: rule.eval: evaluation failed (detail: no such key: nope)"}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestRunTestsUpdateGolden(t *testing.T) {
+	src := filepath.Join("testdata", "runtests")
+	dir := t.TempDir()
+	for _, f := range []string{"pass.yaml", "adt_a01.hl7"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := testEnv(t)
+	r := loadRunTests(t, filepath.Join(dir, "pass.yaml"))
+	golden := filepath.Join(dir, "adt_a01.fhir-store.json")
+	ctx := context.Background()
+
+	// Without the golden file the test fails and says how to create it.
+	first := r.RunTests(ctx, fakeTranslator{}, env, false)
+	if first[0].Passed() || !strings.Contains(strings.Join(first[0].Failures, "\n"), "run with --update to create it") {
+		t.Fatalf("without golden: %v, want a failure suggesting --update", first[0].Failures)
+	}
+
+	// --update writes it, as indented JSON, and passes.
+	upd := r.RunTests(ctx, fakeTranslator{}, env, true)
+	if !upd[0].Passed() {
+		t.Fatalf("update run failed: %v", upd[0].Failures)
+	}
+	if diff := cmp.Diff([]string{golden}, upd[0].Updated); diff != "" {
+		t.Errorf("updated (-want +got):\n%s", diff)
+	}
+	written, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(src, "adt_a01.fhir-store.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(string(want), string(written)); diff != "" {
+		t.Errorf("written golden differs from testdata's (-want +got):\n%s", diff)
+	}
+
+	// The next run passes against it.
+	for _, res := range r.RunTests(ctx, fakeTranslator{}, env, false) {
+		if !res.Passed() {
+			t.Errorf("after update, %s failed: %v", res.Name, res.Failures)
+		}
+	}
+
+	// A changed golden is a mismatch; whitespace alone is not.
+	var v any
+	if err := json.Unmarshal(written, &v); err != nil {
+		t.Fatal(err)
+	}
+	compact, _ := json.Marshal(v)
+	if err := os.WriteFile(golden, compact, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := r.RunTests(ctx, fakeTranslator{}, env, false); !res[0].Passed() {
+		t.Errorf("reformatted golden: %v, want a pass", res[0].Failures)
+	}
+	if err := os.WriteFile(golden, []byte(strings.Replace(string(written), "9990000018", "9990000042", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := r.RunTests(ctx, fakeTranslator{}, env, false)
+	wantFail := []string{"fhir-store: payload differs from golden adt_a01.fhir-store.json (run with --update after reviewing)"}
+	if diff := cmp.Diff(wantFail, res[0].Failures); diff != "" {
+		t.Errorf("changed golden (-want +got):\n%s", diff)
+	}
+}
+
+func str(s string) yamlx.String { return yamlx.String{Value: s} }
+
+func TestTestInput(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "in.json"), []byte(`  {"resourceType": "Patient"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "in.hl7"), []byte("MSH|^~\\&|A\nPID|1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		in      InputSpec
+		raw, ct string
+	}{
+		{"json file", InputSpec{File: str("in.json")}, `  {"resourceType": "Patient"}`, envelope.ContentTypeFHIR},
+		{"hl7 file kept as is", InputSpec{File: str("in.hl7")}, "MSH|^~\\&|A\nPID|1\n", envelope.ContentTypeHL7v2},
+		{"inline hl7 gets CR segment ends", InputSpec{Inline: str("MSH|^~\\&|A\nPID|1\n")}, "MSH|^~\\&|A\rPID|1", envelope.ContentTypeHL7v2},
+		{"inline json by its brace", InputSpec{Inline: str("\ufeff\n {\"a\": 1}\n")}, "\ufeff\n {\"a\": 1}\n", envelope.ContentTypeFHIR},
+		{"content type given", InputSpec{Inline: str("{x"), ContentType: envelope.ContentTypeHL7v2}, "{x", envelope.ContentTypeHL7v2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, ct, err := testInput(dir, tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{tt.raw, tt.ct}, []string{string(raw), ct}); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,165 @@
+// Package router moves messages through JetStream: it stores inbound
+// messages (the adapter.Host inbound adapters use), runs each route's
+// partitioned consumers, runs each destination's delivery consumers with
+// retry and dead-lettering, and replays dead letters.
+package router
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// Ingester stores inbound messages. It implements adapter.Host.
+type Ingester struct {
+	js         jetstream.JetStream
+	audit      *audit.Writer
+	partitions int
+	ids        *IDGen
+	log        *slog.Logger
+	metrics    *telemetry.Metrics
+	// group is nil when each message is written on its own.
+	group *committer
+}
+
+// NewIngester returns an ingester on st.
+func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics) *Ingester {
+	i := &Ingester{js: st.JS, audit: audit.NewWriter(st.JS), partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
+	if st.GroupCommit() {
+		i.group = newCommitter(st.JS)
+	}
+	return i
+}
+
+// Close stops group commit after answering every queued message. Call it
+// after the inbound adapters have stopped.
+func (i *Ingester) Close() {
+	if i.group != nil {
+		i.group.close()
+	}
+}
+
+// IngressSubject is the subject a message from source in partition p is stored on.
+func IngressSubject(source string, p int) string {
+	return store.SubjIngress + "." + source + "." + strconv.Itoa(p)
+}
+
+// Ingest stores env and returns once JetStream has acknowledged the write
+// (which the embedded server gives only after fsync). A resend of a stored
+// message is recognised by its dedupe key within the stream's window. With
+// group commit, the write is part of a batch (see groupcommit.go).
+func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.IngestResult, error) {
+	if env.ID == "" {
+		env.ID = i.ids.New()
+	}
+	if env.TraceParent == "" {
+		c := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, c)
+		env.TraceParent = c.Get("traceparent")
+	}
+	if i.group != nil {
+		// Resends are recognised when the batch is split, and counted
+		// there; the sender gets the same positive answer either way.
+		if err := i.group.commit(ctx, env); err != nil {
+			return adapter.IngestResult{}, err
+		}
+		return adapter.IngestResult{ID: env.ID}, nil
+	}
+	ack, err := i.js.PublishMsg(ctx, ingressMsg(env))
+	if err != nil {
+		return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound message", err)
+	}
+	res := adapter.IngestResult{ID: env.ID, Duplicate: ack.Duplicate}
+	if !ack.Duplicate {
+		// The received record is written from the stored message by the
+		// receipt recorder, so the acknowledgement waits for one write only.
+		return res, nil
+	}
+	// The stream gives the original's sequence; find its id.
+	if st, err := i.js.Stream(ctx, store.StreamIngress); err == nil {
+		if raw, err := st.GetMsg(ctx, ack.Sequence); err == nil {
+			res.ID = raw.Header.Get(envelope.HeaderID)
+			if !sameMessage(env, raw.Data) {
+				// A reused control id on a different message: store it
+				// under a key that includes its content (see the splitter).
+				m := ingressMsg(env)
+				m.Header.Set(jetstream.MsgIDHeader, m.Header.Get(jetstream.MsgIDHeader)+"|"+audit.Hash(env.Raw)[:16])
+				if _, err := i.js.PublishMsg(ctx, m); err != nil {
+					return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound message", err)
+				}
+				if i.metrics != nil {
+					i.metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
+				}
+				return adapter.IngestResult{ID: env.ID}, nil
+			}
+		}
+	}
+	rec := audit.Record{Time: time.Now().UTC(), MessageID: res.ID, Event: audit.Duplicate, Source: env.Source, Outcome: "duplicate",
+		Reason: "resend of an already stored message; not routed again", Hash: audit.Hash(env.Raw), Stream: store.StreamIngress, Seq: ack.Sequence}
+	if err := i.audit.Write(ctx, res.ID, "", rec); err != nil {
+		// The sender still gets its positive answer: the message is stored.
+		i.log.Warn("audit write failed", "message_id", res.ID, "err", err)
+	}
+	return res, nil
+}
+
+// ingressMsg is env as stored on the ingress stream: the raw bytes on the
+// source's partition subject, its metadata in headers, and its dedupe key
+// (or, lacking one, its id) as Nats-Msg-Id.
+func ingressMsg(env *envelope.Envelope) *nats.Msg {
+	m := nats.NewMsg(IngressSubject(env.Source, env.Partition))
+	m.Header = env.Header()
+	m.Data = env.Raw
+	key := env.DedupeKey
+	if key == "" {
+		key = env.ID
+	}
+	m.Header.Set(jetstream.MsgIDHeader, key)
+	return m
+}
+
+// Quarantine keeps unparseable input.
+func (i *Ingester) Quarantine(ctx context.Context, source string, raw []byte, reason string) error {
+	m := nats.NewMsg(store.SubjQuarantine + "." + source)
+	id := i.ids.New()
+	m.Header.Set(envelope.HeaderID, id)
+	m.Header.Set(envelope.HeaderSource, source)
+	m.Header.Set(envelope.HeaderReason, reason)
+	m.Header.Set(envelope.HeaderReceived, time.Now().UTC().Format(time.RFC3339Nano))
+	m.Data = raw
+	if _, err := i.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("storing quarantined input: %w", err)
+	}
+	if i.metrics != nil {
+		i.metrics.QuarantineSize.Inc()
+	}
+	return nil
+}
+
+// Partition maps a patient key to a partition; an empty key gets a random
+// one (no ordering to keep).
+func (i *Ingester) Partition(patientKey string) int {
+	if patientKey == "" {
+		return rand.IntN(i.partitions)
+	}
+	return partitionOf(patientKey, i.partitions)
+}
+
+// NewID returns a new message id.
+func (i *Ingester) NewID() string { return i.ids.New() }
+
+var _ adapter.Host = (*Ingester)(nil)

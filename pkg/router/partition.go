@@ -1,0 +1,162 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// partitionConsumer processes one partition of one stage. Ordered stages
+// (routes, deliveries, the ingest splitter) use batch 1: the durable
+// consumer lets one message be outstanding (MaxAckPending 1), so while any
+// process holds a message no process can take the next one of that
+// partition. Per-patient order therefore holds across replicas, and a
+// message not acknowledged (crash, shutdown) is redelivered before any
+// later one. Unordered stages (receipt records) take larger batches.
+// Every message is acknowledged explicitly, one by one, after its fate is
+// stored: an acknowledgement never covers a message another process holds.
+type partitionConsumer struct {
+	stream  string
+	durable string
+	filter  string
+	batch   int
+	ackWait time.Duration
+	deliver jetstream.DeliverPolicy
+	log     *slog.Logger
+	// handle processes msgs in order. It returns an error only when the
+	// batch must be retried (store unavailable); every message fate
+	// (delivered, dead-lettered...) is durable when it returns nil.
+	handle func(ctx context.Context, msgs []jetstream.Msg) error
+}
+
+func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	c, err := js.CreateOrUpdateConsumer(ctx, p.stream, jetstream.ConsumerConfig{
+		Durable:       p.durable,
+		FilterSubject: p.filter,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxAckPending: p.batch,
+		AckWait:       p.ackWait,
+		DeliverPolicy: p.deliver,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", p.durable, err)
+	}
+	return c, nil
+}
+
+// run fetches and processes batches until ctx is done. It returns when the
+// current batch has finished (drain).
+func (p *partitionConsumer) run(ctx context.Context, c jetstream.Consumer) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		b, err := c.FetchNoWait(p.batch)
+		var msgs []jetstream.Msg
+		if err == nil {
+			for m := range b.Messages() {
+				msgs = append(msgs, m)
+			}
+			err = b.Error()
+		}
+		if err == nil && len(msgs) == 0 {
+			// Nothing waiting: block briefly for the next message. The
+			// pull is left to expire rather than cancelled at shutdown: a
+			// cancelled pull stays open on the server, and a message it
+			// hands out then would sit unacknowledged until ack_wait.
+			b, err = c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+			if err == nil {
+				for m := range b.Messages() {
+					msgs = append(msgs, m)
+				}
+				err = b.Error()
+			}
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			if ctx.Err() != nil {
+				return
+			}
+			p.log.Warn("fetch failed", "consumer", p.durable, "err", err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if len(msgs) == 0 {
+			continue
+		}
+		// Messages fetched are processed even when shutdown has begun, so
+		// none waits out ack_wait.
+		p.process(ctx, msgs)
+	}
+}
+
+// process handles one batch, keeping it alive while it works, retrying on
+// infrastructure errors, then acknowledges every message.
+func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(p.ackWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+	defer func() { close(done); wg.Wait() }()
+	backoff := 200 * time.Millisecond
+	for {
+		// Handlers run on a context that survives shutdown so an in-flight
+		// batch finishes; they watch ctx themselves for long waits.
+		err := p.handle(ctx, msgs)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			// Shutting down: hand the messages back at once so another
+			// process (or this one after restart) takes them without
+			// waiting out ack_wait.
+			for _, m := range msgs {
+				_ = m.Nak()
+			}
+			p.log.Info("batch handed back at shutdown", "consumer", p.durable, "messages", len(msgs))
+			return
+		}
+		p.log.Warn("batch failed; retrying", "consumer", p.durable, "err", err)
+		sleep(ctx, backoff)
+		backoff = min(backoff*2, 10*time.Second)
+	}
+	// Acks travel in order on one connection, so confirming the last
+	// confirms them all.
+	for _, m := range msgs[:len(msgs)-1] {
+		_ = m.Ack()
+	}
+	actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := msgs[len(msgs)-1].DoubleAck(actx); err != nil {
+		// Redelivered later; handlers are idempotent.
+		p.log.Warn("ack failed; batch will be redelivered", "consumer", p.durable, "err", err)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,293 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// DeadLetter is one dead-lettered message, without its payload.
+type DeadLetter struct {
+	Seq         uint64    `json:"seq"`
+	Time        time.Time `json:"time"`
+	MessageID   string    `json:"message_id"`
+	Stage       string    `json:"stage"`
+	Route       string    `json:"route,omitempty"`
+	Destination string    `json:"destination,omitempty"`
+	Source      string    `json:"source,omitempty"`
+	MessageType string    `json:"message_type,omitempty"`
+	Code        string    `json:"code"`
+	Reason      string    `json:"reason"`
+	Attempts    int       `json:"attempts,omitempty"`
+}
+
+// Filter selects dead letters (and, for replay by id, stored messages).
+type Filter struct {
+	IDs         []string  `json:"ids,omitempty"`
+	Route       string    `json:"route,omitempty"`
+	Destination string    `json:"destination,omitempty"`
+	Since       time.Time `json:"since,omitzero"`
+	Until       time.Time `json:"until,omitzero"`
+	Limit       int       `json:"limit,omitempty"`
+}
+
+func (f Filter) match(d DeadLetter) bool {
+	if len(f.IDs) > 0 {
+		ok := false
+		for _, id := range f.IDs {
+			ok = ok || id == d.MessageID
+		}
+		if !ok {
+			return false
+		}
+	}
+	if f.Route != "" && f.Route != d.Route {
+		return false
+	}
+	if f.Destination != "" && f.Destination != d.Destination {
+		return false
+	}
+	if !f.Since.IsZero() && d.Time.Before(f.Since) {
+		return false
+	}
+	if !f.Until.IsZero() && d.Time.After(f.Until) {
+		return false
+	}
+	return true
+}
+
+func deadLetterOf(seq uint64, t time.Time, subj string, h nats.Header) DeadLetter {
+	d := DeadLetter{
+		Seq: seq, Time: t, MessageID: h.Get(envelope.HeaderID), Stage: h.Get(envelope.HeaderStage),
+		Source: h.Get(envelope.HeaderSource), MessageType: h.Get(envelope.HeaderMsgType),
+		Code: h.Get(envelope.HeaderReasonCode), Reason: h.Get(envelope.HeaderReason),
+		Route: h.Get(envelope.HeaderRoute), Destination: h.Get(envelope.HeaderDestination),
+	}
+	d.Attempts, _ = strconv.Atoi(h.Get(envelope.HeaderAttempt))
+	if d.Stage == "route" && d.Route == "" {
+		// Route-stage dead letters carry the ingress headers; the route is
+		// the subject's last token.
+		d.Route = subj[strings.LastIndexByte(subj, '.')+1:]
+	}
+	return d
+}
+
+// ListDeadLetters returns the dead letters matching f, oldest first.
+func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f Filter) ([]DeadLetter, error) {
+	var out []DeadLetter
+	err := scanDeadLetters(ctx, js, func(m jetstream.Msg, d DeadLetter) bool {
+		if f.match(d) {
+			out = append(out, d)
+		}
+		return f.Limit <= 0 || len(out) < f.Limit
+	})
+	return out, err
+}
+
+func scanDeadLetters(ctx context.Context, js jetstream.JetStream, fn func(jetstream.Msg, DeadLetter) bool) error {
+	st, err := js.Stream(ctx, store.StreamDeadLetter)
+	if err != nil {
+		return fmt.Errorf("opening dead-letter stream: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading dead-letter stream: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return fmt.Errorf("reading dead letters: %w", err)
+	}
+	last := info.State.LastSeq
+	for {
+		b, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return fmt.Errorf("reading dead letters: %w", err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if !fn(m, deadLetterOf(meta.Sequence.Stream, meta.Timestamp, m.Subject(), m.Headers())) {
+				return nil
+			}
+			if meta.Sequence.Stream >= last {
+				return nil
+			}
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("reading dead letters: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// ReplayResult reports what a replay did.
+type ReplayResult struct {
+	Replayed []DeadLetter `json:"replayed"`
+	// Rerouted lists message ids re-run through routing from their stored
+	// raw input (replay by id of messages that were not dead-lettered).
+	Rerouted []string `json:"rerouted,omitempty"`
+	// Skipped lists matching dead letters left in place, with why.
+	Skipped []Skipped `json:"skipped,omitempty"`
+}
+
+// Skipped is a dead letter a replay left in place.
+type Skipped struct {
+	DeadLetter
+	Why string `json:"why"`
+}
+
+// Replay resends dead letters matching f: route-stage ones are routed
+// again (by the route that failed, with the current mapping), delivery-stage
+// ones are delivered again as stored. With f.IDs, ids that have no dead
+// letter are re-routed from their stored raw input through every route.
+// onlyDests, when set, limits the destinations. Each replayed dead letter
+// is removed from the dead-letter stream and a replayed record is audited.
+//
+// Dead letters are left in place (and reported as skipped) when their
+// route no longer exists (routes reports the routes that do), when their
+// destination is not among onlyDests, or when their stage cannot be
+// replayed.
+func Replay(ctx context.Context, js jetstream.JetStream, f Filter, onlyDests []string, routes map[string]bool) (*ReplayResult, error) {
+	res := &ReplayResult{}
+	dlq, err := js.Stream(ctx, store.StreamDeadLetter)
+	if err != nil {
+		return nil, fmt.Errorf("opening dead-letter stream: %w", err)
+	}
+	aw := audit.NewWriter(js)
+	gen := strconv.FormatInt(time.Now().UnixNano(), 36)
+	type item struct {
+		d    DeadLetter
+		subj string
+		h    nats.Header
+		data []byte
+	}
+	var items []item
+	err = scanDeadLetters(ctx, js, func(m jetstream.Msg, d DeadLetter) bool {
+		if f.match(d) {
+			items = append(items, item{d: d, subj: m.Subject(), h: m.Headers(), data: m.Data()})
+		}
+		return f.Limit <= 0 || len(items) < f.Limit
+	})
+	if err != nil {
+		return nil, err
+	}
+	found := map[string]bool{}
+	for _, it := range items {
+		found[it.d.MessageID] = true
+		nm := nats.NewMsg("")
+		for k, v := range it.h {
+			switch k {
+			case envelope.HeaderStage, envelope.HeaderReason, envelope.HeaderReasonCode, envelope.HeaderAttempt, jetstream.MsgIDHeader:
+				continue
+			}
+			nm.Header[k] = v
+		}
+		part, _ := strconv.Atoi(it.h.Get(envelope.HeaderPartition))
+		skip := func(why string) { res.Skipped = append(res.Skipped, Skipped{DeadLetter: it.d, Why: why}) }
+		switch it.d.Stage {
+		case "route":
+			if !routes[it.d.Route] {
+				skip("route " + it.d.Route + " is not loaded")
+				continue
+			}
+			nm.Subject = IngressSubject(it.h.Get(envelope.HeaderSource), part)
+			nm.Header.Set(envelope.HeaderRoute, it.d.Route)
+		case "delivery":
+			if len(onlyDests) > 0 && !slices.Contains(onlyDests, it.d.Destination) {
+				skip("destination not among those named")
+				continue
+			}
+			nm.Subject = OutboundSubject(it.d.Destination, part)
+		default:
+			skip("stage " + it.d.Stage + " cannot be replayed; inspect it")
+			continue
+		}
+		if len(onlyDests) > 0 {
+			nm.Header.Set(headerOnly, strings.Join(onlyDests, ","))
+		}
+		nm.Header.Set(envelope.HeaderReplay, gen)
+		nm.Header.Set(jetstream.MsgIDHeader, "replay|"+gen+"|"+strconv.FormatUint(it.d.Seq, 10))
+		nm.Data = it.data
+		if _, err := js.PublishMsg(ctx, nm); err != nil {
+			return res, fmt.Errorf("replaying %s: %w", it.d.MessageID, err)
+		}
+		if err := aw.Write(ctx, it.d.MessageID, "", audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: "dead letter replayed from stage " + it.d.Stage}); err != nil {
+			return res, err
+		}
+		if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil {
+			return res, fmt.Errorf("removing replayed dead letter: %w", err)
+		}
+		res.Replayed = append(res.Replayed, it.d)
+	}
+	for _, id := range f.IDs {
+		if found[id] {
+			continue
+		}
+		if err := reroute(ctx, js, aw, id, gen, onlyDests); err != nil {
+			return res, err
+		}
+		res.Rerouted = append(res.Rerouted, id)
+	}
+	return res, nil
+}
+
+// reroute republishes a stored message's raw input for every route.
+func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, gen string, onlyDests []string) error {
+	trail, err := audit.Trail(ctx, js, id)
+	if err != nil {
+		return err
+	}
+	var seq uint64
+	for _, r := range trail {
+		if r.Event == audit.Received && r.Stream == store.StreamIngress {
+			seq = r.Seq
+		}
+	}
+	if seq == 0 {
+		return fmt.Errorf("message %s: no stored input found", id)
+	}
+	st, err := js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return fmt.Errorf("opening ingress stream: %w", err)
+	}
+	raw, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return fmt.Errorf("message %s: stored input is gone (past the ingress retention?): %w", id, err)
+	}
+	nm := nats.NewMsg(raw.Subject)
+	for k, v := range raw.Header {
+		if k != jetstream.MsgIDHeader {
+			nm.Header[k] = v
+		}
+	}
+	nm.Header.Set(envelope.HeaderReplay, gen)
+	if len(onlyDests) > 0 {
+		nm.Header.Set(headerOnly, strings.Join(onlyDests, ","))
+	}
+	nm.Header.Set(jetstream.MsgIDHeader, "replay|"+gen+"|"+id)
+	nm.Data = raw.Data
+	if _, err := js.PublishMsg(ctx, nm); err != nil {
+		return fmt.Errorf("replaying %s: %w", id, err)
+	}
+	return aw.Write(ctx, id, "", audit.Record{Time: time.Now().UTC(), MessageID: id, Event: audit.Replayed, Outcome: "rerouted", Reason: "stored input routed again"})
+}

@@ -1,0 +1,298 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/route"
+	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// Header naming destinations a replay is limited to (comma-separated).
+const headerOnly = "Junction-Only-Destinations"
+
+// Retry is a destination's retry policy.
+type Retry struct {
+	MaxAttempts int           `yaml:"max_attempts"`
+	Initial     time.Duration `yaml:"initial"`
+	Max         time.Duration `yaml:"max"`
+	Multiplier  float64       `yaml:"multiplier"`
+	// Timeout bounds one attempt.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// DefaultRetry retries for about half an hour before dead-lettering.
+func DefaultRetry() Retry {
+	return Retry{MaxAttempts: 30, Initial: time.Second, Max: time.Minute, Multiplier: 2, Timeout: 30 * time.Second}
+}
+
+// Validate reports every problem with r.
+func (r *Retry) Validate() []error {
+	var errs []error
+	if r.MaxAttempts < 1 {
+		errs = append(errs, errors.New("retry.max_attempts: must be at least 1"))
+	}
+	if r.Initial <= 0 || r.Max < r.Initial {
+		errs = append(errs, errors.New("retry: initial must be positive and max at least initial"))
+	}
+	if r.Multiplier < 1 {
+		errs = append(errs, errors.New("retry.multiplier: must be at least 1"))
+	}
+	if r.Timeout <= 0 {
+		errs = append(errs, errors.New("retry.timeout: must be positive"))
+	}
+	return errs
+}
+
+// Delay is the wait before attempt n+1 after attempt n failed.
+func (r Retry) Delay(n int) time.Duration {
+	d := float64(r.Initial)
+	for i := 1; i < n; i++ {
+		d *= r.Multiplier
+		if d >= float64(r.Max) {
+			return r.Max
+		}
+	}
+	return time.Duration(d)
+}
+
+// Destination is a running outbound component and its policy.
+type Destination struct {
+	Name   string
+	Type   string
+	Out    adapter.Outbound
+	Retry  Retry
+	Closed bool
+}
+
+// Options configure a Router.
+type Options struct {
+	Store        *store.Store
+	Routes       []*route.Route
+	Translators  map[string]adapter.Translator // by source name
+	Destinations map[string]*Destination
+	Decider      consent.Decider
+	Logger       *slog.Logger
+	Metrics      *telemetry.Metrics
+	Tracer       trace.Tracer
+	// Batch is the most messages an unordered stage (receipt records)
+	// takes at once; ordered stages take one at a time per partition.
+	Batch int
+	// AckWait is how long a batch may go unacknowledged before redelivery
+	// (it is kept alive while being processed).
+	AckWait time.Duration
+}
+
+// Router runs route and delivery consumers.
+type Router struct {
+	o     Options
+	js    jetstream.JetStream
+	audit *audit.Writer
+	prop  propagation.TextMapPropagator
+	// sourceRouted says which sources at least one route reads.
+	sourceRouted map[string]bool
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	mu           sync.Mutex
+	done         bool
+}
+
+// New returns a router; call Start to run it.
+func New(o Options) *Router {
+	if o.Batch <= 0 {
+		o.Batch = 64
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 30 * time.Second
+	}
+	if o.Decider == nil {
+		o.Decider = consent.DefaultPolicy{}
+	}
+	routed := map[string]bool{}
+	for _, rt := range o.Routes {
+		routed[rt.Source] = true
+	}
+	return &Router{o: o, js: o.Store.JS, audit: audit.NewWriter(o.Store.JS), prop: propagation.TraceContext{}, sourceRouted: routed}
+}
+
+// Start creates every durable consumer, then runs them.
+func (r *Router) Start(ctx context.Context) error {
+	n := r.o.Store.Partitions()
+	var pcs []*partitionConsumer
+	shared := map[string]*sharedTranslator{}
+	for src, t := range r.o.Translators {
+		shared[src] = newSharedTranslator(t, func(env *envelope.Envelope, tr *adapter.Translation) {
+			for _, dq := range tr.DataQuality {
+				r.o.Metrics.DataQuality.WithLabelValues(env.Source, dq).Inc()
+			}
+		})
+	}
+	for _, rt := range r.o.Routes {
+		tr, ok := shared[rt.Source]
+		if !ok {
+			return fmt.Errorf("route %s: no translator for source %q", rt.Name, rt.Source)
+		}
+		w := &routeWorker{r: r, rt: rt, tr: tr}
+		for p := range n {
+			pcs = append(pcs, &partitionConsumer{
+				stream: store.StreamIngress, durable: "route-" + rt.Name + "-p" + strconv.Itoa(p),
+				filter: IngressSubject(rt.Source, p), batch: 1, ackWait: r.o.AckWait,
+				deliver: jetstream.DeliverNewPolicy, log: r.o.Logger, handle: w.handle,
+			})
+		}
+	}
+	ingress, err := r.js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return fmt.Errorf("opening ingress stream: %w", err)
+	}
+	sp := &splitter{r: r, js: r.js, audit: r.audit, ingress: ingress, onDup: func(src string) { r.o.Metrics.Duplicates.WithLabelValues(src).Inc() }}
+	pcs = append(pcs, &partitionConsumer{
+		stream: store.StreamIngestLog, durable: "ingest-splitter", filter: store.SubjIngestLog + ".>",
+		batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: sp.handle,
+	})
+	pcs = append(pcs, &partitionConsumer{
+		stream: store.StreamIngress, durable: "audit-receipts", filter: store.SubjIngress + ".>",
+		batch: r.o.Batch, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: r.recordReceipts,
+	})
+	for _, d := range r.o.Destinations {
+		for p := range n {
+			// One worker per partition: it keeps per-batch state.
+			w := &deliveryWorker{r: r, d: d}
+			pcs = append(pcs, &partitionConsumer{
+				stream: store.StreamOutbound, durable: "dest-" + d.Name + "-p" + strconv.Itoa(p),
+				filter: OutboundSubject(d.Name, p), batch: 1, ackWait: r.o.AckWait,
+				deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: w.handle,
+			})
+		}
+	}
+	cs := make([]jetstream.Consumer, len(pcs))
+	for i, pc := range pcs {
+		c, err := pc.consumer(ctx, r.js)
+		if err != nil {
+			return err
+		}
+		cs[i] = c
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	for i, pc := range pcs {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			pc.run(rctx, cs[i])
+		}()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.watchQueues(rctx)
+	}()
+	return nil
+}
+
+// Shutdown stops fetching, lets in-flight batches finish (or leaves them
+// unacknowledged for redelivery when ctx expires first) and returns.
+func (r *Router) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	if r.done || r.cancel == nil {
+		r.done = true
+		r.mu.Unlock()
+		return nil
+	}
+	r.done = true
+	r.mu.Unlock()
+	r.cancel()
+	ch := make(chan struct{})
+	go func() { r.wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("router drain: %w", ctx.Err())
+	}
+}
+
+// OutboundSubject is where deliveries for destination d in partition p go.
+func OutboundSubject(dest string, p int) string {
+	return store.SubjOutbound + "." + dest + "." + strconv.Itoa(p)
+}
+
+// DeadLetterSubject is where a stage's dead letters go.
+func DeadLetterSubject(stage, name string) string {
+	return store.SubjDeadLetter + "." + stage + "." + name
+}
+
+func (r *Router) startSpan(h nats.Header, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	ctx := r.prop.Extract(context.Background(), propagation.HeaderCarrier(h))
+	if r.o.Tracer == nil {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	return r.o.Tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+}
+
+// deadLetter stores m's data with the reason, for replay after a fix.
+func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Header, data []byte, err error) (uint64, error) {
+	m := nats.NewMsg(DeadLetterSubject(stage, name))
+	for k, v := range h {
+		if k == jetstream.MsgIDHeader {
+			continue
+		}
+		m.Header[k] = v
+	}
+	m.Header.Set(envelope.HeaderStage, stage)
+	m.Header.Set(envelope.HeaderReasonCode, string(fault.CodeOf(err)))
+	// The safe message only: details may hold patient data.
+	reason := "internal error"
+	if f := fault.As(err); f != nil {
+		reason = f.Msg
+	}
+	m.Header.Set(envelope.HeaderReason, reason)
+	m.Header.Set(jetstream.MsgIDHeader, "dlq|"+stage+"|"+name+"|"+h.Get(envelope.HeaderID)+"|"+h.Get(envelope.HeaderAttempt)+"|"+h.Get(envelope.HeaderReplay))
+	m.Data = data
+	ack, perr := r.js.PublishMsg(ctx, m)
+	if perr != nil {
+		return 0, fmt.Errorf("dead-lettering: %w", perr)
+	}
+	r.o.Metrics.DeadLettered.WithLabelValues(stage, name).Inc()
+	return ack.Sequence, nil
+}
+
+// reasonOf returns the safe message of err.
+func reasonOf(err error) string {
+	if f := fault.As(err); f != nil {
+		return f.Msg
+	}
+	return "internal error"
+}
+
+// only reports whether destination d is allowed by a replay restriction.
+func only(h nats.Header, d string) bool {
+	o := h.Get(headerOnly)
+	if o == "" {
+		return true
+	}
+	for _, x := range strings.Split(o, ",") {
+		if x == d {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,135 @@
+package router
+
+import (
+	"bytes"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/envelope"
+)
+
+func TestBatchRoundTrip(t *testing.T) {
+	rcv := time.Date(2026, 11, 23, 9, 30, 0, 123, time.UTC)
+	tests := []struct {
+		name string
+		envs []*envelope.Envelope
+	}{
+		{"one", []*envelope.Envelope{{ID: "A", Source: "pas", ContentType: envelope.ContentTypeHL7v2, ReceivedAt: rcv, MessageType: "ADT^A01", ControlID: "1", Sender: "PAS|RX1", DedupeKey: "PAS|RX1|1", Partition: 3, Raw: []byte("MSH|^~\\&|x\r")}}},
+		{"several with empty and binary payloads", []*envelope.Envelope{
+			{ID: "A", Source: "pas", ReceivedAt: rcv, Raw: []byte{}},
+			{ID: "B", Source: "fhir", ReceivedAt: rcv, Partition: 15, Raw: []byte{0, 0x0b, 0x1c, 0xff}},
+			{ID: "C", Source: "pas", ReceivedAt: rcv, Raw: bytes.Repeat([]byte("x"), 70000)},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data, err := encodeBatch(tt.envs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := decodeBatch(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.envs, got); diff != "" {
+				t.Errorf("round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecodeBatchRejectsDamage(t *testing.T) {
+	good, err := encodeBatch([]*envelope.Envelope{{ID: "A", Source: "pas", Raw: []byte("abc")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		"empty":       {},
+		"wrong magic": append([]byte("XXXX"), good[4:]...),
+		"truncated":   good[:len(good)-1],
+		"trailing":    append(append([]byte{}, good...), 0),
+		"huge count":  append([]byte(batchMagic), 0xff, 0xff, 0x03),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := decodeBatch(data); err == nil {
+				t.Error("damaged batch decoded without error")
+			}
+		})
+	}
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	good, _ := encodeBatch([]*envelope.Envelope{{ID: "A", Source: "pas", Raw: []byte("abc")}, {ID: "B", Raw: []byte("d")}})
+	f.Add(good)
+	f.Add([]byte(batchMagic))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		envs, err := decodeBatch(data)
+		if err != nil {
+			return
+		}
+		again, err := encodeBatch(envs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		envs2, err := decodeBatch(again)
+		if err != nil {
+			t.Fatalf("re-encoded batch does not decode: %v", err)
+		}
+		if len(envs2) != len(envs) {
+			t.Fatalf("count %d != %d", len(envs2), len(envs))
+		}
+	})
+}
+
+func TestIDsUniqueAndSorted(t *testing.T) {
+	var g IDGen
+	ids := make([]string, 20000)
+	for i := range ids {
+		ids[i] = g.New()
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if len(id) != 26 || seen[id] {
+			t.Fatalf("bad or repeated id %q", id)
+		}
+		seen[id] = true
+	}
+	if !sort.StringsAreSorted(ids) {
+		t.Error("ids from one generator are not in creation order")
+	}
+}
+
+func TestPartitionOfStable(t *testing.T) {
+	counts := make([]int, 16)
+	for i := range 16000 {
+		p := partitionOf(string(rune('a'+i%26))+time.Duration(i).String(), 16)
+		if p != partitionOf(string(rune('a'+i%26))+time.Duration(i).String(), 16) {
+			t.Fatal("partition not stable")
+		}
+		counts[p]++
+	}
+	for p, c := range counts {
+		if c < 500 {
+			t.Errorf("partition %d got %d of 16000 keys: badly spread", p, c)
+		}
+	}
+	if partitionOf("x", 1) != 0 {
+		t.Error("one partition must be 0")
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	r := Retry{Initial: time.Second, Max: 10 * time.Second, Multiplier: 2}
+	tests := []struct {
+		attempt int
+		want    time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {4, 8 * time.Second}, {5, 10 * time.Second}, {40, 10 * time.Second}}
+	for _, tt := range tests {
+		if got := r.Delay(tt.attempt); got != tt.want {
+			t.Errorf("Delay(%d) = %s, want %s", tt.attempt, got, tt.want)
+		}
+	}
+}

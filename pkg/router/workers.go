@@ -1,0 +1,378 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/route"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// routeWorker runs one route over ingress messages.
+type routeWorker struct {
+	r  *Router
+	rt *route.Route
+	tr *sharedTranslator
+}
+
+// msgOut is what routing one message wrote or will write.
+type msgOut struct {
+	id   string
+	recs []audit.Record
+	futs []jetstream.PubAckFuture
+}
+
+// handle routes a batch: every message ends filtered, queued for its
+// destinations, consent-denied or dead-lettered, and its outbound messages
+// and audit records are stored before the batch is acknowledged. Outbound
+// and audit writes are issued together so the wait is one store round
+// trip; the payload each destination got is located from its delivery
+// record.
+func (w *routeWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	// Routing has no long waits: finish it even when shutdown has begun,
+	// so a cancelled context is never mistaken for a rule failure.
+	ctx = context.WithoutCancel(ctx)
+	var futs []jetstream.PubAckFuture
+	for _, m := range msgs {
+		h := m.Headers()
+		if rt := h.Get(envelope.HeaderRoute); rt != "" && rt != w.rt.Name {
+			continue // a replay aimed at another route
+		}
+		mo, err := w.route(ctx, m)
+		if err != nil {
+			return err
+		}
+		f, err := w.r.audit.WriteAsync(mo.id, "route|"+w.rt.Name+"|"+mo.id+"|"+h.Get(envelope.HeaderReplay), mo.recs...)
+		if err != nil {
+			return err
+		}
+		futs = append(append(futs, mo.futs...), f)
+	}
+	for _, f := range futs {
+		if _, err := wait(f); err != nil {
+			return fmt.Errorf("storing routing results: %w", err)
+		}
+	}
+	return nil
+}
+
+// route processes one message. It returns an error only when the batch
+// must be retried; a message that cannot be routed is dead-lettered.
+func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, error) {
+	r := w.r
+	h := m.Headers()
+	env := envelope.FromHeader(h, m.Data())
+	mo := &msgOut{id: env.ID}
+	sctx, span := r.startSpan(h, "route", attribute.String("junction.message_id", env.ID), attribute.String("junction.route", w.rt.Name))
+	defer span.End()
+	now := time.Now().UTC()
+	base := audit.Record{Time: now, MessageID: env.ID, Source: env.Source, Route: w.rt.Name}
+	fail := func(err error) (*msgOut, error) {
+		span.SetStatus(codes.Error, reasonOf(err))
+		seq, derr := r.deadLetter(ctx, "route", w.rt.Name, h, m.Data(), err)
+		if derr != nil {
+			return nil, derr
+		}
+		rec := base
+		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, "permanent", reasonOf(err), string(fault.CodeOf(err))
+		dl := base
+		dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = audit.DeadLettered, "dead_lettered", reasonOf(err), string(fault.CodeOf(err)), store.StreamDeadLetter, seq
+		mo.recs = append(mo.recs, rec, dl)
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "failed").Inc()
+		return mo, nil
+	}
+	if !w.rt.Takes(env.MessageType, "") {
+		mo.recs = append(mo.recs, w.rt.NotTakenRecord(env))
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
+		return mo, nil
+	}
+	translate := w.tr.Translate
+	if h.Get(envelope.HeaderReplay) != "" {
+		translate = w.tr.Fresh
+	}
+	var tr *adapter.Translation
+	err := safely(func() (err error) { tr, err = translate(env); return err })
+	if err != nil {
+		return fail(err)
+	}
+	t := base
+	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", audit.Hash(tr.Bundle)
+	mo.recs = append(mo.recs, t)
+	var res *route.Result
+	err = safely(func() (err error) {
+		res, err = w.rt.Process(sctx, route.Input{Env: env, Tr: tr}, r.o.Decider)
+		return err
+	})
+	if err != nil {
+		return fail(err)
+	}
+	// A payload the store cannot hold would fail on every retry: refuse
+	// the message as a whole before queueing any of it.
+	for _, d := range res.Deliveries {
+		if int64(len(d.Body))+headerRoom > r.js.Conn().MaxPayload() {
+			return fail(fault.Newf(fault.CodeTooLarge, "payload for %s is %d bytes, more than the store accepts", d.Destination, len(d.Body)))
+		}
+	}
+	mo.recs = append(mo.recs, res.Records...)
+	switch {
+	case !res.Taken:
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
+		return mo, nil
+	case !res.Matched:
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "filtered").Inc()
+		return mo, nil
+	}
+	r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "matched").Inc()
+	for _, d := range res.Denied {
+		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d, "deny").Inc()
+	}
+	replay := h.Get(envelope.HeaderReplay)
+	for _, d := range res.Deliveries {
+		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d.Destination, "permit").Inc()
+		if !only(h, d.Destination) {
+			x := base
+			x.Time, x.Event, x.Destination, x.Outcome, x.Reason = time.Now().UTC(), audit.Filtered, d.Destination, "not-replayed", "destination not among those the replay named"
+			mo.recs = append(mo.recs, x)
+			continue
+		}
+		om := nats.NewMsg(OutboundSubject(d.Destination, env.Partition))
+		om.Header = env.Header()
+		om.Header.Set(envelope.HeaderContentType, d.ContentType)
+		om.Header.Set(envelope.HeaderRoute, w.rt.Name)
+		om.Header.Set(envelope.HeaderDestination, d.Destination)
+		if replay != "" {
+			om.Header.Set(envelope.HeaderReplay, replay)
+		}
+		om.Header.Set(jetstream.MsgIDHeader, env.ID+"|"+w.rt.Name+"|"+d.Destination+"|"+replay)
+		r.prop.Inject(sctx, propagation.HeaderCarrier(om.Header))
+		om.Data = d.Body
+		f, err := r.js.PublishMsgAsync(om, jetstream.WithStallWait(time.Minute))
+		if err != nil {
+			return nil, fmt.Errorf("queueing outbound message: %w", err)
+		}
+		q := base
+		q.Time = time.Now().UTC()
+		q.Event, q.Destination, q.Outcome, q.Hash, q.Stream = audit.Queued, d.Destination, "queued", audit.Hash(d.Body), store.StreamOutbound
+		mo.recs = append(mo.recs, q)
+		mo.futs = append(mo.futs, f)
+	}
+	return mo, nil
+}
+
+// headerRoom is what headers may add to a stored message.
+const headerRoom = 64 << 10
+
+// safely runs fn, turning a panic (a bug in a translator, a CEL function
+// or a consent decider) into a permanent fault for this one message, so it
+// is dead-lettered rather than crashing the engine again on every
+// redelivery. The panic value is not kept: it may hold message data.
+func safely(fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fault.New(fault.CodePanic, "internal error while processing the message")
+		}
+	}()
+	return fn()
+}
+
+func wait(f jetstream.PubAckFuture) (uint64, error) {
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case ack := <-f.Ok():
+		return ack.Sequence, nil
+	case err := <-f.Err():
+		return 0, err
+	case <-t.C:
+		return 0, fmt.Errorf("store did not acknowledge within 30s")
+	}
+}
+
+// deliveryWorker sends one destination's messages.
+type deliveryWorker struct {
+	r *Router
+	d *Destination
+	// done remembers, by stream sequence, deliveries of the current batch
+	// whose fate is decided, so a retried batch (after a failed audit
+	// write) does not send them again.
+	done map[uint64][]audit.Record
+}
+
+// handle delivers a batch in order. A transient failure retries the same
+// message with backoff (keeping per-patient order); a permanent failure or
+// exhausted retries dead-letters it and moves on.
+func (w *deliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	if w.done == nil {
+		w.done = map[uint64][]audit.Record{}
+	}
+	var futs []jetstream.PubAckFuture
+	for _, m := range msgs {
+		meta, _ := m.Metadata()
+		var seq uint64
+		if meta != nil {
+			seq = meta.Sequence.Stream
+		}
+		recs, ok := w.done[seq]
+		if !ok {
+			var err error
+			recs, err = w.deliver(ctx, m)
+			if err != nil {
+				return err
+			}
+			w.done[seq] = recs
+		}
+		f, err := w.r.audit.WriteAsync(recs[0].MessageID, "deliver|"+w.d.Name+"|"+strconv.FormatUint(seq, 10)+"|"+strconv.Itoa(len(recs)), recs...)
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs {
+		if _, err := wait(f); err != nil {
+			return fmt.Errorf("writing audit records: %w", err)
+		}
+	}
+	clear(w.done)
+	return nil
+}
+
+func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.Record, error) {
+	r, d := w.r, w.d
+	h := m.Headers()
+	id := h.Get(envelope.HeaderID)
+	rt := h.Get(envelope.HeaderRoute)
+	meta, _ := m.Metadata()
+	var seq uint64
+	if meta != nil {
+		seq = meta.Sequence.Stream
+	}
+	sctx, span := r.startSpan(h, "deliver", attribute.String("junction.message_id", id), attribute.String("junction.destination", d.Name))
+	defer span.End()
+	del := &adapter.Delivery{
+		MessageID: id, Route: rt, Destination: d.Name,
+		ContentType: h.Get(envelope.HeaderContentType), Body: m.Data(),
+		IdempotencyKey: id + "|" + rt + "|" + d.Name,
+	}
+	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(m.Data())}
+	var recs []audit.Record
+	var lastErr error
+	for attempt := 1; ; attempt++ {
+		del.Attempt = attempt
+		actx, cancel := context.WithTimeout(sctx, d.Retry.Timeout)
+		start := time.Now()
+		var rc adapter.Receipt
+		err := safely(func() (err error) { rc, err = d.Out.Send(actx, del); return err })
+		cancel()
+		r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
+		rec := base
+		rec.Time, rec.Attempt = time.Now().UTC(), attempt
+		if err == nil {
+			r.o.Metrics.Attempts.WithLabelValues(d.Name, "ok").Inc()
+			r.o.Metrics.Delivered.WithLabelValues(d.Name, "delivered").Inc()
+			if rcv, err := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived)); err == nil {
+				r.o.Metrics.EndToEnd.WithLabelValues(rt, d.Name).Observe(time.Since(rcv).Seconds())
+			}
+			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rc.Status, rc.Location
+			return append(recs, rec), nil
+		}
+		lastErr = err
+		transient := fault.IsTransient(err)
+		class := "permanent"
+		if transient {
+			class = "transient"
+		}
+		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
+		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(err), string(fault.CodeOf(err))
+		recs = append(recs, rec)
+		r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err))
+		if !transient {
+			break
+		}
+		if attempt >= d.Retry.MaxAttempts {
+			lastErr = fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts", attempt), err)
+			break
+		}
+		sleep(ctx, d.Retry.Delay(attempt))
+		if ctx.Err() != nil {
+			// Shutting down: leave the message for redelivery. Its failed
+			// attempts so far are recorded.
+			if len(recs) > 0 {
+				_ = r.audit.Write(context.Background(), id, "", recs...)
+			}
+			return nil, ctx.Err()
+		}
+	}
+	span.SetStatus(codes.Error, reasonOf(lastErr))
+	ctx = context.WithoutCancel(ctx)
+	h2 := nats.Header{}
+	for k, v := range h {
+		h2[k] = v
+	}
+	h2.Set(envelope.HeaderAttempt, strconv.Itoa(del.Attempt))
+	dseq, err := r.deadLetter(ctx, "delivery", d.Name, h2, m.Data(), lastErr)
+	if err != nil {
+		return nil, err
+	}
+	r.o.Metrics.Delivered.WithLabelValues(d.Name, "dead_lettered").Inc()
+	dl := base
+	dl.Time, dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = time.Now().UTC(), audit.DeadLettered, "dead_lettered", reasonOf(lastErr), string(fault.CodeOf(lastErr)), store.StreamDeadLetter, dseq
+	return append(recs, dl), nil
+}
+
+// watchQueues samples each destination's backlog for the depth and age
+// gauges.
+func (r *Router) watchQueues(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	n := r.o.Store.Partitions()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ost, err := r.js.Stream(ctx, store.StreamOutbound)
+		if err != nil {
+			continue
+		}
+		for name := range r.o.Destinations {
+			var depth uint64
+			var oldest time.Time
+			for p := range n {
+				c, err := r.js.Consumer(ctx, store.StreamOutbound, "dest-"+name+"-p"+strconv.Itoa(p))
+				if err != nil {
+					continue
+				}
+				info, err := c.Info(ctx)
+				if err != nil {
+					continue
+				}
+				pending := info.NumPending + uint64(info.NumAckPending)
+				depth += pending
+				if pending > 0 {
+					if msg, err := ost.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(OutboundSubject(name, p))); err == nil && (oldest.IsZero() || msg.Time.Before(oldest)) {
+						oldest = msg.Time
+					}
+				}
+			}
+			r.o.Metrics.QueueDepth.WithLabelValues(name).Set(float64(depth))
+			age := 0.0
+			if !oldest.IsZero() {
+				age = time.Since(oldest).Seconds()
+			}
+			r.o.Metrics.QueueAge.WithLabelValues(name).Set(age)
+		}
+	}
+}

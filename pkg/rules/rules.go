@@ -1,0 +1,523 @@
+// Package rules holds Junction's one CEL environment: the variables routes
+// can read, the functions they can call, and the limits every expression
+// runs under. Expressions compile once at load; load rejects expressions
+// whose estimated cost is too high; evaluation runs with a cost limit and a
+// deadline.
+package rules
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+	"github.com/google/cel-go/ext"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// Variable names declared in the environment.
+const (
+	VarMsg         = "msg"         // envelope metadata: id, source, type, event, control_id, sender, received, content_type
+	VarBundle      = "bundle"      // the FHIR Bundle as JSON-shaped maps
+	VarV2          = "v2"          // the raw HL7 v2 message (get by path), empty for non-v2 sources
+	VarDestination = "destination" // name and type of the destination being decided
+	VarPatient     = "patient"     // the patient index entry (empty until the patient index exists)
+	VarResource    = "resource"    // one bundle entry's resource, in keep steps
+)
+
+// Limits bound what expressions may cost.
+type Limits struct {
+	// MaxEstimatedCost rejects expressions at load whose worst-case cost,
+	// assuming lists and maps of up to MaxSize elements, exceeds it.
+	MaxEstimatedCost uint64
+	// MaxSize is the assumed largest size of any list, map or string.
+	MaxSize uint64
+	// CostLimit stops an evaluation that exceeds it.
+	CostLimit uint64
+	// Timeout stops an evaluation that runs longer.
+	Timeout time.Duration
+}
+
+// DefaultLimits are the limits used unless the config says otherwise.
+func DefaultLimits() Limits {
+	return Limits{MaxEstimatedCost: 10_000_000, MaxSize: 1000, CostLimit: 1_000_000, Timeout: 100 * time.Millisecond}
+}
+
+// Env is the compiled CEL environment.
+type Env struct {
+	env    *cel.Env
+	limits Limits
+}
+
+// V2Message is what the v2 variable exposes: field access by path.
+type V2Message interface {
+	Get(path string) string
+}
+
+var v2Type = cel.OpaqueType("junction.V2")
+
+// NewEnv builds the environment.
+func NewEnv(limits Limits) (*Env, error) {
+	mapT := cel.MapType(cel.StringType, cel.DynType)
+	env, err := cel.NewEnv(
+		cel.Variable(VarMsg, mapT),
+		cel.Variable(VarBundle, mapT),
+		cel.Variable(VarV2, v2Type),
+		cel.Variable(VarDestination, mapT),
+		cel.Variable(VarPatient, mapT),
+		cel.Variable(VarResource, mapT),
+		ext.Strings(),
+		cel.Function("get",
+			cel.MemberOverload("v2_get_string", []*cel.Type{v2Type, cel.StringType}, cel.StringType,
+				cel.BinaryBinding(func(lhs, rhs ref.Val) ref.Val {
+					m, ok := lhs.(v2Val)
+					p, ok2 := rhs.(types.String)
+					if !ok || !ok2 {
+						return types.NewErr("v2.get: bad arguments")
+					}
+					if m.msg == nil {
+						return types.String("")
+					}
+					return types.String(m.msg.Get(string(p)))
+				}))),
+		cel.Function("nhsNumberValid",
+			cel.Overload("nhs_number_valid_string", []*cel.Type{cel.StringType}, cel.BoolType,
+				cel.UnaryBinding(func(v ref.Val) ref.Val {
+					s, ok := v.(types.String)
+					if !ok {
+						return types.NewErr("nhsNumberValid: expected a string")
+					}
+					return types.Bool(nhs.ValidNumber(nhs.Normalize(string(s))))
+				}))),
+		cel.Function("resources",
+			cel.Overload("resources_map_string", []*cel.Type{mapT, cel.StringType}, cel.ListType(mapT),
+				cel.BinaryBinding(func(b, t ref.Val) ref.Val { return selectResources(b, t, false) }))),
+		cel.Function("resource",
+			cel.Overload("resource_map_string", []*cel.Type{mapT, cel.StringType}, mapT,
+				cel.BinaryBinding(func(b, t ref.Val) ref.Val { return selectResources(b, t, true) }))),
+		cel.Function("nhsNumber",
+			cel.Overload("nhs_number_map", []*cel.Type{mapT}, cel.StringType,
+				cel.UnaryBinding(bundleNHSNumber))),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("building CEL environment: %w", err)
+	}
+	return &Env{env: env, limits: limits}, nil
+}
+
+// Limits returns the environment's limits.
+func (e *Env) Limits() Limits { return e.limits }
+
+// Kind says what an expression must return.
+type Kind int
+
+// Expression kinds.
+const (
+	Bool Kind = iota // a bool (match, when, keep)
+	Map              // a map (replace)
+)
+
+// Issue is a compile problem at an offset into the expression source.
+type Issue struct {
+	// Offset is the byte offset into the source, or -1 when unknown.
+	Offset int
+	Msg    string
+}
+
+// CompileError lists every problem with one expression.
+type CompileError struct{ Issues []Issue }
+
+func (c *CompileError) Error() string {
+	s := ""
+	for i, is := range c.Issues {
+		if i > 0 {
+			s += "; "
+		}
+		s += is.Msg
+	}
+	return s
+}
+
+// Program is a compiled, cost-checked expression.
+type Program struct {
+	src  string
+	prg  cel.Program
+	cost checker.CostEstimate
+	lim  Limits
+}
+
+// Source returns the expression text.
+func (p *Program) Source() string { return p.src }
+
+// EstimatedCost returns the worst-case cost estimate.
+func (p *Program) EstimatedCost() checker.CostEstimate { return p.cost }
+
+// Compile parses, type-checks and cost-checks src, which must return kind.
+func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
+	// cel-go can panic on some inputs (for example a map literal with
+	// bytes keys, when folding constants); report that as a compile error
+	// rather than crash lint or start.
+	defer func() {
+		if r := recover(); r != nil {
+			compiled, err = nil, &CompileError{Issues: []Issue{{Offset: -1, Msg: "the CEL compiler failed on this expression; simplify it"}}}
+		}
+	}()
+	ast, iss := e.env.Compile(src)
+	if iss != nil && iss.Err() != nil {
+		ce := &CompileError{}
+		for _, er := range iss.Errors() {
+			ce.Issues = append(ce.Issues, Issue{Offset: offsetOf(src, er.Location.Line(), er.Location.Column()), Msg: er.Message})
+		}
+		return nil, ce
+	}
+	if out := ast.OutputType(); !returns(out, kind) {
+		want := "bool"
+		if kind == Map {
+			want = "a map with string keys"
+		}
+		return nil, &CompileError{Issues: []Issue{{Offset: -1, Msg: fmt.Sprintf("expression must return %s, not %s", want, out)}}}
+	}
+	est, err := e.env.EstimateCost(ast, sizeEstimator{max: e.limits.MaxSize})
+	if err != nil {
+		return nil, &CompileError{Issues: []Issue{{Offset: -1, Msg: "estimating cost: " + err.Error()}}}
+	}
+	if est.Max > e.limits.MaxEstimatedCost {
+		return nil, &CompileError{Issues: []Issue{{Offset: -1, Msg: fmt.Sprintf("estimated worst-case cost %d exceeds the limit %d; narrow the expression (for example select resources by type before iterating)", est.Max, e.limits.MaxEstimatedCost)}}}
+	}
+	prg, err := e.env.Program(ast, cel.CostLimit(e.limits.CostLimit), cel.InterruptCheckFrequency(64), cel.EvalOptions(cel.OptOptimize))
+	if err != nil {
+		return nil, &CompileError{Issues: []Issue{{Offset: -1, Msg: err.Error()}}}
+	}
+	return &Program{src: src, prg: prg, cost: est, lim: e.limits}, nil
+}
+
+// returns reports whether an expression of type out may return kind. A
+// dyn result is checked when it is evaluated.
+func returns(out *cel.Type, kind Kind) bool {
+	if out.IsExactType(cel.DynType) {
+		return true
+	}
+	if kind == Map {
+		if out.Kind() != types.MapKind || len(out.Parameters()) != 2 {
+			return false
+		}
+		key := out.Parameters()[0]
+		return key.IsExactType(cel.StringType) || key.IsExactType(cel.DynType)
+	}
+	return cel.BoolType.IsAssignableType(out)
+}
+
+func offsetOf(src string, line, col int) int {
+	if line <= 0 {
+		return -1
+	}
+	l, off := 1, 0
+	for off < len(src) && l < line {
+		if src[off] == '\n' {
+			l++
+		}
+		off++
+	}
+	// CEL columns count code points from 0.
+	for c := 0; c < col && off < len(src); c++ {
+		_, w := utf8.DecodeRuneInString(src[off:])
+		off += w
+	}
+	return off
+}
+
+// Vars is the input to one evaluation. Nil maps are presented as empty.
+type Vars struct {
+	Msg         map[string]any
+	Bundle      map[string]any
+	V2          V2Message
+	Destination map[string]any
+	Patient     map[string]any
+	Resource    map[string]any
+}
+
+type activation struct{ v *Vars }
+
+func (a activation) ResolveName(name string) (any, bool) {
+	switch name {
+	case VarMsg:
+		return orEmpty(a.v.Msg), true
+	case VarBundle:
+		return orEmpty(a.v.Bundle), true
+	case VarV2:
+		return v2Val{msg: a.v.V2}, true
+	case VarDestination:
+		return orEmpty(a.v.Destination), true
+	case VarPatient:
+		return orEmpty(a.v.Patient), true
+	case VarResource:
+		return orEmpty(a.v.Resource), true
+	}
+	return nil, false
+}
+
+func (a activation) Parent() cel.Activation { return nil }
+
+var emptyMap = map[string]any{}
+
+func orEmpty(m map[string]any) map[string]any {
+	if m == nil {
+		return emptyMap
+	}
+	return m
+}
+
+// Eval runs p. Errors are permanent faults (code rule.eval) whose message
+// holds no data from the input.
+func (p *Program) Eval(ctx context.Context, v *Vars) (any, error) {
+	out, err := p.eval(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	return out.Value(), nil
+}
+
+func (p *Program) eval(ctx context.Context, v *Vars) (out ref.Val, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fault.New(fault.CodeRuleEval, "evaluation failed inside the CEL runtime")
+		}
+	}()
+	ctx, cancel := context.WithTimeout(ctx, p.lim.Timeout)
+	defer cancel()
+	out, _, err = p.prg.ContextEval(ctx, activation{v})
+	if err != nil {
+		msg := "evaluation failed"
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			msg = "evaluation exceeded its deadline"
+		case isCostErr(err):
+			msg = "evaluation exceeded its cost limit"
+		}
+		// CEL error text can quote values (map keys, strings); keep it as
+		// caller-only detail.
+		return nil, fault.New(fault.CodeRuleEval, msg).WithDetail(err.Error())
+	}
+	return out, nil
+}
+
+func isCostErr(err error) bool {
+	return strings.Contains(err.Error(), "cost limit")
+}
+
+// EvalBool runs p and requires a bool.
+func (p *Program) EvalBool(ctx context.Context, v *Vars) (bool, error) {
+	out, err := p.Eval(ctx, v)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(bool)
+	if !ok {
+		return false, fault.Newf(fault.CodeRuleEval, "expression returned %T, not bool", out)
+	}
+	return b, nil
+}
+
+// EvalMap runs p and requires a map, returned as JSON-shaped Go values:
+// map[string]any, []any, nil, bool, int64, uint64, float64 and string.
+// Bytes become base64 text, timestamps RFC 3339 text and durations Go
+// duration text, so the result always encodes as JSON.
+func (p *Program) EvalMap(ctx context.Context, v *Vars) (map[string]any, error) {
+	out, err := p.eval(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := out.(traits.Mapper); !ok {
+		return nil, fault.Newf(fault.CodeRuleEval, "expression returned %s, not a map", out.Type().TypeName())
+	}
+	native, err := jsonValue(out, 0)
+	if err != nil {
+		return nil, fault.New(fault.CodeRuleEval, "expression result has no JSON form").WithDetail(err.Error())
+	}
+	return native.(map[string]any), nil
+}
+
+// maxJSONDepth bounds the nesting jsonValue follows.
+const maxJSONDepth = 1000
+
+// jsonValue converts a CEL value into the Go values encoding/json writes
+// as JSON: CEL's own native forms (structpb.NullValue for null,
+// map[any]any for nested maps, time.Duration) do not encode as FHIR
+// expects, so every value is converted here.
+func jsonValue(v ref.Val, depth int) (any, error) {
+	if depth > maxJSONDepth {
+		return nil, fmt.Errorf("nested more than %d levels deep", maxJSONDepth)
+	}
+	switch x := v.(type) {
+	case types.Null:
+		return nil, nil
+	case types.Bool:
+		return bool(x), nil
+	case types.Int:
+		return int64(x), nil
+	case types.Uint:
+		return uint64(x), nil
+	case types.Double:
+		f := float64(x)
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return nil, errors.New("a number is NaN or infinite")
+		}
+		return f, nil
+	case types.String:
+		return string(x), nil
+	case types.Bytes:
+		return base64.StdEncoding.EncodeToString(x), nil
+	case types.Timestamp:
+		return x.Time.UTC().Format(time.RFC3339Nano), nil
+	case types.Duration:
+		return x.Duration.String(), nil
+	case traits.Mapper:
+		out := map[string]any{}
+		it := x.Iterator()
+		for it.HasNext() == types.True {
+			k := it.Next()
+			ks, ok := k.(types.String)
+			if !ok {
+				return nil, fmt.Errorf("a map key is %s, not a string", k.Type().TypeName())
+			}
+			e, err := jsonValue(x.Get(k), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[string(ks)] = e
+		}
+		return out, nil
+	case traits.Lister:
+		out := []any{}
+		it := x.Iterator()
+		for it.HasNext() == types.True {
+			e, err := jsonValue(it.Next(), depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+		return out, nil
+	case *types.Err:
+		return nil, x
+	}
+	return nil, fmt.Errorf("a value of type %s has no JSON form", v.Type().TypeName())
+}
+
+// v2Val is the runtime value of the v2 variable.
+type v2Val struct{ msg V2Message }
+
+func (v v2Val) ConvertToNative(reflect.Type) (any, error) {
+	return nil, errors.New("v2 cannot be converted")
+}
+func (v v2Val) ConvertToType(t ref.Type) ref.Val {
+	if t == types.TypeType {
+		return v2Type
+	}
+	return types.NewErr("v2 cannot be converted to %s", t)
+}
+func (v v2Val) Equal(o ref.Val) ref.Val { return types.Bool(false) }
+func (v v2Val) Type() ref.Type          { return v2Type }
+func (v v2Val) Value() any              { return v.msg }
+
+// selectResources returns the resources of type t in bundle b (entry[].resource).
+func selectResources(b, t ref.Val, first bool) ref.Val {
+	m, ok := b.(traits.Mapper)
+	ts, ok2 := t.(types.String)
+	if !ok || !ok2 {
+		return types.NewErr("resources: bad arguments")
+	}
+	adapter := types.DefaultTypeAdapter
+	var out []ref.Val
+	entries, found := m.Find(types.String("entry"))
+	if found {
+		if l, ok := entries.(traits.Lister); ok {
+			it := l.Iterator()
+			for it.HasNext() == types.True {
+				e, ok := it.Next().(traits.Mapper)
+				if !ok {
+					continue
+				}
+				r, found := e.Find(types.String("resource"))
+				if !found {
+					continue
+				}
+				rm, ok := r.(traits.Mapper)
+				if !ok {
+					continue
+				}
+				rt, found := rm.Find(types.String("resourceType"))
+				if found && rt.Equal(ts) == types.True {
+					if first {
+						return rm
+					}
+					out = append(out, rm)
+				}
+			}
+		}
+	}
+	if first {
+		return types.NewStringInterfaceMap(adapter, map[string]any{})
+	}
+	return types.NewRefValList(adapter, out)
+}
+
+// bundleNHSNumber returns the NHS number of the bundle's first Patient, or "".
+func bundleNHSNumber(b ref.Val) ref.Val {
+	p, ok := selectResources(b, types.String("Patient"), true).(traits.Mapper)
+	if !ok {
+		return types.String("")
+	}
+	ids, found := p.Find(types.String("identifier"))
+	if !found {
+		return types.String("")
+	}
+	l, ok := ids.(traits.Lister)
+	if !ok {
+		return types.String("")
+	}
+	it := l.Iterator()
+	for it.HasNext() == types.True {
+		id, ok := it.Next().(traits.Mapper)
+		if !ok {
+			continue
+		}
+		sys, _ := id.Find(types.String("system"))
+		if sys != nil && sys.Equal(types.String(nhs.SystemNHSNumber)) == types.True {
+			if v, found := id.Find(types.String("value")); found {
+				if s, ok := v.(types.String); ok {
+					return s
+				}
+			}
+		}
+	}
+	return types.String("")
+}
+
+// sizeEstimator bounds the size of every unknown list, map and string so
+// worst-case costs are finite.
+type sizeEstimator struct{ max uint64 }
+
+func (s sizeEstimator) EstimateSize(checker.AstNode) *checker.SizeEstimate {
+	return &checker.SizeEstimate{Min: 0, Max: s.max}
+}
+
+func (s sizeEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
+	switch overloadID {
+	case "resources_map_string", "resource_map_string", "nhs_number_map":
+		return &checker.CallEstimate{CostEstimate: checker.CostEstimate{Min: 1, Max: s.max}, ResultSize: &checker.SizeEstimate{Min: 0, Max: s.max}}
+	}
+	return nil
+}

@@ -1,0 +1,622 @@
+package rules
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// Synthetic NHS numbers from the 999 range.
+const (
+	validNHS   = "9990000018" // check digit 8
+	invalidNHS = "9990000019" // wrong check digit
+	otherNHS   = "9990000042"
+)
+
+// testV2 is a synthetic ADT^A01.
+const testV2 = "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01^ADT_A01|MSG00001|P|2.4|||AL|NE\r" +
+	"EVN|A01|20261123093000\r" +
+	"PID|1||" + validNHS + "^^^NHS^NH~K123456^^^RX1^MR||TESTPATIENT^ALEX^J^^MX||19800101|F\r" +
+	"PV1|1|I|WARD1^BED2^1^RX1\r"
+
+func newEnv(t testing.TB, lim Limits) *Env {
+	t.Helper()
+	e, err := NewEnv(lim)
+	if err != nil {
+		t.Fatalf("NewEnv: %v", err)
+	}
+	return e
+}
+
+func parseV2(t testing.TB) *hl7v2.Message {
+	t.Helper()
+	m, err := hl7v2.Parse([]byte(testV2))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return m
+}
+
+// testBundle returns a bundle as encoding/json would decode it.
+func testBundle(t testing.TB) map[string]any {
+	t.Helper()
+	const src = `{
+	  "resourceType": "Bundle", "type": "message",
+	  "entry": [
+	    {"resource": {"resourceType": "MessageHeader", "id": "h1"}},
+	    {"resource": {"resourceType": "Patient", "id": "p1", "identifier": [
+	      {"system": "https://fhir.example-trust.nhs.uk/Id/local-patient-identifier", "value": "K123456"},
+	      {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "` + validNHS + `"}]}},
+	    {"resource": {"resourceType": "Encounter", "id": "e1", "status": "in-progress"}},
+	    {"resource": {"resourceType": "Patient", "id": "p2", "identifier": [
+	      {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "` + otherNHS + `"}]}},
+	    {"fullUrl": "urn:uuid:no-resource"},
+	    "not a map"
+	  ]}`
+	var b map[string]any
+	if err := json.Unmarshal([]byte(src), &b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func testVars(t testing.TB) *Vars {
+	t.Helper()
+	return &Vars{
+		Msg: map[string]any{
+			"id": "01TESTID", "source": "pas", "type": "ADT^A01", "event": "A01",
+			"control_id": "MSG00001", "sender": "PAS|RX1",
+			"received": time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC), "content_type": "application/hl7-v2",
+		},
+		Bundle:      testBundle(t),
+		V2:          parseV2(t),
+		Destination: map[string]any{"name": "fhir-store"},
+		Patient:     map[string]any{"flag": "vip"},
+		Resource:    map[string]any{"resourceType": "Encounter", "status": "finished"},
+	}
+}
+
+func TestEvalVariablesAndFunctions(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	full := testVars(t)
+	noV2 := testVars(t)
+	noV2.V2 = nil
+	tests := []struct {
+		name string
+		src  string
+		vars *Vars
+		want any
+	}{
+		{"msg id", `msg.id`, full, "01TESTID"},
+		{"msg source", `msg.source`, full, "pas"},
+		{"msg type", `msg.type`, full, "ADT^A01"},
+		{"msg event", `msg.event`, full, "A01"},
+		{"msg control id", `msg.control_id`, full, "MSG00001"},
+		{"msg sender", `msg.sender`, full, "PAS|RX1"},
+		{"msg content type", `msg.content_type`, full, "application/hl7-v2"},
+		{"msg received is a timestamp", `msg.received == timestamp("2026-01-15T10:30:00Z")`, full, true},
+		{"bundle field", `bundle.type`, full, "message"},
+		{"bundle entries", `size(bundle.entry)`, full, int64(6)},
+		{"destination", `destination.name`, full, "fhir-store"},
+		{"patient", `patient.flag`, full, "vip"},
+		{"resource", `resource.status`, full, "finished"},
+		{"nil maps are empty", `size(msg) + size(bundle) + size(destination) + size(patient) + size(resource)`, &Vars{}, int64(0)},
+		{"nhsNumberValid valid", `nhsNumberValid("` + validNHS + `")`, full, true},
+		{"nhsNumberValid spaced", `nhsNumberValid("999 000 0018")`, full, true},
+		{"nhsNumberValid hyphens", `nhsNumberValid("999-000-0018")`, full, true},
+		{"nhsNumberValid bad check digit", `nhsNumberValid("` + invalidNHS + `")`, full, false},
+		{"nhsNumberValid empty", `nhsNumberValid("")`, full, false},
+		{"nhsNumberValid letters", `nhsNumberValid("99900000AB")`, full, false},
+		{"nhsNumber first patient", `nhsNumber(bundle)`, full, validNHS},
+		{"nhsNumber empty bundle", `nhsNumber(bundle)`, &Vars{}, ""},
+		{"nhsNumber no nhs identifier", `nhsNumber({"entry": [{"resource": {"resourceType": "Patient", "identifier": [{"system": "x", "value": "1"}]}}]})`, full, ""},
+		{"nhsNumber no identifiers", `nhsNumber({"entry": [{"resource": {"resourceType": "Patient"}}]})`, full, ""},
+		{"nhsNumber value not a string", `nhsNumber({"entry": [{"resource": {"resourceType": "Patient", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": 9990000018}]}}]})`, full, ""},
+		{"nhsNumber identifier not a list", `nhsNumber({"entry": [{"resource": {"resourceType": "Patient", "identifier": "x"}}]})`, full, ""},
+		{"resource first of type", `resource(bundle, "Patient").id`, full, "p1"},
+		{"resource missing is empty map", `size(resource(bundle, "Observation"))`, full, int64(0)},
+		{"resource of bundle without entries", `size(resource(bundle, "Patient"))`, &Vars{}, int64(0)},
+		{"resource entry not a list", `size(resource({"entry": "x"}, "Patient"))`, full, int64(0)},
+		{"resource entry resource not a map", `size(resource({"entry": [{"resource": 1}]}, "Patient"))`, full, int64(0)},
+		{"resources all of type", `resources(bundle, "Patient").map(r, r.id)`, full, []any{"p1", "p2"}},
+		{"resources none", `resources(bundle, "Observation").size()`, full, int64(0)},
+		{"resource status", `resource(bundle, "Encounter").status == "in-progress"`, full, true},
+		{"v2 get field", `v2.get("PID-3[1].1")`, full, validNHS},
+		{"v2 get second repetition", `v2.get("PID-3[2].1")`, full, "K123456"},
+		{"v2 get name", `v2.get("PID-5.2")`, full, "ALEX"},
+		{"v2 get message type", `v2.get("MSH-9.2")`, full, "A01"},
+		{"v2 get missing segment", `v2.get("OBX-5")`, full, ""},
+		{"v2 get bad path", `v2.get("nonsense")`, full, ""},
+		{"v2 nil message", `v2.get("PID-3[1].1")`, noV2, ""},
+		{"v2 nil message compares", `v2.get("MSH-9.1") == ""`, &Vars{}, true},
+		{"strings extension", `"a,b,c".split(",").size() == 3 && "Abc".lowerAscii() == "abc"`, full, true},
+		{"functions compose", `nhsNumberValid(nhsNumber(bundle)) && v2.get("PID-3[1].1") == nhsNumber(bundle)`, full, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Wrapping the expression in a map lets one table hold
+			// results of every type, as JSON-shaped values.
+			p, err := env.Compile(`{"v": (`+tt.src+`)}`, Map)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			m, err := p.EvalMap(context.Background(), tt.vars)
+			if err != nil {
+				t.Fatalf("EvalMap: %v (%s)", err, fault.DetailOf(err))
+			}
+			got := m["v"]
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", tt.src, diff)
+			}
+		})
+	}
+}
+
+func TestCompileErrors(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	tests := []struct {
+		name string
+		src  string
+		kind Kind
+		// want lists, per issue, the text at its offset (the offending
+		// token) or "" for an issue without an offset, and a fragment of
+		// its message.
+		want [][2]string
+	}{
+		{"syntax error at end", `bundle.type ==`, Bool, [][2]string{{"", "Syntax error"}}},
+		{"undeclared variable", `bundel.type == "x"`, Bool, [][2]string{{"bundel", "undeclared reference to 'bundel'"}}},
+		// CEL places a call at its opening parenthesis.
+		{"undeclared on second line", "msg.event == \"A01\" &&\n  nhsNumberValid(nhsnumber(bundle))", Bool, [][2]string{{"(bundle)", "undeclared reference to 'nhsnumber'"}}},
+		{"after multibyte text", `msg.sender == "é" && zz`, Bool, [][2]string{{"zz", "undeclared reference to 'zz'"}}},
+		{"unknown characters", `msg.id == "x" || éé`, Bool, [][2]string{{"éé", "token recognition error"}, {"é", "token recognition error"}, {"", "mismatched input '<EOF>'"}}},
+		{"wrong argument type", `nhsNumberValid(1)`, Bool, [][2]string{{"(1)", "no matching overload"}}},
+		{"v2 get wants a string", `v2.get(1) == ""`, Bool, [][2]string{{"(1)", "no matching overload"}}},
+		{"int is not bool", `1 + 1`, Bool, [][2]string{{"", "must return bool, not int"}}},
+		{"string is not bool", `msg.id + "x"`, Bool, [][2]string{{"", "must return bool, not string"}}},
+		{"map is not bool", `bundle`, Bool, [][2]string{{"", "must return bool, not map(string, dyn)"}}},
+		{"bool is not a map", `true`, Map, [][2]string{{"", "must return a map with string keys, not bool"}}},
+		{"list is not a map", `bundle.entry.map(e, e)`, Map, [][2]string{{"", "must return a map with string keys, not list(dyn)"}}},
+		{"int keys are not a map", `{1: "a"}`, Map, [][2]string{{"", "must return a map with string keys, not map(int, string)"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := env.Compile(tt.src, tt.kind)
+			if err == nil {
+				t.Fatalf("Compile(%q) = %v, want an error", tt.src, p.Source())
+			}
+			var ce *CompileError
+			if !errors.As(err, &ce) {
+				t.Fatalf("error is %T, want *CompileError", err)
+			}
+			var got [][2]string
+			for i, is := range ce.Issues {
+				at := ""
+				if is.Offset >= 0 {
+					if is.Offset > len(tt.src) {
+						t.Fatalf("issue %d offset %d beyond source of %d bytes", i, is.Offset, len(tt.src))
+					}
+					at = tt.src[is.Offset:]
+					if i < len(tt.want) && len(at) > len(tt.want[i][0]) {
+						at = at[:len(tt.want[i][0])]
+					}
+				}
+				frag := is.Msg
+				if i < len(tt.want) && strings.Contains(is.Msg, tt.want[i][1]) {
+					frag = tt.want[i][1]
+				}
+				got = append(got, [2]string{at, frag})
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("issues of %q (-want +got):\n%s\nall: %v", tt.src, diff, err)
+			}
+		})
+	}
+}
+
+func TestCompileAcceptsKinds(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	tests := []struct {
+		name string
+		src  string
+		kind Kind
+	}{
+		{"bool", `msg.event == "A01"`, Bool},
+		{"dyn for bool is checked at run time", `bundle.active`, Bool},
+		{"bundle as map", `bundle`, Map},
+		{"map literal of strings", `{"resourceType": "Bundle", "type": "collection"}`, Map},
+		{"map literal of lists", `{"entry": bundle.entry.filter(e, e.resource.resourceType == "Patient")}`, Map},
+		{"empty map literal", `{}`, Map},
+		{"dyn for map is checked at run time", `bundle.entry[0].resource`, Map},
+		{"resource returns a map", `resource(bundle, "Patient")`, Map},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := env.Compile(tt.src, tt.kind)
+			if err != nil {
+				t.Fatalf("Compile(%q): %v", tt.src, err)
+			}
+			if p.Source() != tt.src {
+				t.Errorf("Source() = %q, want %q", p.Source(), tt.src)
+			}
+			if est := p.EstimatedCost(); est.Max < est.Min || est.Max > env.Limits().MaxEstimatedCost {
+				t.Errorf("EstimatedCost() = %+v, want Min <= Max <= %d", est, env.Limits().MaxEstimatedCost)
+			}
+		})
+	}
+}
+
+func TestCompileRejectsCostlyExpressions(t *testing.T) {
+	tests := []struct {
+		name   string
+		limits Limits
+		src    string
+	}{
+		{"nested comprehensions over entries", DefaultLimits(),
+			`bundle.entry.all(a, bundle.entry.all(b, bundle.entry.exists(c, a == b && b == c)))`},
+		{"one comprehension under a small limit", Limits{MaxEstimatedCost: 100, MaxSize: 1000, CostLimit: 1000, Timeout: time.Second},
+			`bundle.entry.exists(e, e.resource.resourceType == "Patient")`},
+		{"resources is sized too", Limits{MaxEstimatedCost: 500, MaxSize: 1000, CostLimit: 1000, Timeout: time.Second},
+			`resources(bundle, "Patient").exists(p, p.active == true)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newEnv(t, tt.limits)
+			_, err := env.Compile(tt.src, Bool)
+			var ce *CompileError
+			if !errors.As(err, &ce) {
+				t.Fatalf("Compile = %v, want a *CompileError", err)
+			}
+			want := fmt.Sprintf("exceeds the limit %d", tt.limits.MaxEstimatedCost)
+			if len(ce.Issues) != 1 || !strings.Contains(ce.Issues[0].Msg, want) || !strings.Contains(ce.Error(), "narrow the expression") {
+				t.Errorf("issues = %+v, want one saying %q", ce.Issues, want)
+			}
+		})
+	}
+}
+
+func TestCompileErrorJoinsIssues(t *testing.T) {
+	ce := &CompileError{Issues: []Issue{{Offset: 0, Msg: "first"}, {Offset: -1, Msg: "second"}}}
+	if diff := cmp.Diff("first; second", ce.Error()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestOffsetOf(t *testing.T) {
+	tests := []struct {
+		src       string
+		line, col int
+		want      int
+	}{
+		{"abc", 1, 0, 0},
+		{"abc", 1, 2, 2},
+		{"ab\ncd", 2, 1, 4},
+		{"ab\r\ncd", 2, 0, 4},
+		{"é = x", 1, 4, 5},              // é is one code point of two bytes
+		{"a\n\u00e9\u00e9z", 2, 2, 6},   // after two multibyte code points
+		{"\u00e9\u00e9\u00e9", 1, 2, 4}, // at a multibyte code point
+		{"abc", 0, 0, -1},
+		{"abc", 9, 9, 3}, // clamped to the end
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%q@%d:%d", tt.src, tt.line, tt.col), func(t *testing.T) {
+			if got := offsetOf(tt.src, tt.line, tt.col); got != tt.want {
+				t.Errorf("offsetOf = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// bigBundle returns a bundle of n Observation entries.
+func bigBundle(n int) map[string]any {
+	entries := make([]any, n)
+	for i := range entries {
+		entries[i] = map[string]any{"resource": map[string]any{"resourceType": "Observation", "id": fmt.Sprint(i)}}
+	}
+	return map[string]any{"resourceType": "Bundle", "entry": entries}
+}
+
+func TestEvalFaults(t *testing.T) {
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Hour))
+	defer cancel()
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	loose := Limits{MaxEstimatedCost: 1 << 62, MaxSize: 100_000, CostLimit: 1 << 40, Timeout: time.Minute}
+	tests := []struct {
+		name    string
+		limits  Limits
+		ctx     context.Context
+		src     string
+		vars    *Vars
+		wantMsg string
+		// detail is a fragment of the caller-only detail.
+		detail string
+	}{
+		{"cost limit", Limits{MaxEstimatedCost: 1 << 62, MaxSize: 100_000, CostLimit: 50, Timeout: time.Minute}, context.Background(),
+			`bundle.entry.all(e, e.resource.resourceType == "Observation")`, &Vars{Bundle: bigBundle(200)},
+			"rule.eval: evaluation exceeded its cost limit", "cost limit"},
+		{"deadline", loose, expired,
+			`bundle.entry.all(e, e.resource.resourceType == "Observation")`, &Vars{Bundle: bigBundle(1000)},
+			"rule.eval: evaluation exceeded its deadline", "interrupted"},
+		// A 1ns limit has passed before the first interrupt check,
+		// which comes every 64 iterations.
+		{"deadline from the limits", Limits{MaxEstimatedCost: 1 << 62, MaxSize: 100_000, CostLimit: 1 << 40, Timeout: time.Nanosecond}, context.Background(),
+			`bundle.entry.all(e, e.resource.resourceType == "Observation")`, &Vars{Bundle: bigBundle(20_000)},
+			"rule.eval: evaluation exceeded its deadline", "interrupted"},
+		{"cancelled", loose, cancelled,
+			`bundle.entry.all(e, e.resource.resourceType == "Observation")`, &Vars{Bundle: bigBundle(1000)},
+			"rule.eval: evaluation failed", "interrupted"},
+		{"missing key", DefaultLimits(), context.Background(),
+			`bundle.secretKey9990000018 == "x"`, &Vars{Bundle: bigBundle(1)},
+			"rule.eval: evaluation failed", "no such key: secretKey9990000018"},
+		{"not a bool at run time", DefaultLimits(), context.Background(),
+			`bundle.resourceType`, &Vars{Bundle: bigBundle(1)},
+			"rule.eval: expression returned string, not bool", ""},
+		{"division by zero", DefaultLimits(), context.Background(),
+			`size(bundle.entry) / 0 == 1`, &Vars{Bundle: bigBundle(1)},
+			"rule.eval: evaluation failed", "division by zero"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := newEnv(t, tt.limits).Compile(tt.src, Bool)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			ok, err := p.EvalBool(tt.ctx, tt.vars)
+			if err == nil {
+				t.Fatalf("EvalBool = %v, want an error", ok)
+			}
+			f := fault.As(err)
+			if f == nil {
+				t.Fatalf("error %v is not a fault", err)
+			}
+			got := struct {
+				Code      fault.Code
+				Transient bool
+				Msg       string
+			}{f.Code, fault.IsTransient(err), err.Error()}
+			want := got
+			want.Code, want.Transient, want.Msg = fault.CodeRuleEval, false, tt.wantMsg
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			if !strings.Contains(f.Detail, tt.detail) {
+				t.Errorf("detail %q does not contain %q", f.Detail, tt.detail)
+			}
+			if strings.Contains(err.Error(), "9990000018") {
+				t.Errorf("error text %q holds input data", err.Error())
+			}
+		})
+	}
+}
+
+func TestEvalWithinLimitsSucceeds(t *testing.T) {
+	// The same expression and data as the cost-limit case, with room.
+	env := newEnv(t, Limits{MaxEstimatedCost: 1 << 62, MaxSize: 100_000, CostLimit: 100_000, Timeout: time.Minute})
+	p, err := env.Compile(`bundle.entry.all(e, e.resource.resourceType == "Observation")`, Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := p.EvalBool(context.Background(), &Vars{Bundle: bigBundle(200)})
+	if err != nil || !ok {
+		t.Errorf("EvalBool = %v, %v; want true, nil", ok, err)
+	}
+}
+
+func TestEvalMapJSONShape(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	tests := []struct {
+		name string
+		src  string
+		// want is the JSON encoding of the result.
+		want string
+	}{
+		{"bundle unchanged", `bundle`, `{"entry":[{"resource":{"id":"0","resourceType":"Observation"}}],"resourceType":"Bundle"}`},
+		{"literal scalars", `{"s": "x", "i": 1, "neg": -2, "u": 3u, "d": 1.5, "t": true, "n": null}`,
+			`{"d":1.5,"i":1,"n":null,"neg":-2,"s":"x","t":true,"u":3}`},
+		{"nested maps and lists", `{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Patient", "active": true, "name": [{"given": ["ALEX", null]}]}}]}`,
+			`{"entry":[{"resource":{"active":true,"name":[{"given":["ALEX",null]}],"resourceType":"Patient"}}],"resourceType":"Bundle"}`},
+		{"filtered entries", `{"resourceType": "Bundle", "type": "collection", "entry": bundle.entry.filter(e, e.resource.id == "0")}`,
+			`{"entry":[{"resource":{"id":"0","resourceType":"Observation"}}],"resourceType":"Bundle","type":"collection"}`},
+		{"empty list and map", `{"entry": [], "meta": {}}`, `{"entry":[],"meta":{}}`},
+		{"input numbers stay numbers", `{"total": double(size(bundle.entry)), "count": size(bundle.entry)}`, `{"count":1,"total":1}`},
+		{"bytes timestamp duration", `{"b": b"hi", "ts": timestamp("2026-01-15T10:30:00Z"), "du": duration("90s")}`,
+			`{"b":"aGk=","du":"1m30s","ts":"2026-01-15T10:30:00Z"}`},
+		{"msg as map", `{"id": msg.id, "received": msg.received}`, `{"id":"01TESTID","received":"2026-01-15T10:30:00Z"}`},
+	}
+	vars := &Vars{Bundle: bigBundle(1), Msg: map[string]any{"id": "01TESTID", "received": time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC)}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := env.Compile(tt.src, Map)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			m, err := p.EvalMap(context.Background(), vars)
+			if err != nil {
+				t.Fatalf("EvalMap: %v (%s)", err, fault.DetailOf(err))
+			}
+			checkJSONShape(t, m)
+			b, err := json.Marshal(m)
+			if err != nil {
+				t.Fatalf("json.Marshal: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, string(b)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// checkJSONShape fails unless v holds only what encoding/json produces
+// or writes as plain JSON.
+func checkJSONShape(t *testing.T, v any) {
+	t.Helper()
+	switch x := v.(type) {
+	case map[string]any:
+		for _, e := range x {
+			checkJSONShape(t, e)
+		}
+	case []any:
+		for _, e := range x {
+			checkJSONShape(t, e)
+		}
+	case nil, bool, string, int64, uint64, float64:
+	default:
+		t.Errorf("value %#v of type %T is not JSON-shaped", v, v)
+	}
+}
+
+func TestEvalMapFaults(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	tests := []struct {
+		name, src, want string
+	}{
+		{"dyn that is not a map", `bundle.resourceType`, "rule.eval: expression returned string, not a map"},
+		{"not a finite number", `{"x": 1.0 / 0.0}`, "rule.eval: expression result has no JSON form"},
+		{"non-string key inside", `{"x": {1: "a"}}`, "rule.eval: expression result has no JSON form"},
+		{"v2 inside", `{"x": v2}`, "rule.eval: expression result has no JSON form"},
+		{"runtime error", `{"x": bundle.nope}`, "rule.eval: evaluation failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := env.Compile(tt.src, Map)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			m, err := p.EvalMap(context.Background(), &Vars{Bundle: bigBundle(1)})
+			if err == nil {
+				t.Fatalf("EvalMap = %v, want an error", m)
+			}
+			if fault.CodeOf(err) != fault.CodeRuleEval {
+				t.Errorf("code %s, want %s", fault.CodeOf(err), fault.CodeRuleEval)
+			}
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestV2ValueConversions(t *testing.T) {
+	v := v2Val{msg: parseV2(t)}
+	if _, err := v.ConvertToNative(nil); err == nil {
+		t.Error("ConvertToNative succeeded, want an error")
+	}
+	if got := v.Type(); got != v2Type {
+		t.Errorf("Type() = %v, want %v", got, v2Type)
+	}
+	if got := v.Equal(v); got != types.False {
+		t.Errorf("Equal = %v, want false", got)
+	}
+	if _, ok := v.Value().(*hl7v2.Message); !ok {
+		t.Errorf("Value() is %T, want *hl7v2.Message", v.Value())
+	}
+}
+
+func TestDefaultLimitsCompileShippedStyleRoutes(t *testing.T) {
+	// Expressions like those in routes/ stay well inside the defaults.
+	env := newEnv(t, DefaultLimits())
+	for _, src := range []string{
+		`nhsNumberValid(nhsNumber(bundle))`,
+		`resource(bundle, "Patient").identifier.exists(i, i.system == "` + nhs.SystemNHSNumber + `" && i.value == "` + validNHS + `")`,
+		`resource.resourceType != "MessageHeader"`,
+		`bundle.type in ["transaction", "batch", "message", "collection"]`,
+	} {
+		if _, err := env.Compile(src, Bool); err != nil {
+			t.Errorf("Compile(%q): %v", src, err)
+		}
+	}
+}
+
+func FuzzCompile(f *testing.F) {
+	for _, s := range []string{
+		`nhsNumberValid(nhsNumber(bundle))`,
+		`!nhsNumberValid(nhsNumber(bundle))`,
+		`resource.resourceType != "MessageHeader"`,
+		`bundle.type in ["transaction", "batch", "message", "collection"]`,
+		`resources(bundle, "MessageHeader").size() == 0`,
+		`v2.get("PID-3[1].1") == "9990000018"`,
+		"msg.event == \"A01\" &&\n é",
+		`{"entry": bundle.entry}`,
+		`1 +`,
+	} {
+		f.Add(s)
+	}
+	env := newEnv(f, DefaultLimits())
+	vars := testVars(f)
+	f.Fuzz(func(t *testing.T, src string) {
+		for _, kind := range []Kind{Bool, Map} {
+			p, err := env.Compile(src, kind)
+			if err != nil {
+				var ce *CompileError
+				if !errors.As(err, &ce) || len(ce.Issues) == 0 {
+					t.Fatalf("Compile error %v is not a CompileError with issues", err)
+				}
+				for _, is := range ce.Issues {
+					if is.Offset < -1 || is.Offset > len(src) {
+						t.Fatalf("issue offset %d outside [-1, %d]", is.Offset, len(src))
+					}
+				}
+				continue
+			}
+			// Evaluation may fail, but only with a rule.eval fault.
+			var evalErr error
+			if kind == Bool {
+				_, evalErr = p.EvalBool(context.Background(), vars)
+			} else {
+				var m map[string]any
+				m, evalErr = p.EvalMap(context.Background(), vars)
+				if evalErr == nil {
+					if _, err := json.Marshal(m); err != nil {
+						t.Fatalf("EvalMap result does not encode: %v", err)
+					}
+				}
+			}
+			if evalErr != nil && fault.CodeOf(evalErr) != fault.CodeRuleEval {
+				t.Fatalf("evaluation error %v has code %s", evalErr, fault.CodeOf(evalErr))
+			}
+		}
+	})
+}
+
+func BenchmarkEvalMatch(b *testing.B) {
+	env := newEnv(b, DefaultLimits())
+	p, err := env.Compile(`nhsNumberValid(nhsNumber(bundle)) && msg.event in ["A01", "A03"]`, Bool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	vars := testVars(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, err := p.EvalBool(ctx, vars); err != nil || !ok {
+			b.Fatalf("EvalBool = %v, %v", ok, err)
+		}
+	}
+}
+
+func BenchmarkEvalMap(b *testing.B) {
+	env := newEnv(b, DefaultLimits())
+	p, err := env.Compile(`{"resourceType": "Bundle", "type": "collection", "entry": bundle.entry.filter(e, e.resource.resourceType == "Observation")}`, Map)
+	if err != nil {
+		b.Fatal(err)
+	}
+	vars := &Vars{Bundle: bigBundle(50)}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.EvalMap(ctx, vars); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,410 @@
+// Package store connects Junction to NATS JetStream, its only store: it
+// starts the embedded nats-server when no URL is configured, declares the
+// streams every stage uses, and refuses settings that could lose an
+// acknowledged message.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamIngress    = "JUNCTION_INGRESS"
+	StreamOutbound   = "JUNCTION_OUTBOUND"
+	StreamDeadLetter = "JUNCTION_DEADLETTER"
+	StreamAudit      = "JUNCTION_AUDIT"
+	StreamQuarantine = "JUNCTION_QUARANTINE"
+	StreamIngestLog  = "JUNCTION_INGEST_LOG"
+)
+
+// Subject prefixes. Full subjects append tokens: ingress
+// "junction.in.<source>.<partition>", outbound
+// "junction.out.<destination>.<partition>", dead letters
+// "junction.dlq.<stage>.<name>", audit "junction.audit.<message id>",
+// quarantine "junction.quarantine.<source>".
+const (
+	SubjIngress    = "junction.in"
+	SubjOutbound   = "junction.out"
+	SubjDeadLetter = "junction.dlq"
+	SubjAudit      = "junction.audit"
+	SubjQuarantine = "junction.quarantine"
+	SubjIngestLog  = "junction.log"
+)
+
+// Config is the store's part of the engine config.
+type Config struct {
+	// URL of an external NATS (cluster); empty starts the embedded server.
+	URL string `yaml:"url"`
+	// Credentials is a reference (file:PATH) to a NATS .creds file.
+	Credentials string `yaml:"credentials"`
+	// TLS settings for an external NATS; values are references.
+	TLS *TLSConfig `yaml:"tls"`
+	// Replicas for every stream (1 embedded; 3 in a cluster).
+	Replicas int `yaml:"replicas"`
+	// CreateStreams lets Junction create or update missing streams.
+	CreateStreams bool `yaml:"create_streams"`
+	// Partitions is the number of per-patient ordering partitions.
+	Partitions int `yaml:"partitions"`
+	// DedupeWindow is how long resends are recognised by the stream.
+	DedupeWindow time.Duration `yaml:"dedupe_window"`
+	// IngressMaxAge is how long raw input is kept for replay.
+	IngressMaxAge time.Duration `yaml:"ingress_max_age"`
+	// OutboundMaxAge is how long sent payloads are kept for the trail.
+	OutboundMaxAge time.Duration `yaml:"outbound_max_age"`
+	// QuarantineMaxAge is how long unparseable input is kept.
+	QuarantineMaxAge time.Duration `yaml:"quarantine_max_age"`
+	// GroupCommit stores the messages of all connections that arrive
+	// during one write as a single stream message (one fsync), then splits
+	// them to the ingress stream; false writes each message on its own.
+	GroupCommit bool `yaml:"group_commit"`
+	// AllowUnsafe starts even when settings could lose acknowledged
+	// messages. It is logged loudly.
+	AllowUnsafe bool `yaml:"allow_unsafe"`
+	// Listen, in embedded mode, also serves NATS clients on this address
+	// (empty: in-process only).
+	Listen string `yaml:"listen"`
+}
+
+// TLSConfig names client TLS material by reference.
+type TLSConfig struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// DefaultConfig returns the embedded defaults.
+func DefaultConfig() Config {
+	return Config{
+		Replicas:         1,
+		CreateStreams:    true,
+		GroupCommit:      true,
+		Partitions:       16,
+		DedupeWindow:     time.Hour,
+		IngressMaxAge:    7 * 24 * time.Hour,
+		OutboundMaxAge:   7 * 24 * time.Hour,
+		QuarantineMaxAge: 30 * 24 * time.Hour,
+	}
+}
+
+// Validate reports every problem with c.
+func (c *Config) Validate() []error {
+	var errs []error
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("nats.replicas: must be 1 to 5, got %d", c.Replicas))
+	}
+	if c.Partitions < 1 || c.Partitions > 1024 {
+		errs = append(errs, fmt.Errorf("nats.partitions: must be 1 to 1024, got %d", c.Partitions))
+	}
+	if c.DedupeWindow <= 0 {
+		errs = append(errs, errors.New("nats.dedupe_window: must be positive"))
+	}
+	if c.URL == "" && c.Replicas != 1 {
+		errs = append(errs, errors.New("nats.replicas: the embedded server is a single node; replicas must be 1 (set nats.url for a cluster)"))
+	}
+	return errs
+}
+
+// Secrets resolves references such as file:PATH.
+type Secrets interface {
+	Resolve(ref string) (string, error)
+}
+
+// EmbeddedMaxPayload is the embedded server's largest message.
+const EmbeddedMaxPayload = 16 << 20
+
+// Store is a connection to JetStream with Junction's streams declared.
+type Store struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *server.Server
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	closed bool
+}
+
+// Open starts or connects to NATS and declares the streams.
+func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log *slog.Logger) (*Store, error) {
+	s := &Store{cfg: cfg, log: log}
+	var err error
+	if cfg.URL == "" {
+		if err = s.startEmbedded(dataDir); err != nil {
+			return nil, err
+		}
+	} else {
+		if err = s.connect(secrets); err != nil {
+			return nil, err
+		}
+	}
+	// A wide async window: route and delivery batches pipeline their
+	// writes, and publishers wait (WithStallWait) rather than fail when the
+	// store falls behind.
+	s.JS, err = jetstream.New(s.NC, jetstream.WithPublishAsyncMaxPending(16384))
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	// A cluster that is still electing leaders answers with timeouts for
+	// a while; keep trying for up to a minute before giving up.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := s.ensureStreams(ctx)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil || s.srv != nil {
+			s.Close()
+			return nil, err
+		}
+		log.Warn("store not ready; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			// Report why the store was not ready, not only that the wait
+			// ended (another try with the dead context would say just that).
+			s.Close()
+			return nil, errors.Join(err, ctx.Err())
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return s, nil
+}
+
+// MaxPayload is the largest message the server accepts.
+func (s *Store) MaxPayload() int64 { return s.NC.MaxPayload() }
+
+func (s *Store) startEmbedded(dataDir string) error {
+	dir := filepath.Join(dataDir, "jetstream")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating store directory: %w", err)
+	}
+	opts := &server.Options{
+		ServerName: "junction-embedded",
+		JetStream:  true,
+		StoreDir:   dir,
+		// Every write is fsynced before JetStream acknowledges it.
+		SyncAlways: true,
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: true,
+		// Room for large inbound messages (the FHIR endpoint takes 10 MiB
+		// by default) and for group-committed batches.
+		MaxPayload: EmbeddedMaxPayload,
+	}
+	if s.cfg.Listen != "" {
+		host, port, err := splitHostPort(s.cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("nats.listen: %w", err)
+		}
+		opts.DontListen = false
+		opts.Host, opts.Port = host, port
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("configuring embedded NATS: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return errors.New("embedded NATS did not become ready within 30s")
+	}
+	s.srv = srv
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("junction"), nats.MaxReconnects(-1))
+	if err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("connecting to embedded NATS: %w", err)
+	}
+	s.NC = nc
+	return nil
+}
+
+func (s *Store) connect(secrets Secrets) error {
+	opts := []nats.Option{nats.Name("junction"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	if s.cfg.Credentials != "" {
+		path, err := refPath(secrets, s.cfg.Credentials)
+		if err != nil {
+			return fmt.Errorf("nats.credentials: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(path))
+	}
+	if t := s.cfg.TLS; t != nil {
+		if t.CA != "" {
+			p, err := refPath(secrets, t.CA)
+			if err != nil {
+				return fmt.Errorf("nats.tls.ca: %w", err)
+			}
+			opts = append(opts, nats.RootCAs(p))
+		}
+		if t.Cert != "" || t.Key != "" {
+			c, err := refPath(secrets, t.Cert)
+			if err != nil {
+				return fmt.Errorf("nats.tls.cert: %w", err)
+			}
+			k, err := refPath(secrets, t.Key)
+			if err != nil {
+				return fmt.Errorf("nats.tls.key: %w", err)
+			}
+			opts = append(opts, nats.ClientCert(c, k))
+		}
+	}
+	nc, err := nats.Connect(s.cfg.URL, opts...)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS: %w", err)
+	}
+	s.NC = nc
+	return nil
+}
+
+// refPath turns a file:PATH reference into a path. NATS client options
+// read files themselves, so only file references make sense here.
+func refPath(secrets Secrets, ref string) (string, error) {
+	if len(ref) > 5 && ref[:5] == "file:" {
+		return ref[5:], nil
+	}
+	return "", errors.New("must be a file:PATH reference")
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	return host, port, nil
+}
+
+// StreamConfigs returns the streams Junction needs.
+func (s *Store) StreamConfigs() []jetstream.StreamConfig {
+	r := s.cfg.Replicas
+	return []jetstream.StreamConfig{
+		{
+			Name: StreamIngress, Subjects: []string{SubjIngress + ".>"},
+			Description: "Raw inbound messages, unchanged, for routing and replay.",
+			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: r,
+			MaxAge: s.cfg.IngressMaxAge, Duplicates: s.cfg.DedupeWindow, Discard: jetstream.DiscardOld,
+		},
+		{
+			Name: StreamOutbound, Subjects: []string{SubjOutbound + ".>"},
+			Description: "One message per destination, as sent.",
+			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: r,
+			MaxAge: s.cfg.OutboundMaxAge, Duplicates: s.cfg.DedupeWindow, Discard: jetstream.DiscardOld,
+		},
+		{
+			Name: StreamDeadLetter, Subjects: []string{SubjDeadLetter + ".>"},
+			Description: "Messages that could not be routed or delivered, with the reason.",
+			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: r,
+			Duplicates: 2 * time.Minute,
+		},
+		{
+			Name: StreamAudit, Subjects: []string{SubjAudit + ".>"},
+			Description: "Append-only audit trail: one record per hop, never payloads.",
+			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: r,
+			DenyDelete: true, DenyPurge: true, Duplicates: s.cfg.DedupeWindow,
+		},
+		{
+			Name: StreamIngestLog, Subjects: []string{SubjIngestLog + ".>"},
+			Description: "Group-committed inbound batches, before they are split to the ingress stream.",
+			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: r,
+			MaxAge: s.cfg.IngressMaxAge, Duplicates: 2 * time.Minute,
+		},
+		{
+			Name: StreamQuarantine, Subjects: []string{SubjQuarantine + ".>"},
+			Description: "Inbound input that could not be parsed, for ops to inspect.",
+			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: r,
+			MaxAge: s.cfg.QuarantineMaxAge,
+		},
+	}
+}
+
+func (s *Store) ensureStreams(ctx context.Context) error {
+	var errs []error
+	for _, want := range s.StreamConfigs() {
+		st, err := s.JS.Stream(ctx, want.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			if !s.cfg.CreateStreams {
+				errs = append(errs, fmt.Errorf("stream %s does not exist and nats.create_streams is false", want.Name))
+				continue
+			}
+			if _, err := s.JS.CreateStream(ctx, want); err != nil {
+				errs = append(errs, fmt.Errorf("creating stream %s: %w", want.Name, err))
+			}
+			continue
+		case err != nil:
+			errs = append(errs, fmt.Errorf("looking up stream %s: %w", want.Name, err))
+			continue
+		}
+		info := st.CachedInfo()
+		have := info.Config
+		if have.Replicas < want.Replicas && !s.cfg.CreateStreams {
+			errs = append(errs, fmt.Errorf("stream %s has %d replicas, config wants %d", want.Name, have.Replicas, want.Replicas))
+			continue
+		}
+		if want.Name == StreamAudit && (!have.DenyDelete || !have.DenyPurge) {
+			errs = append(errs, fmt.Errorf("stream %s allows delete or purge; the audit trail must be append-only (recreate it with deny_delete and deny_purge)", want.Name))
+			continue
+		}
+		// Settings the config controls follow the config when Junction may
+		// manage streams: replicas (raised, never lowered), retention ages
+		// and the dedupe window.
+		if !s.cfg.CreateStreams {
+			continue
+		}
+		upd := have
+		upd.Replicas = max(have.Replicas, want.Replicas)
+		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
+		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates {
+			continue
+		}
+		if _, err := s.JS.UpdateStream(ctx, upd); err != nil {
+			errs = append(errs, fmt.Errorf("updating stream %s (replicas, max age, dedupe window): %w", want.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// GroupCommit reports whether ingest batches writes.
+func (s *Store) GroupCommit() bool { return s.cfg.GroupCommit }
+
+// Partitions returns the number of ordering partitions.
+func (s *Store) Partitions() int { return s.cfg.Partitions }
+
+// Embedded reports whether the store runs in process.
+func (s *Store) Embedded() bool { return s.srv != nil }
+
+// Healthy reports whether the connection to NATS is up.
+func (s *Store) Healthy() bool { return s.NC != nil && s.NC.IsConnected() }
+
+// Close drains the connection and stops the embedded server.
+func (s *Store) Close() {
+	if s.closed {
+		return
+	}
+	s.closed = true
+	if s.NC != nil {
+		_ = s.NC.Drain()
+		deadline := time.Now().Add(5 * time.Second)
+		for !s.NC.IsClosed() && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		s.NC.Close()
+	}
+	if s.srv != nil {
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+	}
+}

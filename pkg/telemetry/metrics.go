@@ -1,0 +1,79 @@
+// Package telemetry holds Junction's Prometheus metrics and OpenTelemetry
+// tracing. Metrics live on an injected registry; labels are bounded
+// (adapter, route, destination, outcome) and never carry patient data.
+package telemetry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics is every series Junction exports.
+type Metrics struct {
+	Received       *prometheus.CounterVec   // adapter
+	Acks           *prometheus.CounterVec   // adapter, code
+	Rejected       *prometheus.CounterVec   // adapter, reason
+	Duplicates     *prometheus.CounterVec   // adapter
+	Quarantined    *prometheus.CounterVec   // adapter
+	AckLatency     *prometheus.HistogramVec // adapter
+	DataQuality    *prometheus.CounterVec   // adapter, issue
+	Routed         *prometheus.CounterVec   // route, outcome
+	Consent        *prometheus.CounterVec   // route, destination, decision
+	Delivered      *prometheus.CounterVec   // destination, outcome
+	Attempts       *prometheus.CounterVec   // destination, outcome
+	SendLatency    *prometheus.HistogramVec // destination
+	EndToEnd       *prometheus.HistogramVec // route, destination
+	DeadLettered   *prometheus.CounterVec   // stage, name
+	QueueDepth     *prometheus.GaugeVec     // destination
+	QueueAge       *prometheus.GaugeVec     // destination
+	QuarantineSize prometheus.Gauge
+	HTTPRequests   *prometheus.CounterVec // handler, code
+	Ready          prometheus.Gauge
+}
+
+// latencyBuckets covers 100 µs to 10 s.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	cv := func(sub, name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "junction", Subsystem: sub, Name: name, Help: help}, labels)
+		reg.MustRegister(c)
+		return c
+	}
+	hv := func(sub, name, help string, labels ...string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "junction", Subsystem: sub, Name: name, Help: help, Buckets: latencyBuckets}, labels)
+		reg.MustRegister(h)
+		return h
+	}
+	gv := func(sub, name, help string, labels ...string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "junction", Subsystem: sub, Name: name, Help: help}, labels)
+		reg.MustRegister(g)
+		return g
+	}
+	g := func(sub, name, help string) prometheus.Gauge {
+		x := prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "junction", Subsystem: sub, Name: name, Help: help})
+		reg.MustRegister(x)
+		return x
+	}
+	return &Metrics{
+		Received:       cv("ingress", "messages_received_total", "Messages read by inbound adapters, before storing.", "adapter"),
+		Acks:           cv("ingress", "acks_total", "Acknowledgements sent to senders, by code (AA, AE, AR, CA, CE, CR, or HTTP status).", "adapter", "code"),
+		Rejected:       cv("ingress", "rejected_total", "Inbound input rejected before storing, by reason.", "adapter", "reason"),
+		Duplicates:     cv("ingress", "duplicates_total", "Resends of messages already stored; acknowledged again, not routed twice.", "adapter"),
+		Quarantined:    cv("ingress", "quarantined_total", "Unparseable inbound input kept in quarantine.", "adapter"),
+		AckLatency:     hv("ingress", "ack_latency_seconds", "Time from reading a message to acknowledging it.", "adapter"),
+		DataQuality:    cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
+		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed).", "route", "outcome"),
+		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
+		Delivered:      cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered).", "destination", "outcome"),
+		Attempts:       cv("delivery", "attempts_total", "Delivery attempts, by outcome (ok, transient, permanent).", "destination", "outcome"),
+		SendLatency:    hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),
+		EndToEnd:       hv("delivery", "end_to_end_latency_seconds", "Time from receipt to delivery.", "route", "destination"),
+		DeadLettered:   cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
+		QueueDepth:     gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
+		QueueAge:       gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
+		QuarantineSize: g("ingress", "quarantine_messages", "Messages held in quarantine."),
+		HTTPRequests:   cv("http", "requests_total", "HTTP requests by handler and status code.", "handler", "code"),
+		Ready:          g("engine", "ready", "1 when the engine is ready to accept messages."),
+	}
+}

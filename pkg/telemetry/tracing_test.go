@@ -1,0 +1,122 @@
+package telemetry_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+func TestOTLPConfigured(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want bool
+	}{
+		{"nothing set", nil, false},
+		{"endpoint", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, true},
+		{"traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"}, true},
+		{"both", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4317", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:4317"}, true},
+		{"empty values", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": ""}, false},
+		{"metrics endpoint only", map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://collector:4317"}, false},
+		{"other otel settings only", map[string]string{"OTEL_SERVICE_NAME": "junction", "OTEL_EXPORTER_OTLP_HEADERS": "a=b"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			getenv := func(k string) string { return tc.env[k] }
+			if got := telemetry.OTLPConfigured(getenv); got != tc.want {
+				t.Errorf("OTLPConfigured = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// clearOTLP unsets the variables that turn on export for this test.
+func clearOTLP(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+}
+
+func TestNewTracingNoop(t *testing.T) {
+	clearOTLP(t)
+	tr, err := telemetry.NewTracing(t.Context(), "test")
+	if err != nil {
+		t.Fatalf("NewTracing: %v", err)
+	}
+	if tr.Tracer == nil {
+		t.Fatal("Tracer is nil")
+	}
+	_, span := tr.Tracer.Start(t.Context(), "hop")
+	if span.IsRecording() {
+		t.Error("no-op span is recording")
+	}
+	span.End()
+
+	// A trace context that arrived (from NATS headers) is carried on.
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:     trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+		TraceFlags: trace.FlagsSampled,
+		Remote:     true,
+	})
+	ctx, child := tr.Tracer.Start(trace.ContextWithRemoteSpanContext(t.Context(), parent), "hop")
+	if got := trace.SpanContextFromContext(ctx).TraceID(); got != parent.TraceID() {
+		t.Errorf("child trace id %s, want the parent's %s", got, parent.TraceID())
+	}
+	child.End()
+
+	if err := tr.Shutdown(t.Context()); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// unusedAddr returns a loopback address nothing listens on.
+func unusedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func TestNewTracingOTLP(t *testing.T) {
+	for _, variable := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"} {
+		t.Run(variable, func(t *testing.T) {
+			clearOTLP(t)
+			t.Setenv(variable, "http://"+unusedAddr(t))
+			tr, err := telemetry.NewTracing(t.Context(), "test")
+			if err != nil {
+				t.Fatalf("NewTracing with nothing listening: %v (the exporter should connect lazily)", err)
+			}
+			ctx, span := tr.Tracer.Start(t.Context(), "hop")
+			if !span.IsRecording() {
+				t.Error("span is not recording with export configured")
+			}
+			sc := trace.SpanContextFromContext(ctx)
+			if !sc.IsValid() || !sc.IsSampled() {
+				t.Errorf("span context %+v: want a valid, sampled one", sc)
+			}
+			_, child := tr.Tracer.Start(ctx, "child")
+			if got := child.SpanContext().TraceID(); got != sc.TraceID() {
+				t.Errorf("child trace id %s, want %s", got, sc.TraceID())
+			}
+			child.End()
+			span.End()
+
+			// Nothing listens, so flushing the span may fail; Shutdown must
+			// still return once its context ends.
+			sctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			defer cancel()
+			err = tr.Shutdown(sctx)
+			t.Logf("Shutdown with no collector: %v", err)
+		})
+	}
+}

@@ -1,0 +1,77 @@
+package yamlx
+
+import (
+	"bytes"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Node is a raw, not yet decoded subtree, for configuration that is decoded
+// later by its own struct (for example an adapter's settings). Aliases at
+// the top of the subtree are already resolved, so Pos is that of the
+// anchored value.
+type Node struct {
+	Node *yaml.Node
+	// File is the file the node was read from, used in error positions.
+	File string
+	// Path is the dotted path of the node in its document, such as
+	// "routes[2].config"; Decode puts it in front of the paths of errors.
+	Path string
+
+	src *source // text of File, to map String positions; may be nil
+}
+
+// IsZero reports whether the node is absent or an explicit null.
+func (n Node) IsZero() bool {
+	return isNull(n.Node)
+}
+
+// Pos returns where the node starts, or a Pos holding only the file when the
+// node is absent.
+func (n Node) Pos() Pos {
+	if n.Node == nil {
+		return Pos{File: n.File}
+	}
+	return Pos{File: n.File, Line: n.Node.Line, Col: n.Node.Column}
+}
+
+// Decode strictly decodes the subtree into out, a non-nil pointer, by the
+// same rules as Decode. An absent or null node leaves out as it is.
+func (n Node) Decode(out any) error {
+	var errs Errors
+	n.DecodeTo(out, &errs)
+	return errs.Err()
+}
+
+// DecodeTo is Decode that appends its problems to errs, for an Unmarshaler
+// or a loader gathering every error of a file.
+func (n Node) DecodeTo(out any, errs *Errors) {
+	if n.Node == nil {
+		return
+	}
+	d := newDecoder(n.File, n.src)
+	d.root(n.Node, n.Path, out)
+	*errs = append(*errs, d.errs...)
+}
+
+// Child returns node, a part of n or a node built from its parts, as a Node
+// of the same file at path n.Path + "." + key (n.Path itself when key is
+// empty), keeping what Decode needs to place String values exactly.
+func (n Node) Child(node *yaml.Node, key string) Node {
+	path := n.Path
+	if key != "" {
+		path = join(path, key)
+	}
+	return Node{Node: node, File: n.File, Path: path, src: n.src}
+}
+
+// Equal reports whether n and o hold the same YAML, compared as re-encoded
+// text so that positions do not matter. go-cmp uses it.
+func (n Node) Equal(o Node) bool {
+	if n.IsZero() || o.IsZero() {
+		return n.IsZero() == o.IsZero()
+	}
+	a, errA := yaml.Marshal(n.Node)
+	b, errB := yaml.Marshal(o.Node)
+	return errA == nil && errB == nil && bytes.Equal(a, b)
+}

@@ -390,3 +390,25 @@ func quoteCode(s string) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Patient maps the PID segment of m to a UK Core Patient under t's
+// dialect, for translators of other HL7 v2 feeds (pathology) that carry
+// the same segment. The Patient's id is fhir.DeterministicUUID(env.ID,
+// "Patient"), as in the ADT bundles, so its fullUrl is "urn:uuid:" + id.
+// It also returns the patient key (see PatientKey) and the data-quality
+// codes raised. A message without PID gives a permanent fault with code
+// fault.CodeHL7Required.
+func (t *Translator) Patient(env *envelope.Envelope, m *hl7v2.Message) (*models.Patient, string, []string, error) {
+	if env == nil || m == nil {
+		return nil, "", nil, fault.New(fault.CodeInternal, "translate: no envelope or message")
+	}
+	pid := m.Segment("PID")
+	if pid == nil {
+		return nil, "", nil, fault.New(fault.CodeHL7Required, "message has no PID segment").WithHL7("100")
+	}
+	b := &builder{t: t, env: env, m: m, event: m.Event()}
+	if err := b.mapPID(pid); err != nil {
+		return nil, "", nil, err
+	}
+	return b.patient, b.key, b.dq, nil
+}

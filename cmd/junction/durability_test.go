@@ -240,6 +240,7 @@ type natsServer struct {
 	t        *testing.T
 	host     string
 	port     int
+	httpPort int
 	storeDir string
 	srv      *server.Server
 }
@@ -252,7 +253,12 @@ func startNATS(t *testing.T) *natsServer {
 		t.Fatal(err)
 	}
 	port, _ := strconv.Atoi(p)
-	ns := &natsServer{t: t, host: host, port: port, storeDir: t.TempDir()}
+	_, hp, err := net.SplitHostPort(freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpPort, _ := strconv.Atoi(hp)
+	ns := &natsServer{t: t, host: host, port: port, httpPort: httpPort, storeDir: t.TempDir()}
 	if err := ns.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -262,11 +268,17 @@ func startNATS(t *testing.T) *natsServer {
 
 func (ns *natsServer) url() string { return fmt.Sprintf("nats://%s:%d", ns.host, ns.port) }
 
+// monitorURL is the server's monitoring endpoint, where Junction checks
+// its durability settings at start.
+func (ns *natsServer) monitorURL() string { return fmt.Sprintf("http://%s:%d", ns.host, ns.httpPort) }
+
 func (ns *natsServer) start() error {
 	opts := &server.Options{
 		ServerName: "durability-nats",
 		Host:       ns.host,
 		Port:       ns.port,
+		HTTPHost:   ns.host,
+		HTTPPort:   ns.httpPort,
 		JetStream:  true,
 		StoreDir:   ns.storeDir,
 		SyncAlways: true,
@@ -302,6 +314,7 @@ func (ns *natsServer) stop() {
 type engineParams struct {
 	DataDir         string
 	NATSURL         string
+	NATSMonitor     string
 	NATSListen      string
 	HTTPAddr        string
 	MLLPAddr        string
@@ -329,7 +342,7 @@ type engineProc struct {
 
 // newEngine writes the child's config (fresh ports, its own data dir) and
 // registers its cleanup: kill, and on failure the tails of its logs.
-func newEngine(t *testing.T, name string, sinkAddr, natsURL string, shutdownTimeout time.Duration) *engineProc {
+func newEngine(t *testing.T, name string, sinkAddr string, ns *natsServer, shutdownTimeout time.Duration) *engineProc {
 	t.Helper()
 	bin := junctionBinary(t)
 	dir := t.TempDir()
@@ -338,11 +351,13 @@ func newEngine(t *testing.T, name string, sinkAddr, natsURL string, shutdownTime
 		t.Fatal(err)
 	}
 	p := engineParams{
-		DataDir: filepath.Join(dir, "data"), NATSURL: natsURL,
+		DataDir:  filepath.Join(dir, "data"),
 		HTTPAddr: freeAddr(t), MLLPAddr: freeAddr(t), SinkAddr: sinkAddr,
 		Routes: routes, ShutdownTimeout: shutdownTimeout,
 	}
-	if natsURL == "" {
+	if ns != nil {
+		p.NATSURL, p.NATSMonitor = ns.url(), ns.monitorURL()
+	} else {
 		// The embedded server also listens, so a failing test can show
 		// where the missing messages sit.
 		p.NATSListen = freeAddr(t)
@@ -821,7 +836,7 @@ func TestKillDuringIngest(t *testing.T) {
 	const kills = 5
 	began := time.Now()
 	sk := startSink(t)
-	eng := newEngine(t, "engine", sk.addr(), "", 10*time.Second)
+	eng := newEngine(t, "engine", sk.addr(), nil, 10*time.Second)
 	eng.mustStart()
 
 	msgs := planMessages("K", n, durPatients)
@@ -881,8 +896,8 @@ func TestTwoEnginesShareWork(t *testing.T) {
 	began := time.Now()
 	ns := startNATS(t)
 	sk := startSink(t)
-	a := newEngine(t, "engine-a", sk.addr(), ns.url(), 10*time.Second)
-	b := newEngine(t, "engine-b", sk.addr(), ns.url(), 10*time.Second)
+	a := newEngine(t, "engine-a", sk.addr(), ns, 10*time.Second)
+	b := newEngine(t, "engine-b", sk.addr(), ns, 10*time.Second)
 	// One after the other, so stream creation is not a race.
 	a.mustStart()
 	b.mustStart()
@@ -947,7 +962,7 @@ func TestStoreDownNoPositiveAck(t *testing.T) {
 	skipShort(t)
 	ns := startNATS(t)
 	sk := startSink(t)
-	eng := newEngine(t, "engine", sk.addr(), ns.url(), 10*time.Second)
+	eng := newEngine(t, "engine", sk.addr(), ns, 10*time.Second)
 	eng.mustStart()
 	nhsNo := nhs.TestNumber(7)
 	m1, m2, m3 := planMessage("N", 7, 0, nhsNo), planMessage("N", 7, 1, nhsNo), planMessage("N", 7, 2, nhsNo)
@@ -1027,7 +1042,7 @@ func TestGracefulShutdown(t *testing.T) {
 	const shutdownTimeout = 15 * time.Second
 	began := time.Now()
 	sk := startSink(t)
-	eng := newEngine(t, "engine", sk.addr(), "", shutdownTimeout)
+	eng := newEngine(t, "engine", sk.addr(), nil, shutdownTimeout)
 	eng.mustStart()
 
 	msgs := planMessages("G", n, durPatients)

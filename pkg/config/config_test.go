@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/junction-fhir/junction/adapters/all"
 	"github.com/junction-fhir/junction/pkg/adapter"
@@ -151,7 +152,7 @@ func TestLoadREADMEExample(t *testing.T) {
 	}
 	wantNATS := d.NATS
 	wantNATS.TLS = c.NATS.TLS // the README spells out empty TLS references
-	if diff := cmp.Diff(wantNATS, c.NATS); diff != "" {
+	if diff := cmp.Diff(wantNATS, c.NATS, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("README's nats settings differ from the defaults (-default +readme):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"fhir", "pas"}, names(c.Inputs)); diff != "" {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -70,8 +71,12 @@ type Config struct {
 	// during one write as a single stream message (one fsync), then splits
 	// them to the ingress stream; false writes each message on its own.
 	GroupCommit bool `yaml:"group_commit"`
+	// MonitorURLs lists the monitoring endpoint (http://HOST:8222) of
+	// every server of an external NATS, where Junction checks at start
+	// that each fsyncs every write.
+	MonitorURLs []string `yaml:"monitor_urls"`
 	// AllowUnsafe starts even when settings could lose acknowledged
-	// messages. It is logged loudly.
+	// messages (see Finding). Each such setting is logged as an error.
 	AllowUnsafe bool `yaml:"allow_unsafe"`
 	// Listen, in embedded mode, also serves NATS clients on this address
 	// (empty: in-process only).
@@ -110,6 +115,14 @@ func (c *Config) Validate() []error {
 	}
 	if c.DedupeWindow <= 0 {
 		errs = append(errs, errors.New("nats.dedupe_window: must be positive"))
+	}
+	for i, u := range c.MonitorURLs {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			errs = append(errs, fmt.Errorf("nats.monitor_urls[%d]: must be an http(s) URL such as http://nats-0:8222", i))
+		}
+	}
+	if c.URL == "" && len(c.MonitorURLs) > 0 {
+		errs = append(errs, errors.New("nats.monitor_urls: only for an external NATS (nats.url); the embedded server is checked directly"))
 	}
 	if c.URL == "" && c.Replicas != 1 {
 		errs = append(errs, errors.New("nats.replicas: the embedded server is a single node; replicas must be 1 (set nats.url for a cluster)"))
@@ -177,6 +190,10 @@ func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log 
 			return nil, errors.Join(err, ctx.Err())
 		case <-time.After(2 * time.Second):
 		}
+	}
+	if err := s.guard(ctx); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }

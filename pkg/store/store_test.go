@@ -61,6 +61,9 @@ func startServer(t *testing.T) *server.Server {
 		Port:       -1,
 		JetStream:  true,
 		StoreDir:   t.TempDir(),
+		SyncAlways: true,
+		HTTPHost:   "127.0.0.1",
+		HTTPPort:   -1,
 		NoLog:      true,
 		NoSigs:     true,
 	})
@@ -77,6 +80,12 @@ func startServer(t *testing.T) *server.Server {
 		srv.WaitForShutdown()
 	})
 	return srv
+}
+
+// monitorURLs returns the monitoring endpoint of srv, for the durability
+// guard.
+func monitorURLs(srv *server.Server) []string {
+	return []string{"http://" + srv.MonitorAddr().String()}
 }
 
 // streamView is the part of a stream's config Junction decides.
@@ -289,6 +298,9 @@ func TestCloseIdempotent(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := store.DefaultConfig()
 			cfg.URL = tc.url
+			if tc.url != "" {
+				cfg.MonitorURLs = monitorURLs(srv)
+			}
 			s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
 			if err != nil {
 				t.Fatalf("Open: %v", err)
@@ -354,6 +366,7 @@ func TestOpenExternalCreatesStreams(t *testing.T) {
 	srv := startServer(t)
 	cfg := testConfig()
 	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
 	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -399,6 +412,7 @@ func TestOpenExternalMissingStreams(t *testing.T) {
 	srv := startServer(t)
 	cfg := store.DefaultConfig()
 	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
 	cfg.CreateStreams = false
 	err := openExpectError(t, cfg)
 	for _, name := range []string{store.StreamIngress, store.StreamOutbound, store.StreamDeadLetter, store.StreamAudit, store.StreamIngestLog, store.StreamQuarantine} {
@@ -434,6 +448,7 @@ func TestOpenExternalFewerReplicas(t *testing.T) {
 	srv := startServer(t)
 	cfg := store.DefaultConfig()
 	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
 	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
 	if err != nil {
 		t.Fatalf("creating R1 streams: %v", err)

@@ -1,0 +1,78 @@
+package store
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// facts builds the settings of one server.
+func facts(name string, syncAlways bool, interval time.Duration, cluster string, metaSize int) serverFacts {
+	var f serverFacts
+	f.Name = name
+	f.Cluster.Name = cluster
+	f.JetStream.Config = &struct {
+		SyncInterval int64 `json:"sync_interval"`
+		SyncAlways   bool  `json:"sync_always"`
+	}{SyncInterval: int64(interval), SyncAlways: syncAlways}
+	if metaSize > 0 {
+		f.JetStream.Meta = &struct {
+			Name string `json:"name"`
+			Size int    `json:"cluster_size"`
+		}{Name: cluster, Size: metaSize}
+	}
+	return f
+}
+
+func TestJudge(t *testing.T) {
+	r1 := []jetstream.StreamConfig{{Name: "A", Replicas: 1}, {Name: "B", Replicas: 1}}
+	r3 := []jetstream.StreamConfig{{Name: "A", Replicas: 3}, {Name: "B", Replicas: 3}}
+	cfg1 := Config{Replicas: 1}
+	cfg3 := Config{Replicas: 3}
+	noJS := facts("n0", true, 0, "", 0)
+	noJS.JetStream.Config = nil
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		servers []serverFacts
+		streams []jetstream.StreamConfig
+		// want lists, in order, a fragment of each finding's Where and
+		// Problem.
+		want []string
+	}{
+		{"single node syncing every write", cfg1, []serverFacts{facts("n1", true, 0, "", 0)}, r1, nil},
+		{"default lazy sync", cfg1, []serverFacts{facts("n1", false, 2*time.Minute, "", 0)}, r1,
+			[]string{"server n1: jetstream.sync_interval is 2m0s"}},
+		{"sync interval unset", cfg1, []serverFacts{facts("n1", false, 0, "", 0)}, r1,
+			[]string{"server n1: jetstream.sync_interval is the default interval"}},
+		{"jetstream disabled", cfg1, []serverFacts{noJS}, r1, []string{"server n0: JetStream is not enabled"}},
+		{"safe cluster", cfg3, []serverFacts{facts("a", true, 0, "c", 3), facts("b", true, 0, "c", 3), facts("c", true, 0, "c", 3)}, r3, nil},
+		{"cluster with R1 config and streams", cfg1, []serverFacts{facts("a", true, 0, "c", 3), facts("b", true, 0, "c", 3), facts("c", true, 0, "c", 3)}, r1,
+			[]string{"nats.replicas: is 1 in a cluster", "stream A: has 1 replicas", "stream B: has 1 replicas"}},
+		{"cluster seen by its route name only", cfg3, []serverFacts{facts("a", true, 0, "c", 0)}, r1,
+			[]string{"stream A: has 1 replicas", "stream B: has 1 replicas"}},
+		{"servers left unchecked", cfg3, []serverFacts{facts("a", true, 0, "c", 3)}, r3,
+			[]string{"nats.monitor_urls: lists 1 servers but the JetStream cluster has 3"}},
+		{"one lazy node in a cluster", cfg3, []serverFacts{facts("a", true, 0, "c", 3), facts("b", false, time.Second, "c", 3), facts("c", true, 0, "c", 3)}, r3,
+			[]string{"server b: jetstream.sync_interval is 1s"}},
+		{"async persist mode", cfg1, []serverFacts{facts("n1", true, 0, "", 0)}, []jetstream.StreamConfig{{Name: "A", Replicas: 1, PersistMode: jetstream.AsyncPersistMode}},
+			[]string{"stream A: uses asynchronous persist mode"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := judge(tc.cfg, tc.servers, tc.streams)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %d findings %v, want %d %q", len(got), got, len(tc.want), tc.want)
+			}
+			for i, w := range tc.want {
+				if s := got[i].String(); !strings.Contains(s, w) {
+					t.Errorf("finding %d = %q, want it to contain %q", i, s, w)
+				}
+				if got[i].Fix == "" {
+					t.Errorf("finding %d has no fix", i)
+				}
+			}
+		})
+	}
+}

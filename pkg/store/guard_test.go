@@ -1,0 +1,106 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// startLazyServer runs a JetStream server with nats-server's default
+// persistence: an fsync every two minutes, not on every write.
+func startLazyServer(t *testing.T) *server.Server {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "lazy", Host: "127.0.0.1", Port: -1, HTTPHost: "127.0.0.1", HTTPPort: -1,
+		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatalf("configuring test server: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		t.Fatal("test server did not become ready")
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
+}
+
+func TestGuardRefusesUnsafeNATS(t *testing.T) {
+	lazy := startLazyServer(t)
+	safe := startServer(t)
+	for _, tc := range []struct {
+		name    string
+		srv     *server.Server
+		monitor []string
+		want    []string
+	}{
+		{"lazy fsync", lazy, monitorURLs(lazy), []string{"server lazy: jetstream.sync_interval is", "sync_interval: always"}},
+		{"no monitoring endpoint", safe, nil, []string{"nats.monitor_urls: empty", "http://HOST:8222"}},
+		// The client port does not speak HTTP.
+		{"unreachable monitoring endpoint", safe, []string{"http://" + safe.Addr().String()}, []string{"could not read the server's settings"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := store.DefaultConfig()
+			cfg.URL = tc.srv.ClientURL()
+			cfg.MonitorURLs = tc.monitor
+			err := openExpectError(t, cfg)
+			for _, w := range append(tc.want, "refusing to start", "nats.allow_unsafe") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestGuardAllowUnsafeLogsLoudly(t *testing.T) {
+	lazy := startLazyServer(t)
+	cfg := store.DefaultConfig()
+	cfg.URL = lazy.ClientURL()
+	cfg.MonitorURLs = monitorURLs(lazy)
+	cfg.AllowUnsafe = true
+	var logs bytes.Buffer
+	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("Open with allow_unsafe: %v", err)
+	}
+	t.Cleanup(s.Close)
+	if !strings.Contains(logs.String(), `"level":"ERROR"`) || !strings.Contains(logs.String(), "UNSAFE") || !strings.Contains(logs.String(), "sync_interval") {
+		t.Errorf("unsafe start not logged as an error naming the setting:\n%s", logs.String())
+	}
+}
+
+func TestGuardRefusesAsyncPersistStream(t *testing.T) {
+	srv := startServer(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}, PersistMode: jetstream.AsyncPersistMode}); err != nil {
+		t.Fatalf("creating an async stream: %v", err)
+	}
+	cfg := store.DefaultConfig()
+	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
+	err = openExpectError(t, cfg)
+	if want := "stream " + store.StreamOutbound + ": uses asynchronous persist mode"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/router"
 )
@@ -139,7 +140,7 @@ func parseTime(s string) (time.Time, error) {
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]")
+		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]")
 		if len(args) == 0 {
 			return errUsage
 		}
@@ -191,6 +192,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintln(stdout, "(use --json to see the payloads)")
 		return nil
+	case "reconcile":
+		return runReconcile(ctx, args[1:], stdout, stderr)
 	case "deadletters":
 		fs, api, tok := apiFlags("audit deadletters", "", stderr)
 		route := fs.String("route", "", "only this route")
@@ -248,4 +251,54 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, deadletters, quarantine)\n", args[0])
 	return errUsage
+}
+
+// runReconcile lists accepted messages without a terminal state. It exits
+// 1 when any is older than --older-than, so scripts can alert on orphans.
+func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, api, tok := apiFlags("audit reconcile", "", stderr)
+	olderThan := fs.Duration("older-than", 15*time.Minute, "report as orphans messages pending longer than this (0: every pending message)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 || *olderThan < 0 {
+		fs.Usage()
+		return errUsage
+	}
+	c, err := newAPI(*api, *tok)
+	if err != nil {
+		return err
+	}
+	var rep audit.Reconciliation
+	if err := c.do(ctx, http.MethodGet, "/api/reconcile", nil, &rep); err != nil {
+		return err
+	}
+	now := time.Now()
+	var orphans []audit.Pending
+	for _, p := range rep.Pending {
+		if now.Sub(p.Received) >= *olderThan {
+			orphans = append(orphans, p)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "accepted %d\n", rep.Accepted)
+		for _, o := range []string{audit.OutcomeDelivered, audit.OutcomeFiltered, audit.OutcomeConsentDenied, audit.OutcomeDeadLettered, audit.OutcomeDuplicate} {
+			fmt.Fprintf(stdout, "  %-15s %d\n", o, rep.Terminal[o])
+		}
+		fmt.Fprintf(stdout, "  %-15s %d (%d older than %s)\n", "pending", len(rep.Pending), len(orphans), *olderThan)
+		for _, p := range orphans {
+			fmt.Fprintf(stdout, "%s  %-8s received %s (%s ago)  waiting for %s\n", p.ID, p.Source, p.Received.Format(time.RFC3339), now.Sub(p.Received).Round(time.Second), strings.Join(p.Waiting, ", "))
+		}
+	}
+	if len(orphans) > 0 {
+		return exitError{code: 1}
+	}
+	return nil
 }

@@ -117,7 +117,7 @@ func TestCLIHelpEveryCommand(t *testing.T) {
 	for _, c := range commands() {
 		cases = append(cases, []string{c.name, "--help"}, []string{c.name, "-h"})
 	}
-	cases = append(cases, []string{"audit", "trail", "--help"}, []string{"audit", "deadletters", "--help"})
+	cases = append(cases, []string{"audit", "trail", "--help"}, []string{"audit", "deadletters", "--help"}, []string{"audit", "reconcile", "--help"})
 	if len(cases) < 2*8 {
 		t.Fatalf("only %d commands", len(cases)/2)
 	}
@@ -522,6 +522,13 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			{"time": "2026-01-15T10:30:01Z", "message_id": %q, "event": "delivered", "route": "adt", "destination": "fhir-store", "outcome": "ok", "status": "written", "attempt": 1}],
 			"input": {"stream": "JUNCTION_INGRESS", "seq": 4, "time": "2026-01-15T10:30:00Z", "body": "MSH|"}}`, r.PathValue("id"), r.PathValue("id"), r.PathValue("id"))
 	})
+	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
+		// One message pending for a day, one for a moment.
+		_, _ = fmt.Fprintf(w, `{"accepted": 5, "terminal": {"delivered": 2, "duplicate": 1}, "pending": [
+			{"id": "01OLD", "source": "pas", "received": %q, "waiting": ["delivery adt -> ehr"]},
+			{"id": "01NEW", "source": "pas", "received": %q, "waiting": ["route adt"]}]}`,
+			time.Now().Add(-24*time.Hour).Format(time.RFC3339), time.Now().Format(time.RFC3339))
+	})
 	mux.HandleFunc("GET /api/deadletters", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte(`[{"seq": 1, "time": "2026-01-15T10:30:00Z", "message_id": "01A", "stage": "delivery", "destination": "ehr", "code": "destination.rejected", "reason": "HTTP 400"}]`))
 	})
@@ -558,6 +565,15 @@ func TestCLIAdminCommands(t *testing.T) {
 	code, out, _ = cliRun(t, "audit", "trail", "--json", "--api", ts.URL, "--token", tok, "01TESTID")
 	if code != 0 || !strings.Contains(out, `"body": "MSH|"`) {
 		t.Errorf("audit trail --json: exit %d\n%s", code, out)
+	}
+	code, out, _ = cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", tok)
+	if code != 1 || !strings.Contains(out, "accepted 5\n") || !strings.Contains(out, "pending         2 (1 older than 15m0s)") ||
+		!strings.Contains(out, "01OLD  pas") || !strings.Contains(out, "waiting for delivery adt -> ehr") || strings.Contains(out, "01NEW") {
+		t.Errorf("audit reconcile: exit %d, want 1 for an orphan\n%s", code, out)
+	}
+	code, out, _ = cliRun(t, "audit", "reconcile", "--older-than", "48h", "--api", ts.URL, "--token", tok)
+	if code != 0 || !strings.Contains(out, "(0 older than 48h0m0s)") {
+		t.Errorf("audit reconcile --older-than 48h: exit %d, want 0\n%s", code, out)
 	}
 	code, out, _ = cliRun(t, "audit", "deadletters", "--api", ts.URL, "--token", tok)
 	if code != 0 || !strings.HasSuffix(out, "1 dead letters\n") || !strings.Contains(out, "destination.rejected: HTTP 400") {

@@ -42,6 +42,26 @@ func (e *Engine) adminMux(mux *http.ServeMux) {
 	mux.Handle("GET /api/deadletters", e.admin("deadletters", e.handleDeadLetters))
 	mux.Handle("POST /api/replay", e.admin("replay", e.handleReplay))
 	mux.Handle("GET /api/quarantine", e.admin("quarantine", e.handleQuarantine))
+	mux.Handle("GET /api/reconcile", e.admin("reconcile", e.handleReconcile))
+}
+
+// handleReconcile reports the fate of every retained accepted message:
+// counts by terminal outcome and the messages without one. It holds ids,
+// sources and times only, no patient data.
+func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
+	routes := map[string][]string{}
+	for _, rt := range e.plan.Routes {
+		routes[rt.Source] = append(routes[rt.Source], rt.Name)
+	}
+	rep, err := router.Reconcile(r.Context(), e.store.JS, routes)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	if rep.Pending == nil {
+		rep.Pending = []audit.Pending{}
+	}
+	writeJSON(w, http.StatusOK, rep)
 }
 
 // QuarantineEntry is one piece of unparseable input kept for inspection.

@@ -165,7 +165,7 @@ func (r *Router) Start(ctx context.Context) error {
 	}
 	sp := &splitter{r: r, js: r.js, audit: r.audit, ingress: ingress, onDup: func(src string) { r.o.Metrics.Duplicates.WithLabelValues(src).Inc() }}
 	pcs = append(pcs, &partitionConsumer{
-		stream: store.StreamIngestLog, durable: "ingest-splitter", filter: store.SubjIngestLog + ".>",
+		stream: store.StreamIngestLog, durable: splitterDurable, filter: store.SubjIngestLog + ".>",
 		batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: sp.handle,
 	})
 	pcs = append(pcs, &partitionConsumer{

@@ -1,0 +1,180 @@
+package audit
+
+import (
+	"sort"
+	"time"
+)
+
+// Terminal outcomes of an accepted message. Every message Junction
+// accepts must end in one of them; anything else is still in flight or
+// an orphan.
+const (
+	OutcomeDelivered     = "delivered"
+	OutcomeDeadLettered  = "dead_lettered"
+	OutcomeConsentDenied = "consent_denied"
+	OutcomeFiltered      = "filtered"
+	OutcomeDuplicate     = "duplicate"
+)
+
+// Accepted is a message Junction stored and acknowledged.
+type Accepted struct {
+	ID       string    `json:"id"`
+	Source   string    `json:"source"`
+	Received time.Time `json:"received"`
+	// Duplicate marks a resend the store recognised: it ends there.
+	Duplicate bool `json:"duplicate,omitempty"`
+	// Unsplit marks a message still waiting in the ingest log.
+	Unsplit bool `json:"unsplit,omitempty"`
+}
+
+// Pending is an accepted message without a terminal state.
+type Pending struct {
+	ID       string    `json:"id"`
+	Source   string    `json:"source"`
+	Received time.Time `json:"received"`
+	// Waiting says what the message waits for, such as "route adt" or
+	// "delivery adt -> ehr".
+	Waiting []string `json:"waiting"`
+}
+
+// Reconciliation is the fate of every accepted message.
+type Reconciliation struct {
+	Accepted int `json:"accepted"`
+	// Terminal counts messages by their final outcome: delivered when any
+	// destination got it, else dead-lettered, consent-denied, filtered or
+	// duplicate.
+	Terminal map[string]int `json:"terminal"`
+	// Pending lists the others, oldest first.
+	Pending []Pending `json:"pending"`
+}
+
+// routeState is what the records say of one message on one route.
+type routeState struct {
+	decided  Event // the last of Matched, Filtered or DeadLettered (route stage)
+	queued   map[string]int
+	finished map[string]int // delivered or dead-lettered, by destination
+	outcome  map[string]Event
+	denied   bool
+}
+
+// Reconcile decides the state of each accepted message from its audit
+// records. routes maps each source to the routes that read it; a message
+// is terminal when every such route has decided it (filtered, not taken,
+// dead-lettered at routing, or matched) and every destination it was
+// queued for has as many deliveries or dead letters as queueings (a
+// replay queues again).
+func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string) Reconciliation {
+	byID := map[string][]Record{}
+	for _, r := range recs {
+		byID[r.MessageID] = append(byID[r.MessageID], r)
+	}
+	out := Reconciliation{Terminal: map[string]int{}}
+	seen := map[string]bool{}
+	for _, a := range accepted {
+		if seen[a.ID] {
+			continue
+		}
+		seen[a.ID] = true
+		out.Accepted++
+		if a.Duplicate {
+			out.Terminal[OutcomeDuplicate]++
+			continue
+		}
+		if a.Unsplit {
+			out.Pending = append(out.Pending, Pending{ID: a.ID, Source: a.Source, Received: a.Received, Waiting: []string{"ingest splitter"}})
+			continue
+		}
+		outcome, waiting := fate(byID[a.ID], routes[a.Source])
+		if len(waiting) > 0 {
+			out.Pending = append(out.Pending, Pending{ID: a.ID, Source: a.Source, Received: a.Received, Waiting: waiting})
+			continue
+		}
+		out.Terminal[outcome]++
+	}
+	sort.SliceStable(out.Pending, func(i, j int) bool { return out.Pending[i].Received.Before(out.Pending[j].Received) })
+	return out
+}
+
+// fate returns a message's outcome, or what it still waits for.
+func fate(recs []Record, routes []string) (string, []string) {
+	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Time.Before(recs[j].Time) })
+	if len(routes) == 0 {
+		for _, r := range recs {
+			if r.Event == Filtered && r.Route == "" {
+				return OutcomeFiltered, nil
+			}
+		}
+		return "", []string{"receipt record"}
+	}
+	states := map[string]*routeState{}
+	for _, rt := range routes {
+		states[rt] = &routeState{queued: map[string]int{}, finished: map[string]int{}, outcome: map[string]Event{}}
+	}
+	for _, r := range recs {
+		st := states[r.Route]
+		if st == nil {
+			continue // a route no longer loaded
+		}
+		switch {
+		case r.Destination == "" && (r.Event == Matched || r.Event == Filtered || r.Event == DeadLettered):
+			st.decided = r.Event
+			if r.Event == Matched {
+				st.denied = false
+			}
+		case r.Destination != "" && r.Event == Queued:
+			st.queued[r.Destination]++
+		case r.Destination != "" && (r.Event == Delivered || r.Event == DeadLettered):
+			st.finished[r.Destination]++
+			st.outcome[r.Destination] = r.Event
+		case r.Destination != "" && r.Event == Consent && r.Outcome == "deny":
+			st.denied = true
+		}
+	}
+	var waiting []string
+	delivered, deadLettered, denied := false, false, false
+	for _, rt := range routes {
+		st := states[rt]
+		switch st.decided {
+		case "":
+			waiting = append(waiting, "route "+rt)
+			continue
+		case Filtered:
+			continue
+		case DeadLettered:
+			deadLettered = true
+			continue
+		}
+		if st.denied {
+			denied = true
+		}
+		dests := make([]string, 0, len(st.queued))
+		for d := range st.queued {
+			dests = append(dests, d)
+		}
+		sort.Strings(dests)
+		for _, d := range dests {
+			if st.finished[d] < st.queued[d] {
+				waiting = append(waiting, "delivery "+rt+" -> "+d)
+				continue
+			}
+			switch st.outcome[d] {
+			case Delivered:
+				delivered = true
+			case DeadLettered:
+				deadLettered = true
+			}
+		}
+	}
+	switch {
+	case len(waiting) > 0:
+		return "", waiting
+	case delivered:
+		return OutcomeDelivered, nil
+	case deadLettered:
+		return OutcomeDeadLettered, nil
+	case denied:
+		return OutcomeConsentDenied, nil
+	default:
+		return OutcomeFiltered, nil
+	}
+}

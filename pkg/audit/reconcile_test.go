@@ -1,0 +1,129 @@
+package audit
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func TestReconcile(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	rec := func(s int, id string, ev Event, route, dest, outcome string) Record {
+		return Record{Time: at(s), MessageID: id, Event: ev, Route: route, Destination: dest, Outcome: outcome}
+	}
+	routes := map[string][]string{"pas": {"adt", "dq"}, "fhir": {"in"}}
+	type want struct {
+		terminal map[string]int
+		pending  map[string][]string // id -> waiting
+	}
+	for _, tc := range []struct {
+		name     string
+		accepted []Accepted
+		recs     []Record
+		want     want
+	}{
+		{
+			name:     "delivered on one route, filtered on the other",
+			accepted: []Accepted{{ID: "m1", Source: "pas"}},
+			recs: []Record{
+				rec(1, "m1", Received, "", "", "stored"),
+				rec(2, "m1", Matched, "adt", "", "matched"), rec(2, "m1", Queued, "adt", "ehr", "queued"),
+				rec(2, "m1", Filtered, "dq", "", "filtered"),
+				rec(3, "m1", Delivered, "adt", "ehr", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
+			name:     "a route has not run yet",
+			accepted: []Accepted{{ID: "m1", Source: "pas"}},
+			recs:     []Record{rec(1, "m1", Received, "", "", "stored"), rec(2, "m1", Filtered, "dq", "", "filtered")},
+			want:     want{pending: map[string][]string{"m1": {"route adt"}}},
+		},
+		{
+			name:     "queued but not delivered",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "b", "queued"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(3, "m1", Delivered, "in", "b", "delivered"),
+				rec(3, "m1", Failed, "in", "a", "transient"),
+			},
+			want: want{pending: map[string][]string{"m1": {"delivery in -> a"}}},
+		},
+		{
+			name:     "dead-lettered at delivery",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(3, "m1", Failed, "in", "a", "permanent"), rec(3, "m1", DeadLettered, "in", "a", "dead_lettered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDeadLettered: 1}},
+		},
+		{
+			name:     "replayed after a dead letter and not yet delivered",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(3, "m1", DeadLettered, "in", "a", "dead_lettered"),
+				rec(9, "m1", Replayed, "in", "a", "replayed"), rec(9, "m1", Queued, "in", "a", "queued"),
+			},
+			want: want{pending: map[string][]string{"m1": {"delivery in -> a"}}},
+		},
+		{
+			name:     "dead-lettered at routing, then replayed and delivered",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Failed, "in", "", "permanent"), rec(2, "m1", DeadLettered, "in", "", "dead_lettered"),
+				rec(8, "m1", Matched, "in", "", "matched"), rec(8, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Delivered, "in", "a", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
+			name:     "consent denied everywhere",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs:     []Record{rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Consent, "in", "a", "deny")},
+			want:     want{terminal: map[string]int{OutcomeConsentDenied: 1}},
+		},
+		{
+			name:     "no route reads the source",
+			accepted: []Accepted{{ID: "m1", Source: "lab"}, {ID: "m2", Source: "lab"}},
+			recs:     []Record{rec(1, "m1", Received, "", "", "stored"), rec(1, "m1", Filtered, "", "", "no-route")},
+			want:     want{terminal: map[string]int{OutcomeFiltered: 1}, pending: map[string][]string{"m2": {"receipt record"}}},
+		},
+		{
+			name:     "duplicates and unsplit input",
+			accepted: []Accepted{{ID: "m1", Source: "pas", Duplicate: true}, {ID: "m2", Source: "pas", Unsplit: true}, {ID: "m1", Source: "pas", Duplicate: true}},
+			want:     want{terminal: map[string]int{OutcomeDuplicate: 1}, pending: map[string][]string{"m2": {"ingest splitter"}}},
+		},
+		{
+			name:     "records of another message change nothing",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs:     []Record{rec(2, "m2", Matched, "in", "", "matched"), rec(2, "m2", Filtered, "in", "", "filtered")},
+			want:     want{pending: map[string][]string{"m1": {"route in"}}},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Reconcile(tc.accepted, tc.recs, routes)
+			pend := map[string][]string{}
+			for _, p := range got.Pending {
+				pend[p.ID] = p.Waiting
+			}
+			if diff := cmp.Diff(tc.want.terminal, got.Terminal, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("terminal (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tc.want.pending, pend, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("pending (-want +got):\n%s", diff)
+			}
+			n := len(got.Pending)
+			for _, c := range got.Terminal {
+				n += c
+			}
+			if n != got.Accepted {
+				t.Errorf("accepted %d but %d terminal or pending", got.Accepted, n)
+			}
+		})
+	}
+}

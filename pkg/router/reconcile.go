@@ -1,0 +1,162 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// splitterDurable is the ingest splitter's durable consumer.
+const splitterDurable = "ingest-splitter"
+
+// Reconcile reads every accepted message still retained (the ingress
+// stream, and ingest-log entries not split yet or recognised there as
+// resends) and every audit record, and reports each message's fate.
+// routes maps each source to the routes that read it. It reads the
+// retained streams in full, so on a large store it takes a while; it
+// changes nothing.
+func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string) (audit.Reconciliation, error) {
+	var accepted []audit.Accepted
+	inIngress := map[string]bool{}
+	err := scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, func(m jetstream.Msg) error {
+		h := m.Headers()
+		id := h.Get(envelope.HeaderID)
+		if id == "" || inIngress[id] {
+			return nil
+		}
+		inIngress[id] = true
+		rcv, _ := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
+		accepted = append(accepted, audit.Accepted{ID: id, Source: h.Get(envelope.HeaderSource), Received: rcv})
+		return nil
+	})
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	// Entries the splitter has passed but that are not in the ingress
+	// stream under their own id were resends; those it has not passed are
+	// still waiting.
+	var floor uint64
+	if c, err := js.Consumer(ctx, store.StreamIngestLog, splitterDurable); err == nil {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return audit.Reconciliation{}, fmt.Errorf("reading the splitter's progress: %w", err)
+		}
+		floor = info.AckFloor.Stream
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return audit.Reconciliation{}, fmt.Errorf("reading the splitter's progress: %w", err)
+	}
+	err = scan(ctx, js, store.StreamIngestLog, store.SubjIngestLog+".>", false, func(m jetstream.Msg) error {
+		envs, err := decodeBatch(m.Data())
+		if err != nil {
+			return nil // dead-lettered by the splitter; not an accepted message of its own
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("reading ingest-log metadata: %w", err)
+		}
+		for _, env := range envs {
+			if inIngress[env.ID] {
+				continue
+			}
+			a := audit.Accepted{ID: env.ID, Source: env.Source, Received: env.ReceivedAt}
+			if meta.Sequence.Stream <= floor {
+				a.Duplicate = true
+			} else {
+				a.Unsplit = true
+			}
+			accepted = append(accepted, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	var recs []audit.Record
+	err = scan(ctx, js, store.StreamAudit, store.SubjAudit+".>", false, func(m jetstream.Msg) error {
+		var rs []audit.Record
+		if err := json.Unmarshal(m.Data(), &rs); err != nil {
+			return fmt.Errorf("decoding audit records: %w", err)
+		}
+		recs = append(recs, rs...)
+		return nil
+	})
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	return audit.Reconcile(accepted, recs, routes), nil
+}
+
+// scan reads every message of stream on filter, up to those stored when
+// it starts, with an ordered consumer.
+func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, headersOnly bool, fn func(jetstream.Msg) error) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("opening stream %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", stream, err)
+	}
+	last := info.State.LastSeq
+	if info.State.Msgs == 0 {
+		return nil
+	}
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly})
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", stream, err)
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("reading stream %s: %w", stream, err)
+	}
+	if ci.NumPending == 0 {
+		return nil
+	}
+	for idle := 0; ; {
+		// No waiting for a full batch: take what the server has.
+		b, err := c.FetchNoWait(1000)
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", stream, err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("reading stream %s metadata: %w", stream, err)
+			}
+			if meta.Sequence.Stream > last {
+				return nil
+			}
+			if err := fn(m); err != nil {
+				return err
+			}
+			if meta.NumPending == 0 || meta.Sequence.Stream == last {
+				return nil
+			}
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("reading stream %s: %w", stream, err)
+		}
+		if n > 0 {
+			idle = 0
+			continue
+		}
+		if idle++; idle > 50 {
+			return fmt.Errorf("reading stream %s: no progress for 5s", stream)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("reading stream %s: %w", stream, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

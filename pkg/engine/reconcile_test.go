@@ -34,7 +34,7 @@ func TestReconcileAccountsForEveryMessage(t *testing.T) {
 	for _, m := range []string{
 		adt("A01", "RC0001", "9990000018^^^NHS^NH"),
 		adt("A01", "RC0001", "9990000018^^^NHS^NH"), // a resend
-		adt("A01", "RC0002", "H12345^^^RX1^MR"),      // no NHS number
+		adt("A01", "RC0002", "H12345^^^RX1^MR"),     // no NHS number
 	} {
 		if code, _ := send(t, addr, m); code != hl7v2.AckAA {
 			t.Fatalf("ack %s, want AA", code)

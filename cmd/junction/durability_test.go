@@ -32,7 +32,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"text/template"
@@ -42,6 +41,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/durability"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
@@ -150,12 +150,11 @@ func envInt(t *testing.T, name string, def int) int {
 // sink is an MLLP receiver that records every message's MSH-10 and
 // answers AA, echoing MSH-10 in MSA-2.
 type sink struct {
-	srv    *mllp.Server
-	mu     sync.Mutex
-	counts map[string]int
-	firsts []string // control ids in order of first arrival
-	total  int
-	bad    int
+	srv      *mllp.Server
+	mu       sync.Mutex
+	counts   map[string]int
+	arrivals []string // control ids in arrival order, repeats included
+	bad      int
 }
 
 func startSink(t *testing.T) *sink {
@@ -187,24 +186,18 @@ func (s *sink) ServeMLLP(_ context.Context, _ *mllp.ConnInfo, payload []byte) ([
 	}
 	ctrl := m.ControlID()
 	s.mu.Lock()
-	if s.counts[ctrl] == 0 {
-		s.firsts = append(s.firsts, ctrl)
-	}
 	s.counts[ctrl]++
-	s.total++
+	s.arrivals = append(s.arrivals, ctrl)
 	s.mu.Unlock()
 	return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA, App: "SINK", Facility: "RX1"}), false
 }
 
-// snapshot returns a copy of what the sink has received.
-func (s *sink) snapshot() (counts map[string]int, firsts []string, total, bad int) {
+// snapshot returns the control ids received, in arrival order, and the
+// number of frames that were not HL7 v2.
+func (s *sink) snapshot() (arrivals []string, bad int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	counts = make(map[string]int, len(s.counts))
-	for k, v := range s.counts {
-		counts[k] = v
-	}
-	return counts, slices.Clone(s.firsts), s.total, s.bad
+	return slices.Clone(s.arrivals), s.bad
 }
 
 // missing returns the ids the sink has not received, in the given order.
@@ -564,195 +557,27 @@ func (e *engineProc) deadLetterCount() string {
 	return fmt.Sprintf("HTTP %d, %d bytes: %.300s", resp.StatusCode, len(body), body)
 }
 
-// planned is one synthetic message and who sends it.
-type planned struct {
-	ctrl    string
-	patient int
-	seq     int // position in the patient's sequence
-	raw     []byte
-}
-
-var events = []string{"A01", "A08", "A08", "A03"}
-
-// planMessages makes n ADT messages over the given patients, round-robin,
-// with unique MSH-10s prefixed by prefix.
-func planMessages(prefix string, n, patients int) []planned {
-	numbers := make([]string, patients)
-	for i := range numbers {
-		numbers[i] = nhs.TestNumber(i)
-	}
-	out := make([]planned, 0, n)
-	for k := range n {
-		p, seq := k%patients, k/patients
-		out = append(out, planMessage(prefix, p, seq, numbers[p]))
-	}
-	return out
-}
-
-func planMessage(prefix string, patient, seq int, nhsNumber string) planned {
-	ctrl := fmt.Sprintf("%s%03d-%05d", prefix, patient, seq)
-	ev := events[seq%len(events)]
-	ts := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC).Add(time.Duration(seq) * time.Minute).Format("20060102150405")
-	s := "MSH|^~\\&|DURPAS|RX1|JUNCTION|RX1|" + ts + "||ADT^" + ev + "^ADT_A01|" + ctrl + "|P|2.4\r" +
-		"EVN|" + ev + "|" + ts + "\r" +
-		"PID|1||" + nhsNumber + "^^^NHS^NH~MRN" + fmt.Sprintf("%05d", patient) + "^^^RX1^MR||TESTPATIENT^ALEX||19800101|F\r" +
-		"PV1|1|I|WARD1^BED2^1^RX1||||||||||||||||V" + fmt.Sprintf("%05d", patient) + "|||||||||||||||||||||||||" + ts + "\r"
-	return planned{ctrl: ctrl, patient: patient, seq: seq, raw: []byte(s)}
-}
-
-// sendStats counts what the senders went through.
-type sendStats struct {
-	mu       sync.Mutex
-	acked    map[string]bool
-	ackOrder []string
-
-	connFailures atomic.Int64 // dial or send failures (no answer)
-	negative     atomic.Int64 // answers that were not AA for our MSH-10
-	resends      atomic.Int64 // sends of a message after the first
-}
-
-func newSendStats() *sendStats { return &sendStats{acked: map[string]bool{}} }
-
-func (s *sendStats) ack(ctrl string) {
-	s.mu.Lock()
-	s.acked[ctrl] = true
-	s.ackOrder = append(s.ackOrder, ctrl)
-	s.mu.Unlock()
-}
-
-func (s *sendStats) ackedCount() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.acked)
-}
-
-func (s *sendStats) ackedIDs() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.ackOrder)
-}
-
-// runSenders sends msgs over `senders` connections, patient p on sender
-// p%senders, each message in turn, resending (same bytes) until it is
-// answered AA with its MSH-10. addr gives each sender's engine address.
-// Each sender spreads its messages over window (none: as fast as the
-// engine answers), catching up after an outage. It returns an error
-// naming the unacknowledged messages if ctx ends first.
-func runSenders(ctx context.Context, msgs []planned, senders int, window time.Duration, addr func(sender int) string, st *sendStats) error {
-	var wg sync.WaitGroup
-	errs := make([]error, senders)
-	for i := range senders {
-		var mine []planned
-		for _, m := range msgs {
-			if m.patient%senders == i {
-				mine = append(mine, m)
-			}
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var interval time.Duration
-			if len(mine) > 0 {
-				interval = window / time.Duration(len(mine))
-			}
-			errs[i] = sendSequence(ctx, mine, interval, func() string { return addr(i) }, st)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-func sendSequence(ctx context.Context, msgs []planned, interval time.Duration, addr func() string, st *sendStats) error {
-	var c *mllp.Client
-	defer func() {
-		if c != nil {
-			c.Close()
-		}
-	}()
-	began := time.Now()
-	for i, m := range msgs {
-		if d := time.Until(began.Add(time.Duration(i) * interval)); d > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(d):
-			}
-		}
-		for attempt := 0; ; attempt++ {
-			if ctx.Err() != nil {
-				ids := make([]string, 0, len(msgs)-i)
-				for _, r := range msgs[i:] {
-					ids = append(ids, r.ctrl)
-				}
-				return fmt.Errorf("sender gave up with %d messages unacknowledged (first %s): %w", len(ids), strings.Join(ids[:min(len(ids), 10)], ","), ctx.Err())
-			}
-			if attempt > 0 {
-				st.resends.Add(1)
-				time.Sleep(50 * time.Millisecond)
-			}
-			if c == nil {
-				dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				cl, err := mllp.Dial(dctx, addr(), nil, 1<<20)
-				cancel()
-				if err != nil {
-					st.connFailures.Add(1)
-					continue
-				}
-				c = cl
-			}
-			sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			reply, err := c.Send(sctx, m.raw)
-			cancel()
-			if err != nil {
-				st.connFailures.Add(1)
-				c.Close()
-				c = nil
-				continue
-			}
-			code, ctrl, _, err := hl7v2.ParseAck(reply)
-			if err == nil && code == hl7v2.AckAA && ctrl == m.ctrl {
-				st.ack(m.ctrl)
-				break
-			}
-			st.negative.Add(1)
-			if err != nil || ctrl != m.ctrl {
-				// Out of step: start a new connection.
-				c.Close()
-				c = nil
-			}
-		}
-	}
-	return nil
-}
-
 // sendOne sends msg until it is answered AA, within d.
-func sendOne(t *testing.T, addr string, msg planned, d time.Duration) {
+func sendOne(t *testing.T, addr string, msg durability.Message, d time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	st := newSendStats()
-	if err := sendSequence(ctx, []planned{msg}, 0, func() string { return addr }, st); err != nil {
-		t.Fatalf("sending %s: %v", msg.ctrl, err)
+	st := durability.NewStats()
+	if err := durability.SendSequence(ctx, []durability.Message{msg}, 0, func() string { return addr }, st); err != nil {
+		t.Fatalf("sending %s: %v", msg.Ctrl, err)
 	}
 }
 
-// verdict is what verifyDelivered found.
-type verdict struct {
-	acked, distinct, deliveries, duplicated, extraDeliveries int
-}
-
 // verifyDelivered waits for every acknowledged message at the sink and
-// checks: none missing, no unknown messages, distinct deliveries equal to
-// the acknowledged count, and per patient the first deliveries in the
-// order the sender was acknowledged.
-func verifyDelivered(t *testing.T, sk *sink, msgs []planned, st *sendStats, engines ...*engineProc) verdict {
+// checks with durability.Check: none lost, none unknown, per patient the
+// first deliveries in the order the sender was acknowledged. Duplicates
+// are returned for the caller to report.
+func verifyDelivered(t *testing.T, sk *sink, msgs []durability.Message, st *durability.Stats, engines ...*engineProc) durability.Verdict {
 	t.Helper()
-	ackedIDs := st.ackedIDs()
+	ackedIDs := st.AckedIDs()
 	start := time.Now()
 	missing := sk.waitFor(ackedIDs, deliverTimeout)
 	if len(missing) > 0 {
-		slices.Sort(missing)
-		t.Errorf("%d of %d acknowledged messages never reached the sink within %s; missing control ids (first 50): %s",
-			len(missing), len(ackedIDs), deliverTimeout, strings.Join(missing[:min(len(missing), 50)], ", "))
 		for _, e := range engines {
 			if e.running() {
 				t.Logf("%s dead letters: %s", e.name, e.deadLetterCount())
@@ -764,64 +589,26 @@ func verifyDelivered(t *testing.T, sk *sink, msgs []planned, st *sendStats, engi
 	} else {
 		t.Logf("all %d acknowledged messages at the sink %s after the last ACK", len(ackedIDs), time.Since(start).Round(time.Millisecond))
 	}
-	byID := make(map[string]planned, len(msgs))
-	for _, m := range msgs {
-		byID[m.ctrl] = m
-	}
-	counts, firsts, total, bad := sk.snapshot()
+	arrivals, bad := sk.snapshot()
 	if bad > 0 {
 		t.Errorf("sink received %d frames that were not HL7 v2 with MSH-10", bad)
 	}
-	v := verdict{acked: len(ackedIDs), deliveries: total}
-	var unknown, dupIDs []string
-	ackedSet := make(map[string]bool, len(ackedIDs))
-	for _, id := range ackedIDs {
-		ackedSet[id] = true
+	v := durability.Check(msgs, ackedIDs, arrivals)
+	if len(v.Lost) > 0 {
+		t.Errorf("%d of %d acknowledged messages never reached the sink within %s; missing control ids (first 50): %s",
+			len(v.Lost), v.Acked, deliverTimeout, strings.Join(v.Lost[:min(len(v.Lost), 50)], ", "))
 	}
-	for id, n := range counts {
-		if _, ok := byID[id]; !ok {
-			unknown = append(unknown, id)
-			continue
-		}
-		if ackedSet[id] {
-			v.distinct++
-		}
-		if n > 1 {
-			v.duplicated++
-			v.extraDeliveries += n - 1
-			dupIDs = append(dupIDs, fmt.Sprintf("%s×%d", id, n))
-		}
+	if len(v.Unknown) > 0 {
+		t.Errorf("sink received %d messages nobody sent: %s", len(v.Unknown), strings.Join(v.Unknown[:min(len(v.Unknown), 20)], ", "))
 	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		t.Errorf("sink received %d messages nobody sent: %s", len(unknown), strings.Join(unknown[:min(len(unknown), 20)], ", "))
+	if v.Distinct != v.Acked {
+		t.Errorf("distinct acknowledged messages at the sink = %d, want the acknowledged count %d", v.Distinct, v.Acked)
 	}
-	if v.distinct != v.acked {
-		t.Errorf("distinct acknowledged messages at the sink = %d, want the acknowledged count %d", v.distinct, v.acked)
+	if len(v.Inversions) > 0 {
+		t.Errorf("%d per-patient order inversions at the sink (first deliveries), first 20:\n%s", len(v.Inversions), strings.Join(v.Inversions[:min(len(v.Inversions), 20)], "\n"))
 	}
-	// Order: the sender of a patient sends its messages one at a time, in
-	// seq order, each after the previous one's AA; the first delivery of
-	// each must follow the same order.
-	last := map[int]planned{}
-	var inversions []string
-	for _, id := range firsts {
-		m, ok := byID[id]
-		if !ok {
-			continue
-		}
-		if prev, ok := last[m.patient]; ok && m.seq < prev.seq {
-			inversions = append(inversions, fmt.Sprintf("patient %d: %s first delivered after %s", m.patient, m.ctrl, prev.ctrl))
-		}
-		if prev, ok := last[m.patient]; !ok || m.seq > prev.seq {
-			last[m.patient] = m
-		}
-	}
-	if len(inversions) > 0 {
-		t.Errorf("%d per-patient order inversions at the sink (first deliveries), first 20:\n%s", len(inversions), strings.Join(inversions[:min(len(inversions), 20)], "\n"))
-	}
-	if len(dupIDs) > 0 {
-		slices.Sort(dupIDs)
-		t.Logf("delivered more than once: %s", strings.Join(dupIDs[:min(len(dupIDs), 20)], ", "))
+	if len(v.DuplicatedIDs) > 0 {
+		t.Logf("delivered more than once: %s", strings.Join(v.DuplicatedIDs[:min(len(v.DuplicatedIDs), 20)], ", "))
 	}
 	return v
 }
@@ -839,15 +626,15 @@ func TestKillDuringIngest(t *testing.T) {
 	eng := newEngine(t, "engine", sk.addr(), nil, 10*time.Second)
 	eng.mustStart()
 
-	msgs := planMessages("K", n, durPatients)
-	st := newSendStats()
+	msgs := durability.Plan("K", n, durPatients)
+	st := durability.NewStats()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var sendErr error
 	sendFinished := make(chan struct{})
 	go func() {
 		defer close(sendFinished)
-		sendErr = runSenders(ctx, msgs, durSenders, killWindow, func(int) string { return eng.params.MLLPAddr }, st)
+		sendErr = durability.Send(ctx, msgs, durSenders, killWindow, func(int) string { return eng.params.MLLPAddr }, st)
 	}()
 
 	seed := uint64(time.Now().UnixNano())
@@ -861,7 +648,7 @@ func TestKillDuringIngest(t *testing.T) {
 		default:
 			killsDuringIngest++
 		}
-		before := st.ackedCount()
+		before := st.AckedCount()
 		eng.kill()
 		t.Logf("kill %d: SIGKILL after %d/%d acknowledged", k+1, before, n)
 		if err := eng.start(); err != nil {
@@ -879,8 +666,8 @@ func TestKillDuringIngest(t *testing.T) {
 	t.Logf("messages %d, acknowledged %d, kills %d (%d while senders were still sending), restarts %d; "+
 		"sender resends %d, connection failures %d, negative answers %d; "+
 		"sink deliveries %d, distinct %d, messages delivered more than once %d (%d extra deliveries); ingest %s, total %s",
-		n, v.acked, kills, killsDuringIngest, eng.starts-1, st.resends.Load(), st.connFailures.Load(), st.negative.Load(),
-		v.deliveries, v.distinct, v.duplicated, v.extraDeliveries, ingestTime.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
+		n, v.Acked, kills, killsDuringIngest, eng.starts-1, st.Resends.Load(), st.ConnFailures.Load(), st.Negative.Load(),
+		v.Deliveries, v.Distinct, v.Duplicated, v.ExtraDeliveries, ingestTime.Round(time.Millisecond), time.Since(began).Round(time.Millisecond))
 	if killsDuringIngest == 0 {
 		t.Logf("note: the senders finished before the first kill; raise JUNCTION_DURABILITY_MESSAGES to kill during ingest")
 	}
@@ -903,33 +690,33 @@ func TestTwoEnginesShareWork(t *testing.T) {
 	b.mustStart()
 	engines := []*engineProc{a, b}
 
-	msgs := planMessages("S", n, durPatients)
-	st := newSendStats()
+	msgs := durability.Plan("S", n, durPatients)
+	st := durability.NewStats()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	addr := func(sender int) string { return engines[sender%2].params.MLLPAddr }
-	if err := runSenders(ctx, msgs, durSenders, 0, addr, st); err != nil {
+	if err := durability.Send(ctx, msgs, durSenders, 0, addr, st); err != nil {
 		t.Fatalf("senders: %v", err)
 	}
-	if st.negative.Load() > 0 || st.connFailures.Load() > 0 {
-		t.Errorf("under normal operation: %d negative answers, %d connection failures, want none", st.negative.Load(), st.connFailures.Load())
+	if st.Negative.Load() > 0 || st.ConnFailures.Load() > 0 {
+		t.Errorf("under normal operation: %d negative answers, %d connection failures, want none", st.Negative.Load(), st.ConnFailures.Load())
 	}
-	if missing := sk.waitFor(st.ackedIDs(), deliverTimeout); len(missing) == 0 {
+	if missing := sk.waitFor(st.AckedIDs(), deliverTimeout); len(missing) == 0 {
 		// A barrier per patient: its message is delivered after any
 		// redelivery of that patient's earlier ones, so duplicates have
 		// shown up by the time every barrier has.
-		barrier := make([]planned, 0, durPatients)
+		barrier := make([]durability.Message, 0, durPatients)
 		for p := range durPatients {
-			barrier = append(barrier, planMessage("S", p, n/durPatients+1, nhs.TestNumber(p)))
+			barrier = append(barrier, durability.PlanMessage("S", p, n/durPatients+1, nhs.TestNumber(p)))
 		}
-		if err := runSenders(ctx, barrier, durSenders, 0, addr, st); err != nil {
+		if err := durability.Send(ctx, barrier, durSenders, 0, addr, st); err != nil {
 			t.Fatalf("barrier senders: %v", err)
 		}
 		msgs = append(msgs, barrier...)
 	}
 	v := verifyDelivered(t, sk, msgs, st, engines...)
-	if v.duplicated > 0 {
-		t.Errorf("%d messages delivered more than once (%d extra deliveries) under normal operation, want exactly once", v.duplicated, v.extraDeliveries)
+	if v.Duplicated > 0 {
+		t.Errorf("%d messages delivered more than once (%d extra deliveries) under normal operation, want exactly once", v.Duplicated, v.ExtraDeliveries)
 	}
 	var routed, delivered [2]float64
 	for i, e := range engines {
@@ -943,7 +730,7 @@ func TestTwoEnginesShareWork(t *testing.T) {
 	}
 	t.Logf("messages %d (+%d barrier), acknowledged %d; routed by engine-a %.0f, engine-b %.0f; delivered by engine-a %.0f, engine-b %.0f; "+
 		"sink deliveries %d, distinct %d, duplicated %d; total %s",
-		n, len(msgs)-n, v.acked, routed[0], routed[1], delivered[0], delivered[1], v.deliveries, v.distinct, v.duplicated, time.Since(began).Round(time.Millisecond))
+		n, len(msgs)-n, v.Acked, routed[0], routed[1], delivered[0], delivered[1], v.Deliveries, v.Distinct, v.Duplicated, time.Since(began).Round(time.Millisecond))
 	for i, e := range engines {
 		if routed[i] == 0 {
 			t.Errorf("%s routed no messages: the route consumers are not shared (the other engine took all %.0f)", e.name, routed[1-i])
@@ -965,11 +752,11 @@ func TestStoreDownNoPositiveAck(t *testing.T) {
 	eng := newEngine(t, "engine", sk.addr(), ns, 10*time.Second)
 	eng.mustStart()
 	nhsNo := nhs.TestNumber(7)
-	m1, m2, m3 := planMessage("N", 7, 0, nhsNo), planMessage("N", 7, 1, nhsNo), planMessage("N", 7, 2, nhsNo)
+	m1, m2, m3 := durability.PlanMessage("N", 7, 0, nhsNo), durability.PlanMessage("N", 7, 1, nhsNo), durability.PlanMessage("N", 7, 2, nhsNo)
 
 	sendOne(t, eng.params.MLLPAddr, m1, 30*time.Second)
-	if miss := sk.waitFor([]string{m1.ctrl}, deliverTimeout); len(miss) > 0 {
-		t.Fatalf("%s acknowledged but not delivered with the store up", m1.ctrl)
+	if miss := sk.waitFor([]string{m1.Ctrl}, deliverTimeout); len(miss) > 0 {
+		t.Fatalf("%s acknowledged but not delivered with the store up", m1.Ctrl)
 	}
 
 	ns.stop()
@@ -985,10 +772,10 @@ func TestStoreDownNoPositiveAck(t *testing.T) {
 		}
 		defer c.Close()
 		start := time.Now()
-		reply, err := c.Send(ctx, m2.raw)
+		reply, err := c.Send(ctx, m2.Raw)
 		switch {
 		case errors.Is(err, context.DeadlineExceeded):
-			t.Errorf("with the store down, %s got no answer within %s; want AR with an ERR segment or the connection closed", m2.ctrl, bound)
+			t.Errorf("with the store down, %s got no answer within %s; want AR with an ERR segment or the connection closed", m2.Ctrl, bound)
 			return
 		case err != nil:
 			t.Logf("with the store down the connection closed after %s without an answer: %v", time.Since(start).Round(time.Millisecond), err)
@@ -1000,13 +787,13 @@ func TestStoreDownNoPositiveAck(t *testing.T) {
 			return
 		}
 		if code.Accepted() {
-			t.Errorf("with the store down %s was answered %s (MSA-2 %s): a positive ACK for a message that cannot have been stored", m2.ctrl, code, ctrl)
+			t.Errorf("with the store down %s was answered %s (MSA-2 %s): a positive ACK for a message that cannot have been stored", m2.Ctrl, code, ctrl)
 			return
 		}
 		if !bytes.Contains(reply, []byte("\rERR|")) {
 			t.Errorf("with the store down the answer %s has no ERR segment: %q", code, reply)
 		}
-		t.Logf("with the store down %s was answered %s after %s: %q", m2.ctrl, code, time.Since(start).Round(time.Millisecond), text)
+		t.Logf("with the store down %s was answered %s after %s: %q", m2.Ctrl, code, time.Since(start).Round(time.Millisecond), text)
 	}()
 
 	if err := ns.start(); err != nil {
@@ -1015,21 +802,29 @@ func TestStoreDownNoPositiveAck(t *testing.T) {
 	t.Log("nats-server restarted on the same port and store")
 	restarted := time.Now()
 	sendOne(t, eng.params.MLLPAddr, m2, 90*time.Second)
-	t.Logf("%s answered AA %s after the store came back", m2.ctrl, time.Since(restarted).Round(time.Millisecond))
+	t.Logf("%s answered AA %s after the store came back", m2.Ctrl, time.Since(restarted).Round(time.Millisecond))
 	// m3 is the same patient's next message: delivered after any
 	// redelivery of m2, so once it is in, m2's count is final.
 	sendOne(t, eng.params.MLLPAddr, m3, 30*time.Second)
-	if miss := sk.waitFor([]string{m2.ctrl, m3.ctrl}, deliverTimeout); len(miss) > 0 {
+	if miss := sk.waitFor([]string{m2.Ctrl, m3.Ctrl}, deliverTimeout); len(miss) > 0 {
 		t.Fatalf("acknowledged but never delivered after the store came back: %s (dead letters: %s)", strings.Join(miss, ", "), eng.deadLetterCount())
 	}
-	counts, firsts, _, _ := sk.snapshot()
-	if got := counts[m2.ctrl]; got != 1 {
-		t.Errorf("%s delivered %d times, want once", m2.ctrl, got)
+	arrivals, _ := sk.snapshot()
+	counts := map[string]int{}
+	var firsts []string
+	for _, id := range arrivals {
+		if counts[id] == 0 {
+			firsts = append(firsts, id)
+		}
+		counts[id]++
 	}
-	if want := []string{m1.ctrl, m2.ctrl, m3.ctrl}; !slices.Equal(firsts, want) {
+	if got := counts[m2.Ctrl]; got != 1 {
+		t.Errorf("%s delivered %d times, want once", m2.Ctrl, got)
+	}
+	if want := []string{m1.Ctrl, m2.Ctrl, m3.Ctrl}; !slices.Equal(firsts, want) {
 		t.Errorf("first deliveries %v, want %v", firsts, want)
 	}
-	t.Logf("deliveries: %s×%d, %s×%d, %s×%d", m1.ctrl, counts[m1.ctrl], m2.ctrl, counts[m2.ctrl], m3.ctrl, counts[m3.ctrl])
+	t.Logf("deliveries: %s×%d, %s×%d, %s×%d", m1.Ctrl, counts[m1.Ctrl], m2.Ctrl, counts[m2.Ctrl], m3.Ctrl, counts[m3.Ctrl])
 }
 
 // TestGracefulShutdown sends SIGTERM to the engine under full load, with
@@ -1045,24 +840,24 @@ func TestGracefulShutdown(t *testing.T) {
 	eng := newEngine(t, "engine", sk.addr(), nil, shutdownTimeout)
 	eng.mustStart()
 
-	msgs := planMessages("G", n, durPatients)
-	st := newSendStats()
+	msgs := durability.Plan("G", n, durPatients)
+	st := durability.NewStats()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sendDone := make(chan error, 1)
 	go func() {
-		sendDone <- runSenders(ctx, msgs, durSenders, 0, func(int) string { return eng.params.MLLPAddr }, st)
+		sendDone <- durability.Send(ctx, msgs, durSenders, 0, func(int) string { return eng.params.MLLPAddr }, st)
 	}()
 	// Full speed, so routing and delivery lag behind ingest and hold a
 	// backlog at SIGTERM: wait until half is acknowledged.
-	for st.ackedCount() < n/2 {
+	for st.AckedCount() < n/2 {
 		select {
 		case err := <-sendDone:
 			t.Fatalf("senders finished before SIGTERM: %v", err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	before := st.ackedCount()
+	before := st.AckedCount()
 	took, exited := eng.terminate(shutdownTimeout + 10*time.Second)
 	if !exited {
 		t.Fatalf("engine still running %s after SIGTERM (shutdown_timeout %s)", took.Round(time.Millisecond), shutdownTimeout)
@@ -1082,7 +877,7 @@ func TestGracefulShutdown(t *testing.T) {
 	v := verifyDelivered(t, sk, msgs, st, eng)
 	t.Logf("messages %d, acknowledged %d; sender resends %d, connection failures %d, negative answers %d; "+
 		"sink deliveries %d, distinct %d, delivered more than once %d (%d extra); total %s",
-		n, v.acked, st.resends.Load(), st.connFailures.Load(), st.negative.Load(), v.deliveries, v.distinct, v.duplicated, v.extraDeliveries, time.Since(began).Round(time.Millisecond))
+		n, v.Acked, st.Resends.Load(), st.ConnFailures.Load(), st.Negative.Load(), v.Deliveries, v.Distinct, v.Duplicated, v.ExtraDeliveries, time.Since(began).Round(time.Millisecond))
 }
 
 // diagnose logs where missing messages sit in JetStream (stream sequence

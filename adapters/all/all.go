@@ -6,6 +6,7 @@ import (
 	"github.com/junction-fhir/junction/adapters/file"
 	"github.com/junction-fhir/junction/adapters/mllp"
 	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/adapters/pathology"
 	"github.com/junction-fhir/junction/pkg/adapter"
 )
 
@@ -13,6 +14,7 @@ import (
 func Factories() []adapter.Factory {
 	return []adapter.Factory{
 		pas.Factory{},
+		pathology.Factory{},
 		fhir.Factory{},
 		fhir.OutboundFactory{},
 		file.Factory{},

@@ -1,0 +1,122 @@
+package pathology
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// corpusFiles returns the files of a corpus folder matching patterns, or
+// skips the test when the corpora are absent.
+func corpusFiles(t testing.TB, dir string, patterns ...string) []string {
+	t.Helper()
+	full := filepath.Join(corporaDir, dir)
+	if _, err := os.Stat(full); errors.Is(err, fs.ErrNotExist) {
+		t.Skip("corpus " + full + " not present; skipping")
+	}
+	var files []string
+	for _, p := range patterns {
+		m, err := filepath.Glob(filepath.Join(full, p))
+		if err != nil {
+			t.Fatalf("glob: %v", err)
+		}
+		files = append(files, m...)
+	}
+	sort.Strings(files)
+	return files
+}
+
+// TestCorpusMessages translates every sample of the Microsoft FHIR
+// Converter corpus. Each ORU^R01 must convert to a bundle that passes
+// checkBundle (references resolve, FHIR R4 schema); every other message
+// must be refused as unsupported (or, for a sample the parser refuses, as
+// a parse fault).
+func TestCorpusMessages(t *testing.T) {
+	files := corpusFiles(t, "ms-fhir-converter/messages", "*.hl7")
+	tr := newTestTranslator(t)
+	converted := 0
+	for _, f := range files {
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			got, err := tr.Translate(testEnvelope(strings.TrimSuffix(name, ".hl7"), raw))
+			m, perr := hl7v2.Parse(raw)
+			if perr != nil {
+				if fault.CodeOf(err) != fault.CodeHL7Parse {
+					t.Errorf("parser refuses the sample but Translate says %v", err)
+				}
+				return
+			}
+			if m.MessageType() != "ORU^R01" {
+				if fault.CodeOf(err) != fault.CodeHL7Unsupported {
+					t.Errorf("%s: error %v, want %s", m.MessageType(), err, fault.CodeHL7Unsupported)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ORU^R01 not converted: %v", err)
+			}
+			converted++
+			checkBundle(t, got.Bundle)
+		})
+	}
+	if converted < 5 {
+		t.Errorf("converted %d ORU^R01 samples, want the corpus's 5 or more", converted)
+	}
+}
+
+// TestCorpusHAPI feeds the HAPI parser edge cases through Translate, whole
+// files and (for the files holding several messages) each message: each
+// converts or is refused with a classed fault, never a crash.
+func TestCorpusHAPI(t *testing.T) {
+	files := corpusFiles(t, "hapi-hl7v2", "*.txt", "*.hl7")
+	tr := newTestTranslator(t)
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		inputs := [][]byte{raw}
+		inputs = append(inputs, splitMessages(raw)...)
+		for i, in := range inputs {
+			got, err := tr.Translate(testEnvelope("hapi", in))
+			if err != nil {
+				if fault.As(err) == nil {
+					t.Errorf("%s[%d]: unclassed error %v", filepath.Base(f), i, err)
+				}
+				continue
+			}
+			t.Run(filepath.Base(f), func(t *testing.T) { checkBundle(t, got.Bundle) })
+		}
+	}
+}
+
+// splitMessages splits a file of several messages at each line starting
+// with MSH.
+func splitMessages(raw []byte) [][]byte {
+	lines := bytes.Split(bytes.ReplaceAll(raw, []byte("\r\n"), []byte("\n")), []byte("\n"))
+	var out [][]byte
+	var cur []byte
+	for _, l := range lines {
+		if bytes.HasPrefix(l, []byte("MSH")) && len(cur) > 0 {
+			out = append(out, cur)
+			cur = nil
+		}
+		cur = append(append(cur, l...), '\r')
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return append(out, cur)
+}

@@ -1,0 +1,78 @@
+package pathology
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Placeholder systems under a made-up trust domain. Each trust should set
+// its own, since receivers match orders and codes on system and value.
+const (
+	// DefaultLocalCodeSystem is the placeholder code system of the
+	// laboratory's local test codes (OBR-4, OBX-3 and OBX-5 codes sent
+	// with coding system "L", "99zzz" or none).
+	DefaultLocalCodeSystem = "https://fhir.example-trust.nhs.uk/CodeSystem/local-pathology-code"
+	// DefaultPlacerOrderSystem is the placeholder identifier system of
+	// placer order numbers (ORC-2, OBR-2).
+	DefaultPlacerOrderSystem = "https://fhir.example-trust.nhs.uk/Id/placer-order-number"
+	// DefaultFillerOrderSystem is the placeholder identifier system of
+	// filler order numbers (ORC-3, OBR-3): the laboratory's accession
+	// numbers.
+	DefaultFillerOrderSystem = "https://fhir.example-trust.nhs.uk/Id/filler-order-number"
+)
+
+// LabDialect describes a laboratory feed's local conventions. It is
+// configured per adapter instance under "lab".
+type LabDialect struct {
+	// LocalCodeSystem is the system given to local codes.
+	LocalCodeSystem string `yaml:"local_code_system"`
+	// PlacerOrderSystem and FillerOrderSystem are the identifier systems
+	// of order numbers that do not carry a universal id of their own.
+	PlacerOrderSystem string `yaml:"placer_order_system"`
+	FillerOrderSystem string `yaml:"filler_order_system"`
+	// CodeMaps lists FHIR ConceptMap JSON files. Where a map has a target
+	// for the system and code of an OBR-4 or OBX-3 coding, with
+	// equivalence "equivalent" or "equal", the target is added as another
+	// coding. The files are read when the translator is built.
+	CodeMaps []string `yaml:"code_maps"`
+}
+
+// DefaultLabDialect returns the placeholder systems and no code maps.
+func DefaultLabDialect() LabDialect {
+	return LabDialect{
+		LocalCodeSystem:   DefaultLocalCodeSystem,
+		PlacerOrderSystem: DefaultPlacerOrderSystem,
+		FillerOrderSystem: DefaultFillerOrderSystem,
+	}
+}
+
+// Validate returns every problem with l, including every problem found in
+// the code maps it names.
+func (l *LabDialect) Validate() []error {
+	var errs []error
+	for _, f := range []struct{ name, value string }{
+		{"lab.local_code_system", l.LocalCodeSystem},
+		{"lab.placer_order_system", l.PlacerOrderSystem},
+		{"lab.filler_order_system", l.FillerOrderSystem},
+	} {
+		if err := checkURI(f.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
+		}
+	}
+	_, mapErrs := loadCodeMaps(l.CodeMaps)
+	return append(errs, mapErrs...)
+}
+
+// checkURI checks that s is an absolute URI usable as a system.
+func checkURI(s string) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || strings.ContainsAny(s, " \t\r\n|^~\\&") {
+		return fmt.Errorf("%q is not an absolute URI", s)
+	}
+	return nil
+}

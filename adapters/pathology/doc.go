@@ -1,0 +1,72 @@
+// Package pathology is the adapter for laboratory systems (LIMS) that send
+// HL7 v2 results over MLLP. Its factory, type "pathology", builds an MLLP
+// listener (default 127.0.0.1:2576) that partitions messages by patient as
+// the pas adapter does, and a translator that turns ORU^R01 messages (the
+// v2.3 to v2.5.1 structures, read leniently) into UK Core FHIR R4 message
+// bundles. The translator is pure (bytes in, FHIR out, no I/O, no clock):
+// it reads its code maps once, when it is built.
+//
+// # Output
+//
+// Each message becomes a Bundle of type "message" whose entries are, in
+// order: a MessageHeader (event R01, source and destination as in the pas
+// adapter, focus on every DiagnosticReport), the Patient (mapped from PID
+// by the pas translator under the feed's dialect), then for each OBR, in
+// message order, a ServiceRequest, its Specimens, a DiagnosticReport and
+// one Observation per OBX. Bundle.id is the Junction message id, and every
+// fullUrl is a urn:uuid derived from that id and the resource's kind and
+// position ("Observation/2/5" is the fifth OBX of the second OBR), so
+// translating the same stored message again gives the same bytes. Every
+// reference in the bundle is to one of its entries, except practitioners
+// (ordering provider, results interpreter), which are logical references
+// by identifier and name.
+//
+// # Mapping choices
+//
+//   - DiagnosticReport (UKCore-DiagnosticReport-Lab): placer (PLAC) and
+//     filler (FILL) identifiers from OBR-2 and OBR-3, else ORC-2 and
+//     ORC-3, with the universal id as system when sent, else the
+//     configured systems; code OBR-4, keeping the local code as a coding;
+//     status OBR-25 (see reportStatus); category LAB (HL7 table 0074) plus
+//     OBR-24; effective OBR-7 (a period with OBR-8); issued OBR-22;
+//     resultsInterpreter OBR-32; notes after the OBR in the R5 backport
+//     extension extension-DiagnosticReport.note, since R4
+//     DiagnosticReport has no note.
+//   - ServiceRequest (UKCore-ServiceRequest-Lab): the same identifiers and
+//     code, intent order, status ORC-5 or, without it, from the report
+//     status; authoredOn ORC-9; requester ORC-12, else OBR-16.
+//   - Specimen (UKCore-Specimen): one per SPM (v2.5); an order without SPM
+//     gets one from OBR-15 (v2.3, v2.4) when sent, collected at OBR-7 and
+//     received at OBR-14. Which source is used depends on what the
+//     message holds, not on MSH-12.
+//   - Observation (UKCore-Observation-Lab): see mapObservation and
+//     setValue for every value type. Quantities carry the UCUM system and
+//     code when OBX-6 is UCUM (or a common UK spelling of a UCUM unit),
+//     else the unit text only. Reference ranges keep OBX-7 as text and add
+//     low and high when it parses. OBX-8 flags map to
+//     v3-ObservationInterpretation. Notes after the OBX become notes.
+//   - Codes: HL7 coding system names map to URIs (LN to LOINC, SCT to
+//     SNOMED CT, local names to the configured local code system); the
+//     configured ConceptMaps add codings (equivalence equivalent or equal)
+//     to OBR-4 and OBX-3 codes.
+//   - Not mapped: PV1 (no Encounter), TQ1, CTD, FT1, PRT, notes after PID
+//     or SPM, OBX-4 sub-ids (no grouping into hasMember), OBX-15, OBX-16
+//     and OBX-23 to OBX-25 (performers), and v2.6+ OBX segments outside an
+//     order.
+//
+// # Faults
+//
+// A message that is not ORU is refused as unsupported (HL7 error 200), an
+// ORU event other than R01 likewise (201); a message without PID or OBR
+// has a required segment missing (100), and results for more than one
+// patient in one message are refused (100), since they cannot be put in
+// one patient's bundle safely.
+//
+// # Data quality
+//
+// Problems that do not stop translation (a result that is not a number, an
+// unparsable time, an unknown value type or status, a unit that is not
+// UCUM, and the pas patient codes) leave the affected element out or keep
+// it as text, and are listed in Translation.DataQuality using the DQ*
+// codes, which the engine counts per feed.
+package pathology

@@ -1,0 +1,116 @@
+package pathology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/junction-fhir/junction/adapters/mllp"
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// Type is the adapter type name used in configuration.
+const Type = "pathology"
+
+// DefaultListen is the default MLLP listen address: the port after the PAS
+// listener's 2575, so both run on one host with their defaults.
+const DefaultListen = "127.0.0.1:2576"
+
+// Factory builds pathology adapters: an MLLP listener for results feeds
+// (ORU^R01) and the translator of what it receives.
+type Factory struct{}
+
+// Compile-time checks that Factory is what the engine expects.
+var (
+	_ adapter.InboundFactory    = Factory{}
+	_ adapter.TranslatorFactory = Factory{}
+)
+
+// Config configures a pathology adapter instance: the MLLP listener's
+// settings at the top level, the patient conventions of the feed under
+// "dialect" (the same settings as a pas feed) and the laboratory
+// conventions under "lab".
+type Config struct {
+	mllp.InboundConfig `yaml:",inline"`
+	// Dialect describes how the feed identifies patients and its time zone.
+	Dialect pas.Dialect `yaml:"dialect"`
+	// Lab describes the laboratory's local conventions.
+	Lab LabDialect `yaml:"lab"`
+}
+
+// DefaultConfig returns the defaults: mllp.DefaultInboundConfig listening
+// on DefaultListen, pas.DefaultDialect and DefaultLabDialect.
+func DefaultConfig() Config {
+	in := mllp.DefaultInboundConfig()
+	in.Listen = DefaultListen
+	return Config{InboundConfig: in, Dialect: pas.DefaultDialect(), Lab: DefaultLabDialect()}
+}
+
+// Validate returns every problem with the listener settings, the dialect
+// and the laboratory settings, including every problem in the code maps
+// it names (which it reads).
+func (c *Config) Validate() []error {
+	errs := c.InboundConfig.Validate()
+	errs = append(errs, c.Dialect.Validate()...)
+	return append(errs, c.Lab.Validate()...)
+}
+
+// Type returns "pathology".
+func (Factory) Type() string { return Type }
+
+// NewConfig returns a *Config holding the defaults.
+func (Factory) NewConfig() any {
+	c := DefaultConfig()
+	return &c
+}
+
+// NewInbound builds the MLLP listener. Each stored message is partitioned
+// by pas.PatientKey under the configured dialect, so a patient's results
+// keep their order, and keep it relative to the same patient's ADT when
+// both feeds use the same dialect.
+func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.Host, cfg any) (adapter.Inbound, error) {
+	c, err := configOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	d := c.Dialect
+	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
+	in, err := mllp.NewInbound(set, host, c.InboundConfig, func(m *hl7v2.Message) string {
+		return pas.PatientKey(m, d)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pathology: %w", err)
+	}
+	return in, nil
+}
+
+// NewTranslator builds the translator for the configured dialects, loading
+// the code maps.
+func (Factory) NewTranslator(cfg any) (adapter.Translator, error) {
+	c, err := configOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return NewTranslator(c.Dialect, c.Lab)
+}
+
+// configOf checks that cfg is a valid pathology Config.
+func configOf(cfg any) (*Config, error) {
+	var c *Config
+	switch v := cfg.(type) {
+	case *Config:
+		c = v
+	case Config:
+		c = &v
+	}
+	if c == nil {
+		return nil, fault.Newf(fault.CodeConfig, "pathology: config is %T, want *pathology.Config", cfg)
+	}
+	if errs := c.Validate(); len(errs) > 0 {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "pathology: invalid config", errors.Join(errs...))
+	}
+	return c, nil
+}

@@ -1,0 +1,196 @@
+package pathology
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+	"gopkg.in/yaml.v3"
+
+	"github.com/junction-fhir/junction/adapters/mllp"
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+func TestFactoryDefaults(t *testing.T) {
+	var f Factory
+	if f.Type() != "pathology" {
+		t.Errorf("Type() = %q", f.Type())
+	}
+	c, ok := f.NewConfig().(*Config)
+	if !ok {
+		t.Fatalf("NewConfig() is %T", f.NewConfig())
+	}
+	in := mllp.DefaultInboundConfig()
+	in.Listen = "127.0.0.1:2576"
+	want := Config{InboundConfig: in, Dialect: pas.DefaultDialect(), Lab: DefaultLabDialect()}
+	if diff := cmp.Diff(want, *c); diff != "" {
+		t.Errorf("defaults (-want +got):\n%s", diff)
+	}
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Errorf("defaults invalid: %v", errs)
+	}
+}
+
+func TestFactoryConfigYAML(t *testing.T) {
+	const doc = `
+listen: 0.0.0.0:2577
+dialect:
+  nhs_number_authorities: [NHS]
+  time_zone: Europe/London
+lab:
+  local_code_system: https://fhir.rx1.example.org/CodeSystem/winpath
+  code_maps: [testdata/codemap-lft.json]
+`
+	c := Factory{}.NewConfig().(*Config)
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	want := DefaultConfig()
+	want.Listen = "0.0.0.0:2577"
+	want.Dialect.NHSNumberAuthorities = []string{"NHS"}
+	want.Lab.LocalCodeSystem = "https://fhir.rx1.example.org/CodeSystem/winpath"
+	want.Lab.CodeMaps = []string{"testdata/codemap-lft.json"}
+	if diff := cmp.Diff(want, *c); diff != "" {
+		t.Errorf("decoded config (-want +got):\n%s", diff)
+	}
+	if errs := c.Validate(); len(errs) > 0 {
+		t.Errorf("valid config rejected: %v", errs)
+	}
+	bad := Factory{}.NewConfig().(*Config)
+	dec = yaml.NewDecoder(strings.NewReader("lab:\n  codemaps: []\n"))
+	dec.KnownFields(true)
+	if err := dec.Decode(bad); err == nil {
+		t.Error("unknown lab key accepted")
+	}
+}
+
+func TestConfigValidateReportsEverything(t *testing.T) {
+	dir := t.TempDir()
+	notMap := filepath.Join(dir, "patient.json")
+	badMap := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(notMap, []byte(`{"resourceType":"Patient"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(badMap, []byte(`{"resourceType":"ConceptMap","group":[{"source":"","target":"http://snomed.info/sct",
+		"element":[{"code":"","target":[{"code":"1","equivalence":"same"},{"equivalence":"equivalent"}]}]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	c.Listen = ""
+	c.Dialect.TimeZone = "Nowhere/Else"
+	c.Lab.LocalCodeSystem = "not a uri"
+	c.Lab.FillerOrderSystem = ""
+	c.Lab.CodeMaps = []string{"", filepath.Join(dir, "missing.json"), notMap, badMap}
+	var text []string
+	for _, e := range c.Validate() {
+		text = append(text, e.Error())
+	}
+	joined := strings.Join(text, "\n")
+	for _, want := range []string{"listen", "time_zone", "lab.local_code_system", "lab.filler_order_system",
+		"code_maps[0]: empty path", "code_maps[1]", "want ConceptMap", "group[0].source", "element[0].code: required",
+		`"same" is not an R4 ConceptMap equivalence`, "target[1].code: required"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("errors do not mention %q:\n%s", want, joined)
+		}
+	}
+	if _, err := (Factory{}).NewTranslator(&c); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("NewTranslator(invalid) error = %v", err)
+	}
+	if _, err := (Factory{}).NewInbound(context.Background(), adapter.Settings{}, fakeHost{}, &c); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("NewInbound(invalid) error = %v", err)
+	}
+	if _, err := NewTranslator(pas.DefaultDialect(), c.Lab); fault.CodeOf(err) != fault.CodeConfig {
+		t.Errorf("NewTranslator(bad lab) error = %v", err)
+	}
+}
+
+func TestFactoryRejectsForeignConfig(t *testing.T) {
+	for _, cfg := range []any{nil, "pathology", &pas.Config{}, (*Config)(nil)} {
+		if _, err := (Factory{}).NewTranslator(cfg); fault.CodeOf(err) != fault.CodeConfig {
+			t.Errorf("NewTranslator(%T) error = %v", cfg, err)
+		}
+	}
+}
+
+func TestFactoryNewTranslator(t *testing.T) {
+	c := DefaultConfig()
+	for _, cfg := range []any{&c, c} {
+		tr, err := Factory{}.NewTranslator(cfg)
+		if err != nil {
+			t.Fatalf("NewTranslator(%T): %v", cfg, err)
+		}
+		got, err := tr.Translate(testEnvelope("factory", hl7(testMSH, testPID, testOBR)))
+		if err != nil {
+			t.Fatalf("Translate: %v", err)
+		}
+		if got.PatientKey != "9990000018" || got.Event != "R01" {
+			t.Errorf("translation key %q event %q", got.PatientKey, got.Event)
+		}
+	}
+}
+
+// fakeHost is an adapter.Host that stores nothing.
+type fakeHost struct{}
+
+func (fakeHost) Ingest(context.Context, *envelope.Envelope) (adapter.IngestResult, error) {
+	return adapter.IngestResult{}, errors.New("not stored")
+}
+func (fakeHost) Quarantine(context.Context, string, []byte, string) error { return nil }
+func (fakeHost) Partition(string) int                                     { return 0 }
+func (fakeHost) NewID() string                                            { return "id" }
+
+func TestFactoryNewInbound(t *testing.T) {
+	c := DefaultConfig()
+	c.Listen = "127.0.0.1:0"
+	in, err := Factory{}.NewInbound(context.Background(), adapter.Settings{Name: "lab"}, fakeHost{}, &c)
+	if err != nil {
+		t.Fatalf("NewInbound: %v", err)
+	}
+	if _, ok := in.(*mllp.Inbound); !ok {
+		t.Errorf("NewInbound returned %T", in)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := in.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown without Start: %v", err)
+	}
+}
+
+func TestCodeMapApply(t *testing.T) {
+	m, errs := loadCodeMaps([]string{filepath.Join("testdata", "codemap-lft.json")})
+	if len(errs) > 0 {
+		t.Fatalf("load: %v", errs)
+	}
+	local, winpath := DefaultLocalCodeSystem, "urn:hl7v2:coding-system:WINPATH"
+	for _, tt := range []struct {
+		system, code string
+		want         []string
+	}{
+		{local, "LFT", []string{local + "|LFT", "http://snomed.info/sct|26958001"}},
+		{local, "ALT", []string{local + "|ALT"}}, // equivalence wider: not added
+		{winpath, "BILI", []string{winpath + "|BILI", "http://loinc.org|1975-2"}},
+		{local, "BILI", []string{local + "|BILI"}}, // mapped only from the WINPATH system
+	} {
+		cc := &models.CodeableConcept{Coding: []models.Coding{{System: ptr(tt.system), Code: ptr(tt.code)}}}
+		m.apply(cc)
+		m.apply(cc) // applying twice adds nothing more
+		var got []string
+		for _, c := range cc.Coding {
+			got = append(got, *c.System+"|"+*c.Code)
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s|%s (-want +got):\n%s", tt.system, tt.code, diff)
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package pathology
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+func FuzzTranslate(f *testing.F) {
+	seeds, _ := filepath.Glob(filepath.Join("testdata", "*.hl7"))
+	for _, pattern := range []string{"ms-fhir-converter/messages/*ORU*.hl7", "ms-fhir-converter/messages/LRI*.hl7"} {
+		more, _ := filepath.Glob(filepath.Join(corporaDir, pattern))
+		seeds = append(seeds, more...)
+	}
+	for _, s := range seeds {
+		raw, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatalf("read seed: %v", err)
+		}
+		f.Add(raw)
+		f.Add(bytes.ReplaceAll(raw, []byte("\n"), []byte("\r")))
+	}
+	tr := newTestTranslator(f)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) > 1<<16 {
+			return
+		}
+		got, err := tr.Translate(testEnvelope("fuzz", raw))
+		if err != nil {
+			if fault.As(err) == nil {
+				t.Fatalf("unclassed error: %v", err)
+			}
+			return
+		}
+		if !json.Valid(got.Bundle) {
+			t.Fatalf("bundle is not JSON: %.200s", got.Bundle)
+		}
+		b, err := models.UnmarshalBundle(got.Bundle)
+		if err != nil || len(b.Entry) < 4 {
+			t.Fatalf("bundle does not decode (%v) or has %d entries", err, len(b.Entry))
+		}
+		again, err := tr.Translate(testEnvelope("fuzz", raw))
+		if err != nil || !bytes.Equal(again.Bundle, got.Bundle) {
+			t.Fatalf("translation is not deterministic (%v)", err)
+		}
+	})
+}
+
+// BenchmarkTranslate measures parse, translate and marshal of an ORU^R01
+// with 10 OBX (testdata/oru-v251-fbc.hl7).
+func BenchmarkTranslate(b *testing.B) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "oru-v251-fbc.hl7"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if m, err := hl7v2.Parse(raw); err != nil || len(m.SegmentsNamed("OBX")) != 10 {
+		b.Fatalf("benchmark message must parse and hold 10 OBX (%v)", err)
+	}
+	tr := newTestTranslator(b)
+	env := testEnvelope("bench", raw)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if _, err := tr.Translate(env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

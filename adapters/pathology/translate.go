@@ -1,0 +1,550 @@
+package pathology
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// Data-quality codes reported in Translation.DataQuality, besides those
+// the pas patient mapping raises (pas.DQNHSNumberMissing and its kin).
+// They are metric label values: a fixed set that never holds patient data.
+const (
+	// DQMessageTimeInvalid: MSH-7 is missing, invalid or coarser than a
+	// minute; the bundle timestamp is the time Junction received the
+	// message. The same code as pas.DQMessageTimeInvalid.
+	DQMessageTimeInvalid = pas.DQMessageTimeInvalid
+	// DQResultTimeInvalid: a result or specimen time (OBR-7, OBR-8,
+	// OBR-14, OBR-22, OBX-14, SPM-17, SPM-18, ORC-9) is not a valid HL7
+	// date/time, or OBR-22 is not precise enough for an instant.
+	DQResultTimeInvalid = "result_time_invalid"
+	// DQNumericValueInvalid: an NM or SN value is not a number; it is
+	// kept as valueString.
+	DQNumericValueInvalid = "numeric_value_invalid"
+	// DQValueInvalid: a DT, DTM, TS, TM, DR, ED or RP value cannot be
+	// read; it is left out and the Observation has a dataAbsentReason.
+	DQValueInvalid = "value_invalid"
+	// DQValueTypeUnsupported: OBX-2 is missing or a type this mapping does
+	// not know; the value is kept as valueString.
+	DQValueTypeUnsupported = "value_type_unsupported"
+	// DQValueRepetitionsDropped: a coded or numeric OBX-5 repeats; only
+	// the first repetition is mapped.
+	DQValueRepetitionsDropped = "value_repetitions_dropped"
+	// DQUnitNotUCUM: OBX-6 is not a UCUM unit; the Quantity has the unit
+	// text only, so receivers cannot compare it.
+	DQUnitNotUCUM = "unit_not_ucum"
+	// DQReportStatusUnknown: OBR-25 is missing or not in HL7 table 0123;
+	// DiagnosticReport.status is unknown.
+	DQReportStatusUnknown = "report_status_unknown"
+	// DQObservationStatusUnknown: OBX-11 is missing or not in HL7 table
+	// 0085; Observation.status is unknown.
+	DQObservationStatusUnknown = "observation_status_unknown"
+	// DQInterpretationUnknown: an OBX-8 flag is not in HL7 table 0078; it
+	// is kept with the v2 table's system.
+	DQInterpretationUnknown = "interpretation_unknown"
+	// DQCodeMissing: OBR-4 or OBX-3 is empty; the code is the
+	// data-absent-reason "unknown".
+	DQCodeMissing = "code_missing"
+	// DQObservationOutsideOrder: an OBX comes before any OBR (a v2.6+
+	// patient observation, or a malformed message) and is not mapped.
+	DQObservationOutsideOrder = "observation_outside_order"
+)
+
+// Code systems and extensions used by the mappings.
+const (
+	systemV2Event       = "http://terminology.hl7.org/CodeSystem/v2-0003"
+	systemV2IDType      = "http://terminology.hl7.org/CodeSystem/v2-0203"
+	systemV2Section     = "http://terminology.hl7.org/CodeSystem/v2-0074"
+	systemV2Interp      = "http://terminology.hl7.org/CodeSystem/v2-0078"
+	systemV3Interp      = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+	systemObsCategory   = "http://terminology.hl7.org/CodeSystem/observation-category"
+	systemDataAbsent    = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+	systemUCUM          = "http://unitsofmeasure.org"
+	systemLOINC         = "http://loinc.org"
+	systemSNOMED        = "http://snomed.info/sct"
+	systemURI           = "urn:ietf:rfc:3986"
+	extDiagnosticNote   = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
+	extObservationValue = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value"
+	profileReport       = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-DiagnosticReport-Lab"
+	profileObservation  = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Observation-Lab"
+	profileSpecimen     = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Specimen"
+	profileServiceReq   = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-ServiceRequest-Lab"
+)
+
+// Translator maps HL7 v2 ORU^R01 messages to FHIR. It is safe for
+// concurrent use.
+type Translator struct {
+	patients *pas.Translator
+	lab      LabDialect
+	loc      *time.Location
+	codes    codeMap
+}
+
+// NewTranslator returns a translator for feeds identifying patients under
+// d and following the laboratory conventions lab. It reads lab's code maps.
+func NewTranslator(d pas.Dialect, lab LabDialect) (*Translator, error) {
+	patients, err := pas.NewTranslator(d)
+	if err != nil {
+		return nil, err
+	}
+	loc, err := time.LoadLocation(d.TimeZone)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "invalid pathology time zone", err)
+	}
+	var errs []error
+	for _, f := range []struct{ name, value string }{
+		{"lab.local_code_system", lab.LocalCodeSystem},
+		{"lab.placer_order_system", lab.PlacerOrderSystem},
+		{"lab.filler_order_system", lab.FillerOrderSystem},
+	} {
+		if err := checkURI(f.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
+		}
+	}
+	codes, mapErrs := loadCodeMaps(lab.CodeMaps)
+	if errs = append(errs, mapErrs...); len(errs) > 0 {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "invalid pathology lab settings", errors.Join(errs...))
+	}
+	lab.CodeMaps = append([]string(nil), lab.CodeMaps...)
+	return &Translator{patients: patients, lab: lab, loc: loc, codes: codes}, nil
+}
+
+// Translate parses env.Raw as HL7 v2 and translates it with
+// TranslateMessage.
+func (t *Translator) Translate(env *envelope.Envelope) (*adapter.Translation, error) {
+	if env == nil {
+		return nil, fault.New(fault.CodeInternal, "translate: no envelope")
+	}
+	m, err := hl7v2.Parse(env.Raw)
+	if err != nil {
+		return nil, fmt.Errorf("translate: %w", err)
+	}
+	return t.TranslateMessage(env, m)
+}
+
+// TranslateMessage translates a parsed ORU^R01 message. The result depends
+// only on env.ID, env.Source, env.ReceivedAt and the message. A message
+// type other than ORU gives a permanent fault with code
+// fault.CodeHL7Unsupported and HL7 error 200, an ORU event other than R01
+// the same with HL7 error 201; a message without PID or OBR one with
+// fault.CodeHL7Required and HL7 error 100, and results for more than one
+// patient (a second PID) one with fault.CodeHL7Unsupported and HL7 error
+// 100.
+func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) (*adapter.Translation, error) {
+	if env == nil || m == nil {
+		return nil, fault.New(fault.CodeInternal, "translate: no envelope or message")
+	}
+	msh := m.Segment("MSH")
+	if msh == nil {
+		return nil, fault.New(fault.CodeHL7Required, "message has no MSH segment").WithHL7(hl7v2.ErrCodeSegmentSequence)
+	}
+	if typ := msh.Component(9, 1, 1, 1); typ != "ORU" {
+		return nil, fault.New(fault.CodeHL7Unsupported, "pathology translates ORU messages only").
+			WithDetail("unsupported message type " + quoteCode(typ)).WithHL7(hl7v2.ErrCodeUnsupportedMessageType)
+	}
+	if ev := m.Event(); ev != "R01" {
+		return nil, fault.New(fault.CodeHL7Unsupported, "ORU event not supported").
+			WithDetail("unsupported ORU event " + quoteCode(ev)).WithHL7(hl7v2.ErrCodeUnsupportedEvent)
+	}
+	if n := len(m.SegmentsNamed("PID")); n > 1 {
+		return nil, fault.New(fault.CodeHL7Unsupported, "ORU^R01 with results for more than one patient is not supported").
+			WithHL7(hl7v2.ErrCodeSegmentSequence)
+	}
+	patient, key, dq, err := t.patients.Patient(env, m)
+	if err != nil {
+		return nil, err
+	}
+	b := &builder{t: t, env: env, m: m, d: m.Delimiters(), patient: patient, dq: dq}
+	_, b.patientID = b.ids("Patient")
+	b.patientURL = "urn:uuid:" + b.patientID
+	if err := b.walk(); err != nil {
+		return nil, err
+	}
+	bundle, err := b.bundle()
+	if err != nil {
+		return nil, err
+	}
+	return &adapter.Translation{
+		Bundle:      bundle,
+		PatientKey:  key,
+		Event:       "R01",
+		V2:          m,
+		DataQuality: b.dq,
+	}, nil
+}
+
+// order is one ORDER_OBSERVATION group: an OBR with its ORC, notes,
+// observations and specimens.
+type order struct {
+	index        int
+	orc, obr     *hl7v2.Segment
+	notes        []string
+	observations []*observation
+	specimens    []*hl7v2.Segment
+
+	report   *models.DiagnosticReport
+	request  *models.ServiceRequest
+	specRefs []models.Reference
+	specRes  []*models.Specimen
+	obsRes   []*models.Observation
+}
+
+// observation is one OBX with its notes.
+type observation struct {
+	obx   *hl7v2.Segment
+	notes []string
+}
+
+// builder collects the resources of one translation.
+type builder struct {
+	t   *Translator
+	env *envelope.Envelope
+	m   *hl7v2.Message
+	d   hl7v2.Delimiters
+
+	patient    *models.Patient
+	patientID  string
+	patientURL string
+	orders     []*order
+	dq         []string
+}
+
+// flag records a data-quality code once.
+func (b *builder) flag(code string) {
+	for _, c := range b.dq {
+		if c == code {
+			return
+		}
+	}
+	b.dq = append(b.dq, code)
+}
+
+// ids returns the urn:uuid fullUrl and id of the resource named kind.
+func (b *builder) ids(kind string) (fullURL, id string) {
+	id = fhir.DeterministicUUID(b.env.ID, kind)
+	return "urn:uuid:" + id, id
+}
+
+// walk groups the segments after PID into orders:
+//
+//   - ORC opens the next order; the OBR that follows joins it. An OBR
+//     without an ORC before it opens an order without one.
+//   - NTE belongs to the OBX, else the OBR, it follows; notes after PID
+//     (patient notes) and after SPM are not mapped.
+//   - OBX belongs to the current order. One before any OBR is skipped
+//     with DQObservationOutsideOrder.
+//   - SPM adds a specimen to the current order.
+//   - Every other segment (PV1, TQ1, CTD, FT1, PRT, Z-segments, ...) is
+//     not mapped.
+func (b *builder) walk() error {
+	var (
+		cur        *order
+		pendingORC *hl7v2.Segment
+		lastObs    *observation
+		noteTarget = 0 // 0 none, 1 order, 2 observation
+	)
+	for _, seg := range b.m.Segments() {
+		switch seg.Name() {
+		case "ORC":
+			pendingORC = seg
+			noteTarget = 0
+		case "OBR":
+			cur = &order{index: len(b.orders) + 1, orc: pendingORC, obr: seg}
+			pendingORC = nil
+			b.orders = append(b.orders, cur)
+			noteTarget = 1
+		case "OBX":
+			if cur == nil {
+				b.flag(DQObservationOutsideOrder)
+				noteTarget = 0
+				continue
+			}
+			lastObs = &observation{obx: seg}
+			cur.observations = append(cur.observations, lastObs)
+			noteTarget = 2
+		case "NTE":
+			text := b.noteText(seg)
+			if text == "" {
+				continue
+			}
+			switch noteTarget {
+			case 1:
+				cur.notes = append(cur.notes, text)
+			case 2:
+				lastObs.notes = append(lastObs.notes, text)
+			}
+		case "SPM":
+			if cur != nil {
+				cur.specimens = append(cur.specimens, seg)
+			}
+			noteTarget = 0
+		case "PID", "PD1", "PV1", "PV2", "NK1":
+			noteTarget = 0
+		}
+	}
+	if len(b.orders) == 0 {
+		return fault.New(fault.CodeHL7Required, "ORU^R01 needs an OBR segment").WithHL7(hl7v2.ErrCodeSegmentSequence)
+	}
+	for _, o := range b.orders {
+		b.mapOrder(o)
+	}
+	return nil
+}
+
+// noteText is NTE-3, every repetition, as plain text.
+func (b *builder) noteText(nte *hl7v2.Segment) string {
+	return b.formattedText(nte.Field(3))
+}
+
+// bundle assembles the message bundle: MessageHeader, Patient, then per
+// order its ServiceRequest, Specimens, DiagnosticReport and Observations.
+func (b *builder) bundle() ([]byte, error) {
+	header, headerURL := b.header()
+	bundle := models.Bundle{
+		Meta:      &models.Meta{Profile: []string{nhs.ProfileBundle}},
+		Type:      models.BundleTypeMessage,
+		Timestamp: ptr(b.timestamp()),
+	}
+	if validID(b.env.ID) {
+		bundle.Id = ptr(b.env.ID)
+	}
+	if ctrl := value(b.m.ControlID()); ctrl != "" {
+		bundle.Identifier = &models.Identifier{System: ptr(sourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
+	} else {
+		u, _ := b.ids("Bundle")
+		bundle.Identifier = &models.Identifier{System: ptr(systemURI), Value: ptr(u)}
+	}
+	head, err := fhir.MarshalResource(bundle)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "marshal bundle", err)
+	}
+	w := &entryWriter{buf: make([]byte, 0, 16<<10)}
+	w.buf = appendUnescapedHTML(w.buf, head[:len(head)-1])
+	w.buf = append(w.buf, `,"entry":[`...)
+	w.add(header, headerURL)
+	w.add(b.patient, b.patientURL)
+	for _, o := range b.orders {
+		w.add(o.request, *o.report.BasedOn[0].Reference)
+		for i, s := range o.specRes {
+			w.add(s, *o.specRefs[i].Reference)
+		}
+		u, _ := b.ids(kind("DiagnosticReport", o.index, 0))
+		w.add(o.report, u)
+		for i, obs := range o.obsRes {
+			w.add(obs, *o.report.Result[i].Reference)
+		}
+	}
+	if w.err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "build bundle entry", w.err)
+	}
+	w.buf = append(w.buf, "]}"...)
+	return w.buf, nil
+}
+
+// entryWriter appends bundle entries to a JSON buffer. Writing the entries
+// directly, rather than marshalling a Bundle holding them, saves encoding
+// every resource twice.
+type entryWriter struct {
+	buf []byte
+	n   int
+	err error
+}
+
+func (w *entryWriter) add(resource any, fullURL string) {
+	if w.err != nil {
+		return
+	}
+	raw, err := marshal(resource)
+	if err != nil {
+		w.err = err
+		return
+	}
+	if w.n > 0 {
+		w.buf = append(w.buf, ',')
+	}
+	w.n++
+	w.buf = append(w.buf, `{"fullUrl":`...)
+	w.buf = strconv.AppendQuote(w.buf, fullURL)
+	w.buf = append(w.buf, `,"resource":`...)
+	w.buf = appendUnescapedHTML(w.buf, raw)
+	w.buf = append(w.buf, '}')
+}
+
+// appendUnescapedHTML appends raw, a JSON text, to buf with the escapes
+// encoding/json writes for "<", ">" and "&" (\u003c, \u003e, \u0026)
+// turned back into the characters. Both forms are the same JSON, but the
+// samply models compare some codes (Quantity.comparator "<") byte for
+// byte, so they cannot read the escaped form back.
+func appendUnescapedHTML(buf, raw []byte) []byte {
+	if !bytes.Contains(raw, []byte(`\u00`)) {
+		return append(buf, raw...)
+	}
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' || i+1 >= len(raw) {
+			buf = append(buf, c)
+			continue
+		}
+		if raw[i+1] == 'u' && i+6 <= len(raw) {
+			switch string(raw[i+2 : i+6]) {
+			case "003c":
+				buf = append(buf, '<')
+				i += 5
+				continue
+			case "003e":
+				buf = append(buf, '>')
+				i += 5
+				continue
+			case "0026":
+				buf = append(buf, '&')
+				i += 5
+				continue
+			}
+		}
+		buf = append(buf, c, raw[i+1])
+		i++
+	}
+	return buf
+}
+
+// jsonResource is a samply model resource.
+type jsonResource interface{ MarshalJSON() ([]byte, error) }
+
+// marshal encodes a resource. The DiagnosticReport, Observation, Specimen
+// and ServiceRequest this package builds always set their required
+// elements, so they skip the empty-element pruning of fhir.MarshalResource
+// and the second encoding pass json.Marshal makes over a MarshalJSON
+// result: their own MarshalJSON output is used, with resourceType, which
+// the models write last, moved first. Other resources go through
+// fhir.MarshalResource.
+func marshal(resource any) ([]byte, error) {
+	var rt string
+	switch resource.(type) {
+	case *models.Observation:
+		rt = "Observation"
+	case *models.DiagnosticReport:
+		rt = "DiagnosticReport"
+	case *models.Specimen:
+		rt = "Specimen"
+	case *models.ServiceRequest:
+		rt = "ServiceRequest"
+	default:
+		return fhir.MarshalResource(resource)
+	}
+	raw, err := resource.(jsonResource).MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s: %w", rt, err)
+	}
+	tail := `,"resourceType":"` + rt + `"}`
+	if !bytes.HasSuffix(raw, []byte(tail)) || len(raw) < len(tail)+2 {
+		return fhir.MarshalResource(resource)
+	}
+	out := make([]byte, 0, len(raw)+2)
+	out = append(out, `{"resourceType":"`...)
+	out = append(out, rt...)
+	out = append(out, `",`...)
+	out = append(out, raw[1:len(raw)-len(tail)]...)
+	return append(out, '}'), nil
+}
+
+// kind names the resource of an order (and of an item in it) for
+// DeterministicUUID: "DiagnosticReport/2", "Observation/2/5".
+func kind(resource string, orderIndex, item int) string {
+	s := resource + "/" + strconv.Itoa(orderIndex)
+	if item > 0 {
+		s += "/" + strconv.Itoa(item)
+	}
+	return s
+}
+
+// timestamp is MSH-7 as a FHIR instant, or, when MSH-7 cannot be one, the
+// time Junction received the message, in UTC.
+func (b *builder) timestamp() string {
+	raw := b.m.Segment("MSH").Component(7, 1, 1, 1)
+	if ts, ok := instantFromHL7(raw, b.t.loc); ok {
+		return ts
+	}
+	b.flag(DQMessageTimeInvalid)
+	return b.env.ReceivedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// instantFromHL7 converts an HL7 time of at least minute precision to a
+// FHIR instant.
+func instantFromHL7(raw string, loc *time.Location) (string, bool) {
+	raw = value(raw)
+	if len(raw) < 12 {
+		return "", false
+	}
+	ts, err := fhir.DateTimeFromHL7(raw, loc)
+	if err != nil || len(ts) < len("2006-01-02T15:04:05") {
+		return "", false
+	}
+	return ts, true
+}
+
+// dateTime converts an HL7 date/time to a FHIR dateTime, flagging
+// DQResultTimeInvalid when it cannot. It returns nil for an empty value.
+func (b *builder) dateTime(raw string) *string {
+	raw = value(raw)
+	if raw == "" {
+		return nil
+	}
+	ts, err := fhir.DateTimeFromHL7(raw, b.t.loc)
+	if err != nil {
+		b.flag(DQResultTimeInvalid)
+		return nil
+	}
+	return &ts
+}
+
+// value returns s, or "" for the HL7 explicit null `""`.
+func value(s string) string {
+	if s == `""` {
+		return ""
+	}
+	return s
+}
+
+// quoteCode renders a short code for a fault detail, bounded in length.
+func quoteCode(s string) string {
+	if len(s) > 20 {
+		s = s[:20]
+	}
+	return strconv.Quote(s)
+}
+
+// validID reports whether s is a valid FHIR resource id.
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// optional returns a pointer to s, or nil when s is empty.
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

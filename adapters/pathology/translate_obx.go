@@ -1,0 +1,366 @@
+package pathology
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"strings"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// mapObservation maps one OBX, with its notes, to an Observation:
+//
+//   - status OBX-11 (see observationStatus); category laboratory; code
+//     OBX-3 with the code map's translations; subject the Patient;
+//     basedOn the order's ServiceRequest; specimen the order's first
+//     Specimen.
+//   - effectiveDateTime OBX-14, else OBR-7; issued OBR-22.
+//   - value from OBX-2 and OBX-5 (see setValue), or a dataAbsentReason
+//     when there is none.
+//   - interpretation every OBX-8; referenceRange OBX-7; method OBX-17;
+//     note every NTE after the OBX.
+func (b *builder) mapObservation(o *order, item int, obs *observation, subject models.Reference,
+	basedOn []models.Reference, specimen *models.Reference, effective, issued *string) *models.Observation {
+	obx := obs.obx
+	_, id := b.ids(kind("Observation", o.index, item))
+	ob := &models.Observation{
+		Id:      ptr(id),
+		Meta:    &models.Meta{Profile: []string{profileObservation}},
+		BasedOn: basedOn,
+		Status:  b.observationStatus(value(obx.Component(11, 1, 1, 1))),
+		Category: []models.CodeableConcept{{Coding: []models.Coding{{
+			System: ptr(systemObsCategory), Code: ptr("laboratory"), Display: ptr("Laboratory"),
+		}}}},
+		Code:     b.testCode(obx, 3),
+		Subject:  &subject,
+		Issued:   issued,
+		Specimen: specimen,
+		Method:   b.codeableConcept(obx, 17, 1),
+	}
+	ob.EffectiveDateTime = b.dateTime(obx.Component(14, 1, 1, 1))
+	if ob.EffectiveDateTime == nil {
+		ob.EffectiveDateTime = effective
+	}
+	u := b.setValue(ob, obx)
+	if !hasValue(ob) {
+		ob.DataAbsentReason = absentReason(ob.Status, value(obx.Component(11, 1, 1, 1)))
+	}
+	for rep := 1; rep <= obx.Repetitions(8); rep++ {
+		if f := strings.TrimSpace(value(obx.Component(8, rep, 1, 1))); f != "" {
+			ob.Interpretation = append(ob.Interpretation, b.interpretation(f))
+		}
+	}
+	if text := strings.TrimSpace(b.formattedText(obx.Field(7))); text != "" {
+		rr := models.ObservationReferenceRange{Text: ptr(text)}
+		rr.Low, rr.High = referenceRange(text, u)
+		ob.ReferenceRange = []models.ObservationReferenceRange{rr}
+	}
+	for _, n := range obs.notes {
+		ob.Note = append(ob.Note, models.Annotation{Text: n})
+	}
+	return ob
+}
+
+// hasValue reports whether ob has a value[x] or a value extension.
+func hasValue(ob *models.Observation) bool {
+	return ob.ValueQuantity != nil || ob.ValueCodeableConcept != nil || ob.ValueString != nil ||
+		ob.ValueRange != nil || ob.ValueRatio != nil || ob.ValueTime != nil ||
+		ob.ValueDateTime != nil || ob.ValuePeriod != nil || len(ob.Extension) > 0
+}
+
+// absentReason says why an observation has no value: not-performed when
+// it was cancelled (X), not-asked (N), temp-unknown while the result is
+// pending, else unknown.
+func absentReason(status models.ObservationStatus, v2 string) *models.CodeableConcept {
+	code, display := "unknown", "Unknown"
+	switch {
+	case strings.EqualFold(v2, "N"):
+		code, display = "not-asked", "Not Asked"
+	case status == models.ObservationStatusCancelled:
+		code, display = "not-performed", "Not Performed"
+	case status == models.ObservationStatusRegistered || status == models.ObservationStatusPreliminary:
+		code, display = "temp-unknown", "Temporarily Unknown"
+	}
+	return &models.CodeableConcept{Coding: []models.Coding{{System: ptr(systemDataAbsent), Code: ptr(code), Display: ptr(display)}}}
+}
+
+// setValue maps OBX-5 by its type OBX-2 and returns the unit read from
+// OBX-6 (for the reference range):
+//
+//   - NM: valueQuantity with the OBX-6 unit; a leading comparator ("<5")
+//     becomes Quantity.comparator; anything else not a number is kept as
+//     valueString with DQNumericValueInvalid.
+//   - SN: valueQuantity (with comparator), valueRange (n1 "-" n2) or
+//     valueRatio (n1 ":" or "/" n2); "2+" and "<>" forms as valueString.
+//   - ST, TX, FT: valueString, every repetition, line by line, formatting
+//     and escape sequences decoded.
+//   - CE, CWE, CNE: valueCodeableConcept; IS, ID: a code with no system.
+//   - DT, DTM, TS: valueDateTime; TM: valueTime; DR: valuePeriod.
+//   - NR: valueRange.
+//   - ED, RP: an Attachment in the R5 backport extension
+//     extension-Observation.value (R4 Observation.value has no
+//     Attachment): ED with contentType from its type and subtype and the
+//     data as base64 (Base64 sent as is, Hex and ASCII re-encoded); RP
+//     with the pointer as url.
+//   - anything else: valueString with DQValueTypeUnsupported.
+//
+// Coded and numeric values use the first repetition only
+// (DQValueRepetitionsDropped when more were sent).
+func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
+	typ := strings.ToUpper(strings.TrimSpace(value(obx.Component(2, 1, 1, 1))))
+	var u unit
+	switch typ {
+	case "NM", "SN", "NR":
+		u = b.unitOf(obx)
+	}
+	reps := obx.Repetitions(5)
+	if reps == 0 || obx.IsNull(5) {
+		return u
+	}
+	comp := func(c int) string { return strings.TrimSpace(value(obx.Component(5, 1, c, 1))) }
+	single := func() {
+		if reps > 1 {
+			b.flag(DQValueRepetitionsDropped)
+		}
+	}
+	switch typ {
+	case "NM":
+		single()
+		raw := b.formattedText(obx.Repetition(5, 1))
+		cmp, rest := splitComparator(raw)
+		if v, ok := decimal(rest); ok {
+			ob.ValueQuantity = quantity(v, u)
+			if cmp != "" {
+				ob.ValueQuantity.Comparator = ptr(comparators[cmp])
+			}
+		} else if strings.TrimSpace(raw) != "" {
+			b.flag(DQNumericValueInvalid)
+			ob.ValueString = ptr(strings.TrimSpace(raw))
+		}
+	case "SN":
+		single()
+		b.structuredNumeric(ob, comp(1), comp(2), comp(3), comp(4), u)
+	case "NR":
+		single()
+		lo, ok1 := decimal(comp(1))
+		hi, ok2 := decimal(comp(2))
+		switch {
+		case (ok1 || comp(1) == "") && (ok2 || comp(2) == "") && (ok1 || ok2):
+			r := &models.Range{}
+			if ok1 {
+				r.Low = quantity(lo, u)
+			}
+			if ok2 {
+				r.High = quantity(hi, u)
+			}
+			ob.ValueRange = r
+		case comp(1) != "" || comp(2) != "":
+			b.flag(DQNumericValueInvalid)
+			ob.ValueString = ptr(strings.Trim(comp(1)+"-"+comp(2), "-"))
+		}
+	case "ST", "TX", "FT":
+		if text := b.formattedText(obx.Field(5)); strings.TrimSpace(text) != "" {
+			ob.ValueString = &text
+		}
+	case "CE", "CWE", "CNE":
+		single()
+		ob.ValueCodeableConcept = b.codeableConcept(obx, 5, 1)
+	case "IS", "ID":
+		single()
+		if c := comp(1); c != "" {
+			ob.ValueCodeableConcept = &models.CodeableConcept{Coding: []models.Coding{{Code: ptr(c)}}, Text: ptr(c)}
+		}
+	case "DT", "DTM", "TS":
+		single()
+		if raw := comp(1); raw != "" {
+			if v, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
+				ob.ValueDateTime = &v
+			} else {
+				b.flag(DQValueInvalid)
+			}
+		}
+	case "TM":
+		single()
+		if raw := comp(1); raw != "" {
+			if v, ok := timeOfDay(raw); ok {
+				ob.ValueTime = &v
+			} else {
+				b.flag(DQValueInvalid)
+			}
+		}
+	case "DR":
+		single()
+		start, errStart := optionalDateTime(value(obx.Component(5, 1, 1, 1)), b)
+		end, errEnd := optionalDateTime(value(obx.Component(5, 1, 2, 1)), b)
+		if errStart || errEnd {
+			b.flag(DQValueInvalid)
+		} else if start != nil || end != nil {
+			ob.ValuePeriod = &models.Period{Start: start, End: end}
+		}
+	case "ED":
+		single()
+		if att, ok := b.encapsulated(obx); ok {
+			ob.Extension = append(ob.Extension, models.Extension{Url: extObservationValue, ValueAttachment: att})
+		} else {
+			b.flag(DQValueInvalid)
+		}
+	case "RP":
+		single()
+		if att, ok := b.pointer(obx); ok {
+			ob.Extension = append(ob.Extension, models.Extension{Url: extObservationValue, ValueAttachment: att})
+		} else {
+			b.flag(DQValueInvalid)
+		}
+	default:
+		b.flag(DQValueTypeUnsupported)
+		if text := b.formattedText(obx.Field(5)); strings.TrimSpace(text) != "" {
+			ob.ValueString = &text
+		}
+	}
+	return u
+}
+
+func optionalDateTime(raw string, b *builder) (*string, bool) {
+	if raw == "" {
+		return nil, false
+	}
+	v, err := fhir.DateTimeFromHL7(raw, b.t.loc)
+	if err != nil {
+		return nil, true
+	}
+	return &v, false
+}
+
+// structuredNumeric maps an SN value: comparator, first number, separator
+// or suffix, second number.
+func (b *builder) structuredNumeric(ob *models.Observation, cmp, n1, sep, n2 string, u unit) {
+	if cmp == "" && n1 == "" && sep == "" && n2 == "" {
+		return
+	}
+	v1, ok1 := decimal(n1)
+	v2, ok2 := decimal(n2)
+	plain := cmp == "" || cmp == "="
+	_, knownCmp := comparators[cmp]
+	switch {
+	case sep == "" && n2 == "" && ok1 && (plain || knownCmp):
+		ob.ValueQuantity = quantity(v1, u)
+		if knownCmp {
+			ob.ValueQuantity.Comparator = ptr(comparators[cmp])
+		}
+	case sep == "-" && ok1 && ok2 && plain:
+		ob.ValueRange = &models.Range{Low: quantity(v1, u), High: quantity(v2, u)}
+	case (sep == ":" || sep == "/") && ok1 && ok2 && plain:
+		ob.ValueRatio = &models.Ratio{Numerator: quantity(v1, u), Denominator: quantity(v2, unit{})}
+	case sep == "." && ok1 && allDigits(n2) && plain && !strings.Contains(n1, "."):
+		v, _ := decimal(n1 + "." + n2)
+		ob.ValueQuantity = quantity(v, u)
+	default:
+		if !ok1 || !(cmp == "<>" || sep == "+" && n2 == "") {
+			b.flag(DQNumericValueInvalid)
+		}
+		ob.ValueString = ptr(cmp + n1 + sep + n2)
+	}
+}
+
+// timeOfDay converts an HL7 TM (HH[MM[SS[.S+]]][+/-ZZZZ]) to a FHIR time.
+// An offset is dropped: FHIR time has none.
+func timeOfDay(raw string) (string, bool) {
+	if i := strings.IndexAny(raw, "+-"); i >= 0 {
+		raw = raw[:i]
+	}
+	main, frac, hasFrac := strings.Cut(raw, ".")
+	if !allDigits(main) || len(main)%2 != 0 || len(main) > 6 || hasFrac && (len(main) != 6 || !allDigits(frac) || len(frac) > 9) {
+		return "", false
+	}
+	for len(main) < 6 {
+		main += "00"
+	}
+	hh, mm, ss := main[0:2], main[2:4], main[4:6]
+	if hh > "23" || mm > "59" || ss > "59" {
+		return "", false
+	}
+	out := hh + ":" + mm + ":" + ss
+	if hasFrac {
+		out += "." + frac
+	}
+	return out, true
+}
+
+// encapsulated maps an ED value: source application ^ type of data ^
+// data subtype ^ encoding ^ data. It reports false when the data is
+// missing or does not decode.
+func (b *builder) encapsulated(obx *hl7v2.Segment) (*models.Attachment, bool) {
+	typ := strings.TrimSpace(value(obx.Component(5, 1, 2, 1)))
+	sub := strings.TrimSpace(value(obx.Component(5, 1, 3, 1)))
+	enc := strings.ToUpper(strings.TrimSpace(value(obx.Component(5, 1, 4, 1))))
+	data := value(obx.Component(5, 1, 5, 1))
+	if data == "" {
+		return nil, false
+	}
+	var encoded string
+	switch enc {
+	case "BASE64":
+		clean := strings.Map(func(r rune) rune {
+			if r == ' ' || r == '\n' || r == '\r' || r == '\t' {
+				return -1
+			}
+			return r
+		}, data)
+		if _, err := base64.StdEncoding.DecodeString(clean); err != nil {
+			return nil, false
+		}
+		encoded = clean
+	case "HEX":
+		raw, err := hex.DecodeString(strings.TrimSpace(data))
+		if err != nil {
+			return nil, false
+		}
+		encoded = base64.StdEncoding.EncodeToString(raw)
+	case "A", "":
+		encoded = base64.StdEncoding.EncodeToString([]byte(data))
+	default:
+		return nil, false
+	}
+	return &models.Attachment{ContentType: mediaType(typ, sub), Data: &encoded}, true
+}
+
+// pointer maps an RP value: pointer ^ application id ^ type of data ^
+// subtype. The pointer must be an absolute URI.
+func (b *builder) pointer(obx *hl7v2.Segment) (*models.Attachment, bool) {
+	p := strings.TrimSpace(value(obx.Component(5, 1, 1, 1)))
+	if checkURI(p) != nil {
+		return nil, false
+	}
+	return &models.Attachment{
+		Url:         &p,
+		ContentType: mediaType(value(obx.Component(5, 1, 3, 1)), value(obx.Component(5, 1, 4, 1))),
+	}, true
+}
+
+// mediaTypes maps HL7 table 0191 types of data to MIME top-level types.
+var mediaTypes = map[string]string{
+	"AP": "application", "APPLICATION": "application", "IM": "image", "IMAGE": "image",
+	"AU": "audio", "AUDIO": "audio", "TEXT": "text", "TX": "text", "VIDEO": "video",
+	"MULTIPART": "multipart",
+}
+
+// mediaType builds a MIME type from an HL7 type of data and subtype
+// ("AP", "PDF" gives "application/pdf"), or nil when either is missing or
+// not a token.
+func mediaType(typ, sub string) *string {
+	top, ok := mediaTypes[strings.ToUpper(strings.TrimSpace(typ))]
+	sub = strings.ToLower(strings.TrimSpace(sub))
+	if !ok || sub == "" {
+		return nil
+	}
+	for i := 0; i < len(sub); i++ {
+		c := sub[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.') {
+			return nil
+		}
+	}
+	return ptr(top + "/" + sub)
+}

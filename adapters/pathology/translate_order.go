@@ -1,0 +1,301 @@
+package pathology
+
+import (
+	"strings"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// mapOrder maps one order group to its ServiceRequest, Specimens,
+// DiagnosticReport and Observations.
+func (b *builder) mapOrder(o *order) {
+	obr := o.obr
+	reqURL, reqID := b.ids(kind("ServiceRequest", o.index, 0))
+	_, reportID := b.ids(kind("DiagnosticReport", o.index, 0))
+	subject := models.Reference{Reference: &b.patientURL, Type: ptr("Patient")}
+	basedOn := []models.Reference{{Reference: ptr(reqURL), Type: ptr("ServiceRequest")}}
+	code := b.testCode(obr, 4)
+
+	var identifiers []models.Identifier
+	if id := b.orderIdentifier(o, 2, "PLAC", "Placer Identifier", b.t.lab.PlacerOrderSystem); id != nil {
+		identifiers = append(identifiers, *id)
+	}
+	if id := b.orderIdentifier(o, 3, "FILL", "Filler Identifier", b.t.lab.FillerOrderSystem); id != nil {
+		identifiers = append(identifiers, *id)
+	}
+
+	effective := b.dateTime(obr.Component(7, 1, 1, 1))
+	end := b.dateTime(obr.Component(8, 1, 1, 1))
+	var issued *string
+	if raw := value(obr.Component(22, 1, 1, 1)); raw != "" {
+		if ts, ok := instantFromHL7(raw, b.t.loc); ok {
+			issued = &ts
+		} else {
+			b.flag(DQResultTimeInvalid)
+		}
+	}
+
+	b.mapSpecimens(o, subject, basedOn, effective)
+
+	report := &models.DiagnosticReport{
+		Id:         ptr(reportID),
+		Meta:       &models.Meta{Profile: []string{profileReport}},
+		Identifier: identifiers,
+		BasedOn:    basedOn,
+		Status:     b.reportStatus(value(obr.Component(25, 1, 1, 1))),
+		Category:   b.reportCategory(obr),
+		Code:       code,
+		Subject:    &subject,
+		Issued:     issued,
+		Specimen:   o.specRefs,
+	}
+	if end != nil && effective != nil {
+		report.EffectivePeriod = &models.Period{Start: effective, End: end}
+	} else {
+		report.EffectiveDateTime = effective
+	}
+	for rep := 1; rep <= obr.Repetitions(32); rep++ {
+		if ref := b.interpreter(obr, rep); ref != nil {
+			report.ResultsInterpreter = append(report.ResultsInterpreter, *ref)
+		}
+	}
+	for _, n := range o.notes {
+		report.Extension = append(report.Extension, models.Extension{
+			Url:             extDiagnosticNote,
+			ValueAnnotation: &models.Annotation{Text: n},
+		})
+	}
+	var specimen *models.Reference
+	if len(o.specRefs) > 0 {
+		specimen = &o.specRefs[0]
+	}
+	for i, obs := range o.observations {
+		url, _ := b.ids(kind("Observation", o.index, i+1))
+		report.Result = append(report.Result, models.Reference{Reference: ptr(url), Type: ptr("Observation")})
+		o.obsRes = append(o.obsRes, b.mapObservation(o, i+1, obs, subject, basedOn, specimen, effective, issued))
+	}
+	o.report = report
+
+	o.request = &models.ServiceRequest{
+		Id:         ptr(reqID),
+		Meta:       &models.Meta{Profile: []string{profileServiceReq}},
+		Identifier: identifiers,
+		Status:     b.requestStatus(o, report.Status),
+		Intent:     models.RequestIntentOrder,
+		Code:       &code,
+		Subject:    subject,
+		Specimen:   o.specRefs,
+	}
+	if o.orc != nil {
+		o.request.AuthoredOn = b.dateTime(o.orc.Component(9, 1, 1, 1))
+		o.request.Requester = b.practitioner(o.orc, 12, 1)
+	}
+	if o.request.Requester == nil {
+		o.request.Requester = b.practitioner(obr, 16, 1)
+	}
+}
+
+// orderIdentifier maps the placer (field 2) or filler (field 3) order
+// number of OBR, else of ORC: EI-1 is the value, the universal id
+// (EI-3, EI-4) the system when it is a URI, else the configured system.
+func (b *builder) orderIdentifier(o *order, field int, typeCode, display, system string) *models.Identifier {
+	seg := o.obr
+	if strings.TrimSpace(value(seg.Component(field, 1, 1, 1))) == "" {
+		seg = o.orc
+	}
+	if seg == nil {
+		return nil
+	}
+	v := strings.TrimSpace(value(seg.Component(field, 1, 1, 1)))
+	if v == "" {
+		return nil
+	}
+	if u := universalID(seg, field, 2); u != "" {
+		system = u
+	}
+	return &models.Identifier{
+		Type: &models.CodeableConcept{Coding: []models.Coding{{
+			System: ptr(systemV2IDType), Code: ptr(typeCode), Display: ptr(display),
+		}}},
+		System: ptr(system),
+		Value:  ptr(v),
+	}
+}
+
+// reportCategory is the UK Core laboratory category (LAB in HL7 table
+// 0074) and, when OBR-24 names another diagnostic service section, that
+// section too.
+func (b *builder) reportCategory(obr *hl7v2.Segment) []models.CodeableConcept {
+	cats := []models.CodeableConcept{{Coding: []models.Coding{{
+		System: ptr(systemV2Section), Code: ptr("LAB"), Display: ptr("Laboratory"),
+	}}}}
+	if s := strings.ToUpper(strings.TrimSpace(value(obr.Component(24, 1, 1, 1)))); s != "" && s != "LAB" && validCode(s) {
+		cats = append(cats, models.CodeableConcept{Coding: []models.Coding{{System: ptr(systemV2Section), Code: ptr(s)}}})
+	}
+	return cats
+}
+
+// validCode reports whether s fits the FHIR code type: no leading or
+// trailing space and no runs of whitespace.
+func validCode(s string) bool {
+	return s != "" && strings.TrimSpace(s) == s && !strings.Contains(s, "  ") && !strings.ContainsAny(s, "\t\r\n")
+}
+
+// requestStatus maps ORC-5 (HL7 table 0038) to ServiceRequest.status: CA,
+// DC, RP revoked; CM completed; ER entered-in-error; HD on-hold; IP, SC, A
+// active. Without ORC-5 it follows the report: completed once final,
+// corrected, amended or appended, revoked when cancelled, otherwise
+// active.
+func (b *builder) requestStatus(o *order, report models.DiagnosticReportStatus) models.RequestStatus {
+	if o.orc != nil {
+		switch strings.ToUpper(value(o.orc.Component(5, 1, 1, 1))) {
+		case "CA", "DC", "RP":
+			return models.RequestStatusRevoked
+		case "CM":
+			return models.RequestStatusCompleted
+		case "ER":
+			return models.RequestStatusEnteredInError
+		case "HD":
+			return models.RequestStatusOnHold
+		case "IP", "SC", "A":
+			return models.RequestStatusActive
+		}
+	}
+	switch report {
+	case models.DiagnosticReportStatusFinal, models.DiagnosticReportStatusCorrected,
+		models.DiagnosticReportStatusAmended, models.DiagnosticReportStatusAppended:
+		return models.RequestStatusCompleted
+	case models.DiagnosticReportStatusCancelled:
+		return models.RequestStatusRevoked
+	case models.DiagnosticReportStatusEnteredInError:
+		return models.RequestStatusEnteredInError
+	}
+	return models.RequestStatusActive
+}
+
+// practitioner maps an XCN (repetition rep of field) to a logical
+// reference: the identifier (XCN-1, with the GMC or GMP system when XCN-9
+// or XCN-13 says so) and the name as display. It returns nil when both are
+// empty.
+func (b *builder) practitioner(seg *hl7v2.Segment, field, rep int) *models.Reference {
+	get := func(c, s int) string { return strings.TrimSpace(value(seg.Component(field, rep, c, s))) }
+	return personReference(get(1, 1), get(2, 1), get(3, 1), get(6, 1), get(9, 1), get(13, 1))
+}
+
+// interpreter maps an OBR-32 repetition (NDL, whose first component is a
+// CNN held in subcomponents) to a logical reference.
+func (b *builder) interpreter(obr *hl7v2.Segment, rep int) *models.Reference {
+	get := func(s int) string { return strings.TrimSpace(value(obr.Component(32, rep, 1, s))) }
+	return personReference(get(1), get(2), get(3), get(6), get(9), "")
+}
+
+// personReference builds a reference to a practitioner known by id and
+// name only.
+func personReference(id, family, given, prefix, authority, idType string) *models.Reference {
+	var name []string
+	for _, p := range [...]string{prefix, given, family} {
+		if p != "" {
+			name = append(name, p)
+		}
+	}
+	if id == "" && len(name) == 0 {
+		return nil
+	}
+	ref := &models.Reference{Type: ptr("Practitioner"), Display: optional(strings.Join(name, " "))}
+	if id != "" {
+		ident := &models.Identifier{Value: ptr(id)}
+		switch {
+		case strings.EqualFold(authority, "GMC") || strings.EqualFold(idType, "GMC"):
+			ident.System = ptr(nhs.SystemGMC)
+		case strings.EqualFold(authority, "GMP") || strings.EqualFold(idType, "GMP"):
+			ident.System = ptr(nhs.SystemGMP)
+		}
+		ref.Identifier = ident
+	}
+	return ref
+}
+
+// mapSpecimens builds the order's Specimens: one per SPM when the order
+// has SPM segments (v2.5 and later), else one from OBR-15 when it is sent
+// (v2.3 and v2.4), else none.
+func (b *builder) mapSpecimens(o *order, subject models.Reference, request []models.Reference, collected *string) {
+	add := func(s *models.Specimen) {
+		url, id := b.ids(kind("Specimen", o.index, len(o.specRes)+1))
+		s.Id = ptr(id)
+		s.Meta = &models.Meta{Profile: []string{profileSpecimen}}
+		s.Subject = &subject
+		s.Request = request
+		o.specRes = append(o.specRes, s)
+		o.specRefs = append(o.specRefs, models.Reference{Reference: ptr(url), Type: ptr("Specimen")})
+	}
+	for _, spm := range o.specimens {
+		add(b.specimenFromSPM(spm))
+	}
+	if len(o.specimens) > 0 || strings.TrimSpace(value(o.obr.Field(15))) == "" {
+		return
+	}
+	s := &models.Specimen{
+		Type:         b.subCodeableConcept(o.obr, 15, 1),
+		ReceivedTime: b.dateTime(o.obr.Component(14, 1, 1, 1)),
+	}
+	site := b.subCodeableConcept(o.obr, 15, 4)
+	if collected != nil || site != nil {
+		s.Collection = &models.SpecimenCollection{CollectedDateTime: collected, BodySite: site}
+	}
+	add(s)
+}
+
+// specimenFromSPM maps an SPM segment:
+//
+//   - identifier: SPM-2.1 (placer assigned); accessionIdentifier: SPM-2.2
+//     (filler assigned), each with its universal id as system when sent;
+//   - type SPM-4; collection.method SPM-7, bodySite SPM-8, collected
+//     SPM-17 (a period when it has an end); receivedTime SPM-18;
+//   - status from SPM-20 (Y available, N unavailable).
+func (b *builder) specimenFromSPM(spm *hl7v2.Segment) *models.Specimen {
+	s := &models.Specimen{
+		Type:         b.codeableConcept(spm, 4, 1),
+		ReceivedTime: b.dateTime(spm.Component(18, 1, 1, 1)),
+	}
+	if id := eiFromSubcomponents(spm, 2, 1); id != nil {
+		s.Identifier = []models.Identifier{*id}
+	}
+	s.AccessionIdentifier = eiFromSubcomponents(spm, 2, 2)
+	c := &models.SpecimenCollection{
+		Method:   b.codeableConcept(spm, 7, 1),
+		BodySite: b.codeableConcept(spm, 8, 1),
+	}
+	start := b.dateTime(spm.Component(17, 1, 1, 1))
+	if end := b.dateTime(spm.Component(17, 1, 2, 1)); end != nil && start != nil {
+		c.CollectedPeriod = &models.Period{Start: start, End: end}
+	} else {
+		c.CollectedDateTime = start
+	}
+	if c.Method != nil || c.BodySite != nil || c.CollectedDateTime != nil || c.CollectedPeriod != nil {
+		s.Collection = c
+	}
+	switch strings.ToUpper(value(spm.Component(20, 1, 1, 1))) {
+	case "Y":
+		s.Status = ptr(models.SpecimenStatusAvailable)
+	case "N":
+		s.Status = ptr(models.SpecimenStatusUnavailable)
+	}
+	return s
+}
+
+// eiFromSubcomponents maps an EI held in the subcomponents of component
+// comp of field (as in SPM-2), or nil when its id is empty.
+func eiFromSubcomponents(seg *hl7v2.Segment, field, comp int) *models.Identifier {
+	v := strings.TrimSpace(value(seg.Component(field, 1, comp, 1)))
+	if v == "" {
+		return nil
+	}
+	id := &models.Identifier{Value: ptr(v)}
+	if u := uriOf(strings.TrimSpace(value(seg.Component(field, 1, comp, 3))), value(seg.Component(field, 1, comp, 4))); u != "" {
+		id.System = ptr(u)
+	}
+	return id
+}

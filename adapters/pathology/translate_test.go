@@ -1,0 +1,319 @@
+package pathology
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// hl7 joins segments with carriage returns.
+func hl7(segments ...string) []byte {
+	return []byte(strings.Join(segments, "\r") + "\r")
+}
+
+const (
+	testMSH = `MSH|^~\&|LIMS|RX1|EPR|RX1|20240715093512||ORU^R01|C1|P|2.5.1`
+	testPID = `PID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX`
+	testOBR = `OBR|1|P1|F1|GLU^Glucose^L|||20240715081500|||||||||||||||20240715093000|||F`
+)
+
+func TestTranslateFaults(t *testing.T) {
+	tr := newTestTranslator(t)
+	tests := []struct {
+		name string
+		raw  []byte
+		code fault.Code
+		hl7  string
+	}{
+		{"not HL7", []byte("hello"), fault.CodeHL7Parse, "100"},
+		{"ADT", hl7(strings.Replace(testMSH, "ORU^R01", "ADT^A01", 1), testPID), fault.CodeHL7Unsupported, "200"},
+		{"ORU R30", hl7(strings.Replace(testMSH, "ORU^R01", "ORU^R30", 1), testPID, testOBR), fault.CodeHL7Unsupported, "201"},
+		{"no PID", hl7(testMSH, testOBR), fault.CodeHL7Required, "100"},
+		{"no OBR", hl7(testMSH, testPID, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`), fault.CodeHL7Required, "100"},
+		{"two patients", hl7(testMSH, testPID, testOBR, `PID|1||9990000026^^^NHS^NH`, testOBR), fault.CodeHL7Unsupported, "100"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tr.Translate(testEnvelope("fault", tt.raw))
+			f := fault.As(err)
+			if f == nil || f.Code != tt.code || f.HL7Err != tt.hl7 || f.Class != fault.Permanent {
+				t.Fatalf("error %v, want permanent %s with HL7 error %s", err, tt.code, tt.hl7)
+			}
+			if strings.Contains(f.Msg, "9990000018") || strings.Contains(f.Msg, "TESTPATIENT") {
+				t.Errorf("fault message holds patient data: %q", f.Msg)
+			}
+		})
+	}
+	if _, err := tr.Translate(nil); fault.CodeOf(err) != fault.CodeInternal {
+		t.Errorf("Translate(nil) error %v", err)
+	}
+}
+
+// translateOBX translates a one-OBX message and returns its Observation
+// and the data-quality codes.
+func translateOBX(t *testing.T, obx string) (models.Observation, []string) {
+	t.Helper()
+	tr := newTestTranslator(t)
+	got, err := tr.Translate(testEnvelope("obx", hl7(testMSH, testPID, testOBR, obx)))
+	if err != nil {
+		t.Fatalf("Translate: %v", err)
+	}
+	b, err := models.UnmarshalBundle(got.Bundle)
+	if err != nil {
+		t.Fatalf("UnmarshalBundle: %v", err)
+	}
+	obs, err := models.UnmarshalObservation(b.Entry[len(b.Entry)-1].Resource)
+	if err != nil {
+		t.Fatalf("last entry is not an Observation: %v", err)
+	}
+	return obs, got.DataQuality
+}
+
+func TestObservationValues(t *testing.T) {
+	tests := []struct {
+		name  string
+		obx   string
+		check func(models.Observation) bool
+		dq    []string
+	}{
+		{"NM with comparator", `OBX|1|NM|GLU^Glucose^L||<0.5|mmol/L|||||F`, func(o models.Observation) bool {
+			return o.ValueQuantity != nil && o.ValueQuantity.Value.String() == "0.5" && *o.ValueQuantity.Comparator == models.QuantityComparatorLessThan
+		}, nil},
+		{"NM normalised", `OBX|1|NM|GLU^Glucose^L||+007.50|mmol/L|||||F`, func(o models.Observation) bool {
+			return o.ValueQuantity.Value.String() == "7.50" && *o.ValueQuantity.Code == "mmol/L"
+		}, nil},
+		{"NM not a number", `OBX|1|NM|GLU^Glucose^L||haemolysed|mmol/L|||||F`, func(o models.Observation) bool {
+			return o.ValueString != nil && *o.ValueString == "haemolysed" && o.ValueQuantity == nil
+		}, []string{DQNumericValueInvalid}},
+		{"unit not UCUM", `OBX|1|NM|GLU^Glucose^L||5|tera.l-1|||||F`, func(o models.Observation) bool {
+			return o.ValueQuantity.System == nil && *o.ValueQuantity.Unit == "tera.l-1"
+		}, []string{DQUnitNotUCUM}},
+		{"SN bad number", `OBX|1|SN|GLU^Glucose^L||<^x|mmol/L|||||F`, func(o models.Observation) bool {
+			return o.ValueString != nil && *o.ValueString == "<x"
+		}, []string{DQNumericValueInvalid}},
+		{"SN decimal", `OBX|1|SN|GLU^Glucose^L||^1^.^5|mmol/L|||||F`, func(o models.Observation) bool {
+			return o.ValueQuantity != nil && o.ValueQuantity.Value.String() == "1.5"
+		}, nil},
+		{"FT repetitions", `OBX|1|FT|REP^Report^L||Line one~Line \E\two\E\||||||F`, func(o models.Observation) bool {
+			return *o.ValueString == "Line one\nLine \\two\\"
+		}, nil},
+		{"pending, no value", `OBX|1|NM|GLU^Glucose^L|||mmol/L|||||P`, func(o models.Observation) bool {
+			return o.Status == models.ObservationStatusPreliminary && *o.DataAbsentReason.Coding[0].Code == "temp-unknown"
+		}, nil},
+		{"not asked", `OBX|1|ST|GLU^Glucose^L||||||||N`, func(o models.Observation) bool {
+			return *o.DataAbsentReason.Coding[0].Code == "not-asked"
+		}, nil},
+		{"TM invalid", `OBX|1|TM|T^Time^L||2599||||||F`, func(o models.Observation) bool {
+			return o.ValueTime == nil && o.DataAbsentReason != nil
+		}, []string{DQValueInvalid}},
+		{"ED bad base64", `OBX|1|ED|PDF^PDF^L||^AP^PDF^Base64^!!notbase64||||||F`, func(o models.Observation) bool {
+			return len(o.Extension) == 0
+		}, []string{DQValueInvalid}},
+		{"ED hex", `OBX|1|ED|PDF^PDF^L||^AP^PDF^Hex^48656c6c6f||||||F`, func(o models.Observation) bool {
+			return len(o.Extension) == 1 && *o.Extension[0].ValueAttachment.Data == "SGVsbG8="
+		}, nil},
+		{"RP not a URI", `OBX|1|RP|IMG^Image^L||slide 12^LIMS^IM^JPEG||||||F`, func(o models.Observation) bool {
+			return len(o.Extension) == 0
+		}, []string{DQValueInvalid}},
+		{"IS", `OBX|1|IS|GRP^Group^L||O||||||F`, func(o models.Observation) bool {
+			return *o.ValueCodeableConcept.Coding[0].Code == "O" && o.ValueCodeableConcept.Coding[0].System == nil
+		}, nil},
+		{"missing value type", `OBX|1||GLU^Glucose^L||5.2||||||F`, func(o models.Observation) bool {
+			return *o.ValueString == "5.2"
+		}, []string{DQValueTypeUnsupported}},
+		{"observation time", `OBX|1|NM|GLU^Glucose^L||5|mmol/L|||||F|||20240715090000+0000`, func(o models.Observation) bool {
+			return *o.EffectiveDateTime == "2024-07-15T09:00:00+00:00"
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, dq := translateOBX(t, tt.obx)
+			if !tt.check(o) {
+				t.Errorf("observation does not match: %+v", o)
+			}
+			if diff := cmp.Diff(tt.dq, dq); diff != "" {
+				t.Errorf("data quality (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecimal(t *testing.T) {
+	for in, want := range map[string]string{
+		"5": "5", "+007.50": "7.50", ".5": "0.5", "-.5": "-0.5", "12.": "12", " 3 ": "3", "-0": "-0",
+	} {
+		if got, ok := decimal(in); !ok || got != want {
+			t.Errorf("decimal(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", ".", "+", "1e5", "1.2.3", "abc", "1,5", "--1", "0x10"} {
+		if got, ok := decimal(in); ok {
+			t.Errorf("decimal(%q) = %q, want not a number", in, got)
+		}
+	}
+}
+
+func TestIsUCUM(t *testing.T) {
+	for _, s := range []string{"mmol/L", "g/L", "10*9/L", "10^9/L", "fL", "pg", "%", "mL/min/{1.73_m2}", "{cells}/uL",
+		"/[HPF]", "mm[Hg]", "kg/m2", "m[IU]/L", "umol/L", "U/L", "mg/dL", "(mL/min)/{1.73_m2}", "s", "L/L", "g.L-1"} {
+		if !isUCUM(s) {
+			t.Errorf("isUCUM(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", "tera.l-1", "beats/min", "x10^9/L", "IU/L", "mmHg", "cells", "mg/", "{open", "mm Hg", "((((((((((L))))))))))"} {
+		if isUCUM(s) {
+			t.Errorf("isUCUM(%q) = true", s)
+		}
+	}
+}
+
+func TestReferenceRange(t *testing.T) {
+	u := unit{text: "mmol/L", code: "mmol/L"}
+	tests := []struct{ in, low, high string }{
+		{"3.5-5.3", "3.5", "5.3"},
+		{"3.5 - 5.3", "3.5", "5.3"},
+		{"-2 to 2", "-2", "2"},
+		{"-5--1", "-5", "-1"},
+		{"70_105", "70", "105"},
+		{"<5", "", "5"},
+		{"<= 5", "", "5"},
+		{">60", "60", ""},
+		{"Negative", "", ""},
+		{"3.5-5.3 mmol/L", "", ""},
+		{"", "", ""},
+	}
+	for _, tt := range tests {
+		lo, hi := referenceRange(tt.in, u)
+		str := func(q *models.Quantity) string {
+			if q == nil {
+				return ""
+			}
+			return q.Value.String()
+		}
+		if str(lo) != tt.low || str(hi) != tt.high {
+			t.Errorf("referenceRange(%q) = %q, %q; want %q, %q", tt.in, str(lo), str(hi), tt.low, tt.high)
+		}
+	}
+}
+
+func TestTimeOfDay(t *testing.T) {
+	for in, want := range map[string]string{"09": "09:00:00", "0930": "09:30:00", "093015": "09:30:15", "093015.25": "09:30:15.25", "2359+0100": "23:59:00"} {
+		if got, ok := timeOfDay(in); !ok || got != want {
+			t.Errorf("timeOfDay(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"", "9", "2400", "0960", "12:30", "0930.5", "093015.x"} {
+		if got, ok := timeOfDay(in); ok {
+			t.Errorf("timeOfDay(%q) = %q, want invalid", in, got)
+		}
+	}
+}
+
+func TestCodeSystemURI(t *testing.T) {
+	b := &builder{t: newTestTranslator(t)}
+	for in, want := range map[string]string{
+		"LN": systemLOINC, "sct": systemSNOMED, "": DefaultLocalCodeSystem, "L": DefaultLocalCodeSystem,
+		"99WP": DefaultLocalCodeSystem, "HL70078": "http://terminology.hl7.org/CodeSystem/v2-0078",
+		"XYZ": "urn:hl7v2:coding-system:XYZ", "A B": "urn:hl7v2:coding-system:A%20B",
+	} {
+		if got := b.codeSystemURI(in); got != want {
+			t.Errorf("codeSystemURI(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestMediaType(t *testing.T) {
+	for _, tt := range []struct{ typ, sub, want string }{
+		{"AP", "PDF", "application/pdf"}, {"IM", "JPEG", "image/jpeg"}, {"TEXT", "HTML", "text/html"},
+		{"AP", "", ""}, {"XX", "PDF", ""}, {"AP", "p d f", ""},
+	} {
+		got := mediaType(tt.typ, tt.sub)
+		if (got == nil) != (tt.want == "") || got != nil && *got != tt.want {
+			t.Errorf("mediaType(%q, %q) = %v, want %q", tt.typ, tt.sub, got, tt.want)
+		}
+	}
+}
+
+func TestAppendUnescapedHTML(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a":"\u003c5"}`:    `{"a":"<5"}`,
+		`{"a":"x\u0026y"}`:   `{"a":"x&y"}`,
+		`{"a":"\\u003c"}`:    `{"a":"\\u003c"}`,
+		`{"a":"\\\u003e"}`:   `{"a":"\\>"}`,
+		`{"a":"\u00e9"}`:     `{"a":"\u00e9"}`,
+		`{"a":"plain text"}`: `{"a":"plain text"}`,
+	} {
+		if got := string(appendUnescapedHTML(nil, []byte(in))); got != want {
+			t.Errorf("appendUnescapedHTML(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestDeterministicAndDistinct(t *testing.T) {
+	tr := newTestTranslator(t)
+	raw := hl7(testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F`)
+	a, err := tr.Translate(testEnvelope("a", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := tr.Translate(testEnvelope("a", raw))
+	other, _ := tr.Translate(testEnvelope("b", raw))
+	if !bytes.Equal(a.Bundle, again.Bundle) {
+		t.Error("same message and id give different bundles")
+	}
+	if bytes.Equal(a.Bundle, other.Bundle) {
+		t.Error("different message ids give the same bundle")
+	}
+	m, _ := hl7v2.Parse(raw)
+	if a.PatientKey != pas.PatientKey(m, pas.DefaultDialect()) {
+		t.Errorf("PatientKey %q differs from pas.PatientKey", a.PatientKey)
+	}
+	checkBundle(t, a.Bundle)
+}
+
+func TestNotesAndOrdersGrouping(t *testing.T) {
+	tr := newTestTranslator(t)
+	raw := hl7(testMSH, testPID, `NTE|1||Patient note, not mapped`,
+		`ORC|RE|P1|F1`, testOBR, `NTE|1||Report note`,
+		`OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F`, `NTE|1||First result note`, `NTE|2||Second result note`,
+		`OBR|2|P2|F2|HBA1C^HbA1c^L|||20240715081500|||||||||||||||20240715093000|||F`,
+		`OBX|1|NM|HBA1C^HbA1c^L||48|mmol/mol|||||F`)
+	got, err := tr.Translate(testEnvelope("notes", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBundle(t, got.Bundle)
+	b, _ := models.UnmarshalBundle(got.Bundle)
+	var reports []models.DiagnosticReport
+	var obs []models.Observation
+	for _, e := range b.Entry {
+		if r, err := models.UnmarshalDiagnosticReport(e.Resource); err == nil && r.Code.Coding != nil && strings.Contains(string(e.Resource), `"DiagnosticReport"`) {
+			reports = append(reports, r)
+		}
+		if o, err := models.UnmarshalObservation(e.Resource); err == nil && strings.Contains(string(e.Resource), `"resourceType":"Observation"`) {
+			obs = append(obs, o)
+		}
+	}
+	if len(reports) != 2 || len(obs) != 2 {
+		t.Fatalf("%d reports and %d observations, want 2 and 2", len(reports), len(obs))
+	}
+	if len(reports[0].Extension) != 1 || reports[0].Extension[0].ValueAnnotation.Text != "Report note" {
+		t.Errorf("first report notes %+v", reports[0].Extension)
+	}
+	if len(reports[1].Extension) != 0 || len(reports[1].Result) != 1 || len(reports[0].Result) != 1 {
+		t.Errorf("second report has notes %v or results are misassigned", reports[1].Extension)
+	}
+	if len(obs[0].Note) != 2 || obs[0].Note[1].Text != "Second result note" || len(obs[1].Note) != 0 {
+		t.Errorf("observation notes %+v / %+v", obs[0].Note, obs[1].Note)
+	}
+	if *obs[1].Code.Coding[0].Code != "HBA1C" || *obs[1].BasedOn[0].Reference != *reports[1].BasedOn[0].Reference {
+		t.Error("second OBX is not tied to the second order")
+	}
+}

@@ -31,6 +31,8 @@ func commands() []command {
 		{"replay", "resend dead letters or stored messages through the admin API", runReplay},
 		{"audit", "read a message's audit trail or list dead letters", runAudit},
 		{"bench", "closed-loop MLLP load: throughput and ACK latency percentiles", runBench},
+		{"convert", "convert HL7 v2 files to FHIR Bundles offline (JSON lines)", runConvert},
+		{"conformance", "judge translations against the FHIR schema, UK Core and the mapping guide", runConformance},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -46,7 +48,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "Junction %s: a FHIR integration engine for health and social care.\n\nUsage: junction <command> [flags]\n\nCommands:\n", version)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'junction <command> --help' for a command's flags.\n")
 }

@@ -110,8 +110,12 @@ func TestTransientFailuresRetried(t *testing.T) {
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "RT0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
 	}
-	waitFor(t, "delivery", func() bool { return len(srv.accepted()) == 1 })
 	m := e.Metrics()
+	// The server counts the request before Junction has its answer; wait
+	// for Junction to have recorded the delivery too.
+	waitFor(t, "delivery", func() bool {
+		return len(srv.accepted()) == 1 && testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) >= 1
+	})
 	if v := testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")); v != 2 {
 		t.Errorf("transient attempts = %v, want 2", v)
 	}

@@ -113,13 +113,7 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 	if err != nil {
 		return fmt.Errorf("reading stream %s: %w", stream, err)
 	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("reading stream %s: %w", stream, err)
-	}
-	if ci.NumPending == 0 {
-		return nil
-	}
+	got := false
 	for idle := 0; ; {
 		// No waiting for a full batch: take what the server has.
 		b, err := c.FetchNoWait(1000)
@@ -147,10 +141,15 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 			return fmt.Errorf("reading stream %s: %w", stream, err)
 		}
 		if n > 0 {
-			idle = 0
+			got, idle = true, 0
 			continue
 		}
-		if idle++; idle > 50 {
+		// Nothing at all on the filter for 3s: there is nothing to read.
+		// Nothing more for 5s after messages said more were pending: the
+		// store is not answering.
+		if idle++; !got && idle > 30 {
+			return nil
+		} else if idle > 50 {
 			return fmt.Errorf("reading stream %s: no progress for 5s", stream)
 		}
 		select {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 	// The translator resolves local times in the dialect's time zone even
@@ -51,6 +52,36 @@ type Dialect struct {
 	TimeZone string `yaml:"time_zone"`
 	// InvalidNHSNumber is InvalidNHSNumberKeep or InvalidNHSNumberDrop.
 	InvalidNHSNumber string `yaml:"invalid_nhs_number"`
+	// SexCodes maps the feed's administrative sex codes (PID-8, NK1-15),
+	// compared without regard to case, to a FHIR gender: male, female,
+	// other or unknown. DefaultDialect fills it with HL7 table 0001 and
+	// the NHS Data Dictionary person gender codes; entries configured in
+	// YAML are added to those (or replace the one with the same code). A
+	// code not in the table leaves gender out.
+	SexCodes map[string]string `yaml:"sex_codes"`
+	// CancelAdmitStatus is the Encounter.status an A11 (cancel admit or
+	// visit) gives: CancelAdmitEnteredInError (the default: the admission
+	// should never have been recorded) or CancelAdmitCancelled (the visit
+	// was planned or begun and called off), for feeds that use A11 for
+	// the latter.
+	CancelAdmitStatus string `yaml:"cancel_admit_status"`
+}
+
+// Encounter statuses an A11 may give (Dialect.CancelAdmitStatus).
+const (
+	CancelAdmitEnteredInError = "entered-in-error"
+	CancelAdmitCancelled      = "cancelled"
+)
+
+// defaultSexCodes is the sex code table of DefaultDialect: HL7 table 0001
+// (M, F, O, U, A, N) and the NHS Data Dictionary person gender codes (1
+// male, 2 female, 9 indeterminate, X and 0 not known), the latter as UK
+// Core's AdministrativeGender concept map pairs them.
+func defaultSexCodes() map[string]string {
+	return map[string]string{
+		"M": "male", "F": "female", "O": "other", "A": "other", "N": "other", "U": "unknown",
+		"1": "male", "2": "female", "9": "other", "X": "unknown", "0": "unknown",
+	}
 }
 
 // DefaultDialect returns the dialect of a typical English PAS feed.
@@ -61,6 +92,8 @@ func DefaultDialect() Dialect {
 		VisitNumberSystem:     DefaultVisitNumberSystem,
 		TimeZone:              "Europe/London",
 		InvalidNHSNumber:      InvalidNHSNumberKeep,
+		SexCodes:              defaultSexCodes(),
+		CancelAdmitStatus:     CancelAdmitEnteredInError,
 	}
 }
 
@@ -88,6 +121,31 @@ func (d *Dialect) Validate() []error {
 	default:
 		errs = append(errs, fmt.Errorf("dialect.invalid_nhs_number: %q is not %q or %q",
 			d.InvalidNHSNumber, InvalidNHSNumberKeep, InvalidNHSNumberDrop))
+	}
+	codes := make([]string, 0, len(d.SexCodes))
+	for code := range d.SexCodes {
+		codes = append(codes, code)
+	}
+	sort.Strings(codes)
+	seen := map[string]string{}
+	for _, code := range codes {
+		key := strings.ToUpper(strings.TrimSpace(code))
+		switch {
+		case key == "":
+			errs = append(errs, errors.New("dialect.sex_codes: empty code"))
+		case seen[key] != "":
+			errs = append(errs, fmt.Errorf("dialect.sex_codes: %q and %q are the same code", seen[key], code))
+		}
+		seen[key] = code
+		if _, ok := genderOf(d.SexCodes[code]); !ok {
+			errs = append(errs, fmt.Errorf("dialect.sex_codes.%s: %q is not male, female, other or unknown", code, d.SexCodes[code]))
+		}
+	}
+	switch d.CancelAdmitStatus {
+	case CancelAdmitEnteredInError, CancelAdmitCancelled:
+	default:
+		errs = append(errs, fmt.Errorf("dialect.cancel_admit_status: %q is not %q or %q",
+			d.CancelAdmitStatus, CancelAdmitEnteredInError, CancelAdmitCancelled))
 	}
 	return errs
 }

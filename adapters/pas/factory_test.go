@@ -43,6 +43,8 @@ dialect:
   local_identifier_system: https://fhir.rx1.example.org/Id/hospital-number
   time_zone: Europe/London
   invalid_nhs_number: drop
+  sex_codes: {I: other}
+  cancel_admit_status: cancelled
 `
 	c := Factory{}.NewConfig().(*Config)
 	dec := yaml.NewDecoder(strings.NewReader(doc))
@@ -56,6 +58,8 @@ dialect:
 	want.Dialect.NHSNumberAuthorities = []string{"NHS", "NHSNO"}
 	want.Dialect.LocalIdentifierSystem = "https://fhir.rx1.example.org/Id/hospital-number"
 	want.Dialect.InvalidNHSNumber = InvalidNHSNumberDrop
+	want.Dialect.SexCodes["I"] = "other" // added to the defaults
+	want.Dialect.CancelAdmitStatus = CancelAdmitCancelled
 	if diff := cmp.Diff(want, *c); diff != "" {
 		t.Errorf("decoded config (-want +got):\n%s", diff)
 	}

@@ -52,8 +52,20 @@ func FuzzTranslate(f *testing.F) {
 	})
 }
 
+// BenchmarkTranslate measures parse, translate and marshal of a small
+// ADT^A01 (PID and PV1 only).
 func BenchmarkTranslate(b *testing.B) {
-	raw, err := os.ReadFile(filepath.Join("testdata", "a01-v23-inpatient-nhs.hl7"))
+	benchmarkFile(b, "a01-v23-inpatient-nhs.hl7")
+}
+
+// BenchmarkTranslateA01Full measures parse, translate and marshal of an
+// ADT^A01 of about 1 KB with PD1, NK1, AL1 and DG1 segments.
+func BenchmarkTranslateA01Full(b *testing.B) {
+	benchmarkFile(b, "a01-full-segments.hl7")
+}
+
+func benchmarkFile(b *testing.B, name string) {
+	raw, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		b.Fatal(err)
 	}

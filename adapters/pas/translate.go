@@ -6,17 +6,50 @@
 // # Output
 //
 // Each message becomes a Bundle of type "message" whose entries are, in
-// order, a MessageHeader, a Patient and (when the event carries a visit)
-// an Encounter. Bundle.id is the Junction message id, and every fullUrl
-// is a urn:uuid derived from that id and the resource kind, so translating
-// the same stored message again gives the same bytes.
+// order: a MessageHeader; the Patient (for a merge, every surviving and
+// replaced Patient); the Encounter, when the event carries a visit; the
+// resources they refer to and the clinical ones (Organization and
+// Practitioner for the registered GP, Location for PV1-3 and PV1-6,
+// Practitioner for the doctors of PV1, RelatedPerson from NK1,
+// AllergyIntolerance from AL1, Condition from DG1); and last a Provenance
+// naming the source message by its control id. Every reference resolves
+// to an entry of the bundle, except organisations named only by ODS code
+// (logical references). Bundle.id is the Junction message id, and every
+// fullUrl is a urn:uuid derived from that id and the resource kind, so
+// translating the same stored message again gives the same bytes.
 //
 // # Events
 //
-// The events this translator maps are listed in adtEvents, one entry per
-// trigger event naming the segments it reads and how the encounter
-// status follows from the event. Adding an event (A02, A05, A11, ...) adds
-// an entry there and, where it needs one, a segment mapper.
+// A01, A02, A03, A04, A05, A06, A07, A08, A11, A12, A13, A21, A22, A28,
+// A31, A34 and A40 are mapped. The table in adtEvents names, for each, its
+// HL7 v2.5 message structure, the segments read and how Encounter.status
+// follows from the event. The rules a receiver needs to apply them:
+//
+//   - Cancels. A11 (cancel admit) gives an Encounter entered-in-error (or
+//     cancelled, per Dialect.CancelAdmitStatus). A12 (cancel transfer)
+//     gives the Encounter in progress at the restored location PV1-3, the
+//     cancelled move's location PV1-6 marked with extCancelledLocation.
+//     A13 (cancel discharge) gives the Encounter in progress again with
+//     no end, discharge method or destination. Each is the whole current
+//     state of the Encounter, so updating it by identifier undoes the
+//     event cancelled.
+//   - Merges. A34 and A40 give, per PID and MRG pair, the surviving
+//     Patient (active, link "replaces") and the replaced one (active
+//     false, link "replaced-by", identifiers from MRG-1, MRG-2 and MRG-4
+//     under the same NHS number rules as PID); see mapMerge.
+//   - Leave. A21 gives onleave with the bed reserved, A22 in-progress.
+//
+// Adding an event adds an entry to adtEvents and, where it needs one, a
+// segment mapper.
+//
+// # Dialects
+//
+// Per-feed conventions are configured in Dialect: which assigning
+// authorities or identifier types mark an NHS number, identifier systems,
+// the time zone of times sent without an offset (Europe/London by
+// default, so a summer time gets +01:00), what to do with an NHS number
+// failing its check digit (never emitted as an NHS number), the sex code
+// table and the A11 status.
 //
 // # Data quality
 //
@@ -29,6 +62,8 @@ package pas
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -79,7 +114,52 @@ const (
 	systemNullFlavor     = "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"
 	systemParticipation  = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 	systemURI            = "urn:ietf:rfc:3986"
+	systemV2Relationship = "http://terminology.hl7.org/CodeSystem/v2-0063"
+	systemV2ContactRole  = "http://terminology.hl7.org/CodeSystem/v2-0131"
+	systemRoleCode       = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+	systemMaritalStatus  = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
+	systemProvenanceRole = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+	systemLocationType   = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+	systemConditionCat   = "http://terminology.hl7.org/CodeSystem/condition-category"
+	systemConditionVer   = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+	systemAllergyClin    = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+	systemSNOMED         = "http://snomed.info/sct"
+	systemICD10          = "http://hl7.org/fhir/sid/icd-10"
+	systemICD9CM         = "http://hl7.org/fhir/sid/icd-9-cm"
+	systemLOINC          = "http://loinc.org"
+	systemSDSUser        = "https://fhir.nhs.uk/Id/sds-user-id"
 )
+
+// UK Core canonical URLs this package emits besides those in pkg/nhs,
+// checked against the UK Core package (UKCore.R4.STU.02.00.00) by
+// TestUKCoreURLs when the corpus is present.
+const (
+	profileLocation           = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Location"
+	profileRelatedPerson      = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-RelatedPerson"
+	profileAllergyIntolerance = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-AllergyIntolerance"
+	profileCondition          = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Condition"
+	profilePractitioner       = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner"
+	profileOrganization       = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization"
+	profileProvenance         = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance"
+
+	extEthnicCategory  = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory"
+	extAdmissionMethod = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-AdmissionMethod"
+	extDischargeMethod = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-DischargeMethod"
+
+	csEthnicCategoryEngland       = "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland"
+	csAdmissionMethodEngland      = "https://fhir.hl7.org.uk/CodeSystem/UKCore-AdmissionMethodEngland"
+	csDischargeMethodEngland      = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland"
+	csSourceOfAdmissionEngland    = "https://fhir.hl7.org.uk/CodeSystem/UKCore-SourceOfAdmissionEngland"
+	csDischargeDestinationEngland = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland"
+	csHumanLanguage               = "https://fhir.hl7.org.uk/CodeSystem/UKCore-HumanLanguage"
+)
+
+// extCancelledLocation marks, on an A12 Encounter, the location entry of
+// the transfer being cancelled (valueBoolean true). FHIR R4 has no
+// location status for a movement recorded in error, so Junction defines
+// this extension; receivers that ignore it still see an entry without a
+// status.
+const extCancelledLocation = "https://junction-fhir.github.io/fhir/StructureDefinition/encounter-location-cancelled"
 
 // Translator maps HL7 v2 ADT messages to FHIR. It is safe for concurrent
 // use.
@@ -87,6 +167,11 @@ type Translator struct {
 	dialect Dialect
 	loc     *time.Location
 	events  map[string]eventMapping
+	// sexCodes is dialect.SexCodes with upper-cased keys.
+	sexCodes map[string]models.AdministrativeGender
+	// viaModels marshals entries with fhir.MarshalResource instead of
+	// appendResource (tests compare the two).
+	viaModels bool
 }
 
 // NewTranslator returns a translator for feeds speaking dialect d.
@@ -99,7 +184,14 @@ func NewTranslator(d Dialect) (*Translator, error) {
 		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "invalid pas dialect time zone", err)
 	}
 	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
-	return &Translator{dialect: d, loc: loc, events: adtEvents()}, nil
+	sex := make(map[string]models.AdministrativeGender, len(d.SexCodes))
+	codes := make(map[string]string, len(d.SexCodes))
+	for code, g := range d.SexCodes {
+		codes[code] = g
+		sex[strings.ToUpper(strings.TrimSpace(code))], _ = genderOf(g)
+	}
+	d.SexCodes = codes
+	return &Translator{dialect: d, loc: loc, events: adtEvents(d), sexCodes: sex}, nil
 }
 
 // Translate parses env.Raw as HL7 v2 and translates it with
@@ -139,15 +231,19 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 	}
 	b := &builder{t: t, env: env, m: m, event: event, mapping: mapping}
 	for _, rule := range mapping.segments {
-		seg := m.Segment(rule.segment)
-		if seg == nil {
-			if rule.required {
-				return nil, fault.Newf(fault.CodeHL7Required, "ADT %s needs a %s segment", event, rule.segment).WithHL7("100")
-			}
-			continue
+		var segs []*hl7v2.Segment
+		if rule.repeat {
+			segs = m.SegmentsNamed(rule.segment)
+		} else if seg := m.Segment(rule.segment); seg != nil {
+			segs = []*hl7v2.Segment{seg}
 		}
-		if err := rule.apply(b, seg); err != nil {
-			return nil, err
+		if len(segs) == 0 && rule.required {
+			return nil, fault.Newf(fault.CodeHL7Required, "ADT %s needs a %s segment", event, rule.segment).WithHL7("100")
+		}
+		for _, seg := range segs {
+			if err := rule.apply(b, seg); err != nil {
+				return nil, err
+			}
 		}
 	}
 	bundle, err := b.bundle()
@@ -177,71 +273,136 @@ func PatientKey(m *hl7v2.Message, d Dialect) string {
 	if pid == nil {
 		return ""
 	}
-	return patientIDs(pid, &d).key(&d)
+	return patientIDs(pid, &d, 3, 2, 4).key(&d)
 }
 
 // segmentRule maps one segment of an event.
 type segmentRule struct {
 	segment  string
 	required bool
-	apply    func(b *builder, seg *hl7v2.Segment) error
+	// repeat applies the rule to every segment of that name, in order;
+	// otherwise only the first is mapped.
+	repeat bool
+	apply  func(b *builder, seg *hl7v2.Segment) error
 }
+
+// eventKind says which special rule, if any, an event follows.
+type eventKind int
+
+const (
+	eventPlain           eventKind = iota
+	eventTransfer                  // A02: PV1-6 is the location left
+	eventCancelAdmit               // A11
+	eventCancelTransfer            // A12: PV1-6 is the cancelled location
+	eventCancelDischarge           // A13: discharge details are withdrawn
+	eventLeave                     // A21: the bed is held
+	eventMerge                     // A34, A40: PID and MRG pairs
+)
 
 // eventMapping is how one trigger event becomes FHIR.
 type eventMapping struct {
 	// display is the event's display in HL7 table 0003.
 	display string
+	// structure is the HL7 v2.5 message structure of the event, which
+	// the segments follow.
+	structure string
+	kind      eventKind
 	// segments are mapped in order; MSH is always mapped, into the
-	// MessageHeader, after them.
+	// MessageHeader and the Provenance, after them.
 	segments []segmentRule
 	// status gives Encounter.status from the event and its PV1.
 	status func(pv1 *hl7v2.Segment) models.EncounterStatus
 }
 
-// adtEvents is the table of supported events.
+// adtEvents is the table of supported events, built for dialect d.
+//
+// Segments by message structure (HL7 v2.5; segments the translator does
+// not map, such as EVN, ROL, PV2, OBX, GT1 and IN1, are left out):
+//
+//   - ADT_A01 (A01, A04, A08, A13), ADT_A03 (A03) and ADT_A05 (A05, A28,
+//     A31): PID, PD1, NK1*, PV1, AL1*, DG1*.
+//   - ADT_A06 (A06, A07): PID, PD1, MRG, NK1*, PV1, AL1*, DG1*.
+//   - ADT_A02 (A02), ADT_A09 (A11), ADT_A12 (A12) and ADT_A21 (A21,
+//     A22): PID, PD1, PV1. DG1, which A11 and A12 keep only for backward
+//     compatibility, is not mapped: a cancellation asserts no diagnosis.
+//   - ADT_A30 (A34) and ADT_A39 (A40): one or more groups of PID, PD1 and
+//     MRG; see mapMerge. PV1 is not mapped: a merge is about patients.
+//
+// PV1 is required except for A08, A28 and A31, whose PV1 may be absent or
+// describe no visit ("PV1|1|N"): then no Encounter is made.
 //
 // Encounter status by event (documented choices):
-//   - A01 admit: in-progress.
+//   - A01 admit, A02 transfer, A06 and A07 class changes, A22 return from
+//     leave: in-progress. A06 (outpatient to inpatient) and A07
+//     (inpatient to outpatient) take the new class from PV1-2 and keep a
+//     changed visit number (MRG-5) as an old identifier.
 //   - A03 discharge: finished.
 //   - A04 register (ED attendance, outpatient arrival): in-progress. The
 //     v2-to-FHIR guide suggests planned, but in the standard A04 means the
 //     patient has arrived, and that is how NHS PAS feeds use it.
-//   - A08 update: finished when PV1-45 (discharge time) is sent, planned
-//     for a pre-admission (PV1-2 = P), otherwise in-progress. A08 with no
-//     PV1, or a PV1 with neither a patient class (other than N) nor a
-//     visit number, produces no Encounter.
-func adtEvents() map[string]eventMapping {
+//   - A05 pre-admit: planned.
+//   - A08 update, A28 add person, A31 update person: finished when PV1-45
+//     (discharge time) is sent, planned for a pre-admission (PV1-2 = P),
+//     otherwise in-progress.
+//   - A11 cancel admit/visit: entered-in-error, or cancelled when the
+//     dialect says so (Dialect.CancelAdmitStatus). Either tells a receiver
+//     that updates the Encounter by its identifier to withdraw it.
+//   - A12 cancel transfer: in-progress; PV1-3 is the location restored
+//     (active) and PV1-6, when sent, the location of the cancelled
+//     transfer, listed with no status and the extension
+//     extCancelledLocation so a receiver can remove it from the history.
+//   - A13 cancel discharge: in-progress, with no period end, discharge
+//     method or discharge destination, whatever PV1 still holds, so an
+//     update by identifier reopens the encounter.
+//   - A21 leave of absence out: onleave, the location reserved. A22
+//     return: in-progress.
+func adtEvents(d Dialect) map[string]eventMapping {
 	fixed := func(s models.EncounterStatus) func(*hl7v2.Segment) models.EncounterStatus {
 		return func(*hl7v2.Segment) models.EncounterStatus { return s }
 	}
+	cancelAdmit := models.EncounterStatusEnteredInError
+	if d.CancelAdmitStatus == CancelAdmitCancelled {
+		cancelAdmit = models.EncounterStatusCancelled
+	}
 	pid := segmentRule{segment: "PID", required: true, apply: (*builder).mapPID}
+	pd1 := segmentRule{segment: "PD1", apply: (*builder).mapPD1}
+	nk1 := segmentRule{segment: "NK1", repeat: true, apply: (*builder).mapNK1}
 	visit := segmentRule{segment: "PV1", required: true, apply: (*builder).mapPV1}
-	optionalVisit := segmentRule{segment: "PV1", required: false, apply: (*builder).mapVisitIfAny}
+	optionalVisit := segmentRule{segment: "PV1", apply: (*builder).mapVisitIfAny}
+	al1 := segmentRule{segment: "AL1", repeat: true, apply: (*builder).mapAL1}
+	dg1 := segmentRule{segment: "DG1", repeat: true, apply: (*builder).mapDG1}
+	priorVisit := segmentRule{segment: "MRG", apply: (*builder).mapPriorVisit}
+	merge := segmentRule{segment: "MRG", required: true, apply: (*builder).mapMerge}
+
+	admit := []segmentRule{pid, pd1, nk1, visit, al1, dg1}
+	update := []segmentRule{pid, pd1, nk1, optionalVisit, al1, dg1}
+	classChange := []segmentRule{pid, pd1, priorVisit, nk1, visit, al1, dg1}
+	movement := []segmentRule{pid, pd1, visit}
+	inProgress := fixed(models.EncounterStatusInProgress)
+
 	return map[string]eventMapping{
-		"A01": {
-			display:  "ADT/ACK - Admit/visit notification",
-			segments: []segmentRule{pid, visit},
-			status:   fixed(models.EncounterStatusInProgress),
-		},
-		"A03": {
-			display:  "ADT/ACK - Discharge/end visit",
-			segments: []segmentRule{pid, visit},
-			status:   fixed(models.EncounterStatusFinished),
-		},
-		"A04": {
-			display:  "ADT/ACK - Register a patient",
-			segments: []segmentRule{pid, visit},
-			status:   fixed(models.EncounterStatusInProgress),
-		},
-		"A08": {
-			display:  "ADT/ACK - Update patient information",
-			segments: []segmentRule{pid, optionalVisit},
-			status:   updateStatus,
-		},
+		"A01": {display: "ADT/ACK - Admit/visit notification", structure: "ADT_A01", segments: admit, status: inProgress},
+		"A02": {display: "ADT/ACK - Transfer a patient", structure: "ADT_A02", kind: eventTransfer, segments: movement, status: inProgress},
+		"A03": {display: "ADT/ACK - Discharge/end visit", structure: "ADT_A03", segments: admit, status: fixed(models.EncounterStatusFinished)},
+		"A04": {display: "ADT/ACK - Register a patient", structure: "ADT_A01", segments: admit, status: inProgress},
+		"A05": {display: "ADT/ACK - Pre-admit a patient", structure: "ADT_A05", segments: admit, status: fixed(models.EncounterStatusPlanned)},
+		"A06": {display: "ADT/ACK - Change an outpatient to an inpatient", structure: "ADT_A06", segments: classChange, status: inProgress},
+		"A07": {display: "ADT/ACK - Change an inpatient to an outpatient", structure: "ADT_A06", segments: classChange, status: inProgress},
+		"A08": {display: "ADT/ACK - Update patient information", structure: "ADT_A01", segments: update, status: updateStatus},
+		"A11": {display: "ADT/ACK - Cancel admit/visit notification", structure: "ADT_A09", kind: eventCancelAdmit, segments: movement, status: fixed(cancelAdmit)},
+		"A12": {display: "ADT/ACK - Cancel transfer", structure: "ADT_A12", kind: eventCancelTransfer, segments: movement, status: inProgress},
+		"A13": {display: "ADT/ACK - Cancel discharge/end visit", structure: "ADT_A01", kind: eventCancelDischarge, segments: admit, status: inProgress},
+		"A21": {display: "ADT/ACK - Patient goes on a \"leave of absence\"", structure: "ADT_A21", kind: eventLeave, segments: movement, status: fixed(models.EncounterStatusOnleave)},
+		"A22": {display: "ADT/ACK - Patient returns from a \"leave of absence\"", structure: "ADT_A21", segments: movement, status: inProgress},
+		"A28": {display: "ADT/ACK - Add person information", structure: "ADT_A05", segments: update, status: updateStatus},
+		"A31": {display: "ADT/ACK - Update person information", structure: "ADT_A05", segments: update, status: updateStatus},
+		"A34": {display: "ADT/ACK - Merge patient information - patient ID only", structure: "ADT_A30", kind: eventMerge, segments: []segmentRule{merge}},
+		"A40": {display: "ADT/ACK - Merge patient - patient identifier list", structure: "ADT_A39", kind: eventMerge, segments: []segmentRule{merge}},
 	}
 }
 
-// updateStatus decides the status of the visit an A08 describes.
+// updateStatus decides the status of the visit an A08, A28 or A31
+// describes.
 func updateStatus(pv1 *hl7v2.Segment) models.EncounterStatus {
 	switch {
 	case value(pv1.Component(45, 1, 1, 1)) != "":
@@ -251,6 +412,14 @@ func updateStatus(pv1 *hl7v2.Segment) models.EncounterStatus {
 	default:
 		return models.EncounterStatusInProgress
 	}
+}
+
+// entry is one resource of the bundle besides the MessageHeader and the
+// Provenance.
+type entry struct {
+	url      string
+	typ      string
+	resource any
 }
 
 // builder collects the resources of one translation.
@@ -263,8 +432,19 @@ type builder struct {
 
 	patient   *models.Patient
 	encounter *models.Encounter
-	key       string
-	dq        []string
+	// patients are the other Patient resources (merges), in order.
+	patients []entry
+	// others are the resources the patient and encounter refer to, and
+	// the clinical ones, in the order made.
+	others []entry
+	// practitioners maps a practitioner's identity to its fullUrl.
+	practitioners map[string]string
+	counts        map[string]int
+	// priorVisit is MRG-5 of an A06 or A07.
+	priorVisit string
+	key        string
+	dq         []string
+	ts         string
 }
 
 // fullURL returns the urn:uuid fullUrl and the id of the resource of the
@@ -272,6 +452,21 @@ type builder struct {
 func (b *builder) fullURL(kind string) (fullURL, id string) {
 	id = fhir.DeterministicUUID(b.env.ID, kind)
 	return "urn:uuid:" + id, id
+}
+
+// nextURL returns the fullUrl and id of the next resource of a repeating
+// kind: kind/1, kind/2, ...
+func (b *builder) nextURL(kind string) (fullURL, id string) {
+	if b.counts == nil {
+		b.counts = map[string]int{}
+	}
+	b.counts[kind]++
+	return b.fullURL(kind + "/" + strconv.Itoa(b.counts[kind]))
+}
+
+// add appends a resource to the others.
+func (b *builder) add(url, typ string, resource any) {
+	b.others = append(b.others, entry{url: url, typ: typ, resource: resource})
 }
 
 // flag records a data-quality code once.
@@ -299,51 +494,91 @@ func validID(s string) bool {
 	return true
 }
 
-// bundle assembles the message bundle.
+// entries returns every resource of the bundle after the MessageHeader
+// and before the Provenance, in bundle order: the Patient, the other
+// Patients, the Encounter, then the rest.
+func (b *builder) entries() []entry {
+	out := make([]entry, 0, 2+len(b.patients)+len(b.others))
+	if b.patient != nil {
+		u, _ := b.fullURL("Patient")
+		out = append(out, entry{url: u, typ: "Patient", resource: b.patient})
+	}
+	out = append(out, b.patients...)
+	if b.encounter != nil {
+		u, _ := b.fullURL("Encounter")
+		out = append(out, entry{url: u, typ: "Encounter", resource: b.encounter})
+	}
+	return append(out, b.others...)
+}
+
+// bundle assembles the message bundle. The entries are written one by one
+// with appendResource and spliced into the bundle's JSON, rather than
+// marshalled with encoding/json inside a models.Bundle, which validates
+// and compacts every resource several times over: that made up most of
+// the translation time.
 func (b *builder) bundle() ([]byte, error) {
-	header, headerURL := b.header()
+	b.ts = b.timestamp()
+	resources := b.entries()
+	header, headerURL := b.header(resources)
+	prov, provURL := b.provenance(resources)
 	bundle := models.Bundle{
-		Meta:      &models.Meta{Profile: []string{nhs.ProfileBundle}},
-		Type:      models.BundleTypeMessage,
-		Timestamp: ptr(b.timestamp()),
+		Meta:       &models.Meta{Profile: []string{nhs.ProfileBundle}},
+		Type:       models.BundleTypeMessage,
+		Timestamp:  ptr(b.ts),
+		Identifier: b.messageIdentifier(),
 	}
 	if validID(b.env.ID) {
 		bundle.Id = ptr(b.env.ID)
 	}
-	if ctrl := value(b.m.ControlID()); ctrl != "" {
-		bundle.Identifier = &models.Identifier{System: ptr(sourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
-	} else {
-		u, _ := b.fullURL("Bundle")
-		bundle.Identifier = &models.Identifier{System: ptr(systemURI), Value: ptr(u)}
-	}
-	add := func(resource any, url string) error {
-		e, err := fhir.EntryFor(resource, url)
-		if err != nil {
-			return fault.Wrap(fault.Permanent, fault.CodeTranslate, "build bundle entry", err)
-		}
-		bundle.Entry = append(bundle.Entry, e)
-		return nil
-	}
-	if err := add(header, headerURL); err != nil {
-		return nil, err
-	}
-	if b.patient != nil {
-		u, _ := b.fullURL("Patient")
-		if err := add(b.patient, u); err != nil {
-			return nil, err
-		}
-	}
-	if b.encounter != nil {
-		u, _ := b.fullURL("Encounter")
-		if err := add(b.encounter, u); err != nil {
-			return nil, err
-		}
-	}
-	raw, err := fhir.MarshalResource(bundle)
-	if err != nil {
+	head, err := fhir.MarshalResource(bundle)
+	if err != nil || len(head) < 2 || head[len(head)-1] != '}' {
 		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "marshal bundle", err)
 	}
-	return raw, nil
+	out := make([]byte, 0, 1024*(len(resources)+2))
+	out = append(out, head[:len(head)-1]...)
+	out = append(out, `,"entry":[`...)
+	appendEntry := func(resource any, url string) error {
+		if out[len(out)-1] != '[' {
+			out = append(out, ',')
+		}
+		out = append(out, `{"fullUrl":"`...)
+		out = append(out, url...) // a urn:uuid: needs no escaping
+		out = append(out, `","resource":`...)
+		if b.t.viaModels {
+			raw, err := fhir.MarshalResource(resource)
+			if err != nil {
+				return fault.Wrap(fault.Permanent, fault.CodeTranslate, "build bundle entry", err)
+			}
+			out = append(out, raw...)
+		} else {
+			out = appendResource(out, resource)
+		}
+		out = append(out, '}')
+		return nil
+	}
+	if err := appendEntry(header, headerURL); err != nil {
+		return nil, err
+	}
+	for _, e := range resources {
+		if err := appendEntry(e.resource, e.url); err != nil {
+			return nil, err
+		}
+	}
+	if err := appendEntry(prov, provURL); err != nil {
+		return nil, err
+	}
+	out = append(out, "]}"...)
+	return out, nil
+}
+
+// messageIdentifier is Bundle.identifier: MSH-10 in the source endpoint's
+// system, or the bundle's own urn:uuid when there is no control id.
+func (b *builder) messageIdentifier() *models.Identifier {
+	if ctrl := value(b.m.ControlID()); ctrl != "" {
+		return &models.Identifier{System: ptr(sourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
+	}
+	u, _ := b.fullURL("Bundle")
+	return &models.Identifier{System: ptr(systemURI), Value: ptr(u)}
 }
 
 // timestamp is MSH-7 as a FHIR instant, or, when MSH-7 cannot be one, the

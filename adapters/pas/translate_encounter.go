@@ -17,16 +17,33 @@ import (
 //     0004: E EMER, I IMP, O AMB, P PRENC (v3 ActCode); B, C, N, R and U
 //     keep their table 0004 code. Anything else, or nothing, is the null
 //     flavour UNK, flagged DQPatientClassMissing.
-//   - identifier: PV1-19.1 visit number in the dialect's visit number
-//     system, or DQVisitNumberMissing.
-//   - period: PV1-44 admit and PV1-45 discharge date/time.
+//   - identifier: PV1-19.1 visit number (for an inpatient stay, the
+//     hospital provider spell number; UK Core defines no national system
+//     for it, so it is the dialect's visit number system), or
+//     DQVisitNumberMissing. For A06 and A07, a different prior visit
+//     number MRG-5 follows with use "old".
+//   - period: PV1-44 admit and PV1-45 discharge date/time (no end for
+//     A13).
 //   - subject: the Patient.
 //   - serviceProvider: MSH-4.1 when it has the shape of an ODS code.
-//   - location: PV1-3 as a display only (point of care, room, bed, or the
-//     location description PL-9), active, or completed once the encounter
-//     is finished; no Location resource yet.
-//   - participant: each PV1-7 attending doctor (ATND), by display name
-//     and identifier; see practitioner.
+//   - location: PV1-3 as a Location resource (see location), whose status
+//     follows the encounter: active, planned for a planned encounter,
+//     reserved while on leave (A21), completed once finished, none when
+//     cancelled or entered in error. For A02, PV1-6 (prior location)
+//     follows as completed history, the transfer time (EVN-6, else EVN-2)
+//     ending it and starting the new one. For A12 see adtEvents.
+//   - participant: PV1-7 attending (ATND), PV1-8 referring (REF), PV1-9
+//     consulting (CON) and PV1-17 admitting (ADM) doctors, each a
+//     Practitioner resource (see practitionerResource).
+//   - hospitalization: PV1-14 admit source and PV1-37 (else a two-digit
+//     PV1-36) discharge destination as NHS Data Dictionary codes
+//     (UKCore-SourceOfAdmissionEngland, UKCore-DischargeDestinationEngland;
+//     other codes as text); PV1-4 admission type, when an NHS Data
+//     Dictionary admission method code, as the UK Core AdmissionMethod
+//     extension.
+//   - extension dischargeMethod: PV1-36 when a one-digit NHS Data
+//     Dictionary discharge method code (the NHS use of PV1-36; PV1-37
+//     carries the destination).
 func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	class := strings.ToUpper(strings.TrimSpace(value(pv1.Component(2, 1, 1, 1))))
 	visitNumber := strings.TrimSpace(value(pv1.Component(19, 1, 1, 1)))
@@ -49,35 +66,210 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	} else {
 		b.flag(DQVisitNumberMissing)
 	}
+	if b.priorVisit != "" && b.priorVisit != visitNumber {
+		use := models.IdentifierUseOld
+		e.Identifier = append(e.Identifier, models.Identifier{
+			Use:    &use,
+			System: ptr(b.t.dialect.VisitNumberSystem),
+			Value:  ptr(b.priorVisit),
+		})
+	}
+	cancelDischarge := b.mapping.kind == eventCancelDischarge
 	var period models.Period
 	period.Start = b.visitTime(pv1, 44)
-	period.End = b.visitTime(pv1, 45)
+	if !cancelDischarge {
+		period.End = b.visitTime(pv1, 45)
+	}
 	if period.Start != nil || period.End != nil {
 		e.Period = &period
 	}
 	e.ServiceProvider = odsReference(value(b.m.SendingFacility()))
-	if loc := locationDisplay(pv1); loc != "" {
-		status := models.EncounterLocationStatusActive
-		if e.Status == models.EncounterStatusFinished {
-			status = models.EncounterLocationStatusCompleted
-		}
-		e.Location = []models.EncounterLocation{{
-			Location: models.Reference{Display: ptr(loc)},
-			Status:   &status,
-		}}
-	}
-	for rep := 1; rep <= pv1.Repetitions(7); rep++ {
-		if who := practitioner(pv1, 7, rep); who != nil {
+	b.locations(e, pv1)
+	for _, p := range [...]struct {
+		field         int
+		code, display string
+	}{{7, "ATND", "attender"}, {8, "REF", "referrer"}, {9, "CON", "consultant"}, {17, "ADM", "admitter"}} {
+		for rep := 1; rep <= pv1.Repetitions(p.field); rep++ {
+			who := b.practitionerResource(pv1, p.field, rep)
+			if who == nil {
+				continue
+			}
 			e.Participant = append(e.Participant, models.EncounterParticipant{
-				Type: []models.CodeableConcept{{Coding: []models.Coding{{
-					System: ptr(systemParticipation), Code: ptr("ATND"), Display: ptr("attender"),
-				}}}},
+				Type:       []models.CodeableConcept{{Coding: []models.Coding{coding(systemParticipation, p.code, p.display)}}},
 				Individual: who,
 			})
 		}
 	}
+	var h models.EncounterHospitalization
+	if code := strings.TrimSpace(value(pv1.Component(4, 1, 1, 1))); admissionMethods[code] {
+		h.Extension = []models.Extension{{
+			Url:                  extAdmissionMethod,
+			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: ptr(csAdmissionMethodEngland), Code: ptr(code)}}},
+		}}
+	}
+	h.AdmitSource = nhsCode(strings.TrimSpace(value(pv1.Component(14, 1, 1, 1))), sourcesOfAdmission, csSourceOfAdmissionEngland)
+	if !cancelDischarge {
+		method := strings.TrimSpace(value(pv1.Component(36, 1, 1, 1)))
+		destination := strings.TrimSpace(value(pv1.Component(37, 1, 1, 1)))
+		if destination == "" && len(method) == 2 {
+			destination = method
+		}
+		h.DischargeDisposition = nhsCode(destination, dischargeDestinations, csDischargeDestinationEngland)
+		if len(method) == 1 && method >= "1" && method <= "9" && method != "2" {
+			e.Extension = append(e.Extension, models.Extension{
+				Url:                  extDischargeMethod,
+				ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: ptr(csDischargeMethodEngland), Code: ptr(method)}}},
+			})
+		}
+	}
+	if h.Extension != nil || h.AdmitSource != nil || h.DischargeDisposition != nil {
+		e.Hospitalization = &h
+	}
 	b.encounter = e
 	return nil
+}
+
+// NHS Data Dictionary codes (England) of the hospitalisation elements.
+var (
+	admissionMethods = setOf("11", "12", "13", "21", "22", "23", "24", "25", "2A", "2B", "2C", "2D", "28",
+		"31", "32", "81", "82", "83", "98", "99")
+	sourcesOfAdmission = setOf("19", "29", "39", "49", "51", "52", "53", "54", "65", "66", "79", "85", "87",
+		"88", "98", "99")
+	dischargeDestinations = setOf("19", "29", "30", "37", "38", "48", "49", "50", "51", "52", "53", "54",
+		"65", "66", "79", "84", "85", "87", "88", "98", "99")
+)
+
+func setOf(codes ...string) map[string]bool {
+	m := make(map[string]bool, len(codes))
+	for _, c := range codes {
+		m[c] = true
+	}
+	return m
+}
+
+// nhsCode is code in system when known, else as text, else nil.
+func nhsCode(code string, known map[string]bool, system string) *models.CodeableConcept {
+	switch {
+	case code == "":
+		return nil
+	case known[code]:
+		return &models.CodeableConcept{Coding: []models.Coding{{System: ptr(system), Code: ptr(code)}}}
+	}
+	return &models.CodeableConcept{Text: ptr(code)}
+}
+
+// mapPriorVisit keeps MRG-5 (prior visit number) of an A06 or A07 for
+// mapPV1.
+func (b *builder) mapPriorVisit(mrg *hl7v2.Segment) error {
+	b.priorVisit = strings.TrimSpace(value(mrg.Component(5, 1, 1, 1)))
+	return nil
+}
+
+// locations adds the Encounter's locations (see mapPV1).
+func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
+	var status *models.EncounterLocationStatus
+	set := func(s models.EncounterLocationStatus) { status = &s }
+	switch e.Status {
+	case models.EncounterStatusPlanned:
+		set(models.EncounterLocationStatusPlanned)
+	case models.EncounterStatusOnleave:
+		set(models.EncounterLocationStatusReserved)
+	case models.EncounterStatusFinished:
+		set(models.EncounterLocationStatusCompleted)
+	case models.EncounterStatusCancelled, models.EncounterStatusEnteredInError:
+	default:
+		set(models.EncounterLocationStatusActive)
+	}
+	var moved *string
+	if b.mapping.kind == eventTransfer {
+		moved = b.transferTime()
+	}
+	if url, display := b.location(pv1, 3, "Location"); url != "" {
+		l := models.EncounterLocation{
+			Location: models.Reference{Reference: ptr(url), Type: ptr("Location"), Display: optional(display)},
+			Status:   status,
+		}
+		if moved != nil {
+			l.Period = &models.Period{Start: moved}
+		}
+		e.Location = append(e.Location, l)
+	}
+	switch b.mapping.kind {
+	case eventTransfer, eventCancelTransfer:
+	default:
+		return
+	}
+	url, display := b.location(pv1, 6, "Location/prior")
+	if url == "" {
+		return
+	}
+	l := models.EncounterLocation{
+		Location: models.Reference{Reference: ptr(url), Type: ptr("Location"), Display: optional(display)},
+	}
+	if b.mapping.kind == eventTransfer {
+		completed := models.EncounterLocationStatusCompleted
+		l.Status = &completed
+		if moved != nil {
+			l.Period = &models.Period{End: moved}
+		}
+	} else {
+		l.Extension = []models.Extension{{Url: extCancelledLocation, ValueBoolean: ptr(true)}}
+	}
+	e.Location = append(e.Location, l)
+}
+
+// transferTime is when a transfer happened: EVN-6 (event occurred), else
+// EVN-2 (recorded), when valid with at least minute precision.
+func (b *builder) transferTime() *string {
+	evn := b.m.Segment("EVN")
+	if evn == nil {
+		return nil
+	}
+	for _, field := range [...]int{6, 2} {
+		if ts, ok := instantFromHL7(evn.Component(field, 1, 1, 1), b.t.loc); ok {
+			return &ts
+		}
+	}
+	return nil
+}
+
+// location makes a Location resource of the given kind from the PL in
+// field of pv1 and returns its fullUrl and display, or "" when the field
+// is empty:
+//
+//   - name: the display (see locationDisplay).
+//   - physicalType: bed (PL-3), else room (PL-2), else ward (PL-1).
+//   - managingOrganization: the facility PL-4.1 when it is an ODS code.
+//   - status active, mode instance.
+//
+// Local location codes have no national identifier system, so the
+// Location carries none: receivers match on the Encounter.
+func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, string) {
+	display := locationDisplay(pv1, field)
+	if display == "" {
+		return "", ""
+	}
+	c := func(comp int) string { return strings.TrimSpace(value(pv1.Component(field, 1, comp, 1))) }
+	url, id := b.fullURL(kind)
+	status, mode := models.LocationStatusActive, models.LocationModeInstance
+	l := &models.Location{
+		Id:                   ptr(id),
+		Meta:                 &models.Meta{Profile: []string{profileLocation}},
+		Status:               &status,
+		Name:                 ptr(display),
+		Mode:                 &mode,
+		ManagingOrganization: odsReference(c(4)),
+	}
+	switch {
+	case c(3) != "":
+		l.PhysicalType = &models.CodeableConcept{Coding: []models.Coding{coding(systemLocationType, "bd", "Bed")}}
+	case c(2) != "":
+		l.PhysicalType = &models.CodeableConcept{Coding: []models.Coding{coding(systemLocationType, "ro", "Room")}}
+	case c(1) != "":
+		l.PhysicalType = &models.CodeableConcept{Coding: []models.Coding{coding(systemLocationType, "wa", "Ward")}}
+	}
+	b.add(url, "Location", l)
+	return url, display
 }
 
 // mapVisitIfAny maps PV1 as mapPV1 does when it describes a visit: an
@@ -138,50 +330,89 @@ func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 	return &ts
 }
 
-// locationDisplay renders PV1-3 (PL) for people: its description (PL-9)
-// when sent, else point of care, room and bed joined by ", ".
-func locationDisplay(pv1 *hl7v2.Segment) string {
-	c := func(comp int) string { return strings.TrimSpace(value(pv1.Component(3, 1, comp, 1))) }
+// locationDisplay renders a PL field (PV1-3, PV1-6) for people: its
+// description (PL-9) when sent, else point of care, room and bed joined
+// by ", ".
+func locationDisplay(pv1 *hl7v2.Segment, field int) string {
+	c := func(comp int) string { return strings.TrimSpace(value(pv1.Component(field, 1, comp, 1))) }
 	if d := c(9); d != "" {
 		return d
 	}
 	return strings.Join(nonEmpty(c(1), c(2), c(3)), ", ")
 }
 
-// practitioner maps one XCN repetition to a reference with a display name
-// ("Dr ALEX TESTDOCTOR": prefix XCN-6, given XCN-3, family XCN-2.1) and
-// the id XCN-1 as identifier. The identifier system is the GMC or GMP
-// number system when the assigning authority (XCN-9.1) or identifier type
-// (XCN-13) says GMC or GMP, and is left out otherwise, since local staff
-// codes have no shared system. It returns nil when the repetition holds
-// neither an id nor a name.
-func practitioner(seg *hl7v2.Segment, field, rep int) *models.Reference {
+// practitionerResource makes a Practitioner from one XCN repetition and
+// returns a reference to it (with the display "DR SAM TESTDOCTOR":
+// prefix, given names, family), or nil when the repetition holds neither
+// an id nor a name. The same practitioner (id, system and name) named twice in a
+// message is one resource.
+//
+//   - name: family XCN-2.1, given XCN-3 and XCN-4, prefix XCN-6.
+//   - identifier: XCN-1, in the system its assigning authority (XCN-9.1)
+//     or identifier type (XCN-13) names: GMC, GMP, or SDS (SDS user id);
+//     else a code shaped as a GP code ("G" and seven digits) is a GMP
+//     number. Other codes get no system: local staff codes have none
+//     shared, and a bare number could be a GMC number or a local one.
+func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *models.Reference {
 	c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
-	id := c(1)
-	name := strings.Join(nonEmpty(c(6), c(3), c(2)), " ")
-	if id == "" && name == "" {
+	id, family := c(1), c(2)
+	given := nonEmpty(c(3), c(4))
+	if id == "" && family == "" && given == nil {
 		return nil
 	}
-	ref := &models.Reference{Type: ptr("Practitioner"), Display: optional(name)}
-	if id != "" {
-		ref.Identifier = &models.Identifier{
-			System: optional(practitionerSystem(c(9), c(13))),
-			Value:  ptr(id),
-		}
+	display := strings.Join(nonEmpty(c(6), strings.Join(given, " "), family), " ")
+	ref := func(url string) *models.Reference {
+		return &models.Reference{Reference: ptr(url), Type: ptr("Practitioner"), Display: optional(display)}
 	}
-	return ref
+	system := practitionerSystem(id, c(9), c(13))
+	if b.practitioners == nil {
+		b.practitioners = map[string]string{}
+	}
+	key := system + "|" + id + "|" + family + "|" + strings.Join(given, " ") + "|" + c(6)
+	if url, ok := b.practitioners[key]; ok {
+		return ref(url)
+	}
+	url, rid := b.nextURL("Practitioner")
+	b.practitioners[key] = url
+	p := &models.Practitioner{
+		Id:   ptr(rid),
+		Meta: &models.Meta{Profile: []string{profilePractitioner}},
+	}
+	if id != "" {
+		p.Identifier = []models.Identifier{{System: optional(system), Value: ptr(id)}}
+	}
+	if family != "" || given != nil {
+		p.Name = []models.HumanName{{Family: optional(family), Given: given, Prefix: nonEmpty(c(6))}}
+	}
+	b.add(url, "Practitioner", p)
+	return ref(url)
 }
 
-// practitionerSystem returns the identifier system named by an XCN
-// assigning authority or identifier type code, or "".
-func practitionerSystem(codes ...string) string {
+// practitionerSystem returns the identifier system of the practitioner
+// code id given its XCN assigning authority and identifier type codes
+// (see practitionerResource), or "".
+func practitionerSystem(id string, codes ...string) string {
 	for _, code := range codes {
 		switch strings.ToUpper(code) {
 		case "GMC":
 			return nhs.SystemGMC
 		case "GMP":
 			return nhs.SystemGMP
+		case "SDS":
+			return systemSDSUser
 		}
 	}
+	if len(id) == 8 && id[0] == 'G' && allDigits(id[1:]) {
+		return nhs.SystemGMP
+	}
 	return ""
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

@@ -12,13 +12,17 @@ import (
 
 // header maps MSH into the MessageHeader and returns it with its fullUrl.
 //
-//   - eventCoding: the trigger event in HL7 table 0003.
+//   - eventCoding: the trigger event in HL7 table 0003, with its display.
 //   - source.name: MSH-3.1. source.endpoint: see sourceEndpoint.
-//   - sender: MSH-4.1 as an ODS organisation code when it has that shape.
+//   - sender: MSH-4.1 as an ODS organisation code
+//     (https://fhir.nhs.uk/Id/ods-organization-code) when it has that
+//     shape, else by display.
 //   - destination: MSH-5.1 as name, an endpoint built like the source's
-//     from MSH-5 and MSH-6, and MSH-6.1 as receiver when ODS-shaped.
-//   - focus: the Encounter, or the Patient when there is no Encounter.
-func (b *builder) header() (*models.MessageHeader, string) {
+//     from MSH-5 and MSH-6, and MSH-6.1 as receiver (an ODS code when
+//     ODS-shaped, else by display).
+//   - focus: the Encounter, or the Patient when there is no Encounter;
+//     for a merge, every Patient.
+func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 	url, id := b.fullURL("MessageHeader")
 	msh := b.m.Segment("MSH")
 	h := &models.MessageHeader{
@@ -33,18 +37,22 @@ func (b *builder) header() (*models.MessageHeader, string) {
 			Name:     optional(value(b.m.SendingApp())),
 			Endpoint: sourceEndpoint(b.m, b.env),
 		},
-	}
-	if org := odsReference(value(b.m.SendingFacility())); org != nil {
-		h.Sender = org
+		Sender: organizationReference(value(b.m.SendingFacility())),
 	}
 	if app, fac := value(b.m.ReceivingApp()), value(b.m.ReceivingFacility()); app != "" || fac != "" {
 		h.Destination = []models.MessageHeaderDestination{{
 			Name:     optional(app),
 			Endpoint: endpoint(msh, 5, 6, ""),
-			Receiver: odsReference(fac),
+			Receiver: organizationReference(fac),
 		}}
 	}
 	switch {
+	case b.mapping.kind == eventMerge:
+		for _, e := range resources {
+			if e.typ == "Patient" {
+				h.Focus = append(h.Focus, models.Reference{Reference: ptr(e.url), Type: ptr("Patient")})
+			}
+		}
 	case b.encounter != nil:
 		u, _ := b.fullURL("Encounter")
 		h.Focus = []models.Reference{{Reference: ptr(u), Type: ptr("Encounter")}}
@@ -53,6 +61,57 @@ func (b *builder) header() (*models.MessageHeader, string) {
 		h.Focus = []models.Reference{{Reference: ptr(u), Type: ptr("Patient")}}
 	}
 	return h, url
+}
+
+// provenance records where the bundle's resources came from:
+//
+//   - target: every resource of the bundle but the MessageHeader.
+//   - recorded: the message time (Bundle.timestamp).
+//   - agent: the source, as author: the sending facility by ODS code
+//     when MSH-4.1 is one, else the sending application as a Device
+//     named by its endpoint URI (see sourceEndpoint).
+//   - entity: the source message (role source), by its identifier
+//     (Bundle.identifier: MSH-10 in the source endpoint's system). The
+//     raw message is kept by Junction's store, never copied here.
+func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
+	url, id := b.fullURL("Provenance")
+	p := &models.Provenance{
+		Id:       ptr(id),
+		Meta:     &models.Meta{Profile: []string{profileProvenance}},
+		Recorded: b.ts,
+	}
+	for _, e := range resources {
+		p.Target = append(p.Target, models.Reference{Reference: ptr(e.url), Type: ptr(e.typ)})
+	}
+	if len(p.Target) == 0 {
+		u, _ := b.fullURL("MessageHeader")
+		p.Target = []models.Reference{{Reference: ptr(u), Type: ptr("MessageHeader")}}
+	}
+	who := odsReference(value(b.m.SendingFacility()))
+	if who == nil {
+		who = &models.Reference{
+			Type:       ptr("Device"),
+			Identifier: &models.Identifier{System: ptr(systemURI), Value: ptr(sourceEndpoint(b.m, b.env))},
+			Display:    optional(value(b.m.SendingApp())),
+		}
+	}
+	p.Agent = []models.ProvenanceAgent{{
+		Type: &models.CodeableConcept{Coding: []models.Coding{coding(systemProvenanceRole, "author", "Author")}},
+		Who:  *who,
+	}}
+	p.Entity = []models.ProvenanceEntity{{
+		Role: models.ProvenanceEntityRoleSource,
+		What: models.Reference{
+			Identifier: b.messageIdentifier(),
+			Display:    ptr("HL7 v2 message " + b.messageType()),
+		},
+	}}
+	return p, url
+}
+
+// messageType is the message type and event, such as "ADT^A01".
+func (b *builder) messageType() string {
+	return "ADT^" + b.event
 }
 
 // sourceEndpoint is MessageHeader.source.endpoint, also the identifier
@@ -177,6 +236,18 @@ func odsReference(code string) *models.Reference {
 		Type:       ptr("Organization"),
 		Identifier: &models.Identifier{System: ptr(nhs.SystemODSOrganization), Value: ptr(code)},
 	}
+}
+
+// organizationReference references an organisation by ODS code when code
+// has that shape, else by display; nil when code is empty.
+func organizationReference(code string) *models.Reference {
+	if r := odsReference(code); r != nil {
+		return r
+	}
+	if code = strings.TrimSpace(code); code != "" {
+		return &models.Reference{Type: ptr("Organization"), Display: ptr(code)}
+	}
+	return nil
 }
 
 // optional returns a pointer to s, or nil when s is empty.

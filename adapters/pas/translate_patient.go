@@ -1,10 +1,12 @@
 package pas
 
 import (
+	"strconv"
 	"strings"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
@@ -23,15 +25,16 @@ type patientID struct {
 // deprecated PID-2 and PID-4, which older (v2.3) feeds still use.
 type idList []patientID
 
-// patientIDs reads and classifies the identifiers of pid.
-func patientIDs(pid *hl7v2.Segment, d *Dialect) idList {
+// patientIDs reads and classifies the CX identifiers of the given fields
+// of seg (PID-3, PID-2, PID-4; MRG-1, MRG-2, MRG-4).
+func patientIDs(seg *hl7v2.Segment, d *Dialect, fields ...int) idList {
 	var ids idList
-	for _, field := range [...]int{3, 2, 4} {
-		for rep := 1; rep <= pid.Repetitions(field); rep++ {
+	for _, field := range fields {
+		for rep := 1; rep <= seg.Repetitions(field); rep++ {
 			id := patientID{
-				value:     strings.TrimSpace(value(pid.Component(field, rep, 1, 1))),
-				authority: strings.TrimSpace(value(pid.Component(field, rep, 4, 1))),
-				typeCode:  strings.TrimSpace(value(pid.Component(field, rep, 5, 1))),
+				value:     strings.TrimSpace(value(seg.Component(field, rep, 1, 1))),
+				authority: strings.TrimSpace(value(seg.Component(field, rep, 4, 1))),
+				typeCode:  strings.TrimSpace(value(seg.Component(field, rep, 5, 1))),
 			}
 			if id.value == "" {
 				continue
@@ -74,33 +77,50 @@ func (ids idList) key(d *Dialect) string {
 //     XPN-3, suffix XPN-4 and XPN-6, prefix XPN-5, use from the name type
 //     XPN-7 (official when not sent).
 //   - telecom: PID-13 (home) and PID-14 (work); see telecoms.
-//   - gender: PID-8, HL7 table 0001 or the NHS Data Dictionary codes.
+//   - gender: PID-8 through the dialect's sex code table
+//     (Dialect.SexCodes).
 //   - birthDate: PID-7, the calendar date as sent.
 //   - deceased: PID-29 as a dateTime, else PID-30 (Y/N) as a boolean.
 //   - address: every PID-11 repetition; see addresses.
+//   - communication: PID-15 primary language; see language.
+//   - maritalStatus: PID-16, HL7 table 0002 mapped to v3 MaritalStatus as
+//     the v2-to-FHIR guide does (U, O and T to v3 NullFlavor).
+//   - extension ethnicCategory: PID-22.1 when it is an NHS Data
+//     Dictionary ethnic category code (A to Z, 99), in
+//     UKCore-EthnicCategoryEngland.
 func (b *builder) mapPID(pid *hl7v2.Segment) error {
-	_, id := b.fullURL("Patient")
+	p, key := b.patientFrom(pid, "Patient", true)
+	b.key = key
+	b.patient = p
+	return nil
+}
+
+// patientFrom maps pid into a Patient of the given kind (see fullURL) and
+// returns it with its patient key. Data-quality problems are flagged only
+// when flagIDs is set (not for the second and later patients of a merge).
+func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*models.Patient, string) {
+	_, id := b.fullURL(kind)
 	p := &models.Patient{
 		Id:   ptr(id),
 		Meta: &models.Meta{Profile: []string{nhs.ProfilePatient}},
 	}
-	ids := patientIDs(pid, &b.t.dialect)
-	b.key = ids.key(&b.t.dialect)
-	p.Identifier = b.identifiers(pid, ids)
-	p.Name = names(pid)
+	ids := patientIDs(pid, &b.t.dialect, 3, 2, 4)
+	key := ids.key(&b.t.dialect)
+	p.Identifier = b.identifiers(pid, ids, flagIDs)
+	p.Name = humanNames(pid, 5)
 	p.Telecom = append(telecoms(pid, 13, models.ContactPointUseHome), telecoms(pid, 14, models.ContactPointUseWork)...)
-	p.Gender = gender(value(pid.Component(8, 1, 1, 1)))
+	p.Gender = b.gender(value(pid.Component(8, 1, 1, 1)))
 	if raw := value(pid.Component(7, 1, 1, 1)); raw != "" {
 		if d, err := fhir.DateFromHL7(raw); err == nil {
 			p.BirthDate = &d
-		} else {
+		} else if flagIDs {
 			b.flag(DQBirthDateInvalid)
 		}
 	}
 	if raw := value(pid.Component(29, 1, 1, 1)); raw != "" {
 		if d, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
 			p.DeceasedDateTime = &d
-		} else {
+		} else if flagIDs {
 			b.flag(DQDeathDateInvalid)
 		}
 	}
@@ -112,8 +132,237 @@ func (b *builder) mapPID(pid *hl7v2.Segment) error {
 			p.DeceasedBoolean = ptr(false)
 		}
 	}
-	p.Address = addresses(pid)
-	b.patient = p
+	p.Address = addresses(pid, 11)
+	if lang := language(pid); lang != nil {
+		p.Communication = []models.PatientCommunication{{Language: *lang}}
+	}
+	p.MaritalStatus = maritalStatus(strings.ToUpper(strings.TrimSpace(value(pid.Component(16, 1, 1, 1)))))
+	if ext := ethnicCategory(strings.ToUpper(strings.TrimSpace(value(pid.Component(22, 1, 1, 1))))); ext != nil {
+		p.Extension = append(p.Extension, *ext)
+	}
+	return p, key
+}
+
+// language maps PID-15 (CE): a two-character code (ISO 639-1, or q1 to
+// q5 for Braille and sign languages) in UKCore-HumanLanguage, with the
+// text PID-15.2; any other code is kept as text only.
+func language(pid *hl7v2.Segment) *models.CodeableConcept {
+	code := strings.ToLower(strings.TrimSpace(value(pid.Component(15, 1, 1, 1))))
+	text := strings.TrimSpace(value(pid.Component(15, 1, 2, 1)))
+	if code == "" {
+		return nil
+	}
+	cc := &models.CodeableConcept{Text: optional(text)}
+	if len(code) == 2 && code[0] >= 'a' && code[0] <= 'z' && (code[1] >= 'a' && code[1] <= 'z' || code[0] == 'q' && code[1] >= '1' && code[1] <= '5') {
+		cc.Coding = []models.Coding{{System: ptr(csHumanLanguage), Code: ptr(code)}}
+	} else if text == "" {
+		cc.Text = ptr(code)
+	}
+	return cc
+}
+
+// maritalStatus maps an HL7 table 0002 code (see mapPID), or returns nil.
+func maritalStatus(code string) *models.CodeableConcept {
+	v3 := func(c, d string) *models.CodeableConcept {
+		return &models.CodeableConcept{Coding: []models.Coding{coding(systemMaritalStatus, c, d)}}
+	}
+	null := func(c, d string) *models.CodeableConcept {
+		return &models.CodeableConcept{Coding: []models.Coding{coding(systemNullFlavor, c, d)}}
+	}
+	switch code {
+	case "A", "E":
+		return v3("L", "Legally Separated")
+	case "D":
+		return v3("D", "Divorced")
+	case "M":
+		return v3("M", "Married")
+	case "S":
+		return v3("S", "Never Married")
+	case "W":
+		return v3("W", "Widowed")
+	case "C":
+		return v3("C", "Common Law")
+	case "G", "P", "R":
+		return v3("T", "Domestic partner")
+	case "N":
+		return v3("A", "Annulled")
+	case "I":
+		return v3("I", "Interlocutory")
+	case "B":
+		return v3("U", "unmarried")
+	case "U":
+		return null("UNK", "unknown")
+	case "O":
+		return null("OTH", "other")
+	case "T":
+		return null("NAVU", "not available")
+	}
+	return nil
+}
+
+// ethnicCategoryDisplay holds the NHS Data Dictionary ethnic categories
+// (UKCore-EthnicCategoryEngland).
+var ethnicCategoryDisplay = map[string]string{
+	"A": "White - British", "B": "White - Irish", "C": "White - Any other White background",
+	"D": "Mixed - White and Black Caribbean", "E": "Mixed - White and Black African",
+	"F": "Mixed - White and Asian", "G": "Mixed - Any other mixed background",
+	"H": "Asian or Asian British - Indian", "J": "Asian or Asian British - Pakistani",
+	"K": "Asian or Asian British - Bangladeshi", "L": "Asian or Asian British - Any other Asian background",
+	"M": "Black or Black British - Caribbean", "N": "Black or Black British - African",
+	"P": "Black or Black British - Any other Black background", "R": "Other Ethnic Groups - Chinese",
+	"S": "Other Ethnic Groups - Any other ethnic group", "Z": "Not stated", "99": "Not known",
+}
+
+// ethnicCategory returns the UK Core ethnic category extension for an NHS
+// Data Dictionary code, or nil.
+func ethnicCategory(code string) *models.Extension {
+	display, ok := ethnicCategoryDisplay[code]
+	if !ok {
+		return nil
+	}
+	return &models.Extension{
+		Url: extEthnicCategory,
+		ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{
+			coding(csEthnicCategoryEngland, code, display),
+		}},
+	}
+}
+
+// mapPD1 maps the patient's registered GP into Patient.generalPractitioner:
+//
+//   - PD1-3 (XON) patient primary facility, the GP practice: an
+//     Organization with the ODS code from XON-10, else XON-3, else XON-1
+//     when it has the shape of an ODS code, and the name XON-1 when it is
+//     not the code.
+//   - PD1-4 (XCN) patient primary care provider, the GP: a Practitioner
+//     (see practitionerResource); a GP code "G" and seven digits is a GMP
+//     number.
+func (b *builder) mapPD1(pd1 *hl7v2.Segment) error {
+	if b.patient != nil {
+		b.registeredGP(b.patient, pd1)
+	}
+	return nil
+}
+
+// registeredGP adds the PD1 practice and GP of p.
+func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
+	c := func(comp int) string { return strings.TrimSpace(value(pd1.Component(3, 1, comp, 1))) }
+	name, code := c(1), c(10)
+	if code == "" {
+		code = c(3)
+	}
+	if code == "" && nhs.LooksLikeODSCode(name) {
+		code = name
+	}
+	if code == name {
+		name = ""
+	}
+	if code != "" || name != "" {
+		url, id := b.nextURL("Organization")
+		org := &models.Organization{
+			Id:   ptr(id),
+			Meta: &models.Meta{Profile: []string{profileOrganization}},
+			Name: optional(name),
+		}
+		if nhs.LooksLikeODSCode(code) {
+			org.Identifier = []models.Identifier{{System: ptr(nhs.SystemODSOrganization), Value: ptr(code)}}
+		} else if code != "" {
+			org.Identifier = []models.Identifier{{Value: ptr(code)}}
+		}
+		b.add(url, "Organization", org)
+		p.GeneralPractitioner = append(p.GeneralPractitioner, models.Reference{Reference: ptr(url), Type: ptr("Organization"), Display: optional(name)})
+	}
+	if gp := b.practitionerResource(pd1, 4, 1); gp != nil {
+		p.GeneralPractitioner = append(p.GeneralPractitioner, *gp)
+	}
+}
+
+// mapMerge maps a merge (A34, A40): each PID, with the PD1 and MRG after
+// it and before the next PID, is one group. For each group:
+//
+//   - The PID is the surviving record: a Patient mapped as mapPID does,
+//     active, with a link of type "replaces" to the old record. The first
+//     group's is the bundle's Patient and gives the patient key.
+//   - The MRG is the record merged into it: a Patient, active false, with
+//     a link of type "replaced-by" to the survivor, the identifiers MRG-1
+//     (prior patient identifier list), MRG-2 (prior alternate patient id)
+//     and MRG-4 (prior patient id), classified exactly as PID-3, PID-2
+//     and PID-4 are (an NHS number only when flagged by the dialect and
+//     valid; an invalid one kept as a local identifier or dropped as the
+//     dialect says), and the name MRG-7. MRG is required in every group.
+//
+// A receiver applies a merge by marking the old record inactive and
+// pointing it at the survivor, and moving what referred to the old record
+// to the survivor.
+func (b *builder) mapMerge(*hl7v2.Segment) error {
+	var pid, pd1 *hl7v2.Segment
+	group := 0
+	flush := func(mrg *hl7v2.Segment) error {
+		if pid == nil {
+			return nil
+		}
+		if mrg == nil {
+			return fault.Newf(fault.CodeHL7Required, "ADT %s needs an MRG segment after each PID", b.event).WithHL7("100")
+		}
+		group++
+		kind, oldKind := "Patient", "Patient/replaced"
+		if group > 1 {
+			kind, oldKind = "Patient/"+strconv.Itoa(group), "Patient/replaced/"+strconv.Itoa(group)
+		}
+		survivor, key := b.patientFrom(pid, kind, group == 1)
+		survivorURL, _ := b.fullURL(kind)
+		oldURL, oldID := b.fullURL(oldKind)
+		if pd1 != nil {
+			b.registeredGP(survivor, pd1)
+		}
+		survivor.Active = ptr(true)
+		survivor.Link = []models.PatientLink{{
+			Other: models.Reference{Reference: ptr(oldURL), Type: ptr("Patient")},
+			Type:  models.LinkTypeReplaces,
+		}}
+		old := &models.Patient{
+			Id:     ptr(oldID),
+			Meta:   &models.Meta{Profile: []string{nhs.ProfilePatient}},
+			Active: ptr(false),
+			Link: []models.PatientLink{{
+				Other: models.Reference{Reference: ptr(survivorURL), Type: ptr("Patient")},
+				Type:  models.LinkTypeReplacedBy,
+			}},
+		}
+		old.Identifier = b.identifiers(nil, patientIDs(mrg, &b.t.dialect, 1, 2, 4), false)
+		old.Name = humanNames(mrg, 7)
+		if group == 1 {
+			b.patient, b.key = survivor, key
+		} else {
+			b.patients = append(b.patients, entry{url: survivorURL, typ: "Patient", resource: survivor})
+		}
+		b.patients = append(b.patients, entry{url: oldURL, typ: "Patient", resource: old})
+		pid, pd1 = nil, nil
+		return nil
+	}
+	for _, seg := range b.m.Segments() {
+		switch seg.Name() {
+		case "PID":
+			if err := flush(nil); err != nil {
+				return err
+			}
+			pid = seg
+		case "PD1":
+			if pid != nil && pd1 == nil {
+				pd1 = seg
+			}
+		case "MRG":
+			if err := flush(seg); err != nil {
+				return err
+			}
+		}
+	}
+	if pid != nil {
+		return flush(nil)
+	}
+	if b.patient == nil {
+		return fault.Newf(fault.CodeHL7Required, "ADT %s needs a PID segment", b.event).WithHL7("100")
+	}
 	return nil
 }
 
@@ -132,7 +381,10 @@ func (b *builder) mapPID(pid *hl7v2.Segment) error {
 //     its assigning authority as the assigner's display.
 //
 // Identical system and value pairs are kept once.
-func (b *builder) identifiers(pid *hl7v2.Segment, ids idList) []models.Identifier {
+//
+// pid, when not nil, gives the verification status (PID-32). Data-quality
+// codes are raised only when flag is set.
+func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []models.Identifier {
 	var out []models.Identifier
 	seen := map[[2]string]bool{}
 	addOnce := func(id models.Identifier) {
@@ -147,13 +399,19 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList) []models.Identifie
 		switch {
 		case id.nhsValid && (nhsNumber == "" || nhsNumber == id.value):
 			nhsNumber = id.value
+			var status []models.Extension
+			if pid != nil {
+				status = verificationStatus(pid)
+			}
 			addOnce(models.Identifier{
-				Extension: verificationStatus(pid),
+				Extension: status,
 				System:    ptr(nhs.SystemNHSNumber),
 				Value:     ptr(id.value),
 			})
 		case id.nhsValid:
-			b.flag(DQNHSNumberConflict)
+			if flag {
+				b.flag(DQNHSNumberConflict)
+			}
 			addOnce(b.localIdentifier(id))
 		case id.nhsFlag:
 			invalid = true
@@ -165,7 +423,7 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList) []models.Identifie
 		}
 	}
 	switch {
-	case nhsNumber != "":
+	case nhsNumber != "" || !flag:
 	case invalid:
 		b.flag(DQNHSNumberInvalid)
 	default:
@@ -240,11 +498,11 @@ func verificationStatus(pid *hl7v2.Segment) []models.Extension {
 	return nil
 }
 
-// names maps every PID-5 repetition.
-func names(pid *hl7v2.Segment) []models.HumanName {
+// humanNames maps every XPN repetition of field (PID-5, MRG-7, NK1-2).
+func humanNames(seg *hl7v2.Segment, field int) []models.HumanName {
 	var out []models.HumanName
-	for rep := 1; rep <= pid.Repetitions(5); rep++ {
-		c := func(comp int) string { return strings.TrimSpace(value(pid.Component(5, rep, comp, 1))) }
+	for rep := 1; rep <= seg.Repetitions(field); rep++ {
+		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
 		n := models.HumanName{
 			Family: optional(c(1)),
 			Given:  nonEmpty(c(2), c(3)),
@@ -284,35 +542,38 @@ func nameUse(code string) (models.NameUse, bool) {
 	return 0, false
 }
 
-// gender maps PID-8: HL7 table 0001 (M, F, O, U, A, N) and the NHS Data
-// Dictionary person gender codes (1 male, 2 female, 9 indeterminate, X
-// and 0 not known), the latter as UK Core's AdministrativeGender concept
-// map pairs them.
-func gender(code string) *models.AdministrativeGender {
-	var g models.AdministrativeGender
-	switch strings.ToUpper(strings.TrimSpace(code)) {
-	case "M", "1":
-		g = models.AdministrativeGenderMale
-	case "F", "2":
-		g = models.AdministrativeGenderFemale
-	case "O", "A", "N", "9":
-		g = models.AdministrativeGenderOther
-	case "U", "X", "0":
-		g = models.AdministrativeGenderUnknown
-	default:
+// gender maps an administrative sex code through the dialect's table.
+func (b *builder) gender(code string) *models.AdministrativeGender {
+	g, ok := b.t.sexCodes[strings.ToUpper(strings.TrimSpace(code))]
+	if !ok {
 		return nil
 	}
 	return &g
+}
+
+// genderOf parses a FHIR administrative gender code.
+func genderOf(code string) (models.AdministrativeGender, bool) {
+	switch code {
+	case "male":
+		return models.AdministrativeGenderMale, true
+	case "female":
+		return models.AdministrativeGenderFemale, true
+	case "other":
+		return models.AdministrativeGenderOther, true
+	case "unknown":
+		return models.AdministrativeGenderUnknown, true
+	}
+	return 0, false
 }
 
 // addresses maps every PID-11 repetition (XAD) the way English feeds use
 // it: XAD-1.1 and XAD-2 are address lines, XAD-3 the town, XAD-4 the
 // county (FHIR district), XAD-5 the postcode, XAD-6 the country, and the
 // address type XAD-7 gives the use.
-func addresses(pid *hl7v2.Segment) []models.Address {
+func addresses(seg *hl7v2.Segment, field int) []models.Address {
 	var out []models.Address
-	for rep := 1; rep <= pid.Repetitions(11); rep++ {
-		c := func(comp int) string { return strings.TrimSpace(value(pid.Component(11, rep, comp, 1))) }
+	for rep := 1; rep <= seg.Repetitions(field); rep++ {
+		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
 		a := models.Address{
 			Line:       nonEmpty(c(1), c(2)),
 			City:       optional(c(3)),
@@ -357,10 +618,10 @@ func addressUse(code string) (models.AddressUse, bool) {
 // default. An email address is XTN-4 (or XTN-1 when XTN-4 is empty); a
 // number is XTN-1, or XTN-5 to XTN-8 (country, area, local number,
 // extension) put together when XTN-1 is empty, as from v2.5 on.
-func telecoms(pid *hl7v2.Segment, field int, defaultUse models.ContactPointUse) []models.ContactPoint {
+func telecoms(seg *hl7v2.Segment, field int, defaultUse models.ContactPointUse) []models.ContactPoint {
 	var out []models.ContactPoint
-	for rep := 1; rep <= pid.Repetitions(field); rep++ {
-		c := func(comp int) string { return strings.TrimSpace(value(pid.Component(field, rep, comp, 1))) }
+	for rep := 1; rep <= seg.Repetitions(field); rep++ {
+		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
 		useCode, equipment := strings.ToUpper(c(2)), strings.ToUpper(c(3))
 		system := models.ContactPointSystemPhone
 		switch equipment {

@@ -94,7 +94,7 @@ func TestTranslateErrors(t *testing.T) {
 		{"not HL7", []byte("TESTPATIENT ALEX 9990000018"), fault.CodeHL7Parse, ""},
 		{"empty", nil, fault.CodeHL7Parse, ""},
 		{"not ADT", hl7(strings.Replace(testMSH, "ADT^A01", "ORU^R01", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Unsupported, "200"},
-		{"unsupported event", hl7(strings.Replace(testMSH, "ADT^A01", "ADT^A40", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Unsupported, "201"},
+		{"unsupported event", hl7(strings.Replace(testMSH, "ADT^A01", "ADT^A17", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Unsupported, "201"},
 		{"no event", hl7(strings.Replace(testMSH, "ADT^A01", "ADT", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Unsupported, "201"},
 		{"A01 without PID", hl7(testMSH, testPV1), fault.CodeHL7Required, "100"},
 		{"A01 without PV1", hl7(testMSH, pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Required, "100"},
@@ -495,7 +495,7 @@ func TestEndpoints(t *testing.T) {
 				t.Errorf("Bundle.identifier.system %q, want the source endpoint", *b.Identifier.System)
 			}
 			sender, provider := "", ""
-			if mh.Sender != nil {
+			if mh.Sender != nil && mh.Sender.Identifier != nil {
 				sender = *mh.Sender.Identifier.Value
 			}
 			if enc.ServiceProvider != nil {
@@ -584,7 +584,13 @@ func TestDialectValidate(t *testing.T) {
 		{"bad zone", func(d *Dialect) { d.TimeZone = "Europe/Atlantis" }, []string{"time_zone"}},
 		{"no zone", func(d *Dialect) { d.TimeZone = "" }, []string{"time_zone"}},
 		{"bad policy", func(d *Dialect) { d.InvalidNHSNumber = "reject" }, []string{"invalid_nhs_number"}},
-		{"all at once", func(d *Dialect) { *d = Dialect{} }, []string{"local_identifier_system", "visit_number_system", "time_zone", "invalid_nhs_number"}},
+		{"all at once", func(d *Dialect) { *d = Dialect{} }, []string{"local_identifier_system", "visit_number_system", "time_zone", "invalid_nhs_number", "cancel_admit_status"}},
+		{"bad sex code", func(d *Dialect) { d.SexCodes["Q"] = "neuter" }, []string{"sex_codes.Q"}},
+		{"blank sex code", func(d *Dialect) { d.SexCodes[" "] = "male" }, []string{"sex_codes: empty code"}},
+		{"duplicate sex code", func(d *Dialect) { d.SexCodes["m"] = "male" }, []string{"same code"}},
+		{"no sex codes is allowed", func(d *Dialect) { d.SexCodes = nil }, nil},
+		{"cancelled A11", func(d *Dialect) { d.CancelAdmitStatus = CancelAdmitCancelled }, nil},
+		{"bad A11 status", func(d *Dialect) { d.CancelAdmitStatus = "deleted" }, []string{"cancel_admit_status"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,275 @@
+package pas
+
+import (
+	"strings"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// mapNK1 maps each NK1 (next of kin, associated party) into a
+// RelatedPerson of the Patient:
+//
+//   - name: NK1-2 (XPN, as PID-5).
+//   - relationship: NK1-3 (HL7 table 0063) as the v2-to-FHIR guide maps
+//     it to v3 RoleCode, else kept in table 0063; and NK1-7 contact role
+//     (HL7 table 0131, such as N next of kin, C emergency contact).
+//   - telecom: NK1-5 (home) and NK1-6 (work), as PID-13 and PID-14.
+//   - address: NK1-4 (XAD, as PID-11).
+//   - gender: NK1-15 through the dialect's sex code table.
+//
+// An NK1 with neither a name, a relationship, a telecom nor an address
+// is skipped.
+func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
+	if b.patient == nil {
+		return nil
+	}
+	r := &models.RelatedPerson{
+		Meta:    &models.Meta{Profile: []string{profileRelatedPerson}},
+		Name:    humanNames(nk1, 2),
+		Address: addresses(nk1, 4),
+		Telecom: append(telecoms(nk1, 5, models.ContactPointUseHome), telecoms(nk1, 6, models.ContactPointUseWork)...),
+		Gender:  b.gender(value(nk1.Component(15, 1, 1, 1))),
+	}
+	if rel := relationship(strings.ToUpper(strings.TrimSpace(value(nk1.Component(3, 1, 1, 1)))), strings.TrimSpace(value(nk1.Component(3, 1, 2, 1)))); rel != nil {
+		r.Relationship = append(r.Relationship, *rel)
+	}
+	if role := strings.ToUpper(strings.TrimSpace(value(nk1.Component(7, 1, 1, 1)))); role != "" {
+		if display, ok := contactRoles[role]; ok {
+			r.Relationship = append(r.Relationship, models.CodeableConcept{Coding: []models.Coding{coding(systemV2ContactRole, role, display)}})
+		} else {
+			r.Relationship = append(r.Relationship, models.CodeableConcept{Text: ptr(role)})
+		}
+	}
+	if r.Name == nil && r.Address == nil && r.Telecom == nil && r.Relationship == nil {
+		return nil
+	}
+	url, id := b.nextURL("RelatedPerson")
+	r.Id = ptr(id)
+	patientURL, _ := b.fullURL("Patient")
+	r.Patient = models.Reference{Reference: ptr(patientURL), Type: ptr("Patient")}
+	b.add(url, "RelatedPerson", r)
+	return nil
+}
+
+// relationshipCodes maps HL7 table 0063 to v3 RoleCode, as the v2-to-FHIR
+// guide does; codes it keeps in table 0063 or 0131 are in
+// relationshipV2.
+var relationshipCodes = map[string][2]string{
+	"SEL": {"ONESELF", "self"}, "SPO": {"SPS", "spouse"}, "DOM": {"SIGOTHR", "significant other"},
+	"CHD": {"CHILD", "child"}, "GCH": {"GRNDCHILD", "grandchild"}, "NCH": {"NCHILD", "natural child"},
+	"SCH": {"STPCHLD", "step child"}, "FCH": {"CHLDFOST", "foster child"}, "PAR": {"PRN", "parent"},
+	"MTH": {"MTH", "mother"}, "FTH": {"FTH", "father"}, "GRP": {"GRPRN", "grandparent"},
+	"EXF": {"EXT", "extended family member"}, "SIB": {"SIB", "sibling"}, "BRO": {"BRO", "brother"},
+	"SIS": {"SIS", "sister"}, "FND": {"FRND", "unrelated friend"},
+}
+
+var relationshipV2 = map[string]string{
+	"DEP": "Handicapped dependent", "WRD": "Ward of court", "CGV": "Care giver", "GRD": "Guardian",
+	"OAD": "Other adult", "EME": "Employee", "ASC": "Associate", "OWN": "Owner", "TRA": "Trainer",
+	"MGR": "Manager", "NON": "None",
+}
+
+// contactRoles is HL7 table 0131.
+var contactRoles = map[string]string{
+	"C": "Emergency Contact", "E": "Employer", "F": "Federal Agency", "I": "Insurance Company",
+	"N": "Next-of-Kin", "S": "State Agency", "O": "Other", "U": "Unknown",
+}
+
+// relationship maps an NK1-3 code and text (see mapNK1).
+func relationship(code, text string) *models.CodeableConcept {
+	cc := &models.CodeableConcept{Text: optional(text)}
+	if v3, ok := relationshipCodes[code]; ok {
+		cc.Coding = []models.Coding{coding(systemRoleCode, v3[0], v3[1])}
+	} else if display, ok := relationshipV2[code]; ok {
+		cc.Coding = []models.Coding{coding(systemV2Relationship, code, display)}
+	} else if code != "" && text == "" {
+		cc.Text = ptr(code)
+	}
+	if cc.Coding == nil && cc.Text == nil {
+		return nil
+	}
+	return cc
+}
+
+// mapAL1 maps each AL1 into an AllergyIntolerance of the Patient:
+//
+//   - code: AL1-3 (CE); see codeableConcept.
+//   - type and category: AL1-2 allergen type (HL7 table 0127) as the
+//     v2-to-FHIR guide maps it: DA, FA, MA, EA, AA, PA and LA are
+//     allergies; DA medication, FA food, EA, PA and LA environment, AA
+//     biologic. MC (contraindication) gives neither.
+//   - criticality and reaction severity: AL1-4 (HL7 table 0128): SV
+//     severe (criticality high), MO moderate and MI mild (criticality
+//     low), U unknown (criticality unable-to-assess).
+//   - reaction: one, whose manifestations are the AL1-5 repetitions as
+//     text; none when AL1-5 is empty (FHIR requires a manifestation).
+//   - onsetDateTime: AL1-6 identification date.
+//   - clinicalStatus: active.
+//
+// An AL1 without an allergen code is skipped.
+func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
+	if b.patient == nil {
+		return nil
+	}
+	code := codeableConcept(al1, 3, "")
+	if code == nil {
+		return nil
+	}
+	url, id := b.nextURL("AllergyIntolerance")
+	patientURL, _ := b.fullURL("Patient")
+	a := &models.AllergyIntolerance{
+		Id:             ptr(id),
+		Meta:           &models.Meta{Profile: []string{profileAllergyIntolerance}},
+		ClinicalStatus: &models.CodeableConcept{Coding: []models.Coding{coding(systemAllergyClin, "active", "Active")}},
+		Code:           code,
+		Patient:        models.Reference{Reference: ptr(patientURL), Type: ptr("Patient")},
+	}
+	allergy := models.AllergyIntoleranceTypeAllergy
+	switch strings.ToUpper(strings.TrimSpace(value(al1.Component(2, 1, 1, 1)))) {
+	case "DA":
+		a.Type, a.Category = &allergy, []models.AllergyIntoleranceCategory{models.AllergyIntoleranceCategoryMedication}
+	case "FA":
+		a.Type, a.Category = &allergy, []models.AllergyIntoleranceCategory{models.AllergyIntoleranceCategoryFood}
+	case "EA", "PA", "LA":
+		a.Type, a.Category = &allergy, []models.AllergyIntoleranceCategory{models.AllergyIntoleranceCategoryEnvironment}
+	case "AA":
+		a.Type, a.Category = &allergy, []models.AllergyIntoleranceCategory{models.AllergyIntoleranceCategoryBiologic}
+	case "MA":
+		a.Type = &allergy
+	}
+	var severity *models.AllergyIntoleranceSeverity
+	set := func(s models.AllergyIntoleranceSeverity, c models.AllergyIntoleranceCriticality) {
+		severity, a.Criticality = &s, &c
+	}
+	switch strings.ToUpper(strings.TrimSpace(value(al1.Component(4, 1, 1, 1)))) {
+	case "SV":
+		set(models.AllergyIntoleranceSeveritySevere, models.AllergyIntoleranceCriticalityHigh)
+	case "MO":
+		set(models.AllergyIntoleranceSeverityModerate, models.AllergyIntoleranceCriticalityLow)
+	case "MI":
+		set(models.AllergyIntoleranceSeverityMild, models.AllergyIntoleranceCriticalityLow)
+	case "U":
+		c := models.AllergyIntoleranceCriticalityUnableToAssess
+		a.Criticality = &c
+	}
+	var manifestations []models.CodeableConcept
+	for rep := 1; rep <= al1.Repetitions(5); rep++ {
+		if text := strings.TrimSpace(value(al1.Component(5, rep, 1, 1))); text != "" {
+			manifestations = append(manifestations, models.CodeableConcept{Text: ptr(text)})
+		}
+	}
+	if manifestations != nil {
+		a.Reaction = []models.AllergyIntoleranceReaction{{Manifestation: manifestations, Severity: severity}}
+	}
+	if raw := strings.TrimSpace(value(al1.Component(6, 1, 1, 1))); raw != "" {
+		if ts, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
+			a.OnsetDateTime = &ts
+		}
+	}
+	b.add(url, "AllergyIntolerance", a)
+	return nil
+}
+
+// mapDG1 maps each DG1 into a Condition of the Patient:
+//
+//   - code: DG1-3 (CE; see codeableConcept), with DG1-4 description as
+//     the text when DG1-3.2 is empty.
+//   - category: encounter-diagnosis.
+//   - verificationStatus: from DG1-6 diagnosis type: W working
+//     provisional, F final confirmed; A admitting and others leave it out.
+//   - encounter: the Encounter, when there is one.
+//   - onsetDateTime: DG1-5 diagnosis date/time.
+//
+// A DG1 without a diagnosis code or description is skipped.
+func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
+	if b.patient == nil {
+		return nil
+	}
+	code := codeableConcept(dg1, 3, strings.TrimSpace(value(dg1.Component(4, 1, 1, 1))))
+	if code == nil {
+		return nil
+	}
+	url, id := b.nextURL("Condition")
+	patientURL, _ := b.fullURL("Patient")
+	c := &models.Condition{
+		Id:       ptr(id),
+		Meta:     &models.Meta{Profile: []string{profileCondition}},
+		Category: []models.CodeableConcept{{Coding: []models.Coding{coding(systemConditionCat, "encounter-diagnosis", "Encounter Diagnosis")}}},
+		Code:     code,
+		Subject:  models.Reference{Reference: ptr(patientURL), Type: ptr("Patient")},
+	}
+	switch strings.ToUpper(strings.TrimSpace(value(dg1.Component(6, 1, 1, 1)))) {
+	case "W":
+		c.VerificationStatus = &models.CodeableConcept{Coding: []models.Coding{coding(systemConditionVer, "provisional", "Provisional")}}
+	case "F":
+		c.VerificationStatus = &models.CodeableConcept{Coding: []models.Coding{coding(systemConditionVer, "confirmed", "Confirmed")}}
+	}
+	if b.encounter != nil {
+		u, _ := b.fullURL("Encounter")
+		c.Encounter = &models.Reference{Reference: ptr(u), Type: ptr("Encounter")}
+	}
+	if raw := strings.TrimSpace(value(dg1.Component(5, 1, 1, 1))); raw != "" {
+		if ts, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
+			c.OnsetDateTime = &ts
+		}
+	}
+	b.add(url, "Condition", c)
+	return nil
+}
+
+// codeableConcept maps a CE/CWE field: the code CE-1 with the system named
+// by CE-3 (see codingSystem), the text CE-2 (else fallbackText). A code
+// whose system is unknown is kept as text, with the code when there is no
+// other text. It returns nil when the field holds no code and no text.
+func codeableConcept(seg *hl7v2.Segment, field int, fallbackText string) *models.CodeableConcept {
+	c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, 1, comp, 1))) }
+	code, text := c(1), c(2)
+	if text == "" {
+		text = fallbackText
+	}
+	cc := &models.CodeableConcept{Text: optional(text)}
+	if code != "" {
+		if system := codingSystem(c(3)); system != "" {
+			if system == systemICD10 {
+				code = icd10Code(code)
+			}
+			cc.Coding = []models.Coding{{System: ptr(system), Code: ptr(code), Display: optional(c(2))}}
+		} else if text == "" {
+			cc.Text = ptr(code)
+		}
+	}
+	if cc.Coding == nil && cc.Text == nil {
+		return nil
+	}
+	return cc
+}
+
+// codingSystem maps an HL7 table 0396 coding system name (and the names
+// NHS feeds use) to a FHIR code system URI, or "".
+func codingSystem(name string) string {
+	switch strings.ToUpper(name) {
+	case "SCT", "SNM", "SNM3", "SNOMED", "SNOMEDCT", "SNOMED-CT", "SNOMED CT":
+		return systemSNOMED
+	case "I10", "ICD10", "ICD-10":
+		return systemICD10
+	case "I9", "I9C", "ICD9", "ICD9CM":
+		return systemICD9CM
+	case "LN", "LOINC":
+		return systemLOINC
+	}
+	return ""
+}
+
+// icd10Code writes an ICD-10 code in its dotted form: feeds often send
+// "J189" for J18.9.
+func icd10Code(code string) string {
+	code = strings.ToUpper(code)
+	if len(code) > 3 && !strings.Contains(code, ".") &&
+		code[0] >= 'A' && code[0] <= 'Z' && allDigits(code[1:3]) {
+		return code[:3] + "." + code[3:]
+	}
+	return code
+}

@@ -1,0 +1,572 @@
+package pas
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// msh returns testMSH for another event.
+func msh(event string) string {
+	return strings.Replace(testMSH, "ADT^A01", "ADT^"+event, 1)
+}
+
+// resourcesOf returns every resource of type typ in b.
+func resourcesOf[T any](t *testing.T, b *models.Bundle, typ string, unmarshal func([]byte) (T, error)) []T {
+	t.Helper()
+	var out []T
+	for _, e := range b.Entry {
+		if rt, _ := fhir.ResourceType(e.Resource); rt == typ {
+			r, err := unmarshal(e.Resource)
+			if err != nil {
+				t.Fatalf("unmarshal %s: %v", typ, err)
+			}
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func TestEventStatuses(t *testing.T) {
+	cancelled := DefaultDialect()
+	cancelled.CancelAdmitStatus = CancelAdmitCancelled
+	visit := pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 6: "WARD2^^^RX1", 19: "V1", 44: "20240715093000", 45: "20240716120000"})
+	tests := []struct {
+		event    string
+		dialect  Dialect
+		status   string
+		end      bool     // Encounter.period.end present
+		location []string // location statuses, "-" for none
+	}{
+		{"A01", DefaultDialect(), "in-progress", true, []string{"active"}},
+		{"A02", DefaultDialect(), "in-progress", true, []string{"active", "completed"}},
+		{"A03", DefaultDialect(), "finished", true, []string{"completed"}},
+		{"A04", DefaultDialect(), "in-progress", true, []string{"active"}},
+		{"A05", DefaultDialect(), "planned", true, []string{"planned"}},
+		{"A06", DefaultDialect(), "in-progress", true, []string{"active"}},
+		{"A07", DefaultDialect(), "in-progress", true, []string{"active"}},
+		{"A08", DefaultDialect(), "finished", true, []string{"completed"}},
+		{"A11", DefaultDialect(), "entered-in-error", true, []string{"-"}},
+		{"A11", cancelled, "cancelled", true, []string{"-"}},
+		{"A12", DefaultDialect(), "in-progress", true, []string{"active", "-"}},
+		{"A13", DefaultDialect(), "in-progress", false, []string{"active"}},
+		{"A21", DefaultDialect(), "onleave", true, []string{"reserved"}},
+		{"A22", DefaultDialect(), "in-progress", true, []string{"active"}},
+		{"A28", DefaultDialect(), "finished", true, []string{"completed"}},
+		{"A31", DefaultDialect(), "finished", true, []string{"completed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.event+"-"+tt.dialect.CancelAdmitStatus, func(t *testing.T) {
+			b := translate(t, tt.dialect, hl7(msh(tt.event), pid("9990000018^^^NHS^NH", nil), visit))
+			enc, ok := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+			if !ok {
+				t.Fatal("no Encounter")
+			}
+			if got := enc.Status.Code(); got != tt.status {
+				t.Errorf("status %q, want %q", got, tt.status)
+			}
+			if got := enc.Period != nil && enc.Period.End != nil; got != tt.end {
+				t.Errorf("period end present = %v, want %v", got, tt.end)
+			}
+			var locs []string
+			for _, l := range enc.Location {
+				s := "-"
+				if l.Status != nil {
+					s = l.Status.Code()
+				}
+				locs = append(locs, s)
+			}
+			if diff := cmp.Diff(tt.location, locs); diff != "" {
+				t.Errorf("location statuses (-want +got):\n%s", diff)
+			}
+			mh, _ := resourceOf(t, b, "MessageHeader", models.UnmarshalMessageHeader)
+			if *mh.EventCoding.Code != tt.event || mh.EventCoding.Display == nil {
+				t.Errorf("eventCoding %v %v", *mh.EventCoding.Code, mh.EventCoding.Display)
+			}
+		})
+	}
+}
+
+func TestCancelTransferMarksLocation(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(msh("A12"), pid("9990000018^^^NHS^NH", nil),
+		pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 6: "WARD2^^^RX1", 19: "V1"})))
+	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+	if len(enc.Location) != 2 {
+		t.Fatalf("%d locations, want 2", len(enc.Location))
+	}
+	if *enc.Location[0].Location.Display != "WARD1" || len(enc.Location[0].Extension) != 0 {
+		t.Errorf("restored location %+v", enc.Location[0])
+	}
+	l := enc.Location[1]
+	if *l.Location.Display != "WARD2" || len(l.Extension) != 1 || l.Extension[0].Url != extCancelledLocation ||
+		l.Extension[0].ValueBoolean == nil || !*l.Extension[0].ValueBoolean {
+		t.Errorf("cancelled location %+v", l)
+	}
+}
+
+func TestCancelDischargeDropsDischarge(t *testing.T) {
+	visit := pv1(map[int]string{2: "I", 19: "V1", 36: "1", 37: "19", 44: "20240715093000", 45: "20240716120000"})
+	for _, tt := range []struct {
+		event string
+		want  bool
+	}{{"A03", true}, {"A13", false}} {
+		b := translate(t, DefaultDialect(), hl7(msh(tt.event), pid("9990000018^^^NHS^NH", nil), visit))
+		enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+		method := len(enc.Extension) == 1 && enc.Extension[0].Url == extDischargeMethod
+		dest := enc.Hospitalization != nil && enc.Hospitalization.DischargeDisposition != nil
+		if method != tt.want || dest != tt.want || (enc.Period.End != nil) != tt.want {
+			t.Errorf("%s: discharge method %v, destination %v, end %v, want %v", tt.event, method, dest, enc.Period.End, tt.want)
+		}
+	}
+}
+
+func TestCancelAdmitIgnoresDiagnoses(t *testing.T) {
+	raw := hl7(msh("A11"), pid("9990000018^^^NHS^NH", nil), testPV1, "DG1|1||I10^Hypertension^I10")
+	b := translate(t, DefaultDialect(), raw)
+	if n := len(resourcesOf(t, b, "Condition", models.UnmarshalCondition)); n != 0 {
+		t.Errorf("A11 gave %d Conditions", n)
+	}
+	b = translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS^NH", nil), testPV1, "DG1|1||I10^Hypertension^I10"))
+	if n := len(resourcesOf(t, b, "Condition", models.UnmarshalCondition)); n != 1 {
+		t.Errorf("A01 gave %d Conditions", n)
+	}
+}
+
+func TestClassChangeKeepsPriorVisitNumber(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(msh("A06"), pid("9990000018^^^NHS^NH", nil), "MRG|9990000018^^^NHS||||OP1",
+		pv1(map[int]string{2: "I", 19: "V1"})))
+	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+	if len(enc.Identifier) != 2 || *enc.Identifier[1].Value != "OP1" || enc.Identifier[1].Use.Code() != "old" || *enc.Class.Code != "IMP" {
+		t.Errorf("identifiers %+v, class %v", enc.Identifier, *enc.Class.Code)
+	}
+}
+
+func TestMerge(t *testing.T) {
+	drop := DefaultDialect()
+	drop.InvalidNHSNumber = InvalidNHSNumberDrop
+	local := DefaultLocalIdentifierSystem
+	tests := []struct {
+		name    string
+		dialect Dialect
+		segs    []string
+		// want lists, per Patient in bundle order: active, link type and
+		// identifiers as system|value.
+		want [][]string
+		err  fault.Code
+	}{
+		{"A40", DefaultDialect(), []string{msh("A40"), pid("9990000018^^^NHS^NH", nil), "MRG|9990000026^^^NHS^NH~H9^^^RX1^MR"},
+			[][]string{{"true", "replaces", nhs.SystemNHSNumber + "|9990000018"},
+				{"false", "replaced-by", nhs.SystemNHSNumber + "|9990000026", local + "|H9"}}, ""},
+		{"A34 MRG-4", DefaultDialect(), []string{msh("A34"), pid("H1^^^RX1^MR", nil), "MRG||||H2^^^RX1"},
+			[][]string{{"true", "replaces", local + "|H1"}, {"false", "replaced-by", local + "|H2"}}, ""},
+		{"invalid old NHS number kept as local", DefaultDialect(), []string{msh("A40"), pid("9990000018^^^NHS^NH", nil), "MRG|9990000027^^^NHS^NH"},
+			[][]string{{"true", "replaces", nhs.SystemNHSNumber + "|9990000018"}, {"false", "replaced-by", local + "|9990000027"}}, ""},
+		{"invalid old NHS number dropped", drop, []string{msh("A40"), pid("9990000018^^^NHS^NH", nil), "MRG|9990000027^^^NHS^NH~H2^^^RX1"},
+			[][]string{{"true", "replaces", nhs.SystemNHSNumber + "|9990000018"}, {"false", "replaced-by", local + "|H2"}}, ""},
+		{"no MRG", DefaultDialect(), []string{msh("A40"), pid("9990000018^^^NHS^NH", nil)}, nil, fault.CodeHL7Required},
+		{"second group without MRG", DefaultDialect(), []string{msh("A40"), pid("9990000018^^^NHS^NH", nil), "MRG|H2^^^RX1",
+			pid("9990000026^^^NHS^NH", nil)}, nil, fault.CodeHL7Required},
+		{"MRG without PID", DefaultDialect(), []string{msh("A40"), "MRG|H2^^^RX1"}, nil, fault.CodeHL7Required},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := NewTranslator(tt.dialect)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tl, err := tr.Translate(testEnvelope("merge", hl7(tt.segs...)))
+			if tt.err != "" {
+				if fault.CodeOf(err) != tt.err {
+					t.Fatalf("error %v, want %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := models.UnmarshalBundle(tl.Bundle)
+			pats := resourcesOf(t, &b, "Patient", models.UnmarshalPatient)
+			var got [][]string
+			urls := map[string]string{}
+			for i, e := range b.Entry {
+				if rt, _ := fhir.ResourceType(e.Resource); rt == "Patient" {
+					urls[*pats[len(urls)].Id] = *b.Entry[i].FullUrl
+				}
+			}
+			for _, p := range pats {
+				row := []string{"nil", ""}
+				if p.Active != nil {
+					row[0] = map[bool]string{true: "true", false: "false"}[*p.Active]
+				}
+				if len(p.Link) == 1 {
+					row[1] = p.Link[0].Type.Code()
+				}
+				for _, id := range p.Identifier {
+					row = append(row, *id.System+"|"+*id.Value)
+				}
+				got = append(got, row)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("patients (-want +got):\n%s", diff)
+			}
+			// The links point at each other.
+			if len(pats) == 2 {
+				if *pats[0].Link[0].Other.Reference != urls[*pats[1].Id] || *pats[1].Link[0].Other.Reference != urls[*pats[0].Id] {
+					t.Error("merge links do not point at each other")
+				}
+			}
+			if _, ok := resourceOf(t, &b, "Encounter", models.UnmarshalEncounter); ok {
+				t.Error("a merge made an Encounter")
+			}
+		})
+	}
+}
+
+func TestPatientDemographics(t *testing.T) {
+	tests := []struct {
+		name   string
+		fields map[int]string
+		check  func(t *testing.T, p models.Patient)
+	}{
+		{"language ISO 639-1", map[int]string{15: "EN^English"}, func(t *testing.T, p models.Patient) {
+			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "en" ||
+				*p.Communication[0].Language.Coding[0].System != csHumanLanguage || *p.Communication[0].Language.Text != "English" {
+				t.Errorf("communication %+v", p.Communication)
+			}
+		}},
+		{"sign language", map[int]string{15: "q4"}, func(t *testing.T, p models.Patient) {
+			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "q4" {
+				t.Errorf("communication %+v", p.Communication)
+			}
+		}},
+		{"local language code", map[int]string{15: "ENG"}, func(t *testing.T, p models.Patient) {
+			if len(p.Communication) != 1 || p.Communication[0].Language.Coding != nil || *p.Communication[0].Language.Text != "eng" {
+				t.Errorf("communication %+v", p.Communication)
+			}
+		}},
+		{"married", map[int]string{16: "M"}, func(t *testing.T, p models.Patient) {
+			if c := p.MaritalStatus.Coding[0]; *c.System != systemMaritalStatus || *c.Code != "M" {
+				t.Errorf("marital status %+v", c)
+			}
+		}},
+		{"separated", map[int]string{16: "A"}, func(t *testing.T, p models.Patient) {
+			if c := p.MaritalStatus.Coding[0]; *c.Code != "L" {
+				t.Errorf("marital status %+v", c)
+			}
+		}},
+		{"marital unknown", map[int]string{16: "U"}, func(t *testing.T, p models.Patient) {
+			if c := p.MaritalStatus.Coding[0]; *c.System != systemNullFlavor || *c.Code != "UNK" {
+				t.Errorf("marital status %+v", c)
+			}
+		}},
+		{"marital local", map[int]string{16: "Q"}, func(t *testing.T, p models.Patient) {
+			if p.MaritalStatus != nil {
+				t.Errorf("marital status %+v", p.MaritalStatus)
+			}
+		}},
+		{"ethnic category", map[int]string{22: "N^Black African"}, func(t *testing.T, p models.Patient) {
+			if len(p.Extension) != 1 || p.Extension[0].Url != extEthnicCategory ||
+				*p.Extension[0].ValueCodeableConcept.Coding[0].Code != "N" ||
+				*p.Extension[0].ValueCodeableConcept.Coding[0].System != csEthnicCategoryEngland {
+				t.Errorf("extensions %+v", p.Extension)
+			}
+		}},
+		{"ethnic not known", map[int]string{22: "99"}, func(t *testing.T, p models.Patient) {
+			if len(p.Extension) != 1 || *p.Extension[0].ValueCodeableConcept.Coding[0].Code != "99" {
+				t.Errorf("extensions %+v", p.Extension)
+			}
+		}},
+		{"ethnic unknown code", map[int]string{22: "2186-5"}, func(t *testing.T, p models.Patient) {
+			if len(p.Extension) != 0 {
+				t.Errorf("extensions %+v", p.Extension)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS", tt.fields), testPV1))
+			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+			tt.check(t, p)
+			checkBundle(t, mustMarshal(t, b))
+		})
+	}
+}
+
+func mustMarshal(t *testing.T, b *models.Bundle) []byte {
+	t.Helper()
+	raw, err := fhir.MarshalResource(*b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestSexCodeTable(t *testing.T) {
+	d := DefaultDialect()
+	d.SexCodes["I"] = "other"
+	d.SexCodes["X"] = "other" // override a default
+	tests := []struct{ code, want string }{{"I", "other"}, {"x", "other"}, {"1", "male"}, {"Z", ""}}
+	for _, tt := range tests {
+		b := translate(t, d, hl7(testMSH, pid("H1", map[int]string{8: tt.code}), testPV1))
+		p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+		got := ""
+		if p.Gender != nil {
+			got = p.Gender.Code()
+		}
+		if got != tt.want {
+			t.Errorf("gender(%q) = %q, want %q", tt.code, got, tt.want)
+		}
+	}
+	tr, err := NewTranslator(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SexCodes["Z"] = "male"
+	tl, _ := tr.Translate(testEnvelope("sex", hl7(testMSH, pid("H1", map[int]string{8: "Z"}), testPV1)))
+	if p, _ := fhir.FindResources(tl.Bundle, "Patient"); strings.Contains(string(p[0]), `"gender"`) {
+		t.Error("changing the caller's sex code table changed the translator")
+	}
+}
+
+func TestRegisteredGP(t *testing.T) {
+	tests := []struct {
+		name     string
+		pd1      string
+		org      string // system|value or |name
+		gpSystem string
+	}{
+		{"XON-10 and GMP code", "PD1|||THE SURGERY^^^^^^^^^Y99999|G9999991^TESTGP^MORGAN", nhs.SystemODSOrganization + "|Y99999", nhs.SystemGMP},
+		{"XON-3", "PD1|||THE SURGERY^^Y99999|G9999991^TESTGP", nhs.SystemODSOrganization + "|Y99999", nhs.SystemGMP},
+		{"bare ODS code", "PD1|||Y99999|12345^TESTGP^^^^^^^SDS", nhs.SystemODSOrganization + "|Y99999", systemSDSUser},
+		{"local GP code", "PD1|||Y99999|LOCAL1^TESTGP", nhs.SystemODSOrganization + "|Y99999", ""},
+		{"name only", "PD1|||The Surgery", "|The Surgery", "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS", nil), tt.pd1, testPV1))
+			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+			orgs := resourcesOf(t, b, "Organization", models.UnmarshalOrganization)
+			if len(orgs) != 1 {
+				t.Fatalf("%d Organizations", len(orgs))
+			}
+			got := "|" + deref(orgs[0].Name)
+			if len(orgs[0].Identifier) > 0 {
+				got = deref(orgs[0].Identifier[0].System) + "|" + *orgs[0].Identifier[0].Value
+			}
+			if got != tt.org {
+				t.Errorf("organization %q, want %q", got, tt.org)
+			}
+			gps := resourcesOf(t, b, "Practitioner", models.UnmarshalPractitioner)
+			wantRefs := 2
+			if tt.gpSystem == "-" {
+				wantRefs = 1
+			} else if len(gps) != 1 || deref(gps[0].Identifier[0].System) != tt.gpSystem {
+				t.Errorf("GP %+v, want system %q", gps, tt.gpSystem)
+			}
+			if len(p.GeneralPractitioner) != wantRefs {
+				t.Errorf("generalPractitioner %+v", p.GeneralPractitioner)
+			}
+		})
+	}
+}
+
+func TestParticipants(t *testing.T) {
+	doc := "C1^TESTCONSULTANT^ALEX^^^DR"
+	b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS", nil),
+		pv1(map[int]string{2: "I", 19: "V1", 7: doc, 8: "G9999991^TESTGP", 9: "9999997^TESTDOCTOR^^^^^^^GMC~LOCAL9^TESTJUNIOR", 17: doc})))
+	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+	var roles []string
+	for _, p := range enc.Participant {
+		roles = append(roles, *p.Type[0].Coding[0].Code)
+	}
+	if diff := cmp.Diff([]string{"ATND", "REF", "CON", "CON", "ADM"}, roles); diff != "" {
+		t.Errorf("participant roles (-want +got):\n%s", diff)
+	}
+	if *enc.Participant[0].Individual.Reference != *enc.Participant[4].Individual.Reference {
+		t.Error("the same doctor as attender and admitter is two resources")
+	}
+	if n := len(resourcesOf(t, b, "Practitioner", models.UnmarshalPractitioner)); n != 4 {
+		t.Errorf("%d Practitioners, want 4", n)
+	}
+}
+
+func TestHospitalization(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(msh("A03"), pid("9990000018^^^NHS", nil),
+		pv1(map[int]string{2: "I", 19: "V1", 4: "21", 14: "51", 36: "4", 37: "79", 45: "20240716120000"})))
+	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+	h := enc.Hospitalization
+	if h == nil || len(h.Extension) != 1 || h.Extension[0].Url != extAdmissionMethod ||
+		*h.Extension[0].ValueCodeableConcept.Coding[0].Code != "21" ||
+		*h.AdmitSource.Coding[0].System != csSourceOfAdmissionEngland ||
+		*h.DischargeDisposition.Coding[0].Code != "79" {
+		t.Fatalf("hospitalization %+v", h)
+	}
+	if len(enc.Extension) != 1 || *enc.Extension[0].ValueCodeableConcept.Coding[0].Code != "4" {
+		t.Errorf("discharge method %+v", enc.Extension)
+	}
+	// Local codes are kept as text; a two-digit PV1-36 is a destination.
+	b = translate(t, DefaultDialect(), hl7(msh("A03"), pid("9990000018^^^NHS", nil),
+		pv1(map[int]string{2: "I", 19: "V1", 4: "E", 14: "GP", 36: "19"})))
+	enc, _ = resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+	h = enc.Hospitalization
+	if h == nil || h.Extension != nil || *h.AdmitSource.Text != "GP" || *h.DischargeDisposition.Coding[0].Code != "19" || enc.Extension != nil {
+		t.Errorf("hospitalization %+v, extensions %+v", h, enc.Extension)
+	}
+}
+
+func TestClinicalSegments(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS", nil),
+		"NK1|1|TESTMOTHER^JO|MTH^Mother||01234^PRN||N",
+		"NK1|2|||",
+		testPV1,
+		"AL1|1|DA|372687004^Amoxicillin^SCT|SV|Hives",
+		"AL1|2|MC|^Latex|U",
+		"AL1|3|DA|",
+		"DG1|1||I10^Essential hypertension^I10||20240101|F",
+		"DG1|2||K359^Appendicitis^ICD10",
+		"DG1|3||22298006^Myocardial infarction^SCT",
+		"DG1|4||LOC1^^99LOCAL|Local thing",
+		"DG1|5||"))
+	rps := resourcesOf(t, b, "RelatedPerson", models.UnmarshalRelatedPerson)
+	if len(rps) != 1 || *rps[0].Relationship[0].Coding[0].Code != "MTH" || *rps[0].Relationship[1].Coding[0].Code != "N" ||
+		*rps[0].Name[0].Family != "TESTMOTHER" || *rps[0].Telecom[0].Value != "01234" {
+		t.Errorf("related persons %+v", rps)
+	}
+	als := resourcesOf(t, b, "AllergyIntolerance", models.UnmarshalAllergyIntolerance)
+	if len(als) != 2 {
+		t.Fatalf("%d AllergyIntolerances, want 2", len(als))
+	}
+	if als[0].Category[0].Code() != "medication" || als[0].Criticality.Code() != "high" || als[0].Reaction[0].Severity.Code() != "severe" ||
+		*als[0].Code.Coding[0].System != systemSNOMED {
+		t.Errorf("allergy 1 %+v", als[0])
+	}
+	if als[1].Type != nil || als[1].Category != nil || als[1].Criticality.Code() != "unable-to-assess" || als[1].Reaction != nil || *als[1].Code.Text != "Latex" {
+		t.Errorf("allergy 2 %+v", als[1])
+	}
+	conds := resourcesOf(t, b, "Condition", models.UnmarshalCondition)
+	var codes []string
+	for _, c := range conds {
+		s := "text:" + deref(c.Code.Text)
+		if len(c.Code.Coding) > 0 {
+			s = *c.Code.Coding[0].System + "|" + *c.Code.Coding[0].Code
+		}
+		codes = append(codes, s)
+		if c.Encounter == nil || *c.Category[0].Coding[0].Code != "encounter-diagnosis" {
+			t.Errorf("condition %+v", c)
+		}
+	}
+	want := []string{systemICD10 + "|I10", systemICD10 + "|K35.9", systemSNOMED + "|22298006", "text:Local thing"}
+	if diff := cmp.Diff(want, codes); diff != "" {
+		t.Errorf("condition codes (-want +got):\n%s", diff)
+	}
+	if *conds[0].OnsetDateTime != "2024-01-01" || *conds[0].VerificationStatus.Coding[0].Code != "confirmed" {
+		t.Errorf("condition 1 %+v", conds[0])
+	}
+	checkBundle(t, mustMarshal(t, b))
+}
+
+func TestProvenance(t *testing.T) {
+	tests := []struct {
+		name    string
+		msh     string
+		whoType string
+		what    string
+	}{
+		{"ODS sender", testMSH, "Organization", "urn:hl7v2:PAS:RX1|CTRL1"},
+		{"local sender", strings.Replace(testMSH, "|RX1|EPR", "|Riverside|EPR", 1), "Device", "urn:hl7v2:PAS:Riverside|CTRL1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(tt.msh, pid("9990000018^^^NHS", nil), testPV1))
+			p, ok := resourceOf(t, b, "Provenance", models.UnmarshalProvenance)
+			if !ok {
+				t.Fatal("no Provenance")
+			}
+			if p.Recorded != *b.Timestamp || p.Recorded != "2024-07-15T09:35:12+01:00" {
+				t.Errorf("recorded %q, timestamp %q", p.Recorded, *b.Timestamp)
+			}
+			if *p.Agent[0].Who.Type != tt.whoType {
+				t.Errorf("agent %+v", p.Agent[0].Who)
+			}
+			e := p.Entity[0]
+			if got := *e.What.Identifier.System + "|" + *e.What.Identifier.Value; got != tt.what || e.Role.Code() != "source" {
+				t.Errorf("entity %s %s", got, e.Role.Code())
+			}
+			if len(p.Target) != len(b.Entry)-2 {
+				t.Errorf("%d targets for %d entries", len(p.Target), len(b.Entry))
+			}
+		})
+	}
+}
+
+// TestSummerTime checks that local times without an offset get the
+// offset in force at that time in the dialect's zone: +01:00 in British
+// Summer Time, +00:00 in winter, and that another zone is honoured.
+func TestSummerTime(t *testing.T) {
+	utc := DefaultDialect()
+	utc.TimeZone = "UTC"
+	tests := []struct {
+		name    string
+		dialect Dialect
+		admit   string
+		want    string
+	}{
+		{"BST", DefaultDialect(), "20240715093000", "2024-07-15T09:30:00+01:00"},
+		{"GMT", DefaultDialect(), "20240115093000", "2024-01-15T09:30:00+00:00"},
+		{"last GMT minute", DefaultDialect(), "202403310059", "2024-03-31T00:59:00+00:00"},
+		{"first BST minute", DefaultDialect(), "202403310200", "2024-03-31T02:00:00+01:00"},
+		{"explicit offset wins", DefaultDialect(), "20240715093000+0000", "2024-07-15T09:30:00+00:00"},
+		{"UTC feed", utc, "20240715093000", "2024-07-15T09:30:00+00:00"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, tt.dialect, hl7(testMSH, pid("H1", nil), pv1(map[int]string{2: "I", 19: "V1", 44: tt.admit})))
+			enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+			if got := *enc.Period.Start; got != tt.want {
+				t.Errorf("period.start %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestUKCoreURLs checks the canonical URLs this package emits against the
+// UK Core package in the corpus.
+func TestUKCoreURLs(t *testing.T) {
+	dir := filepath.Join(corporaDir, "uk-core")
+	if _, err := os.Stat(dir); err != nil {
+		t.Skip("UK Core corpus not present at " + dir)
+	}
+	known := map[string]bool{}
+	re := regexp.MustCompile(`<url value="([^"]+)"`)
+	for _, sub := range []string{"structuredefinitions", "codesystems"} {
+		files, _ := filepath.Glob(filepath.Join(dir, sub, "*.xml"))
+		for _, f := range files {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := re.FindSubmatch(raw); m != nil {
+				known[string(m[1])] = true
+			}
+		}
+	}
+	for _, u := range []string{
+		profileLocation, profileRelatedPerson, profileAllergyIntolerance, profileCondition, profilePractitioner,
+		profileOrganization, profileProvenance, extEthnicCategory, extAdmissionMethod, extDischargeMethod,
+		csEthnicCategoryEngland, csAdmissionMethodEngland, csDischargeMethodEngland, csSourceOfAdmissionEngland,
+		csDischargeDestinationEngland, csHumanLanguage,
+	} {
+		if !known[u] {
+			t.Errorf("%s is not in UK Core", u)
+		}
+	}
+}

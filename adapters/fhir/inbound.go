@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -51,6 +52,27 @@ const (
 	maxDedupeKey = 512
 	// retryAfterSeconds is suggested to senders when the store is down.
 	retryAfterSeconds = "10"
+)
+
+// Limits on the shape of an inbound body, on top of MaxBodyBytes and
+// MaxDepth. Decoding into the FHIR models costs far more memory than the
+// JSON text for dense input: each "{}" (2 bytes) becomes a model struct of
+// a few hundred bytes, so 3 MB of "[{},{},...]" took about 500 MB of heap
+// before these limits. They are checked by a scan that allocates nothing,
+// before any decoding, and refused with 413 and an OperationOutcome
+// (issue too-costly).
+const (
+	// MaxBundleEntries is the most entries a Bundle may hold. Split larger
+	// batches into several Bundles.
+	MaxBundleEntries = 10_000
+	// BytesPerContainer sets the budget of JSON objects and arrays in one
+	// body: one per BytesPerContainer bytes of MaxBodyBytes (163,840 at the
+	// default 10 MiB), and never fewer than MinContainers. Real FHIR JSON
+	// has about one per 160 bytes (one per 31 bytes at the densest among
+	// the official R4 examples, compacted).
+	BytesPerContainer = 64
+	// MinContainers is the smallest budget of objects and arrays.
+	MinContainers = 1024
 )
 
 // Routes served, by ServeMux pattern.
@@ -361,6 +383,154 @@ func tooLarge(max int64) rejection {
 		detail: fmt.Sprintf("body larger than %d bytes", max)}
 }
 
+// tooCostly refuses a body whose shape would cost too much to decode.
+func tooCostly(detail string, expr ...string) rejection {
+	return rejection{status: http.StatusRequestEntityTooLarge, code: fault.CodeFHIRTooLarge, detail: detail, expr: expr}
+}
+
+// maxContainers is the budget of JSON objects and arrays in one body.
+func (in *Inbound) maxContainers() int {
+	return int(max(in.cfg.MaxBodyBytes/BytesPerContainer, MinContainers))
+}
+
+// invalidUTF8Offset returns the offset of the first byte of b that is not
+// part of valid UTF-8, or -1. FHIR JSON is UTF-8; encoding/json would
+// silently replace such bytes, so the stored raw message and what routes
+// see would differ.
+func invalidUTF8Offset(b []byte) int {
+	if utf8.Valid(b) {
+		return -1
+	}
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// countContainers returns the number of JSON objects and arrays in b,
+// counting brackets outside strings. Like depthOffset it does not check
+// syntax and allocates nothing.
+func countContainers(b []byte) int {
+	n := 0
+	inString, escaped := false, false
+	for _, c := range b {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		}
+		switch c {
+		case '"':
+			inString = true
+		case '{', '[':
+			n++
+		}
+	}
+	return n
+}
+
+// bundleEntryCount returns the number of elements of the array under the
+// root object's "entry" key in doc, which must be valid JSON. Keys are
+// matched as encoding/json matches struct fields (escapes decoded, case
+// ignored); if the key appears more than once, the largest count is
+// returned. It allocates only to decode a key holding escapes.
+func bundleEntryCount(doc []byte) int {
+	var (
+		depth     int
+		expectKey bool // at depth 1, the next string is a key
+		isEntry   bool // the last key at depth 1 was "entry"; its value is next
+		counting  bool // inside the entry array (at depth 2)
+		n, most   int
+	)
+	for i := 0; i < len(doc); i++ {
+		c := doc[i]
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		if depth == 1 && isEntry && c != ':' {
+			// The value of an entry key starts here.
+			isEntry = false
+			if c == '[' {
+				counting, n = true, 0
+				if j := skipSpace(doc, i+1); j < len(doc) && doc[j] != ']' {
+					n = 1
+				}
+			}
+		}
+		switch c {
+		case '"':
+			start := i
+			escaped := false
+			for i++; i < len(doc); i++ {
+				if doc[i] == '\\' {
+					escaped = true
+					i++
+					continue
+				}
+				if doc[i] == '"' {
+					break
+				}
+			}
+			if depth == 1 && expectKey {
+				expectKey = false
+				isEntry = isEntryKey(doc[start:min(i+1, len(doc))], escaped)
+			}
+		case '{', '[':
+			depth++
+			if depth == 1 && c == '{' {
+				expectKey = true
+			}
+		case '}', ']':
+			if counting && depth == 2 {
+				counting = false
+				most = max(most, n)
+			}
+			depth--
+		case ',':
+			switch {
+			case depth == 1:
+				expectKey = true
+			case counting && depth == 2:
+				n++
+			}
+		}
+	}
+	return most
+}
+
+// skipSpace returns the index of the first byte of b at or after i that
+// is not JSON whitespace.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
+		i++
+	}
+	return i
+}
+
+// isEntryKey reports whether the quoted JSON string key names "entry" as
+// encoding/json would match it to the Bundle.entry field.
+func isEntryKey(quoted []byte, escaped bool) bool {
+	if !escaped {
+		return len(quoted) == len(`"entry"`) && strings.EqualFold(string(quoted[1:len(quoted)-1]), "entry")
+	}
+	var k string
+	if json.Unmarshal(quoted, &k) != nil {
+		return false
+	}
+	return strings.EqualFold(k, "entry")
+}
+
 // checkMediaType accepts application/fhir+json and application/json, with
 // an optional charset (UTF-8 only) and fhirVersion (4.0 only).
 func checkMediaType(ct string) (rejection, bool) {
@@ -410,6 +580,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 	if off := depthOffset(doc, MaxDepth); off >= 0 {
 		return invalid(fault.CodeFHIRInvalidJSON, "", fmt.Sprintf("JSON nested deeper than %d levels at offset %d", MaxDepth, off))
 	}
+	if off := invalidUTF8Offset(doc); off >= 0 {
+		return invalid(fault.CodeFHIRInvalidJSON, "", fmt.Sprintf("body is not valid UTF-8: invalid byte at offset %d", off))
+	}
 	if trimmed[0] != '{' {
 		if !json.Valid(doc) {
 			var v any
@@ -437,6 +610,16 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 		return invalid(fault.CodeFHIRInvalid, "", "resourceType "+rt+" does not match the URL type "+pathType, "resourceType")
 	case rt != "Bundle" && !in.types[rt]:
 		return invalid(fault.CodeFHIRInvalid, "not-supported", "resource type "+rt+" is not accepted here", "resourceType")
+	}
+	// The body is valid JSON now; before decoding it into the models,
+	// check that its shape does not cost too much memory.
+	if rt == "Bundle" {
+		if n := bundleEntryCount(doc); n > MaxBundleEntries {
+			return checked{}, tooCostly(fmt.Sprintf("Bundle has %d entries; the limit is %d: split it into several Bundles", n, MaxBundleEntries), "Bundle.entry"), false
+		}
+	}
+	if limit := in.maxContainers(); countContainers(doc) > limit {
+		return checked{}, tooCostly(fmt.Sprintf("JSON holds more than %d objects and arrays; this endpoint takes at most one per %d bytes of its %d-byte body limit", limit, BytesPerContainer, in.cfg.MaxBodyBytes)), false
 	}
 	out := checked{resourceType: rt}
 	if rt == "Bundle" {

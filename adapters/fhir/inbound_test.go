@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -557,14 +558,11 @@ func FuzzInboundCheck(f *testing.F) {
 	}
 	f.Add([]byte(`{"resourceType":"Patient"}`), "Patient")
 	f.Add([]byte(`[[[[`), "")
-	files, _ := filepath.Glob(filepath.Join("..", "..", "..", "shared", "corpora", "fhir-r4-examples", "*.json"))
-	for i, file := range files {
-		if i >= 40 {
-			break
-		}
-		if b, err := os.ReadFile(file); err == nil {
-			f.Add(b, "")
-		}
+	f.Add([]byte(`{"resourceType":"Bundle","type":"batch","ENTRY":[{},{}],"\u0065ntry":[]}`), "")
+	f.Add([]byte("{\"resourceType\":\"Patient\",\"id\":\"\xff\"}"), "Patient")
+	f.Add([]byte(`{"resourceType":"Patient","name":[{},{},{},{}]}`), "Patient")
+	for _, b := range corpusJSON(f, 80) {
+		f.Add(b, "")
 	}
 	in, err := NewInbound(adapter.Settings{}, newFakeHost(), DefaultInboundConfig())
 	if err != nil {
@@ -578,6 +576,18 @@ func FuzzInboundCheck(f *testing.F) {
 			}
 			if !json.Valid(stripBOM(body)) {
 				t.Error("accepted invalid JSON")
+			}
+			if !utf8.Valid(body) {
+				t.Error("accepted invalid UTF-8")
+			}
+			if n := countContainers(body); n > in.maxContainers() {
+				t.Errorf("accepted %d objects and arrays", n)
+			}
+			var b struct {
+				Entry []json.RawMessage `json:"entry"`
+			}
+			if c.resourceType == "Bundle" && json.Unmarshal(stripBOM(body), &b) == nil && len(b.Entry) > MaxBundleEntries {
+				t.Errorf("accepted a Bundle of %d entries", len(b.Entry))
 			}
 			return
 		}

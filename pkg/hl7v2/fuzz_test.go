@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -36,6 +37,13 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("MSH|^~\\&#|A\r\nPID|1|\\X41\\|a~b^c&d\n\n"))
 	f.Add([]byte("MSH*^~\\&*X\rZZ1*\"\"*"))
 	f.Add([]byte("MSH|^~\\&|A\rMSH\rMSH|\rMSH|x|y"))
+	// Hostile shapes: many repetitions, components and segments, a field
+	// of escapes, and NUL and control bytes.
+	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4\rPID|1||" + strings.Repeat("1~", 2000) + "\r"))
+	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4\rPID|1||" + strings.Repeat("^&", 2000) + "\r"))
+	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4\r" + strings.Repeat("NTE|1\r", 2000)))
+	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4\rNTE|1||" + strings.Repeat("\\X00\\\\F\\", 500) + "\r"))
+	f.Add([]byte("MSH|^~\\&|A\x00|B\x0b|||||ADT^A01|1\x1c|P|2.4\r\x00\r"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, err := Parse(raw)
 		if err != nil {

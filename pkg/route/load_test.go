@@ -307,6 +307,17 @@ func FuzzLoad(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	// Hostile shapes (see TestHostileRouteFiles); the corpora hold no
+	// route files.
+	for _, expr := range []string{
+		strings.Repeat("[", 40) + strings.Repeat("]", 40) + " == []",
+		`msg.id.replace("", msg.id).size() > 0`,
+		strings.Repeat("[1].all(x, ", 12) + "true" + strings.Repeat(")", 12),
+		`"a" // ((((` + "\n" + ` == "a"`,
+	} {
+		f.Add([]byte(hostileRoute(expr)))
+	}
+	f.Add([]byte("name: x\nsource:\n  adapter: pas\n  events: [&a A01, *a, *a]\nmatch: *a\nconsent: {purpose: p, default: permit}\ndestinations: [{name: fhir-store}]\n"))
 	env := testEnv(f)
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -78,17 +78,35 @@ type Stats struct {
 	Resends atomic.Int64
 	// latencies holds the time from first send to AA of each message.
 	latencies []time.Duration
+	// acks holds when each message was first sent and when answered AA.
+	acks []Ack
+}
+
+// Ack is when a message was first sent and when it was answered AA.
+type Ack struct {
+	Ctrl      string
+	FirstSent time.Time
+	At        time.Time
 }
 
 // NewStats returns empty stats.
 func NewStats() *Stats { return &Stats{acked: map[string]bool{}} }
 
-func (s *Stats) ack(ctrl string, d time.Duration) {
+func (s *Stats) ack(ctrl string, first time.Time) {
+	now := time.Now()
 	s.mu.Lock()
 	s.acked[ctrl] = true
 	s.ackOrder = append(s.ackOrder, ctrl)
-	s.latencies = append(s.latencies, d)
+	s.latencies = append(s.latencies, now.Sub(first))
+	s.acks = append(s.acks, Ack{Ctrl: ctrl, FirstSent: first, At: now})
 	s.mu.Unlock()
+}
+
+// Acks returns every AA with its times, in the order answered.
+func (s *Stats) Acks() []Ack {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.acks)
 }
 
 // AckedCount is the number of messages answered AA.
@@ -200,7 +218,7 @@ func SendSequence(ctx context.Context, msgs []Message, interval time.Duration, a
 			}
 			code, ctrl, _, err := hl7v2.ParseAck(reply)
 			if err == nil && code == hl7v2.AckAA && ctrl == m.Ctrl {
-				st.ack(m.Ctrl, time.Since(first))
+				st.ack(m.Ctrl, first)
 				break
 			}
 			st.Negative.Add(1)

@@ -103,7 +103,7 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("reading stream %s: %w", stream, err)
+		return fmt.Errorf("reading the state of stream %s: %w", stream, err)
 	}
 	last := info.State.LastSeq
 	if info.State.Msgs == 0 {
@@ -111,14 +111,14 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 	}
 	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly})
 	if err != nil {
-		return fmt.Errorf("reading stream %s: %w", stream, err)
+		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
 	}
 	got := false
 	for idle := 0; ; {
 		// No waiting for a full batch: take what the server has.
 		b, err := c.FetchNoWait(1000)
 		if err != nil {
-			return fmt.Errorf("reading stream %s: %w", stream, err)
+			return fmt.Errorf("fetching from stream %s: %w", stream, err)
 		}
 		n := 0
 		for m := range b.Messages() {
@@ -138,7 +138,7 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 			}
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading stream %s: %w", stream, err)
+			return fmt.Errorf("reading a batch of stream %s: %w", stream, err)
 		}
 		if n > 0 {
 			got, idle = true, 0

@@ -105,10 +105,10 @@ func (d *Dialect) Validate() []error {
 			errs = append(errs, fmt.Errorf("dialect.nhs_number_authorities[%d]: empty code", i))
 		}
 	}
-	if err := checkSystem(d.LocalIdentifierSystem); err != nil {
+	if err := CheckSystem(d.LocalIdentifierSystem); err != nil {
 		errs = append(errs, fmt.Errorf("dialect.local_identifier_system: %w", err))
 	}
-	if err := checkSystem(d.VisitNumberSystem); err != nil {
+	if err := CheckSystem(d.VisitNumberSystem); err != nil {
 		errs = append(errs, fmt.Errorf("dialect.visit_number_system: %w", err))
 	}
 	if d.TimeZone == "" {
@@ -150,9 +150,11 @@ func (d *Dialect) Validate() []error {
 	return errs
 }
 
-// checkSystem checks that s is an absolute URI usable as an identifier
-// system.
-func checkSystem(s string) error {
+// CheckSystem checks that s is an absolute URI usable as an identifier or
+// code system: not empty, with a scheme, and without blanks or HL7 v2
+// delimiters. Its error quotes s, which is configuration, not patient
+// data.
+func CheckSystem(s string) error {
 	if s == "" {
 		return errors.New("required")
 	}

@@ -61,15 +61,23 @@ func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.
 	if err != nil {
 		return nil, err
 	}
-	d := c.Dialect
-	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
-	in, err := mllp.NewInbound(set, host, c.InboundConfig, func(m *hl7v2.Message) string {
-		return PatientKey(m, d)
-	})
+	in, err := NewPatientInbound(set, host, c.InboundConfig, c.Dialect)
 	if err != nil {
 		return nil, fmt.Errorf("pas: %w", err)
 	}
 	return in, nil
+}
+
+// NewPatientInbound builds an MLLP listener with the settings cfg that
+// partitions each stored message by PatientKey under the dialect d, so a
+// patient's messages keep their order. It serves the pas adapter and the
+// other HL7 v2 feeds (pathology) whose messages carry the same PID
+// segment; it keeps its own copy of d.
+func NewPatientInbound(set adapter.Settings, host adapter.Host, cfg mllp.InboundConfig, d Dialect) (*mllp.Inbound, error) {
+	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
+	return mllp.NewInbound(set, host, cfg, func(m *hl7v2.Message) string {
+		return PatientKey(m, d)
+	})
 }
 
 // NewTranslator builds the translator for the configured dialect.

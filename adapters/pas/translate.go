@@ -575,7 +575,7 @@ func (b *builder) bundle() ([]byte, error) {
 // system, or the bundle's own urn:uuid when there is no control id.
 func (b *builder) messageIdentifier() *models.Identifier {
 	if ctrl := value(b.m.ControlID()); ctrl != "" {
-		return &models.Identifier{System: ptr(sourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
+		return &models.Identifier{System: ptr(SourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
 	}
 	u, _ := b.fullURL("Bundle")
 	return &models.Identifier{System: ptr(systemURI), Value: ptr(u)}

@@ -83,7 +83,7 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	if period.Start != nil || period.End != nil {
 		e.Period = &period
 	}
-	e.ServiceProvider = odsReference(value(b.m.SendingFacility()))
+	e.ServiceProvider = ODSReference(value(b.m.SendingFacility()))
 	b.locations(e, pv1)
 	for _, p := range [...]struct {
 		field         int
@@ -258,7 +258,7 @@ func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, 
 		Status:               &status,
 		Name:                 ptr(display),
 		Mode:                 &mode,
-		ManagingOrganization: odsReference(c(4)),
+		ManagingOrganization: ODSReference(c(4)),
 	}
 	switch {
 	case c(3) != "":

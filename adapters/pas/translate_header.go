@@ -13,7 +13,7 @@ import (
 // header maps MSH into the MessageHeader and returns it with its fullUrl.
 //
 //   - eventCoding: the trigger event in HL7 table 0003, with its display.
-//   - source.name: MSH-3.1. source.endpoint: see sourceEndpoint.
+//   - source.name: MSH-3.1. source.endpoint: see SourceEndpoint.
 //   - sender: MSH-4.1 as an ODS organisation code
 //     (https://fhir.nhs.uk/Id/ods-organization-code) when it has that
 //     shape, else by display.
@@ -35,14 +35,14 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 		},
 		Source: models.MessageHeaderSource{
 			Name:     optional(value(b.m.SendingApp())),
-			Endpoint: sourceEndpoint(b.m, b.env),
+			Endpoint: SourceEndpoint(b.m, b.env),
 		},
 		Sender: organizationReference(value(b.m.SendingFacility())),
 	}
 	if app, fac := value(b.m.ReceivingApp()), value(b.m.ReceivingFacility()); app != "" || fac != "" {
 		h.Destination = []models.MessageHeaderDestination{{
 			Name:     optional(app),
-			Endpoint: endpoint(msh, 5, 6, ""),
+			Endpoint: Endpoint(msh, 5, 6, ""),
 			Receiver: organizationReference(fac),
 		}}
 	}
@@ -69,7 +69,7 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 //   - recorded: the message time (Bundle.timestamp).
 //   - agent: the source, as author: the sending facility by ODS code
 //     when MSH-4.1 is one, else the sending application as a Device
-//     named by its endpoint URI (see sourceEndpoint).
+//     named by its endpoint URI (see SourceEndpoint).
 //   - entity: the source message (role source), by its identifier
 //     (Bundle.identifier: MSH-10 in the source endpoint's system). The
 //     raw message is kept by Junction's store, never copied here.
@@ -87,11 +87,11 @@ func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 		u, _ := b.fullURL("MessageHeader")
 		p.Target = []models.Reference{{Reference: ptr(u), Type: ptr("MessageHeader")}}
 	}
-	who := odsReference(value(b.m.SendingFacility()))
+	who := ODSReference(value(b.m.SendingFacility()))
 	if who == nil {
 		who = &models.Reference{
 			Type:       ptr("Device"),
-			Identifier: &models.Identifier{System: ptr(systemURI), Value: ptr(sourceEndpoint(b.m, b.env))},
+			Identifier: &models.Identifier{System: ptr(systemURI), Value: ptr(SourceEndpoint(b.m, b.env))},
 			Display:    optional(value(b.m.SendingApp())),
 		}
 	}
@@ -114,50 +114,65 @@ func (b *builder) messageType() string {
 	return "ADT^" + b.event
 }
 
-// sourceEndpoint is MessageHeader.source.endpoint, also the identifier
-// system of MSH-10 control ids (they are unique per sender).
-func sourceEndpoint(m *hl7v2.Message, env *envelope.Envelope) string {
-	return endpoint(m.Segment("MSH"), 3, 4, env.Source)
+// SourceEndpoint returns MessageHeader.source.endpoint for m, which is
+// also the identifier system of its MSH-10 control id (control ids are
+// unique per sender). It is Endpoint of MSH-3 and MSH-4 with env.Source as
+// the fallback application name, so that one sender has one endpoint
+// across all its HL7 v2 feeds (ADT, ORU and others).
+func SourceEndpoint(m *hl7v2.Message, env *envelope.Envelope) string {
+	return Endpoint(m.Segment("MSH"), 3, 4, env.Source)
 }
 
-// endpoint builds a URI naming an HL7 v2 application from its
-// application (HD) and facility (HD) fields:
+// Endpoint builds a URI naming an HL7 v2 application from its
+// application (HD) and facility (HD) fields of seg:
 //
 //   - When the application has a universal id of type ISO, UUID or URI
 //     (HD-2 and HD-3), that id as a URI ("urn:oid:1.2.3"), as the
 //     v2-to-FHIR guide maps HD.
 //   - Otherwise "urn:hl7v2:" followed by the application namespace id
 //     (HD-1, or fallback when empty, or "unknown") and, when sent, ":" and
-//     the facility namespace id, each percent-encoded outside unreserved
-//     characters: "urn:hl7v2:PAS:RX1".
+//     the facility namespace id, each escaped by EscapeURN:
+//     "urn:hl7v2:PAS:RX1".
 //
 // urn:hl7v2 is not a registered URN namespace; it only needs to be a
 // stable, valid URI for receivers to tell senders apart.
-func endpoint(msh *hl7v2.Segment, appField, facilityField int, fallback string) string {
-	if u := universalID(msh, appField); u != "" {
+func Endpoint(seg *hl7v2.Segment, appField, facilityField int, fallback string) string {
+	if u := UniversalID(seg, appField, 1); u != "" {
 		return u
 	}
-	app := value(msh.Component(appField, 1, 1, 1))
+	app := value(seg.Component(appField, 1, 1, 1))
 	if app == "" {
 		app = fallback
 	}
 	if app == "" {
 		app = "unknown"
 	}
-	out := "urn:hl7v2:" + escapeURN(app)
-	if fac := value(msh.Component(facilityField, 1, 1, 1)); fac != "" {
-		out += ":" + escapeURN(fac)
+	out := "urn:hl7v2:" + EscapeURN(app)
+	if fac := value(seg.Component(facilityField, 1, 1, 1)); fac != "" {
+		out += ":" + EscapeURN(fac)
 	}
 	return out
 }
 
-// universalID returns the HD universal id of field as a URI, or "".
-func universalID(seg *hl7v2.Segment, field int) string {
-	id := strings.TrimSpace(value(seg.Component(field, 1, 2, 1)))
+// UniversalID returns the universal id held in components comp+1 (the id)
+// and comp+2 (its HL7 table 0301 type) of the first repetition of field of
+// seg, as in HD-2 and HD-3 (comp 1) or EI-3 and EI-4 (comp 2), rendered as
+// a URI by UniversalIDURI. It returns "" when there is no id, the id holds
+// blanks, or it is not a well-formed id of its type.
+func UniversalID(seg *hl7v2.Segment, field, comp int) string {
+	id := strings.TrimSpace(value(seg.Component(field, 1, comp+1, 1)))
 	if id == "" || strings.ContainsAny(id, " \t") {
 		return ""
 	}
-	switch strings.ToUpper(value(seg.Component(field, 1, 3, 1))) {
+	return UniversalIDURI(id, value(seg.Component(field, 1, comp+2, 1)))
+}
+
+// UniversalIDURI renders a universal id of the given HL7 table 0301 type
+// as a URI: "urn:oid:" and the id for ISO, "urn:uuid:" and the lower-case
+// id for UUID, and the id itself for URI. It returns "" for any other type
+// or when id is not a well-formed ISO OID, UUID or URI.
+func UniversalIDURI(id, typ string) string {
+	switch strings.ToUpper(typ) {
 	case "ISO":
 		if isOID(id) {
 			return "urn:oid:" + id
@@ -167,7 +182,7 @@ func universalID(seg *hl7v2.Segment, field int) string {
 			return "urn:uuid:" + strings.ToLower(id)
 		}
 	case "URI":
-		if i := strings.IndexByte(id, ':'); i > 0 {
+		if i := strings.IndexByte(id, ':'); i > 0 && !strings.ContainsAny(id, " \t") {
 			return id
 		}
 	}
@@ -206,9 +221,9 @@ func isUUID(s string) bool {
 	return true
 }
 
-// escapeURN percent-encodes every byte of s outside the unreserved set
-// (letters, digits, "-", ".", "_", "~").
-func escapeURN(s string) string {
+// EscapeURN percent-encodes every byte of s outside the unreserved set
+// (letters, digits, "-", ".", "_", "~"), so that s can stand in a URN.
+func EscapeURN(s string) string {
 	const hex = "0123456789ABCDEF"
 	var b strings.Builder
 	b.Grow(len(s))
@@ -225,9 +240,10 @@ func escapeURN(s string) string {
 	return b.String()
 }
 
-// odsReference returns a reference to the organisation with ODS code
-// code, or nil when code does not have the shape of an ODS code.
-func odsReference(code string) *models.Reference {
+// ODSReference returns a reference to the organisation with ODS code
+// code (https://fhir.nhs.uk/Id/ods-organization-code), or nil when code
+// does not have the shape of an ODS code.
+func ODSReference(code string) *models.Reference {
 	code = strings.TrimSpace(code)
 	if !nhs.LooksLikeODSCode(code) {
 		return nil
@@ -241,7 +257,7 @@ func odsReference(code string) *models.Reference {
 // organizationReference references an organisation by ODS code when code
 // has that shape, else by display; nil when code is empty.
 func organizationReference(code string) *models.Reference {
-	if r := odsReference(code); r != nil {
+	if r := ODSReference(code); r != nil {
 		return r
 	}
 	if code = strings.TrimSpace(code); code != "" {

@@ -6,6 +6,7 @@ import (
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
@@ -102,7 +103,7 @@ func (b *builder) codeSystemURI(name string) string {
 	if len(name) >= 2 && name[:2] == "99" {
 		return b.t.lab.LocalCodeSystem
 	}
-	return "urn:hl7v2:coding-system:" + escapeURN(name)
+	return "urn:hl7v2:coding-system:" + pas.EscapeURN(name)
 }
 
 func allDigits(s string) bool {

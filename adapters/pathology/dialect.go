@@ -1,10 +1,9 @@
 package pathology
 
 import (
-	"errors"
 	"fmt"
-	"net/url"
-	"strings"
+
+	"github.com/junction-fhir/junction/adapters/pas"
 )
 
 // Placeholder systems under a made-up trust domain. Each trust should set
@@ -65,14 +64,6 @@ func (l *LabDialect) Validate() []error {
 	return append(errs, mapErrs...)
 }
 
-// checkURI checks that s is an absolute URI usable as a system.
-func checkURI(s string) error {
-	if s == "" {
-		return errors.New("required")
-	}
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme == "" || strings.ContainsAny(s, " \t\r\n|^~\\&") {
-		return fmt.Errorf("%q is not an absolute URI", s)
-	}
-	return nil
-}
+// checkURI checks that s is an absolute URI usable as a system, by the
+// pas adapter's rule (pas.CheckSystem).
+func checkURI(s string) error { return pas.CheckSystem(s) }

@@ -9,7 +9,6 @@ import (
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/fault"
-	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
 // Type is the adapter type name used in configuration.
@@ -67,20 +66,16 @@ func (Factory) NewConfig() any {
 	return &c
 }
 
-// NewInbound builds the MLLP listener. Each stored message is partitioned
-// by pas.PatientKey under the configured dialect, so a patient's results
-// keep their order, and keep it relative to the same patient's ADT when
-// both feeds use the same dialect.
+// NewInbound builds the MLLP listener with pas.NewPatientInbound. Each
+// stored message is partitioned by pas.PatientKey under the configured
+// dialect, so a patient's results keep their order, and keep it relative
+// to the same patient's ADT when both feeds use the same dialect.
 func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.Host, cfg any) (adapter.Inbound, error) {
 	c, err := configOf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	d := c.Dialect
-	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
-	in, err := mllp.NewInbound(set, host, c.InboundConfig, func(m *hl7v2.Message) string {
-		return pas.PatientKey(m, d)
-	})
+	in, err := pas.NewPatientInbound(set, host, c.InboundConfig, c.Dialect)
 	if err != nil {
 		return nil, fmt.Errorf("pathology: %w", err)
 	}

@@ -321,7 +321,7 @@ func (b *builder) bundle() ([]byte, error) {
 		bundle.Id = ptr(b.env.ID)
 	}
 	if ctrl := value(b.m.ControlID()); ctrl != "" {
-		bundle.Identifier = &models.Identifier{System: ptr(sourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
+		bundle.Identifier = &models.Identifier{System: ptr(pas.SourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
 	} else {
 		u, _ := b.ids("Bundle")
 		bundle.Identifier = &models.Identifier{System: ptr(systemURI), Value: ptr(u)}

@@ -5,6 +5,7 @@ import (
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
@@ -113,7 +114,7 @@ func (b *builder) orderIdentifier(o *order, field int, typeCode, display, system
 	if v == "" {
 		return nil
 	}
-	if u := universalID(seg, field, 2); u != "" {
+	if u := pas.UniversalID(seg, field, 2); u != "" {
 		system = u
 	}
 	return &models.Identifier{
@@ -294,7 +295,7 @@ func eiFromSubcomponents(seg *hl7v2.Segment, field, comp int) *models.Identifier
 		return nil
 	}
 	id := &models.Identifier{Value: ptr(v)}
-	if u := uriOf(strings.TrimSpace(value(seg.Component(field, 1, comp, 3))), value(seg.Component(field, 1, comp, 4))); u != "" {
+	if u := pas.UniversalIDURI(strings.TrimSpace(value(seg.Component(field, 1, comp, 3))), value(seg.Component(field, 1, comp, 4))); u != "" {
 		id.System = ptr(u)
 	}
 	return id

@@ -63,6 +63,34 @@ func PlanMessage(prefix string, patient, seq int, nhsNumber string) Message {
 	return Message{Ctrl: ctrl, Patient: patient, Seq: seq, Raw: []byte(s)}
 }
 
+// PlanResults makes n ORU^R01 result messages (one order, three
+// results each) over patients numbered from first, round-robin, with
+// unique MSH-10s prefixed by prefix. Patient p has the test NHS number
+// nhs.TestNumber(p).
+func PlanResults(prefix string, n, first, patients int) []Message {
+	out := make([]Message, 0, n)
+	for k := range n {
+		p, seq := first+k%patients, k/patients
+		out = append(out, PlanResult(prefix, p, seq, nhs.TestNumber(p)))
+	}
+	return out
+}
+
+// PlanResult makes result message seq of patient, who has nhsNumber.
+func PlanResult(prefix string, patient, seq int, nhsNumber string) Message {
+	ctrl := fmt.Sprintf("%s%03d-%05d", prefix, patient, seq)
+	ts := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC).Add(time.Duration(seq) * time.Minute).Format("20060102150405")
+	order := fmt.Sprintf("%05d%05d", patient, seq)
+	s := "MSH|^~\\&|DURLAB|RX1|JUNCTION|RX1|" + ts + "||ORU^R01^ORU_R01|" + ctrl + "|P|2.5.1\r" +
+		"PID|1||" + nhsNumber + "^^^NHS^NH~MRN" + fmt.Sprintf("%05d", patient) + "^^^RX1^MR||TESTPATIENT^ALEX||19800101|F\r" +
+		"ORC|RE|PL" + order + "^EPR|FL" + order + "^LAB||CM\r" +
+		"OBR|1|PL" + order + "^EPR|FL" + order + "^LAB|UE^Urea and electrolytes^L|||" + ts + "|||||||||||||||" + ts + "||CH|F\r" +
+		"OBX|1|NM|NA^Sodium^L||140|mmol/L|133-146|N|||F\r" +
+		"OBX|2|NM|K^Potassium^L||4.1|mmol/L|3.5-5.3|N|||F\r" +
+		"OBX|3|NM|UREA^Urea^L||5.2|mmol/L|2.5-7.8|N|||F\r"
+	return Message{Ctrl: ctrl, Patient: patient, Seq: seq, Raw: []byte(s)}
+}
+
 // Stats counts what the senders went through. It is safe for concurrent
 // use.
 type Stats struct {

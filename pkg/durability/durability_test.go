@@ -123,3 +123,25 @@ func TestSendResendsUntilAA(t *testing.T) {
 		t.Error("no latency recorded")
 	}
 }
+
+func TestPlanResults(t *testing.T) {
+	msgs := PlanResults("R", 6, 100, 3)
+	for i, m := range msgs {
+		pm, err := hl7v2.Parse(m.Raw)
+		if err != nil {
+			t.Fatalf("%s does not parse: %v", m.Ctrl, err)
+		}
+		if got := pm.Segment("MSH").Component(9, 1, 1, 1) + "^" + pm.Event(); got != "ORU^R01" {
+			t.Errorf("%s is %s, want ORU^R01", m.Ctrl, got)
+		}
+		if m.Patient != 100+i%3 || m.Seq != i/3 || pm.ControlID() != m.Ctrl {
+			t.Errorf("message %d: patient %d seq %d ctrl %s", i, m.Patient, m.Seq, pm.ControlID())
+		}
+		if nn := pm.Segment("PID").Component(3, 1, 1, 1); nn != nhs.TestNumber(m.Patient) {
+			t.Errorf("%s: NHS number %q, want patient %d's", m.Ctrl, nn, m.Patient)
+		}
+		if len(pm.SegmentsNamed("OBX")) != 3 {
+			t.Errorf("%s has %d OBX, want 3", m.Ctrl, len(pm.SegmentsNamed("OBX")))
+		}
+	}
+}

@@ -38,7 +38,12 @@ func baseMessages(t *testing.T) int { return envInt(t, "JUNCTION_FAULTS_MESSAGES
 // figures.
 func checkDelivered(t *testing.T, tp *topology, msgs []durability.Message, st *durability.Stats, d time.Duration) durability.Verdict {
 	t.Helper()
-	acked := st.AckedIDs()
+	return checkDeliveredIDs(t, tp, msgs, st.AckedIDs(), d)
+}
+
+// checkDeliveredIDs is checkDelivered for the acknowledged ids given.
+func checkDeliveredIDs(t *testing.T, tp *topology, msgs []durability.Message, acked []string, d time.Duration) durability.Verdict {
+	t.Helper()
 	var v durability.Verdict
 	deadline := time.Now().Add(d)
 	for {
@@ -73,22 +78,27 @@ func checkReconciled(t *testing.T, tp *topology) audit.Reconciliation {
 }
 
 // TestKillJunctionDuringIngest SIGKILLs Junction replicas, one after the
-// other, again and again while four senders push ADT for 500 patients into
-// a 3-node R3 cluster, resending whatever is not acknowledged. Every
-// acknowledged message must reach the sink, in per-patient order, and
-// every accepted message must end in a terminal state.
+// other, again and again while four senders push ADT for 500 patients and
+// four more push pathology results (ORU^R01) for 500 others into a 3-node
+// R3 cluster, resending whatever is not acknowledged. Every acknowledged
+// message must reach the sink, in per-patient order, and every accepted
+// message must end in a terminal state.
 func TestKillJunctionDuringIngest(t *testing.T) {
 	tp := newTopology(t, 3, 2)
 	n := baseMessages(t)
 	kills := envInt(t, "JUNCTION_FAULTS_KILLS", 20)
-	msgs := durability.Plan("K", n, patients)
-	st := durability.NewStats()
+	adt := durability.Plan("K", n, patients)
+	oru := durability.PlanResults("R", n/4, patients, patients)
+	st, stLab := durability.NewStats(), durability.NewStats()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	began := time.Now()
 	// Paced so the kills fall during ingest: a kill, restart and wait for
 	// readiness take about 6s in all.
-	done := sendInBackground(ctx, tp, msgs, time.Duration(kills)*7*time.Second, st)
+	window := time.Duration(kills) * 7 * time.Second
+	done := sendInBackground(ctx, tp, adt, window, st)
+	doneLab := make(chan error, 1)
+	go func() { doneLab <- durability.Send(ctx, oru, senders, window, tp.labAddr, stLab) }()
 	killed := 0
 	var sendErr error
 	finished := false
@@ -110,18 +120,20 @@ func TestKillJunctionDuringIngest(t *testing.T) {
 			t.Fatalf("%s not ready 90s after restart: %v\n%s", j.name, err, tp.logs(j, 30))
 		}
 	}
-	if sendErr != nil {
-		t.Fatalf("senders: %v", sendErr)
+	if err := errors.Join(sendErr, <-doneLab); err != nil {
+		t.Fatalf("senders: %v", err)
 	}
 	if killed < kills {
 		t.Errorf("only %d kills happened before the senders finished; raise JUNCTION_FAULTS_MESSAGES", killed)
 	}
 	ingest := time.Since(began)
-	v := checkDelivered(t, tp, msgs, st, 10*time.Minute)
+	all := append(append([]durability.Message{}, adt...), oru...)
+	v := checkDeliveredIDs(t, tp, all, append(st.AckedIDs(), stLab.AckedIDs()...), 10*time.Minute)
 	rep := checkReconciled(t, tp)
-	t.Logf("FIGURES kill-junction: %d messages, %d acknowledged, %d SIGKILLs of 2 replicas, ingest %s (%.0f msgs/s), resends %d, connection failures %d, negative ACKs %d; "+
+	t.Logf("FIGURES kill-junction: %d ADT and %d ORU, %d acknowledged, %d SIGKILLs of 2 replicas, ingest %s (%.0f msgs/s), resends %d, connection failures %d, negative ACKs %d; "+
 		"sink: %d deliveries, %d distinct, %d lost, %d redelivered (same MSH-10, %d extra), %d inversions; reconcile: accepted %d, terminal %v, pending %d",
-		n, v.Acked, killed, ingest.Round(time.Millisecond), float64(n)/ingest.Seconds(), st.Resends.Load(), st.ConnFailures.Load(), st.Negative.Load(),
+		len(adt), len(oru), v.Acked, killed, ingest.Round(time.Millisecond), float64(len(all))/ingest.Seconds(),
+		st.Resends.Load()+stLab.Resends.Load(), st.ConnFailures.Load()+stLab.ConnFailures.Load(), st.Negative.Load()+stLab.Negative.Load(),
 		v.Deliveries, v.Distinct, len(v.Lost), v.Duplicated, v.ExtraDeliveries, len(v.Inversions), rep.Accepted, rep.Terminal, len(rep.Pending))
 }
 
@@ -196,7 +208,7 @@ func TestKillNATSNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	// Paced so that all five kills fall while the senders send.
-	done := sendInBackground(ctx, tp, msgs, 150*time.Second, st)
+	done := sendInBackground(ctx, tp, msgs, 100*time.Second, st)
 	var resumes []string
 	for k := range 5 {
 		time.Sleep(4 * time.Second)
@@ -443,4 +455,34 @@ func distinct(keys []string) int {
 		seen[k] = true
 	}
 	return len(seen)
+}
+
+// TestStopJunctionReplica freezes (SIGSTOP) one of two Junction replicas
+// for 15 seconds, three times, alternately, while senders keep going.
+// The frozen replica's in-flight messages go to the other after ack_wait;
+// when it thaws it may finish them again. Nothing acknowledged may be
+// lost or reordered; a second delivery under the same MSH-10 is allowed
+// (at-least-once) and counted.
+func TestStopJunctionReplica(t *testing.T) {
+	tp := newTopology(t, 3, 2)
+	n := baseMessages(t) / 4
+	msgs := durability.Plan("J", n, patients)
+	st := durability.NewStats()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	done := sendInBackground(ctx, tp, msgs, 60*time.Second, st)
+	for k := range 3 {
+		time.Sleep(3 * time.Second)
+		j := tp.junction[k%len(tp.junction)]
+		tp.signal(j, syscall.SIGSTOP)
+		time.Sleep(15 * time.Second)
+		tp.signal(j, syscall.SIGCONT)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("senders: %v", err)
+	}
+	v := checkDelivered(t, tp, msgs, st, 6*time.Minute)
+	rep := checkReconciled(t, tp)
+	t.Logf("FIGURES stop-junction: %d messages, %d acknowledged; 3 SIGSTOPs of a replica for 15s; resends %d; sink: %d distinct, %d lost, %d redelivered (same MSH-10), %d inversions; reconcile: accepted %d, pending %d",
+		n, v.Acked, st.Resends.Load(), v.Distinct, len(v.Lost), v.Duplicated, len(v.Inversions), rep.Accepted, len(rep.Pending))
 }

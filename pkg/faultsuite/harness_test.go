@@ -131,7 +131,7 @@ func newTopologyOpts(t *testing.T, natsNodes, junctions int, o options) *topolog
 	}
 	tp.sink = tp.newNode("sink", "faultsink", "2576/tcp", "8081/tcp")
 	for i := range junctions {
-		tp.junction = append(tp.junction, tp.newNode(fmt.Sprintf("j%d", i+1), "junction", "2575/tcp", "8080/tcp"))
+		tp.junction = append(tp.junction, tp.newNode(fmt.Sprintf("j%d", i+1), "junction", "2575/tcp", "2577/tcp", "8080/tcp"))
 	}
 	for i := range tp.nats {
 		tp.configureNATS(i)
@@ -246,6 +246,10 @@ inputs:
     type: pas
     listen: %s
     ack_application: JUNCTION
+  pathology:
+    type: pathology
+    listen: %s
+    ack_application: JUNCTION
 destinations:
   sink:
     type: mllp
@@ -254,7 +258,7 @@ destinations:
     connect_timeout: 2s
     retry: {max_attempts: 100000, initial: 100ms, max: 2s, multiplier: 2, timeout: 10s}
 %s`, tp.be.dataDir(j, "/var/lib/junction"), strings.Join(urls, ","), strings.Join(monitors, ", "), replicas,
-		tp.be.listen(j, "8080/tcp"), tp.be.file(j, routes, "/etc/junction/routes"), tp.be.listen(j, "2575/tcp"), tp.be.peer(tp.sink, "2576/tcp"), extra)
+		tp.be.listen(j, "8080/tcp"), tp.be.file(j, routes, "/etc/junction/routes"), tp.be.listen(j, "2575/tcp"), tp.be.listen(j, "2577/tcp"), tp.be.peer(tp.sink, "2576/tcp"), extra)
 	tp.write(path, conf)
 	j.args = []string{"serve", "-c", tp.be.file(j, path, "/etc/junction/junction.yaml")}
 	j.env = []string{"JUNCTION_ADMIN_TOKEN=" + adminToken}
@@ -457,16 +461,21 @@ func (tp *topology) reconcile(d time.Duration) audit.Reconciliation {
 	}
 }
 
-// mllpAddr returns the MLLP address of the i-th running replica, round
-// robin, so senders move to a live one after a kill.
-func (tp *topology) mllpAddr(i int) string {
+// mllpAddr returns the PAS MLLP address of the i-th running replica,
+// round robin, so senders move to a live one after a kill.
+func (tp *topology) mllpAddr(i int) string { return tp.liveAddr(i, "2575/tcp") }
+
+// labAddr is mllpAddr for the pathology listener.
+func (tp *topology) labAddr(i int) string { return tp.liveAddr(i, "2577/tcp") }
+
+func (tp *topology) liveAddr(i int, port string) string {
 	for k := range tp.junction {
 		j := tp.junction[(i+k)%len(tp.junction)]
 		if ready(j) {
-			return j.addr("2575/tcp")
+			return j.addr(port)
 		}
 	}
-	return tp.junction[i%len(tp.junction)].addr("2575/tcp")
+	return tp.junction[i%len(tp.junction)].addr(port)
 }
 
 // envInt reads a positive integer from the environment.

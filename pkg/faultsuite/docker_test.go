@@ -167,6 +167,22 @@ func (d *dockerBackend) logs(n *node, lines int) string {
 	return out.String()
 }
 
+func (d *dockerBackend) memory(n *node) (uint64, error) {
+	ch := make(chan *dc.Stats, 2)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- d.pool.Client.Stats(dc.StatsOptions{ID: n.cid, Stats: ch, Stream: false, Timeout: 10 * time.Second})
+	}()
+	st, ok := <-ch
+	if err := <-errc; err != nil {
+		return 0, err
+	}
+	if !ok || st == nil {
+		return 0, errors.New("no stats")
+	}
+	return st.MemoryStats.Usage - min(st.MemoryStats.Stats.Cache, st.MemoryStats.Usage), nil
+}
+
 func (d *dockerBackend) cut(n *node) error {
 	return d.pool.Client.DisconnectNetwork(d.net.Network.ID, dc.NetworkConnectionOptions{Container: n.cid, Force: true})
 }

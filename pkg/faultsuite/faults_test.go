@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -253,6 +254,23 @@ func TestDestinationFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	done := sendInBackground(ctx, tp, msgs, 50*time.Second, st)
+	// Sample Junction's memory through the outage.
+	var peak atomic.Uint64
+	sampling, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for sampling.Err() == nil {
+			if m, err := tp.be.memory(tp.junction[0]); err == nil && m > peak.Load() {
+				peak.Store(m)
+			}
+			select {
+			case <-sampling.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
+	phases := 0
 	for _, mode := range []string{
 		`{"mllp":"refuse","http":"ok"}`,
 		`{"mllp":"late","http":"ok","late_delay":"8s"}`,
@@ -260,7 +278,8 @@ func TestDestinationFaults(t *testing.T) {
 		`{"mllp":"ok","http":"503"}`,
 	} {
 		tp.setSinkMode(mode)
-		time.Sleep(15 * time.Second)
+		time.Sleep(faultPhase)
+		phases++
 	}
 	healed := time.Now()
 	tp.setSinkMode(`{"mllp":"ok","http":"ok"}`)
@@ -278,14 +297,28 @@ func TestDestinationFaults(t *testing.T) {
 		time.Sleep(time.Second)
 	}
 	caughtUp := time.Since(healed)
+	stopSampling()
+	<-sampled
 	if distinct(keys) != v.Acked {
 		t.Errorf("FHIR destination got %d distinct idempotency keys, want one per acknowledged message (%d)", distinct(keys), v.Acked)
 	}
 	rep := checkReconciled(t, tp)
 	var rejected []delivery
 	tp.getJSON("http://"+tp.sink.addr("8081/tcp")+"/rejections", "", &rejected)
-	t.Logf("FIGURES destination-faults: %d messages, %d acknowledged; 15s each of dropped MLLP connections, 8s-late ACKs, wrong MSA-2 and HTTP 503; %d answers refused by the sink's faults; all delivered %s after healing; MLLP: %d distinct, %d lost, %d redelivered; FHIR: %d requests accepted, %d distinct keys; reconcile: accepted %d, pending %d",
-		n, v.Acked, len(rejected), caughtUp.Round(time.Second), v.Distinct, len(v.Lost), v.Duplicated, len(keys), distinct(keys), rep.Accepted, len(rep.Pending))
+	// Retries follow the configured backoff (100ms doubling to 2s): in a
+	// phase of D seconds a partition's blocked message is tried at most
+	// about 5 + D/2 times, so the sink can refuse no more than that per
+	// partition and phase. A retry loop without backoff would exceed it
+	// many times over.
+	bound := phases * 16 * (6 + int(faultPhase/(2*time.Second)))
+	if len(rejected) > bound {
+		t.Errorf("the sink refused %d attempts in %d fault phases; the retry backoff allows at most %d", len(rejected), phases, bound)
+	}
+	if p := peak.Load(); p > 1<<30 {
+		t.Errorf("Junction used %d MiB during the outage, want it bounded (under 1 GiB)", p>>20)
+	}
+	t.Logf("FIGURES destination-faults: %d messages, %d acknowledged; 15s each of dropped MLLP connections, 8s-late ACKs, wrong MSA-2 and HTTP 503; %d attempts refused by the sink's faults (backoff bound %d); Junction memory peak %d MiB; all delivered %s after healing; MLLP: %d distinct, %d lost, %d redelivered; FHIR: %d requests accepted, %d distinct keys; reconcile: accepted %d, pending %d",
+		n, v.Acked, len(rejected), bound, peak.Load()>>20, caughtUp.Round(time.Second), v.Distinct, len(v.Lost), v.Duplicated, len(keys), distinct(keys), rep.Accepted, len(rep.Pending))
 }
 
 // TestPoisonMessages: 100 messages the destination rejects permanently
@@ -448,6 +481,9 @@ func TestClusterSmoke(t *testing.T) {
 		t.Errorf("reconcile: accepted %d, terminal %v; want %d delivered", rep.Accepted, rep.Terminal, len(msgs))
 	}
 }
+
+// faultPhase is how long each destination fault lasts.
+const faultPhase = 15 * time.Second
 
 func distinct(keys []string) int {
 	seen := map[string]bool{}

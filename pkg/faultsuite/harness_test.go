@@ -47,6 +47,9 @@ type backend interface {
 	signal(n *node, sig syscall.Signal) error
 	running(n *node) bool
 	logs(n *node, lines int) string
+	// memory is n's memory use in bytes (the container's cgroup usage,
+	// or the process's resident set).
+	memory(n *node) (uint64, error)
 	// cut disconnects n from the other NATS nodes; heal undoes it.
 	cut(n *node) error
 	heal(n *node) error

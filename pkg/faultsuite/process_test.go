@@ -132,6 +132,26 @@ func (p *processBackend) logs(n *node, lines int) string {
 	return strings.Join(all[max(0, len(all)-lines):], "\n")
 }
 
+func (p *processBackend) memory(n *node) (uint64, error) {
+	if n.proc == nil {
+		return 0, errors.New("not started")
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(n.proc.cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
 var errNoNetwork = errors.New("child processes on loopback share one network; run the partition test with Docker")
 
 func (p *processBackend) cut(*node) error            { return errNoNetwork }

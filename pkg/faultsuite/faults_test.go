@@ -147,8 +147,20 @@ func TestKillJunctionDuringIngest(t *testing.T) {
 }
 
 // streamLeader returns the index of the NATS node leading stream, asking
-// through any node that answers.
+// through any node that answers, for up to 30s (a busy or re-electing
+// cluster may not answer at once).
 func (tp *topology) streamLeader(ctx context.Context, stream string) (int, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		i, err := tp.askLeader(ctx, stream)
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return i, err
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (tp *topology) askLeader(ctx context.Context, stream string) (int, error) {
 	var lastErr error
 	for _, n := range tp.nats {
 		if !tp.running(n) {
@@ -373,7 +385,19 @@ func TestPoisonMessages(t *testing.T) {
 		MessageID string `json:"message_id"`
 		Stage     string `json:"stage"`
 	}
-	tp.getJSON("http://"+tp.junction[0].addr("8080/tcp")+"/api/deadletters", adminToken, &dls)
+	// Like reconcile, the listing may meet JetStream's "no responders"
+	// while the cluster is busy: retry for a while.
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		err := tp.tryJSON("http://"+tp.junction[0].addr("8080/tcp")+"/api/deadletters", adminToken, &dls)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listing dead letters: %v", err)
+		}
+		t.Logf("listing dead letters: %v; retrying", err)
+		time.Sleep(2 * time.Second)
+	}
 	if len(dls) != poison {
 		t.Errorf("%d dead letters listed, want %d", len(dls), poison)
 	}

@@ -53,7 +53,7 @@ func TestGuardRefusesUnsafeNATS(t *testing.T) {
 			cfg := store.DefaultConfig()
 			cfg.URL = tc.srv.ClientURL()
 			cfg.MonitorURLs = tc.monitor
-			err := openExpectError(t, cfg)
+			err := openRefused(t, cfg)
 			for _, w := range append(tc.want, "refusing to start", "nats.allow_unsafe") {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not say %q", err, w)
@@ -99,8 +99,23 @@ func TestGuardRefusesAsyncPersistStream(t *testing.T) {
 	cfg := store.DefaultConfig()
 	cfg.URL = srv.ClientURL()
 	cfg.MonitorURLs = monitorURLs(srv)
-	err = openExpectError(t, cfg)
+	err = openRefused(t, cfg)
 	if want := "stream " + store.StreamOutbound + ": uses asynchronous persist mode"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
 	}
+}
+
+// openRefused opens a store that must be refused, allowing for a slow
+// machine (openExpectError's short deadline is for errors that come
+// before any stream is created; the guard runs after).
+func openRefused(t *testing.T, cfg store.Config) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, cfg, t.TempDir(), nil, discardLog())
+	if err == nil {
+		s.Close()
+		t.Fatal("Open succeeded, want it refused")
+	}
+	return err
 }

@@ -398,7 +398,9 @@ func TestOpenExternalCreatesStreams(t *testing.T) {
 // ends it sooner.
 func openExpectError(t *testing.T, cfg store.Config) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	// Long enough for one attempt on a busy machine, shorter than the
+	// 2s before Open would try again.
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
 	s, err := store.Open(ctx, cfg, t.TempDir(), nil, discardLog())
 	if err == nil {

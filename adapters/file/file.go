@@ -169,6 +169,70 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	return adapter.Receipt{Status: StatusWritten, Location: rel}, nil
 }
 
+// SendBatch writes every delivery through a temporary file renamed into
+// place, syncing the files concurrently (so the file system can commit
+// them together) and each directory once, instead of one file and one
+// directory sync after another. A delivery that could not be written gets
+// its own error; if a directory sync fails, every delivery in it fails.
+func (o *Outbound) SendBatch(ctx context.Context, ds []*adapter.Delivery) ([]adapter.Receipt, []error) {
+	rcs := make([]adapter.Receipt, len(ds))
+	errs := make([]error, len(ds))
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		for i := range errs {
+			errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: destination shut down", nil)
+		}
+		return rcs, errs
+	}
+	o.inflight.Add(1)
+	o.mu.Unlock()
+	defer o.inflight.Done()
+	if err := ctx.Err(); err != nil {
+		for i := range errs {
+			errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: send cancelled", err)
+		}
+		return rcs, errs
+	}
+	dirs := map[string][]int{}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i, d := range ds {
+		rel, err := RelPath(d)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		full := filepath.Join(o.dir, filepath.FromSlash(rel))
+		dirs[filepath.Dir(full)] = append(dirs[filepath.Dir(full)], i)
+		rcs[i] = adapter.Receipt{Status: StatusWritten, Location: rel}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := writeSynced(full, ds[i].Body); err != nil {
+				errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: write failed", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for dir, idx := range dirs {
+		if err := syncDir(dir); err != nil {
+			for _, i := range idx {
+				if errs[i] == nil {
+					errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: sync failed", err)
+				}
+			}
+		}
+	}
+	for i := range rcs {
+		if errs[i] != nil {
+			rcs[i] = adapter.Receipt{}
+		}
+	}
+	return rcs, errs
+}
+
 // RelPath returns where d is written, relative to the output directory,
 // with forward slashes. Route, destination and message id must be plain
 // names (letters, digits, '.', '_', '-', not starting with '.'), since
@@ -205,7 +269,16 @@ func safeName(s string) bool {
 
 // writeAtomic writes data to name through a synced temporary file in the
 // same directory, renames it into place and syncs the directory.
-func writeAtomic(name string, data []byte) (err error) {
+func writeAtomic(name string, data []byte) error {
+	if err := writeSynced(name, data); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(name))
+}
+
+// writeSynced writes data to name through a synced temporary file renamed
+// into place; the caller syncs the directory.
+func writeSynced(name string, data []byte) (err error) {
 	dir := filepath.Dir(name)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("create directory: %w", err)
@@ -232,7 +305,7 @@ func writeAtomic(name string, data []byte) (err error) {
 	if err := os.Rename(tmp.Name(), name); err != nil {
 		return fmt.Errorf("rename into place: %w", err)
 	}
-	return syncDir(dir)
+	return nil
 }
 
 func syncDir(dir string) error {

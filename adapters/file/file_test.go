@@ -279,3 +279,53 @@ func BenchmarkSend(b *testing.B) {
 		}
 	}
 }
+
+func TestSendBatch(t *testing.T) {
+	dir := t.TempDir()
+	// A regular file where route "blocked" should have its directory.
+	if err := os.WriteFile(filepath.Join(dir, "blocked"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(adapter.Settings{}, Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := []*adapter.Delivery{
+		{MessageID: "m1", Route: "r", Destination: "d", ContentType: envelope.ContentTypeFHIR, Body: []byte(`{"a":1}`)},
+		{MessageID: "../x", Route: "r", Destination: "d", Body: []byte("bad name")},
+		{MessageID: "m2", Route: "blocked", Destination: "d", Body: []byte("no directory")},
+		{MessageID: "m3", Route: "r2", Destination: "d", ContentType: envelope.ContentTypeHL7v2, Body: []byte("MSH|")},
+	}
+	rcs, errs := o.SendBatch(context.Background(), ds)
+	if len(rcs) != len(ds) || len(errs) != len(ds) {
+		t.Fatalf("got %d receipts and %d errors for %d deliveries", len(rcs), len(errs), len(ds))
+	}
+	wantOK := []bool{true, false, false, true}
+	for i, ok := range wantOK {
+		if (errs[i] == nil) != ok {
+			t.Errorf("delivery %d: err = %v, want success %v", i, errs[i], ok)
+		}
+	}
+	if fault.IsTransient(errs[1]) {
+		t.Errorf("unusable name: %v, want a permanent fault", errs[1])
+	}
+	if !fault.IsTransient(errs[2]) {
+		t.Errorf("write failure: %v, want a transient fault", errs[2])
+	}
+	if rcs[0].Location != "r/m1.d.json" || rcs[3].Location != "r2/m3.d.hl7" || rcs[2].Location != "" {
+		t.Errorf("receipts %+v", rcs)
+	}
+	if diff := cmp.Diff([]string{"blocked", "r/m1.d.json", "r2/m3.d.hl7"}, listFiles(t, dir)); diff != "" {
+		t.Errorf("files (-want +got):\n%s", diff)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "r", "m1.d.json")); string(got) != `{"a":1}` {
+		t.Errorf("content %q", got)
+	}
+	if err := o.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, errs = o.SendBatch(context.Background(), ds[:1])
+	if errs[0] == nil || !fault.IsTransient(errs[0]) {
+		t.Errorf("after shutdown: %v, want a transient fault", errs[0])
+	}
+}

@@ -126,6 +126,16 @@ type Outbound interface {
 	Send(ctx context.Context, d *Delivery) (Receipt, error)
 }
 
+// BatchSender is an Outbound that can make many deliveries durable
+// together, for example with one sync for a batch of files. SendBatch
+// returns one receipt and one error (nil on success) per delivery, in
+// order. The batch pipeline uses it for a first attempt at a whole batch
+// and falls back to Send, with retries, for those that failed; so it
+// suits only receivers that need no order among the entries of a batch.
+type BatchSender interface {
+	SendBatch(ctx context.Context, ds []*Delivery) ([]Receipt, []error)
+}
+
 // Delivery is one message for one destination.
 type Delivery struct {
 	// MessageID is the Junction id of the inbound message.

@@ -82,6 +82,13 @@ func (r RulesConfig) Limits() rules.Limits {
 type RouterConfig struct {
 	Batch   int           `yaml:"batch"`
 	AckWait time.Duration `yaml:"ack_wait"`
+	// Pipeline is "message" (every stage writes each message on its own)
+	// or "batch" (group-committed batches stay whole through routing and
+	// delivery; needs nats.group_commit).
+	Pipeline string `yaml:"pipeline"`
+	// DeliveryConcurrency is how many partitions the batch pipeline sends
+	// to one destination at once.
+	DeliveryConcurrency int `yaml:"delivery_concurrency"`
 }
 
 // Component is one adapter instance: its type, for destinations its retry
@@ -162,7 +169,7 @@ func Default() *Config {
 		},
 		Routes:          []string{"routes"},
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
-		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second},
+		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, Pipeline: router.PipelineMessage, DeliveryConcurrency: 16},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
@@ -285,6 +292,18 @@ func (c *Config) Validate() []error {
 	}
 	if c.Router.AckWait < time.Second {
 		errs = append(errs, errors.New("router.ack_wait: must be at least 1s"))
+	}
+	switch c.Router.Pipeline {
+	case router.PipelineMessage:
+	case router.PipelineBatch:
+		if !c.NATS.GroupCommit {
+			errs = append(errs, errors.New("router.pipeline: batch needs nats.group_commit: true"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("router.pipeline: must be %s or %s, got %q", router.PipelineMessage, router.PipelineBatch, c.Router.Pipeline))
+	}
+	if c.Router.DeliveryConcurrency < 1 || c.Router.DeliveryConcurrency > 1024 {
+		errs = append(errs, fmt.Errorf("router.delivery_concurrency: must be 1 to 1024, got %d", c.Router.DeliveryConcurrency))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown_timeout: must be positive"))

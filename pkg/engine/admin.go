@@ -182,17 +182,13 @@ func validID(id string) bool {
 
 // LookupMessage assembles a message's trail and payloads.
 func LookupMessage(ctx context.Context, js jetstream.JetStream, id string) (*MessageView, error) {
-	trail, err := audit.Trail(ctx, js, id)
+	trail, err := router.Trail(ctx, js, id)
 	if err != nil {
 		return nil, err
 	}
 	v := &MessageView{ID: id, Trail: trail}
 	get := func(stream string, seq uint64, dest string) *Payload {
-		st, err := js.Stream(ctx, stream)
-		if err != nil {
-			return nil
-		}
-		m, err := st.GetMsg(ctx, seq)
+		m, err := router.LoadPayload(ctx, js, stream, seq, id, dest)
 		if err != nil {
 			return nil
 		}

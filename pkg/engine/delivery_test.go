@@ -67,7 +67,7 @@ func (f *fhirServer) accepted() []string {
 	return append([]string(nil), f.got...)
 }
 
-func startWithEHR(t *testing.T) (*engine.Engine, *fhirServer) {
+func startWithEHR(t *testing.T, pipe string) (*engine.Engine, *fhirServer) {
 	t.Helper()
 	srv := &fhirServer{}
 	hs := httptest.NewServer(srv)
@@ -78,7 +78,7 @@ func startWithEHR(t *testing.T) (*engine.Engine, *fhirServer) {
     type: fhir
     url: `+hs.URL+`
     retry: {max_attempts: 4, initial: 20ms, max: 100ms, multiplier: 2, timeout: 5s}
-`)
+`+pipe)
 	return e, srv
 }
 
@@ -104,8 +104,10 @@ func deadLetters(t *testing.T, e *engine.Engine) []router.DeadLetter {
 // TestTransientFailuresRetried: a FHIR server answering 503, then 429,
 // then 200 gets the message on the third attempt, and the trail shows the
 // two failures and the delivery.
-func TestTransientFailuresRetried(t *testing.T) {
-	e, srv := startWithEHR(t)
+func TestTransientFailuresRetried(t *testing.T) { forPipelines(t, testTransientFailuresRetried) }
+
+func testTransientFailuresRetried(t *testing.T, pipe string) {
+	e, srv := startWithEHR(t, pipe)
 	srv.script(503, 429)
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "RT0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
@@ -131,7 +133,11 @@ func TestTransientFailuresRetried(t *testing.T) {
 // delivery at once with the reason; after the receiver is fixed, replay by
 // destination delivers it, and the dead letter is gone.
 func TestPermanentFailureDeadLetteredAndReplayed(t *testing.T) {
-	e, srv := startWithEHR(t)
+	forPipelines(t, testPermanentFailureDeadLetteredAndReplayed)
+}
+
+func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
+	e, srv := startWithEHR(t, pipe)
 	srv.script(400)
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "PF0001", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
@@ -178,8 +184,10 @@ func TestPermanentFailureDeadLetteredAndReplayed(t *testing.T) {
 
 // TestRetriesExhausted: a receiver that keeps failing transiently is
 // dead-lettered after max_attempts, not parked for ever.
-func TestRetriesExhausted(t *testing.T) {
-	e, srv := startWithEHR(t)
+func TestRetriesExhausted(t *testing.T) { forPipelines(t, testRetriesExhausted) }
+
+func testRetriesExhausted(t *testing.T, pipe string) {
+	e, srv := startWithEHR(t, pipe)
 	srv.script(503, 503, 503, 503, 503)
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "EX0001", "9990000034^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
@@ -194,7 +202,11 @@ func TestRetriesExhausted(t *testing.T) {
 // TestRuleErrorDeadLettersAndEngineContinues: a CEL run-time error
 // dead-letters that message at the route stage; later messages still flow.
 func TestRuleErrorDeadLettersAndEngineContinues(t *testing.T) {
-	e, srv := startWithEHR(t)
+	forPipelines(t, testRuleErrorDeadLettersAndEngineContinues)
+}
+
+func testRuleErrorDeadLettersAndEngineContinues(t *testing.T, pipe string) {
+	e, srv := startWithEHR(t, pipe)
 	addr := mllpAddr(t, e)
 	if code, _ := send(t, addr, adt("A04", "CE0001", "9990000042^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
@@ -212,8 +224,10 @@ func TestRuleErrorDeadLettersAndEngineContinues(t *testing.T) {
 
 // TestFHIRIngressEndToEnd posts a Patient and finds it at the file
 // destination; a resend with the same Idempotency-Key is not routed twice.
-func TestFHIRIngressEndToEnd(t *testing.T) {
-	e, dir := startEngine(t, "")
+func TestFHIRIngressEndToEnd(t *testing.T) { forPipelines(t, testFHIRIngressEndToEnd) }
+
+func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
+	e, dir := startEngine(t, pipe)
 	url := "http://" + e.HTTPAddr().String() + "/fhir/Patient"
 	body := `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`
 	for i := range 2 {
@@ -248,7 +262,11 @@ func TestFHIRIngressEndToEnd(t *testing.T) {
 // dead-lettered at the route, and the same patient's next message still
 // flows instead of queueing behind it for ever.
 func TestOversizedPayloadDeadLettered(t *testing.T) {
-	e, dir := startEngine(t, "")
+	forPipelines(t, testOversizedPayloadDeadLettered)
+}
+
+func testOversizedPayloadDeadLettered(t *testing.T, pipe string) {
+	e, dir := startEngine(t, pipe)
 	url := "http://" + e.HTTPAddr().String() + "/fhir/Patient"
 	post := func(family string) {
 		t.Helper()
@@ -275,8 +293,10 @@ func TestOversizedPayloadDeadLettered(t *testing.T) {
 // TestUnroutedSourceGetsAFate: input from a source no route reads is
 // stored and acknowledged, and its trail ends in a filtered record rather
 // than nothing.
-func TestUnroutedSourceGetsAFate(t *testing.T) {
-	e, _ := startWithEHR(t) // its routes read only pas
+func TestUnroutedSourceGetsAFate(t *testing.T) { forPipelines(t, testUnroutedSourceGetsAFate) }
+
+func testUnroutedSourceGetsAFate(t *testing.T, pipe string) {
+	e, _ := startWithEHR(t, pipe) // its routes read only pas
 	resp, err := http.Post("http://"+e.HTTPAddr().String()+"/fhir/Patient", "application/fhir+json",
 		strings.NewReader(`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`))
 	if err != nil {

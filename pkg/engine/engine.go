@@ -170,6 +170,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		Store: e.store, Routes: e.plan.Routes, Translators: e.plan.Translators(), Destinations: e.dests,
 		Decider: consent.DefaultPolicy{}, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
+		Pipeline: cfg.Router.Pipeline, DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)

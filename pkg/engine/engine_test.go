@@ -22,6 +22,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // startEngine runs a real engine (embedded JetStream in a temp dir, real
@@ -52,7 +53,7 @@ http:
 routes: [%s]
 router:
   ack_wait: 5s
-%s%s`, dir, routes, defaultInputs(extra), extra)
+%s%s%s`, dir, routes, pipelineOf(extra), defaultInputs(extra), extra)
 	if !strings.Contains(extra, "destinations:") {
 		body += `
 destinations:
@@ -173,8 +174,10 @@ func getJSON(t *testing.T, url string, out any) int {
 // TestADTEndToEnd sends an admission over real MLLP and follows it: AA
 // after storing, UK Core FHIR at the file destination, a full audit trail,
 // and metrics that moved.
-func TestADTEndToEnd(t *testing.T) {
-	e, dir := startEngine(t, "")
+func TestADTEndToEnd(t *testing.T) { forPipelines(t, testADTEndToEnd) }
+
+func testADTEndToEnd(t *testing.T, pipe string) {
+	e, dir := startEngine(t, pipe)
 	addr := mllpAddr(t, e)
 	code, ctrl := send(t, addr, adt("A01", "E2E0001", "9990000018^^^NHS^NH"))
 	if code != hl7v2.AckAA || ctrl != "E2E0001" {
@@ -253,12 +256,26 @@ func TestADTEndToEnd(t *testing.T) {
 	if st := getJSON(t, base+"/readyz", nil); st != 200 {
 		t.Errorf("readyz = %d", st)
 	}
+	// The ingest log was read by the chosen pipeline's first stage.
+	stage := "ingest-splitter"
+	if pipe == batchPipeline {
+		stage = "accept"
+	}
+	c, err := e.Store().JS.Consumer(context.Background(), store.StreamIngestLog, stage)
+	if err != nil {
+		t.Fatalf("ingest log consumer %s: %v", stage, err)
+	}
+	if info, err := c.Info(context.Background()); err != nil || info.Delivered.Consumer == 0 {
+		t.Errorf("ingest log consumer %s took nothing (err %v)", stage, err)
+	}
 }
 
 // TestResendNotRoutedTwice resends the same MSH-10 and expects the same
 // positive ACK and one delivery.
-func TestResendNotRoutedTwice(t *testing.T) {
-	e, dir := startEngine(t, "")
+func TestResendNotRoutedTwice(t *testing.T) { forPipelines(t, testResendNotRoutedTwice) }
+
+func testResendNotRoutedTwice(t *testing.T, pipe string) {
+	e, dir := startEngine(t, pipe)
 	addr := mllpAddr(t, e)
 	msg := adt("A01", "DUP0001", "9990000026^^^NHS^NH")
 	for i := range 3 {
@@ -276,7 +293,11 @@ func TestResendNotRoutedTwice(t *testing.T) {
 
 // TestNoNHSNumberGoesToDataQuality checks the second shipped route.
 func TestNoNHSNumberGoesToDataQuality(t *testing.T) {
-	e, dir := startEngine(t, "")
+	forPipelines(t, testNoNHSNumberGoesToDataQuality)
+}
+
+func testNoNHSNumberGoesToDataQuality(t *testing.T, pipe string) {
+	e, dir := startEngine(t, pipe)
 	addr := mllpAddr(t, e)
 	msg := adt("A04", "DQ0001", "K777^^^RX1^MR")
 	if code, _ := send(t, addr, msg); code != hl7v2.AckAA {
@@ -318,7 +339,11 @@ func TestDirectWriteMode(t *testing.T) {
 // is kept in quarantine (visible through the API), is counted, and the
 // engine keeps serving.
 func TestGarbageRejectedAndQuarantined(t *testing.T) {
-	e, _ := startEngine(t, "")
+	forPipelines(t, testGarbageRejectedAndQuarantined)
+}
+
+func testGarbageRejectedAndQuarantined(t *testing.T, pipe string) {
+	e, _ := startEngine(t, pipe)
 	addr := mllpAddr(t, e)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -380,6 +405,28 @@ func TestLargeMessage(t *testing.T) {
 }
 
 // defaultInputs is the inputs section unless extra gives its own.
+// batchPipeline, in a test's extra config, runs the engine with
+// router.pipeline: batch (it is a YAML comment, read by pipelineOf).
+const batchPipeline = "# pipeline: batch\n"
+
+// pipelines are the router pipelines a test runs under, by name.
+var pipelines = []struct{ name, extra string }{{"message", ""}, {"batch", batchPipeline}}
+
+// forPipelines runs test once per pipeline, giving it the extra config
+// that selects the pipeline.
+func forPipelines(t *testing.T, test func(t *testing.T, pipe string)) {
+	for _, p := range pipelines {
+		t.Run(p.name, func(t *testing.T) { test(t, p.extra) })
+	}
+}
+
+func pipelineOf(extra string) string {
+	if strings.Contains(extra, batchPipeline) {
+		return "  pipeline: batch\n"
+	}
+	return ""
+}
+
 func defaultInputs(extra string) string {
 	if strings.Contains(extra, "inputs:") {
 		return ""
@@ -391,11 +438,14 @@ func defaultInputs(extra string) string {
 // different message (a counter reset) must not have the second message
 // dropped as a resend; a true resend with a rebuilt MSH-7 still is one.
 func TestReusedControlIDNotLost(t *testing.T) {
-	for _, mode := range []string{"group commit", "direct"} {
+	for _, mode := range []string{"group commit", "direct", "batch"} {
 		t.Run(mode, func(t *testing.T) {
 			extra := ""
-			if mode == "direct" {
+			switch mode {
+			case "direct":
 				extra = "nats:\n  group_commit: false\n"
+			case "batch":
+				extra = batchPipeline
 			}
 			e, dir := startEngine(t, extra)
 			addr := mllpAddr(t, e)

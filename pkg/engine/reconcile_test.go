@@ -29,7 +29,11 @@ func reconcile(t *testing.T, e *engine.Engine) audit.Reconciliation {
 // message routed to the data-quality queue all reach a terminal state, and
 // the reconciler counts each once.
 func TestReconcileAccountsForEveryMessage(t *testing.T) {
-	e, dir := startEngine(t, "")
+	forPipelines(t, testReconcileAccountsForEveryMessage)
+}
+
+func testReconcileAccountsForEveryMessage(t *testing.T, pipe string) {
+	e, dir := startEngine(t, pipe)
 	addr := mllpAddr(t, e)
 	for _, m := range []string{
 		adt("A01", "RC0001", "9990000018^^^NHS^NH"),
@@ -57,6 +61,10 @@ func TestReconcileAccountsForEveryMessage(t *testing.T) {
 // answered yet is listed with what it waits for, and leaves the list once
 // delivered.
 func TestReconcileListsInFlightMessages(t *testing.T) {
+	forPipelines(t, testReconcileListsInFlightMessages)
+}
+
+func testReconcileListsInFlightMessages(t *testing.T, pipe string) {
 	release := make(chan struct{})
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -82,7 +90,7 @@ func TestReconcileListsInFlightMessages(t *testing.T) {
     type: fhir
     url: `+hs.URL+`
     retry: {max_attempts: 1000, initial: 20ms, max: 100ms, multiplier: 2, timeout: 30s}
-`)
+`+pipe)
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "RC0101", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s, want AA", code)
 	}

@@ -27,7 +27,10 @@ type partitionConsumer struct {
 	batch   int
 	ackWait time.Duration
 	deliver jetstream.DeliverPolicy
-	log     *slog.Logger
+	// startSeq, when set, is where a new consumer starts (with deliver
+	// DeliverByStartSequencePolicy).
+	startSeq uint64
+	log      *slog.Logger
 	// handle processes msgs in order. It returns an error only when the
 	// batch must be retried (store unavailable); every message fate
 	// (delivered, dead-lettered...) is durable when it returns nil.
@@ -42,6 +45,7 @@ func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream
 		MaxAckPending: p.batch,
 		AckWait:       p.ackWait,
 		DeliverPolicy: p.deliver,
+		OptStartSeq:   p.startSeq,
 		MaxDeliver:    -1,
 	})
 	if err != nil {

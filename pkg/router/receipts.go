@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,7 +23,8 @@ func (r *Router) recordReceipts(_ context.Context, msgs []jetstream.Msg) error {
 	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {
 		h := m.Headers()
-		if h.Get(envelope.HeaderReplay) != "" {
+		if h.Get(envelope.HeaderReplay) != "" || strings.HasPrefix(m.Subject(), SubjAccepted+".") {
+			// Accepted batches are their messages' receipt.
 			continue
 		}
 		env := envelope.FromHeader(h, m.Data())

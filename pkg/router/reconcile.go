@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,32 +27,57 @@ const splitterDurable = "ingest-splitter"
 func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
 	inIngress := map[string]bool{}
-	err := scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, func(m jetstream.Msg) error {
-		h := m.Headers()
-		id := h.Get(envelope.HeaderID)
+	take := func(id, source string, rcv time.Time) {
 		if id == "" || inIngress[id] {
-			return nil
+			return
 		}
 		inIngress[id] = true
+		accepted = append(accepted, audit.Accepted{ID: id, Source: source, Received: rcv})
+	}
+	err := scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, func(m jetstream.Msg) error {
+		if strings.HasPrefix(m.Subject(), SubjAccepted+".") {
+			return nil // read in full below
+		}
+		h := m.Headers()
 		rcv, _ := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
-		accepted = append(accepted, audit.Accepted{ID: id, Source: h.Get(envelope.HeaderSource), Received: rcv})
+		take(h.Get(envelope.HeaderID), h.Get(envelope.HeaderSource), rcv)
 		return nil
 	})
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	// Entries the splitter has passed but that are not in the ingress
-	// stream under their own id were resends; those it has not passed are
-	// still waiting.
+	// The batch pipeline's accepted batches hold their messages.
+	err = scan(ctx, js, store.StreamIngress, SubjAccepted+".>", false, func(m jetstream.Msg) error {
+		envs, err := decodeBatch(m.Data())
+		if err != nil {
+			return nil
+		}
+		for _, env := range envs {
+			take(env.ID, env.Source, env.ReceivedAt)
+		}
+		return nil
+	})
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	// Entries the ingest log's reader (the splitter, or the batch
+	// pipeline's accept stage) has passed but that were not stored under
+	// their own id were resends; those it has not passed are still
+	// waiting.
 	var floor uint64
-	if c, err := js.Consumer(ctx, store.StreamIngestLog, splitterDurable); err == nil {
+	for _, durable := range []string{splitterDurable, acceptDurable} {
+		c, err := js.Consumer(ctx, store.StreamIngestLog, durable)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return audit.Reconciliation{}, fmt.Errorf("reading the ingest log reader's progress: %w", err)
+		}
 		info, err := c.Info(ctx)
 		if err != nil {
-			return audit.Reconciliation{}, fmt.Errorf("reading the splitter's progress: %w", err)
+			return audit.Reconciliation{}, fmt.Errorf("reading the ingest log reader's progress: %w", err)
 		}
-		floor = info.AckFloor.Stream
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return audit.Reconciliation{}, fmt.Errorf("reading the splitter's progress: %w", err)
+		floor = max(floor, info.AckFloor.Stream)
 	}
 	err = scan(ctx, js, store.StreamIngestLog, store.SubjIngestLog+".>", false, func(m jetstream.Msg) error {
 		envs, err := decodeBatch(m.Data())

@@ -253,7 +253,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, f Filter, onlyDests []s
 
 // reroute republishes a stored message's raw input for every route.
 func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, gen string, onlyDests []string) error {
-	trail, err := audit.Trail(ctx, js, id)
+	trail, err := Trail(ctx, js, id)
 	if err != nil {
 		return err
 	}
@@ -266,11 +266,7 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 	if seq == 0 {
 		return fmt.Errorf("message %s: no stored input found", id)
 	}
-	st, err := js.Stream(ctx, store.StreamIngress)
-	if err != nil {
-		return fmt.Errorf("opening ingress stream: %w", err)
-	}
-	raw, err := st.GetMsg(ctx, seq)
+	raw, err := LoadPayload(ctx, js, store.StreamIngress, seq, id, "")
 	if err != nil {
 		return fmt.Errorf("message %s: stored input is gone (past the ingress retention?): %w", id, err)
 	}

@@ -99,7 +99,21 @@ type Options struct {
 	// AckWait is how long a batch may go unacknowledged before redelivery
 	// (it is kept alive while being processed).
 	AckWait time.Duration
+	// Pipeline is PipelineMessage (each message its own store write at
+	// every stage) or PipelineBatch (see accept.go).
+	Pipeline string
+	// DedupeWindow is how long the batch pipeline recognises resends.
+	DedupeWindow time.Duration
+	// DeliveryConcurrency is how many partitions the batch pipeline sends
+	// to one destination at once.
+	DeliveryConcurrency int
 }
+
+// Pipelines.
+const (
+	PipelineMessage = "message"
+	PipelineBatch   = "batch"
+)
 
 // Router runs route and delivery consumers.
 type Router struct {
@@ -125,6 +139,15 @@ func New(o Options) *Router {
 	}
 	if o.Decider == nil {
 		o.Decider = consent.DefaultPolicy{}
+	}
+	if o.Pipeline == "" {
+		o.Pipeline = PipelineMessage
+	}
+	if o.DedupeWindow <= 0 {
+		o.DedupeWindow = time.Hour
+	}
+	if o.DeliveryConcurrency <= 0 {
+		o.DeliveryConcurrency = 16
 	}
 	routed := map[string]bool{}
 	for _, rt := range o.Routes {
@@ -163,15 +186,48 @@ func (r *Router) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening ingress stream: %w", err)
 	}
-	sp := &splitter{r: r, js: r.js, audit: r.audit, ingress: ingress, onDup: func(src string) { r.o.Metrics.Duplicates.WithLabelValues(src).Inc() }}
-	pcs = append(pcs, &partitionConsumer{
-		stream: store.StreamIngestLog, durable: splitterDurable, filter: store.SubjIngestLog + ".>",
-		batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: sp.handle,
-	})
-	pcs = append(pcs, &partitionConsumer{
-		stream: store.StreamIngress, durable: "audit-receipts", filter: store.SubjIngress + ".>",
-		batch: r.o.Batch, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: r.recordReceipts,
-	})
+	if r.o.Pipeline == PipelineBatch {
+		acc := newAcceptor(r, ingress, r.o.DedupeWindow)
+		if err := acc.rebuild(ctx); err != nil {
+			return err
+		}
+		start, err := handoverStart(ctx, r.js, acceptDurable, splitterDurable)
+		if err != nil {
+			return err
+		}
+		pcs = append(pcs, &partitionConsumer{
+			stream: store.StreamIngestLog, durable: acceptDurable, filter: store.SubjIngestLog + ".>",
+			batch: 1, ackWait: r.o.AckWait, deliver: start.policy, startSeq: start.seq, log: r.o.Logger, handle: acc.handle,
+		})
+		for _, rt := range r.o.Routes {
+			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}}
+			pcs = append(pcs, &partitionConsumer{
+				stream: store.StreamIngress, durable: "route-" + rt.Name + "-b", filter: SubjAccepted + ".>",
+				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverNewPolicy, log: r.o.Logger, handle: w.handle,
+			})
+		}
+		for _, d := range r.o.Destinations {
+			w := &batchDeliveryWorker{r: r, d: d, concurrency: r.o.DeliveryConcurrency}
+			pcs = append(pcs, &partitionConsumer{
+				stream: store.StreamOutbound, durable: "dest-" + d.Name + "-b", filter: OutboundBatchSubject(d.Name),
+				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: w.handle,
+			})
+		}
+	} else {
+		start, err := handoverStart(ctx, r.js, splitterDurable, acceptDurable)
+		if err != nil {
+			return err
+		}
+		sp := &splitter{r: r, js: r.js, audit: r.audit, ingress: ingress, onDup: func(src string) { r.o.Metrics.Duplicates.WithLabelValues(src).Inc() }}
+		pcs = append(pcs, &partitionConsumer{
+			stream: store.StreamIngestLog, durable: splitterDurable, filter: store.SubjIngestLog + ".>",
+			batch: 1, ackWait: r.o.AckWait, deliver: start.policy, startSeq: start.seq, log: r.o.Logger, handle: sp.handle,
+		})
+		pcs = append(pcs, &partitionConsumer{
+			stream: store.StreamIngress, durable: "audit-receipts", filter: store.SubjIngress + ".>",
+			batch: r.o.Batch, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: r.recordReceipts,
+		})
+	}
 	for _, d := range r.o.Destinations {
 		for p := range n {
 			// One worker per partition: it keeps per-batch state.
@@ -295,4 +351,34 @@ func only(h nats.Header, d string) bool {
 		}
 	}
 	return false
+}
+
+type startAt struct {
+	policy jetstream.DeliverPolicy
+	seq    uint64
+}
+
+// handoverStart says where the ingest log's consumer durable should start.
+// An existing consumer carries on; a new one takes over from the other
+// pipeline's consumer (after a change of router.pipeline) so no batch is
+// taken twice or skipped; with neither, it starts at the beginning.
+func handoverStart(ctx context.Context, js jetstream.JetStream, durable, other string) (startAt, error) {
+	all := startAt{policy: jetstream.DeliverAllPolicy}
+	if _, err := js.Consumer(ctx, store.StreamIngestLog, durable); err == nil {
+		return all, nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return all, fmt.Errorf("looking up consumer %s: %w", durable, err)
+	}
+	c, err := js.Consumer(ctx, store.StreamIngestLog, other)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return all, nil
+	}
+	if err != nil {
+		return all, fmt.Errorf("looking up consumer %s: %w", other, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return all, fmt.Errorf("reading consumer %s: %w", other, err)
+	}
+	return startAt{policy: jetstream.DeliverByStartSequencePolicy, seq: info.AckFloor.Stream + 1}, nil
 }

@@ -68,6 +68,100 @@ func (w *routeWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	return nil
 }
 
+// evaluation is what routing one message decided, before anything is
+// written: its audit records and the payloads to queue, or the permanent
+// failure that dead-letters it.
+type evaluation struct {
+	recs       []audit.Record
+	deliveries []route.Delivery
+	fail       error
+}
+
+// evaluate translates env and runs the route over it. It writes nothing,
+// so the per-message and batch pipelines share it. h carries replay
+// restrictions (nil for none).
+func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h nats.Header) *evaluation {
+	r := w.r
+	ev := &evaluation{}
+	base := audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: w.rt.Name}
+	if !w.rt.Takes(env.MessageType, "") {
+		ev.recs = append(ev.recs, w.rt.NotTakenRecord(env))
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
+		return ev
+	}
+	translate := w.tr.Translate
+	if h.Get(envelope.HeaderReplay) != "" {
+		translate = w.tr.Fresh
+	}
+	var tr *adapter.Translation
+	if err := safely(func() (err error) { tr, err = translate(env); return err }); err != nil {
+		ev.fail = err
+		return ev
+	}
+	t := base
+	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", audit.Hash(tr.Bundle)
+	ev.recs = append(ev.recs, t)
+	var res *route.Result
+	err := safely(func() (err error) {
+		res, err = w.rt.Process(ctx, route.Input{Env: env, Tr: tr}, r.o.Decider)
+		return err
+	})
+	if err != nil {
+		ev.fail = err
+		return ev
+	}
+	// A payload the store cannot hold would fail on every retry: refuse
+	// the message as a whole before queueing any of it.
+	for _, d := range res.Deliveries {
+		if int64(len(d.Body))+headerRoom > r.js.Conn().MaxPayload() {
+			ev.fail = fault.Newf(fault.CodeTooLarge, "payload for %s is %d bytes, more than the store accepts", d.Destination, len(d.Body))
+			return ev
+		}
+	}
+	ev.recs = append(ev.recs, res.Records...)
+	switch {
+	case !res.Taken:
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
+		return ev
+	case !res.Matched:
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "filtered").Inc()
+		return ev
+	}
+	r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "matched").Inc()
+	for _, d := range res.Denied {
+		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d, "deny").Inc()
+	}
+	for _, d := range res.Deliveries {
+		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d.Destination, "permit").Inc()
+		if !only(h, d.Destination) {
+			x := base
+			x.Time, x.Event, x.Destination, x.Outcome, x.Reason = time.Now().UTC(), audit.Filtered, d.Destination, "not-replayed", "destination not among those the replay named"
+			ev.recs = append(ev.recs, x)
+			continue
+		}
+		ev.deliveries = append(ev.deliveries, d)
+	}
+	return ev
+}
+
+// failRecords are the audit records of a message dead-lettered by the
+// route at dead-letter sequence seq.
+func (w *routeWorker) failRecords(env *envelope.Envelope, err error, seq uint64) []audit.Record {
+	w.r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "failed").Inc()
+	base := audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: w.rt.Name}
+	rec := base
+	rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, "permanent", reasonOf(err), string(fault.CodeOf(err))
+	dl := base
+	dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = audit.DeadLettered, "dead_lettered", reasonOf(err), string(fault.CodeOf(err)), store.StreamDeadLetter, seq
+	return []audit.Record{rec, dl}
+}
+
+// queuedRecord is the audit record of a payload queued for d.
+func queuedRecord(env *envelope.Envelope, routeName, dest string, body []byte, seq uint64) audit.Record {
+	return audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: routeName, Event: audit.Queued,
+		Destination: dest, Outcome: "queued", Hash: audit.Hash(body), Stream: store.StreamOutbound, Seq: seq}
+}
+
 // route processes one message. It returns an error only when the batch
 // must be retried; a message that cannot be routed is dead-lettered.
 func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, error) {
@@ -77,76 +171,19 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 	mo := &msgOut{id: env.ID}
 	sctx, span := r.startSpan(h, "route", attribute.String("junction.message_id", env.ID), attribute.String("junction.route", w.rt.Name))
 	defer span.End()
-	now := time.Now().UTC()
-	base := audit.Record{Time: now, MessageID: env.ID, Source: env.Source, Route: w.rt.Name}
-	fail := func(err error) (*msgOut, error) {
-		span.SetStatus(codes.Error, reasonOf(err))
-		seq, derr := r.deadLetter(ctx, "route", w.rt.Name, h, m.Data(), err)
+	ev := w.evaluate(sctx, env, h)
+	mo.recs = ev.recs
+	if ev.fail != nil {
+		span.SetStatus(codes.Error, reasonOf(ev.fail))
+		seq, derr := r.deadLetter(ctx, "route", w.rt.Name, h, m.Data(), ev.fail)
 		if derr != nil {
 			return nil, derr
 		}
-		rec := base
-		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, "permanent", reasonOf(err), string(fault.CodeOf(err))
-		dl := base
-		dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = audit.DeadLettered, "dead_lettered", reasonOf(err), string(fault.CodeOf(err)), store.StreamDeadLetter, seq
-		mo.recs = append(mo.recs, rec, dl)
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "failed").Inc()
+		mo.recs = append(mo.recs, w.failRecords(env, ev.fail, seq)...)
 		return mo, nil
-	}
-	if !w.rt.Takes(env.MessageType, "") {
-		mo.recs = append(mo.recs, w.rt.NotTakenRecord(env))
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
-		return mo, nil
-	}
-	translate := w.tr.Translate
-	if h.Get(envelope.HeaderReplay) != "" {
-		translate = w.tr.Fresh
-	}
-	var tr *adapter.Translation
-	err := safely(func() (err error) { tr, err = translate(env); return err })
-	if err != nil {
-		return fail(err)
-	}
-	t := base
-	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", audit.Hash(tr.Bundle)
-	mo.recs = append(mo.recs, t)
-	var res *route.Result
-	err = safely(func() (err error) {
-		res, err = w.rt.Process(sctx, route.Input{Env: env, Tr: tr}, r.o.Decider)
-		return err
-	})
-	if err != nil {
-		return fail(err)
-	}
-	// A payload the store cannot hold would fail on every retry: refuse
-	// the message as a whole before queueing any of it.
-	for _, d := range res.Deliveries {
-		if int64(len(d.Body))+headerRoom > r.js.Conn().MaxPayload() {
-			return fail(fault.Newf(fault.CodeTooLarge, "payload for %s is %d bytes, more than the store accepts", d.Destination, len(d.Body)))
-		}
-	}
-	mo.recs = append(mo.recs, res.Records...)
-	switch {
-	case !res.Taken:
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
-		return mo, nil
-	case !res.Matched:
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "filtered").Inc()
-		return mo, nil
-	}
-	r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "matched").Inc()
-	for _, d := range res.Denied {
-		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d, "deny").Inc()
 	}
 	replay := h.Get(envelope.HeaderReplay)
-	for _, d := range res.Deliveries {
-		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d.Destination, "permit").Inc()
-		if !only(h, d.Destination) {
-			x := base
-			x.Time, x.Event, x.Destination, x.Outcome, x.Reason = time.Now().UTC(), audit.Filtered, d.Destination, "not-replayed", "destination not among those the replay named"
-			mo.recs = append(mo.recs, x)
-			continue
-		}
+	for _, d := range ev.deliveries {
 		om := nats.NewMsg(OutboundSubject(d.Destination, env.Partition))
 		om.Header = env.Header()
 		om.Header.Set(envelope.HeaderContentType, d.ContentType)
@@ -162,10 +199,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		if err != nil {
 			return nil, fmt.Errorf("queueing outbound message: %w", err)
 		}
-		q := base
-		q.Time = time.Now().UTC()
-		q.Event, q.Destination, q.Outcome, q.Hash, q.Stream = audit.Queued, d.Destination, "queued", audit.Hash(d.Body), store.StreamOutbound
-		mo.recs = append(mo.recs, q)
+		mo.recs = append(mo.recs, queuedRecord(env, w.rt.Name, d.Destination, d.Body, 0))
 		mo.futs = append(mo.futs, f)
 	}
 	return mo, nil
@@ -249,26 +283,37 @@ func (w *deliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) error
 }
 
 func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.Record, error) {
-	r, d := w.r, w.d
-	h := m.Headers()
-	id := h.Get(envelope.HeaderID)
-	rt := h.Get(envelope.HeaderRoute)
 	meta, _ := m.Metadata()
 	var seq uint64
 	if meta != nil {
 		seq = meta.Sequence.Stream
 	}
+	return deliverPayload(ctx, w.r, w.d, m.Headers(), m.Data(), seq, nil)
+}
+
+// deliverPayload sends one payload (headers h, stored at outbound sequence
+// seq) to d, retrying transient failures with d's backoff, and
+// dead-letters it when it fails for good. It returns the audit records of
+// every attempt; an error means shutdown interrupted it and it must be
+// tried again. prior holds the records of attempts already made (a failed
+// batch attempt); attempts carry on from there.
+func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, data []byte, seq uint64, prior []audit.Record) ([]audit.Record, error) {
+	id := h.Get(envelope.HeaderID)
+	rt := h.Get(envelope.HeaderRoute)
 	sctx, span := r.startSpan(h, "deliver", attribute.String("junction.message_id", id), attribute.String("junction.destination", d.Name))
 	defer span.End()
 	del := &adapter.Delivery{
 		MessageID: id, Route: rt, Destination: d.Name,
-		ContentType: h.Get(envelope.HeaderContentType), Body: m.Data(),
+		ContentType: h.Get(envelope.HeaderContentType), Body: data,
 		IdempotencyKey: id + "|" + rt + "|" + d.Name,
 	}
-	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(m.Data())}
-	var recs []audit.Record
+	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
+	recs := prior
 	var lastErr error
-	for attempt := 1; ; attempt++ {
+	if len(prior) > 0 {
+		sleep(ctx, d.Retry.Delay(len(prior)))
+	}
+	for attempt := len(prior) + 1; ; attempt++ {
 		del.Attempt = attempt
 		actx, cancel := context.WithTimeout(sctx, d.Retry.Timeout)
 		start := time.Now()
@@ -321,7 +366,7 @@ func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.
 		h2[k] = v
 	}
 	h2.Set(envelope.HeaderAttempt, strconv.Itoa(del.Attempt))
-	dseq, err := r.deadLetter(ctx, "delivery", d.Name, h2, m.Data(), lastErr)
+	dseq, err := r.deadLetter(ctx, "delivery", d.Name, h2, data, lastErr)
 	if err != nil {
 		return nil, err
 	}

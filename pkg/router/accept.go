@@ -1,0 +1,235 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// The batch pipeline (router.pipeline: batch). The group-commit batch
+// stays one stream message through every stage, so the store writes per
+// batch, not per message:
+//
+//   - accept: takes one ingest-log batch at a time, drops resends found in
+//     an in-memory dedupe index (rebuilt at start, and kept current, from
+//     its own output), and writes one accepted batch on the ingress stream
+//     (subject junction.in._acc.<ingest-log sequence>). The accepted batch
+//     is the messages' receipt: no record per message is written.
+//   - route: each route takes one accepted batch at a time, translates and
+//     routes its messages in parallel, and writes one outbound batch per
+//     destination and one audit batch.
+//   - deliver: each destination takes one outbound batch at a time and
+//     sends its entries concurrently across partitions, in order within a
+//     partition (so per patient), then writes one audit batch.
+//
+// Each stage lets one batch be outstanding (MaxAckPending 1), so any
+// number of processes may run it and order holds. Rare events (resends,
+// failures, dead letters) are still written per message. Replays go
+// through the per-message pipeline, which runs alongside.
+
+// SubjAccepted prefixes the accepted batches on the ingress stream.
+const SubjAccepted = store.SubjIngress + "._acc"
+
+// acceptDurable is the accept stage's consumer on the ingest log.
+const acceptDurable = "accept"
+
+// AcceptedSubject is the subject of the accepted batch made from ingest-log
+// message seq.
+func AcceptedSubject(seq uint64) string { return SubjAccepted + "." + strconv.FormatUint(seq, 10) }
+
+// auditBatchSubject is where a stage writes the records of one batch.
+func auditBatchSubject(stage, name string, seq uint64) string {
+	return store.SubjAudit + "._b." + stage + "." + name + "." + strconv.FormatUint(seq, 10)
+}
+
+// Limits of the accept stage's dedupe index: resends are recognised for
+// the stream's dedupe window or the last dedupeMaxKeys messages, whichever
+// is shorter (about 60 bytes a key).
+const dedupeMaxKeys = 1 << 20
+
+// acceptor is the accept stage.
+type acceptor struct {
+	r       *Router
+	ingress jetstream.Stream
+	idx     *dedupeIndex
+}
+
+func newAcceptor(r *Router, ingress jetstream.Stream, window time.Duration) *acceptor {
+	return &acceptor{r: r, ingress: ingress, idx: newDedupeIndex(window, dedupeMaxKeys)}
+}
+
+// rebuild loads the accepted batches of the dedupe window into the index.
+func (a *acceptor) rebuild(ctx context.Context) error {
+	last, err := a.ingress.GetLastMsgForSubject(ctx, SubjAccepted+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("finding the last accepted batch: %w", err)
+	}
+	start := time.Now().Add(-a.idx.window)
+	c, err := a.ingress.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{SubjAccepted + ".>"}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
+	})
+	if err != nil {
+		return fmt.Errorf("reading accepted batches: %w", err)
+	}
+	for a.idx.appliedSeq() < last.Sequence {
+		b, err := c.Fetch(256, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("reading accepted batches: %w", err)
+		}
+		n := 0
+		for m := range b.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("reading accepted batches: %w", err)
+			}
+			a.apply(m.Data(), meta.Timestamp)
+			a.idx.setApplied(meta.Sequence.Stream)
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return fmt.Errorf("reading accepted batches: %w", err)
+		}
+		if n == 0 {
+			// Everything in the window is read (older batches are out of it).
+			a.idx.setApplied(last.Sequence)
+		}
+	}
+	return nil
+}
+
+// catchUp applies the accepted batches other processes wrote since this
+// one last looked, so the index is current before a batch is judged.
+func (a *acceptor) catchUp(ctx context.Context) error {
+	last, err := a.ingress.GetLastMsgForSubject(ctx, SubjAccepted+".>")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("finding the last accepted batch: %w", err)
+	}
+	for a.idx.appliedSeq() < last.Sequence {
+		m, err := a.ingress.GetMsg(ctx, a.idx.appliedSeq()+1, jetstream.WithGetMsgSubject(SubjAccepted+".>"))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("reading an accepted batch: %w", err)
+		}
+		a.apply(m.Data, m.Time)
+		a.idx.setApplied(m.Sequence)
+	}
+	return nil
+}
+
+func (a *acceptor) apply(data []byte, at time.Time) {
+	envs, err := decodeBatch(data)
+	if err != nil {
+		return
+	}
+	for _, env := range envs {
+		a.idx.add(dedupeKeyOf(env), env.ID, a.idx.contentHash(env), at)
+	}
+}
+
+// handle accepts one ingest-log batch.
+func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	ctx = context.WithoutCancel(ctx)
+	r := a.r
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("reading batch metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		envs, err := decodeBatch(m.Data())
+		if err != nil {
+			if _, derr := r.deadLetter(ctx, "ingest", "accept", m.Headers(), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", err)); derr != nil {
+				return derr
+			}
+			continue
+		}
+		if err := a.catchUp(ctx); err != nil {
+			return err
+		}
+		now := time.Now().UTC()
+		var accepted []*envelope.Envelope
+		var futs []jetstream.PubAckFuture
+		note := func(id, dedupe string, rec audit.Record) error {
+			f, err := r.audit.WriteAsync(id, dedupe, rec)
+			if err != nil {
+				return err
+			}
+			futs = append(futs, f)
+			return nil
+		}
+		for _, env := range envs {
+			key := dedupeKeyOf(env)
+			content := a.idx.contentHash(env)
+			id, same, found := a.idx.lookup(key, content)
+			if found && id != env.ID && !same {
+				// The sender reused a control id for a different message:
+				// keep it under a key that includes its content.
+				env.DedupeKey = key + "|" + audit.Hash(env.Raw)[:16]
+				key = env.DedupeKey
+				r.o.Metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
+				id, same, found = a.idx.lookup(key, content)
+			}
+			if found && id != env.ID && same {
+				r.o.Metrics.Duplicates.WithLabelValues(env.Source).Inc()
+				if err := note(id, "dup|"+env.ID, audit.Record{Time: now, MessageID: id, Event: audit.Duplicate, Source: env.Source, Outcome: "duplicate",
+					Reason: "resend of an already stored message; not routed again", Hash: audit.Hash(env.Raw)}); err != nil {
+					return err
+				}
+				continue
+			}
+			// Added before the batch is stored so later entries of the same
+			// batch see it; a failed write retries this batch, whose
+			// entries then find themselves.
+			a.idx.add(key, env.ID, content, now)
+			accepted = append(accepted, env)
+			if !r.sourceRouted[env.Source] {
+				if err := note(env.ID, "noroute|"+env.ID, audit.Record{Time: now, MessageID: env.ID, Event: audit.Filtered, Source: env.Source,
+					Outcome: "no-route", Reason: "no loaded route takes input from this source"}); err != nil {
+					return err
+				}
+			}
+		}
+		if len(accepted) > 0 {
+			data, err := encodeBatch(accepted)
+			if err != nil {
+				return err
+			}
+			out := nats.NewMsg(AcceptedSubject(seq))
+			out.Data = data
+			out.Header.Set(jetstream.MsgIDHeader, "acc|"+strconv.FormatUint(seq, 10))
+			ack, err := r.js.PublishMsg(ctx, out)
+			if err != nil {
+				return fmt.Errorf("storing accepted batch: %w", err)
+			}
+			if !ack.Duplicate {
+				// Nothing else can have been accepted since catchUp: the
+				// ingest log lets one batch be outstanding.
+				a.idx.setApplied(ack.Sequence)
+			}
+		}
+		for _, f := range futs {
+			if _, err := wait(f); err != nil {
+				return fmt.Errorf("writing accept records: %w", err)
+			}
+		}
+	}
+	return nil
+}

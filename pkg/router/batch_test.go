@@ -1,0 +1,160 @@
+package router
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/junction-fhir/junction/pkg/envelope"
+)
+
+func TestOutBatchRoundTrip(t *testing.T) {
+	h := func(id, dest string) nats.Header {
+		x := nats.Header{}
+		x.Set(envelope.HeaderID, id)
+		x.Set(envelope.HeaderDestination, dest)
+		return x
+	}
+	tests := []struct {
+		name    string
+		entries []outEntry
+	}{
+		{"one", []outEntry{{h: h("A", "ehr"), body: []byte(`{"resourceType":"Bundle"}`)}}},
+		{"empty and large bodies", []outEntry{
+			{h: h("A", "ehr"), body: []byte{}},
+			{h: h("B", "file"), body: bytes.Repeat([]byte("y"), 200000)},
+			{h: nats.Header{}, body: []byte{0, 0xff}},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data, err := encodeOutBatch(tt.entries)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := decodeOutBatch(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.entries) {
+				t.Fatalf("decoded %d entries, want %d", len(got), len(tt.entries))
+			}
+			for i := range got {
+				if diff := cmp.Diff(tt.entries[i].h, got[i].h); diff != "" {
+					t.Errorf("entry %d headers (-want +got):\n%s", i, diff)
+				}
+				if !bytes.Equal(got[i].body, tt.entries[i].body) {
+					t.Errorf("entry %d body differs", i)
+				}
+			}
+		})
+	}
+}
+
+func TestDecodeOutBatchRejectsDamage(t *testing.T) {
+	good, err := encodeOutBatch([]outEntry{{h: nats.Header{"A": {"1"}}, body: []byte("body")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"empty", nil},
+		{"wrong magic", append([]byte("JGC1"), good[4:]...)},
+		{"truncated", good[:len(good)-2]},
+		{"trailing bytes", append(append([]byte{}, good...), 'x')},
+		{"count larger than data", append([]byte(outBatchMagic), 0xff, 0xff, 0x03)},
+		{"headers not JSON", append([]byte(outBatchMagic), 1, 2, '{', '{', 0)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := decodeOutBatch(tt.data); err == nil {
+				t.Error("damaged batch decoded without error")
+			}
+		})
+	}
+}
+
+func TestIDTime(t *testing.T) {
+	var g IDGen
+	before := time.Now().Add(-time.Millisecond)
+	id := g.New()
+	after := time.Now().Add(time.Millisecond)
+	got, ok := IDTime(id)
+	if !ok {
+		t.Fatalf("IDTime(%q) not recognised", id)
+	}
+	if got.Before(before.Truncate(time.Millisecond)) || got.After(after) {
+		t.Errorf("IDTime = %v, want between %v and %v", got, before, after)
+	}
+	for _, bad := range []string{"", "short", "01TESTMSG", "UUUUUUUUUUUUUUUUUUUUUUUUUU", "0123456789ABCDEFGHJKMNPQR!"} {
+		if _, ok := IDTime(bad); ok {
+			t.Errorf("IDTime(%q) accepted a non-id", bad)
+		}
+	}
+}
+
+func TestDedupeIndex(t *testing.T) {
+	now := time.Now()
+	hl7 := func(id, key, body string) *envelope.Envelope {
+		return &envelope.Envelope{ID: id, DedupeKey: key, ContentType: envelope.ContentTypeHL7v2, Raw: []byte(body)}
+	}
+	tests := []struct {
+		name      string
+		window    time.Duration
+		max       int
+		stored    []*envelope.Envelope
+		at        time.Time
+		probe     *envelope.Envelope
+		wantFound bool
+		wantSame  bool
+		wantID    string
+	}{
+		{"resend with a rebuilt MSH is the same message", time.Hour, 10,
+			[]*envelope.Envelope{hl7("A", "k1", "MSH|1\rPID|x")}, now, hl7("B", "k1", "MSH|2\rPID|x"), true, true, "A"},
+		{"reused key with other content is found but not the same", time.Hour, 10,
+			[]*envelope.Envelope{hl7("A", "k1", "MSH|1\rPID|x")}, now, hl7("B", "k1", "MSH|1\rPID|y"), true, false, "A"},
+		{"unknown key", time.Hour, 10,
+			[]*envelope.Envelope{hl7("A", "k1", "MSH|1\rPID|x")}, now, hl7("B", "k2", "MSH|1\rPID|x"), false, false, ""},
+		{"key without dedupe key uses the id", time.Hour, 10,
+			[]*envelope.Envelope{{ID: "A", ContentType: envelope.ContentTypeFHIR, Raw: []byte("{}")}}, now,
+			&envelope.Envelope{ID: "A", ContentType: envelope.ContentTypeFHIR, Raw: []byte("{}")}, true, true, "A"},
+		{"expired after the window", time.Minute, 10,
+			[]*envelope.Envelope{hl7("A", "k1", "MSH|1\rPID|x"), hl7("C", "k3", "MSH|1\rPID|z")}, now.Add(-2 * time.Minute), hl7("B", "k1", "MSH|1\rPID|x"), false, false, ""},
+		{"oldest evicted beyond max", time.Hour, 2,
+			[]*envelope.Envelope{hl7("A", "k1", "MSH|1\rPID|x"), hl7("C", "k2", "MSH|1\rPID|y"), hl7("D", "k3", "MSH|1\rPID|z")}, now, hl7("B", "k1", "MSH|1\rPID|x"), false, false, ""},
+		{"newest kept beyond max", time.Hour, 2,
+			[]*envelope.Envelope{hl7("A", "k1", "MSH|1\rPID|x"), hl7("C", "k2", "MSH|1\rPID|y"), hl7("D", "k3", "MSH|1\rPID|z")}, now, hl7("E", "k3", "MSH|9\rPID|z"), true, true, "D"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := newDedupeIndex(tt.window, tt.max)
+			for _, env := range tt.stored {
+				x.add(dedupeKeyOf(env), env.ID, x.contentHash(env), tt.at)
+			}
+			// Expiry runs on add; add an unrelated key now.
+			x.add("unrelated", "Z", 0, now)
+			id, same, found := x.lookup(dedupeKeyOf(tt.probe), x.contentHash(tt.probe))
+			if found != tt.wantFound || same != tt.wantSame || id != tt.wantID {
+				t.Errorf("lookup = (%q, same %v, found %v), want (%q, %v, %v)", id, same, found, tt.wantID, tt.wantSame, tt.wantFound)
+			}
+			if x.size() > tt.max {
+				t.Errorf("index holds %d keys, more than max %d", x.size(), tt.max)
+			}
+		})
+	}
+}
+
+func TestDedupeIndexReaddKeepsKeyAlive(t *testing.T) {
+	x := newDedupeIndex(time.Minute, 100)
+	old := time.Now().Add(-2 * time.Minute)
+	x.add("k", "A", 1, old)
+	x.add("k", "A", 1, time.Now())
+	if _, _, found := x.lookup("k", 1); !found {
+		t.Error("a key added again within the window expired with its first addition")
+	}
+}

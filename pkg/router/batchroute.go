@@ -1,0 +1,421 @@
+package router
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// OutboundBatchSubject is where the batch pipeline queues destination d's
+// batches.
+func OutboundBatchSubject(dest string) string { return store.SubjOutbound + "." + dest + "._b" }
+
+const outBatchMagic = "JOB1"
+
+// outEntry is one payload of an outbound batch, with the headers the
+// per-message pipeline would have given it.
+type outEntry struct {
+	h    nats.Header
+	body []byte
+}
+
+// encodeOutBatch writes entries as: magic, count, then per entry the
+// headers as JSON and the body, each length-prefixed.
+func encodeOutBatch(entries []outEntry) ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(outBatchMagic)
+	b.Write(binary.AppendUvarint(nil, uint64(len(entries))))
+	for _, e := range entries {
+		h, err := json.Marshal(e.h)
+		if err != nil {
+			return nil, fmt.Errorf("encoding outbound entry: %w", err)
+		}
+		b.Write(binary.AppendUvarint(nil, uint64(len(h))))
+		b.Write(h)
+		b.Write(binary.AppendUvarint(nil, uint64(len(e.body))))
+		b.Write(e.body)
+	}
+	return b.Bytes(), nil
+}
+
+// decodeOutBatch reverses encodeOutBatch. Bodies alias data.
+func decodeOutBatch(data []byte) ([]outEntry, error) {
+	if !bytes.HasPrefix(data, []byte(outBatchMagic)) {
+		return nil, errBadBatch
+	}
+	p := data[len(outBatchMagic):]
+	next := func() ([]byte, error) {
+		n, k := binary.Uvarint(p)
+		if k <= 0 || n > uint64(len(p)-k) {
+			return nil, errBadBatch
+		}
+		v := p[k : k+int(n)]
+		p = p[k+int(n):]
+		return v, nil
+	}
+	count, k := binary.Uvarint(p)
+	if k <= 0 || count > uint64(len(p)) {
+		return nil, errBadBatch
+	}
+	p = p[k:]
+	out := make([]outEntry, 0, count)
+	for range count {
+		hb, err := next()
+		if err != nil {
+			return nil, err
+		}
+		body, err := next()
+		if err != nil {
+			return nil, err
+		}
+		var h nats.Header
+		if err := json.Unmarshal(hb, &h); err != nil {
+			return nil, errBadBatch
+		}
+		out = append(out, outEntry{h: h, body: body})
+	}
+	if len(p) != 0 {
+		return nil, errBadBatch
+	}
+	return out, nil
+}
+
+// batchRouteWorker runs one route over accepted batches.
+type batchRouteWorker struct {
+	w *routeWorker
+}
+
+// handle routes one accepted batch: its messages are evaluated in
+// parallel, then every fate is stored (outbound batches, then one audit
+// batch) before the batch is acknowledged.
+func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	ctx = context.WithoutCancel(ctx)
+	w := b.w
+	r := w.r
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("reading batch metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		all, err := decodeBatch(m.Data())
+		if err != nil {
+			if _, derr := r.deadLetter(ctx, "route", w.rt.Name, m.Headers(), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable accepted batch", err)); derr != nil {
+				return derr
+			}
+			continue
+		}
+		var envs []*envelope.Envelope
+		for _, env := range all {
+			if env.Source == w.rt.Source {
+				envs = append(envs, env)
+			}
+		}
+		if len(envs) == 0 {
+			continue
+		}
+		evs := make([]*evaluation, len(envs))
+		parallel(len(envs), func(i int) {
+			env := envs[i]
+			sctx, span := r.startSpan(traceHeader(env), "route", attribute.String("junction.message_id", env.ID), attribute.String("junction.route", w.rt.Name))
+			evs[i] = w.evaluate(sctx, env, nil)
+			if evs[i].fail != nil {
+				span.SetStatus(codes.Error, reasonOf(evs[i].fail))
+			}
+			span.End()
+		})
+		// Payloads per destination, in batch order; queued records wait
+		// for their batch's sequence.
+		type queued struct {
+			dest string
+			rec  int
+		}
+		perDest := map[string][]outEntry{}
+		var dests []string
+		var recs []audit.Record
+		var pending []queued
+		for i, ev := range evs {
+			env := envs[i]
+			recs = append(recs, ev.recs...)
+			if ev.fail != nil {
+				dseq, err := r.deadLetter(ctx, "route", w.rt.Name, env.Header(), env.Raw, ev.fail)
+				if err != nil {
+					return err
+				}
+				recs = append(recs, w.failRecords(env, ev.fail, dseq)...)
+				continue
+			}
+			for _, d := range ev.deliveries {
+				h := env.Header()
+				h.Set(envelope.HeaderContentType, d.ContentType)
+				h.Set(envelope.HeaderRoute, w.rt.Name)
+				h.Set(envelope.HeaderDestination, d.Destination)
+				if _, ok := perDest[d.Destination]; !ok {
+					dests = append(dests, d.Destination)
+				}
+				perDest[d.Destination] = append(perDest[d.Destination], outEntry{h: h, body: d.Body})
+				pending = append(pending, queued{dest: d.Destination, rec: len(recs)})
+				recs = append(recs, queuedRecord(env, w.rt.Name, d.Destination, d.Body, 0))
+			}
+		}
+		// One outbound batch per destination, split where it would not fit
+		// in one store message; each records its sequence on the queued
+		// records of its entries.
+		limit := int(r.js.Conn().MaxPayload()) - headerRoom
+		for _, dest := range dests {
+			entries := perDest[dest]
+			chunk := 0
+			var recIdx []int
+			for _, q := range pending {
+				if q.dest == dest {
+					recIdx = append(recIdx, q.rec)
+				}
+			}
+			for start := 0; start < len(entries); chunk++ {
+				end, size := start, 0
+				for end < len(entries) && (end == start || size+len(entries[end].body)+1024 <= limit) {
+					size += len(entries[end].body) + 1024
+					end++
+				}
+				data, err := encodeOutBatch(entries[start:end])
+				if err != nil {
+					return err
+				}
+				om := nats.NewMsg(OutboundBatchSubject(dest))
+				om.Data = data
+				om.Header.Set(envelope.HeaderRoute, w.rt.Name)
+				om.Header.Set(jetstream.MsgIDHeader, "ob|"+w.rt.Name+"|"+strconv.FormatUint(seq, 10)+"|"+dest+"|"+strconv.Itoa(chunk))
+				ack, err := r.js.PublishMsg(ctx, om)
+				if err != nil {
+					return fmt.Errorf("queueing outbound batch: %w", err)
+				}
+				for _, ri := range recIdx[start:end] {
+					recs[ri].Seq = ack.Sequence
+				}
+				start = end
+			}
+		}
+		if err := writeAuditBatch(ctx, r, "route", w.rt.Name, seq, recs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeAuditBatch stores the records of one batch of one stage as one
+// audit message. A retried write of the same batch is deduplicated.
+func writeAuditBatch(ctx context.Context, r *Router, stage, name string, seq uint64, recs []audit.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(recs)
+	if err != nil {
+		return fmt.Errorf("encoding audit records: %w", err)
+	}
+	m := nats.NewMsg(auditBatchSubject(stage, name, seq))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, "ab|"+stage+"|"+name+"|"+strconv.FormatUint(seq, 10))
+	if _, err := r.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("writing audit records: %w", err)
+	}
+	return nil
+}
+
+// traceHeader carries env's trace context for a span.
+func traceHeader(env *envelope.Envelope) nats.Header {
+	h := nats.Header{}
+	if env.TraceParent != "" {
+		h.Set(envelope.HeaderTraceParent, env.TraceParent)
+	}
+	return h
+}
+
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next sync.Mutex
+	i := 0
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				next.Lock()
+				j := i
+				i++
+				next.Unlock()
+				if j >= n {
+					return
+				}
+				fn(j)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// batchDeliveryWorker sends one destination's outbound batches.
+type batchDeliveryWorker struct {
+	r *Router
+	d *Destination
+	// Concurrency is how many partitions are sent at once.
+	concurrency int
+	// doneSeq and done remember the entries of the batch in hand whose
+	// fate is decided, so a retried batch does not send them again.
+	doneSeq uint64
+	done    map[int][]audit.Record
+	// prior holds the failed batch attempt of entries still to send.
+	prior map[int][]audit.Record
+}
+
+// sendBatch makes one attempt at every entry through the destination's
+// batch interface, marking those delivered as done and keeping the failed
+// attempts of the rest for the per-entry retries.
+func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSender, entries []outEntry, seq uint64) {
+	r, d := w.r, w.d
+	ds := make([]*adapter.Delivery, len(entries))
+	for i, e := range entries {
+		id, rt := e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute)
+		ds[i] = &adapter.Delivery{MessageID: id, Route: rt, Destination: d.Name, ContentType: e.h.Get(envelope.HeaderContentType),
+			Body: e.body, IdempotencyKey: id + "|" + rt + "|" + d.Name, Attempt: 1}
+	}
+	actx, cancel := context.WithTimeout(ctx, d.Retry.Timeout)
+	start := time.Now()
+	var rcs []adapter.Receipt
+	var errs []error
+	if err := safely(func() error { rcs, errs = bs.SendBatch(actx, ds); return nil }); err != nil || len(rcs) != len(ds) || len(errs) != len(ds) {
+		// A broken batch sender: leave every entry to the per-entry path.
+		cancel()
+		return
+	}
+	cancel()
+	took := time.Since(start).Seconds()
+	for i, e := range entries {
+		r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(took)
+		rec := audit.Record{Time: time.Now().UTC(), MessageID: ds[i].MessageID, Route: ds[i].Route, Destination: d.Name,
+			Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(e.body), Attempt: 1}
+		if errs[i] == nil {
+			r.o.Metrics.Attempts.WithLabelValues(d.Name, "ok").Inc()
+			r.o.Metrics.Delivered.WithLabelValues(d.Name, "delivered").Inc()
+			if rcv, err := time.Parse(time.RFC3339Nano, e.h.Get(envelope.HeaderReceived)); err == nil {
+				r.o.Metrics.EndToEnd.WithLabelValues(ds[i].Route, d.Name).Observe(time.Since(rcv).Seconds())
+			}
+			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rcs[i].Status, rcs[i].Location
+			w.done[i] = []audit.Record{rec}
+			continue
+		}
+		class := "permanent"
+		if fault.IsTransient(errs[i]) {
+			class = "transient"
+		}
+		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
+		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(errs[i]), string(fault.CodeOf(errs[i]))
+		w.prior[i] = []audit.Record{rec}
+	}
+}
+
+// handle delivers one outbound batch: partitions concurrently, each
+// partition's entries in order. A transient failure retries that entry
+// with backoff (holding its partition, and so the batch, back); a
+// permanent one dead-letters it. Then one audit batch records them all.
+func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
+	r, d := w.r, w.d
+	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("reading batch metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		entries, err := decodeOutBatch(m.Data())
+		if err != nil {
+			if _, derr := r.deadLetter(context.WithoutCancel(ctx), "delivery", d.Name, m.Headers(), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable outbound batch", err)); derr != nil {
+				return derr
+			}
+			continue
+		}
+		if w.doneSeq != seq || w.done == nil {
+			w.doneSeq, w.done, w.prior = seq, map[int][]audit.Record{}, map[int][]audit.Record{}
+			if bs, ok := d.Out.(adapter.BatchSender); ok {
+				w.sendBatch(ctx, bs, entries, seq)
+			}
+		}
+		groups := map[string][]int{}
+		var order []string
+		for i, e := range entries {
+			p := e.h.Get(envelope.HeaderPartition)
+			if _, ok := groups[p]; !ok {
+				order = append(order, p)
+			}
+			groups[p] = append(groups[p], i)
+		}
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, max(1, w.concurrency))
+		var wg sync.WaitGroup
+		for _, p := range order {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func(idx []int) {
+				defer func() { <-sem; wg.Done() }()
+				for _, i := range idx {
+					mu.Lock()
+					_, ok := w.done[i]
+					mu.Unlock()
+					if ok {
+						continue
+					}
+					e := entries[i]
+					recs, err := deliverPayload(ctx, r, d, e.h, e.body, seq, w.prior[i])
+					if err != nil {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+						return
+					}
+					mu.Lock()
+					w.done[i] = recs
+					mu.Unlock()
+				}
+			}(groups[p])
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return firstErr
+		}
+		var recs []audit.Record
+		for i := range entries {
+			recs = append(recs, w.done[i]...)
+		}
+		if err := writeAuditBatch(context.WithoutCancel(ctx), r, "deliver", d.Name, seq, recs); err != nil {
+			return err
+		}
+		w.done, w.prior = nil, nil
+	}
+	return nil
+}

@@ -1,0 +1,247 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// IDTime returns when a message id was made (its first 48 bits are Unix
+// milliseconds), or false when id is not one of Junction's ids.
+func IDTime(id string) (time.Time, bool) {
+	if len(id) != 26 {
+		return time.Time{}, false
+	}
+	var hi, lo uint64
+	for i := 0; i < len(id); i++ {
+		v := strings.IndexByte(crockford, id[i])
+		if v < 0 {
+			return time.Time{}, false
+		}
+		hi = hi<<5 | lo>>59
+		lo = lo<<5 | uint64(v)
+	}
+	return time.UnixMilli(int64(hi >> 16)), true
+}
+
+// Trail reads every audit record of a message, in time order, from both
+// pipelines: the per-message records on its own audit subject and, for a
+// message the batch pipeline carried, the records in the batches it was
+// part of, with its receipt made from the accepted batch that holds it.
+func Trail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Record, error) {
+	recs, err := audit.Trail(ctx, js, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if r.Event == audit.Received {
+			return recs, nil
+		}
+	}
+	more, err := batchTrail(ctx, js, id)
+	if err != nil {
+		return nil, err
+	}
+	recs = append(recs, more...)
+	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Time.Before(recs[j].Time) })
+	return recs, nil
+}
+
+// maxTrailScan bounds how many accepted batches a trail lookup reads.
+const maxTrailScan = 200_000
+
+// findAccepted finds the accepted batch holding message id: batches are
+// read from just before the id's time until it turns up or the batches
+// hold only messages received well after it.
+func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint64, *envelope.Envelope, error) {
+	at, ok := IDTime(id)
+	if !ok {
+		return 0, nil, nil
+	}
+	st, err := js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return 0, nil, fmt.Errorf("opening ingress stream: %w", err)
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, SubjAccepted+".>"); errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil, nil
+	} else if err != nil {
+		return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
+	}
+	start := at.Add(-2 * time.Second)
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{SubjAccepted + ".>"}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
+	}
+	limit := at.Add(time.Minute)
+	for scanned := 0; scanned < maxTrailScan; {
+		b, err := c.Fetch(64, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
+		}
+		n := 0
+		past := false
+		for m := range b.Messages() {
+			n++
+			envs, err := decodeBatch(m.Data())
+			if err != nil {
+				continue
+			}
+			meta, err := m.Metadata()
+			if err != nil {
+				return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
+			}
+			for _, env := range envs {
+				if env.ID == id {
+					return meta.Sequence.Stream, env, nil
+				}
+			}
+			if len(envs) > 0 && envs[0].ReceivedAt.After(limit) {
+				past = true
+			}
+		}
+		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
+		}
+		if n == 0 || past {
+			return 0, nil, nil
+		}
+		scanned += n
+	}
+	return 0, nil, nil
+}
+
+func batchTrail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Record, error) {
+	accSeq, env, err := findAccepted(ctx, js, id)
+	if err != nil || env == nil {
+		return nil, err
+	}
+	out := []audit.Record{{Time: env.ReceivedAt, MessageID: id, Event: audit.Received, Source: env.Source, Outcome: "stored",
+		Hash: audit.Hash(env.Raw), Stream: store.StreamIngress, Seq: accSeq}}
+	ast, err := js.Stream(ctx, store.StreamAudit)
+	if err != nil {
+		return nil, fmt.Errorf("opening audit stream: %w", err)
+	}
+	routeRecs, err := readAuditBatches(ctx, ast, store.SubjAudit+"._b.route.*."+strconv.FormatUint(accSeq, 10), id)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, routeRecs...)
+	seen := map[string]bool{}
+	for _, r := range routeRecs {
+		if r.Event != audit.Queued || r.Seq == 0 {
+			continue
+		}
+		subj := auditBatchSubject("deliver", r.Destination, r.Seq)
+		if seen[subj] {
+			continue
+		}
+		seen[subj] = true
+		recs, err := readAuditBatches(ctx, ast, subj, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, recs...)
+	}
+	return out, nil
+}
+
+// readAuditBatches returns the records for id in the audit messages on
+// subject (which may hold wildcards).
+func readAuditBatches(ctx context.Context, st jetstream.Stream, subject, id string) ([]audit.Record, error) {
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return nil, fmt.Errorf("reading audit stream info: %w", err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return nil, fmt.Errorf("reading audit batches: %w", err)
+	}
+	b, err := c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("reading audit batches: %w", err)
+	}
+	var out []audit.Record
+	for m := range b.Messages() {
+		var recs []audit.Record
+		if err := json.Unmarshal(m.Data(), &recs); err != nil {
+			return nil, fmt.Errorf("decoding audit records: %w", err)
+		}
+		for _, r := range recs {
+			if r.MessageID == id {
+				out = append(out, r)
+			}
+		}
+	}
+	if err := b.Error(); err != nil {
+		return nil, fmt.Errorf("reading audit batches: %w", err)
+	}
+	return out, nil
+}
+
+// StoredPayload is one stored payload of one message.
+type StoredPayload struct {
+	Subject string
+	Header  nats.Header
+	Data    []byte
+	Time    time.Time
+}
+
+// LoadPayload reads message id's payload stored at seq on stream, taking
+// it out of its batch when the batch pipeline stored it (for outbound
+// batches, the entry for destination dest).
+func LoadPayload(ctx context.Context, js jetstream.JetStream, stream string, seq uint64, id, dest string) (*StoredPayload, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("opening stream %s: %w", stream, err)
+	}
+	m, err := st.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("reading stored payload: %w", err)
+	}
+	switch {
+	case strings.HasPrefix(m.Subject, SubjAccepted+"."):
+		envs, err := decodeBatch(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("reading accepted batch: %w", err)
+		}
+		for _, env := range envs {
+			if env.ID == id {
+				return &StoredPayload{Subject: IngressSubject(env.Source, env.Partition), Header: env.Header(), Data: env.Raw, Time: m.Time}, nil
+			}
+		}
+		return nil, fmt.Errorf("message %s is not in accepted batch %d", id, seq)
+	case strings.HasPrefix(m.Subject, store.SubjOutbound+".") && strings.HasSuffix(m.Subject, "._b"):
+		entries, err := decodeOutBatch(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("reading outbound batch: %w", err)
+		}
+		for _, e := range entries {
+			if e.h.Get(envelope.HeaderID) == id && (dest == "" || e.h.Get(envelope.HeaderDestination) == dest) {
+				return &StoredPayload{Subject: m.Subject, Header: e.h, Data: e.body, Time: m.Time}, nil
+			}
+		}
+		return nil, fmt.Errorf("message %s is not in outbound batch %d", id, seq)
+	}
+	return &StoredPayload{Subject: m.Subject, Header: m.Header, Data: m.Data, Time: m.Time}, nil
+}

@@ -1,8 +1,13 @@
-// Package consent decides, per patient, destination and message, whether
-// data may leave. This first cut applies each route's declared default
-// policy; the full consent engine (FHIR Consent resources, the national
-// data opt-out, security labels) plugs in behind the same Decider without
-// changing the flow.
+// Package consent decides, per patient, destination and resource, whether
+// data may leave.
+//
+// DefaultPolicy applies a route's declared default alone. Engine is the
+// consent engine: it reads the patient's FHIR Consents (in the profile of
+// PROFILE.md, parsed by ParsePolicy) and national data opt-out state from
+// a Source such as Store, and runs Evaluate on each resource of a bundle.
+// Evaluate runs gates in a fixed order: legal basis and purpose, legal
+// labels, opt-out, Consent, restricted-patient redaction. Apply makes the
+// redactions a Decision asks for.
 package consent
 
 import (
@@ -40,6 +45,14 @@ type Request struct {
 	Bundle map[string]any
 	// Default is the route's declared policy for when nothing else decides.
 	Default Outcome
+	// LegalBasis is the route's declared legal basis (see LegalBasis).
+	LegalBasis string
+	// SkipConsent is the route's declared statutory skip of the Consent
+	// gate.
+	SkipConsent bool
+	// Restricted reports a restricted (S-flag) patient, for example from
+	// the patient index; a Patient labelled R in the bundle also counts.
+	Restricted bool
 }
 
 // Decision is the answer, with the reason and the rule that decided. Both
@@ -48,6 +61,12 @@ type Decision struct {
 	Outcome Outcome
 	Reason  string
 	Rule    string
+	// Resources holds one verdict per Bundle.entry when the Engine
+	// decided; Apply uses it to redact.
+	Resources []ResourceDecision
+	// ConsentSkipped reports that a statutory route skipped the Consent
+	// gate; the skip is audited and counted.
+	ConsentSkipped bool
 }
 
 // Decider makes consent decisions.

@@ -1,0 +1,291 @@
+package consent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// Source gives the engine a patient's Consents and opt-out state. Store
+// implements it.
+type Source interface {
+	// Policies returns the patient's stored Consents, any status.
+	Policies(ctx context.Context, patientKey string) ([]Policy, error)
+	// OptOut returns the patient's national data opt-out state at now.
+	OptOut(ctx context.Context, patientKey string, now time.Time) (OptOutStatus, error)
+}
+
+// Engine is the consent engine as a Decider: it loads the patient's
+// Consents and opt-out state from Source, evaluates every resource of the
+// bundle for the destination, and returns a decision with one verdict per
+// bundle entry. It is safe for concurrent use once set up.
+type Engine struct {
+	// Source supplies Consents and opt-out state.
+	Source Source
+	// Destinations maps route destination names to receivers. A name not
+	// listed is a receiver with no ODS code and no allow-list.
+	Destinations map[string]Destination
+	// Now returns the time of decisions; nil means time.Now.
+	Now func() time.Time
+	// eval is the evaluator; tests break it on purpose.
+	eval Evaluator
+}
+
+// ResourceDecision is the verdict on one bundle entry.
+type ResourceDecision struct {
+	// Index is the entry's position in Bundle.entry.
+	Index        int
+	ResourceType string
+	Verdict
+}
+
+// Decide implements Decider. The outcome is Permit when every entry is
+// permitted, Deny when none may go, and Redact otherwise: the caller then
+// sends Apply(bundle, decision). Errors come only from Source.
+func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
+	now := time.Now()
+	if e.Now != nil {
+		now = e.Now()
+	}
+	patient := nhs.Normalize(req.PatientKey)
+	var pols []Policy
+	var opt OptOutStatus
+	if patient != "" && e.Source != nil {
+		var err error
+		if pols, err = e.Source.Policies(ctx, patient); err != nil {
+			return Decision{}, fmt.Errorf("loading consents: %w", err)
+		}
+		if opt, err = e.Source.OptOut(ctx, patient, now); err != nil {
+			return Decision{}, fmt.Errorf("loading opt-out state: %w", err)
+		}
+	} else if e.Source == nil {
+		opt.Stale = true
+	}
+	dest, ok := e.Destinations[req.Destination]
+	if !ok {
+		dest = Destination{Name: req.Destination}
+	}
+	entries := bundleResources(req.Bundle)
+	in := Input{
+		Now: now, Patient: patient, Policies: pols, OptOut: opt,
+		Restricted: req.Restricted || restrictedInBundle(entries),
+		Purpose:    Purpose(req.Purpose), Basis: LegalBasis(req.LegalBasis),
+		SkipConsent: req.SkipConsent, Destination: dest, Default: req.Default,
+	}
+	if len(entries) == 0 {
+		v := e.eval.Evaluate(in, Resource{})
+		if v.Outcome == Redact {
+			v.Outcome = Permit
+		}
+		return Decision{Outcome: v.Outcome, Reason: v.Reason, Rule: v.Rule, ConsentSkipped: v.ConsentSkipped}, nil
+	}
+	dec := Decision{ConsentSkipped: req.SkipConsent}
+	denied, redacted := 0, 0
+	var first *ResourceDecision
+	for i, ent := range entries {
+		v := e.eval.Evaluate(in, ent.res)
+		rd := ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: v}
+		dec.Resources = append(dec.Resources, rd)
+		switch v.Outcome {
+		case Deny:
+			denied++
+		case Redact:
+			redacted++
+		}
+		if first == nil && v.Outcome != Permit {
+			first = &dec.Resources[len(dec.Resources)-1]
+		}
+	}
+	switch {
+	case denied == len(entries):
+		dec.Outcome, dec.Rule = Deny, first.Rule
+		dec.Reason = first.Reason
+	case denied == 0 && redacted == 0:
+		dec.Outcome, dec.Rule = Permit, dec.Resources[0].Rule
+		dec.Reason = fmt.Sprintf("all %d resources permitted", len(entries))
+	default:
+		dec.Outcome, dec.Rule = Redact, first.Rule
+		dec.Reason = fmt.Sprintf("%d of %d resources withheld, %d stripped; first: %s", denied, len(entries), redacted, first.Reason)
+	}
+	return dec, nil
+}
+
+// entry is one bundle resource as the engine sees it.
+type entry struct {
+	res  Resource
+	body map[string]any
+}
+
+// bundleResources reads Bundle.entry[].resource.
+func bundleResources(bundle map[string]any) []entry {
+	list, _ := bundle["entry"].([]any)
+	out := make([]entry, 0, len(list))
+	for _, x := range list {
+		m, _ := x.(map[string]any)
+		body, _ := m["resource"].(map[string]any)
+		out = append(out, entry{res: ResourceOf(body), body: body})
+	}
+	return out
+}
+
+// isRestrictedLabel reports the R label, which on a Patient is how the
+// Personal Demographics Service marks a restricted (S-flag) patient.
+func isRestrictedLabel(c Coding) bool {
+	return c.System == SystemConfidentiality && c.Code == "R"
+}
+
+// restrictedInBundle reports a Patient labelled R (restricted).
+func restrictedInBundle(entries []entry) bool {
+	for _, e := range entries {
+		if e.res.Type != "Patient" {
+			continue
+		}
+		meta, _ := e.body["meta"].(map[string]any)
+		sec, _ := meta["security"].([]any)
+		for _, x := range sec {
+			m, _ := x.(map[string]any)
+			s, _ := m["system"].(string)
+			c, _ := m["code"].(string)
+			if isRestrictedLabel(Coding{System: s, Code: c}) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// ResourceOf reads what the engine needs from a FHIR resource: its type,
+// meta.security labels, the codings of its code element and its date (see
+// PROFILE.md for which element gives the date of each type). A Patient's R
+// label marks a restricted patient, not restricted data, so it is left out
+// of the Patient's labels.
+func ResourceOf(body map[string]any) Resource {
+	var r Resource
+	r.Type, _ = body["resourceType"].(string)
+	meta, _ := body["meta"].(map[string]any)
+	sec, _ := meta["security"].([]any)
+	for _, x := range sec {
+		m, _ := x.(map[string]any)
+		s, _ := m["system"].(string)
+		c, _ := m["code"].(string)
+		cd := Coding{System: s, Code: c}
+		if r.Type == "Patient" && isRestrictedLabel(cd) {
+			continue
+		}
+		r.Labels = append(r.Labels, cd)
+	}
+	if code, ok := body["code"].(map[string]any); ok {
+		r.Codes = codings(code)
+	}
+	r.Date = resourceDate(body)
+	return r
+}
+
+// resourceDate returns the first date found among the elements that date
+// common resource types.
+func resourceDate(body map[string]any) time.Time {
+	for _, path := range [][]string{
+		{"effectiveDateTime"}, {"effectivePeriod", "start"}, {"period", "start"},
+		{"performedDateTime"}, {"performedPeriod", "start"}, {"occurrenceDateTime"},
+		{"onsetDateTime"}, {"recordedDate"}, {"authoredOn"}, {"issued"}, {"date"},
+	} {
+		var v any = body
+		for _, k := range path {
+			m, _ := v.(map[string]any)
+			v = m[k]
+		}
+		if v == nil {
+			continue
+		}
+		if t, _, err := parseDateTime(v); err == nil {
+			return t
+		}
+	}
+	return time.Time{}
+}
+
+// Apply returns a copy of bundle with the decision's redactions made:
+// entries whose verdict is Deny are dropped, with every reference to them,
+// and entries whose verdict is Redact lose the elements listed in Strip. A
+// decision without per-resource verdicts returns an unchanged copy.
+func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
+	raw, err := json.Marshal(bundle)
+	if err != nil {
+		return nil, fmt.Errorf("copying bundle: %w", err)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("copying bundle: %w", err)
+	}
+	if len(d.Resources) == 0 {
+		return out, nil
+	}
+	list, _ := out["entry"].([]any)
+	if len(list) != len(d.Resources) {
+		return nil, fmt.Errorf("decision covers %d entries, bundle has %d", len(d.Resources), len(list))
+	}
+	dropped := map[string]bool{}
+	kept := make([]any, 0, len(list))
+	for i, x := range list {
+		m, _ := x.(map[string]any)
+		res, _ := m["resource"].(map[string]any)
+		switch v := d.Resources[i]; v.Outcome {
+		case Deny:
+			if u, _ := m["fullUrl"].(string); u != "" {
+				dropped[u] = true
+			}
+			rt, _ := res["resourceType"].(string)
+			if id, _ := res["id"].(string); rt != "" && id != "" {
+				dropped[rt+"/"+id] = true
+			}
+			continue
+		case Redact:
+			for _, k := range v.Strip {
+				delete(res, k)
+			}
+		}
+		kept = append(kept, x)
+	}
+	out["entry"] = kept
+	if len(dropped) > 0 {
+		out = dropRefs(out, dropped).(map[string]any)
+	}
+	return out, nil
+}
+
+// dropRefs removes every Reference to a dropped resource: from an array
+// the element goes, from an object the key.
+func dropRefs(v any, dropped map[string]bool) any {
+	isDropped := func(x any) bool {
+		m, ok := x.(map[string]any)
+		if !ok {
+			return false
+		}
+		ref, _ := m["reference"].(string)
+		return ref != "" && dropped[ref]
+	}
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if isDropped(x) {
+				delete(t, k)
+				continue
+			}
+			t[k] = dropRefs(x, dropped)
+		}
+		return t
+	case []any:
+		out := t[:0]
+		for _, x := range t {
+			if isDropped(x) {
+				continue
+			}
+			out = append(out, dropRefs(x, dropped))
+		}
+		return out
+	}
+	return v
+}

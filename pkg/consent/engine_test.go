@@ -1,0 +1,245 @@
+package consent
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// memSource is a Source held in memory.
+type memSource struct {
+	policies map[string][]Policy
+	optOut   map[string]OptOutStatus
+	err      error
+}
+
+func (m memSource) Policies(_ context.Context, p string) ([]Policy, error) {
+	return m.policies[p], m.err
+}
+
+func (m memSource) OptOut(_ context.Context, p string, _ time.Time) (OptOutStatus, error) {
+	return m.optOut[p], m.err
+}
+
+// testBundle has a restricted Patient, a sexual-health Observation that
+// references it, and an Encounter referenced by the Observation.
+func testBundle() map[string]any {
+	return map[string]any{"resourceType": "Bundle", "type": "message", "entry": []any{
+		map[string]any{"fullUrl": "urn:uuid:p", "resource": map[string]any{
+			"resourceType": "Patient", "id": "p",
+			"meta":    map[string]any{"security": []any{map[string]any{"system": SystemConfidentiality, "code": "R"}}},
+			"name":    []any{map[string]any{"family": "TESTPATIENT"}},
+			"address": []any{map[string]any{"line": []any{"1 Test Street"}}},
+			"telecom": []any{map[string]any{"value": "01632 960000"}},
+		}},
+		map[string]any{"fullUrl": "urn:uuid:e", "resource": map[string]any{
+			"resourceType": "Encounter", "id": "e", "period": map[string]any{"start": "2026-05-01T09:00:00Z"},
+			"subject": map[string]any{"reference": "urn:uuid:p"},
+		}},
+		map[string]any{"fullUrl": "urn:uuid:o", "resource": map[string]any{
+			"resourceType": "Observation", "id": "o", "effectiveDateTime": "2026-05-01",
+			"meta":      map[string]any{"security": []any{map[string]any{"system": SystemRestricted, "code": LabelSexualHealth}}},
+			"subject":   map[string]any{"reference": "urn:uuid:p"},
+			"encounter": map[string]any{"reference": "urn:uuid:e"},
+		}},
+		map[string]any{"fullUrl": "urn:uuid:c", "resource": map[string]any{
+			"resourceType": "Composition", "id": "c",
+			"section": []any{map[string]any{"entry": []any{
+				map[string]any{"reference": "urn:uuid:o"}, map[string]any{"reference": "urn:uuid:e"},
+			}}},
+		}},
+	}}
+}
+
+func TestEngineDecide(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	src := memSource{
+		policies: map[string][]Policy{patientA: {{ID: "p1", Status: "active", Patient: patientA,
+			Root: Provision{Path: "Consent.provision", Type: ProvisionPermit, Provisions: []Provision{
+				{Path: "Consent.provision.provision[0]", Type: ProvisionDeny, Actors: []string{"B82002"}},
+			}}}}},
+		optOut: map[string]OptOutStatus{patientA: {OptedOut: true}},
+	}
+	e := &Engine{
+		Source: src,
+		Destinations: map[string]Destination{
+			"gp":       {Name: "gp", ODS: "A81001"},
+			"clinic":   {Name: "clinic", ODS: "C83003", Allow: []Clearance{ClearSexualHealth, ClearRestrictedPatient}},
+			"other-gp": {Name: "other-gp", ODS: "B82002"},
+		},
+		Now: func() time.Time { return now },
+	}
+	tests := []struct {
+		name      string
+		req       Request
+		want      Outcome
+		wantRule  string
+		perEntry  []Outcome
+		wantStrip bool
+	}{
+		{"gp: patient stripped, sexual health withheld", Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "gp", PatientKey: "999 000 0018", Default: Permit},
+			Redact, "gate:restricted-patient", []Outcome{Redact, Permit, Deny, Permit}, true},
+		{"clinic: allow-listed for both", Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "clinic", PatientKey: patientA, Default: Permit},
+			Permit, "consent:p1:Consent.provision", []Outcome{Permit, Permit, Permit, Permit}, false},
+		{"other gp: consent denies", Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "other-gp", PatientKey: patientA, Default: Permit},
+			Deny, "consent:p1:Consent.provision.provision[0]", []Outcome{Deny, Deny, Deny, Deny}, false},
+		{"research: opted out", Request{Route: "r", Purpose: "research", LegalBasis: "s251", Destination: "clinic", PatientKey: patientA, Default: Permit},
+			Deny, "gate:opt-out", []Outcome{Deny, Deny, Deny, Deny}, false},
+		{"unknown destination has no allow-list", Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "nowhere", PatientKey: patientA, Default: Permit},
+			Redact, "gate:restricted-patient", []Outcome{Redact, Permit, Deny, Permit}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.req.Bundle = testBundle()
+			d, err := e.Decide(context.Background(), tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var per []Outcome
+			for _, r := range d.Resources {
+				per = append(per, r.Outcome)
+			}
+			if diff := cmp.Diff([]any{tt.want, tt.wantRule, tt.perEntry}, []any{d.Outcome, d.Rule, per}); diff != "" {
+				t.Errorf("(-want +got):\n%s\nreason: %s", diff, d.Reason)
+			}
+			for _, s := range []string{d.Reason, d.Rule} {
+				if strings.Contains(s, patientA) || strings.Contains(s, "TESTPATIENT") || strings.Contains(s, "Test Street") {
+					t.Errorf("%q holds patient data", s)
+				}
+			}
+			out, err := Apply(tt.req.Bundle, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkApplied(t, out, per)
+		})
+	}
+}
+
+// checkApplied checks that denied entries and every reference to them are
+// gone and stripped entries lost their contact details.
+func checkApplied(t *testing.T, out map[string]any, per []Outcome) {
+	t.Helper()
+	orig := testBundle()["entry"].([]any)
+	var keptURLs []string
+	dropped := map[string]bool{}
+	for i, x := range orig {
+		u := x.(map[string]any)["fullUrl"].(string)
+		if per[i] == Deny {
+			dropped[u] = true
+		} else {
+			keptURLs = append(keptURLs, u)
+		}
+	}
+	var gotURLs []string
+	for _, x := range out["entry"].([]any) {
+		m := x.(map[string]any)
+		gotURLs = append(gotURLs, m["fullUrl"].(string))
+		res := m["resource"].(map[string]any)
+		if res["resourceType"] == "Patient" {
+			_, hasAddr := res["address"]
+			if hasAddr != (per[0] == Permit) {
+				t.Errorf("Patient address kept=%v with verdict %s", hasAddr, per[0])
+			}
+			if _, ok := res["name"]; !ok {
+				t.Error("Patient name was stripped")
+			}
+		}
+	}
+	if diff := cmp.Diff(keptURLs, gotURLs); diff != "" {
+		t.Errorf("entries (-want +got):\n%s", diff)
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if r, ok := x["reference"].(string); ok && dropped[r] {
+				t.Errorf("reference to dropped %s survives", r)
+			}
+			for _, y := range x {
+				walk(y)
+			}
+		case []any:
+			for _, y := range x {
+				walk(y)
+			}
+		}
+	}
+	walk(out)
+}
+
+func TestApplyLeavesInputAlone(t *testing.T) {
+	b := testBundle()
+	d := Decision{Outcome: Redact, Resources: []ResourceDecision{
+		{Index: 0, Verdict: Verdict{Outcome: Redact, Strip: []string{"address"}}},
+		{Index: 1, Verdict: Verdict{Outcome: Deny}},
+		{Index: 2, Verdict: Verdict{Outcome: Permit}},
+		{Index: 3, Verdict: Verdict{Outcome: Permit}},
+	}}
+	out, err := Apply(b, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(testBundle(), b); diff != "" {
+		t.Errorf("Apply changed its input (-want +got):\n%s", diff)
+	}
+	obs := out["entry"].([]any)[1].(map[string]any)["resource"].(map[string]any)
+	if _, ok := obs["encounter"]; ok {
+		t.Error("Observation.encounter still references the dropped Encounter")
+	}
+	sec := out["entry"].([]any)[2].(map[string]any)["resource"].(map[string]any)["section"].([]any)[0].(map[string]any)["entry"].([]any)
+	if len(sec) != 1 {
+		t.Errorf("Composition section keeps %d entries, want 1", len(sec))
+	}
+	if _, err := Apply(b, Decision{Resources: d.Resources[:2]}); err == nil {
+		t.Error("Apply accepted a decision that does not cover the bundle")
+	}
+}
+
+func TestEngineSourceError(t *testing.T) {
+	e := &Engine{Source: memSource{err: errors.New("bucket unavailable")}}
+	_, err := e.Decide(context.Background(), Request{Purpose: "direct-care", LegalBasis: "direct-care", PatientKey: patientA, Bundle: testBundle()})
+	if err == nil || !strings.Contains(err.Error(), "bucket unavailable") {
+		t.Fatalf("err = %v, want the source's error", err)
+	}
+}
+
+func TestEngineEmptyBundle(t *testing.T) {
+	e := &Engine{Source: memSource{}}
+	tests := []struct {
+		name string
+		req  Request
+		want Outcome
+	}{
+		{"direct care", Request{Purpose: "direct-care", LegalBasis: "direct-care", PatientKey: patientA, Default: Permit}, Permit},
+		{"no legal basis", Request{Purpose: "direct-care", PatientKey: patientA, Default: Permit}, Deny},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := e.Decide(context.Background(), tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Outcome != tt.want {
+				t.Errorf("outcome %s, want %s (%s)", d.Outcome, tt.want, d.Rule)
+			}
+		})
+	}
+}
+
+func TestResourceOf(t *testing.T) {
+	got := ResourceOf(map[string]any{
+		"resourceType": "Observation", "effectivePeriod": map[string]any{"start": "2025-02"},
+		"meta": map[string]any{"security": []any{map[string]any{"system": SystemConfidentiality, "code": "V"}}},
+		"code": map[string]any{"coding": []any{map[string]any{"system": "http://snomed.info/sct", "code": "1001"}}},
+	})
+	want := Resource{Type: "Observation", Labels: []Coding{{System: SystemConfidentiality, Code: "V"}},
+		Codes: []Coding{{System: "http://snomed.info/sct", Code: "1001"}}, Date: time.Date(2025, 2, 1, 0, 0, 0, 0, time.UTC)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,252 @@
+package consent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// startJetStream runs an embedded JetStream server for the test and
+// returns a JetStream handle on it.
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "consent-test", Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		t.Fatalf("configuring test server: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		t.Fatal("test server did not become ready")
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatalf("connecting: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("opening JetStream: %v", err)
+	}
+	return js
+}
+
+func openTestStore(t *testing.T, js jetstream.JetStream) *Store {
+	t.Helper()
+	s, err := OpenStore(t.Context(), js, StoreConfig{HashKey: []byte("test-key-0123456789abcdef"), OptOutMaxAge: 7 * 24 * time.Hour})
+	if err != nil {
+		t.Fatalf("OpenStore: %v", err)
+	}
+	return s
+}
+
+// consentJSON returns the example Consent with id, status and patient set.
+func consentJSON(t *testing.T, id, status, patient string) []byte {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "consent-valid.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	c["id"], c["status"] = id, status
+	c["patient"].(map[string]any)["identifier"].(map[string]any)["value"] = patient
+	out, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func ids(pols []Policy) []string {
+	var out []string
+	for _, p := range pols {
+		out = append(out, p.ID+":"+p.Status)
+	}
+	return out
+}
+
+func TestStoreConsents(t *testing.T) {
+	ctx := t.Context()
+	js := startJetStream(t)
+	s := openTestStore(t, js)
+
+	for _, c := range [][]byte{
+		consentJSON(t, "c1", "active", patientA),
+		consentJSON(t, "c2", "active", patientA),
+		consentJSON(t, "c3", "active", patientB),
+		consentJSON(t, "c1", "inactive", patientA), // withdrawal replaces c1
+	} {
+		if _, err := s.PutConsent(ctx, c); err != nil {
+			t.Fatalf("PutConsent: %v", err)
+		}
+	}
+	got, err := s.Policies(ctx, patientA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"c2:active", "c1:inactive"}; strings.Join(ids(got), ",") != strings.Join(want, ",") {
+		t.Errorf("patient A consents %v, want %v", ids(got), want)
+	}
+	if err := s.DeleteConsent(ctx, patientA, "c2"); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Policies(ctx, "999 000 0018")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "c1:inactive"; strings.Join(ids(got), ",") != want {
+		t.Errorf("after delete: %v, want %v", ids(got), want)
+	}
+	got, err = s.Policies(ctx, patientB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "c3:active"; strings.Join(ids(got), ",") != want {
+		t.Errorf("patient B: %v, want %v", ids(got), want)
+	}
+
+	// No key of the bucket holds an NHS number.
+	kv, err := js.KeyValue(ctx, "consent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for k := range keys.Keys() {
+		n++
+		if strings.Contains(k, patientA) || strings.Contains(k, patientB) {
+			t.Errorf("bucket key %q holds an NHS number", k)
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d keys, want 2 (one per patient)", n)
+	}
+}
+
+func TestStoreRefusesConsentOutsideProfile(t *testing.T) {
+	s := openTestStore(t, startJetStream(t))
+	bad := consentJSON(t, "c1", "active", patientA)
+	// Keys are written sorted, so the first deny is the innermost one.
+	bad = []byte(strings.Replace(string(bad), `"type":"deny"`, `"type":"sometimes"`, 1))
+	_, err := s.PutConsent(t.Context(), bad)
+	var issues Issues
+	if !errors.As(err, &issues) || len(issues) != 1 || issues[0].Location != "Consent.provision.provision[0].provision[0].type" {
+		t.Fatalf("err = %v, want one issue at Consent.provision.provision[0].provision[0].type", err)
+	}
+	noID := consentJSON(t, "", "active", patientA)
+	if _, err := s.PutConsent(t.Context(), noID); !errors.As(err, &issues) {
+		t.Fatalf("a Consent without id: err = %v, want Issues", err)
+	}
+}
+
+func TestStoreOptOut(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, startJetStream(t))
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+	st, err := s.OptOut(ctx, patientA, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st != (OptOutStatus{Stale: true}) {
+		t.Errorf("before any import: %+v, want stale", st)
+	}
+	if err := s.ImportOptOuts(ctx, []string{patientA}, now.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		patient string
+		at      time.Time
+		want    OptOutStatus
+	}{
+		{"listed", patientA, now, OptOutStatus{OptedOut: true}},
+		{"not listed", patientB, now, OptOutStatus{}},
+		{"list too old", patientB, now.Add(7 * 24 * time.Hour), OptOutStatus{Stale: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.OptOut(ctx, tt.patient, tt.at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	// A new list replaces the old one.
+	if err := s.ImportOptOuts(ctx, []string{patientB}, now); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]bool{patientA: false, patientB: true} {
+		got, err := s.OptOut(ctx, p, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.OptedOut != want || got.Stale {
+			t.Errorf("after second import, opted out %v stale %v; want %v, fresh", got.OptedOut, got.Stale, want)
+		}
+	}
+	if err := s.ImportOptOuts(ctx, []string{"9990000019"}, now); err == nil || strings.Contains(err.Error(), "9990000019") {
+		t.Errorf("invalid number: err = %v, want an error without the number", err)
+	}
+}
+
+// The engine on the store: a withdrawal applies to the next decision.
+func TestEngineOnStoreWithdrawal(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, startJetStream(t))
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	e := &Engine{Source: s, Now: func() time.Time { return now }, Destinations: map[string]Destination{"gp": {ODS: "A81001"}}}
+	req := Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "gp", PatientKey: patientA, Default: Permit,
+		Bundle: map[string]any{"entry": []any{map[string]any{"resource": map[string]any{"resourceType": "Encounter"}}}}}
+	deny := []byte(`{"resourceType":"Consent","id":"w","status":"active",
+		"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}]},
+		"category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],
+		"patient":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}},
+		"provision":{"type":"deny"}}`)
+	steps := []struct {
+		name string
+		do   func() error
+		want Outcome
+	}{
+		{"nothing recorded", func() error { return nil }, Permit},
+		{"deny stored", func() error { _, err := s.PutConsent(ctx, deny); return err }, Deny},
+		{"deny withdrawn", func() error { return s.DeleteConsent(ctx, patientA, "w") }, Permit},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		d, err := e.Decide(context.Background(), req)
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if d.Outcome != st.want {
+			t.Errorf("%s: %s (%s), want %s", st.name, d.Outcome, d.Rule, st.want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ func Factories() []adapter.Factory {
 	return []adapter.Factory{
 		pas.Factory{},
 		pathology.Factory{},
+		pathology.OrdersOutboundFactory{},
 		fhir.Factory{},
 		fhir.OutboundFactory{},
 		file.Factory{},

@@ -36,6 +36,14 @@ converted, and the exit code is 1 at the end.
 Each message gets a deterministic id derived from FILE as given and its
 index in the file, and the receipt time --received, so the output is
 reproducible.
+
+With --to hl7v2-order the direction is reversed: each FILE holds one FHIR
+Bundle (JSON) with ServiceRequests, their Patient and Specimens, and is
+printed as an OML^O21 or ORM^O01 order message (--hl7-version,
+--message-type; --dialect names a YAML file holding the pathology
+destination's "order" settings), segments ended by line feeds. MSH-7 is
+--received and MSH-10 is derived from FILE, so the output is
+reproducible.
 `
 
 // runConvert is "junction convert".
@@ -54,8 +62,23 @@ func convert(args []string, stdin io.Reader, stdout, stderr io.Writer, factories
 	sourceType := fs.String("source-type", "", "adapter type whose translator converts every message (such as pas or pathology); default: chosen per message by MSH-9")
 	dialect := fs.String("dialect", "", "YAML `FILE` holding the adapter's dialect settings (its config's \"dialect\" section, decoded strictly); needs --source-type")
 	received := fs.String("received", conformance.DefaultReceivedAt.Format(time.RFC3339), "receipt `time` (RFC 3339) given to every message")
+	to := fs.String("to", "fhir", "output: fhir (HL7 v2 in, FHIR out) or hl7v2-order (FHIR order bundles in, OML/ORM out)")
+	version := fs.String("hl7-version", "", "with --to hl7v2-order: MSH-12 (2.3, 2.3.1, 2.4, 2.5, 2.5.1; default 2.5)")
+	msgType := fs.String("message-type", "", "with --to hl7v2-order: OML^O21 (default) or ORM^O01")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	switch *to {
+	case "fhir":
+		if *version != "" || *msgType != "" {
+			fmt.Fprintln(stderr, "junction convert: --hl7-version and --message-type need --to hl7v2-order")
+			return errUsage
+		}
+	case "hl7v2-order":
+		return convertOrders(orderFlags{files: fs.Args(), dialect: *dialect, received: *received, version: *version, msgType: *msgType}, stdin, stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "junction convert: --to: %q is not fhir or hl7v2-order\n", *to)
+		return errUsage
 	}
 	files := fs.Args()
 	if len(files) == 0 {

@@ -243,6 +243,7 @@ http:
 routes: [%q]
 router:
   ack_wait: 3s
+  pipeline: %s
 shutdown_timeout: 10s
 inputs:
   pas:
@@ -261,10 +262,19 @@ destinations:
     connect_timeout: 2s
     retry: {max_attempts: 100000, initial: 100ms, max: 2s, multiplier: 2, timeout: 10s}
 %s`, tp.be.dataDir(j, "/var/lib/junction"), strings.Join(urls, ","), strings.Join(monitors, ", "), replicas,
-		tp.be.listen(j, "8080/tcp"), tp.be.file(j, routes, "/etc/junction/routes"), tp.be.listen(j, "2575/tcp"), tp.be.listen(j, "2577/tcp"), tp.be.peer(tp.sink, "2576/tcp"), extra)
+		tp.be.listen(j, "8080/tcp"), tp.be.file(j, routes, "/etc/junction/routes"), pipeline(), tp.be.listen(j, "2575/tcp"), tp.be.listen(j, "2577/tcp"), tp.be.peer(tp.sink, "2576/tcp"), extra)
 	tp.write(path, conf)
 	j.args = []string{"serve", "-c", tp.be.file(j, path, "/etc/junction/junction.yaml")}
 	j.env = []string{"JUNCTION_ADMIN_TOKEN=" + adminToken}
+}
+
+// pipeline is the router pipeline Junction runs under in the suite:
+// JUNCTION_FAULTS_PIPELINE (message or batch), default message.
+func pipeline() string {
+	if p := os.Getenv("JUNCTION_FAULTS_PIPELINE"); p != "" {
+		return p
+	}
+	return "message"
 }
 
 func (tp *topology) write(path, body string) {

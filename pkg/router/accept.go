@@ -57,6 +57,9 @@ func auditBatchSubject(stage, name string, seq uint64) string {
 // is shorter (about 60 bytes a key).
 const dedupeMaxKeys = 1 << 20
 
+// maxRebuildBatches bounds the stream sequences a rebuild reads back.
+const maxRebuildBatches = 1 << 18
+
 // acceptor is the accept stage.
 type acceptor struct {
 	r       *Router
@@ -77,10 +80,18 @@ func (a *acceptor) rebuild(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("finding the last accepted batch: %w", err)
 	}
+	// Read the window's batches, but no more than maxRebuildBatches of
+	// them (the index would drop older keys anyway), so a restart of a
+	// busy system stays quick.
 	start := time.Now().Add(-a.idx.window)
-	c, err := a.ingress.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SubjAccepted + ".>"}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
-	})
+	}
+	if first, err := a.ingress.GetMsg(ctx, 0, jetstream.WithGetMsgSubject(SubjAccepted+".>")); err == nil && last.Sequence > maxRebuildBatches &&
+		first.Sequence < last.Sequence-maxRebuildBatches {
+		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, last.Sequence-maxRebuildBatches
+	}
+	c, err := a.ingress.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("reading accepted batches: %w", err)
 	}

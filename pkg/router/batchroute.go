@@ -29,6 +29,9 @@ func OutboundBatchSubject(dest string) string { return store.SubjOutbound + "." 
 
 const outBatchMagic = "JOB1"
 
+// headerCount gives the number of entries of an outbound batch.
+const headerCount = "Junction-Count"
+
 // outEntry is one payload of an outbound batch, with the headers the
 // per-message pipeline would have given it.
 type outEntry struct {
@@ -201,6 +204,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				om := nats.NewMsg(OutboundBatchSubject(dest))
 				om.Data = data
 				om.Header.Set(envelope.HeaderRoute, w.rt.Name)
+				om.Header.Set(headerCount, strconv.Itoa(end-start))
 				om.Header.Set(jetstream.MsgIDHeader, "ob|"+w.rt.Name+"|"+strconv.FormatUint(seq, 10)+"|"+dest+"|"+strconv.Itoa(chunk))
 				ack, err := r.js.PublishMsg(ctx, om)
 				if err != nil {

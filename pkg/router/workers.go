@@ -412,6 +412,13 @@ func (r *Router) watchQueues(ctx context.Context) {
 					}
 				}
 			}
+			if r.o.Pipeline == PipelineBatch {
+				d, o := r.batchQueue(ctx, ost, name)
+				depth += d
+				if !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
+					oldest = o
+				}
+			}
 			r.o.Metrics.QueueDepth.WithLabelValues(name).Set(float64(depth))
 			age := 0.0
 			if !oldest.IsZero() {
@@ -420,4 +427,31 @@ func (r *Router) watchQueues(ctx context.Context) {
 			r.o.Metrics.QueueAge.WithLabelValues(name).Set(age)
 		}
 	}
+}
+
+// batchQueue estimates the deliveries waiting in destination name's
+// outbound batches (waiting batches times the size of the oldest) and
+// returns the oldest one's time.
+func (r *Router) batchQueue(ctx context.Context, ost jetstream.Stream, name string) (uint64, time.Time) {
+	c, err := r.js.Consumer(ctx, store.StreamOutbound, "dest-"+name+"-b")
+	if err != nil {
+		return 0, time.Time{}
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, time.Time{}
+	}
+	pending := info.NumPending + uint64(info.NumAckPending)
+	if pending == 0 {
+		return 0, time.Time{}
+	}
+	msg, err := ost.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(OutboundBatchSubject(name)))
+	if err != nil {
+		return pending, time.Time{}
+	}
+	n, err := strconv.ParseUint(msg.Header.Get(headerCount), 10, 32)
+	if err != nil || n == 0 {
+		n = 1
+	}
+	return pending * n, msg.Time
 }

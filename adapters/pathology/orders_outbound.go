@@ -53,9 +53,10 @@ func (OrdersOutboundFactory) NewConfig() any {
 	return &c
 }
 
-// NewOutbound returns an order destination for cfg, an *OrdersConfig,
-// without correlation recording (see NewOrdersOutbound).
-func (OrdersOutboundFactory) NewOutbound(_ context.Context, set adapter.Settings, cfg any) (adapter.Outbound, error) {
+// NewOutbound returns an order destination for cfg, an *OrdersConfig. With
+// the engine's store in set, it records each order in the correlation
+// index before sending it.
+func (OrdersOutboundFactory) NewOutbound(ctx context.Context, set adapter.Settings, cfg any) (adapter.Outbound, error) {
 	var c *OrdersConfig
 	switch v := cfg.(type) {
 	case *OrdersConfig:
@@ -66,7 +67,17 @@ func (OrdersOutboundFactory) NewOutbound(_ context.Context, set adapter.Settings
 	if c == nil {
 		return nil, fault.Newf(fault.CodeConfig, "pathology: destination config is %T, want *pathology.OrdersConfig", cfg)
 	}
-	return NewOrdersOutbound(set, *c, nil)
+	var recorder OrderRecorder
+	if set.JS != nil {
+		// Record each order before it is sent, so results can be linked
+		// to it (see Translator.BindStore).
+		kv, err := NewKVStore(ctx, set.JS, "", 0, set.Replicas)
+		if err != nil {
+			return nil, fmt.Errorf("pathology: %w", err)
+		}
+		recorder = NewCorrelator(kv, c.Order.PlacerNamespace)
+	}
+	return NewOrdersOutbound(set, *c, recorder)
 }
 
 // OrdersOutbound sends FHIR order bundles to a laboratory as OML^O21 or

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -73,6 +74,18 @@ type Settings struct {
 	DataDir string
 	// Secrets resolves env: and file: references.
 	Secrets SecretResolver
+	// JS is the engine's JetStream, for components that keep state in the
+	// store (nil where there is no store, as in junction convert).
+	JS jetstream.JetStream
+	// Replicas is the replica count of the store's streams.
+	Replicas int
+}
+
+// StoreBinder is a Translator that does more once the engine's store is
+// open (for example, linking results to the orders they answer).
+// BindStore returns the translator the engine then uses.
+type StoreBinder interface {
+	BindStore(ctx context.Context, set Settings) (Translator, error)
 }
 
 // SecretResolver turns a reference such as "env:NAME" or "file:PATH" into

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -113,7 +114,16 @@ func (e *Engine) settings(name string) adapter.Settings {
 	return adapter.Settings{
 		Name: name, Logger: e.log.With("component", name), Metrics: e.metrics,
 		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
+		JS: e.storeJS(), Replicas: e.plan.Config.NATS.Replicas,
 	}
+}
+
+// storeJS is the store's JetStream once it is open.
+func (e *Engine) storeJS() jetstream.JetStream {
+	if e.store == nil {
+		return nil
+	}
+	return e.store.JS
 }
 
 // Start brings the engine up: store, destinations, routes, then listeners,
@@ -166,8 +176,18 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		}
 		e.dests[name] = &router.Destination{Name: name, Type: pd.Spec.Type, Out: out, Retry: pd.Spec.Retry}
 	}
+	translators := e.plan.Translators()
+	for _, name := range sortedKeys(translators) {
+		if b, ok := translators[name].(adapter.StoreBinder); ok {
+			t, err := b.BindStore(ctx, e.settings(name))
+			if err != nil {
+				return fmt.Errorf("input %s: %w", name, err)
+			}
+			translators[name] = t
+		}
+	}
 	e.router = router.New(router.Options{
-		Store: e.store, Routes: e.plan.Routes, Translators: e.plan.Translators(), Destinations: e.dests,
+		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests,
 		Decider: consent.DefaultPolicy{}, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.Router.Pipeline, DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,

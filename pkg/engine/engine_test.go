@@ -102,9 +102,15 @@ destinations:
 }
 
 func mllpAddr(t *testing.T, e *engine.Engine) string {
-	in, ok := e.Inbound("pas").(interface{ Addr() net.Addr })
+	return inputAddr(t, e, "pas")
+}
+
+// inputAddr is where the MLLP input name listens.
+func inputAddr(t *testing.T, e *engine.Engine, name string) string {
+	t.Helper()
+	in, ok := e.Inbound(name).(interface{ Addr() net.Addr })
 	if !ok {
-		t.Fatal("pas input has no address")
+		t.Fatalf("input %s has no address", name)
 	}
 	return in.Addr().String()
 }

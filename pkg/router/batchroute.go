@@ -156,6 +156,9 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 		var pending []queued
 		for i, ev := range evs {
 			env := envs[i]
+			if retryable(ev.fail) {
+				return ev.fail
+			}
 			recs = append(recs, ev.recs...)
 			if ev.fail != nil {
 				dseq, err := r.deadLetter(ctx, "route", w.rt.Name, env.Header(), env.Raw, ev.fail)

@@ -144,6 +144,14 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	return ev
 }
 
+// retryable reports a fault that says to try again later (the store
+// behind a translator was unavailable, say), rather than a fault in the
+// message, which dead-letters it.
+func retryable(err error) bool {
+	f := fault.As(err)
+	return f != nil && f.Class == fault.Transient
+}
+
 // failRecords are the audit records of a message dead-lettered by the
 // route at dead-letter sequence seq.
 func (w *routeWorker) failRecords(env *envelope.Envelope, err error, seq uint64) []audit.Record {
@@ -173,6 +181,9 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 	defer span.End()
 	ev := w.evaluate(sctx, env, h)
 	mo.recs = ev.recs
+	if retryable(ev.fail) {
+		return nil, ev.fail
+	}
 	if ev.fail != nil {
 		span.SetStatus(codes.Error, reasonOf(ev.fail))
 		seq, derr := r.deadLetter(ctx, "route", w.rt.Name, h, m.Data(), ev.fail)

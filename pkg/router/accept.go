@@ -65,6 +65,8 @@ type acceptor struct {
 	r       *Router
 	ingress jetstream.Stream
 	idx     *dedupeIndex
+	// built is set once the index holds the dedupe window.
+	built bool
 }
 
 func newAcceptor(r *Router, ingress jetstream.Stream, window time.Duration) *acceptor {
@@ -171,6 +173,15 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				return derr
 			}
 			continue
+		}
+		// The index is built on the first batch, not at start, so a store
+		// that is briefly unavailable delays ingest rather than failing the
+		// start; a failure here retries the batch.
+		if !a.built {
+			if err := a.rebuild(ctx); err != nil {
+				return err
+			}
+			a.built = true
 		}
 		if err := a.catchUp(ctx); err != nil {
 			return err

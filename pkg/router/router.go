@@ -188,9 +188,6 @@ func (r *Router) Start(ctx context.Context) error {
 	}
 	if r.o.Pipeline == PipelineBatch {
 		acc := newAcceptor(r, ingress, r.o.DedupeWindow)
-		if err := acc.rebuild(ctx); err != nil {
-			return err
-		}
 		start, err := handoverStart(ctx, r.js, acceptDurable, splitterDurable)
 		if err != nil {
 			return err
@@ -363,6 +360,20 @@ type startAt struct {
 // pipeline's consumer (after a change of router.pipeline) so no batch is
 // taken twice or skipped; with neither, it starts at the beginning.
 func handoverStart(ctx context.Context, js jetstream.JetStream, durable, other string) (startAt, error) {
+	// A cluster busy electing a leader answers "no responders" for a
+	// moment: ask again for a while before failing the start.
+	var s startAt
+	var err error
+	for wait := 100 * time.Millisecond; ; wait *= 2 {
+		s, err = handoverStartOnce(ctx, js, durable, other)
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) || wait > 10*time.Second {
+			return s, err
+		}
+		sleep(ctx, wait)
+	}
+}
+
+func handoverStartOnce(ctx context.Context, js jetstream.JetStream, durable, other string) (startAt, error) {
 	all := startAt{policy: jetstream.DeliverAllPolicy}
 	if _, err := js.Consumer(ctx, store.StreamIngestLog, durable); err == nil {
 		return all, nil

@@ -140,7 +140,7 @@ func parseTime(s string) (time.Time, error) {
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]")
+		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]\n       junction audit verify [flags]\n       junction audit keygen --out PATH")
 		if len(args) == 0 {
 			return errUsage
 		}
@@ -194,6 +194,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	case "reconcile":
 		return runReconcile(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return runAuditVerify(ctx, args[1:], stdout, stderr)
+	case "keygen":
+		return runAuditKeygen(ctx, args[1:], stdout, stderr)
 	case "deadletters":
 		fs, api, tok := apiFlags("audit deadletters", "", stderr)
 		route := fs.String("route", "", "only this route")
@@ -249,7 +253,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "%d quarantined\n", len(qs))
 		return nil
 	}
-	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, deadletters, quarantine)\n", args[0])
+	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, deadletters, quarantine, reconcile, verify, keygen)\n", args[0])
 	return errUsage
 }
 

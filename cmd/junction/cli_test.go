@@ -117,7 +117,7 @@ func TestCLIHelpEveryCommand(t *testing.T) {
 	for _, c := range commands() {
 		cases = append(cases, []string{c.name, "--help"}, []string{c.name, "-h"})
 	}
-	cases = append(cases, []string{"audit", "trail", "--help"}, []string{"audit", "deadletters", "--help"}, []string{"audit", "reconcile", "--help"})
+	cases = append(cases, []string{"audit", "trail", "--help"}, []string{"audit", "deadletters", "--help"}, []string{"audit", "reconcile", "--help"}, []string{"audit", "verify", "--help"}, []string{"audit", "keygen", "--help"})
 	if len(cases) < 2*8 {
 		t.Fatalf("only %d commands", len(cases)/2)
 	}

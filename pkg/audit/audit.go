@@ -5,12 +5,14 @@ package audit
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -76,13 +78,53 @@ func Hash(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-// Writer appends records.
+// Writer appends records. Each Writer is one hash chain: every stream
+// message it publishes carries the chain id, its position and the hash of
+// the previous position (see HeaderChain and ChainHash), and positions are
+// taken in the order messages reach the store. Many goroutines may write
+// at once; several processes each have their own chains.
+//
+// A position whose publish is not confirmed stored (the store failed it,
+// called it a duplicate of an earlier message with the same dedupe id, or
+// did not answer within the ack timeout) is never re-sent: that would put
+// it after later positions. The writer instead publishes a gap note, a
+// chained message on SubjGap.<chain> stating the position, its chain hash
+// and why, so verification reports it as explained rather than missing and
+// still checks the chain across it. A caller that retries writes a new
+// position. With a signing key the writer also publishes signed
+// checkpoints of its settled prefix (see Checkpoint).
 type Writer struct {
-	js jetstream.JetStream
+	js         jetstream.JetStream
+	chain      string
+	key        ed25519.PrivateKey
+	interval   time.Duration
+	ackTimeout time.Duration
+	now        func() time.Time
+
+	// send serialises taking a position with handing the message to the
+	// connection.
+	send sync.Mutex
+	seq  uint64 // last position taken
+	last string // its chain hash
+
+	// mu guards the settlement state below (lock order: send, then mu).
+	mu          sync.Mutex
+	open        map[uint64]*position
+	water       uint64 // every position up to here is settled
+	waterHash   string
+	gaps        []Gap // positions waiting for a gap note
+	noting      bool  // a gap note is in flight
+	noteRetryAt time.Time
+	cpSeq       uint64 // last checkpointed position
+	cpTime      time.Time
+	cpBusy      bool
+	// cpPending: a trailing checkpoint is scheduled; closed: Close ran.
+	cpPending bool
+	closed    bool
 }
 
-// NewWriter returns a writer on js.
-func NewWriter(js jetstream.JetStream) *Writer { return &Writer{js: js} }
+// writeTimeout bounds Write when its context has no deadline.
+const writeTimeout = 5 * time.Second
 
 // Subject is the audit subject of a message.
 func Subject(messageID string) string { return store.SubjAudit + "." + messageID }
@@ -91,14 +133,41 @@ func Subject(messageID string) string { return store.SubjAudit + "." + messageID
 // message, and returns once they are durable. dedupe makes a retried
 // write of the same stage harmless; pass "" to disable.
 func (w *Writer) Write(ctx context.Context, messageID, dedupe string, recs ...Record) error {
-	msg, err := w.msg(messageID, dedupe, recs)
-	if err != nil {
-		return err
+	if _, ok := ctx.Deadline(); !ok {
+		// As a synchronous JetStream publish would.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, writeTimeout)
+		defer cancel()
 	}
-	if _, err := w.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("writing audit records: %w", err)
+	for attempt := 0; ; attempt++ {
+		msg, err := w.msg(messageID, dedupe, recs)
+		if err != nil {
+			return err
+		}
+		f, err := w.publish(msg, nil)
+		if err != nil {
+			return fmt.Errorf("writing audit records: %w", err)
+		}
+		select {
+		case <-f.ok:
+			return nil
+		case err := <-f.err:
+			// A stream with no leader for a moment answers "no
+			// responders"; try a new position, as a synchronous publish
+			// would have retried.
+			if attempt < 2 && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)) {
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("writing audit records: %w", ctx.Err())
+				case <-time.After(jetstream.DefaultPubRetryWait):
+				}
+				continue
+			}
+			return fmt.Errorf("writing audit records: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("writing audit records: %w", ctx.Err())
+		}
 	}
-	return nil
 }
 
 // WriteAsync queues the records and returns a future for the store's ack.
@@ -107,7 +176,7 @@ func (w *Writer) WriteAsync(messageID, dedupe string, recs ...Record) (jetstream
 	if err != nil {
 		return nil, err
 	}
-	f, err := w.js.PublishMsgAsync(msg, jetstream.WithStallWait(time.Minute))
+	f, err := w.publish(msg, nil)
 	if err != nil {
 		return nil, fmt.Errorf("writing audit records: %w", err)
 	}

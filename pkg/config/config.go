@@ -41,6 +41,8 @@ type Config struct {
 	Rules RulesConfig `yaml:"rules"`
 	// Router tunes the consumers.
 	Router RouterConfig `yaml:"router"`
+	// Audit configures the audit chains' signed checkpoints.
+	Audit AuditConfig `yaml:"audit"`
 	// ShutdownTimeout bounds the drain at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -62,6 +64,18 @@ type HTTPConfig struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	ReadTimeout       time.Duration `yaml:"read_timeout"`
 	WriteTimeout      time.Duration `yaml:"write_timeout"`
+}
+
+// AuditConfig configures audit checkpoints.
+type AuditConfig struct {
+	// SigningKey is a reference (env:NAME or file:PATH) to the ed25519 key
+	// that signs audit checkpoints: PEM (PKCS #8, as "junction audit
+	// keygen" writes) or a 32-byte seed in hex or base64. Without it the
+	// audit records are still hash-chained but no checkpoints are signed.
+	SigningKey string `yaml:"signing_key"`
+	// CheckpointInterval is how often, at most, each audit writer
+	// publishes a signed checkpoint while it writes.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 }
 
 // RulesConfig bounds CEL.
@@ -170,6 +184,7 @@ func Default() *Config {
 		Routes:          []string{"routes"},
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
 		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, Pipeline: router.PipelineMessage, DeliveryConcurrency: 16},
+		Audit:           AuditConfig{CheckpointInterval: time.Minute},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
@@ -286,6 +301,12 @@ func (c *Config) Validate() []error {
 	}
 	if c.HTTP.AdminToken != "" && !IsRef(c.HTTP.AdminToken) {
 		errs = append(errs, errors.New("http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"))
+	}
+	if c.Audit.SigningKey != "" && !IsRef(c.Audit.SigningKey) {
+		errs = append(errs, errors.New("audit.signing_key: must be a reference (env:NAME or file:PATH), never the key itself"))
+	}
+	if c.Audit.CheckpointInterval <= 0 {
+		errs = append(errs, errors.New("audit.checkpoint_interval: must be positive"))
 	}
 	if c.Router.Batch < 1 || c.Router.Batch > 1000 {
 		errs = append(errs, fmt.Errorf("router.batch: must be 1 to 1000, got %d", c.Router.Batch))

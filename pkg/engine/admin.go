@@ -285,7 +285,7 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 	for _, rt := range e.plan.Routes {
 		routes[rt.Name] = true
 	}
-	res, err := router.Replay(r.Context(), e.store.JS, f, req.Destinations, routes)
+	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, req.Destinations, routes)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "partial": res})
 		return

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/router"
@@ -39,6 +40,8 @@ type Engine struct {
 
 	store    *store.Store
 	ingester *router.Ingester
+	// audit is the one audit writer (one hash chain) of this process.
+	audit    *audit.Writer
 	router   *router.Router
 	dests    map[string]*router.Destination
 	inbounds []namedInbound
@@ -164,7 +167,20 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("inputs.%s: accepts messages of %d bytes but the NATS server's max_payload is %d; raise max_payload on the server or lower the input's limit", name, sl.MaxInputBytes(), e.store.MaxPayload())
 		}
 	}
-	e.ingester = router.NewIngester(e.store, e.log, e.metrics)
+	aopts := []audit.Option{audit.WithCheckpointInterval(cfg.Audit.CheckpointInterval)}
+	if cfg.Audit.SigningKey != "" {
+		s, err := e.secrets.Resolve(cfg.Audit.SigningKey)
+		if err != nil {
+			return fmt.Errorf("audit.signing_key: %w", err)
+		}
+		key, err := audit.ParsePrivateKey(s)
+		if err != nil {
+			return fmt.Errorf("audit.signing_key: %w", err)
+		}
+		aopts = append(aopts, audit.WithSigningKey(key))
+	}
+	e.audit = audit.NewWriter(e.store.JS, aopts...)
+	e.ingester = router.NewIngester(e.store, e.log, e.metrics, e.audit)
 	for _, name := range sortedKeys(e.plan.Destinations) {
 		pd := e.plan.Destinations[name]
 		out, err := pd.Factory.NewOutbound(ctx, e.settings(name), pd.Config)
@@ -187,7 +203,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		}
 	}
 	e.router = router.New(router.Options{
-		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests,
+		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests, Audit: e.audit,
 		Decider: consent.DefaultPolicy{}, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.Router.Pipeline, DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
@@ -272,6 +288,12 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		if e.router != nil {
 			if err := e.router.Shutdown(ctx); err != nil {
 				errs = append(errs, err)
+			}
+		}
+		if e.audit != nil {
+			// Settles the chain and signs its last checkpoint.
+			if err := e.audit.Close(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("audit: %w", err))
 			}
 		}
 		for _, name := range sortedKeys(e.dests) {

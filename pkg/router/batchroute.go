@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -232,17 +233,9 @@ func writeAuditBatch(ctx context.Context, r *Router, stage, name string, seq uin
 	if len(recs) == 0 {
 		return nil
 	}
-	data, err := json.Marshal(recs)
-	if err != nil {
-		return fmt.Errorf("encoding audit records: %w", err)
-	}
-	m := nats.NewMsg(auditBatchSubject(stage, name, seq))
-	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, "ab|"+stage+"|"+name+"|"+strconv.FormatUint(seq, 10))
-	if _, err := r.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("writing audit records: %w", err)
-	}
-	return nil
+	// The audit writer puts the batch on its hash chain like any record.
+	key := strings.TrimPrefix(auditBatchSubject(stage, name, seq), store.SubjAudit+".")
+	return r.audit.Write(ctx, key, "ab|"+stage+"|"+name+"|"+strconv.FormatUint(seq, 10), recs...)
 }
 
 // traceHeader carries env's trace context for a span.

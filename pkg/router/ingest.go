@@ -37,8 +37,12 @@ type Ingester struct {
 }
 
 // NewIngester returns an ingester on st.
-func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics) *Ingester {
-	i := &Ingester{js: st.JS, audit: audit.NewWriter(st.JS), partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
+// aw writes its audit records (nil makes a writer of its own).
+func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics, aw *audit.Writer) *Ingester {
+	if aw == nil {
+		aw = audit.NewWriter(st.JS)
+	}
+	i := &Ingester{js: st.JS, audit: aw, partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
 	if st.GroupCommit() {
 		i.group = newCommitter(st.JS)
 	}

@@ -167,13 +167,16 @@ type Skipped struct {
 // route no longer exists (routes reports the routes that do), when their
 // destination is not among onlyDests, or when their stage cannot be
 // replayed.
-func Replay(ctx context.Context, js jetstream.JetStream, f Filter, onlyDests []string, routes map[string]bool) (*ReplayResult, error) {
+// aw records the replays; nil makes a writer of its own.
+func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, onlyDests []string, routes map[string]bool) (*ReplayResult, error) {
 	res := &ReplayResult{}
 	dlq, err := js.Stream(ctx, store.StreamDeadLetter)
 	if err != nil {
 		return nil, fmt.Errorf("opening dead-letter stream: %w", err)
 	}
-	aw := audit.NewWriter(js)
+	if aw == nil {
+		aw = audit.NewWriter(js)
+	}
 	gen := strconv.FormatInt(time.Now().UnixNano(), 36)
 	type item struct {
 		d    DeadLetter

@@ -99,6 +99,8 @@ type Options struct {
 	// AckWait is how long a batch may go unacknowledged before redelivery
 	// (it is kept alive while being processed).
 	AckWait time.Duration
+	// Audit writes the audit records (nil makes a writer of its own).
+	Audit *audit.Writer
 	// Pipeline is PipelineMessage (each message its own store write at
 	// every stage) or PipelineBatch (see accept.go).
 	Pipeline string
@@ -153,7 +155,10 @@ func New(o Options) *Router {
 	for _, rt := range o.Routes {
 		routed[rt.Source] = true
 	}
-	return &Router{o: o, js: o.Store.JS, audit: audit.NewWriter(o.Store.JS), prop: propagation.TraceContext{}, sourceRouted: routed}
+	if o.Audit == nil {
+		o.Audit = audit.NewWriter(o.Store.JS)
+	}
+	return &Router{o: o, js: o.Store.JS, audit: o.Audit, prop: propagation.TraceContext{}, sourceRouted: routed}
 }
 
 // Start creates every durable consumer, then runs them.

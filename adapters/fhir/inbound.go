@@ -103,6 +103,8 @@ type Inbound struct {
 	token []byte
 	// slots bounds concurrent posts.
 	slots chan struct{}
+	// consents, when the host offers it, stores posted Consents.
+	consents ConsentStore
 
 	capability []byte
 
@@ -133,6 +135,9 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 	}
 	for _, t := range cfg.ResourceTypes {
 		in.types[t] = true
+	}
+	if cs, ok := host.(ConsentStore); ok {
+		in.consents = cs
 	}
 	slots := cfg.MaxConcurrent
 	if slots == 0 {
@@ -321,6 +326,9 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 			return in.reject(w, tooLarge(max))
 		}
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, detail: "could not read the request body"})
+	}
+	if pathType == "Consent" && in.consents != nil {
+		return in.storeConsent(ctx, w, body)
 	}
 	parsed, rj, ok := in.check(body, pathType)
 	if !ok {

@@ -184,7 +184,19 @@ func TestCLILintShippedRoutes(t *testing.T) {
 func TestCLILintErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
-	cliWrite(t, bad, "name: bad\nsource:\n  adapter: pas\nmatch: |\n  msg.event == \"A01\" &&\n    nhsNumberValid(nhsnumber(bundle))\nconsent:\n  purpose: direct-care\n  default: permit\ndestinations:\n  - name: nowhere\n")
+	cliWrite(t, bad, "name: bad\nsource:\n  adapter: pas\nmatch: |\n  msg.event == \"A01\" &&\n    nhsNumberValid(nhsnumber(bundle))\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: nowhere\n")
+	// One route without a legal basis, one whose basis does not support
+	// its purpose and skips the consent gate: every problem at once.
+	consentDir := filepath.Join(dir, "consent")
+	if err := os.Mkdir(consentDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	noBasis := filepath.Join(consentDir, "no-basis.yaml")
+	cliWrite(t, noBasis, "name: no-basis\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\n")
+	wrongBasis := filepath.Join(consentDir, "wrong-basis.yaml")
+	cliWrite(t, wrongBasis, "name: wrong-basis\nsource:\n  adapter: pas\nconsent:\n  purpose: research\n  legal_basis: direct-care\n  default: deny\ndestinations:\n  - name: fhir-store\n")
+	badSkip := filepath.Join(consentDir, "bad-skip.yaml")
+	cliWrite(t, badSkip, "name: bad-skip\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n  skip_consent_gate: true\ndestinations:\n  - name: fhir-store\n")
 	badCfg := filepath.Join(dir, "bad-config.yaml")
 	cliWrite(t, badCfg, "data_dir: x\nhttp:\n  lisen: 0.0.0.0:8080\n")
 	tests := []struct {
@@ -194,10 +206,15 @@ func TestCLILintErrors(t *testing.T) {
 	}{
 		{"broken route", []string{"lint", "-c", cliConfig(t, bad)}, []string{
 			bad + ":6:29: match: undeclared reference to 'nhsnumber' (in container '')",
-			bad + `:11:11: destinations[0].name: no destination named "nowhere" in the config`,
+			bad + `:12:11: destinations[0].name: no destination named "nowhere" in the config`,
 		}},
 		{"broken route given as argument", []string{"lint", "-c", cliConfig(t, shippedRoutes(t)), bad}, []string{
 			bad + ":6:29: match: undeclared reference to 'nhsnumber' (in container '')",
+		}},
+		{"routes without purpose and legal basis", []string{"lint", "-c", cliConfig(t, consentDir)}, []string{
+			badSkip + ":8:22: consent.skip_consent_gate: only a safeguarding or statutory legal basis may skip the consent gate, not direct-care",
+			noBasis + `:5:3: missing required field "legal_basis" in consent`,
+			wrongBasis + ":6:16: consent.legal_basis: consent legal basis direct-care does not support purpose research",
 		}},
 		{"broken config", []string{"lint", "-c", badCfg}, []string{
 			badCfg + `:3:3: unknown field "lisen" in http (did you mean "listen"?)`,
@@ -268,6 +285,7 @@ source:
 match: nhsNumberValid(nhsNumber(bundle))
 consent:
   purpose: direct-care
+  legal_basis: direct-care
   default: permit
 destinations:
   - name: fhir-store

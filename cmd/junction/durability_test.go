@@ -314,6 +314,9 @@ type engineParams struct {
 	SinkAddr        string
 	Routes          string
 	ShutdownTimeout time.Duration
+	// Pipeline is the router pipeline: JUNCTION_DURABILITY_PIPELINE
+	// (message or batch), default message.
+	Pipeline string
 }
 
 // engineProc is one junction serve child process, restartable with the
@@ -354,6 +357,10 @@ func newEngine(t *testing.T, name string, sinkAddr string, ns *natsServer, shutd
 		// The embedded server also listens, so a failing test can show
 		// where the missing messages sit.
 		p.NATSListen = freeAddr(t)
+	}
+	p.Pipeline = os.Getenv("JUNCTION_DURABILITY_PIPELINE")
+	if p.Pipeline == "" {
+		p.Pipeline = "message"
 	}
 	tmpl, err := template.ParseFiles(filepath.Join("testdata", "durability", "junction.yaml.tmpl"))
 	if err != nil {

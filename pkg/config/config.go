@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -43,6 +44,9 @@ type Config struct {
 	Router RouterConfig `yaml:"router"`
 	// Audit configures the audit chains' signed checkpoints.
 	Audit AuditConfig `yaml:"audit"`
+	// Consent selects the consent decider and configures the consent
+	// engine.
+	Consent ConsentConfig `yaml:"consent"`
 	// ShutdownTimeout bounds the drain at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -103,6 +107,96 @@ type RouterConfig struct {
 	// DeliveryConcurrency is how many partitions the batch pipeline sends
 	// to one destination at once.
 	DeliveryConcurrency int `yaml:"delivery_concurrency"`
+}
+
+// Consent engines.
+const (
+	// ConsentEngineConsent is the consent engine: patients' Consents, the
+	// national data opt-out, security labels and destination allow-lists
+	// decide, with each route's default when no Consent speaks.
+	ConsentEngineConsent = "consent"
+	// ConsentEngineDefault decides by each route's declared default alone.
+	ConsentEngineDefault = "default"
+)
+
+// ConsentConfig configures consent decisions.
+type ConsentConfig struct {
+	// Engine is "consent" (the default) or "default".
+	Engine string `yaml:"engine"`
+	// HashKey is a reference (env:NAME or file:PATH) to the key, at least
+	// 16 bytes, that turns NHS numbers into the keys of the consent
+	// buckets. Empty: a random key is made once and kept in the store.
+	HashKey string `yaml:"hash_key"`
+	// OptOutMaxAge is how old the national data opt-out list may be before
+	// it counts as stale (and denies research and planning).
+	OptOutMaxAge time.Duration `yaml:"opt_out_max_age"`
+	// Destinations gives destinations' ODS organisation codes and the
+	// restricted data they are allow-listed for, by destination name.
+	Destinations map[string]ConsentDestination `yaml:"destinations"`
+}
+
+// ConsentDestination is a receiver as the consent engine sees it.
+type ConsentDestination struct {
+	// ODS is the receiving organisation's ODS code; Consent provisions
+	// name recipients by it.
+	ODS string `yaml:"ods"`
+	// Allow lists the restricted data the destination may receive: V,
+	// GRA-S22, HFEA-S33A (legal: only this opens them), R, SEXUAL-HEALTH,
+	// SAFEGUARDING (protected: this or the patient's Consent), S-FLAG
+	// (contact details of restricted patients).
+	Allow []string `yaml:"allow"`
+}
+
+// consentClearances are the values ConsentDestination.Allow takes.
+var consentClearances = []string{"V", "GRA-S22", "HFEA-S33A", "R", "SEXUAL-HEALTH", "SAFEGUARDING", "S-FLAG"}
+
+// validate checks the consent section against the destinations.
+func (c ConsentConfig) validate(dests map[string]*Component) []error {
+	var errs []error
+	switch c.Engine {
+	case ConsentEngineConsent, ConsentEngineDefault:
+	default:
+		errs = append(errs, fmt.Errorf("consent.engine: must be %s or %s, got %q", ConsentEngineConsent, ConsentEngineDefault, c.Engine))
+	}
+	if c.HashKey != "" && !IsRef(c.HashKey) {
+		errs = append(errs, errors.New("consent.hash_key: must be a reference (env:NAME or file:PATH), never the key itself"))
+	}
+	if c.OptOutMaxAge <= 0 {
+		errs = append(errs, errors.New("consent.opt_out_max_age: must be positive"))
+	}
+	names := make([]string, 0, len(c.Destinations))
+	for n := range c.Destinations {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		d := c.Destinations[name]
+		if _, ok := dests[name]; !ok {
+			errs = append(errs, fmt.Errorf("consent.destinations.%s: no destination of that name", name))
+		}
+		if d.ODS != "" && !validODS(d.ODS) {
+			errs = append(errs, fmt.Errorf("consent.destinations.%s.ods: %q is not an ODS code (2 to 12 letters and digits)", name, d.ODS))
+		}
+		for i, a := range d.Allow {
+			if !slices.Contains(consentClearances, a) {
+				errs = append(errs, fmt.Errorf("consent.destinations.%s.allow[%d]: must be one of %s, got %q", name, i, strings.Join(consentClearances, ", "), a))
+			}
+		}
+	}
+	return errs
+}
+
+// validODS reports whether s looks like an ODS organisation code.
+func validODS(s string) bool {
+	if len(s) < 2 || len(s) > 12 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // Component is one adapter instance: its type, for destinations its retry
@@ -185,6 +279,7 @@ func Default() *Config {
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
 		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, Pipeline: router.PipelineMessage, DeliveryConcurrency: 16},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
+		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
@@ -363,6 +458,7 @@ func (c *Config) Validate() []error {
 	if len(c.Routes) == 0 {
 		errs = append(errs, errors.New("routes: at least one route file or directory is required"))
 	}
+	errs = append(errs, c.Consent.validate(c.Destinations)...)
 	return errs
 }
 

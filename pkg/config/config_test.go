@@ -145,9 +145,13 @@ func TestLoadREADMEExample(t *testing.T) {
 		Router  RouterConfig
 		Routes  []string
 		Shut    time.Duration
+		Consent ConsentConfig
 	}
-	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout},
-		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout}); diff != "" {
+	// The README's consent destinations are an example, not a default.
+	readmeConsent := c.Consent
+	readmeConsent.Destinations = nil
+	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent},
+		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent}); diff != "" {
 		t.Errorf("README's documented defaults differ from Default() (-default +readme):\n%s", diff)
 	}
 	wantNATS := d.NATS
@@ -414,6 +418,22 @@ func TestValidate(t *testing.T) {
 		{"retry", func(c *Config) { c.Destinations["fhir-store"].Retry.MaxAttempts = 0 }, []string{
 			"destinations.fhir-store.retry.max_attempts: must be at least 1"}},
 		{"routes", func(c *Config) { c.Routes = nil }, []string{"routes: at least one route file or directory is required"}},
+		{"consent default policy", func(c *Config) { c.Consent.Engine = ConsentEngineDefault }, nil},
+		{"consent engine", func(c *Config) { c.Consent.Engine = "opa" }, []string{`consent.engine: must be consent or default, got "opa"`}},
+		{"consent key by reference", func(c *Config) { c.Consent.HashKey = "env:JUNCTION_CONSENT_KEY" }, nil},
+		{"consent key inline", func(c *Config) { c.Consent.HashKey = "0123456789abcdef0123" }, []string{
+			"consent.hash_key: must be a reference (env:NAME or file:PATH), never the key itself"}},
+		{"opt-out age", func(c *Config) { c.Consent.OptOutMaxAge = 0 }, []string{"consent.opt_out_max_age: must be positive"}},
+		{"consent destinations", func(c *Config) {
+			c.Consent.Destinations = map[string]ConsentDestination{
+				"fhir-store": {ODS: "RX1", Allow: []string{"S-FLAG", "V"}},
+				"nowhere":    {ODS: "R X1", Allow: []string{"TOP-SECRET"}},
+			}
+		}, []string{
+			"consent.destinations.nowhere: no destination of that name",
+			`consent.destinations.nowhere.ods: "R X1" is not an ODS code (2 to 12 letters and digits)`,
+			`consent.destinations.nowhere.allow[0]: must be one of V, GRA-S22, HFEA-S33A, R, SEXUAL-HEALTH, SAFEGUARDING, S-FLAG, got "TOP-SECRET"`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

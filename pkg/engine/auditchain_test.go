@@ -69,4 +69,13 @@ func testAuditChainVerifies(t *testing.T, pipe string) {
 	if rep.Tampered() {
 		t.Errorf("findings on an untouched stream: %v", rep.Findings)
 	}
+	// The reconciler reads the same stream, checkpoints and all.
+	var rc audit.Reconciliation
+	waitFor(t, "every message reconciled", func() bool {
+		rc = reconcile(t, e)
+		return rc.Accepted == 6 && len(rc.Pending) == 0
+	})
+	if rc.Terminal[audit.OutcomeDelivered] != 5 || rc.Terminal[audit.OutcomeDuplicate] != 1 {
+		t.Errorf("terminal outcomes %v, want 5 delivered and 1 duplicate", rc.Terminal)
+	}
 }

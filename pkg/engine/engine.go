@@ -20,7 +20,6 @@ import (
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
-	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
@@ -202,9 +201,13 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 			translators[name] = t
 		}
 	}
+	decider, consents, err := e.openConsent(ctx)
+	if err != nil {
+		return err
+	}
 	e.router = router.New(router.Options{
 		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests, Audit: e.audit,
-		Decider: consent.DefaultPolicy{}, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
+		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.Router.Pipeline, DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
 	})
@@ -214,10 +217,16 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	for _, r := range e.plan.Routes {
 		e.log.Info("route loaded", "route", r.Name, "source", r.Source, "file", r.File, "destinations", len(r.Destinations))
 	}
+	// With the consent engine on, inputs may store Consents through their
+	// host (the FHIR endpoint does, for POST /fhir/Consent).
+	var host adapter.Host = e.ingester
+	if consents != nil {
+		host = consentHost{Ingester: e.ingester, store: consents}
+	}
 	mux := http.NewServeMux()
 	for _, name := range sortedKeys(e.plan.Inputs) {
 		pi := e.plan.Inputs[name]
-		in, err := pi.Factory.NewInbound(ctx, e.settings(name), e.ingester, pi.Config)
+		in, err := pi.Factory.NewInbound(ctx, e.settings(name), host, pi.Config)
 		if err != nil {
 			return fmt.Errorf("input %s: %w", name, err)
 		}

@@ -17,7 +17,7 @@ import (
 // written as a block scalar starting on line 5 at column 3. Errors about
 // the whole expression are reported where the scalar starts, at 4:8.
 func hostileRoute(expr string) string {
-	return "name: hostile\nsource:\n  adapter: pas\nmatch: |-\n  " + expr + "\nconsent:\n  purpose: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\n"
+	return "name: hostile\nsource:\n  adapter: pas\nmatch: |-\n  " + expr + "\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\n"
 }
 
 // TestHostileRouteFiles loads route files built to make loading or
@@ -27,7 +27,7 @@ func TestHostileRouteFiles(t *testing.T) {
 	ten := "[1,2,3,4,5,6,7,8,9,10]"
 	manyExprs := func(n int, expr string) string {
 		var b strings.Builder
-		b.WriteString("name: hostile\nsource:\n  adapter: pas\nmatch: 'true'\nconsent:\n  purpose: direct-care\n  default: permit\ntransform:\n")
+		b.WriteString("name: hostile\nsource:\n  adapter: pas\nmatch: 'true'\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ntransform:\n")
 		for range n {
 			fmt.Fprintf(&b, "  - keep: %s\n", expr)
 		}
@@ -40,7 +40,7 @@ func TestHostileRouteFiles(t *testing.T) {
 	for i := 1; i < 9; i++ {
 		aliasBomb += fmt.Sprintf("    - &x%d [%s*x%d]\n", i, strings.Repeat(fmt.Sprintf("*x%d, ", i-1), 9), i-1)
 	}
-	aliasBomb += "match: *x8\nconsent:\n  purpose: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\n"
+	aliasBomb += "match: *x8\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\n"
 	tests := []struct {
 		name    string
 		file    string
@@ -52,8 +52,8 @@ func TestHostileRouteFiles(t *testing.T) {
 		{"deep literals", hostileRoute(strings.Repeat("[", 100) + strings.Repeat("]", 100) + " == []"), fmt.Sprintf("5:%d", 3+32), "nested more than 32 deep"},
 		{"deep macros", hostileRoute(strings.Repeat("[1].all(x, ", 40) + "true" + strings.Repeat(")", 40)), fmt.Sprintf("5:%d", 3+32*len("[1].all(x, ")), "nested more than 32 deep"},
 		{"huge list literal", hostileRoute(strings.Repeat("[1,", 1) + strings.Repeat("1,", 10_000) + "1] == []"), "4:8", "the limit is 16384"},
-		{"many large list literals", manyExprs(40, bigList), fmt.Sprintf("%d:11", 9+4), "65536 bytes in all"},
-		{"too many expressions", manyExprs(600, "'true'"), fmt.Sprintf("%d:11", 9+499), "more than 500 expressions"},
+		{"many large list literals", manyExprs(40, bigList), fmt.Sprintf("%d:11", 10+4), "65536 bytes in all"},
+		{"too many expressions", manyExprs(600, "'true'"), fmt.Sprintf("%d:11", 10+499), "more than 500 expressions"},
 		{"YAML alias bomb", aliasBomb, "14:8", "aliases expand to more than"},
 		{"YAML alias bomb in a list of strings", strings.Replace(aliasBomb, "match: *x8", "match: 'true'", 1), "5:7", "expected a string, got a sequence"},
 		{"file over 1 MiB", hostileRoute("'true'") + "# " + strings.Repeat("x", 1<<20) + "\n", "", "route file larger than 1048576 bytes"},

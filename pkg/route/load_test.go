@@ -232,8 +232,8 @@ func TestLoadCompiledRoute(t *testing.T) {
 		Destinations: []string{"fhir-store", "data-quality"}, Raw: []bool{false, true},
 		Programs: []string{
 			file + ":6:8 match",
-			file + ":11:11 transform[0].keep",
-			file + ":14:11 destinations[0].when",
+			file + ":12:11 transform[0].keep",
+			file + ":15:11 destinations[0].when",
 		},
 		Steps: 1, Tests: 1,
 	}
@@ -317,7 +317,7 @@ func FuzzLoad(f *testing.F) {
 	} {
 		f.Add([]byte(hostileRoute(expr)))
 	}
-	f.Add([]byte("name: x\nsource:\n  adapter: pas\n  events: [&a A01, *a, *a]\nmatch: *a\nconsent: {purpose: p, default: permit}\ndestinations: [{name: fhir-store}]\n"))
+	f.Add([]byte("name: x\nsource:\n  adapter: pas\n  events: [&a A01, *a, *a]\nmatch: *a\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations: [{name: fhir-store}]\n"))
 	env := testEnv(f)
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -122,6 +122,7 @@ source:
 
 const permit = `consent:
   purpose: direct-care
+  legal_basis: direct-care
   default: permit
 `
 
@@ -202,7 +203,7 @@ func TestProcess(t *testing.T) {
 		},
 		{
 			name:  "default deny",
-			route: routeHead + "consent:\n  purpose: direct-care\n  default: deny\n" + "destinations:\n  - name: fhir-store\n",
+			route: routeHead + "consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: deny\n" + "destinations:\n  - name: fhir-store\n",
 			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
 			want: resultSummary{Taken: true, Matched: true, Denied: []string{"fhir-store"},
 				Records: []recSummary{matched, {Event: audit.Consent, Destination: "fhir-store", Outcome: "deny", Rule: "route:test-route:default", ID: id}}},
@@ -313,8 +314,8 @@ func TestProcessPerDestinationTransform(t *testing.T) {
 		asked = append(asked, q)
 	}
 	want := []consent.Request{
-		{Route: "test-route", Purpose: "direct-care", Destination: "fhir-store", PatientKey: validNHS, Default: consent.Permit},
-		{Route: "test-route", Purpose: "direct-care", Destination: "data-quality", PatientKey: validNHS, Default: consent.Permit},
+		{Route: "test-route", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "fhir-store", PatientKey: validNHS, Default: consent.Permit},
+		{Route: "test-route", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "data-quality", PatientKey: validNHS, Default: consent.Permit},
 	}
 	if diff := cmp.Diff(want, asked); diff != "" {
 		t.Errorf("consent requests (-want +got):\n%s", diff)
@@ -366,7 +367,8 @@ func TestProcessErrors(t *testing.T) {
 				return in
 			}, nil, fault.CodeTranslate, "not JSON"},
 		{"decider fails", routeHead + permit + "destinations:\n  - name: fhir-store\n",
-			nil, &fakeDecider{err: deciderErr}, fault.CodeInternal, "consent for fhir-store"},
+			// Retried, not dead-lettered: the decision could not be made.
+			nil, &fakeDecider{err: deciderErr}, fault.CodeStoreUnavailable, "consent for fhir-store"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -386,8 +388,8 @@ func TestProcessErrors(t *testing.T) {
 			if got := fault.CodeOf(err); got != tt.code {
 				t.Errorf("code = %s, want %s (%v)", got, tt.code, err)
 			}
-			if tt.code != fault.CodeInternal && fault.IsTransient(err) {
-				t.Errorf("error %v is transient, want permanent", err)
+			if wantTransient := tt.code == fault.CodeStoreUnavailable; tt.code != fault.CodeInternal && fault.IsTransient(err) != wantTransient {
+				t.Errorf("error %v: transient %v, want %v", err, fault.IsTransient(err), wantTransient)
 			}
 			if !strings.Contains(err.Error(), tt.where) {
 				t.Errorf("error %q does not say %q", err, tt.where)

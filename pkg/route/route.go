@@ -34,13 +34,18 @@ type Route struct {
 	Name        string
 	Description string
 	// File is the path the route was loaded from.
-	File    string
-	Source  string
-	Purpose string
-	Default consent.Outcome
-	events  map[string]bool
-	match   *rules.Program
-	steps   []step
+	File   string
+	Source string
+	// Purpose and LegalBasis are the route's declared purpose of use and
+	// legal basis for disclosure, checked with consent.CheckRoute.
+	Purpose    string
+	LegalBasis string
+	// SkipConsent is the declared statutory skip of the Consent gate.
+	SkipConsent bool
+	Default     consent.Outcome
+	events      map[string]bool
+	match       *rules.Program
+	steps       []step
 	// Destinations in file order.
 	Destinations []Destination
 	// Tests as written, for `junction test`.
@@ -212,7 +217,7 @@ func validName(s string) bool {
 
 func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) {
 	var errs yamlx.Errors
-	r := &Route{Name: f.Name.Value, Description: f.Description, File: path, Source: f.Source.Adapter.Value, Tests: f.Tests, Purpose: f.Consent.Purpose.Value, namePos: f.Name.Pos}
+	r := &Route{Name: f.Name.Value, Description: f.Description, File: path, Source: f.Source.Adapter.Value, Tests: f.Tests, Purpose: f.Consent.Purpose.Value, LegalBasis: f.Consent.LegalBasis.Value, SkipConsent: f.Consent.SkipConsentGate, namePos: f.Name.Pos}
 	// at returns the first known position, or the file alone.
 	at := func(ps ...yamlx.Pos) yamlx.Pos {
 		for _, p := range ps {
@@ -292,9 +297,7 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 	if f.Match.Value != "" || f.Match.Pos.Line != 0 {
 		r.match = prog("match", f.Match, rules.Bool)
 	}
-	if f.Consent.Purpose.Value == "" && f.Consent.Purpose.Pos.Line != 0 {
-		errs.Add(f.Consent.Purpose.Pos, "consent.purpose: must not be empty")
-	}
+	checkConsent(&errs, f.Consent)
 	if f.Consent.Default.Pos.Line != 0 {
 		o, err := consent.ParseOutcome(f.Consent.Default.Value)
 		if err != nil {
@@ -367,6 +370,48 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 		return nil, errs.Err()
 	}
 	return r, nil
+}
+
+// checkConsent checks the route's purpose, legal basis and Consent skip
+// with consent.CheckRoute, reporting each problem where it is written.
+// Values that did not decode (missing keys) are already reported.
+func checkConsent(errs *yamlx.Errors, c ConsentSpec) {
+	purpose, basis := c.Purpose, c.LegalBasis
+	ok := true
+	if purpose.Pos.Line != 0 {
+		if strings.TrimSpace(purpose.Value) == "" {
+			errs.Add(purpose.Pos, "consent.purpose: must not be empty")
+			ok = false
+		} else if _, err := consent.ParsePurpose(purpose.Value); err != nil {
+			errs.Add(purpose.Pos, "consent.purpose: %v", err)
+			ok = false
+		}
+	} else {
+		ok = false
+	}
+	if basis.Pos.Line != 0 {
+		if strings.TrimSpace(basis.Value) == "" {
+			errs.Add(basis.Pos, "consent.legal_basis: must not be empty")
+			ok = false
+		} else if _, err := consent.ParseLegalBasis(basis.Value); err != nil {
+			errs.Add(basis.Pos, "consent.legal_basis: %v", err)
+			ok = false
+		}
+	} else {
+		ok = false
+	}
+	if !ok {
+		return
+	}
+	if err := consent.CheckRoute(purpose.Value, basis.Value, false); err != nil {
+		errs.Add(basis.Pos, "consent.legal_basis: %v", err)
+		return
+	}
+	if c.SkipConsentGate {
+		if err := consent.CheckRoute(purpose.Value, basis.Value, true); err != nil {
+			errs.Add(c.SkipPos, "consent.skip_consent_gate: %v", err)
+		}
+	}
 }
 
 // Takes reports whether the route takes messages of this type. Events may
@@ -480,12 +525,37 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 				continue
 			}
 		}
-		dec, err := decider.Decide(ctx, consent.Request{Route: r.Name, Purpose: r.Purpose, Destination: d.Name, PatientKey: tr.PatientKey, Bundle: bundle, Default: r.Default})
+		dec, err := decider.Decide(ctx, consent.Request{
+			Route: r.Name, Purpose: r.Purpose, LegalBasis: r.LegalBasis, SkipConsent: r.SkipConsent,
+			Destination: d.Name, PatientKey: tr.PatientKey, Bundle: bundle, Default: r.Default,
+			// The patient index, which will know restricted (S-flag)
+			// patients, comes later; a Patient labelled R in the bundle
+			// already counts.
+			Restricted: false,
+		})
 		if err != nil {
+			// The decider's store was unavailable: the message is tried
+			// again later, never sent undecided nor dead-lettered for it.
+			if fault.As(err) == nil {
+				err = fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "consent decision unavailable", err)
+			}
 			return nil, fmt.Errorf("route %s consent for %s: %w", r.Name, d.Name, err)
 		}
-		res.Records = append(res.Records, rec(audit.Consent, d.Name, string(dec.Outcome), dec.Reason, dec.Rule))
-		if dec.Outcome != consent.Permit {
+		outcome, reason := dec.Outcome, dec.Reason
+		switch {
+		case outcome == consent.Redact && d.Raw:
+			// Raw HL7 cannot be redacted: what may not all go does not go.
+			outcome, reason = consent.Deny, "raw payload cannot be redacted: "+dec.Reason
+		case outcome == consent.Redact && len(dec.Resources) == 0:
+			// A redaction that does not say what to remove cannot be made.
+			outcome, reason = consent.Deny, "redaction without per-resource verdicts: "+dec.Reason
+		}
+		if dec.ConsentSkipped {
+			reason += " (statutory route: consent gate skipped)"
+		}
+		res.Records = append(res.Records, rec(audit.Consent, d.Name, string(outcome), reason, dec.Rule))
+		res.Records = append(res.Records, resourceRecords(rec, d.Name, dec)...)
+		if outcome != consent.Permit && outcome != consent.Redact {
 			res.Denied = append(res.Denied, d.Name)
 			continue
 		}
@@ -493,9 +563,18 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: env.ContentType, Body: env.Raw})
 			continue
 		}
-		body := tr.Bundle
+		body, src := tr.Bundle, bundle
+		if outcome == consent.Redact {
+			if src, err = consent.Apply(bundle, dec); err != nil {
+				return nil, fault.Wrap(fault.Permanent, fault.CodeInternal, "applying consent redactions", err)
+			}
+			dvars.Bundle = src
+			if body, err = json.Marshal(src); err != nil {
+				return nil, fault.Wrap(fault.Permanent, fault.CodeInternal, "redacted bundle is not JSON", err)
+			}
+		}
 		if len(r.steps) > 0 {
-			out, err := r.transform(ctx, &dvars, bundle)
+			out, err := r.transform(ctx, &dvars, src)
 			if err != nil {
 				return nil, fmt.Errorf("route %s transform for %s: %w", r.Name, d.Name, err)
 			}
@@ -508,6 +587,53 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body})
 	}
 	return res, nil
+}
+
+// Outcomes of the audit records written for each resource consent did not
+// permit, beside the destination's own consent record.
+const (
+	// OutcomeWithheld is a resource left out of the payload, with every
+	// reference to it.
+	OutcomeWithheld = "withheld"
+	// OutcomeStripped is a resource sent without some of its elements.
+	OutcomeStripped = "stripped"
+)
+
+// maxResourceRecords bounds the per-resource consent records of one
+// destination, so that a refused bundle of thousands of entries cannot
+// make an audit write larger than the store accepts; the rest are
+// counted in one last record.
+const maxResourceRecords = 200
+
+// resourceRecords returns one audit record per resource the decision did
+// not permit: the entry's position and type, the reason and the rule.
+// Neither holds patient data.
+func resourceRecords(rec func(ev audit.Event, dest, outcome, reason, rule string) audit.Record, dest string, dec consent.Decision) []audit.Record {
+	var out []audit.Record
+	more := map[string]int{}
+	for _, rd := range dec.Resources {
+		outcome := ""
+		switch rd.Outcome {
+		case consent.Permit:
+			continue
+		case consent.Redact:
+			outcome = OutcomeStripped
+		default:
+			outcome = OutcomeWithheld
+		}
+		if len(out) == maxResourceRecords {
+			more[outcome]++
+			continue
+		}
+		reason := fmt.Sprintf("entry %d (%s): %s", rd.Index, rd.ResourceType, rd.Reason)
+		out = append(out, rec(audit.Consent, dest, outcome, reason, rd.Rule))
+	}
+	for _, outcome := range []string{OutcomeWithheld, OutcomeStripped} {
+		if n := more[outcome]; n > 0 {
+			out = append(out, rec(audit.Consent, dest, outcome, fmt.Sprintf("%d more resources %s, not listed one by one", n, outcome), "audit:limit"))
+		}
+	}
+	return out
 }
 
 // transform applies the steps to a copy of bundle.

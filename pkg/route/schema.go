@@ -39,10 +39,43 @@ type SourceSpec struct {
 
 // ConsentSpec is the route's consent declaration.
 type ConsentSpec struct {
-	// Purpose of use, for example direct-care or safeguarding.
+	// Purpose of use: direct-care, safeguarding, research, planning or
+	// public-health.
 	Purpose yamlx.String `yaml:"purpose" yamlx:"required"`
+	// LegalBasis for the disclosure: direct-care, safeguarding, s251,
+	// explicit-consent or statutory. It must support the purpose (see
+	// consent.CheckRoute).
+	LegalBasis yamlx.String `yaml:"legal_basis" yamlx:"required"`
 	// Default decision, permit or deny, when nothing more specific decides.
 	Default yamlx.String `yaml:"default" yamlx:"required"`
+	// SkipConsentGate declares that the route does not consult the
+	// patient's Consents. Only a safeguarding or statutory legal basis may
+	// declare it; every skip is audited and counted.
+	SkipConsentGate bool `yaml:"skip_consent_gate"`
+	// SkipPos is where skip_consent_gate is written, set when it is
+	// decoded.
+	SkipPos yamlx.Pos `yaml:"-"`
+}
+
+// UnmarshalYAMLx decodes the declaration strictly and records where
+// skip_consent_gate is written, so that a skip the legal basis does not
+// allow is reported at its place.
+func (c *ConsentSpec) UnmarshalYAMLx(n yamlx.Node, errs *yamlx.Errors) {
+	type plain ConsentSpec // no methods, so decoded field by field
+	var p plain
+	n.DecodeTo(&p, errs)
+	*c = ConsentSpec(p)
+	if m := n.Node; m != nil {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == "skip_consent_gate" {
+				v := m.Content[i+1]
+				c.SkipPos = yamlx.Pos{File: n.File, Line: v.Line, Col: v.Column}
+			}
+		}
+	}
+	if c.SkipPos.Line == 0 {
+		c.SkipPos = n.Pos()
+	}
 }
 
 // StepSpec is one transform step: exactly one of Keep and Replace is set.

@@ -57,7 +57,9 @@ func TestEnvelope(source, id string, raw []byte, contentType string) *envelope.E
 }
 
 // RunTests runs the route's tests with its source's translator and the
-// default consent policy. No network is used. With update, golden FHIR
+// consent engine with no stored Consents, no opt-out list and no
+// destination allow-lists, as a zero-setup engine decides. No network is
+// used. With update, golden FHIR
 // files are rewritten from the actual output.
 func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.Env, update bool) []TestResult {
 	var out []TestResult
@@ -170,9 +172,14 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 	return out
 }
 
-// runOne routes e as the engine would and returns the result and the
-// translation's event, which asserts see as msg.event.
+// runOne routes e as a zero-setup engine would and returns the result and
+// the translation's event, which asserts see as msg.event.
 func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope) (*Result, string, error) {
+	return r.runOneWith(ctx, tr, e, &consent.Engine{})
+}
+
+// runOneWith is runOne with the given consent decider.
+func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider) (*Result, string, error) {
 	if !r.Takes(e.MessageType, "") {
 		return &Result{}, "", nil
 	}
@@ -180,7 +187,7 @@ func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.E
 	if err != nil {
 		return nil, "", err
 	}
-	res, err := r.Process(ctx, Input{Env: e, Tr: t}, consent.DefaultPolicy{})
+	res, err := r.Process(ctx, Input{Env: e, Tr: t}, decider)
 	return res, t.Event, err
 }
 

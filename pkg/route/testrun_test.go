@@ -102,8 +102,8 @@ func TestRunTestsFail(t *testing.T) {
 			"expected filtered=true, got filtered=false",
 			"expected deliveries [data-quality], got [fhir-store]",
 			"expected consent denials [fhir-store], got []",
-			file + ":20:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
-			file + ":21:11: assert[1] on fhir-store: rule.eval: evaluation failed (no such key: nope)",
+			file + ":21:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
+			file + ":22:11: assert[1] on fhir-store: rule.eval: evaluation failed (no such key: nope)",
 			"fhir-store: payload differs from golden wrong.fhir-store.json (run with --update after reviewing)",
 			"golden given for data-quality, which received nothing",
 		}},
@@ -111,7 +111,7 @@ func TestRunTestsFail(t *testing.T) {
 			"expected routing to fail with rule.eval, but it succeeded",
 		}},
 		{Name: "runtests-fail / input file missing", Failures: []string{
-			file + ":31:19: input: open " + filepath.Join(dir, "nowhere.hl7") + ": no such file or directory",
+			file + ":32:19: input: open " + filepath.Join(dir, "nowhere.hl7") + ": no such file or directory",
 		}},
 		{Name: "runtests-fail / unparseable input", Failures: []string{
 			"expected routing to fail with rule.eval, but it succeeded",

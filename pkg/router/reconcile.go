@@ -107,6 +107,9 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	}
 	var recs []audit.Record
 	err = scan(ctx, js, store.StreamAudit, store.SubjAudit+".>", false, func(m jetstream.Msg) error {
+		if strings.HasPrefix(m.Subject(), audit.SubjGap+".") || strings.HasPrefix(m.Subject(), audit.SubjCheckpoint+".") {
+			return nil // the chain's own notes, not records
+		}
 		var rs []audit.Record
 		if err := json.Unmarshal(m.Data(), &rs); err != nil {
 			return fmt.Errorf("decoding audit records: %w", err)

@@ -18,6 +18,7 @@ type Metrics struct {
 	DataQuality    *prometheus.CounterVec   // adapter, issue
 	Routed         *prometheus.CounterVec   // route, outcome
 	Consent        *prometheus.CounterVec   // route, destination, decision
+	ConsentSkipped *prometheus.CounterVec   // route, destination
 	Delivered      *prometheus.CounterVec   // destination, outcome
 	Attempts       *prometheus.CounterVec   // destination, outcome
 	SendLatency    *prometheus.HistogramVec // destination
@@ -65,6 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DataQuality:    cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
 		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed).", "route", "outcome"),
 		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
+		ConsentSkipped: cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
 		Delivered:      cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered).", "destination", "outcome"),
 		Attempts:       cv("delivery", "attempts_total", "Delivery attempts, by outcome (ok, transient, permanent).", "destination", "outcome"),
 		SendLatency:    hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),

@@ -1,0 +1,170 @@
+package engine
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/router"
+)
+
+// consentKeyBucket keeps the generated hash key (when none is configured)
+// and the fingerprint of the key in use, so that a changed key is caught
+// before it makes every stored Consent unreachable.
+const consentKeyBucket = "consent_key"
+
+// Keys of consentKeyBucket.
+const (
+	generatedKey   = "generated"
+	keyFingerprint = "fingerprint"
+)
+
+// openConsent builds the consent decider the config asks for. With the
+// consent engine it opens the consent store on the engine's JetStream and
+// returns the engine, which counts the decisions that skip the Consent
+// gate, and the store, which the FHIR endpoint uses for POST
+// /fhir/Consent. With the default policy the store is nil.
+func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Store, error) {
+	cc := e.plan.Config.Consent
+	if cc.Engine == config.ConsentEngineDefault {
+		e.log.Info("consent", "engine", "default", "note", "each route's declared default decides; Consents are not consulted")
+		return consent.DefaultPolicy{}, nil, nil
+	}
+	replicas := e.plan.Config.NATS.Replicas
+	key, generated, err := e.consentKey(ctx, cc, replicas)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := consent.OpenStore(ctx, e.store.JS, consent.StoreConfig{HashKey: key, OptOutMaxAge: cc.OptOutMaxAge, Replicas: replicas})
+	if err != nil {
+		return nil, nil, fmt.Errorf("consent: %w", err)
+	}
+	dests := make(map[string]consent.Destination, len(cc.Destinations))
+	for name, d := range cc.Destinations {
+		cd := consent.Destination{Name: name, ODS: d.ODS}
+		for _, a := range d.Allow {
+			cd.Allow = append(cd.Allow, consent.Clearance(a))
+		}
+		dests[name] = cd
+	}
+	e.log.Info("consent", "engine", "consent", "generated_key", generated, "destinations", len(dests))
+	dec := &consent.Engine{Source: st, Destinations: dests}
+	return skipCounter{next: dec, skipped: e.metrics.ConsentSkipped}, st, nil
+}
+
+// consentKey returns the hash key: the configured reference's value, or
+// the key generated once and kept in the store. Either way the key's
+// fingerprint must match the one recorded when Consents were first stored.
+func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replicas int) ([]byte, bool, error) {
+	kv, err := e.store.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: consentKeyBucket, Description: "Junction: consent hash key fingerprint (and the generated key when none is configured)",
+		History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("consent: creating bucket %s: %w", consentKeyBucket, err)
+	}
+	var key []byte
+	generated := cc.HashKey == ""
+	if generated {
+		if key, err = createOrGet(ctx, kv, generatedKey, func() ([]byte, error) {
+			b := make([]byte, 32)
+			_, err := rand.Read(b)
+			return []byte(hex.EncodeToString(b)), err
+		}); err != nil {
+			return nil, false, fmt.Errorf("consent: generated hash key: %w", err)
+		}
+	} else {
+		v, err := e.secrets.Resolve(cc.HashKey)
+		if err != nil {
+			return nil, false, fmt.Errorf("consent.hash_key: %w", err)
+		}
+		if len(v) < 16 {
+			return nil, false, errors.New("consent.hash_key: the key must be at least 16 bytes")
+		}
+		key = []byte(v)
+	}
+	fp := fingerprint(key)
+	have, err := createOrGet(ctx, kv, keyFingerprint, func() ([]byte, error) { return []byte(fp), nil })
+	if err != nil {
+		return nil, false, fmt.Errorf("consent: hash key fingerprint: %w", err)
+	}
+	if string(have) != fp {
+		return nil, false, errors.New("consent.hash_key: this is not the key the stored Consents and opt-outs were written with, so none of them would be found; configure the previous key again (a generated key is kept in the consent_key bucket)")
+	}
+	return key, generated, nil
+}
+
+// fingerprint identifies a key without revealing it.
+func fingerprint(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("junction consent hash key fingerprint"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// createOrGet returns the value of k, creating it with mk when absent.
+// Of several processes starting at once, the first to create wins and the
+// others read its value.
+func createOrGet(ctx context.Context, kv jetstream.KeyValue, k string, mk func() ([]byte, error)) ([]byte, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		e, err := kv.Get(ctx, k)
+		if err == nil {
+			return e.Value(), nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, err
+		}
+		v, err := mk()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := kv.Create(ctx, k, v); err == nil {
+			return v, nil
+		} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("%s keeps changing", k)
+}
+
+// skipCounter counts the decisions in which a statutory route skipped the
+// Consent gate, by route and destination.
+type skipCounter struct {
+	next    consent.Decider
+	skipped *prometheus.CounterVec
+}
+
+// Decide implements consent.Decider.
+func (s skipCounter) Decide(ctx context.Context, req consent.Request) (consent.Decision, error) {
+	d, err := s.next.Decide(ctx, req)
+	if err == nil && d.ConsentSkipped {
+		s.skipped.WithLabelValues(req.Route, req.Destination).Inc()
+	}
+	return d, err
+}
+
+// consentHost is the ingester offering the consent store as well: the FHIR
+// endpoint looks for these methods (its ConsentStore interface) on its
+// host, so POST /fhir/Consent stores Consents.
+type consentHost struct {
+	*router.Ingester
+	store *consent.Store
+}
+
+// PutConsent stores a Consent (see consent.Store.PutConsent).
+func (h consentHost) PutConsent(ctx context.Context, data []byte) (consent.Policy, error) {
+	return h.store.PutConsent(ctx, data)
+}
+
+// Policies returns a patient's stored Consents.
+func (h consentHost) Policies(ctx context.Context, patientKey string) ([]consent.Policy, error) {
+	return h.store.Policies(ctx, patientKey)
+}

@@ -1,0 +1,223 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/junction-fhir/junction/adapters/all"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/engine"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// Synthetic patients (999 range, valid check digits).
+const (
+	deniedPatient  = "9990000026"
+	controlPatient = "9990000034"
+)
+
+// denyTo is a Consent in the Junction profile by which patient refuses
+// disclosure to the organisation ods, with the given status.
+func denyTo(id, patient, ods, status string) []byte {
+	return []byte(`{"resourceType":"Consent","id":"` + id + `","status":"` + status + `",` +
+		`"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}]},` +
+		`"category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],` +
+		`"patient":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + patient + `"}},` +
+		`"provision":{"type":"deny","actor":[{` +
+		`"role":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ParticipationType","code":"IRCP"}]},` +
+		`"reference":{"identifier":{"system":"https://fhir.nhs.uk/Id/ods-organization-code","value":"` + ods + `"}}}]}}`)
+}
+
+// postConsent posts a Consent and returns the status and body.
+func postConsent(t *testing.T, base string, body []byte) (int, string) {
+	t.Helper()
+	resp, err := http.Post(base+"/fhir/Consent", "application/fhir+json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// trails returns the audit trail of every message with records.
+func trails(t *testing.T, e *engine.Engine) map[string][]audit.Record {
+	t.Helper()
+	ctx := context.Background()
+	st, err := e.Store().JS.Stream(ctx, store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(store.SubjAudit+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]audit.Record{}
+	for subj := range info.State.Subjects {
+		id := strings.TrimPrefix(subj, store.SubjAudit+".")
+		recs, err := audit.Trail(ctx, e.Store().JS, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[id] = recs
+	}
+	return out
+}
+
+// TestConsentEndToEnd posts a Consent refusing disclosure to the FHIR
+// store's organisation through POST /fhir/Consent, sends that patient's
+// admission and another patient's over MLLP, and checks that only the
+// other patient's reaches the store, that the refusal is audited with the
+// deciding rule and counted, and that withdrawing the Consent lets the
+// next admission through.
+func TestConsentEndToEnd(t *testing.T) { forPipelines(t, testConsentEndToEnd) }
+
+func testConsentEndToEnd(t *testing.T, pipe string) {
+	e, dir := startEngine(t, pipe+"consent:\n  destinations:\n    fhir-store: {ods: RX1}\n")
+	base := "http://" + e.HTTPAddr().String()
+	if st, body := postConsent(t, base, denyTo("c-deny-rx1", deniedPatient, "RX1", "active")); st != http.StatusCreated || !strings.Contains(body, `"resourceType":"Consent"`) {
+		t.Fatalf("POST Consent: %d %s", st, body)
+	}
+	if st, _ := postConsent(t, base, denyTo("c-deny-rx1", deniedPatient, "RX1", "active")); st != http.StatusOK {
+		t.Fatalf("POST same Consent again: %d, want 200", st)
+	}
+	bad := bytes.Replace(denyTo("c-bad", deniedPatient, "RX1", "active"), []byte(`"IRCP"`), []byte(`"AUT"`), 1)
+	if st, body := postConsent(t, base, bad); st != http.StatusUnprocessableEntity || !strings.Contains(body, "OperationOutcome") {
+		t.Fatalf("POST Consent outside the profile: %d %s", st, body)
+	}
+	addr := mllpAddr(t, e)
+	for _, m := range []struct{ ctrl, nhs string }{{"CONS0001", deniedPatient}, {"CONS0002", controlPatient}} {
+		if code, _ := send(t, addr, adt("A01", m.ctrl, m.nhs+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send %s: %s", m.ctrl, code)
+		}
+	}
+	outDir := filepath.Join(dir, "out", "fhir-store")
+	files := waitFiles(t, outDir, 1)
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), controlPatient) || strings.Contains(string(data), deniedPatient) {
+		t.Fatalf("the store received the wrong patient's admission")
+	}
+	// The refused admission's trail shows the decision and its rule.
+	const rule = "consent:c-deny-rx1:Consent.provision"
+	var denied []audit.Record
+	deadline := time.Now().Add(15 * time.Second)
+	for denied == nil {
+		for _, trail := range trails(t, e) {
+			for _, r := range trail {
+				if r.Event == audit.Consent && r.Route == "adt-to-fhir-store" && r.Destination == "fhir-store" && r.Outcome == "deny" {
+					denied = trail
+				}
+			}
+		}
+		if denied == nil {
+			if time.Now().After(deadline) {
+				t.Fatal("no consent denial recorded for fhir-store")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var decision, withheld int
+	for _, r := range denied {
+		if strings.Contains(r.Reason, deniedPatient) || strings.Contains(r.Rule, deniedPatient) {
+			t.Errorf("audit record holds the NHS number: %+v", r)
+		}
+		switch {
+		case r.Event == audit.Queued && r.Destination == "fhir-store":
+			t.Errorf("refused message queued for fhir-store: %+v", r)
+		case r.Event == audit.Consent && r.Destination == "fhir-store" && r.Outcome == "deny":
+			decision++
+			if r.Rule != rule {
+				t.Errorf("decision rule %q, want %q", r.Rule, rule)
+			}
+		case r.Event == audit.Consent && r.Destination == "fhir-store" && r.Outcome == "withheld":
+			withheld++
+			if r.Rule != rule {
+				t.Errorf("resource record rule %q, want %q", r.Rule, rule)
+			}
+		}
+	}
+	if decision != 1 || withheld == 0 {
+		t.Errorf("trail has %d decisions and %d withheld resources for fhir-store, want 1 and some: %+v", decision, withheld, denied)
+	}
+	if v := testutil.ToFloat64(e.Metrics().Consent.WithLabelValues("adt-to-fhir-store", "fhir-store", "deny")); v != 1 {
+		t.Errorf("consent deny count = %v, want 1", v)
+	}
+	// Withdrawing the Consent applies to the next message.
+	if st, _ := postConsent(t, base, denyTo("c-deny-rx1", deniedPatient, "RX1", "inactive")); st != http.StatusOK {
+		t.Fatalf("POST withdrawal: %d, want 200", st)
+	}
+	if code, _ := send(t, addr, adt("A01", "CONS0003", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("send CONS0003: %s", code)
+	}
+	waitFiles(t, outDir, 2)
+}
+
+// TestConsentHashKeyMismatch starts an engine with one hash key, stops it,
+// and checks that another key is refused at start, since the Consents
+// stored under the first would no longer be found.
+func TestConsentHashKeyMismatch(t *testing.T) {
+	dir := t.TempDir()
+	routes, err := filepath.Abs("../../routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(key string) error {
+		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\nconsent:\n  hash_key: env:JUNCTION_TEST_CONSENT_KEY\n", dir, routes)
+		path := filepath.Join(dir, "junction.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("JUNCTION_TEST_CONSENT_KEY", key)
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler), Version: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		serr := e.Start(ctx)
+		if serr == nil {
+			if err := e.Shutdown(ctx); err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+		}
+		return serr
+	}
+	if err := start("first-test-key-0123456789"); err != nil {
+		t.Fatalf("first start: %v", err)
+	}
+	if err := start("first-test-key-0123456789"); err != nil {
+		t.Fatalf("restart with the same key: %v", err)
+	}
+	err = start("other-test-key-0123456789")
+	if err == nil || !strings.Contains(err.Error(), "consent.hash_key") {
+		t.Fatalf("start with another key: %v, want a consent.hash_key error", err)
+	}
+	if strings.Contains(err.Error(), "first-test-key") || strings.Contains(err.Error(), "other-test-key") {
+		t.Errorf("error reveals a key: %v", err)
+	}
+}

@@ -1,0 +1,344 @@
+package patient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// Result counts what one bundle did to the index. It holds no patient
+// data, so it may be logged and counted.
+type Result struct {
+	// Event is the MessageHeader event code (for example "A40"), or "".
+	Event string
+	// Updated counts Patients whose data was written to a record.
+	Updated int
+	// Stale counts Patients ignored because their record was set by a
+	// newer message.
+	Stale int
+	// Merged counts old records merged into a survivor.
+	Merged int
+	// Unindexed counts Patients with neither a valid NHS number nor a
+	// local identifier the index knows, and merges whose survivor could
+	// not be found.
+	Unindexed int
+}
+
+// ApplyJSON updates the index from a FHIR R4 message bundle in JSON; see
+// Apply.
+func (ix *Index) ApplyJSON(ctx context.Context, data []byte, src Source) (Result, error) {
+	b, err := decodeBundle(data)
+	if err != nil {
+		return Result{}, err
+	}
+	return ix.Apply(ctx, b, src)
+}
+
+// Apply updates the index from a FHIR R4 message bundle as JSON-shaped
+// maps (as the PAS translator emits and pkg/rules reads), received as
+// src. Every Patient updates its record; Patients linked "replaced-by" to
+// another Patient of the bundle are merged into it. See the package
+// documentation for the rules. Apply is idempotent: applying the same
+// bundle with the same Source again changes nothing, and finishes a merge
+// interrupted part way.
+func (ix *Index) Apply(ctx context.Context, bundle map[string]any, src Source) (Result, error) {
+	p, err := parseBundle(bundle)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Event: p.event, Unindexed: p.unresolved}
+	for i := range p.patients {
+		if err := ix.applyPatient(ctx, &p.patients[i], src, &res); err != nil {
+			return res, err
+		}
+	}
+	for i := range p.merges {
+		if err := ix.applyMerge(ctx, &p.merges[i], src, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// locate returns the record key and NHS number for a Patient: by its NHS
+// number, else by the first of its local identifiers the index knows.
+// key is "" when neither finds one.
+func (ix *Index) locate(ctx context.Context, pd *patientData) (key, nhsNumber string, err error) {
+	if pd.nhsNumber != "" {
+		key, err := ix.RecordKey(pd.nhsNumber)
+		return key, pd.nhsNumber, err
+	}
+	for _, id := range pd.ids {
+		ref, _, err := ix.readRef(ctx, ix.IdentifierKey(id))
+		if err != nil {
+			return "", "", err
+		}
+		if ref != nil {
+			return ref.Record, "", nil
+		}
+	}
+	return "", "", nil
+}
+
+// applyPatient writes one (not merged) Patient to its record and points
+// its local identifiers at it.
+func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, res *Result) error {
+	key, num, err := ix.locate(ctx, pd)
+	if err != nil {
+		return err
+	}
+	if key == "" {
+		res.Unindexed++
+		return nil
+	}
+	stale := false
+	_, target, err := ix.update(ctx, key, num, func(r *Record) (bool, error) {
+		stale = r.Version != 0 && !r.source().IsZero() && !src.After(r.source())
+		if stale {
+			return false, nil
+		}
+		pd.applyTo(r, src)
+		return true, nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		res.Unindexed++ // the identifier pointed at a record since removed
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if stale {
+		res.Stale++
+		return nil
+	}
+	res.Updated++
+	for _, id := range pd.ids {
+		if err := ix.pointIdentifier(ctx, id, target, src); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyTo sets the fields pd carries on r, adds its identifiers and
+// stamps r with src.
+func (pd *patientData) applyTo(r *Record, src Source) {
+	for _, id := range pd.ids {
+		r.addIdentifier(id)
+	}
+	if pd.family != "" || pd.given != nil {
+		r.Family, r.Given = pd.family, slices.Clone(pd.given)
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&r.BirthDate, pd.birthDate)
+	set(&r.Gender, pd.gender)
+	set(&r.Postcode, pd.postcode)
+	set(&r.GPPractice, pd.gpPractice)
+	set(&r.GP, pd.gp)
+	if pd.deceased != nil {
+		r.Deceased = *pd.deceased
+	}
+	if pd.restricted && src.After(r.RestrictedSource) {
+		r.Restricted, r.RestrictedSource = true, src
+	}
+	r.UpdatedAt, r.MessageID = src.Received, src.MessageID
+}
+
+// applyMerge merges the old record(s) of m into the survivor's. The
+// writes are ordered so that a crash part way leaves nothing lost and a
+// redelivery finishes the merge: the survivor gains the identifiers and
+// flags first, the identifiers are pointed at it next, and the old record
+// is marked merged (and emptied) last, only if it did not change since it
+// was read.
+func (ix *Index) applyMerge(ctx context.Context, m *merge, src Source, res *Result) error {
+	survivorKey, _, err := ix.locate(ctx, &m.survivor)
+	if err != nil {
+		return err
+	}
+	if survivorKey == "" {
+		res.Unindexed++
+		return nil
+	}
+	// The message says the survivor is active: a newer merge undoes an
+	// older merge of the survivor itself (and so a loop).
+	_, err = ix.modify(ctx, survivorKey, "", func(r *Record) (bool, error) {
+		if r.MergedInto == "" || !src.After(r.MergeSource) {
+			return false, nil
+		}
+		r.MergedInto, r.MergeSource = "", src
+		return true, nil
+	}, false)
+	if errors.Is(err, ErrNotFound) {
+		res.Unindexed++
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	target, err := ix.resolveKey(ctx, survivorKey)
+	if err != nil {
+		return err
+	}
+	survivor, err := ix.read(ctx, target)
+	if err != nil {
+		return err
+	}
+	if survivor == nil {
+		res.Unindexed++
+		return nil
+	}
+
+	// The old records: by the old NHS number and by the old identifiers.
+	type oldRecord struct{ key, nhsNumber string }
+	var olds []oldRecord
+	if m.old.nhsNumber != "" {
+		k, err := ix.RecordKey(m.old.nhsNumber)
+		if err != nil {
+			return err
+		}
+		olds = append(olds, oldRecord{k, m.old.nhsNumber})
+	}
+	for _, id := range m.old.ids {
+		ref, _, err := ix.readRef(ctx, ix.IdentifierKey(id))
+		if err != nil {
+			return err
+		}
+		if ref != nil && !slices.ContainsFunc(olds, func(o oldRecord) bool { return o.key == ref.Record }) {
+			olds = append(olds, oldRecord{ref.Record, ""})
+		}
+	}
+
+	// Identifiers named in the message move even when no old record
+	// holds them.
+	if err := ix.moveInto(ctx, target, m.old.ids, nil, false, src); err != nil {
+		return err
+	}
+	for _, o := range olds {
+		if o.key == target {
+			continue
+		}
+		merged, err := ix.mergeOne(ctx, o.key, o.nhsNumber, target, survivor.NHSNumber, src)
+		if err != nil {
+			return err
+		}
+		if merged {
+			res.Merged++
+		}
+	}
+	return nil
+}
+
+// mergeOne merges the record at oldKey into the survivor at target. A
+// missing old record with a known NHS number is created, merged, so that
+// later messages for the old number reach the survivor. It reports
+// whether it merged.
+func (ix *Index) mergeOne(ctx context.Context, oldKey, oldNHS, target, survivorNHS string, src Source) (bool, error) {
+	for attempt := 0; attempt < ix.attempts; attempt++ {
+		old, err := ix.read(ctx, oldKey)
+		if err != nil {
+			return false, err
+		}
+		if old == nil && oldNHS == "" {
+			return false, nil
+		}
+		if old != nil && old.MergeSource.After(src) {
+			return false, nil // a newer message decided this record's merge
+		}
+		if old != nil && old.MergedInto == survivorNHS && len(old.Identifiers) == 0 && len(old.Flags) == 0 {
+			return false, nil // done already
+		}
+		if old != nil {
+			if err := ix.moveInto(ctx, target, old.Identifiers, old.Flags, old.Restricted, src); err != nil {
+				return false, err
+			}
+		}
+		rec := old
+		if rec == nil {
+			rec = &Record{NHSNumber: oldNHS}
+		}
+		rec.MergedInto, rec.MergeSource = survivorNHS, src
+		rec.Identifiers, rec.Flags = nil, nil
+		val, err := jsonRecord(rec)
+		if err != nil {
+			return false, err
+		}
+		_, err = ix.put(ctx, oldKey, val, rec.Version)
+		if isConflict(err) {
+			continue // the old record changed: move what it has now
+		}
+		if err != nil {
+			return false, fmt.Errorf("patient index: writing %s: %w", oldKey, err)
+		}
+		return true, nil
+	}
+	return false, ErrConflict
+}
+
+// moveInto adds identifiers, flags and the restricted marker to the
+// record at target (following merges) and points the identifiers at it.
+func (ix *Index) moveInto(ctx context.Context, target string, ids []Identifier, flags []Flag, restricted bool, src Source) error {
+	if len(ids) == 0 && len(flags) == 0 && !restricted {
+		return nil
+	}
+	_, final, err := ix.update(ctx, target, "", func(r *Record) (bool, error) {
+		changed := false
+		for _, id := range ids {
+			changed = r.addIdentifier(id) || changed
+		}
+		for _, f := range flags {
+			changed = r.setFlag(f) || changed
+		}
+		if restricted && !r.Restricted {
+			r.Restricted, r.RestrictedSource = true, src
+			changed = true
+		}
+		return changed, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := ix.pointIdentifier(ctx, id, final, src); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Lookup returns the record of the bundle's patient: the first Patient
+// not merged into another, found by NHS number, else by a local
+// identifier the index knows, following merges. It returns ErrNotFound
+// when the index knows no such patient. Routes call it after Apply to
+// fill the CEL variable `patient`.
+func (ix *Index) Lookup(ctx context.Context, bundle map[string]any) (*Record, error) {
+	p, err := parseBundle(bundle)
+	if err != nil {
+		return nil, err
+	}
+	for i := range p.patients {
+		key, _, err := ix.locate(ctx, &p.patients[i])
+		if err != nil {
+			return nil, err
+		}
+		if key == "" {
+			continue
+		}
+		rec, hops, err := ix.resolve(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if rec == nil {
+			continue
+		}
+		if hops > 0 {
+			rec.ResolvedFrom = p.patients[i].nhsNumber
+		}
+		return rec, nil
+	}
+	return nil, ErrNotFound
+}

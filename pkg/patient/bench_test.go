@@ -1,0 +1,31 @@
+package patient
+
+import "testing"
+
+// BenchmarkApply measures one ADT update (read, compare-and-set write,
+// identifier entry) against an embedded server.
+func BenchmarkApply(b *testing.B) {
+	ix := openIndex(b, startJetStream(b), "PATIENTS_BENCH_APPLY")
+	bu := bundle(b, "A08", pat{nhsNumber: num(b, 0), ids: []Identifier{local("B1")}, postcode: "LS1 4AB", ods: "Y99999"})
+	i := 0
+	for b.Loop() {
+		i++
+		if _, err := ix.Apply(b.Context(), bu, src(i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGet measures a read by NHS number through one merge.
+func BenchmarkGet(b *testing.B) {
+	ix := openIndex(b, startJetStream(b), "PATIENTS_BENCH_GET")
+	n0, n1 := num(b, 0), num(b, 1)
+	if _, err := ix.Apply(b.Context(), bundle(b, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n1, replacedBy: "urn:uuid:s"}), src(1)); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := ix.Get(b.Context(), n1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

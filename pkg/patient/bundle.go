@@ -1,0 +1,265 @@
+package patient
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/junction-fhir/junction/pkg/nhs"
+)
+
+// systemConfidentiality is the code system of the R (restricted) label.
+const systemConfidentiality = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+
+// patientData is what the index takes from one Patient resource.
+type patientData struct {
+	nhsNumber  string // valid and normalised, or ""
+	ids        []Identifier
+	family     string
+	given      []string
+	birthDate  string
+	gender     string
+	postcode   string
+	deceased   *bool
+	gpPractice string
+	gp         string
+	restricted bool
+	replacedBy string // reference to the survivor, for a merged record
+}
+
+// merge is one old record merged into a survivor.
+type merge struct {
+	old      patientData
+	survivor patientData
+}
+
+// plan is what one message bundle asks of the index.
+type plan struct {
+	event    string // MessageHeader.eventCoding.code, "" when absent
+	patients []patientData
+	merges   []merge
+	// unresolved counts merged Patients whose survivor is not in the
+	// bundle.
+	unresolved int
+}
+
+// ParseError reports a bundle the index cannot read. Its message never
+// holds patient data.
+type ParseError struct{ Reason string }
+
+func (e *ParseError) Error() string { return "patient index: bundle: " + e.Reason }
+
+// decodeBundle decodes JSON bundle bytes into JSON-shaped maps.
+func decodeBundle(data []byte) (map[string]any, error) {
+	var b map[string]any
+	if err := json.Unmarshal(data, &b); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			return nil, &ParseError{Reason: fmt.Sprintf("invalid JSON at offset %d", syn.Offset)}
+		}
+		return nil, &ParseError{Reason: "not a JSON object"}
+	}
+	return b, nil
+}
+
+// parseBundle reads the Patients of a FHIR R4 Bundle (as JSON-shaped
+// maps) and their merges.
+func parseBundle(b map[string]any) (plan, error) {
+	if str(b, "resourceType") != "Bundle" {
+		return plan{}, &ParseError{Reason: "resourceType is not Bundle"}
+	}
+	entries, _ := b["entry"].([]any)
+	byRef := map[string]map[string]any{}
+	for _, e := range entries {
+		em, _ := e.(map[string]any)
+		res := obj(em, "resource")
+		if res == nil {
+			continue
+		}
+		if u := str(em, "fullUrl"); u != "" {
+			byRef[u] = res
+		}
+		if t, id := str(res, "resourceType"), str(res, "id"); t != "" && id != "" {
+			byRef[t+"/"+id] = res
+		}
+	}
+	var p plan
+	var all []patientData
+	urlOf := map[string]int{} // every reference form of a Patient to its index in all
+	for _, e := range entries {
+		em, _ := e.(map[string]any)
+		res := obj(em, "resource")
+		if res == nil {
+			continue
+		}
+		switch str(res, "resourceType") {
+		case "MessageHeader":
+			if p.event == "" {
+				p.event = str(obj(res, "eventCoding"), "code")
+			}
+		case "Patient":
+			pd := readPatient(res, byRef)
+			if u := str(em, "fullUrl"); u != "" {
+				urlOf[u] = len(all)
+			}
+			if id := str(res, "id"); id != "" {
+				urlOf["Patient/"+id] = len(all)
+			}
+			all = append(all, pd)
+		}
+	}
+	for _, pd := range all {
+		if pd.replacedBy == "" {
+			p.patients = append(p.patients, pd)
+			continue
+		}
+		i, ok := urlOf[pd.replacedBy]
+		if !ok || all[i].replacedBy != "" {
+			p.unresolved++
+			continue
+		}
+		p.merges = append(p.merges, merge{old: pd, survivor: all[i]})
+	}
+	return p, nil
+}
+
+// readPatient reads one Patient resource; byRef resolves references to
+// the bundle's Organization and Practitioner entries.
+func readPatient(res map[string]any, byRef map[string]map[string]any) patientData {
+	var pd patientData
+	for _, x := range list(res, "identifier") {
+		id, _ := x.(map[string]any)
+		system, value := str(id, "system"), strings.TrimSpace(str(id, "value"))
+		if value == "" {
+			continue
+		}
+		if system == nhs.SystemNHSNumber {
+			n := nhs.Normalize(value)
+			if pd.nhsNumber == "" && nhs.ValidNumber(n) {
+				pd.nhsNumber = n
+			}
+			continue
+		}
+		if system == "" {
+			continue // a value without a system identifies nothing
+		}
+		li := Identifier{System: system, Value: value}
+		if !slices.Contains(pd.ids, li) {
+			pd.ids = append(pd.ids, li)
+		}
+	}
+	pd.readName(list(res, "name"))
+	pd.birthDate = str(res, "birthDate")
+	pd.gender = str(res, "gender")
+	pd.postcode = postcode(list(res, "address"))
+	if d, ok := res["deceasedBoolean"].(bool); ok {
+		pd.deceased = &d
+	} else if str(res, "deceasedDateTime") != "" {
+		t := true
+		pd.deceased = &t
+	}
+	for _, x := range list(obj(res, "meta"), "security") {
+		c, _ := x.(map[string]any)
+		if str(c, "system") == systemConfidentiality && str(c, "code") == "R" {
+			pd.restricted = true
+		}
+	}
+	for _, x := range list(res, "generalPractitioner") {
+		ref, _ := x.(map[string]any)
+		pd.readGP(ref, byRef)
+	}
+	for _, x := range list(res, "link") {
+		l, _ := x.(map[string]any)
+		if str(l, "type") == "replaced-by" {
+			if r := str(obj(l, "other"), "reference"); r != "" && pd.replacedBy == "" {
+				pd.replacedBy = r
+			}
+		}
+	}
+	return pd
+}
+
+// readName takes the first official name, else the first name.
+func (pd *patientData) readName(names []any) {
+	var pick map[string]any
+	for _, x := range names {
+		n, _ := x.(map[string]any)
+		if n == nil {
+			continue
+		}
+		if pick == nil || str(n, "use") == "official" && str(pick, "use") != "official" {
+			pick = n
+		}
+	}
+	if pick == nil {
+		return
+	}
+	pd.family = str(pick, "family")
+	for _, g := range list(pick, "given") {
+		if s, ok := g.(string); ok && s != "" {
+			pd.given = append(pd.given, s)
+		}
+	}
+}
+
+// postcode returns the postcode of the first home address that has one,
+// else of the first address that has one.
+func postcode(addresses []any) string {
+	first := ""
+	for _, x := range addresses {
+		a, _ := x.(map[string]any)
+		pc := strings.ToUpper(strings.TrimSpace(str(a, "postalCode")))
+		if pc == "" {
+			continue
+		}
+		if str(a, "use") == "home" {
+			return pc
+		}
+		if first == "" {
+			first = pc
+		}
+	}
+	return first
+}
+
+// readGP reads one generalPractitioner reference: an Organization with an
+// ODS code gives the practice, a Practitioner with a GMP code the GP. The
+// reference may resolve to a bundle entry or carry a logical identifier.
+func (pd *patientData) readGP(ref map[string]any, byRef map[string]map[string]any) {
+	typ := str(ref, "type")
+	var ids []any
+	if target := byRef[str(ref, "reference")]; target != nil {
+		typ = str(target, "resourceType")
+		ids = list(target, "identifier")
+	} else if id := obj(ref, "identifier"); id != nil {
+		ids = []any{id}
+	}
+	for _, x := range ids {
+		id, _ := x.(map[string]any)
+		system, value := str(id, "system"), strings.TrimSpace(str(id, "value"))
+		switch {
+		case value == "":
+		case typ == "Organization" && system == nhs.SystemODSOrganization && pd.gpPractice == "":
+			pd.gpPractice = strings.ToUpper(value)
+		case typ == "Practitioner" && system == nhs.SystemGMP && pd.gp == "":
+			pd.gp = strings.ToUpper(value)
+		}
+	}
+}
+
+func str(m map[string]any, k string) string {
+	s, _ := m[k].(string)
+	return s
+}
+
+func obj(m map[string]any, k string) map[string]any {
+	o, _ := m[k].(map[string]any)
+	return o
+}
+
+func list(m map[string]any, k string) []any {
+	l, _ := m[k].([]any)
+	return l
+}

@@ -60,10 +60,12 @@
 package pas
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -169,6 +171,13 @@ type Translator struct {
 	events  map[string]eventMapping
 	// sexCodes is dialect.SexCodes with upper-cased keys.
 	sexCodes map[string]models.AdministrativeGender
+	// enc writes the bundle's resources.
+	enc *fhir.ModelEncoder
+	// scratch holds *[]byte buffers the bundles are written in before
+	// being copied out at their exact size: a buffer sized in advance
+	// was both zeroed and, at 16 KiB, of a size class that takes a new
+	// span on every allocation.
+	scratch sync.Pool
 	// viaModels marshals entries with fhir.MarshalResource instead of
 	// appendResource (tests compare the two).
 	viaModels bool
@@ -191,7 +200,7 @@ func NewTranslator(d Dialect) (*Translator, error) {
 		sex[strings.ToUpper(strings.TrimSpace(code))], _ = genderOf(g)
 	}
 	d.SexCodes = codes
-	return &Translator{dialect: d, loc: loc, events: adtEvents(d), sexCodes: sex}, nil
+	return &Translator{dialect: d, loc: loc, events: adtEvents(d), sexCodes: sex, enc: &fhir.ModelEncoder{}}, nil
 }
 
 // Translate parses env.Raw as HL7 v2 and translates it with
@@ -440,6 +449,9 @@ type builder struct {
 	// practitioners maps a practitioner's identity to its fullUrl.
 	practitioners map[string]string
 	counts        map[string]int
+	urls          []kindURL
+	// source is sourceEndpoint.
+	source string
 	// priorVisit is MRG-5 of an A06 or A07.
 	priorVisit string
 	key        string
@@ -450,9 +462,19 @@ type builder struct {
 // fullURL returns the urn:uuid fullUrl and the id of the resource of the
 // given kind in this translation.
 func (b *builder) fullURL(kind string) (fullURL, id string) {
-	id = fhir.DeterministicUUID(b.env.ID, kind)
-	return "urn:uuid:" + id, id
+	for _, u := range b.urls {
+		if u.kind == kind {
+			return u.url, u.url[len("urn:uuid:"):]
+		}
+	}
+	fullURL = fhir.DeterministicURN(b.env.ID, kind)
+	b.urls = append(b.urls, kindURL{kind: kind, url: fullURL})
+	return fullURL, fullURL[len("urn:uuid:"):]
 }
+
+// kindURL is a fullUrl made by fullURL, kept because the Patient's,
+// the Encounter's and the MessageHeader's are asked for many times.
+type kindURL struct{ kind, url string }
 
 // nextURL returns the fullUrl and id of the next resource of a repeating
 // kind: kind/1, kind/2, ...
@@ -461,11 +483,15 @@ func (b *builder) nextURL(kind string) (fullURL, id string) {
 		b.counts = map[string]int{}
 	}
 	b.counts[kind]++
-	return b.fullURL(kind + "/" + strconv.Itoa(b.counts[kind]))
+	fullURL = fhir.DeterministicURN(b.env.ID, kind+"/"+strconv.Itoa(b.counts[kind]))
+	return fullURL, fullURL[len("urn:uuid:"):]
 }
 
 // add appends a resource to the others.
 func (b *builder) add(url, typ string, resource any) {
+	if b.others == nil {
+		b.others = make([]entry, 0, 16) // enough for most messages
+	}
 	b.others = append(b.others, entry{url: url, typ: typ, resource: resource})
 }
 
@@ -522,7 +548,7 @@ func (b *builder) bundle() ([]byte, error) {
 	header, headerURL := b.header(resources)
 	prov, provURL := b.provenance(resources)
 	bundle := models.Bundle{
-		Meta:       &models.Meta{Profile: []string{nhs.ProfileBundle}},
+		Meta:       meta(nhs.ProfileBundle),
 		Type:       models.BundleTypeMessage,
 		Timestamp:  ptr(b.ts),
 		Identifier: b.messageIdentifier(),
@@ -530,12 +556,21 @@ func (b *builder) bundle() ([]byte, error) {
 	if validID(b.env.ID) {
 		bundle.Id = ptr(b.env.ID)
 	}
-	head, err := fhir.MarshalResource(bundle)
-	if err != nil || len(head) < 2 || head[len(head)-1] != '}' {
-		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "marshal bundle", err)
+	scratch, _ := b.t.scratch.Get().(*[]byte)
+	if scratch == nil {
+		scratch = new([]byte)
 	}
-	out := make([]byte, 0, 1024*(len(resources)+2))
-	out = append(out, head[:len(head)-1]...)
+	out := (*scratch)[:0]
+	if b.t.viaModels {
+		head, err := fhir.MarshalResource(bundle)
+		if err != nil || len(head) < 2 || head[len(head)-1] != '}' {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "marshal bundle", err)
+		}
+		out = append(out, head[:len(head)-1]...)
+	} else {
+		out = b.t.appendResource(out, &bundle)
+		out = out[:len(out)-1]
+	}
 	out = append(out, `,"entry":[`...)
 	appendEntry := func(resource any, url string) error {
 		if out[len(out)-1] != '[' {
@@ -551,7 +586,7 @@ func (b *builder) bundle() ([]byte, error) {
 			}
 			out = append(out, raw...)
 		} else {
-			out = appendResource(out, resource)
+			out = b.t.appendResource(out, resource)
 		}
 		out = append(out, '}')
 		return nil
@@ -568,14 +603,20 @@ func (b *builder) bundle() ([]byte, error) {
 		return nil, err
 	}
 	out = append(out, "]}"...)
-	return out, nil
+	result := bytes.Clone(out)
+	if cap(out) <= maxScratch {
+		*scratch = out[:0]
+		b.t.scratch.Put(scratch)
+	}
+	return result, nil
 }
 
 // messageIdentifier is Bundle.identifier: MSH-10 in the source endpoint's
 // system, or the bundle's own urn:uuid when there is no control id.
 func (b *builder) messageIdentifier() *models.Identifier {
 	if ctrl := value(b.m.ControlID()); ctrl != "" {
-		return &models.Identifier{System: ptr(SourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
+		s, v := ptr2(b.sourceEndpoint(), ctrl)
+		return &models.Identifier{System: s, Value: v}
 	}
 	u, _ := b.fullURL("Bundle")
 	return &models.Identifier{System: ptr(systemURI), Value: ptr(u)}
@@ -625,6 +666,75 @@ func quoteCode(s string) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// maxScratch is the largest bundle buffer kept for reuse, so that one
+// huge message does not pin its buffer.
+const maxScratch = 1 << 20
+
+// ptr2 and ptr3 return pointers to copies of their arguments, made in
+// one allocation: the models hold almost every string by pointer, and an
+// allocation per pointer was a large share of the translation time.
+func ptr2(a, b string) (*string, *string) {
+	s := &[2]string{a, b}
+	return &s[0], &s[1]
+}
+
+func ptr3(a, b, c string) (*string, *string, *string) {
+	s := &[3]string{a, b, c}
+	return &s[0], &s[1], &s[2]
+}
+
+// meta returns a Meta naming profile, made in one allocation.
+func meta(profile string) *models.Meta {
+	m := &struct {
+		meta    models.Meta
+		profile [1]string
+	}{profile: [1]string{profile}}
+	m.meta.Profile = m.profile[:]
+	return &m.meta
+}
+
+// reference returns a Reference to url of type typ, its strings made in
+// one allocation.
+func reference(url, typ string) models.Reference {
+	u, t := ptr2(url, typ)
+	return models.Reference{Reference: u, Type: t}
+}
+
+// concept returns a CodeableConcept of one Coding, made in one
+// allocation.
+func concept(system, code, display string) *models.CodeableConcept {
+	c := &struct {
+		cc     models.CodeableConcept
+		coding [1]models.Coding
+		s      [3]string
+	}{s: [3]string{system, code, display}}
+	c.coding[0] = models.Coding{System: &c.s[0], Code: &c.s[1], Display: &c.s[2]}
+	c.cc.Coding = c.coding[:]
+	return &c.cc
+}
+
+// concepts returns a slice of one CodeableConcept of one Coding, made in
+// one allocation.
+func concepts(system, code, display string) []models.CodeableConcept {
+	c := &struct {
+		cc     [1]models.CodeableConcept
+		coding [1]models.Coding
+		s      [3]string
+	}{s: [3]string{system, code, display}}
+	c.coding[0] = models.Coding{System: &c.s[0], Code: &c.s[1], Display: &c.s[2]}
+	c.cc[0].Coding = c.coding[:]
+	return c.cc[:]
+}
+
+// optionalIn returns p, or nil when *p is empty (optional for a string
+// made with ptr2 or ptr3).
+func optionalIn(p *string) *string {
+	if *p == "" {
+		return nil
+	}
+	return p
+}
 
 // Patient maps the PID segment of m to a UK Core Patient under t's
 // dialect, for translators of other HL7 v2 feeds (pathology) that carry

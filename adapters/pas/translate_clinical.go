@@ -27,7 +27,7 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 		return nil
 	}
 	r := &models.RelatedPerson{
-		Meta:    &models.Meta{Profile: []string{profileRelatedPerson}},
+		Meta:    meta(profileRelatedPerson),
 		Name:    humanNames(nk1, 2),
 		Address: addresses(nk1, 4),
 		Telecom: append(telecoms(nk1, 5, models.ContactPointUseHome), telecoms(nk1, 6, models.ContactPointUseWork)...),
@@ -38,7 +38,7 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 	}
 	if role := strings.ToUpper(strings.TrimSpace(value(nk1.Component(7, 1, 1, 1)))); role != "" {
 		if display, ok := contactRoles[role]; ok {
-			r.Relationship = append(r.Relationship, models.CodeableConcept{Coding: []models.Coding{coding(systemV2ContactRole, role, display)}})
+			r.Relationship = append(r.Relationship, *concept(systemV2ContactRole, role, display))
 		} else {
 			r.Relationship = append(r.Relationship, models.CodeableConcept{Text: ptr(role)})
 		}
@@ -49,7 +49,7 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 	url, id := b.nextURL("RelatedPerson")
 	r.Id = ptr(id)
 	patientURL, _ := b.fullURL("Patient")
-	r.Patient = models.Reference{Reference: ptr(patientURL), Type: ptr("Patient")}
+	r.Patient = reference(patientURL, "Patient")
 	b.add(url, "RelatedPerson", r)
 	return nil
 }
@@ -122,10 +122,10 @@ func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
 	patientURL, _ := b.fullURL("Patient")
 	a := &models.AllergyIntolerance{
 		Id:             ptr(id),
-		Meta:           &models.Meta{Profile: []string{profileAllergyIntolerance}},
-		ClinicalStatus: &models.CodeableConcept{Coding: []models.Coding{coding(systemAllergyClin, "active", "Active")}},
+		Meta:           meta(profileAllergyIntolerance),
+		ClinicalStatus: concept(systemAllergyClin, "active", "Active"),
 		Code:           code,
-		Patient:        models.Reference{Reference: ptr(patientURL), Type: ptr("Patient")},
+		Patient:        reference(patientURL, "Patient"),
 	}
 	allergy := models.AllergyIntoleranceTypeAllergy
 	switch strings.ToUpper(strings.TrimSpace(value(al1.Component(2, 1, 1, 1)))) {
@@ -196,20 +196,20 @@ func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
 	patientURL, _ := b.fullURL("Patient")
 	c := &models.Condition{
 		Id:       ptr(id),
-		Meta:     &models.Meta{Profile: []string{profileCondition}},
-		Category: []models.CodeableConcept{{Coding: []models.Coding{coding(systemConditionCat, "encounter-diagnosis", "Encounter Diagnosis")}}},
+		Meta:     meta(profileCondition),
+		Category: concepts(systemConditionCat, "encounter-diagnosis", "Encounter Diagnosis"),
 		Code:     code,
-		Subject:  models.Reference{Reference: ptr(patientURL), Type: ptr("Patient")},
+		Subject:  reference(patientURL, "Patient"),
 	}
 	switch strings.ToUpper(strings.TrimSpace(value(dg1.Component(6, 1, 1, 1)))) {
 	case "W":
-		c.VerificationStatus = &models.CodeableConcept{Coding: []models.Coding{coding(systemConditionVer, "provisional", "Provisional")}}
+		c.VerificationStatus = concept(systemConditionVer, "provisional", "Provisional")
 	case "F":
-		c.VerificationStatus = &models.CodeableConcept{Coding: []models.Coding{coding(systemConditionVer, "confirmed", "Confirmed")}}
+		c.VerificationStatus = concept(systemConditionVer, "confirmed", "Confirmed")
 	}
 	if b.encounter != nil {
 		u, _ := b.fullURL("Encounter")
-		c.Encounter = &models.Reference{Reference: ptr(u), Type: ptr("Encounter")}
+		c.Encounter = ptr(reference(u, "Encounter"))
 	}
 	if raw := strings.TrimSpace(value(dg1.Component(5, 1, 1, 1))); raw != "" {
 		if ts, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
@@ -236,7 +236,8 @@ func codeableConcept(seg *hl7v2.Segment, field int, fallbackText string) *models
 			if system == systemICD10 {
 				code = icd10Code(code)
 			}
-			cc.Coding = []models.Coding{{System: ptr(system), Code: ptr(code), Display: optional(c(2))}}
+			s, cd, d := ptr3(system, code, c(2))
+			cc.Coding = []models.Coding{{System: s, Code: cd, Display: optionalIn(d)}}
 		} else if text == "" {
 			cc.Text = ptr(code)
 		}

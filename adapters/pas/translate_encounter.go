@@ -51,12 +51,12 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	patientURL, _ := b.fullURL("Patient")
 	e := &models.Encounter{
 		Id:     ptr(id),
-		Meta:   &models.Meta{Profile: []string{nhs.ProfileEncounter}},
+		Meta:   meta(nhs.ProfileEncounter),
 		Status: b.mapping.status(pv1),
 		Class:  b.patientClass(class),
 	}
 	if b.patient != nil {
-		e.Subject = &models.Reference{Reference: ptr(patientURL), Type: ptr("Patient")}
+		e.Subject = ptr(reference(patientURL, "Patient"))
 	}
 	if visitNumber != "" {
 		e.Identifier = []models.Identifier{{
@@ -95,7 +95,7 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 				continue
 			}
 			e.Participant = append(e.Participant, models.EncounterParticipant{
-				Type:       []models.CodeableConcept{{Coding: []models.Coding{coding(systemParticipation, p.code, p.display)}}},
+				Type:       concepts(systemParticipation, p.code, p.display),
 				Individual: who,
 			})
 		}
@@ -254,7 +254,7 @@ func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, 
 	status, mode := models.LocationStatusActive, models.LocationModeInstance
 	l := &models.Location{
 		Id:                   ptr(id),
-		Meta:                 &models.Meta{Profile: []string{profileLocation}},
+		Meta:                 meta(profileLocation),
 		Status:               &status,
 		Name:                 ptr(display),
 		Mode:                 &mode,
@@ -262,11 +262,11 @@ func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, 
 	}
 	switch {
 	case c(3) != "":
-		l.PhysicalType = &models.CodeableConcept{Coding: []models.Coding{coding(systemLocationType, "bd", "Bed")}}
+		l.PhysicalType = concept(systemLocationType, "bd", "Bed")
 	case c(2) != "":
-		l.PhysicalType = &models.CodeableConcept{Coding: []models.Coding{coding(systemLocationType, "ro", "Room")}}
+		l.PhysicalType = concept(systemLocationType, "ro", "Room")
 	case c(1) != "":
-		l.PhysicalType = &models.CodeableConcept{Coding: []models.Coding{coding(systemLocationType, "wa", "Ward")}}
+		l.PhysicalType = concept(systemLocationType, "wa", "Ward")
 	}
 	b.add(url, "Location", l)
 	return url, display
@@ -312,7 +312,8 @@ func (b *builder) patientClass(code string) models.Coding {
 }
 
 func coding(system, code, display string) models.Coding {
-	return models.Coding{System: ptr(system), Code: ptr(code), Display: ptr(display)}
+	s, c, d := ptr3(system, code, display)
+	return models.Coding{System: s, Code: c, Display: d}
 }
 
 // visitTime converts PV1-44 or PV1-45 (first repetition) to a dateTime,
@@ -360,29 +361,48 @@ func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *mode
 	if id == "" && family == "" && given == nil {
 		return nil
 	}
-	display := strings.Join(nonEmpty(c(6), strings.Join(given, " "), family), " ")
+	givenNames, prefix := strings.Join(given, " "), c(6)
+	display := strings.Join(nonEmpty(prefix, givenNames, family), " ")
 	ref := func(url string) *models.Reference {
-		return &models.Reference{Reference: ptr(url), Type: ptr("Practitioner"), Display: optional(display)}
+		r := &struct {
+			ref models.Reference
+			s   [3]string
+		}{s: [3]string{url, "Practitioner", display}}
+		r.ref = models.Reference{Reference: &r.s[0], Type: &r.s[1], Display: optionalIn(&r.s[2])}
+		return &r.ref
 	}
 	system := practitionerSystem(id, c(9), c(13))
 	if b.practitioners == nil {
 		b.practitioners = map[string]string{}
 	}
-	key := system + "|" + id + "|" + family + "|" + strings.Join(given, " ") + "|" + c(6)
+	key := system + "|" + id + "|" + family + "|" + givenNames + "|" + prefix
 	if url, ok := b.practitioners[key]; ok {
 		return ref(url)
 	}
 	url, rid := b.nextURL("Practitioner")
 	b.practitioners[key] = url
-	p := &models.Practitioner{
-		Id:   ptr(rid),
-		Meta: &models.Meta{Profile: []string{profilePractitioner}},
-	}
+	// One allocation for the Practitioner and what it holds.
+	r := &struct {
+		p                       models.Practitioner
+		meta                    models.Meta
+		profile, prefix         [1]string
+		identifier              [1]models.Identifier
+		name                    [1]models.HumanName
+		rid, system, id, family string
+	}{profile: [1]string{profilePractitioner}, prefix: [1]string{prefix}, rid: rid, system: system, id: id, family: family}
+	r.meta.Profile = r.profile[:]
+	p := &r.p
+	p.Id, p.Meta = &r.rid, &r.meta
 	if id != "" {
-		p.Identifier = []models.Identifier{{System: optional(system), Value: ptr(id)}}
+		r.identifier[0] = models.Identifier{System: optionalIn(&r.system), Value: &r.id}
+		p.Identifier = r.identifier[:]
 	}
 	if family != "" || given != nil {
-		p.Name = []models.HumanName{{Family: optional(family), Given: given, Prefix: nonEmpty(c(6))}}
+		r.name[0] = models.HumanName{Family: optionalIn(&r.family), Given: given}
+		if prefix != "" {
+			r.name[0].Prefix = r.prefix[:]
+		}
+		p.Name = r.name[:]
 	}
 	b.add(url, "Practitioner", p)
 	return ref(url)

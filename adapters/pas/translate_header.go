@@ -27,7 +27,7 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 	msh := b.m.Segment("MSH")
 	h := &models.MessageHeader{
 		Id:   ptr(id),
-		Meta: &models.Meta{Profile: []string{nhs.ProfileMessageHeader}},
+		Meta: meta(nhs.ProfileMessageHeader),
 		EventCoding: models.Coding{
 			System:  ptr(systemV2Event),
 			Code:    ptr(b.event),
@@ -35,7 +35,7 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 		},
 		Source: models.MessageHeaderSource{
 			Name:     optional(value(b.m.SendingApp())),
-			Endpoint: SourceEndpoint(b.m, b.env),
+			Endpoint: b.sourceEndpoint(),
 		},
 		Sender: organizationReference(value(b.m.SendingFacility())),
 	}
@@ -50,7 +50,7 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 	case b.mapping.kind == eventMerge:
 		for _, e := range resources {
 			if e.typ == "Patient" {
-				h.Focus = append(h.Focus, models.Reference{Reference: ptr(e.url), Type: ptr("Patient")})
+				h.Focus = append(h.Focus, reference(e.url, "Patient"))
 			}
 		}
 	case b.encounter != nil:
@@ -77,11 +77,16 @@ func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 	url, id := b.fullURL("Provenance")
 	p := &models.Provenance{
 		Id:       ptr(id),
-		Meta:     &models.Meta{Profile: []string{profileProvenance}},
+		Meta:     meta(profileProvenance),
 		Recorded: b.ts,
 	}
-	for _, e := range resources {
-		p.Target = append(p.Target, models.Reference{Reference: ptr(e.url), Type: ptr(e.typ)})
+	if len(resources) > 0 {
+		p.Target = make([]models.Reference, len(resources))
+		strs := make([]string, 2*len(resources))
+		for i, e := range resources {
+			strs[2*i], strs[2*i+1] = e.url, e.typ
+			p.Target[i] = models.Reference{Reference: &strs[2*i], Type: &strs[2*i+1]}
+		}
 	}
 	if len(p.Target) == 0 {
 		u, _ := b.fullURL("MessageHeader")
@@ -91,12 +96,12 @@ func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 	if who == nil {
 		who = &models.Reference{
 			Type:       ptr("Device"),
-			Identifier: &models.Identifier{System: ptr(systemURI), Value: ptr(SourceEndpoint(b.m, b.env))},
+			Identifier: &models.Identifier{System: ptr(systemURI), Value: ptr(b.sourceEndpoint())},
 			Display:    optional(value(b.m.SendingApp())),
 		}
 	}
 	p.Agent = []models.ProvenanceAgent{{
-		Type: &models.CodeableConcept{Coding: []models.Coding{coding(systemProvenanceRole, "author", "Author")}},
+		Type: concept(systemProvenanceRole, "author", "Author"),
 		Who:  *who,
 	}}
 	p.Entity = []models.ProvenanceEntity{{
@@ -123,6 +128,14 @@ func SourceEndpoint(m *hl7v2.Message, env *envelope.Envelope) string {
 	return Endpoint(m.Segment("MSH"), 3, 4, env.Source)
 }
 
+// sourceEndpoint is SourceEndpoint of the builder's message, made once.
+func (b *builder) sourceEndpoint() string {
+	if b.source == "" {
+		b.source = SourceEndpoint(b.m, b.env)
+	}
+	return b.source
+}
+
 // Endpoint builds a URI naming an HL7 v2 application from its
 // application (HD) and facility (HD) fields of seg:
 //
@@ -147,11 +160,10 @@ func Endpoint(seg *hl7v2.Segment, appField, facilityField int, fallback string) 
 	if app == "" {
 		app = "unknown"
 	}
-	out := "urn:hl7v2:" + EscapeURN(app)
 	if fac := value(seg.Component(facilityField, 1, 1, 1)); fac != "" {
-		out += ":" + EscapeURN(fac)
+		return "urn:hl7v2:" + EscapeURN(app) + ":" + EscapeURN(fac)
 	}
-	return out
+	return "urn:hl7v2:" + EscapeURN(app)
 }
 
 // UniversalID returns the universal id held in components comp+1 (the id)
@@ -225,11 +237,22 @@ func isUUID(s string) bool {
 // (letters, digits, "-", ".", "_", "~"), so that s can stand in a URN.
 func EscapeURN(s string) string {
 	const hex = "0123456789ABCDEF"
+	unreserved := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+	}
+	i := 0
+	for i < len(s) && unreserved(s[i]) {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
 	var b strings.Builder
-	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
+	b.Grow(len(s) + 8)
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
 		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+		if unreserved(c) {
 			b.WriteByte(c)
 			continue
 		}
@@ -248,10 +271,14 @@ func ODSReference(code string) *models.Reference {
 	if !nhs.LooksLikeODSCode(code) {
 		return nil
 	}
-	return &models.Reference{
-		Type:       ptr("Organization"),
-		Identifier: &models.Identifier{System: ptr(nhs.SystemODSOrganization), Value: ptr(code)},
-	}
+	r := &struct {
+		ref models.Reference
+		id  models.Identifier
+		s   [3]string
+	}{s: [3]string{"Organization", nhs.SystemODSOrganization, code}}
+	r.id = models.Identifier{System: &r.s[1], Value: &r.s[2]}
+	r.ref = models.Reference{Type: &r.s[0], Identifier: &r.id}
+	return &r.ref
 }
 
 // organizationReference references an organisation by ODS code when code

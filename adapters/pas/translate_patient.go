@@ -102,7 +102,7 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 	_, id := b.fullURL(kind)
 	p := &models.Patient{
 		Id:   ptr(id),
-		Meta: &models.Meta{Profile: []string{nhs.ProfilePatient}},
+		Meta: meta(nhs.ProfilePatient),
 	}
 	ids := patientIDs(pid, &b.t.dialect, 3, 2, 4)
 	key := ids.key(&b.t.dialect)
@@ -164,10 +164,10 @@ func language(pid *hl7v2.Segment) *models.CodeableConcept {
 // maritalStatus maps an HL7 table 0002 code (see mapPID), or returns nil.
 func maritalStatus(code string) *models.CodeableConcept {
 	v3 := func(c, d string) *models.CodeableConcept {
-		return &models.CodeableConcept{Coding: []models.Coding{coding(systemMaritalStatus, c, d)}}
+		return concept(systemMaritalStatus, c, d)
 	}
 	null := func(c, d string) *models.CodeableConcept {
-		return &models.CodeableConcept{Coding: []models.Coding{coding(systemNullFlavor, c, d)}}
+		return concept(systemNullFlavor, c, d)
 	}
 	switch code {
 	case "A", "E":
@@ -261,7 +261,7 @@ func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 		url, id := b.nextURL("Organization")
 		org := &models.Organization{
 			Id:   ptr(id),
-			Meta: &models.Meta{Profile: []string{profileOrganization}},
+			Meta: meta(profileOrganization),
 			Name: optional(name),
 		}
 		if nhs.LooksLikeODSCode(code) {
@@ -317,15 +317,15 @@ func (b *builder) mapMerge(*hl7v2.Segment) error {
 		}
 		survivor.Active = ptr(true)
 		survivor.Link = []models.PatientLink{{
-			Other: models.Reference{Reference: ptr(oldURL), Type: ptr("Patient")},
+			Other: reference(oldURL, "Patient"),
 			Type:  models.LinkTypeReplaces,
 		}}
 		old := &models.Patient{
 			Id:     ptr(oldID),
-			Meta:   &models.Meta{Profile: []string{nhs.ProfilePatient}},
+			Meta:   meta(nhs.ProfilePatient),
 			Active: ptr(false),
 			Link: []models.PatientLink{{
-				Other: models.Reference{Reference: ptr(survivorURL), Type: ptr("Patient")},
+				Other: reference(survivorURL, "Patient"),
 				Type:  models.LinkTypeReplacedBy,
 			}},
 		}

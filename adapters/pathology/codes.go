@@ -23,10 +23,10 @@ func (b *builder) codeableConcept(seg *hl7v2.Segment, field, rep int) *models.Co
 	get := func(c int) string { return strings.TrimSpace(value(seg.Component(field, rep, c, 1))) }
 	cc := &models.CodeableConcept{}
 	if code := get(1); code != "" {
-		cc.Coding = append(cc.Coding, models.Coding{System: ptr(b.codeSystemURI(get(3))), Code: ptr(code), Display: optional(get(2))})
+		cc.Coding = append(cc.Coding, coding3(b.codeSystemURI(get(3)), code, get(2)))
 	}
 	if code := get(4); code != "" {
-		alt := models.Coding{System: ptr(b.codeSystemURI(get(6))), Code: ptr(code), Display: optional(get(5))}
+		alt := coding3(b.codeSystemURI(get(6)), code, get(5))
 		if !hasCoding(cc.Coding, *alt.System, code) {
 			cc.Coding = append(cc.Coding, alt)
 		}
@@ -202,10 +202,11 @@ var interpretations = map[string]string{
 // code keeps the v2 table's system with DQInterpretationUnknown.
 func (b *builder) interpretation(flag string) models.CodeableConcept {
 	if display, ok := interpretations[flag]; ok {
-		return models.CodeableConcept{Coding: []models.Coding{{System: ptr(systemV3Interp), Code: ptr(flag), Display: ptr(display)}}}
+		return *concept(systemV3Interp, flag, display)
 	}
 	b.flag(DQInterpretationUnknown)
-	return models.CodeableConcept{Coding: []models.Coding{{System: ptr(systemV2Interp), Code: ptr(flag)}}}
+	s, c := ptr2(systemV2Interp, flag)
+	return models.CodeableConcept{Coding: []models.Coding{{System: s, Code: c}}}
 }
 
 // reportStatus maps OBR-25 (HL7 table 0123) to DiagnosticReport.status:
@@ -254,4 +255,11 @@ func (b *builder) observationStatus(code string) models.ObservationStatus {
 	}
 	b.flag(DQObservationStatusUnknown)
 	return models.ObservationStatusUnknown
+}
+
+// coding3 returns a Coding with its strings made in one allocation, and
+// no display when display is empty.
+func coding3(system, code, display string) models.Coding {
+	s, c, d := ptr3(system, code, display)
+	return models.Coding{System: s, Code: c, Display: optionalIn(d)}
 }

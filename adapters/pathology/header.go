@@ -20,7 +20,7 @@ func (b *builder) header() (*models.MessageHeader, string) {
 	msh := b.m.Segment("MSH")
 	h := &models.MessageHeader{
 		Id:   ptr(id),
-		Meta: &models.Meta{Profile: []string{nhs.ProfileMessageHeader}},
+		Meta: meta(nhs.ProfileMessageHeader),
 		EventCoding: models.Coding{
 			System:  ptr(systemV2Event),
 			Code:    ptr("R01"),
@@ -43,7 +43,7 @@ func (b *builder) header() (*models.MessageHeader, string) {
 	}
 	for _, o := range b.orders {
 		u, _ := b.ids(kind("DiagnosticReport", o.index, 0))
-		h.Focus = append(h.Focus, models.Reference{Reference: ptr(u), Type: ptr("DiagnosticReport")})
+		h.Focus = append(h.Focus, reference(u, "DiagnosticReport"))
 	}
 	return h, url
 }

@@ -83,13 +83,20 @@ func (b *builder) unitOf(obx *hl7v2.Segment) unit {
 
 // quantity builds a Quantity of the decimal v in u.
 func quantity(v string, u unit) *models.Quantity {
-	n := json.Number(v)
-	q := &models.Quantity{Value: &n, Unit: optional(u.text)}
+	// One allocation for the Quantity and its strings.
+	p := &struct {
+		q            models.Quantity
+		n            json.Number
+		unit, system string
+		code         string
+	}{n: json.Number(v), unit: u.text, system: systemUCUM, code: u.code}
+	p.q.Value = &p.n
+	p.q.Unit = optionalIn(&p.unit)
 	if u.code != "" {
-		q.System = ptr(systemUCUM)
-		q.Code = ptr(u.code)
+		p.q.System = &p.system
+		p.q.Code = &p.code
 	}
-	return q
+	return &p.q
 }
 
 // comparators maps the HL7 SN comparators to FHIR's.

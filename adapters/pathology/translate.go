@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -90,6 +91,14 @@ type Translator struct {
 	lab      LabDialect
 	loc      *time.Location
 	codes    codeMap
+	// enc writes the bundle's resources.
+	enc *fhir.ModelEncoder
+	// scratch holds *[]byte buffers the bundles are written in before
+	// being copied out at their exact size (see pas.Translator).
+	scratch sync.Pool
+	// viaModels writes the bundle with encoding/json and the models'
+	// MarshalJSON, as before the encoder (tests compare the two).
+	viaModels bool
 }
 
 // NewTranslator returns a translator for feeds identifying patients under
@@ -118,7 +127,7 @@ func NewTranslator(d pas.Dialect, lab LabDialect) (*Translator, error) {
 		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "invalid pathology lab settings", errors.Join(errs...))
 	}
 	lab.CodeMaps = append([]string(nil), lab.CodeMaps...)
-	return &Translator{patients: patients, lab: lab, loc: loc, codes: codes}, nil
+	return &Translator{patients: patients, lab: lab, loc: loc, codes: codes, enc: &fhir.ModelEncoder{}}, nil
 }
 
 // Translate parses env.Raw as HL7 v2 and translates it with
@@ -219,6 +228,7 @@ type builder struct {
 	patientURL string
 	orders     []*order
 	dq         []string
+	urls       []kindURL
 }
 
 // flag records a data-quality code once.
@@ -233,9 +243,19 @@ func (b *builder) flag(code string) {
 
 // ids returns the urn:uuid fullUrl and id of the resource named kind.
 func (b *builder) ids(kind string) (fullURL, id string) {
-	id = fhir.DeterministicUUID(b.env.ID, kind)
-	return "urn:uuid:" + id, id
+	for _, u := range b.urls {
+		if u.kind == kind {
+			return u.url, u.url[len("urn:uuid:"):]
+		}
+	}
+	fullURL = fhir.DeterministicURN(b.env.ID, kind)
+	b.urls = append(b.urls, kindURL{kind: kind, url: fullURL})
+	return fullURL, fullURL[len("urn:uuid:"):]
 }
+
+// kindURL is a fullUrl made by ids, kept because most are asked for
+// twice or more (an Observation's by its report and by itself).
+type kindURL struct{ kind, url string }
 
 // walk groups the segments after PID into orders:
 //
@@ -313,7 +333,7 @@ func (b *builder) noteText(nte *hl7v2.Segment) string {
 func (b *builder) bundle() ([]byte, error) {
 	header, headerURL := b.header()
 	bundle := models.Bundle{
-		Meta:      &models.Meta{Profile: []string{nhs.ProfileBundle}},
+		Meta:      meta(nhs.ProfileBundle),
 		Type:      models.BundleTypeMessage,
 		Timestamp: ptr(b.timestamp()),
 	}
@@ -326,12 +346,21 @@ func (b *builder) bundle() ([]byte, error) {
 		u, _ := b.ids("Bundle")
 		bundle.Identifier = &models.Identifier{System: ptr(systemURI), Value: ptr(u)}
 	}
-	head, err := fhir.MarshalResource(bundle)
-	if err != nil {
-		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "marshal bundle", err)
+	scratch, _ := b.t.scratch.Get().(*[]byte)
+	if scratch == nil {
+		scratch = new([]byte)
 	}
-	w := &entryWriter{buf: make([]byte, 0, 16<<10)}
-	w.buf = appendUnescapedHTML(w.buf, head[:len(head)-1])
+	w := &entryWriter{t: b.t, buf: (*scratch)[:0]}
+	if b.t.viaModels {
+		head, err := fhir.MarshalResource(bundle)
+		if err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "marshal bundle", err)
+		}
+		w.buf = appendUnescapedHTML(w.buf, head[:len(head)-1])
+	} else {
+		w.buf = b.t.enc.AppendResource(w.buf, &bundle, prunedJSON)
+		w.buf = w.buf[:len(w.buf)-1]
+	}
 	w.buf = append(w.buf, `,"entry":[`...)
 	w.add(header, headerURL)
 	w.add(b.patient, b.patientURL)
@@ -350,13 +379,30 @@ func (b *builder) bundle() ([]byte, error) {
 		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "build bundle entry", w.err)
 	}
 	w.buf = append(w.buf, "]}"...)
-	return w.buf, nil
+	out := bytes.Clone(w.buf)
+	if cap(w.buf) <= maxScratch {
+		*scratch = w.buf[:0]
+		b.t.scratch.Put(scratch)
+	}
+	return out, nil
 }
+
+// The bundle's JSON has "<", ">" and "&" unescaped (see
+// appendUnescapedHTML). The MessageHeader, the Patient and the Bundle
+// itself are pruned of empty elements as fhir.MarshalResource prunes
+// them; the DiagnosticReport, Observation, Specimen and ServiceRequest
+// always set their required elements and are written as their
+// MarshalJSON writes them (see marshal).
+var (
+	prunedJSON = fhir.EncodeOptions{Prune: true}
+	modelJSON  = fhir.EncodeOptions{}
+)
 
 // entryWriter appends bundle entries to a JSON buffer. Writing the entries
 // directly, rather than marshalling a Bundle holding them, saves encoding
 // every resource twice.
 type entryWriter struct {
+	t   *Translator
 	buf []byte
 	n   int
 	err error
@@ -366,11 +412,6 @@ func (w *entryWriter) add(resource any, fullURL string) {
 	if w.err != nil {
 		return
 	}
-	raw, err := marshal(resource)
-	if err != nil {
-		w.err = err
-		return
-	}
 	if w.n > 0 {
 		w.buf = append(w.buf, ',')
 	}
@@ -378,7 +419,21 @@ func (w *entryWriter) add(resource any, fullURL string) {
 	w.buf = append(w.buf, `{"fullUrl":`...)
 	w.buf = strconv.AppendQuote(w.buf, fullURL)
 	w.buf = append(w.buf, `,"resource":`...)
-	w.buf = appendUnescapedHTML(w.buf, raw)
+	if w.t.viaModels {
+		raw, err := marshal(resource)
+		if err != nil {
+			w.err = err
+			return
+		}
+		w.buf = appendUnescapedHTML(w.buf, raw)
+	} else {
+		opts := prunedJSON
+		switch resource.(type) {
+		case *models.Observation, *models.DiagnosticReport, *models.Specimen, *models.ServiceRequest:
+			opts = modelJSON
+		}
+		w.buf = w.t.enc.AppendResource(w.buf, resource, opts)
+	}
 	w.buf = append(w.buf, '}')
 }
 
@@ -422,13 +477,14 @@ func appendUnescapedHTML(buf, raw []byte) []byte {
 // jsonResource is a samply model resource.
 type jsonResource interface{ MarshalJSON() ([]byte, error) }
 
-// marshal encodes a resource. The DiagnosticReport, Observation, Specimen
-// and ServiceRequest this package builds always set their required
-// elements, so they skip the empty-element pruning of fhir.MarshalResource
-// and the second encoding pass json.Marshal makes over a MarshalJSON
-// result: their own MarshalJSON output is used, with resourceType, which
-// the models write last, moved first. Other resources go through
-// fhir.MarshalResource.
+// marshal encodes a resource with encoding/json, as the bundle was written
+// before the fhir.ModelEncoder, and still is when viaModels is set (tests
+// compare the two byte for byte). The DiagnosticReport, Observation,
+// Specimen and ServiceRequest this package builds always set their
+// required elements, so they skip the empty-element pruning of
+// fhir.MarshalResource: their own MarshalJSON output is used, with
+// resourceType, which the models write last, moved first. Other resources
+// go through fhir.MarshalResource.
 func marshal(resource any) ([]byte, error) {
 	var rt string
 	switch resource.(type) {
@@ -462,11 +518,15 @@ func marshal(resource any) ([]byte, error) {
 // kind names the resource of an order (and of an item in it) for
 // DeterministicUUID: "DiagnosticReport/2", "Observation/2/5".
 func kind(resource string, orderIndex, item int) string {
-	s := resource + "/" + strconv.Itoa(orderIndex)
+	var stack [64]byte
+	s := append(stack[:0], resource...)
+	s = append(s, '/')
+	s = strconv.AppendInt(s, int64(orderIndex), 10)
 	if item > 0 {
-		s += "/" + strconv.Itoa(item)
+		s = append(s, '/')
+		s = strconv.AppendInt(s, int64(item), 10)
 	}
-	return s
+	return string(s)
 }
 
 // timestamp is MSH-7 as a FHIR instant, or, when MSH-7 cannot be one, the
@@ -540,6 +600,75 @@ func validID(s string) bool {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// maxScratch is the largest bundle buffer kept for reuse, so that one
+// huge message does not pin its buffer.
+const maxScratch = 1 << 20
+
+// ptr2 and ptr3 return pointers to copies of their arguments, made in
+// one allocation: the models hold almost every string by pointer, and an
+// allocation per pointer was a large share of the translation time.
+func ptr2(a, b string) (*string, *string) {
+	s := &[2]string{a, b}
+	return &s[0], &s[1]
+}
+
+func ptr3(a, b, c string) (*string, *string, *string) {
+	s := &[3]string{a, b, c}
+	return &s[0], &s[1], &s[2]
+}
+
+// meta returns a Meta naming profile, made in one allocation.
+func meta(profile string) *models.Meta {
+	m := &struct {
+		meta    models.Meta
+		profile [1]string
+	}{profile: [1]string{profile}}
+	m.meta.Profile = m.profile[:]
+	return &m.meta
+}
+
+// reference returns a Reference to url of type typ, its strings made in
+// one allocation.
+func reference(url, typ string) models.Reference {
+	u, t := ptr2(url, typ)
+	return models.Reference{Reference: u, Type: t}
+}
+
+// concept returns a CodeableConcept of one Coding, made in one
+// allocation.
+func concept(system, code, display string) *models.CodeableConcept {
+	c := &struct {
+		cc     models.CodeableConcept
+		coding [1]models.Coding
+		s      [3]string
+	}{s: [3]string{system, code, display}}
+	c.coding[0] = models.Coding{System: &c.s[0], Code: &c.s[1], Display: optionalIn(&c.s[2])}
+	c.cc.Coding = c.coding[:]
+	return &c.cc
+}
+
+// concepts returns a slice of one CodeableConcept of one Coding, made in
+// one allocation.
+func concepts(system, code, display string) []models.CodeableConcept {
+	c := &struct {
+		cc     [1]models.CodeableConcept
+		coding [1]models.Coding
+		s      [3]string
+	}{s: [3]string{system, code, display}}
+	c.coding[0] = models.Coding{System: &c.s[0], Code: &c.s[1], Display: optionalIn(&c.s[2])}
+	c.cc[0].Coding = c.coding[:]
+	return c.cc[:]
+}
+
+// optionalIn returns p, or nil when *p is empty (optional for a string
+// made with ptr2 or ptr3).
+func optionalIn(p *string) *string {
+	if *p == "" {
+		return nil
+	}
+	return p
+}
 
 // optional returns a pointer to s, or nil when s is empty.
 func optional(s string) *string {

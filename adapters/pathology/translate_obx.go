@@ -27,13 +27,11 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 	obx := obs.obx
 	_, id := b.ids(kind("Observation", o.index, item))
 	ob := &models.Observation{
-		Id:      ptr(id),
-		Meta:    &models.Meta{Profile: []string{profileObservation}},
-		BasedOn: basedOn,
-		Status:  b.observationStatus(value(obx.Component(11, 1, 1, 1))),
-		Category: []models.CodeableConcept{{Coding: []models.Coding{{
-			System: ptr(systemObsCategory), Code: ptr("laboratory"), Display: ptr("Laboratory"),
-		}}}},
+		Id:       ptr(id),
+		Meta:     meta(profileObservation),
+		BasedOn:  basedOn,
+		Status:   b.observationStatus(value(obx.Component(11, 1, 1, 1))),
+		Category: concepts(systemObsCategory, "laboratory", "Laboratory"),
 		Code:     b.testCode(obx, 3),
 		Subject:  &subject,
 		Issued:   issued,

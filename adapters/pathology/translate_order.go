@@ -43,7 +43,7 @@ func (b *builder) mapOrder(o *order) {
 
 	report := &models.DiagnosticReport{
 		Id:         ptr(reportID),
-		Meta:       &models.Meta{Profile: []string{profileReport}},
+		Meta:       meta(profileReport),
 		Identifier: identifiers,
 		BasedOn:    basedOn,
 		Status:     b.reportStatus(value(obr.Component(25, 1, 1, 1))),
@@ -75,14 +75,15 @@ func (b *builder) mapOrder(o *order) {
 	}
 	for i, obs := range o.observations {
 		url, _ := b.ids(kind("Observation", o.index, i+1))
-		report.Result = append(report.Result, models.Reference{Reference: ptr(url), Type: ptr("Observation")})
+		r, typ := ptr2(url, "Observation")
+		report.Result = append(report.Result, models.Reference{Reference: r, Type: typ})
 		o.obsRes = append(o.obsRes, b.mapObservation(o, i+1, obs, subject, basedOn, specimen, effective, issued))
 	}
 	o.report = report
 
 	o.request = &models.ServiceRequest{
 		Id:         ptr(reqID),
-		Meta:       &models.Meta{Profile: []string{profileServiceReq}},
+		Meta:       meta(profileServiceReq),
 		Identifier: identifiers,
 		Status:     b.requestStatus(o, report.Status),
 		Intent:     models.RequestIntentOrder,
@@ -226,11 +227,11 @@ func (b *builder) mapSpecimens(o *order, subject models.Reference, request []mod
 	add := func(s *models.Specimen) {
 		url, id := b.ids(kind("Specimen", o.index, len(o.specRes)+1))
 		s.Id = ptr(id)
-		s.Meta = &models.Meta{Profile: []string{profileSpecimen}}
+		s.Meta = meta(profileSpecimen)
 		s.Subject = &subject
 		s.Request = request
 		o.specRes = append(o.specRes, s)
-		o.specRefs = append(o.specRefs, models.Reference{Reference: ptr(url), Type: ptr("Specimen")})
+		o.specRefs = append(o.specRefs, reference(url, "Specimen"))
 	}
 	for _, spm := range o.specimens {
 		add(b.specimenFromSPM(spm))

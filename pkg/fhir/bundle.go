@@ -25,18 +25,35 @@ const uuidNamespace = "junction-fhir-v1"
 // parts always give the same UUID, which keeps translations reproducible
 // (urn:uuid: fullUrls in bundles).
 func DeterministicUUID(parts ...string) string {
-	h := sha1.New()
-	io.WriteString(h, uuidNamespace)
-	var n [binary.MaxVarintLen64]byte
+	var out [36]byte
+	putDeterministicUUID(&out, parts)
+	return string(out[:])
+}
+
+// DeterministicURN returns "urn:uuid:" followed by
+// DeterministicUUID(parts...), the fullUrl form, in one allocation.
+func DeterministicURN(parts ...string) string {
+	const prefix = "urn:uuid:"
+	var out [len(prefix) + 36]byte
+	copy(out[:], prefix)
+	putDeterministicUUID((*[36]byte)(out[len(prefix):]), parts)
+	return string(out[:])
+}
+
+// putDeterministicUUID writes the UUID of parts to out.
+func putDeterministicUUID(out *[36]byte, parts []string) {
+	// The hashed bytes are gathered in one buffer, on the stack for the
+	// short parts Junction uses, and hashed at once: hashing part by part
+	// through io.Writer allocated for every part.
+	var stack [256]byte
+	in := append(stack[:0], uuidNamespace...)
 	for _, p := range parts {
-		h.Write(n[:binary.PutUvarint(n[:], uint64(len(p)))])
-		io.WriteString(h, p)
+		in = binary.AppendUvarint(in, uint64(len(p)))
+		in = append(in, p...)
 	}
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
+	u := sha1.Sum(in)
 	u[6] = u[6]&0x0f | 0x50 // version 5
 	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
-	var out [36]byte
 	hex.Encode(out[0:8], u[0:4])
 	out[8] = '-'
 	hex.Encode(out[9:13], u[4:6])
@@ -46,7 +63,6 @@ func DeterministicUUID(parts ...string) string {
 	hex.Encode(out[19:23], u[8:10])
 	out[23] = '-'
 	hex.Encode(out[24:36], u[10:16])
-	return string(out[:])
 }
 
 // MarshalResource encodes a resource (normally one of the samply model

@@ -455,14 +455,51 @@ func (s *Segment) Component(field, rep, comp, sub int) string {
 		}
 		return ""
 	}
-	v := nth(f, s.d.Repetition, rep)
-	v = nth(v, s.d.Component, comp)
-	if s.d.Subcomponent != 0 {
-		v = nth(v, s.d.Subcomponent, sub)
-	} else if sub > 1 {
+	if s.d.Subcomponent == 0 && sub > 1 {
 		return ""
 	}
-	return Unescape(v, s.d)
+	return Unescape(part(f, s.d, rep, comp, sub), s.d)
+}
+
+// part returns subcomponent sub of component comp of repetition rep (all
+// from 1; below 1 is taken as 1) of the field text f, or "" if absent, in
+// one pass over f. It is the nth part split at the repetition separator,
+// then at the component separator, then (when there is one) at the
+// subcomponent separator.
+func part(f string, d Delimiters, rep, comp, sub int) string {
+	rep, comp, sub = max(rep, 1), max(comp, 1), max(sub, 1)
+	r, c, u := 1, 1, 1
+	start := 0
+	for i := 0; i < len(f); i++ {
+		ch := f[i]
+		switch {
+		case ch == d.Repetition:
+			if r == rep && c == comp && u == sub {
+				return f[start:i]
+			}
+			r, c, u = r+1, 1, 1
+		case ch == d.Component:
+			if r == rep && c == comp && u == sub {
+				return f[start:i]
+			}
+			c, u = c+1, 1
+		case ch == d.Subcomponent && ch != 0:
+			if r == rep && c == comp && u == sub {
+				return f[start:i]
+			}
+			u++
+		default:
+			continue
+		}
+		if r > rep || r == rep && (c > comp || c == comp && u > sub) {
+			return ""
+		}
+		start = i + 1
+	}
+	if r == rep && c == comp && u == sub {
+		return f[start:]
+	}
+	return ""
 }
 
 // IsNull reports whether field i is the HL7 explicit null, the two
@@ -472,15 +509,21 @@ func (s *Segment) IsNull(i int) bool { return s.Field(i) == `""` }
 // nth returns the n-th (from 1) part of v split at sep; n below 1 is taken
 // as 1.
 func nth(v string, sep byte, n int) string {
-	for ; n > 1; n-- {
-		i := strings.IndexByte(v, sep)
-		if i < 0 {
-			return ""
+	// One pass over the bytes: the parts are short, and a call to
+	// strings.IndexByte per part cost more than it saved.
+	start := 0
+	for i := 0; i < len(v); i++ {
+		if v[i] != sep {
+			continue
 		}
-		v = v[i+1:]
+		if n <= 1 {
+			return v[start:i]
+		}
+		n--
+		start = i + 1
 	}
-	if i := strings.IndexByte(v, sep); i >= 0 {
-		v = v[:i]
+	if n <= 1 {
+		return v[start:]
 	}
-	return v
+	return ""
 }

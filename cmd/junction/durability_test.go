@@ -315,7 +315,7 @@ type engineParams struct {
 	Routes          string
 	ShutdownTimeout time.Duration
 	// Pipeline is the router pipeline: JUNCTION_DURABILITY_PIPELINE
-	// (message or batch), default message.
+	// (message or batch), default batch.
 	Pipeline string
 }
 
@@ -360,7 +360,7 @@ func newEngine(t *testing.T, name string, sinkAddr string, ns *natsServer, shutd
 	}
 	p.Pipeline = os.Getenv("JUNCTION_DURABILITY_PIPELINE")
 	if p.Pipeline == "" {
-		p.Pipeline = "message"
+		p.Pipeline = "batch"
 	}
 	tmpl, err := template.ParseFiles(filepath.Join("testdata", "durability", "junction.yaml.tmpl"))
 	if err != nil {

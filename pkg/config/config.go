@@ -96,13 +96,27 @@ func (r RulesConfig) Limits() rules.Limits {
 	return l
 }
 
+// PipelineMode is the router pipeline the config selects: the one named,
+// or by default the batch pipeline when ingest group-commits and the
+// message pipeline when it does not.
+func (c *Config) PipelineMode() string {
+	if c.Router.Pipeline != "" {
+		return c.Router.Pipeline
+	}
+	if c.NATS.GroupCommit {
+		return router.PipelineBatch
+	}
+	return router.PipelineMessage
+}
+
 // RouterConfig tunes consumers.
 type RouterConfig struct {
 	Batch   int           `yaml:"batch"`
 	AckWait time.Duration `yaml:"ack_wait"`
-	// Pipeline is "message" (every stage writes each message on its own)
-	// or "batch" (group-committed batches stay whole through routing and
-	// delivery; needs nats.group_commit).
+	// Pipeline is "batch" (group-committed batches stay whole through
+	// routing and delivery; needs nats.group_commit), "message" (every
+	// stage writes each message on its own) or empty: batch with group
+	// commit, else message. See PipelineMode.
 	Pipeline string `yaml:"pipeline"`
 	// DeliveryConcurrency is how many partitions the batch pipeline sends
 	// to one destination at once.
@@ -277,7 +291,7 @@ func Default() *Config {
 		},
 		Routes:          []string{"routes"},
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
-		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, Pipeline: router.PipelineMessage, DeliveryConcurrency: 16},
+		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour},
 		ShutdownTimeout: 30 * time.Second,
@@ -410,7 +424,7 @@ func (c *Config) Validate() []error {
 		errs = append(errs, errors.New("router.ack_wait: must be at least 1s"))
 	}
 	switch c.Router.Pipeline {
-	case router.PipelineMessage:
+	case "", router.PipelineMessage:
 	case router.PipelineBatch:
 		if !c.NATS.GroupCommit {
 			errs = append(errs, errors.New("router.pipeline: batch needs nats.group_commit: true"))

@@ -209,7 +209,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests, Audit: e.audit,
 		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
-		Pipeline: cfg.Router.Pipeline, DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
+		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)

@@ -415,8 +415,11 @@ func TestLargeMessage(t *testing.T) {
 // router.pipeline: batch (it is a YAML comment, read by pipelineOf).
 const batchPipeline = "# pipeline: batch\n"
 
+// messagePipeline selects router.pipeline: message the same way.
+const messagePipeline = "# pipeline: message\n"
+
 // pipelines are the router pipelines a test runs under, by name.
-var pipelines = []struct{ name, extra string }{{"message", ""}, {"batch", batchPipeline}}
+var pipelines = []struct{ name, extra string }{{"message", messagePipeline}, {"batch", batchPipeline}}
 
 // forPipelines runs test once per pipeline, giving it the extra config
 // that selects the pipeline.
@@ -427,8 +430,11 @@ func forPipelines(t *testing.T, test func(t *testing.T, pipe string)) {
 }
 
 func pipelineOf(extra string) string {
-	if strings.Contains(extra, batchPipeline) {
+	switch {
+	case strings.Contains(extra, batchPipeline):
 		return "  pipeline: batch\n"
+	case strings.Contains(extra, messagePipeline):
+		return "  pipeline: message\n"
 	}
 	return ""
 }
@@ -444,9 +450,9 @@ func defaultInputs(extra string) string {
 // different message (a counter reset) must not have the second message
 // dropped as a resend; a true resend with a rebuilt MSH-7 still is one.
 func TestReusedControlIDNotLost(t *testing.T) {
-	for _, mode := range []string{"group commit", "direct", "batch"} {
+	for _, mode := range []string{"message", "direct", "batch"} {
 		t.Run(mode, func(t *testing.T) {
-			extra := ""
+			extra := messagePipeline
 			switch mode {
 			case "direct":
 				extra = "nats:\n  group_commit: false\n"

@@ -13,11 +13,13 @@ import (
 
 // TestTraceSpansEveryHop: the receive, route and delivery spans of one
 // message share one trace, carried across JetStream in message headers.
-func TestTraceSpansEveryHop(t *testing.T) {
+func TestTraceSpansEveryHop(t *testing.T) { forPipelines(t, testTraceSpansEveryHop) }
+
+func testTraceSpansEveryHop(t *testing.T, pipe string) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	routes, _ := filepath.Abs("../../routes")
-	e, dir := startEngineOpts(t, routes, "", engine.Options{Tracer: tp.Tracer("test")})
+	e, dir := startEngineOpts(t, routes, pipe, engine.Options{Tracer: tp.Tracer("test")})
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "TR0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
 	}

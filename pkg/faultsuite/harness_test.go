@@ -269,12 +269,13 @@ destinations:
 }
 
 // pipeline is the router pipeline Junction runs under in the suite:
-// JUNCTION_FAULTS_PIPELINE (message or batch), default message.
+// JUNCTION_FAULTS_PIPELINE (message or batch), default batch (Junction's
+// default).
 func pipeline() string {
 	if p := os.Getenv("JUNCTION_FAULTS_PIPELINE"); p != "" {
 		return p
 	}
-	return "message"
+	return "batch"
 }
 
 func (tp *topology) write(path, body string) {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
@@ -298,7 +299,14 @@ type batchDeliveryWorker struct {
 func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSender, entries []outEntry, seq uint64) {
 	r, d := w.r, w.d
 	ds := make([]*adapter.Delivery, len(entries))
+	spans := make([]trace.Span, len(entries))
+	defer func() {
+		for _, s := range spans {
+			s.End()
+		}
+	}()
 	for i, e := range entries {
+		_, spans[i] = r.startSpan(e.h, "deliver", attribute.String("junction.message_id", e.h.Get(envelope.HeaderID)), attribute.String("junction.destination", d.Name))
 		id, rt := e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute)
 		ds[i] = &adapter.Delivery{MessageID: id, Route: rt, Destination: d.Name, ContentType: e.h.Get(envelope.HeaderContentType),
 			Body: e.body, IdempotencyKey: id + "|" + rt + "|" + d.Name, Attempt: 1}
@@ -332,6 +340,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		if fault.IsTransient(errs[i]) {
 			class = "transient"
 		}
+		spans[i].SetStatus(codes.Error, reasonOf(errs[i]))
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(errs[i]), string(fault.CodeOf(errs[i]))
 		w.prior[i] = []audit.Record{rec}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +23,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	conns := fs.Int("conns", 8, "concurrent connections, each sending one message at a time")
 	dur := fs.Duration("duration", 10*time.Second, "how long to send")
 	patients := fs.Int("patients", 500, "distinct synthetic patients (999-range NHS numbers)")
+	metrics := fs.String("metrics", "", "URL of the junction's /metrics: after sending, wait until every accepted message is delivered and report the full-route rate")
+	dest := fs.String("destination", "fhir-store", "with --metrics: the destination whose deliveries are counted")
+	drainFor := fs.Duration("drain-timeout", 10*time.Minute, "with --metrics: how long to wait for deliveries")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	var before float64
+	if *metrics != "" {
+		var err error
+		if before, err = deliveredCount(ctx, *metrics, *dest); err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
 	}
 	if *conns < 1 || *patients < 1 || *dur <= 0 {
 		return fmt.Errorf("conns, patients and duration must be positive")
@@ -85,6 +98,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err, _ := firstErr.Load().(error); err != nil {
 		fmt.Fprintf(stdout, "stopped early on a connection: %v\n", err)
 	}
+	if *metrics != "" {
+		want := before + float64(sent.Load()-bad.Load())
+		dctx, cancel := context.WithTimeout(ctx, *drainFor)
+		defer cancel()
+		got, err := waitDelivered(dctx, *metrics, *dest, want)
+		took := time.Since(start)
+		if err != nil {
+			return fmt.Errorf("bench: %d of %.0f delivered to %s after %s: %w", int64(got-before), want-before, *dest, took.Round(time.Millisecond), err)
+		}
+		fmt.Fprintf(stdout, "full route: %.0f delivered to %s %s after the first send: %.0f msgs/s\n", got-before, *dest, took.Round(time.Millisecond), (got-before)/took.Seconds())
+	}
 	if bad.Load() > 0 {
 		return exitError{code: 1}
 	}
@@ -103,4 +127,69 @@ func benchADT(ctrl, nhsNumber string) []byte {
 		"AL1|1|DA|PENICILLIN\r" +
 		"DG1|1||J18.9^Pneumonia^I10\r"
 	return []byte(s)
+}
+
+// waitDelivered polls the metrics until dest's delivered count reaches
+// want, and returns the last count read.
+func waitDelivered(ctx context.Context, url, dest string, want float64) (float64, error) {
+	var got float64
+	for {
+		n, err := deliveredCount(ctx, url, dest)
+		if err == nil {
+			got = n
+			if n >= want {
+				return n, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return got, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// deliveredCount reads junction_delivery_messages_total for dest with
+// outcome delivered from a Prometheus text exposition at url.
+func deliveredCount(ctx context.Context, url, dest string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, fmt.Errorf("metrics URL: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reading metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("reading metrics: HTTP %d", resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return 0, fmt.Errorf("reading metrics: %w", err)
+	}
+	return parseDelivered(string(body), dest), nil
+}
+
+// parseDelivered finds dest's delivered count in a Prometheus text
+// exposition (0 when absent: nothing delivered yet).
+func parseDelivered(text, dest string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, "junction_delivery_messages_total{") {
+			continue
+		}
+		end := strings.LastIndexByte(line, '}')
+		if end < 0 {
+			continue
+		}
+		labels := line[len("junction_delivery_messages_total{"):end]
+		if !slices.Contains(strings.Split(labels, ","), `destination="`+dest+`"`) || !slices.Contains(strings.Split(labels, ","), `outcome="delivered"`) {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(line[end+1:]), 64)
+		if err == nil {
+			return v
+		}
+	}
+	return 0
 }

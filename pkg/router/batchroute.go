@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -44,60 +43,32 @@ type outEntry struct {
 // encodeOutBatch writes entries as: magic, count, then per entry the
 // headers as JSON and the body, each length-prefixed.
 func encodeOutBatch(entries []outEntry) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteString(outBatchMagic)
-	b.Write(binary.AppendUvarint(nil, uint64(len(entries))))
-	for _, e := range entries {
+	frames := make([]frame, len(entries))
+	for i, e := range entries {
 		h, err := json.Marshal(e.h)
 		if err != nil {
 			return nil, fmt.Errorf("encoding outbound entry: %w", err)
 		}
-		b.Write(binary.AppendUvarint(nil, uint64(len(h))))
-		b.Write(h)
-		b.Write(binary.AppendUvarint(nil, uint64(len(e.body))))
-		b.Write(e.body)
+		frames[i] = frame{meta: h, payload: e.body}
 	}
+	var b bytes.Buffer
+	appendFrames(&b, outBatchMagic, frames)
 	return b.Bytes(), nil
 }
 
 // decodeOutBatch reverses encodeOutBatch. Bodies alias data.
 func decodeOutBatch(data []byte) ([]outEntry, error) {
-	if !bytes.HasPrefix(data, []byte(outBatchMagic)) {
-		return nil, errBadBatch
+	frames, err := readFrames(data, outBatchMagic, uint64(len(data)))
+	if err != nil {
+		return nil, err
 	}
-	p := data[len(outBatchMagic):]
-	next := func() ([]byte, error) {
-		n, k := binary.Uvarint(p)
-		if k <= 0 || n > uint64(len(p)-k) {
-			return nil, errBadBatch
-		}
-		v := p[k : k+int(n)]
-		p = p[k+int(n):]
-		return v, nil
-	}
-	count, k := binary.Uvarint(p)
-	if k <= 0 || count > uint64(len(p)) {
-		return nil, errBadBatch
-	}
-	p = p[k:]
-	out := make([]outEntry, 0, count)
-	for range count {
-		hb, err := next()
-		if err != nil {
-			return nil, err
-		}
-		body, err := next()
-		if err != nil {
-			return nil, err
-		}
+	out := make([]outEntry, 0, len(frames))
+	for _, f := range frames {
 		var h nats.Header
-		if err := json.Unmarshal(hb, &h); err != nil {
+		if err := json.Unmarshal(f.meta, &h); err != nil {
 			return nil, errBadBatch
 		}
-		out = append(out, outEntry{h: h, body: body})
-	}
-	if len(p) != 0 {
-		return nil, errBadBatch
+		out = append(out, outEntry{h: h, body: f.payload})
 	}
 	return out, nil
 }

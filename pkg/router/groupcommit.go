@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,20 +53,17 @@ type entryMeta struct {
 // encodeBatch writes envelopes as: magic, count, then per entry the
 // metadata JSON and the raw bytes, each length-prefixed.
 func encodeBatch(envs []*envelope.Envelope) ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteString(batchMagic)
-	b.Write(binary.AppendUvarint(nil, uint64(len(envs))))
-	for _, e := range envs {
+	frames := make([]frame, len(envs))
+	for i, e := range envs {
 		meta, err := json.Marshal(entryMeta{ID: e.ID, Source: e.Source, ContentType: e.ContentType, ReceivedAt: e.ReceivedAt,
 			MessageType: e.MessageType, ControlID: e.ControlID, Sender: e.Sender, DedupeKey: e.DedupeKey, Partition: e.Partition, TraceParent: e.TraceParent})
 		if err != nil {
 			return nil, fmt.Errorf("encoding batch entry: %w", err)
 		}
-		b.Write(binary.AppendUvarint(nil, uint64(len(meta))))
-		b.Write(meta)
-		b.Write(binary.AppendUvarint(nil, uint64(len(e.Raw))))
-		b.Write(e.Raw)
+		frames[i] = frame{meta: meta, payload: e.Raw}
 	}
+	var b bytes.Buffer
+	appendFrames(&b, batchMagic, frames)
 	return b.Bytes(), nil
 }
 
@@ -75,43 +71,18 @@ var errBadBatch = errors.New("malformed ingest batch")
 
 // decodeBatch reverses encodeBatch. Raw slices alias data.
 func decodeBatch(data []byte) ([]*envelope.Envelope, error) {
-	if !bytes.HasPrefix(data, []byte(batchMagic)) {
-		return nil, errBadBatch
+	frames, err := readFrames(data, batchMagic, maxBatchCount)
+	if err != nil {
+		return nil, err
 	}
-	p := data[len(batchMagic):]
-	next := func() ([]byte, error) {
-		n, k := binary.Uvarint(p)
-		if k <= 0 || n > uint64(len(p)-k) {
-			return nil, errBadBatch
-		}
-		v := p[k : k+int(n)]
-		p = p[k+int(n):]
-		return v, nil
-	}
-	count, k := binary.Uvarint(p)
-	if k <= 0 || count > maxBatchCount {
-		return nil, errBadBatch
-	}
-	p = p[k:]
-	out := make([]*envelope.Envelope, 0, count)
-	for range count {
-		mb, err := next()
-		if err != nil {
-			return nil, err
-		}
-		raw, err := next()
-		if err != nil {
-			return nil, err
-		}
+	out := make([]*envelope.Envelope, 0, len(frames))
+	for _, f := range frames {
 		var m entryMeta
-		if err := json.Unmarshal(mb, &m); err != nil {
+		if err := json.Unmarshal(f.meta, &m); err != nil {
 			return nil, errBadBatch
 		}
 		out = append(out, &envelope.Envelope{ID: m.ID, Source: m.Source, ContentType: m.ContentType, ReceivedAt: m.ReceivedAt,
-			MessageType: m.MessageType, ControlID: m.ControlID, Sender: m.Sender, DedupeKey: m.DedupeKey, Partition: m.Partition, TraceParent: m.TraceParent, Raw: raw})
-	}
-	if len(p) != 0 {
-		return nil, errBadBatch
+			MessageType: m.MessageType, ControlID: m.ControlID, Sender: m.Sender, DedupeKey: m.DedupeKey, Partition: m.Partition, TraceParent: m.TraceParent, Raw: f.payload})
 	}
 	return out, nil
 }

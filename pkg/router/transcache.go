@@ -11,17 +11,29 @@ import (
 // sharedTranslator lets the routes of one source share each message's
 // translation: their consumers take the same message at about the same
 // time, so a small cache keyed by message id saves all but one of the
-// translations. Translations are read-only once made. Errors are not
-// cached (each route dead-letters on its own).
+// translations. A route that asks while another is translating the same
+// message waits for that translation instead of making its own, so
+// per-message counts (data quality) are made once however the routes
+// interleave. Translations are read-only once made. Errors are handed to
+// the routes waiting at the time but not kept (each route dead-letters or
+// retries on its own).
 type sharedTranslator struct {
 	inner adapter.Translator
 	// made is called once per translation made (not per cache hit), for
 	// per-feed counts such as data quality.
 	made  func(env *envelope.Envelope, tr *adapter.Translation)
 	mu    sync.Mutex
-	byID  map[string]*adapter.Translation
+	byID  map[string]*sharedEntry
 	order []string
 	next  int
+}
+
+// sharedEntry is one translation, made or in flight; done is closed when
+// tr or err is set.
+type sharedEntry struct {
+	done chan struct{}
+	tr   *adapter.Translation
+	err  error
 }
 
 // The cache holds at most sharedTranslations entries, none bigger than
@@ -33,7 +45,7 @@ const (
 )
 
 func newSharedTranslator(t adapter.Translator, made func(*envelope.Envelope, *adapter.Translation)) *sharedTranslator {
-	return &sharedTranslator{inner: t, made: made, byID: make(map[string]*adapter.Translation, sharedTranslations), order: make([]string, sharedTranslations)}
+	return &sharedTranslator{inner: t, made: made, byID: make(map[string]*sharedEntry, sharedTranslations), order: make([]string, sharedTranslations)}
 }
 
 // Fresh translates env without the cache (replays use the current mapping).
@@ -55,29 +67,35 @@ func (s *sharedTranslator) Fresh(env *envelope.Envelope) (*adapter.Translation, 
 	return tr, nil
 }
 
-// Translate returns the cached translation of env, or makes it.
+// Translate returns the cached translation of env, waits for one in
+// flight, or makes it.
 func (s *sharedTranslator) Translate(env *envelope.Envelope) (*adapter.Translation, error) {
 	key := env.ID
 	s.mu.Lock()
-	tr, ok := s.byID[key]
-	s.mu.Unlock()
-	if ok {
-		return tr, nil
+	if e, ok := s.byID[key]; ok {
+		s.mu.Unlock()
+		<-e.done
+		return e.tr, e.err
 	}
-	tr, err := s.Fresh(env)
-	if err != nil {
-		return nil, err
-	}
-	if len(env.Raw)+len(tr.Bundle) > maxSharedBytes {
-		return tr, nil
-	}
-	s.mu.Lock()
+	e := &sharedEntry{done: make(chan struct{})}
 	if old := s.order[s.next]; old != "" {
 		delete(s.byID, old)
 	}
 	s.order[s.next] = key
 	s.next = (s.next + 1) % sharedTranslations
-	s.byID[key] = tr
+	s.byID[key] = e
 	s.mu.Unlock()
-	return tr, nil
+
+	e.tr, e.err = s.Fresh(env)
+	close(e.done)
+	if e.err != nil || len(env.Raw)+len(e.tr.Bundle) > maxSharedBytes {
+		// Not kept: later routes translate again (an error may be
+		// transient; a big translation would hold too much memory).
+		s.mu.Lock()
+		if s.byID[key] == e {
+			delete(s.byID, key)
+		}
+		s.mu.Unlock()
+	}
+	return e.tr, e.err
 }

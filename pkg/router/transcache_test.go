@@ -1,0 +1,74 @@
+package router
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+)
+
+// slowTranslator counts its calls and takes a little time over each, so
+// concurrent callers overlap.
+type slowTranslator struct {
+	calls atomic.Int32
+	fail  error
+}
+
+func (s *slowTranslator) Translate(*envelope.Envelope) (*adapter.Translation, error) {
+	s.calls.Add(1)
+	time.Sleep(20 * time.Millisecond)
+	if s.fail != nil {
+		return nil, s.fail
+	}
+	return &adapter.Translation{Bundle: []byte(`{"resourceType":"Bundle"}`)}, nil
+}
+
+// TestSharedTranslatorMakesEachTranslationOnce checks that routes asking
+// for the same message at the same moment share one translation, so the
+// per-message counts hung on it are made once.
+func TestSharedTranslatorMakesEachTranslationOnce(t *testing.T) {
+	tests := []struct {
+		name      string
+		fail      error
+		wantCalls int32 // after the concurrent callers and one later caller
+	}{
+		{name: "success is shared and kept", wantCalls: 1},
+		{name: "error is shared but not kept", fail: errors.New("store unavailable"), wantCalls: 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			inner := &slowTranslator{fail: tc.fail}
+			var made atomic.Int32
+			s := newSharedTranslator(inner, func(*envelope.Envelope, *adapter.Translation) { made.Add(1) })
+			env := &envelope.Envelope{ID: "01JTESTID", Source: "pas", Raw: []byte("MSH|")}
+			var wg sync.WaitGroup
+			errs := make([]error, 8)
+			for i := range errs {
+				wg.Go(func() { _, errs[i] = s.Translate(env) })
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if (err != nil) != (tc.fail != nil) {
+					t.Fatalf("caller %d: err = %v, want failure %v", i, err, tc.fail != nil)
+				}
+			}
+			if _, err := s.Translate(env); (err != nil) != (tc.fail != nil) {
+				t.Fatalf("later caller: err = %v", err)
+			}
+			if got := inner.calls.Load(); got != tc.wantCalls {
+				t.Errorf("translations made = %d, want %d", got, tc.wantCalls)
+			}
+			wantMade := int32(0)
+			if tc.fail == nil {
+				wantMade = 1
+			}
+			if got := made.Load(); got != wantMade {
+				t.Errorf("made callback ran %d times, want %d", got, wantMade)
+			}
+		})
+	}
+}

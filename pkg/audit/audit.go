@@ -70,6 +70,11 @@ type Record struct {
 	Location string `json:"location,omitempty"`
 	// TraceID links the record to its trace.
 	TraceID string `json:"trace_id,omitempty"`
+	// Patient is the keyed hash (hex HMAC-SHA256 under the engine's
+	// patient hash key) of the patient's key, on the record that
+	// translated the message, so a patient's messages can be found
+	// without patient data in the trail.
+	Patient string `json:"patient,omitempty"`
 }
 
 // Hash returns the hex SHA-256 of b.

@@ -139,7 +139,9 @@ type ConsentConfig struct {
 	Engine string `yaml:"engine"`
 	// HashKey is a reference (env:NAME or file:PATH) to the key, at least
 	// 16 bytes, that turns NHS numbers into the keys of the consent
-	// buckets. Empty: a random key is made once and kept in the store.
+	// buckets and into the patient hashes audit records carry (so a
+	// patient's disclosures can be found). Empty: a random key is made
+	// once and kept in the store. It is used whichever Engine decides.
 	HashKey string `yaml:"hash_key"`
 	// OptOutMaxAge is how old the national data opt-out list may be before
 	// it counts as stale (and denies research and planning).

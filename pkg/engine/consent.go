@@ -14,6 +14,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/router"
 )
 
@@ -28,21 +29,25 @@ const (
 	keyFingerprint = "fingerprint"
 )
 
-// openConsent builds the consent decider the config asks for. With the
+// openConsent sets the engine's patient hash key (consent.hash_key, or a
+// key generated once and kept in the store; audit records and the consent
+// store both key patients by it) and builds the consent decider the config
+// asks for. With the
 // consent engine it opens the consent store on the engine's JetStream and
 // returns the engine, which counts the decisions that skip the Consent
 // gate, and the store, which the FHIR endpoint uses for POST
 // /fhir/Consent. With the default policy the store is nil.
 func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Store, error) {
 	cc := e.plan.Config.Consent
-	if cc.Engine == config.ConsentEngineDefault {
-		e.log.Info("consent", "engine", "default", "note", "each route's declared default decides; Consents are not consulted")
-		return consent.DefaultPolicy{}, nil, nil
-	}
 	replicas := e.plan.Config.NATS.Replicas
 	key, generated, err := e.consentKey(ctx, cc, replicas)
 	if err != nil {
 		return nil, nil, err
+	}
+	e.patientKey = key
+	if cc.Engine == config.ConsentEngineDefault {
+		e.log.Info("consent", "engine", "default", "note", "each route's declared default decides; Consents are not consulted")
+		return consent.DefaultPolicy{}, nil, nil
 	}
 	st, err := consent.OpenStore(ctx, e.store.JS, consent.StoreConfig{HashKey: key, OptOutMaxAge: cc.OptOutMaxAge, Replicas: replicas})
 	if err != nil {
@@ -101,6 +106,17 @@ func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replic
 		return nil, false, errors.New("consent.hash_key: this is not the key the stored Consents and opt-outs were written with, so none of them would be found; configure the previous key again (a generated key is kept in the consent_key bucket)")
 	}
 	return key, generated, nil
+}
+
+// patientHash is the keyed hash of a patient key (an NHS number, spaces
+// and hyphens allowed, or a local identifier) under the engine's patient
+// hash key: the hex HMAC-SHA256 of the normalised key, the same value the
+// consent store keys a patient's Consents by. It is what audit records
+// carry instead of the patient's identity.
+func (e *Engine) patientHash(patientKey string) string {
+	m := hmac.New(sha256.New, e.patientKey)
+	m.Write([]byte(nhs.Normalize(patientKey)))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 // fingerprint identifies a key without revealing it.

@@ -34,6 +34,9 @@ type Engine struct {
 	tracing    *telemetry.Tracing
 	secrets    config.Secrets
 	adminToken string
+	// patientKey keys the hash that stands for a patient in audit records
+	// and the consent store (see patientHash).
+	patientKey []byte
 	version    string
 	tracer     trace.Tracer
 
@@ -210,6 +213,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
+		PatientHash: e.patientHash,
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)

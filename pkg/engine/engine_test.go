@@ -243,6 +243,16 @@ func testADTEndToEnd(t *testing.T, pipe string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The translated record stands for the patient by a keyed hash, never
+	// the NHS number itself.
+	for _, r := range view.Trail {
+		if r.Event != audit.Translated {
+			continue
+		}
+		if len(r.Patient) != 64 || strings.Contains(r.Patient, "9990000018") {
+			t.Errorf("translated record patient = %q, want a 64-hex keyed hash", r.Patient)
+		}
+	}
 	if view.Input == nil || !strings.Contains(view.Input.Body, "E2E0001") {
 		t.Errorf("trail input: %+v", view.Input)
 	}

@@ -109,6 +109,11 @@ type Options struct {
 	// DeliveryConcurrency is how many partitions the batch pipeline sends
 	// to one destination at once.
 	DeliveryConcurrency int
+	// PatientHash turns a translation's patient key into the keyed hash
+	// that audit records carry (audit.Record.Patient), so a patient's
+	// disclosures can be found without patient data in the trail. Nil
+	// leaves records without it.
+	PatientHash func(patientKey string) string
 }
 
 // Pipelines.

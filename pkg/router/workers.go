@@ -100,6 +100,9 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	}
 	t := base
 	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", audit.Hash(tr.Bundle)
+	if tr.PatientKey != "" && r.o.PatientHash != nil {
+		t.Patient = r.o.PatientHash(tr.PatientKey)
+	}
 	ev.recs = append(ev.recs, t)
 	var res *route.Result
 	err := safely(func() (err error) {

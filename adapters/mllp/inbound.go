@@ -187,9 +187,12 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 		ReadTimeout:     cfg.ReadTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
 		MaxConns:        cfg.MaxConnections,
-		TLSConfig:       tlsCfg,
-		Logger:          set.Logger,
-		OnFrameError:    in.onFrameError,
+		OnRefused: func(*transport.ConnInfo) {
+			set.Metrics.Rejected.WithLabelValues(set.Name, "too_many_connections").Inc()
+		},
+		TLSConfig:    tlsCfg,
+		Logger:       set.Logger,
+		OnFrameError: in.onFrameError,
 	}
 	return in, nil
 }

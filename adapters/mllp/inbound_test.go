@@ -356,6 +356,34 @@ func TestInboundConcurrentConnections(t *testing.T) {
 	}
 }
 
+// TestInboundCountsRefusedConnections checks that a connection over
+// max_connections is closed and counted as rejected.
+func TestInboundCountsRefusedConnections(t *testing.T) {
+	f := startInbound(t, func(c *InboundConfig) { c.MaxConnections = 1 })
+	held := dial(t, f.addr)
+	if code, _, _, _ := send(t, held, msg("HELD1", "")); code != hl7v2.AckAA {
+		t.Fatalf("ack on the held connection: %s", code)
+	}
+	for range 2 {
+		nc, err := net.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := nc.Read(make([]byte, 1)); err == nil {
+			t.Errorf("connection over the limit was served (%d bytes read)", n)
+		}
+		_ = nc.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", "too_many_connections")) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rejected{too_many_connections} = %v, want 2", testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", "too_many_connections")))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestInboundLifecycle(t *testing.T) {
 	host := newFakeHost()
 	cfg := DefaultInboundConfig()

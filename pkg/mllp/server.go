@@ -88,6 +88,10 @@ type Server struct {
 	// MaxConns limits the number of open connections; 0 means no limit.
 	// A connection over the limit is closed as soon as it is accepted.
 	MaxConns int
+	// OnRefused, if set, is called for each connection closed because
+	// MaxConns were open, after it is closed, so the refusal can be
+	// counted.
+	OnRefused func(c *ConnInfo)
 	// TLSConfig, if set, makes the server accept TLS only.
 	TLSConfig *tls.Config
 	// Logger receives connection events, with the connection id and remote
@@ -274,6 +278,9 @@ func (s *Server) startConn(nc net.Conn) {
 		s.mu.Unlock()
 		_ = nc.Close()
 		log.Warn("mllp connection refused: too many connections", "conn", c.info.ID, "remote", remote(c.info.Remote), "max_conns", s.MaxConns)
+		if s.OnRefused != nil {
+			s.OnRefused(&c.info)
+		}
 		return
 	}
 	if s.conns == nil {

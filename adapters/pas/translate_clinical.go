@@ -27,7 +27,7 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 		return nil
 	}
 	r := &models.RelatedPerson{
-		Meta:    meta(profileRelatedPerson),
+		Meta:    fhir.MetaProfile(profileRelatedPerson),
 		Name:    humanNames(nk1, 2),
 		Address: addresses(nk1, 4),
 		Telecom: append(telecoms(nk1, 5, models.ContactPointUseHome), telecoms(nk1, 6, models.ContactPointUseWork)...),
@@ -38,18 +38,18 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 	}
 	if role := strings.ToUpper(strings.TrimSpace(value(nk1.Component(7, 1, 1, 1)))); role != "" {
 		if display, ok := contactRoles[role]; ok {
-			r.Relationship = append(r.Relationship, *concept(systemV2ContactRole, role, display))
+			r.Relationship = append(r.Relationship, *fhir.Concept(systemV2ContactRole, role, display))
 		} else {
-			r.Relationship = append(r.Relationship, models.CodeableConcept{Text: ptr(role)})
+			r.Relationship = append(r.Relationship, models.CodeableConcept{Text: fhir.Ptr(role)})
 		}
 	}
 	if r.Name == nil && r.Address == nil && r.Telecom == nil && r.Relationship == nil {
 		return nil
 	}
 	url, id := b.nextURL("RelatedPerson")
-	r.Id = ptr(id)
+	r.Id = fhir.Ptr(id)
 	patientURL, _ := b.fullURL("Patient")
-	r.Patient = reference(patientURL, "Patient")
+	r.Patient = fhir.Ref(patientURL, "Patient")
 	b.add(url, "RelatedPerson", r)
 	return nil
 }
@@ -80,13 +80,13 @@ var contactRoles = map[string]string{
 
 // relationship maps an NK1-3 code and text (see mapNK1).
 func relationship(code, text string) *models.CodeableConcept {
-	cc := &models.CodeableConcept{Text: optional(text)}
+	cc := &models.CodeableConcept{Text: fhir.Optional(text)}
 	if v3, ok := relationshipCodes[code]; ok {
 		cc.Coding = []models.Coding{coding(systemRoleCode, v3[0], v3[1])}
 	} else if display, ok := relationshipV2[code]; ok {
 		cc.Coding = []models.Coding{coding(systemV2Relationship, code, display)}
 	} else if code != "" && text == "" {
-		cc.Text = ptr(code)
+		cc.Text = fhir.Ptr(code)
 	}
 	if cc.Coding == nil && cc.Text == nil {
 		return nil
@@ -121,11 +121,11 @@ func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
 	url, id := b.nextURL("AllergyIntolerance")
 	patientURL, _ := b.fullURL("Patient")
 	a := &models.AllergyIntolerance{
-		Id:             ptr(id),
-		Meta:           meta(profileAllergyIntolerance),
-		ClinicalStatus: concept(systemAllergyClin, "active", "Active"),
+		Id:             fhir.Ptr(id),
+		Meta:           fhir.MetaProfile(profileAllergyIntolerance),
+		ClinicalStatus: fhir.Concept(systemAllergyClin, "active", "Active"),
 		Code:           code,
-		Patient:        reference(patientURL, "Patient"),
+		Patient:        fhir.Ref(patientURL, "Patient"),
 	}
 	allergy := models.AllergyIntoleranceTypeAllergy
 	switch strings.ToUpper(strings.TrimSpace(value(al1.Component(2, 1, 1, 1)))) {
@@ -158,7 +158,7 @@ func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
 	var manifestations []models.CodeableConcept
 	for rep := 1; rep <= al1.Repetitions(5); rep++ {
 		if text := strings.TrimSpace(value(al1.Component(5, rep, 1, 1))); text != "" {
-			manifestations = append(manifestations, models.CodeableConcept{Text: ptr(text)})
+			manifestations = append(manifestations, models.CodeableConcept{Text: fhir.Ptr(text)})
 		}
 	}
 	if manifestations != nil {
@@ -195,21 +195,21 @@ func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
 	url, id := b.nextURL("Condition")
 	patientURL, _ := b.fullURL("Patient")
 	c := &models.Condition{
-		Id:       ptr(id),
-		Meta:     meta(profileCondition),
-		Category: concepts(systemConditionCat, "encounter-diagnosis", "Encounter Diagnosis"),
+		Id:       fhir.Ptr(id),
+		Meta:     fhir.MetaProfile(profileCondition),
+		Category: fhir.Concepts(systemConditionCat, "encounter-diagnosis", "Encounter Diagnosis"),
 		Code:     code,
-		Subject:  reference(patientURL, "Patient"),
+		Subject:  fhir.Ref(patientURL, "Patient"),
 	}
 	switch strings.ToUpper(strings.TrimSpace(value(dg1.Component(6, 1, 1, 1)))) {
 	case "W":
-		c.VerificationStatus = concept(systemConditionVer, "provisional", "Provisional")
+		c.VerificationStatus = fhir.Concept(systemConditionVer, "provisional", "Provisional")
 	case "F":
-		c.VerificationStatus = concept(systemConditionVer, "confirmed", "Confirmed")
+		c.VerificationStatus = fhir.Concept(systemConditionVer, "confirmed", "Confirmed")
 	}
 	if b.encounter != nil {
 		u, _ := b.fullURL("Encounter")
-		c.Encounter = ptr(reference(u, "Encounter"))
+		c.Encounter = fhir.Ptr(fhir.Ref(u, "Encounter"))
 	}
 	if raw := strings.TrimSpace(value(dg1.Component(5, 1, 1, 1))); raw != "" {
 		if ts, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
@@ -230,16 +230,16 @@ func codeableConcept(seg *hl7v2.Segment, field int, fallbackText string) *models
 	if text == "" {
 		text = fallbackText
 	}
-	cc := &models.CodeableConcept{Text: optional(text)}
+	cc := &models.CodeableConcept{Text: fhir.Optional(text)}
 	if code != "" {
 		if system := codingSystem(c(3)); system != "" {
 			if system == systemICD10 {
 				code = icd10Code(code)
 			}
-			s, cd, d := ptr3(system, code, c(2))
-			cc.Coding = []models.Coding{{System: s, Code: cd, Display: optionalIn(d)}}
+			s, cd, d := fhir.Ptr3(system, code, c(2))
+			cc.Coding = []models.Coding{{System: s, Code: cd, Display: fhir.NonEmpty(d)}}
 		} else if text == "" {
-			cc.Text = ptr(code)
+			cc.Text = fhir.Ptr(code)
 		}
 	}
 	if cc.Coding == nil && cc.Text == nil {

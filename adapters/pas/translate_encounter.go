@@ -50,18 +50,18 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	_, id := b.fullURL("Encounter")
 	patientURL, _ := b.fullURL("Patient")
 	e := &models.Encounter{
-		Id:     ptr(id),
-		Meta:   meta(nhs.ProfileEncounter),
+		Id:     fhir.Ptr(id),
+		Meta:   fhir.MetaProfile(nhs.ProfileEncounter),
 		Status: b.mapping.status(pv1),
 		Class:  b.patientClass(class),
 	}
 	if b.patient != nil {
-		e.Subject = ptr(reference(patientURL, "Patient"))
+		e.Subject = fhir.Ptr(fhir.Ref(patientURL, "Patient"))
 	}
 	if visitNumber != "" {
 		e.Identifier = []models.Identifier{{
-			System: ptr(b.t.dialect.VisitNumberSystem),
-			Value:  ptr(visitNumber),
+			System: fhir.Ptr(b.t.dialect.VisitNumberSystem),
+			Value:  fhir.Ptr(visitNumber),
 		}}
 	} else {
 		b.flag(DQVisitNumberMissing)
@@ -70,8 +70,8 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 		use := models.IdentifierUseOld
 		e.Identifier = append(e.Identifier, models.Identifier{
 			Use:    &use,
-			System: ptr(b.t.dialect.VisitNumberSystem),
-			Value:  ptr(b.priorVisit),
+			System: fhir.Ptr(b.t.dialect.VisitNumberSystem),
+			Value:  fhir.Ptr(b.priorVisit),
 		})
 	}
 	cancelDischarge := b.mapping.kind == eventCancelDischarge
@@ -95,7 +95,7 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 				continue
 			}
 			e.Participant = append(e.Participant, models.EncounterParticipant{
-				Type:       concepts(systemParticipation, p.code, p.display),
+				Type:       fhir.Concepts(systemParticipation, p.code, p.display),
 				Individual: who,
 			})
 		}
@@ -104,7 +104,7 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	if code := strings.TrimSpace(value(pv1.Component(4, 1, 1, 1))); admissionMethods[code] {
 		h.Extension = []models.Extension{{
 			Url:                  extAdmissionMethod,
-			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: ptr(csAdmissionMethodEngland), Code: ptr(code)}}},
+			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(csAdmissionMethodEngland), Code: fhir.Ptr(code)}}},
 		}}
 	}
 	h.AdmitSource = nhsCode(strings.TrimSpace(value(pv1.Component(14, 1, 1, 1))), sourcesOfAdmission, csSourceOfAdmissionEngland)
@@ -118,7 +118,7 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 		if len(method) == 1 && method >= "1" && method <= "9" && method != "2" {
 			e.Extension = append(e.Extension, models.Extension{
 				Url:                  extDischargeMethod,
-				ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: ptr(csDischargeMethodEngland), Code: ptr(method)}}},
+				ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(csDischargeMethodEngland), Code: fhir.Ptr(method)}}},
 			})
 		}
 	}
@@ -153,9 +153,9 @@ func nhsCode(code string, known map[string]bool, system string) *models.Codeable
 	case code == "":
 		return nil
 	case known[code]:
-		return &models.CodeableConcept{Coding: []models.Coding{{System: ptr(system), Code: ptr(code)}}}
+		return &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(system), Code: fhir.Ptr(code)}}}
 	}
-	return &models.CodeableConcept{Text: ptr(code)}
+	return &models.CodeableConcept{Text: fhir.Ptr(code)}
 }
 
 // mapPriorVisit keeps MRG-5 (prior visit number) of an A06 or A07 for
@@ -186,7 +186,7 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 	}
 	if url, display := b.location(pv1, 3, "Location"); url != "" {
 		l := models.EncounterLocation{
-			Location: models.Reference{Reference: ptr(url), Type: ptr("Location"), Display: optional(display)},
+			Location: models.Reference{Reference: fhir.Ptr(url), Type: fhir.Ptr("Location"), Display: fhir.Optional(display)},
 			Status:   status,
 		}
 		if moved != nil {
@@ -204,7 +204,7 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 		return
 	}
 	l := models.EncounterLocation{
-		Location: models.Reference{Reference: ptr(url), Type: ptr("Location"), Display: optional(display)},
+		Location: models.Reference{Reference: fhir.Ptr(url), Type: fhir.Ptr("Location"), Display: fhir.Optional(display)},
 	}
 	if b.mapping.kind == eventTransfer {
 		completed := models.EncounterLocationStatusCompleted
@@ -213,7 +213,7 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 			l.Period = &models.Period{End: moved}
 		}
 	} else {
-		l.Extension = []models.Extension{{Url: extCancelledLocation, ValueBoolean: ptr(true)}}
+		l.Extension = []models.Extension{{Url: extCancelledLocation, ValueBoolean: fhir.Ptr(true)}}
 	}
 	e.Location = append(e.Location, l)
 }
@@ -226,7 +226,7 @@ func (b *builder) transferTime() *string {
 		return nil
 	}
 	for _, field := range [...]int{6, 2} {
-		if ts, ok := instantFromHL7(evn.Component(field, 1, 1, 1), b.t.loc); ok {
+		if ts, ok := fhir.InstantFromHL7(evn.Component(field, 1, 1, 1), b.t.loc); ok {
 			return &ts
 		}
 	}
@@ -253,20 +253,20 @@ func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, 
 	url, id := b.fullURL(kind)
 	status, mode := models.LocationStatusActive, models.LocationModeInstance
 	l := &models.Location{
-		Id:                   ptr(id),
-		Meta:                 meta(profileLocation),
+		Id:                   fhir.Ptr(id),
+		Meta:                 fhir.MetaProfile(profileLocation),
 		Status:               &status,
-		Name:                 ptr(display),
+		Name:                 fhir.Ptr(display),
 		Mode:                 &mode,
 		ManagingOrganization: ODSReference(c(4)),
 	}
 	switch {
 	case c(3) != "":
-		l.PhysicalType = concept(systemLocationType, "bd", "Bed")
+		l.PhysicalType = fhir.Concept(systemLocationType, "bd", "Bed")
 	case c(2) != "":
-		l.PhysicalType = concept(systemLocationType, "ro", "Room")
+		l.PhysicalType = fhir.Concept(systemLocationType, "ro", "Room")
 	case c(1) != "":
-		l.PhysicalType = concept(systemLocationType, "wa", "Ward")
+		l.PhysicalType = fhir.Concept(systemLocationType, "wa", "Ward")
 	}
 	b.add(url, "Location", l)
 	return url, display
@@ -312,7 +312,7 @@ func (b *builder) patientClass(code string) models.Coding {
 }
 
 func coding(system, code, display string) models.Coding {
-	s, c, d := ptr3(system, code, display)
+	s, c, d := fhir.Ptr3(system, code, display)
 	return models.Coding{System: s, Code: c, Display: d}
 }
 
@@ -368,7 +368,7 @@ func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *mode
 			ref models.Reference
 			s   [3]string
 		}{s: [3]string{url, "Practitioner", display}}
-		r.ref = models.Reference{Reference: &r.s[0], Type: &r.s[1], Display: optionalIn(&r.s[2])}
+		r.ref = models.Reference{Reference: &r.s[0], Type: &r.s[1], Display: fhir.NonEmpty(&r.s[2])}
 		return &r.ref
 	}
 	system := practitionerSystem(id, c(9), c(13))
@@ -394,11 +394,11 @@ func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *mode
 	p := &r.p
 	p.Id, p.Meta = &r.rid, &r.meta
 	if id != "" {
-		r.identifier[0] = models.Identifier{System: optionalIn(&r.system), Value: &r.id}
+		r.identifier[0] = models.Identifier{System: fhir.NonEmpty(&r.system), Value: &r.id}
 		p.Identifier = r.identifier[:]
 	}
 	if family != "" || given != nil {
-		r.name[0] = models.HumanName{Family: optionalIn(&r.family), Given: given}
+		r.name[0] = models.HumanName{Family: fhir.NonEmpty(&r.family), Given: given}
 		if prefix != "" {
 			r.name[0].Prefix = r.prefix[:]
 		}

@@ -8,6 +8,8 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // header maps MSH into the MessageHeader and returns it with its fullUrl.
@@ -26,22 +28,22 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 	url, id := b.fullURL("MessageHeader")
 	msh := b.m.Segment("MSH")
 	h := &models.MessageHeader{
-		Id:   ptr(id),
-		Meta: meta(nhs.ProfileMessageHeader),
+		Id:   fhir.Ptr(id),
+		Meta: fhir.MetaProfile(nhs.ProfileMessageHeader),
 		EventCoding: models.Coding{
-			System:  ptr(systemV2Event),
-			Code:    ptr(b.event),
-			Display: optional(b.mapping.display),
+			System:  fhir.Ptr(systemV2Event),
+			Code:    fhir.Ptr(b.event),
+			Display: fhir.Optional(b.mapping.display),
 		},
 		Source: models.MessageHeaderSource{
-			Name:     optional(value(b.m.SendingApp())),
+			Name:     fhir.Optional(value(b.m.SendingApp())),
 			Endpoint: b.sourceEndpoint(),
 		},
 		Sender: organizationReference(value(b.m.SendingFacility())),
 	}
 	if app, fac := value(b.m.ReceivingApp()), value(b.m.ReceivingFacility()); app != "" || fac != "" {
 		h.Destination = []models.MessageHeaderDestination{{
-			Name:     optional(app),
+			Name:     fhir.Optional(app),
 			Endpoint: Endpoint(msh, 5, 6, ""),
 			Receiver: organizationReference(fac),
 		}}
@@ -50,15 +52,15 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 	case b.mapping.kind == eventMerge:
 		for _, e := range resources {
 			if e.typ == "Patient" {
-				h.Focus = append(h.Focus, reference(e.url, "Patient"))
+				h.Focus = append(h.Focus, fhir.Ref(e.url, "Patient"))
 			}
 		}
 	case b.encounter != nil:
 		u, _ := b.fullURL("Encounter")
-		h.Focus = []models.Reference{{Reference: ptr(u), Type: ptr("Encounter")}}
+		h.Focus = []models.Reference{{Reference: fhir.Ptr(u), Type: fhir.Ptr("Encounter")}}
 	case b.patient != nil:
 		u, _ := b.fullURL("Patient")
-		h.Focus = []models.Reference{{Reference: ptr(u), Type: ptr("Patient")}}
+		h.Focus = []models.Reference{{Reference: fhir.Ptr(u), Type: fhir.Ptr("Patient")}}
 	}
 	return h, url
 }
@@ -76,8 +78,8 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 	url, id := b.fullURL("Provenance")
 	p := &models.Provenance{
-		Id:       ptr(id),
-		Meta:     meta(profileProvenance),
+		Id:       fhir.Ptr(id),
+		Meta:     fhir.MetaProfile(profileProvenance),
 		Recorded: b.ts,
 	}
 	if len(resources) > 0 {
@@ -90,25 +92,25 @@ func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 	}
 	if len(p.Target) == 0 {
 		u, _ := b.fullURL("MessageHeader")
-		p.Target = []models.Reference{{Reference: ptr(u), Type: ptr("MessageHeader")}}
+		p.Target = []models.Reference{{Reference: fhir.Ptr(u), Type: fhir.Ptr("MessageHeader")}}
 	}
 	who := ODSReference(value(b.m.SendingFacility()))
 	if who == nil {
 		who = &models.Reference{
-			Type:       ptr("Device"),
-			Identifier: &models.Identifier{System: ptr(systemURI), Value: ptr(b.sourceEndpoint())},
-			Display:    optional(value(b.m.SendingApp())),
+			Type:       fhir.Ptr("Device"),
+			Identifier: &models.Identifier{System: fhir.Ptr(systemURI), Value: fhir.Ptr(b.sourceEndpoint())},
+			Display:    fhir.Optional(value(b.m.SendingApp())),
 		}
 	}
 	p.Agent = []models.ProvenanceAgent{{
-		Type: concept(systemProvenanceRole, "author", "Author"),
+		Type: fhir.Concept(systemProvenanceRole, "author", "Author"),
 		Who:  *who,
 	}}
 	p.Entity = []models.ProvenanceEntity{{
 		Role: models.ProvenanceEntityRoleSource,
 		What: models.Reference{
 			Identifier: b.messageIdentifier(),
-			Display:    ptr("HL7 v2 message " + b.messageType()),
+			Display:    fhir.Ptr("HL7 v2 message " + b.messageType()),
 		},
 	}}
 	return p, url
@@ -288,15 +290,7 @@ func organizationReference(code string) *models.Reference {
 		return r
 	}
 	if code = strings.TrimSpace(code); code != "" {
-		return &models.Reference{Type: ptr("Organization"), Display: ptr(code)}
+		return &models.Reference{Type: fhir.Ptr("Organization"), Display: fhir.Ptr(code)}
 	}
 	return nil
-}
-
-// optional returns a pointer to s, or nil when s is empty.
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
 }

@@ -101,8 +101,8 @@ func (b *builder) mapPID(pid *hl7v2.Segment) error {
 func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*models.Patient, string) {
 	_, id := b.fullURL(kind)
 	p := &models.Patient{
-		Id:   ptr(id),
-		Meta: meta(nhs.ProfilePatient),
+		Id:   fhir.Ptr(id),
+		Meta: fhir.MetaProfile(nhs.ProfilePatient),
 	}
 	ids := patientIDs(pid, &b.t.dialect, 3, 2, 4)
 	key := ids.key(&b.t.dialect)
@@ -127,9 +127,9 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 	if p.DeceasedDateTime == nil {
 		switch strings.ToUpper(value(pid.Component(30, 1, 1, 1))) {
 		case "Y":
-			p.DeceasedBoolean = ptr(true)
+			p.DeceasedBoolean = fhir.Ptr(true)
 		case "N":
-			p.DeceasedBoolean = ptr(false)
+			p.DeceasedBoolean = fhir.Ptr(false)
 		}
 	}
 	p.Address = addresses(pid, 11)
@@ -152,11 +152,11 @@ func language(pid *hl7v2.Segment) *models.CodeableConcept {
 	if code == "" {
 		return nil
 	}
-	cc := &models.CodeableConcept{Text: optional(text)}
+	cc := &models.CodeableConcept{Text: fhir.Optional(text)}
 	if len(code) == 2 && code[0] >= 'a' && code[0] <= 'z' && (code[1] >= 'a' && code[1] <= 'z' || code[0] == 'q' && code[1] >= '1' && code[1] <= '5') {
-		cc.Coding = []models.Coding{{System: ptr(csHumanLanguage), Code: ptr(code)}}
+		cc.Coding = []models.Coding{{System: fhir.Ptr(csHumanLanguage), Code: fhir.Ptr(code)}}
 	} else if text == "" {
-		cc.Text = ptr(code)
+		cc.Text = fhir.Ptr(code)
 	}
 	return cc
 }
@@ -164,10 +164,10 @@ func language(pid *hl7v2.Segment) *models.CodeableConcept {
 // maritalStatus maps an HL7 table 0002 code (see mapPID), or returns nil.
 func maritalStatus(code string) *models.CodeableConcept {
 	v3 := func(c, d string) *models.CodeableConcept {
-		return concept(systemMaritalStatus, c, d)
+		return fhir.Concept(systemMaritalStatus, c, d)
 	}
 	null := func(c, d string) *models.CodeableConcept {
-		return concept(systemNullFlavor, c, d)
+		return fhir.Concept(systemNullFlavor, c, d)
 	}
 	switch code {
 	case "A", "E":
@@ -260,17 +260,17 @@ func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 	if code != "" || name != "" {
 		url, id := b.nextURL("Organization")
 		org := &models.Organization{
-			Id:   ptr(id),
-			Meta: meta(profileOrganization),
-			Name: optional(name),
+			Id:   fhir.Ptr(id),
+			Meta: fhir.MetaProfile(profileOrganization),
+			Name: fhir.Optional(name),
 		}
 		if nhs.LooksLikeODSCode(code) {
-			org.Identifier = []models.Identifier{{System: ptr(nhs.SystemODSOrganization), Value: ptr(code)}}
+			org.Identifier = []models.Identifier{{System: fhir.Ptr(nhs.SystemODSOrganization), Value: fhir.Ptr(code)}}
 		} else if code != "" {
-			org.Identifier = []models.Identifier{{Value: ptr(code)}}
+			org.Identifier = []models.Identifier{{Value: fhir.Ptr(code)}}
 		}
 		b.add(url, "Organization", org)
-		p.GeneralPractitioner = append(p.GeneralPractitioner, models.Reference{Reference: ptr(url), Type: ptr("Organization"), Display: optional(name)})
+		p.GeneralPractitioner = append(p.GeneralPractitioner, models.Reference{Reference: fhir.Ptr(url), Type: fhir.Ptr("Organization"), Display: fhir.Optional(name)})
 	}
 	if gp := b.practitionerResource(pd1, 4, 1); gp != nil {
 		p.GeneralPractitioner = append(p.GeneralPractitioner, *gp)
@@ -315,17 +315,17 @@ func (b *builder) mapMerge(*hl7v2.Segment) error {
 		if pd1 != nil {
 			b.registeredGP(survivor, pd1)
 		}
-		survivor.Active = ptr(true)
+		survivor.Active = fhir.Ptr(true)
 		survivor.Link = []models.PatientLink{{
-			Other: reference(oldURL, "Patient"),
+			Other: fhir.Ref(oldURL, "Patient"),
 			Type:  models.LinkTypeReplaces,
 		}}
 		old := &models.Patient{
-			Id:     ptr(oldID),
-			Meta:   meta(nhs.ProfilePatient),
-			Active: ptr(false),
+			Id:     fhir.Ptr(oldID),
+			Meta:   fhir.MetaProfile(nhs.ProfilePatient),
+			Active: fhir.Ptr(false),
 			Link: []models.PatientLink{{
-				Other: reference(survivorURL, "Patient"),
+				Other: fhir.Ref(survivorURL, "Patient"),
 				Type:  models.LinkTypeReplacedBy,
 			}},
 		}
@@ -405,8 +405,8 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 			}
 			addOnce(models.Identifier{
 				Extension: status,
-				System:    ptr(nhs.SystemNHSNumber),
-				Value:     ptr(id.value),
+				System:    fhir.Ptr(nhs.SystemNHSNumber),
+				Value:     fhir.Ptr(id.value),
 			})
 		case id.nhsValid:
 			if flag {
@@ -435,20 +435,20 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 // localIdentifier maps an identifier other than a valid NHS number.
 func (b *builder) localIdentifier(id patientID) models.Identifier {
 	out := models.Identifier{
-		System: ptr(b.t.dialect.LocalIdentifierSystem),
-		Value:  ptr(id.value),
+		System: fhir.Ptr(b.t.dialect.LocalIdentifierSystem),
+		Value:  fhir.Ptr(id.value),
 	}
 	if id.typeCode != "" && !id.nhsFlag {
 		if display, ok := identifierTypeDisplay(id.typeCode); ok {
 			out.Type = &models.CodeableConcept{Coding: []models.Coding{{
-				System: ptr(systemV2IDType), Code: ptr(id.typeCode), Display: ptr(display),
+				System: fhir.Ptr(systemV2IDType), Code: fhir.Ptr(id.typeCode), Display: fhir.Ptr(display),
 			}}}
 		} else {
-			out.Type = &models.CodeableConcept{Text: ptr(id.typeCode)}
+			out.Type = &models.CodeableConcept{Text: fhir.Ptr(id.typeCode)}
 		}
 	}
 	if id.authority != "" {
-		out.Assigner = &models.Reference{Display: ptr(id.authority)}
+		out.Assigner = &models.Reference{Display: fhir.Ptr(id.authority)}
 	}
 	return out
 }
@@ -489,9 +489,9 @@ func verificationStatus(pid *hl7v2.Segment) []models.Extension {
 		return []models.Extension{{
 			Url: nhs.ExtNHSNumberVerificationStatus,
 			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{
-				System:  ptr(nhs.CodeSystemNHSNumberVerificationStatusEngland),
-				Code:    ptr(code),
-				Display: ptr(display),
+				System:  fhir.Ptr(nhs.CodeSystemNHSNumberVerificationStatusEngland),
+				Code:    fhir.Ptr(code),
+				Display: fhir.Ptr(display),
 			}}},
 		}}
 	}
@@ -504,7 +504,7 @@ func humanNames(seg *hl7v2.Segment, field int) []models.HumanName {
 	for rep := 1; rep <= seg.Repetitions(field); rep++ {
 		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
 		n := models.HumanName{
-			Family: optional(c(1)),
+			Family: fhir.Optional(c(1)),
 			Given:  nonEmpty(c(2), c(3)),
 			Prefix: nonEmpty(c(5)),
 			Suffix: nonEmpty(c(4), c(6)),
@@ -576,10 +576,10 @@ func addresses(seg *hl7v2.Segment, field int) []models.Address {
 		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
 		a := models.Address{
 			Line:       nonEmpty(c(1), c(2)),
-			City:       optional(c(3)),
-			District:   optional(c(4)),
-			PostalCode: optional(c(5)),
-			Country:    optional(c(6)),
+			City:       fhir.Optional(c(3)),
+			District:   fhir.Optional(c(4)),
+			PostalCode: fhir.Optional(c(5)),
+			Country:    fhir.Optional(c(6)),
 		}
 		if a.Line == nil && a.City == nil && a.District == nil && a.PostalCode == nil && a.Country == nil {
 			continue
@@ -664,7 +664,7 @@ func telecoms(seg *hl7v2.Segment, field int, defaultUse models.ContactPointUse) 
 		case useCode == "PRS" || equipment == "CP":
 			use = models.ContactPointUseMobile
 		}
-		out = append(out, models.ContactPoint{System: &system, Value: ptr(v), Use: &use})
+		out = append(out, models.ContactPoint{System: &system, Value: fhir.Ptr(v), Use: &use})
 	}
 	return out
 }

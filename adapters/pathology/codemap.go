@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // maxCodeMapBytes bounds one code map file.
@@ -127,7 +129,7 @@ func (m codeMap) add(raw []byte, where string) []error {
 					continue
 				}
 				k := codeKey{g.Source, e.Code}
-				c := models.Coding{System: ptr(g.Target), Code: ptr(t.Code), Display: optional(t.Display)}
+				c := models.Coding{System: fhir.Ptr(g.Target), Code: fhir.Ptr(t.Code), Display: fhir.Optional(t.Display)}
 				if !hasCoding(m[k], g.Target, t.Code) {
 					m[k] = append(m[k], c)
 				}

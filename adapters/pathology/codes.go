@@ -8,6 +8,8 @@ import (
 
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // codeableConcept maps a CE, CWE or CNE value (repetition rep of field) to
@@ -38,7 +40,7 @@ func (b *builder) codeableConcept(seg *hl7v2.Segment, field, rep int) *models.Co
 	if text == "" && get(1) == "" {
 		text = get(5)
 	}
-	cc.Text = optional(text)
+	cc.Text = fhir.Optional(text)
 	if len(cc.Coding) == 0 && cc.Text == nil {
 		return nil
 	}
@@ -51,9 +53,9 @@ func (b *builder) subCodeableConcept(seg *hl7v2.Segment, field, comp int) *model
 	get := func(s int) string { return strings.TrimSpace(value(seg.Component(field, 1, comp, s))) }
 	cc := &models.CodeableConcept{}
 	if code := get(1); code != "" {
-		cc.Coding = []models.Coding{{System: ptr(b.codeSystemURI(get(3))), Code: ptr(code), Display: optional(get(2))}}
+		cc.Coding = []models.Coding{{System: fhir.Ptr(b.codeSystemURI(get(3))), Code: fhir.Ptr(code), Display: fhir.Optional(get(2))}}
 	}
-	cc.Text = optional(get(2))
+	cc.Text = fhir.Optional(get(2))
 	if len(cc.Coding) == 0 && cc.Text == nil {
 		return nil
 	}
@@ -68,7 +70,7 @@ func (b *builder) testCode(seg *hl7v2.Segment, field int) models.CodeableConcept
 	if cc == nil {
 		b.flag(DQCodeMissing)
 		return models.CodeableConcept{Coding: []models.Coding{{
-			System: ptr(systemDataAbsent), Code: ptr("unknown"), Display: ptr("Unknown"),
+			System: fhir.Ptr(systemDataAbsent), Code: fhir.Ptr("unknown"), Display: fhir.Ptr("Unknown"),
 		}}}
 	}
 	b.t.codes.apply(cc)
@@ -202,10 +204,10 @@ var interpretations = map[string]string{
 // code keeps the v2 table's system with DQInterpretationUnknown.
 func (b *builder) interpretation(flag string) models.CodeableConcept {
 	if display, ok := interpretations[flag]; ok {
-		return *concept(systemV3Interp, flag, display)
+		return *fhir.Concept(systemV3Interp, flag, display)
 	}
 	b.flag(DQInterpretationUnknown)
-	s, c := ptr2(systemV2Interp, flag)
+	s, c := fhir.Ptr2(systemV2Interp, flag)
 	return models.CodeableConcept{Coding: []models.Coding{{System: s, Code: c}}}
 }
 
@@ -260,6 +262,6 @@ func (b *builder) observationStatus(code string) models.ObservationStatus {
 // coding3 returns a Coding with its strings made in one allocation, and
 // no display when display is empty.
 func coding3(system, code, display string) models.Coding {
-	s, c, d := ptr3(system, code, display)
-	return models.Coding{System: s, Code: c, Display: optionalIn(d)}
+	s, c, d := fhir.Ptr3(system, code, display)
+	return models.Coding{System: s, Code: c, Display: fhir.NonEmpty(d)}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 func TestFactoryDefaults(t *testing.T) {
@@ -182,7 +184,7 @@ func TestCodeMapApply(t *testing.T) {
 		{winpath, "BILI", []string{winpath + "|BILI", "http://loinc.org|1975-2"}},
 		{local, "BILI", []string{local + "|BILI"}}, // mapped only from the WINPATH system
 	} {
-		cc := &models.CodeableConcept{Coding: []models.Coding{{System: ptr(tt.system), Code: ptr(tt.code)}}}
+		cc := &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(tt.system), Code: fhir.Ptr(tt.code)}}}
 		m.apply(cc)
 		m.apply(cc) // applying twice adds nothing more
 		var got []string

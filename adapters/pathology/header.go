@@ -5,6 +5,8 @@ import (
 
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/nhs"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // header maps MSH into the MessageHeader, as the pas adapter does:
@@ -19,15 +21,15 @@ func (b *builder) header() (*models.MessageHeader, string) {
 	url, id := b.ids("MessageHeader")
 	msh := b.m.Segment("MSH")
 	h := &models.MessageHeader{
-		Id:   ptr(id),
-		Meta: meta(nhs.ProfileMessageHeader),
+		Id:   fhir.Ptr(id),
+		Meta: fhir.MetaProfile(nhs.ProfileMessageHeader),
 		EventCoding: models.Coding{
-			System:  ptr(systemV2Event),
-			Code:    ptr("R01"),
-			Display: ptr("ORU/ACK - Unsolicited transmission of an observation message"),
+			System:  fhir.Ptr(systemV2Event),
+			Code:    fhir.Ptr("R01"),
+			Display: fhir.Ptr("ORU/ACK - Unsolicited transmission of an observation message"),
 		},
 		Source: models.MessageHeaderSource{
-			Name:     optional(value(b.m.SendingApp())),
+			Name:     fhir.Optional(value(b.m.SendingApp())),
 			Endpoint: pas.SourceEndpoint(b.m, b.env),
 		},
 	}
@@ -36,14 +38,14 @@ func (b *builder) header() (*models.MessageHeader, string) {
 	}
 	if app, fac := value(b.m.ReceivingApp()), value(b.m.ReceivingFacility()); app != "" || fac != "" {
 		h.Destination = []models.MessageHeaderDestination{{
-			Name:     optional(app),
+			Name:     fhir.Optional(app),
 			Endpoint: pas.Endpoint(msh, 5, 6, ""),
 			Receiver: pas.ODSReference(fac),
 		}}
 	}
 	for _, o := range b.orders {
 		u, _ := b.ids(kind("DiagnosticReport", o.index, 0))
-		h.Focus = append(h.Focus, reference(u, "DiagnosticReport"))
+		h.Focus = append(h.Focus, fhir.Ref(u, "DiagnosticReport"))
 	}
 	return h, url
 }

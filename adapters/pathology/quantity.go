@@ -7,6 +7,8 @@ import (
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // decimal returns s as a FHIR decimal (a JSON number) with the digits as
@@ -91,7 +93,7 @@ func quantity(v string, u unit) *models.Quantity {
 		code         string
 	}{n: json.Number(v), unit: u.text, system: systemUCUM, code: u.code}
 	p.q.Value = &p.n
-	p.q.Unit = optionalIn(&p.unit)
+	p.q.Unit = fhir.NonEmpty(&p.unit)
 	if u.code != "" {
 		p.q.System = &p.system
 		p.q.Code = &p.code

@@ -333,18 +333,18 @@ func (b *builder) noteText(nte *hl7v2.Segment) string {
 func (b *builder) bundle() ([]byte, error) {
 	header, headerURL := b.header()
 	bundle := models.Bundle{
-		Meta:      meta(nhs.ProfileBundle),
+		Meta:      fhir.MetaProfile(nhs.ProfileBundle),
 		Type:      models.BundleTypeMessage,
-		Timestamp: ptr(b.timestamp()),
+		Timestamp: fhir.Ptr(b.timestamp()),
 	}
 	if validID(b.env.ID) {
-		bundle.Id = ptr(b.env.ID)
+		bundle.Id = fhir.Ptr(b.env.ID)
 	}
 	if ctrl := value(b.m.ControlID()); ctrl != "" {
-		bundle.Identifier = &models.Identifier{System: ptr(pas.SourceEndpoint(b.m, b.env)), Value: ptr(ctrl)}
+		bundle.Identifier = &models.Identifier{System: fhir.Ptr(pas.SourceEndpoint(b.m, b.env)), Value: fhir.Ptr(ctrl)}
 	} else {
 		u, _ := b.ids("Bundle")
-		bundle.Identifier = &models.Identifier{System: ptr(systemURI), Value: ptr(u)}
+		bundle.Identifier = &models.Identifier{System: fhir.Ptr(systemURI), Value: fhir.Ptr(u)}
 	}
 	scratch, _ := b.t.scratch.Get().(*[]byte)
 	if scratch == nil {
@@ -533,25 +533,11 @@ func kind(resource string, orderIndex, item int) string {
 // time Junction received the message, in UTC.
 func (b *builder) timestamp() string {
 	raw := b.m.Segment("MSH").Component(7, 1, 1, 1)
-	if ts, ok := instantFromHL7(raw, b.t.loc); ok {
+	if ts, ok := fhir.InstantFromHL7(raw, b.t.loc); ok {
 		return ts
 	}
 	b.flag(DQMessageTimeInvalid)
 	return b.env.ReceivedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")
-}
-
-// instantFromHL7 converts an HL7 time of at least minute precision to a
-// FHIR instant.
-func instantFromHL7(raw string, loc *time.Location) (string, bool) {
-	raw = value(raw)
-	if len(raw) < 12 {
-		return "", false
-	}
-	ts, err := fhir.DateTimeFromHL7(raw, loc)
-	if err != nil || len(ts) < len("2006-01-02T15:04:05") {
-		return "", false
-	}
-	return ts, true
 }
 
 // dateTime converts an HL7 date/time to a FHIR dateTime, flagging
@@ -599,81 +585,6 @@ func validID(s string) bool {
 	return true
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // maxScratch is the largest bundle buffer kept for reuse, so that one
 // huge message does not pin its buffer.
 const maxScratch = 1 << 20
-
-// ptr2 and ptr3 return pointers to copies of their arguments, made in
-// one allocation: the models hold almost every string by pointer, and an
-// allocation per pointer was a large share of the translation time.
-func ptr2(a, b string) (*string, *string) {
-	s := &[2]string{a, b}
-	return &s[0], &s[1]
-}
-
-func ptr3(a, b, c string) (*string, *string, *string) {
-	s := &[3]string{a, b, c}
-	return &s[0], &s[1], &s[2]
-}
-
-// meta returns a Meta naming profile, made in one allocation.
-func meta(profile string) *models.Meta {
-	m := &struct {
-		meta    models.Meta
-		profile [1]string
-	}{profile: [1]string{profile}}
-	m.meta.Profile = m.profile[:]
-	return &m.meta
-}
-
-// reference returns a Reference to url of type typ, its strings made in
-// one allocation.
-func reference(url, typ string) models.Reference {
-	u, t := ptr2(url, typ)
-	return models.Reference{Reference: u, Type: t}
-}
-
-// concept returns a CodeableConcept of one Coding, made in one
-// allocation.
-func concept(system, code, display string) *models.CodeableConcept {
-	c := &struct {
-		cc     models.CodeableConcept
-		coding [1]models.Coding
-		s      [3]string
-	}{s: [3]string{system, code, display}}
-	c.coding[0] = models.Coding{System: &c.s[0], Code: &c.s[1], Display: optionalIn(&c.s[2])}
-	c.cc.Coding = c.coding[:]
-	return &c.cc
-}
-
-// concepts returns a slice of one CodeableConcept of one Coding, made in
-// one allocation.
-func concepts(system, code, display string) []models.CodeableConcept {
-	c := &struct {
-		cc     [1]models.CodeableConcept
-		coding [1]models.Coding
-		s      [3]string
-	}{s: [3]string{system, code, display}}
-	c.coding[0] = models.Coding{System: &c.s[0], Code: &c.s[1], Display: optionalIn(&c.s[2])}
-	c.cc[0].Coding = c.coding[:]
-	return c.cc[:]
-}
-
-// optionalIn returns p, or nil when *p is empty (optional for a string
-// made with ptr2 or ptr3).
-func optionalIn(p *string) *string {
-	if *p == "" {
-		return nil
-	}
-	return p
-}
-
-// optional returns a pointer to s, or nil when s is empty.
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}

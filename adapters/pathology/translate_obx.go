@@ -27,11 +27,11 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 	obx := obs.obx
 	_, id := b.ids(kind("Observation", o.index, item))
 	ob := &models.Observation{
-		Id:       ptr(id),
-		Meta:     meta(profileObservation),
+		Id:       fhir.Ptr(id),
+		Meta:     fhir.MetaProfile(profileObservation),
 		BasedOn:  basedOn,
 		Status:   b.observationStatus(value(obx.Component(11, 1, 1, 1))),
-		Category: concepts(systemObsCategory, "laboratory", "Laboratory"),
+		Category: fhir.Concepts(systemObsCategory, "laboratory", "Laboratory"),
 		Code:     b.testCode(obx, 3),
 		Subject:  &subject,
 		Issued:   issued,
@@ -52,7 +52,7 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 		}
 	}
 	if text := strings.TrimSpace(b.formattedText(obx.Field(7))); text != "" {
-		rr := models.ObservationReferenceRange{Text: ptr(text)}
+		rr := models.ObservationReferenceRange{Text: fhir.Ptr(text)}
 		rr.Low, rr.High = referenceRange(text, u)
 		ob.ReferenceRange = []models.ObservationReferenceRange{rr}
 	}
@@ -82,7 +82,7 @@ func absentReason(status models.ObservationStatus, v2 string) *models.CodeableCo
 	case status == models.ObservationStatusRegistered || status == models.ObservationStatusPreliminary:
 		code, display = "temp-unknown", "Temporarily Unknown"
 	}
-	return &models.CodeableConcept{Coding: []models.Coding{{System: ptr(systemDataAbsent), Code: ptr(code), Display: ptr(display)}}}
+	return &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(systemDataAbsent), Code: fhir.Ptr(code), Display: fhir.Ptr(display)}}}
 }
 
 // setValue maps OBX-5 by its type OBX-2 and returns the unit read from
@@ -132,11 +132,11 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 		if v, ok := decimal(rest); ok {
 			ob.ValueQuantity = quantity(v, u)
 			if cmp != "" {
-				ob.ValueQuantity.Comparator = ptr(comparators[cmp])
+				ob.ValueQuantity.Comparator = fhir.Ptr(comparators[cmp])
 			}
 		} else if strings.TrimSpace(raw) != "" {
 			b.flag(DQNumericValueInvalid)
-			ob.ValueString = ptr(strings.TrimSpace(raw))
+			ob.ValueString = fhir.Ptr(strings.TrimSpace(raw))
 		}
 	case "SN":
 		single()
@@ -157,7 +157,7 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 			ob.ValueRange = r
 		case comp(1) != "" || comp(2) != "":
 			b.flag(DQNumericValueInvalid)
-			ob.ValueString = ptr(strings.Trim(comp(1)+"-"+comp(2), "-"))
+			ob.ValueString = fhir.Ptr(strings.Trim(comp(1)+"-"+comp(2), "-"))
 		}
 	case "ST", "TX", "FT":
 		if text := b.formattedText(obx.Field(5)); strings.TrimSpace(text) != "" {
@@ -169,7 +169,7 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 	case "IS", "ID":
 		single()
 		if c := comp(1); c != "" {
-			ob.ValueCodeableConcept = &models.CodeableConcept{Coding: []models.Coding{{Code: ptr(c)}}, Text: ptr(c)}
+			ob.ValueCodeableConcept = &models.CodeableConcept{Coding: []models.Coding{{Code: fhir.Ptr(c)}}, Text: fhir.Ptr(c)}
 		}
 	case "DT", "DTM", "TS":
 		single()
@@ -246,7 +246,7 @@ func (b *builder) structuredNumeric(ob *models.Observation, cmp, n1, sep, n2 str
 	case sep == "" && n2 == "" && ok1 && (plain || knownCmp):
 		ob.ValueQuantity = quantity(v1, u)
 		if knownCmp {
-			ob.ValueQuantity.Comparator = ptr(comparators[cmp])
+			ob.ValueQuantity.Comparator = fhir.Ptr(comparators[cmp])
 		}
 	case sep == "-" && ok1 && ok2 && plain:
 		ob.ValueRange = &models.Range{Low: quantity(v1, u), High: quantity(v2, u)}
@@ -259,7 +259,7 @@ func (b *builder) structuredNumeric(ob *models.Observation, cmp, n1, sep, n2 str
 		if !ok1 || !(cmp == "<>" || sep == "+" && n2 == "") {
 			b.flag(DQNumericValueInvalid)
 		}
-		ob.ValueString = ptr(cmp + n1 + sep + n2)
+		ob.ValueString = fhir.Ptr(cmp + n1 + sep + n2)
 	}
 }
 
@@ -360,5 +360,5 @@ func mediaType(typ, sub string) *string {
 			return nil
 		}
 	}
-	return ptr(top + "/" + sub)
+	return fhir.Ptr(top + "/" + sub)
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // mapOrder maps one order group to its ServiceRequest, Specimens,
@@ -16,8 +18,8 @@ func (b *builder) mapOrder(o *order) {
 	obr := o.obr
 	reqURL, reqID := b.ids(kind("ServiceRequest", o.index, 0))
 	_, reportID := b.ids(kind("DiagnosticReport", o.index, 0))
-	subject := models.Reference{Reference: &b.patientURL, Type: ptr("Patient")}
-	basedOn := []models.Reference{{Reference: ptr(reqURL), Type: ptr("ServiceRequest")}}
+	subject := models.Reference{Reference: &b.patientURL, Type: fhir.Ptr("Patient")}
+	basedOn := []models.Reference{{Reference: fhir.Ptr(reqURL), Type: fhir.Ptr("ServiceRequest")}}
 	code := b.testCode(obr, 4)
 
 	var identifiers []models.Identifier
@@ -32,7 +34,7 @@ func (b *builder) mapOrder(o *order) {
 	end := b.dateTime(obr.Component(8, 1, 1, 1))
 	var issued *string
 	if raw := value(obr.Component(22, 1, 1, 1)); raw != "" {
-		if ts, ok := instantFromHL7(raw, b.t.loc); ok {
+		if ts, ok := fhir.InstantFromHL7(raw, b.t.loc); ok {
 			issued = &ts
 		} else {
 			b.flag(DQResultTimeInvalid)
@@ -42,8 +44,8 @@ func (b *builder) mapOrder(o *order) {
 	b.mapSpecimens(o, subject, basedOn, effective)
 
 	report := &models.DiagnosticReport{
-		Id:         ptr(reportID),
-		Meta:       meta(profileReport),
+		Id:         fhir.Ptr(reportID),
+		Meta:       fhir.MetaProfile(profileReport),
 		Identifier: identifiers,
 		BasedOn:    basedOn,
 		Status:     b.reportStatus(value(obr.Component(25, 1, 1, 1))),
@@ -75,15 +77,15 @@ func (b *builder) mapOrder(o *order) {
 	}
 	for i, obs := range o.observations {
 		url, _ := b.ids(kind("Observation", o.index, i+1))
-		r, typ := ptr2(url, "Observation")
+		r, typ := fhir.Ptr2(url, "Observation")
 		report.Result = append(report.Result, models.Reference{Reference: r, Type: typ})
 		o.obsRes = append(o.obsRes, b.mapObservation(o, i+1, obs, subject, basedOn, specimen, effective, issued))
 	}
 	o.report = report
 
 	o.request = &models.ServiceRequest{
-		Id:         ptr(reqID),
-		Meta:       meta(profileServiceReq),
+		Id:         fhir.Ptr(reqID),
+		Meta:       fhir.MetaProfile(profileServiceReq),
 		Identifier: identifiers,
 		Status:     b.requestStatus(o, report.Status),
 		Intent:     models.RequestIntentOrder,
@@ -120,10 +122,10 @@ func (b *builder) orderIdentifier(o *order, field int, typeCode, display, system
 	}
 	return &models.Identifier{
 		Type: &models.CodeableConcept{Coding: []models.Coding{{
-			System: ptr(systemV2IDType), Code: ptr(typeCode), Display: ptr(display),
+			System: fhir.Ptr(systemV2IDType), Code: fhir.Ptr(typeCode), Display: fhir.Ptr(display),
 		}}},
-		System: ptr(system),
-		Value:  ptr(v),
+		System: fhir.Ptr(system),
+		Value:  fhir.Ptr(v),
 	}
 }
 
@@ -132,10 +134,10 @@ func (b *builder) orderIdentifier(o *order, field int, typeCode, display, system
 // section too.
 func (b *builder) reportCategory(obr *hl7v2.Segment) []models.CodeableConcept {
 	cats := []models.CodeableConcept{{Coding: []models.Coding{{
-		System: ptr(systemV2Section), Code: ptr("LAB"), Display: ptr("Laboratory"),
+		System: fhir.Ptr(systemV2Section), Code: fhir.Ptr("LAB"), Display: fhir.Ptr("Laboratory"),
 	}}}}
 	if s := strings.ToUpper(strings.TrimSpace(value(obr.Component(24, 1, 1, 1)))); s != "" && s != "LAB" && validCode(s) {
-		cats = append(cats, models.CodeableConcept{Coding: []models.Coding{{System: ptr(systemV2Section), Code: ptr(s)}}})
+		cats = append(cats, models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(systemV2Section), Code: fhir.Ptr(s)}}})
 	}
 	return cats
 }
@@ -206,14 +208,14 @@ func personReference(id, family, given, prefix, authority, idType string) *model
 	if id == "" && len(name) == 0 {
 		return nil
 	}
-	ref := &models.Reference{Type: ptr("Practitioner"), Display: optional(strings.Join(name, " "))}
+	ref := &models.Reference{Type: fhir.Ptr("Practitioner"), Display: fhir.Optional(strings.Join(name, " "))}
 	if id != "" {
-		ident := &models.Identifier{Value: ptr(id)}
+		ident := &models.Identifier{Value: fhir.Ptr(id)}
 		switch {
 		case strings.EqualFold(authority, "GMC") || strings.EqualFold(idType, "GMC"):
-			ident.System = ptr(nhs.SystemGMC)
+			ident.System = fhir.Ptr(nhs.SystemGMC)
 		case strings.EqualFold(authority, "GMP") || strings.EqualFold(idType, "GMP"):
-			ident.System = ptr(nhs.SystemGMP)
+			ident.System = fhir.Ptr(nhs.SystemGMP)
 		}
 		ref.Identifier = ident
 	}
@@ -226,12 +228,12 @@ func personReference(id, family, given, prefix, authority, idType string) *model
 func (b *builder) mapSpecimens(o *order, subject models.Reference, request []models.Reference, collected *string) {
 	add := func(s *models.Specimen) {
 		url, id := b.ids(kind("Specimen", o.index, len(o.specRes)+1))
-		s.Id = ptr(id)
-		s.Meta = meta(profileSpecimen)
+		s.Id = fhir.Ptr(id)
+		s.Meta = fhir.MetaProfile(profileSpecimen)
 		s.Subject = &subject
 		s.Request = request
 		o.specRes = append(o.specRes, s)
-		o.specRefs = append(o.specRefs, reference(url, "Specimen"))
+		o.specRefs = append(o.specRefs, fhir.Ref(url, "Specimen"))
 	}
 	for _, spm := range o.specimens {
 		add(b.specimenFromSPM(spm))
@@ -281,9 +283,9 @@ func (b *builder) specimenFromSPM(spm *hl7v2.Segment) *models.Specimen {
 	}
 	switch strings.ToUpper(value(spm.Component(20, 1, 1, 1))) {
 	case "Y":
-		s.Status = ptr(models.SpecimenStatusAvailable)
+		s.Status = fhir.Ptr(models.SpecimenStatusAvailable)
 	case "N":
-		s.Status = ptr(models.SpecimenStatusUnavailable)
+		s.Status = fhir.Ptr(models.SpecimenStatusUnavailable)
 	}
 	return s
 }
@@ -295,9 +297,9 @@ func eiFromSubcomponents(seg *hl7v2.Segment, field, comp int) *models.Identifier
 	if v == "" {
 		return nil
 	}
-	id := &models.Identifier{Value: ptr(v)}
+	id := &models.Identifier{Value: fhir.Ptr(v)}
 	if u := pas.UniversalIDURI(strings.TrimSpace(value(seg.Component(field, 1, comp, 3))), value(seg.Component(field, 1, comp, 4))); u != "" {
-		id.System = ptr(u)
+		id.System = fhir.Ptr(u)
 	}
 	return id
 }

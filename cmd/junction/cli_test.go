@@ -153,7 +153,7 @@ func TestCLILintShippedRoutes(t *testing.T) {
 	routes := shippedRoutes(t)
 	cfg := cliConfig(t, routes)
 	// Every route and every expression is listed, with its position.
-	wants := []string{"ok: 2 inputs, 2 destinations, 3 routes\n"}
+	wants := []string{"ok: 3 inputs, 2 destinations, 5 routes\n"}
 	for _, r := range loadShipped(t) {
 		wants = append(wants, fmt.Sprintf("route %s (%s): source %s, %d destinations\n", r.Name, r.File, r.Source, len(r.Destinations)))
 		for _, c := range r.Programs {
@@ -628,8 +628,8 @@ func TestCLIDefaultConfigMatchesShippedRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plan: %v", err)
 	}
-	if len(p.Routes) != 3 {
-		t.Errorf("%d routes planned, want 3", len(p.Routes))
+	if len(p.Routes) != 5 {
+		t.Errorf("%d routes planned, want 5", len(p.Routes))
 	}
 }
 

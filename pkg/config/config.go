@@ -284,8 +284,9 @@ func Default() *Config {
 			ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 		},
 		Inputs: map[string]*Component{
-			"pas":  {Type: "pas", Retry: router.DefaultRetry()},
-			"fhir": {Type: "fhir", Retry: router.DefaultRetry()},
+			"pas":       {Type: "pas", Retry: router.DefaultRetry()},
+			"pathology": {Type: "pathology", Retry: router.DefaultRetry()},
+			"fhir":      {Type: "fhir", Retry: router.DefaultRetry()},
 		},
 		Destinations: map[string]*Component{
 			"fhir-store":   {Type: "file", Retry: router.DefaultRetry(), Settings: settings("dir: out/fhir-store")},

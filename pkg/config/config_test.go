@@ -65,7 +65,7 @@ func TestDefault(t *testing.T) {
 	}{c.DataDir, c.Log.Level, c.HTTP.Listen, names(c.Inputs), names(c.Destinations), c.Routes, c.Rules.Limits(), c.Router.Batch, c.Router.AckWait, c.ShutdownTimeout}
 	want := got
 	want.DataDir, want.Level, want.Listen = "data", "info", "127.0.0.1:8080"
-	want.Inputs, want.Destinations, want.Routes = []string{"fhir", "pas"}, []string{"data-quality", "fhir-store"}, []string{"routes"}
+	want.Inputs, want.Destinations, want.Routes = []string{"fhir", "pas", "pathology"}, []string{"data-quality", "fhir-store"}, []string{"routes"}
 	want.Limits = rules.DefaultLimits()
 	want.Batch, want.AckWait, want.Shutdown = 64, 10*time.Second, 30*time.Second
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -203,7 +203,7 @@ func TestLoadOverDefaults(t *testing.T) {
 		{
 			name:         "absent sections keep the defaults",
 			src:          "data_dir: /var/lib/junction\nrouter:\n  batch: 8\n",
-			inputs:       []string{"fhir", "pas"},
+			inputs:       []string{"fhir", "pas", "pathology"},
 			destinations: []string{"data-quality", "fhir-store"},
 			check: func(t *testing.T, c *Config) {
 				if c.DataDir != "/var/lib/junction" || c.Router.Batch != 8 || c.Router.AckWait != 10*time.Second {
@@ -214,7 +214,7 @@ func TestLoadOverDefaults(t *testing.T) {
 		{
 			name:         "destinations replace the default set",
 			src:          "destinations:\n  out:\n    type: file\n    dir: elsewhere\n",
-			inputs:       []string{"fhir", "pas"},
+			inputs:       []string{"fhir", "pas", "pathology"},
 			destinations: []string{"out"},
 			check: func(t *testing.T, c *Config) {
 				if diff := cmp.Diff(router.DefaultRetry(), c.Destinations["out"].Retry); diff != "" {
@@ -237,7 +237,7 @@ func TestLoadOverDefaults(t *testing.T) {
 		{
 			name:         "retry merges over the defaults",
 			src:          "destinations:\n  ehr:\n    type: fhir\n    url: https://ehr.example.nhs.uk/fhir\n    retry: {max_attempts: 5, initial: 2s}\n",
-			inputs:       []string{"fhir", "pas"},
+			inputs:       []string{"fhir", "pas", "pathology"},
 			destinations: []string{"ehr"},
 			check: func(t *testing.T, c *Config) {
 				want := router.DefaultRetry()

@@ -179,7 +179,7 @@ func TestConsentHashKeyMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func(key string) error {
-		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\nconsent:\n  hash_key: env:JUNCTION_TEST_CONSENT_KEY\n", dir, routes)
+		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\nconsent:\n  hash_key: env:JUNCTION_TEST_CONSENT_KEY\n", dir, routes)
 		path := filepath.Join(dir, "junction.yaml")
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 			t.Fatal(err)

@@ -401,6 +401,9 @@ func TestLargeMessage(t *testing.T) {
     type: pas
     listen: 127.0.0.1:0
     max_message_bytes: 8388608
+  pathology:
+    type: pathology
+    listen: 127.0.0.1:0
   fhir:
     type: fhir
 `)
@@ -453,7 +456,7 @@ func defaultInputs(extra string) string {
 	if strings.Contains(extra, "inputs:") {
 		return ""
 	}
-	return "inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n"
+	return "inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n"
 }
 
 // TestReusedControlIDNotLost: a sender that reuses an MSH-10 for a

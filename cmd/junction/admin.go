@@ -174,7 +174,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, r := range v.Trail {
 			where := strings.Trim(strings.Join([]string{r.Source, r.Route, r.Destination}, " "), " ")
 			line := fmt.Sprintf("%s  %-13s %-24s %s", r.Time.Format(time.RFC3339Nano), r.Event, where, r.Outcome)
-			for _, x := range []string{r.Status, r.Code, r.Reason, r.Rule} {
+			for _, x := range []string{r.Status, r.Code, r.Reason, r.Rule, r.Principal} {
 				if x != "" {
 					line += "  " + x
 				}
@@ -190,7 +190,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		for _, o := range v.Outbound {
 			fmt.Fprintf(stdout, "sent to %s: %s seq %d, %d bytes\n", o.Destination, o.Stream, o.Seq, len(o.Body))
 		}
-		fmt.Fprintln(stdout, "(use --json to see the payloads)")
+		if v.PayloadsOmitted {
+			fmt.Fprintln(stdout, "(payloads omitted: seeing them needs the integration_engineer role)")
+		} else {
+			fmt.Fprintln(stdout, "(use --json to see the payloads)")
+		}
 		return nil
 	case "reconcile":
 		return runReconcile(ctx, args[1:], stdout, stderr)

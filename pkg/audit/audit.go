@@ -39,6 +39,13 @@ const (
 	Failed       Event = "failed"
 	DeadLettered Event = "dead_lettered"
 	Replayed     Event = "replayed"
+	// Accessed records a caller's use of an admin or audit API that shows
+	// payloads or disclosures: who (Principal), which endpoint (Endpoint)
+	// under which permission (Rule), the message (MessageID) or patient
+	// (Patient) concerned, and whether it was allowed or denied (Outcome).
+	// It is written under the message's id, or under an id of its own
+	// ("access-...") when the request names no message.
+	Accessed Event = "accessed"
 )
 
 // Record is one hop.
@@ -75,6 +82,12 @@ type Record struct {
 	// translated the message, so a patient's messages can be found
 	// without patient data in the trail.
 	Patient string `json:"patient,omitempty"`
+	// Principal is the configured name of the caller (never a secret), on
+	// access records.
+	Principal string `json:"principal,omitempty"`
+	// Endpoint is the method and path pattern called (such as
+	// "GET /api/messages/{id}"), on access records.
+	Endpoint string `json:"endpoint,omitempty"`
 }
 
 // Hash returns the hex SHA-256 of b.

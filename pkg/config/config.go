@@ -62,8 +62,13 @@ type LogConfig struct {
 // HTTPConfig configures the HTTP listener.
 type HTTPConfig struct {
 	Listen string `yaml:"listen"`
-	// AdminToken is a reference (env:NAME or file:PATH) to the bearer token
-	// the admin API requires. It is required when Listen is not loopback.
+	// Tokens are the bearer tokens of the admin and audit APIs, each with
+	// a name and roles (see TokenConfig). At least one token (or
+	// AdminToken) is required when Listen is not loopback; with none, on
+	// loopback, the APIs are open to the local machine.
+	Tokens []TokenConfig `yaml:"tokens"`
+	// AdminToken is a reference (env:NAME or file:PATH) to a bearer token
+	// holding every role. Deprecated: use Tokens.
 	AdminToken        string        `yaml:"admin_token"`
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	ReadTimeout       time.Duration `yaml:"read_timeout"`
@@ -280,7 +285,7 @@ func Default() *Config {
 		Log:     LogConfig{Level: "info"},
 		NATS:    store.DefaultConfig(),
 		HTTP: HTTPConfig{
-			Listen: "127.0.0.1:8080", ReadHeaderTimeout: 10 * time.Second,
+			Listen: "127.0.0.1:8080", Tokens: []TokenConfig{}, ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 		},
 		Inputs: map[string]*Component{
@@ -408,12 +413,13 @@ func (c *Config) Validate() []error {
 	}
 	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen: %v", err))
-	} else if !IsLoopback(c.HTTP.Listen) && c.HTTP.AdminToken == "" {
-		errs = append(errs, fmt.Errorf("http.admin_token: required when http.listen (%s) is not a loopback address, since the admin API shows patient data", c.HTTP.Listen))
+	} else if !IsLoopback(c.HTTP.Listen) && c.HTTP.AdminToken == "" && len(c.HTTP.Tokens) == 0 {
+		errs = append(errs, fmt.Errorf("http.tokens: at least one token is required when http.listen (%s) is not a loopback address, since the admin API shows patient data", c.HTTP.Listen))
 	}
 	if c.HTTP.AdminToken != "" && !IsRef(c.HTTP.AdminToken) {
 		errs = append(errs, errors.New("http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"))
 	}
+	errs = append(errs, c.HTTP.validateTokens()...)
 	if c.Audit.SigningKey != "" && !IsRef(c.Audit.SigningKey) {
 		errs = append(errs, errors.New("audit.signing_key: must be a reference (env:NAME or file:PATH), never the key itself"))
 	}

@@ -386,13 +386,52 @@ func TestValidate(t *testing.T) {
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: must be debug, info, warn or error, got "verbose"`}},
 		{"listen not host:port", func(c *Config) { c.HTTP.Listen = "8080" }, []string{"http.listen: address 8080: missing port in address"}},
 		{"non-loopback needs a token", func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" },
-			[]string{"http.admin_token: required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data"}},
+			[]string{"http.tokens: at least one token is required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data"}},
 		{"all interfaces need a token", func(c *Config) { c.HTTP.Listen = ":8080" },
-			[]string{"http.admin_token: required when http.listen (:8080) is not a loopback address, since the admin API shows patient data"}},
+			[]string{"http.tokens: at least one token is required when http.listen (:8080) is not a loopback address, since the admin API shows patient data"}},
 		{"non-loopback with an env token", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "env:JUNCTION_TOKEN" }, nil},
 		{"non-loopback with a file token", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "file:/run/secrets/token" }, nil},
 		{"token must be a reference", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "s3cr3t-value" },
 			[]string{"http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"}},
+		{"non-loopback with tokens", func(c *Config) {
+			c.HTTP.Listen = "10.0.0.1:8080"
+			c.HTTP.Tokens = []TokenConfig{
+				{Name: "ops-team", Role: "operator", Token: "env:OPS_TOKEN"},
+				{Name: "ig", Roles: []string{"auditor", "integration_engineer"}, Token: "file:/run/secrets/ig"},
+				{Name: "nhs_app", Role: "patient_service", Token: "env:NHS_APP_TOKEN"},
+			}
+		}, nil},
+		{"tokens with the deprecated admin token", func(c *Config) {
+			c.HTTP.AdminToken = "env:JUNCTION_TOKEN"
+			c.HTTP.Tokens = []TokenConfig{{Name: "ops", Role: "operator", Token: "env:OPS_TOKEN"}}
+		}, nil},
+		{"token errors", func(c *Config) {
+			c.HTTP.AdminToken = "env:JUNCTION_TOKEN"
+			c.HTTP.Tokens = []TokenConfig{
+				{Name: "ops", Role: "opertor", Token: "env:OPS_TOKEN"},
+				{Name: "ops", Role: "operator", Token: "s3cr3t-value"},
+				{Role: "auditor", Token: "env:A"},
+				{Name: "bad name", Roles: []string{"auditor", "auditor"}, Token: "env:B"},
+				{Name: "both", Role: "auditor", Roles: []string{"operator"}, Token: "env:C"},
+				{Name: "none", Token: "env:D"},
+				{Name: "same", Role: "auditor", Token: "env:OPS_TOKEN"},
+				{Name: "legacy", Role: "auditor", Token: "env:JUNCTION_TOKEN"},
+				{Name: "admin_token", Role: "auditor"},
+			}
+		}, []string{
+			`http.tokens[0] (ops): unknown role "opertor"; roles are operator, integration_engineer, auditor, patient_service`,
+			"http.tokens[1] (ops): name: used by another token",
+			"http.tokens[1] (ops): token: must be a reference (env:NAME or file:PATH), never the token itself",
+			"http.tokens[2]: name: required",
+			"http.tokens[3] (bad name): name: may hold only letters, digits, '-' and '_'",
+			"http.tokens[3] (bad name): role auditor is listed twice",
+			"http.tokens[4] (both): give role or roles, not both",
+			"http.tokens[5] (none): roles: at least one role is required",
+			"http.tokens[6] (same): token: http.tokens[0] (ops) names the same secret; give each token its own",
+			"http.tokens[7] (legacy): token: http.admin_token names the same secret; give each token its own",
+			"http.tokens[8] (admin_token): name: admin_token is the name of http.admin_token; choose another",
+			"http.tokens[8] (admin_token): token: required (env:NAME or file:PATH)",
+		}},
 		{"localhost needs no token", func(c *Config) { c.HTTP.Listen = "localhost:8080" }, nil},
 		{"ipv6 loopback needs no token", func(c *Config) { c.HTTP.Listen = "[::1]:8080" }, nil},
 		{"audit key by reference", func(c *Config) { c.Audit.SigningKey = "file:/run/secrets/audit.pem" }, nil},

@@ -2,10 +2,10 @@ package engine
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,6 +25,9 @@ type MessageView struct {
 	Trail    []audit.Record `json:"trail"`
 	Input    *Payload       `json:"input,omitempty"`
 	Outbound []Payload      `json:"outbound,omitempty"`
+	// PayloadsOmitted is set when the caller may not see payloads (an
+	// operator): Input and Outbound are left out.
+	PayloadsOmitted bool `json:"payloads_omitted,omitempty"`
 }
 
 // Payload is one stored message body.
@@ -118,17 +121,16 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// admin wraps an admin handler with the bearer-token check and metrics.
+// admin wraps an admin handler with authentication, the permission check
+// of the endpoint registered as name (see access.RuleFor), the access
+// record of audited permissions, and metrics.
 func (e *Engine) admin(name string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := &statusWriter{ResponseWriter: w, code: 200}
 		defer func() { e.metrics.HTTPRequests.WithLabelValues(name, strconv.Itoa(rw.code)).Inc() }()
-		if e.adminToken != "" {
-			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if subtle.ConstantTimeCompare([]byte(got), []byte(e.adminToken)) != 1 {
-				writeJSON(rw, http.StatusUnauthorized, map[string]string{"error": "admin API requires a bearer token"})
-				return
-			}
+		r, ok := e.authorize(rw, r, name)
+		if !ok {
+			return
 		}
 		h(rw, r)
 	})
@@ -155,12 +157,19 @@ func (e *Engine) handleMessage(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid message id"})
 		return
 	}
-	v, err := LookupMessage(r.Context(), e.store.JS, id)
+	var v *MessageView
+	var err error
+	if payloadAllowed(r.Context()) {
+		v, err = LookupMessage(r.Context(), e.store.JS, id)
+	} else {
+		v, err = lookupTrail(r.Context(), e.store.JS, id)
+	}
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	if len(v.Trail) == 0 {
+	if !slices.ContainsFunc(v.Trail, func(rec audit.Record) bool { return rec.Event != audit.Accessed }) {
+		// Nothing but records of callers asking for it.
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such message"})
 		return
 	}
@@ -178,6 +187,16 @@ func validID(id string) bool {
 		}
 	}
 	return true
+}
+
+// lookupTrail is a message's trail without its payloads, for callers who
+// may not see them.
+func lookupTrail(ctx context.Context, js jetstream.JetStream, id string) (*MessageView, error) {
+	trail, err := router.Trail(ctx, js, id)
+	if err != nil {
+		return nil, err
+	}
+	return &MessageView{ID: id, Trail: trail, PayloadsOmitted: true}, nil
 }
 
 // LookupMessage assembles a message's trail and payloads.

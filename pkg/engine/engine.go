@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
@@ -27,13 +28,16 @@ import (
 
 // Engine is a running Junction.
 type Engine struct {
-	plan       *Plan
-	log        *slog.Logger
-	reg        *prometheus.Registry
-	metrics    *telemetry.Metrics
-	tracing    *telemetry.Tracing
-	secrets    config.Secrets
-	adminToken string
+	plan    *Plan
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *telemetry.Metrics
+	tracing *telemetry.Tracing
+	secrets config.Secrets
+	// auth authenticates callers of the admin and audit APIs.
+	auth access.Authenticator
+	// accessIDs names access records of requests that name no message.
+	accessIDs router.IDGen
 	// patientKey keys the hash that stands for a patient in audit records
 	// and the consent store (see patientHash).
 	patientKey []byte
@@ -78,13 +82,11 @@ func New(plan *Plan, o Options) (*Engine, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer}
-	if t := plan.Config.HTTP.AdminToken; t != "" {
-		v, err := e.secrets.Resolve(t)
-		if err != nil {
-			return nil, fmt.Errorf("http.admin_token: %w", err)
-		}
-		e.adminToken = v
+	auth, err := e.newAuthenticator(plan.Config.HTTP)
+	if err != nil {
+		return nil, err
 	}
+	e.auth = auth
 	return e, nil
 }
 

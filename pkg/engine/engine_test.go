@@ -48,12 +48,10 @@ func startEngineOpts(t *testing.T, routes, extra string, opts engine.Options) (*
 	t.Helper()
 	dir := t.TempDir()
 	body := fmt.Sprintf(`data_dir: %s
-http:
-  listen: 127.0.0.1:0
-routes: [%s]
+%sroutes: [%s]
 router:
   ack_wait: 5s
-%s%s%s`, dir, routes, pipelineOf(extra), defaultInputs(extra), extra)
+%s%s%s`, dir, defaultHTTP(extra), routes, pipelineOf(extra), defaultInputs(extra), extra)
 	if !strings.Contains(extra, "destinations:") {
 		body += `
 destinations:
@@ -450,6 +448,14 @@ func pipelineOf(extra string) string {
 		return "  pipeline: message\n"
 	}
 	return ""
+}
+
+// defaultHTTP is the HTTP listener's settings unless extra has its own.
+func defaultHTTP(extra string) string {
+	if strings.HasPrefix(extra, "http:") || strings.Contains(extra, "\nhttp:") {
+		return ""
+	}
+	return "http:\n  listen: 127.0.0.1:0\n"
 }
 
 func defaultInputs(extra string) string {

@@ -29,6 +29,10 @@ type Metrics struct {
 	QuarantineSize prometheus.Gauge
 	HTTPRequests   *prometheus.CounterVec // handler, code
 	Ready          prometheus.Gauge
+
+	// Accesses counts admin and audit API authorisation decisions by
+	// permission, outcome and principal (a configured name).
+	Accesses *prometheus.CounterVec // permission, outcome, principal
 }
 
 // latencyBuckets covers 100 µs to 10 s.
@@ -77,5 +81,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		QuarantineSize: g("ingress", "quarantine_messages", "Messages held in quarantine."),
 		HTTPRequests:   cv("http", "requests_total", "HTTP requests by handler and status code.", "handler", "code"),
 		Ready:          g("engine", "ready", "1 when the engine is ready to accept messages."),
+		Accesses:       cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
 	}
 }

@@ -20,6 +20,9 @@ import (
 var allowedLabels = map[string]bool{
 	"adapter": true, "code": true, "reason": true, "issue": true, "route": true, "outcome": true,
 	"destination": true, "decision": true, "stage": true, "name": true, "handler": true,
+	// An access permission (a fixed set) and a principal: a configured
+	// token name, never a token.
+	"permission": true, "principal": true,
 }
 
 // subsystems are the parts of the engine a series may belong to.

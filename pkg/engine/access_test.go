@@ -1,0 +1,302 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/engine"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// tokenFiles writes each token's secret to a file and returns the
+// http.tokens YAML naming them, with the given roles.
+func tokenFiles(t *testing.T, secrets map[string]string, roles map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	y := "http:\n  listen: 127.0.0.1:0\n  tokens:\n"
+	for _, name := range []string{"ops", "eng", "aud", "app"} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(secrets[name]+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		y += fmt.Sprintf("    - {name: %s, role: %s, token: file:%s}\n", name, roles[name], path)
+	}
+	return y
+}
+
+// call makes one request and returns its status, body and challenge.
+func call(t *testing.T, method, url, token, body string) (int, []byte, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b, resp.Header.Get("WWW-Authenticate")
+}
+
+// auditStream returns every record on the audit stream and the stream's
+// raw message bodies joined.
+func auditStream(t *testing.T, e *engine.Engine) ([]audit.Record, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := e.Store().JS.Stream(ctx, store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []audit.Record
+	var raw strings.Builder
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		raw.Write(m.Data)
+		var rs []audit.Record
+		if json.Unmarshal(m.Data, &rs) == nil {
+			recs = append(recs, rs...)
+		}
+	}
+	return recs, raw.String()
+}
+
+// TestAdminRoles checks each role against each admin and audit endpoint
+// (the disclosure and AuditEvent endpoints by stand-in handlers
+// registered under their names), unknown and missing tokens, and the
+// access records and metrics of payload and disclosure access.
+func TestAdminRoles(t *testing.T) {
+	secrets := map[string]string{"ops": "ops-secret-0c1d", "eng": "eng-secret-9f3a", "aud": "aud-secret-77b2", "app": "app-secret-e410"}
+	roles := map[string]string{"ops": "operator", "eng": "integration_engineer", "aud": "auditor", "app": "patient_service"}
+	e, dir := startEngine(t, tokenFiles(t, secrets, roles))
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "ROLES001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	id := strings.SplitN(filepath.Base(files[0]), ".", 2)[0]
+	base := "http://" + e.HTTPAddr().String()
+
+	ok := func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }
+	mux := http.NewServeMux()
+	mux.Handle("GET /api/patients/{nhs}/disclosures", e.Admin("disclosures", ok))
+	mux.Handle("POST /api/patients/{nhs}/disclosures/withhold", e.Admin("withhold", ok))
+	mux.Handle("GET /fhir/AuditEvent", e.Admin("auditevents", ok))
+	stand := httptest.NewServer(mux)
+	defer stand.Close()
+
+	const nhs = "9990000026"
+	principals := []string{"ops", "eng", "aud", "app"}
+	endpoints := []struct {
+		name, method, url, body string
+		want                    [4]int // ops, eng, aud, app
+	}{
+		{"messages", "GET", base + "/api/messages/" + id, "", [4]int{200, 200, 200, 403}},
+		{"deadletters", "GET", base + "/api/deadletters", "", [4]int{200, 200, 403, 403}},
+		{"replay", "POST", base + "/api/replay", `{"filter": {"route": "no-such-route"}}`, [4]int{200, 403, 403, 403}},
+		{"quarantine", "GET", base + "/api/quarantine", "", [4]int{200, 200, 403, 403}},
+		{"quarantine bodies", "GET", base + "/api/quarantine?body=true", "", [4]int{403, 200, 403, 403}},
+		{"reconcile", "GET", base + "/api/reconcile", "", [4]int{200, 403, 200, 403}},
+		{"disclosures", "GET", stand.URL + "/api/patients/" + nhs + "/disclosures", "", [4]int{403, 403, 200, 200}},
+		{"withhold", "POST", stand.URL + "/api/patients/" + nhs + "/disclosures/withhold", "{}", [4]int{403, 403, 200, 403}},
+		{"auditevents", "GET", stand.URL + "/fhir/AuditEvent", "", [4]int{403, 403, 200, 403}},
+	}
+	views := map[string]engine.MessageView{}
+	for _, ep := range endpoints {
+		t.Run(ep.name, func(t *testing.T) {
+			for i, who := range principals {
+				st, body, _ := call(t, ep.method, ep.url, secrets[who], ep.body)
+				if st != ep.want[i] {
+					t.Errorf("%s: status %d, want %d: %s", who, st, ep.want[i], body)
+				}
+				if st == http.StatusForbidden {
+					var e struct{ Error, Permission string }
+					if err := json.Unmarshal(body, &e); err != nil || e.Permission == "" || !strings.Contains(e.Error, e.Permission) {
+						t.Errorf("%s: 403 body %s does not name the permission", who, body)
+					}
+					if strings.Contains(string(body), secrets[who]) {
+						t.Errorf("%s: 403 body shows the token", who)
+					}
+				}
+				if ep.name == "messages" && st == 200 {
+					var v engine.MessageView
+					if err := json.Unmarshal(body, &v); err != nil {
+						t.Fatal(err)
+					}
+					views[who] = v
+				}
+			}
+			for _, tok := range []string{"", "not-a-token", secrets["ops"] + "x"} {
+				st, body, challenge := call(t, ep.method, ep.url, tok, ep.body)
+				if st != http.StatusUnauthorized || !strings.HasPrefix(challenge, "Bearer") {
+					t.Errorf("token %q: status %d, WWW-Authenticate %q, want 401 with a Bearer challenge: %s", tok, st, challenge, body)
+				}
+			}
+		})
+	}
+	if t.Failed() {
+		return
+	}
+	// Operators and auditors get the trail without payloads; integration
+	// engineers get the payloads too.
+	for _, who := range []string{"ops", "aud"} {
+		v := views[who]
+		if !v.PayloadsOmitted || v.Input != nil || len(v.Outbound) != 0 || len(v.Trail) == 0 {
+			t.Errorf("%s's view: omitted %v, input %v, outbound %d, trail %d; want the trail only", who, v.PayloadsOmitted, v.Input != nil, len(v.Outbound), len(v.Trail))
+		}
+	}
+	if v := views["eng"]; v.PayloadsOmitted || v.Input == nil || !strings.Contains(v.Input.Body, "ROLES001") {
+		t.Errorf("engineer's view has no payloads: %+v", v)
+	}
+
+	// Asking for an unknown message is recorded, and the record alone does
+	// not make the message known.
+	for range 2 {
+		if st, body, _ := call(t, "GET", base+"/api/messages/NOSUCHMESSAGE01", secrets["eng"], ""); st != http.StatusNotFound {
+			t.Errorf("unknown message: status %d, want 404: %s", st, body)
+		}
+	}
+
+	recs, raw := auditStream(t, e)
+	for who, s := range secrets {
+		if strings.Contains(raw, s) {
+			t.Errorf("the audit stream holds %s's token", who)
+		}
+	}
+	if strings.Contains(raw, nhs) || strings.Contains(raw, "9990000018") {
+		t.Error("the audit stream holds an NHS number")
+	}
+	type key struct{ principal, rule, outcome string }
+	accessed := map[key][]audit.Record{}
+	for _, r := range recs {
+		if r.Event == audit.Accessed {
+			k := key{r.Principal, r.Rule, r.Outcome}
+			accessed[k] = append(accessed[k], r)
+		}
+	}
+	ofMessage := map[string]int{}
+	for _, r := range accessed[key{"eng", "messages.payload", "allowed"}] {
+		if r.Endpoint != "GET /api/messages/{id}" {
+			t.Errorf("access record endpoint %q", r.Endpoint)
+		}
+		ofMessage[r.MessageID]++
+	}
+	if want := map[string]int{id: 1, "NOSUCHMESSAGE01": 2}; !maps.Equal(ofMessage, want) {
+		t.Errorf("engineer's payload access records by message: %v, want %v", ofMessage, want)
+	}
+	if rs := accessed[key{"eng", "quarantine.payload", "allowed"}]; len(rs) != 1 || !strings.HasPrefix(rs[0].MessageID, "access-") {
+		t.Errorf("engineer's quarantine access records: %+v", rs)
+	}
+	if rs := accessed[key{"ops", "quarantine.payload", "denied"}]; len(rs) != 1 {
+		t.Errorf("operator's refused quarantine access records: %+v", rs)
+	}
+	for _, k := range []key{{"ops", "messages", "allowed"}, {"ops", "messages.payload", "allowed"}, {"aud", "messages", "allowed"}, {"ops", "deadletters", "allowed"}} {
+		if rs := accessed[k]; len(rs) != 0 {
+			t.Errorf("access without payloads recorded: %+v", rs)
+		}
+	}
+	for _, who := range []string{"aud", "app"} {
+		rs := accessed[key{who, "disclosures", "allowed"}]
+		if len(rs) != 1 || len(rs[0].Patient) != 64 || rs[0].Endpoint != "GET /api/patients/{nhs}/disclosures" {
+			t.Errorf("%s's disclosure access records: %+v", who, rs)
+		}
+	}
+	if rs := accessed[key{"app", "auditevents", "denied"}]; len(rs) != 1 {
+		t.Errorf("patient service's refused AuditEvent access records: %+v", rs)
+	}
+	// The message's trail shows who read its payloads.
+	if !slices.ContainsFunc(views["eng"].Trail, func(r audit.Record) bool { return r.Event == audit.Accessed && r.Principal == "eng" }) {
+		t.Error("the engineer's view lacks its own access record")
+	}
+
+	m := e.Metrics()
+	for _, c := range []struct {
+		perm, outcome, who string
+		want               float64
+	}{
+		{"messages.payload", "allowed", "eng", 3},
+		{"messages", "allowed", "ops", 1},
+		{"messages", "denied", "app", 1},
+		{"quarantine.payload", "denied", "ops", 1},
+		{"disclosures", "allowed", "app", 1},
+		{"replay", "unauthenticated", "", 3},
+	} {
+		if got := testutil.ToFloat64(m.Accesses.WithLabelValues(c.perm, c.outcome, c.who)); got != c.want {
+			t.Errorf("accesses{%s, %s, %q} = %v, want %v", c.perm, c.outcome, c.who, got, c.want)
+		}
+	}
+}
+
+// TestAdminTokenStillWorks: the deprecated http.admin_token is a token
+// holding every role, named admin_token in access records.
+func TestAdminTokenStillWorks(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "admin-token")
+	if err := os.WriteFile(path, []byte("legacy-secret-5a5a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := startEngine(t, "http:\n  listen: 127.0.0.1:0\n  admin_token: file:"+path+"\n")
+	base := "http://" + e.HTTPAddr().String()
+	tests := []struct {
+		name, method, url, token, body string
+		want                           int
+	}{
+		{"payloads", "GET", base + "/api/quarantine?body=true", "legacy-secret-5a5a", "", 200},
+		{"replay", "POST", base + "/api/replay", "legacy-secret-5a5a", `{"filter": {"route": "no-such-route"}}`, 200},
+		{"reconcile", "GET", base + "/api/reconcile", "legacy-secret-5a5a", "", 200},
+		{"no token", "GET", base + "/api/reconcile", "", "", 401},
+		{"wrong token", "GET", base + "/api/reconcile", "legacy-secret-5a5b", "", 401},
+		{"open endpoints", "GET", base + "/healthz", "", "", 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if st, body, _ := call(t, tt.method, tt.url, tt.token, tt.body); st != tt.want {
+				t.Errorf("status %d, want %d: %s", st, tt.want, body)
+			}
+		})
+	}
+	recs, raw := auditStream(t, e)
+	if strings.Contains(raw, "legacy-secret") {
+		t.Error("the audit stream holds the token")
+	}
+	n := 0
+	for _, r := range recs {
+		if r.Event == audit.Accessed && r.Principal == "admin_token" && r.Rule == "quarantine.payload" && r.Outcome == "allowed" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d access records of admin_token, want 1", n)
+	}
+}

@@ -140,7 +140,7 @@ func parseTime(s string) (time.Time, error) {
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]\n       junction audit verify [flags]\n       junction audit keygen --out PATH")
+		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]\n       junction audit verify [flags]\n       junction audit disclosures --nhs-number N [flags]\n       junction audit keygen --out PATH")
 		if len(args) == 0 {
 			return errUsage
 		}
@@ -200,6 +200,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runReconcile(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
+	case "disclosures":
+		return runAuditDisclosures(ctx, args[1:], stdout, stderr)
 	case "keygen":
 		return runAuditKeygen(ctx, args[1:], stdout, stderr)
 	case "deadletters":

@@ -46,6 +46,9 @@ const (
 	// It is written under the message's id, or under an id of its own
 	// ("access-...") when the request names no message.
 	Accessed Event = "accessed"
+	// WithheldFromReport records that an authorised person withheld one
+	// release from a patient's disclosure report (DPA 2018 Schedule 3).
+	WithheldFromReport Event = "withheld_from_report"
 )
 
 // Record is one hop.
@@ -88,6 +91,14 @@ type Record struct {
 	// Endpoint is the method and path pattern called (such as
 	// "GET /api/messages/{id}"), on access records.
 	Endpoint string `json:"endpoint,omitempty"`
+	// Purpose and LegalBasis are the route's declared purpose of use and
+	// legal basis, on its consent records, for disclosure reports.
+	Purpose    string `json:"purpose,omitempty"`
+	LegalBasis string `json:"legal_basis,omitempty"`
+	// Classes are the data classes queued for a destination: the sorted
+	// distinct FHIR resource types of the payload, or the HL7 v2 message
+	// type of a raw payload, on the Queued record.
+	Classes []string `json:"classes,omitempty"`
 }
 
 // Hash returns the hex SHA-256 of b.

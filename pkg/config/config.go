@@ -154,6 +154,16 @@ type ConsentConfig struct {
 	// Destinations gives destinations' ODS organisation codes and the
 	// restricted data they are allow-listed for, by destination name.
 	Destinations map[string]ConsentDestination `yaml:"destinations"`
+	// Sources gives inputs' ODS organisation codes, by input name, so a
+	// patient's disclosure report can name the organisation the data
+	// came from.
+	Sources map[string]ConsentSource `yaml:"sources"`
+}
+
+// ConsentSource is an input as disclosure reports see it.
+type ConsentSource struct {
+	// ODS is the sending organisation's ODS code.
+	ODS string `yaml:"ods"`
 }
 
 // ConsentDestination is a receiver as the consent engine sees it.
@@ -172,7 +182,7 @@ type ConsentDestination struct {
 var consentClearances = []string{"V", "GRA-S22", "HFEA-S33A", "R", "SEXUAL-HEALTH", "SAFEGUARDING", "S-FLAG"}
 
 // validate checks the consent section against the destinations.
-func (c ConsentConfig) validate(dests map[string]*Component) []error {
+func (c ConsentConfig) validate(inputs, dests map[string]*Component) []error {
 	var errs []error
 	switch c.Engine {
 	case ConsentEngineConsent, ConsentEngineDefault:
@@ -202,6 +212,19 @@ func (c ConsentConfig) validate(dests map[string]*Component) []error {
 			if !slices.Contains(consentClearances, a) {
 				errs = append(errs, fmt.Errorf("consent.destinations.%s.allow[%d]: must be one of %s, got %q", name, i, strings.Join(consentClearances, ", "), a))
 			}
+		}
+	}
+	names = names[:0]
+	for n := range c.Sources {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if _, ok := inputs[name]; !ok {
+			errs = append(errs, fmt.Errorf("consent.sources.%s: no input of that name", name))
+		}
+		if o := c.Sources[name].ODS; o != "" && !validODS(o) {
+			errs = append(errs, fmt.Errorf("consent.sources.%s.ods: %q is not an ODS code (2 to 12 letters and digits)", name, o))
 		}
 	}
 	return errs
@@ -481,7 +504,7 @@ func (c *Config) Validate() []error {
 	if len(c.Routes) == 0 {
 		errs = append(errs, errors.New("routes: at least one route file or directory is required"))
 	}
-	errs = append(errs, c.Consent.validate(c.Destinations)...)
+	errs = append(errs, c.Consent.validate(c.Inputs, c.Destinations)...)
 	return errs
 }
 

@@ -150,6 +150,7 @@ func TestLoadREADMEExample(t *testing.T) {
 	// The README's consent destinations are an example, not a default.
 	readmeConsent := c.Consent
 	readmeConsent.Destinations = nil
+	readmeConsent.Sources = nil
 	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent},
 		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent}); diff != "" {
 		t.Errorf("README's documented defaults differ from Default() (-default +readme):\n%s", diff)
@@ -472,6 +473,16 @@ func TestValidate(t *testing.T) {
 			"consent.destinations.nowhere: no destination of that name",
 			`consent.destinations.nowhere.ods: "R X1" is not an ODS code (2 to 12 letters and digits)`,
 			`consent.destinations.nowhere.allow[0]: must be one of V, GRA-S22, HFEA-S33A, R, SEXUAL-HEALTH, SAFEGUARDING, S-FLAG, got "TOP-SECRET"`,
+		}},
+		{"consent sources", func(c *Config) {
+			c.Consent.Sources = map[string]ConsentSource{
+				"pas":     {ODS: "RX1"},
+				"fhir":    {},
+				"nowhere": {ODS: "R-X1"},
+			}
+		}, []string{
+			"consent.sources.nowhere: no input of that name",
+			`consent.sources.nowhere.ods: "R-X1" is not an ODS code (2 to 12 letters and digits)`,
 		}},
 	}
 	for _, tt := range tests {

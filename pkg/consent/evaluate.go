@@ -158,7 +158,7 @@ func (e Evaluator) Evaluate(in Input, r Resource) Verdict {
 		}
 	}
 	// 3. National data opt-out, for purposes beyond individual care.
-	if in.Purpose.beyondIndividualCare() && in.Basis != BasisExplicitConsent {
+	if OptOutApplies(in.Purpose, in.Basis) {
 		switch {
 		case in.OptOut.Stale:
 			return deny(GateOptOut, "gate:opt-out:stale", "the national data opt-out list is stale")

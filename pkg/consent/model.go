@@ -121,6 +121,10 @@ func (p Purpose) codings() []Coding {
 	return out
 }
 
+// Codings returns the purpose's codings: the Junction code and its HL7 v3
+// ActReason equivalent, when it has one.
+func (p Purpose) Codings() []Coding { return p.codings() }
+
 // actReason returns the purpose's HL7 v3 ActReason code, if it has one.
 func (p Purpose) actReason() string {
 	switch p {
@@ -140,6 +144,14 @@ func (p Purpose) actReason() string {
 // to the purpose.
 func (p Purpose) beyondIndividualCare() bool {
 	return p == PurposeResearch || p == PurposePlanning
+}
+
+// OptOutApplies reports whether the national data opt-out gate is checked
+// for a disclosure for purpose p on legal basis b (see Evaluate): purposes
+// beyond individual care, unless the patient's explicit consent is the
+// basis.
+func OptOutApplies(p Purpose, b LegalBasis) bool {
+	return p.beyondIndividualCare() && b != BasisExplicitConsent
 }
 
 // LegalBasis is a route's declared legal basis for disclosure.

@@ -300,3 +300,52 @@ func TestAdminTokenStillWorks(t *testing.T) {
 		t.Errorf("%d access records of admin_token, want 1", n)
 	}
 }
+
+// TestDisclosureViewsByRole checks the real disclosure endpoints under
+// roles: a patient-facing service gets the patient's view but not the
+// auditor's (which shows withheld entries), and a withholding records who
+// made it.
+func TestDisclosureViewsByRole(t *testing.T) {
+	secrets := map[string]string{"ops": "ops-secret-51aa", "eng": "eng-secret-62bb", "aud": "aud-secret-73cc", "app": "app-secret-84dd"}
+	roles := map[string]string{"ops": "operator", "eng": "integration_engineer", "aud": "auditor", "app": "patient_service"}
+	e, dir := startEngine(t, tokenFiles(t, secrets, roles))
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "VIEW0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	id := strings.SplitN(filepath.Base(files[0]), ".", 2)[0]
+	url := "http://" + e.HTTPAddr().String() + "/api/patients/9990000018/disclosures"
+	tests := []struct {
+		name, token, query string
+		want               int
+	}{
+		{"patient service, patient view", "app", "", http.StatusOK},
+		{"patient service, auditor view", "app", "?view=auditor", http.StatusForbidden},
+		{"auditor, auditor view", "aud", "?view=auditor", http.StatusOK},
+		{"operator", "ops", "", http.StatusForbidden},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, body, _ := call(t, "GET", url+tc.query, secrets[tc.token], ""); code != tc.want {
+				t.Errorf("status %d, want %d: %s", code, tc.want, body)
+			}
+		})
+	}
+	body := fmt.Sprintf(`{"message_id": %q, "destination": "fhir-store", "exemption": "serious harm", "reason": "clinician advice"}`, id)
+	if code, b, _ := call(t, "POST", url+"/withhold", secrets["aud"], body); code != http.StatusOK {
+		t.Fatalf("withhold: status %d: %s", code, b)
+	}
+	recs, _ := auditStream(t, e)
+	var found bool
+	for _, r := range recs {
+		if r.Event == audit.WithheldFromReport && r.MessageID == id {
+			found = true
+			if r.Principal != "aud" {
+				t.Errorf("withholding recorded principal %q, want aud", r.Principal)
+			}
+		}
+	}
+	if !found {
+		t.Error("no withheld_from_report record")
+	}
+}

@@ -46,6 +46,9 @@ func (e *Engine) adminMux(mux *http.ServeMux) {
 	mux.Handle("POST /api/replay", e.admin("replay", e.handleReplay))
 	mux.Handle("GET /api/quarantine", e.admin("quarantine", e.handleQuarantine))
 	mux.Handle("GET /api/reconcile", e.admin("reconcile", e.handleReconcile))
+	mux.Handle("GET /api/patients/{nhs}/disclosures", e.admin("disclosures", e.handleDisclosures))
+	mux.Handle("POST /api/patients/{nhs}/disclosures/withhold", e.admin("withhold", e.handleWithhold))
+	mux.Handle("GET /fhir/AuditEvent", e.admin("auditevents", e.handleAuditEvents))
 }
 
 // handleReconcile reports the fate of every retained accepted message:

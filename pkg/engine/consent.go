@@ -66,19 +66,26 @@ func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Sto
 	return skipCounter{next: dec, skipped: e.metrics.ConsentSkipped}, st, nil
 }
 
-// consentKey returns the hash key: the configured reference's value, or
-// the key generated once and kept in the store. Either way the key's
-// fingerprint must match the one recorded when Consents were first stored.
+// consentKey returns the engine's patient hash key (see PatientHashKey).
 func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replicas int) ([]byte, bool, error) {
-	kv, err := e.store.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return PatientHashKey(ctx, e.store.JS, e.secrets, cc, replicas)
+}
+
+// PatientHashKey returns the patient hash key: the value of the
+// configured reference cc.HashKey, or the key generated once and kept in
+// the store's consent_key bucket (generating it when absent). Either way
+// the key's fingerprint must match the one recorded when Consents were
+// first stored. generated reports a generated key. The engine and the
+// CLI's disclosure report share it so both hash patients alike.
+func PatientHashKey(ctx context.Context, js jetstream.JetStream, secrets config.Secrets, cc config.ConsentConfig, replicas int) (key []byte, generated bool, err error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: consentKeyBucket, Description: "Junction: consent hash key fingerprint (and the generated key when none is configured)",
 		History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, false, fmt.Errorf("consent: creating bucket %s: %w", consentKeyBucket, err)
 	}
-	var key []byte
-	generated := cc.HashKey == ""
+	generated = cc.HashKey == ""
 	if generated {
 		if key, err = createOrGet(ctx, kv, generatedKey, func() ([]byte, error) {
 			b := make([]byte, 32)
@@ -88,7 +95,7 @@ func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replic
 			return nil, false, fmt.Errorf("consent: generated hash key: %w", err)
 		}
 	} else {
-		v, err := e.secrets.Resolve(cc.HashKey)
+		v, err := secrets.Resolve(cc.HashKey)
 		if err != nil {
 			return nil, false, fmt.Errorf("consent.hash_key: %w", err)
 		}
@@ -108,13 +115,19 @@ func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replic
 	return key, generated, nil
 }
 
-// patientHash is the keyed hash of a patient key (an NHS number, spaces
-// and hyphens allowed, or a local identifier) under the engine's patient
-// hash key: the hex HMAC-SHA256 of the normalised key, the same value the
-// consent store keys a patient's Consents by. It is what audit records
-// carry instead of the patient's identity.
+// patientHash is the keyed hash of a patient key under the engine's
+// patient hash key (see PatientHash).
 func (e *Engine) patientHash(patientKey string) string {
-	m := hmac.New(sha256.New, e.patientKey)
+	return PatientHash(e.patientKey, patientKey)
+}
+
+// PatientHash is the keyed hash of a patient key (an NHS number, spaces
+// and hyphens allowed, or a local identifier) under key: the hex
+// HMAC-SHA256 of the normalised patient key, the same value the consent
+// store keys a patient's Consents by. It is what audit records carry
+// instead of the patient's identity.
+func PatientHash(key []byte, patientKey string) string {
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(nhs.Normalize(patientKey)))
 	return hex.EncodeToString(m.Sum(nil))
 }

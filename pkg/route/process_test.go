@@ -522,3 +522,71 @@ func TestProcessLeavesSharedBundleAlone(t *testing.T) {
 		t.Error("Process decoded Bundle again instead of using Parsed")
 	}
 }
+
+// TestProcessDisclosureFacts: each delivery carries the data classes of
+// the payload actually queued, and the consent records the route's
+// purpose and legal basis, for disclosure reports.
+func TestProcessDisclosureFacts(t *testing.T) {
+	tests := []struct {
+		name      string
+		transform string
+		raw       bool
+		want      []string
+	}{
+		{"whole bundle", "", false, []string{"Encounter", "MessageHeader", "Patient"}},
+		{"after keep", "transform:\n  - keep: resource.resourceType != \"MessageHeader\"\n", false, []string{"Encounter", "Patient"}},
+		{"keep removes every entry", "transform:\n  - keep: \"false\"\n", false, nil},
+		{"replace", "transform:\n  - replace: '{\"resourceType\": \"Patient\", \"id\": \"p1\"}'\n", false, []string{"Patient"}},
+		{"raw", "", true, []string{"ADT^A01"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dest := "  - name: fhir-store\n"
+			if tt.raw {
+				dest = "  - name: data-quality\n    payload: raw\n"
+			}
+			r := writeRoute(t, routeHead+"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n"+tt.transform+"destinations:\n"+dest)
+			in := v2Input(t, "A01", validNHS)
+			res, err := r.Process(context.Background(), in, consent.DefaultPolicy{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Deliveries) != 1 {
+				t.Fatalf("%d deliveries, want 1", len(res.Deliveries))
+			}
+			if diff := cmp.Diff(tt.want, res.Deliveries[0].Classes); diff != "" {
+				t.Errorf("classes (-want +got):\n%s", diff)
+			}
+			for _, rec := range res.Records {
+				want := [2]string{}
+				if rec.Event == audit.Consent {
+					want = [2]string{"direct-care", "direct-care"}
+				}
+				if got := [2]string{rec.Purpose, rec.LegalBasis}; got != want {
+					t.Errorf("%s record: purpose and legal basis %v, want %v", rec.Event, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestProcessRedactedClasses: a resource consent withholds is not among
+// the classes of what was queued.
+func TestProcessRedactedClasses(t *testing.T) {
+	r := writeRoute(t, routeHead+permit+"destinations:\n  - name: fhir-store\n")
+	dec := consent.Decision{Outcome: consent.Redact, Reason: "test", Rule: "test:redact", Resources: []consent.ResourceDecision{
+		{Index: 0, ResourceType: "MessageHeader", Verdict: consent.Verdict{Outcome: consent.Permit, Rule: "test:permit"}},
+		{Index: 1, ResourceType: "Patient", Verdict: consent.Verdict{Outcome: consent.Permit, Rule: "test:permit"}},
+		{Index: 2, ResourceType: "Encounter", Verdict: consent.Verdict{Outcome: consent.Deny, Reason: "test deny", Rule: "test:deny"}},
+	}}
+	res, err := r.Process(context.Background(), v2Input(t, "A01", validNHS), scriptedDecider{dec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deliveries) != 1 {
+		t.Fatalf("%d deliveries, want 1", len(res.Deliveries))
+	}
+	if diff := cmp.Diff([]string{"MessageHeader", "Patient"}, res.Deliveries[0].Classes); diff != "" {
+		t.Errorf("classes (-want +got):\n%s", diff)
+	}
+}

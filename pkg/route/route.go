@@ -439,6 +439,10 @@ type Delivery struct {
 	Destination string
 	ContentType string
 	Body        []byte
+	// Classes are the data classes of Body for the audit trail: the
+	// sorted distinct resource types of a FHIR bundle, or the message
+	// type of a raw payload.
+	Classes []string
 }
 
 // Result is what a route decided for one message.
@@ -485,7 +489,11 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	res := &Result{}
 	now := time.Now().UTC()
 	rec := func(ev audit.Event, dest, outcome, reason, rule string) audit.Record {
-		return audit.Record{Time: now, MessageID: env.ID, Event: ev, Source: env.Source, Route: r.Name, Destination: dest, Outcome: outcome, Reason: reason, Rule: rule}
+		x := audit.Record{Time: now, MessageID: env.ID, Event: ev, Source: env.Source, Route: r.Name, Destination: dest, Outcome: outcome, Reason: reason, Rule: rule}
+		if ev == audit.Consent {
+			x.Purpose, x.LegalBasis = r.Purpose, r.LegalBasis
+		}
+		return x
 	}
 	if !r.Takes(env.MessageType, tr.Event) {
 		res.Records = append(res.Records, r.NotTakenRecord(env))
@@ -560,7 +568,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			continue
 		}
 		if d.Raw {
-			res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: env.ContentType, Body: env.Raw})
+			res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: env.ContentType, Body: env.Raw, Classes: rawClasses(env.MessageType)})
 			continue
 		}
 		body, src := tr.Bundle, bundle
@@ -582,11 +590,47 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			if err != nil {
 				return nil, fault.Wrap(fault.Permanent, fault.CodeRuleEval, "transform result is not JSON", err)
 			}
+			src = out
 			res.Records = append(res.Records, rec(audit.Transformed, d.Name, "ok", fmt.Sprintf("%d steps", len(r.steps)), "transform"))
 		}
-		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body})
+		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body, Classes: bundleClasses(src)})
 	}
 	return res, nil
+}
+
+// bundleClasses returns the sorted distinct resource types of a decoded
+// FHIR bundle's entries, or the resource's own type when it is not a
+// bundle. It reads the maps already decoded; it never parses JSON.
+func bundleClasses(b map[string]any) []string {
+	if b == nil {
+		return nil
+	}
+	rt, _ := b["resourceType"].(string)
+	entries, _ := b["entry"].([]any)
+	if rt != "Bundle" {
+		if rt == "" {
+			return nil
+		}
+		return []string{rt}
+	}
+	var out []string
+	for _, e := range entries {
+		em, _ := e.(map[string]any)
+		res, _ := em["resource"].(map[string]any)
+		if t, _ := res["resourceType"].(string); t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// rawClasses is the data class of a raw HL7 v2 payload: its message type.
+func rawClasses(messageType string) []string {
+	if messageType == "" {
+		return nil
+	}
+	return []string{messageType}
 }
 
 // Outcomes of the audit records written for each resource consent did not

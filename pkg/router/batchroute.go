@@ -151,7 +151,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				}
 				perDest[d.Destination] = append(perDest[d.Destination], outEntry{h: h, body: d.Body})
 				pending = append(pending, queued{dest: d.Destination, rec: len(recs)})
-				recs = append(recs, queuedRecord(env, w.rt.Name, d.Destination, d.Body, 0))
+				recs = append(recs, queuedRecord(env, w.rt.Name, d, 0))
 			}
 		}
 		// One outbound batch per destination, split where it would not fit

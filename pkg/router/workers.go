@@ -167,10 +167,11 @@ func (w *routeWorker) failRecords(env *envelope.Envelope, err error, seq uint64)
 	return []audit.Record{rec, dl}
 }
 
-// queuedRecord is the audit record of a payload queued for d.
-func queuedRecord(env *envelope.Envelope, routeName, dest string, body []byte, seq uint64) audit.Record {
+// queuedRecord is the audit record of payload d queued for its
+// destination.
+func queuedRecord(env *envelope.Envelope, routeName string, d route.Delivery, seq uint64) audit.Record {
 	return audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: routeName, Event: audit.Queued,
-		Destination: dest, Outcome: "queued", Hash: audit.Hash(body), Stream: store.StreamOutbound, Seq: seq}
+		Destination: d.Destination, Outcome: "queued", Hash: audit.Hash(d.Body), Stream: store.StreamOutbound, Seq: seq, Classes: d.Classes}
 }
 
 // route processes one message. It returns an error only when the batch
@@ -213,7 +214,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		if err != nil {
 			return nil, fmt.Errorf("queueing outbound message: %w", err)
 		}
-		mo.recs = append(mo.recs, queuedRecord(env, w.rt.Name, d.Destination, d.Body, 0))
+		mo.recs = append(mo.recs, queuedRecord(env, w.rt.Name, d, 0))
 		mo.futs = append(mo.futs, f)
 	}
 	return mo, nil

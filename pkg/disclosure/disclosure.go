@@ -1,0 +1,333 @@
+// Package disclosure builds a patient's disclosure report from the audit
+// trail: every release of the patient's data to another organisation
+// (who received what, when, from where, for what purpose and on what
+// legal basis, with what withheld) and every release consent refused.
+//
+// The report is found by the keyed patient hash the translation record
+// carries (audit.Record.Patient), never by patient data in the trail. It
+// scans the audit stream over the report's window twice (see Builder), so
+// its cost is that of every audit record in the window (plus a look-back
+// for translations), not of the patient's own records; a per-patient
+// index of releases is the next step when windows grow large.
+package disclosure
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/route"
+)
+
+// Kind is what an entry reports.
+type Kind string
+
+// Kinds of entry.
+const (
+	// KindRelease is data delivered to a recipient.
+	KindRelease Kind = "release"
+	// KindRefused is a release consent refused: nothing was sent.
+	KindRefused Kind = "refused"
+)
+
+// Org is an organisation as a report names it: Junction's name for the
+// input or destination and, when configured, its ODS code.
+type Org struct {
+	Name string `json:"name"`
+	ODS  string `json:"ods,omitempty"`
+}
+
+// Redaction is one resource consent kept back from a release, or one
+// count of those not listed one by one.
+type Redaction struct {
+	// Outcome is withheld (left out) or stripped (sent without some
+	// elements).
+	Outcome string `json:"outcome"`
+	// Count is how many resources this line covers.
+	Count int `json:"count"`
+	// What says which entry and why, as the audit record put it (entry
+	// position, resource type, reason; never patient data).
+	What string `json:"what"`
+	Rule string `json:"rule,omitempty"`
+}
+
+// Entry is one line of a disclosure report.
+type Entry struct {
+	Kind Kind `json:"kind"`
+	// Time is when the recipient acknowledged the data (a release) or
+	// when consent refused it.
+	Time      time.Time `json:"time"`
+	MessageID string    `json:"message_id"`
+	Source    Org       `json:"source"`
+	Recipient Org       `json:"recipient"`
+	Route     string    `json:"route"`
+	// Purpose and LegalBasis are the route's declared ones.
+	Purpose    string `json:"purpose,omitempty"`
+	LegalBasis string `json:"legal_basis,omitempty"`
+	// Classes are the data classes sent: FHIR resource types, or the HL7
+	// v2 message type of a raw payload.
+	Classes []string `json:"classes,omitempty"`
+	// Decision is consent's outcome: permit, redact or deny.
+	Decision string `json:"decision,omitempty"`
+	// Rule is the consent rule that decided.
+	Rule string `json:"rule,omitempty"`
+	// Reason says why consent refused (refusals only).
+	Reason string `json:"reason,omitempty"`
+	// Redactions list what consent kept back; Redacted counts it.
+	Redactions []Redaction `json:"redactions,omitempty"`
+	Redacted   int         `json:"redacted"`
+	// OptOutGate reports that the national data opt-out was checked for
+	// this release (purposes beyond individual care) or refused it.
+	OptOutGate bool `json:"opt_out_gate"`
+	// Withheld, in the auditor's view, marks an entry withheld from the
+	// patient's report.
+	Withheld *Withholding `json:"withheld,omitempty"`
+	// At locates the audit record the entry was made from, for paging.
+	At Cursor `json:"-"`
+}
+
+// Cursor locates one audit record: the audit stream sequence of its
+// message and its index in that message.
+type Cursor struct {
+	Seq   uint64
+	Index int
+}
+
+// After reports whether c comes after d.
+func (c Cursor) After(d Cursor) bool {
+	return c.Seq > d.Seq || (c.Seq == d.Seq && c.Index > d.Index)
+}
+
+// String encodes the cursor for a URL: seq.index.
+func (c Cursor) String() string { return fmt.Sprintf("%d.%d", c.Seq, c.Index) }
+
+// ParseCursor reads a cursor String made.
+func ParseCursor(s string) (Cursor, error) {
+	seq, idx, ok := strings.Cut(s, ".")
+	if !ok {
+		return Cursor{}, errors.New("not a paging cursor")
+	}
+	q, err1 := strconv.ParseUint(seq, 10, 64)
+	i, err2 := strconv.Atoi(idx)
+	c := Cursor{Seq: q, Index: i}
+	if err1 != nil || err2 != nil || i < 0 || c.String() != s {
+		return Cursor{}, errors.New("not a paging cursor")
+	}
+	return c, nil
+}
+
+// Directory gives organisations' ODS codes by Junction name.
+type Directory struct {
+	Sources      map[string]string
+	Destinations map[string]string
+}
+
+// key is one destination of one route for one message.
+type key struct{ msg, route, dest string }
+
+// state is what the trail has said so far of one key.
+type state struct {
+	source     string
+	decision   *audit.Record
+	redactions []Redaction
+	classes    []string
+}
+
+// Builder turns audit records into a patient's entries, in two passes
+// over the same records: Mark finds the patient's messages by their
+// translation records, then Add (or AddAt) keeps those messages' records.
+// Two passes, because the stages of one message write their records
+// independently, so a delivery may be stored before the translation that
+// names the patient. Entries orders the kept records by time.
+type Builder struct {
+	at      Cursor
+	patient string
+	dir     Directory
+	mine    map[string]bool
+	kept    []kept
+}
+
+// kept is one record of the patient's and where it was read.
+type kept struct {
+	r  audit.Record
+	at Cursor
+}
+
+// NewBuilder returns a builder for the patient with keyed hash patient.
+func NewBuilder(patient string, dir Directory) *Builder {
+	return &Builder{patient: patient, dir: dir, mine: map[string]bool{}}
+}
+
+// Mark takes a record of the first pass: a translation record naming the
+// patient makes its message the patient's.
+func (b *Builder) Mark(r audit.Record) {
+	if b.patient != "" && r.Event == audit.Translated && r.Patient == b.patient {
+		b.mine[r.MessageID] = true
+	}
+}
+
+// Add takes a record of the second pass.
+func (b *Builder) Add(r audit.Record) {
+	b.add(r, Cursor{})
+}
+
+// AddAt takes a record of the second pass read at pos; the entries made
+// from it carry its cursor.
+func (b *Builder) AddAt(pos audit.Position, r audit.Record) {
+	if pos.Seq != b.at.Seq {
+		b.at = Cursor{Seq: pos.Seq}
+	} else {
+		b.at.Index++
+	}
+	b.add(r, b.at)
+}
+
+func (b *Builder) add(r audit.Record, at Cursor) {
+	if !b.mine[r.MessageID] || r.Destination == "" {
+		return
+	}
+	switch r.Event {
+	case audit.Consent, audit.Queued, audit.Delivered:
+		b.kept = append(b.kept, kept{r: r, at: at})
+	}
+}
+
+// Entries returns the entries of the records kept, oldest first.
+func (b *Builder) Entries() []Entry {
+	recs := append([]kept(nil), b.kept...)
+	// Stages stamp their records when they act: in time order a
+	// destination's decision comes before its queueing and delivery.
+	sort.SliceStable(recs, func(i, j int) bool { return recs[i].r.Time.Before(recs[j].r.Time) })
+	states := map[key]*state{}
+	var out []Entry
+	for _, k := range recs {
+		r := k.r
+		id := key{r.MessageID, r.Route, r.Destination}
+		st := states[id]
+		if st == nil {
+			st = &state{}
+			states[id] = st
+		}
+		if r.Source != "" {
+			st.source = r.Source
+		}
+		switch r.Event {
+		case audit.Consent:
+			switch r.Outcome {
+			case route.OutcomeWithheld, route.OutcomeStripped:
+				st.redactions = append(st.redactions, redaction(r))
+			default:
+				// A new decision (a replay decides again) starts afresh.
+				rc := r
+				st.decision, st.redactions, st.classes = &rc, nil, nil
+				if r.Outcome == string(consent.Deny) {
+					out = append(out, b.entry(KindRefused, r, k.at, st))
+				}
+			}
+		case audit.Queued:
+			st.classes = r.Classes
+		case audit.Delivered:
+			out = append(out, b.entry(KindRelease, r, k.at, st))
+		}
+	}
+	return out
+}
+
+// redaction reads a per-resource consent record.
+func redaction(r audit.Record) Redaction {
+	n := 1
+	if r.Rule == "audit:limit" {
+		var more int
+		if _, err := fmt.Sscanf(r.Reason, "%d more", &more); err == nil && more > 0 {
+			n = more
+		}
+	}
+	return Redaction{Outcome: r.Outcome, Count: n, What: r.Reason, Rule: r.Rule}
+}
+
+// entry makes the entry for record r of a key in state st.
+func (b *Builder) entry(kind Kind, r audit.Record, at Cursor, st *state) Entry {
+	e := Entry{
+		Kind: kind, Time: r.Time, MessageID: r.MessageID, Route: r.Route, At: at,
+		Source:    Org{Name: st.source, ODS: b.dir.Sources[st.source]},
+		Recipient: Org{Name: r.Destination, ODS: b.dir.Destinations[r.Destination]},
+	}
+	if d := st.decision; d != nil {
+		e.Purpose, e.LegalBasis, e.Decision, e.Rule = d.Purpose, d.LegalBasis, d.Outcome, d.Rule
+		e.OptOutGate = strings.HasPrefix(d.Rule, "gate:opt-out") ||
+			consent.OptOutApplies(consent.Purpose(d.Purpose), consent.LegalBasis(d.LegalBasis))
+	}
+	if kind == KindRefused {
+		e.Reason = r.Reason
+		return e
+	}
+	e.Classes = append([]string(nil), st.classes...)
+	e.Redactions = append([]Redaction(nil), st.redactions...)
+	for _, x := range st.redactions {
+		e.Redacted += x.Count
+	}
+	return e
+}
+
+// View selects what a report shows.
+type View struct {
+	// Auditor shows entries withheld from the patient, marked; otherwise
+	// they are left out.
+	Auditor bool
+	// Proxy is a report for someone acting for the patient: entries
+	// whose purpose is safeguarding are left out unless
+	// IncludeSafeguarding, and the consent rules, reasons and per-resource
+	// details (which can name sensitive labels such as sexual health, or
+	// the patient's own opt-out) are left out of every entry, counts kept.
+	Proxy               bool
+	IncludeSafeguarding bool
+}
+
+// Apply returns the entries a view shows, given the patient's
+// withholdings.
+func Apply(entries []Entry, withheld []Withholding, v View) []Entry {
+	out := make([]Entry, 0, len(entries))
+	for _, e := range entries {
+		if v.Proxy && !v.IncludeSafeguarding && e.Purpose == string(consent.PurposeSafeguarding) {
+			continue
+		}
+		if w := find(withheld, e); w != nil {
+			if !v.Auditor {
+				continue
+			}
+			e.Withheld = w
+		}
+		if v.Proxy {
+			e.Rule, e.Reason, e.Redactions = "", "", nil
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// find returns the withholding that covers e, if any.
+func find(ws []Withholding, e Entry) *Withholding {
+	for i := range ws {
+		if ws[i].MessageID == e.MessageID && ws[i].Destination == e.Recipient.Name {
+			w := ws[i]
+			return &w
+		}
+	}
+	return nil
+}
+
+// Within returns the entries from from to to, inclusive.
+func Within(entries []Entry, from, to time.Time) []Entry {
+	out := make([]Entry, 0, len(entries))
+	for _, e := range entries {
+		if !e.Time.Before(from) && !e.Time.After(to) {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,198 @@
+package disclosure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/config"
+)
+
+// DefaultWindow is how far back a report looks when no start is given.
+const DefaultWindow = 90 * 24 * time.Hour
+
+// Default look-back and look-ahead of the audit scan around a window.
+const (
+	// DefaultLookback is how long before the window a release's
+	// translation may have been recorded (delivery retries included).
+	DefaultLookback = 24 * time.Hour
+	// lookahead is how long after its time a record may reach the store.
+	lookahead = 5 * time.Minute
+)
+
+// Options are a report's window, view and organisation names.
+type Options struct {
+	// From and To bound the entries' times (inclusive).
+	From, To time.Time
+	// Lookback is how far before From the scan starts, to find the
+	// translations of messages released within the window (default
+	// DefaultLookback).
+	Lookback  time.Duration
+	View      View
+	Directory Directory
+}
+
+// Report is a patient's disclosure report.
+type Report struct {
+	From      time.Time `json:"from"`
+	To        time.Time `json:"to"`
+	Generated time.Time `json:"generated"`
+	// View is patient or auditor.
+	View    string  `json:"view"`
+	Entries []Entry `json:"entries"`
+	// Note says how the report was made.
+	Note string `json:"note"`
+}
+
+// scanNote describes how reports are made.
+const scanNote = "Built from the audit trail: every audit record stored in the window (and a look-back for translations) was read. Releases are deliveries the recipient acknowledged; refusals are deliveries consent refused."
+
+// Build reads the audit stream over the window and returns the report for
+// the patient with keyed hash patient (see audit.Record.Patient), after
+// the patient's withholdings (see Store) and the view.
+func Build(ctx context.Context, js jetstream.JetStream, patient string, withheld []Withholding, opt Options) (*Report, error) {
+	if patient == "" {
+		return nil, errors.New("disclosure report: no patient")
+	}
+	if opt.To.Before(opt.From) {
+		return nil, errors.New("disclosure report: the window ends before it starts")
+	}
+	lb := opt.Lookback
+	if lb <= 0 {
+		lb = DefaultLookback
+	}
+	b := NewBuilder(patient, opt.Directory)
+	from, to := opt.From.Add(-lb), opt.To.Add(lookahead)
+	for _, pass := range []func(audit.Record){b.Mark, b.Add} {
+		err := audit.Scan(ctx, js, from, to, func(r audit.Record) error {
+			pass(r)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("disclosure report: %w", err)
+		}
+	}
+	view := "patient"
+	if opt.View.Auditor {
+		view = "auditor"
+	}
+	return &Report{
+		From: opt.From, To: opt.To, Generated: time.Now().UTC(), View: view,
+		Entries: Apply(Within(b.Entries(), opt.From, opt.To), withheld, opt.View),
+		Note:    scanNote,
+	}, nil
+}
+
+// DirectoryFrom reads organisations' ODS codes from the consent config.
+func DirectoryFrom(cc config.ConsentConfig) Directory {
+	d := Directory{Sources: map[string]string{}, Destinations: map[string]string{}}
+	for name, s := range cc.Sources {
+		d.Sources[name] = s.ODS
+	}
+	for name, x := range cc.Destinations {
+		d.Destinations[name] = x.ODS
+	}
+	return d
+}
+
+// ParseWindow reads a report's window: from and to as RFC 3339 times or
+// dates (YYYY-MM-DD; a date to runs to the end of that day). Missing,
+// to is now and from is DefaultWindow before to.
+func ParseWindow(from, to string, now time.Time) (time.Time, time.Time, error) {
+	parse := func(name, s string, end bool) (time.Time, error) {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			return t.UTC(), nil
+		}
+		d, err := time.Parse(time.DateOnly, s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("%s: use an RFC 3339 time or a date (YYYY-MM-DD)", name)
+		}
+		if end {
+			d = d.Add(24*time.Hour - time.Nanosecond)
+		}
+		return d, nil
+	}
+	t := now.UTC()
+	if to != "" {
+		var err error
+		if t, err = parse("to", to, true); err != nil {
+			return time.Time{}, time.Time{}, err
+		}
+	}
+	f := t.Add(-DefaultWindow)
+	if from != "" {
+		var err error
+		if f, err = parse("from", from, false); err != nil {
+			return time.Time{}, time.Time{}, err
+		}
+	}
+	if t.Before(f) {
+		return time.Time{}, time.Time{}, errors.New("to: must not be before from")
+	}
+	return f, t, nil
+}
+
+// ParseDateParams reads FHIR date search parameters (prefix ge, gt, le,
+// lt or eq, then a date of year, month or day precision or a dateTime
+// with a zone) into a window. Missing bounds default as in ParseWindow.
+func ParseDateParams(values []string, now time.Time) (time.Time, time.Time, error) {
+	var from, to time.Time
+	for _, v := range values {
+		prefix := "eq"
+		if len(v) > 2 && v[0] >= 'a' && v[0] <= 'z' {
+			prefix, v = v[:2], v[2:]
+		}
+		start, end, err := dateRange(v)
+		if err != nil {
+			return time.Time{}, time.Time{}, err
+		}
+		switch prefix {
+		case "ge":
+			from = start
+		case "gt":
+			from = end
+		case "le":
+			to = end.Add(-time.Nanosecond)
+		case "lt":
+			to = start.Add(-time.Nanosecond)
+		case "eq":
+			from, to = start, end.Add(-time.Nanosecond)
+		default:
+			return time.Time{}, time.Time{}, errors.New("use the prefixes ge, gt, le, lt or eq")
+		}
+	}
+	if to.IsZero() {
+		to = now.UTC()
+	}
+	if from.IsZero() {
+		from = to.Add(-DefaultWindow)
+	}
+	if to.Before(from) {
+		return time.Time{}, time.Time{}, errors.New("the window ends before it starts")
+	}
+	return from, to, nil
+}
+
+// dateRange is the span a FHIR date or dateTime stands for.
+func dateRange(s string) (time.Time, time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), t.UTC().Add(time.Nanosecond), nil
+	}
+	for _, l := range []struct {
+		layout string
+		next   func(time.Time) time.Time
+	}{
+		{"2006", func(t time.Time) time.Time { return t.AddDate(1, 0, 0) }},
+		{"2006-01", func(t time.Time) time.Time { return t.AddDate(0, 1, 0) }},
+		{time.DateOnly, func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }},
+	} {
+		if t, err := time.Parse(l.layout, s); err == nil {
+			return t, l.next(t), nil
+		}
+	}
+	return time.Time{}, time.Time{}, errors.New("use a date (YYYY, YYYY-MM, YYYY-MM-DD) or a dateTime with a zone")
+}

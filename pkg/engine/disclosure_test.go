@@ -1,0 +1,322 @@
+package engine_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/junction-fhir/junction/pkg/disclosure"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// disclosureRoutes are five routes from the PAS: four that release an
+// admission to three organisations (the trust's EHR, the GP twice, a
+// public-health registry) and a research route the national data
+// opt-out gate refuses (no opt-out list was ever loaded, so it is stale).
+var disclosureRoutes = map[string]string{
+	"care-ehr.yaml": `name: care-ehr
+source: {adapter: pas, events: [ADT^A01]}
+match: nhsNumberValid(nhsNumber(bundle))
+consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
+transform:
+  - keep: resource.resourceType != "MessageHeader"
+destinations:
+  - name: ehr
+`,
+	"care-gp.yaml": `name: care-gp
+source: {adapter: pas, events: [ADT^A01]}
+match: nhsNumberValid(nhsNumber(bundle))
+consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
+destinations:
+  - name: gp
+    payload: raw
+`,
+	"safeguarding.yaml": `name: safeguarding
+source: {adapter: pas, events: [ADT^A01]}
+match: nhsNumberValid(nhsNumber(bundle))
+consent: {purpose: safeguarding, legal_basis: safeguarding, default: permit}
+transform:
+  - keep: resource.resourceType == "Patient"
+destinations:
+  - name: gp
+`,
+	"public-health.yaml": `name: public-health
+source: {adapter: pas, events: [ADT^A01]}
+match: nhsNumberValid(nhsNumber(bundle))
+consent: {purpose: public-health, legal_basis: statutory, default: permit}
+transform:
+  - keep: resource.resourceType == "Patient" || resource.resourceType == "Encounter"
+destinations:
+  - name: registry
+`,
+	"research.yaml": `name: research
+source: {adapter: pas, events: [ADT^A01]}
+match: nhsNumberValid(nhsNumber(bundle))
+consent: {purpose: research, legal_basis: s251, default: permit}
+destinations:
+  - name: registry
+`,
+}
+
+const disclosureConfig = `consent:
+  sources:
+    pas: {ods: RX1}
+  destinations:
+    ehr: {ods: RX1}
+    gp: {ods: A81001}
+    registry: {ods: X26}
+destinations:
+  ehr: {type: file, dir: out/ehr}
+  gp: {type: file, dir: out/gp}
+  registry: {type: file, dir: out/registry}
+`
+
+// Synthetic patient whose disclosures are reported (999 range).
+const reportedPatient = "9990000018"
+
+// TestDisclosureReport routes two patients' admissions through the five
+// routes and checks the first patient's report entry by entry: four
+// releases to three organisations with purposes, legal bases and data
+// classes, the research refusal with the opt-out gate marked, nothing of
+// the other patient; then the proxy view, withholding and formats.
+func TestDisclosureReport(t *testing.T) { forPipelines(t, testDisclosureReport) }
+
+func testDisclosureReport(t *testing.T, pipe string) {
+	routes := t.TempDir()
+	for name, body := range disclosureRoutes {
+		if err := os.WriteFile(filepath.Join(routes, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, dir := startEngineWithRoutes(t, routes, pipe+disclosureConfig)
+	base := "http://" + e.HTTPAddr().String()
+	addr := mllpAddr(t, e)
+	for _, m := range []struct{ ctrl, nhs string }{{"DISC0001", reportedPatient}, {"DISC0002", controlPatient}} {
+		if code, _ := send(t, addr, adt("A01", m.ctrl, m.nhs+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send %s: %s", m.ctrl, code)
+		}
+	}
+	waitFiles(t, filepath.Join(dir, "out", "ehr"), 2)
+	waitFiles(t, filepath.Join(dir, "out", "gp"), 4)
+	waitFiles(t, filepath.Join(dir, "out", "registry"), 2)
+
+	report := func(t *testing.T, patient, query string, want int) disclosure.Report {
+		t.Helper()
+		var rep disclosure.Report
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			rep = disclosure.Report{}
+			if st := getJSON(t, base+"/api/patients/"+patient+"/disclosures"+query, &rep); st != http.StatusOK {
+				t.Fatalf("GET disclosures%s: %d", query, st)
+			}
+			// The receivers' acknowledgements are audited just after the
+			// files are written.
+			if len(rep.Entries) >= want || time.Now().After(deadline) {
+				return rep
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	rep := report(t, reportedPatient, "", 5)
+	org := func(name, ods string) disclosure.Org { return disclosure.Org{Name: name, ODS: ods} }
+	pas := org("pas", "RX1")
+	release := func(rt string, to disclosure.Org, purpose, basis string, classes ...string) disclosure.Entry {
+		return disclosure.Entry{Kind: disclosure.KindRelease, Source: pas, Recipient: to, Route: rt, Purpose: purpose,
+			LegalBasis: basis, Classes: classes, Decision: "permit", Rule: "consent:none:route-default-permit"}
+	}
+	want := []disclosure.Entry{
+		release("care-ehr", org("ehr", "RX1"), "direct-care", "direct-care", "Encounter", "Location", "Patient", "Provenance"),
+		release("care-gp", org("gp", "A81001"), "direct-care", "direct-care", "ADT^A01"),
+		release("public-health", org("registry", "X26"), "public-health", "statutory", "Encounter", "Patient"),
+		{Kind: disclosure.KindRefused, Source: pas, Recipient: org("registry", "X26"), Route: "research", Purpose: "research",
+			LegalBasis: "s251", Decision: "deny", Rule: "gate:opt-out:stale", Reason: "the national data opt-out list is stale", OptOutGate: true},
+		release("safeguarding", org("gp", "A81001"), "safeguarding", "safeguarding", "Patient"),
+	}
+	byRoute := func(es []disclosure.Entry) []disclosure.Entry {
+		out := append([]disclosure.Entry(nil), es...)
+		sort.Slice(out, func(i, j int) bool { return out[i].Route < out[j].Route })
+		return out
+	}
+	ignore := cmpopts.IgnoreFields(disclosure.Entry{}, "Time", "MessageID")
+	if diff := cmp.Diff(want, byRoute(rep.Entries), ignore); diff != "" {
+		t.Fatalf("report (-want +got):\n%s", diff)
+	}
+	msgID := rep.Entries[0].MessageID
+	for _, en := range rep.Entries {
+		if en.MessageID != msgID || en.MessageID == "" || en.Time.IsZero() {
+			t.Errorf("entry %s: message %q at %v; want every entry for message %q, timed", en.Route, en.MessageID, en.Time, msgID)
+		}
+	}
+	// The other patient's report is the same shape but none of it is in
+	// the first patient's.
+	other := report(t, controlPatient, "", 5)
+	if len(other.Entries) != 5 || other.Entries[0].MessageID == msgID {
+		t.Errorf("other patient's report: %d entries, message %v; want 5 of another message", len(other.Entries), other.Entries)
+	}
+
+	t.Run("proxy", func(t *testing.T) {
+		got := report(t, reportedPatient, "?requester=proxy", 4)
+		if len(got.Entries) != 4 || slicesHasRoute(got.Entries, "safeguarding") {
+			t.Errorf("proxy report holds %d entries (safeguarding shown: %v); want 4 without it", len(got.Entries), slicesHasRoute(got.Entries, "safeguarding"))
+		}
+		got = report(t, reportedPatient, "?requester=proxy&include_safeguarding=true", 5)
+		if !slicesHasRoute(got.Entries, "safeguarding") {
+			t.Error("include_safeguarding=true did not show the safeguarding entry")
+		}
+	})
+
+	t.Run("withhold", func(t *testing.T) {
+		body, _ := json.Marshal(map[string]string{"message_id": msgID, "destination": "gp", "exemption": "DPA 2018 Sch 3 Part 2 para 5 (serious harm)", "reason": "decided by the responsible clinician"})
+		resp, err := http.Post(base+"/api/patients/"+reportedPatient+"/disclosures/withhold", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("withhold: %d", resp.StatusCode)
+		}
+		// Both releases to the GP are withheld from the patient.
+		got := report(t, reportedPatient, "", 3)
+		if len(got.Entries) != 3 || slicesHasRoute(got.Entries, "care-gp") || slicesHasRoute(got.Entries, "safeguarding") {
+			t.Errorf("patient view after withholding: %d entries; want 3 without the GP's", len(got.Entries))
+		}
+		got = report(t, reportedPatient, "?view=auditor", 5)
+		marked := 0
+		for _, en := range got.Entries {
+			if en.Withheld != nil {
+				marked++
+				if en.Recipient.Name != "gp" || en.Withheld.Exemption == "" {
+					t.Errorf("withheld entry %+v", en)
+				}
+			}
+		}
+		if len(got.Entries) != 5 || marked != 2 {
+			t.Errorf("auditor view: %d entries, %d marked; want 5 and 2", len(got.Entries), marked)
+		}
+		// The withholding is on the message's audit trail, without its text.
+		found := false
+		for _, r := range trails(t, e)[msgID] {
+			if r.Event == "withheld_from_report" {
+				found = true
+				if strings.Contains(r.Reason, "clinician") || r.Patient == "" {
+					t.Errorf("withholding record %+v", r)
+				}
+			}
+		}
+		if !found {
+			t.Error("no withheld_from_report record on the message's trail")
+		}
+	})
+
+	t.Run("formats", func(t *testing.T) {
+		for _, tc := range []struct{ format, contentType, has string }{
+			{"csv", "text/csv", "kind,time,message_id"},
+			{"html", "text/html", "<h1>Disclosure report</h1>"},
+		} {
+			resp, err := http.Get(base + "/api/patients/" + reportedPatient + "/disclosures?format=" + tc.format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), tc.contentType) || !strings.Contains(string(b), tc.has) {
+				t.Errorf("format %s: %d %s", tc.format, resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+		}
+	})
+
+	t.Run("AuditEvent search pages", func(t *testing.T) {
+		type bundle struct {
+			ResourceType, Type string
+			Link               []struct{ Relation, URL string }
+			Entry              []struct {
+				Resource struct {
+					ResourceType, ID string
+					Type             struct{ Code string }
+				}
+			}
+		}
+		url := base + "/fhir/AuditEvent?patient=" + reportedPatient + "&date=ge2000-01-01&_count=2"
+		seen := map[string]bool{}
+		types := map[string]int{}
+		pages := 0
+		for url != "" && pages < 10 {
+			var b bundle
+			if st := getJSON(t, url, &b); st != http.StatusOK || b.ResourceType != "Bundle" || b.Type != "searchset" {
+				t.Fatalf("GET %s: %d %+v", url, st, b)
+			}
+			pages++
+			if len(b.Entry) > 2 {
+				t.Errorf("page of %d entries, want at most 2", len(b.Entry))
+			}
+			for _, en := range b.Entry {
+				if en.Resource.ResourceType != "AuditEvent" || seen[en.Resource.ID] {
+					t.Errorf("entry %+v (seen before: %v)", en.Resource, seen[en.Resource.ID])
+				}
+				seen[en.Resource.ID] = true
+				types[en.Resource.Type.Code]++
+			}
+			url = ""
+			for _, l := range b.Link {
+				if l.Relation == "next" {
+					url = l.URL
+				}
+			}
+		}
+		// Four releases (DICOM Export) and one refusal (Security Alert),
+		// on three pages; withholding does not hide audit events.
+		if diff := cmp.Diff(map[string]int{"110106": 4, "110113": 1}, types); diff != "" || pages != 3 {
+			t.Errorf("%d pages; event types (-want +got):\n%s", pages, diff)
+		}
+		for _, q := range []string{"", "?patient=9990000019", "?patient=" + reportedPatient + "&_count=x", "?patient=" + reportedPatient + "&date=ne2026", "?patient=" + reportedPatient + "&name=x"} {
+			resp, err := http.Get(base + "/fhir/AuditEvent" + q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "OperationOutcome") || strings.Contains(string(b), "9990000019") {
+				t.Errorf("GET AuditEvent%s: %d %s; want a 400 OperationOutcome", q, resp.StatusCode, b)
+			}
+		}
+	})
+
+	t.Run("bad requests", func(t *testing.T) {
+		for _, path := range []string{
+			"/api/patients/9990000019/disclosures",
+			"/api/patients/" + reportedPatient + "/disclosures?format=pdf",
+			"/api/patients/" + reportedPatient + "/disclosures?from=yesterday",
+			"/api/patients/" + reportedPatient + "/disclosures?view=everything",
+		} {
+			resp, err := http.Get(base + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || strings.Contains(string(b), "999000001") {
+				t.Errorf("GET %s: %d %s; want 400 without the number", path, resp.StatusCode, b)
+			}
+		}
+	})
+}
+
+// slicesHasRoute reports whether an entry came through route rt.
+func slicesHasRoute(es []disclosure.Entry, rt string) bool {
+	for _, e := range es {
+		if e.Route == rt {
+			return true
+		}
+	}
+	return false
+}

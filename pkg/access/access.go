@@ -94,6 +94,9 @@ const (
 	Withhold Permission = "withhold"
 	// AuditEvents is GET /fhir/AuditEvent.
 	AuditEvents Permission = "auditevents"
+	// OptOuts is POST /api/optouts: replacing the national data opt-out
+	// list, which changes consent decisions for every patient.
+	OptOuts Permission = "optouts"
 )
 
 // Payload is p's payload sub-permission ("messages" gives
@@ -134,6 +137,8 @@ func RuleFor(p Permission) (Rule, bool) {
 		return Rule{Roles: []Role{Auditor}, Audited: true}, true
 	case AuditEvents:
 		return Rule{Roles: []Role{Auditor}, Audited: true}, true
+	case OptOuts:
+		return Rule{Roles: []Role{Operator}, Audited: true}, true
 	}
 	return Rule{}, false
 }

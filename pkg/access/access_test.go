@@ -31,6 +31,7 @@ func TestAllowed(t *testing.T) {
 		{access.Reconcile, [4]bool{true, false, true, false}, false},
 		{access.Disclosures, [4]bool{false, false, true, true}, true},
 		{access.Withhold, [4]bool{false, false, true, false}, true},
+		{access.OptOuts, [4]bool{true, false, false, false}, true},
 		{access.AuditEvents, [4]bool{false, false, true, false}, true},
 		{"unknown", [4]bool{}, false},
 		{access.Replay.Payload(), [4]bool{}, false},

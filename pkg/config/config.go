@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -47,6 +48,9 @@ type Config struct {
 	// Consent selects the consent decider and configures the consent
 	// engine.
 	Consent ConsentConfig `yaml:"consent"`
+	// PatientIndex configures the patient index routes keep current and
+	// read (the CEL variable patient).
+	PatientIndex PatientIndexConfig `yaml:"patient_index"`
 	// ShutdownTimeout bounds the drain at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
@@ -151,6 +155,12 @@ type ConsentConfig struct {
 	// OptOutMaxAge is how old the national data opt-out list may be before
 	// it counts as stale (and denies research and planning).
 	OptOutMaxAge time.Duration `yaml:"opt_out_max_age"`
+	// OptOutFile is the path of the national data opt-out list (one NHS
+	// number per line, or CSV with the number in the first column), loaded
+	// at start and again whenever its modification time changes, which
+	// dates the list. Empty: the list is loaded only through the admin
+	// API (POST /api/optouts).
+	OptOutFile string `yaml:"opt_out_file"`
 	// Destinations gives destinations' ODS organisation codes and the
 	// restricted data they are allow-listed for, by destination name.
 	Destinations map[string]ConsentDestination `yaml:"destinations"`
@@ -164,6 +174,23 @@ type ConsentConfig struct {
 type ConsentSource struct {
 	// ODS is the sending organisation's ODS code.
 	ODS string `yaml:"ods"`
+}
+
+// PatientIndexConfig configures the patient index.
+type PatientIndexConfig struct {
+	// Enabled applies every translated message to the index and gives
+	// routes the patient's record (default true).
+	Enabled bool `yaml:"enabled"`
+	// Bucket is the JetStream KV bucket of the index.
+	Bucket string `yaml:"bucket"`
+}
+
+// validate checks the patient index section.
+func (p PatientIndexConfig) validate() []error {
+	if p.Enabled && !validName(p.Bucket) {
+		return []error{fmt.Errorf("patient_index.bucket: must be 1 to 64 letters, digits, '-' or '_', got %q", p.Bucket)}
+	}
+	return nil
 }
 
 // ConsentDestination is a receiver as the consent engine sees it.
@@ -194,6 +221,9 @@ func (c ConsentConfig) validate(inputs, dests map[string]*Component) []error {
 	}
 	if c.OptOutMaxAge <= 0 {
 		errs = append(errs, errors.New("consent.opt_out_max_age: must be positive"))
+	}
+	if c.OptOutFile != "" && c.Engine == ConsentEngineDefault {
+		errs = append(errs, errors.New("consent.opt_out_file: needs consent.engine: consent (the default policy does not consult the opt-out list)"))
 	}
 	names := make([]string, 0, len(c.Destinations))
 	for n := range c.Destinations {
@@ -325,6 +355,7 @@ func Default() *Config {
 		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour},
+		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }
@@ -505,6 +536,7 @@ func (c *Config) Validate() []error {
 		errs = append(errs, errors.New("routes: at least one route file or directory is required"))
 	}
 	errs = append(errs, c.Consent.validate(c.Inputs, c.Destinations)...)
+	errs = append(errs, c.PatientIndex.validate()...)
 	return errs
 }
 

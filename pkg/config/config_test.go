@@ -146,13 +146,14 @@ func TestLoadREADMEExample(t *testing.T) {
 		Routes  []string
 		Shut    time.Duration
 		Consent ConsentConfig
+		Index   PatientIndexConfig
 	}
 	// The README's consent destinations are an example, not a default.
 	readmeConsent := c.Consent
 	readmeConsent.Destinations = nil
 	readmeConsent.Sources = nil
-	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent},
-		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent}); diff != "" {
+	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent, d.PatientIndex},
+		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent, c.PatientIndex}); diff != "" {
 		t.Errorf("README's documented defaults differ from Default() (-default +readme):\n%s", diff)
 	}
 	wantNATS := d.NATS
@@ -464,6 +465,13 @@ func TestValidate(t *testing.T) {
 		{"consent key inline", func(c *Config) { c.Consent.HashKey = "0123456789abcdef0123" }, []string{
 			"consent.hash_key: must be a reference (env:NAME or file:PATH), never the key itself"}},
 		{"opt-out age", func(c *Config) { c.Consent.OptOutMaxAge = 0 }, []string{"consent.opt_out_max_age: must be positive"}},
+		{"opt-out file", func(c *Config) { c.Consent.OptOutFile = "/srv/junction/optouts.csv" }, nil},
+		{"opt-out file needs the consent engine", func(c *Config) {
+			c.Consent.Engine, c.Consent.OptOutFile = ConsentEngineDefault, "/srv/junction/optouts.csv"
+		}, []string{"consent.opt_out_file: needs consent.engine: consent (the default policy does not consult the opt-out list)"}},
+		{"patient index disabled", func(c *Config) { c.PatientIndex = PatientIndexConfig{} }, nil},
+		{"patient index bucket", func(c *Config) { c.PatientIndex.Bucket = "patients.v1" }, []string{
+			`patient_index.bucket: must be 1 to 64 letters, digits, '-' or '_', got "patients.v1"`}},
 		{"consent destinations", func(c *Config) {
 			c.Consent.Destinations = map[string]ConsentDestination{
 				"fhir-store": {ODS: "RX1", Allow: []string{"S-FLAG", "V"}},

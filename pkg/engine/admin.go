@@ -49,6 +49,7 @@ func (e *Engine) adminMux(mux *http.ServeMux) {
 	mux.Handle("GET /api/patients/{nhs}/disclosures", e.admin("disclosures", e.handleDisclosures))
 	mux.Handle("POST /api/patients/{nhs}/disclosures/withhold", e.admin("withhold", e.handleWithhold))
 	mux.Handle("GET /fhir/AuditEvent", e.admin("auditevents", e.handleAuditEvents))
+	mux.Handle("POST /api/optouts", e.admin("optouts", e.handleOptOuts))
 }
 
 // handleReconcile reports the fate of every retained accepted message:

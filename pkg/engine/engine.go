@@ -21,6 +21,8 @@ import (
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
@@ -44,8 +46,16 @@ type Engine struct {
 	version    string
 	tracer     trace.Tracer
 
-	store    *store.Store
-	ingester *router.Ingester
+	store *store.Store
+	// patients is the patient index (nil when patient_index.enabled is
+	// false); consents is the consent store (nil with the default policy).
+	patients *patient.Index
+	consents *consent.Store
+	// stopWatch stops the opt-out file watcher; watching is done when it
+	// has returned.
+	stopWatch context.CancelFunc
+	watching  sync.WaitGroup
+	ingester  *router.Ingester
 	// audit is the one audit writer (one hash chain) of this process.
 	audit    *audit.Writer
 	router   *router.Router
@@ -92,6 +102,10 @@ func New(plan *Plan, o Options) (*Engine, error) {
 
 // Metrics returns the engine's metrics (for tests).
 func (e *Engine) Metrics() *telemetry.Metrics { return e.metrics }
+
+// PatientIndex returns the patient index, or nil when it is disabled (for
+// tests and tools).
+func (e *Engine) PatientIndex() *patient.Index { return e.patients }
 
 // Store returns the engine's store (for tests and tools).
 func (e *Engine) Store() *store.Store { return e.store }
@@ -210,12 +224,23 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	e.consents = consents
+	if pc := cfg.PatientIndex; pc.Enabled {
+		e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Replicas: cfg.NATS.Replicas, HashKey: e.patientKey})
+		if err != nil {
+			return fmt.Errorf("patient_index: %w", err)
+		}
+		e.log.Info("patient index ready", "bucket", pc.Bucket)
+	}
+	if consents != nil && cfg.Consent.OptOutFile != "" {
+		e.watchOptOutFile(ctx, cfg.Consent.OptOutFile)
+	}
 	e.router = router.New(router.Options{
 		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests, Audit: e.audit,
 		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
-		PatientHash: e.patientHash,
+		PatientHash: e.patientHash, Patients: e.patients,
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)
@@ -304,6 +329,10 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 			if err := e.router.Shutdown(ctx); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if e.stopWatch != nil {
+			e.stopWatch()
+			e.watching.Wait()
 		}
 		if e.audit != nil {
 			// Settles the chain and signs its last checkpoint.

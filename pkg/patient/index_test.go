@@ -585,3 +585,41 @@ func TestLookup(t *testing.T) {
 		})
 	}
 }
+
+// TestReapplyWritesNothing checks that applying a message again (as routes
+// that translate it again do) writes nothing to the bucket, for updates
+// and merges alike.
+func TestReapplyWritesNothing(t *testing.T) {
+	const bucket = "PATIENTS_REAPPLY"
+	js := startJetStream(t)
+	ix := openIndex(t, js, bucket)
+	n0, n1 := num(t, 0), num(t, 1)
+	lastSeq := func() uint64 {
+		t.Helper()
+		st, err := js.Stream(t.Context(), "KV_"+bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.LastSeq
+	}
+	msgs := []struct {
+		b map[string]any
+		s Source
+	}{
+		{bundle(t, "A08", pat{nhsNumber: n0, ids: []Identifier{local("L0")}, ods: "Y99999", restricted: true}), src(1)},
+		{bundle(t, "A08", pat{nhsNumber: n1, ids: []Identifier{local("L1")}}), src(2)},
+		{bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n1, ids: []Identifier{local("L1")}, replacedBy: "urn:uuid:s"}), src(3)},
+	}
+	for i, m := range msgs {
+		apply(t, ix, m.b, m.s)
+		before := lastSeq()
+		apply(t, ix, m.b, m.s)
+		if after := lastSeq(); after != before {
+			t.Errorf("message %d applied again wrote %d entries", i, after-before)
+		}
+	}
+}

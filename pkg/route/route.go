@@ -465,6 +465,9 @@ type Input struct {
 	Tr  *adapter.Translation
 	// Patient is the patient index entry, if any.
 	Patient map[string]any
+	// Restricted reports that the patient index marks the patient
+	// restricted (S-flag).
+	Restricted bool
 }
 
 // MsgVars returns the msg variable for env.
@@ -536,10 +539,9 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		dec, err := decider.Decide(ctx, consent.Request{
 			Route: r.Name, Purpose: r.Purpose, LegalBasis: r.LegalBasis, SkipConsent: r.SkipConsent,
 			Destination: d.Name, PatientKey: tr.PatientKey, Bundle: bundle, Default: r.Default,
-			// The patient index, which will know restricted (S-flag)
-			// patients, comes later; a Patient labelled R in the bundle
-			// already counts.
-			Restricted: false,
+			// Restricted (S-flag) by the patient index; a Patient
+			// labelled R in the bundle counts as well.
+			Restricted: in.Restricted,
 		})
 		if err != nil {
 			// The decider's store was unavailable: the message is tried

@@ -108,7 +108,13 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 			continue
 		}
 		evs := make([]*evaluation, len(envs))
-		parallel(len(envs), func(i int) {
+		each := parallel
+		if r.o.Patients != nil {
+			// One patient's messages in batch order: each is applied to
+			// the patient index, and reads it, after the one before.
+			each = func(_ int, fn func(i int)) { byPartition(envs, fn) }
+		}
+		each(len(envs), func(i int) {
 			env := envs[i]
 			sctx, span := r.startSpan(traceHeader(env), "route", attribute.String("junction.message_id", env.ID), attribute.String("junction.route", w.rt.Name))
 			evs[i] = w.evaluate(sctx, env, nil)

@@ -21,6 +21,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
@@ -114,6 +115,11 @@ type Options struct {
 	// disclosures can be found without patient data in the trail. Nil
 	// leaves records without it.
 	PatientHash func(patientKey string) string
+	// Patients is the patient index: each message is applied to it once
+	// per source, after translation, and every route reads the patient's
+	// record as the CEL variable patient and for consent (restricted
+	// patients). Nil leaves patient empty.
+	Patients *patient.Index
 }
 
 // Pipelines.
@@ -177,6 +183,9 @@ func (r *Router) Start(ctx context.Context) error {
 				r.o.Metrics.DataQuality.WithLabelValues(env.Source, dq).Inc()
 			}
 		})
+		if r.o.Patients != nil {
+			shared[src].index = r.indexPatient
+		}
 	}
 	for _, rt := range r.o.Routes {
 		tr, ok := shared[rt.Source]

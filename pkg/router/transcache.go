@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"encoding/json"
 	"sync"
 
@@ -17,8 +18,15 @@ import (
 // interleave. Translations are read-only once made. Errors are handed to
 // the routes waiting at the time but not kept (each route dead-letters or
 // retries on its own).
+//
+// Each translation made is applied to the patient index (index) before it
+// is handed out, so the routes of a source apply a message once between
+// them, and share the patient's record as it stood just after.
 type sharedTranslator struct {
 	inner adapter.Translator
+	// index, when set, applies a translation to the patient index and
+	// returns the patient's record; an error fails the translation.
+	index func(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation) (patientView, error)
 	// made is called once per translation made (not per cache hit), for
 	// per-feed counts such as data quality.
 	made  func(env *envelope.Envelope, tr *adapter.Translation)
@@ -33,6 +41,7 @@ type sharedTranslator struct {
 type sharedEntry struct {
 	done chan struct{}
 	tr   *adapter.Translation
+	pv   patientView
 	err  error
 }
 
@@ -48,11 +57,12 @@ func newSharedTranslator(t adapter.Translator, made func(*envelope.Envelope, *ad
 	return &sharedTranslator{inner: t, made: made, byID: make(map[string]*sharedEntry, sharedTranslations), order: make([]string, sharedTranslations)}
 }
 
-// Fresh translates env without the cache (replays use the current mapping).
-func (s *sharedTranslator) Fresh(env *envelope.Envelope) (*adapter.Translation, error) {
+// Fresh translates env without the cache (replays use the current
+// mapping, and the patient index as it stands).
+func (s *sharedTranslator) Fresh(ctx context.Context, env *envelope.Envelope) (*adapter.Translation, patientView, error) {
 	tr, err := s.inner.Translate(env)
 	if err != nil {
-		return nil, err
+		return nil, patientView{}, err
 	}
 	// Decode the bundle once for every route that reads it. Routes only
 	// read it (transforms build new maps), so sharing is safe. A bundle
@@ -61,21 +71,27 @@ func (s *sharedTranslator) Fresh(env *envelope.Envelope) (*adapter.Translation, 
 	if json.Unmarshal(tr.Bundle, &parsed) == nil {
 		tr.Parsed = parsed
 	}
+	var pv patientView
+	if s.index != nil {
+		if pv, err = s.index(ctx, env, tr); err != nil {
+			return nil, patientView{}, err
+		}
+	}
 	if s.made != nil {
 		s.made(env, tr)
 	}
-	return tr, nil
+	return tr, pv, nil
 }
 
 // Translate returns the cached translation of env, waits for one in
 // flight, or makes it.
-func (s *sharedTranslator) Translate(env *envelope.Envelope) (*adapter.Translation, error) {
+func (s *sharedTranslator) Translate(ctx context.Context, env *envelope.Envelope) (*adapter.Translation, patientView, error) {
 	key := env.ID
 	s.mu.Lock()
 	if e, ok := s.byID[key]; ok {
 		s.mu.Unlock()
 		<-e.done
-		return e.tr, e.err
+		return e.tr, e.pv, e.err
 	}
 	e := &sharedEntry{done: make(chan struct{})}
 	if old := s.order[s.next]; old != "" {
@@ -86,7 +102,7 @@ func (s *sharedTranslator) Translate(env *envelope.Envelope) (*adapter.Translati
 	s.byID[key] = e
 	s.mu.Unlock()
 
-	e.tr, e.err = s.Fresh(env)
+	e.tr, e.pv, e.err = s.Fresh(ctx, env)
 	close(e.done)
 	if e.err != nil || len(env.Raw)+len(e.tr.Bundle) > maxSharedBytes {
 		// Not kept: later routes translate again (an error may be
@@ -97,5 +113,5 @@ func (s *sharedTranslator) Translate(env *envelope.Envelope) (*adapter.Translati
 		}
 		s.mu.Unlock()
 	}
-	return e.tr, e.err
+	return e.tr, e.pv, e.err
 }

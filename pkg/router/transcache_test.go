@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -48,7 +49,7 @@ func TestSharedTranslatorMakesEachTranslationOnce(t *testing.T) {
 			var wg sync.WaitGroup
 			errs := make([]error, 8)
 			for i := range errs {
-				wg.Go(func() { _, errs[i] = s.Translate(env) })
+				wg.Go(func() { _, _, errs[i] = s.Translate(context.Background(), env) })
 			}
 			wg.Wait()
 			for i, err := range errs {
@@ -56,7 +57,7 @@ func TestSharedTranslatorMakesEachTranslationOnce(t *testing.T) {
 					t.Fatalf("caller %d: err = %v, want failure %v", i, err, tc.fail != nil)
 				}
 			}
-			if _, err := s.Translate(env); (err != nil) != (tc.fail != nil) {
+			if _, _, err := s.Translate(context.Background(), env); (err != nil) != (tc.fail != nil) {
 				t.Fatalf("later caller: err = %v", err)
 			}
 			if got := inner.calls.Load(); got != tc.wantCalls {

@@ -84,17 +84,28 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	r := w.r
 	ev := &evaluation{}
 	base := audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: w.rt.Name}
-	if !w.rt.Takes(env.MessageType, "") {
-		ev.recs = append(ev.recs, w.rt.NotTakenRecord(env))
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
-		return ev
-	}
 	translate := w.tr.Translate
 	if h.Get(envelope.HeaderReplay) != "" {
 		translate = w.tr.Fresh
 	}
+	if !w.rt.Takes(env.MessageType, "") {
+		if r.o.Patients != nil {
+			// The patient index learns from every message of the source
+			// (merges, say), taken by a route or not; the translation is
+			// shared, so this costs nothing when another route takes it.
+			// Only an index that cannot be reached holds the message back.
+			if err := safely(func() error { _, _, err := translate(ctx, env); return err }); retryable(err) {
+				ev.fail = err
+				return ev
+			}
+		}
+		ev.recs = append(ev.recs, w.rt.NotTakenRecord(env))
+		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
+		return ev
+	}
 	var tr *adapter.Translation
-	if err := safely(func() (err error) { tr, err = translate(env); return err }); err != nil {
+	var pv patientView
+	if err := safely(func() (err error) { tr, pv, err = translate(ctx, env); return err }); err != nil {
 		ev.fail = err
 		return ev
 	}
@@ -106,7 +117,7 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	ev.recs = append(ev.recs, t)
 	var res *route.Result
 	err := safely(func() (err error) {
-		res, err = w.rt.Process(ctx, route.Input{Env: env, Tr: tr}, r.o.Decider)
+		res, err = w.rt.Process(ctx, route.Input{Env: env, Tr: tr, Patient: pv.cel, Restricted: pv.restricted}, r.o.Decider)
 		return err
 	})
 	if err != nil {

@@ -19,6 +19,7 @@ type Metrics struct {
 	Routed         *prometheus.CounterVec   // route, outcome
 	Consent        *prometheus.CounterVec   // route, destination, decision
 	ConsentSkipped *prometheus.CounterVec   // route, destination
+	PatientIndex   *prometheus.CounterVec   // adapter, outcome
 	Delivered      *prometheus.CounterVec   // destination, outcome
 	Attempts       *prometheus.CounterVec   // destination, outcome
 	SendLatency    *prometheus.HistogramVec // destination
@@ -71,6 +72,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed).", "route", "outcome"),
 		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
 		ConsentSkipped: cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
+		PatientIndex:   cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large).", "adapter", "outcome"),
 		Delivered:      cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered).", "destination", "outcome"),
 		Attempts:       cv("delivery", "attempts_total", "Delivery attempts, by outcome (ok, transient, permanent).", "destination", "outcome"),
 		SendLatency:    hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),

@@ -1,0 +1,108 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/patient"
+)
+
+// patientView is what the patient index says about a message's patient,
+// taken once per translation right after the message was applied to the
+// index, and shared read-only by the routes of the source.
+type patientView struct {
+	// cel is the CEL variable patient: the record's map, or nil (an empty
+	// map to CEL) when the patient is unknown.
+	cel map[string]any
+	// restricted reports a restricted (S-flag) patient.
+	restricted bool
+}
+
+// indexTimeout bounds the index writes and reads of one message.
+const indexTimeout = 30 * time.Second
+
+// indexPatient applies a translated message to the patient index and
+// returns the patient's record as it stands afterwards. A store that
+// cannot be reached is a transient fault (the message is tried again,
+// never dead-lettered); a bundle the index cannot read, or a record it
+// cannot resolve, is counted and routed with the patient unknown.
+func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation) (patientView, error) {
+	ix := r.o.Patients
+	if ix == nil || tr.Parsed == nil {
+		// Without a JSON bundle the route reports the message itself.
+		return patientView{}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, indexTimeout)
+	defer cancel()
+	count := func(outcome string, n int) {
+		if n > 0 {
+			r.o.Metrics.PatientIndex.WithLabelValues(env.Source, outcome).Add(float64(n))
+		}
+	}
+	res, err := ix.Apply(ctx, tr.Parsed, patient.Source{MessageID: env.ID, Received: env.ReceivedAt})
+	count("updated", res.Updated)
+	count("stale", res.Stale)
+	count("merged", res.Merged)
+	count("unindexed", res.Unindexed)
+	if err != nil {
+		return r.indexFailed(env, err)
+	}
+	rec, err := ix.Lookup(ctx, tr.Parsed)
+	if errors.Is(err, patient.ErrNotFound) {
+		return patientView{}, nil
+	}
+	if err != nil {
+		return r.indexFailed(env, err)
+	}
+	return patientView{cel: rec.CELAt(env.ReceivedAt), restricted: rec.Restricted}, nil
+}
+
+// indexFailed classifies an index error: what the message or the stored
+// records make impossible is counted and leaves the patient unknown; the
+// rest (the store unavailable, writers contending) is tried again later.
+// The error never holds patient data.
+func (r *Router) indexFailed(env *envelope.Envelope, err error) (patientView, error) {
+	var pe *patient.ParseError
+	if errors.As(err, &pe) || errors.Is(err, patient.ErrMergeLoop) || errors.Is(err, patient.ErrInvalidNHSNumber) {
+		r.o.Metrics.PatientIndex.WithLabelValues(env.Source, "unreadable").Inc()
+		return patientView{}, nil
+	}
+	// A record the store cannot hold (a huge name, say) would fail on
+	// every retry.
+	var apiErr *jetstream.APIError
+	if errors.Is(err, nats.ErrMaxPayload) || errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		r.o.Metrics.PatientIndex.WithLabelValues(env.Source, "too_large").Inc()
+		return patientView{}, nil
+	}
+	return patientView{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "patient index unavailable", err)
+}
+
+// byPartition runs fn(0..len(envs)-1) with the messages of one partition
+// one after another, in batch order, and partitions in parallel. Messages
+// of one patient share a partition, so the later one is applied to the
+// patient index (and reads it) only after the earlier one was applied.
+func byPartition(envs []*envelope.Envelope, fn func(i int)) {
+	var groups [][]int
+	at := map[int]int{}
+	for i, env := range envs {
+		g, ok := at[env.Partition]
+		if !ok {
+			g = len(groups)
+			at[env.Partition] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	parallel(len(groups), func(g int) {
+		for _, i := range groups[g] {
+			fn(i)
+		}
+	})
+}

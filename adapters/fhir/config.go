@@ -46,7 +46,7 @@ func DefaultResourceTypes() []string {
 	return []string{
 		"Patient", "Encounter", "Observation", "Condition", "AllergyIntolerance",
 		"DiagnosticReport", "ServiceRequest", "Consent", "Practitioner",
-		"Organization", "Location", "RelatedPerson", "Specimen",
+		"Organization", "Location", "RelatedPerson", "Specimen", "Flag",
 	}
 }
 

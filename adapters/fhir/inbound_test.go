@@ -486,7 +486,7 @@ func TestFactories(t *testing.T) {
 		t.Error("Type is not fhir")
 	}
 	ic, ok := f.NewConfig().(*InboundConfig)
-	if !ok || ic.MaxBodyBytes != 10<<20 || len(ic.ResourceTypes) != 13 {
+	if !ok || ic.MaxBodyBytes != 10<<20 || len(ic.ResourceTypes) != 14 {
 		t.Errorf("inbound defaults = %+v", f.NewConfig())
 	}
 	oc, ok := (OutboundFactory{}).NewConfig().(*OutboundConfig)

@@ -2,6 +2,8 @@ package engine_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -193,4 +195,91 @@ func testRestrictedPatientInIndex(t *testing.T, pipe string) {
 	if v := testutil.ToFloat64(e.Metrics().Consent.WithLabelValues("adt-to-fhir-store", "fhir-store", "permit")); v != 2 {
 		t.Errorf("permitted deliveries = %v, want 2", v)
 	}
+}
+
+// flagStoreRoute keeps the Flags social care posts in the FHIR store;
+// routing them is what applies them to the patient index.
+const flagStoreRoute = `name: flags-to-store
+source:
+  adapter: fhir
+match: bundle.entry.exists(e, e.resource.resourceType == "Flag")
+consent:
+  purpose: direct-care
+  legal_basis: direct-care
+  default: permit
+destinations:
+  - name: fhir-store
+`
+
+// safeguardingRoute copies admissions of patients with an active child
+// protection plan flag to the safeguarding team.
+const safeguardingRoute = `name: cpp-admissions
+source:
+  adapter: pas
+  events: [ADT^A01]
+match: '"CPP" in patient.activeFlags'
+consent:
+  purpose: safeguarding
+  legal_basis: safeguarding
+  skip_consent_gate: true
+  default: permit
+destinations:
+  - name: safeguarding
+`
+
+// TestSocialCareFlagReachesRoutes posts a Flag (an active child
+// protection plan, as a council's case system would) for one patient to
+// the FHIR endpoint, then admits that patient and another: only the
+// flagged patient's admission goes to safeguarding. A later Flag marked
+// inactive ends it.
+func TestSocialCareFlagReachesRoutes(t *testing.T) { forPipelines(t, testSocialCareFlagReachesRoutes) }
+
+func testSocialCareFlagReachesRoutes(t *testing.T, pipe string) {
+	const flagged, other = "9990000018", "9990000026"
+	routes := writeRoutes(t, map[string]string{"cpp.yaml": safeguardingRoute, "flags.yaml": flagStoreRoute})
+	e, dir := startEngineWithRoutes(t, routes, pipe+fileDests("safeguarding", "fhir-store"))
+	url := "http://" + e.HTTPAddr().String() + "/fhir/Flag"
+	flag := func(status string) {
+		body := `{"resourceType": "Flag", "status": "` + status + `",
+  "code": {"coding": [{"system": "https://example.org/CodeSystem/socialcare-flag", "code": "CPP", "display": "Child protection plan"}]},
+  "subject": {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "` + flagged + `"}},
+  "author": {"identifier": {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "E09000033"}}}`
+		resp, err := http.Post(url, "application/fhir+json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("POST Flag: status %d: %s", resp.StatusCode, b)
+		}
+	}
+	active := func() bool {
+		rec, err := e.PatientIndex().Get(context.Background(), flagged)
+		if err != nil {
+			return false
+		}
+		for _, f := range rec.Flags {
+			if f.Code == "CPP" && f.ActiveAt(time.Now()) {
+				return true
+			}
+		}
+		return false
+	}
+	flag("active")
+	waitFor(t, "the flag to reach the index", active)
+	addr := mllpAddr(t, e)
+	for _, m := range []string{adtPatient("A01", "CPP0001", flagged, ""), adtPatient("A01", "CPP0002", other, "")} {
+		if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+			t.Fatalf("ack %s", code)
+		}
+	}
+	waitFiles(t, filepath.Join(dir, "out", "safeguarding"), 1)
+	time.Sleep(300 * time.Millisecond) // room for a wrong second delivery
+	got := readAll(t, waitFiles(t, filepath.Join(dir, "out", "safeguarding"), 1))
+	if len(got) != 1 || !strings.Contains(got[0], flagged) {
+		t.Errorf("safeguarding received %d admissions, want only the flagged patient's", len(got))
+	}
+	flag("inactive")
+	waitFor(t, "the flag to end", func() bool { return !active() })
 }

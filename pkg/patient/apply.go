@@ -94,9 +94,21 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 	}
 	stale := false
 	_, target, err := ix.update(ctx, key, num, func(r *Record) (bool, error) {
+		// Flags are ordered each by its own source (setFlag), so an
+		// older message still sets a flag the record has not seen.
+		changed := false
+		for _, fd := range pd.flags {
+			changed = r.applyFlag(fd, src) || changed
+		}
+		if pd.flagsOnly {
+			// Nothing new (every flag came from a newer message) is as
+			// stale as old demographics.
+			stale = !changed
+			return changed, nil
+		}
 		stale = r.Version != 0 && !r.source().IsZero() && !src.After(r.source())
 		if stale {
-			return false, nil
+			return changed, nil
 		}
 		pd.applyTo(r, src)
 		return true, nil

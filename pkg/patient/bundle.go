@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
@@ -27,6 +28,22 @@ type patientData struct {
 	gp         string
 	restricted bool
 	replacedBy string // reference to the survivor, for a merged record
+	// flags are the bundle's Flag resources about this patient.
+	flags []flagData
+	// flagsOnly marks a patient known only as the subject of Flags (by
+	// NHS number), with no Patient resource: its demographics are left
+	// alone.
+	flagsOnly bool
+}
+
+// flagData is what the index takes from one Flag resource.
+type flagData struct {
+	flag Flag // Source is set when applied
+	// cleared is a Flag no longer in force (status inactive or
+	// entered-in-error): it ends the flag at clearedAt, or at the
+	// message's receipt when zero.
+	cleared   bool
+	clearedAt time.Time
 }
 
 // merge is one old record merged into a survivor.
@@ -110,6 +127,40 @@ func parseBundle(b map[string]any) (plan, error) {
 			all = append(all, pd)
 		}
 	}
+	var flagOnly map[string]int // NHS number to its index in all
+	for _, e := range entries {
+		em, _ := e.(map[string]any)
+		res := obj(em, "resource")
+		if str(res, "resourceType") != "Flag" {
+			continue
+		}
+		fd, ok := readFlag(res)
+		if !ok {
+			p.unresolved++
+			continue
+		}
+		subject := obj(res, "subject")
+		if i, ok := urlOf[str(subject, "reference")]; ok {
+			all[i].flags = append(all[i].flags, fd)
+			continue
+		}
+		id := obj(subject, "identifier")
+		n := nhs.Normalize(str(id, "value"))
+		if str(id, "system") != nhs.SystemNHSNumber || !nhs.ValidNumber(n) {
+			p.unresolved++ // a Flag whose patient the index cannot know
+			continue
+		}
+		i, ok := flagOnly[n]
+		if !ok {
+			if flagOnly == nil {
+				flagOnly = map[string]int{}
+			}
+			i = len(all)
+			flagOnly[n] = i
+			all = append(all, patientData{nhsNumber: n, flagsOnly: true})
+		}
+		all[i].flags = append(all[i].flags, fd)
+	}
 	for _, pd := range all {
 		if pd.replacedBy == "" {
 			p.patients = append(p.patients, pd)
@@ -179,6 +230,56 @@ func readPatient(res map[string]any, byRef map[string]map[string]any) patientDat
 		}
 	}
 	return pd
+}
+
+// readFlag reads a Flag resource: its first coding with a system and a
+// code, its period, whether it is still in force, and as origin the ODS
+// code of its author when the author is identified by one (never a
+// person). It reports false for a Flag without a usable code or status.
+func readFlag(res map[string]any) (flagData, bool) {
+	var fd flagData
+	for _, x := range list(obj(res, "code"), "coding") {
+		c, _ := x.(map[string]any)
+		if system, code := str(c, "system"), str(c, "code"); system != "" && code != "" {
+			fd.flag.System, fd.flag.Code, fd.flag.Display = system, code, str(c, "display")
+			break
+		}
+	}
+	if fd.flag.Code == "" {
+		return fd, false
+	}
+	period := obj(res, "period")
+	start, startOK := flagTime(str(period, "start"))
+	end, endOK := flagTime(str(period, "end"))
+	if !startOK || !endOK {
+		return fd, false
+	}
+	fd.flag.Start, fd.flag.End = start, end
+	switch str(res, "status") {
+	case "active":
+	case "inactive", "entered-in-error":
+		fd.cleared, fd.clearedAt = true, end
+	default:
+		return fd, false
+	}
+	if id := obj(obj(res, "author"), "identifier"); str(id, "system") == nhs.SystemODSOrganization && str(id, "value") != "" {
+		fd.flag.Origin = "ods:" + str(id, "value")
+	}
+	return fd, true
+}
+
+// flagTime parses a FHIR dateTime of a Flag's period: empty is open (zero
+// time); a date alone is its midnight UTC.
+func flagTime(s string) (time.Time, bool) {
+	if s == "" {
+		return time.Time{}, true
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02", "2006-01", "2006"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // readName takes the first official name, else the first name.

@@ -185,22 +185,7 @@ func (ix *Index) SetFlag(ctx context.Context, nhsNumber string, f Flag) (*Record
 // it again loses; a flag never set is recorded as cleared for the same
 // reason.
 func (ix *Index) ClearFlag(ctx context.Context, nhsNumber, system, code string, at time.Time, src Source) (*Record, error) {
-	return ix.change(ctx, nhsNumber, func(r *Record) bool {
-		f := Flag{System: system, Code: code, Start: at, End: at, Source: src}
-		for _, old := range r.Flags {
-			if old.System == system && old.Code == code {
-				f = old
-				f.Source = src
-				if f.End.IsZero() || at.Before(f.End) {
-					f.End = at
-				}
-				if !f.Start.IsZero() && f.Start.After(at) {
-					f.Start = at
-				}
-			}
-		}
-		return r.setFlag(f)
-	})
+	return ix.change(ctx, nhsNumber, func(r *Record) bool { return r.clearFlag(system, code, at, src) })
 }
 
 // SetConsent stores the consent summary unless the record holds a newer

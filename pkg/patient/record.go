@@ -178,6 +178,43 @@ func (r *Record) setFlag(f Flag) bool {
 	return true
 }
 
+// clearFlag ends the flag with system and code at the time at, on behalf
+// of src, and reports whether it changed the record. The cleared flag
+// stays, inactive from at, so that an older message setting it again
+// loses; a flag never set is recorded as cleared for the same reason.
+func (r *Record) clearFlag(system, code string, at time.Time, src Source) bool {
+	f := Flag{System: system, Code: code, Start: at, End: at, Source: src}
+	for _, old := range r.Flags {
+		if old.System == system && old.Code == code {
+			f = old
+			f.Source = src
+			if f.End.IsZero() || at.Before(f.End) {
+				f.End = at
+			}
+			if !f.Start.IsZero() && f.Start.After(at) {
+				f.Start = at
+			}
+		}
+	}
+	return r.setFlag(f)
+}
+
+// applyFlag applies one Flag resource received as src: an active one sets
+// the flag, one no longer in force clears it (at its period's end, else
+// at receipt). It reports whether the record changed.
+func (r *Record) applyFlag(fd flagData, src Source) bool {
+	if fd.cleared {
+		at := fd.clearedAt
+		if at.IsZero() {
+			at = src.Received
+		}
+		return r.clearFlag(fd.flag.System, fd.flag.Code, at, src)
+	}
+	f := fd.flag
+	f.Source = src
+	return r.setFlag(f)
+}
+
 // String describes the record without patient data, for logs and errors.
 func (r *Record) String() string {
 	return fmt.Sprintf("patient record (version %d, %d identifiers, %d flags, merged %t)",

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/router"
 )
 
@@ -186,11 +188,37 @@ func (s skipCounter) Decide(ctx context.Context, req consent.Request) (consent.D
 type consentHost struct {
 	*router.Ingester
 	store *consent.Store
+	// patients, when the patient index is on, gets the patient's consent
+	// summary after every stored Consent.
+	patients *patient.Index
 }
 
-// PutConsent stores a Consent (see consent.Store.PutConsent).
+// PutConsent stores a Consent (see consent.Store.PutConsent) and then
+// records in the patient index whether the patient has an active Consent
+// in force, for rules to read as patient.consent.hasActiveConsent. If
+// the index cannot be written the call fails so the sender resends
+// (storing the same Consent again is harmless); the summary never
+// decides consent.
 func (h consentHost) PutConsent(ctx context.Context, data []byte) (consent.Policy, error) {
-	return h.store.PutConsent(ctx, data)
+	pol, err := h.store.PutConsent(ctx, data)
+	if err != nil || h.patients == nil {
+		return pol, err
+	}
+	pols, err := h.store.Policies(ctx, pol.Patient)
+	if err != nil {
+		return pol, fmt.Errorf("reading the patient's Consents for the index: %w", err)
+	}
+	now := time.Now().UTC()
+	sum := patient.ConsentSummary{UpdatedAt: now}
+	for _, p := range pols {
+		if p.Status == "active" && p.Root.Period.Contains(now) {
+			sum.HasActiveConsent = true
+		}
+	}
+	if _, err := h.patients.SetConsent(ctx, pol.Patient, sum); err != nil {
+		return pol, fmt.Errorf("recording the consent summary in the patient index: %w", err)
+	}
+	return pol, nil
 }
 
 // Policies returns a patient's stored Consents.

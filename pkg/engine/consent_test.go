@@ -95,6 +95,14 @@ func testConsentEndToEnd(t *testing.T, pipe string) {
 	if st, _ := postConsent(t, base, denyTo("c-deny-rx1", deniedPatient, "RX1", "active")); st != http.StatusOK {
 		t.Fatalf("POST same Consent again: %d, want 200", st)
 	}
+	// The patient index records that the patient has a Consent in force.
+	hasConsent := func() bool {
+		rec, err := e.PatientIndex().Get(context.Background(), deniedPatient)
+		return err == nil && rec.Consent.HasActiveConsent
+	}
+	if !hasConsent() {
+		t.Error("patient index: no active Consent recorded after POST /fhir/Consent")
+	}
 	bad := bytes.Replace(denyTo("c-bad", deniedPatient, "RX1", "active"), []byte(`"IRCP"`), []byte(`"AUT"`), 1)
 	if st, body := postConsent(t, base, bad); st != http.StatusUnprocessableEntity || !strings.Contains(body, "OperationOutcome") {
 		t.Fatalf("POST Consent outside the profile: %d %s", st, body)
@@ -162,6 +170,9 @@ func testConsentEndToEnd(t *testing.T, pipe string) {
 	// Withdrawing the Consent applies to the next message.
 	if st, _ := postConsent(t, base, denyTo("c-deny-rx1", deniedPatient, "RX1", "inactive")); st != http.StatusOK {
 		t.Fatalf("POST withdrawal: %d, want 200", st)
+	}
+	if hasConsent() {
+		t.Error("patient index: the withdrawn Consent still counts as active")
 	}
 	if code, _ := send(t, addr, adt("A01", "CONS0003", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("send CONS0003: %s", code)

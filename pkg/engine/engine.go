@@ -252,7 +252,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	// host (the FHIR endpoint does, for POST /fhir/Consent).
 	var host adapter.Host = e.ingester
 	if consents != nil {
-		host = consentHost{Ingester: e.ingester, store: consents}
+		host = consentHost{Ingester: e.ingester, store: consents, patients: e.patients}
 	}
 	mux := http.NewServeMux()
 	for _, name := range sortedKeys(e.plan.Inputs) {

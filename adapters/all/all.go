@@ -2,6 +2,7 @@
 package all
 
 import (
+	"github.com/junction-fhir/junction/adapters/consentstore"
 	"github.com/junction-fhir/junction/adapters/fhir"
 	"github.com/junction-fhir/junction/adapters/file"
 	"github.com/junction-fhir/junction/adapters/mllp"
@@ -20,5 +21,6 @@ func Factories() []adapter.Factory {
 		fhir.OutboundFactory{},
 		file.Factory{},
 		mllp.OutboundFactory{},
+		consentstore.Factory{},
 	}
 }

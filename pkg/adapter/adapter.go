@@ -79,6 +79,19 @@ type Settings struct {
 	JS jetstream.JetStream
 	// Replicas is the replica count of the store's streams.
 	Replicas int
+	// Consents stores Consent resources in the consent engine's store;
+	// nil when the consent engine is off.
+	Consents ConsentWriter
+}
+
+// ConsentWriter stores FHIR Consent resources for the consent engine.
+type ConsentWriter interface {
+	// WriteConsent validates one Consent (JSON) against the consent
+	// profile and stores it for its patient, replacing a stored Consent
+	// with the same id. A Consent outside the profile gives an error
+	// holding consent.Issues (errors.As); any other error means the store
+	// was unavailable.
+	WriteConsent(ctx context.Context, resource []byte) error
 }
 
 // StoreBinder is a Translator that does more once the engine's store is

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/nhs"
@@ -219,6 +220,22 @@ func (h consentHost) PutConsent(ctx context.Context, data []byte) (consent.Polic
 		return pol, fmt.Errorf("recording the consent summary in the patient index: %w", err)
 	}
 	return pol, nil
+}
+
+// consentWriter is what a consent-store destination writes Consents
+// through: the consent store, updating the patient index as POST
+// /fhir/Consent does; nil when the consent engine is off.
+func (e *Engine) consentWriter() adapter.ConsentWriter {
+	if e.consents == nil {
+		return nil
+	}
+	return consentHost{store: e.consents, patients: e.patients}
+}
+
+// WriteConsent stores one Consent resource (see PutConsent).
+func (h consentHost) WriteConsent(ctx context.Context, resource []byte) error {
+	_, err := h.PutConsent(ctx, resource)
+	return err
 }
 
 // Policies returns a patient's stored Consents.

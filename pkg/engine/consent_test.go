@@ -232,3 +232,78 @@ func TestConsentHashKeyMismatch(t *testing.T) {
 		t.Errorf("error reveals a key: %v", err)
 	}
 }
+
+// consentFeedRoute takes Consent bundles that another system posts to
+// /fhir and stores their Consents for the consent engine.
+const consentFeedRoute = `name: consent-feed
+source:
+  adapter: fhir
+match: bundle.entry.exists(e, e.resource.resourceType == "Consent")
+consent:
+  purpose: direct-care
+  legal_basis: direct-care
+  default: permit
+destinations:
+  - name: consents
+`
+
+// TestConsentThroughARoute posts a Bundle holding a Consent that refuses
+// disclosure to the FHIR store's organisation; a route delivers it to a
+// consent-store destination, after which that patient's admission is
+// refused at the store and another patient's is not. A Consent outside
+// the profile dead-letters its delivery.
+func TestConsentThroughARoute(t *testing.T) { forPipelines(t, testConsentThroughARoute) }
+
+func testConsentThroughARoute(t *testing.T, pipe string) {
+	shipped, err := filepath.Abs("../../routes/adt-to-fhir-store.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adtRoute, err := os.ReadFile(shipped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := writeRoutes(t, map[string]string{"feed.yaml": consentFeedRoute, "adt.yaml": string(adtRoute)})
+	e, dir := startEngineWithRoutes(t, routes, pipe+
+		"consent:\n  destinations:\n    fhir-store: {ods: RX1}\n"+
+		"destinations:\n  fhir-store:\n    type: file\n    dir: out/fhir-store\n  consents:\n    type: consent-store\n")
+	base := "http://" + e.HTTPAddr().String()
+	post := func(b []byte) {
+		bundle := `{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + string(b) + `}]}`
+		resp, err := http.Post(base+"/fhir", "application/fhir+json", strings.NewReader(bundle))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST Bundle: status %d", resp.StatusCode)
+		}
+	}
+	post(denyTo("c-feed-rx1", deniedPatient, "RX1", "active"))
+	waitFor(t, "the Consent to be stored", func() bool {
+		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("consents", "delivered")) == 1
+	})
+	addr := mllpAddr(t, e)
+	for _, m := range []struct{ ctrl, nhs string }{{"FEED0001", deniedPatient}, {"FEED0002", controlPatient}} {
+		if code, _ := send(t, addr, adt("A01", m.ctrl, m.nhs+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send %s: %s", m.ctrl, code)
+		}
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	waitFor(t, "the refusal", func() bool {
+		return testutil.ToFloat64(e.Metrics().Consent.WithLabelValues("adt-to-fhir-store", "fhir-store", "deny")) == 1
+	})
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), controlPatient) || strings.Contains(string(data), deniedPatient) {
+		t.Fatal("the store received the wrong patient's admission")
+	}
+	bad := bytes.Replace(denyTo("c-feed-bad", deniedPatient, "RX1", "active"), []byte(`"IRCP"`), []byte(`"AUT"`), 1)
+	post(bad)
+	waitFor(t, "the bad Consent to be dead-lettered", func() bool {
+		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("consents", "dead_lettered")) == 1
+	})
+}

@@ -136,6 +136,7 @@ func (e *Engine) settings(name string) adapter.Settings {
 		Name: name, Logger: e.log.With("component", name), Metrics: e.metrics,
 		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
 		JS: e.storeJS(), Replicas: e.plan.Config.NATS.Replicas,
+		Consents: e.consentWriter(),
 	}
 }
 
@@ -199,6 +200,20 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.audit = audit.NewWriter(e.store.JS, aopts...)
 	e.ingester = router.NewIngester(e.store, e.log, e.metrics, e.audit)
+	// Consent and the patient index open before the destinations, so a
+	// consent-store destination can write Consents.
+	decider, consents, err := e.openConsent(ctx)
+	if err != nil {
+		return err
+	}
+	e.consents = consents
+	if pc := cfg.PatientIndex; pc.Enabled {
+		e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Replicas: cfg.NATS.Replicas, HashKey: e.patientKey})
+		if err != nil {
+			return fmt.Errorf("patient_index: %w", err)
+		}
+		e.log.Info("patient index ready", "bucket", pc.Bucket)
+	}
 	for _, name := range sortedKeys(e.plan.Destinations) {
 		pd := e.plan.Destinations[name]
 		out, err := pd.Factory.NewOutbound(ctx, e.settings(name), pd.Config)
@@ -219,18 +234,6 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 			}
 			translators[name] = t
 		}
-	}
-	decider, consents, err := e.openConsent(ctx)
-	if err != nil {
-		return err
-	}
-	e.consents = consents
-	if pc := cfg.PatientIndex; pc.Enabled {
-		e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Replicas: cfg.NATS.Replicas, HashKey: e.patientKey})
-		if err != nil {
-			return fmt.Errorf("patient_index: %w", err)
-		}
-		e.log.Info("patient index ready", "bucket", pc.Bucket)
 	}
 	if consents != nil && cfg.Consent.OptOutFile != "" {
 		e.watchOptOutFile(ctx, cfg.Consent.OptOutFile)

@@ -155,8 +155,9 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		in.token = []byte(tok)
 	}
 	cs := jfhir.CapabilityStatement(jfhir.CapabilityOptions{
-		SoftwareVersion: softwareVersion(),
-		ResourceTypes:   cfg.ResourceTypes,
+		SoftwareVersion:  softwareVersion(),
+		ResourceTypes:    cfg.ResourceTypes,
+		AuditEventSearch: set.AuditEventSearch,
 	})
 	b, err := json.Marshal(cs)
 	if err != nil {

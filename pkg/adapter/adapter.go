@@ -82,6 +82,9 @@ type Settings struct {
 	// Consents stores Consent resources in the consent engine's store;
 	// nil when the consent engine is off.
 	Consents ConsentWriter
+	// AuditEventSearch says the engine serves GET /fhir/AuditEvent on the
+	// HTTP listener, so the FHIR endpoint's CapabilityStatement lists it.
+	AuditEventSearch bool
 }
 
 // ConsentWriter stores FHIR Consent resources for the consent engine.

@@ -320,3 +320,36 @@ func slicesHasRoute(es []disclosure.Entry, rt string) bool {
 	}
 	return false
 }
+
+// TestMetadataListsAuditEventSearch checks that the CapabilityStatement
+// the engine serves tells the truth about GET /fhir/AuditEvent.
+func TestMetadataListsAuditEventSearch(t *testing.T) {
+	e, _ := startEngine(t, "")
+	resp, err := http.Get("http://" + e.HTTPAddr().String() + "/fhir/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var cs struct {
+		Rest []struct {
+			Resource []struct {
+				Type        string `json:"type"`
+				Interaction []struct {
+					Code string `json:"code"`
+				} `json:"interaction"`
+			} `json:"resource"`
+		} `json:"rest"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&cs); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range cs.Rest[0].Resource {
+		if r.Type == "AuditEvent" && len(r.Interaction) == 1 && r.Interaction[0].Code == "search-type" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("metadata does not list AuditEvent search-type: %+v", cs)
+	}
+}

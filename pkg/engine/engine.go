@@ -136,7 +136,7 @@ func (e *Engine) settings(name string) adapter.Settings {
 		Name: name, Logger: e.log.With("component", name), Metrics: e.metrics,
 		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
 		JS: e.storeJS(), Replicas: e.plan.Config.NATS.Replicas,
-		Consents: e.consentWriter(),
+		Consents: e.consentWriter(), AuditEventSearch: true,
 	}
 }
 

@@ -21,7 +21,16 @@ type CapabilityOptions struct {
 	ResourceTypes []string
 	// Date is the statement's date; the zero value means now.
 	Date time.Time
+	// AuditEventSearch says the endpoint also serves GET [base]/AuditEvent
+	// (the patient's disclosures as AuditEvents, for authorised callers).
+	AuditEventSearch bool
 }
+
+// auditEventDocumentation is what GET [base]/AuditEvent does.
+const auditEventDocumentation = `GET [base]/AuditEvent?patient=<NHS number>&date=ge..&date=le..&_count=N ` +
+	`(admin token with the auditor role) returns a searchset Bundle of the patient's releases of data ` +
+	`and refused releases as AuditEvents following IHE Basic Audit Log Patterns, paged by a next link. ` +
+	`patient is required and is an NHS number, not a reference. AuditEvents cannot be read by id.`
 
 // restDocumentation is what the endpoint does with what it accepts. It is
 // the truth the CapabilityStatement's codes cannot say on their own.
@@ -35,11 +44,12 @@ const restDocumentation = `Junction is an integration engine, not a FHIR reposit
 	`A resend is recognised by Bundle.identifier (system and value) or, failing that, by the ` +
 	`Idempotency-Key header, and is answered 202 with the original message id. ` +
 	`A 503 reply means the message was not stored and should be resent later. ` +
-	`Resources cannot be read, searched, updated or deleted here.`
+	`Resources cannot be read, updated or deleted here, nor searched except as said below.`
 
 // CapabilityStatement returns the statement for Junction's FHIR ingress
 // endpoint. It claims only what the endpoint does: JSON, and create
-// (POST) of Bundle and of the listed resource types; no read, search,
+// (POST) of Bundle and of the listed resource types, and with
+// AuditEventSearch the search of AuditEvent; no read, other search,
 // update, delete, history or system-level transaction processing.
 func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
 	version := opts.SoftwareVersion
@@ -85,6 +95,27 @@ func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
 		})
 	}
 
+	if opts.AuditEventSearch {
+		restDoc += " " + auditEventDocumentation
+		resources = append(resources, models.CapabilityStatementRestResource{
+			Type:          models.ResourceTypeAuditEvent,
+			Documentation: capStr(auditEventDocumentation),
+			Interaction: []models.CapabilityStatementRestResourceInteraction{{
+				Code: models.TypeRestfulInteractionSearchType,
+			}},
+			SearchParam: []models.CapabilityStatementRestResourceSearchParam{
+				{Name: "patient", Type: models.SearchParamTypeToken, Documentation: capStr("The patient's NHS number (required).")},
+				{Name: "date", Type: models.SearchParamTypeDate, Documentation: capStr("Prefixes ge, gt, le, lt, eq; at most two; default the last 90 days.")},
+				{Name: "_count", Type: models.SearchParamTypeNumber, Documentation: capStr("Page size, default 50, at most 500.")},
+			},
+			ReadHistory:       &no,
+			UpdateCreate:      &no,
+			ConditionalCreate: &no,
+			ConditionalUpdate: &no,
+			ConditionalRead:   &readNo,
+			ConditionalDelete: &notSupported,
+		})
+	}
 	return &models.CapabilityStatement{
 		Name:           &name,
 		Title:          &title,

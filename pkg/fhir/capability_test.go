@@ -31,6 +31,12 @@ func TestCapabilityStatement(t *testing.T) {
 			wantVer:   "dev",
 		},
 		{
+			name:      "AuditEvent search listed after the accepted types",
+			opts:      CapabilityOptions{SoftwareVersion: "v1", ResourceTypes: []string{"Patient"}, Date: date, AuditEventSearch: true},
+			wantTypes: []string{"Bundle", "Patient"},
+			wantVer:   "v1",
+		},
+		{
 			name:      "no types: Bundle only",
 			opts:      CapabilityOptions{SoftwareVersion: "v0", Date: date},
 			wantTypes: []string{"Bundle"},
@@ -68,6 +74,13 @@ func TestCapabilityStatement(t *testing.T) {
 			rest := cs.Rest[0]
 			if rest.Mode != models.RestfulCapabilityModeServer {
 				t.Errorf("rest.mode = %s", rest.Mode.Code())
+			}
+			if tt.opts.AuditEventSearch {
+				last := rest.Resource[len(rest.Resource)-1]
+				if last.Type != models.ResourceTypeAuditEvent || len(last.Interaction) != 1 || last.Interaction[0].Code != models.TypeRestfulInteractionSearchType || len(last.SearchParam) != 3 {
+					t.Errorf("AuditEvent search not described: %s", b)
+				}
+				rest.Resource = rest.Resource[:len(rest.Resource)-1]
 			}
 			if len(rest.Interaction) != 0 || len(rest.SearchParam) != 0 || len(rest.Operation) != 0 {
 				t.Errorf("rest claims system interactions, search or operations: %s", b)

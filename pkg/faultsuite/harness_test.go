@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -284,14 +285,44 @@ func (tp *topology) write(path, body string) {
 	}
 }
 
+// Host ports for nodes are picked below Linux's ephemeral range (32768
+// and up by default), which the kernel hands to outgoing connections and
+// to listeners on port 0: a port picked there could be taken by another
+// test's connection between the pick and the node binding it (Docker
+// then fails "port is already allocated"), or while a killed node is
+// down, so that its restart fails. Ports handed out are not reused within
+// the run.
+const (
+	minNodePort = 15000
+	maxNodePort = 32000
+)
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
+
+// freePort returns a loopback port outside the ephemeral range that is
+// free now and was not handed out before in this run.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := minNodePort + mrand.IntN(maxNodePort-minNodePort)
+		if portsUsed[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		portsUsed[p] = true
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port found below the ephemeral range")
+	return 0
 }
 
 // close stops everything, showing the logs of Junction replicas and NATS

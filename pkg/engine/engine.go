@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -140,6 +142,37 @@ func (e *Engine) settings(name string) adapter.Settings {
 	}
 }
 
+// whenStoreReady runs fn, the opening of some state in the store, and
+// against an external cluster tries again for up to a minute while the
+// cluster is still settling (no responders, timeouts, JetStream answering
+// 503): a cluster whose streams were just declared may not yet have a
+// leader for a new bucket. Other errors, and any error in embedded mode,
+// are returned at once.
+func (e *Engine) whenStoreReady(ctx context.Context, what string, fn func() error) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := fn()
+		if err == nil || e.store.Embedded() || !storeSettling(err) || time.Now().After(deadline) {
+			return err
+		}
+		e.log.Warn("store not ready; retrying", "what", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// storeSettling reports an error a JetStream cluster gives while it is
+// electing leaders.
+func storeSettling(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		(errors.As(err, &api) && api.Code == 503)
+}
+
 // storeJS is the store's JetStream once it is open.
 func (e *Engine) storeJS() jetstream.JetStream {
 	if e.store == nil {
@@ -202,14 +235,20 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	e.ingester = router.NewIngester(e.store, e.log, e.metrics, e.audit)
 	// Consent and the patient index open before the destinations, so a
 	// consent-store destination can write Consents.
-	decider, consents, err := e.openConsent(ctx)
-	if err != nil {
+	var decider consent.Decider
+	var consents *consent.Store
+	if err := e.whenStoreReady(ctx, "consent", func() (err error) {
+		decider, consents, err = e.openConsent(ctx)
+		return err
+	}); err != nil {
 		return err
 	}
 	e.consents = consents
 	if pc := cfg.PatientIndex; pc.Enabled {
-		e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Replicas: cfg.NATS.Replicas, HashKey: e.patientKey})
-		if err != nil {
+		if err := e.whenStoreReady(ctx, "patient index", func() (err error) {
+			e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Replicas: cfg.NATS.Replicas, HashKey: e.patientKey})
+			return err
+		}); err != nil {
 			return fmt.Errorf("patient_index: %w", err)
 		}
 		e.log.Info("patient index ready", "bucket", pc.Bucket)
@@ -228,8 +267,11 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	translators := e.plan.Translators()
 	for _, name := range sortedKeys(translators) {
 		if b, ok := translators[name].(adapter.StoreBinder); ok {
-			t, err := b.BindStore(ctx, e.settings(name))
-			if err != nil {
+			var t adapter.Translator
+			if err := e.whenStoreReady(ctx, "input "+name, func() (err error) {
+				t, err = b.BindStore(ctx, e.settings(name))
+				return err
+			}); err != nil {
 				return fmt.Errorf("input %s: %w", name, err)
 			}
 			translators[name] = t

@@ -108,6 +108,12 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 		}
 		stale = r.Version != 0 && !r.source().IsZero() && !src.After(r.source())
 		if stale {
+			// An older message's fields lose, but the local identifiers
+			// it names are still this patient's: they are a set, not a
+			// value a newer message replaces.
+			for _, id := range pd.ids {
+				changed = r.addIdentifier(id) || changed
+			}
 			return changed, nil
 		}
 		pd.applyTo(r, src)
@@ -122,9 +128,9 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 	}
 	if stale {
 		res.Stale++
-		return nil
+	} else {
+		res.Updated++
 	}
-	res.Updated++
 	for _, id := range pd.ids {
 		if err := ix.pointIdentifier(ctx, id, target, src); err != nil {
 			return err

@@ -94,19 +94,28 @@ func auditStream(t *testing.T, e *engine.Engine) ([]audit.Record, string) {
 	return recs, raw.String()
 }
 
+// rolesEngine starts an engine with one token per role (ops, eng, aud,
+// app: operator, integration engineer, auditor, patient service), sends
+// one admission with control id ctrl and waits for its delivery. It
+// returns the engine, the tokens by name and the message id.
+func rolesEngine(t *testing.T, ctrl string) (*engine.Engine, map[string]string, string) {
+	t.Helper()
+	secrets := map[string]string{"ops": "ops-secret-0c1d", "eng": "eng-secret-9f3a", "aud": "aud-secret-77b2", "app": "app-secret-e410"}
+	roles := map[string]string{"ops": "operator", "eng": "integration_engineer", "aud": "auditor", "app": "patient_service"}
+	e, dir := startEngine(t, tokenFiles(t, secrets, roles))
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", ctrl, "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	return e, secrets, strings.SplitN(filepath.Base(files[0]), ".", 2)[0]
+}
+
 // TestAdminRoles checks each role against each admin and audit endpoint
 // (the disclosure and AuditEvent endpoints by stand-in handlers
 // registered under their names), unknown and missing tokens, and the
 // access records and metrics of payload and disclosure access.
 func TestAdminRoles(t *testing.T) {
-	secrets := map[string]string{"ops": "ops-secret-0c1d", "eng": "eng-secret-9f3a", "aud": "aud-secret-77b2", "app": "app-secret-e410"}
-	roles := map[string]string{"ops": "operator", "eng": "integration_engineer", "aud": "auditor", "app": "patient_service"}
-	e, dir := startEngine(t, tokenFiles(t, secrets, roles))
-	if code, _ := send(t, mllpAddr(t, e), adt("A01", "ROLES001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
-		t.Fatalf("ack %s", code)
-	}
-	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
-	id := strings.SplitN(filepath.Base(files[0]), ".", 2)[0]
+	e, secrets, id := rolesEngine(t, "ROLES001")
 	base := "http://" + e.HTTPAddr().String()
 
 	ok := func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }
@@ -306,14 +315,7 @@ func TestAdminTokenStillWorks(t *testing.T) {
 // auditor's (which shows withheld entries), and a withholding records who
 // made it.
 func TestDisclosureViewsByRole(t *testing.T) {
-	secrets := map[string]string{"ops": "ops-secret-51aa", "eng": "eng-secret-62bb", "aud": "aud-secret-73cc", "app": "app-secret-84dd"}
-	roles := map[string]string{"ops": "operator", "eng": "integration_engineer", "aud": "auditor", "app": "patient_service"}
-	e, dir := startEngine(t, tokenFiles(t, secrets, roles))
-	if code, _ := send(t, mllpAddr(t, e), adt("A01", "VIEW0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
-		t.Fatalf("ack %s", code)
-	}
-	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
-	id := strings.SplitN(filepath.Base(files[0]), ".", 2)[0]
+	e, secrets, id := rolesEngine(t, "VIEW0001")
 	url := "http://" + e.HTTPAddr().String() + "/api/patients/9990000018/disclosures"
 	tests := []struct {
 		name, token, query string

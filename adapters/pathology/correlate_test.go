@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/jstest"
 	transport "github.com/junction-fhir/junction/pkg/mllp"
 )
 
@@ -53,37 +52,8 @@ func (s *orderMemStore) Put(_ context.Context, key string, o SentOrder) error {
 	return nil
 }
 
-// startJetStream runs an embedded JetStream server on a random loopback
-// port and returns a JetStream context on it.
-func startJetStream(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "pathology-test", Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatalf("configuring test server: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		t.Fatal("test server did not become ready")
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	return js
-}
+// startJetStream runs an embedded JetStream server for the test.
+func startJetStream(t *testing.T) jetstream.JetStream { return jstest.Start(t, "pathology-test") }
 
 func TestOrderKeys(t *testing.T) {
 	k := PlacerKey("EPR", "ORD-1")

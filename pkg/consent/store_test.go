@@ -10,42 +10,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/jstest"
 )
 
-// startJetStream runs an embedded JetStream server for the test and
-// returns a JetStream handle on it.
-func startJetStream(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "consent-test", Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatalf("configuring test server: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		t.Fatal("test server did not become ready")
-	}
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatalf("connecting: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("opening JetStream: %v", err)
-	}
-	return js
-}
+// startJetStream runs an embedded JetStream server for the test.
+func startJetStream(t *testing.T) jetstream.JetStream { return jstest.Start(t, "consent-test") }
 
 func openTestStore(t *testing.T, js jetstream.JetStream) *Store {
 	t.Helper()

@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -19,37 +18,8 @@ const localSystem = "https://fhir.example-trust.nhs.uk/Id/local-patient-identifi
 // testHashKey keys the tests' indexes.
 var testHashKey = []byte("patient-test-key-0123456789")
 
-// startJetStream runs an embedded JetStream server for the test and
-// returns a JetStream handle on it.
-func startJetStream(tb testing.TB) jetstream.JetStream {
-	tb.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "patient-test", Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: tb.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		tb.Fatalf("configuring test server: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		tb.Fatal("test server did not become ready")
-	}
-	tb.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		tb.Fatalf("connecting: %v", err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatalf("opening JetStream: %v", err)
-	}
-	return js
-}
+// startJetStream runs an embedded JetStream server for the test.
+func startJetStream(tb testing.TB) jetstream.JetStream { return jstest.Start(tb, "patient-test") }
 
 // openIndex opens an index in its own bucket on js.
 func openIndex(tb testing.TB, js jetstream.JetStream, bucket string) *Index {

@@ -1,0 +1,45 @@
+// Package jstest runs an embedded JetStream server for tests, the way
+// nats-server's own tests run theirs in process.
+package jstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Start runs an embedded JetStream server named name on a random loopback
+// port, with its store in a directory of the test's own, and returns a
+// JetStream handle on it. The server stops when the test ends.
+func Start(tb testing.TB, name string) jetstream.JetStream {
+	tb.Helper()
+	srv, err := server.NewServer(&server.Options{
+		ServerName: name, Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: tb.TempDir(), NoLog: true, NoSigs: true,
+	})
+	if err != nil {
+		tb.Fatalf("configuring test server: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		tb.Fatal("test server did not become ready")
+	}
+	tb.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		tb.Fatalf("connecting to test server: %v", err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatalf("opening JetStream: %v", err)
+	}
+	return js
+}

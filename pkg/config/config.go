@@ -130,6 +130,10 @@ type RouterConfig struct {
 	// DeliveryConcurrency is how many partitions the batch pipeline sends
 	// to one destination at once.
 	DeliveryConcurrency int `yaml:"delivery_concurrency"`
+	// SpanBatches is how many stored batches a batch-pipeline stage that
+	// has fallen behind takes at once (a span), writing one set of
+	// outputs for all of them.
+	SpanBatches int `yaml:"span_batches"`
 }
 
 // Consent engines.
@@ -352,7 +356,7 @@ func Default() *Config {
 		},
 		Routes:          []string{"routes"},
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
-		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16},
+		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16, SpanBatches: 64},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour},
 		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket},
@@ -494,6 +498,9 @@ func (c *Config) Validate() []error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("router.pipeline: must be %s or %s, got %q", router.PipelineMessage, router.PipelineBatch, c.Router.Pipeline))
+	}
+	if c.Router.SpanBatches < 1 || c.Router.SpanBatches > 1024 {
+		errs = append(errs, fmt.Errorf("router.span_batches: must be 1 to 1024, got %d", c.Router.SpanBatches))
 	}
 	if c.Router.DeliveryConcurrency < 1 || c.Router.DeliveryConcurrency > 1024 {
 		errs = append(errs, fmt.Errorf("router.delivery_concurrency: must be 1 to 1024, got %d", c.Router.DeliveryConcurrency))

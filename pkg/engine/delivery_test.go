@@ -3,16 +3,20 @@ package engine_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/engine"
@@ -317,4 +321,102 @@ func testUnroutedSourceGetsAFate(t *testing.T, pipe string) {
 		}
 		return false
 	})
+}
+
+// TestDeliveryCatchesUpInSpans: while the FHIR server answers 503, the
+// batch pipeline queues one outbound batch per message; once it answers
+// again, the destination takes the waiting batches as one span. Every
+// message is delivered once, in order, with a full trail, and every
+// message reaches a terminal state.
+func TestDeliveryCatchesUpInSpans(t *testing.T) {
+	srv := &fhirServer{}
+	var down atomic.Bool
+	down.Store(true)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	routes, _ := filepath.Abs("testdata/routes")
+	e, _ := startEngineWithRoutes(t, routes, `destinations:
+  ehr:
+    type: fhir
+    url: `+hs.URL+`
+    retry: {max_attempts: 100000, initial: 20ms, max: 50ms, multiplier: 2, timeout: 5s}
+`+batchPipeline)
+	addr := mllpAddr(t, e)
+	const n = 30
+	for i := range n {
+		if code, _ := send(t, addr, adt("A01", fmt.Sprintf("SP%04d", i), "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("message %d: ack %s, want AA", i, code)
+		}
+	}
+	m := e.Metrics()
+	waitFor(t, "every message routed", func() bool {
+		return testutil.ToFloat64(m.Routed.WithLabelValues("to-ehr", "matched")) == n
+	})
+	down.Store(false)
+	waitFor(t, "every delivery", func() bool {
+		return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) == n
+	})
+	got := srv.accepted()
+	if len(got) != n {
+		t.Fatalf("server accepted %d requests, want %d", len(got), n)
+	}
+	// One patient: the server must see the messages in the order sent.
+	var trailIDs []string
+	for i, rid := range got {
+		id, _, _ := strings.Cut(rid, "|")
+		trailIDs = append(trailIDs, id)
+		if i > 0 && id <= trailIDs[i-1] {
+			t.Errorf("delivery %d (%s) not after %s: order inverted or repeated", i, id, trailIDs[i-1])
+		}
+	}
+	if n := spansOver(t, m.SpanBatches.WithLabelValues("deliver", "ehr"), 1); n == 0 {
+		t.Error("no delivery span took more than one batch; the waiting batches were taken one by one")
+	}
+	// The last message's trail reaches its delivery through its span.
+	last := trailIDs[len(trailIDs)-1]
+	var view engine.MessageView
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages/"+last, &view); st != 200 {
+		t.Fatalf("GET /api/messages/%s: %d", last, st)
+	}
+	events := map[audit.Event]bool{}
+	for _, r := range view.Trail {
+		events[r.Event] = true
+	}
+	for _, ev := range []audit.Event{audit.Received, audit.Queued, audit.Delivered} {
+		if !events[ev] {
+			t.Errorf("trail of the last message lacks %s: %v", ev, events)
+		}
+	}
+	waitFor(t, "every message to reach a terminal state", func() bool {
+		rep := reconcile(t, e)
+		return len(rep.Pending) == 0 && rep.Terminal[audit.OutcomeDelivered] == n
+	})
+}
+
+// spansOver counts the observations of a span histogram above limit
+// batches.
+func spansOver(t *testing.T, o prometheus.Observer, limit float64) uint64 {
+	t.Helper()
+	h, ok := o.(prometheus.Histogram)
+	if !ok {
+		t.Fatalf("span metric is a %T, not a histogram", o)
+	}
+	var pb dto.Metric
+	if err := h.Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	n := pb.GetHistogram().GetSampleCount()
+	for _, b := range pb.GetHistogram().GetBucket() {
+		if b.GetUpperBound() == limit {
+			return n - b.GetCumulativeCount()
+		}
+	}
+	t.Fatalf("span histogram has no bucket at %v", limit)
+	return 0
 }

@@ -285,6 +285,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
+		SpanBatches: cfg.Router.SpanBatches,
 		PatientHash: e.patientHash, Patients: e.patients,
 	})
 	if err := e.router.Start(ctx); err != nil {

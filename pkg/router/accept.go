@@ -124,19 +124,15 @@ func (a *acceptor) rebuild(ctx context.Context) error {
 }
 
 // catchUp applies the accepted batches other processes wrote since this
-// one last looked, so the index is current before a batch is judged.
+// one last looked, so the index is current before a batch is judged. It
+// reads forward from the last batch applied (usually finding none), which
+// costs the store far less than finding the last of every accepted
+// subject.
 func (a *acceptor) catchUp(ctx context.Context) error {
-	last, err := a.ingress.GetLastMsgForSubject(ctx, SubjAccepted+".>")
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("finding the last accepted batch: %w", err)
-	}
-	for a.idx.appliedSeq() < last.Sequence {
+	for {
 		m, err := a.ingress.GetMsg(ctx, a.idx.appliedSeq()+1, jetstream.WithGetMsgSubject(SubjAccepted+".>"))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			break
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("reading an accepted batch: %w", err)
@@ -144,7 +140,6 @@ func (a *acceptor) catchUp(ctx context.Context) error {
 		a.apply(m.Data, m.Time)
 		a.idx.setApplied(m.Sequence)
 	}
-	return nil
 }
 
 func (a *acceptor) apply(data []byte, at time.Time) {

@@ -38,6 +38,8 @@ const headerCount = "Junction-Count"
 type outEntry struct {
 	h    nats.Header
 	body []byte
+	// seq is the outbound batch the entry was read from (not encoded).
+	seq uint64
 }
 
 // encodeOutBatch writes entries as: magic, count, then per entry the
@@ -75,12 +77,14 @@ func decodeOutBatch(data []byte) ([]outEntry, error) {
 
 // batchRouteWorker runs one route over accepted batches.
 type batchRouteWorker struct {
-	w *routeWorker
+	w     *routeWorker
+	spans *spanner
 }
 
-// handle routes one accepted batch: its messages are evaluated in
-// parallel, then every fate is stored (outbound batches, then one audit
-// batch) before the batch is acknowledged.
+// handle routes one span of accepted batches (see spanner): their
+// messages are evaluated in parallel, then every fate is stored
+// (outbound batches, then one audit batch) before the span's first batch
+// is acknowledged.
 func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	ctx = context.WithoutCancel(ctx)
 	w := b.w
@@ -90,18 +94,27 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 		if err != nil {
 			return fmt.Errorf("reading batch metadata: %w", err)
 		}
-		seq := meta.Sequence.Stream
-		all, err := decodeBatch(m.Data())
+		sp, inputs, covered, err := b.spans.claim(ctx, meta.Sequence.Stream, m.Headers(), m.Data())
 		if err != nil {
-			if _, derr := r.deadLetter(ctx, "route", w.rt.Name, m.Headers(), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable accepted batch", err)); derr != nil {
-				return derr
-			}
+			return err
+		}
+		if covered {
 			continue
 		}
+		r.o.Metrics.SpanBatches.WithLabelValues("route", w.rt.Name).Observe(float64(len(inputs)))
 		var envs []*envelope.Envelope
-		for _, env := range all {
-			if env.Source == w.rt.Source {
-				envs = append(envs, env)
+		for _, in := range inputs {
+			all, err := decodeBatch(in.data)
+			if err != nil {
+				if _, derr := r.deadLetter(ctx, "route", w.rt.Name, in.header, in.data, fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable accepted batch", err)); derr != nil {
+					return derr
+				}
+				continue
+			}
+			for _, env := range all {
+				if env.Source == w.rt.Source {
+					envs = append(envs, env)
+				}
 			}
 		}
 		if len(envs) == 0 {
@@ -187,7 +200,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				om.Data = data
 				om.Header.Set(envelope.HeaderRoute, w.rt.Name)
 				om.Header.Set(headerCount, strconv.Itoa(end-start))
-				om.Header.Set(jetstream.MsgIDHeader, "ob|"+w.rt.Name+"|"+strconv.FormatUint(seq, 10)+"|"+dest+"|"+strconv.Itoa(chunk))
+				om.Header.Set(jetstream.MsgIDHeader, "ob|"+w.rt.Name+"|"+sp.id()+"|"+dest+"|"+strconv.Itoa(chunk))
 				ack, err := r.js.PublishMsg(ctx, om)
 				if err != nil {
 					return fmt.Errorf("queueing outbound batch: %w", err)
@@ -198,22 +211,23 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				start = end
 			}
 		}
-		if err := writeAuditBatch(ctx, r, "route", w.rt.Name, seq, recs); err != nil {
+		if err := writeAuditBatch(ctx, r, "route", w.rt.Name, sp, recs); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// writeAuditBatch stores the records of one batch of one stage as one
-// audit message. A retried write of the same batch is deduplicated.
-func writeAuditBatch(ctx context.Context, r *Router, stage, name string, seq uint64, recs []audit.Record) error {
+// writeAuditBatch stores the records of one span of one stage as one
+// audit message, on the subject named by the span's start. A retried
+// write of the same span is deduplicated.
+func writeAuditBatch(ctx context.Context, r *Router, stage, name string, sp span, recs []audit.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
 	// The audit writer puts the batch on its hash chain like any record.
-	key := strings.TrimPrefix(auditBatchSubject(stage, name, seq), store.SubjAudit+".")
-	return r.audit.Write(ctx, key, "ab|"+stage+"|"+name+"|"+strconv.FormatUint(seq, 10), recs...)
+	key := strings.TrimPrefix(auditBatchSubject(stage, name, sp.start), store.SubjAudit+".")
+	return r.audit.Write(ctx, key, "ab|"+stage+"|"+name+"|"+sp.id(), recs...)
 }
 
 // traceHeader carries env's trace context for a span.
@@ -258,14 +272,15 @@ func parallel(n int, fn func(i int)) {
 
 // batchDeliveryWorker sends one destination's outbound batches.
 type batchDeliveryWorker struct {
-	r *Router
-	d *Destination
+	r     *Router
+	d     *Destination
+	spans *spanner
 	// Concurrency is how many partitions are sent at once.
 	concurrency int
-	// doneSeq and done remember the entries of the batch in hand whose
-	// fate is decided, so a retried batch does not send them again.
-	doneSeq uint64
-	done    map[int][]audit.Record
+	// doneSpan and done remember the entries of the span in hand whose
+	// fate is decided, so a retried span does not send them again.
+	doneSpan span
+	done     map[int][]audit.Record
 	// prior holds the failed batch attempt of entries still to send.
 	prior map[int][]audit.Record
 }
@@ -273,7 +288,7 @@ type batchDeliveryWorker struct {
 // sendBatch makes one attempt at every entry through the destination's
 // batch interface, marking those delivered as done and keeping the failed
 // attempts of the rest for the per-entry retries.
-func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSender, entries []outEntry, seq uint64) {
+func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSender, entries []outEntry) {
 	r, d := w.r, w.d
 	ds := make([]*adapter.Delivery, len(entries))
 	spans := make([]trace.Span, len(entries))
@@ -302,7 +317,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 	for i, e := range entries {
 		r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(took)
 		rec := audit.Record{Time: time.Now().UTC(), MessageID: ds[i].MessageID, Route: ds[i].Route, Destination: d.Name,
-			Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(e.body), Attempt: 1}
+			Stream: store.StreamOutbound, Seq: e.seq, Hash: audit.Hash(e.body), Attempt: 1}
 		if errs[i] == nil {
 			r.o.Metrics.Attempts.WithLabelValues(d.Name, "ok").Inc()
 			r.o.Metrics.Delivered.WithLabelValues(d.Name, "delivered").Inc()
@@ -324,10 +339,11 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 	}
 }
 
-// handle delivers one outbound batch: partitions concurrently, each
-// partition's entries in order. A transient failure retries that entry
-// with backoff (holding its partition, and so the batch, back); a
-// permanent one dead-letters it. Then one audit batch records them all.
+// handle delivers one span of outbound batches (see spanner):
+// partitions concurrently, each partition's entries in order. A transient
+// failure retries that entry with backoff (holding its partition, and so
+// the span, back); a permanent one dead-letters it. Then one audit batch
+// records them all.
 func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	r, d := w.r, w.d
 	for _, m := range msgs {
@@ -335,18 +351,32 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		if err != nil {
 			return fmt.Errorf("reading batch metadata: %w", err)
 		}
-		seq := meta.Sequence.Stream
-		entries, err := decodeOutBatch(m.Data())
+		sp, inputs, covered, err := w.spans.claim(context.WithoutCancel(ctx), meta.Sequence.Stream, m.Headers(), m.Data())
 		if err != nil {
-			if _, derr := r.deadLetter(context.WithoutCancel(ctx), "delivery", d.Name, m.Headers(), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable outbound batch", err)); derr != nil {
-				return derr
-			}
+			return err
+		}
+		if covered {
 			continue
 		}
-		if w.doneSeq != seq || w.done == nil {
-			w.doneSeq, w.done, w.prior = seq, map[int][]audit.Record{}, map[int][]audit.Record{}
+		r.o.Metrics.SpanBatches.WithLabelValues("deliver", d.Name).Observe(float64(len(inputs)))
+		var entries []outEntry
+		for _, in := range inputs {
+			es, err := decodeOutBatch(in.data)
+			if err != nil {
+				if _, derr := r.deadLetter(context.WithoutCancel(ctx), "delivery", d.Name, in.header, in.data, fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable outbound batch", err)); derr != nil {
+					return derr
+				}
+				continue
+			}
+			for i := range es {
+				es[i].seq = in.seq
+			}
+			entries = append(entries, es...)
+		}
+		if w.doneSpan != sp || w.done == nil {
+			w.doneSpan, w.done, w.prior = sp, map[int][]audit.Record{}, map[int][]audit.Record{}
 			if bs, ok := d.Out.(adapter.BatchSender); ok {
-				w.sendBatch(ctx, bs, entries, seq)
+				w.sendBatch(ctx, bs, entries)
 			}
 		}
 		groups := map[string][]int{}
@@ -375,7 +405,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 						continue
 					}
 					e := entries[i]
-					recs, err := deliverPayload(ctx, r, d, e.h, e.body, seq, w.prior[i])
+					recs, err := deliverPayload(ctx, r, d, e.h, e.body, e.seq, w.prior[i])
 					if err != nil {
 						mu.Lock()
 						if firstErr == nil {
@@ -398,7 +428,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		for i := range entries {
 			recs = append(recs, w.done[i]...)
 		}
-		if err := writeAuditBatch(context.WithoutCancel(ctx), r, "deliver", d.Name, seq, recs); err != nil {
+		if err := writeAuditBatch(context.WithoutCancel(ctx), r, "deliver", d.Name, sp, recs); err != nil {
 			return err
 		}
 		w.done, w.prior = nil, nil

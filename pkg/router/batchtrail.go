@@ -135,17 +135,45 @@ func batchTrail(ctx context.Context, js jetstream.JetStream, id string) ([]audit
 	if err != nil {
 		return nil, fmt.Errorf("opening audit stream: %w", err)
 	}
-	routeRecs, err := readAuditBatches(ctx, ast, store.SubjAudit+"._b.route.*."+strconv.FormatUint(accSeq, 10), id)
+	// A route's records sit in the audit batch of the span that held the
+	// accepted batch, named by the span's start.
+	ingress, err := js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return nil, fmt.Errorf("opening ingress stream: %w", err)
+	}
+	starts, err := findSpans(ctx, ingress, spanMarkerSubject(store.SubjIngress, "*"), 3, accSeq)
 	if err != nil {
 		return nil, err
 	}
+	subjects := []string{store.SubjAudit + "._b.route.*." + strconv.FormatUint(accSeq, 10)}
+	for name, start := range starts {
+		if start != accSeq {
+			subjects = append(subjects, auditBatchSubject("route", name, start))
+		}
+	}
+	var routeRecs []audit.Record
+	for _, subj := range subjects {
+		recs, err := readAuditBatches(ctx, ast, subj, id)
+		if err != nil {
+			return nil, err
+		}
+		routeRecs = append(routeRecs, recs...)
+	}
 	out = append(out, routeRecs...)
+	outbound, err := js.Stream(ctx, store.StreamOutbound)
+	if err != nil {
+		return nil, fmt.Errorf("opening outbound stream: %w", err)
+	}
 	seen := map[string]bool{}
 	for _, r := range routeRecs {
 		if r.Event != audit.Queued || r.Seq == 0 {
 			continue
 		}
-		subj := auditBatchSubject("deliver", r.Destination, r.Seq)
+		start, err := findSpan(ctx, outbound, spanMarkerSubject(store.SubjOutbound, r.Destination), r.Seq)
+		if err != nil {
+			return nil, err
+		}
+		subj := auditBatchSubject("deliver", r.Destination, start)
 		if seen[subj] {
 			continue
 		}

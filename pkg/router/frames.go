@@ -63,3 +63,17 @@ func readFrames(data []byte, magic string, maxCount uint64) ([]frame, error) {
 	}
 	return out, nil
 }
+
+// frameCount returns the entry count a batch declares after its magic, or
+// 1 when it cannot be read (the batch is then judged by whoever decodes
+// it).
+func frameCount(data []byte, magic string) int {
+	if !bytes.HasPrefix(data, []byte(magic)) {
+		return 1
+	}
+	n, k := binary.Uvarint(data[len(magic):])
+	if k <= 0 || n == 0 || n > uint64(len(data)) {
+		return 1
+	}
+	return int(n)
+}

@@ -110,6 +110,9 @@ type Options struct {
 	// DeliveryConcurrency is how many partitions the batch pipeline sends
 	// to one destination at once.
 	DeliveryConcurrency int
+	// SpanBatches is how many stored batches a batch-pipeline stage that
+	// has fallen behind takes at once (see spanner); 1 takes one.
+	SpanBatches int
 	// PatientHash turns a translation's patient key into the keyed hash
 	// that audit records carry (audit.Record.Patient), so a patient's
 	// disclosures can be found without patient data in the trail. Nil
@@ -162,6 +165,9 @@ func New(o Options) *Router {
 	if o.DeliveryConcurrency <= 0 {
 		o.DeliveryConcurrency = 16
 	}
+	if o.SpanBatches <= 0 {
+		o.SpanBatches = defaultSpanLimits.batches
+	}
 	routed := map[string]bool{}
 	for _, rt := range o.Routes {
 		routed[rt.Source] = true
@@ -206,6 +212,10 @@ func (r *Router) Start(ctx context.Context) error {
 		return fmt.Errorf("opening ingress stream: %w", err)
 	}
 	if r.o.Pipeline == PipelineBatch {
+		outbound, err := r.js.Stream(ctx, store.StreamOutbound)
+		if err != nil {
+			return fmt.Errorf("opening outbound stream: %w", err)
+		}
 		acc := newAcceptor(r, ingress, r.o.DedupeWindow)
 		start, err := handoverStart(ctx, r.js, acceptDurable, splitterDurable)
 		if err != nil {
@@ -216,14 +226,20 @@ func (r *Router) Start(ctx context.Context) error {
 			batch: 1, ackWait: r.o.AckWait, deliver: start.policy, startSeq: start.seq, log: r.o.Logger, handle: acc.handle,
 		})
 		for _, rt := range r.o.Routes {
-			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}}
+			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}, spans: &spanner{
+				js: r.js, st: ingress, marker: spanMarkerSubject(store.SubjIngress, rt.Name), input: SubjAccepted + ".>",
+				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: func(data []byte) int { return frameCount(data, batchMagic) },
+			}}
 			pcs = append(pcs, &partitionConsumer{
 				stream: store.StreamIngress, durable: "route-" + rt.Name + "-b", filter: SubjAccepted + ".>",
 				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverNewPolicy, log: r.o.Logger, handle: w.handle,
 			})
 		}
 		for _, d := range r.o.Destinations {
-			w := &batchDeliveryWorker{r: r, d: d, concurrency: r.o.DeliveryConcurrency}
+			w := &batchDeliveryWorker{r: r, d: d, concurrency: r.o.DeliveryConcurrency, spans: &spanner{
+				js: r.js, st: outbound, marker: spanMarkerSubject(store.SubjOutbound, d.Name), input: OutboundBatchSubject(d.Name),
+				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: func(data []byte) int { return frameCount(data, outBatchMagic) },
+			}}
 			pcs = append(pcs, &partitionConsumer{
 				stream: store.StreamOutbound, durable: "dest-" + d.Name + "-b", filter: OutboundBatchSubject(d.Name),
 				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: w.handle,

@@ -6,6 +6,7 @@ import (
 	"github.com/junction-fhir/junction/adapters/fhir"
 	"github.com/junction-fhir/junction/adapters/file"
 	"github.com/junction-fhir/junction/adapters/mllp"
+	"github.com/junction-fhir/junction/adapters/optoutlist"
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/adapters/pathology"
 	"github.com/junction-fhir/junction/pkg/adapter"
@@ -22,5 +23,6 @@ func Factories() []adapter.Factory {
 		file.Factory{},
 		mllp.OutboundFactory{},
 		consentstore.Factory{},
+		optoutlist.Factory{},
 	}
 }

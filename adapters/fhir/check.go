@@ -27,6 +27,7 @@ func decodeAs[T any](raw []byte) error {
 var checkers = map[string]func([]byte) error{
 	"AllergyIntolerance":         decodeAs[models.AllergyIntolerance],
 	"Appointment":                decodeAs[models.Appointment],
+	"Binary":                     decodeAs[models.Binary],
 	"Bundle":                     decodeAs[models.Bundle],
 	"CarePlan":                   decodeAs[models.CarePlan],
 	"CareTeam":                   decodeAs[models.CareTeam],

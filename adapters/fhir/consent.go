@@ -32,13 +32,33 @@ type ConsentStore interface {
 	Policies(ctx context.Context, patientKey string) ([]consent.Policy, error)
 }
 
+// ConsentGuard authorises Consent writes by the engine's roles rather
+// than the endpoint's bearer_token. The endpoint finds it as an optional
+// interface of the adapter.Host; the engine offers it when http.tokens is
+// configured. Then POST /fhir/Consent, with the consent engine on, is
+// authenticated by the guard alone: the caller sends a role token, not
+// the endpoint's bearer_token (which alone no longer suffices), while
+// every other POST still needs bearer_token.
+type ConsentGuard interface {
+	// AuthorizeConsent authenticates r's caller and checks they may
+	// record or change Consents. When it refuses, it has answered w with
+	// an OperationOutcome and returns the status sent. Otherwise it
+	// returns record, which the endpoint calls with the Consent's patient
+	// key once the Consent is read and before it is stored, to audit the
+	// write; an error from record means the write was not audited and
+	// must not be made.
+	AuthorizeConsent(w http.ResponseWriter, r *http.Request) (record func(ctx context.Context, patientKey string) error, status int)
+}
+
 // storeConsent answers POST /fhir/Consent with the consent engine on:
 // 201 with the stored Consent when its id is new for the patient, 200 when
 // it replaced one, 422 with an OperationOutcome when it is outside the
 // profile, 503 when the store is unavailable. Nothing is routed. The
 // 201/200 distinction is read before the write, so two concurrent first
 // posts of one id may both see 201; the store keeps one.
-func (in *Inbound) storeConsent(ctx context.Context, w http.ResponseWriter, body []byte) int {
+//
+// record, when set, audits the write (see ConsentGuard) before it is made.
+func (in *Inbound) storeConsent(ctx context.Context, w http.ResponseWriter, body []byte, record func(context.Context, string) error) int {
 	doc := stripBOM(body)
 	switch {
 	case len(bytes.TrimSpace(doc)) == 0:
@@ -56,6 +76,15 @@ func (in *Inbound) storeConsent(ctx context.Context, w http.ResponseWriter, body
 	}
 	if len(issues) > 0 {
 		return in.refuseConsent(w, issues)
+	}
+	if record != nil {
+		if err := record(ctx, pol.Patient); err != nil {
+			// The error names the audit stream, never the Consent.
+			in.log.Warn("consent not stored: the write could not be audited; answered 503", "error", err.Error())
+			w.Header().Set("Retry-After", retryAfterSeconds)
+			jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", "consent not stored: the write could not be recorded in the audit trail; resend later"))
+			return http.StatusServiceUnavailable
+		}
 	}
 	existing, err := in.consents.Policies(ctx, pol.Patient)
 	if err != nil {

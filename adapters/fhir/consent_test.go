@@ -144,3 +144,111 @@ func TestPostConsentWithoutEngine(t *testing.T) {
 		t.Errorf("%d messages ingested, want 1", n)
 	}
 }
+
+// guardedHost is a consentHost that also offers ConsentGuard, as the
+// engine's host does when http.tokens is configured: it admits the
+// bearer token "role-token" and records the patients of the writes.
+type guardedHost struct {
+	*consentHost
+	recorded  []string
+	recordErr error
+}
+
+func (h *guardedHost) AuthorizeConsent(w http.ResponseWriter, r *http.Request) (func(context.Context, string) error, int) {
+	switch r.Header.Get("Authorization") {
+	case "Bearer role-token":
+	case "Bearer other-role":
+		jfhir.WriteOutcome(w, http.StatusForbidden, jfhir.Outcome("error", "forbidden", "permission consent.write is needed"))
+		return nil, http.StatusForbidden
+	default:
+		jfhir.WriteOutcome(w, http.StatusUnauthorized, jfhir.Outcome("error", "login", "a bearer token is required"))
+		return nil, http.StatusUnauthorized
+	}
+	return func(_ context.Context, patient string) error {
+		if h.recordErr != nil {
+			return h.recordErr
+		}
+		h.recorded = append(h.recorded, patient)
+		return nil
+	}, 0
+}
+
+// TestConsentGuard: with a host offering ConsentGuard, a Consent write is
+// authorised by the guard alone (the endpoint's bearer_token neither
+// suffices nor is needed), audited with its patient before it is stored,
+// and not stored when the audit fails; other resources still need the
+// endpoint's token.
+func TestConsentGuard(t *testing.T) {
+	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "input-token")
+	cfg := DefaultInboundConfig()
+	cfg.BearerToken = "env:JUNCTION_TEST_FHIR_TOKEN"
+	tests := []struct {
+		name, path, auth string
+		body             []byte
+		recordErr        error
+		want             int
+		wantRecorded     []string
+		wantKept         int
+	}{
+		{"role token stores", "/fhir/Consent", "Bearer role-token", consentBody("c1", "active"), nil, http.StatusCreated, []string{"9990000026"}, 1},
+		{"input token alone is refused", "/fhir/Consent", "Bearer input-token", consentBody("c1", "active"), nil, http.StatusUnauthorized, nil, 0},
+		{"role without the permission", "/fhir/Consent", "Bearer other-role", consentBody("c1", "active"), nil, http.StatusForbidden, nil, 0},
+		{"audit failure stores nothing", "/fhir/Consent", "Bearer role-token", consentBody("c1", "active"), errors.New("audit stream unavailable"), http.StatusServiceUnavailable, nil, 0},
+		{"outside the profile is not audited", "/fhir/Consent", "Bearer role-token", []byte(strings.Replace(string(consentBody("c1", "active")), `"id":"c1",`, "", 1)), nil, http.StatusUnprocessableEntity, nil, 0},
+		{"other resources need the input token", "/fhir/Patient", "Bearer role-token", []byte(`{"resourceType":"Patient"}`), nil, http.StatusUnauthorized, nil, 0},
+		{"other resources take the input token", "/fhir/Patient", "Bearer input-token", []byte(`{"resourceType":"Patient"}`), nil, http.StatusAccepted, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			host := &guardedHost{consentHost: &consentHost{fakeHost: newFakeHost(), consents: map[string][]consent.Policy{}}, recordErr: tt.recordErr}
+			in, err := NewInbound(adapter.Settings{Name: "fhir", Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Secrets: testSecrets{}}, host, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mux := http.NewServeMux()
+			for p, h := range in.Routes() {
+				mux.Handle(p, h)
+			}
+			req := httptest.NewRequest(http.MethodPost, tt.path, strings.NewReader(string(tt.body)))
+			req.Header.Set("Content-Type", jfhir.MediaTypeJSON)
+			req.Header.Set("Authorization", tt.auth)
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tt.want, rec.Body)
+			}
+			if rec.Code >= 400 && !strings.Contains(rec.Body.String(), `"OperationOutcome"`) {
+				t.Errorf("refusal is not an OperationOutcome: %s", rec.Body)
+			}
+			if strings.Join(host.recorded, ",") != strings.Join(tt.wantRecorded, ",") {
+				t.Errorf("audited %v, want %v", host.recorded, tt.wantRecorded)
+			}
+			if n := len(host.consents["9990000026"]); n != tt.wantKept {
+				t.Errorf("%d Consents stored, want %d", n, tt.wantKept)
+			}
+		})
+	}
+}
+
+// TestBinaryOnlyWhenListed: POST /fhir/Binary is refused with the default
+// resource types and accepted when resource_types lists Binary.
+func TestBinaryOnlyWhenListed(t *testing.T) {
+	body := []byte(`{"resourceType":"Binary","contentType":"text/csv","data":"OTk5MDAwMDAyNgo="}`)
+	for _, tt := range []struct {
+		name  string
+		types []string
+		want  int
+	}{
+		{"default types", DefaultResourceTypes(), http.StatusBadRequest},
+		{"listed", append(DefaultResourceTypes(), "Binary"), http.StatusAccepted},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultInboundConfig()
+			cfg.ResourceTypes = tt.types
+			f := newInboundFixture(t, cfg)
+			if rec := f.do(http.MethodPost, "/fhir/Binary", jfhir.MediaTypeJSON, body, nil); rec.Code != tt.want {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tt.want, rec.Body)
+			}
+		})
+	}
+}

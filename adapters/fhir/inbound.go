@@ -105,6 +105,9 @@ type Inbound struct {
 	slots chan struct{}
 	// consents, when the host offers it, stores posted Consents.
 	consents ConsentStore
+	// guard, when the host offers it with consents, authorises Consent
+	// writes in place of token.
+	guard ConsentGuard
 
 	capability []byte
 
@@ -138,6 +141,9 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 	}
 	if cs, ok := host.(ConsentStore); ok {
 		in.consents = cs
+		if g, ok := host.(ConsentGuard); ok {
+			in.guard = g
+		}
 	}
 	slots := cfg.MaxConcurrent
 	if slots == 0 {
@@ -247,7 +253,16 @@ func (in *Inbound) enter() bool {
 // post handles POST /fhir (pathType "") and POST /fhir/{type}.
 func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string) {
 	start := time.Now()
-	if in.token != nil {
+	var record func(context.Context, string) error
+	if pathType == "Consent" && in.consents != nil && in.guard != nil {
+		rec, status := in.guard.AuthorizeConsent(w, r)
+		if status != 0 {
+			in.metrics.Acks.WithLabelValues(in.name, strconv.Itoa(status)).Inc()
+			in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeUnauthorized)).Inc()
+			return
+		}
+		record = rec
+	} else if in.token != nil {
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(got), in.token) != 1 {
 			w.Header().Set("WWW-Authenticate", "Bearer")
@@ -278,7 +293,7 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 	ctx, span := in.tracer.Start(r.Context(), "fhir.receive", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 
-	status := in.receive(ctx, w, r, pathType, span)
+	status := in.receive(ctx, w, r, pathType, span, record)
 
 	in.metrics.Acks.WithLabelValues(in.name, strconv.Itoa(status)).Inc()
 	in.metrics.AckLatency.WithLabelValues(in.name).Observe(time.Since(start).Seconds())
@@ -308,7 +323,9 @@ func (in *Inbound) reject(w http.ResponseWriter, rj rejection) int {
 }
 
 // receive checks, stores and answers one POST, returning the status sent.
-func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.Request, pathType string, span trace.Span) int {
+//
+// record, for a Consent write the ConsentGuard allowed, audits the write.
+func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.Request, pathType string, span trace.Span, record func(context.Context, string) error) int {
 	if rj, ok := checkMediaType(r.Header.Get("Content-Type")); !ok {
 		return in.reject(w, rj)
 	}
@@ -329,7 +346,7 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, detail: "could not read the request body"})
 	}
 	if pathType == "Consent" && in.consents != nil {
-		return in.storeConsent(ctx, w, body)
+		return in.storeConsent(ctx, w, body, record)
 	}
 	parsed, rj, ok := in.check(body, pathType)
 	if !ok {

@@ -33,7 +33,8 @@ const (
 	// and may withhold a disclosure from a patient's view.
 	Auditor Role = "auditor"
 	// PatientService is a patient-facing service: it reads the disclosures
-	// of the one patient each request names.
+	// of the one patient each request names, and records or changes the
+	// Consents patients give through it.
 	PatientService Role = "patient_service"
 )
 
@@ -97,6 +98,10 @@ const (
 	// OptOuts is POST /api/optouts: replacing the national data opt-out
 	// list, which changes consent decisions for every patient.
 	OptOuts Permission = "optouts"
+	// ConsentWrite is POST /fhir/Consent with the consent engine on:
+	// recording or changing a patient's Consent, which decides where that
+	// patient's data may go.
+	ConsentWrite Permission = "consent.write"
 )
 
 // Payload is p's payload sub-permission ("messages" gives
@@ -139,6 +144,11 @@ func RuleFor(p Permission) (Rule, bool) {
 		return Rule{Roles: []Role{Auditor}, Audited: true}, true
 	case OptOuts:
 		return Rule{Roles: []Role{Operator}, Audited: true}, true
+	case ConsentWrite:
+		// Only the service a patient gives their Consent through: an
+		// integration engineer or operator changing a Consent would be
+		// deciding for the patient.
+		return Rule{Roles: []Role{PatientService}, Audited: true}, true
 	}
 	return Rule{}, false
 }

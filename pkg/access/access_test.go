@@ -33,6 +33,7 @@ func TestAllowed(t *testing.T) {
 		{access.Withhold, [4]bool{false, false, true, false}, true},
 		{access.OptOuts, [4]bool{true, false, false, false}, true},
 		{access.AuditEvents, [4]bool{false, false, true, false}, true},
+		{access.ConsentWrite, [4]bool{false, false, false, true}, true},
 		{"unknown", [4]bool{}, false},
 		{access.Replay.Payload(), [4]bool{}, false},
 	}
@@ -53,7 +54,7 @@ func TestAllowed(t *testing.T) {
 		})
 	}
 	all := access.Principal{Name: "all", Roles: access.Roles()}
-	if !access.Allowed(all, access.MessagesPayload) || !access.Allowed(all, access.Disclosures) || !access.Allowed(all, access.Replay) {
+	if !access.Allowed(all, access.MessagesPayload) || !access.Allowed(all, access.Disclosures) || !access.Allowed(all, access.Replay) || !access.Allowed(all, access.ConsentWrite) {
 		t.Error("a principal with every role is refused something")
 	}
 }

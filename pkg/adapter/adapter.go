@@ -8,6 +8,9 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -82,6 +85,9 @@ type Settings struct {
 	// Consents stores Consent resources in the consent engine's store;
 	// nil when the consent engine is off.
 	Consents ConsentWriter
+	// OptOuts replaces the national data opt-out list of the consent
+	// engine; nil when the consent engine is off.
+	OptOuts OptOutLoader
 	// AuditEventSearch says the engine serves GET /fhir/AuditEvent on the
 	// HTTP listener, so the FHIR endpoint's CapabilityStatement lists it.
 	AuditEventSearch bool
@@ -95,6 +101,48 @@ type ConsentWriter interface {
 	// holding consent.Issues (errors.As); any other error means the store
 	// was unavailable.
 	WriteConsent(ctx context.Context, resource []byte) error
+}
+
+// OptOutLoader replaces the national data opt-out list of the consent
+// engine, as POST /api/optouts does.
+type OptOutLoader interface {
+	// LoadOptOuts parses extract as POST /api/optouts parses its body (one
+	// NHS number per line, or CSV with the number in the first column)
+	// and replaces the list with it, dated asOf. Lines without a valid NHS
+	// number are left out and reported by line number. An extract with no
+	// valid number, dated in the future, or too large is refused with a
+	// permanent fault; a store that cannot be written gives a transient
+	// one. An extract dated before the stored list is not loaded
+	// (Superseded), so a replayed delivery never brings back an older
+	// list. Neither the summary nor an error holds an NHS number.
+	LoadOptOuts(ctx context.Context, extract []byte, asOf time.Time) (OptOutSummary, error)
+}
+
+// OptOutSummary is what loading an opt-out list did. It holds counts and
+// line numbers, never an NHS number.
+type OptOutSummary struct {
+	// Accepted counts the lines with a valid NHS number; Invalid those
+	// without one, and InvalidLines lists the first of them (from 1).
+	Accepted, Invalid int
+	InvalidLines      []int
+	// Superseded reports a list older than the stored one, not loaded.
+	Superseded bool
+	// Stale reports a list already older than consent.opt_out_max_age.
+	Stale bool
+}
+
+// InvalidLinesText lists the first n of InvalidLines, comma separated,
+// with "..." when there are more: line numbers only, never their content.
+func (s OptOutSummary) InvalidLinesText(n int) string {
+	parts := make([]string, 0, min(len(s.InvalidLines), n)+1)
+	for i, l := range s.InvalidLines {
+		if i == n {
+			parts = append(parts, "...")
+			break
+		}
+		parts = append(parts, strconv.Itoa(l))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // StoreBinder is a Translator that does more once the engine's store is

@@ -252,6 +252,34 @@ func (s *Store) ImportOptOuts(ctx context.Context, nhsNumbers []string, asOf tim
 	return nil
 }
 
+// OptOutsAsOf returns the date of the stored opt-out list; ok is false
+// when no list is stored or its date is unreadable.
+func (s *Store) OptOutsAsOf(ctx context.Context) (asOf time.Time, ok bool, err error) {
+	e, err := s.optout.Get(ctx, asOfKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("consent store: reading the opt-out list date: %w", err)
+	}
+	asOf, perr := time.Parse(time.RFC3339Nano, string(e.Value()))
+	return asOf, perr == nil, nil
+}
+
+// OptedOut reports whether the patient is on the stored opt-out list,
+// whatever the list's age: one read, for rules that show the flag (the
+// consent decision itself uses OptOut, which also judges staleness).
+func (s *Store) OptedOut(ctx context.Context, patientKey string) (bool, error) {
+	_, err := s.optout.Get(ctx, s.PatientHash(patientKey))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("consent store: reading an opt-out: %w", err)
+	}
+	return true, nil
+}
+
 // OptOut returns the patient's opt-out state at now. The list is stale when
 // it has no date or its date is more than OptOutMaxAge before now.
 func (s *Store) OptOut(ctx context.Context, patientKey string, now time.Time) (OptOutStatus, error) {

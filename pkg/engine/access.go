@@ -107,61 +107,95 @@ func optionalPayload(name string) bool { return access.Permission(name) == acces
 // first, allowed or denied; an allowed use that cannot be recorded is
 // refused.
 func (e *Engine) authorize(w http.ResponseWriter, r *http.Request, name string) (*http.Request, bool) {
+	r, _, ref := e.check(r, name, true)
+	if ref == nil {
+		return r, true
+	}
+	switch ref.status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", ref.challenge)
+		writeJSON(w, ref.status, map[string]string{"error": ref.msg})
+	case http.StatusForbidden:
+		writeJSON(w, ref.status, map[string]any{"error": ref.msg, "permission": string(ref.perm), "roles": ref.roles})
+	default:
+		writeJSON(w, ref.status, map[string]string{"error": ref.msg})
+	}
+	return r, false
+}
+
+// refusal is a request check refused, for the caller to answer in its
+// endpoint's format (JSON for the admin API, an OperationOutcome on the
+// FHIR endpoint).
+type refusal struct {
+	status int
+	msg    string
+	// challenge is the WWW-Authenticate header of a 401.
+	challenge string
+	// perm is the permission needed and roles the roles granting it.
+	perm  access.Permission
+	roles []access.Role
+}
+
+// check authenticates the request and checks the permission of the
+// endpoint registered as name. Refused uses of audited permissions are
+// recorded (best effort). With recordAllowed an allowed use of an audited
+// permission is recorded too, and refused with 503 if it cannot be;
+// without it the caller records the use itself once it knows more (the
+// patient a Consent is for). It returns the request carrying the
+// principal and the grant, and the principal.
+func (e *Engine) check(r *http.Request, name string, recordAllowed bool) (*http.Request, access.Principal, *refusal) {
+	perm := requiredPermission(name, r)
 	p, err := e.auth.Authenticate(r)
 	if err != nil {
-		perm := requiredPermission(name, r)
 		e.metrics.Accesses.WithLabelValues(string(perm), accessUnauthenticated, "").Inc()
-		challenge := `Bearer realm="junction"`
-		msg := "a bearer token is required"
+		ref := &refusal{status: http.StatusUnauthorized, challenge: `Bearer realm="junction"`, msg: "a bearer token is required", perm: perm}
 		if errors.Is(err, access.ErrUnknownCredentials) {
-			challenge += `, error="invalid_token"`
-			msg = "the bearer token is not recognised"
+			ref.challenge += `, error="invalid_token"`
+			ref.msg = "the bearer token is not recognised"
 		}
-		w.Header().Set("WWW-Authenticate", challenge)
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": msg})
-		return r, false
+		return r, p, ref
 	}
-	perm := requiredPermission(name, r)
 	if !access.Allowed(p, perm) {
 		rule, _ := access.RuleFor(perm)
 		payloadRule, _ := access.RuleFor(perm.Payload())
 		if rule.Audited || payloadRule.Audited {
 			// Best effort: the request is refused either way.
-			if err := e.recordAccess(r, p, name, perm, accessDenied); err != nil {
+			if err := e.recordAccess(r, p, name, perm, accessDenied, ""); err != nil {
 				e.log.Warn("access denied but not recorded", "principal", p.Name, "permission", string(perm), "err", err)
 			}
 		}
 		e.metrics.Accesses.WithLabelValues(string(perm), accessDenied, p.Name).Inc()
-		writeJSON(w, http.StatusForbidden, map[string]any{
-			"error":      fmt.Sprintf("permission %s is needed, which the caller's roles do not grant", perm),
-			"permission": string(perm),
-			"roles":      rule.Roles,
-		})
-		return r, false
+		return r, p, &refusal{
+			status: http.StatusForbidden,
+			msg:    fmt.Sprintf("permission %s is needed, which the caller's roles do not grant", perm),
+			perm:   perm, roles: rule.Roles,
+		}
 	}
 	var g grant
 	if optionalPayload(name) && access.Allowed(p, perm.Payload()) {
 		perm, g.payload = perm.Payload(), true
 	}
-	if rule, _ := access.RuleFor(perm); rule.Audited {
-		if err := e.recordAccess(r, p, name, perm, accessAllowed); err != nil {
+	if rule, _ := access.RuleFor(perm); rule.Audited && recordAllowed {
+		if err := e.recordAccess(r, p, name, perm, accessAllowed, ""); err != nil {
 			e.log.Error("access refused: it could not be recorded", "principal", p.Name, "permission", string(perm), "err", err)
 			e.metrics.Accesses.WithLabelValues(string(perm), accessAuditFailed, p.Name).Inc()
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "the access could not be recorded in the audit trail; try again"})
-			return r, false
+			return r, p, &refusal{status: http.StatusServiceUnavailable, msg: "the access could not be recorded in the audit trail; try again", perm: perm}
 		}
 	}
-	e.metrics.Accesses.WithLabelValues(string(perm), accessAllowed, p.Name).Inc()
+	if recordAllowed {
+		e.metrics.Accesses.WithLabelValues(string(perm), accessAllowed, p.Name).Inc()
+	}
 	ctx := access.WithPrincipal(r.Context(), p)
 	ctx = context.WithValue(ctx, grantKey{}, g)
-	return r.WithContext(ctx), true
+	return r.WithContext(ctx), p, nil
 }
 
 // recordAccess writes an access record: under the message's id when the
 // route names one ({id}) that is not an audit subject of its own, else
-// under an id of its own; with the patient's
-// keyed hash when the route names a patient ({nhs}), never the NHS number.
-func (e *Engine) recordAccess(r *http.Request, p access.Principal, name string, perm access.Permission, outcome string) error {
+// under an id of its own; with the patient's keyed hash when the route
+// names a patient ({nhs}) or the caller does (patientKey, such as the
+// patient of a posted Consent), never the NHS number.
+func (e *Engine) recordAccess(r *http.Request, p access.Principal, name string, perm access.Permission, outcome, patientKey string) error {
 	rec := audit.Record{
 		Time: time.Now().UTC(), Event: audit.Accessed, Outcome: outcome,
 		Principal: p.Name, Endpoint: r.Pattern, Rule: string(perm),
@@ -176,6 +210,9 @@ func (e *Engine) recordAccess(r *http.Request, p access.Principal, name string, 
 	}
 	if nhs := r.PathValue("nhs"); nhs != "" {
 		rec.Patient = e.patientHash(nhs)
+	}
+	if patientKey != "" {
+		rec.Patient = e.patientHash(patientKey)
 	}
 	if err := e.audit.Write(r.Context(), rec.MessageID, "", rec); err != nil {
 		return fmt.Errorf("recording access to %s: %w", strconv.Quote(name), err)

@@ -8,14 +8,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
+	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/router"
@@ -220,6 +223,52 @@ func (h consentHost) PutConsent(ctx context.Context, data []byte) (consent.Polic
 		return pol, fmt.Errorf("recording the consent summary in the patient index: %w", err)
 	}
 	return pol, nil
+}
+
+// consentEndpoint is the endpoint of Consent writes in access records (the
+// FHIR endpoint's fhir.RoutePostConsent).
+const consentEndpoint = "POST /fhir/Consent"
+
+// guardedConsentHost is the consent host when http.tokens is configured:
+// it offers the FHIR endpoint fhir.ConsentGuard as well, so recording or
+// changing a Consent through POST /fhir/Consent needs a token whose roles
+// grant access.ConsentWrite, and each write is audited.
+type guardedConsentHost struct {
+	consentHost
+	e *Engine
+}
+
+// AuthorizeConsent implements the FHIR endpoint's ConsentGuard: it authenticates the
+// caller by http.tokens and checks access.ConsentWrite. A refusal is
+// recorded (without a patient: the body is not read) and answered with an
+// OperationOutcome. An allowed caller gets a function that records the
+// write with the patient's keyed hash before the Consent is stored.
+func (h guardedConsentHost) AuthorizeConsent(w http.ResponseWriter, r *http.Request) (func(ctx context.Context, patientKey string) error, int) {
+	r = r.WithContext(r.Context())
+	r.Pattern = consentEndpoint
+	name := string(access.ConsentWrite)
+	r, p, ref := h.e.check(r, name, false)
+	if ref != nil {
+		issue := "forbidden"
+		switch ref.status {
+		case http.StatusUnauthorized:
+			w.Header().Set("WWW-Authenticate", ref.challenge)
+			issue = "login"
+		case http.StatusServiceUnavailable:
+			issue = "transient"
+		}
+		jfhir.WriteOutcome(w, ref.status, jfhir.Outcome("error", issue, ref.msg))
+		return nil, ref.status
+	}
+	record := func(ctx context.Context, patientKey string) error {
+		if err := h.e.recordAccess(r.WithContext(ctx), p, name, access.ConsentWrite, accessAllowed, patientKey); err != nil {
+			h.e.metrics.Accesses.WithLabelValues(name, accessAuditFailed, p.Name).Inc()
+			return err
+		}
+		h.e.metrics.Accesses.WithLabelValues(name, accessAllowed, p.Name).Inc()
+		return nil
+	}
+	return record, 0
 }
 
 // consentWriter is what a consent-store destination writes Consents

@@ -138,7 +138,7 @@ func (e *Engine) settings(name string) adapter.Settings {
 		Name: name, Logger: e.log.With("component", name), Metrics: e.metrics,
 		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
 		JS: e.storeJS(), Replicas: e.plan.Config.NATS.Replicas,
-		Consents: e.consentWriter(), AuditEventSearch: true,
+		Consents: e.consentWriter(), OptOuts: e.optOutLoader(), AuditEventSearch: true,
 	}
 }
 
@@ -286,7 +286,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
 		SpanBatches: cfg.Router.SpanBatches,
-		PatientHash: e.patientHash, Patients: e.patients,
+		PatientHash: e.patientHash, Patients: e.patients, OptedOut: e.optedOut(),
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)
@@ -298,7 +298,13 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	// host (the FHIR endpoint does, for POST /fhir/Consent).
 	var host adapter.Host = e.ingester
 	if consents != nil {
-		host = consentHost{Ingester: e.ingester, store: consents, patients: e.patients}
+		ch := consentHost{Ingester: e.ingester, store: consents, patients: e.patients}
+		host = ch
+		if _, open := e.auth.(access.Fixed); !open {
+			// With http.tokens, Consent writes need a role (see
+			// guardedConsentHost).
+			host = guardedConsentHost{consentHost: ch, e: e}
+		}
 	}
 	mux := http.NewServeMux()
 	for _, name := range sortedKeys(e.plan.Inputs) {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -132,6 +135,18 @@ func parseAsOf(s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
+// errAsOfFuture refuses a list dated more than a day ahead.
+var errAsOfFuture = errors.New("as_of is in the future")
+
+// checkAsOf refuses a list date more than a day ahead (clocks and time
+// zones differ by less).
+func checkAsOf(asOf time.Time) error {
+	if asOf.After(time.Now().Add(24 * time.Hour)) {
+		return errAsOfFuture
+	}
+	return nil
+}
+
 // handleOptOuts replaces the national data opt-out list with the request
 // body (see parseOptOuts), dated by the as_of query parameter. Lines
 // without a valid NHS number are left out and reported by line number; a
@@ -146,8 +161,8 @@ func (e *Engine) handleOptOuts(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	if asOf.After(time.Now().Add(24 * time.Hour)) {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "as_of is in the future"})
+	if err := checkAsOf(asOf); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
 	list, err := parseOptOuts(http.MaxBytesReader(w, r.Body, maxOptOutBytes))
@@ -265,4 +280,74 @@ func (e *Engine) watchOptOutFile(ctx context.Context, path string) {
 			}
 		}
 	}()
+}
+
+// maxFaultLines bounds the invalid line numbers a refused extract's
+// dead-letter reason lists.
+const maxFaultLines = 10
+
+// optOutLoader loads the opt-out list delivered through a route (the
+// optout-list destination) with the parser and checks of POST
+// /api/optouts; see adapter.OptOutLoader.
+type optOutLoader struct {
+	e *Engine
+}
+
+// optOutLoader returns the loader of optout-list destinations, or nil
+// when the consent engine is off.
+func (e *Engine) optOutLoader() adapter.OptOutLoader {
+	if e.consents == nil {
+		return nil
+	}
+	return optOutLoader{e: e}
+}
+
+// LoadOptOuts implements adapter.OptOutLoader.
+func (l optOutLoader) LoadOptOuts(ctx context.Context, extract []byte, asOf time.Time) (adapter.OptOutSummary, error) {
+	e := l.e
+	if len(extract) > maxOptOutBytes {
+		return adapter.OptOutSummary{}, fault.Newf(fault.CodeDestRejected, "optout-list: the list is larger than %d bytes", int64(maxOptOutBytes))
+	}
+	if err := checkAsOf(asOf); err != nil {
+		return adapter.OptOutSummary{}, fault.New(fault.CodeDestRejected, "optout-list: the list is dated in the future")
+	}
+	list, err := parseOptOuts(bytes.NewReader(extract))
+	if err != nil {
+		return adapter.OptOutSummary{}, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "optout-list: the list is not readable", err)
+	}
+	rep := list.report(asOf)
+	sum := adapter.OptOutSummary{Accepted: rep.Accepted, Invalid: rep.Invalid, InvalidLines: rep.InvalidLines}
+	if len(list.numbers) == 0 {
+		msg := "optout-list: " + errNoValidNumbers.Error()
+		if n := len(list.invalid); n > 0 {
+			msg += fmt.Sprintf(" (%d lines without one: lines %s)", n, adapter.OptOutSummary{InvalidLines: list.invalid}.InvalidLinesText(maxFaultLines))
+		}
+		return sum, fault.New(fault.CodeDestRejected, msg)
+	}
+	stored, ok, err := e.consents.OptOutsAsOf(ctx)
+	if err != nil {
+		return sum, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "optout-list: reading the stored list's date", err)
+	}
+	if ok && asOf.Before(stored) {
+		sum.Superseded = true
+		e.log.Info("opt-out list not imported: older than the stored one", "from", "route", "as_of", asOf.Format(time.RFC3339), "stored_as_of", stored.Format(time.RFC3339))
+		return sum, nil
+	}
+	if err := e.consents.ImportOptOuts(ctx, list.numbers, asOf); err != nil {
+		return sum, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "optout-list: storing the list", err)
+	}
+	sum.Stale = time.Since(asOf) > e.plan.Config.Consent.OptOutMaxAge
+	e.log.Info("opt-out list imported", "from", "route", "accepted", sum.Accepted, "invalid", sum.Invalid, "as_of", asOf.Format(time.RFC3339), "stale", sum.Stale)
+	return sum, nil
+}
+
+
+// optedOut is how routes read a patient's place on the opt-out list for
+// patient.consent.optedOut: the consent store, or nil when the consent
+// engine is off.
+func (e *Engine) optedOut() func(ctx context.Context, nhsNumber string) (bool, error) {
+	if e.consents == nil {
+		return nil
+	}
+	return e.consents.OptedOut
 }

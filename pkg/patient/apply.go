@@ -2,6 +2,7 @@ package patient
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -47,18 +48,59 @@ func (ix *Index) Apply(ctx context.Context, bundle map[string]any, src Source) (
 	if err != nil {
 		return Result{}, err
 	}
+	res, _, err := ix.apply(ctx, &p, src)
+	return res, err
+}
+
+// ApplyLookup applies the bundle as Apply does and returns the record
+// Lookup would return right after, or nil where Lookup would return
+// ErrNotFound. For a bundle of one Patient (or one patient's Flags) and
+// no merge, as nearly every message is, the record is the one Apply just
+// wrote or read, so no further read is made; otherwise the patient is
+// looked up afresh. Routes call it once per message to fill the CEL
+// variable `patient`.
+func (ix *Index) ApplyLookup(ctx context.Context, bundle map[string]any, src Source) (Result, *Record, error) {
+	p, err := parseBundle(bundle)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	res, rec, err := ix.apply(ctx, &p, src)
+	if err != nil {
+		return res, nil, err
+	}
+	if len(p.patients) == 1 && len(p.merges) == 0 {
+		// Nothing was written after the one record, and the record the
+		// Patient resolves to is the one it was applied to.
+		return res, rec, nil
+	}
+	rec, err = ix.lookup(ctx, &p)
+	if errors.Is(err, ErrNotFound) {
+		return res, nil, nil
+	}
+	return res, rec, err
+}
+
+// apply applies a parsed bundle and returns, with the result, the record
+// the first Patient was applied to as it stood after (nil when it was
+// not indexed).
+func (ix *Index) apply(ctx context.Context, p *plan, src Source) (Result, *Record, error) {
 	res := Result{Event: p.event, Unindexed: p.unresolved}
+	var first *Record
 	for i := range p.patients {
-		if err := ix.applyPatient(ctx, &p.patients[i], src, &res); err != nil {
-			return res, err
+		rec, err := ix.applyPatient(ctx, &p.patients[i], src, &res)
+		if err != nil {
+			return res, nil, err
+		}
+		if i == 0 {
+			first = rec
 		}
 	}
 	for i := range p.merges {
 		if err := ix.applyMerge(ctx, &p.merges[i], src, &res); err != nil {
-			return res, err
+			return res, nil, err
 		}
 	}
-	return res, nil
+	return res, first, nil
 }
 
 // locate returns the record key and NHS number for a Patient: by its NHS
@@ -82,18 +124,20 @@ func (ix *Index) locate(ctx context.Context, pd *patientData) (key, nhsNumber st
 }
 
 // applyPatient writes one (not merged) Patient to its record and points
-// its local identifiers at it.
-func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, res *Result) error {
+// its local identifiers at it. It returns the record as a fresh read
+// would return it (following merges, as Lookup does), or nil when the
+// Patient is not indexed.
+func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, res *Result) (*Record, error) {
 	key, num, err := ix.locate(ctx, pd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if key == "" {
 		res.Unindexed++
-		return nil
+		return nil, nil
 	}
 	stale := false
-	_, target, err := ix.update(ctx, key, num, func(r *Record) (bool, error) {
+	rec, target, err := ix.update(ctx, key, num, func(r *Record) (bool, error) {
 		// Flags are ordered each by its own source (setFlag), so an
 		// older message still sets a flag the record has not seen.
 		changed := false
@@ -121,10 +165,10 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 	})
 	if errors.Is(err, ErrNotFound) {
 		res.Unindexed++ // the identifier pointed at a record since removed
-		return nil
+		return nil, nil
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if stale {
 		res.Stale++
@@ -133,10 +177,33 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 	}
 	for _, id := range pd.ids {
 		if err := ix.pointIdentifier(ctx, id, target, src); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	out, err := asRead(rec)
+	if err != nil {
+		return nil, err
+	}
+	if target != key {
+		out.ResolvedFrom = pd.nhsNumber
+	}
+	return out, nil
+}
+
+// asRead returns a copy of r as read would return it: decoded from its
+// stored JSON, so fields the encoding leaves out or normalises compare
+// equal to a fresh read.
+func asRead(r *Record) (*Record, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("patient index: encoding record: %w", err)
+	}
+	var out Record
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("patient index: decoding record: %w", err)
+	}
+	out.Version = r.Version
+	return &out, nil
 }
 
 // applyTo sets the fields pd carries on r, adds its identifiers and
@@ -338,6 +405,11 @@ func (ix *Index) Lookup(ctx context.Context, bundle map[string]any) (*Record, er
 	if err != nil {
 		return nil, err
 	}
+	return ix.lookup(ctx, &p)
+}
+
+// lookup is Lookup of a parsed bundle.
+func (ix *Index) lookup(ctx context.Context, p *plan) (*Record, error) {
 	for i := range p.patients {
 		key, _, err := ix.locate(ctx, &p.patients[i])
 		if err != nil {

@@ -631,3 +631,63 @@ func TestReapplyWritesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestApplyLookupMatchesLookup checks, message by message, that the
+// record ApplyLookup returns equals what a fresh Lookup reads right after
+// (version and merge marker included), and that its Result equals
+// Apply's for the same message applied to a twin index.
+func TestApplyLookupMatchesLookup(t *testing.T) {
+	js := startJetStream(t)
+	ix := openIndex(t, js, "PATIENTS_APPLYLOOKUP")
+	twin := openIndex(t, js, "PATIENTS_APPLYLOOKUP_TWIN")
+	n0, n1, n2, n3 := num(t, 0), num(t, 1), num(t, 2), num(t, 3)
+	steps := []struct {
+		name string
+		b    map[string]any
+		src  Source
+		// want is the NHS number of the record returned, "" for none.
+		want string
+	}{
+		{"new patient", bundle(t, "A01", pat{nhsNumber: n0, ids: []Identifier{local("L0")}, family: "TESTPATIENT", given: []string{"Alpha"}, ods: "Y99999", postcode: "LS1 4AP"}), src(1), n0},
+		{"update", bundle(t, "A08", pat{nhsNumber: n0, gender: "female", birthDate: "1970-01-01"}), src(3), n0},
+		{"older message is stale", bundle(t, "A08", pat{nhsNumber: n0, ids: []Identifier{local("L9")}, family: "OLDER"}), src(2), n0},
+		{"same message again", bundle(t, "A08", pat{nhsNumber: n0, gender: "female", birthDate: "1970-01-01"}), src(3), n0},
+		{"by local identifier only", bundle(t, "A08", pat{ids: []Identifier{local("L0")}, postcode: "LS2 9JT"}), src(4), n0},
+		{"unknown without NHS number", bundle(t, "A08", pat{ids: []Identifier{local("NOPE")}}), src(5), ""},
+		{"no patient", bundle(t, "A08"), src(6), ""},
+		{"restricted", bundle(t, "A08", pat{nhsNumber: n2, restricted: true}), src(7), n2},
+		{"flags only", flagBundle(t, flagRes(byNHS(n3), "active", "2026-02-01", "")), src(8), n3},
+		{"merge", bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n1, replacedBy: "urn:uuid:s"}), src(9), n0},
+		{"by merged number", bundle(t, "A08", pat{nhsNumber: n1, gender: "female"}), src(10), n0},
+		{"two patients", bundle(t, "A08", pat{ids: []Identifier{local("NOPE2")}}, pat{nhsNumber: n2, postcode: "LS6 1AA"}), src(11), n2},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			wantRes, err := twin.Apply(t.Context(), st.b, st.src)
+			if err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			res, got, err := ix.ApplyLookup(t.Context(), st.b, st.src)
+			if err != nil {
+				t.Fatalf("ApplyLookup: %v", err)
+			}
+			wantResult(t, res, wantRes)
+			fresh, err := ix.Lookup(t.Context(), st.b)
+			if errors.Is(err, ErrNotFound) {
+				fresh, err = nil, nil
+			}
+			if err != nil {
+				t.Fatalf("Lookup: %v", err)
+			}
+			if diff := cmp.Diff(fresh, got); diff != "" {
+				t.Errorf("ApplyLookup's record differs from a fresh Lookup (-lookup +applylookup):\n%s", diff)
+			}
+			switch {
+			case st.want == "" && got != nil:
+				t.Errorf("record %s, want none", got)
+			case st.want != "" && (got == nil || got.NHSNumber != st.want):
+				t.Errorf("record %v, want the record of the patient", got)
+			}
+		})
+	}
+}

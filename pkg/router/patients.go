@@ -46,7 +46,9 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 			r.o.Metrics.PatientIndex.WithLabelValues(env.Source, outcome).Add(float64(n))
 		}
 	}
-	res, err := ix.Apply(ctx, tr.Parsed, patient.Source{MessageID: env.ID, Received: env.ReceivedAt})
+	// One pass: the record comes back from applying the message, so a
+	// message of one patient costs no further read.
+	res, rec, err := ix.ApplyLookup(ctx, tr.Parsed, patient.Source{MessageID: env.ID, Received: env.ReceivedAt})
 	count("updated", res.Updated)
 	count("stale", res.Stale)
 	count("merged", res.Merged)
@@ -54,12 +56,17 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 	if err != nil {
 		return r.indexFailed(env, err)
 	}
-	rec, err := ix.Lookup(ctx, tr.Parsed)
-	if errors.Is(err, patient.ErrNotFound) {
+	if rec == nil {
 		return patientView{}, nil
 	}
-	if err != nil {
-		return r.indexFailed(env, err)
+	if r.o.OptedOut != nil && rec.NHSNumber != "" {
+		// The opt-out list is the consent engine's, read now so the
+		// variable is always current; the index keeps no copy.
+		out, err := r.o.OptedOut(ctx, rec.NHSNumber)
+		if err != nil {
+			return patientView{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "opt-out list unavailable", err)
+		}
+		rec.Consent.OptedOut = out
 	}
 	return patientView{cel: rec.CELAt(env.ReceivedAt), restricted: rec.Restricted}, nil
 }

@@ -123,6 +123,12 @@ type Options struct {
 	// record as the CEL variable patient and for consent (restricted
 	// patients). Nil leaves patient empty.
 	Patients *patient.Index
+	// OptedOut reports whether a patient (by NHS number) is on the
+	// national data opt-out list as it stands, for the CEL variable
+	// patient.consent.optedOut; it is asked once per message of a known
+	// patient, with the index read. Nil leaves optedOut as the index
+	// records it (false).
+	OptedOut func(ctx context.Context, nhsNumber string) (bool, error)
 }
 
 // Pipelines.

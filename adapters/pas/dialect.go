@@ -48,6 +48,16 @@ type Dialect struct {
 	// VisitNumberSystem is the identifier system of the visit number
 	// (PV1-19) on the Encounter.
 	VisitNumberSystem string `yaml:"visit_number_system"`
+	// LocationIdentifierSystem is the identifier system of the trust's
+	// location codes. When set, each Location made from PV1-3 or PV1-6
+	// gets an identifier in it whose value is the location's code path
+	// (see locationCode), so receivers can match a ward, room or bed
+	// across messages; the fhir destination then updates one Location
+	// per place instead of writing one per message. Empty (the default)
+	// gives Locations no identifier: there is no national system for
+	// local location codes, and a placeholder shared by every trust would
+	// merge different trusts' wards of the same code.
+	LocationIdentifierSystem string `yaml:"location_identifier_system"`
 	// TimeZone is the IANA zone of times the feed sends without an offset.
 	TimeZone string `yaml:"time_zone"`
 	// InvalidNHSNumber is InvalidNHSNumberKeep or InvalidNHSNumberDrop.
@@ -110,6 +120,11 @@ func (d *Dialect) Validate() []error {
 	}
 	if err := CheckSystem(d.VisitNumberSystem); err != nil {
 		errs = append(errs, fmt.Errorf("dialect.visit_number_system: %w", err))
+	}
+	if d.LocationIdentifierSystem != "" {
+		if err := CheckSystem(d.LocationIdentifierSystem); err != nil {
+			errs = append(errs, fmt.Errorf("dialect.location_identifier_system: %w", err))
+		}
 	}
 	if d.TimeZone == "" {
 		errs = append(errs, errors.New("dialect.time_zone: required (for example Europe/London)"))

@@ -41,6 +41,7 @@ max_message_bytes: 2048
 dialect:
   nhs_number_authorities: [NHS, NHSNO]
   local_identifier_system: https://fhir.rx1.example.org/Id/hospital-number
+  location_identifier_system: https://fhir.rx1.example.org/Id/location
   time_zone: Europe/London
   invalid_nhs_number: drop
   sex_codes: {I: other}
@@ -57,6 +58,7 @@ dialect:
 	want.MaxMessageBytes = 2048
 	want.Dialect.NHSNumberAuthorities = []string{"NHS", "NHSNO"}
 	want.Dialect.LocalIdentifierSystem = "https://fhir.rx1.example.org/Id/hospital-number"
+	want.Dialect.LocationIdentifierSystem = "https://fhir.rx1.example.org/Id/location"
 	want.Dialect.InvalidNHSNumber = InvalidNHSNumberDrop
 	want.Dialect.SexCodes["I"] = "other" // added to the defaults
 	want.Dialect.CancelAdmitStatus = CancelAdmitCancelled

@@ -76,16 +76,32 @@ var goldenCases = []struct {
 	{"a34-merge-id-only", "9990000204", "A34", nil},
 	{"a40-merge-two-groups", "9990000212", "A40", nil},
 	{"a40-merge-invalid-old-nhs", "9990000255", "A40", nil},
+	{"a02-transfer-location-identifiers", "9990000107", "A02", nil},
+}
+
+// goldenDialects changes DefaultDialect for the golden cases named, to
+// show a setting's output; the other cases use DefaultDialect.
+var goldenDialects = map[string]func(*Dialect){
+	"a02-transfer-location-identifiers": func(d *Dialect) {
+		d.LocationIdentifierSystem = "https://fhir.example-trust.nhs.uk/Id/location"
+	},
 }
 
 func TestGolden(t *testing.T) {
-	tr := newTestTranslator(t)
 	files, err := filepath.Glob(filepath.Join("testdata", "*.hl7"))
 	if err != nil || len(files) != len(goldenCases) {
 		t.Fatalf("testdata has %d .hl7 files (%v), the table %d cases", len(files), err, len(goldenCases))
 	}
 	for _, tc := range goldenCases {
 		t.Run(tc.name, func(t *testing.T) {
+			tr := newTestTranslator(t)
+			if change, ok := goldenDialects[tc.name]; ok {
+				d := DefaultDialect()
+				change(&d)
+				if tr, err = NewTranslator(d); err != nil {
+					t.Fatalf("NewTranslator: %v", err)
+				}
+			}
 			raw, err := os.ReadFile(filepath.Join("testdata", tc.name+".hl7"))
 			if err != nil {
 				t.Fatalf("read input: %v", err)

@@ -28,7 +28,8 @@
 //   - Cancels. A11 (cancel admit) gives an Encounter entered-in-error (or
 //     cancelled, per Dialect.CancelAdmitStatus). A12 (cancel transfer)
 //     gives the Encounter in progress at the restored location PV1-3, the
-//     cancelled move's location PV1-6 marked with extCancelledLocation.
+//     cancelled move's location PV1-6 marked with the Junction-defined
+//     extension nhs.JunctionExtEncounterLocationCancelled.
 //     A13 (cancel discharge) gives the Encounter in progress again with
 //     no end, discharge method or destination. Each is the whole current
 //     state of the Encounter, so updating it by identifier undoes the
@@ -45,7 +46,8 @@
 // # Dialects
 //
 // Per-feed conventions are configured in Dialect: which assigning
-// authorities or identifier types mark an NHS number, identifier systems,
+// authorities or identifier types mark an NHS number, identifier systems
+// (of local patient identifiers, visit numbers and, when set, locations),
 // the time zone of times sent without an offset (Europe/London by
 // default, so a summer time gets +01:00), what to do with an NHS number
 // failing its check digit (never emitted as an NHS number), the sex code
@@ -129,39 +131,7 @@ const (
 	systemICD10          = "http://hl7.org/fhir/sid/icd-10"
 	systemICD9CM         = "http://hl7.org/fhir/sid/icd-9-cm"
 	systemLOINC          = "http://loinc.org"
-	systemSDSUser        = "https://fhir.nhs.uk/Id/sds-user-id"
 )
-
-// UK Core canonical URLs this package emits besides those in pkg/nhs,
-// checked against the UK Core package (UKCore.R4.STU.02.00.00) by
-// TestUKCoreURLs when the corpus is present.
-const (
-	profileLocation           = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Location"
-	profileRelatedPerson      = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-RelatedPerson"
-	profileAllergyIntolerance = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-AllergyIntolerance"
-	profileCondition          = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Condition"
-	profilePractitioner       = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Practitioner"
-	profileOrganization       = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Organization"
-	profileProvenance         = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Provenance"
-
-	extEthnicCategory  = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-EthnicCategory"
-	extAdmissionMethod = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-AdmissionMethod"
-	extDischargeMethod = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-DischargeMethod"
-
-	csEthnicCategoryEngland       = "https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland"
-	csAdmissionMethodEngland      = "https://fhir.hl7.org.uk/CodeSystem/UKCore-AdmissionMethodEngland"
-	csDischargeMethodEngland      = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland"
-	csSourceOfAdmissionEngland    = "https://fhir.hl7.org.uk/CodeSystem/UKCore-SourceOfAdmissionEngland"
-	csDischargeDestinationEngland = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland"
-	csHumanLanguage               = "https://fhir.hl7.org.uk/CodeSystem/UKCore-HumanLanguage"
-)
-
-// extCancelledLocation marks, on an A12 Encounter, the location entry of
-// the transfer being cancelled (valueBoolean true). FHIR R4 has no
-// location status for a movement recorded in error, so Junction defines
-// this extension; receivers that ignore it still see an entry without a
-// status.
-const extCancelledLocation = "https://junction-fhir.github.io/fhir/StructureDefinition/encounter-location-cancelled"
 
 // Translator maps HL7 v2 ADT messages to FHIR. It is safe for concurrent
 // use.
@@ -238,7 +208,7 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 		return nil, fault.New(fault.CodeHL7Unsupported, "ADT event not supported").
 			WithDetail("unsupported ADT event " + quoteCode(event)).WithHL7("201")
 	}
-	b := &builder{t: t, env: env, m: m, event: event, mapping: mapping}
+	b := newBuilder(t, env, m, event, mapping)
 	for _, rule := range mapping.segments {
 		var segs []*hl7v2.Segment
 		if rule.repeat {
@@ -359,7 +329,8 @@ type eventMapping struct {
 //   - A12 cancel transfer: in-progress; PV1-3 is the location restored
 //     (active) and PV1-6, when sent, the location of the cancelled
 //     transfer, listed with no status and the extension
-//     extCancelledLocation so a receiver can remove it from the history.
+//     nhs.JunctionExtEncounterLocationCancelled so a receiver can remove
+//     it from the history.
 //   - A13 cancel discharge: in-progress, with no period end, discharge
 //     method or discharge destination, whatever PV1 still holds, so an
 //     update by identifier reopens the encounter.
@@ -446,10 +417,18 @@ type builder struct {
 	// others are the resources the patient and encounter refer to, and
 	// the clinical ones, in the order made.
 	others []entry
-	// practitioners maps a practitioner's identity to its fullUrl.
-	practitioners map[string]string
-	counts        map[string]int
-	urls          []kindURL
+	// arena holds the small values the models point to.
+	arena
+	// practitioners are the Practitioners made, by identity.
+	practitioners []practitionerURL
+	// counts are the resources of each repeating kind made (nextURL).
+	counts []kindCount
+	urls   []kindURL
+	// Room for counts, urls and practitioners in the builder's own
+	// allocation, enough for most messages.
+	countsBuf        [4]kindCount
+	urlsBuf          [8]kindURL
+	practitionersBuf [4]practitionerURL
 	// source is sourceEndpoint.
 	source string
 	// priorVisit is MRG-5 of an A06 or A07.
@@ -457,6 +436,13 @@ type builder struct {
 	key        string
 	dq         []string
 	ts         string
+}
+
+// newBuilder returns a builder for one translation of m.
+func newBuilder(t *Translator, env *envelope.Envelope, m *hl7v2.Message, event string, mapping eventMapping) *builder {
+	b := &builder{t: t, env: env, m: m, event: event, mapping: mapping}
+	b.counts, b.urls, b.practitioners = b.countsBuf[:0], b.urlsBuf[:0], b.practitionersBuf[:0]
+	return b
 }
 
 // fullURL returns the urn:uuid fullUrl and the id of the resource of the
@@ -467,7 +453,7 @@ func (b *builder) fullURL(kind string) (fullURL, id string) {
 			return u.url, u.url[len("urn:uuid:"):]
 		}
 	}
-	fullURL = fhir.DeterministicURN(b.env.ID, kind)
+	fullURL = b.urn(b.env.ID, kind)
 	b.urls = append(b.urls, kindURL{kind: kind, url: fullURL})
 	return fullURL, fullURL[len("urn:uuid:"):]
 }
@@ -476,14 +462,26 @@ func (b *builder) fullURL(kind string) (fullURL, id string) {
 // the Encounter's and the MessageHeader's are asked for many times.
 type kindURL struct{ kind, url string }
 
+// kindCount is how many resources of a repeating kind nextURL has named.
+type kindCount struct {
+	kind string
+	n    int
+}
+
 // nextURL returns the fullUrl and id of the next resource of a repeating
 // kind: kind/1, kind/2, ...
 func (b *builder) nextURL(kind string) (fullURL, id string) {
-	if b.counts == nil {
-		b.counts = map[string]int{}
+	i := 0
+	for i < len(b.counts) && b.counts[i].kind != kind {
+		i++
 	}
-	b.counts[kind]++
-	fullURL = fhir.DeterministicURN(b.env.ID, kind+"/"+strconv.Itoa(b.counts[kind]))
+	if i == len(b.counts) {
+		b.counts = append(b.counts, kindCount{kind: kind})
+	}
+	b.counts[i].n++
+	var buf [32]byte
+	name := strconv.AppendInt(append(append(buf[:0], kind...), '/'), int64(b.counts[i].n), 10)
+	fullURL = b.urn(b.env.ID, string(name))
 	return fullURL, fullURL[len("urn:uuid:"):]
 }
 
@@ -548,13 +546,13 @@ func (b *builder) bundle() ([]byte, error) {
 	header, headerURL := b.header(resources)
 	prov, provURL := b.provenance(resources)
 	bundle := models.Bundle{
-		Meta:       fhir.MetaProfile(nhs.ProfileBundle),
+		Meta:       b.meta(nhs.ProfileBundle),
 		Type:       models.BundleTypeMessage,
-		Timestamp:  fhir.Ptr(b.ts),
+		Timestamp:  b.str(b.ts),
 		Identifier: b.messageIdentifier(),
 	}
 	if validID(b.env.ID) {
-		bundle.Id = fhir.Ptr(b.env.ID)
+		bundle.Id = b.str(b.env.ID)
 	}
 	scratch, _ := b.t.scratch.Get().(*[]byte)
 	if scratch == nil {
@@ -615,11 +613,10 @@ func (b *builder) bundle() ([]byte, error) {
 // system, or the bundle's own urn:uuid when there is no control id.
 func (b *builder) messageIdentifier() *models.Identifier {
 	if ctrl := value(b.m.ControlID()); ctrl != "" {
-		s, v := fhir.Ptr2(b.sourceEndpoint(), ctrl)
-		return &models.Identifier{System: s, Value: v}
+		return &models.Identifier{System: b.str(b.sourceEndpoint()), Value: b.str(ctrl)}
 	}
 	u, _ := b.fullURL("Bundle")
-	return &models.Identifier{System: fhir.Ptr(systemURI), Value: fhir.Ptr(u)}
+	return &models.Identifier{System: b.str(systemURI), Value: b.str(u)}
 }
 
 // timestamp is MSH-7 as a FHIR instant, or, when MSH-7 cannot be one, the
@@ -670,7 +667,8 @@ func (t *Translator) Patient(env *envelope.Envelope, m *hl7v2.Message) (*models.
 	if pid == nil {
 		return nil, "", nil, fault.New(fault.CodeHL7Required, "message has no PID segment").WithHL7("100")
 	}
-	b := &builder{t: t, env: env, m: m, event: m.Event()}
+	b := newBuilder(t, env, m, m.Event(), eventMapping{})
+	b.small = true
 	if err := b.mapPID(pid); err != nil {
 		return nil, "", nil, err
 	}

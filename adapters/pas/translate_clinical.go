@@ -7,6 +7,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
 // mapNK1 maps each NK1 (next of kin, associated party) into a
@@ -27,29 +28,29 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 		return nil
 	}
 	r := &models.RelatedPerson{
-		Meta:    fhir.MetaProfile(profileRelatedPerson),
-		Name:    humanNames(nk1, 2),
-		Address: addresses(nk1, 4),
-		Telecom: append(telecoms(nk1, 5, models.ContactPointUseHome), telecoms(nk1, 6, models.ContactPointUseWork)...),
+		Meta:    b.meta(nhs.ProfileRelatedPerson),
+		Name:    b.humanNames(nk1, 2),
+		Address: b.addresses(nk1, 4),
+		Telecom: append(b.telecoms(nk1, 5, models.ContactPointUseHome), b.telecoms(nk1, 6, models.ContactPointUseWork)...),
 		Gender:  b.gender(value(nk1.Component(15, 1, 1, 1))),
 	}
-	if rel := relationship(strings.ToUpper(strings.TrimSpace(value(nk1.Component(3, 1, 1, 1)))), strings.TrimSpace(value(nk1.Component(3, 1, 2, 1)))); rel != nil {
+	if rel := b.relationship(strings.ToUpper(strings.TrimSpace(value(nk1.Component(3, 1, 1, 1)))), strings.TrimSpace(value(nk1.Component(3, 1, 2, 1)))); rel != nil {
 		r.Relationship = append(r.Relationship, *rel)
 	}
 	if role := strings.ToUpper(strings.TrimSpace(value(nk1.Component(7, 1, 1, 1)))); role != "" {
 		if display, ok := contactRoles[role]; ok {
-			r.Relationship = append(r.Relationship, *fhir.Concept(systemV2ContactRole, role, display))
+			r.Relationship = append(r.Relationship, *b.concept(systemV2ContactRole, role, display))
 		} else {
-			r.Relationship = append(r.Relationship, models.CodeableConcept{Text: fhir.Ptr(role)})
+			r.Relationship = append(r.Relationship, models.CodeableConcept{Text: b.str(role)})
 		}
 	}
 	if r.Name == nil && r.Address == nil && r.Telecom == nil && r.Relationship == nil {
 		return nil
 	}
 	url, id := b.nextURL("RelatedPerson")
-	r.Id = fhir.Ptr(id)
+	r.Id = b.str(id)
 	patientURL, _ := b.fullURL("Patient")
-	r.Patient = fhir.Ref(patientURL, "Patient")
+	r.Patient = b.ref(patientURL, "Patient")
 	b.add(url, "RelatedPerson", r)
 	return nil
 }
@@ -79,14 +80,14 @@ var contactRoles = map[string]string{
 }
 
 // relationship maps an NK1-3 code and text (see mapNK1).
-func relationship(code, text string) *models.CodeableConcept {
-	cc := &models.CodeableConcept{Text: fhir.Optional(text)}
+func (b *builder) relationship(code, text string) *models.CodeableConcept {
+	cc := &models.CodeableConcept{Text: b.optional(text)}
 	if v3, ok := relationshipCodes[code]; ok {
-		cc.Coding = []models.Coding{coding(systemRoleCode, v3[0], v3[1])}
+		cc.Coding = []models.Coding{b.coding(systemRoleCode, v3[0], v3[1])}
 	} else if display, ok := relationshipV2[code]; ok {
-		cc.Coding = []models.Coding{coding(systemV2Relationship, code, display)}
+		cc.Coding = []models.Coding{b.coding(systemV2Relationship, code, display)}
 	} else if code != "" && text == "" {
-		cc.Text = fhir.Ptr(code)
+		cc.Text = b.str(code)
 	}
 	if cc.Coding == nil && cc.Text == nil {
 		return nil
@@ -114,18 +115,18 @@ func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
 	if b.patient == nil {
 		return nil
 	}
-	code := codeableConcept(al1, 3, "")
+	code := b.codeableConcept(al1, 3, "")
 	if code == nil {
 		return nil
 	}
 	url, id := b.nextURL("AllergyIntolerance")
 	patientURL, _ := b.fullURL("Patient")
 	a := &models.AllergyIntolerance{
-		Id:             fhir.Ptr(id),
-		Meta:           fhir.MetaProfile(profileAllergyIntolerance),
-		ClinicalStatus: fhir.Concept(systemAllergyClin, "active", "Active"),
+		Id:             b.str(id),
+		Meta:           b.meta(nhs.ProfileAllergyIntolerance),
+		ClinicalStatus: b.concept(systemAllergyClin, "active", "Active"),
 		Code:           code,
-		Patient:        fhir.Ref(patientURL, "Patient"),
+		Patient:        b.ref(patientURL, "Patient"),
 	}
 	allergy := models.AllergyIntoleranceTypeAllergy
 	switch strings.ToUpper(strings.TrimSpace(value(al1.Component(2, 1, 1, 1)))) {
@@ -158,7 +159,7 @@ func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
 	var manifestations []models.CodeableConcept
 	for rep := 1; rep <= al1.Repetitions(5); rep++ {
 		if text := strings.TrimSpace(value(al1.Component(5, rep, 1, 1))); text != "" {
-			manifestations = append(manifestations, models.CodeableConcept{Text: fhir.Ptr(text)})
+			manifestations = append(manifestations, models.CodeableConcept{Text: b.str(text)})
 		}
 	}
 	if manifestations != nil {
@@ -188,28 +189,28 @@ func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
 	if b.patient == nil {
 		return nil
 	}
-	code := codeableConcept(dg1, 3, strings.TrimSpace(value(dg1.Component(4, 1, 1, 1))))
+	code := b.codeableConcept(dg1, 3, strings.TrimSpace(value(dg1.Component(4, 1, 1, 1))))
 	if code == nil {
 		return nil
 	}
 	url, id := b.nextURL("Condition")
 	patientURL, _ := b.fullURL("Patient")
 	c := &models.Condition{
-		Id:       fhir.Ptr(id),
-		Meta:     fhir.MetaProfile(profileCondition),
-		Category: fhir.Concepts(systemConditionCat, "encounter-diagnosis", "Encounter Diagnosis"),
+		Id:       b.str(id),
+		Meta:     b.meta(nhs.ProfileCondition),
+		Category: b.concepts(systemConditionCat, "encounter-diagnosis", "Encounter Diagnosis"),
 		Code:     code,
-		Subject:  fhir.Ref(patientURL, "Patient"),
+		Subject:  b.ref(patientURL, "Patient"),
 	}
 	switch strings.ToUpper(strings.TrimSpace(value(dg1.Component(6, 1, 1, 1)))) {
 	case "W":
-		c.VerificationStatus = fhir.Concept(systemConditionVer, "provisional", "Provisional")
+		c.VerificationStatus = b.concept(systemConditionVer, "provisional", "Provisional")
 	case "F":
-		c.VerificationStatus = fhir.Concept(systemConditionVer, "confirmed", "Confirmed")
+		c.VerificationStatus = b.concept(systemConditionVer, "confirmed", "Confirmed")
 	}
 	if b.encounter != nil {
 		u, _ := b.fullURL("Encounter")
-		c.Encounter = fhir.Ptr(fhir.Ref(u, "Encounter"))
+		c.Encounter = fhir.Ptr(b.ref(u, "Encounter"))
 	}
 	if raw := strings.TrimSpace(value(dg1.Component(5, 1, 1, 1))); raw != "" {
 		if ts, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
@@ -224,22 +225,22 @@ func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
 // by CE-3 (see codingSystem), the text CE-2 (else fallbackText). A code
 // whose system is unknown is kept as text, with the code when there is no
 // other text. It returns nil when the field holds no code and no text.
-func codeableConcept(seg *hl7v2.Segment, field int, fallbackText string) *models.CodeableConcept {
-	c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, 1, comp, 1))) }
+func (b *builder) codeableConcept(seg *hl7v2.Segment, field int, fallbackText string) *models.CodeableConcept {
+	cs := splitComponents(seg, b.m.Delimiters(), field, 1)
+	c := cs.get
 	code, text := c(1), c(2)
 	if text == "" {
 		text = fallbackText
 	}
-	cc := &models.CodeableConcept{Text: fhir.Optional(text)}
+	cc := &models.CodeableConcept{Text: b.optional(text)}
 	if code != "" {
 		if system := codingSystem(c(3)); system != "" {
 			if system == systemICD10 {
 				code = icd10Code(code)
 			}
-			s, cd, d := fhir.Ptr3(system, code, c(2))
-			cc.Coding = []models.Coding{{System: s, Code: cd, Display: fhir.NonEmpty(d)}}
+			cc.Coding = []models.Coding{{System: b.str(system), Code: b.str(code), Display: b.optional(c(2))}}
 		} else if text == "" {
-			cc.Text = fhir.Ptr(code)
+			cc.Text = b.str(code)
 		}
 	}
 	if cc.Coding == nil && cc.Text == nil {

@@ -50,18 +50,18 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	_, id := b.fullURL("Encounter")
 	patientURL, _ := b.fullURL("Patient")
 	e := &models.Encounter{
-		Id:     fhir.Ptr(id),
-		Meta:   fhir.MetaProfile(nhs.ProfileEncounter),
+		Id:     b.str(id),
+		Meta:   b.meta(nhs.ProfileEncounter),
 		Status: b.mapping.status(pv1),
 		Class:  b.patientClass(class),
 	}
 	if b.patient != nil {
-		e.Subject = fhir.Ptr(fhir.Ref(patientURL, "Patient"))
+		e.Subject = fhir.Ptr(b.ref(patientURL, "Patient"))
 	}
 	if visitNumber != "" {
 		e.Identifier = []models.Identifier{{
-			System: fhir.Ptr(b.t.dialect.VisitNumberSystem),
-			Value:  fhir.Ptr(visitNumber),
+			System: b.str(b.t.dialect.VisitNumberSystem),
+			Value:  b.str(visitNumber),
 		}}
 	} else {
 		b.flag(DQVisitNumberMissing)
@@ -70,8 +70,8 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 		use := models.IdentifierUseOld
 		e.Identifier = append(e.Identifier, models.Identifier{
 			Use:    &use,
-			System: fhir.Ptr(b.t.dialect.VisitNumberSystem),
-			Value:  fhir.Ptr(b.priorVisit),
+			System: b.str(b.t.dialect.VisitNumberSystem),
+			Value:  b.str(b.priorVisit),
 		})
 	}
 	cancelDischarge := b.mapping.kind == eventCancelDischarge
@@ -85,17 +85,21 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	}
 	e.ServiceProvider = ODSReference(value(b.m.SendingFacility()))
 	b.locations(e, pv1)
-	for _, p := range [...]struct {
+	participants := [...]struct {
 		field         int
 		code, display string
-	}{{7, "ATND", "attender"}, {8, "REF", "referrer"}, {9, "CON", "consultant"}, {17, "ADM", "admitter"}} {
+	}{{7, "ATND", "attender"}, {8, "REF", "referrer"}, {9, "CON", "consultant"}, {17, "ADM", "admitter"}}
+	if n := pv1.Repetitions(7) + pv1.Repetitions(8) + pv1.Repetitions(9) + pv1.Repetitions(17); n > 0 {
+		e.Participant = make([]models.EncounterParticipant, 0, n)
+	}
+	for _, p := range participants {
 		for rep := 1; rep <= pv1.Repetitions(p.field); rep++ {
 			who := b.practitionerResource(pv1, p.field, rep)
 			if who == nil {
 				continue
 			}
 			e.Participant = append(e.Participant, models.EncounterParticipant{
-				Type:       fhir.Concepts(systemParticipation, p.code, p.display),
+				Type:       b.concepts(systemParticipation, p.code, p.display),
 				Individual: who,
 			})
 		}
@@ -103,22 +107,22 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	var h models.EncounterHospitalization
 	if code := strings.TrimSpace(value(pv1.Component(4, 1, 1, 1))); admissionMethods[code] {
 		h.Extension = []models.Extension{{
-			Url:                  extAdmissionMethod,
-			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(csAdmissionMethodEngland), Code: fhir.Ptr(code)}}},
+			Url:                  nhs.ExtAdmissionMethod,
+			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: b.str(nhs.CodeSystemAdmissionMethodEngland), Code: b.str(code)}}},
 		}}
 	}
-	h.AdmitSource = nhsCode(strings.TrimSpace(value(pv1.Component(14, 1, 1, 1))), sourcesOfAdmission, csSourceOfAdmissionEngland)
+	h.AdmitSource = b.nhsCode(strings.TrimSpace(value(pv1.Component(14, 1, 1, 1))), sourcesOfAdmission, nhs.CodeSystemSourceOfAdmissionEngland)
 	if !cancelDischarge {
 		method := strings.TrimSpace(value(pv1.Component(36, 1, 1, 1)))
 		destination := strings.TrimSpace(value(pv1.Component(37, 1, 1, 1)))
 		if destination == "" && len(method) == 2 {
 			destination = method
 		}
-		h.DischargeDisposition = nhsCode(destination, dischargeDestinations, csDischargeDestinationEngland)
+		h.DischargeDisposition = b.nhsCode(destination, dischargeDestinations, nhs.CodeSystemDischargeDestinationEngland)
 		if len(method) == 1 && method >= "1" && method <= "9" && method != "2" {
 			e.Extension = append(e.Extension, models.Extension{
-				Url:                  extDischargeMethod,
-				ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(csDischargeMethodEngland), Code: fhir.Ptr(method)}}},
+				Url:                  nhs.ExtDischargeMethod,
+				ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: b.str(nhs.CodeSystemDischargeMethodEngland), Code: b.str(method)}}},
 			})
 		}
 	}
@@ -148,14 +152,14 @@ func setOf(codes ...string) map[string]bool {
 }
 
 // nhsCode is code in system when known, else as text, else nil.
-func nhsCode(code string, known map[string]bool, system string) *models.CodeableConcept {
+func (b *builder) nhsCode(code string, known map[string]bool, system string) *models.CodeableConcept {
 	switch {
 	case code == "":
 		return nil
 	case known[code]:
-		return &models.CodeableConcept{Coding: []models.Coding{{System: fhir.Ptr(system), Code: fhir.Ptr(code)}}}
+		return &models.CodeableConcept{Coding: []models.Coding{{System: b.str(system), Code: b.str(code)}}}
 	}
-	return &models.CodeableConcept{Text: fhir.Ptr(code)}
+	return &models.CodeableConcept{Text: b.str(code)}
 }
 
 // mapPriorVisit keeps MRG-5 (prior visit number) of an A06 or A07 for
@@ -186,7 +190,7 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 	}
 	if url, display := b.location(pv1, 3, "Location"); url != "" {
 		l := models.EncounterLocation{
-			Location: models.Reference{Reference: fhir.Ptr(url), Type: fhir.Ptr("Location"), Display: fhir.Optional(display)},
+			Location: models.Reference{Reference: b.str(url), Type: b.str("Location"), Display: b.optional(display)},
 			Status:   status,
 		}
 		if moved != nil {
@@ -204,7 +208,7 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 		return
 	}
 	l := models.EncounterLocation{
-		Location: models.Reference{Reference: fhir.Ptr(url), Type: fhir.Ptr("Location"), Display: fhir.Optional(display)},
+		Location: models.Reference{Reference: b.str(url), Type: b.str("Location"), Display: b.optional(display)},
 	}
 	if b.mapping.kind == eventTransfer {
 		completed := models.EncounterLocationStatusCompleted
@@ -213,7 +217,7 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 			l.Period = &models.Period{End: moved}
 		}
 	} else {
-		l.Extension = []models.Extension{{Url: extCancelledLocation, ValueBoolean: fhir.Ptr(true)}}
+		l.Extension = []models.Extension{{Url: nhs.JunctionExtEncounterLocationCancelled, ValueBoolean: fhir.Ptr(true)}}
 	}
 	e.Location = append(e.Location, l)
 }
@@ -237,39 +241,66 @@ func (b *builder) transferTime() *string {
 // field of pv1 and returns its fullUrl and display, or "" when the field
 // is empty:
 //
+//   - identifier: when the dialect sets LocationIdentifierSystem, the
+//     location's code path (see locationCode) in that system; otherwise
+//     none, since local location codes have no national system.
 //   - name: the display (see locationDisplay).
 //   - physicalType: bed (PL-3), else room (PL-2), else ward (PL-1).
 //   - managingOrganization: the facility PL-4.1 when it is an ODS code.
 //   - status active, mode instance.
 //
-// Local location codes have no national identifier system, so the
-// Location carries none: receivers match on the Encounter.
+// The facility is not an identifier of the Location: the Location is the
+// ward, room or bed, and UK Core's ODS site code identifier
+// (nhs.SystemODSSite) names a whole site, which every ward of the site
+// would then share.
 func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, string) {
-	display := locationDisplay(pv1, field)
+	cs := splitComponents(pv1, b.m.Delimiters(), field, 1)
+	c := cs.get
+	display := b.locationDisplay(&cs)
 	if display == "" {
 		return "", ""
 	}
-	c := func(comp int) string { return strings.TrimSpace(value(pv1.Component(field, 1, comp, 1))) }
 	url, id := b.fullURL(kind)
 	status, mode := models.LocationStatusActive, models.LocationModeInstance
 	l := &models.Location{
-		Id:                   fhir.Ptr(id),
-		Meta:                 fhir.MetaProfile(profileLocation),
+		Id:                   b.str(id),
+		Meta:                 b.meta(nhs.ProfileLocation),
 		Status:               &status,
-		Name:                 fhir.Ptr(display),
+		Name:                 b.str(display),
 		Mode:                 &mode,
 		ManagingOrganization: ODSReference(c(4)),
 	}
+	if system := b.t.dialect.LocationIdentifierSystem; system != "" {
+		if code := locationCode(c(1), c(2), c(3)); code != "" {
+			l.Identifier = []models.Identifier{{System: b.str(system), Value: b.str(code)}}
+		}
+	}
 	switch {
 	case c(3) != "":
-		l.PhysicalType = fhir.Concept(systemLocationType, "bd", "Bed")
+		l.PhysicalType = b.concept(systemLocationType, "bd", "Bed")
 	case c(2) != "":
-		l.PhysicalType = fhir.Concept(systemLocationType, "ro", "Room")
+		l.PhysicalType = b.concept(systemLocationType, "ro", "Room")
 	case c(1) != "":
-		l.PhysicalType = fhir.Concept(systemLocationType, "wa", "Ward")
+		l.PhysicalType = b.concept(systemLocationType, "wa", "Ward")
 	}
 	b.add(url, "Location", l)
 	return url, display
+}
+
+// locationCode is the identifier value of the Location of a PL: its
+// point of care (PL-1), room (PL-2) and bed (PL-3) codes joined by "/",
+// down to the last one sent, an empty code keeping its place
+// ("WARD7/ROOM1/BED4", "WARD7//BED4", "WARD7"), so that a bed is told
+// apart from the same bed code on another ward, and a ward from a room.
+// It is "" when the PL has none of the three.
+func locationCode(pointOfCare, room, bed string) string {
+	switch {
+	case bed != "":
+		return pointOfCare + "/" + room + "/" + bed
+	case room != "":
+		return pointOfCare + "/" + room
+	}
+	return pointOfCare
 }
 
 // mapVisitIfAny maps PV1 as mapPV1 does when it describes a visit: an
@@ -289,31 +320,30 @@ func (b *builder) mapVisitIfAny(pv1 *hl7v2.Segment) error {
 func (b *builder) patientClass(code string) models.Coding {
 	switch code {
 	case "E":
-		return coding(systemActCode, "EMER", "emergency")
+		return b.coding(systemActCode, "EMER", "emergency")
 	case "I":
-		return coding(systemActCode, "IMP", "inpatient encounter")
+		return b.coding(systemActCode, "IMP", "inpatient encounter")
 	case "O":
-		return coding(systemActCode, "AMB", "ambulatory")
+		return b.coding(systemActCode, "AMB", "ambulatory")
 	case "P":
-		return coding(systemActCode, "PRENC", "pre-admission")
+		return b.coding(systemActCode, "PRENC", "pre-admission")
 	case "B":
-		return coding(systemV2PatientClass, "B", "Obstetrics")
+		return b.coding(systemV2PatientClass, "B", "Obstetrics")
 	case "C":
-		return coding(systemV2PatientClass, "C", "Commercial Account")
+		return b.coding(systemV2PatientClass, "C", "Commercial Account")
 	case "N":
-		return coding(systemV2PatientClass, "N", "Not Applicable")
+		return b.coding(systemV2PatientClass, "N", "Not Applicable")
 	case "R":
-		return coding(systemV2PatientClass, "R", "Recurring patient")
+		return b.coding(systemV2PatientClass, "R", "Recurring patient")
 	case "U":
-		return coding(systemV2PatientClass, "U", "Unknown")
+		return b.coding(systemV2PatientClass, "U", "Unknown")
 	}
 	b.flag(DQPatientClassMissing)
-	return coding(systemNullFlavor, "UNK", "unknown")
+	return b.coding(systemNullFlavor, "UNK", "unknown")
 }
 
-func coding(system, code, display string) models.Coding {
-	s, c, d := fhir.Ptr3(system, code, display)
-	return models.Coding{System: s, Code: c, Display: d}
+func (b *builder) coding(system, code, display string) models.Coding {
+	return models.Coding{System: b.str(system), Code: b.str(code), Display: b.str(display)}
 }
 
 // visitTime converts PV1-44 or PV1-45 (first repetition) to a dateTime,
@@ -331,15 +361,14 @@ func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 	return &ts
 }
 
-// locationDisplay renders a PL field (PV1-3, PV1-6) for people: its
+// locationDisplay renders a PL (PV1-3, PV1-6) for people: its
 // description (PL-9) when sent, else point of care, room and bed joined
 // by ", ".
-func locationDisplay(pv1 *hl7v2.Segment, field int) string {
-	c := func(comp int) string { return strings.TrimSpace(value(pv1.Component(field, 1, comp, 1))) }
-	if d := c(9); d != "" {
+func (b *builder) locationDisplay(pl *components) string {
+	if d := pl.get(9); d != "" {
 		return d
 	}
-	return strings.Join(nonEmpty(c(1), c(2), c(3)), ", ")
+	return b.join(", ", pl.get(1), pl.get(2), pl.get(3))
 }
 
 // practitionerResource makes a Practitioner from one XCN repetition and
@@ -355,14 +384,15 @@ func locationDisplay(pv1 *hl7v2.Segment, field int) string {
 //     number. Other codes get no system: local staff codes have none
 //     shared, and a bare number could be a GMC number or a local one.
 func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *models.Reference {
-	c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
+	cs := splitComponents(seg, b.m.Delimiters(), field, rep)
+	c := cs.get
 	id, family := c(1), c(2)
-	given := nonEmpty(c(3), c(4))
+	given := b.nonEmpty(c(3), c(4))
 	if id == "" && family == "" && given == nil {
 		return nil
 	}
-	givenNames, prefix := strings.Join(given, " "), c(6)
-	display := strings.Join(nonEmpty(prefix, givenNames, family), " ")
+	givenNames, prefix := b.join(" ", given...), c(6)
+	display := b.join(" ", prefix, givenNames, family)
 	ref := func(url string) *models.Reference {
 		r := &struct {
 			ref models.Reference
@@ -372,15 +402,14 @@ func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *mode
 		return &r.ref
 	}
 	system := practitionerSystem(id, c(9), c(13))
-	if b.practitioners == nil {
-		b.practitioners = map[string]string{}
-	}
-	key := system + "|" + id + "|" + family + "|" + givenNames + "|" + prefix
-	if url, ok := b.practitioners[key]; ok {
-		return ref(url)
+	key := practitionerKey{system: system, id: id, family: family, given: givenNames, prefix: prefix}
+	for _, p := range b.practitioners {
+		if p.key == key {
+			return ref(p.url)
+		}
 	}
 	url, rid := b.nextURL("Practitioner")
-	b.practitioners[key] = url
+	b.practitioners = append(b.practitioners, practitionerURL{key: key, url: url})
 	// One allocation for the Practitioner and what it holds.
 	r := &struct {
 		p                       models.Practitioner
@@ -389,7 +418,7 @@ func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *mode
 		identifier              [1]models.Identifier
 		name                    [1]models.HumanName
 		rid, system, id, family string
-	}{profile: [1]string{profilePractitioner}, prefix: [1]string{prefix}, rid: rid, system: system, id: id, family: family}
+	}{profile: [1]string{nhs.ProfilePractitioner}, prefix: [1]string{prefix}, rid: rid, system: system, id: id, family: family}
 	r.meta.Profile = r.profile[:]
 	p := &r.p
 	p.Id, p.Meta = &r.rid, &r.meta
@@ -408,6 +437,16 @@ func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *mode
 	return ref(url)
 }
 
+// practitionerKey is what makes two XCN repetitions the same
+// Practitioner.
+type practitionerKey struct{ system, id, family, given, prefix string }
+
+// practitionerURL is a Practitioner made by practitionerResource.
+type practitionerURL struct {
+	key practitionerKey
+	url string
+}
+
 // practitionerSystem returns the identifier system of the practitioner
 // code id given its XCN assigning authority and identifier type codes
 // (see practitionerResource), or "".
@@ -419,7 +458,7 @@ func practitionerSystem(id string, codes ...string) string {
 		case "GMP":
 			return nhs.SystemGMP
 		case "SDS":
-			return systemSDSUser
+			return nhs.SystemSDSUserID
 		}
 	}
 	if len(id) == 8 && id[0] == 'G' && allDigits(id[1:]) {

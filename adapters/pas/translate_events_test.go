@@ -1,9 +1,6 @@
 package pas
 
 import (
-	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -107,7 +104,7 @@ func TestCancelTransferMarksLocation(t *testing.T) {
 		t.Errorf("restored location %+v", enc.Location[0])
 	}
 	l := enc.Location[1]
-	if *l.Location.Display != "WARD2" || len(l.Extension) != 1 || l.Extension[0].Url != extCancelledLocation ||
+	if *l.Location.Display != "WARD2" || len(l.Extension) != 1 || l.Extension[0].Url != nhs.JunctionExtEncounterLocationCancelled ||
 		l.Extension[0].ValueBoolean == nil || !*l.Extension[0].ValueBoolean {
 		t.Errorf("cancelled location %+v", l)
 	}
@@ -121,7 +118,7 @@ func TestCancelDischargeDropsDischarge(t *testing.T) {
 	}{{"A03", true}, {"A13", false}} {
 		b := translate(t, DefaultDialect(), hl7(msh(tt.event), pid("9990000018^^^NHS^NH", nil), visit))
 		enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
-		method := len(enc.Extension) == 1 && enc.Extension[0].Url == extDischargeMethod
+		method := len(enc.Extension) == 1 && enc.Extension[0].Url == nhs.ExtDischargeMethod
 		dest := enc.Hospitalization != nil && enc.Hospitalization.DischargeDisposition != nil
 		if method != tt.want || dest != tt.want || (enc.Period.End != nil) != tt.want {
 			t.Errorf("%s: discharge method %v, destination %v, end %v, want %v", tt.event, method, dest, enc.Period.End, tt.want)
@@ -239,7 +236,7 @@ func TestPatientDemographics(t *testing.T) {
 	}{
 		{"language ISO 639-1", map[int]string{15: "EN^English"}, func(t *testing.T, p models.Patient) {
 			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "en" ||
-				*p.Communication[0].Language.Coding[0].System != csHumanLanguage || *p.Communication[0].Language.Text != "English" {
+				*p.Communication[0].Language.Coding[0].System != nhs.CodeSystemHumanLanguage || *p.Communication[0].Language.Text != "English" {
 				t.Errorf("communication %+v", p.Communication)
 			}
 		}},
@@ -274,9 +271,9 @@ func TestPatientDemographics(t *testing.T) {
 			}
 		}},
 		{"ethnic category", map[int]string{22: "N^Black African"}, func(t *testing.T, p models.Patient) {
-			if len(p.Extension) != 1 || p.Extension[0].Url != extEthnicCategory ||
+			if len(p.Extension) != 1 || p.Extension[0].Url != nhs.ExtEthnicCategory ||
 				*p.Extension[0].ValueCodeableConcept.Coding[0].Code != "N" ||
-				*p.Extension[0].ValueCodeableConcept.Coding[0].System != csEthnicCategoryEngland {
+				*p.Extension[0].ValueCodeableConcept.Coding[0].System != nhs.CodeSystemEthnicCategoryEngland {
 				t.Errorf("extensions %+v", p.Extension)
 			}
 		}},
@@ -346,7 +343,7 @@ func TestRegisteredGP(t *testing.T) {
 	}{
 		{"XON-10 and GMP code", "PD1|||THE SURGERY^^^^^^^^^Y99999|G9999991^TESTGP^MORGAN", nhs.SystemODSOrganization + "|Y99999", nhs.SystemGMP},
 		{"XON-3", "PD1|||THE SURGERY^^Y99999|G9999991^TESTGP", nhs.SystemODSOrganization + "|Y99999", nhs.SystemGMP},
-		{"bare ODS code", "PD1|||Y99999|12345^TESTGP^^^^^^^SDS", nhs.SystemODSOrganization + "|Y99999", systemSDSUser},
+		{"bare ODS code", "PD1|||Y99999|12345^TESTGP^^^^^^^SDS", nhs.SystemODSOrganization + "|Y99999", nhs.SystemSDSUserID},
 		{"local GP code", "PD1|||Y99999|LOCAL1^TESTGP", nhs.SystemODSOrganization + "|Y99999", ""},
 		{"name only", "PD1|||The Surgery", "|The Surgery", "-"},
 	}
@@ -404,9 +401,9 @@ func TestHospitalization(t *testing.T) {
 		pv1(map[int]string{2: "I", 19: "V1", 4: "21", 14: "51", 36: "4", 37: "79", 45: "20240716120000"})))
 	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
 	h := enc.Hospitalization
-	if h == nil || len(h.Extension) != 1 || h.Extension[0].Url != extAdmissionMethod ||
+	if h == nil || len(h.Extension) != 1 || h.Extension[0].Url != nhs.ExtAdmissionMethod ||
 		*h.Extension[0].ValueCodeableConcept.Coding[0].Code != "21" ||
-		*h.AdmitSource.Coding[0].System != csSourceOfAdmissionEngland ||
+		*h.AdmitSource.Coding[0].System != nhs.CodeSystemSourceOfAdmissionEngland ||
 		*h.DischargeDisposition.Coding[0].Code != "79" {
 		t.Fatalf("hospitalization %+v", h)
 	}
@@ -538,35 +535,71 @@ func TestSummerTime(t *testing.T) {
 	}
 }
 
-// TestUKCoreURLs checks the canonical URLs this package emits against the
-// UK Core package in the corpus.
-func TestUKCoreURLs(t *testing.T) {
-	dir := filepath.Join(corporaDir, "uk-core")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skip("UK Core corpus not present at " + dir)
+func TestLocationCode(t *testing.T) {
+	tests := []struct {
+		pointOfCare, room, bed string
+		want                   string
+	}{
+		{"WARD7", "ROOM1", "BED4", "WARD7/ROOM1/BED4"},
+		{"WARD7", "", "BED4", "WARD7//BED4"},
+		{"WARD7", "ROOM1", "", "WARD7/ROOM1"},
+		{"WARD7", "", "", "WARD7"},
+		{"", "ROOM1", "", "/ROOM1"},
+		{"", "", "BED4", "//BED4"},
+		{"", "", "", ""},
 	}
-	known := map[string]bool{}
-	re := regexp.MustCompile(`<url value="([^"]+)"`)
-	for _, sub := range []string{"structuredefinitions", "codesystems"} {
-		files, _ := filepath.Glob(filepath.Join(dir, sub, "*.xml"))
-		for _, f := range files {
-			raw, err := os.ReadFile(f)
-			if err != nil {
-				t.Fatal(err)
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := locationCode(tt.pointOfCare, tt.room, tt.bed); got != tt.want {
+				t.Errorf("locationCode(%q, %q, %q) = %q, want %q", tt.pointOfCare, tt.room, tt.bed, got, tt.want)
 			}
-			if m := re.FindSubmatch(raw); m != nil {
-				known[string(m[1])] = true
-			}
-		}
+		})
 	}
-	for _, u := range []string{
-		profileLocation, profileRelatedPerson, profileAllergyIntolerance, profileCondition, profilePractitioner,
-		profileOrganization, profileProvenance, extEthnicCategory, extAdmissionMethod, extDischargeMethod,
-		csEthnicCategoryEngland, csAdmissionMethodEngland, csDischargeMethodEngland, csSourceOfAdmissionEngland,
-		csDischargeDestinationEngland, csHumanLanguage,
-	} {
-		if !known[u] {
-			t.Errorf("%s is not in UK Core", u)
-		}
+}
+
+func TestLocationIdentifier(t *testing.T) {
+	const system = "https://fhir.example-trust.nhs.uk/Id/location"
+	withSystem := DefaultDialect()
+	withSystem.LocationIdentifierSystem = system
+	tests := []struct {
+		name    string
+		dialect Dialect
+		event   string
+		pv1     map[int]string
+		want    []string // "system|value" of each Location, in order; "-" for none
+	}{
+		{"no system configured", DefaultDialect(), "A01", map[int]string{3: "WARD7^ROOM1^BED4^RX1"}, []string{"-"}},
+		{"bed", withSystem, "A01", map[int]string{3: "WARD7^ROOM1^BED4^RX1"}, []string{system + "|WARD7/ROOM1/BED4"}},
+		{"bed without room", withSystem, "A01", map[int]string{3: "WARD7^^BED4"}, []string{system + "|WARD7//BED4"}},
+		{"ward", withSystem, "A01", map[int]string{3: "WARD7^^^RX1"}, []string{system + "|WARD7"}},
+		{"description only", withSystem, "A01", map[int]string{3: "^^^RX1^^^^^Day surgery lounge"}, []string{"-"}},
+		{"ods site facility is not the identifier", withSystem, "A01", map[int]string{3: "WARD7^^^RX1AB"}, []string{system + "|WARD7"}},
+		{"transfer", withSystem, "A02", map[int]string{3: "WARD9^ROOM2^BED1^RX1", 6: "WARD7^ROOM1^BED4^RX1"},
+			[]string{system + "|WARD9/ROOM2/BED1", system + "|WARD7/ROOM1/BED4"}},
+		{"cancelled transfer", withSystem, "A12", map[int]string{3: "WARD1", 6: "WARD2"}, []string{system + "|WARD1", system + "|WARD2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fields := map[int]string{2: "I", 19: "V1"}
+			for k, v := range tt.pv1 {
+				fields[k] = v
+			}
+			b := translate(t, tt.dialect, hl7(msh(tt.event), pid("9990000018^^^NHS^NH", nil), pv1(fields)))
+			var got []string
+			for _, l := range resourcesOf(t, b, "Location", models.UnmarshalLocation) {
+				s := "-"
+				switch len(l.Identifier) {
+				case 0:
+				case 1:
+					s = deref(l.Identifier[0].System) + "|" + deref(l.Identifier[0].Value)
+				default:
+					t.Errorf("Location %s has %d identifiers, want at most 1", deref(l.Name), len(l.Identifier))
+				}
+				got = append(got, s)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Location identifiers (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -28,22 +28,22 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 	url, id := b.fullURL("MessageHeader")
 	msh := b.m.Segment("MSH")
 	h := &models.MessageHeader{
-		Id:   fhir.Ptr(id),
-		Meta: fhir.MetaProfile(nhs.ProfileMessageHeader),
+		Id:   b.str(id),
+		Meta: b.meta(nhs.ProfileMessageHeader),
 		EventCoding: models.Coding{
-			System:  fhir.Ptr(systemV2Event),
-			Code:    fhir.Ptr(b.event),
-			Display: fhir.Optional(b.mapping.display),
+			System:  b.str(systemV2Event),
+			Code:    b.str(b.event),
+			Display: b.optional(b.mapping.display),
 		},
 		Source: models.MessageHeaderSource{
-			Name:     fhir.Optional(value(b.m.SendingApp())),
+			Name:     b.optional(value(b.m.SendingApp())),
 			Endpoint: b.sourceEndpoint(),
 		},
 		Sender: organizationReference(value(b.m.SendingFacility())),
 	}
 	if app, fac := value(b.m.ReceivingApp()), value(b.m.ReceivingFacility()); app != "" || fac != "" {
 		h.Destination = []models.MessageHeaderDestination{{
-			Name:     fhir.Optional(app),
+			Name:     b.optional(app),
 			Endpoint: Endpoint(msh, 5, 6, ""),
 			Receiver: organizationReference(fac),
 		}}
@@ -52,15 +52,15 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 	case b.mapping.kind == eventMerge:
 		for _, e := range resources {
 			if e.typ == "Patient" {
-				h.Focus = append(h.Focus, fhir.Ref(e.url, "Patient"))
+				h.Focus = append(h.Focus, b.ref(e.url, "Patient"))
 			}
 		}
 	case b.encounter != nil:
 		u, _ := b.fullURL("Encounter")
-		h.Focus = []models.Reference{{Reference: fhir.Ptr(u), Type: fhir.Ptr("Encounter")}}
+		h.Focus = []models.Reference{{Reference: b.str(u), Type: b.str("Encounter")}}
 	case b.patient != nil:
 		u, _ := b.fullURL("Patient")
-		h.Focus = []models.Reference{{Reference: fhir.Ptr(u), Type: fhir.Ptr("Patient")}}
+		h.Focus = []models.Reference{{Reference: b.str(u), Type: b.str("Patient")}}
 	}
 	return h, url
 }
@@ -78,8 +78,8 @@ func (b *builder) header(resources []entry) (*models.MessageHeader, string) {
 func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 	url, id := b.fullURL("Provenance")
 	p := &models.Provenance{
-		Id:       fhir.Ptr(id),
-		Meta:     fhir.MetaProfile(profileProvenance),
+		Id:       b.str(id),
+		Meta:     b.meta(nhs.ProfileProvenance),
 		Recorded: b.ts,
 	}
 	if len(resources) > 0 {
@@ -92,25 +92,25 @@ func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 	}
 	if len(p.Target) == 0 {
 		u, _ := b.fullURL("MessageHeader")
-		p.Target = []models.Reference{{Reference: fhir.Ptr(u), Type: fhir.Ptr("MessageHeader")}}
+		p.Target = []models.Reference{{Reference: b.str(u), Type: b.str("MessageHeader")}}
 	}
 	who := ODSReference(value(b.m.SendingFacility()))
 	if who == nil {
 		who = &models.Reference{
-			Type:       fhir.Ptr("Device"),
-			Identifier: &models.Identifier{System: fhir.Ptr(systemURI), Value: fhir.Ptr(b.sourceEndpoint())},
-			Display:    fhir.Optional(value(b.m.SendingApp())),
+			Type:       b.str("Device"),
+			Identifier: &models.Identifier{System: b.str(systemURI), Value: b.str(b.sourceEndpoint())},
+			Display:    b.optional(value(b.m.SendingApp())),
 		}
 	}
 	p.Agent = []models.ProvenanceAgent{{
-		Type: fhir.Concept(systemProvenanceRole, "author", "Author"),
+		Type: b.concept(systemProvenanceRole, "author", "Author"),
 		Who:  *who,
 	}}
 	p.Entity = []models.ProvenanceEntity{{
 		Role: models.ProvenanceEntityRoleSource,
 		What: models.Reference{
 			Identifier: b.messageIdentifier(),
-			Display:    fhir.Ptr("HL7 v2 message " + b.messageType()),
+			Display:    b.str("HL7 v2 message " + b.messageType()),
 		},
 	}}
 	return p, url

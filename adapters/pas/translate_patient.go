@@ -101,14 +101,14 @@ func (b *builder) mapPID(pid *hl7v2.Segment) error {
 func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*models.Patient, string) {
 	_, id := b.fullURL(kind)
 	p := &models.Patient{
-		Id:   fhir.Ptr(id),
-		Meta: fhir.MetaProfile(nhs.ProfilePatient),
+		Id:   b.str(id),
+		Meta: b.meta(nhs.ProfilePatient),
 	}
 	ids := patientIDs(pid, &b.t.dialect, 3, 2, 4)
 	key := ids.key(&b.t.dialect)
 	p.Identifier = b.identifiers(pid, ids, flagIDs)
-	p.Name = humanNames(pid, 5)
-	p.Telecom = append(telecoms(pid, 13, models.ContactPointUseHome), telecoms(pid, 14, models.ContactPointUseWork)...)
+	p.Name = b.humanNames(pid, 5)
+	p.Telecom = append(b.telecoms(pid, 13, models.ContactPointUseHome), b.telecoms(pid, 14, models.ContactPointUseWork)...)
 	p.Gender = b.gender(value(pid.Component(8, 1, 1, 1)))
 	if raw := value(pid.Component(7, 1, 1, 1)); raw != "" {
 		if d, err := fhir.DateFromHL7(raw); err == nil {
@@ -132,12 +132,12 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 			p.DeceasedBoolean = fhir.Ptr(false)
 		}
 	}
-	p.Address = addresses(pid, 11)
-	if lang := language(pid); lang != nil {
+	p.Address = b.addresses(pid, 11)
+	if lang := b.language(pid); lang != nil {
 		p.Communication = []models.PatientCommunication{{Language: *lang}}
 	}
-	p.MaritalStatus = maritalStatus(strings.ToUpper(strings.TrimSpace(value(pid.Component(16, 1, 1, 1)))))
-	if ext := ethnicCategory(strings.ToUpper(strings.TrimSpace(value(pid.Component(22, 1, 1, 1))))); ext != nil {
+	p.MaritalStatus = b.maritalStatus(strings.ToUpper(strings.TrimSpace(value(pid.Component(16, 1, 1, 1)))))
+	if ext := b.ethnicCategory(strings.ToUpper(strings.TrimSpace(value(pid.Component(22, 1, 1, 1))))); ext != nil {
 		p.Extension = append(p.Extension, *ext)
 	}
 	return p, key
@@ -146,28 +146,28 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 // language maps PID-15 (CE): a two-character code (ISO 639-1, or q1 to
 // q5 for Braille and sign languages) in UKCore-HumanLanguage, with the
 // text PID-15.2; any other code is kept as text only.
-func language(pid *hl7v2.Segment) *models.CodeableConcept {
+func (b *builder) language(pid *hl7v2.Segment) *models.CodeableConcept {
 	code := strings.ToLower(strings.TrimSpace(value(pid.Component(15, 1, 1, 1))))
 	text := strings.TrimSpace(value(pid.Component(15, 1, 2, 1)))
 	if code == "" {
 		return nil
 	}
-	cc := &models.CodeableConcept{Text: fhir.Optional(text)}
+	cc := &models.CodeableConcept{Text: b.optional(text)}
 	if len(code) == 2 && code[0] >= 'a' && code[0] <= 'z' && (code[1] >= 'a' && code[1] <= 'z' || code[0] == 'q' && code[1] >= '1' && code[1] <= '5') {
-		cc.Coding = []models.Coding{{System: fhir.Ptr(csHumanLanguage), Code: fhir.Ptr(code)}}
+		cc.Coding = []models.Coding{{System: b.str(nhs.CodeSystemHumanLanguage), Code: b.str(code)}}
 	} else if text == "" {
-		cc.Text = fhir.Ptr(code)
+		cc.Text = b.str(code)
 	}
 	return cc
 }
 
 // maritalStatus maps an HL7 table 0002 code (see mapPID), or returns nil.
-func maritalStatus(code string) *models.CodeableConcept {
+func (b *builder) maritalStatus(code string) *models.CodeableConcept {
 	v3 := func(c, d string) *models.CodeableConcept {
-		return fhir.Concept(systemMaritalStatus, c, d)
+		return b.concept(systemMaritalStatus, c, d)
 	}
 	null := func(c, d string) *models.CodeableConcept {
-		return fhir.Concept(systemNullFlavor, c, d)
+		return b.concept(systemNullFlavor, c, d)
 	}
 	switch code {
 	case "A", "E":
@@ -215,15 +215,15 @@ var ethnicCategoryDisplay = map[string]string{
 
 // ethnicCategory returns the UK Core ethnic category extension for an NHS
 // Data Dictionary code, or nil.
-func ethnicCategory(code string) *models.Extension {
+func (b *builder) ethnicCategory(code string) *models.Extension {
 	display, ok := ethnicCategoryDisplay[code]
 	if !ok {
 		return nil
 	}
 	return &models.Extension{
-		Url: extEthnicCategory,
+		Url: nhs.ExtEthnicCategory,
 		ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{
-			coding(csEthnicCategoryEngland, code, display),
+			b.coding(nhs.CodeSystemEthnicCategoryEngland, code, display),
 		}},
 	}
 }
@@ -246,7 +246,8 @@ func (b *builder) mapPD1(pd1 *hl7v2.Segment) error {
 
 // registeredGP adds the PD1 practice and GP of p.
 func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
-	c := func(comp int) string { return strings.TrimSpace(value(pd1.Component(3, 1, comp, 1))) }
+	cs := splitComponents(pd1, b.m.Delimiters(), 3, 1)
+	c := cs.get
 	name, code := c(1), c(10)
 	if code == "" {
 		code = c(3)
@@ -260,17 +261,17 @@ func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 	if code != "" || name != "" {
 		url, id := b.nextURL("Organization")
 		org := &models.Organization{
-			Id:   fhir.Ptr(id),
-			Meta: fhir.MetaProfile(profileOrganization),
-			Name: fhir.Optional(name),
+			Id:   b.str(id),
+			Meta: b.meta(nhs.ProfileOrganization),
+			Name: b.optional(name),
 		}
 		if nhs.LooksLikeODSCode(code) {
-			org.Identifier = []models.Identifier{{System: fhir.Ptr(nhs.SystemODSOrganization), Value: fhir.Ptr(code)}}
+			org.Identifier = []models.Identifier{{System: b.str(nhs.SystemODSOrganization), Value: b.str(code)}}
 		} else if code != "" {
-			org.Identifier = []models.Identifier{{Value: fhir.Ptr(code)}}
+			org.Identifier = []models.Identifier{{Value: b.str(code)}}
 		}
 		b.add(url, "Organization", org)
-		p.GeneralPractitioner = append(p.GeneralPractitioner, models.Reference{Reference: fhir.Ptr(url), Type: fhir.Ptr("Organization"), Display: fhir.Optional(name)})
+		p.GeneralPractitioner = append(p.GeneralPractitioner, models.Reference{Reference: b.str(url), Type: b.str("Organization"), Display: b.optional(name)})
 	}
 	if gp := b.practitionerResource(pd1, 4, 1); gp != nil {
 		p.GeneralPractitioner = append(p.GeneralPractitioner, *gp)
@@ -317,20 +318,20 @@ func (b *builder) mapMerge(*hl7v2.Segment) error {
 		}
 		survivor.Active = fhir.Ptr(true)
 		survivor.Link = []models.PatientLink{{
-			Other: fhir.Ref(oldURL, "Patient"),
+			Other: b.ref(oldURL, "Patient"),
 			Type:  models.LinkTypeReplaces,
 		}}
 		old := &models.Patient{
-			Id:     fhir.Ptr(oldID),
-			Meta:   fhir.MetaProfile(nhs.ProfilePatient),
+			Id:     b.str(oldID),
+			Meta:   b.meta(nhs.ProfilePatient),
 			Active: fhir.Ptr(false),
 			Link: []models.PatientLink{{
-				Other: fhir.Ref(survivorURL, "Patient"),
+				Other: b.ref(survivorURL, "Patient"),
 				Type:  models.LinkTypeReplacedBy,
 			}},
 		}
 		old.Identifier = b.identifiers(nil, patientIDs(mrg, &b.t.dialect, 1, 2, 4), false)
-		old.Name = humanNames(mrg, 7)
+		old.Name = b.humanNames(mrg, 7)
 		if group == 1 {
 			b.patient, b.key = survivor, key
 		} else {
@@ -401,12 +402,12 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 			nhsNumber = id.value
 			var status []models.Extension
 			if pid != nil {
-				status = verificationStatus(pid)
+				status = b.verificationStatus(pid)
 			}
 			addOnce(models.Identifier{
 				Extension: status,
-				System:    fhir.Ptr(nhs.SystemNHSNumber),
-				Value:     fhir.Ptr(id.value),
+				System:    b.str(nhs.SystemNHSNumber),
+				Value:     b.str(id.value),
 			})
 		case id.nhsValid:
 			if flag {
@@ -435,20 +436,20 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 // localIdentifier maps an identifier other than a valid NHS number.
 func (b *builder) localIdentifier(id patientID) models.Identifier {
 	out := models.Identifier{
-		System: fhir.Ptr(b.t.dialect.LocalIdentifierSystem),
-		Value:  fhir.Ptr(id.value),
+		System: b.str(b.t.dialect.LocalIdentifierSystem),
+		Value:  b.str(id.value),
 	}
 	if id.typeCode != "" && !id.nhsFlag {
 		if display, ok := identifierTypeDisplay(id.typeCode); ok {
 			out.Type = &models.CodeableConcept{Coding: []models.Coding{{
-				System: fhir.Ptr(systemV2IDType), Code: fhir.Ptr(id.typeCode), Display: fhir.Ptr(display),
+				System: b.str(systemV2IDType), Code: b.str(id.typeCode), Display: b.str(display),
 			}}}
 		} else {
-			out.Type = &models.CodeableConcept{Text: fhir.Ptr(id.typeCode)}
+			out.Type = &models.CodeableConcept{Text: b.str(id.typeCode)}
 		}
 	}
 	if id.authority != "" {
-		out.Assigner = &models.Reference{Display: fhir.Ptr(id.authority)}
+		out.Assigner = &models.Reference{Display: b.str(id.authority)}
 	}
 	return out
 }
@@ -477,7 +478,7 @@ func identifierTypeDisplay(code string) (string, bool) {
 
 // verificationStatus returns the NHS number verification status extension
 // from the first PID-32 repetition holding an England status code, or nil.
-func verificationStatus(pid *hl7v2.Segment) []models.Extension {
+func (b *builder) verificationStatus(pid *hl7v2.Segment) []models.Extension {
 	for rep := 1; rep <= pid.Repetitions(32); rep++ {
 		// Feeds send the NHS Data Dictionary code bare ("01") or with the
 		// HL7 UK table prefix ("NSTS01").
@@ -489,9 +490,9 @@ func verificationStatus(pid *hl7v2.Segment) []models.Extension {
 		return []models.Extension{{
 			Url: nhs.ExtNHSNumberVerificationStatus,
 			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{
-				System:  fhir.Ptr(nhs.CodeSystemNHSNumberVerificationStatusEngland),
-				Code:    fhir.Ptr(code),
-				Display: fhir.Ptr(display),
+				System:  b.str(nhs.CodeSystemNHSNumberVerificationStatusEngland),
+				Code:    b.str(code),
+				Display: b.str(display),
 			}}},
 		}}
 	}
@@ -499,15 +500,16 @@ func verificationStatus(pid *hl7v2.Segment) []models.Extension {
 }
 
 // humanNames maps every XPN repetition of field (PID-5, MRG-7, NK1-2).
-func humanNames(seg *hl7v2.Segment, field int) []models.HumanName {
+func (b *builder) humanNames(seg *hl7v2.Segment, field int) []models.HumanName {
 	var out []models.HumanName
 	for rep := 1; rep <= seg.Repetitions(field); rep++ {
-		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
+		cs := splitComponents(seg, b.m.Delimiters(), field, rep)
+		c := cs.get
 		n := models.HumanName{
-			Family: fhir.Optional(c(1)),
-			Given:  nonEmpty(c(2), c(3)),
-			Prefix: nonEmpty(c(5)),
-			Suffix: nonEmpty(c(4), c(6)),
+			Family: b.optional(c(1)),
+			Given:  b.nonEmpty(c(2), c(3)),
+			Prefix: b.nonEmpty(c(5)),
+			Suffix: b.nonEmpty(c(4), c(6)),
 		}
 		if n.Family == nil && n.Given == nil && n.Prefix == nil && n.Suffix == nil {
 			continue
@@ -570,16 +572,17 @@ func genderOf(code string) (models.AdministrativeGender, bool) {
 // it: XAD-1.1 and XAD-2 are address lines, XAD-3 the town, XAD-4 the
 // county (FHIR district), XAD-5 the postcode, XAD-6 the country, and the
 // address type XAD-7 gives the use.
-func addresses(seg *hl7v2.Segment, field int) []models.Address {
+func (b *builder) addresses(seg *hl7v2.Segment, field int) []models.Address {
 	var out []models.Address
 	for rep := 1; rep <= seg.Repetitions(field); rep++ {
-		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
+		cs := splitComponents(seg, b.m.Delimiters(), field, rep)
+		c := cs.get
 		a := models.Address{
-			Line:       nonEmpty(c(1), c(2)),
-			City:       fhir.Optional(c(3)),
-			District:   fhir.Optional(c(4)),
-			PostalCode: fhir.Optional(c(5)),
-			Country:    fhir.Optional(c(6)),
+			Line:       b.nonEmpty(c(1), c(2)),
+			City:       b.optional(c(3)),
+			District:   b.optional(c(4)),
+			PostalCode: b.optional(c(5)),
+			Country:    b.optional(c(6)),
 		}
 		if a.Line == nil && a.City == nil && a.District == nil && a.PostalCode == nil && a.Country == nil {
 			continue
@@ -618,10 +621,11 @@ func addressUse(code string) (models.AddressUse, bool) {
 // default. An email address is XTN-4 (or XTN-1 when XTN-4 is empty); a
 // number is XTN-1, or XTN-5 to XTN-8 (country, area, local number,
 // extension) put together when XTN-1 is empty, as from v2.5 on.
-func telecoms(seg *hl7v2.Segment, field int, defaultUse models.ContactPointUse) []models.ContactPoint {
+func (b *builder) telecoms(seg *hl7v2.Segment, field int, defaultUse models.ContactPointUse) []models.ContactPoint {
 	var out []models.ContactPoint
 	for rep := 1; rep <= seg.Repetitions(field); rep++ {
-		c := func(comp int) string { return strings.TrimSpace(value(seg.Component(field, rep, comp, 1))) }
+		cs := splitComponents(seg, b.m.Delimiters(), field, rep)
+		c := cs.get
 		useCode, equipment := strings.ToUpper(c(2)), strings.ToUpper(c(3))
 		system := models.ContactPointSystemPhone
 		switch equipment {
@@ -646,7 +650,7 @@ func telecoms(seg *hl7v2.Segment, field int, defaultUse models.ContactPointUse) 
 		} else {
 			v = c(1)
 			if v == "" {
-				v = strings.Join(nonEmpty(prefixed("+", c(5)), c(6), c(7)), " ")
+				v = b.join(" ", prefixed("+", c(5)), c(6), c(7))
 				if v != "" && c(8) != "" {
 					v += " ext. " + c(8)
 				}
@@ -664,18 +668,7 @@ func telecoms(seg *hl7v2.Segment, field int, defaultUse models.ContactPointUse) 
 		case useCode == "PRS" || equipment == "CP":
 			use = models.ContactPointUseMobile
 		}
-		out = append(out, models.ContactPoint{System: &system, Value: fhir.Ptr(v), Use: &use})
-	}
-	return out
-}
-
-// nonEmpty returns the non-empty strings of vs, or nil.
-func nonEmpty(vs ...string) []string {
-	var out []string
-	for _, v := range vs {
-		if v != "" {
-			out = append(out, v)
-		}
+		out = append(out, models.ContactPoint{System: &system, Value: b.str(v), Use: &use})
 	}
 	return out
 }

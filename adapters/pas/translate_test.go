@@ -591,6 +591,9 @@ func TestDialectValidate(t *testing.T) {
 		{"no sex codes is allowed", func(d *Dialect) { d.SexCodes = nil }, nil},
 		{"cancelled A11", func(d *Dialect) { d.CancelAdmitStatus = CancelAdmitCancelled }, nil},
 		{"bad A11 status", func(d *Dialect) { d.CancelAdmitStatus = "deleted" }, []string{"cancel_admit_status"}},
+		{"location system", func(d *Dialect) { d.LocationIdentifierSystem = "https://fhir.example-trust.nhs.uk/Id/location" }, nil},
+		{"relative location system", func(d *Dialect) { d.LocationIdentifierSystem = "wards" }, []string{"location_identifier_system"}},
+		{"location system with a delimiter", func(d *Dialect) { d.LocationIdentifierSystem = "https://x.nhs.uk/Id/loc^1" }, []string{"location_identifier_system"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

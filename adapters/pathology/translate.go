@@ -78,10 +78,6 @@ const (
 	systemURI           = "urn:ietf:rfc:3986"
 	extDiagnosticNote   = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
 	extObservationValue = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value"
-	profileReport       = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-DiagnosticReport-Lab"
-	profileObservation  = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Observation-Lab"
-	profileSpecimen     = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-Specimen"
-	profileServiceReq   = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-ServiceRequest-Lab"
 )
 
 // Translator maps HL7 v2 ORU^R01 messages to FHIR. It is safe for

@@ -9,6 +9,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
 // mapObservation maps one OBX, with its notes, to an Observation:
@@ -28,7 +29,7 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 	_, id := b.ids(kind("Observation", o.index, item))
 	ob := &models.Observation{
 		Id:       fhir.Ptr(id),
-		Meta:     fhir.MetaProfile(profileObservation),
+		Meta:     fhir.MetaProfile(nhs.ProfileObservationLab),
 		BasedOn:  basedOn,
 		Status:   b.observationStatus(value(obx.Component(11, 1, 1, 1))),
 		Category: fhir.Concepts(systemObsCategory, "laboratory", "Laboratory"),

@@ -45,7 +45,7 @@ func (b *builder) mapOrder(o *order) {
 
 	report := &models.DiagnosticReport{
 		Id:         fhir.Ptr(reportID),
-		Meta:       fhir.MetaProfile(profileReport),
+		Meta:       fhir.MetaProfile(nhs.ProfileDiagnosticReportLab),
 		Identifier: identifiers,
 		BasedOn:    basedOn,
 		Status:     b.reportStatus(value(obr.Component(25, 1, 1, 1))),
@@ -85,7 +85,7 @@ func (b *builder) mapOrder(o *order) {
 
 	o.request = &models.ServiceRequest{
 		Id:         fhir.Ptr(reqID),
-		Meta:       fhir.MetaProfile(profileServiceReq),
+		Meta:       fhir.MetaProfile(nhs.ProfileServiceRequestLab),
 		Identifier: identifiers,
 		Status:     b.requestStatus(o, report.Status),
 		Intent:     models.RequestIntentOrder,
@@ -229,7 +229,7 @@ func (b *builder) mapSpecimens(o *order, subject models.Reference, request []mod
 	add := func(s *models.Specimen) {
 		url, id := b.ids(kind("Specimen", o.index, len(o.specRes)+1))
 		s.Id = fhir.Ptr(id)
-		s.Meta = fhir.MetaProfile(profileSpecimen)
+		s.Meta = fhir.MetaProfile(nhs.ProfileSpecimen)
 		s.Subject = &subject
 		s.Request = request
 		o.specRes = append(o.specRes, s)

@@ -40,6 +40,16 @@ func DeterministicURN(parts ...string) string {
 	return string(out[:])
 }
 
+// AppendDeterministicURN appends DeterministicURN(parts...) to dst, for
+// callers that keep many fullUrls in one buffer.
+func AppendDeterministicURN(dst []byte, parts ...string) []byte {
+	const prefix = "urn:uuid:"
+	var out [36]byte
+	putDeterministicUUID(&out, parts)
+	dst = append(dst, prefix...)
+	return append(dst, out[:]...)
+}
+
 // putDeterministicUUID writes the UUID of parts to out.
 func putDeterministicUUID(out *[36]byte, parts []string) {
 	// The hashed bytes are gathered in one buffer, on the stack for the

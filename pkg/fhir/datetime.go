@@ -113,26 +113,25 @@ func allDigits(s string) bool {
 
 // date renders the date part at the precision sent (FHIR date).
 func (t hl7Time) date() string {
-	var b strings.Builder
-	b.Grow(10)
-	padInt(&b, t.year, 4)
+	var buf [16]byte
+	b := appendPadded(buf[:0], t.year, 4)
 	if t.precision >= 2 {
-		b.WriteByte('-')
-		padInt(&b, t.month, 2)
+		b = appendPadded(append(b, '-'), t.month, 2)
 	}
 	if t.precision >= 3 {
-		b.WriteByte('-')
-		padInt(&b, t.day, 2)
+		b = appendPadded(append(b, '-'), t.day, 2)
 	}
-	return b.String()
+	return string(b)
 }
 
-func padInt(b *strings.Builder, v, width int) {
-	s := strconv.Itoa(v)
-	for i := len(s); i < width; i++ {
-		b.WriteByte('0')
+// appendPadded appends v in decimal, zero-padded to width digits.
+func appendPadded(b []byte, v, width int) []byte {
+	var digits [20]byte
+	d := strconv.AppendInt(digits[:0], int64(v), 10)
+	for i := len(d); i < width; i++ {
+		b = append(b, '0')
 	}
-	b.WriteString(s)
+	return append(b, d...)
 }
 
 // DateTimeFromHL7 converts an HL7 v2 TS/DTM value
@@ -172,11 +171,14 @@ func DateTimeFromHL7(ts string, loc *time.Location) (string, error) {
 		}
 		at = time.Date(t.year, time.Month(t.month), t.day, t.hour, t.minute, t.second, 0, loc)
 	}
-	out := at.Format("2006-01-02T15:04:05")
+	// One allocation, for the result: the parts are written to a buffer
+	// on the stack.
+	var buf [64]byte
+	out := at.AppendFormat(buf[:0], "2006-01-02T15:04:05")
 	if t.frac != "" {
-		out += "." + t.frac
+		out = append(append(out, '.'), t.frac...)
 	}
-	return out + at.Format("-07:00"), nil
+	return string(at.AppendFormat(out, "-07:00")), nil
 }
 
 // DateFromHL7 converts an HL7 v2 DT, or the date part of a TS/DTM, to a

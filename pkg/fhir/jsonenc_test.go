@@ -230,6 +230,9 @@ func TestDeterministicURN(t *testing.T) {
 		if got, want := DeterministicURN(parts...), "urn:uuid:"+DeterministicUUID(parts...); got != want {
 			t.Errorf("DeterministicURN(%q) = %s, want %s", parts, got, want)
 		}
+		if got, want := string(AppendDeterministicURN([]byte("x"), parts...)), "xurn:uuid:"+DeterministicUUID(parts...); got != want {
+			t.Errorf("AppendDeterministicURN(x, %q) = %s, want %s", parts, got, want)
+		}
 	}
 }
 

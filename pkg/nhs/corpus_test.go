@@ -92,7 +92,7 @@ func TestIdentifierSystemsUsedByUKCore(t *testing.T) {
 		t.Fatalf("walk corpus: %v", err)
 	}
 	text := all.String()
-	for _, sys := range []string{SystemNHSNumber, SystemODSOrganization, SystemODSSite, SystemGMC, SystemGMP} {
+	for _, sys := range []string{SystemNHSNumber, SystemODSOrganization, SystemODSSite, SystemGMC, SystemGMP, SystemSDSUserID} {
 		t.Run(sys, func(t *testing.T) {
 			if !strings.Contains(text, `"`+sys+`"`) {
 				t.Errorf("identifier system %s does not occur in UK Core", sys)

@@ -1,0 +1,53 @@
+package pas
+
+import (
+	"strings"
+
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+)
+
+// maxComponents is how many components of one repetition a components
+// keeps: more than any mapping reads (XCN-13 is the highest).
+const maxComponents = 16
+
+// components is one repetition of a field split into its components in
+// one pass. The mappings read several components of each XCN, XPN, XAD
+// and PL, and hl7v2.Segment.Component scans the field from its start for
+// each one.
+type components struct {
+	raw [maxComponents]string
+	d   hl7v2.Delimiters
+}
+
+// splitComponents splits repetition rep (from 1) of field of seg, whose
+// message has delimiters d.
+func splitComponents(seg *hl7v2.Segment, d hl7v2.Delimiters, field, rep int) components {
+	c := components{d: d}
+	r := seg.Repetition(field, rep)
+	for i := 0; i < maxComponents && r != ""; i++ {
+		comp := r
+		if j := strings.IndexByte(r, d.Component); j >= 0 {
+			comp, r = r[:j], r[j+1:]
+		} else {
+			r = ""
+		}
+		// Like Component(field, rep, i, 1), keep the first subcomponent.
+		if d.Subcomponent != 0 {
+			if j := strings.IndexByte(comp, d.Subcomponent); j >= 0 {
+				comp = comp[:j]
+			}
+		}
+		c.raw[i] = comp
+	}
+	return c
+}
+
+// get returns component i (from 1) as the mappings read values:
+// unescaped, without surrounding spaces, and "" for the explicit null.
+// It is strings.TrimSpace(value(seg.Component(field, rep, i, 1))).
+func (c *components) get(i int) string {
+	if i < 1 || i > maxComponents {
+		return ""
+	}
+	return strings.TrimSpace(value(hl7v2.Unescape(c.raw[i-1], c.d)))
+}

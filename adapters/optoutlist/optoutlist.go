@@ -249,4 +249,3 @@ func parseDate(s string) (time.Time, error) {
 	}
 	return time.Time{}, errors.New("is not a FHIR date or dateTime with a time zone")
 }
-

@@ -341,7 +341,6 @@ func (l optOutLoader) LoadOptOuts(ctx context.Context, extract []byte, asOf time
 	return sum, nil
 }
 
-
 // optedOut is how routes read a patient's place on the opt-out list for
 // patient.consent.optedOut: the consent store, or nil when the consent
 // engine is off.

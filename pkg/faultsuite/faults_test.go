@@ -271,7 +271,8 @@ func TestDestinationFaults(t *testing.T) {
 	n := baseMessages(t) / 4
 	msgs := durability.Plan("D", n, patients)
 	st := durability.NewStats()
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	phase := faultPhase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute+4*phase)
 	defer cancel()
 	done := sendInBackground(ctx, tp, msgs, 50*time.Second, st)
 	// Sample Junction's memory through the outage.
@@ -298,7 +299,7 @@ func TestDestinationFaults(t *testing.T) {
 		`{"mllp":"ok","http":"503"}`,
 	} {
 		tp.setSinkMode(mode)
-		time.Sleep(faultPhase)
+		time.Sleep(phase)
 		phases++
 	}
 	healed := time.Now()
@@ -330,15 +331,15 @@ func TestDestinationFaults(t *testing.T) {
 	// about 5 + D/2 times, so the sink can refuse no more than that per
 	// partition and phase. A retry loop without backoff would exceed it
 	// many times over.
-	bound := phases * 16 * (6 + int(faultPhase/(2*time.Second)))
+	bound := phases * 16 * (6 + int(phase/(2*time.Second)))
 	if len(rejected) > bound {
 		t.Errorf("the sink refused %d attempts in %d fault phases; the retry backoff allows at most %d", len(rejected), phases, bound)
 	}
 	if p := peak.Load(); p > 1<<30 {
 		t.Errorf("Junction used %d MiB during the outage, want it bounded (under 1 GiB)", p>>20)
 	}
-	t.Logf("FIGURES destination-faults: %d messages, %d acknowledged; 15s each of dropped MLLP connections, 8s-late ACKs, wrong MSA-2 and HTTP 503; %d attempts refused by the sink's faults (backoff bound %d); Junction memory peak %d MiB; all delivered %s after healing; MLLP: %d distinct, %d lost, %d redelivered; FHIR: %d requests accepted, %d distinct keys; reconcile: accepted %d, pending %d",
-		n, v.Acked, len(rejected), bound, peak.Load()>>20, caughtUp.Round(time.Second), v.Distinct, len(v.Lost), v.Duplicated, len(keys), distinct(keys), rep.Accepted, len(rep.Pending))
+	t.Logf("FIGURES destination-faults: %d messages, %d acknowledged; %s each of dropped MLLP connections, 8s-late ACKs, wrong MSA-2 and HTTP 503; %d attempts refused by the sink's faults (backoff bound %d); Junction memory peak %d MiB; all delivered %s after healing; MLLP: %d distinct, %d lost, %d redelivered; FHIR: %d requests accepted, %d distinct keys; reconcile: accepted %d, pending %d",
+		n, v.Acked, phase, len(rejected), bound, peak.Load()>>20, caughtUp.Round(time.Second), v.Distinct, len(v.Lost), v.Duplicated, len(keys), distinct(keys), rep.Accepted, len(rep.Pending))
 }
 
 // TestPoisonMessages: 100 messages the destination rejects permanently
@@ -514,8 +515,12 @@ func TestClusterSmoke(t *testing.T) {
 	}
 }
 
-// faultPhase is how long each destination fault lasts.
-const faultPhase = 15 * time.Second
+// faultPhase is how long each destination fault lasts:
+// JUNCTION_FAULTS_PHASE seconds, by default 15. The longer suite runs the
+// outages for minutes (for example 120).
+func faultPhase(t *testing.T) time.Duration {
+	return time.Duration(envInt(t, "JUNCTION_FAULTS_PHASE", 15)) * time.Second
+}
 
 func distinct(keys []string) int {
 	seen := map[string]bool{}

@@ -101,7 +101,8 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 		if covered {
 			continue
 		}
-		r.o.Metrics.SpanBatches.WithLabelValues("route", w.rt.Name).Observe(float64(len(inputs)))
+		r.o.Metrics.Spans.WithLabelValues("route", w.rt.Name).Inc()
+		r.o.Metrics.SpanBatches.WithLabelValues("route", w.rt.Name).Add(float64(len(inputs)))
 		var envs []*envelope.Envelope
 		for _, in := range inputs {
 			all, err := decodeBatch(in.data)
@@ -358,7 +359,8 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		if covered {
 			continue
 		}
-		r.o.Metrics.SpanBatches.WithLabelValues("deliver", d.Name).Observe(float64(len(inputs)))
+		r.o.Metrics.Spans.WithLabelValues("deliver", d.Name).Inc()
+		r.o.Metrics.SpanBatches.WithLabelValues("deliver", d.Name).Add(float64(len(inputs)))
 		var entries []outEntry
 		for _, in := range inputs {
 			es, err := decodeOutBatch(in.data)

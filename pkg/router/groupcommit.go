@@ -206,13 +206,32 @@ func (c *committer) publish(envs []*envelope.Envelope) error {
 	m.Data = data
 	// A retried batch write after a lost ack must not store twice.
 	m.Header.Set(jetstream.MsgIDHeader, "batch|"+envs[0].ID+"|"+strconv.Itoa(len(envs)))
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := c.js.PublishMsg(ctx, m); err != nil {
-		return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages", err)
+	// A write whose stream leader dies in flight gets no answer. Waiting
+	// for it in short attempts, each retrying the same write (the id
+	// makes a second store harmless), lets ingest resume as soon as a new
+	// leader is elected rather than after one long timeout.
+	deadline := time.Now().Add(publishBudget)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), min(publishAttempt, time.Until(deadline)))
+		_, err := c.js.PublishMsg(ctx, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Until(deadline) < publishRetryWait {
+			return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages", err)
+		}
+		time.Sleep(publishRetryWait)
 	}
-	return nil
 }
+
+// The ingest write's time limits: in all, per attempt, and between
+// attempts.
+const (
+	publishBudget    = 10 * time.Second
+	publishAttempt   = 2 * time.Second
+	publishRetryWait = 100 * time.Millisecond
+)
 
 // sameMessage reports whether env is a resend of the stored message orig.
 // HL7 v2 senders often rebuild MSH (a new MSH-7 time) when they resend, so

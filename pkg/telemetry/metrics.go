@@ -27,7 +27,8 @@ type Metrics struct {
 	DeadLettered   *prometheus.CounterVec   // stage, name
 	QueueDepth     *prometheus.GaugeVec     // destination
 	QueueAge       *prometheus.GaugeVec     // destination
-	SpanBatches    *prometheus.HistogramVec // stage, name
+	Spans          *prometheus.CounterVec   // stage, name
+	SpanBatches    *prometheus.CounterVec   // stage, name
 	QuarantineSize prometheus.Gauge
 	HTTPRequests   *prometheus.CounterVec // handler, code
 	Ready          prometheus.Gauge
@@ -81,13 +82,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered:   cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
 		QueueDepth:     gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
 		QueueAge:       gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
-		SpanBatches: func() *prometheus.HistogramVec {
-			h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "junction", Subsystem: "router", Name: "span_batches",
-				Help:    "Stored batches a batch-pipeline stage took at once (a span), per route (stage route) or destination (stage deliver); above 1 the stage was catching up.",
-				Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}}, []string{"stage", "name"})
-			reg.MustRegister(h)
-			return h
-		}(),
+		Spans:          cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route) or destination (stage deliver), each a run of stored batches handled at once.", "stage", "name"),
+		SpanBatches:    cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
 		QuarantineSize: g("ingress", "quarantine_messages", "Messages held in quarantine."),
 		HTTPRequests:   cv("http", "requests_total", "HTTP requests by handler and status code.", "handler", "code"),
 		Ready:          g("engine", "ready", "1 when the engine is ready to accept messages."),

@@ -130,7 +130,7 @@ func (c *OutboundConfig) Validate() []error {
 	var errs []error
 	if c.URL == "" {
 		errs = append(errs, errors.New("url: required"))
-	} else if err := checkBaseURL(c.URL); err != nil {
+	} else if err := jfhir.CheckBaseURL(c.URL); err != nil {
 		errs = append(errs, fmt.Errorf("url: %w", err))
 	}
 	if c.Authorization != "" && !isSecretRef(c.Authorization) {

@@ -104,25 +104,6 @@ func NewOutbound(set adapter.Settings, cfg OutboundConfig) (*Outbound, error) {
 	return o, nil
 }
 
-// checkBaseURL checks that s is an absolute http(s) URL without query or
-// fragment.
-func checkBaseURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return errors.New("not a URL")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return errors.New("scheme must be http or https")
-	}
-	if u.Host == "" {
-		return errors.New("host required")
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return errors.New("must not have a query or fragment")
-	}
-	return nil
-}
-
 // authorization resolves the Authorization header value.
 func (o *Outbound) authorization() (string, error) {
 	if o.cfg.Authorization == "" {

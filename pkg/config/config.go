@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -187,14 +188,55 @@ type PatientIndexConfig struct {
 	Enabled bool `yaml:"enabled"`
 	// Bucket is the JetStream KV bucket of the index.
 	Bucket string `yaml:"bucket"`
+	// PDS looks patients up in the Personal Demographics Service in the
+	// background to keep their registered GP practice current (off when
+	// its URL is empty).
+	PDS PDSConfig `yaml:"pds"`
+}
+
+// PDSConfig configures background lookups in the Personal Demographics
+// Service (PDS) FHIR API; see package pkg/pds.
+type PDSConfig struct {
+	// URL is the API's base URL, before /Patient (for example
+	// https://int.api.service.nhs.uk/personal-demographics/FHIR/R4).
+	// Empty: no lookups.
+	URL string `yaml:"url"`
+	// Token is a reference (env:NAME or file:PATH) to the OAuth 2.0
+	// access token, sent as Authorization: Bearer and read again for
+	// every request; empty sends none (as the sandbox accepts).
+	Token string `yaml:"token"`
+	// Timeout bounds each request.
+	Timeout time.Duration `yaml:"timeout"`
+	// RefreshAfter is how old a patient's last PDS answer may be before a
+	// message for the patient queues another lookup.
+	RefreshAfter time.Duration `yaml:"refresh_after"`
 }
 
 // validate checks the patient index section.
 func (p PatientIndexConfig) validate() []error {
+	var errs []error
 	if p.Enabled && !validName(p.Bucket) {
-		return []error{fmt.Errorf("patient_index.bucket: must be 1 to 64 letters, digits, '-' or '_', got %q", p.Bucket)}
+		errs = append(errs, fmt.Errorf("patient_index.bucket: must be 1 to 64 letters, digits, '-' or '_', got %q", p.Bucket))
 	}
-	return nil
+	if p.PDS.URL == "" {
+		return errs
+	}
+	if !p.Enabled {
+		errs = append(errs, errors.New("patient_index.pds: needs patient_index.enabled: true (lookups update the index)"))
+	}
+	if u, err := url.Parse(p.PDS.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, errors.New("patient_index.pds.url: must be an absolute http(s) URL without query or fragment"))
+	}
+	if p.PDS.Token != "" && !IsRef(p.PDS.Token) {
+		errs = append(errs, errors.New("patient_index.pds.token: must be a reference (env:NAME or file:PATH), never the token itself"))
+	}
+	if p.PDS.Timeout <= 0 {
+		errs = append(errs, errors.New("patient_index.pds.timeout: must be positive"))
+	}
+	if p.PDS.RefreshAfter < time.Minute {
+		errs = append(errs, errors.New("patient_index.pds.refresh_after: must be at least 1m"))
+	}
+	return errs
 }
 
 // ConsentDestination is a receiver as the consent engine sees it.
@@ -359,7 +401,7 @@ func Default() *Config {
 		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16, SpanBatches: 64},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour},
-		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket},
+		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket, PDS: PDSConfig{Timeout: 10 * time.Second, RefreshAfter: 24 * time.Hour}},
 		ShutdownTimeout: 30 * time.Second,
 	}
 }

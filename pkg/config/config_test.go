@@ -472,6 +472,20 @@ func TestValidate(t *testing.T) {
 		{"patient index disabled", func(c *Config) { c.PatientIndex = PatientIndexConfig{} }, nil},
 		{"patient index bucket", func(c *Config) { c.PatientIndex.Bucket = "patients.v1" }, []string{
 			`patient_index.bucket: must be 1 to 64 letters, digits, '-' or '_', got "patients.v1"`}},
+		{"pds lookups", func(c *Config) {
+			c.PatientIndex.PDS.URL, c.PatientIndex.PDS.Token = "https://int.api.service.nhs.uk/personal-demographics/FHIR/R4", "env:PDS_TOKEN"
+		}, nil},
+		{"pds settings", func(c *Config) {
+			c.PatientIndex.PDS = PDSConfig{URL: "int.api.service.nhs.uk", Token: "eyJhbGciOi", RefreshAfter: time.Second}
+		}, []string{
+			"patient_index.pds.url: must be an absolute http(s) URL without query or fragment",
+			"patient_index.pds.token: must be a reference (env:NAME or file:PATH), never the token itself",
+			"patient_index.pds.timeout: must be positive",
+			"patient_index.pds.refresh_after: must be at least 1m",
+		}},
+		{"pds needs the index", func(c *Config) {
+			c.PatientIndex.Enabled, c.PatientIndex.PDS.URL = false, "https://pds.example.nhs.uk/FHIR/R4"
+		}, []string{"patient_index.pds: needs patient_index.enabled: true (lookups update the index)"}},
 		{"consent destinations", func(c *Config) {
 			c.Consent.Destinations = map[string]ConsentDestination{
 				"fhir-store": {ODS: "RX1", Allow: []string{"S-FLAG", "V"}},

@@ -25,6 +25,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/patient"
+	"github.com/junction-fhir/junction/pkg/pds"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
@@ -53,6 +54,10 @@ type Engine struct {
 	// false); consents is the consent store (nil with the default policy).
 	patients *patient.Index
 	consents *consent.Store
+	// pds looks patients up in PDS in the background (nil when
+	// patient_index.pds.url is empty); pdsClient is its client.
+	pds       *pds.Enricher
+	pdsClient *pds.Client
 	// stopWatch stops the opt-out file watcher; watching is done when it
 	// has returned.
 	stopWatch context.CancelFunc
@@ -253,6 +258,13 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		}
 		e.log.Info("patient index ready", "bucket", pc.Bucket)
 	}
+	var patientIndexed func(*patient.Record)
+	if pc := cfg.PatientIndex; pc.Enabled && pc.PDS.URL != "" {
+		if err := e.startPDS(ctx, pc.PDS); err != nil {
+			return fmt.Errorf("patient_index.pds: %w", err)
+		}
+		patientIndexed = e.pds.Observe
+	}
 	for _, name := range sortedKeys(e.plan.Destinations) {
 		pd := e.plan.Destinations[name]
 		out, err := pd.Factory.NewOutbound(ctx, e.settings(name), pd.Config)
@@ -287,6 +299,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
 		SpanBatches: cfg.Router.SpanBatches,
 		PatientHash: e.patientHash, Patients: e.patients, OptedOut: e.optedOut(),
+		PatientIndexed: patientIndexed,
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)
@@ -382,6 +395,13 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
+		if e.pds != nil {
+			// After the router: nothing queues lookups any more.
+			if err := e.pds.Stop(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			e.pdsClient.Close()
+		}
 		if e.stopWatch != nil {
 			e.stopWatch()
 			e.watching.Wait()
@@ -421,4 +441,20 @@ func (e *Engine) Run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), e.plan.Config.ShutdownTimeout)
 	defer cancel()
 	return e.Shutdown(sctx)
+}
+
+// startPDS starts background lookups of patients' GP registration in the
+// Personal Demographics Service (see pds.Enricher).
+func (e *Engine) startPDS(ctx context.Context, c config.PDSConfig) error {
+	client, err := pds.New(pds.Config{URL: c.URL, Token: c.Token, Timeout: c.Timeout}, e.secrets)
+	if err != nil {
+		return err
+	}
+	e.pdsClient = client
+	e.pds = pds.NewEnricher(client, e.patients, pds.EnricherOptions{
+		RefreshAfter: c.RefreshAfter, Metrics: e.metrics, Logger: e.log.With("component", "pds"),
+	})
+	e.pds.Start(ctx)
+	e.log.Info("pds lookups on", "refresh_after", c.RefreshAfter.String(), "timeout", c.Timeout.String())
+	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
 // Result counts what one bundle did to the index. It holds no patient
@@ -223,8 +225,7 @@ func (pd *patientData) applyTo(r *Record, src Source) {
 	set(&r.BirthDate, pd.birthDate)
 	set(&r.Gender, pd.gender)
 	set(&r.Postcode, pd.postcode)
-	set(&r.GPPractice, pd.gpPractice)
-	set(&r.GP, pd.gp)
+	r.SetGP(pd.gpPractice, pd.gp, src)
 	if pd.deceased != nil {
 		r.Deceased = *pd.deceased
 	}
@@ -431,4 +432,32 @@ func (ix *Index) lookup(ctx context.Context, p *plan) (*Record, error) {
 		return rec, nil
 	}
 	return nil, ErrNotFound
+}
+
+// MergeInto merges the record of the NHS number old into the record of
+// survivor, as a merge message (A40) naming the two numbers would, on
+// behalf of src: the old record is marked merged and its local
+// identifiers, flags and restricted marker move to the survivor. A
+// missing survivor record is created; a missing old record is created
+// merged, so later messages for the old number reach the survivor. It
+// reports whether a record was merged (false when the merge was done
+// already, or a newer Source decided the old record's merge).
+func (ix *Index) MergeInto(ctx context.Context, old, survivor string, src Source) (bool, error) {
+	oldN, survN := nhs.Normalize(old), nhs.Normalize(survivor)
+	if !nhs.ValidNumber(oldN) || !nhs.ValidNumber(survN) {
+		return false, ErrInvalidNHSNumber
+	}
+	if oldN == survN {
+		return false, nil
+	}
+	// The survivor must exist for the merge to find it.
+	if _, err := ix.change(ctx, survN, func(*Record) bool { return false }); err != nil {
+		return false, err
+	}
+	var res Result
+	m := merge{old: patientData{nhsNumber: oldN}, survivor: patientData{nhsNumber: survN}}
+	if err := ix.applyMerge(ctx, &m, src, &res); err != nil {
+		return false, err
+	}
+	return res.Merged > 0, nil
 }

@@ -70,7 +70,7 @@ func TestApplyRules(t *testing.T) {
 			wantResult(t, res, Result{Event: "A01", Updated: 1})
 			r := get(t, ix, n0)
 			want := &Record{NHSNumber: n0, Identifiers: []Identifier{local("H1")}, Family: "TESTPATIENT", Given: []string{"ALEX"},
-				BirthDate: "1980-02-03", Gender: "female", Postcode: "LS1 4AB", GPPractice: "Y99999", GP: "G9999991",
+				BirthDate: "1980-02-03", Gender: "female", Postcode: "LS1 4AB", GPPractice: "Y99999", GP: "G9999991", GPSource: src(1),
 				UpdatedAt: src(1).Received, MessageID: src(1).MessageID}
 			if diff := cmp.Diff(want, r, cmp.FilterPath(func(p cmp.Path) bool { return p.Last().String() == ".Version" }, cmp.Ignore())); diff != "" {
 				t.Errorf("record (-want +got):\n%s", diff)

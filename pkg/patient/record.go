@@ -18,6 +18,10 @@
 //     their own Source or time and follow the same rule.
 //   - A Patient resource sets the fields it carries and keeps the others:
 //     an ADT message without PD1 does not clear the registered GP.
+//   - The registered GP practice and GP carry their own Source
+//     (GPSource), because a PDS lookup (package pds) sets them too: the
+//     newer of a PD1 (by receipt) and a PDS answer (by the time PDS gave
+//     it) wins; see Record.SetGP.
 //   - A merge (a Patient with a link of type "replaced-by", as the PAS
 //     translator emits for A34 and A40) sets MergedInto on the old record,
 //     moves its local identifiers and flags to the survivor and points
@@ -102,6 +106,21 @@ type ConsentSummary struct {
 	UpdatedAt time.Time `json:"updatedAt,omitzero"`
 }
 
+// PDSCheck records the last answered lookup of a patient in the Personal
+// Demographics Service, so that the patient is looked up again only once
+// the answer is old. It holds no more patient data than the record does.
+type PDSCheck struct {
+	// CheckedAt is when PDS answered.
+	CheckedAt time.Time `json:"checkedAt,omitzero"`
+	// Outcome is "found" or "not_found".
+	Outcome string `json:"outcome,omitempty"`
+	// VersionID is the PDS record's meta.versionId.
+	VersionID string `json:"versionId,omitempty"`
+	// GPPractice is the registered practice PDS gave ("" when it gave
+	// none, as for a restricted patient).
+	GPPractice string `json:"gpPractice,omitempty"`
+}
+
 // Record is one patient's index entry.
 type Record struct {
 	// NHSNumber is the normalised ten-digit NHS number.
@@ -118,9 +137,14 @@ type Record struct {
 	Deceased  bool     `json:"deceased,omitempty"`
 
 	// GPPractice is the ODS code of the registered GP practice; GP is the
-	// GMP code of the registered GP.
+	// GMP code of the registered GP. GPSource is the message (or PDS
+	// lookup) that last set them; see SetGP.
 	GPPractice string `json:"gpPractice,omitempty"`
 	GP         string `json:"gp,omitempty"`
+	GPSource   Source `json:"gpSource,omitzero"`
+	// PDS is what the last answered lookup of the patient in the Personal
+	// Demographics Service said; zero when the patient was never looked up.
+	PDS PDSCheck `json:"pds,omitzero"`
 
 	Flags   []Flag         `json:"flags,omitempty"`
 	Consent ConsentSummary `json:"consent,omitzero"`
@@ -146,6 +170,29 @@ type Record struct {
 	// ResolvedFrom is, when a read followed a merge, the NHS number asked
 	// for; it is not stored.
 	ResolvedFrom string `json:"-"`
+}
+
+// SetGP sets the registered GP practice and GP, each when not empty, on
+// behalf of src, unless they were set by a Source as new or newer, and
+// reports whether it changed the record. Every setter (a Patient's
+// generalPractitioner, as PD1 gives it, and a PDS lookup) goes through
+// it, so the newer of the two wins whichever arrives last: a PDS answer
+// is dated by the time of the lookup, an ADT message by its receipt.
+func (r *Record) SetGP(practice, gp string, src Source) bool {
+	if practice == "" && gp == "" {
+		return false
+	}
+	if !src.After(r.GPSource) {
+		return false
+	}
+	if practice != "" {
+		r.GPPractice = practice
+	}
+	if gp != "" {
+		r.GP = gp
+	}
+	r.GPSource = src
+	return true
 }
 
 // source returns the Source of the record's demographics.

@@ -59,6 +59,9 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 	if rec == nil {
 		return patientView{}, nil
 	}
+	if r.o.PatientIndexed != nil {
+		r.o.PatientIndexed(rec)
+	}
 	if r.o.OptedOut != nil && rec.NHSNumber != "" {
 		// The opt-out list is the consent engine's, read now so the
 		// variable is always current; the index keeps no copy.

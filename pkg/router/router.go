@@ -129,6 +129,11 @@ type Options struct {
 	// patient, with the index read. Nil leaves optedOut as the index
 	// records it (false).
 	OptedOut func(ctx context.Context, nhsNumber string) (bool, error)
+	// PatientIndexed, if set, is given each record the index returned for
+	// a message, right after the message was applied, to read only. It is
+	// on the message path, so it must not block: the PDS enricher queues
+	// the patient for a background lookup there. Nil does nothing.
+	PatientIndexed func(rec *patient.Record)
 }
 
 // Pipelines.

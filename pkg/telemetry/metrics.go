@@ -20,6 +20,8 @@ type Metrics struct {
 	Consent        *prometheus.CounterVec   // route, destination, decision
 	ConsentSkipped *prometheus.CounterVec   // route, destination
 	PatientIndex   *prometheus.CounterVec   // adapter, outcome
+	PDSLookups     *prometheus.CounterVec   // outcome
+	PDSDropped     prometheus.Counter
 	Delivered      *prometheus.CounterVec   // destination, outcome
 	Attempts       *prometheus.CounterVec   // destination, outcome
 	SendLatency    *prometheus.HistogramVec // destination
@@ -63,6 +65,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(x)
 		return x
 	}
+	c := func(sub, name, help string) prometheus.Counter {
+		x := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "junction", Subsystem: sub, Name: name, Help: help})
+		reg.MustRegister(x)
+		return x
+	}
 	return &Metrics{
 		Received:       cv("ingress", "messages_received_total", "Messages read by inbound adapters, before storing.", "adapter"),
 		Acks:           cv("ingress", "acks_total", "Acknowledgements sent to senders, by code (AA, AE, AR, CA, CE, CR, or HTTP status).", "adapter", "code"),
@@ -75,6 +82,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
 		ConsentSkipped: cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
 		PatientIndex:   cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large).", "adapter", "outcome"),
+		PDSLookups:     cv("patient", "pds_lookups_total", "Patient lookups in the Personal Demographics Service (PDS) by outcome (found, superseded, not_found, invalid, unavailable, refused, bad_reply, index_error).", "outcome"),
+		PDSDropped:     c("patient", "pds_queue_dropped_total", "NHS numbers not queued for a PDS lookup because the queue was full."),
 		Delivered:      cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered).", "destination", "outcome"),
 		Attempts:       cv("delivery", "attempts_total", "Delivery attempts, by outcome (ok, transient, permanent).", "destination", "outcome"),
 		SendLatency:    hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),

@@ -26,7 +26,7 @@ var allowedLabels = map[string]bool{
 }
 
 // subsystems are the parts of the engine a series may belong to.
-var subsystems = []string{"ingress", "route", "delivery", "deadletter", "http", "engine"}
+var subsystems = []string{"ingress", "route", "delivery", "deadletter", "http", "engine", "patient"}
 
 // unitlessGauges are gauges whose value is a state, not a quantity with a
 // unit (as Prometheus's own "up").

@@ -678,3 +678,23 @@ func FuzzSplitMessages(f *testing.F) {
 		}
 	})
 }
+
+func TestMemoryLimit(t *testing.T) {
+	tests := []struct {
+		name string
+		mib  int
+		env  string
+		want int64
+	}{
+		{"config", 200, "", 200 << 20},
+		{"none", 0, "", 0},
+		{"GOMEMLIMIT wins", 200, "1GiB", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, _ := memoryLimit(tt.mib, tt.env); got != tt.want {
+				t.Errorf("memoryLimit(%d, %q) = %d, want %d", tt.mib, tt.env, got, tt.want)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 
 	"github.com/junction-fhir/junction/pkg/engine"
@@ -33,6 +34,10 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := newLogger(os.Stderr, p.Config.Log.Level)
+	if limit, from := memoryLimit(p.Config.MemoryLimitMiB, os.Getenv("GOMEMLIMIT")); limit > 0 {
+		debug.SetMemoryLimit(limit)
+		log.Info("memory limit set", "mib", limit>>20, "from", from)
+	}
 	e, err := engine.New(p, engine.Options{Logger: log, Version: version})
 	if err != nil {
 		return err
@@ -42,4 +47,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// memoryLimit returns the soft memory limit serve sets from the config's
+// memory_limit_mib, and where it came from; 0 when GOMEMLIMIT is set (the
+// runtime has applied it already) or the config sets none.
+func memoryLimit(mib int, env string) (int64, string) {
+	if env != "" || mib <= 0 {
+		return 0, ""
+	}
+	return int64(mib) << 20, "memory_limit_mib"
 }

@@ -54,6 +54,10 @@ type Config struct {
 	PatientIndex PatientIndexConfig `yaml:"patient_index"`
 	// ShutdownTimeout bounds the drain at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MemoryLimitMiB is the soft memory limit `junction serve` gives the
+	// Go runtime (it collects garbage harder as the heap nears it); 0
+	// sets none. The GOMEMLIMIT environment variable, when set, wins.
+	MemoryLimitMiB int `yaml:"memory_limit_mib"`
 
 	// file is where the config was read from ("" for defaults).
 	file string
@@ -403,6 +407,7 @@ func Default() *Config {
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour},
 		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket, PDS: PDSConfig{Timeout: 10 * time.Second, RefreshAfter: 24 * time.Hour}},
 		ShutdownTimeout: 30 * time.Second,
+		MemoryLimitMiB:  200,
 	}
 }
 
@@ -549,6 +554,9 @@ func (c *Config) Validate() []error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, errors.New("shutdown_timeout: must be positive"))
+	}
+	if c.MemoryLimitMiB < 0 || c.MemoryLimitMiB > 1<<20 {
+		errs = append(errs, fmt.Errorf("memory_limit_mib: must be 0 (none) to %d, got %d", 1<<20, c.MemoryLimitMiB))
 	}
 	// Zero limits would reject every expression or stop every evaluation.
 	if c.Rules.MaxEstimatedCost == 0 {

@@ -164,7 +164,7 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		seq := meta.Sequence.Stream
 		envs, err := decodeBatch(m.Data())
 		if err != nil {
-			if _, derr := r.deadLetter(ctx, "ingest", "accept", m.Headers(), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", err)); derr != nil {
+			if _, derr := r.deadLetter(ctx, "ingest", "accept", batchHeader(m.Headers(), seq), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", err)); derr != nil {
 				return derr
 			}
 			continue

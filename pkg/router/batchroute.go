@@ -107,7 +107,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 		for _, in := range inputs {
 			all, err := decodeBatch(in.data)
 			if err != nil {
-				if _, derr := r.deadLetter(ctx, "route", w.rt.Name, in.header, in.data, fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable accepted batch", err)); derr != nil {
+				if _, derr := r.deadLetter(ctx, "route", w.rt.Name, batchHeader(in.header, in.seq), in.data, fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable accepted batch", err)); derr != nil {
 					return derr
 				}
 				continue
@@ -365,7 +365,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		for _, in := range inputs {
 			es, err := decodeOutBatch(in.data)
 			if err != nil {
-				if _, derr := r.deadLetter(context.WithoutCancel(ctx), "delivery", d.Name, in.header, in.data, fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable outbound batch", err)); derr != nil {
+				if _, derr := r.deadLetter(context.WithoutCancel(ctx), "delivery", d.Name, batchHeader(in.header, in.seq), in.data, fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable outbound batch", err)); derr != nil {
 					return derr
 				}
 				continue

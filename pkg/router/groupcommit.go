@@ -278,7 +278,11 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		if err != nil {
 			// Not a batch this version can read: keep it for inspection
 			// rather than drop it.
-			if _, derr := s.r.deadLetter(ctx, "ingest", "splitter", m.Headers(), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", err)); derr != nil {
+			var seq uint64
+			if meta, merr := m.Metadata(); merr == nil {
+				seq = meta.Sequence.Stream
+			}
+			if _, derr := s.r.deadLetter(ctx, "ingest", "splitter", batchHeader(m.Headers(), seq), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", err)); derr != nil {
 				return derr
 			}
 			continue

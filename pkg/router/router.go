@@ -374,6 +374,20 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 	return ack.Sequence, nil
 }
 
+// batchHeader returns h for dead-lettering the stored batch seq: a batch
+// has no message id of its own, so it is named by its sequence, and two
+// unreadable batches are two dead letters, not one deduplicated away.
+func batchHeader(h nats.Header, seq uint64) nats.Header {
+	out := nats.Header{}
+	for k, v := range h {
+		out[k] = v
+	}
+	if out.Get(envelope.HeaderID) == "" {
+		out.Set(envelope.HeaderID, "batch-"+strconv.FormatUint(seq, 10))
+	}
+	return out
+}
+
 // reasonOf returns the safe message of err.
 func reasonOf(err error) string {
 	if f := fault.As(err); f != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
 
 	"github.com/junction-fhir/junction/pkg/envelope"
 )
@@ -131,5 +132,24 @@ func TestRetryDelay(t *testing.T) {
 		if got := r.Delay(tt.attempt); got != tt.want {
 			t.Errorf("Delay(%d) = %s, want %s", tt.attempt, got, tt.want)
 		}
+	}
+}
+
+// TestBatchHeaderNamesEachBatch: two unreadable batches must make two
+// dead letters, so each gets an id of its own; a message id already
+// there is kept, and the caller's header is not changed.
+func TestBatchHeaderNamesEachBatch(t *testing.T) {
+	in := nats.Header{}
+	a, b := batchHeader(in, 7), batchHeader(in, 8)
+	if a.Get(envelope.HeaderID) == b.Get(envelope.HeaderID) || a.Get(envelope.HeaderID) == "" {
+		t.Errorf("batches 7 and 8 named %q and %q, want two different ids", a.Get(envelope.HeaderID), b.Get(envelope.HeaderID))
+	}
+	if len(in) != 0 {
+		t.Errorf("caller's header changed: %v", in)
+	}
+	with := nats.Header{}
+	with.Set(envelope.HeaderID, "01JMSG")
+	if got := batchHeader(with, 9).Get(envelope.HeaderID); got != "01JMSG" {
+		t.Errorf("message id replaced by %q", got)
 	}
 }

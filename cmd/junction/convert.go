@@ -37,6 +37,14 @@ Each message gets a deterministic id derived from FILE as given and its
 index in the file, and the receipt time --received, so the output is
 reproducible.
 
+--dialect and --lab name YAML files holding sections of the adapter's input
+config, as they are written under an input in the engine's config: the
+"dialect" section (patient identifiers, time zone; pas and pathology) and
+the "lab" section (local code system, order number systems and code_maps,
+the ConceptMap files whose equivalent targets are added to local codes;
+pathology). Both are decoded strictly and need --source-type; code_maps
+paths are read as given, as by the engine.
+
 With --to hl7v2-order the direction is reversed: each FILE holds one FHIR
 Bundle (JSON) with ServiceRequests, their Patient and Specimens, and is
 printed as an OML^O21 or ORM^O01 order message (--hl7-version,
@@ -61,6 +69,7 @@ func convert(args []string, stdin io.Reader, stdout, stderr io.Writer, factories
 	}
 	sourceType := fs.String("source-type", "", "adapter type whose translator converts every message (such as pas or pathology); default: chosen per message by MSH-9")
 	dialect := fs.String("dialect", "", "YAML `FILE` holding the adapter's dialect settings (its config's \"dialect\" section, decoded strictly); needs --source-type")
+	lab := fs.String("lab", "", "YAML `FILE` holding the adapter's laboratory settings (its config's \"lab\" section, decoded strictly, code_maps included); needs --source-type")
 	received := fs.String("received", conformance.DefaultReceivedAt.Format(time.RFC3339), "receipt `time` (RFC 3339) given to every message")
 	to := fs.String("to", "fhir", "output: fhir (HL7 v2 in, FHIR out) or hl7v2-order (FHIR order bundles in, OML/ORM out)")
 	version := fs.String("hl7-version", "", "with --to hl7v2-order: MSH-12 (2.3, 2.3.1, 2.4, 2.5, 2.5.1; default 2.5)")
@@ -75,6 +84,10 @@ func convert(args []string, stdin io.Reader, stdout, stderr io.Writer, factories
 			return errUsage
 		}
 	case "hl7v2-order":
+		if *lab != "" {
+			fmt.Fprintln(stderr, "junction convert: --lab needs --to fhir")
+			return errUsage
+		}
 		return convertOrders(orderFlags{files: fs.Args(), dialect: *dialect, received: *received, version: *version, msgType: *msgType}, stdin, stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "junction convert: --to: %q is not fhir or hl7v2-order\n", *to)
@@ -91,13 +104,16 @@ func convert(args []string, stdin io.Reader, stdout, stderr io.Writer, factories
 		fmt.Fprintf(stderr, "junction convert: --received: %q is not an RFC 3339 time\n", *received)
 		return errUsage
 	}
-	if *dialect != "" && *sourceType == "" {
-		fmt.Fprintln(stderr, "junction convert: --dialect needs --source-type")
-		return errUsage
+	sections := []sectionFile{{key: "dialect", flag: "--dialect", path: *dialect}, {key: "lab", flag: "--lab", path: *lab}}
+	for _, sf := range sections {
+		if sf.path != "" && *sourceType == "" {
+			fmt.Fprintf(stderr, "junction convert: %s needs --source-type\n", sf.flag)
+			return errUsage
+		}
 	}
 	c := &converter{factories: translatorFactories(factories), translators: map[string]adapter.Translator{}, received: at, stdout: stdout, stderr: stderr}
 	if *sourceType != "" {
-		tr, err := c.build(*sourceType, *dialect)
+		tr, err := c.build(*sourceType, sections...)
 		if err != nil {
 			fmt.Fprintf(stderr, "junction convert: %v\n", err)
 			return exitError{code: 2}
@@ -137,9 +153,17 @@ type converter struct {
 	stderr      io.Writer
 }
 
+// sectionFile names a YAML file holding one section of an adapter's
+// config, given by a flag.
+type sectionFile struct {
+	key  string // the section's YAML key, such as "dialect"
+	flag string // the flag naming the file, for messages
+	path string // the file; "" when not given
+}
+
 // build makes the translator of an adapter type: its default config, with
-// the dialect section decoded from dialectFile when given.
-func (c *converter) build(typ, dialectFile string) (adapter.Translator, error) {
+// each section decoded from its file when given.
+func (c *converter) build(typ string, sections ...sectionFile) (adapter.Translator, error) {
 	f, ok := c.factories[typ]
 	if !ok {
 		names := make([]string, 0, len(c.factories))
@@ -150,13 +174,16 @@ func (c *converter) build(typ, dialectFile string) (adapter.Translator, error) {
 		return nil, fmt.Errorf("--source-type: %q is not an adapter type with a translator (have %s)", typ, strings.Join(names, ", "))
 	}
 	cfg := f.NewConfig()
-	if dialectFile != "" {
-		section, err := dialectSection(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("--dialect: adapter %s: %w", typ, err)
+	for _, sf := range sections {
+		if sf.path == "" {
+			continue
 		}
-		if err := yamlx.DecodeFile(dialectFile, section); err != nil {
-			return nil, fmt.Errorf("--dialect: %w", err)
+		section, err := configSection(cfg, sf.key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: adapter %s: %w", sf.flag, typ, err)
+		}
+		if err := yamlx.DecodeFile(sf.path, section); err != nil {
+			return nil, fmt.Errorf("%s: %w", sf.flag, err)
 		}
 	}
 	if v, ok := cfg.(adapter.Validator); ok {
@@ -171,21 +198,21 @@ func (c *converter) build(typ, dialectFile string) (adapter.Translator, error) {
 	return tr, nil
 }
 
-// dialectSection returns a pointer to the field of cfg (a pointer to a
-// config struct) whose YAML key is "dialect".
-func dialectSection(cfg any) (any, error) {
+// configSection returns a pointer to the field of cfg (a pointer to a
+// config struct) whose YAML key is key.
+func configSection(cfg any, key string) (any, error) {
 	v := reflect.ValueOf(cfg)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
-		return nil, errors.New("its config has no dialect section")
+		return nil, fmt.Errorf("its config has no %s section", key)
 	}
 	s := v.Elem()
 	for i := 0; i < s.NumField(); i++ {
 		name, _, _ := strings.Cut(s.Type().Field(i).Tag.Get("yaml"), ",")
-		if name == "dialect" && s.Field(i).CanAddr() {
+		if name == key && s.Field(i).CanAddr() {
 			return s.Field(i).Addr().Interface(), nil
 		}
 	}
-	return nil, errors.New("its config has no dialect section")
+	return nil, fmt.Errorf("its config has no %s section", key)
 }
 
 // file converts every message of one file and reports whether all
@@ -237,7 +264,7 @@ func (c *converter) message(name string, index int, raw []byte) string {
 		}
 		if tr = c.translators[typ]; tr == nil {
 			var err error
-			if tr, err = c.build(typ, ""); err != nil {
+			if tr, err = c.build(typ); err != nil {
 				return err.Error()
 			}
 			c.translators[typ] = tr

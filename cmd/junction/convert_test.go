@@ -213,3 +213,104 @@ func TestConvertDispatch(t *testing.T) {
 		t.Fatalf("junction convert: code %d, stderr %s", code, stderr)
 	}
 }
+
+// oru returns a synthetic ORU^R01 with one local test code, HB.
+func oru(eol string) string {
+	return strings.Join([]string{
+		"MSH|^~\\&|LIMS|RX1LAB|EPR|RX1|20240715093512||ORU^R01^ORU_R01|L1|P|2.5.1",
+		"PID|1||" + nhs.TestNumber(7) + "^^^NHS^NH~L123^^^RX1^MR||CONVERTTEST^ALEX||19700101|M",
+		"OBR|1|PL1|FL1|FBC^Full blood count^L|||20240715081500||||||||||||||||||F",
+		"OBX|1|NM|HB^Haemoglobin^L||140|g/L|130-170|N|||F",
+	}, eol) + eol
+}
+
+// conceptMap returns a synthetic ConceptMap from the local code system
+// source to SNOMED CT: HB to the given code, with the given equivalence.
+func conceptMap(source, code, equivalence string) string {
+	return `{"resourceType":"ConceptMap","status":"draft","group":[{"source":"` + source +
+		`","target":"http://snomed.info/sct","element":[{"code":"HB","target":[{"code":"` + code +
+		`","display":"Haemoglobin test","equivalence":"` + equivalence + `"}]}]}]}`
+}
+
+// TestConvertLab checks that --lab reads a pathology input's lab section,
+// code maps included, and that --dialect still applies beside it.
+func TestConvertLab(t *testing.T) {
+	const local = "https://fhir.convert-test.nhs.uk/CodeSystem/lab"
+	dir := t.TempDir()
+	msg := writeFile(t, dir, "results.hl7", oru("\r"))
+	adtMsg := writeFile(t, dir, "adt.hl7", adt("A01", "C1", "\r"))
+	equivalent := writeFile(t, dir, "hb-equivalent.json", conceptMap(local, "1000001", "equivalent"))
+	wider := writeFile(t, dir, "hb-wider.json", conceptMap(local, "1000002", "wider"))
+	otherSystem := writeFile(t, dir, "hb-other-system.json", conceptMap("https://fhir.other.nhs.uk/CodeSystem/lab", "1000003", "equivalent"))
+	notMap := writeFile(t, dir, "not-a-map.json", `{"resourceType":"ValueSet"}`)
+	labYAML := func(name string, maps ...string) string {
+		y := "local_code_system: " + local + "\ncode_maps:\n"
+		for _, m := range maps {
+			y += "  - " + m + "\n"
+		}
+		return writeFile(t, dir, name, y)
+	}
+	lab := labYAML("lab.yaml", equivalent, wider, otherSystem)
+	noMaps := labYAML("lab-no-maps.yaml")
+	missing := labYAML("lab-missing.yaml", filepath.Join(dir, "absent.json"))
+	invalid := labYAML("lab-invalid.yaml", notMap)
+	unknown := writeFile(t, dir, "lab-unknown.yaml", "local_code_system: "+local+"\ncolour: blue\n")
+	patientDialect := writeFile(t, dir, "dialect.yaml", "local_identifier_system: https://fhir.convert-test.nhs.uk/Id/mrn\n")
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  []string
+		notInOut []string
+		wantErr  []string
+	}{
+		{name: "code map adds its equivalent target", args: []string{"--source-type", "pathology", "--lab", lab, msg},
+			wantOut:  []string{`"system":"` + local + `","code":"HB"`, `"system":"http://snomed.info/sct","code":"1000001"`},
+			notInOut: []string{"1000002", "1000003"}},
+		{name: "lab section without code maps", args: []string{"--source-type", "pathology", "--lab", noMaps, msg},
+			wantOut: []string{`"system":"` + local + `","code":"HB"`}, notInOut: []string{"1000001"}},
+		{name: "without --lab the placeholder system", args: []string{"--source-type", "pathology", msg},
+			wantOut: []string{`"code":"HB"`}, notInOut: []string{local, "1000001"}},
+		{name: "dialect and lab together", args: []string{"--source-type", "pathology", "--dialect", patientDialect, "--lab", lab, msg},
+			wantOut: []string{"https://fhir.convert-test.nhs.uk/Id/mrn", `"code":"1000001"`}},
+		{name: "unknown key", args: []string{"--source-type", "pathology", "--lab", unknown, msg},
+			wantCode: 2, wantErr: []string{"--lab: ", unknown + ":2:", "colour"}},
+		{name: "missing code map", args: []string{"--source-type", "pathology", "--lab", missing, msg},
+			wantCode: 2, wantErr: []string{"lab.code_maps[0]", "absent.json"}},
+		{name: "code map that is no ConceptMap", args: []string{"--source-type", "pathology", "--lab", invalid, msg},
+			wantCode: 2, wantErr: []string{"lab.code_maps[0]", "want ConceptMap"}},
+		{name: "adapter without a lab section", args: []string{"--source-type", "pas", "--lab", lab, adtMsg},
+			wantCode: 2, wantErr: []string{"--lab: adapter pas: its config has no lab section"}},
+		{name: "lab without source type", args: []string{"--lab", lab, msg},
+			wantCode: 2, wantErr: []string{"--lab needs --source-type"}},
+		{name: "lab with order output", args: []string{"--to", "hl7v2-order", "--lab", lab, msg},
+			wantCode: 2, wantErr: []string{"--lab needs --to fhir"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := convertRun(t, "", all.Factories(), tt.args...)
+			if code != tt.wantCode {
+				t.Fatalf("exit code %d, want %d; stderr:\n%s", code, tt.wantCode, stderr)
+			}
+			if tt.wantCode == 0 && len(bundles(t, stdout)) != 1 {
+				t.Fatalf("want one bundle; stderr:\n%s", stderr)
+			}
+			for _, w := range tt.wantOut {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("output lacks %s", w)
+				}
+			}
+			for _, w := range tt.notInOut {
+				if strings.Contains(stdout, w) {
+					t.Errorf("output holds %s", w)
+				}
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr)
+				}
+			}
+		})
+	}
+}

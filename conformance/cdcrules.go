@@ -221,7 +221,7 @@ var cdcRules = []cdcRule{
 			sys := c.values("OBX", 6, 3)
 			return len(sys) > 0 && !strings.EqualFold(sys[0], "UCUM")
 		},
-		reason: "OBX-6.1 is taken as a UCUM code by its shape even when OBX-6.3 names another system; the guide takes the unit from OBX-6.2"},
+		reason: "when OBX-6.3 names a system other than UCUM, Junction writes OBX-6.1 as the unit (no longer as a UCUM code); the guide takes the unit from OBX-6.2"},
 }
 
 // fhirTime matches the FHIR time type.

@@ -60,10 +60,10 @@ var ucumAliases = map[string]string{
 }
 
 // unitOf reads OBX-6 (a CE/CWE): the unit as sent (OBX-6.1, else OBX-6.2)
-// is the text; it is also the UCUM code when OBX-6.3 says UCUM or it is a
-// well-formed UCUM expression, and a few common non-UCUM spellings map to
-// their UCUM code (ucumAliases). Otherwise the unit has text only, with
-// DQUnitNotUCUM.
+// is the text; it is also the UCUM code when OBX-6.3 says UCUM or names no
+// system and it is a well-formed UCUM expression, and a few common
+// non-UCUM spellings map to their UCUM code (ucumAliases). Otherwise the
+// unit has text only, with DQUnitNotUCUM.
 func (b *builder) unitOf(obx *hl7v2.Segment) unit {
 	code := strings.TrimSpace(value(obx.Component(6, 1, 1, 1)))
 	text := strings.TrimSpace(value(obx.Component(6, 1, 2, 1)))
@@ -76,7 +76,10 @@ func (b *builder) unitOf(obx *hl7v2.Segment) unit {
 	if alias, ok := ucumAliases[code]; ok {
 		return unit{text: code, code: alias}
 	}
-	if strings.EqualFold(value(obx.Component(6, 1, 3, 1)), "UCUM") || isUCUM(code) {
+	// A unit OBX-6.3 places in another coding system is that system's,
+	// even when it reads like a UCUM expression ("1" in METRIC).
+	system := strings.TrimSpace(value(obx.Component(6, 1, 3, 1)))
+	if strings.EqualFold(system, "UCUM") || system == "" && isUCUM(code) {
 		return unit{text: code, code: code}
 	}
 	b.flag(DQUnitNotUCUM)

@@ -17,12 +17,13 @@ const maxComponents = 16
 type components struct {
 	raw [maxComponents]string
 	d   hl7v2.Delimiters
+	cs  hl7v2.Charset
 }
 
 // splitComponents splits repetition rep (from 1) of field of seg, whose
 // message has delimiters d.
 func splitComponents(seg *hl7v2.Segment, d hl7v2.Delimiters, field, rep int) components {
-	c := components{d: d}
+	c := components{d: d, cs: seg.Charset()}
 	r := seg.Repetition(field, rep)
 	for i := 0; i < maxComponents && r != ""; i++ {
 		comp := r
@@ -43,11 +44,12 @@ func splitComponents(seg *hl7v2.Segment, d hl7v2.Delimiters, field, rep int) com
 }
 
 // get returns component i (from 1) as the mappings read values:
-// unescaped, without surrounding spaces, and "" for the explicit null.
-// It is strings.TrimSpace(value(seg.Component(field, rep, i, 1))).
+// unescaped and decoded to UTF-8, without surrounding spaces, and "" for
+// the explicit null. It is strings.TrimSpace(value(seg.Component(field,
+// rep, i, 1))).
 func (c *components) get(i int) string {
 	if i < 1 || i > maxComponents {
 		return ""
 	}
-	return strings.TrimSpace(value(hl7v2.Unescape(c.raw[i-1], c.d)))
+	return strings.TrimSpace(value(c.cs.Decode(hl7v2.Unescape(c.raw[i-1], c.d))))
 }

@@ -77,6 +77,7 @@ var goldenCases = []struct {
 	{"a40-merge-two-groups", "9990000212", "A40", nil},
 	{"a40-merge-invalid-old-nhs", "9990000255", "A40", nil},
 	{"a02-transfer-location-identifiers", "9990000107", "A02", nil},
+	{"latin1-accented-name", "9990000271", "A01", nil},
 }
 
 // goldenDialects changes DefaultDialect for the golden cases named, to

@@ -43,6 +43,15 @@
 // Adding an event adds an entry to adtEvents and, where it needs one, a
 // segment mapper.
 //
+// # Character sets
+//
+// Text is read in the character set MSH-18 declares: 8859/1 is decoded to
+// UTF-8 (raw bytes and \Xhh\ escapes alike); ASCII, UNICODE UTF-8 and an
+// empty MSH-18 are passed through, and bytes that are not UTF-8 are
+// flagged DQTextInvalidUTF8 (they become U+FFFD in the JSON). Any other
+// set is refused with fault.CodeHL7Charset: decoding it as either would
+// corrupt names silently.
+//
 // # Dialects
 //
 // Per-feed conventions are configured in Dialect: which assigning
@@ -107,6 +116,11 @@ const (
 	// DQPatientClassMissing: the visit has no recognised patient class
 	// (PV1-2); Encounter.class is the null flavour UNK.
 	DQPatientClassMissing = "patient_class_missing"
+	// DQTextInvalidUTF8: the message declares UTF-8 or ASCII in MSH-18, or
+	// nothing, but holds bytes that are not UTF-8; they reach the FHIR
+	// JSON as U+FFFD. The feed probably sends another character set and
+	// should declare it.
+	DQTextInvalidUTF8 = "text_invalid_utf8"
 )
 
 // Code systems used by the mappings.
@@ -189,7 +203,11 @@ func (t *Translator) Translate(env *envelope.Envelope) (*adapter.Translation, er
 // TranslateMessage translates a parsed ADT message. The result depends
 // only on env.ID, env.ReceivedAt and the message. An event with no
 // mapping gives a permanent fault with code fault.CodeHL7Unsupported; a
-// missing required segment one with fault.CodeHL7Required.
+// missing required segment one with fault.CodeHL7Required; an MSH-18
+// character set other than ASCII, 8859/1 or UNICODE UTF-8 one with
+// fault.CodeHL7Charset (see hl7v2.Message.CharsetError). 8859/1 text is
+// decoded to UTF-8; UTF-8 text that is not valid is flagged
+// DQTextInvalidUTF8.
 func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) (*adapter.Translation, error) {
 	if env == nil || m == nil {
 		return nil, fault.New(fault.CodeInternal, "translate: no envelope or message")
@@ -197,6 +215,9 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 	msh := m.Segment("MSH")
 	if msh == nil {
 		return nil, fault.New(fault.CodeHL7Required, "message has no MSH segment").WithHL7("100")
+	}
+	if err := m.CharsetError(); err != nil {
+		return nil, err
 	}
 	if typ := msh.Component(9, 1, 1, 1); typ != "ADT" {
 		return nil, fault.New(fault.CodeHL7Unsupported, "pas translates ADT messages only").
@@ -436,12 +457,24 @@ type builder struct {
 	key        string
 	dq         []string
 	ts         string
+	// birthTimes are the times of birth (PID-7 with a time of day) of
+	// the Patients made, written as extensions of birthDate.
+	birthTimes []birthTime
+}
+
+// birthTime is the patient-birthTime extension value of one Patient.
+type birthTime struct {
+	patient *models.Patient
+	value   string
 }
 
 // newBuilder returns a builder for one translation of m.
 func newBuilder(t *Translator, env *envelope.Envelope, m *hl7v2.Message, event string, mapping eventMapping) *builder {
 	b := &builder{t: t, env: env, m: m, event: event, mapping: mapping}
 	b.counts, b.urls, b.practitioners = b.countsBuf[:0], b.urlsBuf[:0], b.practitionersBuf[:0]
+	if m.InvalidUTF8() {
+		b.flag(DQTextInvalidUTF8)
+	}
 	return b
 }
 
@@ -577,6 +610,7 @@ func (b *builder) bundle() ([]byte, error) {
 		out = append(out, `{"fullUrl":"`...)
 		out = append(out, url...) // a urn:uuid: needs no escaping
 		out = append(out, `","resource":`...)
+		mark := len(out)
 		if b.t.viaModels {
 			raw, err := fhir.MarshalResource(resource)
 			if err != nil {
@@ -585,6 +619,9 @@ func (b *builder) bundle() ([]byte, error) {
 			out = append(out, raw...)
 		} else {
 			out = b.t.appendResource(out, resource)
+		}
+		if p, ok := resource.(*models.Patient); ok {
+			out = b.appendBirthTime(out, mark, p)
 		}
 		out = append(out, '}')
 		return nil
@@ -607,6 +644,20 @@ func (b *builder) bundle() ([]byte, error) {
 		b.t.scratch.Put(scratch)
 	}
 	return result, nil
+}
+
+// appendBirthTime adds the patient-birthTime extension to the birthDate
+// of p, whose JSON is out[mark:], when PID-7 gave a time of birth. The
+// models have no _birthDate member, so it is spliced into the JSON.
+func (b *builder) appendBirthTime(out []byte, mark int, p *models.Patient) []byte {
+	for _, bt := range b.birthTimes {
+		if bt.patient != p {
+			continue
+		}
+		obj, _ := fhir.InsertPrimitiveExtension(out[mark:], "birthDate", fhir.ExtensionPatientBirthTime, "valueDateTime", bt.value)
+		return append(out[:mark], obj...)
+	}
+	return out
 }
 
 // messageIdentifier is Bundle.identifier: MSH-10 in the source endpoint's
@@ -658,10 +709,14 @@ const maxScratch = 1 << 20
 // "Patient"), as in the ADT bundles, so its fullUrl is "urn:uuid:" + id.
 // It also returns the patient key (see PatientKey) and the data-quality
 // codes raised. A message without PID gives a permanent fault with code
-// fault.CodeHL7Required.
+// fault.CodeHL7Required, and one in an unsupported character set one with
+// fault.CodeHL7Charset.
 func (t *Translator) Patient(env *envelope.Envelope, m *hl7v2.Message) (*models.Patient, string, []string, error) {
 	if env == nil || m == nil {
 		return nil, "", nil, fault.New(fault.CodeInternal, "translate: no envelope or message")
+	}
+	if err := m.CharsetError(); err != nil {
+		return nil, "", nil, err
 	}
 	pid := m.Segment("PID")
 	if pid == nil {

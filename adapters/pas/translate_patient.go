@@ -79,7 +79,8 @@ func (ids idList) key(d *Dialect) string {
 //   - telecom: PID-13 (home) and PID-14 (work); see telecoms.
 //   - gender: PID-8 through the dialect's sex code table
 //     (Dialect.SexCodes).
-//   - birthDate: PID-7, the calendar date as sent.
+//   - birthDate: PID-7, the calendar date as sent; a time of day, when
+//     sent, as the patient-birthTime extension on it (see birthTime).
 //   - deceased: PID-29 as a dateTime, else PID-30 (Y/N) as a boolean.
 //   - address: every PID-11 repetition; see addresses.
 //   - communication: PID-15 primary language; see language.
@@ -113,6 +114,7 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 	if raw := value(pid.Component(7, 1, 1, 1)); raw != "" {
 		if d, err := fhir.DateFromHL7(raw); err == nil {
 			p.BirthDate = &d
+			b.birthTime(p, raw)
 		} else if flagIDs {
 			b.flag(DQBirthDateInvalid)
 		}
@@ -679,4 +681,28 @@ func prefixed(p, s string) string {
 		return ""
 	}
 	return p + s
+}
+
+// birthTime records the time of birth of p when PID-7, raw, a valid
+// date, also holds a time of day: the patient-birthTime extension on
+// birthDate, a dateTime with the offset sent or, without one, the offset
+// of the feed's time zone then (so BST is +01:00), as other times. The
+// clock time is kept, so its date is birthDate. Only the ADT bundles
+// write it: Translator.Patient returns a model, which has no room for it.
+func (b *builder) birthTime(p *models.Patient, raw string) {
+	digits := strings.TrimSpace(raw)
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			digits = digits[:i]
+			break
+		}
+	}
+	if len(digits) <= len("YYYYMMDD") {
+		return // no time of day: most feeds, and no allocation
+	}
+	dt, err := fhir.DateTimeFromHL7(raw, b.t.loc)
+	if err != nil || !strings.Contains(dt, "T") {
+		return
+	}
+	b.birthTimes = append(b.birthTimes, birthTime{patient: p, value: dt})
 }

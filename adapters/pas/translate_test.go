@@ -1,6 +1,7 @@
 package pas
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +100,9 @@ func TestTranslateErrors(t *testing.T) {
 		{"A01 without PID", hl7(testMSH, testPV1), fault.CodeHL7Required, "100"},
 		{"A01 without PV1", hl7(testMSH, pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Required, "100"},
 		{"A03 without PV1", hl7(strings.Replace(testMSH, "A01", "A03", 1), pid("9990000018^^^NHS^NH", nil)), fault.CodeHL7Required, "100"},
+		{"charset 8859/15", hl7(testMSH+"||||||8859/15", pid("9990000018^^^NHS^NH", map[int]string{5: "TESTPATIENT^ZO\xa4"}), testPV1), fault.CodeHL7Charset, "103"},
+		{"charset UTF-16", hl7(testMSH+"||||||UNICODE UTF-16", pid("9990000018^^^NHS^NH", nil), testPV1), fault.CodeHL7Charset, "103"},
+		{"charset ISO IR87", hl7(testMSH+"||||||ISO IR87", pid("9990000018^^^NHS^NH", nil), testPV1), fault.CodeHL7Charset, "103"},
 	}
 	tr := newTestTranslator(t)
 	for _, tt := range tests {
@@ -656,5 +660,132 @@ func TestTranslateMessageMatchesTranslate(t *testing.T) {
 	}
 	if string(a.Bundle) != string(b.Bundle) || b.V2 != any(m) {
 		t.Error("TranslateMessage differs from Translate")
+	}
+}
+
+// TestCharset checks that MSH-18 decides how PID-5 bytes are read: 8859/1
+// is decoded to UTF-8 (raw bytes and \Xhh\ alike), UTF-8 passes through,
+// and bytes that are not UTF-8 in a UTF-8 or undeclared message are
+// flagged.
+func TestCharset(t *testing.T) {
+	tests := []struct {
+		name   string
+		msh18  string
+		name5  string
+		family string
+		given  string
+		dq     []string
+	}{
+		{"latin1 raw and escaped", "8859/1", "ZO\xc9^\\XE9\\", "ZO\u00c9", "\u00e9", nil},
+		{"latin1 umlaut", "8859/1", "M\xdcLLER^J\xfcRGEN", "M\u00dcLLER", "J\u00fcRGEN", nil},
+		{"utf8 declared", "UNICODE UTF-8", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
+		{"undeclared utf8", "", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
+		{"undeclared latin1 bytes", "", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
+		{"utf8 declared latin1 bytes", "UNICODE UTF-8", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := hl7(testMSH+"||||||"+tt.msh18, pid("9990000271^^^NHS^NH", map[int]string{5: tt.name5}), testPV1)
+			got, err := tr.Translate(testEnvelope("cs", raw))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			if diff := cmp.Diff(tt.dq, got.DataQuality); diff != "" {
+				t.Errorf("data quality (-want +got):\n%s", diff)
+			}
+			b, err := models.UnmarshalBundle(got.Bundle)
+			if err != nil {
+				t.Fatalf("UnmarshalBundle: %v", err)
+			}
+			p, ok := resourceOf(t, &b, "Patient", models.UnmarshalPatient)
+			if !ok || len(p.Name) == 0 {
+				t.Fatal("no Patient name")
+			}
+			n := p.Name[0]
+			if n.Family == nil || *n.Family != tt.family || len(n.Given) != 1 || n.Given[0] != tt.given {
+				t.Errorf("name = %v %q, want %q %q", n.Family, n.Given, tt.family, tt.given)
+			}
+		})
+	}
+}
+
+// TestBirthTime checks the patient-birthTime extension made from a PID-7
+// with a time of day, in the feed's time zone (Europe/London).
+func TestBirthTime(t *testing.T) {
+	tests := []struct {
+		name      string
+		pid7      string
+		birthDate string
+		birthTime string // "" for no _birthDate
+	}{
+		{"date only", "19800102", "1980-01-02", ""},
+		{"month only", "198001", "1980-01", ""},
+		{"GMT", "19800102153000", "1980-01-02", "1980-01-02T15:30:00+00:00"},
+		{"BST", "19800702153000", "1980-07-02", "1980-07-02T15:30:00+01:00"},
+		{"minutes", "198007021530", "1980-07-02", "1980-07-02T15:30:00+01:00"},
+		{"offset sent", "19800702003000-0500", "1980-07-02", "1980-07-02T00:30:00-05:00"},
+		{"fraction", "19800102153000.25", "1980-01-02", "1980-01-02T15:30:00.25+00:00"},
+		{"invalid", "19801302", "", ""},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := hl7(testMSH, pid("9990000271^^^NHS^NH", map[int]string{7: tt.pid7}), testPV1)
+			got, err := tr.Translate(testEnvelope("bt", raw))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			var bundle struct {
+				Entry []struct {
+					Resource struct {
+						ResourceType string `json:"resourceType"`
+						BirthDate    string `json:"birthDate"`
+						BirthDateExt *struct {
+							Extension []struct {
+								URL           string `json:"url"`
+								ValueDateTime string `json:"valueDateTime"`
+							} `json:"extension"`
+						} `json:"_birthDate"`
+					} `json:"resource"`
+				} `json:"entry"`
+			}
+			if err := json.Unmarshal(got.Bundle, &bundle); err != nil {
+				t.Fatalf("bundle: %v", err)
+			}
+			found := false
+			for _, e := range bundle.Entry {
+				r := e.Resource
+				if r.ResourceType != "Patient" {
+					if r.BirthDateExt != nil {
+						t.Errorf("%s has _birthDate", r.ResourceType)
+					}
+					continue
+				}
+				found = true
+				if r.BirthDate != tt.birthDate {
+					t.Errorf("birthDate = %q, want %q", r.BirthDate, tt.birthDate)
+				}
+				if tt.birthTime == "" {
+					if r.BirthDateExt != nil {
+						t.Errorf("_birthDate = %+v, want none", r.BirthDateExt)
+					}
+					continue
+				}
+				if r.BirthDateExt == nil || len(r.BirthDateExt.Extension) != 1 {
+					t.Fatalf("_birthDate = %+v, want one extension", r.BirthDateExt)
+				}
+				ext := r.BirthDateExt.Extension[0]
+				if ext.URL != fhir.ExtensionPatientBirthTime || ext.ValueDateTime != tt.birthTime {
+					t.Errorf("extension = %+v, want %s %s", ext, fhir.ExtensionPatientBirthTime, tt.birthTime)
+				}
+				if !strings.HasPrefix(ext.ValueDateTime, r.BirthDate) {
+					t.Errorf("birth time %s is not on birthDate %s", ext.ValueDateTime, r.BirthDate)
+				}
+			}
+			if !found {
+				t.Fatal("no Patient")
+			}
+		})
 	}
 }

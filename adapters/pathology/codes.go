@@ -121,7 +121,8 @@ func allDigits(s string) bool {
 // sequences in place) into plain text: repetitions are joined with line
 // feeds, the FT formatting commands .sp (line feeds) and .br are kept as
 // line breaks, the other formatting commands (\H\, \N\, .in, .ti, .sk,
-// .ce, .fi, .nf) are dropped, and hl7v2.Unescape decodes the rest.
+// .ce, .fi, .nf) are dropped, and hl7v2.Unescape decodes the rest, which
+// is then decoded to UTF-8 from the message's character set (MSH-18).
 // Component separators sent unescaped stay in the text as they are.
 func (b *builder) formattedText(raw string) string {
 	raw = value(raw)
@@ -145,7 +146,7 @@ func (b *builder) formattedText(raw string) string {
 func (b *builder) textRepetition(raw string) string {
 	e := b.d.Escape
 	if e == 0 || strings.IndexByte(raw, e) < 0 {
-		return raw
+		return b.m.Charset().Decode(raw)
 	}
 	var out strings.Builder
 	out.Grow(len(raw))
@@ -180,7 +181,7 @@ func (b *builder) textRepetition(raw string) string {
 		}
 		i = end
 	}
-	return hl7v2.Unescape(out.String(), b.d)
+	return b.m.Charset().Decode(hl7v2.Unescape(out.String(), b.d))
 }
 
 // interpretations are the HL7 table 0078 flags that have the same code in

@@ -9,6 +9,18 @@ import (
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
+// Output bounds of FuzzEncodeOrder: an order message is at most
+// maxOrderPerInputByte bytes per input byte plus maxOrderOverhead. The
+// encoder writes HL7 v2 from FHIR JSON, which is the more verbose of the
+// two: the seeds give 0.2 to 0.35 bytes per input byte, and the header
+// segments (MSH, PID, PV1) are under 1 KiB. The worst a byte can do is a
+// delimiter escaped (| becomes \F\) in a value written twice (ORC-2 and
+// OBR-2), 6 bytes, well inside the bound; faster growth is a bug.
+const (
+	maxOrderPerInputByte = 16
+	maxOrderOverhead     = 16 << 10
+)
+
 // FuzzEncodeOrder checks the order encoder never panics on arbitrary
 // input, fails only with classed faults, and writes messages that parse
 // with one ORC per order reported.
@@ -34,6 +46,9 @@ func FuzzEncodeOrder(f *testing.F) {
 				t.Fatalf("unclassed error: %v", err)
 			}
 			return
+		}
+		if limit := maxOrderPerInputByte*len(raw) + maxOrderOverhead; len(out.Message) > limit {
+			t.Fatalf("message of %d bytes from %d input bytes exceeds %d", len(out.Message), len(raw), limit)
 		}
 		m, err := hl7v2.Parse(out.Message)
 		if err != nil {

@@ -146,7 +146,9 @@ func (t *Translator) Translate(env *envelope.Envelope) (*adapter.Translation, er
 // the same with HL7 error 201; a message without PID or OBR one with
 // fault.CodeHL7Required and HL7 error 100, and results for more than one
 // patient (a second PID) one with fault.CodeHL7Unsupported and HL7 error
-// 100.
+// 100. An MSH-18 character set other than ASCII, 8859/1 or UNICODE UTF-8
+// gives a permanent fault with code fault.CodeHL7Charset; 8859/1 text is
+// decoded to UTF-8.
 func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) (*adapter.Translation, error) {
 	if env == nil || m == nil {
 		return nil, fault.New(fault.CodeInternal, "translate: no envelope or message")
@@ -154,6 +156,9 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 	msh := m.Segment("MSH")
 	if msh == nil {
 		return nil, fault.New(fault.CodeHL7Required, "message has no MSH segment").WithHL7(hl7v2.ErrCodeSegmentSequence)
+	}
+	if err := m.CharsetError(); err != nil {
+		return nil, err
 	}
 	if typ := msh.Component(9, 1, 1, 1); typ != "ORU" {
 		return nil, fault.New(fault.CodeHL7Unsupported, "pathology translates ORU messages only").

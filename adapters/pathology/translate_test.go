@@ -2,6 +2,7 @@ package pathology
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 
@@ -38,6 +39,8 @@ func TestTranslateFaults(t *testing.T) {
 		{"no PID", hl7(testMSH, testOBR), fault.CodeHL7Required, "100"},
 		{"no OBR", hl7(testMSH, testPID, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`), fault.CodeHL7Required, "100"},
 		{"two patients", hl7(testMSH, testPID, testOBR, `PID|1||9990000026^^^NHS^NH`, testOBR), fault.CodeHL7Unsupported, "100"},
+		{"charset 8859/15", hl7(testMSH+"||||||8859/15", testPID, testOBR), fault.CodeHL7Charset, "103"},
+		{"charset UTF-16", hl7(testMSH+"||||||UNICODE UTF-16", testPID, testOBR), fault.CodeHL7Charset, "103"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -315,5 +318,47 @@ func TestNotesAndOrdersGrouping(t *testing.T) {
 	}
 	if *obs[1].Code.Coding[0].Code != "HBA1C" || *obs[1].BasedOn[0].Reference != *reports[1].BasedOn[0].Reference {
 		t.Error("second OBX is not tied to the second order")
+	}
+}
+
+// TestLatin1Text checks that an 8859/1 message's text, raw bytes and
+// \Xhh\ escapes alike, reaches the Observation as UTF-8, in coded and in
+// formatted text.
+func TestLatin1Text(t *testing.T) {
+	tests := []struct {
+		name  string
+		msh18 string
+		want  string
+		dq    bool
+	}{
+		{"latin1", "8859/1", "Caf\u00e9 cr\u00e8me \u00e0 la carte", false},
+		{"utf8 with latin1 bytes", "UNICODE UTF-8", "Caf\ufffd cr\ufffdme \ufffd la carte", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := newTestTranslator(t)
+			raw := hl7(testMSH+"||||||"+tt.msh18, testPID, testOBR, "OBX|1|TX|NOTE^Caf\xe9 note^L||Caf\xe9 cr\xe8me \\XE0\\ la carte|||N|||F")
+			got, err := tr.Translate(testEnvelope("latin1", raw))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			if flagged := slices.Contains(got.DataQuality, pas.DQTextInvalidUTF8); flagged != tt.dq {
+				t.Errorf("data quality %v, want %s flagged %v", got.DataQuality, pas.DQTextInvalidUTF8, tt.dq)
+			}
+			b, err := models.UnmarshalBundle(got.Bundle)
+			if err != nil {
+				t.Fatalf("UnmarshalBundle: %v", err)
+			}
+			obs, err := models.UnmarshalObservation(b.Entry[len(b.Entry)-1].Resource)
+			if err != nil {
+				t.Fatalf("last entry is not an Observation: %v", err)
+			}
+			if obs.ValueString == nil || *obs.ValueString != tt.want {
+				t.Errorf("valueString = %v, want %q", obs.ValueString, tt.want)
+			}
+			if !tt.dq && (len(obs.Code.Coding) == 0 || obs.Code.Coding[0].Display == nil || *obs.Code.Coding[0].Display != "Caf\u00e9 note") {
+				t.Errorf("code = %+v, want display %q", obs.Code.Coding, "Caf\u00e9 note")
+			}
+		})
 	}
 }

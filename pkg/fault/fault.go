@@ -42,6 +42,7 @@ const (
 	CodeHL7Parse         Code = "hl7.parse"
 	CodeHL7Unsupported   Code = "hl7.unsupported-message"
 	CodeHL7Required      Code = "hl7.required-field-missing"
+	CodeHL7Charset       Code = "hl7.unsupported-charset"
 	CodeFHIRInvalidJSON  Code = "fhir.invalid-json"
 	CodeFHIRInvalid      Code = "fhir.invalid-resource"
 	CodeFHIRMediaType    Code = "fhir.unsupported-media-type"
@@ -156,7 +157,7 @@ func IssueType(c Code) string {
 		return "invalid"
 	case CodeFHIRTooLarge, CodeFrameTooLarge:
 		return "too-costly"
-	case CodeFHIRMediaType, CodeHL7Unsupported:
+	case CodeFHIRMediaType, CodeHL7Unsupported, CodeHL7Charset:
 		return "not-supported"
 	case CodeFHIREmpty:
 		return "required"

@@ -111,6 +111,7 @@ func TestIssueType(t *testing.T) {
 		CodeFrameTooLarge:    "too-costly",
 		CodeFHIRMediaType:    "not-supported",
 		CodeHL7Unsupported:   "not-supported",
+		CodeHL7Charset:       "not-supported",
 		CodeFHIREmpty:        "required",
 		CodeStoreUnavailable: "transient",
 		CodeDestUnavailable:  "transient",

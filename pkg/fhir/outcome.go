@@ -79,7 +79,7 @@ func StatusOf(err error) int {
 		return http.StatusBadRequest
 	case fault.CodeFHIRTooLarge, fault.CodeFrameTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case fault.CodeFHIRMediaType, fault.CodeHL7Unsupported:
+	case fault.CodeFHIRMediaType, fault.CodeHL7Unsupported, fault.CodeHL7Charset:
 		return http.StatusUnsupportedMediaType
 	case fault.CodeNotFound:
 		return http.StatusNotFound

@@ -126,6 +126,7 @@ func TestStatusOf(t *testing.T) {
 		{"empty", fault.New(fault.CodeFHIREmpty, "x"), 400},
 		{"too large", fault.New(fault.CodeFHIRTooLarge, "x"), 413},
 		{"media type", fault.New(fault.CodeFHIRMediaType, "x"), 415},
+		{"hl7 charset", fault.New(fault.CodeHL7Charset, "x"), 415},
 		{"transient store", fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "x", nil), 503},
 		{"permanent internal", fault.New(fault.CodeInternal, "x"), 500},
 		{"plain", errors.New("x"), 500},

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -44,6 +45,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4\r" + strings.Repeat("NTE|1\r", 2000)))
 	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4\rNTE|1||" + strings.Repeat("\\X00\\\\F\\", 500) + "\r"))
 	f.Add([]byte("MSH|^~\\&|A\x00|B\x0b|||||ADT^A01|1\x1c|P|2.4\r\x00\r"))
+	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4||||||8859/1\rPID|1||\xc9^\\XE9\\\xff\r"))
+	f.Add([]byte("MSH|^~\\&|A|B|||||ADT^A01|1|P|2.4||||||8859/15\rPID|1||\xc9\r"))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		m, err := Parse(raw)
 		if err != nil {
@@ -66,12 +69,23 @@ func FuzzParse(f *testing.F) {
 		if again.Delimiters() != m.Delimiters() {
 			t.Fatal("delimiters changed")
 		}
+		if again.Charset() != m.Charset() || again.CharsetCode() != m.CharsetCode() {
+			t.Fatal("charset changed")
+		}
+		if (m.CharsetError() == nil) != m.CharsetSupported() {
+			t.Fatal("CharsetError disagrees with CharsetSupported")
+		}
+		_ = m.InvalidUTF8()
 		// Readers must not panic on whatever parsed.
 		_ = m.MessageType() + m.Event() + m.ControlID() + m.Version()
 		for _, s := range m.Segments() {
 			for i := 0; i <= s.FieldCount()+1; i++ {
-				_ = s.Component(i, 2, 2, 2) + s.Component(i, 1, 1, 1) + s.Repetition(i, 1)
+				_ = s.Component(i, 2, 2, 2) + s.Repetition(i, 1)
 				_ = s.Repetitions(i)
+				// 8859/1 text always decodes to valid UTF-8.
+				if v := s.Component(i, 1, 1, 1); m.Charset() == CharsetLatin1 && !utf8.ValidString(v) {
+					t.Fatalf("8859/1 value decoded to invalid UTF-8 %q", v)
+				}
 			}
 		}
 		for _, p := range []string{"PID-3", "PID-3[2].1.2", "MSH-2", "MSH-1.1", "OBX[2]-5", "ZZ1-1"} {

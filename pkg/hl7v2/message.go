@@ -17,6 +17,9 @@ const (
 	ErrCodeRequiredField = "101"
 	// ErrCodeDataType is HL7 table 0357 code 102, data type error.
 	ErrCodeDataType = "102"
+	// ErrCodeTableValue is HL7 table 0357 code 103, table value not
+	// found.
+	ErrCodeTableValue = "103"
 	// ErrCodeUnsupportedMessageType is HL7 table 0357 code 200,
 	// unsupported message type.
 	ErrCodeUnsupportedMessageType = "200"
@@ -56,10 +59,17 @@ func (d Delimiters) EncodingCharacters() string {
 
 // Message is a parsed HL7 v2 message. It keeps one copy of the message
 // text (its segments are slices of it) and the position of every field
-// separator; values are sliced from that text on demand. A Message is immutable and safe for concurrent use.
+// separator; values are sliced from that text on demand. A Message is
+// immutable and safe for concurrent use.
+//
+// The text is kept as received, in the character set MSH-18 declares, so
+// Encode gives the same bytes back; Component and Segment.Text decode
+// values to UTF-8 (see Charset).
 type Message struct {
 	delims Delimiters
 	trunc  byte
+	cs     Charset
+	csCode string
 	segs   []Segment
 	ptrs   []*Segment
 }
@@ -70,6 +80,7 @@ type Segment struct {
 	// seps holds the offset in line of every field separator.
 	seps []int32
 	d    Delimiters
+	cs   Charset
 	msh  bool
 }
 
@@ -122,7 +133,9 @@ func quoteStart(s string, n int) string {
 // A leading UTF-8 byte order mark and blank or whitespace-only lines are
 // skipped. Every segment name must be three characters, an upper-case
 // letter followed by upper-case letters or digits. Parse copies raw, so the
-// caller may reuse it afterwards.
+// caller may reuse it afterwards. MSH-18 is read (see Message.Charset) but
+// never rejected: a character set this package cannot decode is for the
+// caller to refuse.
 func Parse(raw []byte) (*Message, error) {
 	b := raw
 	if len(b) >= 3 && b[0] == 0xEF && b[1] == 0xBB && b[2] == 0xBF {
@@ -220,6 +233,14 @@ func Parse(raw []byte) (*Message, error) {
 		})
 	}
 	m.segs = segs
+	if len(segs) > 0 {
+		m.csCode, m.cs = readCharset(&segs[0])
+		if m.cs != CharsetDefault {
+			for x := range segs {
+				segs[x].cs = m.cs
+			}
+		}
+	}
 	m.ptrs = make([]*Segment, len(segs))
 	for x := range segs {
 		m.ptrs[x] = &m.segs[x]
@@ -381,6 +402,8 @@ func (s *Segment) FieldCount() int {
 // sequences left in place, or "" if the segment has no field i. Fields
 // are numbered from 1; Field(0) returns the segment name. For MSH,
 // Field(1) is the field separator and Field(2) the encoding characters.
+// The text is in the message's character set, as received: Text unescapes
+// and decodes a part of it.
 func (s *Segment) Field(i int) string {
 	if i <= 0 {
 		if i == 0 {
@@ -422,8 +445,8 @@ func (s *Segment) Repetitions(i int) int {
 }
 
 // Repetition returns the raw text of repetition rep (from 1) of field i,
-// with escape sequences left in place, or "" if absent. A rep below 1 is
-// taken as 1.
+// with escape sequences left in place and in the message's character set,
+// or "" if absent. A rep below 1 is taken as 1.
 func (s *Segment) Repetition(i, rep int) string {
 	f := s.Field(i)
 	if i <= 0 {
@@ -443,7 +466,9 @@ func (s *Segment) Repetition(i, rep int) string {
 // below 1 is taken as 1, so Component(f, 1, 2, 0) is the first
 // subcomponent of the second component. It returns "" if the value is
 // absent. MSH-1 and MSH-2 are returned whole for indexes up to 1. The HL7
-// explicit null is returned as the two characters `""`.
+// explicit null is returned as the two characters `""`. The value is
+// decoded to UTF-8 from the message's character set after unescaping, so
+// \XE9\ in an 8859/1 message gives "\u00e9" (see Charset.Decode).
 func (s *Segment) Component(field, rep, comp, sub int) string {
 	f := s.Field(field)
 	if f == "" || field <= 0 {
@@ -458,7 +483,7 @@ func (s *Segment) Component(field, rep, comp, sub int) string {
 	if s.d.Subcomponent == 0 && sub > 1 {
 		return ""
 	}
-	return Unescape(part(f, s.d, rep, comp, sub), s.d)
+	return s.cs.Decode(Unescape(part(f, s.d, rep, comp, sub), s.d))
 }
 
 // part returns subcomponent sub of component comp of repetition rep (all

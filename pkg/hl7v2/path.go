@@ -118,7 +118,8 @@ func bracket(s string) (int, string, bool) {
 // message's component separator and escape sequences left as they are, so
 // no delimiter is ever ambiguous. With a component ("PID-5.1") Get returns
 // that component's first subcomponent, unescaped; with a subcomponent
-// ("PID-3.4.2") that subcomponent, unescaped. MSH-1 and MSH-2 are returned
+// ("PID-3.4.2") that subcomponent, unescaped; unescaped values are
+// decoded to UTF-8 as Component does, whole repetitions are not. MSH-1 and MSH-2 are returned
 // whole (the field separator and the encoding characters).
 func (m *Message) Get(path string) string {
 	p, ok := ParsePath(path)

@@ -1,0 +1,167 @@
+package hl7v2
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// Charset is the character set a message declares in MSH-18 (HL7 table
+// 0211), as far as this package can decode it.
+type Charset uint8
+
+const (
+	// CharsetDefault is an empty MSH-18: the feed's default, which this
+	// package takes as ASCII or UTF-8 and passes through unchanged.
+	CharsetDefault Charset = iota
+	// CharsetASCII is "ASCII", the 7-bit US-ASCII set. Text is passed
+	// through unchanged, as with CharsetDefault.
+	CharsetASCII
+	// CharsetLatin1 is "8859/1", ISO-8859-1 (Latin-1). Text read through
+	// Segment.Component and Segment.Text is converted to UTF-8.
+	CharsetLatin1
+	// CharsetUTF8 is "UNICODE UTF-8". Text is passed through unchanged.
+	CharsetUTF8
+	// CharsetUnsupported is any other value, such as "8859/2", "8859/15",
+	// "ISO IR87" or "UNICODE UTF-16". Text is passed through unchanged,
+	// which is wrong for every byte above 0x7F, so translators should
+	// reject such a message (see Message.CharsetSupported).
+	CharsetUnsupported
+)
+
+// String returns the table 0211 code of c ("" for CharsetDefault and
+// "unsupported" for CharsetUnsupported).
+func (c Charset) String() string {
+	switch c {
+	case CharsetDefault:
+		return ""
+	case CharsetASCII:
+		return "ASCII"
+	case CharsetLatin1:
+		return "8859/1"
+	case CharsetUTF8:
+		return "UNICODE UTF-8"
+	}
+	return "unsupported"
+}
+
+// CharsetOf returns the Charset of an MSH-18 value (its first repetition,
+// unescaped). Case and surrounding spaces are ignored, and "UTF-8" and
+// "UTF8" are taken as "UNICODE UTF-8", as some senders write them.
+func CharsetOf(code string) Charset {
+	code = strings.ToUpper(strings.TrimSpace(code))
+	switch code {
+	case "":
+		return CharsetDefault
+	case "ASCII":
+		return CharsetASCII
+	case "8859/1":
+		return CharsetLatin1
+	case "UNICODE UTF-8", "UTF-8", "UTF8":
+		return CharsetUTF8
+	}
+	return CharsetUnsupported
+}
+
+// Decode returns s, text in character set c, as UTF-8. Only CharsetLatin1
+// changes anything: each byte becomes the rune of the same value, which is
+// what ISO-8859-1 is. Other sets are returned unchanged, valid UTF-8 or
+// not.
+func (c Charset) Decode(s string) string {
+	if c != CharsetLatin1 {
+		return s // kept small so that it inlines in the value readers
+	}
+	return latin1ToUTF8(s)
+}
+
+// latin1ToUTF8 returns the ISO-8859-1 text s as UTF-8.
+func latin1ToUTF8(s string) string {
+	i := 0
+	for i < len(s) && s[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + (len(s)-i)/2 + 1)
+	b.WriteString(s[:i])
+	for ; i < len(s); i++ {
+		if ch := s[i]; ch < utf8.RuneSelf {
+			b.WriteByte(ch)
+		} else {
+			b.WriteRune(rune(ch))
+		}
+	}
+	return b.String()
+}
+
+// readCharset returns MSH-18 of the header segment h as declared: the
+// first repetition, unescaped, and the Charset it names.
+func readCharset(h *Segment) (string, Charset) {
+	if h.Field(18) == "" {
+		return "", CharsetDefault
+	}
+	code := Unescape(part(h.Field(18), h.d, 1, 1, 1), h.d)
+	return code, CharsetOf(code)
+}
+
+// Charset returns the character set the message declares in MSH-18 (the
+// first repetition; later ones name sets switched to by escape sequences,
+// which this package does not decode).
+func (m *Message) Charset() Charset { return m.cs }
+
+// CharsetCode returns the first repetition of MSH-18 as sent, unescaped,
+// such as "8859/1", or "" when there is none. It is not patient data, but
+// it is the sender's text: quote it with care.
+func (m *Message) CharsetCode() string { return m.csCode }
+
+// CharsetSupported reports whether the message's text can be decoded to
+// UTF-8: MSH-18 is empty, ASCII, 8859/1 or UNICODE UTF-8.
+func (m *Message) CharsetSupported() bool { return m.cs != CharsetUnsupported }
+
+// CharsetError returns nil when the message's character set can be
+// decoded (CharsetSupported), else a permanent fault with code
+// fault.CodeHL7Charset and HL7 error 103 (table value not found), whose
+// Detail quotes MSH-18. Decoding such a message as if it were Latin-1 or
+// UTF-8 would corrupt every non-ASCII character, names included, so
+// translators reject it rather than guess.
+func (m *Message) CharsetError() error {
+	if m.CharsetSupported() {
+		return nil
+	}
+	return fault.New(fault.CodeHL7Charset, "MSH-18 character set not supported").
+		WithHL7(ErrCodeTableValue).
+		WithDetail("unsupported MSH-18 character set " + strconv.Quote(quoteStart(m.csCode, 20)) +
+			"; supported: ASCII, 8859/1, UNICODE UTF-8")
+}
+
+// InvalidUTF8 reports whether a message whose character set is passed
+// through (empty MSH-18, ASCII or UNICODE UTF-8) holds bytes that are not
+// UTF-8. Those bytes would reach FHIR JSON as U+FFFD, so translators
+// report it as a data-quality issue. Text made by \Xhh\ escape sequences
+// is not checked. It is always false for 8859/1, where every byte is a
+// character.
+func (m *Message) InvalidUTF8() bool {
+	if m.cs == CharsetLatin1 {
+		return false
+	}
+	for i := range m.segs {
+		if !utf8.ValidString(m.segs[i].line) {
+			return true
+		}
+	}
+	return false
+}
+
+// Text returns raw, a value of this segment with escape sequences in
+// place (from Field or Repetition, or a part of one), unescaped and
+// decoded from the message's character set to UTF-8: what Component
+// returns for a single value. Use it for text split or cleaned by other
+// means before unescaping.
+func (s *Segment) Text(raw string) string { return s.cs.Decode(Unescape(raw, s.d)) }
+
+// Charset returns the character set of the segment's message.
+func (s *Segment) Charset() Charset { return s.cs }

@@ -1,0 +1,202 @@
+package hl7v2
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+func TestCharsetOf(t *testing.T) {
+	tests := []struct {
+		code string
+		want Charset
+	}{
+		{"", CharsetDefault},
+		{"  ", CharsetDefault},
+		{"ASCII", CharsetASCII},
+		{"8859/1", CharsetLatin1},
+		{" 8859/1 ", CharsetLatin1},
+		{"UNICODE UTF-8", CharsetUTF8},
+		{"unicode utf-8", CharsetUTF8},
+		{"UTF-8", CharsetUTF8},
+		{"8859/15", CharsetUnsupported},
+		{"8859/2", CharsetUnsupported},
+		{"ISO IR87", CharsetUnsupported},
+		{"UNICODE UTF-16", CharsetUnsupported},
+		{"UNICODE", CharsetUnsupported},
+		{"8859/1x", CharsetUnsupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code, func(t *testing.T) {
+			if got := CharsetOf(tt.code); got != tt.want {
+				t.Errorf("CharsetOf(%q) = %v, want %v", tt.code, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCharsetDecode(t *testing.T) {
+	tests := []struct {
+		name string
+		cs   Charset
+		in   string
+		want string
+	}{
+		{"latin1 ascii only", CharsetLatin1, "SMITH", "SMITH"},
+		{"latin1 e acute", CharsetLatin1, "ZO\xc9", "ZO\u00c9"},
+		{"latin1 every high byte kind", CharsetLatin1, "\x80\xa0\xdc\xe9\xfc\xff", "\u0080\u00a0\u00dc\u00e9\u00fc\u00ff"},
+		{"latin1 bytes that look like UTF-8", CharsetLatin1, "\xc3\xa9", "\u00c3\u00a9"},
+		{"utf8 unchanged", CharsetUTF8, "Zo\u00e9", "Zo\u00e9"},
+		{"utf8 invalid unchanged", CharsetUTF8, "ZO\xc9", "ZO\xc9"},
+		{"default unchanged", CharsetDefault, "ZO\xc9", "ZO\xc9"},
+		{"ascii unchanged", CharsetASCII, "ZO\xc9", "ZO\xc9"},
+		{"unsupported unchanged", CharsetUnsupported, "ZO\xc9", "ZO\xc9"},
+		{"empty", CharsetLatin1, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.cs.Decode(tt.in); got != tt.want {
+				t.Errorf("Decode(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestLatin1Message reads a synthetic 8859/1 message: raw Latin-1 bytes
+// and \Xhh\ escapes both come out as UTF-8, and Encode keeps the bytes.
+func TestLatin1Message(t *testing.T) {
+	raw := readTestdata(t, "latin1_8859_1.hl7")
+	m := mustParse(t, raw)
+	if m.Charset() != CharsetLatin1 || m.CharsetCode() != "8859/1" || !m.CharsetSupported() || m.CharsetError() != nil {
+		t.Fatalf("charset = %v %q, supported %v, error %v", m.Charset(), m.CharsetCode(), m.CharsetSupported(), m.CharsetError())
+	}
+	if m.InvalidUTF8() {
+		t.Error("InvalidUTF8 is true for an 8859/1 message")
+	}
+	tests := []struct {
+		path string
+		want string
+	}{
+		{"PID-5.1", "TESTPATIENT-M\u00dcLLER"},
+		{"PID-5.2", "\u00c9LO\u00cfSE"},
+		{"PID-11.1", "1 RUE DE L'\u00c9GLISE"},
+		{"NTE-3.1", "Caf\u00e9 & cr\u00e8me \u00e0 la carte"},
+		{"MSH-18", "8859/1"},
+		{"MSH-9.1", "ADT"},
+		// A whole repetition is raw text: the Latin-1 byte stays.
+		{"PID-5", "TESTPATIENT-M\xdcLLER^\\XC9\\LO\xcfSE^^^DR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			if got := m.Get(tt.path); got != tt.want {
+				t.Errorf("Get(%q) = %q, want %q", tt.path, got, tt.want)
+			}
+		})
+	}
+	pid := m.Segment("PID")
+	if got := pid.Text(pid.Repetition(5, 1)); got != "TESTPATIENT-M\u00dcLLER^\u00c9LO\u00cfSE^^^DR" {
+		t.Errorf("Text(PID-5) = %q", got)
+	}
+	if pid.Charset() != CharsetLatin1 {
+		t.Errorf("segment charset = %v", pid.Charset())
+	}
+	if want := bytes.ReplaceAll(raw, []byte("\n"), []byte("\r")); !bytes.Equal(m.Encode(), want) {
+		t.Errorf("Encode changed the bytes:\n got %q\nwant %q", m.Encode(), want)
+	}
+}
+
+func TestMessageCharset(t *testing.T) {
+	const head = "MSH|^~\\&|PAS|RX1|EPR|RX1|20240715120000||ADT^A01|C1|P|2.4||||||"
+	const pid = "\rPID|1||9990000271^^^NHS^NH||ZO\xc9^\\XE9\\\r"
+	tests := []struct {
+		name        string
+		msh18       string
+		want        Charset
+		code        string
+		family      string
+		given       string
+		invalidUTF8 bool
+		wantErr     bool
+	}{
+		{"absent", "", CharsetDefault, "", "ZO\xc9", "\xe9", true, false},
+		{"ascii", "ASCII", CharsetASCII, "ASCII", "ZO\xc9", "\xe9", true, false},
+		{"latin1", "8859/1", CharsetLatin1, "8859/1", "ZO\u00c9", "\u00e9", false, false},
+		{"latin1 then a switch set", "8859/1~ISO IR87", CharsetLatin1, "8859/1", "ZO\u00c9", "\u00e9", false, false},
+		{"utf8", "UNICODE UTF-8", CharsetUTF8, "UNICODE UTF-8", "ZO\xc9", "\xe9", true, false},
+		{"latin9", "8859/15", CharsetUnsupported, "8859/15", "ZO\xc9", "\xe9", true, true},
+		{"utf16", "UNICODE UTF-16", CharsetUnsupported, "UNICODE UTF-16", "ZO\xc9", "\xe9", true, true},
+		{"jis", "ISO IR87", CharsetUnsupported, "ISO IR87", "ZO\xc9", "\xe9", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mustParse(t, []byte(head+tt.msh18+pid))
+			if m.Charset() != tt.want || m.CharsetCode() != tt.code {
+				t.Errorf("charset = %v %q, want %v %q", m.Charset(), m.CharsetCode(), tt.want, tt.code)
+			}
+			seg := m.Segment("PID")
+			if got := seg.Component(5, 1, 1, 1); got != tt.family {
+				t.Errorf("family = %q, want %q", got, tt.family)
+			}
+			if got := seg.Component(5, 1, 2, 1); got != tt.given {
+				t.Errorf("given = %q, want %q", got, tt.given)
+			}
+			if got := m.InvalidUTF8(); got != tt.invalidUTF8 {
+				t.Errorf("InvalidUTF8 = %v, want %v", got, tt.invalidUTF8)
+			}
+			err := m.CharsetError()
+			if (err != nil) != tt.wantErr || m.CharsetSupported() == tt.wantErr {
+				t.Fatalf("CharsetError = %v, supported %v, want error %v", err, m.CharsetSupported(), tt.wantErr)
+			}
+			if err != nil {
+				f := fault.As(err)
+				if f == nil || f.Code != fault.CodeHL7Charset || f.HL7Err != ErrCodeTableValue || f.Class != fault.Permanent {
+					t.Fatalf("CharsetError = %#v", err)
+				}
+				if !strings.Contains(f.Detail, tt.code) || strings.Contains(f.Msg, tt.code) {
+					t.Errorf("fault message %q, detail %q: the code belongs in the detail only", f.Msg, f.Detail)
+				}
+			}
+		})
+	}
+}
+
+func TestInvalidUTF8(t *testing.T) {
+	tests := []struct {
+		name string
+		raw  string
+		want bool
+	}{
+		{"ascii", "MSH|^~\\&|A\rPID|1||X", false},
+		{"valid utf8", "MSH|^~\\&|A\rPID|1||Zo\u00e9", false},
+		{"latin1 byte undeclared", "MSH|^~\\&|A\rPID|1||Zo\xe9", true},
+		{"truncated sequence in MSH", "MSH|^~\\&|A\xc3\rPID|1||X", true},
+		// Escapes are not checked: the raw text is valid.
+		{"escaped invalid byte", "MSH|^~\\&|A\rPID|1||\\XE9\\", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mustParse(t, []byte(tt.raw)).InvalidUTF8(); got != tt.want {
+				t.Errorf("InvalidUTF8 = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCharsetDecodeValidUTF8(t *testing.T) {
+	var all []byte
+	for c := 0; c < 256; c++ {
+		all = append(all, byte(c))
+	}
+	got := CharsetLatin1.Decode(string(all))
+	if !utf8.ValidString(got) || utf8.RuneCountInString(got) != 256 {
+		t.Fatalf("Decode of every byte gave %d runes, valid %v", utf8.RuneCountInString(got), utf8.ValidString(got))
+	}
+	for i, r := range []rune(got) {
+		if r != rune(i) {
+			t.Fatalf("byte %#x decoded to %U", i, r)
+		}
+	}
+}

@@ -221,14 +221,50 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 
 // writeAuditBatch stores the records of one span of one stage as one
 // audit message, on the subject named by the span's start. A retried
-// write of the same span is deduplicated.
+// write of the same span is deduplicated. Records that would not fit in
+// one store message (a span of deliveries retried for hours collects an
+// attempt record each time) are written per message instead, on each
+// message's own audit subject, where its trail reads them too.
 func writeAuditBatch(ctx context.Context, r *Router, stage, name string, sp span, recs []audit.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	// The audit writer puts the batch on its hash chain like any record.
-	key := strings.TrimPrefix(auditBatchSubject(stage, name, sp.start), store.SubjAudit+".")
-	return r.audit.Write(ctx, key, "ab|"+stage+"|"+name+"|"+sp.id(), recs...)
+	id := "ab|" + stage + "|" + name + "|" + sp.id()
+	if fitsOneMessage(r, recs) {
+		// The audit writer puts the batch on its hash chain like any record.
+		key := strings.TrimPrefix(auditBatchSubject(stage, name, sp.start), store.SubjAudit+".")
+		return r.audit.Write(ctx, key, id, recs...)
+	}
+	var order []string
+	byMsg := map[string][]audit.Record{}
+	for _, rec := range recs {
+		if _, ok := byMsg[rec.MessageID]; !ok {
+			order = append(order, rec.MessageID)
+		}
+		byMsg[rec.MessageID] = append(byMsg[rec.MessageID], rec)
+	}
+	for _, msg := range order {
+		mine := byMsg[msg]
+		// One message's records in chunks of a fixed count, so a retry
+		// names the same chunks the same way.
+		for i := 0; i < len(mine); i += auditChunk {
+			if err := r.audit.Write(ctx, msg, id+"|"+msg+"|"+strconv.Itoa(i/auditChunk), mine[i:min(i+auditChunk, len(mine))]...); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// auditChunk is how many records of one message go in one audit message
+// when a span's records do not fit in one: about 1 KiB a record at most.
+const auditChunk = 512
+
+// fitsOneMessage reports whether recs, encoded, fit in one store message.
+func fitsOneMessage(r *Router, recs []audit.Record) bool {
+	limit := int(r.js.Conn().MaxPayload()) - headerRoom
+	data, err := json.Marshal(recs)
+	return err == nil && len(data) <= limit
 }
 
 // traceHeader carries env's trace context for a span.

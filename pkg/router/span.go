@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -243,71 +242,61 @@ func (s *spanner) read(ctx context.Context, sp span, seq uint64, h nats.Header, 
 // subject (one stage's) of st, or seq itself when no marker covers it (a
 // batch handled on its own, before spans).
 func findSpan(ctx context.Context, st jetstream.Stream, subject string, seq uint64) (uint64, error) {
+	start, found, err := spanHolding(ctx, st, subject, seq)
+	if err != nil || !found {
+		return seq, err
+	}
+	return start, nil
+}
+
+// spanHolding reads the markers on subject from seq on (the marker of the
+// span holding seq was written after seq was stored) and returns the
+// start of the first span that reaches seq, if it holds seq.
+func spanHolding(ctx context.Context, st jetstream.Stream, subject string, seq uint64) (uint64, bool, error) {
 	next := seq
 	for range maxSpanScan {
 		m, err := st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return seq, nil
+			return 0, false, nil
 		}
 		if err != nil {
-			return 0, fmt.Errorf("finding a span: %w", err)
+			return 0, false, fmt.Errorf("finding a span: %w", err)
 		}
 		if sp, ok := parseSpan(m.Header); ok && sp.end >= seq {
-			if sp.start <= seq {
-				return sp.start, nil
-			}
-			return seq, nil
+			return sp.start, sp.start <= seq, nil
 		}
 		next = m.Sequence + 1
 	}
-	return seq, nil
+	return 0, false, nil
 }
 
-// maxSpanScan bounds the markers a search reads: a span is fixed soon
-// after its batches are stored, so its marker follows them closely.
+// maxSpanScan bounds the markers of one stage a search reads: a span is
+// fixed soon after its batches are stored, so its marker follows them
+// closely.
 const maxSpanScan = 4096
 
 // findSpans returns, per stage name, the start of the span holding seq
 // among the markers matching wildcard (one token of which, at index
-// nameToken, names the stage) of st. Stages without a span holding seq
-// are absent.
+// nameToken, names the stage) of st. Each stage's markers are searched on
+// their own subject, so a stage far behind the others is found as surely
+// as one keeping up. Stages without a span holding seq are absent.
 func findSpans(ctx context.Context, st jetstream.Stream, wildcard string, nameToken int, seq uint64) (map[string]uint64, error) {
-	out := map[string]uint64{}
-	passed := map[string]bool{}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{wildcard}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq,
-	})
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(wildcard))
 	if err != nil {
 		return nil, fmt.Errorf("finding spans: %w", err)
 	}
-	for read := 0; read < maxSpanScan; {
-		b, err := c.Fetch(256, jetstream.FetchMaxWait(time.Second))
+	out := map[string]uint64{}
+	for subj := range info.State.Subjects {
+		toks := strings.Split(subj, ".")
+		if nameToken >= len(toks) {
+			continue
+		}
+		start, found, err := spanHolding(ctx, st, subj, seq)
 		if err != nil {
-			return nil, fmt.Errorf("finding spans: %w", err)
+			return nil, err
 		}
-		n := 0
-		for m := range b.Messages() {
-			n++
-			toks := strings.Split(m.Subject(), ".")
-			if nameToken >= len(toks) {
-				continue
-			}
-			name := toks[nameToken]
-			sp, ok := parseSpan(m.Headers())
-			if !ok || passed[name] || sp.end < seq {
-				continue
-			}
-			passed[name] = true
-			if sp.start <= seq {
-				out[name] = sp.start
-			}
-		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("finding spans: %w", err)
-		}
-		read += n
-		if n < 256 {
-			break // the end of the stream
+		if found {
+			out[toks[nameToken]] = start
 		}
 	}
 	return out, nil

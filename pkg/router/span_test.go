@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/jstest"
@@ -164,5 +165,31 @@ func TestFindSpan(t *testing.T) {
 	}
 	if starts["stage"] != 1 || starts["other"] != 2 || len(starts) != 2 {
 		t.Errorf("findSpans(2) = %v, want stage:1 other:2", starts)
+	}
+}
+
+// A route far behind the others: its span marker comes after thousands of
+// the other routes' markers, and is still found.
+func TestFindSpansFindsASlowRoute(t *testing.T) {
+	js, st := spanStream(t, 1)
+	mark := func(stage, start, end string) {
+		m := nats.NewMsg(spanMarkerSubject("t", stage))
+		m.Header.Set(headerSpanStart, start)
+		m.Header.Set(headerSpanEnd, end)
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mark("fast", "1", "1")
+	for range maxSpanScan + 100 {
+		mark("fast", "2", "2")
+	}
+	mark("slow", "1", "1")
+	got, err := findSpans(t.Context(), st, spanMarkerSubject("t", "*"), 2, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["slow"] != 1 || got["fast"] != 1 || len(got) != 2 {
+		t.Errorf("findSpans = %v, want fast:1 slow:1", got)
 	}
 }

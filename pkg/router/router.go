@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,6 +241,7 @@ func (r *Router) Start(ctx context.Context) error {
 			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}, spans: &spanner{
 				js: r.js, st: ingress, marker: spanMarkerSubject(store.SubjIngress, rt.Name), input: SubjAccepted + ".>",
 				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: func(data []byte) int { return frameCount(data, batchMagic) },
+				relevant: sourceIn(rt.Source),
 			}}
 			pcs = append(pcs, &partitionConsumer{
 				stream: store.StreamIngress, durable: "route-" + rt.Name + "-b", filter: SubjAccepted + ".>",
@@ -372,6 +374,15 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 	}
 	r.o.Metrics.DeadLettered.WithLabelValues(stage, name).Inc()
 	return ack.Sequence, nil
+}
+
+// sourceIn reports whether an accepted batch holds a message from source,
+// or cannot be read (the route dead-letters it).
+func sourceIn(source string) func(data []byte) bool {
+	return func(data []byte) bool {
+		envs, err := decodeBatch(data)
+		return err != nil || slices.ContainsFunc(envs, func(e *envelope.Envelope) bool { return e.Source == source })
+	}
 }
 
 // batchHeader returns h for dead-lettering the stored batch seq: a batch

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -82,6 +83,12 @@ type spanner struct {
 	limits spanLimits
 	// count gives the entries in an input batch, for the limits.
 	count func(data []byte) int
+	// relevant, when set, reports whether an input batch holds anything
+	// for this stage (an unreadable one does: it is dead-lettered). A span
+	// of irrelevant batches writes nothing, so it needs no marker: it is
+	// handled in this process alone, and any process that takes its
+	// batches again finds nothing to write either.
+	relevant func(data []byte) bool
 	// last is the latest span this process saw fixed.
 	last span
 }
@@ -116,6 +123,10 @@ func (s *spanner) claim(ctx context.Context, seq uint64, h nats.Header, data []b
 			return span{}, nil, false, err
 		}
 		sp := span{start: seq, end: in[len(in)-1].seq}
+		if s.relevant != nil && !slices.ContainsFunc(in, func(i spanInput) bool { return s.relevant(i.data) }) {
+			s.last = sp
+			return span{}, nil, true, nil
+		}
 		fixed, err := s.fix(ctx, sp, lastSeq)
 		if errors.Is(err, errSpanRace) && attempt < 5 {
 			continue

@@ -193,3 +193,31 @@ func TestFindSpansFindsASlowRoute(t *testing.T) {
 		t.Errorf("findSpans = %v, want fast:1 slow:1", got)
 	}
 }
+
+// A span holding nothing for the stage writes no marker: its batches are
+// covered in this process, and the next relevant batch starts a span that
+// is fixed as usual.
+func TestSpanIrrelevantWritesNoMarker(t *testing.T) {
+	js, st := spanStream(t, 3)
+	s := newTestSpanner(js, st, spanLimits{batches: 64, entries: 256, bytes: 1 << 20})
+	relevant := false
+	s.relevant = func([]byte) bool { return relevant }
+	if _, _, covered := claimSpan(t, s, 1); !covered {
+		t.Fatal("a span with nothing for the stage was not covered")
+	}
+	if _, err := st.GetLastMsgForSubject(t.Context(), s.marker); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("marker written for an irrelevant span (err %v)", err)
+	}
+	if _, _, covered := claimSpan(t, s, 3); !covered {
+		t.Error("batch 3 of the irrelevant span not covered")
+	}
+	relevant = true
+	addInputs(t, js, 2) // sequences 4 and 5
+	sp, seqs, covered := claimSpan(t, s, 4)
+	if covered || sp != (span{4, 5}) || len(seqs) != 2 {
+		t.Errorf("claim(4) = %v %v covered %v, want a fixed span 4..5", sp, seqs, covered)
+	}
+	if last, _, err := s.lastMarker(t.Context()); err != nil || last != (span{4, 5}) {
+		t.Errorf("last marker %v, %v; want 4..5", last, err)
+	}
+}

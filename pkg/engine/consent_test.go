@@ -66,14 +66,18 @@ func trails(t *testing.T, e *engine.Engine) map[string][]audit.Record {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A subject holds one message's records, or (the batch pipeline's
+	// audit batches) the records of every message in a span: group them
+	// by the message they are about.
 	out := map[string][]audit.Record{}
 	for subj := range info.State.Subjects {
-		id := strings.TrimPrefix(subj, store.SubjAudit+".")
-		recs, err := audit.Trail(ctx, e.Store().JS, id)
+		recs, err := audit.Trail(ctx, e.Store().JS, strings.TrimPrefix(subj, store.SubjAudit+"."))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[id] = recs
+		for _, r := range recs {
+			out[r.MessageID] = append(out[r.MessageID], r)
+		}
 	}
 	return out
 }

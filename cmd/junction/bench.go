@@ -58,7 +58,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			defer cl.Close()
 			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				ctrl := fmt.Sprintf("%s-%d-%d", run, c, i)
-				msg := benchADT(ctrl, nhs.TestNumber((c*7919+i)%*patients))
+				pt := (c*7919 + i) % *patients
+				msg := benchADT(ctrl, nhs.TestNumber(pt), fmt.Sprintf("MRN%06d", pt))
 				t0 := time.Now()
 				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				reply, err := cl.Send(sctx, msg)
@@ -115,12 +116,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// benchADT is a synthetic ADT^A01 of about 900 bytes.
-func benchADT(ctrl, nhsNumber string) []byte {
+// benchADT is a synthetic ADT^A01 of about 900 bytes for the patient
+// with NHS number nhsNumber and hospital number mrn. A patient keeps one
+// hospital number across messages, as at a real trust, so the patient
+// index sees repeat admissions rather than a new identifier each time.
+func benchADT(ctrl, nhsNumber, mrn string) []byte {
 	now := time.Now().UTC().Format("20060102150405")
 	s := "MSH|^~\\&|BENCHPAS|RX1|JUNCTION|RX1|" + now + "||ADT^A01^ADT_A01|" + ctrl + "|P|2.4|||AL|NE\r" +
 		"EVN|A01|" + now + "\r" +
-		"PID|1||" + nhsNumber + "^^^NHS^NH~MRN" + ctrl[len(ctrl)-4:] + "^^^RX1^MR||TESTPATIENT^ALEX^J^^MX||19800101|F|||1 TEST STREET^^LEEDS^^LS1 1AA^GBR||01130000000^PRN^PH|||||||||||||||||||NSTS01\r" +
+		"PID|1||" + nhsNumber + "^^^NHS^NH~" + mrn + "^^^RX1^MR||TESTPATIENT^ALEX^J^^MX||19800101|F|||1 TEST STREET^^LEEDS^^LS1 1AA^GBR||01130000000^PRN^PH|||||||||||||||||||NSTS01\r" +
 		"PD1|||TEST SURGERY^^B86001|G9999981^TESTDOCTOR^SAM\r" +
 		"PV1|1|I|WARD1^BED2^1^RX1||||C1234567^TESTCONSULTANT^JO^^^DR|||GEN|||||||||V" + ctrl + "|||||||||||||||||||||||||" + now + "\r" +
 		"NK1|1|TESTPATIENT^CHRIS|SPO|1 TEST STREET^^LEEDS^^LS1 1AA^GBR|01130000001\r" +

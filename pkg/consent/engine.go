@@ -2,10 +2,10 @@ package consent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -212,14 +212,11 @@ func resourceDate(body map[string]any) time.Time {
 // and entries whose verdict is Redact lose the elements listed in Strip. A
 // decision without per-resource verdicts returns an unchanged copy.
 func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
-	raw, err := json.Marshal(bundle)
+	c, err := jsonmap.Clone(bundle)
 	if err != nil {
 		return nil, fmt.Errorf("copying bundle: %w", err)
 	}
-	var out map[string]any
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return nil, fmt.Errorf("copying bundle: %w", err)
-	}
+	out, _ := c.(map[string]any)
 	if len(d.Resources) == 0 {
 		return out, nil
 	}

@@ -2,7 +2,6 @@ package route
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
@@ -505,7 +505,8 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	res.Taken = true
 	bundle := tr.Parsed
 	if bundle == nil {
-		if err := json.Unmarshal(tr.Bundle, &bundle); err != nil {
+		var err error
+		if bundle, err = jsonmap.Decode(tr.Bundle); err != nil {
 			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "translated bundle is not JSON", err)
 		}
 	}
@@ -579,7 +580,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 				return nil, fault.Wrap(fault.Permanent, fault.CodeInternal, "applying consent redactions", err)
 			}
 			dvars.Bundle = src
-			if body, err = json.Marshal(src); err != nil {
+			if body, err = jsonmap.Append(make([]byte, 0, len(tr.Bundle)), src); err != nil {
 				return nil, fault.Wrap(fault.Permanent, fault.CodeInternal, "redacted bundle is not JSON", err)
 			}
 		}
@@ -588,7 +589,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			if err != nil {
 				return nil, fmt.Errorf("route %s transform for %s: %w", r.Name, d.Name, err)
 			}
-			body, err = json.Marshal(out)
+			body, err = jsonmap.Append(make([]byte, 0, len(tr.Bundle)), out)
 			if err != nil {
 				return nil, fault.Wrap(fault.Permanent, fault.CodeRuleEval, "transform result is not JSON", err)
 			}

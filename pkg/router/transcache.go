@@ -2,11 +2,11 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 )
 
 // sharedTranslator lets the routes of one source share each message's
@@ -67,8 +67,7 @@ func (s *sharedTranslator) Fresh(ctx context.Context, env *envelope.Envelope) (*
 	// Decode the bundle once for every route that reads it. Routes only
 	// read it (transforms build new maps), so sharing is safe. A bundle
 	// that is not JSON is left for each route to report.
-	var parsed map[string]any
-	if json.Unmarshal(tr.Bundle, &parsed) == nil {
+	if parsed, err := jsonmap.Decode(tr.Bundle); err == nil {
 		tr.Parsed = parsed
 	}
 	var pv patientView

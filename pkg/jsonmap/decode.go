@@ -1,0 +1,439 @@
+// Package jsonmap decodes and encodes JSON-shaped Go values: objects as
+// map[string]any, arrays as []any, numbers as float64, and strings, bools
+// and nil. It gives the same results as encoding/json (Unmarshal into a
+// map[string]any, Marshal of such a value) at a fraction of the cost,
+// because the route path handles every translated FHIR bundle in this
+// form: once decoded for CEL, once encoded for each destination.
+//
+// The differential fuzz tests hold it to encoding/json: same values
+// decoded, same bytes encoded, same inputs refused.
+package jsonmap
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// maxDepth is how deeply arrays and objects may nest, as in
+// encoding/json.
+const maxDepth = 10000
+
+// Decode parses data, which must hold one JSON object, as
+// json.Unmarshal(data, &m) with m a map[string]any would.
+func Decode(data []byte) (map[string]any, error) {
+	d := decoder{data: data, keys: make(map[string]string, 64)}
+	d.space()
+	if d.i >= len(d.data) {
+		return nil, errors.New("jsonmap: unexpected end of JSON input")
+	}
+	if d.data[d.i] != '{' {
+		if d.data[d.i] == 'n' {
+			// null leaves a map unset, as encoding/json does.
+			if err := d.literal("null"); err != nil {
+				return nil, err
+			}
+			if err := d.end(); err != nil {
+				return nil, err
+			}
+			return nil, nil
+		}
+		if _, err := d.value(0); err != nil {
+			return nil, err
+		}
+		if err := d.end(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("jsonmap: JSON value is not an object")
+	}
+	v, err := d.object(0)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// DecodeValue parses data, which must hold one JSON value, as
+// json.Unmarshal(data, &v) with v an any would.
+func DecodeValue(data []byte) (any, error) {
+	d := decoder{data: data, keys: make(map[string]string, 64)}
+	d.space()
+	v, err := d.value(0)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.end(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// decoder reads one JSON document. keys interns object keys: FHIR
+// repeats a few dozen names ("system", "value", "resource") many times
+// in a bundle, and a repeated key costs no allocation.
+type decoder struct {
+	data []byte
+	i    int
+	keys map[string]string
+	// stack holds the elements of the arrays and objects being read,
+	// so each is built once at its final size.
+	stack []any
+}
+
+func (d *decoder) syntax(what string) error {
+	if d.i >= len(d.data) {
+		return errors.New("jsonmap: unexpected end of JSON input")
+	}
+	return fmt.Errorf("jsonmap: invalid character %q %s at offset %d", d.data[d.i], what, d.i)
+}
+
+func (d *decoder) space() {
+	for d.i < len(d.data) {
+		switch d.data[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// end checks nothing but white space follows the value.
+func (d *decoder) end() error {
+	d.space()
+	if d.i < len(d.data) {
+		return d.syntax("after top-level value")
+	}
+	return nil
+}
+
+func (d *decoder) value(depth int) (any, error) {
+	if d.i >= len(d.data) {
+		return nil, d.syntax("")
+	}
+	switch c := d.data[d.i]; {
+	case c == '{':
+		m, err := d.object(depth)
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	case c == '[':
+		return d.array(depth)
+	case c == '"':
+		return d.str(false)
+	case c == 't':
+		return true, d.literal("true")
+	case c == 'f':
+		return false, d.literal("false")
+	case c == 'n':
+		return nil, d.literal("null")
+	case c == '-' || (c >= '0' && c <= '9'):
+		return d.number()
+	default:
+		return nil, d.syntax("looking for beginning of value")
+	}
+}
+
+func (d *decoder) literal(word string) error {
+	for k := 0; k < len(word); k++ {
+		if d.i >= len(d.data) || d.data[d.i] != word[k] {
+			return d.syntax("in literal " + word)
+		}
+		d.i++
+	}
+	return nil
+}
+
+func (d *decoder) object(depth int) (map[string]any, error) {
+	if depth++; depth > maxDepth {
+		return nil, errors.New("jsonmap: exceeded max depth")
+	}
+	d.i++ // {
+	base := len(d.stack)
+	defer func() { d.stack = d.stack[:base] }()
+	d.space()
+	if d.i < len(d.data) && d.data[d.i] == '}' {
+		d.i++
+		return map[string]any{}, nil
+	}
+	for {
+		d.space()
+		if d.i >= len(d.data) || d.data[d.i] != '"' {
+			return nil, d.syntax("looking for beginning of object key string")
+		}
+		k, err := d.str(true)
+		if err != nil {
+			return nil, err
+		}
+		d.space()
+		if d.i >= len(d.data) || d.data[d.i] != ':' {
+			return nil, d.syntax("after object key")
+		}
+		d.i++
+		d.space()
+		v, err := d.value(depth)
+		if err != nil {
+			return nil, err
+		}
+		d.stack = append(d.stack, k, v)
+		d.space()
+		if d.i >= len(d.data) {
+			return nil, d.syntax("")
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+			continue
+		case '}':
+			d.i++
+		default:
+			return nil, d.syntax("after object key:value pair")
+		}
+		break
+	}
+	kv := d.stack[base:]
+	m := make(map[string]any, len(kv)/2)
+	for j := 0; j < len(kv); j += 2 {
+		m[kv[j].(string)] = kv[j+1] // a repeated key: the last wins
+	}
+	return m, nil
+}
+
+func (d *decoder) array(depth int) ([]any, error) {
+	if depth++; depth > maxDepth {
+		return nil, errors.New("jsonmap: exceeded max depth")
+	}
+	d.i++ // [
+	base := len(d.stack)
+	defer func() { d.stack = d.stack[:base] }()
+	d.space()
+	if d.i < len(d.data) && d.data[d.i] == ']' {
+		d.i++
+		return []any{}, nil
+	}
+	for {
+		d.space()
+		v, err := d.value(depth)
+		if err != nil {
+			return nil, err
+		}
+		d.stack = append(d.stack, v)
+		d.space()
+		if d.i >= len(d.data) {
+			return nil, d.syntax("")
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+			continue
+		case ']':
+			d.i++
+		default:
+			return nil, d.syntax("after array element")
+		}
+		break
+	}
+	return append([]any(nil), d.stack[base:]...), nil
+}
+
+func (d *decoder) number() (any, error) {
+	start := d.i
+	if d.data[d.i] == '-' {
+		d.i++
+	}
+	digits := func() int {
+		n := 0
+		for d.i < len(d.data) && d.data[d.i] >= '0' && d.data[d.i] <= '9' {
+			d.i++
+			n++
+		}
+		return n
+	}
+	switch {
+	case d.i < len(d.data) && d.data[d.i] == '0':
+		d.i++
+	case d.i < len(d.data) && d.data[d.i] >= '1' && d.data[d.i] <= '9':
+		digits()
+	default:
+		return nil, d.syntax("in numeric literal")
+	}
+	if d.i < len(d.data) && d.data[d.i] == '.' {
+		d.i++
+		if digits() == 0 {
+			return nil, d.syntax("after decimal point in numeric literal")
+		}
+	}
+	if d.i < len(d.data) && (d.data[d.i] == 'e' || d.data[d.i] == 'E') {
+		d.i++
+		if d.i < len(d.data) && (d.data[d.i] == '+' || d.data[d.i] == '-') {
+			d.i++
+		}
+		if digits() == 0 {
+			return nil, d.syntax("in exponent of numeric literal")
+		}
+	}
+	f, err := strconv.ParseFloat(string(d.data[start:d.i]), 64)
+	if err != nil {
+		return nil, fmt.Errorf("jsonmap: number %s out of range of float64", d.data[start:d.i])
+	}
+	return f, nil
+}
+
+// str reads a string at d.i (on its opening quote); key interns it.
+func (d *decoder) str(key bool) (string, error) {
+	d.i++ // "
+	start := d.i
+	ascii := true
+	for d.i < len(d.data) {
+		c := d.data[d.i]
+		switch {
+		case c == '"':
+			b := d.data[start:d.i]
+			d.i++
+			if !ascii && !utf8.Valid(b) {
+				return d.slow(b), nil
+			}
+			if key {
+				if s, ok := d.keys[string(b)]; ok {
+					return s, nil
+				}
+				s := string(b)
+				d.keys[s] = s
+				return s, nil
+			}
+			return string(b), nil
+		case c == '\\':
+			return d.escaped(start)
+		case c < 0x20:
+			return "", d.syntax("in string literal")
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+		d.i++
+	}
+	return "", d.syntax("")
+}
+
+// slow returns b, which holds no escapes, with each invalid UTF-8 byte
+// replaced by U+FFFD, as encoding/json does.
+func (d *decoder) slow(b []byte) string {
+	out := make([]byte, 0, len(b)+8)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		out = utf8.AppendRune(out, r)
+		b = b[n:]
+	}
+	return string(out)
+}
+
+// escaped reads the rest of a string from start, where an escape was
+// found at d.i.
+func (d *decoder) escaped(start int) (string, error) {
+	out := make([]byte, 0, d.i-start+16)
+	out = append(out, d.data[start:d.i]...)
+	// The bytes before the escape may hold invalid UTF-8 too.
+	if !utf8.Valid(out) {
+		out = []byte(d.slow(out))
+	}
+	for d.i < len(d.data) {
+		c := d.data[d.i]
+		switch {
+		case c == '"':
+			d.i++
+			return string(out), nil
+		case c < 0x20:
+			return "", d.syntax("in string literal")
+		case c == '\\':
+			d.i++
+			if d.i >= len(d.data) {
+				return "", d.syntax("")
+			}
+			switch e := d.data[d.i]; e {
+			case '"', '\\', '/':
+				out = append(out, e)
+				d.i++
+			case 'b':
+				out = append(out, '\b')
+				d.i++
+			case 'f':
+				out = append(out, '\f')
+				d.i++
+			case 'n':
+				out = append(out, '\n')
+				d.i++
+			case 'r':
+				out = append(out, '\r')
+				d.i++
+			case 't':
+				out = append(out, '\t')
+				d.i++
+			case 'u':
+				d.i++
+				r, ok := d.hex4()
+				if !ok {
+					return "", d.syntax("in \\u hexadecimal character escape")
+				}
+				if utf16.IsSurrogate(r) {
+					r = d.lowSurrogate(r)
+				}
+				out = utf8.AppendRune(out, r)
+			default:
+				return "", d.syntax("in string escape code")
+			}
+		case c < utf8.RuneSelf:
+			out = append(out, c)
+			d.i++
+		default:
+			r, n := utf8.DecodeRune(d.data[d.i:])
+			out = utf8.AppendRune(out, r)
+			d.i += n
+		}
+	}
+	return "", d.syntax("")
+}
+
+// lowSurrogate completes the high surrogate r with a following \uXXXX
+// low surrogate, or returns U+FFFD (leaving what follows unread) as
+// encoding/json does for an unpaired one.
+func (d *decoder) lowSurrogate(r rune) rune {
+	if d.i+6 <= len(d.data) && d.data[d.i] == '\\' && d.data[d.i+1] == 'u' {
+		save := d.i
+		d.i += 2
+		if r2, ok := d.hex4(); ok {
+			if dec := utf16.DecodeRune(r, r2); dec != utf8.RuneError {
+				return dec
+			}
+		}
+		d.i = save
+	}
+	return utf8.RuneError
+}
+
+// hex4 reads four hex digits as a rune.
+func (d *decoder) hex4() (rune, bool) {
+	if d.i+4 > len(d.data) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range d.data[d.i : d.i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	d.i += 4
+	return r, true
+}

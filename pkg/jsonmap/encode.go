@@ -1,0 +1,227 @@
+package jsonmap
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Encode returns v as JSON, byte for byte as json.Marshal(v) would.
+// JSON-shaped values (map[string]any, []any, string, float64, bool, nil)
+// are encoded here; any other value, wherever it sits, goes through
+// encoding/json.
+func Encode(v any) ([]byte, error) {
+	return Append(make([]byte, 0, 1024), v)
+}
+
+// Append appends the encoding of v (see Encode) to dst.
+func Append(dst []byte, v any) ([]byte, error) {
+	e := encoder{}
+	return e.value(dst, v, 0)
+}
+
+// encoder keeps a buffer of keys per nesting level, so sorting a map's
+// keys costs no allocation after the first map at each level.
+type encoder struct {
+	keys [][]string
+}
+
+func (e *encoder) value(dst []byte, v any, depth int) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return append(dst, "null"...), nil
+	case string:
+		return appendString(dst, x), nil
+	case bool:
+		if x {
+			return append(dst, "true"...), nil
+		}
+		return append(dst, "false"...), nil
+	case float64:
+		return appendFloat(dst, x)
+	case map[string]any:
+		if x == nil {
+			return append(dst, "null"...), nil
+		}
+		return e.object(dst, x, depth)
+	case []any:
+		if x == nil {
+			return append(dst, "null"...), nil
+		}
+		if depth >= maxDepth {
+			return nil, fmt.Errorf("jsonmap: value nested more than %d deep", maxDepth)
+		}
+		dst = append(dst, '[')
+		for i, el := range x {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			var err error
+			if dst, err = e.value(dst, el, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		return append(dst, ']'), nil
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("jsonmap: %w", err)
+		}
+		return append(dst, b...), nil
+	}
+}
+
+func (e *encoder) object(dst []byte, m map[string]any, depth int) ([]byte, error) {
+	if depth >= maxDepth {
+		return nil, fmt.Errorf("jsonmap: value nested more than %d deep", maxDepth)
+	}
+	for len(e.keys) <= depth {
+		e.keys = append(e.keys, nil)
+	}
+	keys := e.keys[depth][:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	e.keys[depth] = keys
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, k)
+		dst = append(dst, ':')
+		var err error
+		if dst, err = e.value(dst, m[k], depth+1); err != nil {
+			return nil, err
+		}
+	}
+	return append(dst, '}'), nil
+}
+
+// appendFloat formats f as encoding/json does: like ES6, plain decimal
+// for magnitudes from 1e-6 up to 1e21, exponent form outside it.
+func appendFloat(dst []byte, f float64) ([]byte, error) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return nil, fmt.Errorf("jsonmap: unsupported value: %s", strconv.FormatFloat(f, 'g', -1, 64))
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	dst = strconv.AppendFloat(dst, f, format, -1, 64)
+	if format == 'e' {
+		// e-07 becomes e-7, as encoding/json writes it.
+		if n := len(dst); n >= 4 && dst[n-4] == 'e' && dst[n-3] == '-' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
+		}
+	}
+	return dst, nil
+}
+
+const hex = "0123456789abcdef"
+
+// plain reports whether the ASCII byte c may stand unescaped in a JSON
+// string as encoding/json writes one (it escapes HTML's <, > and &).
+func plain(c byte) bool {
+	return c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+}
+
+// appendString appends s as a JSON string, escaped as encoding/json
+// escapes it.
+func appendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if plain(c) {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += n
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+			i += n
+			start = i
+			continue
+		}
+		i += n
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Clone returns a deep copy of a JSON-shaped value; values of other types
+// are copied through encoding/json (as json.Marshal then json.Unmarshal
+// into an any would).
+func Clone(v any) (any, error) {
+	switch x := v.(type) {
+	case nil, string, bool, float64:
+		return x, nil
+	case map[string]any:
+		if x == nil {
+			return nil, nil
+		}
+		out := make(map[string]any, len(x))
+		for k, el := range x {
+			c, err := Clone(el)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = c
+		}
+		return out, nil
+	case []any:
+		if x == nil {
+			return nil, nil
+		}
+		out := make([]any, len(x))
+		for i, el := range x {
+			c, err := Clone(el)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = c
+		}
+		return out, nil
+	default:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("jsonmap: %w", err)
+		}
+		return DecodeValue(b)
+	}
+}

@@ -1,0 +1,285 @@
+package jsonmap_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/junction-fhir/junction/pkg/jsonmap"
+)
+
+// decodeCases are inputs whose decoding must match encoding/json's,
+// refusals included.
+var decodeCases = []struct {
+	name, in string
+}{
+	{"empty object", `{}`},
+	{"nested", `{"a":{"b":[1,2,{"c":null}]},"d":true,"e":false}`},
+	{"white space", " \t\r\n{ \"a\" : [ 1 , 2 ] } \n"},
+	{"numbers", `{"n":[0,-0,1.5,-2.25e3,1E-7,6.02e23,123456789012345678901234567890]}`},
+	{"escapes", `{"s":"a\"b\\c\/d\b\f\n\r\t\u00e9\u2028"}`},
+	{"surrogate pair", `{"s":"\ud83d\ude00"}`},
+	{"lone high surrogate", `{"s":"\ud83dx"}`},
+	{"lone low surrogate", `{"s":"\ude00"}`},
+	{"high then bad pair", `{"s":"\ud83d\u0041"}`},
+	{"invalid utf-8", "{\"s\":\"a\xffb\"}"},
+	{"invalid utf-8 before escape", "{\"s\":\"\xfe\\n\"}"},
+	{"valid utf-8", `{"s":"Llanfair – ŵ 日本"}`},
+	{"repeated key", `{"a":1,"a":2}`},
+	{"empty array", `{"a":[]}`},
+	{"null object", `null`},
+	{"top-level array", `[1]`},
+	{"top-level string", `"x"`},
+	{"empty", ``},
+	{"trailing comma", `{"a":1,}`},
+	{"trailing garbage", `{"a":1} x`},
+	{"two values", `{}{}`},
+	{"bad literal", `{"a":tru}`},
+	{"leading zero", `{"a":01}`},
+	{"bare minus", `{"a":-}`},
+	{"dot without digits", `{"a":1.}`},
+	{"bad exponent", `{"a":1e}`},
+	{"control char", "{\"a\":\"x\ny\"}"},
+	{"bad escape", `{"a":"\x"}`},
+	{"short unicode", `{"a":"\u12"}`},
+	{"unterminated", `{"a":"x`},
+	{"number overflow", `{"a":1e400}`},
+	{"key not string", `{1:2}`},
+	{"missing colon", `{"a" 1}`},
+	{"single quotes", `{'a':1}`},
+}
+
+func TestDecodeMatchesEncodingJSON(t *testing.T) {
+	for _, tc := range decodeCases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkDecode(t, []byte(tc.in))
+		})
+	}
+}
+
+func TestDeepNesting(t *testing.T) {
+	for _, n := range []int{9999, 10000, 10001} {
+		in := `{"a":` + strings.Repeat("[", n-1) + strings.Repeat("]", n-1) + `}`
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			checkDecode(t, []byte(in))
+		})
+	}
+}
+
+// checkDecode fails unless jsonmap.Decode and json.Unmarshal agree on
+// in: both refuse it, or both give equal maps.
+func checkDecode(t *testing.T, in []byte) {
+	t.Helper()
+	var want map[string]any
+	wantErr := json.Unmarshal(in, &want)
+	got, err := jsonmap.Decode(in)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("Decode(%q) error %v, encoding/json error %v", in, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(got, want) {
+		t.Fatalf("Decode(%q) = %#v, encoding/json %#v", in, got, want)
+	}
+	var wantV any
+	wantErr = json.Unmarshal(in, &wantV)
+	gotV, err := jsonmap.DecodeValue(in)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("DecodeValue(%q) error %v, encoding/json error %v", in, err, wantErr)
+	}
+	if err == nil && !reflect.DeepEqual(gotV, wantV) {
+		t.Fatalf("DecodeValue(%q) = %#v, encoding/json %#v", in, gotV, wantV)
+	}
+}
+
+// custom has a JSON encoding of its own, to check values that are not
+// JSON-shaped go through encoding/json.
+type custom struct{ N int }
+
+func (c custom) MarshalJSON() ([]byte, error) {
+	return []byte(`{"custom":` + string(rune('0'+c.N)) + `}`), nil
+}
+
+func TestEncodeMatchesEncodingJSON(t *testing.T) {
+	cases := []struct {
+		name string
+		v    any
+	}{
+		{"nil", nil},
+		{"nil map", map[string]any(nil)},
+		{"nil slice", []any(nil)},
+		{"sorted keys", map[string]any{"b": 1.0, "a": 2.0, "B": 3.0, "aa": 4.0, "": 5.0}},
+		{"html and controls", map[string]any{"s": "<a href=\"x\">&</a>\\\x00\x01\x1f\b\f\n\r\t\x7f"}},
+		{"line separators", "a\u2028b\u2029c"},
+		{"invalid utf-8", "a\xffb\xc3"},
+		{"unicode", "ŵ 日本 😀"},
+		{"floats", []any{0.0, math.Copysign(0, -1), 1.0, -1.5, 1e20, 1e21, 123456789e15, 1e-6, 1e-7, 5e-324, math.MaxFloat64, 0.1, 100.0}},
+		{"bools", []any{true, false}},
+		{"empty", map[string]any{"a": []any{}, "b": map[string]any{}}},
+		{"other types", map[string]any{"i": 3, "ss": []string{"x", "<"}, "m": map[string]string{"k": "v"}, "c": custom{N: 7}, "n": json.Number("12")}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			checkEncode(t, tc.v)
+		})
+	}
+}
+
+func TestEncodeRefusesWhatEncodingJSONRefuses(t *testing.T) {
+	cases := []struct {
+		name string
+		v    any
+	}{
+		{"NaN", map[string]any{"a": math.NaN()}},
+		{"+Inf", []any{math.Inf(1)}},
+		{"-Inf", math.Inf(-1)},
+		{"channel", map[string]any{"c": make(chan int)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := json.Marshal(tc.v); err == nil {
+				t.Fatal("encoding/json accepted the value; the case is wrong")
+			}
+			if b, err := jsonmap.Encode(tc.v); err == nil {
+				t.Fatalf("Encode = %s, want an error", b)
+			}
+		})
+	}
+}
+
+func checkEncode(t *testing.T, v any) {
+	t.Helper()
+	want, wantErr := json.Marshal(v)
+	got, err := jsonmap.Encode(v)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("Encode error %v, encoding/json error %v", err, wantErr)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("Encode = %s\nencoding/json = %s", got, want)
+	}
+}
+
+func TestClone(t *testing.T) {
+	orig := map[string]any{"a": []any{1.0, map[string]any{"b": "c"}}, "n": nil, "i": 3}
+	c, err := jsonmap.Clone(orig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(orig)
+	var want any
+	if err := json.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("Clone = %#v, want %#v", c, want)
+	}
+	// The copy is deep: changing it leaves the original alone.
+	c.(map[string]any)["a"].([]any)[1].(map[string]any)["b"] = "changed"
+	if orig["a"].([]any)[1].(map[string]any)["b"] != "c" {
+		t.Fatal("Clone shares nested maps with the original")
+	}
+}
+
+// bundles returns the translated bundles the PAS adapter's golden tests
+// keep, as realistic input.
+func bundles(tb testing.TB) [][]byte {
+	tb.Helper()
+	files, err := filepath.Glob("../../adapters/pas/testdata/*.fhir.json")
+	if err != nil || len(files) == 0 {
+		tb.Fatalf("no PAS golden bundles found: %v", err)
+	}
+	var out [][]byte
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func TestRealBundlesRoundTrip(t *testing.T) {
+	for _, b := range bundles(t) {
+		checkDecode(t, b)
+		m, err := jsonmap.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkEncode(t, m)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, tc := range decodeCases {
+		f.Add([]byte(tc.in))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		checkDecode(t, in)
+	})
+}
+
+func FuzzEncode(f *testing.F) {
+	for _, tc := range decodeCases {
+		f.Add([]byte(tc.in))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var v any
+		if json.Unmarshal(in, &v) != nil {
+			return
+		}
+		checkEncode(t, v)
+	})
+}
+
+func BenchmarkDecode(b *testing.B) {
+	bs := bundles(b)
+	b.Run("jsonmap", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := jsonmap.Decode(bs[i%len(bs)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			var m map[string]any
+			if err := json.Unmarshal(bs[i%len(bs)], &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkEncode(b *testing.B) {
+	var ms []map[string]any
+	for _, raw := range bundles(b) {
+		m, err := jsonmap.Decode(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ms = append(ms, m)
+	}
+	b.Run("jsonmap", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := jsonmap.Encode(ms[i%len(ms)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := json.Marshal(ms[i%len(ms)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

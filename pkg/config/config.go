@@ -207,13 +207,82 @@ type PDSConfig struct {
 	URL string `yaml:"url"`
 	// Token is a reference (env:NAME or file:PATH) to the OAuth 2.0
 	// access token, sent as Authorization: Bearer and read again for
-	// every request; empty sends none (as the sandbox accepts).
+	// every request; empty sends none (as the sandbox accepts) unless
+	// Auth is set. Give Token or Auth, not both.
 	Token string `yaml:"token"`
-	// Timeout bounds each request.
+	// Auth gets the access token by NHS England's signed JWT
+	// authentication for application-restricted access (off when empty,
+	// the default).
+	Auth PDSAuthConfig `yaml:"auth"`
+	// Timeout bounds each request, token requests included.
 	Timeout time.Duration `yaml:"timeout"`
 	// RefreshAfter is how old a patient's last PDS answer may be before a
 	// message for the patient queues another lookup.
 	RefreshAfter time.Duration `yaml:"refresh_after"`
+}
+
+// PDSAuthConfig configures signed JWT authentication for PDS (see
+// pds.TokenSource): Junction signs a JWT (RS512) with the private key and
+// exchanges it at the token endpoint for an access token, cached and
+// renewed a minute before it expires. All four settings are given
+// together, or none (the default: off).
+type PDSAuthConfig struct {
+	// TokenURL is the OAuth 2.0 token endpoint, also the JWT's aud (for
+	// example https://int.api.service.nhs.uk/oauth2/token). It must be
+	// https; http is accepted only to a loopback address (a test double).
+	TokenURL string `yaml:"token_url"`
+	// APIKey is a reference (env:NAME or file:PATH) to the application's
+	// API key from the NHS England developer portal (the JWT's iss and
+	// sub).
+	APIKey string `yaml:"api_key"`
+	// PrivateKey is a reference (env:NAME or file:PATH) to the PEM RSA
+	// private key, PKCS#1 or PKCS#8, unencrypted; at least 2048 bits
+	// (NHS England asks for 4096).
+	PrivateKey string `yaml:"private_key"`
+	// KID is the key id the public key was registered with (the JWT
+	// header's kid).
+	KID string `yaml:"kid"`
+}
+
+// set reports whether any setting is given.
+func (a PDSAuthConfig) set() bool {
+	return a.TokenURL != "" || a.APIKey != "" || a.PrivateKey != "" || a.KID != ""
+}
+
+// validate checks the auth settings.
+func (a PDSAuthConfig) validate() []error {
+	if !a.set() {
+		return nil
+	}
+	var errs []error
+	var missing []string
+	for _, f := range []struct{ name, v string }{{"token_url", a.TokenURL}, {"api_key", a.APIKey}, {"private_key", a.PrivateKey}, {"kid", a.KID}} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("patient_index.pds.auth: token_url, api_key, private_key and kid are given together; missing %s", strings.Join(missing, ", ")))
+	}
+	if a.TokenURL != "" {
+		u, err := url.Parse(a.TokenURL)
+		switch {
+		case err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Scheme != "https" && u.Scheme != "http"):
+			errs = append(errs, errors.New("patient_index.pds.auth.token_url: must be an absolute https URL without credentials, query or fragment"))
+		case u.Scheme == "http" && !IsLoopback(net.JoinHostPort(u.Hostname(), "0")):
+			errs = append(errs, errors.New("patient_index.pds.auth.token_url: must be https (http only to a loopback address, for tests)"))
+		}
+	}
+	if a.APIKey != "" && !IsRef(a.APIKey) {
+		errs = append(errs, errors.New("patient_index.pds.auth.api_key: must be a reference (env:NAME or file:PATH), never the key itself"))
+	}
+	if a.PrivateKey != "" && !IsRef(a.PrivateKey) {
+		errs = append(errs, errors.New("patient_index.pds.auth.private_key: must be a reference (env:NAME or file:PATH), never the key itself"))
+	}
+	if a.KID != "" && strings.IndexFunc(a.KID, func(r rune) bool { return r <= ' ' || r >= 0x7f }) >= 0 {
+		errs = append(errs, errors.New("patient_index.pds.auth.kid: must be printable ASCII without spaces"))
+	}
+	return errs
 }
 
 // validate checks the patient index section.
@@ -234,6 +303,10 @@ func (p PatientIndexConfig) validate() []error {
 	if p.PDS.Token != "" && !IsRef(p.PDS.Token) {
 		errs = append(errs, errors.New("patient_index.pds.token: must be a reference (env:NAME or file:PATH), never the token itself"))
 	}
+	if p.PDS.Token != "" && p.PDS.Auth.set() {
+		errs = append(errs, errors.New("patient_index.pds: give token or auth, not both (auth gets the token itself)"))
+	}
+	errs = append(errs, p.PDS.Auth.validate()...)
 	if p.PDS.Timeout <= 0 {
 		errs = append(errs, errors.New("patient_index.pds.timeout: must be positive"))
 	}

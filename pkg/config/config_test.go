@@ -483,6 +483,35 @@ func TestValidate(t *testing.T) {
 			"patient_index.pds.timeout: must be positive",
 			"patient_index.pds.refresh_after: must be at least 1m",
 		}},
+		{"pds signed JWT auth", func(c *Config) {
+			c.PatientIndex.PDS.URL = "https://int.api.service.nhs.uk/personal-demographics/FHIR/R4"
+			c.PatientIndex.PDS.Auth = PDSAuthConfig{TokenURL: "https://int.api.service.nhs.uk/oauth2/token",
+				APIKey: "env:PDS_API_KEY", PrivateKey: "file:/run/secrets/pds.pem", KID: "test-1"}
+		}, nil},
+		{"pds auth to a loopback double over http", func(c *Config) {
+			c.PatientIndex.PDS.URL = "http://127.0.0.1:8080"
+			c.PatientIndex.PDS.Auth = PDSAuthConfig{TokenURL: "http://localhost:8080/oauth2/token", APIKey: "env:K", PrivateKey: "env:P", KID: "k"}
+		}, nil},
+		{"pds auth partly given", func(c *Config) {
+			c.PatientIndex.PDS.URL = "https://int.api.service.nhs.uk/personal-demographics/FHIR/R4"
+			c.PatientIndex.PDS.Auth = PDSAuthConfig{TokenURL: "https://int.api.service.nhs.uk/oauth2/token", PrivateKey: "file:/run/secrets/pds.pem"}
+		}, []string{"patient_index.pds.auth: token_url, api_key, private_key and kid are given together; missing api_key, kid"}},
+		{"pds auth settings", func(c *Config) {
+			c.PatientIndex.PDS.URL = "https://int.api.service.nhs.uk/personal-demographics/FHIR/R4"
+			c.PatientIndex.PDS.Token = "env:PDS_TOKEN"
+			c.PatientIndex.PDS.Auth = PDSAuthConfig{TokenURL: "http://int.api.service.nhs.uk/oauth2/token",
+				APIKey: "AbCdEf0123456789", PrivateKey: "-----BEGIN PRIVATE KEY-----", KID: "test 1"}
+		}, []string{
+			"patient_index.pds: give token or auth, not both (auth gets the token itself)",
+			"patient_index.pds.auth.token_url: must be https (http only to a loopback address, for tests)",
+			"patient_index.pds.auth.api_key: must be a reference (env:NAME or file:PATH), never the key itself",
+			"patient_index.pds.auth.private_key: must be a reference (env:NAME or file:PATH), never the key itself",
+			"patient_index.pds.auth.kid: must be printable ASCII without spaces",
+		}},
+		{"pds auth token url not a URL", func(c *Config) {
+			c.PatientIndex.PDS.URL = "https://int.api.service.nhs.uk/personal-demographics/FHIR/R4"
+			c.PatientIndex.PDS.Auth = PDSAuthConfig{TokenURL: "int.api.service.nhs.uk/oauth2/token?x=1", APIKey: "env:K", PrivateKey: "env:P", KID: "k"}
+		}, []string{"patient_index.pds.auth.token_url: must be an absolute https URL without credentials, query or fragment"}},
 		{"pds needs the index", func(c *Config) {
 			c.PatientIndex.Enabled, c.PatientIndex.PDS.URL = false, "https://pds.example.nhs.uk/FHIR/R4"
 		}, []string{"patient_index.pds: needs patient_index.enabled: true (lookups update the index)"}},

@@ -446,7 +446,10 @@ func (e *Engine) Run(ctx context.Context) error {
 // startPDS starts background lookups of patients' GP registration in the
 // Personal Demographics Service (see pds.Enricher).
 func (e *Engine) startPDS(ctx context.Context, c config.PDSConfig) error {
-	client, err := pds.New(pds.Config{URL: c.URL, Token: c.Token, Timeout: c.Timeout}, e.secrets)
+	client, err := pds.New(pds.Config{
+		URL: c.URL, Token: c.Token, Timeout: c.Timeout,
+		Auth: pds.AuthConfig{TokenURL: c.Auth.TokenURL, APIKey: c.Auth.APIKey, PrivateKey: c.Auth.PrivateKey, KID: c.Auth.KID},
+	}, e.secrets)
 	if err != nil {
 		return err
 	}
@@ -455,6 +458,6 @@ func (e *Engine) startPDS(ctx context.Context, c config.PDSConfig) error {
 		RefreshAfter: c.RefreshAfter, Metrics: e.metrics, Logger: e.log.With("component", "pds"),
 	})
 	e.pds.Start(ctx)
-	e.log.Info("pds lookups on", "refresh_after", c.RefreshAfter.String(), "timeout", c.Timeout.String())
+	e.log.Info("pds lookups on", "refresh_after", c.RefreshAfter.String(), "timeout", c.Timeout.String(), "signed_jwt_auth", c.Auth.TokenURL != "")
 	return nil
 }

@@ -36,8 +36,13 @@ type Config struct {
 	URL string
 	// Token is a reference (env:NAME or file:PATH) to the OAuth 2.0
 	// access token sent as Authorization: Bearer, read for every request;
-	// empty sends no Authorization (as the sandbox accepts).
+	// empty sends no Authorization (as the sandbox accepts) unless Auth
+	// is set. Token and Auth are mutually exclusive.
 	Token string
+	// Auth, when set, gets the access token by signed JWT authentication
+	// (see TokenSource) instead of reading it from Token. Its Timeout
+	// defaults to Timeout.
+	Auth AuthConfig
 	// Timeout bounds each request (DefaultTimeout if zero).
 	Timeout time.Duration
 	// MaxAttempts bounds the requests of one lookup, the first included
@@ -64,14 +69,17 @@ type Client struct {
 	cfg     Config
 	base    string
 	secrets SecretResolver
-	hc      *http.Client
+	// tokens gets access tokens when Config.Auth is set.
+	tokens *TokenSource
+	hc     *http.Client
 	// now and sleep are replaced by tests.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 }
 
-// New returns a client for cfg. The token reference, if any, is resolved
-// once here so that a wrong reference fails at start.
+// New returns a client for cfg. The token reference, or the API key and
+// private key references of Auth, are resolved once here so that a wrong
+// reference fails at start.
 func New(cfg Config, secrets SecretResolver) (*Client, error) {
 	if err := fhir.CheckBaseURL(cfg.URL); err != nil {
 		return nil, fmt.Errorf("pds: url: %w", err)
@@ -97,11 +105,25 @@ func New(cfg Config, secrets SecretResolver) (*Client, error) {
 		},
 		now: time.Now, sleep: sleepCtx,
 	}
+	if cfg.Auth.Enabled() {
+		if cfg.Token != "" {
+			return nil, errors.New("pds: give token or auth, not both")
+		}
+		if cfg.Auth.Timeout <= 0 {
+			cfg.Auth.Timeout = cfg.Timeout
+		}
+		ts, err := NewTokenSource(cfg.Auth, secrets)
+		if err != nil {
+			return nil, err
+		}
+		c.tokens = ts
+		c.cfg = cfg
+	}
 	if cfg.Token != "" {
 		if secrets == nil {
 			return nil, errors.New("pds: token: no secret resolver")
 		}
-		if _, err := c.bearer(); err != nil {
+		if _, _, err := c.bearer(context.Background()); err != nil {
 			return nil, err
 		}
 	}
@@ -111,25 +133,33 @@ func New(cfg Config, secrets SecretResolver) (*Client, error) {
 // Close closes idle connections.
 func (c *Client) Close() { c.hc.CloseIdleConnections() }
 
-// bearer returns the Authorization header value, or "" without a token.
-func (c *Client) bearer() (string, error) {
+// bearer returns the Authorization header value, or "" without a token,
+// and the token it holds.
+func (c *Client) bearer(ctx context.Context) (auth, token string, err error) {
+	if c.tokens != nil {
+		tok, err := c.tokens.Token(ctx)
+		if err != nil {
+			return "", "", err
+		}
+		return "Bearer " + tok, tok, nil
+	}
 	if c.cfg.Token == "" {
-		return "", nil
+		return "", "", nil
 	}
 	v, err := c.secrets.Resolve(c.cfg.Token)
 	if err != nil {
-		return "", &Error{Kind: ErrRefused, Err: fmt.Errorf("token: %w", err)}
+		return "", "", &Error{Kind: ErrRefused, Err: fmt.Errorf("token: %w", err)}
 	}
 	v = strings.TrimSpace(v)
 	if v == "" {
-		return "", &Error{Kind: ErrRefused, Err: errors.New("token: secret is empty")}
+		return "", "", &Error{Kind: ErrRefused, Err: errors.New("token: secret is empty")}
 	}
 	for i := 0; i < len(v); i++ {
 		if ch := v[i]; ch < 0x20 || ch == 0x7f {
-			return "", &Error{Kind: ErrRefused, Err: errors.New("token: secret holds control characters")}
+			return "", "", &Error{Kind: ErrRefused, Err: errors.New("token: secret holds control characters")}
 		}
 	}
-	return "Bearer " + v, nil
+	return "Bearer " + v, v, nil
 }
 
 type correlationKey struct{}
@@ -145,41 +175,59 @@ func WithCorrelationID(ctx context.Context, id string) context.Context {
 // {base}/Patient/{nhsNumber}). Throttling (429), timeouts (408) and
 // server errors (5xx), and requests that got no answer, are asked again,
 // up to Config.MaxAttempts requests in all, with the same X-Request-ID,
-// after the longer of the backoff and the reply's Retry-After. Errors wrap
-// one of ErrNotFound, ErrInvalid, ErrUnavailable, ErrRefused or
-// ErrBadReply and hold no patient data.
+// after the longer of the backoff and the reply's Retry-After. With
+// Config.Auth, the access token is got before each attempt, and a token
+// endpoint that is unavailable counts as a failed attempt; a 401 drops the
+// cached token so that the next lookup fetches another. Errors wrap one
+// of ErrNotFound, ErrInvalid, ErrUnavailable, ErrRefused or ErrBadReply
+// and hold no patient data.
 func (c *Client) Lookup(ctx context.Context, nhsNumber string) (Result, error) {
 	n := nhs.Normalize(strings.TrimSpace(nhsNumber))
 	if !nhs.ValidNumber(n) {
 		return Result{}, &Error{Kind: ErrInvalid}
 	}
-	auth, err := c.bearer()
-	if err != nil {
-		return Result{}, err
-	}
 	requestID := newUUID()
 	correlation, _ := ctx.Value(correlationKey{}).(string)
 	wait := c.cfg.Backoff
 	for attempt := 1; ; attempt++ {
-		status, body, retryAfter, err := c.get(ctx, n, auth, requestID, correlation)
-		if err == nil && status == http.StatusOK {
-			res, err := c.parse(body, n)
-			if err != nil {
-				return Result{}, &Error{Kind: ErrBadReply, Status: status, Attempts: attempt, Err: err}
-			}
-			return res, nil
-		}
 		var fail *Error
+		auth, token, err := c.bearer(ctx)
 		if err != nil {
-			fail = &Error{Kind: ErrUnavailable, Attempts: attempt, Err: err}
-			if ctx.Err() != nil {
-				return Result{}, fail // the caller gave up
+			// A token endpoint that did not answer usefully counts as a
+			// request without an answer; any other token error ends the
+			// lookup.
+			if !errors.As(err, &fail) || fail.Kind != ErrUnavailable || ctx.Err() != nil {
+				return Result{}, err
 			}
-		} else {
-			fail = classify(status, body)
 			fail.Attempts = attempt
-			if fail.Kind != ErrUnavailable {
-				return Result{}, fail
+		}
+		var retryAfter time.Duration
+		if fail == nil {
+			var status int
+			var body []byte
+			status, body, retryAfter, err = c.get(ctx, n, auth, requestID, correlation)
+			switch {
+			case err != nil:
+				fail = &Error{Kind: ErrUnavailable, Attempts: attempt, Err: err}
+				if ctx.Err() != nil {
+					return Result{}, fail // the caller gave up
+				}
+			case status == http.StatusOK:
+				res, err := c.parse(body, n)
+				if err != nil {
+					return Result{}, &Error{Kind: ErrBadReply, Status: status, Attempts: attempt, Err: err}
+				}
+				return res, nil
+			default:
+				if status == http.StatusUnauthorized && c.tokens != nil {
+					// Revoked or expired early: the next lookup gets another.
+					c.tokens.Invalidate(token)
+				}
+				fail = classify(status, body)
+				fail.Attempts = attempt
+				if fail.Kind != ErrUnavailable {
+					return Result{}, fail
+				}
 			}
 		}
 		if attempt >= c.cfg.MaxAttempts {

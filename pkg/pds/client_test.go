@@ -2,10 +2,16 @@ package pds_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -180,4 +186,130 @@ func TestLookupTokenByReference(t *testing.T) {
 	if _, err := pds.New(pds.Config{URL: "ftp://pds.example"}, sec); err == nil {
 		t.Error("New accepted an ftp URL")
 	}
+}
+
+var (
+	jwtKeyOnce sync.Once
+	jwtKey     *rsa.PrivateKey
+)
+
+// signingKey returns an RSA key generated for this test run and its
+// PKCS#8 PEM (2048 bits to keep tests quick; NHS England asks for 4096).
+func signingKey(t *testing.T) (*rsa.PrivateKey, string) {
+	t.Helper()
+	jwtKeyOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			panic(err)
+		}
+		jwtKey = k
+	})
+	der, err := x509.MarshalPKCS8PrivateKey(jwtKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jwtKey, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+// TestLookupSignedJWT looks patients up with the access token got by
+// signed JWT authentication from the double's token endpoint.
+func TestLookupSignedJWT(t *testing.T) {
+	key, keyPEM := signingKey(t)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL + "/oauth2/token"
+	dead.Close()
+	tests := []struct {
+		name string
+		// kid is the kid the client signs with ("test-1" registered).
+		kid string
+		// tokenURL replaces the double's.
+		tokenURL string
+		// advance moves the double's clock between lookups.
+		advance time.Duration
+		// lookups are made in turn; want* describe the last.
+		lookups      int
+		wantKind     error
+		wantInErr    string
+		wantRequests int
+		wantTokens   int
+	}{
+		{name: "token got and reused", lookups: 2, wantRequests: 2, wantTokens: 1},
+		{name: "unknown kid refused, not retried", kid: "test-2", lookups: 1, wantKind: pds.ErrRefused,
+			wantInErr: "HTTP 401 invalid_request (Invalid 'kid' header in client_assertion JWT - no matching public key)", wantRequests: 0, wantTokens: 1},
+		{name: "token endpoint down, retried", tokenURL: deadURL, lookups: 1, wantKind: pds.ErrUnavailable, wantInErr: "after 3 attempts", wantRequests: 0},
+		{name: "token expired early is refused, then replaced", advance: 61 * time.Second, lookups: 3, wantRequests: 3, wantTokens: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := pdstest.NewServer(pdstest.Seed()...)
+			defer srv.Close()
+			var mu sync.Mutex
+			var offset time.Duration
+			srv.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
+			srv.TokenLifetime = time.Minute
+			srv.RegisterKey("synthetic-api-key", "test-1", &key.PublicKey)
+			kid, tokenURL := "test-1", srv.TokenURL()
+			if tt.kid != "" {
+				kid = tt.kid
+			}
+			if tt.tokenURL != "" {
+				tokenURL = tt.tokenURL
+			}
+			c, err := pds.New(pds.Config{
+				URL: srv.URL(), Timeout: 5 * time.Second, Backoff: 10 * time.Millisecond,
+				Auth: pds.AuthConfig{TokenURL: tokenURL, APIKey: "env:PDS_API_KEY", PrivateKey: "file:/run/pds.pem", KID: kid},
+			}, secrets{"env:PDS_API_KEY": "synthetic-api-key", "file:/run/pds.pem": keyPEM})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var err2 error
+			for i := range tt.lookups {
+				if i == 1 && tt.advance > 0 {
+					mu.Lock()
+					offset = tt.advance
+					mu.Unlock()
+					// The double now holds the token expired; the
+					// client's clock does not.
+					if _, err := c.Lookup(t.Context(), nhs.TestNumber(0)); !errors.Is(err, pds.ErrRefused) {
+						t.Fatalf("lookup with a token the API holds expired: %v, want ErrRefused", err)
+					}
+					continue
+				}
+				_, err2 = c.Lookup(t.Context(), nhs.TestNumber(0))
+				if i < tt.lookups-1 && err2 != nil {
+					t.Fatalf("lookup %d: %v", i, err2)
+				}
+			}
+			if tt.wantKind == nil {
+				if err2 != nil {
+					t.Fatalf("Lookup: %v", err2)
+				}
+			} else {
+				if !errors.Is(err2, tt.wantKind) || !strings.Contains(err2.Error(), tt.wantInErr) {
+					t.Fatalf("Lookup error %v, want kind %v saying %q", err2, tt.wantKind, tt.wantInErr)
+				}
+				if strings.Contains(err2.Error(), "synthetic-api-key") || strings.Contains(err2.Error(), "eyJ") {
+					t.Errorf("error %q holds the API key or the assertion", err2)
+				}
+			}
+			reqs, toks := srv.Requests(), srv.TokenRequests()
+			if len(reqs) != tt.wantRequests || len(toks) != tt.wantTokens {
+				t.Fatalf("PDS requests %d, token requests %d; want %d, %d (%+v)", len(reqs), len(toks), tt.wantRequests, tt.wantTokens, toks)
+			}
+			if len(reqs) > 0 {
+				last := reqs[len(reqs)-1]
+				if last.Status != 200 || !strings.HasPrefix(last.Authorization, "Bearer ") || len(last.Authorization) < 20 {
+					t.Errorf("last PDS request %+v, want 200 with an issued bearer token", last)
+				}
+			}
+		})
+	}
+	t.Run("token and auth together", func(t *testing.T) {
+		_, err := pds.New(pds.Config{URL: "https://pds.example.nhs.uk/FHIR/R4", Token: "env:PDS_TOKEN",
+			Auth: pds.AuthConfig{TokenURL: "https://pds.example.nhs.uk/oauth2/token", APIKey: "env:K", PrivateKey: "env:P", KID: "k"}}, secrets{})
+		if err == nil || !strings.Contains(err.Error(), "token or auth, not both") {
+			t.Errorf("New: %v, want token or auth, not both", err)
+		}
+	})
 }

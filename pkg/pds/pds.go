@@ -49,10 +49,43 @@
 //     re-send a failed request, use the same value in this header") and
 //     optionally X-Correlation-ID (mirrored back).
 //
-// How the access token is obtained (signed JWT for application-restricted
-// access) is outside this package: Config.Token names a secret holding
-// the current token, read again for every request so that a rotated
-// token is picked up.
+// The access token comes one of two ways. Config.Token names a secret
+// holding the current token, read again for every request so that a
+// rotated token is picked up. Or Config.Auth has TokenSource get it.
+//
+// # Signed JWT authentication, as published
+//
+// TokenSource follows NHS England's "Application-restricted RESTful APIs
+// - signed JWT authentication"
+// (https://digital.nhs.uk/developer/guides-and-documentation/security-and-authorisation/application-restricted-restful-apis-signed-jwt-authentication),
+// the OAuth 2.0 client credentials grant with a private key JWT client
+// assertion:
+//
+//   - The application registers a public key (NHS England asks for a
+//     4096-bit RSA key) under a key id (kid), and is given an API key.
+//   - It signs a JWT with RS512 (RSASSA-PKCS1-v1_5 with SHA-512), header
+//     {"alg": "RS512", "typ": "JWT", "kid": kid}, claims iss and sub the
+//     API key, aud the token endpoint URL
+//     (https://int.api.service.nhs.uk/oauth2/token for integration,
+//     https://api.service.nhs.uk/oauth2/token for production), jti a
+//     unique id (a UUID) and exp, in seconds, "no more than 5 minutes in
+//     the future". TokenSource sets exp AssertionLifetime (four minutes)
+//     ahead, a minute short of the limit for clock skew.
+//   - It POSTs application/x-www-form-urlencoded grant_type=client_credentials,
+//     client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer
+//     and client_assertion=the JWT to the token endpoint.
+//   - The reply is {"access_token", "expires_in", "token_type": "Bearer"};
+//     expires_in is seconds as a string ("599" in NHS England's
+//     examples), read here as a string or a number.
+//   - Errors are JSON {"error", "error_description", "message_id"}, 400 or
+//     401 (the error texts the test double uses are those of NHS
+//     England's end-to-end tests of the service, public in
+//     NHSDigital/identity-service-api, e2e/tests/oauth/test_client_credentials.py).
+//
+// The access token is cached until DefaultRefreshMargin before its
+// expiry, timed from before the request. One exchange runs at a time;
+// callers waiting share its token. The RSA key, the API key, the
+// assertion and the access token never appear in errors.
 //
 // # Errors
 //
@@ -76,15 +109,18 @@ var (
 	// ErrInvalid: the NHS number is not valid (refused before asking, or
 	// 400 INVALID_RESOURCE_ID).
 	ErrInvalid = errors.New("pds: invalid NHS number")
-	// ErrUnavailable: PDS did not answer in time, throttled (429) or
-	// failed (408, 5xx), on every attempt; worth asking again later.
+	// ErrUnavailable: PDS, or the token endpoint, did not answer in time,
+	// throttled (429) or failed (408, 5xx), on every attempt; worth
+	// asking again later.
 	ErrUnavailable = errors.New("pds: service unavailable")
 	// ErrRefused: PDS refused the request for a reason asking again will
 	// not fix (401 or 403: the token; another 4xx: the request), or the
-	// token could not be read.
+	// token could not be read, or the token endpoint refused the
+	// assertion (a wrong key, kid or API key).
 	ErrRefused = errors.New("pds: request refused")
 	// ErrBadReply: PDS answered 200 with something that is not a usable
-	// Patient.
+	// Patient, or the token endpoint with something that is not a usable
+	// token.
 	ErrBadReply = errors.New("pds: unusable reply")
 )
 

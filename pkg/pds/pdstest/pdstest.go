@@ -13,7 +13,9 @@
 //   - Only GET /Patient/{id} is served; an empty id gets 400
 //     UNSUPPORTED_SERVICE ("Missing NHS number").
 //   - Authorization must be "Bearer <token>" (401 ACCESS_DENIED
-//     otherwise; with Server.Token set, the token must match).
+//     otherwise; with Server.Token set, the token must match; with a key
+//     registered (RegisterKey), the token must be one the double's token
+//     endpoint issued and has not expired).
 //   - X-Request-ID is required (400 MISSING_VALUE) and must be a UUID
 //     (400 INVALID_VALUE); it is mirrored back, as is X-Correlation-ID.
 //     (An older version of the published sandbox answered a missing
@@ -41,9 +43,50 @@
 // https://fhir.nhs.uk/R4/CodeSystem/Spine-ErrorOrWarningCode, version
 // "1"). Checks run in the order listed; the real service's order among
 // them is not published.
+//
+// # Token endpoint
+//
+// POST {base}/oauth2/token (TokenURL) doubles NHS England's OAuth 2.0
+// token endpoint for application-restricted access by signed JWT
+// ("Application-restricted RESTful APIs - signed JWT authentication",
+// https://digital.nhs.uk/developer/guides-and-documentation/security-and-authorisation/application-restricted-restful-apis-signed-jwt-authentication).
+// The page gives the request and the success reply; the error replies
+// (status, error and error_description) are those asserted by NHS
+// England's own end-to-end tests of the service, public in the
+// repository NHSDigital/identity-service-api
+// (e2e/tests/oauth/test_client_credentials.py). Every error body also
+// carries a random message_id, as the real one does.
+//
+//   - The form must hold grant_type=client_credentials (missing: 400
+//     invalid_request "grant_type is missing"; another value: 400
+//     unsupported_grant_type "grant_type is invalid"),
+//     client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer
+//     (400 invalid_request otherwise) and client_assertion (400 "Missing
+//     client_assertion"; not a JWT: 400 "Malformed JWT in
+//     client_assertion").
+//   - The JWT header must have alg RS512 (400), typ JWT (400) and a kid
+//     (400 when missing).
+//   - iss and sub must be present and equal (400), and an API key
+//     registered with RegisterKey (401); the kid must name a public key
+//     registered for that API key (401 "no matching public key"); the
+//     RS512 signature must verify with it (401 "public_key error", "JWT
+//     signature verification failed").
+//   - jti must be a string (400; missing 400); aud must equal TokenURL
+//     exactly (401); exp must be an integer (400; missing 400), in the
+//     future (400 "JWT has expired") and no more than 5 minutes ahead
+//     (400 "more than 5 minutes in future"); a jti already used is
+//     refused (400 "Non-unique 'jti' claim in client_assertion JWT": the
+//     tests assert the body but not the status, so 400 is assumed).
+//   - Success is 200 with {"access_token", "expires_in" (seconds, as a
+//     string: "599" in the tests), "token_type": "Bearer"}. The token
+//     expires after TokenLifetime, by the double's clock (Now).
+//
+// The real service's order among these checks is not published; the
+// double checks in the order listed, signature before the other claims.
 package pdstest
 
 import (
+	"crypto/rsa"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -51,6 +94,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
@@ -105,21 +149,35 @@ type Request struct {
 // Server is the double. Configure it before the requests it should affect.
 type Server struct {
 	*httptest.Server
-	// Token, when set, is the only bearer token accepted.
+	// Token, when set, is the only bearer token accepted (ignored once a
+	// key is registered: then only tokens the double issued are).
 	Token string
+	// TokenLifetime is how long issued access tokens are valid
+	// (DefaultTokenLifetime if zero).
+	TokenLifetime time.Duration
+	// Now is the double's clock for the token endpoint and token expiry
+	// (time.Now if nil).
+	Now func() time.Time
 
-	mu         sync.Mutex
-	patients   map[string]Patient
-	superseded map[string]string // old number to current
-	invalid    map[string]bool
-	script     []Failure
-	requests   []Request
+	mu            sync.Mutex
+	patients      map[string]Patient
+	superseded    map[string]string // old number to current
+	invalid       map[string]bool
+	script        []Failure
+	requests      []Request
+	apps          map[string]map[string]*rsa.PublicKey // API key to kid to key
+	issued        map[string]time.Time                 // access token to expiry
+	usedJTI       map[string]bool
+	tokenRequests []TokenRequest
 }
 
 // NewServer starts a double holding the patients (see Seed for a
 // ready-made set). Close it when done.
 func NewServer(patients ...Patient) *Server {
-	s := &Server{patients: map[string]Patient{}, superseded: map[string]string{}, invalid: map[string]bool{}}
+	s := &Server{
+		patients: map[string]Patient{}, superseded: map[string]string{}, invalid: map[string]bool{},
+		apps: map[string]map[string]*rsa.PublicKey{}, issued: map[string]time.Time{}, usedJTI: map[string]bool{},
+	}
 	for _, p := range patients {
 		s.Add(p)
 	}
@@ -170,6 +228,10 @@ func (s *Server) Requests() []Request {
 func (s *Server) URL() string { return s.Server.URL }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == tokenPath {
+		s.serveToken(w, r)
+		return
+	}
 	rec := Request{
 		Path: r.URL.Path, RequestID: r.Header.Get("X-Request-ID"),
 		CorrelationID: r.Header.Get("X-Correlation-ID"), Authorization: r.Header.Get("Authorization"),
@@ -199,7 +261,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request) int {
 		return outcome(w, http.StatusBadRequest, "not-supported", "UNSUPPORTED_SERVICE", "Unsupported Service", "")
 	}
 	token, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !bearer || strings.TrimSpace(token) == "" || s.Token != "" && token != s.Token {
+	if !bearer || strings.TrimSpace(token) == "" || !s.acceptToken(token) {
 		return outcome(w, http.StatusUnauthorized, "forbidden", "ACCESS_DENIED", "Access Denied - Unauthorised", "")
 	}
 	switch rid := r.Header.Get("X-Request-ID"); {

@@ -81,10 +81,20 @@ type Record struct {
 	// TraceID links the record to its trace.
 	TraceID string `json:"trace_id,omitempty"`
 	// Patient is the keyed hash (hex HMAC-SHA256 under the engine's
-	// patient hash key) of the patient's key, on the record that
-	// translated the message, so a patient's messages can be found
-	// without patient data in the trail.
+	// patient hash key) of the patient's key, so a patient's records can
+	// be found without patient data in the trail. The route stage puts it
+	// on every record of a message it translated (translation, consent,
+	// queued, failure) and passes it to the delivery stage with the
+	// outbound payload, whose records (delivered, failed, dead-lettered,
+	// replayed) carry it too. Records written before that carry it on the
+	// translation record only.
 	Patient string `json:"patient,omitempty"`
+	// NoPatient marks a record of a message that has no patient hash: its
+	// translation named no patient, or the engine hashes none. It is set
+	// where Patient would be, so that a record with neither was written
+	// before records carried Patient beyond the translation, and a
+	// disclosure report knows to find its patient from that translation.
+	NoPatient bool `json:"no_patient,omitempty"`
 	// Principal is the configured name of the caller (never a secret), on
 	// access records.
 	Principal string `json:"principal,omitempty"`

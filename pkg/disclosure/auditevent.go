@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/consent"
 )
 
@@ -41,24 +40,14 @@ const (
 // Search returns the patient's entries (releases and refusals) timed from
 // from to to that come after cursor after, in audit stream order, at most
 // count of them; more reports that others follow. Every page scans the
-// audit stream over the window (and the look-back for translations):
-// withholdings and views do not apply, since this is the audit log.
+// audit stream as Build does: withholdings and views do not apply, since
+// this is the audit log.
 func Search(ctx context.Context, js jetstream.JetStream, patient string, from, to time.Time, after Cursor, count int, dir Directory) (entries []Entry, more bool, err error) {
 	if patient == "" {
 		return nil, false, errors.New("audit event search: no patient")
 	}
 	b := NewBuilder(patient, dir)
-	opt := audit.ScanOptions{From: from.Add(-DefaultLookback), To: to.Add(lookahead)}
-	if err := audit.ScanStream(ctx, js, opt, func(_ audit.Position, r audit.Record) error {
-		b.Mark(r)
-		return nil
-	}); err != nil {
-		return nil, false, fmt.Errorf("audit event search: %w", err)
-	}
-	if err := audit.ScanStream(ctx, js, opt, func(p audit.Position, r audit.Record) error {
-		b.AddAt(p, r)
-		return nil
-	}); err != nil {
+	if err := collect(ctx, js, b, from, to, DefaultLookback); err != nil {
 		return nil, false, fmt.Errorf("audit event search: %w", err)
 	}
 	all := Within(b.Entries(), from, to)

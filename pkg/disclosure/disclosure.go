@@ -3,12 +3,17 @@
 // (who received what, when, from where, for what purpose and on what
 // legal basis, with what withheld) and every release consent refused.
 //
-// The report is found by the keyed patient hash the translation record
-// carries (audit.Record.Patient), never by patient data in the trail. It
-// scans the audit stream over the report's window twice (see Builder), so
-// its cost is that of every audit record in the window (plus a look-back
-// for translations), not of the patient's own records; a per-patient
-// index of releases is the next step when windows grow large.
+// The report is found by the keyed patient hash every record of a
+// patient's message carries (audit.Record.Patient), never by patient data
+// in the trail. It scans the audit stream over the report's window once
+// (see Builder and Build), plus short reads from the receipt of any
+// release delivered in the window but routed before it; records written
+// before every record carried the hash (only the translation record did)
+// are found from their translations in a second scan with a look-back,
+// only when the window holds such records. Its cost is therefore that of
+// every audit record in the window, not of the patient's own records; a
+// per-patient index of releases is the next step when windows grow
+// large.
 package disclosure
 
 import (
@@ -138,18 +143,31 @@ type state struct {
 	classes    []string
 }
 
-// Builder turns audit records into a patient's entries, in two passes
-// over the same records: Mark finds the patient's messages by their
-// translation records, then Add (or AddAt) keeps those messages' records.
-// Two passes, because the stages of one message write their records
-// independently, so a delivery may be stored before the translation that
-// names the patient. Entries orders the kept records by time.
+// Builder turns audit records into a patient's entries. Records that
+// carry the patient's hash (audit.Record.Patient) are kept as they come,
+// so one pass over the window's records finds them, whichever stage wrote
+// them and however long after the translation.
+//
+// Records written before the stages all carried the hash have only the
+// translation record naming the patient, and neither Patient nor
+// NoPatient on their consent, queued and delivered records. For those the
+// Builder falls back to two passes over the same records: Mark finds the
+// patient's messages by their translation records, then Add (or AddAt)
+// keeps those messages' records. Two passes, because the stages of one
+// message write their records independently, so a delivery may be stored
+// before the translation that names the patient. Add also marks, so a
+// record stored after its translation is kept in one pass; Legacy reports
+// whether Add met an old record of a message not marked yet, which only
+// the fallback can place.
+//
+// Entries orders the kept records by time.
 type Builder struct {
 	at      Cursor
 	patient string
 	dir     Directory
 	mine    map[string]bool
 	kept    []kept
+	legacy  bool
 }
 
 // kept is one record of the patient's and where it was read.
@@ -163,38 +181,121 @@ func NewBuilder(patient string, dir Directory) *Builder {
 	return &Builder{patient: patient, dir: dir, mine: map[string]bool{}}
 }
 
-// Mark takes a record of the first pass: a translation record naming the
-// patient makes its message the patient's.
+// Mark takes a record of the fallback's first pass: a translation record
+// naming the patient makes its message the patient's, so that Add keeps
+// the message's records that do not carry the hash themselves.
 func (b *Builder) Mark(r audit.Record) {
 	if b.patient != "" && r.Event == audit.Translated && r.Patient == b.patient {
 		b.mine[r.MessageID] = true
 	}
 }
 
-// Add takes a record of the second pass.
+// Add takes a record: one that carries the patient's hash is kept, and so
+// is an old record (see Builder) of a message marked as the patient's.
 func (b *Builder) Add(r audit.Record) {
 	b.add(r, Cursor{})
 }
 
-// AddAt takes a record of the second pass read at pos; the entries made
-// from it carry its cursor.
+// AddAt is Add for a record read at pos; the entries made from it carry
+// its cursor. Every record of a pass must be given, in stream order.
 func (b *Builder) AddAt(pos audit.Position, r audit.Record) {
+	b.add(r, b.next(pos))
+}
+
+// next returns the cursor of the record read at pos.
+func (b *Builder) next(pos audit.Position) Cursor {
 	if pos.Seq != b.at.Seq {
 		b.at = Cursor{Seq: pos.Seq}
 	} else {
 		b.at.Index++
 	}
-	b.add(r, b.at)
+	return b.at
+}
+
+// Legacy reports whether Add met a record written before records carried
+// the patient hash whose message was not marked as the patient's when it
+// came: it may be the patient's, which only the fallback (Mark over the
+// window and a look-back, then Add again) can tell.
+func (b *Builder) Legacy() bool { return b.legacy }
+
+// reported reports whether the report reads records of event ev.
+func reported(ev audit.Event) bool {
+	return ev == audit.Consent || ev == audit.Queued || ev == audit.Delivered
+}
+
+// mineRecord reports whether r, a record the report reads, is the
+// patient's: it carries the patient's hash, or it is an old record of a
+// marked message.
+func (b *Builder) mineRecord(r audit.Record) bool {
+	switch {
+	case r.Patient != "":
+		return r.Patient == b.patient
+	case r.NoPatient:
+		return false
+	}
+	return b.mine[r.MessageID]
 }
 
 func (b *Builder) add(r audit.Record, at Cursor) {
-	if !b.mine[r.MessageID] || r.Destination == "" {
+	if b.patient == "" {
 		return
 	}
-	switch r.Event {
-	case audit.Consent, audit.Queued, audit.Delivered:
-		b.kept = append(b.kept, kept{r: r, at: at})
+	b.Mark(r)
+	if r.Destination == "" || !reported(r.Event) {
+		return
 	}
+	if !b.mineRecord(r) {
+		if r.Patient == "" && !r.NoPatient {
+			b.legacy = true
+		}
+		return
+	}
+	b.kept = append(b.kept, kept{r: r, at: at})
+}
+
+// restart forgets the records kept and the legacy note, keeping the
+// marks, before the window is read again.
+func (b *Builder) restart() {
+	b.kept, b.at, b.legacy = nil, Cursor{}, false
+}
+
+// undecided returns the destinations (message, route, destination) of
+// the releases kept whose routing records (consent decision, queued) are
+// not: the message was routed before the window and delivered within it.
+func (b *Builder) undecided() []key {
+	routed := map[key]bool{}
+	for _, k := range b.kept {
+		if k.r.Event == audit.Queued {
+			routed[key{k.r.MessageID, k.r.Route, k.r.Destination}] = true
+		}
+	}
+	var out []key
+	for _, k := range b.kept {
+		id := key{k.r.MessageID, k.r.Route, k.r.Destination}
+		if k.r.Event == audit.Delivered && !routed[id] {
+			routed[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// complete keeps r, read at pos outside the window, if it is a routing
+// record of the patient's for one of the destinations in wanted that is
+// not yet complete. It reports whether r completed one: the queued record
+// is the last one the route stage writes for a destination.
+func (b *Builder) complete(pos audit.Position, r audit.Record, wanted map[key]bool) bool {
+	at := b.next(pos)
+	id := key{r.MessageID, r.Route, r.Destination}
+	if !wanted[id] || (r.Event != audit.Consent && r.Event != audit.Queued) || !b.mineRecord(r) {
+		return false
+	}
+	b.kept = append(b.kept, kept{r: r, at: at})
+	if r.Event == audit.Queued {
+		delete(wanted, id)
+		return true
+	}
+	return false
 }
 
 // Entries returns the entries of the records kept, oldest first.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/router"
 )
 
 // DefaultWindow is how far back a report looks when no start is given.
@@ -17,20 +19,34 @@ const DefaultWindow = 90 * 24 * time.Hour
 
 // Default look-back and look-ahead of the audit scan around a window.
 const (
-	// DefaultLookback is how long before the window a release's
-	// translation may have been recorded (delivery retries included).
+	// DefaultLookback is how long before the window the translation of a
+	// release recorded the old way may have been recorded (delivery
+	// retries included). It matters only for records written before every
+	// record of a patient's message carried the patient hash (see
+	// Builder): the report reads that far back only when the window holds
+	// such records. Releases recorded since need no look-back, however
+	// late their delivery.
 	DefaultLookback = 24 * time.Hour
 	// lookahead is how long after its time a record may reach the store.
 	lookahead = 5 * time.Minute
+	// idSkew is how long before its message id's time a message's
+	// records may have been stored (clocks of different processes).
+	idSkew = time.Minute
+	// routeLag is how long after its receipt a message's routing records
+	// are looked for (a route stage's backlog): it bounds the read for a
+	// release whose routing records are not found.
+	routeLag = 24 * time.Hour
 )
 
 // Options are a report's window, view and organisation names.
 type Options struct {
 	// From and To bound the entries' times (inclusive).
 	From, To time.Time
-	// Lookback is how far before From the scan starts, to find the
-	// translations of messages released within the window (default
-	// DefaultLookback).
+	// Lookback is how far before From the fallback scan for old records
+	// starts, to find the translations of messages released within the
+	// window (default DefaultLookback). It is read only when the window
+	// holds records written before every record carried the patient hash
+	// (see Builder).
 	Lookback  time.Duration
 	View      View
 	Directory Directory
@@ -49,7 +65,7 @@ type Report struct {
 }
 
 // scanNote describes how reports are made.
-const scanNote = "Built from the audit trail: every audit record stored in the window (and a look-back for translations) was read. Releases are deliveries the recipient acknowledged; refusals are deliveries consent refused."
+const scanNote = "Built from the audit trail: every audit record stored in the window was read (and, for releases routed before the window, their routing records; for records of the older format, a look-back for translations). Releases are deliveries the recipient acknowledged; refusals are deliveries consent refused."
 
 // Build reads the audit stream over the window and returns the report for
 // the patient with keyed hash patient (see audit.Record.Patient), after
@@ -61,20 +77,9 @@ func Build(ctx context.Context, js jetstream.JetStream, patient string, withheld
 	if opt.To.Before(opt.From) {
 		return nil, errors.New("disclosure report: the window ends before it starts")
 	}
-	lb := opt.Lookback
-	if lb <= 0 {
-		lb = DefaultLookback
-	}
 	b := NewBuilder(patient, opt.Directory)
-	from, to := opt.From.Add(-lb), opt.To.Add(lookahead)
-	for _, pass := range []func(audit.Record){b.Mark, b.Add} {
-		err := audit.Scan(ctx, js, from, to, func(r audit.Record) error {
-			pass(r)
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("disclosure report: %w", err)
-		}
+	if err := collect(ctx, js, b, opt.From, opt.To, opt.Lookback); err != nil {
+		return nil, fmt.Errorf("disclosure report: %w", err)
 	}
 	view := "patient"
 	if opt.View.Auditor {
@@ -85,6 +90,91 @@ func Build(ctx context.Context, js jetstream.JetStream, patient string, withheld
 		Entries: Apply(Within(b.Entries(), opt.From, opt.To), withheld, opt.View),
 		Note:    scanNote,
 	}, nil
+}
+
+// collect gives b the audit records it needs for a window from from to
+// to: one pass over the records stored in the window; then, only if that
+// met records of the old format (see Builder), the fallback: Mark over
+// the look-back lb before the window (the window's translations were
+// marked in the first pass) and Add over the window again; then the
+// routing records, stored before the window, of releases delivered in it.
+func collect(ctx context.Context, js jetstream.JetStream, b *Builder, from, to time.Time, lb time.Duration) error {
+	if lb <= 0 {
+		lb = DefaultLookback
+	}
+	window := audit.ScanOptions{From: from, To: to.Add(lookahead)}
+	add := func(p audit.Position, r audit.Record) error {
+		b.AddAt(p, r)
+		return nil
+	}
+	if err := audit.ScanStream(ctx, js, window, add); err != nil {
+		return err
+	}
+	if b.Legacy() {
+		before := audit.ScanOptions{From: from.Add(-lb), To: from.Add(-time.Nanosecond)}
+		if err := audit.ScanStream(ctx, js, before, func(_ audit.Position, r audit.Record) error {
+			b.Mark(r)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("looking back for translations of old records: %w", err)
+		}
+		b.restart()
+		if err := audit.ScanStream(ctx, js, window, add); err != nil {
+			return fmt.Errorf("reading old records again: %w", err)
+		}
+	}
+	return completeRouting(ctx, js, b, from)
+}
+
+// completeRouting reads, for each release kept whose routing records are
+// not (its message was routed before the window start from), the audit
+// stream from its message's receipt (the time in its id) until they turn
+// up, and at most routeLag on or up to the window. The route stage records
+// a message soon after its receipt, so each read is short however late
+// the delivery, and a read keeps the routing records of other such
+// releases it passes too. A release whose routing records are not found
+// is reported without its decision and data classes.
+func completeRouting(ctx context.Context, js jetstream.JetStream, b *Builder, from time.Time) error {
+	wanted := map[key]bool{}
+	var order []key
+	for _, k := range b.undecided() {
+		if _, ok := router.IDTime(k.msg); ok {
+			wanted[k] = true
+			order = append(order, k)
+		}
+	}
+	sort.Slice(order, func(i, j int) bool { return order[i].msg < order[j].msg })
+	for _, k := range order {
+		if !wanted[k] {
+			continue // found by an earlier read
+		}
+		at, _ := router.IDTime(k.msg)
+		start, end := at.Add(-idSkew), from.Add(-time.Nanosecond)
+		if !start.Before(from) {
+			continue // routed within the window: its records, if any, were read
+		}
+		if lag := at.Add(routeLag); lag.Before(end) {
+			end = lag
+		}
+		b.at = Cursor{}
+		var doneSeq uint64
+		opt := audit.ScanOptions{From: start, To: end}
+		err := audit.ScanStream(ctx, js, opt, func(p audit.Position, r audit.Record) error {
+			if doneSeq != 0 && p.Seq != doneSeq {
+				// The audit message that completed k has been read whole.
+				return audit.ErrStopScan
+			}
+			b.complete(p, r, wanted)
+			if !wanted[k] && doneSeq == 0 {
+				doneSeq = p.Seq
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reading the routing records of releases routed before the window: %w", err)
+		}
+	}
+	return nil
 }
 
 // DirectoryFrom reads organisations' ODS codes from the consent config.

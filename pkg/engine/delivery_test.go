@@ -182,6 +182,26 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 			t.Errorf("trail lacks %s: %v", ev, events)
 		}
 	}
+	// Every record of the message that concerns the patient carries the
+	// translation's patient hash: the delivery stage's failure and dead
+	// letter, the replay and the replayed delivery too.
+	var patient string
+	for _, r := range view.Trail {
+		if r.Event == audit.Translated {
+			patient = r.Patient
+		}
+	}
+	if patient == "" {
+		t.Fatalf("no patient hash on the translation record: %+v", view.Trail)
+	}
+	for _, r := range view.Trail {
+		switch r.Event {
+		case audit.Consent, audit.Queued, audit.Failed, audit.DeadLettered, audit.Replayed, audit.Delivered:
+			if r.Patient != patient || r.NoPatient {
+				t.Errorf("%s record carries patient hash %q (none: %v), want the translation's", r.Event, r.Patient, r.NoPatient)
+			}
+		}
+	}
 }
 
 // TestRetriesExhausted: a receiver that keeps failing transiently is

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/disclosure"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
@@ -163,6 +164,50 @@ func testDisclosureReport(t *testing.T, pipe string) {
 	if len(other.Entries) != 5 || other.Entries[0].MessageID == msgID {
 		t.Errorf("other patient's report: %d entries, message %v; want 5 of another message", len(other.Entries), other.Entries)
 	}
+
+	t.Run("audit records carry the patient hash", func(t *testing.T) {
+		// The route stage's records (translation, consent, queued) and
+		// the delivery stage's (delivered) of each patient's message
+		// carry that patient's hash, the same on every record.
+		hashes := map[string]string{}
+		for id, trail := range trails(t, e) {
+			var patient string
+			translated := false
+			for _, r := range trail {
+				if r.Event == audit.Translated {
+					patient, translated = r.Patient, true
+				}
+			}
+			if !translated {
+				continue // the report requests' access records
+			}
+			if patient == "" {
+				t.Errorf("message %s: no patient hash on its translation", id)
+				continue
+			}
+			hashes[id] = patient
+			counts := map[audit.Event]int{}
+			for _, r := range trail {
+				if strings.Contains(r.Patient, reportedPatient) || strings.Contains(r.Patient, controlPatient) {
+					t.Errorf("record holds an NHS number: %+v", r)
+				}
+				switch r.Event {
+				case audit.Consent, audit.Queued, audit.Delivered:
+					counts[r.Event]++
+					if r.Patient != patient || r.NoPatient {
+						t.Errorf("message %s: %s record for %s carries patient hash %q (none: %v), want the translation's", id, r.Event, r.Destination, r.Patient, r.NoPatient)
+					}
+				}
+			}
+			// Five routes decide; four release to a destination.
+			if counts[audit.Consent] < 5 || counts[audit.Queued] != 4 || counts[audit.Delivered] != 4 {
+				t.Errorf("message %s: %v records; want 5 or more consent, 4 queued, 4 delivered", id, counts)
+			}
+		}
+		if len(hashes) != 2 || hashes[msgID] == "" || hashes[msgID] == hashes[other.Entries[0].MessageID] {
+			t.Errorf("patient hashes by message %v; want two messages with different hashes", hashes)
+		}
+	})
 
 	t.Run("proxy", func(t *testing.T) {
 		got := report(t, reportedPatient, "?requester=proxy", 4)

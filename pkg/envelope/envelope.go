@@ -33,10 +33,19 @@ const (
 	HeaderReasonCode  = "Junction-Reason-Code"
 	HeaderStage       = "Junction-Stage"
 	HeaderDedupe      = "Junction-Dedupe-Key"
+	// HeaderPatient is the keyed patient hash of an outbound payload's
+	// message (the audit.Record.Patient of its translation: an HMAC,
+	// not patient data), or PatientNone, so the delivery stage's audit
+	// records carry it too. Junction does not send it to receivers.
+	HeaderPatient = "Junction-Patient-Hash"
 	// HeaderTraceParent is the W3C trace context, in the canonical form
 	// OpenTelemetry's header carrier reads.
 	HeaderTraceParent = "Traceparent"
 )
+
+// PatientNone is the HeaderPatient of a payload whose message has no
+// patient hash.
+const PatientNone = "none"
 
 // Envelope is one inbound message and the keys extracted from it at ingress.
 type Envelope struct {

@@ -158,7 +158,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				if err != nil {
 					return err
 				}
-				recs = append(recs, w.failRecords(env, ev.fail, dseq)...)
+				recs = append(recs, w.failRecords(env, ev, dseq)...)
 				continue
 			}
 			for _, d := range ev.deliveries {
@@ -166,12 +166,13 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				h.Set(envelope.HeaderContentType, d.ContentType)
 				h.Set(envelope.HeaderRoute, w.rt.Name)
 				h.Set(envelope.HeaderDestination, d.Destination)
+				h.Set(envelope.HeaderPatient, ev.patientHeader())
 				if _, ok := perDest[d.Destination]; !ok {
 					dests = append(dests, d.Destination)
 				}
 				perDest[d.Destination] = append(perDest[d.Destination], outEntry{h: h, body: d.Body})
 				pending = append(pending, queued{dest: d.Destination, rec: len(recs)})
-				recs = append(recs, queuedRecord(env, w.rt.Name, d, 0))
+				recs = append(recs, queuedRecord(env, ev, w.rt.Name, d, 0))
 			}
 		}
 		// One outbound batch per destination, split where it would not fit
@@ -355,6 +356,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(took)
 		rec := audit.Record{Time: time.Now().UTC(), MessageID: ds[i].MessageID, Route: ds[i].Route, Destination: d.Name,
 			Stream: store.StreamOutbound, Seq: e.seq, Hash: audit.Hash(e.body), Attempt: 1}
+		patientOf(e.h, &rec)
 		if errs[i] == nil {
 			r.o.Metrics.Attempts.WithLabelValues(d.Name, "ok").Inc()
 			r.o.Metrics.Delivered.WithLabelValues(d.Name, "delivered").Inc()

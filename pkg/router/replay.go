@@ -234,7 +234,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		if _, err := js.PublishMsg(ctx, nm); err != nil {
 			return res, fmt.Errorf("replaying %s: %w", it.d.MessageID, err)
 		}
-		if err := aw.Write(ctx, it.d.MessageID, "", audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: "dead letter replayed from stage " + it.d.Stage}); err != nil {
+		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: "dead letter replayed from stage " + it.d.Stage}
+		// A delivery-stage dead letter keeps the patient hash its payload
+		// was queued with, and so does the replayed payload (every header
+		// but the dead letter's own is copied above).
+		patientOf(it.h, &rec)
+		if err := aw.Write(ctx, it.d.MessageID, "", rec); err != nil {
 			return res, err
 		}
 		if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil {
@@ -261,9 +266,13 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 		return err
 	}
 	var seq uint64
+	var patient string
 	for _, r := range trail {
 		if r.Event == audit.Received && r.Stream == store.StreamIngress {
 			seq = r.Seq
+		}
+		if r.Patient != "" {
+			patient = r.Patient
 		}
 	}
 	if seq == 0 {
@@ -288,5 +297,7 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 	if _, err := js.PublishMsg(ctx, nm); err != nil {
 		return fmt.Errorf("replaying %s: %w", id, err)
 	}
-	return aw.Write(ctx, id, "", audit.Record{Time: time.Now().UTC(), MessageID: id, Event: audit.Replayed, Outcome: "rerouted", Reason: "stored input routed again"})
+	// The replayed record carries the patient hash the message's earlier
+	// records did; routing it again writes the hash on its new records.
+	return aw.Write(ctx, id, "", audit.Record{Time: time.Now().UTC(), MessageID: id, Event: audit.Replayed, Outcome: "rerouted", Reason: "stored input routed again", Patient: patient})
 }

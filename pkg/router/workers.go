@@ -75,6 +75,48 @@ type evaluation struct {
 	recs       []audit.Record
 	deliveries []route.Delivery
 	fail       error
+	// patient is the message's keyed patient hash once it is translated
+	// ("" when it names no patient or the engine hashes none); translated
+	// reports that it was.
+	patient    string
+	translated bool
+}
+
+// stamp puts the message's patient hash (or, translated without one, the
+// mark that it has none) on rec, as on every record of a translated
+// message (see audit.Record.Patient).
+func (ev *evaluation) stamp(rec *audit.Record) {
+	if !ev.translated {
+		return
+	}
+	if ev.patient != "" {
+		rec.Patient = ev.patient
+	} else {
+		rec.NoPatient = true
+	}
+}
+
+// patientHeader is the HeaderPatient value that passes the message's
+// patient hash to the delivery stage.
+func (ev *evaluation) patientHeader() string {
+	if ev.patient == "" {
+		return envelope.PatientNone
+	}
+	return ev.patient
+}
+
+// patientOf stamps rec with the patient hash the delivery stage was given
+// in header h. A payload queued before the route stage passed the hash
+// on carries none, and its record stays unstamped (see
+// audit.Record.NoPatient).
+func patientOf(h nats.Header, rec *audit.Record) {
+	switch v := h.Get(envelope.HeaderPatient); v {
+	case "":
+	case envelope.PatientNone:
+		rec.NoPatient = true
+	default:
+		rec.Patient = v
+	}
 }
 
 // evaluate translates env and runs the route over it. It writes nothing,
@@ -109,11 +151,13 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 		ev.fail = err
 		return ev
 	}
+	ev.translated = true
+	if tr.PatientKey != "" && r.o.PatientHash != nil {
+		ev.patient = r.o.PatientHash(tr.PatientKey)
+	}
 	t := base
 	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", audit.Hash(tr.Bundle)
-	if tr.PatientKey != "" && r.o.PatientHash != nil {
-		t.Patient = r.o.PatientHash(tr.PatientKey)
-	}
+	ev.stamp(&t)
 	ev.recs = append(ev.recs, t)
 	var res *route.Result
 	err := safely(func() (err error) {
@@ -131,6 +175,9 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 			ev.fail = fault.Newf(fault.CodeTooLarge, "payload for %s is %d bytes, more than the store accepts", d.Destination, len(d.Body))
 			return ev
 		}
+	}
+	for i := range res.Records {
+		ev.stamp(&res.Records[i])
 	}
 	ev.recs = append(ev.recs, res.Records...)
 	switch {
@@ -150,6 +197,7 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 		if !only(h, d.Destination) {
 			x := base
 			x.Time, x.Event, x.Destination, x.Outcome, x.Reason = time.Now().UTC(), audit.Filtered, d.Destination, "not-replayed", "destination not among those the replay named"
+			ev.stamp(&x)
 			ev.recs = append(ev.recs, x)
 			continue
 		}
@@ -167,10 +215,13 @@ func retryable(err error) bool {
 }
 
 // failRecords are the audit records of a message dead-lettered by the
-// route at dead-letter sequence seq.
-func (w *routeWorker) failRecords(env *envelope.Envelope, err error, seq uint64) []audit.Record {
+// route at dead-letter sequence seq; they carry the patient hash of ev
+// when the message was translated before it failed.
+func (w *routeWorker) failRecords(env *envelope.Envelope, ev *evaluation, seq uint64) []audit.Record {
+	err := ev.fail
 	w.r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "failed").Inc()
 	base := audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: w.rt.Name}
+	ev.stamp(&base)
 	rec := base
 	rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, "permanent", reasonOf(err), string(fault.CodeOf(err))
 	dl := base
@@ -178,11 +229,13 @@ func (w *routeWorker) failRecords(env *envelope.Envelope, err error, seq uint64)
 	return []audit.Record{rec, dl}
 }
 
-// queuedRecord is the audit record of payload d queued for its
-// destination.
-func queuedRecord(env *envelope.Envelope, routeName string, d route.Delivery, seq uint64) audit.Record {
-	return audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: routeName, Event: audit.Queued,
+// queuedRecord is the audit record of payload d of evaluation ev queued
+// for its destination.
+func queuedRecord(env *envelope.Envelope, ev *evaluation, routeName string, d route.Delivery, seq uint64) audit.Record {
+	rec := audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: routeName, Event: audit.Queued,
 		Destination: d.Destination, Outcome: "queued", Hash: audit.Hash(d.Body), Stream: store.StreamOutbound, Seq: seq, Classes: d.Classes}
+	ev.stamp(&rec)
+	return rec
 }
 
 // route processes one message. It returns an error only when the batch
@@ -205,7 +258,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		if derr != nil {
 			return nil, derr
 		}
-		mo.recs = append(mo.recs, w.failRecords(env, ev.fail, seq)...)
+		mo.recs = append(mo.recs, w.failRecords(env, ev, seq)...)
 		return mo, nil
 	}
 	replay := h.Get(envelope.HeaderReplay)
@@ -215,6 +268,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		om.Header.Set(envelope.HeaderContentType, d.ContentType)
 		om.Header.Set(envelope.HeaderRoute, w.rt.Name)
 		om.Header.Set(envelope.HeaderDestination, d.Destination)
+		om.Header.Set(envelope.HeaderPatient, ev.patientHeader())
 		if replay != "" {
 			om.Header.Set(envelope.HeaderReplay, replay)
 		}
@@ -225,7 +279,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		if err != nil {
 			return nil, fmt.Errorf("queueing outbound message: %w", err)
 		}
-		mo.recs = append(mo.recs, queuedRecord(env, w.rt.Name, d, 0))
+		mo.recs = append(mo.recs, queuedRecord(env, ev, w.rt.Name, d, 0))
 		mo.futs = append(mo.futs, f)
 	}
 	return mo, nil
@@ -334,6 +388,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		IdempotencyKey: id + "|" + rt + "|" + d.Name,
 	}
 	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
+	patientOf(h, &base)
 	recs := prior
 	var lastErr error
 	if len(prior) > 0 {

@@ -283,3 +283,56 @@ func testSocialCareFlagReachesRoutes(t *testing.T, pipe string) {
 	flag("inactive")
 	waitFor(t, "the flag to end", func() bool { return !active() })
 }
+
+// TestUnroutedInputFeedsTheIndex runs with one route, on the FHIR input:
+// no route reads the PAS input, yet its messages (a registration at a
+// practice, then a merge) reach the patient index, and nothing is
+// delivered from them.
+func TestUnroutedInputFeedsTheIndex(t *testing.T) { forPipelines(t, testUnroutedInputFeedsTheIndex) }
+
+func testUnroutedInputFeedsTheIndex(t *testing.T, pipe string) {
+	const registered, survivor, old = "9990000018", "9990000042", "9990000034"
+	const fhirOnly = `name: fhir-only
+source:
+  adapter: fhir
+match: "true"
+consent:
+  purpose: direct-care
+  legal_basis: direct-care
+  default: permit
+destinations:
+  - name: all
+`
+	routes := writeRoutes(t, map[string]string{"fhir-only.yaml": fhirOnly})
+	e, dir := startEngineWithRoutes(t, routes, pipe+fileDests("all"))
+	addr := mllpAddr(t, e)
+	for _, m := range []string{
+		adtPatient("A08", "UNR0001", registered, "Y12345"),
+		adtPatient("A08", "UNR0002", survivor, ""),
+	} {
+		if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+			t.Fatalf("ack %s", code)
+		}
+	}
+	waitFor(t, "the registration in the index", func() bool {
+		rec, err := e.PatientIndex().Get(context.Background(), registered)
+		return err == nil && rec.GPPractice == "Y12345"
+	})
+	waitFor(t, "the survivor in the index", func() bool {
+		_, err := e.PatientIndex().Get(context.Background(), survivor)
+		return err == nil
+	})
+	if code, _ := send(t, addr, a40("UNR0003", survivor, old)); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	waitFor(t, "the merge in the index", func() bool {
+		rec, err := e.PatientIndex().Get(context.Background(), old)
+		return err == nil && rec.NHSNumber == survivor
+	})
+	if v := testutil.ToFloat64(e.Metrics().PatientIndex.WithLabelValues("pas", "updated")); v < 2 {
+		t.Errorf("patients updated in the index from pas = %v, want at least 2", v)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "out", "all", "*", "*")); len(files) != 0 {
+		t.Errorf("%d files delivered from an input no route reads", len(files))
+	}
+}

@@ -284,6 +284,7 @@ func (r *Router) Start(ctx context.Context) error {
 			})
 		}
 	}
+	pcs = append(pcs, r.indexConsumers(shared)...)
 	cs := make([]jetstream.Consumer, len(pcs))
 	for i, pc := range pcs {
 		c, err := pc.consumer(ctx, r.js)

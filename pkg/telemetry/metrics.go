@@ -81,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed).", "route", "outcome"),
 		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
 		ConsentSkipped: cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
-		PatientIndex:   cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large).", "adapter", "outcome"),
+		PatientIndex:   cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large), and messages of inputs no route reads that could not be translated for the index (untranslated).", "adapter", "outcome"),
 		PDSLookups:     cv("patient", "pds_lookups_total", "Patient lookups in the Personal Demographics Service (PDS) by outcome (found, superseded, not_found, invalid, unavailable, refused, bad_reply, index_error).", "outcome"),
 		PDSDropped:     c("patient", "pds_queue_dropped_total", "NHS numbers not queued for a PDS lookup because the queue was full."),
 		Delivered:      cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered).", "destination", "outcome"),

@@ -170,10 +170,14 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 }
 
 // SendBatch writes every delivery through a temporary file renamed into
-// place, syncing the files concurrently (so the file system can commit
-// them together) and each directory once, instead of one file and one
-// directory sync after another. A delivery that could not be written gets
-// its own error; if a directory sync fails, every delivery in it fails.
+// place, in phases: the temporary files are created and written one
+// after another, synced concurrently (so the file system commits them
+// together), renamed into place one after another, and each directory is
+// synced once. Creating or renaming files in one directory from many
+// goroutines at once only makes them queue for the directory's lock, and
+// the kernel spins while they wait. A delivery that could not be written
+// gets its own error; if a directory sync fails, every delivery in it
+// fails.
 func (o *Outbound) SendBatch(ctx context.Context, ds []*adapter.Delivery) ([]adapter.Receipt, []error) {
 	rcs := make([]adapter.Receipt, len(ds))
 	errs := make([]error, len(ds))
@@ -194,34 +198,79 @@ func (o *Outbound) SendBatch(ctx context.Context, ds []*adapter.Delivery) ([]ada
 		}
 		return rcs, errs
 	}
-	dirs := map[string][]int{}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
+	failed := func(i int, what string, err error) {
+		if errs[i] == nil {
+			errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: "+what+" failed", err)
+		}
+	}
+	// Create and write the temporary files.
+	tmps := make([]*os.File, len(ds))
+	fulls := make([]string, len(ds))
+	made := map[string]error{}
 	for i, d := range ds {
 		rel, err := RelPath(d)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		full := filepath.Join(o.dir, filepath.FromSlash(rel))
-		dirs[filepath.Dir(full)] = append(dirs[filepath.Dir(full)], i)
 		rcs[i] = adapter.Receipt{Status: StatusWritten, Location: rel}
+		fulls[i] = filepath.Join(o.dir, filepath.FromSlash(rel))
+		dir := filepath.Dir(fulls[i])
+		mkErr, ok := made[dir]
+		if !ok {
+			mkErr = os.MkdirAll(dir, 0o750)
+			made[dir] = mkErr
+		}
+		if mkErr != nil {
+			failed(i, "write", fmt.Errorf("create directory: %w", mkErr))
+			continue
+		}
+		if tmps[i], err = writeTemp(dir, d.Body); err != nil {
+			failed(i, "write", err)
+		}
+	}
+	// Sync them concurrently.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i, f := range tmps {
+		if f == nil {
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := writeSynced(full, ds[i].Body); err != nil {
-				errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: write failed", err)
+			if err := f.Sync(); err != nil {
+				failed(i, "write", fmt.Errorf("sync temporary file: %w", err))
 			}
 		}()
 	}
 	wg.Wait()
+	// Close and rename them into place; remove those that failed.
+	dirs := map[string][]int{}
+	for i, f := range tmps {
+		if f == nil {
+			continue
+		}
+		if err := f.Close(); err != nil {
+			failed(i, "write", fmt.Errorf("close temporary file: %w", err))
+		}
+		if errs[i] == nil {
+			if err := os.Rename(f.Name(), fulls[i]); err != nil {
+				failed(i, "write", fmt.Errorf("rename into place: %w", err))
+			}
+		}
+		if errs[i] != nil {
+			_ = os.Remove(f.Name())
+			continue
+		}
+		dir := filepath.Dir(fulls[i])
+		dirs[dir] = append(dirs[dir], i)
+	}
 	for dir, idx := range dirs {
 		if err := syncDir(dir); err != nil {
 			for _, i := range idx {
-				if errs[i] == nil {
-					errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: sync failed", err)
-				}
+				failed(i, "sync", err)
 			}
 		}
 	}
@@ -278,34 +327,44 @@ func writeAtomic(name string, data []byte) error {
 
 // writeSynced writes data to name through a synced temporary file renamed
 // into place; the caller syncs the directory.
-func writeSynced(name string, data []byte) (err error) {
+func writeSynced(name string, data []byte) error {
 	dir := filepath.Dir(name)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("create directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	tmp, err := writeTemp(dir, data)
 	if err != nil {
-		return fmt.Errorf("create temporary file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write temporary file: %w", err)
+		return err
 	}
 	if err := tmp.Sync(); err != nil {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("sync temporary file: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
+		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("close temporary file: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), name); err != nil {
+		_ = os.Remove(tmp.Name())
 		return fmt.Errorf("rename into place: %w", err)
 	}
 	return nil
+}
+
+// writeTemp creates a temporary file in dir holding data, open and not
+// yet synced; on error nothing is left behind.
+func writeTemp(dir string, data []byte) (*os.File, error) {
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file: %w", err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		_ = tmp.Close()
+		_ = os.Remove(tmp.Name())
+		return nil, fmt.Errorf("write temporary file: %w", err)
+	}
+	return tmp, nil
 }
 
 func syncDir(dir string) error {

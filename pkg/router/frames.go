@@ -12,14 +12,21 @@ import (
 // frame is one entry: its metadata (JSON) and its payload.
 type frame struct{ meta, payload []byte }
 
-// appendFrames writes magic, the count and every frame.
+// appendFrames writes magic, the count and every frame, growing b once.
 func appendFrames(b *bytes.Buffer, magic string, frames []frame) {
-	b.WriteString(magic)
-	b.Write(binary.AppendUvarint(nil, uint64(len(frames))))
+	n := len(magic) + binary.MaxVarintLen64
 	for _, f := range frames {
-		b.Write(binary.AppendUvarint(nil, uint64(len(f.meta))))
+		n += 2*binary.MaxVarintLen64 + len(f.meta) + len(f.payload)
+	}
+	b.Grow(n)
+	var v [binary.MaxVarintLen64]byte
+	uvarint := func(x int) { b.Write(binary.AppendUvarint(v[:0], uint64(x))) }
+	b.WriteString(magic)
+	uvarint(len(frames))
+	for _, f := range frames {
+		uvarint(len(f.meta))
 		b.Write(f.meta)
-		b.Write(binary.AppendUvarint(nil, uint64(len(f.payload))))
+		uvarint(len(f.payload))
 		b.Write(f.payload)
 	}
 }

@@ -183,6 +183,9 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		now := time.Now().UTC()
 		var accepted []*envelope.Envelope
+		// noRoute are the records of accepted messages no route takes: one
+		// audit batch beside the accepted batch, not a write each.
+		var noRoute []audit.Record
 		var futs []jetstream.PubAckFuture
 		note := func(id, dedupe string, rec audit.Record) error {
 			f, err := r.audit.WriteAsync(id, dedupe, rec)
@@ -218,10 +221,8 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			a.idx.add(key, env.ID, content, now)
 			accepted = append(accepted, env)
 			if !r.sourceRouted[env.Source] {
-				if err := note(env.ID, "noroute|"+env.ID, audit.Record{Time: now, MessageID: env.ID, Event: audit.Filtered, Source: env.Source,
-					Outcome: "no-route", Reason: "no loaded route takes input from this source"}); err != nil {
-					return err
-				}
+				noRoute = append(noRoute, audit.Record{Time: now, MessageID: env.ID, Event: audit.Filtered, Source: env.Source,
+					Outcome: "no-route", Reason: "no loaded route takes input from this source"})
 			}
 		}
 		if len(accepted) > 0 {
@@ -240,6 +241,12 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				// Nothing else can have been accepted since catchUp: the
 				// ingest log lets one batch be outstanding.
 				a.idx.setApplied(ack.Sequence)
+			}
+			// Named by the accepted batch, where a trail looks; a retry
+			// finds the same batch (a duplicate's ack carries its
+			// sequence) and writes the same audit batch.
+			if err := writeAuditBatch(ctx, r, "accept", "no-route", span{start: ack.Sequence, end: ack.Sequence}, noRoute); err != nil {
+				return fmt.Errorf("writing accept records: %w", err)
 			}
 		}
 		for _, f := range futs {

@@ -145,7 +145,9 @@ func batchTrail(ctx context.Context, js jetstream.JetStream, id string) ([]audit
 	if err != nil {
 		return nil, err
 	}
-	subjects := []string{store.SubjAudit + "._b.route.*." + strconv.FormatUint(accSeq, 10)}
+	// Records the accept stage wrote for the batch (no route takes the
+	// source) sit in its own audit batch, named by the accepted batch.
+	subjects := []string{store.SubjAudit + "._b.route.*." + strconv.FormatUint(accSeq, 10), auditBatchSubject("accept", "*", accSeq)}
 	for name, start := range starts {
 		if start != accSeq {
 			subjects = append(subjects, auditBatchSubject("route", name, start))

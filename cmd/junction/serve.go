@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 
@@ -15,6 +16,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlags("serve", "", stderr)
 	cfgPath := fs.String("c", "", "config file (default: built-in defaults, embedded NATS under ./data)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until shutdown (for performance work)")
+	memProfile := fs.String("memprofile", "", "write a heap profile to this file when shutdown begins (for performance work)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -28,6 +30,28 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		f, err := os.Create(*memProfile)
+		if err != nil {
+			return fmt.Errorf("memprofile: %w", err)
+		}
+		defer f.Close()
+		// Written when the engine is told to stop, or when serve returns
+		// without it having been told (a start that failed).
+		stopping, stop := context.WithCancel(ctx)
+		written := make(chan struct{})
+		defer func() { stop(); <-written }()
+		go func() {
+			defer close(written)
+			<-stopping.Done()
+			// What is live in the running engine, before the drain
+			// releases it.
+			runtime.GC()
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				fmt.Fprintf(stderr, "memprofile: %v\n", err)
+			}
+		}()
 	}
 	p, err := plan(*cfgPath, nil, stderr)
 	if err != nil {

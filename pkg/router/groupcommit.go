@@ -17,6 +17,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/telemetry"
 )
 
 // Group commit. JetStream fsyncs every stream message on its own, so one
@@ -98,18 +99,19 @@ type committer struct {
 	js jetstream.JetStream
 	// maxBytes bounds a batch's payload, below the server's max payload.
 	maxBytes int
+	metrics  *telemetry.Metrics // nil in some tests
 	reqs     chan commitReq
 	stop     chan struct{}
 	stopped  chan struct{}
 	once     sync.Once
 }
 
-func newCommitter(js jetstream.JetStream) *committer {
+func newCommitter(js jetstream.JetStream, m *telemetry.Metrics) *committer {
 	maxBytes := maxBatchBytes
 	if mp := int(js.Conn().MaxPayload()); mp > 0 && mp/2 < maxBytes {
 		maxBytes = mp / 2
 	}
-	c := &committer{js: js, maxBytes: maxBytes, reqs: make(chan commitReq, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
+	c := &committer{js: js, metrics: m, maxBytes: maxBytes, reqs: make(chan commitReq, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -191,7 +193,15 @@ func (c *committer) write(batch []commitReq) {
 	for i, r := range batch {
 		envs[i] = r.env
 	}
+	start := time.Now()
 	err := c.publish(envs)
+	if c.metrics != nil {
+		c.metrics.CommitLatency.Observe(time.Since(start).Seconds())
+		if err == nil {
+			c.metrics.Commits.Inc()
+			c.metrics.CommitMessages.Add(float64(len(envs)))
+		}
+	}
 	for _, r := range batch {
 		r.done <- err
 	}

@@ -44,7 +44,7 @@ func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics, aw *au
 	}
 	i := &Ingester{js: st.JS, audit: aw, partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
 	if st.GroupCommit() {
-		i.group = newCommitter(st.JS)
+		i.group = newCommitter(st.JS, m)
 	}
 	return i
 }

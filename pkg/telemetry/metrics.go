@@ -15,12 +15,15 @@ type Metrics struct {
 	Duplicates     *prometheus.CounterVec   // adapter
 	Quarantined    *prometheus.CounterVec   // adapter
 	AckLatency     *prometheus.HistogramVec // adapter
-	DataQuality    *prometheus.CounterVec   // adapter, issue
-	Routed         *prometheus.CounterVec   // route, outcome
-	Consent        *prometheus.CounterVec   // route, destination, decision
-	ConsentSkipped *prometheus.CounterVec   // route, destination
-	PatientIndex   *prometheus.CounterVec   // adapter, outcome
-	PDSLookups     *prometheus.CounterVec   // outcome
+	Commits        prometheus.Counter
+	CommitMessages prometheus.Counter
+	CommitLatency  prometheus.Histogram
+	DataQuality    *prometheus.CounterVec // adapter, issue
+	Routed         *prometheus.CounterVec // route, outcome
+	Consent        *prometheus.CounterVec // route, destination, decision
+	ConsentSkipped *prometheus.CounterVec // route, destination
+	PatientIndex   *prometheus.CounterVec // adapter, outcome
+	PDSLookups     *prometheus.CounterVec // outcome
 	PDSDropped     prometheus.Counter
 	Delivered      *prometheus.CounterVec   // destination, outcome
 	Attempts       *prometheus.CounterVec   // destination, outcome
@@ -65,6 +68,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(x)
 		return x
 	}
+	h := func(sub, name, help string) prometheus.Histogram {
+		x := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "junction", Subsystem: sub, Name: name, Help: help, Buckets: latencyBuckets})
+		reg.MustRegister(x)
+		return x
+	}
 	c := func(sub, name, help string) prometheus.Counter {
 		x := prometheus.NewCounter(prometheus.CounterOpts{Namespace: "junction", Subsystem: sub, Name: name, Help: help})
 		reg.MustRegister(x)
@@ -77,6 +85,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Duplicates:     cv("ingress", "duplicates_total", "Resends of messages already stored; acknowledged again, not routed twice.", "adapter"),
 		Quarantined:    cv("ingress", "quarantined_total", "Unparseable inbound input kept in quarantine.", "adapter"),
 		AckLatency:     hv("ingress", "ack_latency_seconds", "Time from reading a message to acknowledging it.", "adapter"),
+		Commits:        c("ingress", "commits_total", "Group-commit writes to the ingest log; commit_messages_total over this is the mean messages per fsynced write."),
+		CommitMessages: c("ingress", "commit_messages_total", "Inbound messages stored by group-commit writes."),
+		CommitLatency:  h("ingress", "commit_seconds", "Time one group-commit write took, until the store confirmed it."),
 		DataQuality:    cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
 		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed).", "route", "outcome"),
 		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),

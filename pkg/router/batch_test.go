@@ -2,10 +2,15 @@ package router
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -35,22 +40,59 @@ func TestOutBatchRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := decodeOutBatch(data)
-			if err != nil {
-				t.Fatal(err)
+			if !bytes.HasPrefix(data, []byte(outBatchCompressedMagic)) {
+				t.Fatalf("batch starts %q, want the compressed format", data[:4])
 			}
-			if len(got) != len(tt.entries) {
-				t.Fatalf("decoded %d entries, want %d", len(got), len(tt.entries))
-			}
-			for i := range got {
-				if diff := cmp.Diff(tt.entries[i].h, got[i].h); diff != "" {
-					t.Errorf("entry %d headers (-want +got):\n%s", i, diff)
+			// A batch stored by an earlier version, uncompressed, still
+			// decodes.
+			frames := make([]frame, len(tt.entries))
+			for i, e := range tt.entries {
+				h, err := json.Marshal(e.h)
+				if err != nil {
+					t.Fatal(err)
 				}
-				if !bytes.Equal(got[i].body, tt.entries[i].body) {
-					t.Errorf("entry %d body differs", i)
+				frames[i] = frame{meta: h, payload: e.body}
+			}
+			var plain bytes.Buffer
+			appendFrames(&plain, outBatchMagic, frames)
+			for _, data := range [][]byte{data, plain.Bytes()} {
+				got, err := decodeOutBatch(data)
+				if err != nil {
+					t.Fatalf("%.4s: %v", data, err)
+				}
+				if len(got) != len(tt.entries) {
+					t.Fatalf("%.4s: decoded %d entries, want %d", data, len(got), len(tt.entries))
+				}
+				for i := range got {
+					if diff := cmp.Diff(tt.entries[i].h, got[i].h); diff != "" {
+						t.Errorf("%.4s: entry %d headers (-want +got):\n%s", data, i, diff)
+					}
+					if !bytes.Equal(got[i].body, tt.entries[i].body) {
+						t.Errorf("%.4s: entry %d body differs", data, i)
+					}
 				}
 			}
 		})
+	}
+}
+
+// TestOutBatchCompresses checks that FHIR JSON is stored compressed: the
+// point of the format is a smaller outbound stream.
+func TestOutBatchCompresses(t *testing.T) {
+	body, err := os.ReadFile("../../routes/testdata/adt_a01.fhir-store.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := make([]outEntry, 16)
+	for i := range entries {
+		entries[i] = outEntry{h: nats.Header{envelope.HeaderID: {fmt.Sprint("M", i)}}, body: body}
+	}
+	data, err := encodeOutBatch(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw := 16 * len(body); len(data)*3 > raw {
+		t.Errorf("16 bundles of %d bytes stored in %d bytes, want under a third", len(body), len(data))
 	}
 }
 
@@ -69,6 +111,9 @@ func TestDecodeOutBatchRejectsDamage(t *testing.T) {
 		{"trailing bytes", append(append([]byte{}, good...), 'x')},
 		{"count larger than data", append([]byte(outBatchMagic), 0xff, 0xff, 0x03)},
 		{"headers not JSON", append([]byte(outBatchMagic), 1, 2, '{', '{', 0)},
+		{"compressed, not S2", append([]byte(outBatchCompressedMagic), 3, 'a', 'b', 'c')},
+		{"compressed, claiming too much", append([]byte(outBatchCompressedMagic), binary.AppendUvarint(nil, maxOutBatchBytes+1)...)},
+		{"compressed, wrong inner magic", append([]byte(outBatchCompressedMagic), s2.Encode(nil, append([]byte("JGC1"), 0))...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

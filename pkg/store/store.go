@@ -307,7 +307,7 @@ func splitHostPort(addr string) (string, int, error) {
 // StreamConfigs returns the streams Junction needs.
 func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 	r := s.cfg.Replicas
-	return []jetstream.StreamConfig{
+	cfgs := []jetstream.StreamConfig{
 		{
 			Name: StreamIngress, Subjects: []string{SubjIngress + ".>"},
 			Description: "Raw inbound messages, unchanged, for routing and replay.",
@@ -345,6 +345,14 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 			MaxAge: s.cfg.QuarantineMaxAge,
 		},
 	}
+	// Direct gets read a stored message without the JSON and base64 of
+	// the stream API (the batch stages read every batch they take this
+	// way). With one replica they read what the leader has; with more,
+	// a follower may answer from behind, so they stay off.
+	for i := range cfgs {
+		cfgs[i].AllowDirect = r == 1
+	}
+	return cfgs
 }
 
 func (s *Store) ensureStreams(ctx context.Context) error {
@@ -384,11 +392,12 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		upd := have
 		upd.Replicas = max(have.Replicas, want.Replicas)
 		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
-		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates {
+		upd.AllowDirect = upd.Replicas == 1
+		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates && upd.AllowDirect == have.AllowDirect {
 			continue
 		}
 		if _, err := s.JS.UpdateStream(ctx, upd); err != nil {
-			errs = append(errs, fmt.Errorf("updating stream %s (replicas, max age, dedupe window): %w", want.Name, err))
+			errs = append(errs, fmt.Errorf("updating stream %s (replicas, max age, dedupe window, direct get): %w", want.Name, err))
 		}
 	}
 	return errors.Join(errs...)

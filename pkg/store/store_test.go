@@ -99,13 +99,15 @@ type streamView struct {
 	Duplicates time.Duration
 	DenyDelete bool
 	DenyPurge  bool
+	// AllowDirect: direct gets, on with one replica only.
+	AllowDirect bool
 }
 
 func viewOf(c jetstream.StreamConfig) streamView {
 	return streamView{
 		Subjects: c.Subjects, Retention: c.Retention, Storage: c.Storage, Discard: c.Discard,
 		Replicas: c.Replicas, MaxAge: c.MaxAge, Duplicates: c.Duplicates,
-		DenyDelete: c.DenyDelete, DenyPurge: c.DenyPurge,
+		DenyDelete: c.DenyDelete, DenyPurge: c.DenyPurge, AllowDirect: c.AllowDirect,
 	}
 }
 
@@ -115,6 +117,7 @@ func wantStreams(cfg store.Config) map[string]streamView {
 		return streamView{
 			Subjects: []string{subj}, Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage,
 			Discard: jetstream.DiscardOld, Replicas: cfg.Replicas, MaxAge: maxAge, Duplicates: dup,
+			AllowDirect: cfg.Replicas == 1,
 		}
 	}
 	audit := limits("junction.audit.>", 0, cfg.DedupeWindow)
@@ -466,7 +469,7 @@ func TestOpenExternalFewerReplicas(t *testing.T) {
 			return "stream " + name + " has 1 replicas, config wants 3"
 		}},
 		{"create_streams true on a single node", true, func(name string) string {
-			return "updating stream " + name + " (replicas, max age, dedupe window):"
+			return "updating stream " + name + " (replicas, max age, dedupe window, direct get):"
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"testing"
 	"time"
@@ -39,9 +40,6 @@ func TestOutBatchRoundTrip(t *testing.T) {
 			data, err := encodeOutBatch(tt.entries)
 			if err != nil {
 				t.Fatal(err)
-			}
-			if !bytes.HasPrefix(data, []byte(outBatchCompressedMagic)) {
-				t.Fatalf("batch starts %q, want the compressed format", data[:4])
 			}
 			// A batch stored by an earlier version, uncompressed, still
 			// decodes.
@@ -91,8 +89,60 @@ func TestOutBatchCompresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !bytes.HasPrefix(data, []byte(outBatchCompressedMagic)) {
+		t.Errorf("batch starts %q, want the compressed format", data[:4])
+	}
 	if raw := 16 * len(body); len(data)*3 > raw {
 		t.Errorf("16 bundles of %d bytes stored in %d bytes, want under a third", len(body), len(data))
+	}
+}
+
+// TestCompressFrames checks both outcomes of compressing a batch: smaller
+// behind the second magic, or the frames unchanged when compressing would
+// not make them smaller; and that either reads back.
+func TestCompressFrames(t *testing.T) {
+	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := make([]byte, 4096)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range random {
+		random[i] = byte(rng.Uint32())
+	}
+	tests := []struct {
+		name       string
+		payloads   [][]byte
+		compressed bool
+	}{
+		{"four ADT messages", [][]byte{adt, adt, adt, adt}, true},
+		{"random bytes", [][]byte{random}, false},
+		{"tiny", [][]byte{[]byte("abc")}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var frames []frame
+			for _, p := range tt.payloads {
+				frames = append(frames, frame{meta: []byte(`{"id":"A"}`), payload: p})
+			}
+			var b bytes.Buffer
+			appendFrames(&b, batchMagic, frames)
+			plain := b.Bytes()
+			stored := compressFrames(batchCompressedMagic, plain)
+			if got := bytes.HasPrefix(stored, []byte(batchCompressedMagic)); got != tt.compressed {
+				t.Errorf("compressed = %v, want %v (%d bytes from %d)", got, tt.compressed, len(stored), len(plain))
+			}
+			if len(stored) > len(plain) {
+				t.Errorf("stored %d bytes, more than the %d of the frames", len(stored), len(plain))
+			}
+			back, err := uncompressFrames(stored, batchCompressedMagic)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(back, plain) {
+				t.Error("frames differ after the round trip")
+			}
+		})
 	}
 }
 
@@ -112,7 +162,7 @@ func TestDecodeOutBatchRejectsDamage(t *testing.T) {
 		{"count larger than data", append([]byte(outBatchMagic), 0xff, 0xff, 0x03)},
 		{"headers not JSON", append([]byte(outBatchMagic), 1, 2, '{', '{', 0)},
 		{"compressed, not S2", append([]byte(outBatchCompressedMagic), 3, 'a', 'b', 'c')},
-		{"compressed, claiming too much", append([]byte(outBatchCompressedMagic), binary.AppendUvarint(nil, maxOutBatchBytes+1)...)},
+		{"compressed, claiming too much", append([]byte(outBatchCompressedMagic), binary.AppendUvarint(nil, maxBatchPlain+1)...)},
 		{"compressed, wrong inner magic", append([]byte(outBatchCompressedMagic), s2.Encode(nil, append([]byte("JGC1"), 0))...)},
 	}
 	for _, tt := range tests {

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/s2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -29,9 +28,8 @@ import (
 // batches.
 func OutboundBatchSubject(dest string) string { return store.SubjOutbound + "." + dest + "._b" }
 
-// Outbound batch formats. JOB1 is the frames as they are; JOB2 is the
-// same bytes compressed as one S2 block. Batches are written as JOB2 and
-// both are read, so batches stored by an earlier version still deliver.
+// Outbound batch formats: JOB1, and JOB2 (compressed, see
+// compressFrames), which is what is written.
 const (
 	outBatchMagic           = "JOB1"
 	outBatchCompressedMagic = "JOB2"
@@ -50,10 +48,8 @@ type outEntry struct {
 }
 
 // encodeOutBatch writes entries as: magic, count, then per entry the
-// headers as JSON and the body, each length-prefixed; then compresses
-// that (FHIR JSON shrinks to a fraction), so the outbound stream, its
-// block caches and every copy of a batch between the engine and the
-// store are that much smaller.
+// headers as JSON and the body, each length-prefixed, then compressed
+// (FHIR JSON shrinks about eight-fold).
 func encodeOutBatch(entries []outEntry) ([]byte, error) {
 	frames := make([]frame, len(entries))
 	for i, e := range entries {
@@ -65,26 +61,15 @@ func encodeOutBatch(entries []outEntry) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	appendFrames(&b, outBatchMagic, frames)
-	plain := b.Bytes()
-	out := make([]byte, len(outBatchCompressedMagic), len(outBatchCompressedMagic)+s2.MaxEncodedLen(len(plain)))
-	copy(out, outBatchCompressedMagic)
-	enc := s2.Encode(out[len(out):cap(out)], plain)
-	return out[:len(out)+len(enc)], nil
+	return compressFrames(outBatchCompressedMagic, b.Bytes()), nil
 }
 
 // decodeOutBatch reverses encodeOutBatch. Bodies alias data, or the
 // decompressed copy of it.
 func decodeOutBatch(data []byte) ([]outEntry, error) {
-	if bytes.HasPrefix(data, []byte(outBatchCompressedMagic)) {
-		n, err := s2.DecodedLen(data[len(outBatchCompressedMagic):])
-		if err != nil || n > maxOutBatchBytes {
-			return nil, errBadBatch
-		}
-		plain, err := s2.Decode(make([]byte, n), data[len(outBatchCompressedMagic):])
-		if err != nil {
-			return nil, errBadBatch
-		}
-		data = plain
+	data, err := uncompressFrames(data, outBatchCompressedMagic)
+	if err != nil {
+		return nil, err
 	}
 	frames, err := readFrames(data, outBatchMagic, uint64(len(data)))
 	if err != nil {
@@ -100,10 +85,6 @@ func decodeOutBatch(data []byte) ([]outEntry, error) {
 	}
 	return out, nil
 }
-
-// maxOutBatchBytes bounds a decompressed outbound batch, so a corrupt
-// length cannot make a reader allocate without limit.
-const maxOutBatchBytes = 256 << 20
 
 // batchRouteWorker runs one route over accepted batches.
 type batchRouteWorker struct {

@@ -3,6 +3,8 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // The batch formats (ingest and accepted batches, outbound batches) share
@@ -83,4 +85,44 @@ func frameCount(data []byte, magic string) int {
 		return 1
 	}
 	return int(n)
+}
+
+// Compressed batches: a batch's framed bytes stored as one S2 block
+// behind a second magic (JGC2 for JGC1, JOB2 for JOB1), so the streams,
+// their block caches and each copy of a batch between the engine and the
+// store are a fraction of the size. Readers take both forms, so batches
+// stored by an earlier version still read.
+
+// maxBatchPlain bounds a decompressed batch, so a corrupt length cannot
+// make a reader allocate without limit.
+const maxBatchPlain = 256 << 20
+
+// compressFrames returns plain, a framed batch, compressed behind magic;
+// or plain itself when compressing would not make it smaller, so a batch
+// is never stored larger than its frames (writers size batches by them).
+func compressFrames(magic string, plain []byte) []byte {
+	out := make([]byte, len(magic), len(magic)+s2.MaxEncodedLen(len(plain)))
+	copy(out, magic)
+	enc := s2.Encode(out[len(out):cap(out)], plain)
+	if len(magic)+len(enc) >= len(plain) {
+		return plain
+	}
+	return out[:len(out)+len(enc)]
+}
+
+// uncompressFrames returns the framed batch in data: decompressed when
+// data starts with magic, else data itself.
+func uncompressFrames(data []byte, magic string) ([]byte, error) {
+	if !bytes.HasPrefix(data, []byte(magic)) {
+		return data, nil
+	}
+	n, err := s2.DecodedLen(data[len(magic):])
+	if err != nil || n > maxBatchPlain {
+		return nil, errBadBatch
+	}
+	plain, err := s2.Decode(make([]byte, n), data[len(magic):])
+	if err != nil {
+		return nil, errBadBatch
+	}
+	return plain, nil
 }

@@ -32,9 +32,10 @@ import (
 // low load every batch holds one message.
 
 const (
-	batchMagic    = "JGC1"
-	maxBatchCount = 512
-	maxBatchBytes = 4 << 20
+	batchMagic           = "JGC1"
+	batchCompressedMagic = "JGC2"
+	maxBatchCount        = 512
+	maxBatchBytes        = 4 << 20
 )
 
 // entryMeta is an envelope without its payload, as stored in a batch.
@@ -52,7 +53,8 @@ type entryMeta struct {
 }
 
 // encodeBatch writes envelopes as: magic, count, then per entry the
-// metadata JSON and the raw bytes, each length-prefixed.
+// metadata JSON and the raw bytes, each length-prefixed, then compressed
+// (see compressFrames).
 func encodeBatch(envs []*envelope.Envelope) ([]byte, error) {
 	frames := make([]frame, len(envs))
 	for i, e := range envs {
@@ -65,13 +67,18 @@ func encodeBatch(envs []*envelope.Envelope) ([]byte, error) {
 	}
 	var b bytes.Buffer
 	appendFrames(&b, batchMagic, frames)
-	return b.Bytes(), nil
+	return compressFrames(batchCompressedMagic, b.Bytes()), nil
 }
 
 var errBadBatch = errors.New("malformed ingest batch")
 
-// decodeBatch reverses encodeBatch. Raw slices alias data.
+// decodeBatch reverses encodeBatch. Raw slices alias data, or the
+// decompressed copy of it.
 func decodeBatch(data []byte) ([]*envelope.Envelope, error) {
+	data, err := uncompressFrames(data, batchCompressedMagic)
+	if err != nil {
+		return nil, err
+	}
 	frames, err := readFrames(data, batchMagic, maxBatchCount)
 	if err != nil {
 		return nil, err

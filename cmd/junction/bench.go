@@ -23,18 +23,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	conns := fs.Int("conns", 8, "concurrent connections, each sending one message at a time")
 	dur := fs.Duration("duration", 10*time.Second, "how long to send")
 	patients := fs.Int("patients", 500, "distinct synthetic patients (999-range NHS numbers)")
-	metrics := fs.String("metrics", "", "URL of the junction's /metrics: after sending, wait until every accepted message is delivered and report the full-route rate")
-	dest := fs.String("destination", "fhir-store", "with --metrics: the destination whose deliveries are counted")
+	metrics := fs.String("metrics", "", "URL of the junction's /metrics: report its group commit, and after sending wait until every accepted message is delivered and report the full-route rate")
+	dest := fs.String("destination", "fhir-store", "with --metrics: the destination whose deliveries are counted (empty: do not wait for deliveries, as for an engine with no routes)")
 	drainFor := fs.Duration("drain-timeout", 10*time.Minute, "with --metrics: how long to wait for deliveries")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	var before float64
+	var commitsBefore commitStats
 	if *metrics != "" {
-		var err error
-		if before, err = deliveredCount(ctx, *metrics, *dest); err != nil {
+		text, err := scrape(ctx, *metrics)
+		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
+		before, commitsBefore = parseDelivered(text, *dest), parseCommits(text)
 	}
 	if *conns < 1 || *patients < 1 || *dur <= 0 {
 		return fmt.Errorf("conns, patients and duration must be positive")
@@ -99,7 +101,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err, _ := firstErr.Load().(error); err != nil {
 		fmt.Fprintf(stdout, "stopped early on a connection: %v\n", err)
 	}
+	if user, sys, ok := processCPU(); ok && sent.Load() > 0 {
+		fmt.Fprintf(stdout, "bench client CPU user %s sys %s (%s a message; it shares the machine with the engine)\n",
+			user.Round(time.Millisecond), sys.Round(time.Millisecond), ((user + sys) / time.Duration(sent.Load())).Round(100*time.Nanosecond))
+	}
 	if *metrics != "" {
+		if text, err := scrape(ctx, *metrics); err == nil {
+			c := parseCommits(text).since(commitsBefore)
+			if c.writes > 0 && c.timed > 0 {
+				fmt.Fprintf(stdout, "group commit: %.0f fsynced writes, %.1f messages a write, %s a write\n",
+					c.writes, c.messages/c.writes, time.Duration(c.seconds/c.timed*float64(time.Second)).Round(time.Microsecond))
+			}
+		}
+	}
+	if *metrics != "" && *dest != "" {
 		want := before + float64(sent.Load()-bad.Load())
 		dctx, cancel := context.WithTimeout(ctx, *drainFor)
 		defer cancel()
@@ -156,23 +171,65 @@ func waitDelivered(ctx context.Context, url, dest string, want float64) (float64
 // deliveredCount reads junction_delivery_messages_total for dest with
 // outcome delivered from a Prometheus text exposition at url.
 func deliveredCount(ctx context.Context, url, dest string) (float64, error) {
+	text, err := scrape(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	return parseDelivered(text, dest), nil
+}
+
+// scrape reads a Prometheus text exposition from url.
+func scrape(ctx context.Context, url string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, fmt.Errorf("metrics URL: %w", err)
+		return "", fmt.Errorf("metrics URL: %w", err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("reading metrics: %w", err)
+		return "", fmt.Errorf("reading metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("reading metrics: HTTP %d", resp.StatusCode)
+		return "", fmt.Errorf("reading metrics: HTTP %d", resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return 0, fmt.Errorf("reading metrics: %w", err)
+		return "", fmt.Errorf("reading metrics: %w", err)
 	}
-	return parseDelivered(string(body), dest), nil
+	return string(body), nil
+}
+
+// commitStats are the engine's group-commit counters.
+type commitStats struct{ writes, messages, seconds, timed float64 }
+
+func (c commitStats) since(b commitStats) commitStats {
+	return commitStats{c.writes - b.writes, c.messages - b.messages, c.seconds - b.seconds, c.timed - b.timed}
+}
+
+// parseCommits reads the group-commit counters from an exposition.
+func parseCommits(text string) commitStats {
+	var c commitStats
+	for _, line := range strings.Split(text, "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "junction_ingress_commits_total":
+			c.writes = v
+		case "junction_ingress_commit_messages_total":
+			c.messages = v
+		case "junction_ingress_commit_seconds_sum":
+			c.seconds = v
+		case "junction_ingress_commit_seconds_count":
+			c.timed = v
+		}
+	}
+	return c
 }
 
 // parseDelivered finds dest's delivered count in a Prometheus text

@@ -29,3 +29,34 @@ junction_delivery_messages_total{destination="fhir-store-2",outcome="delivered"}
 		})
 	}
 }
+
+func TestParseCommits(t *testing.T) {
+	const text = `# HELP junction_ingress_commits_total Group-commit writes.
+# TYPE junction_ingress_commits_total counter
+junction_ingress_commits_total 21158
+junction_ingress_commit_messages_total 73693
+junction_ingress_commit_seconds_bucket{le="0.001"} 20000
+junction_ingress_commit_seconds_sum 9.344907
+junction_ingress_commit_seconds_count 21158
+junction_ingress_commits_totally_other 5
+`
+	tests := []struct {
+		name   string
+		text   string
+		before commitStats
+		want   commitStats
+	}{
+		{"from start", text, commitStats{}, commitStats{21158, 73693, 9.344907, 21158}},
+		{"since a scrape", text, commitStats{158, 693, 0.344907, 158}, commitStats{21000, 73000, 9, 21000}},
+		{"group commit off", "junction_ingress_acks_total{adapter=\"pas\",code=\"AA\"} 5\n", commitStats{}, commitStats{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := parseCommits(tt.text).since(tt.before)
+			const eps = 1e-9
+			if d := got.seconds - tt.want.seconds; got.writes != tt.want.writes || got.messages != tt.want.messages || got.timed != tt.want.timed || d > eps || d < -eps {
+				t.Errorf("parseCommits = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

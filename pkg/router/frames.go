@@ -94,8 +94,9 @@ func frameCount(data []byte, magic string) int {
 // stored by an earlier version still read.
 
 // maxBatchPlain bounds a decompressed batch, so a corrupt length cannot
-// make a reader allocate without limit.
-const maxBatchPlain = 256 << 20
+// make a reader allocate without limit. Writers size batches by their
+// frames to fit one store message, and NATS caps a message at 64 MiB.
+const maxBatchPlain = 64 << 20
 
 // compressFrames returns plain, a framed batch, compressed behind magic;
 // or plain itself when compressing would not make it smaller, so a batch

@@ -97,10 +97,11 @@ func TestOutBatchCompresses(t *testing.T) {
 	}
 }
 
-// TestCompressFrames checks both outcomes of compressing a batch: smaller
+// TestBatchFormat checks both outcomes of encoding a batch: compressed
 // behind the second magic, or the frames unchanged when compressing would
-// not make them smaller; and that either reads back.
-func TestCompressFrames(t *testing.T) {
+// not make them smaller; that either reads back; and that the entry
+// count, which sizes spans, reads from either without decoding.
+func TestBatchFormat(t *testing.T) {
 	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestCompressFrames(t *testing.T) {
 		payloads   [][]byte
 		compressed bool
 	}{
-		{"four ADT messages", [][]byte{adt, adt, adt, adt}, true},
+		{"eight ADT messages", [][]byte{adt, adt, adt, adt, adt, adt, adt, adt}, true},
 		{"random bytes", [][]byte{random}, false},
 		{"tiny", [][]byte{[]byte("abc")}, false},
 	}
@@ -128,26 +129,60 @@ func TestCompressFrames(t *testing.T) {
 			var b bytes.Buffer
 			appendFrames(&b, batchMagic, frames)
 			plain := b.Bytes()
-			stored := compressFrames(batchCompressedMagic, plain)
+			stored := ingestFormat.encode(frames)
 			if got := bytes.HasPrefix(stored, []byte(batchCompressedMagic)); got != tt.compressed {
 				t.Errorf("compressed = %v, want %v (%d bytes from %d)", got, tt.compressed, len(stored), len(plain))
 			}
 			if len(stored) > len(plain) {
 				t.Errorf("stored %d bytes, more than the %d of the frames", len(stored), len(plain))
 			}
-			back, err := uncompressFrames(stored, batchCompressedMagic)
+			if got := ingestFormat.count(stored); got != len(frames) {
+				t.Errorf("count = %d, want %d", got, len(frames))
+			}
+			back, err := ingestFormat.decode(stored, maxBatchCount)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(back, plain) {
-				t.Error("frames differ after the round trip")
+			if diff := cmp.Diff(frames, back, cmp.AllowUnexported(frame{})); diff != "" {
+				t.Errorf("frames after the round trip (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestBatchCount checks the count a span is sized by, for batches that
+// cannot be read too.
+func TestBatchCount(t *testing.T) {
+	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	three := ingestFormat.encode([]frame{{payload: adt}, {payload: adt}, {payload: adt}})
+	var plain bytes.Buffer
+	appendFrames(&plain, batchMagic, []frame{{payload: []byte("a")}, {payload: []byte("b")}})
+	tests := []struct {
+		name string
+		data []byte
+		want int
+	}{
+		{"compressed", three, 3},
+		{"plain", plain.Bytes(), 2},
+		{"other magic", append([]byte(outBatchCompressedMagic), three[4:]...), 1},
+		{"empty", nil, 1},
+		{"no count", []byte(batchCompressedMagic), 1},
+		{"zero count", append([]byte(batchCompressedMagic), 0), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ingestFormat.count(tt.data); got != tt.want {
+				t.Errorf("count = %d, want %d", got, tt.want)
 			}
 		})
 	}
 }
 
 func TestDecodeOutBatchRejectsDamage(t *testing.T) {
-	good, err := encodeOutBatch([]outEntry{{h: nats.Header{"A": {"1"}}, body: []byte("body")}})
+	good, err := encodeOutBatch([]outEntry{{h: nats.Header{"A": {"1"}}, body: bytes.Repeat([]byte("body "), 100)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,9 +196,10 @@ func TestDecodeOutBatchRejectsDamage(t *testing.T) {
 		{"trailing bytes", append(append([]byte{}, good...), 'x')},
 		{"count larger than data", append([]byte(outBatchMagic), 0xff, 0xff, 0x03)},
 		{"headers not JSON", append([]byte(outBatchMagic), 1, 2, '{', '{', 0)},
-		{"compressed, not S2", append([]byte(outBatchCompressedMagic), 3, 'a', 'b', 'c')},
-		{"compressed, claiming too much", append([]byte(outBatchCompressedMagic), binary.AppendUvarint(nil, maxBatchPlain+1)...)},
-		{"compressed, wrong inner magic", append([]byte(outBatchCompressedMagic), s2.Encode(nil, append([]byte("JGC1"), 0))...)},
+		{"compressed, not S2", append([]byte(outBatchCompressedMagic), 1, 3, 'a', 'b', 'c')},
+		{"compressed, claiming too much", append([]byte(outBatchCompressedMagic), append([]byte{1}, binary.AppendUvarint(nil, maxBatchPlain+1)...)...)},
+		{"compressed, wrong inner magic", append([]byte(outBatchCompressedMagic), append([]byte{1}, s2.Encode(nil, append([]byte("JGC1"), 0))...)...)},
+		{"compressed, count not the frames'", recount(t, good, 2)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,4 +288,16 @@ func TestDedupeIndexReaddKeepsKeyAlive(t *testing.T) {
 	if _, _, found := x.lookup("k", 1); !found {
 		t.Error("a key added again within the window expired with its first addition")
 	}
+}
+
+// recount returns the compressed batch data with its declared count set
+// to n.
+func recount(t *testing.T, data []byte, n uint64) []byte {
+	t.Helper()
+	if !bytes.HasPrefix(data, []byte(outBatchCompressedMagic)) {
+		t.Fatalf("batch %.4s is not compressed", data)
+	}
+	_, k := binary.Uvarint(data[4:])
+	out := binary.AppendUvarint([]byte(outBatchCompressedMagic), n)
+	return append(out, data[4+k:]...)
 }

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,7 +28,7 @@ import (
 func OutboundBatchSubject(dest string) string { return store.SubjOutbound + "." + dest + "._b" }
 
 // Outbound batch formats: JOB1, and JOB2 (compressed, see
-// compressFrames), which is what is written.
+// batchFormat), which is what is written.
 const (
 	outBatchMagic           = "JOB1"
 	outBatchCompressedMagic = "JOB2"
@@ -59,19 +58,16 @@ func encodeOutBatch(entries []outEntry) ([]byte, error) {
 		}
 		frames[i] = frame{meta: h, payload: e.body}
 	}
-	var b bytes.Buffer
-	appendFrames(&b, outBatchMagic, frames)
-	return compressFrames(outBatchCompressedMagic, b.Bytes()), nil
+	return outFormat.encode(frames), nil
 }
+
+// outFormat is the format of outbound batches.
+var outFormat = batchFormat{plain: outBatchMagic, compressed: outBatchCompressedMagic}
 
 // decodeOutBatch reverses encodeOutBatch. Bodies alias data, or the
 // decompressed copy of it.
 func decodeOutBatch(data []byte) ([]outEntry, error) {
-	data, err := uncompressFrames(data, outBatchCompressedMagic)
-	if err != nil {
-		return nil, err
-	}
-	frames, err := readFrames(data, outBatchMagic, uint64(len(data)))
+	frames, err := outFormat.decode(data, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -73,57 +73,88 @@ func readFrames(data []byte, magic string, maxCount uint64) ([]frame, error) {
 	return out, nil
 }
 
-// frameCount returns the entry count a batch declares after its magic, or
-// 1 when it cannot be read (the batch is then judged by whoever decodes
-// it).
-func frameCount(data []byte, magic string) int {
-	if !bytes.HasPrefix(data, []byte(magic)) {
-		return 1
-	}
-	n, k := binary.Uvarint(data[len(magic):])
-	if k <= 0 || n == 0 || n > uint64(len(data)) {
-		return 1
-	}
-	return int(n)
-}
-
-// Compressed batches: a batch's framed bytes stored as one S2 block
-// behind a second magic (JGC2 for JGC1, JOB2 for JOB1), so the streams,
-// their block caches and each copy of a batch between the engine and the
-// store are a fraction of the size. Readers take both forms, so batches
-// stored by an earlier version still read.
+// batchFormat is a batch format: its frames under the plain magic, or
+// compressed under the second. Compressed, a batch is the second magic,
+// the entry count as a uvarint (so a stage can size a span without
+// decompressing) and the framed bytes as one S2 block. That makes the
+// streams, their block caches and each copy of a batch between the engine
+// and the store a fraction of the size. Readers take both forms, so
+// batches stored by an earlier version still read.
+type batchFormat struct{ plain, compressed string }
 
 // maxBatchPlain bounds a decompressed batch, so a corrupt length cannot
 // make a reader allocate without limit. Writers size batches by their
 // frames to fit one store message, and NATS caps a message at 64 MiB.
 const maxBatchPlain = 64 << 20
 
-// compressFrames returns plain, a framed batch, compressed behind magic;
-// or plain itself when compressing would not make it smaller, so a batch
-// is never stored larger than its frames (writers size batches by them).
-func compressFrames(magic string, plain []byte) []byte {
-	out := make([]byte, len(magic), len(magic)+s2.MaxEncodedLen(len(plain)))
-	copy(out, magic)
+// encode frames the entries and compresses them; or leaves them framed
+// when compressing would not make them smaller, so a batch is never
+// stored larger than its frames (writers size batches by them).
+func (f batchFormat) encode(frames []frame) []byte {
+	var b bytes.Buffer
+	appendFrames(&b, f.plain, frames)
+	plain := b.Bytes()
+	out := make([]byte, 0, len(f.compressed)+binary.MaxVarintLen64+s2.MaxEncodedLen(len(plain)))
+	out = append(out, f.compressed...)
+	out = binary.AppendUvarint(out, uint64(len(frames)))
 	enc := s2.Encode(out[len(out):cap(out)], plain)
-	if len(magic)+len(enc) >= len(plain) {
+	if len(out)+len(enc) >= len(plain) {
 		return plain
 	}
 	return out[:len(out)+len(enc)]
 }
 
-// uncompressFrames returns the framed batch in data: decompressed when
-// data starts with magic, else data itself.
-func uncompressFrames(data []byte, magic string) ([]byte, error) {
-	if !bytes.HasPrefix(data, []byte(magic)) {
-		return data, nil
+// decode reverses encode, refusing more than maxCount entries (0: no more
+// than the framed bytes could hold) and a compressed batch whose count is
+// not its frames'. The parts alias data or its decompressed copy.
+func (f batchFormat) decode(data []byte, maxCount uint64) ([]frame, error) {
+	want := -1
+	if bytes.HasPrefix(data, []byte(f.compressed)) {
+		n, k := binary.Uvarint(data[len(f.compressed):])
+		if k <= 0 {
+			return nil, errBadBatch
+		}
+		block := data[len(f.compressed)+k:]
+		size, err := s2.DecodedLen(block)
+		if err != nil || size > maxBatchPlain {
+			return nil, errBadBatch
+		}
+		if data, err = s2.Decode(make([]byte, size), block); err != nil {
+			return nil, errBadBatch
+		}
+		want = int(min(n, maxBatchPlain))
 	}
-	n, err := s2.DecodedLen(data[len(magic):])
-	if err != nil || n > maxBatchPlain {
-		return nil, errBadBatch
+	if maxCount == 0 {
+		maxCount = uint64(len(data))
 	}
-	plain, err := s2.Decode(make([]byte, n), data[len(magic):])
+	frames, err := readFrames(data, f.plain, maxCount)
 	if err != nil {
+		return nil, err
+	}
+	if want >= 0 && want != len(frames) {
 		return nil, errBadBatch
 	}
-	return plain, nil
+	return frames, nil
+}
+
+// count returns the entry count a batch declares, or 1 when it cannot be
+// read (the batch is then judged by whoever decodes it).
+func (f batchFormat) count(data []byte) int {
+	magic := f.plain
+	if bytes.HasPrefix(data, []byte(f.compressed)) {
+		magic = f.compressed
+	} else if !bytes.HasPrefix(data, []byte(magic)) {
+		return 1
+	}
+	n, k := binary.Uvarint(data[len(magic):])
+	// Framed, each entry takes at least a byte; compressed, at least
+	// a byte of the decompressed frames.
+	limit := uint64(len(data))
+	if magic == f.compressed {
+		limit = maxBatchPlain
+	}
+	if k <= 0 || n == 0 || n > limit {
+		return 1
+	}
+	return int(n)
 }

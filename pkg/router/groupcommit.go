@@ -54,7 +54,7 @@ type entryMeta struct {
 
 // encodeBatch writes envelopes as: magic, count, then per entry the
 // metadata JSON and the raw bytes, each length-prefixed, then compressed
-// (see compressFrames).
+// (see batchFormat).
 func encodeBatch(envs []*envelope.Envelope) ([]byte, error) {
 	frames := make([]frame, len(envs))
 	for i, e := range envs {
@@ -65,21 +65,18 @@ func encodeBatch(envs []*envelope.Envelope) ([]byte, error) {
 		}
 		frames[i] = frame{meta: meta, payload: e.Raw}
 	}
-	var b bytes.Buffer
-	appendFrames(&b, batchMagic, frames)
-	return compressFrames(batchCompressedMagic, b.Bytes()), nil
+	return ingestFormat.encode(frames), nil
 }
+
+// ingestFormat is the format of ingest and accepted batches.
+var ingestFormat = batchFormat{plain: batchMagic, compressed: batchCompressedMagic}
 
 var errBadBatch = errors.New("malformed ingest batch")
 
 // decodeBatch reverses encodeBatch. Raw slices alias data, or the
 // decompressed copy of it.
 func decodeBatch(data []byte) ([]*envelope.Envelope, error) {
-	data, err := uncompressFrames(data, batchCompressedMagic)
-	if err != nil {
-		return nil, err
-	}
-	frames, err := readFrames(data, batchMagic, maxBatchCount)
+	frames, err := ingestFormat.decode(data, maxBatchCount)
 	if err != nil {
 		return nil, err
 	}

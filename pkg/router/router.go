@@ -240,7 +240,7 @@ func (r *Router) Start(ctx context.Context) error {
 		for _, rt := range r.o.Routes {
 			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}, spans: &spanner{
 				js: r.js, st: ingress, marker: spanMarkerSubject(store.SubjIngress, rt.Name), input: SubjAccepted + ".>",
-				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: func(data []byte) int { return frameCount(data, batchMagic) },
+				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: ingestFormat.count,
 				relevant: sourceIn(rt.Source),
 			}}
 			pcs = append(pcs, &partitionConsumer{
@@ -251,7 +251,7 @@ func (r *Router) Start(ctx context.Context) error {
 		for _, d := range r.o.Destinations {
 			w := &batchDeliveryWorker{r: r, d: d, concurrency: r.o.DeliveryConcurrency, spans: &spanner{
 				js: r.js, st: outbound, marker: spanMarkerSubject(store.SubjOutbound, d.Name), input: OutboundBatchSubject(d.Name),
-				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: func(data []byte) int { return frameCount(data, outBatchMagic) },
+				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: outFormat.count,
 			}}
 			pcs = append(pcs, &partitionConsumer{
 				stream: store.StreamOutbound, durable: "dest-" + d.Name + "-b", filter: OutboundBatchSubject(d.Name),

@@ -72,6 +72,8 @@ func touch(t *testing.T, m *telemetry.Metrics) int {
 				}
 				return err
 			})
+		case prometheus.Histogram:
+			c.Observe(0.01)
 		case prometheus.Gauge:
 			c.Set(1)
 		case prometheus.Counter:

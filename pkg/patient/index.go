@@ -247,26 +247,33 @@ func (ix *Index) read(ctx context.Context, key string) (*Record, error) {
 // the chain. It returns nil when the first record is absent, and the
 // number of merges followed.
 func (ix *Index) resolve(ctx context.Context, key string) (*Record, int, error) {
+	r, _, hops, err := ix.resolveAt(ctx, key)
+	return r, hops, err
+}
+
+// resolveAt is resolve that also returns the key it read last: the
+// returned record's, or the absent record's when it returns nil.
+func (ix *Index) resolveAt(ctx context.Context, key string) (*Record, string, int, error) {
 	seen := map[string]bool{}
 	for hops := 0; hops <= maxHops; hops++ {
 		if seen[key] {
-			return nil, hops, ErrMergeLoop
+			return nil, key, hops, ErrMergeLoop
 		}
 		seen[key] = true
 		r, err := ix.read(ctx, key)
 		if err != nil || r == nil {
-			return nil, hops, err
+			return nil, key, hops, err
 		}
 		if r.MergedInto == "" {
-			return r, hops, nil
+			return r, key, hops, nil
 		}
 		next, err := ix.RecordKey(r.MergedInto)
 		if err != nil {
-			return nil, hops, fmt.Errorf("patient index: record %s: merged into an invalid NHS number", key)
+			return nil, key, hops, fmt.Errorf("patient index: record %s: merged into an invalid NHS number", key)
 		}
 		key = next
 	}
-	return nil, maxHops, ErrMergeLoop
+	return nil, key, maxHops, ErrMergeLoop
 }
 
 // resolveKey returns the key at the end of key's merge chain, or key when
@@ -289,15 +296,27 @@ func (ix *Index) resolveKey(ctx context.Context, key string) (string, error) {
 // it lives under.
 func (ix *Index) update(ctx context.Context, key, nhsNumber string, change func(*Record) (bool, error)) (*Record, string, error) {
 	for attempt := 0; attempt < ix.attempts; attempt++ {
-		target, err := ix.resolveKey(ctx, key)
+		rec, at, _, err := ix.resolveAt(ctx, key)
 		if err != nil {
 			return nil, "", err
+		}
+		// The record at the end of the chain was just read: modify starts
+		// from that read instead of reading it again. Its write is a
+		// compare-and-set at that read's revision, as after a read of its
+		// own, and a conflict reads afresh.
+		target, seed := key, (*Record)(nil)
+		seeded := rec == nil && at == key // key's record is absent
+		if rec != nil {
+			if target, err = ix.RecordKey(rec.NHSNumber); err != nil {
+				return nil, "", err
+			}
+			seed, seeded = rec, at == target
 		}
 		num := nhsNumber
 		if target != key {
 			num = "" // taken from the stored survivor
 		}
-		rec, err := ix.modify(ctx, target, num, change, true)
+		rec, err = ix.modifyFrom(ctx, target, num, seed, seeded, change, true)
 		if errors.Is(err, errMergedMeanwhile) {
 			continue
 		}
@@ -311,10 +330,20 @@ func (ix *Index) update(ctx context.Context, key, nhsNumber string, change func(
 // or ErrNotFound returned when nhsNumber is "". With notMerged, a record
 // found merged gives errMergedMeanwhile.
 func (ix *Index) modify(ctx context.Context, key, nhsNumber string, change func(*Record) (bool, error), notMerged bool) (*Record, error) {
+	return ix.modifyFrom(ctx, key, nhsNumber, nil, false, change, notMerged)
+}
+
+// modifyFrom is modify whose first attempt, when seeded, starts from
+// seed (nil for an absent record), the record at key as the caller just
+// read it, instead of reading it again. seed may be changed.
+func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, seed *Record, seeded bool, change func(*Record) (bool, error), notMerged bool) (*Record, error) {
 	for attempt := 0; attempt < ix.attempts; attempt++ {
-		r, err := ix.read(ctx, key)
-		if err != nil {
-			return nil, err
+		r := seed
+		if attempt > 0 || !seeded {
+			var err error
+			if r, err = ix.read(ctx, key); err != nil {
+				return nil, err
+			}
 		}
 		if r == nil {
 			if nhsNumber == "" {

@@ -172,6 +172,17 @@ func Subject(messageID string) string { return store.SubjAudit + "." + messageID
 // message, and returns once they are durable. dedupe makes a retried
 // write of the same stage harmless; pass "" to disable.
 func (w *Writer) Write(ctx context.Context, messageID, dedupe string, recs ...Record) error {
+	data, err := encodeRecords(recs)
+	if err != nil {
+		return err
+	}
+	return w.WriteEncoded(ctx, messageID, dedupe, data)
+}
+
+// WriteEncoded is Write for records already encoded as a JSON array (as
+// json.Marshal encodes a []Record), for a caller that encoded them to
+// measure them.
+func (w *Writer) WriteEncoded(ctx context.Context, messageID, dedupe string, data []byte) error {
 	if _, ok := ctx.Deadline(); !ok {
 		// As a synchronous JetStream publish would.
 		var cancel context.CancelFunc
@@ -179,7 +190,7 @@ func (w *Writer) Write(ctx context.Context, messageID, dedupe string, recs ...Re
 		defer cancel()
 	}
 	for attempt := 0; ; attempt++ {
-		msg, err := w.msg(messageID, dedupe, recs)
+		msg, err := w.msg(messageID, dedupe, data)
 		if err != nil {
 			return err
 		}
@@ -211,7 +222,11 @@ func (w *Writer) Write(ctx context.Context, messageID, dedupe string, recs ...Re
 
 // WriteAsync queues the records and returns a future for the store's ack.
 func (w *Writer) WriteAsync(messageID, dedupe string, recs ...Record) (jetstream.PubAckFuture, error) {
-	msg, err := w.msg(messageID, dedupe, recs)
+	data, err := encodeRecords(recs)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := w.msg(messageID, dedupe, data)
 	if err != nil {
 		return nil, err
 	}
@@ -222,13 +237,18 @@ func (w *Writer) WriteAsync(messageID, dedupe string, recs ...Record) (jetstream
 	return f, nil
 }
 
-func (w *Writer) msg(messageID, dedupe string, recs []Record) (*nats.Msg, error) {
-	if messageID == "" {
-		return nil, errors.New("audit: empty message id")
-	}
+// encodeRecords encodes records as one stream message holds them.
+func encodeRecords(recs []Record) ([]byte, error) {
 	data, err := json.Marshal(recs)
 	if err != nil {
 		return nil, fmt.Errorf("encoding audit records: %w", err)
+	}
+	return data, nil
+}
+
+func (w *Writer) msg(messageID, dedupe string, data []byte) (*nats.Msg, error) {
+	if messageID == "" {
+		return nil, errors.New("audit: empty message id")
 	}
 	m := nats.NewMsg(Subject(messageID))
 	m.Data = data

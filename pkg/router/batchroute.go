@@ -238,10 +238,10 @@ func writeAuditBatch(ctx context.Context, r *Router, stage, name string, sp span
 		return nil
 	}
 	id := "ab|" + stage + "|" + name + "|" + sp.id()
-	if fitsOneMessage(r, recs) {
+	if data, ok := encodedToFit(r, recs); ok {
 		// The audit writer puts the batch on its hash chain like any record.
 		key := strings.TrimPrefix(auditBatchSubject(stage, name, sp.start), store.SubjAudit+".")
-		return r.audit.Write(ctx, key, id, recs...)
+		return r.audit.WriteEncoded(ctx, key, id, data)
 	}
 	var order []string
 	byMsg := map[string][]audit.Record{}
@@ -268,11 +268,12 @@ func writeAuditBatch(ctx context.Context, r *Router, stage, name string, sp span
 // when a span's records do not fit in one: about 1 KiB a record at most.
 const auditChunk = 512
 
-// fitsOneMessage reports whether recs, encoded, fit in one store message.
-func fitsOneMessage(r *Router, recs []audit.Record) bool {
+// encodedToFit returns recs encoded as one audit message holds them, and
+// whether that fits in one store message.
+func encodedToFit(r *Router, recs []audit.Record) ([]byte, bool) {
 	limit := int(r.js.Conn().MaxPayload()) - headerRoom
 	data, err := json.Marshal(recs)
-	return err == nil && len(data) <= limit
+	return data, err == nil && len(data) <= limit
 }
 
 // traceHeader carries env's trace context for a span.

@@ -65,6 +65,7 @@ type Index struct {
 	kv       jetstream.KeyValue
 	key      []byte
 	attempts int
+	recent   recentRecords
 }
 
 // Open creates or updates the bucket and returns the index.
@@ -235,12 +236,41 @@ func (ix *Index) read(ctx context.Context, key string) (*Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("patient index: reading %s: %w", key, err)
 	}
+	r, err := decodeRecord(key, e.Value(), e.Revision())
+	if err != nil {
+		return nil, err
+	}
+	ix.recent.remember(key, e.Value(), e.Revision())
+	return r, nil
+}
+
+// decodeRecord decodes the stored JSON of the record at key, read at
+// revision rev.
+func decodeRecord(key string, val []byte, rev uint64) (*Record, error) {
 	var r Record
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	if err := json.Unmarshal(val, &r); err != nil {
 		return nil, fmt.Errorf("patient index: decoding %s: %w", key, errors.New("stored record is not valid JSON"))
 	}
-	r.Version = e.Revision()
+	r.Version = rev
 	return &r, nil
+}
+
+// remembered returns the record at key as this Index last read or wrote
+// it, when it remembers it, is not merged and is stored under its own
+// NHS number's key. It may be stale (see recentRecords).
+func (ix *Index) remembered(key string) (*Record, bool) {
+	s, ok := ix.recent.get(key)
+	if !ok {
+		return nil, false
+	}
+	r, err := decodeRecord(key, s.val, s.rev)
+	if err != nil || r.MergedInto != "" {
+		return nil, false
+	}
+	if k, err := ix.RecordKey(r.NHSNumber); err != nil || k != key {
+		return nil, false
+	}
+	return r, true
 }
 
 // resolve reads the record at key and follows MergedInto to the end of
@@ -296,6 +326,18 @@ func (ix *Index) resolveKey(ctx context.Context, key string) (string, error) {
 // it lives under.
 func (ix *Index) update(ctx context.Context, key, nhsNumber string, change func(*Record) (bool, error)) (*Record, string, error) {
 	for attempt := 0; attempt < ix.attempts; attempt++ {
+		if attempt == 0 {
+			// A record this Index wrote or read lately, not merged, is
+			// where the chain ends unless it changed since; the
+			// compare-and-set write finds out.
+			if r, ok := ix.remembered(key); ok {
+				rec, err := ix.modifyFrom(ctx, key, nhsNumber, start{rec: r, known: true, remembered: true}, change, true)
+				if errors.Is(err, errMergedMeanwhile) {
+					continue
+				}
+				return rec, key, err
+			}
+		}
 		rec, at, _, err := ix.resolveAt(ctx, key)
 		if err != nil {
 			return nil, "", err
@@ -304,19 +346,18 @@ func (ix *Index) update(ctx context.Context, key, nhsNumber string, change func(
 		// from that read instead of reading it again. Its write is a
 		// compare-and-set at that read's revision, as after a read of its
 		// own, and a conflict reads afresh.
-		target, seed := key, (*Record)(nil)
-		seeded := rec == nil && at == key // key's record is absent
+		target, first := key, start{known: rec == nil && at == key} // known absent
 		if rec != nil {
 			if target, err = ix.RecordKey(rec.NHSNumber); err != nil {
 				return nil, "", err
 			}
-			seed, seeded = rec, at == target
+			first = start{rec: rec, known: at == target}
 		}
 		num := nhsNumber
 		if target != key {
 			num = "" // taken from the stored survivor
 		}
-		rec, err = ix.modifyFrom(ctx, target, num, seed, seeded, change, true)
+		rec, err = ix.modifyFrom(ctx, target, num, first, change, true)
 		if errors.Is(err, errMergedMeanwhile) {
 			continue
 		}
@@ -330,16 +371,27 @@ func (ix *Index) update(ctx context.Context, key, nhsNumber string, change func(
 // or ErrNotFound returned when nhsNumber is "". With notMerged, a record
 // found merged gives errMergedMeanwhile.
 func (ix *Index) modify(ctx context.Context, key, nhsNumber string, change func(*Record) (bool, error), notMerged bool) (*Record, error) {
-	return ix.modifyFrom(ctx, key, nhsNumber, nil, false, change, notMerged)
+	return ix.modifyFrom(ctx, key, nhsNumber, start{}, change, notMerged)
 }
 
-// modifyFrom is modify whose first attempt, when seeded, starts from
-// seed (nil for an absent record), the record at key as the caller just
-// read it, instead of reading it again. seed may be changed.
-func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, seed *Record, seeded bool, change func(*Record) (bool, error), notMerged bool) (*Record, error) {
+// start is where a modify's first attempt starts instead of reading the
+// record.
+type start struct {
+	// rec is the record at key (nil when absent) when known.
+	rec   *Record
+	known bool
+	// remembered marks rec as remembered rather than read just now: it
+	// may be stale, so it may start a compare-and-set write but cannot
+	// decide that nothing needs writing, nor fail the change.
+	remembered bool
+}
+
+// modifyFrom is modify whose first attempt starts from first when it is
+// known, instead of reading the record. first.rec may be changed.
+func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, first start, change func(*Record) (bool, error), notMerged bool) (*Record, error) {
 	for attempt := 0; attempt < ix.attempts; attempt++ {
-		r := seed
-		if attempt > 0 || !seeded {
+		r := first.rec
+		if attempt > 0 || !first.known {
 			var err error
 			if r, err = ix.read(ctx, key); err != nil {
 				return nil, err
@@ -354,6 +406,9 @@ func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, seed *Re
 			return nil, errMergedMeanwhile
 		}
 		changed, err := change(r)
+		if (err != nil || !changed && r.Version != 0) && attempt == 0 && first.known && first.remembered {
+			continue // not to write is decided on a read
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -366,11 +421,13 @@ func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, seed *Re
 		}
 		rev, err := ix.put(ctx, key, val, r.Version)
 		if isConflict(err) {
+			ix.recent.forget(key)
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("patient index: writing %s: %w", key, err)
 		}
+		ix.recent.remember(key, val, rev)
 		r.Version = rev
 		return r, nil
 	}

@@ -389,7 +389,11 @@ type start struct {
 // modifyFrom is modify whose first attempt starts from first when it is
 // known, instead of reading the record. first.rec may be changed.
 func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, first start, change func(*Record) (bool, error), notMerged bool) (*Record, error) {
-	for attempt := 0; attempt < ix.attempts; attempt++ {
+	limit := ix.attempts
+	if first.remembered {
+		limit++ // an attempt on a remembered record is not one on the store's
+	}
+	for attempt := 0; attempt < limit; attempt++ {
 		r := first.rec
 		if attempt > 0 || !first.known {
 			var err error

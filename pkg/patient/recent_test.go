@@ -3,18 +3,23 @@ package patient
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 )
 
-// rememberFake makes ix remember rec at key and revision rev, as if it
-// had read it.
+// rememberFake makes ix remember rec at key and revision rev, in place
+// of what it remembers.
 func rememberFake(t *testing.T, ix *Index, key string, rec Record, rev uint64) {
 	t.Helper()
 	val, err := json.Marshal(rec)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ix.recent.forget(key) // remember keeps a newer revision
 	ix.recent.remember(key, val, rev)
+	if s, ok := ix.recent.get(key); !ok || s.rev != rev {
+		t.Fatalf("the fake record was not remembered")
+	}
 }
 
 // TestRememberedRecordIsNotTrusted checks that a stale remembered record
@@ -136,5 +141,54 @@ func TestRememberedRecordDoesNotFailAChange(t *testing.T) {
 	}
 	if rec.Family != "CHANGED" || rec.Postcode != "LS1 4AB" {
 		t.Errorf("family %q postcode %q, want the change applied to the stored record", rec.Family, rec.Postcode)
+	}
+}
+
+// TestRememberedRecordTakesNoAttempt checks that trying a stale
+// remembered record does not use up the index's compare-and-set
+// attempts: with one attempt, the update still reaches the store.
+func TestRememberedRecordTakesNoAttempt(t *testing.T) {
+	js := startJetStream(t)
+	ix, err := Open(t.Context(), js, Config{Bucket: "PATIENTS_ONE_ATTEMPT", HashKey: testHashKey, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n0 := num(t, 0)
+	key, err := ix.RecordKey(n0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apply(t, ix, bundle(t, "A08", pat{nhsNumber: n0, postcode: "LS1 4AB"}), src(1))
+	tests := []struct {
+		name string
+		// fake returns the remembered record and revision, given the
+		// stored record.
+		fake func(stored *Record) (Record, uint64)
+	}{
+		{
+			name: "newer, so not written",
+			fake: func(stored *Record) (Record, uint64) {
+				r := *stored
+				r.UpdatedAt, r.MessageID = src(99).Received, src(99).MessageID
+				return r, stored.Version
+			},
+		},
+		{
+			name: "at a revision the store has moved past",
+			fake: func(stored *Record) (Record, uint64) { return *stored, stored.Version - 1 },
+		},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake, rev := tt.fake(raw(t, ix, n0))
+			rememberFake(t, ix, key, fake, rev)
+			postcode := fmt.Sprintf("LS%d 7AB", i+2)
+			if _, err := ix.Apply(t.Context(), bundle(t, "A08", pat{nhsNumber: n0, postcode: postcode}), src(i+2)); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			if got := raw(t, ix, n0); got.Postcode != postcode {
+				t.Errorf("postcode %q, want %q", got.Postcode, postcode)
+			}
+		})
 	}
 }

@@ -24,7 +24,7 @@ const maxDepth = 10000
 // Decode parses data, which must hold one JSON object, as
 // json.Unmarshal(data, &m) with m a map[string]any would.
 func Decode(data []byte) (map[string]any, error) {
-	d := decoder{data: data, keys: make(map[string]string, 64)}
+	d := newDecoder(data)
 	d.space()
 	if d.i >= len(d.data) {
 		return nil, errors.New("jsonmap: unexpected end of JSON input")
@@ -61,7 +61,7 @@ func Decode(data []byte) (map[string]any, error) {
 // DecodeValue parses data, which must hold one JSON value, as
 // json.Unmarshal(data, &v) with v an any would.
 func DecodeValue(data []byte) (any, error) {
-	d := decoder{data: data, keys: make(map[string]string, 64)}
+	d := newDecoder(data)
 	d.space()
 	v, err := d.value(0)
 	if err != nil {
@@ -73,16 +73,22 @@ func DecodeValue(data []byte) (any, error) {
 	return v, nil
 }
 
-// decoder reads one JSON document. keys interns object keys: FHIR
-// repeats a few dozen names ("system", "value", "resource") many times
-// in a bundle, and a repeated key costs no allocation.
+// decoder reads one JSON document. src is data as one string, made
+// once: keys and strings without escapes are slices of it, so they cost
+// no allocation of their own. They keep src alive while any of them is
+// referenced, which for a decoded document is about as long as the
+// document itself.
 type decoder struct {
 	data []byte
+	src  string
 	i    int
-	keys map[string]string
 	// stack holds the elements of the arrays and objects being read,
 	// so each is built once at its final size.
 	stack []any
+}
+
+func newDecoder(data []byte) decoder {
+	return decoder{data: data, src: string(data)}
 }
 
 func (d *decoder) syntax(what string) error {
@@ -126,7 +132,7 @@ func (d *decoder) value(depth int) (any, error) {
 	case c == '[':
 		return d.array(depth)
 	case c == '"':
-		return d.str(false)
+		return d.str()
 	case c == 't':
 		return true, d.literal("true")
 	case c == 'f':
@@ -167,7 +173,7 @@ func (d *decoder) object(depth int) (map[string]any, error) {
 		if d.i >= len(d.data) || d.data[d.i] != '"' {
 			return nil, d.syntax("looking for beginning of object key string")
 		}
-		k, err := d.str(true)
+		k, err := d.str()
 		if err != nil {
 			return nil, err
 		}
@@ -285,8 +291,8 @@ func (d *decoder) number() (any, error) {
 	return f, nil
 }
 
-// str reads a string at d.i (on its opening quote); key interns it.
-func (d *decoder) str(key bool) (string, error) {
+// str reads a string at d.i (on its opening quote).
+func (d *decoder) str() (string, error) {
 	d.i++ // "
 	start := d.i
 	ascii := true
@@ -299,15 +305,7 @@ func (d *decoder) str(key bool) (string, error) {
 			if !ascii && !utf8.Valid(b) {
 				return d.slow(b), nil
 			}
-			if key {
-				if s, ok := d.keys[string(b)]; ok {
-					return s, nil
-				}
-				s := string(b)
-				d.keys[s] = s
-				return s, nil
-			}
-			return string(b), nil
+			return d.src[start : d.i-1], nil
 		case c == '\\':
 			return d.escaped(start)
 		case c < 0x20:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -59,6 +60,24 @@ const dedupeMaxKeys = 1 << 20
 
 // maxRebuildBatches bounds the stream sequences a rebuild reads back.
 const maxRebuildBatches = 1 << 18
+
+// headerSources lists the sources of an accepted batch's messages, one
+// value each, so a route can pass over a batch holding none of its
+// source without decoding it. Batches written before it was added lack
+// it and are decoded.
+const headerSources = "Junction-Sources"
+
+// sourcesOf returns the distinct sources of envs, in order of first
+// appearance.
+func sourcesOf(envs []*envelope.Envelope) []string {
+	var out []string
+	for _, e := range envs {
+		if !slices.Contains(out, e.Source) {
+			out = append(out, e.Source)
+		}
+	}
+	return out
+}
 
 // acceptor is the accept stage.
 type acceptor struct {
@@ -233,6 +252,7 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			out := nats.NewMsg(AcceptedSubject(seq))
 			out.Data = data
 			out.Header.Set(jetstream.MsgIDHeader, "acc|"+strconv.FormatUint(seq, 10))
+			out.Header[headerSources] = sourcesOf(accepted)
 			ack, err := r.js.PublishMsg(ctx, out)
 			if err != nil {
 				return fmt.Errorf("storing accepted batch: %w", err)

@@ -379,8 +379,11 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 
 // sourceIn reports whether an accepted batch holds a message from source,
 // or cannot be read (the route dead-letters it).
-func sourceIn(source string) func(data []byte) bool {
-	return func(data []byte) bool {
+func sourceIn(source string) func(h nats.Header, data []byte) bool {
+	return func(h nats.Header, data []byte) bool {
+		if srcs := h.Values(headerSources); len(srcs) > 0 {
+			return slices.Contains(srcs, source)
+		}
 		envs, err := decodeBatch(data)
 		return err != nil || slices.ContainsFunc(envs, func(e *envelope.Envelope) bool { return e.Source == source })
 	}

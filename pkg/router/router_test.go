@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"slices"
 	"sort"
 	"testing"
 	"time"
@@ -39,6 +40,45 @@ func TestBatchRoundTrip(t *testing.T) {
 				t.Errorf("round trip (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestSourceIn checks that a route reads an accepted batch's sources
+// from its header when the accept stage wrote one, and from the batch
+// itself when not (batches stored before the header existed).
+func TestSourceIn(t *testing.T) {
+	data, err := encodeBatch([]*envelope.Envelope{{ID: "A", Source: "pas"}, {ID: "B", Source: "lab"}, {ID: "C", Source: "pas"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSources := func(srcs ...string) nats.Header { return nats.Header{headerSources: srcs} }
+	tests := []struct {
+		name   string
+		source string
+		h      nats.Header
+		data   []byte
+		want   bool
+	}{
+		{"header names the source", "lab", withSources("pas", "lab"), data, true},
+		// The header is believed: the batch is not decoded.
+		{"header leaves the source out", "lab", withSources("pas"), data, false},
+		{"no header, batch holds the source", "lab", nats.Header{}, data, true},
+		{"no header, batch lacks the source", "fhir", nil, data, false},
+		{"no header, unreadable batch", "fhir", nil, []byte("garbage"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sourceIn(tt.source)(tt.h, tt.data); got != tt.want {
+				t.Errorf("sourceIn(%q) = %v, want %v", tt.source, got, tt.want)
+			}
+		})
+	}
+	envs, err := decodeBatch(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sourcesOf(envs), []string{"pas", "lab"}; !slices.Equal(got, want) {
+		t.Errorf("sourcesOf = %v, want %v", got, want)
 	}
 }
 

@@ -88,7 +88,7 @@ type spanner struct {
 	// of irrelevant batches writes nothing, so it needs no marker: it is
 	// handled in this process alone, and any process that takes its
 	// batches again finds nothing to write either.
-	relevant func(data []byte) bool
+	relevant func(h nats.Header, data []byte) bool
 	// last is the latest span this process saw fixed.
 	last span
 }
@@ -123,7 +123,7 @@ func (s *spanner) claim(ctx context.Context, seq uint64, h nats.Header, data []b
 			return span{}, nil, false, err
 		}
 		sp := span{start: seq, end: in[len(in)-1].seq}
-		if s.relevant != nil && !slices.ContainsFunc(in, func(i spanInput) bool { return s.relevant(i.data) }) {
+		if s.relevant != nil && !slices.ContainsFunc(in, func(i spanInput) bool { return s.relevant(i.header, i.data) }) {
 			s.last = sp
 			return span{}, nil, true, nil
 		}

@@ -201,7 +201,7 @@ func TestSpanIrrelevantWritesNoMarker(t *testing.T) {
 	js, st := spanStream(t, 3)
 	s := newTestSpanner(js, st, spanLimits{batches: 64, entries: 256, bytes: 1 << 20})
 	relevant := false
-	s.relevant = func([]byte) bool { return relevant }
+	s.relevant = func(nats.Header, []byte) bool { return relevant }
 	if _, _, covered := claimSpan(t, s, 1); !covered {
 		t.Fatal("a span with nothing for the stage was not covered")
 	}

@@ -260,6 +260,9 @@ type Translation struct {
 	// decoded it once for several routes to share. Readers must not
 	// modify it.
 	Parsed map[string]any
+	// BundleHash is the audit hash of Bundle, when the engine has
+	// computed it once for several routes to share.
+	BundleHash string
 }
 
 // Translator turns raw inbound bytes into FHIR with no I/O.

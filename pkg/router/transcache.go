@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
 )
@@ -70,6 +71,7 @@ func (s *sharedTranslator) Fresh(ctx context.Context, env *envelope.Envelope) (*
 	if parsed, err := jsonmap.Decode(tr.Bundle); err == nil {
 		tr.Parsed = parsed
 	}
+	tr.BundleHash = audit.Hash(tr.Bundle)
 	var pv patientView
 	if s.index != nil {
 		if pv, err = s.index(ctx, env, tr); err != nil {

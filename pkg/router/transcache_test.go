@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 )
 
@@ -57,8 +58,14 @@ func TestSharedTranslatorMakesEachTranslationOnce(t *testing.T) {
 					t.Fatalf("caller %d: err = %v, want failure %v", i, err, tc.fail != nil)
 				}
 			}
-			if _, _, err := s.Translate(context.Background(), env); (err != nil) != (tc.fail != nil) {
+			tr, _, err := s.Translate(context.Background(), env)
+			if (err != nil) != (tc.fail != nil) {
 				t.Fatalf("later caller: err = %v", err)
+			}
+			// The shared translation carries its bundle's audit hash, so
+			// each route's translated record need not compute it.
+			if tr != nil && tr.BundleHash != audit.Hash(tr.Bundle) {
+				t.Errorf("BundleHash = %q, want the audit hash of the bundle", tr.BundleHash)
 			}
 			if got := inner.calls.Load(); got != tc.wantCalls {
 				t.Errorf("translations made = %d, want %d", got, tc.wantCalls)

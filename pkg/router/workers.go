@@ -156,7 +156,10 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 		ev.patient = r.o.PatientHash(tr.PatientKey)
 	}
 	t := base
-	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", audit.Hash(tr.Bundle)
+	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", tr.BundleHash
+	if t.Hash == "" {
+		t.Hash = audit.Hash(tr.Bundle)
+	}
 	ev.stamp(&t)
 	ev.recs = append(ev.recs, t)
 	var res *route.Result

@@ -58,6 +58,62 @@ func Decode(data []byte) (map[string]any, error) {
 	return v, nil
 }
 
+// DecodeMembers parses data, which must hold one JSON object, and calls
+// member with each of its members in order, the value decoded as Decode
+// would decode it. A repeated key is passed each time it appears. It
+// suits small flat objects read into a struct: no map is built. An error
+// from member stops the parse and is returned.
+func DecodeMembers(data []byte, member func(key string, v any) error) error {
+	d := newDecoder(data)
+	d.space()
+	if d.i >= len(d.data) || d.data[d.i] != '{' {
+		return d.syntax("looking for beginning of object")
+	}
+	d.i++
+	d.space()
+	if d.i < len(d.data) && d.data[d.i] == '}' {
+		d.i++
+		return d.end()
+	}
+	for {
+		d.space()
+		if d.i >= len(d.data) || d.data[d.i] != '"' {
+			return d.syntax("looking for beginning of object key string")
+		}
+		k, err := d.str()
+		if err != nil {
+			return err
+		}
+		d.space()
+		if d.i >= len(d.data) || d.data[d.i] != ':' {
+			return d.syntax("after object key")
+		}
+		d.i++
+		d.space()
+		v, err := d.value(1)
+		if err != nil {
+			return err
+		}
+		if err := member(k, v); err != nil {
+			return err
+		}
+		d.space()
+		if d.i >= len(d.data) {
+			return d.syntax("")
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+			continue
+		case '}':
+			d.i++
+			return d.end()
+		default:
+			return d.syntax("after object key:value pair")
+		}
+	}
+}
+
 // DecodeValue parses data, which must hold one JSON value, as
 // json.Unmarshal(data, &v) with v an any would.
 func DecodeValue(data []byte) (any, error) {

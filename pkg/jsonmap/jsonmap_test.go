@@ -85,6 +85,19 @@ func checkDecode(t *testing.T, in []byte) {
 	if err == nil && !reflect.DeepEqual(got, want) {
 		t.Fatalf("Decode(%q) = %#v, encoding/json %#v", in, got, want)
 	}
+	// DecodeMembers passes the members of any object Decode accepts, the
+	// last of a repeated key winning as it does in a map, and refuses
+	// what encoding/json refuses ("null" is no object, so not compared).
+	gotM := map[string]any{}
+	err = jsonmap.DecodeMembers(in, func(k string, v any) error { gotM[k] = v; return nil })
+	switch {
+	case wantErr != nil && err == nil:
+		t.Fatalf("DecodeMembers(%q) accepted what encoding/json refused: %v", in, wantErr)
+	case wantErr == nil && want != nil && err != nil:
+		t.Fatalf("DecodeMembers(%q) error %v", in, err)
+	case wantErr == nil && want != nil && !reflect.DeepEqual(gotM, want):
+		t.Fatalf("DecodeMembers(%q) = %#v, encoding/json %#v", in, gotM, want)
+	}
 	var wantV any
 	wantErr = json.Unmarshal(in, &wantV)
 	gotV, err := jsonmap.DecodeValue(in)

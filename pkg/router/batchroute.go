@@ -51,12 +51,11 @@ type outEntry struct {
 // (FHIR JSON shrinks about eight-fold).
 func encodeOutBatch(entries []outEntry) ([]byte, error) {
 	frames := make([]frame, len(entries))
+	var metas []byte
 	for i, e := range entries {
-		h, err := json.Marshal(e.h)
-		if err != nil {
-			return nil, fmt.Errorf("encoding outbound entry: %w", err)
-		}
-		frames[i] = frame{meta: h, payload: e.body}
+		start := len(metas)
+		metas = appendHeader(metas, e.h)
+		frames[i] = frame{meta: metas[start:len(metas):len(metas)], payload: e.body}
 	}
 	return outFormat.encode(frames), nil
 }
@@ -73,8 +72,8 @@ func decodeOutBatch(data []byte) ([]outEntry, error) {
 	}
 	out := make([]outEntry, 0, len(frames))
 	for _, f := range frames {
-		var h nats.Header
-		if err := json.Unmarshal(f.meta, &h); err != nil {
+		h, err := decodeHeader(f.meta)
+		if err != nil {
 			return nil, errBadBatch
 		}
 		out = append(out, outEntry{h: h, body: f.payload})

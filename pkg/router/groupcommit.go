@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -57,13 +56,12 @@ type entryMeta struct {
 // (see batchFormat).
 func encodeBatch(envs []*envelope.Envelope) ([]byte, error) {
 	frames := make([]frame, len(envs))
+	var metas []byte
 	for i, e := range envs {
-		meta, err := json.Marshal(entryMeta{ID: e.ID, Source: e.Source, ContentType: e.ContentType, ReceivedAt: e.ReceivedAt,
+		start := len(metas)
+		metas = appendEntryMeta(metas, &entryMeta{ID: e.ID, Source: e.Source, ContentType: e.ContentType, ReceivedAt: e.ReceivedAt,
 			MessageType: e.MessageType, ControlID: e.ControlID, Sender: e.Sender, DedupeKey: e.DedupeKey, Partition: e.Partition, TraceParent: e.TraceParent})
-		if err != nil {
-			return nil, fmt.Errorf("encoding batch entry: %w", err)
-		}
-		frames[i] = frame{meta: meta, payload: e.Raw}
+		frames[i] = frame{meta: metas[start:len(metas):len(metas)], payload: e.Raw}
 	}
 	return ingestFormat.encode(frames), nil
 }
@@ -82,8 +80,8 @@ func decodeBatch(data []byte) ([]*envelope.Envelope, error) {
 	}
 	out := make([]*envelope.Envelope, 0, len(frames))
 	for _, f := range frames {
-		var m entryMeta
-		if err := json.Unmarshal(f.meta, &m); err != nil {
+		m, err := decodeEntryMeta(f.meta)
+		if err != nil {
 			return nil, errBadBatch
 		}
 		out = append(out, &envelope.Envelope{ID: m.ID, Source: m.Source, ContentType: m.ContentType, ReceivedAt: m.ReceivedAt,

@@ -69,49 +69,10 @@ func DecodeMembers(data []byte, member func(key string, v any) error) error {
 	if d.i >= len(d.data) || d.data[d.i] != '{' {
 		return d.syntax("looking for beginning of object")
 	}
-	d.i++
-	d.space()
-	if d.i < len(d.data) && d.data[d.i] == '}' {
-		d.i++
-		return d.end()
+	if err := d.members(1, member); err != nil {
+		return err
 	}
-	for {
-		d.space()
-		if d.i >= len(d.data) || d.data[d.i] != '"' {
-			return d.syntax("looking for beginning of object key string")
-		}
-		k, err := d.str()
-		if err != nil {
-			return err
-		}
-		d.space()
-		if d.i >= len(d.data) || d.data[d.i] != ':' {
-			return d.syntax("after object key")
-		}
-		d.i++
-		d.space()
-		v, err := d.value(1)
-		if err != nil {
-			return err
-		}
-		if err := member(k, v); err != nil {
-			return err
-		}
-		d.space()
-		if d.i >= len(d.data) {
-			return d.syntax("")
-		}
-		switch d.data[d.i] {
-		case ',':
-			d.i++
-			continue
-		case '}':
-			d.i++
-			return d.end()
-		default:
-			return d.syntax("after object key:value pair")
-		}
-	}
+	return d.end()
 }
 
 // DecodeValue parses data, which must hold one JSON value, as
@@ -216,48 +177,14 @@ func (d *decoder) object(depth int) (map[string]any, error) {
 	if depth++; depth > maxDepth {
 		return nil, errors.New("jsonmap: exceeded max depth")
 	}
-	d.i++ // {
 	base := len(d.stack)
 	defer func() { d.stack = d.stack[:base] }()
-	d.space()
-	if d.i < len(d.data) && d.data[d.i] == '}' {
-		d.i++
-		return map[string]any{}, nil
-	}
-	for {
-		d.space()
-		if d.i >= len(d.data) || d.data[d.i] != '"' {
-			return nil, d.syntax("looking for beginning of object key string")
-		}
-		k, err := d.str()
-		if err != nil {
-			return nil, err
-		}
-		d.space()
-		if d.i >= len(d.data) || d.data[d.i] != ':' {
-			return nil, d.syntax("after object key")
-		}
-		d.i++
-		d.space()
-		v, err := d.value(depth)
-		if err != nil {
-			return nil, err
-		}
+	err := d.members(depth, func(k string, v any) error {
 		d.stack = append(d.stack, k, v)
-		d.space()
-		if d.i >= len(d.data) {
-			return nil, d.syntax("")
-		}
-		switch d.data[d.i] {
-		case ',':
-			d.i++
-			continue
-		case '}':
-			d.i++
-		default:
-			return nil, d.syntax("after object key:value pair")
-		}
-		break
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	kv := d.stack[base:]
 	m := make(map[string]any, len(kv)/2)
@@ -265,6 +192,53 @@ func (d *decoder) object(depth int) (map[string]any, error) {
 		m[kv[j].(string)] = kv[j+1] // a repeated key: the last wins
 	}
 	return m, nil
+}
+
+// members reads the object at d.i (on its opening brace), its values
+// nested at depth, and calls member with each member in order.
+func (d *decoder) members(depth int, member func(k string, v any) error) error {
+	d.i++ // {
+	d.space()
+	if d.i < len(d.data) && d.data[d.i] == '}' {
+		d.i++
+		return nil
+	}
+	for {
+		d.space()
+		if d.i >= len(d.data) || d.data[d.i] != '"' {
+			return d.syntax("looking for beginning of object key string")
+		}
+		k, err := d.str()
+		if err != nil {
+			return err
+		}
+		d.space()
+		if d.i >= len(d.data) || d.data[d.i] != ':' {
+			return d.syntax("after object key")
+		}
+		d.i++
+		d.space()
+		v, err := d.value(depth)
+		if err != nil {
+			return err
+		}
+		if err := member(k, v); err != nil {
+			return err
+		}
+		d.space()
+		if d.i >= len(d.data) {
+			return d.syntax("")
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return nil
+		default:
+			return d.syntax("after object key:value pair")
+		}
+	}
 }
 
 func (d *decoder) array(depth int) ([]any, error) {

@@ -377,8 +377,9 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 	return ack.Sequence, nil
 }
 
-// sourceIn reports whether an accepted batch holds a message from source,
-// or cannot be read (the route dead-letters it).
+// sourceIn reports whether an accepted batch holds a message from source:
+// from its sources header, or for a batch without one by decoding it, an
+// unreadable batch counting as holding one (the route dead-letters it).
 func sourceIn(source string) func(h nats.Header, data []byte) bool {
 	return func(h nats.Header, data []byte) bool {
 		if srcs := h.Values(headerSources); len(srcs) > 0 {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,6 +67,22 @@ type Index struct {
 	key      []byte
 	attempts int
 	recent   recentRecords
+	// writing serialises this Index's compare-and-set loops on one
+	// record (by a stripe of its key). Without it, two goroutines
+	// updating one record could starve each other: the one that had to
+	// read afresh after a conflict kept losing to the one starting from
+	// the remembered record that read had just left. Conflicts now come
+	// only from other processes.
+	writing [64]sync.Mutex
+}
+
+// writeLock returns the lock serialising this Index's writes to key.
+func (ix *Index) writeLock(key string) *sync.Mutex {
+	var h uint32 = 2166136261
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &ix.writing[h%uint32(len(ix.writing))]
 }
 
 // Open creates or updates the bucket and returns the index.
@@ -158,8 +175,9 @@ func (ix *Index) GetByIdentifier(ctx context.Context, id Identifier) (*Record, e
 
 // Update applies change to the record of an NHS number, following merges,
 // with compare-and-set: change may run several times and must depend only
-// on the record it is given. A missing record is created. It returns the
-// record as written.
+// on the record it is given; it runs while this Index holds the record's
+// write lock, so it must not call the Index. A missing record is created.
+// It returns the record as written.
 func (ix *Index) Update(ctx context.Context, nhsNumber string, change func(*Record) error) (*Record, error) {
 	key, err := ix.RecordKey(nhsNumber)
 	if err != nil {
@@ -389,6 +407,9 @@ type start struct {
 // modifyFrom is modify whose first attempt starts from first when it is
 // known, instead of reading the record. first.rec may be changed.
 func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, first start, change func(*Record) (bool, error), notMerged bool) (*Record, error) {
+	mu := ix.writeLock(key)
+	mu.Lock()
+	defer mu.Unlock()
 	limit := ix.attempts
 	if first.remembered {
 		limit++ // an attempt on a remembered record is not one on the store's

@@ -29,14 +29,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	var before float64
+	var before, cpuBefore float64
 	var commitsBefore commitStats
 	if *metrics != "" {
 		text, err := scrape(ctx, *metrics)
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
-		before, commitsBefore = parseDelivered(text, *dest), parseCommits(text)
+		before, commitsBefore, cpuBefore = parseDelivered(text, *dest), parseCommits(text), parseCPU(text)
 	}
 	if *conns < 1 || *patients < 1 || *dur <= 0 {
 		return fmt.Errorf("conns, patients and duration must be positive")
@@ -112,6 +112,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				fmt.Fprintf(stdout, "group commit: %.0f fsynced writes, %.1f messages a write, %s a write\n",
 					c.writes, c.messages/c.writes, time.Duration(c.seconds/c.timed*float64(time.Second)).Round(time.Microsecond))
 			}
+			if cpu := parseCPU(text) - cpuBefore; cpu > 0 && *dest == "" && sent.Load() > 0 {
+				fmt.Fprintf(stdout, "engine CPU while sending: %s a message\n", perMessage(cpu, float64(sent.Load())))
+			}
 		}
 	}
 	if *metrics != "" && *dest != "" {
@@ -124,6 +127,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("bench: %d of %.0f delivered to %s after %s: %w", int64(got-before), want-before, *dest, took.Round(time.Millisecond), err)
 		}
 		fmt.Fprintf(stdout, "full route: %.0f delivered to %s %s after the first send: %.0f msgs/s\n", got-before, *dest, took.Round(time.Millisecond), (got-before)/took.Seconds())
+		if text, err := scrape(ctx, *metrics); err == nil && got > before {
+			if cpu := parseCPU(text) - cpuBefore; cpu > 0 {
+				fmt.Fprintf(stdout, "engine CPU from the first send to the last delivery: %s a delivered message\n", perMessage(cpu, got-before))
+			}
+		}
 	}
 	if bad.Load() > 0 {
 		return exitError{code: 1}
@@ -230,6 +238,25 @@ func parseCommits(text string) commitStats {
 		}
 	}
 	return c
+}
+
+// parseCPU reads the engine's process CPU seconds (user and system) from
+// an exposition; 0 when absent.
+func parseCPU(text string) float64 {
+	for line := range strings.SplitSeq(text, "\n") {
+		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return 0
+}
+
+// perMessage divides CPU seconds among n messages.
+func perMessage(cpu, n float64) time.Duration {
+	return time.Duration(cpu / n * float64(time.Second)).Round(time.Microsecond)
 }
 
 // parseDelivered finds dest's delivered count in a Prometheus text

@@ -30,6 +30,24 @@ junction_delivery_messages_total{destination="fhir-store-2",outcome="delivered"}
 	}
 }
 
+func TestParseCPU(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want float64
+	}{
+		{"present", "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 78.53\nprocess_cpu_seconds_totally 1\n", 78.53},
+		{"absent", "junction_ingress_commits_total 5\n", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := parseCPU(tt.text); got != tt.want {
+				t.Errorf("parseCPU = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseCommits(t *testing.T) {
 	const text = `# HELP junction_ingress_commits_total Group-commit writes.
 # TYPE junction_ingress_commits_total counter

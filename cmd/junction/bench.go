@@ -214,18 +214,23 @@ func (c commitStats) since(b commitStats) commitStats {
 	return commitStats{c.writes - b.writes, c.messages - b.messages, c.seconds - b.seconds, c.timed - b.timed}
 }
 
-// parseCommits reads the group-commit counters from an exposition.
-func parseCommits(text string) commitStats {
-	var c commitStats
-	for _, line := range strings.Split(text, "\n") {
+// unlabelled calls fn with each unlabelled sample of an exposition.
+func unlabelled(text string, fn func(name string, v float64)) {
+	for line := range strings.SplitSeq(text, "\n") {
 		name, value, ok := strings.Cut(line, " ")
 		if !ok {
 			continue
 		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			continue
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			fn(name, v)
 		}
+	}
+}
+
+// parseCommits reads the group-commit counters from an exposition.
+func parseCommits(text string) commitStats {
+	var c commitStats
+	unlabelled(text, func(name string, v float64) {
 		switch name {
 		case "junction_ingress_commits_total":
 			c.writes = v
@@ -236,22 +241,20 @@ func parseCommits(text string) commitStats {
 		case "junction_ingress_commit_seconds_count":
 			c.timed = v
 		}
-	}
+	})
 	return c
 }
 
 // parseCPU reads the engine's process CPU seconds (user and system) from
 // an exposition; 0 when absent.
 func parseCPU(text string) float64 {
-	for line := range strings.SplitSeq(text, "\n") {
-		if v, ok := strings.CutPrefix(line, "process_cpu_seconds_total "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err == nil {
-				return f
-			}
+	var cpu float64
+	unlabelled(text, func(name string, v float64) {
+		if name == "process_cpu_seconds_total" {
+			cpu = v
 		}
-	}
-	return 0
+	})
+	return cpu
 }
 
 // perMessage divides CPU seconds among n messages.

@@ -29,14 +29,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	var before, cpuBefore float64
+	var before float64
 	var commitsBefore commitStats
+	var useBefore engineUse
 	if *metrics != "" {
 		text, err := scrape(ctx, *metrics)
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
-		before, commitsBefore, cpuBefore = parseDelivered(text, *dest), parseCommits(text), parseCPU(text)
+		before, commitsBefore, useBefore = parseDelivered(text, *dest), parseCommits(text), parseUse(text)
 	}
 	if *conns < 1 || *patients < 1 || *dur <= 0 {
 		return fmt.Errorf("conns, patients and duration must be positive")
@@ -112,8 +113,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				fmt.Fprintf(stdout, "group commit: %.0f fsynced writes, %.1f messages a write, %s a write\n",
 					c.writes, c.messages/c.writes, time.Duration(c.seconds/c.timed*float64(time.Second)).Round(time.Microsecond))
 			}
-			if cpu := parseCPU(text) - cpuBefore; cpu > 0 && *dest == "" && sent.Load() > 0 {
-				fmt.Fprintf(stdout, "engine CPU while sending: %s a message\n", perMessage(cpu, float64(sent.Load())))
+			if *dest == "" && sent.Load() > 0 {
+				parseUse(text).since(useBefore).report(stdout, "while sending", "a message", float64(sent.Load()))
 			}
 		}
 	}
@@ -128,9 +129,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "full route: %.0f delivered to %s %s after the first send: %.0f msgs/s\n", got-before, *dest, took.Round(time.Millisecond), (got-before)/took.Seconds())
 		if text, err := scrape(ctx, *metrics); err == nil && got > before {
-			if cpu := parseCPU(text) - cpuBefore; cpu > 0 {
-				fmt.Fprintf(stdout, "engine CPU from the first send to the last delivery: %s a delivered message\n", perMessage(cpu, got-before))
-			}
+			parseUse(text).since(useBefore).report(stdout, "from the first send to the last delivery", "a delivered message", got-before)
 		}
 	}
 	if bad.Load() > 0 {
@@ -245,21 +244,41 @@ func parseCommits(text string) commitStats {
 	return c
 }
 
-// parseCPU reads the engine's process CPU seconds (user and system) from
-// an exposition; 0 when absent.
-func parseCPU(text string) float64 {
-	var cpu float64
-	unlabelled(text, func(name string, v float64) {
-		if name == "process_cpu_seconds_total" {
-			cpu = v
-		}
-	})
-	return cpu
+// engineUse is what the engine has spent: its process CPU seconds (user
+// and system) and the messages its store connection sent and received.
+type engineUse struct{ cpu, sent, received float64 }
+
+func (u engineUse) since(b engineUse) engineUse {
+	return engineUse{u.cpu - b.cpu, u.sent - b.sent, u.received - b.received}
 }
 
-// perMessage divides CPU seconds among n messages.
-func perMessage(cpu, n float64) time.Duration {
-	return time.Duration(cpu / n * float64(time.Second)).Round(time.Microsecond)
+// parseUse reads the engine's use from an exposition; absent counters
+// are 0.
+func parseUse(text string) engineUse {
+	var u engineUse
+	unlabelled(text, func(name string, v float64) {
+		switch name {
+		case "process_cpu_seconds_total":
+			u.cpu = v
+		case `junction_store_client_messages_total{direction="sent"}`:
+			u.sent = v
+		case `junction_store_client_messages_total{direction="received"}`:
+			u.received = v
+		}
+	})
+	return u
+}
+
+// report prints u shared among n messages: the CPU, and the store
+// traffic (steadier than timings on a shared machine) when the engine
+// counts it.
+func (u engineUse) report(w io.Writer, when, each string, n float64) {
+	if u.cpu > 0 {
+		fmt.Fprintf(w, "engine CPU %s: %s %s\n", when, time.Duration(u.cpu/n*float64(time.Second)).Round(time.Microsecond), each)
+	}
+	if u.sent > 0 {
+		fmt.Fprintf(w, "engine store traffic %s: %.1f messages sent and %.1f received %s\n", when, u.sent/n, u.received/n, each)
+	}
 }
 
 // parseDelivered finds dest's delivered count in a Prometheus text

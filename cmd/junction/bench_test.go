@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseDelivered(t *testing.T) {
 	const text = `# HELP junction_delivery_messages_total Deliveries by outcome.
@@ -30,19 +33,52 @@ junction_delivery_messages_total{destination="fhir-store-2",outcome="delivered"}
 	}
 }
 
-func TestParseCPU(t *testing.T) {
+func TestParseUse(t *testing.T) {
+	const text = `# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 78.53
+process_cpu_seconds_totally 1
+# TYPE junction_store_client_messages_total counter
+junction_store_client_messages_total{direction="received"} 2.5e+06
+junction_store_client_messages_total{direction="sent"} 1.25e+06
+junction_store_client_bytes_total{direction="sent"} 9e+09
+`
 	tests := []struct {
-		name string
-		text string
-		want float64
+		name   string
+		text   string
+		before engineUse
+		want   engineUse
 	}{
-		{"present", "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 78.53\nprocess_cpu_seconds_totally 1\n", 78.53},
-		{"absent", "junction_ingress_commits_total 5\n", 0},
+		{"present", text, engineUse{}, engineUse{78.53, 1.25e6, 2.5e6}},
+		{"since a scrape", text, engineUse{0.53, 250e3, 500e3}, engineUse{78, 1e6, 2e6}},
+		{"absent", "junction_ingress_commits_total 5\n", engineUse{}, engineUse{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := parseCPU(tt.text); got != tt.want {
-				t.Errorf("parseCPU = %v, want %v", got, tt.want)
+			got := parseUse(tt.text).since(tt.before)
+			const eps = 1e-9
+			if d := got.cpu - tt.want.cpu; got.sent != tt.want.sent || got.received != tt.want.received || d > eps || d < -eps {
+				t.Errorf("parseUse = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEngineUseReport(t *testing.T) {
+	tests := []struct {
+		name string
+		use  engineUse
+		want string
+	}{
+		{"both", engineUse{2, 8000, 12000}, "engine CPU while testing: 1ms a message\nengine store traffic while testing: 4.0 messages sent and 6.0 received a message\n"},
+		{"no store counters", engineUse{cpu: 2}, "engine CPU while testing: 1ms a message\n"},
+		{"nothing", engineUse{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			tt.use.report(&b, "while testing", "a message", 2000)
+			if b.String() != tt.want {
+				t.Errorf("report wrote %q, want %q", b.String(), tt.want)
 			}
 		})
 	}

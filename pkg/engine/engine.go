@@ -50,6 +50,8 @@ type Engine struct {
 	tracer     trace.Tracer
 
 	store *store.Store
+	// traffic counts what the store connection sends and receives.
+	traffic *storeTraffic
 	// patients is the patient index (nil when patient_index.enabled is
 	// false); consents is the consent store (nil with the default policy).
 	patients *patient.Index
@@ -98,7 +100,8 @@ func New(plan *Plan, o Options) (*Engine, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer}
+	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer}
+	reg.MustRegister(e.traffic)
 	auth, err := e.newAuthenticator(plan.Config.HTTP)
 	if err != nil {
 		return nil, err
@@ -212,6 +215,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
 	}
+	e.traffic.conn.Store(e.store.NC)
 	if e.store.Embedded() {
 		e.log.Info("store ready", "mode", "embedded", "dir", filepath.Join(dataDir, "jetstream"), "fsync", "every write")
 	} else {

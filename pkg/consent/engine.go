@@ -51,15 +51,23 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 		now = e.Now()
 	}
 	patient := nhs.Normalize(req.PatientKey)
+	purpose, basis := Purpose(req.Purpose), LegalBasis(req.LegalBasis)
+	// Only what the evaluation reads is loaded, each a store read per
+	// message and destination: Consents unless the route skips them, and
+	// the opt-out state only for purposes the opt-out applies to.
 	var pols []Policy
 	var opt OptOutStatus
 	if patient != "" && e.Source != nil {
 		var err error
-		if pols, err = e.Source.Policies(ctx, patient); err != nil {
-			return Decision{}, fmt.Errorf("loading consents: %w", err)
+		if !req.SkipConsent {
+			if pols, err = e.Source.Policies(ctx, patient); err != nil {
+				return Decision{}, fmt.Errorf("loading consents: %w", err)
+			}
 		}
-		if opt, err = e.Source.OptOut(ctx, patient, now); err != nil {
-			return Decision{}, fmt.Errorf("loading opt-out state: %w", err)
+		if OptOutApplies(purpose, basis) {
+			if opt, err = e.Source.OptOut(ctx, patient, now); err != nil {
+				return Decision{}, fmt.Errorf("loading opt-out state: %w", err)
+			}
 		}
 	} else if e.Source == nil {
 		opt.Stale = true
@@ -72,7 +80,7 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 	in := Input{
 		Now: now, Patient: patient, Policies: pols, OptOut: opt,
 		Restricted: req.Restricted || restrictedInBundle(entries),
-		Purpose:    Purpose(req.Purpose), Basis: LegalBasis(req.LegalBasis),
+		Purpose:    purpose, Basis: basis,
 		SkipConsent: req.SkipConsent, Destination: dest, Default: req.Default,
 	}
 	if len(entries) == 0 {

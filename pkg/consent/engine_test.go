@@ -208,6 +208,62 @@ func TestEngineSourceError(t *testing.T) {
 	}
 }
 
+// countingSource counts the reads a decision makes.
+type countingSource struct {
+	memSource
+	policies, optOuts int
+}
+
+func (c *countingSource) Policies(ctx context.Context, p string) ([]Policy, error) {
+	c.policies++
+	return c.memSource.Policies(ctx, p)
+}
+
+func (c *countingSource) OptOut(ctx context.Context, p string, now time.Time) (OptOutStatus, error) {
+	c.optOuts++
+	return c.memSource.OptOut(ctx, p, now)
+}
+
+// TestEngineReadsOnlyWhatItUses checks that a decision reads the opt-out
+// state only for purposes the opt-out applies to and the Consents only
+// when the route does not skip them, and that what it skips cannot change
+// the outcome: a stale opt-out list is irrelevant to direct care.
+func TestEngineReadsOnlyWhatItUses(t *testing.T) {
+	tests := []struct {
+		name                   string
+		req                    Request
+		wantPolicies, wantOpts int
+		want                   Outcome
+	}{
+		{"direct care", Request{Purpose: "direct-care", LegalBasis: "direct-care", Default: Permit}, 1, 0, Permit},
+		{"research under s251", Request{Purpose: "research", LegalBasis: "s251", Default: Permit}, 1, 1, Deny},
+		{"research by explicit consent", Request{Purpose: "research", LegalBasis: "explicit-consent", Default: Permit}, 1, 0, Deny},
+		{"statutory safeguarding skips consent", Request{Purpose: "safeguarding", LegalBasis: "statutory", SkipConsent: true}, 0, 0, Permit},
+		{"planning under s251", Request{Purpose: "planning", LegalBasis: "s251", Default: Permit}, 1, 1, Deny},
+		{"public health skips consent and the opt-out", Request{Purpose: "public-health", LegalBasis: "statutory", SkipConsent: true}, 0, 0, Permit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &countingSource{memSource: memSource{optOut: map[string]OptOutStatus{patientA: {Stale: true}}}}
+			e := &Engine{Source: src}
+			tt.req.PatientKey = patientA
+			tt.req.Bundle = map[string]any{"resourceType": "Bundle", "entry": []any{
+				map[string]any{"resource": map[string]any{"resourceType": "Encounter", "id": "e"}},
+			}}
+			d, err := e.Decide(context.Background(), tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if src.policies != tt.wantPolicies || src.optOuts != tt.wantOpts {
+				t.Errorf("read Consents %d times and the opt-out %d times, want %d and %d", src.policies, src.optOuts, tt.wantPolicies, tt.wantOpts)
+			}
+			if d.Outcome != tt.want {
+				t.Errorf("outcome %s, want %s (%s)", d.Outcome, tt.want, d.Rule)
+			}
+		})
+	}
+}
+
 func TestEngineEmptyBundle(t *testing.T) {
 	e := &Engine{Source: memSource{}}
 	tests := []struct {

@@ -414,6 +414,17 @@ func checkConsent(errs *yamlx.Errors, c ConsentSpec) {
 	}
 }
 
+// Uses reports whether any of the route's expressions refers to the CEL
+// variable name (see rules.Program.Uses).
+func (r *Route) Uses(name string) bool {
+	for _, c := range r.Programs {
+		if c.Program != nil && c.Program.Uses(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // Takes reports whether the route takes messages of this type. Events may
 // be written as "ADT^A01" or "A01".
 func (r *Route) Takes(messageType, event string) bool {

@@ -47,7 +47,8 @@ func admission(nhsNumber string) map[string]any {
 // is indexed: true for a listed patient, false for another, changing as
 // soon as the list does (nothing is kept in the index); that a list that
 // cannot be read holds the message back as a transient fault; and that an
-// unknown patient costs no read.
+// unknown patient, or a source none of whose routes uses the variable,
+// costs no read.
 func TestPatientOptedOutIsCurrent(t *testing.T) {
 	ix := testIndex(t)
 	const listed, other = "9990000026", "9990000034"
@@ -58,7 +59,7 @@ func TestPatientOptedOutIsCurrent(t *testing.T) {
 		OptedOut: func(_ context.Context, n string) (bool, error) {
 			asked = append(asked, n)
 			return list[n], down
-		}}}
+		}}, patientRead: map[string]bool{"pas": true}}
 	optedOut := func(pv patientView) any {
 		c, _ := pv.cel["consent"].(map[string]any)
 		return c["optedOut"]
@@ -103,6 +104,16 @@ func TestPatientOptedOutIsCurrent(t *testing.T) {
 			}
 		})
 	}
+	t.Run("source whose routes never use the variable", func(t *testing.T) {
+		asked = nil
+		env := &envelope.Envelope{ID: "01JTESTOPTLAB", Source: "lab", ReceivedAt: time.Now().UTC()}
+		if _, err := r.indexPatient(t.Context(), env, &adapter.Translation{Parsed: admission(other)}); err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) != 0 {
+			t.Errorf("opt-out list read %d times for a source that does not use it, want 0", len(asked))
+		}
+	})
 	rec, err := ix.Get(t.Context(), listed)
 	if err != nil {
 		t.Fatal(err)

@@ -62,9 +62,10 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 	if r.o.PatientIndexed != nil {
 		r.o.PatientIndexed(rec)
 	}
-	if r.o.OptedOut != nil && rec.NHSNumber != "" {
+	if r.o.OptedOut != nil && rec.NHSNumber != "" && r.patientRead[env.Source] {
 		// The opt-out list is the consent engine's, read now so the
-		// variable is always current; the index keeps no copy.
+		// variable is always current; the index keeps no copy. Sources
+		// whose routes never read the variable skip the read.
 		out, err := r.o.OptedOut(ctx, rec.NHSNumber)
 		if err != nil {
 			return patientView{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "opt-out list unavailable", err)

@@ -24,6 +24,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/route"
+	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
@@ -151,10 +152,14 @@ type Router struct {
 	prop  propagation.TextMapPropagator
 	// sourceRouted says which sources at least one route reads.
 	sourceRouted map[string]bool
-	cancel       context.CancelFunc
-	wg           sync.WaitGroup
-	mu           sync.Mutex
-	done         bool
+	// patientRead says which sources have a route whose expressions use
+	// the CEL variable patient; only for those is the opt-out flag it
+	// shows read per message.
+	patientRead map[string]bool
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	mu          sync.Mutex
+	done        bool
 }
 
 // New returns a router; call Start to run it.
@@ -180,14 +185,17 @@ func New(o Options) *Router {
 	if o.SpanBatches <= 0 {
 		o.SpanBatches = defaultSpanLimits.batches
 	}
-	routed := map[string]bool{}
+	routed, patientRead := map[string]bool{}, map[string]bool{}
 	for _, rt := range o.Routes {
 		routed[rt.Source] = true
+		if rt.Uses(rules.VarPatient) {
+			patientRead[rt.Source] = true
+		}
 	}
 	if o.Audit == nil {
 		o.Audit = audit.NewWriter(o.Store.JS)
 	}
-	return &Router{o: o, js: o.Store.JS, audit: o.Audit, prop: propagation.TraceContext{}, sourceRouted: routed}
+	return &Router{o: o, js: o.Store.JS, audit: o.Audit, prop: propagation.TraceContext{}, sourceRouted: routed, patientRead: patientRead}
 }
 
 // Start creates every durable consumer, then runs them.

@@ -158,7 +158,15 @@ type Program struct {
 	prg  cel.Program
 	cost checker.CostEstimate
 	lim  Limits
+	// idents are the names the checked expression refers to as
+	// identifiers (declared variables, and comprehension variables).
+	idents map[string]bool
 }
+
+// Uses reports whether the expression refers to the variable name, so
+// the engine can leave out reads that fill variables no expression uses.
+// A comprehension variable of the same name counts as a use.
+func (p *Program) Uses(name string) bool { return p.idents[name] }
 
 // Source returns the expression text.
 func (p *Program) Source() string { return p.src }
@@ -205,7 +213,13 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 	if err != nil {
 		return nil, &CompileError{Issues: []Issue{{Offset: -1, Msg: err.Error()}}}
 	}
-	return &Program{src: src, prg: prg, cost: est, lim: e.limits}, nil
+	idents := map[string]bool{}
+	for _, ref := range ast.NativeRep().ReferenceMap() {
+		if ref.Name != "" && ref.Value == nil {
+			idents[ref.Name] = true
+		}
+	}
+	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents}, nil
 }
 
 // returns reports whether an expression of type out may return kind. A

@@ -256,6 +256,33 @@ func TestCompileAcceptsKinds(t *testing.T) {
 	}
 }
 
+func TestProgramUses(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	tests := []struct {
+		name string
+		src  string
+		want bool
+	}{
+		{"field of the variable", `patient.flag == "vip"`, true},
+		{"variable in a function argument", `has(patient.consent) && nhsNumberValid(nhsNumber(bundle))`, true},
+		{"variable inside a comprehension", `bundle.entry.exists(e, e.resource.id == patient.id)`, true},
+		{"other variables only", `nhsNumberValid(nhsNumber(bundle)) && msg.event == "A01"`, false},
+		{"the name in a string", `msg.event == "patient"`, false},
+		{"a map key of that name", `{"patient": 1}.size() == 1`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := env.Compile(tt.src, Bool)
+			if err != nil {
+				t.Fatalf("Compile(%q): %v", tt.src, err)
+			}
+			if got := p.Uses(VarPatient); got != tt.want {
+				t.Errorf("Uses(%q) = %v, want %v", VarPatient, got, tt.want)
+			}
+		})
+	}
+}
+
 func TestCompileRejectsCostlyExpressions(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -644,6 +644,10 @@ func (c *Config) Validate() []error {
 	for _, name := range sortedNames(c.Inputs) {
 		if !validName(name) {
 			errs = append(errs, fmt.Errorf("inputs.%s: names may hold only letters, digits, '-' and '_'", name))
+		} else if name[0] == '_' {
+			// An input's name is a token of its store subjects, beside
+			// the engine's own (junction.in._acc, junction.in._span).
+			errs = append(errs, fmt.Errorf("inputs.%s: names may not start with '_', which the engine keeps for its own store subjects", name))
 		}
 		if c.Inputs[name] == nil {
 			errs = append(errs, fmt.Errorf("inputs.%s: expected a mapping with a type", name))

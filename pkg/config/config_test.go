@@ -449,8 +449,10 @@ func TestValidate(t *testing.T) {
 		{"nats", func(c *Config) { c.NATS.Replicas = 3 }, []string{"nats.replicas: the embedded server is a single node; replicas must be 1 (set nats.url for a cluster)"}},
 		{"names", func(c *Config) {
 			c.Inputs["bad name"] = &Component{Type: "pas", Retry: router.DefaultRetry()}
+			c.Inputs["_acc"] = &Component{Type: "pas", Retry: router.DefaultRetry()}
 			c.Destinations["bad.name"] = &Component{Type: "file", Retry: router.DefaultRetry()}
 		}, []string{
+			"inputs._acc: names may not start with '_', which the engine keeps for its own store subjects",
 			"inputs.bad name: names may hold only letters, digits, '-' and '_'",
 			"destinations.bad.name: names may hold only letters, digits, '-' and '_'",
 		}},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -23,12 +24,14 @@ import (
 //
 //   - accept: takes one ingest-log batch at a time, drops resends found in
 //     an in-memory dedupe index (rebuilt at start, and kept current, from
-//     its own output), and writes one accepted batch on the ingress stream
-//     (subject junction.in._acc.<ingest-log sequence>). The accepted batch
-//     is the messages' receipt: no record per message is written.
-//   - route: each route takes one accepted batch at a time, translates and
-//     routes its messages in parallel, and writes one outbound batch per
-//     destination and one audit batch.
+//     its own output), and writes one accepted batch per source on the
+//     ingress stream (subject junction.in._acc.<source>.<ingest-log
+//     sequence>). The accepted batch is the messages' receipt: no record
+//     per message is written.
+//   - route: each route takes one accepted batch of its source at a time
+//     (routes never see other sources' batches), translates and routes its
+//     messages in parallel, and writes one outbound batch per destination
+//     and one audit batch.
 //   - deliver: each destination takes one outbound batch at a time and
 //     sends its entries concurrently across partitions, in order within a
 //     partition (so per patient), then writes one audit batch.
@@ -41,12 +44,39 @@ import (
 // SubjAccepted prefixes the accepted batches on the ingress stream.
 const SubjAccepted = store.SubjIngress + "._acc"
 
+// subjLegacyAccepted matches the accepted batches of every source that
+// versions before per-source batches wrote (junction.in._acc.<sequence>,
+// one token fewer than a source's). Stages still read them, so batches
+// stored before an upgrade are routed after it.
+const subjLegacyAccepted = SubjAccepted + ".*"
+
 // acceptDurable is the accept stage's consumer on the ingest log.
 const acceptDurable = "accept"
 
-// AcceptedSubject is the subject of the accepted batch made from ingest-log
-// message seq.
-func AcceptedSubject(seq uint64) string { return SubjAccepted + "." + strconv.FormatUint(seq, 10) }
+// AcceptedSubject is the subject of source's accepted batch made from
+// ingest-log message seq.
+func AcceptedSubject(source string, seq uint64) string {
+	return SubjAccepted + "." + source + "." + strconv.FormatUint(seq, 10)
+}
+
+// acceptedFilters are the subjects of the accepted batches that can hold
+// source's messages: its own, and those of earlier versions.
+func acceptedFilters(source string) []string {
+	return []string{subjLegacyAccepted, SubjAccepted + "." + source + ".*"}
+}
+
+// acceptedOf returns a function reporting whether an accepted batch's
+// subject is one of acceptedFilters(source).
+func acceptedOf(source string) func(subject string) bool {
+	return func(subject string) bool {
+		rest, ok := strings.CutPrefix(subject, SubjAccepted+".")
+		if !ok {
+			return false
+		}
+		src, seq, perSource := strings.Cut(rest, ".")
+		return !perSource || src == source && !strings.Contains(seq, ".")
+	}
+}
 
 // auditBatchSubject is where a stage writes the records of one batch.
 func auditBatchSubject(stage, name string, seq uint64) string {
@@ -202,9 +232,6 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		now := time.Now().UTC()
 		var accepted []*envelope.Envelope
-		// noRoute are the records of accepted messages no route takes: one
-		// audit batch beside the accepted batch, not a write each.
-		var noRoute []audit.Record
 		var futs []jetstream.PubAckFuture
 		note := func(id, dedupe string, rec audit.Record) error {
 			f, err := r.audit.WriteAsync(id, dedupe, rec)
@@ -239,20 +266,33 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			// entries then find themselves.
 			a.idx.add(key, env.ID, content, now)
 			accepted = append(accepted, env)
-			if !r.sourceRouted[env.Source] {
-				noRoute = append(noRoute, audit.Record{Time: now, MessageID: env.ID, Event: audit.Filtered, Source: env.Source,
-					Outcome: "no-route", Reason: "no loaded route takes input from this source"})
-			}
 		}
-		if len(accepted) > 0 {
-			data, err := encodeBatch(accepted)
+		// One accepted batch per source, so each route reads only its
+		// own source's batches.
+		for _, src := range sourcesOf(accepted) {
+			var group []*envelope.Envelope
+			// noRoute are the records of accepted messages no route
+			// takes: one audit batch beside the accepted batch, not a
+			// write each.
+			var noRoute []audit.Record
+			for _, env := range accepted {
+				if env.Source != src {
+					continue
+				}
+				group = append(group, env)
+				if !r.sourceRouted[src] {
+					noRoute = append(noRoute, audit.Record{Time: now, MessageID: env.ID, Event: audit.Filtered, Source: src,
+						Outcome: "no-route", Reason: "no loaded route takes input from this source"})
+				}
+			}
+			data, err := encodeBatch(group)
 			if err != nil {
 				return err
 			}
-			out := nats.NewMsg(AcceptedSubject(seq))
+			out := nats.NewMsg(AcceptedSubject(src, seq))
 			out.Data = data
-			out.Header.Set(jetstream.MsgIDHeader, "acc|"+strconv.FormatUint(seq, 10))
-			out.Header[headerSources] = sourcesOf(accepted)
+			out.Header.Set(jetstream.MsgIDHeader, "acc|"+strconv.FormatUint(seq, 10)+"|"+src)
+			out.Header[headerSources] = []string{src}
 			ack, err := r.js.PublishMsg(ctx, out)
 			if err != nil {
 				return fmt.Errorf("storing accepted batch: %w", err)

@@ -56,7 +56,7 @@ func (r *Router) indexConsumers(shared map[string]*sharedTranslator) []*partitio
 		w := &indexWorker{r: r, source: src, tr: shared[src]}
 		if r.o.Pipeline == PipelineBatch {
 			pcs = append(pcs, &partitionConsumer{
-				stream: store.StreamIngress, durable: "index-" + src + "-b", filter: SubjAccepted + ".>",
+				stream: store.StreamIngress, durable: "index-" + src + "-b", filters: acceptedFilters(src),
 				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverNewPolicy, log: r.o.Logger, handle: w.handleBatches,
 			})
 			continue

@@ -24,6 +24,8 @@ type partitionConsumer struct {
 	stream  string
 	durable string
 	filter  string
+	// filters, when set, replace filter with several subjects.
+	filters []string
 	batch   int
 	ackWait time.Duration
 	deliver jetstream.DeliverPolicy
@@ -38,16 +40,21 @@ type partitionConsumer struct {
 }
 
 func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, p.stream, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		Durable:       p.durable,
-		FilterSubject: p.filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		MaxAckPending: p.batch,
 		AckWait:       p.ackWait,
 		DeliverPolicy: p.deliver,
 		OptStartSeq:   p.startSeq,
 		MaxDeliver:    -1,
-	})
+	}
+	if len(p.filters) > 0 {
+		cfg.FilterSubjects = p.filters
+	} else {
+		cfg.FilterSubject = p.filter
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, p.stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", p.durable, err)
 	}

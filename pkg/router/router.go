@@ -248,11 +248,12 @@ func (r *Router) Start(ctx context.Context) error {
 		for _, rt := range r.o.Routes {
 			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}, spans: &spanner{
 				js: r.js, st: ingress, marker: spanMarkerSubject(store.SubjIngress, rt.Name), input: SubjAccepted + ".>",
+				takes:  acceptedOf(rt.Source),
 				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: ingestFormat.count,
 				relevant: sourceIn(rt.Source),
 			}}
 			pcs = append(pcs, &partitionConsumer{
-				stream: store.StreamIngress, durable: "route-" + rt.Name + "-b", filter: SubjAccepted + ".>",
+				stream: store.StreamIngress, durable: "route-" + rt.Name + "-b", filters: acceptedFilters(rt.Source),
 				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverNewPolicy, log: r.o.Logger, handle: w.handle,
 			})
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,6 +81,52 @@ func TestSourceIn(t *testing.T) {
 	if got, want := sourcesOf(envs), []string{"pas", "lab"}; !slices.Equal(got, want) {
 		t.Errorf("sourcesOf = %v, want %v", got, want)
 	}
+}
+
+// TestAcceptedOf checks which accepted batches a source's stages take:
+// its own and earlier versions' mixed ones, never another source's, and
+// that the names match the consumer filters NATS applies.
+func TestAcceptedOf(t *testing.T) {
+	tests := []struct {
+		subject string
+		want    bool
+	}{
+		{AcceptedSubject("pas", 17), true},
+		{AcceptedSubject("lab", 17), false},
+		{AcceptedSubject("pas-2", 17), false},
+		{SubjAccepted + ".17", true}, // an earlier version's batch of every source
+		{SubjAccepted + ".pas.17.x", false},
+		{IngressSubject("pas", 3), false},
+		{spanMarkerSubject("junction.in", "route-a"), false},
+	}
+	takes := acceptedOf("pas")
+	for _, tt := range tests {
+		t.Run(tt.subject, func(t *testing.T) {
+			if got := takes(tt.subject); got != tt.want {
+				t.Errorf("acceptedOf(pas)(%q) = %v, want %v", tt.subject, got, tt.want)
+			}
+			matched := slices.ContainsFunc(acceptedFilters("pas"), func(f string) bool { return subjectMatches(f, tt.subject) })
+			if matched != tt.want {
+				t.Errorf("acceptedFilters(pas) match %q: %v, want %v", tt.subject, matched, tt.want)
+			}
+		})
+	}
+}
+
+// subjectMatches is NATS subject matching with * and > wildcards.
+func subjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, tok := range f {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s):
+			return false
+		case tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(f) == len(s)
 }
 
 func TestDecodeBatchRejectsDamage(t *testing.T) {

@@ -79,7 +79,12 @@ type spanner struct {
 	marker string
 	// input is the stage's input filter (a subject that may hold
 	// wildcards).
-	input  string
+	input string
+	// takes, when set, narrows input: only batches on subjects it takes
+	// are the stage's (its consumer's filter subjects, which one
+	// wildcard cannot express). A span reads past the others, so it
+	// never leaves out a batch its consumer delivers.
+	takes  func(subject string) bool
 	limits spanLimits
 	// count gives the entries in an input batch, for the limits.
 	count func(data []byte) int
@@ -208,13 +213,19 @@ func (s *spanner) readAhead(ctx context.Context, seq uint64, h nats.Header, data
 	in := []spanInput{{seq: seq, header: h, data: data}}
 	entries, size := s.count(data), len(data)
 	next := seq + 1
-	for len(in) < s.limits.batches && entries < s.limits.entries && size < s.limits.bytes {
+	// read counts every batch read, the stage's or not, so one span
+	// reads at most limits.batches.
+	for read := 1; read < s.limits.batches && entries < s.limits.entries && size < s.limits.bytes; read++ {
 		m, err := s.st.GetMsg(ctx, next, jetstream.WithGetMsgSubject(s.input))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading ahead: %w", err)
+		}
+		if s.takes != nil && !s.takes(m.Subject) {
+			next = m.Sequence + 1
+			continue
 		}
 		n := s.count(m.Data)
 		if entries+n > s.limits.entries || size+len(m.Data) > s.limits.bytes {
@@ -241,7 +252,9 @@ func (s *spanner) read(ctx context.Context, sp span, seq uint64, h nats.Header, 
 		if m.Sequence > sp.end {
 			break
 		}
-		in = append(in, spanInput{seq: m.Sequence, header: m.Header, data: m.Data})
+		if s.takes == nil || s.takes(m.Subject) {
+			in = append(in, spanInput{seq: m.Sequence, header: m.Header, data: m.Data})
+		}
 		next = m.Sequence + 1
 	}
 	// An input the stream's limits removed since cannot be handled; the

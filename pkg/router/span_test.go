@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -219,5 +220,48 @@ func TestSpanIrrelevantWritesNoMarker(t *testing.T) {
 	}
 	if last, _, err := s.lastMarker(t.Context()); err != nil || last != (span{4, 5}) {
 		t.Errorf("last marker %v, %v; want 4..5", last, err)
+	}
+}
+
+// A stage that takes only some of the input subjects reads past the
+// others: its span holds only its own batches, counts every batch read
+// against the batch limit, and reads the same batches when taken again.
+func TestSpanTakesOnlyItsSubjects(t *testing.T) {
+	js := jstest.Start(t, "span-takes-test")
+	st, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Duplicates: time.Minute})
+	if err != nil {
+		t.Fatalf("creating stream: %v", err)
+	}
+	// Sequences 1..8: a b b a a b a b.
+	for i, who := range "abbaabab" {
+		if _, err := js.Publish(t.Context(), "t.in."+string(who)+"."+strconv.Itoa(i), []byte("x")); err != nil {
+			t.Fatalf("storing input: %v", err)
+		}
+	}
+	takesA := func(subject string) bool { return len(subject) > 7 && subject[:7] == "t.in.a." }
+	tests := []struct {
+		name     string
+		batches  int
+		want     span
+		wantSeqs []uint64
+	}{
+		{"every batch of its own", 64, span{1, 7}, []uint64{1, 4, 5, 7}},
+		{"batch limit counts the others too", 4, span{1, 4}, []uint64{1, 4}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := spanLimits{batches: tt.batches, entries: 256, bytes: 1 << 20}
+			s := &spanner{js: js, st: st, marker: spanMarkerSubject("t", "stage"+strconv.Itoa(i)), input: "t.in.>", takes: takesA,
+				limits: l, count: func([]byte) int { return 1 }}
+			sp, seqs, covered := claimSpan(t, s, 1)
+			if covered || sp != tt.want || !slices.Equal(seqs, tt.wantSeqs) {
+				t.Fatalf("claim(1) = %v inputs %v covered %v, want %v inputs %v", sp, seqs, covered, tt.want, tt.wantSeqs)
+			}
+			again := &spanner{js: js, st: st, marker: s.marker, input: s.input, takes: takesA, limits: l, count: s.count}
+			sp, seqs, covered = claimSpan(t, again, 1)
+			if covered || sp != tt.want || !slices.Equal(seqs, tt.wantSeqs) {
+				t.Errorf("retaken claim(1) = %v inputs %v covered %v, want %v inputs %v", sp, seqs, covered, tt.want, tt.wantSeqs)
+			}
+		})
 	}
 }

@@ -62,7 +62,54 @@ func AcceptedSubject(source string, seq uint64) string {
 // acceptedFilters are the subjects of the accepted batches that can hold
 // source's messages: its own, and those of earlier versions.
 func acceptedFilters(source string) []string {
-	return []string{subjLegacyAccepted, SubjAccepted + "." + source + ".*"}
+	return []string{subjLegacyAccepted, ownAccepted(source)}
+}
+
+// ownAccepted matches source's own accepted batches.
+func ownAccepted(source string) string { return SubjAccepted + "." + source + ".*" }
+
+// acceptedInput is how a stage reading one source's accepted batches
+// through a durable consumer takes them: its consumer's filters, and the
+// input subject and narrowing of its spans (see spanner).
+type acceptedInput struct {
+	filters []string
+	input   string
+	takes   func(subject string) bool
+}
+
+// acceptedInputOf returns how the stage with consumer durable reads
+// source's accepted batches. Only while earlier versions' mixed batches
+// wait for that consumer (a store upgraded with a backlog) does it take
+// those too, its spans then reading every accepted batch and passing
+// over other sources'; otherwise it takes only its own source's, and its
+// spans read nothing else. The choice is made at start: once a consumer
+// is past the last mixed batch, none can come (a newer version writes
+// none, and versions are not mixed on one store), so it holds until the
+// next start looks again.
+func acceptedInputOf(ctx context.Context, js jetstream.JetStream, ingress jetstream.Stream, durable, source string) (acceptedInput, error) {
+	own := acceptedInput{filters: []string{ownAccepted(source)}, input: ownAccepted(source)}
+	last, err := ingress.GetLastMsgForSubject(ctx, subjLegacyAccepted)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return own, nil
+	}
+	if err != nil {
+		return acceptedInput{}, fmt.Errorf("looking for earlier versions' accepted batches: %w", err)
+	}
+	c, err := js.Consumer(ctx, store.StreamIngress, durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return own, nil // a new consumer starts at batches stored after it
+	}
+	if err != nil {
+		return acceptedInput{}, fmt.Errorf("consumer %s: %w", durable, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return acceptedInput{}, fmt.Errorf("consumer %s: %w", durable, err)
+	}
+	if info.AckFloor.Stream >= last.Sequence {
+		return own, nil
+	}
+	return acceptedInput{filters: acceptedFilters(source), input: SubjAccepted + ".>", takes: acceptedOf(source)}, nil
 }
 
 // acceptedOf returns a function reporting whether an accepted batch's

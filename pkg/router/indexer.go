@@ -47,16 +47,21 @@ func (r *Router) unroutedSources() []string {
 
 // indexConsumers returns the consumers of the index workers of the
 // unrouted sources, for the pipeline in use.
-func (r *Router) indexConsumers(shared map[string]*sharedTranslator) []*partitionConsumer {
+func (r *Router) indexConsumers(ctx context.Context, ingress jetstream.Stream, shared map[string]*sharedTranslator) ([]*partitionConsumer, error) {
 	if r.o.Patients == nil {
-		return nil
+		return nil, nil
 	}
 	var pcs []*partitionConsumer
 	for _, src := range r.unroutedSources() {
 		w := &indexWorker{r: r, source: src, tr: shared[src]}
 		if r.o.Pipeline == PipelineBatch {
+			durable := "index-" + src + "-b"
+			in, err := acceptedInputOf(ctx, r.js, ingress, durable, src)
+			if err != nil {
+				return nil, err
+			}
 			pcs = append(pcs, &partitionConsumer{
-				stream: store.StreamIngress, durable: "index-" + src + "-b", filters: acceptedFilters(src),
+				stream: store.StreamIngress, durable: durable, filters: in.filters,
 				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverNewPolicy, log: r.o.Logger, handle: w.handleBatches,
 			})
 			continue
@@ -69,7 +74,7 @@ func (r *Router) indexConsumers(shared map[string]*sharedTranslator) []*partitio
 			})
 		}
 	}
-	return pcs
+	return pcs, nil
 }
 
 // handleBatches applies the source's messages of accepted batches.

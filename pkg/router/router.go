@@ -246,14 +246,18 @@ func (r *Router) Start(ctx context.Context) error {
 			batch: 1, ackWait: r.o.AckWait, deliver: start.policy, startSeq: start.seq, log: r.o.Logger, handle: acc.handle,
 		})
 		for _, rt := range r.o.Routes {
+			durable := "route-" + rt.Name + "-b"
+			in, err := acceptedInputOf(ctx, r.js, ingress, durable, rt.Source)
+			if err != nil {
+				return err
+			}
 			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}, spans: &spanner{
-				js: r.js, st: ingress, marker: spanMarkerSubject(store.SubjIngress, rt.Name), input: SubjAccepted + ".>",
-				takes:  acceptedOf(rt.Source),
+				js: r.js, st: ingress, marker: spanMarkerSubject(store.SubjIngress, rt.Name), input: in.input, takes: in.takes,
 				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: ingestFormat.count,
 				relevant: sourceIn(rt.Source),
 			}}
 			pcs = append(pcs, &partitionConsumer{
-				stream: store.StreamIngress, durable: "route-" + rt.Name + "-b", filters: acceptedFilters(rt.Source),
+				stream: store.StreamIngress, durable: durable, filters: in.filters,
 				batch: 1, ackWait: r.o.AckWait, deliver: jetstream.DeliverNewPolicy, log: r.o.Logger, handle: w.handle,
 			})
 		}
@@ -293,7 +297,11 @@ func (r *Router) Start(ctx context.Context) error {
 			})
 		}
 	}
-	pcs = append(pcs, r.indexConsumers(shared)...)
+	ics, err := r.indexConsumers(ctx, ingress, shared)
+	if err != nil {
+		return err
+	}
+	pcs = append(pcs, ics...)
 	cs := make([]jetstream.Consumer, len(pcs))
 	for i, pc := range pcs {
 		c, err := pc.consumer(ctx, r.js)

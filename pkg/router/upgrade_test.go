@@ -1,6 +1,8 @@
 package router
 
 import (
+	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -44,17 +46,18 @@ func TestRouteConsumerUpgrade(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for m := range b.Messages() {
-			meta, err := m.Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := m.DoubleAck(ctx); err != nil {
-				t.Fatal(err)
-			}
-			return meta.Sequence.Stream, true
+		m, ok := <-b.Messages()
+		if !ok {
+			return 0, false
 		}
-		return 0, false
+		meta, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return meta.Sequence.Stream, true
 	}
 	if got, ok := next(c); !ok || got != taken {
 		t.Fatalf("before the upgrade got batch %d (%v), want %d", got, ok, taken)
@@ -77,5 +80,74 @@ func TestRouteConsumerUpgrade(t *testing.T) {
 	}
 	if len(got) != 2 || got[0] != pending || got[1] != own {
 		t.Errorf("after the upgrade got batches %v, want [%d %d] (not %d, another source's)", got, pending, own, other)
+	}
+}
+
+// TestAcceptedInputOf checks when a stage still takes earlier versions'
+// mixed accepted batches: only while some wait for its consumer.
+func TestAcceptedInputOf(t *testing.T) {
+	ctx := t.Context()
+	tests := []struct {
+		name   string
+		legacy bool // an earlier version's batch is stored
+		// consumer is made before the batches (false: no consumer), and
+		// takes this many of them.
+		consumer bool
+		takes    int
+		want     bool
+	}{
+		{"no earlier batches", false, true, 0, false},
+		{"earlier batches, no consumer yet", true, false, 0, false},
+		{"earlier batch waiting", true, true, 0, true},
+		{"earlier batch taken, later own batch waiting", true, true, 1, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js := jstest.Start(t, "accepted-input-"+strconv.Itoa(i))
+			ingress, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c jetstream.Consumer
+			if tt.consumer {
+				pc := &partitionConsumer{stream: store.StreamIngress, durable: "route-r-b", filters: acceptedFilters("pas"), batch: 1,
+					ackWait: time.Minute, deliver: jetstream.DeliverAllPolicy}
+				if c, err = pc.consumer(ctx, js); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.legacy {
+				if _, err := js.Publish(ctx, SubjAccepted+".1", []byte("batch")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := js.Publish(ctx, AcceptedSubject("pas", 2), []byte("batch")); err != nil {
+				t.Fatal(err)
+			}
+			for range tt.takes {
+				b, err := c.Fetch(1, jetstream.FetchMaxWait(time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for m := range b.Messages() {
+					if err := m.DoubleAck(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			in, err := acceptedInputOf(ctx, js, ingress, "route-r-b", "pas")
+			if err != nil {
+				t.Fatal(err)
+			}
+			own := []string{ownAccepted("pas")}
+			switch got := in.takes != nil; {
+			case got != tt.want:
+				t.Errorf("takes earlier versions' batches: %v, want %v (filters %v)", got, tt.want, in.filters)
+			case tt.want && (in.input != SubjAccepted+".>" || !slices.Equal(in.filters, acceptedFilters("pas"))):
+				t.Errorf("input %q filters %v, want every accepted batch and %v", in.input, in.filters, acceptedFilters("pas"))
+			case !tt.want && (in.input != own[0] || !slices.Equal(in.filters, own)):
+				t.Errorf("input %q filters %v, want only %v", in.input, in.filters, own)
+			}
+		})
 	}
 }

@@ -269,6 +269,9 @@ func TestProgramUses(t *testing.T) {
 		{"other variables only", `nhsNumberValid(nhsNumber(bundle)) && msg.event == "A01"`, false},
 		{"the name in a string", `msg.event == "patient"`, false},
 		{"a map key of that name", `{"patient": 1}.size() == 1`, false},
+		// Counted as a use: the engine then reads what it need not,
+		// never the reverse.
+		{"a comprehension variable of that name", `bundle.entry.exists(patient, patient.resource.id == "x")`, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

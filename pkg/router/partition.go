@@ -66,27 +66,7 @@ func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream
 func (p *partitionConsumer) run(ctx context.Context, c jetstream.Consumer) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		b, err := c.FetchNoWait(p.batch)
-		var msgs []jetstream.Msg
-		if err == nil {
-			for m := range b.Messages() {
-				msgs = append(msgs, m)
-			}
-			err = b.Error()
-		}
-		if err == nil && len(msgs) == 0 {
-			// Nothing waiting: block briefly for the next message. The
-			// pull is left to expire rather than cancelled at shutdown: a
-			// cancelled pull stays open on the server, and a message it
-			// hands out then would sit unacknowledged until ack_wait.
-			b, err = c.Fetch(1, jetstream.FetchMaxWait(time.Second))
-			if err == nil {
-				for m := range b.Messages() {
-					msgs = append(msgs, m)
-				}
-				err = b.Error()
-			}
-		}
+		msgs, err := p.fetch(c)
 		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			if ctx.Err() != nil {
 				return
@@ -104,6 +84,36 @@ func (p *partitionConsumer) run(ctx context.Context, c jetstream.Consumer) {
 		// none waits out ack_wait.
 		p.process(ctx, msgs)
 	}
+}
+
+// fetch takes what is waiting, up to the batch size, or with nothing
+// waiting the first message to arrive within a second. A stage taking one
+// message at a time asks once, with a pull that waits: it returns as soon
+// as a message is there, so asking first without waiting would only add a
+// request whenever the stage is idle. The waiting pull is left to expire
+// rather than cancelled at shutdown: a cancelled pull stays open on the
+// server, and a message it hands out then would sit unacknowledged until
+// ack_wait.
+func (p *partitionConsumer) fetch(c jetstream.Consumer) ([]jetstream.Msg, error) {
+	if p.batch > 1 {
+		msgs, err := collect(c.FetchNoWait(p.batch))
+		if err != nil || len(msgs) > 0 {
+			return msgs, err
+		}
+	}
+	return collect(c.Fetch(1, jetstream.FetchMaxWait(time.Second)))
+}
+
+// collect reads a fetched batch whole.
+func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs, b.Error()
 }
 
 // process handles one batch, keeping it alive while it works, retrying on

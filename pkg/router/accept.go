@@ -22,12 +22,13 @@ import (
 // stays one stream message through every stage, so the store writes per
 // batch, not per message:
 //
-//   - accept: takes one ingest-log batch at a time, drops resends found in
-//     an in-memory dedupe index (rebuilt at start, and kept current, from
+//   - accept: takes one ingest-log batch at a time, with the batches
+//     stored after it (see readAhead), drops resends found in an
+//     in-memory dedupe index (rebuilt at start, and kept current, from
 //     its own output), and writes one accepted batch per source on the
-//     ingress stream (subject junction.in._acc.<source>.<ingest-log
-//     sequence>). The accepted batch is the messages' receipt: no record
-//     per message is written.
+//     ingress stream (subject junction.in._acc.<source>.<last ingest-log
+//     sequence it covers>). The accepted batch is the messages' receipt:
+//     no record per message is written.
 //   - route: each route takes one accepted batch of its source at a time
 //     (routes never see other sources' batches), translates and routes its
 //     messages in parallel, and writes one outbound batch per destination
@@ -160,13 +161,33 @@ func sourcesOf(envs []*envelope.Envelope) []string {
 type acceptor struct {
 	r       *Router
 	ingress jetstream.Stream
-	idx     *dedupeIndex
+	// log is the ingest log, read ahead of the delivered batch.
+	log jetstream.Stream
+	// maxBytes bounds an accepted batch's size, below the server's max
+	// payload.
+	maxBytes int
+	idx      *dedupeIndex
 	// built is set once the index holds the dedupe window.
 	built bool
+	// coveredTo holds, per source, the ingest-log sequence up to which
+	// its entries are accepted, as far as this process knows; coveredAll
+	// the same for every source (earlier versions' batches).
+	coveredTo  map[string]uint64
+	coveredAll uint64
+	// handledTo is the last ingest-log batch this process finished, read
+	// ahead or delivered: a batch holding only resends leaves no accepted
+	// batch to learn it from. (Another process given such a batch
+	// judges it again: its resends are counted again, and their records,
+	// named by the resend, are stored once.)
+	handledTo uint64
 }
 
-func newAcceptor(r *Router, ingress jetstream.Stream, window time.Duration) *acceptor {
-	return &acceptor{r: r, ingress: ingress, idx: newDedupeIndex(window, dedupeMaxKeys)}
+func newAcceptor(r *Router, ingress, log jetstream.Stream, window time.Duration) *acceptor {
+	maxBytes := maxBatchBytes
+	if mp := int(r.js.Conn().MaxPayload()); mp > 0 && mp/2 < maxBytes {
+		maxBytes = mp / 2
+	}
+	return &acceptor{r: r, ingress: ingress, log: log, maxBytes: maxBytes, idx: newDedupeIndex(window, dedupeMaxKeys), coveredTo: map[string]uint64{}}
 }
 
 // rebuild loads the accepted batches of the dedupe window into the index.
@@ -182,6 +203,12 @@ func (a *acceptor) rebuild(ctx context.Context) error {
 	// them (the index would drop older keys anyway), so a restart of a
 	// busy system stays quick.
 	start := time.Now().Add(-a.idx.window)
+	a.noteCovered(last.Subject)
+	if last.Time.Before(start) {
+		// Nothing in the window: the last batch is older.
+		a.idx.setApplied(last.Sequence)
+		return nil
+	}
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SubjAccepted + ".>"}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
 	}
@@ -206,6 +233,7 @@ func (a *acceptor) rebuild(ctx context.Context) error {
 				return fmt.Errorf("reading accepted batches: %w", err)
 			}
 			a.apply(m.Data(), meta.Timestamp)
+			a.noteCovered(m.Subject())
 			a.idx.setApplied(meta.Sequence.Stream)
 		}
 		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
@@ -234,6 +262,7 @@ func (a *acceptor) catchUp(ctx context.Context) error {
 			return fmt.Errorf("reading an accepted batch: %w", err)
 		}
 		a.apply(m.Data, m.Time)
+		a.noteCovered(m.Subject)
 		a.idx.setApplied(m.Sequence)
 	}
 }
@@ -248,7 +277,9 @@ func (a *acceptor) apply(data []byte, at time.Time) {
 	}
 }
 
-// handle accepts one ingest-log batch.
+// handle accepts one ingest-log batch, and with it the batches stored
+// after it (see acceptAhead), or passes over it when a read ahead
+// accepted it already.
 func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	ctx = context.WithoutCancel(ctx)
 	r := a.r
@@ -274,21 +305,162 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 			a.built = true
 		}
+		in := []acceptInput{{seq: seq, envs: envs}}
+		if seq <= a.handledTo || a.allCovered(in[0]) {
+			// A read ahead accepted it. Coverage is only ever learnt from
+			// stored batches, or from this process's own finished work, so
+			// there is nothing to read or write.
+			continue
+		}
 		if err := a.catchUp(ctx); err != nil {
 			return err
 		}
-		now := time.Now().UTC()
-		var accepted []*envelope.Envelope
-		var futs []jetstream.PubAckFuture
-		note := func(id, dedupe string, rec audit.Record) error {
-			f, err := r.audit.WriteAsync(id, dedupe, rec)
-			if err != nil {
+		if !a.allCovered(in[0]) {
+			if in, err = a.readAhead(ctx, in, len(m.Data())); err != nil {
 				return err
 			}
-			futs = append(futs, f)
-			return nil
 		}
-		for _, env := range envs {
+		if meta.NumDelivered > 1 {
+			// A process that read ahead may have stopped part way, before
+			// this batch was acknowledged: ask the store what it accepted.
+			if err := a.lookUpCovered(ctx, in); err != nil {
+				return err
+			}
+		}
+		if err := a.accept(ctx, in); err != nil {
+			return err
+		}
+		a.handledTo = max(a.handledTo, in[len(in)-1].seq)
+	}
+	return nil
+}
+
+// acceptInput is one ingest-log batch, decoded.
+type acceptInput struct {
+	seq  uint64
+	envs []*envelope.Envelope
+}
+
+// Reading ahead. The ingest log lets one batch be outstanding, so an
+// accept stage that took only the delivered batch would write an accepted
+// batch (and fsync) for every ingest-log batch, and fall behind a busy
+// ingest. Instead it takes the batches stored after the delivered one too
+// (within acceptAhead), and writes one accepted batch per source for all
+// of them, named by the last ingest-log sequence it covers. Those batches
+// are delivered later all the same, and passed over: a source's accepted
+// batches cover its entries of every ingest-log batch up to the sequence
+// in their name, and an accepted batch of a later ingest-log batch is
+// written only after the batches before it are accepted. Each process
+// learns what is covered from the accepted batches it reads (catchUp),
+// and a redelivered batch, whose process may have stopped between one
+// source's write and the next, asks the store for each source's last.
+var acceptAhead = spanLimits{batches: 64, entries: maxBatchCount, bytes: 1 << 20}
+
+// readAhead adds to in the ingest-log batches stored after it, within
+// acceptAhead. It stops before a batch it cannot decode, which is
+// dead-lettered when delivered.
+func (a *acceptor) readAhead(ctx context.Context, in []acceptInput, size int) ([]acceptInput, error) {
+	entries := len(in[0].envs)
+	limit := min(acceptAhead.bytes, a.maxBytes)
+	next := in[0].seq + 1
+	for len(in) < acceptAhead.batches {
+		m, err := a.log.GetMsg(ctx, next, jetstream.WithGetMsgSubject(ingestLogBatches))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading ahead on the ingest log: %w", err)
+		}
+		envs, err := decodeBatch(m.Data)
+		if err != nil || entries+len(envs) > acceptAhead.entries || size+len(m.Data) > limit {
+			break
+		}
+		in = append(in, acceptInput{seq: m.Sequence, envs: envs})
+		entries, size, next = entries+len(envs), size+len(m.Data), m.Sequence+1
+	}
+	return in, nil
+}
+
+// ingestLogBatches is the accept stage's consumer filter on the ingest
+// log: every batch.
+const ingestLogBatches = store.SubjIngestLog + ".>"
+
+// covered reports whether env, from ingest-log batch seq, was accepted.
+func (a *acceptor) covered(env *envelope.Envelope, seq uint64) bool {
+	return seq <= a.coveredAll || seq <= a.coveredTo[env.Source]
+}
+
+// allCovered reports whether every entry of b was accepted.
+func (a *acceptor) allCovered(b acceptInput) bool {
+	return !slices.ContainsFunc(b.envs, func(e *envelope.Envelope) bool { return !a.covered(e, b.seq) })
+}
+
+// noteCovered records what the accepted batch on subject covers: its
+// source's entries up to the ingest-log sequence in its last token, or
+// for an earlier version's batch (junction.in._acc.<sequence>), every
+// source's.
+func (a *acceptor) noteCovered(subject string) {
+	rest, ok := strings.CutPrefix(subject, SubjAccepted+".")
+	if !ok {
+		return
+	}
+	src, last, perSource := strings.Cut(rest, ".")
+	if !perSource {
+		if seq, err := strconv.ParseUint(src, 10, 64); err == nil {
+			a.coveredAll = max(a.coveredAll, seq)
+		}
+		return
+	}
+	if seq, err := strconv.ParseUint(last, 10, 64); err == nil && seq > a.coveredTo[src] {
+		a.coveredTo[src] = seq
+	}
+}
+
+// lookUpCovered reads, for each source with entries in, the last accepted
+// batch stored, and the last of earlier versions' batches.
+func (a *acceptor) lookUpCovered(ctx context.Context, in []acceptInput) error {
+	subjects := []string{subjLegacyAccepted}
+	for _, b := range in {
+		for _, src := range sourcesOf(b.envs) {
+			if !slices.Contains(subjects, ownAccepted(src)) {
+				subjects = append(subjects, ownAccepted(src))
+			}
+		}
+	}
+	for _, subj := range subjects {
+		m, err := a.ingress.GetLastMsgForSubject(ctx, subj)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("finding what was accepted: %w", err)
+		}
+		a.noteCovered(m.Subject)
+	}
+	return nil
+}
+
+// accept writes the entries of in not accepted before, less resends, as
+// one accepted batch per source.
+func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
+	r := a.r
+	last := in[len(in)-1].seq
+	now := time.Now().UTC()
+	var accepted []*envelope.Envelope
+	var futs []jetstream.PubAckFuture
+	note := func(id, dedupe string, rec audit.Record) error {
+		f, err := r.audit.WriteAsync(id, dedupe, rec)
+		if err != nil {
+			return err
+		}
+		futs = append(futs, f)
+		return nil
+	}
+	for _, b := range in {
+		for _, env := range b.envs {
+			if a.covered(env, b.seq) {
+				continue
+			}
 			key := dedupeKeyOf(env)
 			content := a.idx.contentHash(env)
 			id, same, found := a.idx.lookup(key, content)
@@ -308,58 +480,58 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				}
 				continue
 			}
-			// Added before the batch is stored so later entries of the same
-			// batch see it; a failed write retries this batch, whose
-			// entries then find themselves.
+			// Added before the batch is stored so later entries see it; a
+			// failed write retries this batch, whose entries then find
+			// themselves.
 			a.idx.add(key, env.ID, content, now)
 			accepted = append(accepted, env)
 		}
-		// One accepted batch per source, so each route reads only its
-		// own source's batches.
-		for _, src := range sourcesOf(accepted) {
-			var group []*envelope.Envelope
-			// noRoute are the records of accepted messages no route
-			// takes: one audit batch beside the accepted batch, not a
-			// write each.
-			var noRoute []audit.Record
-			for _, env := range accepted {
-				if env.Source != src {
-					continue
-				}
-				group = append(group, env)
-				if !r.sourceRouted[src] {
-					noRoute = append(noRoute, audit.Record{Time: now, MessageID: env.ID, Event: audit.Filtered, Source: src,
-						Outcome: "no-route", Reason: "no loaded route takes input from this source"})
-				}
+	}
+	// One accepted batch per source, so each route reads only its own
+	// source's batches.
+	for _, src := range sourcesOf(accepted) {
+		var group []*envelope.Envelope
+		// noRoute are the records of accepted messages no route takes: one
+		// audit batch beside the accepted batch, not a write each.
+		var noRoute []audit.Record
+		for _, env := range accepted {
+			if env.Source != src {
+				continue
 			}
-			data, err := encodeBatch(group)
-			if err != nil {
-				return err
-			}
-			out := nats.NewMsg(AcceptedSubject(src, seq))
-			out.Data = data
-			out.Header.Set(jetstream.MsgIDHeader, "acc|"+strconv.FormatUint(seq, 10)+"|"+src)
-			out.Header[headerSources] = []string{src}
-			ack, err := r.js.PublishMsg(ctx, out)
-			if err != nil {
-				return fmt.Errorf("storing accepted batch: %w", err)
-			}
-			if !ack.Duplicate {
-				// Nothing else can have been accepted since catchUp: the
-				// ingest log lets one batch be outstanding.
-				a.idx.setApplied(ack.Sequence)
-			}
-			// Named by the accepted batch, where a trail looks; a retry
-			// finds the same batch (a duplicate's ack carries its
-			// sequence) and writes the same audit batch.
-			if err := writeAuditBatch(ctx, r, "accept", "no-route", span{start: ack.Sequence, end: ack.Sequence}, noRoute); err != nil {
-				return fmt.Errorf("writing accept records: %w", err)
+			group = append(group, env)
+			if !r.sourceRouted[src] {
+				noRoute = append(noRoute, audit.Record{Time: now, MessageID: env.ID, Event: audit.Filtered, Source: src,
+					Outcome: "no-route", Reason: "no loaded route takes input from this source"})
 			}
 		}
-		for _, f := range futs {
-			if _, err := wait(f); err != nil {
-				return fmt.Errorf("writing accept records: %w", err)
-			}
+		data, err := encodeBatch(group)
+		if err != nil {
+			return err
+		}
+		out := nats.NewMsg(AcceptedSubject(src, last))
+		out.Data = data
+		out.Header.Set(jetstream.MsgIDHeader, "acc|"+strconv.FormatUint(last, 10)+"|"+src)
+		out.Header[headerSources] = []string{src}
+		ack, err := r.js.PublishMsg(ctx, out)
+		if err != nil {
+			return fmt.Errorf("storing accepted batch: %w", err)
+		}
+		if !ack.Duplicate {
+			// Nothing else can have been accepted since catchUp: the
+			// ingest log lets one batch be outstanding.
+			a.idx.setApplied(ack.Sequence)
+		}
+		a.noteCovered(out.Subject)
+		// Named by the accepted batch, where a trail looks; a retry finds
+		// the same batch (a duplicate's ack carries its sequence) and
+		// writes the same audit batch.
+		if err := writeAuditBatch(ctx, r, "accept", "no-route", span{start: ack.Sequence, end: ack.Sequence}, noRoute); err != nil {
+			return fmt.Errorf("writing accept records: %w", err)
+		}
+	}
+	for _, f := range futs {
+		if _, err := wait(f); err != nil {
+			return fmt.Errorf("writing accept records: %w", err)
 		}
 	}
 	return nil

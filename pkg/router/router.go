@@ -236,13 +236,17 @@ func (r *Router) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("opening outbound stream: %w", err)
 		}
-		acc := newAcceptor(r, ingress, r.o.DedupeWindow)
+		ingestLog, err := r.js.Stream(ctx, store.StreamIngestLog)
+		if err != nil {
+			return fmt.Errorf("opening ingest log: %w", err)
+		}
+		acc := newAcceptor(r, ingress, ingestLog, r.o.DedupeWindow)
 		start, err := handoverStart(ctx, r.js, acceptDurable, splitterDurable)
 		if err != nil {
 			return err
 		}
 		pcs = append(pcs, &partitionConsumer{
-			stream: store.StreamIngestLog, durable: acceptDurable, filter: store.SubjIngestLog + ".>",
+			stream: store.StreamIngestLog, durable: acceptDurable, filter: ingestLogBatches,
 			batch: 1, ackWait: r.o.AckWait, deliver: start.policy, startSeq: start.seq, log: r.o.Logger, handle: acc.handle,
 		})
 		for _, rt := range r.o.Routes {

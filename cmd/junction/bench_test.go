@@ -33,6 +33,24 @@ junction_delivery_messages_total{destination="fhir-store-2",outcome="delivered"}
 	}
 }
 
+func TestParseAccepted(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       float64
+	}{
+		{"summed over inputs", "junction_ingress_accepted_total{adapter=\"lab\"} 12\njunction_ingress_accepted_total{adapter=\"pas\"} 3e+04\n", 30012},
+		{"other counters left out", "junction_ingress_accepted_totally{adapter=\"pas\"} 5\njunction_ingress_duplicates_total{adapter=\"pas\"} 4\n# HELP junction_ingress_accepted_total Stored messages.\n", 0},
+		{"empty exposition", "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := parseAccepted(tt.text); got != tt.want {
+				t.Errorf("parseAccepted = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestParseUse(t *testing.T) {
 	const text = `# TYPE process_cpu_seconds_total counter
 process_cpu_seconds_total 78.53

@@ -331,6 +331,8 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return err
 		}
 		a.handledTo = max(a.handledTo, in[len(in)-1].seq)
+		r.o.Metrics.Spans.WithLabelValues("accept", "ingest").Inc()
+		r.o.Metrics.SpanBatches.WithLabelValues("accept", "ingest").Add(float64(len(in)))
 	}
 	return nil
 }
@@ -522,6 +524,7 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 			a.idx.setApplied(ack.Sequence)
 		}
 		a.noteCovered(out.Subject)
+		r.o.Metrics.Accepted.WithLabelValues(src).Add(float64(len(group)))
 		// Named by the accepted batch, where a trail looks; a retry finds
 		// the same batch (a duplicate's ack carries its sequence) and
 		// writes the same audit batch.

@@ -73,15 +73,17 @@ func TestAcceptReadsAhead(t *testing.T) {
 		// redeliver hands batch 1 out a second time, as after a stop.
 		redeliver bool
 		want      map[string][]string
+		// accepted is how many messages the stage counts as accepted.
+		accepted float64
 	}{
 		{"first delivery", nil, false,
-			map[string][]string{AcceptedSubject("pas", 3): {"A", "C"}, AcceptedSubject("lab", 3): {"B", "D"}}},
+			map[string][]string{AcceptedSubject("pas", 3): {"A", "C"}, AcceptedSubject("lab", 3): {"B", "D"}}, 4},
 		{"stopped after one source", map[string][]string{AcceptedSubject("pas", 3): {"A", "C"}}, true,
-			map[string][]string{AcceptedSubject("pas", 3): {"A", "C"}, AcceptedSubject("lab", 3): {"B", "D"}}},
+			map[string][]string{AcceptedSubject("pas", 3): {"A", "C"}, AcceptedSubject("lab", 3): {"B", "D"}}, 2},
 		{"stopped after the first batch alone", map[string][]string{AcceptedSubject("pas", 1): {"A"}, AcceptedSubject("lab", 1): {"B"}}, true,
-			map[string][]string{AcceptedSubject("pas", 1): {"A"}, AcceptedSubject("lab", 1): {"B"}, AcceptedSubject("pas", 3): {"C"}, AcceptedSubject("lab", 3): {"D"}}},
+			map[string][]string{AcceptedSubject("pas", 1): {"A"}, AcceptedSubject("lab", 1): {"B"}, AcceptedSubject("pas", 3): {"C"}, AcceptedSubject("lab", 3): {"D"}}, 2},
 		{"earlier version accepted the first batch", map[string][]string{SubjAccepted + ".1": {"A", "B"}}, true,
-			map[string][]string{SubjAccepted + ".1": {"A", "B"}, AcceptedSubject("pas", 3): {"C"}, AcceptedSubject("lab", 3): {"D"}}},
+			map[string][]string{SubjAccepted + ".1": {"A", "B"}, AcceptedSubject("pas", 3): {"C"}, AcceptedSubject("lab", 3): {"D"}}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,6 +134,10 @@ func TestAcceptReadsAhead(t *testing.T) {
 				if !slices.Equal(got[subject], ids) {
 					t.Errorf("accepted batches %v, want %v", got, tt.want)
 				}
+			}
+			m := acc.r.o.Metrics.Accepted
+			if n := testutil.ToFloat64(m.WithLabelValues("pas")) + testutil.ToFloat64(m.WithLabelValues("lab")); n != tt.accepted {
+				t.Errorf("accepted_total %v, want %v", n, tt.accepted)
 			}
 		})
 	}

@@ -317,6 +317,7 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return errors.New("splitting ingest batch: store did not acknowledge")
 		}
 		if !ack.Duplicate {
+			s.r.o.Metrics.Accepted.WithLabelValues(p.env.Source).Inc()
 			continue
 		}
 		// A duplicate is either a sender's resend or this splitter's own
@@ -339,6 +340,7 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				return fmt.Errorf("storing a message with a reused control id: %w", err)
 			}
 			s.r.o.Metrics.DataQuality.WithLabelValues(p.env.Source, "control_id_reused").Inc()
+			s.r.o.Metrics.Accepted.WithLabelValues(p.env.Source).Inc()
 			continue
 		}
 		s.onDup(p.env.Source)

@@ -91,6 +91,9 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 	if !ack.Duplicate {
 		// The received record is written from the stored message by the
 		// receipt recorder, so the acknowledgement waits for one write only.
+		if i.metrics != nil {
+			i.metrics.Accepted.WithLabelValues(env.Source).Inc()
+		}
 		return res, nil
 	}
 	// The stream gives the original's sequence; find its id.
@@ -107,6 +110,7 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 				}
 				if i.metrics != nil {
 					i.metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
+					i.metrics.Accepted.WithLabelValues(env.Source).Inc()
 				}
 				return adapter.IngestResult{ID: env.ID}, nil
 			}

@@ -13,6 +13,7 @@ type Metrics struct {
 	Acks           *prometheus.CounterVec   // adapter, code
 	Rejected       *prometheus.CounterVec   // adapter, reason
 	Duplicates     *prometheus.CounterVec   // adapter
+	Accepted       *prometheus.CounterVec   // adapter
 	Quarantined    *prometheus.CounterVec   // adapter
 	AckLatency     *prometheus.HistogramVec // adapter
 	Commits        prometheus.Counter
@@ -83,6 +84,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Acks:           cv("ingress", "acks_total", "Acknowledgements sent to senders, by code (AA, AE, AR, CA, CE, CR, or HTTP status).", "adapter", "code"),
 		Rejected:       cv("ingress", "rejected_total", "Inbound input rejected before storing, by reason.", "adapter", "reason"),
 		Duplicates:     cv("ingress", "duplicates_total", "Resends of messages already stored; acknowledged again, not routed twice.", "adapter"),
+		Accepted:       cv("ingress", "accepted_total", "Stored messages taken off the ingest log for routing (resends excluded); while it lags commit_messages_total, the stage reading the log is behind.", "adapter"),
 		Quarantined:    cv("ingress", "quarantined_total", "Unparseable inbound input kept in quarantine.", "adapter"),
 		AckLatency:     hv("ingress", "ack_latency_seconds", "Time from reading a message to acknowledging it.", "adapter"),
 		Commits:        c("ingress", "commits_total", "Group-commit writes to the ingest log; commit_messages_total over this is the mean messages per fsynced write."),
@@ -102,7 +104,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered:   cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
 		QueueDepth:     gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
 		QueueAge:       gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
-		Spans:          cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route) or destination (stage deliver), each a run of stored batches handled at once.", "stage", "name"),
+		Spans:          cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route), destination (stage deliver) or the ingest log read ahead (stage accept, name ingest), each a run of stored batches handled at once.", "stage", "name"),
 		SpanBatches:    cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
 		QuarantineSize: g("ingress", "quarantine_messages", "Messages held in quarantine."),
 		HTTPRequests:   cv("http", "requests_total", "HTTP requests by handler and status code.", "handler", "code"),

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -277,6 +278,95 @@ func TestDedupeIndex(t *testing.T) {
 				t.Errorf("index holds %d keys, more than max %d", x.size(), tt.max)
 			}
 		})
+	}
+}
+
+// TestPackID checks that the dedupe index keeps every id exactly: IDGen's
+// packed into 16 bytes, any other as it is.
+func TestPackID(t *testing.T) {
+	g := &IDGen{}
+	tests := []struct {
+		name   string
+		id     string
+		packed bool
+	}{
+		{"made by IDGen", g.New(), true},
+		{"largest", "3ZZZZZZZZZZZZZZZZZZZZZZZZZ", true},
+		{"smallest", "00000000000000000000000000", true},
+		{"more than 128 bits", "4ZZZZZZZZZZZZZZZZZZZZZZZZZ", false},
+		{"lower case", "01jd0000000000000000000000", false},
+		{"not Crockford's digits", "01JD00000000000000000000IU", false},
+		{"too short", "01JD", false},
+		{"a caller's own id", "msg-1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, ok := packID(tt.id)
+			if ok != tt.packed {
+				t.Fatalf("packID(%q) ok = %v, want %v", tt.id, ok, tt.packed)
+			}
+			if ok && unpackID(b) != tt.id {
+				t.Errorf("unpackID(packID(%q)) = %q", tt.id, unpackID(b))
+			}
+			x := newDedupeIndex(time.Hour, 10)
+			x.add("k", tt.id, 7, time.Now())
+			if id, same, found := x.lookup("k", 7); !found || !same || id != tt.id {
+				t.Errorf("lookup = (%q, %v, %v), want (%q, true, true)", id, same, found, tt.id)
+			}
+		})
+	}
+}
+
+// TestDedupeIndexKeepsIDsAcrossGrowth adds more keys than the ring first
+// holds, with ids of both kinds, some keys twice, and checks every key
+// still gives its latest id.
+func TestDedupeIndexKeepsIDsAcrossGrowth(t *testing.T) {
+	g := &IDGen{}
+	x := newDedupeIndex(time.Hour, 5000)
+	want := map[string]string{}
+	now := time.Now()
+	for i := range 3000 {
+		key := "k" + strconv.Itoa(i%2500)
+		id := g.New()
+		if i%7 == 0 {
+			id = "caller-" + strconv.Itoa(i)
+		}
+		x.add(key, id, uint64(i%2500), now)
+		want[key] = id
+	}
+	if x.size() != len(want) {
+		t.Fatalf("index holds %d keys, want %d", x.size(), len(want))
+	}
+	for key, id := range want {
+		if got, _, found := x.lookup(key, 0); !found || got != id {
+			t.Fatalf("lookup(%s) = %q (found %v), want %q", key, got, found, id)
+		}
+	}
+}
+
+// TestDedupeIndexWrapsAtMax adds three times max keys, some ids not
+// IDGen's, and checks that exactly the last max are kept with their ids.
+func TestDedupeIndexWrapsAtMax(t *testing.T) {
+	const max = 1500
+	x := newDedupeIndex(time.Hour, max)
+	now := time.Now()
+	id := func(i int) string {
+		if i%3 == 0 {
+			return "caller-" + strconv.Itoa(i)
+		}
+		return fmt.Sprintf("01JD%022d", i)
+	}
+	for i := range 3 * max {
+		x.add("k"+strconv.Itoa(i), id(i), 1, now)
+	}
+	if x.size() != max || len(x.oddIDs) != max/3 {
+		t.Fatalf("index holds %d keys and %d other ids, want %d and %d", x.size(), len(x.oddIDs), max, max/3)
+	}
+	for i := range 3 * max {
+		got, _, found := x.lookup("k"+strconv.Itoa(i), 1)
+		if kept := i >= 2*max; found != kept || kept && got != id(i) {
+			t.Fatalf("key %d: lookup = %q (found %v), want kept %v with %q", i, got, found, kept, id(i))
+		}
 	}
 }
 

@@ -1,7 +1,9 @@
 package router
 
 import (
+	"encoding/binary"
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,33 +17,38 @@ import (
 // a collision cannot drop a different message (it would need both to
 // collide). Entries leave after window or when the index holds max
 // entries, oldest first.
+//
+// It is sized for a million keys, so each costs little: a 40-byte slot in
+// a ring kept in the order added (the message id packed into 16 bytes),
+// and a map from key hash to slot. About 70 bytes a key in all, where
+// strings, times and a map of values took about 190.
 type dedupeIndex struct {
 	seed   maphash.Seed
 	window time.Duration
 	max    int
 
-	mu      sync.Mutex
-	entries map[uint64]dedupeEntry
-	// fifo holds keys in insertion order for expiry; head is the oldest.
-	fifo []fifoItem
-	head int
+	mu sync.Mutex
+	// slot maps a key hash to its latest slot in ring.
+	slot map[uint64]uint32
+	// ring holds n slots from head, oldest first, wrapping round; a slot
+	// whose key was added again since is stale, and skipped as it leaves.
+	ring    []dedupeSlot
+	head, n int
+	// oddIDs holds, by slot, the ids that are not in IDGen's form.
+	oddIDs map[uint32]string
 	// applied is the last accepted-batch stream sequence applied.
 	applied uint64
 }
 
-type dedupeEntry struct {
-	id      string
+type dedupeSlot struct {
+	key     uint64
 	content uint64
-	at      time.Time
-}
-
-type fifoItem struct {
-	key uint64
-	at  time.Time
+	at      int64 // Unix nanoseconds
+	id      [16]byte
 }
 
 func newDedupeIndex(window time.Duration, max int) *dedupeIndex {
-	return &dedupeIndex{seed: maphash.MakeSeed(), window: window, max: max, entries: map[uint64]dedupeEntry{}}
+	return &dedupeIndex{seed: maphash.MakeSeed(), window: window, max: max, slot: map[uint64]uint32{}, oddIDs: map[uint32]string{}}
 }
 
 // dedupeKeyOf is the key a message is deduplicated by.
@@ -68,11 +75,11 @@ func (x *dedupeIndex) lookup(key string, content uint64) (id string, same, found
 	h := maphash.String(x.seed, key)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	e, ok := x.entries[h]
+	p, ok := x.slot[h]
 	if !ok {
 		return "", false, false
 	}
-	return e.id, e.content == content, true
+	return x.idAt(p), x.ring[p].content == content, true
 }
 
 // add records key as accepted under id.
@@ -80,35 +87,112 @@ func (x *dedupeIndex) add(key, id string, content uint64, at time.Time) {
 	h := maphash.String(x.seed, key)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.fifo = append(x.fifo, fifoItem{key: h, at: at})
-	x.entries[h] = dedupeEntry{id: id, content: content, at: at}
+	if x.n == len(x.ring) {
+		if len(x.ring) < x.max {
+			x.growLocked()
+		} else {
+			x.dropHeadLocked()
+		}
+	}
+	p := uint32((x.head + x.n) % len(x.ring))
+	s := dedupeSlot{key: h, content: content, at: at.UnixNano()}
+	if packed, ok := packID(id); ok {
+		s.id = packed
+	} else {
+		x.oddIDs[p] = id
+	}
+	x.ring[p] = s
+	x.n++
+	x.slot[h] = p
 	x.expireLocked(time.Now())
 }
 
+// idAt returns the id of slot p.
+func (x *dedupeIndex) idAt(p uint32) string {
+	if id, ok := x.oddIDs[p]; ok {
+		return id
+	}
+	return unpackID(x.ring[p].id)
+}
+
 func (x *dedupeIndex) expireLocked(now time.Time) {
-	for x.head < len(x.fifo) {
-		it := x.fifo[x.head]
-		// An item is stale when its key was added again since.
-		if e, ok := x.entries[it.key]; ok && e.at.Equal(it.at) {
-			if len(x.entries) <= x.max && now.Sub(it.at) <= x.window {
-				break
-			}
-			delete(x.entries, it.key)
+	oldest := now.Add(-x.window).UnixNano()
+	for x.n > 0 {
+		s := x.ring[x.head]
+		if p, ok := x.slot[s.key]; ok && int(p) == x.head && s.at >= oldest {
+			break
 		}
-		x.head++
+		x.dropHeadLocked()
 	}
-	// Compact the queue once its dead head dominates.
-	if x.head > 1024 && x.head*2 > len(x.fifo) {
-		x.fifo = append(x.fifo[:0], x.fifo[x.head:]...)
-		x.head = 0
+}
+
+// dropHeadLocked removes the oldest slot, and its key unless the key was
+// added again since.
+func (x *dedupeIndex) dropHeadLocked() {
+	s := x.ring[x.head]
+	if p, ok := x.slot[s.key]; ok && int(p) == x.head {
+		delete(x.slot, s.key)
 	}
+	delete(x.oddIDs, uint32(x.head))
+	x.head = (x.head + 1) % len(x.ring)
+	x.n--
+}
+
+// growLocked makes the full ring larger (up to max), oldest slot first.
+func (x *dedupeIndex) growLocked() {
+	ring := make([]dedupeSlot, min(max(2*len(x.ring), 1024), x.max))
+	odd := map[uint32]string{}
+	for i := range x.n {
+		old := (x.head + i) % len(x.ring)
+		ring[i] = x.ring[old]
+		if p, ok := x.slot[ring[i].key]; ok && int(p) == old {
+			x.slot[ring[i].key] = uint32(i)
+		}
+		if id, ok := x.oddIDs[uint32(old)]; ok {
+			odd[uint32(i)] = id
+		}
+	}
+	x.ring, x.oddIDs, x.head = ring, odd, 0
 }
 
 // size returns the number of keys held.
 func (x *dedupeIndex) size() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return len(x.entries)
+	return len(x.slot)
+}
+
+// packID packs an id made by IDGen (26 of Crockford's base32 digits, the
+// first below 8) into 16 bytes.
+func packID(id string) ([16]byte, bool) {
+	var out [16]byte
+	if len(id) != 26 {
+		return out, false
+	}
+	var hi, lo uint64
+	for i := range 26 {
+		d := strings.IndexByte(crockford, id[i])
+		if d < 0 || i == 0 && d > 3 {
+			return out, false
+		}
+		hi = hi<<5 | lo>>59
+		lo = lo<<5 | uint64(d)
+	}
+	binary.BigEndian.PutUint64(out[:8], hi)
+	binary.BigEndian.PutUint64(out[8:], lo)
+	return out, true
+}
+
+// unpackID reverses packID.
+func unpackID(b [16]byte) string {
+	v := [2]uint64{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+	var out [26]byte
+	for i := 25; i >= 0; i-- {
+		out[i] = crockford[v[1]&31]
+		v[1] = v[1]>>5 | v[0]<<59
+		v[0] >>= 5
+	}
+	return string(out[:])
 }
 
 // appliedSeq returns the last accepted-batch sequence applied.

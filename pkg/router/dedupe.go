@@ -20,8 +20,8 @@ import (
 //
 // It is sized for a million keys, so each costs little: a 40-byte slot in
 // a ring kept in the order added (the message id packed into 16 bytes),
-// and a map from key hash to slot. About 70 bytes a key in all, where
-// strings, times and a map of values took about 190.
+// and a map from key hash to slot. About 76 bytes a key in all, where
+// strings, times and a map of values took 193.
 type dedupeIndex struct {
 	seed   maphash.Seed
 	window time.Duration
@@ -47,8 +47,10 @@ type dedupeSlot struct {
 	id      [16]byte
 }
 
-func newDedupeIndex(window time.Duration, max int) *dedupeIndex {
-	return &dedupeIndex{seed: maphash.MakeSeed(), window: window, max: max, slot: map[uint64]uint32{}, oddIDs: map[uint32]string{}}
+// newDedupeIndex returns an index holding keys for window, and at most
+// maxKeys (at least one) of them.
+func newDedupeIndex(window time.Duration, maxKeys int) *dedupeIndex {
+	return &dedupeIndex{seed: maphash.MakeSeed(), window: window, max: max(maxKeys, 1), slot: map[uint64]uint32{}, oddIDs: map[uint32]string{}}
 }
 
 // dedupeKeyOf is the key a message is deduplicated by.
@@ -163,7 +165,7 @@ func (x *dedupeIndex) size() int {
 }
 
 // packID packs an id made by IDGen (26 of Crockford's base32 digits, the
-// first below 8) into 16 bytes.
+// first below 4, so 128 bits) into 16 bytes.
 func packID(id string) ([16]byte, bool) {
 	var out [16]byte
 	if len(id) != 26 {

@@ -102,7 +102,7 @@ func testOptOutListThroughARoute(t *testing.T, pipe string) {
 	if !strings.Contains(flagged[0], deniedPatient) || strings.Contains(flagged[0], controlPatient) {
 		t.Fatal("patient.consent.optedOut picked the wrong patient")
 	}
-	if got := consentRules(t, e, "research-extract", "research"); len(got) != 2 || !strings.Contains(strings.Join(got, ","), "deny gate:opt-out") {
+	if got := recordedRules(t, e, "research-extract", "research", 2); len(got) != 2 || !strings.Contains(strings.Join(got, ","), "deny gate:opt-out") {
 		t.Fatalf("decisions: %v, want one opt-out denial and one permit", got)
 	}
 

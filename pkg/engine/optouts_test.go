@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -62,6 +63,19 @@ func consentRules(t *testing.T, e *engine.Engine, route, dest string) []string {
 	return out
 }
 
+// recordedRules waits until the trails hold at least n consent decisions
+// for route and destination, and returns them: a decision is counted in
+// the metrics before its audit record is stored.
+func recordedRules(t *testing.T, e *engine.Engine, route, dest string, n int) []string {
+	t.Helper()
+	var got []string
+	waitFor(t, fmt.Sprintf("%d recorded consent decisions", n), func() bool {
+		got = consentRules(t, e, route, dest)
+		return len(got) >= n
+	})
+	return got
+}
+
 // TestOptOutImport: before any opt-out list the research route is denied
 // as stale; POST /api/optouts imports a list (reporting an invalid line by
 // number, never echoing a number); then the opted-out patient is denied
@@ -80,7 +94,7 @@ func testOptOutImport(t *testing.T, pipe string) {
 		t.Fatalf("ack %s", code)
 	}
 	waitFor(t, "the stale-list denial", func() bool { return denials() == 1 })
-	if got := consentRules(t, e, "research-extract", "research"); len(got) != 1 || got[0] != "deny gate:opt-out:stale" {
+	if got := recordedRules(t, e, "research-extract", "research", 1); len(got) != 1 || got[0] != "deny gate:opt-out:stale" {
 		t.Fatalf("decisions before import: %v, want one stale-list denial", got)
 	}
 
@@ -117,7 +131,9 @@ func testOptOutImport(t *testing.T, pipe string) {
 	}
 	waitFor(t, "the opt-out denial", func() bool { return denials() == 2 })
 	var optedOut int
-	for _, r := range consentRules(t, e, "research-extract", "research") {
+	// The stale-list denial, the opt-out denial and the other patient's
+	// permit.
+	for _, r := range recordedRules(t, e, "research-extract", "research", 3) {
 		if r == "deny gate:opt-out" {
 			optedOut++
 		}
@@ -150,7 +166,7 @@ func TestOptOutFileLoadedAtStart(t *testing.T) {
 	waitFor(t, "the opt-out denial", func() bool {
 		return testutil.ToFloat64(e.Metrics().Consent.WithLabelValues("research-extract", "research", "deny")) == 1
 	})
-	if got := consentRules(t, e, "research-extract", "research"); len(got) != 2 {
+	if got := recordedRules(t, e, "research-extract", "research", 2); len(got) != 2 {
 		t.Errorf("decisions %v, want a denial and a permit", got)
 	}
 }

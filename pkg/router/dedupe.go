@@ -187,14 +187,7 @@ func packID(id string) ([16]byte, bool) {
 
 // unpackID reverses packID.
 func unpackID(b [16]byte) string {
-	v := [2]uint64{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
-	var out [26]byte
-	for i := 25; i >= 0; i-- {
-		out[i] = crockford[v[1]&31]
-		v[1] = v[1]>>5 | v[0]<<59
-		v[0] >>= 5
-	}
-	return string(out[:])
+	return encodeID(binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:]))
 }
 
 // appliedSeq returns the last accepted-batch sequence applied.

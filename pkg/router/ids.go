@@ -40,13 +40,18 @@ func (g *IDGen) New() string {
 	}
 	hi, lo := g.hi, g.lo
 	g.mu.Unlock()
+	// 128 bits: ms(48) hi(16) lo(64).
+	return encodeID(ms<<16|uint64(hi), lo)
+}
+
+// encodeID writes 128 bits, hi then lo, as 26 of Crockford's base32 digits
+// (130 bits, the top two zero, so the first digit is below 4).
+func encodeID(hi, lo uint64) string {
 	var out [26]byte
-	// 128 bits: ms(48) hi(16) lo(64); encode 130 bits as 26 chars, top 2 zero.
-	v := [2]uint64{ms<<16 | uint64(hi), lo}
 	for i := 25; i >= 0; i-- {
-		out[i] = crockford[v[1]&31]
-		v[1] = v[1]>>5 | v[0]<<59
-		v[0] >>= 5
+		out[i] = crockford[lo&31]
+		lo = lo>>5 | hi<<59
+		hi >>= 5
 	}
 	return string(out[:])
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -390,4 +391,113 @@ func recount(t *testing.T, data []byte, n uint64) []byte {
 	_, k := binary.Uvarint(data[4:])
 	out := binary.AppendUvarint([]byte(outBatchCompressedMagic), n)
 	return append(out, data[4+k:]...)
+}
+
+// TestDedupeIndexMatchesModel adds keys at random from a pool a little
+// larger than max, many added again, and checks the index against the
+// rule it keeps: a key is found, with its latest id and content, exactly
+// when its latest addition is among the last max additions. With the
+// table at most half full this exercises probing and the moving back of
+// entries on removal.
+func TestDedupeIndexMatchesModel(t *testing.T) {
+	const max, pool, adds = 500, 700, 20000
+	rng := rand.New(rand.NewPCG(1, 2))
+	g := &IDGen{}
+	x := newDedupeIndex(time.Hour, max)
+	type entry struct {
+		at      int // position in the sequence of additions
+		id      string
+		content uint64
+	}
+	latest := map[string]entry{}
+	now := time.Now()
+	check := func(done int) {
+		t.Helper()
+		held := 0
+		for k := range pool {
+			key := "k" + strconv.Itoa(k)
+			e, added := latest[key]
+			want := added && e.at >= done-max
+			if want {
+				held++
+			}
+			id, same, found := x.lookup(key, e.content)
+			if found != want || want && (id != e.id || !same) {
+				t.Fatalf("after %d additions, key %s: lookup = (%q, same %v, found %v), want found %v with %q", done, key, id, same, found, want, e.id)
+			}
+		}
+		if x.size() != held {
+			t.Fatalf("after %d additions the index holds %d keys, want %d", done, x.size(), held)
+		}
+	}
+	for i := range adds {
+		key := "k" + strconv.Itoa(rng.IntN(pool))
+		id := g.New()
+		if rng.IntN(5) == 0 {
+			id = "caller-" + strconv.Itoa(i)
+		}
+		content := rng.Uint64()
+		x.add(key, id, content, now)
+		latest[key] = entry{at: i, id: id, content: content}
+		if i%997 == 0 || i == adds-1 {
+			check(i + 1)
+		}
+	}
+}
+
+// TestDedupeIndexExpiry checks the window's edge: a key is kept for at
+// least the window, and leaves within a second or so after it.
+func TestDedupeIndexExpiry(t *testing.T) {
+	const window = time.Hour
+	now := time.Now()
+	tests := []struct {
+		name string
+		age  time.Duration
+		kept bool
+	}{
+		{"just added", 0, true},
+		{"two seconds inside the window", window - 2*time.Second, true},
+		{"two seconds past the window", window + 2*time.Second, false},
+		{"a day old", 24 * time.Hour, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := newDedupeIndex(window, 10)
+			x.add("k", "A", 1, now.Add(-tt.age))
+			x.add("unrelated", "B", 2, now) // expiry runs on add
+			if _, _, found := x.lookup("k", 1); found != tt.kept {
+				t.Errorf("found = %v, want %v", found, tt.kept)
+			}
+		})
+	}
+}
+
+// BenchmarkDedupeIndexMemory fills an index to its full size and reports
+// the heap it holds per key.
+func BenchmarkDedupeIndexMemory(b *testing.B) {
+	g := &IDGen{}
+	ids := make([]string, dedupeMaxKeys)
+	keys := make([]string, dedupeMaxKeys)
+	for i := range ids {
+		ids[i], keys[i] = g.New(), "PAS|TRUST|"+strconv.Itoa(i)
+	}
+	now := time.Now()
+	var perKey float64
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		x := newDedupeIndex(time.Hour, dedupeMaxKeys)
+		for i := range ids {
+			x.add(keys[i], ids[i], uint64(i), now)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if x.size() != dedupeMaxKeys {
+			b.Fatalf("index holds %d keys, want %d", x.size(), dedupeMaxKeys)
+		}
+		perKey = float64(after.HeapAlloc-before.HeapAlloc) / dedupeMaxKeys
+		runtime.KeepAlive(x)
+	}
+	b.ReportMetric(perKey, "bytes/key")
 }

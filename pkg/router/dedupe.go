@@ -3,6 +3,7 @@ package router
 import (
 	"encoding/binary"
 	"hash/maphash"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -18,18 +19,26 @@ import (
 // collide). Entries leave after window or when the index holds max
 // entries, oldest first.
 //
-// It is sized for a million keys, so each costs little: a 40-byte slot in
-// a ring kept in the order added (the message id packed into 16 bytes),
-// and a map from key hash to slot. About 76 bytes a key in all, where
-// strings, times and a map of values took 193.
+// It is sized for a million keys, and all of it is plain memory the
+// garbage collector need not scan: a 36-byte slot in a ring kept in the
+// order added (the message id packed into 16 bytes, the time in seconds),
+// and an open-addressed table of ring positions at most half full. About
+// 44 bytes a key; a map from key hash to slot made it 76, and strings,
+// times and a map of values 193. Near the engine's soft memory limit every
+// byte the index holds makes the collector run more often.
 type dedupeIndex struct {
 	seed   maphash.Seed
 	window time.Duration
 	max    int
+	// epoch is the Unix second the slots' times count from.
+	epoch int64
 
 	mu sync.Mutex
-	// slot maps a key hash to its latest slot in ring.
-	slot map[uint64]uint32
+	// table holds, for each key, 1 + the ring position of its latest
+	// slot (0: empty), open-addressed with linear probing by key hash;
+	// its length is a power of two at least twice the ring's.
+	table []uint32
+	keys  int
 	// ring holds n slots from head, oldest first, wrapping round; a slot
 	// whose key was added again since is stale, and skipped as it leaves.
 	ring    []dedupeSlot
@@ -40,17 +49,28 @@ type dedupeIndex struct {
 	applied uint64
 }
 
+// dedupeSlot is one added key. Its fields are 32-bit so that it packs
+// into 36 bytes.
 type dedupeSlot struct {
-	key     uint64
-	content uint64
-	at      int64 // Unix nanoseconds
+	key     [2]uint32
+	content [2]uint32
+	at      int32 // seconds from the index's epoch
 	id      [16]byte
 }
+
+func split64(v uint64) [2]uint32 { return [2]uint32{uint32(v >> 32), uint32(v)} }
+
+func join64(v [2]uint32) uint64 { return uint64(v[0])<<32 | uint64(v[1]) }
 
 // newDedupeIndex returns an index holding keys for window, and at most
 // maxKeys (at least one) of them.
 func newDedupeIndex(window time.Duration, maxKeys int) *dedupeIndex {
-	return &dedupeIndex{seed: maphash.MakeSeed(), window: window, max: max(maxKeys, 1), slot: map[uint64]uint32{}, oddIDs: map[uint32]string{}}
+	return &dedupeIndex{
+		seed: maphash.MakeSeed(), window: window, max: max(maxKeys, 1),
+		// Slots added from a rebuild are up to a window older than now.
+		epoch:  time.Now().Add(-window).Unix() - 1,
+		oddIDs: map[uint32]string{},
+	}
 }
 
 // dedupeKeyOf is the key a message is deduplicated by.
@@ -71,17 +91,77 @@ func (x *dedupeIndex) contentHash(env *envelope.Envelope) uint64 {
 	return maphash.Bytes(x.seed, b)
 }
 
+// seconds returns t as seconds from the epoch, clamped to 32 bits: a time
+// so far out only expires early or late, never wrongly matches.
+func (x *dedupeIndex) seconds(t time.Time) int32 {
+	return int32(min(max(t.Unix()-x.epoch, math.MinInt32), math.MaxInt32))
+}
+
 // lookup returns the id stored under key and whether its content hash
 // equals content.
 func (x *dedupeIndex) lookup(key string, content uint64) (id string, same, found bool) {
 	h := maphash.String(x.seed, key)
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	p, ok := x.slot[h]
+	i, ok := x.findLocked(h)
 	if !ok {
 		return "", false, false
 	}
-	return x.idAt(p), x.ring[p].content == content, true
+	p := x.table[i] - 1
+	return x.idAt(p), join64(x.ring[p].content) == content, true
+}
+
+// findLocked returns the table index holding key h, or false.
+func (x *dedupeIndex) findLocked(h uint64) (int, bool) {
+	if len(x.table) == 0 {
+		return 0, false
+	}
+	mask := len(x.table) - 1
+	for i := int(h) & mask; ; i = (i + 1) & mask {
+		e := x.table[i]
+		if e == 0 {
+			return i, false
+		}
+		if join64(x.ring[e-1].key) == h {
+			return i, true
+		}
+	}
+}
+
+// latestLocked reports whether ring position p is its key's latest slot.
+func (x *dedupeIndex) latestLocked(p int) bool {
+	i, ok := x.findLocked(join64(x.ring[p].key))
+	return ok && int(x.table[i])-1 == p
+}
+
+// putLocked points key h at ring position p, replacing its earlier slot.
+func (x *dedupeIndex) putLocked(h uint64, p uint32) {
+	i, ok := x.findLocked(h)
+	if !ok {
+		x.keys++
+	}
+	x.table[i] = p + 1
+}
+
+// removeLocked removes table index i, moving back the entries after it
+// that probed past it (no tombstones, so lookups stay short).
+func (x *dedupeIndex) removeLocked(i int) {
+	mask := len(x.table) - 1
+	x.keys--
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		e := x.table[j]
+		if e == 0 {
+			break
+		}
+		home := int(join64(x.ring[e-1].key)) & mask
+		// The entry at j may fill the hole at i unless its home lies
+		// cyclically after i and at or before j.
+		if (j-home)&mask >= (j-i)&mask {
+			x.table[i] = e
+			i = j
+		}
+	}
+	x.table[i] = 0
 }
 
 // add records key as accepted under id.
@@ -97,7 +177,7 @@ func (x *dedupeIndex) add(key, id string, content uint64, at time.Time) {
 		}
 	}
 	p := uint32((x.head + x.n) % len(x.ring))
-	s := dedupeSlot{key: h, content: content, at: at.UnixNano()}
+	s := dedupeSlot{key: split64(h), content: split64(content), at: x.seconds(at)}
 	if packed, ok := packID(id); ok {
 		s.id = packed
 	} else {
@@ -105,7 +185,7 @@ func (x *dedupeIndex) add(key, id string, content uint64, at time.Time) {
 	}
 	x.ring[p] = s
 	x.n++
-	x.slot[h] = p
+	x.putLocked(h, p)
 	x.expireLocked(time.Now())
 }
 
@@ -117,11 +197,12 @@ func (x *dedupeIndex) idAt(p uint32) string {
 	return unpackID(x.ring[p].id)
 }
 
+// expireLocked drops the slots older than the window from the head. A
+// slot is kept for at least the window, and at most a second more.
 func (x *dedupeIndex) expireLocked(now time.Time) {
-	oldest := now.Add(-x.window).UnixNano()
+	oldest := x.seconds(now.Add(-x.window))
 	for x.n > 0 {
-		s := x.ring[x.head]
-		if p, ok := x.slot[s.key]; ok && int(p) == x.head && s.at >= oldest {
+		if x.ring[x.head].at >= oldest && x.latestLocked(x.head) {
 			break
 		}
 		x.dropHeadLocked()
@@ -131,37 +212,44 @@ func (x *dedupeIndex) expireLocked(now time.Time) {
 // dropHeadLocked removes the oldest slot, and its key unless the key was
 // added again since.
 func (x *dedupeIndex) dropHeadLocked() {
-	s := x.ring[x.head]
-	if p, ok := x.slot[s.key]; ok && int(p) == x.head {
-		delete(x.slot, s.key)
+	if i, ok := x.findLocked(join64(x.ring[x.head].key)); ok && int(x.table[i])-1 == x.head {
+		x.removeLocked(i)
 	}
 	delete(x.oddIDs, uint32(x.head))
 	x.head = (x.head + 1) % len(x.ring)
 	x.n--
 }
 
-// growLocked makes the full ring larger (up to max), oldest slot first.
+// growLocked makes the full ring larger (up to max), oldest slot first,
+// and the table to match.
 func (x *dedupeIndex) growLocked() {
 	ring := make([]dedupeSlot, min(max(2*len(x.ring), 1024), x.max))
 	odd := map[uint32]string{}
 	for i := range x.n {
 		old := (x.head + i) % len(x.ring)
 		ring[i] = x.ring[old]
-		if p, ok := x.slot[ring[i].key]; ok && int(p) == old {
-			x.slot[ring[i].key] = uint32(i)
-		}
 		if id, ok := x.oddIDs[uint32(old)]; ok {
 			odd[uint32(i)] = id
 		}
 	}
 	x.ring, x.oddIDs, x.head = ring, odd, 0
+	size := 1
+	for size < 2*len(ring) {
+		size <<= 1
+	}
+	// Slots are in the order added, so putting each in turn leaves every
+	// key at its latest.
+	x.table, x.keys = make([]uint32, size), 0
+	for i := range x.n {
+		x.putLocked(join64(ring[i].key), uint32(i))
+	}
 }
 
 // size returns the number of keys held.
 func (x *dedupeIndex) size() int {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	return len(x.slot)
+	return x.keys
 }
 
 // packID packs an id made by IDGen (26 of Crockford's base32 digits, the

@@ -99,9 +99,12 @@ type decoder struct {
 	data []byte
 	src  string
 	i    int
-	// stack holds the elements of the arrays and objects being read,
-	// so each is built once at its final size.
+	// stack holds the elements of the arrays and the values of the
+	// objects being read, and keys the objects' keys, so each is built
+	// once at its final size. Keys are kept apart so that they are not
+	// boxed as interfaces, an allocation each.
 	stack []any
+	keys  []string
 }
 
 func newDecoder(data []byte) decoder {
@@ -177,19 +180,20 @@ func (d *decoder) object(depth int) (map[string]any, error) {
 	if depth++; depth > maxDepth {
 		return nil, errors.New("jsonmap: exceeded max depth")
 	}
-	base := len(d.stack)
-	defer func() { d.stack = d.stack[:base] }()
+	base, kbase := len(d.stack), len(d.keys)
+	defer func() { d.stack, d.keys = d.stack[:base], d.keys[:kbase] }()
 	err := d.members(depth, func(k string, v any) error {
-		d.stack = append(d.stack, k, v)
+		d.keys = append(d.keys, k)
+		d.stack = append(d.stack, v)
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	kv := d.stack[base:]
-	m := make(map[string]any, len(kv)/2)
-	for j := 0; j < len(kv); j += 2 {
-		m[kv[j].(string)] = kv[j+1] // a repeated key: the last wins
+	keys, values := d.keys[kbase:], d.stack[base:]
+	m := make(map[string]any, len(keys))
+	for j, k := range keys {
+		m[k] = values[j] // a repeated key: the last wins
 	}
 	return m, nil
 }

@@ -53,9 +53,8 @@ func TestOutBatchRoundTrip(t *testing.T) {
 				}
 				frames[i] = frame{meta: h, payload: e.body}
 			}
-			var plain bytes.Buffer
-			appendFrames(&plain, outBatchMagic, frames)
-			for _, data := range [][]byte{data, plain.Bytes()} {
+			plain := appendFrames(nil, outBatchMagic, frames)
+			for _, data := range [][]byte{data, plain} {
 				got, err := decodeOutBatch(data)
 				if err != nil {
 					t.Fatalf("%.4s: %v", data, err)
@@ -128,9 +127,7 @@ func TestBatchFormat(t *testing.T) {
 			for _, p := range tt.payloads {
 				frames = append(frames, frame{meta: []byte(`{"id":"A"}`), payload: p})
 			}
-			var b bytes.Buffer
-			appendFrames(&b, batchMagic, frames)
-			plain := b.Bytes()
+			plain := appendFrames(nil, batchMagic, frames)
 			stored := ingestFormat.encode(frames)
 			if got := bytes.HasPrefix(stored, []byte(batchCompressedMagic)); got != tt.compressed {
 				t.Errorf("compressed = %v, want %v (%d bytes from %d)", got, tt.compressed, len(stored), len(plain))
@@ -152,6 +149,42 @@ func TestBatchFormat(t *testing.T) {
 	}
 }
 
+// TestBatchEncodeOwnsItsResult encodes batches one after another, both
+// compressed and left framed, and checks each earlier result is unchanged:
+// encoding reuses scratch memory, and a result still being published
+// must not be part of it.
+func TestBatchEncodeOwnsItsResult(t *testing.T) {
+	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := make([]byte, 4096)
+	rng := rand.New(rand.NewPCG(3, 4))
+	var kept [][]byte
+	var want [][]frame
+	for i := range 20 {
+		for j := range random {
+			random[j] = byte(rng.Uint32())
+		}
+		payload := bytes.Clone(adt)
+		if i%2 == 1 {
+			payload = bytes.Clone(random) // stored framed, not compressed
+		}
+		frames := []frame{{meta: []byte(`{"id":"` + strconv.Itoa(i) + `"}`), payload: payload}}
+		kept = append(kept, ingestFormat.encode(frames))
+		want = append(want, frames)
+	}
+	for i, data := range kept {
+		got, err := ingestFormat.decode(data, maxBatchCount)
+		if err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+		if diff := cmp.Diff(want[i], got, cmp.AllowUnexported(frame{})); diff != "" {
+			t.Fatalf("batch %d changed after later batches were encoded (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
 // TestBatchCount checks the count a span is sized by, for batches that
 // cannot be read too.
 func TestBatchCount(t *testing.T) {
@@ -160,15 +193,14 @@ func TestBatchCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	three := ingestFormat.encode([]frame{{payload: adt}, {payload: adt}, {payload: adt}})
-	var plain bytes.Buffer
-	appendFrames(&plain, batchMagic, []frame{{payload: []byte("a")}, {payload: []byte("b")}})
+	plain := appendFrames(nil, batchMagic, []frame{{payload: []byte("a")}, {payload: []byte("b")}})
 	tests := []struct {
 		name string
 		data []byte
 		want int
 	}{
 		{"compressed", three, 3},
-		{"plain", plain.Bytes(), 2},
+		{"plain", plain, 2},
 		{"other magic", append([]byte(outBatchCompressedMagic), three[4:]...), 1},
 		{"empty", nil, 1},
 		{"no count", []byte(batchCompressedMagic), 1},
@@ -500,4 +532,23 @@ func BenchmarkDedupeIndexMemory(b *testing.B) {
 		runtime.KeepAlive(x)
 	}
 	b.ReportMetric(perKey, "bytes/key")
+}
+
+// BenchmarkBatchEncode encodes an accepted batch of 64 ADT messages, as
+// the accept stage writes them under load.
+func BenchmarkBatchEncode(b *testing.B) {
+	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
+	if err != nil {
+		b.Fatal(err)
+	}
+	frames := make([]frame, 64)
+	for i := range frames {
+		frames[i] = frame{meta: []byte(`{"id":"01JD` + strconv.Itoa(i) + `","src":"pas"}`), payload: adt}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(ingestFormat.encode(frames)) == 0 {
+			b.Fatal("empty batch")
+		}
+	}
 }

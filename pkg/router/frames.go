@@ -3,6 +3,8 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
+	"sync"
 
 	"github.com/klauspost/compress/s2"
 )
@@ -14,23 +16,23 @@ import (
 // frame is one entry: its metadata (JSON) and its payload.
 type frame struct{ meta, payload []byte }
 
-// appendFrames writes magic, the count and every frame, growing b once.
-func appendFrames(b *bytes.Buffer, magic string, frames []frame) {
+// appendFrames appends magic, the count and every frame to dst, growing
+// it at most once.
+func appendFrames(dst []byte, magic string, frames []frame) []byte {
 	n := len(magic) + binary.MaxVarintLen64
 	for _, f := range frames {
 		n += 2*binary.MaxVarintLen64 + len(f.meta) + len(f.payload)
 	}
-	b.Grow(n)
-	var v [binary.MaxVarintLen64]byte
-	uvarint := func(x int) { b.Write(binary.AppendUvarint(v[:0], uint64(x))) }
-	b.WriteString(magic)
-	uvarint(len(frames))
+	dst = slices.Grow(dst, n)
+	dst = append(dst, magic...)
+	dst = binary.AppendUvarint(dst, uint64(len(frames)))
 	for _, f := range frames {
-		uvarint(len(f.meta))
-		b.Write(f.meta)
-		uvarint(len(f.payload))
-		b.Write(f.payload)
+		dst = binary.AppendUvarint(dst, uint64(len(f.meta)))
+		dst = append(dst, f.meta...)
+		dst = binary.AppendUvarint(dst, uint64(len(f.payload)))
+		dst = append(dst, f.payload...)
 	}
+	return dst
 }
 
 // readFrames reverses appendFrames, refusing a wrong magic, more than
@@ -89,20 +91,41 @@ const maxBatchPlain = 64 << 20
 
 // encode frames the entries and compresses them; or leaves them framed
 // when compressing would not make them smaller, so a batch is never
-// stored larger than its frames (writers size batches by them).
+// stored larger than its frames (writers size batches by them). The
+// framed bytes and the compressor's output are scratch, reused from one
+// batch to the next; the result is a fresh slice of its own size, so a
+// batch costs the garbage collector about its compressed size, not twice
+// its framed size.
 func (f batchFormat) encode(frames []frame) []byte {
-	var b bytes.Buffer
-	appendFrames(&b, f.plain, frames)
-	plain := b.Bytes()
-	out := make([]byte, 0, len(f.compressed)+binary.MaxVarintLen64+s2.MaxEncodedLen(len(plain)))
-	out = append(out, f.compressed...)
-	out = binary.AppendUvarint(out, uint64(len(frames)))
-	enc := s2.Encode(out[len(out):cap(out)], plain)
-	if len(out)+len(enc) >= len(plain) {
-		return plain
+	sc := encodeScratchPool.Get().(*encodeScratch)
+	defer func() {
+		if cap(sc.plain)+cap(sc.out) <= maxPooledScratch {
+			encodeScratchPool.Put(sc)
+		}
+	}()
+	sc.plain = appendFrames(sc.plain[:0], f.plain, frames)
+	plain := sc.plain
+	if need := s2.MaxEncodedLen(len(plain)); cap(sc.out) < need {
+		sc.out = make([]byte, need)
 	}
-	return out[:len(out)+len(enc)]
+	enc := s2.Encode(sc.out[:cap(sc.out)], plain)
+	var count [binary.MaxVarintLen64]byte
+	head := append([]byte(f.compressed), binary.AppendUvarint(count[:0], uint64(len(frames)))...)
+	if len(head)+len(enc) >= len(plain) {
+		return bytes.Clone(plain)
+	}
+	return append(append(make([]byte, 0, len(head)+len(enc)), head...), enc...)
 }
+
+// encodeScratch is the working memory of one batch encoding.
+type encodeScratch struct{ plain, out []byte }
+
+// encodeScratchPool keeps encodeScratch between batches. Scratch grown
+// past maxPooledScratch by an unusually large batch is left to the
+// garbage collector.
+var encodeScratchPool = sync.Pool{New: func() any { return new(encodeScratch) }}
+
+const maxPooledScratch = 8 << 20
 
 // decode reverses encode, refusing more than maxCount entries (0: no more
 // than the framed bytes could hold) and a compressed batch whose count is

@@ -128,10 +128,11 @@ func (x *dedupeIndex) findLocked(h uint64) (int, bool) {
 	}
 }
 
-// latestLocked reports whether ring position p is its key's latest slot.
-func (x *dedupeIndex) latestLocked(p int) bool {
+// latestLocked reports whether ring position p is its key's latest slot,
+// and if so the table index pointing at it.
+func (x *dedupeIndex) latestLocked(p int) (int, bool) {
 	i, ok := x.findLocked(join64(x.ring[p].key))
-	return ok && int(x.table[i])-1 == p
+	return i, ok && int(x.table[i])-1 == p
 }
 
 // putLocked points key h at ring position p, replacing its earlier slot.
@@ -202,8 +203,10 @@ func (x *dedupeIndex) idAt(p uint32) string {
 func (x *dedupeIndex) expireLocked(now time.Time) {
 	oldest := x.seconds(now.Add(-x.window))
 	for x.n > 0 {
-		if x.ring[x.head].at >= oldest && x.latestLocked(x.head) {
-			break
+		if x.ring[x.head].at >= oldest {
+			if _, latest := x.latestLocked(x.head); latest {
+				break
+			}
 		}
 		x.dropHeadLocked()
 	}
@@ -212,7 +215,7 @@ func (x *dedupeIndex) expireLocked(now time.Time) {
 // dropHeadLocked removes the oldest slot, and its key unless the key was
 // added again since.
 func (x *dedupeIndex) dropHeadLocked() {
-	if i, ok := x.findLocked(join64(x.ring[x.head].key)); ok && int(x.table[i])-1 == x.head {
+	if i, latest := x.latestLocked(x.head); latest {
 		x.removeLocked(i)
 	}
 	delete(x.oddIDs, uint32(x.head))

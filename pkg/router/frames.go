@@ -110,11 +110,15 @@ func (f batchFormat) encode(frames []frame) []byte {
 	}
 	enc := s2.Encode(sc.out[:cap(sc.out)], plain)
 	var count [binary.MaxVarintLen64]byte
-	head := append([]byte(f.compressed), binary.AppendUvarint(count[:0], uint64(len(frames)))...)
-	if len(head)+len(enc) >= len(plain) {
+	n := binary.PutUvarint(count[:], uint64(len(frames)))
+	size := len(f.compressed) + n + len(enc)
+	if size >= len(plain) {
 		return bytes.Clone(plain)
 	}
-	return append(append(make([]byte, 0, len(head)+len(enc)), head...), enc...)
+	out := make([]byte, 0, size)
+	out = append(out, f.compressed...)
+	out = append(out, count[:n]...)
+	return append(out, enc...)
 }
 
 // encodeScratch is the working memory of one batch encoding.

@@ -103,15 +103,8 @@ func TestOutBatchCompresses(t *testing.T) {
 // not make them smaller; that either reads back; and that the entry
 // count, which sizes spans, reads from either without decoding.
 func TestBatchFormat(t *testing.T) {
-	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	random := make([]byte, 4096)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for i := range random {
-		random[i] = byte(rng.Uint32())
-	}
+	adt := sampleADT(t)
+	random := randomBytes(rand.New(rand.NewPCG(1, 2)), 4096)
 	tests := []struct {
 		name       string
 		payloads   [][]byte
@@ -154,21 +147,14 @@ func TestBatchFormat(t *testing.T) {
 // encoding reuses scratch memory, and a result still being published
 // must not be part of it.
 func TestBatchEncodeOwnsItsResult(t *testing.T) {
-	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
-	if err != nil {
-		t.Fatal(err)
-	}
-	random := make([]byte, 4096)
+	adt := sampleADT(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	var kept [][]byte
 	var want [][]frame
 	for i := range 20 {
-		for j := range random {
-			random[j] = byte(rng.Uint32())
-		}
 		payload := bytes.Clone(adt)
 		if i%2 == 1 {
-			payload = bytes.Clone(random) // stored framed, not compressed
+			payload = randomBytes(rng, 4096) // stored framed, not compressed
 		}
 		frames := []frame{{meta: []byte(`{"id":"` + strconv.Itoa(i) + `"}`), payload: payload}}
 		kept = append(kept, ingestFormat.encode(frames))
@@ -188,10 +174,7 @@ func TestBatchEncodeOwnsItsResult(t *testing.T) {
 // TestBatchCount checks the count a span is sized by, for batches that
 // cannot be read too.
 func TestBatchCount(t *testing.T) {
-	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
-	if err != nil {
-		t.Fatal(err)
-	}
+	adt := sampleADT(t)
 	three := ingestFormat.encode([]frame{{payload: adt}, {payload: adt}, {payload: adt}})
 	plain := appendFrames(nil, batchMagic, []frame{{payload: []byte("a")}, {payload: []byte("b")}})
 	tests := []struct {
@@ -537,10 +520,7 @@ func BenchmarkDedupeIndexMemory(b *testing.B) {
 // BenchmarkBatchEncode encodes an accepted batch of 64 ADT messages, as
 // the accept stage writes them under load.
 func BenchmarkBatchEncode(b *testing.B) {
-	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
-	if err != nil {
-		b.Fatal(err)
-	}
+	adt := sampleADT(b)
 	frames := make([]frame, 64)
 	for i := range frames {
 		frames[i] = frame{meta: []byte(`{"id":"01JD` + strconv.Itoa(i) + `","src":"pas"}`), payload: adt}
@@ -551,4 +531,23 @@ func BenchmarkBatchEncode(b *testing.B) {
 			b.Fatal("empty batch")
 		}
 	}
+}
+
+// sampleADT returns the shipped routes' sample ADT^A01.
+func sampleADT(tb testing.TB) []byte {
+	tb.Helper()
+	adt, err := os.ReadFile("../../routes/testdata/adt_a01.hl7")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return adt
+}
+
+// randomBytes returns n bytes from rng, which do not compress.
+func randomBytes(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
 }

@@ -294,7 +294,12 @@ func (ix *Index) applyMerge(ctx context.Context, m *merge, src Source, res *Resu
 		if err != nil {
 			return err
 		}
-		if ref != nil && !slices.ContainsFunc(olds, func(o oldRecord) bool { return o.key == ref.Record }) {
+		if ref == nil || ref.Source.After(src) {
+			// A newer message pointed the identifier where it is now: the
+			// record there is not the one this message retires.
+			continue
+		}
+		if !slices.ContainsFunc(olds, func(o oldRecord) bool { return o.key == ref.Record }) {
 			olds = append(olds, oldRecord{ref.Record, ""})
 		}
 	}
@@ -335,8 +340,23 @@ func (ix *Index) mergeOne(ctx context.Context, oldKey, oldNHS, target, survivorN
 		if old != nil && old.MergeSource.After(src) {
 			return false, nil // a newer message decided this record's merge
 		}
-		if old != nil && old.MergedInto == survivorNHS && len(old.Identifiers) == 0 && len(old.Flags) == 0 {
-			return false, nil // done already
+		if old != nil && old.MergedInto != "" && len(old.Identifiers) == 0 && len(old.Flags) == 0 {
+			// Done already when its chain ends at the survivor: merged
+			// into it, or into a record merged on into it since (this
+			// message applied again, or sent again). Rewriting it would
+			// move it along the chain, and change what an undone later
+			// merge leaves.
+			into, err := ix.RecordKey(old.MergedInto)
+			if err != nil {
+				return false, err
+			}
+			end, err := ix.resolveKey(ctx, into)
+			if err != nil {
+				return false, err
+			}
+			if end == target {
+				return false, nil
+			}
 		}
 		if old != nil {
 			if err := ix.moveInto(ctx, target, old.Identifiers, old.Flags, old.Restricted, src); err != nil {

@@ -263,6 +263,35 @@ func TestApplyRules(t *testing.T) {
 				t.Error("chain not followed or identifiers not carried along")
 			}
 		}},
+		{"an older merge leaves alone a record a newer message pointed its identifier at", func(t *testing.T, ix *Index) {
+			apply(t, ix, bundle(t, "A01", pat{nhsNumber: n1, ids: []Identifier{local("L1")}}), src(1))
+			// The identifier moves to another patient at 3; the merge of
+			// its former holder, sent at 2, arrives after that.
+			apply(t, ix, bundle(t, "A08", pat{nhsNumber: n2, ids: []Identifier{local("L1")}, postcode: "LS2 2BB"}), src(3))
+			res := apply(t, ix, bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n1, ids: []Identifier{local("L1")}, replacedBy: "urn:uuid:s"}), src(2))
+			if res.Merged != 1 {
+				t.Errorf("merged %d records, want 1 (the old number's)", res.Merged)
+			}
+			if r := raw(t, ix, n2); r.MergedInto != "" || !slices.Contains(r.Identifiers, local("L1")) {
+				t.Errorf("the identifier's newer holder was merged (%v) or lost it", r.MergedInto != "")
+			}
+			if r := raw(t, ix, n1); r.MergedInto != n0 {
+				t.Error("the old number was not merged")
+			}
+		}},
+		{"a merge applied again after its survivor merged on stays where it was", func(t *testing.T, ix *Index) {
+			m1 := bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n1}, pat{nhsNumber: n2, replacedBy: "urn:uuid:s"})
+			apply(t, ix, m1, src(1))
+			apply(t, ix, bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n1, replacedBy: "urn:uuid:s"}), src(2))
+			before := raw(t, ix, n2)
+			apply(t, ix, m1, src(1))
+			if after := raw(t, ix, n2); after.MergedInto != n1 || after.Version != before.Version {
+				t.Errorf("the old record moved along the chain: merged into the first survivor %v, rewritten %v", after.MergedInto == n1, after.Version != before.Version)
+			}
+			if r := get(t, ix, n2); r.NHSNumber != n0 {
+				t.Error("the chain no longer reaches the last survivor")
+			}
+		}},
 		{"restricted label", func(t *testing.T, ix *Index) {
 			apply(t, ix, bundle(t, "A01", pat{nhsNumber: n0, restricted: true}), src(1))
 			apply(t, ix, bundle(t, "A08", pat{nhsNumber: n0}), src(2))

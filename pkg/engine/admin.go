@@ -222,6 +222,10 @@ func LookupMessage(ctx context.Context, js jetstream.JetStream, id string) (*Mes
 		switch {
 		case rec.Event == audit.Received && rec.Stream == store.StreamIngress && v.Input == nil:
 			v.Input = get(rec.Stream, rec.Seq, "")
+		case rec.Event == audit.Duplicate && rec.MessageID == id && rec.Stream == store.StreamIngestLog && v.Input == nil:
+			// A resend, never stored under its own id: what was received
+			// is in the ingest-log batch that carried it.
+			v.Input = get(rec.Stream, rec.Seq, "")
 		case (rec.Event == audit.Delivered || rec.Event == audit.Failed || rec.Event == audit.DeadLettered) && rec.Stream == store.StreamOutbound && rec.Seq != 0 && !seen[rec.Seq]:
 			seen[rec.Seq] = true
 			if p := get(rec.Stream, rec.Seq, rec.Destination); p != nil {

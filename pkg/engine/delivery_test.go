@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/junction-fhir/junction/adapters/fhir"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
@@ -156,16 +157,9 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if len(srv.accepted()) != 0 {
 		t.Fatal("delivered despite 400")
 	}
-	body, _ := json.Marshal(engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
-	resp, err := http.Post("http://"+e.HTTPAddr().String()+"/api/replay", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res router.ReplayResult
-	_ = json.NewDecoder(resp.Body).Decode(&res)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || len(res.Replayed) != 1 {
-		t.Fatalf("replay: %d %+v", resp.StatusCode, res)
+	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
+	if status != 200 || len(res.Replayed) != 1 {
+		t.Fatalf("replay: %d %+v", status, res)
 	}
 	waitFor(t, "replayed delivery", func() bool { return len(srv.accepted()) == 1 })
 	if n := len(deadLetters(t, e)); n != 0 {
@@ -252,6 +246,7 @@ func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
 	e, dir := startEngine(t, pipe)
 	url := "http://" + e.HTTPAddr().String() + "/fhir/Patient"
 	body := `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`
+	var ids [2]string
 	for i := range 2 {
 		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/fhir+json")
@@ -264,10 +259,51 @@ func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
 		if resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("post %d: status %d", i, resp.StatusCode)
 		}
+		ids[i] = resp.Header.Get(fhir.HeaderMessageID)
 	}
 	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
 	time.Sleep(300 * time.Millisecond)
 	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	// The id the resend was answered with leads to an answer: the
+	// original's, or a trail of its own saying whose resend it was, with
+	// what was received.
+	if ids[1] != ids[0] {
+		api := "http://" + e.HTTPAddr().String() + "/api/messages/" + ids[1]
+		var v engine.MessageView
+		waitFor(t, "the resend's trail", func() bool {
+			v = engine.MessageView{}
+			return getJSON(t, api, &v) == http.StatusOK && len(v.Trail) > 0
+		})
+		var hops []audit.Record // leaving out this test's own reads
+		for _, r := range v.Trail {
+			if r.Event != audit.Accessed {
+				hops = append(hops, r)
+			}
+		}
+		if len(hops) != 1 || hops[0].Event != audit.Duplicate || hops[0].MessageID != ids[1] || !strings.Contains(hops[0].Reason, ids[0]) {
+			t.Errorf("resend %s: trail %+v, want one duplicate record naming %s", ids[1], hops, ids[0])
+		}
+		if v.Input == nil || v.Input.Body != body {
+			t.Errorf("resend %s: input %+v, want the body posted", ids[1], v.Input)
+		}
+	}
+	// Routing again by id: the original is, the resend and an unknown id
+	// are left with why.
+	const unknown = "01M8ZHX11F3P599TJCGK1VTY0Z"
+	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{ids[0], ids[1], unknown}}})
+	why := map[string]string{}
+	for _, sk := range res.Skipped {
+		why[sk.MessageID] = sk.Why
+	}
+	if status != http.StatusOK || len(res.Rerouted) != 1 || res.Rerouted[0] != ids[0] {
+		t.Errorf("replay by id: %d %+v, want %s rerouted", status, res, ids[0])
+	}
+	if !strings.Contains(why[unknown], "no message") {
+		t.Errorf("replay of an unknown id: %q, want it left as no message", why[unknown])
+	}
+	if ids[1] != ids[0] && !strings.Contains(why[ids[1]], ids[0]) {
+		t.Errorf("replay of the resend %s: %q, want it left naming %s", ids[1], why[ids[1]], ids[0])
+	}
 	resp, err := http.Post(url, "application/fhir+json", strings.NewReader(`{"resourceType":`))
 	if err != nil {
 		t.Fatal(err)
@@ -416,4 +452,18 @@ func TestDeliveryCatchesUpInSpans(t *testing.T) {
 		rep := reconcile(t, e)
 		return len(rep.Pending) == 0 && rep.Terminal[audit.OutcomeDelivered] == n
 	})
+}
+
+// postReplay asks the admin API for a replay.
+func postReplay(t *testing.T, e *engine.Engine, req engine.ReplayRequest) (int, router.ReplayResult) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	resp, err := http.Post("http://"+e.HTTPAddr().String()+"/api/replay", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res router.ReplayResult
+	_ = json.NewDecoder(resp.Body).Decode(&res)
+	return resp.StatusCode, res
 }

@@ -478,7 +478,10 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 			if found && id != env.ID && same {
 				r.o.Metrics.Duplicates.WithLabelValues(env.Source).Inc()
 				if err := note(id, "dup|"+env.ID, audit.Record{Time: now, MessageID: id, Event: audit.Duplicate, Source: env.Source, Outcome: "duplicate",
-					Reason: "resend of an already stored message; not routed again", Hash: audit.Hash(env.Raw)}); err != nil {
+					Reason: "resent as message " + env.ID + "; not routed again", Hash: audit.Hash(env.Raw)}); err != nil {
+					return err
+				}
+				if err := note(env.ID, resendDedupe, resendRecord(env, id, b.seq, now)); err != nil {
 					return err
 				}
 				continue

@@ -250,7 +250,7 @@ func LoadPayload(ctx context.Context, js jetstream.JetStream, stream string, seq
 		return nil, fmt.Errorf("reading stored payload: %w", err)
 	}
 	switch {
-	case strings.HasPrefix(m.Subject, SubjAccepted+"."):
+	case strings.HasPrefix(m.Subject, SubjAccepted+"."), strings.HasPrefix(m.Subject, store.SubjIngestLog+"."):
 		envs, err := decodeBatch(m.Data)
 		if err != nil {
 			return nil, fmt.Errorf("reading accepted batch: %w", err)
@@ -260,7 +260,7 @@ func LoadPayload(ctx context.Context, js jetstream.JetStream, stream string, seq
 				return &StoredPayload{Subject: IngressSubject(env.Source, env.Partition), Header: env.Header(), Data: env.Raw, Time: m.Time}, nil
 			}
 		}
-		return nil, fmt.Errorf("message %s is not in accepted batch %d", id, seq)
+		return nil, fmt.Errorf("message %s is not in batch %d of %s", id, seq, stream)
 	case strings.HasPrefix(m.Subject, store.SubjOutbound+".") && strings.HasSuffix(m.Subject, "._b"):
 		entries, err := decodeOutBatch(m.Data)
 		if err != nil {

@@ -245,6 +245,21 @@ const (
 	publishRetryWait = 100 * time.Millisecond
 )
 
+// resendDedupe names the record on a resend's own trail among its
+// records, so a retried write stores it once.
+const resendDedupe = "resend"
+
+// resendRecord is the record on the trail of env, a resend of message
+// origID, found stored in ingest-log batch logSeq. Its sender may have
+// been answered with env's id (a FHIR client is, before the resend is
+// recognised), so that id leads to the message it repeats and to what
+// was received.
+func resendRecord(env *envelope.Envelope, origID string, logSeq uint64, now time.Time) audit.Record {
+	return audit.Record{Time: now, MessageID: env.ID, Event: audit.Duplicate, Source: env.Source, Outcome: "duplicate",
+		Reason: "resend of message " + origID + "; stored, not routed again", Hash: audit.Hash(env.Raw),
+		Stream: store.StreamIngestLog, Seq: logSeq}
+}
+
 // sameMessage reports whether env is a resend of the stored message orig.
 // HL7 v2 senders often rebuild MSH (a new MSH-7 time) when they resend, so
 // for v2 the header segment is ignored; other content must match exactly.
@@ -283,6 +298,8 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	type pub struct {
 		env *envelope.Envelope
 		f   jetstream.PubAckFuture
+		// logSeq is the ingest-log batch the message was split from.
+		logSeq uint64
 	}
 	var pubs []pub
 	for _, m := range msgs {
@@ -299,12 +316,16 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 			continue
 		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("reading ingest batch metadata: %w", err)
+		}
 		for _, env := range envs {
 			f, err := s.js.PublishMsgAsync(ingressMsg(env), jetstream.WithStallWait(time.Minute))
 			if err != nil {
 				return fmt.Errorf("splitting ingest batch: %w", err)
 			}
-			pubs = append(pubs, pub{env: env, f: f})
+			pubs = append(pubs, pub{env: env, f: f, logSeq: meta.Sequence.Stream})
 		}
 	}
 	for _, p := range pubs {
@@ -344,9 +365,13 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			continue
 		}
 		s.onDup(p.env.Source)
-		rec := audit.Record{Time: time.Now().UTC(), MessageID: origID, Event: audit.Duplicate, Source: p.env.Source, Outcome: "duplicate",
-			Reason: "resend of an already stored message; not routed again", Hash: audit.Hash(p.env.Raw), Stream: store.StreamIngress, Seq: ack.Sequence}
+		now := time.Now().UTC()
+		rec := audit.Record{Time: now, MessageID: origID, Event: audit.Duplicate, Source: p.env.Source, Outcome: "duplicate",
+			Reason: "resent as message " + p.env.ID + "; not routed again", Hash: audit.Hash(p.env.Raw), Stream: store.StreamIngress, Seq: ack.Sequence}
 		if err := s.audit.Write(ctx, origID, "dup|"+p.env.ID, rec); err != nil {
+			return err
+		}
+		if err := s.audit.Write(ctx, p.env.ID, resendDedupe, resendRecord(p.env, origID, p.logSeq, now)); err != nil {
 			return err
 		}
 	}

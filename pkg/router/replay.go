@@ -146,11 +146,13 @@ type ReplayResult struct {
 	// Rerouted lists message ids re-run through routing from their stored
 	// raw input (replay by id of messages that were not dead-lettered).
 	Rerouted []string `json:"rerouted,omitempty"`
-	// Skipped lists matching dead letters left in place, with why.
+	// Skipped lists matching dead letters left in place, and ids with no
+	// stored input of their own to route again, with why.
 	Skipped []Skipped `json:"skipped,omitempty"`
 }
 
-// Skipped is a dead letter a replay left in place.
+// Skipped is a dead letter a replay left in place, or a message id it
+// could not route again (stage "ingress").
 type Skipped struct {
 	DeadLetter
 	Why string `json:"why"`
@@ -252,11 +254,40 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 			continue
 		}
 		if err := reroute(ctx, js, aw, id, gen, onlyDests); err != nil {
+			var ns *notStoredError
+			if errors.As(err, &ns) {
+				res.Skipped = append(res.Skipped, Skipped{DeadLetter: DeadLetter{MessageID: id, Stage: "ingress"}, Why: ns.why})
+				continue
+			}
 			return res, err
 		}
 		res.Rerouted = append(res.Rerouted, id)
 	}
 	return res, nil
+}
+
+// notStoredError says why an id asked to be routed again has no stored
+// input of its own: the replay leaves it, and says why.
+type notStoredError struct{ why string }
+
+func (e *notStoredError) Error() string { return e.why }
+
+// notStored explains, from its trail, why message id has no input to
+// route again.
+func notStored(trail []audit.Record, id string) error {
+	hops := 0
+	for _, r := range trail {
+		if r.Event == audit.Duplicate && r.MessageID == id && r.Stream == store.StreamIngestLog {
+			return &notStoredError{why: "a resend, not stored under its own id (" + r.Reason + "); replay the message it repeats"}
+		}
+		if r.Event != audit.Accessed {
+			hops++ // reads of the trail are not the message's own
+		}
+	}
+	if hops == 0 {
+		return &notStoredError{why: "no message with this id"}
+	}
+	return &notStoredError{why: "no stored input found (not yet accepted for routing)"}
 }
 
 // reroute republishes a stored message's raw input for every route.
@@ -276,7 +307,7 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 		}
 	}
 	if seq == 0 {
-		return fmt.Errorf("message %s: no stored input found", id)
+		return notStored(trail, id)
 	}
 	raw, err := LoadPayload(ctx, js, store.StreamIngress, seq, id, "")
 	if err != nil {

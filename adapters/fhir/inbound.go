@@ -40,7 +40,8 @@ const (
 	// For a resend it is the original's id only when the store recognises
 	// the resend at once (nats.group_commit: false); with group commit the
 	// resend is recognised later, when its batch is split, and is not
-	// routed again, but this reply carries the resend's own id.
+	// routed again, but this reply carries the resend's own id, whose
+	// audit trail then names the original.
 	HeaderMessageID = "X-Junction-Message-Id"
 	// HeaderIdempotencyKey lets a sender mark resends of a body without a
 	// Bundle.identifier.
@@ -80,6 +81,12 @@ const (
 	RoutePostBundle   = "POST /fhir"
 	RoutePostResource = "POST /fhir/{type}"
 	RouteMetadata     = "GET /fhir/metadata"
+	// routeOtherBase, routeOtherType and routeOther answer every other
+	// request under /fhir with an OperationOutcome, as FHIR clients
+	// expect, rather than the plain-text 404 or 405 of net/http.
+	routeOtherBase = "/fhir"
+	routeOtherType = "/fhir/{type}"
+	routeOther     = "/fhir/"
 )
 
 // acceptedBundleTypes are the Bundle types POST /fhir takes.
@@ -227,8 +234,29 @@ func (in *Inbound) Routes() map[string]http.Handler {
 		RoutePostResource: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			in.post(w, r, r.PathValue("type"))
 		}),
-		RouteMetadata: http.HandlerFunc(in.metadata),
+		RouteMetadata:  http.HandlerFunc(in.metadata),
+		routeOtherBase: http.HandlerFunc(notAllowed),
+		routeOtherType: http.HandlerFunc(notAllowed),
+		routeOther:     http.HandlerFunc(notSupported),
 	}
+}
+
+// notAllowed answers a method the endpoint does not serve at [base] or
+// [base]/[type]: Junction takes messages in, it is not a FHIR repository.
+func notAllowed(w http.ResponseWriter, r *http.Request) {
+	allow := http.MethodPost
+	if r.URL.Path == "/fhir/metadata" {
+		allow = http.MethodGet
+	}
+	w.Header().Set("Allow", allow)
+	jfhir.WriteOutcome(w, http.StatusMethodNotAllowed, jfhir.Outcome("error", "not-supported",
+		r.Method+" is not supported here: Junction routes what is posted to it and does not serve reads (allowed: "+allow+")"))
+}
+
+// notSupported answers any other path under [base].
+func notSupported(w http.ResponseWriter, _ *http.Request) {
+	jfhir.WriteOutcome(w, http.StatusNotFound, jfhir.Outcome("error", "not-supported",
+		"no such endpoint: Junction accepts POST [base], POST [base]/[type] and GET [base]/metadata"))
 }
 
 func (in *Inbound) metadata(w http.ResponseWriter, _ *http.Request) {

@@ -685,3 +685,42 @@ func TestInboundConcurrencyLimit(t *testing.T) {
 		t.Errorf("%d stored, want 1", n)
 	}
 }
+
+// TestOtherRequestsGetOperationOutcome checks that what the endpoint does
+// not serve is answered as FHIR clients expect: an OperationOutcome, with
+// Allow on a 405.
+func TestOtherRequestsGetOperationOutcome(t *testing.T) {
+	f := newInboundFixture(t, DefaultInboundConfig())
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{http.MethodGet, "/fhir", http.StatusMethodNotAllowed, "POST"},
+		{http.MethodGet, "/fhir/Patient", http.StatusMethodNotAllowed, "POST"},
+		{http.MethodPut, "/fhir/Patient", http.StatusMethodNotAllowed, "POST"},
+		{http.MethodDelete, "/fhir/metadata", http.StatusMethodNotAllowed, "GET"},
+		{http.MethodGet, "/fhir/Patient/9990000018", http.StatusNotFound, ""},
+		{http.MethodPost, "/fhir/Patient/_search", http.StatusNotFound, ""},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			rec := f.do(tc.method, tc.path, "", nil, nil)
+			if rec.Code != tc.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if code, _ := outcomeOf(t, rec.Body.Bytes()); code != "not-supported" {
+				t.Errorf("issue code %q, want not-supported", code)
+			}
+			if got := rec.Header().Get("Allow"); got != tc.allow {
+				t.Errorf("Allow %q, want %q", got, tc.allow)
+			}
+			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/fhir+json") {
+				t.Errorf("Content-Type %q", ct)
+			}
+		})
+	}
+	// What it does serve is unchanged.
+	if rec := f.do(http.MethodGet, "/fhir/metadata", "", nil, nil); rec.Code != http.StatusOK {
+		t.Errorf("metadata: %d", rec.Code)
+	}
+}

@@ -39,6 +39,23 @@ const (
 	DefaultAckApplication  = "JUNCTION"
 )
 
+// Accept acknowledgement policies (InboundConfig.AcceptAck).
+const (
+	// AcceptAckAlways answers every message (the default). Senders that
+	// set MSH-15 NE often still wait for an answer, for example with
+	// MSH-16 AL for an application acknowledgement, which Junction does
+	// not send: left unanswered, they would stall.
+	AcceptAckAlways = "always"
+	// AcceptAckMSH15 answers as the sender's MSH-15 asks in enhanced
+	// mode: AL (or empty, or a value HL7 does not define) always, NE
+	// never, ER only for CE or CR, SU only for CA.
+	AcceptAckMSH15 = "msh15"
+)
+
+// ackNotSent labels, in junction_ingress_acks_total, a message the
+// sender's MSH-15 asked not to be answered.
+const ackNotSent = "none"
+
 // maxQuarantineBytes bounds what is kept of a broken frame.
 const maxQuarantineBytes = 64 << 10
 
@@ -74,6 +91,10 @@ type InboundConfig struct {
 	// application "JUNCTION").
 	App      string `yaml:"ack_application"`
 	Facility string `yaml:"ack_facility"`
+	// AcceptAck is when enhanced-mode senders get an accept
+	// acknowledgement: AcceptAckAlways (the default, also when empty) or
+	// AcceptAckMSH15.
+	AcceptAck string `yaml:"accept_ack"`
 }
 
 // DefaultInboundConfig returns the defaults.
@@ -85,6 +106,7 @@ func DefaultInboundConfig() InboundConfig {
 		IdleTimeout:     DefaultIdleTimeout,
 		MaxConnections:  DefaultMaxConnections,
 		App:             DefaultAckApplication,
+		AcceptAck:       AcceptAckAlways,
 	}
 }
 
@@ -107,6 +129,9 @@ func (c *InboundConfig) Validate() []error {
 	}
 	if c.MaxConnections <= 0 {
 		errs = append(errs, errors.New("max_connections: must be positive"))
+	}
+	if c.AcceptAck != "" && c.AcceptAck != AcceptAckAlways && c.AcceptAck != AcceptAckMSH15 {
+		errs = append(errs, fmt.Errorf("accept_ack: must be %q or %q", AcceptAckAlways, AcceptAckMSH15))
 	}
 	if t := c.TLS; t != nil {
 		if t.Cert == "" {
@@ -272,28 +297,52 @@ func (in *Inbound) ServeMLLP(ctx context.Context, _ *transport.ConnInfo, payload
 	ctx, span := in.tracer.Start(ctx, "mllp.receive", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 
-	ack, code := in.receive(ctx, span, payload, start)
-	in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
+	ack, code, cond := in.receive(ctx, span, payload, start)
 	in.metrics.AckLatency.WithLabelValues(in.name).Observe(time.Since(start).Seconds())
 	if !code.Accepted() {
 		span.SetStatus(codes.Error, "negative acknowledgement")
 	}
+	if in.cfg.AcceptAck == AcceptAckMSH15 && !answers(cond, code) {
+		in.metrics.Acks.WithLabelValues(in.name, ackNotSent).Inc()
+		span.SetAttributes(attribute.String("junction.ack", ackNotSent))
+		return nil, false
+	}
+	in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
 	return ack, false
 }
 
-// receive parses, stores and acknowledges one message.
-func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte, start time.Time) ([]byte, hl7v2.AckCode) {
+// answers reports whether a sender whose MSH-15 is cond is sent an
+// accept acknowledgement with code (HL7 table 0155): NE never, ER only
+// for an error or a reject, SU only on success, anything else always.
+func answers(cond string, code hl7v2.AckCode) bool {
+	switch cond {
+	case "NE":
+		return false
+	case "ER":
+		return !code.Accepted()
+	case "SU":
+		return code.Accepted()
+	}
+	return true
+}
+
+// receive parses, stores and acknowledges one message. It returns the
+// acknowledgement, its code and the message's MSH-15 ("" when it did not
+// parse).
+func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte, start time.Time) ([]byte, hl7v2.AckCode, string) {
 	m, err := hl7v2.Parse(payload)
 	if err != nil {
-		return in.unparseable(ctx, payload, err)
+		ack, code := in.unparseable(ctx, payload, err)
+		return ack, code, ""
 	}
+	cond := m.AcceptAckType()
 	span.SetAttributes(attribute.String("junction.message_type", m.MessageType()))
 	if missing := missingField(m); missing != 0 {
 		code := m.RejectCode()
 		f := fault.Newf(fault.CodeHL7Required, "MSH-%d is required", missing).WithHL7(hl7v2.ErrCodeRequiredField)
 		in.metrics.Rejected.WithLabelValues(in.name, string(f.Code)).Inc()
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "ack", string(code))
-		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
 	}
 
 	app, facility, ctrl := m.SendingApp(), m.SendingFacility(), m.ControlID()
@@ -326,7 +375,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		}
 		span.RecordError(err)
 		in.log.Warn("message not stored; negative ACK sent", "adapter", in.name, "id", env.ID, "control_id", ctrl, "ack", string(code), "error", err.Error())
-		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: notStoredText}), code
+		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: notStoredText}), code, cond
 	}
 	code := m.AcceptCode()
 	if res.Duplicate {
@@ -335,7 +384,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 	} else {
 		in.log.Debug("message stored", "adapter", in.name, "id", res.ID, "control_id", ctrl, "type", env.MessageType)
 	}
-	return in.ack(m, code), code
+	return in.ack(m, code), code, cond
 }
 
 // missingField returns 9 or 10 when MSH-9 or MSH-10 is empty, else 0.

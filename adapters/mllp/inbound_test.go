@@ -434,6 +434,8 @@ func TestInboundConfigValidate(t *testing.T) {
 			"tls.cert: must be a secret reference (file:PATH or env:NAME holding PEM)",
 			"tls.client_ca: must be a secret reference (file:PATH or env:NAME holding PEM)",
 		}},
+		{"unknown accept_ack", func() InboundConfig { c := DefaultInboundConfig(); c.AcceptAck = "never"; return c }(),
+			[]string{`accept_ack: must be "always" or "msh15"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -532,4 +534,87 @@ func FuzzInboundServeMLLP(f *testing.F) {
 			t.Errorf("reply %q is not an ACK: %v", reply, err)
 		}
 	})
+}
+
+// TestInboundAcceptAckConditions checks that with accept_ack "msh15"
+// enhanced-mode senders are answered as their MSH-15 asks (HL7 table
+// 0155), that by default every message is answered, and that a message
+// left unanswered is still stored.
+func TestInboundAcceptAckConditions(t *testing.T) {
+	storeDown := fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "store unavailable", errors.New("nats: timeout"))
+	tests := []struct {
+		name      string
+		cond      string
+		policy    string
+		storeErr  error
+		wantReply hl7v2.AckCode // "" for no reply
+	}{
+		{"AL stored", "AL", AcceptAckMSH15, nil, hl7v2.AckCA},
+		{"NE stored", "NE", AcceptAckMSH15, nil, ""},
+		{"NE store down", "NE", AcceptAckMSH15, storeDown, ""},
+		{"ER stored", "ER", AcceptAckMSH15, nil, ""},
+		{"ER store down", "ER", AcceptAckMSH15, storeDown, hl7v2.AckCE},
+		{"SU stored", "SU", AcceptAckMSH15, nil, hl7v2.AckCA},
+		{"SU store down", "SU", AcceptAckMSH15, storeDown, ""},
+		{"undefined condition answered", "XX", AcceptAckMSH15, nil, hl7v2.AckCA},
+		{"NE by default", "NE", "", nil, hl7v2.AckCA},
+		{"NE store down by default", "NE", "", storeDown, hl7v2.AckCE},
+		{"NE with accept_ack always", "NE", AcceptAckAlways, nil, hl7v2.AckCA},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, func(c *InboundConfig) {
+				if tt.policy != "" {
+					c.AcceptAck = tt.policy
+				}
+			})
+			f.host.setErr(tt.storeErr)
+			nc, err := net.Dial("tcp", f.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+			// The message under test, then an original-mode probe that is
+			// always answered: the replies up to the probe's show whether
+			// the first message was.
+			for _, p := range []string{msg("COND1", "|||"+tt.cond+"|NE"), msg("PROBE1", "")} {
+				if err := transport.WriteFrame(nc, []byte(p)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r := transport.NewReader(nc, 1<<20)
+			var got []string
+			for len(got) == 0 || !strings.HasSuffix(got[len(got)-1], " PROBE1") {
+				reply, err := r.ReadFrame()
+				if err != nil {
+					t.Fatalf("after %v: %v", got, err)
+				}
+				code, ctrl, _, err := hl7v2.ParseAck(reply)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, string(code)+" "+ctrl)
+			}
+			want := []string{"AA PROBE1"}
+			if tt.storeErr != nil {
+				want = []string{"AR PROBE1"}
+			}
+			if tt.wantReply != "" {
+				want = append([]string{string(tt.wantReply) + " COND1"}, want...)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("answers (-want +got):\n%s", diff)
+			}
+			if tt.wantReply == "" {
+				if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", ackNotSent)); got != 1 {
+					t.Errorf("acks{none} = %v, want 1", got)
+				}
+			}
+			stored, _ := f.host.snapshot()
+			if want := map[bool]int{true: 0, false: 2}[tt.storeErr != nil]; len(stored) != want {
+				t.Errorf("stored %d, want %d", len(stored), want)
+			}
+		})
+	}
 }

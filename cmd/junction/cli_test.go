@@ -361,6 +361,9 @@ func startAckServer(t *testing.T, code hl7v2.AckCode) *ackServer {
 		if err != nil {
 			return hl7v2.BuildRawAck(hl7v2.AckOptions{Text: "unparseable"}), false
 		}
+		if m.AcceptAckType() == "NE" {
+			return nil, false // as Junction does
+		}
 		opts := hl7v2.AckOptions{Code: a.code, ControlID: "ACK1", App: "TEST"}
 		if !a.code.Accepted() {
 			opts.Text = "patient unknown"
@@ -416,6 +419,22 @@ func TestCLISend(t *testing.T) {
 			if bytes.ContainsAny(m, "\n") || !bytes.HasPrefix(m, []byte("MSH|")) || !bytes.HasSuffix(m, []byte("PV1|1|I|WARD1\r")) {
 				t.Errorf("message %d sent as %q, want CR segment ends and no BOM", i+1, m)
 			}
+		}
+	})
+	t.Run("MSH-15 NE is not waited for", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		ne := filepath.Join(dir, "ne.hl7")
+		cliWrite(t, ne, strings.Replace(adtFile("MSG00004", "9990000018"), "|P|2.4\n", "|P|2.4|||NE|NE\n", 1)+adtFile("MSG00005", "9990000042"))
+		code, out, errOut := cliRun(t, "send", "--addr", srv.addr(), "--timeout", "5s", ne)
+		if code != 0 {
+			t.Fatalf("exit %d\nstderr: %s", code, errOut)
+		}
+		want := ne + " #1: sent; MSH-15 NE asks for no acknowledgement\n" + ne + " #2: AA MSG00005\n"
+		if diff := cmp.Diff(want, out); diff != "" {
+			t.Errorf("stdout (-want +got):\n%s", diff)
+		}
+		if got := srv.received(); len(got) != 2 {
+			t.Errorf("server received %d messages, want 2", len(got))
 		}
 	})
 	t.Run("AE exits 1", func(t *testing.T) {

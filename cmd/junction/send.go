@@ -59,10 +59,27 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		for i, msg := range SplitMessages(data) {
+			cond := ""
+			if m, err := hl7v2.Parse(msg); err == nil {
+				cond = m.AcceptAckType()
+			}
 			sctx, cancel := context.WithTimeout(ctx, *timeout)
+			if cond == "NE" {
+				// The sender asks for no answer, and Junction gives none.
+				err := c.SendOneWay(sctx, msg)
+				cancel()
+				if err != nil {
+					return fmt.Errorf("%s message %d: %w", file, i+1, err)
+				}
+				fmt.Fprintf(stdout, "%s #%d: sent; MSH-15 NE asks for no acknowledgement\n", file, i+1)
+				continue
+			}
 			reply, err := c.Send(sctx, msg)
 			cancel()
 			if err != nil {
+				if cond == "ER" || cond == "SU" {
+					err = fmt.Errorf("%w (MSH-15 %s asks for an acknowledgement only %s)", err, cond, map[string]string{"ER": "on errors", "SU": "on success"}[cond])
+				}
 				return fmt.Errorf("%s message %d: %w", file, i+1, err)
 			}
 			code, ctrl, text, err := hl7v2.ParseAck(reply)

@@ -345,6 +345,8 @@ type ackServer struct {
 	got   [][]byte
 	code  hl7v2.AckCode
 	reply []byte // when set, sent instead of an ACK
+	// honourNE leaves messages whose MSH-15 is NE unanswered.
+	honourNE bool
 }
 
 func startAckServer(t *testing.T, code hl7v2.AckCode) *ackServer {
@@ -361,8 +363,8 @@ func startAckServer(t *testing.T, code hl7v2.AckCode) *ackServer {
 		if err != nil {
 			return hl7v2.BuildRawAck(hl7v2.AckOptions{Text: "unparseable"}), false
 		}
-		if m.AcceptAckType() == "NE" {
-			return nil, false // as Junction does
+		if a.honourNE && m.AcceptAckType() == "NE" {
+			return nil, false // as Junction does with accept_ack: msh15
 		}
 		opts := hl7v2.AckOptions{Code: a.code, ControlID: "ACK1", App: "TEST"}
 		if !a.code.Accepted() {
@@ -421,22 +423,28 @@ func TestCLISend(t *testing.T) {
 			}
 		}
 	})
-	t.Run("MSH-15 NE is not waited for", func(t *testing.T) {
-		srv := startAckServer(t, hl7v2.AckAA)
-		ne := filepath.Join(dir, "ne.hl7")
-		cliWrite(t, ne, strings.Replace(adtFile("MSG00004", "9990000018"), "|P|2.4\n", "|P|2.4|||NE|NE\n", 1)+adtFile("MSG00005", "9990000042"))
-		code, out, errOut := cliRun(t, "send", "--addr", srv.addr(), "--timeout", "5s", ne)
-		if code != 0 {
-			t.Fatalf("exit %d\nstderr: %s", code, errOut)
-		}
-		want := ne + " #1: sent; MSH-15 NE asks for no acknowledgement\n" + ne + " #2: AA MSG00005\n"
-		if diff := cmp.Diff(want, out); diff != "" {
-			t.Errorf("stdout (-want +got):\n%s", diff)
-		}
-		if got := srv.received(); len(got) != 2 {
-			t.Errorf("server received %d messages, want 2", len(got))
-		}
-	})
+	ne := filepath.Join(dir, "ne.hl7")
+	cliWrite(t, ne, strings.Replace(adtFile("MSG00004", "9990000018"), "|P|2.4\n", "|P|2.4|||NE|NE\n", 1)+adtFile("MSG00005", "9990000042"))
+	for _, honour := range []bool{false, true} {
+		t.Run(fmt.Sprintf("MSH-15 NE to a receiver honouring it %v", honour), func(t *testing.T) {
+			srv := startAckServer(t, hl7v2.AckAA)
+			srv.honourNE = honour
+			code, out, errOut := cliRun(t, "send", "--addr", srv.addr(), "--timeout", "5s", ne)
+			if code != 0 {
+				t.Fatalf("exit %d\nstderr: %s", code, errOut)
+			}
+			first := ne + " #1: AA MSG00004\n"
+			if honour {
+				first = ne + " #1: sent; no acknowledgement within 2s, as MSH-15 NE asks\n"
+			}
+			if diff := cmp.Diff(first+ne+" #2: AA MSG00005\n", out); diff != "" {
+				t.Errorf("stdout (-want +got):\n%s", diff)
+			}
+			if got := srv.received(); len(got) != 2 {
+				t.Errorf("server received %d messages, want 2", len(got))
+			}
+		})
+	}
 	t.Run("AE exits 1", func(t *testing.T) {
 		srv := startAckServer(t, hl7v2.AckAE)
 		code, out, _ := cliRun(t, "send", "--addr", srv.addr(), one)

@@ -45,13 +45,20 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	dctx, cancel := context.WithTimeout(ctx, *timeout)
-	c, err := mllp.Dial(dctx, *addr, tlsConf, 1<<20)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", *addr, err)
+	dial := func() (*mllp.Client, error) {
+		dctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		c, err := mllp.Dial(dctx, *addr, tlsConf, 1<<20)
+		if err != nil {
+			return nil, fmt.Errorf("connecting to %s: %w", *addr, err)
+		}
+		return c, nil
 	}
-	defer c.Close()
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Close() }()
 	failed := 0
 	for _, file := range fs.Args() {
 		data, err := os.ReadFile(file)
@@ -63,19 +70,25 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if m, err := hl7v2.Parse(msg); err == nil {
 				cond = m.AcceptAckType()
 			}
-			sctx, cancel := context.WithTimeout(ctx, *timeout)
+			wait := *timeout
 			if cond == "NE" {
-				// The sender asks for no answer, and Junction gives none.
-				err := c.SendOneWay(sctx, msg)
-				cancel()
-				if err != nil {
-					return fmt.Errorf("%s message %d: %w", file, i+1, err)
-				}
-				fmt.Fprintf(stdout, "%s #%d: sent; MSH-15 NE asks for no acknowledgement\n", file, i+1)
-				continue
+				// MSH-15 NE asks for no answer, though a receiver may send
+				// one all the same (Junction does unless accept_ack: msh15).
+				wait = min(wait, neWait)
 			}
+			sctx, cancel := context.WithTimeout(ctx, wait)
 			reply, err := c.Send(sctx, msg)
 			cancel()
+			if err != nil && cond == "NE" && errors.Is(err, context.DeadlineExceeded) {
+				fmt.Fprintf(stdout, "%s #%d: sent; no acknowledgement within %s, as MSH-15 NE asks\n", file, i+1, wait)
+				// The client gave up the connection: a late answer cannot
+				// be taken for the next message's.
+				_ = c.Close()
+				if c, err = dial(); err != nil {
+					return err
+				}
+				continue
+			}
 			if err != nil {
 				if cond == "ER" || cond == "SU" {
 					err = fmt.Errorf("%w (MSH-15 %s asks for an acknowledgement only %s)", err, cond, map[string]string{"ER": "on errors", "SU": "on success"}[cond])
@@ -103,6 +116,10 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	return nil
 }
+
+// neWait is how long send waits for an answer to a message whose MSH-15
+// is NE before taking its silence as the answer asked for.
+const neWait = 2 * time.Second
 
 // SplitMessages splits a file holding one or more HL7 v2 messages (any
 // segment ending) into messages with CR segment ends.

@@ -58,32 +58,6 @@ func Dial(ctx context.Context, addr string, tlsConfig *tls.Config, maxReplyBytes
 // ErrInvalidFrame. A payload that cannot be framed (it holds 0x1C) is
 // refused without breaking the connection.
 func (c *Client) Send(ctx context.Context, payload []byte) ([]byte, error) {
-	stop, err := c.write(ctx, payload)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	reply, err := c.r.ReadFrame()
-	if err != nil {
-		return nil, c.fail(ctx, "read reply", err)
-	}
-	return bytes.Clone(reply), nil
-}
-
-// SendOneWay frames and writes payload without waiting for a reply, for
-// a message whose MSH-15 (NE) asks for none. Errors are as Send's.
-func (c *Client) SendOneWay(ctx context.Context, payload []byte) error {
-	stop, err := c.write(ctx, payload)
-	if err != nil {
-		return err
-	}
-	stop()
-	return nil
-}
-
-// write frames and writes payload within ctx. The returned stop ends
-// ctx's hold on the connection (cancelling ctx breaks a blocked read).
-func (c *Client) write(ctx context.Context, payload []byte) (stop func() bool, err error) {
 	if c.err != nil {
 		return nil, c.err
 	}
@@ -105,12 +79,16 @@ func (c *Client) write(ctx context.Context, payload []byte) (stop func() bool, e
 	if err := c.nc.SetDeadline(dl); err != nil {
 		return nil, c.fail(ctx, "set deadline", err)
 	}
-	stop = context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	if _, err := c.nc.Write(buf); err != nil {
-		stop()
 		return nil, c.fail(ctx, "write", err)
 	}
-	return stop, nil
+	reply, err := c.r.ReadFrame()
+	if err != nil {
+		return nil, c.fail(ctx, "read reply", err)
+	}
+	return bytes.Clone(reply), nil
 }
 
 func (c *Client) fail(ctx context.Context, op string, err error) error {

@@ -241,6 +241,24 @@ func TestCLILintErrors(t *testing.T) {
 	}
 }
 
+// TestCLILintAdapterSettings checks that an adapter's own validation
+// errors say where the setting is, once each, and that routes reading
+// the input are not told it is missing.
+func TestCLILintAdapterSettings(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "junction.yaml")
+	cliWrite(t, cfg, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    max_connections: 0\n    tls:\n      cert: env:CERT\n  fhir:\n    type: fhir\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:2576\n",
+		filepath.Join(t.TempDir(), "data"), shippedRoutes(t)))
+	code, _, errOut := cliRun(t, "lint", "-c", cfg)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	want := cfg + ":6:22: inputs.pas: max_connections: must be positive\n" +
+		cfg + ":8:7: inputs.pas: tls.key: required\n"
+	if diff := cmp.Diff(want, errOut); diff != "" {
+		t.Errorf("stderr (-want +got):\n%s", diff)
+	}
+}
+
 func TestCLITestShippedRoutes(t *testing.T) {
 	routes := shippedRoutes(t)
 	// Count the shipped tests independently of the command.

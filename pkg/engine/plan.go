@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/config"
@@ -66,11 +68,12 @@ type Plan struct {
 	Routes       []*route.Route
 }
 
-// HasSource implements route.Catalog.
-func (p *Plan) HasSource(name string) bool { _, ok := p.Inputs[name]; return ok }
+// HasSource implements route.Catalog: the input is in the config, even
+// if its settings are wrong (that is reported once, against the input).
+func (p *Plan) HasSource(name string) bool { _, ok := p.Config.Inputs[name]; return ok }
 
-// HasDestination implements route.Catalog.
-func (p *Plan) HasDestination(name string) bool { _, ok := p.Destinations[name]; return ok }
+// HasDestination implements route.Catalog, as HasSource does.
+func (p *Plan) HasDestination(name string) bool { _, ok := p.Config.Destinations[name]; return ok }
 
 // Translators returns each input's translator by input name.
 func (p *Plan) Translators() map[string]adapter.Translator {
@@ -100,8 +103,12 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 			}
 		}
 		if v, ok := conf.(adapter.Validator); ok {
-			for _, e := range v.Validate() {
-				errs = append(errs, fmt.Errorf("%s: %w", where, e))
+			verrs := v.Validate()
+			for _, e := range verrs {
+				errs = append(errs, fmt.Errorf("%s%s: %w", posPrefix(settingPos(c, e)), where, e))
+			}
+			if len(verrs) > 0 {
+				return nil // building it would only report them again
 			}
 		}
 		return conf
@@ -156,6 +163,40 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 		return nil, errors.Join(errs...)
 	}
 	return p, nil
+}
+
+// settingPos returns where the setting an adapter's validation error e
+// names ("tls.key: required") is written in c, else where c is.
+func settingPos(c *config.Component, e error) yamlx.Pos {
+	path, _, ok := strings.Cut(e.Error(), ": ")
+	if ok && isSettingPath(path) {
+		if p := c.Settings.PosOf(path); p.Line > 0 {
+			return p
+		}
+	}
+	return c.Pos
+}
+
+// isSettingPath reports whether s is a dotted settings path such as
+// tls.client_ca or hosts[2].
+func isSettingPath(s string) bool {
+	for _, part := range strings.Split(s, ".") {
+		if open := strings.IndexByte(part, '['); open > 0 && strings.HasSuffix(part, "]") {
+			if _, err := strconv.Atoi(part[open+1 : len(part)-1]); err != nil {
+				return false
+			}
+			part = part[:open]
+		}
+		if part == "" || part[0] < 'a' || part[0] > 'z' {
+			return false
+		}
+		for _, r := range part {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func posPrefix(p yamlx.Pos) string {

@@ -2,6 +2,8 @@ package yamlx
 
 import (
 	"bytes"
+	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -74,4 +76,59 @@ func (n Node) Equal(o Node) bool {
 	a, errA := yaml.Marshal(n.Node)
 	b, errB := yaml.Marshal(o.Node)
 	return errA == nil && errB == nil && bytes.Equal(a, b)
+}
+
+// PosOf returns where the value at path (dotted keys, each optionally
+// indexed as key[2], relative to n) is written, or where the nearest of
+// its parents present is, when the value itself is absent: a validation
+// error about "tls.key" points at tls when key is missing. It suits
+// errors a decoded struct's own validation gives by field path.
+func (n Node) PosOf(path string) Pos {
+	cur := n.Node
+	for cur != nil && cur.Kind == yaml.DocumentNode && len(cur.Content) == 1 {
+		cur = cur.Content[0]
+	}
+	at := n.Pos()
+	for _, part := range strings.Split(path, ".") {
+		key, idx, indexed := cutIndex(part)
+		next := mappingValue(cur, key)
+		if next != nil && indexed {
+			if next.Kind != yaml.SequenceNode || idx >= len(next.Content) {
+				return Pos{File: n.File, Line: next.Line, Col: next.Column}
+			}
+			next = next.Content[idx]
+		}
+		if next == nil {
+			break
+		}
+		cur = next
+		at = Pos{File: n.File, Line: cur.Line, Col: cur.Column}
+	}
+	return at
+}
+
+// cutIndex splits "key[3]" into key and 3.
+func cutIndex(part string) (key string, idx int, indexed bool) {
+	open := strings.IndexByte(part, '[')
+	if open < 0 || !strings.HasSuffix(part, "]") {
+		return part, 0, false
+	}
+	i, err := strconv.Atoi(part[open+1 : len(part)-1])
+	if err != nil || i < 0 {
+		return part, 0, false
+	}
+	return part[:open], i, true
+}
+
+// mappingValue returns the value under key in a mapping node, or nil.
+func mappingValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
 }

@@ -594,3 +594,35 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+func TestNodePosOf(t *testing.T) {
+	in := "inputs:\n  pas:\n    listen: 127.0.0.1:2575\n    tls:\n      cert: file:a\n    hosts:\n      - a\n      - b\n"
+	var doc struct {
+		Inputs map[string]Node `yaml:"inputs"`
+	}
+	if err := Decode("c.yaml", []byte(in), &doc); err != nil {
+		t.Fatal(err)
+	}
+	n := doc.Inputs["pas"]
+	for _, tc := range []struct {
+		path string
+		want Pos
+	}{
+		{"listen", Pos{"c.yaml", 3, 13}},
+		{"tls.cert", Pos{"c.yaml", 5, 13}},
+		{"tls.key", Pos{"c.yaml", 5, 7}}, // absent: its parent
+		{"hosts[1]", Pos{"c.yaml", 8, 9}},
+		{"hosts[5]", Pos{"c.yaml", 7, 7}}, // past the end: the sequence
+		{"max_connections", Pos{"c.yaml", 3, 5}},
+		{"", Pos{"c.yaml", 3, 5}},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, n.PosOf(tc.path)); diff != "" {
+				t.Errorf("PosOf(%q) (-want +got):\n%s", tc.path, diff)
+			}
+		})
+	}
+	if got := (Node{File: "c.yaml"}).PosOf("listen"); got != (Pos{File: "c.yaml"}) {
+		t.Errorf("PosOf on an absent node = %v", got)
+	}
+}

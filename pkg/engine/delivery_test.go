@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -245,30 +246,48 @@ func TestFHIRIngressEndToEnd(t *testing.T) { forPipelines(t, testFHIRIngressEndT
 func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
 	e, dir := startEngine(t, pipe)
 	url := "http://" + e.HTTPAddr().String() + "/fhir/Patient"
-	body := `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`
-	var ids [2]string
-	for i := range 2 {
+	post := func(body, key string) string {
+		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/fhir+json")
-		req.Header.Set("Idempotency-Key", "test-key-1")
+		req.Header.Set("Idempotency-Key", key)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("post %d: status %d", i, resp.StatusCode)
+			t.Fatalf("post: status %d", resp.StatusCode)
 		}
-		ids[i] = resp.Header.Get(fhir.HeaderMessageID)
+		id := resp.Header.Get(fhir.HeaderMessageID)
+		if id == "" {
+			t.Fatalf("post: no %s", fhir.HeaderMessageID)
+		}
+		return id
 	}
-	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	// Two messages, each sent twice.
+	bodies := []string{
+		`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`,
+		`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}]}`,
+	}
+	var ids [2][2]string
+	for k, body := range bodies {
+		for i := range 2 {
+			ids[k][i] = post(body, fmt.Sprintf("test-key-%d", k))
+		}
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 2)
 	time.Sleep(300 * time.Millisecond)
-	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
-	// The id the resend was answered with leads to an answer: the
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 2)
+	// The id each resend was answered with leads to an answer: the
 	// original's, or a trail of its own saying whose resend it was, with
 	// what was received.
-	if ids[1] != ids[0] {
-		api := "http://" + e.HTTPAddr().String() + "/api/messages/" + ids[1]
+	for k, body := range bodies {
+		orig, resend := ids[k][0], ids[k][1]
+		if resend == orig {
+			continue
+		}
+		api := "http://" + e.HTTPAddr().String() + "/api/messages/" + resend
 		var v engine.MessageView
 		waitFor(t, "the resend's trail", func() bool {
 			v = engine.MessageView{}
@@ -280,29 +299,46 @@ func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
 				hops = append(hops, r)
 			}
 		}
-		if len(hops) != 1 || hops[0].Event != audit.Duplicate || hops[0].MessageID != ids[1] || !strings.Contains(hops[0].Reason, ids[0]) {
-			t.Errorf("resend %s: trail %+v, want one duplicate record naming %s", ids[1], hops, ids[0])
+		if len(hops) != 1 || hops[0].Event != audit.Duplicate || hops[0].MessageID != resend || !strings.Contains(hops[0].Reason, orig) {
+			t.Errorf("resend %s: trail %+v, want one duplicate record naming %s", resend, hops, orig)
 		}
 		if v.Input == nil || v.Input.Body != body {
-			t.Errorf("resend %s: input %+v, want the body posted", ids[1], v.Input)
+			t.Errorf("resend %s: input %+v, want the body posted", resend, v.Input)
 		}
 	}
 	// Routing again by id: the original is, the resend and an unknown id
 	// are left with why.
 	const unknown = "01M8ZHX11F3P599TJCGK1VTY0Z"
-	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{ids[0], ids[1], unknown}}})
+	orig, resend := ids[0][0], ids[0][1]
+	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{orig, resend, unknown}}})
 	why := map[string]string{}
 	for _, sk := range res.Skipped {
 		why[sk.MessageID] = sk.Why
 	}
-	if status != http.StatusOK || len(res.Rerouted) != 1 || res.Rerouted[0] != ids[0] {
-		t.Errorf("replay by id: %d %+v, want %s rerouted", status, res, ids[0])
+	if status != http.StatusOK || len(res.Rerouted) != 1 || res.Rerouted[0] != orig {
+		t.Errorf("replay by id: %d %+v, want %s rerouted", status, res, orig)
 	}
 	if !strings.Contains(why[unknown], "no message") {
 		t.Errorf("replay of an unknown id: %q, want it left as no message", why[unknown])
 	}
-	if ids[1] != ids[0] && !strings.Contains(why[ids[1]], ids[0]) {
-		t.Errorf("replay of the resend %s: %q, want it left naming %s", ids[1], why[ids[1]], ids[0])
+	if resend != orig && !strings.Contains(why[resend], orig) {
+		t.Errorf("replay of the resend %s: %q, want it left naming %s", resend, why[resend], orig)
+	}
+	// A message whose stored input is gone (past retention) is left too.
+	var ov engine.MessageView
+	if getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages/"+orig, &ov) != http.StatusOK || ov.Input == nil {
+		t.Fatalf("original %s: no stored input found", orig)
+	}
+	st, err := e.Store().JS.Stream(context.Background(), ov.Input.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(context.Background(), ov.Input.Seq); err != nil {
+		t.Fatal(err)
+	}
+	status, res = postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{orig}}})
+	if status != http.StatusOK || len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0].Why, "past the ingress retention") {
+		t.Errorf("replay of a message whose input is gone: %d %+v, want it left as past retention", status, res)
 	}
 	resp, err := http.Post(url, "application/fhir+json", strings.NewReader(`{"resourceType":`))
 	if err != nil {

@@ -481,7 +481,7 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 					Reason: "resent as message " + env.ID + "; not routed again", Hash: audit.Hash(env.Raw)}); err != nil {
 					return err
 				}
-				if err := note(env.ID, resendDedupe, resendRecord(env, id, b.seq, now)); err != nil {
+				if err := note(env.ID, resendDedupe(env.ID), resendRecord(env, id, b.seq, now)); err != nil {
 					return err
 				}
 				continue

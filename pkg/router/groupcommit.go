@@ -245,9 +245,10 @@ const (
 	publishRetryWait = 100 * time.Millisecond
 )
 
-// resendDedupe names the record on a resend's own trail among its
-// records, so a retried write stores it once.
-const resendDedupe = "resend"
+// resendDedupe is the store's dedupe id of the record on resend id's own
+// trail, so a retried write stores it once (and only once per resend:
+// the id is checked across the whole audit stream).
+func resendDedupe(id string) string { return "resend|" + id }
 
 // resendRecord is the record on the trail of env, a resend of message
 // origID, found stored in ingest-log batch logSeq. Its sender may have
@@ -371,7 +372,7 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		if err := s.audit.Write(ctx, origID, "dup|"+p.env.ID, rec); err != nil {
 			return err
 		}
-		if err := s.audit.Write(ctx, p.env.ID, resendDedupe, resendRecord(p.env, origID, p.logSeq, now)); err != nil {
+		if err := s.audit.Write(ctx, p.env.ID, resendDedupe(p.env.ID), resendRecord(p.env, origID, p.logSeq, now)); err != nil {
 			return err
 		}
 	}

@@ -278,7 +278,7 @@ func notStored(trail []audit.Record, id string) error {
 	hops := 0
 	for _, r := range trail {
 		if r.Event == audit.Duplicate && r.MessageID == id && r.Stream == store.StreamIngestLog {
-			return &notStoredError{why: "a resend, not stored under its own id (" + r.Reason + "); replay the message it repeats"}
+			return &notStoredError{why: "a resend, never routed under its own id (" + r.Reason + "); replay the message it repeats"}
 		}
 		if r.Event != audit.Accessed {
 			hops++ // reads of the trail are not the message's own
@@ -287,7 +287,7 @@ func notStored(trail []audit.Record, id string) error {
 	if hops == 0 {
 		return &notStoredError{why: "no message with this id"}
 	}
-	return &notStoredError{why: "no stored input found (not yet accepted for routing)"}
+	return &notStoredError{why: "no stored input found (not yet accepted for routing, or past the ingress retention)"}
 }
 
 // reroute republishes a stored message's raw input for every route.
@@ -310,8 +310,11 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 		return notStored(trail, id)
 	}
 	raw, err := LoadPayload(ctx, js, store.StreamIngress, seq, id, "")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return &notStoredError{why: "stored input is gone (past the ingress retention)"}
+	}
 	if err != nil {
-		return fmt.Errorf("message %s: stored input is gone (past the ingress retention?): %w", id, err)
+		return fmt.Errorf("message %s: reading stored input: %w", id, err)
 	}
 	nm := nats.NewMsg(raw.Subject)
 	for k, v := range raw.Header {

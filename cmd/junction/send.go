@@ -84,9 +84,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				// The client gave up the connection: a late answer cannot
 				// be taken for the next message's.
 				_ = c.Close()
-				if c, err = dial(); err != nil {
+				next, err := dial()
+				if err != nil {
 					return err
 				}
+				c = next
 				continue
 			}
 			if err != nil {

@@ -48,7 +48,8 @@ const (
 	AcceptAckAlways = "always"
 	// AcceptAckMSH15 answers as the sender's MSH-15 asks in enhanced
 	// mode: AL (or empty, or a value HL7 does not define) always, NE
-	// never, ER only for CE or CR, SU only for CA.
+	// never, ER only for CE or CR, SU only for CA. A message not stored
+	// (CE) that may not be answered closes the connection instead.
 	AcceptAckMSH15 = "msh15"
 )
 
@@ -305,7 +306,10 @@ func (in *Inbound) ServeMLLP(ctx context.Context, _ *transport.ConnInfo, payload
 	if in.cfg.AcceptAck == AcceptAckMSH15 && !answers(cond, code) {
 		in.metrics.Acks.WithLabelValues(in.name, ackNotSent).Inc()
 		span.SetAttributes(attribute.String("junction.ack", ackNotSent))
-		return nil, false
+		// A message the store did not take must not pass in silence,
+		// whatever MSH-15 asks: closing the connection tells the sender
+		// that something failed, and it sends again.
+		return nil, code == hl7v2.AckCE
 	}
 	in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
 	return ack, false

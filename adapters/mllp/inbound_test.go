@@ -548,18 +548,19 @@ func TestInboundAcceptAckConditions(t *testing.T) {
 		policy    string
 		storeErr  error
 		wantReply hl7v2.AckCode // "" for no reply
+		wantClose bool          // the connection closed, nothing answered
 	}{
-		{"AL stored", "AL", AcceptAckMSH15, nil, hl7v2.AckCA},
-		{"NE stored", "NE", AcceptAckMSH15, nil, ""},
-		{"NE store down", "NE", AcceptAckMSH15, storeDown, ""},
-		{"ER stored", "ER", AcceptAckMSH15, nil, ""},
-		{"ER store down", "ER", AcceptAckMSH15, storeDown, hl7v2.AckCE},
-		{"SU stored", "SU", AcceptAckMSH15, nil, hl7v2.AckCA},
-		{"SU store down", "SU", AcceptAckMSH15, storeDown, ""},
-		{"undefined condition answered", "XX", AcceptAckMSH15, nil, hl7v2.AckCA},
-		{"NE by default", "NE", "", nil, hl7v2.AckCA},
-		{"NE store down by default", "NE", "", storeDown, hl7v2.AckCE},
-		{"NE with accept_ack always", "NE", AcceptAckAlways, nil, hl7v2.AckCA},
+		{"AL stored", "AL", AcceptAckMSH15, nil, hl7v2.AckCA, false},
+		{"NE stored", "NE", AcceptAckMSH15, nil, "", false},
+		{"NE store down closes", "NE", AcceptAckMSH15, storeDown, "", true},
+		{"ER stored", "ER", AcceptAckMSH15, nil, "", false},
+		{"ER store down", "ER", AcceptAckMSH15, storeDown, hl7v2.AckCE, false},
+		{"SU stored", "SU", AcceptAckMSH15, nil, hl7v2.AckCA, false},
+		{"SU store down closes", "SU", AcceptAckMSH15, storeDown, "", true},
+		{"undefined condition answered", "XX", AcceptAckMSH15, nil, hl7v2.AckCA, false},
+		{"NE by default", "NE", "", nil, hl7v2.AckCA, false},
+		{"NE store down by default", "NE", "", storeDown, hl7v2.AckCE, false},
+		{"NE with accept_ack always", "NE", AcceptAckAlways, nil, hl7v2.AckCA, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -584,6 +585,15 @@ func TestInboundAcceptAckConditions(t *testing.T) {
 				}
 			}
 			r := transport.NewReader(nc, 1<<20)
+			if tt.wantClose {
+				if reply, err := r.ReadFrame(); err == nil {
+					t.Fatalf("answered %q, want the connection closed", reply)
+				}
+				if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", ackNotSent)); got != 1 {
+					t.Errorf("acks{none} = %v, want 1", got)
+				}
+				return
+			}
 			var got []string
 			for len(got) == 0 || !strings.HasSuffix(got[len(got)-1], " PROBE1") {
 				reply, err := r.ReadFrame()

@@ -41,6 +41,8 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	pass, fail := 0, 0
 	for _, r := range p.Routes {
+		// A plan is returned only when every input was built, so each
+		// route's source is in p.Inputs.
 		tr := p.Inputs[r.Source].Translator
 		for _, res := range r.RunTests(ctx, tr, p.Rules, *update) {
 			if res.Passed() {

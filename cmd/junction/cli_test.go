@@ -253,7 +253,7 @@ func TestCLILintAdapterSettings(t *testing.T) {
 		t.Errorf("exit %d, want 1", code)
 	}
 	want := cfg + ":6:22: inputs.pas: max_connections: must be positive\n" +
-		cfg + ":8:7: inputs.pas: tls.key: required\n"
+		cfg + ":7:5: inputs.pas: tls.key: required\n"
 	if diff := cmp.Diff(want, errOut); diff != "" {
 		t.Errorf("stderr (-want +got):\n%s", diff)
 	}

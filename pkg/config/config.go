@@ -546,28 +546,14 @@ func topMapping(data []byte) *yaml.Node {
 
 // keyOf returns the key node of key in mapping m, or nil.
 func keyOf(m *yaml.Node, key string) *yaml.Node {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i]
-		}
-	}
-	return nil
+	k, _ := yamlx.MapEntry(m, key)
+	return k
 }
 
 // valueOf returns the value node of key in mapping m, or nil.
 func valueOf(m *yaml.Node, key string) *yaml.Node {
-	if m == nil {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1]
-		}
-	}
-	return nil
+	_, v := yamlx.MapEntry(m, key)
+	return v
 }
 
 // File returns the path the config came from, or "".

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
@@ -169,34 +168,12 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 // names ("tls.key: required") is written in c, else where c is.
 func settingPos(c *config.Component, e error) yamlx.Pos {
 	path, _, ok := strings.Cut(e.Error(), ": ")
-	if ok && isSettingPath(path) {
+	if ok && yamlx.IsPath(path) {
 		if p := c.Settings.PosOf(path); p.Line > 0 {
 			return p
 		}
 	}
 	return c.Pos
-}
-
-// isSettingPath reports whether s is a dotted settings path such as
-// tls.client_ca or hosts[2].
-func isSettingPath(s string) bool {
-	for _, part := range strings.Split(s, ".") {
-		if open := strings.IndexByte(part, '['); open > 0 && strings.HasSuffix(part, "]") {
-			if _, err := strconv.Atoi(part[open+1 : len(part)-1]); err != nil {
-				return false
-			}
-			part = part[:open]
-		}
-		if part == "" || part[0] < 'a' || part[0] > 'z' {
-			return false
-		}
-		for _, r := range part {
-			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func posPrefix(p yamlx.Pos) string {

@@ -79,11 +79,12 @@ func (n Node) Equal(o Node) bool {
 }
 
 // PosOf returns where the value at path (dotted keys, each optionally
-// indexed as key[2], relative to n) is written, or where the nearest of
-// its parents present is, when the value itself is absent: a validation
-// error about "tls.key" points at tls when key is missing. It suits
-// errors a decoded struct's own validation gives by field path.
+// indexed as key[2], relative to n) is written; when it is absent, where
+// the key of its nearest parent present is, so an error about a missing
+// "tls.key" points at tls. It suits errors a decoded struct's own
+// validation gives by field path (see IsPath).
 func (n Node) PosOf(path string) Pos {
+	pos := func(y *yaml.Node) Pos { return Pos{File: n.File, Line: y.Line, Col: y.Column} }
 	cur := n.Node
 	for cur != nil && cur.Kind == yaml.DocumentNode && len(cur.Content) == 1 {
 		cur = cur.Content[0]
@@ -91,20 +92,42 @@ func (n Node) PosOf(path string) Pos {
 	at := n.Pos()
 	for _, part := range strings.Split(path, ".") {
 		key, idx, indexed := cutIndex(part)
-		next := mappingValue(cur, key)
-		if next != nil && indexed {
-			if next.Kind != yaml.SequenceNode || idx >= len(next.Content) {
-				return Pos{File: n.File, Line: next.Line, Col: next.Column}
+		k, v := MapEntry(cur, key)
+		if v == nil {
+			return at
+		}
+		at = pos(k)
+		if indexed {
+			if v.Kind != yaml.SequenceNode || idx >= len(v.Content) {
+				return at
 			}
-			next = next.Content[idx]
+			v = v.Content[idx]
+			at = pos(v)
 		}
-		if next == nil {
-			break
-		}
-		cur = next
-		at = Pos{File: n.File, Line: cur.Line, Col: cur.Column}
+		cur = v
 	}
-	return at
+	if cur == nil {
+		return at
+	}
+	return pos(cur)
+}
+
+// IsPath reports whether s is a dotted path of settings keys, each of
+// lower-case letters, digits and '_' and optionally indexed, such as
+// tls.client_ca or hosts[2].
+func IsPath(s string) bool {
+	for _, part := range strings.Split(s, ".") {
+		key, _, _ := cutIndex(part)
+		if key == "" || key[0] < 'a' || key[0] > 'z' {
+			return false
+		}
+		for _, r := range key {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // cutIndex splits "key[3]" into key and 3.
@@ -120,15 +143,15 @@ func cutIndex(part string) (key string, idx int, indexed bool) {
 	return part[:open], i, true
 }
 
-// mappingValue returns the value under key in a mapping node, or nil.
-func mappingValue(m *yaml.Node, key string) *yaml.Node {
+// MapEntry returns the key and value nodes of key in mapping m, or nils.
+func MapEntry(m *yaml.Node, key string) (k, v *yaml.Node) {
 	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
+		return nil, nil
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == key {
-			return m.Content[i+1]
+			return m.Content[i], m.Content[i+1]
 		}
 	}
-	return nil
+	return nil, nil
 }

@@ -610,9 +610,10 @@ func TestNodePosOf(t *testing.T) {
 	}{
 		{"listen", Pos{"c.yaml", 3, 13}},
 		{"tls.cert", Pos{"c.yaml", 5, 13}},
-		{"tls.key", Pos{"c.yaml", 5, 7}}, // absent: its parent
+		{"tls.key", Pos{"c.yaml", 4, 5}}, // absent: its parent's key
 		{"hosts[1]", Pos{"c.yaml", 8, 9}},
-		{"hosts[5]", Pos{"c.yaml", 7, 7}}, // past the end: the sequence
+		{"hosts[1].name", Pos{"c.yaml", 8, 9}}, // under a scalar: the element
+		{"hosts[5]", Pos{"c.yaml", 6, 5}},      // past the end: the sequence's key
 		{"max_connections", Pos{"c.yaml", 3, 5}},
 		{"", Pos{"c.yaml", 3, 5}},
 	} {
@@ -624,5 +625,16 @@ func TestNodePosOf(t *testing.T) {
 	}
 	if got := (Node{File: "c.yaml"}).PosOf("listen"); got != (Pos{File: "c.yaml"}) {
 		t.Errorf("PosOf on an absent node = %v", got)
+	}
+}
+
+func TestIsPath(t *testing.T) {
+	for path, want := range map[string]bool{
+		"listen": true, "tls.client_ca": true, "hosts[2]": true, "a.b[0].c_1": true,
+		"": false, "Listen": false, "tls..key": false, "max connections": false, "1st": false, "x-y": false,
+	} {
+		if got := IsPath(path); got != want {
+			t.Errorf("IsPath(%q) = %v, want %v", path, got, want)
+		}
 	}
 }

@@ -81,7 +81,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	return &Metrics{
 		Received:       cv("ingress", "messages_received_total", "Messages read by inbound adapters, before storing.", "adapter"),
-		Acks:           cv("ingress", "acks_total", "Acknowledgements sent to senders, by code (AA, AE, AR, CA, CE, CR, or HTTP status).", "adapter", "code"),
+		Acks:           cv("ingress", "acks_total", "Acknowledgements sent to senders, by code (AA, AE, AR, CA, CE, CR, or HTTP status; none for a message left unanswered because its MSH-15 asked so).", "adapter", "code"),
 		Rejected:       cv("ingress", "rejected_total", "Inbound input rejected before storing, by reason.", "adapter", "reason"),
 		Duplicates:     cv("ingress", "duplicates_total", "Resends of messages already stored; acknowledged again, not routed twice.", "adapter"),
 		Accepted:       cv("ingress", "accepted_total", "Stored messages taken off the ingest log for routing (resends excluded); while it lags commit_messages_total, the stage reading the log is behind.", "adapter"),

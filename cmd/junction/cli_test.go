@@ -199,6 +199,8 @@ func TestCLILintErrors(t *testing.T) {
 	cliWrite(t, badSkip, "name: bad-skip\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n  skip_consent_gate: true\ndestinations:\n  - name: fhir-store\n")
 	badCfg := filepath.Join(dir, "bad-config.yaml")
 	cliWrite(t, badCfg, "data_dir: x\nhttp:\n  lisen: 0.0.0.0:8080\n")
+	invalidCfg := filepath.Join(dir, "invalid-config.yaml")
+	cliWrite(t, invalidCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\nrouter:\n  batch: 0\n", shippedRoutes(t)))
 	tests := []struct {
 		name string
 		args []string
@@ -218,6 +220,10 @@ func TestCLILintErrors(t *testing.T) {
 		}},
 		{"broken config", []string{"lint", "-c", badCfg}, []string{
 			badCfg + `:3:3: unknown field "lisen" in http (did you mean "listen"?)`,
+		}},
+		{"invalid settings", []string{"lint", "-c", invalidCfg}, []string{
+			invalidCfg + ":3:1: http.tokens: at least one token is required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data",
+			invalidCfg + ":6:10: router.batch: must be 1 to 1000, got 0",
 		}},
 		{"missing config", []string{"lint", "-c", filepath.Join(dir, "none.yaml")}, []string{
 			"reading config: open " + filepath.Join(dir, "none.yaml") + ": no such file or directory",

@@ -61,6 +61,8 @@ type Config struct {
 
 	// file is where the config was read from ("" for defaults).
 	file string
+	// top is the file's top mapping, to place validation errors.
+	top yamlx.Node
 }
 
 // LogConfig configures logging.
@@ -532,7 +534,19 @@ func Load(path string) (*Config, error) {
 		return nil, errs.Err()
 	}
 	c.file = path
+	c.top = yamlx.Node{Node: top, File: path}
 	return c, nil
+}
+
+// PosOf returns where the setting at path (as Validate's errors name it,
+// such as http.tokens) is written in the file the config came from, or
+// where its nearest parent is (see yamlx.Node.PosOf); the zero Pos for a
+// config not read from a file.
+func (c *Config) PosOf(path string) yamlx.Pos {
+	if c.top.Node == nil {
+		return yamlx.Pos{}
+	}
+	return c.top.PosOf(path)
 }
 
 // topMapping returns the document's top mapping, or nil.

@@ -87,7 +87,15 @@ func (p *Plan) Translators() map[string]adapter.Translator {
 // returns every problem found.
 func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 	var errs []error
-	errs = append(errs, cfg.Validate()...)
+	for _, e := range cfg.Validate() {
+		path, _, _ := strings.Cut(e.Error(), ": ")
+		if yamlx.IsPath(path) {
+			if p := cfg.PosOf(path); p.Line > 0 {
+				e = fmt.Errorf("%s: %w", p, e)
+			}
+		}
+		errs = append(errs, e)
+	}
 	env, err := rules.NewEnv(cfg.Rules.Limits())
 	if err != nil {
 		return nil, err
@@ -167,8 +175,8 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 // settingPos returns where the setting an adapter's validation error e
 // names ("tls.key: required") is written in c, else where c is.
 func settingPos(c *config.Component, e error) yamlx.Pos {
-	path, _, ok := strings.Cut(e.Error(), ": ")
-	if ok && yamlx.IsPath(path) {
+	path, _, _ := strings.Cut(e.Error(), ": ")
+	if yamlx.IsPath(path) {
 		if p := c.Settings.PosOf(path); p.Line > 0 {
 			return p
 		}

@@ -112,9 +112,10 @@ func (n Node) PosOf(path string) Pos {
 	return pos(cur)
 }
 
-// IsPath reports whether s is a dotted path of settings keys, each of
-// lower-case letters, digits and '_' and optionally indexed, such as
-// tls.client_ca or hosts[2].
+// IsPath reports whether s is a dotted path of settings keys, each
+// starting with a lower-case letter, then lower-case letters, digits,
+// '_' and '-', and optionally indexed, such as tls.client_ca,
+// destinations.fhir-store.retry or hosts[2].
 func IsPath(s string) bool {
 	for _, part := range strings.Split(s, ".") {
 		key, _, _ := cutIndex(part)
@@ -122,7 +123,7 @@ func IsPath(s string) bool {
 			return false
 		}
 		for _, r := range key {
-			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '_' && r != '-' {
 				return false
 			}
 		}

@@ -630,8 +630,8 @@ func TestNodePosOf(t *testing.T) {
 
 func TestIsPath(t *testing.T) {
 	for path, want := range map[string]bool{
-		"listen": true, "tls.client_ca": true, "hosts[2]": true, "a.b[0].c_1": true,
-		"": false, "Listen": false, "tls..key": false, "max connections": false, "1st": false, "x-y": false,
+		"listen": true, "tls.client_ca": true, "hosts[2]": true, "a.b[0].c_1": true, "destinations.fhir-store.retry": true,
+		"": false, "Listen": false, "tls..key": false, "max connections": false, "1st": false, "-x": false,
 	} {
 		if got := IsPath(path); got != want {
 			t.Errorf("IsPath(%q) = %v, want %v", path, got, want)

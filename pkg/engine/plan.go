@@ -88,11 +88,8 @@ func (p *Plan) Translators() map[string]adapter.Translator {
 func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 	var errs []error
 	for _, e := range cfg.Validate() {
-		path, _, _ := strings.Cut(e.Error(), ": ")
-		if yamlx.IsPath(path) {
-			if p := cfg.PosOf(path); p.Line > 0 {
-				e = fmt.Errorf("%s: %w", p, e)
-			}
+		if p := settingPos(e, cfg.PosOf, yamlx.Pos{}); p.Line > 0 {
+			e = fmt.Errorf("%s%w", posPrefix(p), e)
 		}
 		errs = append(errs, e)
 	}
@@ -112,7 +109,7 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 		if v, ok := conf.(adapter.Validator); ok {
 			verrs := v.Validate()
 			for _, e := range verrs {
-				errs = append(errs, fmt.Errorf("%s%s: %w", posPrefix(settingPos(c, e)), where, e))
+				errs = append(errs, fmt.Errorf("%s%s: %w", posPrefix(settingPos(e, c.Settings.PosOf, c.Pos)), where, e))
 			}
 			if len(verrs) > 0 {
 				return nil // building it would only report them again
@@ -172,16 +169,16 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 	return p, nil
 }
 
-// settingPos returns where the setting an adapter's validation error e
-// names ("tls.key: required") is written in c, else where c is.
-func settingPos(c *config.Component, e error) yamlx.Pos {
+// settingPos returns where the setting a validation error e names
+// ("tls.key: required") is written, by posOf, else fallback.
+func settingPos(e error, posOf func(path string) yamlx.Pos, fallback yamlx.Pos) yamlx.Pos {
 	path, _, _ := strings.Cut(e.Error(), ": ")
 	if yamlx.IsPath(path) {
-		if p := c.Settings.PosOf(path); p.Line > 0 {
+		if p := posOf(path); p.Line > 0 {
 			return p
 		}
 	}
-	return c.Pos
+	return fallback
 }
 
 func posPrefix(p yamlx.Pos) string {

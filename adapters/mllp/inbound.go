@@ -152,8 +152,8 @@ func (c *InboundConfig) Validate() []error {
 // before acknowledging it. It implements adapter.Inbound.
 //
 // Per frame: a message that does not parse is quarantined and answered AR
-// with an ERR segment; a message without MSH-9 or MSH-10 is answered AR
-// (CR in enhanced mode) with ERR 101 and not stored; otherwise it is
+// with an ERR segment; a message without MSH-9 or MSH-10 is quarantined
+// and answered AR (CR in enhanced mode) with ERR 101; otherwise it is
 // stored with its bytes unchanged and answered AA (CA in enhanced mode),
 // also when it is a resend of a stored message. If the store fails the
 // answer is never positive: AR with ERR 207 (CE in enhanced mode), so the
@@ -344,7 +344,9 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 	if missing := missingField(m); missing != 0 {
 		code := m.RejectCode()
 		f := fault.Newf(fault.CodeHL7Required, "MSH-%d is required", missing).WithHL7(hl7v2.ErrCodeRequiredField)
-		in.metrics.Rejected.WithLabelValues(in.name, string(f.Code)).Inc()
+		// Kept for ops like unparseable input: the sender's resend of a
+		// message Junction cannot identify would be rejected the same way.
+		in.quarantine(ctx, payload, f.Code)
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "ack", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
 	}

@@ -202,12 +202,11 @@ func TestInboundRejects(t *testing.T) {
 		wantCode    hl7v2.AckCode
 		wantErrCode string
 		wantReason  fault.Code
-		quarantine  bool
 	}{
-		{"not HL7", "hello, world", hl7v2.AckAR, "", fault.CodeHL7Parse, true},
-		{"no MSH-10", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4\rPID|1\r", hl7v2.AckAR, "101", fault.CodeHL7Required, false},
-		{"no MSH-10 enhanced", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4|||AL|NE\r", hl7v2.AckCR, "101", fault.CodeHL7Required, false},
-		{"no MSH-9", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000|||C1|P|2.4\r", hl7v2.AckAR, "101", fault.CodeHL7Required, false},
+		{"not HL7", "hello, world", hl7v2.AckAR, "", fault.CodeHL7Parse},
+		{"no MSH-10", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4\rPID|1\r", hl7v2.AckAR, "101", fault.CodeHL7Required},
+		{"no MSH-10 enhanced", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4|||AL|NE\r", hl7v2.AckCR, "101", fault.CodeHL7Required},
+		{"no MSH-9", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000|||C1|P|2.4\r", hl7v2.AckAR, "101", fault.CodeHL7Required},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -227,15 +226,12 @@ func TestInboundRejects(t *testing.T) {
 			if len(stored) != 0 {
 				t.Errorf("stored %d", len(stored))
 			}
-			if tt.quarantine {
-				if len(q) != 1 || string(q[0].raw) != tt.payload || q[0].reason != string(tt.wantReason) || q[0].source != "pas" {
-					t.Errorf("quarantined %+v", q)
-				}
-				if got := testutil.ToFloat64(f.m.Quarantined.WithLabelValues("pas")); got != 1 {
-					t.Errorf("quarantined = %v", got)
-				}
-			} else if len(q) != 0 {
-				t.Errorf("quarantined %d", len(q))
+			// Every rejected message is kept for ops.
+			if len(q) != 1 || string(q[0].raw) != tt.payload || q[0].reason != string(tt.wantReason) || q[0].source != "pas" {
+				t.Errorf("quarantined %+v", q)
+			}
+			if got := testutil.ToFloat64(f.m.Quarantined.WithLabelValues("pas")); got != 1 {
+				t.Errorf("quarantined = %v", got)
 			}
 			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(tt.wantReason))); got != 1 {
 				t.Errorf("rejected{%s} = %v", tt.wantReason, got)

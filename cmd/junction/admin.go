@@ -115,7 +115,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	for _, d := range res.Replayed {
-		fmt.Fprintf(stdout, "replayed %s (%s %s%s: %s)\n", d.MessageID, d.Stage, d.Route, d.Destination, d.Code)
+		fmt.Fprintf(stdout, "replayed %s (%s %s: %s)\n", d.MessageID, d.Stage, deadLetterWhere(d), d.Code)
 	}
 	for _, id := range res.Rerouted {
 		fmt.Fprintf(stdout, "rerouted %s\n", id)
@@ -125,6 +125,19 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fmt.Fprintf(stdout, "%d replayed, %d rerouted, %d left in place\n", len(res.Replayed), len(res.Rerouted), len(res.Skipped))
 	return nil
+}
+
+// deadLetterWhere names where d failed: its route, and its destination
+// for a delivery.
+func deadLetterWhere(d router.DeadLetter) string {
+	var parts []string
+	if d.Route != "" {
+		parts = append(parts, "route="+d.Route)
+	}
+	if d.Destination != "" {
+		parts = append(parts, "destination="+d.Destination)
+	}
+	return strings.Join(parts, " ")
 }
 
 func parseTime(s string) (time.Time, error) {
@@ -208,6 +221,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs, api, tok := apiFlags("audit deadletters", "", stderr)
 		route := fs.String("route", "", "only this route")
 		dest := fs.String("destination", "", "only this destination")
+		detail := fs.Bool("detail", false, "print each dead letter's detail too, such as the receiver's answer (it may quote patient data)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -222,16 +236,18 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *dest != "" {
 			q.Set("destination", *dest)
 		}
+		if *detail {
+			q.Set("detail", "true")
+		}
 		var dls []router.DeadLetter
 		if err := c.do(ctx, http.MethodGet, "/api/deadletters?"+q.Encode(), nil, &dls); err != nil {
 			return err
 		}
 		for _, d := range dls {
-			where := "route=" + d.Route
-			if d.Destination != "" {
-				where += " destination=" + d.Destination
+			fmt.Fprintf(stdout, "%s  %s  %-8s %s  %s: %s\n", d.Time.Format(time.RFC3339), d.MessageID, d.Stage, deadLetterWhere(d), d.Code, d.Reason)
+			if d.Detail != "" {
+				fmt.Fprintf(stdout, "    detail: %s\n", d.Detail)
 			}
-			fmt.Fprintf(stdout, "%s  %s  %-8s %s  %s: %s\n", d.Time.Format(time.RFC3339), d.MessageID, d.Stage, where, d.Code, d.Reason)
 		}
 		fmt.Fprintf(stdout, "%d dead letters\n", len(dls))
 		return nil

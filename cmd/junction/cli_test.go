@@ -599,7 +599,11 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			time.Now().Add(-24*time.Hour).Format(time.RFC3339), time.Now().Format(time.RFC3339))
 	})
 	mux.HandleFunc("GET /api/deadletters", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte(`[{"seq": 1, "time": "2026-01-15T10:30:00Z", "message_id": "01A", "stage": "delivery", "destination": "ehr", "code": "destination.rejected", "reason": "HTTP 400"}]`))
+		detail := ""
+		if r.URL.Query().Get("detail") == "true" {
+			detail = `, "detail": "error invalid: bad birthDate"`
+		}
+		_, _ = w.Write([]byte(`[{"seq": 1, "time": "2026-01-15T10:30:00Z", "message_id": "01A", "stage": "delivery", "destination": "ehr", "code": "destination.rejected", "reason": "HTTP 400"` + detail + `}]`))
 	})
 	mux.HandleFunc("POST /api/replay", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -645,11 +649,15 @@ func TestCLIAdminCommands(t *testing.T) {
 		t.Errorf("audit reconcile --older-than 48h: exit %d, want 0\n%s", code, out)
 	}
 	code, out, _ = cliRun(t, "audit", "deadletters", "--api", ts.URL, "--token", tok)
-	if code != 0 || !strings.HasSuffix(out, "1 dead letters\n") || !strings.Contains(out, "destination.rejected: HTTP 400") {
+	if code != 0 || !strings.HasSuffix(out, "1 dead letters\n") || !strings.Contains(out, "destination.rejected: HTTP 400") || strings.Contains(out, "detail") {
 		t.Errorf("audit deadletters: exit %d\n%s", code, out)
 	}
+	code, out, _ = cliRun(t, "audit", "deadletters", "--detail", "--api", ts.URL, "--token", tok)
+	if code != 0 || !strings.Contains(out, "destination.rejected: HTTP 400\n    detail: error invalid: bad birthDate\n") {
+		t.Errorf("audit deadletters --detail: exit %d\n%s", code, out)
+	}
 	code, out, _ = cliRun(t, "replay", "--api", ts.URL, "--token", tok, "--id", "01A,01B", "--to", "ehr", "--since", "2026-01-01T00:00:00Z")
-	if code != 0 || !strings.HasSuffix(out, "1 replayed, 1 rerouted, 0 left in place\n") {
+	if code != 0 || !strings.HasSuffix(out, "1 replayed, 1 rerouted, 0 left in place\n") || !strings.Contains(out, "replayed 01A (delivery destination=ehr: destination.rejected)\n") {
 		t.Errorf("replay: exit %d\n%s", code, out)
 	}
 	if len(*calls) != 1 || !strings.Contains((*calls)[0], `"ids":["01A","01B"]`) || !strings.Contains((*calls)[0], `"destinations":["ehr"]`) {

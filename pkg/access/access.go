@@ -80,6 +80,10 @@ const (
 	MessagesPayload Permission = "messages.payload"
 	// DeadLetters is GET /api/deadletters.
 	DeadLetters Permission = "deadletters"
+	// DeadLettersPayload is GET /api/deadletters?detail=true: each dead
+	// letter's detail, such as the receiver's answer, which may quote
+	// the payload.
+	DeadLettersPayload Permission = "deadletters.payload"
 	// Replay is POST /api/replay.
 	Replay Permission = "replay"
 	// Quarantine is GET /api/quarantine without bodies.
@@ -132,6 +136,8 @@ func RuleFor(p Permission) (Rule, bool) {
 		return Rule{Roles: []Role{Operator}}, true
 	case Quarantine:
 		return Rule{Roles: []Role{Operator, IntegrationEngineer}}, true
+	case DeadLettersPayload:
+		return Rule{Roles: []Role{IntegrationEngineer}, Audited: true}, true
 	case QuarantinePayload:
 		return Rule{Roles: []Role{IntegrationEngineer}, Audited: true}, true
 	case Reconcile:

@@ -86,10 +86,12 @@ func payloadAllowed(ctx context.Context) bool {
 // requiredPermission is the permission a request to the endpoint
 // registered as name needs: the endpoint's own, or its payload
 // sub-permission when the request asks for bodies (GET
-// /api/quarantine?body=true).
+// /api/quarantine?body=true) or details (GET /api/deadletters?detail=true).
 func requiredPermission(name string, r *http.Request) access.Permission {
 	p := access.Permission(name)
-	if p == access.Quarantine && r.URL.Query().Get("body") == "true" {
+	switch {
+	case p == access.Quarantine && r.URL.Query().Get("body") == "true",
+		p == access.DeadLetters && r.URL.Query().Get("detail") == "true":
 		return p.Payload()
 	}
 	return p

@@ -134,6 +134,7 @@ func TestAdminRoles(t *testing.T) {
 	}{
 		{"messages", "GET", base + "/api/messages/" + id, "", [4]int{200, 200, 200, 403}},
 		{"deadletters", "GET", base + "/api/deadletters", "", [4]int{200, 200, 403, 403}},
+		{"deadletter details", "GET", base + "/api/deadletters?detail=true", "", [4]int{403, 200, 403, 403}},
 		{"replay", "POST", base + "/api/replay", `{"filter": {"route": "no-such-route"}}`, [4]int{200, 403, 403, 403}},
 		{"quarantine", "GET", base + "/api/quarantine", "", [4]int{200, 200, 403, 403}},
 		{"quarantine bodies", "GET", base + "/api/quarantine?body=true", "", [4]int{403, 200, 403, 403}},
@@ -230,6 +231,12 @@ func TestAdminRoles(t *testing.T) {
 	}
 	if rs := accessed[key{"ops", "quarantine.payload", "denied"}]; len(rs) != 1 {
 		t.Errorf("operator's refused quarantine access records: %+v", rs)
+	}
+	if rs := accessed[key{"eng", "deadletters.payload", "allowed"}]; len(rs) != 1 || !strings.HasPrefix(rs[0].MessageID, "access-") {
+		t.Errorf("engineer's dead-letter detail access records: %+v", rs)
+	}
+	if rs := accessed[key{"ops", "deadletters.payload", "denied"}]; len(rs) != 1 {
+		t.Errorf("operator's refused dead-letter detail access records: %+v", rs)
 	}
 	for _, k := range []key{{"ops", "messages", "allowed"}, {"ops", "messages.payload", "allowed"}, {"aud", "messages", "allowed"}, {"ops", "deadletters", "allowed"}} {
 		if rs := accessed[k]; len(rs) != 0 {

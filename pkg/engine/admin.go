@@ -274,7 +274,27 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 	if dls == nil {
 		dls = []router.DeadLetter{}
 	}
+	if r.URL.Query().Get("detail") != "true" {
+		// Asked for (and authorised as deadletters.payload) only.
+		for i := range dls {
+			dls[i].Detail = ""
+		}
+	}
 	writeJSON(w, http.StatusOK, dls)
+}
+
+// withoutDetails clears the dead letters' details in res: a replay's
+// answer does not show them (GET /api/deadletters?detail=true does).
+func withoutDetails(res *router.ReplayResult) {
+	if res == nil {
+		return
+	}
+	for i := range res.Replayed {
+		res.Replayed[i].Detail = ""
+	}
+	for i := range res.Skipped {
+		res.Skipped[i].Detail = ""
+	}
 }
 
 // ReplayRequest is the body of POST /api/replay.
@@ -313,6 +333,7 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 		routes[rt.Name] = true
 	}
 	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, req.Destinations, routes)
+	withoutDetails(res)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "partial": res})
 		return

@@ -152,8 +152,13 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if d.Stage != "delivery" || d.Destination != "ehr" || d.Code != "destination.rejected" {
 		t.Errorf("dead letter = %+v", d)
 	}
-	if strings.Contains(d.Reason, "scripted failure") {
-		t.Errorf("dead letter reason carries the receiver's detail (may hold patient data): %q", d.Reason)
+	if strings.Contains(d.Reason, "scripted failure") || d.Detail != "" {
+		t.Errorf("dead letter's reason %q or detail %q carries the receiver's answer unasked (it may hold patient data)", d.Reason, d.Detail)
+	}
+	// Asked for, the receiver's answer is kept with the dead letter.
+	var detailed []router.DeadLetter
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters?detail=true", &detailed); st != 200 || len(detailed) != 1 || !strings.Contains(detailed[0].Detail, "scripted failure") {
+		t.Errorf("deadletters?detail=true: %d %+v, want the receiver's OperationOutcome text", st, detailed)
 	}
 	if len(srv.accepted()) != 0 {
 		t.Fatal("delivered despite 400")

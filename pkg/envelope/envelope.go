@@ -33,6 +33,11 @@ const (
 	HeaderReasonCode  = "Junction-Reason-Code"
 	HeaderStage       = "Junction-Stage"
 	HeaderDedupe      = "Junction-Dedupe-Key"
+	// HeaderDetail is a dead letter's caller-only detail: the receiver's
+	// answer (an OperationOutcome's text, an ACK's ERR) or the failure's
+	// cause. It may hold patient data, so it is shown only on request to
+	// callers allowed it, never logged or put in an audit record.
+	HeaderDetail = "Junction-Detail"
 	// HeaderPatient is the keyed patient hash of an outbound payload's
 	// message (the audit.Record.Patient of its translation: an HMAC,
 	// not patient data), or PatientNone, so the delivery stage's audit

@@ -30,6 +30,10 @@ type DeadLetter struct {
 	Code        string    `json:"code"`
 	Reason      string    `json:"reason"`
 	Attempts    int       `json:"attempts,omitempty"`
+	// Detail is the receiver's answer or the failure's cause, kept for
+	// the people who fix it. It may hold patient data: the admin API
+	// serves it only to callers allowed to see payloads.
+	Detail string `json:"detail,omitempty"`
 }
 
 // Filter selects dead letters (and, for replay by id, stored messages).
@@ -73,6 +77,7 @@ func deadLetterOf(seq uint64, t time.Time, subj string, h nats.Header) DeadLette
 		Source: h.Get(envelope.HeaderSource), MessageType: h.Get(envelope.HeaderMsgType),
 		Code: h.Get(envelope.HeaderReasonCode), Reason: h.Get(envelope.HeaderReason),
 		Route: h.Get(envelope.HeaderRoute), Destination: h.Get(envelope.HeaderDestination),
+		Detail: h.Get(envelope.HeaderDetail),
 	}
 	d.Attempts, _ = strconv.Atoi(h.Get(envelope.HeaderAttempt))
 	if d.Stage == "route" && d.Route == "" {
@@ -202,7 +207,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		nm := nats.NewMsg("")
 		for k, v := range it.h {
 			switch k {
-			case envelope.HeaderStage, envelope.HeaderReason, envelope.HeaderReasonCode, envelope.HeaderAttempt, jetstream.MsgIDHeader:
+			case envelope.HeaderStage, envelope.HeaderReason, envelope.HeaderReasonCode, envelope.HeaderDetail, envelope.HeaderAttempt, jetstream.MsgIDHeader:
 				continue
 			}
 			nm.Header[k] = v

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -388,6 +389,11 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 		reason = f.Msg
 	}
 	m.Header.Set(envelope.HeaderReason, reason)
+	if d := deadLetterDetail(err); d != "" {
+		m.Header.Set(envelope.HeaderDetail, d)
+	} else {
+		m.Header.Del(envelope.HeaderDetail)
+	}
 	m.Header.Set(jetstream.MsgIDHeader, "dlq|"+stage+"|"+name+"|"+h.Get(envelope.HeaderID)+"|"+h.Get(envelope.HeaderAttempt)+"|"+h.Get(envelope.HeaderReplay))
 	m.Data = data
 	ack, perr := r.js.PublishMsg(ctx, m)
@@ -396,6 +402,42 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 	}
 	r.o.Metrics.DeadLettered.WithLabelValues(stage, name).Inc()
 	return ack.Sequence, nil
+}
+
+// maxDetailBytes bounds a dead letter's detail.
+const maxDetailBytes = 4 << 10
+
+// deadLetterDetail is what a dead letter keeps of err beyond its safe
+// message, for the people who fix the cause: the fault's caller-only
+// detail (the receiver's answer) or else the error it wraps (a network
+// error, say). It is one line of at most maxDetailBytes, as a header
+// value must be.
+func deadLetterDetail(err error) string {
+	f := fault.As(err)
+	var d string
+	switch {
+	case f == nil && err != nil:
+		d = err.Error()
+	case f == nil:
+	case f.Detail != "":
+		d = f.Detail
+	case f.Err != nil:
+		d = f.Err.Error()
+	}
+	d = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(d, "?"))
+	if len(d) > maxDetailBytes {
+		cut := maxDetailBytes
+		for cut > 0 && !utf8.RuneStart(d[cut]) {
+			cut--
+		}
+		d = d[:cut] + "..."
+	}
+	return strings.TrimSpace(d)
 }
 
 // sourceIn reports whether an accepted batch holds a message from source:

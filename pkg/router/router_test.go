@@ -2,16 +2,19 @@ package router
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go"
 
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
 )
 
 func TestBatchRoundTrip(t *testing.T) {
@@ -239,4 +242,35 @@ func TestBatchHeaderNamesEachBatch(t *testing.T) {
 	if got := batchHeader(with, 9).Get(envelope.HeaderID); got != "01JMSG" {
 		t.Errorf("message id replaced by %q", got)
 	}
+}
+
+// TestDeadLetterDetail: a dead letter keeps the receiver's answer or the
+// failure's cause as one bounded line, and nothing when there is none.
+func TestDeadLetterDetail(t *testing.T) {
+	long := strings.Repeat("é", maxDetailBytes)
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"the receiver's answer", fault.Newf(fault.CodeDestRejected, "fhir: server answered %d", 400).WithDetail("error invalid: Patient.birthDate is invalid"), "error invalid: Patient.birthDate is invalid"},
+		{"the wrapped cause", fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "fhir: request failed", errors.New("dial tcp 127.0.0.1:9: connect: connection refused")), "dial tcp 127.0.0.1:9: connect: connection refused"},
+		{"an unclassed error", errors.New("store: timeout"), "store: timeout"},
+		{"a fault with nothing more", fault.New(fault.CodeInternal, "unreadable ingest batch"), ""},
+		{"lines joined", fault.New(fault.CodeDestRejected, "x").WithDetail("line one\r\nline two\t"), "line one  line two"},
+		{"no error", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := deadLetterDetail(tt.err); got != tt.want {
+				t.Errorf("deadLetterDetail = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	t.Run("bounded", func(t *testing.T) {
+		got := deadLetterDetail(fault.New(fault.CodeDestRejected, "x").WithDetail(long))
+		if len(got) > maxDetailBytes+3 || !utf8.ValidString(got) || !strings.HasSuffix(got, "...") {
+			t.Errorf("detail of %d bytes, valid UTF-8 %v, ends %q", len(got), utf8.ValidString(got), got[len(got)-5:])
+		}
+	})
 }

@@ -508,3 +508,97 @@ func postReplay(t *testing.T, e *engine.Engine, req engine.ReplayRequest) (int, 
 	_ = json.NewDecoder(resp.Body).Decode(&res)
 	return resp.StatusCode, res
 }
+
+// TestReadyzFalseWhileDraining: after Shutdown begins, and while a
+// delivery is still in flight, the HTTP listener still answers: /readyz
+// says 503 (not a refused connection, which a probe cannot tell from a
+// crash), /metrics can be scraped and a FHIR post gets 503. Once the
+// drain is over the listener is closed.
+func TestReadyzFalseWhileDraining(t *testing.T) {
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.Header().Set("Content-Type", "application/fhir+json")
+		_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
+	}))
+	t.Cleanup(hs.Close)
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	routes, _ := filepath.Abs("testdata/routes")
+	e, _ := startEngineWithRoutes(t, routes, `destinations:
+  ehr:
+    type: fhir
+    url: `+hs.URL+`
+    retry: {max_attempts: 2, initial: 20ms, max: 100ms, multiplier: 2, timeout: 20s}
+`)
+	base := "http://" + e.HTTPAddr().String()
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "DRAIN001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	select {
+	case <-arrived:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the delivery never reached the receiver")
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		stopped <- e.Shutdown(ctx)
+	}()
+	waitFor(t, "readiness to fall", func() bool { return !e.Ready() })
+	client := &http.Client{Timeout: 5 * time.Second}
+	get := func(path string) (int, error) {
+		resp, err := client.Get(base + path)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if st, err := get("/readyz"); err != nil || st != http.StatusServiceUnavailable {
+		t.Errorf("readyz while draining: %d %v, want 503", st, err)
+	}
+	if st, err := get("/metrics"); err != nil || st != http.StatusOK {
+		t.Errorf("metrics while draining: %d %v, want 200", st, err)
+	}
+	resp, err := client.Post(base+"/fhir", "application/fhir+json", strings.NewReader(`{"resourceType":"Bundle","type":"collection"}`))
+	if err != nil {
+		t.Errorf("FHIR post while draining: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("FHIR post while draining: %d, want 503", resp.StatusCode)
+		}
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("shutdown finished (%v) with a delivery in flight", err)
+	default:
+	}
+	close(release)
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("shutdown did not finish")
+	}
+	if _, err := get("/readyz"); err == nil {
+		t.Error("the HTTP listener still answers after shutdown")
+	}
+}

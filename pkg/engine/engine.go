@@ -375,7 +375,10 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 
 // Shutdown drains: it stops accepting (readiness false), lets listeners
 // finish in-flight messages, lets routes and deliveries finish their
-// batches, then stops destinations and the store. It is idempotent.
+// batches, then stops destinations and the store. The HTTP listener
+// serves until routing has drained, so /readyz answers 503 and /metrics
+// can be scraped while it does (posts to the FHIR endpoint get 503 from
+// the start). It is idempotent.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.ready.Store(false)
@@ -384,11 +387,6 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		for i := len(e.inbounds) - 1; i >= 0; i-- {
 			if err := e.inbounds[i].in.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("input %s: %w", e.inbounds[i].name, err))
-			}
-		}
-		if e.httpSrv != nil {
-			if err := e.httpSrv.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("http: %w", err))
 			}
 		}
 		if e.ingester != nil {
@@ -409,6 +407,13 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		if e.stopWatch != nil {
 			e.stopWatch()
 			e.watching.Wait()
+		}
+		if e.httpSrv != nil {
+			// Before the audit writer closes: admin requests record
+			// their access through it.
+			if err := e.httpSrv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("http: %w", err))
+			}
 		}
 		if e.audit != nil {
 			// Settles the chain and signs its last checkpoint.

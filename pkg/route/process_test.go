@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/rules"
 )
 
 // Synthetic NHS numbers from the 999 range.
@@ -423,8 +426,13 @@ func TestMsgVars(t *testing.T) {
 		"id": "01X", "source": "pas", "type": "ADT^A01", "event": "A01", "control_id": "MSG00001",
 		"sender": "PAS|RX1", "received": testTime, "content_type": envelope.ContentTypeHL7v2,
 	}
-	if diff := cmp.Diff(want, MsgVars(env, "A01")); diff != "" {
+	got := MsgVars(env, "A01")
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+	// Load checks expressions against the keys rules declares.
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(got)), slices.Sorted(slices.Values(rules.MsgKeys()))); diff != "" {
+		t.Errorf("msg keys differ from rules.MsgKeys (-vars +declared):\n%s", diff)
 	}
 }
 

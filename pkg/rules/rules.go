@@ -32,7 +32,7 @@ const (
 	VarMsg         = "msg"         // envelope metadata: id, source, type, event, control_id, sender, received, content_type
 	VarBundle      = "bundle"      // the FHIR Bundle as JSON-shaped maps
 	VarV2          = "v2"          // the raw HL7 v2 message (get by path), empty for non-v2 sources
-	VarDestination = "destination" // name and type of the destination being decided
+	VarDestination = "destination" // name of the destination being decided
 	VarPatient     = "patient"     // the patient index entry (empty until the patient index exists)
 	VarResource    = "resource"    // one bundle entry's resource, in keep steps
 )
@@ -192,6 +192,15 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		ce := &CompileError{}
 		for _, er := range iss.Errors() {
 			ce.Issues = append(ce.Issues, Issue{Offset: offsetOf(src, er.Location.Line(), er.Location.Column()), Msg: er.Message})
+		}
+		return nil, ce
+	}
+	if bad := unknownKeys(ast.NativeRep().Expr()); len(bad) > 0 {
+		ce := &CompileError{}
+		info := ast.NativeRep().SourceInfo()
+		for _, b := range bad {
+			loc := info.GetStartLocation(b.id)
+			ce.Issues = append(ce.Issues, Issue{Offset: offsetOf(src, loc.Line(), loc.Column()), Msg: b.msg})
 		}
 		return nil, ce
 	}

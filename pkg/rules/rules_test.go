@@ -188,6 +188,14 @@ func TestCompileErrors(t *testing.T) {
 		{"bool is not a map", `true`, Map, [][2]string{{"", "must return a map with string keys, not bool"}}},
 		{"list is not a map", `bundle.entry.map(e, e)`, Map, [][2]string{{"", "must return a map with string keys, not list(dyn)"}}},
 		{"int keys are not a map", `{1: "a"}`, Map, [][2]string{{"", "must return a map with string keys, not map(int, string)"}}},
+		// msg and destination have fixed keys: a misspelt one would fail
+		// every evaluation, so it fails the load.
+		{"misspelt msg key", `msg.evnt == "A03"`, Bool, [][2]string{{".evnt", `msg has no key "evnt" (it has id, source, type, event, control_id, sender, received, content_type)`}}},
+		// has() is placed at its parenthesis.
+		{"misspelt key tested with has", `has(msg.evnt)`, Bool, [][2]string{{"(msg.evnt", `msg has no key "evnt"`}}},
+		{"misspelt key by index", `msg.event == "A01" && msg["control"] != ""`, Bool, [][2]string{{`["control"]`, `msg has no key "control"`}}},
+		{"misspelt destination key", `destination.type == "file"`, Bool, [][2]string{{".type", `destination has no key "type" (it has name)`}}},
+		{"two misspelt keys", "msg.evnt == \"A03\" ||\n  msg.sorce == \"pas\"", Bool, [][2]string{{".evnt", `msg has no key "evnt"`}, {".sorce", `msg has no key "sorce"`}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,6 +227,31 @@ func TestCompileErrors(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("issues of %q (-want +got):\n%s\nall: %v", tt.src, diff, err)
+			}
+		})
+	}
+}
+
+// TestCompileKnownKeys: every key of msg and destination compiles, and
+// a comprehension variable named like them is not checked against them.
+func TestCompileKnownKeys(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	var srcs []string
+	for _, k := range MsgKeys() {
+		srcs = append(srcs, `has(msg.`+k+`) && msg["`+k+`"] == msg.`+k)
+	}
+	for _, k := range DestinationKeys() {
+		srcs = append(srcs, `destination.`+k+` != ""`)
+	}
+	srcs = append(srcs,
+		`bundle.entry.exists(msg, msg.resource.resourceType == "Patient")`,
+		`bundle.entry.exists(e, e.fullUrl != "") && msg.event == "A01"`,
+		`[1].all(destination, destination > 0)`,
+	)
+	for _, src := range srcs {
+		t.Run(src, func(t *testing.T) {
+			if _, err := env.Compile(src, Bool); err != nil {
+				t.Errorf("Compile(%q): %v", src, err)
 			}
 		})
 	}

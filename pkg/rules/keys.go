@@ -1,0 +1,106 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/types"
+)
+
+// MsgKeys are the keys of the msg variable, in the order the README
+// lists them.
+func MsgKeys() []string {
+	return []string{"id", "source", "type", "event", "control_id", "sender", "received", "content_type"}
+}
+
+// DestinationKeys are the keys of the destination variable.
+func DestinationKeys() []string { return []string{"name"} }
+
+// fixedKeys are the variables whose keys are known at load, so a
+// misspelt key is a load error rather than a dead letter for every
+// message the expression sees.
+func fixedKeys() map[string][]string {
+	return map[string][]string{VarMsg: MsgKeys(), VarDestination: DestinationKeys()}
+}
+
+// keyIssue is an unknown key of a fixed-key variable, at an expression id.
+type keyIssue struct {
+	id  int64
+	msg string
+}
+
+// unknownKeys finds reads of keys that the fixed-key variables do not
+// have: v.key, has(v.key) and v["key"], where v is the declared variable
+// (not a comprehension variable of the same name).
+func unknownKeys(e ast.Expr) []keyIssue {
+	var out []keyIssue
+	check := func(id int64, operand ast.Expr, key string, shadowed map[string]int) {
+		if operand.Kind() != ast.IdentKind {
+			return
+		}
+		name := operand.AsIdent()
+		keys, ok := fixedKeys()[name]
+		if !ok || shadowed[name] > 0 || slices.Contains(keys, key) {
+			return
+		}
+		out = append(out, keyIssue{id: id, msg: fmt.Sprintf("%s has no key %q (it has %s)", name, key, strings.Join(keys, ", "))})
+	}
+	shadowed := map[string]int{}
+	var walk func(e ast.Expr)
+	walk = func(e ast.Expr) {
+		switch e.Kind() {
+		case ast.SelectKind:
+			s := e.AsSelect()
+			check(e.ID(), s.Operand(), s.FieldName(), shadowed)
+			walk(s.Operand())
+		case ast.CallKind:
+			c := e.AsCall()
+			if c.FunctionName() == "_[_]" && len(c.Args()) == 2 && c.Args()[1].Kind() == ast.LiteralKind {
+				if k, ok := c.Args()[1].AsLiteral().(types.String); ok {
+					check(e.ID(), c.Args()[0], string(k), shadowed)
+				}
+			}
+			if c.IsMemberFunction() {
+				walk(c.Target())
+			}
+			for _, a := range c.Args() {
+				walk(a)
+			}
+		case ast.ListKind:
+			for _, el := range e.AsList().Elements() {
+				walk(el)
+			}
+		case ast.MapKind:
+			for _, en := range e.AsMap().Entries() {
+				me := en.AsMapEntry()
+				walk(me.Key())
+				walk(me.Value())
+			}
+		case ast.StructKind:
+			for _, f := range e.AsStruct().Fields() {
+				walk(f.AsStructField().Value())
+			}
+		case ast.ComprehensionKind:
+			c := e.AsComprehension()
+			walk(c.IterRange())
+			walk(c.AccuInit())
+			vars := []string{c.IterVar(), c.AccuVar()}
+			if c.HasIterVar2() {
+				vars = append(vars, c.IterVar2())
+			}
+			for _, v := range vars {
+				shadowed[v]++
+			}
+			walk(c.LoopCondition())
+			walk(c.LoopStep())
+			walk(c.Result())
+			for _, v := range vars {
+				shadowed[v]--
+			}
+		}
+	}
+	walk(e)
+	return out
+}

@@ -171,6 +171,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		SoftwareVersion:  softwareVersion(),
 		ResourceTypes:    cfg.ResourceTypes,
 		AuditEventSearch: set.AuditEventSearch,
+		ConsentStore:     in.consents != nil,
 	})
 	b, err := json.Marshal(cs)
 	if err != nil {

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -24,7 +25,18 @@ type CapabilityOptions struct {
 	// AuditEventSearch says the endpoint also serves GET [base]/AuditEvent
 	// (the patient's disclosures as AuditEvents, for authorised callers).
 	AuditEventSearch bool
+	// ConsentStore says POST [base]/Consent stores the Consent for the
+	// consent engine instead of routing it (consent.engine: consent).
+	ConsentStore bool
 }
+
+// consentDocumentation is what POST [base]/Consent does with the consent
+// engine on.
+const consentDocumentation = `POST [base]/Consent (a token with the consent.write permission) stores ` +
+	`the patient's Consent for Junction's consent engine, which applies it to later routing; it is not ` +
+	`routed itself. The reply is 201 Created with the stored Consent when its id is new for the patient, ` +
+	`200 OK when it replaces the stored one, 422 with an OperationOutcome when it is outside the profile ` +
+	`the engine applies, and 503 when it was not stored.`
 
 // auditEventDocumentation is what GET [base]/AuditEvent does.
 const auditEventDocumentation = `GET [base]/AuditEvent?patient=<NHS number>&date=ge..&date=le..&_count=N ` +
@@ -42,7 +54,9 @@ const restDocumentation = `Junction is an integration engine, not a FHIR reposit
 	`not a transaction-response or batch-response Bundle, and no message response is returned ` +
 	`(transaction and batch semantics are not applied at this endpoint). ` +
 	`A resend is recognised by Bundle.identifier (system and value) or, failing that, by the ` +
-	`Idempotency-Key header, and is answered 202 with the original message id. ` +
+	`Idempotency-Key header, is answered 202 and is not routed again. Its X-Junction-Message-Id ` +
+	`is the original message's id when the resend is recognised before the reply; otherwise it is ` +
+	`an id of the resend's own, whose audit trail names the message it repeats. ` +
 	`A 503 reply means the message was not stored and should be resent later. ` +
 	`Resources cannot be read, updated or deleted here, nor searched except as said below.`
 
@@ -73,12 +87,21 @@ func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
 	readNo := models.ConditionalReadStatusNotSupported
 
 	resources := make([]models.CapabilityStatementRestResource, 0, len(opts.ResourceTypes)+1)
-	for _, t := range acceptedTypes(opts.ResourceTypes) {
+	types := opts.ResourceTypes
+	if opts.ConsentStore {
+		types = append(slices.Clone(types), "Consent")
+		restDoc += " " + consentDocumentation
+	}
+	for _, t := range acceptedTypes(types) {
 		doc := "POST [base]/" + t.Code() + " stores the resource for routing and replies 202 Accepted."
-		if t == models.ResourceTypeBundle {
-			doc = "POST [base] or POST [base]/Bundle stores a Bundle of type transaction, batch, message or collection for routing and replies 202 Accepted."
-		}
 		interactionDoc := "Stored unchanged and routed asynchronously; not readable afterwards."
+		switch {
+		case t == models.ResourceTypeBundle:
+			doc = "POST [base] or POST [base]/Bundle stores a Bundle of type transaction, batch, message or collection for routing and replies 202 Accepted."
+		case t == models.ResourceTypeConsent && opts.ConsentStore:
+			doc = consentDocumentation
+			interactionDoc = "Stored for the consent engine, not routed; not readable afterwards."
+		}
 		resources = append(resources, models.CapabilityStatementRestResource{
 			Type:          t,
 			Documentation: capStr(doc),

@@ -37,6 +37,12 @@ func TestCapabilityStatement(t *testing.T) {
 			wantVer:   "v1",
 		},
 		{
+			name:      "Consent stored for the consent engine",
+			opts:      CapabilityOptions{SoftwareVersion: "v2", ResourceTypes: []string{"Patient"}, Date: date, ConsentStore: true},
+			wantTypes: []string{"Bundle", "Consent", "Patient"},
+			wantVer:   "v2",
+		},
+		{
 			name:      "no types: Bundle only",
 			opts:      CapabilityOptions{SoftwareVersion: "v0", Date: date},
 			wantTypes: []string{"Bundle"},
@@ -85,12 +91,24 @@ func TestCapabilityStatement(t *testing.T) {
 			if len(rest.Interaction) != 0 || len(rest.SearchParam) != 0 || len(rest.Operation) != 0 {
 				t.Errorf("rest claims system interactions, search or operations: %s", b)
 			}
-			if doc := deref(rest.Documentation); !strings.Contains(doc, "202 Accepted") || !strings.Contains(doc, "transaction") {
+			doc := deref(rest.Documentation)
+			if !strings.Contains(doc, "202 Accepted") || !strings.Contains(doc, "transaction") {
 				t.Errorf("rest.documentation does not describe the bundle handling: %q", doc)
+			}
+			// A resend's reply may carry its own id (group commit), so the
+			// statement must not promise the original's.
+			if !strings.Contains(doc, "an id of the resend's own") {
+				t.Errorf("rest.documentation does not say what a resend's reply names: %q", doc)
+			}
+			if got := strings.Contains(doc, "not routed itself"); got != tt.opts.ConsentStore {
+				t.Errorf("rest.documentation describes stored Consents: %v, want %v", got, tt.opts.ConsentStore)
 			}
 			var gotTypes []string
 			for _, r := range rest.Resource {
 				gotTypes = append(gotTypes, r.Type.Code())
+				if r.Type == models.ResourceTypeConsent && tt.opts.ConsentStore && !strings.Contains(deref(r.Documentation), "201 Created") {
+					t.Errorf("Consent documentation does not say it is stored: %q", deref(r.Documentation))
+				}
 				var codes []string
 				for _, in := range r.Interaction {
 					codes = append(codes, in.Code.Code())

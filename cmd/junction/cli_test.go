@@ -369,8 +369,12 @@ type ackServer struct {
 	got   [][]byte
 	code  hl7v2.AckCode
 	reply []byte // when set, sent instead of an ACK
-	// honourNE leaves messages whose MSH-15 is NE unanswered.
-	honourNE bool
+	// honourMSH15 leaves messages unanswered as their MSH-15 asks: NE
+	// always, ER when the answer is positive, SU when it is not.
+	honourMSH15 bool
+	// closeOn closes the connection, unanswered, on the message with
+	// this MSH-10.
+	closeOn string
 }
 
 func startAckServer(t *testing.T, code hl7v2.AckCode) *ackServer {
@@ -387,7 +391,10 @@ func startAckServer(t *testing.T, code hl7v2.AckCode) *ackServer {
 		if err != nil {
 			return hl7v2.BuildRawAck(hl7v2.AckOptions{Text: "unparseable"}), false
 		}
-		if a.honourNE && m.AcceptAckType() == "NE" {
+		if m.ControlID() == a.closeOn {
+			return nil, true
+		}
+		if cond := m.AcceptAckType(); a.honourMSH15 && (cond == "NE" || cond == "ER" && a.code.Accepted() || cond == "SU" && !a.code.Accepted()) {
 			return nil, false // as Junction does with accept_ack: msh15
 		}
 		opts := hl7v2.AckOptions{Code: a.code, ControlID: "ACK1", App: "TEST"}
@@ -452,7 +459,7 @@ func TestCLISend(t *testing.T) {
 	for _, honour := range []bool{false, true} {
 		t.Run(fmt.Sprintf("MSH-15 NE to a receiver honouring it %v", honour), func(t *testing.T) {
 			srv := startAckServer(t, hl7v2.AckAA)
-			srv.honourNE = honour
+			srv.honourMSH15 = honour
 			code, out, errOut := cliRun(t, "send", "--addr", srv.addr(), "--timeout", "5s", ne)
 			if code != 0 {
 				t.Fatalf("exit %d\nstderr: %s", code, errOut)
@@ -469,6 +476,47 @@ func TestCLISend(t *testing.T) {
 			}
 		})
 	}
+	// ER asks for an answer only on errors, SU only on success: silence
+	// means no error and not accepted.
+	erSU := filepath.Join(dir, "ersu.hl7")
+	cliWrite(t, erSU, strings.Replace(adtFile("MSG00006", "9990000018"), "|P|2.4\n", "|P|2.4|||ER|NE\n", 1)+
+		strings.Replace(adtFile("MSG00007", "9990000042"), "|P|2.4\n", "|P|2.4|||SU|NE\n", 1)+adtFile("MSG00008", "9990000018"))
+	for _, tt := range []struct {
+		code     hl7v2.AckCode
+		want     []string
+		wantExit int
+	}{
+		{hl7v2.AckAA, []string{"#1: sent; no acknowledgement within 2s, which under MSH-15 ER means no error", "#2: AA MSG00007", "#3: AA MSG00008"}, 0},
+		{hl7v2.AckAE, []string{"#1: AE MSG00006 patient unknown", "#2: sent; no acknowledgement within 2s, which under MSH-15 SU means not accepted", "#3: AE MSG00008 patient unknown"}, 1},
+	} {
+		t.Run("MSH-15 ER and SU to a receiver honouring them, answering "+string(tt.code), func(t *testing.T) {
+			srv := startAckServer(t, tt.code)
+			srv.honourMSH15 = true
+			code, out, errOut := cliRun(t, "send", "--addr", srv.addr(), "--timeout", "10s", erSU)
+			if code != tt.wantExit {
+				t.Errorf("exit %d, want %d\nstderr: %s", code, tt.wantExit, errOut)
+			}
+			want := ""
+			for _, l := range tt.want {
+				want += erSU + " " + l + "\n"
+			}
+			if diff := cmp.Diff(want, out); diff != "" {
+				t.Errorf("stdout (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("connection closed: the rest still sent", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		srv.closeOn = "MSG00001"
+		code, out, _ := cliRun(t, "send", "--addr", srv.addr(), "--timeout", "5s", two, one)
+		if code != 1 {
+			t.Errorf("exit %d, want 1", code)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		if len(lines) != 3 || !strings.HasPrefix(lines[0], two+" #1: no acknowledgement: ") || lines[1] != two+" #2: AA MSG00002" || lines[2] != one+" #1: AA MSG00003" {
+			t.Errorf("stdout:\n%s", out)
+		}
+	})
 	t.Run("AE exits 1", func(t *testing.T) {
 		srv := startAckServer(t, hl7v2.AckAE)
 		code, out, _ := cliRun(t, "send", "--addr", srv.addr(), one)
@@ -512,6 +560,10 @@ func TestCLISendFHIR(t *testing.T) {
 	var gotCT []string
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte("Secret")) && r.Header.Get("Authorization") != "Bearer fhir-token-3e1" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
 		mu.Lock()
 		gotCT = append(gotCT, r.Method+" "+r.URL.Path+" "+r.Header.Get("Content-Type"))
 		mu.Unlock()
@@ -538,9 +590,21 @@ func TestCLISendFHIR(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "400 Bad Request") || !strings.Contains(out, "OperationOutcome") {
 		t.Errorf("exit %d, stdout %q", code, out)
 	}
+	// A token by reference, for an endpoint with a bearer_token.
+	secret := filepath.Join(dir, "s.json")
+	cliWrite(t, secret, `{"resourceType": "Patient", "id": "Secret"}`)
+	t.Setenv("JUNCTION_CLI_FHIR_TOKEN", "fhir-token-3e1")
+	code, out, _ = cliRun(t, "send", "--fhir", ts.URL+"/fhir", secret)
+	if code != 1 || !strings.Contains(out, "401 Unauthorized") {
+		t.Errorf("no token: exit %d, stdout %q", code, out)
+	}
+	code, out, errOut = cliRun(t, "send", "--fhir", ts.URL+"/fhir", "--token", "env:JUNCTION_CLI_FHIR_TOKEN", secret)
+	if code != 0 || !strings.Contains(out, "202 Accepted 01TESTID") {
+		t.Errorf("with --token: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if diff := cmp.Diff([]string{"POST /fhir application/fhir+json", "POST /fhir application/fhir+json"}, gotCT); diff != "" {
+	if diff := cmp.Diff([]string{"POST /fhir application/fhir+json", "POST /fhir application/fhir+json", "POST /fhir application/fhir+json"}, gotCT); diff != "" {
 		t.Errorf("requests (-want +got):\n%s", diff)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
 )
@@ -22,6 +23,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	addr := fs.String("addr", "127.0.0.1:2575", "MLLP address to send HL7 v2 to")
 	fhirURL := fs.String("fhir", "", "send FHIR JSON files by POST to this base URL instead (for example http://127.0.0.1:8080/fhir)")
 	caFile := fs.String("tls-ca", "", "use TLS, trusting this CA certificate file")
+	token := fs.String("token", "", "with --fhir: reference to the FHIR endpoint's bearer token (env:NAME or file:PATH)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time to wait for each acknowledgement")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -31,7 +33,17 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return errUsage
 	}
 	if *fhirURL != "" {
-		return sendFHIR(ctx, *fhirURL, fs.Args(), *timeout, stdout)
+		tok := ""
+		if *token != "" {
+			var err error
+			if tok, err = (config.Secrets{}).Resolve(*token); err != nil {
+				return fmt.Errorf("--token: %w", err)
+			}
+		}
+		return sendFHIR(ctx, *fhirURL, tok, fs.Args(), *timeout, stdout)
+	}
+	if *token != "" {
+		return errors.New("--token is for --fhir; MLLP has no tokens")
 	}
 	var tlsConf *tls.Config
 	if *caFile != "" {
@@ -71,18 +83,29 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				cond = m.AcceptAckType()
 			}
 			wait := *timeout
-			if cond == "NE" {
-				// MSH-15 NE asks for no answer, though a receiver may send
-				// one all the same (Junction does unless accept_ack: msh15).
+			meaning, silenceFailed, conditional := silence(cond)
+			if conditional {
+				// MSH-15 asks for an answer only in some cases, though a
+				// receiver may answer all the same (Junction does unless
+				// accept_ack: msh15).
 				wait = min(wait, neWait)
 			}
 			sctx, cancel := context.WithTimeout(ctx, wait)
 			reply, err := c.Send(sctx, msg)
 			cancel()
-			if err != nil && cond == "NE" && errors.Is(err, context.DeadlineExceeded) {
-				fmt.Fprintf(stdout, "%s #%d: sent; no acknowledgement within %s, as MSH-15 NE asks\n", file, i+1, wait)
-				// The client gave up the connection: a late answer cannot
-				// be taken for the next message's.
+			if err != nil {
+				// The client gave up the connection (or the receiver
+				// closed it): dial again, so a late answer cannot be taken
+				// for the next message's, and go on with the rest.
+				if conditional && errors.Is(err, context.DeadlineExceeded) {
+					fmt.Fprintf(stdout, "%s #%d: sent; no acknowledgement within %s, %s\n", file, i+1, wait, meaning)
+					if silenceFailed {
+						failed++
+					}
+				} else {
+					failed++
+					fmt.Fprintf(stdout, "%s #%d: no acknowledgement: %v\n", file, i+1, err)
+				}
 				_ = c.Close()
 				next, err := dial()
 				if err != nil {
@@ -90,12 +113,6 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				c = next
 				continue
-			}
-			if err != nil {
-				if cond == "ER" || cond == "SU" {
-					err = fmt.Errorf("%w (MSH-15 %s asks for an acknowledgement only %s)", err, cond, map[string]string{"ER": "on errors", "SU": "on success"}[cond])
-				}
-				return fmt.Errorf("%s message %d: %w", file, i+1, err)
 			}
 			code, ctrl, text, err := hl7v2.ParseAck(reply)
 			if err != nil {
@@ -120,8 +137,24 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // neWait is how long send waits for an answer to a message whose MSH-15
-// is NE before taking its silence as the answer asked for.
+// is NE, ER or SU before taking its silence as the answer asked for.
 const neWait = 2 * time.Second
+
+// silence says what no answer means for an MSH-15 that asks for an
+// accept acknowledgement only in some cases (HL7 table 0155): NE never
+// answers, ER answers only errors, SU only success. ok is false for any
+// other MSH-15, which asks for an answer always.
+func silence(cond string) (meaning string, failed, ok bool) {
+	switch cond {
+	case "NE":
+		return "as MSH-15 NE asks", false, true
+	case "ER":
+		return "which under MSH-15 ER means no error", false, true
+	case "SU":
+		return "which under MSH-15 SU means not accepted", true, true
+	}
+	return "", false, false
+}
 
 // SplitMessages splits a file holding one or more HL7 v2 messages (any
 // segment ending) into messages with CR segment ends.
@@ -148,7 +181,7 @@ func SplitMessages(data []byte) [][]byte {
 	return out
 }
 
-func sendFHIR(ctx context.Context, base string, files []string, timeout time.Duration, stdout io.Writer) error {
+func sendFHIR(ctx context.Context, base, token string, files []string, timeout time.Duration, stdout io.Writer) error {
 	client := &http.Client{Timeout: timeout}
 	failed := 0
 	for _, file := range files {
@@ -161,6 +194,9 @@ func sendFHIR(ctx context.Context, base string, files []string, timeout time.Dur
 			return err
 		}
 		req.Header.Set("Content-Type", "application/fhir+json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
 		resp, err := client.Do(req)
 		if err != nil {
 			return fmt.Errorf("%s: %w", file, err)

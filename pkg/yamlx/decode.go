@@ -125,7 +125,7 @@ func (d *decoder) parse(data []byte) *yaml.Node {
 		if errors.Is(err, io.EOF) {
 			d.addAt(Pos{File: d.file, Line: 1, Col: 1}, "empty document")
 		} else {
-			d.syntax(err)
+			d.syntax(err, data)
 		}
 		return nil
 	}
@@ -133,26 +133,50 @@ func (d *decoder) parse(data []byte) *yaml.Node {
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		d.syntax(err)
+		d.syntax(err, data)
 	case !isNull(&extra): // a trailing "---" alone is harmless
 		d.add(&extra, "only one YAML document is allowed, found a second one")
 	}
 	return &doc
 }
 
-// syntax reports a yaml.v3 parse error. yaml.v3 gives a line only, and none
-// at all for errors on the first line.
-func (d *decoder) syntax(err error) {
+// syntax reports a yaml.v3 parse error in data. yaml.v3 gives a line
+// only, and none at all for errors on the first line. For its parser's
+// errors (as against its scanner's) the line it gives counts from 0, so
+// it is one short; and one found at the end of the input may name the
+// line after the last.
+func (d *decoder) syntax(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line := 1
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if num, tail, ok := strings.Cut(rest, ": "); ok {
 			if n, err := strconv.Atoi(num); err == nil {
 				line, msg = n, tail
+				if parserProblem(msg) {
+					line++
+				}
 			}
 		}
 	}
+	if last := bytes.Count(bytes.TrimRight(data, "\n"), []byte("\n")) + 1; line > last {
+		line = last
+	}
 	d.addAt(Pos{File: d.file, Line: line, Col: 1}, "syntax error: "+msg)
+}
+
+// parserProblem reports whether msg is one of the problems yaml.v3's
+// parser (not its scanner) reports.
+func parserProblem(msg string) bool {
+	switch msg {
+	case "did not find expected ',' or ']'", "did not find expected ',' or '}'",
+		"did not find expected '-' indicator", "did not find expected <document start>",
+		"did not find expected <stream-start>", "did not find expected key",
+		"did not find expected node content", "found duplicate %TAG directive",
+		"found duplicate %YAML directive", "found incompatible YAML document",
+		"found undefined tag handle":
+		return true
+	}
+	return false
 }
 
 func (d *decoder) root(n *yaml.Node, path string, out any) {

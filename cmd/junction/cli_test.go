@@ -201,6 +201,8 @@ func TestCLILintErrors(t *testing.T) {
 	cliWrite(t, badCfg, "data_dir: x\nhttp:\n  lisen: 0.0.0.0:8080\n")
 	invalidCfg := filepath.Join(dir, "invalid-config.yaml")
 	cliWrite(t, invalidCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\nrouter:\n  batch: 0\n", shippedRoutes(t)))
+	badTokens := filepath.Join(dir, "bad-tokens.yaml")
+	cliWrite(t, badTokens, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  tokens:\n    - {name: a, role: operator, token: env:A}\n    - name: a\n      role: wizard\n      token: plain-text\n", shippedRoutes(t)))
 	tests := []struct {
 		name string
 		args []string
@@ -224,6 +226,11 @@ func TestCLILintErrors(t *testing.T) {
 		{"invalid settings", []string{"lint", "-c", invalidCfg}, []string{
 			invalidCfg + ":3:1: http.tokens: at least one token is required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data",
 			invalidCfg + ":6:10: router.batch: must be 1 to 1000, got 0",
+		}},
+		{"invalid tokens", []string{"lint", "-c", badTokens}, []string{
+			badTokens + ":6:13: http.tokens[1] (a): name: used by another token",
+			badTokens + `:6:7: http.tokens[1] (a): unknown role "wizard"; roles are operator, integration_engineer, auditor, patient_service`,
+			badTokens + ":8:14: http.tokens[1] (a): token: must be a reference (env:NAME or file:PATH), never the token itself",
 		}},
 		{"missing config", []string{"lint", "-c", filepath.Join(dir, "none.yaml")}, []string{
 			"reading config: open " + filepath.Join(dir, "none.yaml") + ": no such file or directory",

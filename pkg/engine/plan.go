@@ -170,13 +170,23 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 }
 
 // settingPos returns where the setting a validation error e names
-// ("tls.key: required") is written, by posOf, else fallback.
+// ("tls.key: required") is written, by posOf, else fallback. An entry
+// named with its name in brackets and then a field of it
+// ("http.tokens[1] (ops): name: used by another token") is placed at
+// that field.
 func settingPos(e error, posOf func(path string) yamlx.Pos, fallback yamlx.Pos) yamlx.Pos {
-	path, _, _ := strings.Cut(e.Error(), ": ")
-	if yamlx.IsPath(path) {
-		if p := posOf(path); p.Line > 0 {
-			return p
-		}
+	path, rest, _ := strings.Cut(e.Error(), ": ")
+	if base, _, ok := strings.Cut(path, " ("); ok && strings.HasSuffix(path, ")") {
+		path = base
+	}
+	if !yamlx.IsPath(path) {
+		return fallback
+	}
+	if field, _, ok := strings.Cut(rest, ": "); ok && yamlx.IsPath(field) && !strings.Contains(field, ".") {
+		path += "." + field
+	}
+	if p := posOf(path); p.Line > 0 {
+		return p
 	}
 	return fallback
 }

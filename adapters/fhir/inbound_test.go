@@ -28,11 +28,18 @@ import (
 
 // fakeHost is an in-memory stand-in for the engine's store.
 type fakeHost struct {
-	mu     sync.Mutex
-	n      int
-	stored []*envelope.Envelope
-	byKey  map[string]string
-	err    error
+	mu          sync.Mutex
+	n           int
+	stored      []*envelope.Envelope
+	byKey       map[string]string
+	err         error
+	quarantined []quarantined
+}
+
+// quarantined is one body the endpoint kept for ops.
+type quarantined struct {
+	reason string
+	body   []byte
 }
 
 func newFakeHost() *fakeHost { return &fakeHost{byKey: map[string]string{}} }
@@ -55,7 +62,18 @@ func (h *fakeHost) Ingest(_ context.Context, env *envelope.Envelope) (adapter.In
 	return adapter.IngestResult{ID: env.ID}, nil
 }
 
-func (h *fakeHost) Quarantine(context.Context, string, []byte, string) error { return nil }
+func (h *fakeHost) Quarantine(_ context.Context, _ string, body []byte, reason string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.quarantined = append(h.quarantined, quarantined{reason, append([]byte(nil), body...)})
+	return nil
+}
+
+func (h *fakeHost) quarantine() []quarantined {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]quarantined(nil), h.quarantined...)
+}
 
 func (h *fakeHost) Partition(key string) int {
 	f := fnv.New32a()
@@ -280,6 +298,20 @@ func TestInboundRejects(t *testing.T) {
 			}
 			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", fmt.Sprint(tt.wantStatus))); got != 1 {
 				t.Errorf("acks{%d} = %v", tt.wantStatus, got)
+			}
+			// A body rejected for what it holds is kept for ops (its first
+			// 512 KiB); one rejected before it was read, or empty, is not.
+			q := f.host.quarantine()
+			if tt.wantStatus == 400 && tt.wantReason != fault.CodeFHIREmpty && tt.name != "long idempotency key" {
+				want := tt.body[:min(len(tt.body), maxQuarantineBytes)]
+				if len(q) != 1 || q[0].reason != string(tt.wantReason) || !bytes.Equal(q[0].body, want) {
+					t.Errorf("quarantined %d bodies, want the body (%d bytes) with reason %s", len(q), len(want), tt.wantReason)
+				}
+				if got := testutil.ToFloat64(f.m.Quarantined.WithLabelValues("ehr")); got != 1 {
+					t.Errorf("quarantined = %v, want 1", got)
+				}
+			} else if len(q) != 0 {
+				t.Errorf("quarantined %d bodies, want none", len(q))
 			}
 		})
 	}

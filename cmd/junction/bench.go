@@ -33,7 +33,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var commitsBefore commitStats
 	var useBefore engineUse
 	if *metrics != "" {
-		text, err := scrape(ctx, *metrics)
+		text, err := waitIdle(ctx, *metrics, *dest, *drainFor, idleFor, stdout)
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
@@ -150,6 +150,43 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// idleFor is how long the engine's counters must stand still before a
+// run with --metrics starts.
+const idleFor = time.Second
+
+// waitIdle scrapes url until the messages accepted for routing and those
+// delivered to dest have not moved for quiet, and returns that scrape.
+// An engine still working through earlier messages would otherwise have
+// them counted in this run's full-route rate.
+func waitIdle(ctx context.Context, url, dest string, limit, quiet time.Duration, stdout io.Writer) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	counts := func(text string) [2]float64 { return [2]float64{parseAccepted(text), parseDelivered(text, dest)} }
+	text, err := scrape(ctx, url)
+	if err != nil {
+		return "", err
+	}
+	for told := false; ; {
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("the engine was still busy with earlier messages after %s: %w", limit, ctx.Err())
+		case <-time.After(quiet):
+		}
+		next, err := scrape(ctx, url)
+		if err != nil {
+			return "", err
+		}
+		if counts(next) == counts(text) {
+			return next, nil
+		}
+		if !told {
+			fmt.Fprintln(stdout, "waiting for the engine to finish earlier messages before sending")
+			told = true
+		}
+		text = next
+	}
 }
 
 // benchADT is a synthetic ADT^A01 of about 900 bytes for the patient

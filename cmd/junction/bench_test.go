@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestParseDelivered(t *testing.T) {
@@ -128,6 +134,45 @@ junction_ingress_commits_totally_other 5
 			const eps = 1e-9
 			if d := got.seconds - tt.want.seconds; got.writes != tt.want.writes || got.messages != tt.want.messages || got.timed != tt.want.timed || d > eps || d < -eps {
 				t.Errorf("parseCommits = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestWaitIdle: a run waits until the engine's accepted and delivered
+// counters stand still, so earlier messages are not counted as its own,
+// and gives up on an engine that stays busy.
+func TestWaitIdle(t *testing.T) {
+	tests := []struct {
+		name     string
+		busyFor  int // scrapes during which the counters still move
+		wantErr  bool
+		wantWait bool
+	}{
+		{"idle at once", 0, false, false},
+		{"busy for a while", 3, false, true},
+		{"busy throughout", 1 << 30, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var n atomic.Int64
+			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				i := min(n.Add(1), int64(tt.busyFor)+1)
+				fmt.Fprintf(w, "junction_ingress_accepted_total{adapter=\"pas\"} %d\njunction_delivery_messages_total{destination=\"fhir-store\",outcome=\"delivered\"} %d\n", 100+i, 90+i)
+			}))
+			defer ts.Close()
+			var out strings.Builder
+			text, err := waitIdle(context.Background(), ts.URL, "fhir-store", 500*time.Millisecond, 10*time.Millisecond, &out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if got := strings.Contains(out.String(), "waiting for the engine"); got != tt.wantWait {
+				t.Errorf("said it was waiting: %v, want %v (%q)", got, tt.wantWait, out.String())
+			}
+			if err == nil {
+				if want := float64(90 + tt.busyFor + 1); parseDelivered(text, "fhir-store") != want {
+					t.Errorf("returned the scrape with %v delivered, want the settled %v", parseDelivered(text, "fhir-store"), want)
+				}
 			}
 		})
 	}

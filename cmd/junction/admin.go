@@ -314,9 +314,13 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	} else {
+		// A finished message counts under every outcome it reached, so
+		// the outcomes break the finished messages down without adding
+		// up to them.
 		fmt.Fprintf(stdout, "accepted %d\n", rep.Accepted)
+		fmt.Fprintf(stdout, "  %-15s %d\n", "finished", rep.Accepted-len(rep.Pending))
 		for _, o := range []string{audit.OutcomeDelivered, audit.OutcomeFiltered, audit.OutcomeConsentDenied, audit.OutcomeDeadLettered, audit.OutcomeDuplicate} {
-			fmt.Fprintf(stdout, "  %-15s %d\n", o, rep.Terminal[o])
+			fmt.Fprintf(stdout, "    %-15s %d\n", o, rep.Terminal[o])
 		}
 		fmt.Fprintf(stdout, "  %-15s %d (%d older than %s)\n", "pending", len(rep.Pending), len(orphans), *olderThan)
 		for _, p := range orphans {

@@ -663,8 +663,9 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			"input": {"stream": "JUNCTION_INGRESS", "seq": 4, "time": "2026-01-15T10:30:00Z", "body": "MSH|"}}`, r.PathValue("id"), r.PathValue("id"), r.PathValue("id"))
 	})
 	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
-		// One message pending for a day, one for a moment.
-		_, _ = fmt.Fprintf(w, `{"accepted": 5, "terminal": {"delivered": 2, "duplicate": 1}, "pending": [
+		// One message pending for a day, one for a moment; of the two
+		// delivered, one was dead-lettered at another destination.
+		_, _ = fmt.Fprintf(w, `{"accepted": 5, "terminal": {"delivered": 2, "dead_lettered": 1, "duplicate": 1}, "pending": [
 			{"id": "01OLD", "source": "pas", "received": %q, "waiting": ["delivery adt -> ehr"]},
 			{"id": "01NEW", "source": "pas", "received": %q, "waiting": ["route adt"]}]}`,
 			time.Now().Add(-24*time.Hour).Format(time.RFC3339), time.Now().Format(time.RFC3339))
@@ -711,7 +712,8 @@ func TestCLIAdminCommands(t *testing.T) {
 		t.Errorf("audit trail --json: exit %d\n%s", code, out)
 	}
 	code, out, _ = cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(out, "accepted 5\n") || !strings.Contains(out, "pending         2 (1 older than 15m0s)") ||
+	if code != 1 || !strings.Contains(out, "accepted 5\n  finished        3\n    delivered       2\n") || !strings.Contains(out, "\n    dead_lettered   1\n") ||
+		!strings.Contains(out, "\n  pending         2 (1 older than 15m0s)") ||
 		!strings.Contains(out, "01OLD  pas") || !strings.Contains(out, "waiting for delivery adt -> ehr") || strings.Contains(out, "01NEW") {
 		t.Errorf("audit reconcile: exit %d, want 1 for an orphan\n%s", code, out)
 	}

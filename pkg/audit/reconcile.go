@@ -40,9 +40,13 @@ type Pending struct {
 // Reconciliation is the fate of every accepted message.
 type Reconciliation struct {
 	Accepted int `json:"accepted"`
-	// Terminal counts messages by their final outcome: delivered when any
-	// destination got it, else dead-lettered, consent-denied, filtered or
-	// duplicate.
+	// Terminal counts the messages that have finished (Accepted less
+	// those Pending) by each outcome they reached: delivered,
+	// dead-lettered and consent-denied at any destination they were routed
+	// to (dead-lettered also at routing), filtered when they went to no
+	// destination at all, or duplicate. A message delivered to one
+	// destination and dead-lettered at another counts under both, so the
+	// counts can add up to more than the finished messages.
 	Terminal map[string]int `json:"terminal"`
 	// Pending lists the others, oldest first.
 	Pending []Pending `json:"pending"`
@@ -54,7 +58,7 @@ type routeState struct {
 	queued   map[string]int
 	finished map[string]int // delivered or dead-lettered, by destination
 	outcome  map[string]Event
-	denied   bool
+	denied   map[string]bool // consent refused, by destination, at the last routing
 }
 
 // Reconcile decides the state of each accepted message from its audit
@@ -62,7 +66,8 @@ type routeState struct {
 // is terminal when every such route has decided it (filtered, not taken,
 // dead-lettered at routing, or matched) and every destination it was
 // queued for has as many deliveries or dead letters as queueings (a
-// replay queues again).
+// replay queues again). A terminal message counts under every outcome it
+// reached (see Reconciliation.Terminal).
 func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string) Reconciliation {
 	byID := map[string][]Record{}
 	for _, r := range recs {
@@ -84,31 +89,34 @@ func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string) R
 			out.Pending = append(out.Pending, Pending{ID: a.ID, Source: a.Source, Received: a.Received, Waiting: []string{"ingest splitter"}})
 			continue
 		}
-		outcome, waiting := fate(byID[a.ID], routes[a.Source])
+		outcomes, waiting := fate(byID[a.ID], routes[a.Source])
 		if len(waiting) > 0 {
 			out.Pending = append(out.Pending, Pending{ID: a.ID, Source: a.Source, Received: a.Received, Waiting: waiting})
 			continue
 		}
-		out.Terminal[outcome]++
+		for _, o := range outcomes {
+			out.Terminal[o]++
+		}
 	}
 	sort.SliceStable(out.Pending, func(i, j int) bool { return out.Pending[i].Received.Before(out.Pending[j].Received) })
 	return out
 }
 
-// fate returns a message's outcome, or what it still waits for.
-func fate(recs []Record, routes []string) (string, []string) {
+// fate returns every outcome a message reached, at least one, or what it
+// still waits for.
+func fate(recs []Record, routes []string) ([]string, []string) {
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Time.Before(recs[j].Time) })
 	if len(routes) == 0 {
 		for _, r := range recs {
 			if r.Event == Filtered && r.Route == "" {
-				return OutcomeFiltered, nil
+				return []string{OutcomeFiltered}, nil
 			}
 		}
-		return "", []string{"receipt record"}
+		return nil, []string{"receipt record"}
 	}
 	states := map[string]*routeState{}
 	for _, rt := range routes {
-		states[rt] = &routeState{queued: map[string]int{}, finished: map[string]int{}, outcome: map[string]Event{}}
+		states[rt] = &routeState{queued: map[string]int{}, finished: map[string]int{}, outcome: map[string]Event{}, denied: map[string]bool{}}
 	}
 	for _, r := range recs {
 		st := states[r.Route]
@@ -119,7 +127,8 @@ func fate(recs []Record, routes []string) (string, []string) {
 		case r.Destination == "" && (r.Event == Matched || r.Event == Filtered || r.Event == DeadLettered):
 			st.decided = r.Event
 			if r.Event == Matched {
-				st.denied = false
+				// Routed again (a replay): consent is decided afresh.
+				clear(st.denied)
 			}
 		case r.Destination != "" && r.Event == Queued:
 			st.queued[r.Destination]++
@@ -127,11 +136,11 @@ func fate(recs []Record, routes []string) (string, []string) {
 			st.finished[r.Destination]++
 			st.outcome[r.Destination] = r.Event
 		case r.Destination != "" && r.Event == Consent && r.Outcome == "deny":
-			st.denied = true
+			st.denied[r.Destination] = true
 		}
 	}
 	var waiting []string
-	delivered, deadLettered, denied := false, false, false
+	reached := map[string]bool{}
 	for _, rt := range routes {
 		st := states[rt]
 		switch st.decided {
@@ -141,11 +150,11 @@ func fate(recs []Record, routes []string) (string, []string) {
 		case Filtered:
 			continue
 		case DeadLettered:
-			deadLettered = true
+			reached[OutcomeDeadLettered] = true
 			continue
 		}
-		if st.denied {
-			denied = true
+		if len(st.denied) > 0 {
+			reached[OutcomeConsentDenied] = true
 		}
 		dests := make([]string, 0, len(st.queued))
 		for d := range st.queued {
@@ -159,22 +168,24 @@ func fate(recs []Record, routes []string) (string, []string) {
 			}
 			switch st.outcome[d] {
 			case Delivered:
-				delivered = true
+				reached[OutcomeDelivered] = true
 			case DeadLettered:
-				deadLettered = true
+				reached[OutcomeDeadLettered] = true
 			}
 		}
 	}
-	switch {
-	case len(waiting) > 0:
-		return "", waiting
-	case delivered:
-		return OutcomeDelivered, nil
-	case deadLettered:
-		return OutcomeDeadLettered, nil
-	case denied:
-		return OutcomeConsentDenied, nil
-	default:
-		return OutcomeFiltered, nil
+	if len(waiting) > 0 {
+		return nil, waiting
 	}
+	var outcomes []string
+	for _, o := range []string{OutcomeDelivered, OutcomeDeadLettered, OutcomeConsentDenied} {
+		if reached[o] {
+			outcomes = append(outcomes, o)
+		}
+	}
+	if len(outcomes) == 0 {
+		// Every route filtered it, took it not, or sent it nowhere.
+		outcomes = []string{OutcomeFiltered}
+	}
+	return outcomes, nil
 }

@@ -88,6 +88,93 @@ func TestReconcile(t *testing.T) {
 			want:     want{terminal: map[string]int{OutcomeConsentDenied: 1}},
 		},
 		{
+			// Each message went to three destinations: delivered at one,
+			// refused at another and unreachable at the third.
+			name:     "delivered at one destination, dead-lettered at the others",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}, {ID: "m2", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"),
+				rec(2, "m1", Queued, "in", "fhir-store", "queued"), rec(2, "m1", Queued, "in", "ehr", "queued"), rec(2, "m1", Queued, "in", "deadhost", "queued"),
+				rec(3, "m1", Delivered, "in", "fhir-store", "delivered"),
+				rec(3, "m1", Failed, "in", "ehr", "permanent"), rec(3, "m1", DeadLettered, "in", "ehr", "dead_lettered"),
+				rec(9, "m1", Failed, "in", "deadhost", "transient"), rec(9, "m1", DeadLettered, "in", "deadhost", "dead_lettered"),
+				rec(2, "m2", Matched, "in", "", "matched"),
+				rec(2, "m2", Queued, "in", "fhir-store", "queued"), rec(2, "m2", Queued, "in", "ehr", "queued"), rec(2, "m2", Queued, "in", "deadhost", "queued"),
+				rec(3, "m2", Delivered, "in", "fhir-store", "delivered"),
+				rec(3, "m2", Failed, "in", "ehr", "permanent"), rec(3, "m2", DeadLettered, "in", "ehr", "dead_lettered"),
+				rec(9, "m2", Failed, "in", "deadhost", "transient"), rec(9, "m2", DeadLettered, "in", "deadhost", "dead_lettered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 2, OutcomeDeadLettered: 2}},
+		},
+		{
+			name:     "delivered and dead-lettered, a third destination still retrying",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"),
+				rec(2, "m1", Queued, "in", "fhir-store", "queued"), rec(2, "m1", Queued, "in", "ehr", "queued"), rec(2, "m1", Queued, "in", "deadhost", "queued"),
+				rec(3, "m1", Delivered, "in", "fhir-store", "delivered"),
+				rec(3, "m1", DeadLettered, "in", "ehr", "dead_lettered"),
+				rec(4, "m1", Failed, "in", "deadhost", "transient"),
+			},
+			want: want{pending: map[string][]string{"m1": {"delivery in -> deadhost"}}},
+		},
+		{
+			name:     "queued for two destinations, delivered at one, nothing yet at the other",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"), rec(2, "m1", Queued, "in", "b", "queued"),
+				rec(3, "m1", Delivered, "in", "a", "delivered"),
+			},
+			want: want{pending: map[string][]string{"m1": {"delivery in -> b"}}},
+		},
+		{
+			name:     "delivered on one route, dead-lettered at routing on the other",
+			accepted: []Accepted{{ID: "m1", Source: "pas"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "adt", "", "matched"), rec(2, "m1", Queued, "adt", "ehr", "queued"),
+				rec(2, "m1", Failed, "dq", "", "permanent"), rec(2, "m1", DeadLettered, "dq", "", "dead_lettered"),
+				rec(3, "m1", Delivered, "adt", "ehr", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1, OutcomeDeadLettered: 1}},
+		},
+		{
+			name:     "consent denied at one destination, delivered at another",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"),
+				rec(2, "m1", Consent, "in", "a", "deny"), rec(2, "m1", Consent, "in", "b", "permit"), rec(2, "m1", Queued, "in", "b", "queued"),
+				rec(3, "m1", Delivered, "in", "b", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1, OutcomeConsentDenied: 1}},
+		},
+		{
+			name:     "consent denied, then routed again and delivered",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Consent, "in", "a", "deny"),
+				rec(8, "m1", Matched, "in", "", "matched"), rec(8, "m1", Consent, "in", "a", "permit"), rec(8, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Delivered, "in", "a", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
+			name:     "dead-lettered, replayed and delivered",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(3, "m1", DeadLettered, "in", "a", "dead_lettered"),
+				rec(9, "m1", Replayed, "in", "a", "replayed"), rec(9, "m1", Queued, "in", "a", "queued"),
+				rec(10, "m1", Delivered, "in", "a", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
+			name:     "matched but sent to no destination",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs:     []Record{rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Filtered, "in", "a", "not-selected")},
+			want:     want{terminal: map[string]int{OutcomeFiltered: 1}},
+		},
+		{
 			name:     "no route reads the source",
 			accepted: []Accepted{{ID: "m1", Source: "lab"}, {ID: "m2", Source: "lab"}},
 			recs:     []Record{rec(1, "m1", Received, "", "", "stored"), rec(1, "m1", Filtered, "", "", "no-route")},
@@ -117,12 +204,17 @@ func TestReconcile(t *testing.T) {
 			if diff := cmp.Diff(tc.want.pending, pend, cmpopts.EquateEmpty()); diff != "" {
 				t.Errorf("pending (-want +got):\n%s", diff)
 			}
-			n := len(got.Pending)
-			for _, c := range got.Terminal {
+			// Every finished message counts under at least one outcome,
+			// and no outcome counts more messages than finished.
+			finished, n := got.Accepted-len(got.Pending), 0
+			for o, c := range got.Terminal {
+				if c > finished {
+					t.Errorf("%s counts %d of %d finished messages", o, c, finished)
+				}
 				n += c
 			}
-			if n != got.Accepted {
-				t.Errorf("accepted %d but %d terminal or pending", got.Accepted, n)
+			if n < finished {
+				t.Errorf("%d finished messages but only %d outcomes", finished, n)
 			}
 		})
 	}

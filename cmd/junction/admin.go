@@ -162,7 +162,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch args[0] {
 	case "trail":
 		fs, api, tok := apiFlags("audit trail", "MESSAGE-ID", stderr)
-		asJSON := fs.Bool("json", false, "print the whole record as JSON, including payloads")
+		asJSON := fs.Bool("json", false, "print the whole record as JSON, including payloads where the caller may see them (recorded as payload access)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -174,8 +174,15 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
+		// Only --json shows payloads, so only --json asks for them: a
+		// look at a message's path is not recorded as access to its
+		// payloads (messages.payload).
+		path := "/api/messages/" + url.PathEscape(fs.Arg(0))
+		if !*asJSON {
+			path += "?payloads=false"
+		}
 		var v engine.MessageView
-		if err := c.do(ctx, http.MethodGet, "/api/messages/"+url.PathEscape(fs.Arg(0)), nil, &v); err != nil {
+		if err := c.do(ctx, http.MethodGet, path, nil, &v); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -197,17 +204,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			fmt.Fprintln(stdout, line)
 		}
-		if v.Input != nil {
-			fmt.Fprintf(stdout, "input: %s seq %d, %d bytes\n", v.Input.Stream, v.Input.Seq, len(v.Input.Body))
-		}
-		for _, o := range v.Outbound {
-			fmt.Fprintf(stdout, "sent to %s: %s seq %d, %d bytes\n", o.Destination, o.Stream, o.Seq, len(o.Body))
-		}
-		if v.PayloadsOmitted {
-			fmt.Fprintln(stdout, "(payloads omitted: seeing them needs the integration_engineer role)")
-		} else {
-			fmt.Fprintln(stdout, "(use --json to see the payloads)")
-		}
+		fmt.Fprintln(stdout, "(payloads not fetched; with the integration_engineer role, --json shows them and the access is recorded)")
 		return nil
 	case "reconcile":
 		return runReconcile(ctx, args[1:], stdout, stderr)

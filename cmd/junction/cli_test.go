@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -651,16 +652,26 @@ func TestSplitMessages(t *testing.T) {
 	}
 }
 
-// adminServer is a fake admin API that checks the bearer token.
+// adminServer is a fake admin API that checks the bearer token. It
+// returns the server and the calls it took of message trails (method
+// and URI) and replays (method, URI and body), in order.
 func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 	t.Helper()
 	var mu sync.Mutex
 	var calls []string
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/messages/{id}", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, "GET "+r.URL.RequestURI())
+		mu.Unlock()
+		// Like the engine: payloads unless the caller asks for none.
+		payloads := `"input": {"stream": "JUNCTION_INGRESS", "seq": 4, "time": "2026-01-15T10:30:00Z", "body": "MSH|"}`
+		if r.URL.Query().Get("payloads") == "false" {
+			payloads = `"payloads_omitted": true`
+		}
 		_, _ = fmt.Fprintf(w, `{"id": %q, "trail": [{"time": "2026-01-15T10:30:00Z", "message_id": %q, "event": "received", "source": "pas", "outcome": "ok"},
 			{"time": "2026-01-15T10:30:01Z", "message_id": %q, "event": "delivered", "route": "adt", "destination": "fhir-store", "outcome": "ok", "status": "written", "attempt": 1}],
-			"input": {"stream": "JUNCTION_INGRESS", "seq": 4, "time": "2026-01-15T10:30:00Z", "body": "MSH|"}}`, r.PathValue("id"), r.PathValue("id"), r.PathValue("id"))
+			%s}`, r.PathValue("id"), r.PathValue("id"), r.PathValue("id"), payloads)
 	})
 	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
 		// One message pending for a day, one for a moment; of the two
@@ -680,7 +691,7 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 	mux.HandleFunc("POST /api/replay", func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
-		calls = append(calls, string(body))
+		calls = append(calls, "POST "+r.URL.RequestURI()+" "+string(body))
 		mu.Unlock()
 		_, _ = w.Write([]byte(`{"replayed": [{"seq": 1, "time": "2026-01-15T10:30:00Z", "message_id": "01A", "stage": "delivery", "destination": "ehr", "code": "destination.rejected", "reason": "x"}], "rerouted": ["01B"]}`))
 	})
@@ -702,15 +713,21 @@ func TestCLIAdminCommands(t *testing.T) {
 	ts, calls := adminServer(t, "test-token")
 	tok := "env:JUNCTION_CLI_TEST_TOKEN"
 
+	// The plain trail shows no payloads, so it asks for none (and is not
+	// recorded as payload access); --json asks for them.
 	code, out, errOut := cliRun(t, "audit", "trail", "--api", ts.URL, "--token", tok, "01TESTID")
 	if code != 0 || !strings.HasPrefix(out, "message 01TESTID\n") || !strings.Contains(out, "delivered") ||
-		!strings.Contains(out, "input: JUNCTION_INGRESS seq 4, 4 bytes\n") || strings.Contains(out, "MSH|") {
+		!strings.Contains(out, "(payloads not fetched;") || strings.Contains(out, "MSH|") {
 		t.Errorf("audit trail: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	code, out, _ = cliRun(t, "audit", "trail", "--json", "--api", ts.URL, "--token", tok, "01TESTID")
 	if code != 0 || !strings.Contains(out, `"body": "MSH|"`) {
 		t.Errorf("audit trail --json: exit %d\n%s", code, out)
 	}
+	if want := []string{"GET /api/messages/01TESTID?payloads=false", "GET /api/messages/01TESTID"}; !slices.Equal(*calls, want) {
+		t.Errorf("audit trail requests: %q, want %q", *calls, want)
+	}
+	*calls = nil
 	code, out, _ = cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", tok)
 	if code != 1 || !strings.Contains(out, "accepted 5\n  finished        3\n    delivered       2\n") || !strings.Contains(out, "\n    dead_lettered   1\n") ||
 		!strings.Contains(out, "\n  pending         2 (1 older than 15m0s)") ||

@@ -70,14 +70,14 @@ type grantKey struct{}
 
 // grant is what authorize decided for a request.
 type grant struct {
-	// payload: the caller may see the endpoint's payloads, and the access
-	// has been audited.
+	// payload: the caller asked for the endpoint's payloads and may see
+	// them, and the access has been audited.
 	payload bool
 }
 
 // payloadAllowed reports whether the request's caller may see payloads of
 // an endpoint that shows them only to callers allowed to (GET
-// /api/messages/{id}).
+// /api/messages/{id}), and asked for them.
 func payloadAllowed(ctx context.Context) bool {
 	g, _ := ctx.Value(grantKey{}).(grant)
 	return g.payload
@@ -101,6 +101,19 @@ func requiredPermission(name string, r *http.Request) access.Permission {
 // holding its payload permission and leaves them out for the others,
 // rather than refusing them.
 func optionalPayload(name string) bool { return access.Permission(name) == access.Messages }
+
+// wantsPayloads reports whether a request to an endpoint with optional
+// payloads asks for them: it does unless its payloads parameter says
+// otherwise (GET /api/messages/{id}?payloads=false, the trail alone). A
+// value that is not a boolean asks for none; the handler refuses it.
+func wantsPayloads(r *http.Request) bool {
+	v := r.URL.Query().Get("payloads")
+	if v == "" {
+		return true
+	}
+	b, err := strconv.ParseBool(v)
+	return err == nil && b
+}
 
 // authorize authenticates the request and checks its permission. On
 // success it returns the request carrying the principal (see
@@ -174,7 +187,7 @@ func (e *Engine) check(r *http.Request, name string, recordAllowed bool) (*http.
 		}
 	}
 	var g grant
-	if optionalPayload(name) && access.Allowed(p, perm.Payload()) {
+	if optionalPayload(name) && wantsPayloads(r) && access.Allowed(p, perm.Payload()) {
 		perm, g.payload = perm.Payload(), true
 	}
 	if rule, _ := access.RuleFor(perm); rule.Audited && recordAllowed {

@@ -133,6 +133,8 @@ func TestAdminRoles(t *testing.T) {
 		want                    [4]int // ops, eng, aud, app
 	}{
 		{"messages", "GET", base + "/api/messages/" + id, "", [4]int{200, 200, 200, 403}},
+		{"messages, trail only", "GET", base + "/api/messages/" + id + "?payloads=false", "", [4]int{200, 200, 200, 403}},
+		{"messages, bad payloads value", "GET", base + "/api/messages/" + id + "?payloads=maybe", "", [4]int{400, 400, 400, 403}},
 		{"deadletters", "GET", base + "/api/deadletters", "", [4]int{200, 200, 403, 403}},
 		{"deadletter details", "GET", base + "/api/deadletters?detail=true", "", [4]int{403, 200, 403, 403}},
 		{"replay", "POST", base + "/api/replay", `{"filter": {"route": "no-such-route"}}`, [4]int{200, 403, 403, 403}},
@@ -143,7 +145,7 @@ func TestAdminRoles(t *testing.T) {
 		{"withhold", "POST", stand.URL + "/api/patients/" + nhs + "/disclosures/withhold", "{}", [4]int{403, 403, 200, 403}},
 		{"auditevents", "GET", stand.URL + "/fhir/AuditEvent", "", [4]int{403, 403, 200, 403}},
 	}
-	views := map[string]engine.MessageView{}
+	views, trailViews := map[string]engine.MessageView{}, map[string]engine.MessageView{}
 	for _, ep := range endpoints {
 		t.Run(ep.name, func(t *testing.T) {
 			for i, who := range principals {
@@ -160,12 +162,16 @@ func TestAdminRoles(t *testing.T) {
 						t.Errorf("%s: 403 body shows the token", who)
 					}
 				}
-				if ep.name == "messages" && st == 200 {
+				if strings.HasPrefix(ep.name, "messages") && st == 200 {
 					var v engine.MessageView
 					if err := json.Unmarshal(body, &v); err != nil {
 						t.Fatal(err)
 					}
-					views[who] = v
+					if ep.name == "messages" {
+						views[who] = v
+					} else {
+						trailViews[who] = v
+					}
 				}
 			}
 			for _, tok := range []string{"", "not-a-token", secrets["ops"] + "x"} {
@@ -189,6 +195,14 @@ func TestAdminRoles(t *testing.T) {
 	}
 	if v := views["eng"]; v.PayloadsOmitted || v.Input == nil || !strings.Contains(v.Input.Body, "ROLES001") {
 		t.Errorf("engineer's view has no payloads: %+v", v)
+	}
+	// Asking for the trail alone (payloads=false, as the plain `junction
+	// audit trail` does) gets everyone the trail without payloads.
+	for _, who := range []string{"ops", "eng", "aud"} {
+		v := trailViews[who]
+		if !v.PayloadsOmitted || v.Input != nil || len(v.Outbound) != 0 || len(v.Trail) == 0 {
+			t.Errorf("%s's trail-only view: omitted %v, input %v, outbound %d, trail %d; want the trail only", who, v.PayloadsOmitted, v.Input != nil, len(v.Outbound), len(v.Trail))
+		}
 	}
 
 	// Asking for an unknown message is recorded, and the record alone does
@@ -223,6 +237,8 @@ func TestAdminRoles(t *testing.T) {
 		}
 		ofMessage[r.MessageID]++
 	}
+	// The trail-only and refused (bad payloads value) requests for the
+	// message are not payload access: one record, of the full view.
 	if want := map[string]int{id: 1, "NOSUCHMESSAGE01": 2}; !maps.Equal(ofMessage, want) {
 		t.Errorf("engineer's payload access records by message: %v, want %v", ofMessage, want)
 	}
@@ -238,7 +254,7 @@ func TestAdminRoles(t *testing.T) {
 	if rs := accessed[key{"ops", "deadletters.payload", "denied"}]; len(rs) != 1 {
 		t.Errorf("operator's refused dead-letter detail access records: %+v", rs)
 	}
-	for _, k := range []key{{"ops", "messages", "allowed"}, {"ops", "messages.payload", "allowed"}, {"aud", "messages", "allowed"}, {"ops", "deadletters", "allowed"}} {
+	for _, k := range []key{{"ops", "messages", "allowed"}, {"ops", "messages.payload", "allowed"}, {"aud", "messages", "allowed"}, {"eng", "messages", "allowed"}, {"ops", "deadletters", "allowed"}} {
 		if rs := accessed[k]; len(rs) != 0 {
 			t.Errorf("access without payloads recorded: %+v", rs)
 		}
@@ -263,8 +279,9 @@ func TestAdminRoles(t *testing.T) {
 		want               float64
 	}{
 		{"messages.payload", "allowed", "eng", 3},
-		{"messages", "allowed", "ops", 1},
-		{"messages", "denied", "app", 1},
+		{"messages", "allowed", "eng", 2},
+		{"messages", "allowed", "ops", 3},
+		{"messages", "denied", "app", 3},
 		{"quarantine.payload", "denied", "ops", 1},
 		{"disclosures", "allowed", "app", 1},
 		{"replay", "unauthenticated", "", 3},

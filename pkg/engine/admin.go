@@ -25,8 +25,9 @@ type MessageView struct {
 	Trail    []audit.Record `json:"trail"`
 	Input    *Payload       `json:"input,omitempty"`
 	Outbound []Payload      `json:"outbound,omitempty"`
-	// PayloadsOmitted is set when the caller may not see payloads (an
-	// operator): Input and Outbound are left out.
+	// PayloadsOmitted is set when Input and Outbound are left out: the
+	// caller may not see payloads (an operator), or asked for none
+	// (payloads=false).
 	PayloadsOmitted bool `json:"payloads_omitted,omitempty"`
 }
 
@@ -155,11 +156,19 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
+// handleMessage serves a message's trail, with its payloads when the
+// caller may see them and has not asked for none (payloads=false).
 func (e *Engine) handleMessage(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !validID(id) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid message id"})
 		return
+	}
+	if q := r.URL.Query().Get("payloads"); q != "" {
+		if _, err := strconv.ParseBool(q); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "payloads must be true or false"})
+			return
+		}
 	}
 	var v *MessageView
 	var err error

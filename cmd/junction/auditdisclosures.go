@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,7 +20,7 @@ import (
 // audit record in the window.
 func runAuditDisclosures(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("audit disclosures", "", stderr)
-	cfgPath := fs.String("c", "", "config file naming the NATS to read and the patient hash key (default: built-in defaults, embedded NATS under ./data; stop the engine first when it is embedded)")
+	cfgPath := fs.String("c", "", "config file naming the NATS to read and the patient hash key (default: built-in defaults, embedded NATS under ./data; with embedded NATS, refused while the engine runs on the same data_dir: ask its admin API then)")
 	number := fs.String("nhs-number", "", "the patient's NHS number (required)")
 	from := fs.String("from", "", "start of the window: RFC 3339 time or YYYY-MM-DD (default: 90 days before --to)")
 	to := fs.String("to", "", "end of the window: RFC 3339 time or YYYY-MM-DD (default: now)")
@@ -57,6 +58,11 @@ func runAuditDisclosures(ctx context.Context, args []string, stdout, stderr io.W
 	}
 	st, err := store.Open(ctx, cfg.NATS, cfg.DataDir, config.Secrets{}, slog.New(slog.DiscardHandler))
 	if err != nil {
+		var inUse *store.InUseError
+		if errors.As(err, &inUse) {
+			// The hint names the endpoint, not the patient's number.
+			err = fmt.Errorf("%w; while the engine runs, ask it instead: GET /api/patients/{nhs}/disclosures on its admin API (role auditor or patient_service)", err)
+		}
 		return fail(err)
 	}
 	defer st.Close()

@@ -24,7 +24,7 @@ const exitVerifyFailed = 3
 // checks the checkpoints. It exits 1 when anything is wrong.
 func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("audit verify", "", stderr)
-	cfgPath := fs.String("c", "", "config file naming the NATS to read (default: built-in defaults, embedded NATS under ./data; stop the engine first when it is embedded)")
+	cfgPath := fs.String("c", "", "config file naming the NATS to read (default: built-in defaults, embedded NATS under ./data; with embedded NATS, refused while the engine runs on the same data_dir)")
 	pubRef := fs.String("public-key", "", "reference (env:NAME or file:PATH) to the checkpoint signers' public key (PEM, or 32 bytes in hex or base64); default: derived from audit.signing_key in the config")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := parse(fs, args); err != nil {
@@ -63,6 +63,11 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	st, err := store.Open(ctx, cfg.NATS, cfg.DataDir, config.Secrets{}, slog.New(slog.DiscardHandler))
 	if err != nil {
+		var inUse *store.InUseError
+		if errors.As(err, &inUse) {
+			// A second server on the store would verify stale data.
+			err = fmt.Errorf("%w; audit verify has no admin API equivalent, so it needs the engine stopped", err)
+		}
 		return fail(err)
 	}
 	defer st.Close()

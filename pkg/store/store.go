@@ -143,12 +143,15 @@ type Store struct {
 	cfg    Config
 	log    *slog.Logger
 	srv    *server.Server
+	lock   *dirLock
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	closed bool
 }
 
-// Open starts or connects to NATS and declares the streams.
+// Open starts or connects to NATS and declares the streams. The embedded
+// server's store directory (dataDir/jetstream) is locked until Close; when
+// another embedded server has it, Open fails with an *InUseError.
 func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log *slog.Logger) (*Store, error) {
 	s := &Store{cfg: cfg, log: log}
 	var err error
@@ -206,6 +209,18 @@ func (s *Store) startEmbedded(dataDir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating store directory: %w", err)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	// Until the server is up, a failure here drops the lock; after, Close
+	// does, once the server has stopped.
+	started := false
+	defer func() {
+		if !started {
+			_ = lock.release()
+		}
+	}()
 	opts := &server.Options{
 		ServerName: "junction-embedded",
 		JetStream:  true,
@@ -234,15 +249,17 @@ func (s *Store) startEmbedded(dataDir string) error {
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
+		srv.WaitForShutdown()
 		return errors.New("embedded NATS did not become ready within 30s")
 	}
-	s.srv = srv
 	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("junction"), nats.MaxReconnects(-1))
 	if err != nil {
 		srv.Shutdown()
+		srv.WaitForShutdown()
 		return fmt.Errorf("connecting to embedded NATS: %w", err)
 	}
-	s.NC = nc
+	s.srv, s.lock, s.NC = srv, lock, nc
+	started = true
 	return nil
 }
 
@@ -415,7 +432,8 @@ func (s *Store) Embedded() bool { return s.srv != nil }
 // Healthy reports whether the connection to NATS is up.
 func (s *Store) Healthy() bool { return s.NC != nil && s.NC.IsConnected() }
 
-// Close drains the connection and stops the embedded server.
+// Close drains the connection, stops the embedded server and then drops
+// its lock on the store directory.
 func (s *Store) Close() {
 	if s.closed {
 		return
@@ -432,5 +450,8 @@ func (s *Store) Close() {
 	if s.srv != nil {
 		s.srv.Shutdown()
 		s.srv.WaitForShutdown()
+	}
+	if err := s.lock.release(); err != nil {
+		s.log.Warn("store lock", "err", err)
 	}
 }

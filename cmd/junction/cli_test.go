@@ -224,6 +224,12 @@ func TestCLILintErrors(t *testing.T) {
 		{"broken config", []string{"lint", "-c", badCfg}, []string{
 			badCfg + `:3:3: unknown field "lisen" in http (did you mean "listen"?)`,
 		}},
+		// The route files' own errors come with the config's, though
+		// the names they use cannot be checked against a broken config.
+		{"broken config and broken route", []string{"lint", "-c", badCfg, bad}, []string{
+			badCfg + `:3:3: unknown field "lisen" in http (did you mean "listen"?)`,
+			bad + ":6:29: match: undeclared reference to 'nhsnumber' (in container '')",
+		}},
 		{"invalid settings", []string{"lint", "-c", invalidCfg}, []string{
 			invalidCfg + ":3:1: http.tokens: at least one token is required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data",
 			invalidCfg + ":6:10: router.batch: must be 1 to 1000, got 0",

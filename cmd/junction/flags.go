@@ -47,6 +47,15 @@ func plan(path string, routes []string, stderr io.Writer) (*engine.Plan, error) 
 	cfg, err := loadConfig(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+		if cfg != nil {
+			// Report the route files' own errors too, all at once.
+			if len(routes) > 0 {
+				cfg.Routes = routes
+			}
+			if err := engine.CheckRoutesAlone(cfg); err != nil {
+				fmt.Fprintln(stderr, err)
+			}
+		}
 		return nil, exitError{code: 1}
 	}
 	if len(routes) > 0 {

@@ -495,6 +495,11 @@ func settings(src string) yamlx.Node {
 // Load reads a config file over the defaults. Inputs and destinations
 // given in the file replace the default set entirely, so a trust's config
 // says exactly what runs.
+//
+// When the file has errors, Load returns them together with the config
+// as far as it was decoded, so a caller such as lint can go on to report
+// other problems (the route files'); nothing may run on that config. It
+// returns no config when the file could not be read or parsed at all.
 func Load(path string) (*Config, error) {
 	c := Default()
 	data, err := os.ReadFile(path)
@@ -531,7 +536,10 @@ func Load(path string) (*Config, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errs.Err()
+		if top == nil {
+			return nil, errs.Err()
+		}
+		return c, errs.Err()
 	}
 	c.file = path
 	c.top = yamlx.Node{Node: top, File: path}

@@ -338,6 +338,19 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestLoadPartial: a file with errors still gives the config as far as it
+// decoded (for lint to go on to the route files), one that does not parse
+// gives none.
+func TestLoadPartial(t *testing.T) {
+	c, err := Load(writeConfig(t, "routes: [my-routes]\nhttp:\n  lisen: x\n"))
+	if err == nil || c == nil || !slices.Equal(c.Routes, []string{"my-routes"}) {
+		t.Errorf("Load = %+v, %v; want the decoded routes with the error", c, err)
+	}
+	if c, err := Load(writeConfig(t, "routes: [my-routes\n")); err == nil || c != nil {
+		t.Errorf("Load of a syntax error = %+v, %v; want no config", c, err)
+	}
+}
+
 func TestLoadUnreadable(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "missing.yaml"))
 	if !errors.Is(err, os.ErrNotExist) {

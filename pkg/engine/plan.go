@@ -169,6 +169,25 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 	return p, nil
 }
 
+// CheckRoutesAlone loads cfg's route files for their own errors (strict
+// decoding, CEL, consent declarations) without checking the inputs and
+// destinations they name, for a config that has errors of its own and
+// whose names cannot be trusted.
+func CheckRoutesAlone(cfg *config.Config) error {
+	env, err := rules.NewEnv(cfg.Rules.Limits())
+	if err != nil {
+		return err
+	}
+	_, err = route.LoadAll(cfg.Routes, env, anyName{})
+	return err
+}
+
+// anyName is a route catalog that has every source and destination.
+type anyName struct{}
+
+func (anyName) HasSource(string) bool      { return true }
+func (anyName) HasDestination(string) bool { return true }
+
 // settingPos returns where the setting a validation error e names
 // ("tls.key: required") is written, by posOf, else fallback. An entry
 // named with its name in brackets and then a field of it

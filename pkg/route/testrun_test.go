@@ -192,6 +192,11 @@ func TestRunTestsUpdateGolden(t *testing.T) {
 		t.Errorf("written golden differs from testdata's (-want +got):\n%s", diff)
 	}
 
+	// Updating again changes nothing and reports nothing.
+	if again := r.RunTests(ctx, fakeTranslator{}, env, true); !again[0].Passed() || len(again[0].Updated) != 0 {
+		t.Errorf("second update: failures %v, updated %v; want a pass that updates nothing", again[0].Failures, again[0].Updated)
+	}
+
 	// The next run passes against it.
 	for _, res := range r.RunTests(ctx, fakeTranslator{}, env, false) {
 		if !res.Passed() {

@@ -124,6 +124,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "left %s (%s): %s\n", sk.MessageID, sk.Stage, sk.Why)
 	}
 	fmt.Fprintf(stdout, "%d replayed, %d rerouted, %d left in place\n", len(res.Replayed), len(res.Rerouted), len(res.Skipped))
+	if len(res.Replayed) == 0 && len(res.Rerouted) == 0 && len(res.Skipped) > 0 {
+		// Nothing the request named could be sent again: say so to a
+		// script as well as to the reader.
+		return exitError{code: 1}
+	}
 	return nil
 }
 

@@ -699,6 +699,10 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 		mu.Lock()
 		calls = append(calls, "POST "+r.URL.RequestURI()+" "+string(body))
 		mu.Unlock()
+		if strings.Contains(string(body), "01NONE") {
+			_, _ = w.Write([]byte(`{"replayed": [], "skipped": [{"seq": 0, "time": "0001-01-01T00:00:00Z", "message_id": "01NONE", "stage": "ingress", "code": "", "reason": "", "why": "no message with this id"}]}`))
+			return
+		}
 		_, _ = w.Write([]byte(`{"replayed": [{"seq": 1, "time": "2026-01-15T10:30:00Z", "message_id": "01A", "stage": "delivery", "destination": "ehr", "code": "destination.rejected", "reason": "x"}], "rerouted": ["01B"]}`))
 	})
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -758,6 +762,11 @@ func TestCLIAdminCommands(t *testing.T) {
 	}
 	if len(*calls) != 1 || !strings.Contains((*calls)[0], `"ids":["01A","01B"]`) || !strings.Contains((*calls)[0], `"destinations":["ehr"]`) {
 		t.Errorf("replay request bodies: %v", *calls)
+	}
+	// A replay that sends nothing again exits 1, saying why.
+	code, out, _ = cliRun(t, "replay", "--api", ts.URL, "--token", tok, "--id", "01NONE")
+	if code != 1 || out != "left 01NONE (ingress): no message with this id\n0 replayed, 0 rerouted, 1 left in place\n" {
+		t.Errorf("replay of an unknown id: exit %d, want 1\n%s", code, out)
 	}
 
 	// Without the token the API refuses, and the CLI says so.

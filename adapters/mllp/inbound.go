@@ -306,6 +306,9 @@ func (in *Inbound) ServeMLLP(ctx context.Context, _ *transport.ConnInfo, payload
 	if in.cfg.AcceptAck == AcceptAckMSH15 && !answers(cond, code) {
 		in.metrics.Acks.WithLabelValues(in.name, ackNotSent).Inc()
 		span.SetAttributes(attribute.String("junction.ack", ackNotSent))
+		if !code.Accepted() {
+			in.log.Info("negative acknowledgement not sent, as MSH-15 asks", "adapter", in.name, "code", string(code), "accept_ack_type", cond)
+		}
 		// A message the store did not take must not pass in silence,
 		// whatever MSH-15 asks: closing the connection tells the sender
 		// that something failed, and it sends again.
@@ -347,7 +350,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		// Kept for ops like unparseable input: the sender's resend of a
 		// message Junction cannot identify would be rejected the same way.
 		in.quarantine(ctx, payload, f.Code)
-		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "ack", string(code))
+		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
 	}
 
@@ -380,7 +383,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 			code = hl7v2.AckCE
 		}
 		span.RecordError(err)
-		in.log.Warn("message not stored; negative ACK sent", "adapter", in.name, "id", env.ID, "control_id", ctrl, "ack", string(code), "error", err.Error())
+		in.log.Warn("message not stored", "adapter", in.name, "id", env.ID, "control_id", ctrl, "code", string(code), "error", err.Error())
 		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: notStoredText}), code, cond
 	}
 	code := m.AcceptCode()

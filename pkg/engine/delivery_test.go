@@ -86,6 +86,35 @@ func startWithEHR(t *testing.T, pipe string) (*engine.Engine, *fhirServer) {
 	return e, srv
 }
 
+// heldReceiver is a FHIR server that holds every request until release
+// is called (or the request is cancelled), then accepts it. arrived
+// receives once, when the first request comes in. release may be called
+// more than once; the test's cleanup calls it too.
+func heldReceiver(t *testing.T) (url string, arrived <-chan struct{}, release func()) {
+	t.Helper()
+	held := make(chan struct{})
+	first := make(chan struct{}, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case first <- struct{}{}:
+		default:
+		}
+		select {
+		case <-held:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/fhir+json")
+		_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
+	}))
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	t.Cleanup(hs.Close)
+	t.Cleanup(release) // runs before hs.Close, so held requests end
+	return hs.URL, first, release
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -515,33 +544,12 @@ func postReplay(t *testing.T, e *engine.Engine, req engine.ReplayRequest) (int, 
 // crash), /metrics can be scraped and a FHIR post gets 503. Once the
 // drain is over the listener is closed.
 func TestReadyzFalseWhileDraining(t *testing.T) {
-	release := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case arrived <- struct{}{}:
-		default:
-		}
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		w.Header().Set("Content-Type", "application/fhir+json")
-		_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
-	}))
-	t.Cleanup(hs.Close)
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
+	url, arrived, release := heldReceiver(t)
 	routes, _ := filepath.Abs("testdata/routes")
 	e, _ := startEngineWithRoutes(t, routes, `destinations:
   ehr:
     type: fhir
-    url: `+hs.URL+`
+    url: `+url+`
     retry: {max_attempts: 2, initial: 20ms, max: 100ms, multiplier: 2, timeout: 20s}
 `)
 	base := "http://" + e.HTTPAddr().String()
@@ -589,7 +597,7 @@ func TestReadyzFalseWhileDraining(t *testing.T) {
 		t.Fatalf("shutdown finished (%v) with a delivery in flight", err)
 	default:
 	}
-	close(release)
+	release()
 	select {
 	case err := <-stopped:
 		if err != nil {

@@ -1,9 +1,6 @@
 package engine_test
 
 import (
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -65,30 +62,12 @@ func TestReconcileListsInFlightMessages(t *testing.T) {
 }
 
 func testReconcileListsInFlightMessages(t *testing.T, pipe string) {
-	release := make(chan struct{})
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		select {
-		case <-release:
-		case <-r.Context().Done():
-			return
-		}
-		w.Header().Set("Content-Type", "application/fhir+json")
-		_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
-	}))
-	t.Cleanup(hs.Close)
-	t.Cleanup(func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	})
+	url, _, release := heldReceiver(t)
 	routes, _ := filepath.Abs("testdata/routes")
 	e, _ := startEngineWithRoutes(t, routes, `destinations:
   ehr:
     type: fhir
-    url: `+hs.URL+`
+    url: `+url+`
     retry: {max_attempts: 1000, initial: 20ms, max: 100ms, multiplier: 2, timeout: 30s}
 `+pipe)
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "RC0101", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
@@ -102,7 +81,7 @@ func testReconcileListsInFlightMessages(t *testing.T, pipe string) {
 	if rep.Pending[0].Source != "pas" || rep.Pending[0].Received.IsZero() {
 		t.Errorf("pending entry %+v: want source pas and a receipt time", rep.Pending[0])
 	}
-	close(release)
+	release()
 	waitFor(t, "the delivery to be reconciled", func() bool {
 		rep = reconcile(t, e)
 		return len(rep.Pending) == 0 && rep.Terminal[audit.OutcomeDelivered] == 1

@@ -408,21 +408,23 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 const maxDetailBytes = 4 << 10
 
 // deadLetterDetail is what a dead letter keeps of err beyond its safe
-// message, for the people who fix the cause: the fault's caller-only
-// detail (the receiver's answer) or else the error it wraps (a network
+// message, for the people who fix the cause: the first caller-only
+// detail in its chain (the receiver's answer, also when retries ran out
+// on it), or else the innermost error that is not a fault (a network
 // error, say). It is one line of at most maxDetailBytes, as a header
 // value must be.
 func deadLetterDetail(err error) string {
-	f := fault.As(err)
 	var d string
-	switch {
-	case f == nil && err != nil:
-		d = err.Error()
-	case f == nil:
-	case f.Detail != "":
-		d = f.Detail
-	case f.Err != nil:
-		d = f.Err.Error()
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		f, ok := e.(*fault.Error)
+		if !ok {
+			d = e.Error() // the cause, not a fault: keep the innermost
+			break
+		}
+		if f.Detail != "" {
+			d = f.Detail
+			break
+		}
 	}
 	d = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

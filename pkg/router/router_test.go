@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -256,6 +257,12 @@ func TestDeadLetterDetail(t *testing.T) {
 		{"the receiver's answer", fault.Newf(fault.CodeDestRejected, "fhir: server answered %d", 400).WithDetail("error invalid: Patient.birthDate is invalid"), "error invalid: Patient.birthDate is invalid"},
 		{"the wrapped cause", fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "fhir: request failed", errors.New("dial tcp 127.0.0.1:9: connect: connection refused")), "dial tcp 127.0.0.1:9: connect: connection refused"},
 		{"an unclassed error", errors.New("store: timeout"), "store: timeout"},
+		// Retries ran out on a receiver's answer: the answer, not the
+		// inner fault's safe message.
+		{"the answer under retries exhausted", fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, "retries exhausted",
+			(&fault.Error{Code: fault.CodeDestRejected, Class: fault.Transient, Msg: "mllp: receiver answered AR"}).WithDetail("PID-3 patient unknown")), "PID-3 patient unknown"},
+		{"the cause under retries exhausted", fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, "retries exhausted",
+			fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "fhir: request failed", fmt.Errorf("post: %w", errors.New("connection refused")))), "post: connection refused"},
 		{"a fault with nothing more", fault.New(fault.CodeInternal, "unreadable ingest batch"), ""},
 		{"lines joined", fault.New(fault.CodeDestRejected, "x").WithDetail("line one\r\nline two\t"), "line one  line two"},
 		{"no error", nil, ""},

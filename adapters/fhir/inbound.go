@@ -340,21 +340,6 @@ type rejection struct {
 	expr   []string
 }
 
-// maxQuarantineBytes bounds what is kept of a rejected body, well inside
-// a store message.
-const maxQuarantineBytes = 512 << 10
-
-// quarantine keeps a rejected body for ops. The rejection is counted by
-// reject.
-func (in *Inbound) quarantine(ctx context.Context, body []byte, reason fault.Code) {
-	if err := in.host.Quarantine(ctx, in.name, body, string(reason)); err != nil {
-		in.log.Warn("quarantine failed", "adapter", in.name, "reason", string(reason), "bytes", len(body), "error", err.Error())
-		return
-	}
-	in.metrics.Quarantined.WithLabelValues(in.name).Inc()
-	in.log.Info("input quarantined", "adapter", in.name, "reason", string(reason), "bytes", len(body))
-}
-
 func (in *Inbound) reject(w http.ResponseWriter, rj rejection) int {
 	issue := rj.issue
 	if issue == "" {
@@ -397,7 +382,7 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		if rj.code != fault.CodeFHIREmpty {
 			// Kept for ops, as MLLP input that does not parse is: the
 			// sender was told what is wrong, ops can see what it sent.
-			in.quarantine(ctx, body[:min(len(body), maxQuarantineBytes)], rj.code)
+			adapter.Quarantine(ctx, in.host, in.log, in.metrics, in.name, body, string(rj.code))
 		}
 		return in.reject(w, rj)
 	}

@@ -303,7 +303,7 @@ func TestInboundRejects(t *testing.T) {
 			// 512 KiB); one rejected before it was read, or empty, is not.
 			q := f.host.quarantine()
 			if tt.wantStatus == 400 && tt.wantReason != fault.CodeFHIREmpty && tt.name != "long idempotency key" {
-				want := tt.body[:min(len(tt.body), maxQuarantineBytes)]
+				want := tt.body[:min(len(tt.body), adapter.MaxQuarantineBytes)]
 				if len(q) != 1 || q[0].reason != string(tt.wantReason) || !bytes.Equal(q[0].body, want) {
 					t.Errorf("quarantined %d bodies, want the body (%d bytes) with reason %s", len(q), len(want), tt.wantReason)
 				}

@@ -105,8 +105,8 @@ func TestHostileEndlessFrame(t *testing.T) {
 	if len(stored) != 0 {
 		t.Errorf("stored %d", len(stored))
 	}
-	if len(q) != 1 || len(q[0].raw) != maxQuarantineBytes || q[0].reason != string(fault.CodeFrameTooLarge) {
-		t.Errorf("quarantined %d entries, want the first %d bytes as %s", len(q), maxQuarantineBytes, fault.CodeFrameTooLarge)
+	if len(q) != 1 || len(q[0].raw) != adapter.MaxQuarantineBytes || q[0].reason != string(fault.CodeFrameTooLarge) {
+		t.Errorf("quarantined %d entries, want the first %d bytes as %s", len(q), adapter.MaxQuarantineBytes, fault.CodeFrameTooLarge)
 	}
 	waitForConns(t, f, 0)
 }

@@ -57,9 +57,6 @@ const (
 // sender's MSH-15 asked not to be answered.
 const ackNotSent = "none"
 
-// maxQuarantineBytes bounds what is kept of a broken frame.
-const maxQuarantineBytes = 64 << 10
-
 // notStoredText is the ACK text when the store fails.
 const notStoredText = "message not stored, resend later"
 
@@ -425,15 +422,10 @@ func (in *Inbound) unparseable(ctx context.Context, payload []byte, err error) (
 	return hl7v2.BuildRawAck(hl7v2.AckOptions{Code: hl7v2.AckAR, Text: f.Msg, Errors: []hl7v2.AckError{ae}, App: in.cfg.App, Facility: in.cfg.Facility}), hl7v2.AckAR
 }
 
-// quarantine keeps raw for ops and counts the rejection.
+// quarantine counts the rejection and keeps (the start of) raw for ops.
 func (in *Inbound) quarantine(ctx context.Context, raw []byte, reason fault.Code) {
 	in.metrics.Rejected.WithLabelValues(in.name, string(reason)).Inc()
-	if err := in.host.Quarantine(ctx, in.name, raw, string(reason)); err != nil {
-		in.log.Warn("quarantine failed", "adapter", in.name, "reason", string(reason), "bytes", len(raw), "error", err.Error())
-		return
-	}
-	in.metrics.Quarantined.WithLabelValues(in.name).Inc()
-	in.log.Warn("input quarantined", "adapter", in.name, "reason", string(reason), "bytes", len(raw))
+	adapter.Quarantine(ctx, in.host, in.log, in.metrics, in.name, raw, string(reason))
 }
 
 // onFrameError handles a frame that is too large or malformed: the part
@@ -447,7 +439,7 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 		text = fmt.Sprintf("message larger than %d bytes", in.cfg.MaxMessageBytes)
 	}
 	if len(partial) > 0 {
-		in.quarantine(ctx, bytes.Clone(partial[:min(len(partial), maxQuarantineBytes)]), reason)
+		in.quarantine(ctx, bytes.Clone(partial[:min(len(partial), adapter.MaxQuarantineBytes)]), reason)
 	} else {
 		in.metrics.Rejected.WithLabelValues(in.name, string(reason)).Inc()
 		in.log.Warn("input rejected", "adapter", in.name, "reason", string(reason))

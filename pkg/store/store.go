@@ -67,6 +67,10 @@ type Config struct {
 	OutboundMaxAge time.Duration `yaml:"outbound_max_age"`
 	// QuarantineMaxAge is how long unparseable input is kept.
 	QuarantineMaxAge time.Duration `yaml:"quarantine_max_age"`
+	// QuarantineMaxBytes bounds the quarantine; past it the oldest
+	// entries go first, so senders of garbage cannot fill the disk the
+	// accepted messages need.
+	QuarantineMaxBytes int64 `yaml:"quarantine_max_bytes"`
 	// GroupCommit stores the messages of all connections that arrive
 	// during one write as a single stream message (one fsync), then splits
 	// them to the ingress stream; false writes each message on its own.
@@ -101,6 +105,8 @@ func DefaultConfig() Config {
 		IngressMaxAge:    7 * 24 * time.Hour,
 		OutboundMaxAge:   7 * 24 * time.Hour,
 		QuarantineMaxAge: 30 * 24 * time.Hour,
+		// About 16,000 entries of the largest size kept (64 KiB).
+		QuarantineMaxBytes: 1 << 30,
 	}
 }
 
@@ -115,6 +121,9 @@ func (c *Config) Validate() []error {
 	}
 	if c.DedupeWindow <= 0 {
 		errs = append(errs, errors.New("nats.dedupe_window: must be positive"))
+	}
+	if c.QuarantineMaxBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("nats.quarantine_max_bytes: must be at least 1048576, got %d", c.QuarantineMaxBytes))
 	}
 	for i, u := range c.MonitorURLs {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
@@ -359,7 +368,7 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 			Name: StreamQuarantine, Subjects: []string{SubjQuarantine + ".>"},
 			Description: "Inbound input that could not be parsed, for ops to inspect.",
 			Retention:   jetstream.LimitsPolicy, Storage: jetstream.FileStorage, Replicas: r,
-			MaxAge: s.cfg.QuarantineMaxAge,
+			MaxAge: s.cfg.QuarantineMaxAge, MaxBytes: s.cfg.QuarantineMaxBytes, Discard: jetstream.DiscardOld,
 		},
 	}
 	// Direct gets read a stored message without the JSON and base64 of
@@ -368,6 +377,9 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 	// a follower may answer from behind, so they stay off.
 	for i := range cfgs {
 		cfgs[i].AllowDirect = r == 1
+		if cfgs[i].MaxBytes == 0 {
+			cfgs[i].MaxBytes = -1 // as the server stores "no limit"
+		}
 	}
 	return cfgs
 }
@@ -402,19 +414,20 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		}
 		// Settings the config controls follow the config when Junction may
 		// manage streams: replicas (raised, never lowered), retention ages
-		// and the dedupe window.
+		// and sizes, and the dedupe window.
 		if !s.cfg.CreateStreams {
 			continue
 		}
 		upd := have
 		upd.Replicas = max(have.Replicas, want.Replicas)
 		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
+		upd.MaxBytes = want.MaxBytes
 		upd.AllowDirect = upd.Replicas == 1
-		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates && upd.AllowDirect == have.AllowDirect {
+		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates && upd.MaxBytes == have.MaxBytes && upd.AllowDirect == have.AllowDirect {
 			continue
 		}
 		if _, err := s.JS.UpdateStream(ctx, upd); err != nil {
-			errs = append(errs, fmt.Errorf("updating stream %s (replicas, max age, dedupe window, direct get): %w", want.Name, err))
+			errs = append(errs, fmt.Errorf("updating stream %s (replicas, max age and bytes, dedupe window, direct get): %w", want.Name, err))
 		}
 	}
 	return errors.Join(errs...)

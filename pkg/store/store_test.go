@@ -36,6 +36,7 @@ func testConfig() store.Config {
 	cfg.IngressMaxAge = 48 * time.Hour
 	cfg.OutboundMaxAge = 72 * time.Hour
 	cfg.QuarantineMaxAge = 240 * time.Hour
+	cfg.QuarantineMaxBytes = 64 << 20
 	cfg.Partitions = 7
 	return cfg
 }
@@ -96,6 +97,7 @@ type streamView struct {
 	Discard    jetstream.DiscardPolicy
 	Replicas   int
 	MaxAge     time.Duration
+	MaxBytes   int64
 	Duplicates time.Duration
 	DenyDelete bool
 	DenyPurge  bool
@@ -106,7 +108,7 @@ type streamView struct {
 func viewOf(c jetstream.StreamConfig) streamView {
 	return streamView{
 		Subjects: c.Subjects, Retention: c.Retention, Storage: c.Storage, Discard: c.Discard,
-		Replicas: c.Replicas, MaxAge: c.MaxAge, Duplicates: c.Duplicates,
+		Replicas: c.Replicas, MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, Duplicates: c.Duplicates,
 		DenyDelete: c.DenyDelete, DenyPurge: c.DenyPurge, AllowDirect: c.AllowDirect,
 	}
 }
@@ -116,10 +118,12 @@ func wantStreams(cfg store.Config) map[string]streamView {
 	limits := func(subj string, maxAge, dup time.Duration) streamView {
 		return streamView{
 			Subjects: []string{subj}, Retention: jetstream.LimitsPolicy, Storage: jetstream.FileStorage,
-			Discard: jetstream.DiscardOld, Replicas: cfg.Replicas, MaxAge: maxAge, Duplicates: dup,
+			Discard: jetstream.DiscardOld, Replicas: cfg.Replicas, MaxAge: maxAge, MaxBytes: -1, Duplicates: dup,
 			AllowDirect: cfg.Replicas == 1,
 		}
 	}
+	quarantine := limits("junction.quarantine.>", cfg.QuarantineMaxAge, serverDefaultDuplicates)
+	quarantine.MaxBytes = cfg.QuarantineMaxBytes
 	audit := limits("junction.audit.>", 0, cfg.DedupeWindow)
 	audit.DenyDelete, audit.DenyPurge = true, true
 	return map[string]streamView{
@@ -128,7 +132,7 @@ func wantStreams(cfg store.Config) map[string]streamView {
 		"JUNCTION_DEADLETTER": limits("junction.dlq.>", 0, 2*time.Minute),
 		"JUNCTION_AUDIT":      audit,
 		"JUNCTION_INGEST_LOG": limits("junction.log.>", cfg.IngressMaxAge, 2*time.Minute),
-		"JUNCTION_QUARANTINE": limits("junction.quarantine.>", cfg.QuarantineMaxAge, serverDefaultDuplicates),
+		"JUNCTION_QUARANTINE": quarantine,
 	}
 }
 
@@ -344,6 +348,8 @@ func TestValidate(t *testing.T) {
 		{"partitions negative", func(c *store.Config) { c.Partitions = -3 }, []string{"nats.partitions"}},
 		{"dedupe zero", func(c *store.Config) { c.DedupeWindow = 0 }, []string{"nats.dedupe_window"}},
 		{"dedupe negative", func(c *store.Config) { c.DedupeWindow = -time.Second }, []string{"nats.dedupe_window"}},
+		{"quarantine too small", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 19 }, []string{"nats.quarantine_max_bytes"}},
+		{"quarantine 1 MiB", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 20 }, nil},
 		{"everything wrong", func(c *store.Config) { c.Replicas, c.Partitions, c.DedupeWindow = 9, 0, 0 },
 			[]string{"nats.replicas", "nats.partitions", "nats.dedupe_window", "nats.replicas"}},
 	} {
@@ -469,7 +475,7 @@ func TestOpenExternalFewerReplicas(t *testing.T) {
 			return "stream " + name + " has 1 replicas, config wants 3"
 		}},
 		{"create_streams true on a single node", true, func(name string) string {
-			return "updating stream " + name + " (replicas, max age, dedupe window, direct get):"
+			return "updating stream " + name + " (replicas, max age and bytes, dedupe window, direct get):"
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,34 @@
+package adapter
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// MaxQuarantineBytes bounds what an inbound adapter keeps of input it
+// rejected: enough to see what a sender sent, not enough for a sender of
+// garbage to make each rejection an expensive write.
+const MaxQuarantineBytes = 64 << 10
+
+// QuarantineTimeout bounds a quarantine write, so a slow store does not
+// hold up the answer to the sender.
+const QuarantineTimeout = 2 * time.Second
+
+// Quarantine keeps the first MaxQuarantineBytes of raw, which the input
+// named input rejected for reason, through host, and counts it. A failure
+// is logged, not returned: the sender has its answer either way. Neither
+// the log nor the count holds any of raw.
+func Quarantine(ctx context.Context, host Host, log *slog.Logger, m *telemetry.Metrics, input string, raw []byte, reason string) {
+	ctx, cancel := context.WithTimeout(ctx, QuarantineTimeout)
+	defer cancel()
+	kept := raw[:min(len(raw), MaxQuarantineBytes)]
+	if err := host.Quarantine(ctx, input, kept, reason); err != nil {
+		log.Warn("quarantine failed", "adapter", input, "reason", reason, "bytes", len(raw), "error", err.Error())
+		return
+	}
+	m.Quarantined.WithLabelValues(input).Inc()
+	log.Warn("input quarantined", "adapter", input, "reason", reason, "bytes", len(raw), "kept", len(kept))
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -137,8 +138,25 @@ func (e *Engine) admin(name string, h http.HandlerFunc) http.Handler {
 		if !ok {
 			return
 		}
+		if changesState(name) && !e.Ready() {
+			// While draining, routing and the audit writer are closing:
+			// a replay now could send without recording it.
+			rw.Header().Set("Retry-After", "5")
+			writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": "the engine is shutting down; try again when it is back"})
+			return
+		}
 		h(rw, r)
 	})
+}
+
+// changesState reports whether the admin endpoint registered as name
+// changes what the engine holds or does, and so is refused during drain.
+func changesState(name string) bool {
+	switch access.Permission(name) {
+	case access.Replay, access.OptOuts, access.Withhold:
+		return true
+	}
+	return false
 }
 
 type statusWriter struct {

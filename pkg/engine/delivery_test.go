@@ -592,6 +592,19 @@ func TestReadyzFalseWhileDraining(t *testing.T) {
 			t.Errorf("FHIR post while draining: %d, want 503", resp.StatusCode)
 		}
 	}
+	// Reads still work; what would change state is refused.
+	resp, err = client.Post(base+"/api/replay", "application/json", strings.NewReader(`{"filter": {"destination": "ehr"}}`))
+	if err != nil {
+		t.Errorf("replay while draining: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("replay while draining: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	if st, err := get("/api/deadletters"); err != nil || st != http.StatusOK {
+		t.Errorf("dead letters while draining: %d %v, want 200", st, err)
+	}
 	select {
 	case err := <-stopped:
 		t.Fatalf("shutdown finished (%v) with a delivery in flight", err)

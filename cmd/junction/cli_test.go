@@ -541,6 +541,18 @@ func TestCLISend(t *testing.T) {
 			t.Errorf("stdout %q, want %q", out, want)
 		}
 	})
+	t.Run("answer to another message", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		other, err := hl7v2.Parse([]byte(strings.ReplaceAll(adtFile("OTHER01", "9990000018"), "\n", "\r")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.reply = hl7v2.BuildAck(other, hl7v2.AckOptions{Code: hl7v2.AckAA, ControlID: "ACK1", App: "TEST"})
+		code, out, _ := cliRun(t, "send", "--addr", srv.addr(), one)
+		if code != 1 || out != one+" #1: answer is for another message (MSA-2 OTHER01, not MSH-10 MSG00003)\n" {
+			t.Errorf("exit %d, stdout %q", code, out)
+		}
+	})
 	t.Run("reply that is not an ACK", func(t *testing.T) {
 		srv := startAckServer(t, hl7v2.AckAA)
 		srv.reply = []byte("hello")

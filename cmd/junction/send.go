@@ -25,6 +25,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	caFile := fs.String("tls-ca", "", "use TLS, trusting this CA certificate file")
 	token := fs.String("token", "", "with --fhir: reference to the FHIR endpoint's bearer token (env:NAME or file:PATH)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time to wait for each acknowledgement")
+	silenceWait := fs.Duration("silence", 2*time.Second, "for a message whose MSH-15 is NE, ER or SU: how long silence must last to be taken as the answer HL7 gives it (raise it for a slow receiver)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -78,9 +79,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 		for i, msg := range SplitMessages(data) {
-			cond := ""
+			cond, ctrl := "", ""
 			if m, err := hl7v2.Parse(msg); err == nil {
-				cond = m.AcceptAckType()
+				cond, ctrl = m.AcceptAckType(), m.ControlID()
 			}
 			wait := *timeout
 			meaning, silenceFailed, conditional := silence(cond)
@@ -88,7 +89,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				// MSH-15 asks for an answer only in some cases, though a
 				// receiver may answer all the same (Junction does unless
 				// accept_ack: msh15).
-				wait = min(wait, neWait)
+				wait = min(wait, *silenceWait)
 			}
 			sctx, cancel := context.WithTimeout(ctx, wait)
 			reply, err := c.Send(sctx, msg)
@@ -114,16 +115,30 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				c = next
 				continue
 			}
-			code, ctrl, text, err := hl7v2.ParseAck(reply)
+			code, ackCtrl, text, err := hl7v2.ParseAck(reply)
 			if err != nil {
 				failed++
 				fmt.Fprintf(stdout, "%s #%d: reply is not an ACK: %v\n", file, i+1, err)
 				continue
 			}
+			if ctrl != "" && ackCtrl != ctrl {
+				// An answer to another message (a late or repeated one):
+				// this message's is still to come, or lost. Dial again so
+				// it cannot be taken for the next message's either.
+				failed++
+				fmt.Fprintf(stdout, "%s #%d: answer is for another message (MSA-2 %s, not MSH-10 %s)\n", file, i+1, ackCtrl, ctrl)
+				_ = c.Close()
+				next, err := dial()
+				if err != nil {
+					return err
+				}
+				c = next
+				continue
+			}
 			if !code.Accepted() {
 				failed++
 			}
-			line := fmt.Sprintf("%s #%d: %s %s", file, i+1, code, ctrl)
+			line := fmt.Sprintf("%s #%d: %s %s", file, i+1, code, ackCtrl)
 			if text != "" {
 				line += " " + text
 			}
@@ -135,10 +150,6 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	return nil
 }
-
-// neWait is how long send waits for an answer to a message whose MSH-15
-// is NE, ER or SU before taking its silence as the answer asked for.
-const neWait = 2 * time.Second
 
 // silence says what no answer means for an MSH-15 that asks for an
 // accept acknowledgement only in some cases (HL7 table 0155): NE never

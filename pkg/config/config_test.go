@@ -315,7 +315,7 @@ func TestLoadErrors(t *testing.T) {
 		{"component null", "inputs:\n  pas:\n  fhir: {type: fhir}\ndestinations:\n  gone: null\n",
 			[]string{`F:2:3: inputs.pas: expected a mapping with a type, got null`, `F:5:3: destinations.gone: expected a mapping with a type, got null`}},
 		{"syntax error", "http:\n  listen: [\n",
-			[]string{`F:2:1: syntax error: did not find expected node content`}},
+			[]string{`F:2:1: syntax error: did not find expected node content (at or after this line)`}},
 		{"empty document", "",
 			[]string{`F:1:1: empty document`}},
 	}

@@ -143,25 +143,49 @@ func (d *decoder) parse(data []byte) *yaml.Node {
 // syntax reports a yaml.v3 parse error in data. yaml.v3 gives a line
 // only, and none at all for errors on the first line. For its parser's
 // errors (as against its scanner's) the line it gives counts from 0, so
-// it is one short; and one found at the end of the input may name the
-// line after the last.
+// it is one short, and it is often where the block or bracket being
+// read starts rather than where the problem is, which the message then
+// says. One found at the end of the input may name the line after the
+// last.
 func (d *decoder) syntax(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	line := 1
+	line, given := 1, false
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
 		if num, tail, ok := strings.Cut(rest, ": "); ok {
 			if n, err := strconv.Atoi(num); err == nil {
-				line, msg = n, tail
-				if parserProblem(msg) {
-					line++
-				}
+				line, msg, given = n, tail, true
 			}
 		}
 	}
-	if last := bytes.Count(bytes.TrimRight(data, "\n"), []byte("\n")) + 1; line > last {
+	if parserProblem(msg) {
+		if given {
+			line++
+		}
+		msg += " (at or after this line)"
+	}
+	if last := lineCount(data); line > last {
 		line = last
 	}
 	d.addAt(Pos{File: d.file, Line: line, Col: 1}, "syntax error: "+msg)
+}
+
+// lineCount is how many lines data holds as YAML counts them (CR, LF and
+// CR LF each end one), not counting line ends at its very end.
+func lineCount(data []byte) int {
+	data = bytes.TrimRight(data, "\r\n")
+	n := 1
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '\n':
+			n++
+		case '\r':
+			n++
+			if i+1 < len(data) && data[i+1] == '\n' {
+				i++
+			}
+		}
+	}
+	return n
 }
 
 // parserProblem reports whether msg is one of the problems yaml.v3's

@@ -25,9 +25,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	patients := fs.Int("patients", 500, "distinct synthetic patients (999-range NHS numbers)")
 	metrics := fs.String("metrics", "", "URL of the junction's /metrics: report its group commit, and after sending wait until every accepted message is delivered and report the full-route rate")
 	dest := fs.String("destination", "fhir-store", "with --metrics: the destination whose deliveries are counted (empty: for an engine with no routes, wait instead until every message is accepted for routing)")
-	drainFor := fs.Duration("drain-timeout", 10*time.Minute, "with --metrics: how long to wait for deliveries (or acceptance)")
+	drainFor := fs.Duration("drain-timeout", 10*time.Minute, "with --metrics: how long to wait for an engine busy with earlier messages before sending, and for deliveries (or acceptance) after")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *conns < 1 || *patients < 1 || *dur <= 0 {
+		return fmt.Errorf("conns, patients and duration must be positive")
 	}
 	var before, acceptedBefore float64
 	var commitsBefore commitStats
@@ -38,9 +41,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return fmt.Errorf("bench: %w", err)
 		}
 		before, acceptedBefore, commitsBefore, useBefore = parseDelivered(text, *dest), parseAccepted(text), parseCommits(text), parseUse(text)
-	}
-	if *conns < 1 || *patients < 1 || *dur <= 0 {
-		return fmt.Errorf("conns, patients and duration must be positive")
 	}
 	run := fmt.Sprintf("B%d", time.Now().UnixNano()%1_000_000_000)
 	deadline := time.Now().Add(*dur)
@@ -157,9 +157,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 const idleFor = time.Second
 
 // waitIdle scrapes url until the messages accepted for routing and those
-// delivered to dest have not moved for quiet, and returns that scrape.
-// An engine still working through earlier messages would otherwise have
-// them counted in this run's full-route rate.
+// delivered to dest have not moved for quiet and nothing waits for dest
+// (a destination retrying with a long backoff moves no counter), and
+// returns that scrape. An engine still working through earlier messages
+// would otherwise have them counted in this run's full-route rate.
 func waitIdle(ctx context.Context, url, dest string, limit, quiet time.Duration, stdout io.Writer) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
@@ -178,7 +179,7 @@ func waitIdle(ctx context.Context, url, dest string, limit, quiet time.Duration,
 		if err != nil {
 			return "", err
 		}
-		if counts(next) == counts(text) {
+		if counts(next) == counts(text) && (dest == "" || parseQueueDepth(next, dest) == 0) {
 			return next, nil
 		}
 		if !told {
@@ -343,21 +344,30 @@ func parseAccepted(text string) float64 {
 // parseDelivered finds dest's delivered count in a Prometheus text
 // exposition (0 when absent: nothing delivered yet).
 func parseDelivered(text, dest string) float64 {
-	for _, line := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(line, "junction_delivery_messages_total{") {
+	return parseSeries(text, "junction_delivery_messages_total", `destination="`+dest+`"`, `outcome="delivered"`)
+}
+
+// parseQueueDepth finds dest's queue depth (0 when absent).
+func parseQueueDepth(text, dest string) float64 {
+	return parseSeries(text, "junction_delivery_queue_depth_messages", `destination="`+dest+`"`)
+}
+
+// parseSeries finds the value of metric name whose labels include every
+// one of labels, in a Prometheus text exposition (0 when absent).
+func parseSeries(text, name string, labels ...string) float64 {
+	for line := range strings.SplitSeq(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
 			continue
 		}
 		end := strings.LastIndexByte(line, '}')
 		if end < 0 {
 			continue
 		}
-		labels := line[len("junction_delivery_messages_total{"):end]
-		if !slices.Contains(strings.Split(labels, ","), `destination="`+dest+`"`) || !slices.Contains(strings.Split(labels, ","), `outcome="delivered"`) {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(line[end+1:]), 64)
-		if err == nil {
-			return v
+		have := strings.Split(line[len(name)+1:end], ",")
+		if !slices.ContainsFunc(labels, func(l string) bool { return !slices.Contains(have, l) }) {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(line[end+1:]), 64); err == nil {
+				return v
+			}
 		}
 	}
 	return 0

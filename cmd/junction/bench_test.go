@@ -150,6 +150,7 @@ func TestWaitIdle(t *testing.T) {
 		wantWait bool
 	}{
 		{"idle at once", 0, false, false},
+		{"counters still, deliveries waiting", -3, false, true},
 		{"busy for a while", 3, false, true},
 		{"busy throughout", 1 << 30, true, true},
 	}
@@ -157,8 +158,15 @@ func TestWaitIdle(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var n atomic.Int64
 			ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				i := min(n.Add(1), int64(tt.busyFor)+1)
-				fmt.Fprintf(w, "junction_ingress_accepted_total{adapter=\"pas\"} %d\njunction_delivery_messages_total{destination=\"fhir-store\",outcome=\"delivered\"} %d\n", 100+i, 90+i)
+				scrape := n.Add(1)
+				i := min(scrape, int64(max(tt.busyFor, 0))+1)
+				// A negative busyFor: the counters stand still, but
+				// deliveries wait for -busyFor scrapes.
+				depth := 0
+				if tt.busyFor < 0 && scrape <= int64(-tt.busyFor) {
+					depth = 4
+				}
+				fmt.Fprintf(w, "junction_ingress_accepted_total{adapter=\"pas\"} %d\njunction_delivery_messages_total{destination=\"fhir-store\",outcome=\"delivered\"} %d\njunction_delivery_queue_depth_messages{destination=\"fhir-store\"} %d\n", 100+i, 90+i, depth)
 			}))
 			defer ts.Close()
 			var out strings.Builder
@@ -170,7 +178,10 @@ func TestWaitIdle(t *testing.T) {
 				t.Errorf("said it was waiting: %v, want %v (%q)", got, tt.wantWait, out.String())
 			}
 			if err == nil {
-				if want := float64(90 + tt.busyFor + 1); parseDelivered(text, "fhir-store") != want {
+				if parseQueueDepth(text, "fhir-store") != 0 {
+					t.Errorf("returned a scrape with deliveries waiting")
+				}
+				if want := float64(90 + max(tt.busyFor, 0) + 1); parseDelivered(text, "fhir-store") != want {
 					t.Errorf("returned the scrape with %v delivered, want the settled %v", parseDelivered(text, "fhir-store"), want)
 				}
 			}

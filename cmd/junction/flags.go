@@ -52,8 +52,10 @@ func plan(path string, routes []string, stderr io.Writer) (*engine.Plan, error) 
 			if len(routes) > 0 {
 				cfg.Routes = routes
 			}
-			if err := engine.CheckRoutesAlone(cfg); err != nil {
-				fmt.Fprintln(stderr, err)
+			if len(cfg.Routes) > 0 {
+				if err := engine.CheckRoutesAlone(cfg); err != nil {
+					fmt.Fprintln(stderr, err)
+				}
 			}
 		}
 		return nil, exitError{code: 1}

@@ -498,8 +498,9 @@ func settings(src string) yamlx.Node {
 //
 // When the file has errors, Load returns them together with the config
 // as far as it was decoded, so a caller such as lint can go on to report
-// other problems (the route files'); nothing may run on that config. It
-// returns no config when the file could not be read or parsed at all.
+// other problems (the route files'); nothing may run on that config. Its
+// routes are empty when the error is in them. It returns no config when
+// the file could not be read or parsed at all.
 func Load(path string) (*Config, error) {
 	c := Default()
 	data, err := os.ReadFile(path)
@@ -538,6 +539,13 @@ func Load(path string) (*Config, error) {
 	if len(errs) > 0 {
 		if top == nil {
 			return nil, errs.Err()
+		}
+		for _, e := range errs {
+			if e.Msg == "routes" || strings.HasPrefix(e.Msg, "routes:") || strings.HasPrefix(e.Msg, "routes[") {
+				// Not the routes the file meant: none rather than the
+				// default ones.
+				c.Routes = nil
+			}
 		}
 		return c, errs.Err()
 	}

@@ -349,6 +349,10 @@ func TestLoadPartial(t *testing.T) {
 	if c, err := Load(writeConfig(t, "routes: [my-routes\n")); err == nil || c != nil {
 		t.Errorf("Load of a syntax error = %+v, %v; want no config", c, err)
 	}
+	// An error in routes itself leaves none, not the default ones.
+	if c, err := Load(writeConfig(t, "routes: {a: b}\n")); err == nil || c == nil || len(c.Routes) != 0 {
+		t.Errorf("Load with bad routes = %+v, %v; want the config with no routes", c, err)
+	}
 }
 
 func TestLoadUnreadable(t *testing.T) {

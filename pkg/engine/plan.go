@@ -176,7 +176,7 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 func CheckRoutesAlone(cfg *config.Config) error {
 	env, err := rules.NewEnv(cfg.Rules.Limits())
 	if err != nil {
-		return err
+		return fmt.Errorf("checking routes: %w", err)
 	}
 	_, err = route.LoadAll(cfg.Routes, env, anyName{})
 	return err

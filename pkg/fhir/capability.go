@@ -32,11 +32,12 @@ type CapabilityOptions struct {
 
 // consentDocumentation is what POST [base]/Consent does with the consent
 // engine on.
-const consentDocumentation = `POST [base]/Consent (a token with the consent.write permission) stores ` +
-	`the patient's Consent for Junction's consent engine, which applies it to later routing; it is not ` +
-	`routed itself. The reply is 201 Created with the stored Consent when its id is new for the patient, ` +
-	`200 OK when it replaces the stored one, 422 with an OperationOutcome when it is outside the profile ` +
-	`the engine applies, and 503 when it was not stored.`
+const consentDocumentation = `POST [base]/Consent stores the patient's Consent for Junction's consent ` +
+	`engine, which applies it to later routing; it is not routed itself. With admin tokens configured it ` +
+	`needs a token holding the consent.write permission, otherwise the endpoint's bearer token if it has ` +
+	`one. The reply is 201 Created with the stored Consent when its id is new for the patient, 200 OK ` +
+	`when it replaces the stored one, 400 when the body is not a valid Consent, 422 with an ` +
+	`OperationOutcome when it is outside the profile the engine applies, and 503 when it was not stored.`
 
 // auditEventDocumentation is what GET [base]/AuditEvent does.
 const auditEventDocumentation = `GET [base]/AuditEvent?patient=<NHS number>&date=ge..&date=le..&_count=N ` +

@@ -36,7 +36,7 @@ const consentDocumentation = `POST [base]/Consent stores the patient's Consent f
 	`engine, which applies it to later routing; it is not routed itself. With admin tokens configured it ` +
 	`needs a token holding the consent.write permission, otherwise the endpoint's bearer token if it has ` +
 	`one. The reply is 201 Created with the stored Consent when its id is new for the patient, 200 OK ` +
-	`when it replaces the stored one, 400 when the body is not a valid Consent, 422 with an ` +
+	`when it replaces the stored one, 400 when the body is empty or malformed, 422 with an ` +
 	`OperationOutcome when it is outside the profile the engine applies, and 503 when it was not stored.`
 
 // auditEventDocumentation is what GET [base]/AuditEvent does.

@@ -72,6 +72,17 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer func() { _ = c.Close() }()
+	// redial replaces a connection that may be out of step, so an answer
+	// still to come cannot be taken for the next message's.
+	redial := func() error {
+		_ = c.Close()
+		next, err := dial()
+		if err != nil {
+			return err
+		}
+		c = next
+		return nil
+	}
 	failed := 0
 	for _, file := range fs.Args() {
 		data, err := os.ReadFile(file)
@@ -96,8 +107,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			cancel()
 			if err != nil {
 				// The client gave up the connection (or the receiver
-				// closed it): dial again, so a late answer cannot be taken
-				// for the next message's, and go on with the rest.
+				// closed it): dial again and go on with the rest.
 				if conditional && errors.Is(err, context.DeadlineExceeded) {
 					fmt.Fprintf(stdout, "%s #%d: sent; no acknowledgement within %s, %s\n", file, i+1, wait, meaning)
 					if silenceFailed {
@@ -107,32 +117,28 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					failed++
 					fmt.Fprintf(stdout, "%s #%d: no acknowledgement: %v\n", file, i+1, err)
 				}
-				_ = c.Close()
-				next, err := dial()
-				if err != nil {
+				if err := redial(); err != nil {
 					return err
 				}
-				c = next
 				continue
 			}
 			code, ackCtrl, text, err := hl7v2.ParseAck(reply)
 			if err != nil {
 				failed++
 				fmt.Fprintf(stdout, "%s #%d: reply is not an ACK: %v\n", file, i+1, err)
+				if err := redial(); err != nil {
+					return err
+				}
 				continue
 			}
 			if ctrl != "" && ackCtrl != ctrl {
 				// An answer to another message (a late or repeated one):
-				// this message's is still to come, or lost. Dial again so
-				// it cannot be taken for the next message's either.
+				// this message's is still to come, or lost.
 				failed++
 				fmt.Fprintf(stdout, "%s #%d: answer is for another message (MSA-2 %s, not MSH-10 %s)\n", file, i+1, ackCtrl, ctrl)
-				_ = c.Close()
-				next, err := dial()
-				if err != nil {
+				if err := redial(); err != nil {
 					return err
 				}
-				c = next
 				continue
 			}
 			if !code.Accepted() {

@@ -105,8 +105,8 @@ func DefaultConfig() Config {
 		IngressMaxAge:    7 * 24 * time.Hour,
 		OutboundMaxAge:   7 * 24 * time.Hour,
 		QuarantineMaxAge: 30 * 24 * time.Hour,
-		// About 16,000 entries of the largest size kept (64 KiB).
-		QuarantineMaxBytes: 1 << 30,
+		// About 4,000 entries of the largest size kept (64 KiB).
+		QuarantineMaxBytes: 256 << 20,
 	}
 }
 
@@ -384,6 +384,13 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 	return cfgs
 }
 
+// insufficientStorage reports whether err is the server refusing to
+// reserve a stream's size limit (JetStream error 10047).
+func insufficientStorage(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == 10047
+}
+
 func (s *Store) ensureStreams(ctx context.Context) error {
 	var errs []error
 	for _, want := range s.StreamConfigs() {
@@ -394,7 +401,16 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("stream %s does not exist and nats.create_streams is false", want.Name))
 				continue
 			}
-			if _, err := s.JS.CreateStream(ctx, want); err != nil {
+			_, err := s.JS.CreateStream(ctx, want)
+			if err != nil && want.MaxBytes > 0 && insufficientStorage(err) {
+				// The server reserves a size limit's bytes up front and
+				// refuses one the disk cannot hold; a quarantine without
+				// its bound is better than no engine.
+				s.log.Warn("stream created without its size limit: the disk cannot reserve it; free space or lower the setting", "stream", want.Name, "max_bytes", want.MaxBytes, "setting", "nats.quarantine_max_bytes")
+				want.MaxBytes = -1
+				_, err = s.JS.CreateStream(ctx, want)
+			}
+			if err != nil {
 				errs = append(errs, fmt.Errorf("creating stream %s: %w", want.Name, err))
 			}
 			continue
@@ -421,12 +437,22 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		upd := have
 		upd.Replicas = max(have.Replicas, want.Replicas)
 		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
-		upd.MaxBytes = want.MaxBytes
+		if want.MaxBytes > 0 {
+			// Only a limit Junction sets (the quarantine's); an operator's
+			// on other streams stays.
+			upd.MaxBytes, upd.Discard = want.MaxBytes, want.Discard
+		}
 		upd.AllowDirect = upd.Replicas == 1
-		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates && upd.MaxBytes == have.MaxBytes && upd.AllowDirect == have.AllowDirect {
+		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates && upd.MaxBytes == have.MaxBytes && upd.Discard == have.Discard && upd.AllowDirect == have.AllowDirect {
 			continue
 		}
-		if _, err := s.JS.UpdateStream(ctx, upd); err != nil {
+		_, err = s.JS.UpdateStream(ctx, upd)
+		if err != nil && upd.MaxBytes != have.MaxBytes && insufficientStorage(err) {
+			s.log.Warn("stream size limit not changed: the disk cannot reserve it; free space or lower the setting", "stream", want.Name, "max_bytes", want.MaxBytes, "setting", "nats.quarantine_max_bytes")
+			upd.MaxBytes = have.MaxBytes
+			_, err = s.JS.UpdateStream(ctx, upd)
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("updating stream %s (replicas, max age and bytes, dedupe window, direct get): %w", want.Name, err))
 		}
 	}

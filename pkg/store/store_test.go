@@ -555,3 +555,57 @@ func TestReopenAppliesChangedWindows(t *testing.T) {
 		t.Errorf("ingress stream: duplicates %s, max age %s; want 10m, 48h", got.Duplicates, got.MaxAge)
 	}
 }
+
+// TestQuarantineBound: the quarantine is bounded by
+// nats.quarantine_max_bytes, also when an older version made it without a
+// bound; a size limit an operator set on another stream stays; and a bound
+// the disk cannot reserve leaves the quarantine unbounded rather than
+// stopping the engine.
+func TestQuarantineBound(t *testing.T) {
+	ctx := context.Background()
+	maxBytes := func(t *testing.T, st *store.Store, name string) int64 {
+		t.Helper()
+		s, err := st.JS.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config.MaxBytes
+	}
+	t.Run("bounded, an operator's limit kept", func(t *testing.T) {
+		dir := t.TempDir()
+		cfg := store.DefaultConfig()
+		st, err := store.Open(ctx, cfg, dir, nil, discardLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As an older version left it, and an operator's own limit.
+		for name, mb := range map[string]int64{store.StreamQuarantine: -1, store.StreamIngress: 64 << 20} {
+			s, err := st.JS.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := s.CachedInfo().Config
+			c.MaxBytes = mb
+			if _, err := st.JS.UpdateStream(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st.Close()
+		cfg.QuarantineMaxBytes = 8 << 20
+		st = openEmbedded(t, cfg, dir)
+		if got := maxBytes(t, st, store.StreamQuarantine); got != 8<<20 {
+			t.Errorf("quarantine max bytes %d, want %d", got, 8<<20)
+		}
+		if got := maxBytes(t, st, store.StreamIngress); got != 64<<20 {
+			t.Errorf("ingress max bytes %d, want the operator's %d", got, 64<<20)
+		}
+	})
+	t.Run("too large to reserve", func(t *testing.T) {
+		cfg := store.DefaultConfig()
+		cfg.QuarantineMaxBytes = 1 << 55
+		st := openEmbedded(t, cfg, t.TempDir())
+		if got := maxBytes(t, st, store.StreamQuarantine); got != -1 {
+			t.Errorf("quarantine max bytes %d, want none (-1)", got)
+		}
+	})
+}

@@ -410,21 +410,28 @@ const maxDetailBytes = 4 << 10
 // deadLetterDetail is what a dead letter keeps of err beyond its safe
 // message, for the people who fix the cause: the first caller-only
 // detail in its chain (the receiver's answer, also when retries ran out
-// on it), or else the innermost error that is not a fault (a network
-// error, say). It is one line of at most maxDetailBytes, as a header
-// value must be.
+// on it, or a CEL error under the route's own wrapping), or else the
+// cause the innermost fault wraps (a network error, say), or for an
+// error with no fault at all, its text. It is one line of at most
+// maxDetailBytes, as a header value must be.
 func deadLetterDetail(err error) string {
 	var d string
+	var last *fault.Error
 	for e := err; e != nil; e = errors.Unwrap(e) {
-		f, ok := e.(*fault.Error)
-		if !ok {
-			d = e.Error() // the cause, not a fault: keep the innermost
-			break
+		if f, ok := e.(*fault.Error); ok {
+			if f.Detail != "" {
+				d = f.Detail
+				break
+			}
+			last = f
 		}
-		if f.Detail != "" {
-			d = f.Detail
-			break
-		}
+	}
+	switch {
+	case d != "":
+	case last != nil && last.Err != nil:
+		d = last.Err.Error()
+	case last == nil && err != nil:
+		d = err.Error()
 	}
 	d = strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f {

@@ -261,6 +261,8 @@ func TestDeadLetterDetail(t *testing.T) {
 		// inner fault's safe message.
 		{"the answer under retries exhausted", fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, "retries exhausted",
 			(&fault.Error{Code: fault.CodeDestRejected, Class: fault.Transient, Msg: "mllp: receiver answered AR"}).WithDetail("PID-3 patient unknown")), "PID-3 patient unknown"},
+		{"a CEL error under the route's wrapping", fmt.Errorf("route adt transform for ehr: %w", fmt.Errorf("step 1: %w",
+			fault.New(fault.CodeRuleEval, "evaluation failed").WithDetail("no such key: birthDate"))), "no such key: birthDate"},
 		{"the cause under retries exhausted", fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, "retries exhausted",
 			fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "fhir: request failed", fmt.Errorf("post: %w", errors.New("connection refused")))), "post: connection refused"},
 		{"a fault with nothing more", fault.New(fault.CodeInternal, "unreadable ingest batch"), ""},

@@ -572,6 +572,22 @@ func TestCLISend(t *testing.T) {
 			t.Errorf("exit %d, stderr %q", code, errOut)
 		}
 	})
+	t.Run("reject without MSA-2", func(t *testing.T) {
+		// As Junction answers a frame too large: no MSA-2 to compare.
+		srv := startAckServer(t, hl7v2.AckAA)
+		srv.reply = hl7v2.BuildRawAck(hl7v2.AckOptions{Code: hl7v2.AckAR, Text: "message larger than 4000 bytes"})
+		code, out, _ := cliRun(t, "send", "--addr", srv.addr(), one)
+		if code != 1 || out != one+" #1: AR  message larger than 4000 bytes\n" {
+			t.Errorf("exit %d, stdout %q", code, out)
+		}
+	})
+	t.Run("silence not positive", func(t *testing.T) {
+		srv := startAckServer(t, hl7v2.AckAA)
+		code, _, errOut := cliRun(t, "send", "--addr", srv.addr(), "--silence", "0s", one)
+		if code != 1 || !strings.Contains(errOut, "--timeout and --silence must be positive") || len(srv.received()) != 0 {
+			t.Errorf("exit %d, stderr %q, received %d", code, errOut, len(srv.received()))
+		}
+	})
 	t.Run("missing file", func(t *testing.T) {
 		srv := startAckServer(t, hl7v2.AckAA)
 		code, _, errOut := cliRun(t, "send", "--addr", srv.addr(), filepath.Join(dir, "none.hl7"))

@@ -33,6 +33,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.Usage()
 		return errUsage
 	}
+	if *timeout <= 0 || *silenceWait <= 0 {
+		return errors.New("--timeout and --silence must be positive")
+	}
 	if *fhirURL != "" {
 		tok := ""
 		if *token != "" {
@@ -131,7 +134,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				}
 				continue
 			}
-			if ctrl != "" && ackCtrl != ctrl {
+			if ctrl != "" && ackCtrl != "" && ackCtrl != ctrl {
 				// An answer to another message (a late or repeated one):
 				// this message's is still to come, or lost.
 				failed++

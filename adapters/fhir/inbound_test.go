@@ -300,7 +300,7 @@ func TestInboundRejects(t *testing.T) {
 				t.Errorf("acks{%d} = %v", tt.wantStatus, got)
 			}
 			// A body rejected for what it holds is kept for ops (its first
-			// 512 KiB); one rejected before it was read, or empty, is not.
+			// 64 KiB); one rejected before it was read, or empty, is not.
 			q := f.host.quarantine()
 			if tt.wantStatus == 400 && tt.wantReason != fault.CodeFHIREmpty && tt.name != "long idempotency key" {
 				want := tt.body[:min(len(tt.body), adapter.MaxQuarantineBytes)]

@@ -158,8 +158,9 @@ const idleFor = time.Second
 
 // waitIdle scrapes url until the messages accepted for routing and those
 // delivered to dest have not moved for quiet and nothing waits for dest
-// (a destination retrying with a long backoff moves no counter), and
-// returns that scrape. An engine still working through earlier messages
+// (a destination retrying with a long backoff moves no counter; the
+// engine samples that depth every 5 s, so a backlog younger than that is
+// caught by the counters moving), and returns that scrape. An engine still working through earlier messages
 // would otherwise have them counted in this run's full-route rate.
 func waitIdle(ctx context.Context, url, dest string, limit, quiet time.Duration, stdout io.Writer) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)

@@ -22,7 +22,9 @@ const QuarantineTimeout = 2 * time.Second
 // is logged, not returned: the sender has its answer either way. Neither
 // the log nor the count holds any of raw.
 func Quarantine(ctx context.Context, host Host, log *slog.Logger, m *telemetry.Metrics, input string, raw []byte, reason string) {
-	ctx, cancel := context.WithTimeout(ctx, QuarantineTimeout)
+	// Not cut short by the request or connection ending: the sender has
+	// been answered, the input should still be kept.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), QuarantineTimeout)
 	defer cancel()
 	kept := raw[:min(len(raw), MaxQuarantineBytes)]
 	if err := host.Quarantine(ctx, input, kept, reason); err != nil {
@@ -30,5 +32,5 @@ func Quarantine(ctx context.Context, host Host, log *slog.Logger, m *telemetry.M
 		return
 	}
 	m.Quarantined.WithLabelValues(input).Inc()
-	log.Warn("input quarantined", "adapter", input, "reason", reason, "bytes", len(raw), "kept", len(kept))
+	log.Info("input quarantined", "adapter", input, "reason", reason, "bytes", len(raw), "kept", len(kept))
 }

@@ -139,10 +139,11 @@ func (e *Engine) admin(name string, h http.HandlerFunc) http.Handler {
 			return
 		}
 		if changesState(name) && !e.Ready() {
-			// While draining, routing and the audit writer are closing:
-			// a replay now could send without recording it.
+			// While draining, routing and the audit writer are closing
+			// (a replay now could send without recording it); with the
+			// store away, nothing could be recorded either.
 			rw.Header().Set("Retry-After", "5")
-			writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": "the engine is shutting down; try again when it is back"})
+			writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": "the engine is not ready (shutting down, or its store is unavailable); try again later"})
 			return
 		}
 		h(rw, r)

@@ -412,8 +412,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 			// Before the audit writer closes: admin requests record
 			// their access through it.
 			if err := e.httpSrv.Shutdown(ctx); err != nil {
-				// Out of time: close what is still open, so no request
-				// outlives the audit writer closed next.
+				// Out of time: close the connections still open. Close
+				// does not wait for their handlers; those that change
+				// state were refused since the drain began.
 				_ = e.httpSrv.Close()
 				errs = append(errs, fmt.Errorf("http: %w", err))
 			}

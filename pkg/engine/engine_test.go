@@ -497,3 +497,39 @@ func TestReusedControlIDNotLost(t *testing.T) {
 		})
 	}
 }
+
+// TestQuarantineGaugeFollowsStream: the quarantine gauge says what the
+// quarantine holds, so it falls when entries go (here, purged as age or
+// the size bound would drop them).
+func TestQuarantineGaugeFollowsStream(t *testing.T) {
+	e, _ := startEngine(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Send(ctx, []byte("not HL7"))
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gauge := func() float64 { return testutil.ToFloat64(e.Metrics().QuarantineSize) }
+	if v := gauge(); v != 1 {
+		t.Fatalf("quarantine gauge after one entry = %v, want 1", v)
+	}
+	s, err := e.Store().JS.Stream(ctx, store.StreamQuarantine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for gauge() != 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("quarantine gauge still %v after the stream was emptied", gauge())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

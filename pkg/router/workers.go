@@ -461,17 +461,20 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 }
 
 // watchQueues samples each destination's backlog for the depth and age
-// gauges.
+// gauges, and the quarantine's size, at start and every five seconds.
 func (r *Router) watchQueues(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	n := r.o.Store.Partitions()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
+		r.sampleQuarantine(ctx)
 		ost, err := r.js.Stream(ctx, store.StreamOutbound)
 		if err != nil {
 			continue
@@ -511,6 +514,17 @@ func (r *Router) watchQueues(ctx context.Context) {
 			r.o.Metrics.QueueAge.WithLabelValues(name).Set(age)
 		}
 	}
+}
+
+// sampleQuarantine sets the quarantine gauge to the messages the
+// quarantine stream holds, so it counts entries kept from before a
+// restart and falls when entries age out or the size bound drops them.
+func (r *Router) sampleQuarantine(ctx context.Context) {
+	s, err := r.js.Stream(ctx, store.StreamQuarantine)
+	if err != nil {
+		return
+	}
+	r.o.Metrics.QuarantineSize.Set(float64(s.CachedInfo().State.Msgs))
 }
 
 // batchQueue estimates the deliveries waiting in destination name's

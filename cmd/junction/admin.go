@@ -86,8 +86,8 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&ids, "id", "", "message ids, comma-separated (dead letters, or stored messages to route again)")
 	route := fs.String("route", "", "replay dead letters of this route")
 	dest := fs.String("destination", "", "replay dead letters of this destination")
-	since := fs.String("since", "", "only dead letters at or after this RFC 3339 time")
-	until := fs.String("until", "", "only dead letters at or before this RFC 3339 time")
+	since := fs.String("since", "", "only dead letters at or after this time: RFC 3339, or a duration before now such as 2h")
+	until := fs.String("until", "", "only dead letters at or before this time: RFC 3339, or a duration before now such as 30m")
 	fs.StringVar(&to, "to", "", "limit to these destinations, comma-separated (default: all)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -100,10 +100,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		req.Destinations = strings.Split(to, ",")
 	}
 	var err error
-	if req.Filter.Since, err = parseTime(*since); err != nil {
+	now := time.Now()
+	if req.Filter.Since, err = parseTime(*since, now); err != nil {
 		return err
 	}
-	if req.Filter.Until, err = parseTime(*until); err != nil {
+	if req.Filter.Until, err = parseTime(*until, now); err != nil {
 		return err
 	}
 	c, err := newAPI(*api, *tok)
@@ -145,15 +146,19 @@ func deadLetterWhere(d router.DeadLetter) string {
 	return strings.Join(parts, " ")
 }
 
-func parseTime(s string) (time.Time, error) {
+// parseTime reads a replay window's end: an RFC 3339 time, or a
+// duration such as 90m meaning that long before now.
+func parseTime(s string, now time.Time) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	t, err := time.Parse(time.RFC3339, s)
-	if err != nil {
-		return t, fmt.Errorf("time %q: use RFC 3339, such as 2026-11-23T09:00:00Z", s)
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
 	}
-	return t, nil
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("time %q: use RFC 3339, such as 2026-11-23T09:00:00Z, or a duration before now, such as 2h", s)
 }
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -890,3 +890,34 @@ func TestMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestParseTime: replay's window ends take RFC 3339 or a duration before
+// now, and nothing else.
+func TestParseTime(t *testing.T) {
+	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		in      string
+		want    time.Time
+		wantErr bool
+	}{
+		{in: "", want: time.Time{}},
+		{in: "2026-12-03T09:30:00Z", want: time.Date(2026, 12, 3, 9, 30, 0, 0, time.UTC)},
+		{in: "2h", want: now.Add(-2 * time.Hour)},
+		{in: "90m", want: now.Add(-90 * time.Minute)},
+		{in: "0s", want: now},
+		{in: "-2h", wantErr: true},
+		{in: "yesterday", wantErr: true},
+		{in: "2026-12-03", wantErr: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := parseTime(tc.in, now)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("parseTime(%q) error %v, want error %v", tc.in, err, tc.wantErr)
+			}
+			if !tc.wantErr && !got.Equal(tc.want) {
+				t.Errorf("parseTime(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -419,7 +419,7 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		span.RecordError(err)
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		jfhir.WriteOutcome(w, http.StatusServiceUnavailable,
-			jfhir.Outcome("error", "transient", "message not stored: the store is unavailable; resend later"))
+			jfhir.Outcome("error", "transient", "message may not have been stored: the store did not confirm it; resend it (a resend with the same Bundle.identifier or Idempotency-Key is recognised)"))
 		return http.StatusServiceUnavailable
 	}
 	id := res.ID

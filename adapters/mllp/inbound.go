@@ -58,7 +58,7 @@ const (
 const ackNotSent = "none"
 
 // notStoredText is the ACK text when the store fails.
-const notStoredText = "message not stored, resend later"
+const notStoredText = "message may not have been stored; resend it (a resend is recognised)"
 
 // TLSConfig configures inbound TLS. Values are secret references:
 // "file:PATH", or "env:NAME" naming a variable that holds the PEM.

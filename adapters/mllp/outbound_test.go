@@ -63,11 +63,18 @@ func (r *receiver) stats() ([]string, int) {
 	return append([]string(nil), r.seen...), len(r.conns)
 }
 
+// ackWith answers code with text in MSA-3 and, when text is given, an
+// ERR segment with code 102 (a data type error: the message is wrong).
 func ackWith(code hl7v2.AckCode, text string) func(context.Context, *hl7v2.Message) []byte {
+	return ackCoded(code, hl7v2.ErrCodeDataType, text)
+}
+
+// ackCoded answers code with text and an ERR segment with errCode.
+func ackCoded(code hl7v2.AckCode, errCode, text string) func(context.Context, *hl7v2.Message) []byte {
 	return func(_ context.Context, m *hl7v2.Message) []byte {
 		var errs []hl7v2.AckError
 		if text != "" {
-			errs = []hl7v2.AckError{{Code: "207", Text: text}}
+			errs = []hl7v2.AckError{{Code: errCode, Text: text}}
 		}
 		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: code, Text: text, Errors: errs, App: "RIS"})
 	}
@@ -105,6 +112,10 @@ func TestOutboundAckCodes(t *testing.T) {
 		{name: "CA", answer: ackWith(hl7v2.AckCA, ""), wantStatus: "CA"},
 		{name: "AE permanent", answer: ackWith(hl7v2.AckAE, "PID-7 invalid date"), wantCode: fault.CodeDestRejected, wantDetail: "PID-7 invalid date"},
 		{name: "CE permanent", answer: ackWith(hl7v2.AckCE, "bad"), wantCode: fault.CodeDestRejected, wantDetail: "bad"},
+		// A receiver that could not store the message (as Junction's own
+		// listener answers when its store is down) says so with 207.
+		{name: "CE 207 transient", answer: ackCoded(hl7v2.AckCE, hl7v2.ErrCodeInternal, "message not stored"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "message not stored"},
+		{name: "AE 206 transient", answer: ackCoded(hl7v2.AckAE, hl7v2.ErrCodeRecordLocked, "record locked"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "record locked"},
 		{name: "AR transient", answer: ackWith(hl7v2.AckAR, "database down"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "database down"},
 		{name: "CR transient", answer: ackWith(hl7v2.AckCR, "busy"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "busy"},
 		{name: "wrong MSA-2", answer: func(_ context.Context, m *hl7v2.Message) []byte {

@@ -352,3 +352,39 @@ func ErrorFromFault(err error) AckError {
 	}
 	return e
 }
+
+// AckErrorCodes returns the HL7 table 0357 code of each ERR segment of an
+// acknowledgement, in order: ERR-3.1 (version 2.5 and later) or, when that
+// is empty, ERR-1.4.1 (the older ELD form). Segments naming no code are
+// skipped. It returns nil if raw does not parse.
+func AckErrorCodes(raw []byte) []string {
+	m, err := Parse(raw)
+	if err != nil {
+		return nil
+	}
+	var codes []string
+	for _, e := range m.SegmentsNamed("ERR") {
+		c := e.Component(3, 1, 1, 1)
+		if c == "" {
+			c = e.Component(1, 1, 4, 1)
+		}
+		if c != "" {
+			codes = append(codes, c)
+		}
+	}
+	return codes
+}
+
+// RetryLater reports whether an error acknowledgement's ERR codes all say
+// the receiver could not take the message for now, not that the message
+// is wrong: 206 (application record locked) or 207 (application internal
+// error, which is what a receiver whose store is down answers). It is
+// false when there are no codes.
+func RetryLater(codes []string) bool {
+	for _, c := range codes {
+		if c != ErrCodeRecordLocked && c != ErrCodeInternal {
+			return false
+		}
+	}
+	return len(codes) > 0
+}

@@ -260,6 +260,33 @@ func TestParseAck(t *testing.T) {
 	}
 }
 
+func TestAckErrorCodes(t *testing.T) {
+	tests := []struct {
+		name  string
+		raw   string
+		codes []string
+		later bool
+	}{
+		{"store down", "MSH|^~\\&|A|B|C|D|1||ACK|9|P|2.5\rMSA|CE|C1\rERR|||207^message not stored^HL70357|E\r", []string{"207"}, true},
+		{"record locked, old style", "MSH|^~\\&|A|B|C|D|1||ACK|9|P|2.4\rMSA|AE|C2\rERR|PID^1^3^206&locked&HL70357\r", []string{"206"}, true},
+		{"content error", "MSH|^~\\&|A|B|C|D|1||ACK|9|P|2.5\rMSA|AE|C3\rERR||PID^1^3|101^missing^HL70357|E\r", []string{"101"}, false},
+		{"mixed", "MSH|^~\\&|A|B|C|D|1||ACK|9|P|2.5\rMSA|AE|C4\rERR|||207|E\rERR|||103|E\r", []string{"207", "103"}, false},
+		{"no ERR", "MSH|^~\\&|A|B|C|D|1||ACK|9|P|2.5\rMSA|AE|C5|bad\r", nil, false},
+		{"not HL7", "HTTP/1.1 200 OK\r\n", nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			codes := AckErrorCodes([]byte(tt.raw))
+			if diff := cmp.Diff(tt.codes, codes); diff != "" {
+				t.Errorf("AckErrorCodes (-want +got):\n%s", diff)
+			}
+			if got := RetryLater(codes); got != tt.later {
+				t.Errorf("RetryLater = %v, want %v", got, tt.later)
+			}
+		})
+	}
+}
+
 func TestAckCode(t *testing.T) {
 	tests := []struct {
 		code                               AckCode

@@ -29,6 +29,9 @@ const (
 	// ErrCodeUnsupportedVersion is HL7 table 0357 code 203, unsupported
 	// version id.
 	ErrCodeUnsupportedVersion = "203"
+	// ErrCodeRecordLocked is HL7 table 0357 code 206, application record
+	// locked.
+	ErrCodeRecordLocked = "206"
 	// ErrCodeInternal is HL7 table 0357 code 207, application internal
 	// error.
 	ErrCodeInternal = "207"

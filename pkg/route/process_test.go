@@ -217,9 +217,21 @@ func TestProcess(t *testing.T) {
 			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
 			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
 				Records: []recSummary{matched, consentOK("fhir-store"), transformed("fhir-store")}},
-			bundle: `{"resourceType":"Bundle","type":"message","entry":[` +
+			// Without its MessageHeader the bundle is no longer a message
+			// (bdl-12): it becomes a collection.
+			bundle: `{"resourceType":"Bundle","type":"collection","entry":[` +
 				`{"resource":{"resourceType":"Patient","id":"p1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + validNHS + `"}]}},` +
 				`{"resource":{"resourceType":"Encounter","id":"e1","status":"in-progress"}}]}`,
+		},
+		{
+			name:  "keep holding the MessageHeader first leaves a message",
+			route: routeHead + permit + "transform:\n  - keep: resource.resourceType != \"Encounter\"\n" + "destinations:\n  - name: fhir-store\n",
+			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
+			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
+				Records: []recSummary{matched, consentOK("fhir-store"), transformed("fhir-store")}},
+			bundle: `{"resourceType":"Bundle","type":"message","entry":[` +
+				`{"resource":{"resourceType":"MessageHeader","id":"h1"}},` +
+				`{"resource":{"resourceType":"Patient","id":"p1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + validNHS + `"}]}}]}`,
 		},
 		{
 			name:  "keep removing every entry leaves no empty array",
@@ -227,7 +239,7 @@ func TestProcess(t *testing.T) {
 			in:    func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
 			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
 				Records: []recSummary{matched, consentOK("fhir-store"), transformed("fhir-store")}},
-			bundle: `{"resourceType":"Bundle","type":"message"}`,
+			bundle: `{"resourceType":"Bundle","type":"collection"}`,
 		},
 		{
 			name: "replace builds a new bundle",

@@ -694,7 +694,20 @@ func resourceRecords(rec func(ev audit.Event, dest, outcome, reason, rule string
 	return out
 }
 
-// transform applies the steps to a copy of bundle.
+// startsWithHeader reports whether the first of entries holds a
+// MessageHeader.
+func startsWithHeader(entries []any) bool {
+	if len(entries) == 0 {
+		return false
+	}
+	em, _ := entries[0].(map[string]any)
+	res, _ := em["resource"].(map[string]any)
+	return res != nil && res["resourceType"] == "MessageHeader"
+}
+
+// transform applies the steps to a copy of bundle. A keep step that
+// drops a message Bundle's MessageHeader makes it a collection, so what
+// is delivered is still a valid Bundle.
 func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[string]any) (map[string]any, error) {
 	cur := bundle
 	for i, s := range r.steps {
@@ -726,6 +739,11 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 				next["entry"] = kept
 			} else {
 				delete(next, "entry")
+			}
+			// A message Bundle starts with its MessageHeader (bdl-12);
+			// one whose header was not kept is a collection.
+			if next["type"] == "message" && !startsWithHeader(kept) {
+				next["type"] = "collection"
 			}
 			cur = next
 		case s.replace != nil:

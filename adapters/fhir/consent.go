@@ -3,6 +3,7 @@ package fhir
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -52,7 +53,7 @@ type ConsentGuard interface {
 
 // storeConsent answers POST /fhir/Consent with the consent engine on:
 // 201 with the stored Consent when its id is new for the patient, 200 when
-// it replaced one, 422 with an OperationOutcome when it is outside the
+// it replaced one, 400 when the body is not a JSON object, 422 with an OperationOutcome when it is outside the
 // profile, 503 when the store is unavailable. Nothing is routed. The
 // 201/200 distinction is read before the write, so two concurrent first
 // posts of one id may both see 201; the store keeps one.
@@ -69,6 +70,11 @@ func (in *Inbound) storeConsent(ctx context.Context, w http.ResponseWriter, body
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalidJSON, detail: "body is not valid UTF-8"})
 	case countContainers(doc) > in.maxContainers():
 		return in.reject(w, tooCostly(fmt.Sprintf("JSON holds more than %d objects and arrays", in.maxContainers())))
+	case !json.Valid(doc):
+		var v any
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalidJSON, detail: jsonError(json.Unmarshal(doc, &v))})
+	case bytes.TrimSpace(doc)[0] != '{':
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, issue: "structure", detail: "body is not a JSON object"})
 	}
 	pol, issues := consent.ParsePolicy(doc)
 	if len(issues) == 0 && pol.ID == "" {

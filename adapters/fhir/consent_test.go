@@ -81,6 +81,8 @@ func TestPostConsent(t *testing.T) {
 		{"another id adds", []string{string(consentBody("c1", "active")), string(consentBody("c2", "active"))}, nil, http.StatusCreated, "", []string{"c1", "c2"}},
 		{"outside the profile is refused", []string{outside}, nil, http.StatusUnprocessableEntity, "Consent.modifierExtension", nil},
 		{"without an id is refused", []string{strings.Replace(string(consentBody("c1", "active")), `"id":"c1",`, "", 1)}, nil, http.StatusUnprocessableEntity, "Consent.id", nil},
+		{"malformed JSON is a bad request", []string{`{"resourceType":"Consent",`}, nil, http.StatusBadRequest, "invalid JSON at offset", nil},
+		{"an array is a bad request", []string{`[1]`}, nil, http.StatusBadRequest, "not a JSON object", nil},
 		{"store down answers 503", []string{string(consentBody("c1", "active"))}, errors.New("bucket unavailable"), http.StatusServiceUnavailable, "", nil},
 	}
 	for _, tt := range tests {

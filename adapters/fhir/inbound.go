@@ -117,6 +117,8 @@ type Inbound struct {
 	guard ConsentGuard
 
 	capability []byte
+	// auditEventSearch says the engine serves GET [base]/AuditEvent.
+	auditEventSearch bool
 
 	mu       sync.Mutex
 	closed   bool
@@ -178,6 +180,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		return nil, fmt.Errorf("fhir: marshal capability statement: %w", err)
 	}
 	in.capability = b
+	in.auditEventSearch = set.AuditEventSearch
 	return in, nil
 }
 
@@ -238,7 +241,7 @@ func (in *Inbound) Routes() map[string]http.Handler {
 		RouteMetadata:  http.HandlerFunc(in.metadata),
 		routeOtherBase: http.HandlerFunc(notAllowed),
 		routeOtherType: http.HandlerFunc(notAllowed),
-		routeOther:     http.HandlerFunc(notSupported),
+		routeOther:     http.HandlerFunc(in.notSupported),
 	}
 }
 
@@ -255,9 +258,12 @@ func notAllowed(w http.ResponseWriter, r *http.Request) {
 }
 
 // notSupported answers any other path under [base].
-func notSupported(w http.ResponseWriter, _ *http.Request) {
-	jfhir.WriteOutcome(w, http.StatusNotFound, jfhir.Outcome("error", "not-supported",
-		"no such endpoint: Junction accepts POST [base], POST [base]/[type] and GET [base]/metadata"))
+func (in *Inbound) notSupported(w http.ResponseWriter, _ *http.Request) {
+	served := "POST [base], POST [base]/[type] and GET [base]/metadata"
+	if in.auditEventSearch {
+		served = "POST [base], POST [base]/[type], GET [base]/metadata and GET [base]/AuditEvent?patient=..."
+	}
+	jfhir.WriteOutcome(w, http.StatusNotFound, jfhir.Outcome("error", "not-supported", "no such endpoint: Junction accepts "+served))
 }
 
 func (in *Inbound) metadata(w http.ResponseWriter, _ *http.Request) {
@@ -281,6 +287,12 @@ func (in *Inbound) enter() bool {
 
 // post handles POST /fhir (pathType "") and POST /fhir/{type}.
 func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string) {
+	if pathType == "metadata" {
+		// POST [base]/metadata is the capability endpoint used wrongly,
+		// not a resource type.
+		notAllowed(w, r)
+		return
+	}
 	start := time.Now()
 	var record func(context.Context, string) error
 	if pathType == "Consent" && in.consents != nil && in.guard != nil {

@@ -258,7 +258,7 @@ func TestInboundRejects(t *testing.T) {
 		{"type mismatch", "/fhir/Patient", "application/fhir+json", readTestdata(t, "observation.json"), 400, "invalid", fault.CodeFHIRInvalid, "does not match"},
 		{"single resource at base", "/fhir", "application/fhir+json", patient, 400, "invalid", fault.CodeFHIRInvalid, "takes a Bundle"},
 		{"type not accepted", "/fhir/Medication", "application/fhir+json", []byte(`{"resourceType":"Medication"}`), 400, "not-supported", fault.CodeFHIRInvalid, "not accepted"},
-		{"path type not a type", "/fhir/metadata", "application/fhir+json", patient, 400, "not-supported", fault.CodeFHIRInvalid, "not accepted"},
+		{"path type not a type", "/fhir/notatype", "application/fhir+json", patient, 400, "not-supported", fault.CodeFHIRInvalid, "not accepted"},
 		{"searchset bundle", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"searchset"}`), 400, "not-supported", fault.CodeFHIRInvalid, "Bundle.type"},
 		{"unknown bundle type", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"pile"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Bundle"},
 		{"bad gender code", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","gender":"mail"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient"},
@@ -732,6 +732,7 @@ func TestOtherRequestsGetOperationOutcome(t *testing.T) {
 		{http.MethodGet, "/fhir/Patient", http.StatusMethodNotAllowed, "POST"},
 		{http.MethodPut, "/fhir/Patient", http.StatusMethodNotAllowed, "POST"},
 		{http.MethodDelete, "/fhir/metadata", http.StatusMethodNotAllowed, "GET"},
+		{http.MethodPost, "/fhir/metadata", http.StatusMethodNotAllowed, "GET"},
 		{http.MethodGet, "/fhir/Patient/9990000018", http.StatusNotFound, ""},
 		{http.MethodPost, "/fhir/Patient/_search", http.StatusNotFound, ""},
 	} {

@@ -432,3 +432,22 @@ func Within(entries []Entry, from, to time.Time) []Entry {
 	}
 	return out
 }
+
+// Discloses reports whether a message's trail recs holds an entry of the
+// patient's (keyed hash patient) disclosure report for destination: what
+// a withholding can take out of the report.
+func Discloses(recs []audit.Record, patient, destination string) bool {
+	b := NewBuilder(patient, Directory{})
+	for _, r := range recs {
+		b.Mark(r)
+	}
+	for _, r := range recs {
+		b.Add(r)
+	}
+	for _, k := range b.kept {
+		if k.r.Destination == destination {
+			return true
+		}
+	}
+	return false
+}

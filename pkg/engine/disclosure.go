@@ -15,6 +15,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/disclosure"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/router"
 )
 
 // maxWithholdBody bounds a withholding request.
@@ -132,6 +133,18 @@ func (e *Engine) handleWithhold(w http.ResponseWriter, r *http.Request) {
 	wh := disclosure.Withholding{MessageID: req.MessageID, Destination: req.Destination, Exemption: req.Exemption, Reason: req.Reason, Time: time.Now().UTC()}
 	if err := wh.Validate(); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	// Only what the patient's report shows can be withheld from it; the
+	// answer is the same whether the message is unknown or another
+	// patient's, so it tells nothing about other patients.
+	trail, err := router.Trail(r.Context(), e.store.JS, wh.MessageID)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	if !disclosure.Discloses(trail, patient, wh.Destination) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "nothing to withhold: this patient's disclosure report has no entry for that message and destination"})
 		return
 	}
 	st, err := disclosure.OpenStore(r.Context(), e.store.JS, e.plan.Config.NATS.Replicas)

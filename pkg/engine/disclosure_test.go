@@ -220,6 +220,26 @@ func testDisclosureReport(t *testing.T, pipe string) {
 		}
 	})
 
+	t.Run("withhold what the report does not show", func(t *testing.T) {
+		for _, tc := range []struct{ name, message, destination string }{
+			{"unknown message", "01UNKNOWNMESSAGE0000000000", "gp"},
+			{"another patient's message", other.Entries[0].MessageID, other.Entries[0].Recipient.Name},
+			{"a destination the message did not go to", msgID, "no-such-destination"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				body, _ := json.Marshal(map[string]string{"message_id": tc.message, "destination": tc.destination, "exemption": "DPA 2018 Sch 3 Part 2 para 5 (serious harm)", "reason": "test"})
+				resp, err := http.Post(base+"/api/patients/"+reportedPatient+"/disclosures/withhold", "application/json", bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNotFound {
+					t.Errorf("withhold: %d, want 404", resp.StatusCode)
+				}
+			})
+		}
+	})
+
 	t.Run("withhold", func(t *testing.T) {
 		body, _ := json.Marshal(map[string]string{"message_id": msgID, "destination": "gp", "exemption": "DPA 2018 Sch 3 Part 2 para 5 (serious harm)", "reason": "decided by the responsible clinician"})
 		resp, err := http.Post(base+"/api/patients/"+reportedPatient+"/disclosures/withhold", "application/json", bytes.NewReader(body))

@@ -494,6 +494,23 @@ func TestReusedControlIDNotLost(t *testing.T) {
 			})
 			time.Sleep(300 * time.Millisecond)
 			waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 2)
+			// The second message's trail says why it was not taken for a
+			// resend.
+			var reused []string
+			waitFor(t, "reuse on the trail", func() bool {
+				reused = reused[:0]
+				for id, recs := range trails(t, e) {
+					for _, r := range recs {
+						if r.Event == audit.Duplicate && r.Outcome == "control-id-reused" && r.MessageID == id {
+							reused = append(reused, id)
+						}
+					}
+				}
+				return len(reused) > 0
+			})
+			if len(reused) != 1 {
+				t.Errorf("%d trails note a reused control id, want 1", len(reused))
+			}
 		})
 	}
 }

@@ -55,10 +55,12 @@ const restDocumentation = `Junction is an integration engine, not a FHIR reposit
 	`not a transaction-response or batch-response Bundle, and no message response is returned ` +
 	`(transaction and batch semantics are not applied at this endpoint). ` +
 	`A resend is recognised by Bundle.identifier (system and value) or, failing that, by the ` +
-	`Idempotency-Key header, is answered 202 and is not routed again. Its X-Junction-Message-Id ` +
+	`Idempotency-Key header, with the same body: it is answered 202 and is not routed again. ` +
+	`A different body under an identifier already used is not a resend: it is routed as a message ` +
+	`of its own, and its audit trail says the identifier was reused. A recognised resend's X-Junction-Message-Id ` +
 	`is the original message's id when the resend is recognised before the reply; otherwise it is ` +
 	`an id of the resend's own, whose audit trail names the message it repeats. ` +
-	`A 503 reply means the message was not stored and should be resent later. ` +
+	`A 503 reply means the message may not have been stored; resending it is safe. ` +
 	`Resources cannot be read, updated or deleted here, nor searched except as said below.`
 
 // CapabilityStatement returns the statement for Junction's FHIR ingress

@@ -473,6 +473,9 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 				env.DedupeKey = key + "|" + audit.Hash(env.Raw)[:16]
 				key = env.DedupeKey
 				r.o.Metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
+				if err := note(env.ID, reuseDedupe(env.ID), reusedRecord(env, id, now)); err != nil {
+					return err
+				}
 				id, same, found = a.idx.lookup(key, content)
 			}
 			if found && id != env.ID && same {

@@ -255,6 +255,19 @@ func resendDedupe(id string) string { return "resend|" + id }
 // been answered with env's id (a FHIR client is, before the resend is
 // recognised), so that id leads to the message it repeats and to what
 // was received.
+// reusedRecord is the trail record of a message that came under the
+// dedupe id of an earlier, different message origID: it is not a resend,
+// so it is routed as a message of its own. The id itself (a control id or
+// Bundle.identifier) is not repeated.
+func reusedRecord(env *envelope.Envelope, origID string, now time.Time) audit.Record {
+	return audit.Record{Time: now, MessageID: env.ID, Event: audit.Duplicate, Source: env.Source, Outcome: "control-id-reused",
+		Reason: "not a resend: message " + origID + " came with the same dedupe id and different content; routed as a message of its own",
+		Hash:   audit.Hash(env.Raw)}
+}
+
+// reuseDedupe is the audit dedupe id of message id's reusedRecord.
+func reuseDedupe(id string) string { return "reuse|" + id }
+
 func resendRecord(env *envelope.Envelope, origID string, logSeq uint64, now time.Time) audit.Record {
 	return audit.Record{Time: now, MessageID: env.ID, Event: audit.Duplicate, Source: env.Source, Outcome: "duplicate",
 		Reason: "resend of message " + origID + "; stored, not routed again", Hash: audit.Hash(env.Raw),
@@ -363,6 +376,9 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 			s.r.o.Metrics.DataQuality.WithLabelValues(p.env.Source, "control_id_reused").Inc()
 			s.r.o.Metrics.Accepted.WithLabelValues(p.env.Source).Inc()
+			if err := s.audit.Write(ctx, p.env.ID, reuseDedupe(p.env.ID), reusedRecord(p.env, origID, time.Now().UTC())); err != nil {
+				return err
+			}
 			continue
 		}
 		s.onDup(p.env.Source)

@@ -112,6 +112,10 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 					i.metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
 					i.metrics.Accepted.WithLabelValues(env.Source).Inc()
 				}
+				if err := i.audit.Write(ctx, env.ID, reuseDedupe(env.ID), reusedRecord(env, res.ID, time.Now().UTC())); err != nil {
+					// The message is stored; the sender still gets its answer.
+					i.log.Warn("audit write failed", "message_id", env.ID, "err", err)
+				}
 				return adapter.IngestResult{ID: env.ID}, nil
 			}
 		}

@@ -113,8 +113,8 @@ func (c *InboundConfig) Validate() []error {
 	var errs []error
 	if c.Listen == "" {
 		errs = append(errs, errors.New("listen: required"))
-	} else if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		errs = append(errs, errors.New("listen: must be host:port"))
+	} else if err := adapter.CheckHostPort(c.Listen, true); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %w", err))
 	}
 	if c.MaxMessageBytes <= 0 {
 		errs = append(errs, errors.New("max_message_bytes: must be positive"))

@@ -430,6 +430,8 @@ func TestInboundConfigValidate(t *testing.T) {
 			"tls.cert: must be a secret reference (file:PATH or env:NAME holding PEM)",
 			"tls.client_ca: must be a secret reference (file:PATH or env:NAME holding PEM)",
 		}},
+		{"listen port out of range", func() InboundConfig { c := DefaultInboundConfig(); c.Listen = "127.0.0.1:99999"; return c }(),
+			[]string{`listen: port "99999" must be a number from 0 to 65535`}},
 		{"unknown accept_ack", func() InboundConfig { c := DefaultInboundConfig(); c.AcceptAck = "never"; return c }(),
 			[]string{`accept_ack: must be "always" or "msh15"`}},
 	}

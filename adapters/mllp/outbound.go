@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
@@ -67,8 +66,8 @@ func (c *OutboundConfig) Validate() []error {
 	var errs []error
 	if c.Address == "" {
 		errs = append(errs, errors.New("address: required"))
-	} else if host, port, err := net.SplitHostPort(c.Address); err != nil || host == "" || port == "" {
-		errs = append(errs, errors.New("address: must be host:port"))
+	} else if err := adapter.CheckHostPort(c.Address, false); err != nil {
+		errs = append(errs, fmt.Errorf("address: %w", err))
 	}
 	if c.AckTimeout <= 0 {
 		errs = append(errs, errors.New("ack_timeout: must be positive"))

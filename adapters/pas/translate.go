@@ -74,6 +74,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,6 +186,17 @@ func NewTranslator(d Dialect) (*Translator, error) {
 	}
 	d.SexCodes = codes
 	return &Translator{dialect: d, loc: loc, events: adtEvents(d), sexCodes: sex, enc: &fhir.ModelEncoder{}}, nil
+}
+
+// Events implements adapter.EventLister: the ADT events with a mapping,
+// sorted.
+func (t *Translator) Events() []string {
+	out := make([]string, 0, len(t.events))
+	for ev := range t.events {
+		out = append(out, "ADT^"+ev)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Translate parses env.Raw as HL7 v2 and translates it with

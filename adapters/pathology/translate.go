@@ -139,6 +139,9 @@ func (t *Translator) Translate(env *envelope.Envelope) (*adapter.Translation, er
 	return t.TranslateMessage(env, m)
 }
 
+// Events implements adapter.EventLister: ORU^R01 alone.
+func (t *Translator) Events() []string { return []string{"ORU^R01"} }
+
 // TranslateMessage translates a parsed ORU^R01 message. The result depends
 // only on env.ID, env.Source, env.ReceivedAt and the message. A message
 // type other than ORU gives a permanent fault with code

@@ -16,6 +16,16 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var problems []string
+	for _, r := range p.Routes {
+		problems = append(problems, r.CheckTestInputs()...)
+	}
+	if len(problems) > 0 {
+		for _, l := range problems {
+			fmt.Fprintln(stderr, l)
+		}
+		return exitError{code: 1}
+	}
 	for _, r := range p.Routes {
 		fmt.Fprintf(stdout, "route %s (%s): source %s, %d destinations\n", r.Name, r.File, r.Source, len(r.Destinations))
 		for _, c := range r.Programs {

@@ -204,6 +204,12 @@ func TestCLILintErrors(t *testing.T) {
 	cliWrite(t, invalidCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\nrouter:\n  batch: 0\n", shippedRoutes(t)))
 	badTokens := filepath.Join(dir, "bad-tokens.yaml")
 	cliWrite(t, badTokens, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  tokens:\n    - {name: a, role: operator, token: env:A}\n    - name: a\n      role: wizard\n      token: plain-text\n", shippedRoutes(t)))
+	inputsDir := filepath.Join(dir, "inputs")
+	if err := os.Mkdir(inputsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	noInput := filepath.Join(inputsDir, "no-input.yaml")
+	cliWrite(t, noInput, "name: no-input\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\ntests:\n  - {name: t, input: {file: testdata/nope.hl7}, expect: {deliver: [fhir-store]}}\n")
 	tests := []struct {
 		name string
 		args []string
@@ -238,6 +244,9 @@ func TestCLILintErrors(t *testing.T) {
 			badTokens + ":6:13: http.tokens[1] (a): name: used by another token",
 			badTokens + `:6:7: http.tokens[1] (a): unknown role "wizard"; roles are operator, integration_engineer, auditor, patient_service`,
 			badTokens + ":8:14: http.tokens[1] (a): token: must be a reference (env:NAME or file:PATH), never the token itself",
+		}},
+		{"route test input missing", []string{"lint", "-c", cliConfig(t, noInput)}, []string{
+			noInput + ":11:29: tests[0].input.file: cannot read " + filepath.Join(dir, "inputs", "testdata", "nope.hl7") + ": no such file or directory",
 		}},
 		{"missing config", []string{"lint", "-c", filepath.Join(dir, "none.yaml")}, []string{
 			"reading config: open " + filepath.Join(dir, "none.yaml") + ": no such file or directory",

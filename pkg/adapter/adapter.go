@@ -265,6 +265,14 @@ type Translation struct {
 	BundleHash string
 }
 
+// EventLister is a Translator that says which message types it
+// translates, in full form such as "ADT^A01", so that a route naming one
+// it never will is refused at load rather than dead-lettering each
+// message.
+type EventLister interface {
+	Events() []string
+}
+
 // Translator turns raw inbound bytes into FHIR with no I/O.
 type Translator interface {
 	Translate(env *envelope.Envelope) (*Translation, error)

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/rules"
@@ -605,7 +606,7 @@ func (c *Config) Validate() []error {
 	if c.NATS.Listen != "" && !IsLoopback(c.NATS.Listen) {
 		errs = append(errs, fmt.Errorf("nats.listen: %s is not a loopback address; the embedded server has no authentication, so it may only listen on loopback", c.NATS.Listen))
 	}
-	if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+	if err := adapter.CheckHostPort(c.HTTP.Listen, true); err != nil {
 		errs = append(errs, fmt.Errorf("http.listen: %v", err))
 	} else if !IsLoopback(c.HTTP.Listen) && c.HTTP.AdminToken == "" && len(c.HTTP.Tokens) == 0 {
 		errs = append(errs, fmt.Errorf("http.tokens: at least one token is required when http.listen (%s) is not a loopback address, since the admin API shows patient data", c.HTTP.Listen))

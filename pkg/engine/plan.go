@@ -71,6 +71,20 @@ type Plan struct {
 // if its settings are wrong (that is reported once, against the input).
 func (p *Plan) HasSource(name string) bool { _, ok := p.Config.Inputs[name]; return ok }
 
+// SourceEvents implements route.EventCatalog: the message types the
+// input's translator says it translates.
+func (p *Plan) SourceEvents(name string) ([]string, bool) {
+	in := p.Inputs[name]
+	if in == nil {
+		return nil, false
+	}
+	el, ok := in.Translator.(adapter.EventLister)
+	if !ok {
+		return nil, false
+	}
+	return el.Events(), true
+}
+
 // HasDestination implements route.Catalog, as HasSource does.
 func (p *Plan) HasDestination(name string) bool { _, ok := p.Config.Destinations[name]; return ok }
 

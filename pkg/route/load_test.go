@@ -338,3 +338,57 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+// eventCatalog is a fakeCatalog whose pas input says what it translates.
+type eventCatalog struct{ fakeCatalog }
+
+func (eventCatalog) SourceEvents(name string) ([]string, bool) {
+	if name == "pas" {
+		return []string{"ADT^A01", "ADT^A03"}, true
+	}
+	return nil, false
+}
+
+// TestLoadUnknownEvents checks that a route naming an event its source
+// never translates is refused where the event is written, every one of
+// them, while a source that does not say takes any event.
+func TestLoadUnknownEvents(t *testing.T) {
+	tests := []struct {
+		name, source, events string
+		want                 []string
+	}{
+		{"known full and short", "pas", "[ADT^A01, A03]", nil},
+		{"typo and unknown", "pas", "[ADT^A1, A01, XYZ, ORU^R01]", []string{
+			`:4:12: source.events: input "pas" never translates "ADT^A1"; it translates ADT^A01, ADT^A03`,
+			`:4:25: source.events: input "pas" never translates "XYZ"`,
+			`:4:30: source.events: input "pas" never translates "ORU^R01"`,
+		}},
+		{"source that does not say", "fhir", "[Bundle, Patient]", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "name: r\nsource:\n  adapter: " + tt.source + "\n  events: " + tt.events + "\n" +
+				"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
+				"destinations:\n  - name: fhir-store\n"
+			path := filepath.Join(t.TempDir(), "r.yaml")
+			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path, testEnv(t), eventCatalog{testCatalog})
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Load accepted the route")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), path+w) {
+					t.Errorf("error does not hold %q:\n%v", path+w, err)
+				}
+			}
+		})
+	}
+}

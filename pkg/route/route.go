@@ -29,6 +29,30 @@ type Catalog interface {
 	HasDestination(name string) bool
 }
 
+// EventCatalog is a Catalog that knows which message types a source
+// translates, such as "ADT^A01", so that a route naming one it never will
+// is refused at load.
+type EventCatalog interface {
+	Catalog
+	// SourceEvents returns the message types source translates, and
+	// false when it does not say (any type may come).
+	SourceEvents(source string) ([]string, bool)
+}
+
+// knownEvent reports whether event, in full form ("ADT^A01") or as the
+// trigger alone ("A01"), is one of known (full forms).
+func knownEvent(known []string, event string) bool {
+	for _, k := range known {
+		if k == event {
+			return true
+		}
+		if _, trigger, ok := strings.Cut(k, "^"); ok && !strings.Contains(event, "^") && trigger == event {
+			return true
+		}
+	}
+	return false
+}
+
 // Route is a compiled route.
 type Route struct {
 	Name        string
@@ -244,6 +268,11 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 				continue
 			}
 			r.events[e.Value] = true
+			if ec, ok := cat.(EventCatalog); ok && r.Source != "" {
+				if known, ok := ec.SourceEvents(r.Source); ok && !knownEvent(known, e.Value) {
+					errs.Add(e.Pos, "source.events: input %q never translates %q; it translates %s", r.Source, e.Value, strings.Join(known, ", "))
+				}
+			}
 		}
 	}
 	compiled, total := 0, 0

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -192,6 +194,27 @@ func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelo
 	}
 	res, err := r.Process(ctx, Input{Env: e, Tr: t}, decider)
 	return res, t.Event, err
+}
+
+// CheckTestInputs returns one `file:line:col: message` line per test
+// whose input file cannot be read, for lint: serve does not need a
+// route's test files, so loading does not check them.
+func (r *Route) CheckTestInputs() []string {
+	var out []string
+	dir := filepath.Dir(r.File)
+	for i, t := range r.Tests {
+		if t.Input.File.Value == "" {
+			continue
+		}
+		if _, _, err := testInput(dir, t.Input); err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			out = append(out, fmt.Sprintf("%s: tests[%d].input.file: cannot read %s: %v", t.Input.File.Pos, i, filepath.Join(dir, t.Input.File.Value), err))
+		}
+	}
+	return out
 }
 
 func testInput(dir string, in InputSpec) ([]byte, string, error) {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,6 +166,11 @@ type Inbound struct {
 	metrics    *telemetry.Metrics
 	tracer     trace.Tracer
 	srv        *transport.Server
+	// types, when set, are the message types ("ADT^A01") the listener
+	// takes; see AcceptOnly.
+	types map[string]bool
+	// typeList is types as given, for the ERR text.
+	typeList string
 
 	mu        sync.Mutex
 	started   bool
@@ -330,6 +336,39 @@ func answers(cond string, code hl7v2.AckCode) bool {
 	return true
 }
 
+// AcceptOnly makes the listener refuse, before storing them, messages
+// whose type (MSH-9.1 and the event, from MSH-9.2 or EVN-1) is not one
+// of types, such as "ADT^A01": they are answered AR (CR in enhanced
+// mode) with ERR code 200 (unknown message type) or 201 (unknown event),
+// and counted, rather than acknowledged and then dead-lettered by every
+// route, since the adapter's translator never takes them. Call it before
+// Start.
+func (in *Inbound) AcceptOnly(types []string) {
+	in.types = make(map[string]bool, len(types))
+	for _, t := range types {
+		in.types[t] = true
+	}
+	in.typeList = strings.Join(types, ", ")
+}
+
+// unsupported returns the ERR code and text for a message the listener
+// does not take, or "" when it takes it.
+func (in *Inbound) unsupported(m *hl7v2.Message) (string, string) {
+	if in.types == nil {
+		return "", ""
+	}
+	typ := m.Segment("MSH").Component(9, 1, 1, 1)
+	if in.types[typ+"^"+m.Event()] {
+		return "", ""
+	}
+	for t := range in.types {
+		if strings.HasPrefix(t, typ+"^") {
+			return hl7v2.ErrCodeUnsupportedEvent, "unsupported event; this listener takes " + in.typeList
+		}
+	}
+	return hl7v2.ErrCodeUnsupportedMessageType, "unsupported message type; this listener takes " + in.typeList
+}
+
 // receive parses, stores and acknowledges one message. It returns the
 // acknowledgement, its code and the message's MSH-15 ("" when it did not
 // parse).
@@ -349,6 +388,12 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.quarantine(ctx, payload, f.Code)
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
+	}
+	if errCode, text := in.unsupported(m); errCode != "" {
+		code := m.RejectCode()
+		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeHL7Unsupported)).Inc()
+		in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Unsupported), "hl7_error", errCode, "code", string(code))
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: 9, Code: errCode, Severity: "E", Text: text}), code, cond
 	}
 
 	app, facility, ctrl := m.SendingApp(), m.SendingFacility(), m.ControlID()

@@ -195,6 +195,55 @@ func TestInboundStoreFailureIsNeverPositive(t *testing.T) {
 	}
 }
 
+// TestInboundAcceptOnly checks that a listener told what its translator
+// takes refuses other message types before storing them, with the HL7
+// code that says why, and keeps taking the rest.
+func TestInboundAcceptOnly(t *testing.T) {
+	tests := []struct {
+		name        string
+		payload     string
+		wantCode    hl7v2.AckCode
+		wantErrCode string
+	}{
+		{"taken", msg("OK1", ""), hl7v2.AckAA, ""},
+		{"event from EVN-1", strings.Replace(msg("OK2", ""), "ADT^A01^ADT_A01", "ADT", 1), hl7v2.AckAA, ""},
+		{"unknown event", strings.Replace(msg("EV1", ""), "ADT^A01^ADT_A01", "ADT^A99", 1), hl7v2.AckAR, "201"},
+		{"unknown type", strings.Replace(msg("TY1", ""), "ADT^A01^ADT_A01", "ORM^O01", 1), hl7v2.AckAR, "200"},
+		{"unknown type enhanced", strings.Replace(msg("TY2", "|||AL|NE"), "ADT^A01^ADT_A01", "ORM^O01", 1), hl7v2.AckCR, "200"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			f.in.AcceptOnly([]string{"ADT^A01", "ADT^A03"})
+			c := dial(t, f.addr)
+			code, _, text, reply := send(t, c, tt.payload)
+			if code != tt.wantCode {
+				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
+			}
+			stored, q := f.host.snapshot()
+			if len(q) != 0 {
+				t.Errorf("quarantined %d; a well-formed message of another type is refused, not kept", len(q))
+			}
+			rejected := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeHL7Unsupported)))
+			if tt.wantErrCode == "" {
+				if len(stored) != 1 || rejected != 0 {
+					t.Errorf("stored %d, rejected %v; want 1 and 0", len(stored), rejected)
+				}
+				return
+			}
+			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != tt.wantErrCode {
+				t.Errorf("ERR codes %v, want [%s]", codes, tt.wantErrCode)
+			}
+			if !bytes.Contains(reply, []byte(`ADT\S\A01, ADT\S\A03`)) || !strings.Contains(text, "this listener takes") {
+				t.Errorf("reply %q does not say what the listener takes", reply)
+			}
+			if len(stored) != 0 || rejected != 1 {
+				t.Errorf("stored %d, rejected %v; want 0 and 1", len(stored), rejected)
+			}
+		})
+	}
+}
+
 func TestInboundRejects(t *testing.T) {
 	tests := []struct {
 		name        string

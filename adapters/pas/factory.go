@@ -55,13 +55,18 @@ func (Factory) NewConfig() any {
 }
 
 // NewInbound builds the MLLP listener. Each stored message is partitioned
-// by PatientKey under the configured dialect.
+// by PatientKey under the configured dialect; ADT events the dialect's
+// translator has no mapping for are refused before they are stored.
 func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.Host, cfg any) (adapter.Inbound, error) {
 	c, err := configOf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	in, err := NewPatientInbound(set, host, c.InboundConfig, c.Dialect)
+	tr, err := NewTranslator(c.Dialect)
+	if err != nil {
+		return nil, fmt.Errorf("pas: %w", err)
+	}
+	in, err := NewPatientInbound(set, host, c.InboundConfig, c.Dialect, tr.Events())
 	if err != nil {
 		return nil, fmt.Errorf("pas: %w", err)
 	}
@@ -73,11 +78,21 @@ func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.
 // patient's messages keep their order. It serves the pas adapter and the
 // other HL7 v2 feeds (pathology) whose messages carry the same PID
 // segment; it keeps its own copy of d.
-func NewPatientInbound(set adapter.Settings, host adapter.Host, cfg mllp.InboundConfig, d Dialect) (*mllp.Inbound, error) {
+//
+// types, when not nil, are the message types the feed's translator takes
+// (adapter.EventLister); the listener refuses others before storing them.
+func NewPatientInbound(set adapter.Settings, host adapter.Host, cfg mllp.InboundConfig, d Dialect, types []string) (*mllp.Inbound, error) {
 	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
-	return mllp.NewInbound(set, host, cfg, func(m *hl7v2.Message) string {
+	in, err := mllp.NewInbound(set, host, cfg, func(m *hl7v2.Message) string {
 		return PatientKey(m, d)
 	})
+	if err != nil {
+		return nil, err
+	}
+	if types != nil {
+		in.AcceptOnly(types)
+	}
+	return in, nil
 }
 
 // NewTranslator builds the translator for the configured dialect.

@@ -69,13 +69,14 @@ func (Factory) NewConfig() any {
 // NewInbound builds the MLLP listener with pas.NewPatientInbound. Each
 // stored message is partitioned by pas.PatientKey under the configured
 // dialect, so a patient's results keep their order, and keep it relative
-// to the same patient's ADT when both feeds use the same dialect.
+// to the same patient's ADT when both feeds use the same dialect. Message
+// types other than ORU^R01 are refused before they are stored.
 func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.Host, cfg any) (adapter.Inbound, error) {
 	c, err := configOf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	in, err := pas.NewPatientInbound(set, host, c.InboundConfig, c.Dialect)
+	in, err := pas.NewPatientInbound(set, host, c.InboundConfig, c.Dialect, (*Translator)(nil).Events())
 	if err != nil {
 		return nil, fmt.Errorf("pathology: %w", err)
 	}

@@ -24,8 +24,9 @@ const convertHelp = `Convert HL7 v2 messages to FHIR offline (no NATS, no networ
 Each FILE ("-" for standard input) may hold one or many messages: a message
 starts at each segment beginning MSH; segments may end in CR, LF or CRLF,
 and a UTF-8 byte order mark is allowed. Each message is translated by an
-adapter's translator (by default chosen from MSH-9: ADT to pas, ORU, OML,
-ORM and OUL to pathology) and printed as one FHIR Bundle per line (JSON
+adapter's translator (by default chosen from MSH-9: ADT to pas, ORU to
+pathology; OML, ORM and OUL go to pathology too, which translates
+ORU^R01 only and refuses them) and printed as one FHIR Bundle per line (JSON
 lines) on standard output.
 
 A message that cannot be converted is reported on standard error as

@@ -60,6 +60,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, out a
 		if e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			return fmt.Errorf("%s: %s (give the token with --token env:NAME or file:PATH, or set JUNCTION_ADMIN_TOKEN)", resp.Status, e.Error)
+		}
 		return fmt.Errorf("%s: %s", resp.Status, e.Error)
 	}
 	return json.Unmarshal(data, out)
@@ -91,6 +94,10 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&to, "to", "", "limit to these destinations, comma-separated (default: all)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if ids == "" && *route == "" && *dest == "" && *since == "" && *until == "" {
+		fmt.Fprintln(stderr, "junction replay: say what to replay: --id, --route, --destination, or a window with --since and --until")
+		return errUsage
 	}
 	req := engine.ReplayRequest{Filter: router.Filter{Route: *route, Destination: *dest}}
 	if ids != "" {

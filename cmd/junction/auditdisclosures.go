@@ -31,7 +31,11 @@ func runAuditDisclosures(ctx context.Context, args []string, stdout, stderr io.W
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 0 || *number == "" {
+	if *number == "" {
+		fmt.Fprintln(stderr, "junction audit disclosures: --nhs-number is required")
+		return errUsage
+	}
+	if fs.NArg() != 0 {
 		fs.Usage()
 		return errUsage
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -808,14 +809,18 @@ func TestCLIAdminCommands(t *testing.T) {
 
 	// Without the token the API refuses, and the CLI says so.
 	code, _, errOut = cliRun(t, "audit", "deadletters", "--api", ts.URL)
-	if code != 1 || !strings.Contains(errOut, "401 Unauthorized: admin token required") {
+	if code != 1 || !strings.Contains(errOut, "401 Unauthorized: admin token required") || !strings.Contains(errOut, "JUNCTION_ADMIN_TOKEN") {
 		t.Errorf("no token: exit %d, stderr %q", code, errOut)
 	}
 	code, _, errOut = cliRun(t, "replay", "--api", ts.URL, "--token", tok, "--since", "yesterday")
 	if code != 1 || !strings.Contains(errOut, `time "yesterday": use RFC 3339`) {
 		t.Errorf("bad time: exit %d, stderr %q", code, errOut)
 	}
-	code, _, errOut = cliRun(t, "replay", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_UNSET")
+	code, _, errOut = cliRun(t, "replay", "--api", ts.URL, "--token", tok)
+	if code != 2 || !strings.Contains(errOut, "say what to replay") {
+		t.Errorf("no filter: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = cliRun(t, "replay", "--route", "adt-to-fhir-store", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_UNSET")
 	if code != 1 || !strings.Contains(errOut, "admin token: environment variable JUNCTION_CLI_TEST_UNSET is not set") {
 		t.Errorf("unset token: exit %d, stderr %q", code, errOut)
 	}
@@ -926,6 +931,39 @@ func TestParseTime(t *testing.T) {
 			}
 			if !tc.wantErr && !got.Equal(tc.want) {
 				t.Errorf("parseTime(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseFlagsAfterArguments checks that flags are read wherever they
+// stand among the positional arguments, and that "--" ends them.
+func TestParseFlagsAfterArguments(t *testing.T) {
+	tests := []struct {
+		name     string
+		args     []string
+		wantJSON bool
+		wantAPI  string
+		wantPos  []string
+	}{
+		{"flags first", []string{"--json", "--api", "http://x", "ID"}, true, "http://x", []string{"ID"}},
+		{"flags after", []string{"ID", "--json"}, true, "", []string{"ID"}},
+		{"flags between", []string{"A", "--api=http://y", "B", "-json"}, true, "http://y", []string{"A", "B"}},
+		{"double dash", []string{"--json", "--", "-x", "--api"}, true, "", []string{"-x", "--api"}},
+		{"double dash after an argument", []string{"A", "--", "--json"}, false, "", []string{"A", "--json"}},
+		{"none", nil, false, "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			js := fs.Bool("json", false, "")
+			api := fs.String("api", "", "")
+			if err := parse(fs, tt.args); err != nil {
+				t.Fatal(err)
+			}
+			if *js != tt.wantJSON || *api != tt.wantAPI || strings.Join(fs.Args(), " ") != strings.Join(tt.wantPos, " ") {
+				t.Errorf("json %v api %q args %q; want %v %q %q", *js, *api, fs.Args(), tt.wantJSON, tt.wantAPI, tt.wantPos)
 			}
 		})
 	}

@@ -24,13 +24,37 @@ func newFlags(name, args string, stderr io.Writer) *flag.FlagSet {
 }
 
 // parse parses flags; --help prints usage and returns exit code 0.
+//
+// Flags may come after positional arguments too (`audit trail ID --json`),
+// as users type them; everything after "--" is positional.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitError{code: 0}
+	var pos []string
+	for {
+		if len(args) > 0 && args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
 		}
-		return errUsage
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitError{code: 0}
+			}
+			return errUsage
+		}
+		rest := fs.Args()
+		// Parse stops at the first positional argument, or after a "--"
+		// it consumes: tell the two apart by what it was given.
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
+	// Leave the positional arguments where fs.Args finds them.
+	_ = fs.Parse(append([]string{"--"}, pos...))
 	return nil
 }
 

@@ -389,6 +389,15 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
 	}
+	if n := len(m.SegmentsNamed("MSH")); n > 1 {
+		// Two messages in one frame: acknowledging the first would leave
+		// the rest unrouted, and the sender believing them delivered.
+		code := m.RejectCode()
+		f := fault.Newf(fault.CodeHL7Parse, "frame holds %d messages (MSH segments); send one message per frame", n).WithHL7(hl7v2.ErrCodeSegmentSequence)
+		in.quarantine(ctx, payload, f.Code)
+		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "msh_segments", n, "code", string(code))
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 2, Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: f.Msg}), code, cond
+	}
 	if errCode, text := in.unsupported(m); errCode != "" {
 		code := m.RejectCode()
 		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeHL7Unsupported)).Inc()

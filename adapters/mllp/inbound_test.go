@@ -256,6 +256,7 @@ func TestInboundRejects(t *testing.T) {
 		{"no MSH-10", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4\rPID|1\r", hl7v2.AckAR, "101", fault.CodeHL7Required},
 		{"no MSH-10 enhanced", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4|||AL|NE\r", hl7v2.AckCR, "101", fault.CodeHL7Required},
 		{"no MSH-9", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000|||C1|P|2.4\r", hl7v2.AckAR, "101", fault.CodeHL7Required},
+		{"two messages in one frame", msg("TWO1", "") + msg("TWO2", ""), hl7v2.AckAR, "100", fault.CodeHL7Parse},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

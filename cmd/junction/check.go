@@ -9,10 +9,11 @@ import (
 func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("lint", "[route file or dir...]", stderr)
 	cfgPath := fs.String("c", "", "config file (default: built-in defaults)")
+	secrets := fs.Bool("secrets", true, "try every env: and file: secret reference in the config (false on a machine without the deployment's secrets)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	p, err := plan(*cfgPath, fs.Args(), stderr)
+	p, err := plan(*cfgPath, fs.Args(), *secrets, stderr)
 	if err != nil {
 		return err
 	}
@@ -45,7 +46,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	p, err := plan(*cfgPath, fs.Args(), stderr)
+	p, err := plan(*cfgPath, fs.Args(), false, stderr)
 	if err != nil {
 		return err
 	}

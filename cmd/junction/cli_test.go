@@ -205,6 +205,9 @@ func TestCLILintErrors(t *testing.T) {
 	cliWrite(t, invalidCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\nrouter:\n  batch: 0\n", shippedRoutes(t)))
 	badTokens := filepath.Join(dir, "bad-tokens.yaml")
 	cliWrite(t, badTokens, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  tokens:\n    - {name: a, role: operator, token: env:A}\n    - name: a\n      role: wizard\n      token: plain-text\n", shippedRoutes(t)))
+	mixedCfg := filepath.Join(dir, "mixed-config.yaml")
+	cliWrite(t, mixedCfg, fmt.Sprintf("routes: [%q]\nhttp:\n  listen: 127.0.0.1:99999\n  lisen: x\nrouter:\n  batch: 0\ninputs:\n  pas:\n    type: pas\n    tls: {cert: env:JUNCTION_CLI_TEST_UNSET_CERT,\n      key: %q}\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n",
+		shippedRoutes(t), "file:"+filepath.Join(dir, "no-such-key.pem")))
 	inputsDir := filepath.Join(dir, "inputs")
 	if err := os.Mkdir(inputsDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -246,6 +249,15 @@ func TestCLILintErrors(t *testing.T) {
 			badTokens + `:6:7: http.tokens[1] (a): unknown role "wizard"; roles are operator, integration_engineer, auditor, patient_service`,
 			badTokens + ":8:14: http.tokens[1] (a): token: must be a reference (env:NAME or file:PATH), never the token itself",
 		}},
+		// Decoding errors do not hide the rest: settings and secret
+		// references are checked too, every error at once.
+		{"decoding, settings and secrets at once", []string{"lint", "-c", mixedCfg}, []string{
+			mixedCfg + `:4:3: unknown field "lisen" in http (did you mean "listen"?)`,
+			mixedCfg + `:3:11: http.listen: port "99999" must be a number from 0 to 65535`,
+			mixedCfg + ":6:10: router.batch: must be 1 to 1000, got 0",
+			mixedCfg + ":10:17: inputs.pas.tls.cert: cannot resolve secret reference: environment variable JUNCTION_CLI_TEST_UNSET_CERT is not set",
+			mixedCfg + ":11:12: inputs.pas.tls.key: cannot resolve secret reference: reading secret file: open " + filepath.Join(dir, "no-such-key.pem") + ": no such file or directory",
+		}},
 		{"route test input missing", []string{"lint", "-c", cliConfig(t, noInput)}, []string{
 			noInput + ":11:29: tests[0].input.file: cannot read " + filepath.Join(dir, "inputs", "testdata", "nope.hl7") + ": no such file or directory",
 		}},
@@ -275,6 +287,8 @@ func TestCLILintErrors(t *testing.T) {
 // errors say where the setting is, once each, and that routes reading
 // the input are not told it is missing.
 func TestCLILintAdapterSettings(t *testing.T) {
+	// The reference resolves, so only the settings' own errors show.
+	t.Setenv("CERT", "not checked here")
 	cfg := filepath.Join(t.TempDir(), "junction.yaml")
 	cliWrite(t, cfg, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    max_connections: 0\n    tls:\n      cert: env:CERT\n  fhir:\n    type: fhir\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:2576\n",
 		filepath.Join(t.TempDir(), "data"), shippedRoutes(t)))
@@ -830,7 +844,7 @@ func TestCLIAdminCommands(t *testing.T) {
 // load against the built-in defaults, which is what `serve` with no flags
 // runs.
 func TestCLIDefaultConfigMatchesShippedRoutes(t *testing.T) {
-	p, err := plan("", []string{shippedRoutes(t)}, io.Discard)
+	p, err := plan("", []string{shippedRoutes(t)}, true, io.Discard)
 	if err != nil {
 		t.Fatalf("plan: %v", err)
 	}

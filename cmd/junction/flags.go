@@ -67,14 +67,28 @@ func loadConfig(path string) (*config.Config, error) {
 }
 
 // plan loads the config and plans the engine, printing every problem.
-func plan(path string, routes []string, stderr io.Writer) (*engine.Plan, error) {
+//
+// With secrets, every env: and file: reference in the config file is
+// tried too (see config.Config.CheckSecretRefs), and those that do not
+// resolve are reported with the rest.
+func plan(path string, routes []string, secrets bool, stderr io.Writer) (*engine.Plan, error) {
+	reg := engine.NewRegistry(all.Factories()...)
 	cfg, err := loadConfig(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		if cfg != nil {
-			// Report the route files' own errors too, all at once.
+			// Report everything else that can be checked too, all at
+			// once: the settings (of the file as decoded so far), and
+			// the route files' own errors, though the names they use
+			// cannot be checked against a broken config.
 			if len(routes) > 0 {
 				cfg.Routes = routes
+			}
+			if err := engine.CheckSettings(cfg, reg); err != nil {
+				fmt.Fprintln(stderr, err)
+			}
+			if secrets {
+				printErrs(stderr, cfg.CheckSecretRefs(config.Secrets{}))
 			}
 			if len(cfg.Routes) > 0 {
 				if err := engine.CheckRoutesAlone(cfg); err != nil {
@@ -87,12 +101,26 @@ func plan(path string, routes []string, stderr io.Writer) (*engine.Plan, error) 
 	if len(routes) > 0 {
 		cfg.Routes = routes
 	}
-	p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
+	var secretErrs []error
+	if secrets {
+		secretErrs = cfg.CheckSecretRefs(config.Secrets{})
+	}
+	p, err := engine.NewPlan(cfg, reg)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
+	}
+	printErrs(stderr, secretErrs)
+	if err != nil || len(secretErrs) > 0 {
 		return nil, exitError{code: 1}
 	}
 	return p, nil
+}
+
+// printErrs prints one error a line.
+func printErrs(w io.Writer, errs []error) {
+	for _, e := range errs {
+		fmt.Fprintln(w, e)
+	}
 }
 
 func newLogger(w io.Writer, level string) *slog.Logger {

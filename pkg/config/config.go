@@ -541,6 +541,10 @@ func Load(path string) (*Config, error) {
 		if top == nil {
 			return nil, errs.Err()
 		}
+		// Placed like a good file's, so what is checked after these
+		// errors is reported with them, each at its line.
+		c.file = path
+		c.top = yamlx.Node{Node: top, File: path}
 		for _, e := range errs {
 			if e.Msg == "routes" || strings.HasPrefix(e.Msg, "routes:") || strings.HasPrefix(e.Msg, "routes[") {
 				// Not the routes the file meant: none rather than the
@@ -764,4 +768,46 @@ func (s Secrets) Resolve(ref string) (string, error) {
 		return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
 	}
 	return "", errors.New("not a secret reference: use env:NAME or file:PATH")
+}
+
+// CheckSecretRefs tries every secret reference (a string value starting
+// env: or file:) written in the config file, and returns one error per
+// reference that does not resolve, placed at the value and named by its
+// setting's path, so that all of them are reported at once rather than
+// one per start as each component resolves its own. The values read are
+// dropped, never returned or logged. A config with no file has none.
+func (c *Config) CheckSecretRefs(s Secrets) []error {
+	if c.top.Node == nil {
+		return nil
+	}
+	var errs []error
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				p := n.Content[i].Value
+				if path != "" {
+					p = path + "." + p
+				}
+				walk(n.Content[i+1], p)
+			}
+		case yaml.SequenceNode:
+			for i, v := range n.Content {
+				walk(v, fmt.Sprintf("%s[%d]", path, i))
+			}
+		case yaml.AliasNode:
+			// Reported where the anchor is written.
+		case yaml.ScalarNode:
+			if n.Tag != "!!str" || !IsRef(n.Value) {
+				return
+			}
+			if _, err := s.Resolve(n.Value); err != nil {
+				pos := yamlx.Pos{File: c.file, Line: n.Line, Col: n.Column}
+				errs = append(errs, fmt.Errorf("%s: %s: cannot resolve secret reference: %w", pos, path, err))
+			}
+		}
+	}
+	walk(c.top.Node, "")
+	return errs
 }

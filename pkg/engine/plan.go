@@ -100,6 +100,19 @@ func (p *Plan) Translators() map[string]adapter.Translator {
 // NewPlan validates cfg against the registry and loads the routes. It
 // returns every problem found.
 func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
+	return newPlan(cfg, reg, true)
+}
+
+// CheckSettings reports what NewPlan would of cfg's settings, inputs and
+// destinations, without loading its routes: for a config file with
+// decoding errors of its own, so that the rest of its errors come with
+// them (see CheckRoutesAlone for the routes).
+func CheckSettings(cfg *config.Config, reg Registry) error {
+	_, err := newPlan(cfg, reg, false)
+	return err
+}
+
+func newPlan(cfg *config.Config, reg Registry, withRoutes bool) (*Plan, error) {
 	var errs []error
 	for _, e := range cfg.Validate() {
 		if p := settingPos(e, cfg.PosOf, yamlx.Pos{}); p.Line > 0 {
@@ -172,11 +185,13 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 		}
 		p.Destinations[name] = &PlannedDestination{Name: name, Factory: of, Config: conf, Spec: c}
 	}
-	routes, err := route.LoadAll(cfg.Routes, env, p)
-	if err != nil {
-		errs = append(errs, err)
+	if withRoutes {
+		routes, err := route.LoadAll(cfg.Routes, env, p)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		p.Routes = routes
 	}
-	p.Routes = routes
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -164,6 +165,9 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 				}
 				if !jsonEqual(wantB, d.Body) {
 					failf("%s: payload differs from golden %s (run with --update after reviewing)", d.Destination, golden)
+					for _, l := range jsonDiff(wantB, d.Body) {
+						failf("  %s", l)
+					}
 				}
 			}
 		}
@@ -245,6 +249,108 @@ func testInput(dir string, in InputSpec) ([]byte, string, error) {
 		raw = bytes.ReplaceAll(bytes.TrimRight(raw, "\n"), []byte("\n"), []byte("\r"))
 	}
 	return raw, ct, nil
+}
+
+// maxJSONDiffs bounds the differences jsonDiff lists.
+const maxJSONDiffs = 10
+
+// jsonDiff lists where the JSON documents want and got differ, one line
+// each as "path: golden X, got Y", at most maxJSONDiffs and then a count
+// of the rest; nil when they are equal or want does not parse.
+func jsonDiff(want, got []byte) []string {
+	var w, g any
+	if json.Unmarshal(want, &w) != nil {
+		return []string{"golden is not valid JSON"}
+	}
+	if json.Unmarshal(got, &g) != nil {
+		return []string{"payload is not valid JSON"}
+	}
+	var out []string
+	n := 0
+	add := func(path string, a, b any) {
+		n++
+		if len(out) < maxJSONDiffs {
+			out = append(out, fmt.Sprintf("%s: golden %s, got %s", path, short(a), short(b)))
+		}
+	}
+	var walk func(path string, a, b any)
+	walk = func(path string, a, b any) {
+		switch av := a.(type) {
+		case map[string]any:
+			bv, ok := b.(map[string]any)
+			if !ok {
+				add(path, a, b)
+				return
+			}
+			keys := make([]string, 0, len(av)+len(bv))
+			for k := range av {
+				keys = append(keys, k)
+			}
+			for k := range bv {
+				if _, ok := av[k]; !ok {
+					keys = append(keys, k)
+				}
+			}
+			slices.Sort(keys)
+			for _, k := range keys {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				x, inA := av[k]
+				y, inB := bv[k]
+				switch {
+				case !inA:
+					add(p, missing{}, y)
+				case !inB:
+					add(p, x, missing{})
+				default:
+					walk(p, x, y)
+				}
+			}
+		case []any:
+			bv, ok := b.([]any)
+			if !ok {
+				add(path, a, b)
+				return
+			}
+			for i := range max(len(av), len(bv)) {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				switch {
+				case i >= len(av):
+					add(p, missing{}, bv[i])
+				case i >= len(bv):
+					add(p, av[i], missing{})
+				default:
+					walk(p, av[i], bv[i])
+				}
+			}
+		default:
+			if !reflect.DeepEqual(a, b) {
+				add(path, a, b)
+			}
+		}
+	}
+	walk("", w, g)
+	if n > len(out) {
+		out = append(out, fmt.Sprintf("and %d more differences", n-len(out)))
+	}
+	return out
+}
+
+// missing stands for an absent value in jsonDiff.
+type missing struct{}
+
+// short renders v for a jsonDiff line, cut to 80 bytes.
+func short(v any) string {
+	if _, ok := v.(missing); ok {
+		return "(absent)"
+	}
+	b, _ := json.Marshal(v)
+	if len(b) > 80 {
+		return string(b[:77]) + "..."
+	}
+	return string(b)
 }
 
 func jsonEqual(a, b []byte) bool {

@@ -105,6 +105,9 @@ func TestRunTestsFail(t *testing.T) {
 			file + ":21:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
 			file + ":22:11: assert[1] on fhir-store: rule.eval: evaluation failed (no such key: nope)",
 			"fhir-store: payload differs from golden wrong.fhir-store.json (run with --update after reviewing)",
+			`  entry[0]: golden (absent), got {"resource":{"eventCoding":{"code":"A01"},"resourceType":"MessageHeader"}}`,
+			`  entry[1]: golden (absent), got {"resource":{"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","val...`,
+			`  entry[2]: golden (absent), got {"resource":{"resourceType":"Encounter","status":"in-progress"}}`,
 			"golden given for data-quality, which received nothing",
 		}},
 		{Name: "runtests-fail / expected an error", Failures: []string{
@@ -220,7 +223,8 @@ func TestRunTestsUpdateGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := r.RunTests(ctx, fakeTranslator{}, env, false)
-	wantFail := []string{"fhir-store: payload differs from golden adt_a01.fhir-store.json (run with --update after reviewing)"}
+	wantFail := []string{"fhir-store: payload differs from golden adt_a01.fhir-store.json (run with --update after reviewing)",
+		`  entry[0].resource.identifier[0].value: golden "9990000042", got "9990000018"`}
 	if diff := cmp.Diff(wantFail, res[0].Failures); diff != "" {
 		t.Errorf("changed golden (-want +got):\n%s", diff)
 	}
@@ -255,6 +259,46 @@ func TestTestInput(t *testing.T) {
 			}
 			if diff := cmp.Diff([]string{tt.raw, tt.ct}, []string{string(raw), ct}); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestJSONDiff(t *testing.T) {
+	many := func(n int) string {
+		var b strings.Builder
+		b.WriteString("[")
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, "%d", i)
+		}
+		b.WriteString("]")
+		return b.String()
+	}
+	tests := []struct {
+		name      string
+		want, got string
+		diff      []string
+	}{
+		{"equal, keys reordered", `{"a":1,"b":[true]}`, `{"b":[true],"a":1}`, nil},
+		{"value", `{"a":{"b":"x"}}`, `{"a":{"b":"y"}}`, []string{`a.b: golden "x", got "y"`}},
+		{"absent on either side", `{"a":1}`, `{"b":2}`, []string{`a: golden 1, got (absent)`, `b: golden (absent), got 2`}},
+		{"type", `{"a":[1]}`, `{"a":{"x":1}}`, []string{`a: golden [1], got {"x":1}`}},
+		{"bounded", many(0), many(12), append(func() []string {
+			var out []string
+			for i := range 10 {
+				out = append(out, fmt.Sprintf("[%d]: golden (absent), got %d", i, i))
+			}
+			return out
+		}(), "and 2 more differences")},
+		{"bad golden", `{`, `{}`, []string{"golden is not valid JSON"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.diff, jsonDiff([]byte(tt.want), []byte(tt.got))); diff != "" {
+				t.Errorf("jsonDiff (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -147,9 +148,9 @@ func jsonError(err error) string {
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) {
 		if typ.Field != "" {
-			return fmt.Sprintf("wrong JSON type for %s at offset %d (want %s)", typ.Field, typ.Offset, typ.Type)
+			return fmt.Sprintf("wrong JSON type for %s at offset %d (want %s, got %s)", typ.Field, typ.Offset, jsonKind(typ.Type), typ.Value)
 		}
-		return fmt.Sprintf("wrong JSON type at offset %d (want %s)", typ.Offset, typ.Type)
+		return fmt.Sprintf("wrong JSON type at offset %d (want %s, got %s)", typ.Offset, jsonKind(typ.Type), typ.Value)
 	}
 	return "invalid JSON"
 }
@@ -303,4 +304,32 @@ func keysOfResource(raw []byte, resourceType string) patientKeys {
 		k.Found = true
 	}
 	return k
+}
+
+// jsonKind names, in JSON's terms, what a value decoded into t must be,
+// rather than the Go type (such as []fhir.HumanName) a sender cannot
+// know.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another type"
 }

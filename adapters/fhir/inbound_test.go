@@ -262,7 +262,9 @@ func TestInboundRejects(t *testing.T) {
 		{"searchset bundle", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"searchset"}`), 400, "not-supported", fault.CodeFHIRInvalid, "Bundle.type"},
 		{"unknown bundle type", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"pile"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Bundle"},
 		{"bad gender code", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","gender":"mail"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient"},
-		{"wrong json type", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","active":"yes"}`), 400, "invalid", fault.CodeFHIRInvalid, "wrong JSON type"},
+		{"wrong json type", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","active":"yes"}`), 400, "invalid", fault.CodeFHIRInvalid, "wrong JSON type for active at offset 40 (want a boolean, got string)"},
+		// In JSON's terms, not the Go model's ([]fhir.HumanName).
+		{"object for an array", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":{"family":"X"}}`), 400, "invalid", fault.CodeFHIRInvalid, "(want an array, got object)"},
 		{"bad entry resource", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","gender":"x"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient"},
 		{"entry without resourceType", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"id":"x"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry without"},
 		{"message without header", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "MessageHeader"},

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -757,5 +758,37 @@ func TestOtherRequestsGetOperationOutcome(t *testing.T) {
 	// What it does serve is unchanged.
 	if rec := f.do(http.MethodGet, "/fhir/metadata", "", nil, nil); rec.Code != http.StatusOK {
 		t.Errorf("metadata: %d", rec.Code)
+	}
+}
+
+// TestInboundWarnsWhenExposedWithoutToken checks that an endpoint
+// reachable from other machines without a bearer token is allowed (a
+// proxy in front may authenticate) but said at start, and only then.
+func TestInboundWarnsWhenExposedWithoutToken(t *testing.T) {
+	t.Setenv("JUNCTION_FHIR_TEST_TOKEN", "s3cret")
+	tests := []struct {
+		name    string
+		exposed bool
+		token   string
+		warn    bool
+	}{
+		{"loopback", false, "", false},
+		{"exposed without a token", true, "", true},
+		{"exposed with a token", true, "env:JUNCTION_FHIR_TEST_TOKEN", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			cfg := DefaultInboundConfig()
+			cfg.BearerToken = tt.token
+			set := adapter.Settings{Name: "fhir", Secrets: testSecrets{}, HTTPExposed: tt.exposed,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+			if _, err := NewInbound(set, newFakeHost(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logs.String(), "set bearer_token"); got != tt.warn {
+				t.Errorf("warned %v, want %v; logs:\n%s", got, tt.warn, logs.String())
+			}
+		})
 	}
 }

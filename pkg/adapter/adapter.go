@@ -91,6 +91,9 @@ type Settings struct {
 	// AuditEventSearch says the engine serves GET /fhir/AuditEvent on the
 	// HTTP listener, so the FHIR endpoint's CapabilityStatement lists it.
 	AuditEventSearch bool
+	// HTTPExposed says the engine's HTTP listener is bound beyond
+	// loopback, so an endpoint on it is reachable from other machines.
+	HTTPExposed bool
 }
 
 // ConsentWriter stores FHIR Consent resources for the consent engine.

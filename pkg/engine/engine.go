@@ -147,6 +147,7 @@ func (e *Engine) settings(name string) adapter.Settings {
 		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
 		JS: e.storeJS(), Replicas: e.plan.Config.NATS.Replicas,
 		Consents: e.consentWriter(), OptOuts: e.optOutLoader(), AuditEventSearch: true,
+		HTTPExposed: !config.IsLoopback(e.plan.Config.HTTP.Listen),
 	}
 }
 

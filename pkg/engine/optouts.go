@@ -181,6 +181,21 @@ func (e *Engine) handleOptOuts(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnprocessableEntity, rep)
 		return
 	}
+	// An older list than the stored one would make the engine's view
+	// staler; it replaces it only when asked to (rolling back a bad list).
+	if r.URL.Query().Get("replace_newer") != "true" {
+		stored, ok, err := e.consents.OptOutsAsOf(r.Context())
+		if err != nil {
+			rep.Error = "reading the stored list's date: " + err.Error()
+			writeJSON(w, http.StatusServiceUnavailable, rep)
+			return
+		}
+		if ok && asOf.Before(stored) {
+			rep.Error = fmt.Sprintf("a newer list (as_of %s) is stored; nothing imported (add replace_newer=true to replace it with this older one)", stored.Format(time.RFC3339))
+			writeJSON(w, http.StatusConflict, rep)
+			return
+		}
+	}
 	if err := e.consents.ImportOptOuts(r.Context(), list.numbers, asOf); err != nil {
 		e.log.Warn("opt-out list import failed", "from", "api", "accepted", rep.Accepted, "invalid", rep.Invalid, "err", err)
 		rep.Error = err.Error()

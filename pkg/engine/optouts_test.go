@@ -119,6 +119,15 @@ func testOptOutImport(t *testing.T, pipe string) {
 	if strings.Contains(raw, "999000") {
 		t.Errorf("the report echoes an NHS number: %s", raw)
 	}
+	// An older list does not replace the newer one unless asked to: it
+	// would lift today's opt-outs. (The stored list is left as today's.)
+	yesterday := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	if st, rep, raw := postOptOuts(t, base, "?as_of="+yesterday, controlPatient+"\n"); st != http.StatusConflict || rep.Imported || !strings.Contains(rep.Error, "replace_newer=true") {
+		t.Errorf("older list: %d %s, want 409 and nothing imported", st, raw)
+	}
+	if st, rep, raw := postOptOuts(t, base, "?as_of="+today, "NHS_NUMBER,REASON\n"+deniedPatient+",type-1\n9990000019,type-1\n"); st != http.StatusOK || !rep.Imported {
+		t.Errorf("same date again: %d %s, want it imported", st, raw)
+	}
 
 	for _, m := range []struct{ ctrl, nhs string }{{"OPT0002", deniedPatient}, {"OPT0003", controlPatient}} {
 		if code, _ := send(t, addr, adtPatient("A01", m.ctrl, m.nhs, "")); code != hl7v2.AckAA {
@@ -140,6 +149,10 @@ func testOptOutImport(t *testing.T, pipe string) {
 	}
 	if optedOut != 1 {
 		t.Errorf("opt-out denials = %d, want 1", optedOut)
+	}
+	// Rolling back to an older list is possible when asked for.
+	if st, rep, raw := postOptOuts(t, base, "?replace_newer=true&as_of="+yesterday, controlPatient+"\n"); st != http.StatusOK || !rep.Imported {
+		t.Errorf("older list with replace_newer: %d %s, want it imported", st, raw)
 	}
 }
 

@@ -68,7 +68,13 @@ type routeState struct {
 // queued for has as many deliveries or dead letters as queueings (a
 // replay queues again). A terminal message counts under every outcome it
 // reached (see Reconciliation.Terminal).
-func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string) Reconciliation {
+//
+// since maps a route to when it started taking messages (its consumers'
+// creation; absent or zero: always): a route added later never sees the
+// messages accepted before it, so it is not waited for on them. A route
+// no longer loaded still counts for the messages it has records of, so
+// its dead letters do not drop out.
+func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string, since map[string]time.Time) Reconciliation {
 	byID := map[string][]Record{}
 	for _, r := range recs {
 		byID[r.MessageID] = append(byID[r.MessageID], r)
@@ -89,7 +95,7 @@ func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string) R
 			out.Pending = append(out.Pending, Pending{ID: a.ID, Source: a.Source, Received: a.Received, Waiting: []string{"ingest splitter"}})
 			continue
 		}
-		outcomes, waiting := fate(byID[a.ID], routes[a.Source])
+		outcomes, waiting := fate(byID[a.ID], routesFor(a, byID[a.ID], routes[a.Source], since))
 		if len(waiting) > 0 {
 			out.Pending = append(out.Pending, Pending{ID: a.ID, Source: a.Source, Received: a.Received, Waiting: waiting})
 			continue
@@ -99,6 +105,27 @@ func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string) R
 		}
 	}
 	sort.SliceStable(out.Pending, func(i, j int) bool { return out.Pending[i].Received.Before(out.Pending[j].Received) })
+	return out
+}
+
+// routesFor returns the routes that decide message a: the loaded routes
+// of its source that were taking messages when it came, and every route,
+// loaded or not, that has records of it.
+func routesFor(a Accepted, recs []Record, loaded []string, since map[string]time.Time) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, rt := range loaded {
+		if t := since[rt]; t.IsZero() || !a.Received.Before(t) {
+			out = append(out, rt)
+			seen[rt] = true
+		}
+	}
+	for _, r := range recs {
+		if r.Route != "" && !seen[r.Route] {
+			out = append(out, r.Route)
+			seen[r.Route] = true
+		}
+	}
 	return out
 }
 
@@ -121,7 +148,7 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 	for _, r := range recs {
 		st := states[r.Route]
 		if st == nil {
-			continue // a route no longer loaded
+			continue // a record of no route (receipt)
 		}
 		switch {
 		case r.Destination == "" && (r.Event == Matched || r.Event == Filtered || r.Event == DeadLettered):

@@ -14,7 +14,8 @@ func TestReconcile(t *testing.T) {
 	rec := func(s int, id string, ev Event, route, dest, outcome string) Record {
 		return Record{Time: at(s), MessageID: id, Event: ev, Route: route, Destination: dest, Outcome: outcome}
 	}
-	routes := map[string][]string{"pas": {"adt", "dq"}, "fhir": {"in"}}
+	routes := map[string][]string{"pas": {"adt", "dq"}, "fhir": {"in", "late"}}
+	since := map[string]time.Time{"late": at(10)}
 	type want struct {
 		terminal map[string]int
 		pending  map[string][]string // id -> waiting
@@ -186,6 +187,26 @@ func TestReconcile(t *testing.T) {
 			want:     want{terminal: map[string]int{OutcomeDuplicate: 1}, pending: map[string][]string{"m2": {"ingest splitter"}}},
 		},
 		{
+			// "late" was added at 10 s: it never sees m1, received
+			// before, but m2, received after, waits for it.
+			name:     "a route added later is not waited for on older messages",
+			accepted: []Accepted{{ID: "m1", Source: "fhir", Received: at(5)}, {ID: "m2", Source: "fhir", Received: at(20)}},
+			recs: []Record{
+				rec(6, "m1", Matched, "in", "", "matched"), rec(6, "m1", Queued, "in", "a", "queued"), rec(7, "m1", Delivered, "in", "a", "delivered"),
+				rec(21, "m2", Matched, "in", "", "matched"), rec(21, "m2", Queued, "in", "a", "queued"), rec(22, "m2", Delivered, "in", "a", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}, pending: map[string][]string{"m2": {"route late"}}},
+		},
+		{
+			name:     "a route no longer loaded keeps its dead letters",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Filtered, "in", "", "filtered"),
+				rec(2, "m1", Matched, "gone", "", "matched"), rec(2, "m1", Queued, "gone", "x", "queued"), rec(3, "m1", DeadLettered, "gone", "x", "dead_lettered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDeadLettered: 1}},
+		},
+		{
 			name:     "records of another message change nothing",
 			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
 			recs:     []Record{rec(2, "m2", Matched, "in", "", "matched"), rec(2, "m2", Filtered, "in", "", "filtered")},
@@ -193,7 +214,7 @@ func TestReconcile(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Reconcile(tc.accepted, tc.recs, routes)
+			got := Reconcile(tc.accepted, tc.recs, routes, since)
 			pend := map[string][]string{}
 			for _, p := range got.Pending {
 				pend[p.ID] = p.Waiting

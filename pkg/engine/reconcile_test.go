@@ -1,14 +1,21 @@
 package engine_test
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/junction-fhir/junction/adapters/all"
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
@@ -86,4 +93,88 @@ func testReconcileListsInFlightMessages(t *testing.T, pipe string) {
 		rep = reconcile(t, e)
 		return len(rep.Pending) == 0 && rep.Terminal[audit.OutcomeDelivered] == 1
 	})
+}
+
+// TestReconcileRouteAddedLater: a route added after messages were
+// accepted never sees them (its consumers start at new messages), so the
+// reconciler does not wait for it on them; it does on later ones.
+func TestReconcileRouteAddedLater(t *testing.T) {
+	forPipelines(t, testReconcileRouteAddedLater)
+}
+
+func testReconcileRouteAddedLater(t *testing.T, pipe string) {
+	dir := t.TempDir()
+	routes := filepath.Join(dir, "routes")
+	if err := os.Mkdir(routes, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	route := func(name, dest string) string {
+		return "name: " + name + "\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: " + dest + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(routes, "first.yaml"), []byte(route("first", "fhir-store")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func() *engine.Engine {
+		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\nrouter:\n%s"+
+			"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n"+
+			"destinations:\n  fhir-store:\n    type: file\n    dir: out/fhir-store\n  data-quality:\n    type: file\n    dir: out/data-quality\n",
+			dir, routes, pipelineOf(pipe))
+		path := filepath.Join(dir, "junction.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler), Version: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	stop := func(e *engine.Engine) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := e.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := start()
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "LATE0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	waitFor(t, "the first message to finish", func() bool { return len(reconcile(t, e).Pending) == 0 })
+	stop(e)
+
+	if err := os.WriteFile(filepath.Join(routes, "second.yaml"), []byte(route("second", "data-quality")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e = start()
+	defer stop(e)
+	if rep := reconcile(t, e); len(rep.Pending) != 0 || rep.Accepted != 1 {
+		t.Errorf("after adding a route: %d accepted, pending %+v; want 1 and none", rep.Accepted, rep.Pending)
+	}
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "LATE0002", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	waitFiles(t, filepath.Join(dir, "out", "data-quality"), 1)
+	var rep audit.Reconciliation
+	waitFor(t, "both messages to finish", func() bool {
+		rep = reconcile(t, e)
+		return len(rep.Pending) == 0 && rep.Accepted == 2
+	})
+	if rep.Terminal[audit.OutcomeDelivered] != 2 {
+		t.Errorf("terminal %v, want 2 delivered", rep.Terminal)
+	}
 }

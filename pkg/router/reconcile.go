@@ -120,7 +120,65 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	return audit.Reconcile(accepted, recs, routes), nil
+	since, err := routesSince(ctx, js, routes)
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	return audit.Reconcile(accepted, recs, routes, since), nil
+}
+
+// routesSince returns when each route started taking messages: the
+// earliest creation of its consumers on the ingress stream, which start
+// at new messages, so a route added later never sees earlier ones. A
+// route with no consumer yet is left out (waited for on every message).
+func routesSince(ctx context.Context, js jetstream.JetStream, routes map[string][]string) (map[string]time.Time, error) {
+	names := map[string]bool{}
+	for _, rs := range routes {
+		for _, rt := range rs {
+			names[rt] = true
+		}
+	}
+	st, err := js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return nil, fmt.Errorf("reading route consumers: %w", err)
+	}
+	since := map[string]time.Time{}
+	lister := st.ListConsumers(ctx)
+	for info := range lister.Info() {
+		rt, ok := routeOfDurable(info.Name)
+		if !ok || !names[rt] {
+			continue
+		}
+		if t, seen := since[rt]; !seen || info.Created.Before(t) {
+			since[rt] = info.Created
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("reading route consumers: %w", err)
+	}
+	return since, nil
+}
+
+// routeOfDurable returns the route whose consumer durable is name:
+// "route-NAME-b" (batch pipeline) or "route-NAME-pN" (partitions).
+func routeOfDurable(name string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, "route-")
+	if !ok {
+		return "", false
+	}
+	if rt, ok := strings.CutSuffix(rest, "-b"); ok && rt != "" {
+		return rt, true
+	}
+	i := strings.LastIndex(rest, "-p")
+	if i <= 0 || i+2 == len(rest) {
+		return "", false
+	}
+	for _, c := range rest[i+2:] {
+		if c < '0' || c > '9' {
+			return "", false
+		}
+	}
+	return rest[:i], true
 }
 
 // scan reads every message of stream on filter, up to those stored when

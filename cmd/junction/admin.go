@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/audit"
@@ -208,18 +209,23 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return enc.Encode(v)
 		}
 		fmt.Fprintf(stdout, "message %s\n", v.ID)
+		// Columns aligned over the whole trail, times at a fixed width.
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		for _, r := range v.Trail {
 			where := strings.Trim(strings.Join([]string{r.Source, r.Route, r.Destination}, " "), " ")
-			line := fmt.Sprintf("%s  %-13s %-24s %s", r.Time.Format(time.RFC3339Nano), r.Event, where, r.Outcome)
+			var more []string
 			for _, x := range []string{r.Status, r.Code, r.Reason, r.Rule, r.Principal} {
 				if x != "" {
-					line += "  " + x
+					more = append(more, x)
 				}
 			}
 			if r.Attempt > 0 {
-				line += fmt.Sprintf("  attempt %d", r.Attempt)
+				more = append(more, fmt.Sprintf("attempt %d", r.Attempt))
 			}
-			fmt.Fprintln(stdout, line)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(trailTime), r.Event, where, r.Outcome, strings.Join(more, "  "))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
 		}
 		fmt.Fprintln(stdout, "(payloads not fetched; with the integration_engineer role, --json shows them and the access is recorded)")
 		return nil
@@ -346,3 +352,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	return nil
 }
+
+// trailTime is the trail's time format: RFC 3339 in UTC to the
+// microsecond, always the same width so the columns line up.
+const trailTime = "2006-01-02T15:04:05.000000Z07:00"

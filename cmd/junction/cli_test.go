@@ -728,7 +728,7 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			payloads = `"payloads_omitted": true`
 		}
 		_, _ = fmt.Fprintf(w, `{"id": %q, "trail": [{"time": "2026-01-15T10:30:00Z", "message_id": %q, "event": "received", "source": "pas", "outcome": "ok"},
-			{"time": "2026-01-15T10:30:01Z", "message_id": %q, "event": "delivered", "route": "adt", "destination": "fhir-store", "outcome": "ok", "status": "written", "attempt": 1}],
+			{"time": "2026-01-15T10:30:01.5Z", "message_id": %q, "event": "delivered", "route": "adt-to-fhir-store", "destination": "fhir-store", "outcome": "ok", "status": "written", "attempt": 1}],
 			%s}`, r.PathValue("id"), r.PathValue("id"), r.PathValue("id"), payloads)
 	})
 	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
@@ -781,6 +781,11 @@ func TestCLIAdminCommands(t *testing.T) {
 	if code != 0 || !strings.HasPrefix(out, "message 01TESTID\n") || !strings.Contains(out, "delivered") ||
 		!strings.Contains(out, "(payloads not fetched;") || strings.Contains(out, "MSH|") {
 		t.Errorf("audit trail: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	// Columns line up whatever the widths of the times and places.
+	if lines := strings.Split(out, "\n"); len(lines) < 3 || !strings.HasPrefix(lines[1], "2026-01-15T10:30:00.000000Z  received") ||
+		!strings.HasPrefix(lines[2], "2026-01-15T10:30:01.500000Z  delivered") || strings.Index(lines[1], " ok") != strings.Index(lines[2], " ok") {
+		t.Errorf("audit trail columns do not line up:\n%s", out)
 	}
 	code, out, _ = cliRun(t, "audit", "trail", "--json", "--api", ts.URL, "--token", tok, "01TESTID")
 	if code != 0 || !strings.Contains(out, `"body": "MSH|"`) {

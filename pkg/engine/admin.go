@@ -282,8 +282,10 @@ func filterFromQuery(r *http.Request) (router.Filter, error) {
 		return t
 	}
 	f.Since, f.Until = parse(q.Get("since")), parse(q.Get("until"))
-	if l := q.Get("limit"); l != "" {
-		f.Limit, err = strconv.Atoi(l)
+	if l := q.Get("limit"); l != "" && err == nil {
+		if f.Limit, err = strconv.Atoi(l); err != nil || f.Limit < 1 {
+			err = errors.New("limit must be a positive whole number")
+		}
 	}
 	return f, err
 }

@@ -189,6 +189,11 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters?detail=true", &detailed); st != 200 || len(detailed) != 1 || !strings.Contains(detailed[0].Detail, "scripted failure") {
 		t.Errorf("deadletters?detail=true: %d %+v, want the receiver's OperationOutcome text", st, detailed)
 	}
+	// A bad limit is answered plainly, not with a parser's error.
+	var bad map[string]string
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters?limit=abc", &bad); st != http.StatusBadRequest || bad["error"] != "limit must be a positive whole number" {
+		t.Errorf("deadletters?limit=abc: %d %v", st, bad)
+	}
 	if len(srv.accepted()) != 0 {
 		t.Fatal("delivered despite 400")
 	}

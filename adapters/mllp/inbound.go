@@ -219,6 +219,12 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 		OnRefused: func(*transport.ConnInfo) {
 			set.Metrics.Rejected.WithLabelValues(set.Name, "too_many_connections").Inc()
 		},
+		OnEvicted: func(*transport.ConnInfo) {
+			set.Metrics.Evicted.WithLabelValues(set.Name).Inc()
+		},
+		OnConns: func(n int) {
+			set.Metrics.Connections.WithLabelValues(set.Name).Set(float64(n))
+		},
 		TLSConfig:    tlsCfg,
 		Logger:       set.Logger,
 		OnFrameError: in.onFrameError,

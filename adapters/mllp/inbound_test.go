@@ -403,14 +403,16 @@ func TestInboundConcurrentConnections(t *testing.T) {
 }
 
 // TestInboundCountsRefusedConnections checks that a connection over
-// max_connections is closed and counted as rejected.
+// max_connections is closed and counted as rejected while the others are
+// busy, and admitted in place of one idle long enough.
 func TestInboundCountsRefusedConnections(t *testing.T) {
 	f := startInbound(t, func(c *InboundConfig) { c.MaxConnections = 1 })
 	held := dial(t, f.addr)
-	if code, _, _, _ := send(t, held, msg("HELD1", "")); code != hl7v2.AckAA {
-		t.Fatalf("ack on the held connection: %s", code)
-	}
-	for range 2 {
+	for i := range 2 {
+		// Just used, so not idle long enough to be closed for another.
+		if code, _, _, _ := send(t, held, msg(fmt.Sprintf("HELD%d", i), "")); code != hl7v2.AckAA {
+			t.Fatalf("ack on the held connection: %s", code)
+		}
 		nc, err := net.Dial("tcp", f.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -427,6 +429,18 @@ func TestInboundCountsRefusedConnections(t *testing.T) {
 			t.Fatalf("rejected{too_many_connections} = %v, want 2", testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", "too_many_connections")))
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if got := testutil.ToFloat64(f.m.Connections.WithLabelValues("pas")); got != 1 {
+		t.Errorf("connections gauge = %v, want 1", got)
+	}
+	// Idle for a while, the held connection gives way to a new sender.
+	time.Sleep(transport.DefaultEvictIdleAfter + 200*time.Millisecond)
+	next := dial(t, f.addr)
+	if code, _, _, _ := send(t, next, msg("NEXT1", "")); code != hl7v2.AckAA {
+		t.Fatalf("ack on the new connection: %s", code)
+	}
+	if got := testutil.ToFloat64(f.m.Evicted.WithLabelValues("pas")); got != 1 {
+		t.Errorf("evicted = %v, want 1", got)
 	}
 }
 

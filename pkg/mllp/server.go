@@ -27,6 +27,9 @@ const (
 	DefaultReadTimeout = 30 * time.Second
 	// DefaultIdleTimeout bounds the wait for the next frame.
 	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultEvictIdleAfter is how long a connection must have been idle
+	// to be closed for a new one when the server is full.
+	DefaultEvictIdleAfter = time.Second
 	// DefaultWriteTimeout bounds the writing of one reply.
 	DefaultWriteTimeout = 10 * time.Second
 )
@@ -86,12 +89,26 @@ type Server struct {
 	// zero, none if negative.
 	WriteTimeout time.Duration
 	// MaxConns limits the number of open connections; 0 means no limit.
-	// A connection over the limit is closed as soon as it is accepted.
+	// A connection over the limit closes the connection that has been
+	// idle between frames longest, if one has been for EvictIdleAfter, to
+	// make room (idle senders cannot lock out others; the one closed
+	// reconnects when it next sends, and was owed no reply); otherwise it
+	// is closed as soon as it is accepted.
 	MaxConns int
+	// EvictIdleAfter is how long a connection must have been idle to be
+	// closed for a new one when MaxConns are open; DefaultEvictIdleAfter
+	// if zero, never if negative.
+	EvictIdleAfter time.Duration
 	// OnRefused, if set, is called for each connection closed because
 	// MaxConns were open, after it is closed, so the refusal can be
 	// counted.
 	OnRefused func(c *ConnInfo)
+	// OnEvicted, if set, is called for each idle connection closed to
+	// admit a new one.
+	OnEvicted func(c *ConnInfo)
+	// OnConns, if set, is called with the number of open connections
+	// whenever it changes.
+	OnConns func(open int)
 	// TLSConfig, if set, makes the server accept TLS only.
 	TLSConfig *tls.Config
 	// Logger receives connection events, with the connection id and remote
@@ -116,6 +133,8 @@ type Server struct {
 	wg      sync.WaitGroup
 	nextID  atomic.Uint64
 	active  atomic.Int64
+	// reportMu serialises OnConns calls.
+	reportMu sync.Mutex
 }
 
 type serverConn struct {
@@ -124,6 +143,9 @@ type serverConn struct {
 	// busy is set while a frame is being handled and its reply written;
 	// guarded by Server.mu.
 	busy bool
+	// idleSince is when the connection last went idle between frames
+	// (Unix nanoseconds), 0 while a frame is being read or handled.
+	idleSince atomic.Int64
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -274,14 +296,20 @@ func (s *Server) startConn(nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
+	var victim *serverConn
 	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
-		s.mu.Unlock()
-		_ = nc.Close()
-		log.Warn("mllp connection refused: too many connections", "conn", c.info.ID, "remote", remote(c.info.Remote), "max_conns", s.MaxConns)
-		if s.OnRefused != nil {
-			s.OnRefused(&c.info)
+		victim = s.idlestLocked(time.Now())
+		if victim == nil {
+			s.mu.Unlock()
+			_ = nc.Close()
+			log.Warn("mllp connection refused: too many connections", "conn", c.info.ID, "remote", remote(c.info.Remote), "max_conns", s.MaxConns)
+			if s.OnRefused != nil {
+				s.OnRefused(&c.info)
+			}
+			return
 		}
-		return
+		// Its goroutine finishes when the close wakes its read.
+		delete(s.conns, victim)
 	}
 	if s.conns == nil {
 		s.conns = make(map[*serverConn]struct{})
@@ -291,7 +319,48 @@ func (s *Server) startConn(nc net.Conn) {
 	s.active.Add(1)
 	ctx := s.baseCtx
 	s.mu.Unlock()
+	if victim != nil {
+		_ = victim.nc.Close()
+		log.Info("mllp idle connection closed for a new one", "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns)
+		if s.OnEvicted != nil {
+			s.OnEvicted(&victim.info)
+		}
+	}
+	s.reportConns()
 	go s.serveConn(ctx, c)
+}
+
+// reportConns gives OnConns the number of open connections. Calls are
+// serialised and each reads the count afresh, so the last one made after
+// a change reports the count as it stands, whatever order they ran in.
+func (s *Server) reportConns() {
+	if s.OnConns == nil {
+		return
+	}
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	s.OnConns(int(s.active.Load()))
+}
+
+// idlestLocked returns the connection idle between frames longest, if
+// for at least EvictIdleAfter, or nil. s.mu is held.
+func (s *Server) idlestLocked(now time.Time) *serverConn {
+	after := duration(s.EvictIdleAfter, DefaultEvictIdleAfter)
+	if after <= 0 {
+		return nil
+	}
+	var best *serverConn
+	var bestSince int64
+	for c := range s.conns {
+		since := c.idleSince.Load()
+		if since == 0 || c.busy || now.Sub(time.Unix(0, since)) < after {
+			continue
+		}
+		if best == nil || since < bestSince {
+			best, bestSince = c, since
+		}
+	}
+	return best
 }
 
 func remote(a net.Addr) string {
@@ -322,6 +391,7 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 		delete(s.conns, c)
 		s.mu.Unlock()
 		s.active.Add(-1)
+		s.reportConns()
 		log.Debug("mllp connection closed", "reason", reason, "frames", frames)
 		s.wg.Done()
 	}()
@@ -343,7 +413,11 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 	}
 
 	r := NewReader(c.nc, s.MaxMessageBytes)
-	r.onStart = func() { _ = c.nc.SetReadDeadline(deadline(readTimeout)) }
+	r.onStart = func() {
+		c.idleSince.Store(0)
+		_ = c.nc.SetReadDeadline(deadline(readTimeout))
+	}
+	c.idleSince.Store(time.Now().UnixNano())
 	var wbuf []byte
 	write := func(payload []byte) bool {
 		var err error
@@ -392,6 +466,7 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 			reason = "server shutting down"
 			return
 		}
+		c.idleSince.Store(time.Now().UnixNano())
 	}
 }
 

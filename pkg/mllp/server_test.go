@@ -280,7 +280,8 @@ func TestServerFramesInOrder(t *testing.T) {
 }
 
 func TestServerMaxConns(t *testing.T) {
-	s := &Server{Handler: echo, MaxConns: 2}
+	// Eviction off: a full server refuses.
+	s := &Server{Handler: echo, MaxConns: 2, EvictIdleAfter: -1}
 	addr := start(t, s)
 	a, b := dial(t, addr, nil), dial(t, addr, nil)
 	for _, c := range []*Client{a, b} {
@@ -299,6 +300,51 @@ func TestServerMaxConns(t *testing.T) {
 	if _, err := c.Send(testContext(t), []byte("hi")); err != nil {
 		t.Errorf("Send under the limit again: %v", err)
 	}
+}
+
+// TestServerEvictsIdleWhenFull checks that a full server closes the
+// connection idle longest to admit a new one, never one mid-frame or
+// idle for less than EvictIdleAfter, and says so.
+func TestServerEvictsIdleWhenFull(t *testing.T) {
+	var evicted atomic.Int64
+	var open atomic.Int64
+	s := &Server{Handler: echo, MaxConns: 2, EvictIdleAfter: 100 * time.Millisecond,
+		OnEvicted: func(*ConnInfo) { evicted.Add(1) }, OnConns: func(n int) { open.Store(int64(n)) }}
+	addr := start(t, s)
+	// oldest sends and goes idle; midFrame starts a frame and stops.
+	oldest := dial(t, addr, nil)
+	if _, err := oldest.Send(testContext(t), []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	midFrame := rawConn(t, addr)
+	if _, err := midFrame.Write([]byte{StartBlock, 'M', 'S', 'H'}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two connections", func() bool { return s.ActiveConns() == 2 && open.Load() == 2 })
+	// Too soon: nothing has been idle long enough, so the newcomer is
+	// refused.
+	waitClosed(t, rawConn(t, addr))
+	if evicted.Load() != 0 {
+		t.Fatal("evicted a connection idle for less than EvictIdleAfter")
+	}
+	time.Sleep(150 * time.Millisecond)
+	newcomer := dial(t, addr, nil)
+	if _, err := newcomer.Send(testContext(t), []byte("let me in")); err != nil {
+		t.Fatalf("newcomer: %v", err)
+	}
+	if evicted.Load() != 1 {
+		t.Errorf("evicted %d, want 1", evicted.Load())
+	}
+	if _, err := oldest.Send(testContext(t), []byte("again")); err == nil {
+		t.Error("the idle connection was not the one closed")
+	}
+	// The one mid-frame is kept, and a fourth is refused: the newcomer is
+	// not idle long enough and midFrame never is.
+	if _, err := midFrame.Write([]byte("|rest")); err != nil {
+		t.Errorf("mid-frame connection closed: %v", err)
+	}
+	waitClosed(t, rawConn(t, addr))
+	waitFor(t, "two open connections", func() bool { return s.ActiveConns() == 2 && open.Load() == 2 })
 }
 
 func TestServerIdleTimeout(t *testing.T) {

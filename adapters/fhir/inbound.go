@@ -178,6 +178,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		ResourceTypes:    cfg.ResourceTypes,
 		AuditEventSearch: set.AuditEventSearch,
 		ConsentStore:     in.consents != nil,
+		BearerToken:      in.token != nil,
 	})
 	b, err := json.Marshal(cs)
 	if err != nil {

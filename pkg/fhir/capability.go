@@ -28,6 +28,8 @@ type CapabilityOptions struct {
 	// ConsentStore says POST [base]/Consent stores the Consent for the
 	// consent engine instead of routing it (consent.engine: consent).
 	ConsentStore bool
+	// BearerToken says posts need the endpoint's bearer token.
+	BearerToken bool
 }
 
 // consentDocumentation is what POST [base]/Consent does with the consent
@@ -41,7 +43,7 @@ const consentDocumentation = `POST [base]/Consent stores the patient's Consent f
 
 // auditEventDocumentation is what GET [base]/AuditEvent does.
 const auditEventDocumentation = `GET [base]/AuditEvent?patient=<NHS number>&date=ge..&date=le..&_count=N ` +
-	`(admin token with the auditor role) returns a searchset Bundle of the patient's releases of data ` +
+	`(with admin tokens configured, one with the auditor role; without them, on loopback only) returns a searchset Bundle of the patient's releases of data ` +
 	`and refused releases as AuditEvents following IHE Basic Audit Log Patterns, paged by a next link. ` +
 	`patient is required and is an NHS number, not a reference. AuditEvents cannot be read by id.`
 
@@ -157,9 +159,20 @@ func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
 		Rest: []models.CapabilityStatementRest{{
 			Mode:          models.RestfulCapabilityModeServer,
 			Documentation: &restDoc,
+			Security:      security(opts.BearerToken),
 			Resource:      resources,
 		}},
 	}
+}
+
+// security describes how posts are authenticated. CORS is not enabled.
+func security(bearer bool) *models.CapabilityStatementRestSecurity {
+	no := false
+	desc := "Posts are not authenticated at this endpoint: it is meant for a trusted network or behind a proxy that authenticates senders."
+	if bearer {
+		desc = "Posts need the header Authorization: Bearer <token>, with the token agreed with the endpoint's operator; without it the reply is 401."
+	}
+	return &models.CapabilityStatementRestSecurity{Cors: &no, Description: &desc}
 }
 
 // acceptedTypes returns Bundle followed by the valid, distinct types in

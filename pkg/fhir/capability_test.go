@@ -31,6 +31,12 @@ func TestCapabilityStatement(t *testing.T) {
 			wantVer:   "dev",
 		},
 		{
+			name:      "bearer token",
+			opts:      CapabilityOptions{ResourceTypes: []string{"Patient"}, Date: date, BearerToken: true},
+			wantTypes: []string{"Bundle", "Patient"},
+			wantVer:   "dev",
+		},
+		{
 			name:      "AuditEvent search listed after the accepted types",
 			opts:      CapabilityOptions{SoftwareVersion: "v1", ResourceTypes: []string{"Patient"}, Date: date, AuditEventSearch: true},
 			wantTypes: []string{"Bundle", "Patient"},
@@ -99,6 +105,10 @@ func TestCapabilityStatement(t *testing.T) {
 			// statement must not promise the original's.
 			if !strings.Contains(doc, "an id of the resend's own") {
 				t.Errorf("rest.documentation does not say what a resend's reply names: %q", doc)
+			}
+			if sec := rest.Security; sec == nil || sec.Cors == nil || *sec.Cors ||
+				strings.Contains(deref(sec.Description), "Authorization: Bearer") != tt.opts.BearerToken {
+				t.Errorf("rest.security %+v does not say how posts are authenticated (bearer token: %v)", sec, tt.opts.BearerToken)
 			}
 			if got := strings.Contains(doc, "not routed itself"); got != tt.opts.ConsentStore {
 				t.Errorf("rest.documentation describes stored Consents: %v, want %v", got, tt.opts.ConsentStore)

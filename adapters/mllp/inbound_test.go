@@ -303,7 +303,8 @@ func TestInboundBadFrames(t *testing.T) {
 		wantQ      string // the quarantined bytes, "" for none
 	}{
 		{"too large", "\x0b" + big + "\x1c\r", fault.CodeFrameTooLarge, big[:1024]},
-		{"data outside a frame", "junk\x0b" + msg("X1", "") + "\x1c\r", fault.CodeFrameInvalid, ""},
+		// What came unframed is kept, up to the next start block.
+		{"data outside a frame", "junk\x0b" + msg("X1", "") + "\x1c\r", fault.CodeFrameInvalid, "junk"},
 		{"end block without CR", "\x0b" + msg("X2", "") + "\x1cZ", fault.CodeFrameInvalid, msg("X2", "")},
 	}
 	for _, tt := range tests {

@@ -97,7 +97,9 @@ func (r *Reader) InFrame() bool { return r.inFrame }
 // the underlying reader are returned as they are.
 //
 // With any error but io.EOF, the returned slice holds the part of the
-// payload read before the error (up to the limit), or nil. After an error
+// payload read before the error (up to the limit), or nil; for data
+// outside a frame, the stray bytes read and already buffered, up to the
+// next start block and the limit. After an error
 // the stream is out of step: stop reading and close it.
 func (r *Reader) ReadFrame() ([]byte, error) {
 	if cap(r.buf) > keepBufferBytes {
@@ -113,7 +115,7 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 			break
 		}
 		if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
-			return nil, invalidFrame("data outside a frame")
+			return r.stray(c), invalidFrame("data outside a frame")
 		}
 	}
 	r.inFrame = true
@@ -157,6 +159,20 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 	}
 	r.inFrame = false
 	return r.buf, nil
+}
+
+// stray returns the byte c read outside a frame and those already
+// buffered after it, up to the next start block and the size limit, so
+// that what a sender sent unframed can be kept for inspection. It reads
+// nothing more from the connection.
+func (r *Reader) stray(c byte) []byte {
+	more, _ := r.br.Peek(r.br.Buffered())
+	if i := bytes.IndexByte(more, StartBlock); i >= 0 {
+		more = more[:i]
+	}
+	r.buf = append(r.buf[:0], c)
+	r.buf = append(r.buf, more[:min(len(more), r.max-1)]...)
+	return r.buf
 }
 
 // grow makes room for n more bytes in r.buf without letting its capacity

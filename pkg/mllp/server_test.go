@@ -432,7 +432,7 @@ func TestServerInvalidFrameReply(t *testing.T) {
 			return []byte("handled"), false
 		}),
 		OnFrameError: func(_ context.Context, c *ConnInfo, err error, partial []byte) []byte {
-			if !errors.Is(err, ErrInvalidFrame) || partial != nil || c.ID == 0 {
+			if !errors.Is(err, ErrInvalidFrame) || string(partial) != msg1 || c.ID == 0 {
 				return []byte("unexpected")
 			}
 			return []byte("REJECT")

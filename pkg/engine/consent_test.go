@@ -195,23 +195,8 @@ func TestConsentHashKeyMismatch(t *testing.T) {
 	}
 	start := func(key string) error {
 		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\nconsent:\n  hash_key: env:JUNCTION_TEST_CONSENT_KEY\n", dir, routes)
-		path := filepath.Join(dir, "junction.yaml")
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
 		t.Setenv("JUNCTION_TEST_CONSENT_KEY", key)
-		cfg, err := config.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler), Version: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		e := engineFromConfig(t, dir, body)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		serr := e.Start(ctx)
@@ -310,4 +295,28 @@ func testConsentThroughARoute(t *testing.T, pipe string) {
 	waitFor(t, "the bad Consent to be dead-lettered", func() bool {
 		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("consents", "dead_lettered")) == 1
 	})
+}
+
+// engineFromConfig writes body as dir/junction.yaml and returns an engine
+// planned from it, not started: for tests that restart an engine on the
+// same data directory.
+func engineFromConfig(t *testing.T, dir, body string) *engine.Engine {
+	t.Helper()
+	path := filepath.Join(dir, "junction.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler), Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }

@@ -3,7 +3,6 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,9 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/junction-fhir/junction/adapters/all"
 	"github.com/junction-fhir/junction/pkg/audit"
-	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
@@ -119,22 +116,7 @@ func testReconcileRouteAddedLater(t *testing.T, pipe string) {
 			"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n"+
 			"destinations:\n  fhir-store:\n    type: file\n    dir: out/fhir-store\n  data-quality:\n    type: file\n    dir: out/data-quality\n",
 			dir, routes, pipelineOf(pipe))
-		path := filepath.Join(dir, "junction.yaml")
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := config.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler), Version: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
+		e := engineFromConfig(t, dir, body)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := e.Start(ctx); err != nil {

@@ -346,9 +346,9 @@ func answers(cond string, code hl7v2.AckCode) bool {
 // whose type (MSH-9.1 and the event, from MSH-9.2 or EVN-1) is not one
 // of types, such as "ADT^A01": they are answered AR (CR in enhanced
 // mode) with ERR code 200 (unknown message type) or 201 (unknown event),
-// and counted, rather than acknowledged and then dead-lettered by every
-// route, since the adapter's translator never takes them. Call it before
-// Start.
+// counted and quarantined, rather than acknowledged and then
+// dead-lettered by every route, since the adapter's translator never
+// takes them. Call it before Start.
 func (in *Inbound) AcceptOnly(types []string) {
 	in.types = make(map[string]bool, len(types))
 	for _, t := range types {
@@ -406,7 +406,9 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 	}
 	if errCode, text := in.unsupported(m); errCode != "" {
 		code := m.RejectCode()
-		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeHL7Unsupported)).Inc()
+		// Kept for ops like other refused input: a sender whose MSH-15
+		// forbids the answer would otherwise leave no trace of it.
+		in.quarantine(ctx, payload, fault.CodeHL7Unsupported)
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Unsupported), "hl7_error", errCode, "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: 9, Code: errCode, Severity: "E", Text: text}), code, cond
 	}

@@ -221,15 +221,17 @@ func TestInboundAcceptOnly(t *testing.T) {
 				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
 			}
 			stored, q := f.host.snapshot()
-			if len(q) != 0 {
-				t.Errorf("quarantined %d; a well-formed message of another type is refused, not kept", len(q))
-			}
 			rejected := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeHL7Unsupported)))
 			if tt.wantErrCode == "" {
-				if len(stored) != 1 || rejected != 0 {
-					t.Errorf("stored %d, rejected %v; want 1 and 0", len(stored), rejected)
+				if len(stored) != 1 || rejected != 0 || len(q) != 0 {
+					t.Errorf("stored %d, rejected %v, quarantined %d; want 1, 0 and 0", len(stored), rejected, len(q))
 				}
 				return
+			}
+			// Refused, it is kept for ops (a sender whose MSH-15 forbids
+			// the answer would otherwise leave no trace).
+			if len(q) != 1 || string(q[0].raw) != tt.payload || q[0].reason != string(fault.CodeHL7Unsupported) {
+				t.Errorf("quarantined %+v, want the message with reason %s", q, fault.CodeHL7Unsupported)
 			}
 			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != tt.wantErrCode {
 				t.Errorf("ERR codes %v, want [%s]", codes, tt.wantErrCode)

@@ -127,11 +127,13 @@ func (OutboundFactory) NewOutbound(_ context.Context, set adapter.Settings, cfg 
 // After a timeout or a mismatched acknowledgement the connection is
 // closed, so a late acknowledgement can never be taken for the answer to
 // the next message. AA and CA are success. AE and CE (the receiver found
-// an error in the message) are permanent faults, unless every ERR code
-// says the receiver cannot take it now (206 record locked, 207 internal
-// error, which is what a receiver whose store is down answers). AR and CR
-// (the receiver refused it, often because it is not ready) are transient
-// faults, as are network failures and timeouts.
+// an error in the message) are permanent faults, except a CE (a commit
+// error: the receiver could not take it into safe keeping) whose ERR
+// codes are all 206 (record locked) or 207 (internal error), which is
+// what a receiver whose store is down answers; an AE with 207 stays
+// permanent, as many receivers use 207 for any application error. AR and
+// CR (the receiver refused it, often because it is not ready) are
+// transient faults, as are network failures and timeouts.
 type Outbound struct {
 	name string
 	cfg  OutboundConfig
@@ -253,7 +255,7 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	switch {
 	case code.Accepted():
 		return adapter.Receipt{Status: string(code), Reply: string(reply)}, nil
-	case code.Errored() && hl7v2.RetryLater(hl7v2.AckErrorCodes(reply)):
+	case code == hl7v2.AckCE && hl7v2.RetryLater(hl7v2.AckErrorCodes(reply)):
 		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestRejected, Class: fault.Transient,
 			Msg: fmt.Sprintf("mllp: receiver answered %s (cannot take it now)", code)}).WithDetail(text)
 	case code.Errored():

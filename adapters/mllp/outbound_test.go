@@ -115,7 +115,9 @@ func TestOutboundAckCodes(t *testing.T) {
 		// A receiver that could not store the message (as Junction's own
 		// listener answers when its store is down) says so with 207.
 		{name: "CE 207 transient", answer: ackCoded(hl7v2.AckCE, hl7v2.ErrCodeInternal, "message not stored"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "message not stored"},
-		{name: "AE 206 transient", answer: ackCoded(hl7v2.AckAE, hl7v2.ErrCodeRecordLocked, "record locked"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "record locked"},
+		{name: "CE 206 transient", answer: ackCoded(hl7v2.AckCE, hl7v2.ErrCodeRecordLocked, "record locked"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "record locked"},
+		// Many receivers answer any application error AE with 207.
+		{name: "AE 207 permanent", answer: ackCoded(hl7v2.AckAE, hl7v2.ErrCodeInternal, "bad date"), wantCode: fault.CodeDestRejected, wantDetail: "bad date"},
 		{name: "AR transient", answer: ackWith(hl7v2.AckAR, "database down"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "database down"},
 		{name: "CR transient", answer: ackWith(hl7v2.AckCR, "busy"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "busy"},
 		{name: "wrong MSA-2", answer: func(_ context.Context, m *hl7v2.Message) []byte {

@@ -970,6 +970,8 @@ func TestParseFlagsAfterArguments(t *testing.T) {
 		{"flags between", []string{"A", "--api=http://y", "B", "-json"}, true, "http://y", []string{"A", "B"}},
 		{"double dash", []string{"--json", "--", "-x", "--api"}, true, "", []string{"-x", "--api"}},
 		{"double dash after an argument", []string{"A", "--", "--json"}, false, "", []string{"A", "--json"}},
+		{"double dash as a flag's value", []string{"--api", "--", "ID", "--json"}, true, "--", []string{"ID"}},
+		{"double dash after a boolean flag", []string{"--json", "--", "--api"}, true, "", []string{"--api"}},
 		{"none", nil, false, "", nil},
 	}
 	for _, tt := range tests {

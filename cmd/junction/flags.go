@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/junction-fhir/junction/adapters/all"
 	"github.com/junction-fhir/junction/pkg/config"
@@ -42,8 +43,9 @@ func parse(fs *flag.FlagSet, args []string) error {
 		}
 		rest := fs.Args()
 		// Parse stops at the first positional argument, or after a "--"
-		// it consumes: tell the two apart by what it was given.
-		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+		// it consumes as the end of flags (not as a flag's value): tell
+		// them apart by what it was given.
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" && (n < 2 || !takesValue(fs, args[n-2])) {
 			pos = append(pos, rest...)
 			break
 		}
@@ -56,6 +58,22 @@ func parse(fs *flag.FlagSet, args []string) error {
 	// Leave the positional arguments where fs.Args finds them.
 	_ = fs.Parse(append([]string{"--"}, pos...))
 	return nil
+}
+
+// takesValue reports whether tok is a flag of fs written without "=" that
+// takes the next argument as its value (any flag but a boolean one).
+func takesValue(fs *flag.FlagSet, tok string) bool {
+	name, ok := strings.CutPrefix(tok, "-")
+	if !ok || strings.Contains(name, "=") {
+		return false
+	}
+	name = strings.TrimPrefix(name, "-")
+	f := fs.Lookup(name)
+	if f == nil {
+		return false
+	}
+	b, isBool := f.Value.(interface{ IsBoolFlag() bool })
+	return !isBool || !b.IsBoolFlag()
 }
 
 // loadConfig reads path, or the defaults when path is empty.

@@ -25,6 +25,9 @@ type Accepted struct {
 	Duplicate bool `json:"duplicate,omitempty"`
 	// Unsplit marks a message still waiting in the ingest log.
 	Unsplit bool `json:"unsplit,omitempty"`
+	// Stored is when the store took it for routing (the stream message's
+	// time), what decides which routes could see it; zero when unknown.
+	Stored time.Time `json:"stored,omitzero"`
 }
 
 // Pending is an accepted message without a terminal state.
@@ -109,13 +112,14 @@ func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string, s
 }
 
 // routesFor returns the routes that decide message a: the loaded routes
-// of its source that were taking messages when it came, and every route,
-// loaded or not, that has records of it.
+// of its source that were taking messages when it was stored for routing
+// (all of them when that time is unknown), and every route, loaded or
+// not, that has records of it.
 func routesFor(a Accepted, recs []Record, loaded []string, since map[string]time.Time) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, rt := range loaded {
-		if t := since[rt]; t.IsZero() || !a.Received.Before(t) {
+		if t := since[rt]; t.IsZero() || a.Stored.IsZero() || !a.Stored.Before(t) {
 			out = append(out, rt)
 			seen[rt] = true
 		}

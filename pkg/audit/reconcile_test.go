@@ -14,7 +14,7 @@ func TestReconcile(t *testing.T) {
 	rec := func(s int, id string, ev Event, route, dest, outcome string) Record {
 		return Record{Time: at(s), MessageID: id, Event: ev, Route: route, Destination: dest, Outcome: outcome}
 	}
-	routes := map[string][]string{"pas": {"adt", "dq"}, "fhir": {"in", "late"}}
+	routes := map[string][]string{"pas": {"adt", "dq"}, "fhir": {"in"}, "ris": {"ris-in", "late"}}
 	since := map[string]time.Time{"late": at(10)}
 	type want struct {
 		terminal map[string]int
@@ -190,12 +190,18 @@ func TestReconcile(t *testing.T) {
 			// "late" was added at 10 s: it never sees m1, received
 			// before, but m2, received after, waits for it.
 			name:     "a route added later is not waited for on older messages",
-			accepted: []Accepted{{ID: "m1", Source: "fhir", Received: at(5)}, {ID: "m2", Source: "fhir", Received: at(20)}},
+			accepted: []Accepted{{ID: "m1", Source: "ris", Received: at(5), Stored: at(5)}, {ID: "m2", Source: "ris", Received: at(8), Stored: at(20)}},
 			recs: []Record{
-				rec(6, "m1", Matched, "in", "", "matched"), rec(6, "m1", Queued, "in", "a", "queued"), rec(7, "m1", Delivered, "in", "a", "delivered"),
-				rec(21, "m2", Matched, "in", "", "matched"), rec(21, "m2", Queued, "in", "a", "queued"), rec(22, "m2", Delivered, "in", "a", "delivered"),
+				rec(6, "m1", Matched, "ris-in", "", "matched"), rec(6, "m1", Queued, "ris-in", "a", "queued"), rec(7, "m1", Delivered, "ris-in", "a", "delivered"),
+				rec(21, "m2", Matched, "ris-in", "", "matched"), rec(21, "m2", Queued, "ris-in", "a", "queued"), rec(22, "m2", Delivered, "ris-in", "a", "delivered"),
 			},
 			want: want{terminal: map[string]int{OutcomeDelivered: 1}, pending: map[string][]string{"m2": {"route late"}}},
+		},
+		{
+			name:     "a route is waited for when the store time is unknown",
+			accepted: []Accepted{{ID: "m1", Source: "ris", Received: at(5)}},
+			recs:     []Record{rec(6, "m1", Filtered, "ris-in", "", "filtered")},
+			want:     want{pending: map[string][]string{"m1": {"route late"}}},
 		},
 		{
 			name:     "a route no longer loaded keeps its dead letters",

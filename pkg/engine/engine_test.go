@@ -483,7 +483,9 @@ func TestReusedControlIDNotLost(t *testing.T) {
 			first := adt("A01", "REUSE1", "9990000018^^^NHS^NH")
 			resend := strings.Replace(first, "20261123093000||ADT", "20261123093500||ADT", 1)
 			other := adt("A01", "REUSE1", "9990000026^^^NHS^NH")
-			for _, m := range []string{first, resend, other} {
+			// other is sent twice: the second is a resend of it, not a
+			// second reuse.
+			for _, m := range []string{first, resend, other, other} {
 				if code, _ := send(t, addr, m); code != hl7v2.AckAA {
 					t.Fatalf("ack %s", code)
 				}
@@ -494,6 +496,9 @@ func TestReusedControlIDNotLost(t *testing.T) {
 			})
 			time.Sleep(300 * time.Millisecond)
 			waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 2)
+			if n := testutil.ToFloat64(e.Metrics().DataQuality.WithLabelValues("pas", "control_id_reused")); n != 1 {
+				t.Errorf("control_id_reused = %v, want 1", n)
+			}
 			// The second message's trail says why it was not taken for a
 			// resend.
 			var reused []string

@@ -146,6 +146,9 @@ type serverConn struct {
 	// idleSince is when the connection last went idle between frames
 	// (Unix nanoseconds), 0 while a frame is being read or handled.
 	idleSince atomic.Int64
+	// evicted is set, under Server.mu, when the connection is closed for
+	// a new one: a frame it read meanwhile is not handled.
+	evicted bool
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -308,7 +311,10 @@ func (s *Server) startConn(nc net.Conn) {
 			}
 			return
 		}
-		// Its goroutine finishes when the close wakes its read.
+		// Its goroutine finishes when the close wakes its read; a frame
+		// it read meanwhile is not handled (setBusy), so it is owed no
+		// reply.
+		victim.evicted = true
 		delete(s.conns, victim)
 	}
 	if s.conns == nil {
@@ -320,7 +326,8 @@ func (s *Server) startConn(nc net.Conn) {
 	ctx := s.baseCtx
 	s.mu.Unlock()
 	if victim != nil {
-		_ = victim.nc.Close()
+		// Not on the accept loop: closing a TLS connection may wait.
+		go func() { _ = victim.nc.Close() }()
 		log.Info("mllp idle connection closed for a new one", "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns)
 		if s.OnEvicted != nil {
 			s.OnEvicted(&victim.info)
@@ -376,7 +383,7 @@ func (s *Server) setBusy(c *serverConn, busy bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.busy = busy
-	return !s.shutting
+	return !s.shutting && !c.evicted
 }
 
 func (s *Server) serveConn(ctx context.Context, c *serverConn) {
@@ -447,7 +454,7 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 		}
 		frames++
 		if !s.setBusy(c, true) {
-			reason = "server shutting down"
+			reason = "server shutting down or connection closed for another"
 			return
 		}
 		reply, closeConn, ok := s.handle(ctx, log, c, bytes.Clone(frame))

@@ -255,8 +255,10 @@ func testInput(dir string, in InputSpec) ([]byte, string, error) {
 const maxJSONDiffs = 10
 
 // jsonDiff lists where the JSON documents want and got differ, one line
-// each as "path: golden X, got Y", at most maxJSONDiffs and then a count
-// of the rest; nil when they are equal or want does not parse.
+// each as "path: golden X, got Y" (the path "(root)" for the documents
+// themselves), at most maxJSONDiffs and then a count of the rest; nil
+// when they are equal, and one line saying so when either does not
+// parse.
 func jsonDiff(want, got []byte) []string {
 	var w, g any
 	if json.Unmarshal(want, &w) != nil {
@@ -268,6 +270,9 @@ func jsonDiff(want, got []byte) []string {
 	var out []string
 	n := 0
 	add := func(path string, a, b any) {
+		if path == "" {
+			path = "(root)"
+		}
 		n++
 		if len(out) < maxJSONDiffs {
 			out = append(out, fmt.Sprintf("%s: golden %s, got %s", path, short(a), short(b)))

@@ -294,6 +294,7 @@ func TestJSONDiff(t *testing.T) {
 			return out
 		}(), "and 2 more differences")},
 		{"bad golden", `{`, `{}`, []string{"golden is not valid JSON"}},
+		{"root", `[1]`, `{}`, []string{`(root): golden [1], got {}`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -472,11 +472,17 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 				// keep it under a key that includes its content.
 				env.DedupeKey = key + "|" + audit.Hash(env.Raw)[:16]
 				key = env.DedupeKey
-				r.o.Metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
-				if err := note(env.ID, reuseDedupe(env.ID), reusedRecord(env, id, now)); err != nil {
-					return err
-				}
+				firstID := id
 				id, same, found = a.idx.lookup(key, content)
+				// Unless it resends the message already kept under that
+				// key, it is routed as a message of its own: count it and
+				// say why.
+				if !found || id == env.ID || !same {
+					r.o.Metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
+					if err := note(env.ID, reuseDedupe(env.ID), reusedRecord(env, firstID, now)); err != nil {
+						return err
+					}
+				}
 			}
 			if found && id != env.ID && same {
 				r.o.Metrics.Duplicates.WithLabelValues(env.Source).Inc()

@@ -371,8 +371,14 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			// a key that includes its content, and count the reuse.
 			m := ingressMsg(p.env)
 			m.Header.Set(jetstream.MsgIDHeader, m.Header.Get(jetstream.MsgIDHeader)+"|"+audit.Hash(p.env.Raw)[:16])
-			if _, err := s.js.PublishMsg(ctx, m); err != nil {
+			ack2, err := s.js.PublishMsg(ctx, m)
+			if err != nil {
 				return fmt.Errorf("storing a message with a reused control id: %w", err)
+			}
+			if ack2.Duplicate {
+				// A resend of the message already kept under that key.
+				s.onDup(p.env.Source)
+				continue
 			}
 			s.r.o.Metrics.DataQuality.WithLabelValues(p.env.Source, "control_id_reused").Inc()
 			s.r.o.Metrics.Accepted.WithLabelValues(p.env.Source).Inc()

@@ -105,8 +105,16 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 				// under a key that includes its content (see the splitter).
 				m := ingressMsg(env)
 				m.Header.Set(jetstream.MsgIDHeader, m.Header.Get(jetstream.MsgIDHeader)+"|"+audit.Hash(env.Raw)[:16])
-				if _, err := i.js.PublishMsg(ctx, m); err != nil {
+				ack2, err := i.js.PublishMsg(ctx, m)
+				if err != nil {
 					return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound message", err)
+				}
+				if ack2.Duplicate {
+					// A resend of the message already kept under that key.
+					if i.metrics != nil {
+						i.metrics.Duplicates.WithLabelValues(env.Source).Inc()
+					}
+					return adapter.IngestResult{ID: env.ID, Duplicate: true}, nil
 				}
 				if i.metrics != nil {
 					i.metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()

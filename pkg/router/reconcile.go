@@ -27,12 +27,21 @@ const splitterDurable = "ingest-splitter"
 func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
 	inIngress := map[string]bool{}
-	take := func(id, source string, rcv time.Time) {
+	take := func(id, source string, rcv, stored time.Time) {
 		if id == "" || inIngress[id] {
 			return
 		}
 		inIngress[id] = true
-		accepted = append(accepted, audit.Accepted{ID: id, Source: source, Received: rcv})
+		accepted = append(accepted, audit.Accepted{ID: id, Source: source, Received: rcv, Stored: stored})
+	}
+	// storedAt is when the stream took m: what a route's consumers, which
+	// start at new messages, compare.
+	storedAt := func(m jetstream.Msg) time.Time {
+		meta, err := m.Metadata()
+		if err != nil {
+			return time.Time{}
+		}
+		return meta.Timestamp
 	}
 	err := scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), SubjAccepted+".") {
@@ -40,7 +49,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		}
 		h := m.Headers()
 		rcv, _ := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
-		take(h.Get(envelope.HeaderID), h.Get(envelope.HeaderSource), rcv)
+		take(h.Get(envelope.HeaderID), h.Get(envelope.HeaderSource), rcv, storedAt(m))
 		return nil
 	})
 	if err != nil {
@@ -52,8 +61,9 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		if err != nil {
 			return nil
 		}
+		stored := storedAt(m)
 		for _, env := range envs {
-			take(env.ID, env.Source, env.ReceivedAt)
+			take(env.ID, env.Source, env.ReceivedAt, stored)
 		}
 		return nil
 	})

@@ -110,10 +110,8 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 					return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound message", err)
 				}
 				if ack2.Duplicate {
-					// A resend of the message already kept under that key.
-					if i.metrics != nil {
-						i.metrics.Duplicates.WithLabelValues(env.Source).Inc()
-					}
+					// A resend of the message already kept under that key
+					// (the inbound adapter counts it).
 					return adapter.IngestResult{ID: env.ID, Duplicate: true}, nil
 				}
 				if i.metrics != nil {

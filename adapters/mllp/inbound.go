@@ -395,7 +395,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
 	}
-	if n := len(m.SegmentsNamed("MSH")); n > 1 {
+	if n := m.CountSegments("MSH"); n > 1 {
 		// Two messages in one frame: acknowledging the first would leave
 		// the rest unrouted, and the sender believing them delivered.
 		code := m.RejectCode()

@@ -210,7 +210,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintf(stdout, "message %s\n", v.ID)
 		// Columns aligned over the whole trail, times at a fixed width.
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		var table bytes.Buffer
+		tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
 		for _, r := range v.Trail {
 			where := strings.Trim(strings.Join([]string{r.Source, r.Route, r.Destination}, " "), " ")
 			var more []string
@@ -226,6 +227,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		// A row with nothing in the last column would end in the padding
+		// of the column before it.
+		for _, line := range strings.SplitAfter(table.String(), "\n") {
+			if line != "" {
+				fmt.Fprintln(stdout, strings.TrimRight(line, " \n"))
+			}
 		}
 		fmt.Fprintln(stdout, "(payloads not fetched; with the integration_engineer role, --json shows them and the access is recorded)")
 		return nil

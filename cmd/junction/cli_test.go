@@ -787,6 +787,9 @@ func TestCLIAdminCommands(t *testing.T) {
 		!strings.HasPrefix(lines[2], "2026-01-15T10:30:01.500000Z  delivered") || strings.Index(lines[1], " ok") != strings.Index(lines[2], " ok") {
 		t.Errorf("audit trail columns do not line up:\n%s", out)
 	}
+	if strings.Contains(out, " \n") {
+		t.Errorf("audit trail has lines ending in spaces:\n%q", out)
+	}
 	code, out, _ = cliRun(t, "audit", "trail", "--json", "--api", ts.URL, "--token", tok, "01TESTID")
 	if code != 0 || !strings.Contains(out, `"body": "MSH|"`) {
 		t.Errorf("audit trail --json: exit %d\n%s", code, out)

@@ -295,6 +295,18 @@ func (m *Message) SegmentsNamed(name string) []*Segment {
 	return out
 }
 
+// CountSegments returns how many segments have the given name, without
+// allocating.
+func (m *Message) CountSegments(name string) int {
+	n := 0
+	for i := range m.segs {
+		if m.segs[i].Name() == name {
+			n++
+		}
+	}
+	return n
+}
+
 // msh returns the header segment; a parsed message always has one.
 func (m *Message) msh() *Segment {
 	if len(m.segs) == 0 {

@@ -409,8 +409,8 @@ func TestMessageHeader(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := mustParse(t, []byte(tt.raw))
-			got := []any{m.MessageType(), m.Event(), m.Enhanced(), []AckCode{m.AcceptCode(), m.ErrorCode(), m.RejectCode()}, len(m.SegmentsNamed("EVN"))}
-			want := []any{tt.typ, tt.ev, tt.enhanced, tt.codes, tt.segsNamed}
+			got := []any{m.MessageType(), m.Event(), m.Enhanced(), []AckCode{m.AcceptCode(), m.ErrorCode(), m.RejectCode()}, len(m.SegmentsNamed("EVN")), m.CountSegments("EVN")}
+			want := []any{tt.typ, tt.ev, tt.enhanced, tt.codes, tt.segsNamed, tt.segsNamed}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}

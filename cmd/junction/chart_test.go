@@ -66,7 +66,7 @@ func TestChartRoutesPlanWithChartInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stderr bytes.Buffer
-	p, err := plan(path, nil, false, &stderr)
+	p, err := plan(path, nil, planChecks{}, &stderr)
 	if err != nil {
 		t.Fatalf("the chart's routes do not plan with its inputs: %v\n%s", err, strings.TrimSpace(stderr.String()))
 	}

@@ -13,19 +13,9 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	p, err := plan(*cfgPath, fs.Args(), *secrets, stderr)
+	p, err := plan(*cfgPath, fs.Args(), planChecks{secrets: *secrets, testInputs: true}, stderr)
 	if err != nil {
 		return err
-	}
-	var problems []string
-	for _, r := range p.Routes {
-		problems = append(problems, r.CheckTestInputs()...)
-	}
-	if len(problems) > 0 {
-		for _, l := range problems {
-			fmt.Fprintln(stderr, l)
-		}
-		return exitError{code: 1}
 	}
 	for _, r := range p.Routes {
 		fmt.Fprintf(stdout, "route %s (%s): source %s, %d destinations\n", r.Name, r.File, r.Source, len(r.Destinations))
@@ -46,7 +36,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	p, err := plan(*cfgPath, fs.Args(), false, stderr)
+	p, err := plan(*cfgPath, fs.Args(), planChecks{}, stderr)
 	if err != nil {
 		return err
 	}

@@ -144,7 +144,7 @@ func loadShipped(t *testing.T) []*route.Route {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loaded, err := route.LoadAll([]string{shippedRoutes(t)}, env, nil)
+	loaded, err := route.LoadAll([]string{shippedRoutes(t)}, env, nil, route.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -852,7 +852,7 @@ func TestCLIAdminCommands(t *testing.T) {
 // load against the built-in defaults, which is what `serve` with no flags
 // runs.
 func TestCLIDefaultConfigMatchesShippedRoutes(t *testing.T) {
-	p, err := plan("", []string{shippedRoutes(t)}, true, io.Discard)
+	p, err := plan("", []string{shippedRoutes(t)}, planChecks{secrets: true}, io.Discard)
 	if err != nil {
 		t.Fatalf("plan: %v", err)
 	}

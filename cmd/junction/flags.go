@@ -12,6 +12,7 @@ import (
 	"github.com/junction-fhir/junction/adapters/all"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
+	"github.com/junction-fhir/junction/pkg/route"
 )
 
 func newFlags(name, args string, stderr io.Writer) *flag.FlagSet {
@@ -84,12 +85,19 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
+// planChecks are what plan checks beyond what serving needs.
+type planChecks struct {
+	// secrets tries every env: and file: reference in the config file
+	// (see config.Config.CheckSecretRefs) and reports those that do not
+	// resolve with the rest.
+	secrets bool
+	// testInputs checks that routes' test input files can be read.
+	testInputs bool
+}
+
 // plan loads the config and plans the engine, printing every problem.
-//
-// With secrets, every env: and file: reference in the config file is
-// tried too (see config.Config.CheckSecretRefs), and those that do not
-// resolve are reported with the rest.
-func plan(path string, routes []string, secrets bool, stderr io.Writer) (*engine.Plan, error) {
+func plan(path string, routes []string, checks planChecks, stderr io.Writer) (*engine.Plan, error) {
+	opts := route.LoadOptions{TestInputs: checks.testInputs}
 	reg := engine.NewRegistry(all.Factories()...)
 	cfg, err := loadConfig(path)
 	if err != nil {
@@ -105,11 +113,11 @@ func plan(path string, routes []string, secrets bool, stderr io.Writer) (*engine
 			if err := engine.CheckSettings(cfg, reg); err != nil {
 				fmt.Fprintln(stderr, err)
 			}
-			if secrets {
+			if checks.secrets {
 				printErrs(stderr, cfg.CheckSecretRefs(config.Secrets{}))
 			}
 			if len(cfg.Routes) > 0 {
-				if err := engine.CheckRoutesAlone(cfg); err != nil {
+				if err := engine.CheckRoutesAlone(cfg, opts); err != nil {
 					fmt.Fprintln(stderr, err)
 				}
 			}
@@ -120,10 +128,10 @@ func plan(path string, routes []string, secrets bool, stderr io.Writer) (*engine
 		cfg.Routes = routes
 	}
 	var secretErrs []error
-	if secrets {
+	if checks.secrets {
 		secretErrs = cfg.CheckSecretRefs(config.Secrets{})
 	}
-	p, err := engine.NewPlan(cfg, reg)
+	p, err := engine.NewPlanChecked(cfg, reg, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 	}

@@ -53,7 +53,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}()
 	}
-	p, err := plan(*cfgPath, nil, true, stderr)
+	p, err := plan(*cfgPath, nil, planChecks{secrets: true}, stderr)
 	if err != nil {
 		return err
 	}

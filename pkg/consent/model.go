@@ -298,7 +298,20 @@ func CheckRoute(purpose, basis string, skipConsent bool) error {
 	if !b.Supports(p) {
 		return fmt.Errorf("consent legal basis %s does not support purpose %s", b, p)
 	}
-	if skipConsent && !b.mayGateSkip() {
+	if skipConsent {
+		return CheckSkip(basis)
+	}
+	return nil
+}
+
+// CheckSkip reports whether a route on the given legal basis may skip the
+// consent gate: only a safeguarding or statutory one may.
+func CheckSkip(basis string) error {
+	b, err := ParseLegalBasis(basis)
+	if err != nil {
+		return err
+	}
+	if !b.mayGateSkip() {
 		return fmt.Errorf("only a safeguarding or statutory legal basis may skip the consent gate, not %s", b)
 	}
 	return nil

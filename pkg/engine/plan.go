@@ -100,7 +100,13 @@ func (p *Plan) Translators() map[string]adapter.Translator {
 // NewPlan validates cfg against the registry and loads the routes. It
 // returns every problem found.
 func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
-	return newPlan(cfg, reg, true)
+	return newPlan(cfg, reg, true, route.LoadOptions{})
+}
+
+// NewPlanChecked is NewPlan with the route checks in opts that serving
+// does not need, for lint.
+func NewPlanChecked(cfg *config.Config, reg Registry, opts route.LoadOptions) (*Plan, error) {
+	return newPlan(cfg, reg, true, opts)
 }
 
 // CheckSettings reports what NewPlan would of cfg's settings, inputs and
@@ -108,11 +114,11 @@ func NewPlan(cfg *config.Config, reg Registry) (*Plan, error) {
 // decoding errors of its own, so that the rest of its errors come with
 // them (see CheckRoutesAlone for the routes).
 func CheckSettings(cfg *config.Config, reg Registry) error {
-	_, err := newPlan(cfg, reg, false)
+	_, err := newPlan(cfg, reg, false, route.LoadOptions{})
 	return err
 }
 
-func newPlan(cfg *config.Config, reg Registry, withRoutes bool) (*Plan, error) {
+func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadOptions) (*Plan, error) {
 	var errs []error
 	for _, e := range cfg.Validate() {
 		if p := settingPos(e, cfg.PosOf, yamlx.Pos{}); p.Line > 0 {
@@ -186,7 +192,7 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool) (*Plan, error) {
 		p.Destinations[name] = &PlannedDestination{Name: name, Factory: of, Config: conf, Spec: c}
 	}
 	if withRoutes {
-		routes, err := route.LoadAll(cfg.Routes, env, p)
+		routes, err := route.LoadAll(cfg.Routes, env, p, opts)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -202,12 +208,12 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool) (*Plan, error) {
 // decoding, CEL, consent declarations) without checking the inputs and
 // destinations they name, for a config that has errors of its own and
 // whose names cannot be trusted.
-func CheckRoutesAlone(cfg *config.Config) error {
+func CheckRoutesAlone(cfg *config.Config, opts route.LoadOptions) error {
 	env, err := rules.NewEnv(cfg.Rules.Limits())
 	if err != nil {
 		return fmt.Errorf("checking routes: %w", err)
 	}
-	_, err = route.LoadAll(cfg.Routes, env, anyName{})
+	_, err = route.LoadAll(cfg.Routes, env, anyName{}, opts)
 	return err
 }
 

@@ -63,6 +63,15 @@ const (
 	CodePanic            Code = "internal.panic"
 )
 
+// Codes returns every code this package defines, in declaration order.
+func Codes() []Code {
+	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeHL7Parse,
+		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeFHIRInvalidJSON, CodeFHIRInvalid,
+		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeTranslate, CodeRuleEval, CodeDestRejected,
+		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConfig,
+		CodeNotFound, CodeUnauthorized, CodeDuplicate, CodeTooLarge, CodePanic}
+}
+
 // Error is a classed, coded error.
 type Error struct {
 	Code  Code

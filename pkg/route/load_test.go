@@ -165,7 +165,7 @@ func TestCELErrorPositions(t *testing.T) {
 
 func TestLoadAllDuplicateNamesAndEveryFile(t *testing.T) {
 	env := testEnv(t)
-	_, err := LoadAll([]string{filepath.Join("testdata", "dup"), filepath.Join("testdata", "bad", "non_bool.yaml")}, env, testCatalog)
+	_, err := LoadAll([]string{filepath.Join("testdata", "dup"), filepath.Join("testdata", "bad", "non_bool.yaml")}, env, testCatalog, LoadOptions{TestInputs: true})
 	if err == nil {
 		t.Fatal("LoadAll succeeded, want errors")
 	}
@@ -174,7 +174,7 @@ func TestLoadAllDuplicateNamesAndEveryFile(t *testing.T) {
 
 func TestLoadAllGood(t *testing.T) {
 	env := testEnv(t)
-	routes, err := LoadAll([]string{filepath.Join("testdata", "good")}, env, testCatalog)
+	routes, err := LoadAll([]string{filepath.Join("testdata", "good")}, env, testCatalog, LoadOptions{})
 	if err != nil {
 		t.Fatalf("LoadAll: %v", err)
 	}
@@ -189,7 +189,7 @@ func TestLoadAllGood(t *testing.T) {
 
 func TestLoadAllSameFileTwice(t *testing.T) {
 	dir := filepath.Join("testdata", "good")
-	routes, err := LoadAll([]string{dir, "./" + filepath.Join(dir, "pas.yaml")}, testEnv(t), testCatalog)
+	routes, err := LoadAll([]string{dir, "./" + filepath.Join(dir, "pas.yaml")}, testEnv(t), testCatalog, LoadOptions{})
 	if err != nil {
 		t.Fatalf("LoadAll: %v", err)
 	}
@@ -199,7 +199,7 @@ func TestLoadAllSameFileTwice(t *testing.T) {
 }
 
 func TestLoadAllMissingPath(t *testing.T) {
-	_, err := LoadAll([]string{filepath.Join(t.TempDir(), "nope")}, testEnv(t), testCatalog)
+	_, err := LoadAll([]string{filepath.Join(t.TempDir(), "nope")}, testEnv(t), testCatalog, LoadOptions{})
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("LoadAll = %v, want a not-exist error", err)
 	}

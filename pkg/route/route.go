@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -114,6 +115,17 @@ const (
 // decoding and those of what did decode, are returned together as
 // yamlx.Errors sorted by position.
 func Load(path string, env *rules.Env, cat Catalog) (*Route, error) {
+	r, err := load(path, env, cat)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// load is Load that returns, with a file's errors, the route as far as it
+// compiled (nil when the file could not be read), so that LoadAll can
+// check what spans files (names) of a file with errors too.
+func load(path string, env *rules.Env, cat Catalog) (*Route, error) {
 	data, err := readLimited(path, maxFileBytes)
 	if err != nil {
 		return nil, err
@@ -135,10 +147,7 @@ func Load(path string, env *rules.Env, cat Catalog) (*Route, error) {
 		}
 		errs = append(errs, ce...)
 	}
-	if len(errs) > 0 {
-		return nil, errs.Err()
-	}
-	return r, nil
+	return r, errs.Err()
 }
 
 // readLimited reads the file at path, refusing one larger than limit
@@ -162,10 +171,18 @@ func readLimited(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// LoadOptions asks LoadAll for checks that serving does not need.
+type LoadOptions struct {
+	// TestInputs checks that every test's input file can be read (lint):
+	// serve does not need a route's test files, and a deployment may not
+	// ship them.
+	TestInputs bool
+}
+
 // LoadAll loads every *.yaml and *.yml file in the given files or
-// directories, reporting every error from every file, and rejects two
-// routes with one name.
-func LoadAll(paths []string, env *rules.Env, cat Catalog) ([]*Route, error) {
+// directories, reporting every error from every file at once, and rejects
+// two routes with one name, whether or not their files have other errors.
+func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*Route, error) {
 	var files []string
 	for _, p := range paths {
 		st, err := os.Stat(p)
@@ -188,7 +205,7 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog) ([]*Route, error) {
 	var other []error
 	seen := map[string]string{}
 	for _, file := range files {
-		r, err := Load(file, env, cat)
+		r, err := load(file, env, cat)
 		if err != nil {
 			var ye yamlx.Errors
 			if errors.As(err, &ye) {
@@ -196,14 +213,28 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog) ([]*Route, error) {
 			} else {
 				other = append(other, err)
 			}
+		}
+		if r == nil {
 			continue
 		}
-		if prev, dup := seen[r.Name]; dup {
-			errs.Add(r.namePos, "route name %q is already used by %s", r.Name, prev)
-			continue
+		ok := err == nil
+		if r.Name != "" {
+			if prev, dup := seen[r.Name]; dup {
+				errs.Add(r.namePos, "route name %q is already used by %s", r.Name, prev)
+				ok = false
+			} else {
+				seen[r.Name] = file
+			}
 		}
-		seen[r.Name] = file
-		routes = append(routes, r)
+		if opts.TestInputs {
+			if te := r.checkTestInputs(); len(te) > 0 {
+				errs = append(errs, te...)
+				ok = false
+			}
+		}
+		if ok {
+			routes = append(routes, r)
+		}
 	}
 	if len(errs) > 0 {
 		sort.SliceStable(errs, func(i, j int) bool { return posLess(errs[i].Pos, errs[j].Pos) })
@@ -239,6 +270,8 @@ func validName(s string) bool {
 	return true
 }
 
+// compile builds the route from a decoded file. With errors it returns
+// them and the route as far as it compiled.
 func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) {
 	var errs yamlx.Errors
 	r := &Route{Name: f.Name.Value, Description: f.Description, File: path, Source: f.Source.Adapter.Value, Tests: f.Tests, Purpose: f.Consent.Purpose.Value, LegalBasis: f.Consent.LegalBasis.Value, SkipConsent: f.Consent.SkipConsentGate, namePos: f.Name.Pos}
@@ -394,11 +427,27 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 		for j, a := range t.Expect.Assert {
 			prog(fmt.Sprintf("%s.expect.assert[%d]", where, j), a, rules.Bool)
 		}
+		if e := t.Expect.Error; e.Value != "" && !slices.Contains(fault.Codes(), fault.Code(e.Value)) {
+			errs.Add(e.Pos, "%s.expect.error: %q is not a fault code; have %s", where, e.Value, faultCodeList())
+		}
+		for _, name := range slices.Sorted(maps.Keys(t.Expect.FHIR)) {
+			if g := t.Expect.FHIR[name]; !dests[name] {
+				errs.Add(g.Pos, "%s.expect.fhir: %q is not a destination of this route", where, name)
+			} else if g.Value == "" {
+				errs.Add(g.Pos, "%s.expect.fhir.%s: give the golden file's path", where, name)
+			}
+		}
 	}
-	if len(errs) > 0 {
-		return nil, errs.Err()
+	return r, errs.Err()
+}
+
+// faultCodeList lists the fault codes a route test may expect.
+func faultCodeList() string {
+	var names []string
+	for _, c := range fault.Codes() {
+		names = append(names, string(c))
 	}
-	return r, nil
+	return strings.Join(names, ", ")
 }
 
 // checkConsent checks the route's purpose, legal basis and Consent skip
@@ -434,10 +483,9 @@ func checkConsent(errs *yamlx.Errors, c ConsentSpec) {
 	}
 	if err := consent.CheckRoute(purpose.Value, basis.Value, false); err != nil {
 		errs.Add(basis.Pos, "consent.legal_basis: %v", err)
-		return
 	}
 	if c.SkipConsentGate {
-		if err := consent.CheckRoute(purpose.Value, basis.Value, true); err != nil {
+		if err := consent.CheckSkip(basis.Value); err != nil {
 			errs.Add(c.SkipPos, "consent.skip_consent_gate: %v", err)
 		}
 	}

@@ -147,11 +147,11 @@ type ExpectSpec struct {
 	// Denied lists destinations consent must refuse.
 	Denied []yamlx.String `yaml:"denied"`
 	// Error says routing must fail (dead-letter) with this fault code.
-	Error string `yaml:"error"`
+	Error yamlx.String `yaml:"error"`
 	// Assert are CEL bool expressions over `bundle` (the payload sent to
 	// each delivered destination) that must all hold.
 	Assert []yamlx.String `yaml:"assert"`
 	// FHIR maps a destination name to a golden file (relative to the route
 	// file) that must equal its payload; `junction test --update` rewrites it.
-	FHIR map[string]string `yaml:"fhir"`
+	FHIR map[string]yamlx.String `yaml:"fhir"`
 }

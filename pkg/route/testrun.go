@@ -15,11 +15,14 @@ import (
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
 // TestResult is the outcome of one route test.
@@ -79,12 +82,12 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			continue
 		}
 		e := TestEnvelope(r.Source, fmt.Sprintf("TEST%04d", i+1), raw, ct)
-		result, event, err := r.runOne(ctx, tr, e)
-		if t.Expect.Error != "" {
+		result, trans, err := r.runOne(ctx, tr, e)
+		if want := t.Expect.Error.Value; want != "" {
 			if err == nil {
-				failf("expected routing to fail with %s, but it succeeded", t.Expect.Error)
-			} else if got := string(fault.CodeOf(err)); got != t.Expect.Error {
-				failf("expected error code %s, got %s (%v)", t.Expect.Error, got, err)
+				failf("expected routing to fail with %s, but it succeeded", want)
+			} else if got := string(fault.CodeOf(err)); got != want {
+				failf("expected error code %s, got %s (%v)", want, got, err)
 			}
 			out = append(out, res)
 			continue
@@ -119,56 +122,86 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		slices.Sort(gotDenied)
 		if !slices.Equal(wantDenied, gotDenied) {
 			failf("expected consent denials %v, got %v", wantDenied, gotDenied)
-		}
-		for _, d := range result.Deliveries {
-			if d.ContentType != envelope.ContentTypeFHIR {
-				continue
+			// Say why each destination was refused; records hold no
+			// patient data.
+			for _, rec := range result.Records {
+				if rec.Event == audit.Consent && rec.Outcome == string(consent.Deny) && slices.Contains(gotDenied, rec.Destination) && !slices.Contains(wantDenied, rec.Destination) {
+					failf("  %s denied by %s: %s", rec.Destination, rec.Rule, rec.Reason)
+				}
 			}
-			var bundle map[string]any
-			if err := json.Unmarshal(d.Body, &bundle); err != nil {
+		}
+		// Asserts see what the route's own expressions saw, with the
+		// destination set, and bundle as the payload sent: for a raw
+		// delivery, which is not FHIR, the translation routing used.
+		base := rules.Vars{Msg: MsgVars(e, trans.Event)}
+		base.V2, _ = trans.V2.(rules.V2Message)
+		for _, d := range result.Deliveries {
+			vars := base
+			vars.Destination = map[string]any{"name": d.Destination}
+			fhirBody := d.ContentType == envelope.ContentTypeFHIR
+			body := d.Body
+			if !fhirBody {
+				body = trans.Bundle
+			}
+			bundle, err := jsonmap.Decode(body)
+			if err != nil {
 				failf("%s: payload is not JSON: %v", d.Destination, err)
 				continue
 			}
+			vars.Bundle = bundle
 			for j, a := range t.Expect.Assert {
 				p, err := env.Compile(a.Value, rules.Bool)
 				if err != nil {
 					failf("%s: assert[%d]: %v", a.Pos, j, err)
 					continue
 				}
-				ok, err := p.EvalBool(ctx, &rules.Vars{Bundle: bundle, Msg: MsgVars(e, event)})
+				ok, err := p.EvalBool(ctx, &vars)
 				if err != nil {
 					failf("%s: assert[%d] on %s: %v (%s)", a.Pos, j, d.Destination, err, fault.DetailOf(err))
 				} else if !ok {
 					failf("%s: assert[%d] on %s does not hold: %s", a.Pos, j, d.Destination, strings.TrimSpace(a.Value))
 				}
 			}
-			if golden, ok := t.Expect.FHIR[d.Destination]; ok {
-				path := filepath.Join(dir, golden)
+			g, ok := t.Expect.FHIR[d.Destination]
+			if !ok {
+				continue
+			}
+			golden := g.Value
+			path := filepath.Join(dir, golden)
+			// A FHIR payload's golden file is indented JSON; a raw one is
+			// the bytes sent.
+			want := d.Body
+			if fhirBody {
 				var pretty bytes.Buffer
 				_ = json.Indent(&pretty, d.Body, "", "  ")
 				pretty.WriteByte('\n')
-				if update {
-					if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, pretty.Bytes()) {
-						continue // already so: not reported as updated
-					}
-					if err := os.WriteFile(path, pretty.Bytes(), 0o644); err != nil {
-						failf("writing golden %s: %v", path, err)
-					} else {
-						res.Updated = append(res.Updated, path)
-					}
-					continue
+				want = pretty.Bytes()
+			}
+			if update {
+				if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, want) {
+					continue // already so: not reported as updated
 				}
-				wantB, err := os.ReadFile(path)
-				if err != nil {
-					failf("reading golden %s: %v (run with --update to create it)", path, err)
-					continue
+				if err := os.WriteFile(path, want, 0o644); err != nil {
+					failf("writing golden %s: %v", path, err)
+				} else {
+					res.Updated = append(res.Updated, path)
 				}
-				if !jsonEqual(wantB, d.Body) {
-					failf("%s: payload differs from golden %s (run with --update after reviewing)", d.Destination, golden)
-					for _, l := range jsonDiff(wantB, d.Body) {
-						failf("  %s", l)
-					}
+				continue
+			}
+			wantB, err := os.ReadFile(path)
+			if err != nil {
+				failf("reading golden %s: %v (run with --update to create it)", path, err)
+				continue
+			}
+			switch {
+			case fhirBody && !jsonEqual(wantB, d.Body):
+				failf("%s: payload differs from golden %s (run with --update after reviewing)", d.Destination, golden)
+				for _, l := range jsonDiff(wantB, d.Body) {
+					failf("  %s", l)
 				}
+			case !fhirBody && !bytes.Equal(wantB, d.Body):
+				failf("%s: raw payload differs from golden %s (run with --update after reviewing)", d.Destination, golden)
+				failf("  %s", rawDiff(wantB, d.Body))
 			}
 		}
 		for dest := range t.Expect.FHIR {
@@ -182,29 +215,68 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 }
 
 // runOne routes e as a zero-setup engine would and returns the result and
-// the translation's event, which asserts see as msg.event.
-func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope) (*Result, string, error) {
+// the translation, whose event and v2 message asserts see.
+func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope) (*Result, *adapter.Translation, error) {
 	return r.runOneWith(ctx, tr, e, &consent.Engine{})
 }
 
 // runOneWith is runOne with the given consent decider.
-func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider) (*Result, string, error) {
+func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider) (*Result, *adapter.Translation, error) {
 	if !r.Takes(e.MessageType, "") {
-		return &Result{}, "", nil
+		return &Result{}, &adapter.Translation{}, nil
 	}
 	t, err := tr.Translate(e)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	res, err := r.Process(ctx, Input{Env: e, Tr: t}, decider)
-	return res, t.Event, err
+	return res, t, err
 }
 
-// CheckTestInputs returns one `file:line:col: message` line per test
-// whose input file cannot be read, for lint: serve does not need a
-// route's test files, so loading does not check them.
-func (r *Route) CheckTestInputs() []string {
-	var out []string
+// rawDiff says where two raw (HL7 v2) payloads first differ, by segment
+// and field number, without quoting either: their values are patient
+// data.
+func rawDiff(want, got []byte) string {
+	split := func(b []byte) []string {
+		return strings.FieldsFunc(string(b), func(r rune) bool { return r == '\r' || r == '\n' })
+	}
+	w, g := split(want), split(got)
+	for i := 0; i < max(len(w), len(g)); i++ {
+		switch {
+		case i >= len(w):
+			return fmt.Sprintf("segment %d: golden (absent), got %s", i+1, segName(g[i]))
+		case i >= len(g):
+			return fmt.Sprintf("segment %d: golden %s, got (absent)", i+1, segName(w[i]))
+		case w[i] == g[i]:
+			continue
+		case segName(w[i]) != segName(g[i]):
+			return fmt.Sprintf("segment %d: golden %s, got %s", i+1, segName(w[i]), segName(g[i]))
+		}
+		wf, gf := strings.Split(w[i], "|"), strings.Split(g[i], "|")
+		for j := 1; j < max(len(wf), len(gf)); j++ {
+			if j >= len(wf) || j >= len(gf) || wf[j] != gf[j] {
+				n := j
+				if segName(w[i]) == "MSH" {
+					n++ // MSH-1 is the field separator itself
+				}
+				return fmt.Sprintf("segment %d: %s-%d differs", i+1, segName(w[i]), n)
+			}
+		}
+	}
+	return "segment separators differ"
+}
+
+// segName is a segment's name, its first three characters.
+func segName(seg string) string {
+	if len(seg) > 3 {
+		return seg[:3]
+	}
+	return seg
+}
+
+// checkTestInputs reports each test whose input file cannot be read.
+func (r *Route) checkTestInputs() yamlx.Errors {
+	var errs yamlx.Errors
 	dir := filepath.Dir(r.File)
 	for i, t := range r.Tests {
 		if t.Input.File.Value == "" {
@@ -215,10 +287,10 @@ func (r *Route) CheckTestInputs() []string {
 			if errors.As(err, &pe) {
 				err = pe.Err
 			}
-			out = append(out, fmt.Sprintf("%s: tests[%d].input.file: cannot read %s: %v", t.Input.File.Pos, i, filepath.Join(dir, t.Input.File.Value), err))
+			errs.Add(t.Input.File.Pos, "tests[%d].input.file: cannot read %s: %v", i, filepath.Join(dir, t.Input.File.Value), err)
 		}
 	}
-	return out
+	return errs
 }
 
 func testInput(dir string, in InputSpec) ([]byte, string, error) {

@@ -102,8 +102,8 @@ func TestRunTestsFail(t *testing.T) {
 			"expected filtered=true, got filtered=false",
 			"expected deliveries [data-quality], got [fhir-store]",
 			"expected consent denials [fhir-store], got []",
-			file + ":21:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
-			file + ":22:11: assert[1] on fhir-store: rule.eval: evaluation failed (no such key: nope)",
+			file + ":22:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
+			file + ":23:11: assert[1] on fhir-store: rule.eval: evaluation failed (no such key: nope)",
 			"fhir-store: payload differs from golden wrong.fhir-store.json (run with --update after reviewing)",
 			`  entry[0]: golden (absent), got {"resource":{"eventCoding":{"code":"A01"},"resourceType":"MessageHeader"}}`,
 			`  entry[1]: golden (absent), got {"resource":{"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","val...`,
@@ -114,10 +114,15 @@ func TestRunTestsFail(t *testing.T) {
 			"expected routing to fail with rule.eval, but it succeeded",
 		}},
 		{Name: "runtests-fail / input file missing", Failures: []string{
-			file + ":32:19: input: open " + filepath.Join(dir, "nowhere.hl7") + ": no such file or directory",
+			file + ":33:19: input: open " + filepath.Join(dir, "nowhere.hl7") + ": no such file or directory",
 		}},
 		{Name: "runtests-fail / unparseable input", Failures: []string{
 			"expected routing to fail with rule.eval, but it succeeded",
+		}},
+		{Name: "runtests-fail / raw payloads are checked too", Failures: []string{
+			file + ":49:11: assert[0] on data-quality does not hold: destination.name == \"fhir-store\"",
+			"data-quality: raw payload differs from golden wrong.data-quality.hl7 (run with --update after reviewing)",
+			"  segment 3: PID-5 differs",
 		}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -147,6 +152,28 @@ func TestRunTestsWrongErrorCode(t *testing.T) {
 		{Name: "test-route / wrong code", Failures: []string{"expected error code translate.failed, got rule.eval (route test-route match: rule.eval: evaluation failed)"}},
 		{Name: "test-route / unexpected error", Failures: []string{"routing failed: route test-route match: rule.eval: evaluation failed (detail: no such key: nope)"}},
 	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestRunTestsSaysWhyConsentDenied(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "route.yaml")
+	src := "name: research-route\nsource:\n  adapter: fhir\nconsent:\n  purpose: research\n  legal_basis: s251\n  default: permit\n" +
+		"destinations:\n  - name: fhir-store\ntests:\n  - name: expects delivery\n" +
+		"    input: {inline: '{\"resourceType\": \"Patient\", \"identifier\": [{\"system\": \"https://fhir.nhs.uk/Id/nhs-number\", \"value\": \"9990000018\"}]}'}\n" +
+		"    expect: {deliver: [fhir-store]}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := loadRunTests(t, path)
+	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
+	want := []testOutcome{{Name: "research-route / expects delivery", Failures: []string{
+		"expected deliveries [fhir-store], got []",
+		"expected consent denials [], got [fhir-store]",
+		"  fhir-store denied by gate:opt-out:stale: the national data opt-out list is stale",
+	}}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}

@@ -481,7 +481,19 @@ func (in *Inbound) unparseable(ctx context.Context, payload []byte, err error) (
 	if ae.Code == "" {
 		ae.Code = hl7v2.ErrCodeInternal
 	}
-	return hl7v2.BuildRawAck(hl7v2.AckOptions{Code: hl7v2.AckAR, Text: f.Msg, Errors: []hl7v2.AckError{ae}, App: in.cfg.App, Facility: in.cfg.Facility}), hl7v2.AckAR
+	return in.rejectRaw(payload, ae)
+}
+
+// rejectRaw answers input that was not parsed whole. When its header
+// parses, the answer is a reject (AR, or CR in enhanced mode) naming the
+// message (MSA-2 = MSH-10), so the sender can match it; otherwise a raw AR
+// with an empty MSA-2.
+func (in *Inbound) rejectRaw(payload []byte, ae hl7v2.AckError) ([]byte, hl7v2.AckCode) {
+	if h, err := hl7v2.ParseHeader(payload); err == nil && h.ControlID() != "" {
+		code := h.RejectCode()
+		return in.ack(h, code, ae), code
+	}
+	return hl7v2.BuildRawAck(hl7v2.AckOptions{Code: hl7v2.AckAR, Text: ae.Text, Errors: []hl7v2.AckError{ae}, App: in.cfg.App, Facility: in.cfg.Facility}), hl7v2.AckAR
 }
 
 // quarantine counts the rejection and keeps (the start of) raw for ops.
@@ -506,13 +518,9 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 		in.metrics.Rejected.WithLabelValues(in.name, string(reason)).Inc()
 		in.log.Warn("input rejected", "adapter", in.name, "reason", string(reason))
 	}
-	in.metrics.Acks.WithLabelValues(in.name, string(hl7v2.AckAR)).Inc()
-	return hl7v2.BuildRawAck(hl7v2.AckOptions{
-		Code:   hl7v2.AckAR,
-		Text:   text,
-		Errors: []hl7v2.AckError{{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: text}},
-		App:    in.cfg.App, Facility: in.cfg.Facility,
-	})
+	ack, code := in.rejectRaw(partial, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: text})
+	in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
+	return ack
 }
 
 // MaxInputBytes is the largest message this input stores.

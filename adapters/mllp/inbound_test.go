@@ -259,14 +259,21 @@ func TestInboundRejects(t *testing.T) {
 		{"no MSH-10 enhanced", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4|||AL|NE\r", hl7v2.AckCR, "101", fault.CodeHL7Required},
 		{"no MSH-9", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000|||C1|P|2.4\r", hl7v2.AckAR, "101", fault.CodeHL7Required},
 		{"two messages in one frame", msg("TWO1", "") + msg("TWO2", ""), hl7v2.AckAR, "100", fault.CodeHL7Parse},
+		// A message whose header parses is answered by its MSH-10, in the
+		// mode it asks for, though a later segment does not parse.
+		{"bad segment name", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01|SEG1|P|2.4\rEVN|A01\rP-D|1\r", hl7v2.AckAR, "", fault.CodeHL7Parse},
+		{"bad segment name enhanced", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01|SEG2|P|2.4|||AL|NE\rP-D|1\r", hl7v2.AckCR, "", fault.CodeHL7Parse},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, nil)
 			c := dial(t, f.addr)
-			code, _, text, reply := send(t, c, tt.payload)
+			code, ctrl, text, reply := send(t, c, tt.payload)
 			if code != tt.wantCode {
 				t.Errorf("ack %s, want %s (%q)", code, tt.wantCode, reply)
+			}
+			if h, err := hl7v2.ParseHeader([]byte(tt.payload)); err == nil && ctrl != h.ControlID() {
+				t.Errorf("MSA-2 %q, want MSH-10 %q (%q)", ctrl, h.ControlID(), reply)
 			}
 			if text == "" {
 				t.Error("no error text in the ACK")
@@ -298,16 +305,22 @@ func TestInboundRejects(t *testing.T) {
 
 func TestInboundBadFrames(t *testing.T) {
 	big := msg("BIG1", "") + "NTE|1||" + strings.Repeat("x", 4000) + "\r"
+	bigEnhanced := msg("BIG2", "|||AL|NE") + "NTE|1||" + strings.Repeat("x", 4000) + "\r"
+	// A reply names the message (MSA-2 = MSH-10) when its header was read,
+	// so the sender can match it, in the mode the header asks for.
 	tests := []struct {
 		name       string
 		wire       string
 		wantReason fault.Code
 		wantQ      string // the quarantined bytes, "" for none
+		wantCode   hl7v2.AckCode
+		wantCtrl   string
 	}{
-		{"too large", "\x0b" + big + "\x1c\r", fault.CodeFrameTooLarge, big[:1024]},
+		{"too large", "\x0b" + big + "\x1c\r", fault.CodeFrameTooLarge, big[:1024], hl7v2.AckAR, "BIG1"},
+		{"too large, enhanced mode", "\x0b" + bigEnhanced + "\x1c\r", fault.CodeFrameTooLarge, bigEnhanced[:1024], hl7v2.AckCR, "BIG2"},
 		// What came unframed is kept, up to the next start block.
-		{"data outside a frame", "junk\x0b" + msg("X1", "") + "\x1c\r", fault.CodeFrameInvalid, "junk"},
-		{"end block without CR", "\x0b" + msg("X2", "") + "\x1cZ", fault.CodeFrameInvalid, msg("X2", "")},
+		{"data outside a frame", "junk\x0b" + msg("X1", "") + "\x1c\r", fault.CodeFrameInvalid, "junk", hl7v2.AckAR, ""},
+		{"end block without CR", "\x0b" + msg("X2", "") + "\x1cZ", fault.CodeFrameInvalid, msg("X2", ""), hl7v2.AckAR, "X2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -327,8 +340,8 @@ func TestInboundBadFrames(t *testing.T) {
 				t.Fatalf("no reply: %v", err)
 			}
 			code, ctrl, _, err := hl7v2.ParseAck(reply)
-			if err != nil || code != hl7v2.AckAR || ctrl != "" {
-				t.Errorf("reply %q: code %s ctrl %q err %v", reply, code, ctrl, err)
+			if err != nil || code != tt.wantCode || ctrl != tt.wantCtrl {
+				t.Errorf("reply %q: code %s ctrl %q err %v, want %s %q", reply, code, ctrl, err, tt.wantCode, tt.wantCtrl)
 			}
 			// The server closes the connection after the reply.
 			if _, err := r.ReadFrame(); err != io.EOF && !isReset(err) {
@@ -348,8 +361,8 @@ func TestInboundBadFrames(t *testing.T) {
 			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(tt.wantReason))); got != 1 {
 				t.Errorf("rejected{%s} = %v", tt.wantReason, got)
 			}
-			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", "AR")); got != 1 {
-				t.Errorf("acks{AR} = %v", got)
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", string(tt.wantCode))); got != 1 {
+				t.Errorf("acks{%s} = %v", tt.wantCode, got)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package hl7v2
 
 import (
+	"bytes"
 	"math"
 	"strings"
 
@@ -293,6 +294,25 @@ func (m *Message) SegmentsNamed(name string) []*Segment {
 		}
 	}
 	return out
+}
+
+// ParseHeader parses only the first segment of raw, for answering input
+// whose later segments do not parse (or were never all read) with an
+// acknowledgement that still names the message: its MSH-10 in MSA-2, its
+// version and acknowledgement mode. It fails as Parse does when the first
+// segment is not a valid MSH.
+func ParseHeader(raw []byte) (*Message, error) {
+	i := 0
+	if len(raw) >= 3 && raw[0] == 0xEF && raw[1] == 0xBB && raw[2] == 0xBF {
+		i = 3
+	}
+	for i < len(raw) && isBlank(raw[i]) {
+		i++
+	}
+	if end := bytes.IndexAny(raw[i:], "\r\n"); end >= 0 {
+		raw = raw[:i+end]
+	}
+	return Parse(raw)
 }
 
 // CountSegments returns how many segments have the given name, without

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -502,21 +503,29 @@ func (in *Inbound) quarantine(ctx context.Context, raw []byte, reason fault.Code
 	adapter.Quarantine(ctx, in.host, in.log, in.metrics, in.name, raw, string(reason))
 }
 
-// onFrameError handles a frame that is too large or malformed: the part
-// read is quarantined and a raw AR sent before the server closes the
-// connection.
+// onFrameError handles a frame that is too large, malformed or cut short:
+// the part read is counted and quarantined and, unless the sender has
+// gone, a reject sent before the server closes the connection.
 func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err error, partial []byte) []byte {
 	in.metrics.Received.WithLabelValues(in.name).Inc()
 	reason, text := fault.CodeFrameInvalid, "invalid MLLP frame"
-	if errors.Is(err, transport.ErrTooLarge) {
+	switch {
+	case errors.Is(err, transport.ErrTooLarge):
 		reason = fault.CodeFrameTooLarge
 		text = fmt.Sprintf("message larger than %d bytes", in.cfg.MaxMessageBytes)
+	case errors.Is(err, transport.ErrIncompleteFrame):
+		reason = fault.CodeFrameIncomplete
+		text = "incomplete MLLP frame: no end block (0x1C 0x0D) within the read timeout"
 	}
+	gone := errors.Is(err, io.ErrUnexpectedEOF) // the sender closed: nobody to answer
 	if len(partial) > 0 {
 		in.quarantine(ctx, bytes.Clone(partial[:min(len(partial), adapter.MaxQuarantineBytes)]), reason)
 	} else {
 		in.metrics.Rejected.WithLabelValues(in.name, string(reason)).Inc()
 		in.log.Warn("input rejected", "adapter", in.name, "reason", string(reason))
+	}
+	if gone {
+		return nil
 	}
 	ack, code := in.rejectRaw(partial, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: text})
 	in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()

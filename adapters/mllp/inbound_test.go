@@ -368,6 +368,69 @@ func TestInboundBadFrames(t *testing.T) {
 	}
 }
 
+// TestInboundIncompleteFrames checks that a frame cut short is counted and
+// quarantined: answered when the sender is still there (after the read
+// timeout), not when it closed inside the frame.
+func TestInboundIncompleteFrames(t *testing.T) {
+	tests := []struct {
+		name      string
+		wire      string
+		close     bool // the sender closes after writing
+		wantReply bool
+		wantQ     string
+	}{
+		{"closed inside a frame", "\x0b" + msg("CUT1", ""), true, false, msg("CUT1", "")},
+		{"end block without its CR, then silence", "\x0b" + msg("CUT2", "") + "\x1c", false, true, msg("CUT2", "")},
+		{"start block, then silence", "\x0b", false, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, func(c *InboundConfig) { c.ReadTimeout = 300 * time.Millisecond })
+			nc, err := net.Dial("tcp", f.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(nc, tt.wire); err != nil {
+				t.Fatal(err)
+			}
+			if tt.close {
+				_ = nc.(*net.TCPConn).CloseWrite()
+			}
+			reply, err := transport.NewReader(nc, 1<<20).ReadFrame()
+			if tt.wantReply {
+				code, ctrl, _, perr := hl7v2.ParseAck(reply)
+				wantCtrl := ""
+				if h, err := hl7v2.ParseHeader([]byte(tt.wantQ)); err == nil {
+					wantCtrl = h.ControlID()
+				}
+				if err != nil || perr != nil || code != hl7v2.AckAR || ctrl != wantCtrl {
+					t.Errorf("reply %q (%v): code %s ctrl %q, want AR %q", reply, err, code, ctrl, wantCtrl)
+				}
+			} else if err == nil {
+				t.Errorf("reply %q to a sender that closed", reply)
+			}
+			// The handler runs before the connection closes, so by the
+			// time the reply or the close is seen it has counted.
+			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeFrameIncomplete))); got != 1 {
+				t.Errorf("rejected{%s} = %v, want 1", fault.CodeFrameIncomplete, got)
+			}
+			_, q := f.host.snapshot()
+			switch {
+			case tt.wantQ == "" && len(q) != 0:
+				t.Errorf("quarantined %d entries of nothing", len(q))
+			case tt.wantQ != "" && (len(q) != 1 || string(q[0].raw) != tt.wantQ || q[0].reason != string(fault.CodeFrameIncomplete)):
+				t.Errorf("quarantined %+v, want the partial frame", q)
+			}
+			acks := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", "AR"))
+			if want := map[bool]float64{true: 1, false: 0}[tt.wantReply]; acks != want {
+				t.Errorf("acks{AR} = %v, want %v", acks, want)
+			}
+		})
+	}
+}
+
 func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne)

@@ -39,6 +39,7 @@ const (
 	CodeStoreUnavailable Code = "store.unavailable"
 	CodeFrameInvalid     Code = "mllp.frame-invalid"
 	CodeFrameTooLarge    Code = "mllp.frame-too-large"
+	CodeFrameIncomplete  Code = "mllp.frame-incomplete"
 	CodeHL7Parse         Code = "hl7.parse"
 	CodeHL7Unsupported   Code = "hl7.unsupported-message"
 	CodeHL7Required      Code = "hl7.required-field-missing"
@@ -65,7 +66,7 @@ const (
 
 // Codes returns every code this package defines, in declaration order.
 func Codes() []Code {
-	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeHL7Parse,
+	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeFrameIncomplete, CodeHL7Parse,
 		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeFHIRInvalidJSON, CodeFHIRInvalid,
 		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeTranslate, CodeRuleEval, CodeDestRejected,
 		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConfig,

@@ -39,6 +39,9 @@ var (
 	ErrTooLarge = errors.New("mllp: frame too large")
 	// ErrInvalidFrame reports bytes that break the framing rules.
 	ErrInvalidFrame = errors.New("mllp: invalid frame")
+	// ErrIncompleteFrame reports a frame cut short: the peer closed the
+	// connection, or sent nothing more for the read timeout, inside it.
+	ErrIncompleteFrame = errors.New("mllp: incomplete frame")
 )
 
 func tooLarge(limit int) error {

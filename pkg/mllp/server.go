@@ -114,11 +114,13 @@ type Server struct {
 	// Logger receives connection events, with the connection id and remote
 	// address only, never payloads. Nil discards them.
 	Logger *slog.Logger
-	// OnFrameError, if set, is called when a frame is invalid or too large,
-	// with an error wrapping ErrInvalidFrame or ErrTooLarge and the part
-	// of the payload read so far (possibly nil), before the connection is
-	// closed. It may return a reply payload to send first, such as a
-	// reject ACK, or nil.
+	// OnFrameError, if set, is called when a frame is invalid, too large or
+	// incomplete, with an error wrapping ErrInvalidFrame, ErrTooLarge or
+	// ErrIncompleteFrame and the part of the payload read so far (possibly
+	// nil), before the connection is closed. It may return a reply payload
+	// to send first, such as a reject ACK, or nil; for a peer that closed
+	// inside a frame (the error wraps io.ErrUnexpectedEOF too) the reply is
+	// not sent.
 	OnFrameError func(ctx context.Context, c *ConnInfo, err error, partial []byte) []byte
 
 	mu       sync.Mutex
@@ -486,6 +488,10 @@ func (s *Server) readFailure(ctx context.Context, log *slog.Logger, c *serverCon
 		return "closed by peer"
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		log.Warn("mllp connection closed inside a frame", "bytes", len(partial))
+		// Nobody is left to answer, but what came is counted and kept.
+		if s.OnFrameError != nil && s.setBusy(c, true) {
+			s.OnFrameError(ctx, &c.info, fmt.Errorf("%w: %w", ErrIncompleteFrame, err), partial)
+		}
 		return "closed by peer inside a frame"
 	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrInvalidFrame):
 		reason := "invalid frame"
@@ -502,6 +508,11 @@ func (s *Server) readFailure(ctx context.Context, log *slog.Logger, c *serverCon
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
 		if r.InFrame() {
 			log.Warn("mllp read timeout inside a frame", "bytes", len(partial))
+			if s.OnFrameError != nil && s.setBusy(c, true) {
+				if reply := s.OnFrameError(ctx, &c.info, fmt.Errorf("%w: nothing more within the read timeout", ErrIncompleteFrame), partial); reply != nil {
+					write(reply)
+				}
+			}
 			return "read timeout"
 		}
 		return "idle timeout"

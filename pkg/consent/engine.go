@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
@@ -239,12 +240,8 @@ func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 		res, _ := m["resource"].(map[string]any)
 		switch v := d.Resources[i]; v.Outcome {
 		case Deny:
-			if u, _ := m["fullUrl"].(string); u != "" {
-				dropped[u] = true
-			}
-			rt, _ := res["resourceType"].(string)
-			if id, _ := res["id"].(string); rt != "" && id != "" {
-				dropped[rt+"/"+id] = true
+			for _, ref := range fhir.EntryRefs(m) {
+				dropped[ref] = true
 			}
 			continue
 		case Redact:
@@ -256,41 +253,7 @@ func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 	}
 	out["entry"] = kept
 	if len(dropped) > 0 {
-		out = dropRefs(out, dropped).(map[string]any)
+		out = fhir.DropReferences(out, dropped).(map[string]any)
 	}
 	return out, nil
-}
-
-// dropRefs removes every Reference to a dropped resource: from an array
-// the element goes, from an object the key.
-func dropRefs(v any, dropped map[string]bool) any {
-	isDropped := func(x any) bool {
-		m, ok := x.(map[string]any)
-		if !ok {
-			return false
-		}
-		ref, _ := m["reference"].(string)
-		return ref != "" && dropped[ref]
-	}
-	switch t := v.(type) {
-	case map[string]any:
-		for k, x := range t {
-			if isDropped(x) {
-				delete(t, k)
-				continue
-			}
-			t[k] = dropRefs(x, dropped)
-		}
-		return t
-	case []any:
-		out := t[:0]
-		for _, x := range t {
-			if isDropped(x) {
-				continue
-			}
-			out = append(out, dropRefs(x, dropped))
-		}
-		return out
-	}
-	return v
 }

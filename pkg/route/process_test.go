@@ -337,6 +337,42 @@ func TestProcessPerDestinationTransform(t *testing.T) {
 	}
 }
 
+// TestProcessKeepDropsReferences checks that a keep step removes every
+// reference to an entry it drops, by fullUrl or Type/id, for the
+// destination it applies to only: the entries are shared with the
+// translation and the other destinations.
+func TestProcessKeepDropsReferences(t *testing.T) {
+	r := writeRoute(t, "name: test-route\nsource:\n  adapter: fhir\n"+permit+"transform:\n"+
+		"  - keep: destination.name == \"data-quality\" || resource.resourceType != \"Specimen\"\n"+
+		"destinations:\n  - name: fhir-store\n  - name: data-quality\n")
+	const (
+		specimen = `{"fullUrl":"urn:uuid:s1","resource":{"resourceType":"Specimen","id":"s1"}}`
+		patient  = `{"fullUrl":"urn:uuid:p1","resource":{"resourceType":"Patient","id":"p1"}}`
+	)
+	obs := func(refs string) string {
+		return `{"fullUrl":"urn:uuid:o1","resource":{"resourceType":"Observation","subject":{"reference":"urn:uuid:p1"}` + refs + `}}`
+	}
+	withRefs := obs(`,"specimen":{"reference":"urn:uuid:s1"},"derivedFrom":[{"reference":"Specimen/s1"},{"reference":"urn:uuid:p1"}]`)
+	b := []byte(`{"resourceType":"Bundle","type":"collection","entry":[` + specimen + `,` + patient + `,` + withRefs + `]}`)
+	in := Input{Env: TestEnvelope("fhir", "01TESTMSG", b, envelope.ContentTypeFHIR), Tr: &adapter.Translation{Bundle: b}}
+	res, err := r.Process(context.Background(), in, &fakeDecider{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"fhir-store":   `{"resourceType":"Bundle","type":"collection","entry":[` + patient + `,` + obs(`,"derivedFrom":[{"reference":"urn:uuid:p1"}]`) + `]}`,
+		"data-quality": string(b),
+	}
+	if len(res.Deliveries) != 2 {
+		t.Fatalf("%d deliveries, want 2", len(res.Deliveries))
+	}
+	for _, d := range res.Deliveries {
+		if !jsonEqual([]byte(want[d.Destination]), d.Body) {
+			t.Errorf("%s got\n%s\nwant\n%s", d.Destination, d.Body, want[d.Destination])
+		}
+	}
+}
+
 func TestProcessDeciderDenies(t *testing.T) {
 	r := writeRoute(t, routeHead+permit+"destinations:\n  - name: fhir-store\n  - name: data-quality\n")
 	res, err := r.Process(context.Background(), v2Input(t, "A01", validNHS), &fakeDecider{deny: []string{"data-quality"}})

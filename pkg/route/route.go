@@ -18,6 +18,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/yamlx"
@@ -771,6 +772,28 @@ func resourceRecords(rec func(ev audit.Event, dest, outcome, reason, rule string
 	return out
 }
 
+// refersToAny reports whether v holds a Reference to one of refs.
+func refersToAny(v any, refs map[string]bool) bool {
+	switch t := v.(type) {
+	case map[string]any:
+		if r, _ := t["reference"].(string); r != "" && refs[r] {
+			return true
+		}
+		for _, x := range t {
+			if refersToAny(x, refs) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range t {
+			if refersToAny(x, refs) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // startsWithHeader reports whether the first of entries holds a
 // MessageHeader.
 func startsWithHeader(entries []any) bool {
@@ -782,9 +805,10 @@ func startsWithHeader(entries []any) bool {
 	return res != nil && res["resourceType"] == "MessageHeader"
 }
 
-// transform applies the steps to a copy of bundle. A keep step that
-// drops a message Bundle's MessageHeader makes it a collection, so what
-// is delivered is still a valid Bundle.
+// transform applies the steps to a copy of bundle. A keep step removes
+// every reference to an entry it drops, and one that drops a message
+// Bundle's MessageHeader makes it a collection, so what is delivered is
+// still a valid Bundle.
 func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[string]any) (map[string]any, error) {
 	cur := bundle
 	for i, s := range r.steps {
@@ -794,6 +818,7 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 		case s.keep != nil:
 			entries, _ := cur["entry"].([]any)
 			kept := make([]any, 0, len(entries))
+			var dropped map[string]bool
 			for _, e := range entries {
 				em, _ := e.(map[string]any)
 				res, _ := em["resource"].(map[string]any)
@@ -804,7 +829,25 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 				}
 				if ok {
 					kept = append(kept, e)
+					continue
 				}
+				for _, ref := range fhir.EntryRefs(em) {
+					if dropped == nil {
+						dropped = map[string]bool{}
+					}
+					dropped[ref] = true
+				}
+			}
+			// References to what was not kept go too, as with consent
+			// redaction, or they would dangle. The entries are shared
+			// with the translation (and other destinations), so they are
+			// copied first.
+			if len(dropped) > 0 && refersToAny(kept, dropped) {
+				c, err := jsonmap.Clone(kept)
+				if err != nil {
+					return nil, fmt.Errorf("step %d: copying entries: %w", i, err)
+				}
+				kept = fhir.DropReferences(c, dropped).([]any)
 			}
 			next := make(map[string]any, len(cur))
 			for k, val := range cur {

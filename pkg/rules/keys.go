@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
+
+	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
 // MsgKeys are the keys of the msg variable, in the order the README
@@ -33,7 +35,9 @@ type keyIssue struct {
 
 // unknownKeys finds reads of keys that the fixed-key variables do not
 // have: v.key, has(v.key) and v["key"], where v is the declared variable
-// (not a comprehension variable of the same name).
+// (not a comprehension variable of the same name); and v2.get with a
+// literal path that is not a v2 path, which would read "" for every
+// message.
 func unknownKeys(e ast.Expr) []keyIssue {
 	var out []keyIssue
 	check := func(id int64, operand ast.Expr, key string, shadowed map[string]int) {
@@ -60,6 +64,14 @@ func unknownKeys(e ast.Expr) []keyIssue {
 			if c.FunctionName() == "_[_]" && len(c.Args()) == 2 && c.Args()[1].Kind() == ast.LiteralKind {
 				if k, ok := c.Args()[1].AsLiteral().(types.String); ok {
 					check(e.ID(), c.Args()[0], string(k), shadowed)
+				}
+			}
+			if c.IsMemberFunction() && c.FunctionName() == "get" && len(c.Args()) == 1 && c.Args()[0].Kind() == ast.LiteralKind &&
+				c.Target().Kind() == ast.IdentKind && c.Target().AsIdent() == VarV2 && shadowed[VarV2] == 0 {
+				if p, ok := c.Args()[0].AsLiteral().(types.String); ok {
+					if _, valid := hl7v2.ParsePath(string(p)); !valid {
+						out = append(out, keyIssue{id: c.Args()[0].ID(), msg: fmt.Sprintf("v2.get: %q is not a v2 path; write SEG[n]-field[repetition].component.subcomponent, such as \"PID-3[1].1\"", string(p))})
+					}
 				}
 			}
 			if c.IsMemberFunction() {

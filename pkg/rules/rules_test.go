@@ -137,7 +137,7 @@ func TestEvalVariablesAndFunctions(t *testing.T) {
 		{"v2 get name", `v2.get("PID-5.2")`, full, "ALEX"},
 		{"v2 get message type", `v2.get("MSH-9.2")`, full, "A01"},
 		{"v2 get missing segment", `v2.get("OBX-5")`, full, ""},
-		{"v2 get bad path", `v2.get("nonsense")`, full, ""},
+		{"v2 get bad path built at run time", `v2.get("non" + msg.id.substring(0, 0) + "sense")`, full, ""},
 		{"v2 nil message", `v2.get("PID-3[1].1")`, noV2, ""},
 		{"v2 nil message compares", `v2.get("MSH-9.1") == ""`, &Vars{}, true},
 		{"strings extension", `"a,b,c".split(",").size() == 3 && "Abc".lowerAscii() == "abc"`, full, true},
@@ -196,6 +196,11 @@ func TestCompileErrors(t *testing.T) {
 		{"misspelt key by index", `msg.event == "A01" && msg["control"] != ""`, Bool, [][2]string{{`["control"]`, `msg has no key "control"`}}},
 		{"misspelt destination key", `destination.type == "file"`, Bool, [][2]string{{".type", `destination has no key "type" (it has name)`}}},
 		{"two misspelt keys", "msg.evnt == \"A03\" ||\n  msg.sorce == \"pas\"", Bool, [][2]string{{".evnt", `msg has no key "evnt"`}, {".sorce", `msg has no key "sorce"`}}},
+		// A literal v2 path that is not one would read "" from every message.
+		{"v2 path without a dash", `v2.get("PID3") == ""`, Bool, [][2]string{{`"PID3"`, `v2.get: "PID3" is not a v2 path`}}},
+		{"v2 path field 0", `v2.get("PID-0") == ""`, Bool, [][2]string{{`"PID-0"`, `v2.get: "PID-0" is not a v2 path`}}},
+		{"v2 path repetition 0", `v2.get("PID-3[0]") == ""`, Bool, [][2]string{{`"PID-3[0]"`, `v2.get: "PID-3[0]" is not a v2 path`}}},
+		{"v2 path empty", `v2.get("") == ""`, Bool, [][2]string{{`""`, `v2.get: "" is not a v2 path`}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

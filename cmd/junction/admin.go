@@ -124,7 +124,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	for _, d := range res.Replayed {
-		fmt.Fprintf(stdout, "replayed %s (%s %s: %s)\n", d.MessageID, d.Stage, deadLetterWhere(d), d.Code)
+		fmt.Fprintf(stdout, "replayed %s (%s stage, %s: %s)\n", d.MessageID, d.Stage, deadLetterWhere(d), d.Code)
 	}
 	for _, id := range res.Rerouted {
 		fmt.Fprintf(stdout, "rerouted %s\n", id)

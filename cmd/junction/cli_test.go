@@ -817,7 +817,7 @@ func TestCLIAdminCommands(t *testing.T) {
 		t.Errorf("audit deadletters --detail: exit %d\n%s", code, out)
 	}
 	code, out, _ = cliRun(t, "replay", "--api", ts.URL, "--token", tok, "--id", "01A,01B", "--to", "ehr", "--since", "2026-01-01T00:00:00Z")
-	if code != 0 || !strings.HasSuffix(out, "1 replayed, 1 rerouted, 0 left in place\n") || !strings.Contains(out, "replayed 01A (delivery destination=ehr: destination.rejected)\n") {
+	if code != 0 || !strings.HasSuffix(out, "1 replayed, 1 rerouted, 0 left in place\n") || !strings.Contains(out, "replayed 01A (delivery stage, destination=ehr: destination.rejected)\n") {
 		t.Errorf("replay: exit %d\n%s", code, out)
 	}
 	if len(*calls) != 1 || !strings.Contains((*calls)[0], `"ids":["01A","01B"]`) || !strings.Contains((*calls)[0], `"destinations":["ehr"]`) {

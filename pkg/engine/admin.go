@@ -202,7 +202,7 @@ func (e *Engine) handleMessage(w http.ResponseWriter, r *http.Request) {
 	}
 	if !slices.ContainsFunc(v.Trail, func(rec audit.Record) bool { return rec.Event != audit.Accessed }) {
 		// Nothing but records of callers asking for it.
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such message"})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such message (rejected input has no trail; it may be in the quarantine: junction audit quarantine, GET /api/quarantine)"})
 		return
 	}
 	writeJSON(w, http.StatusOK, v)

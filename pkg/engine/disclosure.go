@@ -26,7 +26,7 @@ const maxWithholdBody = 16 << 10
 func (e *Engine) patientParam(w http.ResponseWriter, r *http.Request) (string, bool) {
 	n := nhs.Normalize(r.PathValue("nhs"))
 	if !nhs.ValidNumber(n) {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid NHS number: 10 digits with a valid check digit"})
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "not a valid NHS number: give 10 digits with a valid Modulus 11 check digit"})
 		return "", false
 	}
 	return e.patientHash(n), true

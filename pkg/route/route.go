@@ -301,6 +301,13 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 				errs.Add(e.Pos, "source.events: empty event")
 				continue
 			}
+			if r.events[e.Value] {
+				errs.Add(e.Pos, "source.events: %q is listed twice", e.Value)
+			} else if _, ev, ok := strings.Cut(e.Value, "^"); ok && r.events[ev] {
+				errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, ev)
+			} else if t := eventTypeOf(r.events, e.Value); t != "" {
+				errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, t)
+			}
 			r.events[e.Value] = true
 			if ec, ok := cat.(EventCatalog); ok && r.Source != "" {
 				if known, ok := ec.SourceEvents(r.Source); ok && !knownEvent(known, e.Value) {
@@ -413,8 +420,15 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 		}
 		r.Destinations = append(r.Destinations, cd)
 	}
+	testNames := map[string]bool{}
 	for i, t := range f.Tests {
 		where := fmt.Sprintf("tests[%d]", i)
+		if n := t.Name.Value; n != "" {
+			if testNames[n] {
+				errs.Add(t.Name.Pos, "%s.name: %q is used by another test of this route", where, n)
+			}
+			testNames[n] = true
+		}
 		// A missing input is a decoding error; a given one needs exactly
 		// one of file and inline.
 		if t.Input.Pos.Line != 0 && (t.Input.File.Value == "") == (t.Input.Inline.Value == "") {
@@ -440,6 +454,20 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 		}
 	}
 	return r, errs.Err()
+}
+
+// eventTypeOf returns the "TYPE^EVENT" in events that already takes the
+// bare event ev, or "".
+func eventTypeOf(events map[string]bool, ev string) string {
+	if strings.Contains(ev, "^") {
+		return ""
+	}
+	for e := range events {
+		if _, x, ok := strings.Cut(e, "^"); ok && x == ev {
+			return e
+		}
+	}
+	return ""
 }
 
 // faultCodeList lists the fault codes a route test may expect.

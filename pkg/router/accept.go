@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -450,13 +451,21 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 	last := in[len(in)-1].seq
 	now := time.Now().UTC()
 	var accepted []*envelope.Envelope
-	var futs []jetstream.PubAckFuture
-	note := func(id, dedupe string, rec audit.Record) error {
+	// Each record written, and what to count once it is stored for the
+	// first time: a batch judged again (by another process given it, or
+	// after a failed write) writes the same records, which the store
+	// recognises as duplicates, so its resends are not counted twice.
+	type noted struct {
+		f     jetstream.PubAckFuture
+		count prometheus.Counter
+	}
+	var futs []noted
+	note := func(id, dedupe string, rec audit.Record, count prometheus.Counter) error {
 		f, err := r.audit.WriteAsync(id, dedupe, rec)
 		if err != nil {
 			return err
 		}
-		futs = append(futs, f)
+		futs = append(futs, noted{f, count})
 		return nil
 	}
 	for _, b := range in {
@@ -478,19 +487,19 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 				// key, it is routed as a message of its own: count it and
 				// say why.
 				if !found || id == env.ID || !same {
-					r.o.Metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
-					if err := note(env.ID, reuseDedupe(env.ID), reusedRecord(env, firstID, now)); err != nil {
+					if err := note(env.ID, reuseDedupe(env.ID), reusedRecord(env, firstID, now),
+						r.o.Metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused")); err != nil {
 						return err
 					}
 				}
 			}
 			if found && id != env.ID && same {
-				r.o.Metrics.Duplicates.WithLabelValues(env.Source).Inc()
 				if err := note(id, "dup|"+env.ID, audit.Record{Time: now, MessageID: id, Event: audit.Duplicate, Source: env.Source, Outcome: "duplicate",
-					Reason: "resent as message " + env.ID + "; not routed again", Hash: audit.Hash(env.Raw)}); err != nil {
+					Reason: "resent as message " + env.ID + "; not routed again", Hash: audit.Hash(env.Raw)},
+					r.o.Metrics.Duplicates.WithLabelValues(env.Source)); err != nil {
 					return err
 				}
-				if err := note(env.ID, resendDedupe(env.ID), resendRecord(env, id, b.seq, now)); err != nil {
+				if err := note(env.ID, resendDedupe(env.ID), resendRecord(env, id, b.seq, now), nil); err != nil {
 					return err
 				}
 				continue
@@ -545,9 +554,13 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 			return fmt.Errorf("writing accept records: %w", err)
 		}
 	}
-	for _, f := range futs {
-		if _, err := wait(f); err != nil {
+	for _, n := range futs {
+		ack, err := waitAck(n.f)
+		if err != nil {
 			return fmt.Errorf("writing accept records: %w", err)
+		}
+		if n.count != nil && !ack.Duplicate {
+			n.count.Inc()
 		}
 	}
 	return nil

@@ -166,6 +166,40 @@ func TestAcceptCountsResendOnce(t *testing.T) {
 	}
 }
 
+// TestAcceptCountsResendOnceAcrossProcesses checks that a batch of
+// resends judged by two processes (the shared consumer handed it to the
+// second after the first judged it) is counted once between them: it
+// leaves no accepted batch for the second to learn it from, but its
+// records are stored once and only the first store counts.
+func TestAcceptCountsResendOnceAcrossProcesses(t *testing.T) {
+	js := testStore(t)
+	first, c := testAcceptor(t, js, time.Hour)
+	second, _ := testAcceptor(t, js, time.Hour)
+	resend := func(id string) *envelope.Envelope {
+		e := testEnv(id, "pas")
+		e.DedupeKey, e.Raw = "pas|A", []byte("MSH|^~\\&|A")
+		return e
+	}
+	logBatch(t, js, []*envelope.Envelope{resend("A")})
+	handleNext(t, first, c)
+	logBatch(t, js, []*envelope.Envelope{resend("A2")})
+	m := fetchOne(t, c)
+	if err := second.handle(t.Context(), []jetstream.Msg{m}); err != nil {
+		t.Fatal(err)
+	}
+	// The second process stops before acknowledging it: the batch goes
+	// to the first.
+	if err := m.Nak(); err != nil {
+		t.Fatal(err)
+	}
+	handleNext(t, first, c)
+	n := testutil.ToFloat64(first.r.o.Metrics.Duplicates.WithLabelValues("pas")) +
+		testutil.ToFloat64(second.r.o.Metrics.Duplicates.WithLabelValues("pas"))
+	if n != 1 {
+		t.Errorf("one resend counted %v times by the two processes, want 1", n)
+	}
+}
+
 // testStore opens an embedded store with Junction's streams.
 func testStore(t *testing.T) jetstream.JetStream {
 	t.Helper()

@@ -305,15 +305,25 @@ func safely(fn func() error) (err error) {
 }
 
 func wait(f jetstream.PubAckFuture) (uint64, error) {
+	ack, err := waitAck(f)
+	if err != nil {
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+// waitAck is wait returning the whole acknowledgement, which says whether
+// the store already held the message (Duplicate).
+func waitAck(f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
 	t := time.NewTimer(30 * time.Second)
 	defer t.Stop()
 	select {
 	case ack := <-f.Ok():
-		return ack.Sequence, nil
+		return ack, nil
 	case err := <-f.Err():
-		return 0, err
+		return nil, err
 	case <-t.C:
-		return 0, fmt.Errorf("store did not acknowledge within 30s")
+		return nil, fmt.Errorf("store did not acknowledge within 30s")
 	}
 }
 

@@ -479,7 +479,7 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 			if found && id != env.ID && !same {
 				// The sender reused a control id for a different message:
 				// keep it under a key that includes its content.
-				env.DedupeKey = key + "|" + audit.Hash(env.Raw)[:16]
+				env.DedupeKey = reuseKey(env)
 				key = env.DedupeKey
 				firstID := id
 				id, same, found = a.idx.lookup(key, content)

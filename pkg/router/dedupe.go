@@ -82,13 +82,9 @@ func dedupeKeyOf(env *envelope.Envelope) string {
 }
 
 // contentHash hashes what makes two messages the same message (see
-// sameMessage: for HL7 v2 everything after MSH).
+// resendContent: for HL7 v2 the segments after MSH).
 func (x *dedupeIndex) contentHash(env *envelope.Envelope) uint64 {
-	b := env.Raw
-	if env.ContentType == envelope.ContentTypeHL7v2 {
-		b = afterFirstSegment(b)
-	}
-	return maphash.Bytes(x.seed, b)
+	return maphash.Bytes(x.seed, resendContent(env.ContentType, env.Raw))
 }
 
 // seconds returns t as seconds from the epoch, clamped to 32 bits: a time

@@ -274,14 +274,31 @@ func resendRecord(env *envelope.Envelope, origID string, logSeq uint64, now time
 		Stream: store.StreamIngestLog, Seq: logSeq}
 }
 
-// sameMessage reports whether env is a resend of the stored message orig.
-// HL7 v2 senders often rebuild MSH (a new MSH-7 time) when they resend, so
-// for v2 the header segment is ignored; other content must match exactly.
+// sameMessage reports whether env is a resend of the stored message orig
+// (of the same content type): whether their resend contents are equal.
 func sameMessage(env *envelope.Envelope, orig []byte) bool {
-	if env.ContentType != envelope.ContentTypeHL7v2 {
-		return bytes.Equal(env.Raw, orig)
+	return bytes.Equal(resendContent(env.ContentType, env.Raw), resendContent(env.ContentType, orig))
+}
+
+// resendContent is what a resend of raw must repeat. HL7 v2 senders often
+// rebuild MSH (a new MSH-7 time) when they resend, and a message passed
+// through another system may come back with LF or CR LF between segments,
+// so for v2 it is the segments after MSH, each after one CR, with no
+// empty ones; other content must match exactly. It copies only when the
+// separators need it.
+func resendContent(contentType string, raw []byte) []byte {
+	if contentType != envelope.ContentTypeHL7v2 {
+		return raw
 	}
-	return bytes.Equal(afterFirstSegment(env.Raw), afterFirstSegment(orig))
+	b := afterFirstSegment(raw)
+	if bytes.IndexByte(b, '\n') < 0 && !bytes.Contains(b, []byte("\r\r")) {
+		return bytes.TrimRight(b, "\r")
+	}
+	out := make([]byte, 0, len(b))
+	for seg := range bytes.FieldsFuncSeq(b, func(r rune) bool { return r == '\r' || r == '\n' }) {
+		out = append(append(out, '\r'), seg...)
+	}
+	return out
 }
 
 func afterFirstSegment(b []byte) []byte {
@@ -289,6 +306,13 @@ func afterFirstSegment(b []byte) []byte {
 		return b[i:]
 	}
 	return nil
+}
+
+// reuseKey is the dedupe key under which a message that reused another's
+// control id is kept: the key and a hash of its resend content, so that
+// its own resends find it.
+func reuseKey(env *envelope.Envelope) string {
+	return dedupeKeyOf(env) + "|" + audit.Hash(resendContent(env.ContentType, env.Raw))[:16]
 }
 
 // close stops accepting, answers every queued request, and returns.
@@ -370,7 +394,7 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			// counter reset, say). Dropping it would lose it: store it under
 			// a key that includes its content, and count the reuse.
 			m := ingressMsg(p.env)
-			m.Header.Set(jetstream.MsgIDHeader, m.Header.Get(jetstream.MsgIDHeader)+"|"+audit.Hash(p.env.Raw)[:16])
+			m.Header.Set(jetstream.MsgIDHeader, reuseKey(p.env))
 			ack2, err := s.js.PublishMsg(ctx, m)
 			if err != nil {
 				return fmt.Errorf("storing a message with a reused control id: %w", err)

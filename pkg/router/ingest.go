@@ -104,7 +104,7 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 				// A reused control id on a different message: store it
 				// under a key that includes its content (see the splitter).
 				m := ingressMsg(env)
-				m.Header.Set(jetstream.MsgIDHeader, m.Header.Get(jetstream.MsgIDHeader)+"|"+audit.Hash(env.Raw)[:16])
+				m.Header.Set(jetstream.MsgIDHeader, reuseKey(env))
 				ack2, err := i.js.PublishMsg(ctx, m)
 				if err != nil {
 					return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound message", err)

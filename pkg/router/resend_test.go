@@ -1,0 +1,72 @@
+package router
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/junction-fhir/junction/pkg/envelope"
+)
+
+func TestResendContent(t *testing.T) {
+	const v2 = envelope.ContentTypeHL7v2
+	base := "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01\rPID|1||9990000018\r"
+	tests := []struct {
+		name string
+		a, b string
+		ct   string
+		same bool
+	}{
+		{"identical", base, base, v2, true},
+		{"new MSH-7", base, "MSH|^~\\&|PAS|RX1|||20260102||ADT^A01|C1|P|2.4\rEVN|A01\rPID|1||9990000018\r", v2, true},
+		{"LF separators", base, "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\nEVN|A01\nPID|1||9990000018\n", v2, true},
+		{"CR LF separators, none at the end", base, "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\r\nEVN|A01\r\nPID|1||9990000018", v2, true},
+		{"blank lines", base, "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\r\rEVN|A01\r\n\r\nPID|1||9990000018\r", v2, true},
+		{"a field changed", base, "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01\rPID|1||9990000026\r", v2, false},
+		{"segments joined", base, "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01PID|1||9990000018\r", v2, false},
+		{"a segment more", base, base + "PV1|1|I\r", v2, false},
+		{"FHIR is compared whole", `{"a": 1}`, `{"a": 1} `, envelope.ContentTypeFHIR, false},
+		{"FHIR identical", `{"a": 1}`, `{"a": 1}`, envelope.ContentTypeFHIR, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := &envelope.Envelope{ContentType: tt.ct, Raw: []byte(tt.b), DedupeKey: "k"}
+			if got := sameMessage(env, []byte(tt.a)); got != tt.same {
+				t.Errorf("sameMessage = %v, want %v", got, tt.same)
+			}
+			orig := &envelope.Envelope{ContentType: tt.ct, Raw: []byte(tt.a), DedupeKey: "k"}
+			if got := reuseKey(env) == reuseKey(orig); got != tt.same {
+				t.Errorf("reuse keys equal = %v, want %v", got, tt.same)
+			}
+			x := newDedupeIndex(time.Hour, 16)
+			if got := x.contentHash(env) == x.contentHash(orig); got != tt.same {
+				t.Errorf("content hashes equal = %v, want %v", got, tt.same)
+			}
+		})
+	}
+}
+
+// TestAcceptResendWithOtherSeparators checks that a resend whose segment
+// separators changed on the way (CR to LF) is a resend, not a reuse of
+// the control id.
+func TestAcceptResendWithOtherSeparators(t *testing.T) {
+	js := testStore(t)
+	acc, c := testAcceptor(t, js, time.Hour)
+	msg := func(id, raw string) *envelope.Envelope {
+		e := testEnv(id, "pas")
+		e.DedupeKey, e.Raw = "pas|C1", []byte(raw)
+		return e
+	}
+	logBatch(t, js, []*envelope.Envelope{msg("A", "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01\rPID|1||9990000018\r")})
+	handleNext(t, acc, c)
+	logBatch(t, js, []*envelope.Envelope{msg("A2", "MSH|^~\\&|PAS|RX1|||20260102||ADT^A01|C1|P|2.4\nEVN|A01\nPID|1||9990000018\n")})
+	handleNext(t, acc, c)
+	m := acc.r.o.Metrics
+	if got := testutil.ToFloat64(m.Duplicates.WithLabelValues("pas")); got != 1 {
+		t.Errorf("duplicates %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(m.DataQuality.WithLabelValues("pas", "control_id_reused")); got != 0 {
+		t.Errorf("control_id_reused %v, want 0", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,6 +46,12 @@ type Dialect struct {
 	// LocalIdentifierSystem is the identifier system given to every other
 	// patient identifier (hospital number, MRN).
 	LocalIdentifierSystem string `yaml:"local_identifier_system"`
+	// IdentifierSystems maps an assigning authority (CX-4.1, compared
+	// without regard to case) to the identifier system its patient
+	// identifiers get instead of LocalIdentifierSystem: another trust's
+	// hospital numbers, a National Insurance number. NHS number
+	// authorities may not be mapped.
+	IdentifierSystems map[string]string `yaml:"identifier_systems"`
 	// VisitNumberSystem is the identifier system of the visit number
 	// (PV1-19) on the Encounter.
 	VisitNumberSystem string `yaml:"visit_number_system"`
@@ -117,6 +124,27 @@ func (d *Dialect) Validate() []error {
 	}
 	if err := CheckSystem(d.LocalIdentifierSystem); err != nil {
 		errs = append(errs, fmt.Errorf("dialect.local_identifier_system: %w", err))
+	}
+	authorities := make([]string, 0, len(d.IdentifierSystems))
+	for a := range d.IdentifierSystems {
+		authorities = append(authorities, a)
+	}
+	sort.Strings(authorities)
+	seenAuthority := map[string]string{}
+	for _, a := range authorities {
+		key := strings.ToUpper(strings.TrimSpace(a))
+		switch {
+		case key == "":
+			errs = append(errs, errors.New("dialect.identifier_systems: empty assigning authority"))
+		case seenAuthority[key] != "":
+			errs = append(errs, fmt.Errorf("dialect.identifier_systems: %q and %q are the same authority", seenAuthority[key], a))
+		case slices.ContainsFunc(d.NHSNumberAuthorities, func(n string) bool { return strings.EqualFold(strings.TrimSpace(n), key) }):
+			errs = append(errs, fmt.Errorf("dialect.identifier_systems.%s: an NHS number authority; its numbers are NHS numbers", a))
+		}
+		seenAuthority[key] = a
+		if err := CheckSystem(d.IdentifierSystems[a]); err != nil {
+			errs = append(errs, fmt.Errorf("dialect.identifier_systems.%s: %w", a, err))
+		}
 	}
 	if err := CheckSystem(d.VisitNumberSystem); err != nil {
 		errs = append(errs, fmt.Errorf("dialect.visit_number_system: %w", err))

@@ -435,10 +435,21 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 	return out
 }
 
-// localIdentifier maps an identifier other than a valid NHS number.
+// localIdentifier maps an identifier other than a valid NHS number: in
+// its authority's system when the dialect maps it (never for one flagged
+// as an NHS number, valid or not), else in the local system.
 func (b *builder) localIdentifier(id patientID) models.Identifier {
+	system := b.t.dialect.LocalIdentifierSystem
+	if !id.nhsFlag && !id.nhsValid && id.authority != "" {
+		for a, sys := range b.t.dialect.IdentifierSystems {
+			if strings.EqualFold(strings.TrimSpace(a), id.authority) {
+				system = sys
+				break
+			}
+		}
+	}
 	out := models.Identifier{
-		System: b.str(b.t.dialect.LocalIdentifierSystem),
+		System: b.str(system),
 		Value:  b.str(id.value),
 	}
 	if id.typeCode != "" && !id.nhsFlag {

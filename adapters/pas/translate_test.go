@@ -197,6 +197,9 @@ func TestNHSNumberHandling(t *testing.T) {
 	drop := DefaultDialect()
 	drop.InvalidNHSNumber = InvalidNHSNumberDrop
 	local := DefaultLocalIdentifierSystem
+	const nino, rx2 = "https://fhir.hmrc.gov.uk/Id/national-insurance-number", "https://fhir.rx2.example.org/Id/hospital-number"
+	mapped := DefaultDialect()
+	mapped.IdentifierSystems = map[string]string{"ni": nino, "RX2": rx2}
 	tests := []struct {
 		name    string
 		dialect Dialect
@@ -220,6 +223,10 @@ func TestNHSNumberHandling(t *testing.T) {
 			[][2]string{{nhs.SystemNHSNumber, "9990000018"}}, nil},
 		{"letters are invalid", DefaultDialect(), pid("99900000AB^^^NHS", nil),
 			[][2]string{{local, "99900000AB"}}, []string{DQNHSNumberInvalid}},
+		// Mapped authorities get their own systems; the rest, and NHS
+		// numbers not taken as the NHS number, stay local.
+		{"mapped authorities", mapped, pid("9990000018^^^NHS^NH~AB123456C^^^NI^NI~H1^^^RX2^MR~H2^^^RX1^MR~9990000026^^^NHS^NH", nil),
+			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {nino, "AB123456C"}, {rx2, "H1"}, {local, "H2"}, {local, "9990000026"}}, []string{DQNHSNumberConflict}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -595,6 +602,12 @@ func TestDialectValidate(t *testing.T) {
 		{"no sex codes is allowed", func(d *Dialect) { d.SexCodes = nil }, nil},
 		{"cancelled A11", func(d *Dialect) { d.CancelAdmitStatus = CancelAdmitCancelled }, nil},
 		{"bad A11 status", func(d *Dialect) { d.CancelAdmitStatus = "deleted" }, []string{"cancel_admit_status"}},
+		{"identifier systems", func(d *Dialect) {
+			d.IdentifierSystems = map[string]string{"NI": "https://fhir.hmrc.gov.uk/Id/national-insurance-number"}
+		}, nil},
+		{"bad identifier systems", func(d *Dialect) {
+			d.IdentifierSystems = map[string]string{" ": "https://a.example/Id/x", "RX2": "hospital-numbers", "nh": "https://b.example/Id/x", "rx2": "https://c.example/Id/x"}
+		}, []string{"empty assigning authority", "RX2: ", "an NHS number authority", "same authority"}},
 		{"location system", func(d *Dialect) { d.LocationIdentifierSystem = "https://fhir.example-trust.nhs.uk/Id/location" }, nil},
 		{"relative location system", func(d *Dialect) { d.LocationIdentifierSystem = "wards" }, []string{"location_identifier_system"}},
 		{"location system with a delimiter", func(d *Dialect) { d.LocationIdentifierSystem = "https://x.nhs.uk/Id/loc^1" }, []string{"location_identifier_system"}},

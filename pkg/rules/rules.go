@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -535,11 +536,27 @@ func bundleNHSNumber(b ref.Val) ref.Val {
 }
 
 // sizeEstimator bounds the size of every unknown list, map and string so
-// worst-case costs are finite.
+// worst-case costs are finite: max for what the variables hold (a
+// bundle's entries, a function's result), and its square root for what
+// is nested inside an element of one (an Observation's interpretations,
+// a coding list), since a FHIR resource does not hold a
+// thousand codings in each of a thousand elements. Without that, three
+// nested exists() over a bundle are estimated at billions and refused.
+// Evaluation's cost limit still bounds what is actually spent.
 type sizeEstimator struct{ max uint64 }
 
-func (s sizeEstimator) EstimateSize(checker.AstNode) *checker.SizeEstimate {
+func (s sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
+	if nestedPath(n.Path()) {
+		return &checker.SizeEstimate{Min: 0, Max: max(1, uint64(math.Sqrt(float64(s.max))))}
+	}
 	return &checker.SizeEstimate{Min: 0, Max: s.max}
+}
+
+// nestedPath reports whether a value at path lies inside an element of a
+// list or map: the checker names elements "@items", "@keys" and
+// "@values" (a dyn may be either; a function's result starts the path).
+func nestedPath(path []string) bool {
+	return slices.ContainsFunc(path, func(p string) bool { return p == "@items" || p == "@keys" || p == "@values" })
 }
 
 func (s sizeEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {

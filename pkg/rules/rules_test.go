@@ -277,6 +277,10 @@ func TestCompileAcceptsKinds(t *testing.T) {
 		{"empty map literal", `{}`, Map},
 		{"dyn for map is checked at run time", `bundle.entry[0].resource`, Map},
 		{"resource returns a map", `resource(bundle, "Patient")`, Map},
+		// Lists inside a list's elements are sized at the square root of
+		// MaxSize, so nesting through a resource's own lists is allowed.
+		{"nested lists within resources", `resources(bundle, "Observation").exists(o, o.interpretation.exists(i, i.coding.exists(c, c.code == "H")))`, Bool},
+		{"nested lists within entries", `bundle.entry.exists(e, has(e.resource.code) && e.resource.code.coding.exists(c, c.system == "http://loinc.org"))`, Bool},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -332,6 +336,9 @@ func TestCompileRejectsCostlyExpressions(t *testing.T) {
 	}{
 		{"nested comprehensions over entries", DefaultLimits(),
 			`bundle.entry.all(a, bundle.entry.all(b, bundle.entry.exists(c, a == b && b == c)))`},
+		// The same list within itself is sized in full each time.
+		{"resources within resources", DefaultLimits(),
+			`resources(bundle, "Observation").all(a, resources(bundle, "Observation").all(b, resources(bundle, "Observation").exists(c, a == b && b == c)))`},
 		{"one comprehension under a small limit", Limits{MaxEstimatedCost: 100, MaxSize: 1000, CostLimit: 1000, Timeout: time.Second},
 			`bundle.entry.exists(e, e.resource.resourceType == "Patient")`},
 		{"resources is sized too", Limits{MaxEstimatedCost: 500, MaxSize: 1000, CostLimit: 1000, Timeout: time.Second},

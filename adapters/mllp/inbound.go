@@ -471,7 +471,8 @@ func (in *Inbound) ack(m *hl7v2.Message, code hl7v2.AckCode, errs ...hl7v2.AckEr
 	return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: code, Errors: errs, App: in.cfg.App, Facility: in.cfg.Facility})
 }
 
-// unparseable quarantines input that does not parse and builds a raw AR.
+// unparseable quarantines input that does not parse and builds its
+// reject (see rejectRaw).
 func (in *Inbound) unparseable(ctx context.Context, payload []byte, err error) ([]byte, hl7v2.AckCode) {
 	f := fault.As(err)
 	if f == nil {

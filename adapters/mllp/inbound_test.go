@@ -382,6 +382,10 @@ func TestInboundIncompleteFrames(t *testing.T) {
 		{"closed inside a frame", "\x0b" + msg("CUT1", ""), true, false, msg("CUT1", "")},
 		{"end block without its CR, then silence", "\x0b" + msg("CUT2", "") + "\x1c", false, true, msg("CUT2", "")},
 		{"start block, then silence", "\x0b", false, true, ""},
+		// A header cut short names no message: MSA-2 stays empty rather
+		// than naming a prefix of the control id.
+		{"cut inside MSH, then silence", "\x0bMSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01^ADT_A01|CUT12", false, true,
+			"MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01^ADT_A01|CUT12"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -428,6 +432,34 @@ func TestInboundIncompleteFrames(t *testing.T) {
 				t.Errorf("acks{AR} = %v, want %v", acks, want)
 			}
 		})
+	}
+}
+
+// TestInboundResetInsideFrame checks that a sender resetting the
+// connection inside a frame has what it sent counted and kept, as a close
+// is.
+func TestInboundResetInsideFrame(t *testing.T) {
+	f := startInbound(t, nil)
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(nc, "\x0b"+msg("RST1", "")); err != nil {
+		t.Fatal(err)
+	}
+	// Let the listener read it, then reset (SO_LINGER 0 sends RST).
+	deadline := time.Now().Add(5 * time.Second)
+	_ = nc.(*net.TCPConn).SetLinger(0)
+	time.Sleep(100 * time.Millisecond)
+	_ = nc.Close()
+	for testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeFrameIncomplete))) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rejected{%s} = %v, want 1", fault.CodeFrameIncomplete, testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeFrameIncomplete))))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, q := f.host.snapshot(); len(q) != 1 || string(q[0].raw) != msg("RST1", "") {
+		t.Errorf("quarantined %+v, want the partial frame", q)
 	}
 }
 

@@ -300,7 +300,9 @@ func (m *Message) SegmentsNamed(name string) []*Segment {
 // whose later segments do not parse (or were never all read) with an
 // acknowledgement that still names the message: its MSH-10 in MSA-2, its
 // version and acknowledgement mode. It fails as Parse does when the first
-// segment is not a valid MSH.
+// segment is not a valid MSH, and when no segment separator follows it:
+// a header cut short (input that stopped inside it) could name another
+// message.
 func ParseHeader(raw []byte) (*Message, error) {
 	i := 0
 	if len(raw) >= 3 && raw[0] == 0xEF && raw[1] == 0xBB && raw[2] == 0xBF {
@@ -309,10 +311,11 @@ func ParseHeader(raw []byte) (*Message, error) {
 	for i < len(raw) && isBlank(raw[i]) {
 		i++
 	}
-	if end := bytes.IndexAny(raw[i:], "\r\n"); end >= 0 {
-		raw = raw[:i+end]
+	end := bytes.IndexAny(raw[i:], "\r\n")
+	if end < 0 {
+		return nil, parseError("header segment not terminated", ErrCodeSegmentSequence)
 	}
-	return Parse(raw)
+	return Parse(raw[:i+end])
 }
 
 // CountSegments returns how many segments have the given name, without

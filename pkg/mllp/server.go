@@ -509,7 +509,7 @@ func (s *Server) readFailure(ctx context.Context, log *slog.Logger, c *serverCon
 		if r.InFrame() {
 			log.Warn("mllp read timeout inside a frame", "bytes", len(partial))
 			if s.OnFrameError != nil && s.setBusy(c, true) {
-				if reply := s.OnFrameError(ctx, &c.info, fmt.Errorf("%w: nothing more within the read timeout", ErrIncompleteFrame), partial); reply != nil {
+				if reply := s.OnFrameError(ctx, &c.info, fmt.Errorf("%w: nothing more within the read timeout: %w", ErrIncompleteFrame, err), partial); reply != nil {
 					write(reply)
 				}
 			}
@@ -520,6 +520,11 @@ func (s *Server) readFailure(ctx context.Context, log *slog.Logger, c *serverCon
 		return "server shutting down"
 	default:
 		log.Warn("mllp read failed", "error", err.Error())
+		if r.InFrame() && s.OnFrameError != nil && s.setBusy(c, true) {
+			// A reset inside a frame: the sender has gone as with a close,
+			// and what came is counted and kept the same way.
+			s.OnFrameError(ctx, &c.info, fmt.Errorf("%w: %w: %w", ErrIncompleteFrame, io.ErrUnexpectedEOF, err), partial)
+		}
 		return "read failed"
 	}
 }

@@ -17,39 +17,121 @@ func EntryRefs(entry map[string]any) []string {
 }
 
 // DropReferences removes, in place, every Reference (an object whose
-// "reference" is one of dropped) from v, a JSON-shaped value: from an
-// array the element goes, from an object the key. It returns v, or the
-// shortened array when v is one. What points at a resource no longer
-// sent would otherwise dangle (bdl-7's sibling rule for resolvable
-// references in a transaction).
+// "reference" is one of dropped) from v, a JSON-shaped value, as
+// RewriteReferences does.
 func DropReferences(v any, dropped map[string]bool) any {
-	isDropped := func(x any) bool {
-		m, ok := x.(map[string]any)
-		if !ok {
-			return false
-		}
-		ref, _ := m["reference"].(string)
-		return ref != "" && dropped[ref]
+	repl := make(map[string]map[string]any, len(dropped))
+	for ref := range dropped {
+		repl[ref] = nil
 	}
+	return RewriteReferences(v, repl)
+}
+
+// RewriteReferences rewrites, in place, every Reference in v (a
+// JSON-shaped value) whose "reference" is a key of repl: with a non-nil
+// replacement it becomes a copy of that, keeping its display; with nil it
+// is removed, from an array the element and from an object the key. An
+// array or object that a removal leaves empty is removed in turn, since
+// FHIR JSON has no empty arrays or objects. It returns v, or the
+// shortened array when v is one.
+func RewriteReferences(v any, repl map[string]map[string]any) any {
+	out, _ := rewriteRefs(v, repl)
+	return out
+}
+
+// rewriteRefs is RewriteReferences, also reporting whether v is left
+// empty by a removal.
+func rewriteRefs(v any, repl map[string]map[string]any) (any, bool) {
 	switch t := v.(type) {
 	case map[string]any:
+		removed := false
 		for k, x := range t {
-			if isDropped(x) {
-				delete(t, k)
+			if r, ok := replacement(x, repl); ok {
+				if r == nil {
+					delete(t, k)
+					removed = true
+				} else {
+					t[k] = r
+				}
 				continue
 			}
-			t[k] = DropReferences(x, dropped)
+			nx, empty := rewriteRefs(x, repl)
+			if empty {
+				delete(t, k)
+				removed = true
+				continue
+			}
+			t[k] = nx
 		}
-		return t
+		return t, removed && len(t) == 0
 	case []any:
 		out := t[:0]
+		removed := false
 		for _, x := range t {
-			if isDropped(x) {
+			if r, ok := replacement(x, repl); ok {
+				if r == nil {
+					removed = true
+				} else {
+					out = append(out, r)
+				}
 				continue
 			}
-			out = append(out, DropReferences(x, dropped))
+			nx, empty := rewriteRefs(x, repl)
+			if empty {
+				removed = true
+				continue
+			}
+			out = append(out, nx)
 		}
-		return out
+		return out, removed && len(out) == 0
 	}
-	return v
+	return v, false
+}
+
+// replacement returns what Reference x becomes under repl, and whether x
+// is a Reference repl names.
+func replacement(x any, repl map[string]map[string]any) (map[string]any, bool) {
+	m, ok := x.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	ref, _ := m["reference"].(string)
+	r, found := repl[ref]
+	if ref == "" || !found {
+		return nil, false
+	}
+	if r == nil {
+		return nil, true
+	}
+	out := make(map[string]any, len(r)+1)
+	for k, v := range r {
+		out[k] = v
+	}
+	if d, ok := m["display"]; ok {
+		out["display"] = d
+	}
+	return out, true
+}
+
+// RefersTo reports whether v, a JSON-shaped value, holds a Reference
+// whose "reference" match accepts.
+func RefersTo(v any, match func(ref string) bool) bool {
+	switch t := v.(type) {
+	case map[string]any:
+		if r, _ := t["reference"].(string); r != "" && match(r) {
+			return true
+		}
+		for _, x := range t {
+			if RefersTo(x, match) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range t {
+			if RefersTo(x, match) {
+				return true
+			}
+		}
+	}
+	return false
 }

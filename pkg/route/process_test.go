@@ -337,30 +337,37 @@ func TestProcessPerDestinationTransform(t *testing.T) {
 	}
 }
 
-// TestProcessKeepDropsReferences checks that a keep step removes every
-// reference to an entry it drops, by fullUrl or Type/id, for the
-// destination it applies to only: the entries are shared with the
+// TestProcessKeepRewritesReferences checks that a keep step leaves no
+// reference dangling: one by urn: fullUrl to a dropped entry becomes a
+// logical reference (type and first identifier), or goes when the entry
+// has no identifier, taking an array it empties with it; Type/id
+// references resolve on the server and stay. Only the destination the
+// step drops entries for is changed: entries are shared with the
 // translation and the other destinations.
-func TestProcessKeepDropsReferences(t *testing.T) {
+func TestProcessKeepRewritesReferences(t *testing.T) {
 	r := writeRoute(t, "name: test-route\nsource:\n  adapter: fhir\n"+permit+"transform:\n"+
-		"  - keep: destination.name == \"data-quality\" || resource.resourceType != \"Specimen\"\n"+
+		"  - keep: destination.name == \"data-quality\" || !(resource.resourceType in [\"Specimen\", \"Practitioner\"])\n"+
 		"destinations:\n  - name: fhir-store\n  - name: data-quality\n")
 	const (
-		specimen = `{"fullUrl":"urn:uuid:s1","resource":{"resourceType":"Specimen","id":"s1"}}`
-		patient  = `{"fullUrl":"urn:uuid:p1","resource":{"resourceType":"Patient","id":"p1"}}`
+		specimen     = `{"fullUrl":"urn:uuid:s1","resource":{"resourceType":"Specimen","id":"s1","identifier":[{"system":"https://lab.example/Id/specimen","value":"S1"}]}}`
+		practitioner = `{"fullUrl":"urn:uuid:pr1","resource":{"resourceType":"Practitioner","id":"pr1"}}`
+		patient      = `{"fullUrl":"urn:uuid:p1","resource":{"resourceType":"Patient","id":"p1"}}`
 	)
 	obs := func(refs string) string {
 		return `{"fullUrl":"urn:uuid:o1","resource":{"resourceType":"Observation","subject":{"reference":"urn:uuid:p1"}` + refs + `}}`
 	}
-	withRefs := obs(`,"specimen":{"reference":"urn:uuid:s1"},"derivedFrom":[{"reference":"Specimen/s1"},{"reference":"urn:uuid:p1"}]`)
-	b := []byte(`{"resourceType":"Bundle","type":"collection","entry":[` + specimen + `,` + patient + `,` + withRefs + `]}`)
+	withRefs := obs(`,"specimen":{"reference":"urn:uuid:s1","display":"blood"},"performer":[{"reference":"urn:uuid:pr1"}],` +
+		`"derivedFrom":[{"reference":"Specimen/s1"},{"reference":"urn:uuid:p1"}]`)
+	b := []byte(`{"resourceType":"Bundle","type":"collection","entry":[` + specimen + `,` + practitioner + `,` + patient + `,` + withRefs + `]}`)
 	in := Input{Env: TestEnvelope("fhir", "01TESTMSG", b, envelope.ContentTypeFHIR), Tr: &adapter.Translation{Bundle: b}}
 	res, err := r.Process(context.Background(), in, &fakeDecider{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"fhir-store":   `{"resourceType":"Bundle","type":"collection","entry":[` + patient + `,` + obs(`,"derivedFrom":[{"reference":"urn:uuid:p1"}]`) + `]}`,
+		"fhir-store": `{"resourceType":"Bundle","type":"collection","entry":[` + patient + `,` +
+			obs(`,"specimen":{"type":"Specimen","identifier":{"system":"https://lab.example/Id/specimen","value":"S1"},"display":"blood"},`+
+				`"derivedFrom":[{"reference":"Specimen/s1"},{"reference":"urn:uuid:p1"}]`) + `]}`,
 		"data-quality": string(b),
 	}
 	if len(res.Deliveries) != 2 {

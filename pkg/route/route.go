@@ -800,26 +800,31 @@ func resourceRecords(rec func(ev audit.Event, dest, outcome, reason, rule string
 	return out
 }
 
-// refersToAny reports whether v holds a Reference to one of refs.
-func refersToAny(v any, refs map[string]bool) bool {
-	switch t := v.(type) {
-	case map[string]any:
-		if r, _ := t["reference"].(string); r != "" && refs[r] {
-			return true
-		}
-		for _, x := range t {
-			if refersToAny(x, refs) {
-				return true
-			}
-		}
-	case []any:
-		for _, x := range t {
-			if refersToAny(x, refs) {
-				return true
-			}
-		}
+// logicalReference returns, for a Bundle entry that a keep step drops
+// and that others may refer to by its urn: fullUrl, what those references
+// become: a logical reference by its type and first identifier, or nil
+// (removed) when it has none. ok is false when the entry has no urn:
+// fullUrl.
+func logicalReference(entry map[string]any) (ref map[string]any, fullURL string, ok bool) {
+	u, _ := entry["fullUrl"].(string)
+	if !strings.HasPrefix(u, "urn:") {
+		return nil, "", false
 	}
-	return false
+	res, _ := entry["resource"].(map[string]any)
+	ids, _ := res["identifier"].([]any)
+	if len(ids) == 0 {
+		return nil, u, true
+	}
+	id, _ := ids[0].(map[string]any)
+	c, err := jsonmap.Clone(id)
+	if id == nil || err != nil {
+		return nil, u, true
+	}
+	out := map[string]any{"identifier": c}
+	if rt, _ := res["resourceType"].(string); rt != "" {
+		out["type"] = rt
+	}
+	return out, u, true
 }
 
 // startsWithHeader reports whether the first of entries holds a
@@ -833,8 +838,8 @@ func startsWithHeader(entries []any) bool {
 	return res != nil && res["resourceType"] == "MessageHeader"
 }
 
-// transform applies the steps to a copy of bundle. A keep step removes
-// every reference to an entry it drops, and one that drops a message
+// transform applies the steps to a copy of bundle. A keep step rewrites
+// references to an entry it drops that would dangle, and one that drops a message
 // Bundle's MessageHeader makes it a collection, so what is delivered is
 // still a valid Bundle.
 func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[string]any) (map[string]any, error) {
@@ -846,7 +851,13 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 		case s.keep != nil:
 			entries, _ := cur["entry"].([]any)
 			kept := make([]any, 0, len(entries))
-			var dropped map[string]bool
+			// What referred to an entry not kept by its urn: fullUrl would
+			// dangle (a transaction resolves those within the bundle
+			// only): such references become logical ones, by the dropped
+			// resource's type and first identifier, or go when it has
+			// none. Type/id and absolute references are left, since they
+			// resolve on the server.
+			var repl map[string]map[string]any
 			for _, e := range entries {
 				em, _ := e.(map[string]any)
 				res, _ := em["resource"].(map[string]any)
@@ -859,23 +870,21 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 					kept = append(kept, e)
 					continue
 				}
-				for _, ref := range fhir.EntryRefs(em) {
-					if dropped == nil {
-						dropped = map[string]bool{}
+				if r, u, ok := logicalReference(em); ok {
+					if repl == nil {
+						repl = map[string]map[string]any{}
 					}
-					dropped[ref] = true
+					repl[u] = r
 				}
 			}
-			// References to what was not kept go too, as with consent
-			// redaction, or they would dangle. The entries are shared
-			// with the translation (and other destinations), so they are
-			// copied first.
-			if len(dropped) > 0 && refersToAny(kept, dropped) {
+			// The entries are shared with the translation (and other
+			// destinations), so they are copied first.
+			if len(repl) > 0 && fhir.RefersTo(kept, func(ref string) bool { _, ok := repl[ref]; return ok }) {
 				c, err := jsonmap.Clone(kept)
 				if err != nil {
 					return nil, fmt.Errorf("step %d: copying entries: %w", i, err)
 				}
-				kept = fhir.DropReferences(c, dropped).([]any)
+				kept = fhir.RewriteReferences(c, repl).([]any)
 			}
 			next := make(map[string]any, len(cur))
 			for k, val := range cur {

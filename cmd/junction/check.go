@@ -13,7 +13,7 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	p, err := plan(*cfgPath, fs.Args(), planChecks{secrets: *secrets, testInputs: true}, stderr)
+	p, err := plan(*cfgPath, fs.Args(), planChecks{secrets: *secrets, strictRoutes: true}, stderr)
 	if err != nil {
 		return err
 	}

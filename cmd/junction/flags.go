@@ -91,13 +91,13 @@ type planChecks struct {
 	// (see config.Config.CheckSecretRefs) and reports those that do not
 	// resolve with the rest.
 	secrets bool
-	// testInputs checks that routes' test input files can be read.
-	testInputs bool
+	// strictRoutes adds lint's route checks (route.LoadOptions.Strict).
+	strictRoutes bool
 }
 
 // plan loads the config and plans the engine, printing every problem.
 func plan(path string, routes []string, checks planChecks, stderr io.Writer) (*engine.Plan, error) {
-	opts := route.LoadOptions{TestInputs: checks.testInputs}
+	opts := route.LoadOptions{Strict: checks.strictRoutes}
 	reg := engine.NewRegistry(all.Factories()...)
 	cfg, err := loadConfig(path)
 	if err != nil {

@@ -165,7 +165,7 @@ func TestCELErrorPositions(t *testing.T) {
 
 func TestLoadAllDuplicateNamesAndEveryFile(t *testing.T) {
 	env := testEnv(t)
-	_, err := LoadAll([]string{filepath.Join("testdata", "dup"), filepath.Join("testdata", "bad", "non_bool.yaml")}, env, testCatalog, LoadOptions{TestInputs: true})
+	_, err := LoadAll([]string{filepath.Join("testdata", "dup"), filepath.Join("testdata", "bad", "non_bool.yaml")}, env, testCatalog, LoadOptions{Strict: true})
 	if err == nil {
 		t.Fatal("LoadAll succeeded, want errors")
 	}
@@ -390,5 +390,27 @@ func TestLoadUnknownEvents(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadAllServeLeavesLintChecks checks that serving (LoadOptions not
+// strict) does not refuse a route over its tests or a repeated event,
+// which lint reports.
+func TestLoadAllServeLeavesLintChecks(t *testing.T) {
+	dir := t.TempDir()
+	src := routeHead[:len(routeHead)-1] + "\n  events: [A01, ADT^A01, A01]\n" + permit + "destinations:\n  - name: fhir-store\n" +
+		"tests:\n  - name: one\n    input: {file: missing.hl7}\n    expect: {error: no.such.code, fhir: {nowhere: x.json}}\n" +
+		"  - name: one\n    input: {inline: x}\n    expect: {filtered: true}\n"
+	path := filepath.Join(dir, "route.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadAll([]string{path}, testEnv(t), testCatalog, LoadOptions{}); err != nil {
+		t.Errorf("serving refuses the route:\n%v", err)
+	}
+	_, err := LoadAll([]string{path}, testEnv(t), testCatalog, LoadOptions{Strict: true})
+	var ye yamlx.Errors
+	if !errors.As(err, &ye) || len(ye) != 6 {
+		t.Errorf("lint gives %d errors, want 6 (repeated and overlapping events, test input, code, golden key, test name):\n%v", len(ye), err)
 	}
 }

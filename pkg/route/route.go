@@ -112,11 +112,12 @@ const (
 	maxTotalExpressionBytes = 64 << 10
 )
 
-// Load reads, decodes and compiles one route file. All problems, those of
+// Load reads, decodes and compiles one route file, with lint's checks
+// (LoadOptions.Strict) but for test input files. All problems, those of
 // decoding and those of what did decode, are returned together as
 // yamlx.Errors sorted by position.
 func Load(path string, env *rules.Env, cat Catalog) (*Route, error) {
-	r, err := load(path, env, cat)
+	r, err := load(path, env, cat, true)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +127,7 @@ func Load(path string, env *rules.Env, cat Catalog) (*Route, error) {
 // load is Load that returns, with a file's errors, the route as far as it
 // compiled (nil when the file could not be read), so that LoadAll can
 // check what spans files (names) of a file with errors too.
-func load(path string, env *rules.Env, cat Catalog) (*Route, error) {
+func load(path string, env *rules.Env, cat Catalog, strict bool) (*Route, error) {
 	data, err := readLimited(path, maxFileBytes)
 	if err != nil {
 		return nil, err
@@ -140,7 +141,7 @@ func load(path string, env *rules.Env, cat Catalog) (*Route, error) {
 	// Compile what decoded even when decoding failed, so that a file's CEL
 	// and references are checked in the same run as its structure. Parts
 	// that failed to decode are left zero, and compile skips zero parts.
-	r, err := compile(path, &f, env, cat)
+	r, err := compile(path, &f, env, cat, strict)
 	if err != nil {
 		var ce yamlx.Errors
 		if !errors.As(err, &ce) {
@@ -174,10 +175,12 @@ func readLimited(path string, limit int64) ([]byte, error) {
 
 // LoadOptions asks LoadAll for checks that serving does not need.
 type LoadOptions struct {
-	// TestInputs checks that every test's input file can be read (lint):
-	// serve does not need a route's test files, and a deployment may not
-	// ship them.
-	TestInputs bool
+	// Strict adds lint's checks: the route's tests (input files readable,
+	// names unique, expected fault codes known, golden files keyed by the
+	// route's destinations) and events listed twice. Serve leaves them
+	// out, so that a deployment does not refuse to start over a route's
+	// tests (which it may not even ship) or a harmless repetition.
+	Strict bool
 }
 
 // LoadAll loads every *.yaml and *.yml file in the given files or
@@ -206,7 +209,7 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 	var other []error
 	seen := map[string]string{}
 	for _, file := range files {
-		r, err := load(file, env, cat)
+		r, err := load(file, env, cat, opts.Strict)
 		if err != nil {
 			var ye yamlx.Errors
 			if errors.As(err, &ye) {
@@ -227,7 +230,7 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 				seen[r.Name] = file
 			}
 		}
-		if opts.TestInputs {
+		if opts.Strict {
 			if te := r.checkTestInputs(); len(te) > 0 {
 				errs = append(errs, te...)
 				ok = false
@@ -271,9 +274,10 @@ func validName(s string) bool {
 	return true
 }
 
-// compile builds the route from a decoded file. With errors it returns
-// them and the route as far as it compiled.
-func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) {
+// compile builds the route from a decoded file, with lint's checks when
+// strict (see LoadOptions). With errors it returns them and the route as
+// far as it compiled.
+func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*Route, error) {
 	var errs yamlx.Errors
 	r := &Route{Name: f.Name.Value, Description: f.Description, File: path, Source: f.Source.Adapter.Value, Tests: f.Tests, Purpose: f.Consent.Purpose.Value, LegalBasis: f.Consent.LegalBasis.Value, SkipConsent: f.Consent.SkipConsentGate, namePos: f.Name.Pos}
 	// at returns the first known position, or the file alone.
@@ -301,12 +305,16 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 				errs.Add(e.Pos, "source.events: empty event")
 				continue
 			}
-			if r.events[e.Value] {
-				errs.Add(e.Pos, "source.events: %q is listed twice", e.Value)
-			} else if _, ev, ok := strings.Cut(e.Value, "^"); ok && r.events[ev] {
-				errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, ev)
-			} else if t := eventTypeOf(r.events, e.Value); t != "" {
-				errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, t)
+			if strict {
+				_, ev, typed := strings.Cut(e.Value, "^")
+				switch t := eventTypeOf(r.events, e.Value); {
+				case r.events[e.Value]:
+					errs.Add(e.Pos, "source.events: %q is listed twice", e.Value)
+				case typed && r.events[ev]:
+					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, ev)
+				case t != "":
+					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, t)
+				}
 			}
 			r.events[e.Value] = true
 			if ec, ok := cat.(EventCatalog); ok && r.Source != "" {
@@ -423,7 +431,7 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 	testNames := map[string]bool{}
 	for i, t := range f.Tests {
 		where := fmt.Sprintf("tests[%d]", i)
-		if n := t.Name.Value; n != "" {
+		if n := t.Name.Value; n != "" && strict {
 			if testNames[n] {
 				errs.Add(t.Name.Pos, "%s.name: %q is used by another test of this route", where, n)
 			}
@@ -442,13 +450,15 @@ func compile(path string, f *File, env *rules.Env, cat Catalog) (*Route, error) 
 		for j, a := range t.Expect.Assert {
 			prog(fmt.Sprintf("%s.expect.assert[%d]", where, j), a, rules.Bool)
 		}
-		if e := t.Expect.Error; e.Value != "" && !slices.Contains(fault.Codes(), fault.Code(e.Value)) {
+		if e := t.Expect.Error; strict && e.Value != "" && !slices.Contains(fault.Codes(), fault.Code(e.Value)) {
 			errs.Add(e.Pos, "%s.expect.error: %q is not a fault code; have %s", where, e.Value, faultCodeList())
 		}
 		for _, name := range slices.Sorted(maps.Keys(t.Expect.FHIR)) {
-			if g := t.Expect.FHIR[name]; !dests[name] {
+			switch g := t.Expect.FHIR[name]; {
+			case !strict:
+			case !dests[name]:
 				errs.Add(g.Pos, "%s.expect.fhir: %q is not a destination of this route", where, name)
-			} else if g.Value == "" {
+			case g.Value == "":
 				errs.Add(g.Pos, "%s.expect.fhir.%s: give the golden file's path", where, name)
 			}
 		}

@@ -65,8 +65,8 @@ func TestEnvelope(source, id string, raw []byte, contentType string) *envelope.E
 // RunTests runs the route's tests with its source's translator and the
 // consent engine with no stored Consents, no opt-out list and no
 // destination allow-lists, as a zero-setup engine decides. No network is
-// used. With update, golden FHIR
-// files are rewritten from the actual output.
+// used. With update, golden files (FHIR and raw) are rewritten from the
+// actual output.
 func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.Env, update bool) []TestResult {
 	var out []TestResult
 	dir := filepath.Dir(r.File)
@@ -145,7 +145,11 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			}
 			bundle, err := jsonmap.Decode(body)
 			if err != nil {
-				failf("%s: payload is not JSON: %v", d.Destination, err)
+				what := "payload"
+				if !fhirBody {
+					what = "translation (what asserts on a raw delivery read as bundle)"
+				}
+				failf("%s: %s is not JSON: %v", d.Destination, what, err)
 				continue
 			}
 			vars.Bundle = bundle

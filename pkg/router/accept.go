@@ -460,6 +460,24 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 		count prometheus.Counter
 	}
 	var futs []noted
+	// waited counts the futures already waited for; whatever returns,
+	// those already acknowledged are counted (a retry finds their records
+	// stored and does not count them), without waiting for the rest.
+	waited := 0
+	counted := func(ack *jetstream.PubAck, n noted) {
+		if n.count != nil && !ack.Duplicate {
+			n.count.Inc()
+		}
+	}
+	defer func() {
+		for _, n := range futs[waited:] {
+			select {
+			case ack := <-n.f.Ok():
+				counted(ack, n)
+			default:
+			}
+		}
+	}()
 	note := func(id, dedupe string, rec audit.Record, count prometheus.Counter) error {
 		f, err := r.audit.WriteAsync(id, dedupe, rec)
 		if err != nil {
@@ -554,14 +572,13 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 			return fmt.Errorf("writing accept records: %w", err)
 		}
 	}
-	for _, n := range futs {
-		ack, err := waitAck(n.f)
+	for ; waited < len(futs); waited++ {
+		ack, err := waitAck(futs[waited].f)
 		if err != nil {
+			waited++ // its answer was taken
 			return fmt.Errorf("writing accept records: %w", err)
 		}
-		if n.count != nil && !ack.Duplicate {
-			n.count.Inc()
-		}
+		counted(ack, futs[waited])
 	}
 	return nil
 }

@@ -204,7 +204,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}()
 	if e.tracer != nil {
 		e.tracing = &telemetry.Tracing{Tracer: e.tracer}
-	} else if e.tracing, err = telemetry.NewTracing(ctx, e.version); err != nil {
+	} else if e.tracing, err = telemetry.NewTracing(ctx, e.version, e.log); err != nil {
 		return err
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
@@ -374,6 +374,9 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	return nil
 }
 
+// traceFlushTimeout bounds flushing spans at shutdown.
+const traceFlushTimeout = 2 * time.Second
+
 // Shutdown drains: it stops accepting (readiness false), lets listeners
 // finish in-flight messages, lets routes and deliveries finish their
 // batches, then stops destinations and the store. The HTTP listener
@@ -432,9 +435,14 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 			}
 		}
 		if e.tracing != nil {
-			if err := e.tracing.Shutdown(ctx); err != nil {
-				errs = append(errs, err)
+			// Spans are telemetry: flushing them has a short bound of its
+			// own, and a collector that cannot be reached does not make
+			// the drain fail or overrun.
+			tctx, cancel := context.WithTimeout(ctx, traceFlushTimeout)
+			if err := e.tracing.Shutdown(tctx); err != nil {
+				e.log.Warn("traces not all exported at shutdown", "error", err.Error())
 			}
+			cancel()
 		}
 		if e.store != nil {
 			e.store.Close()

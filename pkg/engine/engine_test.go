@@ -562,3 +562,47 @@ func TestQuarantineGaugeFollowsStream(t *testing.T) {
 		}
 	}
 }
+
+// TestShutdownWithUnreachableCollector checks that a trace collector that
+// cannot be reached neither fails the drain nor makes it overrun: spans
+// have a short flush bound of their own.
+func TestShutdownWithUnreachableCollector(t *testing.T) {
+	// A collector that takes connections and never answers.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+l.Addr().String())
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	e, _ := startEngine(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, []byte(adt("A01", "TRACE1", "9990000018^^^NHS^NH"))); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer scancel()
+	start := time.Now()
+	if err := e.Shutdown(sctx); err != nil {
+		t.Errorf("shutdown with an unreachable collector: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("shutdown took %v with an unreachable collector", d)
+	}
+}

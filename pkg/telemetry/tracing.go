@@ -3,9 +3,12 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
@@ -25,20 +28,73 @@ func OTLPConfigured(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
-// NewTracing exports spans over OTLP/gRPC when the standard environment
-// variables are set, and otherwise keeps a no-op tracer (spans still carry
-// trace context across NATS headers).
-func NewTracing(ctx context.Context, version string) (*Tracing, error) {
+// OTLPProtocol returns the OTLP transport the standard variables ask for
+// (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL):
+// "grpc" (also when unset, as Junction has always exported) or
+// "http/protobuf". Other values are an error.
+func OTLPProtocol(getenv func(string) string) (string, error) {
+	p := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if p == "" {
+		p = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+	}
+	switch p {
+	case "", "grpc":
+		return "grpc", nil
+	case "http/protobuf":
+		return p, nil
+	}
+	return "", fmt.Errorf("OTLP protocol %q is not supported; use grpc or http/protobuf", p)
+}
+
+// NewTracing exports spans over OTLP (gRPC or HTTP, as OTLPProtocol says)
+// when the standard environment variables are set, and otherwise keeps a
+// no-op tracer (spans still carry trace context across NATS headers). The
+// service is named "junction" unless OTEL_SERVICE_NAME (or
+// OTEL_RESOURCE_ATTRIBUTES) says otherwise. Export failures are logged to
+// log, if given.
+func NewTracing(ctx context.Context, version string, log *slog.Logger) (*Tracing, error) {
 	if !OTLPConfigured(os.Getenv) {
 		return &Tracing{Tracer: noop.NewTracerProvider().Tracer("junction")}, nil
 	}
-	exp, err := otlptracegrpc.New(ctx)
+	proto, err := OTLPProtocol(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	var exp sdktrace.SpanExporter
+	if proto == "grpc" {
+		exp, err = otlptracegrpc.New(ctx)
+	} else {
+		exp, err = otlptracehttp.New(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("creating OTLP exporter: %w", err)
 	}
-	res := resource.NewSchemaless(semconv.ServiceName("junction"), semconv.ServiceVersion(version))
+	res, err := newResource(ctx, version)
+	if err != nil {
+		return nil, err
+	}
+	if log != nil {
+		// The SDK reports export failures to this process-wide handler;
+		// otherwise they go to stderr as plain text. Its errors name the
+		// collector, never span contents.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("trace export failed", "protocol", proto, "error", err.Error())
+		}))
+	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	return &Tracing{Tracer: tp.Tracer("junction"), provider: tp}, nil
+}
+
+// newResource describes the process: service name "junction" and the
+// version, overridden by OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
+func newResource(ctx context.Context, version string) (*resource.Resource, error) {
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName("junction"), semconv.ServiceVersion(version)),
+		resource.WithFromEnv())
+	if err != nil {
+		return nil, fmt.Errorf("describing the trace resource: %w", err)
+	}
+	return res, nil
 }
 
 // Shutdown flushes and stops export.

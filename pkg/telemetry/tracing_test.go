@@ -1,8 +1,13 @@
 package telemetry_test
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,11 +43,76 @@ func TestOTLPConfigured(t *testing.T) {
 func clearOTLP(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
+}
+
+func TestOTLPProtocol(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		want    string
+		wantErr bool
+	}{
+		{"unset is gRPC", nil, "grpc", false},
+		{"grpc", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "grpc", false},
+		{"http", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "http/protobuf", false},
+		{"traces setting wins", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, "http/protobuf", false},
+		{"json is not supported", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := telemetry.OTLPProtocol(func(k string) string { return tc.env[k] })
+			if got != tc.want || (err != nil) != tc.wantErr {
+				t.Errorf("OTLPProtocol = %q, %v; want %q, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestNewTracingHTTP checks that with http/protobuf spans reach an
+// OTLP/HTTP collector, under the service name OTEL_SERVICE_NAME gives.
+func TestNewTracingHTTP(t *testing.T) {
+	clearOTLP(t)
+	var mu sync.Mutex
+	var bodies [][]byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" {
+			mu.Lock()
+			bodies = append(bodies, b)
+			mu.Unlock()
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_SERVICE_NAME", "junction-trust-a")
+	tr, err := telemetry.NewTracing(t.Context(), "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tr.Tracer.Start(t.Context(), "mllp.receive")
+	span.End()
+	if err := tr.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) == 0 {
+		t.Fatal("the collector received no traces")
+	}
+	all := bytes.Join(bodies, nil)
+	for _, want := range []string{"mllp.receive", "junction-trust-a"} {
+		if !bytes.Contains(all, []byte(want)) {
+			t.Errorf("exported traces do not hold %q", want)
+		}
+	}
 }
 
 func TestNewTracingNoop(t *testing.T) {
 	clearOTLP(t)
-	tr, err := telemetry.NewTracing(t.Context(), "test")
+	tr, err := telemetry.NewTracing(t.Context(), "test", nil)
 	if err != nil {
 		t.Fatalf("NewTracing: %v", err)
 	}
@@ -92,7 +162,7 @@ func TestNewTracingOTLP(t *testing.T) {
 		t.Run(variable, func(t *testing.T) {
 			clearOTLP(t)
 			t.Setenv(variable, "http://"+unusedAddr(t))
-			tr, err := telemetry.NewTracing(t.Context(), "test")
+			tr, err := telemetry.NewTracing(t.Context(), "test", nil)
 			if err != nil {
 				t.Fatalf("NewTracing with nothing listening: %v (the exporter should connect lazily)", err)
 			}

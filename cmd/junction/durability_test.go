@@ -968,3 +968,53 @@ func diagnose(t *testing.T, url string, missing []string) {
 		t.Logf("diagnosis: %d of the %d missing control ids are in %s", found, len(missing), name)
 	}
 }
+
+// TestSecondSignalStopsAtOnce checks that a second SIGTERM during a drain
+// that is waiting (here on a receiver that never answers) stops the
+// process at once, with exit code 1, as operators expect of a second
+// Ctrl-C.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	skipShort(t)
+	// A receiver that takes connections and never answers.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}()
+	eng := newEngine(t, "engine", l.Addr().String(), nil, 60*time.Second)
+	eng.mustStart()
+	msgs := durability.Plan("S", 4, 2)
+	st := durability.NewStats()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := durability.Send(ctx, msgs, 1, 0, func(int) string { return eng.params.MLLPAddr }, st); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	time.Sleep(time.Second) // deliveries now wait on the receiver
+	if err := eng.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if !eng.running() {
+		t.Fatal("the drain ended before the second signal; the receiver should have held it")
+	}
+	took, exited := eng.terminate(5 * time.Second)
+	if !exited {
+		t.Fatalf("still running %s after a second SIGTERM", took.Round(time.Millisecond))
+	}
+	if code := eng.state.ExitCode(); code != 1 {
+		t.Errorf("exit code after a second SIGTERM = %d, want 1", code)
+	}
+	if b, _ := os.ReadFile(eng.stderr); !bytes.Contains(b, []byte("second signal")) {
+		t.Errorf("stderr does not say why it stopped:\n%s", tail(eng.stderr, 5))
+	}
+}

@@ -217,6 +217,14 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("opening store: %w", err)
 	}
 	e.traffic.conn.Store(e.store.NC)
+	// The readiness gauge follows the store's probes, as /readyz does.
+	e.store.OnHealth(func(bool) {
+		v := 0.0
+		if e.Ready() {
+			v = 1
+		}
+		e.metrics.Ready.Set(v)
+	})
 	if e.store.Embedded() {
 		e.log.Info("store ready", "mode", "embedded", "dir", filepath.Join(dataDir, "jetstream"), "fsync", "every write")
 	} else {

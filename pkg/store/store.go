@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -156,7 +158,25 @@ type Store struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	closed bool
+
+	// lastAnswer is when the store last answered a probe (unix nanos);
+	// probing is stopped by stopProbe and done when probed is.
+	lastAnswer atomic.Int64
+	stopProbe  chan struct{}
+	probed     sync.WaitGroup
+	// onHealth, if set, is told each probe's outcome.
+	onHealth atomic.Pointer[func(bool)]
 }
+
+// Probing: every probeInterval the store is asked for the ingress
+// stream's state, bounded by probeTimeout; it is healthy while an answer
+// came within probeStale. A connection that is up to a server that does
+// not answer (hung, or restarted without its streams) is not healthy.
+const (
+	probeInterval = time.Second
+	probeTimeout  = 2 * time.Second
+	probeStale    = 3 * time.Second
+)
 
 // Open starts or connects to NATS and declares the streams. The embedded
 // server's store directory (dataDir/jetstream) is locked until Close; when
@@ -207,7 +227,52 @@ func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log 
 		s.Close()
 		return nil, err
 	}
+	s.lastAnswer.Store(time.Now().UnixNano())
+	s.stopProbe = make(chan struct{})
+	s.probed.Add(1)
+	go s.probe()
 	return s, nil
+}
+
+// OnHealth sets a function told whether each probe of the store
+// succeeded, such as a readiness gauge.
+func (s *Store) OnHealth(f func(healthy bool)) { s.onHealth.Store(&f) }
+
+// probe asks the store for the ingress stream every probeInterval until
+// Close, noting when it answered and logging when that changes.
+func (s *Store) probe() {
+	defer s.probed.Done()
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	answering := true
+	for {
+		select {
+		case <-s.stopProbe:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		_, err := s.JS.Stream(ctx, StreamIngress)
+		cancel()
+		if err == nil {
+			s.lastAnswer.Store(time.Now().UnixNano())
+		}
+		switch {
+		case err != nil && answering:
+			answering = false
+			msg := "store not answering; not ready until it does"
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				msg = "store has lost the ingress stream (a server restarted without its storage?); not ready"
+			}
+			s.log.Error(msg, "err", err.Error())
+		case err == nil && !answering:
+			answering = true
+			s.log.Info("store answering again")
+		}
+		if f := s.onHealth.Load(); f != nil {
+			(*f)(s.Healthy())
+		}
+	}
 }
 
 // MaxPayload is the largest message the server accepts.
@@ -468,8 +533,11 @@ func (s *Store) Partitions() int { return s.cfg.Partitions }
 // Embedded reports whether the store runs in process.
 func (s *Store) Embedded() bool { return s.srv != nil }
 
-// Healthy reports whether the connection to NATS is up.
-func (s *Store) Healthy() bool { return s.NC != nil && s.NC.IsConnected() }
+// Healthy reports whether the connection to NATS is up and the store
+// answered a probe for the ingress stream within the last few seconds.
+func (s *Store) Healthy() bool {
+	return s.NC != nil && s.NC.IsConnected() && time.Since(time.Unix(0, s.lastAnswer.Load())) < probeStale
+}
 
 // Close drains the connection, stops the embedded server and then drops
 // its lock on the store directory.
@@ -478,6 +546,10 @@ func (s *Store) Close() {
 		return
 	}
 	s.closed = true
+	if s.stopProbe != nil {
+		close(s.stopProbe)
+		s.probed.Wait()
+	}
 	if s.NC != nil {
 		_ = s.NC.Drain()
 		deadline := time.Now().Add(5 * time.Second)

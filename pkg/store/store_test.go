@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -608,4 +609,57 @@ func TestQuarantineBound(t *testing.T) {
 			t.Errorf("quarantine max bytes %d, want none (-1)", got)
 		}
 	})
+}
+
+// TestHealthyFollowsProbes checks that a store whose connection is up but
+// which cannot serve the ingress stream (here deleted, as on a server
+// restarted without its storage) stops being healthy within a few
+// probes, and is healthy again once it can.
+func TestHealthyFollowsProbes(t *testing.T) {
+	s, err := store.Open(t.Context(), store.DefaultConfig(), t.TempDir(), nil, discardLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var mu sync.Mutex
+	var told []bool
+	s.OnHealth(func(ok bool) {
+		mu.Lock()
+		told = append(told, ok)
+		mu.Unlock()
+	})
+	if !s.Healthy() {
+		t.Fatal("a store just opened is not healthy")
+	}
+	st, err := s.JS.Stream(t.Context(), store.StreamIngress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	if err := s.JS.DeleteStream(t.Context(), store.StreamIngress); err != nil {
+		t.Fatal(err)
+	}
+	waitHealthy := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for s.Healthy() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("Healthy() still %v after 10s", !want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitHealthy(false)
+	if !s.NC.IsConnected() {
+		t.Fatal("the connection went down; the probe is what should have noticed")
+	}
+	if _, err := s.JS.CreateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitHealthy(true)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(told, false) {
+		t.Errorf("OnHealth was told %v, never false", told)
+	}
 }

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,7 +81,10 @@ destinations:
 	if testing.Verbose() {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	}
-	opts.Logger, opts.Version = log, "test"
+	if opts.Logger == nil {
+		opts.Logger = log
+	}
+	opts.Version = "test"
 	e, err := engine.New(p, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -604,5 +609,64 @@ func TestShutdownWithUnreachableCollector(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("shutdown took %v with an unreachable collector", d)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestDeadLetterIsLogged checks that a dead letter writes a log line with
+// the message id, stage and code, and no patient data.
+func TestDeadLetterIsLogged(t *testing.T) {
+	var logs syncBuffer
+	routes, err := filepath.Abs("../../routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := startEngineOpts(t, routes, "", engine.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// An A01 without PV1 is taken, then fails translation on every route.
+	msg := "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01|DLQLOG1|P|2.4\rEVN|A01|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r"
+	if _, err := c.Send(ctx, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a dead-letter log line", func() bool { return strings.Contains(logs.String(), `"msg":"dead-lettered"`) })
+	var line map[string]any
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"dead-lettered"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	if line["message_id"] == "" || line["stage"] != "route" || line["code"] != "hl7.required-field-missing" {
+		t.Errorf("dead-letter log line %v, want the message id, stage route and code hl7.required-field-missing", line)
+	}
+	for _, pd := range []string{"9990000018", "TESTPATIENT", "19800101"} {
+		if strings.Contains(logs.String(), pd) {
+			t.Errorf("the log holds patient data %q", pd)
+		}
 	}
 }

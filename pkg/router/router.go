@@ -159,8 +159,11 @@ type Router struct {
 	patientRead map[string]bool
 	cancel      context.CancelFunc
 	wg          sync.WaitGroup
-	mu          sync.Mutex
-	done        bool
+	// failLog limits "delivery attempt failed" lines to one per
+	// destination every few seconds (metrics count every attempt).
+	failLog *logLimiter
+	mu      sync.Mutex
+	done    bool
 }
 
 // New returns a router; call Start to run it.
@@ -196,7 +199,7 @@ func New(o Options) *Router {
 	if o.Audit == nil {
 		o.Audit = audit.NewWriter(o.Store.JS)
 	}
-	return &Router{o: o, js: o.Store.JS, audit: o.Audit, prop: propagation.TraceContext{}, sourceRouted: routed, patientRead: patientRead}
+	return &Router{o: o, js: o.Store.JS, audit: o.Audit, prop: propagation.TraceContext{}, sourceRouted: routed, patientRead: patientRead, failLog: newLogLimiter(failLogInterval)}
 }
 
 // Start creates every durable consumer, then runs them.
@@ -401,6 +404,11 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 		return 0, fmt.Errorf("dead-lettering: %w", perr)
 	}
 	r.o.Metrics.DeadLettered.WithLabelValues(stage, name).Inc()
+	if !ack.Duplicate {
+		// Ids, codes and the safe reason only, never the detail.
+		r.o.Logger.Warn("dead-lettered", "message_id", h.Get(envelope.HeaderID), "stage", stage, "name", name,
+			"code", string(fault.CodeOf(err)), "reason", reason)
+	}
 	return ack.Sequence, nil
 }
 

@@ -435,7 +435,10 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(err), string(fault.CodeOf(err))
 		recs = append(recs, rec)
-		r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err))
+		if ok, held := r.failLog.allow(d.Name, time.Now()); ok {
+			r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err),
+				"similar_lines_held_back", held)
+		}
 		if !transient {
 			break
 		}

@@ -95,7 +95,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		CommitMessages: c("ingress", "commit_messages_total", "Inbound messages stored by group-commit writes."),
 		CommitLatency:  h("ingress", "commit_seconds", "Time one group-commit write took, until the store confirmed it."),
 		DataQuality:    cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
-		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed).", "route", "outcome"),
+		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed, not_taken: of a type or event the route does not take).", "route", "outcome"),
 		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
 		ConsentSkipped: cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
 		PatientIndex:   cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large), and messages of inputs no route reads that could not be translated for the index (untranslated).", "adapter", "outcome"),
@@ -111,7 +111,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Spans:          cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route), destination (stage deliver) or the ingest log read ahead (stage accept, name ingest), each a run of stored batches handled at once.", "stage", "name"),
 		SpanBatches:    cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
 		QuarantineSize: g("ingress", "quarantine_messages", "Messages held in quarantine."),
-		HTTPRequests:   cv("http", "requests_total", "HTTP requests by handler and status code.", "handler", "code"),
+		HTTPRequests:   cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),
 		Ready:          g("engine", "ready", "1 when the engine is ready to accept messages."),
 		Accesses:       cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
 	}

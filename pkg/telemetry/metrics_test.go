@@ -2,6 +2,8 @@ package telemetry_test
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -203,4 +205,29 @@ func TestNewMetricsTwicePanics(t *testing.T) {
 		}
 	}()
 	telemetry.NewMetrics(reg)
+}
+
+// TestREADMEListsEveryMetric keeps README's metrics table complete: every
+// metric registered is named in it (without the junction_ prefix).
+func TestREADMEListsEveryMetric(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatalf("reading README: %v", err)
+	}
+	_, table, ok := strings.Cut(string(b), "### Metrics\n")
+	if !ok {
+		t.Fatal("README.md has no Metrics section")
+	}
+	table, _, _ = strings.Cut(table, "\n\n"+"Traces:")
+	reg := prometheus.NewRegistry()
+	telemetry.NewMetrics(reg)
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { reg.Describe(ch); close(ch) }()
+	for d := range ch {
+		_, rest, _ := strings.Cut(d.String(), `fqName: "`)
+		name, _, _ := strings.Cut(rest, `"`)
+		if !strings.Contains(table, "`"+strings.TrimPrefix(name, "junction_")) {
+			t.Errorf("README's metrics table does not list %s", name)
+		}
+	}
 }

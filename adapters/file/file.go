@@ -23,6 +23,7 @@ import (
 	"path"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -100,6 +101,9 @@ type Outbound struct {
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup
+	// active counts the sends inflight holds, so a shutdown out of time
+	// can tell an idle destination from a busy one.
+	active atomic.Int64
 }
 
 // New returns a file destination writing under cfg.Dir (relative to
@@ -138,8 +142,17 @@ func (o *Outbound) Shutdown(ctx context.Context) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
+		if o.active.Load() == 0 {
+			return nil // idle: nothing was cut short
+		}
 		return fmt.Errorf("file: shutdown: %w", ctx.Err())
 	}
+}
+
+// done ends a send begun under mu.
+func (o *Outbound) done() {
+	o.active.Add(-1)
+	o.inflight.Done()
 }
 
 // Send writes d to <dir>/<route>/<message id>.<destination>.<ext> and
@@ -152,8 +165,9 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: destination shut down", nil)
 	}
 	o.inflight.Add(1)
+	o.active.Add(1)
 	o.mu.Unlock()
-	defer o.inflight.Done()
+	defer o.done()
 
 	if err := ctx.Err(); err != nil {
 		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: send cancelled", err)
@@ -190,8 +204,9 @@ func (o *Outbound) SendBatch(ctx context.Context, ds []*adapter.Delivery) ([]ada
 		return rcs, errs
 	}
 	o.inflight.Add(1)
+	o.active.Add(1)
 	o.mu.Unlock()
-	defer o.inflight.Done()
+	defer o.done()
 	if err := ctx.Err(); err != nil {
 		for i := range errs {
 			errs[i] = fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: send cancelled", err)

@@ -48,6 +48,7 @@ func newDockerBackend(t *testing.T, prefix string) *dockerBackend {
 		t.Skipf("no Docker engine answers (%v); set JUNCTION_FAULTS_MODE=process to run these tests as local processes, or JUNCTION_REQUIRE_DOCKER=1 to make this a failure", err)
 	}
 	pool.MaxWait = 2 * time.Minute
+	staleOnce.Do(func() { removeStale(t, pool) })
 	buildImage(t, pool)
 	network, err := pool.CreateNetwork(prefix)
 	if err != nil {
@@ -59,7 +60,33 @@ func newDockerBackend(t *testing.T, prefix string) *dockerBackend {
 var (
 	imageOnce sync.Once
 	imageErr  error
+	staleOnce sync.Once
 )
+
+// pidLabel labels each container with the test process that made it.
+const pidLabel = "junction-faultsuite.pid"
+
+// removeStale removes containers an earlier test process left behind
+// (one killed by a timeout runs no cleanup), which would otherwise keep
+// using CPU beside this run; those of a process still running stay.
+func removeStale(t *testing.T, pool *dockertest.Pool) {
+	cs, err := pool.Client.ListContainers(dc.ListContainersOptions{All: true, Filters: map[string][]string{"label": {pidLabel}}})
+	if err != nil {
+		t.Logf("listing earlier fault-suite containers: %v", err)
+		return
+	}
+	for _, c := range cs {
+		pid, err := strconv.Atoi(c.Labels[pidLabel])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue // that process still runs
+		}
+		t.Logf("removing container %v left by fault-suite process %d", c.Names, pid)
+		_ = pool.Client.RemoveContainer(dc.RemoveContainerOptions{ID: c.ID, Force: true, RemoveVolumes: true})
+	}
+}
 
 // buildImage builds the image holding junction, natsd and faultsink, once
 // per test run.
@@ -116,7 +143,7 @@ func (d *dockerBackend) start(n *node) error {
 	c, err := d.pool.Client.CreateContainer(dc.CreateContainerOptions{
 		Name: n.name,
 		Config: &dc.Config{
-			Hostname: n.name, Image: image + ":" + imageTag,
+			Hostname: n.name, Image: image + ":" + imageTag, Labels: map[string]string{pidLabel: strconv.Itoa(os.Getpid())},
 			Entrypoint: []string{d.binary(n, n.program)}, Cmd: n.args, Env: n.env, ExposedPorts: exposed,
 		},
 		HostConfig: &dc.HostConfig{Binds: n.mounts, PortBindings: bindings, RestartPolicy: dc.RestartPolicy{Name: "no"}},

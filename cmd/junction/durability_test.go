@@ -46,6 +46,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/testnet"
 )
 
 // Defaults of the durability tests.
@@ -976,21 +977,7 @@ func diagnose(t *testing.T, url string, missing []string) {
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	skipShort(t)
 	// A receiver that takes connections and never answers.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}()
-	eng := newEngine(t, "engine", l.Addr().String(), nil, 60*time.Second)
+	eng := newEngine(t, "engine", testnet.Silent(t), nil, 60*time.Second)
 	eng.mustStart()
 	msgs := durability.Plan("S", 4, 2)
 	st := durability.NewStats()

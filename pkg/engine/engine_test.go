@@ -25,6 +25,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/testnet"
 )
 
 // startEngine runs a real engine (embedded JetStream in a temp dir, real
@@ -545,13 +546,7 @@ func TestQuarantineGaugeFollowsStream(t *testing.T) {
 	// every few seconds; a sample read just before the entry was stored
 	// can set it back until the next, so it is waited for.
 	gauge := func() float64 { return testutil.ToFloat64(e.Metrics().QuarantineSize) }
-	for gauge() != 1 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("quarantine gauge after one entry = %v, want 1", gauge())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	waitFor(t, "the quarantine gauge to show the entry", func() bool { return gauge() == 1 })
 	s, err := e.Store().JS.Stream(ctx, store.StreamQuarantine)
 	if err != nil {
 		t.Fatal(err)
@@ -573,34 +568,11 @@ func TestQuarantineGaugeFollowsStream(t *testing.T) {
 // have a short flush bound of their own.
 func TestShutdownWithUnreachableCollector(t *testing.T) {
 	// A collector that takes connections and never answers.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Close() })
-		}
-	}()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+l.Addr().String())
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+testnet.Silent(t))
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
 	e, _ := startEngine(t, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Send(ctx, []byte(adt("A01", "TRACE1", "9990000018^^^NHS^NH"))); err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
+	send(t, mllpAddr(t, e), adt("A01", "TRACE1", "9990000018^^^NHS^NH"))
 	sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer scancel()
 	start := time.Now()
@@ -639,18 +611,8 @@ func TestDeadLetterIsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := startEngineOpts(t, routes, "", engine.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	// An A01 without PV1 is taken, then fails translation on every route.
-	msg := "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01|DLQLOG1|P|2.4\rEVN|A01|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r"
-	if _, err := c.Send(ctx, []byte(msg)); err != nil {
-		t.Fatal(err)
-	}
+	send(t, mllpAddr(t, e), "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01|DLQLOG1|P|2.4\rEVN|A01|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r")
 	waitFor(t, "a dead-letter log line", func() bool { return strings.Contains(logs.String(), `"msg":"dead-lettered"`) })
 	var line map[string]any
 	for _, l := range strings.Split(logs.String(), "\n") {

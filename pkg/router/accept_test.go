@@ -143,17 +143,20 @@ func TestAcceptReadsAhead(t *testing.T) {
 	}
 }
 
+// resend is message id with the same dedupe key and content as every
+// other resend: the first is the original, the rest its resends.
+func resend(id string) *envelope.Envelope {
+	e := testEnv(id, "pas")
+	e.DedupeKey, e.Raw = "pas|A", []byte("MSH|^~\\&|A")
+	return e
+}
+
 // TestAcceptCountsResendOnce checks that resends read ahead are judged
 // once: a batch holding only resends leaves no accepted batch, and is
 // passed over when delivered all the same.
 func TestAcceptCountsResendOnce(t *testing.T) {
 	js := testStore(t)
 	acc, c := testAcceptor(t, js, time.Hour)
-	resend := func(id string) *envelope.Envelope {
-		e := testEnv(id, "pas")
-		e.DedupeKey, e.Raw = "pas|A", []byte("MSH|^~\\&|A")
-		return e
-	}
 	logBatch(t, js, []*envelope.Envelope{resend("A")})
 	handleNext(t, acc, c)
 	// Two resends, the second read ahead of the first.
@@ -175,11 +178,6 @@ func TestAcceptCountsResendOnceAcrossProcesses(t *testing.T) {
 	js := testStore(t)
 	first, c := testAcceptor(t, js, time.Hour)
 	second, _ := testAcceptor(t, js, time.Hour)
-	resend := func(id string) *envelope.Envelope {
-		e := testEnv(id, "pas")
-		e.DedupeKey, e.Raw = "pas|A", []byte("MSH|^~\\&|A")
-		return e
-	}
 	logBatch(t, js, []*envelope.Envelope{resend("A")})
 	handleNext(t, first, c)
 	logBatch(t, js, []*envelope.Envelope{resend("A2")})

@@ -497,10 +497,17 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 			if found && id != env.ID && !same {
 				// The sender reused a control id for a different message:
 				// keep it under a key that includes its content.
+				legacy := key + "|" + audit.Hash(env.Raw)[:16]
 				env.DedupeKey = reuseKey(env)
 				key = env.DedupeKey
 				firstID := id
 				id, same, found = a.idx.lookup(key, content)
+				if !found {
+					// Kept before 2026-12-05 under a key hashing the whole
+					// message: a byte-identical resend still finds it
+					// while that key is in the dedupe window.
+					id, same, found = a.idx.lookup(legacy, content)
+				}
 				// Unless it resends the message already kept under that
 				// key, it is routed as a message of its own: count it and
 				// say why.

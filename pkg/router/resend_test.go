@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 )
 
@@ -68,5 +69,32 @@ func TestAcceptResendWithOtherSeparators(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(m.DataQuality.WithLabelValues("pas", "control_id_reused")); got != 0 {
 		t.Errorf("control_id_reused %v, want 0", got)
+	}
+}
+
+// TestAcceptFindsReuseUnderLegacyKey checks that a message kept, before
+// the reuse key hashed only the content after MSH, under a key hashing
+// the whole message is still found by its byte-identical resend.
+func TestAcceptFindsReuseUnderLegacyKey(t *testing.T) {
+	js := testStore(t)
+	acc, c := testAcceptor(t, js, time.Hour)
+	msg := func(id, raw string) *envelope.Envelope {
+		e := testEnv(id, "pas")
+		e.DedupeKey, e.Raw = "pas|C1", []byte(raw)
+		return e
+	}
+	first := "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rPID|1||9990000018\r"
+	reused := "MSH|^~\\&|PAS|RX1|||20260102||ADT^A01|C1|P|2.4\rPID|1||9990000026\r"
+	logBatch(t, js, []*envelope.Envelope{msg("A", first)})
+	handleNext(t, acc, c)
+	// The reused-id message as an earlier version accepted it.
+	old := msg("B", reused)
+	old.DedupeKey = "pas|C1|" + audit.Hash(old.Raw)[:16]
+	logBatch(t, js, []*envelope.Envelope{old})
+	handleNext(t, acc, c)
+	logBatch(t, js, []*envelope.Envelope{msg("B2", reused)})
+	handleNext(t, acc, c)
+	if got := testutil.ToFloat64(acc.r.o.Metrics.Duplicates.WithLabelValues("pas")); got != 1 {
+		t.Errorf("duplicates %v, want 1: the resend was not found under the earlier key", got)
 	}
 }

@@ -491,7 +491,15 @@ func (in *Inbound) unparseable(ctx context.Context, payload []byte, err error) (
 // message (MSA-2 = MSH-10), so the sender can match it; otherwise a raw AR
 // with an empty MSA-2.
 func (in *Inbound) rejectRaw(payload []byte, ae hl7v2.AckError) ([]byte, hl7v2.AckCode) {
-	if h, err := hl7v2.ParseHeader(payload); err == nil && h.ControlID() != "" {
+	// A header holding MLLP's block bytes (possible only in a frame that
+	// broke the framing) would carry them into the reply and break its
+	// frame: such input gets the raw AR.
+	hdr := payload
+	if i := bytes.IndexAny(payload, "\r\n"); i >= 0 {
+		hdr = payload[:i]
+	}
+	framing := bytes.IndexByte(hdr, transport.StartBlock) >= 0 || bytes.IndexByte(hdr, transport.EndBlock) >= 0
+	if h, err := hl7v2.ParseHeader(payload); err == nil && h.ControlID() != "" && !framing {
 		code := h.RejectCode()
 		return in.ack(h, code, ae), code
 	}

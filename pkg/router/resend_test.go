@@ -48,20 +48,23 @@ func TestResendContent(t *testing.T) {
 	}
 }
 
+// c1Message is message id from pas with control id C1 and the given raw
+// bytes.
+func c1Message(id, raw string) *envelope.Envelope {
+	e := testEnv(id, "pas")
+	e.DedupeKey, e.Raw = "pas|C1", []byte(raw)
+	return e
+}
+
 // TestAcceptResendWithOtherSeparators checks that a resend whose segment
 // separators changed on the way (CR to LF) is a resend, not a reuse of
 // the control id.
 func TestAcceptResendWithOtherSeparators(t *testing.T) {
 	js := testStore(t)
 	acc, c := testAcceptor(t, js, time.Hour)
-	msg := func(id, raw string) *envelope.Envelope {
-		e := testEnv(id, "pas")
-		e.DedupeKey, e.Raw = "pas|C1", []byte(raw)
-		return e
-	}
-	logBatch(t, js, []*envelope.Envelope{msg("A", "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01\rPID|1||9990000018\r")})
+	logBatch(t, js, []*envelope.Envelope{c1Message("A", "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01\rPID|1||9990000018\r")})
 	handleNext(t, acc, c)
-	logBatch(t, js, []*envelope.Envelope{msg("A2", "MSH|^~\\&|PAS|RX1|||20260102||ADT^A01|C1|P|2.4\nEVN|A01\nPID|1||9990000018\n")})
+	logBatch(t, js, []*envelope.Envelope{c1Message("A2", "MSH|^~\\&|PAS|RX1|||20260102||ADT^A01|C1|P|2.4\nEVN|A01\nPID|1||9990000018\n")})
 	handleNext(t, acc, c)
 	m := acc.r.o.Metrics
 	if got := testutil.ToFloat64(m.Duplicates.WithLabelValues("pas")); got != 1 {
@@ -78,21 +81,16 @@ func TestAcceptResendWithOtherSeparators(t *testing.T) {
 func TestAcceptFindsReuseUnderLegacyKey(t *testing.T) {
 	js := testStore(t)
 	acc, c := testAcceptor(t, js, time.Hour)
-	msg := func(id, raw string) *envelope.Envelope {
-		e := testEnv(id, "pas")
-		e.DedupeKey, e.Raw = "pas|C1", []byte(raw)
-		return e
-	}
 	first := "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rPID|1||9990000018\r"
 	reused := "MSH|^~\\&|PAS|RX1|||20260102||ADT^A01|C1|P|2.4\rPID|1||9990000026\r"
-	logBatch(t, js, []*envelope.Envelope{msg("A", first)})
+	logBatch(t, js, []*envelope.Envelope{c1Message("A", first)})
 	handleNext(t, acc, c)
 	// The reused-id message as an earlier version accepted it.
-	old := msg("B", reused)
+	old := c1Message("B", reused)
 	old.DedupeKey = "pas|C1|" + audit.Hash(old.Raw)[:16]
 	logBatch(t, js, []*envelope.Envelope{old})
 	handleNext(t, acc, c)
-	logBatch(t, js, []*envelope.Envelope{msg("B2", reused)})
+	logBatch(t, js, []*envelope.Envelope{c1Message("B2", reused)})
 	handleNext(t, acc, c)
 	if got := testutil.ToFloat64(acc.r.o.Metrics.Duplicates.WithLabelValues("pas")); got != 1 {
 		t.Errorf("duplicates %v, want 1: the resend was not found under the earlier key", got)

@@ -63,7 +63,7 @@ func (h *fakeHost) Ingest(_ context.Context, env *envelope.Envelope) (adapter.In
 	return adapter.IngestResult{ID: env.ID}, nil
 }
 
-func (h *fakeHost) Quarantine(_ context.Context, _ string, body []byte, reason string) error {
+func (h *fakeHost) Quarantine(_ context.Context, _ string, body []byte, _ int, reason string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.quarantined = append(h.quarantined, quarantined{reason, append([]byte(nil), body...)})

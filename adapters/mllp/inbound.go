@@ -528,7 +528,7 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 	}
 	gone := errors.Is(err, io.ErrUnexpectedEOF) // the sender closed: nobody to answer
 	if len(partial) > 0 {
-		in.quarantine(ctx, bytes.Clone(partial[:min(len(partial), adapter.MaxQuarantineBytes)]), reason)
+		in.quarantine(ctx, partial, reason) // its start, and how much came
 	} else {
 		in.metrics.Rejected.WithLabelValues(in.name, string(reason)).Inc()
 		in.log.Warn("input rejected", "adapter", in.name, "reason", string(reason))

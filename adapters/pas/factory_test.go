@@ -129,7 +129,7 @@ type fakeHost struct{}
 func (fakeHost) Ingest(context.Context, *envelope.Envelope) (adapter.IngestResult, error) {
 	return adapter.IngestResult{}, errors.New("not stored")
 }
-func (fakeHost) Quarantine(context.Context, string, []byte, string) error { return nil }
+func (fakeHost) Quarantine(context.Context, string, []byte, int, string) error { return nil }
 func (fakeHost) Partition(string) int                                     { return 0 }
 func (fakeHost) NewID() string                                            { return "id" }
 

@@ -295,7 +295,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		for _, q := range qs {
-			fmt.Fprintf(stdout, "%s  %s  %-6s %6d bytes  %s\n", q.Time.Format(time.RFC3339), q.ID, q.Source, q.Size, q.Reason)
+			size := fmt.Sprintf("%6d bytes", q.Size)
+			if q.Received > q.Size {
+				size = fmt.Sprintf("%6d bytes kept of %d", q.Size, q.Received)
+			}
+			fmt.Fprintf(stdout, "%s  %s  %-6s %s  %s\n", q.Time.Format(time.RFC3339), q.ID, q.Source, size, q.Reason)
 			if *body {
 				fmt.Fprintf(stdout, "%q\n", q.Body)
 			}

@@ -27,7 +27,7 @@ func Quarantine(ctx context.Context, host Host, log *slog.Logger, m *telemetry.M
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), QuarantineTimeout)
 	defer cancel()
 	kept := raw[:min(len(raw), MaxQuarantineBytes)]
-	if err := host.Quarantine(ctx, input, kept, reason); err != nil {
+	if err := host.Quarantine(ctx, input, kept, len(raw), reason); err != nil {
 		log.Warn("quarantine failed", "adapter", input, "reason", reason, "bytes", len(raw), "error", err.Error())
 		return
 	}

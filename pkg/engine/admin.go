@@ -14,6 +14,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -80,8 +81,13 @@ type QuarantineEntry struct {
 	ID     string    `json:"id"`
 	Source string    `json:"source"`
 	Reason string    `json:"reason"`
-	Size   int       `json:"size"`
-	// Body is the input as received (it may hold patient data).
+	// Size is how many bytes are kept: the first 64 KiB of what came.
+	Size int `json:"size"`
+	// Received is how many bytes came (the part of a too-large frame
+	// read before it was refused); more than Size when only the start
+	// is kept.
+	Received int `json:"received"`
+	// Body is the input kept (it may hold patient data).
 	Body string `json:"body,omitempty"`
 }
 
@@ -118,7 +124,11 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			continue
 		}
-		q := QuarantineEntry{Seq: seq, Time: m.Time, ID: m.Header.Get("Junction-Id"), Source: m.Header.Get("Junction-Source"), Reason: m.Header.Get("Junction-Reason"), Size: len(m.Data)}
+		q := QuarantineEntry{Seq: seq, Time: m.Time, ID: m.Header.Get(envelope.HeaderID), Source: m.Header.Get(envelope.HeaderSource), Reason: m.Header.Get(envelope.HeaderReason),
+			Size: len(m.Data), Received: len(m.Data)}
+		if n, err := strconv.Atoi(m.Header.Get(envelope.HeaderReceivedBytes)); err == nil && n > q.Size {
+			q.Received = n
+		}
 		if withBody {
 			q.Body = string(m.Data)
 		}

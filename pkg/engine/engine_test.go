@@ -396,6 +396,35 @@ func testGarbageRejectedAndQuarantined(t *testing.T, pipe string) {
 	}
 }
 
+// TestQuarantineKeepsStartAndSize: of input larger than the quarantine
+// keeps, the first 64 KiB are kept and the listing says how much came.
+func TestQuarantineKeepsStartAndSize(t *testing.T) {
+	e, _ := startEngine(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := bytes.Repeat([]byte("not HL7 "), 100<<10/8)
+	reply, err := c.Send(ctx, garbage)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _, err := hl7v2.ParseAck(reply); err != nil || code != hl7v2.AckAR {
+		t.Fatalf("reply to garbage: %s %v", code, err)
+	}
+	var qs []engine.QuarantineEntry
+	getJSON(t, "http://"+e.HTTPAddr().String()+"/api/quarantine?body=true", &qs)
+	if len(qs) != 1 {
+		t.Fatalf("quarantine holds %d entries, want 1", len(qs))
+	}
+	if q := qs[0]; q.Size != 64<<10 || q.Received != len(garbage) || q.Body != string(garbage[:64<<10]) {
+		t.Errorf("quarantine entry: size %d, received %d, body of %d bytes; want 65536, %d and the first 65536 bytes", q.Size, q.Received, len(q.Body), len(garbage))
+	}
+}
+
 // TestLargeMessage: a 3 MiB ADT (a long NTE) is stored, routed and
 // delivered in embedded mode when the input allows it, and a message over
 // the input's limit is rejected without harm.

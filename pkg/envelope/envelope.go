@@ -33,6 +33,9 @@ const (
 	HeaderReasonCode  = "Junction-Reason-Code"
 	HeaderStage       = "Junction-Stage"
 	HeaderDedupe      = "Junction-Dedupe-Key"
+	// HeaderReceivedBytes is, on a quarantine entry that keeps only the
+	// start of its input, how many bytes were received.
+	HeaderReceivedBytes = "Junction-Received-Bytes"
 	// HeaderDetail is a dead letter's caller-only detail: the receiver's
 	// answer (an OperationOutcome's text, an ACK's ERR) or the failure's
 	// cause. It may hold patient data, so it is shown only on request to

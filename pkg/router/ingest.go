@@ -150,14 +150,18 @@ func ingressMsg(env *envelope.Envelope) *nats.Msg {
 	return m
 }
 
-// Quarantine keeps unparseable input.
-func (i *Ingester) Quarantine(ctx context.Context, source string, raw []byte, reason string) error {
+// Quarantine keeps unparseable input, and how many bytes came when raw is
+// only their start.
+func (i *Ingester) Quarantine(ctx context.Context, source string, raw []byte, received int, reason string) error {
 	m := nats.NewMsg(store.SubjQuarantine + "." + source)
 	id := i.ids.New()
 	m.Header.Set(envelope.HeaderID, id)
 	m.Header.Set(envelope.HeaderSource, source)
 	m.Header.Set(envelope.HeaderReason, reason)
 	m.Header.Set(envelope.HeaderReceived, time.Now().UTC().Format(time.RFC3339Nano))
+	if received > len(raw) {
+		m.Header.Set(envelope.HeaderReceivedBytes, strconv.Itoa(received))
+	}
 	m.Data = raw
 	if _, err := i.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("storing quarantined input: %w", err)

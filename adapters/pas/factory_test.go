@@ -130,8 +130,8 @@ func (fakeHost) Ingest(context.Context, *envelope.Envelope) (adapter.IngestResul
 	return adapter.IngestResult{}, errors.New("not stored")
 }
 func (fakeHost) Quarantine(context.Context, string, []byte, int, string) error { return nil }
-func (fakeHost) Partition(string) int                                     { return 0 }
-func (fakeHost) NewID() string                                            { return "id" }
+func (fakeHost) Partition(string) int                                          { return 0 }
+func (fakeHost) NewID() string                                                 { return "id" }
 
 func TestFactoryNewInbound(t *testing.T) {
 	c := DefaultConfig()

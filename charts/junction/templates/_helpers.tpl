@@ -116,3 +116,28 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
 {{- end }}
+
+{{/*
+GOMEMLIMIT for a container from its resources: 90% of limits.memory in MiB
+(the Go runtime's soft limit counts only the heap it manages, so the rest
+of the process needs headroom below the hard limit, or a busy pod is
+OOM-killed before the collector works harder). Empty when no memory limit
+is set. Called with (dict "what" "junction.resources" "resources" ...).
+*/}}
+{{- define "junction.goMemLimit" -}}
+{{- $limits := .resources.limits | default dict -}}
+{{- $m := toString ($limits.memory | default "") -}}
+{{- if $m -}}
+{{- $mib := 0 -}}
+{{- if regexMatch "^[0-9]+Gi$" $m -}}{{- $mib = mul (atoi (trimSuffix "Gi" $m)) 1024 -}}
+{{- else if regexMatch "^[0-9]+Mi$" $m -}}{{- $mib = atoi (trimSuffix "Mi" $m) -}}
+{{- else if regexMatch "^[0-9]+G$" $m -}}{{- $mib = div (mul (atoi (trimSuffix "G" $m)) 1000000000) 1048576 -}}
+{{- else if regexMatch "^[0-9]+M$" $m -}}{{- $mib = div (mul (atoi (trimSuffix "M" $m)) 1000000) 1048576 -}}
+{{- else if regexMatch "^[0-9]+$" $m -}}{{- $mib = div (atoi $m) 1048576 -}}
+{{- end -}}
+{{- if lt $mib 64 -}}
+{{- fail (printf "%s.limits.memory %q: give a whole number of Gi, Mi, G or M of at least 64Mi (the chart sets GOMEMLIMIT to 90%% of it)" .what $m) -}}
+{{- end -}}
+{{- printf "%dMiB" (div (mul $mib 9) 10) -}}
+{{- end -}}
+{{- end }}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Checks the chart renders as intended: helm lint, then helm template with
+# the defaults and with values that change what it writes. Needs helm on
+# PATH (.ci/run installs it from the Go module proxy).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+fail() { echo "chart check: $*" >&2; exit 1; }
+render() { helm template t . --set junction.adminToken.existingSecret=tok "$@"; }
+
+helm lint . --set junction.adminToken.existingSecret=tok >/dev/null
+
+out=$(render)
+# GOMEMLIMIT is 90% of each container's memory limit (1Gi and 2Gi).
+grep -q 'value: "921MiB"' <<<"$out" || fail "junction GOMEMLIMIT is not 921MiB for a 1Gi limit"
+grep -q 'value: "1843MiB"' <<<"$out" || fail "nats GOMEMLIMIT is not 1843MiB for a 2Gi limit"
+grep -q 'resourceFieldRef' <<<"$out" && fail "GOMEMLIMIT still taken from the whole memory limit"
+grep -q 'seconds: 5' <<<"$out" || fail "no preStop sleep on the Junction pods"
+
+out=$(render --set junction.resources.limits.memory=768Mi --set junction.preStopSleepSeconds=0)
+grep -q 'value: "691MiB"' <<<"$out" || fail "junction GOMEMLIMIT is not 691MiB for a 768Mi limit"
+grep -q 'sleep:' <<<"$out" && fail "preStopSleepSeconds=0 still renders a preStop sleep"
+
+out=$(render --set junction.resources.limits=null)
+[ "$(grep -c 'name: GOMEMLIMIT' <<<"$out")" = 1 ] || fail "a Junction container without a memory limit got a GOMEMLIMIT"
+
+if render --set junction.resources.limits.memory=1.5Gi >/dev/null 2>&1; then
+  fail "a fractional memory limit rendered (GOMEMLIMIT cannot be worked out from it)"
+fi
+if helm template t . >/dev/null 2>&1; then
+  fail "rendered without the admin token Secret"
+fi
+
+# The NATS monitoring port is not open to every pod.
+np=$(render -s templates/nats-networkpolicy.yaml)
+mon=$(awk '/- from:/{block=""} {block=block"\n"$0} /port: monitor/{print block}' <<<"$np")
+grep -q 'component: engine' <<<"$mon" || fail "Junction pods cannot reach the NATS monitoring port"
+np=$(render -s templates/nats-networkpolicy.yaml --set-json 'networkPolicy.natsMonitorFrom=[{"namespaceSelector":{"matchLabels":{"team":"mon"}}}]')
+grep -q 'team: mon' <<<"$np" || fail "networkPolicy.natsMonitorFrom is not rendered"
+
+echo "chart check passed"

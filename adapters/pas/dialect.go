@@ -3,9 +3,10 @@ package pas
 import (
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"net/url"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 	// The translator resolves local times in the dialect's time zone even
@@ -125,23 +126,13 @@ func (d *Dialect) Validate() []error {
 	if err := CheckSystem(d.LocalIdentifierSystem); err != nil {
 		errs = append(errs, fmt.Errorf("dialect.local_identifier_system: %w", err))
 	}
-	authorities := make([]string, 0, len(d.IdentifierSystems))
-	for a := range d.IdentifierSystems {
-		authorities = append(authorities, a)
-	}
-	sort.Strings(authorities)
-	seenAuthority := map[string]string{}
-	for _, a := range authorities {
-		key := strings.ToUpper(strings.TrimSpace(a))
+	for a, err := range codeKeys(d.IdentifierSystems, "dialect.identifier_systems", "assigning authority") {
 		switch {
-		case key == "":
-			errs = append(errs, errors.New("dialect.identifier_systems: empty assigning authority"))
-		case seenAuthority[key] != "":
-			errs = append(errs, fmt.Errorf("dialect.identifier_systems: %q and %q are the same authority", seenAuthority[key], a))
-		case slices.ContainsFunc(d.NHSNumberAuthorities, func(n string) bool { return strings.EqualFold(strings.TrimSpace(n), key) }):
+		case err != nil:
+			errs = append(errs, err)
+		case slices.ContainsFunc(d.NHSNumberAuthorities, func(n string) bool { return strings.EqualFold(strings.TrimSpace(n), strings.TrimSpace(a)) }):
 			errs = append(errs, fmt.Errorf("dialect.identifier_systems.%s: an NHS number authority; its numbers are NHS numbers", a))
 		}
-		seenAuthority[key] = a
 		if err := CheckSystem(d.IdentifierSystems[a]); err != nil {
 			errs = append(errs, fmt.Errorf("dialect.identifier_systems.%s: %w", a, err))
 		}
@@ -165,21 +156,10 @@ func (d *Dialect) Validate() []error {
 		errs = append(errs, fmt.Errorf("dialect.invalid_nhs_number: %q is not %q or %q",
 			d.InvalidNHSNumber, InvalidNHSNumberKeep, InvalidNHSNumberDrop))
 	}
-	codes := make([]string, 0, len(d.SexCodes))
-	for code := range d.SexCodes {
-		codes = append(codes, code)
-	}
-	sort.Strings(codes)
-	seen := map[string]string{}
-	for _, code := range codes {
-		key := strings.ToUpper(strings.TrimSpace(code))
-		switch {
-		case key == "":
-			errs = append(errs, errors.New("dialect.sex_codes: empty code"))
-		case seen[key] != "":
-			errs = append(errs, fmt.Errorf("dialect.sex_codes: %q and %q are the same code", seen[key], code))
+	for code, err := range codeKeys(d.SexCodes, "dialect.sex_codes", "code") {
+		if err != nil {
+			errs = append(errs, err)
 		}
-		seen[key] = code
 		if _, ok := genderOf(d.SexCodes[code]); !ok {
 			errs = append(errs, fmt.Errorf("dialect.sex_codes.%s: %q is not male, female, other or unknown", code, d.SexCodes[code]))
 		}
@@ -191,6 +171,30 @@ func (d *Dialect) Validate() []error {
 			d.CancelAdmitStatus, CancelAdmitEnteredInError, CancelAdmitCancelled))
 	}
 	return errs
+}
+
+// codeKeys yields the keys of m, a table keyed by v2 codes (compared
+// upper-cased, without surrounding blanks), in sorted order, each with an
+// error when it is empty or the same code as an earlier key. what names
+// the table and kind its keys.
+func codeKeys(m map[string]string, what, kind string) iter.Seq2[string, error] {
+	return func(yield func(string, error) bool) {
+		seen := map[string]string{}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			norm := strings.ToUpper(strings.TrimSpace(k))
+			var err error
+			switch {
+			case norm == "":
+				err = fmt.Errorf("%s: empty %s", what, kind)
+			case seen[norm] != "":
+				err = fmt.Errorf("%s: %q and %q are the same %s", what, seen[norm], k, kind)
+			}
+			seen[norm] = k
+			if !yield(k, err) {
+				return
+			}
+		}
+	}
 }
 
 // CheckSystem checks that s is an absolute URI usable as an identifier or

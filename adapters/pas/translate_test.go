@@ -607,7 +607,7 @@ func TestDialectValidate(t *testing.T) {
 		}, nil},
 		{"bad identifier systems", func(d *Dialect) {
 			d.IdentifierSystems = map[string]string{" ": "https://a.example/Id/x", "RX2": "hospital-numbers", "nh": "https://b.example/Id/x", "rx2": "https://c.example/Id/x"}
-		}, []string{"empty assigning authority", "RX2: ", "an NHS number authority", "same authority"}},
+		}, []string{"empty assigning authority", "RX2: ", "an NHS number authority", "same assigning authority"}},
 		{"location system", func(d *Dialect) { d.LocationIdentifierSystem = "https://fhir.example-trust.nhs.uk/Id/location" }, nil},
 		{"relative location system", func(d *Dialect) { d.LocationIdentifierSystem = "wards" }, []string{"location_identifier_system"}},
 		{"location system with a delimiter", func(d *Dialect) { d.LocationIdentifierSystem = "https://x.nhs.uk/Id/loc^1" }, []string{"location_identifier_system"}},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -147,10 +148,13 @@ func jsonError(err error) string {
 	}
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &typ) {
+		// Value is a JSON kind, followed for a number out of the field's
+		// range by the number itself: keep only the kind.
+		got, _, _ := strings.Cut(typ.Value, " ")
 		if typ.Field != "" {
-			return fmt.Sprintf("wrong JSON type for %s at offset %d (want %s, got %s)", typ.Field, typ.Offset, jsonKind(typ.Type), typ.Value)
+			return fmt.Sprintf("wrong JSON type for %s at offset %d (want %s, got %s)", typ.Field, typ.Offset, jsonKind(typ.Type), got)
 		}
-		return fmt.Sprintf("wrong JSON type at offset %d (want %s, got %s)", typ.Offset, jsonKind(typ.Type), typ.Value)
+		return fmt.Sprintf("wrong JSON type at offset %d (want %s, got %s)", typ.Offset, jsonKind(typ.Type), got)
 	}
 	return "invalid JSON"
 }
@@ -332,4 +336,98 @@ func jsonKind(t reflect.Type) string {
 		return "a number"
 	}
 	return "another type"
+}
+
+// keyProblem finds, in valid JSON doc, what the models' decoder would
+// read differently from the rest of Junction: an object holding two keys
+// that are the same but for case (encoding/json matches keys to fields
+// without regard to case and keeps the last, where FHIR JSON and
+// Junction's own reader keep the first), a key spelled like resourceType
+// in another case, and a number too large for a float64 (which routing
+// cannot read). It returns the offset of the first such key or number and
+// what is wrong, or -1. The reason names a key only when it is a plain
+// element name, never a value.
+func keyProblem(doc []byte) (int, string) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	// One frame per open container: the keys of an object (nil for an
+	// array) and whether a key is expected next.
+	type frame struct {
+		keys      map[string]bool
+		expectKey bool
+	}
+	var stack []frame
+	for {
+		off := int(dec.InputOffset())
+		tok, err := dec.Token()
+		if err != nil {
+			return -1, "" // end of input (doc was checked for syntax before)
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = &stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				if top != nil && top.keys != nil {
+					top.expectKey = true
+				}
+				stack = append(stack, frame{keys: map[string]bool{}, expectKey: true})
+			case '[':
+				if top != nil && top.keys != nil {
+					top.expectKey = true
+				}
+				stack = append(stack, frame{})
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		case string:
+			if top != nil && top.keys != nil && top.expectKey {
+				top.expectKey = false
+				fold := strings.ToLower(t)
+				if top.keys[fold] {
+					return keyOffset(doc, off), "an object holds the key " + elementName(t) + " twice (or twice in different cases)"
+				}
+				top.keys[fold] = true
+				if fold == "resourcetype" && t != "resourceType" {
+					return keyOffset(doc, off), "key " + elementName(t) + " is not resourceType: FHIR element names are case-sensitive"
+				}
+				continue
+			}
+		case json.Number:
+			if _, err := strconv.ParseFloat(string(t), 64); err != nil {
+				return keyOffset(doc, off), "a number too large to read"
+			}
+		}
+		if top != nil && top.keys != nil {
+			top.expectKey = true
+		}
+	}
+}
+
+// keyOffset returns the offset of the token that starts at or after off
+// (the decoder's offset is before the separator and blanks).
+func keyOffset(doc []byte, off int) int {
+	for off < len(doc) && (doc[off] == ',' || doc[off] == ':' || doc[off] == ' ' || doc[off] == '\t' || doc[off] == '\n' || doc[off] == '\r') {
+		off++
+	}
+	return off
+}
+
+// elementName quotes key when it looks like a FHIR element name (letters,
+// digits and underscores, at most 64), and otherwise describes it
+// without its content.
+func elementName(key string) string {
+	if len(key) == 0 || len(key) > 64 {
+		return "(a key)"
+	}
+	for _, c := range key {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return "(a key)"
+		}
+	}
+	return strconv.Quote(key)
 }

@@ -244,31 +244,44 @@ func (in *Inbound) Routes() map[string]http.Handler {
 			in.post(w, r, r.PathValue("type"))
 		}),
 		RouteMetadata:  http.HandlerFunc(in.metadata),
-		routeOtherBase: http.HandlerFunc(notAllowed),
-		routeOtherType: http.HandlerFunc(notAllowed),
+		routeOtherBase: http.HandlerFunc(in.notAllowed),
+		routeOtherType: http.HandlerFunc(in.notAllowed),
 		routeOther:     http.HandlerFunc(in.notSupported),
 	}
 }
 
 // notAllowed answers a method the endpoint does not serve at [base] or
 // [base]/[type]: Junction takes messages in, it is not a FHIR repository.
-func notAllowed(w http.ResponseWriter, r *http.Request) {
+// It is counted as a rejected request.
+func (in *Inbound) notAllowed(w http.ResponseWriter, r *http.Request) {
 	allow := http.MethodPost
+	what := "takes messages posted to it; it does not serve reads, updates or deletes"
 	if r.URL.Path == "/fhir/metadata" {
 		allow = http.MethodGet
+		what = "serves its CapabilityStatement here to GET only"
 	}
 	w.Header().Set("Allow", allow)
+	in.countUnserved(http.StatusMethodNotAllowed)
 	jfhir.WriteOutcome(w, http.StatusMethodNotAllowed, jfhir.Outcome("error", "not-supported",
-		r.Method+" is not supported here: Junction routes what is posted to it and does not serve reads (allowed: "+allow+")"))
+		r.Method+" is not supported here: Junction "+what+" (allowed: "+allow+")"))
 }
 
-// notSupported answers any other path under [base].
+// notSupported answers any other path under [base], counted as a rejected
+// request.
 func (in *Inbound) notSupported(w http.ResponseWriter, _ *http.Request) {
 	served := "POST [base], POST [base]/[type] and GET [base]/metadata"
 	if in.auditEventSearch {
 		served = "POST [base], POST [base]/[type], GET [base]/metadata and GET [base]/AuditEvent?patient=..."
 	}
+	in.countUnserved(http.StatusNotFound)
 	jfhir.WriteOutcome(w, http.StatusNotFound, jfhir.Outcome("error", "not-supported", "no such endpoint: Junction accepts "+served))
+}
+
+// countUnserved counts a request the endpoint does not serve, answered
+// with status.
+func (in *Inbound) countUnserved(status int) {
+	in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeFHIRNotSupported)).Inc()
+	in.metrics.Acks.WithLabelValues(in.name, strconv.Itoa(status)).Inc()
 }
 
 func (in *Inbound) metadata(w http.ResponseWriter, _ *http.Request) {
@@ -295,7 +308,7 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 	if pathType == "metadata" {
 		// POST [base]/metadata is the capability endpoint used wrongly,
 		// not a resource type.
-		notAllowed(w, r)
+		in.notAllowed(w, r)
 		return
 	}
 	start := time.Now()
@@ -698,6 +711,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 	if limit := in.maxContainers(); countContainers(doc) > limit {
 		return checked{}, tooCostly(fmt.Sprintf("JSON holds more than %d objects and arrays; this endpoint takes at most one per %d bytes of its %d-byte body limit", limit, BytesPerContainer, in.cfg.MaxBodyBytes)), false
 	}
+	if off, reason := keyProblem(doc); off >= 0 {
+		return invalid(fault.CodeFHIRInvalid, "structure", fmt.Sprintf("%s, at offset %d", reason, off))
+	}
 	out := checked{resourceType: rt}
 	if rt == "Bundle" {
 		var b models.Bundle
@@ -708,10 +724,13 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			return invalid(fault.CodeFHIRInvalid, "not-supported", "Bundle.type must be transaction, batch, message or collection", "Bundle.type")
 		}
 		for i, e := range b.Entry {
+			where := fmt.Sprintf("Bundle.entry[%d].resource", i)
 			if len(e.Resource) == 0 {
+				if i == 0 && b.Type == models.BundleTypeMessage {
+					return invalid(fault.CodeFHIRInvalid, "", "the first entry of a message Bundle must be a MessageHeader", where)
+				}
 				continue
 			}
-			where := fmt.Sprintf("Bundle.entry[%d].resource", i)
 			ert, err := jfhir.ResourceType(e.Resource)
 			if err != nil || !isResourceType(ert) {
 				return invalid(fault.CodeFHIRInvalid, "", "entry without a valid resourceType", where)
@@ -743,16 +762,21 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 	return out, rejection{}, true
 }
 
-// modelError describes a samply decoding error. JSON type errors are
-// described by position; the models' own errors (unknown codes) are
-// returned as they are, since they go only to the sender.
+// modelError describes a samply decoding error without quoting the
+// input: JSON type errors by position, the models' unknown-code errors
+// ("unknown AdministrativeGender code `x`") by the code system alone, since
+// a sender's mapping error can put patient data where a code belongs.
 func modelError(err error) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	if errors.As(err, &syn) || errors.As(err, &typ) {
 		return jsonError(err)
 	}
-	return err.Error()
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '`'); i >= 0 {
+		return strings.TrimSpace(msg[:i]) + " (the value is not shown)"
+	}
+	return msg
 }
 
 // boundKey returns key, or a hash of it when it is too long for a header.

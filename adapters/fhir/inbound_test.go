@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -262,7 +263,8 @@ func TestInboundRejects(t *testing.T) {
 		{"path type not a type", "/fhir/notatype", "application/fhir+json", patient, 400, "not-supported", fault.CodeFHIRInvalid, "not accepted"},
 		{"searchset bundle", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"searchset"}`), 400, "not-supported", fault.CodeFHIRInvalid, "Bundle.type"},
 		{"unknown bundle type", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"pile"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Bundle"},
-		{"bad gender code", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","gender":"mail"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient"},
+		{"bad gender code", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","gender":"mail"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient: unknown AdministrativeGender code (the value is not shown)"},
+		{"number out of an integer's range", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","multipleBirthInteger":99999999999999999999}`), 400, "invalid", fault.CodeFHIRInvalid, "wrong JSON type for multipleBirthInteger at offset 69 (want an integer, got number)"},
 		{"wrong json type", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","active":"yes"}`), 400, "invalid", fault.CodeFHIRInvalid, "wrong JSON type for active at offset 40 (want a boolean, got string)"},
 		// In JSON's terms, not the Go model's ([]fhir.HumanName).
 		{"object for an array", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":{"family":"X"}}`), 400, "invalid", fault.CodeFHIRInvalid, "(want an array, got object)"},
@@ -270,6 +272,16 @@ func TestInboundRejects(t *testing.T) {
 		{"entry without resourceType", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"id":"x"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry without"},
 		{"message without header", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "MessageHeader"},
 		{"empty message", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message"}`), 400, "invalid", fault.CodeFHIRInvalid, "MessageHeader"},
+		{"message with an empty first entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message","entry":[{"fullUrl":"urn:uuid:a"},{"resource":{"resourceType":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "first entry of a message Bundle must be a MessageHeader"},
+		// encoding/json matches keys without regard to case and keeps the
+		// last; FHIR and routing keep the exact, first key.
+		{"resourceType in another case", "/fhir/Patient", "application/fhir+json", []byte(`{"ResourceType":"Patient","id":"x"}`), 400, "structure", fault.CodeFHIRInvalid, `key "ResourceType" is not resourceType: FHIR element names are case-sensitive, at offset 1`},
+		{"resourceType twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Procedure","status":"x","resourceType":"Patient"}`), 400, "structure", fault.CodeFHIRInvalid, `the key "resourceType" twice`},
+		{"resourceType twice in two cases", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Observation","RESOURCETYPE":"Patient"}`), 400, "structure", fault.CodeFHIRInvalid, `the key "RESOURCETYPE" twice (or twice in different cases), at offset 30`},
+		{"element twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","identifier":[],"identifier":[]}`), 400, "structure", fault.CodeFHIRInvalid, `"identifier" twice`},
+		{"element twice in an entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","gender":"male","Gender":"female"}}]}`), 400, "structure", fault.CodeFHIRInvalid, `"Gender" twice`},
+		{"key that is not an element name twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","a b":1,"a b":2}`), 400, "structure", fault.CodeFHIRInvalid, "the key (a key) twice"},
+		{"number too large", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"url":"https://x.example/e","valueDecimal":1e99999}]}`), 400, "structure", fault.CodeFHIRInvalid, "a number too large to read, at offset 83"},
 		{"long idempotency key", "/fhir", "application/fhir+json", bundle, 400, "invalid", fault.CodeFHIRInvalid, "Idempotency-Key"},
 	}
 	for _, tt := range tests {
@@ -740,9 +752,20 @@ func TestOtherRequestsGetOperationOutcome(t *testing.T) {
 		{http.MethodPost, "/fhir/Patient/_search", http.StatusNotFound, ""},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			rejected := testutil.ToFloat64(f.m.Rejected.WithLabelValues("ehr", string(fault.CodeFHIRNotSupported)))
+			answered := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", strconv.Itoa(tc.status)))
 			rec := f.do(tc.method, tc.path, "", nil, nil)
 			if rec.Code != tc.status {
 				t.Fatalf("status %d, want %d: %s", rec.Code, tc.status, rec.Body)
+			}
+			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("ehr", string(fault.CodeFHIRNotSupported))); got != rejected+1 {
+				t.Errorf("rejected{fhir.not-supported} went from %v to %v, want one more", rejected, got)
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", strconv.Itoa(tc.status))); got != answered+1 {
+				t.Errorf("acks{%d} went from %v to %v, want one more", tc.status, answered, got)
+			}
+			if _, diag := outcomeOf(t, rec.Body.Bytes()); tc.method != http.MethodGet && strings.Contains(diag, "reads (") {
+				t.Errorf("a %s is answered as if it were a read: %q", tc.method, diag)
 			}
 			if code, _ := outcomeOf(t, rec.Body.Bytes()); code != "not-supported" {
 				t.Errorf("issue code %q, want not-supported", code)

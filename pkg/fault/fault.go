@@ -49,6 +49,9 @@ const (
 	CodeFHIRMediaType    Code = "fhir.unsupported-media-type"
 	CodeFHIRTooLarge     Code = "fhir.too-large"
 	CodeFHIREmpty        Code = "fhir.empty-body"
+	// CodeFHIRNotSupported is a request the FHIR endpoint does not serve:
+	// a method or a path it does not take.
+	CodeFHIRNotSupported Code = "fhir.not-supported"
 	CodeTranslate        Code = "translate.failed"
 	CodeRuleEval         Code = "rule.eval"
 	CodeDestRejected     Code = "destination.rejected"
@@ -68,7 +71,7 @@ const (
 func Codes() []Code {
 	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeFrameIncomplete, CodeHL7Parse,
 		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeFHIRInvalidJSON, CodeFHIRInvalid,
-		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeTranslate, CodeRuleEval, CodeDestRejected,
+		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeFHIRNotSupported, CodeTranslate, CodeRuleEval, CodeDestRejected,
 		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConfig,
 		CodeNotFound, CodeUnauthorized, CodeDuplicate, CodeTooLarge, CodePanic}
 }
@@ -167,7 +170,7 @@ func IssueType(c Code) string {
 		return "invalid"
 	case CodeFHIRTooLarge, CodeFrameTooLarge:
 		return "too-costly"
-	case CodeFHIRMediaType, CodeHL7Unsupported, CodeHL7Charset:
+	case CodeFHIRMediaType, CodeFHIRNotSupported, CodeHL7Unsupported, CodeHL7Charset:
 		return "not-supported"
 	case CodeFHIREmpty:
 		return "required"

@@ -110,6 +110,7 @@ func TestIssueType(t *testing.T) {
 		CodeFHIRTooLarge:     "too-costly",
 		CodeFrameTooLarge:    "too-costly",
 		CodeFHIRMediaType:    "not-supported",
+		CodeFHIRNotSupported: "not-supported",
 		CodeHL7Unsupported:   "not-supported",
 		CodeHL7Charset:       "not-supported",
 		CodeFHIREmpty:        "required",

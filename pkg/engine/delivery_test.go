@@ -238,6 +238,51 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	}
 }
 
+// TestConcurrentReplaysResendOnce: replays run at the same time (two
+// operators, a retried request) queue each dead letter once, so the
+// receiver gets each message once; the replays that lost the race say so.
+func TestConcurrentReplaysResendOnce(t *testing.T) {
+	e, srv := startWithEHR(t, "")
+	srv.script(400, 400, 400)
+	for i, nhs := range []string{"9990000026", "9990000034", "9990000042"} {
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", fmt.Sprintf("CR%04d", i), nhs+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("ack %s", code)
+		}
+	}
+	waitFor(t, "dead letters", func() bool { return len(deadLetters(t, e)) == 3 })
+	const replays = 6
+	results := make([]router.ReplayResult, replays)
+	statuses := make([]int, replays)
+	var wg sync.WaitGroup
+	for i := range replays {
+		wg.Go(func() { statuses[i], results[i] = postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}}) })
+	}
+	wg.Wait()
+	replayed, lost := 0, 0
+	for i, res := range results {
+		if statuses[i] != http.StatusOK {
+			t.Errorf("replay %d: status %d (%+v)", i, statuses[i], res)
+		}
+		replayed += len(res.Replayed)
+		for _, s := range res.Skipped {
+			if strings.Contains(s.Why, "already replayed") {
+				lost++
+			}
+		}
+	}
+	if replayed != 3 {
+		t.Errorf("%d dead letters reported replayed across %d replays, want 3", replayed, replays)
+	}
+	waitFor(t, "replayed deliveries", func() bool { return len(srv.accepted()) >= 3 })
+	time.Sleep(time.Second) // long enough for a second copy to arrive
+	if n := len(srv.accepted()); n != 3 {
+		t.Errorf("receiver accepted %d deliveries, want 3 (each dead letter once); %d replays reported losing the race", n, lost)
+	}
+	if n := len(deadLetters(t, e)); n != 0 {
+		t.Errorf("%d dead letters left, want 0", n)
+	}
+}
+
 // TestRetriesExhausted: a receiver that keeps failing transiently is
 // dead-lettered after max_attempts, not parked for ever.
 func TestRetriesExhausted(t *testing.T) { forPipelines(t, testRetriesExhausted) }

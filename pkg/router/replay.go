@@ -236,10 +236,24 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 			nm.Header.Set(headerOnly, strings.Join(onlyDests, ","))
 		}
 		nm.Header.Set(envelope.HeaderReplay, gen)
-		nm.Header.Set(jetstream.MsgIDHeader, "replay|"+gen+"|"+strconv.FormatUint(it.d.Seq, 10))
+		// The dead letter's own sequence, not this replay's, names the
+		// resend: two replays at once (or one after a replay that died
+		// before removing the dead letter, within the stream's dedupe
+		// window) queue it once.
+		nm.Header.Set(jetstream.MsgIDHeader, "replay|dl|"+strconv.FormatUint(it.d.Seq, 10)+"|"+it.d.MessageID)
 		nm.Data = it.data
-		if _, err := js.PublishMsg(ctx, nm); err != nil {
+		ack, err := js.PublishMsg(ctx, nm)
+		if err != nil {
 			return res, fmt.Errorf("replaying %s: %w", it.d.MessageID, err)
+		}
+		if ack.Duplicate {
+			// Another replay queued it: that one records it. The dead
+			// letter goes, if that replay has not removed it yet.
+			if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil && !goneAlready(err) {
+				return res, fmt.Errorf("removing replayed dead letter: %w", err)
+			}
+			skip("already replayed by another replay at the same time")
+			continue
 		}
 		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: "dead letter replayed from stage " + it.d.Stage}
 		// A delivery-stage dead letter keeps the patient hash its payload
@@ -249,7 +263,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		if err := aw.Write(ctx, it.d.MessageID, "", rec); err != nil {
 			return res, err
 		}
-		if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil {
+		if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil && !goneAlready(err) {
 			return res, fmt.Errorf("removing replayed dead letter: %w", err)
 		}
 		res.Replayed = append(res.Replayed, it.d)
@@ -269,6 +283,18 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		res.Rerouted = append(res.Rerouted, id)
 	}
 	return res, nil
+}
+
+// goneAlready reports whether err, from deleting a dead letter, says it
+// was deleted already (by another replay). The server's answer reaches
+// the client only as text: "no message found", or "sequence N not found"
+// past the stream's last message.
+func goneAlready(err error) bool {
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return true
+	}
+	msg := err.Error()
+	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && (strings.Contains(msg, "no message found") || strings.Contains(msg, "not found"))
 }
 
 // notStoredError says why an id asked to be routed again has no stored

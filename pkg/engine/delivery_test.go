@@ -255,7 +255,9 @@ func TestConcurrentReplaysResendOnce(t *testing.T) {
 	statuses := make([]int, replays)
 	var wg sync.WaitGroup
 	for i := range replays {
-		wg.Go(func() { statuses[i], results[i] = postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}}) })
+		wg.Go(func() {
+			statuses[i], results[i] = postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
+		})
 	}
 	wg.Wait()
 	replayed, lost := 0, 0

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -282,6 +283,83 @@ func TestConcurrentReplaysResendOnce(t *testing.T) {
 	}
 	if n := len(deadLetters(t, e)); n != 0 {
 		t.Errorf("%d dead letters left, want 0", n)
+	}
+}
+
+// TestRetryBudgetHoldsAcrossRestart: each failed attempt is on the
+// message's trail while it is still being retried (so a process that dies
+// loses none), and a restarted engine carries on counting from there, so
+// max_attempts is the number of attempts in all, not per process.
+func TestRetryBudgetHoldsAcrossRestart(t *testing.T) {
+	forPipelines(t, testRetryBudgetHoldsAcrossRestart)
+}
+
+func testRetryBudgetHoldsAcrossRestart(t *testing.T, pipe string) {
+	srv := &fhirServer{}
+	srv.script(503, 503, 503, 503, 503, 503, 503, 503, 503, 503)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	routes, _ := filepath.Abs("testdata/routes")
+	dir := t.TempDir()
+	start := func() *engine.Engine {
+		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\nrouter:\n  ack_wait: 2s\n%s"+
+			"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n"+
+			"destinations:\n  ehr:\n    type: fhir\n    url: %s\n    retry: {max_attempts: 4, initial: 1s, max: 1s, multiplier: 1, timeout: 5s}\n",
+			dir, routes, pipelineOf(pipe), hs.URL)
+		e := engineFromConfig(t, dir, body)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := e.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	stop := func(e *engine.Engine) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := e.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The attempt numbers of the failed attempts on the (one) message's
+	// trail, in the order recorded.
+	failed := func(e *engine.Engine) []int {
+		var attempts []int
+		for _, recs := range trails(t, e) {
+			for _, r := range recs {
+				if r.Event == audit.Failed && r.Destination == "ehr" {
+					attempts = append(attempts, r.Attempt)
+				}
+			}
+		}
+		return attempts
+	}
+	e := start()
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "RB0001", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	// Recorded as they happen, not when the message's fate is decided.
+	waitFor(t, "two failed attempts on the trail", func() bool { return len(failed(e)) >= 2 })
+	if n := len(deadLetters(t, e)); n != 0 {
+		t.Fatalf("failed attempts reached the trail only with the dead letter, not as they happened")
+	}
+	stop(e)
+
+	e = start()
+	defer stop(e)
+	var dls []router.DeadLetter
+	waitFor(t, "dead letter after the restart", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+	if dls[0].Code != "destination.retries-exhausted" || dls[0].Attempts != 4 {
+		t.Errorf("dead letter = %+v, want retries-exhausted after 4 attempts", dls[0])
+	}
+	srv.mu.Lock()
+	calls := srv.calls
+	srv.mu.Unlock()
+	if calls != 4 {
+		t.Errorf("receiver was tried %d times in all, want max_attempts (4)", calls)
+	}
+	if got := failed(e); !slices.Equal(got, []int{1, 2, 3, 4}) {
+		t.Errorf("failed attempts on the trail: %v, want [1 2 3 4]", got)
 	}
 }
 

@@ -326,8 +326,9 @@ type batchDeliveryWorker struct {
 	// fate is decided, so a retried span does not send them again.
 	doneSpan span
 	done     map[int][]audit.Record
-	// prior holds the failed batch attempt of entries still to send.
-	prior map[int][]audit.Record
+	// made counts the attempts made at entries still to send: a failed
+	// batch attempt, or attempts before a restart.
+	made map[int]int
 }
 
 // sendBatch makes one attempt at every entry through the destination's
@@ -381,7 +382,8 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		spans[i].SetStatus(codes.Error, reasonOf(errs[i]))
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(errs[i]), string(fault.CodeOf(errs[i]))
-		w.prior[i] = []audit.Record{rec}
+		r.recordFailure(e.h, rec)
+		w.made[i] = 1
 	}
 }
 
@@ -421,8 +423,17 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 			entries = append(entries, es...)
 		}
 		if w.doneSpan != sp || w.done == nil {
-			w.doneSpan, w.done, w.prior = sp, map[int][]audit.Record{}, map[int][]audit.Record{}
-			if bs, ok := d.Out.(adapter.BatchSender); ok {
+			w.doneSpan, w.done, w.made = sp, map[int][]audit.Record{}, map[int]int{}
+			if meta.NumDelivered > 1 {
+				// Sent before, by a process that stopped: attempts it
+				// made count towards max_attempts.
+				for i, e := range entries {
+					if n := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name); n > 0 {
+						w.made[i] = n
+					}
+				}
+			}
+			if bs, ok := d.Out.(adapter.BatchSender); ok && len(w.made) == 0 {
 				w.sendBatch(ctx, bs, entries)
 			}
 		}
@@ -452,7 +463,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 						continue
 					}
 					e := entries[i]
-					recs, err := deliverPayload(ctx, r, d, e.h, e.body, e.seq, w.prior[i])
+					recs, err := deliverPayload(ctx, r, d, e.h, e.body, e.seq, w.made[i])
 					if err != nil {
 						mu.Lock()
 						if firstErr == nil {
@@ -478,7 +489,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		if err := writeAuditBatch(context.WithoutCancel(ctx), r, "deliver", d.Name, sp, recs); err != nil {
 			return err
 		}
-		w.done, w.prior = nil, nil
+		w.done, w.made = nil, nil
 	}
 	return nil
 }

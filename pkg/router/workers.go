@@ -378,19 +378,27 @@ func (w *deliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) error
 func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.Record, error) {
 	meta, _ := m.Metadata()
 	var seq uint64
+	made := 0
 	if meta != nil {
 		seq = meta.Sequence.Stream
+		if meta.NumDelivered > 1 {
+			h := m.Headers()
+			made = w.r.attemptsMade(ctx, h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute), w.d.Name)
+		}
 	}
-	return deliverPayload(ctx, w.r, w.d, m.Headers(), m.Data(), seq, nil)
+	return deliverPayload(ctx, w.r, w.d, m.Headers(), m.Data(), seq, made)
 }
 
 // deliverPayload sends one payload (headers h, stored at outbound sequence
 // seq) to d, retrying transient failures with d's backoff, and
-// dead-letters it when it fails for good. It returns the audit records of
-// every attempt; an error means shutdown interrupted it and it must be
-// tried again. prior holds the records of attempts already made (a failed
-// batch attempt); attempts carry on from there.
-func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, data []byte, seq uint64, prior []audit.Record) ([]audit.Record, error) {
+// dead-letters it when it fails for good. Each failed attempt is recorded
+// on the message's trail as it happens (see recordFailure); it returns
+// the record of how it ended, delivered or dead-lettered. An error means
+// shutdown interrupted it and it must be tried again. made is how many
+// attempts were made already (a failed batch attempt, or attempts before
+// a restart: see attemptsMade); attempts carry on from there, so
+// max_attempts holds across restarts.
+func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, data []byte, seq uint64, made int) ([]audit.Record, error) {
 	id := h.Get(envelope.HeaderID)
 	rt := h.Get(envelope.HeaderRoute)
 	sctx, span := r.startSpan(h, "deliver", attribute.String("junction.message_id", id), attribute.String("junction.destination", d.Name))
@@ -402,12 +410,14 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 	}
 	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
 	patientOf(h, &base)
-	recs := prior
 	var lastErr error
-	if len(prior) > 0 {
-		sleep(ctx, d.Retry.Delay(len(prior)))
+	if made > 0 {
+		sleep(ctx, d.Retry.Delay(made))
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 	}
-	for attempt := len(prior) + 1; ; attempt++ {
+	for attempt := made + 1; ; attempt++ {
 		del.Attempt = attempt
 		actx, cancel := context.WithTimeout(sctx, d.Retry.Timeout)
 		start := time.Now()
@@ -424,7 +434,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 				r.o.Metrics.EndToEnd.WithLabelValues(rt, d.Name).Observe(time.Since(rcv).Seconds())
 			}
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rc.Status, rc.Location
-			return append(recs, rec), nil
+			return []audit.Record{rec}, nil
 		}
 		lastErr = err
 		transient := fault.IsTransient(err)
@@ -434,7 +444,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		}
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(err), string(fault.CodeOf(err))
-		recs = append(recs, rec)
+		r.recordFailure(h, rec)
 		if ok, held := r.failLog.allow(d.Name, time.Now()); ok {
 			r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err),
 				"similar_lines_held_back", held)
@@ -449,10 +459,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		sleep(ctx, d.Retry.Delay(attempt))
 		if ctx.Err() != nil {
 			// Shutting down: leave the message for redelivery. Its failed
-			// attempts so far are recorded.
-			if len(recs) > 0 {
-				_ = r.audit.Write(context.Background(), id, "", recs...)
-			}
+			// attempts so far are recorded, and counted when it comes back.
 			return nil, ctx.Err()
 		}
 	}
@@ -470,7 +477,45 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 	r.o.Metrics.Delivered.WithLabelValues(d.Name, "dead_lettered").Inc()
 	dl := base
 	dl.Time, dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = time.Now().UTC(), audit.DeadLettered, "dead_lettered", reasonOf(lastErr), string(fault.CodeOf(lastErr)), store.StreamDeadLetter, dseq
-	return append(recs, dl), nil
+	return []audit.Record{dl}, nil
+}
+
+// recordFailure writes the record of a failed delivery attempt to the
+// message's trail at once, so that it is there even if the process dies
+// before the message's fate is decided, and a later process can count it
+// (attemptsMade). Failures are rare and slow, so one write each costs
+// little. A write that fails is logged, not returned: the attempt was
+// made, and delivery goes on.
+func (r *Router) recordFailure(h nats.Header, rec audit.Record) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dedupe := "failed|" + rec.Route + "|" + rec.Destination + "|" + strconv.Itoa(rec.Attempt) + "|" + h.Get(envelope.HeaderReplay)
+	if err := r.audit.Write(ctx, rec.MessageID, dedupe, rec); err != nil {
+		r.o.Logger.Warn("failed attempt not recorded", "message_id", rec.MessageID, "destination", rec.Destination, "attempt", rec.Attempt, "error", err.Error())
+	}
+}
+
+// attemptsMade counts, from message id's trail, the failed attempts to
+// deliver it by route rt to destination dest since it was last replayed:
+// attempts an earlier process made before it stopped, so a redelivered
+// message carries on counting towards max_attempts rather than starting
+// again. A trail that cannot be read counts none (logged).
+func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string) int {
+	trail, err := audit.Trail(ctx, r.js, id)
+	if err != nil {
+		r.o.Logger.Warn("earlier delivery attempts not counted", "message_id", id, "destination", dest, "error", err.Error())
+		return 0
+	}
+	n := 0
+	for _, rec := range trail {
+		switch {
+		case rec.Event == audit.Replayed:
+			n = 0
+		case rec.Event == audit.Failed && rec.Route == rt && rec.Destination == dest:
+			n = max(n, rec.Attempt)
+		}
+	}
+	return n
 }
 
 // watchQueues samples each destination's backlog for the depth and age

@@ -424,9 +424,21 @@ func TestMinorityPartition(t *testing.T) {
 	// Writes already replicated when the cut came may still be answered:
 	// judge only messages first sent a moment after it.
 	const settle = 2 * time.Second
-	time.Sleep(20 * time.Second)
+	// Junction still reaches its server, which answers for the streams'
+	// state but can store nothing: it must say it is not ready.
+	notReady := waitUntil(ctx, 15*time.Second, func() bool { return !ready(tp.junction[0]) })
+	time.Sleep(time.Until(cutAt.Add(20 * time.Second)))
+	stillCut := !ready(tp.junction[0])
 	healAt := time.Now()
 	tp.heal(tp.nats[0])
+	if notReady != nil {
+		t.Errorf("Junction, reaching only a NATS server cut off from its cluster, stayed ready for 15s: %v", notReady)
+	} else if !stillCut {
+		t.Errorf("Junction said it was ready again while its NATS server was still cut off from the cluster")
+	}
+	if err := waitUntil(ctx, 90*time.Second, func() bool { return ready(tp.junction[0]) }); err != nil {
+		t.Errorf("Junction not ready again after the cut healed: %v", err)
+	}
 	if err := <-done; err != nil {
 		t.Fatalf("senders: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,8 +139,32 @@ func (c *Config) Validate() []error {
 	if c.URL == "" && c.Replicas != 1 {
 		errs = append(errs, errors.New("nats.replicas: the embedded server is a single node; replicas must be 1 (set nats.url for a cluster)"))
 	}
+	for u := range strings.SplitSeq(c.URL, ",") {
+		if pu, err := url.Parse(strings.TrimSpace(u)); err == nil && pu.User != nil {
+			// The message names no part of the URL: it holds a secret.
+			errs = append(errs, errors.New("nats.url: holds a user or password; secrets are given by reference (nats.credentials: file:PATH)"))
+			break
+		}
+	}
+	checkRef := func(name, ref string) {
+		if ref != "" && !isFileRef(ref) {
+			errs = append(errs, fmt.Errorf("%s: must be a file:PATH reference", name))
+		}
+	}
+	checkRef("nats.credentials", c.Credentials)
+	if t := c.TLS; t != nil {
+		checkRef("nats.tls.ca", t.CA)
+		checkRef("nats.tls.cert", t.Cert)
+		checkRef("nats.tls.key", t.Key)
+		if (t.Cert == "") != (t.Key == "") {
+			errs = append(errs, errors.New("nats.tls: cert and key go together"))
+		}
+	}
 	return errs
 }
+
+// isFileRef reports whether ref is a file:PATH reference with a path.
+func isFileRef(ref string) bool { return len(ref) > 5 && ref[:5] == "file:" }
 
 // Secrets resolves references such as file:PATH.
 type Secrets interface {
@@ -252,8 +277,11 @@ func (s *Store) probe() {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
-		_, err := s.JS.Stream(ctx, StreamIngress)
+		st, err := s.JS.Stream(ctx, StreamIngress)
 		cancel()
+		if err == nil && leaderless(st.CachedInfo()) {
+			err = errNoLeader
+		}
 		if err == nil {
 			s.lastAnswer.Store(time.Now().UnixNano())
 		}
@@ -261,8 +289,11 @@ func (s *Store) probe() {
 		case err != nil && answering:
 			answering = false
 			msg := "store not answering; not ready until it does"
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound):
 				msg = "store has lost the ingress stream (a server restarted without its storage?); not ready"
+			case errors.Is(err, errNoLeader):
+				msg = "the ingress stream has no leader (the cluster lost its quorum?); not ready until it has"
 			}
 			s.log.Error(msg, "err", err.Error())
 		case err == nil && !answering:
@@ -273,6 +304,17 @@ func (s *Store) probe() {
 			(*f)(s.Healthy())
 		}
 	}
+}
+
+// errNoLeader is a probe's answer from a replicated stream without a
+// leader: a server that lost its quorum still answers for the stream's
+// state, but no write can be stored.
+var errNoLeader = errors.New("ingress stream has no leader")
+
+// leaderless reports whether info is of a replicated stream that has no
+// leader now.
+func leaderless(info *jetstream.StreamInfo) bool {
+	return info != nil && info.Config.Replicas > 1 && (info.Cluster == nil || info.Cluster.Leader == "")
 }
 
 // MaxPayload is the largest message the server accepts.
@@ -377,7 +419,7 @@ func (s *Store) connect(secrets Secrets) error {
 // refPath turns a file:PATH reference into a path. NATS client options
 // read files themselves, so only file references make sense here.
 func refPath(secrets Secrets, ref string) (string, error) {
-	if len(ref) > 5 && ref[:5] == "file:" {
+	if isFileRef(ref) {
 		return ref[5:], nil
 	}
 	return "", errors.New("must be a file:PATH reference")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -183,10 +184,7 @@ func (s *Store) update(ctx context.Context, patientKey string, change func([]jso
 }
 
 // isWrongSequence reports a compare-and-set conflict.
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
+func isWrongSequence(err error) bool { return jserr.WrongLastSequence(err) }
 
 // Policies returns the patient's stored Consents. A stored Consent that no
 // longer parses is an error: deciding without it could disclose what it

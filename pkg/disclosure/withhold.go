@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/jserr"
 )
 
 // Bucket is the KV bucket of withholdings, keyed by patient hash.
@@ -137,10 +139,7 @@ func (s *Store) Withhold(ctx context.Context, patient string, w Withholding) err
 }
 
 // isWrongSequence reports a compare-and-set that lost a race.
-func isWrongSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
+func isWrongSequence(err error) bool { return jserr.WrongLastSequence(err) }
 
 // Withheld returns the patient's withholdings.
 func (s *Store) Withheld(ctx context.Context, patient string) ([]Withholding, error) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -468,16 +469,7 @@ func (ix *Index) put(ctx context.Context, key string, val []byte, rev uint64) (u
 }
 
 // isConflict reports a compare-and-set conflict.
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-}
+func isConflict(err error) bool { return jserr.WrongLastSequence(err) }
 
 // identifierRef is the value under a local identifier's key: the record
 // key it belongs to and the Source that said so.

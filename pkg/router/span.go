@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/jserr"
 )
 
 // Spans: how a batch stage catches up. A stage's consumer lets one batch
@@ -160,8 +162,7 @@ func (s *spanner) fix(ctx context.Context, sp span, lastSeq uint64) (span, error
 	m.Header.Set(jetstream.MsgIDHeader, "span|"+s.marker+"|"+strconv.FormatUint(sp.start, 10))
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastSeq, 10))
 	ack, err := s.js.PublishMsg(ctx, m)
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	if jserr.WrongLastSequence(err) {
 		return span{}, errSpanRace
 	}
 	if err != nil {

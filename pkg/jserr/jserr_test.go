@@ -1,0 +1,70 @@
+package jserr_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/jserr"
+	"github.com/junction-fhir/junction/pkg/jstest"
+)
+
+func TestWrongLastSequence(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"single server", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence, Code: 400}, true},
+		{"replicated stream", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequenceConstant, Code: 400}, true},
+		{"wrapped", fmt.Errorf("writing: %w", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequenceConstant}), true},
+		{"kv create", jetstream.ErrKeyExists, true},
+		{"kv update", fmt.Errorf("%w: %w", jetstream.ErrKeyRevisionMismatch, errors.New("wrong last sequence")), true},
+		{"another api error", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamNotFound, Code: 404}, false},
+		{"timeout", errors.New("nats: timeout"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := jserr.WrongLastSequence(tt.err); got != tt.want {
+				t.Errorf("WrongLastSequence(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestWrongLastSequenceFromServer checks the classification against what
+// a real server answers, for a stream publish and a KV update.
+func TestWrongLastSequenceFromServer(t *testing.T) {
+	js := jstest.Start(t, "jserr")
+	ctx := t.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "s.a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := js.Publish(ctx, "s.a", []byte("2"), jetstream.WithExpectLastSequencePerSubject(7))
+	if !jserr.WrongLastSequence(err) {
+		t.Errorf("publish at a stale sequence: %v not taken for a lost race", err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "B"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Create(ctx, "k", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "k", []byte("2"), rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Update(ctx, "k", []byte("3"), rev); !jserr.WrongLastSequence(err) {
+		t.Errorf("KV update at a stale revision: %v not taken for a lost race", err)
+	}
+	if _, err := kv.Create(ctx, "k", []byte("4")); !jserr.WrongLastSequence(err) {
+		t.Errorf("KV create of a key that exists: %v not taken for a lost race", err)
+	}
+}

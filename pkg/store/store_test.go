@@ -351,6 +351,19 @@ func TestValidate(t *testing.T) {
 		{"dedupe negative", func(c *store.Config) { c.DedupeWindow = -time.Second }, []string{"nats.dedupe_window"}},
 		{"quarantine too small", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 19 }, []string{"nats.quarantine_max_bytes"}},
 		{"quarantine 1 MiB", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 20 }, nil},
+		{"password in the url", func(c *store.Config) { c.URL = "nats://n1:4222,tls://junction:S3cret@n2:4222" }, []string{"nats.url"}},
+		{"credentials inline", func(c *store.Config) {
+			c.URL, c.Credentials = "nats://n1:4222", "-----BEGIN NATS USER JWT-----xyz"
+		}, []string{"nats.credentials"}},
+		{"credentials from the environment", func(c *store.Config) { c.URL, c.Credentials = "nats://n1:4222", "env:CREDS" }, []string{"nats.credentials"}},
+		{"credentials by file", func(c *store.Config) { c.URL, c.Credentials = "nats://n1:4222", "file:/run/secrets/junction.creds" }, nil},
+		{"tls by reference", func(c *store.Config) {
+			c.URL, c.TLS = "tls://n1:4222", &store.TLSConfig{CA: "file:/ca.pem", Cert: "file:/c.pem", Key: "file:/k.pem"}
+		}, nil},
+		{"tls inline or half", func(c *store.Config) {
+			c.URL, c.TLS = "tls://n1:4222", &store.TLSConfig{CA: "env:CA", Cert: "file:/c.pem"}
+		},
+			[]string{"nats.tls.ca", "nats.tls"}},
 		{"everything wrong", func(c *store.Config) { c.Replicas, c.Partitions, c.DedupeWindow = 9, 0, 0 },
 			[]string{"nats.replicas", "nats.partitions", "nats.dedupe_window", "nats.replicas"}},
 	} {

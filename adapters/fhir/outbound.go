@@ -109,13 +109,16 @@ func (o *Outbound) authorization() (string, error) {
 	if o.cfg.Authorization == "" {
 		return "", nil
 	}
+	// A secret that cannot be read, or reads empty, is taken for one
+	// being replaced (a file rotated, a volume remounted): the attempt is
+	// retried, and retries running out dead-letter the message.
 	v, err := o.secrets.Resolve(o.cfg.Authorization)
 	if err != nil {
-		return "", fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: authorization: cannot resolve secret reference", err)
+		return "", fault.Wrap(fault.Transient, fault.CodeConfig, "fhir: authorization: cannot resolve secret reference", err)
 	}
 	v = strings.TrimRight(v, "\r\n")
 	if v == "" {
-		return "", fault.New(fault.CodeConfig, "fhir: authorization: secret is empty")
+		return "", &fault.Error{Code: fault.CodeConfig, Class: fault.Transient, Msg: "fhir: authorization: secret is empty"}
 	}
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {

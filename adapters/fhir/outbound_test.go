@@ -397,6 +397,26 @@ func TestOutboundAuthorizationFromFile(t *testing.T) {
 	if got := srv.requests()[1].Authorization; got != "Basic bmV3Om5ldw==" {
 		t.Errorf("Authorization after rotation = %q", got)
 	}
+	// Mid-rotation, the file missing or empty: the attempt fails, but as
+	// one to retry, not a permanent failure that dead-letters at once.
+	for _, step := range []struct {
+		name   string
+		change func() error
+	}{
+		{"missing", func() error { return os.Remove(path) }},
+		{"empty", func() error { return os.WriteFile(path, nil, 0o600) }},
+	} {
+		if err := step.change(); err != nil {
+			t.Fatal(err)
+		}
+		_, err := o.Send(context.Background(), delivery(t))
+		if err == nil || !fault.IsTransient(err) || fault.CodeOf(err) != fault.CodeConfig {
+			t.Errorf("secret file %s: %v (transient %v), want a transient config fault", step.name, err, fault.IsTransient(err))
+		}
+	}
+	if n := len(srv.requests()); n != 2 {
+		t.Errorf("%d requests sent, want 2 (none without the secret)", n)
+	}
 }
 
 func TestNewOutboundErrors(t *testing.T) {

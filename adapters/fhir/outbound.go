@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -22,6 +23,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/retryafter"
 )
 
 // HeaderRequestID carries the delivery's idempotency key to the server.
@@ -213,7 +215,8 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		return adapter.Receipt{Status: strconv.Itoa(status), Reply: text, Location: loc}, nil
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
 		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
-			Msg: fmt.Sprintf("fhir: server answered %d", status)}).WithDetail(outcomeOrText(reply, text))
+			Msg:        fmt.Sprintf("fhir: server answered %d", status),
+			RetryAfter: retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())}).WithDetail(outcomeOrText(reply, text))
 	default:
 		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d", status).WithDetail(outcomeOrText(reply, text))
 	}

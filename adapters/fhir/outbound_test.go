@@ -264,6 +264,8 @@ func TestOutboundAnswers(t *testing.T) {
 		wantCode   fault.Code
 		wantDetail string
 		wantRcpt   adapter.Receipt
+		// wantWait is the Retry-After the fault carries.
+		wantWait time.Duration
 	}{
 		{name: "201 with location", handler: reply(201, `{}`, "Location", "https://srv.example/fhir/Bundle/1"),
 			wantRcpt: adapter.Receipt{Status: "201", Reply: "{}", Location: "https://srv.example/fhir/Bundle/1"}},
@@ -271,7 +273,8 @@ func TestOutboundAnswers(t *testing.T) {
 		{name: "422 plain text", handler: reply(422, "unprocessable"), wantErr: true, wantCode: fault.CodeDestRejected, wantDetail: "unprocessable"},
 		{name: "503", handler: reply(503, oo), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantDetail: "Patient.birthDate"},
 		{name: "500", handler: reply(500, ""), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable},
-		{name: "429", handler: reply(429, "slow down", "Retry-After", "5"), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantDetail: "slow down"},
+		{name: "429", handler: reply(429, "slow down", "Retry-After", "5"), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantDetail: "slow down", wantWait: 5 * time.Second},
+		{name: "503 with retry-after", handler: reply(503, "", "Retry-After", "120"), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantWait: 2 * time.Minute},
 		{name: "redirect not followed", handler: reply(302, "", "Location", "/elsewhere"), wantErr: true, wantCode: fault.CodeDestRejected},
 		{name: "long reply cut", handler: reply(200, strings.Repeat("x", 10000)), wantRcpt: adapter.Receipt{Status: "200", Reply: strings.Repeat("x", 4096)}},
 	}
@@ -293,6 +296,9 @@ func TestOutboundAnswers(t *testing.T) {
 			f := fault.As(err)
 			if !strings.Contains(f.Detail, tt.wantDetail) {
 				t.Errorf("detail = %q, want it to contain %q", f.Detail, tt.wantDetail)
+			}
+			if got := fault.RetryAfterOf(err); got != tt.wantWait {
+				t.Errorf("Retry-After carried = %v, want %v", got, tt.wantWait)
 			}
 			if strings.Contains(err.Error(), "birthDate") {
 				t.Errorf("Error() holds the server's reply: %v", err)

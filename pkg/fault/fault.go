@@ -11,6 +11,7 @@ package fault
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Class says whether retrying the same work may succeed.
@@ -86,7 +87,10 @@ type Error struct {
 	Detail string
 	// HL7Err is the HL7 table 0357 error condition code, if any.
 	HL7Err string
-	Err    error
+	// RetryAfter, on a transient fault, is how long the other side asked
+	// to be left alone (an HTTP Retry-After); 0 when it did not say.
+	RetryAfter time.Duration
+	Err        error
 }
 
 func (e *Error) Error() string {
@@ -120,6 +124,14 @@ func (e *Error) WithDetail(d string) *Error { e.Detail = d; return e }
 
 // WithHL7 sets the HL7 error condition code (table 0357) and returns e.
 func (e *Error) WithHL7(code string) *Error { e.HL7Err = code; return e }
+
+// RetryAfterOf returns the RetryAfter of the fault in err's chain, or 0.
+func RetryAfterOf(err error) time.Duration {
+	if f := As(err); f != nil {
+		return f.RetryAfter
+	}
+	return 0
+}
 
 // As returns the fault in err's chain, or nil.
 func As(err error) *Error {

@@ -10,12 +10,12 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/retryafter"
 )
 
 // Defaults of Config.
@@ -283,7 +283,7 @@ func (c *Client) get(ctx context.Context, nhsNumber, auth, requestID, correlatio
 	if err != nil {
 		return 0, nil, 0, fmt.Errorf("reading reply: %w", err)
 	}
-	return resp.StatusCode, body, parseRetryAfter(resp.Header.Get("Retry-After"), c.now()), nil
+	return resp.StatusCode, body, retryafter.Parse(resp.Header.Get("Retry-After"), c.now()), nil
 }
 
 // classify turns an error status and its OperationOutcome into an Error.
@@ -342,24 +342,6 @@ func outcomeCode(body []byte) string {
 		}
 	}
 	return ""
-}
-
-// parseRetryAfter reads a Retry-After header: seconds, or an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil {
-		if s < 0 {
-			return 0
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // jitter returns d less up to a fifth, so that many clients throttled

@@ -283,3 +283,29 @@ func TestDeadLetterDetail(t *testing.T) {
 		}
 	})
 }
+
+func TestRetryWaitHonoursRetryAfter(t *testing.T) {
+	p := Retry{MaxAttempts: 5, Initial: time.Second, Max: time.Minute, Multiplier: 2, Timeout: time.Second}
+	asked := func(d time.Duration) error {
+		return &fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient, Msg: "busy", RetryAfter: d}
+	}
+	tests := []struct {
+		name string
+		n    int
+		err  error
+		want time.Duration
+	}{
+		{"backoff alone", 2, errors.New("reset"), 2 * time.Second},
+		{"no Retry-After", 1, asked(0), time.Second},
+		{"shorter than the backoff", 3, asked(time.Second), 4 * time.Second},
+		{"longer than the backoff", 1, asked(20 * time.Second), 20 * time.Second},
+		{"longer than max", 1, asked(10 * time.Minute), time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := retryWait(p, tt.n, tt.err); got != tt.want {
+				t.Errorf("retryWait(attempt %d) = %v, want %v", tt.n, got, tt.want)
+			}
+		})
+	}
+}

@@ -456,7 +456,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 			lastErr = fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts", attempt), err)
 			break
 		}
-		sleep(ctx, d.Retry.Delay(attempt))
+		sleep(ctx, retryWait(d.Retry, attempt, err))
 		if ctx.Err() != nil {
 			// Shutting down: leave the message for redelivery. Its failed
 			// attempts so far are recorded, and counted when it comes back.
@@ -478,6 +478,17 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 	dl := base
 	dl.Time, dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = time.Now().UTC(), audit.DeadLettered, "dead_lettered", reasonOf(lastErr), string(fault.CodeOf(lastErr)), store.StreamDeadLetter, dseq
 	return []audit.Record{dl}, nil
+}
+
+// retryWait is the wait after failed attempt n: the backoff, or longer
+// when the destination asked for longer (an HTTP Retry-After), up to the
+// policy's max.
+func retryWait(p Retry, n int, err error) time.Duration {
+	d := p.Delay(n)
+	if ra := fault.RetryAfterOf(err); ra > d {
+		d = min(ra, p.Max)
+	}
+	return d
 }
 
 // recordFailure writes the record of a failed delivery attempt to the

@@ -92,4 +92,3 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
-

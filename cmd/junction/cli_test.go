@@ -668,9 +668,20 @@ func TestCLISendFHIR(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "202 Accepted 01TESTID") {
 		t.Errorf("with --token: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// A Bundle goes to [base]; so does a file whose type cannot be read,
+	// for the endpoint to say what is wrong with it.
+	bundle := filepath.Join(dir, "bundle.json")
+	cliWrite(t, bundle, "\ufeff"+`{"resourceType": "Bundle", "type": "collection"}`)
+	notJSON := filepath.Join(dir, "x.json")
+	cliWrite(t, notJSON, `{"resourceType": "../admin"}`)
+	if code, out, errOut = cliRun(t, "send", "--fhir", ts.URL+"/fhir/", bundle, notJSON); code != 0 {
+		t.Errorf("bundle: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if diff := cmp.Diff([]string{"POST /fhir application/fhir+json", "POST /fhir application/fhir+json", "POST /fhir application/fhir+json"}, gotCT); diff != "" {
+	want := []string{"POST /fhir/Patient application/fhir+json", "POST /fhir/Broken application/fhir+json", "POST /fhir/Patient application/fhir+json",
+		"POST /fhir application/fhir+json", "POST /fhir application/fhir+json"}
+	if diff := cmp.Diff(want, gotCT); diff != "" {
 		t.Errorf("requests (-want +got):\n%s", diff)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -201,6 +202,25 @@ func SplitMessages(data []byte) [][]byte {
 	return out
 }
 
+// fhirPostURL is where a FHIR JSON file is posted: a Bundle to [base], a
+// single resource to [base]/[type]. A file whose resourceType cannot be
+// read goes to [base], whose answer says what is wrong with it.
+func fhirPostURL(base string, data []byte) string {
+	base = strings.TrimRight(base, "/")
+	var head struct {
+		ResourceType string `json:"resourceType"`
+	}
+	if json.Unmarshal(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf")), &head) != nil || head.ResourceType == "" || head.ResourceType == "Bundle" {
+		return base
+	}
+	for _, c := range head.ResourceType {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+			return base
+		}
+	}
+	return base + "/" + head.ResourceType
+}
+
 func sendFHIR(ctx context.Context, base, token string, files []string, timeout time.Duration, stdout io.Writer) error {
 	client := &http.Client{Timeout: timeout}
 	failed := 0
@@ -209,7 +229,7 @@ func sendFHIR(ctx context.Context, base, token string, files []string, timeout t
 		if err != nil {
 			return err
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(base, "/"), bytes.NewReader(data))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, fhirPostURL(base, data), bytes.NewReader(data))
 		if err != nil {
 			return err
 		}

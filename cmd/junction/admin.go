@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -301,7 +302,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			fmt.Fprintf(stdout, "%s  %s  %-6s %s  %s\n", q.Time.Format(time.RFC3339), q.ID, q.Source, size, q.Reason)
 			if *body {
-				fmt.Fprintf(stdout, "%q\n", q.Body)
+				b := []byte(q.Body)
+				if q.Encoding == "base64" {
+					if raw, err := base64.StdEncoding.DecodeString(q.Body); err == nil {
+						b = raw
+					}
+				}
+				fmt.Fprintf(stdout, "%q\n", b)
 			}
 		}
 		fmt.Fprintf(stdout, "%d quarantined\n", len(qs))

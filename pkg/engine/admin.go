@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -40,7 +42,20 @@ type Payload struct {
 	Destination string    `json:"destination,omitempty"`
 	ContentType string    `json:"content_type,omitempty"`
 	Time        time.Time `json:"time"`
-	Body        string    `json:"body"`
+	// Body is the payload as stored: text when it is UTF-8, else base64
+	// with Encoding "base64" (an ISO 8859-1 HL7 v2 message, say), so the
+	// bytes shown are the bytes whose hash the trail records.
+	Body     string `json:"body"`
+	Encoding string `json:"encoding,omitempty"`
+}
+
+// bodyOf returns b as Body and Encoding fields: the text, or base64 when
+// b is not UTF-8 (JSON would replace its invalid bytes).
+func bodyOf(b []byte) (body, encoding string) {
+	if utf8.Valid(b) {
+		return string(b), ""
+	}
+	return base64.StdEncoding.EncodeToString(b), "base64"
 }
 
 func (e *Engine) adminMux(mux *http.ServeMux) {
@@ -87,8 +102,10 @@ type QuarantineEntry struct {
 	// read before it was refused); more than Size when only the start
 	// is kept.
 	Received int `json:"received"`
-	// Body is the input kept (it may hold patient data).
-	Body string `json:"body,omitempty"`
+	// Body is the input kept (it may hold patient data), as Payload.Body
+	// with Encoding.
+	Body     string `json:"body,omitempty"`
+	Encoding string `json:"encoding,omitempty"`
 }
 
 // handleQuarantine lists quarantined input, newest last; ?body=true
@@ -130,7 +147,7 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 			q.Received = n
 		}
 		if withBody {
-			q.Body = string(m.Data)
+			q.Body, q.Encoding = bodyOf(m.Data)
 		}
 		out = append(out, q)
 	}
@@ -253,7 +270,9 @@ func LookupMessage(ctx context.Context, js jetstream.JetStream, id string) (*Mes
 		if err != nil {
 			return nil
 		}
-		return &Payload{Stream: stream, Seq: seq, Destination: dest, ContentType: m.Header.Get("Junction-Content-Type"), Time: m.Time, Body: string(m.Data)}
+		p := &Payload{Stream: stream, Seq: seq, Destination: dest, ContentType: m.Header.Get("Junction-Content-Type"), Time: m.Time}
+		p.Body, p.Encoding = bodyOf(m.Data)
+		return p
 	}
 	seen := map[uint64]bool{}
 	for _, rec := range trail {

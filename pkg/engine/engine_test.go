@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -422,6 +423,35 @@ func TestQuarantineKeepsStartAndSize(t *testing.T) {
 	}
 	if q := qs[0]; q.Size != 64<<10 || q.Received != len(garbage) || q.Body != string(garbage[:64<<10]) {
 		t.Errorf("quarantine entry: size %d, received %d, body of %d bytes; want 65536, %d and the first 65536 bytes", q.Size, q.Received, len(q.Body), len(garbage))
+	}
+}
+
+// TestMessageViewKeepsNonUTF8Bytes: an ISO 8859-1 message is shown as
+// the bytes received (base64), not with its accented letters replaced,
+// so what is shown hashes to what the trail recorded.
+func TestMessageViewKeepsNonUTF8Bytes(t *testing.T) {
+	e, dir := startEngine(t, "")
+	msg := strings.Replace(adt("A01", "LATIN1", "9990000018^^^NHS^NH"), "|P|2.4\r", "|P|2.4|||||GBR|8859/1\r", 1)
+	msg = strings.Replace(msg, "TESTPATIENT^ALEX", "TESTPATI\xc9NT^ALEX", 1)
+	if code, _ := send(t, mllpAddr(t, e), msg); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	// A delivered file is named after the message: ID.DESTINATION.json.
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	id, _, _ := strings.Cut(filepath.Base(files[0]), ".")
+	var view engine.MessageView
+	getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages/"+id, &view)
+	if view.Input == nil || view.Input.Encoding != "base64" {
+		t.Fatalf("input shown as %+v, want base64", view.Input)
+	}
+	raw, err := base64.StdEncoding.DecodeString(view.Input.Body)
+	if err != nil || string(raw) != msg {
+		t.Errorf("input shown decodes to %q (%v), want the bytes sent", raw, err)
+	}
+	for _, r := range view.Trail {
+		if r.Event == audit.Received && r.Hash != audit.Hash(raw) {
+			t.Errorf("received record's hash %s is not the hash of the input shown (%s)", r.Hash, audit.Hash(raw))
+		}
 	}
 }
 

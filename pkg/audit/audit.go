@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -279,19 +280,18 @@ func Trail(ctx context.Context, js jetstream.JetStream, messageID string) ([]Rec
 	if err != nil {
 		return nil, fmt.Errorf("reading audit trail: %w", err)
 	}
-	batch, err := c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+	msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
+		return c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reading audit trail: %w", err)
 	}
-	for m := range batch.Messages() {
+	for _, m := range msgs {
 		var recs []Record
 		if err := json.Unmarshal(m.Data(), &recs); err != nil {
 			return nil, fmt.Errorf("decoding audit record: %w", err)
 		}
 		out = append(out, recs...)
-	}
-	if err := batch.Error(); err != nil {
-		return nil, fmt.Errorf("reading audit trail: %w", err)
 	}
 	// Stages write independently (the receipt record comes from its own
 	// consumer), so order the trail by when each hop happened.

@@ -1,9 +1,13 @@
-// Package jserr classifies JetStream errors that Junction acts on.
+// Package jserr classifies JetStream errors that Junction acts on, and
+// retries the ones that pass.
 package jserr
 
 import (
+	"context"
 	"errors"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -23,4 +27,32 @@ func WrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) &&
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Collect runs fetch (a Fetch or FetchNoWait on a consumer) and returns
+// the messages it brought and the batch's error. On a cluster, the first
+// pulls from a consumer just created can be answered "no responders"
+// before its interest has reached every server: a batch that brought
+// nothing for that reason is fetched again after a short wait, for up to
+// two seconds, before the error is returned.
+func Collect(ctx context.Context, fetch func() (jetstream.MessageBatch, error)) ([]jetstream.Msg, error) {
+	const wait, tries = 100 * time.Millisecond, 20
+	for try := 1; ; try++ {
+		b, err := fetch()
+		var msgs []jetstream.Msg
+		if err == nil {
+			for m := range b.Messages() {
+				msgs = append(msgs, m)
+			}
+			err = b.Error()
+		}
+		if len(msgs) > 0 || !errors.Is(err, nats.ErrNoResponders) || try == tries {
+			return msgs, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(wait):
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/jserr"
@@ -66,5 +67,60 @@ func TestWrongLastSequenceFromServer(t *testing.T) {
 	}
 	if _, err := kv.Create(ctx, "k", []byte("4")); !jserr.WrongLastSequence(err) {
 		t.Errorf("KV create of a key that exists: %v not taken for a lost race", err)
+	}
+}
+
+// batch is a fetched batch of no messages that ended with err.
+type batch struct{ err error }
+
+func (b batch) Messages() <-chan jetstream.Msg {
+	ch := make(chan jetstream.Msg)
+	close(ch)
+	return ch
+}
+
+func (b batch) Error() error { return b.err }
+
+func TestCollectRetriesNoResponders(t *testing.T) {
+	calls := 0
+	fetch := func(answers ...error) func() (jetstream.MessageBatch, error) {
+		calls = 0
+		return func() (jetstream.MessageBatch, error) {
+			err := answers[min(calls, len(answers)-1)]
+			calls++
+			return batch{err}, nil
+		}
+	}
+	if _, err := jserr.Collect(t.Context(), fetch(nats.ErrNoResponders, nats.ErrNoResponders, jetstream.ErrNoMessages)); !errors.Is(err, jetstream.ErrNoMessages) || calls != 3 {
+		t.Errorf("after two no-responders answers: %v in %d fetches, want the third answer (no messages) in 3", err, calls)
+	}
+	if _, err := jserr.Collect(t.Context(), fetch(nats.ErrNoResponders)); !errors.Is(err, nats.ErrNoResponders) || calls != 20 {
+		t.Errorf("no responders for ever: %v after %d fetches, want it returned after 20", err, calls)
+	}
+	if _, err := jserr.Collect(t.Context(), fetch(errors.New("nats: timeout"))); err == nil || calls != 1 {
+		t.Errorf("another error: %v after %d fetches, want it returned at once", err, calls)
+	}
+}
+
+// TestCollectFromServer reads real messages through Collect.
+func TestCollectFromServer(t *testing.T) {
+	js := jstest.Start(t, "collect")
+	ctx := t.Context()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "C", Subjects: []string{"c.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := js.Publish(ctx, "c."+fmt.Sprint(i), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(10) })
+	if err != nil || len(msgs) != 3 {
+		t.Errorf("collected %d messages (%v), want 3", len(msgs), err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -88,13 +89,12 @@ func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint6
 	}
 	limit := at.Add(time.Minute)
 	for scanned := 0; scanned < maxTrailScan; {
-		b, err := c.Fetch(64, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
-		}
+		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
+			return c.Fetch(64, jetstream.FetchMaxWait(2*time.Second))
+		})
 		n := 0
 		past := false
-		for m := range b.Messages() {
+		for _, m := range msgs {
 			n++
 			envs, err := decodeBatch(m.Data())
 			if err != nil {
@@ -113,8 +113,8 @@ func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint6
 				past = true
 			}
 		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
-			return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
+		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && !errors.Is(berr, context.DeadlineExceeded) {
+			return 0, nil, fmt.Errorf("reading accepted batches: %w", berr)
 		}
 		if n == 0 || past {
 			return 0, nil, nil
@@ -207,12 +207,14 @@ func readAuditBatches(ctx context.Context, st jetstream.Stream, subject, id stri
 	if err != nil {
 		return nil, fmt.Errorf("reading audit batches: %w", err)
 	}
-	b, err := c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+	msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
+		return c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reading audit batches: %w", err)
 	}
 	var out []audit.Record
-	for m := range b.Messages() {
+	for _, m := range msgs {
 		var recs []audit.Record
 		if err := json.Unmarshal(m.Data(), &recs); err != nil {
 			return nil, fmt.Errorf("decoding audit records: %w", err)
@@ -222,9 +224,6 @@ func readAuditBatches(ctx context.Context, st jetstream.Stream, subject, id stri
 				out = append(out, r)
 			}
 		}
-	}
-	if err := b.Error(); err != nil {
-		return nil, fmt.Errorf("reading audit batches: %w", err)
 	}
 	return out, nil
 }

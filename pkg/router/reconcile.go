@@ -12,6 +12,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -213,12 +214,9 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 	got := false
 	for idle := 0; ; {
 		// No waiting for a full batch: take what the server has.
-		b, err := c.FetchNoWait(1000)
-		if err != nil {
-			return fmt.Errorf("fetching from stream %s: %w", stream, err)
-		}
+		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(1000) })
 		n := 0
-		for m := range b.Messages() {
+		for _, m := range msgs {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
@@ -234,8 +232,8 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 				return nil
 			}
 		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading a batch of stream %s: %w", stream, err)
+		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) {
+			return fmt.Errorf("reading a batch of stream %s: %w", stream, berr)
 		}
 		if n > 0 {
 			got, idle = true, 0

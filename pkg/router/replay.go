@@ -14,6 +14,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -118,12 +119,11 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, fn func(jetstr
 	}
 	last := info.State.LastSeq
 	for {
-		b, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("reading dead letters: %w", err)
-		}
+		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
+			return c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		})
 		n := 0
-		for m := range b.Messages() {
+		for _, m := range msgs {
 			n++
 			meta, err := m.Metadata()
 			if err != nil {
@@ -136,8 +136,8 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, fn func(jetstr
 				return nil
 			}
 		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading dead letters: %w", err)
+		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) {
+			return fmt.Errorf("reading dead letters: %w", berr)
 		}
 		if n == 0 {
 			return nil

@@ -379,8 +379,29 @@ func (s *Store) startEmbedded(dataDir string) error {
 	return nil
 }
 
+// connectionEvents logs what happens to the connection to an external
+// NATS: each disconnect, reconnect (naming the server) and asynchronous
+// error once, so ops see why fetches fail rather than only that they do.
+func (s *Store) connectionEvents() []nats.Option {
+	return []nats.Option{
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			attrs := []any{"server", nc.ConnectedUrlRedacted()}
+			if err != nil {
+				attrs = append(attrs, "err", err.Error())
+			}
+			s.log.Warn("disconnected from NATS; reconnecting", attrs...)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			s.log.Warn("NATS connection error", "err", err.Error())
+		}),
+	}
+}
+
 func (s *Store) connect(secrets Secrets) error {
-	opts := []nats.Option{nats.Name("junction"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	opts := append([]nats.Option{nats.Name("junction"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}, s.connectionEvents()...)
 	if s.cfg.Credentials != "" {
 		path, err := refPath(secrets, s.cfg.Credentials)
 		if err != nil {

@@ -676,3 +676,49 @@ func TestHealthyFollowsProbes(t *testing.T) {
 		t.Errorf("OnHealth was told %v, never false", told)
 	}
 }
+
+// TestExternalConnectionEventsLogged: losing and regaining the
+// connection to an external NATS is logged, naming the server.
+func TestExternalConnectionEventsLogged(t *testing.T) {
+	srv := startServer(t)
+	cfg := testConfig()
+	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
+	var mu sync.Mutex
+	var logged bytes.Buffer
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, log)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(s.Close)
+	// The server dropping the connection makes the client reconnect.
+	id, err := s.NC.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.DisconnectClientByID(id); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		out := logged.String()
+		mu.Unlock()
+		if strings.Contains(out, "disconnected from NATS") && strings.Contains(out, "reconnected to NATS") && strings.Contains(out, srv.ClientURL()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("disconnect and reconnect not both logged with the server:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

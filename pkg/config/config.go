@@ -747,17 +747,23 @@ type Secrets struct {
 func (s Secrets) Resolve(ref string) (string, error) {
 	switch {
 	case strings.HasPrefix(ref, "env:"):
-		get := s.Getenv
-		if get == nil {
-			get = os.Getenv
-		}
 		name := ref[4:]
 		if name == "" {
 			return "", errors.New("env: reference names no variable")
 		}
-		v := get(name)
-		if v == "" {
+		var v string
+		set := true
+		if s.Getenv != nil {
+			v = s.Getenv(name)
+			set = v != ""
+		} else {
+			v, set = os.LookupEnv(name)
+		}
+		switch {
+		case !set:
 			return "", fmt.Errorf("environment variable %s is not set", name)
+		case v == "":
+			return "", fmt.Errorf("environment variable %s is set but empty", name)
 		}
 		return v, nil
 	case strings.HasPrefix(ref, "file:"):

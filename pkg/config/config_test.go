@@ -613,6 +613,12 @@ func TestSecrets(t *testing.T) {
 		{ref: "file:" + filepath.Join(dir, "missing"), err: "reading secret file: open " + filepath.Join(dir, "missing") + ": no such file or directory"},
 		{ref: "hunter2-inline", err: "not a secret reference: use env:NAME or file:PATH"},
 	}
+	// From the process's own environment, an empty variable is told
+	// from an unset one.
+	t.Setenv("JUNCTION_TEST_EMPTY", "")
+	if _, err := (Secrets{}).Resolve("env:JUNCTION_TEST_EMPTY"); err == nil || err.Error() != "environment variable JUNCTION_TEST_EMPTY is set but empty" {
+		t.Errorf("empty variable: %v", err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.ref, func(t *testing.T) {
 			got, err := s.Resolve(tt.ref)

@@ -368,6 +368,9 @@ type rejection struct {
 	issue  string // OperationOutcome issue type; "" means fault.IssueType(code)
 	detail string
 	expr   []string
+	// urlOnly marks a request refused for its URL before its body was
+	// looked at: there is nothing in the body for ops to inspect.
+	urlOnly bool
 }
 
 func (in *Inbound) reject(w http.ResponseWriter, rj rejection) int {
@@ -409,7 +412,7 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	parsed, rj, ok := in.check(body, pathType)
 	if !ok {
-		if rj.code != fault.CodeFHIREmpty {
+		if rj.code != fault.CodeFHIREmpty && !rj.urlOnly {
 			// Kept for ops, as MLLP input that does not parse is: the
 			// sender was told what is wrong, ops can see what it sent.
 			adapter.Quarantine(ctx, in.host, in.log, in.metrics, in.name, body, string(rj.code))
@@ -660,7 +663,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 		return checked{}, rejection{status: http.StatusBadRequest, code: code, issue: issue, detail: detail, expr: expr}, false
 	}
 	if pathType != "" && pathType != "Bundle" && !in.types[pathType] {
-		return invalid(fault.CodeFHIRInvalid, "not-supported", "resource type "+strconv.Quote(pathType)+" is not accepted here")
+		c, rj, ok := invalid(fault.CodeFHIRInvalid, "not-supported", "resource type "+strconv.Quote(pathType)+" is not accepted here")
+		rj.urlOnly = true
+		return c, rj, ok
 	}
 	doc := stripBOM(body)
 	trimmed := bytes.TrimSpace(doc)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -203,6 +204,10 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	text := replyText(reply)
 	status := resp.StatusCode
 	switch {
+	case status >= 200 && status < 300 && isHTML(resp.Header.Get("Content-Type")):
+		// No FHIR server answers a POST with a web page; a proxy's or a
+		// web server's default page does. Not taken for a delivery.
+		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d with an HTML page, not FHIR: is url the FHIR server's base?", status)
 	case status >= 200 && status < 300:
 		if readErr != nil {
 			// The server said yes; a broken reply body does not change that.
@@ -220,6 +225,12 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	default:
 		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d", status).WithDetail(outcomeOrText(reply, text))
 	}
+}
+
+// isHTML reports whether a reply's Content-Type is an HTML page.
+func isHTML(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "text/html" || mt == "application/xhtml+xml")
 }
 
 // request returns the body and URL to POST for d.

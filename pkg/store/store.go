@@ -234,7 +234,9 @@ func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log 
 		if err == nil {
 			break
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil || s.srv != nil {
+		if time.Now().After(deadline) || ctx.Err() != nil || s.srv != nil || onlySettings(err) {
+			// Streams that differ from the config, with Junction not
+			// allowed to change them, stay so however long it waits.
 			s.Close()
 			return nil, err
 		}
@@ -519,6 +521,30 @@ func insufficientStorage(err error) bool {
 	return errors.As(err, &api) && api.ErrorCode == 10047
 }
 
+// settingError is a stream that differs from what the config needs in a
+// way only an operator can change (Junction may not, or must not).
+type settingError string
+
+func (e settingError) Error() string { return string(e) }
+
+// onlySettings reports whether err, as ensureStreams returns it, holds
+// settingErrors alone, so that trying again cannot help.
+func onlySettings(err error) bool {
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		var se settingError
+		if !errors.As(e, &se) {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
 func (s *Store) ensureStreams(ctx context.Context) error {
 	var errs []error
 	for _, want := range s.StreamConfigs() {
@@ -526,7 +552,7 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			if !s.cfg.CreateStreams {
-				errs = append(errs, fmt.Errorf("stream %s does not exist and nats.create_streams is false", want.Name))
+				errs = append(errs, settingError(fmt.Sprintf("stream %s does not exist and nats.create_streams is false", want.Name)))
 				continue
 			}
 			_, err := s.JS.CreateStream(ctx, want)
@@ -549,11 +575,11 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		info := st.CachedInfo()
 		have := info.Config
 		if have.Replicas < want.Replicas && !s.cfg.CreateStreams {
-			errs = append(errs, fmt.Errorf("stream %s has %d replicas, config wants %d", want.Name, have.Replicas, want.Replicas))
+			errs = append(errs, settingError(fmt.Sprintf("stream %s has %d replicas, config wants %d", want.Name, have.Replicas, want.Replicas)))
 			continue
 		}
 		if want.Name == StreamAudit && (!have.DenyDelete || !have.DenyPurge) {
-			errs = append(errs, fmt.Errorf("stream %s allows delete or purge; the audit trail must be append-only (recreate it with deny_delete and deny_purge)", want.Name))
+			errs = append(errs, settingError(fmt.Sprintf("stream %s allows delete or purge; the audit trail must be append-only (recreate it with deny_delete and deny_purge)", want.Name)))
 			continue
 		}
 		// Settings the config controls follow the config when Junction may

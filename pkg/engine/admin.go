@@ -375,6 +375,10 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say what to replay: ids, route, destination or a time window"})
 		return
 	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the time window ends (until) before it starts (since)"})
+		return
+	}
 	for _, id := range f.IDs {
 		if !validID(id) {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid message id " + strconv.Quote(id)})

@@ -198,6 +198,11 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if len(srv.accepted()) != 0 {
 		t.Fatal("delivered despite 400")
 	}
+	// A window that ends before it starts is refused, not an empty replay.
+	now := time.Now()
+	if status, _ := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Since: now.Add(-time.Hour), Until: now.Add(-2 * time.Hour)}}); status != http.StatusBadRequest {
+		t.Errorf("replay of a backwards window: status %d, want 400", status)
+	}
 	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
 	if status != 200 || len(res.Replayed) != 1 {
 		t.Fatalf("replay: %d %+v", status, res)
@@ -377,6 +382,10 @@ func testRetriesExhausted(t *testing.T, pipe string) {
 	waitFor(t, "dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
 	if dls[0].Code != "destination.retries-exhausted" || dls[0].Attempts != 4 {
 		t.Errorf("dead letter = %+v, want retries-exhausted after 4 attempts", dls[0])
+	}
+	// The reason says what kept failing, in safe words.
+	if want := "gave up after 4 attempts; the last: fhir: server answered 503"; dls[0].Reason != want {
+		t.Errorf("dead letter's reason %q, want %q", dls[0].Reason, want)
 	}
 }
 

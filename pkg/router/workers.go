@@ -453,7 +453,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 			break
 		}
 		if attempt >= d.Retry.MaxAttempts {
-			lastErr = fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts", attempt), err)
+			lastErr = fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts; the last: %s", attempt, reasonOf(err)), err)
 			break
 		}
 		sleep(ctx, retryWait(d.Retry, attempt, err))

@@ -326,9 +326,9 @@ type batchDeliveryWorker struct {
 	// fate is decided, so a retried span does not send them again.
 	doneSpan span
 	done     map[int][]audit.Record
-	// made counts the attempts made at entries still to send: a failed
-	// batch attempt, or attempts before a restart.
-	made map[int]int
+	// made holds the attempts made at entries still to send: a failed
+	// batch attempt, an interrupted try, or attempts before a restart.
+	made map[int]attempts
 }
 
 // sendBatch makes one attempt at every entry through the destination's
@@ -358,6 +358,12 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		cancel()
 		return
 	}
+	if ctx.Err() != nil {
+		// Shutting down: what failed was cut short, not refused. Nothing
+		// is recorded; the span comes back after the restart.
+		cancel()
+		return
+	}
 	cancel()
 	took := time.Since(start).Seconds()
 	for i, e := range entries {
@@ -382,8 +388,13 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		spans[i].SetStatus(codes.Error, reasonOf(errs[i]))
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(errs[i]), string(fault.CodeOf(errs[i]))
-		r.recordFailure(e.h, rec)
-		w.made[i] = 1
+		if !r.recordFailure(rec) {
+			// Not on the trail: the per-entry path's records carry on
+			// from attempt 2 and this one would be missing. Leave the
+			// entry to that path as if the batch had not been tried.
+			continue
+		}
+		w.made[i] = attempts{made: 1, last: &rec}
 	}
 }
 
@@ -423,13 +434,13 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 			entries = append(entries, es...)
 		}
 		if w.doneSpan != sp || w.done == nil {
-			w.doneSpan, w.done, w.made = sp, map[int][]audit.Record{}, map[int]int{}
+			w.doneSpan, w.done, w.made = sp, map[int][]audit.Record{}, map[int]attempts{}
 			if meta.NumDelivered > 1 {
 				// Sent before, by a process that stopped: attempts it
 				// made count towards max_attempts.
 				for i, e := range entries {
-					if n := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name); n > 0 {
-						w.made[i] = n
+					if a := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name, e.seq); a.made > 0 {
+						w.made[i] = a
 					}
 				}
 			}
@@ -463,9 +474,13 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 						continue
 					}
 					e := entries[i]
-					recs, err := deliverPayload(ctx, r, d, e.h, e.body, e.seq, w.made[i])
+					mu.Lock()
+					prior := w.made[i]
+					mu.Unlock()
+					recs, now, err := deliverPayload(ctx, r, d, e.h, e.body, e.seq, prior)
 					if err != nil {
 						mu.Lock()
+						w.made[i] = now // for the span's next try
 						if firstErr == nil {
 							firstErr = err
 						}

@@ -335,6 +335,9 @@ type deliveryWorker struct {
 	// whose fate is decided, so a retried batch (after a failed audit
 	// write) does not send them again.
 	done map[uint64][]audit.Record
+	// tried remembers, by stream sequence, the attempts made at a
+	// delivery interrupted by an error, for the batch's next try.
+	tried map[uint64]attempts
 }
 
 // handle delivers a batch in order. A transient failure retries the same
@@ -378,27 +381,78 @@ func (w *deliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) error
 func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.Record, error) {
 	meta, _ := m.Metadata()
 	var seq uint64
-	made := 0
+	h := m.Headers()
 	if meta != nil {
 		seq = meta.Sequence.Stream
-		if meta.NumDelivered > 1 {
-			h := m.Headers()
-			made = w.r.attemptsMade(ctx, h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute), w.d.Name)
-		}
 	}
-	return deliverPayload(ctx, w.r, w.d, m.Headers(), m.Data(), seq, made)
+	// Attempts this worker made before handling failed (it is tried
+	// again in process), or, delivered before, those on the trail.
+	prior := w.tried[seq]
+	if meta != nil && meta.NumDelivered > 1 {
+		prior = prior.later(w.r.attemptsMade(ctx, h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute), w.d.Name, seq))
+	}
+	recs, now, err := deliverPayload(ctx, w.r, w.d, h, m.Data(), seq, prior)
+	if err != nil {
+		if w.tried == nil {
+			w.tried = map[uint64]attempts{}
+		}
+		w.tried[seq] = now
+		return nil, err
+	}
+	delete(w.tried, seq)
+	return recs, nil
+}
+
+// attempts is what is known of a payload's earlier attempts at one
+// destination.
+type attempts struct {
+	// made is how many were made.
+	made int
+	// last is the record of the last, a failure, when known.
+	last *audit.Record
+}
+
+// later returns whichever of a and b knows of more attempts.
+func (a attempts) later(b attempts) attempts {
+	if b.made > a.made {
+		return b
+	}
+	return a
+}
+
+// decided reports whether the earlier attempts already settled the
+// payload's fate under policy p: the last failed for good, or they used
+// up max_attempts. A payload delivered again after a restart is then
+// dead-lettered again (the same dead letter, which the store's dedupe
+// keeps single) without another attempt.
+func (a attempts) decided(p Retry) bool {
+	return a.last != nil && (a.last.Outcome == "permanent" || a.made >= p.MaxAttempts)
+}
+
+// failure rebuilds, from the last failed attempt's record, the fault the
+// payload was (or was about to be) dead-lettered with.
+func (a attempts) failure() error {
+	f := &fault.Error{Code: fault.Code(a.last.Code), Class: fault.Permanent, Msg: a.last.Reason}
+	if a.last.Outcome == "permanent" {
+		return f
+	}
+	return fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts; the last: %s", a.made, a.last.Reason), f)
 }
 
 // deliverPayload sends one payload (headers h, stored at outbound sequence
 // seq) to d, retrying transient failures with d's backoff, and
 // dead-letters it when it fails for good. Each failed attempt is recorded
 // on the message's trail as it happens (see recordFailure); it returns
-// the record of how it ended, delivered or dead-lettered. An error means
-// shutdown interrupted it and it must be tried again. made is how many
-// attempts were made already (a failed batch attempt, or attempts before
-// a restart: see attemptsMade); attempts carry on from there, so
-// max_attempts holds across restarts.
-func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, data []byte, seq uint64, made int) ([]audit.Record, error) {
+// the records still to write: how it ended, delivered or dead-lettered,
+// and any failure whose own write failed. An error means shutdown (or a
+// failed dead-letter write) interrupted it and it must be tried again.
+// prior is what is known of attempts already made (a failed batch
+// attempt, an interrupted try, or attempts before a restart: see
+// attemptsMade); attempts carry on from there, so max_attempts holds
+// across restarts, and a payload whose fate they decided is not sent
+// again. It returns what is known of the attempts made, for a caller to
+// pass to its next try after an error.
+func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, data []byte, seq uint64, prior attempts) ([]audit.Record, attempts, error) {
 	id := h.Get(envelope.HeaderID)
 	rt := h.Get(envelope.HeaderRoute)
 	sctx, span := r.startSpan(h, "deliver", attribute.String("junction.message_id", id), attribute.String("junction.destination", d.Name))
@@ -411,13 +465,19 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
 	patientOf(h, &base)
 	var lastErr error
-	if made > 0 {
-		sleep(ctx, d.Retry.Delay(made))
+	var unwritten []audit.Record
+	now := prior
+	settled := prior.decided(d.Retry)
+	if settled {
+		lastErr = prior.failure()
+		del.Attempt = prior.made
+	} else if prior.made > 0 {
+		sleep(ctx, d.Retry.Delay(prior.made))
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, now, ctx.Err()
 		}
 	}
-	for attempt := made + 1; ; attempt++ {
+	for attempt := prior.made + 1; !settled; attempt++ {
 		del.Attempt = attempt
 		actx, cancel := context.WithTimeout(sctx, d.Retry.Timeout)
 		start := time.Now()
@@ -434,7 +494,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 				r.o.Metrics.EndToEnd.WithLabelValues(rt, d.Name).Observe(time.Since(rcv).Seconds())
 			}
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rc.Status, rc.Location
-			return []audit.Record{rec}, nil
+			return append(unwritten, rec), now, nil
 		}
 		lastErr = err
 		transient := fault.IsTransient(err)
@@ -444,7 +504,10 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		}
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(err), string(fault.CodeOf(err))
-		r.recordFailure(h, rec)
+		if !r.recordFailure(rec) {
+			unwritten = append(unwritten, rec) // written with the outcome instead
+		}
+		now = attempts{made: attempt, last: &rec}
 		if ok, held := r.failLog.allow(d.Name, time.Now()); ok {
 			r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err),
 				"similar_lines_held_back", held)
@@ -460,7 +523,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		if ctx.Err() != nil {
 			// Shutting down: leave the message for redelivery. Its failed
 			// attempts so far are recorded, and counted when it comes back.
-			return nil, ctx.Err()
+			return nil, now, ctx.Err()
 		}
 	}
 	span.SetStatus(codes.Error, reasonOf(lastErr))
@@ -472,12 +535,12 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 	h2.Set(envelope.HeaderAttempt, strconv.Itoa(del.Attempt))
 	dseq, err := r.deadLetter(ctx, "delivery", d.Name, h2, data, lastErr)
 	if err != nil {
-		return nil, err
+		return nil, now, err
 	}
 	r.o.Metrics.Delivered.WithLabelValues(d.Name, "dead_lettered").Inc()
 	dl := base
 	dl.Time, dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = time.Now().UTC(), audit.DeadLettered, "dead_lettered", reasonOf(lastErr), string(fault.CodeOf(lastErr)), store.StreamDeadLetter, dseq
-	return []audit.Record{dl}, nil
+	return append(unwritten, dl), now, nil
 }
 
 // retryWait is the wait after failed attempt n: the backoff, or longer
@@ -495,38 +558,43 @@ func retryWait(p Retry, n int, err error) time.Duration {
 // message's trail at once, so that it is there even if the process dies
 // before the message's fate is decided, and a later process can count it
 // (attemptsMade). Failures are rare and slow, so one write each costs
-// little. A write that fails is logged, not returned: the attempt was
-// made, and delivery goes on.
-func (r *Router) recordFailure(h nats.Header, rec audit.Record) {
+// little. It reports whether the write succeeded; one that failed is
+// logged, and the caller writes the record with the outcome instead.
+func (r *Router) recordFailure(rec audit.Record) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dedupe := "failed|" + rec.Route + "|" + rec.Destination + "|" + strconv.Itoa(rec.Attempt) + "|" + h.Get(envelope.HeaderReplay)
+	// The dedupe id names the attempt exactly: the message, and the
+	// outbound payload (a replay queues a new one) at this destination.
+	dedupe := "failed|" + rec.MessageID + "|" + rec.Route + "|" + rec.Destination + "|" + strconv.FormatUint(rec.Seq, 10) + "|" + strconv.Itoa(rec.Attempt)
 	if err := r.audit.Write(ctx, rec.MessageID, dedupe, rec); err != nil {
-		r.o.Logger.Warn("failed attempt not recorded", "message_id", rec.MessageID, "destination", rec.Destination, "attempt", rec.Attempt, "error", err.Error())
+		r.o.Logger.Warn("failed attempt not recorded yet", "message_id", rec.MessageID, "destination", rec.Destination, "attempt", rec.Attempt, "error", err.Error())
+		return false
 	}
+	return true
 }
 
-// attemptsMade counts, from message id's trail, the failed attempts to
-// deliver it by route rt to destination dest since it was last replayed:
-// attempts an earlier process made before it stopped, so a redelivered
-// message carries on counting towards max_attempts rather than starting
-// again. A trail that cannot be read counts none (logged).
-func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string) int {
+// attemptsMade reads, from message id's trail, the failed attempts to
+// deliver its payload stored at outbound sequence seq by route rt to
+// destination dest: attempts an earlier process made before it stopped,
+// so a redelivered payload carries on counting towards max_attempts
+// rather than starting again (a replay queues a new payload, which starts
+// again). A trail that cannot be read counts none (logged).
+func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint64) attempts {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	trail, err := audit.Trail(ctx, r.js, id)
 	if err != nil {
 		r.o.Logger.Warn("earlier delivery attempts not counted", "message_id", id, "destination", dest, "error", err.Error())
-		return 0
+		return attempts{}
 	}
-	n := 0
-	for _, rec := range trail {
-		switch {
-		case rec.Event == audit.Replayed:
-			n = 0
-		case rec.Event == audit.Failed && rec.Route == rt && rec.Destination == dest:
-			n = max(n, rec.Attempt)
+	var a attempts
+	for i := range trail {
+		rec := &trail[i]
+		if rec.Event == audit.Failed && rec.Route == rt && rec.Destination == dest && rec.Seq == seq && rec.Attempt > a.made {
+			a = attempts{made: rec.Attempt, last: rec}
 		}
 	}
-	return n
+	return a
 }
 
 // watchQueues samples each destination's backlog for the depth and age

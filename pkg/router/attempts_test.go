@@ -1,0 +1,141 @@
+package router
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/telemetry"
+)
+
+// scripted is a destination that answers each send with the next error
+// of its script (nil: delivered) and counts the sends.
+type scripted struct {
+	mu    sync.Mutex
+	errs  []error
+	sends int
+}
+
+func (s *scripted) Start(context.Context) error    { return nil }
+func (s *scripted) Shutdown(context.Context) error { return nil }
+
+func (s *scripted) Send(context.Context, *adapter.Delivery) (adapter.Receipt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sends++
+	if len(s.errs) == 0 {
+		return adapter.Receipt{Status: "200"}, nil
+	}
+	err := s.errs[0]
+	s.errs = s.errs[1:]
+	return adapter.Receipt{}, err
+}
+
+func deliveryRouter(t *testing.T) (*Router, jetstream.JetStream) {
+	t.Helper()
+	js := testStore(t)
+	r := &Router{o: Options{Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Logger: slog.New(slog.DiscardHandler)},
+		js: js, audit: audit.NewWriter(js), failLog: newLogLimiter(failLogInterval), prop: propagation.TraceContext{}}
+	return r, js
+}
+
+func outboundHeader(id string) nats.Header {
+	h := nats.Header{}
+	h.Set(envelope.HeaderID, id)
+	h.Set(envelope.HeaderRoute, "adt")
+	h.Set(envelope.HeaderPartition, "0")
+	return h
+}
+
+func unavailable() error {
+	return &fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient, Msg: "fhir: server answered 503"}
+}
+
+// TestAttemptsMadeArePerMessage: the failures of two messages at the same
+// route, destination and attempt number are both on their own trails and
+// counted for each (a dedupe id without the message dropped all but the
+// first).
+func TestAttemptsMadeArePerMessage(t *testing.T) {
+	r, _ := deliveryRouter(t)
+	d := &Destination{Name: "ehr", Out: &scripted{},
+		Retry: Retry{MaxAttempts: 1000, Initial: 5 * time.Millisecond, Max: 5 * time.Millisecond, Multiplier: 1, Timeout: time.Second}}
+	ctx, cancel := context.WithCancel(t.Context())
+	for _, id := range []string{"01AAAAAAAAAAAAAAAAAAAAAAAA", "01BBBBBBBBBBBBBBBBBBBBBBBB"} {
+		// Failed attempts, until shutdown interrupts the retries.
+		d.Out.(*scripted).errs = slices.Repeat([]error{unavailable()}, 1000)
+		go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+		_, now, err := deliverPayload(ctx, r, d, outboundHeader(id), []byte("payload"), 7, attempts{})
+		if err == nil {
+			t.Fatalf("%s: delivered, want interrupted", id)
+		}
+		if now.made < 2 {
+			t.Fatalf("%s: %d attempts made, want at least 2", id, now.made)
+		}
+		if got := r.attemptsMade(t.Context(), id, "adt", "ehr", 7); got.made != now.made || got.last == nil || got.last.Outcome != "transient" {
+			t.Errorf("%s: the trail counts %d attempts (last %+v), want the %d made", id, got.made, got.last, now.made)
+		}
+		if got := r.attemptsMade(t.Context(), id, "adt", "ehr", 8); got.made != 0 {
+			t.Errorf("%s: another payload (a replay's) counts %d attempts, want 0", id, got.made)
+		}
+		ctx, cancel = context.WithCancel(t.Context())
+	}
+	cancel()
+}
+
+// TestDecidedPayloadIsNotSentAgain: a payload delivered again after its
+// fate was decided (its retries used up, or a permanent failure) is
+// dead-lettered once more without a send, under the same dead letter.
+func TestDecidedPayloadIsNotSentAgain(t *testing.T) {
+	policy := Retry{MaxAttempts: 3, Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1, Timeout: time.Second}
+	tests := []struct {
+		name       string
+		last       audit.Record
+		made       int
+		wantReason string
+	}{
+		{"retries used up", audit.Record{Event: audit.Failed, Outcome: "transient", Reason: "fhir: server answered 503", Code: string(fault.CodeDestUnavailable)}, 3,
+			"gave up after 3 attempts; the last: fhir: server answered 503"},
+		{"permanent failure", audit.Record{Event: audit.Failed, Outcome: "permanent", Reason: "fhir: server answered 400", Code: string(fault.CodeDestRejected)}, 1,
+			"fhir: server answered 400"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, js := deliveryRouter(t)
+			out := &scripted{}
+			d := &Destination{Name: "ehr", Out: out, Retry: policy}
+			prior := attempts{made: tt.made, last: &tt.last}
+			for range 2 { // redelivered twice
+				recs, _, err := deliverPayload(t.Context(), r, d, outboundHeader("01CCCCCCCCCCCCCCCCCCCCCCCC"), []byte("payload"), 9, prior)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(recs) != 1 || recs[0].Event != audit.DeadLettered || recs[0].Reason != tt.wantReason {
+					t.Errorf("records %+v, want one dead_lettered with reason %q", recs, tt.wantReason)
+				}
+			}
+			if out.sends != 0 {
+				t.Errorf("sent %d times, want none", out.sends)
+			}
+			st, err := js.Stream(t.Context(), store.StreamDeadLetter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := st.CachedInfo().State.Msgs; n != 1 {
+				t.Errorf("%d dead letters, want 1", n)
+			}
+		})
+	}
+}

@@ -387,6 +387,11 @@ func keyProblem(doc []byte) (int, string) {
 		case string:
 			if top != nil && top.keys != nil && top.expectKey {
 				top.expectKey = false
+				if !isASCII(t) {
+					// FHIR element names are ASCII; encoding/json would
+					// match some other letters to them (ſ to s).
+					return keyOffset(doc, off), "a key that is not ASCII: FHIR element names are"
+				}
 				fold := strings.ToLower(t)
 				if top.keys[fold] {
 					return keyOffset(doc, off), "an object holds the key " + elementName(t) + " twice (or twice in different cases)"
@@ -417,17 +422,28 @@ func keyOffset(doc []byte, off int) int {
 	return off
 }
 
-// elementName quotes key when it looks like a FHIR element name (letters,
-// digits and underscores, at most 64), and otherwise describes it
-// without its content.
+// elementName quotes key when it looks like a FHIR element name (a
+// letter or underscore, then letters, digits and underscores, at most 64
+// in all), and otherwise describes it without its content: a key made of
+// digits may be an identifier.
 func elementName(key string) string {
-	if len(key) == 0 || len(key) > 64 {
-		return "(a key)"
+	if len(key) == 0 || len(key) > 64 || key[0] >= '0' && key[0] <= '9' {
+		return "(not shown)"
 	}
 	for _, c := range key {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return "(a key)"
+			return "(not shown)"
 		}
 	}
 	return strconv.Quote(key)
+}
+
+// isASCII reports whether s holds only ASCII characters.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

@@ -696,7 +696,7 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 		return invalid(fault.CodeFHIRInvalid, "required", "resourceType missing or not a string", "resourceType")
 	}
 	if !isResourceType(rt) {
-		return invalid(fault.CodeFHIRInvalid, "", "unknown resourceType "+strconv.Quote(rt), "resourceType")
+		return invalid(fault.CodeFHIRInvalid, "", "unknown resourceType "+elementName(rt), "resourceType")
 	}
 	switch {
 	case pathType == "" && rt != "Bundle":

@@ -280,7 +280,11 @@ func TestInboundRejects(t *testing.T) {
 		{"resourceType twice in two cases", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Observation","RESOURCETYPE":"Patient"}`), 400, "structure", fault.CodeFHIRInvalid, `the key "RESOURCETYPE" twice (or twice in different cases), at offset 30`},
 		{"element twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","identifier":[],"identifier":[]}`), 400, "structure", fault.CodeFHIRInvalid, `"identifier" twice`},
 		{"element twice in an entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","gender":"male","Gender":"female"}}]}`), 400, "structure", fault.CodeFHIRInvalid, `"Gender" twice`},
-		{"key that is not an element name twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","a b":1,"a b":2}`), 400, "structure", fault.CodeFHIRInvalid, "the key (a key) twice"},
+		{"key that is not an element name twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","a b":1,"a b":2}`), 400, "structure", fault.CodeFHIRInvalid, "the key (not shown) twice"},
+		{"resourceType spelled with a long s", "/fhir/Observation", "application/fhir+json", []byte(`{"resourceType":"Patient","reſourceType":"Observation"}`), 400, "structure", fault.CodeFHIRInvalid, "a key that is not ASCII"},
+		{"element spelled with a long s", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","ſtatus":"b"}`), 400, "structure", fault.CodeFHIRInvalid, "a key that is not ASCII"},
+		{"key of digits twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"9990000018":1,"9990000018":2}]}`), 400, "structure", fault.CodeFHIRInvalid, "the key (not shown) twice"},
+		{"unknown resourceType not quoted", "/fhir", "application/fhir+json", []byte(`{"resourceType":"9990000018"}`), 400, "invalid", fault.CodeFHIRInvalid, "unknown resourceType (not shown)"},
 		{"number too large", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"url":"https://x.example/e","valueDecimal":1e99999}]}`), 400, "structure", fault.CodeFHIRInvalid, "a number too large to read, at offset 83"},
 		{"long idempotency key", "/fhir", "application/fhir+json", bundle, 400, "invalid", fault.CodeFHIRInvalid, "Idempotency-Key"},
 	}

@@ -191,6 +191,9 @@ type Store struct {
 	probed     sync.WaitGroup
 	// onHealth, if set, is told each probe's outcome.
 	onHealth atomic.Pointer[func(bool)]
+	// server is the (redacted) URL of the external server connected to
+	// last, for the log line when the connection to it drops.
+	server atomic.Value
 }
 
 // Probing: every probeInterval the store is asked for the ingress
@@ -384,16 +387,24 @@ func (s *Store) startEmbedded(dataDir string) error {
 // connectionEvents logs what happens to the connection to an external
 // NATS: each disconnect, reconnect (naming the server) and asynchronous
 // error once, so ops see why fetches fail rather than only that they do.
+// Closing the connection (Junction stopping) is not a disconnect.
 func (s *Store) connectionEvents() []nats.Option {
 	return []nats.Option{
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			attrs := []any{"server", nc.ConnectedUrlRedacted()}
+			if nc.IsClosed() {
+				return
+			}
+			// The connection has left the server by now: name the one
+			// it was connected to.
+			server, _ := s.server.Load().(string)
+			attrs := []any{"server", server}
 			if err != nil {
 				attrs = append(attrs, "err", err.Error())
 			}
 			s.log.Warn("disconnected from NATS; reconnecting", attrs...)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			s.server.Store(nc.ConnectedUrlRedacted())
 			s.log.Info("reconnected to NATS", "server", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
@@ -435,6 +446,7 @@ func (s *Store) connect(secrets Secrets) error {
 	if err != nil {
 		return fmt.Errorf("connecting to NATS: %w", err)
 	}
+	s.server.Store(nc.ConnectedUrlRedacted())
 	s.NC = nc
 	return nil
 }

@@ -721,18 +721,38 @@ func TestExternalConnectionEventsLogged(t *testing.T) {
 	if err := srv.DisconnectClientByID(id); err != nil {
 		t.Fatal(err)
 	}
+	// Each line names the server.
+	lineWith := func(out, msg string) bool {
+		for line := range strings.Lines(out) {
+			if strings.Contains(line, msg) && strings.Contains(line, srv.ClientURL()) {
+				return true
+			}
+		}
+		return false
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		mu.Lock()
 		out := logged.String()
 		mu.Unlock()
-		if strings.Contains(out, "disconnected from NATS") && strings.Contains(out, "reconnected to NATS") && strings.Contains(out, srv.ClientURL()) {
+		if lineWith(out, "disconnected from NATS") && lineWith(out, "reconnected to NATS") {
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("disconnect and reconnect not both logged with the server:\n%s", out)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// Stopping is not a disconnect to warn about.
+	mu.Lock()
+	before := strings.Count(logged.String(), "disconnected from NATS")
+	mu.Unlock()
+	s.Close()
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if after := strings.Count(logged.String(), "disconnected from NATS"); after != before {
+		t.Errorf("closing the store logged a disconnect:\n%s", logged.String())
 	}
 }
 

@@ -127,6 +127,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, d := range res.Replayed {
 		fmt.Fprintf(stdout, "replayed %s (%s stage, %s: %s)\n", d.MessageID, d.Stage, deadLetterWhere(d), d.Code)
 	}
+	for _, d := range res.AlreadyReplayed {
+		fmt.Fprintf(stdout, "already replayed %s by another replay at the same time (%s stage, %s)\n", d.MessageID, d.Stage, deadLetterWhere(d))
+	}
 	for _, id := range res.Rerouted {
 		fmt.Fprintf(stdout, "rerouted %s\n", id)
 	}
@@ -134,7 +137,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "left %s (%s): %s\n", sk.MessageID, sk.Stage, sk.Why)
 	}
 	fmt.Fprintf(stdout, "%d replayed, %d rerouted, %d left in place\n", len(res.Replayed), len(res.Rerouted), len(res.Skipped))
-	if len(res.Replayed) == 0 && len(res.Rerouted) == 0 && len(res.Skipped) > 0 {
+	if len(res.Replayed) == 0 && len(res.AlreadyReplayed) == 0 && len(res.Rerouted) == 0 && len(res.Skipped) > 0 {
 		// Nothing the request named could be sent again: say so to a
 		// script as well as to the reader.
 		return exitError{code: 1}

@@ -8,9 +8,13 @@ import (
 	"time"
 )
 
+// Max bounds what Parse returns: a server asking for longer is taken to
+// mean a day.
+const Max = 24 * time.Hour
+
 // Parse reads a Retry-After header value, seconds or an HTTP date, as a
-// wait from now. It returns 0 for an empty, negative, past or unreadable
-// value.
+// wait from now, at most Max. It returns 0 for an empty, negative, past
+// or unreadable value.
 func Parse(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
@@ -20,10 +24,10 @@ func Parse(v string, now time.Time) time.Duration {
 		if s < 0 {
 			return 0
 		}
-		return time.Duration(s) * time.Second
+		return time.Duration(min(s, int(Max/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		return min(t.Sub(now), Max)
 	}
 	return 0
 }

@@ -17,6 +17,8 @@ func TestParse(t *testing.T) {
 		{"", 0}, {"5", 5 * time.Second}, {" 7 ", 7 * time.Second}, {"-3", 0}, {"soon", 0},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
+		{"99999999999999999", retryafter.Max},
+		{now.Add(90 * 24 * time.Hour).Format(http.TimeFormat), retryafter.Max},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -148,6 +148,10 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, fn func(jetstr
 // ReplayResult reports what a replay did.
 type ReplayResult struct {
 	Replayed []DeadLetter `json:"replayed"`
+	// AlreadyReplayed lists matching dead letters another replay running
+	// at the same time (or an earlier one that stopped before removing
+	// them) had queued already: resent once, by that replay.
+	AlreadyReplayed []DeadLetter `json:"already_replayed,omitempty"`
 	// Rerouted lists message ids re-run through routing from their stored
 	// raw input (replay by id of messages that were not dead-lettered).
 	Rerouted []string `json:"rerouted,omitempty"`
@@ -246,25 +250,22 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		if err != nil {
 			return res, fmt.Errorf("replaying %s: %w", it.d.MessageID, err)
 		}
-		if ack.Duplicate {
-			// Another replay queued it: that one records it. The dead
-			// letter goes, if that replay has not removed it yet.
-			if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil && !goneAlready(err) {
-				return res, fmt.Errorf("removing replayed dead letter: %w", err)
-			}
-			skip("already replayed by another replay at the same time")
-			continue
-		}
+		// One replayed record per dead letter, whichever replay writes it
+		// (one that queued it may have stopped before recording it).
 		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: "dead letter replayed from stage " + it.d.Stage}
 		// A delivery-stage dead letter keeps the patient hash its payload
 		// was queued with, and so does the replayed payload (every header
 		// but the dead letter's own is copied above).
 		patientOf(it.h, &rec)
-		if err := aw.Write(ctx, it.d.MessageID, "", rec); err != nil {
+		if err := aw.Write(ctx, it.d.MessageID, "replayed|dl|"+strconv.FormatUint(it.d.Seq, 10)+"|"+it.d.MessageID, rec); err != nil {
 			return res, err
 		}
 		if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil && !goneAlready(err) {
 			return res, fmt.Errorf("removing replayed dead letter: %w", err)
+		}
+		if ack.Duplicate {
+			res.AlreadyReplayed = append(res.AlreadyReplayed, it.d)
+			continue
 		}
 		res.Replayed = append(res.Replayed, it.d)
 	}
@@ -294,7 +295,8 @@ func goneAlready(err error) bool {
 		return true
 	}
 	msg := err.Error()
-	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && (strings.Contains(msg, "no message found") || strings.Contains(msg, "not found"))
+	return errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) &&
+		(strings.Contains(msg, "no message found") || strings.Contains(msg, "sequence") && strings.Contains(msg, "not found"))
 }
 
 // notStoredError says why an id asked to be routed again has no stored

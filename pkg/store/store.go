@@ -140,7 +140,11 @@ func (c *Config) Validate() []error {
 		errs = append(errs, errors.New("nats.replicas: the embedded server is a single node; replicas must be 1 (set nats.url for a cluster)"))
 	}
 	for u := range strings.SplitSeq(c.URL, ",") {
-		if pu, err := url.Parse(strings.TrimSpace(u)); err == nil && pu.User != nil {
+		u = strings.TrimSpace(u)
+		if !strings.Contains(u, "://") {
+			u = "nats://" + u // the client takes host:port without a scheme
+		}
+		if pu, err := url.Parse(u); err == nil && pu.User != nil {
 			// The message names no part of the URL: it holds a secret.
 			errs = append(errs, errors.New("nats.url: holds a user or password; secrets are given by reference (nats.credentials: file:PATH)"))
 			break

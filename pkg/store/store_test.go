@@ -351,6 +351,8 @@ func TestValidate(t *testing.T) {
 		{"quarantine too small", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 19 }, []string{"nats.quarantine_max_bytes"}},
 		{"quarantine 1 MiB", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 20 }, nil},
 		{"password in the url", func(c *store.Config) { c.URL = "nats://n1:4222,tls://junction:S3cret@n2:4222" }, []string{"nats.url"}},
+		{"password in a url without a scheme", func(c *store.Config) { c.URL = "junction:S3cret@n2:4222" }, []string{"nats.url"}},
+		{"host and port alone", func(c *store.Config) { c.URL = "n1:4222, n2:4222" }, nil},
 		{"credentials inline", func(c *store.Config) {
 			c.URL, c.Credentials = "nats://n1:4222", "-----BEGIN NATS USER JWT-----xyz"
 		}, []string{"nats.credentials"}},

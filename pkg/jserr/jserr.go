@@ -29,6 +29,19 @@ func WrongLastSequence(err error) bool {
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
+// ReadBatch reads a fetched batch whole: its messages and its error (or
+// the fetch's own).
+func ReadBatch(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs, b.Error()
+}
+
 // Collect runs fetch (a Fetch or FetchNoWait on a consumer) and returns
 // the messages it brought and the batch's error. On a cluster, the first
 // pulls from a consumer just created can be answered "no responders"
@@ -38,14 +51,7 @@ func WrongLastSequence(err error) bool {
 func Collect(ctx context.Context, fetch func() (jetstream.MessageBatch, error)) ([]jetstream.Msg, error) {
 	const wait, tries = 100 * time.Millisecond, 20
 	for try := 1; ; try++ {
-		b, err := fetch()
-		var msgs []jetstream.Msg
-		if err == nil {
-			for m := range b.Messages() {
-				msgs = append(msgs, m)
-			}
-			err = b.Error()
-		}
+		msgs, err := ReadBatch(fetch())
 		if len(msgs) > 0 || !errors.Is(err, nats.ErrNoResponders) || try == tries {
 			return msgs, err
 		}

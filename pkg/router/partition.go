@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/jserr"
 )
 
 // partitionConsumer processes one partition of one stage. Ordered stages
@@ -96,24 +98,12 @@ func (p *partitionConsumer) run(ctx context.Context, c jetstream.Consumer) {
 // ack_wait.
 func (p *partitionConsumer) fetch(c jetstream.Consumer) ([]jetstream.Msg, error) {
 	if p.batch > 1 {
-		msgs, err := collect(c.FetchNoWait(p.batch))
+		msgs, err := jserr.ReadBatch(c.FetchNoWait(p.batch))
 		if err != nil || len(msgs) > 0 {
 			return msgs, err
 		}
 	}
-	return collect(c.Fetch(1, jetstream.FetchMaxWait(time.Second)))
-}
-
-// collect reads a fetched batch whole.
-func collect(b jetstream.MessageBatch, err error) ([]jetstream.Msg, error) {
-	if err != nil {
-		return nil, err
-	}
-	var msgs []jetstream.Msg
-	for m := range b.Messages() {
-		msgs = append(msgs, m)
-	}
-	return msgs, b.Error()
+	return jserr.ReadBatch(c.Fetch(1, jetstream.FetchMaxWait(time.Second)))
 }
 
 // process handles one batch, keeping it alive while it works, retrying on

@@ -342,84 +342,140 @@ func jsonKind(t reflect.Type) string {
 // read differently from the rest of Junction: an object holding two keys
 // that are the same but for case (encoding/json matches keys to fields
 // without regard to case and keeps the last, where FHIR JSON and
-// Junction's own reader keep the first), a key spelled like resourceType
-// in another case, and a number too large for a float64 (which routing
-// cannot read). It returns the offset of the first such key or number and
-// what is wrong, or -1. The reason names a key only when it is a plain
-// element name, never a value.
+// Junction's own reader keep the first), a key that is not ASCII (the
+// decoder also matches some other letters, such as ſ to s), a key spelled
+// like resourceType in another case, and a number too large for a
+// float64 (which routing cannot read). It returns the offset of the first
+// such key or number and what is wrong, or -1. The reason names a key
+// only when it is a plain element name, never a value.
+//
+// It scans the bytes once without decoding them (doc was checked for
+// syntax before), so it costs little beside the other checks.
 func keyProblem(doc []byte) (int, string) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	// One frame per open container: the keys of an object (nil for an
-	// array) and whether a key is expected next.
+	// One frame per open container. In an object, expectKey says a key
+	// comes next; keys holds its keys so far, and set replaces keys once
+	// there are many, so an object of very many keys stays linear.
 	type frame struct {
-		keys      map[string]bool
-		expectKey bool
+		object, expectKey bool
+		keys              [][]byte
+		set               map[string]bool
 	}
-	var stack []frame
-	for {
-		off := int(dec.InputOffset())
-		tok, err := dec.Token()
-		if err != nil {
-			return -1, "" // end of input (doc was checked for syntax before)
+	const manyKeys = 32
+	var frames []frame
+	depth := 0
+	// member ends a value in the innermost container: in an object, a key
+	// comes next.
+	member := func() {
+		if depth > 0 && frames[depth-1].object {
+			frames[depth-1].expectKey = true
 		}
-		var top *frame
-		if len(stack) > 0 {
-			top = &stack[len(stack)-1]
-		}
-		switch t := tok.(type) {
-		case json.Delim:
-			switch t {
-			case '{':
-				if top != nil && top.keys != nil {
-					top.expectKey = true
-				}
-				stack = append(stack, frame{keys: map[string]bool{}, expectKey: true})
-			case '[':
-				if top != nil && top.keys != nil {
-					top.expectKey = true
-				}
-				stack = append(stack, frame{})
-			default:
-				stack = stack[:len(stack)-1]
+	}
+	for i := 0; i < len(doc); {
+		switch c := doc[i]; c {
+		case ' ', '\t', '\n', '\r', ',', ':':
+			i++
+		case '{', '[':
+			member() // after this container, a key comes next
+			if depth == len(frames) {
+				frames = append(frames, frame{})
 			}
-			continue
-		case string:
-			if top != nil && top.keys != nil && top.expectKey {
-				top.expectKey = false
-				if !isASCII(t) {
-					// FHIR element names are ASCII; encoding/json would
-					// match some other letters to them (ſ to s).
-					return keyOffset(doc, off), "a key that is not ASCII: FHIR element names are"
-				}
-				fold := strings.ToLower(t)
-				if top.keys[fold] {
-					return keyOffset(doc, off), "an object holds the key " + elementName(t) + " twice (or twice in different cases)"
-				}
-				top.keys[fold] = true
-				if fold == "resourcetype" && t != "resourceType" {
-					return keyOffset(doc, off), "key " + elementName(t) + " is not resourceType: FHIR element names are case-sensitive"
-				}
+			f := &frames[depth]
+			f.object, f.expectKey, f.keys, f.set = c == '{', c == '{', f.keys[:0], nil
+			depth++
+			i++
+		case '}', ']':
+			depth--
+			i++
+		case '"':
+			end, escaped := stringEnd(doc, i)
+			if depth == 0 || !frames[depth-1].object || !frames[depth-1].expectKey {
+				member() // a string value
+				i = end
 				continue
 			}
-		case json.Number:
-			if _, err := strconv.ParseFloat(string(t), 64); err != nil {
-				return keyOffset(doc, off), "a number too large to read"
+			f := &frames[depth-1]
+			f.expectKey = false
+			key := doc[i+1 : end-1]
+			if escaped {
+				var k string
+				if json.Unmarshal(doc[i:end], &k) != nil {
+					return i, "a key that cannot be read"
+				}
+				key = []byte(k)
 			}
-		}
-		if top != nil && top.keys != nil {
-			top.expectKey = true
+			if !isASCII(string(key)) {
+				// FHIR element names are ASCII; encoding/json would
+				// match some other letters to them (ſ to s).
+				return i, "a key that is not ASCII: FHIR element names are"
+			}
+			if f.set == nil {
+				for _, k := range f.keys {
+					if bytes.EqualFold(k, key) {
+						return i, "an object holds the key " + elementName(string(key)) + " twice (or twice in different cases)"
+					}
+				}
+				f.keys = append(f.keys, key)
+				if len(f.keys) > manyKeys {
+					f.set = make(map[string]bool, 2*manyKeys)
+					for _, k := range f.keys {
+						f.set[strings.ToLower(string(k))] = true
+					}
+				}
+			} else {
+				fold := strings.ToLower(string(key))
+				if f.set[fold] {
+					return i, "an object holds the key " + elementName(string(key)) + " twice (or twice in different cases)"
+				}
+				f.set[fold] = true
+			}
+			if bytes.EqualFold(key, []byte("resourceType")) && string(key) != "resourceType" {
+				return i, "key " + elementName(string(key)) + " is not resourceType: FHIR element names are case-sensitive"
+			}
+			i = end
+		default: // a number, true, false or null
+			start := i
+			for i < len(doc) && !jsonDelimiter(doc[i]) {
+				i++
+			}
+			if lit := doc[start:i]; (c == '-' || c >= '0' && c <= '9') && (len(lit) > 300 || bytes.ContainsAny(lit, "eE")) {
+				// Only an exponent, or more digits than a float64 spans,
+				// can be out of its range.
+				if _, err := strconv.ParseFloat(string(lit), 64); err != nil {
+					return start, "a number too large to read"
+				}
+			}
+			member()
 		}
 	}
+	return -1, ""
 }
 
-// keyOffset returns the offset of the token that starts at or after off
-// (the decoder's offset is before the separator and blanks).
-func keyOffset(doc []byte, off int) int {
-	for off < len(doc) && (doc[off] == ',' || doc[off] == ':' || doc[off] == ' ' || doc[off] == '\t' || doc[off] == '\n' || doc[off] == '\r') {
-		off++
+// stringEnd returns the offset just past the JSON string that starts
+// with the quote at doc[i], and whether it holds an escape.
+func stringEnd(doc []byte, i int) (int, bool) {
+	escaped := false
+	for j := i + 1; j < len(doc); {
+		k := bytes.IndexAny(doc[j:], "\"\\")
+		if k < 0 {
+			return len(doc), escaped
+		}
+		j += k
+		if doc[j] == '"' {
+			return j + 1, escaped
+		}
+		escaped = true
+		j += 2 // the backslash and the character it escapes
 	}
-	return off
+	return len(doc), escaped
+}
+
+// jsonDelimiter reports whether c ends a JSON number or literal.
+func jsonDelimiter(c byte) bool {
+	switch c {
+	case ',', '}', ']', ' ', '\t', '\n', '\r', ':':
+		return true
+	}
+	return false
 }
 
 // elementName quotes key when it looks like a FHIR element name (a

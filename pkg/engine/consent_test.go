@@ -300,6 +300,29 @@ func testConsentThroughARoute(t *testing.T, pipe string) {
 // engineFromConfig writes body as dir/junction.yaml and returns an engine
 // planned from it, not started: for tests that restart an engine on the
 // same data directory.
+// startFromConfig starts an engine on config body written in dir; the
+// caller stops it (stopEngine), as a test of restarts needs.
+func startFromConfig(t *testing.T, dir, body string) *engine.Engine {
+	t.Helper()
+	e := engineFromConfig(t, dir, body)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// stopEngine drains e, failing the test if the drain fails.
+func stopEngine(t *testing.T, e *engine.Engine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func engineFromConfig(t *testing.T, dir, body string) *engine.Engine {
 	t.Helper()
 	path := filepath.Join(dir, "junction.yaml")

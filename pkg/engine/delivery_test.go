@@ -326,21 +326,9 @@ func testRetryBudgetHoldsAcrossRestart(t *testing.T, pipe string) {
 			"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n"+
 			"destinations:\n  ehr:\n    type: fhir\n    url: %s\n    retry: {max_attempts: 4, initial: 1s, max: 1s, multiplier: 1, timeout: 5s}\n",
 			dir, routes, pipelineOf(pipe), hs.URL)
-		e := engineFromConfig(t, dir, body)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := e.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return e
+		return startFromConfig(t, dir, body)
 	}
-	stop := func(e *engine.Engine) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := e.Shutdown(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stop := func(e *engine.Engine) { stopEngine(t, e) }
 	// The attempt numbers of the failed attempts on the (one) message's
 	// trail, in the order recorded.
 	failed := func(e *engine.Engine) []int {

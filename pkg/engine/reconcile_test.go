@@ -1,13 +1,11 @@
 package engine_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -116,21 +114,9 @@ func testReconcileRouteAddedLater(t *testing.T, pipe string) {
 			"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n"+
 			"destinations:\n  fhir-store:\n    type: file\n    dir: out/fhir-store\n  data-quality:\n    type: file\n    dir: out/data-quality\n",
 			dir, routes, pipelineOf(pipe))
-		e := engineFromConfig(t, dir, body)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := e.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return e
+		return startFromConfig(t, dir, body)
 	}
-	stop := func(e *engine.Engine) {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := e.Shutdown(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stop := func(e *engine.Engine) { stopEngine(t, e) }
 	e := start()
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "LATE0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)

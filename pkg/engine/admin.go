@@ -385,6 +385,12 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if d := f.Destination; d != "" {
+		if _, ok := e.dests[d]; !ok {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown destination " + strconv.Quote(d) + " (dead letters of a destination no longer configured cannot be replayed; junction audit deadletters lists them)"})
+			return
+		}
+	}
 	for _, d := range req.Destinations {
 		if _, ok := e.dests[d]; !ok {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown destination " + strconv.Quote(d)})
@@ -395,7 +401,11 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 	for _, rt := range e.plan.Routes {
 		routes[rt.Name] = true
 	}
-	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, req.Destinations, routes)
+	dests := map[string]bool{}
+	for name := range e.dests {
+		dests[name] = true
+	}
+	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, req.Destinations, routes, dests)
 	withoutDetails(res)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "partial": res})

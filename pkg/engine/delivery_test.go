@@ -203,6 +203,11 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if status, _ := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Since: now.Add(-time.Hour), Until: now.Add(-2 * time.Hour)}}); status != http.StatusBadRequest {
 		t.Errorf("replay of a backwards window: status %d, want 400", status)
 	}
+	// So is a destination that is not configured (a typo would otherwise
+	// replay nothing and say so quietly).
+	if status, _ := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr-typo"}}); status != http.StatusBadRequest {
+		t.Errorf("replay of an unknown destination: status %d, want 400", status)
+	}
 	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
 	if status != 200 || len(res.Replayed) != 1 {
 		t.Fatalf("replay: %d %+v", status, res)

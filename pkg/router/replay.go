@@ -176,10 +176,11 @@ type Skipped struct {
 //
 // Dead letters are left in place (and reported as skipped) when their
 // route no longer exists (routes reports the routes that do), when their
-// destination is not among onlyDests, or when their stage cannot be
-// replayed.
+// destination is not configured any more (dests reports those that are:
+// nothing would take a payload queued for it) or not among onlyDests, or
+// when their stage cannot be replayed.
 // aw records the replays; nil makes a writer of its own.
-func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, onlyDests []string, routes map[string]bool) (*ReplayResult, error) {
+func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, onlyDests []string, routes, dests map[string]bool) (*ReplayResult, error) {
 	res := &ReplayResult{}
 	dlq, err := js.Stream(ctx, store.StreamDeadLetter)
 	if err != nil {
@@ -227,6 +228,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 			nm.Subject = IngressSubject(it.h.Get(envelope.HeaderSource), part)
 			nm.Header.Set(envelope.HeaderRoute, it.d.Route)
 		case "delivery":
+			if !dests[it.d.Destination] {
+				skip("destination " + it.d.Destination + " is not configured")
+				continue
+			}
 			if len(onlyDests) > 0 && !slices.Contains(onlyDests, it.d.Destination) {
 				skip("destination not among those named")
 				continue

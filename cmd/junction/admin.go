@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -254,6 +255,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		route := fs.String("route", "", "only this route")
 		dest := fs.String("destination", "", "only this destination")
 		detail := fs.Bool("detail", false, "print each dead letter's detail too, such as the receiver's answer (it may quote patient data)")
+		since := fs.String("since", "", "only dead letters at or after this time: RFC 3339, or a duration before now such as 2h")
+		until := fs.String("until", "", "only dead letters at or before this time: RFC 3339, or a duration before now such as 30m")
+		limit := fs.Int("limit", 0, "at most this many (0: no limit)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -262,6 +266,19 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		q := url.Values{}
+		now := time.Now()
+		for name, v := range map[string]string{"since": *since, "until": *until} {
+			t, err := parseTime(v, now)
+			if err != nil {
+				return err
+			}
+			if !t.IsZero() {
+				q.Set(name, t.UTC().Format(time.RFC3339))
+			}
+		}
+		if *limit > 0 {
+			q.Set("limit", strconv.Itoa(*limit))
+		}
 		if *route != "" {
 			q.Set("route", *route)
 		}

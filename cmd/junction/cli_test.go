@@ -751,6 +751,11 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			time.Now().Add(-24*time.Hour).Format(time.RFC3339), time.Now().Format(time.RFC3339))
 	})
 	mux.HandleFunc("GET /api/deadletters", func(w http.ResponseWriter, r *http.Request) {
+		if q := r.URL.Query(); q.Get("limit") != "" || q.Get("since") != "" {
+			mu.Lock()
+			calls = append(calls, "GET "+r.URL.RequestURI())
+			mu.Unlock()
+		}
 		detail := ""
 		if r.URL.Query().Get("detail") == "true" {
 			detail = `, "detail": "error invalid: bad birthDate"`
@@ -826,6 +831,17 @@ func TestCLIAdminCommands(t *testing.T) {
 	code, out, _ = cliRun(t, "audit", "deadletters", "--detail", "--api", ts.URL, "--token", tok)
 	if code != 0 || !strings.Contains(out, "destination.rejected: HTTP 400\n    detail: error invalid: bad birthDate\n") {
 		t.Errorf("audit deadletters --detail: exit %d\n%s", code, out)
+	}
+	// A window and a limit reach the API as its query.
+	before := len(*calls)
+	code, out, _ = cliRun(t, "audit", "deadletters", "--since", "2026-01-01T00:00:00Z", "--until", "2026-02-01T00:00:00Z", "--limit", "5", "--api", ts.URL, "--token", tok)
+	got := slices.Clone((*calls)[before:])
+	*calls = (*calls)[:before]
+	if code != 0 || len(got) != 1 || got[0] != "GET /api/deadletters?limit=5&since=2026-01-01T00%3A00%3A00Z&until=2026-02-01T00%3A00%3A00Z" {
+		t.Errorf("audit deadletters --since --until --limit: exit %d, requests %v\n%s", code, got, out)
+	}
+	if code, _, errOut := cliRun(t, "audit", "deadletters", "--since", "yesterday", "--api", ts.URL, "--token", tok); code == 0 || !strings.Contains(errOut, `time "yesterday"`) {
+		t.Errorf("audit deadletters --since yesterday: exit %d, stderr %q", code, errOut)
 	}
 	code, out, _ = cliRun(t, "replay", "--api", ts.URL, "--token", tok, "--id", "01A,01B", "--to", "ehr", "--since", "2026-01-01T00:00:00Z")
 	if code != 0 || !strings.HasSuffix(out, "1 replayed, 1 rerouted, 0 left in place\n") || !strings.Contains(out, "replayed 01A (delivery stage, destination=ehr: destination.rejected)\n") {

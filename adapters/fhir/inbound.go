@@ -284,13 +284,30 @@ func (in *Inbound) countUnserved(status int) {
 	in.metrics.Acks.WithLabelValues(in.name, strconv.Itoa(status)).Inc()
 }
 
-func (in *Inbound) metadata(w http.ResponseWriter, _ *http.Request) {
+func (in *Inbound) metadata(w http.ResponseWriter, r *http.Request) {
+	if wantsOnlyXML(r) {
+		in.countUnserved(http.StatusNotAcceptable)
+		jfhir.WriteOutcome(w, http.StatusNotAcceptable, jfhir.Outcome("error", "not-supported",
+			"Junction speaks FHIR JSON only (application/fhir+json); ask for it, or for _format=json"))
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", jfhir.MediaTypeJSON)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(len(in.capability)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(in.capability)
+}
+
+// wantsOnlyXML reports whether r asks for FHIR XML and not JSON: by
+// _format, or by an Accept header that names XML and neither JSON nor
+// any type.
+func wantsOnlyXML(r *http.Request) bool {
+	if f := strings.ToLower(r.URL.Query().Get("_format")); f != "" {
+		return strings.Contains(f, "xml")
+	}
+	accept := strings.ToLower(r.Header.Get("Accept"))
+	return strings.Contains(accept, "xml") && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*")
 }
 
 func (in *Inbound) enter() bool {

@@ -454,6 +454,25 @@ func TestInboundMetadata(t *testing.T) {
 	if cs.ResourceType != "CapabilityStatement" || cs.Kind != "instance" {
 		t.Errorf("resourceType %q kind %q", cs.ResourceType, cs.Kind)
 	}
+	// Only JSON is spoken: a client asking for XML alone is told so.
+	for _, tc := range []struct {
+		path, accept string
+		want         int
+	}{
+		{"/fhir/metadata", "application/fhir+xml", http.StatusNotAcceptable},
+		{"/fhir/metadata?_format=xml", "", http.StatusNotAcceptable},
+		{"/fhir/metadata?_format=json", "application/fhir+xml", http.StatusOK},
+		{"/fhir/metadata", "application/fhir+xml, application/fhir+json;q=0.9", http.StatusOK},
+		{"/fhir/metadata", "application/xml, */*;q=0.1", http.StatusOK},
+	} {
+		hdr := map[string]string{}
+		if tc.accept != "" {
+			hdr["Accept"] = tc.accept
+		}
+		if rec := f.do(http.MethodGet, tc.path, "", nil, hdr); rec.Code != tc.want {
+			t.Errorf("GET %s, Accept %q: status %d, want %d", tc.path, tc.accept, rec.Code, tc.want)
+		}
+	}
 }
 
 func TestInboundShutdown(t *testing.T) {

@@ -249,7 +249,8 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		// resend: two replays at once (or one after a replay that died
 		// before removing the dead letter, within the stream's dedupe
 		// window) queue it once.
-		nm.Header.Set(jetstream.MsgIDHeader, "replay|dl|"+strconv.FormatUint(it.d.Seq, 10)+"|"+it.d.MessageID)
+		dl := strconv.FormatUint(it.d.Seq, 10) + "|" + it.d.MessageID
+		nm.Header.Set(jetstream.MsgIDHeader, "replay|dl|"+dl)
 		nm.Data = it.data
 		ack, err := js.PublishMsg(ctx, nm)
 		if err != nil {
@@ -262,7 +263,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		// was queued with, and so does the replayed payload (every header
 		// but the dead letter's own is copied above).
 		patientOf(it.h, &rec)
-		if err := aw.Write(ctx, it.d.MessageID, "replayed|dl|"+strconv.FormatUint(it.d.Seq, 10)+"|"+it.d.MessageID, rec); err != nil {
+		if err := aw.Write(ctx, it.d.MessageID, "replayed|dl|"+dl, rec); err != nil {
 			return res, err
 		}
 		if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil && !goneAlready(err) {

@@ -436,7 +436,13 @@ func (a attempts) failure() error {
 	if a.last.Outcome == "permanent" {
 		return f
 	}
-	return fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts; the last: %s", a.made, a.last.Reason), f)
+	return retriesExhausted(a.made, a.last.Reason, f)
+}
+
+// retriesExhausted is the fault of a payload that failed transiently n
+// times, the last with the safe reason last.
+func retriesExhausted(n int, last string, cause error) error {
+	return fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts; the last: %s", n, last), cause)
 }
 
 // deliverPayload sends one payload (headers h, stored at outbound sequence
@@ -516,7 +522,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 			break
 		}
 		if attempt >= d.Retry.MaxAttempts {
-			lastErr = fault.Wrap(fault.Permanent, fault.CodeRetriesExhausted, fmt.Sprintf("gave up after %d attempts; the last: %s", attempt, reasonOf(err)), err)
+			lastErr = retriesExhausted(attempt, reasonOf(err), err)
 			break
 		}
 		sleep(ctx, retryWait(d.Retry, attempt, err))

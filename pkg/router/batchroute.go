@@ -329,6 +329,9 @@ type batchDeliveryWorker struct {
 	// made holds the attempts made at entries still to send: a failed
 	// batch attempt, an interrupted try, or attempts before a restart.
 	made map[int]attempts
+	// unwritten holds failed batch attempts whose own record could not
+	// be written, to go with the entry's outcome.
+	unwritten map[int][]audit.Record
 }
 
 // sendBatch makes one attempt at every entry through the destination's
@@ -389,10 +392,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(errs[i]), string(fault.CodeOf(errs[i]))
 		if !r.recordFailure(rec) {
-			// Not on the trail: the per-entry path's records carry on
-			// from attempt 2 and this one would be missing. Leave the
-			// entry to that path as if the batch had not been tried.
-			continue
+			w.unwritten[i] = []audit.Record{rec} // written with the outcome instead
 		}
 		w.made[i] = attempts{made: 1, last: &rec}
 	}
@@ -434,7 +434,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 			entries = append(entries, es...)
 		}
 		if w.doneSpan != sp || w.done == nil {
-			w.doneSpan, w.done, w.made = sp, map[int][]audit.Record{}, map[int]attempts{}
+			w.doneSpan, w.done, w.made, w.unwritten = sp, map[int][]audit.Record{}, map[int]attempts{}, map[int][]audit.Record{}
 			if meta.NumDelivered > 1 {
 				// Sent before, by a process that stopped: attempts it
 				// made count towards max_attempts.
@@ -499,12 +499,12 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		}
 		var recs []audit.Record
 		for i := range entries {
-			recs = append(recs, w.done[i]...)
+			recs = append(append(recs, w.unwritten[i]...), w.done[i]...)
 		}
 		if err := writeAuditBatch(context.WithoutCancel(ctx), r, "deliver", d.Name, sp, recs); err != nil {
 			return err
 		}
-		w.done, w.made = nil, nil
+		w.done, w.made, w.unwritten = nil, nil, nil
 	}
 	return nil
 }

@@ -20,6 +20,10 @@ const (
 	// filler order numbers (ORC-3, OBR-3): the laboratory's accession
 	// numbers.
 	DefaultFillerOrderSystem = "https://fhir.example-trust.nhs.uk/Id/filler-order-number"
+	// DefaultResultKeySystem is the placeholder identifier system of the
+	// result keys the translator gives each ServiceRequest,
+	// DiagnosticReport, Specimen and Observation (see the package doc).
+	DefaultResultKeySystem = "https://fhir.example-trust.nhs.uk/Id/lab-result-key"
 )
 
 // LabDialect describes a laboratory feed's local conventions. It is
@@ -31,6 +35,11 @@ type LabDialect struct {
 	// of order numbers that do not carry a universal id of their own.
 	PlacerOrderSystem string `yaml:"placer_order_system"`
 	FillerOrderSystem string `yaml:"filler_order_system"`
+	// ResultKeySystem is the identifier system of result keys: the first
+	// identifier of every ServiceRequest, DiagnosticReport, Specimen and
+	// Observation, the same in every message about the same result, so
+	// that a FHIR server updates a corrected result in place.
+	ResultKeySystem string `yaml:"result_key_system"`
 	// CodeMaps lists FHIR ConceptMap JSON files. Where a map has a target
 	// for the system and code of an OBR-4 or OBX-3 coding, with
 	// equivalence "equivalent" or "equal", the target is added as another
@@ -44,24 +53,32 @@ func DefaultLabDialect() LabDialect {
 		LocalCodeSystem:   DefaultLocalCodeSystem,
 		PlacerOrderSystem: DefaultPlacerOrderSystem,
 		FillerOrderSystem: DefaultFillerOrderSystem,
+		ResultKeySystem:   DefaultResultKeySystem,
 	}
 }
 
 // Validate returns every problem with l, including every problem found in
 // the code maps it names.
 func (l *LabDialect) Validate() []error {
+	_, mapErrs := loadCodeMaps(l.CodeMaps)
+	return append(l.systemErrors(), mapErrs...)
+}
+
+// systemErrors returns a problem for each system that is not an absolute
+// URI.
+func (l *LabDialect) systemErrors() []error {
 	var errs []error
 	for _, f := range []struct{ name, value string }{
 		{"lab.local_code_system", l.LocalCodeSystem},
 		{"lab.placer_order_system", l.PlacerOrderSystem},
 		{"lab.filler_order_system", l.FillerOrderSystem},
+		{"lab.result_key_system", l.ResultKeySystem},
 	} {
 		if err := checkURI(f.value); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
 		}
 	}
-	_, mapErrs := loadCodeMaps(l.CodeMaps)
-	return append(errs, mapErrs...)
+	return errs
 }
 
 // checkURI checks that s is an absolute URI usable as a system, by the

@@ -21,6 +21,30 @@
 // (ordering provider, results interpreter), which are logical references
 // by identifier and name.
 //
+// # Result keys
+//
+// The first identifier of every ServiceRequest, DiagnosticReport, Specimen
+// and Observation is its result key, in the configured result key system
+// (lab.result_key_system), so that a fhir destination, which updates a
+// resource by its first identifier with a system, writes a corrected,
+// withdrawn or final result over the earlier one rather than beside it:
+//
+//   - an order's key is its filler order number, else its placer order
+//     number, then "/" and its test code (OBR-4.1): a laboratory that
+//     splits one request into accessions, or runs several tests under one
+//     accession, makes reports with keys of their own. An order with
+//     neither number has no key, and its resources none;
+//   - its ServiceRequest and DiagnosticReport have the order's key, its
+//     Specimens the key and "/specimen/" and their position;
+//   - an Observation's key is the order's, "/" and its code (OBX-3.1),
+//     then "/" and its sub-id (OBX-4) when sent;
+//   - a key met again in the same message (an order repeated, a report
+//     sent as several OBX lines of one code) gets "#2", "#3" and so on.
+//
+// A correction must therefore come with the numbers and codes of the
+// report it corrects, as HL7 v2 asks. OBX-21, when sent, is kept as a
+// further Observation identifier.
+//
 // # Mapping choices
 //
 //   - DiagnosticReport (UKCore-DiagnosticReport-Lab): placer (PLAC) and
@@ -49,10 +73,16 @@
 //     SNOMED CT, local names to the configured local code system); the
 //     configured ConceptMaps add codings (equivalence equivalent or equal)
 //     to OBR-4 and OBX-3 codes.
-//   - Not mapped: PV1 (no Encounter), TQ1, CTD, FT1, PRT, notes after PID
-//     or SPM, OBX-4 sub-ids (no grouping into hasMember), OBX-15, OBX-16
-//     and OBX-23 to OBX-25 (performers), and v2.6+ OBX segments outside an
-//     order.
+//   - Notes: after an ORC they become ServiceRequest notes, after an SPM
+//     Specimen notes; after PID (or any segment whose resource has no
+//     note) they are not mapped and the translation is flagged
+//     DQNoteNotMapped.
+//   - An OBX before the first OBR (a v2.6+ patient observation) becomes
+//     an Observation of the patient with no order, report or result key,
+//     after the Patient, flagged DQObservationOutsideOrder.
+//   - Not mapped: PV1 (no Encounter), TQ1, CTD, FT1, PRT, OBX-4 sub-ids
+//     as a grouping (no hasMember; they are part of the result key),
+//     OBX-15, OBX-16 and OBX-23 to OBX-25 (performers).
 //
 // # Faults
 //

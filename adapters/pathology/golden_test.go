@@ -142,6 +142,7 @@ func checkBundle(t *testing.T, raw []byte) {
 		}
 		fullURLs[*e.FullUrl] = true
 	}
+	keys := map[string]int{}
 	for i, e := range b.Entry {
 		rt, err := fhir.ResourceType(e.Resource)
 		if err != nil {
@@ -174,6 +175,7 @@ func checkBundle(t *testing.T, raw []byte) {
 		if err := json.Unmarshal(e.Resource, &v); err != nil {
 			t.Fatalf("entry %d: %v", i, err)
 		}
+		checkResultKey(t, keys, i, rt, v)
 		for _, ref := range references(v, nil) {
 			if !fullURLs[ref] {
 				t.Errorf("entry %d (%s) refers to %q, which is not in the bundle", i, rt, ref)
@@ -189,6 +191,37 @@ func checkBundle(t *testing.T, raw []byte) {
 			t.Errorf("schema: %s", p)
 		}
 	}
+}
+
+// checkResultKey checks that a resource's first identifier with a system
+// (the one a fhir destination updates it by) is not that of an earlier
+// resource of its type in the bundle (keys, by type and identifier, holds
+// the entry that had it): a transaction with two entries updating one
+// resource fails, and two results sharing one would overwrite each
+// other. A resource with a result key must have it first.
+func checkResultKey(t *testing.T, keys map[string]int, i int, rt string, v any) {
+	t.Helper()
+	ids, _ := v.(map[string]any)["identifier"].([]any)
+	system, value := "", ""
+	for j, id := range ids {
+		m, _ := id.(map[string]any)
+		s, _ := m["system"].(string)
+		if s == DefaultResultKeySystem && j > 0 {
+			t.Errorf("entry %d (%s): result key is identifier %d, not the first", i, rt, j)
+		}
+		if s != "" && system == "" {
+			system = s
+			value, _ = m["value"].(string)
+		}
+	}
+	if system == "" {
+		return
+	}
+	k := rt + " " + system + "|" + value
+	if j, ok := keys[k]; ok {
+		t.Errorf("entries %d and %d: two %s resources with the identifier %s|%s", j, i, rt, system, value)
+	}
+	keys[k] = i
 }
 
 // references collects every Reference.reference string in v.

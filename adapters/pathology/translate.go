@@ -59,8 +59,12 @@ const (
 	// data-absent-reason "unknown".
 	DQCodeMissing = "code_missing"
 	// DQObservationOutsideOrder: an OBX comes before any OBR (a v2.6+
-	// patient observation, or a malformed message) and is not mapped.
+	// patient observation, or a malformed message); it is mapped as an
+	// Observation of the patient with no report, order or result key.
 	DQObservationOutsideOrder = "observation_outside_order"
+	// DQNoteNotMapped: an NTE follows a segment whose resource has no
+	// note (PID, PV1, ...); its text is not in the bundle.
+	DQNoteNotMapped = "note_not_mapped"
 )
 
 // Code systems and extensions used by the mappings.
@@ -108,16 +112,7 @@ func NewTranslator(d pas.Dialect, lab LabDialect) (*Translator, error) {
 	if err != nil {
 		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "invalid pathology time zone", err)
 	}
-	var errs []error
-	for _, f := range []struct{ name, value string }{
-		{"lab.local_code_system", lab.LocalCodeSystem},
-		{"lab.placer_order_system", lab.PlacerOrderSystem},
-		{"lab.filler_order_system", lab.FillerOrderSystem},
-	} {
-		if err := checkURI(f.value); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
-		}
-	}
+	errs := lab.systemErrors()
 	codes, mapErrs := loadCodeMaps(lab.CodeMaps)
 	if errs = append(errs, mapErrs...); len(errs) > 0 {
 		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "invalid pathology lab settings", errors.Join(errs...))
@@ -179,7 +174,7 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{t: t, env: env, m: m, d: m.Delimiters(), patient: patient, dq: dq}
+	b := &builder{t: t, env: env, m: m, d: m.Delimiters(), patient: patient, dq: dq, orderKeys: map[string]int{}}
 	_, b.patientID = b.ids("Patient")
 	b.patientURL = "urn:uuid:" + b.patientID
 	if err := b.walk(); err != nil {
@@ -201,11 +196,17 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 // order is one ORDER_OBSERVATION group: an OBR with its ORC, notes,
 // observations and specimens.
 type order struct {
-	index        int
-	orc, obr     *hl7v2.Segment
-	notes        []string
-	observations []*observation
-	specimens    []*hl7v2.Segment
+	index    int
+	orc, obr *hl7v2.Segment
+	// notes follow the OBR, orcNotes the ORC.
+	notes, orcNotes []string
+	observations    []*observation
+	specimens       []*specimen
+
+	// key is the order's result key (orderKey), and obsKeys counts its
+	// observations' keys.
+	key     string
+	obsKeys map[string]int
 
 	report   *models.DiagnosticReport
 	request  *models.ServiceRequest
@@ -220,6 +221,12 @@ type observation struct {
 	notes []string
 }
 
+// specimen is one SPM with its notes.
+type specimen struct {
+	spm   *hl7v2.Segment
+	notes []string
+}
+
 // builder collects the resources of one translation.
 type builder struct {
 	t   *Translator
@@ -231,8 +238,14 @@ type builder struct {
 	patientID  string
 	patientURL string
 	orders     []*order
-	dq         []string
-	urls       []kindURL
+	// patientObs are the OBX before the first OBR, and patientObsRes
+	// their Observations.
+	patientObs    []*observation
+	patientObsRes []*models.Observation
+	// orderKeys counts the orders' result keys.
+	orderKeys map[string]int
+	dq        []string
+	urls      []kindURL
 }
 
 // flag records a data-quality code once.
@@ -265,10 +278,13 @@ type kindURL struct{ kind, url string }
 //
 //   - ORC opens the next order; the OBR that follows joins it. An OBR
 //     without an ORC before it opens an order without one.
-//   - NTE belongs to the OBX, else the OBR, it follows; notes after PID
-//     (patient notes) and after SPM are not mapped.
-//   - OBX belongs to the current order. One before any OBR is skipped
-//     with DQObservationOutsideOrder.
+//   - NTE belongs to the segment it follows: an OBX (Observation.note),
+//     an OBR (the report's note), an ORC (ServiceRequest.note) or an SPM
+//     (Specimen.note). After any other segment (PID, PV1, ...) its text
+//     has no place and is flagged DQNoteNotMapped.
+//   - OBX belongs to the current order. One before any OBR (a v2.6+
+//     patient observation) becomes an Observation of the patient alone,
+//     flagged DQObservationOutsideOrder.
 //   - SPM adds a specimen to the current order.
 //   - Every other segment (PV1, TQ1, CTD, FT1, PRT, Z-segments, ...) is
 //     not mapped.
@@ -276,46 +292,47 @@ func (b *builder) walk() error {
 	var (
 		cur        *order
 		pendingORC *hl7v2.Segment
-		lastObs    *observation
-		noteTarget = 0 // 0 none, 1 order, 2 observation
+		orcNotes   []string
+		notes      *[]string // where an NTE's text goes; nil: nowhere
 	)
 	for _, seg := range b.m.Segments() {
 		switch seg.Name() {
 		case "ORC":
-			pendingORC = seg
-			noteTarget = 0
+			pendingORC, orcNotes = seg, nil
+			notes = &orcNotes
 		case "OBR":
-			cur = &order{index: len(b.orders) + 1, orc: pendingORC, obr: seg}
-			pendingORC = nil
+			cur = &order{index: len(b.orders) + 1, orc: pendingORC, orcNotes: orcNotes, obr: seg, obsKeys: map[string]int{}}
+			pendingORC, orcNotes = nil, nil
 			b.orders = append(b.orders, cur)
-			noteTarget = 1
+			notes = &cur.notes
 		case "OBX":
+			obs := &observation{obx: seg}
 			if cur == nil {
 				b.flag(DQObservationOutsideOrder)
-				noteTarget = 0
-				continue
+				b.patientObs = append(b.patientObs, obs)
+			} else {
+				cur.observations = append(cur.observations, obs)
 			}
-			lastObs = &observation{obx: seg}
-			cur.observations = append(cur.observations, lastObs)
-			noteTarget = 2
+			notes = &obs.notes
 		case "NTE":
 			text := b.noteText(seg)
 			if text == "" {
 				continue
 			}
-			switch noteTarget {
-			case 1:
-				cur.notes = append(cur.notes, text)
-			case 2:
-				lastObs.notes = append(lastObs.notes, text)
+			if notes == nil {
+				b.flag(DQNoteNotMapped)
+				continue
 			}
+			*notes = append(*notes, text)
 		case "SPM":
+			notes = nil
 			if cur != nil {
-				cur.specimens = append(cur.specimens, seg)
+				sp := &specimen{spm: seg}
+				cur.specimens = append(cur.specimens, sp)
+				notes = &sp.notes
 			}
-			noteTarget = 0
-		case "PID", "PD1", "PV1", "PV2", "NK1":
-			noteTarget = 0
+		default:
+			notes = nil
 		}
 	}
 	if len(b.orders) == 0 {
@@ -323,6 +340,14 @@ func (b *builder) walk() error {
 	}
 	for _, o := range b.orders {
 		b.mapOrder(o)
+	}
+	if len(b.patientObs) > 0 {
+		// Numbered as the observations of an order 0, which has no key.
+		o := &order{obsKeys: map[string]int{}}
+		subject := models.Reference{Reference: &b.patientURL, Type: fhir.Ptr("Patient")}
+		for i, obs := range b.patientObs {
+			b.patientObsRes = append(b.patientObsRes, b.mapObservation(o, i+1, obs, subject, nil, nil, nil, nil))
+		}
 	}
 	return nil
 }
@@ -368,6 +393,10 @@ func (b *builder) bundle() ([]byte, error) {
 	w.buf = append(w.buf, `,"entry":[`...)
 	w.add(header, headerURL)
 	w.add(b.patient, b.patientURL)
+	for i, obs := range b.patientObsRes {
+		u, _ := b.ids(kind("Observation", 0, i+1))
+		w.add(obs, u)
+	}
 	for _, o := range b.orders {
 		w.add(o.request, *o.report.BasedOn[0].Reference)
 		for i, s := range o.specRes {

@@ -7,6 +7,7 @@ import (
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
@@ -28,16 +29,17 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 	obx := obs.obx
 	_, id := b.ids(kind("Observation", o.index, item))
 	ob := &models.Observation{
-		Id:       fhir.Ptr(id),
-		Meta:     fhir.MetaProfile(nhs.ProfileObservationLab),
-		BasedOn:  basedOn,
-		Status:   b.observationStatus(value(obx.Component(11, 1, 1, 1))),
-		Category: fhir.Concepts(systemObsCategory, "laboratory", "Laboratory"),
-		Code:     b.testCode(obx, 3),
-		Subject:  &subject,
-		Issued:   issued,
-		Specimen: specimen,
-		Method:   b.codeableConcept(obx, 17, 1),
+		Id:         fhir.Ptr(id),
+		Identifier: b.observationIdentifiers(o, obx),
+		Meta:       fhir.MetaProfile(nhs.ProfileObservationLab),
+		BasedOn:    basedOn,
+		Status:     b.observationStatus(value(obx.Component(11, 1, 1, 1))),
+		Category:   fhir.Concepts(systemObsCategory, "laboratory", "Laboratory"),
+		Code:       b.testCode(obx, 3),
+		Subject:    &subject,
+		Issued:     issued,
+		Specimen:   specimen,
+		Method:     b.codeableConcept(obx, 17, 1),
 	}
 	ob.EffectiveDateTime = b.dateTime(obx.Component(14, 1, 1, 1))
 	if ob.EffectiveDateTime == nil {
@@ -61,6 +63,23 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 		ob.Note = append(ob.Note, models.Annotation{Text: n})
 	}
 	return ob
+}
+
+// observationIdentifiers returns the observation's result key and its
+// OBX-21 instance identifier, with its universal id as system when sent.
+func (b *builder) observationIdentifiers(o *order, obx *hl7v2.Segment) []models.Identifier {
+	var ids []models.Identifier
+	if key := observationKey(o, obx); key != "" {
+		ids = append(ids, b.resultKey(key))
+	}
+	if v := strings.TrimSpace(value(obx.Component(21, 1, 1, 1))); v != "" {
+		id := models.Identifier{Value: fhir.Ptr(v)}
+		if u := pas.UniversalID(obx, 21, 2); u != "" {
+			id.System = fhir.Ptr(u)
+		}
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // hasValue reports whether ob has a value[x] or a value extension.

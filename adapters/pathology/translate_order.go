@@ -1,6 +1,7 @@
 package pathology
 
 import (
+	"strconv"
 	"strings"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -22,12 +23,21 @@ func (b *builder) mapOrder(o *order) {
 	basedOn := []models.Reference{{Reference: fhir.Ptr(reqURL), Type: fhir.Ptr("ServiceRequest")}}
 	code := b.testCode(obr, 4)
 
-	var identifiers []models.Identifier
-	if id := b.orderIdentifier(o, 2, "PLAC", "Placer Identifier", b.t.lab.PlacerOrderSystem); id != nil {
-		identifiers = append(identifiers, *id)
-	}
-	if id := b.orderIdentifier(o, 3, "FILL", "Filler Identifier", b.t.lab.FillerOrderSystem); id != nil {
-		identifiers = append(identifiers, *id)
+	placer := b.orderIdentifier(o, 2, "PLAC", "Placer Identifier", b.t.lab.PlacerOrderSystem)
+	filler := b.orderIdentifier(o, 3, "FILL", "Filler Identifier", b.t.lab.FillerOrderSystem)
+	o.key = b.orderKey(o, placer, filler)
+	// Each resource gets its own slice: they are encoded separately.
+	identifiers := func() []models.Identifier {
+		var ids []models.Identifier
+		if o.key != "" {
+			ids = append(ids, b.resultKey(o.key))
+		}
+		for _, id := range []*models.Identifier{placer, filler} {
+			if id != nil {
+				ids = append(ids, *id)
+			}
+		}
+		return ids
 	}
 
 	effective := b.dateTime(obr.Component(7, 1, 1, 1))
@@ -46,7 +56,7 @@ func (b *builder) mapOrder(o *order) {
 	report := &models.DiagnosticReport{
 		Id:         fhir.Ptr(reportID),
 		Meta:       fhir.MetaProfile(nhs.ProfileDiagnosticReportLab),
-		Identifier: identifiers,
+		Identifier: identifiers(),
 		BasedOn:    basedOn,
 		Status:     b.reportStatus(value(obr.Component(25, 1, 1, 1))),
 		Category:   b.reportCategory(obr),
@@ -86,12 +96,15 @@ func (b *builder) mapOrder(o *order) {
 	o.request = &models.ServiceRequest{
 		Id:         fhir.Ptr(reqID),
 		Meta:       fhir.MetaProfile(nhs.ProfileServiceRequestLab),
-		Identifier: identifiers,
+		Identifier: identifiers(),
 		Status:     b.requestStatus(o, report.Status),
 		Intent:     models.RequestIntentOrder,
 		Code:       &code,
 		Subject:    subject,
 		Specimen:   o.specRefs,
+	}
+	for _, n := range o.orcNotes {
+		o.request.Note = append(o.request.Note, models.Annotation{Text: n})
 	}
 	if o.orc != nil {
 		o.request.AuthoredOn = b.dateTime(o.orc.Component(9, 1, 1, 1))
@@ -100,6 +113,62 @@ func (b *builder) mapOrder(o *order) {
 	if o.request.Requester == nil {
 		o.request.Requester = b.practitioner(obr, 16, 1)
 	}
+}
+
+// orderKey returns the result key of order o: its filler order number,
+// else its placer order number, then "/" and its test code (OBR-4.1), and
+// "#n" for the n-th order of the message with the same key. It is ""
+// when the order has neither number. A correction of the report comes
+// with the same numbers and test, so it has the same key, while the
+// reports a laboratory makes under one placer number (an order split
+// into several accessions) or under one accession (several tests of one
+// sample) each have their own.
+func (b *builder) orderKey(o *order, placer, filler *models.Identifier) string {
+	base := filler
+	if base == nil {
+		base = placer
+	}
+	if base == nil {
+		return ""
+	}
+	key := *base.Value
+	if code := strings.TrimSpace(value(o.obr.Component(4, 1, 1, 1))); code != "" {
+		key += "/" + code
+	}
+	return occurrence(b.orderKeys, key)
+}
+
+// observationKey returns the result key of an observation of order o: the
+// order's key, "/" and the observation's code (OBX-3.1), then "/" and its
+// sub-id (OBX-4) when it has one, and "#n" for the n-th observation of
+// the order with the same key (the lines of a report sent as several OBX
+// of one code). It is "" when the order has no key.
+func observationKey(o *order, obx *hl7v2.Segment) string {
+	if o.key == "" {
+		return ""
+	}
+	key := o.key + "/" + strings.TrimSpace(value(obx.Component(3, 1, 1, 1)))
+	if sub := strings.TrimSpace(value(obx.Field(4))); sub != "" {
+		key += "/" + sub
+	}
+	return occurrence(o.obsKeys, key)
+}
+
+// occurrence counts key in seen and returns it as it is the first time
+// and with "#n" the n-th time.
+func occurrence(seen map[string]int, key string) string {
+	seen[key]++
+	if n := seen[key]; n > 1 {
+		return key + "#" + strconv.Itoa(n)
+	}
+	return key
+}
+
+// resultKey returns the identifier with value v in the lab's result key
+// system. It comes first among a resource's identifiers, so a fhir
+// destination updates the resource by it.
+func (b *builder) resultKey(v string) models.Identifier {
+	return models.Identifier{System: fhir.Ptr(b.t.lab.ResultKeySystem), Value: fhir.Ptr(v)}
 }
 
 // orderIdentifier maps the placer (field 2) or filler (field 3) order
@@ -227,16 +296,24 @@ func personReference(id, family, given, prefix, authority, idType string) *model
 // (v2.3 and v2.4), else none.
 func (b *builder) mapSpecimens(o *order, subject models.Reference, request []models.Reference, collected *string) {
 	add := func(s *models.Specimen) {
-		url, id := b.ids(kind("Specimen", o.index, len(o.specRes)+1))
+		n := len(o.specRes) + 1
+		url, id := b.ids(kind("Specimen", o.index, n))
 		s.Id = fhir.Ptr(id)
+		if o.key != "" {
+			s.Identifier = append([]models.Identifier{b.resultKey(o.key + "/specimen/" + strconv.Itoa(n))}, s.Identifier...)
+		}
 		s.Meta = fhir.MetaProfile(nhs.ProfileSpecimen)
 		s.Subject = &subject
 		s.Request = request
 		o.specRes = append(o.specRes, s)
 		o.specRefs = append(o.specRefs, fhir.Ref(url, "Specimen"))
 	}
-	for _, spm := range o.specimens {
-		add(b.specimenFromSPM(spm))
+	for _, sp := range o.specimens {
+		s := b.specimenFromSPM(sp.spm)
+		for _, n := range sp.notes {
+			s.Note = append(s.Note, models.Annotation{Text: n})
+		}
+		add(s)
 	}
 	if len(o.specimens) > 0 || strings.TrimSpace(value(o.obr.Field(15))) == "" {
 		return

@@ -2,6 +2,7 @@ package pathology
 
 import (
 	"bytes"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -318,6 +319,60 @@ func TestNotesAndOrdersGrouping(t *testing.T) {
 	}
 	if *obs[1].Code.Coding[0].Code != "HBA1C" || *obs[1].BasedOn[0].Reference != *reports[1].BasedOn[0].Reference {
 		t.Error("second OBX is not tied to the second order")
+	}
+	if !slices.Contains(got.DataQuality, DQNoteNotMapped) {
+		t.Errorf("data quality %q, want %s for the note after PID", got.DataQuality, DQNoteNotMapped)
+	}
+}
+
+// TestNotesOfOrdersAndSpecimens checks that notes after an ORC reach the
+// ServiceRequest and notes after an SPM the Specimen, and that an OBX
+// before the first OBR is kept as an Observation of the patient.
+func TestNotesOfOrdersAndSpecimens(t *testing.T) {
+	raw := hl7(strings.Replace(testMSH, "2.5.1", "2.5.1", 1), testPID,
+		`OBX|1|NM|K^Potassium^L||4.0|mmol/L|3.5-5.3|N|||F`, `NTE|1||Patient-level result note`,
+		`ORC|RE|P1|F1`, `NTE|1||Order note: urgent`, testOBR,
+		`OBX|1|NM|NA^Sodium^L||140|mmol/L|133-146|N|||F`,
+		`SPM|1|SP1||SER^Serum^L`, `NTE|1||Sample haemolysed`)
+	got, err := newTestTranslator(t).Translate(testEnvelope("order-notes", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBundle(t, got.Bundle)
+	b, _ := models.UnmarshalBundle(got.Bundle)
+	var notes []string
+	var obs []models.Observation
+	for _, e := range b.Entry {
+		raw := string(e.Resource)
+		switch {
+		case strings.Contains(raw, `"resourceType":"ServiceRequest"`):
+			sr, _ := models.UnmarshalServiceRequest(e.Resource)
+			for _, n := range sr.Note {
+				notes = append(notes, "ServiceRequest: "+n.Text)
+			}
+		case strings.Contains(raw, `"resourceType":"Specimen"`):
+			sp, _ := models.UnmarshalSpecimen(e.Resource)
+			for _, n := range sp.Note {
+				notes = append(notes, "Specimen: "+n.Text)
+			}
+		case strings.Contains(raw, `"resourceType":"Observation"`):
+			o, _ := models.UnmarshalObservation(e.Resource)
+			obs = append(obs, o)
+		}
+	}
+	if want := []string{"ServiceRequest: Order note: urgent", "Specimen: Sample haemolysed"}; !slices.Equal(notes, want) {
+		t.Errorf("notes %q, want %q", notes, want)
+	}
+	if len(obs) != 2 {
+		t.Fatalf("%d observations, want the patient-level one and the order's", len(obs))
+	}
+	p := obs[0]
+	if *p.Code.Coding[0].Code != "K" || p.ValueQuantity == nil || *p.ValueQuantity.Value != json.Number("4.0") ||
+		len(p.BasedOn) != 0 || len(p.Note) != 1 || p.Subject == nil {
+		t.Errorf("patient-level observation %+v", p)
+	}
+	if !slices.Contains(got.DataQuality, DQObservationOutsideOrder) {
+		t.Errorf("data quality %q, want %s", got.DataQuality, DQObservationOutsideOrder)
 	}
 }
 

@@ -3,6 +3,8 @@ package consent
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/fhir"
@@ -46,12 +48,41 @@ type ResourceDecision struct {
 // Decide implements Decider. The outcome is Permit when every entry is
 // permitted, Deny when none may go, and Redact otherwise: the caller then
 // sends Apply(bundle, decision). Errors come only from Source.
+//
+// The patient is req.PatientKey when it is a valid NHS number; a key that
+// is not (a local identifier) leaves the patient unknown to the gates
+// that need an NHS number, as a missing one does. A bundle about more
+// than one patient (an NHS number on a second Patient, or on a merge's
+// retired Patient) is decided for each of them, and each entry gets the
+// most restrictive of their verdicts: one patient's refusal is never
+// overridden by another's consent.
 func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 	now := time.Now()
 	if e.Now != nil {
 		now = e.Now()
 	}
-	patient := nhs.Normalize(req.PatientKey)
+	entries := bundleResources(req.Bundle)
+	patients := bundlePatients(req.PatientKey, entries)
+	if len(patients) == 0 {
+		patients = []string{""}
+	}
+	var dec Decision
+	for i, patient := range patients {
+		d, err := e.decideFor(ctx, req, patient, entries, now)
+		if err != nil {
+			return Decision{}, err
+		}
+		if i == 0 {
+			dec = d
+			continue
+		}
+		dec = stricter(dec, d, len(entries))
+	}
+	return dec, nil
+}
+
+// decideFor decides req for one patient ("" when unknown).
+func (e *Engine) decideFor(ctx context.Context, req Request, patient string, entries []entry, now time.Time) (Decision, error) {
 	purpose, basis := Purpose(req.Purpose), LegalBasis(req.LegalBasis)
 	// Only what the evaluation reads is loaded, each a store read per
 	// message and destination: Consents unless the route skips them, and
@@ -77,7 +108,6 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 	if !ok {
 		dest = Destination{Name: req.Destination}
 	}
-	entries := bundleResources(req.Bundle)
 	in := Input{
 		Now: now, Patient: patient, Policies: pols, OptOut: opt,
 		Restricted: req.Restricted || restrictedInBundle(entries),
@@ -92,34 +122,112 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 		return Decision{Outcome: v.Outcome, Reason: v.Reason, Rule: v.Rule, ConsentSkipped: v.ConsentSkipped}, nil
 	}
 	dec := Decision{ConsentSkipped: req.SkipConsent}
-	denied, redacted := 0, 0
-	var first *ResourceDecision
 	for i, ent := range entries {
 		v := e.eval.Evaluate(in, ent.res)
-		rd := ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: v}
-		dec.Resources = append(dec.Resources, rd)
-		switch v.Outcome {
+		dec.Resources = append(dec.Resources, ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: v})
+	}
+	summarise(&dec)
+	return dec, nil
+}
+
+// summarise sets the decision's outcome, rule and reason from its
+// per-resource verdicts.
+func summarise(dec *Decision) {
+	denied, redacted := 0, 0
+	var first *ResourceDecision
+	for i := range dec.Resources {
+		switch dec.Resources[i].Outcome {
 		case Deny:
 			denied++
 		case Redact:
 			redacted++
 		}
-		if first == nil && v.Outcome != Permit {
-			first = &dec.Resources[len(dec.Resources)-1]
+		if first == nil && dec.Resources[i].Outcome != Permit {
+			first = &dec.Resources[i]
 		}
 	}
+	n := len(dec.Resources)
 	switch {
-	case denied == len(entries):
+	case denied == n:
 		dec.Outcome, dec.Rule = Deny, first.Rule
 		dec.Reason = first.Reason
 	case denied == 0 && redacted == 0:
 		dec.Outcome, dec.Rule = Permit, dec.Resources[0].Rule
-		dec.Reason = fmt.Sprintf("all %d resources permitted", len(entries))
+		dec.Reason = fmt.Sprintf("all %d resources permitted", n)
 	default:
 		dec.Outcome, dec.Rule = Redact, first.Rule
-		dec.Reason = fmt.Sprintf("%d of %d resources withheld, %d stripped; first: %s", denied, len(entries), redacted, first.Reason)
+		dec.Reason = fmt.Sprintf("%d of %d resources withheld, %d stripped; first: %s", denied, n, redacted, first.Reason)
 	}
-	return dec, nil
+}
+
+// stricter combines the decisions for two patients of one bundle: each
+// entry keeps the more restrictive verdict (Deny over Redact over
+// Permit; two redactions strip what either strips).
+func stricter(a, b Decision, entries int) Decision {
+	if entries == 0 {
+		if rank(b.Outcome) > rank(a.Outcome) {
+			return b
+		}
+		return a
+	}
+	out := Decision{ConsentSkipped: a.ConsentSkipped || b.ConsentSkipped}
+	for i := range a.Resources {
+		ra, rb := a.Resources[i], b.Resources[i]
+		switch {
+		case rank(rb.Outcome) > rank(ra.Outcome):
+			ra = rb
+		case ra.Outcome == Redact && rb.Outcome == Redact:
+			strip := slices.Clone(ra.Strip)
+			for _, el := range rb.Strip {
+				if !slices.Contains(strip, el) {
+					strip = append(strip, el)
+				}
+			}
+			ra.Strip = strip
+		}
+		out.Resources = append(out.Resources, ra)
+	}
+	summarise(&out)
+	return out
+}
+
+// rank orders outcomes from the least to the most restrictive.
+func rank(o Outcome) int {
+	switch o {
+	case Permit:
+		return 0
+	case Redact:
+		return 1
+	}
+	return 2
+}
+
+// bundlePatients returns the distinct NHS numbers the decision is about:
+// key when it is a valid NHS number, then those on the bundle's Patient
+// resources, in bundle order.
+func bundlePatients(key string, entries []entry) []string {
+	var out []string
+	add := func(s string) {
+		n := nhs.Normalize(s)
+		if nhs.ValidNumber(n) && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	add(key)
+	for _, e := range entries {
+		if e.res.Type != "Patient" {
+			continue
+		}
+		ids, _ := e.body["identifier"].([]any)
+		for _, x := range ids {
+			m, _ := x.(map[string]any)
+			if sys, _ := m["system"].(string); sys == nhs.SystemNHSNumber {
+				v, _ := m["value"].(string)
+				add(v)
+			}
+		}
+	}
+	return out
 }
 
 // entry is one bundle resource as the engine sees it.
@@ -128,63 +236,72 @@ type entry struct {
 	body map[string]any
 }
 
-// bundleResources reads Bundle.entry[].resource.
+// bundleResources reads Bundle.entry[].resource. The Bundle's own
+// security labels (Bundle.meta.security) apply to every entry.
 func bundleResources(bundle map[string]any) []entry {
 	list, _ := bundle["entry"].([]any)
 	out := make([]entry, 0, len(list))
+	shared := securityLabels(bundle)
 	for _, x := range list {
 		m, _ := x.(map[string]any)
 		body, _ := m["resource"].(map[string]any)
-		out = append(out, entry{res: ResourceOf(body), body: body})
+		res := ResourceOf(body)
+		res.Labels = append(res.Labels, shared...)
+		out = append(out, entry{res: res, body: body})
+	}
+	return out
+}
+
+// securityLabels returns a resource's meta.security codings.
+func securityLabels(body map[string]any) []Coding {
+	meta, _ := body["meta"].(map[string]any)
+	sec, _ := meta["security"].([]any)
+	out := make([]Coding, 0, len(sec))
+	for _, x := range sec {
+		m, _ := x.(map[string]any)
+		s, _ := m["system"].(string)
+		c, _ := m["code"].(string)
+		out = append(out, Coding{System: s, Code: c})
 	}
 	return out
 }
 
 // isRestrictedLabel reports the R label, which on a Patient is how the
-// Personal Demographics Service marks a restricted (S-flag) patient.
+// Personal Demographics Service marks a restricted (S-flag) patient. As
+// for data labels, the code's case and a missing system are forgiven.
 func isRestrictedLabel(c Coding) bool {
-	return c.System == SystemConfidentiality && c.Code == "R"
+	return (c.System == SystemConfidentiality || c.System == "") && strings.EqualFold(c.Code, "R")
 }
 
 // restrictedInBundle reports a Patient labelled R (restricted).
 func restrictedInBundle(entries []entry) bool {
 	for _, e := range entries {
-		if e.res.Type != "Patient" {
-			continue
-		}
-		meta, _ := e.body["meta"].(map[string]any)
-		sec, _ := meta["security"].([]any)
-		for _, x := range sec {
-			m, _ := x.(map[string]any)
-			s, _ := m["system"].(string)
-			c, _ := m["code"].(string)
-			if isRestrictedLabel(Coding{System: s, Code: c}) {
-				return true
-			}
+		if e.res.Type == "Patient" && slices.ContainsFunc(securityLabels(e.body), isRestrictedLabel) {
+			return true
 		}
 	}
 	return false
 }
 
 // ResourceOf reads what the engine needs from a FHIR resource: its type,
-// meta.security labels, the codings of its code element and its date (see
-// PROFILE.md for which element gives the date of each type). A Patient's R
-// label marks a restricted patient, not restricted data, so it is left out
-// of the Patient's labels.
+// meta.security labels (its own and those of the resources it contains,
+// which go wherever it goes), the codings of its code element and its
+// date (see PROFILE.md for which element gives the date of each type). A
+// Patient's R label marks a restricted patient, not restricted data, so
+// it is left out of the Patient's labels.
 func ResourceOf(body map[string]any) Resource {
 	var r Resource
 	r.Type, _ = body["resourceType"].(string)
-	meta, _ := body["meta"].(map[string]any)
-	sec, _ := meta["security"].([]any)
-	for _, x := range sec {
-		m, _ := x.(map[string]any)
-		s, _ := m["system"].(string)
-		c, _ := m["code"].(string)
-		cd := Coding{System: s, Code: c}
+	for _, cd := range securityLabels(body) {
 		if r.Type == "Patient" && isRestrictedLabel(cd) {
 			continue
 		}
 		r.Labels = append(r.Labels, cd)
+	}
+	contained, _ := body["contained"].([]any)
+	for _, x := range contained {
+		m, _ := x.(map[string]any)
+		r.Labels = append(r.Labels, securityLabels(m)...)
 	}
 	if code, ok := body["code"].(map[string]any); ok {
 		r.Codes = codings(code)

@@ -299,3 +299,135 @@ func TestResourceOf(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
+
+// twoPatientBundle holds a Patient for each NHS number with an
+// Observation about each.
+func twoPatientBundle(first, second string) map[string]any {
+	patient := func(id, nhsNumber string) map[string]any {
+		return map[string]any{"fullUrl": "urn:uuid:" + id, "resource": map[string]any{
+			"resourceType": "Patient", "id": id,
+			"identifier": []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": nhsNumber}},
+		}}
+	}
+	obs := func(id, subject string) map[string]any {
+		return map[string]any{"fullUrl": "urn:uuid:" + id, "resource": map[string]any{
+			"resourceType": "Observation", "id": id, "subject": map[string]any{"reference": "urn:uuid:" + subject},
+		}}
+	}
+	return map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
+		patient("p1", first), obs("o1", "p1"), patient("p2", second), obs("o2", "p2"),
+	}}
+}
+
+// TestEngineDecidesForEveryPatient checks that a bundle about two
+// patients is decided for both: the second patient's refusal or opt-out
+// holds although the message's key is the first patient's.
+func TestEngineDecidesForEveryPatient(t *testing.T) {
+	const first, second = patientA, patientB
+	deny := []Policy{{ID: "deny-all", Status: "active", Patient: second,
+		Root: Provision{Path: "Consent.provision", Type: ProvisionDeny}}}
+	tests := []struct {
+		name    string
+		src     memSource
+		purpose string
+		basis   string
+		key     string
+		want    Outcome
+		rule    string
+	}{
+		{"second patient's consent denies", memSource{policies: map[string][]Policy{second: deny}},
+			"direct-care", "direct-care", first, Deny, "consent:deny-all:Consent.provision"},
+		{"second patient opted out", memSource{optOut: map[string]OptOutStatus{second: {OptedOut: true}}},
+			"research", "s251", first, Deny, "gate:opt-out"},
+		{"neither refuses", memSource{}, "direct-care", "direct-care", first, Permit, "consent:none:route-default-permit"},
+		{"key is the second patient", memSource{policies: map[string][]Policy{second: deny}},
+			"direct-care", "direct-care", second, Deny, "consent:deny-all:Consent.provision"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Engine{Source: tt.src}
+			d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: tt.purpose, LegalBasis: tt.basis,
+				Destination: "d", PatientKey: tt.key, Bundle: twoPatientBundle(first, second), Default: Permit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Outcome != tt.want || d.Rule != tt.rule {
+				t.Errorf("decision %s by %s (%s), want %s by %s", d.Outcome, d.Rule, d.Reason, tt.want, tt.rule)
+			}
+		})
+	}
+}
+
+// TestEngineLocalKeyIsUnknownPatient checks that a message known only by
+// a local identifier is decided as one whose patient is unknown: the
+// opt-out cannot be checked, so a research route may not have it.
+func TestEngineLocalKeyIsUnknownPatient(t *testing.T) {
+	bundle := map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
+		map[string]any{"fullUrl": "urn:uuid:p", "resource": map[string]any{
+			"resourceType": "Patient", "id": "p",
+			"identifier": []any{map[string]any{"system": "https://fhir.example-trust.nhs.uk/Id/local-patient-identifier", "value": "MRNONLY1"}},
+		}},
+	}}
+	src := &countingSource{}
+	e := &Engine{Source: src}
+	d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: "research", LegalBasis: "s251",
+		Destination: "d", PatientKey: "MRNONLY1", Bundle: bundle, Default: Permit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Outcome != Deny || d.Rule != "gate:opt-out:unknown-patient" {
+		t.Errorf("decision %s by %s, want deny by gate:opt-out:unknown-patient", d.Outcome, d.Rule)
+	}
+	if src.policies+src.optOuts != 0 {
+		t.Errorf("the store was asked about a local identifier (%d consent and %d opt-out reads)", src.policies, src.optOuts)
+	}
+}
+
+// TestEngineLabelsWrittenLoosely checks that a legal label holds back its
+// resource however it reaches the engine: on the Bundle, on a contained
+// resource, in lower case or without its system.
+func TestEngineLabelsWrittenLoosely(t *testing.T) {
+	obs := func(meta map[string]any, contained []any) map[string]any {
+		res := map[string]any{"resourceType": "Observation", "id": "o"}
+		if meta != nil {
+			res["meta"] = meta
+		}
+		if contained != nil {
+			res["contained"] = contained
+		}
+		return res
+	}
+	security := func(system, code string) map[string]any {
+		l := map[string]any{"code": code}
+		if system != "" {
+			l["system"] = system
+		}
+		return map[string]any{"security": []any{l}}
+	}
+	tests := []struct {
+		name   string
+		bundle map[string]any
+	}{
+		{"on the Bundle", map[string]any{"resourceType": "Bundle", "meta": security(SystemConfidentiality, "V"),
+			"entry": []any{map[string]any{"resource": obs(nil, nil)}}}},
+		{"on a contained resource", map[string]any{"resourceType": "Bundle",
+			"entry": []any{map[string]any{"resource": obs(nil, []any{map[string]any{"resourceType": "Condition", "meta": security(SystemRestricted, LabelGRA)}})}}}},
+		{"lower case", map[string]any{"resourceType": "Bundle",
+			"entry": []any{map[string]any{"resource": obs(security(SystemConfidentiality, "v"), nil)}}}},
+		{"no system", map[string]any{"resourceType": "Bundle",
+			"entry": []any{map[string]any{"resource": obs(security("", LabelGRA), nil)}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Engine{Source: memSource{}}
+			d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care",
+				Destination: "gp", PatientKey: patientA, Bundle: tt.bundle, Default: Permit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Outcome != Deny || !strings.HasPrefix(d.Rule, "gate:legal-label:") {
+				t.Errorf("decision %s by %s, want deny by a legal label", d.Outcome, d.Rule)
+			}
+		})
+	}
+}

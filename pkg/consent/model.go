@@ -2,6 +2,7 @@ package consent
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -74,18 +75,21 @@ type Coding struct {
 }
 
 // clearance reports the clearance a data label needs, and whether it is a
-// legal one. Labels that need none return "".
+// legal one. Labels that need none return "". Codes match whatever their
+// case, and a label with no system matches the codes of either system:
+// a label written carelessly still protects what it marks.
 func clearance(c Coding) (Clearance, bool) {
-	switch c.System {
-	case SystemConfidentiality:
-		switch c.Code {
+	code := strings.ToUpper(c.Code)
+	if c.System == SystemConfidentiality || c.System == "" {
+		switch code {
 		case "V":
 			return ClearV, true
 		case "R":
 			return ClearR, false
 		}
-	case SystemRestricted:
-		switch c.Code {
+	}
+	if c.System == SystemRestricted || c.System == "" {
+		switch code {
 		case LabelGRA:
 			return ClearGRA, true
 		case LabelHFEA:

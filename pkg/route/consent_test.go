@@ -122,6 +122,7 @@ func TestProcessConsentEngine(t *testing.T) {
 	routeFHIR := routeHead + permit + "destinations:\n  - name: fhir-store\n"
 	routeRaw := routeHead + permit + "destinations:\n  - name: data-quality\n    payload: raw\n"
 	routeKeep := routeHead + permit + "transform:\n  - keep: resource.resourceType != \"MessageHeader\"\ndestinations:\n  - name: fhir-store\n"
+	routeV2 := routeHead + permit + "transform:\n  - replace: '{\"resourceType\": \"Bundle\", \"type\": bundle.type, \"entry\": bundle.entry + [{\"resource\": {\"resourceType\": \"Basic\", \"code\": {\"text\": v2.get(\"PID-11\")}}}]}'\ndestinations:\n  - name: fhir-store\n"
 	routeSkip := routeHead + "consent:\n  purpose: safeguarding\n  legal_basis: safeguarding\n  default: deny\n  skip_consent_gate: true\ndestinations:\n  - name: fhir-store\n"
 	denyAll := map[string]any{"type": "deny"}
 	tests := []struct {
@@ -189,6 +190,20 @@ func TestProcessConsentEngine(t *testing.T) {
 				{"fhir-store", "redact", "consent:c-obs:Consent.provision.provision[0]", "1 of 4 resources withheld, 0 stripped; first: a consent provision denies"},
 				{"fhir-store", OutcomeWithheld, "consent:c-obs:Consent.provision.provision[0]", "entry 3 (Observation): a consent provision denies"},
 			},
+		},
+		{
+			name: "a transform reading v2 after a redaction is denied", route: routeV2,
+			consents:   []consent.Policy{consentDoc(t, "c-enc", patient, denyClass("Encounter"))},
+			wantDenied: []string{"fhir-store"},
+			wantRecs: []consentRecord{
+				{"fhir-store", "deny", "consent:c-enc:Consent.provision.provision[0]", "a replace step reads v2 or patient, which consent cannot redact: 1 of 4 resources withheld, 0 stripped; first: a consent provision denies"},
+				{"fhir-store", OutcomeWithheld, "consent:c-enc:Consent.provision.provision[0]", "entry 2 (Encounter): a consent provision denies"},
+			},
+		},
+		{
+			name: "a transform reading v2 runs when nothing is redacted", route: routeV2,
+			wantTypes: []string{"MessageHeader", "Patient", "Encounter", "Observation", "Basic"},
+			wantRecs:  []consentRecord{{"fhir-store", "permit", "consent:none:route-default-permit", "all 4 resources permitted"}},
 		},
 		{
 			name: "a raw payload that would be redacted is denied", route: routeRaw,

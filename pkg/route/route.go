@@ -20,6 +20,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
@@ -541,6 +542,19 @@ func (r *Route) Uses(name string) bool {
 	return false
 }
 
+// stepsReadUnredacted reports whether a replace step reads the raw v2
+// message or the patient index entry, which a consent redaction does not
+// reach. (A keep step only drops entries of the redacted bundle, so what
+// it reads cannot reach the output.)
+func (r *Route) stepsReadUnredacted() bool {
+	for _, st := range r.steps {
+		if p := st.replace; p != nil && (p.Uses(rules.VarV2) || p.Uses(rules.VarPatient)) {
+			return true
+		}
+	}
+	return false
+}
+
 // Takes reports whether the route takes messages of this type. Events may
 // be written as "ADT^A01" or "A01".
 func (r *Route) Takes(messageType, event string) bool {
@@ -666,7 +680,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		}
 		dec, err := decider.Decide(ctx, consent.Request{
 			Route: r.Name, Purpose: r.Purpose, LegalBasis: r.LegalBasis, SkipConsent: r.SkipConsent,
-			Destination: d.Name, PatientKey: tr.PatientKey, Bundle: bundle, Default: r.Default,
+			Destination: d.Name, PatientKey: consentKey(tr.PatientKey, in.Patient), Bundle: bundle, Default: r.Default,
 			// Restricted (S-flag) by the patient index; a Patient
 			// labelled R in the bundle counts as well.
 			Restricted: in.Restricted,
@@ -684,6 +698,11 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		case outcome == consent.Redact && d.Raw:
 			// Raw HL7 cannot be redacted: what may not all go does not go.
 			outcome, reason = consent.Deny, "raw payload cannot be redacted: "+dec.Reason
+		case outcome == consent.Redact && r.stepsReadUnredacted():
+			// The v2 message and the patient variable are not redacted:
+			// a transform reading them could put back what consent took
+			// out.
+			outcome, reason = consent.Deny, "a replace step reads v2 or patient, which consent cannot redact: "+dec.Reason
 		case outcome == consent.Redact && len(dec.Resources) == 0:
 			// A redaction that does not say what to remove cannot be made.
 			outcome, reason = consent.Deny, "redaction without per-resource verdicts: "+dec.Reason
@@ -726,6 +745,19 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body, Classes: bundleClasses(src)})
 	}
 	return res, nil
+}
+
+// consentKey is the patient key consent decides by: the translation's
+// key, or, when that is not an NHS number (a local identifier), the NHS
+// number the patient index knows for the patient, if any.
+func consentKey(key string, patient map[string]any) string {
+	if nhs.ValidNumber(nhs.Normalize(key)) {
+		return key
+	}
+	if n, _ := patient["nhsNumber"].(string); n != "" {
+		return n
+	}
+	return key
 }
 
 // bundleClasses returns the sorted distinct resource types of a decoded

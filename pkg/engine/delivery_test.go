@@ -249,6 +249,47 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	}
 }
 
+// TestReplayDecidesConsentAgain: a delivery dead-lettered before the
+// patient refused the destination is not sent when it is replayed: the
+// replay routes the stored input again, so the refusal decides, and the
+// trail says so.
+func TestReplayDecidesConsentAgain(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		e, srv := startWithEHR(t, pipe+"consent:\n  destinations:\n    ehr: {ods: RX2}\n")
+		srv.script(400)
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "RC0001", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("ack %s", code)
+		}
+		var dls []router.DeadLetter
+		waitFor(t, "dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+		base := "http://" + e.HTTPAddr().String()
+		if st, body := postConsent(t, base, denyTo("c-deny-rx2", deniedPatient, "RX2", "active")); st != http.StatusCreated {
+			t.Fatalf("POST Consent: %d %s", st, body)
+		}
+		status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
+		if status != 200 || len(res.Replayed) != 1 {
+			t.Fatalf("replay: %d %+v", status, res)
+		}
+		id := dls[0].MessageID
+		waitFor(t, "the replay's consent decision", func() bool {
+			for _, r := range trails(t, e)[id] {
+				if r.Event == audit.Consent && r.Destination == "ehr" && r.Outcome == "deny" && r.Rule == "consent:c-deny-rx2:Consent.provision" {
+					return true
+				}
+			}
+			return false
+		})
+		for _, r := range trails(t, e)[id] {
+			if r.Event == audit.Delivered || r.Event == audit.Queued && r.Time.After(dls[0].Time) {
+				t.Errorf("replayed message %s after the refusal: %+v", r.Event, r)
+			}
+		}
+		if n := len(srv.accepted()); n != 0 {
+			t.Errorf("the receiver accepted %d requests after the patient refused it", n)
+		}
+	})
+}
+
 // TestConcurrentReplaysResendOnce: replays run at the same time (two
 // operators, a retried request) queue each dead letter once, so the
 // receiver gets each message once; the replays that lost the race say so.

@@ -168,8 +168,10 @@ type Skipped struct {
 }
 
 // Replay resends dead letters matching f: route-stage ones are routed
-// again (by the route that failed, with the current mapping), delivery-stage
-// ones are delivered again as stored. With f.IDs, ids that have no dead
+// again (by the route that failed, with the current mapping), and so are
+// delivery-stage ones, by their route for their destination alone, so that
+// the patient's consent is decided again rather than a payload decided
+// before a Consent or opt-out changed being sent as stored. With f.IDs, ids that have no dead
 // letter are re-routed from their stored raw input through every route.
 // onlyDests, when set, limits the destinations. Each replayed dead letter
 // is removed from the dead-letter stream and a replayed record is audited.
@@ -236,12 +238,32 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 				skip("destination not among those named")
 				continue
 			}
-			nm.Subject = OutboundSubject(it.d.Destination, part)
+			if !routes[it.d.Route] {
+				skip("route " + it.d.Route + " is not loaded")
+				continue
+			}
+			// The payload is not sent as stored: its patient's Consents
+			// and opt-out may have changed since it was decided. The
+			// stored input is routed again by the dead letter's route for
+			// its destination alone, so consent is decided (and audited)
+			// anew, with the current mapping.
+			in, _, err := storedInput(ctx, js, it.d.MessageID, gen)
+			if err != nil {
+				var ns *notStoredError
+				if errors.As(err, &ns) {
+					skip(ns.why + "; its consent cannot be decided again, so it is not resent")
+					continue
+				}
+				return res, err
+			}
+			nm = in
+			nm.Header.Set(envelope.HeaderRoute, it.d.Route)
+			nm.Header.Set(headerOnly, it.d.Destination)
 		default:
 			skip("stage " + it.d.Stage + " cannot be replayed; inspect it")
 			continue
 		}
-		if len(onlyDests) > 0 {
+		if len(onlyDests) > 0 && it.d.Stage != "delivery" {
 			nm.Header.Set(headerOnly, strings.Join(onlyDests, ","))
 		}
 		nm.Header.Set(envelope.HeaderReplay, gen)
@@ -251,7 +273,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		// window) queue it once.
 		dl := strconv.FormatUint(it.d.Seq, 10) + "|" + it.d.MessageID
 		nm.Header.Set(jetstream.MsgIDHeader, "replay|dl|"+dl)
-		nm.Data = it.data
+		if it.d.Stage != "delivery" {
+			nm.Data = it.data
+		}
 		ack, err := js.PublishMsg(ctx, nm)
 		if err != nil {
 			return res, fmt.Errorf("replaying %s: %w", it.d.MessageID, err)
@@ -329,11 +353,14 @@ func notStored(trail []audit.Record, id string) error {
 	return &notStoredError{why: "no stored input found (not yet accepted for routing, or past the ingress retention)"}
 }
 
-// reroute republishes a stored message's raw input for every route.
-func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, gen string, onlyDests []string) error {
+// storedInput returns message id's stored raw input as a message to
+// publish on the ingress stream again (its headers but its dedupe id,
+// marked as replay gen), and the patient hash of its records. An id with
+// no stored input gives a *notStoredError.
+func storedInput(ctx context.Context, js jetstream.JetStream, id, gen string) (*nats.Msg, string, error) {
 	trail, err := Trail(ctx, js, id)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	var seq uint64
 	var patient string
@@ -346,14 +373,14 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 		}
 	}
 	if seq == 0 {
-		return notStored(trail, id)
+		return nil, "", notStored(trail, id)
 	}
 	raw, err := LoadPayload(ctx, js, store.StreamIngress, seq, id, "")
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return &notStoredError{why: "stored input is gone (past the ingress retention)"}
+		return nil, "", &notStoredError{why: "stored input is gone (past the ingress retention)"}
 	}
 	if err != nil {
-		return fmt.Errorf("message %s: reading stored input: %w", id, err)
+		return nil, "", fmt.Errorf("message %s: reading stored input: %w", id, err)
 	}
 	nm := nats.NewMsg(raw.Subject)
 	for k, v := range raw.Header {
@@ -362,11 +389,20 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 		}
 	}
 	nm.Header.Set(envelope.HeaderReplay, gen)
+	nm.Data = raw.Data
+	return nm, patient, nil
+}
+
+// reroute republishes a stored message's raw input for every route.
+func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, gen string, onlyDests []string) error {
+	nm, patient, err := storedInput(ctx, js, id, gen)
+	if err != nil {
+		return err
+	}
 	if len(onlyDests) > 0 {
 		nm.Header.Set(headerOnly, strings.Join(onlyDests, ","))
 	}
 	nm.Header.Set(jetstream.MsgIDHeader, "replay|"+gen+"|"+id)
-	nm.Data = raw.Data
 	if _, err := js.PublishMsg(ctx, nm); err != nil {
 		return fmt.Errorf("replaying %s: %w", id, err)
 	}

@@ -62,6 +62,11 @@ type InboundConfig struct {
 	// "Authorization: Bearer <token>". Set it whenever the HTTP listener is
 	// reachable beyond this machine.
 	BearerToken string `yaml:"bearer_token"`
+	// AllowUnauthenticated lets the endpoint run without BearerToken on
+	// an HTTP listener reachable beyond loopback, for deployments where
+	// something in front (a gateway with mutual TLS, say) authenticates
+	// senders. Without it such a start is refused.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
 	// MaxConcurrent bounds posts handled at once (each may hold a body of
 	// up to MaxBodyBytes); more get 503 with Retry-After. 0 means 64.
 	MaxConcurrent int `yaml:"max_concurrent"`
@@ -74,6 +79,16 @@ func DefaultInboundConfig() InboundConfig {
 		ResourceTypes: DefaultResourceTypes(),
 		MaxConcurrent: 64,
 	}
+}
+
+// ValidateExposed implements adapter.ExposureValidator: on a listener
+// other machines reach, the endpoint takes patient data, so it needs a
+// bearer token unless the config says something in front authenticates.
+func (c *InboundConfig) ValidateExposed() []error {
+	if c.BearerToken == "" && !c.AllowUnauthenticated {
+		return []error{errors.New("bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; set allow_unauthenticated: true only when something in front authenticates senders")}
+	}
+	return nil
 }
 
 // Validate returns every problem with c.

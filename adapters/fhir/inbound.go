@@ -136,9 +136,14 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		return nil, fault.New(fault.CodeConfig, "fhir: inbound needs a host")
 	}
 	set = withDefaults(set)
-	if set.HTTPExposed && cfg.BearerToken == "" {
-		// Allowed (a proxy in front may authenticate), but said at start.
-		set.Logger.Warn("fhir input takes posts from any machine that can reach the HTTP listener without a token; set bearer_token unless something in front authenticates senders", "input", set.Name)
+	if set.HTTPExposed {
+		if errs := cfg.ValidateExposed(); len(errs) > 0 {
+			return nil, configError("inbound", errs)
+		}
+		if cfg.BearerToken == "" {
+			// Allowed by allow_unauthenticated, but said at start.
+			set.Logger.Warn("fhir input takes posts without a token from any machine that can reach the HTTP listener (allow_unauthenticated); something in front must authenticate senders", "input", set.Name)
+		}
 	}
 	in := &Inbound{
 		name:    set.Name,

@@ -809,32 +809,39 @@ func TestOtherRequestsGetOperationOutcome(t *testing.T) {
 	}
 }
 
-// TestInboundWarnsWhenExposedWithoutToken checks that an endpoint
-// reachable from other machines without a bearer token is allowed (a
-// proxy in front may authenticate) but said at start, and only then.
-func TestInboundWarnsWhenExposedWithoutToken(t *testing.T) {
+// TestInboundExposedNeedsToken checks that an endpoint reachable from
+// other machines without a bearer token is refused, unless the config
+// says something in front authenticates, which is then said at start.
+func TestInboundExposedNeedsToken(t *testing.T) {
 	t.Setenv("JUNCTION_FHIR_TEST_TOKEN", "s3cret")
 	tests := []struct {
 		name    string
 		exposed bool
 		token   string
+		allow   bool
+		refused bool
 		warn    bool
 	}{
-		{"loopback", false, "", false},
-		{"exposed without a token", true, "", true},
-		{"exposed with a token", true, "env:JUNCTION_FHIR_TEST_TOKEN", false},
+		{"loopback", false, "", false, false, false},
+		{"exposed without a token", true, "", false, true, false},
+		{"exposed, unauthenticated allowed", true, "", true, false, true},
+		{"exposed with a token", true, "env:JUNCTION_FHIR_TEST_TOKEN", false, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			cfg := DefaultInboundConfig()
-			cfg.BearerToken = tt.token
+			cfg.BearerToken, cfg.AllowUnauthenticated = tt.token, tt.allow
 			set := adapter.Settings{Name: "fhir", Secrets: testSecrets{}, HTTPExposed: tt.exposed,
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-			if _, err := NewInbound(set, newFakeHost(), cfg); err != nil {
-				t.Fatal(err)
+			_, err := NewInbound(set, newFakeHost(), cfg)
+			if refused := err != nil; refused != tt.refused {
+				t.Fatalf("NewInbound error %v, want refused %v", err, tt.refused)
 			}
-			if got := strings.Contains(logs.String(), "set bearer_token"); got != tt.warn {
+			if tt.refused && !strings.Contains(err.Error(), "bearer_token: required") {
+				t.Errorf("refusal %q does not say what is missing", err)
+			}
+			if got := strings.Contains(logs.String(), "allow_unauthenticated"); got != tt.warn {
 				t.Errorf("warned %v, want %v; logs:\n%s", got, tt.warn, logs.String())
 			}
 		})

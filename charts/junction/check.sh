@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 fail() { echo "chart check: $*" >&2; exit 1; }
-render() { helm template t . --set junction.adminToken.existingSecret=tok "$@"; }
+render() { helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok "$@"; }
 
-helm lint . --set junction.adminToken.existingSecret=tok >/dev/null
+helm lint . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok >/dev/null
 
 out=$(render)
 # GOMEMLIMIT is 90% of each container's memory limit (1Gi and 2Gi).
@@ -30,6 +30,15 @@ fi
 if helm template t . >/dev/null 2>&1; then
   fail "rendered without the admin token Secret"
 fi
+# /fhir is exposed beyond the pod: it needs its token Secret, or an
+# explicit statement that something in front authenticates.
+if helm template t . --set junction.adminToken.existingSecret=tok >/dev/null 2>&1; then
+  fail "rendered an exposed /fhir without the FHIR token Secret"
+fi
+out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.allowUnauthenticated=true)
+grep -q 'allow_unauthenticated: true' <<<"$out" || fail "fhirToken.allowUnauthenticated does not reach the fhir input"
+out=$(render)
+grep -q 'bearer_token: file:/var/run/secrets/junction-fhir/token' <<<"$out" || fail "the FHIR token Secret does not reach the fhir input"
 
 # The NATS monitoring port is not open to every pod.
 np=$(render -s templates/nats-networkpolicy.yaml)

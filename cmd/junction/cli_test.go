@@ -208,6 +208,9 @@ func TestCLILintErrors(t *testing.T) {
 	mixedCfg := filepath.Join(dir, "mixed-config.yaml")
 	cliWrite(t, mixedCfg, fmt.Sprintf("routes: [%q]\nhttp:\n  listen: 127.0.0.1:99999\n  lisen: x\nrouter:\n  batch: 0\ninputs:\n  pas:\n    type: pas\n    tls: {cert: env:JUNCTION_CLI_TEST_UNSET_CERT,\n      key: %q}\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n",
 		shippedRoutes(t), "file:"+filepath.Join(dir, "no-such-key.pem")))
+	exposedCfg := filepath.Join(dir, "exposed-fhir.yaml")
+	t.Setenv("JUNCTION_CLI_TEST_ADMIN", "an-admin-token-for-the-cli-test")
+	cliWrite(t, exposedCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\n  admin_token: env:JUNCTION_CLI_TEST_ADMIN\ninputs:\n  pas:\n    type: pas\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n", shippedRoutes(t)))
 	inputsDir := filepath.Join(dir, "inputs")
 	if err := os.Mkdir(inputsDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -243,6 +246,9 @@ func TestCLILintErrors(t *testing.T) {
 		{"invalid settings", []string{"lint", "-c", invalidCfg}, []string{
 			invalidCfg + ":3:1: http.tokens: at least one token is required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data",
 			invalidCfg + ":6:10: router.batch: must be 1 to 1000, got 0",
+		}},
+		{"exposed FHIR endpoint without a token", []string{"lint", "-c", exposedCfg}, []string{
+			exposedCfg + ":12:5: inputs.fhir: bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; set allow_unauthenticated: true only when something in front authenticates senders",
 		}},
 		{"invalid tokens", []string{"lint", "-c", badTokens}, []string{
 			badTokens + ":6:13: http.tokens[1] (a): name: used by another token",

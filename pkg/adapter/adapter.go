@@ -41,6 +41,13 @@ type Validator interface {
 	Validate() []error
 }
 
+// ExposureValidator is implemented by inbound configs whose settings
+// must be stricter when the engine's HTTP listener is reachable beyond
+// loopback (an endpoint on it then takes input from other machines).
+type ExposureValidator interface {
+	ValidateExposed() []error
+}
+
 // SizeLimited is implemented by inbound configs that bound message size,
 // so the engine can check the store accepts messages that large.
 type SizeLimited interface {

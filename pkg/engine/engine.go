@@ -368,6 +368,8 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	e.httpSrv = &http.Server{
 		Handler: mux, ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout,
+		// Go's default, 1 MiB, lets a thousand slow clients hold a GiB.
+		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 	}
 	go func() {
@@ -384,6 +386,10 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 
 // traceFlushTimeout bounds flushing spans at shutdown.
 const traceFlushTimeout = 2 * time.Second
+
+// maxHeaderBytes bounds a request's headers on the HTTP listener: ample
+// for bearer tokens and FHIR headers, answered 431 beyond.
+const maxHeaderBytes = 64 << 10
 
 // Shutdown drains: it stops accepting (readiness false), lets listeners
 // finish in-flight messages, lets routes and deliveries finish their

@@ -691,3 +691,29 @@ func TestDeadLetterIsLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPHeadersBounded checks that the HTTP listener refuses headers
+// beyond 64 KiB (Go's default of 1 MiB lets slow clients hold a GiB) and
+// still serves ordinary requests.
+func TestHTTPHeadersBounded(t *testing.T) {
+	e, _ := startEngine(t, "")
+	get := func(header string) int {
+		req, err := http.NewRequest(http.MethodGet, "http://"+e.HTTPAddr().String()+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Padding", header)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := get(strings.Repeat("a", 8<<10)); st != http.StatusOK {
+		t.Errorf("8 KiB header: status %d, want 200", st)
+	}
+	if st := get(strings.Repeat("a", 100<<10)); st != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("100 KiB header: status %d, want 431", st)
+	}
+}

@@ -166,6 +166,11 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 		if conf == nil {
 			continue
 		}
+		if v, ok := conf.(adapter.ExposureValidator); ok && !config.IsLoopback(cfg.HTTP.Listen) {
+			for _, e := range v.ValidateExposed() {
+				errs = append(errs, fmt.Errorf("%s%s: %w", posPrefix(settingPos(e, c.Settings.PosOf, c.Pos)), where, e))
+			}
+		}
 		tr, err := inf.(adapter.TranslatorFactory).NewTranslator(conf)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))

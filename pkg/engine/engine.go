@@ -370,7 +370,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout,
 		// Go's default, 1 MiB, lets a thousand slow clients hold a GiB.
 		MaxHeaderBytes: maxHeaderBytes,
-		ErrorLog: slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
+		ErrorLog:       slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 	}
 	go func() {
 		if err := e.httpSrv.Serve(e.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

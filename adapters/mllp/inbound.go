@@ -85,6 +85,12 @@ type InboundConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxConnections limits open connections (default 1000).
 	MaxConnections int `yaml:"max_connections"`
+	// MaxBufferedBytes bounds what the messages being received on all
+	// connections hold together beyond their first 64 KiB each (default
+	// 128 MiB; 0 means the default): a message that would need more is answered AR (ERR 207,
+	// resend later) and its connection closed, so many senders of large
+	// or unfinished messages cannot run Junction out of memory.
+	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
 	// TLS, when set, makes the listener accept TLS only.
 	TLS *TLSConfig `yaml:"tls"`
 	// App and Facility are MSH-3 and MSH-4 of the ACKs sent (default
@@ -100,13 +106,14 @@ type InboundConfig struct {
 // DefaultInboundConfig returns the defaults.
 func DefaultInboundConfig() InboundConfig {
 	return InboundConfig{
-		Listen:          DefaultListen,
-		MaxMessageBytes: DefaultMaxMessageBytes,
-		ReadTimeout:     DefaultReadTimeout,
-		IdleTimeout:     DefaultIdleTimeout,
-		MaxConnections:  DefaultMaxConnections,
-		App:             DefaultAckApplication,
-		AcceptAck:       AcceptAckAlways,
+		Listen:           DefaultListen,
+		MaxMessageBytes:  DefaultMaxMessageBytes,
+		ReadTimeout:      DefaultReadTimeout,
+		IdleTimeout:      DefaultIdleTimeout,
+		MaxConnections:   DefaultMaxConnections,
+		MaxBufferedBytes: transport.DefaultMaxBufferedBytes,
+		App:              DefaultAckApplication,
+		AcceptAck:        AcceptAckAlways,
 	}
 }
 
@@ -129,6 +136,9 @@ func (c *InboundConfig) Validate() []error {
 	}
 	if c.MaxConnections <= 0 {
 		errs = append(errs, errors.New("max_connections: must be positive"))
+	}
+	if c.MaxBufferedBytes < 0 || c.MaxBufferedBytes > 0 && c.MaxBufferedBytes < int64(c.MaxMessageBytes) {
+		errs = append(errs, fmt.Errorf("max_buffered_bytes: must be at least max_message_bytes (%d), or no message that large could be received", c.MaxMessageBytes))
 	}
 	if c.AcceptAck != "" && c.AcceptAck != AcceptAckAlways && c.AcceptAck != AcceptAckMSH15 {
 		errs = append(errs, fmt.Errorf("accept_ack: must be %q or %q", AcceptAckAlways, AcceptAckMSH15))
@@ -211,12 +221,13 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 		}
 	}
 	in.srv = &transport.Server{
-		Addr:            cfg.Listen,
-		Handler:         in,
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		ReadTimeout:     cfg.ReadTimeout,
-		IdleTimeout:     cfg.IdleTimeout,
-		MaxConns:        cfg.MaxConnections,
+		Addr:             cfg.Listen,
+		Handler:          in,
+		MaxMessageBytes:  cfg.MaxMessageBytes,
+		ReadTimeout:      cfg.ReadTimeout,
+		IdleTimeout:      cfg.IdleTimeout,
+		MaxConns:         cfg.MaxConnections,
+		MaxBufferedBytes: cfg.MaxBufferedBytes,
 		OnRefused: func(*transport.ConnInfo) {
 			set.Metrics.Rejected.WithLabelValues(set.Name, "too_many_connections").Inc()
 		},
@@ -519,6 +530,14 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 	in.metrics.Received.WithLabelValues(in.name).Inc()
 	reason, text := fault.CodeFrameInvalid, "invalid MLLP frame"
 	switch {
+	case errors.Is(err, transport.ErrBusy):
+		// Nothing is wrong with the message: it is not kept, only
+		// counted, and the sender is told to resend.
+		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeFrameBusy)).Inc()
+		in.log.Warn("input refused: listener busy with other large messages", "adapter", in.name, "reason", string(fault.CodeFrameBusy))
+		ack, code := in.rejectRaw(partial, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: "listener busy receiving other large messages; not stored, resend later"})
+		in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
+		return ack
 	case errors.Is(err, transport.ErrTooLarge):
 		reason = fault.CodeFrameTooLarge
 		text = fmt.Sprintf("message larger than %d bytes", in.cfg.MaxMessageBytes)

@@ -609,6 +609,8 @@ func TestInboundConfigValidate(t *testing.T) {
 			[]string{`listen: port "99999" must be a number from 0 to 65535`}},
 		{"unknown accept_ack", func() InboundConfig { c := DefaultInboundConfig(); c.AcceptAck = "never"; return c }(),
 			[]string{`accept_ack: must be "always" or "msh15"`}},
+		{"buffer budget below one message", func() InboundConfig { c := DefaultInboundConfig(); c.MaxBufferedBytes = 1000; return c }(),
+			[]string{"max_buffered_bytes: must be at least max_message_bytes (1048576), or no message that large could be received"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -41,6 +41,7 @@ const (
 	CodeFrameInvalid     Code = "mllp.frame-invalid"
 	CodeFrameTooLarge    Code = "mllp.frame-too-large"
 	CodeFrameIncomplete  Code = "mllp.frame-incomplete"
+	CodeFrameBusy        Code = "mllp.busy"
 	CodeHL7Parse         Code = "hl7.parse"
 	CodeHL7Unsupported   Code = "hl7.unsupported-message"
 	CodeHL7Required      Code = "hl7.required-field-missing"
@@ -70,7 +71,7 @@ const (
 
 // Codes returns every code this package defines, in declaration order.
 func Codes() []Code {
-	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeFrameIncomplete, CodeHL7Parse,
+	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeFrameIncomplete, CodeFrameBusy, CodeHL7Parse,
 		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeFHIRInvalidJSON, CodeFHIRInvalid,
 		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeFHIRNotSupported, CodeTranslate, CodeRuleEval, CodeDestRejected,
 		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConfig,
@@ -186,7 +187,7 @@ func IssueType(c Code) string {
 		return "not-supported"
 	case CodeFHIREmpty:
 		return "required"
-	case CodeStoreUnavailable, CodeDestUnavailable:
+	case CodeStoreUnavailable, CodeDestUnavailable, CodeFrameBusy:
 		return "transient"
 	case CodeNotFound:
 		return "not-found"

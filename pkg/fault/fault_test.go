@@ -116,6 +116,7 @@ func TestIssueType(t *testing.T) {
 		CodeFHIREmpty:        "required",
 		CodeStoreUnavailable: "transient",
 		CodeDestUnavailable:  "transient",
+		CodeFrameBusy:        "transient",
 		CodeNotFound:         "not-found",
 		CodeUnauthorized:     "security",
 		CodeDuplicate:        "duplicate",

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/junction-fhir/junction/pkg/fault"
 )
@@ -42,7 +43,47 @@ var (
 	// ErrIncompleteFrame reports a frame cut short: the peer closed the
 	// connection, or sent nothing more for the read timeout, inside it.
 	ErrIncompleteFrame = errors.New("mllp: incomplete frame")
+	// ErrBusy reports a frame refused because the listener's frames
+	// already hold its whole buffer budget (see Budget).
+	ErrBusy = errors.New("mllp: listener busy")
 )
+
+// Budget bounds the bytes that the frames being read on a listener's
+// connections hold together beyond FreeFrameBytes each, so that many
+// connections each holding part of a large frame cannot run the process
+// out of memory. It is safe for concurrent use.
+type Budget struct {
+	mu   sync.Mutex
+	left int64
+}
+
+// FreeFrameBytes is what each frame may hold without drawing on the
+// budget: most HL7 v2 messages fit, so a sender of ordinary messages is
+// never refused for others' large or unfinished frames.
+const FreeFrameBytes = 64 << 10
+
+// NewBudget returns a budget of n bytes.
+func NewBudget(n int64) *Budget { return &Budget{left: n} }
+
+func (b *Budget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n > b.left {
+		return false
+	}
+	b.left -= n
+	return true
+}
+
+func (b *Budget) give(n int64) {
+	b.mu.Lock()
+	b.left += n
+	b.mu.Unlock()
+}
+
+func busy() error {
+	return fault.Wrap(fault.Transient, fault.CodeFrameBusy, "listener busy: too many large frames being received; resend later", ErrBusy)
+}
 
 func tooLarge(limit int) error {
 	return fault.Wrap(fault.Permanent, fault.CodeFrameTooLarge, fmt.Sprintf("frame payload exceeds %d bytes", limit), ErrTooLarge)
@@ -57,8 +98,9 @@ func invalidFrame(msg string) error {
 const readBufferSize = 16 << 10
 
 // keepBufferBytes is the largest payload buffer a Reader keeps between
-// frames; a larger one is released so an idle connection does not pin it.
-const keepBufferBytes = 256 << 10
+// frames; a larger one (and what it drew on the budget) is released so
+// an idle connection does not pin it.
+const keepBufferBytes = FreeFrameBytes
 
 // Reader reads MLLP frames from a byte stream. It is not safe for
 // concurrent use.
@@ -69,6 +111,20 @@ type Reader struct {
 	inFrame bool
 	// onStart, if set, is called when a start block has been read.
 	onStart func()
+	// budget, if set, is drawn on for buf's capacity beyond
+	// FreeFrameBytes; drawn is how much buf holds of it.
+	budget *Budget
+	drawn  int64
+}
+
+// Release gives back what the Reader's buffer drew on its budget and
+// drops the buffer. Call it when the connection is done.
+func (r *Reader) Release() {
+	r.buf = nil
+	if r.budget != nil && r.drawn > 0 {
+		r.budget.give(r.drawn)
+		r.drawn = 0
+	}
 }
 
 // NewReader returns a Reader of frames from r whose payloads may not
@@ -106,7 +162,7 @@ func (r *Reader) InFrame() bool { return r.inFrame }
 // the stream is out of step: stop reading and close it.
 func (r *Reader) ReadFrame() ([]byte, error) {
 	if cap(r.buf) > keepBufferBytes {
-		r.buf = nil
+		r.Release()
 	}
 	r.inFrame = false
 	for {
@@ -133,11 +189,15 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 			n-- // drop the end block
 		}
 		if len(r.buf)+n > r.max {
-			r.buf = r.grow(r.max - len(r.buf))
+			if !r.grow(r.max - len(r.buf)) {
+				return r.buf, busy()
+			}
 			r.buf = append(r.buf, chunk[:r.max-len(r.buf)]...)
 			return r.buf, tooLarge(r.max)
 		}
-		r.buf = r.grow(n)
+		if !r.grow(n) {
+			return r.buf, busy()
+		}
 		r.buf = append(r.buf, chunk[:n]...)
 		if err == nil {
 			break
@@ -179,17 +239,27 @@ func (r *Reader) stray(c byte) []byte {
 }
 
 // grow makes room for n more bytes in r.buf without letting its capacity
-// pass the size limit.
-func (r *Reader) grow(n int) []byte {
+// pass the size limit. It reports false, leaving r.buf as it was, when
+// the budget cannot cover the larger buffer.
+func (r *Reader) grow(n int) bool {
 	need := len(r.buf) + n
 	if need <= cap(r.buf) {
-		return r.buf
+		return true
 	}
 	c := max(2*cap(r.buf), need, 4096)
-	c = min(c, r.max)
-	b := make([]byte, len(r.buf), max(c, need))
+	c = max(min(c, r.max), need)
+	if r.budget != nil {
+		if more := int64(max(c-FreeFrameBytes, 0)) - r.drawn; more > 0 {
+			if !r.budget.take(more) {
+				return false
+			}
+			r.drawn += more
+		}
+	}
+	b := make([]byte, len(r.buf), c)
 	copy(b, r.buf)
-	return b
+	r.buf = b
+	return true
 }
 
 // appendFrame appends payload framed to dst.

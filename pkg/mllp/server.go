@@ -2,6 +2,7 @@ package mllp
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -30,6 +31,9 @@ const (
 	// DefaultEvictIdleAfter is how long a connection must have been idle
 	// to be closed for a new one when the server is full.
 	DefaultEvictIdleAfter = time.Second
+	// DefaultMaxBufferedBytes is the default budget of a listener's
+	// frames beyond FreeFrameBytes each: 128 MiB.
+	DefaultMaxBufferedBytes = 128 << 20
 	// DefaultWriteTimeout bounds the writing of one reply.
 	DefaultWriteTimeout = 10 * time.Second
 )
@@ -88,6 +92,11 @@ type Server struct {
 	// WriteTimeout bounds the writing of one reply; DefaultWriteTimeout if
 	// zero, none if negative.
 	WriteTimeout time.Duration
+	// MaxBufferedBytes bounds the bytes the frames being read on all
+	// connections hold together beyond FreeFrameBytes each (see Budget);
+	// DefaultMaxBufferedBytes if zero, no bound if negative. A frame that
+	// would need more is refused with an error wrapping ErrBusy.
+	MaxBufferedBytes int64
 	// MaxConns limits the number of open connections; 0 means no limit.
 	// A connection over the limit closes the connection that has been
 	// idle between frames longest, if one has been for EvictIdleAfter, to
@@ -122,6 +131,9 @@ type Server struct {
 	// inside a frame (the error wraps io.ErrUnexpectedEOF too) the reply is
 	// not sent.
 	OnFrameError func(ctx context.Context, c *ConnInfo, err error, partial []byte) []byte
+
+	// budget is made from MaxBufferedBytes when serving starts.
+	budget *Budget
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -249,6 +261,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	s.serving = true
+	if s.MaxBufferedBytes >= 0 {
+		s.budget = NewBudget(cmp.Or(s.MaxBufferedBytes, DefaultMaxBufferedBytes))
+	}
 	if s.stopped == nil {
 		s.stopped = make(chan struct{})
 	}
@@ -422,6 +437,8 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 	}
 
 	r := NewReader(c.nc, s.MaxMessageBytes)
+	r.budget = s.budget
+	defer r.Release()
 	r.onStart = func() {
 		c.idleSince.Store(0)
 		_ = c.nc.SetReadDeadline(deadline(readTimeout))
@@ -493,10 +510,13 @@ func (s *Server) readFailure(ctx context.Context, log *slog.Logger, c *serverCon
 			s.OnFrameError(ctx, &c.info, fmt.Errorf("%w: %w", ErrIncompleteFrame, err), partial)
 		}
 		return "closed by peer inside a frame"
-	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrInvalidFrame):
+	case errors.Is(err, ErrTooLarge), errors.Is(err, ErrInvalidFrame), errors.Is(err, ErrBusy):
 		reason := "invalid frame"
-		if errors.Is(err, ErrTooLarge) {
+		switch {
+		case errors.Is(err, ErrTooLarge):
 			reason = "frame too large"
+		case errors.Is(err, ErrBusy):
+			reason = "frame refused: the listener's buffer budget is held by other frames"
 		}
 		log.Warn("mllp "+reason, "error", err.Error())
 		if s.OnFrameError != nil && s.setBusy(c, true) {

@@ -701,3 +701,66 @@ func TestServerTLS(t *testing.T) {
 		t.Error("Dial without trusting the certificate succeeded")
 	}
 }
+
+// TestServerBufferBudget checks that unfinished large frames on some
+// connections cannot hold more than the listener's budget: a frame that
+// would need more is refused with ErrBusy, while a message within the
+// free allowance still goes through, and the budget comes back when the
+// connections holding it close.
+func TestServerBufferBudget(t *testing.T) {
+	busy := make(chan error, 4)
+	s := &Server{
+		Handler: echo, MaxBufferedBytes: 1 << 20,
+		OnFrameError: func(_ context.Context, _ *ConnInfo, err error, _ []byte) []byte {
+			busy <- err
+			return nil
+		},
+	}
+	addr := start(t, s)
+	// Each unfinished 300 KiB frame draws 448 KiB (its buffer doubles to
+	// 512 KiB, less the free 64 KiB): two fit in 1 MiB, a third does not.
+	partial := append([]byte{StartBlock}, bytes.Repeat([]byte("A"), 300<<10)...)
+	var holders []net.Conn
+	for range 2 {
+		nc := rawConn(t, addr)
+		if _, err := nc.Write(partial); err != nil {
+			t.Fatal(err)
+		}
+		holders = append(holders, nc)
+	}
+	left := func() int64 {
+		s.mu.Lock()
+		b := s.budget
+		s.mu.Unlock()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.left
+	}
+	waitFor(t, "the budget to be drawn", func() bool { return left() == 1<<20-2*448<<10 })
+	third := rawConn(t, addr)
+	if _, err := third.Write(partial); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-busy:
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("OnFrameError got %v, want ErrBusy", err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("a third large frame was not refused")
+	}
+	waitClosed(t, third)
+	// A message within the free allowance is not held up.
+	small := dial(t, addr, nil)
+	if got, err := small.Send(testContext(t), []byte(msg1)); err != nil || string(got) != "ACK:"+msg1 {
+		t.Fatalf("small message while the budget is held: %q, %v", got, err)
+	}
+	for _, nc := range holders {
+		_ = nc.Close()
+	}
+	waitFor(t, "the budget to come back", func() bool { return left() == 1<<20 })
+	big := strings.Repeat("B", 300<<10)
+	if got, err := small.Send(testContext(t), []byte(big)); err != nil || string(got) != "ACK:"+big {
+		t.Fatalf("large message after the budget came back: %d bytes, %v", len(got), err)
+	}
+}

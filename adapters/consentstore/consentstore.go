@@ -48,6 +48,10 @@ func (Factory) Type() string { return Type }
 // NewConfig returns a *Config.
 func (Factory) NewConfig() any { return &Config{} }
 
+// Internal reports true (adapter.InternalFactory): what it is given stays
+// in the consent engine's store.
+func (Factory) Internal() bool { return true }
+
 // NewOutbound returns a consent-store destination. It needs the consent
 // engine (set.Consents); with consent.engine: default there is no store
 // to write to, which is a configuration error.

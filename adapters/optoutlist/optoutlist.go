@@ -67,6 +67,10 @@ func (Factory) Type() string { return Type }
 // NewConfig returns a *Config.
 func (Factory) NewConfig() any { return &Config{} }
 
+// Internal reports true (adapter.InternalFactory): what it is given stays
+// in the consent engine's opt-out list.
+func (Factory) Internal() bool { return true }
+
 // NewOutbound returns an optout-list destination. It needs the consent
 // engine (set.OptOuts); with consent.engine: default there is no list to
 // replace, which is a configuration error.

@@ -41,6 +41,16 @@ type Validator interface {
 	Validate() []error
 }
 
+// InternalFactory is implemented by outbound factories whose destinations
+// keep what they are given inside Junction (the consent engine's store,
+// the opt-out list) rather than sending it to a receiver: a delivery to
+// one discloses nothing, so routes do not ask consent for it, and a
+// patient's refusal cannot block the patient's own Consent on its way to
+// the store.
+type InternalFactory interface {
+	Internal() bool
+}
+
 // ExposureValidator is implemented by inbound configs whose settings
 // must be stricter when the engine's HTTP listener is reachable beyond
 // loopback (an endpoint on it then takes input from other machines).

@@ -295,6 +295,23 @@ func testConsentThroughARoute(t *testing.T, pipe string) {
 	waitFor(t, "the bad Consent to be dead-lettered", func() bool {
 		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("consents", "dead_lettered")) == 1
 	})
+	// A refusal of every disclosure does not stop the patient's own later
+	// Consent reaching the store: that is no disclosure.
+	denyAll := func(status string) []byte {
+		return []byte(`{"resourceType":"Consent","id":"c-feed-all","status":"` + status + `",` +
+			`"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}]},` +
+			`"category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],` +
+			`"patient":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + deniedPatient + `"}},` +
+			`"provision":{"type":"deny"}}`)
+	}
+	post(denyAll("active"))
+	waitFor(t, "the refusal of everything to be stored", func() bool {
+		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("consents", "delivered")) == 2
+	})
+	post(denyAll("inactive"))
+	waitFor(t, "its withdrawal to be stored", func() bool {
+		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("consents", "delivered")) == 3
+	})
 }
 
 // engineFromConfig writes body as dir/junction.yaml and returns an engine

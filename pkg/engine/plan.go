@@ -58,6 +58,17 @@ type PlannedDestination struct {
 	Spec    *config.Component
 }
 
+// InternalDestination reports whether destination name keeps what it is
+// given inside Junction (adapter.InternalFactory).
+func (p *Plan) InternalDestination(name string) bool {
+	d, ok := p.Destinations[name]
+	if !ok {
+		return false
+	}
+	f, ok := d.Factory.(adapter.InternalFactory)
+	return ok && f.Internal()
+}
+
 // Plan is a validated configuration, ready to start.
 type Plan struct {
 	Config       *config.Config

@@ -32,6 +32,14 @@ type Catalog interface {
 	HasDestination(name string) bool
 }
 
+// InternalCatalog is a Catalog that knows which destinations keep what
+// they are given inside Junction (the consent store, the opt-out list):
+// delivering to them discloses nothing, so no consent is asked for them.
+type InternalCatalog interface {
+	Catalog
+	InternalDestination(name string) bool
+}
+
 // EventCatalog is a Catalog that knows which message types a source
 // translates, such as "ADT^A01", so that a route naming one it never will
 // is refused at load.
@@ -96,6 +104,8 @@ type Destination struct {
 	when *rules.Program
 	// Raw sends the original input unchanged.
 	Raw bool
+	// Internal marks a destination inside Junction (InternalCatalog).
+	Internal bool
 }
 
 type step struct {
@@ -417,6 +427,9 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		if cat != nil && cd.Name != "" && !cat.HasDestination(cd.Name) {
 			errs.Add(d.Name.Pos, "%s.name: no destination named %q in the config", where, cd.Name)
 		}
+		if ic, ok := cat.(InternalCatalog); ok && cd.Name != "" {
+			cd.Internal = ic.InternalDestination(cd.Name)
+		}
 		if d.When.Pos.Line != 0 {
 			cd.when = prog(where+".when", d.When, rules.Bool)
 		}
@@ -540,6 +553,32 @@ func (r *Route) Uses(name string) bool {
 		}
 	}
 	return false
+}
+
+// decide asks decider about destination d, except for a destination
+// inside Junction (the consent store, the opt-out list), which discloses
+// nothing: the patient's own Consent on its way to the store is not a
+// disclosure for that patient's refusal to block.
+func (r *Route) decide(ctx context.Context, decider consent.Decider, d Destination, tr *adapter.Translation, in Input, bundle map[string]any) (consent.Decision, error) {
+	if d.Internal {
+		return consent.Decision{Outcome: consent.Permit, Reason: "internal destination: nothing is disclosed", Rule: "internal"}, nil
+	}
+	dec, err := decider.Decide(ctx, consent.Request{
+		Route: r.Name, Purpose: r.Purpose, LegalBasis: r.LegalBasis, SkipConsent: r.SkipConsent,
+		Destination: d.Name, PatientKey: consentKey(tr.PatientKey, in.Patient), Bundle: bundle, Default: r.Default,
+		// Restricted (S-flag) by the patient index; a Patient
+		// labelled R in the bundle counts as well.
+		Restricted: in.Restricted,
+	})
+	if err != nil {
+		// The decider's store was unavailable: the message is tried
+		// again later, never sent undecided nor dead-lettered for it.
+		if fault.As(err) == nil {
+			err = fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "consent decision unavailable", err)
+		}
+		return consent.Decision{}, fmt.Errorf("route %s consent for %s: %w", r.Name, d.Name, err)
+	}
+	return dec, nil
 }
 
 // stepsReadUnredacted reports whether a replace step reads the raw v2
@@ -678,20 +717,9 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 				continue
 			}
 		}
-		dec, err := decider.Decide(ctx, consent.Request{
-			Route: r.Name, Purpose: r.Purpose, LegalBasis: r.LegalBasis, SkipConsent: r.SkipConsent,
-			Destination: d.Name, PatientKey: consentKey(tr.PatientKey, in.Patient), Bundle: bundle, Default: r.Default,
-			// Restricted (S-flag) by the patient index; a Patient
-			// labelled R in the bundle counts as well.
-			Restricted: in.Restricted,
-		})
+		dec, err := r.decide(ctx, decider, d, tr, in, bundle)
 		if err != nil {
-			// The decider's store was unavailable: the message is tried
-			// again later, never sent undecided nor dead-lettered for it.
-			if fault.As(err) == nil {
-				err = fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "consent decision unavailable", err)
-			}
-			return nil, fmt.Errorf("route %s consent for %s: %w", r.Name, d.Name, err)
+			return nil, err
 		}
 		outcome, reason := dec.Outcome, dec.Reason
 		switch {

@@ -146,6 +146,8 @@ type Writer struct {
 	send sync.Mutex
 	seq  uint64 // last position taken
 	last string // its chain hash
+	// genesisSent: the checkpoint of the empty chain was sent.
+	genesisSent bool
 
 	// mu guards the settlement state below (lock order: send, then mu).
 	mu          sync.Mutex

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -51,6 +52,13 @@ const (
 	// FindBadCheckpoint: a checkpoint that cannot be read, whose signature
 	// does not verify, or whose signer is not one of the pinned keys.
 	FindBadCheckpoint FindingKind = "bad_checkpoint"
+	// FindUnchained: a record without chain headers stored after chained
+	// records: only writers from before chaining wrote those.
+	FindUnchained FindingKind = "unchained"
+	// FindUnvouched: with pinned keys, a chain no signed checkpoint
+	// vouches for. A writer with a signing key checkpoints its chain
+	// before its first record, so such a chain was not written by one.
+	FindUnvouched FindingKind = "unvouched"
 )
 
 // Finding is one place where the stream disagrees with its chains.
@@ -158,7 +166,9 @@ type chainState struct {
 // Verifier recomputes the audit chains from the stream's messages, fed in
 // stream order. It keeps a few hashes per message, not the records.
 type Verifier struct {
-	keys     []ed25519.PublicKey
+	keys []ed25519.PublicKey
+	// chained is set once a chained message has been read.
+	chained  bool
 	chains   map[string]*chainState
 	findings []Finding
 	rep      Report
@@ -190,8 +200,13 @@ func (v *Verifier) Add(m StoredMsg) {
 	l, err := parseLink(m.Header)
 	if errors.Is(err, errUnchained) && chainOfSubject(m.Subject, SubjGap) == "" {
 		v.rep.Unchained++
+		if v.chained {
+			v.findings = append(v.findings, Finding{Kind: FindUnchained, StreamSeq: m.StreamSeq,
+				Detail: "a record without chain headers stored after chained records; only writers from before chaining wrote those"})
+		}
 		return
 	}
+	v.chained = true
 	if err != nil {
 		v.findings = append(v.findings, Finding{Kind: FindMalformed, StreamSeq: m.StreamSeq, Detail: "unreadable chain headers: " + err.Error()})
 		return
@@ -264,7 +279,7 @@ func (v *Verifier) Report() *Report {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		cr, fs := v.chains[id].check(id)
+		cr, fs := v.chains[id].check(id, len(v.keys) > 0)
 		rep.Chains = append(rep.Chains, cr)
 		findings = append(findings, fs...)
 	}
@@ -285,8 +300,9 @@ func (v *Verifier) Report() *Report {
 	return &rep
 }
 
-// check walks one chain from position 1.
-func (c *chainState) check(id string) (ChainReport, []Finding) {
+// check walks one chain from position 1. pinned says verification was
+// given keys, so a chain must be vouched for by one of them.
+func (c *chainState) check(id string, pinned bool) (ChainReport, []Finding) {
 	cr := ChainReport{Chain: id, Stored: c.stored}
 	var fs []Finding
 	for s := range c.entries {
@@ -355,6 +371,10 @@ func (c *chainState) check(id string) (ChainReport, []Finding) {
 			fs = append(fs, Finding{Kind: FindBroken, Chain: id, Seq: cp.c.Seq, StreamSeq: c.entries[cp.c.Seq].stream,
 				Detail: fmt.Sprintf("hash differs from the checkpoint of %s (stream seq %d)", cp.c.Time.UTC().Format(time.RFC3339), cp.stream)})
 		}
+	}
+	if pinned && c.stored > 0 && !slices.ContainsFunc(c.cps, func(cp checkpointSeen) bool { return cp.pinned }) {
+		fs = append(fs, Finding{Kind: FindUnvouched, Chain: id,
+			Detail: "no checkpoint signed by a given key vouches for this chain; a writer with the signing key checkpoints its chain before its first record"})
 	}
 	cr.Uncovered = cr.Last
 	if latest != nil {

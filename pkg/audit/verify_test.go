@@ -266,7 +266,7 @@ func TestVerifyTampering(t *testing.T) {
 				ms[find(t, ms, chainA, 2)].Header = nats.Header{}
 				return ms
 			},
-			want: []audit.Finding{{Kind: audit.FindMissing, Chain: chainA, Seq: 2, Last: 2}},
+			want: []audit.Finding{{Kind: audit.FindUnchained, StreamSeq: 3}, {Kind: audit.FindMissing, Chain: chainA, Seq: 2, Last: 2}},
 		},
 		{
 			name: "swap two records",
@@ -395,6 +395,23 @@ func TestVerifyTampering(t *testing.T) {
 				return ms
 			},
 			want: []audit.Finding{{Kind: audit.FindMissing, Chain: chainA, Seq: 4, Last: 4}},
+		},
+		{
+			name: "a forged chain, with a key to check against",
+			tamper: func(t *testing.T, ms []audit.StoredMsg) []audit.StoredMsg {
+				const chainC = "cccccccccccccccccccccccccccccccc"
+				return renumber(append(ms, recordMsg(t, chainC, 1, audit.GenesisHash)))
+			},
+			keys: []ed25519.PublicKey{testKey(1).Public().(ed25519.PublicKey)},
+			want: []audit.Finding{{Kind: audit.FindUnvouched, Chain: "cccccccccccccccccccccccccccccccc"}},
+		},
+		{
+			name: "a forged unchained record after chaining began",
+			tamper: func(t *testing.T, ms []audit.StoredMsg) []audit.StoredMsg {
+				forged := audit.StoredMsg{Subject: audit.Subject("01JQ4Z9A7B8C9D0E1F2G3H4J5K"), Header: nats.Header{}, Data: []byte(`[]`)}
+				return renumber(append(ms, forged))
+			},
+			want: []audit.Finding{{Kind: audit.FindUnchained, StreamSeq: 19}},
 		},
 		{
 			name: "malformed chain position",

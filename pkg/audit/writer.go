@@ -89,6 +89,16 @@ func (w *Writer) Chain() string { return w.chain }
 // left the process, and the position is given back.
 func (w *Writer) publish(m *nats.Msg, note []Gap) (*future, error) {
 	w.send.Lock()
+	if w.key != nil && w.seq == 0 && !w.genesisSent {
+		// A signed checkpoint of the empty chain, sent ahead of its first
+		// record, vouches for the chain from its start: a verifier given
+		// the public key then refuses a chain without one as forged. A
+		// failure here is made good by the interval checkpoints.
+		w.genesisSent = true
+		if cm, err := w.checkpointMsg(0, GenesisHash); err == nil {
+			_, _ = w.js.PublishMsgAsync(cm, jetstream.WithStallWait(time.Minute))
+		}
+	}
 	seq := w.seq + 1
 	l := link{chain: w.chain, seq: seq, prev: w.last}
 	l.hash = ChainHash(l.chain, seq, l.prev, m.Subject, m.Data)

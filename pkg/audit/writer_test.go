@@ -204,8 +204,10 @@ func TestWriterDuplicateExplained(t *testing.T) {
 			t.Fatalf("chain %s explained %v; want position %d", c.Chain, c.Explained, tc.lost)
 		}
 		g := c.Explained[0]
-		if g.Seq != tc.lost || g.Reason != audit.GapDuplicate || g.Original != 1 || g.Subject != audit.Subject(id) {
-			t.Errorf("chain %s gap %+v; want position %d, duplicate of stream seq 1", c.Chain, g, tc.lost)
+		// Stream seq 2: the first message is a's signed checkpoint of its
+		// empty chain, sent ahead of its first record.
+		if g.Seq != tc.lost || g.Reason != audit.GapDuplicate || g.Original != 2 || g.Subject != audit.Subject(id) {
+			t.Errorf("chain %s gap %+v; want position %d, duplicate of stream seq 2", c.Chain, g, tc.lost)
 		}
 		if c.Last != tc.wantLast || c.Checkpoint == nil || c.Checkpoint.Seq != c.Last {
 			t.Errorf("chain %s: last %d, checkpoint %+v; want %d covered", c.Chain, c.Last, c.Checkpoint, tc.wantLast)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -228,13 +229,25 @@ func (p *parser) provision(obj map[string]any, loc string, depth int) Provision 
 		pr.Labels = append(pr.Labels, p.coding(c, fmt.Sprintf("%s.securityLabel[%d]", loc, i)))
 	}
 	for i, c := range p.list(obj, "purpose", loc) {
-		pr.Purposes = append(pr.Purposes, p.coding(c, fmt.Sprintf("%s.purpose[%d]", loc, i)))
+		l := fmt.Sprintf("%s.purpose[%d]", loc, i)
+		cd := p.coding(c, l)
+		// A purpose no route declares would match nothing: a refusal
+		// written with one would silently refuse nothing.
+		if cd.System != "" && cd.Code != "" && !knownPurpose(cd) {
+			p.add("code-invalid", l, "is not a purpose routes declare (%s codes %s; or v3-ActReason %s)",
+				SystemPurpose, strings.Join(purposeCodes(), ", "), strings.Join(actReasonCodes(), ", "))
+		}
+		pr.Purposes = append(pr.Purposes, cd)
 	}
 	for i, c := range p.list(obj, "class", loc) {
 		l := fmt.Sprintf("%s.class[%d]", loc, i)
 		cd := p.coding(c, l)
 		if cd.System != SystemResourceTypes && cd.System != "" {
 			p.add("value", l+".system", "must be %s", SystemResourceTypes)
+		}
+		var rt models.ResourceType
+		if cd.System == SystemResourceTypes && cd.Code != "" && (rt.UnmarshalJSON([]byte(strconv.Quote(cd.Code))) != nil || rt.Code() != cd.Code) {
+			p.add("code-invalid", l+".code", "is not a FHIR resource type (they are case-sensitive, such as Encounter)")
 		}
 		pr.Classes = append(pr.Classes, cd.Code)
 	}
@@ -268,6 +281,37 @@ func (p *parser) provision(obj map[string]any, loc string, depth int) Provision 
 		pr.Provisions = append(pr.Provisions, p.provision(co, l, depth+1))
 	}
 	return pr
+}
+
+// allPurposes lists the purposes routes declare.
+var allPurposes = []Purpose{PurposeDirectCare, PurposeSafeguarding, PurposeResearch, PurposePlanning, PurposePublicHealth}
+
+// knownPurpose reports whether c names one of the purposes.
+func knownPurpose(c Coding) bool {
+	for _, pu := range allPurposes {
+		if slices.Contains(pu.codings(), c) {
+			return true
+		}
+	}
+	return false
+}
+
+func purposeCodes() []string {
+	var out []string
+	for _, pu := range allPurposes {
+		out = append(out, string(pu))
+	}
+	return out
+}
+
+func actReasonCodes() []string {
+	var out []string
+	for _, pu := range allPurposes {
+		if a := pu.actReason(); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // list returns obj[key] as a list, reporting a non-list.

@@ -231,6 +231,17 @@ func TestParsePolicyRejects(t *testing.T) {
 		}, []string{"not-supported Consent.provision.action[0]"}},
 		{"purpose without system", func(c map[string]any) { prov(c, 0)["purpose"] = []any{map[string]any{"code": "TREAT"}} },
 			[]string{"required Consent.provision.provision[0].purpose[0]"}},
+		{"purpose no route declares", func(c map[string]any) {
+			prov(c, 0)["purpose"] = []any{coding(Coding{System: SystemPurpose, Code: "Research"}), coding(Coding{System: SystemPurpose, Code: "marketing"}),
+				coding(Coding{System: "https://example.org/purpose", Code: "research"}), coding(Coding{System: SystemActReason, Code: "HRESCH"})}
+		}, []string{
+			"code-invalid Consent.provision.provision[0].purpose[0]",
+			"code-invalid Consent.provision.provision[0].purpose[1]",
+			"code-invalid Consent.provision.provision[0].purpose[2]",
+		}},
+		{"class that is not a resource type", func(c map[string]any) {
+			prov(c, 0, 0)["class"] = []any{coding(Coding{System: SystemResourceTypes, Code: "encounter"}), coding(Coding{System: SystemResourceTypes, Code: "Encounter"})}
+		}, []string{"code-invalid Consent.provision.provision[0].provision[0].class[0].code"}},
 		{"several at once", func(c map[string]any) {
 			delete(c, "status")
 			prov(c, 0)["type"] = "maybe"

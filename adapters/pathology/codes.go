@@ -174,8 +174,18 @@ func (b *builder) textRepetition(raw string) string {
 			for k := 0; k < n; k++ {
 				out.WriteByte('\n')
 			}
-		case strings.HasPrefix(seq, ".in") || strings.HasPrefix(seq, ".ti") || strings.HasPrefix(seq, ".sk") ||
-			seq == ".ce" || seq == ".fi" || seq == ".nf":
+		case seq == ".ce":
+			// Ends the line (and centres the next): a line break, so the
+			// text on either side does not run together.
+			out.WriteByte('\n')
+		case strings.HasPrefix(seq, ".sk"):
+			// Skip n spaces to the right.
+			n := 1
+			if v, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(seq, ".sk"))); err == nil && v > 1 {
+				n = min(v, 80)
+			}
+			out.WriteString(strings.Repeat(" ", n))
+		case strings.HasPrefix(seq, ".in") || strings.HasPrefix(seq, ".ti") || seq == ".fi" || seq == ".nf":
 		default:
 			out.WriteString(raw[i:end])
 		}
@@ -204,12 +214,14 @@ var interpretations = map[string]string{
 // ObservationInterpretation code of the same meaning. A flag with no v3
 // code keeps the v2 table's system with DQInterpretationUnknown.
 func (b *builder) interpretation(flag string) models.CodeableConcept {
-	if display, ok := interpretations[flag]; ok {
-		return *fhir.Concept(systemV3Interp, flag, display)
+	// The table's codes are upper case; "h" is sent for "H" by some.
+	if display, ok := interpretations[strings.ToUpper(flag)]; ok {
+		return *fhir.Concept(systemV3Interp, strings.ToUpper(flag), display)
 	}
+	// A code not in the table is kept as text: giving it the table's
+	// system would claim a meaning it does not have.
 	b.flag(DQInterpretationUnknown)
-	s, c := fhir.Ptr2(systemV2Interp, flag)
-	return models.CodeableConcept{Coding: []models.Coding{{System: s, Code: c}}}
+	return models.CodeableConcept{Text: fhir.Ptr(flag)}
 }
 
 // reportStatus maps OBR-25 (HL7 table 0123) to DiagnosticReport.status:

@@ -53,7 +53,7 @@ const (
 	// 0085; Observation.status is unknown.
 	DQObservationStatusUnknown = "observation_status_unknown"
 	// DQInterpretationUnknown: an OBX-8 flag is not in HL7 table 0078; it
-	// is kept with the v2 table's system.
+	// is kept as text only.
 	DQInterpretationUnknown = "interpretation_unknown"
 	// DQCodeMissing: OBR-4 or OBX-3 is empty; the code is the
 	// data-absent-reason "unknown".
@@ -72,7 +72,6 @@ const (
 	systemV2Event       = "http://terminology.hl7.org/CodeSystem/v2-0003"
 	systemV2IDType      = "http://terminology.hl7.org/CodeSystem/v2-0203"
 	systemV2Section     = "http://terminology.hl7.org/CodeSystem/v2-0074"
-	systemV2Interp      = "http://terminology.hl7.org/CodeSystem/v2-0078"
 	systemV3Interp      = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 	systemObsCategory   = "http://terminology.hl7.org/CodeSystem/observation-category"
 	systemDataAbsent    = "http://terminology.hl7.org/CodeSystem/data-absent-reason"

@@ -114,7 +114,10 @@ func absentReason(status models.ObservationStatus, v2 string) *models.CodeableCo
 //   - SN: valueQuantity (with comparator), valueRange (n1 "-" n2) or
 //     valueRatio (n1 ":" or "/" n2); "2+" and "<>" forms as valueString.
 //   - ST, TX, FT: valueString, every repetition, line by line, formatting
-//     and escape sequences decoded.
+//     and escape sequences decoded; with a unit in OBX-6, a value that
+//     reads as a number (with or without a comparator) is valueQuantity
+//     in that unit, and other text keeps the unit after it (textValue).
+//     SN sent as plain text ("<5") is read the same way.
 //   - CE, CWE, CNE: valueCodeableConcept; IS, ID: a code with no system.
 //   - DT, DTM, TS: valueDateTime; TM: valueTime; DR: valuePeriod.
 //   - NR: valueRange.
@@ -123,7 +126,7 @@ func absentReason(status models.ObservationStatus, v2 string) *models.CodeableCo
 //     Attachment): ED with contentType from its type and subtype and the
 //     data as base64 (Base64 sent as is, Hex and ASCII re-encoded); RP
 //     with the pointer as url.
-//   - anything else: valueString with DQValueTypeUnsupported.
+//   - anything else, or no OBX-2: as ST, with DQValueTypeUnsupported.
 //
 // Coded and numeric values use the first repetition only
 // (DQValueRepetitionsDropped when more were sent).
@@ -131,8 +134,12 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 	typ := strings.ToUpper(strings.TrimSpace(value(obx.Component(2, 1, 1, 1))))
 	var u unit
 	switch typ {
-	case "NM", "SN", "NR":
+	case "NM", "SN", "NR", "ST", "TX", "FT", "":
 		u = b.unitOf(obx)
+	default:
+		if !knownValueType[typ] {
+			u = b.unitOf(obx)
+		}
 	}
 	reps := obx.Repetitions(5)
 	if reps == 0 || obx.IsNull(5) {
@@ -160,6 +167,12 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 		}
 	case "SN":
 		single()
+		if reps == 1 && comp(2) == "" && comp(3) == "" && comp(4) == "" {
+			// "<5" sent as text rather than as SN components ("<^5").
+			if b.textQuantity(ob, comp(1), u) {
+				break
+			}
+		}
 		b.structuredNumeric(ob, comp(1), comp(2), comp(3), comp(4), u)
 	case "NR":
 		single()
@@ -180,9 +193,7 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 			ob.ValueString = fhir.Ptr(strings.Trim(comp(1)+"-"+comp(2), "-"))
 		}
 	case "ST", "TX", "FT":
-		if text := b.formattedText(obx.Field(5)); strings.TrimSpace(text) != "" {
-			ob.ValueString = &text
-		}
+		b.textValue(ob, obx, reps, u)
 	case "CE", "CWE", "CNE":
 		single()
 		ob.ValueCodeableConcept = b.codeableConcept(obx, 5, 1)
@@ -234,11 +245,51 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 		}
 	default:
 		b.flag(DQValueTypeUnsupported)
-		if text := b.formattedText(obx.Field(5)); strings.TrimSpace(text) != "" {
-			ob.ValueString = &text
-		}
+		b.textValue(ob, obx, reps, u)
 	}
 	return u
+}
+
+// knownValueType lists the OBX-2 types setValue maps by their own rules.
+var knownValueType = map[string]bool{
+	"NM": true, "SN": true, "NR": true, "ST": true, "TX": true, "FT": true, "CE": true, "CWE": true, "CNE": true,
+	"IS": true, "ID": true, "DT": true, "DTM": true, "TS": true, "TM": true, "DR": true, "ED": true, "RP": true,
+}
+
+// textValue maps a value sent as text (ST, TX, FT, or a missing or unknown
+// OBX-2). With a unit in OBX-6 the value is a measurement the sender typed
+// as text: one that reads as a number, with or without a comparator
+// ("14.2", "<5"), becomes valueQuantity in that unit; any other keeps the
+// unit after the text ("see comment mmol/L" is better than losing it).
+func (b *builder) textValue(ob *models.Observation, obx *hl7v2.Segment, reps int, u unit) {
+	text := b.formattedText(obx.Field(5))
+	if strings.TrimSpace(text) == "" {
+		return
+	}
+	if u.text == "" {
+		ob.ValueString = &text
+		return
+	}
+	if reps == 1 && b.textQuantity(ob, text, u) {
+		return
+	}
+	withUnit := strings.TrimRight(text, " \n") + " " + u.text
+	ob.ValueString = &withUnit
+}
+
+// textQuantity sets valueQuantity from text that reads as a number with an
+// optional comparator, and reports whether it did.
+func (b *builder) textQuantity(ob *models.Observation, text string, u unit) bool {
+	cmp, rest := splitComparator(strings.TrimSpace(text))
+	v, ok := decimal(rest)
+	if !ok {
+		return false
+	}
+	ob.ValueQuantity = quantity(v, u)
+	if cmp != "" {
+		ob.ValueQuantity.Comparator = fhir.Ptr(comparators[cmp])
+	}
+	return true
 }
 
 func optionalDateTime(raw string, b *builder) (*string, bool) {

@@ -132,6 +132,36 @@ func TestObservationValues(t *testing.T) {
 		{"missing value type", `OBX|1||GLU^Glucose^L||5.2||||||F`, func(o models.Observation) bool {
 			return *o.ValueString == "5.2"
 		}, []string{DQValueTypeUnsupported}},
+		{"missing value type, with a unit", `OBX|1||K^Potassium^L||6.1|mmol/L|3.5-5.3|H|||F`, func(o models.Observation) bool {
+			return o.ValueQuantity != nil && o.ValueQuantity.Value.String() == "6.1" && *o.ValueQuantity.Code == "mmol/L" &&
+				*o.ReferenceRange[0].High.Code == "mmol/L"
+		}, []string{DQValueTypeUnsupported}},
+		{"ST number with a unit", `OBX|1|ST|G^Glucose^L||14.2|mmol/L|3-7|H|||F`, func(o models.Observation) bool {
+			return o.ValueQuantity != nil && o.ValueQuantity.Value.String() == "14.2" && *o.ValueQuantity.Unit == "mmol/L" && o.ValueString == nil
+		}, nil},
+		{"ST comparator with a unit", `OBX|1|ST|TROP^Troponin^L||<5|ng/L|0-14|N|||F`, func(o models.Observation) bool {
+			return o.ValueQuantity != nil && o.ValueQuantity.Value.String() == "5" && *o.ValueQuantity.Comparator == models.QuantityComparatorLessThan &&
+				*o.ValueQuantity.Unit == "ng/L"
+		}, nil},
+		{"ST text with a unit keeps it", `OBX|1|ST|TROP^Troponin^L||see comment|ng/L|||||F`, func(o models.Observation) bool {
+			return o.ValueString != nil && *o.ValueString == "see comment ng/L"
+		}, nil},
+		{"ST without a unit stays text", `OBX|1|ST|GRP^Group^L||14.2||||||F`, func(o models.Observation) bool {
+			return o.ValueString != nil && *o.ValueString == "14.2" && o.ValueQuantity == nil
+		}, nil},
+		{"SN sent as text", `OBX|1|SN|CRP^CRP^L||<5|mg/L|0-5|N|||F`, func(o models.Observation) bool {
+			return o.ValueQuantity != nil && o.ValueQuantity.Value.String() == "5" && *o.ValueQuantity.Comparator == models.QuantityComparatorLessThan &&
+				*o.ValueQuantity.Code == "mg/L"
+		}, nil},
+		{"FT skip and centre", `OBX|1|FT|REP^Report^L||Result 4.1\.sk 3\3.5-5.3\.ce\CENTRED||||||F`, func(o models.Observation) bool {
+			return o.ValueString != nil && *o.ValueString == "Result 4.1   3.5-5.3\nCENTRED"
+		}, nil},
+		{"lower-case flag", `OBX|1|NM|K^Potassium^L||6.1|mmol/L|3.5-5.3|h|||F`, func(o models.Observation) bool {
+			return len(o.Interpretation) == 1 && *o.Interpretation[0].Coding[0].Code == "H"
+		}, nil},
+		{"unknown flag kept as text", `OBX|1|NM|K^Potassium^L||6.1|mmol/L|3.5-5.3|ZZ|||F`, func(o models.Observation) bool {
+			return len(o.Interpretation) == 1 && o.Interpretation[0].Coding == nil && *o.Interpretation[0].Text == "ZZ"
+		}, []string{DQInterpretationUnknown}},
 		{"observation time", `OBX|1|NM|GLU^Glucose^L||5|mmol/L|||||F|||20240715090000+0000`, func(o models.Observation) bool {
 			return *o.EffectiveDateTime == "2024-07-15T09:00:00+00:00"
 		}, nil},

@@ -182,6 +182,9 @@ type Inbound struct {
 	types map[string]bool
 	// typeList is types as given, for the ERR text.
 	typeList string
+	// screen, if set, refuses messages of a taken type whose structure
+	// the translator cannot take; see Screen.
+	screen func(*hl7v2.Message) *hl7v2.AckError
 
 	mu        sync.Mutex
 	started   bool
@@ -369,6 +372,15 @@ func (in *Inbound) AcceptOnly(types []string) {
 	in.typeList = strings.Join(types, ", ")
 }
 
+// Screen makes the listener refuse, before storing them, messages for
+// which check returns an error: they are answered AR (CR in enhanced
+// mode) with that ERR, counted as hl7.required-field-missing and quarantined,
+// like messages of a type the listener does not take. Use it for what the
+// feed's translator would refuse in every case (a result message without
+// an order, say), so the sender hears of it rather than an AA followed by
+// a dead letter. Call it before Start.
+func (in *Inbound) Screen(check func(*hl7v2.Message) *hl7v2.AckError) { in.screen = check }
+
 // unsupported returns the ERR code and text for a message the listener
 // does not take, or "" when it takes it.
 func (in *Inbound) unsupported(m *hl7v2.Message) (string, string) {
@@ -423,6 +435,14 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.quarantine(ctx, payload, fault.CodeHL7Unsupported)
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Unsupported), "hl7_error", errCode, "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: 9, Code: errCode, Severity: "E", Text: text}), code, cond
+	}
+	if in.screen != nil {
+		if ae := in.screen(m); ae != nil {
+			code := m.RejectCode()
+			in.quarantine(ctx, payload, fault.CodeHL7Required)
+			in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Required), "hl7_error", ae.Code, "code", string(code))
+			return in.ack(m, code, *ae), code, cond
+		}
 	}
 
 	app, facility, ctrl := m.SendingApp(), m.SendingFacility(), m.ControlID()

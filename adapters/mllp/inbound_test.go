@@ -246,6 +246,35 @@ func TestInboundAcceptOnly(t *testing.T) {
 	}
 }
 
+// TestInboundScreen checks that a listener given a screen refuses, before
+// storing, what the screen refuses, with its ERR, counted and kept for
+// ops, and stores the rest.
+func TestInboundScreen(t *testing.T) {
+	f := startInbound(t, nil)
+	f.in.Screen(func(m *hl7v2.Message) *hl7v2.AckError {
+		if m.CountSegments("PV2") == 0 {
+			return &hl7v2.AckError{Segment: "PV2", Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "needs a PV2"}
+		}
+		return nil
+	})
+	c := dial(t, f.addr)
+	refused := msg("SCR1", "")
+	if code, _, text, reply := send(t, c, refused); code != hl7v2.AckAR || text != "needs a PV2" {
+		t.Fatalf("ack %s %q, want AR saying what is missing (%q)", code, text, reply)
+	}
+	taken := msg("SCR2", "") + "PV2|||^Test\r"
+	if code, _, _, reply := send(t, c, taken); code != hl7v2.AckAA {
+		t.Fatalf("ack %s, want AA (%q)", code, reply)
+	}
+	stored, q := f.host.snapshot()
+	if len(stored) != 1 || len(q) != 1 || string(q[0].raw) != refused || q[0].reason != string(fault.CodeHL7Required) {
+		t.Errorf("stored %d, quarantined %+v; want 1, and the refused message with reason %s", len(stored), q, fault.CodeHL7Required)
+	}
+	if n := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeHL7Required))); n != 1 {
+		t.Errorf("rejected %v, want 1", n)
+	}
+}
+
 func TestInboundRejects(t *testing.T) {
 	tests := []struct {
 		name        string

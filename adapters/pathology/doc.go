@@ -90,7 +90,10 @@
 // ORU event other than R01 likewise (201); a message without PID or OBR
 // has a required segment missing (100), and results for more than one
 // patient in one message are refused (100), since they cannot be put in
-// one patient's bundle safely.
+// one patient's bundle safely. The listener refuses all of these before
+// storing (AR, or CR in enhanced mode, with the ERR code above; Screen and
+// the listener's accepted types), so the laboratory hears of them at once
+// rather than after an AA.
 //
 // # Data quality
 //

@@ -9,6 +9,7 @@ import (
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
 // Type is the adapter type name used in configuration.
@@ -80,7 +81,27 @@ func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.
 	if err != nil {
 		return nil, fmt.Errorf("pathology: %w", err)
 	}
+	in.Screen(Screen)
 	return in, nil
+}
+
+// Screen returns the error the translator would refuse m with in every
+// case, so the listener can refuse it before storing (HL7 error 100): a
+// result message with no PID, results for more than one patient, or no
+// OBR. It returns nil for messages the translator takes or decides on
+// otherwise.
+func Screen(m *hl7v2.Message) *hl7v2.AckError {
+	switch pids := len(m.SegmentsNamed("PID")); {
+	case pids == 0:
+		return &hl7v2.AckError{Segment: "PID", Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "ORU^R01 needs a PID segment"}
+	case pids > 1:
+		return &hl7v2.AckError{Segment: "PID", Sequence: 2, Code: hl7v2.ErrCodeSegmentSequence, Severity: "E",
+			Text: "results for more than one patient in one message are not taken; send one message per patient"}
+	}
+	if m.CountSegments("OBR") == 0 {
+		return &hl7v2.AckError{Segment: "OBR", Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "ORU^R01 needs an OBR segment"}
+	}
+	return nil
 }
 
 // NewTranslator builds the translator for the configured dialects, loading

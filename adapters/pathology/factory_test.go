@@ -18,6 +18,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
 
 	"github.com/junction-fhir/junction/pkg/fhir"
 )
@@ -194,5 +195,40 @@ func TestCodeMapApply(t *testing.T) {
 		if diff := cmp.Diff(tt.want, got); diff != "" {
 			t.Errorf("%s|%s (-want +got):\n%s", tt.system, tt.code, diff)
 		}
+	}
+}
+
+// TestScreen checks what the pathology listener refuses before storing:
+// what the translator refuses whatever the message holds otherwise.
+func TestScreen(t *testing.T) {
+	tests := []struct {
+		name     string
+		segments []string
+		segment  string // the ERR segment; "" for none
+	}{
+		{"taken", []string{testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`}, ""},
+		{"no PID", []string{testMSH, testOBR}, "PID"},
+		{"two patients", []string{testMSH, testPID, testOBR, `PID|1||9990000026^^^NHS^NH`, testOBR}, "PID"},
+		{"no OBR", []string{testMSH, testPID, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`}, "OBR"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := hl7v2.Parse(hl7(tt.segments...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ae := Screen(m)
+			switch {
+			case tt.segment == "" && ae != nil:
+				t.Errorf("refused %+v, want taken", ae)
+			case tt.segment != "" && (ae == nil || ae.Segment != tt.segment || ae.Code != hl7v2.ErrCodeSegmentSequence):
+				t.Errorf("refusal %+v, want ERR 100 on %s", ae, tt.segment)
+			}
+			// The translator refuses the same messages.
+			_, terr := newTestTranslator(t).TranslateMessage(testEnvelope("screen", hl7(tt.segments...)), m)
+			if (terr != nil) != (tt.segment != "") {
+				t.Errorf("translator error %v, screen %+v: they disagree", terr, ae)
+			}
+		})
 	}
 }

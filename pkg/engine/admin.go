@@ -136,9 +136,16 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 	if info.State.LastSeq >= uint64(limit) && info.State.LastSeq-uint64(limit)+1 > first {
 		first = info.State.LastSeq - uint64(limit) + 1
 	}
-	for seq := first; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+	// Newest first while reading, so that when the bodies reach the
+	// answer's budget the newest entries are the ones kept.
+	bodies, omitted := 0, 0
+	for seq := info.State.LastSeq; info.State.Msgs > 0 && seq >= first && seq > 0; seq-- {
 		m, err := st.GetMsg(r.Context(), seq)
 		if err != nil {
+			continue
+		}
+		if withBody && bodies+len(m.Data) > maxQuarantineBodyBytes {
+			omitted++
 			continue
 		}
 		q := QuarantineEntry{Seq: seq, Time: m.Time, ID: m.Header.Get(envelope.HeaderID), Source: m.Header.Get(envelope.HeaderSource), Reason: m.Header.Get(envelope.HeaderReason),
@@ -147,12 +154,28 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 			q.Received = n
 		}
 		if withBody {
+			bodies += len(m.Data)
 			q.Body, q.Encoding = bodyOf(m.Data)
 		}
 		out = append(out, q)
 	}
+	slices.Reverse(out)
+	if omitted > 0 {
+		// The oldest entries of the window did not fit: say how many.
+		w.Header().Set(headerQuarantineOmitted, strconv.Itoa(omitted))
+	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// maxQuarantineBodyBytes bounds the input one quarantine listing with
+// bodies returns (before base64), so listing cannot run the engine out
+// of memory however full the quarantine is; older entries past it are
+// left out and counted in the Junction-Quarantine-Omitted header.
+const maxQuarantineBodyBytes = 16 << 20
+
+// headerQuarantineOmitted counts the entries a listing with bodies left
+// out to stay within maxQuarantineBodyBytes.
+const headerQuarantineOmitted = "Junction-Quarantine-Omitted"
 
 // admin wraps an admin handler with authentication, the permission check
 // of the endpoint registered as name (see access.RuleFor), the access

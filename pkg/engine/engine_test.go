@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -423,6 +424,50 @@ func TestQuarantineKeepsStartAndSize(t *testing.T) {
 	}
 	if q := qs[0]; q.Size != 64<<10 || q.Received != len(garbage) || q.Body != string(garbage[:64<<10]) {
 		t.Errorf("quarantine entry: size %d, received %d, body of %d bytes; want 65536, %d and the first 65536 bytes", q.Size, q.Received, len(q.Body), len(garbage))
+	}
+}
+
+// TestQuarantineListingBounded: listing a full quarantine with its
+// bodies returns the newest entries up to 16 MiB of input and says how
+// many older ones it left out, rather than building an answer as large
+// as the quarantine.
+func TestQuarantineListingBounded(t *testing.T) {
+	e, _ := startEngine(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 260 // 260 x 64 KiB is more than 16 MiB
+	for i := range n {
+		garbage := bytes.Repeat([]byte(fmt.Sprintf("not HL7 %04d ", i)), 70<<10/14)
+		if _, err := c.Send(ctx, garbage); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.Get("http://" + e.HTTPAddr().String() + "/api/quarantine?body=true&limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var qs []engine.QuarantineEntry
+	if err := json.NewDecoder(resp.Body).Decode(&qs); err != nil {
+		t.Fatal(err)
+	}
+	omitted, _ := strconv.Atoi(resp.Header.Get("Junction-Quarantine-Omitted"))
+	if len(qs) != 256 || omitted != n-256 {
+		t.Fatalf("listed %d entries and said %d were left out; want 256 and %d", len(qs), omitted, n-256)
+	}
+	if !strings.HasPrefix(qs[len(qs)-1].Body, fmt.Sprintf("not HL7 %04d ", n-1)) || qs[0].Seq >= qs[len(qs)-1].Seq {
+		t.Errorf("the listing is not the newest entries, oldest first")
+	}
+	// Without bodies, the whole window is listed.
+	var all []engine.QuarantineEntry
+	getJSON(t, "http://"+e.HTTPAddr().String()+"/api/quarantine?limit=1000", &all)
+	if len(all) != n {
+		t.Errorf("listed %d entries without bodies, want %d", len(all), n)
 	}
 }
 

@@ -67,10 +67,19 @@ type InboundConfig struct {
 	// something in front (a gateway with mutual TLS, say) authenticates
 	// senders. Without it such a start is refused.
 	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
-	// MaxConcurrent bounds posts handled at once (each may hold a body of
-	// up to MaxBodyBytes); more get 503 with Retry-After. 0 means 64.
+	// MaxConcurrent bounds posts being checked and stored at once (a post
+	// takes a place once its body has arrived); more get 503 with
+	// Retry-After. 0 means 64.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxInflightBytes bounds the memory that bodies being received, and
+	// posts being checked and stored (three times their size), hold
+	// together beyond 64 KiB a body; a post that would need more gets 503
+	// with Retry-After. 0 means DefaultMaxInflightBytes.
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 }
+
+// DefaultMaxInflightBytes is the default MaxInflightBytes: 256 MiB.
+const DefaultMaxInflightBytes = 256 << 20
 
 // DefaultInboundConfig returns the defaults.
 func DefaultInboundConfig() InboundConfig {
@@ -99,6 +108,9 @@ func (c *InboundConfig) Validate() []error {
 	}
 	if c.MaxConcurrent < 0 {
 		errs = append(errs, errors.New("max_concurrent: must not be negative (0 means the default, 64)"))
+	}
+	if c.MaxInflightBytes < 0 || c.MaxInflightBytes > 0 && c.MaxInflightBytes < (processingFactor+2)*c.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("max_inflight_bytes: must be at least 5 times max_body_bytes (%d), or a body that large could never be taken (0 means the default, 256 MiB)", c.MaxBodyBytes))
 	}
 	if c.BearerToken != "" && !isSecretRef(c.BearerToken) {
 		errs = append(errs, errors.New("bearer_token: must be a reference (env:NAME or file:PATH), never the token itself"))

@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -28,6 +29,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/budget"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
@@ -108,8 +110,12 @@ type Inbound struct {
 	tracer  trace.Tracer
 	// token, when set, is the bearer token callers must present.
 	token []byte
-	// slots bounds concurrent posts.
+	// slots bounds posts being checked and stored at once; a post takes
+	// one once its body has arrived.
 	slots chan struct{}
+	// inflight bounds the memory bodies being received and posts being
+	// processed hold together (see InboundConfig.MaxInflightBytes).
+	mem *budget.Bytes
 	// consents, when the host offers it, stores posted Consents.
 	consents ConsentStore
 	// guard, when the host offers it with consents, authorises Consent
@@ -168,6 +174,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		slots = 64
 	}
 	in.slots = make(chan struct{}, slots)
+	in.mem = budget.New(cmp.Or(cfg.MaxInflightBytes, DefaultMaxInflightBytes))
 	if cfg.BearerToken != "" {
 		if set.Secrets == nil {
 			return nil, fault.New(fault.CodeConfig, "fhir: bearer_token needs a secret resolver")
@@ -353,16 +360,6 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 			return
 		}
 	}
-	select {
-	case in.slots <- struct{}{}:
-		defer func() { <-in.slots }()
-	default:
-		w.Header().Set("Retry-After", retryAfterSeconds)
-		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", "too many requests in progress; not stored, resend later"))
-		in.metrics.Acks.WithLabelValues(in.name, "503").Inc()
-		in.metrics.Rejected.WithLabelValues(in.name, "busy").Inc()
-		return
-	}
 	if !in.enter() {
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", "endpoint shutting down; not stored, resend later"))
@@ -380,6 +377,58 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 	in.metrics.AckLatency.WithLabelValues(in.name).Observe(time.Since(start).Seconds())
 	if status >= 400 {
 		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+}
+
+// busy answers 503 with Retry-After: the post was not stored, for want of
+// room, and may be sent again.
+func (in *Inbound) busy(w http.ResponseWriter, text string) int {
+	w.Header().Set("Retry-After", retryAfterSeconds)
+	jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", text))
+	in.metrics.Rejected.WithLabelValues(in.name, "busy").Inc()
+	return http.StatusServiceUnavailable
+}
+
+// processingFactor is how many times its size a body is reckoned to
+// cost while it is checked, decoded and stored.
+const processingFactor = 3
+
+// freeBodyBytes is what each body may hold without drawing on the
+// memory budget, so ordinary posts are never refused for others' large
+// ones.
+const freeBodyBytes = 64 << 10
+
+// errBudget reports a body refused because the memory budget is held.
+var errBudget = errors.New("fhir: memory budget for bodies in flight exhausted")
+
+// readBody reads r whole, taking from mem, before its buffer grows past
+// freeBodyBytes, what it grows by. It returns the body and what it took
+// (to give back when the post is done), and errBudget when mem could not
+// cover the next growth.
+func readBody(r io.Reader, mem *budget.Bytes) ([]byte, int64, error) {
+	buf := make([]byte, 0, 4096)
+	var drawn int64
+	for {
+		if len(buf) == cap(buf) {
+			next := 2 * cap(buf)
+			if more := int64(max(next-freeBodyBytes, 0)) - drawn; more > 0 {
+				if !mem.Take(more) {
+					return nil, drawn, errBudget
+				}
+				drawn += more
+			}
+			grown := make([]byte, len(buf), next)
+			copy(grown, buf)
+			buf = grown
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, drawn, nil
+		}
+		if err != nil {
+			return buf, drawn, err
+		}
 	}
 }
 
@@ -418,16 +467,35 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid,
 			detail: fmt.Sprintf("%s header longer than %d characters", HeaderIdempotencyKey, maxIdempotencyKey)})
 	}
-	max := in.cfg.MaxBodyBytes
-	if r.ContentLength > max {
-		return in.reject(w, tooLarge(max))
+	limit := in.cfg.MaxBodyBytes
+	if r.ContentLength > limit {
+		return in.reject(w, tooLarge(limit))
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	// The body draws on the memory budget as it arrives, so a slow
+	// upload holds what it has sent and no slot; the slot is taken once
+	// it is all here.
+	body, drawn, err := readBody(http.MaxBytesReader(w, r.Body, limit), in.mem)
+	defer in.mem.Give(drawn)
 	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return in.reject(w, tooLarge(max))
+		switch _, tooBig := errors.AsType[*http.MaxBytesError](err); {
+		case tooBig:
+			return in.reject(w, tooLarge(limit))
+		case errors.Is(err, errBudget):
+			return in.busy(w, "too many large posts being received; not stored, resend later")
 		}
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, detail: "could not read the request body"})
+	}
+	// Checking and storing a body costs a few times its size.
+	work := processingFactor * int64(max(len(body)-freeBodyBytes, 0))
+	if !in.mem.Take(work) {
+		return in.busy(w, "too many large posts in progress; not stored, resend later")
+	}
+	defer in.mem.Give(work)
+	select {
+	case in.slots <- struct{}{}:
+		defer func() { <-in.slots }()
+	default:
+		return in.busy(w, "too many requests in progress; not stored, resend later")
 	}
 	if pathType == "Consent" && in.consents != nil {
 		return in.storeConsent(ctx, w, body, record)

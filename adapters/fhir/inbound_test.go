@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
@@ -846,4 +848,70 @@ func TestInboundExposedNeedsToken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInboundSlowAndLargeBodies checks that a body still arriving holds
+// no processing slot (a slow sender cannot lock others out), that bodies
+// arriving draw on the memory budget so that past it a post gets 503 and
+// Retry-After, and that ordinary posts still go through meanwhile.
+func TestInboundSlowAndLargeBodies(t *testing.T) {
+	patient := readTestdata(t, "patient.json")
+	cfg := DefaultInboundConfig()
+	cfg.MaxConcurrent = 1
+	cfg.MaxBodyBytes = 1 << 20
+	cfg.MaxInflightBytes = 5 << 20
+	f := newInboundFixture(t, cfg)
+	type upload struct {
+		pw   *io.PipeWriter
+		done chan *httptest.ResponseRecorder
+	}
+	start := func(n int) upload {
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })
+		req := httptest.NewRequest(http.MethodPost, "/fhir", pr)
+		req.Header.Set("Content-Type", "application/fhir+json")
+		u := upload{pw: pw, done: make(chan *httptest.ResponseRecorder, 1)}
+		go func() {
+			rec := httptest.NewRecorder()
+			f.mux.ServeHTTP(rec, req)
+			u.done <- rec
+		}()
+		go func() { _, _ = pw.Write(bytes.Repeat([]byte(" "), n)) }()
+		return u
+	}
+	waitLeft := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for f.in.mem.Left() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("budget left %d, want %d", f.in.mem.Left(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// Each 600 KiB arriving holds a 1 MiB buffer, 960 KiB of it drawn.
+	var held []upload
+	for i := range 5 {
+		held = append(held, start(600<<10))
+		waitLeft(5<<20 - int64(i+1)*960<<10)
+	}
+	over := start(600 << 10)
+	select {
+	case rec := <-over.done:
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+			t.Errorf("post past the budget: %d (Retry-After %q), want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a post past the budget was not refused")
+	}
+	// With one slot and five bodies arriving, an ordinary post is taken.
+	if rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", patient, nil); rec.Code != http.StatusAccepted {
+		t.Fatalf("ordinary post while bodies arrive: %d %s", rec.Code, rec.Body)
+	}
+	// Finished (here: cut short), the uploads give back what they drew.
+	for _, u := range held {
+		u.pw.CloseWithError(errors.New("sender gone"))
+		<-u.done
+	}
+	waitLeft(5 << 20)
 }

@@ -13,8 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
+	"github.com/junction-fhir/junction/pkg/budget"
 	"github.com/junction-fhir/junction/pkg/fault"
 )
 
@@ -44,42 +44,15 @@ var (
 	// connection, or sent nothing more for the read timeout, inside it.
 	ErrIncompleteFrame = errors.New("mllp: incomplete frame")
 	// ErrBusy reports a frame refused because the listener's frames
-	// already hold its whole buffer budget (see Budget).
+	// already hold its whole buffer budget (Server.MaxBufferedBytes).
 	ErrBusy = errors.New("mllp: listener busy")
 )
 
-// Budget bounds the bytes that the frames being read on a listener's
-// connections hold together beyond FreeFrameBytes each, so that many
-// connections each holding part of a large frame cannot run the process
-// out of memory. It is safe for concurrent use.
-type Budget struct {
-	mu   sync.Mutex
-	left int64
-}
-
 // FreeFrameBytes is what each frame may hold without drawing on the
-// budget: most HL7 v2 messages fit, so a sender of ordinary messages is
-// never refused for others' large or unfinished frames.
+// listener's buffer budget (Server.MaxBufferedBytes): most HL7 v2
+// messages fit, so a sender of ordinary messages is never refused for
+// others' large or unfinished frames.
 const FreeFrameBytes = 64 << 10
-
-// NewBudget returns a budget of n bytes.
-func NewBudget(n int64) *Budget { return &Budget{left: n} }
-
-func (b *Budget) take(n int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if n > b.left {
-		return false
-	}
-	b.left -= n
-	return true
-}
-
-func (b *Budget) give(n int64) {
-	b.mu.Lock()
-	b.left += n
-	b.mu.Unlock()
-}
 
 func busy() error {
 	return fault.Wrap(fault.Transient, fault.CodeFrameBusy, "listener busy: too many large frames being received; resend later", ErrBusy)
@@ -113,7 +86,7 @@ type Reader struct {
 	onStart func()
 	// budget, if set, is drawn on for buf's capacity beyond
 	// FreeFrameBytes; drawn is how much buf holds of it.
-	budget *Budget
+	budget *budget.Bytes
 	drawn  int64
 }
 
@@ -122,7 +95,7 @@ type Reader struct {
 func (r *Reader) Release() {
 	r.buf = nil
 	if r.budget != nil && r.drawn > 0 {
-		r.budget.give(r.drawn)
+		r.budget.Give(r.drawn)
 		r.drawn = 0
 	}
 }
@@ -250,7 +223,7 @@ func (r *Reader) grow(n int) bool {
 	c = max(min(c, r.max), need)
 	if r.budget != nil {
 		if more := int64(max(c-FreeFrameBytes, 0)) - r.drawn; more > 0 {
-			if !r.budget.take(more) {
+			if !r.budget.Take(more) {
 				return false
 			}
 			r.drawn += more

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/budget"
 	"github.com/junction-fhir/junction/pkg/fault"
 )
 
@@ -93,7 +94,7 @@ type Server struct {
 	// zero, none if negative.
 	WriteTimeout time.Duration
 	// MaxBufferedBytes bounds the bytes the frames being read on all
-	// connections hold together beyond FreeFrameBytes each (see Budget);
+	// connections hold together beyond FreeFrameBytes each;
 	// DefaultMaxBufferedBytes if zero, no bound if negative. A frame that
 	// would need more is refused with an error wrapping ErrBusy.
 	MaxBufferedBytes int64
@@ -133,7 +134,7 @@ type Server struct {
 	OnFrameError func(ctx context.Context, c *ConnInfo, err error, partial []byte) []byte
 
 	// budget is made from MaxBufferedBytes when serving starts.
-	budget *Budget
+	budget *budget.Bytes
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -262,7 +263,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.serving = true
 	if s.MaxBufferedBytes >= 0 {
-		s.budget = NewBudget(cmp.Or(s.MaxBufferedBytes, DefaultMaxBufferedBytes))
+		s.budget = budget.New(cmp.Or(s.MaxBufferedBytes, DefaultMaxBufferedBytes))
 	}
 	if s.stopped == nil {
 		s.stopped = make(chan struct{})

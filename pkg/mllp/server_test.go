@@ -732,9 +732,7 @@ func TestServerBufferBudget(t *testing.T) {
 		s.mu.Lock()
 		b := s.budget
 		s.mu.Unlock()
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.left
+		return b.Left()
 	}
 	waitFor(t, "the budget to be drawn", func() bool { return left() == 1<<20-2*448<<10 })
 	third := rawConn(t, addr)

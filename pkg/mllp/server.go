@@ -32,6 +32,10 @@ const (
 	// DefaultEvictIdleAfter is how long a connection must have been idle
 	// to be closed for a new one when the server is full.
 	DefaultEvictIdleAfter = time.Second
+	// DefaultEvictSlowFrameAfter is how long a frame must have been
+	// arriving for its connection to be closed for a new one when the
+	// server is full and no connection is idle.
+	DefaultEvictSlowFrameAfter = 5 * time.Second
 	// DefaultMaxBufferedBytes is the default budget of a listener's
 	// frames beyond FreeFrameBytes each: 128 MiB.
 	DefaultMaxBufferedBytes = 128 << 20
@@ -100,15 +104,22 @@ type Server struct {
 	MaxBufferedBytes int64
 	// MaxConns limits the number of open connections; 0 means no limit.
 	// A connection over the limit closes the connection that has been
-	// idle between frames longest, if one has been for EvictIdleAfter, to
-	// make room (idle senders cannot lock out others; the one closed
-	// reconnects when it next sends, and was owed no reply); otherwise it
-	// is closed as soon as it is accepted.
+	// idle between frames longest, if one has been for EvictIdleAfter, or
+	// else the one whose frame has been arriving longest, if for
+	// EvictSlowFrameAfter, to make room (idle or trickling senders cannot
+	// lock out others; the one closed reconnects when it next sends, and
+	// was owed no reply); otherwise it is closed as soon as it is
+	// accepted.
 	MaxConns int
 	// EvictIdleAfter is how long a connection must have been idle to be
 	// closed for a new one when MaxConns are open; DefaultEvictIdleAfter
 	// if zero, never if negative.
 	EvictIdleAfter time.Duration
+	// EvictSlowFrameAfter is how long a frame must have been arriving for
+	// its connection to be closed for a new one when MaxConns are open
+	// and none is idle (slow senders cannot lock others out either);
+	// DefaultEvictSlowFrameAfter if zero, never if negative.
+	EvictSlowFrameAfter time.Duration
 	// OnRefused, if set, is called for each connection closed because
 	// MaxConns were open, after it is closed, so the refusal can be
 	// counted.
@@ -161,6 +172,9 @@ type serverConn struct {
 	// idleSince is when the connection last went idle between frames
 	// (Unix nanoseconds), 0 while a frame is being read or handled.
 	idleSince atomic.Int64
+	// frameSince is when the start block of the frame being read arrived
+	// (Unix nanoseconds), 0 outside a frame.
+	frameSince atomic.Int64
 	// evicted is set, under Server.mu, when the connection is closed for
 	// a new one: a frame it read meanwhile is not handled.
 	evicted bool
@@ -346,7 +360,7 @@ func (s *Server) startConn(nc net.Conn) {
 	if victim != nil {
 		// Not on the accept loop: closing a TLS connection may wait.
 		go func() { _ = victim.nc.Close() }()
-		log.Info("mllp idle connection closed for a new one", "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns)
+		log.Info("mllp idle or slow connection closed for a new one", "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns)
 		if s.OnEvicted != nil {
 			s.OnEvicted(&victim.info)
 		}
@@ -368,24 +382,29 @@ func (s *Server) reportConns() {
 }
 
 // idlestLocked returns the connection idle between frames longest, if
-// for at least EvictIdleAfter, or nil. s.mu is held.
+// for at least EvictIdleAfter; else the one whose frame has been arriving
+// longest, if for at least EvictSlowFrameAfter (a frame trickling in that
+// long is not a sender on a working link); else nil. s.mu is held.
 func (s *Server) idlestLocked(now time.Time) *serverConn {
-	after := duration(s.EvictIdleAfter, DefaultEvictIdleAfter)
-	if after <= 0 {
-		return nil
-	}
-	var best *serverConn
-	var bestSince int64
+	idleAfter := duration(s.EvictIdleAfter, DefaultEvictIdleAfter)
+	slowAfter := duration(s.EvictSlowFrameAfter, DefaultEvictSlowFrameAfter)
+	var idle, slow *serverConn
+	var idleSince, slowSince int64
 	for c := range s.conns {
-		since := c.idleSince.Load()
-		if since == 0 || c.busy || now.Sub(time.Unix(0, since)) < after {
+		if c.busy {
 			continue
 		}
-		if best == nil || since < bestSince {
-			best, bestSince = c, since
+		if since := c.idleSince.Load(); since != 0 && idleAfter > 0 && now.Sub(time.Unix(0, since)) >= idleAfter && (idle == nil || since < idleSince) {
+			idle, idleSince = c, since
+		}
+		if since := c.frameSince.Load(); since != 0 && slowAfter > 0 && now.Sub(time.Unix(0, since)) >= slowAfter && (slow == nil || since < slowSince) {
+			slow, slowSince = c, since
 		}
 	}
-	return best
+	if idle != nil {
+		return idle
+	}
+	return slow
 }
 
 func remote(a net.Addr) string {
@@ -442,6 +461,7 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 	defer r.Release()
 	r.onStart = func() {
 		c.idleSince.Store(0)
+		c.frameSince.Store(time.Now().UnixNano())
 		_ = c.nc.SetReadDeadline(deadline(readTimeout))
 	}
 	c.idleSince.Store(time.Now().UnixNano())
@@ -473,6 +493,7 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 			return
 		}
 		frames++
+		c.frameSince.Store(0)
 		if !s.setBusy(c, true) {
 			reason = "server shutting down or connection closed for another"
 			return

@@ -347,6 +347,44 @@ func TestServerEvictsIdleWhenFull(t *testing.T) {
 	waitFor(t, "two open connections", func() bool { return s.ActiveConns() == 2 && open.Load() == 2 })
 }
 
+// TestServerEvictsSlowFrameWhenFull checks that a full server with no
+// idle connection closes the one whose frame has been arriving longest,
+// once for EvictSlowFrameAfter, so senders trickling frames cannot lock
+// others out; a frame arriving for less is kept.
+func TestServerEvictsSlowFrameWhenFull(t *testing.T) {
+	var evicted atomic.Int64
+	s := &Server{Handler: echo, MaxConns: 2, EvictIdleAfter: -1, EvictSlowFrameAfter: 200 * time.Millisecond,
+		OnEvicted: func(*ConnInfo) { evicted.Add(1) }}
+	addr := start(t, s)
+	slowest := rawConn(t, addr)
+	if _, err := slowest.Write([]byte{StartBlock, 'M', 'S', 'H'}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	slow := rawConn(t, addr)
+	if _, err := slow.Write([]byte{StartBlock, 'M', 'S', 'H'}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "two connections", func() bool { return s.ActiveConns() == 2 })
+	// Too soon: neither frame has been arriving long enough.
+	waitClosed(t, rawConn(t, addr))
+	if evicted.Load() != 0 {
+		t.Fatal("evicted a connection whose frame began less than EvictSlowFrameAfter ago")
+	}
+	time.Sleep(250 * time.Millisecond)
+	newcomer := dial(t, addr, nil)
+	if got, err := newcomer.Send(testContext(t), []byte("let me in")); err != nil || string(got) != "ACK:let me in" {
+		t.Fatalf("newcomer: %q, %v", got, err)
+	}
+	if evicted.Load() != 1 {
+		t.Errorf("evicted %d, want 1", evicted.Load())
+	}
+	waitClosed(t, slowest)
+	if _, err := slow.Write([]byte("|rest")); err != nil {
+		t.Errorf("the later slow connection was closed instead: %v", err)
+	}
+}
+
 func TestServerIdleTimeout(t *testing.T) {
 	s := &Server{Handler: echo, IdleTimeout: 50 * time.Millisecond}
 	addr := start(t, s)

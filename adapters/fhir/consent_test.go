@@ -181,7 +181,7 @@ func (h *guardedHost) AuthorizeConsent(w http.ResponseWriter, r *http.Request) (
 // and not stored when the audit fails; other resources still need the
 // endpoint's token.
 func TestConsentGuard(t *testing.T) {
-	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "input-token")
+	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "input-token-long-enough")
 	cfg := DefaultInboundConfig()
 	cfg.BearerToken = "env:JUNCTION_TEST_FHIR_TOKEN"
 	tests := []struct {
@@ -193,12 +193,12 @@ func TestConsentGuard(t *testing.T) {
 		wantKept         int
 	}{
 		{"role token stores", "/fhir/Consent", "Bearer role-token", consentBody("c1", "active"), nil, http.StatusCreated, []string{"9990000026"}, 1},
-		{"input token alone is refused", "/fhir/Consent", "Bearer input-token", consentBody("c1", "active"), nil, http.StatusUnauthorized, nil, 0},
+		{"input token alone is refused", "/fhir/Consent", "Bearer input-token-long-enough", consentBody("c1", "active"), nil, http.StatusUnauthorized, nil, 0},
 		{"role without the permission", "/fhir/Consent", "Bearer other-role", consentBody("c1", "active"), nil, http.StatusForbidden, nil, 0},
 		{"audit failure stores nothing", "/fhir/Consent", "Bearer role-token", consentBody("c1", "active"), errors.New("audit stream unavailable"), http.StatusServiceUnavailable, nil, 0},
 		{"outside the profile is not audited", "/fhir/Consent", "Bearer role-token", []byte(strings.Replace(string(consentBody("c1", "active")), `"id":"c1",`, "", 1)), nil, http.StatusUnprocessableEntity, nil, 0},
 		{"other resources need the input token", "/fhir/Patient", "Bearer role-token", []byte(`{"resourceType":"Patient"}`), nil, http.StatusUnauthorized, nil, 0},
-		{"other resources take the input token", "/fhir/Patient", "Bearer input-token", []byte(`{"resourceType":"Patient"}`), nil, http.StatusAccepted, nil, 0},
+		{"other resources take the input token", "/fhir/Patient", "Bearer input-token-long-enough", []byte(`{"resourceType":"Patient"}`), nil, http.StatusAccepted, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

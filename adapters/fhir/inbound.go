@@ -28,6 +28,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/budget"
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -108,7 +109,8 @@ type Inbound struct {
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	tracer  trace.Tracer
-	// token, when set, is the bearer token callers must present.
+	// token, when set, is the SHA-256 digest of the bearer token callers
+	// must present.
 	token []byte
 	// slots bounds posts being checked and stored at once; a post takes
 	// one once its body has arrived.
@@ -180,10 +182,14 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 			return nil, fault.New(fault.CodeConfig, "fhir: bearer_token needs a secret resolver")
 		}
 		tok, err := set.Secrets.Resolve(cfg.BearerToken)
+		if err == nil {
+			err = access.CheckSecret(tok)
+		}
 		if err != nil {
 			return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: bearer_token", err)
 		}
-		in.token = []byte(tok)
+		sum := sha256.Sum256([]byte(tok))
+		in.token = sum[:]
 	}
 	cs := jfhir.CapabilityStatement(jfhir.CapabilityOptions{
 		SoftwareVersion:  softwareVersion(),
@@ -351,8 +357,11 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 		}
 		record = rec
 	} else if in.token != nil {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), in.token) != 1 {
+		// As the admin API reads it: the scheme in any case, and digests
+		// compared, so the time taken says nothing of the token's length.
+		scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(sum[:], in.token) != 1 {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			jfhir.WriteOutcome(w, http.StatusUnauthorized, jfhir.Outcome("error", "security", "a valid bearer token is required"))
 			in.metrics.Acks.WithLabelValues(in.name, "401").Inc()

@@ -694,7 +694,7 @@ func BenchmarkInboundPost(b *testing.B) {
 // TestInboundBearerToken: with bearer_token set, posts without the token
 // (or with a wrong one) get 401 and nothing is stored.
 func TestInboundBearerToken(t *testing.T) {
-	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "s3cret-token")
+	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "s3cret-token-long-enough")
 	cfg := DefaultInboundConfig()
 	cfg.BearerToken = "env:JUNCTION_TEST_FHIR_TOKEN"
 	m := telemetry.NewMetrics(prometheus.NewRegistry())
@@ -714,8 +714,8 @@ func TestInboundBearerToken(t *testing.T) {
 	}{
 		{"missing", "", http.StatusUnauthorized},
 		{"wrong", "Bearer nope", http.StatusUnauthorized},
-		{"not bearer", "Basic s3cret-token", http.StatusUnauthorized},
-		{"right", "Bearer s3cret-token", http.StatusAccepted},
+		{"not bearer", "Basic s3cret-token-long-enough", http.StatusUnauthorized},
+		{"right", "Bearer s3cret-token-long-enough", http.StatusAccepted},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			req := httptest.NewRequest(http.MethodPost, "/fhir/Patient", bytes.NewReader(body))
@@ -815,7 +815,7 @@ func TestOtherRequestsGetOperationOutcome(t *testing.T) {
 // other machines without a bearer token is refused, unless the config
 // says something in front authenticates, which is then said at start.
 func TestInboundExposedNeedsToken(t *testing.T) {
-	t.Setenv("JUNCTION_FHIR_TEST_TOKEN", "s3cret")
+	t.Setenv("JUNCTION_FHIR_TEST_TOKEN", "s3cret-long-enough")
 	tests := []struct {
 		name    string
 		exposed bool

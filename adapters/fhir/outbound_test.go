@@ -102,7 +102,7 @@ func delivery(t *testing.T) *adapter.Delivery {
 }
 
 func TestOutboundTransaction(t *testing.T) {
-	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "Bearer test-token")
+	t.Setenv("JUNCTION_TEST_FHIR_TOKEN", "Bearer test-token-long-enough")
 	srv := newFHIRServer(t, reply(200, `{"resourceType":"Bundle","type":"transaction-response"}`))
 	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir/", Authorization: "env:JUNCTION_TEST_FHIR_TOKEN", Timeout: 5 * time.Second, Mode: ModeTransaction})
 	d := delivery(t)
@@ -119,7 +119,7 @@ func TestOutboundTransaction(t *testing.T) {
 	}
 	r := reqs[0]
 	gotHead := []string{r.Method, r.Path, r.ContentType, r.RequestID, r.Authorization}
-	wantHead := []string{"POST", "/fhir", "application/fhir+json", d.IdempotencyKey, "Bearer test-token"}
+	wantHead := []string{"POST", "/fhir", "application/fhir+json", d.IdempotencyKey, "Bearer test-token-long-enough"}
 	if diff := cmp.Diff(wantHead, gotHead); diff != "" {
 		t.Errorf("method, path, type, request id, auth (-want +got):\n%s", diff)
 	}

@@ -632,7 +632,7 @@ func TestCLISendFHIR(t *testing.T) {
 	var gotCT []string
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if bytes.Contains(body, []byte("Secret")) && r.Header.Get("Authorization") != "Bearer fhir-token-3e1" {
+		if bytes.Contains(body, []byte("Secret")) && r.Header.Get("Authorization") != "Bearer fhir-token-3e1-long-enough" {
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
@@ -665,7 +665,7 @@ func TestCLISendFHIR(t *testing.T) {
 	// A token by reference, for an endpoint with a bearer_token.
 	secret := filepath.Join(dir, "s.json")
 	cliWrite(t, secret, `{"resourceType": "Patient", "id": "Secret"}`)
-	t.Setenv("JUNCTION_CLI_FHIR_TOKEN", "fhir-token-3e1")
+	t.Setenv("JUNCTION_CLI_FHIR_TOKEN", "fhir-token-3e1-long-enough")
 	code, out, _ = cliRun(t, "send", "--fhir", ts.URL+"/fhir", secret)
 	if code != 1 || !strings.Contains(out, "401 Unauthorized") {
 		t.Errorf("no token: exit %d, stdout %q", code, out)
@@ -792,9 +792,9 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 }
 
 func TestCLIAdminCommands(t *testing.T) {
-	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token")
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
 	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
-	ts, calls := adminServer(t, "test-token")
+	ts, calls := adminServer(t, "test-token-long-enough")
 	tok := "env:JUNCTION_CLI_TEST_TOKEN"
 
 	// The plain trail shows no payloads, so it asks for none (and is not

@@ -89,7 +89,7 @@ func TestParseRole(t *testing.T) {
 }
 
 func TestNewBearer(t *testing.T) {
-	ops := access.Token{Name: "ops", Roles: []access.Role{access.Operator}, Secret: "ops-secret"}
+	ops := access.Token{Name: "ops", Roles: []access.Role{access.Operator}, Secret: "ops-secret-long-enough"}
 	tests := []struct {
 		name    string
 		tokens  []access.Token
@@ -97,11 +97,14 @@ func TestNewBearer(t *testing.T) {
 	}{
 		{"none", nil, ""},
 		{"one", []access.Token{ops}, ""},
-		{"duplicate name", []access.Token{ops, {Name: "ops", Roles: ops.Roles, Secret: "other"}}, "token ops: the name is used twice"},
-		{"duplicate secret", []access.Token{ops, {Name: "eng", Roles: ops.Roles, Secret: "ops-secret"}}, "tokens ops and eng have the same secret"},
+		{"duplicate name", []access.Token{ops, {Name: "ops", Roles: ops.Roles, Secret: "other-secret-long-enough"}}, "token ops: the name is used twice"},
+		{"duplicate secret", []access.Token{ops, {Name: "eng", Roles: ops.Roles, Secret: "ops-secret-long-enough"}}, "tokens ops and eng have the same secret"},
 		{"empty secret", []access.Token{{Name: "ops", Roles: ops.Roles}}, "token ops: the secret is empty"},
-		{"no roles", []access.Token{{Name: "ops", Secret: "x"}}, "token ops: no roles"},
+		{"no roles", []access.Token{{Name: "ops", Secret: "ops-secret-long-enough"}}, "token ops: no roles"},
 		{"no name", []access.Token{{Roles: ops.Roles, Secret: "x"}}, "a token has no name"},
+		{"short secret", []access.Token{{Name: "ops", Roles: ops.Roles, Secret: "x"}}, "token ops: the secret is shorter than 16 characters"},
+		{"whitespace in the secret", []access.Token{{Name: "ops", Roles: ops.Roles, Secret: "ops secret long enough"}}, "token ops: the secret holds spaces or other whitespace"},
+		{"whitespace only", []access.Token{{Name: "ops", Roles: ops.Roles, Secret: "                   "}}, "token ops: the secret holds spaces or other whitespace"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -115,7 +118,7 @@ func TestNewBearer(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want %q", err, tt.wantErr)
 			}
-			if strings.Contains(err.Error(), "ops-secret") {
+			if strings.Contains(err.Error(), "ops-secret-long-enough") {
 				t.Fatalf("error shows the secret: %v", err)
 			}
 		})
@@ -124,8 +127,8 @@ func TestNewBearer(t *testing.T) {
 
 func TestBearerAuthenticate(t *testing.T) {
 	b, err := access.NewBearer([]access.Token{
-		{Name: "ops", Roles: []access.Role{access.Operator}, Secret: "ops-secret"},
-		{Name: "eng", Roles: []access.Role{access.IntegrationEngineer, access.Auditor}, Secret: "eng-secret"},
+		{Name: "ops", Roles: []access.Role{access.Operator}, Secret: "ops-secret-long-enough"},
+		{Name: "eng", Roles: []access.Role{access.IntegrationEngineer, access.Auditor}, Secret: "eng-secret-long-enough"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -136,9 +139,9 @@ func TestBearerAuthenticate(t *testing.T) {
 		want    string
 		wantErr error
 	}{
-		{"ops", "Bearer ops-secret", "ops", nil},
-		{"eng", "Bearer eng-secret", "eng", nil},
-		{"scheme case", "bearer eng-secret", "eng", nil},
+		{"ops", "Bearer ops-secret-long-enough", "ops", nil},
+		{"eng", "Bearer eng-secret-long-enough", "eng", nil},
+		{"scheme case", "bearer eng-secret-long-enough", "eng", nil},
 		{"no header", "", "", access.ErrNoCredentials},
 		{"basic", "Basic b3BzOnNlY3JldA==", "", access.ErrNoCredentials},
 		{"empty token", "Bearer ", "", access.ErrNoCredentials},
@@ -162,7 +165,7 @@ func TestBearerAuthenticate(t *testing.T) {
 		})
 	}
 	r := httptest.NewRequest("GET", "/", nil)
-	r.Header.Set("Authorization", "Bearer eng-secret")
+	r.Header.Set("Authorization", "Bearer eng-secret-long-enough")
 	p, _ := b.Authenticate(r)
 	if !p.Has(access.IntegrationEngineer) || !p.Has(access.Auditor) || p.Has(access.Operator) {
 		t.Fatalf("eng roles = %v", p.Roles)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Authenticator finds the principal behind a request. Bearer implements it
@@ -49,7 +51,26 @@ type bearerToken struct {
 	sum       [sha256.Size]byte
 }
 
-// NewBearer builds the authenticator. It refuses empty secrets, unnamed or
+// MinSecretLength is the shortest bearer token accepted.
+const MinSecretLength = 16
+
+// CheckSecret reports what makes a bearer token's value unfit: shorter
+// than MinSecretLength (a guessable token guards patient data poorly), or
+// holding whitespace (a copying mistake; callers could never send it).
+// The error never quotes the value.
+func CheckSecret(v string) error {
+	switch {
+	case v == "":
+		return errors.New("the secret is empty")
+	case strings.ContainsFunc(v, unicode.IsSpace):
+		return errors.New("the secret holds spaces or other whitespace")
+	case utf8.RuneCountInString(v) < MinSecretLength:
+		return fmt.Errorf("the secret is shorter than %d characters; use a random one, such as openssl rand -hex 32 writes", MinSecretLength)
+	}
+	return nil
+}
+
+// NewBearer builds the authenticator. It refuses unfit secrets (CheckSecret), unnamed or
 // role-less tokens, and two tokens with the same name or the same secret
 // (errors name the tokens, never the secrets).
 func NewBearer(tokens []Token) (*Bearer, error) {
@@ -58,8 +79,8 @@ func NewBearer(tokens []Token) (*Bearer, error) {
 		if t.Name == "" {
 			return nil, errors.New("a token has no name")
 		}
-		if t.Secret == "" {
-			return nil, fmt.Errorf("token %s: the secret is empty", t.Name)
+		if err := CheckSecret(t.Secret); err != nil {
+			return nil, fmt.Errorf("token %s: %w", t.Name, err)
 		}
 		if len(t.Roles) == 0 {
 			return nil, fmt.Errorf("token %s: no roles", t.Name)

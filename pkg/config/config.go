@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/router"
@@ -771,9 +772,22 @@ func (s Secrets) Resolve(ref string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("reading secret file: %w", err)
 		}
-		return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
+		v := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if v == "" {
+			return "", errors.New("secret file is empty")
+		}
+		return v, nil
 	}
 	return "", errors.New("not a secret reference: use env:NAME or file:PATH")
+}
+
+// isTokenSetting reports whether the setting at path holds a bearer
+// token (http.admin_token, http.tokens[i].token, an input's
+// bearer_token), whose value must pass access.CheckSecret as serve
+// checks it.
+func isTokenSetting(path string) bool {
+	last := path[strings.LastIndexByte(path, '.')+1:]
+	return last == "admin_token" || last == "bearer_token" || last == "token" && strings.HasPrefix(path, "http.tokens[")
 }
 
 // CheckSecretRefs tries every secret reference (a string value starting
@@ -808,9 +822,16 @@ func (c *Config) CheckSecretRefs(s Secrets) []error {
 			if n.Tag != "!!str" || !IsRef(n.Value) {
 				return
 			}
-			if _, err := s.Resolve(n.Value); err != nil {
-				pos := yamlx.Pos{File: c.file, Line: n.Line, Col: n.Column}
+			v, err := s.Resolve(n.Value)
+			pos := yamlx.Pos{File: c.file, Line: n.Line, Col: n.Column}
+			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %s: cannot resolve secret reference: %w", pos, path, err))
+				return
+			}
+			if isTokenSetting(path) {
+				if err := access.CheckSecret(v); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %s: %w", pos, path, err))
+				}
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -585,6 +586,42 @@ func TestIsLoopbackAndIsRef(t *testing.T) {
 	}
 }
 
+// TestCheckSecretRefsTokens checks that lint holds token values to the
+// rules serve does: long enough, no whitespace.
+func TestCheckSecretRefsTokens(t *testing.T) {
+	dir := t.TempDir()
+	short := filepath.Join(dir, "short")
+	spaced := filepath.Join(dir, "spaced")
+	good := filepath.Join(dir, "good")
+	for p, v := range map[string]string{short: "x\n", spaced: "   \n", good: "a-long-enough-random-token\n"} {
+		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "junction.yaml")
+	body := "http:\n  tokens:\n    - {name: a, role: operator, token: file:" + short + "}\n    - {name: b, role: auditor, token: file:" + spaced + "}\n    - {name: c, role: auditor, token: file:" + good + "}\n"
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range c.CheckSecretRefs(Secrets{}) {
+		got = append(got, e.Error())
+	}
+	lines := strings.Split(body, "\n")
+	col := func(line int) string { return strconv.Itoa(strings.Index(lines[line-1], "file:") + 1) }
+	want := []string{
+		path + ":3:" + col(3) + ": http.tokens[0].token: the secret is shorter than 16 characters; use a random one, such as openssl rand -hex 32 writes",
+		path + ":4:" + col(4) + ": http.tokens[1].token: the secret holds spaces or other whitespace",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
 func TestSecrets(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) string {
@@ -598,6 +635,7 @@ func TestSecrets(t *testing.T) {
 	crlf := write("crlf", "token-b\r\n")
 	bare := write("bare", "token-c")
 	twice := write("twice", "token-d\n\n")
+	empty := write("empty", "\n")
 	env := map[string]string{"JUNCTION_TEST_TOKEN": "token-e"}
 	s := Secrets{Getenv: func(k string) string { return env[k] }}
 	tests := []struct {
@@ -610,6 +648,7 @@ func TestSecrets(t *testing.T) {
 		{ref: "file:" + crlf, want: "token-b"},
 		{ref: "file:" + bare, want: "token-c"},
 		{ref: "file:" + twice, want: "token-d\n"},
+		{ref: "file:" + empty, err: "secret file is empty"},
 		{ref: "file:" + filepath.Join(dir, "missing"), err: "reading secret file: open " + filepath.Join(dir, "missing") + ": no such file or directory"},
 		{ref: "hunter2-inline", err: "not a secret reference: use env:NAME or file:PATH"},
 	}
@@ -632,9 +671,9 @@ func TestSecrets(t *testing.T) {
 		})
 	}
 	t.Run("os environment by default", func(t *testing.T) {
-		t.Setenv("JUNCTION_TEST_OS_TOKEN", "token-f")
+		t.Setenv("JUNCTION_TEST_OS_TOKEN", "token-f-long-enough")
 		got, err := Secrets{}.Resolve("env:JUNCTION_TEST_OS_TOKEN")
-		if err != nil || got != "token-f" {
+		if err != nil || got != "token-f-long-enough" {
 			t.Errorf("Resolve = %q, %v", got, err)
 		}
 	})

@@ -13,7 +13,7 @@ import (
 )
 
 func TestNewAuthenticator(t *testing.T) {
-	env := map[string]string{"OPS": "ops-secret", "ENG": "eng-secret", "SAME": "ops-secret", "LEGACY": "legacy-secret"}
+	env := map[string]string{"OPS": "ops-secret-long-enough", "ENG": "eng-secret-long-enough", "SAME": "ops-secret-long-enough", "LEGACY": "legacy-secret-long-enough"}
 	ops := config.TokenConfig{Name: "ops", Role: "operator", Token: "env:OPS"}
 	eng := config.TokenConfig{Name: "eng", Roles: []string{"integration_engineer", "auditor"}, Token: "env:ENG"}
 	tests := []struct {
@@ -26,9 +26,9 @@ func TestNewAuthenticator(t *testing.T) {
 	}{
 		{"loopback without tokens is open", config.HTTPConfig{Listen: "127.0.0.1:8080"}, "", LocalPrincipal, access.Roles(), ""},
 		{"off loopback without tokens", config.HTTPConfig{Listen: "0.0.0.0:8080"}, "", "", nil, "http.tokens: at least one token is required"},
-		{"tokens", config.HTTPConfig{Listen: "0.0.0.0:8080", Tokens: []config.TokenConfig{ops, eng}}, "eng-secret", "eng", []access.Role{access.IntegrationEngineer, access.Auditor}, ""},
+		{"tokens", config.HTTPConfig{Listen: "0.0.0.0:8080", Tokens: []config.TokenConfig{ops, eng}}, "eng-secret-long-enough", "eng", []access.Role{access.IntegrationEngineer, access.Auditor}, ""},
 		{"tokens refuse others", config.HTTPConfig{Listen: "127.0.0.1:8080", Tokens: []config.TokenConfig{ops}}, "", "", nil, ""},
-		{"admin token holds every role", config.HTTPConfig{Listen: "0.0.0.0:8080", AdminToken: "env:LEGACY", Tokens: []config.TokenConfig{ops}}, "legacy-secret", config.AdminTokenName, access.Roles(), ""},
+		{"admin token holds every role", config.HTTPConfig{Listen: "0.0.0.0:8080", AdminToken: "env:LEGACY", Tokens: []config.TokenConfig{ops}}, "legacy-secret-long-enough", config.AdminTokenName, access.Roles(), ""},
 		{"same secret twice", config.HTTPConfig{Listen: "0.0.0.0:8080", Tokens: []config.TokenConfig{ops, {Name: "same", Role: "auditor", Token: "env:SAME"}}}, "", "", nil, "tokens ops and same have the same secret"},
 		{"unset variable", config.HTTPConfig{Listen: "0.0.0.0:8080", Tokens: []config.TokenConfig{{Name: "x", Role: "auditor", Token: "env:UNSET"}}}, "", "", nil, "http.tokens[0] (x): token: environment variable UNSET is not set"},
 	}
@@ -40,7 +40,7 @@ func TestNewAuthenticator(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
 				}
-				if strings.Contains(err.Error(), "ops-secret") {
+				if strings.Contains(err.Error(), "ops-secret-long-enough") {
 					t.Fatalf("error shows a secret: %v", err)
 				}
 				return

@@ -100,7 +100,7 @@ func auditStream(t *testing.T, e *engine.Engine) ([]audit.Record, string) {
 // returns the engine, the tokens by name and the message id.
 func rolesEngine(t *testing.T, ctrl string) (*engine.Engine, map[string]string, string) {
 	t.Helper()
-	secrets := map[string]string{"ops": "ops-secret-0c1d", "eng": "eng-secret-9f3a", "aud": "aud-secret-77b2", "app": "app-secret-e410"}
+	secrets := map[string]string{"ops": "ops-secret-0c1d-long-enough", "eng": "eng-secret-9f3a-long-enough", "aud": "aud-secret-77b2-long-enough", "app": "app-secret-e410-long-enough"}
 	roles := map[string]string{"ops": "operator", "eng": "integration_engineer", "aud": "auditor", "app": "patient_service"}
 	e, dir := startEngine(t, tokenFiles(t, secrets, roles))
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", ctrl, "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
@@ -296,7 +296,7 @@ func TestAdminRoles(t *testing.T) {
 // holding every role, named admin_token in access records.
 func TestAdminTokenStillWorks(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "admin-token")
-	if err := os.WriteFile(path, []byte("legacy-secret-5a5a\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("legacy-secret-5a5a-long-enough\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e, _ := startEngine(t, "http:\n  listen: 127.0.0.1:0\n  admin_token: file:"+path+"\n")
@@ -305,11 +305,11 @@ func TestAdminTokenStillWorks(t *testing.T) {
 		name, method, url, token, body string
 		want                           int
 	}{
-		{"payloads", "GET", base + "/api/quarantine?body=true", "legacy-secret-5a5a", "", 200},
-		{"replay", "POST", base + "/api/replay", "legacy-secret-5a5a", `{"filter": {"route": "no-such-route"}}`, 200},
-		{"reconcile", "GET", base + "/api/reconcile", "legacy-secret-5a5a", "", 200},
+		{"payloads", "GET", base + "/api/quarantine?body=true", "legacy-secret-5a5a-long-enough", "", 200},
+		{"replay", "POST", base + "/api/replay", "legacy-secret-5a5a-long-enough", `{"filter": {"route": "no-such-route"}}`, 200},
+		{"reconcile", "GET", base + "/api/reconcile", "legacy-secret-5a5a-long-enough", "", 200},
 		{"no token", "GET", base + "/api/reconcile", "", "", 401},
-		{"wrong token", "GET", base + "/api/reconcile", "legacy-secret-5a5b", "", 401},
+		{"wrong token", "GET", base + "/api/reconcile", "legacy-secret-5a5b-long-enough", "", 401},
 		{"open endpoints", "GET", base + "/healthz", "", "", 200},
 	}
 	for _, tt := range tests {
@@ -320,7 +320,7 @@ func TestAdminTokenStillWorks(t *testing.T) {
 		})
 	}
 	recs, raw := auditStream(t, e)
-	if strings.Contains(raw, "legacy-secret") {
+	if strings.Contains(raw, "legacy-secret-long-enough") {
 		t.Error("the audit stream holds the token")
 	}
 	n := 0

@@ -24,7 +24,7 @@ import (
 // patient's keyed hash for an allowed one, and never the token or the NHS
 // number.
 func TestConsentWriteNeedsRole(t *testing.T) {
-	secrets := map[string]string{"ops": "ops-secret-5a1e", "eng": "eng-secret-c0d3", "aud": "aud-secret-b77f", "app": "app-secret-4e21"}
+	secrets := map[string]string{"ops": "ops-secret-5a1e-long-enough", "eng": "eng-secret-c0d3-long-enough", "aud": "aud-secret-b77f-long-enough", "app": "app-secret-4e21-long-enough"}
 	roles := map[string]string{"ops": "operator", "eng": "integration_engineer", "aud": "auditor", "app": "patient_service"}
 	inputToken := "supplier-token-8d2c"
 	tokFile := filepath.Join(t.TempDir(), "supplier")

@@ -159,20 +159,8 @@ func deadLetterWhere(d router.DeadLetter) string {
 	return strings.Join(parts, " ")
 }
 
-// parseTime reads a replay window's end: an RFC 3339 time, or a
-// duration such as 90m meaning that long before now.
-func parseTime(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d).UTC(), nil
-	}
-	return time.Time{}, fmt.Errorf("time %q: use RFC 3339, such as 2026-11-23T09:00:00Z, or a duration before now, such as 2h", s)
-}
+// parseTime reads a replay window's end (router.ParseWindowTime).
+func parseTime(s string, now time.Time) (time.Time, error) { return router.ParseWindowTime(s, now) }
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {

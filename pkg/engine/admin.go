@@ -323,13 +323,14 @@ func filterFromQuery(r *http.Request) (router.Filter, error) {
 		f.IDs = strings.Split(ids, ",")
 	}
 	var err error
+	now := time.Now()
 	parse := func(s string) time.Time {
-		if s == "" || err != nil {
+		if err != nil {
 			return time.Time{}
 		}
-		t, perr := time.Parse(time.RFC3339, s)
+		t, perr := router.ParseWindowTime(s, now)
 		if perr != nil {
-			err = errors.New("since/until must be RFC 3339 times")
+			err = errors.New("since/until must be RFC 3339 times or durations before now, such as 2h")
 		}
 		return t
 	}

@@ -190,6 +190,11 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters?detail=true", &detailed); st != 200 || len(detailed) != 1 || !strings.Contains(detailed[0].Detail, "scripted failure") {
 		t.Errorf("deadletters?detail=true: %d %+v, want the receiver's OperationOutcome text", st, detailed)
 	}
+	// A window's ends may be durations before now, as the CLI takes them.
+	var recent []router.DeadLetter
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters?since=1h", &recent); st != 200 || len(recent) != 1 {
+		t.Errorf("deadletters?since=1h: %d %+v, want the dead letter", st, recent)
+	}
 	// A bad limit is answered plainly, not with a parser's error.
 	var bad map[string]string
 	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters?limit=abc", &bad); st != http.StatusBadRequest || bad["error"] != "limit must be a positive whole number" {

@@ -378,6 +378,11 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		}
 	}()
 	e.log.Info("http listening", "addr", e.httpLn.Addr().String(), "fhir", "/fhir", "admin", "/api", "metrics", "/metrics", "health", "/healthz /readyz")
+	if !config.IsLoopback(cfg.HTTP.Listen) {
+		// Junction serves plain HTTP: tokens and patient data cross the
+		// network as sent unless something in front terminates TLS.
+		e.log.Warn("http listener is reachable beyond this machine over plain HTTP; put a TLS-terminating proxy or ingress in front", "addr", e.httpLn.Addr().String())
+	}
 	e.ready.Store(true)
 	e.metrics.Ready.Set(1)
 	e.log.Info("junction ready", "version", e.version, "inputs", len(e.inbounds), "routes", len(e.plan.Routes), "destinations", len(e.dests))

@@ -37,6 +37,21 @@ type DeadLetter struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// ParseWindowTime reads an end of a time window: an RFC 3339 time, or a
+// duration such as 90m meaning that long before now; "" is no bound.
+func ParseWindowTime(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf("time %q: use RFC 3339, such as 2026-11-23T09:00:00Z, or a duration before now, such as 2h", s)
+}
+
 // Filter selects dead letters (and, for replay by id, stored messages).
 type Filter struct {
 	IDs         []string  `json:"ids,omitempty"`

@@ -78,7 +78,64 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 		}
 		dec = stricter(dec, d, len(entries))
 	}
+	if withholdSupporting(&dec, entries) {
+		summarise(&dec)
+	}
 	return dec, nil
+}
+
+// supporting lists the resource types that describe where, by whom or
+// with what care was given rather than being care themselves.
+var supporting = map[string]bool{
+	"Location": true, "Practitioner": true, "PractitionerRole": true, "Organization": true,
+	"HealthcareService": true, "Device": true, "Endpoint": true,
+}
+
+// withholdSupporting withholds, with the verdict of the resource they
+// served, the supporting resources (supporting) that only withheld
+// resources refer to (the Location and Practitioner of a withheld
+// Encounter): sent alone they would tell what was withheld ("WARD 1,
+// BED 2" of an admission). One another sent resource refers to stays;
+// references from the MessageHeader and Provenance, which are about the
+// message's content rather than uses of it, do not count. It reports
+// whether it withheld any.
+func withholdSupporting(dec *Decision, entries []entry) bool {
+	if len(dec.Resources) != len(entries) {
+		return false
+	}
+	bookkeeping := func(t string) bool { return t == "MessageHeader" || t == "Provenance" }
+	changed := false
+	for again := true; again; {
+		again = false
+		for i, e := range entries {
+			if dec.Resources[i].Outcome == Deny || !supporting[e.res.Type] || len(e.refs) == 0 {
+				continue
+			}
+			names := func(ref string) bool { return slices.Contains(e.refs, ref) }
+			var by *ResourceDecision
+			usedBySent := false
+			for j, o := range entries {
+				if j == i || !fhir.RefersTo(o.body, names) {
+					continue
+				}
+				switch {
+				case dec.Resources[j].Outcome == Deny:
+					if by == nil {
+						by = &dec.Resources[j]
+					}
+				case !bookkeeping(o.res.Type):
+					usedBySent = true
+				}
+			}
+			if by == nil || usedBySent {
+				continue
+			}
+			dec.Resources[i].Verdict = Verdict{Outcome: Deny, Gate: by.Gate, Rule: by.Rule, ConsentSkipped: by.ConsentSkipped,
+				Reason: fmt.Sprintf("used only by withheld entry %d (%s)", by.Index, by.ResourceType)}
+			again, changed = true, true
+		}
+	}
+	return changed
 }
 
 // decideFor decides req for one patient ("" when unknown).
@@ -234,6 +291,8 @@ func bundlePatients(key string, entries []entry) []string {
 type entry struct {
 	res  Resource
 	body map[string]any
+	// refs are the references that name it (fhir.EntryRefs).
+	refs []string
 }
 
 // bundleResources reads Bundle.entry[].resource. The Bundle's own
@@ -247,7 +306,7 @@ func bundleResources(bundle map[string]any) []entry {
 		body, _ := m["resource"].(map[string]any)
 		res := ResourceOf(body)
 		res.Labels = append(res.Labels, shared...)
-		out = append(out, entry{res: res, body: body})
+		out = append(out, entry{res: res, body: body, refs: fhir.EntryRefs(m)})
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package consent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -429,5 +430,55 @@ func TestEngineLabelsWrittenLoosely(t *testing.T) {
 				t.Errorf("decision %s by %s, want deny by a legal label", d.Outcome, d.Rule)
 			}
 		})
+	}
+}
+
+// TestEngineWithholdsWhatOnlyWithheldResourcesUse checks that a Location
+// used only by a withheld Encounter (and named by the Provenance) goes
+// with it, while a Practitioner a sent Observation also names stays.
+func TestEngineWithholdsWhatOnlyWithheldResourcesUse(t *testing.T) {
+	res := func(full, rt string, fields map[string]any) map[string]any {
+		r := map[string]any{"resourceType": rt, "id": full}
+		for k, v := range fields {
+			r[k] = v
+		}
+		return map[string]any{"fullUrl": "urn:uuid:" + full, "resource": r}
+	}
+	ref := func(full string) map[string]any { return map[string]any{"reference": "urn:uuid:" + full} }
+	bundle := map[string]any{"resourceType": "Bundle", "type": "message", "entry": []any{
+		res("h", "MessageHeader", map[string]any{"focus": []any{ref("e")}}),
+		res("p", "Patient", map[string]any{"identifier": []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": patientA}}}),
+		res("e", "Encounter", map[string]any{"subject": ref("p"), "location": []any{map[string]any{"location": ref("l")}},
+			"participant": []any{map[string]any{"individual": ref("dr")}}}),
+		res("l", "Location", map[string]any{"name": "WARD 1, BED 2"}),
+		res("dr", "Practitioner", nil),
+		res("o", "Observation", map[string]any{"subject": ref("p"), "performer": []any{ref("dr")}}),
+		res("prov", "Provenance", map[string]any{"target": []any{ref("p"), ref("e"), ref("l")}}),
+	}}
+	deny := []Policy{{ID: "no-enc", Status: "active", Patient: patientA, Root: Provision{Path: "Consent.provision", Type: ProvisionPermit,
+		Provisions: []Provision{{Path: "Consent.provision.provision[0]", Type: ProvisionDeny, Classes: []string{"Encounter"}}}}}}
+	e := &Engine{Source: memSource{policies: map[string][]Policy{patientA: deny}}}
+	d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care",
+		Destination: "gp", PatientKey: patientA, Bundle: bundle, Default: Permit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range d.Resources {
+		got = append(got, r.ResourceType+":"+string(r.Outcome))
+	}
+	want := []string{"MessageHeader:permit", "Patient:permit", "Encounter:deny", "Location:deny", "Practitioner:permit", "Observation:permit", "Provenance:permit"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
+	}
+	if r := d.Resources[3]; r.Rule != "consent:no-enc:Consent.provision.provision[0]" || r.Reason != "used only by withheld entry 2 (Encounter)" {
+		t.Errorf("the Location's verdict: rule %q, reason %q", r.Rule, r.Reason)
+	}
+	out, err := Apply(bundle, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := fmt.Sprint(out); strings.Contains(s, "WARD 1") {
+		t.Errorf("the withheld admission's ward was sent: %v", s)
 	}
 }

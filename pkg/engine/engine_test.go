@@ -402,12 +402,7 @@ func testGarbageRejectedAndQuarantined(t *testing.T, pipe string) {
 // keeps, the first 64 KiB are kept and the listing says how much came.
 func TestQuarantineKeepsStartAndSize(t *testing.T) {
 	e, _ := startEngine(t, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c := dialPAS(t, e, 10*time.Second)
 	garbage := bytes.Repeat([]byte("not HL7 "), 100<<10/8)
 	reply, err := c.Send(ctx, garbage)
 	c.Close()
@@ -427,18 +422,26 @@ func TestQuarantineKeepsStartAndSize(t *testing.T) {
 	}
 }
 
+// dialPAS connects an MLLP client to e's PAS listener, with a context that
+// ends after d or with the test.
+func dialPAS(t *testing.T, e *engine.Engine, d time.Duration) (context.Context, *mllp.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, c
+}
+
 // TestQuarantineListingBounded: listing a full quarantine with its
 // bodies returns the newest entries up to 16 MiB of input and says how
 // many older ones it left out, rather than building an answer as large
 // as the quarantine.
 func TestQuarantineListingBounded(t *testing.T) {
 	e, _ := startEngine(t, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := mllp.Dial(ctx, mllpAddr(t, e), nil, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, c := dialPAS(t, e, 60*time.Second)
 	defer c.Close()
 	const n = 260 // 260 x 64 KiB is more than 16 MiB
 	for i := range n {

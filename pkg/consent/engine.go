@@ -66,6 +66,12 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 	if len(patients) == 0 {
 		patients = []string{""}
 	}
+	if len(patients) > MaxPatients {
+		// Deciding for each would cost patients x entries evaluations and
+		// two store reads a patient, per destination, while the
+		// partition waits: such a bundle is refused whole.
+		return tooManyPatients(entries, req.SkipConsent), nil
+	}
 	var dec Decision
 	for i, patient := range patients {
 		d, err := e.decideFor(ctx, req, patient, entries, now)
@@ -136,6 +142,22 @@ func withholdSupporting(dec *Decision, entries []entry) bool {
 		}
 	}
 	return changed
+}
+
+// MaxPatients is the most patients (distinct NHS numbers) a bundle may be
+// about for consent to decide it; one about more is denied whole.
+const MaxPatients = 20
+
+// tooManyPatients denies every entry for MaxPatients.
+func tooManyPatients(entries []entry, skip bool) Decision {
+	v := Verdict{Outcome: Deny, Gate: GateConsent, Rule: "gate:too-many-patients", ConsentSkipped: skip,
+		Reason: fmt.Sprintf("the bundle is about more than %d patients; send one message per patient", MaxPatients)}
+	dec := Decision{ConsentSkipped: skip}
+	for i, e := range entries {
+		dec.Resources = append(dec.Resources, ResourceDecision{Index: i, ResourceType: e.res.Type, Verdict: v})
+	}
+	summarise(&dec)
+	return dec
 }
 
 // decideFor decides req for one patient ("" when unknown).
@@ -305,7 +327,12 @@ func bundleResources(bundle map[string]any) []entry {
 		m, _ := x.(map[string]any)
 		body, _ := m["resource"].(map[string]any)
 		res := ResourceOf(body)
-		res.Labels = append(res.Labels, shared...)
+		for _, l := range shared {
+			// As on the Patient itself, R there marks the patient.
+			if res.Type != "Patient" || !isRestrictedLabel(l) {
+				res.Labels = append(res.Labels, l)
+			}
+		}
 		out = append(out, entry{res: res, body: body, refs: fhir.EntryRefs(m)})
 	}
 	return out

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
 // memSource is a Source held in memory.
@@ -481,4 +484,45 @@ func TestEngineWithholdsWhatOnlyWithheldResourcesUse(t *testing.T) {
 	if s := fmt.Sprint(out); strings.Contains(s, "WARD 1") {
 		t.Errorf("the withheld admission's ward was sent: %v", s)
 	}
+}
+
+// TestEngineTooManyPatients checks that a bundle about more patients than
+// MaxPatients is denied whole, without a store read for each.
+func TestEngineTooManyPatients(t *testing.T) {
+	var entries []any
+	for n := 1; len(entries) <= MaxPatients; n++ {
+		v := fmt.Sprintf("999%06d", n)
+		v += strconv.Itoa(nhsCheckDigit(v))
+		if !nhs.ValidNumber(v) {
+			continue
+		}
+		entries = append(entries, map[string]any{"resource": map[string]any{"resourceType": "Patient",
+			"identifier": []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": v}}}})
+	}
+	src := &countingSource{}
+	d, err := (&Engine{Source: src}).Decide(context.Background(), Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care",
+		Destination: "d", Bundle: map[string]any{"resourceType": "Bundle", "entry": entries}, Default: Permit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Outcome != Deny || d.Rule != "gate:too-many-patients" || len(d.Resources) != len(entries) {
+		t.Errorf("decision %s by %s over %d entries, want deny by gate:too-many-patients over %d", d.Outcome, d.Rule, len(d.Resources), len(entries))
+	}
+	if src.policies+src.optOuts != 0 {
+		t.Errorf("%d store reads for a bundle refused whole", src.policies+src.optOuts)
+	}
+}
+
+// nhsCheckDigit is the Modulus 11 check digit of the first nine digits,
+// or 10 when there is none.
+func nhsCheckDigit(nine string) int {
+	sum := 0
+	for i, c := range nine {
+		sum += int(c-'0') * (10 - i)
+	}
+	d := 11 - sum%11
+	if d == 11 {
+		d = 0
+	}
+	return d
 }

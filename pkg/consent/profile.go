@@ -58,6 +58,12 @@ func (is Issues) OperationOutcome() *models.OperationOutcome {
 // parser collects issues while reading a Consent.
 type parser struct {
 	issues Issues
+	// stored reads a Consent accepted before (by an earlier version):
+	// the checks added since, that a purpose or class is one the engine
+	// knows, are left out, so such a Consent still loads (and that
+	// element matches nothing) rather than failing every decision for
+	// the patient.
+	stored bool
 }
 
 func (p *parser) add(code, loc, format string, args ...any) {
@@ -67,8 +73,13 @@ func (p *parser) add(code, loc, format string, args ...any) {
 // ParsePolicy reads a FHIR R4 Consent (JSON) in the Junction profile. It
 // returns every problem it finds; the Policy is only meaningful when there
 // are none. See PROFILE.md.
-func ParsePolicy(data []byte) (Policy, Issues) {
-	var p parser
+func ParsePolicy(data []byte) (Policy, Issues) { return parsePolicy(data, false) }
+
+// parseStored reads a Consent from the store (see parser.stored).
+func parseStored(data []byte) (Policy, Issues) { return parsePolicy(data, true) }
+
+func parsePolicy(data []byte, stored bool) (Policy, Issues) {
+	p := parser{stored: stored}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	var root map[string]any
@@ -233,7 +244,7 @@ func (p *parser) provision(obj map[string]any, loc string, depth int) Provision 
 		cd := p.coding(c, l)
 		// A purpose no route declares would match nothing: a refusal
 		// written with one would silently refuse nothing.
-		if cd.System != "" && cd.Code != "" && !knownPurpose(cd) {
+		if !p.stored && cd.System != "" && cd.Code != "" && !knownPurpose(cd) {
 			p.add("code-invalid", l, "is not a purpose routes declare (%s codes %s; or v3-ActReason %s)",
 				SystemPurpose, strings.Join(purposeCodes(), ", "), strings.Join(actReasonCodes(), ", "))
 		}
@@ -246,7 +257,7 @@ func (p *parser) provision(obj map[string]any, loc string, depth int) Provision 
 			p.add("value", l+".system", "must be %s", SystemResourceTypes)
 		}
 		var rt models.ResourceType
-		if cd.System == SystemResourceTypes && cd.Code != "" && (rt.UnmarshalJSON([]byte(strconv.Quote(cd.Code))) != nil || rt.Code() != cd.Code) {
+		if !p.stored && cd.System == SystemResourceTypes && cd.Code != "" && (rt.UnmarshalJSON([]byte(strconv.Quote(cd.Code))) != nil || rt.Code() != cd.Code) {
 			p.add("code-invalid", l+".code", "is not a FHIR resource type (they are case-sensitive, such as Encounter)")
 		}
 		pr.Classes = append(pr.Classes, cd.Code)

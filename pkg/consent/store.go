@@ -114,7 +114,7 @@ func (s *Store) PutConsent(ctx context.Context, data []byte) (Policy, error) {
 	err := s.update(ctx, pol.Patient, func(list []json.RawMessage) ([]json.RawMessage, error) {
 		out := list[:0]
 		for _, c := range list {
-			old, _ := ParsePolicy(c)
+			old, _ := parseStored(c)
 			if old.ID != pol.ID {
 				out = append(out, c)
 			}
@@ -133,7 +133,7 @@ func (s *Store) DeleteConsent(ctx context.Context, patientKey, id string) error 
 	return s.update(ctx, patientKey, func(list []json.RawMessage) ([]json.RawMessage, error) {
 		out := list[:0]
 		for _, c := range list {
-			old, _ := ParsePolicy(c)
+			old, _ := parseStored(c)
 			if old.ID != id {
 				out = append(out, c)
 			}
@@ -203,7 +203,7 @@ func (s *Store) Policies(ctx context.Context, patientKey string) ([]Policy, erro
 	}
 	out := make([]Policy, 0, len(cur.Consents))
 	for i, c := range cur.Consents {
-		pol, issues := ParsePolicy(c)
+		pol, issues := parseStored(c)
 		if len(issues) > 0 {
 			return nil, fmt.Errorf("consent store: stored consent %d: %w", i, issues)
 		}

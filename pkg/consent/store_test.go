@@ -221,3 +221,34 @@ func TestEngineOnStoreWithdrawal(t *testing.T) {
 		}
 	}
 }
+
+// TestStoredConsentOfEarlierRulesStillLoads checks that a Consent stored
+// under the earlier, laxer profile (a purpose no route declares) still
+// loads, so decisions for its patient go on (the element matching
+// nothing) rather than failing as if the store were down, while the same
+// Consent posted now is refused.
+func TestStoredConsentOfEarlierRulesStillLoads(t *testing.T) {
+	ctx := context.Background()
+	s := openTestStore(t, startJetStream(t))
+	c := map[string]any{}
+	if err := json.Unmarshal(consentJSON(t, "legacy-1", "active", "9990000018"), &c); err != nil {
+		t.Fatal(err)
+	}
+	prov := c["provision"].(map[string]any)["provision"].([]any)[0].(map[string]any)
+	prov["purpose"] = []any{map[string]any{"system": SystemActReason, "code": "ETREAT"}}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, issues := ParsePolicy(raw); len(issues) == 0 {
+		t.Fatal("the Consent is accepted when posted now; the test needs one the current rules refuse")
+	}
+	if err := s.update(ctx, "9990000018", func(l []json.RawMessage) ([]json.RawMessage, error) { return append(l, raw), nil }); err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{Source: s}
+	if _, err := e.Decide(ctx, Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "d",
+		PatientKey: "9990000018", Default: Permit, Bundle: map[string]any{"resourceType": "Bundle"}}); err != nil {
+		t.Errorf("deciding for the patient: %v", err)
+	}
+}

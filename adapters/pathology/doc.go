@@ -27,23 +27,28 @@
 // and Observation is its result key, in the configured result key system
 // (lab.result_key_system), so that a fhir destination, which updates a
 // resource by its first identifier with a system, writes a corrected,
-// withdrawn or final result over the earlier one rather than beside it:
+// withdrawn or final result over the earlier one rather than beside it.
+// A key's value is the first 32 hex digits of a SHA-256 of what names the
+// result, so nothing in it needs escaping and no two names run together:
 //
-//   - an order's key is its filler order number, else its placer order
-//     number, then "/" and its test code (OBR-4.1): a laboratory that
-//     splits one request into accessions, or runs several tests under one
-//     accession, makes reports with keys of their own. An order with
+//   - an order: which number it has (its filler order number, else its
+//     placer order number), that number's system and value, and its test
+//     code (OBR-4.1). A laboratory that splits one request into
+//     accessions, or runs several tests under one accession, makes
+//     reports with keys of their own, and a placer number equal to
+//     another order's filler number names another order. An order with
 //     neither number has no key, and its resources none;
 //   - its ServiceRequest and DiagnosticReport have the order's key, its
-//     Specimens the key and "/specimen/" and their position;
-//   - an Observation's key is the order's, "/" and its code (OBX-3.1),
-//     then "/" and its sub-id (OBX-4) when sent;
-//   - a key met again in the same message (an order repeated, a report
-//     sent as several OBX lines of one code) gets "#2", "#3" and so on.
+//     Specimens the order and their position;
+//   - an Observation: the order, its code (OBX-3.1) and its sub-id (OBX-4);
+//   - a name met again in the same message (an order repeated, a report
+//     sent as several OBX lines of one code) is counted, the second
+//     differing from the first.
 //
 // A correction must therefore come with the numbers and codes of the
-// report it corrects, as HL7 v2 asks. OBX-21, when sent, is kept as a
-// further Observation identifier.
+// report it corrects, as HL7 v2 asks; a correction with fewer lines of a
+// multi-line report leaves the earlier extra lines at the server. OBX-21,
+// when sent, is kept as a further Observation identifier.
 //
 // # Mapping choices
 //

@@ -76,22 +76,33 @@ func TestCorrectionKeepsResultKeys(t *testing.T) {
 
 	before := resultKeys(t, "original", original)
 	after := resultKeys(t, "corrected", corrected)
-	want := map[string][]string{
-		"ServiceRequest":   {"FL4001/UE"},
-		"DiagnosticReport": {"FL4001/UE"},
-		"Specimen":         {"FL4001/UE/specimen/1"},
-		"Observation":      {"FL4001/UE/K=final", "FL4001/UE/NA=final"},
-	}
-	for rt, keys := range want {
-		if !slices.Equal(before[rt], keys) {
-			t.Errorf("original %s keys %q, want %q", rt, before[rt], keys)
+	for rt, n := range map[string]int{"ServiceRequest": 1, "DiagnosticReport": 1, "Specimen": 1, "Observation": 2} {
+		if len(before[rt]) != n || !distinct(before[rt]) {
+			t.Errorf("original: %d %s keys %q, want %d distinct", len(before[rt]), rt, before[rt], n)
 		}
 	}
-	want["Observation"] = []string{"FL4001/UE/K=corrected", "FL4001/UE/NA=final"}
-	for rt, keys := range want {
-		if !slices.Equal(after[rt], keys) {
-			t.Errorf("corrected %s keys %q, want %q", rt, after[rt], keys)
+	keysOnly := func(obs []string) []string {
+		var out []string
+		for _, o := range obs {
+			k, _, _ := strings.Cut(o, "=")
+			out = append(out, k)
 		}
+		return out
+	}
+	for _, rt := range []string{"ServiceRequest", "DiagnosticReport", "Specimen"} {
+		if !slices.Equal(before[rt], after[rt]) {
+			t.Errorf("%s keys %q in the original, %q in the correction", rt, before[rt], after[rt])
+		}
+	}
+	if !slices.Equal(keysOnly(before["Observation"]), keysOnly(after["Observation"])) {
+		t.Errorf("Observation keys %q in the original, %q in the correction", before["Observation"], after["Observation"])
+	}
+	if got := after["Observation"]; len(got) != 2 || !strings.HasSuffix(got[0], "=corrected") || !strings.HasSuffix(got[1], "=final") {
+		t.Errorf("corrected Observations %q, want the potassium corrected and the sodium final", got)
+	}
+	// The ServiceRequest and the DiagnosticReport of an order share its key.
+	if !slices.Equal(before["ServiceRequest"], before["DiagnosticReport"]) {
+		t.Errorf("ServiceRequest keys %q, DiagnosticReport keys %q", before["ServiceRequest"], before["DiagnosticReport"])
 	}
 
 	// A fhir destination writes both messages to the same resources.
@@ -99,8 +110,10 @@ func TestCorrectionKeepsResultKeys(t *testing.T) {
 	if !slices.Equal(first, second) {
 		t.Errorf("the correction updates\n%q\nbut the original wrote\n%q", second, first)
 	}
-	if want := "Observation?identifier=" + url.QueryEscape(DefaultResultKeySystem) + "|" + url.QueryEscape("FL4001/UE/K"); !slices.Contains(first, want) {
-		t.Errorf("transaction requests %q, want %q among them", first, want)
+	for _, u := range first {
+		if !strings.Contains(u, "?identifier="+url.QueryEscape(DefaultResultKeySystem)+"|") {
+			t.Errorf("transaction request %q is not an update by result key", u)
+		}
 	}
 }
 
@@ -142,8 +155,8 @@ func TestResultKeysTellResultsApart(t *testing.T) {
 	tests := []struct {
 		name     string
 		segments []string
-		reports  []string
-		obs      []string
+		reports  int // distinct report keys
+		obs      int // distinct observation keys
 	}{
 		{
 			name: "one placer number, two accessions",
@@ -153,11 +166,10 @@ func TestResultKeysTellResultsApart(t *testing.T) {
 				`OBR|2|ICE5002^ICE|LAB5002B^WINPATH|UE^U and E^L|||20261201081500||||||||||||||||||F`,
 				`OBX|1|NM|NA^Sodium^L||140|mmol/L|133-146|N|||F`,
 			},
-			reports: []string{"LAB5002A/FBC", "LAB5002B/UE"},
-			obs:     []string{"LAB5002A/FBC/PLT=final", "LAB5002B/UE/NA=final"},
+			reports: 2, obs: 2,
 		},
 		{
-			name: "one accession, two tests",
+			name: "one accession, two tests, one repeated",
 			segments: []string{
 				`OBR|1|ICE5003^ICE|LAB5003^WINPATH|FBC^Full blood count^L|||20261201081500||||||||||||||||||F`,
 				`OBX|1|NM|HB^Haemoglobin^L||131|g/L|130-170|N|||F`,
@@ -166,8 +178,7 @@ func TestResultKeysTellResultsApart(t *testing.T) {
 				`OBR|3|ICE5003^ICE|LAB5003^WINPATH|UE^U and E^L|||20261201081500||||||||||||||||||P`,
 				`OBX|1|NM|NA^Sodium^L||141|mmol/L|133-146|N|||P`,
 			},
-			reports: []string{"LAB5003/FBC", "LAB5003/UE", "LAB5003/UE#2"},
-			obs:     []string{"LAB5003/FBC/HB=final", "LAB5003/UE/NA=final", "LAB5003/UE#2/NA=preliminary"},
+			reports: 3, obs: 3,
 		},
 		{
 			name: "report lines, sub-ids and a placer number alone",
@@ -178,24 +189,45 @@ func TestResultKeysTellResultsApart(t *testing.T) {
 				`OBX|3|CE|ORG^Organism^L|1|3092008^Staphylococcus aureus^SCT||||||F`,
 				`OBX|4|CE|ORG^Organism^L|2|112283007^Escherichia coli^SCT||||||F`,
 			},
-			reports: []string{"ICE5004/MCS"},
-			obs:     []string{"ICE5004/MCS/REP=final", "ICE5004/MCS/REP#2=final", "ICE5004/MCS/ORG/1=final", "ICE5004/MCS/ORG/2=final"},
+			reports: 1, obs: 4,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := resultKeys(t, "keys", hl7(append([]string{testMSH, testPID}, tt.segments...)...))
-			if !slices.Equal(got["DiagnosticReport"], tt.reports) {
-				t.Errorf("DiagnosticReport keys %q, want %q", got["DiagnosticReport"], tt.reports)
+			if n := len(got["DiagnosticReport"]); n != tt.reports || !distinct(got["DiagnosticReport"]) {
+				t.Errorf("DiagnosticReport keys %q, want %d distinct", got["DiagnosticReport"], tt.reports)
 			}
-			if !slices.Equal(got["ServiceRequest"], tt.reports) {
-				t.Errorf("ServiceRequest keys %q, want %q", got["ServiceRequest"], tt.reports)
+			if !slices.Equal(got["ServiceRequest"], got["DiagnosticReport"]) {
+				t.Errorf("ServiceRequest keys %q, want the reports' %q", got["ServiceRequest"], got["DiagnosticReport"])
 			}
-			if !slices.Equal(got["Observation"], tt.obs) {
-				t.Errorf("Observation keys %q, want %q", got["Observation"], tt.obs)
+			if n := len(got["Observation"]); n != tt.obs || !distinct(got["Observation"]) {
+				t.Errorf("Observation keys %q, want %d distinct", got["Observation"], tt.obs)
 			}
 		})
 	}
+	// A placer number and a filler number that happen to be equal, on two
+	// patients' orders of one test, are different orders.
+	a := resultKeys(t, "placer", hl7(testMSH, testPID, `OBR|1|123456^ICE||FBC^Full blood count^L|||20261201081500||||||||||||||||||F`,
+		`OBX|1|NM|HB^Haemoglobin^L||131|g/L|130-170|N|||F`))
+	b := resultKeys(t, "filler", hl7(testMSH, `PID|1||9990000026^^^NHS^NH||OTHER^PAT||19800101|F`, `OBR|1||123456^WINPATH|FBC^Full blood count^L|||20261201081500||||||||||||||||||F`,
+		`OBX|1|NM|HB^Haemoglobin^L||95|g/L|130-170|L|||F`))
+	if slices.Equal(a["DiagnosticReport"], b["DiagnosticReport"]) || slices.Equal(a["Observation"], b["Observation"]) {
+		t.Errorf("a placer-numbered and a filler-numbered order share keys: %q and %q", a, b)
+	}
+}
+
+// distinct reports whether no value is in keys twice.
+func distinct(keys []string) bool {
+	seen := map[string]bool{}
+	for _, k := range keys {
+		k, _, _ = strings.Cut(k, "=")
+		if seen[k] {
+			return false
+		}
+		seen[k] = true
+	}
+	return true
 }
 
 // TestObservationInstanceIdentifier checks that OBX-21 is kept as an
@@ -206,8 +238,8 @@ func TestObservationInstanceIdentifier(t *testing.T) {
 	if len(ob.Identifier) != 2 {
 		t.Fatalf("identifiers %d, want the result key and OBX-21", len(ob.Identifier))
 	}
-	if k := ob.Identifier[0]; *k.System != DefaultResultKeySystem || *k.Value != "F1/GLU/GLU" {
-		t.Errorf("first identifier %s|%s, want the result key F1/GLU/GLU", *k.System, *k.Value)
+	if k := ob.Identifier[0]; *k.System != DefaultResultKeySystem || len(*k.Value) != 32 {
+		t.Errorf("first identifier %s|%s, want a result key", *k.System, *k.Value)
 	}
 	if id := ob.Identifier[1]; id.System == nil || *id.System != "urn:oid:1.2.826.0.1.999" || *id.Value != "OBS-77" {
 		t.Errorf("OBX-21 identifier %+v, want urn:oid:1.2.826.0.1.999|OBS-77", id)

@@ -1,6 +1,8 @@
 package pathology
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"strings"
 
@@ -115,60 +117,60 @@ func (b *builder) mapOrder(o *order) {
 	}
 }
 
-// orderKey returns the result key of order o: its filler order number,
-// else its placer order number, then "/" and its test code (OBR-4.1), and
-// "#n" for the n-th order of the message with the same key. It is ""
-// when the order has neither number. A correction of the report comes
-// with the same numbers and test, so it has the same key, while the
-// reports a laboratory makes under one placer number (an order split
-// into several accessions) or under one accession (several tests of one
-// sample) each have their own.
+// orderKey returns what names order o's results (see resultKey): which
+// number it has (its filler order number, else its placer order number)
+// with that number's system and value, and its test code (OBR-4.1),
+// counted for the n-th order of the message with the same. It is "" when
+// the order has neither number. A correction of the report comes with the
+// same number and test, so it has the same key, while the reports a
+// laboratory makes under one placer number (an order split into several
+// accessions) or under one accession (several tests of one sample) each
+// have their own, as have a placer number and a filler number that
+// happen to be equal.
 func (b *builder) orderKey(o *order, placer, filler *models.Identifier) string {
-	base := filler
-	if base == nil {
-		base = placer
+	kind, num := "filler", filler
+	if num == nil {
+		kind, num = "placer", placer
 	}
-	if base == nil {
+	if num == nil {
 		return ""
 	}
-	key := *base.Value
-	if code := strings.TrimSpace(value(o.obr.Component(4, 1, 1, 1))); code != "" {
-		key += "/" + code
-	}
-	return occurrence(b.orderKeys, key)
+	return occurrence(b.orderKeys, keyParts(kind, *num.System, *num.Value, strings.TrimSpace(value(o.obr.Component(4, 1, 1, 1)))))
 }
 
-// observationKey returns the result key of an observation of order o: the
-// order's key, "/" and the observation's code (OBX-3.1), then "/" and its
-// sub-id (OBX-4) when it has one, and "#n" for the n-th observation of
-// the order with the same key (the lines of a report sent as several OBX
-// of one code). It is "" when the order has no key.
+// observationKey returns what names an observation of order o: the
+// order's key, the observation's code (OBX-3.1) and sub-id (OBX-4),
+// counted for the n-th observation of the order with the same (the lines
+// of a report sent as several OBX of one code). It is "" when the order
+// has no key.
 func observationKey(o *order, obx *hl7v2.Segment) string {
 	if o.key == "" {
 		return ""
 	}
-	key := o.key + "/" + strings.TrimSpace(value(obx.Component(3, 1, 1, 1)))
-	if sub := strings.TrimSpace(value(obx.Field(4))); sub != "" {
-		key += "/" + sub
-	}
-	return occurrence(o.obsKeys, key)
+	return occurrence(o.obsKeys, keyParts(o.key, strings.TrimSpace(value(obx.Component(3, 1, 1, 1))), strings.TrimSpace(value(obx.Field(4)))))
 }
 
-// occurrence counts key in seen and returns it as it is the first time
-// and with "#n" the n-th time.
+// keyParts joins the parts of a key with a separator no HL7 v2 value
+// holds, so that no two different lists of parts make the same key.
+func keyParts(parts ...string) string { return strings.Join(parts, "\x1f") }
+
+// occurrence counts key in seen and returns it, the n-th time with n.
 func occurrence(seen map[string]int, key string) string {
 	seen[key]++
 	if n := seen[key]; n > 1 {
-		return key + "#" + strconv.Itoa(n)
+		return keyParts(key, "#"+strconv.Itoa(n))
 	}
 	return key
 }
 
-// resultKey returns the identifier with value v in the lab's result key
-// system. It comes first among a resource's identifiers, so a fhir
+// resultKey returns the result key identifier of key: in the lab's result
+// key system, its value the first 32 hex digits of a SHA-256 of key, so
+// that the numbers, systems and codes in it need no escaping and cannot
+// run together. It comes first among a resource's identifiers, so a fhir
 // destination updates the resource by it.
-func (b *builder) resultKey(v string) models.Identifier {
-	return models.Identifier{System: fhir.Ptr(b.t.lab.ResultKeySystem), Value: fhir.Ptr(v)}
+func (b *builder) resultKey(key string) models.Identifier {
+	sum := sha256.Sum256([]byte("junction-lab-result-key-v1\x1f" + key))
+	return models.Identifier{System: fhir.Ptr(b.t.lab.ResultKeySystem), Value: fhir.Ptr(hex.EncodeToString(sum[:16]))}
 }
 
 // orderIdentifier maps the placer (field 2) or filler (field 3) order
@@ -300,7 +302,7 @@ func (b *builder) mapSpecimens(o *order, subject models.Reference, request []mod
 		url, id := b.ids(kind("Specimen", o.index, n))
 		s.Id = fhir.Ptr(id)
 		if o.key != "" {
-			s.Identifier = append([]models.Identifier{b.resultKey(o.key + "/specimen/" + strconv.Itoa(n))}, s.Identifier...)
+			s.Identifier = append([]models.Identifier{b.resultKey(keyParts(o.key, "specimen", strconv.Itoa(n)))}, s.Identifier...)
 		}
 		s.Meta = fhir.MetaProfile(nhs.ProfileSpecimen)
 		s.Subject = &subject

@@ -277,10 +277,11 @@ type kindURL struct{ kind, url string }
 //
 //   - ORC opens the next order; the OBR that follows joins it. An OBR
 //     without an ORC before it opens an order without one.
-//   - NTE belongs to the segment it follows: an OBX (Observation.note),
-//     an OBR (the report's note), an ORC (ServiceRequest.note) or an SPM
-//     (Specimen.note). After any other segment (PID, PV1, ...) its text
-//     has no place and is flagged DQNoteNotMapped.
+//   - NTE belongs to the segment it follows, past any PRT, TQ1, CTD or
+//     Z-segment between them: an OBX (Observation.note), an OBR (the
+//     report's note), an ORC (ServiceRequest.note) or an SPM
+//     (Specimen.note). After PID, PV1 and the like its text has no place
+//     and is flagged DQNoteNotMapped.
 //   - OBX belongs to the current order. One before any OBR (a v2.6+
 //     patient observation) becomes an Observation of the patient alone,
 //     flagged DQObservationOutsideOrder.
@@ -330,8 +331,13 @@ func (b *builder) walk() error {
 				cur.specimens = append(cur.specimens, sp)
 				notes = &sp.notes
 			}
-		default:
+		case "PID", "PD1", "PV1", "PV2", "NK1", "MSH", "SFT", "EVN":
+			// Segments whose resources (if any) have no note.
 			notes = nil
+		default:
+			// PRT, TQ1, TQ2, CTD, FT1, CTI, Z-segments and the like sit
+			// inside the group of the segment a note belongs to (OBX,
+			// {PRT}, {NTE} in v2.7): a note after them is still its.
 		}
 	}
 	if len(b.orders) == 0 {

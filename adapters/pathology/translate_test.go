@@ -359,11 +359,12 @@ func TestNotesAndOrdersGrouping(t *testing.T) {
 // ServiceRequest and notes after an SPM the Specimen, and that an OBX
 // before the first OBR is kept as an Observation of the patient.
 func TestNotesOfOrdersAndSpecimens(t *testing.T) {
-	raw := hl7(strings.Replace(testMSH, "2.5.1", "2.5.1", 1), testPID,
+	raw := hl7(testMSH, testPID,
 		`OBX|1|NM|K^Potassium^L||4.0|mmol/L|3.5-5.3|N|||F`, `NTE|1||Patient-level result note`,
 		`ORC|RE|P1|F1`, `NTE|1||Order note: urgent`, testOBR,
 		`OBX|1|NM|NA^Sodium^L||140|mmol/L|133-146|N|||F`,
-		`SPM|1|SP1||SER^Serum^L`, `NTE|1||Sample haemolysed`)
+		`PRT|1|AD||RO^Responsible Observer^HL70912|1234^SMITH^JO`, `NTE|1||Interpret with caution`,
+		`SPM|1|SP1||SER^Serum^L`, `ZSP|1|local`, `NTE|1||Sample haemolysed`)
 	got, err := newTestTranslator(t).Translate(testEnvelope("order-notes", raw))
 	if err != nil {
 		t.Fatal(err)
@@ -395,6 +396,12 @@ func TestNotesOfOrdersAndSpecimens(t *testing.T) {
 	}
 	if len(obs) != 2 {
 		t.Fatalf("%d observations, want the patient-level one and the order's", len(obs))
+	}
+	if len(obs[1].Note) != 1 || obs[1].Note[0].Text != "Interpret with caution" {
+		t.Errorf("the note after the OBX's PRT: %+v, want it on the Observation", obs[1].Note)
+	}
+	if slices.Contains(got.DataQuality, DQNoteNotMapped) {
+		t.Errorf("data quality %q: a note was dropped", got.DataQuality)
 	}
 	p := obs[0]
 	if *p.Code.Coding[0].Code != "K" || p.ValueQuantity == nil || *p.ValueQuantity.Value != json.Number("4.0") ||

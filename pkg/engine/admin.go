@@ -421,9 +421,12 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	routes := map[string]bool{}
+	routes := map[string][]string{}
 	for _, rt := range e.plan.Routes {
-		routes[rt.Name] = true
+		routes[rt.Name] = []string{}
+		for _, d := range rt.Destinations {
+			routes[rt.Name] = append(routes[rt.Name], d.Name)
+		}
 	}
 	dests := map[string]bool{}
 	for name := range e.dests {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -291,6 +292,61 @@ func TestReplayDecidesConsentAgain(t *testing.T) {
 		}
 		if n := len(srv.accepted()); n != 0 {
 			t.Errorf("the receiver accepted %d requests after the patient refused it", n)
+		}
+	})
+}
+
+// TestReplayTwoDestinationsOfOneMessage: a message dead-lettered at two
+// destinations of one route, both replayed at once, is routed again for
+// each, and each routing's records (its consent decision, its queued
+// payload) are kept: they are not taken for one another's.
+func TestReplayTwoDestinationsOfOneMessage(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		srv1, srv2 := &fhirServer{}, &fhirServer{}
+		h1, h2 := httptest.NewServer(srv1), httptest.NewServer(srv2)
+		t.Cleanup(h1.Close)
+		t.Cleanup(h2.Close)
+		routes := writeRoutes(t, map[string]string{"two.yaml": "name: to-two\nsource:\n  adapter: pas\nmatch: msg.type == \"ADT^A01\"\n" +
+			"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: ehr\n  - name: ehr2\n"})
+		retry := "    retry: {max_attempts: 1, initial: 20ms, max: 100ms, multiplier: 2, timeout: 5s}\n"
+		e, _ := startEngineWithRoutes(t, routes, "destinations:\n  ehr:\n    type: fhir\n    url: "+h1.URL+"\n"+retry+
+			"  ehr2:\n    type: fhir\n    url: "+h2.URL+"\n"+retry+pipe)
+		srv1.script(400)
+		srv2.script(400)
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "RV0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("ack %s", code)
+		}
+		var dls []router.DeadLetter
+		waitFor(t, "two dead letters", func() bool { dls = deadLetters(t, e); return len(dls) == 2 })
+		if status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Route: "to-two"}}); status != 200 || len(res.Replayed) != 2 {
+			t.Fatalf("replay: %d %+v", status, res)
+		}
+		waitFor(t, "both receivers", func() bool { return len(srv1.accepted()) == 1 && len(srv2.accepted()) == 1 })
+		count := func() map[string]int {
+			n := map[string]int{}
+			recs, err := router.Trail(t.Context(), e.Store().JS, dls[0].MessageID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				switch r.Event {
+				case audit.Queued, audit.Consent, audit.Delivered:
+					n[string(r.Event)+" "+r.Destination]++
+				}
+			}
+			return n
+		}
+		// Each routing decides for both destinations (then keeps only the
+		// one replayed): three consent records each, the original's and
+		// one per replay.
+		want := map[string]int{"queued ehr": 2, "queued ehr2": 2, "consent ehr": 3, "consent ehr2": 3, "delivered ehr": 1, "delivered ehr2": 1}
+		var got map[string]int
+		deadline := time.Now().Add(15 * time.Second)
+		for got = count(); !maps.Equal(got, want) && time.Now().Before(deadline); got = count() {
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("records per destination %v, want %v", got, want)
 		}
 	})
 }

@@ -192,12 +192,13 @@ type Skipped struct {
 // is removed from the dead-letter stream and a replayed record is audited.
 //
 // Dead letters are left in place (and reported as skipped) when their
-// route no longer exists (routes reports the routes that do), when their
-// destination is not configured any more (dests reports those that are:
-// nothing would take a payload queued for it) or not among onlyDests, or
-// when their stage cannot be replayed.
+// route no longer exists (routes gives the routes that do, each with its
+// destinations) or, for a delivery, no longer delivers to their
+// destination, when their destination is not configured any more (dests
+// reports those that are: nothing would take a payload queued for it) or
+// not among onlyDests, or when their stage cannot be replayed.
 // aw records the replays; nil makes a writer of its own.
-func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, onlyDests []string, routes, dests map[string]bool) (*ReplayResult, error) {
+func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, onlyDests []string, routes map[string][]string, dests map[string]bool) (*ReplayResult, error) {
 	res := &ReplayResult{}
 	dlq, err := js.Stream(ctx, store.StreamDeadLetter)
 	if err != nil {
@@ -235,10 +236,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 			nm.Header[k] = v
 		}
 		part, _ := strconv.Atoi(it.h.Get(envelope.HeaderPartition))
+		replayName := gen
 		skip := func(why string) { res.Skipped = append(res.Skipped, Skipped{DeadLetter: it.d, Why: why}) }
 		switch it.d.Stage {
 		case "route":
-			if !routes[it.d.Route] {
+			if _, ok := routes[it.d.Route]; !ok {
 				skip("route " + it.d.Route + " is not loaded")
 				continue
 			}
@@ -253,8 +255,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 				skip("destination not among those named")
 				continue
 			}
-			if !routes[it.d.Route] {
+			rdests, ok := routes[it.d.Route]
+			if !ok {
 				skip("route " + it.d.Route + " is not loaded")
+				continue
+			}
+			if !slices.Contains(rdests, it.d.Destination) {
+				skip("route " + it.d.Route + " no longer delivers to " + it.d.Destination)
 				continue
 			}
 			// The payload is not sent as stored: its patient's Consents
@@ -274,6 +281,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 			nm = in
 			nm.Header.Set(envelope.HeaderRoute, it.d.Route)
 			nm.Header.Set(headerOnly, it.d.Destination)
+			// Two dead letters of one message and route, replayed
+			// together, are routed again twice: each needs a replay
+			// name of its own, or the second's records would be taken
+			// for the first's (the route stage dedupes them by it).
+			replayName = gen + "." + strconv.FormatUint(it.d.Seq, 10)
 		default:
 			skip("stage " + it.d.Stage + " cannot be replayed; inspect it")
 			continue
@@ -281,7 +293,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		if len(onlyDests) > 0 && it.d.Stage != "delivery" {
 			nm.Header.Set(headerOnly, strings.Join(onlyDests, ","))
 		}
-		nm.Header.Set(envelope.HeaderReplay, gen)
+		nm.Header.Set(envelope.HeaderReplay, replayName)
 		// The dead letter's own sequence, not this replay's, names the
 		// resend: two replays at once (or one after a replay that died
 		// before removing the dead letter, within the stream's dedupe

@@ -25,7 +25,7 @@ func TestReplayLeavesDeadLettersOfGoneDestinations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, nil, map[string]bool{"adt": true}, map[string]bool{"ehr": true})
+	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, nil, map[string][]string{"adt": {"ehr", "gone"}}, map[string]bool{"ehr": true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,5 +42,32 @@ func TestReplayLeavesDeadLettersOfGoneDestinations(t *testing.T) {
 	}
 	if n := st.CachedInfo().State.Msgs; n != 0 {
 		t.Errorf("%d payloads queued, want none", n)
+	}
+}
+
+// TestReplayLeavesDeadLettersOfDroppedDestinations: a delivery dead
+// letter whose route no longer lists its destination is left in place,
+// with why, rather than removed and reported replayed while routing the
+// message again would send it nowhere.
+func TestReplayLeavesDeadLettersOfDroppedDestinations(t *testing.T) {
+	r, js := deliveryRouter(t)
+	h := outboundHeader("01DDDDDDDDDDDDDDDDDDDDDDRR")
+	h.Set(envelope.HeaderDestination, "ehr")
+	if _, err := r.deadLetter(t.Context(), "delivery", "ehr", h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, nil, map[string][]string{"adt": {"other"}}, map[string]bool{"ehr": true, "other": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Replayed) != 0 || len(res.Skipped) != 1 || res.Skipped[0].Why != "route adt no longer delivers to ehr" {
+		t.Errorf("replayed %+v, left %+v; want the dead letter left, with why", res.Replayed, res.Skipped)
+	}
+	st, err := js.Stream(t.Context(), store.StreamDeadLetter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("%d dead letters left, want 1", n)
 	}
 }

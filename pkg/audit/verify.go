@@ -55,9 +55,12 @@ const (
 	// FindUnchained: a record without chain headers stored after chained
 	// records: only writers from before chaining wrote those.
 	FindUnchained FindingKind = "unchained"
-	// FindUnvouched: with pinned keys, a chain no signed checkpoint
-	// vouches for. A writer with a signing key checkpoints its chain
-	// before its first record, so such a chain was not written by one.
+	// FindUnvouched: with pinned keys, a chain begun after the first
+	// pinned checkpoint in the stream that no pinned checkpoint vouches
+	// for. A writer with a signing key checkpoints its chain before its
+	// first record, so such a chain was not written by one. (Chains begun
+	// before any pinned checkpoint, as before a key was configured, are
+	// not held to it.)
 	FindUnvouched FindingKind = "unvouched"
 )
 
@@ -157,6 +160,8 @@ type checkpointSeen struct {
 }
 
 type chainState struct {
+	// first is the stream sequence of the chain's first message.
+	first   uint64
 	entries map[uint64]entry
 	gaps    map[uint64]Gap
 	cps     []checkpointSeen
@@ -168,7 +173,10 @@ type chainState struct {
 type Verifier struct {
 	keys []ed25519.PublicKey
 	// chained is set once a chained message has been read.
-	chained  bool
+	chained bool
+	// firstPinned is the stream sequence of the first checkpoint signed
+	// by a given key, 0 before one.
+	firstPinned uint64
 	chains   map[string]*chainState
 	findings []Finding
 	rep      Report
@@ -212,6 +220,9 @@ func (v *Verifier) Add(m StoredMsg) {
 		return
 	}
 	c := v.chain(l.chain)
+	if c.first == 0 || m.StreamSeq < c.first {
+		c.first = m.StreamSeq
+	}
 	c.stored++
 	ok := ChainHash(l.chain, l.seq, l.prev, m.Subject, m.Data) == l.hash
 	if prior, dup := c.entries[l.seq]; dup {
@@ -267,6 +278,9 @@ func (v *Verifier) addCheckpoint(id string, m StoredMsg) {
 	}
 	ch := v.chain(id)
 	ch.cps = append(ch.cps, checkpointSeen{c: c, stream: m.StreamSeq, pinned: pinned})
+	if pinned && (v.firstPinned == 0 || m.StreamSeq < v.firstPinned) {
+		v.firstPinned = m.StreamSeq
+	}
 }
 
 // Report finishes verification.
@@ -279,7 +293,7 @@ func (v *Verifier) Report() *Report {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		cr, fs := v.chains[id].check(id, len(v.keys) > 0)
+		cr, fs := v.chains[id].check(id, v.firstPinned)
 		rep.Chains = append(rep.Chains, cr)
 		findings = append(findings, fs...)
 	}
@@ -300,9 +314,10 @@ func (v *Verifier) Report() *Report {
 	return &rep
 }
 
-// check walks one chain from position 1. pinned says verification was
-// given keys, so a chain must be vouched for by one of them.
-func (c *chainState) check(id string, pinned bool) (ChainReport, []Finding) {
+// check walks one chain from position 1. A chain begun after stream
+// sequence vouchAfter (not 0: the first pinned checkpoint) must be
+// vouched for by a pinned checkpoint.
+func (c *chainState) check(id string, vouchAfter uint64) (ChainReport, []Finding) {
 	cr := ChainReport{Chain: id, Stored: c.stored}
 	var fs []Finding
 	for s := range c.entries {
@@ -372,7 +387,7 @@ func (c *chainState) check(id string, pinned bool) (ChainReport, []Finding) {
 				Detail: fmt.Sprintf("hash differs from the checkpoint of %s (stream seq %d)", cp.c.Time.UTC().Format(time.RFC3339), cp.stream)})
 		}
 	}
-	if pinned && c.stored > 0 && !slices.ContainsFunc(c.cps, func(cp checkpointSeen) bool { return cp.pinned }) {
+	if vouchAfter != 0 && c.stored > 0 && c.first > vouchAfter && !slices.ContainsFunc(c.cps, func(cp checkpointSeen) bool { return cp.pinned }) {
 		fs = append(fs, Finding{Kind: FindUnvouched, Chain: id,
 			Detail: "no checkpoint signed by a given key vouches for this chain; a writer with the signing key checkpoints its chain before its first record"})
 	}

@@ -406,6 +406,14 @@ func TestVerifyTampering(t *testing.T) {
 			want: []audit.Finding{{Kind: audit.FindUnvouched, Chain: "cccccccccccccccccccccccccccccccc"}},
 		},
 		{
+			name: "a chain from before any checkpoint was signed",
+			tamper: func(t *testing.T, ms []audit.StoredMsg) []audit.StoredMsg {
+				const chainC = "cccccccccccccccccccccccccccccccc"
+				return renumber(append([]audit.StoredMsg{recordMsg(t, chainC, 1, audit.GenesisHash)}, ms...))
+			},
+			keys: []ed25519.PublicKey{testKey(1).Public().(ed25519.PublicKey)},
+		},
+		{
 			name: "a forged unchained record after chaining began",
 			tamper: func(t *testing.T, ms []audit.StoredMsg) []audit.StoredMsg {
 				forged := audit.StoredMsg{Subject: audit.Subject("01JQ4Z9A7B8C9D0E1F2G3H4J5K"), Header: nats.Header{}, Data: []byte(`[]`)}

@@ -11,6 +11,7 @@
 package fhir
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -109,8 +110,8 @@ func (c *InboundConfig) Validate() []error {
 	if c.MaxConcurrent < 0 {
 		errs = append(errs, errors.New("max_concurrent: must not be negative (0 means the default, 64)"))
 	}
-	if c.MaxInflightBytes < 0 || c.MaxInflightBytes > 0 && c.MaxInflightBytes < (processingFactor+2)*c.MaxBodyBytes {
-		errs = append(errs, fmt.Errorf("max_inflight_bytes: must be at least 5 times max_body_bytes (%d), or a body that large could never be taken (0 means the default, 256 MiB)", c.MaxBodyBytes))
+	if c.MaxInflightBytes < 0 || cmp.Or(c.MaxInflightBytes, DefaultMaxInflightBytes) < (processingFactor+2)*c.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("max_inflight_bytes: must be at least 5 times max_body_bytes (%d), or a body that large could never be taken (0 means the default, 256 MiB: raise it with max_body_bytes)", c.MaxBodyBytes))
 	}
 	if c.BearerToken != "" && !isSecretRef(c.BearerToken) {
 		errs = append(errs, errors.New("bearer_token: must be a reference (env:NAME or file:PATH), never the token itself"))

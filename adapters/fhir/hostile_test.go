@@ -182,6 +182,8 @@ func TestContainerBudgetScalesWithBodyLimit(t *testing.T) {
 	} {
 		cfg := DefaultInboundConfig()
 		cfg.MaxBodyBytes = tt.maxBody
+		// A body limit past the default needs a memory budget to match.
+		cfg.MaxInflightBytes = max(5*tt.maxBody, DefaultMaxInflightBytes)
 		f := newInboundFixture(t, cfg)
 		if got := f.in.maxContainers(); got != tt.want {
 			t.Errorf("max_body_bytes %d: budget %d, want %d", tt.maxBody, got, tt.want)

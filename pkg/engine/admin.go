@@ -145,8 +145,9 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		if withBody && bodies+len(m.Data) > maxQuarantineBodyBytes {
-			omitted++
-			continue
+			// This one and every older one in the window are left out.
+			omitted = int(seq - first + 1)
+			break
 		}
 		q := QuarantineEntry{Seq: seq, Time: m.Time, ID: m.Header.Get(envelope.HeaderID), Source: m.Header.Get(envelope.HeaderSource), Reason: m.Header.Get(envelope.HeaderReason),
 			Size: len(m.Data), Received: len(m.Data)}

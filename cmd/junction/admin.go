@@ -95,6 +95,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	since := fs.String("since", "", "only dead letters at or after this time: RFC 3339, or a duration before now such as 2h")
 	until := fs.String("until", "", "only dead letters at or before this time: RFC 3339, or a duration before now such as 30m")
 	fs.StringVar(&to, "to", "", "limit to these destinations, comma-separated (default: all)")
+	asStored := fs.Bool("as-stored", false, "resend delivery dead letters whose input is past the ingress retention as stored, without deciding consent again (recorded)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -102,7 +103,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "junction replay: say what to replay: --id, --route, --destination, or a window with --since and --until")
 		return errUsage
 	}
-	req := engine.ReplayRequest{Filter: router.Filter{Route: *route, Destination: *dest}}
+	req := engine.ReplayRequest{Filter: router.Filter{Route: *route, Destination: *dest}, AsStored: *asStored}
 	if ids != "" {
 		req.Filter.IDs = strings.Split(ids, ",")
 	}

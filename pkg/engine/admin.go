@@ -385,6 +385,10 @@ func withoutDetails(res *router.ReplayResult) {
 type ReplayRequest struct {
 	Filter       router.Filter `json:"filter"`
 	Destinations []string      `json:"destinations,omitempty"`
+	// AsStored resends delivery dead letters whose input is past the
+	// ingress retention as stored, without deciding consent again
+	// (router.ReplayOptions.AsStored).
+	AsStored bool `json:"as_stored,omitempty"`
 }
 
 func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
@@ -433,7 +437,7 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 	for name := range e.dests {
 		dests[name] = true
 	}
-	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, req.Destinations, routes, dests)
+	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, router.ReplayOptions{OnlyDests: req.Destinations, Routes: routes, Dests: dests, AsStored: req.AsStored})
 	withoutDetails(res)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "partial": res})

@@ -182,6 +182,21 @@ type Skipped struct {
 	Why string `json:"why"`
 }
 
+// ReplayOptions say what a replay may resend, and where.
+type ReplayOptions struct {
+	// OnlyDests, when set, limits the destinations.
+	OnlyDests []string
+	// Routes are the loaded routes, each with its destinations.
+	Routes map[string][]string
+	// Dests are the configured destinations.
+	Dests map[string]bool
+	// AsStored resends a delivery dead letter whose stored input is gone
+	// (past the ingress retention) as its payload was stored, without
+	// deciding consent again; the replayed record says so. Without it
+	// such a dead letter is left.
+	AsStored bool
+}
+
 // Replay resends dead letters matching f: route-stage ones are routed
 // again (by the route that failed, with the current mapping), and so are
 // delivery-stage ones, by their route for their destination alone, so that
@@ -198,7 +213,8 @@ type Skipped struct {
 // reports those that are: nothing would take a payload queued for it) or
 // not among onlyDests, or when their stage cannot be replayed.
 // aw records the replays; nil makes a writer of its own.
-func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, onlyDests []string, routes map[string][]string, dests map[string]bool) (*ReplayResult, error) {
+func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, opts ReplayOptions) (*ReplayResult, error) {
+	onlyDests, routes, dests := opts.OnlyDests, opts.Routes, opts.Dests
 	res := &ReplayResult{}
 	dlq, err := js.Stream(ctx, store.StreamDeadLetter)
 	if err != nil {
@@ -237,6 +253,8 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		}
 		part, _ := strconv.Atoi(it.h.Get(envelope.HeaderPartition))
 		replayName := gen
+		reason := "dead letter replayed from stage " + it.d.Stage
+		rerouted := false // a delivery dead letter routed again from its input
 		skip := func(why string) { res.Skipped = append(res.Skipped, Skipped{DeadLetter: it.d, Why: why}) }
 		switch it.d.Stage {
 		case "route":
@@ -270,27 +288,34 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 			// its destination alone, so consent is decided (and audited)
 			// anew, with the current mapping.
 			in, _, err := storedInput(ctx, js, it.d.MessageID, gen)
-			if err != nil {
-				var ns *notStoredError
-				if errors.As(err, &ns) {
-					skip(ns.why + "; its consent cannot be decided again, so it is not resent")
-					continue
-				}
+			var ns *notStoredError
+			switch {
+			case errors.As(err, &ns) && opts.AsStored:
+				// The operator asked for the stored payload to go as it is.
+				nm.Subject = OutboundSubject(it.d.Destination, part)
+				nm.Data = it.data
+				reason = "dead letter resent as stored (its input is gone, so consent was not decided again)"
+			case errors.As(err, &ns):
+				skip(ns.why + "; its consent cannot be decided again, so it is not resent (replay it as stored to send it anyway)")
+				continue
+			case err != nil:
 				return res, err
+			default:
+				nm = in
+				nm.Header.Set(envelope.HeaderRoute, it.d.Route)
+				nm.Header.Set(headerOnly, it.d.Destination)
+				// Two dead letters of one message and route, replayed
+				// together, are routed again twice: each needs a replay
+				// name of its own, or the second's records would be taken
+				// for the first's (the route stage dedupes them by it).
+				replayName = gen + "." + strconv.FormatUint(it.d.Seq, 10)
+				rerouted = true
 			}
-			nm = in
-			nm.Header.Set(envelope.HeaderRoute, it.d.Route)
-			nm.Header.Set(headerOnly, it.d.Destination)
-			// Two dead letters of one message and route, replayed
-			// together, are routed again twice: each needs a replay
-			// name of its own, or the second's records would be taken
-			// for the first's (the route stage dedupes them by it).
-			replayName = gen + "." + strconv.FormatUint(it.d.Seq, 10)
 		default:
 			skip("stage " + it.d.Stage + " cannot be replayed; inspect it")
 			continue
 		}
-		if len(onlyDests) > 0 && it.d.Stage != "delivery" {
+		if len(onlyDests) > 0 && !rerouted {
 			nm.Header.Set(headerOnly, strings.Join(onlyDests, ","))
 		}
 		nm.Header.Set(envelope.HeaderReplay, replayName)
@@ -300,7 +325,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		// window) queue it once.
 		dl := strconv.FormatUint(it.d.Seq, 10) + "|" + it.d.MessageID
 		nm.Header.Set(jetstream.MsgIDHeader, "replay|dl|"+dl)
-		if it.d.Stage != "delivery" {
+		if !rerouted {
 			nm.Data = it.data
 		}
 		ack, err := js.PublishMsg(ctx, nm)
@@ -309,7 +334,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		}
 		// One replayed record per dead letter, whichever replay writes it
 		// (one that queued it may have stopped before recording it).
-		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: "dead letter replayed from stage " + it.d.Stage}
+		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: reason}
 		// A delivery-stage dead letter keeps the patient hash its payload
 		// was queued with, and so does the replayed payload (every header
 		// but the dead letter's own is copied above).

@@ -25,7 +25,7 @@ func TestReplayLeavesDeadLettersOfGoneDestinations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, nil, map[string][]string{"adt": {"ehr", "gone"}}, map[string]bool{"ehr": true})
+	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, ReplayOptions{Routes: map[string][]string{"adt": {"ehr", "gone"}}, Dests: map[string]bool{"ehr": true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestReplayLeavesDeadLettersOfGoneDestinations(t *testing.T) {
 		t.Errorf("replayed %+v, want none", res.Replayed)
 	}
 	if len(res.Skipped) != 2 || res.Skipped[0].Destination != "gone" || res.Skipped[0].Why != "destination gone is not configured" ||
-		res.Skipped[1].Destination != "ehr" || !strings.HasSuffix(res.Skipped[1].Why, "; its consent cannot be decided again, so it is not resent") {
+		res.Skipped[1].Destination != "ehr" || !strings.Contains(res.Skipped[1].Why, "; its consent cannot be decided again, so it is not resent") {
 		t.Errorf("left %+v, want the dead letters of destination gone and of ehr (no stored input), with why", res.Skipped)
 	}
 	st, err := js.Stream(t.Context(), store.StreamOutbound)
@@ -56,7 +56,7 @@ func TestReplayLeavesDeadLettersOfDroppedDestinations(t *testing.T) {
 	if _, err := r.deadLetter(t.Context(), "delivery", "ehr", h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, nil, map[string][]string{"adt": {"other"}}, map[string]bool{"ehr": true, "other": true})
+	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, ReplayOptions{Routes: map[string][]string{"adt": {"other"}}, Dests: map[string]bool{"ehr": true, "other": true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,5 +69,44 @@ func TestReplayLeavesDeadLettersOfDroppedDestinations(t *testing.T) {
 	}
 	if n := st.CachedInfo().State.Msgs; n != 1 {
 		t.Errorf("%d dead letters left, want 1", n)
+	}
+}
+
+// TestReplayAsStored: asked to, a replay resends a delivery dead letter
+// whose input is gone as it was stored, and the replayed record says
+// consent was not decided again.
+func TestReplayAsStored(t *testing.T) {
+	r, js := deliveryRouter(t)
+	h := outboundHeader("01DDDDDDDDDDDDDDDDDDDDDDAS")
+	h.Set(envelope.HeaderDestination, "ehr")
+	if _, err := r.deadLetter(t.Context(), "delivery", "ehr", h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, ReplayOptions{Routes: map[string][]string{"adt": {"ehr"}}, Dests: map[string]bool{"ehr": true}, AsStored: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Replayed) != 1 || len(res.Skipped) != 0 {
+		t.Fatalf("replayed %+v, left %+v; want the dead letter resent", res.Replayed, res.Skipped)
+	}
+	st, err := js.Stream(t.Context(), store.StreamOutbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("%d payloads queued, want the stored one", n)
+	}
+	trail, err := Trail(t.Context(), js, "01DDDDDDDDDDDDDDDDDDDDDDAS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, rec := range trail {
+		if rec.Event == audit.Replayed && strings.Contains(rec.Reason, "consent was not decided again") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no replayed record saying consent was not decided again: %+v", trail)
 	}
 }

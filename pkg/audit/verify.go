@@ -177,9 +177,9 @@ type Verifier struct {
 	// firstPinned is the stream sequence of the first checkpoint signed
 	// by a given key, 0 before one.
 	firstPinned uint64
-	chains   map[string]*chainState
-	findings []Finding
-	rep      Report
+	chains      map[string]*chainState
+	findings    []Finding
+	rep         Report
 }
 
 // NewVerifier returns a verifier that trusts checkpoints signed by any of

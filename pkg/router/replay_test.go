@@ -19,11 +19,7 @@ import (
 func TestReplayLeavesDeadLettersOfGoneDestinations(t *testing.T) {
 	r, js := deliveryRouter(t)
 	for _, dest := range []string{"gone", "ehr"} {
-		h := outboundHeader("01DDDDDDDDDDDDDDDDDDDDDD" + map[string]string{"gone": "GG", "ehr": "EE"}[dest])
-		h.Set(envelope.HeaderDestination, dest)
-		if _, err := r.deadLetter(t.Context(), "delivery", dest, h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
-			t.Fatal(err)
-		}
+		deadLetterDelivery(t, r, "01DDDDDDDDDDDDDDDDDDDDDD"+map[string]string{"gone": "GG", "ehr": "EE"}[dest], dest)
 	}
 	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, ReplayOptions{Routes: map[string][]string{"adt": {"ehr", "gone"}}, Dests: map[string]bool{"ehr": true}})
 	if err != nil {
@@ -51,11 +47,7 @@ func TestReplayLeavesDeadLettersOfGoneDestinations(t *testing.T) {
 // message again would send it nowhere.
 func TestReplayLeavesDeadLettersOfDroppedDestinations(t *testing.T) {
 	r, js := deliveryRouter(t)
-	h := outboundHeader("01DDDDDDDDDDDDDDDDDDDDDDRR")
-	h.Set(envelope.HeaderDestination, "ehr")
-	if _, err := r.deadLetter(t.Context(), "delivery", "ehr", h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
-		t.Fatal(err)
-	}
+	deadLetterDelivery(t, r, "01DDDDDDDDDDDDDDDDDDDDDDRR", "ehr")
 	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, ReplayOptions{Routes: map[string][]string{"adt": {"other"}}, Dests: map[string]bool{"ehr": true, "other": true}})
 	if err != nil {
 		t.Fatal(err)
@@ -77,11 +69,7 @@ func TestReplayLeavesDeadLettersOfDroppedDestinations(t *testing.T) {
 // consent was not decided again.
 func TestReplayAsStored(t *testing.T) {
 	r, js := deliveryRouter(t)
-	h := outboundHeader("01DDDDDDDDDDDDDDDDDDDDDDAS")
-	h.Set(envelope.HeaderDestination, "ehr")
-	if _, err := r.deadLetter(t.Context(), "delivery", "ehr", h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
-		t.Fatal(err)
-	}
+	deadLetterDelivery(t, r, "01DDDDDDDDDDDDDDDDDDDDDDAS", "ehr")
 	res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Route: "adt"}, ReplayOptions{Routes: map[string][]string{"adt": {"ehr"}}, Dests: map[string]bool{"ehr": true}, AsStored: true})
 	if err != nil {
 		t.Fatal(err)
@@ -108,5 +96,16 @@ func TestReplayAsStored(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no replayed record saying consent was not decided again: %+v", trail)
+	}
+}
+
+// deadLetterDelivery dead-letters a payload of message id at destination
+// dest as the delivery stage does when the receiver refuses it.
+func deadLetterDelivery(t *testing.T, r *Router, id, dest string) {
+	t.Helper()
+	h := outboundHeader(id)
+	h.Set(envelope.HeaderDestination, dest)
+	if _, err := r.deadLetter(t.Context(), "delivery", dest, h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
+		t.Fatal(err)
 	}
 }

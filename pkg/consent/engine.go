@@ -106,7 +106,9 @@ var supporting = map[string]bool{
 // message's content rather than uses of it, do not count. It reports
 // whether it withheld any.
 func withholdSupporting(dec *Decision, entries []entry) bool {
-	if len(dec.Resources) != len(entries) {
+	if len(dec.Resources) != len(entries) || !slices.ContainsFunc(dec.Resources, func(r ResourceDecision) bool { return r.Outcome == Deny }) {
+		// Nothing withheld (the usual case): nothing to look for, and no
+		// walk of every resource on each decision.
 		return false
 	}
 	bookkeeping := func(t string) bool { return t == "MessageHeader" || t == "Provenance" }

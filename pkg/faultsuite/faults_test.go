@@ -427,6 +427,7 @@ func TestMinorityPartition(t *testing.T) {
 	// Junction still reaches its server, which answers for the streams'
 	// state but can store nothing: it must say it is not ready.
 	notReady := waitUntil(ctx, 15*time.Second, func() bool { return !ready(tp.junction[0]) })
+	unreadyAfter := time.Since(cutAt)
 	time.Sleep(time.Until(cutAt.Add(20 * time.Second)))
 	stillCut := !ready(tp.junction[0])
 	healAt := time.Now()
@@ -454,8 +455,8 @@ func TestMinorityPartition(t *testing.T) {
 	r := resumeAfter(st.Acks(), healAt)
 	v := checkDelivered(t, tp, msgs, st, 6*time.Minute)
 	rep := checkReconciled(t, tp)
-	t.Logf("FIGURES minority-partition: %d messages, %d acknowledged; node 0 cut off for %s: %d AA for messages sent during the cut; first AA %s after healing; sink: %d distinct, %d lost, %d redelivered, %d inversions; reconcile: accepted %d, pending %d",
-		n, v.Acked, healAt.Sub(cutAt).Round(time.Second), len(during), r.Round(10*time.Millisecond), v.Distinct, len(v.Lost), v.Duplicated, len(v.Inversions), rep.Accepted, len(rep.Pending))
+	t.Logf("FIGURES minority-partition: %d messages, %d acknowledged; node 0 cut off for %s: not ready %s after the cut; %d AA for messages sent during the cut; first AA %s after healing; sink: %d distinct, %d lost, %d redelivered, %d inversions; reconcile: accepted %d, pending %d",
+		n, v.Acked, healAt.Sub(cutAt).Round(time.Second), unreadyAfter.Round(100*time.Millisecond), len(during), r.Round(10*time.Millisecond), v.Distinct, len(v.Lost), v.Duplicated, len(v.Inversions), rep.Accepted, len(rep.Pending))
 }
 
 // resumeAfter is the time from t0 to the first AA after it.

@@ -288,7 +288,7 @@ func (s *Store) probe() {
 		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 		st, err := s.JS.Stream(ctx, StreamIngress)
 		cancel()
-		if err == nil && leaderless(st.CachedInfo()) {
+		if err == nil && !hasQuorum(st.CachedInfo()) {
 			err = errNoLeader
 		}
 		if err == nil {
@@ -316,14 +316,43 @@ func (s *Store) probe() {
 }
 
 // errNoLeader is a probe's answer from a replicated stream without a
-// leader: a server that lost its quorum still answers for the stream's
-// state, but no write can be stored.
-var errNoLeader = errors.New("ingress stream has no leader")
+// leader, or whose leader has not heard from enough of its peers lately:
+// a server that lost its quorum still answers for the stream's state,
+// but no write can be stored.
+var errNoLeader = errors.New("ingress stream has no leader with a quorum")
 
-// leaderless reports whether info is of a replicated stream that has no
-// leader now.
-func leaderless(info *jetstream.StreamInfo) bool {
-	return info != nil && info.Config.Replicas > 1 && (info.Cluster == nil || info.Cluster.Leader == "")
+// peerSilence is how long the stream leader may go without hearing from a
+// peer before the probe no longer counts it towards a quorum. Raft
+// heartbeats come every second; nats-server's own leader steps down only
+// after 10 to 20 seconds without a quorum, during which it still names
+// itself leader, so readiness that waited for that would stay 200 while
+// every write timed out.
+const peerSilence = 5 * time.Second
+
+// hasQuorum reports whether info, as its stream's leader answered it,
+// shows a stream that can store: unreplicated, or with a leader that has
+// heard within peerSilence from enough of its group's peers to make a
+// majority with itself.
+func hasQuorum(info *jetstream.StreamInfo) bool {
+	if info == nil || info.Config.Replicas <= 1 {
+		return true
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return false
+	}
+	// Peers still joining (a stream whose replicas are being raised) are
+	// not yet part of the group whose majority stores a write.
+	group, live := 1, 1 // the leader
+	for _, p := range info.Cluster.Replicas {
+		if p == nil || p.Pending {
+			continue
+		}
+		group++
+		if !p.Offline && p.Active < peerSilence {
+			live++
+		}
+	}
+	return live > group/2
 }
 
 // MaxPayload is the largest message the server accepts.

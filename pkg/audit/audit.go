@@ -96,6 +96,13 @@ type Record struct {
 	// before records carried Patient beyond the translation, and a
 	// disclosure report knows to find its patient from that translation.
 	NoPatient bool `json:"no_patient,omitempty"`
+	// Patients are the keyed hashes (as Patient) of the further patients
+	// the record concerns, in a message about more than one (a merge's
+	// retired record, a Bundle with a second Patient): on consent records
+	// those the decision was about, on queued and delivery records those
+	// whose data the payload carries. A disclosure report for any of them
+	// finds the record as it finds it for Patient.
+	Patients []string `json:"patients,omitempty"`
 	// Principal is the configured name of the caller (never a secret), on
 	// access records.
 	Principal string `json:"principal,omitempty"`

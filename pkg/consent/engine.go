@@ -287,28 +287,59 @@ func rank(o Outcome) int {
 // key when it is a valid NHS number, then those on the bundle's Patient
 // resources, in bundle order.
 func bundlePatients(key string, entries []entry) []string {
-	var out []string
-	add := func(s string) {
-		n := nhs.Normalize(s)
-		if nhs.ValidNumber(n) && !slices.Contains(out, n) {
-			out = append(out, n)
-		}
-	}
-	add(key)
+	var out nhsNumbers
+	out.add(key)
 	for _, e := range entries {
-		if e.res.Type != "Patient" {
-			continue
-		}
-		ids, _ := e.body["identifier"].([]any)
-		for _, x := range ids {
-			m, _ := x.(map[string]any)
-			if sys, _ := m["system"].(string); sys == nhs.SystemNHSNumber {
-				v, _ := m["value"].(string)
-				add(v)
-			}
+		if e.res.Type == "Patient" {
+			out.addPatient(e.body)
 		}
 	}
 	return out
+}
+
+// BundleNHSNumbers returns the distinct valid NHS numbers, normalised, on
+// the Patient resources of a decoded Bundle's entries (or of the resource
+// itself when it is a Patient), in order: the patients whose data it
+// carries, as Decide counts them. It reads the maps; it never parses JSON.
+func BundleNHSNumbers(bundle map[string]any) []string {
+	var out nhsNumbers
+	if rt, _ := bundle["resourceType"].(string); rt == "Patient" {
+		out.addPatient(bundle)
+		return out
+	}
+	list, _ := bundle["entry"].([]any)
+	for _, x := range list {
+		m, _ := x.(map[string]any)
+		body, _ := m["resource"].(map[string]any)
+		if rt, _ := body["resourceType"].(string); rt == "Patient" {
+			out.addPatient(body)
+		}
+	}
+	return out
+}
+
+// nhsNumbers is a list of distinct valid NHS numbers, normalised, in the
+// order first met.
+type nhsNumbers []string
+
+// add adds s if it is a valid NHS number not yet listed.
+func (l *nhsNumbers) add(s string) {
+	n := nhs.Normalize(s)
+	if nhs.ValidNumber(n) && !slices.Contains(*l, n) {
+		*l = append(*l, n)
+	}
+}
+
+// addPatient adds each NHS number identifier of a Patient resource.
+func (l *nhsNumbers) addPatient(body map[string]any) {
+	ids, _ := body["identifier"].([]any)
+	for _, x := range ids {
+		m, _ := x.(map[string]any)
+		if sys, _ := m["system"].(string); sys == nhs.SystemNHSNumber {
+			v, _ := m["value"].(string)
+			l.add(v)
+		}
+	}
 }
 
 // entry is one bundle resource as the engine sees it.

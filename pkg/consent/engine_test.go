@@ -2,8 +2,10 @@ package consent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -525,4 +527,45 @@ func nhsCheckDigit(nine string) int {
 		d = 0
 	}
 	return d
+}
+
+func TestBundleNHSNumbers(t *testing.T) {
+	patient := func(ids ...string) string {
+		return `{"resourceType":"Patient","identifier":[` + strings.Join(ids, ",") + `]}`
+	}
+	nhsID := func(v string) string { return `{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + v + `"}` }
+	mrn := `{"system":"https://fhir.example-trust.nhs.uk/Id/mrn","value":"9990000018"}`
+	bundle := func(resources ...string) string {
+		var entries []string
+		for _, r := range resources {
+			entries = append(entries, `{"resource":`+r+`}`)
+		}
+		return `{"resourceType":"Bundle","type":"message","entry":[` + strings.Join(entries, ",") + `]}`
+	}
+	tests := []struct {
+		name string
+		json string
+		want []string
+	}{
+		{"one patient", bundle(patient(nhsID("9990000018")), `{"resourceType":"Encounter"}`), []string{"9990000018"}},
+		{"two patients in order", bundle(patient(nhsID("9990000034")), patient(nhsID("999 000 0018"))), []string{"9990000034", "9990000018"}},
+		{"repeated number once", bundle(patient(nhsID("9990000018")), patient(nhsID("9990000018"))), []string{"9990000018"}},
+		{"invalid check digit left out", bundle(patient(nhsID("9990000019"))), nil},
+		{"other identifier systems left out", bundle(patient(mrn)), nil},
+		{"numbers on other resources left out", bundle(`{"resourceType":"RelatedPerson","identifier":[` + nhsID("9990000018") + `]}`), nil},
+		{"a Patient alone", patient(nhsID("9990000026")), []string{"9990000026"}},
+		{"no entries", `{"resourceType":"Bundle","type":"collection"}`, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(tc.json), &m); err != nil {
+				t.Fatal(err)
+			}
+			got := BundleNHSNumbers(m)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("BundleNHSNumbers = %v, want %v", got, tc.want)
+			}
+		})
+	}
 }

@@ -19,6 +19,7 @@ package disclosure
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -224,10 +225,13 @@ func reported(ev audit.Event) bool {
 }
 
 // mineRecord reports whether r, a record the report reads, is the
-// patient's: it carries the patient's hash, or it is an old record of a
-// marked message.
+// patient's: it carries the patient's hash, as its patient or as one of
+// the further patients of a message about several, or it is an old
+// record of a marked message.
 func (b *Builder) mineRecord(r audit.Record) bool {
 	switch {
+	case slices.Contains(r.Patients, b.patient):
+		return true
 	case r.Patient != "":
 		return r.Patient == b.patient
 	case r.NoPatient:

@@ -418,3 +418,93 @@ func TestMetadataListsAuditEventSearch(t *testing.T) {
 		t.Errorf("metadata does not list AuditEvent search-type: %+v", cs)
 	}
 }
+
+// TestDisclosureReportEveryPatient merges one patient's record into
+// another's (an A40 names both NHS numbers) and routes it to two
+// destinations: one gets the whole bundle, the other the bundle without
+// its Patients. The retired patient's report shows the release that
+// carried their NHS number and not the other; the surviving patient's
+// shows both, as every release of their message.
+func TestDisclosureReportEveryPatient(t *testing.T) {
+	forPipelines(t, testDisclosureReportEveryPatient)
+}
+
+func testDisclosureReportEveryPatient(t *testing.T, pipe string) {
+	routes := writeRoutes(t, map[string]string{
+		"merges.yaml": `name: merges
+source: {adapter: pas, events: [ADT^A40]}
+consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
+destinations:
+  - name: ehr
+`,
+		"merges-no-patient.yaml": `name: merges-no-patient
+source: {adapter: pas, events: [ADT^A40]}
+consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
+transform:
+  - keep: resource.resourceType != "Patient"
+destinations:
+  - name: gp
+`,
+	})
+	e, dir := startEngineWithRoutes(t, routes, pipe+disclosureConfig)
+	base := "http://" + e.HTTPAddr().String()
+	const survivor, retired = reportedPatient, controlPatient
+	if code, _ := send(t, mllpAddr(t, e), a40("MERGE001", survivor, retired)); code != hl7v2.AckAA {
+		t.Fatalf("send: %s", code)
+	}
+	waitFiles(t, filepath.Join(dir, "out", "ehr"), 1)
+	waitFiles(t, filepath.Join(dir, "out", "gp"), 1)
+
+	// Both deliveries are audited just after the files are written.
+	deadline := time.Now().Add(20 * time.Second)
+	for delivered := 0; delivered < 2; {
+		delivered = 0
+		for _, trail := range trails(t, e) {
+			for _, r := range trail {
+				if r.Event == audit.Delivered {
+					delivered++
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d deliveries audited, want 2", delivered)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	releases := func(t *testing.T, patient string) []string {
+		t.Helper()
+		var rep disclosure.Report
+		if st := getJSON(t, base+"/api/patients/"+patient+"/disclosures", &rep); st != http.StatusOK {
+			t.Fatalf("GET disclosures: %d", st)
+		}
+		var got []string
+		for _, en := range rep.Entries {
+			got = append(got, string(en.Kind)+" "+en.Route+" -> "+en.Recipient.Name)
+		}
+		sort.Strings(got)
+		return got
+	}
+	for _, tc := range []struct {
+		name, patient string
+		want          []string
+	}{
+		{"surviving patient", survivor, []string{"release merges -> ehr", "release merges-no-patient -> gp"}},
+		{"retired patient", retired, []string{"release merges -> ehr"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, releases(t, tc.patient)); diff != "" {
+				t.Errorf("releases (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("records hold no NHS number", func(t *testing.T) {
+		for _, trail := range trails(t, e) {
+			for _, r := range trail {
+				b, _ := json.Marshal(r)
+				if strings.Contains(string(b), survivor) || strings.Contains(string(b), retired) {
+					t.Errorf("record holds an NHS number: %s", b)
+				}
+			}
+		}
+	})
+}

@@ -46,6 +46,10 @@ const (
 	// not patient data), or PatientNone, so the delivery stage's audit
 	// records carry it too. Junction does not send it to receivers.
 	HeaderPatient = "Junction-Patient-Hash"
+	// HeaderPatients lists, comma-separated, the keyed hashes of the
+	// further patients whose data an outbound payload carries
+	// (audit.Record.Patients), when there are any.
+	HeaderPatients = "Junction-Patient-Hashes"
 	// HeaderTraceParent is the W3C trace context, in the canonical form
 	// OpenTelemetry's header carrier reads.
 	HeaderTraceParent = "Traceparent"

@@ -623,6 +623,11 @@ type Delivery struct {
 	// sorted distinct resource types of a FHIR bundle, or the message
 	// type of a raw payload.
 	Classes []string
+	// Patients are the NHS numbers of the patients whose data Body
+	// carries (consent.BundleNHSNumbers of what is sent; of the whole
+	// translation for a raw payload), so that each of them is told of the
+	// disclosure. Never logged.
+	Patients []string
 }
 
 // Result is what a route decided for one message.
@@ -637,6 +642,10 @@ type Result struct {
 	Denied []string
 	// Records are the audit records of the route's decisions.
 	Records []audit.Record
+	// Patients are the NHS numbers on the translation's Patients, whom
+	// the consent decisions were about (consent.BundleNHSNumbers), when
+	// the route matched. Never logged.
+	Patients []string
 }
 
 // Input is one message as a route sees it.
@@ -704,6 +713,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	}
 	res.Matched = true
 	res.Records = append(res.Records, rec(audit.Matched, "", "matched", "", "match"))
+	res.Patients = consent.BundleNHSNumbers(bundle)
 	for _, d := range r.Destinations {
 		dvars := *vars
 		dvars.Destination = map[string]any{"name": d.Name}
@@ -745,7 +755,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			continue
 		}
 		if d.Raw {
-			res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: env.ContentType, Body: env.Raw, Classes: rawClasses(env.MessageType)})
+			res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: env.ContentType, Body: env.Raw, Classes: rawClasses(env.MessageType), Patients: res.Patients})
 			continue
 		}
 		body, src := tr.Bundle, bundle
@@ -770,7 +780,12 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			src = out
 			res.Records = append(res.Records, rec(audit.Transformed, d.Name, "ok", fmt.Sprintf("%d steps", len(r.steps)), "transform"))
 		}
-		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body, Classes: bundleClasses(src)})
+		patients := res.Patients
+		if outcome == consent.Redact || len(r.steps) > 0 {
+			// What is sent may hold fewer patients than the translation.
+			patients = consent.BundleNHSNumbers(src)
+		}
+		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body, Classes: bundleClasses(src), Patients: patients})
 	}
 	return res, nil
 }

@@ -173,12 +173,13 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				h.Set(envelope.HeaderRoute, w.rt.Name)
 				h.Set(envelope.HeaderDestination, d.Destination)
 				h.Set(envelope.HeaderPatient, ev.patientHeader())
+				others := ev.setPatients(h, d)
 				if _, ok := perDest[d.Destination]; !ok {
 					dests = append(dests, d.Destination)
 				}
 				perDest[d.Destination] = append(perDest[d.Destination], outEntry{h: h, body: d.Body})
 				pending = append(pending, queued{dest: d.Destination, rec: len(recs)})
-				recs = append(recs, queuedRecord(env, ev, w.rt.Name, d, 0))
+				recs = append(recs, queuedRecord(env, ev, w.rt.Name, d, 0, others))
 			}
 		}
 		// One outbound batch per destination, split where it would not fit

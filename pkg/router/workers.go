@@ -3,7 +3,9 @@ package router
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +18,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -80,6 +83,39 @@ type evaluation struct {
 	// reports that it was.
 	patient    string
 	translated bool
+	// key is the translation's patient key, normalised, and hashes the
+	// keyed hashes of further patients' NHS numbers (see others), made
+	// with hash.
+	key    string
+	hashes map[string]string
+	hash   func(string) string
+}
+
+// others returns the keyed hashes of the NHS numbers nums other than the
+// message's own patient, for audit.Record.Patients: nil in the usual
+// message about one patient, which hashes nothing more.
+func (ev *evaluation) others(nums []string) []string {
+	if ev.hash == nil {
+		return nil
+	}
+	var out []string
+	for _, n := range nums {
+		if n == ev.key {
+			continue
+		}
+		h, ok := ev.hashes[n]
+		if !ok {
+			if ev.hashes == nil {
+				ev.hashes = map[string]string{}
+			}
+			h = ev.hash(n)
+			ev.hashes[n] = h
+		}
+		if h != ev.patient && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // stamp puts the message's patient hash (or, translated without one, the
@@ -117,6 +153,22 @@ func patientOf(h nats.Header, rec *audit.Record) {
 	default:
 		rec.Patient = v
 	}
+	if v := h.Get(envelope.HeaderPatients); v != "" {
+		rec.Patients = strings.Split(v, ",")
+	}
+}
+
+// setPatients sets or clears, on outbound headers h, the further
+// patients (HeaderPatients) of payload d of evaluation ev, and returns
+// them for its queued record.
+func (ev *evaluation) setPatients(h nats.Header, d route.Delivery) []string {
+	others := ev.others(d.Patients)
+	if len(others) > 0 {
+		h.Set(envelope.HeaderPatients, strings.Join(others, ","))
+	} else {
+		h.Del(envelope.HeaderPatients)
+	}
+	return others
 }
 
 // evaluate translates env and runs the route over it. It writes nothing,
@@ -155,6 +207,7 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	if tr.PatientKey != "" && r.o.PatientHash != nil {
 		ev.patient = r.o.PatientHash(tr.PatientKey)
 	}
+	ev.key, ev.hash = nhs.Normalize(tr.PatientKey), r.o.PatientHash
 	t := base
 	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", tr.BundleHash
 	if t.Hash == "" {
@@ -179,8 +232,11 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 			return ev
 		}
 	}
+	// A decision about several patients is each one's.
+	others := ev.others(res.Patients)
 	for i := range res.Records {
 		ev.stamp(&res.Records[i])
+		res.Records[i].Patients = others
 	}
 	ev.recs = append(ev.recs, res.Records...)
 	switch {
@@ -234,9 +290,9 @@ func (w *routeWorker) failRecords(env *envelope.Envelope, ev *evaluation, seq ui
 
 // queuedRecord is the audit record of payload d of evaluation ev queued
 // for its destination.
-func queuedRecord(env *envelope.Envelope, ev *evaluation, routeName string, d route.Delivery, seq uint64) audit.Record {
+func queuedRecord(env *envelope.Envelope, ev *evaluation, routeName string, d route.Delivery, seq uint64, others []string) audit.Record {
 	rec := audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: routeName, Event: audit.Queued,
-		Destination: d.Destination, Outcome: "queued", Hash: audit.Hash(d.Body), Stream: store.StreamOutbound, Seq: seq, Classes: d.Classes}
+		Destination: d.Destination, Outcome: "queued", Hash: audit.Hash(d.Body), Stream: store.StreamOutbound, Seq: seq, Classes: d.Classes, Patients: others}
 	ev.stamp(&rec)
 	return rec
 }
@@ -272,6 +328,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		om.Header.Set(envelope.HeaderRoute, w.rt.Name)
 		om.Header.Set(envelope.HeaderDestination, d.Destination)
 		om.Header.Set(envelope.HeaderPatient, ev.patientHeader())
+		others := ev.setPatients(om.Header, d)
 		if replay != "" {
 			om.Header.Set(envelope.HeaderReplay, replay)
 		}
@@ -282,7 +339,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		if err != nil {
 			return nil, fmt.Errorf("queueing outbound message: %w", err)
 		}
-		mo.recs = append(mo.recs, queuedRecord(env, ev, w.rt.Name, d, 0))
+		mo.recs = append(mo.recs, queuedRecord(env, ev, w.rt.Name, d, 0, others))
 		mo.futs = append(mo.futs, f)
 	}
 	return mo, nil

@@ -340,6 +340,25 @@ func testNoNHSNumberGoesToDataQuality(t *testing.T, pipe string) {
 	}
 }
 
+// TestTriggerFromEVN sends an admission whose MSH-9 has no trigger event
+// (as v2.3 senders may): EVN-1 gives it, and the shipped route that takes
+// A01 delivers it rather than passing it over.
+func TestTriggerFromEVN(t *testing.T) {
+	e, dir := startEngine(t, "")
+	msg := strings.Replace(adt("A01", "NOTRIG01", "9990000018^^^NHS^NH"), "||ADT^A01|", "||ADT|", 1)
+	if !strings.Contains(msg, "||ADT|NOTRIG01|") {
+		t.Fatalf("message not built as meant: %q", msg)
+	}
+	if code, _ := send(t, mllpAddr(t, e), msg); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	files := waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+	got, _ := os.ReadFile(files[0])
+	if !strings.Contains(string(got), `"Encounter"`) {
+		t.Errorf("delivered bundle has no Encounter: %.300s", got)
+	}
+}
+
 // TestDirectWriteMode runs the one-write-per-message ingest path (group
 // commit off): stored before AA, resends recognised at once.
 func TestDirectWriteMode(t *testing.T) {

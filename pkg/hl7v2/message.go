@@ -338,14 +338,15 @@ func (m *Message) msh() *Segment {
 	return &m.segs[0]
 }
 
-// MessageType returns MSH-9.1 and MSH-9.2 joined by "^" whatever the
-// message's component separator, such as "ADT^A01", or MSH-9.1 alone
-// (such as "ACK") when there is no trigger event.
+// MessageType returns MSH-9.1 and the trigger event (Event) joined by
+// "^" whatever the message's component separator, such as "ADT^A01", or
+// MSH-9.1 alone (such as "ACK") when there is no trigger event. Senders
+// of v2.2 and v2.3 may leave MSH-9.2 empty and give the trigger in EVN-1
+// only: such an ADT is still "ADT^A01", so routes that take A01 take it.
 func (m *Message) MessageType() string {
-	h := m.msh()
-	typ := h.Component(9, 1, 1, 1)
-	ev := h.Component(9, 1, 2, 1)
-	if ev == "" {
+	typ := m.msh().Component(9, 1, 1, 1)
+	ev := m.Event()
+	if ev == "" || typ == "" {
 		return typ
 	}
 	return typ + "^" + ev

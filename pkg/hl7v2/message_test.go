@@ -401,7 +401,7 @@ func TestMessageHeader(t *testing.T) {
 		segsNamed int
 	}{
 		{"event from MSH-9", "MSH|^~\\&|||||||ADT^A01|1|P|2.4\rEVN|A02", "ADT^A01", "A01", false, []AckCode{"AA", "AE", "AR"}, 1},
-		{"event from EVN", "MSH|^~\\&|||||||ADT|1|P|2.4\rEVN|A02", "ADT", "A02", false, []AckCode{"AA", "AE", "AR"}, 1},
+		{"event from EVN", "MSH|^~\\&|||||||ADT|1|P|2.4\rEVN|A02", "ADT^A02", "A02", false, []AckCode{"AA", "AE", "AR"}, 1},
 		{"ACK alone", "MSH|^~\\&|||||||ACK|1|P|2.4\rMSA|AA|1", "ACK", "", false, []AckCode{"AA", "AE", "AR"}, 0},
 		{"enhanced", "MSH|^~\\&|||||||ORU^R01|1|P|2.5|||AL|NE\rEVN|R01\rEVN|X", "ORU^R01", "R01", true, []AckCode{"CA", "CE", "CR"}, 2},
 		{"odd component separator", "MSH|$~\\&|||||||ADT$A04|1|P|2.4", "ADT^A04", "A04", false, []AckCode{"AA", "AE", "AR"}, 0},

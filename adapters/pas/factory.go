@@ -70,7 +70,36 @@ func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.
 	if err != nil {
 		return nil, fmt.Errorf("pas: %w", err)
 	}
+	in.Screen(tr.Screen)
 	return in, nil
+}
+
+// Screen returns the error the translator would refuse m with whatever
+// its content, so the listener can refuse it before storing (HL7 error
+// 100): an ADT event it maps without a segment that event needs (a PID;
+// a PV1 for a visit event; a merge's MRG). It returns nil for other
+// messages, which the translator takes or decides on.
+func (t *Translator) Screen(m *hl7v2.Message) *hl7v2.AckError {
+	if m.Segment("MSH").Component(9, 1, 1, 1) != "ADT" {
+		return nil
+	}
+	event := m.Event()
+	mapping, ok := t.events[event]
+	if !ok {
+		return nil
+	}
+	missing := func(seg string) *hl7v2.AckError {
+		return &hl7v2.AckError{Segment: seg, Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "ADT " + event + " needs a " + seg + " segment"}
+	}
+	if mapping.kind == eventMerge && m.Segment("PID") == nil {
+		return missing("PID")
+	}
+	for _, rule := range mapping.segments {
+		if rule.required && m.Segment(rule.segment) == nil {
+			return missing(rule.segment)
+		}
+	}
+	return nil
 }
 
 // NewPatientInbound builds an MLLP listener with the settings cfg that

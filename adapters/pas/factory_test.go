@@ -14,6 +14,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
 func TestFactoryConfig(t *testing.T) {
@@ -147,5 +148,49 @@ func TestFactoryNewInbound(t *testing.T) {
 	defer cancel()
 	if err := in.Shutdown(ctx); err != nil {
 		t.Errorf("Shutdown without Start: %v", err)
+	}
+}
+
+// TestScreen checks what the PAS listener refuses before storing: an ADT
+// event without a segment the translator needs for it whatever else the
+// message holds. The translator refuses the same messages.
+func TestScreen(t *testing.T) {
+	msh := func(typ string) string { return strings.Replace(testMSH, "ADT^A01", typ, 1) }
+	id := pid("9990000018^^^NHS^NH", nil)
+	tests := []struct {
+		name     string
+		segments []string
+		segment  string // the ERR segment; "" for none
+	}{
+		{"admission taken", []string{testMSH, id, testPV1}, ""},
+		{"admission without PID", []string{testMSH, testPV1}, "PID"},
+		{"admission without PV1", []string{testMSH, id}, "PV1"},
+		{"discharge without PV1", []string{msh("ADT^A03"), id}, "PV1"},
+		{"update without PV1 taken", []string{msh("ADT^A08"), id}, ""},
+		{"person update without PID", []string{msh("ADT^A31")}, "PID"},
+		{"merge taken", []string{msh("ADT^A40^ADT_A39"), id, "MRG|9990000026^^^NHS^NH"}, ""},
+		{"merge without MRG", []string{msh("ADT^A40^ADT_A39"), id}, "MRG"},
+		{"merge without PID", []string{msh("ADT^A40^ADT_A39"), "MRG|9990000026^^^NHS^NH"}, "PID"},
+		{"trigger from EVN", []string{msh("ADT"), "EVN|A01", testPV1}, "PID"},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := hl7(tt.segments...)
+			m, err := hl7v2.Parse(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ae := tr.Screen(m)
+			switch {
+			case tt.segment == "" && ae != nil:
+				t.Errorf("refused %+v, want taken", ae)
+			case tt.segment != "" && (ae == nil || ae.Segment != tt.segment || ae.Code != hl7v2.ErrCodeSegmentSequence):
+				t.Errorf("refusal %+v, want ERR 100 on %s", ae, tt.segment)
+			}
+			if _, terr := tr.Translate(testEnvelope("screen", raw)); (terr != nil) != (tt.segment != "") {
+				t.Errorf("translator error %v, screen %+v: they disagree", terr, ae)
+			}
+		})
 	}
 }

@@ -737,8 +737,14 @@ func TestDeadLetterIsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := startEngineOpts(t, routes, "", engine.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	// An A01 without PV1 is taken, then fails translation on every route.
-	send(t, mllpAddr(t, e), "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01|DLQLOG1|P|2.4\rEVN|A01|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r")
+	// An A01 without PV1 is refused before it is stored (no translation
+	// could take it), so it is never dead-lettered.
+	if code, _ := send(t, mllpAddr(t, e), "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01|DLQLOG0|P|2.4\rEVN|A01|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r"); code != hl7v2.AckAR {
+		t.Fatalf("A01 without PV1: %s, want AR", code)
+	}
+	// A merge whose first PID has no MRG after it is taken (it has both
+	// segments), then fails translation on every route.
+	send(t, mllpAddr(t, e), "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A40^ADT_A39|DLQLOG1|P|2.4\rEVN|A40|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\rPID|2||9990000026^^^NHS^NH||TESTPATIENT^SAM\rMRG|9990000034^^^NHS^NH\r")
 	waitFor(t, "a dead-letter log line", func() bool { return strings.Contains(logs.String(), `"msg":"dead-lettered"`) })
 	var line map[string]any
 	for _, l := range strings.Split(logs.String(), "\n") {

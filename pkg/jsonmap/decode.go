@@ -5,11 +5,21 @@
 // because the route path handles every translated FHIR bundle in this
 // form: once decoded for CEL, once encoded for each destination.
 //
+// One difference: a number whose text is not what encoding its float64
+// value writes (72.50, 1.000, 1E-7, or more digits than a float64 holds)
+// is decoded as a json.Number holding that text, and encoded back as it
+// came. In FHIR a decimal's precision is significant ("1.000" is not
+// "1"), so a bundle that is decoded, redacted and encoded again must not
+// change its numbers. Readers wanting a value take Float64 of either.
+//
 // The differential fuzz tests hold it to encoding/json: same values
-// decoded, same bytes encoded, same inputs refused.
+// decoded (a json.Number compared by its float64), same bytes encoded,
+// same inputs refused; and every number read is written back unchanged.
 package jsonmap
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -318,11 +328,29 @@ func (d *decoder) number() (any, error) {
 			return nil, d.syntax("in exponent of numeric literal")
 		}
 	}
-	f, err := strconv.ParseFloat(string(d.data[start:d.i]), 64)
+	lit := d.data[start:d.i]
+	f, err := strconv.ParseFloat(string(lit), 64)
 	if err != nil {
-		return nil, fmt.Errorf("jsonmap: number %s out of range of float64", d.data[start:d.i])
+		return nil, fmt.Errorf("jsonmap: number %s out of range of float64", lit)
+	}
+	var buf [32]byte
+	if canon, err := appendFloat(buf[:0], f); err != nil || !bytes.Equal(canon, lit) {
+		return json.Number(lit), nil
 	}
 	return f, nil
+}
+
+// Float64 returns the value of a decoded number, a float64 or a
+// json.Number, and whether v is one.
+func Float64(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case json.Number:
+		f, err := x.Float64()
+		return f, err == nil
+	}
+	return 0, false
 }
 
 // str reads a string at d.i (on its opening quote).

@@ -13,7 +13,8 @@ import (
 // Encode returns v as JSON, byte for byte as json.Marshal(v) would.
 // JSON-shaped values (map[string]any, []any, string, float64, bool, nil)
 // are encoded here; any other value, wherever it sits, goes through
-// encoding/json.
+// encoding/json (a json.Number, as Decode makes for a number it keeps
+// the text of, is written as that text).
 func Encode(v any) ([]byte, error) {
 	return Append(make([]byte, 0, 1024), v)
 }
@@ -135,7 +136,7 @@ func appendString(dst []byte, s string) []byte {
 // into an any would).
 func Clone(v any) (any, error) {
 	switch x := v.(type) {
-	case nil, string, bool, float64:
+	case nil, string, bool, float64, json.Number:
 		return x, nil
 	case map[string]any:
 		if x == nil {

@@ -82,7 +82,7 @@ func checkDecode(t *testing.T, in []byte) {
 	if (err != nil) != (wantErr != nil) {
 		t.Fatalf("Decode(%q) error %v, encoding/json error %v", in, err, wantErr)
 	}
-	if err == nil && !reflect.DeepEqual(got, want) {
+	if err == nil && !reflect.DeepEqual(floats(t, got), want) {
 		t.Fatalf("Decode(%q) = %#v, encoding/json %#v", in, got, want)
 	}
 	// DecodeMembers passes the members of any object Decode accepts, the
@@ -95,7 +95,7 @@ func checkDecode(t *testing.T, in []byte) {
 		t.Fatalf("DecodeMembers(%q) accepted what encoding/json refused: %v", in, wantErr)
 	case wantErr == nil && want != nil && err != nil:
 		t.Fatalf("DecodeMembers(%q) error %v", in, err)
-	case wantErr == nil && want != nil && !reflect.DeepEqual(gotM, want):
+	case wantErr == nil && want != nil && !reflect.DeepEqual(floats(t, gotM), want):
 		t.Fatalf("DecodeMembers(%q) = %#v, encoding/json %#v", in, gotM, want)
 	}
 	var wantV any
@@ -104,8 +104,87 @@ func checkDecode(t *testing.T, in []byte) {
 	if (err != nil) != (wantErr != nil) {
 		t.Fatalf("DecodeValue(%q) error %v, encoding/json error %v", in, err, wantErr)
 	}
-	if err == nil && !reflect.DeepEqual(gotV, wantV) {
+	if err == nil && !reflect.DeepEqual(floats(t, gotV), wantV) {
 		t.Fatalf("DecodeValue(%q) = %#v, encoding/json %#v", in, gotV, wantV)
+	}
+}
+
+// floats returns v with each json.Number, which Decode makes of a number
+// whose text is not its float64's, replaced by its float64, as
+// encoding/json decodes it. Such a number must need its text kept.
+func floats(t *testing.T, v any) any {
+	t.Helper()
+	switch x := v.(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			t.Fatalf("json.Number %q: %v", x, err)
+		}
+		if b, _ := json.Marshal(f); string(b) == string(x) {
+			t.Fatalf("number %s decoded as json.Number, but its float64 writes the same text", x)
+		}
+		return f
+	case map[string]any:
+		if x == nil {
+			return x
+		}
+		out := make(map[string]any, len(x))
+		for k, el := range x {
+			out[k] = floats(t, el)
+		}
+		return out
+	case []any:
+		if x == nil {
+			return x
+		}
+		out := make([]any, len(x))
+		for i, el := range x {
+			out[i] = floats(t, el)
+		}
+		return out
+	}
+	return v
+}
+
+// TestNumbersKeepTheirText decodes and encodes again documents in
+// encoding/json's form (keys sorted, no space): every number comes back
+// as it was written, so a FHIR decimal keeps its precision.
+func TestNumbersKeepTheirText(t *testing.T) {
+	for _, in := range []string{
+		`{"value":72.50}`,
+		`{"high":12345678901234567890,"low":1.000}`,
+		`{"n":[0,-0,1.5,-2.25e3,1E-7,6.02e23,1e21,100,0.1,0.10,-0.0]}`,
+		`{"valueQuantity":{"code":"mmol/L","value":5.20}}`,
+	} {
+		t.Run(in, func(t *testing.T) {
+			m, err := jsonmap.Decode([]byte(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := jsonmap.Encode(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(out) != in {
+				t.Errorf("encoded again as %s", out)
+			}
+			c, err := jsonmap.Clone(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out, _ := jsonmap.Encode(c); string(out) != in {
+				t.Errorf("clone encoded as %s", out)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		v    any
+		want float64
+		ok   bool
+	}{{1.5, 1.5, true}, {json.Number("72.50"), 72.5, true}, {"72.50", 0, false}, {nil, 0, false}} {
+		if f, ok := jsonmap.Float64(tc.v); f != tc.want || ok != tc.ok {
+			t.Errorf("Float64(%#v) = %v, %v; want %v, %v", tc.v, f, ok, tc.want, tc.ok)
+		}
 	}
 }
 

@@ -653,3 +653,51 @@ func TestProcessRedactedClasses(t *testing.T) {
 		t.Errorf("classes (-want +got):\n%s", diff)
 	}
 }
+
+// TestProcessKeepsNumbers routes a FHIR bundle whose decimals carry
+// significant trailing zeros and more digits than a double holds: a
+// consent redaction and a keep step re-encode the bundle, and every
+// number must reach the destination as the supplier wrote it.
+func TestProcessKeepsNumbers(t *testing.T) {
+	const (
+		obs       = `{"fullUrl":"urn:uuid:o1","resource":{"resourceType":"Observation","referenceRange":[{"high":{"value":12345678901234567890},"low":{"value":1.000}}],"valueQuantity":{"code":"kg","value":72.50}}}`
+		condition = `{"fullUrl":"urn:uuid:c1","resource":{"resourceType":"Condition","id":"c1"}}`
+		msgHeader = `{"fullUrl":"urn:uuid:h1","resource":{"resourceType":"MessageHeader","id":"h1"}}`
+	)
+	b := []byte(`{"resourceType":"Bundle","type":"collection","entry":[` + msgHeader + `,` + obs + `,` + condition + `]}`)
+	redact := consent.Decision{Outcome: consent.Redact, Reason: "test", Rule: "test:redact", Resources: []consent.ResourceDecision{
+		{Index: 0, ResourceType: "MessageHeader", Verdict: consent.Verdict{Outcome: consent.Permit, Rule: "test:permit"}},
+		{Index: 1, ResourceType: "Observation", Verdict: consent.Verdict{Outcome: consent.Permit, Rule: "test:permit"}},
+		{Index: 2, ResourceType: "Condition", Verdict: consent.Verdict{Outcome: consent.Deny, Reason: "test deny", Rule: "test:deny"}},
+	}}
+	for _, tc := range []struct {
+		name    string
+		route   string
+		decider consent.Decider
+	}{
+		{"redacted", "", scriptedDecider{redact}},
+		{"kept by a keep step", "transform:\n  - keep: resource.resourceType != \"Condition\"\n", &fakeDecider{}},
+		{"redacted and kept", "transform:\n  - keep: resource.resourceType != \"MessageHeader\"\n", scriptedDecider{redact}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := writeRoute(t, "name: test-route\nsource:\n  adapter: fhir\n"+permit+tc.route+"destinations:\n  - name: fhir-store\n")
+			in := Input{Env: TestEnvelope("fhir", "01TESTMSG", b, envelope.ContentTypeFHIR), Tr: &adapter.Translation{Bundle: b}}
+			res, err := r.Process(context.Background(), in, tc.decider)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Deliveries) != 1 {
+				t.Fatalf("%d deliveries, want 1", len(res.Deliveries))
+			}
+			body := string(res.Deliveries[0].Body)
+			for _, n := range []string{`"value":72.50}`, `"value":1.000}`, `"value":12345678901234567890}`} {
+				if !strings.Contains(body, n) {
+					t.Errorf("delivered %s\nwant %s in it", body, n)
+				}
+			}
+			if strings.Contains(body, `"Condition"`) {
+				t.Errorf("delivered %s\nwant no Condition", body)
+			}
+		})
+	}
+}

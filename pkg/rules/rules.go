@@ -8,6 +8,7 @@ package rules
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -115,6 +116,9 @@ func NewEnv(limits Limits) (*Env, error) {
 	opts = append(opts, guardedStrings(maxResultBytes(limits))...)
 	env, err := cel.NewEnv(opts...)
 	if err != nil {
+		return nil, fmt.Errorf("building CEL environment: %w", err)
+	}
+	if env, err = env.Extend(cel.CustomTypeAdapter(numberAdapter{base: env.CELTypeAdapter()})); err != nil {
 		return nil, fmt.Errorf("building CEL environment: %w", err)
 	}
 	return &Env{env: env, limits: limits}, nil
@@ -460,6 +464,30 @@ func (v v2Val) ConvertToType(t ref.Type) ref.Val {
 func (v v2Val) Equal(o ref.Val) ref.Val { return types.Bool(false) }
 func (v v2Val) Type() ref.Type          { return v2Type }
 func (v v2Val) Value() any              { return v.msg }
+
+// numberAdapter converts Go values to CEL values as base does, except
+// that a json.Number (a number whose text jsonmap.Decode keeps, such as
+// 72.50) is a double like any other number, and that the JSON maps and
+// lists it wraps convert their elements through it too (base would
+// convert them itself, and make such a number a string).
+type numberAdapter struct{ base types.Adapter }
+
+// NativeToValue implements types.Adapter.
+func (a numberAdapter) NativeToValue(v any) ref.Val {
+	switch x := v.(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil {
+			return types.NewErr("a number is out of the range of a double")
+		}
+		return types.Double(f)
+	case map[string]any:
+		return types.NewStringInterfaceMap(a, x)
+	case []any:
+		return types.NewDynamicList(a, x)
+	}
+	return a.base.NativeToValue(v)
+}
 
 // selectResources returns the resources of type t in bundle b (entry[].resource).
 func selectResources(b, t ref.Val, first bool) ref.Val {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -693,5 +694,42 @@ func BenchmarkEvalMap(b *testing.B) {
 		if _, err := p.EvalMap(ctx, vars); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNumbersWhoseTextIsKept evaluates expressions over a bundle decoded
+// by jsonmap, whose numbers written with trailing zeros or more digits
+// than a double holds are json.Numbers: CEL sees every number as a
+// double, wherever it sits.
+func TestNumbersWhoseTextIsKept(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	b, err := jsonmap.Decode([]byte(`{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation",
+		"valueQuantity":{"value":72.50},"referenceRange":[{"low":{"value":1.000},"high":{"value":12345678901234567890}}],"component":[5.20,6]}}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)["valueQuantity"].(map[string]any)["value"].(json.Number); !ok {
+		t.Fatal("72.50 was not decoded as a json.Number: the test would not test it")
+	}
+	vars := &Vars{Bundle: b, Resource: b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)}
+	for _, src := range []string{
+		`bundle.entry[0].resource.valueQuantity.value == 72.5`,
+		`bundle.entry[0].resource.valueQuantity.value > 72.0`,
+		`type(bundle.entry[0].resource.valueQuantity.value) == double`,
+		`resource(bundle, "Observation").referenceRange[0].low.value == 1.0`,
+		`resource.referenceRange[0].high.value > 1e19`,
+		`resource.component.all(c, type(c) == double) && resource.component[0] == 5.2`,
+		`resources(bundle, "Observation").exists(o, o.valueQuantity.value < 100.0)`,
+	} {
+		t.Run(src, func(t *testing.T) {
+			p, err := env.Compile(src, Bool)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			ok, err := p.EvalBool(context.Background(), vars)
+			if err != nil || !ok {
+				t.Errorf("= %v, %v (%s); want true", ok, err, fault.DetailOf(err))
+			}
+		})
 	}
 }

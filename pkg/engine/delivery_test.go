@@ -872,3 +872,49 @@ func TestReadyzFalseWhileDraining(t *testing.T) {
 		t.Error("the HTTP listener still answers after shutdown")
 	}
 }
+
+// TestPipelineChangeDeliversOnce changes router.pipeline from batch to
+// message and back, twice, on one data directory, sending admissions
+// under each: each is delivered once. A pipeline's ingest-log consumer,
+// left behind at a change, must not take again on its return what the
+// other pipeline took meanwhile.
+func TestPipelineChangeDeliversOnce(t *testing.T) {
+	srv := &fhirServer{}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	routes, _ := filepath.Abs("testdata/routes")
+	dir := t.TempDir()
+	sent := 0
+	run := func(pipe string, n int) {
+		t.Helper()
+		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\nrouter:\n  ack_wait: 2s\n%s"+
+			"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n"+
+			"destinations:\n  ehr:\n    type: fhir\n    url: %s\n    retry: {max_attempts: 4, initial: 1s, max: 1s, multiplier: 1, timeout: 5s}\n",
+			dir, routes, pipelineOf(pipe), hs.URL)
+		e := startFromConfig(t, dir, body)
+		for range n {
+			sent++
+			ctrl := fmt.Sprintf("PC%04d", sent)
+			if code, _ := send(t, mllpAddr(t, e), adt("A01", ctrl, "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
+				t.Fatalf("%s: ack %s", ctrl, code)
+			}
+		}
+		want := sent
+		waitFor(t, fmt.Sprintf("%d deliveries", want), func() bool { return len(srv.accepted()) >= want })
+		// Time for a stale consumer to take old batches again.
+		time.Sleep(3 * time.Second)
+		stopEngine(t, e)
+	}
+	run(batchPipeline, 3)
+	run(messagePipeline, 3)
+	run(batchPipeline, 2)
+	run(messagePipeline, 2)
+	got := srv.accepted()
+	seen := map[string]int{}
+	for _, id := range got {
+		seen[id]++
+	}
+	if len(got) != sent || len(seen) != sent {
+		t.Errorf("receiver accepted %d requests for %d messages (%d sent): %v", len(got), len(seen), sent, seen)
+	}
+}

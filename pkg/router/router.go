@@ -512,9 +512,11 @@ type startAt struct {
 }
 
 // handoverStart says where the ingest log's consumer durable should start.
-// An existing consumer carries on; a new one takes over from the other
-// pipeline's consumer (after a change of router.pipeline) so no batch is
-// taken twice or skipped; with neither, it starts at the beginning.
+// An existing consumer carries on, unless the other pipeline's consumer
+// has taken the log further since (router.pipeline was changed, and this
+// one is back): then it is removed and starts again where the other left
+// off, as a new one does, so no batch is taken twice or skipped; with
+// neither, it starts at the beginning.
 func handoverStart(ctx context.Context, js jetstream.JetStream, durable, other string) (startAt, error) {
 	// A cluster busy electing a leader answers "no responders" for a
 	// moment: ask again for a while before failing the start.
@@ -531,21 +533,37 @@ func handoverStart(ctx context.Context, js jetstream.JetStream, durable, other s
 
 func handoverStartOnce(ctx context.Context, js jetstream.JetStream, durable, other string) (startAt, error) {
 	all := startAt{policy: jetstream.DeliverAllPolicy}
-	if _, err := js.Consumer(ctx, store.StreamIngestLog, durable); err == nil {
-		return all, nil
-	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return all, fmt.Errorf("looking up consumer %s: %w", durable, err)
+	own, ownFound, err := ingestLogFloor(ctx, js, durable)
+	if err != nil {
+		return all, err
 	}
-	c, err := js.Consumer(ctx, store.StreamIngestLog, other)
+	theirs, otherFound, err := ingestLogFloor(ctx, js, other)
+	if err != nil || !otherFound || (ownFound && own >= theirs) {
+		return all, err
+	}
+	if ownFound {
+		// Stale: left behind when the pipeline last changed, it would
+		// take again every batch the other pipeline has taken since.
+		if err := js.DeleteConsumer(ctx, store.StreamIngestLog, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return all, fmt.Errorf("removing stale consumer %s: %w", durable, err)
+		}
+	}
+	return startAt{policy: jetstream.DeliverByStartSequencePolicy, seq: theirs + 1}, nil
+}
+
+// ingestLogFloor returns the ingest log position up to which consumer
+// durable has acknowledged everything, and whether it exists.
+func ingestLogFloor(ctx context.Context, js jetstream.JetStream, durable string) (uint64, bool, error) {
+	c, err := js.Consumer(ctx, store.StreamIngestLog, durable)
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return all, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return all, fmt.Errorf("looking up consumer %s: %w", other, err)
+		return 0, false, fmt.Errorf("looking up consumer %s: %w", durable, err)
 	}
 	info, err := c.Info(ctx)
 	if err != nil {
-		return all, fmt.Errorf("reading consumer %s: %w", other, err)
+		return 0, false, fmt.Errorf("reading consumer %s: %w", durable, err)
 	}
-	return startAt{policy: jetstream.DeliverByStartSequencePolicy, seq: info.AckFloor.Stream + 1}, nil
+	return info.AckFloor.Stream, true, nil
 }

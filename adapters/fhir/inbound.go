@@ -828,6 +828,14 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			return invalid(fault.CodeFHIRInvalid, "not-supported", "Bundle.type must be transaction, batch, message or collection", "Bundle.type")
 		}
 		for i, e := range b.Entry {
+			if r := e.Request; r != nil && r.Method != models.HTTPVerbPOST && r.Method != models.HTTPVerbPUT {
+				// Destinations are sent the resources to create or
+				// update: a DELETE would become an update of what was
+				// meant to go, a PATCH a Parameters resource.
+				return invalid(fault.CodeFHIRInvalid, "not-supported", "request method "+r.Method.Code()+
+					" is not supported: Junction forwards a Bundle's resources to be created or updated; send deletes, patches and reads to the system that holds the record",
+					fmt.Sprintf("Bundle.entry[%d].request.method", i))
+			}
 			where := fmt.Sprintf("Bundle.entry[%d].resource", i)
 			if len(e.Resource) == 0 {
 				if i == 0 && b.Type == models.BundleTypeMessage {

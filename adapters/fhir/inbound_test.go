@@ -289,6 +289,11 @@ func TestInboundRejects(t *testing.T) {
 		{"unknown resourceType not quoted", "/fhir", "application/fhir+json", []byte(`{"resourceType":"9990000018"}`), 400, "invalid", fault.CodeFHIRInvalid, "unknown resourceType (not shown)"},
 		{"number too large", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"url":"https://x.example/e","valueDecimal":1e99999}]}`), 400, "structure", fault.CodeFHIRInvalid, "a number too large to read, at offset 83"},
 		{"long idempotency key", "/fhir", "application/fhir+json", bundle, 400, "invalid", fault.CodeFHIRInvalid, "Idempotency-Key"},
+		// A destination would update what was meant to be deleted.
+		{"delete entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient"},"resource":{"resourceType":"Patient"}},{"request":{"method":"DELETE","url":"Condition?identifier=https://x.example|C-1"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method DELETE is not supported"},
+		{"delete entry with a resource", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":"Condition/1"},"resource":{"resourceType":"Condition"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method DELETE"},
+		{"patch entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PATCH","url":"Patient/1"},"resource":{"resourceType":"Parameters"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method PATCH"},
+		{"read batch", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/1"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method GET"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -600,9 +605,21 @@ func TestInboundOfficialExamples(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var head struct{ ResourceType, Type string }
+		var head struct {
+			ResourceType, Type string
+			Entry              []struct{ Request *struct{ Method string } }
+		}
 		if json.Unmarshal(body, &head) != nil {
 			continue
+		}
+		// Entries that delete, patch or read are refused: a destination
+		// is sent resources to create or update.
+		refused := ""
+		for i, e := range head.Entry {
+			if e.Request != nil && e.Request.Method != "POST" && e.Request.Method != "PUT" {
+				refused = fmt.Sprintf("Bundle.entry[%d].request.method", i)
+				break
+			}
 		}
 		path := "/fhir/" + head.ResourceType
 		switch {
@@ -616,8 +633,11 @@ func TestInboundOfficialExamples(t *testing.T) {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			f := newInboundFixture(t, DefaultInboundConfig())
 			rec := f.do(http.MethodPost, path, "application/fhir+json", body, nil)
-			if rec.Code != http.StatusAccepted {
+			switch {
+			case refused == "" && rec.Code != http.StatusAccepted:
 				t.Errorf("status %d: %s", rec.Code, rec.Body)
+			case refused != "" && (rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"expression":["`+refused+`"]`)):
+				t.Errorf("status %d: %s; want 400 naming %s", rec.Code, rec.Body, refused)
 			}
 		})
 	}

@@ -317,7 +317,13 @@ func TransactionBundle(body []byte, key string) ([]byte, error) {
 		}
 		var req models.BundleEntryRequest
 		var res []byte
-		if id, ok := pickIdentifier(identifiers(head.Identifier)); ok {
+		if r := e.Request; r != nil && r.Method == models.HTTPVerbPOST && r.IfNoneExist != nil && *r.IfNoneExist != "" {
+			// A conditional create: the sender wants the resource made
+			// only when none matches, never an existing one replaced.
+			q := *r.IfNoneExist
+			req = models.BundleEntryRequest{Method: models.HTTPVerbPOST, Url: ert, IfNoneExist: &q}
+			res, err = setID(e.Resource, "")
+		} else if id, ok := pickIdentifier(identifiers(head.Identifier)); ok {
 			req = models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: ert + "?" + identifierQuery(id)}
 			res, err = setID(e.Resource, "")
 		} else {

@@ -499,3 +499,46 @@ func BenchmarkTransactionBundle(b *testing.B) {
 		}
 	}
 }
+
+// TestTransactionBundleConditionalCreate: an entry the sender posted as
+// a conditional create (ifNoneExist) stays one, so the receiver makes the
+// resource only when none matches and never replaces an existing record
+// with what may be a stub. Other entries are updated by identifier.
+func TestTransactionBundleConditionalCreate(t *testing.T) {
+	body := `{"resourceType":"Bundle","type":"transaction","entry":[` +
+		`{"fullUrl":"urn:uuid:p1","request":{"method":"POST","url":"Patient","ifNoneExist":"identifier=https://fhir.nhs.uk/Id/nhs-number|9990000026"},` +
+		`"resource":{"resourceType":"Patient","id":"stub","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000026"}]}},` +
+		`{"fullUrl":"urn:uuid:o1","request":{"method":"POST","url":"Observation"},` +
+		`"resource":{"resourceType":"Observation","identifier":[{"system":"https://lab.example/Id/obs","value":"O1"}],"subject":{"reference":"urn:uuid:p1"}}}]}`
+	out, err := TransactionBundle([]byte(body), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tx struct {
+		Entry []struct {
+			FullURL  string `json:"fullUrl"`
+			Resource map[string]any
+			Request  struct {
+				Method, URL string
+				IfNoneExist string `json:"ifNoneExist"`
+			}
+		}
+	}
+	if err := json.Unmarshal(out, &tx); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range tx.Entry {
+		got = append(got, e.FullURL+" "+e.Request.Method+" "+e.Request.URL+" "+e.Request.IfNoneExist)
+		if _, ok := e.Resource["id"]; ok && e.Request.Method == "POST" {
+			t.Errorf("posted resource keeps an id: %v", e.Resource)
+		}
+	}
+	want := []string{
+		"urn:uuid:p1 POST Patient identifier=https://fhir.nhs.uk/Id/nhs-number|9990000026",
+		"urn:uuid:o1 PUT Observation?identifier=https%3A%2F%2Flab.example%2FId%2Fobs|O1 ",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("entries (-want +got):\n%s", diff)
+	}
+}

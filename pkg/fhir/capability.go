@@ -56,6 +56,8 @@ const restDocumentation = `Junction is an integration engine, not a FHIR reposit
 	`the reply is 202 Accepted with an OperationOutcome and the header X-Junction-Message-Id, ` +
 	`not a transaction-response or batch-response Bundle, and no message response is returned ` +
 	`(transaction and batch semantics are not applied at this endpoint). ` +
+	`An entry whose request is DELETE, PATCH, GET or HEAD is refused with 400: destinations are sent ` +
+	`resources to create or update; an entry posted with ifNoneExist stays a conditional create. ` +
 	`A resend is recognised by Bundle.identifier (system and value) or, failing that, by the ` +
 	`Idempotency-Key header, with the same body: it is answered 202 and is not routed again. ` +
 	`A different body under an identifier already used is not a resend: it is routed as a message ` +

@@ -84,10 +84,57 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 		}
 		dec = stricter(dec, d, len(entries))
 	}
-	if withholdSupporting(&dec, entries) {
+	changed := false
+	for {
+		dependents := withholdDependents(&dec, entries)
+		supported := withholdSupporting(&dec, entries)
+		if !dependents && !supported {
+			break
+		}
+		changed = true
+	}
+	if changed {
 		summarise(&dec)
 	}
 	return dec, nil
+}
+
+// withholdDependents withholds, with the verdict of the resource they
+// are about, the resources whose subject or patient is a withheld
+// resource (the Observations of a withheld Patient): sent without their
+// subject they would be clinical data about nobody, which a receiver
+// updating by identifier would store detached from its patient. It
+// reports whether it withheld any.
+func withholdDependents(dec *Decision, entries []entry) bool {
+	if len(dec.Resources) != len(entries) || !slices.ContainsFunc(dec.Resources, func(r ResourceDecision) bool { return r.Outcome == Deny }) {
+		return false
+	}
+	changed := false
+	for again := true; again; {
+		again = false
+		for i, e := range entries {
+			if dec.Resources[i].Outcome == Deny {
+				continue
+			}
+			for _, key := range [...]string{"subject", "patient"} {
+				ref, _ := e.body[key].(map[string]any)
+				r, _ := ref["reference"].(string)
+				j := -1
+				if r != "" {
+					j = slices.IndexFunc(entries, func(o entry) bool { return slices.Contains(o.refs, r) })
+				}
+				if j < 0 || j == i || dec.Resources[j].Outcome != Deny {
+					continue
+				}
+				by := dec.Resources[j]
+				dec.Resources[i].Verdict = Verdict{Outcome: Deny, Gate: by.Gate, Rule: by.Rule, ConsentSkipped: by.ConsentSkipped,
+					Reason: fmt.Sprintf("its %s is withheld entry %d (%s)", key, by.Index, by.ResourceType)}
+				again, changed = true, true
+				break
+			}
+		}
+	}
+	return changed
 }
 
 // supporting lists the resource types that describe where, by whom or

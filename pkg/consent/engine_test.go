@@ -488,6 +488,85 @@ func TestEngineWithholdsWhatOnlyWithheldResourcesUse(t *testing.T) {
 	}
 }
 
+// TestEngineWithholdsWhatIsAboutWithheldResources checks that resources
+// whose subject or patient is withheld go with it (an Observation of a
+// withheld Patient would be sent about nobody), with what they in turn
+// are the subject of, while a resource merely naming a withheld one in
+// another element stays, without that element, and a diagnosis naming a
+// withheld Condition goes whole from the Encounter.
+func TestEngineWithholdsWhatIsAboutWithheldResources(t *testing.T) {
+	res := func(full, rt string, fields map[string]any) map[string]any {
+		r := map[string]any{"resourceType": rt, "id": full}
+		for k, v := range fields {
+			r[k] = v
+		}
+		return map[string]any{"fullUrl": "urn:uuid:" + full, "resource": r}
+	}
+	ref := func(full string) map[string]any { return map[string]any{"reference": "urn:uuid:" + full} }
+	decide := func(t *testing.T, bundle map[string]any, class string) (Decision, map[string]any) {
+		t.Helper()
+		deny := []Policy{{ID: "no-" + class, Status: "active", Patient: patientA, Root: Provision{Path: "Consent.provision", Type: ProvisionPermit,
+			Provisions: []Provision{{Path: "Consent.provision.provision[0]", Type: ProvisionDeny, Classes: []string{class}}}}}}
+		e := &Engine{Source: memSource{policies: map[string][]Policy{patientA: deny}}}
+		d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care",
+			Destination: "gp", PatientKey: patientA, Bundle: bundle, Default: Permit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := Apply(bundle, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, out
+	}
+	verdicts := func(d Decision) []string {
+		var got []string
+		for _, r := range d.Resources {
+			got = append(got, r.ResourceType+":"+string(r.Outcome))
+		}
+		return got
+	}
+	nhsID := []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": patientA}}
+
+	t.Run("withheld patient", func(t *testing.T) {
+		bundle := map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
+			res("p", "Patient", map[string]any{"identifier": nhsID}),
+			res("o", "Observation", map[string]any{"subject": ref("p"), "code": map[string]any{"text": "HbA1c"}}),
+			res("a", "AllergyIntolerance", map[string]any{"patient": ref("p")}),
+			res("d", "DiagnosticReport", map[string]any{"subject": ref("o")}),
+			res("org", "Organization", map[string]any{"name": "Test Surgery"}),
+		}}
+		d, _ := decide(t, bundle, "Patient")
+		want := []string{"Patient:deny", "Observation:deny", "AllergyIntolerance:deny", "DiagnosticReport:deny", "Organization:permit"}
+		if diff := cmp.Diff(want, verdicts(d)); diff != "" {
+			t.Errorf("verdicts (-want +got):\n%s", diff)
+		}
+		if r := d.Resources[1]; r.Rule != "consent:no-Patient:Consent.provision.provision[0]" || r.Reason != "its subject is withheld entry 0 (Patient)" {
+			t.Errorf("the Observation's verdict: rule %q, reason %q", r.Rule, r.Reason)
+		}
+		if d.Outcome != Redact {
+			t.Errorf("outcome %s, want redact (the Organization goes)", d.Outcome)
+		}
+	})
+	t.Run("withheld diagnosis", func(t *testing.T) {
+		bundle := map[string]any{"resourceType": "Bundle", "type": "collection", "entry": []any{
+			res("p", "Patient", map[string]any{"identifier": nhsID}),
+			res("c", "Condition", map[string]any{"subject": ref("p")}),
+			res("e", "Encounter", map[string]any{"subject": ref("p"), "diagnosis": []any{
+				map[string]any{"condition": ref("c"), "rank": 1.0}, map[string]any{"condition": map[string]any{"reference": "Condition/other"}, "rank": 2.0}}}),
+		}}
+		d, out := decide(t, bundle, "Condition")
+		want := []string{"Patient:permit", "Condition:deny", "Encounter:permit"}
+		if diff := cmp.Diff(want, verdicts(d)); diff != "" {
+			t.Errorf("verdicts (-want +got):\n%s", diff)
+		}
+		enc := out["entry"].([]any)[1].(map[string]any)["resource"].(map[string]any)
+		if diff := cmp.Diff([]any{map[string]any{"condition": map[string]any{"reference": "Condition/other"}, "rank": 2.0}}, enc["diagnosis"]); diff != "" {
+			t.Errorf("Encounter.diagnosis sent (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // TestEngineTooManyPatients checks that a bundle about more patients than
 // MaxPatients is denied whole, without a store read for each.
 func TestEngineTooManyPatients(t *testing.T) {

@@ -302,12 +302,21 @@ func TestPropertyDeciderAndApplyMatchOracle(t *testing.T) {
 			sent[m["fullUrl"].(string)] = m["resource"].(map[string]any)
 		}
 		allowed := 0
+		// Every resource but a Patient has r0 as its subject: withheld,
+		// it takes them with it (withholdDependents).
+		subjectWithheld := oracle(in, res[0]).forbidden
 		for i, r := range res {
 			o := oracle(in, r)
 			got, ok := sent[fmt.Sprintf("urn:uuid:r%d", i)]
 			if o.forbidden {
 				if ok {
 					t.Fatalf("resource %d (%s) sent; the oracle forbids it (%s)", i, r.Type, o.why)
+				}
+				continue
+			}
+			if i > 0 && r.Type != "Patient" && subjectWithheld {
+				if ok {
+					t.Fatalf("resource %d (%s) sent without its subject, which the oracle forbids", i, r.Type)
 				}
 				continue
 			}

@@ -30,32 +30,37 @@ func DropReferences(v any, dropped map[string]bool) any {
 // RewriteReferences rewrites, in place, every Reference in v (a
 // JSON-shaped value) whose "reference" is a key of repl: with a non-nil
 // replacement it becomes a copy of that, keeping its display; with nil it
-// is removed, from an array the element and from an object the key. An
-// array or object that a removal leaves empty is removed in turn, since
-// FHIR JSON has no empty arrays or objects. It returns v, or the
-// shortened array when v is one.
+// is removed: from an array the element, and from an object the key, or,
+// when the object is an element of an array (a backbone element such as
+// Encounter.diagnosis, an extension), the whole element, which without
+// its reference would be incomplete or invalid (a diagnosis with only a
+// rank). A resource in an array (contained) keeps its place. An array or
+// object that a removal leaves empty is removed in turn, since FHIR JSON
+// has no empty arrays or objects. It returns v, or the shortened array
+// when v is one.
 func RewriteReferences(v any, repl map[string]map[string]any) any {
-	out, _ := rewriteRefs(v, repl)
+	out, _, _ := rewriteRefs(v, repl)
 	return out
 }
 
 // rewriteRefs is RewriteReferences, also reporting whether v is left
-// empty by a removal.
-func rewriteRefs(v any, repl map[string]map[string]any) (any, bool) {
+// empty by a removal, and whether v, an object, lost a Reference of its
+// own (not one nested deeper).
+func rewriteRefs(v any, repl map[string]map[string]any) (any, bool, bool) {
 	switch t := v.(type) {
 	case map[string]any:
-		removed := false
+		removed, cut := false, false
 		for k, x := range t {
 			if r, ok := replacement(x, repl); ok {
 				if r == nil {
 					delete(t, k)
-					removed = true
+					removed, cut = true, true
 				} else {
 					t[k] = r
 				}
 				continue
 			}
-			nx, empty := rewriteRefs(x, repl)
+			nx, empty, _ := rewriteRefs(x, repl)
 			if empty {
 				delete(t, k)
 				removed = true
@@ -63,7 +68,7 @@ func rewriteRefs(v any, repl map[string]map[string]any) (any, bool) {
 			}
 			t[k] = nx
 		}
-		return t, removed && len(t) == 0
+		return t, removed && len(t) == 0, cut
 	case []any:
 		out := t[:0]
 		removed := false
@@ -76,16 +81,27 @@ func rewriteRefs(v any, repl map[string]map[string]any) (any, bool) {
 				}
 				continue
 			}
-			nx, empty := rewriteRefs(x, repl)
-			if empty {
+			nx, empty, cut := rewriteRefs(x, repl)
+			if empty || cut && !isResource(nx) {
 				removed = true
 				continue
 			}
 			out = append(out, nx)
 		}
-		return out, removed && len(out) == 0
+		return out, removed && len(out) == 0, false
 	}
-	return v, false
+	return v, false, false
+}
+
+// isResource reports whether v is a resource (an object with a
+// resourceType).
+func isResource(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	_, ok = m["resourceType"]
+	return ok
 }
 
 // replacement returns what Reference x becomes under repl, and whether x

@@ -22,6 +22,17 @@ func TestRewriteReferences(t *testing.T) {
 		{"replaced, display kept", `{"specimen":{"reference":"urn:uuid:spec","display":"blood"}}`,
 			`{"specimen":{"type":"Specimen","identifier":{"value":"S1"},"display":"blood"}}`},
 		{"others untouched", `{"subject":{"reference":"Patient/1"},"note":[]}`, `{"subject":{"reference":"Patient/1"},"note":[]}`},
+		// A backbone element without its reference would be invalid
+		// (Encounter.diagnosis.condition is 1..1): it goes whole.
+		{"a backbone element goes whole", `{"diagnosis":[{"condition":{"reference":"urn:uuid:gone"},"rank":1},{"condition":{"reference":"Condition/2"},"rank":2}]}`,
+			`{"diagnosis":[{"condition":{"reference":"Condition/2"},"rank":2}]}`},
+		{"an extension goes whole", `{"extension":[{"url":"https://x.example/e","valueReference":{"reference":"urn:uuid:gone"}}],"id":"o"}`, `{"id":"o"}`},
+		{"a replaced reference keeps its element", `{"diagnosis":[{"condition":{"reference":"urn:uuid:spec"},"rank":1}]}`,
+			`{"diagnosis":[{"condition":{"type":"Specimen","identifier":{"value":"S1"}},"rank":1}]}`},
+		{"a contained resource keeps its place", `{"contained":[{"resourceType":"Observation","id":"c","subject":{"reference":"urn:uuid:gone"}}]}`,
+			`{"contained":[{"resourceType":"Observation","id":"c"}]}`},
+		{"a reference deeper in an element leaves the element", `{"participant":[{"individual":{"x":{"reference":"urn:uuid:gone"}},"type":"a"}]}`,
+			`{"participant":[{"type":"a"}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,19 +4,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/junction-fhir/junction/adapters/fhir"
@@ -24,6 +26,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/router"
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // fhirServer is a FHIR server double whose answers the test scripts: a
@@ -696,20 +699,20 @@ func testUnroutedSourceGetsAFate(t *testing.T, pipe string) {
 	})
 }
 
-// TestDeliveryCatchesUpInSpans: while the FHIR server answers 503, the
-// batch pipeline queues one outbound batch per message; once it answers
-// again, the destination takes the waiting batches as one span. Every
-// message is delivered once, in order, with a full trail, and every
-// message reaches a terminal state.
+// TestDeliveryCatchesUpInSpans: while the FHIR server holds its first
+// request unanswered, the batch pipeline queues one outbound batch per
+// message behind it; once it answers, the destination takes the waiting
+// batches as one span. Every message is delivered once, in order, with a
+// full trail, and every message reaches a terminal state. (A receiver
+// that refuses moves the refused message to its lane instead: see
+// TestFailingPatientHoldsUpNoOther.)
 func TestDeliveryCatchesUpInSpans(t *testing.T) {
 	srv := &fhirServer{}
-	var down atomic.Bool
-	down.Store(true)
+	held := make(chan struct{})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(held) }) })
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if down.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
+		<-held
 		srv.ServeHTTP(w, r)
 	}))
 	t.Cleanup(hs.Close)
@@ -718,7 +721,8 @@ func TestDeliveryCatchesUpInSpans(t *testing.T) {
   ehr:
     type: fhir
     url: `+hs.URL+`
-    retry: {max_attempts: 100000, initial: 20ms, max: 50ms, multiplier: 2, timeout: 5s}
+    timeout: 60s
+    retry: {max_attempts: 100000, initial: 20ms, max: 50ms, multiplier: 2, timeout: 60s}
 `+batchPipeline)
 	addr := mllpAddr(t, e)
 	const n = 30
@@ -731,7 +735,7 @@ func TestDeliveryCatchesUpInSpans(t *testing.T) {
 	waitFor(t, "every message routed", func() bool {
 		return testutil.ToFloat64(m.Routed.WithLabelValues("to-ehr", "matched")) == n
 	})
-	down.Store(false)
+	release.Do(func() { close(held) })
 	waitFor(t, "every delivery", func() bool {
 		return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) == n
 	})
@@ -917,4 +921,107 @@ func TestPipelineChangeDeliversOnce(t *testing.T) {
 	if len(got) != sent || len(seen) != sent {
 		t.Errorf("receiver accepted %d requests for %d messages (%d sent): %v", len(got), len(seen), sent, seen)
 	}
+}
+
+// TestFailingPatientHoldsUpNoOther sends an admission for a patient whose
+// deliveries the receiver refuses for a while (503), then admissions for
+// patients in other partitions, then the failing patient's next one.
+// The others are delivered while the first is still being retried, and
+// the failing patient's two arrive in order once the receiver takes
+// them. The batch pipeline sends a destination one span at a time, so
+// there the retried delivery must move out of the way (its lane).
+func TestFailingPatientHoldsUpNoOther(t *testing.T) {
+	forPipelines(t, testFailingPatientHoldsUpNoOther)
+}
+
+func testFailingPatientHoldsUpNoOther(t *testing.T, pipe string) {
+	const failing = "9990000018"
+	var mu sync.Mutex
+	refusing := true
+	var order []string // the control id of each accepted delivery, in order
+	tries := 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		w.Header().Set("Content-Type", "application/fhir+json")
+		if strings.Contains(string(body), failing) && refusing {
+			tries++
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient"}]}`)
+			return
+		}
+		for _, v := range regexp.MustCompile(`"V(FP[0-9]+)"`).FindAllStringSubmatch(string(body), -1) {
+			order = append(order, v[1])
+		}
+		_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
+	}))
+	t.Cleanup(hs.Close)
+	routes, _ := filepath.Abs("testdata/routes")
+	dir := t.TempDir()
+	body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\nrouter:\n  ack_wait: 5s\n%s"+
+		"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n"+
+		"destinations:\n  ehr:\n    type: fhir\n    url: %s\n    retry: {max_attempts: 100, initial: 500ms, max: 500ms, multiplier: 1, timeout: 5s}\n",
+		dir, routes, pipelineOf(pipe), hs.URL)
+	e := startFromConfig(t, dir, body)
+	defer stopEngine(t, e)
+	addr := mllpAddr(t, e)
+	accepted := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), order...)
+	}
+	sendAdmission := func(ctrl, nhsNumber string) {
+		t.Helper()
+		if code, _ := send(t, addr, adt("A01", ctrl, nhsNumber+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("%s: ack %s", ctrl, code)
+		}
+	}
+	sendAdmission("FP01", failing)
+	waitFor(t, "the receiver to refuse the first admission", func() bool { mu.Lock(); defer mu.Unlock(); return tries >= 1 })
+	var others []string
+	for _, n := range []string{"9990000026", "9990000034", "9990000042", "9990000050", "9990000085", "9990000093"} {
+		if router.PartitionOf(n, 16) != router.PartitionOf(failing, 16) {
+			ctrl := fmt.Sprintf("FP%02d", 10+len(others))
+			others = append(others, ctrl)
+			sendAdmission(ctrl, n)
+		}
+	}
+	waitFor(t, "the other patients' admissions", func() bool {
+		got := accepted()
+		for _, c := range others {
+			if !slices.Contains(got, c) {
+				return false
+			}
+		}
+		return true
+	})
+	sendAdmission("FP02", failing)
+	time.Sleep(time.Second)
+	if got := accepted(); slices.Contains(got, "FP01") || slices.Contains(got, "FP02") {
+		t.Fatalf("the failing patient's admissions were delivered while refused: %v", got)
+	}
+	mu.Lock()
+	refusing = false
+	mu.Unlock()
+	waitFor(t, "the failing patient's admissions", func() bool { got := accepted(); return slices.Contains(got, "FP02") })
+	got := accepted()
+	if i, j := slices.Index(got, "FP01"), slices.Index(got, "FP02"); i < 0 || j < i {
+		t.Errorf("the failing patient's admissions arrived as %v, want FP01 before FP02", got)
+	}
+	if n := len(deadLetters(t, e)); n != 0 {
+		t.Errorf("%d dead letters, want none", n)
+	}
+	// Its lane drained, the batch pipeline marks it closed again, and
+	// the patient's next admission goes as any other.
+	waitFor(t, "no lane open", func() bool {
+		st, err := e.Store().JS.Stream(t.Context(), store.StreamOutbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := st.GetLastMsgForSubject(t.Context(), store.SubjOutbound+"._lanes.ehr")
+		return errors.Is(err, jetstream.ErrMsgNotFound) || err == nil && len(m.Data) == 0
+	})
+	sendAdmission("FP03", failing)
+	waitFor(t, "the failing patient's next admission", func() bool { return slices.Contains(accepted(), "FP03") })
 }

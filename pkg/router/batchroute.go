@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -333,13 +334,28 @@ type batchDeliveryWorker struct {
 	// unwritten holds failed batch attempts whose own record could not
 	// be written, to go with the entry's outcome.
 	unwritten map[int][]audit.Record
+	// moved are the partitions whose entries of the span in hand went to
+	// their lanes, to be marked open before the span is acknowledged.
+	moved map[string]bool
 }
 
 // sendBatch makes one attempt at every entry through the destination's
 // batch interface, marking those delivered as done and keeping the failed
 // attempts of the rest for the per-entry retries.
-func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSender, entries []outEntry) {
+func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSender, all []outEntry, open map[string]bool) {
 	r, d := w.r, w.d
+	// Entries of partitions whose lanes are open go there, behind what
+	// waits in them, not in the batch.
+	var entries []outEntry
+	var index []int
+	for i, e := range all {
+		if !open[e.h.Get(envelope.HeaderPartition)] {
+			entries, index = append(entries, e), append(index, i)
+		}
+	}
+	if len(entries) == 0 {
+		return
+	}
 	ds := make([]*adapter.Delivery, len(entries))
 	spans := make([]trace.Span, len(entries))
 	defer func() {
@@ -382,7 +398,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 				r.o.Metrics.EndToEnd.WithLabelValues(ds[i].Route, d.Name).Observe(time.Since(rcv).Seconds())
 			}
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rcs[i].Status, rcs[i].Location
-			w.done[i] = []audit.Record{rec}
+			w.done[index[i]] = []audit.Record{rec}
 			continue
 		}
 		class := "permanent"
@@ -393,17 +409,19 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(errs[i]), string(fault.CodeOf(errs[i]))
 		if !r.recordFailure(rec) {
-			w.unwritten[i] = []audit.Record{rec} // written with the outcome instead
+			w.unwritten[index[i]] = []audit.Record{rec} // written with the outcome instead
 		}
-		w.made[i] = attempts{made: 1, last: &rec}
+		w.made[index[i]] = attempts{made: 1, last: &rec}
 	}
 }
 
 // handle delivers one span of outbound batches (see spanner):
-// partitions concurrently, each partition's entries in order. A transient
-// failure retries that entry with backoff (holding its partition, and so
-// the span, back); a permanent one dead-letters it. Then one audit batch
-// records them all.
+// partitions concurrently, each partition's entries in order. An entry
+// that fails and is to be tried again goes, with the rest of its
+// partition's entries, to the partition's lane (see lanes.go), where it
+// is retried with backoff without holding the span back; so do the
+// entries of partitions whose lanes are open. A permanent failure
+// dead-letters the entry. Then one audit batch records them all.
 func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) error {
 	r, d := w.r, w.d
 	for _, m := range msgs {
@@ -434,8 +452,13 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 			}
 			entries = append(entries, es...)
 		}
+		outbound := w.spans.st
+		lanes, err := readLanes(ctx, outbound, d.Name)
+		if err != nil {
+			return err
+		}
 		if w.doneSpan != sp || w.done == nil {
-			w.doneSpan, w.done, w.made, w.unwritten = sp, map[int][]audit.Record{}, map[int]attempts{}, map[int][]audit.Record{}
+			w.doneSpan, w.done, w.made, w.unwritten, w.moved = sp, map[int][]audit.Record{}, map[int]attempts{}, map[int][]audit.Record{}, map[string]bool{}
 			if meta.NumDelivered > 1 {
 				// Sent before, by a process that stopped: attempts it
 				// made count towards max_attempts.
@@ -446,7 +469,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 				}
 			}
 			if bs, ok := d.Out.(adapter.BatchSender); ok && len(w.made) == 0 {
-				w.sendBatch(ctx, bs, entries)
+				w.sendBatch(ctx, bs, entries, lanes.open)
 			}
 		}
 		groups := map[string][]int{}
@@ -465,20 +488,54 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		for _, p := range order {
 			wg.Add(1)
 			sem <- struct{}{}
-			go func(idx []int) {
+			go func(p string, idx []int) {
 				defer func() { <-sem; wg.Done() }()
+				mu.Lock()
+				lane := lanes.open[p] || w.moved[p]
+				mu.Unlock()
 				for _, i := range idx {
 					mu.Lock()
 					_, ok := w.done[i]
+					prior := w.made[i]
 					mu.Unlock()
 					if ok {
 						continue
 					}
 					e := entries[i]
-					mu.Lock()
-					prior := w.made[i]
-					mu.Unlock()
-					recs, now, err := deliverPayload(ctx, r, d, e.h, e.body, e.seq, prior)
+					var recs []audit.Record
+					now, err := prior, error(nil)
+					if !lane && (prior.made == 0 || prior.decided(d.Retry)) {
+						recs, now, err = sendPayload(ctx, r, d, e.h, e.body, e.seq, prior, true)
+					} else if !lane {
+						// A failed batch attempt: to the lane, not a wait.
+						err = errDeferred
+					}
+					if !lane && errors.Is(err, errDeferred) {
+						// Open before moving anything: a process that
+						// stops after the move must leave it open, or
+						// the span, given again, would send directly
+						// what waits in the lane. (Opened again after the
+						// span, below, in case the lane's worker closed it
+						// in between.)
+						err = r.openLanes(context.WithoutCancel(ctx), outbound, d.Name, map[string]bool{p: true})
+						if err == nil {
+							err = errDeferred
+						}
+					}
+					if lane || errors.Is(err, errDeferred) {
+						if err = r.toLane(ctx, d.Name, e, now.made); err == nil {
+							if !lane {
+								r.o.Logger.Info("delivery moved to its partition's lane to be retried", "message_id", e.h.Get(envelope.HeaderID), "destination", d.Name, "partition", p)
+							}
+							lane = true
+							mu.Lock()
+							w.moved[p] = true
+							w.unwritten[i] = append(w.unwritten[i], recs...)
+							w.done[i] = nil
+							mu.Unlock()
+							continue
+						}
+					}
 					if err != nil {
 						mu.Lock()
 						w.made[i] = now // for the span's next try
@@ -492,11 +549,18 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 					w.done[i] = recs
 					mu.Unlock()
 				}
-			}(groups[p])
+			}(p, groups[p])
 		}
 		wg.Wait()
 		if firstErr != nil {
 			return firstErr
+		}
+		if len(w.moved) > 0 {
+			// Open after the moves and before the span is acknowledged:
+			// the next span must find them open (see lanes.go).
+			if err := r.openLanes(context.WithoutCancel(ctx), outbound, d.Name, w.moved); err != nil {
+				return err
+			}
 		}
 		var recs []audit.Record
 		for i := range entries {
@@ -505,7 +569,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		if err := writeAuditBatch(context.WithoutCancel(ctx), r, "deliver", d.Name, sp, recs); err != nil {
 			return err
 		}
-		w.done, w.made, w.unwritten = nil, nil, nil
+		w.done, w.made, w.unwritten, w.moved = nil, nil, nil, nil
 	}
 	return nil
 }

@@ -65,3 +65,8 @@ func partitionOf(key string, n int) int {
 	_, _ = h.Write([]byte(key))
 	return int(h.Sum32() % uint32(n))
 }
+
+// PartitionOf returns the partition of n that patient key maps to, as
+// the ingest path assigns it: messages of keys in different partitions
+// are routed and delivered independently.
+func PartitionOf(key string, n int) int { return partitionOf(key, n) }

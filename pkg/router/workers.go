@@ -445,6 +445,10 @@ func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.
 	// Attempts this worker made before handling failed (it is tried
 	// again in process), or, delivered before, those on the trail.
 	prior := w.tried[seq]
+	if n, err := strconv.Atoi(h.Get(HeaderAttemptsMade)); err == nil && n > 0 {
+		// Moved here by the batch pipeline after n attempts.
+		prior = prior.later(attempts{made: n})
+	}
 	if meta != nil && meta.NumDelivered > 1 {
 		prior = prior.later(w.r.attemptsMade(ctx, h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute), w.d.Name, seq))
 	}
@@ -457,6 +461,9 @@ func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.
 		return nil, err
 	}
 	delete(w.tried, seq)
+	if h.Get(HeaderLane) != "" {
+		w.r.closeLane(ctx, w.d.Name, h.Get(envelope.HeaderPartition))
+	}
 	return recs, nil
 }
 
@@ -516,6 +523,14 @@ func retriesExhausted(n int, last string, cause error) error {
 // again. It returns what is known of the attempts made, for a caller to
 // pass to its next try after an error.
 func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, data []byte, seq uint64, prior attempts) ([]audit.Record, attempts, error) {
+	return sendPayload(ctx, r, d, h, data, seq, prior, false)
+}
+
+// sendPayload is deliverPayload; with deferRetry, a failed attempt that
+// is to be tried again ends it with errDeferred instead of a wait (the
+// records still to write and the attempts made come with it), for the
+// batch pipeline to move the payload to its lane.
+func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, data []byte, seq uint64, prior attempts, deferRetry bool) ([]audit.Record, attempts, error) {
 	id := h.Get(envelope.HeaderID)
 	rt := h.Get(envelope.HeaderRoute)
 	sctx, span := r.startSpan(h, "deliver", attribute.String("junction.message_id", id), attribute.String("junction.destination", d.Name))
@@ -573,7 +588,7 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		now = attempts{made: attempt, last: &rec}
 		if ok, held := r.failLog.allow(d.Name, time.Now()); ok {
 			r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err),
-				"similar_lines_held_back", held)
+				"reason", reasonOf(err), "similar_lines_held_back", held)
 		}
 		if !transient {
 			break
@@ -581,6 +596,9 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 		if attempt >= d.Retry.MaxAttempts {
 			lastErr = retriesExhausted(attempt, reasonOf(err), err)
 			break
+		}
+		if deferRetry {
+			return unwritten, now, errDeferred
 		}
 		sleep(ctx, retryWait(d.Retry, attempt, err))
 		if ctx.Err() != nil {

@@ -196,7 +196,11 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	}
 	resp, err := o.client.Do(req)
 	if err != nil {
-		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "fhir: request failed", err)
+		msg := "fhir: request failed"
+		if why := fault.NetworkReason(err); why != "" {
+			msg += ": " + why
+		}
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, msg, err)
 	}
 	defer resp.Body.Close()
 	reply, readErr := io.ReadAll(io.LimitReader(resp.Body, maxReply))

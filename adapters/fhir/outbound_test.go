@@ -330,6 +330,10 @@ func TestOutboundTimeout(t *testing.T) {
 	o := newTestOutbound(t, OutboundConfig{URL: srv.URL, Timeout: 50 * time.Millisecond, Mode: ModeTransaction})
 	_, err := o.Send(context.Background(), delivery(t))
 	checkFault(t, err, true, fault.CodeDestUnavailable)
+	// The safe reason says what went wrong, for logs and the trail.
+	if f := fault.As(err); f == nil || f.Msg != "fhir: request failed: timed out" {
+		t.Errorf("reason %v, want it to say the request timed out", err)
+	}
 }
 
 func TestOutboundConnectionRefused(t *testing.T) {
@@ -342,6 +346,9 @@ func TestOutboundConnectionRefused(t *testing.T) {
 	o := newTestOutbound(t, OutboundConfig{URL: "http://" + addr, Timeout: 5 * time.Second, Mode: ModeTransaction})
 	_, err = o.Send(context.Background(), delivery(t))
 	checkFault(t, err, true, fault.CodeDestUnavailable)
+	if f := fault.As(err); f == nil || f.Msg != "fhir: request failed: connection refused" {
+		t.Errorf("reason %v, want it to say the connection was refused", err)
+	}
 }
 
 func TestOutboundMessageMode(t *testing.T) {

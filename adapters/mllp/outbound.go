@@ -225,7 +225,11 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		c, err := transport.Dial(dctx, o.cfg.Address, o.tls, o.cfg.MaxReplyBytes)
 		cancel()
 		if err != nil {
-			return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp: connect failed", err)
+			msg := "mllp: connect failed"
+			if why := fault.NetworkReason(err); why != "" {
+				msg += ": " + why
+			}
+			return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, msg, err)
 		}
 		o.conn = c
 	}

@@ -47,4 +47,24 @@ grep -q 'component: engine' <<<"$mon" || fail "Junction pods cannot reach the NA
 np=$(render -s templates/nats-networkpolicy.yaml --set-json 'networkPolicy.natsMonitorFrom=[{"namespaceSelector":{"matchLabels":{"team":"mon"}}}]')
 grep -q 'team: mon' <<<"$np" || fail "networkPolicy.natsMonitorFrom is not rendered"
 
+# What Junction would refuse at start is refused at render time: a
+# shipped route reading an input the values removed, or naming a
+# destination they replaced, and settings the chart writes itself given
+# again in junction.config.
+refused() {
+  local want=$1; shift
+  local msg
+  if msg=$(render "$@" 2>&1 >/dev/null); then
+    fail "rendered with $*"
+  fi
+  grep -q "$want" <<<"$msg" || fail "rendering with $* failed without saying $want: $msg"
+}
+refused 'reads input "fhir"' --set junction.inputs.fhir=null
+render --set junction.inputs.fhir=null --set 'routes.files.fhir-inbound-to-store\.yaml=null' >/dev/null || fail "the fhir input and its route could not be removed together"
+refused 'which junction.destinations does not configure' --set junction.destinations.ehr.type=file --set junction.destinations.ehr.dir=out/ehr
+refused 'junction.config.http' --set junction.config.http.read_timeout=2m
+refused 'junction.config.nats' --set junction.config.nats.partitions=32
+render --set routes.existingConfigMap=mine --set junction.inputs.fhir=null >/dev/null || fail "routes from an existing ConfigMap are not the chart's to check"
+render --set junction.config.shutdown_timeout=30s >/dev/null || fail "junction.config refused a setting the chart does not write"
+
 echo "chart check passed"

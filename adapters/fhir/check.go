@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
@@ -23,58 +24,68 @@ func decodeAs[T any](raw []byte) error {
 	return json.Unmarshal(raw, &v)
 }
 
+// checker decodes a resource of one type into its samply model (decode)
+// and names the model's Go type, whose JSON names are FHIR's element names.
+type checker struct {
+	decode func([]byte) error
+	typ    reflect.Type
+}
+
+// checkAs returns the checker of the samply model T.
+func checkAs[T any]() checker { return checker{decode: decodeAs[T], typ: reflect.TypeFor[T]()} }
+
 // checkers holds the resource types whose structure this adapter checks
 // with the samply models. Single resources of other types are refused;
 // inside a Bundle, entries of other valid R4 types are accepted unchecked.
-var checkers = map[string]func([]byte) error{
-	"AllergyIntolerance":         decodeAs[models.AllergyIntolerance],
-	"Appointment":                decodeAs[models.Appointment],
-	"Binary":                     decodeAs[models.Binary],
-	"Bundle":                     decodeAs[models.Bundle],
-	"CarePlan":                   decodeAs[models.CarePlan],
-	"CareTeam":                   decodeAs[models.CareTeam],
-	"Communication":              decodeAs[models.Communication],
-	"Composition":                decodeAs[models.Composition],
-	"Condition":                  decodeAs[models.Condition],
-	"Consent":                    decodeAs[models.Consent],
-	"Device":                     decodeAs[models.Device],
-	"DiagnosticReport":           decodeAs[models.DiagnosticReport],
-	"DocumentReference":          decodeAs[models.DocumentReference],
-	"Encounter":                  decodeAs[models.Encounter],
-	"EpisodeOfCare":              decodeAs[models.EpisodeOfCare],
-	"Flag":                       decodeAs[models.Flag],
-	"HealthcareService":          decodeAs[models.HealthcareService],
-	"Immunization":               decodeAs[models.Immunization],
-	"Location":                   decodeAs[models.Location],
-	"Medication":                 decodeAs[models.Medication],
-	"MedicationAdministration":   decodeAs[models.MedicationAdministration],
-	"MedicationDispense":         decodeAs[models.MedicationDispense],
-	"MedicationRequest":          decodeAs[models.MedicationRequest],
-	"MedicationStatement":        decodeAs[models.MedicationStatement],
-	"MessageHeader":              decodeAs[models.MessageHeader],
-	"Observation":                decodeAs[models.Observation],
-	"Organization":               decodeAs[models.Organization],
-	"Patient":                    decodeAs[models.Patient],
-	"Practitioner":               decodeAs[models.Practitioner],
-	"PractitionerRole":           decodeAs[models.PractitionerRole],
-	"Procedure":                  decodeAs[models.Procedure],
-	"Provenance":                 decodeAs[models.Provenance],
-	"QuestionnaireResponse":      decodeAs[models.QuestionnaireResponse],
-	"RelatedPerson":              decodeAs[models.RelatedPerson],
-	"ServiceRequest":             decodeAs[models.ServiceRequest],
-	"Specimen":                   decodeAs[models.Specimen],
-	"Task":                       decodeAs[models.Task],
-	"DetectedIssue":              decodeAs[models.DetectedIssue],
-	"FamilyMemberHistory":        decodeAs[models.FamilyMemberHistory],
-	"ImagingStudy":               decodeAs[models.ImagingStudy],
-	"List":                       decodeAs[models.List],
-	"OperationOutcome":           decodeAs[models.OperationOutcome],
-	"CommunicationRequest":       decodeAs[models.CommunicationRequest],
-	"Goal":                       decodeAs[models.Goal],
-	"ClinicalImpression":         decodeAs[models.ClinicalImpression],
-	"RiskAssessment":             decodeAs[models.RiskAssessment],
-	"NutritionOrder":             decodeAs[models.NutritionOrder],
-	"ImmunizationRecommendation": decodeAs[models.ImmunizationRecommendation],
+var checkers = map[string]checker{
+	"AllergyIntolerance":         checkAs[models.AllergyIntolerance](),
+	"Appointment":                checkAs[models.Appointment](),
+	"Binary":                     checkAs[models.Binary](),
+	"Bundle":                     checkAs[models.Bundle](),
+	"CarePlan":                   checkAs[models.CarePlan](),
+	"CareTeam":                   checkAs[models.CareTeam](),
+	"Communication":              checkAs[models.Communication](),
+	"Composition":                checkAs[models.Composition](),
+	"Condition":                  checkAs[models.Condition](),
+	"Consent":                    checkAs[models.Consent](),
+	"Device":                     checkAs[models.Device](),
+	"DiagnosticReport":           checkAs[models.DiagnosticReport](),
+	"DocumentReference":          checkAs[models.DocumentReference](),
+	"Encounter":                  checkAs[models.Encounter](),
+	"EpisodeOfCare":              checkAs[models.EpisodeOfCare](),
+	"Flag":                       checkAs[models.Flag](),
+	"HealthcareService":          checkAs[models.HealthcareService](),
+	"Immunization":               checkAs[models.Immunization](),
+	"Location":                   checkAs[models.Location](),
+	"Medication":                 checkAs[models.Medication](),
+	"MedicationAdministration":   checkAs[models.MedicationAdministration](),
+	"MedicationDispense":         checkAs[models.MedicationDispense](),
+	"MedicationRequest":          checkAs[models.MedicationRequest](),
+	"MedicationStatement":        checkAs[models.MedicationStatement](),
+	"MessageHeader":              checkAs[models.MessageHeader](),
+	"Observation":                checkAs[models.Observation](),
+	"Organization":               checkAs[models.Organization](),
+	"Patient":                    checkAs[models.Patient](),
+	"Practitioner":               checkAs[models.Practitioner](),
+	"PractitionerRole":           checkAs[models.PractitionerRole](),
+	"Procedure":                  checkAs[models.Procedure](),
+	"Provenance":                 checkAs[models.Provenance](),
+	"QuestionnaireResponse":      checkAs[models.QuestionnaireResponse](),
+	"RelatedPerson":              checkAs[models.RelatedPerson](),
+	"ServiceRequest":             checkAs[models.ServiceRequest](),
+	"Specimen":                   checkAs[models.Specimen](),
+	"Task":                       checkAs[models.Task](),
+	"DetectedIssue":              checkAs[models.DetectedIssue](),
+	"FamilyMemberHistory":        checkAs[models.FamilyMemberHistory](),
+	"ImagingStudy":               checkAs[models.ImagingStudy](),
+	"List":                       checkAs[models.List](),
+	"OperationOutcome":           checkAs[models.OperationOutcome](),
+	"CommunicationRequest":       checkAs[models.CommunicationRequest](),
+	"Goal":                       checkAs[models.Goal](),
+	"ClinicalImpression":         checkAs[models.ClinicalImpression](),
+	"RiskAssessment":             checkAs[models.RiskAssessment](),
+	"NutritionOrder":             checkAs[models.NutritionOrder](),
+	"ImmunizationRecommendation": checkAs[models.ImmunizationRecommendation](),
 }
 
 // SupportedResourceTypes lists, sorted, the types resource_types may name.
@@ -478,21 +489,45 @@ func jsonDelimiter(c byte) bool {
 	return false
 }
 
-// elementName quotes key when it looks like a FHIR element name (a
-// letter or underscore, then letters, digits and underscores, at most 64
-// in all), and otherwise describes it without its content: a key made of
-// digits may be an identifier.
+// elementName quotes key when it is the name of an element of a resource
+// this adapter checks (or that name with the leading underscore of a
+// primitive's extensions, or a resource type), and otherwise describes it
+// without its content: a key that is no element name may be patient data
+// a sender's mapping put in the wrong place ("smithjohn9990000018").
 func elementName(key string) string {
-	if len(key) == 0 || len(key) > 64 || key[0] >= '0' && key[0] <= '9' {
-		return "(not shown)"
+	// Another case of a known name is the mistake being reported.
+	if knownNames()[strings.ToLower(strings.TrimPrefix(key, "_"))] || isResourceType(key) {
+		return strconv.Quote(key)
 	}
-	for _, c := range key {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return "(not shown)"
+	return "(not shown)"
+}
+
+// knownNames returns the JSON names, in lower case, of every element of
+// the checked models and the types they hold, gathered once.
+var knownNames = sync.OnceValue(func() map[string]bool {
+	names := map[string]bool{"resourcetype": true}
+	seen := map[reflect.Type]bool{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || seen[t] {
+			return
+		}
+		seen[t] = true
+		for f := range t.Fields() {
+			if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+				names[strings.ToLower(name)] = true
+			}
+			walk(f.Type)
 		}
 	}
-	return strconv.Quote(key)
-}
+	for _, c := range checkers {
+		walk(c.typ)
+	}
+	return names
+})
 
 // isASCII reports whether s holds only ASCII characters.
 func isASCII(s string) bool {

@@ -851,7 +851,7 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 				return invalid(fault.CodeFHIRInvalid, "", "the first entry of a message Bundle must be a MessageHeader", where)
 			}
 			if chk, ok := checkers[ert]; ok {
-				if err := chk(e.Resource); err != nil {
+				if err := chk.decode(e.Resource); err != nil {
 					return invalid(fault.CodeFHIRInvalid, "", "invalid "+ert+": "+modelError(err), where)
 				}
 			}
@@ -866,7 +866,7 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			}
 		}
 	} else {
-		if err := checkers[rt](doc); err != nil {
+		if err := checkers[rt].decode(doc); err != nil {
 			return invalid(fault.CodeFHIRInvalid, "", "invalid "+rt+": "+modelError(err))
 		}
 	}

@@ -285,6 +285,11 @@ func TestInboundRejects(t *testing.T) {
 		{"key that is not an element name twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","a b":1,"a b":2}`), 400, "structure", fault.CodeFHIRInvalid, "the key (not shown) twice"},
 		{"resourceType spelled with a long s", "/fhir/Observation", "application/fhir+json", []byte(`{"resourceType":"Patient","reſourceType":"Observation"}`), 400, "structure", fault.CodeFHIRInvalid, "a key that is not ASCII"},
 		{"element spelled with a long s", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","ſtatus":"b"}`), 400, "structure", fault.CodeFHIRInvalid, "a key that is not ASCII"},
+		// A key shaped like an element name but none: it may be patient
+		// data put in the wrong place.
+		{"unknown key twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"smithjohn9990000018":1,"smithjohn9990000018":2}]}`), 400, "structure", fault.CodeFHIRInvalid, "the key (not shown) twice"},
+		{"letters-only unknown key twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"testpatient":1,"testpatient":2}]}`), 400, "structure", fault.CodeFHIRInvalid, "the key (not shown) twice"},
+		{"primitive extension key twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","birthDate":"2000-01-01","_birthDate":{},"_birthDate":{}}`), 400, "structure", fault.CodeFHIRInvalid, `the key "_birthDate" twice`},
 		{"key of digits twice", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"9990000018":1,"9990000018":2}]}`), 400, "structure", fault.CodeFHIRInvalid, "the key (not shown) twice"},
 		{"unknown resourceType not quoted", "/fhir", "application/fhir+json", []byte(`{"resourceType":"9990000018"}`), 400, "invalid", fault.CodeFHIRInvalid, "unknown resourceType (not shown)"},
 		{"number too large", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"url":"https://x.example/e","valueDecimal":1e99999}]}`), 400, "structure", fault.CodeFHIRInvalid, "a number too large to read, at offset 83"},

@@ -603,6 +603,11 @@ func (b *builder) addresses(seg *hl7v2.Segment, field int) []models.Address {
 		if use, ok := addressUse(c(7)); ok {
 			a.Use = &use
 		}
+		if strings.EqualFold(c(7), "M") {
+			// Mailing: the guide's AddressType map makes it a postal address.
+			t := models.AddressTypePostal
+			a.Type = &t
+		}
 		out = append(out, a)
 	}
 	return out
@@ -629,9 +634,9 @@ func addressUse(code string) (models.AddressUse, bool) {
 // telecoms maps the XTN repetitions of field (PID-13 home, PID-14
 // business). The system follows the equipment type XTN-3 (PH phone, CP
 // mobile phone, FX fax, BP pager, Internet or X.400 email, others
-// "other") or the use code NET; the use follows XTN-2 (PRN home, WPN
-// work, PRS mobile), a CP equipment type (mobile), else the field's
-// default. An email address is XTN-4 (or XTN-1 when XTN-4 is empty); a
+// "other") or the use code NET; the use is work for XTN-2 WPN, mobile
+// for XTN-2 PRS or a CP equipment type (a mobile given as the primary
+// residence number too), home for PRN, else the field's default. An email address is XTN-4 (or XTN-1 when XTN-4 is empty); a
 // number is XTN-1, or XTN-5 to XTN-8 (country, area, local number,
 // extension) put together when XTN-1 is empty, as from v2.5 on.
 func (b *builder) telecoms(seg *hl7v2.Segment, field int, defaultUse models.ContactPointUse) []models.ContactPoint {
@@ -674,12 +679,15 @@ func (b *builder) telecoms(seg *hl7v2.Segment, field int, defaultUse models.Cont
 		}
 		use := defaultUse
 		switch {
-		case useCode == "PRN":
-			use = models.ContactPointUseHome
 		case useCode == "WPN":
 			use = models.ContactPointUseWork
 		case useCode == "PRS" || equipment == "CP":
+			// A mobile is a mobile, also as the primary residence number
+			// (PRN^CP), as the v2-to-FHIR guide maps equipment type CP; a
+			// work mobile (WPN^CP) stays work, which says more.
 			use = models.ContactPointUseMobile
+		case useCode == "PRN":
+			use = models.ContactPointUseHome
 		}
 		out = append(out, models.ContactPoint{System: &system, Value: b.str(v), Use: &use})
 	}

@@ -802,3 +802,36 @@ func TestBirthTime(t *testing.T) {
 		})
 	}
 }
+
+// TestMobileAndMailingAddress: a mobile given as the primary residence
+// number is a mobile, and a mailing address (type M) is postal, as the
+// v2-to-FHIR guide's TelecommunicationEquipmentType and AddressType maps
+// say.
+func TestMobileAndMailingAddress(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS^NH", map[int]string{
+		11: `1 TEST STREET^^LEEDS^^LS1 1AA^^M~2 TEST ROAD^^LEEDS^^LS2 2BB^^H`,
+		13: `07700 900123^PRN^CP~0113 496 0000^PRN^PH`,
+	}), testPV1))
+	p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+	var telecoms []string
+	for _, c := range p.Telecom {
+		telecoms = append(telecoms, c.System.Code()+" "+c.Use.Code())
+	}
+	if diff := cmp.Diff([]string{"phone mobile", "phone home"}, telecoms); diff != "" {
+		t.Errorf("telecoms (-want +got):\n%s", diff)
+	}
+	var addrs []string
+	for _, a := range p.Address {
+		typ, use := "", ""
+		if a.Type != nil {
+			typ = a.Type.Code()
+		}
+		if a.Use != nil {
+			use = a.Use.Code()
+		}
+		addrs = append(addrs, deref(a.PostalCode)+" type="+typ+" use="+use)
+	}
+	if diff := cmp.Diff([]string{"LS1 1AA type=postal use=", "LS2 2BB type= use=home"}, addrs); diff != "" {
+		t.Errorf("addresses (-want +got):\n%s", diff)
+	}
+}

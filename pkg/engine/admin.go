@@ -391,14 +391,40 @@ type ReplayRequest struct {
 	AsStored bool `json:"as_stored,omitempty"`
 }
 
+// replayBody is a ReplayRequest as posted: since and until are RFC 3339
+// times or, as for the CLI and the dead-letter listing, durations before
+// now such as 2h.
+type replayBody struct {
+	Filter struct {
+		IDs         []string `json:"ids"`
+		Route       string   `json:"route"`
+		Destination string   `json:"destination"`
+		Since       string   `json:"since"`
+		Until       string   `json:"until"`
+		Limit       int      `json:"limit"`
+	} `json:"filter"`
+	Destinations []string `json:"destinations"`
+	AsStored     bool     `json:"as_stored"`
+}
+
 func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
-	var req ReplayRequest
+	var body replayBody
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := dec.Decode(&body); err != nil {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid replay request: " + err.Error()})
 		return
 	}
+	now := time.Now()
+	since, err1 := router.ParseWindowTime(body.Filter.Since, now)
+	until, err2 := router.ParseWindowTime(body.Filter.Until, now)
+	if err1 != nil || err2 != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "filter.since and filter.until must be RFC 3339 times or durations before now, such as 2h"})
+		return
+	}
+	bf := body.Filter
+	req := ReplayRequest{Destinations: body.Destinations, AsStored: body.AsStored,
+		Filter: router.Filter{IDs: bf.IDs, Route: bf.Route, Destination: bf.Destination, Since: since, Until: until, Limit: bf.Limit}}
 	f := req.Filter
 	if len(f.IDs) == 0 && f.Route == "" && f.Destination == "" && f.Since.IsZero() && f.Until.IsZero() {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "say what to replay: ids, route, destination or a time window"})

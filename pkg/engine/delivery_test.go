@@ -212,6 +212,29 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if status, _ := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Since: now.Add(-time.Hour), Until: now.Add(-2 * time.Hour)}}); status != http.StatusBadRequest {
 		t.Errorf("replay of a backwards window: status %d, want 400", status)
 	}
+	// The window's ends may be durations before now, as for the CLI; one
+	// that is neither is answered plainly, not with a parser's error.
+	for _, tc := range []struct {
+		body, err string
+		status    int
+	}{
+		{`{"filter":{"since":"2h","until":"1h"}}`, "", http.StatusOK},
+		{`{"filter":{"since":"yesterday"}}`, "filter.since and filter.until must be RFC 3339 times or durations before now, such as 2h", http.StatusBadRequest},
+	} {
+		resp, err := http.Post("http://"+e.HTTPAddr().String()+"/api/replay", "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || tc.err != "" && out["error"] != tc.err {
+			t.Errorf("replay %s: %d %v, want %d %q", tc.body, resp.StatusCode, out, tc.status, tc.err)
+		}
+	}
+	if len(srv.accepted()) != 0 {
+		t.Fatal("a window that ended an hour ago replayed the dead letter")
+	}
 	// So is a destination that is not configured (a typo would otherwise
 	// replay nothing and say so quietly).
 	if status, _ := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr-typo"}}); status != http.StatusBadRequest {

@@ -46,8 +46,10 @@ type Metrics struct {
 	Accesses *prometheus.CounterVec // permission, outcome, principal
 }
 
-// latencyBuckets covers 100 µs to 10 s.
-var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+// latencyBuckets covers 100 µs to 30 minutes: ACKs take milliseconds, but
+// a delivery held up by a receiver's outage, and retried, takes minutes,
+// and an alert on delivery time needs to see how many.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 
 // NewMetrics creates the metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {

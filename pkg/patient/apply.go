@@ -153,6 +153,12 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 			return changed, nil
 		}
 		stale = r.Version != 0 && !r.source().IsZero() && !src.After(r.source())
+		if pd.nhsNumber != "" && r.NHSNumber != "" && r.NHSNumber != pd.nhsNumber {
+			// Reached through a merge: a message on the retired number,
+			// sent after the merge, is no source for the survivor's
+			// demographics (they would become the retired record's).
+			stale = true
+		}
 		if stale {
 			// An older message's fields lose, but the local identifiers
 			// it names are still this patient's: they are a set, not a

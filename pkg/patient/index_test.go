@@ -210,6 +210,18 @@ func TestApplyRules(t *testing.T) {
 			if old := raw(t, ix, n1); len(old.Flags) != 0 {
 				t.Error("flag written to the merged record")
 			}
+			// A message on the old number sent after the merge (a PAS
+			// still using it) is no source for the survivor's
+			// demographics; its identifiers still reach the survivor.
+			res = apply(t, ix, bundle(t, "A08", pat{nhsNumber: n1, ids: []Identifier{local("OLD1c")}, family: "TESTRETIRED", postcode: "OL9 9ZZ"}), src(6))
+			wantResult(t, res, Result{Event: "A08", Stale: 1})
+			r = get(t, ix, n0)
+			if r.Family == "TESTRETIRED" || r.Postcode != "SU1 1AA" {
+				t.Errorf("the old number's message changed the survivor: family %q postcode %q", r.Family, r.Postcode)
+			}
+			if !slices.Contains(r.Identifiers, local("OLD1c")) {
+				t.Error("the old number's message's identifier did not reach the survivor")
+			}
 		}},
 		{"merge of a number never seen", func(t *testing.T, ix *Index) {
 			res := apply(t, ix, bundle(t, "A40",

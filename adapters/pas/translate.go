@@ -334,8 +334,8 @@ type eventMapping struct {
 //   - ADT_A01 (A01, A04, A08, A13), ADT_A03 (A03) and ADT_A05 (A05, A28,
 //     A31): PID, PD1, NK1*, PV1, AL1*, DG1*.
 //   - ADT_A06 (A06, A07): PID, PD1, MRG, NK1*, PV1, AL1*, DG1*.
-//   - ADT_A02 (A02), ADT_A09 (A11), ADT_A12 (A12) and ADT_A21 (A21,
-//     A22): PID, PD1, PV1. DG1, which A11 and A12 keep only for backward
+//   - ADT_A02 (A02), ADT_A09 (A11), ADT_A12 (A12), ADT_A21 (A21, A22)
+//     and ADT_A38 (A38): PID, PD1, PV1. DG1, which A11 and A12 keep only for backward
 //     compatibility, is not mapped: a cancellation asserts no diagnosis.
 //   - ADT_A30 (A34) and ADT_A39 (A40): one or more groups of PID, PD1 and
 //     MRG; see mapMerge. PV1 is not mapped: a merge is about patients.
@@ -359,6 +359,8 @@ type eventMapping struct {
 //   - A11 cancel admit/visit: entered-in-error, or cancelled when the
 //     dialect says so (Dialect.CancelAdmitStatus). Either tells a receiver
 //     that updates the Encounter by its identifier to withdraw it.
+//   - A38 cancel pre-admit: cancelled (the planned visit never began), so
+//     an A05's planned Encounter does not stay planned for ever.
 //   - A12 cancel transfer: in-progress; PV1-3 is the location restored
 //     (active) and PV1-6, when sent, the location of the cancelled
 //     transfer, listed with no status and the extension
@@ -411,6 +413,7 @@ func adtEvents(d Dialect) map[string]eventMapping {
 		"A31": {display: "ADT/ACK - Update person information", structure: "ADT_A05", segments: update, status: updateStatus},
 		"A34": {display: "ADT/ACK - Merge patient information - patient ID only", structure: "ADT_A30", kind: eventMerge, segments: []segmentRule{merge}},
 		"A40": {display: "ADT/ACK - Merge patient - patient identifier list", structure: "ADT_A39", kind: eventMerge, segments: []segmentRule{merge}},
+		"A38": {display: "ADT/ACK - Cancel pre-admit", structure: "ADT_A38", kind: eventCancelAdmit, segments: movement, status: fixed(models.EncounterStatusCancelled)},
 	}
 }
 

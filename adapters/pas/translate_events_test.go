@@ -54,6 +54,7 @@ func TestEventStatuses(t *testing.T) {
 		{"A08", DefaultDialect(), "finished", true, []string{"completed"}},
 		{"A11", DefaultDialect(), "entered-in-error", true, []string{"-"}},
 		{"A11", cancelled, "cancelled", true, []string{"-"}},
+		{"A38", DefaultDialect(), "cancelled", true, []string{"-"}},
 		{"A12", DefaultDialect(), "in-progress", true, []string{"active", "-"}},
 		{"A13", DefaultDialect(), "in-progress", false, []string{"active"}},
 		{"A21", DefaultDialect(), "onleave", true, []string{"reserved"}},

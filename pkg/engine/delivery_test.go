@@ -856,6 +856,11 @@ func TestReadyzFalseWhileDraining(t *testing.T) {
 	if st, err := get("/readyz"); err != nil || st != http.StatusServiceUnavailable {
 		t.Errorf("readyz while draining: %d %v, want 503", st, err)
 	}
+	// It says why, for whoever reads the probe's answer.
+	var why map[string]string
+	if st := getJSON(t, base+"/readyz", &why); st != http.StatusServiceUnavailable || why["reason"] != "shutting down: draining in-flight work" {
+		t.Errorf("readyz while draining: %d %v, want the reason", st, why)
+	}
 	if st, err := get("/metrics"); err != nil || st != http.StatusOK {
 		t.Errorf("metrics while draining: %d %v, want 200", st, err)
 	}

@@ -74,6 +74,7 @@ type Engine struct {
 	httpLn   net.Listener
 
 	ready    atomic.Bool
+	draining atomic.Bool
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -139,7 +140,20 @@ func (e *Engine) Inbound(name string) adapter.Inbound {
 }
 
 // Ready reports whether the engine accepts messages.
-func (e *Engine) Ready() bool { return e.ready.Load() && e.store != nil && e.store.Healthy() }
+func (e *Engine) Ready() bool { return e.notReady() == "" }
+
+// notReady says why the engine does not accept messages, or "".
+func (e *Engine) notReady() string {
+	switch {
+	case e.draining.Load():
+		return "shutting down: draining in-flight work"
+	case !e.ready.Load():
+		return "starting"
+	case e.store == nil || !e.store.Healthy():
+		return "the store is not answering, or has no quorum (see the log)"
+	}
+	return ""
+}
 
 func (e *Engine) settings(name string) adapter.Settings {
 	return adapter.Settings{
@@ -354,8 +368,8 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !e.Ready() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		if why := e.notReady(); why != "" {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": why})
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -404,6 +418,7 @@ const maxHeaderBytes = 64 << 10
 // the start). It is idempotent.
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() {
+		e.draining.Store(true)
 		e.ready.Store(false)
 		e.metrics.Ready.Set(0)
 		var errs []error

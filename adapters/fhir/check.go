@@ -212,6 +212,7 @@ func identifiers(raw json.RawMessage) []fhirIdentifier {
 // patientRef is the part of a Reference this package reads.
 type patientRef struct {
 	Identifier *fhirIdentifier `json:"identifier"`
+	Reference  string          `json:"reference"`
 }
 
 // patientKeys are what a body says about its patient.
@@ -225,6 +226,10 @@ type patientKeys struct {
 	Local string
 	// Found reports whether a patient was found at all.
 	Found bool
+	// Referenced reports a subject or patient given only as a literal
+	// reference (Patient/123): about a patient, but not one this body
+	// identifies, so consent cannot look their choices up.
+	Referenced bool
 }
 
 // patientKeysOf finds the patient of a resource: a Patient's own
@@ -257,6 +262,7 @@ func patientKeysOf(body []byte, resourceType string) patientKeys {
 				continue
 			}
 			k := keysOfResource(e.Resource, head.ResourceType)
+			out.Referenced = out.Referenced || k.Referenced
 			if !k.Found {
 				continue
 			}
@@ -289,16 +295,18 @@ func keysOfResource(raw []byte, resourceType string) patientKeys {
 		return patientKeys{}
 	}
 	var ids []fhirIdentifier
+	var k patientKeys
 	if resourceType == "Patient" {
 		ids = identifiers(r.Identifier)
 	} else {
 		for _, ref := range []*patientRef{r.Subject, r.Patient} {
 			if ref != nil && ref.Identifier != nil {
 				ids = append(ids, *ref.Identifier)
+			} else if ref != nil && strings.HasPrefix(ref.Reference, "Patient/") {
+				k.Referenced = true
 			}
 		}
 	}
-	var k patientKeys
 	for _, id := range ids {
 		if id.Value == "" {
 			continue

@@ -17,6 +17,10 @@ import (
 const (
 	IssueNHSNumberMissing = "nhs_number_missing"
 	IssueNHSNumberInvalid = "nhs_number_invalid"
+	// IssuePatientUnidentified: a resource names its patient only by a
+	// literal reference (Patient/123) and nothing in the body identifies
+	// them, so their Consents cannot be looked up.
+	IssuePatientUnidentified = "patient_unidentified"
 )
 
 // Translator turns what the inbound endpoint stored into a Bundle. It does
@@ -88,6 +92,8 @@ func (Translator) Translate(env *envelope.Envelope) (*adapter.Translation, error
 		case !nhs.ValidNumber(k.NHS):
 			out.DataQuality = append(out.DataQuality, IssueNHSNumberInvalid)
 		}
+	} else if k.Referenced {
+		out.DataQuality = append(out.DataQuality, IssuePatientUnidentified)
 	}
 	return out, nil
 }

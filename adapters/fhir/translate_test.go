@@ -43,6 +43,14 @@ func TestTranslate(t *testing.T) {
 			"Patient", "9990000018", nil, nil},
 		{"no patient: no key, no issue", []byte(`{"resourceType":"Practitioner","identifier":[{"system":"https://fhir.hl7.org.uk/Id/gmc-number","value":"C1234567"}]}`),
 			"Practitioner", "", nil, nil},
+		// About a patient the body does not identify: consent cannot look
+		// their choices up, which must not pass unremarked.
+		{"patient only by reference", []byte(`{"resourceType":"Condition","subject":{"reference":"Patient/pat-1"},"code":{"text":"x"}}`),
+			"Condition", "", []string{IssuePatientUnidentified}, nil},
+		{"patient by reference and identifier", []byte(`{"resourceType":"Condition","subject":{"reference":"Patient/pat-1","identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}}}`),
+			"Condition", "9990000018", nil, nil},
+		{"bundle whose entries name the patient only by reference", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/pat-1"}}}]}`),
+			"collection", "", []string{IssuePatientUnidentified}, []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/pat-1"}}}]}`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -329,7 +329,8 @@ type eventMapping struct {
 // adtEvents is the table of supported events, built for dialect d.
 //
 // Segments by message structure (HL7 v2.5; segments the translator does
-// not map, such as EVN, ROL, PV2, OBX, GT1 and IN1, are left out):
+// not map, such as EVN, ROL, OBX, GT1 and IN1, are left out; PV2, after
+// PV1 in each, gives the admit reason):
 //
 //   - ADT_A01 (A01, A04, A08, A13), ADT_A03 (A03) and ADT_A05 (A05, A28,
 //     A31): PID, PD1, NK1*, PV1, AL1*, DG1*.
@@ -389,10 +390,11 @@ func adtEvents(d Dialect) map[string]eventMapping {
 	priorVisit := segmentRule{segment: "MRG", apply: (*builder).mapPriorVisit}
 	merge := segmentRule{segment: "MRG", required: true, apply: (*builder).mapMerge}
 
-	admit := []segmentRule{pid, pd1, nk1, visit, al1, dg1}
-	update := []segmentRule{pid, pd1, nk1, optionalVisit, al1, dg1}
-	classChange := []segmentRule{pid, pd1, priorVisit, nk1, visit, al1, dg1}
-	movement := []segmentRule{pid, pd1, visit}
+	pv2 := segmentRule{segment: "PV2", apply: (*builder).mapPV2}
+	admit := []segmentRule{pid, pd1, nk1, visit, pv2, al1, dg1}
+	update := []segmentRule{pid, pd1, nk1, optionalVisit, pv2, al1, dg1}
+	classChange := []segmentRule{pid, pd1, priorVisit, nk1, visit, pv2, al1, dg1}
+	movement := []segmentRule{pid, pd1, visit, pv2}
 	inProgress := fixed(models.EncounterStatusInProgress)
 
 	return map[string]eventMapping{

@@ -475,3 +475,15 @@ func allDigits(s string) bool {
 	}
 	return s != ""
 }
+
+// mapPV2 adds to the Encounter, when there is one, its admit reason
+// (PV2-3) as reasonCode, as the v2-to-FHIR guide maps PV2.
+func (b *builder) mapPV2(pv2 *hl7v2.Segment) error {
+	if b.encounter == nil {
+		return nil
+	}
+	if reason := b.codeableConcept(pv2, 3, ""); reason != nil {
+		b.encounter.ReasonCode = append(b.encounter.ReasonCode, *reason)
+	}
+	return nil
+}

@@ -604,3 +604,36 @@ func TestLocationIdentifier(t *testing.T) {
 		})
 	}
 }
+
+// TestAdmitReason: PV2-3 becomes the Encounter's reasonCode, coded when
+// its coding system is known, else as text.
+func TestAdmitReason(t *testing.T) {
+	for _, tc := range []struct {
+		name, pv2 string
+		want      []string // system|code|text of each reason
+	}{
+		{"text only", "PV2|||^Chest pain", []string{"||Chest pain"}},
+		{"coded", "PV2|||R074^Chest pain, unspecified^I10", []string{"http://hl7.org/fhir/sid/icd-10|R07.4|Chest pain, unspecified"}},
+		{"none", "PV2||||||||20240720", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS^NH", nil), testPV1, tc.pv2))
+			enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+			var got []string
+			for _, r := range enc.ReasonCode {
+				sys, code := "", ""
+				if len(r.Coding) > 0 {
+					sys, code = deref(r.Coding[0].System), deref(r.Coding[0].Code)
+				}
+				text := deref(r.Text)
+				if text == "" && len(r.Coding) > 0 {
+					text = deref(r.Coding[0].Display)
+				}
+				got = append(got, sys+"|"+code+"|"+text)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("reasonCode (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -471,6 +471,12 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 	if rj, ok := checkMediaType(r.Header.Get("Content-Type")); !ok {
 		return in.reject(w, rj)
 	}
+	if ce := strings.TrimSpace(r.Header.Get("Content-Encoding")); ce != "" && !strings.EqualFold(ce, "identity") {
+		// RFC 9110 15.5.16: a content coding the server does not take is
+		// 415, not a body that fails to parse.
+		return in.reject(w, rejection{status: http.StatusUnsupportedMediaType, code: fault.CodeFHIRMediaType,
+			detail: "unsupported Content-Encoding; send the body uncompressed"})
+	}
 	idemKey := strings.TrimSpace(r.Header.Get(HeaderIdempotencyKey))
 	if len(idemKey) > maxIdempotencyKey {
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid,
@@ -739,7 +745,7 @@ func checkMediaType(ct string) (rejection, bool) {
 	if mt != "application/fhir+json" && mt != "application/json" {
 		return bad("unsupported Content-Type " + strconv.Quote(mt) + "; use application/fhir+json")
 	}
-	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") && !strings.EqualFold(cs, "utf8") {
 		return bad("unsupported charset; FHIR JSON is UTF-8")
 	}
 	if v, ok := params["fhirversion"]; ok && v != "4.0" && v != "4.0.1" {

@@ -181,6 +181,8 @@ func TestInboundAccepts(t *testing.T) {
 			"Patient", "k-1", "idem|k-1", h.Partition("9990000026")},
 		{"patient without key", "/fhir/Patient", "application/fhir+json; fhirVersion=4.0", patient, nil,
 			"Patient", "", "", h.Partition("9990000026")},
+		{"charset written utf8", "/fhir/Patient", "application/fhir+json; charset=utf8", patient, map[string]string{"Content-Encoding": "identity"},
+			"Patient", "", "", h.Partition("9990000026")},
 		{"observation partitioned by subject", "/fhir/Observation", "application/fhir+json", obs, nil,
 			"Observation", "", "", h.Partition("9990000034")},
 		{"collection without NHS number uses id", "/fhir", "application/fhir+json", coll, nil,
@@ -246,6 +248,7 @@ func TestInboundRejects(t *testing.T) {
 		{"text/plain", "/fhir/Patient", "text/plain", patient, 415, "not-supported", fault.CodeFHIRMediaType, "Content-Type"},
 		{"no content type", "/fhir/Patient", "", patient, 415, "not-supported", fault.CodeFHIRMediaType, "Content-Type"},
 		{"latin1 charset", "/fhir/Patient", "application/fhir+json; charset=iso-8859-1", patient, 415, "not-supported", fault.CodeFHIRMediaType, "charset"},
+		{"gzip body", "/fhir/Patient", "application/fhir+json", []byte{0x1f, 0x8b, 0x08, 0x00}, 415, "not-supported", fault.CodeFHIRMediaType, "Content-Encoding"},
 		{"fhir version 3", "/fhir/Patient", "application/fhir+json; fhirVersion=3.0", patient, 415, "not-supported", fault.CodeFHIRMediaType, "fhirVersion"},
 		{"empty body", "/fhir/Patient", "application/fhir+json", nil, 400, "required", fault.CodeFHIREmpty, "empty"},
 		{"whitespace body", "/fhir", "application/fhir+json", []byte(" \r\n"), 400, "required", fault.CodeFHIREmpty, "empty"},
@@ -306,6 +309,9 @@ func TestInboundRejects(t *testing.T) {
 			hdr := map[string]string{}
 			if tt.name == "long idempotency key" {
 				hdr["Idempotency-Key"] = strings.Repeat("k", 300)
+			}
+			if tt.name == "gzip body" {
+				hdr["Content-Encoding"] = "gzip"
 			}
 			rec := f.do(http.MethodPost, tt.path, tt.ctype, tt.body, hdr)
 			if rec.Code != tt.wantStatus {

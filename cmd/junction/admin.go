@@ -96,6 +96,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	until := fs.String("until", "", "only dead letters at or before this time: RFC 3339, or a duration before now such as 30m")
 	fs.StringVar(&to, "to", "", "limit to these destinations, comma-separated (default: all)")
 	asStored := fs.Bool("as-stored", false, "resend delivery dead letters whose input is past the ingress retention as stored, without deciding consent again (recorded)")
+	again := fs.Bool("again", false, "with --id, route again a message that was delivered and has no dead letter, sending it to its receivers again")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -103,7 +104,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "junction replay: say what to replay: --id, --route, --destination, or a window with --since and --until")
 		return errUsage
 	}
-	req := engine.ReplayRequest{Filter: router.Filter{Route: *route, Destination: *dest}, AsStored: *asStored}
+	req := engine.ReplayRequest{Filter: router.Filter{Route: *route, Destination: *dest}, AsStored: *asStored, Again: *again}
 	if ids != "" {
 		req.Filter.IDs = strings.Split(ids, ",")
 	}

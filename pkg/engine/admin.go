@@ -389,6 +389,9 @@ type ReplayRequest struct {
 	// ingress retention as stored, without deciding consent again
 	// (router.ReplayOptions.AsStored).
 	AsStored bool `json:"as_stored,omitempty"`
+	// Again routes again, by id, messages that were delivered and have no
+	// dead letter (router.ReplayOptions.Again).
+	Again bool `json:"again,omitempty"`
 }
 
 // replayBody is a ReplayRequest as posted: since and until are RFC 3339
@@ -405,6 +408,7 @@ type replayBody struct {
 	} `json:"filter"`
 	Destinations []string `json:"destinations"`
 	AsStored     bool     `json:"as_stored"`
+	Again        bool     `json:"again"`
 }
 
 func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
@@ -423,7 +427,7 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	bf := body.Filter
-	req := ReplayRequest{Destinations: body.Destinations, AsStored: body.AsStored,
+	req := ReplayRequest{Destinations: body.Destinations, AsStored: body.AsStored, Again: body.Again,
 		Filter: router.Filter{IDs: bf.IDs, Route: bf.Route, Destination: bf.Destination, Since: since, Until: until, Limit: bf.Limit}}
 	f := req.Filter
 	if len(f.IDs) == 0 && f.Route == "" && f.Destination == "" && f.Since.IsZero() && f.Until.IsZero() {
@@ -463,7 +467,7 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 	for name := range e.dests {
 		dests[name] = true
 	}
-	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, router.ReplayOptions{OnlyDests: req.Destinations, Routes: routes, Dests: dests, AsStored: req.AsStored})
+	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, router.ReplayOptions{OnlyDests: req.Destinations, Routes: routes, Dests: dests, AsStored: req.AsStored, Again: req.Again})
 	withoutDetails(res)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "partial": res})

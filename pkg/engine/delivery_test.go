@@ -619,13 +619,26 @@ func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
 	// are left with why.
 	const unknown = "01M8ZHX11F3P599TJCGK1VTY0Z"
 	orig, resend := ids[0][0], ids[0][1]
-	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{orig, resend, unknown}}})
+	// Delivered already, the original is left unless asked again: a
+	// command repeated from history must not quietly send it twice.
+	waitFor(t, "the original's delivery on its trail", func() bool {
+		var v engine.MessageView
+		if getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages/"+orig, &v) != http.StatusOK {
+			return false
+		}
+		return slices.ContainsFunc(v.Trail, func(r audit.Record) bool { return r.Event == audit.Delivered })
+	})
+	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{orig}}})
+	if status != http.StatusOK || len(res.Rerouted) != 0 || len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0].Why, "delivered already") {
+		t.Errorf("replay by id of a delivered message: %d %+v, want it left as delivered already", status, res)
+	}
+	status, res = postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{orig, resend, unknown}}, Again: true})
 	why := map[string]string{}
 	for _, sk := range res.Skipped {
 		why[sk.MessageID] = sk.Why
 	}
 	if status != http.StatusOK || len(res.Rerouted) != 1 || res.Rerouted[0] != orig {
-		t.Errorf("replay by id: %d %+v, want %s rerouted", status, res, orig)
+		t.Errorf("replay by id again: %d %+v, want %s rerouted", status, res, orig)
 	}
 	if !strings.Contains(why[unknown], "no message") {
 		t.Errorf("replay of an unknown id: %q, want it left as no message", why[unknown])
@@ -645,7 +658,7 @@ func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
 	if err := st.DeleteMsg(context.Background(), ov.Input.Seq); err != nil {
 		t.Fatal(err)
 	}
-	status, res = postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{orig}}})
+	status, res = postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{orig}}, Again: true})
 	if status != http.StatusOK || len(res.Skipped) != 1 || !strings.Contains(res.Skipped[0].Why, "past the ingress retention") {
 		t.Errorf("replay of a message whose input is gone: %d %+v, want it left as past retention", status, res)
 	}

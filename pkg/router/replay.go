@@ -195,6 +195,11 @@ type ReplayOptions struct {
 	// deciding consent again; the replayed record says so. Without it
 	// such a dead letter is left.
 	AsStored bool
+	// Again routes again, by id, a message that was delivered somewhere
+	// and has no dead letter, which sends it to its receivers again.
+	// Without it such an id is left, with why, so that a replay command
+	// repeated from a shell's history does not quietly send twice.
+	Again bool
 }
 
 // Replay resends dead letters matching f: route-stage ones are routed
@@ -355,6 +360,17 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		if found[id] {
 			continue
 		}
+		if !opts.Again {
+			to, err := deliveredTo(ctx, js, id)
+			if err != nil {
+				return res, err
+			}
+			if len(to) > 0 {
+				res.Skipped = append(res.Skipped, Skipped{DeadLetter: DeadLetter{MessageID: id, Stage: "ingress"},
+					Why: "not dead-lettered, and delivered already (to " + strings.Join(to, ", ") + "): routing it again would send it again: replay --again (API: \"again\": true) does so"})
+				continue
+			}
+		}
 		if err := reroute(ctx, js, aw, id, gen, onlyDests); err != nil {
 			var ns *notStoredError
 			if errors.As(err, &ns) {
@@ -443,6 +459,23 @@ func storedInput(ctx context.Context, js jetstream.JetStream, id, gen string) (*
 	nm.Header.Set(envelope.HeaderReplay, gen)
 	nm.Data = raw.Data
 	return nm, patient, nil
+}
+
+// deliveredTo returns the destinations message id's trail records as
+// delivered to, sorted.
+func deliveredTo(ctx context.Context, js jetstream.JetStream, id string) ([]string, error) {
+	trail, err := Trail(ctx, js, id)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, r := range trail {
+		if r.Event == audit.Delivered && r.Destination != "" && !slices.Contains(out, r.Destination) {
+			out = append(out, r.Destination)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }
 
 // reroute republishes a stored message's raw input for every route.

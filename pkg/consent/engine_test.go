@@ -438,18 +438,24 @@ func TestEngineLabelsWrittenLoosely(t *testing.T) {
 	}
 }
 
+// urnEntry is a Bundle entry of a resource of type rt with id full, at
+// fullUrl urn:uuid:full, holding fields.
+func urnEntry(full, rt string, fields map[string]any) map[string]any {
+	r := map[string]any{"resourceType": rt, "id": full}
+	for k, v := range fields {
+		r[k] = v
+	}
+	return map[string]any{"fullUrl": "urn:uuid:" + full, "resource": r}
+}
+
+// urnRef is a Reference to the entry urnEntry made for full.
+func urnRef(full string) map[string]any { return map[string]any{"reference": "urn:uuid:" + full} }
+
 // TestEngineWithholdsWhatOnlyWithheldResourcesUse checks that a Location
 // used only by a withheld Encounter (and named by the Provenance) goes
 // with it, while a Practitioner a sent Observation also names stays.
 func TestEngineWithholdsWhatOnlyWithheldResourcesUse(t *testing.T) {
-	res := func(full, rt string, fields map[string]any) map[string]any {
-		r := map[string]any{"resourceType": rt, "id": full}
-		for k, v := range fields {
-			r[k] = v
-		}
-		return map[string]any{"fullUrl": "urn:uuid:" + full, "resource": r}
-	}
-	ref := func(full string) map[string]any { return map[string]any{"reference": "urn:uuid:" + full} }
+	res, ref := urnEntry, urnRef
 	bundle := map[string]any{"resourceType": "Bundle", "type": "message", "entry": []any{
 		res("h", "MessageHeader", map[string]any{"focus": []any{ref("e")}}),
 		res("p", "Patient", map[string]any{"identifier": []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": patientA}}}),
@@ -495,14 +501,7 @@ func TestEngineWithholdsWhatOnlyWithheldResourcesUse(t *testing.T) {
 // another element stays, without that element, and a diagnosis naming a
 // withheld Condition goes whole from the Encounter.
 func TestEngineWithholdsWhatIsAboutWithheldResources(t *testing.T) {
-	res := func(full, rt string, fields map[string]any) map[string]any {
-		r := map[string]any{"resourceType": rt, "id": full}
-		for k, v := range fields {
-			r[k] = v
-		}
-		return map[string]any{"fullUrl": "urn:uuid:" + full, "resource": r}
-	}
-	ref := func(full string) map[string]any { return map[string]any{"reference": "urn:uuid:" + full} }
+	res, ref := urnEntry, urnRef
 	decide := func(t *testing.T, bundle map[string]any, class string) (Decision, map[string]any) {
 		t.Helper()
 		deny := []Policy{{ID: "no-" + class, Status: "active", Patient: patientA, Root: Provision{Path: "Consent.provision", Type: ProvisionPermit,

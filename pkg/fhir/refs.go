@@ -31,10 +31,10 @@ func DropReferences(v any, dropped map[string]bool) any {
 // JSON-shaped value) whose "reference" is a key of repl: with a non-nil
 // replacement it becomes a copy of that, keeping its display; with nil it
 // is removed: from an array the element, and from an object the key, or,
-// when the object is an element of an array (a backbone element such as
-// Encounter.diagnosis, an extension), the whole element, which without
-// its reference would be incomplete or invalid (a diagnosis with only a
-// rank). A resource in an array (contained) keeps its place. An array or
+// when the object is an element of an array that exists for that
+// reference (see elementFor: Encounter.diagnosis, an extension), the whole
+// element, which without it would be incomplete or invalid (a diagnosis
+// with only a rank). A resource in an array (contained) keeps its place. An array or
 // object that a removal leaves empty is removed in turn, since FHIR JSON
 // has no empty arrays or objects. It returns v, or the shortened array
 // when v is one.
@@ -54,7 +54,8 @@ func rewriteRefs(v any, repl map[string]map[string]any) (any, bool, bool) {
 			if r, ok := replacement(x, repl); ok {
 				if r == nil {
 					delete(t, k)
-					removed, cut = true, true
+					removed = true
+					cut = cut || elementFor[k]
 				} else {
 					t[k] = r
 				}
@@ -91,6 +92,18 @@ func rewriteRefs(v any, repl map[string]map[string]any) (any, bool, bool) {
 		return out, removed && len(out) == 0, false
 	}
 	return v, false, false
+}
+
+// elementFor names the keys whose Reference is what their repeating
+// element is for (Encounter.diagnosis.condition, .location.location,
+// .participant.individual, List.entry.item, an extension's
+// valueReference, Provenance.agent.who and .entity.what, a participant's
+// actor): the element goes with it. Elsewhere a Reference is a detail of
+// its element (Identifier.assigner, Patient.contact.organization) and
+// goes alone.
+var elementFor = map[string]bool{
+	"condition": true, "location": true, "individual": true, "item": true,
+	"valueReference": true, "who": true, "what": true, "actor": true,
 }
 
 // isResource reports whether v is a resource (an object with a

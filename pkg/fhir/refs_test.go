@@ -31,6 +31,10 @@ func TestRewriteReferences(t *testing.T) {
 			`{"diagnosis":[{"condition":{"type":"Specimen","identifier":{"value":"S1"}},"rank":1}]}`},
 		{"a contained resource keeps its place", `{"contained":[{"resourceType":"Observation","id":"c","subject":{"reference":"urn:uuid:gone"}}]}`,
 			`{"contained":[{"resourceType":"Observation","id":"c"}]}`},
+		// A reference that is a detail of its element goes alone: the
+		// NHS number and the next of kin stay.
+		{"an identifier keeps its place without its assigner", `{"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018","assigner":{"reference":"urn:uuid:gone"}}],"contact":[{"name":{"family":"TESTKIN"},"organization":{"reference":"urn:uuid:gone"}}]}`,
+			`{"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}],"contact":[{"name":{"family":"TESTKIN"}}]}`},
 		{"a reference deeper in an element leaves the element", `{"participant":[{"individual":{"x":{"reference":"urn:uuid:gone"}},"type":"a"}]}`,
 			`{"participant":[{"type":"a"}]}`},
 	}

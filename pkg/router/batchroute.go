@@ -504,7 +504,12 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 					e := entries[i]
 					var recs []audit.Record
 					now, err := prior, error(nil)
-					if !lane && (prior.made == 0 || prior.decided(d.Retry)) {
+					decided := prior.decided(d.Retry)
+					if decided || !lane && prior.made == 0 {
+						// A fate earlier attempts decided (refused for good,
+						// or out of attempts) is dead-lettered here, without
+						// another attempt, lane or not: a lane's worker
+						// would not know it was decided.
 						recs, now, err = sendPayload(ctx, r, d, e.h, e.body, e.seq, prior, true)
 					} else if !lane {
 						// A failed batch attempt: to the lane, not a wait.
@@ -522,7 +527,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 							err = errDeferred
 						}
 					}
-					if lane || errors.Is(err, errDeferred) {
+					if lane && !decided || errors.Is(err, errDeferred) {
 						if err = r.toLane(ctx, d.Name, e, now.made); err == nil {
 							if !lane {
 								r.o.Logger.Info("delivery moved to its partition's lane to be retried", "message_id", e.h.Get(envelope.HeaderID), "destination", d.Name, "partition", p)

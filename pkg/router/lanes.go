@@ -37,10 +37,10 @@ import (
 //     acknowledges its span; a process that stops part way leaves the
 //     lane open, so the span, given again, moves the rest behind them
 //     (the store keeps one copy of an entry moved twice);
-//   - a lane's delivery worker, after sending an entry that was moved
-//     there (HeaderLane), closes the lane when its consumer has nothing
-//     more (pending or unacknowledged but this entry), with
-//     compare-and-set on the marker it read before looking.
+//   - a lane's delivery worker, once an entry moved there (HeaderLane) is
+//     delivered and acknowledged, closes the lane when its consumer has
+//     nothing more (pending or unacknowledged), with compare-and-set on
+//     the marker it read before looking.
 //
 // An entry published to the lane between the look and the close either
 // changed the marker first (the close fails and looks again) or marks the
@@ -130,7 +130,7 @@ func (r *Router) openLanes(ctx context.Context, st jetstream.Stream, d string, p
 }
 
 // closeLane closes partition p's lane of destination d when its
-// consumer holds nothing but the entry in hand (see the comment above).
+// consumer holds nothing more (see the comment above).
 // A failure only leaves the lane open, which costs later entries of that
 // partition a detour, never their order.
 func (r *Router) closeLane(ctx context.Context, d, p string) {
@@ -148,7 +148,7 @@ func (r *Router) closeLane(ctx context.Context, d, p string) {
 			return
 		}
 		info, err := c.Info(ctx)
-		if err != nil || info.NumPending > 0 || info.NumAckPending > 1 {
+		if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
 			return
 		}
 		delete(l.open, p)

@@ -39,6 +39,9 @@ type partitionConsumer struct {
 	// batch must be retried (store unavailable); every message fate
 	// (delivered, dead-lettered...) is durable when it returns nil.
 	handle func(ctx context.Context, msgs []jetstream.Msg) error
+	// acked, if set, is told of msgs once their acknowledgement is
+	// confirmed.
+	acked func(ctx context.Context, msgs []jetstream.Msg)
 }
 
 func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
@@ -160,6 +163,10 @@ func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	if err := msgs[len(msgs)-1].DoubleAck(actx); err != nil {
 		// Redelivered later; handlers are idempotent.
 		p.log.Warn("ack failed; batch will be redelivered", "consumer", p.durable, "err", err)
+		return
+	}
+	if p.acked != nil {
+		p.acked(actx, msgs)
 	}
 }
 

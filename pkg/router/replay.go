@@ -251,7 +251,8 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		nm := nats.NewMsg("")
 		for k, v := range it.h {
 			switch k {
-			case envelope.HeaderStage, envelope.HeaderReason, envelope.HeaderReasonCode, envelope.HeaderDetail, envelope.HeaderAttempt, jetstream.MsgIDHeader:
+			case envelope.HeaderStage, envelope.HeaderReason, envelope.HeaderReasonCode, envelope.HeaderDetail, envelope.HeaderAttempt, jetstream.MsgIDHeader,
+				HeaderLane, HeaderAttemptsMade: // a replay starts a fresh budget, not a lane's
 				continue
 			}
 			nm.Header[k] = v
@@ -364,6 +365,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 			to, err := deliveredTo(ctx, js, id)
 			if err != nil {
 				return res, err
+			}
+			if len(onlyDests) > 0 {
+				// Only those destinations would be sent to again.
+				to = slices.DeleteFunc(to, func(d string) bool { return !slices.Contains(onlyDests, d) })
 			}
 			if len(to) > 0 {
 				res.Skipped = append(res.Skipped, Skipped{DeadLetter: DeadLetter{MessageID: id, Stage: "ingress"},

@@ -301,7 +301,7 @@ func (r *Router) Start(ctx context.Context) error {
 			pcs = append(pcs, &partitionConsumer{
 				stream: store.StreamOutbound, durable: "dest-" + d.Name + "-p" + strconv.Itoa(p),
 				filter: OutboundSubject(d.Name, p), batch: 1, ackWait: r.o.AckWait,
-				deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: w.handle,
+				deliver: jetstream.DeliverAllPolicy, log: r.o.Logger, handle: w.handle, acked: w.acked,
 			})
 		}
 	}

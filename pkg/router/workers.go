@@ -461,10 +461,19 @@ func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.
 		return nil, err
 	}
 	delete(w.tried, seq)
-	if h.Get(HeaderLane) != "" {
-		w.r.closeLane(ctx, w.d.Name, h.Get(envelope.HeaderPartition))
-	}
 	return recs, nil
+}
+
+// acked closes the lane of each entry in msgs the batch pipeline moved
+// there (see lanes.go), now that its fate is recorded and acknowledged:
+// closed before, a lost acknowledgement would send it again after newer
+// entries sent directly.
+func (w *deliveryWorker) acked(ctx context.Context, msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		if h := m.Headers(); h.Get(HeaderLane) != "" {
+			w.r.closeLane(ctx, w.d.Name, h.Get(envelope.HeaderPartition))
+		}
+	}
 }
 
 // attempts is what is known of a payload's earlier attempts at one

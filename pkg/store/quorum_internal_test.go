@@ -17,6 +17,11 @@ func TestHasQuorum(t *testing.T) {
 			Cluster: &jetstream.ClusterInfo{Leader: leader, Replicas: peers},
 		}
 	}
+	notCurrent := func(active time.Duration) *jetstream.PeerInfo {
+		p := peer(active)
+		p.Current = false
+		return p
+	}
 	offline := peer(0)
 	offline.Offline = true
 	pending := peer(0)
@@ -41,7 +46,9 @@ func TestHasQuorum(t *testing.T) {
 		// Raising replicas from one: the joining peers are no part of
 		// the group that stores writes yet.
 		{"peers joining", info(3, "n1", pending, pending), true},
-		{"never seen yet", info(3, "n1", peer(0), peer(0)), true},
+		{"current, just heard", info(3, "n1", peer(0), peer(0)), true},
+		{"never heard from since the election", info(3, "n1", notCurrent(0), notCurrent(0)), false},
+		{"one never heard from", info(3, "n1", notCurrent(0), peer(time.Second)), true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -348,7 +348,9 @@ func hasQuorum(info *jetstream.StreamInfo) bool {
 			continue
 		}
 		group++
-		if !p.Offline && p.Active < peerSilence {
+		// Active is 0 also for a peer never heard from (just after an
+		// election); such a one counts only if it is current.
+		if !p.Offline && p.Active < peerSilence && (p.Active > 0 || p.Current) {
 			live++
 		}
 	}

@@ -415,6 +415,28 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 	}
 }
 
+// recordDelivered writes at once the records of the entries idx (one
+// partition's) already delivered in the span in hand, and leaves them
+// done with nothing more to write.
+func (w *batchDeliveryWorker) recordDelivered(ctx context.Context, mu *sync.Mutex, idx []int) error {
+	for _, i := range idx {
+		mu.Lock()
+		recs := w.done[i]
+		mu.Unlock()
+		if len(recs) == 0 {
+			continue
+		}
+		rec := recs[len(recs)-1]
+		if err := w.r.audit.Write(ctx, rec.MessageID, "deliver|early|"+w.d.Name+"|"+strconv.FormatUint(rec.Seq, 10)+"|"+rec.MessageID+"|"+rec.Route, recs...); err != nil {
+			return fmt.Errorf("recording deliveries before moving to a lane: %w", err)
+		}
+		mu.Lock()
+		w.done[i] = nil
+		mu.Unlock()
+	}
+	return nil
+}
+
 // handle delivers one span of outbound batches (see spanner):
 // partitions concurrently, each partition's entries in order. An entry
 // that fails and is to be tried again goes, with the rest of its
@@ -463,7 +485,13 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 				// Sent before, by a process that stopped: attempts it
 				// made count towards max_attempts.
 				for i, e := range entries {
-					if a := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name, e.seq); a.made > 0 {
+					a := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name, e.seq)
+					switch {
+					case a.delivered:
+						// Delivered and recorded before a lane opened
+						// behind it: not to be sent, nor moved, again.
+						w.done[i] = nil
+					case a.made > 0:
 						w.made[i] = a
 					}
 				}
@@ -516,13 +544,19 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 						err = errDeferred
 					}
 					if !lane && errors.Is(err, errDeferred) {
-						// Open before moving anything: a process that
-						// stops after the move must leave it open, or
-						// the span, given again, would send directly
-						// what waits in the lane. (Opened again after the
-						// span, below, in case the lane's worker closed it
-						// in between.)
-						err = r.openLanes(context.WithoutCancel(ctx), outbound, d.Name, map[string]bool{p: true})
+						// Record first what this partition delivered
+						// directly in this span, so that the span, given
+						// again, skips it rather than moving it behind
+						// what waits in the lane. Then open the lane
+						// before moving anything: a process that stops
+						// after the move must leave it open, or the span
+						// given again would send directly what waits in
+						// the lane. (Opened again after the span, below,
+						// in case the lane's worker closed it between.)
+						err = w.recordDelivered(context.WithoutCancel(ctx), &mu, idx)
+						if err == nil {
+							err = r.openLanes(context.WithoutCancel(ctx), outbound, d.Name, map[string]bool{p: true})
+						}
 						if err == nil {
 							err = errDeferred
 						}

@@ -483,6 +483,8 @@ type attempts struct {
 	made int
 	// last is the record of the last, a failure, when known.
 	last *audit.Record
+	// delivered reports a delivery of the payload recorded on the trail.
+	delivered bool
 }
 
 // later returns whichever of a and b knows of more attempts.
@@ -680,8 +682,14 @@ func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint
 	var a attempts
 	for i := range trail {
 		rec := &trail[i]
-		if rec.Event == audit.Failed && rec.Route == rt && rec.Destination == dest && rec.Seq == seq && rec.Attempt > a.made {
-			a = attempts{made: rec.Attempt, last: rec}
+		if rec.Route != rt || rec.Destination != dest || rec.Seq != seq {
+			continue
+		}
+		if rec.Event == audit.Failed && rec.Attempt > a.made {
+			a.made, a.last = rec.Attempt, rec
+		}
+		if rec.Event == audit.Delivered {
+			a.delivered = true
 		}
 	}
 	return a

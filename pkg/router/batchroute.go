@@ -345,11 +345,12 @@ type batchDeliveryWorker struct {
 func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSender, all []outEntry, open map[string]bool) {
 	r, d := w.r, w.d
 	// Entries of partitions whose lanes are open go there, behind what
-	// waits in them, not in the batch.
+	// waits in them, not in the batch; entries already done (delivered
+	// and recorded before the span came back) are not sent again.
 	var entries []outEntry
 	var index []int
 	for i, e := range all {
-		if !open[e.h.Get(envelope.HeaderPartition)] {
+		if _, done := w.done[i]; !done && !open[e.h.Get(envelope.HeaderPartition)] {
 			entries, index = append(entries, e), append(index, i)
 		}
 	}

@@ -146,11 +146,16 @@ type OutboundConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// Mode is "transaction" (default) or "message".
 	Mode string `yaml:"mode"`
+	// Merge lists the resource types that, in transaction mode, are
+	// merged into the server's copy rather than replaced whole: the copy
+	// is read by identifier and the delivery's elements laid over it (see
+	// Outbound). Default DefaultMergeTypes; empty replaces every type.
+	Merge []string `yaml:"merge"`
 }
 
 // DefaultOutboundConfig returns the defaults.
 func DefaultOutboundConfig() OutboundConfig {
-	return OutboundConfig{Timeout: DefaultTimeout, Mode: ModeTransaction}
+	return OutboundConfig{Timeout: DefaultTimeout, Mode: ModeTransaction, Merge: DefaultMergeTypes()}
 }
 
 // Validate returns every problem with c.
@@ -169,6 +174,15 @@ func (c *OutboundConfig) Validate() []error {
 	}
 	if c.Mode != ModeTransaction && c.Mode != ModeMessage {
 		errs = append(errs, fmt.Errorf("mode: %q is not %q or %q", c.Mode, ModeTransaction, ModeMessage))
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Merge {
+		if _, ok := jfhir.ResourceTypeOf(t); !ok || t == "Bundle" || t == "MessageHeader" {
+			errs = append(errs, fmt.Errorf("merge[%d]: %q is not a resource type a transaction updates", i, t))
+		} else if seen[t] {
+			errs = append(errs, fmt.Errorf("merge[%d]: %q given twice", i, t))
+		}
+		seen[t] = true
 	}
 	return errs
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,12 +58,25 @@ const maxDrain = 256 << 10
 //   - fullUrls are kept (urn:uuid: ones let references resolve inside the
 //     transaction); an entry without one gets urn:uuid:DeterministicUUID(
 //     idempotency key, "entry", index).
+//   - A resource of a type in OutboundConfig.Merge (Patient and Encounter
+//     by default) that would be updated by identifier is first searched
+//     for by that identifier. When exactly one matches, the entry becomes
+//     PUT <Type>/<server id> with If-Match on the server's version,
+//     holding the server's copy with the delivery's elements laid over it
+//     (see mergeResource): an HL7 v2 message that leaves a field out
+//     means no change, so an A02 without PD1 must not delete the
+//     registered GP, nor any message delete what other systems wrote. A
+//     resource labelled REDACTED is never merged. A version conflict
+//     (409/412) is transient: the next attempt reads again. v2's explicit
+//     null ("" to delete a value) is not carried into FHIR, so under a
+//     merge it deletes nothing at the server.
 //
 // In message mode the Bundle, which must be of type message, is POSTed
 // unchanged to [base]/$process-message.
 type Outbound struct {
 	cfg     OutboundConfig
 	base    string
+	merges  map[string]bool
 	secrets adapter.SecretResolver
 	client  *http.Client
 	log     *slog.Logger
@@ -89,6 +101,10 @@ func NewOutbound(set adapter.Settings, cfg OutboundConfig) (*Outbound, error) {
 		base:    strings.TrimRight(cfg.URL, "/"),
 		secrets: set.Secrets,
 		log:     set.Logger,
+		merges:  make(map[string]bool, len(cfg.Merge)),
+	}
+	for _, t := range cfg.Merge {
+		o.merges[t] = true
 	}
 	if cfg.Authorization != "" {
 		if set.Secrets == nil {
@@ -170,11 +186,11 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	default:
 		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: cannot send content type %q to a FHIR server", d.ContentType)
 	}
-	body, target, err := o.request(d)
+	auth, err := o.authorization()
 	if err != nil {
 		return adapter.Receipt{}, err
 	}
-	auth, err := o.authorization()
+	body, target, merged, err := o.request(ctx, d, auth)
 	if err != nil {
 		return adapter.Receipt{}, err
 	}
@@ -222,6 +238,12 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 			loc = resp.Header.Get("Content-Location")
 		}
 		return adapter.Receipt{Status: strconv.Itoa(status), Reply: text, Location: loc}, nil
+	case merged > 0 && (status == http.StatusConflict || status == http.StatusPreconditionFailed):
+		// A merged resource changed at the server between its read and
+		// this write (If-Match failed): the next attempt reads it again.
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable,
+			fmt.Sprintf("fhir: server answered %d: a merged resource changed at the server meanwhile; it is read again on the next attempt", status), nil).
+			WithDetail(outcomeOrText(reply, text))
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
 		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
 			Msg:        fmt.Sprintf("fhir: server answered %d", status),
@@ -237,8 +259,9 @@ func isHTML(contentType string) bool {
 	return err == nil && (mt == "text/html" || mt == "application/xhtml+xml")
 }
 
-// request returns the body and URL to POST for d.
-func (o *Outbound) request(d *adapter.Delivery) ([]byte, string, error) {
+// request returns the body and URL to POST for d, and how many of its
+// entries were merged into the server's copies.
+func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string) ([]byte, string, int, error) {
 	doc := stripBOM(d.Body)
 	if o.cfg.Mode == ModeMessage {
 		var head struct {
@@ -246,18 +269,26 @@ func (o *Outbound) request(d *adapter.Delivery) ([]byte, string, error) {
 			Type         string `json:"type"`
 		}
 		if err := json.Unmarshal(doc, &head); err != nil {
-			return nil, "", fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not JSON", err).WithDetail(jsonError(err))
+			return nil, "", 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not JSON", err).WithDetail(jsonError(err))
 		}
 		if head.ResourceType != "Bundle" || head.Type != "message" {
-			return nil, "", fault.New(fault.CodeTranslate, "fhir: message mode needs a Bundle of type message")
+			return nil, "", 0, fault.New(fault.CodeTranslate, "fhir: message mode needs a Bundle of type message")
 		}
-		return doc, o.base + "/$process-message", nil
+		return doc, o.base + "/$process-message", 0, nil
 	}
-	tx, err := TransactionBundle(doc, d.IdempotencyKey)
+	tx, err := transaction(doc, d.IdempotencyKey)
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
-	return tx, o.base, nil
+	merged, err := o.mergeExisting(ctx, &tx, auth)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	body, err := marshalTransaction(tx)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	return body, o.base, merged, nil
 }
 
 // replyText returns b as valid UTF-8 text.
@@ -279,16 +310,34 @@ func outcomeOrText(reply []byte, text string) string {
 // idempotent transaction Bundle described on Outbound. key is the
 // delivery's idempotency key.
 func TransactionBundle(body []byte, key string) ([]byte, error) {
+	tx, err := transaction(body, key)
+	if err != nil {
+		return nil, err
+	}
+	return marshalTransaction(tx)
+}
+
+// marshalTransaction encodes tx.
+func marshalTransaction(tx models.Bundle) ([]byte, error) {
+	out, err := json.Marshal(tx)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: marshal transaction Bundle", err)
+	}
+	return out, nil
+}
+
+// transaction builds the transaction Bundle TransactionBundle encodes.
+func transaction(body []byte, key string) (models.Bundle, error) {
 	doc := stripBOM(body)
 	rt, err := jfhir.ResourceType(doc)
 	if err != nil {
-		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not a FHIR resource", err)
+		return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not a FHIR resource", err)
 	}
 	var entries []models.BundleEntry
 	if rt == "Bundle" {
 		var b models.Bundle
 		if err := json.Unmarshal(doc, &b); err != nil {
-			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery Bundle does not decode", err).WithDetail(modelError(err))
+			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery Bundle does not decode", err).WithDetail(modelError(err))
 		}
 		entries = b.Entry
 	} else {
@@ -301,7 +350,7 @@ func TransactionBundle(body []byte, key string) ([]byte, error) {
 		}
 		ert, err := jfhir.ResourceType(e.Resource)
 		if err != nil {
-			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d is not a resource", i), err)
+			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d is not a resource", i), err)
 		}
 		if ert == "MessageHeader" {
 			continue
@@ -317,7 +366,7 @@ func TransactionBundle(body []byte, key string) ([]byte, error) {
 			Identifier json.RawMessage `json:"identifier"`
 		}
 		if err := json.Unmarshal(e.Resource, &head); err != nil {
-			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d does not decode", i), err)
+			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d does not decode", i), err)
 		}
 		var req models.BundleEntryRequest
 		var res []byte
@@ -336,16 +385,12 @@ func TransactionBundle(body []byte, key string) ([]byte, error) {
 			res, err = setID(e.Resource, rid)
 		}
 		if err != nil {
-			return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
+			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
 		}
 		f := full
 		tx.Entry = append(tx.Entry, models.BundleEntry{FullUrl: &f, Resource: res, Request: &req})
 	}
-	out, err := json.Marshal(tx)
-	if err != nil {
-		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: marshal transaction Bundle", err)
-	}
-	return out, nil
+	return tx, nil
 }
 
 // pickIdentifier returns the NHS number identifier if there is one, else
@@ -375,56 +420,29 @@ func identifierQuery(id fhirIdentifier) string {
 // the other members: id "" removes it; otherwise it is set (placed after
 // resourceType when absent).
 func setID(raw []byte, id string) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	tok, err := dec.Token()
+	ms, err := members(raw)
 	if err != nil {
-		return nil, errors.New(jsonError(err))
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, errors.New("resource is not a JSON object")
-	}
-	var buf bytes.Buffer
-	buf.Grow(len(raw) + len(id) + 8)
-	buf.WriteByte('{')
-	n := 0
-	member := func(k string, v []byte) {
-		if n > 0 {
-			buf.WriteByte(',')
-		}
-		kb, _ := json.Marshal(k)
-		buf.Write(kb)
-		buf.WriteByte(':')
-		buf.Write(v)
-		n++
+		return nil, err
 	}
 	quotedID, _ := json.Marshal(id)
+	out := make([]member, 0, len(ms)+1)
 	wrote := id == ""
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return nil, errors.New(jsonError(err))
-		}
-		k, _ := kt.(string)
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, errors.New(jsonError(err))
-		}
-		if k == "id" {
+	for _, m := range ms {
+		if m.key == "id" {
 			if !wrote {
-				member("id", quotedID)
+				out = append(out, member{"id", quotedID})
 				wrote = true
 			}
 			continue
 		}
-		member(k, v)
-		if k == "resourceType" && !wrote {
-			member("id", quotedID)
+		out = append(out, m)
+		if m.key == "resourceType" && !wrote {
+			out = append(out, member{"id", quotedID})
 			wrote = true
 		}
 	}
 	if !wrote {
-		member("id", quotedID)
+		out = append(out, member{"id", quotedID})
 	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return writeObject(out), nil
 }

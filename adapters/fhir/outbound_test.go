@@ -468,6 +468,11 @@ func TestOutboundConfigValidate(t *testing.T) {
 		{"bad url", OutboundConfig{URL: "ftp://x", Timeout: time.Second, Mode: "transaction"}, []string{"url: scheme must be http or https"}},
 		{"url with query", OutboundConfig{URL: "https://x/fhir?a=1", Timeout: time.Second, Mode: "transaction"}, []string{"url: must not have a query or fragment"}},
 		{"bare env prefix", OutboundConfig{URL: "https://x", Authorization: "env:", Timeout: time.Second, Mode: "transaction"}, []string{"authorization: must be a secret reference (env:NAME or file:PATH), not an inline value"}},
+		{"merge types", OutboundConfig{URL: "https://x", Timeout: time.Second, Mode: "transaction", Merge: []string{"Patient", "patient", "MessageHeader", "Patient", "RelatedPerson"}}, []string{
+			`merge[1]: "patient" is not a resource type a transaction updates`,
+			`merge[2]: "MessageHeader" is not a resource type a transaction updates`,
+			`merge[3]: "Patient" given twice`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

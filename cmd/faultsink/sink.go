@@ -137,12 +137,15 @@ func (s *Sink) ServeMLLP(ctx context.Context, _ *mllp.ConnInfo, payload []byte) 
 	return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA, App: "SINK", Facility: "RX1"}), false
 }
 
-// ServeHTTP serves the FHIR endpoint (POST /fhir) and the control API:
+// ServeHTTP serves the FHIR endpoint (POST /fhir, and searches, which
+// find nothing) and the control API:
 // GET /deliveries, GET /rejections, GET and PUT /mode.
 func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost && (r.URL.Path == "/fhir" || strings.HasPrefix(r.URL.Path, "/fhir/")):
 		s.serveFHIR(w, r)
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/fhir/"):
+		s.serveSearch(w)
 	case r.Method == http.MethodGet && r.URL.Path == "/deliveries":
 		s.mu.Lock()
 		out := append([]Delivery{}, s.deliveries...)
@@ -215,6 +218,19 @@ func (s *Sink) serveFHIR(w http.ResponseWriter, r *http.Request) {
 	}
 	s.record(key, "http")
 	_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
+}
+
+// serveSearch answers a search (which a fhir destination makes before
+// merging) with an empty searchset, or 503 when the sink is in that mode.
+// Neither is recorded: only deliveries and their refusals are.
+func (s *Sink) serveSearch(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/fhir+json")
+	if s.current().HTTP == "503" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient","diagnostics":"sink unavailable"}]}`)
+		return
+	}
+	_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"searchset","total":0}`)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -118,12 +118,28 @@ func TestSinkHTTP(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	search := func() (int, string) {
+		resp, err := http.Get(hs.URL + "/fhir/Patient?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number|9990000018")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b struct{ ResourceType, Type string }
+		_ = json.NewDecoder(resp.Body).Decode(&b)
+		return resp.StatusCode, b.Type
+	}
 	if got := post("K1"); got != 200 {
 		t.Errorf("ok mode: %d", got)
+	}
+	if code, typ := search(); code != 200 || typ != "searchset" {
+		t.Errorf("search: %d %q, want 200 searchset", code, typ)
 	}
 	setMode(t, hs, `{"mllp":"ok","http":"503"}`)
 	if got := post("K2"); got != 503 {
 		t.Errorf("503 mode: %d", got)
+	}
+	if code, _ := search(); code != 503 {
+		t.Errorf("search in 503 mode: %d", code)
 	}
 	setMode(t, hs, `{"mllp":"ok","http":"ok","poison_prefix":"P"}`)
 	if got := post("P3"); got != 400 {

@@ -501,8 +501,12 @@ func resourceDate(body map[string]any) time.Time {
 
 // Apply returns a copy of bundle with the decision's redactions made:
 // entries whose verdict is Deny are dropped, with every reference to them,
-// and entries whose verdict is Redact lose the elements listed in Strip. A
-// decision without per-resource verdicts returns an unchanged copy.
+// and entries whose verdict is Redact lose the elements listed in Strip
+// and, where one was there to lose, gain the security label REDACTED
+// (fhir.SystemObservationValue) in meta.security, so a receiver knows elements
+// were left out on purpose: a fhir destination then replaces its copy
+// rather than keeping what it held. A decision without per-resource
+// verdicts returns an unchanged copy.
 func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 	c, err := jsonmap.Clone(bundle)
 	if err != nil {
@@ -528,8 +532,15 @@ func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 			}
 			continue
 		case Redact:
+			removed := false
 			for _, k := range v.Strip {
-				delete(res, k)
+				if _, ok := res[k]; ok {
+					delete(res, k)
+					removed = true
+				}
+			}
+			if removed {
+				fhir.LabelRedacted(res)
 			}
 		}
 		kept = append(kept, x)

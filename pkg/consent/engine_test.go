@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -153,6 +154,17 @@ func checkApplied(t *testing.T, out map[string]any, per []Outcome) {
 			}
 			if _, ok := res["name"]; !ok {
 				t.Error("Patient name was stripped")
+			}
+			labelled := false
+			meta, _ := res["meta"].(map[string]any)
+			sec, _ := meta["security"].([]any)
+			for _, x := range sec {
+				if c := x.(map[string]any); c["system"] == fhir.SystemObservationValue && c["code"] == "REDACTED" {
+					labelled = true
+				}
+			}
+			if labelled != (per[0] == Redact) {
+				t.Errorf("Patient labelled REDACTED = %v with verdict %s", labelled, per[0])
 			}
 		}
 	}

@@ -1,0 +1,383 @@
+package fhir
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	jfhir "github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/yamlx"
+)
+
+// Two ADT messages about one patient and one visit, as a PAS sends them:
+// the admission carries the registered GP (PD1), a phone number and the
+// attending doctor; the transfer carries none of them (an A02 needs no
+// PD1, and a PAS need not repeat PID-13 or PV1-7), and a corrected name.
+const (
+	mergeA01 = "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A01^ADT_A01|CTRLM01|P|2.5.1\r" +
+		"EVN|A01|20240716101400\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9|||2 SAMPLE ROAD^^TESTTOWN^^ZZ99 1ZZ^GBR^H||01234 000001^PRN^PH\r" +
+		"PD1|||TEST SURGERY^^^^^^^^^Y99999|G9999991^TESTGP^MORGAN^^^DR\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||C1234567^TESTCONSULTANT^ALEX^^^DR||||||||||||V0101|||||||||||||||||||||||||20240716100000\r"
+	mergeA02 = "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716121500||ADT^A02^ADT_A02|CTRLM02|P|2.5.1\r" +
+		"EVN|A02|20240716121400\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN^LEE||19820304|9\r" +
+		"PV1|1|I|WARD9^ROOM2^BED1^RX1|||WARD7^ROOM1^BED4^RX1|||||||||||||V0101|||||||||||||||||||||||||20240716100000\r"
+)
+
+// pasDelivery translates raw with the shipped PAS translator and returns
+// the delivery of its bundle.
+func pasDelivery(t *testing.T, id, raw string) *adapter.Delivery {
+	t.Helper()
+	tr, err := pas.NewTranslator(pas.DefaultDialect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := tr.Translate(&envelope.Envelope{ID: id, Source: "pas", ContentType: envelope.ContentTypeHL7v2,
+		ReceivedAt: time.Date(2024, 7, 16, 12, 0, 0, 0, time.UTC), Raw: []byte(raw)})
+	if err != nil {
+		t.Fatalf("translate: %v", err)
+	}
+	return &adapter.Delivery{MessageID: id, Route: "adt", Destination: "ehr", ContentType: envelope.ContentTypeFHIR,
+		Body: out.Bundle, IdempotencyKey: id + "/adt/ehr", Attempt: 1}
+}
+
+// only returns the one resource of typ the server holds.
+func only(t *testing.T, srv *memServer, typ string) map[string]any {
+	t.Helper()
+	rs := srv.all(typ)
+	if len(rs) != 1 {
+		t.Fatalf("server holds %d %s resources, want 1", len(rs), typ)
+	}
+	return rs[0]
+}
+
+func identifierSet(r map[string]any) []string {
+	var out []string
+	for _, x := range r["identifier"].([]any) {
+		m := x.(map[string]any)
+		out = append(out, m["system"].(string)+"|"+m["value"].(string))
+	}
+	return out
+}
+
+// TestOutboundMergeKeepsWhatAMessageLeavesOut: with the default merge
+// types, a transfer that carries no GP, phone or attending doctor leaves
+// those at the server as the admission set them, and an identifier
+// another system added stays, while what the transfer does carry (the
+// corrected name, the new ward) replaces the old. With merge: [] the
+// transfer replaces the Patient and Encounter whole, as before, and they
+// are lost: the case the merge exists for.
+func TestOutboundMergeKeepsWhatAMessageLeavesOut(t *testing.T) {
+	tests := []struct {
+		name  string
+		merge []string
+		kept  bool
+	}{
+		{"default merge types", DefaultMergeTypes(), true},
+		{"merge none", []string{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: tt.merge})
+			ctx := context.Background()
+			if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+				t.Fatalf("admission: %v", err)
+			}
+			p := only(t, srv, "Patient")
+			if p["generalPractitioner"] == nil || p["telecom"] == nil {
+				t.Fatalf("the admission did not set GP and telecom: %v", p)
+			}
+			other := map[string]any{"system": "https://other-trust.example/mrn", "value": "OT-77"}
+			p["identifier"] = append(p["identifier"].([]any), other)
+			srv.put("Patient", p["id"].(string), p)
+			if e := only(t, srv, "Encounter"); e["participant"] == nil {
+				t.Fatalf("the admission did not set the attending doctor: %v", e)
+			}
+
+			rcpt, err := o.Send(ctx, pasDelivery(t, "01MERGE0000002", mergeA02))
+			if err != nil {
+				t.Fatalf("transfer: %v", err)
+			}
+			if rcpt.Status != "200" {
+				t.Errorf("status %q", rcpt.Status)
+			}
+			p = only(t, srv, "Patient")
+			e := only(t, srv, "Encounter")
+			given := p["name"].([]any)[0].(map[string]any)["given"].([]any)
+			if !cmp.Equal(given, []any{"JORDAN", "LEE"}) {
+				t.Errorf("given names %v: the transfer's name should replace the admission's", given)
+			}
+			got := map[string]bool{
+				"generalPractitioner": p["generalPractitioner"] != nil,
+				"telecom":             p["telecom"] != nil,
+				"other identifier":    strings.Contains(strings.Join(identifierSet(p), " "), "OT-77"),
+				"participant":         e["participant"] != nil,
+			}
+			for what, ok := range got {
+				if ok != tt.kept {
+					t.Errorf("%s kept = %v, want %v", what, ok, tt.kept)
+				}
+			}
+			loc := e["location"].([]any)
+			if len(loc) == 0 {
+				t.Fatal("Encounter has no location")
+			}
+			ref := loc[0].(map[string]any)["location"].(map[string]any)["reference"].(string)
+			ward := only2(srv, "Location", ref)
+			if !strings.Contains(ward, "WARD9") {
+				t.Errorf("Encounter location %q is not the transfer's ward", ward)
+			}
+		})
+	}
+}
+
+// only2 returns the JSON of the resource ref ("Type/id") names, or "".
+func only2(srv *memServer, typ, ref string) string {
+	for _, r := range srv.all(typ) {
+		if typ+"/"+r["id"].(string) == ref {
+			b, _ := json.Marshal(r)
+			return string(b)
+		}
+	}
+	return ""
+}
+
+// TestOutboundMergeConflictIsRetried: when the server's Patient changes
+// between Junction's read and its write, If-Match fails the transaction;
+// that attempt is a transient fault, and the next reads again and keeps
+// the other system's change.
+func TestOutboundMergeConflictIsRetried(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	ctx := context.Background()
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	srv.afterSearch = func(typ string) {
+		if typ != "Patient" {
+			return
+		}
+		once.Do(func() {
+			p := only(t, srv, "Patient")
+			p["multipleBirthBoolean"] = true
+			srv.put("Patient", p["id"].(string), p)
+		})
+	}
+	d := pasDelivery(t, "01MERGE0000002", mergeA02)
+	_, err := o.Send(ctx, d)
+	if err == nil || !fault.IsTransient(err) {
+		t.Fatalf("Send after a concurrent change = %v, want a transient fault", err)
+	}
+	if strings.Contains(err.Error(), "9990000018") {
+		t.Errorf("fault quotes the NHS number: %v", err)
+	}
+	d.Attempt++
+	if _, err := o.Send(ctx, d); err != nil {
+		t.Fatalf("second attempt: %v", err)
+	}
+	p := only(t, srv, "Patient")
+	if p["multipleBirthBoolean"] != true || p["generalPractitioner"] == nil {
+		t.Errorf("after the retry the Patient lost the other change or the GP: %v", p)
+	}
+}
+
+// TestOutboundMergeSearchFaults: a search the server cannot answer now is
+// retried, one it refuses dead-letters with a hint, and neither fault
+// quotes the identifier searched for.
+func TestOutboundMergeSearchFaults(t *testing.T) {
+	tests := []struct {
+		name      string
+		status    int
+		transient bool
+		says      string
+	}{
+		{"unavailable", http.StatusServiceUnavailable, true, "server answered 503 to a search of Patient before a merge"},
+		{"too many requests", http.StatusTooManyRequests, true, "answered 429"},
+		{"forbidden", http.StatusForbidden, false, "set merge: [] on the destination"},
+		{"html", http.StatusOK, false, "HTML page"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := reply(tt.status, `{"resourceType":"OperationOutcome"}`)
+			if tt.name == "html" {
+				h = func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/html")
+					_, _ = w.Write([]byte("<html></html>"))
+				}
+			}
+			srv := newFHIRServer(t, h)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			_, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000002", mergeA02))
+			if err == nil {
+				t.Fatal("Send succeeded")
+			}
+			if fault.IsTransient(err) != tt.transient || !strings.Contains(err.Error(), tt.says) {
+				t.Errorf("fault %v (transient %v), want transient %v saying %q", err, fault.IsTransient(err), tt.transient, tt.says)
+			}
+			if strings.Contains(err.Error(), "9990000018") {
+				t.Errorf("fault quotes the NHS number: %v", err)
+			}
+			for _, r := range srv.requests() {
+				if r.Method == http.MethodPost {
+					t.Errorf("wrote after a failed search: %s %s", r.Method, r.Path)
+				}
+			}
+		})
+	}
+	t.Run("connection refused", func(t *testing.T) {
+		srv := newFHIRServer(t, reply(200, "{}"))
+		url := srv.URL
+		srv.Close()
+		o := newTestOutbound(t, OutboundConfig{URL: url + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+		_, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000002", mergeA02))
+		if err == nil || !fault.IsTransient(err) {
+			t.Fatalf("Send = %v, want a transient fault", err)
+		}
+		if strings.Contains(err.Error(), "9990000018") || strings.Contains(err.Error(), "identifier=") {
+			t.Errorf("fault quotes the search: %v", err)
+		}
+	})
+}
+
+// TestOutboundMergeAmbiguousStaysConditional: with two resources matching
+// the identifier, nothing is merged; the entry stays a conditional update,
+// which the server refuses as ambiguous, and that is permanent.
+func TestOutboundMergeAmbiguousStaysConditional(t *testing.T) {
+	srv := newMemServer(t)
+	nhsID := map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}
+	srv.put("Patient", "a", map[string]any{"resourceType": "Patient", "identifier": []any{nhsID}})
+	srv.put("Patient", "b", map[string]any{"resourceType": "Patient", "identifier": []any{nhsID}})
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	_, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000002", mergeA02))
+	if err == nil || fault.IsTransient(err) || !strings.Contains(err.Error(), "412") {
+		t.Fatalf("Send = %v, want the server's permanent 412", err)
+	}
+	if srv.searches == 0 {
+		t.Error("no search before the write")
+	}
+}
+
+// TestOutboundRedactedReplaces: a Patient labelled REDACTED (a restricted
+// patient's, its contact details withheld by consent) is not merged, so
+// the server does not keep the address and GP it held from before.
+func TestOutboundRedactedReplaces(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	ctx := context.Background()
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+		t.Fatal(err)
+	}
+	d := pasDelivery(t, "01MERGE0000003", mergeA01)
+	var b map[string]any
+	if err := json.Unmarshal(d.Body, &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range b["entry"].([]any) {
+		res := x.(map[string]any)["resource"].(map[string]any)
+		if res["resourceType"] == "Patient" {
+			for _, k := range []string{"address", "telecom", "contact", "generalPractitioner"} {
+				delete(res, k)
+			}
+			jfhir.LabelRedacted(res)
+		}
+	}
+	d.Body, _ = json.Marshal(b)
+	if _, err := o.Send(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	p := only(t, srv, "Patient")
+	for _, k := range []string{"address", "telecom", "generalPractitioner"} {
+		if p[k] != nil {
+			t.Errorf("the server kept the withheld %s", k)
+		}
+	}
+	if e := only(t, srv, "Encounter"); e["participant"] == nil {
+		t.Error("the Encounter, not redacted, lost its participant")
+	}
+}
+
+func TestMergeResource(t *testing.T) {
+	tests := []struct {
+		name, in, have string
+		want           string
+		id, version    string
+	}{
+		{
+			name: "carried elements replace, others stay, identifiers join",
+			in:   `{"resourceType":"Patient","id":"x","identifier":[{"system":"s","value":"1"}],"name":[{"family":"NEW"}],"meta":{"profile":["p"]}}`,
+			have: `{"resourceType":"Patient","id":"srv1","meta":{"versionId":"4"},"text":{"status":"generated"},"identifier":[{"system":"o","value":"9"},{"system":"s","value":"1"}],"name":[{"family":"OLD"}],"telecom":[{"value":"1"}]}`,
+			want: `{"resourceType":"Patient","id":"srv1","identifier":[{"system":"s","value":"1"},{"system":"o","value":"9"}],"name":[{"family":"NEW"}],"meta":{"profile":["p"]},"telecom":[{"value":"1"}]}`,
+			id:   "srv1", version: "4",
+		},
+		{
+			name: "the server's meta stays when the entry has none",
+			in:   `{"resourceType":"Encounter","status":"finished"}`,
+			have: `{"resourceType":"Encounter","id":"e","meta":{"versionId":"2"},"status":"in-progress","participant":[{}]}`,
+			want: `{"resourceType":"Encounter","id":"e","status":"finished","meta":{"versionId":"2"},"participant":[{}]}`,
+			id:   "e", version: "2",
+		},
+		{
+			name: "numbers and text kept as written",
+			in:   `{"resourceType":"Patient","identifier":[{"system":"s","value":"1"}],"multipleBirthInteger":2}`,
+			have: `{"resourceType":"Patient","id":"p","extension":[{"url":"u","valueDecimal":1.50}]}`,
+			want: `{"resourceType":"Patient","id":"p","identifier":[{"system":"s","value":"1"}],"multipleBirthInteger":2,"extension":[{"url":"u","valueDecimal":1.50}]}`,
+			id:   "p",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, id, version, err := mergeResource([]byte(tt.in), []byte(tt.have))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tt.want || id != tt.id || version != tt.version {
+				t.Errorf("mergeResource =\n %s %q %q\nwant\n %s %q %q", got, id, version, tt.want, tt.id, tt.version)
+			}
+		})
+	}
+	for _, bad := range []struct{ in, have string }{
+		{`[]`, `{}`},
+		{`{"resourceType":"Patient"}`, `{"id":5}`},
+		{`{"identifier":{}}`, `{"resourceType":"Patient","id":"p"}`},
+		{`{"resourceType":"Patient","identifier":[]}`, `{"id":"p","identifier":"x"}`},
+	} {
+		if _, _, _, err := mergeResource([]byte(bad.in), []byte(bad.have)); err == nil {
+			t.Errorf("mergeResource(%s, %s) succeeded", bad.in, bad.have)
+		}
+	}
+}
+
+// TestOutboundMergeConfigFromYAML: the factory's defaults merge Patient
+// and Encounter, and merge: [] in a config turns merging off.
+func TestOutboundMergeConfigFromYAML(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want []string
+	}{
+		{"url: https://ehr.example/fhir\n", DefaultMergeTypes()},
+		{"url: https://ehr.example/fhir\nmerge: []\n", []string{}},
+		{"url: https://ehr.example/fhir\nmerge: [Patient, RelatedPerson]\n", []string{"Patient", "RelatedPerson"}},
+	}
+	for _, tt := range tests {
+		cfg := OutboundFactory{}.NewConfig().(*OutboundConfig)
+		if err := yamlx.Decode("dest.yaml", []byte(tt.yaml), cfg); err != nil {
+			t.Fatalf("%q: %v", tt.yaml, err)
+		}
+		if !cmp.Equal(cfg.Merge, tt.want) {
+			t.Errorf("%q: merge %v, want %v", tt.yaml, cfg.Merge, tt.want)
+		}
+	}
+}

@@ -1,0 +1,50 @@
+package fhir
+
+import "encoding/json"
+
+// SystemObservationValue is the HL7 v3 ObservationValue code system, whose
+// code CodeRedacted is the security label of a resource with elements
+// removed on purpose.
+const SystemObservationValue = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+
+// CodeRedacted is the security label code "redacted".
+const CodeRedacted = "REDACTED"
+
+// LabelRedacted adds the REDACTED security label to the meta.security of
+// res (a JSON-shaped resource), once.
+func LabelRedacted(res map[string]any) {
+	meta, _ := res["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+		res["meta"] = meta
+	}
+	sec, _ := meta["security"].([]any)
+	for _, x := range sec {
+		if c, _ := x.(map[string]any); c["system"] == SystemObservationValue && c["code"] == CodeRedacted {
+			return
+		}
+	}
+	meta["security"] = append(sec, map[string]any{"system": SystemObservationValue, "code": CodeRedacted, "display": "redacted"})
+}
+
+// IsRedacted reports whether the resource raw carries the REDACTED
+// security label.
+func IsRedacted(raw []byte) bool {
+	var head struct {
+		Meta struct {
+			Security []struct {
+				System string `json:"system"`
+				Code   string `json:"code"`
+			} `json:"security"`
+		} `json:"meta"`
+	}
+	if json.Unmarshal(raw, &head) != nil {
+		return false
+	}
+	for _, c := range head.Meta.Security {
+		if c.System == SystemObservationValue && c.Code == CodeRedacted {
+			return true
+		}
+	}
+	return false
+}

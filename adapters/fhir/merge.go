@@ -18,6 +18,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/retryafter"
 )
 
@@ -54,6 +55,18 @@ type mergeTarget struct {
 // one too, and the server refuses it as ambiguous. It reports how many
 // entries it changed.
 func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string) (int, error) {
+	cleared := make([]clearing, len(tx.Entry))
+	for i := range tx.Entry {
+		e := &tx.Entry[i]
+		if !bytes.Contains(e.Resource, clearedURL) {
+			continue
+		}
+		res, c, err := takeCleared(e.Resource)
+		if err != nil {
+			return 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
+		}
+		e.Resource, cleared[i] = res, c
+	}
 	var targets []mergeTarget
 	for i, e := range tx.Entry {
 		r := e.Request
@@ -99,7 +112,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 			continue
 		}
 		e := &tx.Entry[t.entry]
-		merged, id, version, err := mergeResource(e.Resource, found[i][0])
+		merged, id, version, err := mergeResource(e.Resource, found[i][0], cleared[t.entry])
 		if err != nil {
 			return 0, fault.Wrap(fault.Permanent, fault.CodeDestRejected, fmt.Sprintf("fhir: merging entry %d with the server's %s", t.entry, t.typ), err)
 		}
@@ -231,10 +244,14 @@ func members(raw []byte) ([]member, error) {
 //     delete);
 //   - identifiers are the union of both, incoming's first, so a
 //     hospital number another system added stays;
+//   - extensions are joined by url: incoming's replace the server's of
+//     the same url, the server's others stay;
+//   - elements and extensions cl names (the sender deleted them) are
+//     dropped from the server's copy;
 //   - the server's narrative (text) is dropped unless incoming has one,
 //     since it may no longer describe the resource; the server's meta is
 //     kept only where incoming has none.
-func mergeResource(incoming, have []byte) (merged []byte, id, version string, err error) {
+func mergeResource(incoming, have []byte, cl clearing) (merged []byte, id, version string, err error) {
 	in, err := members(incoming)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("the entry: %w", err)
@@ -274,16 +291,30 @@ func mergeResource(incoming, have []byte) (merged []byte, id, version string, er
 				return nil, "", "", err
 			}
 			add(m.key, u)
+		case "extension":
+			u, err := extensionUnion(m.value, valueOf(old, "extension"), cl.extensions)
+			if err != nil {
+				return nil, "", "", err
+			}
+			add(m.key, u)
 		default:
 			add(m.key, m.value)
 		}
 	}
 	for _, m := range old {
-		if _, ok := carried[m.key]; ok {
+		if _, ok := carried[m.key]; ok || cl.clears(m.key) {
 			continue
 		}
 		switch m.key {
 		case "resourceType", "id", "text":
+		case "extension":
+			u, err := extensionUnion(nil, m.value, cl.extensions)
+			if err != nil {
+				return nil, "", "", err
+			}
+			if u != nil {
+				add(m.key, u)
+			}
 		default:
 			add(m.key, m.value)
 		}
@@ -353,6 +384,115 @@ func identifierUnion(in, have json.RawMessage) (json.RawMessage, error) {
 			continue
 		}
 		out = append(out, r)
+	}
+	return json.Marshal(out)
+}
+
+// clearedURL is nhs.JunctionExtClearedElement, for a quick look before
+// decoding.
+var clearedURL = []byte(nhs.JunctionExtClearedElement)
+
+// clearing is what a resource's nhs.JunctionExtClearedElement extensions
+// name as deleted: top-level elements and extension urls.
+type clearing struct {
+	elements   []string
+	extensions []string
+}
+
+// clears reports whether key is an element c names, a choice element's
+// typed name included ("deceasedBoolean" for "deceased").
+func (c clearing) clears(key string) bool {
+	for _, e := range c.elements {
+		if key == e || strings.HasPrefix(key, e) && len(key) > len(e) && key[len(e)] >= 'A' && key[len(e)] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+// takeCleared returns res without its nhs.JunctionExtClearedElement
+// extensions (and without "extension" when none is left), and what they
+// named. The marker is Junction's, for this destination: the server gets
+// the merge it asks for, never the marker.
+func takeCleared(res []byte) ([]byte, clearing, error) {
+	ms, err := members(res)
+	if err != nil {
+		return nil, clearing{}, err
+	}
+	var c clearing
+	out := ms[:0:0]
+	for _, m := range ms {
+		if m.key != "extension" {
+			out = append(out, m)
+			continue
+		}
+		var exts []json.RawMessage
+		if err := json.Unmarshal(m.value, &exts); err != nil {
+			return nil, clearing{}, errors.New("extension is not an array")
+		}
+		kept := exts[:0:0]
+		for _, x := range exts {
+			var ext struct {
+				URL       string `json:"url"`
+				ValueCode string `json:"valueCode"`
+				ValueURI  string `json:"valueUri"`
+			}
+			if json.Unmarshal(x, &ext) != nil || ext.URL != nhs.JunctionExtClearedElement {
+				kept = append(kept, x)
+				continue
+			}
+			if ext.ValueCode != "" {
+				c.elements = append(c.elements, ext.ValueCode)
+			}
+			if ext.ValueURI != "" {
+				c.extensions = append(c.extensions, ext.ValueURI)
+			}
+		}
+		if len(kept) > 0 {
+			v, _ := json.Marshal(kept)
+			out = append(out, member{m.key, v})
+		}
+	}
+	return writeObject(out), c, nil
+}
+
+// extensionUnion returns the extensions of in followed by those of have
+// whose url in does not carry and drop does not name; nil when there are
+// none.
+func extensionUnion(in, have json.RawMessage, drop []string) (json.RawMessage, error) {
+	var a, b []json.RawMessage
+	if len(in) > 0 {
+		if err := json.Unmarshal(in, &a); err != nil {
+			return nil, errors.New("the entry: extension is not an array")
+		}
+	}
+	if len(have) > 0 {
+		if err := json.Unmarshal(have, &b); err != nil {
+			return nil, errors.New("the server's copy: extension is not an array")
+		}
+	}
+	url := func(raw json.RawMessage) string {
+		var ext struct {
+			URL string `json:"url"`
+		}
+		_ = json.Unmarshal(raw, &ext)
+		return ext.URL
+	}
+	carried := make(map[string]bool, len(a)+len(drop))
+	for _, r := range a {
+		carried[url(r)] = true
+	}
+	for _, u := range drop {
+		carried[u] = true
+	}
+	out := a
+	for _, r := range b {
+		if !carried[url(r)] {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
 	}
 	return json.Marshal(out)
 }

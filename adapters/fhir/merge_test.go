@@ -312,6 +312,7 @@ func TestOutboundRedactedReplaces(t *testing.T) {
 func TestMergeResource(t *testing.T) {
 	tests := []struct {
 		name, in, have string
+		cl             clearing
 		want           string
 		id, version    string
 	}{
@@ -330,6 +331,22 @@ func TestMergeResource(t *testing.T) {
 			id:   "e", version: "2",
 		},
 		{
+			name: "cleared elements and extensions dropped, extensions joined by url",
+			in:   `{"resourceType":"Patient","extension":[{"url":"a","valueCode":"new"}],"name":[{"family":"N"}]}`,
+			have: `{"resourceType":"Patient","id":"p","meta":{"versionId":"7"},"extension":[{"url":"a","valueCode":"old"},{"url":"b","valueCode":"kept"},{"url":"c","valueCode":"gone"}],"deceasedDateTime":"2020-01-01","address":[{}],"telecom":[{}]}`,
+			cl:   clearing{elements: []string{"deceased", "address"}, extensions: []string{"c"}},
+			want: `{"resourceType":"Patient","id":"p","extension":[{"url":"a","valueCode":"new"},{"url":"b","valueCode":"kept"}],"name":[{"family":"N"}],"meta":{"versionId":"7"},"telecom":[{}]}`,
+			id:   "p", version: "7",
+		},
+		{
+			name: "the server's extensions filtered when the entry has none",
+			in:   `{"resourceType":"Encounter","status":"in-progress"}`,
+			have: `{"resourceType":"Encounter","id":"e","extension":[{"url":"c"}],"hospitalization":{"dischargeDisposition":{}}}`,
+			cl:   clearing{elements: []string{"hospitalization"}, extensions: []string{"c"}},
+			want: `{"resourceType":"Encounter","id":"e","status":"in-progress"}`,
+			id:   "e",
+		},
+		{
 			name: "numbers and text kept as written",
 			in:   `{"resourceType":"Patient","identifier":[{"system":"s","value":"1"}],"multipleBirthInteger":2}`,
 			have: `{"resourceType":"Patient","id":"p","extension":[{"url":"u","valueDecimal":1.50}]}`,
@@ -339,7 +356,7 @@ func TestMergeResource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, id, version, err := mergeResource([]byte(tt.in), []byte(tt.have))
+			got, id, version, err := mergeResource([]byte(tt.in), []byte(tt.have), tt.cl)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -354,7 +371,7 @@ func TestMergeResource(t *testing.T) {
 		{`{"identifier":{}}`, `{"resourceType":"Patient","id":"p"}`},
 		{`{"resourceType":"Patient","identifier":[]}`, `{"id":"p","identifier":"x"}`},
 	} {
-		if _, _, _, err := mergeResource([]byte(bad.in), []byte(bad.have)); err == nil {
+		if _, _, _, err := mergeResource([]byte(bad.in), []byte(bad.have), clearing{}); err == nil {
 			t.Errorf("mergeResource(%s, %s) succeeded", bad.in, bad.have)
 		}
 	}
@@ -379,5 +396,75 @@ func TestOutboundMergeConfigFromYAML(t *testing.T) {
 		if !cmp.Equal(cfg.Merge, tt.want) {
 			t.Errorf("%q: merge %v, want %v", tt.yaml, cfg.Merge, tt.want)
 		}
+	}
+}
+
+// TestOutboundMergeHonoursExplicitNulls: an A08 whose PID-11, PID-13 and
+// PD1-3/4 are the explicit null deletes the address, telecom and GP the
+// server held (the translator marks them; the destination drops them from
+// the server's copy and never sends the marker); an A13 after an A03
+// withdraws the discharge end, destination and method.
+func TestOutboundMergeHonoursExplicitNulls(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	ctx := context.Background()
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+		t.Fatal(err)
+	}
+	a08 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716131500||ADT^A08^ADT_A01|CTRLM08|P|2.5.1\r" +
+		"EVN|A08|20240716131400\r" +
+		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|9|||\"\"||\"\"\r" +
+		"PD1|||\"\"|\"\"\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||||||||||||||V0101|||||||||||||||||||||||||20240716100000\r"
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000004", a08)); err != nil {
+		t.Fatal(err)
+	}
+	p := only(t, srv, "Patient")
+	for _, k := range []string{"address", "telecom", "generalPractitioner"} {
+		if p[k] != nil {
+			t.Errorf("the server kept the %s the A08 deleted", k)
+		}
+	}
+	if p["birthDate"] != "1982-03-04" || !strings.Contains(strings.Join(identifierSet(p), " "), "H300001") {
+		t.Errorf("the A08 lost what it did not delete: %v", p)
+	}
+	if e := only(t, srv, "Encounter"); e["participant"] == nil {
+		t.Error("the Encounter lost its participant, which the A08 left out")
+	}
+
+	a03 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717101500||ADT^A03^ADT_A03|CTRLM03|P|2.5.1\r" +
+		"EVN|A03|20240717101400\r" +
+		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|9\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||||||||||||||V0101|||||||||||||||||1|19|||||||20240716100000|20240717100000\r"
+	a13 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717111500||ADT^A13^ADT_A01|CTRLM13|P|2.5.1\r" +
+		"EVN|A13|20240717111400\r" +
+		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|9\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||||||||||||||V0101\r"
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000005", a03)); err != nil {
+		t.Fatal(err)
+	}
+	e := only(t, srv, "Encounter")
+	if e["hospitalization"] == nil || e["extension"] == nil || e["period"].(map[string]any)["end"] == nil {
+		t.Fatalf("the A03 did not record the discharge: %v", e)
+	}
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000006", a13)); err != nil {
+		t.Fatal(err)
+	}
+	e = only(t, srv, "Encounter")
+	for _, k := range []string{"hospitalization", "extension", "period"} {
+		if e[k] != nil {
+			t.Errorf("after the A13 the server kept the discharge's %s: %v", k, e[k])
+		}
+	}
+	if e["status"] != "in-progress" || e["participant"] == nil {
+		t.Errorf("after the A13: status %v, participant %v", e["status"], e["participant"])
+	}
+	b, _ := json.Marshal(srv.all("Patient"))
+	for _, r := range srv.all("Encounter") {
+		eb, _ := json.Marshal(r)
+		b = append(b, eb...)
+	}
+	if strings.Contains(string(b), "cleared-element") {
+		t.Error("the server was sent Junction's cleared-element marker")
 	}
 }

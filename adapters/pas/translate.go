@@ -31,9 +31,17 @@
 //     cancelled move's location PV1-6 marked with the Junction-defined
 //     extension nhs.JunctionExtEncounterLocationCancelled.
 //     A13 (cancel discharge) gives the Encounter in progress again with
-//     no end, discharge method or destination. Each is the whole current
-//     state of the Encounter, so updating it by identifier undoes the
-//     event cancelled.
+//     no end, discharge method or destination, and marks them deleted
+//     (below). Each is the whole current state of the Encounter, so
+//     replacing it by identifier undoes the event cancelled, and so does
+//     merging it into what a receiver holds, with the marks.
+//   - Deletes. An element a message deletes is named by the extension
+//     nhs.JunctionExtClearedElement on its resource: the explicit null
+//     "" in PID-11, PID-13/14 (when neither gives a number), PID-15,
+//     PID-16, PID-22, PID-29/30 (when neither gives a value), PD1-3/4
+//     (when neither names a practice or GP) and PV1-7/8/9/17 (when none
+//     names a doctor), and A13's withdrawn discharge. A field left empty
+//     means no change and is not marked.
 //   - Merges. A34 and A40 give, per PID and MRG pair, the surviving
 //     Patient (active, link "replaces") and the replaced one (active
 //     false, link "replaced-by", identifiers from MRG-1, MRG-2 and MRG-4

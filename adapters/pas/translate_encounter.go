@@ -129,6 +129,20 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	if h.Extension != nil || h.AdmitSource != nil || h.DischargeDisposition != nil {
 		e.Hospitalization = &h
 	}
+	if len(e.Participant) == 0 && (pv1.IsNull(7) || pv1.IsNull(8) || pv1.IsNull(9) || pv1.IsNull(17)) {
+		e.Extension = append(e.Extension, b.clearedElement("participant"))
+	}
+	if cancelDischarge {
+		// The discharge is withdrawn: a receiver merging into what it
+		// holds must drop the end, discharge destination and method.
+		if e.Period == nil {
+			e.Extension = append(e.Extension, b.clearedElement("period"))
+		}
+		if e.Hospitalization == nil {
+			e.Extension = append(e.Extension, b.clearedElement("hospitalization"))
+		}
+		e.Extension = append(e.Extension, models.Extension{Url: nhs.JunctionExtClearedElement, ValueUri: b.str(nhs.ExtDischargeMethod)})
+	}
 	b.encounter = e
 	return nil
 }

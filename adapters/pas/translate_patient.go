@@ -142,7 +142,42 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 	if ext := b.ethnicCategory(strings.ToUpper(strings.TrimSpace(value(pid.Component(22, 1, 1, 1))))); ext != nil {
 		p.Extension = append(p.Extension, *ext)
 	}
+	b.clearedPatientFields(p, pid)
 	return p, key
+}
+
+// clearedPatientFields marks, with nhs.JunctionExtClearedElement, the
+// elements of p whose PID fields are the explicit null "", which asks the
+// receiver to delete them: PID-11 address, PID-13/14 telecom (when
+// neither gave a number), PID-15 communication, PID-16 maritalStatus,
+// PID-29/30 deceased (when neither gave a value) and PID-22 the ethnic
+// category extension. A field left empty means no change and is not
+// marked.
+func (b *builder) clearedPatientFields(p *models.Patient, pid *hl7v2.Segment) {
+	if pid.IsNull(11) {
+		p.Extension = append(p.Extension, b.clearedElement("address"))
+	}
+	if len(p.Telecom) == 0 && (pid.IsNull(13) || pid.IsNull(14)) {
+		p.Extension = append(p.Extension, b.clearedElement("telecom"))
+	}
+	if pid.IsNull(15) {
+		p.Extension = append(p.Extension, b.clearedElement("communication"))
+	}
+	if pid.IsNull(16) {
+		p.Extension = append(p.Extension, b.clearedElement("maritalStatus"))
+	}
+	if p.DeceasedBoolean == nil && p.DeceasedDateTime == nil && (pid.IsNull(29) || pid.IsNull(30)) {
+		p.Extension = append(p.Extension, b.clearedElement("deceased"))
+	}
+	if pid.IsNull(22) {
+		p.Extension = append(p.Extension, models.Extension{Url: nhs.JunctionExtClearedElement, ValueUri: b.str(nhs.ExtEthnicCategory)})
+	}
+}
+
+// clearedElement returns the extension marking the top-level element
+// name as deleted.
+func (b *builder) clearedElement(name string) models.Extension {
+	return models.Extension{Url: nhs.JunctionExtClearedElement, ValueCode: b.str(name)}
 }
 
 // language maps PID-15 (CE): a two-character code (ISO 639-1, or q1 to
@@ -246,7 +281,9 @@ func (b *builder) mapPD1(pd1 *hl7v2.Segment) error {
 	return nil
 }
 
-// registeredGP adds the PD1 practice and GP of p.
+// registeredGP adds the PD1 practice and GP of p, or marks
+// generalPractitioner deleted when PD1-3 or PD1-4 is the explicit null
+// and neither names a practice or GP.
 func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 	cs := splitComponents(pd1, b.m.Delimiters(), 3, 1)
 	c := cs.get
@@ -277,6 +314,10 @@ func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 	}
 	if gp := b.practitionerResource(pd1, 4, 1); gp != nil {
 		p.GeneralPractitioner = append(p.GeneralPractitioner, *gp)
+	}
+	if len(p.GeneralPractitioner) == 0 && (pd1.IsNull(3) || pd1.IsNull(4)) {
+		// The explicit null: the patient has no registered GP now.
+		p.Extension = append(p.Extension, b.clearedElement("generalPractitioner"))
 	}
 }
 

@@ -835,3 +835,59 @@ func TestMobileAndMailingAddress(t *testing.T) {
 		t.Errorf("addresses (-want +got):\n%s", diff)
 	}
 }
+
+// TestClearedElements: an explicit null ("") in a field asks the receiver
+// to delete what it holds, so the element is marked with
+// nhs.JunctionExtClearedElement; an empty field (no change) or a value is
+// not marked. A13 withdraws the discharge.
+func TestClearedElements(t *testing.T) {
+	const nhsID = "9990000018^^^NHS^NH"
+	tests := []struct {
+		name     string
+		segments []string
+		resource string
+		want     []string // valueCode, or "uri:" and valueUri
+	}{
+		{"nothing null", []string{testMSH, pid(nhsID, nil), testPV1}, "Patient", nil},
+		{"address null", []string{testMSH, pid(nhsID, map[int]string{11: `""`}), testPV1}, "Patient", []string{"address"}},
+		{"home phone null, no work phone", []string{testMSH, pid(nhsID, map[int]string{13: `""`}), testPV1}, "Patient", []string{"telecom"}},
+		{"home phone null, a work phone", []string{testMSH, pid(nhsID, map[int]string{13: `""`, 14: "01234 000001^WPN^PH"}), testPV1}, "Patient", nil},
+		{"language, marital status, ethnicity null", []string{testMSH, pid(nhsID, map[int]string{15: `""`, 16: `""`, 22: `""`}), testPV1}, "Patient",
+			[]string{"communication", "maritalStatus", "uri:" + nhs.ExtEthnicCategory}},
+		{"death date null", []string{testMSH, pid(nhsID, map[int]string{29: `""`}), testPV1}, "Patient", []string{"deceased"}},
+		{"death date null, indicator N", []string{testMSH, pid(nhsID, map[int]string{29: `""`, 30: "N"}), testPV1}, "Patient", nil},
+		{"GP null", []string{testMSH, pid(nhsID, nil), `PD1|||""|""`, testPV1}, "Patient", []string{"generalPractitioner"}},
+		{"practice null, GP sent", []string{testMSH, pid(nhsID, nil), `PD1|||""|G9999991^TESTGP^MORGAN^^^DR`, testPV1}, "Patient", nil},
+		{"PD1 without GP fields", []string{testMSH, pid(nhsID, nil), `PD1|||`, testPV1}, "Patient", nil},
+		{"attending doctor null", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 7: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant"}},
+		{"cancel discharge", []string{strings.Replace(testMSH, "ADT^A01", "ADT^A13", 1), pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 19: "V1"})}, "Encounter",
+			[]string{"period", "hospitalization", "uri:" + nhs.ExtDischargeMethod}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(tt.segments...))
+			var exts []models.Extension
+			switch tt.resource {
+			case "Patient":
+				p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+				exts = p.Extension
+			default:
+				e, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+				exts = e.Extension
+			}
+			var got []string
+			for _, x := range exts {
+				switch {
+				case x.Url != nhs.JunctionExtClearedElement:
+				case x.ValueCode != nil:
+					got = append(got, *x.ValueCode)
+				case x.ValueUri != nil:
+					got = append(got, "uri:"+*x.ValueUri)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("cleared (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -127,4 +127,14 @@ const (
 	// error; receivers that ignore the extension still see an entry
 	// without a status.
 	JunctionExtEncounterLocationCancelled = "https://junction-fhir.github.io/fhir/StructureDefinition/encounter-location-cancelled"
+	// JunctionExtClearedElement names, on a resource, an element the
+	// sender deleted: valueCode is a top-level element's name (a choice
+	// element without its type, "deceased"), valueUri the url of a
+	// top-level extension. HL7 v2's explicit null ("") asks for such a
+	// delete, and some events withdraw what earlier ones set (A13's
+	// discharge details). A receiver that merges a resource into what it
+	// holds deletes those elements; one that replaces the whole resource
+	// can ignore it. The fhir destination does the first and strips the
+	// extension before sending.
+	JunctionExtClearedElement = "https://junction-fhir.github.io/fhir/StructureDefinition/cleared-element"
 )

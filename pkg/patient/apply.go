@@ -235,6 +235,16 @@ func (pd *patientData) applyTo(r *Record, src Source) {
 	if pd.deceased != nil {
 		r.Deceased = *pd.deceased
 	}
+	// Elements the message deleted (HL7 v2's explicit null).
+	if pd.clearedAddress {
+		r.Postcode = ""
+	}
+	if pd.clearedGP {
+		r.ClearGP(src)
+	}
+	if pd.clearedDeceased {
+		r.Deceased = false
+	}
 	if pd.restricted && src.After(r.RestrictedSource) {
 		r.Restricted, r.RestrictedSource = true, src
 	}

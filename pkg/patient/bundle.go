@@ -27,7 +27,10 @@ type patientData struct {
 	gpPractice string
 	gp         string
 	restricted bool
-	replacedBy string // reference to the survivor, for a merged record
+	// cleared* mark elements the message deleted (HL7 v2's explicit
+	// null), from nhs.JunctionExtClearedElement.
+	clearedAddress, clearedGP, clearedDeceased bool
+	replacedBy                                 string // reference to the survivor, for a merged record
 	// flags are the bundle's Flag resources about this patient.
 	flags []flagData
 	// flagsOnly marks a patient known only as the subject of Flags (by
@@ -220,6 +223,20 @@ func readPatient(res map[string]any, byRef map[string]map[string]any) patientDat
 	for _, x := range list(res, "generalPractitioner") {
 		ref, _ := x.(map[string]any)
 		pd.readGP(ref, byRef)
+	}
+	for _, x := range list(res, "extension") {
+		e, _ := x.(map[string]any)
+		if str(e, "url") != nhs.JunctionExtClearedElement {
+			continue
+		}
+		switch str(e, "valueCode") {
+		case "address":
+			pd.clearedAddress = true
+		case "generalPractitioner":
+			pd.clearedGP = true
+		case "deceased":
+			pd.clearedDeceased = true
+		}
 	}
 	for _, x := range list(res, "link") {
 		l, _ := x.(map[string]any)

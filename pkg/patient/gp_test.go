@@ -1,6 +1,7 @@
 package patient
 
 import (
+	"slices"
 	"testing"
 )
 
@@ -80,5 +81,53 @@ func TestMergeInto(t *testing.T) {
 	}
 	if _, err := ix.MergeInto(t.Context(), old, "9990000010", src(3)); err != ErrInvalidNHSNumber {
 		t.Errorf("MergeInto to an invalid number: %v, want ErrInvalidNHSNumber", err)
+	}
+}
+
+// TestClearedElements: a Patient marking its address, GP and deceased
+// elements deleted (an A08 with explicit nulls) clears them in the
+// record, while one that leaves them out keeps them; a deletion older
+// than a PDS answer does not clear the practice PDS gave.
+func TestClearedElements(t *testing.T) {
+	js := startJetStream(t)
+	tests := []struct {
+		name         string
+		cleared      []string
+		pdsAt        int // minute of a PDS answer setting the practice; 0 for none
+		wantPostcode string
+		wantPractice string
+	}{
+		{"left out", nil, 0, "ZZ99 1ZZ", "A81001"},
+		{"deleted", []string{"address", "generalPractitioner", "deceased"}, 0, "", ""},
+		{"deleted, PDS newer", []string{"generalPractitioner"}, 9, "ZZ99 1ZZ", "Y99999"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ix := openIndex(t, js, "CLEARED_"+string(rune('A'+i)))
+			n := num(t, i)
+			if _, err := ix.Apply(t.Context(), bundle(t, "A01", pat{nhsNumber: n, family: "TESTPATIENT", postcode: "ZZ99 1ZZ", ods: "A81001"}), src(1)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ix.Update(t.Context(), n, func(r *Record) error {
+				r.Deceased = true
+				if tt.pdsAt > 0 {
+					r.SetGP("Y99999", "", src(tt.pdsAt))
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ix.Apply(t.Context(), bundle(t, "A08", pat{nhsNumber: n, family: "TESTPATIENT", cleared: tt.cleared}), src(5)); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := ix.Get(t.Context(), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantDeceased := !slices.Contains(tt.cleared, "deceased")
+			if rec.Postcode != tt.wantPostcode || rec.GPPractice != tt.wantPractice || rec.Deceased != wantDeceased {
+				t.Errorf("postcode %q, practice %q, deceased %v; want %q, %q, %v", rec.Postcode, rec.GPPractice, rec.Deceased, tt.wantPostcode, tt.wantPractice, wantDeceased)
+			}
+		})
 	}
 }

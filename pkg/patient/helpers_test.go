@@ -68,6 +68,7 @@ type pat struct {
 	odsLogical string // GP practice, as a logical reference
 	replacedBy string // url of the survivor
 	restricted bool
+	cleared    []string // elements marked deleted (nhs.JunctionExtClearedElement)
 }
 
 // bundle builds a message bundle (JSON-shaped maps, as after decoding)
@@ -140,6 +141,10 @@ func bundle(tb testing.TB, event string, pats ...pat) map[string]any {
 		if p.replacedBy != "" {
 			res["active"] = false
 			res["link"] = []any{map[string]any{"type": "replaced-by", "other": map[string]any{"reference": p.replacedBy, "type": "Patient"}}}
+		}
+		for _, c := range p.cleared {
+			exts, _ := res["extension"].([]any)
+			res["extension"] = append(exts, map[string]any{"url": nhs.JunctionExtClearedElement, "valueCode": c})
 		}
 		if p.restricted {
 			res["meta"] = map[string]any{"security": []any{map[string]any{"system": systemConfidentiality, "code": "R"}}}

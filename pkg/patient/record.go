@@ -17,7 +17,11 @@
 //     ignored. Flags, the consent summary and the restricted marker carry
 //     their own Source or time and follow the same rule.
 //   - A Patient resource sets the fields it carries and keeps the others:
-//     an ADT message without PD1 does not clear the registered GP.
+//     an ADT message without PD1 does not clear the registered GP. One
+//     marking an element deleted (nhs.JunctionExtClearedElement, from
+//     HL7 v2's explicit null) clears it: address the postcode,
+//     generalPractitioner the practice and GP (by GPSource, as SetGP),
+//     deceased the deceased marker.
 //   - The registered GP practice and GP carry their own Source
 //     (GPSource), because a PDS lookup (package pds) sets them too: the
 //     newer of a PD1 (by receipt) and a PDS answer (by the time PDS gave
@@ -192,6 +196,17 @@ func (r *Record) SetGP(practice, gp string, src Source) bool {
 		r.GP = gp
 	}
 	r.GPSource = src
+	return true
+}
+
+// ClearGP removes the registered practice and GP, as a message saying the
+// patient has none does, when src is newer than what set them; it reports
+// whether it did.
+func (r *Record) ClearGP(src Source) bool {
+	if !src.After(r.GPSource) {
+		return false
+	}
+	r.GPPractice, r.GP, r.GPSource = "", "", src
 	return true
 }
 

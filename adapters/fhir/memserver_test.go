@@ -15,11 +15,13 @@ import (
 )
 
 // memServer is an in-memory FHIR R4 server for tests: identifier search
-// (GET [base]/Type?identifier=system|value) and transaction Bundles
+// (POST [base]/Type/_search, identifier=system|value in the form) and
+// transaction Bundles
 // (POST [base]) with PUT by id (honouring If-Match), conditional PUT by
 // identifier and conditional create (ifNoneExist), applied atomically,
-// with versions and references to entries' fullUrls resolved, as the
-// FHIR RESTful API and HAPI do. Only what the fhir destination uses.
+// with versions and references to entries' fullUrls resolved, and failed
+// when two entries resolve to one resource, as the FHIR RESTful API
+// requires. Only what the fhir destination uses.
 type memServer struct {
 	*httptest.Server
 	mu  sync.Mutex
@@ -116,13 +118,17 @@ func outcome(diag string) map[string]any {
 
 func (s *memServer) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
-	case r.Method == http.MethodGet && strings.Count(r.URL.Path, "/") == 1:
-		typ := strings.TrimPrefix(r.URL.Path, "/")
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/_search") && strings.Count(r.URL.Path, "/") == 2:
+		typ := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/"), "/_search")
+		if err := r.ParseForm(); err != nil || r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" {
+			writeJSON(w, http.StatusBadRequest, outcome("bad search form"))
+			return
+		}
 		s.mu.Lock()
 		s.searches++
 		set := map[string]any{"resourceType": "Bundle", "type": "searchset"}
 		var entries []any
-		for _, id := range match(s.res, typ, r.URL.Query().Get("identifier")) {
+		for _, id := range match(s.res, typ, r.PostForm.Get("identifier")) {
 			entries = append(entries, map[string]any{"resource": clone(s.res[typ][id]), "search": map[string]any{"mode": "match"}})
 		}
 		set["total"] = len(entries)
@@ -209,6 +215,12 @@ func (s *memServer) serve(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			targets[i] = typ + "/" + id
+			for j := range i {
+				if targets[j] == targets[i] {
+					writeJSON(w, http.StatusBadRequest, outcome("two entries for one resource"))
+					return
+				}
+			}
 			if e.FullURL != "" {
 				ref[e.FullURL] = targets[i]
 			}

@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,23 +39,36 @@ const maxSearchReply = 4 << 20
 // fhirID is the FHIR id type: the only ids merged into a request URL.
 var fhirID = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 
+// maxSearches bounds the searches one delivery runs at once.
+const maxSearches = 4
+
 // mergeTarget is a transaction entry whose resource is merged into the
-// server's copy: its index, resource type and identifier query.
+// server's copy: its index, resource type and the identifier searched.
 type mergeTarget struct {
 	entry int
 	typ   string
-	query string
+	id    fhirIdentifier
+}
+
+// searchResult is what a search before a merge found: the resources that
+// carry the identifier searched for, and whether the server said there
+// are more matches than those (a total above one, or a next page).
+type searchResult struct {
+	found []json.RawMessage
+	more  bool
 }
 
 // mergeExisting reads, for each entry of tx that updates a resource of a
 // merged type by identifier, the server's copy, and when exactly one
-// matches turns the entry into an update of that resource by id, guarded
-// by its version (If-Match), holding the server's copy with the entry's
-// elements laid over it (see mergeResource). A resource with the REDACTED
-// security label is not merged but replaces. With no match the entry stays
-// a conditional update, which creates the resource; with several it stays
-// one too, and the server refuses it as ambiguous. It reports how many
-// entries it changed.
+// carries that identifier turns the entry into an update of that resource
+// by id, guarded by its version (If-Match) when the server gave one,
+// holding the server's copy with the entry's elements laid over it (see
+// mergeResource). With no match the entry stays a conditional update,
+// which creates the resource. Several matches, or two entries that are
+// one resource at the server, are permanent faults: the destination
+// cannot tell which record the message is about. Every entry loses its
+// nhs.JunctionExtClearedElement marks, which steer the merge and are not
+// sent. It reports how many entries it merged.
 func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string) (int, error) {
 	cleared := make([]clearing, len(tx.Entry))
 	for i := range tx.Entry {
@@ -74,50 +89,60 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 			continue
 		}
 		typ, query, ok := strings.Cut(r.Url, "?")
-		if !ok || !o.merges[typ] || jfhir.IsRedacted(e.Resource) {
-			// A resource labelled REDACTED left elements out on purpose
-			// (a restricted patient's contact details): merging would
-			// keep at the server what was withheld, so it replaces.
+		if !ok || !o.merges[typ] {
 			continue
 		}
-		targets = append(targets, mergeTarget{i, typ, query})
+		id, ok := searchedIdentifier(query)
+		if !ok {
+			continue
+		}
+		targets = append(targets, mergeTarget{i, typ, id})
 	}
 	if len(targets) == 0 {
-		return 0, nil
+		return 0, checkDistinct(tx)
 	}
-	found := make([][]json.RawMessage, len(targets))
+	results := make([]searchResult, len(targets))
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxSearches)
 	for i, t := range targets {
-		wg.Go(func() { found[i], errs[i] = o.search(ctx, t.typ, t.query, auth) })
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			results[i], errs[i] = o.search(ctx, t.typ, t.id, auth)
+		})
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		// One fault decides the class: transient if any search may
-		// succeed on a retry.
-		for _, e := range errs {
-			if e != nil && fault.IsTransient(e) {
-				return 0, e
-			}
+	// One fault decides the class: transient if any search may succeed
+	// on a retry.
+	var first error
+	for _, e := range errs {
+		if e != nil && fault.IsTransient(e) {
+			return 0, e
 		}
-		for _, e := range errs {
-			if e != nil {
-				return 0, e
-			}
+		if first == nil {
+			first = e
 		}
+	}
+	if first != nil {
+		return 0, first
 	}
 	n := 0
 	for i, t := range targets {
-		if len(found[i]) != 1 {
+		found := results[i].found
+		if len(found) > 1 || results[i].more {
+			return 0, fault.Newf(fault.CodeDestRejected, "fhir: entry %d: more than one %s at the server carries its identifier; a merge needs exactly one (resolve the duplicate at the server)", t.entry, t.typ)
+		}
+		if len(found) == 0 {
 			continue
 		}
 		e := &tx.Entry[t.entry]
-		merged, id, version, err := mergeResource(e.Resource, found[i][0], cleared[t.entry])
+		merged, id, version, err := mergeResource(e.Resource, found[0], cleared[t.entry], choiceElements(t.typ))
 		if err != nil {
 			return 0, fault.Wrap(fault.Permanent, fault.CodeDestRejected, fmt.Sprintf("fhir: merging entry %d with the server's %s", t.entry, t.typ), err)
 		}
 		if !fhirID.MatchString(id) {
-			continue
+			return 0, fault.Newf(fault.CodeDestRejected, "fhir: entry %d: the server's %s has no id, or one that is not a FHIR id", t.entry, t.typ)
 		}
 		req := models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: t.typ + "/" + id}
 		if version != "" {
@@ -128,19 +153,64 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 		e.Resource = merged
 		n++
 	}
-	return n, nil
+	return n, checkDistinct(tx)
 }
 
-// search returns the resources of type typ the server's search
-// [base]/typ?query matches (not those it includes or its outcomes). Its
-// faults never quote the query, which holds an identifier.
-func (o *Outbound) search(ctx context.Context, typ, query, auth string) ([]json.RawMessage, error) {
+// checkDistinct refuses a transaction with two entries updating one
+// resource (one URL): FHIR requires the server to fail it, and with a
+// merge each would overwrite the other. An A40 whose retired record
+// carries the survivor's NHS number is such a message at a server that
+// keys Patients by NHS number.
+func checkDistinct(tx *models.Bundle) error {
+	seen := make(map[string]int, len(tx.Entry))
+	for i, e := range tx.Entry {
+		if e.Request == nil || e.Request.Method != models.HTTPVerbPUT {
+			continue
+		}
+		if j, ok := seen[e.Request.Url]; ok {
+			typ, _, _ := strings.Cut(e.Request.Url, "?")
+			typ, _, _ = strings.Cut(typ, "/")
+			return fault.Newf(fault.CodeDestRejected, "fhir: entries %d and %d update one %s at the server (the same identifier); a transaction cannot", j, i, typ)
+		}
+		seen[e.Request.Url] = i
+	}
+	return nil
+}
+
+// searchedIdentifier returns the identifier of a conditional update's
+// query "identifier=<system>|<value>", undoing identifierQuery.
+func searchedIdentifier(query string) (fhirIdentifier, bool) {
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return fhirIdentifier{}, false
+	}
+	token := q.Get("identifier")
+	for i := 0; i < len(token); i++ {
+		switch token[i] {
+		case '\\':
+			i++
+		case '|':
+			unesc := strings.NewReplacer(`\\`, `\`, `\|`, `|`, `\,`, `,`, `\$`, `$`)
+			return fhirIdentifier{System: unesc.Replace(token[:i]), Value: unesc.Replace(token[i+1:])}, true
+		}
+	}
+	return fhirIdentifier{}, false
+}
+
+// search finds the resources of type typ that carry id, by POST
+// [base]/typ/_search with the identifier in the form body, so it stays out
+// of URLs and the access logs that keep them. Matches that do not carry
+// id (a server ignoring the parameter answers everything) are not taken.
+// Its faults never quote the identifier.
+func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, auth string) (searchResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.base+"/"+typ+"?"+query, nil)
+	form := identifierQuery(id) + "&_count=2"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.base+"/"+typ+"/_search", strings.NewReader(form))
 	if err != nil {
-		return nil, fault.Newf(fault.CodeConfig, "fhir: build search of %s before a merge", typ)
+		return searchResult{}, fault.Newf(fault.CodeConfig, "fhir: build search of %s before a merge", typ)
 	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", jfhir.MediaTypeJSON)
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
@@ -151,34 +221,37 @@ func (o *Outbound) search(ctx context.Context, typ, query, auth string) ([]json.
 		if why := fault.NetworkReason(err); why != "" {
 			msg += ": " + why
 		}
-		// url.Error quotes the URL, and so the identifier: keep its cause.
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, msg, err)
+		return searchResult{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, msg, err)
 	}
 	defer resp.Body.Close()
 	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxSearchReply+1))
 	status := resp.StatusCode
 	switch {
-	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
-		return nil, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
+	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500 && status != http.StatusNotImplemented:
+		return searchResult{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
 			Msg:        fmt.Sprintf("fhir: server answered %d to a search of %s before a merge", status, typ),
 			RetryAfter: retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())}).WithDetail(outcomeOrText(reply, replyText(reply)))
 	case status < 200 || status >= 300:
-		return nil, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d to a search of %s before a merge (set merge: [] on the destination to replace resources whole)", status, typ).
+		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d to a search of %s before a merge (the destination needs search by identifier; set merge: [] on it to replace resources whole)", status, typ).
 			WithDetail(outcomeOrText(reply, replyText(reply)))
 	case err != nil:
-		return nil, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, fmt.Sprintf("fhir: reading the search of %s before a merge", typ), err)
+		return searchResult{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, fmt.Sprintf("fhir: reading the search of %s before a merge", typ), err)
 	case len(reply) > maxSearchReply:
-		return nil, fault.Newf(fault.CodeDestRejected, "fhir: the search of %s before a merge answered more than %d bytes", typ, maxSearchReply)
+		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: the search of %s before a merge answered more than %d bytes", typ, maxSearchReply)
 	case isHTML(resp.Header.Get("Content-Type")):
-		return nil, fault.Newf(fault.CodeDestRejected, "fhir: server answered a search of %s with an HTML page, not FHIR: is url the FHIR server's base?", typ)
+		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered a search of %s with an HTML page, not FHIR: is url the FHIR server's base?", typ)
 	}
 	var set struct {
 		ResourceType string `json:"resourceType"`
-		Entry        []struct {
+		Total        *int   `json:"total"`
+		Link         []struct {
+			Relation string `json:"relation"`
+		} `json:"link"`
+		Entry []struct {
 			Resource json.RawMessage `json:"resource"`
 			Search   *struct {
 				Mode string `json:"mode"`
@@ -186,9 +259,13 @@ func (o *Outbound) search(ctx context.Context, typ, query, auth string) ([]json.
 		} `json:"entry"`
 	}
 	if err := json.Unmarshal(stripBOM(reply), &set); err != nil || set.ResourceType != "Bundle" {
-		return nil, fault.Newf(fault.CodeDestRejected, "fhir: the search of %s before a merge did not answer a Bundle", typ)
+		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: the search of %s before a merge did not answer a Bundle", typ)
 	}
-	var out []json.RawMessage
+	var out searchResult
+	out.more = set.Total != nil && *set.Total > 1
+	for _, l := range set.Link {
+		out.more = out.more || l.Relation == "next"
+	}
 	for _, e := range set.Entry {
 		if e.Search != nil && e.Search.Mode != "" && e.Search.Mode != "match" {
 			continue
@@ -196,9 +273,79 @@ func (o *Outbound) search(ctx context.Context, typ, query, auth string) ([]json.
 		if rt, err := jfhir.ResourceType(e.Resource); err != nil || rt != typ {
 			continue
 		}
-		out = append(out, e.Resource)
+		var head struct {
+			Identifier json.RawMessage `json:"identifier"`
+		}
+		if json.Unmarshal(e.Resource, &head) != nil || !slices.Contains(identifiers(head.Identifier), id) {
+			continue
+		}
+		out.found = append(out.found, e.Resource)
 	}
 	return out, nil
+}
+
+// choiceElements returns, for a resource type the adapter has a model
+// of, its top-level choice elements (value[x]): each typed name ("deceasedBoolean") to its
+// element name ("deceased"). A model field is one when it is single, its
+// name is a base and a FHIR type name its Go type matches, and another
+// field has the same base.
+func choiceElements(typ string) map[string]string {
+	c, ok := checkers[typ]
+	if !ok || c.typ.Kind() != reflect.Struct {
+		return nil
+	}
+	byBase := map[string][]string{}
+	for i := 0; i < c.typ.NumField(); i++ {
+		f := c.typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		ft := f.Type
+		if ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if name == "" || ft.Kind() == reflect.Slice {
+			continue
+		}
+		best := ""
+		for suffix, kind := range choiceSuffixes {
+			if len(suffix) <= len(best) || !strings.HasSuffix(name, suffix) || len(name) == len(suffix) {
+				continue
+			}
+			if kind == reflect.Struct && ft.Name() != suffix || kind != reflect.Struct && ft.Kind() != kind {
+				continue
+			}
+			best = suffix
+		}
+		if best != "" {
+			base := name[:len(name)-len(best)]
+			byBase[base] = append(byBase[base], name)
+		}
+	}
+	out := map[string]string{}
+	for base, names := range byBase {
+		if len(names) > 1 {
+			for _, n := range names {
+				out[n] = base
+			}
+		}
+	}
+	return out
+}
+
+// choiceSuffixes are the FHIR R4 type names a choice element's name ends
+// with, and the kind of Go value the models hold them in (Struct: a Go
+// type of that name).
+var choiceSuffixes = map[string]reflect.Kind{
+	"Boolean": reflect.Bool, "Integer": reflect.Int, "UnsignedInt": reflect.Int, "PositiveInt": reflect.Int,
+	"Decimal": reflect.String, "String": reflect.String, "Uri": reflect.String, "Url": reflect.String,
+	"Canonical": reflect.String, "Code": reflect.String, "Oid": reflect.String, "Id": reflect.String,
+	"Uuid": reflect.String, "Markdown": reflect.String, "Base64Binary": reflect.String, "Instant": reflect.String,
+	"Date": reflect.String, "DateTime": reflect.String, "Time": reflect.String,
+	"Address": reflect.Struct, "Age": reflect.Struct, "Annotation": reflect.Struct, "Attachment": reflect.Struct,
+	"CodeableConcept": reflect.Struct, "Coding": reflect.Struct, "ContactPoint": reflect.Struct, "Count": reflect.Struct,
+	"Distance": reflect.Struct, "Duration": reflect.Struct, "HumanName": reflect.Struct, "Identifier": reflect.Struct,
+	"Money": reflect.Struct, "Period": reflect.Struct, "Quantity": reflect.Struct, "Range": reflect.Struct,
+	"Ratio": reflect.Struct, "Reference": reflect.Struct, "SampledData": reflect.Struct, "Signature": reflect.Struct,
+	"Timing": reflect.Struct, "Dosage": reflect.Struct, "Expression": reflect.Struct,
 }
 
 // member is one member of a JSON object, in order.
@@ -235,23 +382,30 @@ func members(raw []byte) ([]member, error) {
 
 // mergeResource lays the elements of incoming over the server's copy
 // have and returns the result with have's id, and have's id and
-// meta.versionId. The rules, at the top level of the resource:
+// meta.versionId. choice maps the type's choice elements' typed names to
+// their element names (choiceElements). The rules, at the top level of
+// the resource:
 //
-//   - an element incoming carries replaces the server's (a v2 field sent
-//     is the new value);
+//   - an element incoming carries replaces the server's whole element (a
+//     v2 field sent is the new value: a home phone replaces the telecom
+//     list), and every other form of a choice element it carries goes
+//     (deceasedDateTime replaces deceasedBoolean);
 //   - an element only the server has is kept (a v2 field not sent means
 //     no change, and other systems' elements are not Junction's to
-//     delete);
-//   - identifiers are the union of both, incoming's first, so a
-//     hospital number another system added stays;
+//     delete), unless cl names it: the sender deleted it;
+//   - identifiers are the union of both, incoming's first, so a hospital
+//     number another system added stays, except that incoming's NHS
+//     number is the only one;
 //   - extensions are joined by url: incoming's replace the server's of
-//     the same url, the server's others stay;
-//   - elements and extensions cl names (the sender deleted them) are
-//     dropped from the server's copy;
+//     the same url, the server's others stay unless cl names them;
+//   - meta is incoming's with the server's security labels and tags
+//     joined, or the server's when incoming has none;
 //   - the server's narrative (text) is dropped unless incoming has one,
-//     since it may no longer describe the resource; the server's meta is
-//     kept only where incoming has none.
-func mergeResource(incoming, have []byte, cl clearing) (merged []byte, id, version string, err error) {
+//     since it may no longer describe the resource.
+//
+// A server copy tagged SUBSETTED (not all of it) is refused: writing it
+// back would delete what the server left out.
+func mergeResource(incoming, have []byte, cl clearing, choice map[string]string) (merged []byte, id, version string, err error) {
 	in, err := members(incoming)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("the entry: %w", err)
@@ -260,49 +414,62 @@ func mergeResource(incoming, have []byte, cl clearing) (merged []byte, id, versi
 	if err != nil {
 		return nil, "", "", fmt.Errorf("the server's copy: %w", err)
 	}
-	carried := make(map[string]json.RawMessage, len(in))
-	for _, m := range in {
-		carried[m.key] = m.value
-	}
 	var head struct {
 		ID   string `json:"id"`
 		Meta struct {
 			VersionID string `json:"versionId"`
+			Tag       []struct {
+				System string `json:"system"`
+				Code   string `json:"code"`
+			} `json:"tag"`
 		} `json:"meta"`
 	}
 	if err := json.Unmarshal(have, &head); err != nil {
-		return nil, "", "", errors.New("the server's copy: id or meta.versionId is not a string")
+		return nil, "", "", errors.New("the server's copy: id or meta is malformed")
+	}
+	for _, t := range head.Meta.Tag {
+		if t.System == jfhir.SystemObservationValue && t.Code == "SUBSETTED" {
+			return nil, "", "", errors.New("the server's copy is tagged SUBSETTED: it is not the whole resource")
+		}
+	}
+	carried := make(map[string]bool, len(in))
+	for _, m := range in {
+		carried[m.key] = true
+		if base, ok := choice[m.key]; ok {
+			carried[base+"[x]"] = true
+		}
 	}
 	out := make([]member, 0, len(in)+len(old))
 	add := func(k string, v json.RawMessage) { out = append(out, member{k, v}) }
-	rtype, ok := carried["resourceType"]
-	if !ok {
+	if !carried["resourceType"] {
 		return nil, "", "", errors.New("the entry has no resourceType")
 	}
-	add("resourceType", rtype)
+	add("resourceType", valueOf(in, "resourceType"))
 	quoted, _ := json.Marshal(head.ID)
 	add("id", quoted)
 	for _, m := range in {
+		var v json.RawMessage
+		var err error
 		switch m.key {
 		case "resourceType", "id":
+			continue
 		case "identifier":
-			u, err := identifierUnion(m.value, valueOf(old, "identifier"))
-			if err != nil {
-				return nil, "", "", err
-			}
-			add(m.key, u)
+			v, err = identifierUnion(m.value, valueOf(old, "identifier"))
 		case "extension":
-			u, err := extensionUnion(m.value, valueOf(old, "extension"), cl.extensions)
-			if err != nil {
-				return nil, "", "", err
-			}
-			add(m.key, u)
+			v, err = extensionUnion(m.value, valueOf(old, "extension"), cl.extensions)
+		case "meta":
+			v, err = metaUnion(m.value, valueOf(old, "meta"))
 		default:
-			add(m.key, m.value)
+			v = m.value
 		}
+		if err != nil {
+			return nil, "", "", err
+		}
+		add(m.key, v)
 	}
 	for _, m := range old {
-		if _, ok := carried[m.key]; ok || cl.clears(m.key) {
+		base, isChoice := choice[m.key]
+		if carried[m.key] || isChoice && carried[base+"[x]"] || cl.clears(m.key, base) {
 			continue
 		}
 		switch m.key {
@@ -320,6 +487,47 @@ func mergeResource(incoming, have []byte, cl clearing) (merged []byte, id, versi
 		}
 	}
 	return writeObject(out), head.ID, head.Meta.VersionID, nil
+}
+
+// metaUnion returns incoming's meta with the security labels and tags of
+// have's that it does not carry added, so a label another system set (an
+// R confidentiality code) stays.
+func metaUnion(in, have json.RawMessage) (json.RawMessage, error) {
+	if len(have) == 0 {
+		return in, nil
+	}
+	var a, b map[string]json.RawMessage
+	if err := json.Unmarshal(in, &a); err != nil {
+		return nil, errors.New("the entry: meta is not an object")
+	}
+	if err := json.Unmarshal(have, &b); err != nil {
+		return nil, errors.New("the server's copy: meta is not an object")
+	}
+	for _, k := range []string{"security", "tag"} {
+		var mine, theirs []json.RawMessage
+		if len(a[k]) > 0 && json.Unmarshal(a[k], &mine) != nil || len(b[k]) > 0 && json.Unmarshal(b[k], &theirs) != nil {
+			return nil, fmt.Errorf("meta.%s is not an array", k)
+		}
+		key := func(raw json.RawMessage) string {
+			var c struct{ System, Code string }
+			_ = json.Unmarshal(raw, &c)
+			return c.System + "|" + c.Code
+		}
+		seen := map[string]bool{}
+		for _, c := range mine {
+			seen[key(c)] = true
+		}
+		n := len(mine)
+		for _, c := range theirs {
+			if !seen[key(c)] {
+				mine = append(mine, c)
+			}
+		}
+		if len(mine) > n {
+			a[k], _ = json.Marshal(mine)
+		}
+	}
+	return json.Marshal(a)
 }
 
 // writeObject encodes ms as a JSON object, in order.
@@ -353,7 +561,9 @@ func valueOf(ms []member, key string) json.RawMessage {
 }
 
 // identifierUnion returns the identifiers of in followed by those of have
-// whose system and value in does not already carry.
+// that in does not already carry (the same system and value, or for one
+// without a value the same JSON), leaving out have's NHS numbers when in
+// carries one: a patient has one.
 func identifierUnion(in, have json.RawMessage) (json.RawMessage, error) {
 	var a, b []json.RawMessage
 	if err := json.Unmarshal(in, &a); err != nil {
@@ -365,24 +575,31 @@ func identifierUnion(in, have json.RawMessage) (json.RawMessage, error) {
 	if err := json.Unmarshal(have, &b); err != nil {
 		return nil, errors.New("the server's copy: identifier is not an array")
 	}
-	key := func(raw json.RawMessage) (string, bool) {
+	key := func(raw json.RawMessage) (fhirIdentifier, string) {
 		var id fhirIdentifier
-		if json.Unmarshal(raw, &id) != nil || id.Value == "" {
-			return "", false
+		_ = json.Unmarshal(raw, &id)
+		if id.Value == "" {
+			var buf bytes.Buffer
+			if json.Compact(&buf, raw) == nil {
+				return id, "json:" + buf.String()
+			}
 		}
-		return id.System + "|" + id.Value, true
+		return id, id.System + "|" + id.Value
 	}
 	seen := make(map[string]bool, len(a))
+	hasNHS := false
 	for _, r := range a {
-		if k, ok := key(r); ok {
-			seen[k] = true
-		}
+		id, k := key(r)
+		seen[k] = true
+		hasNHS = hasNHS || id.System == nhs.SystemNHSNumber && id.Value != ""
 	}
 	out := a
 	for _, r := range b {
-		if k, ok := key(r); ok && seen[k] {
+		id, k := key(r)
+		if seen[k] || hasNHS && id.System == nhs.SystemNHSNumber && id.Value != "" {
 			continue
 		}
+		seen[k] = true
 		out = append(out, r)
 	}
 	return json.Marshal(out)
@@ -399,11 +616,11 @@ type clearing struct {
 	extensions []string
 }
 
-// clears reports whether key is an element c names, a choice element's
-// typed name included ("deceasedBoolean" for "deceased").
-func (c clearing) clears(key string) bool {
+// clears reports whether c names the element key, whose choice element
+// name is base ("deceased" for "deceasedBoolean"; "" when it is none).
+func (c clearing) clears(key, base string) bool {
 	for _, e := range c.elements {
-		if key == e || strings.HasPrefix(key, e) && len(key) > len(e) && key[len(e)] >= 'A' && key[len(e)] <= 'Z' {
+		if key == e || base != "" && base == e {
 			return true
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -13,9 +14,9 @@ import (
 
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
-	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
@@ -206,7 +207,8 @@ func TestOutboundMergeSearchFaults(t *testing.T) {
 	}{
 		{"unavailable", http.StatusServiceUnavailable, true, "server answered 503 to a search of Patient before a merge"},
 		{"too many requests", http.StatusTooManyRequests, true, "answered 429"},
-		{"forbidden", http.StatusForbidden, false, "set merge: [] on the destination"},
+		{"forbidden", http.StatusForbidden, false, "set merge: []"},
+		{"not implemented", http.StatusNotImplemented, false, "answered 501"},
 		{"html", http.StatusOK, false, "HTML page"},
 	}
 	for _, tt := range tests {
@@ -231,8 +233,11 @@ func TestOutboundMergeSearchFaults(t *testing.T) {
 				t.Errorf("fault quotes the NHS number: %v", err)
 			}
 			for _, r := range srv.requests() {
-				if r.Method == http.MethodPost {
+				if r.Method != http.MethodPost || !strings.HasSuffix(r.Path, "/_search") {
 					t.Errorf("wrote after a failed search: %s %s", r.Method, r.Path)
+				}
+				if strings.Contains(r.Path, "9990000018") || strings.HasSuffix(r.Path, "/Patient/_search") && !strings.Contains(string(r.Body), "9990000018") {
+					t.Errorf("search %s with body %q: the identifier belongs in the body, not the URL", r.Path, r.Body)
 				}
 			}
 		})
@@ -252,57 +257,171 @@ func TestOutboundMergeSearchFaults(t *testing.T) {
 	})
 }
 
-// TestOutboundMergeAmbiguousStaysConditional: with two resources matching
-// the identifier, nothing is merged; the entry stays a conditional update,
-// which the server refuses as ambiguous, and that is permanent.
-func TestOutboundMergeAmbiguousStaysConditional(t *testing.T) {
-	srv := newMemServer(t)
-	nhsID := map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}
-	srv.put("Patient", "a", map[string]any{"resourceType": "Patient", "identifier": []any{nhsID}})
-	srv.put("Patient", "b", map[string]any{"resourceType": "Patient", "identifier": []any{nhsID}})
-	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
-	_, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000002", mergeA02))
-	if err == nil || fault.IsTransient(err) || !strings.Contains(err.Error(), "412") {
-		t.Fatalf("Send = %v, want the server's permanent 412", err)
-	}
-	if srv.searches == 0 {
-		t.Error("no search before the write")
+// TestOutboundMergeAmbiguous: with two resources at the server carrying
+// the identifier, the destination cannot tell which the message is about:
+// a permanent fault before anything is written, whether or not another
+// entry (the Encounter) would have merged.
+func TestOutboundMergeAmbiguous(t *testing.T) {
+	for _, withEncounter := range []bool{false, true} {
+		srv := newMemServer(t)
+		o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+		if withEncounter {
+			if _, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nhsID := map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}
+		srv.put("Patient", "a", map[string]any{"resourceType": "Patient", "identifier": []any{nhsID}})
+		srv.put("Patient", "b", map[string]any{"resourceType": "Patient", "identifier": []any{nhsID}})
+		posts := srv.posts
+		_, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000002", mergeA02))
+		if err == nil || fault.IsTransient(err) || !strings.Contains(err.Error(), "more than one Patient") {
+			t.Errorf("encounter merged %v: Send = %v, want a permanent fault naming the duplicate", withEncounter, err)
+		}
+		if srv.posts != posts {
+			t.Errorf("encounter merged %v: a transaction was sent", withEncounter)
+		}
 	}
 }
 
-// TestOutboundRedactedReplaces: a Patient labelled REDACTED (a restricted
-// patient's, its contact details withheld by consent) is not merged, so
-// the server does not keep the address and GP it held from before.
-func TestOutboundRedactedReplaces(t *testing.T) {
+// TestOutboundMergeTakesOnlyTrueMatches: a server that ignores the
+// identifier parameter answers every Patient; the one it answers is
+// another patient's, so nothing is merged into it: the entry stays a
+// conditional update (which the server resolves itself).
+func TestOutboundMergeTakesOnlyTrueMatches(t *testing.T) {
+	srv := newMemServer(t)
+	other := map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000026"}
+	srv.put("Patient", "someone-else", map[string]any{"resourceType": "Patient", "identifier": []any{other},
+		"name": []any{map[string]any{"family": "OTHERPATIENT"}}})
+	lenient := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/Patient/_search") {
+			var entries []any
+			for _, p := range srv.all("Patient") {
+				entries = append(entries, map[string]any{"resource": p, "search": map[string]any{"mode": "match"}})
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"resourceType": "Bundle", "type": "searchset", "entry": entries})
+			return
+		}
+		r.URL.Path = strings.TrimPrefix(r.URL.Path, "/fhir")
+		srv.serve(w, r)
+	}))
+	t.Cleanup(lenient.Close)
+	o := newTestOutbound(t, OutboundConfig{URL: lenient.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	if _, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range srv.all("Patient") {
+		b, _ := json.Marshal(p)
+		if p["id"] == "someone-else" && strings.Contains(string(b), "9990000018") {
+			t.Errorf("the delivery was merged into another patient's record: %s", b)
+		}
+	}
+	if n := len(srv.all("Patient")); n != 2 {
+		t.Errorf("server holds %d Patients, want the other and the new one", n)
+	}
+}
+
+// TestOutboundMergeChoiceElements: a death date replaces the
+// deceasedBoolean the server held, rather than sitting beside it (FHIR
+// allows one form of a choice element).
+func TestOutboundMergeChoiceElements(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	ctx := context.Background()
+	alive := strings.Replace(mergeA01, "01234 000001^PRN^PH\r", "01234 000001^PRN^PH|||||||||||||||||N\r", 1)
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", alive)); err != nil {
+		t.Fatal(err)
+	}
+	if p := only(t, srv, "Patient"); p["deceasedBoolean"] != false {
+		t.Fatalf("the admission did not say alive: %v", p["deceasedBoolean"])
+	}
+	died := strings.Replace(mergeA02, "19820304|9\r", "19820304|9|||||||||||||||||||||20240720083000|Y\r", 1)
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000002", died)); err != nil {
+		t.Fatal(err)
+	}
+	p := only(t, srv, "Patient")
+	if p["deceasedDateTime"] == nil || p["deceasedBoolean"] != nil {
+		t.Errorf("deceasedDateTime %v, deceasedBoolean %v: want the date alone", p["deceasedDateTime"], p["deceasedBoolean"])
+	}
+	if got := choiceElements("Patient"); got["deceasedBoolean"] != "deceased" || got["multipleBirthInteger"] != "multipleBirth" || len(got) != 4 {
+		t.Errorf("Patient choice elements %v", got)
+	}
+	if got := choiceElements("Encounter"); len(got) != 0 {
+		t.Errorf("Encounter choice elements %v, want none (reasonCode and reasonReference are two elements)", got)
+	}
+}
+
+// TestOutboundMergeSameResourceTwice: an A40 whose retired record carries
+// the survivor's NHS number makes two entries that are one Patient at a
+// server keyed by NHS number; a transaction cannot update one resource
+// twice, so it is a permanent fault before anything is written.
+func TestOutboundMergeSameResourceTwice(t *testing.T) {
 	srv := newMemServer(t)
 	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
 	ctx := context.Background()
 	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
 		t.Fatal(err)
 	}
-	d := pasDelivery(t, "01MERGE0000003", mergeA01)
+	a40 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A40^ADT_A39|C40|P|2.5.1\r" +
+		"EVN|A40|20240716101400\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+		"MRG|H300009^^^RX1^MR~9990000018^^^NHS^NH\r"
+	posts := srv.posts
+	_, err := o.Send(ctx, pasDelivery(t, "01MERGE0000040", a40))
+	if err == nil || fault.IsTransient(err) || !strings.Contains(err.Error(), "update one Patient") {
+		t.Fatalf("Send = %v, want a permanent fault", err)
+	}
+	if srv.posts != posts {
+		t.Error("a transaction was sent")
+	}
+}
+
+// TestOutboundRedactedDeletesWithheld: a restricted patient's Patient,
+// redacted by consent for this destination (an A02 that carries no
+// contact details at all), deletes the address, telecom and GP the server
+// held from before, and keeps what is not withheld (another system's
+// identifier, the birth date).
+func TestOutboundRedactedDeletesWithheld(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	ctx := context.Background()
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+		t.Fatal(err)
+	}
+	p := only(t, srv, "Patient")
+	p["identifier"] = append(p["identifier"].([]any), map[string]any{"system": "https://other-trust.example/mrn", "value": "OT-77"})
+	srv.put("Patient", p["id"].(string), p)
+
+	d := pasDelivery(t, "01MERGE0000003", mergeA02)
 	var b map[string]any
 	if err := json.Unmarshal(d.Body, &b); err != nil {
 		t.Fatal(err)
 	}
-	for _, x := range b["entry"].([]any) {
-		res := x.(map[string]any)["resource"].(map[string]any)
-		if res["resourceType"] == "Patient" {
-			for _, k := range []string{"address", "telecom", "contact", "generalPractitioner"} {
-				delete(res, k)
-			}
-			jfhir.LabelRedacted(res)
+	dec := consent.Decision{Outcome: consent.Redact}
+	for i, x := range b["entry"].([]any) {
+		rt := x.(map[string]any)["resource"].(map[string]any)["resourceType"].(string)
+		v := consent.Verdict{Outcome: consent.Permit}
+		if rt == "Patient" {
+			v = consent.Verdict{Outcome: consent.Redact, Strip: []string{"address", "telecom", "contact", "generalPractitioner"}}
 		}
+		dec.Resources = append(dec.Resources, consent.ResourceDecision{Index: i, ResourceType: rt, Verdict: v})
 	}
-	d.Body, _ = json.Marshal(b)
+	red, err := consent.Apply(b, dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Body, _ = json.Marshal(red)
 	if _, err := o.Send(ctx, d); err != nil {
 		t.Fatal(err)
 	}
-	p := only(t, srv, "Patient")
+	p = only(t, srv, "Patient")
 	for _, k := range []string{"address", "telecom", "generalPractitioner"} {
 		if p[k] != nil {
 			t.Errorf("the server kept the withheld %s", k)
 		}
+	}
+	if p["birthDate"] != "1982-03-04" || !strings.Contains(strings.Join(identifierSet(p), " "), "OT-77") {
+		t.Errorf("the redacted Patient replaced what was not withheld: %v", p)
 	}
 	if e := only(t, srv, "Encounter"); e["participant"] == nil {
 		t.Error("the Encounter, not redacted, lost its participant")
@@ -347,6 +466,20 @@ func TestMergeResource(t *testing.T) {
 			id:   "e",
 		},
 		{
+			name: "the server's security labels stay beside the entry's meta",
+			in:   `{"resourceType":"Patient","meta":{"profile":["p"],"security":[{"system":"a","code":"X"}]}}`,
+			have: `{"resourceType":"Patient","id":"p","meta":{"versionId":"3","security":[{"system":"c","code":"R"},{"system":"a","code":"X"}],"tag":[{"system":"t","code":"T"}]}}`,
+			want: `{"resourceType":"Patient","id":"p","meta":{"profile":["p"],"security":[{"system":"a","code":"X"},{"system":"c","code":"R"}],"tag":[{"system":"t","code":"T"}]}}`,
+			id:   "p", version: "3",
+		},
+		{
+			name: "one NHS number, value-less identifiers not repeated",
+			in:   `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"},{"system":"x","extension":[{"url":"u"}]}]}`,
+			have: `{"resourceType":"Patient","id":"p","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000026"},{"system":"x", "extension":[{"url":"u"}]},{"system":"o","value":"9"}]}`,
+			want: `{"resourceType":"Patient","id":"p","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"},{"system":"x","extension":[{"url":"u"}]},{"system":"o","value":"9"}]}`,
+			id:   "p",
+		},
+		{
 			name: "numbers and text kept as written",
 			in:   `{"resourceType":"Patient","identifier":[{"system":"s","value":"1"}],"multipleBirthInteger":2}`,
 			have: `{"resourceType":"Patient","id":"p","extension":[{"url":"u","valueDecimal":1.50}]}`,
@@ -356,7 +489,7 @@ func TestMergeResource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, id, version, err := mergeResource([]byte(tt.in), []byte(tt.have), tt.cl)
+			got, id, version, err := mergeResource([]byte(tt.in), []byte(tt.have), tt.cl, choiceElements("Patient"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -365,13 +498,16 @@ func TestMergeResource(t *testing.T) {
 			}
 		})
 	}
+	if _, _, _, err := mergeResource([]byte(`{"resourceType":"Patient"}`), []byte(`{"resourceType":"Patient","id":"p","meta":{"tag":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ObservationValue","code":"SUBSETTED"}]}}`), clearing{}, nil); err == nil {
+		t.Error("merged into a SUBSETTED copy")
+	}
 	for _, bad := range []struct{ in, have string }{
 		{`[]`, `{}`},
 		{`{"resourceType":"Patient"}`, `{"id":5}`},
 		{`{"identifier":{}}`, `{"resourceType":"Patient","id":"p"}`},
 		{`{"resourceType":"Patient","identifier":[]}`, `{"id":"p","identifier":"x"}`},
 	} {
-		if _, _, _, err := mergeResource([]byte(bad.in), []byte(bad.have), clearing{}); err == nil {
+		if _, _, _, err := mergeResource([]byte(bad.in), []byte(bad.have), clearing{}, nil); err == nil {
 			t.Errorf("mergeResource(%s, %s) succeeded", bad.in, bad.have)
 		}
 	}

@@ -60,17 +60,23 @@ const maxDrain = 256 << 10
 //     idempotency key, "entry", index).
 //   - A resource of a type in OutboundConfig.Merge (Patient and Encounter
 //     by default) that would be updated by identifier is first searched
-//     for by that identifier. When exactly one matches, the entry becomes
-//     PUT <Type>/<server id> with If-Match on the server's version,
-//     holding the server's copy with the delivery's elements laid over it
-//     (see mergeResource): an HL7 v2 message that leaves a field out
-//     means no change, so an A02 without PD1 must not delete the
-//     registered GP, nor any message delete what other systems wrote. A
-//     resource labelled REDACTED is never merged. A version conflict
-//     (409/412) is transient: the next attempt reads again. v2's explicit
-//     null ("" to delete a value) is not carried into FHIR, so under a
-//     merge it deletes nothing at the server.
-//
+//     for by that identifier (POST <Type>/_search, so the identifier stays
+//     out of URLs and access logs). When exactly one resource carries it,
+//     the entry becomes PUT <Type>/<server id>, with If-Match on the
+//     server's meta.versionId when it gives one, holding the server's
+//     copy with the delivery's elements laid over it (see
+//     mergeResource): an HL7 v2 message that leaves a field out means no
+//     change, so an A02 without PD1 must not delete the registered GP,
+//     and elements other systems wrote stay. Elements the delivery marks
+//     deleted (nhs.JunctionExtClearedElement: v2's explicit null, an
+//     A13's withdrawn discharge, consent's withheld contact details) are
+//     removed from the server's copy; the marks are never sent. More than
+//     one match, or two entries that are one resource, is a permanent
+//     fault; a version conflict (409/412) after a merge is transient: the
+//     next attempt reads again. A server that gives no versionId is
+//     written without If-Match, so a change another system makes between
+//     the read and the write is lost.
+
 // In message mode the Bundle, which must be of type message, is POSTed
 // unchanged to [base]/$process-message.
 type Outbound struct {

@@ -137,15 +137,16 @@ func (s *Sink) ServeMLLP(ctx context.Context, _ *mllp.ConnInfo, payload []byte) 
 	return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA, App: "SINK", Facility: "RX1"}), false
 }
 
-// ServeHTTP serves the FHIR endpoint (POST /fhir, and searches, which
-// find nothing) and the control API:
+// ServeHTTP serves the FHIR endpoint (POST /fhir, and POST
+// /fhir/{type}/_search, which finds nothing) and the control API:
 // GET /deliveries, GET /rejections, GET and PUT /mode.
 func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/fhir/") && strings.HasSuffix(r.URL.Path, "/_search"):
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<16))
+		s.serveSearch(w)
 	case r.Method == http.MethodPost && (r.URL.Path == "/fhir" || strings.HasPrefix(r.URL.Path, "/fhir/")):
 		s.serveFHIR(w, r)
-	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/fhir/"):
-		s.serveSearch(w)
 	case r.Method == http.MethodGet && r.URL.Path == "/deliveries":
 		s.mu.Lock()
 		out := append([]Delivery{}, s.deliveries...)

@@ -119,7 +119,7 @@ func TestSinkHTTP(t *testing.T) {
 		return resp.StatusCode
 	}
 	search := func() (int, string) {
-		resp, err := http.Get(hs.URL + "/fhir/Patient?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number|9990000018")
+		resp, err := http.Post(hs.URL+"/fhir/Patient/_search", "application/x-www-form-urlencoded", strings.NewReader("identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number|9990000018&_count=2"))
 		if err != nil {
 			t.Fatal(err)
 		}

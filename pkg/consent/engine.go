@@ -501,12 +501,12 @@ func resourceDate(body map[string]any) time.Time {
 
 // Apply returns a copy of bundle with the decision's redactions made:
 // entries whose verdict is Deny are dropped, with every reference to them,
-// and entries whose verdict is Redact lose the elements listed in Strip
-// and, where one was there to lose, gain the security label REDACTED
-// (fhir.SystemObservationValue) in meta.security, so a receiver knows elements
-// were left out on purpose: a fhir destination then replaces its copy
-// rather than keeping what it held. A decision without per-resource
-// verdicts returns an unchanged copy.
+// and entries whose verdict is Redact lose the elements listed in Strip,
+// are marked as deleting them (nhs.JunctionExtClearedElement, so a fhir
+// destination merging into what it holds deletes what it held before)
+// and are labelled REDACTED (fhir.SystemObservationValue) in
+// meta.security. A decision without per-resource verdicts returns an
+// unchanged copy.
 func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 	c, err := jsonmap.Clone(bundle)
 	if err != nil {
@@ -532,16 +532,11 @@ func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 			}
 			continue
 		case Redact:
-			removed := false
 			for _, k := range v.Strip {
-				if _, ok := res[k]; ok {
-					delete(res, k)
-					removed = true
-				}
+				delete(res, k)
 			}
-			if removed {
-				fhir.LabelRedacted(res)
-			}
+			markCleared(res, v.Strip)
+			fhir.LabelRedacted(res)
 		}
 		kept = append(kept, x)
 	}
@@ -550,4 +545,27 @@ func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 		out = fhir.DropReferences(out, dropped).(map[string]any)
 	}
 	return out, nil
+}
+
+// markCleared adds to res a nhs.JunctionExtClearedElement mark for each of
+// elements it does not already carry.
+func markCleared(res map[string]any, elements []string) {
+	exts, _ := res["extension"].([]any)
+	have := map[string]bool{}
+	for _, x := range exts {
+		if e, _ := x.(map[string]any); e["url"] == nhs.JunctionExtClearedElement {
+			if c, ok := e["valueCode"].(string); ok {
+				have[c] = true
+			}
+		}
+	}
+	for _, el := range elements {
+		if !have[el] {
+			exts = append(exts, map[string]any{"url": nhs.JunctionExtClearedElement, "valueCode": el})
+			have[el] = true
+		}
+	}
+	if len(exts) > 0 {
+		res["extension"] = exts
+	}
 }

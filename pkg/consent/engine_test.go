@@ -166,6 +166,20 @@ func checkApplied(t *testing.T, out map[string]any, per []Outcome) {
 			if labelled != (per[0] == Redact) {
 				t.Errorf("Patient labelled REDACTED = %v with verdict %s", labelled, per[0])
 			}
+			var cleared []string
+			exts, _ := res["extension"].([]any)
+			for _, x := range exts {
+				if e := x.(map[string]any); e["url"] == nhs.JunctionExtClearedElement {
+					cleared = append(cleared, e["valueCode"].(string))
+				}
+			}
+			var wantCleared []string
+			if per[0] == Redact {
+				wantCleared = restrictedStrip("Patient")
+			}
+			if diff := cmp.Diff(wantCleared, cleared); diff != "" {
+				t.Errorf("Patient marked cleared (-want +got):\n%s", diff)
+			}
 		}
 	}
 	if diff := cmp.Diff(keptURLs, gotURLs); diff != "" {
@@ -188,6 +202,36 @@ func checkApplied(t *testing.T, out map[string]any, per []Outcome) {
 		}
 	}
 	walk(out)
+}
+
+// TestApplyRedactsWhatIsNotThere: a restricted patient's Patient that
+// carries none of the withheld elements (an A02 without PID-11 or PD1) is
+// still labelled REDACTED and marked as deleting them, so a destination
+// merging into what it holds drops the address and GP it held before.
+func TestApplyRedactsWhatIsNotThere(t *testing.T) {
+	b := map[string]any{"resourceType": "Bundle", "type": "message", "entry": []any{
+		map[string]any{"fullUrl": "urn:uuid:p", "resource": map[string]any{
+			"resourceType": "Patient",
+			"identifier":   []any{map[string]any{"system": nhs.SystemNHSNumber, "value": "9990000018"}},
+			"name":         []any{map[string]any{"family": "TESTPATIENT"}},
+		}},
+	}}
+	d := Decision{Outcome: Redact, Resources: []ResourceDecision{{Index: 0, ResourceType: "Patient",
+		Verdict: Verdict{Outcome: Redact, Strip: restrictedStrip("Patient"), Gate: GateRestricted, Rule: "gate:restricted-patient"}}}}
+	out, err := Apply(b, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := out["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+	raw, _ := json.Marshal(res)
+	if !fhir.IsRedacted(raw) {
+		t.Errorf("not labelled REDACTED: %s", raw)
+	}
+	for _, el := range restrictedStrip("Patient") {
+		if !strings.Contains(string(raw), `"valueCode":"`+el+`"`) {
+			t.Errorf("not marked as deleting %s: %s", el, raw)
+		}
+	}
 }
 
 func TestApplyLeavesInputAlone(t *testing.T) {

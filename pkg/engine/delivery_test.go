@@ -39,10 +39,7 @@ type fhirServer struct {
 }
 
 func (f *fhirServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet {
-		// The search a merge reads first: this server holds nothing.
-		w.Header().Set("Content-Type", "application/fhir+json")
-		_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"searchset","total":0}`)
+	if answerSearch(w, r) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
@@ -68,6 +65,19 @@ func (f *fhirServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"transaction-response"}`)
+}
+
+// answerSearch answers the search a fhir destination makes before a
+// merge (POST [base]/Type/_search) as a server holding nothing would, and
+// reports whether r was one.
+func answerSearch(w http.ResponseWriter, r *http.Request) bool {
+	if !strings.HasSuffix(r.URL.Path, "/_search") {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, r.Body)
+	w.Header().Set("Content-Type", "application/fhir+json")
+	_, _ = io.WriteString(w, `{"resourceType":"Bundle","type":"searchset","total":0}`)
+	return true
 }
 
 func (f *fhirServer) script(s ...int) {
@@ -988,6 +998,9 @@ func testFailingPatientHoldsUpNoOther(t *testing.T, pipe string) {
 	var order []string // the control id of each accepted delivery, in order
 	tries := 0
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if answerSearch(w, r) {
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		defer mu.Unlock()

@@ -35,7 +35,7 @@ type memServer struct {
 	afterSearch func(typ string)
 }
 
-func newMemServer(t *testing.T) *memServer {
+func newMemServer(t testing.TB) *memServer {
 	t.Helper()
 	s := &memServer{res: map[string]map[string]map[string]any{}}
 	s.Server = httptest.NewServer(http.StripPrefix("/fhir", http.HandlerFunc(s.serve)))

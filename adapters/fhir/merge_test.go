@@ -3,6 +3,7 @@ package fhir
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -38,7 +39,7 @@ const (
 
 // pasDelivery translates raw with the shipped PAS translator and returns
 // the delivery of its bundle.
-func pasDelivery(t *testing.T, id, raw string) *adapter.Delivery {
+func pasDelivery(t testing.TB, id, raw string) *adapter.Delivery {
 	t.Helper()
 	tr, err := pas.NewTranslator(pas.DefaultDialect())
 	if err != nil {
@@ -602,5 +603,31 @@ func TestOutboundMergeHonoursExplicitNulls(t *testing.T) {
 	}
 	if strings.Contains(string(b), "cleared-element") {
 		t.Error("the server was sent Junction's cleared-element marker")
+	}
+}
+
+// BenchmarkOutboundSendMerge measures one delivery of the transfer to an
+// in-memory server on loopback that holds its Patient and Encounter, with
+// the default merge (two searches, then the transaction) and without.
+func BenchmarkOutboundSendMerge(b *testing.B) {
+	for _, merge := range [][]string{DefaultMergeTypes(), {}} {
+		b.Run(fmt.Sprintf("merge=%v", merge), func(b *testing.B) {
+			srv := newMemServer(b)
+			o, err := NewOutbound(adapter.Settings{Name: "ehr"}, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: merge})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer o.Shutdown(context.Background())
+			ctx := context.Background()
+			if _, err := o.Send(ctx, pasDelivery(b, "01MERGE0000001", mergeA01)); err != nil {
+				b.Fatal(err)
+			}
+			d := pasDelivery(b, "01MERGE0000002", mergeA02)
+			for b.Loop() {
+				if _, err := o.Send(ctx, d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -66,10 +66,17 @@ type searchResult struct {
 // mergeResource). With no match the entry stays a conditional update,
 // which creates the resource. Several matches, or two entries that are
 // one resource at the server, are permanent faults: the destination
-// cannot tell which record the message is about. Every entry loses its
-// nhs.JunctionExtClearedElement marks, which steer the merge and are not
-// sent. It reports how many entries it merged.
+// cannot tell which record the message is about, except that a retired
+// Patient that is its survivor here is folded in (foldRetired). Every
+// entry loses its nhs.JunctionExtClearedElement marks, which steer the
+// merge and are not sent. It reports how many entries it merged.
 func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string) (int, error) {
+	if err := foldRetired(tx); err != nil {
+		return 0, err
+	}
+	if err := checkDistinct(tx); err != nil {
+		return 0, err
+	}
 	cleared := make([]clearing, len(tx.Entry))
 	for i := range tx.Entry {
 		e := &tx.Entry[i]
@@ -99,7 +106,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 		targets = append(targets, mergeTarget{i, typ, id})
 	}
 	if len(targets) == 0 {
-		return 0, checkDistinct(tx)
+		return 0, nil
 	}
 	results := make([]searchResult, len(targets))
 	errs := make([]error, len(targets))
@@ -153,6 +160,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 		e.Resource = merged
 		n++
 	}
+	// Two identifiers may lead to one resource at the server.
 	return n, checkDistinct(tx)
 }
 
@@ -175,6 +183,171 @@ func checkDistinct(tx *models.Bundle) error {
 		seen[e.Request.Url] = i
 	}
 	return nil
+}
+
+// foldRetired folds into its survivor each retired Patient (an A34 or
+// A40's record merged away: a link "replaced-by" the survivor's entry)
+// that this destination would update as the survivor itself, because
+// both carry the NHS number it keys Patients by: the usual merge of two
+// hospital numbers of one patient. Here they are one resource, so the
+// retired entry is dropped, the survivor's link to it removed, and the
+// retired record's other identifiers added to the survivor with use
+// "old", so a later message naming only the retired hospital number
+// finds the survivor. Other entries updating one resource twice are left
+// for checkDistinct to refuse.
+func foldRetired(tx *models.Bundle) error {
+	for {
+		seen := make(map[string]int, len(tx.Entry))
+		retired, survivor := -1, -1
+		for i, e := range tx.Entry {
+			if e.Request == nil || e.Request.Method != models.HTTPVerbPUT {
+				continue
+			}
+			j, ok := seen[e.Request.Url]
+			if !ok {
+				seen[e.Request.Url] = i
+				continue
+			}
+			switch {
+			case replacedBy(e, tx.Entry[j]):
+				retired, survivor = i, j
+			case replacedBy(tx.Entry[j], e):
+				retired, survivor = j, i
+			}
+			if retired >= 0 {
+				break
+			}
+		}
+		if retired < 0 {
+			return nil
+		}
+		res, err := absorbRetired(tx.Entry[survivor].Resource, tx.Entry[retired].Resource, *tx.Entry[retired].FullUrl)
+		if err != nil {
+			return fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: folding entry %d into entry %d", retired, survivor), err)
+		}
+		tx.Entry[survivor].Resource = res
+		tx.Entry = slices.Delete(tx.Entry, retired, retired+1)
+	}
+}
+
+// replacedBy reports whether a's resource is a Patient linked
+// "replaced-by" b's.
+func replacedBy(a, b models.BundleEntry) bool {
+	if b.FullUrl == nil || *b.FullUrl == "" {
+		return false
+	}
+	var p struct {
+		ResourceType string `json:"resourceType"`
+		Link         []struct {
+			Type  string `json:"type"`
+			Other struct {
+				Reference string `json:"reference"`
+			} `json:"other"`
+		} `json:"link"`
+	}
+	if json.Unmarshal(a.Resource, &p) != nil || p.ResourceType != "Patient" {
+		return false
+	}
+	for _, l := range p.Link {
+		if l.Type == "replaced-by" && l.Other.Reference == *b.FullUrl {
+			return true
+		}
+	}
+	return false
+}
+
+// absorbRetired returns survivor without its links to the retired entry
+// retiredURL and with the identifiers of retired it lacks (not NHS
+// numbers) added with use "old".
+func absorbRetired(survivor, retired []byte, retiredURL string) ([]byte, error) {
+	ms, err := members(survivor)
+	if err != nil {
+		return nil, err
+	}
+	var old struct {
+		Identifier []map[string]json.RawMessage `json:"identifier"`
+	}
+	if err := json.Unmarshal(retired, &old); err != nil {
+		return nil, errors.New("the retired Patient's identifiers do not decode")
+	}
+	out := ms[:0:0]
+	hadIDs := false
+	for _, m := range ms {
+		switch m.key {
+		case "link":
+			var links []json.RawMessage
+			if err := json.Unmarshal(m.value, &links); err != nil {
+				return nil, errors.New("link is not an array")
+			}
+			kept := links[:0:0]
+			for _, l := range links {
+				var x struct {
+					Other struct {
+						Reference string `json:"reference"`
+					} `json:"other"`
+				}
+				if json.Unmarshal(l, &x) == nil && x.Other.Reference == retiredURL {
+					continue
+				}
+				kept = append(kept, l)
+			}
+			if len(kept) > 0 {
+				v, _ := json.Marshal(kept)
+				out = append(out, member{m.key, v})
+			}
+			continue
+		case "identifier":
+			hadIDs = true
+			v, err := addOldIdentifiers(m.value, old.Identifier)
+			if err != nil {
+				return nil, err
+			}
+			m.value = v
+		}
+		out = append(out, m)
+	}
+	if !hadIDs {
+		v, err := addOldIdentifiers(nil, old.Identifier)
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			out = append(out, member{"identifier", v})
+		}
+	}
+	return writeObject(out), nil
+}
+
+// addOldIdentifiers returns the identifiers ids followed by those of add
+// (not NHS numbers) it does not carry, with use "old"; nil when there are
+// none.
+func addOldIdentifiers(ids json.RawMessage, add []map[string]json.RawMessage) (json.RawMessage, error) {
+	var list []json.RawMessage
+	if len(ids) > 0 {
+		if err := json.Unmarshal(ids, &list); err != nil {
+			return nil, errors.New("identifier is not an array")
+		}
+	}
+	have := identifiers(ids)
+	for _, id := range add {
+		var system, value string
+		_ = json.Unmarshal(id["system"], &system)
+		_ = json.Unmarshal(id["value"], &value)
+		if value == "" || system == nhs.SystemNHSNumber || slices.Contains(have, fhirIdentifier{System: system, Value: value}) {
+			continue
+		}
+		id["use"] = json.RawMessage(`"old"`)
+		v, err := json.Marshal(id)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, v)
+		have = append(have, fhirIdentifier{System: system, Value: value})
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(list)
 }
 
 // searchedIdentifier returns the identifier of a conditional update's

@@ -352,29 +352,60 @@ func TestOutboundMergeChoiceElements(t *testing.T) {
 	}
 }
 
-// TestOutboundMergeSameResourceTwice: an A40 whose retired record carries
-// the survivor's NHS number makes two entries that are one Patient at a
-// server keyed by NHS number; a transaction cannot update one resource
-// twice, so it is a permanent fault before anything is written.
-func TestOutboundMergeSameResourceTwice(t *testing.T) {
-	srv := newMemServer(t)
-	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
-	ctx := context.Background()
-	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
-		t.Fatal(err)
+// TestOutboundMergeFoldsRetiredRecord: an A40 merging two hospital
+// numbers of one patient (the retired record, from MRG, carries the
+// survivor's NHS number) is one Patient at a server keyed by NHS number:
+// the retired entry is folded into the survivor, whose record gains the
+// retired hospital number as an old identifier and no link to itself.
+// Two entries that are one resource otherwise are refused before
+// anything is written.
+func TestOutboundMergeFoldsRetiredRecord(t *testing.T) {
+	for _, merge := range [][]string{DefaultMergeTypes(), {}} {
+		t.Run(fmt.Sprintf("merge=%v", merge), func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: merge})
+			ctx := context.Background()
+			if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+				t.Fatal(err)
+			}
+			a40 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A40^ADT_A39|C40|P|2.5.1\r" +
+				"EVN|A40|20240716101400\r" +
+				"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+				"MRG|H300009^^^RX1^MR~9990000018^^^NHS^NH\r"
+			if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000040", a40)); err != nil {
+				t.Fatalf("A40: %v", err)
+			}
+			p := only(t, srv, "Patient")
+			b, _ := json.Marshal(p)
+			if p["link"] != nil || p["active"] == false {
+				t.Errorf("the survivor links to itself or is inactive: %s", b)
+			}
+			old := false
+			for _, x := range p["identifier"].([]any) {
+				id := x.(map[string]any)
+				old = old || id["value"] == "H300009" && id["use"] == "old"
+			}
+			if !old {
+				t.Errorf("the retired hospital number is not an old identifier of the survivor: %s", b)
+			}
+		})
 	}
-	a40 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A40^ADT_A39|C40|P|2.5.1\r" +
-		"EVN|A40|20240716101400\r" +
-		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
-		"MRG|H300009^^^RX1^MR~9990000018^^^NHS^NH\r"
-	posts := srv.posts
-	_, err := o.Send(ctx, pasDelivery(t, "01MERGE0000040", a40))
-	if err == nil || fault.IsTransient(err) || !strings.Contains(err.Error(), "update one Patient") {
-		t.Fatalf("Send = %v, want a permanent fault", err)
-	}
-	if srv.posts != posts {
-		t.Error("a transaction was sent")
-	}
+	t.Run("two entries for one resource", func(t *testing.T) {
+		srv := newMemServer(t)
+		o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+		nhsID := `{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}`
+		body := `{"resourceType":"Bundle","type":"collection","entry":[` +
+			`{"fullUrl":"urn:uuid:a","resource":{"resourceType":"Patient","identifier":[` + nhsID + `],"gender":"male"}},` +
+			`{"fullUrl":"urn:uuid:b","resource":{"resourceType":"Patient","identifier":[` + nhsID + `],"gender":"female"}}]}`
+		d := &adapter.Delivery{MessageID: "01MERGE0000050", Route: "r", Destination: "ehr", ContentType: envelope.ContentTypeFHIR, Body: []byte(body), IdempotencyKey: "k", Attempt: 1}
+		_, err := o.Send(context.Background(), d)
+		if err == nil || fault.IsTransient(err) || !strings.Contains(err.Error(), "update one Patient") {
+			t.Fatalf("Send = %v, want a permanent fault", err)
+		}
+		if srv.posts != 0 || srv.searches != 0 {
+			t.Errorf("%d searches and %d transactions sent", srv.searches, srv.posts)
+		}
+	})
 }
 
 // TestOutboundRedactedDeletesWithheld: a restricted patient's Patient,

@@ -72,7 +72,9 @@ const maxDrain = 256 << 10
 //     A13's withdrawn discharge, consent's withheld contact details) are
 //     removed from the server's copy; the marks are never sent. More than
 //     one match, or two entries that are one resource, is a permanent
-//     fault; a version conflict (409/412) after a merge is transient: the
+//     fault, except that an A34/A40's retired Patient carrying the
+//     survivor's NHS number is folded into the survivor (its hospital
+//     numbers kept with use "old"); a version conflict (409/412) after a merge is transient: the
 //     next attempt reads again. A server that gives no versionId is
 //     written without If-Match, so a change another system makes between
 //     the read and the write is lost.

@@ -160,7 +160,12 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 		e.Resource = merged
 		n++
 	}
-	// Two identifiers may lead to one resource at the server.
+	// Two identifiers may lead to one resource at the server: an A40's
+	// retired hospital number that an earlier message put on the
+	// survivor's record.
+	if err := foldRetired(tx); err != nil {
+		return 0, err
+	}
 	return n, checkDistinct(tx)
 }
 
@@ -318,9 +323,9 @@ func absorbRetired(survivor, retired []byte, retiredURL string) ([]byte, error) 
 	return writeObject(out), nil
 }
 
-// addOldIdentifiers returns the identifiers ids followed by those of add
-// (not NHS numbers) it does not carry, with use "old"; nil when there are
-// none.
+// addOldIdentifiers returns the identifiers ids, those that add holds
+// (not NHS numbers) made use "old", followed by add's others with use
+// "old"; nil when there are none.
 func addOldIdentifiers(ids json.RawMessage, add []map[string]json.RawMessage) (json.RawMessage, error) {
 	var list []json.RawMessage
 	if len(ids) > 0 {
@@ -333,7 +338,17 @@ func addOldIdentifiers(ids json.RawMessage, add []map[string]json.RawMessage) (j
 		var system, value string
 		_ = json.Unmarshal(id["system"], &system)
 		_ = json.Unmarshal(id["value"], &value)
-		if value == "" || system == nhs.SystemNHSNumber || slices.Contains(have, fhirIdentifier{System: system, Value: value}) {
+		if value == "" || system == nhs.SystemNHSNumber {
+			continue
+		}
+		if i := slices.Index(have, fhirIdentifier{System: system, Value: value}); i >= 0 {
+			// The survivor carries it already (a message about the retired
+			// number was merged into it): it is old now.
+			var cur map[string]json.RawMessage
+			if i < len(list) && json.Unmarshal(list[i], &cur) == nil {
+				cur["use"] = json.RawMessage(`"old"`)
+				list[i], _ = json.Marshal(cur)
+			}
 			continue
 		}
 		id["use"] = json.RawMessage(`"old"`)
@@ -407,10 +422,10 @@ func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, au
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500 && status != http.StatusNotImplemented:
 		return searchResult{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
 			Msg:        fmt.Sprintf("fhir: server answered %d to a search of %s before a merge", status, typ),
-			RetryAfter: retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())}).WithDetail(outcomeOrText(reply, replyText(reply)))
+			RetryAfter: retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())}).WithDetail(searchDetail(reply))
 	case status < 200 || status >= 300:
 		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d to a search of %s before a merge (the destination needs search by identifier; set merge: [] on it to replace resources whole)", status, typ).
-			WithDetail(outcomeOrText(reply, replyText(reply)))
+			WithDetail(searchDetail(reply))
 	case err != nil:
 		return searchResult{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, fmt.Sprintf("fhir: reading the search of %s before a merge", typ), err)
 	case len(reply) > maxSearchReply:
@@ -435,10 +450,17 @@ func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, au
 		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: the search of %s before a merge did not answer a Bundle", typ)
 	}
 	var out searchResult
-	out.more = set.Total != nil && *set.Total > 1
+	matches := 0
+	for _, e := range set.Entry {
+		if e.Search == nil || e.Search.Mode == "" || e.Search.Mode == "match" {
+			matches++
+		}
+	}
+	out.more = set.Total != nil && *set.Total > matches
 	for _, l := range set.Link {
 		out.more = out.more || l.Relation == "next"
 	}
+	var retired []json.RawMessage
 	for _, e := range set.Entry {
 		if e.Search != nil && e.Search.Mode != "" && e.Search.Mode != "match" {
 			continue
@@ -452,9 +474,50 @@ func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, au
 		if json.Unmarshal(e.Resource, &head) != nil || !slices.Contains(identifiers(head.Identifier), id) {
 			continue
 		}
+		if isRetired(e.Resource) {
+			retired = append(retired, e.Resource)
+			continue
+		}
 		out.found = append(out.found, e.Resource)
 	}
+	if len(out.found) == 0 {
+		// Only retired records carry it: the message is about one of
+		// them, as before any merge.
+		out.found = retired
+	}
 	return out, nil
+}
+
+// isRetired reports whether res is a record merged away: active false,
+// or linked "replaced-by" another.
+func isRetired(res []byte) bool {
+	var r struct {
+		Active *bool `json:"active"`
+		Link   []struct {
+			Type string `json:"type"`
+		} `json:"link"`
+	}
+	if json.Unmarshal(res, &r) != nil {
+		return false
+	}
+	if r.Active != nil && !*r.Active {
+		return true
+	}
+	for _, l := range r.Link {
+		if l.Type == "replaced-by" {
+			return true
+		}
+	}
+	return false
+}
+
+// searchDetail returns the detail of a refused search: the server's
+// OperationOutcome, or the start of its reply, within maxReply.
+func searchDetail(reply []byte) string {
+	if len(reply) > maxReply {
+		reply = reply[:maxReply]
+	}
+	return outcomeOrText(reply, replyText(reply))
 }
 
 // choiceElements returns, for a resource type the adapter has a model
@@ -565,14 +628,17 @@ func members(raw []byte) ([]member, error) {
 //     (deceasedDateTime replaces deceasedBoolean);
 //   - an element only the server has is kept (a v2 field not sent means
 //     no change, and other systems' elements are not Junction's to
-//     delete), unless cl names it: the sender deleted it;
+//     delete), unless cl names it (the sender deleted it, or a member of
+//     it: "period.end"); a primitive's extensions (_birthDate) go with
+//     its value;
 //   - identifiers are the union of both, incoming's first, so a hospital
 //     number another system added stays, except that incoming's NHS
 //     number is the only one;
 //   - extensions are joined by url: incoming's replace the server's of
 //     the same url, the server's others stay unless cl names them;
 //   - meta is incoming's with the server's security labels and tags
-//     joined, or the server's when incoming has none;
+//     joined (not REDACTED, which describes a delivery), or the server's
+//     when incoming has none;
 //   - the server's narrative (text) is dropped unless incoming has one,
 //     since it may no longer describe the resource.
 //
@@ -641,8 +707,20 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 		add(m.key, v)
 	}
 	for _, m := range old {
-		base, isChoice := choice[m.key]
-		if carried[m.key] || isChoice && carried[base+"[x]"] || cl.clears(m.key, base) {
+		// A primitive's extensions (_birthDate) go with its value.
+		k := strings.TrimPrefix(m.key, "_")
+		base, isChoice := choice[k]
+		if carried[m.key] || carried[k] || isChoice && carried[base+"[x]"] || cl.clears(k, base) {
+			continue
+		}
+		if subs := cl.within(k); len(subs) > 0 && k == m.key {
+			v, keep, err := withoutMembers(m.value, subs)
+			if err != nil {
+				return nil, "", "", fmt.Errorf("the server's copy: %s: %w", k, err)
+			}
+			if keep {
+				add(m.key, v)
+			}
 			continue
 		}
 		switch m.key {
@@ -692,7 +770,9 @@ func metaUnion(in, have json.RawMessage) (json.RawMessage, error) {
 		}
 		n := len(mine)
 		for _, c := range theirs {
-			if !seen[key(c)] {
+			// REDACTED describes the delivery that set it, not the
+			// record: a later one that withholds nothing carries none.
+			if k := key(c); !seen[k] && k != jfhir.SystemObservationValue+"|"+jfhir.CodeRedacted {
 				mine = append(mine, c)
 			}
 		}
@@ -787,6 +867,34 @@ var clearedURL = []byte(nhs.JunctionExtClearedElement)
 type clearing struct {
 	elements   []string
 	extensions []string
+}
+
+// within returns the members of the element key that c names
+// ("end" for "period.end").
+func (c clearing) within(key string) []string {
+	var out []string
+	for _, e := range c.elements {
+		if parent, sub, ok := strings.Cut(e, "."); ok && parent == key && sub != "" {
+			out = append(out, sub)
+		}
+	}
+	return out
+}
+
+// withoutMembers returns the JSON object v without the members subs (and
+// their _ companions), and whether anything is left.
+func withoutMembers(v json.RawMessage, subs []string) (json.RawMessage, bool, error) {
+	ms, err := members(v)
+	if err != nil {
+		return nil, false, err
+	}
+	kept := ms[:0:0]
+	for _, m := range ms {
+		if !slices.Contains(subs, strings.TrimPrefix(m.key, "_")) {
+			kept = append(kept, m)
+		}
+	}
+	return writeObject(kept), len(kept) > 0, nil
 }
 
 // clears reports whether c names the element key, whose choice element

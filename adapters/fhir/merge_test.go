@@ -425,24 +425,7 @@ func TestOutboundRedactedDeletesWithheld(t *testing.T) {
 	srv.put("Patient", p["id"].(string), p)
 
 	d := pasDelivery(t, "01MERGE0000003", mergeA02)
-	var b map[string]any
-	if err := json.Unmarshal(d.Body, &b); err != nil {
-		t.Fatal(err)
-	}
-	dec := consent.Decision{Outcome: consent.Redact}
-	for i, x := range b["entry"].([]any) {
-		rt := x.(map[string]any)["resource"].(map[string]any)["resourceType"].(string)
-		v := consent.Verdict{Outcome: consent.Permit}
-		if rt == "Patient" {
-			v = consent.Verdict{Outcome: consent.Redact, Strip: []string{"address", "telecom", "contact", "generalPractitioner"}}
-		}
-		dec.Resources = append(dec.Resources, consent.ResourceDecision{Index: i, ResourceType: rt, Verdict: v})
-	}
-	red, err := consent.Apply(b, dec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Body, _ = json.Marshal(red)
+	redactPatient(t, d, "address", "telecom", "contact", "generalPractitioner")
 	if _, err := o.Send(ctx, d); err != nil {
 		t.Fatal(err)
 	}
@@ -567,7 +550,7 @@ func TestOutboundMergeConfigFromYAML(t *testing.T) {
 	}
 }
 
-// TestOutboundMergeHonoursExplicitNulls: an A08 whose PID-11, PID-13 and
+// TestOutboundMergeHonoursExplicitNulls: an A08 whose PID-11, PID-13/14 and
 // PD1-3/4 are the explicit null deletes the address, telecom and GP the
 // server held (the translator marks them; the destination drops them from
 // the server's copy and never sends the marker); an A13 after an A03
@@ -581,7 +564,7 @@ func TestOutboundMergeHonoursExplicitNulls(t *testing.T) {
 	}
 	a08 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716131500||ADT^A08^ADT_A01|CTRLM08|P|2.5.1\r" +
 		"EVN|A08|20240716131400\r" +
-		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|9|||\"\"||\"\"\r" +
+		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|9|||\"\"||\"\"|\"\"\r" +
 		"PD1|||\"\"|\"\"\r" +
 		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||||||||||||||V0101|||||||||||||||||||||||||20240716100000\r"
 	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000004", a08)); err != nil {
@@ -603,7 +586,7 @@ func TestOutboundMergeHonoursExplicitNulls(t *testing.T) {
 	a03 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717101500||ADT^A03^ADT_A03|CTRLM03|P|2.5.1\r" +
 		"EVN|A03|20240717101400\r" +
 		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|9\r" +
-		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||||||||||||||V0101|||||||||||||||||1|19|||||||20240716100000|20240717100000\r"
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1|11||||||||||19|||||V0101|||||||||||||||||1|19|||||||20240716100000|20240717100000\r"
 	a13 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717111500||ADT^A13^ADT_A01|CTRLM13|P|2.5.1\r" +
 		"EVN|A13|20240717111400\r" +
 		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|9\r" +
@@ -619,10 +602,16 @@ func TestOutboundMergeHonoursExplicitNulls(t *testing.T) {
 		t.Fatal(err)
 	}
 	e = only(t, srv, "Encounter")
-	for _, k := range []string{"hospitalization", "extension", "period"} {
-		if e[k] != nil {
-			t.Errorf("after the A13 the server kept the discharge's %s: %v", k, e[k])
-		}
+	eb, _ := json.Marshal(e)
+	period, _ := e["period"].(map[string]any)
+	hosp, _ := e["hospitalization"].(map[string]any)
+	switch {
+	case period == nil || period["start"] == nil || period["end"] != nil:
+		t.Errorf("after the A13 the period is %v: want the admission's start and no end", period)
+	case hosp == nil || hosp["admitSource"] == nil || hosp["extension"] == nil || hosp["dischargeDisposition"] != nil:
+		t.Errorf("after the A13 hospitalization is %v: want the admit source and method, no discharge destination", hosp)
+	case strings.Contains(string(eb), "DischargeMethod"):
+		t.Errorf("after the A13 the discharge method stays: %s", eb)
 	}
 	if e["status"] != "in-progress" || e["participant"] == nil {
 		t.Errorf("after the A13: status %v, participant %v", e["status"], e["participant"])
@@ -661,4 +650,102 @@ func BenchmarkOutboundSendMerge(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestOutboundMergeSecondReview holds the cases a second review found.
+func TestOutboundMergeSecondReview(t *testing.T) {
+	ctx := context.Background()
+	newPair := func(t *testing.T) (*memServer, *Outbound) {
+		srv := newMemServer(t)
+		return srv, newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	}
+	send := func(t *testing.T, o *Outbound, id, raw string) {
+		t.Helper()
+		if _, err := o.Send(ctx, pasDelivery(t, id, raw)); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+	}
+	t.Run("a corrected birth date takes its time of birth with it", func(t *testing.T) {
+		srv, o := newPair(t)
+		send(t, o, "01MERGE0000001", strings.Replace(mergeA01, "||19820304|9|", "||198203041030|9|", 1))
+		if only(t, srv, "Patient")["_birthDate"] == nil {
+			t.Fatal("the admission gave no time of birth")
+		}
+		send(t, o, "01MERGE0000002", strings.Replace(mergeA02, "||19820304|9", "||19820305|9", 1))
+		if p := only(t, srv, "Patient"); p["birthDate"] != "1982-03-05" || p["_birthDate"] != nil {
+			t.Errorf("birthDate %v with _birthDate %v: the old time of birth stays beside the corrected date", p["birthDate"], p["_birthDate"])
+		}
+	})
+	t.Run("REDACTED is not kept once a delivery withholds nothing", func(t *testing.T) {
+		srv, o := newPair(t)
+		d := pasDelivery(t, "01MERGE0000001", mergeA01)
+		redactPatient(t, d, "address", "telecom")
+		if _, err := o.Send(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		pb, _ := json.Marshal(only(t, srv, "Patient"))
+		if !strings.Contains(string(pb), "REDACTED") {
+			t.Fatalf("the redacted delivery is not labelled: %s", pb)
+		}
+		send(t, o, "01MERGE0000003", mergeA01)
+		p := only(t, srv, "Patient")
+		pb, _ = json.Marshal(p)
+		if strings.Contains(string(pb), "REDACTED") || p["address"] == nil {
+			t.Errorf("after a full delivery: %s", pb)
+		}
+	})
+	t.Run("an A40 after a message on the retired number was merged in", func(t *testing.T) {
+		srv, o := newPair(t)
+		send(t, o, "01MERGE0000001", mergeA01)
+		send(t, o, "01MERGE0000002", strings.Replace(mergeA02, "H300001^^^RX1^MR", "H300009^^^RX1^MR", 1))
+		a40 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A40^ADT_A39|C40|P|2.5.1\r" +
+			"EVN|A40|20240716101400\r" +
+			"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+			"MRG|H300009^^^RX1^MR\r"
+		send(t, o, "01MERGE0000040", a40)
+		p := only(t, srv, "Patient")
+		pb, _ := json.Marshal(p)
+		old := false
+		for _, x := range p["identifier"].([]any) {
+			id := x.(map[string]any)
+			old = old || id["value"] == "H300009" && id["use"] == "old"
+		}
+		if !old || p["link"] != nil || p["active"] == false {
+			t.Errorf("the survivor after the A40: %s", pb)
+		}
+	})
+	t.Run("a refused search's detail is bounded", func(t *testing.T) {
+		big := `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient","diagnostics":"` + strings.Repeat("x", 2<<20) + `"}]}`
+		srv := newFHIRServer(t, reply(http.StatusServiceUnavailable, big))
+		o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+		_, err := o.Send(ctx, pasDelivery(t, "01MERGE0000002", mergeA02))
+		f := fault.As(err)
+		if f == nil || len(f.Detail) > maxReply {
+			t.Errorf("detail of %d bytes (fault %v), want at most %d", len(f.Detail), f, maxReply)
+		}
+	})
+}
+
+// redactPatient makes d's bundle what consent sends a destination not
+// cleared for a restricted patient: its Patient without strip.
+func redactPatient(t *testing.T, d *adapter.Delivery, strip ...string) {
+	t.Helper()
+	var b map[string]any
+	if err := json.Unmarshal(d.Body, &b); err != nil {
+		t.Fatal(err)
+	}
+	dec := consent.Decision{Outcome: consent.Redact}
+	for i, x := range b["entry"].([]any) {
+		rt := x.(map[string]any)["resource"].(map[string]any)["resourceType"].(string)
+		v := consent.Verdict{Outcome: consent.Permit}
+		if rt == "Patient" {
+			v = consent.Verdict{Outcome: consent.Redact, Strip: strip}
+		}
+		dec.Resources = append(dec.Resources, consent.ResourceDecision{Index: i, ResourceType: rt, Verdict: v})
+	}
+	red, err := consent.Apply(b, dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Body, _ = json.Marshal(red)
 }

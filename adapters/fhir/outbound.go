@@ -70,15 +70,16 @@ const maxDrain = 256 << 10
 //     and elements other systems wrote stay. Elements the delivery marks
 //     deleted (nhs.JunctionExtClearedElement: v2's explicit null, an
 //     A13's withdrawn discharge, consent's withheld contact details) are
-//     removed from the server's copy; the marks are never sent. More than
+//     removed from the server's copy; in this mode the marks are never
+//     sent. More than
 //     one match, or two entries that are one resource, is a permanent
 //     fault, except that an A34/A40's retired Patient carrying the
 //     survivor's NHS number is folded into the survivor (its hospital
-//     numbers kept with use "old"); a version conflict (409/412) after a merge is transient: the
-//     next attempt reads again. A server that gives no versionId is
-//     written without If-Match, so a change another system makes between
-//     the read and the write is lost.
-
+//     numbers kept with use "old"); a version conflict (409/412) after a
+//     merge is transient: the next attempt reads again. A server that
+//     gives no versionId is written without If-Match, so a change another
+//     system makes between the read and the write is lost.
+//
 // In message mode the Bundle, which must be of type message, is POSTed
 // unchanged to [base]/$process-message.
 type Outbound struct {

@@ -35,13 +35,15 @@
 //     (below). Each is the whole current state of the Encounter, so
 //     replacing it by identifier undoes the event cancelled, and so does
 //     merging it into what a receiver holds, with the marks.
-//   - Deletes. An element a message deletes is named by the extension
-//     nhs.JunctionExtClearedElement on its resource: the explicit null
-//     "" in PID-11, PID-13/14 (when neither gives a number), PID-15,
-//     PID-16, PID-22, PID-29/30 (when neither gives a value), PD1-3/4
-//     (when neither names a practice or GP) and PV1-7/8/9/17 (when none
-//     names a doctor), and A13's withdrawn discharge. A field left empty
-//     means no change and is not marked.
+//   - Deletes. An element an ADT message deletes is named by the
+//     extension nhs.JunctionExtClearedElement on its resource: the
+//     explicit null "" in PID-11, PID-15, PID-16, PID-22, PID-29 or 30
+//     (when neither gives a value), in both PID-13 and 14, in both PD1-3
+//     and 4, and in all of PV1-7, 8, 9 and 17 (one element holds them
+//     together, and a sibling left empty means no change); and A13's
+//     withdrawn discharge (period.end, hospitalization.dischargeDisposition
+//     and the discharge method). A field left empty means no change and is
+//     not marked. Translator.Patient (for result feeds) marks nothing.
 //   - Merges. A34 and A40 give, per PID and MRG pair, the surviving
 //     Patient (active, link "replaces") and the replaced one (active
 //     false, link "replaced-by", identifiers from MRG-1, MRG-2 and MRG-4
@@ -479,9 +481,12 @@ type builder struct {
 	source string
 	// priorVisit is MRG-5 of an A06 or A07.
 	priorVisit string
-	key        string
-	dq         []string
-	ts         string
+	// noDeletes leaves explicit nulls unmarked (Translator.Patient, for
+	// feeds that are not the master of demographics).
+	noDeletes bool
+	key       string
+	dq        []string
+	ts        string
 	// birthTimes are the times of birth (PID-7 with a time of day) of
 	// the Patients made, written as extensions of birthDate.
 	birthTimes []birthTime
@@ -749,6 +754,10 @@ func (t *Translator) Patient(env *envelope.Envelope, m *hl7v2.Message) (*models.
 	}
 	b := newBuilder(t, env, m, m.Event(), eventMapping{})
 	b.small = true
+	// A result or order feed is not the master of demographics: its
+	// explicit nulls (a LIMS may send "" for whatever it does not hold)
+	// delete nothing.
+	b.noDeletes = true
 	if err := b.mapPID(pid); err != nil {
 		return nil, "", nil, err
 	}

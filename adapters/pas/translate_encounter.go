@@ -129,17 +129,18 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	if h.Extension != nil || h.AdmitSource != nil || h.DischargeDisposition != nil {
 		e.Hospitalization = &h
 	}
-	if len(e.Participant) == 0 && (pv1.IsNull(7) || pv1.IsNull(8) || pv1.IsNull(9) || pv1.IsNull(17)) {
+	if pv1.IsNull(7) && pv1.IsNull(8) && pv1.IsNull(9) && pv1.IsNull(17) {
 		e.Extension = append(e.Extension, b.clearedElement("participant"))
 	}
 	if cancelDischarge {
 		// The discharge is withdrawn: a receiver merging into what it
-		// holds must drop the end, discharge destination and method.
+		// holds must drop the end, discharge destination and method, and
+		// keep the admission's start, admit source and method.
 		if e.Period == nil {
-			e.Extension = append(e.Extension, b.clearedElement("period"))
+			e.Extension = append(e.Extension, b.clearedElement("period.end"))
 		}
 		if e.Hospitalization == nil {
-			e.Extension = append(e.Extension, b.clearedElement("hospitalization"))
+			e.Extension = append(e.Extension, b.clearedElement("hospitalization.dischargeDisposition"))
 		}
 		e.Extension = append(e.Extension, models.Extension{Url: nhs.JunctionExtClearedElement, ValueUri: b.str(nhs.ExtDischargeMethod)})
 	}
@@ -217,7 +218,17 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 	default:
 		return
 	}
-	url, display := b.location(pv1, 6, "Location/prior")
+	var url, display string
+	if pv1.Field(6) == pv1.Field(3) && len(e.Location) > 0 {
+		// A move to where the patient is (a consultant change sent as a
+		// transfer): one Location, not two that are one at a receiver.
+		url = *e.Location[0].Location.Reference
+		if d := e.Location[0].Location.Display; d != nil {
+			display = *d
+		}
+	} else {
+		url, display = b.location(pv1, 6, "Location/prior")
+	}
 	if url == "" {
 		return
 	}
@@ -418,7 +429,10 @@ func (b *builder) practitionerResource(seg *hl7v2.Segment, field, rep int) *mode
 	system := practitionerSystem(id, c(9), c(13))
 	key := practitionerKey{system: system, id: id, family: family, given: givenNames, prefix: prefix}
 	for _, p := range b.practitioners {
-		if p.key == key {
+		// A national code names one person however the name is written
+		// (the registered GP sent again as referrer without the prefix):
+		// one Practitioner, as a receiver updating by identifier sees it.
+		if p.key == key || system != "" && id != "" && p.key.system == system && p.key.id == id {
 			return ref(p.url)
 		}
 	}

@@ -148,16 +148,20 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 
 // clearedPatientFields marks, with nhs.JunctionExtClearedElement, the
 // elements of p whose PID fields are the explicit null "", which asks the
-// receiver to delete them: PID-11 address, PID-13/14 telecom (when
-// neither gave a number), PID-15 communication, PID-16 maritalStatus,
+// receiver to delete them: PID-11 address, PID-13 and 14 telecom (both
+// null: one alone leaves the other's numbers, so nothing is marked),
+// PID-15 communication, PID-16 maritalStatus,
 // PID-29/30 deceased (when neither gave a value) and PID-22 the ethnic
 // category extension. A field left empty means no change and is not
 // marked.
 func (b *builder) clearedPatientFields(p *models.Patient, pid *hl7v2.Segment) {
+	if b.noDeletes {
+		return
+	}
 	if pid.IsNull(11) {
 		p.Extension = append(p.Extension, b.clearedElement("address"))
 	}
-	if len(p.Telecom) == 0 && (pid.IsNull(13) || pid.IsNull(14)) {
+	if pid.IsNull(13) && pid.IsNull(14) {
 		p.Extension = append(p.Extension, b.clearedElement("telecom"))
 	}
 	if pid.IsNull(15) {
@@ -282,8 +286,8 @@ func (b *builder) mapPD1(pd1 *hl7v2.Segment) error {
 }
 
 // registeredGP adds the PD1 practice and GP of p, or marks
-// generalPractitioner deleted when PD1-3 or PD1-4 is the explicit null
-// and neither names a practice or GP.
+// generalPractitioner deleted when PD1-3 and PD1-4 are both the explicit
+// null (one alone leaves the other unchanged, and both are one element).
 func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 	cs := splitComponents(pd1, b.m.Delimiters(), 3, 1)
 	c := cs.get
@@ -315,7 +319,7 @@ func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 	if gp := b.practitionerResource(pd1, 4, 1); gp != nil {
 		p.GeneralPractitioner = append(p.GeneralPractitioner, *gp)
 	}
-	if len(p.GeneralPractitioner) == 0 && (pd1.IsNull(3) || pd1.IsNull(4)) {
+	if pd1.IsNull(3) && pd1.IsNull(4) && !b.noDeletes {
 		// The explicit null: the patient has no registered GP now.
 		p.Extension = append(p.Extension, b.clearedElement("generalPractitioner"))
 	}

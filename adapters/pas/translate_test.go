@@ -850,18 +850,22 @@ func TestClearedElements(t *testing.T) {
 	}{
 		{"nothing null", []string{testMSH, pid(nhsID, nil), testPV1}, "Patient", nil},
 		{"address null", []string{testMSH, pid(nhsID, map[int]string{11: `""`}), testPV1}, "Patient", []string{"address"}},
-		{"home phone null, no work phone", []string{testMSH, pid(nhsID, map[int]string{13: `""`}), testPV1}, "Patient", []string{"telecom"}},
+		{"home and work phone null", []string{testMSH, pid(nhsID, map[int]string{13: `""`, 14: `""`}), testPV1}, "Patient", []string{"telecom"}},
+		{"home phone null, work phone not sent", []string{testMSH, pid(nhsID, map[int]string{13: `""`}), testPV1}, "Patient", nil},
+		{"work phone null, home phone not sent", []string{testMSH, pid(nhsID, map[int]string{14: `""`}), testPV1}, "Patient", nil},
 		{"home phone null, a work phone", []string{testMSH, pid(nhsID, map[int]string{13: `""`, 14: "01234 000001^WPN^PH"}), testPV1}, "Patient", nil},
 		{"language, marital status, ethnicity null", []string{testMSH, pid(nhsID, map[int]string{15: `""`, 16: `""`, 22: `""`}), testPV1}, "Patient",
 			[]string{"communication", "maritalStatus", "uri:" + nhs.ExtEthnicCategory}},
 		{"death date null", []string{testMSH, pid(nhsID, map[int]string{29: `""`}), testPV1}, "Patient", []string{"deceased"}},
 		{"death date null, indicator N", []string{testMSH, pid(nhsID, map[int]string{29: `""`, 30: "N"}), testPV1}, "Patient", nil},
-		{"GP null", []string{testMSH, pid(nhsID, nil), `PD1|||""|""`, testPV1}, "Patient", []string{"generalPractitioner"}},
+		{"practice and GP null", []string{testMSH, pid(nhsID, nil), `PD1|||""|""`, testPV1}, "Patient", []string{"generalPractitioner"}},
+		{"GP null, practice not sent", []string{testMSH, pid(nhsID, nil), `PD1||||""`, testPV1}, "Patient", nil},
 		{"practice null, GP sent", []string{testMSH, pid(nhsID, nil), `PD1|||""|G9999991^TESTGP^MORGAN^^^DR`, testPV1}, "Patient", nil},
 		{"PD1 without GP fields", []string{testMSH, pid(nhsID, nil), `PD1|||`, testPV1}, "Patient", nil},
-		{"attending doctor null", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 7: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant"}},
+		{"every doctor null", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 7: `""`, 8: `""`, 9: `""`, 17: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant"}},
+		{"referrer null, attending not sent", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 8: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", nil},
 		{"cancel discharge", []string{strings.Replace(testMSH, "ADT^A01", "ADT^A13", 1), pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 19: "V1"})}, "Encounter",
-			[]string{"period", "hospitalization", "uri:" + nhs.ExtDischargeMethod}},
+			[]string{"period.end", "hospitalization.dischargeDisposition", "uri:" + nhs.ExtDischargeMethod}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -889,5 +893,49 @@ func TestClearedElements(t *testing.T) {
 				t.Errorf("cleared (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestPatientForResultFeedsMarksNoDeletes: Translator.Patient, which
+// result feeds use, marks no explicit null as a delete: a LIMS is not the
+// master of demographics and may send "" for whatever it does not hold.
+func TestPatientForResultFeedsMarksNoDeletes(t *testing.T) {
+	tr, err := NewTranslator(DefaultDialect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := hl7(testMSH, pid("9990000018^^^NHS^NH", map[int]string{11: `""`, 13: `""`, 14: `""`, 29: `""`}))
+	m, err := hl7v2.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, _, err := tr.Patient(testEnvelope("oru", raw), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range p.Extension {
+		if x.Url == nhs.JunctionExtClearedElement {
+			t.Errorf("result-feed Patient marked %v deleted", *x.ValueCode)
+		}
+	}
+}
+
+// TestDuplicatesOneResource: the registered GP sent again as referrer
+// with the name written differently is one Practitioner (one GMP code),
+// and a transfer to the location the patient is in is one Location, so a
+// receiver updating by identifier is not sent one resource twice.
+func TestDuplicatesOneResource(t *testing.T) {
+	d := DefaultDialect()
+	d.LocationIdentifierSystem = "https://fhir.example-trust.nhs.uk/Id/location"
+	raw := hl7(strings.Replace(testMSH, "ADT^A01", "ADT^A02", 1), pid("9990000018^^^NHS^NH", nil), "PD1||||G9999991^TESTGP^MORGAN^^^DR",
+		pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 6: "WARD1^^^RX1", 8: "G9999991^TESTGP^MORGAN", 19: "V1", 44: "20240715093000"}))
+	b := translate(t, d, raw)
+	n := map[string]int{}
+	for _, e := range b.Entry {
+		rt, _ := fhir.ResourceType(e.Resource)
+		n[rt]++
+	}
+	if n["Practitioner"] != 1 || n["Location"] != 1 {
+		t.Errorf("resources %v, want one Practitioner and one Location", n)
 	}
 }

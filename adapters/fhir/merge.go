@@ -58,8 +58,9 @@ type searchResult struct {
 	more  bool
 }
 
-// mergeExisting reads, for each entry of tx that updates a resource of a
-// merged type by identifier, the server's copy, and when exactly one
+// mergeExisting reads, when tx was translated from HL7 v2 (fromV2), for
+// each entry that updates a resource of a merged type by identifier, the
+// server's copy, and when exactly one
 // carries that identifier turns the entry into an update of that resource
 // by id, guarded by its version (If-Match) when the server gave one,
 // holding the server's copy with the entry's elements laid over it (see
@@ -70,7 +71,7 @@ type searchResult struct {
 // Patient that is its survivor here is folded in (foldRetired). Every
 // entry loses its nhs.JunctionExtClearedElement marks, which steer the
 // merge and are not sent. It reports how many entries it merged.
-func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string) (int, error) {
+func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string, fromV2 bool) (int, error) {
 	if err := foldRetired(tx); err != nil {
 		return 0, err
 	}
@@ -96,7 +97,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 			continue
 		}
 		typ, query, ok := strings.Cut(r.Url, "?")
-		if !ok || !o.merges[typ] {
+		if !ok || !o.merges[typ] || !fromV2 {
 			continue
 		}
 		id, ok := searchedIdentifier(query)

@@ -749,3 +749,29 @@ func redactPatient(t *testing.T, d *adapter.Delivery, strip ...string) {
 	}
 	d.Body, _ = json.Marshal(red)
 }
+
+// TestOutboundSupplierResourcesReplace: a delivery not translated from
+// HL7 v2 (a supplier's FHIR Bundle) says what each resource is in full,
+// so it replaces the server's copy without a search, as FHIR's update
+// means: its Patient without generalPractitioner removes the GP.
+func TestOutboundSupplierResourcesReplace(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	ctx := context.Background()
+	if _, err := o.Send(ctx, pasDelivery(t, "01MERGE0000001", mergeA01)); err != nil {
+		t.Fatal(err)
+	}
+	searches := srv.searches
+	body := `{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:p","resource":{"resourceType":"Patient",` +
+		`"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}],"name":[{"family":"TESTPATIENT"}]}}]}`
+	d := &adapter.Delivery{MessageID: "01MERGE0000060", Route: "r", Destination: "ehr", ContentType: envelope.ContentTypeFHIR, Body: []byte(body), IdempotencyKey: "k60", Attempt: 1}
+	if _, err := o.Send(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if srv.searches != searches {
+		t.Errorf("%d searches for a supplier's delivery", srv.searches-searches)
+	}
+	if p := only(t, srv, "Patient"); p["generalPractitioner"] != nil {
+		t.Errorf("the supplier's Patient was merged: %v", p)
+	}
+}

@@ -10,6 +10,10 @@ const SystemObservationValue = "http://terminology.hl7.org/CodeSystem/v3-Observa
 // CodeRedacted is the security label code "redacted".
 const CodeRedacted = "REDACTED"
 
+// SystemV2Event is HL7 table 0003, the v2 trigger events: the
+// MessageHeader.eventCoding system of a bundle translated from HL7 v2.
+const SystemV2Event = "http://terminology.hl7.org/CodeSystem/v2-0003"
+
 // LabelRedacted adds the REDACTED security label to the meta.security of
 // res (a JSON-shaped resource), once.
 func LabelRedacted(res map[string]any) {
@@ -47,4 +51,20 @@ func IsRedacted(raw []byte) bool {
 		}
 	}
 	return false
+}
+
+// FromV2Event reports whether bundle is a message Bundle whose
+// MessageHeader names an HL7 v2 trigger event (SystemV2Event): one
+// translated from HL7 v2.
+func FromV2Event(bundle []byte) bool {
+	hs, err := FindResources(bundle, "MessageHeader")
+	if err != nil || len(hs) == 0 {
+		return false
+	}
+	var h struct {
+		EventCoding struct {
+			System string `json:"system"`
+		} `json:"eventCoding"`
+	}
+	return json.Unmarshal(hs[0], &h) == nil && h.EventCoding.System == SystemV2Event
 }

@@ -42,3 +42,22 @@ func TestLabelRedacted(t *testing.T) {
 		})
 	}
 }
+
+func TestFromV2Event(t *testing.T) {
+	tests := []struct {
+		name, bundle string
+		want         bool
+	}{
+		{"v2 event", `{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"MessageHeader","eventCoding":{"system":"` + SystemV2Event + `","code":"A02"}}}]}`, true},
+		{"FHIR event", `{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"MessageHeader","eventUri":"https://example.org/event"}}]}`, false},
+		{"transaction", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient"}}]}`, false},
+		{"not a bundle", `{"resourceType":"Patient"}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FromV2Event([]byte(tt.bundle)); got != tt.want {
+				t.Errorf("FromV2Event = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -81,7 +81,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	cleared := make([]clearing, len(tx.Entry))
 	for i := range tx.Entry {
 		e := &tx.Entry[i]
-		if !bytes.Contains(e.Resource, clearedURL) {
+		if !bytes.Contains(e.Resource, clearedURL) && !bytes.Contains(e.Resource, derivedURL) {
 			continue
 		}
 		res, c, err := takeCleared(e.Resource)
@@ -637,6 +637,9 @@ func members(raw []byte) ([]member, error) {
 //     number is the only one;
 //   - extensions are joined by url: incoming's replace the server's of
 //     the same url, the server's others stay unless cl names them;
+//   - an element cl names as derived (inferred by Junction, not sent:
+//     an A08's Encounter.status) keeps the server's value when it has
+//     one;
 //   - meta is incoming's with the server's security labels and tags
 //     joined (not REDACTED, which describes a delivery), or the server's
 //     when incoming has none;
@@ -701,6 +704,10 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 			v, err = metaUnion(m.value, valueOf(old, "meta"))
 		default:
 			v = m.value
+			if have := valueOf(old, m.key); have != nil && slices.Contains(cl.derived, m.key) {
+				// Inferred, not asserted: the server's value stands.
+				v = have
+			}
 		}
 		if err != nil {
 			return nil, "", "", err
@@ -863,11 +870,17 @@ func identifierUnion(in, have json.RawMessage) (json.RawMessage, error) {
 // decoding.
 var clearedURL = []byte(nhs.JunctionExtClearedElement)
 
-// clearing is what a resource's nhs.JunctionExtClearedElement extensions
-// name as deleted: top-level elements and extension urls.
+// derivedURL is nhs.JunctionExtDerivedElement, for a quick look.
+var derivedURL = []byte(nhs.JunctionExtDerivedElement)
+
+// clearing is what a resource's Junction marks say: the top-level
+// elements (or their members, "period.end") and extension urls its
+// nhs.JunctionExtClearedElement marks delete, and the elements its
+// nhs.JunctionExtDerivedElement marks name as inferred, not asserted.
 type clearing struct {
 	elements   []string
 	extensions []string
+	derived    []string
 }
 
 // within returns the members of the element key that c names
@@ -909,9 +922,9 @@ func (c clearing) clears(key, base string) bool {
 	return false
 }
 
-// takeCleared returns res without its nhs.JunctionExtClearedElement
-// extensions (and without "extension" when none is left), and what they
-// named. The marker is Junction's, for this destination: the server gets
+// takeCleared returns res without its nhs.JunctionExtClearedElement and
+// nhs.JunctionExtDerivedElement extensions (and without "extension" when
+// none is left), and what they named. The marker is Junction's, for this destination: the server gets
 // the merge it asks for, never the marker.
 func takeCleared(res []byte) ([]byte, clearing, error) {
 	ms, err := members(res)
@@ -936,7 +949,13 @@ func takeCleared(res []byte) ([]byte, clearing, error) {
 				ValueCode string `json:"valueCode"`
 				ValueURI  string `json:"valueUri"`
 			}
-			if json.Unmarshal(x, &ext) != nil || ext.URL != nhs.JunctionExtClearedElement {
+			if json.Unmarshal(x, &ext) == nil && ext.URL == nhs.JunctionExtDerivedElement {
+				if ext.ValueCode != "" {
+					c.derived = append(c.derived, ext.ValueCode)
+				}
+				continue
+			}
+			if ext.URL != nhs.JunctionExtClearedElement {
 				kept = append(kept, x)
 				continue
 			}

@@ -775,3 +775,35 @@ func TestOutboundSupplierResourcesReplace(t *testing.T) {
 		t.Errorf("the supplier's Patient was merged: %v", p)
 	}
 }
+
+// TestOutboundUpdateKeepsVisitState: an A08 asserts no change of state, so
+// the status Junction infers for it (in progress) does not reopen a visit
+// an A11 cancelled at the server; with no visit at the server it stands.
+func TestOutboundUpdateKeepsVisitState(t *testing.T) {
+	a11 := strings.Replace(strings.Replace(mergeA01, "ADT^A01^ADT_A01", "ADT^A11^ADT_A09", 1), "EVN|A01", "EVN|A11", 1)
+	a08 := strings.Replace(strings.Replace(mergeA01, "ADT^A01^ADT_A01", "ADT^A08^ADT_A01", 1), "EVN|A01", "EVN|A08", 1)
+	tests := []struct {
+		name   string
+		before []string
+		want   string
+	}{
+		{"after a cancel", []string{mergeA01, a11}, "entered-in-error"},
+		{"no visit at the server", nil, "in-progress"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			for i, raw := range append(tt.before, a08) {
+				if _, err := o.Send(context.Background(), pasDelivery(t, fmt.Sprintf("01MERGE000010%d", i), raw)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e := only(t, srv, "Encounter")
+			eb, _ := json.Marshal(e)
+			if e["status"] != tt.want || strings.Contains(string(eb), "derived-element") {
+				t.Errorf("Encounter after the A08: %s; want status %s and no Junction mark", eb, tt.want)
+			}
+		})
+	}
+}

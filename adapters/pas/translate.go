@@ -49,6 +49,11 @@
 //     false, link "replaced-by", identifiers from MRG-1, MRG-2 and MRG-4
 //     under the same NHS number rules as PID); see mapMerge.
 //   - Leave. A21 gives onleave with the bed reserved, A22 in-progress.
+//   - Updates. A08, A28 and A31 assert no change of state: the status
+//     they give (finished with PV1-45, planned for class P, else in
+//     progress) is marked nhs.JunctionExtDerivedElement, so a receiver
+//     that holds the visit keeps its own (an A08 must not reopen a
+//     cancelled or discharged visit).
 //
 // Adding an event adds an entry to adtEvents and, where it needs one, a
 // segment mapper.
@@ -334,6 +339,10 @@ type eventMapping struct {
 	segments []segmentRule
 	// status gives Encounter.status from the event and its PV1.
 	status func(pv1 *hl7v2.Segment) models.EncounterStatus
+	// derivedStatus marks a status the event does not assert but
+	// Junction infers from PV1 (an update: A08, A28, A31), so a receiver
+	// holding the visit keeps its own (nhs.JunctionExtDerivedElement).
+	derivedStatus bool
 }
 
 // adtEvents is the table of supported events, built for dialect d.
@@ -415,14 +424,14 @@ func adtEvents(d Dialect) map[string]eventMapping {
 		"A05": {display: "ADT/ACK - Pre-admit a patient", structure: "ADT_A05", segments: admit, status: fixed(models.EncounterStatusPlanned)},
 		"A06": {display: "ADT/ACK - Change an outpatient to an inpatient", structure: "ADT_A06", segments: classChange, status: inProgress},
 		"A07": {display: "ADT/ACK - Change an inpatient to an outpatient", structure: "ADT_A06", segments: classChange, status: inProgress},
-		"A08": {display: "ADT/ACK - Update patient information", structure: "ADT_A01", segments: update, status: updateStatus},
+		"A08": {display: "ADT/ACK - Update patient information", structure: "ADT_A01", segments: update, status: updateStatus, derivedStatus: true},
 		"A11": {display: "ADT/ACK - Cancel admit/visit notification", structure: "ADT_A09", kind: eventCancelAdmit, segments: movement, status: fixed(cancelAdmit)},
 		"A12": {display: "ADT/ACK - Cancel transfer", structure: "ADT_A12", kind: eventCancelTransfer, segments: movement, status: inProgress},
 		"A13": {display: "ADT/ACK - Cancel discharge/end visit", structure: "ADT_A01", kind: eventCancelDischarge, segments: admit, status: inProgress},
 		"A21": {display: "ADT/ACK - Patient goes on a \"leave of absence\"", structure: "ADT_A21", kind: eventLeave, segments: movement, status: fixed(models.EncounterStatusOnleave)},
 		"A22": {display: "ADT/ACK - Patient returns from a \"leave of absence\"", structure: "ADT_A21", segments: movement, status: inProgress},
-		"A28": {display: "ADT/ACK - Add person information", structure: "ADT_A05", segments: update, status: updateStatus},
-		"A31": {display: "ADT/ACK - Update person information", structure: "ADT_A05", segments: update, status: updateStatus},
+		"A28": {display: "ADT/ACK - Add person information", structure: "ADT_A05", segments: update, status: updateStatus, derivedStatus: true},
+		"A31": {display: "ADT/ACK - Update person information", structure: "ADT_A05", segments: update, status: updateStatus, derivedStatus: true},
 		"A34": {display: "ADT/ACK - Merge patient information - patient ID only", structure: "ADT_A30", kind: eventMerge, segments: []segmentRule{merge}},
 		"A40": {display: "ADT/ACK - Merge patient - patient identifier list", structure: "ADT_A39", kind: eventMerge, segments: []segmentRule{merge}},
 		"A38": {display: "ADT/ACK - Cancel pre-admit", structure: "ADT_A38", kind: eventCancelAdmit, segments: movement, status: fixed(models.EncounterStatusCancelled)},

@@ -129,6 +129,9 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	if h.Extension != nil || h.AdmitSource != nil || h.DischargeDisposition != nil {
 		e.Hospitalization = &h
 	}
+	if b.mapping.derivedStatus {
+		e.Extension = append(e.Extension, models.Extension{Url: nhs.JunctionExtDerivedElement, ValueCode: b.str("status")})
+	}
 	if pv1.IsNull(7) && pv1.IsNull(8) && pv1.IsNull(9) && pv1.IsNull(17) {
 		e.Extension = append(e.Extension, b.clearedElement("participant"))
 	}

@@ -939,3 +939,28 @@ func TestDuplicatesOneResource(t *testing.T) {
 		t.Errorf("resources %v, want one Practitioner and one Location", n)
 	}
 }
+
+// TestDerivedStatus: the Encounter.status of an update event (A08, A28,
+// A31) is inferred, and marked so; an event that asserts a state (A01,
+// A11) is not marked.
+func TestDerivedStatus(t *testing.T) {
+	for _, tt := range []struct {
+		event string
+		want  bool
+	}{{"A08", true}, {"A31", true}, {"A01", false}, {"A11", false}} {
+		t.Run(tt.event, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(strings.Replace(testMSH, "ADT^A01", "ADT^"+tt.event, 1), pid("9990000018^^^NHS^NH", nil), testPV1))
+			e, ok := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+			if !ok {
+				t.Fatal("no Encounter")
+			}
+			got := false
+			for _, x := range e.Extension {
+				got = got || x.Url == nhs.JunctionExtDerivedElement && x.ValueCode != nil && *x.ValueCode == "status"
+			}
+			if got != tt.want {
+				t.Errorf("status marked derived = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -137,4 +137,10 @@ const (
 	// can ignore it. The fhir destination does the first and strips the
 	// extension before sending.
 	JunctionExtClearedElement = "https://junction-fhir.github.io/fhir/StructureDefinition/cleared-element"
+	// JunctionExtDerivedElement names, on a resource, a top-level
+	// element (valueCode) whose value the sender did not assert but
+	// Junction inferred (an A08's Encounter.status, from PV1): a receiver
+	// that merges into what it holds keeps its own value where it has
+	// one. The fhir destination does so and strips the extension.
+	JunctionExtDerivedElement = "https://junction-fhir.github.io/fhir/StructureDefinition/derived-element"
 )

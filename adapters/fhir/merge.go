@@ -640,6 +640,7 @@ func members(raw []byte) ([]member, error) {
 //   - an element cl names as derived (inferred by Junction, not sent:
 //     an A08's Encounter.status) keeps the server's value when it has
 //     one;
+//   - period and hospitalization are merged member by member (memberMerged);
 //   - meta is incoming's with the server's security labels and tags
 //     joined (not REDACTED, which describes a delivery), or the server's
 //     when incoming has none;
@@ -704,9 +705,14 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 			v, err = metaUnion(m.value, valueOf(old, "meta"))
 		default:
 			v = m.value
-			if have := valueOf(old, m.key); have != nil && slices.Contains(cl.derived, m.key) {
+			have := valueOf(old, m.key)
+			switch {
+			case have == nil:
+			case slices.Contains(cl.derived, m.key):
 				// Inferred, not asserted: the server's value stands.
 				v = have
+			case slices.Contains(memberMerged, m.key):
+				v, err = memberUnion(m.value, have, cl.within(m.key))
 			}
 		}
 		if err != nil {
@@ -746,6 +752,32 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 		}
 	}
 	return writeObject(out), head.ID, head.Meta.VersionID, nil
+}
+
+// memberMerged are the elements merged member by member, because HL7 v2
+// fills their members from separate fields, each of which left empty
+// means no change: Encounter.period (PV1-44 start, PV1-45 end) and
+// Encounter.hospitalization (PV1-4 admission method, PV1-14 admit
+// source, PV1-36/37 discharge).
+var memberMerged = []string{"period", "hospitalization"}
+
+// memberUnion returns the object in with the members of have it does not
+// carry, except those drop names (cleared).
+func memberUnion(in, have json.RawMessage, drop []string) (json.RawMessage, error) {
+	a, err := members(in)
+	if err != nil {
+		return nil, fmt.Errorf("the entry: %w", err)
+	}
+	b, err := members(have)
+	if err != nil {
+		return nil, fmt.Errorf("the server's copy: %w", err)
+	}
+	for _, m := range b {
+		if valueOf(a, m.key) == nil && !slices.Contains(drop, strings.TrimPrefix(m.key, "_")) {
+			a = append(a, m)
+		}
+	}
+	return writeObject(a), nil
 }
 
 // metaUnion returns incoming's meta with the security labels and tags of

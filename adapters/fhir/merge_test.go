@@ -807,3 +807,94 @@ func TestOutboundUpdateKeepsVisitState(t *testing.T) {
 		})
 	}
 }
+
+// Messages about the visit of mergeA01, for the visit-state tests.
+var (
+	visitA03 = "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717101500||ADT^A03^ADT_A03|CTRLV03|P|2.5.1\r" +
+		"EVN|A03|20240717101400\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||C1234567^TESTCONSULTANT^ALEX^^^DR||||||||||||V0101|||||||||||||||||1|19|||||||20240716100000|20240717100000\r"
+	visitA08 = "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717101500||ADT^A08^ADT_A01|CTRLV08|P|2.5.1\r" +
+		"EVN|A08|20240717101400\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||C1234567^TESTCONSULTANT^ALEX^^^DR||||||||||||V0101|||||||||||||||||||||||||20240716100000\r"
+	visitA08Closed = "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717101500||ADT^A08^ADT_A01|CTRLV8D|P|2.5.1\r" +
+		"EVN|A08|20240717101400\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1||||C1234567^TESTCONSULTANT^ALEX^^^DR||||||||||||V0101|||||||||||||||||1|19|||||||20240716100000|20240717100000\r"
+	visitA12 = "MSH|^~\\&|PAS|RX1|EPR|RX1|20240717101500||ADT^A12^ADT_A12|CTRLV12|P|2.5.1\r" +
+		"EVN|A12|20240717101400\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+		"PV1|1|I|WARD7^ROOM1^BED4^RX1|||WARD9^ROOM2^BED1^RX1|C1234567^TESTCONSULTANT^ALEX^^^DR||||||||||||V0101|||||||||||||||||||||||||20240716100000\r"
+)
+
+// TestOutboundVisitState: what an update or a cancelled transfer infers
+// does not reopen or unsettle a visit the server holds, while a discharge
+// time an A08 carries does close it.
+func TestOutboundVisitState(t *testing.T) {
+	tests := []struct {
+		name         string
+		msgs         []string
+		status       string
+		end          bool
+		locationDone bool
+	}{
+		{"A08 after a discharge keeps it", []string{mergeA01, visitA03, visitA08}, "finished", true, true},
+		{"A12 after a discharge keeps it", []string{mergeA01, visitA03, visitA12}, "finished", true, false},
+		{"A08 with a discharge time closes the visit", []string{mergeA01, visitA08Closed}, "finished", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			for i, raw := range tt.msgs {
+				if _, err := o.Send(context.Background(), pasDelivery(t, fmt.Sprintf("01VISIT0000%03d", i), raw)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e := only(t, srv, "Encounter")
+			eb, _ := json.Marshal(e)
+			period, _ := e["period"].(map[string]any)
+			if e["status"] != tt.status || (period["end"] != nil) != tt.end {
+				t.Errorf("status %v, period %v; want %s with end %v: %s", e["status"], period, tt.status, tt.end, eb)
+			}
+			if tt.locationDone {
+				loc := e["location"].([]any)[0].(map[string]any)
+				if loc["status"] != "completed" {
+					t.Errorf("location %v: want completed", loc)
+				}
+			}
+		})
+	}
+}
+
+// TestOutboundMergeThroughShippedRoute: the shipped routes' keep step
+// drops the MessageHeader; the translator's Bundle tag stays, so the
+// delivery is still merged (the transfer keeps the GP).
+func TestOutboundMergeThroughShippedRoute(t *testing.T) {
+	dropHeader := func(d *adapter.Delivery) *adapter.Delivery {
+		var b map[string]any
+		if err := json.Unmarshal(d.Body, &b); err != nil {
+			t.Fatal(err)
+		}
+		var kept []any
+		for _, x := range b["entry"].([]any) {
+			if x.(map[string]any)["resource"].(map[string]any)["resourceType"] != "MessageHeader" {
+				kept = append(kept, x)
+			}
+		}
+		b["entry"], b["type"] = kept, "collection"
+		d.Body, _ = json.Marshal(b)
+		return d
+	}
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	for i, raw := range []string{mergeA01, mergeA02} {
+		if _, err := o.Send(context.Background(), dropHeader(pasDelivery(t, fmt.Sprintf("01ROUTE000000%d", i), raw))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := only(t, srv, "Patient"); p["generalPractitioner"] == nil || p["telecom"] == nil {
+		t.Errorf("the transfer through the shipped route deleted the GP or telecom: %v", p)
+	}
+}

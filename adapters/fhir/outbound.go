@@ -58,8 +58,8 @@ const maxDrain = 256 << 10
 //   - fullUrls are kept (urn:uuid: ones let references resolve inside the
 //     transaction); an entry without one gets urn:uuid:DeterministicUUID(
 //     idempotency key, "entry", index).
-//   - In a delivery translated from HL7 v2 (a message Bundle whose
-//     MessageHeader names a v2 event), a resource of a type in
+//   - In a delivery translated from HL7 v2 (a Bundle tagged
+//     fhir.CodeSourceHL7v2 by the pas or pathology translator), a resource of a type in
 //     OutboundConfig.Merge (Patient and Encounter by default) that would
 //     be updated by identifier is first searched
 //     for by that identifier (POST <Type>/_search, so the identifier stays
@@ -291,7 +291,7 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	if err != nil {
 		return nil, "", 0, err
 	}
-	merged, err := o.mergeExisting(ctx, &tx, auth, jfhir.FromV2Event(doc))
+	merged, err := o.mergeExisting(ctx, &tx, auth, jfhir.FromHL7v2(doc))
 	if err != nil {
 		return nil, "", 0, err
 	}

@@ -49,11 +49,13 @@
 //     false, link "replaced-by", identifiers from MRG-1, MRG-2 and MRG-4
 //     under the same NHS number rules as PID); see mapMerge.
 //   - Leave. A21 gives onleave with the bed reserved, A22 in-progress.
-//   - Updates. A08, A28 and A31 assert no change of state: the status
-//     they give (finished with PV1-45, planned for class P, else in
-//     progress) is marked nhs.JunctionExtDerivedElement, so a receiver
-//     that holds the visit keeps its own (an A08 must not reopen a
-//     cancelled or discharged visit).
+//   - Updates. A08, A28 and A31 assert no change of state: without a
+//     discharge time (PV1-45, which gives finished) the status they give
+//     (planned for class P, else in progress) and the locations (whose
+//     status follows it) are marked nhs.JunctionExtDerivedElement, so a
+//     receiver that holds the visit keeps its own (an A08 must not
+//     reopen a cancelled or discharged visit). An A12's in-progress is
+//     marked the same way: it says only that a move did not happen.
 //
 // Adding an event adds an entry to adtEvents and, where it needs one, a
 // segment mapper.
@@ -340,8 +342,11 @@ type eventMapping struct {
 	// status gives Encounter.status from the event and its PV1.
 	status func(pv1 *hl7v2.Segment) models.EncounterStatus
 	// derivedStatus marks a status the event does not assert but
-	// Junction infers from PV1 (an update: A08, A28, A31), so a receiver
-	// holding the visit keeps its own (nhs.JunctionExtDerivedElement).
+	// Junction infers (an update, A08, A28, A31, without a discharge
+	// time in PV1-45; an A12, which says only that a move did not
+	// happen), so a receiver holding the visit keeps its own
+	// (nhs.JunctionExtDerivedElement). An update's locations, whose
+	// status follows, are marked too.
 	derivedStatus bool
 }
 
@@ -426,7 +431,7 @@ func adtEvents(d Dialect) map[string]eventMapping {
 		"A07": {display: "ADT/ACK - Change an inpatient to an outpatient", structure: "ADT_A06", segments: classChange, status: inProgress},
 		"A08": {display: "ADT/ACK - Update patient information", structure: "ADT_A01", segments: update, status: updateStatus, derivedStatus: true},
 		"A11": {display: "ADT/ACK - Cancel admit/visit notification", structure: "ADT_A09", kind: eventCancelAdmit, segments: movement, status: fixed(cancelAdmit)},
-		"A12": {display: "ADT/ACK - Cancel transfer", structure: "ADT_A12", kind: eventCancelTransfer, segments: movement, status: inProgress},
+		"A12": {display: "ADT/ACK - Cancel transfer", structure: "ADT_A12", kind: eventCancelTransfer, segments: movement, status: inProgress, derivedStatus: true},
 		"A13": {display: "ADT/ACK - Cancel discharge/end visit", structure: "ADT_A01", kind: eventCancelDischarge, segments: admit, status: inProgress},
 		"A21": {display: "ADT/ACK - Patient goes on a \"leave of absence\"", structure: "ADT_A21", kind: eventLeave, segments: movement, status: fixed(models.EncounterStatusOnleave)},
 		"A22": {display: "ADT/ACK - Patient returns from a \"leave of absence\"", structure: "ADT_A21", segments: movement, status: inProgress},
@@ -617,8 +622,10 @@ func (b *builder) bundle() ([]byte, error) {
 	resources := b.entries()
 	header, headerURL := b.header(resources)
 	prov, provURL := b.provenance(resources)
+	bm := b.meta(nhs.ProfileBundle)
+	bm.Tag = SourceTag()
 	bundle := models.Bundle{
-		Meta:       b.meta(nhs.ProfileBundle),
+		Meta:       bm,
 		Type:       models.BundleTypeMessage,
 		Timestamp:  b.str(b.ts),
 		Identifier: b.messageIdentifier(),
@@ -771,4 +778,11 @@ func (t *Translator) Patient(env *envelope.Envelope, m *hl7v2.Message) (*models.
 		return nil, "", nil, err
 	}
 	return b.patient, b.key, b.dq, nil
+}
+
+// SourceTag returns the Bundle.meta.tag of a Bundle translated from HL7
+// v2 (fhir.CodeSourceHL7v2), by which a fhir destination knows that a
+// field left out means no change. The pathology translator sets it too.
+func SourceTag() []models.Coding {
+	return []models.Coding{{System: fhir.Ptr(fhir.SystemJunctionSource), Code: fhir.Ptr(fhir.CodeSourceHL7v2), Display: fhir.Ptr("translated from HL7 v2")}}
 }

@@ -129,8 +129,11 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	if h.Extension != nil || h.AdmitSource != nil || h.DischargeDisposition != nil {
 		e.Hospitalization = &h
 	}
-	if b.mapping.derivedStatus {
+	if b.mapping.derivedStatus && (b.mapping.kind == eventCancelTransfer || value(pv1.Component(45, 1, 1, 1)) == "") {
 		e.Extension = append(e.Extension, models.Extension{Url: nhs.JunctionExtDerivedElement, ValueCode: b.str("status")})
+		if b.mapping.kind != eventCancelTransfer && len(e.Location) > 0 {
+			e.Extension = append(e.Extension, models.Extension{Url: nhs.JunctionExtDerivedElement, ValueCode: b.str("location")})
+		}
 	}
 	if pv1.IsNull(7) && pv1.IsNull(8) && pv1.IsNull(9) && pv1.IsNull(17) {
 		e.Extension = append(e.Extension, b.clearedElement("participant"))

@@ -941,15 +941,21 @@ func TestDuplicatesOneResource(t *testing.T) {
 }
 
 // TestDerivedStatus: the Encounter.status of an update event (A08, A28,
-// A31) is inferred, and marked so; an event that asserts a state (A01,
-// A11) is not marked.
+// A31) without a discharge time, and of an A12, is inferred, and marked
+// so; an event that asserts a state (A01, A11) or an A08 with PV1-45 is
+// not marked.
 func TestDerivedStatus(t *testing.T) {
 	for _, tt := range []struct {
 		event string
 		want  bool
-	}{{"A08", true}, {"A31", true}, {"A01", false}, {"A11", false}} {
+		pv1   string
+	}{
+		{"A08", true, testPV1}, {"A28", true, testPV1}, {"A31", true, testPV1}, {"A12", true, testPV1},
+		{"A01", false, testPV1}, {"A11", false, testPV1},
+		{"A08", false, pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 19: "V1", 44: "20240715093000", 45: "20240716093000"})},
+	} {
 		t.Run(tt.event, func(t *testing.T) {
-			b := translate(t, DefaultDialect(), hl7(strings.Replace(testMSH, "ADT^A01", "ADT^"+tt.event, 1), pid("9990000018^^^NHS^NH", nil), testPV1))
+			b := translate(t, DefaultDialect(), hl7(strings.Replace(testMSH, "ADT^A01", "ADT^"+tt.event, 1), pid("9990000018^^^NHS^NH", nil), tt.pv1))
 			e, ok := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
 			if !ok {
 				t.Fatal("no Encounter")

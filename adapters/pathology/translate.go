@@ -366,8 +366,10 @@ func (b *builder) noteText(nte *hl7v2.Segment) string {
 // order its ServiceRequest, Specimens, DiagnosticReport and Observations.
 func (b *builder) bundle() ([]byte, error) {
 	header, headerURL := b.header()
+	meta := fhir.MetaProfile(nhs.ProfileBundle)
+	meta.Tag = pas.SourceTag()
 	bundle := models.Bundle{
-		Meta:      fhir.MetaProfile(nhs.ProfileBundle),
+		Meta:      meta,
 		Type:      models.BundleTypeMessage,
 		Timestamp: fhir.Ptr(b.timestamp()),
 	}

@@ -10,9 +10,39 @@ const SystemObservationValue = "http://terminology.hl7.org/CodeSystem/v3-Observa
 // CodeRedacted is the security label code "redacted".
 const CodeRedacted = "REDACTED"
 
-// SystemV2Event is HL7 table 0003, the v2 trigger events: the
-// MessageHeader.eventCoding system of a bundle translated from HL7 v2.
-const SystemV2Event = "http://terminology.hl7.org/CodeSystem/v2-0003"
+// SystemJunctionSource is the code system of the Bundle.meta.tag with
+// which Junction's translators mark what they made from another format;
+// CodeSourceHL7v2 is the tag of a Bundle translated from HL7 v2. A tag
+// on the Bundle survives routes' transform steps, which may drop the
+// MessageHeader.
+const (
+	SystemJunctionSource = "https://junction-fhir.github.io/source"
+	CodeSourceHL7v2      = "hl7v2"
+)
+
+// FromHL7v2 reports whether bundle carries the Bundle.meta.tag
+// CodeSourceHL7v2: Junction translated it from HL7 v2, whose fields left
+// empty mean no change.
+func FromHL7v2(bundle []byte) bool {
+	var b struct {
+		ResourceType string `json:"resourceType"`
+		Meta         struct {
+			Tag []struct {
+				System string `json:"system"`
+				Code   string `json:"code"`
+			} `json:"tag"`
+		} `json:"meta"`
+	}
+	if json.Unmarshal(bundle, &b) != nil || b.ResourceType != "Bundle" {
+		return false
+	}
+	for _, t := range b.Meta.Tag {
+		if t.System == SystemJunctionSource && t.Code == CodeSourceHL7v2 {
+			return true
+		}
+	}
+	return false
+}
 
 // LabelRedacted adds the REDACTED security label to the meta.security of
 // res (a JSON-shaped resource), once.
@@ -51,20 +81,4 @@ func IsRedacted(raw []byte) bool {
 		}
 	}
 	return false
-}
-
-// FromV2Event reports whether bundle is a message Bundle whose
-// MessageHeader names an HL7 v2 trigger event (SystemV2Event): one
-// translated from HL7 v2.
-func FromV2Event(bundle []byte) bool {
-	hs, err := FindResources(bundle, "MessageHeader")
-	if err != nil || len(hs) == 0 {
-		return false
-	}
-	var h struct {
-		EventCoding struct {
-			System string `json:"system"`
-		} `json:"eventCoding"`
-	}
-	return json.Unmarshal(hs[0], &h) == nil && h.EventCoding.System == SystemV2Event
 }

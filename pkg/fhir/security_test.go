@@ -43,20 +43,22 @@ func TestLabelRedacted(t *testing.T) {
 	}
 }
 
-func TestFromV2Event(t *testing.T) {
+func TestFromHL7v2(t *testing.T) {
+	tag := `"meta":{"tag":[{"system":"` + SystemJunctionSource + `","code":"hl7v2"}]}`
 	tests := []struct {
 		name, bundle string
 		want         bool
 	}{
-		{"v2 event", `{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"MessageHeader","eventCoding":{"system":"` + SystemV2Event + `","code":"A02"}}}]}`, true},
-		{"FHIR event", `{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"MessageHeader","eventUri":"https://example.org/event"}}]}`, false},
-		{"transaction", `{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient"}}]}`, false},
-		{"not a bundle", `{"resourceType":"Patient"}`, false},
+		{"translated message", `{"resourceType":"Bundle",` + tag + `,"type":"message","entry":[{"resource":{"resourceType":"MessageHeader"}}]}`, true},
+		{"its header dropped by a keep step", `{"resourceType":"Bundle",` + tag + `,"type":"collection","entry":[{"resource":{"resourceType":"Patient"}}]}`, true},
+		{"a supplier's message with a v2 event", `{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"MessageHeader","eventCoding":{"system":"http://terminology.hl7.org/CodeSystem/v2-0003","code":"A02"}}}]}`, false},
+		{"other tags", `{"resourceType":"Bundle","meta":{"tag":[{"system":"x","code":"hl7v2"}]},"type":"transaction"}`, false},
+		{"not a bundle", `{"resourceType":"Patient",` + tag + `}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := FromV2Event([]byte(tt.bundle)); got != tt.want {
-				t.Errorf("FromV2Event = %v, want %v", got, tt.want)
+			if got := FromHL7v2([]byte(tt.bundle)); got != tt.want {
+				t.Errorf("FromHL7v2 = %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -784,5 +784,11 @@ func (t *Translator) Patient(env *envelope.Envelope, m *hl7v2.Message) (*models.
 // v2 (fhir.CodeSourceHL7v2), by which a fhir destination knows that a
 // field left out means no change. The pathology translator sets it too.
 func SourceTag() []models.Coding {
-	return []models.Coding{{System: fhir.Ptr(fhir.SystemJunctionSource), Code: fhir.Ptr(fhir.CodeSourceHL7v2), Display: fhir.Ptr("translated from HL7 v2")}}
+	// One allocation: every translation makes one.
+	t := &struct {
+		c [1]models.Coding
+		s [3]string
+	}{s: [3]string{fhir.SystemJunctionSource, fhir.CodeSourceHL7v2, "translated from HL7 v2"}}
+	t.c[0] = models.Coding{System: &t.s[0], Code: &t.s[1], Display: &t.s[2]}
+	return t.c[:]
 }

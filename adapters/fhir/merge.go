@@ -641,6 +641,9 @@ func members(raw []byte) ([]member, error) {
 //     an A08's Encounter.status) keeps the server's value when it has
 //     one;
 //   - period and hospitalization are merged member by member (memberMerged);
+//   - an Encounter's participants are replaced type by type
+//     (participantUnion), and its locations keep the stay's history
+//     (locationHistory);
 //   - meta is incoming's with the server's security labels and tags
 //     joined (not REDACTED, which describes a delivery), or the server's
 //     when incoming has none;
@@ -689,6 +692,7 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 		return nil, "", "", errors.New("the entry has no resourceType")
 	}
 	add("resourceType", valueOf(in, "resourceType"))
+	encounter := string(valueOf(in, "resourceType")) == `"Encounter"`
 	quoted, _ := json.Marshal(head.ID)
 	add("id", quoted)
 	for _, m := range in {
@@ -713,12 +717,18 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 				v = have
 			case slices.Contains(memberMerged, m.key):
 				v, err = memberUnion(m.value, have, cl.within(m.key))
+			case encounter && m.key == "participant":
+				v, err = participantUnion(m.value, have)
+			case encounter && m.key == "location":
+				v, err = locationHistory(m.value, have)
 			}
 		}
 		if err != nil {
 			return nil, "", "", err
 		}
-		add(m.key, v)
+		if v != nil {
+			add(m.key, v)
+		}
 	}
 	for _, m := range old {
 		// A primitive's extensions (_birthDate) go with its value.

@@ -495,6 +495,27 @@ func TestMergeResource(t *testing.T) {
 			id:   "p",
 		},
 		{
+			name: "an Encounter's doctors replaced by kind, untyped ones kept",
+			in:   `{"resourceType":"Encounter","participant":[{"type":[{"coding":[{"system":"s","code":"ATND"}]}],"individual":{"display":"B"}}]}`,
+			have: `{"resourceType":"Encounter","id":"e","participant":[{"type":[{"coding":[{"system":"s","code":"ATND"}]}],"individual":{"display":"A"}},{"type":[{"coding":[{"system":"s","code":"ADM"}]}]},{"individual":{"display":"other"}}]}`,
+			want: `{"resourceType":"Encounter","id":"e","participant":[{"type":[{"coding":[{"system":"s","code":"ATND"}]}],"individual":{"display":"B"}},{"type":[{"coding":[{"system":"s","code":"ADM"}]}]},{"individual":{"display":"other"}}]}`,
+			id:   "e",
+		},
+		{
+			name: "an Encounter's past locations kept, its current ones replaced",
+			in:   `{"resourceType":"Encounter","location":[{"location":{"display":"W2"},"status":"active"}]}`,
+			have: `{"resourceType":"Encounter","id":"e","location":[{"location":{"display":"W1"},"status":"active"},{"location":{},"status":"completed"},{"location":{"display":"W0"},"status":"planned"}]}`,
+			want: `{"resourceType":"Encounter","id":"e","location":[{"location":{"display":"W2"},"status":"active"},{"location":{},"status":"completed"}]}`,
+			id:   "e",
+		},
+		{
+			name: "a cancelled move leaves no location",
+			in:   `{"resourceType":"Encounter","location":[{"location":{"display":"W1"},"extension":[{"url":"https://junction-fhir.github.io/fhir/StructureDefinition/encounter-location-cancelled","valueBoolean":true}]}],"extension":[]}`,
+			have: `{"resourceType":"Encounter","id":"e","location":[{"location":{"display":"W1"},"status":"active"}]}`,
+			want: `{"resourceType":"Encounter","id":"e"}`,
+			id:   "e",
+		},
+		{
 			name: "numbers and text kept as written",
 			in:   `{"resourceType":"Patient","identifier":[{"system":"s","value":"1"}],"multipleBirthInteger":2}`,
 			have: `{"resourceType":"Patient","id":"p","extension":[{"url":"u","valueDecimal":1.50}]}`,
@@ -896,5 +917,93 @@ func TestOutboundMergeThroughShippedRoute(t *testing.T) {
 	}
 	if p := only(t, srv, "Patient"); p["generalPractitioner"] == nil || p["telecom"] == nil {
 		t.Errorf("the transfer through the shipped route deleted the GP or telecom: %v", p)
+	}
+}
+
+// adt builds an ADT message about the patient and visit of mergeA01:
+// event (A01, "A02^ADT_A02"), the time recorded (EVN-2) and the PV1
+// fields given, by number.
+func adt(event, at string, pv1 map[int]string) string {
+	trigger, structure, _ := strings.Cut(event, "^")
+	if structure == "" {
+		structure = "ADT_A01"
+	}
+	fields := make([]string, 46)
+	fields[0], fields[1], fields[2], fields[19], fields[44] = "PV1", "1", "I", "V0101", "20240716100000"
+	for n, v := range pv1 {
+		fields[n] = v
+	}
+	return "MSH|^~\\&|PAS|RX1|EPR|RX1|" + at + "||ADT^" + trigger + "^" + structure + "|CTRL" + trigger + at[8:] + "|P|2.5.1\r" +
+		"EVN|" + trigger + "|" + at + "\r" +
+		"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+		strings.TrimRight(strings.Join(fields, "|"), "|") + "\r"
+}
+
+// TestOutboundEncounterHistory: with the default merge types, a
+// message's doctors replace the server's of the same kind only, and the
+// wards a patient stayed on stay in the Encounter's location history
+// through transfers, a cancelled transfer and the discharge.
+func TestOutboundEncounterHistory(t *testing.T) {
+	const (
+		ward7   = "WARD7^ROOM1^BED4^RX1"
+		ward9   = "WARD9^ROOM2^BED1^RX1"
+		ward3   = "WARD3^ROOM5^BED2^RX1"
+		t2, t3  = "2024-07-16T12:14:00+01:00", "2024-07-16T15:00:00+01:00"
+		admitBy = "C7654321^TESTADMITTER^SAM^^^DR"
+	)
+	type loc struct{ display, status, start, end string }
+	steps := []struct {
+		name    string
+		msg     string
+		doctors map[string]string // participant type code: display
+		locs    []loc
+	}{
+		{"admission", adt("A01", "20240716101400", map[int]string{3: ward7, 7: "C1234567^TESTCONSULTANT^ALEX^^^DR", 17: admitBy}),
+			map[string]string{"ATND": "DR ALEX TESTCONSULTANT", "ADM": "DR SAM TESTADMITTER"},
+			[]loc{{"WARD7, ROOM1, BED4", "active", "", ""}}},
+		{"transfer with a new attending doctor", adt("A02^ADT_A02", "20240716121400", map[int]string{3: ward9, 6: ward7, 7: "C2222222^TESTCONSULTANT^BLAKE^^^DR"}),
+			map[string]string{"ATND": "DR BLAKE TESTCONSULTANT", "ADM": "DR SAM TESTADMITTER"},
+			[]loc{{"WARD9, ROOM2, BED1", "active", t2, ""}, {"WARD7, ROOM1, BED4", "completed", "", t2}}},
+		{"second transfer, no doctors", adt("A02^ADT_A02", "20240716150000", map[int]string{3: ward3, 6: ward9}),
+			map[string]string{"ATND": "DR BLAKE TESTCONSULTANT", "ADM": "DR SAM TESTADMITTER"},
+			[]loc{{"WARD3, ROOM5, BED2", "active", t3, ""}, {"WARD9, ROOM2, BED1", "completed", t2, t3}, {"WARD7, ROOM1, BED4", "completed", "", t2}}},
+		{"second transfer cancelled", adt("A12^ADT_A12", "20240716160000", map[int]string{3: ward9, 6: ward3}),
+			map[string]string{"ATND": "DR BLAKE TESTCONSULTANT", "ADM": "DR SAM TESTADMITTER"},
+			[]loc{{"WARD9, ROOM2, BED1", "active", t2, ""}, {"WARD7, ROOM1, BED4", "completed", "", t2}}},
+		{"discharge", adt("A03^ADT_A03", "20240717101400", map[int]string{3: ward9, 45: "20240717100000"}),
+			map[string]string{"ATND": "DR BLAKE TESTCONSULTANT", "ADM": "DR SAM TESTADMITTER"},
+			[]loc{{"WARD9, ROOM2, BED1", "completed", t2, ""}, {"WARD7, ROOM1, BED4", "completed", "", t2}}},
+	}
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	for i, st := range steps {
+		if _, err := o.Send(context.Background(), pasDelivery(t, fmt.Sprintf("01HIST0000000%d", i), st.msg)); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		e := only(t, srv, "Encounter")
+		doctors := map[string]string{}
+		for _, x := range e["participant"].([]any) {
+			p := x.(map[string]any)
+			code := p["type"].([]any)[0].(map[string]any)["coding"].([]any)[0].(map[string]any)["code"].(string)
+			if _, twice := doctors[code]; twice {
+				t.Errorf("%s: two %s participants", st.name, code)
+			}
+			doctors[code] = p["individual"].(map[string]any)["display"].(string)
+		}
+		if !cmp.Equal(doctors, st.doctors) {
+			t.Errorf("%s: participants %v, want %v", st.name, doctors, st.doctors)
+		}
+		var locs []loc
+		for _, x := range e["location"].([]any) {
+			l := x.(map[string]any)
+			p, _ := l["period"].(map[string]any)
+			start, _ := p["start"].(string)
+			end, _ := p["end"].(string)
+			status, _ := l["status"].(string)
+			locs = append(locs, loc{l["location"].(map[string]any)["display"].(string), status, start, end})
+		}
+		if !cmp.Equal(locs, st.locs, cmp.AllowUnexported(loc{})) {
+			t.Errorf("%s: locations\n %v\nwant\n %v", st.name, locs, st.locs)
+		}
 	}
 }

@@ -287,11 +287,11 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 		}
 		return doc, o.base + "/$process-message", 0, nil
 	}
-	tx, err := transaction(doc, d.IdempotencyKey)
+	tx, fromV2, err := transaction(doc, d.IdempotencyKey)
 	if err != nil {
 		return nil, "", 0, err
 	}
-	merged, err := o.mergeExisting(ctx, &tx, auth, jfhir.FromHL7v2(doc))
+	merged, err := o.mergeExisting(ctx, &tx, auth, fromV2)
 	if err != nil {
 		return nil, "", 0, err
 	}
@@ -321,7 +321,7 @@ func outcomeOrText(reply []byte, text string) string {
 // idempotent transaction Bundle described on Outbound. key is the
 // delivery's idempotency key.
 func TransactionBundle(body []byte, key string) ([]byte, error) {
-	tx, err := transaction(body, key)
+	tx, _, err := transaction(body, key)
 	if err != nil {
 		return nil, err
 	}
@@ -337,31 +337,34 @@ func marshalTransaction(tx models.Bundle) ([]byte, error) {
 	return out, nil
 }
 
-// transaction builds the transaction Bundle TransactionBundle encodes.
-func transaction(body []byte, key string) (models.Bundle, error) {
+// transaction builds the transaction Bundle TransactionBundle encodes,
+// and reports whether the delivery is a Bundle translated from HL7 v2
+// (jfhir.FromHL7v2).
+func transaction(body []byte, key string) (tx models.Bundle, fromV2 bool, err error) {
 	doc := stripBOM(body)
 	rt, err := jfhir.ResourceType(doc)
 	if err != nil {
-		return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not a FHIR resource", err)
+		return models.Bundle{}, false, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery is not a FHIR resource", err)
 	}
 	var entries []models.BundleEntry
 	if rt == "Bundle" {
 		var b models.Bundle
 		if err := json.Unmarshal(doc, &b); err != nil {
-			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery Bundle does not decode", err).WithDetail(modelError(err))
+			return models.Bundle{}, false, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: delivery Bundle does not decode", err).WithDetail(modelError(err))
 		}
 		entries = b.Entry
+		fromV2 = jfhir.FromHL7v2(&b)
 	} else {
 		entries = []models.BundleEntry{{Resource: json.RawMessage(doc)}}
 	}
-	tx := models.Bundle{Type: models.BundleTypeTransaction}
+	tx = models.Bundle{Type: models.BundleTypeTransaction}
 	for i, e := range entries {
 		if len(bytes.TrimSpace(e.Resource)) == 0 || string(e.Resource) == "null" {
 			continue
 		}
 		ert, err := jfhir.ResourceType(e.Resource)
 		if err != nil {
-			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d is not a resource", i), err)
+			return models.Bundle{}, false, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d is not a resource", i), err)
 		}
 		if ert == "MessageHeader" {
 			continue
@@ -377,7 +380,7 @@ func transaction(body []byte, key string) (models.Bundle, error) {
 			Identifier json.RawMessage `json:"identifier"`
 		}
 		if err := json.Unmarshal(e.Resource, &head); err != nil {
-			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d does not decode", i), err)
+			return models.Bundle{}, false, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d does not decode", i), err)
 		}
 		var req models.BundleEntryRequest
 		var res []byte
@@ -396,12 +399,12 @@ func transaction(body []byte, key string) (models.Bundle, error) {
 			res, err = setID(e.Resource, rid)
 		}
 		if err != nil {
-			return models.Bundle{}, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
+			return models.Bundle{}, false, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
 		}
 		f := full
 		tx.Entry = append(tx.Entry, models.BundleEntry{FullUrl: &f, Resource: res, Request: &req})
 	}
-	return tx, nil
+	return tx, fromV2, nil
 }
 
 // pickIdentifier returns the NHS number identifier if there is one, else

@@ -1,6 +1,10 @@
 package fhir
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+)
 
 // SystemObservationValue is the HL7 v3 ObservationValue code system, whose
 // code CodeRedacted is the security label of a resource with elements
@@ -20,24 +24,15 @@ const (
 	CodeSourceHL7v2      = "hl7v2"
 )
 
-// FromHL7v2 reports whether bundle carries the Bundle.meta.tag
+// FromHL7v2 reports whether the Bundle b carries the Bundle.meta.tag
 // CodeSourceHL7v2: Junction translated it from HL7 v2, whose fields left
 // empty mean no change.
-func FromHL7v2(bundle []byte) bool {
-	var b struct {
-		ResourceType string `json:"resourceType"`
-		Meta         struct {
-			Tag []struct {
-				System string `json:"system"`
-				Code   string `json:"code"`
-			} `json:"tag"`
-		} `json:"meta"`
-	}
-	if json.Unmarshal(bundle, &b) != nil || b.ResourceType != "Bundle" {
+func FromHL7v2(b *models.Bundle) bool {
+	if b == nil || b.Meta == nil {
 		return false
 	}
 	for _, t := range b.Meta.Tag {
-		if t.System == SystemJunctionSource && t.Code == CodeSourceHL7v2 {
+		if t.System != nil && *t.System == SystemJunctionSource && t.Code != nil && *t.Code == CodeSourceHL7v2 {
 			return true
 		}
 	}

@@ -71,12 +71,19 @@ type searchResult struct {
 // Patient that is its survivor here is folded in (foldRetired). Every
 // entry loses its nhs.JunctionExtClearedElement marks, which steer the
 // merge and are not sent. It reports how many entries it merged.
-func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string, fromV2 bool) (int, error) {
+//
+// When received (the message's receipt) is known, every entry it merges
+// or creates carries it (stampReceived), and an entry whose server copy
+// was written from a message received later (olderThan) leaves that copy
+// as it is but for identifiers (keepServers): a replayed dead letter, or
+// a message late on another route, does not undo what a newer message
+// wrote. stale counts those entries.
+func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string, fromV2 bool, received time.Time) (n, stale int, err error) {
 	if err := foldRetired(tx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := checkDistinct(tx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	cleared := make([]clearing, len(tx.Entry))
 	for i := range tx.Entry {
@@ -86,7 +93,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 		}
 		res, c, err := takeCleared(e.Resource)
 		if err != nil {
-			return 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
+			return 0, 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", i), err)
 		}
 		e.Resource, cleared[i] = res, c
 	}
@@ -107,7 +114,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 		targets = append(targets, mergeTarget{i, typ, id})
 	}
 	if len(targets) == 0 {
-		return 0, nil
+		return 0, 0, nil
 	}
 	results := make([]searchResult, len(targets))
 	errs := make([]error, len(targets))
@@ -126,31 +133,45 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	var first error
 	for _, e := range errs {
 		if e != nil && fault.IsTransient(e) {
-			return 0, e
+			return 0, 0, e
 		}
 		if first == nil {
 			first = e
 		}
 	}
 	if first != nil {
-		return 0, first
+		return 0, 0, first
 	}
-	n := 0
 	for i, t := range targets {
 		found := results[i].found
 		if len(found) > 1 || results[i].more {
-			return 0, fault.Newf(fault.CodeDestRejected, "fhir: entry %d: more than one %s at the server carries its identifier; a merge needs exactly one (resolve the duplicate at the server)", t.entry, t.typ)
-		}
-		if len(found) == 0 {
-			continue
+			return 0, 0, fault.Newf(fault.CodeDestRejected, "fhir: entry %d: more than one %s at the server carries its identifier; a merge needs exactly one (resolve the duplicate at the server)", t.entry, t.typ)
 		}
 		e := &tx.Entry[t.entry]
-		merged, id, version, err := mergeResource(e.Resource, found[0], cleared[t.entry], choiceElements(t.typ))
+		if len(found) == 0 {
+			if !received.IsZero() {
+				if e.Resource, err = stampReceived(e.Resource, received); err != nil {
+					return 0, 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", t.entry), err)
+				}
+			}
+			continue
+		}
+		var merged []byte
+		var id, version string
+		if olderThan(received, found[0]) {
+			merged, id, version, err = keepServers(e.Resource, found[0])
+			stale++
+		} else {
+			merged, id, version, err = mergeResource(e.Resource, found[0], cleared[t.entry], choiceElements(t.typ))
+			if err == nil && !received.IsZero() {
+				merged, err = stampReceived(merged, received)
+			}
+		}
 		if err != nil {
-			return 0, fault.Wrap(fault.Permanent, fault.CodeDestRejected, fmt.Sprintf("fhir: merging entry %d with the server's %s", t.entry, t.typ), err)
+			return 0, 0, fault.Wrap(fault.Permanent, fault.CodeDestRejected, fmt.Sprintf("fhir: merging entry %d with the server's %s", t.entry, t.typ), err)
 		}
 		if !fhirID.MatchString(id) {
-			return 0, fault.Newf(fault.CodeDestRejected, "fhir: entry %d: the server's %s has no id, or one that is not a FHIR id", t.entry, t.typ)
+			return 0, 0, fault.Newf(fault.CodeDestRejected, "fhir: entry %d: the server's %s has no id, or one that is not a FHIR id", t.entry, t.typ)
 		}
 		req := models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: t.typ + "/" + id}
 		if version != "" {
@@ -165,9 +186,9 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	// retired hospital number that an earlier message put on the
 	// survivor's record.
 	if err := foldRetired(tx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return n, checkDistinct(tx)
+	return n, stale, checkDistinct(tx)
 }
 
 // checkDistinct refuses a transaction with two entries updating one
@@ -661,23 +682,9 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 	if err != nil {
 		return nil, "", "", fmt.Errorf("the server's copy: %w", err)
 	}
-	var head struct {
-		ID   string `json:"id"`
-		Meta struct {
-			VersionID string `json:"versionId"`
-			Tag       []struct {
-				System string `json:"system"`
-				Code   string `json:"code"`
-			} `json:"tag"`
-		} `json:"meta"`
-	}
-	if err := json.Unmarshal(have, &head); err != nil {
-		return nil, "", "", errors.New("the server's copy: id or meta is malformed")
-	}
-	for _, t := range head.Meta.Tag {
-		if t.System == jfhir.SystemObservationValue && t.Code == "SUBSETTED" {
-			return nil, "", "", errors.New("the server's copy is tagged SUBSETTED: it is not the whole resource")
-		}
+	id, version, err = serverHead(have)
+	if err != nil {
+		return nil, "", "", err
 	}
 	carried := make(map[string]bool, len(in))
 	for _, m := range in {
@@ -693,7 +700,7 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 	}
 	add("resourceType", valueOf(in, "resourceType"))
 	encounter := string(valueOf(in, "resourceType")) == `"Encounter"`
-	quoted, _ := json.Marshal(head.ID)
+	quoted, _ := json.Marshal(id)
 	add("id", quoted)
 	for _, m := range in {
 		var v json.RawMessage
@@ -761,7 +768,32 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 			add(m.key, m.value)
 		}
 	}
-	return writeObject(out), head.ID, head.Meta.VersionID, nil
+	return writeObject(out), id, version, nil
+}
+
+// serverHead returns the id and meta.versionId of the server's copy have,
+// refusing one tagged SUBSETTED (not all of it): writing it back would
+// delete what the server left out.
+func serverHead(have []byte) (id, version string, err error) {
+	var head struct {
+		ID   string `json:"id"`
+		Meta struct {
+			VersionID string `json:"versionId"`
+			Tag       []struct {
+				System string `json:"system"`
+				Code   string `json:"code"`
+			} `json:"tag"`
+		} `json:"meta"`
+	}
+	if err := json.Unmarshal(have, &head); err != nil {
+		return "", "", errors.New("the server's copy: id or meta is malformed")
+	}
+	for _, t := range head.Meta.Tag {
+		if t.System == jfhir.SystemObservationValue && t.Code == "SUBSETTED" {
+			return "", "", errors.New("the server's copy is tagged SUBSETTED: it is not the whole resource")
+		}
+	}
+	return head.ID, head.Meta.VersionID, nil
 }
 
 // memberMerged are the elements merged member by member, because HL7 v2
@@ -792,7 +824,8 @@ func memberUnion(in, have json.RawMessage, drop []string) (json.RawMessage, erro
 
 // metaUnion returns incoming's meta with the security labels and tags of
 // have's that it does not carry added, so a label another system set (an
-// R confidentiality code) stays.
+// R confidentiality code) stays, and have's extensions whose url it does
+// not carry.
 func metaUnion(in, have json.RawMessage) (json.RawMessage, error) {
 	if len(have) == 0 {
 		return in, nil
@@ -829,6 +862,15 @@ func metaUnion(in, have json.RawMessage) (json.RawMessage, error) {
 		if len(mine) > n {
 			a[k], _ = json.Marshal(mine)
 		}
+	}
+	if len(b["extension"]) > 0 {
+		// Joined by url, as a resource's are: the server's receipt stamp
+		// (nhs.JunctionExtReceived) stays when the entry carries none.
+		x, err := extensionUnion(a["extension"], b["extension"], nil)
+		if err != nil {
+			return nil, fmt.Errorf("meta: %w", err)
+		}
+		a["extension"] = x
 	}
 	return json.Marshal(a)
 }

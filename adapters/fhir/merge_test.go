@@ -18,6 +18,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
@@ -1007,3 +1008,91 @@ func TestOutboundEncounterHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestOutboundOlderMessageKeepsNewer: a merging destination stamps what it
+// writes with the message's receipt, and a message received earlier than
+// what the server's copy was written from (a dead letter replayed after
+// the discharge) leaves the Patient and Encounter as they are, but for a
+// local identifier it adds; a newer message, or one within the clock
+// allowance, is merged.
+func TestOutboundOlderMessageKeepsNewer(t *testing.T) {
+	t0 := time.Date(2024, 7, 16, 9, 15, 0, 0, time.UTC)
+	t1 := t0.Add(24 * time.Hour)
+	a01 := adt("A01", "20240716101400", map[int]string{3: "WARD7^ROOM1^BED4^RX1"})
+	a01Extra := strings.Replace(a01, "H300001^^^RX1^MR", "H300001^^^RX1^MR~B55501^^^RX2^MR", 1)
+	a03 := strings.Replace(adt("A03^ADT_A03", "20240717101400", map[int]string{3: "WARD7^ROOM1^BED4^RX1", 45: "20240717100000"}),
+		"TESTPATIENT^JORDAN", "TESTPATIENT^JORDAN^LEE", 1)
+	tests := []struct {
+		name     string
+		at       time.Time
+		msg      string
+		status   string
+		given    []any
+		stamp    time.Time
+		otherMRN bool
+	}{
+		{"the admission replayed after the discharge", t0, a01Extra, "finished", []any{"JORDAN", "LEE"}, t1, true},
+		{"within the clock allowance", t1.Add(-clockAllowance), a01, "in-progress", []any{"JORDAN"}, t1.Add(-clockAllowance), false},
+		{"newer", t1.Add(time.Minute), a01, "in-progress", []any{"JORDAN"}, t1.Add(time.Minute), false},
+		{"receipt unknown", time.Time{}, a01, "in-progress", []any{"JORDAN"}, t1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			send := func(id, raw string, at time.Time) {
+				t.Helper()
+				d := pasDelivery(t, id, raw)
+				d.ReceivedAt = at
+				if _, err := o.Send(context.Background(), d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send("01STALE0000001", a01, t0)
+			send("01STALE0000002", a03, t1)
+			send("01STALE0000001", tt.msg, tt.at)
+			p, e := only(t, srv, "Patient"), only(t, srv, "Encounter")
+			if e["status"] != tt.status {
+				t.Errorf("Encounter status %v, want %s", e["status"], tt.status)
+			}
+			if given := p["name"].([]any)[0].(map[string]any)["given"].([]any); !cmp.Equal(given, tt.given) {
+				t.Errorf("given names %v, want %v", given, tt.given)
+			}
+			if got := strings.Contains(strings.Join(identifierSet(p), " "), "B55501"); got != tt.otherMRN {
+				t.Errorf("the message's new hospital number added = %v, want %v", got, tt.otherMRN)
+			}
+			for _, r := range []map[string]any{p, e} {
+				b, _ := json.Marshal(r)
+				if got := receivedOf(b); !got.Equal(tt.stamp) {
+					t.Errorf("%s stamped %v, want %v", r["resourceType"], got, tt.stamp)
+				}
+			}
+		})
+	}
+}
+
+func TestStampReceived(t *testing.T) {
+	at := time.Date(2024, 7, 16, 9, 15, 0, 123000000, time.UTC)
+	x := `{"url":"` + nhsReceived + `","valueInstant":"2024-07-16T09:15:00.123Z"}`
+	tests := []struct{ in, want string }{
+		{`{"resourceType":"Patient","id":"p","name":[]}`, `{"resourceType":"Patient","id":"p","meta":{"extension":[` + x + `]},"name":[]}`},
+		{`{"resourceType":"Patient","meta":{"profile":["u"],"extension":[{"url":"o"},{"url":"` + nhsReceived + `","valueInstant":"2000-01-01T00:00:00Z"}]}}`,
+			`{"resourceType":"Patient","meta":{"profile":["u"],"extension":[{"url":"o"},` + x + `]}}`},
+	}
+	for _, tt := range tests {
+		got, err := stampReceived([]byte(tt.in), at)
+		if err != nil || string(got) != tt.want {
+			t.Errorf("stampReceived(%s) =\n %s, %v\nwant\n %s", tt.in, got, err, tt.want)
+		}
+		if !receivedOf(got).Equal(at) {
+			t.Errorf("receivedOf(%s) = %v", got, receivedOf(got))
+		}
+	}
+	for _, bad := range []string{`[]`, `{"meta":[]}`, `{"meta":{"extension":{}}}`} {
+		if _, err := stampReceived([]byte(bad), at); err == nil {
+			t.Errorf("stampReceived(%s) succeeded", bad)
+		}
+	}
+}
+
+const nhsReceived = nhs.JunctionExtReceived

@@ -291,9 +291,12 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	if err != nil {
 		return nil, "", 0, err
 	}
-	merged, err := o.mergeExisting(ctx, &tx, auth, fromV2)
+	merged, stale, err := o.mergeExisting(ctx, &tx, auth, fromV2, d.ReceivedAt)
 	if err != nil {
 		return nil, "", 0, err
+	}
+	if stale > 0 {
+		o.log.Info("delivery older than what the server holds; its values were not written", "message_id", d.MessageID, "destination", d.Destination, "resources", stale)
 	}
 	body, err := marshalTransaction(tx)
 	if err != nil {

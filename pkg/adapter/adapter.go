@@ -249,6 +249,11 @@ type Delivery struct {
 	IdempotencyKey string
 	// Attempt counts from 1.
 	Attempt int
+	// ReceivedAt is when Junction received the inbound message (a
+	// replay's is the original's), or zero when unknown. Destinations
+	// that keep a record up to date use it to tell an older message,
+	// replayed or late on another route, from a newer one.
+	ReceivedAt time.Time
 }
 
 // Receipt is what the receiver answered, summarised without patient data

@@ -143,4 +143,11 @@ const (
 	// that merges into what it holds keeps its own value where it has
 	// one. The fhir destination does so and strips the extension.
 	JunctionExtDerivedElement = "https://junction-fhir.github.io/fhir/StructureDefinition/derived-element"
+	// JunctionExtReceived records, on a resource's meta (valueInstant),
+	// when Junction received the message it was last written from. A
+	// fhir destination that merges into the server's copy writes it, and
+	// keeps the server's copy when a message received earlier comes
+	// after (a replayed dead letter, or a message late on another
+	// route), so an old message does not overwrite a newer one's values.
+	JunctionExtReceived = "https://junction-fhir.github.io/fhir/StructureDefinition/received"
 )

@@ -27,15 +27,17 @@ type scripted struct {
 	mu    sync.Mutex
 	errs  []error
 	sends int
+	last  adapter.Delivery
 }
 
 func (s *scripted) Start(context.Context) error    { return nil }
 func (s *scripted) Shutdown(context.Context) error { return nil }
 
-func (s *scripted) Send(context.Context, *adapter.Delivery) (adapter.Receipt, error) {
+func (s *scripted) Send(_ context.Context, d *adapter.Delivery) (adapter.Receipt, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sends++
+	s.last = *d
 	if len(s.errs) == 0 {
 		return adapter.Receipt{Status: "200"}, nil
 	}
@@ -58,6 +60,25 @@ func outboundHeader(id string) nats.Header {
 	h.Set(envelope.HeaderRoute, "adt")
 	h.Set(envelope.HeaderPartition, "0")
 	return h
+}
+
+// TestDeliveryCarriesReceipt: a destination is told when the message was
+// received, from the outbound message's header (a replay's is the
+// original's), so it can tell an older message from a newer one.
+func TestDeliveryCarriesReceipt(t *testing.T) {
+	r, _ := deliveryRouter(t)
+	out := &scripted{}
+	d := &Destination{Name: "ehr", Out: out,
+		Retry: Retry{MaxAttempts: 1, Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1, Timeout: time.Second}}
+	at := time.Date(2024, 7, 16, 9, 15, 0, 123456789, time.UTC)
+	h := outboundHeader("01AAAAAAAAAAAAAAAAAAAAAAAA")
+	h.Set(envelope.HeaderReceived, at.Format(time.RFC3339Nano))
+	if _, _, err := deliverPayload(t.Context(), r, d, h, []byte("payload"), 7, attempts{}); err != nil {
+		t.Fatal(err)
+	}
+	if !out.last.ReceivedAt.Equal(at) {
+		t.Errorf("delivery ReceivedAt %v, want %v", out.last.ReceivedAt, at)
+	}
 }
 
 func unavailable() error {

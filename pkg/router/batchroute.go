@@ -368,7 +368,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		_, spans[i] = r.startSpan(e.h, "deliver", attribute.String("junction.message_id", e.h.Get(envelope.HeaderID)), attribute.String("junction.destination", d.Name))
 		id, rt := e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute)
 		ds[i] = &adapter.Delivery{MessageID: id, Route: rt, Destination: d.Name, ContentType: e.h.Get(envelope.HeaderContentType),
-			Body: e.body, IdempotencyKey: id + "|" + rt + "|" + d.Name, Attempt: 1}
+			Body: e.body, IdempotencyKey: id + "|" + rt + "|" + d.Name, Attempt: 1, ReceivedAt: receivedAt(e.h)}
 	}
 	actx, cancel := context.WithTimeout(ctx, d.Retry.Timeout)
 	start := time.Now()
@@ -395,7 +395,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		if errs[i] == nil {
 			r.o.Metrics.Attempts.WithLabelValues(d.Name, "ok").Inc()
 			r.o.Metrics.Delivered.WithLabelValues(d.Name, "delivered").Inc()
-			if rcv, err := time.Parse(time.RFC3339Nano, e.h.Get(envelope.HeaderReceived)); err == nil {
+			if rcv := ds[i].ReceivedAt; !rcv.IsZero() {
 				r.o.Metrics.EndToEnd.WithLabelValues(ds[i].Route, d.Name).Observe(time.Since(rcv).Seconds())
 			}
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rcs[i].Status, rcs[i].Location

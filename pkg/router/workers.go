@@ -537,6 +537,13 @@ func deliverPayload(ctx context.Context, r *Router, d *Destination, h nats.Heade
 	return sendPayload(ctx, r, d, h, data, seq, prior, false)
 }
 
+// receivedAt is when Junction received the message whose headers h are
+// (envelope.HeaderReceived), or zero.
+func receivedAt(h nats.Header) time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
+	return t
+}
+
 // sendPayload is deliverPayload; with deferRetry, a failed attempt that
 // is to be tried again ends it with errDeferred instead of a wait (the
 // records still to write and the attempts made come with it), for the
@@ -550,6 +557,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		MessageID: id, Route: rt, Destination: d.Name,
 		ContentType: h.Get(envelope.HeaderContentType), Body: data,
 		IdempotencyKey: id + "|" + rt + "|" + d.Name,
+		ReceivedAt:     receivedAt(h),
 	}
 	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
 	patientOf(h, &base)
@@ -579,8 +587,8 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		if err == nil {
 			r.o.Metrics.Attempts.WithLabelValues(d.Name, "ok").Inc()
 			r.o.Metrics.Delivered.WithLabelValues(d.Name, "delivered").Inc()
-			if rcv, err := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived)); err == nil {
-				r.o.Metrics.EndToEnd.WithLabelValues(rt, d.Name).Observe(time.Since(rcv).Seconds())
+			if !del.ReceivedAt.IsZero() {
+				r.o.Metrics.EndToEnd.WithLabelValues(rt, d.Name).Observe(time.Since(del.ReceivedAt).Seconds())
 			}
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rc.Status, rc.Location
 			return append(unwritten, rec), now, nil

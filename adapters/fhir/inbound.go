@@ -862,6 +862,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 				}
 			}
 		}
+		if detail, where, bad := bundleIntegrity(b.Entry); bad {
+			return invalid(fault.CodeFHIRInvalid, "", detail, where)
+		}
 		if b.Type == models.BundleTypeMessage && len(b.Entry) == 0 {
 			return invalid(fault.CodeFHIRInvalid, "", "a message Bundle needs a MessageHeader entry", "Bundle.entry")
 		}

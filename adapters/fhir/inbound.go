@@ -79,6 +79,11 @@ const (
 	MinContainers = 1024
 )
 
+// OperationProcessMessage is the {type} of POST /fhir/$process-message,
+// FHIR messaging's endpoint: a message Bundle, answered as POST /fhir
+// answers (202 once stored; no response message).
+const OperationProcessMessage = "$process-message"
+
 // Routes served, by ServeMux pattern.
 const (
 	RoutePostBundle   = "POST /fhir"
@@ -767,6 +772,12 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 	invalid := func(code fault.Code, issue, detail string, expr ...string) (checked, rejection, bool) {
 		return checked{}, rejection{status: http.StatusBadRequest, code: code, issue: issue, detail: detail, expr: expr}, false
 	}
+	// POST [base]/$process-message takes a message Bundle, as POST [base]
+	// does any Bundle (FHIR messaging's endpoint; the reply is the same).
+	processMessage := pathType == OperationProcessMessage
+	if processMessage {
+		pathType = ""
+	}
 	if pathType != "" && pathType != "Bundle" && !in.types[pathType] {
 		c, rj, ok := invalid(fault.CodeFHIRInvalid, "not-supported", "resource type "+strconv.Quote(pathType)+" is not accepted here")
 		rj.urlOnly = true
@@ -829,6 +840,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 		var b models.Bundle
 		if err := json.Unmarshal(doc, &b); err != nil {
 			return invalid(fault.CodeFHIRInvalid, "", "invalid Bundle: "+modelError(err))
+		}
+		if processMessage && b.Type != models.BundleTypeMessage {
+			return invalid(fault.CodeFHIRInvalid, "invalid", "$process-message takes a Bundle of type message; post other Bundles to [base]", "Bundle.type")
 		}
 		if !acceptedBundleTypes[b.Type] {
 			return invalid(fault.CodeFHIRInvalid, "not-supported", "Bundle.type must be transaction, batch, message or collection", "Bundle.type")

@@ -177,6 +177,8 @@ func TestInboundAccepts(t *testing.T) {
 			"Bundle", "MSG-0001", "bundle|https://supplier.example/message-id|MSG-0001", h.Partition("9990000018")},
 		{"bundle at /fhir/Bundle", "/fhir/Bundle", "application/fhir+json; charset=utf-8", bundle, nil,
 			"Bundle", "MSG-0001", "bundle|https://supplier.example/message-id|MSG-0001", h.Partition("9990000018")},
+		{"message bundle at $process-message", "/fhir/$process-message", "application/fhir+json", bundle, nil,
+			"Bundle", "MSG-0001", "bundle|https://supplier.example/message-id|MSG-0001", h.Partition("9990000018")},
 		{"patient with idempotency key", "/fhir/Patient", "application/json; charset=UTF-8", patient, map[string]string{"Idempotency-Key": "k-1"},
 			"Patient", "k-1", "idem|k-1", h.Partition("9990000026")},
 		{"patient without key", "/fhir/Patient", "application/fhir+json; fhirVersion=4.0", patient, nil,
@@ -302,6 +304,8 @@ func TestInboundRejects(t *testing.T) {
 		{"delete entry with a resource", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":"Condition/1"},"resource":{"resourceType":"Condition"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method DELETE"},
 		{"patch entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"PATCH","url":"Patient/1"},"resource":{"resourceType":"Parameters"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method PATCH"},
 		{"read batch", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/1"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method GET"},
+		{"collection at $process-message", "/fhir/$process-message", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection"}`), 400, "invalid", fault.CodeFHIRInvalid, "$process-message takes a Bundle of type message"},
+		{"patient at $process-message", "/fhir/$process-message", "application/fhir+json", patient, 400, "invalid", fault.CodeFHIRInvalid, "takes a Bundle"},
 		// A destination would refuse them later, or store a dangling reference.
 		{"two entries with one fullUrl", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry 1 has the fullUrl of entry 0"},
 		{"reference to no entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e02"}}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "no entry's fullUrl resolves"},

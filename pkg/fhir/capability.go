@@ -51,7 +51,8 @@ const auditEventDocumentation = `GET [base]/AuditEvent?patient=<NHS number>&date
 // the truth the CapabilityStatement's codes cannot say on their own.
 const restDocumentation = `Junction is an integration engine, not a FHIR repository. ` +
 	`POST [base] accepts a Bundle of type transaction, batch, message or collection; ` +
-	`POST [base]/{type} accepts a single resource of a listed type. ` +
+	`POST [base]/{type} accepts a single resource of a listed type; POST [base]/$process-message ` +
+	`a Bundle of type message. ` +
 	`The body is validated for structure and stored unchanged, then routed asynchronously: ` +
 	`the reply is 202 Accepted with an OperationOutcome and the header X-Junction-Message-Id, ` +
 	`not a transaction-response or batch-response Bundle, and no message response is returned ` +
@@ -163,6 +164,13 @@ func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
 			Documentation: &restDoc,
 			Security:      security(opts.BearerToken),
 			Resource:      resources,
+			Operation: []models.CapabilityStatementRestResourceOperation{{
+				Name:       "process-message",
+				Definition: "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+				Documentation: capStr("POST [base]/$process-message takes a Bundle of type message, stored and routed " +
+					"asynchronously as POST [base] does: the reply is 202 Accepted with an OperationOutcome, whatever " +
+					"the async parameter, and no response message is returned."),
+			}},
 		}},
 	}
 }

@@ -94,8 +94,14 @@ func TestCapabilityStatement(t *testing.T) {
 				}
 				rest.Resource = rest.Resource[:len(rest.Resource)-1]
 			}
-			if len(rest.Interaction) != 0 || len(rest.SearchParam) != 0 || len(rest.Operation) != 0 {
-				t.Errorf("rest claims system interactions, search or operations: %s", b)
+			// The one operation is FHIR messaging's endpoint, which
+			// POST [base]/$process-message serves.
+			if len(rest.Operation) != 1 || rest.Operation[0].Name != "process-message" ||
+				rest.Operation[0].Definition != "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message" {
+				t.Errorf("rest.operation is not process-message alone: %s", b)
+			}
+			if len(rest.Interaction) != 0 || len(rest.SearchParam) != 0 {
+				t.Errorf("rest claims system interactions or search: %s", b)
 			}
 			doc := deref(rest.Documentation)
 			if !strings.Contains(doc, "202 Accepted") || !strings.Contains(doc, "transaction") {

@@ -113,6 +113,10 @@ func (in *Inbound) storeConsent(ctx context.Context, w http.ResponseWriter, body
 	h.Set("Content-Type", jfhir.MediaTypeJSON)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(len(doc)))
+	if fhirID.MatchString(pol.ID) {
+		// As FHIR's create answers; the Consent is not readable there.
+		h.Set("Location", "/fhir/Consent/"+pol.ID)
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(doc)
 	return status

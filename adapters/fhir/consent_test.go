@@ -118,6 +118,9 @@ func TestPostConsent(t *testing.T) {
 				if got["resourceType"] != "Consent" || got["id"] == "" {
 					t.Errorf("answer is not the stored Consent: %s", rec.Body)
 				}
+				if loc := rec.Header().Get("Location"); loc != "/fhir/Consent/"+got["id"].(string) {
+					t.Errorf("Location %q, want the Consent's", loc)
+				}
 			case tt.wantIssue != "":
 				if got["resourceType"] != "OperationOutcome" || !strings.Contains(rec.Body.String(), tt.wantIssue) {
 					t.Errorf("answer does not name %s: %s", tt.wantIssue, rec.Body)

@@ -142,6 +142,13 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	if first != nil {
 		return 0, 0, first
 	}
+	// What each entry said before the merge: a retired Patient written
+	// back as the server's copy (keepServers) no longer links to its
+	// survivor, and the fold after the merge must still see that it does.
+	orig := make([]json.RawMessage, len(tx.Entry))
+	for i := range tx.Entry {
+		orig[i] = tx.Entry[i].Resource
+	}
 	for i, t := range targets {
 		found := results[i].found
 		if len(found) > 1 || results[i].more {
@@ -185,7 +192,7 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	// Two identifiers may lead to one resource at the server: an A40's
 	// retired hospital number that an earlier message put on the
 	// survivor's record.
-	if err := foldRetired(tx); err != nil {
+	if err := foldRetiredAs(tx, orig); err != nil {
 		return 0, 0, err
 	}
 	return n, stale, checkDistinct(tx)
@@ -222,7 +229,18 @@ func checkDistinct(tx *models.Bundle) error {
 // "old", so a later message naming only the retired hospital number
 // finds the survivor. Other entries updating one resource twice are left
 // for checkDistinct to refuse.
-func foldRetired(tx *models.Bundle) error {
+func foldRetired(tx *models.Bundle) error { return foldRetiredAs(tx, nil) }
+
+// foldRetiredAs is foldRetired deciding which entry is retired from orig
+// (the entries' resources before the merge) when given.
+func foldRetiredAs(tx *models.Bundle, orig []json.RawMessage) error {
+	as := func(i int) models.BundleEntry {
+		e := tx.Entry[i]
+		if orig != nil {
+			e.Resource = orig[i]
+		}
+		return e
+	}
 	for {
 		seen := make(map[string]int, len(tx.Entry))
 		retired, survivor := -1, -1
@@ -236,9 +254,9 @@ func foldRetired(tx *models.Bundle) error {
 				continue
 			}
 			switch {
-			case replacedBy(e, tx.Entry[j]):
+			case replacedBy(as(i), tx.Entry[j]):
 				retired, survivor = i, j
-			case replacedBy(tx.Entry[j], e):
+			case replacedBy(as(j), e):
 				retired, survivor = j, i
 			}
 			if retired >= 0 {
@@ -248,12 +266,15 @@ func foldRetired(tx *models.Bundle) error {
 		if retired < 0 {
 			return nil
 		}
-		res, err := absorbRetired(tx.Entry[survivor].Resource, tx.Entry[retired].Resource, *tx.Entry[retired].FullUrl)
+		res, err := absorbRetired(tx.Entry[survivor].Resource, as(retired).Resource, *tx.Entry[retired].FullUrl)
 		if err != nil {
 			return fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: folding entry %d into entry %d", retired, survivor), err)
 		}
 		tx.Entry[survivor].Resource = res
 		tx.Entry = slices.Delete(tx.Entry, retired, retired+1)
+		if orig != nil {
+			orig = slices.Delete(orig, retired, retired+1)
+		}
 	}
 }
 

@@ -1096,3 +1096,102 @@ func TestStampReceived(t *testing.T) {
 }
 
 const nhsReceived = nhs.JunctionExtReceived
+
+// TestOutboundLocationHistoryCases: the stays a patient had are kept when
+// a ward is visited twice, when a transfer does not name the ward left
+// (PV1-6 is optional), and when a move is to where the patient is.
+func TestOutboundLocationHistoryCases(t *testing.T) {
+	const w7, w9 = "WARD7^ROOM1^BED4^RX1", "WARD9^ROOM2^BED1^RX1"
+	const d7, d9 = "WARD7, ROOM1, BED4", "WARD9, ROOM2, BED1"
+	const t2, t3 = "2024-07-16T12:14:00+01:00", "2024-07-16T15:00:00+01:00"
+	tests := []struct {
+		name string
+		msgs []string
+		want []string // display|status|start|end
+	}{
+		{"a ward visited twice", []string{
+			adt("A01", "20240716101400", map[int]string{3: w7}),
+			adt("A02^ADT_A02", "20240716121400", map[int]string{3: w9, 6: w7}),
+			adt("A02^ADT_A02", "20240716150000", map[int]string{3: w7, 6: w9}),
+		}, []string{d7 + "|active|" + t3 + "|", d9 + "|completed|" + t2 + "|" + t3, d7 + "|completed||" + t2}},
+		{"a transfer without PV1-6", []string{
+			adt("A01", "20240716101400", map[int]string{3: w7}),
+			adt("A02^ADT_A02", "20240716121400", map[int]string{3: w9}),
+		}, []string{d9 + "|active|" + t2 + "|", d7 + "|completed||" + t2}},
+		{"a move to the same bed", []string{
+			adt("A01", "20240716101400", map[int]string{3: w7}),
+			adt("A02^ADT_A02", "20240716121400", map[int]string{3: w9, 6: w7}),
+			adt("A02^ADT_A02", "20240716150000", map[int]string{3: w9, 6: w9}),
+		}, []string{d9 + "|active|" + t2 + "|", d7 + "|completed||" + t2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			for i, m := range tt.msgs {
+				if _, err := o.Send(context.Background(), pasDelivery(t, fmt.Sprintf("01LOCS%08d", i), m)); err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+			}
+			var got []string
+			for _, x := range only(t, srv, "Encounter")["location"].([]any) {
+				l := x.(map[string]any)
+				p, _ := l["period"].(map[string]any)
+				start, _ := p["start"].(string)
+				end, _ := p["end"].(string)
+				got = append(got, fmt.Sprintf("%s|%s|%s|%s", l["location"].(map[string]any)["display"], l["status"], start, end))
+			}
+			if !cmp.Equal(got, tt.want) {
+				t.Errorf("locations\n %q\nwant\n %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestOutboundStaleA40: an A40 replayed after a newer message wrote the
+// survivor, whose retired hospital number an earlier message had already
+// put on the survivor's record, is delivered (both entries are one
+// Patient at the server, folded into one), and the survivor's own
+// number does not become an old one.
+func TestOutboundStaleA40(t *testing.T) {
+	for _, stale := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stale=%v", stale), func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			t0 := time.Date(2024, 7, 16, 9, 0, 0, 0, time.UTC)
+			send := func(id, raw string, at time.Time) {
+				t.Helper()
+				d := pasDelivery(t, id, raw)
+				d.ReceivedAt = at
+				if _, err := o.Send(context.Background(), d); err != nil {
+					t.Fatalf("%s: %v", id, err)
+				}
+			}
+			// Registered twice under one NHS number: H300001 and H300009
+			// on one record at the server.
+			send("01A40000000001", mergeA01, t0)
+			dup := strings.Replace(strings.Replace(mergeA01, "H300001^^^RX1^MR", "H300009^^^RX1^MR", 1), "V0101", "V0202", 1)
+			send("01A40000000002", dup, t0.Add(time.Minute))
+			a08 := strings.Replace(strings.Replace(mergeA01, "ADT^A01^ADT_A01", "ADT^A08^ADT_A01", 1), "EVN|A01", "EVN|A08", 1)
+			send("01A40000000003", a08, t0.Add(2*time.Hour))
+			a40 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A40^ADT_A39|C40|P|2.5.1\r" +
+				"EVN|A40|20240716101400\r" +
+				"PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9\r" +
+				"MRG|H300009^^^RX1^MR\r"
+			at := t0.Add(3 * time.Hour)
+			if stale {
+				at = t0.Add(time.Hour)
+			}
+			send("01A40000000040", a40, at)
+			uses := map[string]string{}
+			for _, x := range only(t, srv, "Patient")["identifier"].([]any) {
+				id := x.(map[string]any)
+				use, _ := id["use"].(string)
+				uses[id["value"].(string)] = use
+			}
+			if uses["H300001"] == "old" || uses["H300009"] != "old" {
+				t.Errorf("identifier uses %v: want H300001 current and H300009 old", uses)
+			}
+		})
+	}
+}

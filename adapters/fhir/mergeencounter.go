@@ -70,7 +70,10 @@ type encounterLocation struct {
 	Location struct {
 		Display string `json:"display"`
 	} `json:"location"`
-	Status    string `json:"status"`
+	Status string `json:"status"`
+	Period struct {
+		Start string `json:"start"`
+	} `json:"period"`
 	Extension []struct {
 		URL          string `json:"url"`
 		ValueBoolean bool   `json:"valueBoolean"`
@@ -128,10 +131,14 @@ func locationHistory(in, have json.RawMessage) (json.RawMessage, error) {
 	used := make([]bool, len(b))
 	// same returns the index of the server's entry for the location
 	// display names that no entry of in has taken, the current one first.
-	same := func(display string) int {
+	same := func(mine encounterLocation) int {
+		display := mine.Location.Display
 		if display == "" {
 			return -1
 		}
+		// A current entry that starts at a move (a transfer) begins a new
+		// stay: it does not take over a completed stay on that ward.
+		newStay := mine.current() && mine.Period.Start != ""
 		first := -1
 		for i, l := range theirs {
 			if used[i] || l.Location.Display != display {
@@ -140,19 +147,23 @@ func locationHistory(in, have json.RawMessage) (json.RawMessage, error) {
 			if l.current() {
 				return i
 			}
-			if first < 0 {
+			if first < 0 && !newStay {
 				first = i
 			}
 		}
 		return first
 	}
+	moved := ""
 	out := make([]json.RawMessage, 0, len(a)+len(b))
 	for _, raw := range a {
 		var mine encounterLocation
 		if err := json.Unmarshal(raw, &mine); err != nil {
 			return nil, errors.New("the entry: a location is not an object")
 		}
-		j := same(mine.Location.Display)
+		if mine.current() && mine.Period.Start != "" && moved == "" {
+			moved = mine.Period.Start
+		}
+		j := same(mine)
 		if j >= 0 {
 			used[j] = true
 		}
@@ -169,8 +180,26 @@ func locationHistory(in, have json.RawMessage) (json.RawMessage, error) {
 		out = append(out, raw)
 	}
 	for i, raw := range b {
-		if !used[i] && !theirs[i].current() {
+		switch {
+		case used[i]:
+		case !theirs[i].current():
 			out = append(out, raw)
+		case moved != "" && theirs[i].Status == "active":
+			// The ward a transfer without PV1-6 left: history now.
+			ms, err := members(raw)
+			if err != nil {
+				return nil, errors.New("the server's copy: a location is not an object")
+			}
+			ms = setMember(ms, "status", json.RawMessage(`"completed"`))
+			p := valueOf(ms, "period")
+			if p == nil {
+				p = json.RawMessage(`{}`)
+			}
+			end, _ := json.Marshal(map[string]string{"end": moved})
+			if p, err = memberUnion(end, p, nil); err != nil {
+				return nil, err
+			}
+			out = append(out, writeObject(setMember(ms, "period", p)))
 		}
 	}
 	if len(out) == 0 {

@@ -205,8 +205,12 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 	default:
 		set(models.EncounterLocationStatusActive)
 	}
+	// A move to where the patient is (a consultant change sent as a
+	// transfer, or its cancellation) is no move between locations: one
+	// entry, with no stay begun or ended.
+	sameLocation := pv1.Field(6) == pv1.Field(3)
 	var moved *string
-	if b.mapping.kind == eventTransfer {
+	if b.mapping.kind == eventTransfer && !sameLocation {
 		moved = b.transferTime()
 	}
 	if url, display := b.location(pv1, 3, "Location"); url != "" {
@@ -224,17 +228,10 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 	default:
 		return
 	}
-	var url, display string
-	if pv1.Field(6) == pv1.Field(3) && len(e.Location) > 0 {
-		// A move to where the patient is (a consultant change sent as a
-		// transfer): one Location, not two that are one at a receiver.
-		url = *e.Location[0].Location.Reference
-		if d := e.Location[0].Location.Display; d != nil {
-			display = *d
-		}
-	} else {
-		url, display = b.location(pv1, 6, "Location/prior")
+	if sameLocation {
+		return
 	}
+	url, display := b.location(pv1, 6, "Location/prior")
 	if url == "" {
 		return
 	}

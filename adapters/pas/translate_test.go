@@ -938,6 +938,10 @@ func TestDuplicatesOneResource(t *testing.T) {
 	if n["Practitioner"] != 1 || n["Location"] != 1 {
 		t.Errorf("resources %v, want one Practitioner and one Location", n)
 	}
+	// No stay begins or ends: one location entry, with no period.
+	if e, ok := resourceOf(t, b, "Encounter", models.UnmarshalEncounter); !ok || len(e.Location) != 1 || e.Location[0].Period != nil {
+		t.Errorf("Encounter locations %+v, want one entry without a period", e.Location)
+	}
 }
 
 // TestDerivedStatus: the Encounter.status of an update event (A08, A28,

@@ -746,7 +746,7 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 			case slices.Contains(memberMerged, m.key):
 				v, err = memberUnion(m.value, have, cl.within(m.key))
 			case encounter && m.key == "participant":
-				v, err = participantUnion(m.value, have)
+				v, err = participantUnion(m.value, have, cl.clearedParticipants())
 			case encounter && m.key == "location":
 				v, err = locationHistory(m.value, have)
 			}
@@ -762,7 +762,21 @@ func mergeResource(incoming, have []byte, cl clearing, choice map[string]string)
 		// A primitive's extensions (_birthDate) go with its value.
 		k := strings.TrimPrefix(m.key, "_")
 		base, isChoice := choice[k]
-		if carried[m.key] || carried[k] || isChoice && carried[base+"[x]"] || cl.clears(k, base) {
+		if carried[m.key] || carried[k] || isChoice && carried[base+"[x]"] {
+			continue
+		}
+		if encounter && m.key == "participant" {
+			// Deleted by type, not whole (participantUnion).
+			v, err := participantUnion(nil, m.value, cl.clearedParticipants())
+			if err != nil {
+				return nil, "", "", err
+			}
+			if v != nil {
+				add(m.key, v)
+			}
+			continue
+		}
+		if cl.clears(k, base) {
 			continue
 		}
 		if subs := cl.within(k); len(subs) > 0 && k == m.key {

@@ -1195,3 +1195,49 @@ func TestOutboundStaleA40(t *testing.T) {
 		})
 	}
 }
+
+// TestOutboundDoctorDeletedByKind: a doctor field sent as "" deletes the
+// server's doctor of that kind only, whether or not the message names
+// other doctors, and never another system's untyped participant.
+func TestOutboundDoctorDeletedByKind(t *testing.T) {
+	const w7 = "WARD7^ROOM1^BED4^RX1"
+	admission := adt("A01", "20240716101400", map[int]string{3: w7, 7: "C1234567^TESTCONSULTANT^ALEX^^^DR", 17: "C7654321^TESTADMITTER^SAM^^^DR"})
+	tests := []struct {
+		name string
+		pv1  map[int]string
+		want []string // participant type codes, or "other" for the untyped one
+	}{
+		{"attending deleted, a new admitting doctor", map[int]string{3: w7, 7: `""`, 17: "C7777777^TESTADMITTER^KIM^^^DR"}, []string{"ADM", "other"}},
+		{"attending deleted, no doctor named", map[int]string{3: w7, 7: `""`}, []string{"ADM", "other"}},
+		{"every doctor deleted", map[int]string{3: w7, 7: `""`, 8: `""`, 9: `""`, 17: `""`}, []string{"other"}},
+		{"no doctor field sent", map[int]string{3: w7}, []string{"ATND", "ADM", "other"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			if _, err := o.Send(context.Background(), pasDelivery(t, "01DOCS00000001", admission)); err != nil {
+				t.Fatal(err)
+			}
+			e := only(t, srv, "Encounter")
+			e["participant"] = append(e["participant"].([]any), map[string]any{"individual": map[string]any{"display": "EHR nurse"}})
+			srv.put("Encounter", e["id"].(string), e)
+			if _, err := o.Send(context.Background(), pasDelivery(t, "01DOCS00000002", adt("A08", "20240716121400", tt.pv1))); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			ps, _ := only(t, srv, "Encounter")["participant"].([]any)
+			for _, x := range ps {
+				p := x.(map[string]any)
+				if p["type"] == nil {
+					got = append(got, "other")
+					continue
+				}
+				got = append(got, p["type"].([]any)[0].(map[string]any)["coding"].([]any)[0].(map[string]any)["code"].(string))
+			}
+			if !cmp.Equal(got, tt.want) {
+				t.Errorf("participants %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

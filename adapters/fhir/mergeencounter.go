@@ -15,19 +15,26 @@ import (
 // wards the patient stayed on before. These two merge them instead.
 
 // participantUnion returns the participants of in followed by those of
-// have whose type codings in carries none of: v2 sends the attending,
-// referring, consulting and admitting doctors in four fields (PV1-7, 8,
-// 9 and 17), each of which, left empty, means no change, so a message
-// naming only the attending doctor replaces the server's attending
-// doctor and keeps its admitting one. A server participant with no type
-// (another system's) stays.
-func participantUnion(in, have json.RawMessage) (json.RawMessage, error) {
+// have whose type codings in carries none of and cleared (the
+// v3-ParticipationType codes a message deleted: "ATND" for a PV1-7 sent
+// as "") names none of: v2 sends the attending, referring, consulting and
+// admitting doctors in four fields (PV1-7, 8, 9 and 17), each of which,
+// left empty, means no change, so a message naming only the attending
+// doctor replaces the server's attending doctor and keeps its admitting
+// one. A server participant with no type (another system's) stays. in
+// may be nil (the message names no doctor); the result is nil when no
+// participant is left.
+func participantUnion(in, have json.RawMessage, cleared []string) (json.RawMessage, error) {
 	var a, b []json.RawMessage
-	if err := json.Unmarshal(in, &a); err != nil {
-		return nil, errors.New("the entry: participant is not an array")
+	if in != nil {
+		if err := json.Unmarshal(in, &a); err != nil {
+			return nil, errors.New("the entry: participant is not an array")
+		}
 	}
-	if err := json.Unmarshal(have, &b); err != nil {
-		return nil, errors.New("the server's copy: participant is not an array")
+	if have != nil {
+		if err := json.Unmarshal(have, &b); err != nil {
+			return nil, errors.New("the server's copy: participant is not an array")
+		}
 	}
 	sent := map[string]bool{}
 	for _, p := range a {
@@ -35,13 +42,35 @@ func participantUnion(in, have json.RawMessage) (json.RawMessage, error) {
 			sent[k] = true
 		}
 	}
+	for _, code := range cleared {
+		sent[systemParticipationType+"|"+code] = true
+	}
 	out := a
 	for _, p := range b {
 		if !slices.ContainsFunc(participantTypes(p), func(k string) bool { return sent[k] }) {
 			out = append(out, p)
 		}
 	}
+	if len(out) == 0 {
+		return nil, nil
+	}
 	return json.Marshal(out)
+}
+
+// systemParticipationType is the code system of the participant types
+// the PAS translator sends.
+const systemParticipationType = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+
+// clearedParticipants returns the participant type codes c deletes
+// ("participant.ATND"); a mark of the whole element (an earlier
+// translation's, for all four doctor fields sent as "") deletes the four
+// the PAS translator sends, not other systems' participants.
+func (c clearing) clearedParticipants() []string {
+	codes := c.within("participant")
+	if c.clears("participant", "") {
+		codes = append(codes, "ATND", "REF", "CON", "ADM")
+	}
+	return codes
 }
 
 // participantTypes returns the system|code of each coding of an

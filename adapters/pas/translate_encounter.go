@@ -34,7 +34,8 @@ import (
 //     ending it and starting the new one. For A12 see adtEvents.
 //   - participant: PV1-7 attending (ATND), PV1-8 referring (REF), PV1-9
 //     consulting (CON) and PV1-17 admitting (ADM) doctors, each a
-//     Practitioner resource (see practitionerResource).
+//     Practitioner resource (see practitionerResource); a field sent as
+//     "" is marked cleared as participant.<type code>.
 //   - hospitalization: PV1-14 admit source and PV1-37 (else a two-digit
 //     PV1-36) discharge destination as NHS Data Dictionary codes
 //     (UKCore-SourceOfAdmissionEngland, UKCore-DischargeDestinationEngland;
@@ -135,8 +136,12 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 			e.Extension = append(e.Extension, models.Extension{Url: nhs.JunctionExtDerivedElement, ValueCode: b.str("location")})
 		}
 	}
-	if pv1.IsNull(7) && pv1.IsNull(8) && pv1.IsNull(9) && pv1.IsNull(17) {
-		e.Extension = append(e.Extension, b.clearedElement("participant"))
+	for _, p := range participants {
+		// The doctor of that kind is deleted ("participant.ATND"): a
+		// merging receiver drops its participants of that type only.
+		if pv1.IsNull(p.field) {
+			e.Extension = append(e.Extension, b.clearedElement("participant."+p.code))
+		}
 	}
 	if cancelDischarge {
 		// The discharge is withdrawn: a receiver merging into what it

@@ -862,8 +862,8 @@ func TestClearedElements(t *testing.T) {
 		{"GP null, practice not sent", []string{testMSH, pid(nhsID, nil), `PD1||||""`, testPV1}, "Patient", nil},
 		{"practice null, GP sent", []string{testMSH, pid(nhsID, nil), `PD1|||""|G9999991^TESTGP^MORGAN^^^DR`, testPV1}, "Patient", nil},
 		{"PD1 without GP fields", []string{testMSH, pid(nhsID, nil), `PD1|||`, testPV1}, "Patient", nil},
-		{"every doctor null", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 7: `""`, 8: `""`, 9: `""`, 17: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant"}},
-		{"referrer null, attending not sent", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 8: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", nil},
+		{"every doctor null", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 7: `""`, 8: `""`, 9: `""`, 17: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant.ATND", "participant.REF", "participant.CON", "participant.ADM"}},
+		{"referrer null, attending not sent", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 8: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant.REF"}},
 		{"cancel discharge", []string{strings.Replace(testMSH, "ADT^A01", "ADT^A13", 1), pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 19: "V1"})}, "Encounter",
 			[]string{"period.end", "hospitalization.dischargeDisposition", "uri:" + nhs.ExtDischargeMethod}},
 	}

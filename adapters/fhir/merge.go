@@ -73,11 +73,12 @@ type searchResult struct {
 // merge and are not sent. It reports how many entries it merged.
 //
 // When received (the message's receipt) is known, every entry it merges
-// or creates carries it (stampReceived), and an entry whose server copy
-// was written from a message received later (olderThan) leaves that copy
-// as it is but for identifiers (keepServers): a replayed dead letter, or
-// a message late on another route, does not undo what a newer message
-// wrote. stale counts those entries.
+// or creates records it for the elements it writes (withStamps), and an
+// entry's elements that a message received later wrote are left as the
+// server has them (withoutNewer): a replayed dead letter, or a message
+// late on another route, does not undo what a newer message wrote, and
+// still writes what it changed that nothing newer touched. stale counts
+// the entries that left something out.
 func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth string, fromV2 bool, received time.Time) (n, stale int, err error) {
 	if err := foldRetired(tx); err != nil {
 		return 0, 0, err
@@ -142,9 +143,10 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	if first != nil {
 		return 0, 0, first
 	}
-	// What each entry said before the merge: a retired Patient written
-	// back as the server's copy (keepServers) no longer links to its
-	// survivor, and the fold after the merge must still see that it does.
+	// What each entry said before the merge: a retired Patient merged
+	// into the server's copy may no longer link to its survivor (its
+	// link left out as older than the server's), and the fold after the
+	// merge must still see that it does.
 	orig := make([]json.RawMessage, len(tx.Entry))
 	for i := range tx.Entry {
 		orig[i] = tx.Entry[i].Resource
@@ -155,23 +157,35 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 			return 0, 0, fault.Newf(fault.CodeDestRejected, "fhir: entry %d: more than one %s at the server carries its identifier; a merge needs exactly one (resolve the duplicate at the server)", t.entry, t.typ)
 		}
 		e := &tx.Entry[t.entry]
+		choice := choiceElements(t.typ)
 		if len(found) == 0 {
 			if !received.IsZero() {
-				if e.Resource, err = stampReceived(e.Resource, received); err != nil {
+				keys, err := written(e.Resource, cleared[t.entry], choice)
+				if err == nil {
+					s := elementStamps{}
+					s.mark(keys, received)
+					e.Resource, err = withStamps(e.Resource, s)
+				}
+				if err != nil {
 					return 0, 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", t.entry), err)
 				}
 			}
 			continue
 		}
-		var merged []byte
-		var id, version string
-		if olderThan(received, found[0]) {
-			merged, id, version, err = keepServers(e.Resource, found[0])
+		stamps := stampsOf(found[0])
+		res, cl, dropped, err := withoutNewer(e.Resource, cleared[t.entry], choice, stamps, received)
+		if err != nil {
+			return 0, 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, fmt.Sprintf("fhir: delivery Bundle entry %d", t.entry), err)
+		}
+		if dropped > 0 {
 			stale++
-		} else {
-			merged, id, version, err = mergeResource(e.Resource, found[0], cleared[t.entry], choiceElements(t.typ))
-			if err == nil && !received.IsZero() {
-				merged, err = stampReceived(merged, received)
+		}
+		merged, id, version, err := mergeResource(res, found[0], cl, choice)
+		if err == nil && !received.IsZero() {
+			var keys []string
+			if keys, err = written(res, cl, choice); err == nil {
+				stamps.mark(keys, received)
+				merged, err = withStamps(merged, stamps)
 			}
 		}
 		if err != nil {

@@ -18,7 +18,6 @@ import (
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
-	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
@@ -1009,94 +1008,6 @@ func TestOutboundEncounterHistory(t *testing.T) {
 	}
 }
 
-// TestOutboundOlderMessageKeepsNewer: a merging destination stamps what it
-// writes with the message's receipt, and a message received earlier than
-// what the server's copy was written from (a dead letter replayed after
-// the discharge) leaves the Patient and Encounter as they are, but for a
-// local identifier it adds; a newer message, or one within the clock
-// allowance, is merged.
-func TestOutboundOlderMessageKeepsNewer(t *testing.T) {
-	t0 := time.Date(2024, 7, 16, 9, 15, 0, 0, time.UTC)
-	t1 := t0.Add(24 * time.Hour)
-	a01 := adt("A01", "20240716101400", map[int]string{3: "WARD7^ROOM1^BED4^RX1"})
-	a01Extra := strings.Replace(a01, "H300001^^^RX1^MR", "H300001^^^RX1^MR~B55501^^^RX2^MR", 1)
-	a03 := strings.Replace(adt("A03^ADT_A03", "20240717101400", map[int]string{3: "WARD7^ROOM1^BED4^RX1", 45: "20240717100000"}),
-		"TESTPATIENT^JORDAN", "TESTPATIENT^JORDAN^LEE", 1)
-	tests := []struct {
-		name     string
-		at       time.Time
-		msg      string
-		status   string
-		given    []any
-		stamp    time.Time
-		otherMRN bool
-	}{
-		{"the admission replayed after the discharge", t0, a01Extra, "finished", []any{"JORDAN", "LEE"}, t1, true},
-		{"within the clock allowance", t1.Add(-clockAllowance), a01, "in-progress", []any{"JORDAN"}, t1.Add(-clockAllowance), false},
-		{"newer", t1.Add(time.Minute), a01, "in-progress", []any{"JORDAN"}, t1.Add(time.Minute), false},
-		{"receipt unknown", time.Time{}, a01, "in-progress", []any{"JORDAN"}, t1, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv := newMemServer(t)
-			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
-			send := func(id, raw string, at time.Time) {
-				t.Helper()
-				d := pasDelivery(t, id, raw)
-				d.ReceivedAt = at
-				if _, err := o.Send(context.Background(), d); err != nil {
-					t.Fatal(err)
-				}
-			}
-			send("01STALE0000001", a01, t0)
-			send("01STALE0000002", a03, t1)
-			send("01STALE0000001", tt.msg, tt.at)
-			p, e := only(t, srv, "Patient"), only(t, srv, "Encounter")
-			if e["status"] != tt.status {
-				t.Errorf("Encounter status %v, want %s", e["status"], tt.status)
-			}
-			if given := p["name"].([]any)[0].(map[string]any)["given"].([]any); !cmp.Equal(given, tt.given) {
-				t.Errorf("given names %v, want %v", given, tt.given)
-			}
-			if got := strings.Contains(strings.Join(identifierSet(p), " "), "B55501"); got != tt.otherMRN {
-				t.Errorf("the message's new hospital number added = %v, want %v", got, tt.otherMRN)
-			}
-			for _, r := range []map[string]any{p, e} {
-				b, _ := json.Marshal(r)
-				if got := receivedOf(b); !got.Equal(tt.stamp) {
-					t.Errorf("%s stamped %v, want %v", r["resourceType"], got, tt.stamp)
-				}
-			}
-		})
-	}
-}
-
-func TestStampReceived(t *testing.T) {
-	at := time.Date(2024, 7, 16, 9, 15, 0, 123000000, time.UTC)
-	x := `{"url":"` + nhsReceived + `","valueInstant":"2024-07-16T09:15:00.123Z"}`
-	tests := []struct{ in, want string }{
-		{`{"resourceType":"Patient","id":"p","name":[]}`, `{"resourceType":"Patient","id":"p","meta":{"extension":[` + x + `]},"name":[]}`},
-		{`{"resourceType":"Patient","meta":{"profile":["u"],"extension":[{"url":"o"},{"url":"` + nhsReceived + `","valueInstant":"2000-01-01T00:00:00Z"}]}}`,
-			`{"resourceType":"Patient","meta":{"profile":["u"],"extension":[{"url":"o"},` + x + `]}}`},
-	}
-	for _, tt := range tests {
-		got, err := stampReceived([]byte(tt.in), at)
-		if err != nil || string(got) != tt.want {
-			t.Errorf("stampReceived(%s) =\n %s, %v\nwant\n %s", tt.in, got, err, tt.want)
-		}
-		if !receivedOf(got).Equal(at) {
-			t.Errorf("receivedOf(%s) = %v", got, receivedOf(got))
-		}
-	}
-	for _, bad := range []string{`[]`, `{"meta":[]}`, `{"meta":{"extension":{}}}`} {
-		if _, err := stampReceived([]byte(bad), at); err == nil {
-			t.Errorf("stampReceived(%s) succeeded", bad)
-		}
-	}
-}
-
-const nhsReceived = nhs.JunctionExtReceived
-
 // TestOutboundLocationHistoryCases: the stays a patient had are kept when
 // a ward is visited twice, when a transfer does not name the ward left
 // (PV1-6 is optional), and when a move is to where the patient is.
@@ -1159,14 +1070,7 @@ func TestOutboundStaleA40(t *testing.T) {
 			srv := newMemServer(t)
 			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
 			t0 := time.Date(2024, 7, 16, 9, 0, 0, 0, time.UTC)
-			send := func(id, raw string, at time.Time) {
-				t.Helper()
-				d := pasDelivery(t, id, raw)
-				d.ReceivedAt = at
-				if _, err := o.Send(context.Background(), d); err != nil {
-					t.Fatalf("%s: %v", id, err)
-				}
-			}
+			send := func(id, raw string, at time.Time) { t.Helper(); sendReceived(t, o, id, raw, at) }
 			// Registered twice under one NHS number: H300001 and H300009
 			// on one record at the server.
 			send("01A40000000001", mergeA01, t0)
@@ -1239,5 +1143,143 @@ func TestOutboundDoctorDeletedByKind(t *testing.T) {
 				t.Errorf("participants %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestOutboundOlderMessageKeepsNewer: a merging destination records when
+// the message that wrote each element was received, and a message
+// received earlier than what wrote an element (a dead letter replayed
+// after the discharge, a message late on another route) leaves that
+// element as the server has it, while what it changed that nothing newer
+// wrote is merged, and the hospital numbers it names are added.
+func TestOutboundOlderMessageKeepsNewer(t *testing.T) {
+	t0 := time.Date(2024, 7, 16, 9, 15, 0, 0, time.UTC)
+	t1 := t0.Add(24 * time.Hour)
+	a01 := adt("A01", "20240716101400", map[int]string{3: "WARD7^ROOM1^BED4^RX1"})
+	a01Changed := strings.Replace(strings.Replace(a01, "H300001^^^RX1^MR", "H300001^^^RX1^MR~B55501^^^RX2^MR", 1),
+		"19820304|9", "19820304|9|||9 NEW STREET^^NEWTOWN^^ZZ99 9ZZ^GBR^H", 1)
+	a03 := strings.Replace(adt("A03^ADT_A03", "20240717101400", map[int]string{3: "WARD7^ROOM1^BED4^RX1", 45: "20240717100000"}),
+		"TESTPATIENT^JORDAN", "TESTPATIENT^JORDAN^LEE", 1)
+	tests := []struct {
+		name      string
+		at        time.Time
+		status    string
+		given     []any
+		nameStamp time.Time
+	}{
+		{"the admission replayed after the discharge", t0, "finished", []any{"JORDAN", "LEE"}, t1},
+		{"within the clock allowance", t1.Add(-clockAllowance), "in-progress", []any{"JORDAN"}, t1},
+		{"newer", t1.Add(time.Minute), "in-progress", []any{"JORDAN"}, t1.Add(time.Minute)},
+		{"receipt unknown", time.Time{}, "in-progress", []any{"JORDAN"}, t1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			send := func(id, raw string, at time.Time) { t.Helper(); sendReceived(t, o, id, raw, at) }
+			send("01STALE0000001", a01, t0)
+			send("01STALE0000002", a03, t1)
+			send("01STALE0000001", a01Changed, tt.at)
+			p, e := only(t, srv, "Patient"), only(t, srv, "Encounter")
+			if e["status"] != tt.status {
+				t.Errorf("Encounter status %v, want %s", e["status"], tt.status)
+			}
+			if given := p["name"].([]any)[0].(map[string]any)["given"].([]any); !cmp.Equal(given, tt.given) {
+				t.Errorf("given names %v, want %v", given, tt.given)
+			}
+			// Nothing newer wrote the address or this hospital number.
+			if !strings.Contains(strings.Join(identifierSet(p), " "), "B55501") {
+				t.Error("the message's new hospital number was not added")
+			}
+			if b, _ := json.Marshal(p["address"]); !strings.Contains(string(b), "NEW STREET") {
+				t.Errorf("the message's new address was not written: %s", b)
+			}
+			pb, _ := json.Marshal(p)
+			if got := stampsOf(pb)["name"]; !got.Equal(tt.nameStamp) {
+				t.Errorf("name stamped %v, want %v", got, tt.nameStamp)
+			}
+		})
+	}
+}
+
+// TestOutboundLateMessageKeepsItsOwnChanges: a message received before
+// another but delivered after it (late on another route) writes what the
+// other did not carry.
+func TestOutboundLateMessageKeepsItsOwnChanges(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	t0 := time.Date(2024, 7, 16, 9, 0, 0, 0, time.UTC)
+	send := func(id, raw string, at time.Time) { t.Helper(); sendReceived(t, o, id, raw, at) }
+	send("01LATE00000001", mergeA01, t0)
+	pid := "PID|1||9990000018^^^NHS^NH~H300001^^^RX1^MR||TESTPATIENT^JORDAN||19820304|9"
+	a31 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A31^ADT_A05|C31|P|2.5.1\rEVN|A31|20240716101400\r" +
+		pid + "|||9 NEW STREET^^NEWTOWN^^ZZ99 9ZZ^GBR^H\r"
+	a08 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716101500||ADT^A08^ADT_A01|C08|P|2.5.1\rEVN|A08|20240716101400\r" +
+		strings.Replace(pid, "JORDAN", "JORDAN^LEE", 1) + "\r"
+	send("01LATE00000003", a08, t0.Add(2*time.Hour+time.Minute))
+	send("01LATE00000002", a31, t0.Add(2*time.Hour))
+	p := only(t, srv, "Patient")
+	if b, _ := json.Marshal(p["address"]); !strings.Contains(string(b), "NEW STREET") {
+		t.Errorf("the late message's address change was dropped: %s", b)
+	}
+	if given := p["name"].([]any)[0].(map[string]any)["given"].([]any); !cmp.Equal(given, []any{"JORDAN", "LEE"}) {
+		t.Errorf("given names %v: the newer message's name should stand", given)
+	}
+}
+
+func TestElementStamps(t *testing.T) {
+	t1 := time.Date(2024, 7, 16, 9, 15, 0, 123000000, time.UTC)
+	t2 := t1.Add(time.Hour)
+	choice := choiceElements("Patient")
+	res := []byte(`{"resourceType":"Patient","id":"p","extension":[{"url":"u1"}],"name":[{}],"deceasedBoolean":false,"_birthDate":{},"birthDate":"2000-01-01","identifier":[]}`)
+	keys, err := written(res, clearing{elements: []string{"address"}, extensions: []string{"u2"}, derived: []string{"name"}}, choice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"address", "birthDate", "deceased", "extension:u1", "extension:u2"}; !cmp.Equal(keys, want) {
+		t.Errorf("written = %v, want %v", keys, want)
+	}
+	s := elementStamps{"name": t2}
+	s.mark(keys, t1)
+	s.mark([]string{"name"}, t1) // a stamp does not go back
+	out, err := withStamps(res, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := stampsOf(out)
+	if len(got) != 6 || !got["name"].Equal(t2) || !got["address"].Equal(t1) || !got["extension:u1"].Equal(t1) {
+		t.Errorf("stamps read back %v from %s", got, out)
+	}
+	// Written again, the stamps replace the earlier ones.
+	again, err := withStamps(out, elementStamps{"name": t1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stampsOf(again); len(got) != 1 || !got["name"].Equal(t1) {
+		t.Errorf("stamps after rewriting %v: %s", got, again)
+	}
+	kept, cl, dropped, err := withoutNewer(res, clearing{elements: []string{"name", "period.end"}, extensions: []string{"u1"}}, choice,
+		elementStamps{"deceased": t2, "extension:u1": t2, "name": t2, "period": t1}, t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"resourceType":"Patient","id":"p","_birthDate":{},"birthDate":"2000-01-01","identifier":[]}`; string(kept) != want || dropped != 5 ||
+		!cmp.Equal(cl.elements, []string{"period.end"}) || cl.extensions != nil {
+		t.Errorf("withoutNewer = %s, %+v, %d", kept, cl, dropped)
+	}
+	for _, bad := range []string{`[]`, `{"meta":[]}`, `{"meta":{"extension":{}}}`} {
+		if _, err := withStamps([]byte(bad), s); err == nil {
+			t.Errorf("withStamps(%s) succeeded", bad)
+		}
+	}
+}
+
+// sendReceived sends the PAS translation of raw to o as received at at.
+func sendReceived(t *testing.T, o *Outbound, id, raw string, at time.Time) {
+	t.Helper()
+	d := pasDelivery(t, id, raw)
+	d.ReceivedAt = at
+	if _, err := o.Send(context.Background(), d); err != nil {
+		t.Fatalf("%s: %v", id, err)
 	}
 }

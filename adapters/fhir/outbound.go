@@ -296,7 +296,7 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 		return nil, "", 0, err
 	}
 	if stale > 0 {
-		o.log.Info("delivery older than what the server holds; its values were not written", "message_id", d.MessageID, "destination", d.Destination, "resources", stale)
+		o.log.Info("delivery older than what wrote some of the server's elements; those were left as they are", "message_id", d.MessageID, "destination", d.Destination, "resources", stale)
 	}
 	body, err := marshalTransaction(tx)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -414,6 +415,15 @@ func TestProcessErrors(t *testing.T) {
 			nil, nil, fault.CodeRuleEval, "destination fhir-store when"},
 		{"keep evaluation", routeHead + permit + "transform:\n  - keep: resource.nope\n" + "destinations:\n  - name: fhir-store\n",
 			nil, nil, fault.CodeRuleEval, "transform for fhir-store: step 0"},
+		// Within its limits on each entry, but quadratic in the entries:
+		// the step's entries share one budget.
+		{"keep step over its budget across entries", routeHead + permit + "transform:\n  - keep: bundle.entry.exists(e, has(e.resource.id) && e.resource.id == resource.id + \"x\") || true\n" + "destinations:\n  - name: fhir-store\n",
+			func(t *testing.T) Input {
+				in := v2Input(t, "A01", validNHS)
+				in.Tr.Bundle = observations(2000)
+				return in
+			},
+			nil, fault.CodeRuleEval, "transform for fhir-store: step 0"},
 		{"replace evaluation", routeHead + permit + "transform:\n  - keep: \"true\"\n  - replace: bundle.entry[9]\n" + "destinations:\n  - name: fhir-store\n",
 			nil, nil, fault.CodeRuleEval, "step 1"},
 		{"replace not a map at run time", routeHead + permit + "transform:\n  - replace: bundle.type\n" + "destinations:\n  - name: fhir-store\n",
@@ -699,5 +709,34 @@ func TestProcessKeepsNumbers(t *testing.T) {
 				t.Errorf("delivered %s\nwant no Condition", body)
 			}
 		})
+	}
+}
+
+// observations returns a collection Bundle of n Observations.
+func observations(n int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"resourceType":"Bundle","type":"collection","entry":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"resource":{"resourceType":"Observation","id":"o%d"}}`, i)
+	}
+	b.WriteString("]}")
+	return []byte(b.String())
+}
+
+// TestKeepStepOnLargeBundle: a keep step that is cheap on each entry keeps
+// what it should from a Bundle of 8,000 entries within its budget.
+func TestKeepStepOnLargeBundle(t *testing.T) {
+	r := writeRoute(t, routeHead+permit+"transform:\n  - keep: resource.id != \"o7\"\n"+"destinations:\n  - name: fhir-store\n")
+	in := v2Input(t, "A01", validNHS)
+	in.Tr.Bundle = observations(8000)
+	res, err := r.Process(context.Background(), in, consent.DefaultPolicy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deliveries) != 1 || strings.Contains(string(res.Deliveries[0].Body), `"o7"`) || !strings.Contains(string(res.Deliveries[0].Body), `"o7999"`) {
+		t.Errorf("the keep step did not keep all but o7")
 	}
 }

@@ -943,11 +943,13 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 			// none. Type/id and absolute references are left, since they
 			// resolve on the server.
 			var repl map[string]map[string]any
+			// The step runs once per entry: one budget bounds them all.
+			budget := s.keep.NewBudget()
 			for _, e := range entries {
 				em, _ := e.(map[string]any)
 				res, _ := em["resource"].(map[string]any)
 				v.Resource = res
-				ok, err := s.keep.EvalBool(ctx, &v)
+				ok, err := s.keep.EvalBoolWithin(ctx, &v, budget)
 				if err != nil {
 					return nil, fmt.Errorf("step %d: %w", i, err)
 				}

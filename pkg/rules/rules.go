@@ -315,14 +315,58 @@ func orEmpty(m map[string]any) map[string]any {
 // Eval runs p. Errors are permanent faults (code rule.eval) whose message
 // holds no data from the input.
 func (p *Program) Eval(ctx context.Context, v *Vars) (any, error) {
-	out, err := p.eval(ctx, v)
+	out, _, err := p.eval(ctx, v)
 	if err != nil {
 		return nil, err
 	}
 	return out.Value(), nil
 }
 
-func (p *Program) eval(ctx context.Context, v *Vars) (out ref.Val, err error) {
+// StepBudgetFactor is how many single evaluations' cost limit and
+// deadline a Budget holds.
+const StepBudgetFactor = 10
+
+// Budget bounds, together, the evaluations of one expression run many
+// times for one message (a keep step runs once per Bundle entry), so that
+// an expression within its limits on each entry cannot hold a route for
+// minutes on a large Bundle: their summed cost and their time. Each
+// evaluation keeps its own limits too. A Budget is not safe for
+// concurrent use.
+type Budget struct {
+	left     uint64
+	deadline time.Time
+}
+
+// NewBudget returns a budget of StepBudgetFactor times the cost limit and
+// deadline of one evaluation of p, starting now.
+func (p *Program) NewBudget() *Budget {
+	return &Budget{left: p.lim.CostLimit * StepBudgetFactor, deadline: time.Now().Add(p.lim.Timeout * StepBudgetFactor)}
+}
+
+// EvalBoolWithin runs p as EvalBool does, charging its cost to b. Once b
+// is spent (or its deadline passed) it fails with rule.eval.
+func (p *Program) EvalBoolWithin(ctx context.Context, v *Vars, b *Budget) (bool, error) {
+	if time.Now().After(b.deadline) {
+		return false, fault.New(fault.CodeRuleEval, "evaluations for this message exceeded their deadline together")
+	}
+	ctx, cancel := context.WithDeadline(ctx, b.deadline)
+	defer cancel()
+	out, cost, err := p.eval(ctx, v)
+	if err != nil {
+		return false, err
+	}
+	if cost > b.left {
+		return false, fault.New(fault.CodeRuleEval, "evaluations for this message exceeded their cost limit together")
+	}
+	b.left -= cost
+	r, ok := out.Value().(bool)
+	if !ok {
+		return false, fault.Newf(fault.CodeRuleEval, "expression returned %T, not bool", out.Value())
+	}
+	return r, nil
+}
+
+func (p *Program) eval(ctx context.Context, v *Vars) (out ref.Val, cost uint64, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = nil, fault.New(fault.CodeRuleEval, "evaluation failed inside the CEL runtime")
@@ -330,7 +374,12 @@ func (p *Program) eval(ctx context.Context, v *Vars) (out ref.Val, err error) {
 	}()
 	ctx, cancel := context.WithTimeout(ctx, p.lim.Timeout)
 	defer cancel()
-	out, _, err = p.prg.ContextEval(ctx, activation{v})
+	out, det, err := p.prg.ContextEval(ctx, activation{v})
+	if det != nil {
+		if c := det.ActualCost(); c != nil {
+			cost = *c
+		}
+	}
 	if err != nil {
 		msg := "evaluation failed"
 		switch {
@@ -341,9 +390,9 @@ func (p *Program) eval(ctx context.Context, v *Vars) (out ref.Val, err error) {
 		}
 		// CEL error text can quote values (map keys, strings); keep it as
 		// caller-only detail.
-		return nil, fault.New(fault.CodeRuleEval, msg).WithDetail(err.Error())
+		return nil, cost, fault.New(fault.CodeRuleEval, msg).WithDetail(err.Error())
 	}
-	return out, nil
+	return out, cost, nil
 }
 
 func isCostErr(err error) bool {
@@ -368,7 +417,7 @@ func (p *Program) EvalBool(ctx context.Context, v *Vars) (bool, error) {
 // Bytes become base64 text, timestamps RFC 3339 text and durations Go
 // duration text, so the result always encodes as JSON.
 func (p *Program) EvalMap(ctx context.Context, v *Vars) (map[string]any, error) {
-	out, err := p.eval(ctx, v)
+	out, _, err := p.eval(ctx, v)
 	if err != nil {
 		return nil, err
 	}

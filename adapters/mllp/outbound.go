@@ -220,6 +220,12 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	if o.closed {
 		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp: destination shut down", nil)
 	}
+	if o.conn != nil && !o.conn.Idle() {
+		// Closed by the receiver since the last reply (an idle timeout,
+		// or a receiver that closes after each ACK): dial again rather
+		// than lose this attempt to an EOF.
+		o.conn = nil
+	}
 	if o.conn == nil {
 		dctx, cancel := context.WithTimeout(ctx, o.cfg.ConnectTimeout)
 		c, err := transport.Dial(dctx, o.cfg.Address, o.tls, o.cfg.MaxReplyBytes)

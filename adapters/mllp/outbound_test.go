@@ -2,6 +2,7 @@ package mllp
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -361,5 +362,78 @@ func TestOutboundConfig(t *testing.T) {
 	bad := &OutboundConfig{Address: "x:1", AckTimeout: 1, ConnectTimeout: 1, MaxReplyBytes: 1, TLS: &OutboundTLSConfig{CA: "env:JUNCTION_TEST_UNSET_CA"}}
 	if _, err := f.NewOutbound(context.Background(), adapter.Settings{Secrets: testSecrets{}}, bad); fault.CodeOf(err) != fault.CodeConfig {
 		t.Errorf("unresolvable CA: %v", err)
+	}
+}
+
+// TestOutboundRedialsIdleClosedConnection: a receiver that closes idle
+// connections (Junction's own listener does after idle_timeout) does not
+// cost the next delivery an attempt: the sender dials again.
+func TestOutboundRedialsIdleClosedConnection(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	srv := &transport.Server{
+		Addr:        "127.0.0.1:0",
+		IdleTimeout: 100 * time.Millisecond,
+		Handler: transport.HandlerFunc(func(ctx context.Context, c *transport.ConnInfo, p []byte) ([]byte, bool) {
+			m, _ := hl7v2.Parse(p)
+			mu.Lock()
+			seen = append(seen, m.ControlID())
+			mu.Unlock()
+			return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA}), false
+		}),
+	}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(context.Background()) }()
+	defer srv.Shutdown(context.Background())
+	o := newOutbound(t, srv.ListenAddr().String(), 2*time.Second)
+	if _, err := o.Send(context.Background(), v2("IDLE1")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // the receiver closes the idle connection
+	if _, err := o.Send(context.Background(), v2("IDLE2")); err != nil {
+		t.Errorf("send after the receiver closed an idle connection: %v (receiver saw %v)", err, seen)
+	}
+}
+
+// TestOutboundReceiverClosingAfterEachAck: a receiver that closes each
+// connection after answering one message (as some older interface
+// engines do) gets every delivery at the first attempt.
+func TestOutboundReceiverClosingAfterEachAck(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				r := transport.NewReader(c, 0)
+				p, err := r.ReadFrame()
+				if err != nil {
+					return
+				}
+				m, _ := hl7v2.Parse(p)
+				_ = transport.WriteFrame(c, hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA}))
+			}(c)
+		}
+	}()
+	o := newOutbound(t, l.Addr().String(), 2*time.Second)
+	failed := 0
+	for i := 0; i < 6; i++ {
+		if _, err := o.Send(context.Background(), v2("C"+string(rune('0'+i)))); err != nil {
+			failed++
+			t.Logf("send %d: %v", i, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if failed > 0 {
+		t.Errorf("%d of 6 deliveries to a healthy receiver failed", failed)
 	}
 }

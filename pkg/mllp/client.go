@@ -104,6 +104,45 @@ func (c *Client) fail(ctx context.Context, op string, err error) error {
 	return c.err
 }
 
+// Idle reports whether the connection can carry another frame: no error
+// so far, and the peer has neither closed it nor sent anything unasked
+// since the last reply. A receiver that closes idle connections, or one
+// after each reply, has closed it by the time the next frame is due, and
+// writing to it would lose that frame's attempt to an EOF; call Idle
+// before reusing a connection and dial again when it is false (the
+// Client is then closed). It does not wait.
+func (c *Client) Idle() bool {
+	if c.err != nil || c.closed {
+		return false
+	}
+	if c.r.br.Buffered() == 0 && connIdle(c.nc) {
+		return true
+	}
+	// Closed, reset, or bytes nobody asked for: out of step either way.
+	_ = c.Close()
+	return false
+}
+
+// idleWait is how long connIdle waits for a connection it cannot peek at
+// without waiting (TLS, whose records it must read through the session):
+// long enough for a close already sent to be read.
+const idleWait = 200 * time.Microsecond
+
+// connIdle reports whether nc is open with nothing to read. A plain TCP
+// connection is peeked at without waiting (peekIdle, where the platform
+// allows); any other is read with a short deadline, which also lets TLS
+// take in records it sends unasked (session tickets).
+func connIdle(nc net.Conn) bool {
+	if idle, ok := peekIdle(nc); ok {
+		return idle
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(idleWait))
+	var b [1]byte
+	n, err := nc.Read(b[:])
+	_ = nc.SetReadDeadline(time.Time{})
+	return n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
 // RemoteAddr returns the server's address.
 func (c *Client) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 

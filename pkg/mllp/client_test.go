@@ -3,6 +3,7 @@ package mllp
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -115,5 +116,59 @@ func TestClientCloseTwice(t *testing.T) {
 	}
 	if _, err := c.Send(testContext(t), []byte("x")); err == nil {
 		t.Error("Send after Close succeeded")
+	}
+}
+
+// TestClientIdle: a connection is idle while open with nothing unread,
+// and not once the peer has closed it or sent bytes nobody asked for,
+// over TCP (peeked at) and over any other net.Conn (read briefly).
+func TestClientIdle(t *testing.T) {
+	for _, wrap := range []struct {
+		name string
+		conn func(net.Conn) net.Conn
+	}{
+		{"tcp", func(c net.Conn) net.Conn { return c }},
+		{"other conn", func(c net.Conn) net.Conn { return struct{ net.Conn }{c} }},
+	} {
+		for _, tt := range []struct {
+			name string
+			peer func(net.Conn)
+			want bool
+		}{
+			{"open", func(net.Conn) {}, true},
+			{"closed by the peer", func(c net.Conn) { _ = c.Close() }, false},
+			{"bytes unasked", func(c net.Conn) { _, _ = c.Write([]byte("\x0bMSH|\x1c\r")) }, false},
+		} {
+			t.Run(wrap.name+"/"+tt.name, func(t *testing.T) {
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				accepted := make(chan net.Conn, 1)
+				go func() {
+					c, err := l.Accept()
+					if err == nil {
+						accepted <- c
+					}
+				}()
+				nc, err := net.Dial("tcp", l.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := &Client{nc: wrap.conn(nc), r: NewReader(nc, 0)}
+				defer c.Close()
+				peer := <-accepted
+				defer peer.Close()
+				tt.peer(peer)
+				time.Sleep(20 * time.Millisecond) // for the close or bytes to arrive
+				if got := c.Idle(); got != tt.want {
+					t.Errorf("Idle() = %v, want %v", got, tt.want)
+				}
+				if !tt.want && !c.closed {
+					t.Error("a connection found out of step was not closed")
+				}
+			})
+		}
 	}
 }

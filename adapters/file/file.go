@@ -19,11 +19,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -122,10 +125,58 @@ func New(set adapter.Settings, cfg Config) (*Outbound, error) {
 // Dir returns the resolved output directory.
 func (o *Outbound) Dir() string { return o.dir }
 
-// Start creates the output directory.
+// Start creates the output directory and removes temporary files a crash
+// left in it (see removeStaleTemps).
 func (o *Outbound) Start(context.Context) error {
-	if err := os.MkdirAll(o.dir, 0o750); err != nil {
+	if err := mkdirSynced(o.dir); err != nil {
 		return fmt.Errorf("file: create output directory: %w", err)
+	}
+	removeStaleTemps(o.dir, time.Now().Add(-staleTempAge))
+	return nil
+}
+
+// staleTempAge is how old a temporary file must be for Start to remove
+// it: no write takes that long, so it is a crash's, not another
+// process's write in progress.
+const staleTempAge = time.Hour
+
+// removeStaleTemps removes, under dir, the temporary files (".tmp-*")
+// last modified before cutoff: a crash between creating one and renaming
+// it into place leaves it, holding a payload nobody will pick up. Errors
+// are ignored: the files are named so that pickups skip them.
+func removeStaleTemps(dir string, cutoff time.Time) {
+	_ = filepath.WalkDir(dir, func(name string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), ".tmp-") {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.ModTime().Before(cutoff) {
+			_ = os.Remove(name)
+		}
+		return nil
+	})
+}
+
+// mkdirSynced creates dir and any parents missing, and syncs the parent
+// of each directory it creates, so a file written into a new directory
+// survives a crash with its path.
+func mkdirSynced(dir string) error {
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return nil
+	}
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil || filepath.Dir(d) == d {
+			break
+		}
+		missing = append(missing, d)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -233,7 +284,7 @@ func (o *Outbound) SendBatch(ctx context.Context, ds []*adapter.Delivery) ([]ada
 		dir := filepath.Dir(fulls[i])
 		mkErr, ok := made[dir]
 		if !ok {
-			mkErr = os.MkdirAll(dir, 0o750)
+			mkErr = mkdirSynced(dir)
 			made[dir] = mkErr
 		}
 		if mkErr != nil {
@@ -344,7 +395,7 @@ func writeAtomic(name string, data []byte) error {
 // into place; the caller syncs the directory.
 func writeSynced(name string, data []byte) error {
 	dir := filepath.Dir(name)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := mkdirSynced(dir); err != nil {
 		return fmt.Errorf("create directory: %w", err)
 	}
 	tmp, err := writeTemp(dir, data)

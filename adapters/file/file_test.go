@@ -7,6 +7,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -347,5 +348,58 @@ func TestSendBatch(t *testing.T) {
 	_, errs = o.SendBatch(context.Background(), ds[:1])
 	if errs[0] == nil || !fault.IsTransient(errs[0]) {
 		t.Errorf("after shutdown: %v, want a transient fault", errs[0])
+	}
+}
+
+// TestStartRemovesStaleTemps: temporary files a crash left (older than
+// any write takes) are removed at start; a recent one, which may be
+// another process's write in progress, and delivered files stay.
+func TestStartRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	route := filepath.Join(dir, "adt")
+	if err := os.MkdirAll(route, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{".tmp-old", ".tmp-new", "01MSG.json"} {
+		if err := os.WriteFile(filepath.Join(route, name), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * staleTempAge)
+	for _, name := range []string{".tmp-old", "01MSG.json"} {
+		if err := os.Chtimes(filepath.Join(route, name), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := New(adapter.Settings{}, Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := listFiles(t, dir), []string{"adt/.tmp-new", "adt/01MSG.json"}; !cmp.Equal(got, want) {
+		t.Errorf("files after start %v, want %v", got, want)
+	}
+}
+
+// TestMkdirSynced: missing parents are made, and an existing directory
+// is left as it is.
+func TestMkdirSynced(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b", "c")
+	for range 2 {
+		if err := mkdirSynced(dir); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			t.Fatalf("%s not made: %v", dir, err)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := mkdirSynced(filepath.Join(file, "sub")); err == nil {
+		t.Error("made a directory under a file")
 	}
 }

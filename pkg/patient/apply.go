@@ -26,6 +26,9 @@ type Result struct {
 	// local identifier the index knows, and merges whose survivor could
 	// not be found.
 	Unindexed int
+	// IdentifiersDropped counts local identifiers beyond the first
+	// MaxLocalIdentifiers of a Patient, which the index left out.
+	IdentifiersDropped int
 }
 
 // ApplyJSON updates the index from a FHIR R4 message bundle in JSON; see
@@ -86,7 +89,7 @@ func (ix *Index) ApplyLookup(ctx context.Context, bundle map[string]any, src Sou
 // the first Patient was applied to as it stood after (nil when it was
 // not indexed).
 func (ix *Index) apply(ctx context.Context, p *plan, src Source) (Result, *Record, error) {
-	res := Result{Event: p.event, Unindexed: p.unresolved}
+	res := Result{Event: p.event, Unindexed: p.unresolved, IdentifiersDropped: p.droppedIDs}
 	var first *Record
 	for i := range p.patients {
 		rec, err := ix.applyPatient(ctx, &p.patients[i], src, &res)

@@ -18,6 +18,7 @@ const systemConfidentiality = "http://terminology.hl7.org/CodeSystem/v3-Confiden
 type patientData struct {
 	nhsNumber  string // valid and normalised, or ""
 	ids        []Identifier
+	droppedIDs int // local identifiers beyond MaxLocalIdentifiers
 	family     string
 	given      []string
 	birthDate  string
@@ -63,7 +64,16 @@ type plan struct {
 	// unresolved counts merged Patients whose survivor is not in the
 	// bundle.
 	unresolved int
+	// droppedIDs counts local identifiers left out (MaxLocalIdentifiers).
+	droppedIDs int
 }
+
+// MaxLocalIdentifiers is how many local identifiers of one Patient the
+// index takes from a message; the rest are left out and counted. A
+// patient has a handful; a message with thousands (a sender's fault, or
+// an attack) would otherwise cost one store write each, for every
+// retry.
+const MaxLocalIdentifiers = 32
 
 // ParseError reports a bundle the index cannot read. Its message never
 // holds patient data.
@@ -121,6 +131,7 @@ func parseBundle(b map[string]any) (plan, error) {
 			}
 		case "Patient":
 			pd := readPatient(res, byRef)
+			p.droppedIDs += pd.droppedIDs
 			if u := str(em, "fullUrl"); u != "" {
 				urlOf[u] = len(all)
 			}
@@ -200,7 +211,11 @@ func readPatient(res map[string]any, byRef map[string]map[string]any) patientDat
 			continue // a value without a system identifies nothing
 		}
 		li := Identifier{System: system, Value: value}
-		if !slices.Contains(pd.ids, li) {
+		switch {
+		case slices.Contains(pd.ids, li):
+		case len(pd.ids) >= MaxLocalIdentifiers:
+			pd.droppedIDs++
+		default:
 			pd.ids = append(pd.ids, li)
 		}
 	}

@@ -79,6 +79,17 @@ func TestApplyRules(t *testing.T) {
 				t.Error("Version not set")
 			}
 		}},
+		{"local identifiers beyond the limit left out and counted", func(t *testing.T, ix *Index) {
+			ids := make([]Identifier, MaxLocalIdentifiers+5)
+			for i := range ids {
+				ids[i] = local(fmt.Sprintf("H%d", i))
+			}
+			res := apply(t, ix, bundle(t, "A01", pat{nhsNumber: n0, ids: ids}), src(1))
+			wantResult(t, res, Result{Event: "A01", Updated: 1, IdentifiersDropped: 5})
+			if r := get(t, ix, n0); !cmp.Equal(r.Identifiers, ids[:MaxLocalIdentifiers]) {
+				t.Errorf("record identifiers %v, want the first %d", r.Identifiers, MaxLocalIdentifiers)
+			}
+		}},
 		{"demographics update keeps what the message leaves out", func(t *testing.T, ix *Index) {
 			apply(t, ix, bundle(t, "A01", pat{nhsNumber: n0, family: "TESTPATIENT", postcode: "LS1 4AB", gender: "male"}), src(1))
 			apply(t, ix, bundle(t, "A08", pat{nhsNumber: n0, postcode: "LS2 9JT"}), src(2))

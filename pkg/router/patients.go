@@ -53,6 +53,7 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 	count("stale", res.Stale)
 	count("merged", res.Merged)
 	count("unindexed", res.Unindexed)
+	count("identifiers_dropped", res.IdentifiersDropped)
 	if err != nil {
 		return r.indexFailed(env, err)
 	}

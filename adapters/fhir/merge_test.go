@@ -1283,3 +1283,28 @@ func sendReceived(t *testing.T, o *Outbound, id, raw string, at time.Time) {
 		t.Fatalf("%s: %v", id, err)
 	}
 }
+
+// TestOutboundCancelDischargeWithAdmissionDetails: an A13 that sends the
+// admission's start and source again withdraws the discharge at the
+// server all the same, and keeps the start and source.
+func TestOutboundCancelDischargeWithAdmissionDetails(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	const w7 = "WARD7^ROOM1^BED4^RX1"
+	for i, m := range []string{
+		adt("A01", "20240716101400", map[int]string{3: w7, 14: "19"}),
+		adt("A03^ADT_A03", "20240717101400", map[int]string{3: w7, 14: "19", 37: "19", 45: "20240717100000"}),
+		adt("A13", "20240717111400", map[int]string{3: w7, 14: "19"}),
+	} {
+		if _, err := o.Send(context.Background(), pasDelivery(t, fmt.Sprintf("01CANCEL%06d", i), m)); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	e := only(t, srv, "Encounter")
+	period, _ := e["period"].(map[string]any)
+	h, _ := e["hospitalization"].(map[string]any)
+	if e["status"] != "in-progress" || period["end"] != nil || period["start"] == nil || h["dischargeDisposition"] != nil || h["admitSource"] == nil {
+		b, _ := json.Marshal(e)
+		t.Errorf("after the A13: %s; want in progress, with start and admit source, without end or discharge destination", b)
+	}
+}

@@ -147,12 +147,8 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 		// The discharge is withdrawn: a receiver merging into what it
 		// holds must drop the end, discharge destination and method, and
 		// keep the admission's start, admit source and method.
-		if e.Period == nil {
-			e.Extension = append(e.Extension, b.clearedElement("period.end"))
-		}
-		if e.Hospitalization == nil {
-			e.Extension = append(e.Extension, b.clearedElement("hospitalization.dischargeDisposition"))
-		}
+		e.Extension = append(e.Extension, b.clearedElement("period.end"),
+			b.clearedElement("hospitalization.dischargeDisposition"))
 		e.Extension = append(e.Extension, models.Extension{Url: nhs.JunctionExtClearedElement, ValueUri: b.str(nhs.ExtDischargeMethod)})
 	}
 	b.encounter = e

@@ -864,6 +864,10 @@ func TestClearedElements(t *testing.T) {
 		{"PD1 without GP fields", []string{testMSH, pid(nhsID, nil), `PD1|||`, testPV1}, "Patient", nil},
 		{"every doctor null", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 7: `""`, 8: `""`, 9: `""`, 17: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant.ATND", "participant.REF", "participant.CON", "participant.ADM"}},
 		{"referrer null, attending not sent", []string{testMSH, pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 8: `""`, 19: "V1", 44: "20240715093000"})}, "Encounter", []string{"participant.REF"}},
+		// The admission's start and source, sent again, do not keep the
+		// discharge.
+		{"cancel discharge with admission details", []string{strings.Replace(testMSH, "ADT^A01", "ADT^A13", 1), pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 14: "19", 19: "V1", 44: "20240715093000"})}, "Encounter",
+			[]string{"period.end", "hospitalization.dischargeDisposition", "uri:" + nhs.ExtDischargeMethod}},
 		{"cancel discharge", []string{strings.Replace(testMSH, "ADT^A01", "ADT^A13", 1), pid(nhsID, nil), pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 19: "V1"})}, "Encounter",
 			[]string{"period.end", "hospitalization.dischargeDisposition", "uri:" + nhs.ExtDischargeMethod}},
 	}

@@ -121,7 +121,7 @@ var cdcRules = []cdcRule{
 		match: func(c *cdcContext, want string, _ []string) bool {
 			return c.has(want, "PID", 1, 15) || c.has(want, "PID", 4, 15)
 		},
-		reason: "PID-15 is coded in UKCore-HumanLanguage (ISO 639-1, lower case); ReportStream keeps the code as sent"},
+		reason: "PID-15 (ISO 639-1, from the NHS Data Dictionary list) is written as a BCP 47 tag, lower case, as UK Core requires; ReportStream keeps the code as sent"},
 
 	// Junction's own mapping choices.
 	{id: "request-status", cat: catChoice, paths: []string{"ServiceRequest.status"},

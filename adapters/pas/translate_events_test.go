@@ -235,14 +235,22 @@ func TestPatientDemographics(t *testing.T) {
 		fields map[int]string
 		check  func(t *testing.T, p models.Patient)
 	}{
+		// UK Core binds Patient.communication.language (required) to
+		// all languages: BCP 47 tags.
 		{"language ISO 639-1", map[int]string{15: "EN^English"}, func(t *testing.T, p models.Patient) {
 			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "en" ||
-				*p.Communication[0].Language.Coding[0].System != nhs.CodeSystemHumanLanguage || *p.Communication[0].Language.Text != "English" {
+				*p.Communication[0].Language.Coding[0].System != "urn:ietf:bcp:47" || *p.Communication[0].Language.Text != "English" {
 				t.Errorf("communication %+v", p.Communication)
 			}
 		}},
 		{"sign language", map[int]string{15: "q4"}, func(t *testing.T, p models.Patient) {
-			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "q4" {
+			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "bfi" ||
+				*p.Communication[0].Language.Coding[0].System != "urn:ietf:bcp:47" {
+				t.Errorf("communication %+v", p.Communication)
+			}
+		}},
+		{"Braille, which no language tag names", map[int]string{15: "q1"}, func(t *testing.T, p models.Patient) {
+			if len(p.Communication) != 1 || p.Communication[0].Language.Coding != nil || *p.Communication[0].Language.Text != "Braille" {
 				t.Errorf("communication %+v", p.Communication)
 			}
 		}},

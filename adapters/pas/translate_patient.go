@@ -184,9 +184,15 @@ func (b *builder) clearedElement(name string) models.Extension {
 	return models.Extension{Url: nhs.JunctionExtClearedElement, ValueCode: b.str(name)}
 }
 
-// language maps PID-15 (CE): a two-character code (ISO 639-1, or q1 to
-// q5 for Braille and sign languages) in UKCore-HumanLanguage, with the
-// text PID-15.2; any other code is kept as text only.
+// language maps PID-15 (CE) to Patient.communication.language, which UK
+// Core binds (required) to all languages, that is BCP 47 tags
+// (urn:ietf:bcp:47): an ISO 639-1 code, as PAS feeds send from the NHS
+// Data Dictionary's language list (UKCore-HumanLanguage), is such a tag;
+// of that list's own codes, q2, q3 and q4 are the sign languages BCP 47
+// names ase, asf and bfi, while q1 (Braille) and q5 (Makaton), which no
+// language tag names, are kept as text. The text is PID-15.2, else
+// the code or the list's name for it; any other code is kept as text
+// only.
 func (b *builder) language(pid *hl7v2.Segment) *models.CodeableConcept {
 	code := strings.ToLower(strings.TrimSpace(value(pid.Component(15, 1, 1, 1))))
 	text := strings.TrimSpace(value(pid.Component(15, 1, 2, 1)))
@@ -194,12 +200,35 @@ func (b *builder) language(pid *hl7v2.Segment) *models.CodeableConcept {
 		return nil
 	}
 	cc := &models.CodeableConcept{Text: b.optional(text)}
-	if len(code) == 2 && code[0] >= 'a' && code[0] <= 'z' && (code[1] >= 'a' && code[1] <= 'z' || code[0] == 'q' && code[1] >= '1' && code[1] <= '5') {
-		cc.Coding = []models.Coding{{System: b.str(nhs.CodeSystemHumanLanguage), Code: b.str(code)}}
-	} else if text == "" {
+	tag := ""
+	switch {
+	case len(code) == 2 && code[0] >= 'a' && code[0] <= 'z' && code[1] >= 'a' && code[1] <= 'z':
+		tag = code
+	case signLanguages[code].tag != "":
+		tag = signLanguages[code].tag
+	}
+	switch {
+	case tag != "":
+		cc.Coding = []models.Coding{{System: b.str(systemBCP47), Code: b.str(tag)}}
+	case text == "" && signLanguages[code].name != "":
+		cc.Text = b.str(signLanguages[code].name)
+	case text == "":
 		cc.Text = b.str(code)
 	}
 	return cc
+}
+
+// systemBCP47 is the code system of BCP 47 language tags.
+const systemBCP47 = "urn:ietf:bcp:47"
+
+// signLanguages are the UKCore-HumanLanguage codes that are not ISO 639-1,
+// with the BCP 47 tag of each where there is one.
+var signLanguages = map[string]struct{ tag, name string }{
+	"q1": {"", "Braille"},
+	"q2": {"ase", "American Sign Language"},
+	"q3": {"asf", "Australian Sign Language"},
+	"q4": {"bfi", "British Sign Language"},
+	"q5": {"", "Makaton"},
 }
 
 // maritalStatus maps an HL7 table 0002 code (see mapPID), or returns nil.

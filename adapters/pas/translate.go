@@ -139,6 +139,10 @@ const (
 	// JSON as U+FFFD. The feed probably sends another character set and
 	// should declare it.
 	DQTextInvalidUTF8 = "text_invalid_utf8"
+	// DQTextControlChars: the message holds control characters (a NUL in
+	// a name, say), which FHIR strings may not; they reach the FHIR JSON
+	// as U+FFFD.
+	DQTextControlChars = "text_control_chars"
 )
 
 // Code systems used by the mappings.
@@ -518,6 +522,9 @@ func newBuilder(t *Translator, env *envelope.Envelope, m *hl7v2.Message, event s
 	b.counts, b.urls, b.practitioners = b.countsBuf[:0], b.urlsBuf[:0], b.practitionersBuf[:0]
 	if m.InvalidUTF8() {
 		b.flag(DQTextInvalidUTF8)
+	}
+	if m.ControlChars() {
+		b.flag(DQTextControlChars)
 	}
 	return b
 }

@@ -695,6 +695,9 @@ func TestCharset(t *testing.T) {
 		{"undeclared utf8", "", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
 		{"undeclared latin1 bytes", "", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
 		{"utf8 declared latin1 bytes", "UNICODE UTF-8", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
+		// FHIR strings may not hold control characters.
+		{"a NUL in a name", "", "TEST^AL\x00EX", "TEST", "AL\ufffdEX", []string{DQTextControlChars}},
+		{"a control character escaped", "", "TEST^AL\\X07\\EX", "TEST", "AL\ufffdEX", nil},
 	}
 	tr := newTestTranslator(t)
 	for _, tt := range tests {

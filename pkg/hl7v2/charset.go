@@ -65,15 +65,16 @@ func CharsetOf(code string) Charset {
 	return CharsetUnsupported
 }
 
-// Decode returns s, text in character set c, as UTF-8. Only CharsetLatin1
-// changes anything: each byte becomes the rune of the same value, which is
-// what ISO-8859-1 is. Other sets are returned unchanged, valid UTF-8 or
-// not.
+// Decode returns s, text in character set c, as UTF-8 that FHIR strings
+// may hold: for CharsetLatin1 each byte becomes the rune of the same
+// value, which is what ISO-8859-1 is; other sets are kept as they are,
+// valid UTF-8 or not. Control characters other than tab, line feed and
+// carriage return become U+FFFD (see Message.ControlChars).
 func (c Charset) Decode(s string) string {
-	if c != CharsetLatin1 {
-		return s // kept small so that it inlines in the value readers
+	if c == CharsetLatin1 {
+		s = latin1ToUTF8(s)
 	}
-	return latin1ToUTF8(s)
+	return withoutControls(s)
 }
 
 // latin1ToUTF8 returns the ISO-8859-1 text s as UTF-8.
@@ -162,6 +163,41 @@ func (m *Message) InvalidUTF8() bool {
 // returns for a single value. Use it for text split or cleaned by other
 // means before unescaping.
 func (s *Segment) Text(raw string) string { return s.cs.Decode(Unescape(raw, s.d)) }
+
+// ControlChars reports whether the message holds control characters other
+// than tab, line feed and carriage return (a NUL in a name, say). FHIR
+// strings may not hold them: Charset.Decode, and so Component and Text,
+// give U+FFFD for each, and
+// translators report it as a data-quality issue. Text made by \Xhh\
+// escape sequences is not checked here (it is replaced all the same).
+func (m *Message) ControlChars() bool {
+	for i := range m.segs {
+		if strings.IndexFunc(m.segs[i].line, isControl) >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// isControl reports whether r is a control character FHIR strings may not
+// hold: C0 other than tab, line feed and carriage return.
+func isControl(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' }
+
+// withoutControls returns s with each control character FHIR strings may
+// not hold replaced by U+FFFD.
+func withoutControls(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && isControl(rune(c)) {
+			return strings.Map(func(r rune) rune {
+				if isControl(r) {
+					return utf8.RuneError
+				}
+				return r
+			}, s)
+		}
+	}
+	return s
+}
 
 // Charset returns the character set of the segment's message.
 func (s *Segment) Charset() Charset { return s.cs }

@@ -195,8 +195,38 @@ func TestCharsetDecodeValidUTF8(t *testing.T) {
 		t.Fatalf("Decode of every byte gave %d runes, valid %v", utf8.RuneCountInString(got), utf8.ValidString(got))
 	}
 	for i, r := range []rune(got) {
-		if r != rune(i) {
-			t.Fatalf("byte %#x decoded to %U", i, r)
+		want := rune(i)
+		if i < 0x20 && i != '\t' && i != '\n' && i != '\r' {
+			want = utf8.RuneError // FHIR strings hold no other control character
 		}
+		if r != want {
+			t.Fatalf("byte %#x decoded to %U, want %U", i, r, want)
+		}
+	}
+}
+
+// TestControlChars: control characters FHIR strings may not hold are
+// reported on the message and read as U+FFFD, raw or escaped; tab, line
+// feed and carriage return (an escaped line break) are kept.
+func TestControlChars(t *testing.T) {
+	tests := []struct {
+		name, pid5, want string
+		flagged          bool
+	}{
+		{"none", "TEST^ALEX", "ALEX", false},
+		{"NUL", "TEST^AL\x00EX", "AL\ufffdEX", true},
+		{"escape sequence", "TEST^AL\\X1B\\EX", "AL\ufffdEX", false},
+		{"tab kept", "TEST^AL\tEX", "AL\tEX", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mustParse(t, []byte("MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||X||"+tt.pid5+"\r"))
+			if got := m.ControlChars(); got != tt.flagged {
+				t.Errorf("ControlChars() = %v, want %v", got, tt.flagged)
+			}
+			if got := m.Segment("PID").Component(5, 1, 2, 1); got != tt.want {
+				t.Errorf("given name %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

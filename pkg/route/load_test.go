@@ -203,6 +203,11 @@ func TestLoadAllMissingPath(t *testing.T) {
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("LoadAll = %v, want a not-exist error", err)
 	}
+	// A missing path does not hide the other files' errors.
+	_, err = LoadAll([]string{filepath.Join(t.TempDir(), "nope"), filepath.Join("testdata", "bad", "non_bool.yaml")}, testEnv(t), testCatalog, LoadOptions{})
+	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "non_bool.yaml:") {
+		t.Errorf("LoadAll = %v, want the missing path and non_bool.yaml's errors", err)
+	}
 }
 
 func TestLoadCompiledRoute(t *testing.T) {

@@ -199,10 +199,13 @@ type LoadOptions struct {
 // two routes with one name, whether or not their files have other errors.
 func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*Route, error) {
 	var files []string
+	var other []error
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
-			return nil, fmt.Errorf("route path: %w", err)
+			// Reported with the other files' errors, not instead of them.
+			other = append(other, fmt.Errorf("route path: %w", err))
+			continue
 		}
 		if !st.IsDir() {
 			files = append(files, filepath.Clean(p))
@@ -217,7 +220,6 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 	files = slices.Compact(files) // a file named directly and by its directory
 	var routes []*Route
 	var errs yamlx.Errors
-	var other []error
 	seen := map[string]string{}
 	for _, file := range files {
 		r, err := load(file, env, cat, opts.Strict)

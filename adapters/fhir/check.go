@@ -546,3 +546,79 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+// fhirJSONProblem finds, in valid JSON doc, what FHIR JSON does not allow
+// though JSON does: null other than as an array's item (where it lines a
+// repeating primitive's items up with their extensions), an empty object
+// or array, an empty string, and a string holding a control character
+// other than tab, line feed and carriage return. It returns the offset of
+// the first and what it is, or -1. It never quotes the value.
+//
+// Like keyProblem it scans the bytes once without decoding them.
+func fhirJSONProblem(doc []byte) (int, string) {
+	// For each open container: whether it is an array, and whether it
+	// has no member yet.
+	var array, empty []bool
+	for i := 0; i < len(doc); {
+		switch c := doc[i]; c {
+		case ' ', '\t', '\n', '\r', ',', ':':
+			i++
+		case '{', '[':
+			if n := len(empty); n > 0 {
+				empty[n-1] = false
+			}
+			array, empty = append(array, c == '['), append(empty, true)
+			i++
+		case '}', ']':
+			n := len(empty) - 1
+			if empty[n] {
+				if c == '}' {
+					return i, "an empty object: FHIR JSON has none (leave the element out)"
+				}
+				return i, "an empty array: FHIR JSON has none (leave the element out)"
+			}
+			array, empty = array[:n], empty[:n]
+			i++
+		case '"':
+			end, escaped := stringEnd(doc, i)
+			// A key is followed by a colon; a value is not.
+			j := end
+			for j < len(doc) && (doc[j] == ' ' || doc[j] == '\t' || doc[j] == '\n' || doc[j] == '\r') {
+				j++
+			}
+			isKey := j < len(doc) && doc[j] == ':'
+			if !isKey {
+				if n := len(empty); n > 0 {
+					empty[n-1] = false
+				}
+				if end-i == 2 {
+					return i, "an empty string: FHIR JSON has none (leave the element out)"
+				}
+				if escaped {
+					var v string
+					if json.Unmarshal(doc[i:end], &v) == nil && strings.IndexFunc(v, isControlRune) >= 0 {
+						return i, "a string holding a control character: FHIR strings may not"
+					}
+				}
+			}
+			i = end
+		default: // a number, true, false or null
+			start := i
+			for i < len(doc) && !jsonDelimiter(doc[i]) {
+				i++
+			}
+			n := len(empty)
+			if c == 'n' && (n == 0 || !array[n-1]) {
+				return start, "null: FHIR JSON has none but as an array's item (leave the element out)"
+			}
+			if n > 0 {
+				empty[n-1] = false
+			}
+		}
+	}
+	return -1, ""
+}
+
+// isControlRune reports whether r is a control character FHIR strings
+// may not hold.
+func isControlRune(r rune) bool { return r < 0x20 && r != '\t' && r != '\n' && r != '\r' }

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -77,6 +78,14 @@ type InboundConfig struct {
 	// together beyond 64 KiB a body; a post that would need more gets 503
 	// with Retry-After. 0 means DefaultMaxInflightBytes.
 	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
+	// Schema is the path of the FHIR R4 JSON schema (fhir.schema.json,
+	// published with the R4 specification) to validate every post
+	// against: unknown elements, primitive formats (a birthDate of
+	// "01/01/1980"), required elements and codes a closed value set
+	// fixes. Empty (the default) checks structure only: JSON, the
+	// models' types and codes, FHIR JSON's rules (no null, empty
+	// arrays, objects or strings) and Bundle references.
+	Schema string `yaml:"schema"`
 }
 
 // DefaultMaxInflightBytes is the default MaxInflightBytes: 256 MiB.
@@ -118,6 +127,11 @@ func (c *InboundConfig) Validate() []error {
 	}
 	if len(c.ResourceTypes) == 0 {
 		errs = append(errs, errors.New("resource_types: at least one type is required"))
+	}
+	if c.Schema != "" {
+		if st, err := os.Stat(c.Schema); err != nil || st.IsDir() {
+			errs = append(errs, fmt.Errorf("schema: %s is not a readable file (the FHIR R4 JSON schema, fhir.schema.json)", c.Schema))
+		}
 	}
 	seen := map[string]bool{}
 	for i, t := range c.ResourceTypes {

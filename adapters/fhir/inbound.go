@@ -34,6 +34,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/fhirschema"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
 
@@ -130,6 +131,8 @@ type Inbound struct {
 	guard ConsentGuard
 
 	capability []byte
+	// schema, when configured, validates every post (InboundConfig.Schema).
+	schema *fhirschema.Schema
 	// auditEventSearch says the engine serves GET [base]/AuditEvent.
 	auditEventSearch bool
 
@@ -195,6 +198,13 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		}
 		sum := sha256.Sum256([]byte(tok))
 		in.token = sum[:]
+	}
+	if cfg.Schema != "" {
+		sch, err := fhirschema.Load(cfg.Schema)
+		if err != nil {
+			return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: schema", err)
+		}
+		in.schema = sch
 	}
 	cs := jfhir.CapabilityStatement(jfhir.CapabilityOptions{
 		SoftwareVersion:  softwareVersion(),
@@ -835,6 +845,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 	if off, reason := keyProblem(doc); off >= 0 {
 		return invalid(fault.CodeFHIRInvalid, "structure", fmt.Sprintf("%s, at offset %d", reason, off))
 	}
+	if off, reason := fhirJSONProblem(doc); off >= 0 {
+		return invalid(fault.CodeFHIRInvalid, "structure", fmt.Sprintf("%s, at offset %d", reason, off))
+	}
 	out := checked{resourceType: rt}
 	if rt == "Bundle" {
 		var b models.Bundle
@@ -893,8 +906,43 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			return invalid(fault.CodeFHIRInvalid, "", "invalid "+rt+": "+modelError(err))
 		}
 	}
+	if in.schema != nil {
+		if issues := in.schema.Validate(doc); len(issues) > 0 {
+			return invalid(fault.CodeFHIRInvalid, "invalid", schemaDetail(issues), schemaPaths(issues)...)
+		}
+	}
 	out.patient = patientKeysOf(doc, rt)
 	return out, rejection{}, true
+}
+
+// maxSchemaIssues is how many schema issues a refusal names.
+const maxSchemaIssues = 10
+
+// schemaDetail says what the FHIR schema found wrong, the first issues by
+// path and rule (never a value), and how many more there are.
+func schemaDetail(issues []fhirschema.Issue) string {
+	var b strings.Builder
+	b.WriteString("not valid FHIR R4 (the FHIR JSON schema): ")
+	for i, is := range issues[:min(len(issues), maxSchemaIssues)] {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(is.String())
+	}
+	if n := len(issues) - maxSchemaIssues; n > 0 {
+		fmt.Fprintf(&b, "; and %d more", n)
+	}
+	return b.String()
+}
+
+// schemaPaths returns the paths of the first issues, for the
+// OperationOutcome's expressions.
+func schemaPaths(issues []fhirschema.Issue) []string {
+	out := make([]string, 0, min(len(issues), maxSchemaIssues))
+	for _, is := range issues[:min(len(issues), maxSchemaIssues)] {
+		out = append(out, is.Path)
+	}
+	return out
 }
 
 // modelError describes a samply decoding error without quoting the

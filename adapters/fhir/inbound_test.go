@@ -179,6 +179,9 @@ func TestInboundAccepts(t *testing.T) {
 			"Bundle", "MSG-0001", "bundle|https://supplier.example/message-id|MSG-0001", h.Partition("9990000018")},
 		{"message bundle at $process-message", "/fhir/$process-message", "application/fhir+json", bundle, nil,
 			"Bundle", "MSG-0001", "bundle|https://supplier.example/message-id|MSG-0001", h.Partition("9990000018")},
+		{"nulls lining up a repeating primitive's extensions", "/fhir/Patient", "application/fhir+json",
+			[]byte(`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000026"}],"name":[{"given":["A",null],"_given":[null,{"extension":[{"url":"https://x.example/e","valueString":"b"}]}]}]}`), nil,
+			"Patient", "", "", h.Partition("9990000026")},
 		{"patient with idempotency key", "/fhir/Patient", "application/json; charset=UTF-8", patient, map[string]string{"Idempotency-Key": "k-1"},
 			"Patient", "k-1", "idem|k-1", h.Partition("9990000026")},
 		{"patient without key", "/fhir/Patient", "application/fhir+json; fhirVersion=4.0", patient, nil,
@@ -306,6 +309,12 @@ func TestInboundRejects(t *testing.T) {
 		{"read batch", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/1"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method GET"},
 		{"collection at $process-message", "/fhir/$process-message", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection"}`), 400, "invalid", fault.CodeFHIRInvalid, "$process-message takes a Bundle of type message"},
 		{"patient at $process-message", "/fhir/$process-message", "application/fhir+json", patient, 400, "invalid", fault.CodeFHIRInvalid, "takes a Bundle"},
+		// JSON allows them; FHIR JSON does not (a server would refuse them).
+		{"null element", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":null}`), 400, "structure", fault.CodeFHIRInvalid, "null: FHIR JSON has none but as an array's item (leave the element out), at offset 33"},
+		{"empty array", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[]}`), 400, "structure", fault.CodeFHIRInvalid, "an empty array"},
+		{"empty object", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[{}]}`), 400, "structure", fault.CodeFHIRInvalid, "an empty object"},
+		{"empty string", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[{"family":""}]}`), 400, "structure", fault.CodeFHIRInvalid, "an empty string"},
+		{"control character", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[{"family":"A\u0000B"}]}`), 400, "structure", fault.CodeFHIRInvalid, "a control character"},
 		// A destination would refuse them later, or store a dangling reference.
 		{"two entries with one fullUrl", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry 1 has the fullUrl of entry 0"},
 		{"reference to no entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e02"}}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "no entry's fullUrl resolves"},
@@ -952,4 +961,50 @@ func TestInboundSlowAndLargeBodies(t *testing.T) {
 		<-u.done
 	}
 	waitLeft(5 << 20)
+}
+
+// TestInboundSchema: with the FHIR R4 JSON schema configured, what the
+// models read but FHIR does not allow (a date in another format, an
+// element FHIR does not define) is refused with its path, and valid
+// resources and the official examples' Bundles are taken.
+func TestInboundSchema(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "shared", "corpora", "fhir-r4-schema", "fhir.schema.json")
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("FHIR R4 JSON schema not present at %s; skipping the schema check", path)
+	}
+	cfg := DefaultInboundConfig()
+	cfg.Schema = path
+	f := newInboundFixture(t, cfg)
+	tests := []struct {
+		name, path string
+		body       []byte
+		status     int
+		diag       string
+	}{
+		{"valid patient", "/fhir/Patient", readTestdata(t, "patient.json"), 202, ""},
+		{"valid message bundle", "/fhir", readTestdata(t, "message-bundle.json"), 202, ""},
+		{"birthDate in another format", "/fhir/Patient", []byte(`{"resourceType":"Patient","birthDate":"01/01/1980"}`), 400, "Patient.birthDate"},
+		{"impossible date", "/fhir/Patient", []byte(`{"resourceType":"Patient","birthDate":"1980-13-45"}`), 400, "Patient.birthDate"},
+		{"unknown element", "/fhir/Patient", []byte(`{"resourceType":"Patient","fooBar":1}`), 400, "Patient"},
+		{"id with a space", "/fhir/Patient", []byte(`{"resourceType":"Patient","id":"a b"}`), 400, "Patient.id"},
+		{"bundle timestamp not an instant", "/fhir", []byte(`{"resourceType":"Bundle","type":"collection","timestamp":"yesterday"}`), 400, "Bundle.timestamp"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := f.do(http.MethodPost, tt.path, "application/fhir+json", tt.body, nil)
+			if rec.Code != tt.status {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tt.status, rec.Body)
+			}
+			if tt.diag != "" {
+				if _, diag := outcomeOf(t, rec.Body.Bytes()); !strings.Contains(diag, tt.diag) || strings.Contains(diag, "1980") || strings.Contains(diag, "yesterday") {
+					t.Errorf("diagnostics %q: want the path %s and no value", diag, tt.diag)
+				}
+			}
+		})
+	}
+	bad := cfg
+	bad.Schema = filepath.Join(t.TempDir(), "nope.json")
+	if errs := bad.Validate(); len(errs) == 0 {
+		t.Error("a missing schema file passed validation")
+	}
 }

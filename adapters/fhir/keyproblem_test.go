@@ -105,3 +105,27 @@ func FuzzKeyProblem(f *testing.F) {
 		}
 	})
 }
+
+func TestFHIRJSONProblem(t *testing.T) {
+	tests := []struct {
+		doc  string
+		off  int
+		what string // a fragment of the reason; "" when allowed
+	}{
+		{`{"a":[1,"x",true,{"b":"c"}],"d":{"e":[null,"f"]}}`, -1, ""},
+		{`{"a":"tab\tnewline\n return\r","b":"\u00e9"}`, -1, ""},
+		{`{"":1}`, -1, ""}, // an empty key is the key checks' business
+		{`{"a":null}`, 5, "null"},
+		{`{"a":[[]]}`, 7, "empty array"},
+		{`{"a":[{"b":{}}]}`, 12, "empty object"},
+		{`{"a" : ""}`, 7, "empty string"},
+		{`{"a":"\u001b"}`, 5, "control character"},
+		{`{"a":[null],"b":{"c":null}}`, 21, "null"},
+	}
+	for _, tt := range tests {
+		off, why := fhirJSONProblem([]byte(tt.doc))
+		if off != tt.off || !strings.Contains(why, tt.what) || (tt.what == "") != (why == "") {
+			t.Errorf("fhirJSONProblem(%s) = %d %q, want %d %q", tt.doc, off, why, tt.off, tt.what)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
@@ -18,6 +19,10 @@ import (
 
 // Type is the destination type name used in config files.
 const Type = "mllp"
+
+// StatusSent is the receipt status of a message delivered without an
+// acknowledgement, as its MSH-15 asked (OutboundConfig.AcceptAck msh15).
+const StatusSent = "sent"
 
 // Outbound defaults.
 const (
@@ -50,6 +55,13 @@ type OutboundConfig struct {
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	// MaxReplyBytes limits the acknowledgement's size (default 1 MiB).
 	MaxReplyBytes int `yaml:"max_reply_bytes"`
+	// AcceptAck says when an answer is awaited: AcceptAckAlways (the
+	// default) for every message, whatever its MSH-15; AcceptAckMSH15 as
+	// the message's MSH-15 asks, for receivers that honour it: NE is
+	// delivered once written, ER once ack_timeout passes with no error
+	// answered (set a short ack_timeout), SU and AL (or empty) wait for
+	// the answer as always.
+	AcceptAck string `yaml:"accept_ack"`
 }
 
 // DefaultOutboundConfig returns the defaults.
@@ -58,6 +70,7 @@ func DefaultOutboundConfig() OutboundConfig {
 		AckTimeout:     DefaultAckTimeout,
 		ConnectTimeout: DefaultConnectTimeout,
 		MaxReplyBytes:  DefaultMaxMessageBytes,
+		AcceptAck:      AcceptAckAlways,
 	}
 }
 
@@ -77,6 +90,11 @@ func (c *OutboundConfig) Validate() []error {
 	}
 	if c.MaxReplyBytes <= 0 {
 		errs = append(errs, errors.New("max_reply_bytes: must be positive"))
+	}
+	switch c.AcceptAck {
+	case "", AcceptAckAlways, AcceptAckMSH15:
+	default:
+		errs = append(errs, fmt.Errorf("accept_ack: %q is not always or msh15", c.AcceptAck))
 	}
 	if t := c.TLS; t != nil {
 		if (t.Cert == "") != (t.Key == "") {
@@ -239,11 +257,31 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		}
 		o.conn = c
 	}
+	asked := AcceptAckAlways
+	if o.cfg.AcceptAck == AcceptAckMSH15 {
+		asked = strings.ToUpper(strings.TrimSpace(m.AcceptAckType()))
+	}
 	sctx, cancel := context.WithTimeout(ctx, o.cfg.AckTimeout)
+	if asked == "NE" {
+		// Never answered: written is delivered. A receiver that answers
+		// all the same leaves the answer unread, and the connection is
+		// then dialled again before the next message (Idle).
+		err := o.conn.Write(sctx, d.Body)
+		cancel()
+		if err != nil {
+			o.dropConn()
+			return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp: write failed", err)
+		}
+		return adapter.Receipt{Status: StatusSent, Reply: "MSH-15 NE: no acknowledgement asked"}, nil
+	}
 	reply, err := o.conn.Send(sctx, d.Body)
 	cancel()
 	if err != nil {
 		o.dropConn()
+		if asked == "ER" && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// Answered only on error, and none came within ack_timeout.
+			return adapter.Receipt{Status: StatusSent, Reply: "MSH-15 ER: no error answered within ack_timeout"}, nil
+		}
 		msg := "mllp: no acknowledgement"
 		if errors.Is(err, context.DeadlineExceeded) {
 			msg = "mllp: acknowledgement timed out"

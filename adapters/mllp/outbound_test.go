@@ -3,6 +3,7 @@ package mllp
 import (
 	"context"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -435,5 +436,69 @@ func TestOutboundReceiverClosingAfterEachAck(t *testing.T) {
 	}
 	if failed > 0 {
 		t.Errorf("%d of 6 deliveries to a healthy receiver failed", failed)
+	}
+}
+
+// TestOutboundHonoursMSH15: with accept_ack msh15, a message whose MSH-15
+// asks for no answer (NE) is delivered once written, and one answered only
+// on error (ER) once ack_timeout passes without an error, while an error
+// answered still fails it; with the default, every message waits for its
+// answer whatever MSH-15 says.
+func TestOutboundHonoursMSH15(t *testing.T) {
+	// Answers as MSH-15 asks: nothing for NE, nothing but errors for ER
+	// (an ER message whose control id starts "BAD" is refused).
+	honour := func(_ context.Context, m *hl7v2.Message) []byte {
+		switch m.AcceptAckType() {
+		case "NE":
+			return nil
+		case "ER":
+			if strings.HasPrefix(m.ControlID(), "BAD") {
+				return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckCE, Text: "refused"})
+			}
+			return nil
+		}
+		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckCA})
+	}
+	tests := []struct {
+		name, mode, ctrl, msh15 string
+		status                  string // "" when the send fails
+	}{
+		{"NE delivered once written", AcceptAckMSH15, "NE1", "NE", StatusSent},
+		{"ER delivered when no error comes", AcceptAckMSH15, "ER1", "ER", StatusSent},
+		{"ER answered with an error", AcceptAckMSH15, "BAD1", "ER", ""},
+		{"AL waits for the answer", AcceptAckMSH15, "AL1", "AL", "CA"},
+		{"NE under the default waits", AcceptAckAlways, "NE2", "NE", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := startReceiver(t, "127.0.0.1:0", honour)
+			cfg := DefaultOutboundConfig()
+			cfg.Address, cfg.AckTimeout, cfg.ConnectTimeout, cfg.AcceptAck = r.addr(), 200*time.Millisecond, 5*time.Second, tt.mode
+			o, err := NewOutbound(adapter.Settings{Name: "ris"}, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
+			d := v2(tt.ctrl)
+			d.Body = []byte(msg(tt.ctrl, "|||"+tt.msh15+"|AL"))
+			rc, err := o.Send(context.Background(), d)
+			if (err == nil) != (tt.status != "") || rc.Status != tt.status {
+				t.Fatalf("Send = %+v, %v; want status %q", rc, err, tt.status)
+			}
+			// The receiver has it once, and the next message goes through.
+			next := v2("NEXT")
+			next.Body = []byte(msg("NEXT", "|||AL|AL"))
+			if _, err := o.Send(context.Background(), next); err != nil {
+				t.Fatalf("next send: %v", err)
+			}
+			if seen, _ := r.stats(); !slices.Equal(seen, []string{tt.ctrl, "NEXT"}) {
+				t.Errorf("receiver saw %v", seen)
+			}
+		})
+	}
+	bad := DefaultOutboundConfig()
+	bad.Address, bad.AcceptAck = "127.0.0.1:1", "sometimes"
+	if errs := bad.Validate(); len(errs) != 1 || !strings.Contains(errs[0].Error(), "accept_ack") {
+		t.Errorf("Validate = %v, want an accept_ack error", errs)
 	}
 }

@@ -91,6 +91,34 @@ func (c *Client) Send(ctx context.Context, payload []byte) ([]byte, error) {
 	return bytes.Clone(reply), nil
 }
 
+// Write writes payload as one frame and waits for no reply: for a
+// message whose MSH-15 asks for none. ctx bounds the write. Errors are
+// as Send's.
+func (c *Client) Write(ctx context.Context, payload []byte) error {
+	if c.err != nil {
+		return c.err
+	}
+	if c.closed {
+		return fault.New(fault.CodeDestUnavailable, "mllp client is closed")
+	}
+	buf, err := appendFrame(c.wbuf[:0], payload)
+	if err != nil {
+		return err
+	}
+	c.wbuf = buf
+	if cap(c.wbuf) > keepBufferBytes {
+		defer func() { c.wbuf = nil }()
+	}
+	dl, _ := ctx.Deadline()
+	if err := c.nc.SetWriteDeadline(dl); err != nil {
+		return c.fail(ctx, "set deadline", err)
+	}
+	if _, err := c.nc.Write(buf); err != nil {
+		return c.fail(ctx, "write", err)
+	}
+	return nil
+}
+
 func (c *Client) fail(ctx context.Context, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		err = fmt.Errorf("%w: %w", ctxErr, err)

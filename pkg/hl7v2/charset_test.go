@@ -86,8 +86,9 @@ func TestLatin1Message(t *testing.T) {
 		{"NTE-3.1", "Caf\u00e9 & cr\u00e8me \u00e0 la carte"},
 		{"MSH-18", "8859/1"},
 		{"MSH-9.1", "ADT"},
-		// A whole repetition is raw text: the Latin-1 byte stays.
-		{"PID-5", "TESTPATIENT-M\xdcLLER^\\XC9\\LO\xcfSE^^^DR"},
+		// A whole repetition keeps its escape sequences, in UTF-8 like
+		// every value (a CEL string must be).
+		{"PID-5", "TESTPATIENT-M\u00dcLLER^\\XC9\\LO\u00cfSE^^^DR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

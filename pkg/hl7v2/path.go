@@ -118,9 +118,10 @@ func bracket(s string) (int, string, bool) {
 // message's component separator and escape sequences left as they are, so
 // no delimiter is ever ambiguous. With a component ("PID-5.1") Get returns
 // that component's first subcomponent, unescaped; with a subcomponent
-// ("PID-3.4.2") that subcomponent, unescaped; unescaped values are
-// decoded to UTF-8 as Component does, whole repetitions are not. MSH-1 and MSH-2 are returned
-// whole (the field separator and the encoding characters).
+// ("PID-3.4.2") that subcomponent, unescaped. Every value is decoded to
+// UTF-8 from the message's character set as Component does (a whole
+// repetition with its escape sequences still in place). MSH-1 and MSH-2
+// are returned whole (the field separator and the encoding characters).
 func (m *Message) Get(path string) string {
 	p, ok := ParsePath(path)
 	if !ok {
@@ -149,7 +150,8 @@ func (m *Message) GetPath(p Path) string {
 		return ""
 	}
 	if p.Component == 0 && p.Subcomponent == 0 {
-		return seg.Repetition(p.Field, p.Repetition)
+		// In UTF-8 like every value, escape sequences kept.
+		return seg.cs.Decode(seg.Repetition(p.Field, p.Repetition))
 	}
 	return seg.Component(p.Field, p.Repetition, p.Component, p.Subcomponent)
 }

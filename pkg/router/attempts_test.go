@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -11,12 +12,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
@@ -156,6 +159,59 @@ func TestDecidedPayloadIsNotSentAgain(t *testing.T) {
 			}
 			if n := st.CachedInfo().State.Msgs; n != 1 {
 				t.Errorf("%d dead letters, want 1", n)
+			}
+		})
+	}
+}
+
+// TestRouteBacklogGauges: the route gauges count the stored messages a
+// route's consumers have not finished, a batch pipeline's accepted batches
+// by their entries, and the oldest one's age; a finished route reads 0.
+func TestRouteBacklogGauges(t *testing.T) {
+	for _, pipeline := range []string{PipelineBatch, PipelineMessage} {
+		t.Run(pipeline, func(t *testing.T) {
+			r, js := deliveryRouter(t)
+			r.o.Pipeline = pipeline
+			r.o.Routes = []*route.Route{{Name: "adt"}, {Name: "idle"}}
+			ctx := t.Context()
+			durable, filter := "route-adt-b", ownAccepted("pas")
+			if pipeline == PipelineMessage {
+				durable, filter = "route-adt-p0", IngressSubject("pas", 0)
+			}
+			if _, err := js.CreateOrUpdateConsumer(ctx, store.StreamIngress, jetstream.ConsumerConfig{Durable: durable, FilterSubject: filter, AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+				t.Fatal(err)
+			}
+			envs := []*envelope.Envelope{{ID: "01A", Source: "pas", Raw: []byte("a")}, {ID: "01B", Source: "pas", Raw: []byte("b")}, {ID: "01C", Source: "pas", Raw: []byte("c")}}
+			if pipeline == PipelineBatch {
+				data, err := encodeBatch(envs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range 2 {
+					if _, err := js.Publish(ctx, SubjAccepted+".pas."+strconv.Itoa(i), data); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else {
+				for range 3 {
+					if _, err := js.Publish(ctx, IngressSubject("pas", 0), []byte("m")); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+			r.sampleRoutes(ctx, 1)
+			want := map[string]float64{"adt": 3, "idle": 0}
+			if pipeline == PipelineBatch {
+				want["adt"] = 6 // two batches of three
+			}
+			for name, w := range want {
+				if got := testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues(name)); got != w {
+					t.Errorf("%s depth %v, want %v", name, got, w)
+				}
+			}
+			if age := testutil.ToFloat64(r.o.Metrics.RouteAge.WithLabelValues("adt")); age <= 0 || age > 60 {
+				t.Errorf("adt age %v, want the oldest message's", age)
 			}
 		})
 	}

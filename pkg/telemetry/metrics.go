@@ -35,6 +35,8 @@ type Metrics struct {
 	DeadLettered   *prometheus.CounterVec   // stage, name
 	QueueDepth     *prometheus.GaugeVec     // destination
 	QueueAge       *prometheus.GaugeVec     // destination
+	RouteDepth     *prometheus.GaugeVec     // route
+	RouteAge       *prometheus.GaugeVec     // route
 	Spans          *prometheus.CounterVec   // stage, name
 	SpanBatches    *prometheus.CounterVec   // stage, name
 	QuarantineSize prometheus.Gauge
@@ -110,6 +112,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered:   cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
 		QueueDepth:     gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
 		QueueAge:       gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
+		RouteDepth:     gv("route", "queue_depth_messages", "Stored messages waiting for a route (an estimate in the batch pipeline).", "route"),
+		RouteAge:       gv("route", "queue_age_seconds", "Age of the oldest stored message waiting for a route.", "route"),
 		Spans:          cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route), destination (stage deliver) or the ingest log read ahead (stage accept, name ingest), each a run of stored batches handled at once.", "stage", "name"),
 		SpanBatches:    cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
 		QuarantineSize: g("ingress", "quarantine_messages", "Messages held in quarantine."),

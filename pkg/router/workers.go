@@ -800,15 +800,7 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int) {
 // not finished (for batches, their count times the oldest batch's
 // entries) and when the oldest of them was stored.
 func consumerBacklog(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string, batches bool) (uint64, time.Time) {
-	c, err := js.Consumer(ctx, store.StreamIngress, durable)
-	if err != nil {
-		return 0, time.Time{}
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, time.Time{}
-	}
-	pending := info.NumPending + uint64(info.NumAckPending)
+	info, pending := unfinished(ctx, js, store.StreamIngress, durable)
 	if pending == 0 {
 		return 0, time.Time{}
 	}
@@ -834,6 +826,21 @@ func consumerBacklog(ctx context.Context, js jetstream.JetStream, ist jetstream.
 	return pending, first.Time
 }
 
+// unfinished returns the info of consumer durable on stream and the
+// messages it has not finished (pending and awaiting acknowledgement);
+// 0 when it cannot be read.
+func unfinished(ctx context.Context, js jetstream.JetStream, stream, durable string) (*jetstream.ConsumerInfo, uint64) {
+	c, err := js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return nil, 0
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, 0
+	}
+	return info, info.NumPending + uint64(info.NumAckPending)
+}
+
 // sampleQuarantine sets the quarantine gauge to the messages the
 // quarantine stream holds, so it counts entries kept from before a
 // restart and falls when entries age out or the size bound drops them.
@@ -849,15 +856,7 @@ func (r *Router) sampleQuarantine(ctx context.Context) {
 // outbound batches (waiting batches times the size of the oldest) and
 // returns the oldest one's time.
 func (r *Router) batchQueue(ctx context.Context, ost jetstream.Stream, name string) (uint64, time.Time) {
-	c, err := r.js.Consumer(ctx, store.StreamOutbound, "dest-"+name+"-b")
-	if err != nil {
-		return 0, time.Time{}
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, time.Time{}
-	}
-	pending := info.NumPending + uint64(info.NumAckPending)
+	info, pending := unfinished(ctx, r.js, store.StreamOutbound, "dest-"+name+"-b")
 	if pending == 0 {
 		return 0, time.Time{}
 	}

@@ -158,6 +158,7 @@ const idleFor = time.Second
 
 // waitIdle scrapes url until the messages accepted for routing and those
 // delivered to dest have not moved for quiet and nothing waits for dest
+// or for a route
 // (a destination retrying with a long backoff moves no counter; the
 // engine samples that depth every 5 s, so a backlog younger than that is
 // caught by the counters moving), and returns that scrape. An engine still working through earlier messages
@@ -180,7 +181,7 @@ func waitIdle(ctx context.Context, url, dest string, limit, quiet time.Duration,
 		if err != nil {
 			return "", err
 		}
-		if counts(next) == counts(text) && (dest == "" || parseQueueDepth(next, dest) == 0) {
+		if counts(next) == counts(text) && parseRouteBacklog(next) == 0 && (dest == "" || parseQueueDepth(next, dest) == 0) {
 			return next, nil
 		}
 		if !told {
@@ -351,6 +352,24 @@ func parseDelivered(text, dest string) float64 {
 // parseQueueDepth finds dest's queue depth (0 when absent).
 func parseQueueDepth(text, dest string) float64 {
 	return parseSeries(text, "junction_delivery_queue_depth_messages", `destination="`+dest+`"`)
+}
+
+// parseRouteBacklog sums the routes' queue depths: stored messages no
+// route has finished (0 when absent).
+func parseRouteBacklog(text string) float64 {
+	var sum float64
+	for line := range strings.SplitSeq(text, "\n") {
+		rest, ok := strings.CutPrefix(line, "junction_route_queue_depth_messages{")
+		if !ok {
+			continue
+		}
+		if end := strings.LastIndexByte(rest, '}'); end >= 0 {
+			if v, err := strconv.ParseFloat(strings.TrimSpace(rest[end+1:]), 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum
 }
 
 // parseSeries finds the value of metric name whose labels include every

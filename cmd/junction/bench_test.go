@@ -151,6 +151,7 @@ func TestWaitIdle(t *testing.T) {
 	}{
 		{"idle at once", 0, false, false},
 		{"counters still, deliveries waiting", -3, false, true},
+		{"counters still, a route's messages waiting", -103, false, true},
 		{"busy for a while", 3, false, true},
 		{"busy throughout", 1 << 30, true, true},
 	}
@@ -162,11 +163,15 @@ func TestWaitIdle(t *testing.T) {
 				i := min(scrape, int64(max(tt.busyFor, 0))+1)
 				// A negative busyFor: the counters stand still, but
 				// deliveries wait for -busyFor scrapes.
-				depth := 0
-				if tt.busyFor < 0 && scrape <= int64(-tt.busyFor) {
+				// Below -100: a route's messages wait instead.
+				depth, routed := 0, 0
+				switch {
+				case tt.busyFor < -100 && scrape <= int64(-tt.busyFor-100):
+					routed = 7
+				case tt.busyFor < 0 && tt.busyFor > -100 && scrape <= int64(-tt.busyFor):
 					depth = 4
 				}
-				fmt.Fprintf(w, "junction_ingress_accepted_total{adapter=\"pas\"} %d\njunction_delivery_messages_total{destination=\"fhir-store\",outcome=\"delivered\"} %d\njunction_delivery_queue_depth_messages{destination=\"fhir-store\"} %d\n", 100+i, 90+i, depth)
+				fmt.Fprintf(w, "junction_ingress_accepted_total{adapter=\"pas\"} %d\njunction_delivery_messages_total{destination=\"fhir-store\",outcome=\"delivered\"} %d\njunction_delivery_queue_depth_messages{destination=\"fhir-store\"} %d\njunction_route_queue_depth_messages{route=\"adt\"} %d\njunction_route_queue_depth_messages{route=\"idle\"} 0\n", 100+i, 90+i, depth, routed)
 			}))
 			defer ts.Close()
 			var out strings.Builder
@@ -178,8 +183,8 @@ func TestWaitIdle(t *testing.T) {
 				t.Errorf("said it was waiting: %v, want %v (%q)", got, tt.wantWait, out.String())
 			}
 			if err == nil {
-				if parseQueueDepth(text, "fhir-store") != 0 {
-					t.Errorf("returned a scrape with deliveries waiting")
+				if parseQueueDepth(text, "fhir-store") != 0 || parseRouteBacklog(text) != 0 {
+					t.Errorf("returned a scrape with deliveries or routing waiting")
 				}
 				if want := float64(90 + max(tt.busyFor, 0) + 1); parseDelivered(text, "fhir-store") != want {
 					t.Errorf("returned the scrape with %v delivered, want the settled %v", parseDelivered(text, "fhir-store"), want)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,7 +163,15 @@ type Outbound struct {
 	sem    chan struct{}
 	conn   *transport.Client
 	closed bool
+	// unasked are the control ids of NE messages written on conn: a
+	// receiver may answer them all the same, after the next message is
+	// written, and such an answer is passed over, not taken for the
+	// next message's.
+	unasked []string
 }
+
+// maxUnasked bounds Outbound.unasked: the oldest are forgotten.
+const maxUnasked = 64
 
 var _ adapter.Outbound = (*Outbound)(nil)
 
@@ -208,6 +217,22 @@ func (o *Outbound) dropConn() {
 		_ = o.conn.Close()
 		o.conn = nil
 	}
+	o.unasked = o.unasked[:0]
+}
+
+// passedOver reports whether reply answers an NE message written earlier
+// on this connection (forgetting it), rather than the message sent.
+func (o *Outbound) passedOver(reply []byte, ctrl string) bool {
+	_, ackCtrl, _, err := hl7v2.ParseAck(reply)
+	if err != nil || ackCtrl == ctrl {
+		return false
+	}
+	i := slices.Index(o.unasked, ackCtrl)
+	if i < 0 {
+		return false
+	}
+	o.unasked = slices.Delete(o.unasked, i, i+1)
+	return true
 }
 
 // Send forwards d, which must hold one HL7 v2 message, and waits for its
@@ -240,9 +265,9 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	}
 	if o.conn != nil && !o.conn.Idle() {
 		// Closed by the receiver since the last reply (an idle timeout,
-		// or a receiver that closes after each ACK): dial again rather
-		// than lose this attempt to an EOF.
-		o.conn = nil
+		// or a receiver that closes after each ACK), or holding an answer
+		// nobody waits for: dial again rather than lose this attempt.
+		o.dropConn()
 	}
 	if o.conn == nil {
 		dctx, cancel := context.WithTimeout(ctx, o.cfg.ConnectTimeout)
@@ -272,9 +297,16 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 			o.dropConn()
 			return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp: write failed", err)
 		}
+		if len(o.unasked) == maxUnasked {
+			o.unasked = slices.Delete(o.unasked, 0, 1)
+		}
+		o.unasked = append(o.unasked, ctrl)
 		return adapter.Receipt{Status: StatusSent, Reply: "MSH-15 NE: no acknowledgement asked"}, nil
 	}
 	reply, err := o.conn.Send(sctx, d.Body)
+	for err == nil && len(o.unasked) > 0 && o.passedOver(reply, ctrl) {
+		reply, err = o.conn.Read(sctx)
+	}
 	cancel()
 	if err != nil {
 		o.dropConn()

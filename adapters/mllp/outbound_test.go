@@ -502,3 +502,36 @@ func TestOutboundHonoursMSH15(t *testing.T) {
 		t.Errorf("Validate = %v, want an accept_ack error", errs)
 	}
 }
+
+// TestOutboundPassesOverLateAnswerToNE: a receiver that answers an NE
+// message all the same, after the next message is written, does not
+// fail the next message: the late answer is passed over.
+func TestOutboundPassesOverLateAnswerToNE(t *testing.T) {
+	r := startReceiver(t, "127.0.0.1:0", func(_ context.Context, m *hl7v2.Message) []byte {
+		if m.AcceptAckType() == "NE" {
+			time.Sleep(50 * time.Millisecond)
+		}
+		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA})
+	})
+	cfg := DefaultOutboundConfig()
+	cfg.Address, cfg.AckTimeout, cfg.ConnectTimeout, cfg.AcceptAck = r.addr(), 2*time.Second, 5*time.Second, AcceptAckMSH15
+	o, err := NewOutbound(adapter.Settings{Name: "ris"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
+	ne := v2("NE1")
+	ne.Body = []byte(msg("NE1", "|||NE|AL"))
+	if rc, err := o.Send(context.Background(), ne); err != nil || rc.Status != StatusSent {
+		t.Fatalf("NE send = %+v, %v", rc, err)
+	}
+	next := v2("NEXT")
+	next.Body = []byte(msg("NEXT", "|||AL|AL"))
+	rc, err := o.Send(context.Background(), next)
+	if err != nil || rc.Status != "AA" {
+		t.Fatalf("next send = %+v, %v", rc, err)
+	}
+	if seen, _ := r.stats(); !slices.Equal(seen, []string{"NE1", "NEXT"}) {
+		t.Errorf("receiver saw %v", seen)
+	}
+}

@@ -91,6 +91,29 @@ func (c *Client) Send(ctx context.Context, payload []byte) ([]byte, error) {
 	return bytes.Clone(reply), nil
 }
 
+// Read waits for one more reply frame, within ctx, and returns its
+// payload (the caller owns it): after a reply to an earlier frame that
+// came late, for the answer to the last. Errors are as Send's.
+func (c *Client) Read(ctx context.Context) ([]byte, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	if c.closed {
+		return nil, fault.New(fault.CodeDestUnavailable, "mllp client is closed")
+	}
+	dl, _ := ctx.Deadline()
+	if err := c.nc.SetReadDeadline(dl); err != nil {
+		return nil, c.fail(ctx, "set deadline", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	reply, err := c.r.ReadFrame()
+	if err != nil {
+		return nil, c.fail(ctx, "read reply", err)
+	}
+	return bytes.Clone(reply), nil
+}
+
 // Write writes payload as one frame and waits for no reply: for a
 // message whose MSH-15 asks for none. ctx bounds the write. Errors are
 // as Send's.

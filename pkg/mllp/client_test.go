@@ -172,3 +172,24 @@ func TestClientIdle(t *testing.T) {
 		}
 	}
 }
+
+// TestClientIdleAfterDeadline: a connection quiet for longer than the
+// deadline its last send set is still idle, not judged dead.
+func TestClientIdleAfterDeadline(t *testing.T) {
+	addr := start(t, &Server{Handler: HandlerFunc(func(context.Context, *ConnInfo, []byte) ([]byte, bool) { return []byte("OK"), false })})
+	c, err := Dial(context.Background(), addr, nil, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err = c.Send(ctx, []byte("x"))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if !c.Idle() {
+		t.Error("an open, quiet connection was judged dead once its last deadline passed")
+	}
+}

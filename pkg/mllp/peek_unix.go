@@ -1,4 +1,4 @@
-//go:build unix
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly || solaris || illumos
 
 package mllp
 
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"syscall"
+	"time"
 )
 
 // peekIdle reports, for a plain TCP connection, whether it is open with
@@ -15,6 +16,10 @@ func peekIdle(nc net.Conn) (idle, ok bool) {
 	tc, isTCP := nc.(*net.TCPConn)
 	if !isTCP {
 		return false, false
+	}
+	// A deadline an earlier Send left, now past, would fail the peek.
+	if err := tc.SetReadDeadline(time.Time{}); err != nil {
+		return false, true
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {

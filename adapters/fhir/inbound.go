@@ -927,7 +927,7 @@ func schemaDetail(issues []fhirschema.Issue) string {
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		b.WriteString(is.String())
+		b.WriteString(shownPath(is) + ": " + is.Msg)
 	}
 	if n := len(issues) - maxSchemaIssues; n > 0 {
 		fmt.Fprintf(&b, "; and %d more", n)
@@ -940,9 +940,26 @@ func schemaDetail(issues []fhirschema.Issue) string {
 func schemaPaths(issues []fhirschema.Issue) []string {
 	out := make([]string, 0, min(len(issues), maxSchemaIssues))
 	for _, is := range issues[:min(len(issues), maxSchemaIssues)] {
-		out = append(out, is.Path)
+		out = append(out, shownPath(is))
 	}
 	return out
+}
+
+// shownPath is an issue's path as a refusal may show it: a key FHIR does
+// not define (an unknown element) may be patient data put where an
+// element belongs, so one that is no FHIR element name is not shown.
+func shownPath(is fhirschema.Issue) string {
+	if is.Rule != "unknown-element" {
+		return is.Path
+	}
+	i := strings.LastIndexByte(is.Path, '.')
+	if i < 0 {
+		return is.Path
+	}
+	if key := is.Path[i+1:]; knownNames()[strings.ToLower(strings.TrimPrefix(key, "_"))] {
+		return is.Path
+	}
+	return is.Path[:i] + ".(not shown)"
 }
 
 // modelError describes a samply decoding error without quoting the

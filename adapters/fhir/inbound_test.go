@@ -986,6 +986,8 @@ func TestInboundSchema(t *testing.T) {
 		{"birthDate in another format", "/fhir/Patient", []byte(`{"resourceType":"Patient","birthDate":"01/01/1980"}`), 400, "Patient.birthDate"},
 		{"impossible date", "/fhir/Patient", []byte(`{"resourceType":"Patient","birthDate":"1980-13-45"}`), 400, "Patient.birthDate"},
 		{"unknown element", "/fhir/Patient", []byte(`{"resourceType":"Patient","fooBar":1}`), 400, "Patient"},
+		{"unknown key that may be patient data", "/fhir/Patient", []byte(`{"resourceType":"Patient","smithjohn9990000018":1}`), 400, "Patient.(not shown)"},
+		{"nulls lining up a repeating primitive's extensions", "/fhir/Patient", []byte(`{"resourceType":"Patient","name":[{"given":["A",null],"_given":[null,{"extension":[{"url":"https://x.example/e","valueString":"b"}]}]}]}`), 202, ""},
 		{"id with a space", "/fhir/Patient", []byte(`{"resourceType":"Patient","id":"a b"}`), 400, "Patient.id"},
 		{"bundle timestamp not an instant", "/fhir", []byte(`{"resourceType":"Bundle","type":"collection","timestamp":"yesterday"}`), 400, "Bundle.timestamp"},
 	}
@@ -996,7 +998,7 @@ func TestInboundSchema(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", rec.Code, tt.status, rec.Body)
 			}
 			if tt.diag != "" {
-				if _, diag := outcomeOf(t, rec.Body.Bytes()); !strings.Contains(diag, tt.diag) || strings.Contains(diag, "1980") || strings.Contains(diag, "yesterday") {
+				if _, diag := outcomeOf(t, rec.Body.Bytes()); !strings.Contains(diag, tt.diag) || strings.Contains(diag, "1980") || strings.Contains(diag, "yesterday") || strings.Contains(diag, "smithjohn") {
 					t.Errorf("diagnostics %q: want the path %s and no value", diag, tt.diag)
 				}
 			}

@@ -6,7 +6,9 @@
 // items. A schema is compiled once and is then safe for concurrent use.
 //
 // On top of the schema it applies the FHIR JSON rules the schema cannot
-// express: no null values, no empty arrays and no empty objects. Primitive
+// express: no null values (but as an array's item, which lines a
+// repeating primitive up with its extensions), no empty arrays and no
+// empty objects. Primitive
 // patterns are also applied to the literal text of JSON numbers, so an
 // integer element holding 1.5 is reported.
 //
@@ -356,6 +358,12 @@ func (s *Schema) check(v any, n *node, path string, out *[]Issue) {
 	if n.items != nil {
 		if arr, ok := v.([]any); ok {
 			for i, item := range arr {
+				if item == nil {
+					// An array's item may be null: FHIR JSON lines a
+					// repeating primitive's values up with their
+					// extensions (given and _given) that way.
+					continue
+				}
 				s.check(item, n.items, fmt.Sprintf("%s[%d]", path, i), out)
 			}
 		}

@@ -77,6 +77,8 @@ func TestValidateMini(t *testing.T) {
 		{"integer literal", `{"resourceType":"Patient","multipleBirthInteger":1.5}`, []string{"Patient.multipleBirthInteger pattern"}},
 		{"integer ok", `{"resourceType":"Patient","multipleBirthInteger":2}`, nil},
 		{"null", `{"resourceType":"Patient","active":null}`, []string{"Patient.active null"}},
+		// FHIR JSON lines a repeating primitive up with its extensions so.
+		{"null as an array's item", `{"resourceType":"Patient","name":[{"given":["Y",null]}]}`, nil},
 		{"empty array", `{"resourceType":"Patient","name":[]}`, []string{"Patient.name empty"}},
 		{"empty object", `{"resourceType":"Patient","name":[{}]}`, []string{"Patient.name[0] empty"}},
 		{"empty string", `{"resourceType":"Patient","name":[{"family":""}]}`, []string{"Patient.name[0].family pattern"}},

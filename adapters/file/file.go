@@ -107,6 +107,29 @@ type Outbound struct {
 	// active counts the sends inflight holds, so a shutdown out of time
 	// can tell an idle destination from a busy one.
 	active atomic.Int64
+	// dirs holds, by path, the *dirOnce of each directory written into:
+	// a send into a directory another send is making waits until it is
+	// made and synced into its parent, rather than report its file
+	// written while the directory's own entry could still be lost.
+	dirs sync.Map
+}
+
+// dirOnce makes one directory once (see Outbound.dirs).
+type dirOnce struct {
+	once sync.Once
+	err  error
+}
+
+// ensureDir makes dir (see mkdirSynced) once for this destination; a
+// failure is tried again by the next send.
+func (o *Outbound) ensureDir(dir string) error {
+	v, _ := o.dirs.LoadOrStore(dir, &dirOnce{})
+	d := v.(*dirOnce)
+	d.once.Do(func() { d.err = mkdirSynced(dir) })
+	if d.err != nil {
+		o.dirs.CompareAndDelete(dir, d)
+	}
+	return d.err
 }
 
 // New returns a file destination writing under cfg.Dir (relative to
@@ -145,6 +168,9 @@ const staleTempAge = time.Hour
 // it into place leaves it, holding a payload nobody will pick up. Errors
 // are ignored: the files are named so that pickups skip them.
 func removeStaleTemps(dir string, cutoff time.Time) {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real // WalkDir does not enter a root that is a link
+	}
 	_ = filepath.WalkDir(dir, func(name string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), ".tmp-") {
 			return nil
@@ -174,7 +200,9 @@ func mkdirSynced(dir string) error {
 		return err
 	}
 	for _, d := range missing {
-		if err := syncDir(filepath.Dir(d)); err != nil {
+		// A parent this process may write into but not read (a drop box,
+		// mode 0333) cannot be opened to sync: best effort there.
+		if err := syncDir(filepath.Dir(d)); err != nil && !errors.Is(err, fs.ErrPermission) {
 			return err
 		}
 	}
@@ -228,6 +256,9 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		return adapter.Receipt{}, err
 	}
 	full := filepath.Join(o.dir, filepath.FromSlash(rel))
+	if err := o.ensureDir(filepath.Dir(full)); err != nil {
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: write failed", fmt.Errorf("create directory: %w", err))
+	}
 	if err := writeAtomic(full, d.Body); err != nil {
 		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "file: write failed", err)
 	}
@@ -284,7 +315,7 @@ func (o *Outbound) SendBatch(ctx context.Context, ds []*adapter.Delivery) ([]ada
 		dir := filepath.Dir(fulls[i])
 		mkErr, ok := made[dir]
 		if !ok {
-			mkErr = mkdirSynced(dir)
+			mkErr = o.ensureDir(dir)
 			made[dir] = mkErr
 		}
 		if mkErr != nil {
@@ -391,13 +422,11 @@ func writeAtomic(name string, data []byte) error {
 	return syncDir(filepath.Dir(name))
 }
 
-// writeSynced writes data to name through a synced temporary file renamed
-// into place; the caller syncs the directory.
+// writeSynced writes data to name, in a directory that exists, through a
+// synced temporary file renamed into place; the caller syncs the
+// directory.
 func writeSynced(name string, data []byte) error {
 	dir := filepath.Dir(name)
-	if err := mkdirSynced(dir); err != nil {
-		return fmt.Errorf("create directory: %w", err)
-	}
 	tmp, err := writeTemp(dir, data)
 	if err != nil {
 		return err

@@ -371,7 +371,12 @@ func TestStartRemovesStaleTemps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	o, err := New(adapter.Settings{}, Config{Dir: dir})
+	// Configured through a link, as a mounted volume often is.
+	link := filepath.Join(t.TempDir(), "out")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	o, err := New(adapter.Settings{}, Config{Dir: link})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -250,12 +250,12 @@ func TestPatientDemographics(t *testing.T) {
 			}
 		}},
 		{"Braille, which no language tag names", map[int]string{15: "q1"}, func(t *testing.T, p models.Patient) {
-			if len(p.Communication) != 1 || p.Communication[0].Language.Coding != nil || *p.Communication[0].Language.Text != "Braille" {
+			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "und" || *p.Communication[0].Language.Text != "Braille" {
 				t.Errorf("communication %+v", p.Communication)
 			}
 		}},
 		{"local language code", map[int]string{15: "ENG"}, func(t *testing.T, p models.Patient) {
-			if len(p.Communication) != 1 || p.Communication[0].Language.Coding != nil || *p.Communication[0].Language.Text != "eng" {
+			if len(p.Communication) != 1 || *p.Communication[0].Language.Coding[0].Code != "und" || *p.Communication[0].Language.Text != "eng" {
 				t.Errorf("communication %+v", p.Communication)
 			}
 		}},

@@ -190,9 +190,9 @@ func (b *builder) clearedElement(name string) models.Extension {
 // Data Dictionary's language list (UKCore-HumanLanguage), is such a tag;
 // of that list's own codes, q2, q3 and q4 are the sign languages BCP 47
 // names ase, asf and bfi, while q1 (Braille) and q5 (Makaton), which no
-// language tag names, are kept as text. The text is PID-15.2, else
-// the code or the list's name for it; any other code is kept as text
-// only.
+// language tag names, and any other code, are coded und (undetermined)
+// with the name as text. The text is PID-15.2, else the list's name for
+// the code, else the code.
 func (b *builder) language(pid *hl7v2.Segment) *models.CodeableConcept {
 	code := strings.ToLower(strings.TrimSpace(value(pid.Component(15, 1, 1, 1))))
 	text := strings.TrimSpace(value(pid.Component(15, 1, 2, 1)))
@@ -207,14 +207,18 @@ func (b *builder) language(pid *hl7v2.Segment) *models.CodeableConcept {
 	case signLanguages[code].tag != "":
 		tag = signLanguages[code].tag
 	}
-	switch {
-	case tag != "":
-		cc.Coding = []models.Coding{{System: b.str(systemBCP47), Code: b.str(tag)}}
-	case text == "" && signLanguages[code].name != "":
-		cc.Text = b.str(signLanguages[code].name)
-	case text == "":
-		cc.Text = b.str(code)
+	if tag == "" {
+		// The binding is required: a language no tag names is coded
+		// und (undetermined), its name kept as text.
+		tag = "und"
+		switch {
+		case text == "" && signLanguages[code].name != "":
+			cc.Text = b.str(signLanguages[code].name)
+		case text == "":
+			cc.Text = b.str(code)
+		}
 	}
+	cc.Coding = []models.Coding{{System: b.str(systemBCP47), Code: b.str(tag)}}
 	return cc
 }
 

@@ -771,17 +771,19 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int) {
 		return
 	}
 	for _, rt := range r.o.Routes {
-		durables := []string{"route-" + rt.Name + "-b"}
-		if r.o.Pipeline != PipelineBatch {
-			durables = durables[:0]
-			for p := range partitions {
-				durables = append(durables, "route-"+rt.Name+"-p"+strconv.Itoa(p))
-			}
+		// The partition consumers run in both pipelines: in the batch
+		// one they take replays.
+		var durables []string
+		for p := range partitions {
+			durables = append(durables, "route-"+rt.Name+"-p"+strconv.Itoa(p))
+		}
+		if r.o.Pipeline == PipelineBatch {
+			durables = append(durables, "route-"+rt.Name+"-b")
 		}
 		var depth uint64
 		var oldest time.Time
 		for _, durable := range durables {
-			d, o := consumerBacklog(ctx, r.js, ist, durable, r.o.Pipeline == PipelineBatch)
+			d, o := consumerBacklog(ctx, r.js, ist, durable, strings.HasSuffix(durable, "-b"))
 			depth += d
 			if !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
 				oldest = o

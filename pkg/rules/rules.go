@@ -340,7 +340,15 @@ type Budget struct {
 // NewBudget returns a budget of StepBudgetFactor times the cost limit and
 // deadline of one evaluation of p, starting now.
 func (p *Program) NewBudget() *Budget {
-	return &Budget{left: p.lim.CostLimit * StepBudgetFactor, deadline: time.Now().Add(p.lim.Timeout * StepBudgetFactor)}
+	left := uint64(math.MaxUint64)
+	if p.lim.CostLimit <= math.MaxUint64/StepBudgetFactor {
+		left = p.lim.CostLimit * StepBudgetFactor
+	}
+	wait := time.Duration(math.MaxInt64)
+	if p.lim.Timeout <= math.MaxInt64/StepBudgetFactor {
+		wait = p.lim.Timeout * StepBudgetFactor
+	}
+	return &Budget{left: left, deadline: time.Now().Add(wait)}
 }
 
 // EvalBoolWithin runs p as EvalBool does, charging its cost to b. Once b

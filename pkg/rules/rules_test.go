@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -731,5 +732,21 @@ func TestNumbersWhoseTextIsKept(t *testing.T) {
 				t.Errorf("= %v, %v (%s); want true", ok, err, fault.DetailOf(err))
 			}
 		})
+	}
+}
+
+// TestBudgetSaturates: limits so large that ten times them overflow give
+// a budget without bound, not one already spent.
+func TestBudgetSaturates(t *testing.T) {
+	env, err := NewEnv(Limits{MaxEstimatedCost: math.MaxUint64, MaxSize: 1000, CostLimit: math.MaxUint64 / 2, Timeout: time.Duration(math.MaxInt64 / 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := env.Compile("true", Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := p.EvalBoolWithin(context.Background(), &Vars{}, p.NewBudget()); err != nil || !ok {
+		t.Errorf("EvalBoolWithin = %v, %v; want true", ok, err)
 	}
 }

@@ -209,7 +209,31 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	if err := foldRetiredAs(tx, orig); err != nil {
 		return 0, 0, err
 	}
+	if stale > 0 {
+		createOnly(tx)
+	}
 	return n, stale, checkDistinct(tx)
+}
+
+// createOnly turns the entries of tx that update a resource by
+// identifier (PUT Type?identifier=..., the types not merged: a
+// Practitioner, a Location) into conditional creates: a message older
+// than what the server holds (a replayed dead letter) makes the resource
+// when it is missing, and leaves the newer one that is there, which
+// whole replacement would undo (a doctor's corrected name).
+func createOnly(tx *models.Bundle) {
+	for i := range tx.Entry {
+		r := tx.Entry[i].Request
+		if r == nil || r.Method != models.HTTPVerbPUT {
+			continue
+		}
+		typ, query, ok := strings.Cut(r.Url, "?")
+		if !ok {
+			continue
+		}
+		q := query
+		tx.Entry[i].Request = &models.BundleEntryRequest{Method: models.HTTPVerbPOST, Url: typ, IfNoneExist: &q}
+	}
 }
 
 // checkDistinct refuses a transaction with two entries updating one

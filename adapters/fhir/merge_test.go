@@ -1308,3 +1308,27 @@ func TestOutboundCancelDischargeWithAdmissionDetails(t *testing.T) {
 		t.Errorf("after the A13: %s; want in progress, with start and admit source, without end or discharge destination", b)
 	}
 }
+
+// TestOutboundOlderMessageCreatesOnly: a message older than what the
+// server holds makes the Practitioners it names when they are missing
+// and leaves those there, which a newer message may have corrected.
+func TestOutboundOlderMessageCreatesOnly(t *testing.T) {
+	srv := newMemServer(t)
+	o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	t0 := time.Date(2024, 7, 16, 9, 0, 0, 0, time.UTC)
+	old := adt("A01", "20240716101400", map[int]string{3: "WARD7", 7: "1234567^TESTCONSULTANT^ALEX^^^DR^^^GMC"})
+	corrected := adt("A08", "20240716121400", map[int]string{3: "WARD7", 7: "1234567^TESTCONSULTANT-SMITH^ALEX^^^DR^^^GMC"})
+	sendReceived(t, o, "01PRAC00000001", old, t0)
+	sendReceived(t, o, "01PRAC00000002", corrected, t0.Add(time.Hour))
+	// The admission replayed after the correction, naming a second doctor
+	// the server does not hold yet.
+	replayed := adt("A01", "20240716101400", map[int]string{3: "WARD7", 7: "1234567^TESTCONSULTANT^ALEX^^^DR^^^GMC", 17: "7654321^TESTADMITTER^SAM^^^DR^^^GMC"})
+	sendReceived(t, o, "01PRAC00000001", replayed, t0)
+	names := map[string]bool{}
+	for _, p := range srv.all("Practitioner") {
+		names[p["name"].([]any)[0].(map[string]any)["family"].(string)] = true
+	}
+	if !names["TESTCONSULTANT-SMITH"] || names["TESTCONSULTANT"] || !names["TESTADMITTER"] {
+		t.Errorf("Practitioners %v: want the corrected name kept and the new doctor made", names)
+	}
+}

@@ -66,5 +66,12 @@ refused 'junction.config.http' --set junction.config.http.read_timeout=2m
 refused 'junction.config.nats' --set junction.config.nats.partitions=32
 render --set routes.existingConfigMap=mine --set junction.inputs.fhir=null >/dev/null || fail "routes from an existing ConfigMap are not the chart's to check"
 render --set junction.config.shutdown_timeout=30s >/dev/null || fail "junction.config refused a setting the chart does not write"
+# The pod is given time to drain: the grace period covers the preStop
+# sleep, Junction's shutdown_timeout and closing the store.
+refused 'give at least 97' --set junction.config.shutdown_timeout=1m30s
+refused 'give at least 37' --set junction.terminationGracePeriodSeconds=20
+refused 'give a Go duration' --set junction.config.shutdown_timeout=30
+render --set junction.config.shutdown_timeout=1m30s --set junction.terminationGracePeriodSeconds=97 >/dev/null || fail "a grace period covering a 90s shutdown was refused"
+render --set junction.config.shutdown_timeout=0 >/dev/null || fail "shutdown_timeout 0 was refused"
 
 echo "chart check passed"

@@ -141,3 +141,24 @@ is set. Called with (dict "what" "junction.resources" "resources" ...).
 {{- printf "%dMiB" (div (mul $mib 9) 10) -}}
 {{- end -}}
 {{- end }}
+
+{{/*
+junction.shutdownSeconds is Junction's shutdown_timeout (junction.config,
+default 30s) in whole seconds, rounded up. It reads Go durations: "30s",
+"1m30s", "90s", "1.5m", "500ms".
+*/}}
+{{- define "junction.shutdownSeconds" -}}
+{{- $d := toString (default "30s" .) -}}
+{{- if not (regexMatch "^(0|([0-9]+(\\.[0-9]+)?(h|ms|us|µs|ns|m|s))+)$" $d) -}}
+{{- fail (printf "junction.config.shutdown_timeout %q: give a Go duration such as 30s or 1m30s" $d) -}}
+{{- end -}}
+{{- $total := 0.0 -}}
+{{- range $part := regexFindAll "[0-9]+(\\.[0-9]+)?(h|ms|us|µs|ns|m|s)" $d -1 -}}
+{{- $num := float64 (regexFind "^[0-9]+(\\.[0-9]+)?" $part) -}}
+{{- $unit := regexReplaceAll "^[0-9]+(\\.[0-9]+)?" $part "" -}}
+{{- $mul := 1.0 -}}
+{{- if eq $unit "h" }}{{ $mul = 3600.0 }}{{ else if eq $unit "m" }}{{ $mul = 60.0 }}{{ else if eq $unit "ms" }}{{ $mul = 0.001 }}{{ else if eq $unit "s" }}{{ $mul = 1.0 }}{{ else }}{{ $mul = 0.000001 }}{{ end -}}
+{{- $total = addf $total (mulf $num $mul) -}}
+{{- end -}}
+{{- ceil $total | int -}}
+{{- end }}

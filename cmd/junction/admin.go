@@ -166,7 +166,7 @@ func parseTime(s string, now time.Time) (time.Time, error) { return router.Parse
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]\n       junction audit verify [flags]\n       junction audit disclosures --nhs-number N [flags]\n       junction audit keygen --out PATH")
+		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit find --control-id X [flags]\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]\n       junction audit verify [flags]\n       junction audit disclosures --nhs-number N [flags]\n       junction audit keygen --out PATH")
 		if len(args) == 0 {
 			return errUsage
 		}
@@ -232,6 +232,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		fmt.Fprintln(stdout, "(payloads not fetched; with the integration_engineer role, --json shows them and the access is recorded)")
 		return nil
+	case "find":
+		return runFind(ctx, args[1:], stdout, stderr)
 	case "reconcile":
 		return runReconcile(ctx, args[1:], stdout, stderr)
 	case "verify":
@@ -256,15 +258,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		q := url.Values{}
-		now := time.Now()
-		for name, v := range map[string]string{"since": *since, "until": *until} {
-			t, err := parseTime(v, now)
-			if err != nil {
-				return err
-			}
-			if !t.IsZero() {
-				q.Set(name, t.UTC().Format(time.RFC3339))
-			}
+		if err := setWindow(q, *since, *until, time.Now()); err != nil {
+			return err
 		}
 		if *limit > 0 {
 			q.Set("limit", strconv.Itoa(*limit))
@@ -324,8 +319,91 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "%d quarantined\n", len(qs))
 		return nil
 	}
-	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, deadletters, quarantine, reconcile, verify, keygen)\n", args[0])
+	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, find, deadletters, quarantine, reconcile, verify, keygen)\n", args[0])
 	return errUsage
+}
+
+// setWindow sets a request's since and until query parameters from the
+// flags' times (RFC 3339, or durations before now), leaving out those not
+// given.
+func setWindow(q url.Values, since, until string, now time.Time) error {
+	for name, v := range map[string]string{"since": since, "until": until} {
+		t, err := parseTime(v, now)
+		if err != nil {
+			return err
+		}
+		if !t.IsZero() {
+			q.Set(name, t.UTC().Format(time.RFC3339))
+		}
+	}
+	return nil
+}
+
+// runFind lists the messages received with a sender's control id. It
+// exits 1 when there are none, so a script can tell.
+func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, api, tok := apiFlags("audit find", "", stderr)
+	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (required)")
+	sender := fs.String("sender", "", "only from this sender: APP|FACILITY (MSH-3|MSH-4), or APP for any facility")
+	source := fs.String("source", "", "only from this input")
+	since := fs.String("since", "24h", "received at or after this time: RFC 3339, or a duration before now such as 2h")
+	until := fs.String("until", "", "received at or before this time: RFC 3339, or a duration before now such as 30m")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *ctrl == "" || fs.NArg() != 0 {
+		fs.Usage()
+		return errUsage
+	}
+	c, err := newAPI(*api, *tok)
+	if err != nil {
+		return err
+	}
+	q := url.Values{"control_id": {*ctrl}}
+	now := time.Now()
+	if err := setWindow(q, *since, *until, now); err != nil {
+		return err
+	}
+	if *sender != "" {
+		q.Set("sender", *sender)
+	}
+	if *source != "" {
+		q.Set("source", *source)
+	}
+	var res router.FindResult
+	if err := c.do(ctx, http.MethodGet, "/api/messages?"+q.Encode(), nil, &res); err != nil {
+		return err
+	}
+	var table bytes.Buffer
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
+	for _, f := range res.Messages {
+		state := f.State
+		switch {
+		case f.Original != "":
+			state += " of " + f.Original
+		case len(f.Waiting) > 0:
+			state += ", waiting for " + strings.Join(f.Waiting, ", ")
+		case len(f.Outcomes) > 0:
+			state += ", " + strings.Join(f.Outcomes, ", ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, f.Sender, f.MessageType, state)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, table.String())
+	if res.Truncated {
+		fmt.Fprintln(stdout, "(more matched than are listed: narrow the window or name the sender)")
+	}
+	if len(res.Messages) == 0 {
+		from, _ := parseTime(*since, now)
+		if !res.Retained.IsZero() && from.Before(res.Retained) {
+			return fmt.Errorf("no message with control id %q received since %s, when the oldest input kept came", *ctrl, res.Retained.UTC().Format(time.RFC3339))
+		}
+		return fmt.Errorf("no message with control id %q in the window", *ctrl)
+	}
+	fmt.Fprintf(stdout, "%d received; junction audit trail ID shows where each went\n", len(res.Messages))
+	return nil
 }
 
 // runReconcile lists accepted messages without a terminal state. It exits

@@ -119,7 +119,7 @@ func TestCLIHelpEveryCommand(t *testing.T) {
 	for _, c := range commands() {
 		cases = append(cases, []string{c.name, "--help"}, []string{c.name, "-h"})
 	}
-	cases = append(cases, []string{"audit", "trail", "--help"}, []string{"audit", "deadletters", "--help"}, []string{"audit", "reconcile", "--help"}, []string{"audit", "verify", "--help"}, []string{"audit", "keygen", "--help"})
+	cases = append(cases, []string{"audit", "trail", "--help"}, []string{"audit", "find", "--help"}, []string{"audit", "deadletters", "--help"}, []string{"audit", "reconcile", "--help"}, []string{"audit", "verify", "--help"}, []string{"audit", "keygen", "--help"})
 	if len(cases) < 2*8 {
 		t.Fatalf("only %d commands", len(cases)/2)
 	}
@@ -748,6 +748,20 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			{"time": "2026-01-15T10:30:01.5Z", "message_id": %q, "event": "delivered", "route": "adt-to-fhir-store", "destination": "fhir-store", "outcome": "ok", "status": "written", "attempt": 1}],
 			%s}`, r.PathValue("id"), r.PathValue("id"), r.PathValue("id"), payloads)
 	})
+	mux.HandleFunc("GET /api/messages", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls = append(calls, "GET "+r.URL.RequestURI())
+		mu.Unlock()
+		if r.URL.Query().Get("control_id") != "C1" {
+			_, _ = w.Write([]byte(`{"messages": [], "retained": "2026-01-10T00:00:00Z"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"messages": [
+			{"id": "01FIRST", "received_at": "2026-01-15T10:30:00Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A01", "control_id": "C1", "state": "accepted", "outcomes": ["delivered", "dead_lettered"]},
+			{"id": "01AGAIN", "received_at": "2026-01-15T10:31:00.25Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A01", "control_id": "C1", "state": "resend", "original": "01FIRST"},
+			{"id": "01LATEST", "received_at": "2026-01-15T10:32:00Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A08", "control_id": "C1", "state": "accepted", "waiting": ["delivery adt -> ehr"]}],
+			"retained": "2026-01-10T00:00:00Z"}`))
+	})
 	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
 		// One message pending for a day, one for a moment; of the two
 		// delivered, one was dead-lettered at another destination.
@@ -818,6 +832,31 @@ func TestCLIAdminCommands(t *testing.T) {
 	}
 	if want := []string{"GET /api/messages/01TESTID?payloads=false", "GET /api/messages/01TESTID"}; !slices.Equal(*calls, want) {
 		t.Errorf("audit trail requests: %q, want %q", *calls, want)
+	}
+	*calls = nil
+	// A sender's control id: each receipt, what became of it, in columns.
+	code, out, _ = cliRun(t, "audit", "find", "--control-id", "C1", "--sender", "PAS|RX1", "--since", "2026-01-15T00:00:00Z", "--api", ts.URL, "--token", tok)
+	want := "2026-01-15T10:30:00.000000Z  01FIRST   pas  PAS|RX1  ADT^A01  accepted, delivered, dead_lettered\n" +
+		"2026-01-15T10:31:00.250000Z  01AGAIN   pas  PAS|RX1  ADT^A01  resend of 01FIRST\n" +
+		"2026-01-15T10:32:00.000000Z  01LATEST  pas  PAS|RX1  ADT^A08  accepted, waiting for delivery adt -> ehr\n" +
+		"3 received; junction audit trail ID shows where each went\n"
+	if code != 0 || out != want {
+		t.Errorf("audit find: exit %d\n%s\nwant\n%s", code, out, want)
+	}
+	if want := []string{"GET /api/messages?control_id=C1&sender=PAS%7CRX1&since=2026-01-15T00%3A00%3A00Z"}; !slices.Equal(*calls, want) {
+		t.Errorf("audit find requests: %q, want %q", *calls, want)
+	}
+	*calls = nil
+	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--since", "2026-01-01T00:00:00Z", "--api", ts.URL, "--token", tok)
+	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" received since 2026-01-10T00:00:00Z, when the oldest input kept came`) {
+		t.Errorf("audit find of nothing, before the oldest kept: exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--api", ts.URL, "--token", tok)
+	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" in the window`) {
+		t.Errorf("audit find of nothing: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, _ = cliRun(t, "audit", "find", "--api", ts.URL, "--token", tok); code != 2 {
+		t.Errorf("audit find without a control id: exit %d, want 2", code)
 	}
 	*calls = nil
 	code, out, _ = cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", tok)

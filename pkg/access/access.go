@@ -78,6 +78,9 @@ const (
 	Messages Permission = "messages"
 	// MessagesPayload adds the message's raw input and outbound bodies.
 	MessagesPayload Permission = "messages.payload"
+	// FindMessages is GET /api/messages: the messages received with a
+	// sender's control id, by id, name and time.
+	FindMessages Permission = "findmessages"
 	// DeadLetters is GET /api/deadletters.
 	DeadLetters Permission = "deadletters"
 	// DeadLettersPayload is GET /api/deadletters?detail=true: each dead
@@ -130,6 +133,8 @@ func RuleFor(p Permission) (Rule, bool) {
 		return Rule{Roles: []Role{Operator, IntegrationEngineer, Auditor}}, true
 	case MessagesPayload:
 		return Rule{Roles: []Role{IntegrationEngineer}, Audited: true}, true
+	case FindMessages:
+		return Rule{Roles: []Role{Operator, IntegrationEngineer, Auditor}}, true
 	case DeadLetters:
 		return Rule{Roles: []Role{Operator, IntegrationEngineer}}, true
 	case Replay:

@@ -24,6 +24,7 @@ func TestAllowed(t *testing.T) {
 	}{
 		{access.Messages, [4]bool{true, true, true, false}, false},
 		{access.MessagesPayload, [4]bool{false, true, false, false}, true},
+		{access.FindMessages, [4]bool{true, true, true, false}, false},
 		{access.DeadLetters, [4]bool{true, true, false, false}, false},
 		{access.Replay, [4]bool{true, false, false, false}, false},
 		{access.Quarantine, [4]bool{true, true, false, false}, false},

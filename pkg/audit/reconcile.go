@@ -111,6 +111,13 @@ func Reconcile(accepted []Accepted, recs []Record, routes map[string][]string, s
 	return out
 }
 
+// Fate returns, as Reconcile decides it for message a from its records
+// recs, every outcome a reached, or what it still waits for. loaded are
+// the routes of its source and since as for Reconcile.
+func Fate(a Accepted, recs []Record, loaded []string, since map[string]time.Time) (outcomes, waiting []string) {
+	return fate(recs, routesFor(a, recs, loaded, since))
+}
+
 // routesFor returns the routes that decide message a: the loaded routes
 // of its source that were taking messages when it was stored for routing
 // (all of them when that time is unknown), and every route, loaded or

@@ -135,6 +135,7 @@ func TestAdminRoles(t *testing.T) {
 		{"messages", "GET", base + "/api/messages/" + id, "", [4]int{200, 200, 200, 403}},
 		{"messages, trail only", "GET", base + "/api/messages/" + id + "?payloads=false", "", [4]int{200, 200, 200, 403}},
 		{"messages, bad payloads value", "GET", base + "/api/messages/" + id + "?payloads=maybe", "", [4]int{400, 400, 400, 403}},
+		{"find by control id", "GET", base + "/api/messages?control_id=C1", "", [4]int{200, 200, 200, 403}},
 		{"deadletters", "GET", base + "/api/deadletters", "", [4]int{200, 200, 403, 403}},
 		{"deadletter details", "GET", base + "/api/deadletters?detail=true", "", [4]int{403, 200, 403, 403}},
 		{"replay", "POST", base + "/api/replay", `{"filter": {"route": "no-such-route"}}`, [4]int{200, 403, 403, 403}},

@@ -59,6 +59,7 @@ func bodyOf(b []byte) (body, encoding string) {
 }
 
 func (e *Engine) adminMux(mux *http.ServeMux) {
+	mux.Handle("GET /api/messages", e.admin("findmessages", e.handleFindMessages))
 	mux.Handle("GET /api/messages/{id}", e.admin("messages", e.handleMessage))
 	mux.Handle("GET /api/deadletters", e.admin("deadletters", e.handleDeadLetters))
 	mux.Handle("POST /api/replay", e.admin("replay", e.handleReplay))
@@ -70,15 +71,65 @@ func (e *Engine) adminMux(mux *http.ServeMux) {
 	mux.Handle("POST /api/optouts", e.admin("optouts", e.handleOptOuts))
 }
 
-// handleReconcile reports the fate of every retained accepted message:
-// counts by terminal outcome and the messages without one. It holds ids,
-// sources and times only, no patient data.
-func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
+// defaultFindWindow is how far back GET /api/messages looks without since.
+const defaultFindWindow = 24 * time.Hour
+
+// handleFindMessages lists the messages received with a sender's control
+// id (?control_id=, required; sender=APP|FACILITY or APP, source=,
+// since=, until=; since defaults to a day before now): which Junction
+// message each was, and whether it was accepted, a resend or is waiting.
+// It holds ids, names and times, no patient data.
+func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	fq := router.FindQuery{ControlID: q.Get("control_id"), Sender: q.Get("sender"), Source: q.Get("source")}
+	if fq.ControlID == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "control_id is required: the sender's message id (MSH-10, or a Bundle's identifier value)"})
+		return
+	}
+	now := time.Now()
+	for name, at := range map[string]*time.Time{"since": &fq.Since, "until": &fq.Until} {
+		t, err := router.ParseWindowTime(q.Get(name), now)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": name + " must be an RFC 3339 time or a duration before now, such as 2h"})
+			return
+		}
+		*at = t
+	}
+	if fq.Since.IsZero() {
+		fq.Since = now.Add(-defaultFindWindow).UTC()
+	}
+	if !fq.Until.IsZero() && fq.Until.Before(fq.Since) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "until is before since"})
+		return
+	}
+	res, err := router.Find(r.Context(), e.store.JS, fq, e.sourceRoutes())
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	if res.Messages == nil {
+		res.Messages = []router.Found{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		router.FindQuery
+		router.FindResult
+	}{fq, res})
+}
+
+// sourceRoutes maps each source to the routes that read it.
+func (e *Engine) sourceRoutes() map[string][]string {
 	routes := map[string][]string{}
 	for _, rt := range e.plan.Routes {
 		routes[rt.Source] = append(routes[rt.Source], rt.Name)
 	}
-	rep, err := router.Reconcile(r.Context(), e.store.JS, routes)
+	return routes
+}
+
+// handleReconcile reports the fate of every retained accepted message:
+// counts by terminal outcome and the messages without one. It holds ids,
+// sources and times only, no patient data.
+func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
+	rep, err := router.Reconcile(r.Context(), e.store.JS, e.sourceRoutes())
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
+	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/testnet"
 )
@@ -310,6 +312,38 @@ func testResendNotRoutedTwice(t *testing.T, pipe string) {
 	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
 	if v := testutil.ToFloat64(e.Metrics().Duplicates.WithLabelValues("pas")); v != 2 {
 		t.Errorf("duplicates = %v, want 2", v)
+	}
+	// Ops asking for the control id see the three receipts: the first
+	// accepted and delivered, the others resends of it.
+	var found struct {
+		Messages []router.Found `json:"messages"`
+	}
+	base := "http://" + e.HTTPAddr().String() + "/api/messages?control_id="
+	waitFor(t, "the resends recorded", func() bool {
+		found.Messages = nil
+		if st := getJSON(t, base+"DUP0001&sender=PAS", &found); st != http.StatusOK || len(found.Messages) != 3 {
+			return false
+		}
+		return slices.Equal(found.Messages[0].Outcomes, []string{audit.OutcomeDelivered}) &&
+			found.Messages[1].State == "resend" && found.Messages[2].State == "resend"
+	})
+	first := found.Messages[0]
+	if first.State != "accepted" || first.ControlID != "DUP0001" || first.MessageType != "ADT^A01" || first.Source != "pas" {
+		t.Errorf("first receipt %+v", first)
+	}
+	for _, f := range found.Messages[1:] {
+		if f.Original != first.ID {
+			t.Errorf("resend %s is of %q, want %s", f.ID, f.Original, first.ID)
+		}
+	}
+	for _, q := range []string{"DUP0001&sender=OTHER", "DUP0002", "DUP0001&since=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339)} {
+		found.Messages = nil
+		if st := getJSON(t, base+q, &found); st != http.StatusOK || len(found.Messages) != 0 {
+			t.Errorf("%s: status %d, %d messages, want none", q, st, len(found.Messages))
+		}
+	}
+	if st := getJSON(t, base, nil); st != http.StatusBadRequest {
+		t.Errorf("no control id: status %d, want 400", st)
 	}
 }
 

@@ -3,7 +3,6 @@ package router
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -71,57 +70,35 @@ func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint6
 	if !ok {
 		return 0, nil, nil
 	}
-	st, err := js.Stream(ctx, store.StreamIngress)
-	if err != nil {
-		return 0, nil, fmt.Errorf("opening ingress stream: %w", err)
-	}
-	if _, err := st.GetLastMsgForSubject(ctx, SubjAccepted+".>"); errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, nil, nil
-	} else if err != nil {
-		return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
-	}
 	start := at.Add(-2 * time.Second)
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	limit := at.Add(time.Minute)
+	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{SubjAccepted + ".>"}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
+	}
+	var seq uint64
+	var found *envelope.Envelope
+	scanned := 0
+	err := scanFrom(ctx, js, store.StreamIngress, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		if scanned++; scanned > maxTrailScan {
+			return true, nil
+		}
+		envs, err := decodeBatch(m.Data())
+		if err != nil {
+			return false, nil
+		}
+		for _, env := range envs {
+			if env.ID == id {
+				seq, found = meta.Sequence.Stream, env
+				return true, nil
+			}
+		}
+		// Past it: batches hold only messages received well after it.
+		return len(envs) > 0 && envs[0].ReceivedAt.After(limit), nil
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
 	}
-	limit := at.Add(time.Minute)
-	for scanned := 0; scanned < maxTrailScan; {
-		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
-			return c.Fetch(64, jetstream.FetchMaxWait(2*time.Second))
-		})
-		n := 0
-		past := false
-		for _, m := range msgs {
-			n++
-			envs, err := decodeBatch(m.Data())
-			if err != nil {
-				continue
-			}
-			meta, err := m.Metadata()
-			if err != nil {
-				return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
-			}
-			for _, env := range envs {
-				if env.ID == id {
-					return meta.Sequence.Stream, env, nil
-				}
-			}
-			if len(envs) > 0 && envs[0].ReceivedAt.After(limit) {
-				past = true
-			}
-		}
-		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) && !errors.Is(berr, context.DeadlineExceeded) {
-			return 0, nil, fmt.Errorf("reading accepted batches: %w", berr)
-		}
-		if n == 0 || past {
-			return 0, nil, nil
-		}
-		scanned += n
-	}
-	return 0, nil, nil
+	return seq, found, nil
 }
 
 func batchTrail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Record, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -270,8 +271,24 @@ func reuseDedupe(id string) string { return "reuse|" + id }
 
 func resendRecord(env *envelope.Envelope, origID string, logSeq uint64, now time.Time) audit.Record {
 	return audit.Record{Time: now, MessageID: env.ID, Event: audit.Duplicate, Source: env.Source, Outcome: "duplicate",
-		Reason: "resend of message " + origID + "; stored, not routed again", Hash: audit.Hash(env.Raw),
+		Reason: resendReason + origID + "; stored, not routed again", Hash: audit.Hash(env.Raw),
 		Stream: store.StreamIngestLog, Seq: logSeq}
+}
+
+const resendReason = "resend of message "
+
+// resendOf returns the message r says its message resent, when r is a
+// record made by resendRecord.
+func resendOf(r audit.Record) (string, bool) {
+	if r.Event != audit.Duplicate || r.Stream != store.StreamIngestLog {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(r.Reason, resendReason)
+	if !ok {
+		return "", false
+	}
+	id, _, _ := strings.Cut(rest, ";")
+	return id, id != ""
 }
 
 // sameMessage reports whether env is a resend of the stored message orig

@@ -75,20 +75,9 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	// pipeline's accept stage) has passed but that were not stored under
 	// their own id were resends; those it has not passed are still
 	// waiting.
-	var floor uint64
-	for _, durable := range []string{splitterDurable, acceptDurable} {
-		c, err := js.Consumer(ctx, store.StreamIngestLog, durable)
-		if errors.Is(err, jetstream.ErrConsumerNotFound) {
-			continue
-		}
-		if err != nil {
-			return audit.Reconciliation{}, fmt.Errorf("reading the ingest log reader's progress: %w", err)
-		}
-		info, err := c.Info(ctx)
-		if err != nil {
-			return audit.Reconciliation{}, fmt.Errorf("reading the ingest log reader's progress: %w", err)
-		}
-		floor = max(floor, info.AckFloor.Stream)
+	floor, err := ingestReadFloor(ctx, js)
+	if err != nil {
+		return audit.Reconciliation{}, err
 	}
 	err = scan(ctx, js, store.StreamIngestLog, store.SubjIngestLog+".>", false, func(m jetstream.Msg) error {
 		envs, err := decodeBatch(m.Data())
@@ -195,6 +184,18 @@ func routeOfDurable(name string) (string, bool) {
 // scan reads every message of stream on filter, up to those stored when
 // it starts, with an ordered consumer.
 func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, headersOnly bool, fn func(jetstream.Msg) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly}
+	return scanFrom(ctx, js, stream, cfg, func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
+		return false, fn(m)
+	})
+}
+
+// scanFrom reads the messages of stream that an ordered consumer made
+// with cfg delivers, up to those stored when it starts, until fn says to
+// stop. It takes what the server has without waiting for full batches,
+// so it ends as soon as it has read them.
+func scanFrom(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig,
+	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("opening stream %s: %w", stream, err)
@@ -207,17 +208,17 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly})
+	c, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
 	}
-	got := false
-	for idle := 0; ; {
-		// No waiting for a full batch: take what the server has.
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
+	}
+	for pending, idle := ci.NumPending, 0; pending > 0; {
 		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(1000) })
-		n := 0
 		for _, m := range msgs {
-			n++
 			meta, err := m.Metadata()
 			if err != nil {
 				return fmt.Errorf("reading stream %s metadata: %w", stream, err)
@@ -225,26 +226,24 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 			if meta.Sequence.Stream > last {
 				return nil
 			}
-			if err := fn(m); err != nil {
+			if stop, err := fn(m, meta); stop || err != nil {
 				return err
 			}
 			if meta.NumPending == 0 || meta.Sequence.Stream == last {
 				return nil
 			}
+			pending = meta.NumPending
+		}
+		if len(msgs) > 0 {
+			idle = 0
+			continue
 		}
 		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) {
 			return fmt.Errorf("reading a batch of stream %s: %w", stream, berr)
 		}
-		if n > 0 {
-			got, idle = true, 0
-			continue
-		}
-		// Nothing at all on the filter for 3s: there is nothing to read.
-		// Nothing more for 5s after messages said more were pending: the
-		// store is not answering.
-		if idle++; !got && idle > 30 {
-			return nil
-		} else if idle > 50 {
+		// Messages said to be pending and none coming for 5s: the store
+		// is not answering.
+		if idle++; idle > 50 {
 			return fmt.Errorf("reading stream %s: no progress for 5s", stream)
 		}
 		select {
@@ -253,4 +252,5 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	return nil
 }

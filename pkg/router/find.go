@@ -1,0 +1,214 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// FindQuery asks which stored messages carried a sender's own message id:
+// the question "we sent MSH-10 X at ten past nine, did you get it?".
+type FindQuery struct {
+	// ControlID is the sender's message id: MSH-10, or a FHIR Bundle's
+	// identifier value. Required, matched exactly.
+	ControlID string `json:"control_id"`
+	// Sender, when set, is the sending system: "APP|FACILITY" (MSH-3 and
+	// MSH-4) matches exactly, "APP" any facility of that application.
+	Sender string `json:"sender,omitempty"`
+	// Source, when set, is the input the message came in on.
+	Source string `json:"source,omitempty"`
+	// Since and Until bound the time of receipt.
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
+}
+
+// Found is one receipt of a message with the asked-for control id. It
+// holds ids, names and times, no patient data.
+type Found struct {
+	ID          string    `json:"id"`
+	ReceivedAt  time.Time `json:"received_at"`
+	Source      string    `json:"source"`
+	Sender      string    `json:"sender,omitempty"`
+	MessageType string    `json:"message_type,omitempty"`
+	ControlID   string    `json:"control_id"`
+	// State is "accepted" (stored and routed as a message of its own;
+	// its trail tells the rest), "resend" (stored, and recognised as a
+	// resend of message Original, so not routed again), "waiting"
+	// (acknowledged and stored, not yet taken for routing) or "unknown"
+	// (read, but without a record saying which; its trail may).
+	State    string `json:"state"`
+	Original string `json:"original,omitempty"`
+	// Outcomes are, for an accepted message, every outcome it reached
+	// (as audit reconcile counts them: delivered, dead_lettered,
+	// consent_denied, filtered), or Waiting what it waits for.
+	Outcomes []string `json:"outcomes,omitempty"`
+	Waiting  []string `json:"waiting,omitempty"`
+}
+
+// FindResult is what Find found.
+type FindResult struct {
+	Messages []Found `json:"messages"`
+	// Truncated is set when more matched than are listed, or the scan
+	// stopped at its bound before the end of the window.
+	Truncated bool `json:"truncated,omitempty"`
+	// Retained is when the oldest input still stored was received: a
+	// window starting before it may miss messages received then.
+	Retained time.Time `json:"retained,omitzero"`
+}
+
+// Bounds of one Find: matches listed, matches whose trail is read, and
+// ingest batches read.
+const (
+	maxFound       = 1000
+	maxFoundTrails = 50
+	maxFindScan    = 1_000_000
+)
+
+// Find lists the messages received between q.Since and q.Until whose
+// control id is q.ControlID, from the ingest log, which holds every
+// acknowledged receipt (resends too) for ingress_max_age. Each is told
+// as accepted, a resend, or waiting; for an accepted message its trail
+// says where it got to, as Reconcile would (routes maps each source to
+// the routes that read it).
+func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[string][]string) (FindResult, error) {
+	var res FindResult
+	if q.ControlID == "" {
+		return res, errors.New("a control id is required")
+	}
+	if !q.Until.IsZero() && q.Until.Before(q.Since) {
+		return res, errors.New("the window ends before it starts")
+	}
+	st, err := js.Stream(ctx, store.StreamIngestLog)
+	if err != nil {
+		return res, fmt.Errorf("opening the ingest log: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return res, fmt.Errorf("reading the ingest log: %w", err)
+	}
+	res.Retained = info.State.FirstTime
+	// Batches are written as their messages are acknowledged, so one
+	// stored a little before Since holds none received after it; the
+	// margin covers a batch's own time.
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{store.SubjIngestLog + ".>"}}
+	if !q.Since.IsZero() {
+		start := q.Since.Add(-2 * time.Second)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	seqs := map[string]uint64{}
+	scanned := 0
+	err = scanFrom(ctx, js, store.StreamIngestLog, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		if scanned++; scanned > maxFindScan {
+			res.Truncated = true
+			return true, nil
+		}
+		envs, err := decodeBatch(m.Data())
+		if err != nil {
+			return false, nil // dead-lettered by its reader; no message of its own
+		}
+		for _, env := range envs {
+			if !q.Until.IsZero() && env.ReceivedAt.After(q.Until) {
+				// Batches hold messages in the order received.
+				return true, nil
+			}
+			if env.ControlID != q.ControlID || env.ReceivedAt.Before(q.Since) ||
+				(q.Source != "" && env.Source != q.Source) || !senderMatches(env.Sender, q.Sender) {
+				continue
+			}
+			if len(res.Messages) == maxFound {
+				res.Truncated = true
+				return true, nil
+			}
+			seqs[env.ID] = meta.Sequence.Stream
+			res.Messages = append(res.Messages, Found{ID: env.ID, ReceivedAt: env.ReceivedAt, Source: env.Source,
+				Sender: env.Sender, MessageType: env.MessageType, ControlID: env.ControlID})
+		}
+		return false, nil
+	})
+	if err != nil {
+		return res, err
+	}
+	if len(res.Messages) == 0 {
+		return res, nil
+	}
+	floor, err := ingestReadFloor(ctx, js)
+	if err != nil {
+		return res, err
+	}
+	since, err := routesSince(ctx, js, routes)
+	if err != nil {
+		return res, err
+	}
+	for i := range res.Messages {
+		f := &res.Messages[i]
+		if seqs[f.ID] > floor {
+			f.State = "waiting"
+			continue
+		}
+		if i >= maxFoundTrails {
+			f.State = "unknown"
+			continue
+		}
+		recs, err := Trail(ctx, js, f.ID)
+		if err != nil {
+			return res, fmt.Errorf("reading the trail of message %s: %w", f.ID, err)
+		}
+		f.State = "unknown"
+		var stored time.Time
+		for _, r := range recs {
+			if r.MessageID != f.ID {
+				continue
+			}
+			if orig, ok := resendOf(r); ok {
+				f.State, f.Original = "resend", orig
+				break
+			}
+			if r.Event == audit.Received {
+				f.State, stored = "accepted", r.Time
+			}
+		}
+		if f.State == "accepted" {
+			a := audit.Accepted{ID: f.ID, Source: f.Source, Received: f.ReceivedAt, Stored: stored}
+			f.Outcomes, f.Waiting = audit.Fate(a, recs, routes[f.Source], since)
+		}
+	}
+	return res, nil
+}
+
+// senderMatches reports whether a message's sender ("APP|FACILITY") is the
+// asked-for one: the same, or want names only the application.
+func senderMatches(sender, want string) bool {
+	if want == "" || sender == want {
+		return true
+	}
+	app, _, _ := strings.Cut(sender, "|")
+	return !strings.Contains(want, "|") && app == want
+}
+
+// ingestReadFloor is the last ingest-log sequence its reader (the batch
+// pipeline's accept stage, or the splitter) has finished with.
+func ingestReadFloor(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	var floor uint64
+	for _, durable := range []string{splitterDurable, acceptDurable} {
+		c, err := js.Consumer(ctx, store.StreamIngestLog, durable)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("reading the ingest log reader's progress: %w", err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("reading the ingest log reader's progress: %w", err)
+		}
+		floor = max(floor, info.AckFloor.Stream)
+	}
+	return floor, nil
+}

@@ -17,8 +17,10 @@ import (
 // What to do with an identifier that is flagged as an NHS number but
 // fails the modulus 11 check.
 const (
-	// InvalidNHSNumberKeep keeps the value as a patient identifier in the
-	// dialect's local identifier system, never as an NHS number.
+	// InvalidNHSNumberKeep keeps the value as a patient identifier without
+	// a system (typed "NHS number failing its check digit"), never as an
+	// NHS number and never in the local system, so that no receiver
+	// matches patients on it.
 	InvalidNHSNumberKeep = "keep-unverified"
 	// InvalidNHSNumberDrop leaves the value out of the FHIR output.
 	InvalidNHSNumberDrop = "drop"

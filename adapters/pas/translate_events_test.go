@@ -166,8 +166,8 @@ func TestMerge(t *testing.T) {
 				{"false", "replaced-by", nhs.SystemNHSNumber + "|9990000026", local + "|H9"}}, ""},
 		{"A34 MRG-4", DefaultDialect(), []string{msh("A34"), pid("H1^^^RX1^MR", nil), "MRG||||H2^^^RX1"},
 			[][]string{{"true", "replaces", local + "|H1"}, {"false", "replaced-by", local + "|H2"}}, ""},
-		{"invalid old NHS number kept as local", DefaultDialect(), []string{msh("A40"), pid("9990000018^^^NHS^NH", nil), "MRG|9990000027^^^NHS^NH"},
-			[][]string{{"true", "replaces", nhs.SystemNHSNumber + "|9990000018"}, {"false", "replaced-by", local + "|9990000027"}}, ""},
+		{"invalid old NHS number kept without a system", DefaultDialect(), []string{msh("A40"), pid("9990000018^^^NHS^NH", nil), "MRG|9990000027^^^NHS^NH"},
+			[][]string{{"true", "replaces", nhs.SystemNHSNumber + "|9990000018"}, {"false", "replaced-by", "|9990000027"}}, ""},
 		{"invalid old NHS number dropped", drop, []string{msh("A40"), pid("9990000018^^^NHS^NH", nil), "MRG|9990000027^^^NHS^NH~H2^^^RX1"},
 			[][]string{{"true", "replaces", nhs.SystemNHSNumber + "|9990000018"}, {"false", "replaced-by", local + "|H2"}}, ""},
 		{"no MRG", DefaultDialect(), []string{msh("A40"), pid("9990000018^^^NHS^NH", nil)}, nil, fault.CodeHL7Required},
@@ -209,7 +209,7 @@ func TestMerge(t *testing.T) {
 					row[1] = p.Link[0].Type.Code()
 				}
 				for _, id := range p.Identifier {
-					row = append(row, *id.System+"|"+*id.Value)
+					row = append(row, deref(id.System)+"|"+*id.Value)
 				}
 				got = append(got, row)
 			}

@@ -21,6 +21,10 @@ type patientID struct {
 	nhsValid  bool   // flagged and passes the modulus 11 check
 }
 
+// oidNHSNumber is the ISO OID of the NHS number, as HL7 v2 feeds may give
+// it in an identifier's assigning authority (CX-4.2).
+const oidNHSNumber = "2.16.840.1.113883.2.1.4.1"
+
 // idList holds a PID's identifiers: PID-3 repetitions first, then the
 // deprecated PID-2 and PID-4, which older (v2.3) feeds still use.
 type idList []patientID
@@ -39,7 +43,10 @@ func patientIDs(seg *hl7v2.Segment, d *Dialect, fields ...int) idList {
 			if id.value == "" {
 				continue
 			}
-			if d.isNHSAuthority(id.authority) || d.isNHSAuthority(id.typeCode) {
+			// CX-4.2 may name the NHS number by its OID, with no code in
+			// CX-4.1 for the dialect to know.
+			oid := strings.TrimSpace(value(seg.Component(field, rep, 4, 2)))
+			if d.isNHSAuthority(id.authority) || d.isNHSAuthority(id.typeCode) || oid == oidNHSNumber {
 				id.nhsFlag = true
 				id.value = nhs.Normalize(id.value)
 				id.nhsValid = nhs.ValidNumber(id.value)
@@ -452,11 +459,13 @@ func (b *builder) mapMerge(*hl7v2.Segment) error {
 //   - The first valid NHS number becomes the UK Core nhsNumber slice, with
 //     the NHS number verification status extension when PID-32 carries
 //     one of the England status codes 01-08.
-//   - A different valid NHS number after it is kept as a local identifier
-//     (the slice allows one) and flagged DQNHSNumberConflict.
+//   - A different valid NHS number after it is kept without a system
+//     (the slice allows one; see unverifiedNHSNumber) and flagged
+//     DQNHSNumberConflict.
 //   - An NHS number failing its check digit is never put in the NHS number
-//     system: it is kept as a local identifier or dropped, as the dialect
-//     says, and flagged DQNHSNumberInvalid unless a valid one was sent.
+//     system, nor in the local one: it is kept without a system or
+//     dropped, as the dialect says, and flagged DQNHSNumberInvalid unless
+//     a valid one was sent.
 //   - Every other identifier gets the dialect's local identifier system,
 //     its CX-5 type in HL7 table 0203 where the code is a common one, and
 //     its assigning authority as the assigner's display.
@@ -469,7 +478,10 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 	var out []models.Identifier
 	seen := map[[2]string]bool{}
 	addOnce := func(id models.Identifier) {
-		k := [2]string{*id.System, *id.Value}
+		k := [2]string{"", *id.Value}
+		if id.System != nil {
+			k[0] = *id.System
+		}
 		if !seen[k] {
 			seen[k] = true
 			out = append(out, id)
@@ -493,11 +505,11 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 			if flag {
 				b.flag(DQNHSNumberConflict)
 			}
-			addOnce(b.localIdentifier(id))
+			addOnce(b.unverifiedNHSNumber(id, "Other NHS number"))
 		case id.nhsFlag:
 			invalid = true
 			if b.t.dialect.InvalidNHSNumber == InvalidNHSNumberKeep {
-				addOnce(b.localIdentifier(id))
+				addOnce(b.unverifiedNHSNumber(id, "NHS number failing its check digit"))
 			}
 		default:
 			addOnce(b.localIdentifier(id))
@@ -509,6 +521,24 @@ func (b *builder) identifiers(pid *hl7v2.Segment, ids idList, flag bool) []model
 		b.flag(DQNHSNumberInvalid)
 	default:
 		b.flag(DQNHSNumberMissing)
+	}
+	return out
+}
+
+// unverifiedNHSNumber maps an identifier flagged as an NHS number that
+// cannot be the patient's NHS number (it fails its check digit, or
+// another valid one came first): without a system, so that no receiver
+// takes it for an identifier it matches patients on (a number failing
+// its check could equal another patient's hospital number in the local
+// system), with why in its type's text and its authority as assigner.
+func (b *builder) unverifiedNHSNumber(id patientID, why string) models.Identifier {
+	out := models.Identifier{
+		Use:   &[]models.IdentifierUse{models.IdentifierUseSecondary}[0],
+		Type:  &models.CodeableConcept{Text: b.str(why)},
+		Value: b.str(id.value),
+	}
+	if id.authority != "" {
+		out.Assigner = &models.Reference{Display: b.str(id.authority)}
 	}
 	return out
 }

@@ -210,23 +210,29 @@ func TestNHSNumberHandling(t *testing.T) {
 		{"valid", DefaultDialect(), pid("9990000018^^^NHS^NH~H1^^^RX1^MR", nil),
 			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {local, "H1"}}, nil},
 		{"invalid kept", DefaultDialect(), pid("9990000017^^^NHS^NH~H1^^^RX1^MR", nil),
-			[][2]string{{local, "9990000017"}, {local, "H1"}}, []string{DQNHSNumberInvalid}},
+			[][2]string{{"", "9990000017"}, {local, "H1"}}, []string{DQNHSNumberInvalid}},
+		// A number failing its check that equals a hospital number is not
+		// taken for it, nor it for the NHS number.
+		{"invalid, the hospital number's value", DefaultDialect(), pid("1234567890^^^NHS^NH~1234567890^^^RX1^MR", nil),
+			[][2]string{{"", "1234567890"}, {local, "1234567890"}}, []string{DQNHSNumberInvalid}},
+		{"by the NHS number's OID", DefaultDialect(), pid("9990000018^^^&2.16.840.1.113883.2.1.4.1&ISO~H1^^^RX1^MR", nil),
+			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {local, "H1"}}, nil},
 		{"invalid dropped", drop, pid("9990000017^^^NHS^NH~H1^^^RX1^MR", nil),
 			[][2]string{{local, "H1"}}, []string{DQNHSNumberInvalid}},
 		{"invalid beside valid", DefaultDialect(), pid("9990000017^^^NHS^NH~9990000018^^^NHS^NH", nil),
-			[][2]string{{local, "9990000017"}, {nhs.SystemNHSNumber, "9990000018"}}, nil},
+			[][2]string{{"", "9990000017"}, {nhs.SystemNHSNumber, "9990000018"}}, nil},
 		{"missing", DefaultDialect(), pid("H1^^^RX1^MR", nil),
 			[][2]string{{local, "H1"}}, []string{DQNHSNumberMissing}},
 		{"conflict", DefaultDialect(), pid("9990000018^^^NHS^NH~9990000026^^^NHS^NH", nil),
-			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {local, "9990000026"}}, []string{DQNHSNumberConflict}},
+			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {"", "9990000026"}}, []string{DQNHSNumberConflict}},
 		{"repeated", DefaultDialect(), pid("9990000018^^^NHS^NH~999-000-0018^^^NHS", map[int]string{2: "9990000018^^^NHS"}),
 			[][2]string{{nhs.SystemNHSNumber, "9990000018"}}, nil},
 		{"letters are invalid", DefaultDialect(), pid("99900000AB^^^NHS", nil),
-			[][2]string{{local, "99900000AB"}}, []string{DQNHSNumberInvalid}},
-		// Mapped authorities get their own systems; the rest, and NHS
-		// numbers not taken as the NHS number, stay local.
+			[][2]string{{"", "99900000AB"}}, []string{DQNHSNumberInvalid}},
+		// Mapped authorities get their own systems, the rest stay local,
+		// and NHS numbers not taken as the NHS number get none.
 		{"mapped authorities", mapped, pid("9990000018^^^NHS^NH~AB123456C^^^NI^NI~H1^^^RX2^MR~H2^^^RX1^MR~9990000026^^^NHS^NH", nil),
-			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {nino, "AB123456C"}, {rx2, "H1"}, {local, "H2"}, {local, "9990000026"}}, []string{DQNHSNumberConflict}},
+			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {nino, "AB123456C"}, {rx2, "H1"}, {local, "H2"}, {"", "9990000026"}}, []string{DQNHSNumberConflict}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,7 +254,10 @@ func TestNHSNumberHandling(t *testing.T) {
 			}
 			var got [][2]string
 			for _, id := range p.Identifier {
-				got = append(got, [2]string{*id.System, *id.Value})
+				got = append(got, [2]string{deref(id.System), *id.Value})
+				if id.System == nil && (id.Type == nil || !strings.Contains(deref(id.Type.Text), "NHS number")) {
+					t.Errorf("identifier %s without a system does not say it is an unverified NHS number", *id.Value)
+				}
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("identifiers (-want +got):\n%s", diff)

@@ -218,34 +218,17 @@ func (a *acceptor) rebuild(ctx context.Context) error {
 		first.Sequence < last.Sequence-maxRebuildBatches {
 		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, last.Sequence-maxRebuildBatches
 	}
-	c, err := a.ingress.OrderedConsumer(ctx, cfg)
+	err = scanStream(ctx, a.ingress, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		a.apply(m.Data(), meta.Timestamp)
+		a.noteCovered(m.Subject())
+		a.idx.setApplied(meta.Sequence.Stream)
+		return meta.Sequence.Stream >= last.Sequence, nil
+	})
 	if err != nil {
 		return fmt.Errorf("reading accepted batches: %w", err)
 	}
-	for a.idx.appliedSeq() < last.Sequence {
-		b, err := c.Fetch(256, jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("reading accepted batches: %w", err)
-		}
-		n := 0
-		for m := range b.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("reading accepted batches: %w", err)
-			}
-			a.apply(m.Data(), meta.Timestamp)
-			a.noteCovered(m.Subject())
-			a.idx.setApplied(meta.Sequence.Stream)
-		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading accepted batches: %w", err)
-		}
-		if n == 0 {
-			// Everything in the window is read (older batches are out of it).
-			a.idx.setApplied(last.Sequence)
-		}
-	}
+	// Everything in the window is read (older batches are out of it).
+	a.idx.setApplied(max(a.idx.appliedSeq(), last.Sequence))
 	return nil
 }
 

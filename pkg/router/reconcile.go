@@ -200,6 +200,13 @@ func scanFrom(ctx context.Context, js jetstream.JetStream, stream string, cfg je
 	if err != nil {
 		return fmt.Errorf("opening stream %s: %w", stream, err)
 	}
+	return scanStream(ctx, st, cfg, fn)
+}
+
+// scanStream is scanFrom on a stream already opened.
+func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig,
+	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
+	stream := st.CachedInfo().Config.Name
 	info, err := st.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the state of stream %s: %w", stream, err)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
-	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -117,47 +116,13 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f Filter) ([]D
 }
 
 func scanDeadLetters(ctx context.Context, js jetstream.JetStream, fn func(jetstream.Msg, DeadLetter) bool) error {
-	st, err := js.Stream(ctx, store.StreamDeadLetter)
-	if err != nil {
-		return fmt.Errorf("opening dead-letter stream: %w", err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("reading dead-letter stream: %w", err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	err := scanFrom(ctx, js, store.StreamDeadLetter, jetstream.OrderedConsumerConfig{}, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		return !fn(m, deadLetterOf(meta.Sequence.Stream, meta.Timestamp, m.Subject(), m.Headers())), nil
+	})
 	if err != nil {
 		return fmt.Errorf("reading dead letters: %w", err)
 	}
-	last := info.State.LastSeq
-	for {
-		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
-			return c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
-		})
-		n := 0
-		for _, m := range msgs {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			if !fn(m, deadLetterOf(meta.Sequence.Stream, meta.Timestamp, m.Subject(), m.Headers())) {
-				return nil
-			}
-			if meta.Sequence.Stream >= last {
-				return nil
-			}
-		}
-		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading dead letters: %w", berr)
-		}
-		if n == 0 {
-			return nil
-		}
-	}
+	return nil
 }
 
 // ReplayResult reports what a replay did.

@@ -123,6 +123,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// A replay of many dead letters takes as long as it takes (about 70
+	// a second here); interrupting the command stops it.
+	c.http.Timeout = 0
 	var res router.ReplayResult
 	if err := c.do(ctx, http.MethodPost, "/api/replay", req, &res); err != nil {
 		return err

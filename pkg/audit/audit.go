@@ -285,10 +285,11 @@ func Trail(ctx context.Context, js jetstream.JetStream, messageID string) ([]Rec
 	if n == 0 {
 		return nil, nil
 	}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(messageID)}})
+	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(messageID)}})
 	if err != nil {
 		return nil, fmt.Errorf("reading audit trail: %w", err)
 	}
+	defer release()
 	msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
 		return c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -74,10 +75,11 @@ func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn
 		from := opt.From
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
-	c, err := st.OrderedConsumer(ctx, cfg)
+	c, release, err := jserr.Ordered(ctx, st, cfg)
 	if err != nil {
 		return fmt.Errorf("creating an audit stream reader: %w", err)
 	}
+	defer release()
 	for idle := 0; ; {
 		b, err := c.FetchNoWait(1000)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -444,10 +445,11 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg))
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return fmt.Errorf("reading audit stream: %w", err)
 	}
+	defer release()
 	at := info.State.FirstSeq - 1
 	for at < last {
 		batch, err := c.Fetch(int(min(last-at, 1000)), jetstream.FetchMaxWait(5*time.Second))

@@ -138,7 +138,7 @@ func TestAdminRoles(t *testing.T) {
 		{"find by control id", "GET", base + "/api/messages?control_id=C1", "", [4]int{200, 200, 200, 403}},
 		{"deadletters", "GET", base + "/api/deadletters", "", [4]int{200, 200, 403, 403}},
 		{"deadletter details", "GET", base + "/api/deadletters?detail=true", "", [4]int{403, 200, 403, 403}},
-		{"replay", "POST", base + "/api/replay", `{"filter": {"route": "no-such-route"}}`, [4]int{200, 403, 403, 403}},
+		{"replay", "POST", base + "/api/replay", `{"filter": {"route": "adt-to-fhir-store"}}`, [4]int{200, 403, 403, 403}},
 		{"quarantine", "GET", base + "/api/quarantine", "", [4]int{200, 200, 403, 403}},
 		{"quarantine bodies", "GET", base + "/api/quarantine?body=true", "", [4]int{403, 200, 403, 403}},
 		{"reconcile", "GET", base + "/api/reconcile", "", [4]int{200, 403, 200, 403}},
@@ -307,7 +307,7 @@ func TestAdminTokenStillWorks(t *testing.T) {
 		want                           int
 	}{
 		{"payloads", "GET", base + "/api/quarantine?body=true", "legacy-secret-5a5a-long-enough", "", 200},
-		{"replay", "POST", base + "/api/replay", "legacy-secret-5a5a-long-enough", `{"filter": {"route": "no-such-route"}}`, 200},
+		{"replay", "POST", base + "/api/replay", "legacy-secret-5a5a-long-enough", `{"filter": {"route": "adt-to-fhir-store"}}`, 200},
 		{"reconcile", "GET", base + "/api/reconcile", "legacy-secret-5a5a-long-enough", "", 200},
 		{"no token", "GET", base + "/api/reconcile", "", "", 401},
 		{"wrong token", "GET", base + "/api/reconcile", "legacy-secret-5a5b-long-enough", "", 401},

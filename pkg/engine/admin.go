@@ -269,6 +269,19 @@ type statusWriter struct {
 
 func (s *statusWriter) WriteHeader(code int) { s.code = code; s.ResponseWriter.WriteHeader(code) }
 
+// liftDeadlines lifts the listener's read and write timeouts for one
+// long request: the write timeout would cut off its answer, and the read
+// timeout end its context (the server watches the idle connection for
+// the caller going away).
+func liftDeadlines(w http.ResponseWriter) error {
+	rc := http.NewResponseController(w)
+	return errors.Join(rc.SetReadDeadline(time.Time{}), rc.SetWriteDeadline(time.Time{}))
+}
+
+// Unwrap lets http.ResponseController reach the connection (a replay
+// lifts the listener's deadlines).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -513,6 +526,17 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 		for _, d := range rt.Destinations {
 			routes[rt.Name] = append(routes[rt.Name], d.Name)
 		}
+	}
+	if rt := f.Route; rt != "" {
+		if _, ok := routes[rt]; !ok {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown route " + strconv.Quote(rt) + " (dead letters of a route no longer loaded cannot be replayed; junction audit deadletters lists them)"})
+			return
+		}
+	}
+	// A replay of many dead letters (about 70 a second here) outlasts the
+	// listener's timeouts. The caller's going away still stops it.
+	if err := liftDeadlines(w); err != nil {
+		e.log.Warn("replay: the listener's timeouts stay", "err", err)
 	}
 	dests := map[string]bool{}
 	for name := range e.dests {

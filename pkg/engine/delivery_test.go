@@ -256,6 +256,9 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 	if status, _ := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr-typo"}}); status != http.StatusBadRequest {
 		t.Errorf("replay of an unknown destination: status %d, want 400", status)
 	}
+	if status, _ := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Route: "adt-typo"}}); status != http.StatusBadRequest {
+		t.Errorf("replay of an unknown route: status %d, want 400", status)
+	}
 	status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{Destination: "ehr"}})
 	if status != 200 || len(res.Replayed) != 1 {
 		t.Fatalf("replay: %d %+v", status, res)

@@ -62,3 +62,37 @@ func Collect(ctx context.Context, fetch func() (jetstream.MessageBatch, error)) 
 		}
 	}
 }
+
+// orderedIdle is how long the server keeps an ordered consumer nobody
+// reads before deleting it, should its release not reach the server.
+const orderedIdle = 30 * time.Second
+
+// Ordered creates an ordered consumer on st with cfg, and returns it with
+// a release function to call once it is read, which deletes it. The
+// server counts ephemeral consumers against the stream's limit (1,000
+// from nats-server 2.15) until they have been idle for their inactivity
+// threshold (5 minutes unless set): reads that each left one behind,
+// such as a trail lookup per replayed dead letter, reached the limit and
+// failed. An idle threshold of 30 s (unless cfg sets one) covers a
+// release that does not reach the server.
+func Ordered(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, func(), error) {
+	if cfg.InactiveThreshold == 0 {
+		cfg.InactiveThreshold = orderedIdle
+	}
+	c, err := st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	release := func() {
+		info := c.CachedInfo()
+		if info == nil {
+			return
+		}
+		// Not the caller's context: it may be done, and the consumer
+		// should go all the same.
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = st.DeleteConsumer(dctx, info.Name)
+	}
+	return c, release, nil
+}

@@ -124,3 +124,37 @@ func TestCollectFromServer(t *testing.T) {
 		t.Errorf("collected %d messages (%v), want 3", len(msgs), err)
 	}
 }
+
+// TestOrderedLeavesNoConsumer checks that a released ordered consumer is
+// gone from the server, so that many reads do not reach the stream's
+// consumer limit.
+func TestOrderedLeavesNoConsumer(t *testing.T) {
+	js := jstest.Start(t, "ordered")
+	ctx := t.Context()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "O", Subjects: []string{"o.>"}, MaxConsumers: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "o.1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	// Twice the stream's limit: each read must give its consumer back.
+	for i := range 10 {
+		c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{})
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(10) })
+		if err != nil || len(msgs) != 1 {
+			t.Fatalf("read %d: %d messages (%v), want 1", i, len(msgs), err)
+		}
+		release()
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Consumers != 0 {
+		t.Errorf("%d consumers left on the stream", info.State.Consumers)
+	}
+}

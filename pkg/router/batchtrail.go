@@ -180,10 +180,11 @@ func readAuditBatches(ctx context.Context, st jetstream.Stream, subject, id stri
 	if n == 0 {
 		return nil, nil
 	}
-	c, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		return nil, fmt.Errorf("reading audit batches: %w", err)
 	}
+	defer release()
 	msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
 		return c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
 	})

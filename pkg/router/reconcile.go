@@ -215,10 +215,11 @@ func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedC
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	c, err := st.OrderedConsumer(ctx, cfg)
+	c, release, err := jserr.Ordered(ctx, st, cfg)
 	if err != nil {
 		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
 	}
+	defer release()
 	ci, err := c.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -101,6 +102,12 @@ type InboundConfig struct {
 	// acknowledgement: AcceptAckAlways (the default, also when empty) or
 	// AcceptAckMSH15.
 	AcceptAck string `yaml:"accept_ack"`
+	// ProcessingIDs, when set, are the processing ids (MSH-11.1, HL7
+	// table 0103: P production, T training, D debugging) the listener
+	// takes, such as [P] on a live feed, so a training system pointed at
+	// it makes no live records; others are refused before they are
+	// stored (AR, or CR in enhanced mode, with ERR 202). Empty takes all.
+	ProcessingIDs []string `yaml:"processing_ids"`
 }
 
 // DefaultInboundConfig returns the defaults.
@@ -142,6 +149,11 @@ func (c *InboundConfig) Validate() []error {
 	}
 	if c.AcceptAck != "" && c.AcceptAck != AcceptAckAlways && c.AcceptAck != AcceptAckMSH15 {
 		errs = append(errs, fmt.Errorf("accept_ack: must be %q or %q", AcceptAckAlways, AcceptAckMSH15))
+	}
+	for i, id := range c.ProcessingIDs {
+		if id != "P" && id != "T" && id != "D" {
+			errs = append(errs, fmt.Errorf("processing_ids[%d]: %q is not an HL7 processing id (P, T or D)", i, id))
+		}
 	}
 	if t := c.TLS; t != nil {
 		if t.Cert == "" {
@@ -381,22 +393,26 @@ func (in *Inbound) AcceptOnly(types []string) {
 // a dead letter. Call it before Start.
 func (in *Inbound) Screen(check func(*hl7v2.Message) *hl7v2.AckError) { in.screen = check }
 
-// unsupported returns the ERR code and text for a message the listener
-// does not take, or "" when it takes it.
-func (in *Inbound) unsupported(m *hl7v2.Message) (string, string) {
+// unsupported returns the ERR code, the MSH field it is about and the
+// text for a message the listener does not take (a processing id or a
+// message type it was not given), or "" when it takes it.
+func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field int, text string) {
+	if ids := in.cfg.ProcessingIDs; len(ids) > 0 && !slices.Contains(ids, m.ProcessingID()) {
+		return hl7v2.ErrCodeUnsupportedProcessingID, 11, "unsupported processing id; this listener takes " + strings.Join(ids, ", ")
+	}
 	if in.types == nil {
-		return "", ""
+		return "", 0, ""
 	}
 	typ := m.Segment("MSH").Component(9, 1, 1, 1)
 	if in.types[typ+"^"+m.Event()] {
-		return "", ""
+		return "", 0, ""
 	}
 	for t := range in.types {
 		if strings.HasPrefix(t, typ+"^") {
-			return hl7v2.ErrCodeUnsupportedEvent, "unsupported event; this listener takes " + in.typeList
+			return hl7v2.ErrCodeUnsupportedEvent, 9, "unsupported event; this listener takes " + in.typeList
 		}
 	}
-	return hl7v2.ErrCodeUnsupportedMessageType, "unsupported message type; this listener takes " + in.typeList
+	return hl7v2.ErrCodeUnsupportedMessageType, 9, "unsupported message type; this listener takes " + in.typeList
 }
 
 // receive parses, stores and acknowledges one message. It returns the
@@ -428,13 +444,13 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "msh_segments", n, "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 2, Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: f.Msg}), code, cond
 	}
-	if errCode, text := in.unsupported(m); errCode != "" {
+	if errCode, field, text := in.unsupported(m); errCode != "" {
 		code := m.RejectCode()
 		// Kept for ops like other refused input: a sender whose MSH-15
 		// forbids the answer would otherwise leave no trace of it.
 		in.quarantine(ctx, payload, fault.CodeHL7Unsupported)
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Unsupported), "hl7_error", errCode, "code", string(code))
-		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: 9, Code: errCode, Severity: "E", Text: text}), code, cond
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: field, Code: errCode, Severity: "E", Text: text}), code, cond
 	}
 	if in.screen != nil {
 		if ae := in.screen(m); ae != nil {

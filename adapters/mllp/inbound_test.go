@@ -246,6 +246,50 @@ func TestInboundAcceptOnly(t *testing.T) {
 	}
 }
 
+// TestInboundProcessingIDs checks that a listener told the processing ids
+// it takes refuses others (a training system pointed at a live feed)
+// before storing them, with ERR 202 at MSH-11, and stores the rest.
+func TestInboundProcessingIDs(t *testing.T) {
+	tests := []struct {
+		name     string
+		payload  string
+		wantCode hl7v2.AckCode
+	}{
+		{"production", msg("P1", ""), hl7v2.AckAA},
+		{"training", strings.Replace(msg("T1", ""), "|T1|P|", "|T1|T|", 1), hl7v2.AckAR},
+		{"debugging, enhanced mode", strings.Replace(msg("D1", "|||AL|NE"), "|D1|P|", "|D1|D|", 1), hl7v2.AckCR},
+		{"none given", strings.Replace(msg("N1", ""), "|N1|P|", "|N1||", 1), hl7v2.AckAR},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, func(c *InboundConfig) { c.ProcessingIDs = []string{"P"} })
+			code, _, text, reply := send(t, dial(t, f.addr), tt.payload)
+			if code != tt.wantCode {
+				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
+			}
+			stored, q := f.host.snapshot()
+			if code == hl7v2.AckAA {
+				if len(stored) != 1 || len(q) != 0 {
+					t.Errorf("stored %d, quarantined %d; want 1 and 0", len(stored), len(q))
+				}
+				return
+			}
+			if len(stored) != 0 || len(q) != 1 {
+				t.Errorf("stored %d, quarantined %d; want 0 and 1", len(stored), len(q))
+			}
+			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeUnsupportedProcessingID ||
+				!bytes.Contains(reply, []byte("ERR|MSH^1^11^202")) || !strings.Contains(text, "this listener takes P") {
+				t.Errorf("reply %q (text %q), want ERR 202 at MSH-11 saying what the listener takes", reply, text)
+			}
+		})
+	}
+	cfg := DefaultInboundConfig()
+	cfg.ProcessingIDs = []string{"P", "X"}
+	if errs := cfg.Validate(); len(errs) != 1 || !strings.Contains(errs[0].Error(), `processing_ids[1]: "X"`) {
+		t.Errorf("Validate = %v, want processing_ids[1] refused", errs)
+	}
+}
+
 // TestInboundScreen checks that a listener given a screen refuses, before
 // storing, what the screen refuses, with its ERR, counted and kept for
 // ops, and stores the rest.

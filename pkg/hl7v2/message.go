@@ -28,6 +28,9 @@ const (
 	// ErrCodeUnsupportedEvent is HL7 table 0357 code 201, unsupported event
 	// code.
 	ErrCodeUnsupportedEvent = "201"
+	// ErrCodeUnsupportedProcessingID is HL7 table 0357 code 202,
+	// unsupported processing id.
+	ErrCodeUnsupportedProcessingID = "202"
 	// ErrCodeUnsupportedVersion is HL7 table 0357 code 203, unsupported
 	// version id.
 	ErrCodeUnsupportedVersion = "203"

@@ -2,6 +2,7 @@ package pas
 
 import (
 	"strings"
+	"unicode"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
@@ -390,14 +391,40 @@ func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 	return &ts
 }
 
-// locationDisplay renders a PL (PV1-3, PV1-6) for people: its
-// description (PL-9) when sent, else point of care, room and bed joined
-// by ", ".
+// locationDisplay renders a PL (PV1-3, PV1-6) for people: point of care,
+// room and bed joined by ", ", with the description (PL-9), when sent,
+// in place of the point of care. Feeds describe the ward there ("Ward 7
+// Elderly Care"), so the room and bed codes follow it unless it names
+// them already: a bed move within a ward would otherwise read as the
+// ward to itself.
 func (b *builder) locationDisplay(pl *components) string {
-	if d := pl.get(9); d != "" {
+	d := pl.get(9)
+	if d == "" {
+		return b.join(", ", pl.get(1), pl.get(2), pl.get(3))
+	}
+	room, bed := pl.get(2), pl.get(3)
+	if room == "" && bed == "" {
 		return d
 	}
-	return b.join(", ", pl.get(1), pl.get(2), pl.get(3))
+	// "Majors Cubicle 4" names MAJORS and CUBICLE4.
+	described := squash(d)
+	if strings.Contains(described, squash(room)) {
+		room = ""
+	}
+	if strings.Contains(described, squash(bed)) {
+		bed = ""
+	}
+	return b.join(", ", d, room, bed)
+}
+
+// squash returns s in lower case with only its letters and digits.
+func squash(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			return unicode.ToLower(r)
+		}
+		return -1
+	}, s)
 }
 
 // practitionerResource makes a Practitioner from one XCN repetition and

@@ -613,6 +613,34 @@ func TestLocationIdentifier(t *testing.T) {
 	}
 }
 
+// TestLocationName checks the names Locations get: the codes, or the
+// description with the room and bed codes it does not name, so a move
+// between beds of one described ward still says which.
+func TestLocationName(t *testing.T) {
+	tests := []struct {
+		name, pl, want string
+	}{
+		{"codes", "WARD7^ROOM1^BED4^RX1", "WARD7, ROOM1, BED4"},
+		{"description of the ward", "WD07^B02^BED05^RX1^^^^^Ward 7 Elderly Care", "Ward 7 Elderly Care, B02, BED05"},
+		{"description naming room and bed", "ED^MAJORS^CUBICLE4^RX1^^^^^Emergency Department Majors Cubicle 4", "Emergency Department Majors Cubicle 4"},
+		{"description naming the room", "WARD7^ROOM1^^RX1^^^^^Ward 7 side room 1", "Ward 7 side room 1"},
+		{"description alone", "^^^RX1^^^^^Day surgery lounge", "Day surgery lounge"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(msh("A01"), pid("9990000018^^^NHS^NH", nil), pv1(map[int]string{2: "I", 3: tt.pl, 19: "V1"})))
+			locs := resourcesOf(t, b, "Location", models.UnmarshalLocation)
+			if len(locs) != 1 || deref(locs[0].Name) != tt.want {
+				var names []string
+				for _, l := range locs {
+					names = append(names, deref(l.Name))
+				}
+				t.Errorf("Location names %q, want [%q]", names, tt.want)
+			}
+		})
+	}
+}
+
 // TestAdmitReason: PV2-3 becomes the Encounter's reasonCode, coded when
 // its coding system is known, else as text.
 func TestAdmitReason(t *testing.T) {

@@ -85,7 +85,23 @@ type Dialect struct {
 	// was planned or begun and called off), for feeds that use A11 for
 	// the latter.
 	CancelAdmitStatus string `yaml:"cancel_admit_status"`
+	// MaritalStatusCodes is the code table of PID-16: MaritalStatusNHS
+	// (the default) or MaritalStatusHL7.
+	MaritalStatusCodes string `yaml:"marital_status_codes"`
 }
+
+// Code tables a feed's PID-16 may use (Dialect.MaritalStatusCodes). They
+// agree on S, M, D and W; in the NHS Data Dictionary's P is separated, N
+// not disclosed, 8 not applicable and 9 not known, where HL7 table 0002's
+// P is domestic partner and N annulled.
+const (
+	// MaritalStatusNHS reads PID-16 as the NHS Data Dictionary's person
+	// marital status, falling back to HL7 table 0002 for codes that list
+	// does not have.
+	MaritalStatusNHS = "nhs"
+	// MaritalStatusHL7 reads PID-16 as HL7 table 0002.
+	MaritalStatusHL7 = "hl7"
+)
 
 // Encounter statuses an A11 may give (Dialect.CancelAdmitStatus).
 const (
@@ -114,6 +130,7 @@ func DefaultDialect() Dialect {
 		InvalidNHSNumber:      InvalidNHSNumberKeep,
 		SexCodes:              defaultSexCodes(),
 		CancelAdmitStatus:     CancelAdmitEnteredInError,
+		MaritalStatusCodes:    MaritalStatusNHS,
 	}
 }
 
@@ -171,6 +188,12 @@ func (d *Dialect) Validate() []error {
 	default:
 		errs = append(errs, fmt.Errorf("dialect.cancel_admit_status: %q is not %q or %q",
 			d.CancelAdmitStatus, CancelAdmitEnteredInError, CancelAdmitCancelled))
+	}
+	switch d.MaritalStatusCodes {
+	case MaritalStatusNHS, MaritalStatusHL7:
+	default:
+		errs = append(errs, fmt.Errorf("dialect.marital_status_codes: %q is not %q or %q",
+			d.MaritalStatusCodes, MaritalStatusNHS, MaritalStatusHL7))
 	}
 	return errs
 }

@@ -92,7 +92,9 @@ func (ids idList) key(d *Dialect) string {
 //   - address: every PID-11 repetition; see addresses.
 //   - communication: PID-15 primary language; see language.
 //   - maritalStatus: PID-16, HL7 table 0002 mapped to v3 MaritalStatus as
-//     the v2-to-FHIR guide does (U, O and T to v3 NullFlavor).
+//     the v2-to-FHIR guide does (U, O and T to v3 NullFlavor); with the
+//     NHS code table (Dialect.MaritalStatusCodes, the default) P, N, 8 and
+//     9 as UKCore-PersonMaritalStatusEngland codes instead.
 //   - extension ethnicCategory: PID-22.1 when it is an NHS Data
 //     Dictionary ethnic category code (A to Z, 99), in
 //     UKCore-EthnicCategoryEngland.
@@ -242,8 +244,20 @@ var signLanguages = map[string]struct{ tag, name string }{
 	"q5": {"", "Makaton"},
 }
 
-// maritalStatus maps an HL7 table 0002 code (see mapPID), or returns nil.
+// nhsMaritalStatus holds the NHS Data Dictionary person marital status
+// codes whose meaning HL7 table 0002 does not share
+// (UKCore-PersonMaritalStatusEngland); S, M, D and W mean the same in
+// both and map to v3 MaritalStatus.
+var nhsMaritalStatus = map[string]string{
+	"P": "Separated", "N": "Not disclosed", "8": "Not applicable", "9": "Not known",
+}
+
+// maritalStatus maps a PID-16 code in the dialect's table (see mapPID),
+// or returns nil.
 func (b *builder) maritalStatus(code string) *models.CodeableConcept {
+	if d, ok := nhsMaritalStatus[code]; ok && b.t.dialect.MaritalStatusCodes == MaritalStatusNHS {
+		return b.concept(nhs.CodeSystemPersonMaritalStatusEngland, code, d)
+	}
 	v3 := func(c, d string) *models.CodeableConcept {
 		return b.concept(systemMaritalStatus, c, d)
 	}

@@ -604,7 +604,8 @@ func TestDialectValidate(t *testing.T) {
 		{"bad zone", func(d *Dialect) { d.TimeZone = "Europe/Atlantis" }, []string{"time_zone"}},
 		{"no zone", func(d *Dialect) { d.TimeZone = "" }, []string{"time_zone"}},
 		{"bad policy", func(d *Dialect) { d.InvalidNHSNumber = "reject" }, []string{"invalid_nhs_number"}},
-		{"all at once", func(d *Dialect) { *d = Dialect{} }, []string{"local_identifier_system", "visit_number_system", "time_zone", "invalid_nhs_number", "cancel_admit_status"}},
+		{"all at once", func(d *Dialect) { *d = Dialect{} }, []string{"local_identifier_system", "visit_number_system", "time_zone", "invalid_nhs_number", "cancel_admit_status", "marital_status_codes"}},
+		{"bad marital status table", func(d *Dialect) { d.MaritalStatusCodes = "nhs-dd" }, []string{"marital_status_codes"}},
 		{"bad sex code", func(d *Dialect) { d.SexCodes["Q"] = "neuter" }, []string{"sex_codes.Q"}},
 		{"blank sex code", func(d *Dialect) { d.SexCodes[" "] = "male" }, []string{"sex_codes: empty code"}},
 		{"duplicate sex code", func(d *Dialect) { d.SexCodes["m"] = "male" }, []string{"same code"}},
@@ -986,6 +987,44 @@ func TestDerivedStatus(t *testing.T) {
 			}
 			if got != tt.want {
 				t.Errorf("status marked derived = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestMaritalStatus checks PID-16 read through either code table: the
+// NHS Data Dictionary's P, N, 8 and 9 are not HL7 table 0002's.
+func TestMaritalStatus(t *testing.T) {
+	hl7Table := DefaultDialect()
+	hl7Table.MaritalStatusCodes = MaritalStatusHL7
+	const v3, england = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", nhs.CodeSystemPersonMaritalStatusEngland
+	tests := []struct {
+		name    string
+		dialect Dialect
+		code    string
+		want    string // system|code|display, or "" for none
+	}{
+		{"NHS separated", DefaultDialect(), "P", england + "|P|Separated"},
+		{"NHS not disclosed", DefaultDialect(), "N", england + "|N|Not disclosed"},
+		{"NHS not applicable", DefaultDialect(), "8", england + "|8|Not applicable"},
+		{"NHS not known", DefaultDialect(), "9", england + "|9|Not known"},
+		{"NHS married, as v3", DefaultDialect(), "M", v3 + "|M|Married"},
+		{"NHS table, an HL7-only code", DefaultDialect(), "C", v3 + "|C|Common Law"},
+		{"HL7 domestic partner", hl7Table, "P", v3 + "|T|Domestic partner"},
+		{"HL7 annulled", hl7Table, "N", v3 + "|A|Annulled"},
+		{"HL7 has no 9", hl7Table, "9", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := translate(t, tt.dialect, hl7(testMSH, pid("9990000018^^^NHS^NH", map[int]string{16: tt.code}), testPV1))
+			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+			got := ""
+			if ms := p.MaritalStatus; ms != nil && len(ms.Coding) == 1 {
+				c := ms.Coding[0]
+				got = deref(c.System) + "|" + deref(c.Code) + "|" + deref(c.Display)
+			}
+			if got != tt.want {
+				t.Errorf("maritalStatus %q, want %q", got, tt.want)
 			}
 		})
 	}

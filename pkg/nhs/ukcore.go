@@ -94,6 +94,9 @@ const (
 
 // UK Core code systems.
 const (
+	// CodeSystemPersonMaritalStatusEngland is the code system of the NHS
+	// Data Dictionary person marital status codes used in England.
+	CodeSystemPersonMaritalStatusEngland = "https://fhir.hl7.org.uk/CodeSystem/UKCore-PersonMaritalStatusEngland"
 	// CodeSystemNHSNumberVerificationStatusEngland is the code system of
 	// the NHS Data Dictionary NHS Number Status Indicator codes (01-08)
 	// used in England.

@@ -27,6 +27,43 @@ func fixedKeys() map[string][]string {
 	return map[string][]string{VarMsg: MsgKeys(), VarDestination: DestinationKeys()}
 }
 
+// keyType is the CEL type name of a fixed key's values: every key's is
+// "string" but msg.received's, a timestamp. The variables are declared as
+// maps of dyn (their values differ in type), so the checker cannot see a
+// key compared with a value of another type.
+func keyType(name, key string) string {
+	if name == VarMsg && key == "received" {
+		return "timestamp"
+	}
+	return "string"
+}
+
+// literalType is the CEL type name of a literal.
+func literalType(e ast.Expr) string {
+	switch e.AsLiteral().(type) {
+	case types.String:
+		return "string"
+	case types.Int:
+		return "int"
+	case types.Uint:
+		return "uint"
+	case types.Double:
+		return "double"
+	case types.Bool:
+		return "bool"
+	case types.Bytes:
+		return "bytes"
+	case types.Null:
+		return "null"
+	}
+	return ""
+}
+
+// comparisons are the operators whose operands must be of one type.
+var comparisons = map[string]string{
+	"_==_": "==", "_!=_": "!=", "_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">=",
+}
+
 // keyIssue is an unknown key of a fixed-key variable, at an expression id.
 type keyIssue struct {
 	id  int64
@@ -35,9 +72,10 @@ type keyIssue struct {
 
 // unknownKeys finds reads of keys that the fixed-key variables do not
 // have: v.key, has(v.key) and v["key"], where v is the declared variable
-// (not a comprehension variable of the same name); and v2.get with a
-// literal path that is not a v2 path, which would read "" for every
-// message.
+// (not a comprehension variable of the same name); comparisons of their
+// keys with literals of another type (msg.event == 1, msg.received > 5);
+// and v2.get with a literal path that is not a v2 path, which would read
+// "" for every message.
 func unknownKeys(e ast.Expr) []keyIssue {
 	var out []keyIssue
 	check := func(id int64, operand ast.Expr, key string, shadowed map[string]int) {
@@ -52,6 +90,58 @@ func unknownKeys(e ast.Expr) []keyIssue {
 		out = append(out, keyIssue{id: id, msg: fmt.Sprintf("%s has no key %q (it has %s)", name, key, strings.Join(keys, ", "))})
 	}
 	shadowed := map[string]int{}
+	// fixedKey returns the variable and key e reads, when e is v.key or
+	// v["key"] of a fixed-key variable v that has the key.
+	fixedKey := func(e ast.Expr) (string, string, bool) {
+		var operand ast.Expr
+		var key string
+		switch e.Kind() {
+		case ast.SelectKind:
+			operand, key = e.AsSelect().Operand(), e.AsSelect().FieldName()
+		case ast.CallKind:
+			c := e.AsCall()
+			if c.FunctionName() != "_[_]" || len(c.Args()) != 2 || c.Args()[1].Kind() != ast.LiteralKind {
+				return "", "", false
+			}
+			k, ok := c.Args()[1].AsLiteral().(types.String)
+			if !ok {
+				return "", "", false
+			}
+			operand, key = c.Args()[0], string(k)
+		default:
+			return "", "", false
+		}
+		if operand.Kind() != ast.IdentKind {
+			return "", "", false
+		}
+		name := operand.AsIdent()
+		keys, ok := fixedKeys()[name]
+		if !ok || shadowed[name] > 0 || !slices.Contains(keys, key) {
+			return "", "", false
+		}
+		return name, key, true
+	}
+	// compared reports a fixed key compared with a literal of another
+	// type: never equal, or an evaluation error for every message.
+	compared := func(op string, keyed, lit ast.Expr) {
+		name, key, ok := fixedKey(keyed)
+		if !ok || lit.Kind() != ast.LiteralKind {
+			return
+		}
+		want, got := keyType(name, key), literalType(lit)
+		if got == "" || got == want {
+			return
+		}
+		hint := ""
+		if want == "timestamp" {
+			hint = `, such as timestamp("2026-01-01T00:00:00Z")`
+		}
+		article := "a"
+		if strings.ContainsRune("aeiou", rune(got[0])) {
+			article = "an"
+		}
+		out = append(out, keyIssue{id: lit.ID(), msg: fmt.Sprintf("%s.%s is a %s; it cannot be compared (%s) with %s %s%s", name, key, want, op, article, got, hint)})
+	}
 	var walk func(e ast.Expr)
 	walk = func(e ast.Expr) {
 		switch e.Kind() {
@@ -64,6 +154,15 @@ func unknownKeys(e ast.Expr) []keyIssue {
 			if c.FunctionName() == "_[_]" && len(c.Args()) == 2 && c.Args()[1].Kind() == ast.LiteralKind {
 				if k, ok := c.Args()[1].AsLiteral().(types.String); ok {
 					check(e.ID(), c.Args()[0], string(k), shadowed)
+				}
+			}
+			if op, ok := comparisons[c.FunctionName()]; ok && len(c.Args()) == 2 {
+				compared(op, c.Args()[0], c.Args()[1])
+				compared(op, c.Args()[1], c.Args()[0])
+			}
+			if c.FunctionName() == "@in" && len(c.Args()) == 2 && c.Args()[1].Kind() == ast.ListKind {
+				for _, el := range c.Args()[1].AsList().Elements() {
+					compared("in", c.Args()[0], el)
 				}
 			}
 			if c.IsMemberFunction() && c.FunctionName() == "get" && len(c.Args()) == 1 && c.Args()[0].Kind() == ast.LiteralKind &&

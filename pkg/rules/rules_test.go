@@ -198,6 +198,14 @@ func TestCompileErrors(t *testing.T) {
 		{"misspelt key by index", `msg.event == "A01" && msg["control"] != ""`, Bool, [][2]string{{`["control"]`, `msg has no key "control"`}}},
 		{"misspelt destination key", `destination.type == "file"`, Bool, [][2]string{{".type", `destination has no key "type" (it has name)`}}},
 		{"two misspelt keys", "msg.evnt == \"A03\" ||\n  msg.sorce == \"pas\"", Bool, [][2]string{{".evnt", `msg has no key "evnt"`}, {".sorce", `msg has no key "sorce"`}}},
+		// Their values are strings, but msg.received's, a timestamp: a
+		// comparison with another type is never true, or fails every time.
+		{"msg key compared with an int", `msg.event == 1`, Bool, [][2]string{{"1", "msg.event is a string; it cannot be compared (==) with an int"}}},
+		{"int compared with a msg key", `1 != msg["event"]`, Bool, [][2]string{{"1", "msg.event is a string; it cannot be compared (!=) with an int"}}},
+		{"received compared with an int", `msg.received > 5`, Bool, [][2]string{{"5", `msg.received is a timestamp; it cannot be compared (>) with an int, such as timestamp(`}}},
+		{"received compared with a string", `msg.received < "2026"`, Bool, [][2]string{{`"2026"`, "msg.received is a timestamp; it cannot be compared (<) with a string"}}},
+		{"msg key in a list of ints", `msg.event in ["A01", 3]`, Bool, [][2]string{{"3", "msg.event is a string; it cannot be compared (in) with an int"}}},
+		{"destination name compared with a bool", `destination.name == true`, Bool, [][2]string{{"true", "destination.name is a string"}}},
 		// A literal v2 path that is not one would read "" from every message.
 		{"v2 path without a dash", `v2.get("PID3") == ""`, Bool, [][2]string{{`"PID3"`, `v2.get: "PID3" is not a v2 path`}}},
 		{"v2 path field 0", `v2.get("PID-0") == ""`, Bool, [][2]string{{`"PID-0"`, `v2.get: "PID-0" is not a v2 path`}}},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -342,11 +343,12 @@ func setWindow(q url.Values, since, until string, now time.Time) error {
 	return nil
 }
 
-// runFind lists the messages received with a sender's control id. It
-// exits 1 when there are none, so a script can tell.
+// runFind lists the messages received with a sender's control id, or
+// every message of a window. It exits 1 when there are none, so a script
+// can tell.
 func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, api, tok := apiFlags("audit find", "", stderr)
-	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (required)")
+	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (without it, every message received between --since and --until, both required)")
 	sender := fs.String("sender", "", "only from this sender: APP|FACILITY (MSH-3|MSH-4), or APP for any facility")
 	source := fs.String("source", "", "only from this input")
 	since := fs.String("since", "24h", "received at or after this time: RFC 3339, or a duration before now such as 2h")
@@ -354,7 +356,9 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *ctrl == "" || fs.NArg() != 0 {
+	window := false
+	fs.Visit(func(f *flag.Flag) { window = window || f.Name == "until" })
+	if (*ctrl == "" && !window) || fs.NArg() != 0 {
 		fs.Usage()
 		return errUsage
 	}
@@ -362,7 +366,10 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	q := url.Values{"control_id": {*ctrl}}
+	q := url.Values{}
+	if *ctrl != "" {
+		q.Set("control_id", *ctrl)
+	}
 	now := time.Now()
 	if err := setWindow(q, *since, *until, now); err != nil {
 		return err
@@ -397,6 +404,9 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprint(stdout, table.String())
 	if res.Truncated {
 		fmt.Fprintln(stdout, "(more matched than are listed: narrow the window or name the sender)")
+	}
+	if len(res.Messages) == 0 && *ctrl == "" {
+		return errors.New("no message received in the window")
 	}
 	if len(res.Messages) == 0 {
 		from, _ := parseTime(*since, now)

@@ -855,8 +855,14 @@ func TestCLIAdminCommands(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" in the window`) {
 		t.Errorf("audit find of nothing: exit %d, stderr %q", code, errOut)
 	}
-	if code, _, _ = cliRun(t, "audit", "find", "--api", ts.URL, "--token", tok); code != 2 {
-		t.Errorf("audit find without a control id: exit %d, want 2", code)
+	if code, _, _ = cliRun(t, "audit", "find", "--since", "2h", "--api", ts.URL, "--token", tok); code != 2 {
+		t.Errorf("audit find without a control id or a window's end: exit %d, want 2", code)
+	}
+	*calls = nil
+	code, _, errOut = cliRun(t, "audit", "find", "--since", "2026-01-15T10:00:00Z", "--until", "2026-01-15T10:05:00Z", "--api", ts.URL, "--token", tok)
+	if code != 1 || !strings.Contains(errOut, "no message received in the window") ||
+		!slices.Equal(*calls, []string{"GET /api/messages?since=2026-01-15T10%3A00%3A00Z&until=2026-01-15T10%3A05%3A00Z"}) {
+		t.Errorf("audit find of a window: exit %d, stderr %q, requests %q", code, errOut, *calls)
 	}
 	*calls = nil
 	code, out, _ = cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", tok)

@@ -75,15 +75,16 @@ func (e *Engine) adminMux(mux *http.ServeMux) {
 const defaultFindWindow = 24 * time.Hour
 
 // handleFindMessages lists the messages received with a sender's control
-// id (?control_id=, required; sender=APP|FACILITY or APP, source=,
-// since=, until=; since defaults to a day before now): which Junction
-// message each was, and whether it was accepted, a resend or is waiting.
+// id (?control_id=; sender=APP|FACILITY or APP, source=, since=, until=;
+// since defaults to a day before now), or without one every message of a
+// window given at both ends: which Junction message each was, and
+// whether it was accepted, a resend or is waiting.
 // It holds ids, names and times, no patient data.
 func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	fq := router.FindQuery{ControlID: q.Get("control_id"), Sender: q.Get("sender"), Source: q.Get("source")}
-	if fq.ControlID == "" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "control_id is required: the sender's message id (MSH-10, or a Bundle's identifier value)"})
+	if fq.ControlID == "" && (q.Get("since") == "" || q.Get("until") == "") {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "give control_id, the sender's message id (MSH-10, or a Bundle's identifier value), or a window with both since and until"})
 		return
 	}
 	now := time.Now()

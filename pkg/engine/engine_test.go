@@ -345,6 +345,12 @@ func testResendNotRoutedTwice(t *testing.T, pipe string) {
 	if st := getJSON(t, base, nil); st != http.StatusBadRequest {
 		t.Errorf("no control id: status %d, want 400", st)
 	}
+	// A window without a control id finds every message received in it.
+	found.Messages = nil
+	window := "since=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339) + "&until=" + time.Now().Add(time.Minute).UTC().Format(time.RFC3339)
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages?"+window, &found); st != http.StatusOK || len(found.Messages) != 3 || found.Messages[0].ID != first.ID {
+		t.Errorf("the window: status %d, %+v; want the three receipts", st, found.Messages)
+	}
 }
 
 // TestNoNHSNumberGoesToDataQuality checks the second shipped route.

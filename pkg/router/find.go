@@ -17,8 +17,9 @@ import (
 // the question "we sent MSH-10 X at ten past nine, did you get it?".
 type FindQuery struct {
 	// ControlID is the sender's message id: MSH-10, or a FHIR Bundle's
-	// identifier value. Required, matched exactly.
-	ControlID string `json:"control_id"`
+	// identifier value, matched exactly. Without it, every message of
+	// the window is found, which must then have both ends.
+	ControlID string `json:"control_id,omitempty"`
 	// Sender, when set, is the sending system: "APP|FACILITY" (MSH-3 and
 	// MSH-4) matches exactly, "APP" any facility of that application.
 	Sender string `json:"sender,omitempty"`
@@ -67,20 +68,20 @@ type FindResult struct {
 // ingest batches read.
 const (
 	maxFound       = 1000
-	maxFoundTrails = 50
+	maxFoundTrails = 200
 	maxFindScan    = 1_000_000
 )
 
 // Find lists the messages received between q.Since and q.Until whose
-// control id is q.ControlID, from the ingest log, which holds every
+// control id is q.ControlID (any, without one), from the ingest log, which holds every
 // acknowledged receipt (resends too) for ingress_max_age. Each is told
 // as accepted, a resend, or waiting; for an accepted message its trail
 // says where it got to, as Reconcile would (routes maps each source to
 // the routes that read it).
 func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[string][]string) (FindResult, error) {
 	var res FindResult
-	if q.ControlID == "" {
-		return res, errors.New("a control id is required")
+	if q.ControlID == "" && (q.Since.IsZero() || q.Until.IsZero()) {
+		return res, errors.New("a control id, or a window with both ends, is required")
 	}
 	if !q.Until.IsZero() && q.Until.Before(q.Since) {
 		return res, errors.New("the window ends before it starts")
@@ -118,7 +119,7 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 				// Batches hold messages in the order received.
 				return true, nil
 			}
-			if env.ControlID != q.ControlID || env.ReceivedAt.Before(q.Since) ||
+			if (q.ControlID != "" && env.ControlID != q.ControlID) || env.ReceivedAt.Before(q.Since) ||
 				(q.Source != "" && env.Source != q.Source) || !senderMatches(env.Sender, q.Sender) {
 				continue
 			}

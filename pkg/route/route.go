@@ -220,7 +220,7 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 	files = slices.Compact(files) // a file named directly and by its directory
 	var routes []*Route
 	var errs yamlx.Errors
-	seen := map[string]string{}
+	seen := map[string]yamlx.Pos{}
 	for _, file := range files {
 		r, err := load(file, env, cat, opts.Strict)
 		if err != nil {
@@ -237,10 +237,10 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 		ok := err == nil
 		if r.Name != "" {
 			if prev, dup := seen[r.Name]; dup {
-				errs.Add(r.namePos, "route name %q is already used by %s", r.Name, prev)
+				errs.Add(r.namePos, "route name %q is already used at %s", r.Name, prev)
 				ok = false
 			} else {
-				seen[r.Name] = file
+				seen[r.Name] = r.namePos
 			}
 		}
 		if opts.Strict {

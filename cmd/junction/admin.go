@@ -9,8 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -425,6 +427,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs, api, tok := apiFlags("audit reconcile", "", stderr)
 	olderThan := fs.Duration("older-than", 15*time.Minute, "report as orphans messages pending longer than this (0: every pending message)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	dest := fs.String("destination", "", "list only the pending messages waiting for delivery to this destination")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -441,8 +444,17 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	now := time.Now()
+	// What the pending messages wait for, counted: a destination that is
+	// down shows as one line with its backlog.
+	waits := map[string]int{}
 	var orphans []audit.Pending
 	for _, p := range rep.Pending {
+		for _, w := range p.Waiting {
+			waits[w]++
+		}
+		if *dest != "" && !slices.ContainsFunc(p.Waiting, func(w string) bool { return strings.HasSuffix(w, " -> "+*dest) }) {
+			continue
+		}
 		if now.Sub(p.Received) >= *olderThan {
 			orphans = append(orphans, p)
 		}
@@ -462,7 +474,16 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		for _, o := range []string{audit.OutcomeDelivered, audit.OutcomeFiltered, audit.OutcomeConsentDenied, audit.OutcomeDeadLettered, audit.OutcomeDuplicate} {
 			fmt.Fprintf(stdout, "    %-15s %d\n", o, rep.Terminal[o])
 		}
-		fmt.Fprintf(stdout, "  %-15s %d (%d older than %s)\n", "pending", len(rep.Pending), len(orphans), *olderThan)
+		fmt.Fprintf(stdout, "  %-15s %d (%d older than %s", "pending", len(rep.Pending), len(orphans), *olderThan)
+		if *dest != "" {
+			fmt.Fprintf(stdout, " waiting for %s", *dest)
+		}
+		fmt.Fprintln(stdout, ")")
+		for _, w := range slices.Sorted(maps.Keys(waits)) {
+			if *dest == "" || strings.HasSuffix(w, " -> "+*dest) {
+				fmt.Fprintf(stdout, "    waiting for %s: %d\n", w, waits[w])
+			}
+		}
 		for _, p := range orphans {
 			fmt.Fprintf(stdout, "%s  %-8s received %s (%s ago)  waiting for %s\n", p.ID, p.Source, p.Received.Format(time.RFC3339), now.Sub(p.Received).Round(time.Second), strings.Join(p.Waiting, ", "))
 		}

@@ -871,6 +871,15 @@ func TestCLIAdminCommands(t *testing.T) {
 		!strings.Contains(out, "01OLD  pas") || !strings.Contains(out, "waiting for delivery adt -> ehr") || strings.Contains(out, "01NEW") {
 		t.Errorf("audit reconcile: exit %d, want 1 for an orphan\n%s", code, out)
 	}
+	if !strings.Contains(out, "\n    waiting for delivery adt -> ehr: 1\n    waiting for route adt: 1\n") {
+		t.Errorf("audit reconcile does not count what the pending wait for:\n%s", out)
+	}
+	// One destination's backlog.
+	code, out, _ = cliRun(t, "audit", "reconcile", "--destination", "ehr", "--older-than", "0", "--api", ts.URL, "--token", tok)
+	if code != 1 || !strings.Contains(out, "(1 older than 0s waiting for ehr)") ||
+		!strings.Contains(out, "01OLD") || strings.Contains(out, "01NEW") || strings.Contains(out, "waiting for route adt: 1") {
+		t.Errorf("audit reconcile --destination ehr: exit %d\n%s", code, out)
+	}
 	code, out, _ = cliRun(t, "audit", "reconcile", "--older-than", "48h", "--api", ts.URL, "--token", tok)
 	if code != 0 || !strings.Contains(out, "(0 older than 48h0m0s)") {
 		t.Errorf("audit reconcile --older-than 48h: exit %d, want 0\n%s", code, out)

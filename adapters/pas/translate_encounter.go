@@ -333,14 +333,19 @@ func locationCode(pointOfCare, room, bed string) string {
 	return pointOfCare
 }
 
-// mapVisitIfAny maps PV1 as mapPV1 does when it describes a visit: an
-// event such as A08, whose PV1 is optional, may send a PV1 with neither a
-// patient class other than N nor a visit number, and then no Encounter is
-// made.
+// mapVisitIfAny maps PV1 as mapPV1 does when it names a visit: an event
+// such as A08, whose PV1 is optional, updates a visit that already
+// exists, which without a visit number (PV1-19) no receiver could find,
+// so it would make a new Encounter for every update. Without one no
+// Encounter is made; a PV1 that describes a visit (a patient class other
+// than N) is flagged DQVisitNumberMissing.
 func (b *builder) mapVisitIfAny(pv1 *hl7v2.Segment) error {
 	class := strings.ToUpper(strings.TrimSpace(value(pv1.Component(2, 1, 1, 1))))
 	visitNumber := strings.TrimSpace(value(pv1.Component(19, 1, 1, 1)))
-	if (class == "" || class == "N") && visitNumber == "" {
+	if visitNumber == "" {
+		if class != "" && class != "N" {
+			b.flag(DQVisitNumberMissing)
+		}
 		return nil
 	}
 	return b.mapPV1(pv1)

@@ -673,3 +673,39 @@ func TestAdmitReason(t *testing.T) {
 		})
 	}
 }
+
+// TestUpdateWithoutVisitNumber checks that an A08 whose PV1 has no visit
+// number makes no Encounter (no receiver could find the visit it updates,
+// so each update would make a new one) and says so, while one with a
+// visit number updates its Encounter.
+func TestUpdateWithoutVisitNumber(t *testing.T) {
+	tests := []struct {
+		name      string
+		pv1       map[int]string
+		encounter bool
+		dq        []string
+	}{
+		{"visit number", map[int]string{2: "I", 19: "V1"}, true, nil},
+		{"inpatient without one", map[int]string{2: "I", 3: "WARD7"}, false, []string{DQVisitNumberMissing}},
+		{"no visit", map[int]string{2: "N"}, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := NewTranslator(DefaultDialect())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tl, err := tr.Translate(testEnvelope("a08", hl7(msh("A08"), pid("9990000018^^^NHS^NH", nil), pv1(tt.pv1))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			encs, err := fhir.FindResources(tl.Bundle, "Encounter")
+			if err != nil || (len(encs) == 1) != tt.encounter || len(encs) > 1 {
+				t.Errorf("%d Encounters (%v), want one: %v", len(encs), err, tt.encounter)
+			}
+			if diff := cmp.Diff(tt.dq, tl.DataQuality); diff != "" {
+				t.Errorf("data quality (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

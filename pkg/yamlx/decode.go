@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -146,7 +147,8 @@ func (d *decoder) parse(data []byte) *yaml.Node {
 // it is one short, and it is often where the block or bracket being
 // read starts rather than where the problem is, which the message then
 // says. One found at the end of the input may name the line after the
-// last.
+// last. For a tab in the indentation, and for a line indented wrongly
+// inside a block, the true position is found by culprit.
 func (d *decoder) syntax(err error, data []byte) {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	line, given := 1, false
@@ -157,16 +159,127 @@ func (d *decoder) syntax(err error, data []byte) {
 			}
 		}
 	}
+	if parserProblem(msg) && given {
+		line++
+	}
+	if l, c, what, ok := culprit(err, data, line, msg); ok {
+		d.addAt(Pos{File: d.file, Line: l, Col: c}, "syntax error: "+what)
+		return
+	}
 	if parserProblem(msg) {
-		if given {
-			line++
-		}
 		msg += " (at or after this line)"
 	}
 	if last := lineCount(data); line > last {
 		line = last
 	}
 	d.addAt(Pos{File: d.file, Line: line, Col: 1}, "syntax error: "+msg)
+}
+
+// culprit finds where in data the syntax error err, whose message is msg
+// and which yaml.v3 placed at line, really is, for the errors whose line
+// yaml.v3 gets wrong and the place can be found for: a tab in the
+// indentation, which it places where the scalar before it starts, and an
+// unexpected token in a block, which it places where the block starts.
+// It parses ever longer prefixes of data: the shortest one that fails
+// with the very same error ends at the problem, as yaml.v3 reads its
+// input from the start and in order. It returns the line and column of
+// the problem and the message to report there, or false when err is of
+// another kind or the place cannot be found, and the line yaml.v3 gives
+// must then do.
+func culprit(err error, data []byte, line int, msg string) (l, c int, what string, ok bool) {
+	data = bytes.TrimPrefix(data, []byte("\ufeff")) // as for newSource
+	want := err.Error()
+	fails := func(end int) bool { return parseError(data[:end]) == want }
+	lines := lineStarts(data)
+	if line < 1 || line > len(lines) {
+		return 0, 0, "", false
+	}
+	from := lines[line-1]
+	switch msg {
+	case "found a tab character that violates indentation",
+		"found a tab character where an indentation space is expected",
+		"found character that cannot start any token":
+		// The culprit is the first tab at or after the line given whose
+		// prefix fails, and the prefix before it must not.
+		var tabs []int
+		for i := from; i < len(data); i++ {
+			if data[i] == '\t' {
+				tabs = append(tabs, i)
+			}
+		}
+		j, _ := slices.BinarySearchFunc(tabs, true, func(i int, _ bool) int {
+			if fails(i + 1) {
+				return 1
+			}
+			return -1
+		})
+		if j == len(tabs) || fails(tabs[j]) {
+			return 0, 0, "", false // not a tab, or not one found
+		}
+		l, c = position(data, lines, tabs[j])
+		return l, c, msg, true
+	case "did not find expected '-' indicator", "did not find expected key":
+		// The culprit is on the first line at or after the start of the
+		// block whose prefix, up to the line's end, fails.
+		ends := slices.Concat(lines[line:], []int{len(data)})
+		k, _ := slices.BinarySearchFunc(ends, true, func(end int, _ bool) int {
+			if fails(end) {
+				return 1
+			}
+			return -1
+		})
+		if k == len(ends) || fails(lines[line-1+k]) {
+			return 0, 0, "", false
+		}
+		start := lines[line-1+k]
+		for start < ends[k] && (data[start] == ' ' || data[start] == '\t') {
+			start++
+		}
+		l, c = position(data, lines, start)
+		return l, c, msg + " (is this line indented correctly?)", true
+	}
+	return 0, 0, "", false
+}
+
+// parseError returns the text of the error parse would get decoding data,
+// or "" when it gets none.
+func parseError(data []byte) string {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for range 2 {
+		var doc yaml.Node
+		if err := dec.Decode(&doc); err != nil {
+			if errors.Is(err, io.EOF) {
+				return ""
+			}
+			return err.Error()
+		}
+	}
+	return ""
+}
+
+// lineStarts returns the offset in data at which each line starts, lines
+// ending as YAML ends them (CR, LF or CR LF).
+func lineStarts(data []byte) []int {
+	starts := []int{0}
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '\r':
+			if i+1 < len(data) && data[i+1] == '\n' {
+				i++
+			}
+			starts = append(starts, i+1)
+		case '\n':
+			starts = append(starts, i+1)
+		}
+	}
+	return starts
+}
+
+// position returns the line and column, counting characters as yaml.v3
+// does, of offset off in data, whose lines start at lines.
+func position(data []byte, lines []int, off int) (line, col int) {
+	line, _ = slices.BinarySearch(lines, off+1)
+	return line, utf8.RuneCount(data[lines[line-1]:off]) + 1
 }
 
 // lineCount is how many lines data holds as YAML counts them (CR, LF and

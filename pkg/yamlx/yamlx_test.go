@@ -168,10 +168,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"unclosed bracket on the first line", "routes: [a, b\nlog:\n  level: info\n",
 			`c.yaml:2:1: syntax error: did not find expected ',' or ']' (at or after this line)`},
 		{"indented too little", "a: 1\nb:\n  - x\n y: 2\n",
-			`c.yaml:4:1: syntax error: did not find expected key (at or after this line)`},
-		// yaml.v3 names where the block being read starts.
+			`c.yaml:4:2: syntax error: did not find expected key (is this line indented correctly?)`},
+		// yaml.v3 names where the block being read starts; the line that
+		// breaks it is found.
 		{"nested block", "a:\n  b:\n    c: 1\n   d: 2\n",
-			`c.yaml:2:1: syntax error: did not find expected key (at or after this line)`},
+			`c.yaml:4:4: syntax error: did not find expected key (is this line indented correctly?)`},
 		{"CR line ends", "a: 1\rb: 2\rc: [1, 2\r",
 			`c.yaml:3:1: syntax error: did not find expected ',' or ']' (at or after this line)`},
 		{"indented too much", "a: 1\nb: 2\n  c: 3\n",
@@ -208,6 +209,78 @@ func TestDecodeErrors(t *testing.T) {
 				if !errors.As(err, &errs) {
 					t.Errorf("error is %T, want Errors", err)
 				}
+			}
+		})
+	}
+}
+
+// TestSyntaxPositions checks the errors whose place yaml.v3 gets wrong: a
+// tab in the indentation, and a line indented wrongly inside a block.
+func TestSyntaxPositions(t *testing.T) {
+	const tabErr = "syntax error: found a tab character that violates indentation"
+	route := "name: adt\n" + // a route file with its 18th line mis-indented
+		"source:\n" +
+		"  adapter: pas\n" +
+		"  events: [A01, A08]\n" +
+		"consent:\n" +
+		"  basis: direct-care\n" +
+		"steps:\n" +
+		"  - map: patient\n" +
+		"  - map: encounter\n" +
+		"# where it goes\n" +
+		"\n" +
+		"destinations:\n" +
+		"  - name: fhir\n" +
+		"    url: https://fhir.example/r4\n" +
+		"  - name: archive\n" +
+		"    url: file:///var/archive\n" +
+		"    format: ndjson\n" +
+		"   paylod: raw\n" +
+		"log: info\n"
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"tab in a nested mapping", "a:\n  b: x\n\tc: y\n", "c.yaml:3:1: " + tabErr},
+		{"tab on line 10 of a route", "name: adt\nsource:\n  adapter: pas\nsteps:\n  - map: patient\n" +
+			"destinations:\n  - name: fhir\n    url: x\n    format: json\n\tpayload: raw\n",
+			"c.yaml:10:1: " + tabErr},
+		{"tab on the last line of six", "a: 1\nb:\n  c: 2\n  d: 3\n  e: 4\n\tf: 5\n", "c.yaml:6:1: " + tabErr},
+		{"tab on the last line without a line end", "a:\n  b: x\n\tc: y", "c.yaml:3:1: " + tabErr},
+		{"tab on the second line after a sequence entry", "- foo\n\tbar\n", "c.yaml:2:1: " + tabErr},
+		{"tab after spaces", "a:\n  b: ü\n  \tc: y\n", "c.yaml:3:3: " + tabErr},
+		{"tab on the first line", "\tname: x\n",
+			"c.yaml:1:1: syntax error: found character that cannot start any token"},
+		{"tab after spaces on the first line", "  \tname: x\n",
+			"c.yaml:1:3: syntax error: found character that cannot start any token"},
+		{"tab after a sequence entry", "- \tx\n",
+			"c.yaml:1:3: syntax error: found character that cannot start any token"},
+		{"tab in a quoted string is not blamed", "a: \"x\ty\"\nb:\n  c: d\n\te: f\n", "c.yaml:4:1: " + tabErr},
+		{"tab starting a quoted string's line is not blamed", "a: \"x\n\ty\"\nb:\n  c: d\n\te: f\n", "c.yaml:5:1: " + tabErr},
+		{"tab in a block scalar is not blamed", "a:\n  b: |\n    x\n    \tz\n  c: x\n\te: f\n", "c.yaml:6:1: " + tabErr},
+		{"tab in a multi-line plain scalar is not blamed", "a:\n  b: x\n    y\n     \tz\n\tc: y\n", "c.yaml:5:1: " + tabErr},
+		{"tab indenting a block scalar", "a:\n  b: |\n    x\n\ty\n",
+			"c.yaml:4:1: syntax error: found a tab character where an indentation space is expected"},
+		{"tab in a flow sequence", "a: [x,\n\ty\n\t]\n", "c.yaml:3:1: " + tabErr},
+		{"tab with CR line ends", "a:\r  b: x\r\tc: y\r", "c.yaml:3:1: " + tabErr},
+		{"tab after a byte order mark", "\ufeffa:\n  b: x\n\tc: y\n", "c.yaml:3:1: " + tabErr},
+		{"tab in a second document", "x: 1\n---\na:\n  b: x\n\tc: y\n", "c.yaml:5:1: " + tabErr},
+		{"bad character before a tab", "a: 1\nb: 2\nc: @x\t\n",
+			"c.yaml:3:1: syntax error: found character that cannot start any token"},
+		{"key indented too far back in a sequence item", route,
+			"c.yaml:18:4: syntax error: did not find expected '-' indicator (is this line indented correctly?)"},
+		{"key outdented in a sequence item", "a:\n  - b: 1\n    c: 2\n  d: 3\n",
+			"c.yaml:4:3: syntax error: did not find expected '-' indicator (is this line indented correctly?)"},
+		{"sequence entry in a mapping after a comment", "a:\n  b: 1\n  # c\n\n  - x\n",
+			"c.yaml:5:3: syntax error: did not find expected key (is this line indented correctly?)"},
+		{"key between two levels", "a:\n  b: 1\n c:\n",
+			"c.yaml:3:2: syntax error: did not find expected key (is this line indented correctly?)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out map[string]any
+			err := Decode("c.yaml", []byte(tt.yaml), &out)
+			if diff := cmp.Diff(tt.want, errText(err)); diff != "" {
+				t.Errorf("errors (-want +got):\n%s", diff)
 			}
 		})
 	}

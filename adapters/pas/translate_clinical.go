@@ -1,6 +1,8 @@
 package pas
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -9,6 +11,51 @@ import (
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
+
+// recordIdentifierSystem is the system, followed by the kind of record,
+// of the identifiers Junction gives the records it makes from repeating
+// segments (NK1, AL1, DG1), which HL7 v2 gives no identifier of their own.
+const recordIdentifierSystem = "https://junction-fhir.github.io/fhir/Id/pas-"
+
+// recordIdentifier returns the identifier of the record of the given
+// kind that parts (what names the record: an allergen's code, a
+// diagnosis's code and visit) pick out among the patient's, or nil when
+// the patient has no key. An update that repeats the record (every A08
+// repeats the patient's AL1s) then names the same one, which a FHIR
+// destination updates by identifier rather than writing again. The value
+// is a hash, so the patient key (an NHS number) is not written out in it.
+func (b *builder) recordIdentifier(kind string, parts ...string) []models.Identifier {
+	if b.key == "" {
+		return nil
+	}
+	h := sha256.New()
+	h.Write([]byte(b.key))
+	for _, p := range parts {
+		h.Write([]byte{0x1f})
+		h.Write([]byte(strings.ToUpper(strings.TrimSpace(p))))
+	}
+	sum := h.Sum(nil)
+	return []models.Identifier{{System: b.str(recordIdentifierSystem + kind), Value: b.str(hex.EncodeToString(sum[:16]))}}
+}
+
+// deref returns *p, or "" for nil.
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+// conceptKey is what names a coded record: its first coding's system
+// and code, else its text.
+func conceptKey(c *models.CodeableConcept) string {
+	for _, cd := range c.Coding {
+		if cd.Code != nil && *cd.Code != "" {
+			return deref(cd.System) + "|" + *cd.Code
+		}
+	}
+	return "|" + deref(c.Text)
+}
 
 // mapNK1 maps each NK1 (next of kin, associated party) into a
 // RelatedPerson of the Patient:
@@ -49,6 +96,12 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 	}
 	url, id := b.nextURL("RelatedPerson")
 	r.Id = b.str(id)
+	// Named by the person's name and relationship to the patient.
+	family, given := "", ""
+	if len(r.Name) > 0 {
+		family, given = deref(r.Name[0].Family), strings.Join(r.Name[0].Given, " ")
+	}
+	r.Identifier = b.recordIdentifier("related-person", family, given, value(nk1.Component(3, 1, 1, 1)))
 	patientURL, _ := b.fullURL("Patient")
 	r.Patient = b.ref(patientURL, "Patient")
 	b.add(url, "RelatedPerson", r)
@@ -124,6 +177,7 @@ func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
 	a := &models.AllergyIntolerance{
 		Id:             b.str(id),
 		Meta:           b.meta(nhs.ProfileAllergyIntolerance),
+		Identifier:     b.recordIdentifier("allergy", conceptKey(code)),
 		ClinicalStatus: b.concept(systemAllergyClin, "active", "Active"),
 		Code:           code,
 		Patient:        b.ref(patientURL, "Patient"),
@@ -208,10 +262,17 @@ func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
 	case "F":
 		c.VerificationStatus = b.concept(systemConditionVer, "confirmed", "Confirmed")
 	}
+	visit := ""
 	if b.encounter != nil {
 		u, _ := b.fullURL("Encounter")
 		c.Encounter = fhir.Ptr(b.ref(u, "Encounter"))
+		if len(b.encounter.Identifier) > 0 {
+			visit = deref(b.encounter.Identifier[0].Value)
+		}
 	}
+	// A diagnosis of one visit: the same code at another visit is
+	// another record.
+	c.Identifier = b.recordIdentifier("diagnosis", visit, conceptKey(code))
 	if raw := strings.TrimSpace(value(dg1.Component(5, 1, 1, 1))); raw != "" {
 		if ts, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
 			c.OnsetDateTime = &ts

@@ -1,6 +1,9 @@
 package pas
 
 import (
+	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -707,5 +710,55 @@ func TestUpdateWithoutVisitNumber(t *testing.T) {
 				t.Errorf("data quality (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestRecordIdentifiers checks that the records made from NK1, AL1 and
+// DG1 carry identifiers that name the same record in every message that
+// repeats it (so a FHIR store updates it, not writes another), and
+// different records apart.
+func TestRecordIdentifiers(t *testing.T) {
+	ids := func(t *testing.T, patientIDs, pv1Visit string, segs ...string) map[string][]string {
+		t.Helper()
+		msg := append([]string{msh("A08"), pid(patientIDs, nil)}, segs...)
+		msg = append(msg, pv1(map[int]string{2: "I", 19: pv1Visit}))
+		// PV1 first, as a message has it: the diagnosis names its visit.
+		msg[2], msg[len(msg)-1] = msg[len(msg)-1], msg[2]
+		b := translate(t, DefaultDialect(), hl7(msg...))
+		out := map[string][]string{}
+		for _, e := range b.Entry {
+			var head struct {
+				ResourceType string
+				Identifier   []struct{ System, Value string }
+			}
+			if err := json.Unmarshal(e.Resource, &head); err != nil {
+				t.Fatal(err)
+			}
+			switch kind := head.ResourceType; kind {
+			case "RelatedPerson", "AllergyIntolerance", "Condition":
+				if len(head.Identifier) != 1 || !strings.HasPrefix(head.Identifier[0].System, recordIdentifierSystem) {
+					t.Fatalf("%s identifiers %+v, want one of Junction's", kind, head.Identifier)
+				}
+				out[kind] = append(out[kind], head.Identifier[0].Value)
+			}
+		}
+		return out
+	}
+	const nk1, al1, dg1 = "NK1|1|TESTKIN^SAM|SPO", "AL1|1|DA|PEN^Penicillin^L", "DG1|1||I10^Hypertension^I10"
+	first := ids(t, "9990000018^^^NHS^NH", "V1", nk1, al1, dg1)
+	if len(first["RelatedPerson"]) != 1 || len(first["AllergyIntolerance"]) != 1 || len(first["Condition"]) != 1 {
+		t.Fatalf("records %v, want one of each", first)
+	}
+	if again := ids(t, "9990000018^^^NHS^NH", "V1", nk1, al1, dg1); !maps.EqualFunc(first, again, slices.Equal) {
+		t.Errorf("the same records named differently in a second message: %v, then %v", first, again)
+	}
+	other := ids(t, "9990000018^^^NHS^NH", "V2", "NK1|1|TESTKIN^ROBIN|SPO", "AL1|1|DA|LATEX^Latex^L", dg1)
+	for kind, v := range other {
+		if slices.Equal(v, first[kind]) {
+			t.Errorf("another %s (or the diagnosis at another visit) has the same identifier %v", kind, v)
+		}
+	}
+	if otherPatient := ids(t, "9990000026^^^NHS^NH", "V1", nk1, al1, dg1); slices.Equal(otherPatient["AllergyIntolerance"], first["AllergyIntolerance"]) {
+		t.Error("another patient's allergy has the same identifier")
 	}
 }

@@ -583,13 +583,6 @@ func TestTelecomAddressAndName(t *testing.T) {
 	}
 }
 
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
 func TestDialectValidate(t *testing.T) {
 	tests := []struct {
 		name   string

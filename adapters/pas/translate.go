@@ -116,12 +116,15 @@ const (
 	// modulus 11 check (and no valid one was sent).
 	DQNHSNumberInvalid = "nhs_number_invalid"
 	// DQNHSNumberConflict: two different valid NHS numbers were sent; the
-	// first is used, the other kept as a local identifier.
+	// first is used, the other kept without a system.
 	DQNHSNumberConflict = "nhs_number_conflict"
 	// DQBirthDateInvalid: PID-7 is not a valid HL7 date.
 	DQBirthDateInvalid = "birth_date_invalid"
 	// DQDeathDateInvalid: PID-29 is not a valid HL7 date/time.
 	DQDeathDateInvalid = "death_date_invalid"
+	// DQDeathIndicatorConflict: PID-29 gives a date of death but PID-30
+	// says the patient is not deceased; the date is kept.
+	DQDeathIndicatorConflict = "death_indicator_conflict"
 	// DQMessageTimeInvalid: MSH-7 is missing, invalid or coarser than a
 	// minute; the bundle timestamp is the time Junction received the
 	// message.

@@ -88,7 +88,8 @@ func (ids idList) key(d *Dialect) string {
 //     (Dialect.SexCodes).
 //   - birthDate: PID-7, the calendar date as sent; a time of day, when
 //     sent, as the patient-birthTime extension on it (see birthTime).
-//   - deceased: PID-29 as a dateTime, else PID-30 (Y/N) as a boolean.
+//   - deceased: PID-29 as a dateTime, else PID-30 (Y/N) as a boolean; a
+//     date with PID-30 N is kept and flagged DQDeathIndicatorConflict.
 //   - address: every PID-11 repetition; see addresses.
 //   - communication: PID-15 primary language; see language.
 //   - maritalStatus: PID-16, HL7 table 0002 mapped to v3 MaritalStatus as
@@ -134,6 +135,9 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 		} else if flagIDs {
 			b.flag(DQDeathDateInvalid)
 		}
+	}
+	if p.DeceasedDateTime != nil && flagIDs && strings.EqualFold(strings.TrimSpace(value(pid.Component(30, 1, 1, 1))), "N") {
+		b.flag(DQDeathIndicatorConflict)
 	}
 	if p.DeceasedDateTime == nil {
 		switch strings.ToUpper(value(pid.Component(30, 1, 1, 1))) {

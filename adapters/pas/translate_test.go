@@ -391,6 +391,8 @@ func TestDataQuality(t *testing.T) {
 		{"bad birth date", testMSH, pid("9990000018^^^NHS", map[int]string{7: "19701301"}), testPV1, []string{DQBirthDateInvalid}},
 		{"bad death date", testMSH, pid("9990000018^^^NHS", map[int]string{29: "2024"}), testPV1, nil},
 		{"worse death date", testMSH, pid("9990000018^^^NHS", map[int]string{29: "soon"}), testPV1, []string{DQDeathDateInvalid}},
+		{"death date, not deceased", testMSH, pid("9990000018^^^NHS", map[int]string{29: "20240715", 30: "N"}), testPV1, []string{DQDeathIndicatorConflict}},
+		{"death date, deceased", testMSH, pid("9990000018^^^NHS", map[int]string{29: "20240715", 30: "Y"}), testPV1, nil},
 		{"bad admit time", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 19: "V1", 44: "20241345"}), []string{DQVisitTimeInvalid}},
 		{"no visit number", testMSH, pid("9990000018^^^NHS", nil), "PV1|1|I", []string{DQVisitNumberMissing}},
 		{"no class", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{19: "V1"}), []string{DQPatientClassMissing}},

@@ -43,6 +43,8 @@ import (
 //     other codes as text); PV1-4 admission type, when an NHS Data
 //     Dictionary admission method code, as the UK Core AdmissionMethod
 //     extension.
+//   - type: PV1-4 when it is not an NHS admission method: an HL7 table
+//     0007 code (E emergency, C elective...), else its text.
 //   - extension dischargeMethod: PV1-36 when a one-digit NHS Data
 //     Dictionary discharge method code (the NHS use of PV1-36; PV1-37
 //     carries the destination).
@@ -112,6 +114,15 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 			Url:                  nhs.ExtAdmissionMethod,
 			ValueCodeableConcept: &models.CodeableConcept{Coding: []models.Coding{{System: b.str(nhs.CodeSystemAdmissionMethodEngland), Code: b.str(code)}}},
 		}}
+	} else if code != "" {
+		// Not an NHS admission method: an HL7 table 0007 admission type,
+		// which the v2-to-FHIR guide maps to Encounter.type, or kept as
+		// text.
+		if display, ok := admissionTypes[strings.ToUpper(code)]; ok {
+			e.Type = []models.CodeableConcept{*b.concept(systemV2AdmissionType, strings.ToUpper(code), display)}
+		} else {
+			e.Type = []models.CodeableConcept{{Text: b.str(code)}}
+		}
 	}
 	h.AdmitSource = b.nhsCode(strings.TrimSpace(value(pv1.Component(14, 1, 1, 1))), sourcesOfAdmission, nhs.CodeSystemSourceOfAdmissionEngland)
 	if !cancelDischarge {
@@ -154,6 +165,15 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	}
 	b.encounter = e
 	return nil
+}
+
+// systemV2AdmissionType is HL7 table 0007, admission type.
+const systemV2AdmissionType = "http://terminology.hl7.org/CodeSystem/v2-0007"
+
+// admissionTypes holds HL7 table 0007's codes and displays.
+var admissionTypes = map[string]string{
+	"A": "Accident", "C": "Elective", "E": "Emergency", "L": "Labor and Delivery",
+	"N": "Newborn (Birth in healthcare facility)", "R": "Routine", "U": "Urgent",
 }
 
 // NHS Data Dictionary codes (England) of the hospitalisation elements.

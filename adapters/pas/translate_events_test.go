@@ -762,3 +762,40 @@ func TestRecordIdentifiers(t *testing.T) {
 		t.Error("another patient's allergy has the same identifier")
 	}
 }
+
+// TestAdmissionType checks PV1-4: an NHS admission method goes in UK
+// Core's extension, an HL7 table 0007 admission type or any other code
+// in Encounter.type, so none is dropped.
+func TestAdmissionType(t *testing.T) {
+	tests := []struct {
+		code, wantType string // wantType: system|code, or |text; "" for none
+		method         bool
+	}{
+		{"21", "", true},
+		{"E", systemV2AdmissionType + "|E", false},
+		{"c", systemV2AdmissionType + "|C", false},
+		{"EL", "|EL", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(msh("A01"), pid("9990000018^^^NHS^NH", nil), pv1(map[int]string{2: "I", 4: tt.code, 19: "V1"})))
+			enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+			got := ""
+			if len(enc.Type) == 1 {
+				if c := enc.Type[0].Coding; len(c) == 1 {
+					got = deref(c[0].System) + "|" + deref(c[0].Code)
+				} else {
+					got = "|" + deref(enc.Type[0].Text)
+				}
+			}
+			if got != tt.wantType || len(enc.Type) > 1 {
+				t.Errorf("type %q (%d), want %q", got, len(enc.Type), tt.wantType)
+			}
+			method := enc.Hospitalization != nil && len(enc.Hospitalization.Extension) == 1
+			if method != tt.method {
+				t.Errorf("admission method extension %v, want %v", method, tt.method)
+			}
+		})
+	}
+}

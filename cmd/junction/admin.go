@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -360,8 +359,12 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	window := false
 	fs.Visit(func(f *flag.Flag) { window = window || f.Name == "until" })
-	if (*ctrl == "" && !window) || fs.NArg() != 0 {
+	if fs.NArg() != 0 {
 		fs.Usage()
+		return errUsage
+	}
+	if *ctrl == "" && !window {
+		fmt.Fprintln(stderr, "junction audit find: give --control-id, or --since and --until to list every message received in a window")
 		return errUsage
 	}
 	c, err := newAPI(*api, *tok)
@@ -407,15 +410,23 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if res.Truncated {
 		fmt.Fprintln(stdout, "(more matched than are listed: narrow the window or name the sender)")
 	}
-	if len(res.Messages) == 0 && *ctrl == "" {
-		return errors.New("no message received in the window")
-	}
 	if len(res.Messages) == 0 {
+		// Say which window was searched, and when it reaches back past
+		// the oldest input kept, that the store holds nothing older.
 		from, _ := parseTime(*since, now)
-		if !res.Retained.IsZero() && from.Before(res.Retained) {
-			return fmt.Errorf("no message with control id %q received since %s, when the oldest input kept came", *ctrl, res.Retained.UTC().Format(time.RFC3339))
+		to, _ := parseTime(*until, now)
+		what := "no message"
+		if *ctrl != "" {
+			what += fmt.Sprintf(" with control id %q", *ctrl)
 		}
-		return fmt.Errorf("no message with control id %q in the window", *ctrl)
+		window := "since " + from.UTC().Format(time.RFC3339)
+		if !to.IsZero() {
+			window = "between " + from.UTC().Format(time.RFC3339) + " and " + to.UTC().Format(time.RFC3339)
+		}
+		if !res.Retained.IsZero() && from.Before(res.Retained) {
+			return fmt.Errorf("%s received %s (input is kept from %s, the oldest stored)", what, window, res.Retained.UTC().Format(time.RFC3339))
+		}
+		return fmt.Errorf("%s received %s", what, window)
 	}
 	fmt.Fprintf(stdout, "%d received; junction audit trail ID shows where each went\n", len(res.Messages))
 	return nil
@@ -448,6 +459,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	// down shows as one line with its backlog.
 	waits := map[string]int{}
 	var orphans []audit.Pending
+	forDest := 0
 	for _, p := range rep.Pending {
 		for _, w := range p.Waiting {
 			waits[w]++
@@ -455,6 +467,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if *dest != "" && !slices.ContainsFunc(p.Waiting, func(w string) bool { return strings.HasSuffix(w, " -> "+*dest) }) {
 			continue
 		}
+		forDest++
 		if now.Sub(p.Received) >= *olderThan {
 			orphans = append(orphans, p)
 		}
@@ -474,11 +487,11 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		for _, o := range []string{audit.OutcomeDelivered, audit.OutcomeFiltered, audit.OutcomeConsentDenied, audit.OutcomeDeadLettered, audit.OutcomeDuplicate} {
 			fmt.Fprintf(stdout, "    %-15s %d\n", o, rep.Terminal[o])
 		}
-		fmt.Fprintf(stdout, "  %-15s %d (%d older than %s", "pending", len(rep.Pending), len(orphans), *olderThan)
-		if *dest != "" {
-			fmt.Fprintf(stdout, " waiting for %s", *dest)
+		if *dest == "" {
+			fmt.Fprintf(stdout, "  %-15s %d (%d older than %s)\n", "pending", len(rep.Pending), len(orphans), *olderThan)
+		} else {
+			fmt.Fprintf(stdout, "  %-15s %d, of which %d wait for %s (%d of those older than %s)\n", "pending", len(rep.Pending), forDest, *dest, len(orphans), *olderThan)
 		}
-		fmt.Fprintln(stdout, ")")
 		for _, w := range slices.Sorted(maps.Keys(waits)) {
 			if *dest == "" || strings.HasSuffix(w, " -> "+*dest) {
 				fmt.Fprintf(stdout, "    waiting for %s: %d\n", w, waits[w])

@@ -848,19 +848,19 @@ func TestCLIAdminCommands(t *testing.T) {
 	}
 	*calls = nil
 	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--since", "2026-01-01T00:00:00Z", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" received since 2026-01-10T00:00:00Z, when the oldest input kept came`) {
+	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" received since 2026-01-01T00:00:00Z (input is kept from 2026-01-10T00:00:00Z, the oldest stored)`) {
 		t.Errorf("audit find of nothing, before the oldest kept: exit %d, stderr %q", code, errOut)
 	}
-	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" in the window`) {
+	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--since", "2026-01-15T00:00:00Z", "--until", "2026-01-16T00:00:00Z", "--api", ts.URL, "--token", tok)
+	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" received between 2026-01-15T00:00:00Z and 2026-01-16T00:00:00Z`) {
 		t.Errorf("audit find of nothing: exit %d, stderr %q", code, errOut)
 	}
-	if code, _, _ = cliRun(t, "audit", "find", "--since", "2h", "--api", ts.URL, "--token", tok); code != 2 {
-		t.Errorf("audit find without a control id or a window's end: exit %d, want 2", code)
+	if code, _, errOut = cliRun(t, "audit", "find", "--since", "2h", "--api", ts.URL, "--token", tok); code != 2 || !strings.Contains(errOut, "give --control-id, or --since and --until") {
+		t.Errorf("audit find without a control id or a window's end: exit %d, want 2, stderr %q", code, errOut)
 	}
 	*calls = nil
 	code, _, errOut = cliRun(t, "audit", "find", "--since", "2026-01-15T10:00:00Z", "--until", "2026-01-15T10:05:00Z", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(errOut, "no message received in the window") ||
+	if code != 1 || !strings.Contains(errOut, "no message received between 2026-01-15T10:00:00Z and 2026-01-15T10:05:00Z") ||
 		!slices.Equal(*calls, []string{"GET /api/messages?since=2026-01-15T10%3A00%3A00Z&until=2026-01-15T10%3A05%3A00Z"}) {
 		t.Errorf("audit find of a window: exit %d, stderr %q, requests %q", code, errOut, *calls)
 	}
@@ -876,7 +876,7 @@ func TestCLIAdminCommands(t *testing.T) {
 	}
 	// One destination's backlog.
 	code, out, _ = cliRun(t, "audit", "reconcile", "--destination", "ehr", "--older-than", "0", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(out, "(1 older than 0s waiting for ehr)") ||
+	if code != 1 || !strings.Contains(out, "pending         2, of which 1 wait for ehr (1 of those older than 0s)") ||
 		!strings.Contains(out, "01OLD") || strings.Contains(out, "01NEW") || strings.Contains(out, "waiting for route adt: 1") {
 		t.Errorf("audit reconcile --destination ehr: exit %d\n%s", code, out)
 	}

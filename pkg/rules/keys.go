@@ -38,8 +38,23 @@ func keyType(name, key string) string {
 	return "string"
 }
 
-// literalType is the CEL type name of a literal.
+// literalType is the CEL type name of a literal, or of a conversion
+// whose type its name gives (duration("1h"), timestamp("..."), int(x)),
+// or "" when it cannot tell.
 func literalType(e ast.Expr) string {
+	if e.Kind() == ast.CallKind {
+		c := e.AsCall()
+		switch f := c.FunctionName(); f {
+		case "duration", "timestamp", "int", "uint", "double", "string", "bytes", "bool":
+			if !c.IsMemberFunction() && len(c.Args()) == 1 {
+				return f
+			}
+		}
+		return ""
+	}
+	if e.Kind() != ast.LiteralKind {
+		return ""
+	}
 	switch e.AsLiteral().(type) {
 	case types.String:
 		return "string"
@@ -121,11 +136,12 @@ func unknownKeys(e ast.Expr) []keyIssue {
 		}
 		return name, key, true
 	}
-	// compared reports a fixed key compared with a literal of another
-	// type: never equal, or an evaluation error for every message.
+	// compared reports a fixed key compared with a literal (or a
+	// conversion) of another type: never equal, or an evaluation error
+	// for every message.
 	compared := func(op string, keyed, lit ast.Expr) {
 		name, key, ok := fixedKey(keyed)
-		if !ok || lit.Kind() != ast.LiteralKind {
+		if !ok {
 			return
 		}
 		want, got := keyType(name, key), literalType(lit)

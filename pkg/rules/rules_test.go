@@ -206,6 +206,7 @@ func TestCompileErrors(t *testing.T) {
 		{"received compared with a string", `msg.received < "2026"`, Bool, [][2]string{{`"2026"`, "msg.received is a timestamp; it cannot be compared (<) with a string"}}},
 		{"msg key in a list of ints", `msg.event in ["A01", 3]`, Bool, [][2]string{{"3", "msg.event is a string; it cannot be compared (in) with an int"}}},
 		{"destination name compared with a bool", `destination.name == true`, Bool, [][2]string{{"true", "destination.name is a string"}}},
+		{"received compared with a duration", `msg.received > duration("1h")`, Bool, [][2]string{{`("1h")`, "msg.received is a timestamp; it cannot be compared (>) with a duration"}}},
 		// A literal v2 path that is not one would read "" from every message.
 		{"v2 path without a dash", `v2.get("PID3") == ""`, Bool, [][2]string{{`"PID3"`, `v2.get: "PID3" is not a v2 path`}}},
 		{"v2 path field 0", `v2.get("PID-0") == ""`, Bool, [][2]string{{`"PID-0"`, `v2.get: "PID-0" is not a v2 path`}}},

@@ -116,9 +116,6 @@ const (
 	// CodeSystemDischargeDestinationEngland is the code system of the NHS
 	// Data Dictionary discharge destination codes used in England.
 	CodeSystemDischargeDestinationEngland = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland"
-	// CodeSystemHumanLanguage is the UK Core code system of human
-	// languages (the NHS Data Dictionary language codes).
-	CodeSystemHumanLanguage = "https://fhir.hl7.org.uk/CodeSystem/UKCore-HumanLanguage"
 )
 
 // Junction-defined URLs: not UK Core, published by the Junction project

@@ -401,8 +401,9 @@ func (b *builder) coding(system, code, display string) models.Coding {
 	return models.Coding{System: b.str(system), Code: b.str(code), Display: b.str(display)}
 }
 
-// visitTime converts PV1-44 or PV1-45 (first repetition) to a dateTime,
-// flagging DQVisitTimeInvalid when it cannot.
+// visitTime converts a visit time (PV1-44, PV1-45, PV2-8, PV2-9; the
+// first repetition) to a dateTime, flagging DQVisitTimeInvalid when it
+// cannot.
 func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 	raw := strings.TrimSpace(value(pv1.Component(field, 1, 1, 1)))
 	if raw == "" {
@@ -560,14 +561,31 @@ func allDigits(s string) bool {
 	return s != ""
 }
 
-// mapPV2 adds to the Encounter, when there is one, its admit reason
-// (PV2-3) as reasonCode, as the v2-to-FHIR guide maps PV2.
+// Cross-version extensions of R5's Encounter.plannedStartDate and
+// plannedEndDate, as the v2-to-FHIR guide maps PV2-8 and PV2-9.
+const (
+	extPlannedStartDate = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedStartDate"
+	extPlannedEndDate   = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedEndDate"
+)
+
+// mapPV2 adds to the Encounter, when there is one, as the v2-to-FHIR
+// guide maps PV2: its admit reason (PV2-3) as reasonCode, and its
+// expected admission and discharge times (PV2-8, PV2-9: a pre-admission's
+// date) as the plannedStartDate and plannedEndDate extensions.
 func (b *builder) mapPV2(pv2 *hl7v2.Segment) error {
 	if b.encounter == nil {
 		return nil
 	}
 	if reason := b.codeableConcept(pv2, 3, ""); reason != nil {
 		b.encounter.ReasonCode = append(b.encounter.ReasonCode, *reason)
+	}
+	for _, f := range [...]struct {
+		field int
+		url   string
+	}{{8, extPlannedStartDate}, {9, extPlannedEndDate}} {
+		if at := b.visitTime(pv2, f.field); at != nil {
+			b.encounter.Extension = append(b.encounter.Extension, models.Extension{Url: f.url, ValueDateTime: at})
+		}
 	}
 	return nil
 }

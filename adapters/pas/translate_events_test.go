@@ -799,3 +799,21 @@ func TestAdmissionType(t *testing.T) {
 		})
 	}
 }
+
+// TestPlannedDates checks that a pre-admission's expected admission and
+// discharge times (PV2-8, PV2-9) reach the Encounter.
+func TestPlannedDates(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(msh("A05"), pid("9990000018^^^NHS^NH", nil), pv1(map[int]string{2: "P", 19: "V1"}),
+		"PV2|||^Hip replacement|||||20240901080000|20240905"))
+	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+	got := map[string]string{}
+	for _, x := range enc.Extension {
+		if x.ValueDateTime != nil {
+			got[x.Url] = *x.ValueDateTime
+		}
+	}
+	want := map[string]string{extPlannedStartDate: "2024-09-01T08:00:00+01:00", extPlannedEndDate: "2024-09-05"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("planned dates (-want +got):\n%s", diff)
+	}
+}

@@ -403,7 +403,8 @@ func (b *builder) coding(system, code, display string) models.Coding {
 
 // visitTime converts a visit time (PV1-44, PV1-45, PV2-8, PV2-9; the
 // first repetition) to a dateTime, flagging DQVisitTimeInvalid when it
-// cannot.
+// cannot and DQLocalTimeAmbiguous when the feed's zone skips or repeats
+// that clock time.
 func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 	raw := strings.TrimSpace(value(pv1.Component(field, 1, 1, 1)))
 	if raw == "" {
@@ -413,6 +414,9 @@ func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 	if err != nil {
 		b.flag(DQVisitTimeInvalid)
 		return nil
+	}
+	if fhir.AmbiguousLocal(raw, b.t.loc) {
+		b.flag(DQLocalTimeAmbiguous)
 	}
 	return &ts
 }

@@ -394,6 +394,8 @@ func TestDataQuality(t *testing.T) {
 		{"death date, not deceased", testMSH, pid("9990000018^^^NHS", map[int]string{29: "20240715", 30: "N"}), testPV1, []string{DQDeathIndicatorConflict}},
 		{"death date, deceased", testMSH, pid("9990000018^^^NHS", map[int]string{29: "20240715", 30: "Y"}), testPV1, nil},
 		{"bad admit time", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 19: "V1", 44: "20241345"}), []string{DQVisitTimeInvalid}},
+		{"discharge in the repeated hour", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 19: "V1", 45: "20241027013000"}), []string{DQLocalTimeAmbiguous}},
+		{"admission in the skipped hour", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 19: "V1", 44: "202403310130"}), []string{DQLocalTimeAmbiguous}},
 		{"no visit number", testMSH, pid("9990000018^^^NHS", nil), "PV1|1|I", []string{DQVisitNumberMissing}},
 		{"no class", testMSH, pid("9990000018^^^NHS", nil), pv1(map[int]string{19: "V1"}), []string{DQPatientClassMissing}},
 		{"no message time", strings.Replace(testMSH, "20240715093512", "", 1), pid("9990000018^^^NHS", nil), testPV1, []string{DQMessageTimeInvalid}},

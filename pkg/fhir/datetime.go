@@ -181,6 +181,27 @@ func DateTimeFromHL7(ts string, loc *time.Location) (string, error) {
 	return string(at.AppendFormat(out, "-07:00")), nil
 }
 
+// AmbiguousLocal reports whether the HL7 v2 time ts, sent without an
+// offset and read in loc, names a wall-clock time loc skips (the hour
+// lost when clocks go forward, which DateTimeFromHL7 moves on an hour)
+// or passes twice (the hour repeated when they go back, of which it takes
+// one), so the instant it gives may not be the one meant. Dates, times
+// with an offset and invalid values give false.
+func AmbiguousLocal(ts string, loc *time.Location) bool {
+	t, err := parseHL7Time(ts)
+	if err != nil || t.precision <= 3 || t.hasOffset || loc == nil {
+		return false
+	}
+	at := time.Date(t.year, time.Month(t.month), t.day, t.hour, t.minute, t.second, 0, loc)
+	same := func(u time.Time) bool {
+		return u.Day() == t.day && u.Hour() == t.hour && u.Minute() == t.minute && u.Second() == t.second
+	}
+	if !same(at) {
+		return true // skipped
+	}
+	return same(at.Add(-time.Hour)) || same(at.Add(time.Hour))
+}
+
 // DateFromHL7 converts an HL7 v2 DT, or the date part of a TS/DTM, to a
 // FHIR date at the precision sent ("19700101" becomes "1970-01-01",
 // "198808181126+0215" becomes "1988-08-18"). The whole value is checked;

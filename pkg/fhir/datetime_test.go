@@ -233,3 +233,40 @@ func BenchmarkDateTimeFromHL7(b *testing.B) {
 		}
 	}
 }
+
+// TestAmbiguousLocal checks the wall-clock times London skips or passes
+// twice in 2024 (clocks forward 31 March at 01:00, back 27 October at
+// 02:00) against ordinary ones.
+func TestAmbiguousLocal(t *testing.T) {
+	london, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		ts   string
+		want bool
+	}{
+		{"202403310130", true},       // skipped
+		{"202403310100", true},       // skipped: the first minute gone
+		{"202403310200", false},      // BST begins
+		{"202403310059", false},      // still GMT
+		{"20241027013000", true},     // passed twice
+		{"20241027010000", true},     // passed twice
+		{"20241027020000", false},    // once, in GMT
+		{"20241027005959", false},    // once, in BST
+		{"20240715093512", false},    // ordinary
+		{"202403310130+0000", false}, // an offset says which
+		{"20240331", false},          // a date
+		{"not a time", false},        // invalid
+	}
+	for _, tt := range tests {
+		t.Run(tt.ts, func(t *testing.T) {
+			if got := AmbiguousLocal(tt.ts, london); got != tt.want {
+				t.Errorf("AmbiguousLocal(%q) = %v, want %v", tt.ts, got, tt.want)
+			}
+		})
+	}
+	if AmbiguousLocal("202403310130", time.UTC) {
+		t.Error("UTC skips no time")
+	}
+}

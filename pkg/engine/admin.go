@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -484,6 +485,9 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid replay request: " + err.Error()})
 		return
 	}
+	// Read to the end (at most the 1 MiB above), so the server watches
+	// the connection for the caller going away while the replay runs.
+	_, _ = io.Copy(io.Discard, r.Body)
 	now := time.Now()
 	since, err1 := router.ParseWindowTime(body.Filter.Since, now)
 	until, err2 := router.ParseWindowTime(body.Filter.Until, now)
@@ -535,16 +539,25 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// A replay of many dead letters (about 70 a second here) outlasts the
-	// listener's timeouts. The caller's going away still stops it.
+	// listener's timeouts. The caller's going away still stops it, and so
+	// does the engine's drain, before the audit writer closes.
 	if err := liftDeadlines(w); err != nil {
 		e.log.Warn("replay: the listener's timeouts stay", "err", err)
 	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(e.drained, cancel)()
 	dests := map[string]bool{}
 	for name := range e.dests {
 		dests[name] = true
 	}
-	res, err := router.Replay(r.Context(), e.store.JS, e.audit, f, router.ReplayOptions{OnlyDests: req.Destinations, Routes: routes, Dests: dests, AsStored: req.AsStored, Again: req.Again})
+	res, err := router.Replay(ctx, e.store.JS, e.audit, f, router.ReplayOptions{OnlyDests: req.Destinations, Routes: routes, Dests: dests, AsStored: req.AsStored, Again: req.Again})
 	withoutDetails(res)
+	// The answer is written under the listener's write timeout again: a
+	// caller that stops reading it holds nothing for ever.
+	if wt := e.plan.Config.HTTP.WriteTimeout; wt > 0 {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wt))
+	}
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]any{"error": err.Error(), "partial": res})
 		return

@@ -75,8 +75,12 @@ type Engine struct {
 
 	ready    atomic.Bool
 	draining atomic.Bool
-	stopOnce sync.Once
-	stopErr  error
+	// drained is done once the drain begins: long admin requests (a
+	// replay) stop then, before the audit writer and the store close.
+	drained    context.Context
+	startDrain context.CancelFunc
+	stopOnce   sync.Once
+	stopErr    error
 }
 
 type namedInbound struct {
@@ -102,6 +106,7 @@ func New(plan *Plan, o Options) (*Engine, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer}
+	e.drained, e.startDrain = context.WithCancel(context.Background())
 	reg.MustRegister(e.traffic)
 	auth, err := e.newAuthenticator(plan.Config.HTTP)
 	if err != nil {
@@ -419,6 +424,7 @@ const maxHeaderBytes = 64 << 10
 func (e *Engine) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() {
 		e.draining.Store(true)
+		e.startDrain()
 		e.ready.Store(false)
 		e.metrics.Ready.Set(0)
 		var errs []error

@@ -74,10 +74,17 @@ const orderedIdle = 30 * time.Second
 // threshold (5 minutes unless set): reads that each left one behind,
 // such as a trail lookup per replayed dead letter, reached the limit and
 // failed. An idle threshold of 30 s (unless cfg sets one) covers a
-// release that does not reach the server.
+// release that does not reach the server; making the consumer anew is
+// tried 3 times (unless cfg says otherwise).
 func Ordered(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, func(), error) {
 	if cfg.InactiveThreshold == 0 {
 		cfg.InactiveThreshold = orderedIdle
+	}
+	if cfg.MaxResetAttempts == 0 {
+		// Each fetch may make the consumer anew; a store refusing that
+		// (at its consumer limit, say) should fail the read, not hold it
+		// retrying for ever whatever its context says.
+		cfg.MaxResetAttempts = 3
 	}
 	c, err := st.OrderedConsumer(ctx, cfg)
 	if err != nil {

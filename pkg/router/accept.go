@@ -218,7 +218,7 @@ func (a *acceptor) rebuild(ctx context.Context) error {
 		first.Sequence < last.Sequence-maxRebuildBatches {
 		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, last.Sequence-maxRebuildBatches
 	}
-	err = scanStream(ctx, a.ingress, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+	err = scanStream(ctx, a.ingress, cfg, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		a.apply(m.Data(), meta.Timestamp)
 		a.noteCovered(m.Subject())
 		a.idx.setApplied(meta.Sequence.Stream)

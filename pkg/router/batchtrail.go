@@ -78,7 +78,7 @@ func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint6
 	var seq uint64
 	var found *envelope.Envelope
 	scanned := 0
-	err := scanFrom(ctx, js, store.StreamIngress, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+	err := scanFrom(ctx, js, store.StreamIngress, cfg, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if scanned++; scanned > maxTrailScan {
 			return true, nil
 		}

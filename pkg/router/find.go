@@ -64,6 +64,10 @@ type FindResult struct {
 	Retained time.Time `json:"retained,omitzero"`
 }
 
+// findStoreLag bounds how long after its receipt a message is stored in
+// the ingest log: the group commit's publish budget, and a margin.
+const findStoreLag = publishBudget + time.Minute
+
 // Bounds of one Find: matches listed, matches whose trail is read, and
 // ingest batches read.
 const (
@@ -105,7 +109,7 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 	}
 	seqs := map[string]uint64{}
 	scanned := 0
-	err = scanFrom(ctx, js, store.StreamIngestLog, cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+	err = scanFrom(ctx, js, store.StreamIngestLog, cfg, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if scanned++; scanned > maxFindScan {
 			res.Truncated = true
 			return true, nil
@@ -114,12 +118,16 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 		if err != nil {
 			return false, nil // dead-lettered by its reader; no message of its own
 		}
+		// Inputs store what they receive concurrently, and several
+		// processes may share the log, so receipt times are not in stream
+		// order: the scan ends only at batches stored well after the
+		// window, later than any message received in it can be.
+		if !q.Until.IsZero() && meta.Timestamp.After(q.Until.Add(findStoreLag)) {
+			return true, nil
+		}
 		for _, env := range envs {
-			if !q.Until.IsZero() && env.ReceivedAt.After(q.Until) {
-				// Batches hold messages in the order received.
-				return true, nil
-			}
-			if (q.ControlID != "" && env.ControlID != q.ControlID) || env.ReceivedAt.Before(q.Since) ||
+			if (!q.Until.IsZero() && env.ReceivedAt.After(q.Until)) ||
+				(q.ControlID != "" && env.ControlID != q.ControlID) || env.ReceivedAt.Before(q.Since) ||
 				(q.Source != "" && env.Source != q.Source) || !senderMatches(env.Sender, q.Sender) {
 				continue
 			}

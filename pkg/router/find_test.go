@@ -1,12 +1,18 @@
 package router
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // TestFind checks that a control id is found in each state a receipt can
@@ -29,6 +35,14 @@ func TestFind(t *testing.T) {
 	handleNext(t, acc, c)
 	resend := msg("pas", "PAS|RX1", "C1", a01, t0.Add(10*time.Second))
 	logBatch(t, js, []*envelope.Envelope{resend})
+	handleNext(t, acc, c)
+	// Stored out of the order received (inputs store concurrently): the
+	// later receipt first.
+	after := msg("pas", "PAS|RX3", "C9", "MSH|^~\\&|PAS|RX3|||20260101||ADT^A01|C9|P|2.4\rPID|1||9990000042\r", t0.Add(30*time.Second))
+	late := msg("pas", "PAS|RX4", "C9", "MSH|^~\\&|PAS|RX4|||20260101||ADT^A01|C9|P|2.4\rPID|1||9990000050\r", t0.Add(4*time.Second))
+	logBatch(t, js, []*envelope.Envelope{after})
+	handleNext(t, acc, c)
+	logBatch(t, js, []*envelope.Envelope{late})
 	handleNext(t, acc, c)
 	// Acknowledged and stored, not yet read by the accept stage.
 	waiting := msg("pas", "PAS|RX2", "C1", "MSH|^~\\&|PAS|RX2|||20260101||ADT^A01|C1|P|2.4\rPID|1||9990000034\r", t0.Add(20*time.Second))
@@ -54,7 +68,9 @@ func TestFind(t *testing.T) {
 		{"another control id", FindQuery{ControlID: "C2"}, []want{{other.ID, "accepted", ""}}},
 		{"nothing", FindQuery{ControlID: "C3"}, nil},
 		{"every message of a window", FindQuery{Since: t0, Until: t0.Add(15 * time.Second)}, []want{
-			{first.ID, "accepted", ""}, {other.ID, "accepted", ""}, {elsewhere.ID, "accepted", ""}, {resend.ID, "resend", first.ID}}},
+			{first.ID, "accepted", ""}, {other.ID, "accepted", ""}, {elsewhere.ID, "accepted", ""}, {resend.ID, "resend", first.ID}, {late.ID, "accepted", ""}}},
+		{"received in the window, stored after a later receipt", FindQuery{ControlID: "C9", Since: t0.Add(3 * time.Second), Until: t0.Add(11 * time.Second)}, []want{
+			{late.ID, "accepted", ""}}},
 		{"a window with nothing in it", FindQuery{ControlID: "C1", Since: t0.Add(time.Hour)}, nil},
 	}
 	for _, tt := range tests {
@@ -107,5 +123,26 @@ func TestResendOf(t *testing.T) {
 	rec := audit.Record{Event: audit.Duplicate, Reason: "resent as message B; not routed again"}
 	if got, ok := resendOf(rec); ok {
 		t.Errorf("resendOf(the original's record) = %q", got)
+	}
+}
+
+// TestScanStopsWhenCancelled checks that a stream read ends when its
+// context does, not after reading the rest of what was stored.
+func TestScanStopsWhenCancelled(t *testing.T) {
+	js := testStore(t)
+	for i := range 300 {
+		logBatch(t, js, []*envelope.Envelope{testEnv(fmt.Sprintf("M%03d", i), "pas")})
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	read := 0
+	err := scanFrom(ctx, js, store.StreamIngestLog, jetstream.OrderedConsumerConfig{}, scanBatch, func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error) {
+		if read++; read == 10 {
+			cancel()
+		}
+		return false, nil
+	})
+	if !errors.Is(err, context.Canceled) || read != 10 {
+		t.Errorf("read %d messages, then %v; want 10, then cancelled", read, err)
 	}
 }

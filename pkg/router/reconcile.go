@@ -185,26 +185,39 @@ func routeOfDurable(name string) (string, bool) {
 // it starts, with an ordered consumer.
 func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, headersOnly bool, fn func(jetstream.Msg) error) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly}
-	return scanFrom(ctx, js, stream, cfg, func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
+	batch := scanBatch
+	if !headersOnly && stream != store.StreamAudit {
+		batch = scanPayloadBatch
+	}
+	return scanFrom(ctx, js, stream, cfg, batch, func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
 		return false, fn(m)
 	})
 }
 
+// Messages a scan asks for at once: scanBatch of small ones (audit
+// records, headers), scanPayloadBatch of stored batches, which carry up
+// to a few MiB of payloads each.
+const (
+	scanBatch        = 1000
+	scanPayloadBatch = 32
+)
+
 // scanFrom reads the messages of stream that an ordered consumer made
-// with cfg delivers, up to those stored when it starts, until fn says to
-// stop. It takes what the server has without waiting for full batches,
-// so it ends as soon as it has read them.
-func scanFrom(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig,
+// with cfg delivers, up to those stored when it starts, batch at a time,
+// until fn says to stop or ctx is done. It takes what the server has
+// without waiting for full batches, so it ends as soon as it has read
+// them.
+func scanFrom(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig, batch int,
 	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("opening stream %s: %w", stream, err)
 	}
-	return scanStream(ctx, st, cfg, fn)
+	return scanStream(ctx, st, cfg, batch, fn)
 }
 
 // scanStream is scanFrom on a stream already opened.
-func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig,
+func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, batch int,
 	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
 	stream := st.CachedInfo().Config.Name
 	info, err := st.Info(ctx)
@@ -225,8 +238,13 @@ func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedC
 		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
 	}
 	for pending, idle := ci.NumPending, 0; pending > 0; {
-		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(1000) })
+		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(batch) })
 		for _, m := range msgs {
+			// A caller gone (an admin request over a wide window) stops
+			// the read, not only the next fetch.
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("reading stream %s: %w", stream, err)
+			}
 			meta, err := m.Metadata()
 			if err != nil {
 				return fmt.Errorf("reading stream %s metadata: %w", stream, err)
@@ -248,6 +266,13 @@ func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedC
 		}
 		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) {
 			return fmt.Errorf("reading a batch of stream %s: %w", stream, berr)
+		}
+		// None came: the count may be stale (messages removed ahead of
+		// the reader, as a replay removes dead letters), so ask again.
+		if ci, err := c.Info(ctx); err == nil {
+			if pending = ci.NumPending; pending == 0 {
+				return nil
+			}
 		}
 		// Messages said to be pending and none coming for 5s: the store
 		// is not answering.

@@ -108,6 +108,8 @@ func TestEvalVariablesAndFunctions(t *testing.T) {
 		{"msg sender", `msg.sender`, full, "PAS|RX1"},
 		{"msg content type", `msg.content_type`, full, "application/hl7-v2"},
 		{"msg received is a timestamp", `msg.received == timestamp("2026-01-15T10:30:00Z")`, full, true},
+		{"has of a msg key compared with a bool", `has(msg.sender) == true`, full, true},
+		{"a msg key compared with null", `msg.sender != null`, full, true},
 		{"bundle field", `bundle.type`, full, "message"},
 		{"bundle entries", `size(bundle.entry)`, full, int64(6)},
 		{"destination", `destination.name`, full, "fhir-store"},

@@ -397,7 +397,7 @@ func (in *Inbound) Screen(check func(*hl7v2.Message) *hl7v2.AckError) { in.scree
 // text for a message the listener does not take (a processing id or a
 // message type it was not given), or "" when it takes it.
 func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field int, text string) {
-	if ids := in.cfg.ProcessingIDs; len(ids) > 0 && !slices.Contains(ids, m.ProcessingID()) {
+	if ids := in.cfg.ProcessingIDs; len(ids) > 0 && !slices.Contains(ids, strings.ToUpper(strings.TrimSpace(m.ProcessingID()))) {
 		return hl7v2.ErrCodeUnsupportedProcessingID, 11, "unsupported processing id; this listener takes " + strings.Join(ids, ", ")
 	}
 	if in.types == nil {

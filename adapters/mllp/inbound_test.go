@@ -256,6 +256,7 @@ func TestInboundProcessingIDs(t *testing.T) {
 		wantCode hl7v2.AckCode
 	}{
 		{"production", msg("P1", ""), hl7v2.AckAA},
+		{"production in lower case", strings.Replace(msg("P2", ""), "|P2|P|", "|P2|p|", 1), hl7v2.AckAA},
 		{"training", strings.Replace(msg("T1", ""), "|T1|P|", "|T1|T|", 1), hl7v2.AckAR},
 		{"debugging, enhanced mode", strings.Replace(msg("D1", "|||AL|NE"), "|D1|P|", "|D1|D|", 1), hl7v2.AckCR},
 		{"none given", strings.Replace(msg("N1", ""), "|N1|P|", "|N1||", 1), hl7v2.AckAR},

@@ -89,6 +89,7 @@ package pas
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -506,6 +507,9 @@ type builder struct {
 	source string
 	// priorVisit is MRG-5 of an A06 or A07.
 	priorVisit string
+	// records holds the hashes recordIdentifier made for this message's
+	// records, to tell a second of the same name apart.
+	records [][sha256.Size]byte
 	// noDeletes leaves explicit nulls unmarked (Translator.Patient, for
 	// feeds that are not the master of demographics).
 	noDeletes bool

@@ -3,6 +3,7 @@ package pas
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"strconv"
 	"strings"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -20,22 +21,73 @@ const recordIdentifierSystem = "https://junction-fhir.github.io/fhir/Id/pas-"
 // recordIdentifier returns the identifier of the record of the given
 // kind that parts (what names the record: an allergen's code, a
 // diagnosis's code and visit) pick out among the patient's, or nil when
-// the patient has no key. An update that repeats the record (every A08
-// repeats the patient's AL1s) then names the same one, which a FHIR
-// destination updates by identifier rather than writing again. The value
-// is a hash, so the patient key (an NHS number) is not written out in it.
+// the patient has no identifier to key it by. An update that repeats the
+// record (every A08 repeats the patient's AL1s) then names the same one,
+// which a FHIR destination updates by identifier rather than writing
+// again. A record named twice in one message (two DG1 of one code, an
+// admitting and a final diagnosis) gets its occurrence in the name, so
+// the two stay two.
+//
+// The patient is keyed as a destination identifies them: their NHS
+// number, else their first identifier with a system, with its assigner
+// (two trusts' hospital numbers of one value are different patients).
+// The value is a SHA-256 hash, which does not hide the key from someone
+// who tries every NHS number; it tells no more than the resource does,
+// which names its patient.
 func (b *builder) recordIdentifier(kind string, parts ...string) []models.Identifier {
-	if b.key == "" {
+	patient := recordPatientKey(b.patient)
+	if patient == "" {
 		return nil
 	}
 	h := sha256.New()
-	h.Write([]byte(b.key))
+	h.Write([]byte(patient))
 	for _, p := range parts {
 		h.Write([]byte{0x1f})
 		h.Write([]byte(strings.ToUpper(strings.TrimSpace(p))))
 	}
-	sum := h.Sum(nil)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	n := 1
+	for _, seen := range b.records {
+		if seen == sum {
+			n++
+		}
+	}
+	b.records = append(b.records, sum)
+	if n > 1 {
+		h.Write([]byte{0x1e})
+		h.Write([]byte(strconv.Itoa(n)))
+		h.Sum(sum[:0])
+	}
 	return []models.Identifier{{System: b.str(recordIdentifierSystem + kind), Value: b.str(hex.EncodeToString(sum[:16]))}}
+}
+
+// recordPatientKey is the key of p's records (see recordIdentifier), or
+// "" when p is nil or has no identifier with a system.
+func recordPatientKey(p *models.Patient) string {
+	if p == nil {
+		return ""
+	}
+	var first *models.Identifier
+	for i, id := range p.Identifier {
+		if id.System == nil || id.Value == nil {
+			continue
+		}
+		if *id.System == nhs.SystemNHSNumber {
+			return *id.System + "|" + *id.Value
+		}
+		if first == nil {
+			first = &p.Identifier[i]
+		}
+	}
+	if first == nil {
+		return ""
+	}
+	assigner := ""
+	if first.Assigner != nil {
+		assigner = deref(first.Assigner.Display)
+	}
+	return *first.System + "|" + *first.Value + "|" + assigner
 }
 
 // deref returns *p, or "" for nil.

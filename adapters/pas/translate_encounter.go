@@ -436,25 +436,39 @@ func (b *builder) locationDisplay(pl *components) string {
 	if room == "" && bed == "" {
 		return d
 	}
-	// "Majors Cubicle 4" names MAJORS and CUBICLE4.
-	described := squash(d)
-	if strings.Contains(described, squash(room)) {
+	if names(d, room) {
 		room = ""
 	}
-	if strings.Contains(described, squash(bed)) {
+	if names(d, bed) {
 		bed = ""
 	}
 	return b.join(", ", d, room, bed)
 }
 
-// squash returns s in lower case with only its letters and digits.
-func squash(s string) string {
-	return strings.Map(func(r rune) rune {
+// names reports whether the description d names code: whether code, in
+// lower case with only its letters and digits, is one word of d or up to
+// three adjacent ones run together ("Majors Cubicle 4" names MAJORS and
+// CUBICLE4, but "Ward 12" names neither room 1 nor bed 2).
+func names(d, code string) bool {
+	want := strings.Map(func(r rune) rune {
 		if unicode.IsLetter(r) || unicode.IsDigit(r) {
 			return unicode.ToLower(r)
 		}
 		return -1
-	}, s)
+	}, code)
+	if want == "" {
+		return true
+	}
+	words := strings.FieldsFunc(strings.ToLower(d), func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) })
+	for i := range words {
+		run := ""
+		for _, w := range words[i:min(i+3, len(words))] {
+			if run += w; run == want {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // practitionerResource makes a Practitioner from one XCN repetition and

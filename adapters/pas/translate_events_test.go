@@ -628,6 +628,8 @@ func TestLocationName(t *testing.T) {
 		{"description naming room and bed", "ED^MAJORS^CUBICLE4^RX1^^^^^Emergency Department Majors Cubicle 4", "Emergency Department Majors Cubicle 4"},
 		{"description naming the room", "WARD7^ROOM1^^RX1^^^^^Ward 7 side room 1", "Ward 7 side room 1"},
 		{"description alone", "^^^RX1^^^^^Day surgery lounge", "Day surgery lounge"},
+		{"codes inside a word are not named", "W12^1^2^RX1^^^^^Ward 12", "Ward 12, 1, 2"},
+		{"a letter is not named by a word holding it", "W7^A^^RX1^^^^^Ward 7 Elderly Care", "Ward 7 Elderly Care, A"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -760,6 +762,21 @@ func TestRecordIdentifiers(t *testing.T) {
 	}
 	if otherPatient := ids(t, "9990000026^^^NHS^NH", "V1", nk1, al1, dg1); slices.Equal(otherPatient["AllergyIntolerance"], first["AllergyIntolerance"]) {
 		t.Error("another patient's allergy has the same identifier")
+	}
+	// Two trusts' hospital numbers of one value are two patients.
+	rx1, rx2 := ids(t, "H123^^^RX1^MR", "V1", al1), ids(t, "H123^^^RX2^MR", "V1", al1)
+	if len(rx1["AllergyIntolerance"]) != 1 || slices.Equal(rx1["AllergyIntolerance"], rx2["AllergyIntolerance"]) {
+		t.Errorf("hospital number H123 of RX1 and of RX2: allergies %v and %v, want one each, different", rx1, rx2)
+	}
+	// A record named twice in a message (an admitting and a final
+	// diagnosis of one code) stays two records, named the same way in
+	// the next message.
+	twice := ids(t, "9990000018^^^NHS^NH", "V1", "DG1|1||I10^Hypertension^I10||||A", "DG1|2||I10^Hypertension^I10||||F")
+	if d := twice["Condition"]; len(d) != 2 || d[0] == d[1] || d[0] != first["Condition"][0] {
+		t.Errorf("diagnoses named twice: %v; want two identifiers, the first as when named once (%v)", d, first["Condition"])
+	}
+	if again := ids(t, "9990000018^^^NHS^NH", "V1", "DG1|1||I10^Hypertension^I10||||A", "DG1|2||I10^Hypertension^I10||||F"); !slices.Equal(again["Condition"], twice["Condition"]) {
+		t.Errorf("diagnoses named twice, again: %v, then %v", twice["Condition"], again["Condition"])
 	}
 }
 

@@ -94,8 +94,8 @@ func (ids idList) key(d *Dialect) string {
 //   - communication: PID-15 primary language; see language.
 //   - maritalStatus: PID-16, HL7 table 0002 mapped to v3 MaritalStatus as
 //     the v2-to-FHIR guide does (U, O and T to v3 NullFlavor); with the
-//     NHS code table (Dialect.MaritalStatusCodes, the default) P, N, 8 and
-//     9 as UKCore-PersonMaritalStatusEngland codes instead.
+//     NHS code table (Dialect.MaritalStatusCodes, the default) P, N and 8
+//     as UKCore-PersonMaritalStatusEngland codes instead, 9 as UNK.
 //   - extension ethnicCategory: PID-22.1 when it is an NHS Data
 //     Dictionary ethnic category code (A to Z, 99), in
 //     UKCore-EthnicCategoryEngland.
@@ -250,17 +250,25 @@ var signLanguages = map[string]struct{ tag, name string }{
 
 // nhsMaritalStatus holds the NHS Data Dictionary person marital status
 // codes whose meaning HL7 table 0002 does not share
-// (UKCore-PersonMaritalStatusEngland); S, M, D and W mean the same in
-// both and map to v3 MaritalStatus.
+// (UKCore-PersonMaritalStatusEngland), as UK Core's value set takes them;
+// S, M, D and W mean the same in both and map to v3 MaritalStatus, and
+// 9, not known, to v3 NullFlavor UNK.
 var nhsMaritalStatus = map[string]string{
-	"P": "Separated", "N": "Not disclosed", "8": "Not applicable", "9": "Not known",
+	"P": "Separated", "N": "Not disclosed", "8": "Not applicable",
 }
 
 // maritalStatus maps a PID-16 code in the dialect's table (see mapPID),
 // or returns nil.
 func (b *builder) maritalStatus(code string) *models.CodeableConcept {
-	if d, ok := nhsMaritalStatus[code]; ok && b.t.dialect.MaritalStatusCodes == MaritalStatusNHS {
-		return b.concept(nhs.CodeSystemPersonMaritalStatusEngland, code, d)
+	if b.t.dialect.MaritalStatusCodes == MaritalStatusNHS {
+		if d, ok := nhsMaritalStatus[code]; ok {
+			return b.concept(nhs.CodeSystemPersonMaritalStatusEngland, code, d)
+		}
+		if code == "9" {
+			// Not known: UK Core's value set takes v3's null flavour
+			// for it, not the England code.
+			return b.concept(systemNullFlavor, "UNK", "unknown")
+		}
 	}
 	v3 := func(c, d string) *models.CodeableConcept {
 		return b.concept(systemMaritalStatus, c, d)

@@ -1004,7 +1004,7 @@ func TestMaritalStatus(t *testing.T) {
 		{"NHS separated", DefaultDialect(), "P", england + "|P|Separated"},
 		{"NHS not disclosed", DefaultDialect(), "N", england + "|N|Not disclosed"},
 		{"NHS not applicable", DefaultDialect(), "8", england + "|8|Not applicable"},
-		{"NHS not known", DefaultDialect(), "9", england + "|9|Not known"},
+		{"NHS not known", DefaultDialect(), "9", "http://terminology.hl7.org/CodeSystem/v3-NullFlavor|UNK|unknown"},
 		{"NHS married, as v3", DefaultDialect(), "M", v3 + "|M|Married"},
 		{"NHS table, an HL7-only code", DefaultDialect(), "C", v3 + "|C|Common Law"},
 		{"HL7 domestic partner", hl7Table, "P", v3 + "|T|Domestic partner"},

@@ -45,6 +45,7 @@ import (
 //     extension.
 //   - type: PV1-4 when it is not an NHS admission method: an HL7 table
 //     0007 code (E emergency, C elective...), else its text.
+//   - serviceType: PV1-10 hospital service (see hospitalService).
 //   - extension dischargeMethod: PV1-36 when a one-digit NHS Data
 //     Dictionary discharge method code (the NHS use of PV1-36; PV1-37
 //     carries the destination).
@@ -108,6 +109,7 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 			})
 		}
 	}
+	e.ServiceType = b.hospitalService(pv1)
 	var h models.EncounterHospitalization
 	if code := strings.TrimSpace(value(pv1.Component(4, 1, 1, 1))); admissionMethods[code] {
 		h.Extension = []models.Extension{{
@@ -165,6 +167,24 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	}
 	b.encounter = e
 	return nil
+}
+
+// hospitalService maps PV1-10, the hospital service (in English feeds the
+// NHS treatment function, such as 300 General Medicine), to
+// Encounter.serviceType, as the v2-to-FHIR guide does: coded when its
+// coding system is one Junction knows, else as text keeping the code
+// ("300 General Medicine"), since UK Core's care setting types are not
+// treatment functions. It returns nil when the field is empty.
+func (b *builder) hospitalService(pv1 *hl7v2.Segment) *models.CodeableConcept {
+	cs := splitComponents(pv1, b.m.Delimiters(), 10, 1)
+	code, text := cs.get(1), cs.get(2)
+	if code == "" && text == "" {
+		return nil
+	}
+	if codingSystem(cs.get(3)) != "" {
+		return b.codeableConcept(pv1, 10, "")
+	}
+	return &models.CodeableConcept{Text: b.str(b.join(" ", code, text))}
 }
 
 // systemV2AdmissionType is HL7 table 0007, admission type.

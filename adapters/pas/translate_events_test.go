@@ -834,3 +834,31 @@ func TestPlannedDates(t *testing.T) {
 		t.Errorf("planned dates (-want +got):\n%s", diff)
 	}
 }
+
+// TestHospitalService checks PV1-10: a treatment function keeps its code
+// in the text, a known coding system is coded.
+func TestHospitalService(t *testing.T) {
+	tests := []struct{ field, want string }{
+		{"300^General Medicine^NHSTF", "|300 General Medicine"},
+		{"GER", "|GER"},
+		{"394802001^General medicine^SCT", "http://snomed.info/sct|394802001"},
+		{"", "-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.field, func(t *testing.T) {
+			b := translate(t, DefaultDialect(), hl7(msh("A01"), pid("9990000018^^^NHS^NH", nil), pv1(map[int]string{2: "I", 10: tt.field, 19: "V1"})))
+			enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+			got := "-"
+			if st := enc.ServiceType; st != nil {
+				if len(st.Coding) == 1 {
+					got = deref(st.Coding[0].System) + "|" + deref(st.Coding[0].Code)
+				} else {
+					got = "|" + deref(st.Text)
+				}
+			}
+			if got != tt.want {
+				t.Errorf("serviceType %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

@@ -28,12 +28,14 @@ const recordIdentifierSystem = "https://junction-fhir.github.io/fhir/Id/pas-"
 // admitting and a final diagnosis) gets its occurrence in the name, so
 // the two stay two.
 //
-// The patient is keyed as a destination identifies them: their NHS
-// number, else their first identifier with a system, with its assigner
-// (two trusts' hospital numbers of one value are different patients).
-// The value is a SHA-256 hash, which does not hide the key from someone
-// who tries every NHS number; it tells no more than the resource does,
-// which names its patient.
+// The patient is keyed by the PAS's own identifier for them (the first
+// identifier with a system other than the NHS number's, with its
+// assigner: two trusts' hospital numbers of one value are different
+// patients), else their NHS number: a hospital number stays while an NHS
+// number may come only later, after a trace, which would rename every
+// record. The value is a SHA-256 hash, which does not hide the key from
+// someone who tries every NHS number; it tells no more than the resource
+// does, which names its patient.
 func (b *builder) recordIdentifier(kind string, parts ...string) []models.Identifier {
 	patient := recordPatientKey(b.patient)
 	if patient == "" {
@@ -68,26 +70,22 @@ func recordPatientKey(p *models.Patient) string {
 	if p == nil {
 		return ""
 	}
-	var first *models.Identifier
-	for i, id := range p.Identifier {
+	nhsNumber := ""
+	for _, id := range p.Identifier {
 		if id.System == nil || id.Value == nil {
 			continue
 		}
 		if *id.System == nhs.SystemNHSNumber {
-			return *id.System + "|" + *id.Value
+			nhsNumber = *id.System + "|" + *id.Value
+			continue
 		}
-		if first == nil {
-			first = &p.Identifier[i]
+		assigner := ""
+		if id.Assigner != nil {
+			assigner = deref(id.Assigner.Display)
 		}
+		return *id.System + "|" + *id.Value + "|" + assigner
 	}
-	if first == nil {
-		return ""
-	}
-	assigner := ""
-	if first.Assigner != nil {
-		assigner = deref(first.Assigner.Display)
-	}
-	return *first.System + "|" + *first.Value + "|" + assigner
+	return nhsNumber
 }
 
 // deref returns *p, or "" for nil.

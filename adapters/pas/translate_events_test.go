@@ -763,6 +763,11 @@ func TestRecordIdentifiers(t *testing.T) {
 	if otherPatient := ids(t, "9990000026^^^NHS^NH", "V1", nk1, al1, dg1); slices.Equal(otherPatient["AllergyIntolerance"], first["AllergyIntolerance"]) {
 		t.Error("another patient's allergy has the same identifier")
 	}
+	// Keyed by the hospital number while there is one: an NHS number
+	// found later (a trace) renames nothing.
+	if mrnOnly, traced := ids(t, "H123^^^RX1^MR", "V1", al1), ids(t, "H123^^^RX1^MR~9990000018^^^NHS^NH", "V1", al1); !slices.Equal(mrnOnly["AllergyIntolerance"], traced["AllergyIntolerance"]) {
+		t.Errorf("allergy before and after the NHS number came: %v, then %v", mrnOnly, traced)
+	}
 	// Two trusts' hospital numbers of one value are two patients.
 	rx1, rx2 := ids(t, "H123^^^RX1^MR", "V1", al1), ids(t, "H123^^^RX2^MR", "V1", al1)
 	if len(rx1["AllergyIntolerance"]) != 1 || slices.Equal(rx1["AllergyIntolerance"], rx2["AllergyIntolerance"]) {

@@ -530,7 +530,11 @@ func (in *Inbound) unparseable(ctx context.Context, payload []byte, err error) (
 	if ae.Code == "" {
 		ae.Code = hl7v2.ErrCodeInternal
 	}
-	return in.rejectRaw(payload, ae)
+	ack, code := in.rejectRaw(payload, ae)
+	// As for the other refusals: the reason and the HL7 code, never the
+	// input or the parser's text about it.
+	in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "hl7_error", ae.Code, "code", string(code))
+	return ack, code
 }
 
 // rejectRaw answers input that was not parsed whole. When its header

@@ -254,7 +254,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		detail := fs.Bool("detail", false, "print each dead letter's detail too, such as the receiver's answer (it may quote patient data)")
 		since := fs.String("since", "", "only dead letters at or after this time: RFC 3339, or a duration before now such as 2h")
 		until := fs.String("until", "", "only dead letters at or before this time: RFC 3339, or a duration before now such as 30m")
-		limit := fs.Int("limit", 0, "at most this many (0: no limit)")
+		limit := fs.Int("limit", 0, "at most this many, the oldest (0: no limit)")
+		newest := fs.Bool("newest", false, "with --limit, the newest that many rather than the oldest (still listed oldest first)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
@@ -277,6 +278,9 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if *detail {
 			q.Set("detail", "true")
+		}
+		if *newest {
+			q.Set("newest", "true")
 		}
 		var dls []router.DeadLetter
 		if err := c.do(ctx, http.MethodGet, "/api/deadletters?"+q.Encode(), nil, &dls); err != nil {

@@ -900,6 +900,12 @@ func TestCLIAdminCommands(t *testing.T) {
 	if code != 0 || len(got) != 1 || got[0] != "GET /api/deadletters?limit=5&since=2026-01-01T00%3A00%3A00Z&until=2026-02-01T00%3A00%3A00Z" {
 		t.Errorf("audit deadletters --since --until --limit: exit %d, requests %v\n%s", code, got, out)
 	}
+	code, out, _ = cliRun(t, "audit", "deadletters", "--limit", "5", "--newest", "--api", ts.URL, "--token", tok)
+	got = slices.Clone((*calls)[before:])
+	*calls = (*calls)[:before]
+	if code != 0 || len(got) != 1 || got[0] != "GET /api/deadletters?limit=5&newest=true" {
+		t.Errorf("audit deadletters --limit --newest: exit %d, requests %v\n%s", code, got, out)
+	}
 	if code, _, errOut := cliRun(t, "audit", "deadletters", "--since", "yesterday", "--api", ts.URL, "--token", tok); code == 0 || !strings.Contains(errOut, `time "yesterday"`) {
 		t.Errorf("audit deadletters --since yesterday: exit %d, stderr %q", code, errOut)
 	}

@@ -416,7 +416,8 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 		return
 	}
-	dls, err := router.ListDeadLetters(r.Context(), e.store.JS, f)
+	newest := r.URL.Query().Get("newest") == "true"
+	dls, err := router.ListDeadLetters(r.Context(), e.store.JS, f, newest)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return

@@ -103,15 +103,26 @@ func deadLetterOf(seq uint64, t time.Time, subj string, h nats.Header) DeadLette
 	return d
 }
 
-// ListDeadLetters returns the dead letters matching f, oldest first.
-func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f Filter) ([]DeadLetter, error) {
+// ListDeadLetters returns the dead letters matching f, oldest first: with
+// f.Limit the oldest that many, or with newest the newest that many.
+func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f Filter, newest bool) ([]DeadLetter, error) {
 	var out []DeadLetter
 	err := scanDeadLetters(ctx, js, func(m jetstream.Msg, d DeadLetter) bool {
 		if f.match(d) {
 			out = append(out, d)
 		}
-		return f.Limit <= 0 || len(out) < f.Limit
+		if !newest {
+			return f.Limit <= 0 || len(out) < f.Limit
+		}
+		if f.Limit > 0 && len(out) >= 2*f.Limit {
+			// Only the last Limit are wanted: keep memory to twice that.
+			out = append(out[:0], out[len(out)-f.Limit:]...)
+		}
+		return true
 	})
+	if newest && f.Limit > 0 && len(out) > f.Limit {
+		out = out[len(out)-f.Limit:]
+	}
 	return out, err
 }
 

@@ -1,6 +1,8 @@
 package router
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -107,5 +109,44 @@ func deadLetterDelivery(t *testing.T, r *Router, id, dest string) {
 	h.Set(envelope.HeaderDestination, dest)
 	if _, err := r.deadLetter(t.Context(), "delivery", dest, h, []byte("payload"), fault.New(fault.CodeDestRejected, "fhir: server answered 400")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestListDeadLettersNewest checks that a limited listing gives the
+// oldest that many, or with newest the newest, oldest first either way.
+func TestListDeadLettersNewest(t *testing.T) {
+	r, js := deliveryRouter(t)
+	var ids []string
+	for i := range 7 {
+		id := fmt.Sprintf("01DDDDDDDDDDDDDDDDDDDDDD%02d", i)
+		ids = append(ids, id)
+		deadLetterDelivery(t, r, id, "ehr")
+	}
+	tests := []struct {
+		name   string
+		limit  int
+		newest bool
+		want   []string
+	}{
+		{"all", 0, false, ids},
+		{"oldest", 3, false, ids[:3]},
+		{"newest", 3, true, ids[4:]},
+		{"newest, fewer than the limit", 10, true, ids},
+		{"newest without a limit", 0, true, ids},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dls, err := ListDeadLetters(t.Context(), js, Filter{Limit: tt.limit}, tt.newest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, d := range dls {
+				got = append(got, d.MessageID)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("listed %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -136,6 +136,13 @@ func scanDeadLetters(ctx context.Context, js jetstream.JetStream, fn func(jetstr
 	return nil
 }
 
+// afterSend returns the context for what must follow a resend once it is
+// queued (its audit record, removing its dead letter): not cancelled with
+// ctx, bounded by its own time.
+func afterSend(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+}
+
 // ReplayResult reports what a replay did.
 type ReplayResult struct {
 	Replayed []DeadLetter `json:"replayed"`
@@ -321,11 +328,19 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		// was queued with, and so does the replayed payload (every header
 		// but the dead letter's own is copied above).
 		patientOf(it.h, &rec)
-		if err := aw.Write(ctx, it.d.MessageID, "replayed|dl|"+dl, rec); err != nil {
-			return res, err
+		// Queued now: the record and the removal are finished even if
+		// the caller goes away or the engine starts draining meanwhile,
+		// so a resent message never lacks its replayed record.
+		done, cancel := afterSend(ctx)
+		err = aw.Write(done, it.d.MessageID, "replayed|dl|"+dl, rec)
+		if err == nil {
+			if derr := dlq.DeleteMsg(done, it.d.Seq); derr != nil && !goneAlready(derr) {
+				err = fmt.Errorf("removing replayed dead letter: %w", derr)
+			}
 		}
-		if err := dlq.DeleteMsg(ctx, it.d.Seq); err != nil && !goneAlready(err) {
-			return res, fmt.Errorf("removing replayed dead letter: %w", err)
+		cancel()
+		if err != nil {
+			return res, err
 		}
 		if ack.Duplicate {
 			res.AlreadyReplayed = append(res.AlreadyReplayed, it.d)
@@ -474,5 +489,7 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 	}
 	// The replayed record carries the patient hash the message's earlier
 	// records did; routing it again writes the hash on its new records.
-	return aw.Write(ctx, id, "", audit.Record{Time: time.Now().UTC(), MessageID: id, Event: audit.Replayed, Outcome: "rerouted", Reason: "stored input routed again", Patient: patient})
+	done, cancel := afterSend(ctx)
+	defer cancel()
+	return aw.Write(done, id, "", audit.Record{Time: time.Now().UTC(), MessageID: id, Event: audit.Replayed, Outcome: "rerouted", Reason: "stored input routed again", Patient: patient})
 }

@@ -47,6 +47,9 @@ const (
 	// routed again, but this reply carries the resend's own id, whose
 	// audit trail then names the original.
 	HeaderMessageID = "X-Junction-Message-Id"
+	// HeaderQuarantineID names, on a refusal, the quarantine entry that
+	// keeps what was sent, for the sender to quote to ops.
+	HeaderQuarantineID = "X-Junction-Quarantine-Id"
 	// HeaderIdempotencyKey lets a sender mark resends of a body without a
 	// Bundle.identifier.
 	HeaderIdempotencyKey = "Idempotency-Key"
@@ -535,7 +538,9 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		if rj.code != fault.CodeFHIREmpty && !rj.urlOnly {
 			// Kept for ops, as MLLP input that does not parse is: the
 			// sender was told what is wrong, ops can see what it sent.
-			adapter.Quarantine(ctx, in.host, in.log, in.metrics, in.name, body, string(rj.code))
+			if id := adapter.Quarantine(ctx, in.host, in.log, in.metrics, in.name, body, string(rj.code)); id != "" {
+				w.Header().Set(HeaderQuarantineID, id)
+			}
 		}
 		return in.reject(w, rj)
 	}

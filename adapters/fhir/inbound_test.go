@@ -66,11 +66,11 @@ func (h *fakeHost) Ingest(_ context.Context, env *envelope.Envelope) (adapter.In
 	return adapter.IngestResult{ID: env.ID}, nil
 }
 
-func (h *fakeHost) Quarantine(_ context.Context, _ string, body []byte, _ int, reason string) error {
+func (h *fakeHost) Quarantine(_ context.Context, _ string, body []byte, _ int, reason string) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.quarantined = append(h.quarantined, quarantined{reason, append([]byte(nil), body...)})
-	return nil
+	return fmt.Sprintf("Q%d", len(h.quarantined)), nil
 }
 
 func (h *fakeHost) quarantine() []quarantined {
@@ -365,8 +365,14 @@ func TestInboundRejects(t *testing.T) {
 				if got := testutil.ToFloat64(f.m.Quarantined.WithLabelValues("ehr")); got != 1 {
 					t.Errorf("quarantined = %v, want 1", got)
 				}
+				// The sender is told which entry keeps it, to quote to ops.
+				if got := rec.Header().Get(HeaderQuarantineID); got != "Q1" {
+					t.Errorf("%s = %q, want Q1", HeaderQuarantineID, got)
+				}
 			} else if len(q) != 0 {
 				t.Errorf("quarantined %d bodies, want none", len(q))
+			} else if got := rec.Header().Get(HeaderQuarantineID); got != "" {
+				t.Errorf("%s = %q on a refusal that kept nothing", HeaderQuarantineID, got)
 			}
 		})
 	}

@@ -57,11 +57,11 @@ func (h *fakeHost) Ingest(_ context.Context, env *envelope.Envelope) (adapter.In
 	return adapter.IngestResult{ID: env.ID}, nil
 }
 
-func (h *fakeHost) Quarantine(_ context.Context, source string, raw []byte, _ int, reason string) error {
+func (h *fakeHost) Quarantine(_ context.Context, source string, raw []byte, _ int, reason string) (string, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.quarantined = append(h.quarantined, quarantined{source, reason, append([]byte(nil), raw...)})
-	return nil
+	return fmt.Sprintf("Q%d", len(h.quarantined)), nil
 }
 
 func (h *fakeHost) Partition(key string) int {

@@ -149,9 +149,11 @@ type fakeHost struct{}
 func (fakeHost) Ingest(context.Context, *envelope.Envelope) (adapter.IngestResult, error) {
 	return adapter.IngestResult{}, errors.New("not stored")
 }
-func (fakeHost) Quarantine(context.Context, string, []byte, int, string) error { return nil }
-func (fakeHost) Partition(string) int                                          { return 0 }
-func (fakeHost) NewID() string                                                 { return "id" }
+func (fakeHost) Quarantine(context.Context, string, []byte, int, string) (string, error) {
+	return "", nil
+}
+func (fakeHost) Partition(string) int { return 0 }
+func (fakeHost) NewID() string        { return "id" }
 
 func TestFactoryNewInbound(t *testing.T) {
 	c := DefaultConfig()

@@ -195,8 +195,9 @@ type Host interface {
 	Ingest(ctx context.Context, env *envelope.Envelope) (IngestResult, error)
 	// Quarantine keeps input that could not be parsed, for ops to inspect:
 	// raw is what is kept of it and received how many bytes came (more
-	// than len(raw) when only the start is kept).
-	Quarantine(ctx context.Context, source string, raw []byte, received int, reason string) error
+	// than len(raw) when only the start is kept). It returns the entry's
+	// id, which ops find it by.
+	Quarantine(ctx context.Context, source string, raw []byte, received int, reason string) (string, error)
 	// Partition maps a patient key (NHS number, MRN) to an ordering
 	// partition. The key itself is not kept.
 	Partition(patientKey string) int

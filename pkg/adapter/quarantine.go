@@ -18,19 +18,23 @@ const MaxQuarantineBytes = 64 << 10
 const QuarantineTimeout = 2 * time.Second
 
 // Quarantine keeps the first MaxQuarantineBytes of raw, which the input
-// named input rejected for reason, through host, and counts it. A failure
-// is logged, not returned: the sender has its answer either way. Neither
-// the log nor the count holds any of raw.
-func Quarantine(ctx context.Context, host Host, log *slog.Logger, m *telemetry.Metrics, input string, raw []byte, reason string) {
+// named input rejected for reason, through host, counts it and returns
+// the entry's id ("" when it was not kept). A failure is logged, not
+// returned: the sender has its answer either way. Neither the log nor the
+// count holds any of raw; the log names the entry, so ops can find what
+// a sender sent from the line that says it was refused.
+func Quarantine(ctx context.Context, host Host, log *slog.Logger, m *telemetry.Metrics, input string, raw []byte, reason string) string {
 	// Not cut short by the request or connection ending: the sender has
 	// been answered, the input should still be kept.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), QuarantineTimeout)
 	defer cancel()
 	kept := raw[:min(len(raw), MaxQuarantineBytes)]
-	if err := host.Quarantine(ctx, input, kept, len(raw), reason); err != nil {
+	id, err := host.Quarantine(ctx, input, kept, len(raw), reason)
+	if err != nil {
 		log.Warn("quarantine failed", "adapter", input, "reason", reason, "bytes", len(raw), "error", err.Error())
-		return
+		return ""
 	}
 	m.Quarantined.WithLabelValues(input).Inc()
-	log.Info("input quarantined", "adapter", input, "reason", reason, "bytes", len(raw), "kept", len(kept))
+	log.Info("input quarantined", "adapter", input, "reason", reason, "bytes", len(raw), "kept", len(kept), "quarantine_id", id)
+	return id
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/junction-fhir/junction/adapters/all"
+	"github.com/junction-fhir/junction/adapters/fhir"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
@@ -454,6 +455,28 @@ func testGarbageRejectedAndQuarantined(t *testing.T, pipe string) {
 	}
 	if code, _ := send(t, addr, adt("A01", "AFTER1", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Errorf("engine did not keep serving: %s", code)
+	}
+}
+
+// TestFHIRRejectNamesItsQuarantineEntry: a body refused as invalid is
+// kept, and the answer names the entry the quarantine listing shows, so
+// a supplier can quote it to ops.
+func TestFHIRRejectNamesItsQuarantineEntry(t *testing.T) {
+	e, _ := startEngine(t, "")
+	base := "http://" + e.HTTPAddr().String()
+	resp, err := http.Post(base+"/fhir", "application/fhir+json", strings.NewReader(`{"resourceType":"Bundle","type":`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status = %d, want 400", resp.StatusCode)
+	}
+	id := resp.Header.Get(fhir.HeaderQuarantineID)
+	var qs []engine.QuarantineEntry
+	getJSON(t, base+"/api/quarantine", &qs)
+	if len(qs) != 1 || id == "" || qs[0].ID != id || qs[0].Source != "fhir" {
+		t.Errorf("answer names %q; quarantine = %+v", id, qs)
 	}
 }
 

@@ -151,8 +151,8 @@ func ingressMsg(env *envelope.Envelope) *nats.Msg {
 }
 
 // Quarantine keeps unparseable input, and how many bytes came when raw is
-// only their start.
-func (i *Ingester) Quarantine(ctx context.Context, source string, raw []byte, received int, reason string) error {
+// only their start, and returns the entry's id.
+func (i *Ingester) Quarantine(ctx context.Context, source string, raw []byte, received int, reason string) (string, error) {
 	m := nats.NewMsg(store.SubjQuarantine + "." + source)
 	id := i.ids.New()
 	m.Header.Set(envelope.HeaderID, id)
@@ -164,12 +164,12 @@ func (i *Ingester) Quarantine(ctx context.Context, source string, raw []byte, re
 	}
 	m.Data = raw
 	if _, err := i.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("storing quarantined input: %w", err)
+		return "", fmt.Errorf("storing quarantined input: %w", err)
 	}
 	if i.metrics != nil {
 		i.metrics.QuarantineSize.Inc()
 	}
-	return nil
+	return id, nil
 }
 
 // Partition maps a patient key to a partition; an empty key gets a random

@@ -43,7 +43,9 @@ func Dial(ctx context.Context, addr string, tlsConfig *tls.Config, maxReplyBytes
 	if err != nil {
 		return nil, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "mllp dial failed", err)
 	}
-	return &Client{nc: nc, r: NewReader(nc, maxReplyBytes)}, nil
+	r := NewReader(nc, maxReplyBytes)
+	r.endCROptional = true
+	return &Client{nc: nc, r: r}, nil
 }
 
 // Send writes payload as one frame and waits for one reply frame, whose
@@ -166,11 +168,33 @@ func (c *Client) Idle() bool {
 	if c.err != nil || c.closed {
 		return false
 	}
+	if c.r.pendingCR && !c.settleCR() {
+		_ = c.Close()
+		return false
+	}
 	if c.r.br.Buffered() == 0 && connIdle(c.nc) {
 		return true
 	}
 	// Closed, reset, or bytes nobody asked for: out of step either way.
 	_ = c.Close()
+	return false
+}
+
+// settleCR reads the carriage return that may follow the last reply's
+// end block, waiting at most idleWait for it: it reports false when
+// something else came (the connection is out of step). A receiver that
+// sent none is not waited for again.
+func (c *Client) settleCR() bool {
+	c.r.pendingCR = false
+	_ = c.nc.SetReadDeadline(time.Now().Add(idleWait))
+	b, err := c.r.br.ReadByte()
+	_ = c.nc.SetReadDeadline(time.Time{})
+	switch {
+	case err == nil:
+		return b == CarriageReturn
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return true
+	}
 	return false
 }
 

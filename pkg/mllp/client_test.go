@@ -193,3 +193,79 @@ func TestClientIdleAfterDeadline(t *testing.T) {
 		t.Error("an open, quiet connection was judged dead once its last deadline passed")
 	}
 }
+
+// TestClientReplyWithoutCarriageReturn: a receiver that ends its ACK with
+// the end block alone is answered at once, not timed out (which would
+// deliver the message twice), and the connection stays usable whether a
+// carriage return follows late or never; anything else after the reply
+// still puts the connection out of step.
+func TestClientReplyWithoutCarriageReturn(t *testing.T) {
+	tests := []struct {
+		name     string
+		after    string // sent by the receiver after the first reply
+		wantIdle bool
+	}{
+		{"no carriage return", "", true},
+		{"late carriage return", "\r", true},
+		{"late bytes unasked", "X", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				if c, err := l.Accept(); err == nil {
+					accepted <- c
+				}
+			}()
+			c, err := Dial(testContext(t), l.Addr().String(), nil, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			peer := <-accepted
+			defer peer.Close()
+			go func() {
+				r := NewReader(peer, 0)
+				if _, err := r.ReadFrame(); err != nil {
+					return
+				}
+				_, _ = peer.Write([]byte("\x0bACK1\x1c"))
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			reply, err := c.Send(ctx, []byte("MSG1"))
+			if err != nil || string(reply) != "ACK1" {
+				t.Fatalf("Send = %q, %v; want ACK1", reply, err)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("the reply took %v: it waited for a carriage return", d)
+			}
+			if tt.after != "" {
+				_, _ = peer.Write([]byte(tt.after))
+				time.Sleep(20 * time.Millisecond) // for the bytes to arrive
+			}
+			if got := c.Idle(); got != tt.wantIdle {
+				t.Fatalf("Idle() = %v, want %v", got, tt.wantIdle)
+			}
+			if !tt.wantIdle {
+				return
+			}
+			go func() {
+				r := NewReader(peer, 0)
+				if _, err := r.ReadFrame(); err != nil {
+					return
+				}
+				_, _ = peer.Write([]byte("\x0bACK2\x1c\r"))
+			}()
+			if reply, err := c.Send(ctx, []byte("MSG2")); err != nil || string(reply) != "ACK2" {
+				t.Errorf("second Send = %q, %v; want ACK2", reply, err)
+			}
+		})
+	}
+}

@@ -82,6 +82,14 @@ type Reader struct {
 	max     int
 	buf     []byte
 	inFrame bool
+	// endCROptional, set for a client reading replies, lets an end block
+	// with nothing after it yet complete a frame: some receivers end an
+	// ACK with 0x1C alone, and waiting for a carriage return that never
+	// comes would time out an answered send and deliver it twice.
+	// pendingCR is then set until a later carriage return, which is
+	// skipped as whitespace between frames, is read or given up on.
+	endCROptional bool
+	pendingCR     bool
 	// onStart, if set, is called when a start block has been read.
 	onStart func()
 	// budget, if set, is drawn on for buf's capacity beyond
@@ -155,6 +163,7 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 		r.onStart()
 	}
 	r.buf = r.buf[:0]
+	r.pendingCR = false
 	for {
 		chunk, err := r.br.ReadSlice(EndBlock)
 		n := len(chunk)
@@ -182,6 +191,10 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		return r.buf, err
+	}
+	if r.endCROptional && r.br.Buffered() == 0 {
+		r.inFrame, r.pendingCR = false, true
+		return r.buf, nil
 	}
 	c, err := r.br.ReadByte()
 	if err != nil {

@@ -140,19 +140,8 @@ func TestClientIdle(t *testing.T) {
 			{"bytes unasked", func(c net.Conn) { _, _ = c.Write([]byte("\x0bMSH|\x1c\r")) }, false},
 		} {
 			t.Run(wrap.name+"/"+tt.name, func(t *testing.T) {
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer l.Close()
-				accepted := make(chan net.Conn, 1)
-				go func() {
-					c, err := l.Accept()
-					if err == nil {
-						accepted <- c
-					}
-				}()
-				nc, err := net.Dial("tcp", l.Addr().String())
+				addr, accepted := listenOnce(t)
+				nc, err := net.Dial("tcp", addr)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -211,18 +200,8 @@ func TestClientReplyWithoutCarriageReturn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			accepted := make(chan net.Conn, 1)
-			go func() {
-				if c, err := l.Accept(); err == nil {
-					accepted <- c
-				}
-			}()
-			c, err := Dial(testContext(t), l.Addr().String(), nil, 1000)
+			addr, accepted := listenOnce(t)
+			c, err := Dial(testContext(t), addr, nil, 1000)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -268,4 +247,22 @@ func TestClientReplyWithoutCarriageReturn(t *testing.T) {
 			}
 		})
 	}
+}
+
+// listenOnce listens on a loopback port, closed when the test ends, and
+// hands over the first connection accepted.
+func listenOnce(t *testing.T) (string, <-chan net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	return l.Addr().String(), accepted
 }

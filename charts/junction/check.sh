@@ -64,6 +64,17 @@ render --set junction.inputs.fhir=null --set 'routes.files.fhir-inbound-to-store
 refused 'which junction.destinations does not configure' --set junction.destinations.ehr.type=file --set junction.destinations.ehr.dir=out/ehr
 refused 'junction.config.http' --set junction.config.http.read_timeout=2m
 refused 'junction.config.nats' --set junction.config.nats.partitions=32
+# junction.nats and junction.http add settings to the blocks the chart
+# writes, but not the ones it writes itself.
+out=$(render --set junction.nats.partitions=32 --set junction.nats.ingress_max_age=336h --set junction.http.read_timeout=2m)
+cfg=$(awk '/junction.yaml: \|/{on=1; next} on && /^[^ ]/{on=0} on' <<<"$out")
+awk '/^    nats:/{on=1; next} /^    [a-z]/{on=0} on' <<<"$cfg" | grep -q '^      partitions: 32$' || fail "junction.nats.partitions is not in the nats block"
+awk '/^    nats:/{on=1; next} /^    [a-z]/{on=0} on' <<<"$cfg" | grep -q '^      ingress_max_age: 336h$' || fail "junction.nats.ingress_max_age is not in the nats block"
+awk '/^    http:/{on=1; next} /^    [a-z]/{on=0} on' <<<"$cfg" | grep -q '^      read_timeout: 2m$' || fail "junction.http.read_timeout is not in the http block"
+refused 'junction.nats.url' --set junction.nats.url=nats://elsewhere:4222
+refused 'junction.nats.replicas' --set junction.nats.replicas=1
+refused 'junction.http.listen' --set junction.http.listen=0.0.0.0:9090
+refused 'junction.http.tokens' --set-json 'junction.http.tokens=[]'
 render --set routes.existingConfigMap=mine --set junction.inputs.fhir=null >/dev/null || fail "routes from an existing ConfigMap are not the chart's to check"
 render --set junction.config.shutdown_timeout=30s >/dev/null || fail "junction.config refused a setting the chart does not write"
 # The pod is given time to drain: the grace period covers the preStop

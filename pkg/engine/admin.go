@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,13 +90,10 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	for name, at := range map[string]*time.Time{"since": &fq.Since, "until": &fq.Until} {
-		t, err := router.ParseWindowTime(q.Get(name), now)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": name + " must be an RFC 3339 time or a duration before now, such as 2h"})
-			return
-		}
-		*at = t
+	var err error
+	if fq.Since, fq.Until, err = windowFromQuery(q, now); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
 	}
 	if fq.Since.IsZero() {
 		fq.Since = now.Add(-defaultFindWindow).UTC()
@@ -383,6 +381,22 @@ func LookupMessage(ctx context.Context, js jetstream.JetStream, id string) (*Mes
 	return v, nil
 }
 
+// windowFromQuery reads the since and until parameters of q (RFC 3339
+// times or durations before now; zero when absent).
+func windowFromQuery(q url.Values, now time.Time) (since, until time.Time, err error) {
+	for _, p := range []struct {
+		name string
+		at   *time.Time
+	}{{"since", &since}, {"until", &until}} {
+		t, perr := router.ParseWindowTime(q.Get(p.name), now)
+		if perr != nil {
+			return time.Time{}, time.Time{}, errors.New(p.name + " must be an RFC 3339 time or a duration before now, such as 2h")
+		}
+		*p.at = t
+	}
+	return since, until, nil
+}
+
 func filterFromQuery(r *http.Request) (router.Filter, error) {
 	q := r.URL.Query()
 	f := router.Filter{Route: q.Get("route"), Destination: q.Get("destination")}
@@ -390,18 +404,7 @@ func filterFromQuery(r *http.Request) (router.Filter, error) {
 		f.IDs = strings.Split(ids, ",")
 	}
 	var err error
-	now := time.Now()
-	parse := func(s string) time.Time {
-		if err != nil {
-			return time.Time{}
-		}
-		t, perr := router.ParseWindowTime(s, now)
-		if perr != nil {
-			err = errors.New("since/until must be RFC 3339 times or durations before now, such as 2h")
-		}
-		return t
-	}
-	f.Since, f.Until = parse(q.Get("since")), parse(q.Get("until"))
+	f.Since, f.Until, err = windowFromQuery(q, time.Now())
 	if l := q.Get("limit"); l != "" && err == nil {
 		if f.Limit, err = strconv.Atoi(l); err != nil || f.Limit < 1 {
 			err = errors.New("limit must be a positive whole number")

@@ -95,7 +95,11 @@
 // ORU event other than R01 likewise (201); a message without PID or OBR
 // has a required segment missing (100), and results for more than one
 // patient in one message are refused (100), since they cannot be put in
-// one patient's bundle safely. The listener refuses all of these before
+// one patient's bundle safely. An OBR without a test code (OBR-4) or an
+// OBX with a value but no observation code (OBX-3) is refused as a
+// required field missing (101): the result would reach a clinician as
+// "Unknown". An OBX with neither code nor value is left out, its notes
+// going to the report (DQCodeMissing). The listener refuses all of these before
 // storing (AR, or CR in enhanced mode, with the ERR code above; Screen and
 // the listener's accepted types), so the laboratory hears of them at once
 // rather than after an AA.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/junction-fhir/junction/adapters/mllp"
 	"github.com/junction-fhir/junction/adapters/pas"
@@ -86,10 +87,11 @@ func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.
 }
 
 // Screen returns the error the translator would refuse m with in every
-// case, so the listener can refuse it before storing (HL7 error 100): a
-// result message with no PID, results for more than one patient, or no
-// OBR. It returns nil for messages the translator takes or decides on
-// otherwise.
+// case, so the listener can refuse it before storing: a result message
+// with no PID, results for more than one patient, or no OBR (HL7 error
+// 100), and a report without a test code or a result without an
+// observation code (101, see missingCode). It returns nil for messages
+// the translator takes or decides on otherwise.
 func Screen(m *hl7v2.Message) *hl7v2.AckError {
 	switch pids := len(m.SegmentsNamed("PID")); {
 	case pids == 0:
@@ -101,7 +103,52 @@ func Screen(m *hl7v2.Message) *hl7v2.AckError {
 	if m.CountSegments("OBR") == 0 {
 		return &hl7v2.AckError{Segment: "OBR", Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "ORU^R01 needs an OBR segment"}
 	}
+	return missingCode(m)
+}
+
+// missingCode finds the first OBR without a test code (OBR-4) and the
+// first OBX with a value but no observation code (OBX-3), both required
+// in HL7 v2: a report or a result nobody can tell the test of would reach
+// a clinician as "Unknown", so the message is refused (HL7 error 101) for
+// the laboratory to correct. An OBX with neither code nor value carries
+// no result and is taken (see codeSent).
+func missingCode(m *hl7v2.Message) *hl7v2.AckError {
+	obr, obx := 0, 0
+	for _, seg := range m.Segments() {
+		switch seg.Name() {
+		case "OBR":
+			obr++
+			if !codeSent(seg, 4) {
+				return &hl7v2.AckError{Segment: "OBR", Sequence: obr, Field: 4, Code: hl7v2.ErrCodeRequiredField, Severity: "E",
+					Text: "OBR-4 (universal service identifier) is empty: a report needs its test code"}
+			}
+		case "OBX":
+			obx++
+			if !codeSent(seg, 3) && valueSent(seg) {
+				return &hl7v2.AckError{Segment: "OBX", Sequence: obx, Field: 3, Code: hl7v2.ErrCodeRequiredField, Severity: "E",
+					Text: "OBX-3 (observation identifier) is empty: a result needs its test code"}
+			}
+		}
+	}
 	return nil
+}
+
+// codeSent reports whether a coded field (its first repetition) names
+// anything: an identifier, text, alternate identifier or text, or
+// original text.
+func codeSent(seg *hl7v2.Segment, field int) bool {
+	for _, c := range []int{1, 2, 4, 5, 9} {
+		if strings.TrimSpace(value(seg.Component(field, 1, c, 1))) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// valueSent reports whether OBX-5 holds anything but separators.
+func valueSent(obx *hl7v2.Segment) bool {
+	v := strings.Trim(obx.Field(5), " ^~&")
+	return v != "" && v != `""`
 }
 
 // NewTranslator builds the translator for the configured dialects, loading

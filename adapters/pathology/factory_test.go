@@ -3,6 +3,7 @@ package pathology
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -212,6 +213,10 @@ func TestScreen(t *testing.T) {
 		{"no PID", []string{testMSH, testOBR}, "PID"},
 		{"two patients", []string{testMSH, testPID, testOBR, `PID|1||9990000026^^^NHS^NH`, testOBR}, "PID"},
 		{"no OBR", []string{testMSH, testPID, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`}, "OBR"},
+		{"report without a test code", []string{testMSH, testPID, testOBR, `OBR|2|PL2|FL2||||20240715`, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`}, "OBR-4 #2"},
+		{"result without a code", []string{testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`, `OBX|2|NM|||4.4|mmol/L|||||F`}, "OBX-3 #2"},
+		{"result with text only", []string{testMSH, testPID, testOBR, `OBX|1|NM|^Glucose||5.2|mmol/L`}, ""},
+		{"line with neither code nor value", []string{testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`, `OBX|2|TX|||^~^|||||F`}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -223,7 +228,15 @@ func TestScreen(t *testing.T) {
 			switch {
 			case tt.segment == "" && ae != nil:
 				t.Errorf("refused %+v, want taken", ae)
-			case tt.segment != "" && (ae == nil || ae.Segment != tt.segment || ae.Code != hl7v2.ErrCodeSegmentSequence):
+			case tt.segment == "":
+			case ae == nil:
+				t.Errorf("taken, want refused on %s", tt.segment)
+			case strings.Contains(tt.segment, "-"):
+				// A field: ERR 101 at that field of that occurrence.
+				if got := fmt.Sprintf("%s-%d #%d", ae.Segment, ae.Field, ae.Sequence); got != tt.segment || ae.Code != hl7v2.ErrCodeRequiredField {
+					t.Errorf("refusal %+v, want ERR 101 at %s", ae, tt.segment)
+				}
+			case ae.Segment != tt.segment || ae.Code != hl7v2.ErrCodeSegmentSequence:
 				t.Errorf("refusal %+v, want ERR 100 on %s", ae, tt.segment)
 			}
 			// The translator refuses the same messages.

@@ -65,9 +65,9 @@ var goldenCases = []struct {
 	{"oru-dates-attachments", "9990000050", nil},
 	{"oru-corrected", "9990000069", nil},
 	{"oru-data-quality", "H100007", []string{
-		pas.DQNHSNumberInvalid, DQResultTimeInvalid, DQReportStatusUnknown, DQNumericValueInvalid,
+		pas.DQNHSNumberInvalid, DQCodeMissing, DQResultTimeInvalid, DQReportStatusUnknown, DQNumericValueInvalid,
 		DQObservationStatusUnknown, DQValueTypeUnsupported, DQValueRepetitionsDropped,
-		DQInterpretationUnknown, DQCodeMissing, DQValueInvalid, DQMessageTimeInvalid,
+		DQInterpretationUnknown, DQValueInvalid, DQMessageTimeInvalid,
 	}},
 	{"oru-code-map", "9990000077", nil},
 }

@@ -55,8 +55,9 @@ const (
 	// DQInterpretationUnknown: an OBX-8 flag is not in HL7 table 0078; it
 	// is kept as text only.
 	DQInterpretationUnknown = "interpretation_unknown"
-	// DQCodeMissing: OBR-4 or OBX-3 is empty; the code is the
-	// data-absent-reason "unknown".
+	// DQCodeMissing: an OBX has neither code (OBX-3) nor value; it is
+	// left out and its notes go to the report. (An OBX with a value but
+	// no code, and an OBR without OBR-4, are refused: see Screen.)
 	DQCodeMissing = "code_missing"
 	// DQObservationOutsideOrder: an OBX comes before any OBR (a v2.6+
 	// patient observation, or a malformed message); it is mapped as an
@@ -306,6 +307,15 @@ func (b *builder) walk() error {
 			b.orders = append(b.orders, cur)
 			notes = &cur.notes
 		case "OBX":
+			if !codeSent(seg, 3) && !valueSent(seg) {
+				// No result: its notes, if any, are the report's.
+				b.flag(DQCodeMissing)
+				notes = nil
+				if cur != nil {
+					notes = &cur.notes
+				}
+				continue
+			}
 			obs := &observation{obx: seg}
 			if cur == nil {
 				b.flag(DQObservationOutsideOrder)
@@ -342,6 +352,9 @@ func (b *builder) walk() error {
 	}
 	if len(b.orders) == 0 {
 		return fault.New(fault.CodeHL7Required, "ORU^R01 needs an OBR segment").WithHL7(hl7v2.ErrCodeSegmentSequence)
+	}
+	if ae := missingCode(b.m); ae != nil {
+		return fault.New(fault.CodeHL7Required, fmt.Sprintf("%s-%d of %s %d is empty", ae.Segment, ae.Field, ae.Segment, ae.Sequence)).WithHL7(hl7v2.ErrCodeRequiredField)
 	}
 	for _, o := range b.orders {
 		b.mapOrder(o)

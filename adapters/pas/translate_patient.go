@@ -21,10 +21,6 @@ type patientID struct {
 	nhsValid  bool   // flagged and passes the modulus 11 check
 }
 
-// oidNHSNumber is the ISO OID of the NHS number, as HL7 v2 feeds may give
-// it in an identifier's assigning authority (CX-4.2).
-const oidNHSNumber = "2.16.840.1.113883.2.1.4.1"
-
 // idList holds a PID's identifiers: PID-3 repetitions first, then the
 // deprecated PID-2 and PID-4, which older (v2.3) feeds still use.
 type idList []patientID
@@ -46,7 +42,7 @@ func patientIDs(seg *hl7v2.Segment, d *Dialect, fields ...int) idList {
 			// CX-4.2 may name the NHS number by its OID, with no code in
 			// CX-4.1 for the dialect to know.
 			oid := strings.TrimSpace(value(seg.Component(field, rep, 4, 2)))
-			if d.isNHSAuthority(id.authority) || d.isNHSAuthority(id.typeCode) || oid == oidNHSNumber {
+			if d.isNHSAuthority(id.authority) || d.isNHSAuthority(id.typeCode) || oid == nhs.OIDNHSNumber {
 				id.nhsFlag = true
 				id.value = nhs.Normalize(id.value)
 				id.nhsValid = nhs.ValidNumber(id.value)

@@ -331,38 +331,95 @@ func rank(o Outcome) int {
 }
 
 // bundlePatients returns the distinct NHS numbers the decision is about:
-// key when it is a valid NHS number, then those on the bundle's Patient
-// resources, in bundle order.
+// key when it is a valid NHS number, then, in bundle order, every patient
+// an entry names (see nhsNumbers.addResource).
 func bundlePatients(key string, entries []entry) []string {
 	var out nhsNumbers
 	out.add(key)
 	for _, e := range entries {
-		if e.res.Type == "Patient" {
-			out.addPatient(e.body)
-		}
+		out.addResource(e.body)
 	}
 	return out
 }
 
-// BundleNHSNumbers returns the distinct valid NHS numbers, normalised, on
-// the Patient resources of a decoded Bundle's entries (or of the resource
-// itself when it is a Patient), in order: the patients whose data it
-// carries, as Decide counts them. It reads the maps; it never parses JSON.
+// BundleNHSNumbers returns the distinct valid NHS numbers, normalised, of
+// every patient a decoded Bundle's entries (or the resource itself, when
+// it is not a Bundle) name, in order: the patients whose data it carries,
+// as Decide counts them (see nhsNumbers.addResource). It reads the maps;
+// it never parses JSON.
 func BundleNHSNumbers(bundle map[string]any) []string {
 	var out nhsNumbers
-	if rt, _ := bundle["resourceType"].(string); rt == "Patient" {
-		out.addPatient(bundle)
+	if rt, _ := bundle["resourceType"].(string); rt != "Bundle" {
+		out.addResource(bundle)
 		return out
 	}
 	list, _ := bundle["entry"].([]any)
 	for _, x := range list {
 		m, _ := x.(map[string]any)
 		body, _ := m["resource"].(map[string]any)
-		if rt, _ := body["resourceType"].(string); rt == "Patient" {
-			out.addPatient(body)
-		}
+		out.addResource(body)
 	}
 	return out
+}
+
+// addResource adds the NHS numbers of every patient a resource names: its
+// own identifiers when it is a Patient, those of the Patients it contains,
+// and every logical reference by NHS number anywhere in it
+// (subject.identifier, patient.identifier, link.other.identifier, ...). A
+// patient named only by a logical reference is still a patient whose
+// data the resource carries: deciding for the first patient alone let an
+// Observation about a second, who had refused, go with the first's
+// permission. An Identifier list on any other resource (a RelatedPerson's
+// own NHS number) is not a patient the data is about.
+func (l *nhsNumbers) addResource(body map[string]any) {
+	if rt, _ := body["resourceType"].(string); rt == "Patient" {
+		l.addPatient(body)
+	}
+	l.addReferences(body, 0)
+}
+
+// maxWalkDepth bounds addReferences on resources nested past any real
+// FHIR structure (input depth is bounded at ingress as well).
+const maxWalkDepth = 64
+
+// addReferences adds the NHS numbers of the logical references in v, and
+// of the Patients contained in it.
+func (l *nhsNumbers) addReferences(v any, depth int) {
+	if depth > maxWalkDepth {
+		return
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if id, ok := x["identifier"].(map[string]any); ok {
+			if sys, _ := id["system"].(string); nhs.IsNHSNumberSystem(sys) {
+				val, _ := id["value"].(string)
+				l.add(val)
+			}
+		}
+		for k, child := range x {
+			if k == "contained" {
+				list, _ := child.([]any)
+				for _, c := range list {
+					if m, ok := c.(map[string]any); ok {
+						if rt, _ := m["resourceType"].(string); rt == "Patient" {
+							l.addPatient(m)
+						}
+					}
+				}
+			}
+			switch child.(type) {
+			case map[string]any, []any:
+				l.addReferences(child, depth+1)
+			}
+		}
+	case []any:
+		for _, child := range x {
+			switch child.(type) {
+			case map[string]any, []any:
+				l.addReferences(child, depth+1)
+			}
+		}
+	}
 }
 
 // nhsNumbers is a list of distinct valid NHS numbers, normalised, in the
@@ -382,7 +439,7 @@ func (l *nhsNumbers) addPatient(body map[string]any) {
 	ids, _ := body["identifier"].([]any)
 	for _, x := range ids {
 		m, _ := x.(map[string]any)
-		if sys, _ := m["system"].(string); sys == nhs.SystemNHSNumber {
+		if sys, _ := m["system"].(string); nhs.IsNHSNumberSystem(sys) {
 			v, _ := m["value"].(string)
 			l.add(v)
 		}
@@ -448,7 +505,6 @@ func restrictedInBundle(entries []entry) bool {
 	}
 	return false
 }
-
 // ResourceOf reads what the engine needs from a FHIR resource: its type,
 // meta.security labels (its own and those of the resources it contains,
 // which go wherever it goes), the codings of its code element and its

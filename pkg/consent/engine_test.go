@@ -405,19 +405,63 @@ func TestEngineDecidesForEveryPatient(t *testing.T) {
 		{"key is the second patient", memSource{policies: map[string][]Policy{second: deny}},
 			"direct-care", "direct-care", second, Deny, "consent:deny-all:Consent.provision"},
 	}
+	// The second patient named in each way a bundle can name a patient:
+	// a Patient entry, a logical reference by NHS number (in an older
+	// spelling of the system too), a contained Patient.
+	bundles := map[string]map[string]any{
+		"patient entries":    twoPatientBundle(first, second),
+		"logical references": twoPatientBundleBy(first, second, "logical"),
+		"older NHS system":   twoPatientBundleBy(first, second, "older system"),
+		"contained Patient":  twoPatientBundleBy(first, second, "contained"),
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := &Engine{Source: tt.src}
-			d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: tt.purpose, LegalBasis: tt.basis,
-				Destination: "d", PatientKey: tt.key, Bundle: twoPatientBundle(first, second), Default: Permit})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if d.Outcome != tt.want || d.Rule != tt.rule {
-				t.Errorf("decision %s by %s (%s), want %s by %s", d.Outcome, d.Rule, d.Reason, tt.want, tt.rule)
-			}
+		for shape, bundle := range bundles {
+			t.Run(tt.name+"/"+shape, func(t *testing.T) {
+				e := &Engine{Source: tt.src}
+				d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: tt.purpose, LegalBasis: tt.basis,
+					Destination: "d", PatientKey: tt.key, Bundle: bundle, Default: Permit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Outcome != tt.want || d.Rule != tt.rule {
+					t.Errorf("decision %s by %s (%s), want %s by %s", d.Outcome, d.Rule, d.Reason, tt.want, tt.rule)
+				}
+			})
+		}
+	}
+}
+
+// twoPatientBundleBy is a batch of two Observations, the first about
+// first by a logical reference, the second about second named as how
+// says: "logical" (subject.identifier), "older system" (the same with
+// the http fhir.nhs.net system) or "contained" (a contained Patient).
+func twoPatientBundleBy(first, second, how string) map[string]any {
+	logical := func(system, nhsNumber string) map[string]any {
+		return map[string]any{"identifier": map[string]any{"system": system, "value": nhsNumber}}
+	}
+	obs := func(id string, extra map[string]any) map[string]any {
+		r := map[string]any{"resourceType": "Observation", "id": id, "status": "final"}
+		for k, v := range extra {
+			r[k] = v
+		}
+		return map[string]any{"fullUrl": "urn:uuid:" + id, "resource": r}
+	}
+	var o2 map[string]any
+	switch how {
+	case "logical":
+		o2 = obs("o2", map[string]any{"subject": logical(nhs.SystemNHSNumber, second)})
+	case "older system":
+		o2 = obs("o2", map[string]any{"subject": logical("http://fhir.nhs.net/Id/nhs-number", second)})
+	case "contained":
+		o2 = obs("o2", map[string]any{
+			"contained": []any{map[string]any{"resourceType": "Patient", "id": "p",
+				"identifier": []any{map[string]any{"system": nhs.SystemNHSNumber, "value": second}}}},
+			"subject": map[string]any{"reference": "#p"},
 		})
 	}
+	return map[string]any{"resourceType": "Bundle", "type": "batch", "entry": []any{
+		obs("o1", map[string]any{"subject": logical(nhs.SystemNHSNumber, first)}), o2,
+	}}
 }
 
 // TestEngineLocalKeyIsUnknownPatient checks that a message known only by
@@ -687,6 +731,12 @@ func TestBundleNHSNumbers(t *testing.T) {
 		{"invalid check digit left out", bundle(patient(nhsID("9990000019"))), nil},
 		{"other identifier systems left out", bundle(patient(mrn)), nil},
 		{"numbers on other resources left out", bundle(`{"resourceType":"RelatedPerson","identifier":[` + nhsID("9990000018") + `]}`), nil},
+		{"logical references", bundle(`{"resourceType":"Observation","subject":{"identifier":` + nhsID("9990000034") + `},"performer":[{"identifier":` + nhsID("9990000018") + `}]}`),
+			[]string{"9990000034", "9990000018"}},
+		{"logical reference by another system left out", bundle(`{"resourceType":"Observation","subject":{"identifier":` + mrn + `}}`), nil},
+		{"contained Patient", bundle(`{"resourceType":"Observation","contained":[` + patient(nhsID("9990000026")) + `],"subject":{"reference":"#p"}}`), []string{"9990000026"}},
+		{"older system spelling", bundle(patient(`{"system":"http://fhir.nhs.net/Id/nhs-number","value":"9990000018"}`)), []string{"9990000018"}},
+		{"a single resource", `{"resourceType":"Observation","subject":{"identifier":` + nhsID("9990000018") + `}}`, []string{"9990000018"}},
 		{"a Patient alone", patient(nhsID("9990000026")), []string{"9990000026"}},
 		{"no entries", `{"resourceType":"Bundle","type":"collection"}`, nil},
 	}

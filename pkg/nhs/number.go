@@ -102,3 +102,28 @@ func itoa9(n int) string {
 	}
 	return string(b[:])
 }
+
+// IsNHSNumberSystem reports whether system names the NHS number: the UK
+// Core system (SystemNHSNumber), or one of the spellings older NHS FHIR
+// APIs used (http rather than https, the fhir.nhs.net host of the DSTU2
+// Care Connect profiles, other letter case, a trailing slash), or its
+// OID as a URN. It is for
+// deciding whose data a resource carries, where missing a patient is
+// the unsafe mistake; what Junction writes uses SystemNHSNumber.
+func IsNHSNumberSystem(system string) bool {
+	if system == SystemNHSNumber || system == "urn:oid:"+OIDNHSNumber {
+		return true
+	}
+	s := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(system), "/"))
+	s, ok := strings.CutPrefix(s, "https://")
+	if !ok {
+		if s, ok = strings.CutPrefix(s, "http://"); !ok {
+			return false
+		}
+	}
+	return s == "fhir.nhs.uk/id/nhs-number" || s == "fhir.nhs.net/id/nhs-number"
+}
+
+// OIDNHSNumber is the OID of the NHS number (as HL7 v2 CX-4.2 and
+// urn:oid: identifier systems give it).
+const OIDNHSNumber = "2.16.840.1.113883.2.1.4.1"

@@ -236,3 +236,28 @@ func BenchmarkValidNumber(b *testing.B) {
 		}
 	}
 }
+
+func TestIsNHSNumberSystem(t *testing.T) {
+	tests := []struct {
+		system string
+		want   bool
+	}{
+		{SystemNHSNumber, true},
+		{"http://fhir.nhs.uk/Id/nhs-number", true},
+		{"https://fhir.nhs.net/Id/nhs-number", true},
+		{"http://fhir.nhs.net/Id/nhs-number/", true},
+		{"HTTPS://FHIR.NHS.UK/Id/NHS-Number", true},
+		{"https://fhir.nhs.uk/Id/nhs-number-x", false},
+		{"https://fhir.example-trust.nhs.uk/Id/nhs-number", false},
+		{"urn:oid:2.16.840.1.113883.2.1.4.1", true},
+		{"urn:oid:2.16.840.1.113883.2.1.4.2", false},
+		{"", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.system, func(t *testing.T) {
+			if got := IsNHSNumberSystem(tt.system); got != tt.want {
+				t.Errorf("IsNHSNumberSystem(%q) = %v, want %v", tt.system, got, tt.want)
+			}
+		})
+	}
+}

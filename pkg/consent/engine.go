@@ -505,6 +505,7 @@ func restrictedInBundle(entries []entry) bool {
 	}
 	return false
 }
+
 // ResourceOf reads what the engine needs from a FHIR resource: its type,
 // meta.security labels (its own and those of the resources it contains,
 // which go wherever it goes), the codings of its code element and its

@@ -971,6 +971,10 @@ func shownPath(is fhirschema.Issue) string {
 // input: JSON type errors by position, the models' unknown-code errors
 // ("unknown AdministrativeGender code `x`") by the code system alone, since
 // a sender's mapping error can put patient data where a code belongs.
+// A json.Number's error ("invalid number literal, trying to unmarshal
+// \"...\" into Number") says only that a number is invalid, and any other
+// message is cut at its first quote or backtick, so no wording of a
+// decoder can carry the input into the answer.
 func modelError(err error) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
@@ -978,8 +982,11 @@ func modelError(err error) string {
 		return jsonError(err)
 	}
 	msg := err.Error()
-	if i := strings.IndexByte(msg, '`'); i >= 0 {
-		return strings.TrimSpace(msg[:i]) + " (the value is not shown)"
+	if strings.Contains(msg, "invalid number literal") {
+		return "a number is not a valid JSON number (the value is not shown)"
+	}
+	if i := strings.IndexAny(msg, "`\"'"); i >= 0 {
+		return strings.TrimRight(strings.TrimSpace(msg[:i]), ",:") + " (the value is not shown)"
 	}
 	return msg
 }

@@ -274,6 +274,8 @@ func TestInboundRejects(t *testing.T) {
 		{"searchset bundle", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"searchset"}`), 400, "not-supported", fault.CodeFHIRInvalid, "Bundle.type"},
 		{"unknown bundle type", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"pile"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Bundle"},
 		{"bad gender code", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","gender":"mail"}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient: unknown AdministrativeGender code (the value is not shown)"},
+		{"decimal that is a string", "/fhir/Observation", "application/fhir+json", []byte(`{"resourceType":"Observation","status":"final","code":{"text":"Hb"},"valueQuantity":{"value":"SMITH John 9990000018"}}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Observation: a number is not a valid JSON number (the value is not shown)"},
+		{"decimal that is a string in a Bundle", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","status":"final","code":{"text":"Hb"},"valueQuantity":{"value":"SMITH John 9990000018"}}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "a number is not a valid JSON number (the value is not shown)"},
 		{"number out of an integer's range", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","multipleBirthInteger":99999999999999999999}`), 400, "invalid", fault.CodeFHIRInvalid, "wrong JSON type for multipleBirthInteger at offset 69 (want an integer, got number)"},
 		{"wrong json type", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","active":"yes"}`), 400, "invalid", fault.CodeFHIRInvalid, "wrong JSON type for active at offset 40 (want a boolean, got string)"},
 		// In JSON's terms, not the Go model's ([]fhir.HumanName).
@@ -337,6 +339,12 @@ func TestInboundRejects(t *testing.T) {
 				t.Errorf("Content-Type = %q", ct)
 			}
 			issue, diag := outcomeOf(t, rec.Body.Bytes())
+			// Nothing that reads as patient data in the body comes back.
+			for _, pd := range []string{"SMITH", "9990000018", "smithjohn", "testpatient"} {
+				if bytes.Contains(tt.body, []byte(pd)) && strings.Contains(rec.Body.String(), pd) {
+					t.Errorf("the answer quotes %q from the body: %s", pd, rec.Body)
+				}
+			}
 			if issue != tt.wantIssue || !strings.Contains(diag, tt.wantDiag) {
 				t.Errorf("outcome = %s %q, want %s containing %q", issue, diag, tt.wantIssue, tt.wantDiag)
 			}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
@@ -75,6 +77,18 @@ func (in *Inbound) storeConsent(ctx context.Context, w http.ResponseWriter, body
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalidJSON, detail: jsonError(json.Unmarshal(doc, &v))})
 	case bytes.TrimSpace(doc)[0] != '{':
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, issue: "structure", detail: "body is not a JSON object"})
+	}
+	// The checks every other post gets: a Consent read two ways (a
+	// provision whose type is given twice, deny then permit) would be
+	// stored as whichever the decoder kept.
+	if off, reason := keyProblem(doc); off >= 0 {
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, issue: "structure", detail: fmt.Sprintf("%s, at offset %d", reason, off)})
+	}
+	if off, reason := fhirJSONProblem(doc); off >= 0 {
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, issue: "structure", detail: fmt.Sprintf("%s, at offset %d", reason, off)})
+	}
+	if err := json.Unmarshal(doc, new(models.Consent)); err != nil {
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, detail: "invalid Consent: " + modelError(err)})
 	}
 	pol, issues := consent.ParsePolicy(doc)
 	if len(issues) == 0 && pol.ID == "" {

@@ -83,6 +83,12 @@ func TestPostConsent(t *testing.T) {
 		{"without an id is refused", []string{strings.Replace(string(consentBody("c1", "active")), `"id":"c1",`, "", 1)}, nil, http.StatusUnprocessableEntity, "Consent.id", nil},
 		{"malformed JSON is a bad request", []string{`{"resourceType":"Consent",`}, nil, http.StatusBadRequest, "invalid JSON at offset", nil},
 		{"an array is a bad request", []string{`[1]`}, nil, http.StatusBadRequest, "not a JSON object", nil},
+		{"a provision type given twice is a bad request", []string{strings.Replace(string(consentBody("c1", "active")), `"provision":{"type":"permit"`, `"provision":{"type":"deny","type":"permit"`, 1)},
+			nil, http.StatusBadRequest, "twice", nil},
+		{"an id given twice is a bad request", []string{strings.Replace(string(consentBody("c1", "active")), `"id":"c1"`, `"id":"c1","id":"c2"`, 1)},
+			nil, http.StatusBadRequest, "twice", nil},
+		{"a value of the wrong JSON type is a bad request", []string{strings.Replace(string(consentBody("c1", "active")), `"code":"59284-0"`, `"code":"59284-0","display":123`, 1)},
+			nil, http.StatusBadRequest, "wrong JSON type", nil},
 		{"store down answers 503", []string{string(consentBody("c1", "active"))}, errors.New("bucket unavailable"), http.StatusServiceUnavailable, "", nil},
 	}
 	for _, tt := range tests {

@@ -50,6 +50,12 @@
 // multi-line report leaves the earlier extra lines at the server. OBX-21,
 // when sent, is kept as a further Observation identifier.
 //
+// An OBX with status U and no value ("status change to final without
+// retransmitting results already sent as preliminary") is not an
+// Observation: its report refers to the earlier one by its result key
+// (DQResultStatusOnly), since an Observation written whole would replace
+// the preliminary value at the server with none.
+//
 // # Mapping choices
 //
 //   - DiagnosticReport (UKCore-DiagnosticReport-Lab): placer (PLAC) and

@@ -145,6 +145,13 @@ func codeSent(seg *hl7v2.Segment, field int) bool {
 	return false
 }
 
+// statusOnlyFinal reports an OBX whose status is U ("status change to
+// final without retransmitting results already sent as preliminary",
+// HL7 table 0085) and that holds no value.
+func statusOnlyFinal(obx *hl7v2.Segment) bool {
+	return strings.EqualFold(strings.TrimSpace(value(obx.Component(11, 1, 1, 1))), "U") && !valueSent(obx)
+}
+
 // valueSent reports whether OBX-5 holds anything but separators.
 func valueSent(obx *hl7v2.Segment) bool {
 	v := strings.Trim(obx.Field(5), " ^~&")

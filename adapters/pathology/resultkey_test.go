@@ -245,3 +245,76 @@ func TestObservationInstanceIdentifier(t *testing.T) {
 		t.Errorf("OBX-21 identifier %+v, want urn:oid:1.2.826.0.1.999|OBS-77", id)
 	}
 }
+
+// TestStatusOnlyFinalKeepsTheValue checks that a final report whose OBX
+// says only that the preliminary result is now final (OBX-11 U, no
+// value) refers to the earlier Observation by its result key and writes
+// no Observation: one written whole would replace the preliminary value
+// at the server with none.
+func TestStatusOnlyFinalKeepsTheValue(t *testing.T) {
+	msh := `MSH|^~\&|WINPATH|RX1LAB|JUNCTION|RX1|20261201120000||ORU^R01^ORU_R01|T05-0001|P|2.5.1`
+	pid := `PID|1||9990000069^^^NHS^NH||PATHTEST^BLAIR||19700202|M`
+	obr := func(status string) string {
+		return `OBR|1|PL5001^EPR|FL5001^WINPATH|FBC^Full blood count^L|||20261201081500|||||||20261201090000||||||||20261201101000||HM|` + status
+	}
+	preliminary := hl7(msh, pid, obr("P"), `OBX|1|NM|HB^Haemoglobin^L||135|g/L|130-170|N|||P`)
+	final := hl7(strings.Replace(msh, "T05-0001", "T05-0002", 1), pid, obr("F"),
+		`OBX|1|NM|HB^Haemoglobin^L||||130-170||||U`, `OBX|2|NM|WBC^White cell count^L||7.2|10*9/L|4.0-11.0|N|||F`)
+
+	before := resultKeys(t, "preliminary", preliminary)
+	after := resultKeys(t, "final", final)
+	if len(before["Observation"]) != 1 || len(after["Observation"]) != 1 || after["Observation"][0] == before["Observation"][0] {
+		t.Fatalf("Observations %q then %q, want the haemoglobin then only the white cell count", before["Observation"], after["Observation"])
+	}
+	hb, _, _ := strings.Cut(before["Observation"][0], "=")
+
+	got, err := newTestTranslator(t).Translate(testEnvelope("final", final))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got.DataQuality, DQResultStatusOnly) {
+		t.Errorf("data quality %q, want %s", got.DataQuality, DQResultStatusOnly)
+	}
+	var b struct {
+		Entry []struct {
+			Resource struct {
+				ResourceType string `json:"resourceType"`
+				Status       string `json:"status"`
+				Result       []struct {
+					Reference  string `json:"reference"`
+					Identifier *struct{ System, Value string }
+				} `json:"result"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(got.Bundle, &b); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range b.Entry {
+		r := e.Resource
+		if r.ResourceType != "DiagnosticReport" {
+			continue
+		}
+		found = true
+		if r.Status != "final" || len(r.Result) != 2 {
+			t.Fatalf("report %s with %d results, want final with 2", r.Status, len(r.Result))
+		}
+		if id := r.Result[0].Identifier; r.Result[0].Reference != "" || id == nil || id.System != DefaultResultKeySystem || id.Value != hb {
+			t.Errorf("first result %+v, want a reference by the preliminary haemoglobin's key %s", r.Result[0], hb)
+		}
+		if !strings.HasPrefix(r.Result[1].Reference, "urn:uuid:") {
+			t.Errorf("second result %+v, want the white cell count in the bundle", r.Result[1])
+		}
+	}
+	if !found {
+		t.Fatal("no DiagnosticReport")
+	}
+	// A fhir destination takes it, and updates no Observation by the
+	// haemoglobin's key.
+	for _, u := range transactionURLs(t, "final", final) {
+		if strings.Contains(u, hb) {
+			t.Errorf("transaction writes %q, the preliminary haemoglobin", u)
+		}
+	}
+}

@@ -59,6 +59,13 @@ const (
 	// left out and its notes go to the report. (An OBX with a value but
 	// no code, and an OBR without OBR-4, are refused: see Screen.)
 	DQCodeMissing = "code_missing"
+	// DQResultStatusOnly: an OBX with status U (final, the result sent
+	// before as preliminary not sent again) and no value. It becomes a
+	// DiagnosticReport.result reference to the earlier Observation by its
+	// result key, with no Observation: written whole, one would replace
+	// the preliminary value at the server with none. The earlier
+	// Observation keeps its preliminary status there.
+	DQResultStatusOnly = "result_status_only"
 	// DQObservationOutsideOrder: an OBX comes before any OBR (a v2.6+
 	// patient observation, or a malformed message); it is mapped as an
 	// Observation of the patient with no report, order or result key.
@@ -212,7 +219,10 @@ type order struct {
 	request  *models.ServiceRequest
 	specRefs []models.Reference
 	specRes  []*models.Specimen
-	obsRes   []*models.Observation
+	// obsRes are the Observations written, and obsURLs their fullUrls
+	// (a status-only final has a result reference but no Observation).
+	obsRes  []*models.Observation
+	obsURLs []string
 }
 
 // observation is one OBX with its notes.
@@ -314,6 +324,13 @@ func (b *builder) walk() error {
 				if cur != nil {
 					notes = &cur.notes
 				}
+				continue
+			}
+			if cur == nil && statusOnlyFinal(seg) {
+				// Nothing to finalise: a result outside an order has
+				// no key a server could find the earlier one by.
+				b.flag(DQResultStatusOnly)
+				notes = nil
 				continue
 			}
 			obs := &observation{obx: seg}
@@ -425,7 +442,7 @@ func (b *builder) bundle() ([]byte, error) {
 		u, _ := b.ids(kind("DiagnosticReport", o.index, 0))
 		w.add(o.report, u)
 		for i, obs := range o.obsRes {
-			w.add(obs, *o.report.Result[i].Reference)
+			w.add(obs, o.obsURLs[i])
 		}
 	}
 	if w.err != nil {

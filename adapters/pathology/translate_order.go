@@ -88,10 +88,20 @@ func (b *builder) mapOrder(o *order) {
 		specimen = &o.specRefs[0]
 	}
 	for i, obs := range o.observations {
+		if statusOnlyFinal(obs.obx) {
+			// The result was sent before; only its report is final now.
+			b.flag(DQResultStatusOnly)
+			if key := observationKey(o, obs.obx); key != "" {
+				id := b.resultKey(key)
+				report.Result = append(report.Result, models.Reference{Identifier: &id, Type: fhir.Ptr("Observation")})
+			}
+			continue
+		}
 		url, _ := b.ids(kind("Observation", o.index, i+1))
 		r, typ := fhir.Ptr2(url, "Observation")
 		report.Result = append(report.Result, models.Reference{Reference: r, Type: typ})
 		o.obsRes = append(o.obsRes, b.mapObservation(o, i+1, obs, subject, basedOn, specimen, effective, issued))
+		o.obsURLs = append(o.obsURLs, url)
 	}
 	o.report = report
 

@@ -60,13 +60,13 @@ var goldenCases = []struct {
 }{
 	{"oru-v251-fbc", "9990000018", nil},
 	{"oru-v23-obr15-text", "9990000026", nil},
-	{"oru-v24-multi-obr-coded", "9990000034", []string{DQValueRepetitionsDropped}},
+	{"oru-v24-multi-obr-coded", "9990000034", nil},
 	{"oru-sn-nr-units", "9990000042", []string{DQUnitNotUCUM}},
 	{"oru-dates-attachments", "9990000050", nil},
 	{"oru-corrected", "9990000069", nil},
 	{"oru-data-quality", "H100007", []string{
 		pas.DQNHSNumberInvalid, DQCodeMissing, DQResultTimeInvalid, DQReportStatusUnknown, DQNumericValueInvalid,
-		DQObservationStatusUnknown, DQValueTypeUnsupported, DQValueRepetitionsDropped,
+		DQObservationStatusUnknown, DQValueTypeUnsupported,
 		DQInterpretationUnknown, DQValueInvalid, DQMessageTimeInvalid,
 	}},
 	{"oru-code-map", "9990000077", nil},

@@ -40,8 +40,9 @@ const (
 	// DQValueTypeUnsupported: OBX-2 is missing or a type this mapping does
 	// not know; the value is kept as valueString.
 	DQValueTypeUnsupported = "value_type_unsupported"
-	// DQValueRepetitionsDropped: a coded or numeric OBX-5 repeats; only
-	// the first repetition is mapped.
+	// DQValueRepetitionsDropped: an ED or RP OBX-5 repeats; only the
+	// first repetition is mapped. (Other types' repetitions become
+	// Observation.component.)
 	DQValueRepetitionsDropped = "value_repetitions_dropped"
 	// DQUnitNotUCUM: OBX-6 is not a UCUM unit; the Quantity has the unit
 	// text only, so receivers cannot compare it.

@@ -46,7 +46,7 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 		ob.EffectiveDateTime = effective
 	}
 	u := b.setValue(ob, obx)
-	if !hasValue(ob) {
+	if !hasValue(ob) && len(ob.Component) == 0 {
 		ob.DataAbsentReason = absentReason(ob.Status, value(obx.Component(11, 1, 1, 1)))
 	}
 	for rep := 1; rep <= obx.Repetitions(8); rep++ {
@@ -128,8 +128,12 @@ func absentReason(status models.ObservationStatus, v2 string) *models.CodeableCo
 //     with the pointer as url.
 //   - anything else, or no OBX-2: as ST, with DQValueTypeUnsupported.
 //
-// Coded and numeric values use the first repetition only
-// (DQValueRepetitionsDropped when more were sent).
+// A repeating OBX-5 of a type other than text is one value a repetition,
+// as Observation.component (each with the Observation's code), as the
+// HL7 v2-to-FHIR mapping maps a repeating OBX-5 (OBX[Observation-
+// Component]): "A~RHPOS" for a blood group keeps both. ED and RP values
+// use the first repetition only (DQValueRepetitionsDropped when more were
+// sent).
 func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 	typ := strings.ToUpper(strings.TrimSpace(value(obx.Component(2, 1, 1, 1))))
 	var u unit
@@ -145,16 +149,43 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 	if reps == 0 || obx.IsNull(5) {
 		return u
 	}
-	comp := func(c int) string { return strings.TrimSpace(value(obx.Component(5, 1, c, 1))) }
-	single := func() {
-		if reps > 1 {
-			b.flag(DQValueRepetitionsDropped)
+	if reps > 1 && componentValueType[typ] {
+		for rep := 1; rep <= reps; rep++ {
+			var one models.Observation
+			b.setValueRep(&one, obx, typ, u, rep)
+			if !hasValue(&one) {
+				continue
+			}
+			ob.Component = append(ob.Component, models.ObservationComponent{
+				Code: ob.Code, ValueQuantity: one.ValueQuantity, ValueCodeableConcept: one.ValueCodeableConcept,
+				ValueString: one.ValueString, ValueRange: one.ValueRange, ValueRatio: one.ValueRatio,
+				ValueTime: one.ValueTime, ValueDateTime: one.ValueDateTime, ValuePeriod: one.ValuePeriod,
+			})
 		}
+		return u
 	}
+	if reps > 1 && (typ == "ED" || typ == "RP") {
+		b.flag(DQValueRepetitionsDropped)
+	}
+	b.setValueRep(ob, obx, typ, u, 1)
+	return u
+}
+
+// componentValueType lists the OBX-2 types whose repetitions become
+// components (setValue); the text types join their repetitions as lines.
+var componentValueType = map[string]bool{
+	"NM": true, "SN": true, "NR": true, "CE": true, "CWE": true, "CNE": true,
+	"IS": true, "ID": true, "DT": true, "DTM": true, "TS": true, "TM": true, "DR": true,
+}
+
+// setValueRep maps repetition rep of OBX-5 by its type typ (see setValue);
+// the text types and ED and RP map the whole field.
+func (b *builder) setValueRep(ob *models.Observation, obx *hl7v2.Segment, typ string, u unit, rep int) {
+	reps := obx.Repetitions(5)
+	comp := func(c int) string { return strings.TrimSpace(value(obx.Component(5, rep, c, 1))) }
 	switch typ {
 	case "NM":
-		single()
-		raw := b.formattedText(obx.Repetition(5, 1))
+		raw := b.formattedText(obx.Repetition(5, rep))
 		cmp, rest := splitComparator(raw)
 		if v, ok := decimal(rest); ok {
 			ob.ValueQuantity = quantity(v, u)
@@ -166,8 +197,7 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 			ob.ValueString = fhir.Ptr(strings.TrimSpace(raw))
 		}
 	case "SN":
-		single()
-		if reps == 1 && comp(2) == "" && comp(3) == "" && comp(4) == "" {
+		if comp(2) == "" && comp(3) == "" && comp(4) == "" {
 			// "<5" sent as text rather than as SN components ("<^5").
 			if b.textQuantity(ob, comp(1), u) {
 				break
@@ -175,7 +205,6 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 		}
 		b.structuredNumeric(ob, comp(1), comp(2), comp(3), comp(4), u)
 	case "NR":
-		single()
 		lo, ok1 := decimal(comp(1))
 		hi, ok2 := decimal(comp(2))
 		switch {
@@ -195,15 +224,12 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 	case "ST", "TX", "FT":
 		b.textValue(ob, obx, reps, u)
 	case "CE", "CWE", "CNE":
-		single()
-		ob.ValueCodeableConcept = b.codeableConcept(obx, 5, 1)
+		ob.ValueCodeableConcept = b.codeableConcept(obx, 5, rep)
 	case "IS", "ID":
-		single()
 		if c := comp(1); c != "" {
 			ob.ValueCodeableConcept = &models.CodeableConcept{Coding: []models.Coding{{Code: fhir.Ptr(c)}}, Text: fhir.Ptr(c)}
 		}
 	case "DT", "DTM", "TS":
-		single()
 		if raw := comp(1); raw != "" {
 			if v, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
 				ob.ValueDateTime = &v
@@ -212,7 +238,6 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 			}
 		}
 	case "TM":
-		single()
 		if raw := comp(1); raw != "" {
 			if v, ok := timeOfDay(raw); ok {
 				ob.ValueTime = &v
@@ -221,23 +246,20 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 			}
 		}
 	case "DR":
-		single()
-		start, errStart := optionalDateTime(value(obx.Component(5, 1, 1, 1)), b)
-		end, errEnd := optionalDateTime(value(obx.Component(5, 1, 2, 1)), b)
+		start, errStart := optionalDateTime(value(obx.Component(5, rep, 1, 1)), b)
+		end, errEnd := optionalDateTime(value(obx.Component(5, rep, 2, 1)), b)
 		if errStart || errEnd {
 			b.flag(DQValueInvalid)
 		} else if start != nil || end != nil {
 			ob.ValuePeriod = &models.Period{Start: start, End: end}
 		}
 	case "ED":
-		single()
 		if att, ok := b.encapsulated(obx); ok {
 			ob.Extension = append(ob.Extension, models.Extension{Url: extObservationValue, ValueAttachment: att})
 		} else {
 			b.flag(DQValueInvalid)
 		}
 	case "RP":
-		single()
 		if att, ok := b.pointer(obx); ok {
 			ob.Extension = append(ob.Extension, models.Extension{Url: extObservationValue, ValueAttachment: att})
 		} else {
@@ -247,7 +269,6 @@ func (b *builder) setValue(ob *models.Observation, obx *hl7v2.Segment) unit {
 		b.flag(DQValueTypeUnsupported)
 		b.textValue(ob, obx, reps, u)
 	}
-	return u
 }
 
 // knownValueType lists the OBX-2 types setValue maps by their own rules.

@@ -108,6 +108,15 @@ func TestObservationValues(t *testing.T) {
 		{"FT repetitions", `OBX|1|FT|REP^Report^L||Line one~Line \E\two\E\||||||F`, func(o models.Observation) bool {
 			return *o.ValueString == "Line one\nLine \\two\\"
 		}, nil},
+		{"CWE repetitions are components", `OBX|1|CWE|ABO^Blood group^L||A^Group A^L~RHPOS^Rh D positive^L||||||F`, func(o models.Observation) bool {
+			return o.ValueCodeableConcept == nil && o.DataAbsentReason == nil && len(o.Component) == 2 &&
+				*o.Component[0].ValueCodeableConcept.Coding[0].Code == "A" && *o.Component[1].ValueCodeableConcept.Coding[0].Code == "RHPOS" &&
+				*o.Component[1].Code.Coding[0].Code == "ABO"
+		}, nil},
+		{"NM repetitions are components, empty ones left out", `OBX|1|NM|GLU^Glucose^L||4.2~~<4.3|mmol/L|||||F`, func(o models.Observation) bool {
+			return o.ValueQuantity == nil && len(o.Component) == 2 && o.Component[0].ValueQuantity.Value.String() == "4.2" &&
+				*o.Component[1].ValueQuantity.Comparator == models.QuantityComparatorLessThan && *o.Component[1].ValueQuantity.Code == "mmol/L"
+		}, nil},
 		{"pending, no value", `OBX|1|NM|GLU^Glucose^L|||mmol/L|||||P`, func(o models.Observation) bool {
 			return o.Status == models.ObservationStatusPreliminary && *o.DataAbsentReason.Coding[0].Code == "temp-unknown"
 		}, nil},

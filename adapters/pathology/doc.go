@@ -69,7 +69,9 @@
 //     DiagnosticReport has no note.
 //   - ServiceRequest (UKCore-ServiceRequest-Lab): the same identifiers and
 //     code, intent order, status ORC-5 or, without it, from the report
-//     status; authoredOn ORC-9; requester ORC-12, else OBR-16.
+//     status; authoredOn ORC-9; requester ORC-12, else OBR-16; basedOn
+//     the parent order of OBR-29 (a susceptibility report's culture), by
+//     logical references with its placer and filler identifiers.
 //   - Specimen (UKCore-Specimen): one per SPM (v2.5); an order without SPM
 //     gets one from OBR-15 (v2.3, v2.4) when sent, collected at OBR-7 and
 //     received at OBR-14. Which source is used depends on what the
@@ -92,7 +94,9 @@
 //     an Observation of the patient with no order, report or result key,
 //     after the Patient, flagged DQObservationOutsideOrder.
 //   - Not mapped: PV1 (no Encounter), TQ1, CTD, FT1, PRT, OBX-4 sub-ids
-//     as a grouping (no hasMember; they are part of the result key),
+//     as a grouping (no hasMember: they are kept in the
+//     observation-v2-subid extension and are part of the result key),
+//     OBR-26 (the parent result; OBR-29 links the parent order),
 //     OBX-15, OBX-16 and OBX-23 to OBX-25 (performers).
 //
 // # Faults

@@ -90,6 +90,7 @@ const (
 	systemURI           = "urn:ietf:rfc:3986"
 	extDiagnosticNote   = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DiagnosticReport.note"
 	extObservationValue = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Observation.value"
+	extObservationSubID = "http://hl7.org/fhir/StructureDefinition/observation-v2-subid"
 )
 
 // Translator maps HL7 v2 ORU^R01 messages to FHIR. It is safe for

@@ -3,6 +3,7 @@ package pathology
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"slices"
 	"strings"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -23,7 +24,8 @@ import (
 //   - value from OBX-2 and OBX-5 (see setValue), or a dataAbsentReason
 //     when there is none.
 //   - interpretation every OBX-8; referenceRange OBX-7; method OBX-17;
-//     note every NTE after the OBX.
+//     note every NTE after the OBX; OBX-4 in the observation-v2-subid
+//     extension (original-sub-identifier).
 func (b *builder) mapObservation(o *order, item int, obs *observation, subject models.Reference,
 	basedOn []models.Reference, specimen *models.Reference, effective, issued *string) *models.Observation {
 	obx := obs.obx
@@ -62,6 +64,14 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 	for _, n := range obs.notes {
 		ob.Note = append(ob.Note, models.Annotation{Text: n})
 	}
+	if sub := strings.TrimSpace(value(obx.Field(4))); sub != "" {
+		// OBX-4 groups results (the susceptibilities of one organism);
+		// kept as the v2-to-FHIR mapping keeps it, for receivers that
+		// know the laboratory's use of it.
+		ob.Extension = append(ob.Extension, models.Extension{Url: extObservationSubID, Extension: []models.Extension{
+			{Url: "original-sub-identifier", ValueString: fhir.Ptr(sub)},
+		}})
+	}
 	return ob
 }
 
@@ -86,7 +96,8 @@ func (b *builder) observationIdentifiers(o *order, obx *hl7v2.Segment) []models.
 func hasValue(ob *models.Observation) bool {
 	return ob.ValueQuantity != nil || ob.ValueCodeableConcept != nil || ob.ValueString != nil ||
 		ob.ValueRange != nil || ob.ValueRatio != nil || ob.ValueTime != nil ||
-		ob.ValueDateTime != nil || ob.ValuePeriod != nil || len(ob.Extension) > 0
+		ob.ValueDateTime != nil || ob.ValuePeriod != nil ||
+		slices.ContainsFunc(ob.Extension, func(e models.Extension) bool { return e.Url == extObservationValue })
 }
 
 // absentReason says why an observation has no value: not-performed when

@@ -115,6 +115,7 @@ func (b *builder) mapOrder(o *order) {
 		Subject:    subject,
 		Specimen:   o.specRefs,
 	}
+	o.request.BasedOn = b.parentOrder(obr)
 	for _, n := range o.orcNotes {
 		o.request.Note = append(o.request.Note, models.Annotation{Text: n})
 	}
@@ -208,6 +209,35 @@ func (b *builder) orderIdentifier(o *order, field int, typeCode, display, system
 		System: fhir.Ptr(system),
 		Value:  fhir.Ptr(v),
 	}
+}
+
+// parentOrder maps OBR-29, the order a reflex or susceptibility report
+// is a child of, to logical references to its ServiceRequest by the
+// parent's placer (EIP-1) and filler (EIP-2) numbers, as the v2-to-FHIR
+// mapping maps it (OBR[ServiceRequest], basedOn): identifiers as this
+// order's own are made, so they match the parent's.
+func (b *builder) parentOrder(obr *hl7v2.Segment) []models.Reference {
+	var refs []models.Reference
+	for _, p := range []struct {
+		comp                   int
+		typeCode, display, sys string
+	}{
+		{1, "PLAC", "Placer Identifier", b.t.lab.PlacerOrderSystem},
+		{2, "FILL", "Filler Identifier", b.t.lab.FillerOrderSystem},
+	} {
+		id := eiFromSubcomponents(obr, 29, p.comp)
+		if id == nil {
+			continue
+		}
+		if id.System == nil {
+			id.System = fhir.Ptr(p.sys)
+		}
+		id.Type = &models.CodeableConcept{Coding: []models.Coding{{
+			System: fhir.Ptr(systemV2IDType), Code: fhir.Ptr(p.typeCode), Display: fhir.Ptr(p.display),
+		}}}
+		refs = append(refs, models.Reference{Type: fhir.Ptr("ServiceRequest"), Identifier: id})
+	}
+	return refs
 }
 
 // reportCategory is the UK Core laboratory category (LAB in HL7 table

@@ -463,3 +463,76 @@ func TestLatin1Text(t *testing.T) {
 		})
 	}
 }
+
+// TestMicrobiologyLinks checks that a susceptibility report names its
+// parent order (OBR-29) by identifiers equal to the parent's own, and
+// that OBX-4 sub-ids are kept.
+func TestMicrobiologyLinks(t *testing.T) {
+	obr := func(set, placer, filler, code string, more map[int]string) string {
+		f := make([]string, 30)
+		f[0], f[1], f[2], f[3], f[4], f[7], f[25] = "OBR", set, placer, filler, code, "20240715081500", "F"
+		for i, v := range more {
+			f[i] = v
+		}
+		return strings.Join(f, "|")
+	}
+	raw := hl7(testMSH, testPID,
+		obr("1", "PL7001^EPR", "FL7001^WINPATH", "MCS^Urine culture^L", nil),
+		`OBX|1|CWE|ORG^Organism^L|1|112283007^Escherichia coli^SCT||||||F`,
+		obr("2", "PL7001^EPR", "FL7002^WINPATH", "SENS^Susceptibility^L", map[int]string{26: "ORG&Organism&L^1^Escherichia coli", 29: "PL7001&EPR^FL7001&WINPATH"}),
+		`OBX|1|CWE|AMOX^Amoxicillin^L|1|R^Resistant^L|||R|||F`)
+	got, err := newTestTranslator(t).Translate(testEnvelope("micro", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBundle(t, got.Bundle)
+	b, _ := models.UnmarshalBundle(got.Bundle)
+	var requests []models.ServiceRequest
+	var obs []models.Observation
+	for _, e := range b.Entry {
+		switch {
+		case strings.Contains(string(e.Resource), `"resourceType":"ServiceRequest"`):
+			r, err := models.UnmarshalServiceRequest(e.Resource)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requests = append(requests, r)
+		case strings.Contains(string(e.Resource), `"resourceType":"Observation"`):
+			o, err := models.UnmarshalObservation(e.Resource)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obs = append(obs, o)
+		}
+	}
+	if len(requests) != 2 || len(obs) != 2 {
+		t.Fatalf("%d requests and %d observations, want 2 and 2", len(requests), len(obs))
+	}
+	if len(requests[0].BasedOn) != 0 {
+		t.Errorf("the parent order is based on %+v", requests[0].BasedOn)
+	}
+	idKey := func(id models.Identifier) string { return *id.System + "|" + *id.Value }
+	var parentIDs, childBasedOn []string
+	for _, id := range requests[0].Identifier {
+		if id.Type != nil {
+			parentIDs = append(parentIDs, idKey(id))
+		}
+	}
+	for _, ref := range requests[1].BasedOn {
+		if ref.Identifier == nil || ref.Reference != nil || *ref.Type != "ServiceRequest" {
+			t.Fatalf("basedOn %+v, want a logical reference to a ServiceRequest", ref)
+		}
+		childBasedOn = append(childBasedOn, idKey(*ref.Identifier))
+	}
+	if len(parentIDs) != 2 || !slices.Equal(parentIDs, childBasedOn) {
+		t.Errorf("the child is based on %q, the parent is %q", childBasedOn, parentIDs)
+	}
+	for i, o := range obs {
+		if len(o.Extension) != 1 || o.Extension[0].Url != extObservationSubID || *o.Extension[0].Extension[0].ValueString != "1" {
+			t.Errorf("observation %d extensions %+v, want the sub-id 1", i+1, o.Extension)
+		}
+		if o.ValueCodeableConcept == nil || o.DataAbsentReason != nil {
+			t.Errorf("observation %d lost its value beside the sub-id", i+1)
+		}
+	}
+}

@@ -318,3 +318,35 @@ func TestStatusOnlyFinalKeepsTheValue(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderWithoutNumbersIsFlagged checks that an order with neither a
+// placer nor a filler number, whose results cannot be updated in place,
+// is flagged, and one with either number is not.
+func TestOrderWithoutNumbersIsFlagged(t *testing.T) {
+	tests := []struct {
+		name string
+		orc  string
+		obr  string
+		want bool
+	}{
+		{"filler number", "", `OBR|1||F9|GLU^Glucose^L|||20240715081500`, false},
+		{"placer number on the ORC", `ORC|RE|P9`, `OBR|1|||GLU^Glucose^L|||20240715081500`, false},
+		{"neither", "", `OBR|1|||GLU^Glucose^L|||20240715081500`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			segs := []string{testMSH, testPID}
+			if tt.orc != "" {
+				segs = append(segs, tt.orc)
+			}
+			segs = append(segs, tt.obr, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F`)
+			got, err := newTestTranslator(t).Translate(testEnvelope("numbers", hl7(segs...)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if flagged := slices.Contains(got.DataQuality, DQOrderNumberMissing); flagged != tt.want {
+				t.Errorf("data quality %q: %s flagged %v, want %v", got.DataQuality, DQOrderNumberMissing, flagged, tt.want)
+			}
+		})
+	}
+}

@@ -60,6 +60,11 @@ const (
 	// left out and its notes go to the report. (An OBX with a value but
 	// no code, and an OBR without OBR-4, are refused: see Screen.)
 	DQCodeMissing = "code_missing"
+	// DQOrderNumberMissing: an order has neither a placer nor a filler
+	// number (OBR-2, OBR-3, ORC-2, ORC-3), so its resources have no
+	// result key: a correction or a resend of it makes new resources at a
+	// FHIR server beside the earlier ones rather than replacing them.
+	DQOrderNumberMissing = "order_number_missing"
 	// DQResultStatusOnly: an OBX with status U (final, the result sent
 	// before as preliminary not sent again) and no value. It becomes a
 	// DiagnosticReport.result reference to the earlier Observation by its

@@ -28,6 +28,9 @@ func (b *builder) mapOrder(o *order) {
 	placer := b.orderIdentifier(o, 2, "PLAC", "Placer Identifier", b.t.lab.PlacerOrderSystem)
 	filler := b.orderIdentifier(o, 3, "FILL", "Filler Identifier", b.t.lab.FillerOrderSystem)
 	o.key = b.orderKey(o, placer, filler)
+	if o.key == "" {
+		b.flag(DQOrderNumberMissing)
+	}
 	// Each resource gets its own slice: they are encoded separately.
 	identifiers := func() []models.Identifier {
 		var ids []models.Identifier

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -301,9 +302,20 @@ func sameMessage(env *envelope.Envelope, orig []byte) bool {
 // rebuild MSH (a new MSH-7 time) when they resend, and a message passed
 // through another system may come back with LF or CR LF between segments,
 // so for v2 it is the segments after MSH, each after one CR, with no
-// empty ones; other content must match exactly. It copies only when the
-// separators need it.
+// empty ones. A FHIR client retrying a post often serialises the resource
+// again, with other white space, so for FHIR JSON it is the JSON without
+// insignificant white space (the same keys in another order, or other
+// values, are other content). Other content must match exactly. It
+// copies FHIR JSON, and v2 only when the separators need it.
 func resendContent(contentType string, raw []byte) []byte {
+	if contentType == envelope.ContentTypeFHIR {
+		var out bytes.Buffer
+		out.Grow(len(raw))
+		if json.Compact(&out, raw) != nil {
+			return raw
+		}
+		return out.Bytes()
+	}
 	if contentType != envelope.ContentTypeHL7v2 {
 		return raw
 	}

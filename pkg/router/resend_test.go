@@ -27,8 +27,12 @@ func TestResendContent(t *testing.T) {
 		{"a field changed", base, "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01\rPID|1||9990000026\r", v2, false},
 		{"segments joined", base, "MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|C1|P|2.4\rEVN|A01PID|1||9990000018\r", v2, false},
 		{"a segment more", base, base + "PV1|1|I\r", v2, false},
-		{"FHIR is compared whole", `{"a": 1}`, `{"a": 1} `, envelope.ContentTypeFHIR, false},
 		{"FHIR identical", `{"a": 1}`, `{"a": 1}`, envelope.ContentTypeFHIR, true},
+		{"FHIR serialised again with other white space", `{"a": 1, "b": ["x y"]}`, "{\n  \"a\":1,\r\n\t\"b\": [ \"x y\" ]\n}\n", envelope.ContentTypeFHIR, true},
+		{"FHIR white space inside a string is content", `{"a":"x y"}`, `{"a":"x  y"}`, envelope.ContentTypeFHIR, false},
+		{"FHIR keys in another order are other content", `{"a":1,"b":2}`, `{"b":2,"a":1}`, envelope.ContentTypeFHIR, false},
+		{"FHIR value changed", `{"a": 1}`, `{"a": 2}`, envelope.ContentTypeFHIR, false},
+		{"FHIR that is not JSON is compared whole", `{"a": 1`, `{"a":1`, envelope.ContentTypeFHIR, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -250,7 +250,7 @@ func TestBinaryOnlyWhenListed(t *testing.T) {
 		types []string
 		want  int
 	}{
-		{"default types", DefaultResourceTypes(), http.StatusBadRequest},
+		{"default types", DefaultResourceTypes(), http.StatusNotFound},
 		{"listed", append(DefaultResourceTypes(), "Binary"), http.StatusAccepted},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -794,9 +794,10 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 		pathType = ""
 	}
 	if pathType != "" && pathType != "Bundle" && !in.types[pathType] {
-		c, rj, ok := invalid(fault.CodeFHIRInvalid, "not-supported", "resource type "+strconv.Quote(pathType)+" is not accepted here")
-		rj.urlOnly = true
-		return c, rj, ok
+		// FHIR's create: 404, the resource type is not supported here
+		// (the CapabilityStatement lists those that are).
+		return checked{}, rejection{status: http.StatusNotFound, code: fault.CodeFHIRNotSupported, issue: "not-supported",
+			detail: "resource type " + strconv.Quote(pathType) + " is not accepted here; GET /fhir/metadata lists those that are", urlOnly: true}, false
 	}
 	doc := stripBOM(body)
 	trimmed := bytes.TrimSpace(doc)

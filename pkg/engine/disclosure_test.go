@@ -422,9 +422,12 @@ func TestMetadataListsAuditEventSearch(t *testing.T) {
 // TestDisclosureReportEveryPatient merges one patient's record into
 // another's (an A40 names both NHS numbers) and routes it to two
 // destinations: one gets the whole bundle, the other the bundle without
-// its Patients. The retired patient's report shows the release that
-// carried their NHS number and not the other; the surviving patient's
-// shows both, as every release of their message.
+// its Patients. Both releases are in both patients' reports: the keep
+// step turns the MessageHeader's references to the dropped Patients into
+// logical references by NHS number, so the second release still names
+// the retired patient (before the consent engine read logical
+// references, that release was left out of the retired patient's
+// report although it carried their number).
 func TestDisclosureReportEveryPatient(t *testing.T) {
 	forPipelines(t, testDisclosureReportEveryPatient)
 }
@@ -453,7 +456,16 @@ destinations:
 		t.Fatalf("send: %s", code)
 	}
 	waitFiles(t, filepath.Join(dir, "out", "ehr"), 1)
-	waitFiles(t, filepath.Join(dir, "out", "gp"), 1)
+	gpFiles := waitFiles(t, filepath.Join(dir, "out", "gp"), 1)
+	// What the gp got: no Patient, but the retired patient's NHS number
+	// in a logical reference.
+	gpBody, err := os.ReadFile(gpFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(gpBody), `"resourceType":"Patient"`) || !strings.Contains(string(gpBody), retired) {
+		t.Fatalf("the gp release holds a Patient, or not the retired patient's NHS number: %s", gpBody)
+	}
 
 	// Both deliveries are audited just after the files are written.
 	deadline := time.Now().Add(20 * time.Second)
@@ -489,7 +501,7 @@ destinations:
 		want          []string
 	}{
 		{"surviving patient", survivor, []string{"release merges -> ehr", "release merges-no-patient -> gp"}},
-		{"retired patient", retired, []string{"release merges -> ehr"}},
+		{"retired patient", retired, []string{"release merges -> ehr", "release merges-no-patient -> gp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, releases(t, tc.patient)); diff != "" {

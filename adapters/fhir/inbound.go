@@ -894,6 +894,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 					return invalid(fault.CodeFHIRInvalid, "", "invalid "+ert+": "+modelError(err), where)
 				}
 			}
+			if el := missingRequired(ert, e.Resource); el != "" {
+				return invalid(fault.CodeFHIRInvalid, "required", ert+"."+el+" is required (FHIR R4 gives it a minimum of 1)", where+"."+el)
+			}
 		}
 		if detail, where, bad := bundleIntegrity(b.Entry); bad {
 			return invalid(fault.CodeFHIRInvalid, "", detail, where)
@@ -910,6 +913,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 	} else {
 		if err := checkers[rt].decode(doc); err != nil {
 			return invalid(fault.CodeFHIRInvalid, "", "invalid "+rt+": "+modelError(err))
+		}
+		if el := missingRequired(rt, doc); el != "" {
+			return invalid(fault.CodeFHIRInvalid, "required", rt+"."+el+" is required (FHIR R4 gives it a minimum of 1)", rt+"."+el)
 		}
 	}
 	if in.schema != nil {

@@ -1,11 +1,14 @@
 package fhir
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -94,14 +97,7 @@ func TestPostConsent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			host := &consentHost{fakeHost: newFakeHost(), consents: map[string][]consent.Policy{}, err: tt.storeErr}
-			in, err := NewInbound(adapter.Settings{Name: "fhir", Metrics: telemetry.NewMetrics(prometheus.NewRegistry())}, host, DefaultInboundConfig())
-			if err != nil {
-				t.Fatal(err)
-			}
-			mux := http.NewServeMux()
-			for p, h := range in.Routes() {
-				mux.Handle(p, h)
-			}
+			mux := endpointMux(t, host)
 			var rec *httptest.ResponseRecorder
 			for _, b := range tt.bodies {
 				req := httptest.NewRequest(http.MethodPost, "/fhir/Consent", strings.NewReader(b))
@@ -153,6 +149,44 @@ func TestPostConsentWithoutEngine(t *testing.T) {
 	}
 	if n := len(f.host.all()); n != 1 {
 		t.Errorf("%d messages ingested, want 1", n)
+	}
+}
+
+// TestConsentInBundleIsWarned: a Bundle holding a Consent is routed as
+// data, and with the consent engine on its 202 warns that the Consent was
+// not recorded, naming the entry; without the engine there is nothing to
+// warn of.
+func TestConsentInBundleIsWarned(t *testing.T) {
+	bundle := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient"}},{"resource":` +
+		string(consentBody("c1", "active")) + `}]}`)
+	for _, engineOn := range []bool{true, false} {
+		t.Run(fmt.Sprintf("consent engine %v", engineOn), func(t *testing.T) {
+			var host adapter.Host = newFakeHost()
+			if engineOn {
+				host = &consentHost{fakeHost: newFakeHost(), consents: map[string][]consent.Policy{}}
+			}
+			mux := endpointMux(t, host)
+			req := httptest.NewRequest(http.MethodPost, "/fhir", bytes.NewReader(bundle))
+			req.Header.Set("Content-Type", jfhir.MediaTypeJSON)
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != http.StatusAccepted {
+				t.Fatalf("status %d, want 202: %s", rec.Code, rec.Body)
+			}
+			var oo struct {
+				Issue []struct {
+					Severity   string
+					Expression []string
+				}
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &oo); err != nil {
+				t.Fatal(err)
+			}
+			warned := len(oo.Issue) == 2 && oo.Issue[1].Severity == "warning" && slices.Equal(oo.Issue[1].Expression, []string{"Bundle.entry[1].resource"})
+			if warned != engineOn {
+				t.Errorf("answer %s: warned %v, want %v", rec.Body, warned, engineOn)
+			}
+		})
 	}
 }
 
@@ -262,4 +296,19 @@ func TestBinaryOnlyWhenListed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// endpointMux serves the FHIR endpoint of an input on host with the
+// default settings.
+func endpointMux(t *testing.T, host adapter.Host) *http.ServeMux {
+	t.Helper()
+	in, err := NewInbound(adapter.Settings{Name: "fhir", Metrics: telemetry.NewMetrics(prometheus.NewRegistry())}, host, DefaultInboundConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for p, h := range in.Routes() {
+		mux.Handle(p, h)
+	}
+	return mux
 }

@@ -592,7 +592,14 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		return http.StatusAccepted
 	}
 	in.log.Debug("message stored", "id", id, "type", env.MessageType)
-	jfhir.WriteOutcome(w, http.StatusAccepted, jfhir.Information("stored as message "+id))
+	oo := jfhir.Information("stored as message " + id)
+	if in.consents != nil && len(parsed.consents) > 0 {
+		// A supplier may expect a Consent in a Bundle to take effect; only
+		// POST /fhir/Consent records one (or a route to consent-store).
+		warn := jfhir.Outcome("warning", "informational", "a Consent in a Bundle is routed as data, not recorded as the patient's consent decision; POST it to /fhir/Consent to record it", parsed.consents...)
+		oo.Issue = append(oo.Issue, warn.Issue...)
+	}
+	jfhir.WriteOutcome(w, http.StatusAccepted, oo)
 	return http.StatusAccepted
 }
 
@@ -780,6 +787,8 @@ type checked struct {
 	identifierSystem string
 	identifier       string
 	patient          patientKeys
+	// consents are the paths of a Bundle's Consent entries.
+	consents []string
 }
 
 // check validates body for the URL type pathType ("" for POST /fhir).
@@ -896,6 +905,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			}
 			if el := missingRequired(ert, e.Resource); el != "" {
 				return invalid(fault.CodeFHIRInvalid, "required", ert+"."+el+" is required (FHIR R4 gives it a minimum of 1)", where+"."+el)
+			}
+			if ert == "Consent" {
+				out.consents = append(out.consents, where)
 			}
 		}
 		if detail, where, bad := bundleIntegrity(b.Entry); bad {

@@ -53,6 +53,7 @@ type unit struct {
 var ucumAliases = map[string]string{
 	"x10^9/L": "10*9/L", "x10^9/l": "10*9/L", "x10*9/L": "10*9/L", "x10e9/L": "10*9/L",
 	"x10^12/L": "10*12/L", "x10^12/l": "10*12/L", "x10*12/L": "10*12/L", "x10e12/L": "10*12/L",
+	"10^9/L": "10*9/L", "10^9/l": "10*9/L", "10^12/L": "10*12/L", "10^12/l": "10*12/L",
 	"IU/L": "[IU]/L", "IU/l": "[IU]/L", "iu/L": "[IU]/L", "mIU/L": "m[IU]/L", "mIU/l": "m[IU]/L",
 	"IU/mL": "[IU]/mL", "mIU/mL": "m[IU]/mL", "uIU/mL": "u[IU]/mL", "kIU/L": "k[IU]/L",
 	"mmHg": "mm[Hg]", "sec": "s", "secs": "s", "hrs": "h", "hr": "h", "mins": "min",
@@ -64,9 +65,18 @@ var ucumAliases = map[string]string{
 // system and it is a well-formed UCUM expression, and a few common
 // non-UCUM spellings map to their UCUM code (ucumAliases). Otherwise the
 // unit has text only, with DQUnitNotUCUM.
+//
+// A power of ten sent with its caret unescaped ("x10^9/L", which reads as
+// OBX-6.1 "x10" and OBX-6.2 "9/L", so the unit would be "x10") is read
+// as the sender meant it: OBX-6.1 ending in "10", OBX-6.2 starting with a
+// digit and no OBX-6.3 are one unit.
 func (b *builder) unitOf(obx *hl7v2.Segment) unit {
 	code := strings.TrimSpace(value(obx.Component(6, 1, 1, 1)))
 	text := strings.TrimSpace(value(obx.Component(6, 1, 2, 1)))
+	if strings.HasSuffix(code, "10") && text != "" && text[0] >= '0' && text[0] <= '9' &&
+		strings.TrimSpace(value(obx.Component(6, 1, 3, 1))) == "" {
+		code = code + "^" + text
+	}
 	if code == "" {
 		code = text
 	}

@@ -96,6 +96,15 @@ func TestObservationValues(t *testing.T) {
 		{"NM not a number", `OBX|1|NM|GLU^Glucose^L||haemolysed|mmol/L|||||F`, func(o models.Observation) bool {
 			return o.ValueString != nil && *o.ValueString == "haemolysed" && o.ValueQuantity == nil
 		}, []string{DQNumericValueInvalid}},
+		{"power of ten with its caret unescaped", `OBX|1|NM|WBC^White cells^L||1.3|x10^9/l|||||F`, func(o models.Observation) bool {
+			return *o.ValueQuantity.Unit == "x10^9/l" && *o.ValueQuantity.Code == "10*9/L"
+		}, nil},
+		{"power of ten without x, caret unescaped", `OBX|1|NM|RBC^Red cells^L||4.5|10^12/L|||||F`, func(o models.Observation) bool {
+			return *o.ValueQuantity.Unit == "10^12/L" && *o.ValueQuantity.Code == "10*12/L"
+		}, nil},
+		{"unit with code and text is not joined", `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L^millimoles per litre^UCUM|||||F`, func(o models.Observation) bool {
+			return *o.ValueQuantity.Unit == "mmol/L" && *o.ValueQuantity.Code == "mmol/L"
+		}, nil},
 		{"unit not UCUM", `OBX|1|NM|GLU^Glucose^L||5|tera.l-1|||||F`, func(o models.Observation) bool {
 			return o.ValueQuantity.System == nil && *o.ValueQuantity.Unit == "tera.l-1"
 		}, []string{DQUnitNotUCUM}},

@@ -232,10 +232,13 @@ type order struct {
 	obsURLs []string
 }
 
-// observation is one OBX with its notes.
+// observation is one OBX with its notes, and the position (from 1) of
+// the SPM of its order it follows, if any: an OBX in a SPECIMEN group
+// (v2.5) observes that specimen.
 type observation struct {
-	obx   *hl7v2.Segment
-	notes []string
+	obx      *hl7v2.Segment
+	notes    []string
+	specimen int
 }
 
 // specimen is one SPM with its notes.
@@ -345,6 +348,7 @@ func (b *builder) walk() error {
 				b.flag(DQObservationOutsideOrder)
 				b.patientObs = append(b.patientObs, obs)
 			} else {
+				obs.specimen = len(cur.specimens)
 				cur.observations = append(cur.observations, obs)
 			}
 			notes = &obs.notes

@@ -18,8 +18,9 @@ import (
 //
 //   - status OBX-11 (see observationStatus); category laboratory; code
 //     OBX-3 with the code map's translations; subject the Patient;
-//     basedOn the order's ServiceRequest; specimen the order's first
-//     Specimen.
+//     basedOn the order's ServiceRequest; specimen the Specimen of the
+//     SPM the OBX follows (v2.5's SPECIMEN group), else the order's
+//     first Specimen.
 //   - effectiveDateTime OBX-14, else OBR-7; issued OBR-22.
 //   - value from OBX-2 and OBX-5 (see setValue), or a dataAbsentReason
 //     when there is none.

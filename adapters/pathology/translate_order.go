@@ -103,7 +103,12 @@ func (b *builder) mapOrder(o *order) {
 		url, _ := b.ids(kind("Observation", o.index, i+1))
 		r, typ := fhir.Ptr2(url, "Observation")
 		report.Result = append(report.Result, models.Reference{Reference: r, Type: typ})
-		o.obsRes = append(o.obsRes, b.mapObservation(o, i+1, obs, subject, basedOn, specimen, effective, issued))
+		spec := specimen
+		if obs.specimen > 0 && obs.specimen <= len(o.specRefs) {
+			// An OBX after an SPM observes that specimen.
+			spec = &o.specRefs[obs.specimen-1]
+		}
+		o.obsRes = append(o.obsRes, b.mapObservation(o, i+1, obs, subject, basedOn, spec, effective, issued))
 		o.obsURLs = append(o.obsURLs, url)
 	}
 	o.report = report

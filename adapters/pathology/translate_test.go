@@ -545,3 +545,46 @@ func TestMicrobiologyLinks(t *testing.T) {
 		}
 	}
 }
+
+// TestSpecimenObservations checks that an OBX after an SPM (v2.5's
+// SPECIMEN group) observes that specimen, and one before any SPM the
+// order's first.
+func TestSpecimenObservations(t *testing.T) {
+	raw := hl7(testMSH, testPID, testOBR,
+		`OBX|1|ST|CULT^Blood culture^L||No growth at 48 hours||||||F`,
+		`SPM|1|SP1||119297000^Blood specimen^SCT|||||||||||||20240715081500`,
+		`OBX|1|ST|VOL^Volume^L||10 mL||||||F`,
+		`SPM|2|SP2||119297000^Blood specimen^SCT|||||||||||||20240715081600`,
+		`OBX|1|ST|VOL^Volume^L||3 mL||||||F`, `NTE|1||Anaerobic bottle underfilled`)
+	got, err := newTestTranslator(t).Translate(testEnvelope("specimens", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBundle(t, got.Bundle)
+	b, _ := models.UnmarshalBundle(got.Bundle)
+	var specimens []string
+	var obs []models.Observation
+	for _, e := range b.Entry {
+		switch {
+		case strings.Contains(string(e.Resource), `"resourceType":"Specimen"`):
+			specimens = append(specimens, *e.FullUrl)
+		case strings.Contains(string(e.Resource), `"resourceType":"Observation"`):
+			o, err := models.UnmarshalObservation(e.Resource)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obs = append(obs, o)
+		}
+	}
+	if len(specimens) != 2 || len(obs) != 3 {
+		t.Fatalf("%d specimens and %d observations, want 2 and 3", len(specimens), len(obs))
+	}
+	for i, want := range []string{specimens[0], specimens[0], specimens[1]} {
+		if obs[i].Specimen == nil || *obs[i].Specimen.Reference != want {
+			t.Errorf("observation %d observes %+v, want %s", i+1, obs[i].Specimen, want)
+		}
+	}
+	if len(obs[2].Note) != 1 {
+		t.Errorf("the anaerobic bottle's observation lost its note: %+v", obs[2].Note)
+	}
+}

@@ -60,6 +60,11 @@ const (
 	// left out and its notes go to the report. (An OBX with a value but
 	// no code, and an OBR without OBR-4, are refused: see Screen.)
 	DQCodeMissing = "code_missing"
+	// DQLocalTimeAmbiguous: a result or specimen time sent without an
+	// offset falls in the hour the feed's time zone skips or repeats
+	// (the clocks changing), so its offset is a guess. The same code as
+	// pas.DQLocalTimeAmbiguous.
+	DQLocalTimeAmbiguous = pas.DQLocalTimeAmbiguous
 	// DQOrderNumberMissing: an order has neither a placer nor a filler
 	// number (OBR-2, OBR-3, ORC-2, ORC-3), so its resources have no
 	// result key: a correction or a resend of it makes new resources at a
@@ -632,6 +637,11 @@ func (b *builder) dateTime(raw string) *string {
 	if err != nil {
 		b.flag(DQResultTimeInvalid)
 		return nil
+	}
+	if fhir.AmbiguousLocal(raw, b.t.loc) {
+		// A time in the hour the clocks skip or repeat: the offset given
+		// is a guess, and two samples may have swapped order.
+		b.flag(DQLocalTimeAmbiguous)
 	}
 	return &ts
 }

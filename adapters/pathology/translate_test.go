@@ -126,6 +126,15 @@ func TestObservationValues(t *testing.T) {
 			return o.ValueQuantity == nil && len(o.Component) == 2 && o.Component[0].ValueQuantity.Value.String() == "4.2" &&
 				*o.Component[1].ValueQuantity.Comparator == models.QuantityComparatorLessThan && *o.Component[1].ValueQuantity.Code == "mmol/L"
 		}, nil},
+		{"time in the hour the clocks skip", `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F|||20240331013000`, func(o models.Observation) bool {
+			return o.EffectiveDateTime != nil
+		}, []string{DQLocalTimeAmbiguous}},
+		{"time in the hour the clocks repeat", `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F|||20241027013000`, func(o models.Observation) bool {
+			return o.EffectiveDateTime != nil
+		}, []string{DQLocalTimeAmbiguous}},
+		{"time with its offset is not a guess", `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F|||20241027013000+0100`, func(o models.Observation) bool {
+			return *o.EffectiveDateTime == "2024-10-27T01:30:00+01:00"
+		}, nil},
 		{"pending, no value", `OBX|1|NM|GLU^Glucose^L|||mmol/L|||||P`, func(o models.Observation) bool {
 			return o.Status == models.ObservationStatusPreliminary && *o.DataAbsentReason.Coding[0].Code == "temp-unknown"
 		}, nil},

@@ -15,7 +15,8 @@ import (
 )
 
 // memServer is an in-memory FHIR R4 server for tests: identifier search
-// (POST [base]/Type/_search, identifier=system|value in the form) and
+// (POST [base]/Type/_search, identifier=system|value in the form, with
+// _include=DiagnosticReport:result), reads (GET [base]/Type/id) and
 // transaction Bundles
 // (POST [base]) with PUT by id (honouring If-Match), conditional PUT by
 // identifier and conditional create (ifNoneExist), applied atomically,
@@ -33,6 +34,10 @@ type memServer struct {
 	// a type has read its result and before it answers: to change a
 	// resource between a read and a write.
 	afterSearch func(typ string)
+	// noInclude makes searches ignore _include, as some servers do.
+	noInclude bool
+	// reads counts GET [base]/Type/id.
+	reads int
 }
 
 func newMemServer(t testing.TB) *memServer {
@@ -130,6 +135,16 @@ func (s *memServer) serve(w http.ResponseWriter, r *http.Request) {
 		var entries []any
 		for _, id := range match(s.res, typ, r.PostForm.Get("identifier")) {
 			entries = append(entries, map[string]any{"resource": clone(s.res[typ][id]), "search": map[string]any{"mode": "match"}})
+			if r.PostForm.Get("_include") != "DiagnosticReport:result" || typ != "DiagnosticReport" || s.noInclude {
+				continue
+			}
+			results, _ := s.res[typ][id]["result"].([]any)
+			for _, x := range results {
+				ref, _ := x.(map[string]any)["reference"].(string)
+				if rt, rid, ok := strings.Cut(ref, "/"); ok && s.res[rt][rid] != nil {
+					entries = append(entries, map[string]any{"resource": clone(s.res[rt][rid]), "search": map[string]any{"mode": "include"}})
+				}
+			}
 		}
 		set["total"] = len(entries)
 		set["entry"] = entries
@@ -238,6 +253,20 @@ func (s *memServer) serve(w http.ResponseWriter, r *http.Request) {
 		resp["entry"] = out
 		s.res = work
 		writeJSON(w, http.StatusOK, resp)
+	case r.Method == http.MethodGet && strings.Count(r.URL.Path, "/") == 2:
+		typ, id, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		s.mu.Lock()
+		s.reads++
+		res, ok := s.res[typ][id]
+		if ok {
+			res = clone(res)
+		}
+		s.mu.Unlock()
+		if !ok {
+			writeJSON(w, http.StatusNotFound, outcome("no such resource"))
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
 	default:
 		writeJSON(w, http.StatusNotFound, outcome("not supported by this test server"))
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -21,7 +20,6 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
-	"github.com/junction-fhir/junction/pkg/retryafter"
 )
 
 // DefaultMergeTypes returns the resource types a fhir destination merges
@@ -472,68 +470,20 @@ func searchedIdentifier(query string) (fhirIdentifier, bool) {
 // id (a server ignoring the parameter answers everything) are not taken.
 // Its faults never quote the identifier.
 func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, auth string) (searchResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
-	defer cancel()
 	form := identifierQuery(id) + "&_count=2"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.base+"/"+typ+"/_search", strings.NewReader(form))
+	reply, err := o.get(ctx, http.MethodPost, o.base+"/"+typ+"/_search", form, auth, "a search of "+typ+" before a merge",
+		" (the destination needs search by identifier; set merge: [] on it to replace resources whole)")
 	if err != nil {
-		return searchResult{}, fault.Newf(fault.CodeConfig, "fhir: build search of %s before a merge", typ)
+		return searchResult{}, err
 	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", jfhir.MediaTypeJSON)
-	if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	resp, err := o.client.Do(req)
+	set, err := readSearchSet(reply, "the search of "+typ+" before a merge")
 	if err != nil {
-		msg := fmt.Sprintf("fhir: search of %s before a merge failed", typ)
-		if why := fault.NetworkReason(err); why != "" {
-			msg += ": " + why
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return searchResult{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, msg, err)
-	}
-	defer resp.Body.Close()
-	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxSearchReply+1))
-	status := resp.StatusCode
-	switch {
-	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500 && status != http.StatusNotImplemented:
-		return searchResult{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
-			Msg:        fmt.Sprintf("fhir: server answered %d to a search of %s before a merge", status, typ),
-			RetryAfter: retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())}).WithDetail(searchDetail(reply))
-	case status < 200 || status >= 300:
-		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d to a search of %s before a merge (the destination needs search by identifier; set merge: [] on it to replace resources whole)", status, typ).
-			WithDetail(searchDetail(reply))
-	case err != nil:
-		return searchResult{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable, fmt.Sprintf("fhir: reading the search of %s before a merge", typ), err)
-	case len(reply) > maxSearchReply:
-		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: the search of %s before a merge answered more than %d bytes", typ, maxSearchReply)
-	case isHTML(resp.Header.Get("Content-Type")):
-		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered a search of %s with an HTML page, not FHIR: is url the FHIR server's base?", typ)
-	}
-	var set struct {
-		ResourceType string `json:"resourceType"`
-		Total        *int   `json:"total"`
-		Link         []struct {
-			Relation string `json:"relation"`
-		} `json:"link"`
-		Entry []struct {
-			Resource json.RawMessage `json:"resource"`
-			Search   *struct {
-				Mode string `json:"mode"`
-			} `json:"search"`
-		} `json:"entry"`
-	}
-	if err := json.Unmarshal(stripBOM(reply), &set); err != nil || set.ResourceType != "Bundle" {
-		return searchResult{}, fault.Newf(fault.CodeDestRejected, "fhir: the search of %s before a merge did not answer a Bundle", typ)
+		return searchResult{}, err
 	}
 	var out searchResult
 	matches := 0
 	for _, e := range set.Entry {
-		if e.Search == nil || e.Search.Mode == "" || e.Search.Mode == "match" {
+		if e.match() {
 			matches++
 		}
 	}
@@ -543,7 +493,7 @@ func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, au
 	}
 	var retired []json.RawMessage
 	for _, e := range set.Entry {
-		if e.Search != nil && e.Search.Mode != "" && e.Search.Mode != "match" {
+		if !e.match() {
 			continue
 		}
 		if rt, err := jfhir.ResourceType(e.Resource); err != nil || rt != typ {

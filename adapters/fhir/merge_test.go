@@ -45,13 +45,20 @@ func pasDelivery(t testing.TB, id, raw string) *adapter.Delivery {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := tr.Translate(&envelope.Envelope{ID: id, Source: "pas", ContentType: envelope.ContentTypeHL7v2,
+	return v2Delivery(t, tr, id, "adt", raw)
+}
+
+// v2Delivery translates raw, received from an input of route's source,
+// with tr and returns the delivery of its bundle to "ehr".
+func v2Delivery(t testing.TB, tr adapter.Translator, id, route, raw string) *adapter.Delivery {
+	t.Helper()
+	out, err := tr.Translate(&envelope.Envelope{ID: id, Source: route, ContentType: envelope.ContentTypeHL7v2,
 		ReceivedAt: time.Date(2024, 7, 16, 12, 0, 0, 0, time.UTC), Raw: []byte(raw)})
 	if err != nil {
 		t.Fatalf("translate: %v", err)
 	}
-	return &adapter.Delivery{MessageID: id, Route: "adt", Destination: "ehr", ContentType: envelope.ContentTypeFHIR,
-		Body: out.Bundle, IdempotencyKey: id + "/adt/ehr", Attempt: 1}
+	return &adapter.Delivery{MessageID: id, Route: route, Destination: "ehr", ContentType: envelope.ContentTypeFHIR,
+		Body: out.Bundle, IdempotencyKey: id + "/" + route + "/ehr", Attempt: 1}
 }
 
 // only returns the one resource of typ the server holds.

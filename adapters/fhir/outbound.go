@@ -81,6 +81,11 @@ const maxDrain = 256 << 10
 //     merge is transient: the next attempt reads again. A server that
 //     gives no versionId is written without If-Match, so a change another
 //     system makes between the read and the write is lost.
+//   - In a delivery translated from HL7 v2, a DiagnosticReport written
+//     with status cancelled or entered-in-error (a laboratory withdrawing
+//     a report) also withdraws the results the stored report listed and
+//     the delivery does not write: each becomes entered-in-error, its
+//     value kept (see withdrawResults).
 //
 // In message mode the Bundle, which must be of type message, is POSTed
 // unchanged to [base]/$process-message.
@@ -294,6 +299,15 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	merged, stale, err := o.mergeExisting(ctx, &tx, auth, fromV2, d.ReceivedAt)
 	if err != nil {
 		return nil, "", 0, err
+	}
+	withdrawn, err := o.withdrawResults(ctx, &tx, auth, fromV2)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	if withdrawn > 0 {
+		o.log.Info("results of a withdrawn report set to entered-in-error", "message_id", d.MessageID, "destination", d.Destination, "results", withdrawn)
+		// Written with If-Match: a conflict means read again.
+		merged += withdrawn
 	}
 	if stale > 0 {
 		o.log.Info("delivery older than what wrote some of the server's elements; those were left as they are", "message_id", d.MessageID, "destination", d.Destination, "resources", stale)

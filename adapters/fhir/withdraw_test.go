@@ -1,0 +1,85 @@
+package fhir
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/adapters/pathology"
+	"github.com/junction-fhir/junction/pkg/adapter"
+)
+
+// labDelivery translates an ORU^R01 for order FL8001 with the shipped
+// pathology translator, OBR-25 status and the given OBX segments, and
+// returns the delivery of its bundle.
+func labDelivery(t testing.TB, id, status string, obx ...string) *adapter.Delivery {
+	t.Helper()
+	tr, err := pathology.NewTranslator(pas.DefaultDialect(), pathology.DefaultLabDialect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := strings.Join(append([]string{
+		"MSH|^~\\&|WINPATH|RX1LAB|EPR|RX1|20240716101500||ORU^R01^ORU_R01|" + id + "|P|2.5.1",
+		"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|F",
+		"OBR|1|PL8001^EPR|FL8001^WINPATH|FBC^Full blood count^L|||20240716081500|||||||||||||||20240716101000|||" + status,
+	}, obx...), "\r") + "\r"
+	return v2Delivery(t, tr, id, "results", raw)
+}
+
+// TestOutboundWithdrawnReportWithdrawsItsResults: a laboratory withdraws
+// a final report (OBR-25 X, no OBX). Its Observations at the server,
+// which the report written whole no longer lists, become entered-in-error
+// with their values kept, whether the server includes them in the search
+// or they are read one by one; a correction that resends fewer lines
+// leaves the others alone.
+func TestOutboundWithdrawnReportWithdrawsItsResults(t *testing.T) {
+	final := func(id string) *adapter.Delivery {
+		return labDelivery(t, id, "F", "OBX|1|NM|HB^Haemoglobin^L||135|g/L|130-170|N|||F", "OBX|2|NM|WBC^White cells^L||7.2|10*9/L|4-11|N|||F")
+	}
+	tests := []struct {
+		name      string
+		noInclude bool
+		second    *adapter.Delivery
+		want      map[string]string // Observation code: status
+		reads     int
+	}{
+		{"withdrawn, results included", false, labDelivery(t, "WD02", "X"), map[string]string{"HB": "entered-in-error", "WBC": "entered-in-error"}, 0},
+		{"withdrawn, results read one by one", true, labDelivery(t, "WD02", "X"), map[string]string{"HB": "entered-in-error", "WBC": "entered-in-error"}, 2},
+		{"withdrawn with one line sent cancelled", false, labDelivery(t, "WD02", "X", "OBX|1|NM|HB^Haemoglobin^L||||||||X"),
+			map[string]string{"HB": "cancelled", "WBC": "entered-in-error"}, 0},
+		{"corrected with one line", false, labDelivery(t, "WD02", "C", "OBX|1|NM|HB^Haemoglobin^L||128|g/L|130-170|L|||C"),
+			map[string]string{"HB": "corrected", "WBC": "final"}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			srv.noInclude = tt.noInclude
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			ctx := context.Background()
+			if _, err := o.Send(ctx, final("WD01")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := o.Send(ctx, tt.second); err != nil {
+				t.Fatalf("second delivery: %v", err)
+			}
+			obs := srv.all("Observation")
+			if len(obs) != 2 {
+				t.Fatalf("server holds %d Observations, want 2", len(obs))
+			}
+			for _, ob := range obs {
+				code := ob["code"].(map[string]any)["coding"].([]any)[0].(map[string]any)["code"].(string)
+				if got := ob["status"]; got != tt.want[code] {
+					t.Errorf("%s: status %v, want %s", code, got, tt.want[code])
+				}
+				if ob["status"] == "entered-in-error" && ob["valueQuantity"] == nil {
+					t.Errorf("%s: withdrawn without its value: %v", code, ob)
+				}
+			}
+			if srv.reads != tt.reads {
+				t.Errorf("%d reads of single resources, want %d", srv.reads, tt.reads)
+			}
+		})
+	}
+}

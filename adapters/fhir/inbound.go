@@ -35,6 +35,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/fhirschema"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
 
@@ -593,11 +594,21 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	in.log.Debug("message stored", "id", id, "type", env.MessageType)
 	oo := jfhir.Information("stored as message " + id)
+	warn := func(diagnostics string, expr ...string) {
+		oo.Issue = append(oo.Issue, jfhir.Outcome("warning", "informational", diagnostics, expr...).Issue...)
+	}
 	if in.consents != nil && len(parsed.consents) > 0 {
 		// A supplier may expect a Consent in a Bundle to take effect; only
 		// POST /fhir/Consent records one (or a route to consent-store).
-		warn := jfhir.Outcome("warning", "informational", "a Consent in a Bundle is routed as data, not recorded as the patient's consent decision; POST it to /fhir/Consent to record it", parsed.consents...)
-		oo.Issue = append(oo.Issue, warn.Issue...)
+		warn("a Consent in a Bundle is routed as data, not recorded as the patient's consent decision; POST it to /fhir/Consent to record it", parsed.consents...)
+	}
+	// What the translation will count as data-quality issues, told to the
+	// sender now (never quoting the number).
+	switch k := parsed.patient; {
+	case k.NHS != "" && !nhs.ValidNumber(k.NHS):
+		warn("an identifier in " + nhs.SystemNHSNumber + " is not a valid NHS number (its check digit fails): routed as sent, with the patient unknown to consent decisions")
+	case !k.Found && k.Referenced:
+		warn("the patient is named only by a literal reference (Patient/...): nothing identifies them, so their consent cannot be looked up; add the NHS number as subject.identifier")
 	}
 	jfhir.WriteOutcome(w, http.StatusAccepted, oo)
 	return http.StatusAccepted

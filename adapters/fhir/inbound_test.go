@@ -1026,3 +1026,42 @@ func TestInboundSchema(t *testing.T) {
 		t.Error("a missing schema file passed validation")
 	}
 }
+
+// TestAcceptedWithWarnings checks the warnings a 202 carries for what the
+// translation will count as data-quality issues: an NHS number failing
+// its check digit (never quoted) and a patient named only by a literal
+// reference.
+func TestAcceptedWithWarnings(t *testing.T) {
+	tests := []struct {
+		name, path, body, warning string
+	}{
+		{"valid NHS number", "/fhir/Patient", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}]}`, ""},
+		{"NHS number failing its check digit", "/fhir/Patient", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000019"}]}`, "check digit"},
+		{"literal reference only", "/fhir/Observation", `{"resourceType":"Observation","status":"final","code":{"text":"Hb"},"subject":{"reference":"Patient/123"}}`, "literal reference"},
+		{"hospital number only", "/fhir/Patient", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.example-trust.nhs.uk/Id/mrn","value":"H1"}]}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			rec := f.do(http.MethodPost, tt.path, "application/fhir+json", []byte(tt.body), nil)
+			if rec.Code != http.StatusAccepted {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			var oo struct {
+				Issue []struct{ Severity, Diagnostics string }
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &oo); err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.warning == "" && len(oo.Issue) != 1:
+				t.Errorf("answer %s, want no warning", rec.Body)
+			case tt.warning != "" && (len(oo.Issue) != 2 || oo.Issue[1].Severity != "warning" || !strings.Contains(oo.Issue[1].Diagnostics, tt.warning)):
+				t.Errorf("answer %s, want a warning saying %q", rec.Body, tt.warning)
+			}
+			if strings.Contains(rec.Body.String(), "9990000019") {
+				t.Errorf("the answer quotes the NHS number: %s", rec.Body)
+			}
+		})
+	}
+}

@@ -204,10 +204,14 @@ type Store struct {
 // stream's state, bounded by probeTimeout; it is healthy while an answer
 // came within probeStale. A connection that is up to a server that does
 // not answer (hung, or restarted without its streams) is not healthy.
+// probeStale outlasts two probe timeouts: under a burst of writes on two
+// cores one stream-info request can take more than probeTimeout while
+// every write is still stored, and readiness that dropped for that one
+// slow answer would take a working replica out of its Service.
 const (
 	probeInterval = time.Second
 	probeTimeout  = 2 * time.Second
-	probeStale    = 3 * time.Second
+	probeStale    = 5 * time.Second
 )
 
 // Open starts or connects to NATS and declares the streams. The embedded
@@ -295,6 +299,10 @@ func (s *Store) probe() {
 			s.lastAnswer.Store(time.Now().UnixNano())
 		}
 		switch {
+		case err != nil && answering && s.Healthy():
+			// One slow or failed answer: still ready until none has come
+			// for probeStale.
+			s.log.Debug("store probe failed; ready until it has not answered for "+probeStale.String(), "err", err.Error())
 		case err != nil && answering:
 			answering = false
 			msg := "store not answering; not ready until it does"

@@ -68,7 +68,7 @@
 //     extension extension-DiagnosticReport.note, since R4
 //     DiagnosticReport has no note.
 //   - ServiceRequest (UKCore-ServiceRequest-Lab): the same identifiers and
-//     code, intent order, status ORC-5 or, without it, from the report
+//     code, intent order (reflex-order when OBR-11 is G), status ORC-5 or, without it, from the report
 //     status; authoredOn ORC-9; requester ORC-12, else OBR-16; basedOn
 //     the parent order of OBR-29 (a susceptibility report's culture), by
 //     logical references with its placer and filler identifiers.

@@ -118,7 +118,7 @@ func (b *builder) mapOrder(o *order) {
 		Meta:       fhir.MetaProfile(nhs.ProfileServiceRequestLab),
 		Identifier: identifiers(),
 		Status:     b.requestStatus(o, report.Status),
-		Intent:     models.RequestIntentOrder,
+		Intent:     requestIntent(obr),
 		Code:       &code,
 		Subject:    subject,
 		Specimen:   o.specRefs,
@@ -217,6 +217,16 @@ func (b *builder) orderIdentifier(o *order, field int, typeCode, display, system
 		System: fhir.Ptr(system),
 		Value:  fhir.Ptr(v),
 	}
+}
+
+// requestIntent is reflex-order for an order the laboratory generated
+// from an earlier result (OBR-11 G, as HL7 table 0065 has it: a reflex
+// test, a susceptibility run on a culture), else order.
+func requestIntent(obr *hl7v2.Segment) models.RequestIntent {
+	if strings.EqualFold(strings.TrimSpace(value(obr.Component(11, 1, 1, 1))), "G") {
+		return models.RequestIntentReflexOrder
+	}
+	return models.RequestIntentOrder
 }
 
 // parentOrder maps OBR-29, the order a reflex or susceptibility report

@@ -497,7 +497,7 @@ func TestMicrobiologyLinks(t *testing.T) {
 	raw := hl7(testMSH, testPID,
 		obr("1", "PL7001^EPR", "FL7001^WINPATH", "MCS^Urine culture^L", nil),
 		`OBX|1|CWE|ORG^Organism^L|1|112283007^Escherichia coli^SCT||||||F`,
-		obr("2", "PL7001^EPR", "FL7002^WINPATH", "SENS^Susceptibility^L", map[int]string{26: "ORG&Organism&L^1^Escherichia coli", 29: "PL7001&EPR^FL7001&WINPATH"}),
+		obr("2", "PL7001^EPR", "FL7002^WINPATH", "SENS^Susceptibility^L", map[int]string{11: "G", 26: "ORG&Organism&L^1^Escherichia coli", 29: "PL7001&EPR^FL7001&WINPATH"}),
 		`OBX|1|CWE|AMOX^Amoxicillin^L|1|R^Resistant^L|||R|||F`)
 	got, err := newTestTranslator(t).Translate(testEnvelope("micro", raw))
 	if err != nil {
@@ -528,6 +528,9 @@ func TestMicrobiologyLinks(t *testing.T) {
 	}
 	if len(requests[0].BasedOn) != 0 {
 		t.Errorf("the parent order is based on %+v", requests[0].BasedOn)
+	}
+	if requests[0].Intent != models.RequestIntentOrder || requests[1].Intent != models.RequestIntentReflexOrder {
+		t.Errorf("intents %s and %s, want order and, for the generated susceptibility order (OBR-11 G), reflex-order", requests[0].Intent.Code(), requests[1].Intent.Code())
 	}
 	idKey := func(id models.Identifier) string { return *id.System + "|" + *id.Value }
 	var parentIDs, childBasedOn []string

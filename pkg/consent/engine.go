@@ -344,7 +344,8 @@ func bundlePatients(key string, entries []entry) []string {
 
 // BundleNHSNumbers returns the distinct valid NHS numbers, normalised, of
 // every patient a decoded Bundle's entries (or the resource itself, when
-// it is not a Bundle) name, in order: the patients whose data it carries,
+// it is not a Bundle) name, in entry order (within an entry, a Patient's
+// own numbers, then those it refers to, sorted): the patients whose data it carries,
 // as Decide counts them (see nhsNumbers.addResource). It reads the maps;
 // it never parses JSON.
 func BundleNHSNumbers(bundle map[string]any) []string {
@@ -375,7 +376,15 @@ func (l *nhsNumbers) addResource(body map[string]any) {
 	if rt, _ := body["resourceType"].(string); rt == "Patient" {
 		l.addPatient(body)
 	}
-	l.addReferences(body, 0)
+	// The walk visits map keys in Go's random order; what it finds is
+	// sorted, so the patients (and so which decision is the base one, and
+	// the audited rule) come out the same on every run and replay.
+	var found nhsNumbers
+	found.addReferences(body, 0)
+	slices.Sort(found)
+	for _, n := range found {
+		l.add(n)
+	}
 }
 
 // maxWalkDepth bounds addReferences on resources nested past any real

@@ -732,7 +732,7 @@ func TestBundleNHSNumbers(t *testing.T) {
 		{"other identifier systems left out", bundle(patient(mrn)), nil},
 		{"numbers on other resources left out", bundle(`{"resourceType":"RelatedPerson","identifier":[` + nhsID("9990000018") + `]}`), nil},
 		{"logical references", bundle(`{"resourceType":"Observation","subject":{"identifier":` + nhsID("9990000034") + `},"performer":[{"identifier":` + nhsID("9990000018") + `}]}`),
-			[]string{"9990000034", "9990000018"}},
+			[]string{"9990000018", "9990000034"}},
 		{"logical reference by another system left out", bundle(`{"resourceType":"Observation","subject":{"identifier":` + mrn + `}}`), nil},
 		{"contained Patient", bundle(`{"resourceType":"Observation","contained":[` + patient(nhsID("9990000026")) + `],"subject":{"reference":"#p"}}`), []string{"9990000026"}},
 		{"older system spelling", bundle(patient(`{"system":"http://fhir.nhs.net/Id/nhs-number","value":"9990000018"}`)), []string{"9990000018"}},

@@ -296,11 +296,14 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	if err != nil {
 		return nil, "", 0, err
 	}
-	merged, stale, err := o.mergeExisting(ctx, &tx, auth, fromV2, d.ReceivedAt)
+	// Before the merge, which rewrites the updates by identifier it
+	// merges into updates by server id: the withdrawal finds reports and
+	// the results the delivery writes by those identifiers.
+	withdrawn, err := o.withdrawResults(ctx, &tx, auth, fromV2)
 	if err != nil {
 		return nil, "", 0, err
 	}
-	withdrawn, err := o.withdrawResults(ctx, &tx, auth, fromV2)
+	merged, stale, err := o.mergeExisting(ctx, &tx, auth, fromV2, d.ReceivedAt)
 	if err != nil {
 		return nil, "", 0, err
 	}

@@ -98,6 +98,11 @@ func (o *Outbound) withdrawResults(ctx context.Context, tx *models.Bundle, auth 
 			if err != nil {
 				return 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: withdrawing a result", err)
 			}
+			if slices.ContainsFunc(tx.Entry, func(e models.BundleEntry) bool {
+				return e.Request != nil && e.Request.Url == "Observation/"+head.ID
+			}) {
+				continue // listed by two withdrawn reports
+			}
 			req := models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: "Observation/" + head.ID}
 			if version != "" {
 				tag := `W/"` + version + `"`
@@ -160,7 +165,8 @@ func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth st
 	}
 	var report struct {
 		Result []struct {
-			Reference string `json:"reference"`
+			Reference  string          `json:"reference"`
+			Identifier *fhirIdentifier `json:"identifier"`
 		} `json:"result"`
 	}
 	if err := json.Unmarshal(reports[0], &report); err != nil {
@@ -171,6 +177,18 @@ func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth st
 	}
 	var out []json.RawMessage
 	for _, r := range report.Result {
+		if r.Reference == "" && r.Identifier != nil && r.Identifier.System != "" && r.Identifier.Value != "" {
+			// A result referred to by its identifier (a status-only
+			// final's): found by a search.
+			res, err := o.observationBy(ctx, *r.Identifier, auth)
+			if err != nil {
+				return nil, err
+			}
+			if res != nil {
+				out = append(out, res)
+			}
+			continue
+		}
 		ref := strings.TrimPrefix(r.Reference, o.base+"/")
 		typ, rid, ok := strings.Cut(ref, "/")
 		if !ok || typ != "Observation" || !fhirID.MatchString(rid) {
@@ -190,6 +208,35 @@ func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth st
 		out = append(out, res)
 	}
 	return out, nil
+}
+
+// observationBy returns the one Observation at the server carrying id,
+// or nil when none or more than one does (a result the withdrawal cannot
+// tell apart is left as it is).
+func (o *Outbound) observationBy(ctx context.Context, id fhirIdentifier, auth string) (json.RawMessage, error) {
+	reply, err := o.get(ctx, http.MethodPost, o.base+"/Observation/_search", identifierQuery(id)+"&_count=2", auth,
+		"the search of a withdrawn report's result", "")
+	if err != nil {
+		return nil, err
+	}
+	set, err := readSearchSet(reply, "the search of a withdrawn report's result")
+	if err != nil {
+		return nil, err
+	}
+	var found []json.RawMessage
+	for _, e := range set.Entry {
+		var head struct {
+			ResourceType string          `json:"resourceType"`
+			Identifier   json.RawMessage `json:"identifier"`
+		}
+		if e.match() && json.Unmarshal(e.Resource, &head) == nil && head.ResourceType == "Observation" && slices.Contains(identifiers(head.Identifier), id) {
+			found = append(found, e.Resource)
+		}
+	}
+	if len(found) != 1 {
+		return nil, nil
+	}
+	return found[0], nil
 }
 
 // searchSet is a search's answer as the destination reads it.

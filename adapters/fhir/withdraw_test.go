@@ -35,34 +35,47 @@ func labDelivery(t testing.TB, id, status string, obx ...string) *adapter.Delive
 // or they are read one by one; a correction that resends fewer lines
 // leaves the others alone.
 func TestOutboundWithdrawnReportWithdrawsItsResults(t *testing.T) {
-	final := func(id string) *adapter.Delivery {
-		return labDelivery(t, id, "F", "OBX|1|NM|HB^Haemoglobin^L||135|g/L|130-170|N|||F", "OBX|2|NM|WBC^White cells^L||7.2|10*9/L|4-11|N|||F")
-	}
+	hb := "OBX|1|NM|HB^Haemoglobin^L||135|g/L|130-170|N|||"
+	wbc := "OBX|2|NM|WBC^White cells^L||7.2|10*9/L|4-11|N|||F"
+	final := labDelivery(t, "WD01", "F", hb+"F", wbc)
+	allWithdrawn := map[string]string{"HB": "entered-in-error", "WBC": "entered-in-error"}
 	tests := []struct {
 		name      string
 		noInclude bool
-		second    *adapter.Delivery
+		merge     []string
+		sends     []*adapter.Delivery
 		want      map[string]string // Observation code: status
 		reads     int
 	}{
-		{"withdrawn, results included", false, labDelivery(t, "WD02", "X"), map[string]string{"HB": "entered-in-error", "WBC": "entered-in-error"}, 0},
-		{"withdrawn, results read one by one", true, labDelivery(t, "WD02", "X"), map[string]string{"HB": "entered-in-error", "WBC": "entered-in-error"}, 2},
-		{"withdrawn with one line sent cancelled", false, labDelivery(t, "WD02", "X", "OBX|1|NM|HB^Haemoglobin^L||||||||X"),
+		{"withdrawn, results included", false, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X")}, allWithdrawn, 0},
+		{"withdrawn, results read one by one", true, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X")}, allWithdrawn, 2},
+		{"withdrawn with one line sent cancelled", false, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X", "OBX|1|NM|HB^Haemoglobin^L||||||||X")},
 			map[string]string{"HB": "cancelled", "WBC": "entered-in-error"}, 0},
-		{"corrected with one line", false, labDelivery(t, "WD02", "C", "OBX|1|NM|HB^Haemoglobin^L||128|g/L|130-170|L|||C"),
+		{"withdrawn with one line cancelled, reports and results merged", false, []string{"Patient", "DiagnosticReport", "Observation"},
+			[]*adapter.Delivery{final, labDelivery(t, "WD02", "X", "OBX|1|NM|HB^Haemoglobin^L||||||||X")},
+			map[string]string{"HB": "cancelled", "WBC": "entered-in-error"}, 0},
+		{"withdrawn after a status-only final", false, nil, []*adapter.Delivery{
+			labDelivery(t, "WD01", "P", hb+"P", wbc),
+			labDelivery(t, "WD02", "F", "OBX|1|NM|HB^Haemoglobin^L||||||||U", wbc),
+			labDelivery(t, "WD03", "X"),
+		}, allWithdrawn, 0},
+		{"corrected with one line", false, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "C", "OBX|1|NM|HB^Haemoglobin^L||128|g/L|130-170|L|||C")},
 			map[string]string{"HB": "corrected", "WBC": "final"}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newMemServer(t)
 			srv.noInclude = tt.noInclude
-			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
-			ctx := context.Background()
-			if _, err := o.Send(ctx, final("WD01")); err != nil {
-				t.Fatal(err)
+			merge := tt.merge
+			if merge == nil {
+				merge = DefaultMergeTypes()
 			}
-			if _, err := o.Send(ctx, tt.second); err != nil {
-				t.Fatalf("second delivery: %v", err)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: merge})
+			ctx := context.Background()
+			for i, d := range tt.sends {
+				if _, err := o.Send(ctx, d); err != nil {
+					t.Fatalf("delivery %d: %v", i+1, err)
+				}
 			}
 			obs := srv.all("Observation")
 			if len(obs) != 2 {

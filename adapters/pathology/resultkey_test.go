@@ -259,7 +259,7 @@ func TestStatusOnlyFinalKeepsTheValue(t *testing.T) {
 	}
 	preliminary := hl7(msh, pid, obr("P"), `OBX|1|NM|HB^Haemoglobin^L||135|g/L|130-170|N|||P`)
 	final := hl7(strings.Replace(msh, "T05-0001", "T05-0002", 1), pid, obr("F"),
-		`OBX|1|NM|HB^Haemoglobin^L||||130-170||||U`, `OBX|2|NM|WBC^White cell count^L||7.2|10*9/L|4.0-11.0|N|||F`)
+		`OBX|1|NM|HB^Haemoglobin^L||||130-170||||U`, `NTE|1||Verified by consultant`, `OBX|2|NM|WBC^White cell count^L||7.2|10*9/L|4.0-11.0|N|||F`)
 
 	before := resultKeys(t, "preliminary", preliminary)
 	after := resultKeys(t, "final", final)
@@ -280,7 +280,10 @@ func TestStatusOnlyFinalKeepsTheValue(t *testing.T) {
 			Resource struct {
 				ResourceType string `json:"resourceType"`
 				Status       string `json:"status"`
-				Result       []struct {
+				Extension    []struct {
+					ValueAnnotation struct{ Text string } `json:"valueAnnotation"`
+				} `json:"extension"`
+				Result []struct {
 					Reference  string `json:"reference"`
 					Identifier *struct{ System, Value string }
 				} `json:"result"`
@@ -305,6 +308,9 @@ func TestStatusOnlyFinalKeepsTheValue(t *testing.T) {
 		}
 		if !strings.HasPrefix(r.Result[1].Reference, "urn:uuid:") {
 			t.Errorf("second result %+v, want the white cell count in the bundle", r.Result[1])
+		}
+		if len(r.Extension) != 1 || r.Extension[0].ValueAnnotation.Text != "Verified by consultant" {
+			t.Errorf("report notes %+v, want the status-only line's note", r.Extension)
 		}
 	}
 	if !found {

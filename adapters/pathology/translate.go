@@ -75,7 +75,8 @@ const (
 	// DiagnosticReport.result reference to the earlier Observation by its
 	// result key, with no Observation: written whole, one would replace
 	// the preliminary value at the server with none. The earlier
-	// Observation keeps its preliminary status there.
+	// Observation keeps its preliminary status there; notes after the
+	// OBX go to the report.
 	DQResultStatusOnly = "result_status_only"
 	// DQObservationOutsideOrder: an OBX comes before any OBR (a v2.6+
 	// patient observation, or a malformed message); it is mapped as an

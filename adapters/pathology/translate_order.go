@@ -94,6 +94,13 @@ func (b *builder) mapOrder(o *order) {
 		if statusOnlyFinal(obs.obx) {
 			// The result was sent before; only its report is final now.
 			b.flag(DQResultStatusOnly)
+			// With no Observation to hold them, its notes are the report's.
+			for _, n := range obs.notes {
+				report.Extension = append(report.Extension, models.Extension{
+					Url:             extDiagnosticNote,
+					ValueAnnotation: &models.Annotation{Text: n},
+				})
+			}
 			if key := observationKey(o, obs.obx); key != "" {
 				id := b.resultKey(key)
 				report.Result = append(report.Result, models.Reference{Identifier: &id, Type: fhir.Ptr("Observation")})

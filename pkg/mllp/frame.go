@@ -83,9 +83,10 @@ type Reader struct {
 	buf     []byte
 	inFrame bool
 	// endCROptional, set for a client reading replies, lets an end block
-	// with nothing after it yet complete a frame: some receivers end an
-	// ACK with 0x1C alone, and waiting for a carriage return that never
-	// comes would time out an answered send and deliver it twice.
+	// with nothing after it yet, or with the next frame's start block,
+	// complete a frame: some receivers end an ACK with 0x1C alone, and
+	// waiting for a carriage return that never comes would time out an
+	// answered send and deliver it twice.
 	// pendingCR is then set until a later carriage return, which is
 	// skipped as whitespace between frames, is read or given up on.
 	endCROptional bool
@@ -204,6 +205,12 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 		return r.buf, err
 	}
 	if c != CarriageReturn {
+		if r.endCROptional && c == StartBlock {
+			// The next reply, sent straight after this one: keep it.
+			_ = r.br.UnreadByte()
+			r.inFrame = false
+			return r.buf, nil
+		}
 		return r.buf, invalidFrame("end block not followed by a carriage return")
 	}
 	r.inFrame = false

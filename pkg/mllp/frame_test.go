@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -225,3 +226,39 @@ var errWrite = errors.New("write refused")
 type iotestErrWriter struct{}
 
 func (iotestErrWriter) Write([]byte) (int, error) { return 0, errWrite }
+
+// TestClientReaderEndWithoutCR checks the client's reading of frames
+// whose end block has no carriage return after it: at the end of what
+// has arrived, and before the next frame's start block in the same read.
+// Anything else after an end block is still an invalid frame.
+func TestClientReaderEndWithoutCR(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    []string
+		wantErr error
+	}{
+		{"end of input", "\x0bA\x1c", []string{"A"}, io.EOF},
+		{"next frame straight after", "\x0bA\x1c\x0bB\x1c\r", []string{"A", "B"}, io.EOF},
+		{"carriage return as usual", "\x0bA\x1c\r\x0bB\x1c\r", []string{"A", "B"}, io.EOF},
+		{"other byte after the end block", "\x0bA\x1cX", nil, ErrInvalidFrame},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := NewReader(strings.NewReader(tt.in), 0)
+			r.endCROptional = true
+			var got []string
+			var err error
+			for {
+				var p []byte
+				if p, err = r.ReadFrame(); err != nil {
+					break
+				}
+				got = append(got, string(p))
+			}
+			if !slices.Equal(got, tt.want) || !errors.Is(err, tt.wantErr) {
+				t.Errorf("frames %q, error %v; want %q, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

@@ -73,6 +73,7 @@ awk '/^    nats:/{on=1; next} /^    [a-z]/{on=0} on' <<<"$cfg" | grep -q '^     
 awk '/^    http:/{on=1; next} /^    [a-z]/{on=0} on' <<<"$cfg" | grep -q '^      read_timeout: 2m$' || fail "junction.http.read_timeout is not in the http block"
 refused 'junction.nats.url' --set junction.nats.url=nats://elsewhere:4222
 refused 'junction.nats.replicas' --set junction.nats.replicas=1
+refused 'junction.nats.allow_unsafe' --set junction.nats.allow_unsafe=true
 refused 'junction.http.listen' --set junction.http.listen=0.0.0.0:9090
 refused 'junction.http.tokens' --set-json 'junction.http.tokens=[]'
 render --set routes.existingConfigMap=mine --set junction.inputs.fhir=null >/dev/null || fail "routes from an existing ConfigMap are not the chart's to check"

@@ -39,7 +39,9 @@ func withdrawnReport(res []byte) bool {
 // with status cancelled or entered-in-error, the report stored at the
 // server is read with its results (POST DiagnosticReport/_search with
 // _include=DiagnosticReport:result; a result the server does not include
-// is read by its reference), and each result tx does not write itself
+// is read by its reference, and one referred to by identifier only, as a
+// status-only final's is, is found by a search), and each result tx does
+// not write itself
 // becomes, in tx, an update of the stored Observation to status
 // entered-in-error (R4: "withdrawn following previous final release"),
 // its value kept, with If-Match on its version. It returns how many

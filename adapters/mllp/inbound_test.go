@@ -532,8 +532,17 @@ func TestInboundResetInsideFrame(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if _, q := f.host.snapshot(); len(q) != 1 || string(q[0].raw) != msg("RST1", "") {
-		t.Errorf("quarantined %+v, want the partial frame", q)
+	// The rejection is counted just before the input is kept: wait for
+	// the quarantine too.
+	for {
+		_, q := f.host.snapshot()
+		if len(q) == 1 && string(q[0].raw) == msg("RST1", "") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("quarantined %+v, want the partial frame", q)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

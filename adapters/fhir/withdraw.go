@@ -51,6 +51,17 @@ func (o *Outbound) withdrawResults(ctx context.Context, tx *models.Bundle, auth 
 	if !fromV2 {
 		return 0, nil
 	}
+	// Most deliveries hold no withdrawn report: find them before building
+	// anything, so the others pay for one look at each entry's URL.
+	var reports []int
+	for i, e := range tx.Entry {
+		if r := e.Request; r != nil && r.Method == models.HTTPVerbPUT && strings.HasPrefix(r.Url, "DiagnosticReport?") && withdrawnReport(e.Resource) {
+			reports = append(reports, i)
+		}
+	}
+	if len(reports) == 0 {
+		return 0, nil
+	}
 	// The result keys tx writes itself, by "system|value".
 	writes := map[string]bool{}
 	for _, e := range tx.Entry {
@@ -61,13 +72,8 @@ func (o *Outbound) withdrawResults(ctx context.Context, tx *models.Bundle, auth 
 		}
 	}
 	n := 0
-	for i := range len(tx.Entry) {
-		e := tx.Entry[i]
-		r := e.Request
-		if r == nil || r.Method != models.HTTPVerbPUT || !strings.HasPrefix(r.Url, "DiagnosticReport?") || !withdrawnReport(e.Resource) {
-			continue
-		}
-		id, ok := searchedIdentifier(strings.TrimPrefix(r.Url, "DiagnosticReport?"))
+	for _, i := range reports {
+		id, ok := searchedIdentifier(strings.TrimPrefix(tx.Entry[i].Request.Url, "DiagnosticReport?"))
 		if !ok {
 			continue
 		}

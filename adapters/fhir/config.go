@@ -102,10 +102,11 @@ func DefaultInboundConfig() InboundConfig {
 
 // ValidateExposed implements adapter.ExposureValidator: on a listener
 // other machines reach, the endpoint takes patient data, so it needs a
-// bearer token unless the config says something in front authenticates.
-func (c *InboundConfig) ValidateExposed() []error {
-	if c.BearerToken == "" && !c.AllowUnauthenticated {
-		return []error{errors.New("bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; set allow_unauthenticated: true only when something in front authenticates senders")}
+// bearer token unless client certificates authenticate senders or the
+// config says something in front does.
+func (c *InboundConfig) ValidateExposed(clientCerts bool) []error {
+	if c.BearerToken == "" && !c.AllowUnauthenticated && !clientCerts {
+		return []error{errors.New("bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; or set http.tls.client_ca so client certificates authenticate senders; set allow_unauthenticated: true only when something in front authenticates senders")}
 	}
 	return nil
 }

@@ -122,6 +122,9 @@ type Inbound struct {
 	// token, when set, is the SHA-256 digest of the bearer token callers
 	// must present.
 	token []byte
+	// clientCerts says the HTTP listener verifies client certificates:
+	// a post without a verified one is refused.
+	clientCerts bool
 	// slots bounds posts being checked and stored at once; a post takes
 	// one once its body has arrived.
 	slots chan struct{}
@@ -157,22 +160,23 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 	}
 	set = withDefaults(set)
 	if set.HTTPExposed {
-		if errs := cfg.ValidateExposed(); len(errs) > 0 {
+		if errs := cfg.ValidateExposed(set.HTTPClientCerts); len(errs) > 0 {
 			return nil, configError("inbound", errs)
 		}
-		if cfg.BearerToken == "" {
+		if cfg.BearerToken == "" && !set.HTTPClientCerts {
 			// Allowed by allow_unauthenticated, but said at start.
 			set.Logger.Warn("fhir input takes posts without a token from any machine that can reach the HTTP listener (allow_unauthenticated); something in front must authenticate senders", "input", set.Name)
 		}
 	}
 	in := &Inbound{
-		name:    set.Name,
-		host:    host,
-		cfg:     cfg,
-		types:   map[string]bool{},
-		log:     set.Logger,
-		metrics: set.Metrics,
-		tracer:  set.Tracer,
+		name:        set.Name,
+		host:        host,
+		cfg:         cfg,
+		types:       map[string]bool{},
+		clientCerts: set.HTTPClientCerts,
+		log:         set.Logger,
+		metrics:     set.Metrics,
+		tracer:      set.Tracer,
 	}
 	for _, t := range cfg.ResourceTypes {
 		in.types[t] = true
@@ -216,6 +220,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		AuditEventSearch: set.AuditEventSearch,
 		ConsentStore:     in.consents != nil,
 		BearerToken:      in.token != nil,
+		ClientCerts:      in.clientCerts,
 	})
 	b, err := json.Marshal(cs)
 	if err != nil {
@@ -357,6 +362,12 @@ func (in *Inbound) enter() bool {
 	return true
 }
 
+// verifiedClient reports whether r came over TLS with a client
+// certificate the listener verified against its client CA.
+func verifiedClient(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0
+}
+
 // post handles POST /fhir (pathType "") and POST /fhir/{type}.
 func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string) {
 	if pathType == "metadata" {
@@ -367,6 +378,14 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 	}
 	start := time.Now()
 	var record func(context.Context, string) error
+	if in.clientCerts && !verifiedClient(r) {
+		// With mutual TLS on, every post (a Consent too) needs a
+		// certificate, checked before any token.
+		jfhir.WriteOutcome(w, http.StatusUnauthorized, jfhir.Outcome("error", "security", "a client certificate signed by the endpoint's client CA is required (mutual TLS)"))
+		in.metrics.Acks.WithLabelValues(in.name, "401").Inc()
+		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeUnauthorized)).Inc()
+		return
+	}
 	if pathType == "Consent" && in.consents != nil && in.guard != nil {
 		rec, status := in.guard.AuthorizeConsent(w, r)
 		if status != 0 {

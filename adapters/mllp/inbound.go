@@ -231,7 +231,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 	var tlsCfg *tls.Config
 	if cfg.TLS != nil {
 		var err error
-		if tlsCfg, err = serverTLS(set.Secrets, cfg.TLS); err != nil {
+		if tlsCfg, err = serverTLS(set.Secrets, cfg.TLS, set.Logger); err != nil {
 			return nil, err
 		}
 	}

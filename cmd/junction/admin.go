@@ -73,23 +73,34 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, out a
 	return json.Unmarshal(data, out)
 }
 
-func apiFlags(name, args string, stderr io.Writer) (*flag.FlagSet, *string, *string) {
-	fs := newFlags(name, args, stderr)
-	api := fs.String("api", "http://127.0.0.1:8080", "base URL of the running engine's HTTP listener")
-	tok := fs.String("token", "", "reference to the admin bearer token (env:NAME or file:PATH; default env JUNCTION_ADMIN_TOKEN)")
-	return fs, api, tok
+// apiOptions are the flags every admin API command takes.
+type apiOptions struct {
+	api, token, tlsCA *string
 }
 
-func newAPI(api, tokRef string) (*apiClient, error) {
-	t, err := adminToken(tokRef)
+func apiFlags(name, args string, stderr io.Writer) (*flag.FlagSet, apiOptions) {
+	fs := newFlags(name, args, stderr)
+	return fs, apiOptions{
+		api:   fs.String("api", "http://127.0.0.1:8080", "base URL of the running engine's HTTP listener (https://... when http.tls is set)"),
+		token: fs.String("token", "", "reference to the admin bearer token (env:NAME or file:PATH; default env JUNCTION_ADMIN_TOKEN)"),
+		tlsCA: fs.String("tls-ca", "", "with an https --api: trust this CA certificate file (default: the system's roots)"),
+	}
+}
+
+func newAPI(o apiOptions) (*apiClient, error) {
+	t, err := adminToken(*o.token)
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
 	}
-	return &apiClient{base: api, token: t, http: &http.Client{Timeout: 2 * time.Minute}}, nil
+	tr, err := httpsTransport(*o.tlsCA, "", "")
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{base: *o.api, token: t, http: &http.Client{Timeout: 2 * time.Minute, Transport: tr}}, nil
 }
 
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, api, tok := apiFlags("replay", "", stderr)
+	fs, opts := apiFlags("replay", "", stderr)
 	var ids, to string
 	fs.StringVar(&ids, "id", "", "message ids, comma-separated (dead letters, or stored messages to route again)")
 	route := fs.String("route", "", "replay dead letters of this route")
@@ -121,7 +132,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if req.Filter.Until, err = parseTime(*until, now); err != nil {
 		return err
 	}
-	c, err := newAPI(*api, *tok)
+	c, err := newAPI(opts)
 	if err != nil {
 		return err
 	}
@@ -179,7 +190,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	switch args[0] {
 	case "trail":
-		fs, api, tok := apiFlags("audit trail", "MESSAGE-ID", stderr)
+		fs, opts := apiFlags("audit trail", "MESSAGE-ID", stderr)
 		asJSON := fs.Bool("json", false, "print the whole record as JSON, including payloads where the caller may see them (recorded as payload access)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
@@ -188,7 +199,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			fs.Usage()
 			return errUsage
 		}
-		c, err := newAPI(*api, *tok)
+		c, err := newAPI(opts)
 		if err != nil {
 			return err
 		}
@@ -248,7 +259,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "keygen":
 		return runAuditKeygen(ctx, args[1:], stdout, stderr)
 	case "deadletters":
-		fs, api, tok := apiFlags("audit deadletters", "", stderr)
+		fs, opts := apiFlags("audit deadletters", "", stderr)
 		route := fs.String("route", "", "only this route")
 		dest := fs.String("destination", "", "only this destination")
 		detail := fs.Bool("detail", false, "print each dead letter's detail too, such as the receiver's answer (it may quote patient data)")
@@ -259,7 +270,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
-		c, err := newAPI(*api, *tok)
+		c, err := newAPI(opts)
 		if err != nil {
 			return err
 		}
@@ -295,13 +306,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "%d dead letters\n", len(dls))
 		return nil
 	case "quarantine":
-		fs, api, tok := apiFlags("audit quarantine", "", stderr)
+		fs, opts := apiFlags("audit quarantine", "", stderr)
 		limit := fs.Int("limit", 100, "show at most this many, newest last")
 		body := fs.Bool("body", false, "print the quarantined bytes too (they may hold patient data)")
 		if err := parse(fs, args[1:]); err != nil {
 			return err
 		}
-		c, err := newAPI(*api, *tok)
+		c, err := newAPI(opts)
 		if err != nil {
 			return err
 		}
@@ -352,7 +363,7 @@ func setWindow(q url.Values, since, until string, now time.Time) error {
 // every message of a window. It exits 1 when there are none, so a script
 // can tell.
 func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, api, tok := apiFlags("audit find", "", stderr)
+	fs, opts := apiFlags("audit find", "", stderr)
 	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (without it, every message received between --since and --until, both required)")
 	sender := fs.String("sender", "", "only from this sender: APP|FACILITY (MSH-3|MSH-4), or APP for any facility")
 	source := fs.String("source", "", "only from this input")
@@ -371,7 +382,7 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintln(stderr, "junction audit find: give --control-id, or --since and --until to list every message received in a window")
 		return errUsage
 	}
-	c, err := newAPI(*api, *tok)
+	c, err := newAPI(opts)
 	if err != nil {
 		return err
 	}
@@ -439,7 +450,7 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 // runReconcile lists accepted messages without a terminal state. It exits
 // 1 when any is older than --older-than, so scripts can alert on orphans.
 func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, api, tok := apiFlags("audit reconcile", "", stderr)
+	fs, opts := apiFlags("audit reconcile", "", stderr)
 	olderThan := fs.Duration("older-than", 15*time.Minute, "report as orphans messages pending longer than this (0: every pending message)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	dest := fs.String("destination", "", "list only the pending messages waiting for delivery to this destination")
@@ -450,7 +461,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fs.Usage()
 		return errUsage
 	}
-	c, err := newAPI(*api, *tok)
+	c, err := newAPI(opts)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/tlsconf/tlstest"
 )
 
 // cliRun runs the CLI in process and returns its exit code and output.
@@ -248,7 +251,7 @@ func TestCLILintErrors(t *testing.T) {
 			invalidCfg + ":6:10: router.batch: must be 1 to 1000, got 0",
 		}},
 		{"exposed FHIR endpoint without a token", []string{"lint", "-c", exposedCfg}, []string{
-			exposedCfg + ":12:5: inputs.fhir: bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; set allow_unauthenticated: true only when something in front authenticates senders",
+			exposedCfg + ":12:5: inputs.fhir: bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; or set http.tls.client_ca so client certificates authenticate senders; set allow_unauthenticated: true only when something in front authenticates senders",
 		}},
 		{"invalid tokens", []string{"lint", "-c", badTokens}, []string{
 			badTokens + ":6:13: http.tokens[1] (a): name: used by another token",
@@ -1081,6 +1084,64 @@ func TestParseFlagsAfterArguments(t *testing.T) {
 			}
 			if *js != tt.wantJSON || *api != tt.wantAPI || strings.Join(fs.Args(), " ") != strings.Join(tt.wantPos, " ") {
 				t.Errorf("json %v api %q args %q; want %v %q %q", *js, *api, fs.Args(), tt.wantJSON, tt.wantAPI, tt.wantPos)
+			}
+		})
+	}
+}
+
+// TestCLIOverTLS: send and the admin commands reach an HTTPS listener,
+// trusting the CA given by --tls-ca and presenting the client certificate
+// of --tls-cert and --tls-key where the endpoint asks for one.
+func TestCLIOverTLS(t *testing.T) {
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	pki := tlstest.PKI(t)
+	admin, _ := adminServer(t, "test-token-long-enough")
+	cert, err := tls.LoadX509KeyPair(pki["server.crt"], pki["server.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(pki["ca"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(caPEM)
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/fhir") {
+			admin.Config.Handler.ServeHTTP(w, r)
+			return
+		}
+		if len(r.TLS.VerifiedChains) == 0 {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("X-Junction-Message-Id", "01TESTID")
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
+	ts.StartTLS()
+	defer ts.Close()
+	patient := filepath.Join(t.TempDir(), "p.json")
+	cliWrite(t, patient, `{"resourceType": "Patient"}`)
+	tests := []struct {
+		name string
+		args []string
+		code int
+		out  string
+	}{
+		{"send with a client certificate", []string{"send", "--fhir", ts.URL + "/fhir", "--tls-ca", pki["ca"], "--tls-cert", pki["client.crt"], "--tls-key", pki["client.key"], patient}, 0, "202 Accepted 01TESTID"},
+		{"send without one", []string{"send", "--fhir", ts.URL + "/fhir", "--tls-ca", pki["ca"], patient}, 1, "401 Unauthorized"},
+		{"send with a certificate but no key", []string{"send", "--fhir", ts.URL + "/fhir", "--tls-ca", pki["ca"], "--tls-cert", pki["client.crt"], patient}, 1, ""},
+		{"send not trusting the server", []string{"send", "--fhir", ts.URL + "/fhir", patient}, 1, ""},
+		{"admin command trusting the CA", []string{"audit", "trail", "--api", ts.URL, "--tls-ca", pki["ca"], "--token", "env:JUNCTION_CLI_TEST_TOKEN", "01TESTID"}, 0, "message 01TESTID"},
+		{"admin command not trusting the server", []string{"audit", "trail", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN", "01TESTID"}, 1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := cliRun(t, tt.args...)
+			if code != tt.code || !strings.Contains(out, tt.out) {
+				t.Fatalf("exit %d, want %d; stdout %q (want %q); stderr %q", code, tt.code, out, tt.out, errOut)
 			}
 		})
 	}

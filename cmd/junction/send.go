@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +22,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlags("send", "FILE...", stderr)
 	addr := fs.String("addr", "127.0.0.1:2575", "MLLP address to send HL7 v2 to")
 	fhirURL := fs.String("fhir", "", "send FHIR JSON files by POST to this base URL instead (for example http://127.0.0.1:8080/fhir)")
-	caFile := fs.String("tls-ca", "", "use TLS, trusting this CA certificate file")
+	caFile := fs.String("tls-ca", "", "use TLS, trusting this CA certificate file (with --fhir: for an https URL; default the system's roots)")
+	certFile := fs.String("tls-cert", "", "use TLS, presenting this client certificate file (mutual TLS; with --tls-key)")
+	keyFile := fs.String("tls-key", "", "the private key file of --tls-cert")
 	token := fs.String("token", "", "with --fhir: reference to the FHIR endpoint's bearer token (env:NAME or file:PATH)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time to wait for each acknowledgement")
 	silenceWait := fs.Duration("silence", 2*time.Second, "for a message whose MSH-15 is NE, ER or SU: how long silence must last to be taken as the answer HL7 gives it (raise it for a slow receiver)")
@@ -45,22 +46,21 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("--token: %w", err)
 			}
 		}
-		return sendFHIR(ctx, *fhirURL, tok, fs.Args(), *timeout, stdout)
+		tr, err := httpsTransport(*caFile, *certFile, *keyFile)
+		if err != nil {
+			return err
+		}
+		return sendFHIR(ctx, *fhirURL, tok, fs.Args(), &http.Client{Timeout: *timeout, Transport: tr}, stdout)
 	}
 	if *token != "" {
 		return errors.New("--token is for --fhir; MLLP has no tokens")
 	}
 	var tlsConf *tls.Config
-	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
-		if err != nil {
-			return fmt.Errorf("reading CA: %w", err)
+	if *caFile != "" || *certFile != "" || *keyFile != "" {
+		var err error
+		if tlsConf, err = clientTLS(*caFile, *certFile, *keyFile); err != nil {
+			return err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return errors.New("no certificates in the CA file")
-		}
-		tlsConf = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	dial := func() (*mllp.Client, error) {
 		dctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -221,8 +221,7 @@ func fhirPostURL(base string, data []byte) string {
 	return base + "/" + head.ResourceType
 }
 
-func sendFHIR(ctx context.Context, base, token string, files []string, timeout time.Duration, stdout io.Writer) error {
-	client := &http.Client{Timeout: timeout}
+func sendFHIR(ctx context.Context, base, token string, files []string, client *http.Client, stdout io.Writer) error {
 	failed := 0
 	for _, file := range files {
 		data, err := os.ReadFile(file)

@@ -54,8 +54,10 @@ type InternalFactory interface {
 // ExposureValidator is implemented by inbound configs whose settings
 // must be stricter when the engine's HTTP listener is reachable beyond
 // loopback (an endpoint on it then takes input from other machines).
+// clientCerts says the listener verifies client certificates (mutual
+// TLS), which then authenticate senders.
 type ExposureValidator interface {
-	ValidateExposed() []error
+	ValidateExposed(clientCerts bool) []error
 }
 
 // SizeLimited is implemented by inbound configs that bound message size,
@@ -111,6 +113,10 @@ type Settings struct {
 	// HTTPExposed says the engine's HTTP listener is bound beyond
 	// loopback, so an endpoint on it is reachable from other machines.
 	HTTPExposed bool
+	// HTTPClientCerts says the engine's HTTP listener verifies client
+	// certificates (mutual TLS), so an endpoint on it takes input only
+	// from a client that presented one.
+	HTTPClientCerts bool
 }
 
 // ConsentWriter stores FHIR Consent resources for the consent engine.

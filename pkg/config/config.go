@@ -23,6 +23,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/tlsconf"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
@@ -86,6 +87,47 @@ type HTTPConfig struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	ReadTimeout       time.Duration `yaml:"read_timeout"`
 	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	// TLS, when set, makes the listener serve HTTPS only.
+	TLS *HTTPTLSConfig `yaml:"tls"`
+}
+
+// HTTPTLSConfig configures TLS on the HTTP listener. Values are secret
+// references: "file:PATH", or "env:NAME" naming a variable that holds the
+// PEM. The certificate is read again while Junction runs, so a renewed
+// one is served without a restart.
+type HTTPTLSConfig struct {
+	// Cert and Key are the server's certificate chain and private key.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA, when set, makes the FHIR endpoint take posts only from
+	// clients presenting a certificate signed by it (mutual TLS); it then
+	// needs no bearer token off loopback. Other paths do not ask for a
+	// client certificate, so probes and scrapers need none.
+	ClientCA string `yaml:"client_ca"`
+}
+
+// ClientCertsVerified reports whether the listener verifies client
+// certificates, which the FHIR endpoint then requires.
+func (h HTTPConfig) ClientCertsVerified() bool {
+	return h.TLS != nil && h.TLS.ClientCA != ""
+}
+
+// validateTLS returns the problems with the listener's TLS settings.
+func (h HTTPConfig) validateTLS() []error {
+	t := h.TLS
+	if t == nil {
+		return nil
+	}
+	var errs []error
+	if t.Cert == "" {
+		errs = append(errs, errors.New("http.tls.cert: required"))
+	}
+	if t.Key == "" {
+		errs = append(errs, errors.New("http.tls.key: required"))
+	}
+	errs = tlsconf.CheckRef(errs, "http.tls.cert", t.Cert)
+	errs = tlsconf.CheckRef(errs, "http.tls.key", t.Key)
+	return tlsconf.CheckRef(errs, "http.tls.client_ca", t.ClientCA)
 }
 
 // AuditConfig configures audit checkpoints.
@@ -620,6 +662,7 @@ func (c *Config) Validate() []error {
 		errs = append(errs, errors.New("http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"))
 	}
 	errs = append(errs, c.HTTP.validateTokens()...)
+	errs = append(errs, c.HTTP.validateTLS()...)
 	if c.Audit.SigningKey != "" && !IsRef(c.Audit.SigningKey) {
 		errs = append(errs, errors.New("audit.signing_key: must be a reference (env:NAME or file:PATH), never the key itself"))
 	}

@@ -412,6 +412,18 @@ func TestValidate(t *testing.T) {
 			[]string{"http.tokens: at least one token is required when http.listen (:8080) is not a loopback address, since the admin API shows patient data"}},
 		{"non-loopback with an env token", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "env:JUNCTION_TOKEN" }, nil},
 		{"non-loopback with a file token", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "file:/run/secrets/token" }, nil},
+		{"tls by reference", func(c *Config) {
+			c.HTTP.TLS = &HTTPTLSConfig{Cert: "file:/run/tls/tls.crt", Key: "env:HTTP_KEY", ClientCA: "file:/run/tls/ca.crt"}
+		}, nil},
+		{"tls needs cert and key", func(c *Config) { c.HTTP.TLS = &HTTPTLSConfig{ClientCA: "file:/run/tls/ca.crt"} },
+			[]string{"http.tls.cert: required", "http.tls.key: required"}},
+		{"tls material inline", func(c *Config) {
+			c.HTTP.TLS = &HTTPTLSConfig{Cert: "-----BEGIN CERTIFICATE-----", Key: "/run/tls/tls.key", ClientCA: "ca.pem"}
+		}, []string{
+			"http.tls.cert: must be a secret reference (file:PATH or env:NAME holding PEM)",
+			"http.tls.key: must be a secret reference (file:PATH or env:NAME holding PEM)",
+			"http.tls.client_ca: must be a secret reference (file:PATH or env:NAME holding PEM)",
+		}},
 		{"token must be a reference", func(c *Config) { c.HTTP.Listen, c.HTTP.AdminToken = "10.0.0.1:8080", "s3cr3t-value" },
 			[]string{"http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"}},
 		{"non-loopback with tokens", func(c *Config) {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
+	"github.com/junction-fhir/junction/pkg/tlsconf"
 )
 
 // Engine is a running Junction.
@@ -166,7 +168,8 @@ func (e *Engine) settings(name string) adapter.Settings {
 		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
 		JS: e.storeJS(), Replicas: e.plan.Config.NATS.Replicas,
 		Consents: e.consentWriter(), OptOuts: e.optOutLoader(), AuditEventSearch: true,
-		HTTPExposed: !config.IsLoopback(e.plan.Config.HTTP.Listen),
+		HTTPExposed:     !config.IsLoopback(e.plan.Config.HTTP.Listen),
+		HTTPClientCerts: e.plan.Config.HTTP.ClientCertsVerified(),
 	}
 }
 
@@ -225,6 +228,18 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		e.tracing = &telemetry.Tracing{Tracer: e.tracer}
 	} else if e.tracing, err = telemetry.NewTracing(ctx, e.version, e.log); err != nil {
 		return err
+	}
+	// The HTTP listener's certificate is read before anything starts, so
+	// a bad one stops the start at once.
+	var httpTLS *tls.Config
+	if t := cfg.HTTP.TLS; t != nil {
+		// Client certificates are asked for and verified when given; the
+		// FHIR endpoint refuses posts without one, while probes and
+		// scrapers need none.
+		files := tlsconf.ServerFiles{Cert: t.Cert, Key: t.Key, ClientCA: t.ClientCA}
+		if httpTLS, err = tlsconf.Server(e.secrets, "http.tls.", files, tls.VerifyClientCertIfGiven, e.log.With("component", "http")); err != nil {
+			return err
+		}
 	}
 	dataDir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
@@ -391,13 +406,20 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
 	}
+	e.httpSrv.TLSConfig = httpTLS
 	go func() {
-		if err := e.httpSrv.Serve(e.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if e.httpSrv.TLSConfig != nil {
+			err = e.httpSrv.ServeTLS(e.httpLn, "", "")
+		} else {
+			err = e.httpSrv.Serve(e.httpLn)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			e.log.Error("http server stopped", "err", err)
 		}
 	}()
-	e.log.Info("http listening", "addr", e.httpLn.Addr().String(), "fhir", "/fhir", "admin", "/api", "metrics", "/metrics", "health", "/healthz /readyz")
-	if !config.IsLoopback(cfg.HTTP.Listen) {
+	e.log.Info("http listening", "addr", e.httpLn.Addr().String(), "tls", cfg.HTTP.TLS != nil, "client_certs", cfg.HTTP.ClientCertsVerified(), "fhir", "/fhir", "admin", "/api", "metrics", "/metrics", "health", "/healthz /readyz")
+	if !config.IsLoopback(cfg.HTTP.Listen) && cfg.HTTP.TLS == nil {
 		// Junction serves plain HTTP: tokens and patient data cross the
 		// network as sent unless something in front terminates TLS.
 		e.log.Warn("http listener is reachable beyond this machine over plain HTTP; put a TLS-terminating proxy or ingress in front", "addr", e.httpLn.Addr().String())

@@ -178,7 +178,7 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 			continue
 		}
 		if v, ok := conf.(adapter.ExposureValidator); ok && !config.IsLoopback(cfg.HTTP.Listen) {
-			for _, e := range v.ValidateExposed() {
+			for _, e := range v.ValidateExposed(cfg.HTTP.ClientCertsVerified()) {
 				errs = append(errs, fmt.Errorf("%s%s: %w", posPrefix(settingPos(e, c.Settings.PosOf, c.Pos)), where, e))
 			}
 		}

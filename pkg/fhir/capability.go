@@ -30,6 +30,8 @@ type CapabilityOptions struct {
 	ConsentStore bool
 	// BearerToken says posts need the endpoint's bearer token.
 	BearerToken bool
+	// ClientCerts says posts need a client certificate (mutual TLS).
+	ClientCerts bool
 }
 
 // consentDocumentation is what POST [base]/Consent does with the consent
@@ -162,7 +164,7 @@ func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
 		Rest: []models.CapabilityStatementRest{{
 			Mode:          models.RestfulCapabilityModeServer,
 			Documentation: &restDoc,
-			Security:      security(opts.BearerToken),
+			Security:      security(opts.BearerToken, opts.ClientCerts),
 			Resource:      resources,
 			Operation: []models.CapabilityStatementRestResourceOperation{{
 				Name:       "process-message",
@@ -176,11 +178,18 @@ func CapabilityStatement(opts CapabilityOptions) *models.CapabilityStatement {
 }
 
 // security describes how posts are authenticated. CORS is not enabled.
-func security(bearer bool) *models.CapabilityStatementRestSecurity {
+func security(bearer, clientCerts bool) *models.CapabilityStatementRestSecurity {
 	no := false
-	desc := "Posts are not authenticated at this endpoint: it is meant for a trusted network or behind a proxy that authenticates senders."
-	if bearer {
+	var desc string
+	switch {
+	case bearer && clientCerts:
+		desc = "Posts need a client certificate signed by the CA agreed with the endpoint's operator (mutual TLS), and the header Authorization: Bearer <token>, with the token agreed with the operator; without either the reply is 401."
+	case clientCerts:
+		desc = "Posts need a client certificate signed by the CA agreed with the endpoint's operator (mutual TLS); without one the reply is 401."
+	case bearer:
 		desc = "Posts need the header Authorization: Bearer <token>, with the token agreed with the endpoint's operator; without it the reply is 401."
+	default:
+		desc = "Posts are not authenticated at this endpoint: it is meant for a trusted network or behind a proxy that authenticates senders."
 	}
 	return &models.CapabilityStatementRestSecurity{Cors: &no, Description: &desc}
 }

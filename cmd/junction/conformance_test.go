@@ -23,7 +23,7 @@ func TestConformanceCommand(t *testing.T) {
 		}
 	}
 	if code != 0 {
-		t.Logf("exit %d: the suite found failures (see the conformance package's tests); stderr %s", code, stderr)
+		t.Errorf("exit %d: the suite found failures (the conformance package's tests list them); stderr %s", code, stderr)
 	}
 }
 

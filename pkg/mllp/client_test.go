@@ -215,15 +215,13 @@ func TestClientReplyWithoutCarriageReturn(t *testing.T) {
 				}
 				_, _ = peer.Write([]byte("\x0bACK1\x1c"))
 			}()
+			// A client waiting for a carriage return would wait out this
+			// deadline and fail.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			start := time.Now()
 			reply, err := c.Send(ctx, []byte("MSG1"))
 			if err != nil || string(reply) != "ACK1" {
 				t.Fatalf("Send = %q, %v; want ACK1", reply, err)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("the reply took %v: it waited for a carriage return", d)
 			}
 			if tt.after != "" {
 				_, _ = peer.Write([]byte(tt.after))

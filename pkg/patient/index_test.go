@@ -545,6 +545,25 @@ func TestKeysAreKeyed(t *testing.T) {
 	}
 }
 
+// TestKeysAreFixed pins the bucket keys: records are stored under them,
+// so a change to how they are made would leave every stored record
+// unfound. The expected values were computed outside Go, with python3's
+// hmac.new(key, b"9990000018", hashlib.sha256).hexdigest().
+func TestKeysAreFixed(t *testing.T) {
+	ix := &Index{key: []byte("a-different-key-0123456789")}
+	got, err := ix.RecordKey("999 000 0018")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "p.09ce895a00455fdd04b31b6be1af50efe6a6f1ce56bc4de105d688867b99fc04"; got != want {
+		t.Errorf("RecordKey = %s, want %s", got, want)
+	}
+	got = ix.IdentifierKey(Identifier{System: "https://fhir.example-trust.nhs.uk/Id/mrn", Value: "X1"})
+	if want := "x.bf5676a009fc61b0aad44a17780bf0762778f075b6c4489f5f4d0c88ac1a253a"; got != want {
+		t.Errorf("IdentifierKey = %s, want %s", got, want)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	js := startJetStream(t)
 	if _, err := Open(t.Context(), js, Config{HashKey: []byte("short")}); err == nil {

@@ -103,7 +103,7 @@ func TestPASBundles(t *testing.T) {
 		t.Helper()
 		data, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
-			t.Skipf("PAS golden file absent (%v)", err)
+			t.Fatalf("PAS golden file (in the repository, adapters/pas/testdata): %v", err)
 		}
 		return data
 	}

@@ -30,11 +30,14 @@ type sharedTranslator struct {
 	index func(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation) (patientView, error)
 	// made is called once per translation made (not per cache hit), for
 	// per-feed counts such as data quality.
-	made  func(env *envelope.Envelope, tr *adapter.Translation)
-	mu    sync.Mutex
-	byID  map[string]*sharedEntry
-	order []string
-	next  int
+	made func(env *envelope.Envelope, tr *adapter.Translation)
+	// joined, when set (by tests), is called when a caller finds the
+	// translation in flight and waits for it.
+	joined func()
+	mu     sync.Mutex
+	byID   map[string]*sharedEntry
+	order  []string
+	next   int
 }
 
 // sharedEntry is one translation, made or in flight; done is closed when
@@ -91,6 +94,13 @@ func (s *sharedTranslator) Translate(ctx context.Context, env *envelope.Envelope
 	s.mu.Lock()
 	if e, ok := s.byID[key]; ok {
 		s.mu.Unlock()
+		if s.joined != nil {
+			select {
+			case <-e.done:
+			default:
+				s.joined()
+			}
+		}
 		<-e.done
 		return e.tr, e.pv, e.err
 	}

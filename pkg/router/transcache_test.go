@@ -6,23 +6,25 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 )
 
-// slowTranslator counts its calls and takes a little time over each, so
-// concurrent callers overlap.
+// slowTranslator counts its calls, and its first call waits for release
+// to be closed (when set), so concurrent callers can be made to overlap
+// it.
 type slowTranslator struct {
-	calls atomic.Int32
-	fail  error
+	calls   atomic.Int32
+	fail    error
+	release chan struct{}
 }
 
 func (s *slowTranslator) Translate(*envelope.Envelope) (*adapter.Translation, error) {
-	s.calls.Add(1)
-	time.Sleep(20 * time.Millisecond)
+	if s.calls.Add(1) == 1 && s.release != nil {
+		<-s.release
+	}
 	if s.fail != nil {
 		return nil, s.fail
 	}
@@ -43,9 +45,17 @@ func TestSharedTranslatorMakesEachTranslationOnce(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			inner := &slowTranslator{fail: tc.fail}
+			inner := &slowTranslator{fail: tc.fail, release: make(chan struct{})}
 			var made atomic.Int32
 			s := newSharedTranslator(inner, func(*envelope.Envelope, *adapter.Translation) { made.Add(1) })
+			// The first caller's translation is released once the seven
+			// others wait for it.
+			var joined atomic.Int32
+			s.joined = func() {
+				if joined.Add(1) == 7 {
+					close(inner.release)
+				}
+			}
 			env := &envelope.Envelope{ID: "01JTESTID", Source: "pas", Raw: []byte("MSH|")}
 			var wg sync.WaitGroup
 			errs := make([]error, 8)
@@ -53,6 +63,7 @@ func TestSharedTranslatorMakesEachTranslationOnce(t *testing.T) {
 				wg.Go(func() { _, _, errs[i] = s.Translate(context.Background(), env) })
 			}
 			wg.Wait()
+			s.joined = nil
 			for i, err := range errs {
 				if (err != nil) != (tc.fail != nil) {
 					t.Fatalf("caller %d: err = %v, want failure %v", i, err, tc.fail != nil)

@@ -728,6 +728,7 @@ func TestBundleNHSNumbers(t *testing.T) {
 		{"one patient", bundle(patient(nhsID("9990000018")), `{"resourceType":"Encounter"}`), []string{"9990000018"}},
 		{"two patients in order", bundle(patient(nhsID("9990000034")), patient(nhsID("999 000 0018"))), []string{"9990000034", "9990000018"}},
 		{"repeated number once", bundle(patient(nhsID("9990000018")), patient(nhsID("9990000018"))), []string{"9990000018"}},
+		{"non-breaking spaces and a zero-width space", bundle(patient(nhsID(`999\u00a0000\u200b0018`))), []string{"9990000018"}},
 		{"invalid check digit left out", bundle(patient(nhsID("9990000019"))), nil},
 		{"other identifier systems left out", bundle(patient(mrn)), nil},
 		{"numbers on other resources left out", bundle(`{"resourceType":"RelatedPerson","identifier":[` + nhsID("9990000018") + `]}`), nil},

@@ -1,20 +1,35 @@
 package nhs
 
-import "strings"
+import (
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
 
 // Normalize removes the spaces and hyphens people write inside NHS numbers
-// ("999 000 0018" and "999-000-0018" become "9990000018"). It does not
-// check the result; pass it to ValidNumber for that.
+// ("999 000 0018" and "999-000-0018" become "9990000018"), and any other
+// Unicode white space (a non-breaking space), dash or invisible format
+// character (a zero-width space), so that no spelling of a number a
+// receiver might read as the patient's escapes matching here. It does
+// not check the result; pass it to ValidNumber for that.
 func Normalize(s string) string {
-	if !strings.ContainsAny(s, " -") {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == ' ' || c == '-' || c >= utf8.RuneSelf || c < ' ' {
+			clean = false
+			break
+		}
+	}
+	if clean {
 		return s
 	}
 	var b strings.Builder
 	b.Grow(len(s))
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c != ' ' && c != '-' {
-			b.WriteByte(c)
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.Is(unicode.Pd, r) || unicode.Is(unicode.Cf, r) {
+			continue
 		}
+		b.WriteRune(r)
 	}
 	return b.String()
 }

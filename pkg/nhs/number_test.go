@@ -126,7 +126,17 @@ func TestNormalize(t *testing.T) {
 		{" 999 - 000 - 0018 ", "9990000018"},
 		{"9990000018", "9990000018"},
 		{"", ""},
-		{"999\t000\t0018", "999\t000\t0018"},
+		// Other white space, dashes and invisible characters, which a
+		// receiver may drop: left in, a patient's refusal would not
+		// match the number.
+		{"999\t000\t0018", "9990000018"},
+		{"999\u00a0000\u00a00018", "9990000018"},
+		{"999\u2013000\u20140018", "9990000018"},
+		{"999\u200b0000018\n", "9990000018"},
+		{"\ufeff9990000018", "9990000018"},
+		// What is not a separator stays, for ValidNumber to refuse.
+		{"999O000018", "999O000018"},
+		{"\uff19\uff19\uff19", "\uff19\uff19\uff19"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

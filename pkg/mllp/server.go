@@ -36,6 +36,9 @@ const (
 	// arriving for its connection to be closed for a new one when the
 	// server is full and no connection is idle.
 	DefaultEvictSlowFrameAfter = 5 * time.Second
+	// DefaultHandshakeTimeout bounds a TLS handshake (or ReadTimeout,
+	// when shorter).
+	DefaultHandshakeTimeout = 10 * time.Second
 	// DefaultMaxBufferedBytes is the default budget of a listener's
 	// frames beyond FreeFrameBytes each: 128 MiB.
 	DefaultMaxBufferedBytes = 128 << 20
@@ -103,13 +106,18 @@ type Server struct {
 	// would need more is refused with an error wrapping ErrBusy.
 	MaxBufferedBytes int64
 	// MaxConns limits the number of open connections; 0 means no limit.
-	// A connection over the limit closes the connection that has been
-	// idle between frames longest, if one has been for EvictIdleAfter, or
-	// else the one whose frame has been arriving longest, if for
-	// EvictSlowFrameAfter, to make room (idle or trickling senders cannot
-	// lock out others; the one closed reconnects when it next sends, and
-	// was owed no reply); otherwise it is closed as soon as it is
-	// accepted.
+	// A connection over the limit closes another to make room, the first
+	// found of: the one whose TLS handshake has been running longest, if
+	// for EvictIdleAfter (a handshake on a working link takes
+	// milliseconds, and a client without a certificate must not hold a
+	// place); the one idle longest that has sent no frame yet, if for
+	// EvictIdleAfter; the one idle between frames longest, if for
+	// EvictIdleAfter; the one whose frame has been arriving longest, if
+	// for EvictSlowFrameAfter. Idle or trickling senders cannot lock out
+	// others, and connections opened and left silent go before senders
+	// that have spoken; the one closed reconnects when it next sends, and
+	// was owed no reply. Otherwise the new connection is closed as soon
+	// as it is accepted.
 	MaxConns int
 	// EvictIdleAfter is how long a connection must have been idle to be
 	// closed for a new one when MaxConns are open; DefaultEvictIdleAfter
@@ -175,6 +183,11 @@ type serverConn struct {
 	// frameSince is when the start block of the frame being read arrived
 	// (Unix nanoseconds), 0 outside a frame.
 	frameSince atomic.Int64
+	// handshakeSince is when the connection was accepted (Unix
+	// nanoseconds) while its TLS handshake runs, else 0.
+	handshakeSince atomic.Int64
+	// spoke is set once a frame has been read on the connection.
+	spoke atomic.Bool
 	// evicted is set, under Server.mu, when the connection is closed for
 	// a new one: a frame it read meanwhile is not handled.
 	evicted bool
@@ -324,6 +337,13 @@ func (s *Server) isShutting() bool {
 func (s *Server) startConn(nc net.Conn) {
 	_, isTLS := nc.(*tls.Conn)
 	c := &serverConn{nc: nc, info: ConnInfo{ID: s.nextID.Add(1), Remote: nc.RemoteAddr(), TLS: isTLS}}
+	// Idle from its accept, in accept order, unless a TLS handshake
+	// comes first.
+	if isTLS {
+		c.handshakeSince.Store(time.Now().UnixNano())
+	} else {
+		c.idleSince.Store(time.Now().UnixNano())
+	}
 	log := s.logger()
 	s.mu.Lock()
 	if s.shutting {
@@ -381,30 +401,49 @@ func (s *Server) reportConns() {
 	s.OnConns(int(s.active.Load()))
 }
 
-// idlestLocked returns the connection idle between frames longest, if
-// for at least EvictIdleAfter; else the one whose frame has been arriving
-// longest, if for at least EvictSlowFrameAfter (a frame trickling in that
-// long is not a sender on a working link); else nil. s.mu is held.
+// idlestLocked returns the connection to close for a new one, in the
+// order MaxConns gives, or nil. s.mu is held.
 func (s *Server) idlestLocked(now time.Time) *serverConn {
 	idleAfter := duration(s.EvictIdleAfter, DefaultEvictIdleAfter)
 	slowAfter := duration(s.EvictSlowFrameAfter, DefaultEvictSlowFrameAfter)
-	var idle, slow *serverConn
-	var idleSince, slowSince int64
+	// The oldest candidate of each kind, by the time it became one.
+	var shaking, silent, idle, slow oldest
 	for c := range s.conns {
 		if c.busy {
 			continue
 		}
-		if since := c.idleSince.Load(); since != 0 && idleAfter > 0 && now.Sub(time.Unix(0, since)) >= idleAfter && (idle == nil || since < idleSince) {
-			idle, idleSince = c, since
+		if idleAfter > 0 {
+			shaking.offer(c, c.handshakeSince.Load(), now, idleAfter)
+			if since := c.idleSince.Load(); !c.spoke.Load() {
+				silent.offer(c, since, now, idleAfter)
+			} else {
+				idle.offer(c, since, now, idleAfter)
+			}
 		}
-		if since := c.frameSince.Load(); since != 0 && slowAfter > 0 && now.Sub(time.Unix(0, since)) >= slowAfter && (slow == nil || since < slowSince) {
-			slow, slowSince = c, since
+		if slowAfter > 0 {
+			slow.offer(c, c.frameSince.Load(), now, slowAfter)
 		}
 	}
-	if idle != nil {
-		return idle
+	for _, o := range []oldest{shaking, silent, idle, slow} {
+		if o.c != nil {
+			return o.c
+		}
 	}
-	return slow
+	return nil
+}
+
+// oldest keeps the connection that has been in some state longest.
+type oldest struct {
+	c     *serverConn
+	since int64
+}
+
+// offer considers c, in the state since (Unix nanoseconds; 0: not in it),
+// if it has been for at least after.
+func (o *oldest) offer(c *serverConn, since int64, now time.Time, after time.Duration) {
+	if since != 0 && now.Sub(time.Unix(0, since)) >= after && (o.c == nil || since < o.since) {
+		o.c, o.since = c, since
+	}
 }
 
 func remote(a net.Addr) string {
@@ -446,12 +485,17 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 	writeTimeout := duration(s.WriteTimeout, DefaultWriteTimeout)
 
 	if tc, ok := c.nc.(*tls.Conn); ok {
-		_ = tc.SetDeadline(deadline(readTimeout))
+		hs := DefaultHandshakeTimeout
+		if readTimeout > 0 && readTimeout < hs {
+			hs = readTimeout
+		}
+		_ = tc.SetDeadline(deadline(hs))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			reason = "tls handshake failed"
 			log.Warn("mllp tls handshake failed", "error", err.Error())
 			return
 		}
+		c.handshakeSince.Store(0)
 		_ = tc.SetDeadline(time.Time{})
 		c.info.PeerCertificates = tc.ConnectionState().PeerCertificates
 	}
@@ -464,7 +508,9 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 		c.frameSince.Store(time.Now().UnixNano())
 		_ = c.nc.SetReadDeadline(deadline(readTimeout))
 	}
-	c.idleSince.Store(time.Now().UnixNano())
+	if c.idleSince.Load() == 0 {
+		c.idleSince.Store(time.Now().UnixNano())
+	}
 	var wbuf []byte
 	write := func(payload []byte) bool {
 		var err error
@@ -493,6 +539,7 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 			return
 		}
 		frames++
+		c.spoke.Store(true)
 		c.frameSince.Store(0)
 		if !s.setBusy(c, true) {
 			reason = "server shutting down or connection closed for another"

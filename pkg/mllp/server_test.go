@@ -347,6 +347,73 @@ func TestServerEvictsIdleWhenFull(t *testing.T) {
 	waitFor(t, "two open connections", func() bool { return s.ActiveConns() == 2 && open.Load() == 2 })
 }
 
+// TestServerEvictsSilentAndHandshakingFirst checks the order in which a
+// full server makes room: a connection whose TLS handshake has not
+// finished goes first, then one opened and left silent, and only then a
+// sender idle after speaking; so connections opened and left silent, with
+// no certificate or no message, cannot push out the senders that use the
+// listener.
+func TestServerEvictsSilentAndHandshakingFirst(t *testing.T) {
+	cert, pool := selfSigned(t)
+	client := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	tests := []struct {
+		name string
+		tls  bool
+	}{{"plain", false}, {"tls", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var evicted atomic.Int64
+			s := &Server{Handler: echo, MaxConns: 3, EvictIdleAfter: 100 * time.Millisecond,
+				OnEvicted: func(*ConnInfo) { evicted.Add(1) }}
+			var cfg *tls.Config
+			if tt.tls {
+				s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+				cfg = client
+			}
+			addr := start(t, s)
+			// The sender speaks first, so it is the longest idle.
+			sender := dial(t, addr, cfg)
+			if _, err := sender.Send(testContext(t), []byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			silent := dial(t, addr, cfg)
+			// A plain connection to a TLS listener never finishes its
+			// handshake; to a plain one it is silent too.
+			never := rawConn(t, addr)
+			waitFor(t, "three connections", func() bool { return s.ActiveConns() == 3 })
+			time.Sleep(150 * time.Millisecond)
+			// The oldest silent connection goes first, but a handshake
+			// never finished goes before it.
+			order := []any{silent, never}
+			if tt.tls {
+				order = []any{never, silent}
+			}
+			for i, gone := range order {
+				newcomer := dial(t, addr, cfg)
+				if _, err := newcomer.Send(testContext(t), []byte("let me in")); err != nil {
+					t.Fatalf("newcomer %d: %v", i, err)
+				}
+				if evicted.Load() != int64(i+1) {
+					t.Fatalf("evicted %d, want %d", evicted.Load(), i+1)
+				}
+				switch c := gone.(type) {
+				case net.Conn:
+					waitClosed(t, c)
+				case *Client:
+					if _, err := c.Send(testContext(t), []byte("still here?")); err == nil {
+						t.Fatalf("newcomer %d: the silent connection was not the one closed", i)
+					}
+				}
+				// The newcomer is the new sender, idle for less than
+				// EvictIdleAfter when the next one comes.
+			}
+			if _, err := sender.Send(testContext(t), []byte("again")); err != nil {
+				t.Fatalf("the sender that had spoken was closed: %v", err)
+			}
+		})
+	}
+}
+
 // TestServerEvictsSlowFrameWhenFull checks that a full server with no
 // idle connection closes the one whose frame has been arriving longest,
 // once for EvictSlowFrameAfter, so senders trickling frames cannot lock

@@ -100,7 +100,7 @@ func TestPostConsent(t *testing.T) {
 			mux := endpointMux(t, host)
 			var rec *httptest.ResponseRecorder
 			for _, b := range tt.bodies {
-				req := httptest.NewRequest(http.MethodPost, "/fhir/Consent", strings.NewReader(b))
+				req := localRequest(http.MethodPost, "/fhir/Consent", strings.NewReader(b))
 				req.Header.Set("Content-Type", jfhir.MediaTypeJSON)
 				rec = httptest.NewRecorder()
 				mux.ServeHTTP(rec, req)
@@ -166,7 +166,7 @@ func TestConsentInBundleIsWarned(t *testing.T) {
 				host = &consentHost{fakeHost: newFakeHost(), consents: map[string][]consent.Policy{}}
 			}
 			mux := endpointMux(t, host)
-			req := httptest.NewRequest(http.MethodPost, "/fhir", bytes.NewReader(bundle))
+			req := localRequest(http.MethodPost, "/fhir", bytes.NewReader(bundle))
 			req.Header.Set("Content-Type", jfhir.MediaTypeJSON)
 			rec := httptest.NewRecorder()
 			mux.ServeHTTP(rec, req)
@@ -254,7 +254,7 @@ func TestConsentGuard(t *testing.T) {
 			for p, h := range in.Routes() {
 				mux.Handle(p, h)
 			}
-			req := httptest.NewRequest(http.MethodPost, tt.path, strings.NewReader(string(tt.body)))
+			req := localRequest(http.MethodPost, tt.path, strings.NewReader(string(tt.body)))
 			req.Header.Set("Content-Type", jfhir.MediaTypeJSON)
 			req.Header.Set("Authorization", tt.auth)
 			rec := httptest.NewRecorder()

@@ -125,6 +125,11 @@ type Inbound struct {
 	// clientCerts says the HTTP listener verifies client certificates:
 	// a post without a verified one is refused.
 	clientCerts bool
+	// localOnly says nothing authenticates posts (no token, no client
+	// certificates, a loopback listener, allow_unauthenticated unset):
+	// posts must then come from this machine's own users, not from a web
+	// page open in a browser here (access.CheckLocal).
+	localOnly bool
 	// slots bounds posts being checked and stored at once; a post takes
 	// one once its body has arrived.
 	slots chan struct{}
@@ -174,6 +179,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		cfg:         cfg,
 		types:       map[string]bool{},
 		clientCerts: set.HTTPClientCerts,
+		localOnly:   !set.HTTPExposed && !set.HTTPClientCerts && cfg.BearerToken == "" && !cfg.AllowUnauthenticated,
 		log:         set.Logger,
 		metrics:     set.Metrics,
 		tracer:      set.Tracer,
@@ -383,6 +389,12 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 		// certificate, checked before any token.
 		jfhir.WriteOutcome(w, http.StatusUnauthorized, jfhir.Outcome("error", "security", "a client certificate signed by the endpoint's client CA is required (mutual TLS)"))
 		in.metrics.Acks.WithLabelValues(in.name, "401").Inc()
+		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeUnauthorized)).Inc()
+		return
+	}
+	if in.localOnly && access.CheckLocal(r) != nil {
+		jfhir.WriteOutcome(w, http.StatusForbidden, jfhir.Outcome("error", "security", "without bearer_token this endpoint takes posts only when addressed to this machine by a loopback name (localhost, 127.0.0.1, [::1]) and not sent by a web page of another site; set bearer_token to take posts otherwise"))
+		in.metrics.Acks.WithLabelValues(in.name, "403").Inc()
 		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeUnauthorized)).Inc()
 		return
 	}

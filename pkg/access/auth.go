@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"unicode"
@@ -123,14 +125,61 @@ func (b *Bearer) Authenticate(r *http.Request) (Principal, error) {
 	return Principal{Name: p.Name, Roles: slices.Clone(p.Roles)}, nil
 }
 
-// Fixed authenticates every request as one principal. The engine uses it
-// when no token is configured and the listener is on loopback, so that
-// zero-setup installs keep an open admin API on the local machine only.
-type Fixed struct {
+// ErrNotLocal is the error of Local for a request that may not come from
+// this machine's own users: one addressed to a name that is not loopback,
+// or sent by a web page of another origin.
+var ErrNotLocal = errors.New("without http.tokens the admin API answers only requests addressed to this machine by a loopback name (localhost, 127.0.0.1, [::1]) and not sent by a web page of another site; configure http.tokens to reach it otherwise, through a proxy for example")
+
+// Local authenticates every request CheckLocal accepts as Principal. The
+// engine uses it when no token is configured and the listener is on
+// loopback, so that zero-setup installs keep an open admin API for the
+// local machine only. The listener alone keeps other machines out,
+// but not a web page open in a browser on this machine, which can send
+// requests to a loopback port (cross-site) or have its own name resolve
+// to 127.0.0.1 (DNS rebinding) and read the answers.
+type Local struct {
 	Principal Principal
 }
 
 // Authenticate implements Authenticator.
-func (f Fixed) Authenticate(*http.Request) (Principal, error) {
-	return Principal{Name: f.Principal.Name, Roles: slices.Clone(f.Principal.Roles)}, nil
+func (l Local) Authenticate(r *http.Request) (Principal, error) {
+	if err := CheckLocal(r); err != nil {
+		return Principal{}, err
+	}
+	return Principal{Name: l.Principal.Name, Roles: slices.Clone(l.Principal.Roles)}, nil
+}
+
+// CheckLocal returns ErrNotLocal unless r is addressed to a loopback name
+// (its Host: localhost, or a loopback IP address) and, when it comes from
+// a browser, from a page of a loopback origin: an Origin header naming
+// another host, or "null", and Sec-Fetch-Site cross-site are refused.
+// Tools such as curl and Junction's CLI send neither header.
+func CheckLocal(r *http.Request) error {
+	if !loopbackHost(r.Host) {
+		return ErrNotLocal
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !loopbackHost(u.Host) {
+			return ErrNotLocal
+		}
+	}
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		return ErrNotLocal
+	}
+	return nil
+}
+
+// loopbackHost reports whether host (with or without a port) is
+// localhost or a loopback IP address.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

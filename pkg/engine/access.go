@@ -29,8 +29,9 @@ const (
 
 // newAuthenticator resolves http.tokens (and the deprecated
 // http.admin_token, a token named admin_token holding every role) into a
-// bearer-token authenticator. With no token it authenticates everyone as
-// LocalPrincipal, which it allows only on a loopback listener.
+// bearer-token authenticator. With no token it authenticates as
+// LocalPrincipal every request from this machine's own users (see
+// access.Local), which it allows only on a loopback listener.
 func (e *Engine) newAuthenticator(hc config.HTTPConfig) (access.Authenticator, error) {
 	var tokens []access.Token
 	if hc.AdminToken != "" {
@@ -56,7 +57,7 @@ func (e *Engine) newAuthenticator(hc config.HTTPConfig) (access.Authenticator, e
 		if !config.IsLoopback(hc.Listen) {
 			return nil, fmt.Errorf("http.tokens: at least one token is required when http.listen (%s) is not a loopback address", hc.Listen)
 		}
-		return access.Fixed{Principal: access.Principal{Name: LocalPrincipal, Roles: access.Roles()}}, nil
+		return access.Local{Principal: access.Principal{Name: LocalPrincipal, Roles: access.Roles()}}, nil
 	}
 	b, err := access.NewBearer(tokens)
 	if err != nil {
@@ -161,6 +162,10 @@ type refusal struct {
 func (e *Engine) check(r *http.Request, name string, recordAllowed bool) (*http.Request, access.Principal, *refusal) {
 	perm := requiredPermission(name, r)
 	p, err := e.auth.Authenticate(r)
+	if errors.Is(err, access.ErrNotLocal) {
+		e.metrics.Accesses.WithLabelValues(string(perm), accessUnauthenticated, "").Inc()
+		return r, p, &refusal{status: http.StatusForbidden, msg: err.Error(), perm: perm}
+	}
 	if err != nil {
 		e.metrics.Accesses.WithLabelValues(string(perm), accessUnauthenticated, "").Inc()
 		ref := &refusal{status: http.StatusUnauthorized, challenge: `Bearer realm="junction"`, msg: "a bearer token is required", perm: perm}

@@ -48,7 +48,7 @@ func TestNewAuthenticator(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := httptest.NewRequest("GET", "/api/reconcile", nil)
+			r := httptest.NewRequest("GET", "http://127.0.0.1:8080/api/reconcile", nil)
 			if tt.token != "" {
 				r.Header.Set("Authorization", "Bearer "+tt.token)
 			}

@@ -360,7 +360,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	if consents != nil {
 		ch := consentHost{Ingester: e.ingester, store: consents, patients: e.patients}
 		host = ch
-		if _, open := e.auth.(access.Fixed); !open {
+		if _, open := e.auth.(access.Local); !open {
 			// With http.tokens, Consent writes need a role (see
 			// guardedConsentHost).
 			host = guardedConsentHost{consentHost: ch, e: e}

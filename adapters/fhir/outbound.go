@@ -122,6 +122,11 @@ func NewOutbound(set adapter.Settings, cfg OutboundConfig) (*Outbound, error) {
 	for _, t := range cfg.Merge {
 		o.merges[t] = true
 	}
+	if jfhir.PlainBeyondLoopback(cfg.URL) {
+		// Allowed (a trust's own network may carry plain HTTP), but said
+		// at start: patient data and the authorization cross in clear.
+		o.log.Warn("fhir destination sends patient data over plain HTTP to a host beyond this machine; use an https url", "destination", set.Name, "authorization", cfg.Authorization != "")
+	}
 	if cfg.Authorization != "" {
 		if set.Secrets == nil {
 			return nil, fault.New(fault.CodeConfig, "fhir: authorization: no secret resolver")

@@ -1,10 +1,12 @@
 package fhir
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -552,5 +554,32 @@ func TestTransactionBundleConditionalCreate(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("entries (-want +got):\n%s", diff)
+	}
+}
+
+// TestPlainHTTPDestinationIsWarned: a destination over plain HTTP to
+// another machine starts, but says at start that patient data crosses in
+// clear; loopback and https do not.
+func TestPlainHTTPDestinationIsWarned(t *testing.T) {
+	tests := []struct {
+		url  string
+		warn bool
+	}{
+		{"http://ehr.example.nhs.uk/fhir", true},
+		{"https://ehr.example.nhs.uk/fhir", false},
+		{"http://127.0.0.1:8080/fhir", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			var logged bytes.Buffer
+			cfg := DefaultOutboundConfig()
+			cfg.URL = tt.url
+			if _, err := NewOutbound(adapter.Settings{Name: "ehr", Logger: slog.New(slog.NewTextHandler(&logged, nil))}, cfg); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(logged.String(), "plain HTTP"); got != tt.warn {
+				t.Fatalf("warned %v, want %v; log:\n%s", got, tt.warn, logged.String())
+			}
+		})
 	}
 }

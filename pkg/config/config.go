@@ -343,8 +343,10 @@ func (p PatientIndexConfig) validate() []error {
 	if !p.Enabled {
 		errs = append(errs, errors.New("patient_index.pds: needs patient_index.enabled: true (lookups update the index)"))
 	}
-	if u, err := url.Parse(p.PDS.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		errs = append(errs, errors.New("patient_index.pds.url: must be an absolute http(s) URL without query or fragment"))
+	if u, err := url.Parse(p.PDS.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		errs = append(errs, errors.New("patient_index.pds.url: must be an absolute https URL without credentials, query or fragment"))
+	} else if u.Scheme == "http" && !IsLoopback(net.JoinHostPort(u.Hostname(), "0")) {
+		errs = append(errs, errors.New("patient_index.pds.url: must be https (http only to a loopback address, for tests): lookups carry NHS numbers and the access token"))
 	}
 	if p.PDS.Token != "" && !IsRef(p.PDS.Token) {
 		errs = append(errs, errors.New("patient_index.pds.token: must be a reference (env:NAME or file:PATH), never the token itself"))

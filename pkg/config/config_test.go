@@ -511,11 +511,20 @@ func TestValidate(t *testing.T) {
 		{"pds settings", func(c *Config) {
 			c.PatientIndex.PDS = PDSConfig{URL: "int.api.service.nhs.uk", Token: "eyJhbGciOi", RefreshAfter: time.Second}
 		}, []string{
-			"patient_index.pds.url: must be an absolute http(s) URL without query or fragment",
+			"patient_index.pds.url: must be an absolute https URL without credentials, query or fragment",
 			"patient_index.pds.token: must be a reference (env:NAME or file:PATH), never the token itself",
 			"patient_index.pds.timeout: must be positive",
 			"patient_index.pds.refresh_after: must be at least 1m",
 		}},
+		{"pds over plain http", func(c *Config) {
+			c.PatientIndex.PDS = PDSConfig{URL: "http://int.api.service.nhs.uk/personal-demographics/FHIR/R4", Token: "env:PDS_TOKEN", Timeout: time.Second, RefreshAfter: time.Hour}
+		}, []string{"patient_index.pds.url: must be https (http only to a loopback address, for tests): lookups carry NHS numbers and the access token"}},
+		{"pds url with credentials", func(c *Config) {
+			c.PatientIndex.PDS = PDSConfig{URL: "https://user:inline@int.api.service.nhs.uk/FHIR/R4", Token: "env:PDS_TOKEN", Timeout: time.Second, RefreshAfter: time.Hour}
+		}, []string{"patient_index.pds.url: must be an absolute https URL without credentials, query or fragment"}},
+		{"pds test double on loopback", func(c *Config) {
+			c.PatientIndex.PDS = PDSConfig{URL: "http://127.0.0.1:9000/FHIR/R4", Token: "env:PDS_TOKEN", Timeout: time.Second, RefreshAfter: time.Hour}
+		}, nil},
 		{"pds signed JWT auth", func(c *Config) {
 			c.PatientIndex.PDS.URL = "https://int.api.service.nhs.uk/personal-demographics/FHIR/R4"
 			c.PatientIndex.PDS.Auth = PDSAuthConfig{TokenURL: "https://int.api.service.nhs.uk/oauth2/token",

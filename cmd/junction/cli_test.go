@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -1120,6 +1121,8 @@ func TestCLIOverTLS(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven}
+	// The refused handshakes below are expected; not logged.
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
 	ts.StartTLS()
 	defer ts.Close()
 	patient := filepath.Join(t.TempDir(), "p.json")

@@ -13,6 +13,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/route"
+	"github.com/junction-fhir/junction/pkg/telemetry"
 )
 
 func newFlags(name, args string, stderr io.Writer) *flag.FlagSet {
@@ -149,10 +150,13 @@ func printErrs(w io.Writer, errs []error) {
 	}
 }
 
+// newLogger is the engine's logger: JSON lines at level and above, each
+// message rate limited (telemetry.RateLimited) so a flood of bad input
+// cannot flood the log.
 func newLogger(w io.Writer, level string) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(level))
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	return slog.New(telemetry.RateLimited(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})))
 }
 
 // adminToken resolves a token reference for the admin API client.

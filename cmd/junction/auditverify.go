@@ -165,18 +165,26 @@ func runAuditKeygen(_ context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
-// writeNew creates path with data, failing if it exists.
+// writeNew creates path with data, synced to disk, failing if it exists:
+// a signing key lost to a crash just after keygen reported it written
+// would leave checkpoints no one can sign again.
 func writeNew(path string, data []byte, mode os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%s exists; not overwriting a key", path)
 		}
-		return err
+		return fmt.Errorf("creating %s: %w", path, err)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
 	}
-	return f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
-// ErrStopScan, returned by a scan's callback, ends the scan early without
-// an error.
+// ErrStopScan is returned by a scan's callback to end the scan early
+// without an error.
 var ErrStopScan = errors.New("audit: stop scan")
 
 // Position locates the stream message a scanned record came from.

@@ -532,9 +532,13 @@ func Default() *Config {
 	}
 }
 
+// settings parses a default component's settings, written in this file:
+// an error is a bug in Junction, said plainly at once.
 func settings(src string) yamlx.Node {
 	var doc yaml.Node
-	_ = yaml.Unmarshal([]byte(src), &doc)
+	if err := yaml.Unmarshal([]byte(src), &doc); err != nil || len(doc.Content) == 0 {
+		panic(fmt.Sprintf("config: default settings %q do not parse: %v", src, err))
+	}
 	return yamlx.Node{Node: doc.Content[0], File: "(defaults)"}
 }
 

@@ -94,10 +94,20 @@ func (e *Engine) handleDisclosures(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
+	// Rendered whole before the status is sent, so a report that cannot
+	// be rendered is a 500, never a 200 cut short.
+	var body bytes.Buffer
+	if err := disclosure.Write(&body, rep, format); err != nil {
+		e.log.Error("disclosure report not rendered", "format", format, "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "the report could not be rendered"})
+		return
+	}
 	w.Header().Set("Content-Type", disclosure.ContentType(format))
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	_ = disclosure.Write(w, rep, format)
+	if _, err := body.WriteTo(w); err != nil {
+		e.log.Warn("disclosure report not sent whole", "err", err)
+	}
 }
 
 // withholdRequest is the body of a withholding.

@@ -98,7 +98,10 @@ func testOptOutImport(t *testing.T, pipe string) {
 		t.Fatalf("decisions before import: %v, want one stale-list denial", got)
 	}
 
-	today := time.Now().UTC().Format(time.DateOnly)
+	// Both dates from one reading of the clock, so a run across midnight
+	// keeps them a day apart.
+	now := time.Now().UTC()
+	today := now.Format(time.DateOnly)
 	for _, tt := range []struct {
 		name, query, body string
 		status            int
@@ -121,7 +124,7 @@ func testOptOutImport(t *testing.T, pipe string) {
 	}
 	// An older list does not replace the newer one unless asked to: it
 	// would lift today's opt-outs. (The stored list is left as today's.)
-	yesterday := time.Now().UTC().AddDate(0, 0, -1).Format(time.DateOnly)
+	yesterday := now.AddDate(0, 0, -1).Format(time.DateOnly)
 	if st, rep, raw := postOptOuts(t, base, "?as_of="+yesterday, controlPatient+"\n"); st != http.StatusConflict || rep.Imported || !strings.Contains(rep.Error, "replace_newer=true") {
 		t.Errorf("older list: %d %s, want 409 and nothing imported", st, raw)
 	}

@@ -40,6 +40,24 @@ grep -q 'allow_unauthenticated: true' <<<"$out" || fail "fhirToken.allowUnauthen
 out=$(render)
 grep -q 'bearer_token: file:/var/run/secrets/junction-fhir/token' <<<"$out" || fail "the FHIR token Secret does not reach the fhir input"
 
+# HTTPS from a kubernetes.io/tls Secret: the http block names its files,
+# the Secret is mounted whole (renewals reach the files), the probes use
+# HTTPS; with clientCA, client certificates stand in for the FHIR token.
+out=$(render --set junction.httpTLS.existingSecret=jtls)
+cfg=$(awk '/junction.yaml: \|/{on=1; next} on && /^[^ ]/{on=0} on' <<<"$out")
+http=$(awk '/^    http:/{on=1; next} /^    [a-z]/{on=0} on' <<<"$cfg")
+grep -q '^        cert: file:/var/run/secrets/junction-http-tls/tls.crt$' <<<"$http" || fail "httpTLS does not reach http.tls.cert"
+grep -q '^        key: file:/var/run/secrets/junction-http-tls/tls.key$' <<<"$http" || fail "httpTLS does not reach http.tls.key"
+grep -q 'client_ca' <<<"$http" && fail "http.tls.client_ca set without httpTLS.clientCA"
+[ "$(grep -c 'scheme: HTTPS' <<<"$out")" = 3 ] || fail "the probes do not all use HTTPS with httpTLS"
+grep -q 'secretName: jtls' <<<"$out" || fail "the httpTLS Secret is not mounted"
+grep -A3 'name: http-tls' <<<"$out" | grep -q 'subPath' && fail "the httpTLS Secret is mounted by subPath, so renewals never reach it"
+out=$(render | grep -c 'scheme: HTTPS' || true)
+[ "$out" = 0 ] || fail "probes use HTTPS without httpTLS"
+out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.httpTLS.existingSecret=jtls --set junction.httpTLS.clientCA=true)
+grep -q 'client_ca: file:/var/run/secrets/junction-http-tls/ca.crt' <<<"$out" || fail "httpTLS.clientCA does not reach http.tls.client_ca"
+grep -q 'bearer_token' <<<"$out" && fail "a FHIR token was set without fhirToken"
+
 # The NATS monitoring port is not open to every pod.
 np=$(render -s templates/nats-networkpolicy.yaml)
 mon=$(awk '/- from:/{block=""} {block=block"\n"$0} /port: monitor/{print block}' <<<"$np")
@@ -76,6 +94,7 @@ refused 'junction.nats.replicas' --set junction.nats.replicas=1
 refused 'junction.nats.allow_unsafe' --set junction.nats.allow_unsafe=true
 refused 'junction.http.listen' --set junction.http.listen=0.0.0.0:9090
 refused 'junction.http.tokens' --set-json 'junction.http.tokens=[]'
+refused 'junction.http.tls' --set junction.http.tls.cert=file:/x
 render --set routes.existingConfigMap=mine --set junction.inputs.fhir=null >/dev/null || fail "routes from an existing ConfigMap are not the chart's to check"
 render --set junction.config.shutdown_timeout=30s >/dev/null || fail "junction.config refused a setting the chart does not write"
 # The pod is given time to drain: the grace period covers the preStop

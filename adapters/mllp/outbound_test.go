@@ -392,7 +392,15 @@ func TestOutboundRedialsIdleClosedConnection(t *testing.T) {
 	if _, err := o.Send(context.Background(), v2("IDLE1")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(400 * time.Millisecond) // the receiver closes the idle connection
+	// The receiver closes the idle connection; the test is of the send
+	// after that, so wait for it rather than for a guessed time.
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.ActiveConns() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the receiver did not close the idle connection")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if _, err := o.Send(context.Background(), v2("IDLE2")); err != nil {
 		t.Errorf("send after the receiver closed an idle connection: %v (receiver saw %v)", err, seen)
 	}

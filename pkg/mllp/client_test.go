@@ -150,8 +150,7 @@ func TestClientIdle(t *testing.T) {
 				peer := <-accepted
 				defer peer.Close()
 				tt.peer(peer)
-				time.Sleep(20 * time.Millisecond) // for the close or bytes to arrive
-				if got := c.Idle(); got != tt.want {
+				if got := idleOnceArrived(c, tt.want); got != tt.want {
 					t.Errorf("Idle() = %v, want %v", got, tt.want)
 				}
 				if !tt.want && !c.closed {
@@ -225,9 +224,14 @@ func TestClientReplyWithoutCarriageReturn(t *testing.T) {
 			}
 			if tt.after != "" {
 				_, _ = peer.Write([]byte(tt.after))
-				time.Sleep(20 * time.Millisecond) // for the bytes to arrive
+				if tt.wantIdle {
+					// Time for the carriage return to arrive, so Idle
+					// sees it (were it slower, the Send below still must
+					// settle it).
+					time.Sleep(20 * time.Millisecond)
+				}
 			}
-			if got := c.Idle(); got != tt.wantIdle {
+			if got := idleOnceArrived(c, tt.wantIdle); got != tt.wantIdle {
 				t.Fatalf("Idle() = %v, want %v", got, tt.wantIdle)
 			}
 			if !tt.wantIdle {
@@ -263,4 +267,18 @@ func listenOnce(t *testing.T) (string, <-chan net.Conn) {
 		}
 	}()
 	return l.Addr().String(), accepted
+}
+
+// idleOnceArrived returns c.Idle(), waiting, when the answer expected is
+// false, for what the peer sent (a close, bytes) to arrive: up to 5 s
+// for Idle to turn false, so a slow machine is not taken for a bug.
+func idleOnceArrived(c *Client, want bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := c.Idle()
+		if got == want || want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -207,11 +207,18 @@ func TestRouteBacklogGauges(t *testing.T) {
 					}
 				}
 			}
-			time.Sleep(20 * time.Millisecond)
-			r.sampleRoutes(ctx, 1)
 			want := map[string]float64{"adt": 3, "idle": 0}
 			if pipeline == PipelineBatch {
 				want["adt"] = 7 // two batches of three, and a replay
+			}
+			// Sampled until the stored messages show, for up to 5 s.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				r.sampleRoutes(ctx, 1)
+				if testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues("adt")) == want["adt"] || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			for name, w := range want {
 				if got := testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues(name)); got != w {

@@ -21,7 +21,44 @@ import (
 // holds a known code.
 func decodeAs[T any](raw []byte) error {
 	var v T
-	return json.Unmarshal(raw, &v)
+	return json.Unmarshal(unescapeASCII(raw), &v)
+}
+
+// unescapeASCII returns raw with each \u escape of a printable ASCII
+// character other than a quote or backslash written as the character
+// itself. The samply models compare a code's JSON text as it is written,
+// so "m\u0061le", valid JSON for "male", would be refused as an unknown
+// gender; the body stored and routed is not changed.
+func unescapeASCII(raw []byte) []byte {
+	i := bytes.Index(raw, []byte(`\u`))
+	if i < 0 {
+		return raw
+	}
+	// Read every escape from the first backslash on: in "\\u0061" the
+	// backslash is escaped, and the u is a letter.
+	i = bytes.IndexByte(raw, '\\')
+	out := make([]byte, 0, len(raw))
+	out = append(out, raw[:i]...)
+	for i < len(raw) {
+		c := raw[i]
+		if c != '\\' || i+1 >= len(raw) {
+			out = append(out, c)
+			i++
+			continue
+		}
+		if raw[i+1] == 'u' && i+6 <= len(raw) {
+			if r, err := strconv.ParseUint(string(raw[i+2:i+6]), 16, 16); err == nil && r >= 0x20 && r < 0x7f && r != '"' && r != '\\' {
+				out = append(out, byte(r))
+				i += 6
+				continue
+			}
+		}
+		// Any other escape, copied whole so its second byte is not
+		// read as the start of one.
+		out = append(out, c, raw[i+1])
+		i += 2
+	}
+	return out
 }
 
 // checker decodes a resource of one type into its samply model (decode)

@@ -180,7 +180,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		types:       map[string]bool{},
 		clientCerts: set.HTTPClientCerts,
 		localOnly:   !set.HTTPExposed && !set.HTTPClientCerts && cfg.BearerToken == "" && !cfg.AllowUnauthenticated,
-		log:         set.Logger,
+		log:         telemetry.Floodable(set.Logger),
 		metrics:     set.Metrics,
 		tracer:      set.Tracer,
 	}
@@ -387,8 +387,9 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 	if in.clientCerts && !verifiedClient(r) {
 		// With mutual TLS on, every post (a Consent too) needs a
 		// certificate, checked before any token.
-		jfhir.WriteOutcome(w, http.StatusUnauthorized, jfhir.Outcome("error", "security", "a client certificate signed by the endpoint's client CA is required (mutual TLS)"))
-		in.metrics.Acks.WithLabelValues(in.name, "401").Inc()
+		// 403: no Authorization scheme would help (a 401 must name one).
+		jfhir.WriteOutcome(w, http.StatusForbidden, jfhir.Outcome("error", "security", "a client certificate signed by the endpoint's client CA is required (mutual TLS)"))
+		in.metrics.Acks.WithLabelValues(in.name, "403").Inc()
 		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeUnauthorized)).Inc()
 		return
 	}

@@ -224,9 +224,11 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 		host:       host,
 		cfg:        cfg,
 		patientKey: patientKey,
-		log:        set.Logger,
-		metrics:    set.Metrics,
-		tracer:     set.Tracer,
+		// Per-message and per-connection lines are what a sender of bad
+		// input can make by the thousand: rate limited.
+		log:     telemetry.Floodable(set.Logger),
+		metrics: set.Metrics,
+		tracer:  set.Tracer,
 	}
 	var tlsCfg *tls.Config
 	if cfg.TLS != nil {
@@ -253,7 +255,7 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 			set.Metrics.Connections.WithLabelValues(set.Name).Set(float64(n))
 		},
 		TLSConfig:    tlsCfg,
-		Logger:       set.Logger,
+		Logger:       in.log,
 		OnFrameError: in.onFrameError,
 	}
 	return in, nil

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -404,7 +406,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout,
 		// Go's default, 1 MiB, lets a thousand slow clients hold a GiB.
 		MaxHeaderBytes: maxHeaderBytes,
-		ErrorLog:       slog.NewLogLogger(e.log.Handler(), slog.LevelWarn),
+		ErrorLog:       log.New(httpErrorWriter{log: e.log, flood: telemetry.Floodable(e.log.With("component", "http"))}, "", 0),
 	}
 	e.httpSrv.TLSConfig = httpTLS
 	go func() {
@@ -544,4 +546,29 @@ func (e *Engine) startPDS(ctx context.Context, c config.PDSConfig) error {
 	e.pds.Start(ctx)
 	e.log.Info("pds lookups on", "refresh_after", c.RefreshAfter.String(), "timeout", c.Timeout.String(), "signed_jwt_auth", c.Auth.TokenURL != "")
 	return nil
+}
+
+// httpErrorWriter is the HTTP server's error log. A failed TLS handshake
+// (a port scanner, a load balancer's TCP check, a client without the
+// right certificate) is one rate-limited line naming the remote address
+// without its port, so handshakes cannot flood the log; anything else is
+// a warning as the server wrote it.
+type httpErrorWriter struct {
+	log, flood *slog.Logger
+}
+
+// Write implements io.Writer; the server writes a line at a time.
+func (w httpErrorWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	if rest, ok := strings.CutPrefix(line, "http: TLS handshake error from "); ok {
+		addr, why, _ := strings.Cut(rest, ": ")
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		w.flood.Warn("http tls handshake failed", "remote_ip", host, "error", why)
+		return len(p), nil
+	}
+	w.log.Warn(line)
+	return len(p), nil
 }

@@ -54,7 +54,7 @@ func TestHTTPSWithClientCertificates(t *testing.T) {
 		{"metrics without a client certificate", client(nil), http.MethodGet, "/metrics", http.StatusOK, "junction_"},
 		{"capability statement says posts need one", client(nil), http.MethodGet, "/fhir/metadata", http.StatusOK, "mutual TLS"},
 		{"admin API on loopback without one", client(nil), http.MethodGet, "/api/deadletters", http.StatusOK, ""},
-		{"post without a client certificate", client(nil), http.MethodPost, "/fhir/Patient", http.StatusUnauthorized, "client certificate"},
+		{"post without a client certificate", client(nil), http.MethodPost, "/fhir/Patient", http.StatusForbidden, "client certificate"},
 		{"post with a client certificate", client(pki), http.MethodPost, "/fhir/Patient", http.StatusAccepted, "OperationOutcome"},
 		{"plain HTTP to the TLS listener", &http.Client{Timeout: 10 * time.Second}, http.MethodGet, strings.Replace(base, "https", "http", 1) + "/readyz", http.StatusBadRequest, ""},
 	}

@@ -183,9 +183,9 @@ func security(bearer, clientCerts bool) *models.CapabilityStatementRestSecurity 
 	var desc string
 	switch {
 	case bearer && clientCerts:
-		desc = "Posts need a client certificate signed by the CA agreed with the endpoint's operator (mutual TLS), and the header Authorization: Bearer <token>, with the token agreed with the operator; without either the reply is 401."
+		desc = "Posts need a client certificate signed by the CA agreed with the endpoint's operator (mutual TLS), and the header Authorization: Bearer <token>, with the token agreed with the operator; without the certificate the reply is 403, without the token 401."
 	case clientCerts:
-		desc = "Posts need a client certificate signed by the CA agreed with the endpoint's operator (mutual TLS); without one the reply is 401."
+		desc = "Posts need a client certificate signed by the CA agreed with the endpoint's operator (mutual TLS); without one the reply is 403."
 	case bearer:
 		desc = "Posts need the header Authorization: Bearer <token>, with the token agreed with the endpoint's operator; without it the reply is 401."
 	default:

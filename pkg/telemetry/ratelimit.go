@@ -3,27 +3,45 @@ package telemetry
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
 
-// Log rate limits: each distinct message is written LogBurst times at
-// once, then at most LogPerSecond times a second.
+// Log rate limits: each distinct message of a floodable logger is written
+// LogBurst times at once, then at most LogPerSecond times a second.
 const (
 	LogBurst     = 20
 	LogPerSecond = 1
 )
 
-// maxLimitedMessages bounds the messages tracked; past it the counts
-// start again (messages are the code's own texts, so far fewer exist).
-const maxLimitedMessages = 4096
+// maxLimitedKeys bounds the messages tracked; past it the quietest are
+// forgotten.
+const maxLimitedKeys = 1024
+
+// floodKey marks a logger's lines as rate limited (see Floodable). The
+// handler takes the attribute off; it is never written.
+const floodKey = "junction.floodable"
+
+// keyAttrs are the attributes that, with the message, tell one limited
+// line from another: the same refusal from two inputs is two lines.
+var keyAttrs = map[string]bool{"adapter": true, "component": true, "input": true, "destination": true, "route": true}
+
+// Floodable returns log marked so that RateLimited limits its lines: for
+// what bad input from outside makes once per message, connection or
+// request (refusals, quarantines, handshakes), which a sender can make by
+// the thousand. Everything else Junction logs is written whole.
+func Floodable(log *slog.Logger) *slog.Logger {
+	return log.With(slog.Bool(floodKey, true))
+}
 
 // RateLimited wraps h so that a sender of bad input cannot flood the log:
-// each distinct message at Info or Warn level is written LogBurst times,
-// then at most LogPerSecond times a second, and the next one written after
-// some were dropped carries "suppressed" with how many. Errors and debug
-// lines (off unless asked for) are never dropped. Metrics still count
-// every event; the log keeps its shape, not its every line.
+// the Info and Warn lines of loggers marked by Floodable are written
+// LogBurst times for each message (and input, destination, route), then
+// at most LogPerSecond times a second, and the next one written after some
+// were dropped carries "suppressed" with how many. Errors, debug lines and
+// unmarked loggers are never held back, and metrics count every event.
 func RateLimited(h slog.Handler) slog.Handler {
 	return &rateLimited{h: h, st: &limitState{buckets: map[string]*bucket{}, now: time.Now}}
 }
@@ -31,10 +49,16 @@ func RateLimited(h slog.Handler) slog.Handler {
 type rateLimited struct {
 	h  slog.Handler
 	st *limitState
+	// limited says the logger was marked by Floodable; key holds its
+	// keyAttrs, as "name=value;".
+	limited bool
+	key     string
+	// group is set once a group is opened: attributes after it are not
+	// keyAttrs.
+	group bool
 }
 
-// limitState is shared by a handler and those made from it by WithAttrs
-// and WithGroup.
+// limitState is shared by a handler and those made from it.
 type limitState struct {
 	mu      sync.Mutex
 	buckets map[string]*bucket
@@ -54,10 +78,20 @@ func (l *rateLimited) Enabled(ctx context.Context, level slog.Level) bool {
 
 // Handle implements slog.Handler.
 func (l *rateLimited) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level < slog.LevelInfo || r.Level >= slog.LevelError {
+	if !l.limited || r.Level < slog.LevelInfo || r.Level >= slog.LevelError {
 		return l.h.Handle(ctx, r)
 	}
-	write, dropped := l.st.take(r.Message)
+	var key strings.Builder
+	key.WriteString(r.Message)
+	key.WriteByte('\n')
+	key.WriteString(l.key)
+	r.Attrs(func(a slog.Attr) bool {
+		if keyAttrs[a.Key] {
+			key.WriteString(a.Key + "=" + a.Value.String() + ";")
+		}
+		return true
+	})
+	write, dropped := l.st.take(key.String())
 	if !write {
 		return nil
 	}
@@ -68,19 +102,19 @@ func (l *rateLimited) Handle(ctx context.Context, r slog.Record) error {
 	return l.h.Handle(ctx, r)
 }
 
-// take reports whether a line of msg may be written now, and how many
+// take reports whether a line of key may be written now, and how many
 // were dropped since the last one written.
-func (s *limitState) take(msg string) (bool, int) {
+func (s *limitState) take(key string) (bool, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	b := s.buckets[msg]
+	b := s.buckets[key]
 	if b == nil {
-		if len(s.buckets) >= maxLimitedMessages {
-			s.buckets = map[string]*bucket{}
+		if len(s.buckets) >= maxLimitedKeys {
+			s.forgetQuietest()
 		}
 		b = &bucket{tokens: LogBurst, last: now}
-		s.buckets[msg] = b
+		s.buckets[key] = b
 	}
 	b.tokens = min(LogBurst, b.tokens+now.Sub(b.last).Seconds()*LogPerSecond)
 	b.last = now
@@ -94,12 +128,46 @@ func (s *limitState) take(msg string) (bool, int) {
 	return true, n
 }
 
+// forgetQuietest drops the half of the buckets used longest ago, so a
+// message being limited now keeps its count. s.mu is held.
+func (s *limitState) forgetQuietest() {
+	times := make([]time.Time, 0, len(s.buckets))
+	for _, b := range s.buckets {
+		times = append(times, b.last)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	cut := times[len(times)/2]
+	for k, b := range s.buckets {
+		if !b.last.After(cut) {
+			delete(s.buckets, k)
+		}
+	}
+}
+
 // WithAttrs implements slog.Handler.
 func (l *rateLimited) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &rateLimited{h: l.h.WithAttrs(attrs), st: l.st}
+	n := *l
+	kept := attrs[:0:0]
+	for _, a := range attrs {
+		switch {
+		case a.Key == floodKey && !l.group:
+			n.limited = a.Value.Kind() == slog.KindBool && a.Value.Bool()
+			continue
+		case keyAttrs[a.Key] && !l.group:
+			n.key += a.Key + "=" + a.Value.String() + ";"
+		}
+		kept = append(kept, a)
+	}
+	if len(kept) > 0 {
+		n.h = l.h.WithAttrs(kept)
+	}
+	return &n
 }
 
 // WithGroup implements slog.Handler.
 func (l *rateLimited) WithGroup(name string) slog.Handler {
-	return &rateLimited{h: l.h.WithGroup(name), st: l.st}
+	n := *l
+	n.h = l.h.WithGroup(name)
+	n.group = n.group || name != ""
+	return &n
 }

@@ -8,10 +8,12 @@ import (
 
 // Normalize removes the spaces and hyphens people write inside NHS numbers
 // ("999 000 0018" and "999-000-0018" become "9990000018"), and any other
-// Unicode white space (a non-breaking space), dash or invisible format
-// character (a zero-width space), so that no spelling of a number a
-// receiver might read as the patient's escapes matching here. It does
-// not check the result; pass it to ValidNumber for that.
+// Unicode white space (a non-breaking space), dash or invisible joiner (a
+// zero-width space, a soft hyphen, a byte order mark), so that no spelling
+// of a number a receiver might read as the patient's escapes matching
+// here. Direction marks and overrides stay, so a number displayed in
+// another order than it is written is refused; so do bytes that are not
+// UTF-8. It does not check the result; pass it to ValidNumber for that.
 func Normalize(s string) string {
 	clean := true
 	for i := 0; i < len(s); i++ {
@@ -25,13 +27,27 @@ func Normalize(s string) string {
 	}
 	var b strings.Builder
 	b.Grow(len(s))
-	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.Is(unicode.Pd, r) || unicode.Is(unicode.Cf, r) {
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if !(r == utf8.RuneError && size == 1) && separator(r) {
+			i += size
 			continue
 		}
-		b.WriteRune(r)
+		b.WriteString(s[i : i+size])
+		i += size
 	}
 	return b.String()
+}
+
+// separator reports whether r is dropped from an NHS number as written.
+func separator(r rune) bool {
+	switch r {
+	case '\u00ad', '\u200b', '\u200c', '\u200d', '\u2060', '\ufeff':
+		// Soft hyphen, zero-width space, non-joiner and joiner, word
+		// joiner, byte order mark: invisible, and not reordering.
+		return true
+	}
+	return unicode.IsSpace(r) || unicode.Is(unicode.Pd, r)
 }
 
 // CheckDigit computes the modulus 11 check digit for the first nine digits

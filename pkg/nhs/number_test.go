@@ -134,7 +134,12 @@ func TestNormalize(t *testing.T) {
 		{"999\u2013000\u20140018", "9990000018"},
 		{"999\u200b0000018\n", "9990000018"},
 		{"\ufeff9990000018", "9990000018"},
-		// What is not a separator stays, for ValidNumber to refuse.
+		// What is not a separator stays, for ValidNumber to refuse:
+		// a direction override would show 8100000999 as 9990000018,
+		// and bytes that are not UTF-8 are kept as they are.
+		{"\u202e8100000999", "\u202e8100000999"},
+		{"MRN\xff 1", "MRN\xff1"},
+		{"MRN\xfe 1", "MRN\xfe1"},
 		{"999O000018", "999O000018"},
 		{"\uff19\uff19\uff19", "\uff19\uff19\uff19"},
 	}

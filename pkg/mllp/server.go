@@ -352,8 +352,9 @@ func (s *Server) startConn(nc net.Conn) {
 		return
 	}
 	var victim *serverConn
+	var why string
 	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
-		victim = s.idlestLocked(time.Now())
+		victim, why = s.idlestLocked(time.Now())
 		if victim == nil {
 			s.mu.Unlock()
 			_ = nc.Close()
@@ -380,7 +381,7 @@ func (s *Server) startConn(nc net.Conn) {
 	if victim != nil {
 		// Not on the accept loop: closing a TLS connection may wait.
 		go func() { _ = victim.nc.Close() }()
-		log.Info("mllp idle or slow connection closed for a new one", "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns)
+		log.Info("mllp connection closed for a new one", "why", why, "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns)
 		if s.OnEvicted != nil {
 			s.OnEvicted(&victim.info)
 		}
@@ -402,8 +403,9 @@ func (s *Server) reportConns() {
 }
 
 // idlestLocked returns the connection to close for a new one, in the
-// order MaxConns gives, or nil. s.mu is held.
-func (s *Server) idlestLocked(now time.Time) *serverConn {
+// order MaxConns gives, and why it was chosen (handshake, silent, idle,
+// slow frame), or nil. s.mu is held.
+func (s *Server) idlestLocked(now time.Time) (*serverConn, string) {
 	idleAfter := duration(s.EvictIdleAfter, DefaultEvictIdleAfter)
 	slowAfter := duration(s.EvictSlowFrameAfter, DefaultEvictSlowFrameAfter)
 	// The oldest candidate of each kind, by the time it became one.
@@ -424,12 +426,15 @@ func (s *Server) idlestLocked(now time.Time) *serverConn {
 			slow.offer(c, c.frameSince.Load(), now, slowAfter)
 		}
 	}
-	for _, o := range []oldest{shaking, silent, idle, slow} {
+	for _, o := range []struct {
+		oldest
+		why string
+	}{{shaking, "tls handshake unfinished"}, {silent, "silent since opened"}, {idle, "idle"}, {slow, "slow frame"}} {
 		if o.c != nil {
-			return o.c
+			return o.c, o.why
 		}
 	}
-	return nil
+	return nil, ""
 }
 
 // oldest keeps the connection that has been in some state longest.
@@ -451,6 +456,13 @@ func remote(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// wasEvicted reports whether c was closed for a new connection.
+func (s *Server) wasEvicted(c *serverConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return c.evicted
 }
 
 // setBusy marks c busy (true) or idle (false). It reports false if the
@@ -492,6 +504,10 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 		_ = tc.SetDeadline(deadline(hs))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			reason = "tls handshake failed"
+			if s.wasEvicted(c) {
+				// Closed for a new connection, said when it was.
+				return
+			}
 			log.Warn("mllp tls handshake failed", "error", err.Error())
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -91,6 +92,9 @@ func newAPI(o apiOptions) (*apiClient, error) {
 	t, err := adminToken(*o.token)
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
+	}
+	if *o.tlsCA != "" && !strings.HasPrefix(strings.ToLower(*o.api), "https://") {
+		return nil, errors.New("--tls-ca is for an https --api URL; this one is not https")
 	}
 	tr, err := httpsTransport(*o.tlsCA, "", "")
 	if err != nil {

@@ -1114,7 +1114,7 @@ func TestCLIOverTLS(t *testing.T) {
 			return
 		}
 		if len(r.TLS.VerifiedChains) == 0 {
-			w.WriteHeader(http.StatusUnauthorized)
+			w.WriteHeader(http.StatusForbidden)
 			return
 		}
 		w.Header().Set("X-Junction-Message-Id", "01TESTID")
@@ -1134,7 +1134,7 @@ func TestCLIOverTLS(t *testing.T) {
 		out  string
 	}{
 		{"send with a client certificate", []string{"send", "--fhir", ts.URL + "/fhir", "--tls-ca", pki["ca"], "--tls-cert", pki["client.crt"], "--tls-key", pki["client.key"], patient}, 0, "202 Accepted 01TESTID"},
-		{"send without one", []string{"send", "--fhir", ts.URL + "/fhir", "--tls-ca", pki["ca"], patient}, 1, "401 Unauthorized"},
+		{"send without one", []string{"send", "--fhir", ts.URL + "/fhir", "--tls-ca", pki["ca"], patient}, 1, "403 Forbidden"},
 		{"send with a certificate but no key", []string{"send", "--fhir", ts.URL + "/fhir", "--tls-ca", pki["ca"], "--tls-cert", pki["client.crt"], patient}, 1, ""},
 		{"send not trusting the server", []string{"send", "--fhir", ts.URL + "/fhir", patient}, 1, ""},
 		{"admin command trusting the CA", []string{"audit", "trail", "--api", ts.URL, "--tls-ca", pki["ca"], "--token", "env:JUNCTION_CLI_TEST_TOKEN", "01TESTID"}, 0, "message 01TESTID"},
@@ -1145,6 +1145,17 @@ func TestCLIOverTLS(t *testing.T) {
 			code, out, errOut := cliRun(t, tt.args...)
 			if code != tt.code || !strings.Contains(out, tt.out) {
 				t.Fatalf("exit %d, want %d; stdout %q (want %q); stderr %q", code, tt.code, out, tt.out, errOut)
+			}
+		})
+	}
+	// TLS files with a URL that is not https are a mistake, said as such.
+	for _, args := range [][]string{
+		{"send", "--fhir", "http://127.0.0.1:1/fhir", "--tls-ca", pki["ca"], patient},
+		{"audit", "trail", "--api", "http://127.0.0.1:1", "--tls-ca", pki["ca"], "01TESTID"},
+	} {
+		t.Run(strings.Join(args[:2], " ")+" over plain http", func(t *testing.T) {
+			if code, _, errOut := cliRun(t, args...); code == 0 || !strings.Contains(errOut, "this one is not https") {
+				t.Fatalf("exit %d, stderr %q; want a refusal saying the URL is not https", code, errOut)
 			}
 		})
 	}

@@ -46,6 +46,9 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("--token: %w", err)
 			}
 		}
+		if !strings.HasPrefix(strings.ToLower(*fhirURL), "https://") && (*caFile != "" || *certFile != "" || *keyFile != "") {
+			return errors.New("--tls-ca, --tls-cert and --tls-key are for an https --fhir URL; this one is not https")
+		}
 		tr, err := httpsTransport(*caFile, *certFile, *keyFile)
 		if err != nil {
 			return err

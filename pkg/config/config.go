@@ -101,8 +101,9 @@ type HTTPTLSConfig struct {
 	Key  string `yaml:"key"`
 	// ClientCA, when set, makes the FHIR endpoint take posts only from
 	// clients presenting a certificate signed by it (mutual TLS); it then
-	// needs no bearer token off loopback. Other paths do not ask for a
-	// client certificate, so probes and scrapers need none.
+	// needs no bearer token off loopback. Other paths need no client
+	// certificate, so probes and scrapers need none; a certificate a
+	// client does present must be signed by ClientCA, on every path.
 	ClientCA string `yaml:"client_ca"`
 }
 

@@ -136,7 +136,7 @@ type certSource struct {
 }
 
 // load reads and parses the certificate and key, replacing the current
-// pair when they changed.
+// pair when they changed, and says so when it replaces one.
 func (s *certSource) load() error {
 	certPEM, keyPEM, err := loadPair(s.secrets, s.prefix, s.certRef, s.keyRef)
 	if err != nil {
@@ -149,7 +149,15 @@ func (s *certSource) load() error {
 	if err != nil {
 		return err
 	}
+	renewed := s.cert != nil
 	s.cert, s.certPEM, s.keyPEM = &cert, certPEM, keyPEM
+	if renewed && s.log != nil {
+		attrs := []any{"field", s.prefix + "cert"}
+		if cert.Leaf != nil {
+			attrs = append(attrs, "not_after", cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+		}
+		s.log.Info("tls: renewed certificate loaded", attrs...)
+	}
 	return nil
 }
 
@@ -189,7 +197,7 @@ func parsePair(prefix string, certPEM, keyPEM []byte) (tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		// The parse error names no key material.
-		return tls.Certificate{}, fault.Wrap(fault.Permanent, fault.CodeConfig, prefix+"cert, "+prefix+"key: not a valid certificate and key pair", err)
+		return tls.Certificate{}, fault.Wrap(fault.Permanent, fault.CodeConfig, prefix+"cert and key: not a valid certificate and key pair", err)
 	}
 	return cert, nil
 }

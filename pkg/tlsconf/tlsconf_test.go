@@ -123,7 +123,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"no key", ServerFiles{Cert: "file:" + pki["server.crt"]}, "http.tls.key: required"},
 		{"unresolvable", ServerFiles{Cert: "env:NOPE", Key: "file:" + pki["server.key"]}, "http.tls.cert: cannot resolve secret reference"},
-		{"not PEM", ServerFiles{Cert: "file:" + notPEM, Key: "file:" + pki["server.key"]}, "http.tls.cert, http.tls.key: not a valid certificate and key pair"},
+		{"not PEM", ServerFiles{Cert: "file:" + notPEM, Key: "file:" + pki["server.key"]}, "http.tls.cert and key: not a valid certificate and key pair"},
 		{"key of another certificate", ServerFiles{Cert: "file:" + pki["server.crt"], Key: "file:" + pki["client.key"]}, "not a valid certificate and key pair"},
 		{"client CA not PEM", ServerFiles{Cert: "file:" + pki["server.crt"], Key: "file:" + pki["server.key"], ClientCA: "file:" + notPEM}, "http.tls.client_ca: no PEM certificate found"},
 	}
@@ -207,6 +207,9 @@ func TestRenewedCertificateIsServed(t *testing.T) {
 		if _, err := handshake(t, srv, trusts(second)); err != nil {
 			t.Fatalf("broken renewal: the last good certificate is not served: %v", err)
 		}
+	}
+	if n := strings.Count(logged.String(), "renewed certificate loaded"); n != 1 {
+		t.Fatalf("the renewal logged %d times, want once:\n%s", n, logged.String())
 	}
 	if n := strings.Count(logged.String(), "cannot be loaded"); n != 1 {
 		t.Fatalf("broken renewal logged %d times, want once:\n%s", n, logged.String())

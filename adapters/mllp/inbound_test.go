@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	transport "github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/telemetry"
+	"github.com/junction-fhir/junction/pkg/tlsconf/tlstest"
 )
 
 type inboundFixture struct {
@@ -716,7 +716,7 @@ func TestMutualTLS(t *testing.T) {
 	f := startInbound(t, func(c *InboundConfig) {
 		c.TLS = &TLSConfig{Cert: "file:" + pki["server.crt"], Key: "file:" + pki["server.key"], ClientCA: "file:" + pki["ca"]}
 	})
-	t.Setenv("JUNCTION_TEST_CLIENT_KEY", mustRead(t, pki["client.key"]))
+	t.Setenv("JUNCTION_TEST_CLIENT_KEY", tlstest.Read(t, pki["client.key"]))
 	tests := []struct {
 		name   string
 		tls    *OutboundTLSConfig
@@ -749,15 +749,6 @@ func TestMutualTLS(t *testing.T) {
 	if stored, _ := f.host.snapshot(); len(stored) != 1 {
 		t.Errorf("stored %d over TLS, want 1", len(stored))
 	}
-}
-
-func mustRead(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }
 
 func BenchmarkInboundServeMLLP(b *testing.B) {

@@ -73,7 +73,7 @@ func handshake(t *testing.T, srv, cfg *tls.Config) (string, error) {
 func TestServerAndClient(t *testing.T) {
 	pki := tlstest.PKI(t)
 	other := tlstest.PKI(t)
-	secrets := fileSecrets{"CLIENT_KEY": mustRead(t, pki["client.key"])}
+	secrets := fileSecrets{"CLIENT_KEY": tlstest.Read(t, pki["client.key"])}
 	tests := []struct {
 		name       string
 		clientCA   string
@@ -166,7 +166,7 @@ func TestRenewedCertificateIsServed(t *testing.T) {
 	install := func(crt, key string) {
 		t.Helper()
 		for _, f := range [][2]string{{crt, certPath}, {key, keyPath}} {
-			if err := os.WriteFile(f[1], []byte(mustRead(t, f[0])), 0o600); err != nil {
+			if err := os.WriteFile(f[1], []byte(tlstest.Read(t, f[0])), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -199,7 +199,7 @@ func TestRenewedCertificateIsServed(t *testing.T) {
 		t.Fatalf("renewed certificate not served: %v", err)
 	}
 	// A renewal caught half written: the key no longer matches.
-	if err := os.WriteFile(keyPath, []byte(mustRead(t, first["server.key"])), 0o600); err != nil {
+	if err := os.WriteFile(keyPath, []byte(tlstest.Read(t, first["server.key"])), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
@@ -217,13 +217,4 @@ func TestRenewedCertificateIsServed(t *testing.T) {
 	if strings.Contains(logged.String(), "PRIVATE KEY") {
 		t.Fatalf("log quotes key material:\n%s", logged.String())
 	}
-}
-
-func mustRead(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

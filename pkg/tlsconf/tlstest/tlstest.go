@@ -74,3 +74,14 @@ func PKI(t testing.TB) map[string]string {
 	leaf("client", 3, x509.ExtKeyUsageClientAuth)
 	return paths
 }
+
+// Read returns the file at path, a PEM file PKI wrote, as a string (for a
+// secret given by environment variable).
+func Read(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -394,7 +394,7 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 		return
 	}
 	if in.localOnly && access.CheckLocal(r) != nil {
-		jfhir.WriteOutcome(w, http.StatusForbidden, jfhir.Outcome("error", "security", "without bearer_token this endpoint takes posts only when addressed to this machine by a loopback name (localhost, 127.0.0.1, [::1]) and not sent by a web page of another site; set bearer_token to take posts otherwise"))
+		jfhir.WriteOutcome(w, http.StatusForbidden, jfhir.Outcome("error", "security", "without bearer_token this endpoint takes posts only when addressed to this machine by a loopback name (localhost, 127.0.0.1, [::1]), not forwarded by a proxy and not sent by a web page of another site; set bearer_token to take posts otherwise"))
 		in.metrics.Acks.WithLabelValues(in.name, "403").Inc()
 		in.metrics.Rejected.WithLabelValues(in.name, string(fault.CodeUnauthorized)).Inc()
 		return

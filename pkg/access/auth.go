@@ -128,7 +128,7 @@ func (b *Bearer) Authenticate(r *http.Request) (Principal, error) {
 // ErrNotLocal is the error of Local for a request that may not come from
 // this machine's own users: one addressed to a name that is not loopback,
 // or sent by a web page of another origin.
-var ErrNotLocal = errors.New("without http.tokens the admin API answers only requests addressed to this machine by a loopback name (localhost, 127.0.0.1, [::1]) and not sent by a web page of another site; configure http.tokens to reach it otherwise, through a proxy for example")
+var ErrNotLocal = errors.New("without http.tokens the admin API answers only requests addressed to this machine by a loopback name (localhost, 127.0.0.1, [::1]), not forwarded by a proxy and not sent by a web page of another site; configure http.tokens to reach it otherwise, through a proxy for example")
 
 // Local authenticates every request CheckLocal accepts as Principal. The
 // engine uses it when no token is configured and the listener is on
@@ -150,13 +150,21 @@ func (l Local) Authenticate(r *http.Request) (Principal, error) {
 }
 
 // CheckLocal returns ErrNotLocal unless r is addressed to a loopback name
-// (its Host: localhost, or a loopback IP address) and, when it comes from
-// a browser, from a page of a loopback origin: an Origin header naming
-// another host, or "null", and Sec-Fetch-Site cross-site are refused.
-// Tools such as curl and Junction's CLI send neither header.
+// (its Host: localhost, or a loopback IP address), was not forwarded by a
+// proxy (which says so in Forwarded, X-Forwarded-For, X-Forwarded-Host or
+// X-Real-IP: a proxy on this machine would otherwise open the API to
+// whoever reaches the proxy) and, when it comes from a browser, from a
+// page of a loopback origin: an Origin header naming another host, or
+// "null", and Sec-Fetch-Site cross-site are refused. Tools such as curl
+// and Junction's CLI send none of these headers.
 func CheckLocal(r *http.Request) error {
 	if !loopbackHost(r.Host) {
 		return ErrNotLocal
+	}
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip"} {
+		if r.Header.Get(h) != "" {
+			return ErrNotLocal
+		}
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)

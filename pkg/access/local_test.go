@@ -35,6 +35,9 @@ func TestLocal(t *testing.T) {
 		{"a file page", "127.0.0.1:8080", map[string]string{"Origin": "file://"}, false},
 		{"cross-site without Origin", "127.0.0.1:8080", map[string]string{"Sec-Fetch-Site": "cross-site"}, false},
 		{"a name ending in localhost", "evil-localhost:8080", nil, false},
+		{"a proxy on this machine keeping 127.0.0.1 as Host", "127.0.0.1:8080", map[string]string{"X-Forwarded-For": "10.9.8.7"}, false},
+		{"a proxy saying Forwarded", "127.0.0.1:8080", map[string]string{"Forwarded": "for=10.9.8.7"}, false},
+		{"a proxy saying X-Real-IP", "localhost:8080", map[string]string{"X-Real-IP": "10.9.8.7"}, false},
 	}
 	l := access.Local{Principal: access.Principal{Name: "local", Roles: access.Roles()}}
 	for _, tt := range tests {

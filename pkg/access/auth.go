@@ -158,7 +158,7 @@ func (l Local) Authenticate(r *http.Request) (Principal, error) {
 // "null", and Sec-Fetch-Site cross-site are refused. Tools such as curl
 // and Junction's CLI send none of these headers.
 func CheckLocal(r *http.Request) error {
-	if !loopbackHost(r.Host) {
+	if !LoopbackHost(r.Host) {
 		return ErrNotLocal
 	}
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip"} {
@@ -168,7 +168,7 @@ func CheckLocal(r *http.Request) error {
 	}
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !loopbackHost(u.Host) {
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !LoopbackHost(u.Host) {
 			return ErrNotLocal
 		}
 	}
@@ -178,9 +178,10 @@ func CheckLocal(r *http.Request) error {
 	return nil
 }
 
-// loopbackHost reports whether host (with or without a port) is
-// localhost or a loopback IP address.
-func loopbackHost(host string) bool {
+// LoopbackHost reports whether host (with or without a port, an IPv6
+// address in brackets or not) is localhost, in any case, or a loopback IP
+// address: a name only this machine answers to.
+func LoopbackHost(host string) bool {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}

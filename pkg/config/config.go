@@ -772,14 +772,7 @@ func validName(s string) bool {
 // IsLoopback reports whether a host:port listens on loopback only.
 func IsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return err == nil && access.LoopbackHost(host)
 }
 
 // IsRef reports whether s is a secret reference.

@@ -2,9 +2,9 @@ package fhir
 
 import (
 	"errors"
-	"net"
 	"net/url"
-	"strings"
+
+	"github.com/junction-fhir/junction/pkg/access"
 )
 
 // CheckBaseURL checks that s can be a FHIR server's base URL: absolute,
@@ -36,13 +36,5 @@ func CheckBaseURL(s string) error {
 // to it crosses a network unencrypted.
 func PlainBeyondLoopback(s string) bool {
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "http" {
-		return false
-	}
-	h := u.Hostname()
-	if strings.EqualFold(h, "localhost") {
-		return false
-	}
-	ip := net.ParseIP(h)
-	return ip == nil || !ip.IsLoopback()
+	return err == nil && u.Scheme == "http" && !access.LoopbackHost(u.Host)
 }

@@ -16,6 +16,13 @@ const (
 	OutcomeDuplicate     = "duplicate"
 )
 
+// OutcomeRerouted is the outcome of the replayed record of a queued
+// payload not sent because its patient's consent changed while it
+// waited: it is routed again for its destination, and that routing
+// decides its fate (see router.Options.ConsentChanged). It is not
+// terminal.
+const OutcomeRerouted = "rerouted-consent-changed"
+
 // Accepted is a message Junction stored and acknowledged.
 type Accepted struct {
 	ID       string    `json:"id"`
@@ -170,6 +177,13 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 			}
 		case r.Destination != "" && r.Event == Queued:
 			st.queued[r.Destination]++
+		case r.Destination != "" && r.Event == Replayed && r.Outcome == OutcomeRerouted:
+			// Not sent as queued: consent changed while it waited, so it
+			// is routed again for this destination, and that routing
+			// decides (until it does, the route is waited for).
+			st.finished[r.Destination]++
+			st.outcome[r.Destination] = r.Event
+			st.decided = ""
 		case r.Destination != "" && (r.Event == Delivered || r.Event == DeadLettered):
 			st.finished[r.Destination]++
 			st.outcome[r.Destination] = r.Event

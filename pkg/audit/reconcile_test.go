@@ -83,6 +83,37 @@ func TestReconcile(t *testing.T) {
 			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
 		},
 		{
+			name:     "consent changed while queued, routed again, not yet decided",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(3, "m1", Failed, "in", "a", "transient"),
+				rec(9, "m1", Replayed, "in", "a", OutcomeRerouted),
+			},
+			want: want{pending: map[string][]string{"m1": {"route in"}}},
+		},
+		{
+			name:     "consent changed while queued, routed again and denied",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Replayed, "in", "a", OutcomeRerouted),
+				rec(10, "m1", Matched, "in", "", "matched"), rec(10, "m1", Consent, "in", "a", "deny"),
+			},
+			want: want{terminal: map[string]int{OutcomeConsentDenied: 1}},
+		},
+		{
+			name:     "consent changed while queued, routed again and delivered",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Replayed, "in", "a", OutcomeRerouted),
+				rec(10, "m1", Matched, "in", "", "matched"), rec(10, "m1", Queued, "in", "a", "queued"),
+				rec(11, "m1", Delivered, "in", "a", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
 			name:     "consent denied everywhere",
 			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
 			recs:     []Record{rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Consent, "in", "a", "deny")},

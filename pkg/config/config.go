@@ -217,6 +217,12 @@ type ConsentConfig struct {
 	// dates the list. Empty: the list is loaded only through the admin
 	// API (POST /api/optouts).
 	OptOutFile string `yaml:"opt_out_file"`
+	// RecheckAfter is how old a queued payload's consent decision may be
+	// before, ahead of each attempt to send it, Junction checks whether
+	// its patients' Consents or the opt-out list changed since; one that
+	// changed is routed again and decided anew instead of sent as
+	// queued. 0 checks before every attempt. Only with engine: consent.
+	RecheckAfter time.Duration `yaml:"recheck_after"`
 	// Destinations gives destinations' ODS organisation codes and the
 	// restricted data they are allow-listed for, by destination name.
 	Destinations map[string]ConsentDestination `yaml:"destinations"`
@@ -394,6 +400,9 @@ func (c ConsentConfig) validate(inputs, dests map[string]*Component) []error {
 	if c.OptOutMaxAge <= 0 {
 		errs = append(errs, errors.New("consent.opt_out_max_age: must be positive"))
 	}
+	if c.RecheckAfter < 0 {
+		errs = append(errs, errors.New("consent.recheck_after: must not be negative"))
+	}
 	if c.OptOutFile != "" && c.Engine == ConsentEngineDefault {
 		errs = append(errs, errors.New("consent.opt_out_file: needs consent.engine: consent (the default policy does not consult the opt-out list)"))
 	}
@@ -526,7 +535,7 @@ func Default() *Config {
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
 		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16, SpanBatches: 64},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
-		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour},
+		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour, RecheckAfter: 10 * time.Second},
 		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket, PDS: PDSConfig{Timeout: 10 * time.Second, RefreshAfter: 24 * time.Hour}},
 		ShutdownTimeout: 30 * time.Second,
 		MemoryLimitMiB:  200,

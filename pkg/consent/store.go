@@ -302,3 +302,60 @@ func (s *Store) OptOut(ctx context.Context, patientKey string, now time.Time) (O
 	}
 	return st, nil
 }
+
+// Changes is when the writes a consent decision rests on were last made:
+// the opt-out list's import, and each patient's Consents (by bucket key;
+// absent: none stored).
+type Changes struct {
+	OptOuts  time.Time
+	Patients map[string]time.Time
+}
+
+// After reports whether any of those writes, for the patients with
+// bucket keys hashes, was made after t.
+func (c Changes) After(hashes []string, t time.Time) bool {
+	if c.OptOuts.After(t) {
+		return true
+	}
+	for _, h := range hashes {
+		if c.Patients[h].After(t) {
+			return true
+		}
+	}
+	return false
+}
+
+// LastChanges returns when the opt-out list was last imported (its date
+// is written last, so an import counts once it is whole) and when each of
+// the patients with bucket keys hashes (see PatientHash) last had a
+// Consent stored, replaced or withdrawn. It reads one key per distinct
+// patient and the list's date. Changes that come with time alone (a
+// Consent's period ending, the list growing stale) are not writes and
+// are not seen.
+func (s *Store) LastChanges(ctx context.Context, hashes []string) (Changes, error) {
+	var c Changes
+	e, err := s.optout.Get(ctx, asOfKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return c, fmt.Errorf("consent store: reading the opt-out list date: %w", err)
+	default:
+		c.OptOuts = e.Created()
+	}
+	c.Patients = make(map[string]time.Time, len(hashes))
+	for _, h := range hashes {
+		if _, done := c.Patients[h]; done {
+			continue
+		}
+		e, err := s.consents.Get(ctx, h)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			c.Patients[h] = time.Time{}
+		case err != nil:
+			return c, fmt.Errorf("consent store: reading consents: %w", err)
+		default:
+			c.Patients[h] = e.Created()
+		}
+	}
+	return c, nil
+}

@@ -252,3 +252,65 @@ func TestStoredConsentOfEarlierRulesStillLoads(t *testing.T) {
 		t.Errorf("deciding for the patient: %v", err)
 	}
 }
+
+func TestStoreLastChanges(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, startJetStream(t))
+	hA, hB := s.PatientHash(patientA), s.PatientHash(patientB)
+	changed := func(t *testing.T, hashes []string, since time.Time) bool {
+		t.Helper()
+		c, err := s.LastChanges(ctx, hashes)
+		if err != nil {
+			t.Fatalf("LastChanges: %v", err)
+		}
+		return c.After(hashes, since)
+	}
+	start := time.Now()
+	if changed(t, []string{hA, hB}, start) {
+		t.Error("nothing stored: reported a change")
+	}
+	if _, err := s.PutConsent(ctx, consentJSON(t, "c1", "active", patientA)); err != nil {
+		t.Fatal(err)
+	}
+	afterPut := time.Now()
+	if _, err := s.PutConsent(ctx, consentJSON(t, "c9", "active", patientB)); err != nil {
+		t.Fatal(err)
+	}
+	afterB := time.Now()
+	if err := s.DeleteConsent(ctx, patientA, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	afterWithdraw := time.Now()
+	tests := []struct {
+		name   string
+		hashes []string
+		since  time.Time
+		want   bool
+	}{
+		{"stored after", []string{hA}, start, true},
+		{"another patient's", []string{hB}, afterB, false},
+		{"withdrawn after", []string{hA}, afterPut, true},
+		{"one of several", []string{hB, hA}, afterPut, true},
+		{"nothing after", []string{hA, hB}, afterWithdraw, false},
+		{"no patients", nil, start, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := changed(t, tt.hashes, tt.since); got != tt.want {
+				t.Errorf("changed = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	t.Run("opt-out list imported", func(t *testing.T) {
+		before := time.Now()
+		if err := s.ImportOptOuts(ctx, []string{patientA}, before); err != nil {
+			t.Fatal(err)
+		}
+		if !changed(t, []string{hB}, before) {
+			t.Error("an import after the decision: no change reported for a patient not on it")
+		}
+		if changed(t, []string{hB}, time.Now()) {
+			t.Error("nothing after: reported a change")
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +21,9 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
+	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -359,4 +362,170 @@ func engineFromConfig(t *testing.T, dir, body string) *engine.Engine {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// startWithEHRDown starts an engine whose ehr destination (organisation
+// RX2) answers 503 until the test clears srv's script, retrying every
+// 200 ms, with consent checked again before every attempt.
+func startWithEHRDown(t *testing.T, pipe string) (*engine.Engine, *fhirServer) {
+	t.Helper()
+	srv := &fhirServer{}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	down := make([]int, 1000)
+	for i := range down {
+		down[i] = http.StatusServiceUnavailable
+	}
+	srv.script(down...)
+	routes, _ := filepath.Abs("testdata/routes")
+	e, _ := startEngineWithRoutes(t, routes, `destinations:
+  ehr:
+    type: fhir
+    url: `+hs.URL+`
+    retry: {max_attempts: 200, initial: 200ms, max: 200ms, multiplier: 1, timeout: 5s}
+consent:
+  recheck_after: 0s
+  destinations:
+    ehr: {ods: RX2}
+`+pipe)
+	return e, srv
+}
+
+// TestConsentChangeWhileQueued: a payload decided before its patient
+// refused the destination, still waiting because the receiver is down,
+// is not sent when the receiver comes back: the delivery stage sees the
+// Consent written after the decision, routes the message again for that
+// destination, and the refusal decides. Another patient's payload,
+// waiting beside it, is checked, found unchanged and delivered as queued.
+func TestConsentChangeWhileQueued(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		e, srv := startWithEHRDown(t, pipe)
+		addr := mllpAddr(t, e)
+		ids := map[string]string{}
+		for _, m := range []struct{ ctrl, nhs string }{{"CQ0001", deniedPatient}, {"CQ0002", controlPatient}} {
+			if code, _ := send(t, addr, adt("A01", m.ctrl, m.nhs+"^^^NHS^NH")); code != hl7v2.AckAA {
+				t.Fatalf("send %s: %s", m.ctrl, code)
+			}
+		}
+		m := e.Metrics()
+		waitFor(t, "both payloads tried and refused by the receiver", func() bool {
+			return testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")) >= 2
+		})
+		for id, trail := range trails(t, e) {
+			for _, r := range trail {
+				if r.Event == audit.Queued && r.Destination == "ehr" {
+					ids[r.Patient] = id
+				}
+			}
+		}
+		if len(ids) != 2 {
+			t.Fatalf("queued payloads of %d patients, want 2", len(ids))
+		}
+		base := "http://" + e.HTTPAddr().String()
+		if st, body := postConsent(t, base, denyTo("c-deny-q", deniedPatient, "RX2", "active")); st != http.StatusCreated {
+			t.Fatalf("POST Consent: %d %s", st, body)
+		}
+		var deniedID string
+		waitFor(t, "the payload routed again and refused", func() bool {
+			for id, trail := range trails(t, e) {
+				rerouted, refused := false, false
+				for _, r := range trail {
+					rerouted = rerouted || r.Event == audit.Replayed && r.Destination == "ehr" && r.Outcome == audit.OutcomeRerouted
+					refused = refused || r.Event == audit.Consent && r.Destination == "ehr" && r.Outcome == "deny" && r.Rule == "consent:c-deny-q:Consent.provision"
+				}
+				if rerouted && refused {
+					deniedID = id
+					return true
+				}
+			}
+			return false
+		})
+		srv.mu.Lock()
+		srv.statuses = nil // the receiver is back
+		srv.mu.Unlock()
+		waitFor(t, "the other patient's delivery", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) >= 1
+		})
+		got := srv.accepted()
+		if len(got) != 1 || strings.Contains(got[0], deniedID) {
+			t.Errorf("the receiver accepted %q; want only the other patient's payload (the refused one is %s)", got, deniedID)
+		}
+		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "rerouted")); v != 1 {
+			t.Errorf("rerouted = %v, want 1 (only the refused patient's)", v)
+		}
+		for _, r := range trails(t, e)[deniedID] {
+			if r.Event == audit.Delivered {
+				t.Errorf("refused payload delivered: %+v", r)
+			}
+		}
+		// The reconciler counts the refused message finished, as denied.
+		var rec audit.Reconciliation
+		waitFor(t, "reconciliation", func() bool {
+			if st := getJSON(t, base+"/api/reconcile", &rec); st != 200 {
+				t.Fatalf("reconcile: %d", st)
+			}
+			return len(rec.Pending) == 0
+		})
+		if rec.Terminal[audit.OutcomeConsentDenied] != 1 || rec.Terminal[audit.OutcomeDelivered] != 1 {
+			t.Errorf("reconciliation %+v: want one delivered and one consent-denied", rec.Terminal)
+		}
+	})
+}
+
+// TestConsentChangeWhileQueuedInputGone: when a waiting payload's consent
+// changed and its stored input is gone, so consent cannot be decided
+// again, it is dead-lettered with consent.changed, not sent as decided.
+func TestConsentChangeWhileQueuedInputGone(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		e, _ := startWithEHRDown(t, pipe)
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "CG0001", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send: %s", code)
+		}
+		m := e.Metrics()
+		waitFor(t, "a refused attempt", func() bool {
+			return testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")) >= 1
+		})
+		var id string
+		for mid, trail := range trails(t, e) {
+			for _, r := range trail {
+				if r.Event == audit.Queued && r.Destination == "ehr" {
+					id = mid
+				}
+			}
+		}
+		ctx := context.Background()
+		// The batch pipeline's trail finds the input in its accepted batch.
+		full, err := router.Trail(ctx, e.Store().JS, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inputSeq uint64
+		for _, r := range full {
+			if r.Event == audit.Received && r.Stream == store.StreamIngress {
+				inputSeq = r.Seq
+			}
+		}
+		if inputSeq == 0 {
+			t.Fatalf("no stored input recorded for %q", id)
+		}
+		st, err := e.Store().JS.Stream(ctx, store.StreamIngress)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DeleteMsg(ctx, inputSeq); err != nil {
+			t.Fatalf("removing the stored input: %v", err)
+		}
+		base := "http://" + e.HTTPAddr().String()
+		if st, body := postConsent(t, base, denyTo("c-deny-g", deniedPatient, "RX2", "active")); st != http.StatusCreated {
+			t.Fatalf("POST Consent: %d %s", st, body)
+		}
+		var dls []router.DeadLetter
+		waitFor(t, "the dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+		if dls[0].MessageID != id || dls[0].Code != string(fault.CodeConsentChanged) || dls[0].Stage != "delivery" {
+			t.Errorf("dead letter %+v: want message %s at delivery with %s", dls[0], id, fault.CodeConsentChanged)
+		}
+		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "rerouted")); v != 0 {
+			t.Errorf("rerouted = %v, want 0", v)
+		}
+	})
 }

@@ -323,7 +323,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		if err := out.Start(ctx); err != nil {
 			return fmt.Errorf("starting destination %s: %w", name, err)
 		}
-		e.dests[name] = &router.Destination{Name: name, Type: pd.Spec.Type, Out: out, Retry: pd.Spec.Retry}
+		e.dests[name] = &router.Destination{Name: name, Type: pd.Spec.Type, Out: out, Retry: pd.Spec.Retry, Internal: e.plan.InternalDestination(name)}
 	}
 	translators := e.plan.Translators()
 	for _, name := range sortedKeys(translators) {
@@ -341,6 +341,10 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	if consents != nil && cfg.Consent.OptOutFile != "" {
 		e.watchOptOutFile(ctx, cfg.Consent.OptOutFile)
 	}
+	var consentChanges func(context.Context, []string) (consent.Changes, error)
+	if consents != nil {
+		consentChanges = consents.LastChanges
+	}
 	e.router = router.New(router.Options{
 		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests, Audit: e.audit,
 		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
@@ -349,6 +353,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		SpanBatches: cfg.Router.SpanBatches,
 		PatientHash: e.patientHash, Patients: e.patients, OptedOut: e.optedOut(),
 		PatientIndexed: patientIndexed,
+		ConsentChanges: consentChanges, RecheckAfter: cfg.Consent.RecheckAfter,
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)

@@ -50,6 +50,15 @@ const (
 	// further patients whose data an outbound payload carries
 	// (audit.Record.Patients), when there are any.
 	HeaderPatients = "Junction-Patient-Hashes"
+	// HeaderDecided is when the route stage decided consent for an
+	// outbound payload (Unix milliseconds), so the delivery stage can
+	// tell whether a Consent or the opt-out list changed since.
+	HeaderDecided = "Junction-Decided"
+	// HeaderDecidedFor is the keyed hash of the NHS number consent was
+	// decided by, when it is not HeaderPatient's (a patient the
+	// translation names by a local identifier, whose NHS number the
+	// patient index knew).
+	HeaderDecidedFor = "Junction-Decided-For"
 	// HeaderTraceParent is the W3C trace context, in the canonical form
 	// OpenTelemetry's header carrier reads.
 	HeaderTraceParent = "Traceparent"

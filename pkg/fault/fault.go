@@ -61,12 +61,16 @@ const (
 	CodeDestAckMismatch  Code = "destination.ack-mismatch"
 	CodeRetriesExhausted Code = "destination.retries-exhausted"
 	CodeConsentDenied    Code = "consent.denied"
-	CodeConfig           Code = "config.invalid"
-	CodeNotFound         Code = "not-found"
-	CodeUnauthorized     Code = "unauthorized"
-	CodeDuplicate        Code = "duplicate"
-	CodeTooLarge         Code = "store.payload-too-large"
-	CodePanic            Code = "internal.panic"
+	// CodeConsentChanged is a queued payload not sent because a Consent
+	// or the opt-out list changed after its consent decision and its
+	// input is gone, so the decision cannot be made again.
+	CodeConsentChanged Code = "consent.changed"
+	CodeConfig         Code = "config.invalid"
+	CodeNotFound       Code = "not-found"
+	CodeUnauthorized   Code = "unauthorized"
+	CodeDuplicate      Code = "duplicate"
+	CodeTooLarge       Code = "store.payload-too-large"
+	CodePanic          Code = "internal.panic"
 )
 
 // Codes returns every code this package defines, in declaration order.
@@ -74,7 +78,7 @@ func Codes() []Code {
 	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeFrameIncomplete, CodeFrameBusy, CodeHL7Parse,
 		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeFHIRInvalidJSON, CodeFHIRInvalid,
 		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeFHIRNotSupported, CodeTranslate, CodeRuleEval, CodeDestRejected,
-		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConfig,
+		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConsentChanged, CodeConfig,
 		CodeNotFound, CodeUnauthorized, CodeDuplicate, CodeTooLarge, CodePanic}
 }
 

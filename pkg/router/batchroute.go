@@ -174,6 +174,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				h.Set(envelope.HeaderRoute, w.rt.Name)
 				h.Set(envelope.HeaderDestination, d.Destination)
 				h.Set(envelope.HeaderPatient, ev.patientHeader())
+				setDecided(h, ev.decided, ev.decidedFor)
 				others := ev.setPatients(h, d)
 				if _, ok := perDest[d.Destination]; !ok {
 					dests = append(dests, d.Destination)
@@ -354,6 +355,17 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 			entries, index = append(entries, e), append(index, i)
 		}
 	}
+	// An entry whose consent changed since it was decided goes to the
+	// per-entry path, which routes it again.
+	unchanged := r.unchangedForBatch(ctx, d, entries)
+	kept := 0
+	for j := range entries {
+		if unchanged[j] {
+			entries[kept], index[kept] = entries[j], index[j]
+			kept++
+		}
+	}
+	entries, index = entries[:kept], index[:kept]
 	if len(entries) == 0 {
 		return
 	}

@@ -85,6 +85,11 @@ type Destination struct {
 	Out    adapter.Outbound
 	Retry  Retry
 	Closed bool
+	// Internal reports a destination that keeps what it is given inside
+	// Junction (the consent store, the opt-out list): it discloses
+	// nothing, so no consent is asked for it, at routing or before
+	// sending.
+	Internal bool
 }
 
 // Options configure a Router.
@@ -137,6 +142,18 @@ type Options struct {
 	// on the message path, so it must not block: the PDS enricher queues
 	// the patient for a background lookup there. Nil does nothing.
 	PatientIndexed func(rec *patient.Record)
+	// ConsentChanges returns when the writes consent decisions about the
+	// patients with keyed hashes hashes rest on were last made
+	// (consent.Store.LastChanges). Before each attempt at a payload whose
+	// consent was decided RecheckAfter or longer ago, the delivery stage
+	// asks it; a payload whose patients' Consents or opt-out list changed
+	// since is not sent as queued but routed again for its destination
+	// alone, so consent is decided anew (see recheck.go). Nil: payloads
+	// are sent as decided.
+	ConsentChanges func(ctx context.Context, hashes []string) (consent.Changes, error)
+	// RecheckAfter is how old a payload's consent decision may be before
+	// ConsentChanges is asked about it; 0 asks before every attempt.
+	RecheckAfter time.Duration
 }
 
 // Pipelines.

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -89,6 +90,11 @@ type evaluation struct {
 	key    string
 	hashes map[string]string
 	hash   func(string) string
+	// decided is when consent was decided (no later than the reads it
+	// made), and decidedFor the hash of the NHS number it was decided by
+	// when the patient index gave it (see setDecided).
+	decided    time.Time
+	decidedFor string
 }
 
 // others returns the keyed hashes of the NHS numbers nums other than the
@@ -208,6 +214,12 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 		ev.patient = r.o.PatientHash(tr.PatientKey)
 	}
 	ev.key, ev.hash = nhs.Normalize(tr.PatientKey), r.o.PatientHash
+	ev.decided = base.Time
+	if n, _ := pv.cel["nhsNumber"].(string); n != "" && r.o.PatientHash != nil && !nhs.ValidNumber(ev.key) {
+		// Consent is decided by the NHS number the index knows for a
+		// patient the message names by a local identifier.
+		ev.decidedFor = r.o.PatientHash(n)
+	}
 	t := base
 	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", tr.BundleHash
 	if t.Hash == "" {
@@ -328,6 +340,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		om.Header.Set(envelope.HeaderRoute, w.rt.Name)
 		om.Header.Set(envelope.HeaderDestination, d.Destination)
 		om.Header.Set(envelope.HeaderPatient, ev.patientHeader())
+		setDecided(om.Header, ev.decided, ev.decidedFor)
 		others := ev.setPatients(om.Header, d)
 		if replay != "" {
 			om.Header.Set(envelope.HeaderReplay, replay)
@@ -577,11 +590,23 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 	for attempt := prior.made + 1; !settled; attempt++ {
 		del.Attempt = attempt
 		actx, cancel := context.WithTimeout(sctx, d.Retry.Timeout)
-		start := time.Now()
 		var rc adapter.Receipt
-		err := safely(func() (err error) { rc, err = d.Out.Send(actx, del); return err })
+		err := r.recheckConsent(actx, d, h)
+		if errors.Is(err, errConsentChanged) {
+			cancel()
+			span.SetStatus(codes.Ok, "routed again: consent changed")
+			recs, err := r.rerouteForConsent(ctx, d, h, data, seq)
+			if err != nil {
+				return nil, now, err
+			}
+			return append(unwritten, recs...), now, nil
+		}
+		if err == nil {
+			start := time.Now()
+			err = safely(func() (err error) { rc, err = d.Out.Send(actx, del); return err })
+			r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
+		}
 		cancel()
-		r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
 		rec := base
 		rec.Time, rec.Attempt = time.Now().UTC(), attempt
 		if err == nil {

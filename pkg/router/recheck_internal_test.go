@@ -1,0 +1,117 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/envelope"
+)
+
+func TestDecidedHeaders(t *testing.T) {
+	at := time.Date(2026, 12, 5, 9, 30, 0, 123456789, time.UTC)
+	received := "2026-12-05T09:29:59.5Z"
+	tests := []struct {
+		name       string
+		patient    string
+		others     string
+		stamp      bool
+		decidedFor string
+		received   string
+		wantAt     time.Time
+		wantHashes []string
+	}{
+		{"stamped, one patient", "ha", "", true, "", received, at.Truncate(time.Millisecond), []string{"ha"}},
+		{"decided by the index's NHS number", "hlocal", "", true, "hnhs", received, at.Truncate(time.Millisecond), []string{"hlocal", "hnhs"}},
+		{"decided by the patient's own hash", "ha", "", true, "ha", received, at.Truncate(time.Millisecond), []string{"ha"}},
+		{"further patients", "ha", "hb,hc", true, "", received, at.Truncate(time.Millisecond), []string{"ha", "hb", "hc"}},
+		{"no patient", envelope.PatientNone, "", true, "", received, at.Truncate(time.Millisecond), nil},
+		{"queued before stamping: received", "ha", "", false, "", received, time.Date(2026, 12, 5, 9, 29, 59, 500000000, time.UTC), []string{"ha"}},
+		{"neither: of unknown age", "ha", "", false, "", "", time.Unix(0, 0), []string{"ha"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := nats.Header{}
+			h.Set(envelope.HeaderPatient, tt.patient)
+			if tt.others != "" {
+				h.Set(envelope.HeaderPatients, tt.others)
+			}
+			if tt.received != "" {
+				h.Set(envelope.HeaderReceived, tt.received)
+			}
+			// A header left from an earlier decision goes.
+			h.Set(envelope.HeaderDecidedFor, "stale")
+			if tt.stamp {
+				setDecided(h, at, tt.decidedFor)
+			} else {
+				h.Del(envelope.HeaderDecidedFor)
+			}
+			if got := decidedAt(h); !got.Equal(tt.wantAt) {
+				t.Errorf("decidedAt = %v, want %v", got, tt.wantAt)
+			}
+			if got := decidedHashes(h); !slices.Equal(got, tt.wantHashes) {
+				t.Errorf("decidedHashes = %q, want %q", got, tt.wantHashes)
+			}
+		})
+	}
+}
+
+func TestUnchangedForBatch(t *testing.T) {
+	now := time.Now()
+	entry := func(patient string, decided time.Time) outEntry {
+		h := nats.Header{}
+		h.Set(envelope.HeaderPatient, patient)
+		setDecided(h, decided, "")
+		return outEntry{h: h}
+	}
+	entries := []outEntry{
+		entry("fresh", now),                          // not due: decided just now
+		entry("changed", now.Add(-time.Minute)),      // due; a Consent written after
+		entry("unchanged", now.Add(-time.Minute)),    // due; written before
+		entry("never", now.Add(-time.Minute)),        // due; nothing stored
+		entry("changed", now.Add(-time.Millisecond)), // not due
+	}
+	changes := consent.Changes{Patients: map[string]time.Time{
+		"changed":   now.Add(-30 * time.Second),
+		"unchanged": now.Add(-2 * time.Minute),
+	}}
+	tests := []struct {
+		name     string
+		dest     Destination
+		changes  consent.Changes
+		err      error
+		want     []bool
+		wantRead []string
+	}{
+		{"one read for the due entries", Destination{Name: "ehr"}, changes, nil, []bool{true, false, true, true, true}, []string{"changed", "unchanged", "never"}},
+		{"opt-out list imported", Destination{Name: "ehr"}, consent.Changes{OptOuts: now.Add(-time.Second)}, nil, []bool{true, false, false, false, true}, []string{"changed", "unchanged", "never"}},
+		{"store unavailable", Destination{Name: "ehr"}, consent.Changes{}, errors.New("down"), []bool{true, false, false, false, true}, []string{"changed", "unchanged", "never"}},
+		{"internal destination", Destination{Name: "consents", Internal: true}, changes, nil, []bool{true, true, true, true, true}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var read []string
+			calls := 0
+			r := &Router{o: Options{RecheckAfter: 10 * time.Second, ConsentChanges: func(_ context.Context, hashes []string) (consent.Changes, error) {
+				calls++
+				read = append(read, hashes...)
+				return tt.changes, tt.err
+			}}}
+			got := r.unchangedForBatch(t.Context(), &tt.dest, entries)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("unchanged = %v, want %v", got, tt.want)
+			}
+			if !slices.Equal(read, tt.wantRead) {
+				t.Errorf("read %q, want %q", read, tt.wantRead)
+			}
+			if want := min(len(tt.wantRead), 1); calls != want {
+				t.Errorf("%d reads of the store, want %d", calls, want)
+			}
+		})
+	}
+}

@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/junction-fhir/junction/pkg/jstest"
 )
 
 // benchBundle is the shipped ADT^A01 route's delivered bundle (Patient,
@@ -48,6 +51,41 @@ func BenchmarkDecide(b *testing.B) {
 	for b.Loop() {
 		if _, err := e.Decide(context.Background(), req); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLastChanges measures the check a delivery makes before
+// sending a payload that waited longer than consent.recheck_after: the
+// opt-out list's date and one patient's Consents, read from an embedded
+// JetStream store holding both.
+func BenchmarkLastChanges(b *testing.B) {
+	ctx := context.Background()
+	js := jstest.Start(b, "consent-bench")
+	s, err := OpenStore(ctx, js, StoreConfig{HashKey: []byte("bench-key-0123456789abcdef"), OptOutMaxAge: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.ImportOptOuts(ctx, []string{"9990000026"}, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join("testdata", "consent-valid.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pol, err := s.PutConsent(ctx, raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hashes := []string{s.PatientHash(pol.Patient)}
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := s.LastChanges(ctx, hashes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if c.Patients[hashes[0]].IsZero() {
+			b.Fatal("the stored Consent's time was not read")
 		}
 	}
 }

@@ -529,3 +529,59 @@ func TestConsentChangeWhileQueuedInputGone(t *testing.T) {
 		}
 	})
 }
+
+// TestConsentChangeAfterRouteChanged: a waiting payload whose consent
+// changed cannot be decided again by a route that no longer delivers to
+// its destination (the routes changed across a restart), so it is
+// dead-lettered with consent.changed, not sent as decided.
+func TestConsentChangeAfterRouteChanged(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		srv := &fhirServer{}
+		down := make([]int, 1000)
+		for i := range down {
+			down[i] = http.StatusServiceUnavailable
+		}
+		srv.script(down...)
+		hs := httptest.NewServer(srv)
+		t.Cleanup(hs.Close)
+		dir := t.TempDir()
+		before, _ := filepath.Abs("testdata/routes")
+		after := t.TempDir()
+		route := "name: to-ehr\nsource:\n  adapter: pas\nmatch: msg.type == \"ADT^A01\"\n" +
+			"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: archive\n"
+		if err := os.WriteFile(filepath.Join(after, "to-ehr.yaml"), []byte(route), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		start := func(routes string) *engine.Engine {
+			body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\nrouter:\n  ack_wait: 2s\n%s"+
+				"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n"+
+				"consent:\n  recheck_after: 0s\n  destinations:\n    ehr: {ods: RX2}\n"+
+				"destinations:\n  ehr:\n    type: fhir\n    url: %s\n    retry: {max_attempts: 200, initial: 200ms, max: 200ms, multiplier: 1, timeout: 5s}\n"+
+				"  archive:\n    type: file\n    dir: out/archive\n",
+				dir, routes, pipelineOf(pipe), hs.URL)
+			return startFromConfig(t, dir, body)
+		}
+		e := start(before)
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "CR0001", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send: %s", code)
+		}
+		waitFor(t, "a refused attempt", func() bool {
+			return testutil.ToFloat64(e.Metrics().Attempts.WithLabelValues("ehr", "transient")) >= 1
+		})
+		stopEngine(t, e)
+		e = start(after)
+		defer stopEngine(t, e)
+		base := "http://" + e.HTTPAddr().String()
+		if st, body := postConsent(t, base, denyTo("c-deny-r", deniedPatient, "RX2", "active")); st != http.StatusCreated {
+			t.Fatalf("POST Consent: %d %s", st, body)
+		}
+		var dls []router.DeadLetter
+		waitFor(t, "the dead letter", func() bool { dls = deadLetters(t, e); return len(dls) == 1 })
+		if dls[0].Code != string(fault.CodeConsentChanged) || dls[0].Destination != "ehr" || !strings.Contains(dls[0].Reason, "no longer delivers to ehr") {
+			t.Errorf("dead letter %+v: want %s at ehr, saying the route no longer delivers there", dls[0], fault.CodeConsentChanged)
+		}
+		if n := len(srv.accepted()); n != 0 {
+			t.Errorf("the receiver accepted %d payloads", n)
+		}
+	})
+}

@@ -40,10 +40,14 @@ func Floodable(log *slog.Logger) *slog.Logger {
 // the Info and Warn lines of loggers marked by Floodable are written
 // LogBurst times for each message (and input, destination, route), then
 // at most LogPerSecond times a second, and the next one written after some
-// were dropped carries "suppressed" with how many. Errors, debug lines and
-// unmarked loggers are never held back, and metrics count every event.
+// were dropped carries "suppressed" with how many. When a flood stops, the
+// last line dropped is written once the rate allows, carrying the count,
+// so the log says how much it held back even if nothing follows. Errors,
+// debug lines and unmarked loggers are never held back, and metrics count
+// every event.
 func RateLimited(h slog.Handler) slog.Handler {
-	return &rateLimited{h: h, st: &limitState{buckets: map[string]*bucket{}, now: time.Now}}
+	return &rateLimited{h: h, st: &limitState{buckets: map[string]*bucket{}, now: time.Now,
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}}
 }
 
 type rateLimited struct {
@@ -63,12 +67,25 @@ type limitState struct {
 	mu      sync.Mutex
 	buckets map[string]*bucket
 	now     func() time.Time
+	// after runs f once, d from now (time.AfterFunc); tests replace it.
+	after func(d time.Duration, f func())
 }
 
 type bucket struct {
 	tokens  float64
 	last    time.Time
 	dropped int
+	// held is the last line dropped, with the handler it was for: if no
+	// other line of its key is written first, it is written when the
+	// rate allows (see flush), so a flood that stops still says how
+	// many lines it dropped.
+	held *heldLine
+}
+
+// heldLine is a dropped line kept to be written later.
+type heldLine struct {
+	h slog.Handler
+	r slog.Record
 }
 
 // Enabled implements slog.Handler.
@@ -91,7 +108,7 @@ func (l *rateLimited) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return true
 	})
-	write, dropped := l.st.take(key.String())
+	write, dropped := l.st.take(key.String(), l.h, r)
 	if !write {
 		return nil
 	}
@@ -102,9 +119,10 @@ func (l *rateLimited) Handle(ctx context.Context, r slog.Record) error {
 	return l.h.Handle(ctx, r)
 }
 
-// take reports whether a line of key may be written now, and how many
-// were dropped since the last one written.
-func (s *limitState) take(key string) (bool, int) {
+// take reports whether line r of key, for handler h, may be written now,
+// and how many were dropped since the last one written. A line dropped is
+// held to be written later (see flush).
+func (s *limitState) take(key string, h slog.Handler, r slog.Record) (bool, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -120,12 +138,50 @@ func (s *limitState) take(key string) (bool, int) {
 	b.last = now
 	if b.tokens < 1 {
 		b.dropped++
+		if b.held == nil {
+			s.after(refillWait(b.tokens), func() { s.flush(key) })
+		}
+		b.held = &heldLine{h: h, r: r.Clone()}
 		return false, 0
 	}
 	b.tokens--
 	n := b.dropped
-	b.dropped = 0
+	b.dropped, b.held = 0, nil
 	return true, n
+}
+
+// refillWait is how long until a bucket holding tokens has one.
+func refillWait(tokens float64) time.Duration {
+	return time.Duration((1 - tokens) / LogPerSecond * float64(time.Second))
+}
+
+// flush writes key's held line, if no line of key was written since it
+// was dropped, with "suppressed" counting the others dropped; when the
+// rate does not allow it yet, it tries again when it will.
+func (s *limitState) flush(key string) {
+	s.mu.Lock()
+	b := s.buckets[key]
+	if b == nil || b.held == nil {
+		s.mu.Unlock()
+		return
+	}
+	now := s.now()
+	b.tokens = min(LogBurst, b.tokens+now.Sub(b.last).Seconds()*LogPerSecond)
+	b.last = now
+	if b.tokens < 1 {
+		s.after(refillWait(b.tokens), func() { s.flush(key) })
+		s.mu.Unlock()
+		return
+	}
+	b.tokens--
+	hl, n := b.held, b.dropped-1
+	b.dropped, b.held = 0, nil
+	s.mu.Unlock()
+	r := hl.r
+	if n > 0 {
+		r.AddAttrs(slog.Int("suppressed", n))
+	}
+	_ = hl.h.Handle(context.Background(), r)
 }
 
 // forgetQuietest drops the half of the buckets used longest ago, so a

@@ -15,6 +15,8 @@ func TestRateLimited(t *testing.T) {
 	h := RateLimited(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelDebug})).(*rateLimited)
 	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	h.st.now = func() time.Time { return now }
+	var timers []func()
+	h.st.after = func(_ time.Duration, f func()) { timers = append(timers, f) }
 	root := slog.New(h)
 	pas := Floodable(root.With("component", "pas"))
 	lab := Floodable(root).With("adapter", "pathology")
@@ -79,6 +81,64 @@ func TestRateLimited(t *testing.T) {
 	if !h.Enabled(context.Background(), slog.LevelDebug) {
 		t.Error("Enabled does not follow the wrapped handler")
 	}
+	// Each run of drops armed one flush; the lines written since took
+	// their counts, so the flushes write nothing.
+	if len(timers) != 2 {
+		t.Fatalf("%d flushes armed, want one for each run of drops (2)", len(timers))
+	}
+	for _, f := range timers {
+		f()
+	}
+	if got = lines(); len(got) != 0 {
+		t.Fatalf("flushes after the counts were written wrote %v", got)
+	}
+}
+
+// TestRateLimitedFlushesWhenFloodStops: when a flood stops, its last
+// dropped line is written once the rate allows, saying how many others
+// were dropped, without waiting for another line that may never come.
+func TestRateLimitedFlushesWhenFloodStops(t *testing.T) {
+	var out bytes.Buffer
+	h := RateLimited(slog.NewJSONHandler(&out, nil)).(*rateLimited)
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	h.st.now = func() time.Time { return now }
+	type timer struct {
+		d time.Duration
+		f func()
+	}
+	var timers []timer
+	h.st.after = func(d time.Duration, f func()) { timers = append(timers, timer{d, f}) }
+	log := Floodable(slog.New(h)).With("input", "pas")
+	for i := range LogBurst + 5 {
+		log.Warn("message rejected", "conn", i)
+	}
+	if n := strings.Count(out.String(), "\n"); n != LogBurst {
+		t.Fatalf("wrote %d lines during the flood, want %d", n, LogBurst)
+	}
+	out.Reset()
+	if len(timers) != 1 || timers[0].d != time.Second {
+		t.Fatalf("flushes armed %+v, want one, a second away", timers)
+	}
+	// Fired early (a clock that ran fast), it waits again.
+	now = now.Add(500 * time.Millisecond)
+	timers[0].f()
+	if out.Len() != 0 || len(timers) != 2 || timers[1].d != 500*time.Millisecond {
+		t.Fatalf("flush before the rate allows: wrote %q, armed %+v; want nothing, and another half a second away", out.String(), timers)
+	}
+	now = now.Add(500 * time.Millisecond)
+	timers[1].f()
+	var m map[string]any
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatalf("flushed %q: %v", out.String(), err)
+	}
+	if m["msg"] != "message rejected" || m["conn"] != float64(LogBurst+4) || m["suppressed"] != float64(4) || m["input"] != "pas" {
+		t.Fatalf("flushed %v, want the last line dropped (conn %d) saying 4 others were suppressed", m, LogBurst+4)
+	}
+	out.Reset()
+	timers[1].f()
+	if out.Len() != 0 {
+		t.Fatalf("a second flush wrote %q", out.String())
+	}
 }
 
 // TestRateLimitedForgetsQuietest: many distinct keys do not give a
@@ -88,6 +148,7 @@ func TestRateLimitedForgetsQuietest(t *testing.T) {
 	h := RateLimited(slog.NewTextHandler(&out, nil)).(*rateLimited)
 	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	h.st.now = func() time.Time { now = now.Add(time.Microsecond); return now }
+	h.st.after = func(time.Duration, func()) {} // flushes are not this test's
 	log := Floodable(slog.New(h))
 	for i := range maxLimitedKeys * 2 {
 		log.Warn("refused", "input", i)

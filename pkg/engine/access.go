@@ -213,8 +213,9 @@ func (e *Engine) check(r *http.Request, name string, recordAllowed bool) (*http.
 // recordAccess writes an access record: under the message's id when the
 // route names one ({id}) that is not an audit subject of its own, else
 // under an id of its own; with the patient's keyed hash when the route
-// names a patient ({nhs}) or the caller does (patientKey, such as the
-// patient of a posted Consent), never the NHS number.
+// names a patient ({nhs}), the body does (withBodyPatient) or the caller
+// does (patientKey, such as the patient of a posted Consent), never the
+// NHS number.
 func (e *Engine) recordAccess(r *http.Request, p access.Principal, name string, perm access.Permission, outcome, patientKey string) error {
 	rec := audit.Record{
 		Time: time.Now().UTC(), Event: audit.Accessed, Outcome: outcome,
@@ -229,6 +230,9 @@ func (e *Engine) recordAccess(r *http.Request, p access.Principal, name string, 
 		rec.MessageID = "access-" + e.accessIDs.New()
 	}
 	if nhs := r.PathValue("nhs"); nhs != "" {
+		rec.Patient = e.patientHash(nhs)
+	}
+	if nhs, _ := r.Context().Value(bodyPatientKey{}).(string); nhs != "" {
 		rec.Patient = e.patientHash(nhs)
 	}
 	if patientKey != "" {

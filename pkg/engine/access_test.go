@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -373,6 +374,61 @@ func TestDisclosureViewsByRole(t *testing.T) {
 		}
 	}
 	if !found {
+		t.Error("no withheld_from_report record")
+	}
+}
+
+// TestDisclosuresWithTheNumberInTheBody: POST /api/disclosures gives the
+// report GET /api/patients/{nhs}/disclosures gives, its access record
+// names the patient by keyed hash as the path form's does, parameters in
+// its URL are refused, and POST /api/disclosures/withhold withholds an
+// entry as the path form does.
+func TestDisclosuresWithTheNumberInTheBody(t *testing.T) {
+	e, secrets, id := rolesEngine(t, "BODY0001")
+	base := "http://" + e.HTTPAddr().String()
+	_, viaPath, _ := call(t, "GET", base+"/api/patients/9990000018/disclosures?format=csv&view=auditor", secrets["aud"], "")
+	tests := []struct {
+		name, url, body string
+		want            int
+	}{
+		{"report", base + "/api/disclosures", `{"nhs_number": "999 000 0018", "format": "csv", "view": "auditor"}`, http.StatusOK},
+		{"parameters in the URL", base + "/api/disclosures?nhs_number=9990000018", `{"nhs_number": "9990000018"}`, http.StatusBadRequest},
+		{"check digit wrong", base + "/api/disclosures", `{"nhs_number": "9990000019"}`, http.StatusBadRequest},
+		{"unknown field", base + "/api/disclosures", `{"nhs_number": "9990000018", "nhs": "x"}`, http.StatusBadRequest},
+		{"withhold", base + "/api/disclosures/withhold", fmt.Sprintf(`{"nhs_number": "9990000018", "message_id": %q, "destination": "fhir-store", "exemption": "serious harm", "reason": "clinician advice"}`, id), http.StatusOK},
+		{"withhold, number in path and body", base + "/api/patients/9990000018/disclosures/withhold", fmt.Sprintf(`{"nhs_number": "9990000018", "message_id": %q, "destination": "fhir-store", "exemption": "x", "reason": "y"}`, id), http.StatusBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, _ := call(t, "POST", tc.url, secrets["aud"], tc.body)
+			if code != tc.want {
+				t.Fatalf("status %d, want %d: %s", code, tc.want, body)
+			}
+			if code != http.StatusOK && bytes.Contains(body, []byte("999000001")) {
+				t.Errorf("the answer repeats the NHS number: %s", body)
+			}
+			if tc.name == "report" && !bytes.Equal(body, viaPath) {
+				t.Errorf("report by body:\n%s\nby path:\n%s", body, viaPath)
+			}
+		})
+	}
+	recs, _ := auditStream(t, e)
+	byEndpoint := map[string]string{}
+	withheld := false
+	for _, r := range recs {
+		if r.Event == audit.Accessed && r.Outcome == "allowed" {
+			byEndpoint[r.Endpoint] = r.Patient
+		}
+		withheld = withheld || r.Event == audit.WithheldFromReport && r.MessageID == id
+	}
+	path, body := byEndpoint["GET /api/patients/{nhs}/disclosures"], byEndpoint["POST /api/disclosures"]
+	if len(path) != 64 || body != path {
+		t.Errorf("access records name patient %q by path and %q by body; want the same keyed hash", path, body)
+	}
+	if byEndpoint["POST /api/disclosures/withhold"] != path {
+		t.Errorf("the withholding's access record names patient %q, want %q", byEndpoint["POST /api/disclosures/withhold"], path)
+	}
+	if !withheld {
 		t.Error("no withheld_from_report record")
 	}
 }

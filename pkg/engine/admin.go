@@ -69,6 +69,9 @@ func (e *Engine) adminMux(mux *http.ServeMux) {
 	mux.Handle("GET /api/reconcile", e.admin("reconcile", e.handleReconcile))
 	mux.Handle("GET /api/patients/{nhs}/disclosures", e.admin("disclosures", e.handleDisclosures))
 	mux.Handle("POST /api/patients/{nhs}/disclosures/withhold", e.admin("withhold", e.handleWithhold))
+	// The same, with the NHS number in the body rather than the URL.
+	mux.Handle("POST /api/disclosures", withBodyPatient(e.admin("disclosures", e.handleDisclosuresPost)))
+	mux.Handle("POST /api/disclosures/withhold", withBodyPatient(e.admin("withhold", e.handleWithholdPost)))
 	mux.Handle("GET /fhir/AuditEvent", e.admin("auditevents", e.handleAuditEvents))
 	mux.Handle("POST /api/optouts", e.admin("optouts", e.handleOptOuts))
 }

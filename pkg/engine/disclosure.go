@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -21,10 +22,10 @@ import (
 // maxWithholdBody bounds a withholding request.
 const maxWithholdBody = 16 << 10
 
-// patientParam returns the keyed hash of the NHS number in the request's
-// path, or writes a 400 that does not repeat it.
-func (e *Engine) patientParam(w http.ResponseWriter, r *http.Request) (string, bool) {
-	n := nhs.Normalize(r.PathValue("nhs"))
+// patientParam returns the keyed hash of NHS number number (from the
+// request's path or body), or writes a 400 that does not repeat it.
+func (e *Engine) patientParam(w http.ResponseWriter, number string) (string, bool) {
+	n := nhs.Normalize(number)
 	if !nhs.ValidNumber(n) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "not a valid NHS number: give 10 digits with a valid Modulus 11 check digit"})
 		return "", false
@@ -39,11 +40,98 @@ func (e *Engine) patientParam(w http.ResponseWriter, r *http.Request) (string, b
 // The report scans the audit stream over the window (default the last
 // 90 days), so its cost grows with all audit records in the window.
 func (e *Engine) handleDisclosures(w http.ResponseWriter, r *http.Request) {
-	patient, ok := e.patientParam(w, r)
+	e.serveDisclosures(w, r, r.PathValue("nhs"), r.URL.Query())
+}
+
+// disclosuresRequest is the body of POST /api/disclosures: the NHS number
+// and the query parameters of GET /api/patients/{nhs}/disclosures, kept
+// out of the URL (and so out of proxies' access logs).
+type disclosuresRequest struct {
+	NHSNumber           string `json:"nhs_number"`
+	From                string `json:"from"`
+	To                  string `json:"to"`
+	Format              string `json:"format"`
+	View                string `json:"view"`
+	Requester           string `json:"requester"`
+	IncludeSafeguarding bool   `json:"include_safeguarding"`
+}
+
+// handleDisclosuresPost serves POST /api/disclosures: the report of
+// handleDisclosures with the patient and parameters in a JSON body.
+func (e *Engine) handleDisclosuresPost(w http.ResponseWriter, r *http.Request) {
+	var req disclosuresRequest
+	if !readAdminBody(w, r, &req, "{nhs_number, from, to, format, view, requester, include_safeguarding}") {
+		return
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"from": req.From, "to": req.To, "format": req.Format, "view": req.View, "requester": req.Requester} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if req.IncludeSafeguarding {
+		q.Set("include_safeguarding", "true")
+	}
+	e.serveDisclosures(w, r, req.NHSNumber, q)
+}
+
+// bodyPatientKey carries, for the access record, the NHS number a
+// request gives in its body.
+type bodyPatientKey struct{}
+
+// withBodyPatient reads a request's JSON body (at most maxWithholdBody
+// bytes) for its nhs_number before h checks access, so that the access
+// record names the patient (by keyed hash) as it does when the number is
+// in the path; h gets the body unread.
+func withBodyPatient(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWithholdBody))
+		if err != nil {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "request body too large"})
+			return
+		}
+		var p struct {
+			NHSNumber string `json:"nhs_number"`
+		}
+		_ = json.Unmarshal(body, &p) // the handler answers a body that is not JSON
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if p.NHSNumber != "" {
+			r = r.WithContext(context.WithValue(r.Context(), bodyPatientKey{}, p.NHSNumber))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// readAdminBody decodes a JSON admin request body of at most
+// maxWithholdBody bytes into v, refusing unknown fields and parameters
+// given in the URL (those requests carry an NHS number, which belongs in
+// the body); on failure it writes the answer, naming the fields shape.
+func readAdminBody(w http.ResponseWriter, r *http.Request, v any, shape string) bool {
+	if r.URL.RawQuery != "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "give the parameters in the JSON body, not the URL: " + shape})
+		return false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWithholdBody))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "request body too large"})
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON: " + shape})
+		return false
+	}
+	return true
+}
+
+// serveDisclosures writes the disclosure report of the patient with NHS
+// number number, with the parameters q.
+func (e *Engine) serveDisclosures(w http.ResponseWriter, r *http.Request, number string, q url.Values) {
+	patient, ok := e.patientParam(w, number)
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
 	format := q.Get("format")
 	switch format {
 	case "":
@@ -110,8 +198,11 @@ func (e *Engine) handleDisclosures(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// withholdRequest is the body of a withholding.
+// withholdRequest is the body of a withholding; NHSNumber is given in
+// the body to POST /api/disclosures/withhold, and not at all to the form
+// with the number in the path.
 type withholdRequest struct {
+	NHSNumber   string `json:"nhs_number,omitempty"`
 	MessageID   string `json:"message_id"`
 	Destination string `json:"destination"`
 	Exemption   string `json:"exemption"`
@@ -124,20 +215,33 @@ type withholdRequest struct {
 // kept in the disclosure_withholdings bucket and audited (event
 // withheld_from_report, with the hash of its text, not the text).
 func (e *Engine) handleWithhold(w http.ResponseWriter, r *http.Request) {
-	patient, ok := e.patientParam(w, r)
-	if !ok {
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWithholdBody))
-	if err != nil {
-		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "request body too large"})
-		return
-	}
 	var req withholdRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON: {message_id, destination, exemption, reason}"})
+	if !readAdminBody(w, r, &req, "{message_id, destination, exemption, reason}") {
+		return
+	}
+	if req.NHSNumber != "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "the NHS number is in the path: leave nhs_number out of the body (or POST /api/disclosures/withhold)"})
+		return
+	}
+	e.withhold(w, r, r.PathValue("nhs"), req)
+}
+
+// handleWithholdPost is handleWithhold with the patient's NHS number in
+// the body: POST /api/disclosures/withhold with {nhs_number, message_id,
+// destination, exemption, reason}.
+func (e *Engine) handleWithholdPost(w http.ResponseWriter, r *http.Request) {
+	var req withholdRequest
+	if !readAdminBody(w, r, &req, "{nhs_number, message_id, destination, exemption, reason}") {
+		return
+	}
+	e.withhold(w, r, req.NHSNumber, req)
+}
+
+// withhold records withholding req from the report of the patient with
+// NHS number number.
+func (e *Engine) withhold(w http.ResponseWriter, r *http.Request, number string, req withholdRequest) {
+	patient, ok := e.patientParam(w, number)
+	if !ok {
 		return
 	}
 	wh := disclosure.Withholding{MessageID: req.MessageID, Destination: req.Destination, Exemption: req.Exemption, Reason: req.Reason, Time: time.Now().UTC()}

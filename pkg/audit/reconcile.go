@@ -2,6 +2,7 @@ package audit
 
 import (
 	"sort"
+	"strconv"
 	"time"
 )
 
@@ -19,7 +20,7 @@ const (
 // OutcomeRerouted is the outcome of the replayed record of a queued
 // payload not sent because its patient's consent changed while it
 // waited: it is routed again for its destination, and that routing
-// decides its fate (see router.Options.ConsentChanged). It is not
+// decides its fate (see router.Options.ConsentChanges). It is not
 // terminal.
 const OutcomeRerouted = "rerouted-consent-changed"
 
@@ -69,6 +70,13 @@ type routeState struct {
 	finished map[string]int // delivered or dead-lettered, by destination
 	outcome  map[string]Event
 	denied   map[string]bool // consent refused, by destination, at the last routing
+	// decisions counts the route's routings of the message, and reroutes
+	// the queued payloads (destination and outbound sequence) routed
+	// again because consent changed: each asks for one more routing.
+	// Counted, not ordered, so clocks out of step between processes and
+	// a record written twice do not leave the message waiting.
+	decisions int
+	reroutes  map[string]bool
 }
 
 // Reconcile decides the state of each accepted message from its audit
@@ -161,7 +169,7 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 	}
 	states := map[string]*routeState{}
 	for _, rt := range routes {
-		states[rt] = &routeState{queued: map[string]int{}, finished: map[string]int{}, outcome: map[string]Event{}, denied: map[string]bool{}}
+		states[rt] = &routeState{queued: map[string]int{}, finished: map[string]int{}, outcome: map[string]Event{}, denied: map[string]bool{}, reroutes: map[string]bool{}}
 	}
 	for _, r := range recs {
 		st := states[r.Route]
@@ -171,6 +179,7 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 		switch {
 		case r.Destination == "" && (r.Event == Matched || r.Event == Filtered || r.Event == DeadLettered):
 			st.decided = r.Event
+			st.decisions++
 			if r.Event == Matched {
 				// Routed again (a replay): consent is decided afresh.
 				clear(st.denied)
@@ -181,9 +190,10 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 			// Not sent as queued: consent changed while it waited, so it
 			// is routed again for this destination, and that routing
 			// decides (until it does, the route is waited for).
-			st.finished[r.Destination]++
-			st.outcome[r.Destination] = r.Event
-			st.decided = ""
+			if key := r.Destination + "|" + strconv.FormatUint(r.Seq, 10); !st.reroutes[key] {
+				st.reroutes[key] = true
+				st.finished[r.Destination]++
+			}
 		case r.Destination != "" && (r.Event == Delivered || r.Event == DeadLettered):
 			st.finished[r.Destination]++
 			st.outcome[r.Destination] = r.Event
@@ -195,10 +205,11 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 	reached := map[string]bool{}
 	for _, rt := range routes {
 		st := states[rt]
-		switch st.decided {
-		case "":
+		if st.decisions < 1+len(st.reroutes) {
 			waiting = append(waiting, "route "+rt)
 			continue
+		}
+		switch st.decided {
 		case Filtered:
 			continue
 		case DeadLettered:

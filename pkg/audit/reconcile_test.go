@@ -114,6 +114,31 @@ func TestReconcile(t *testing.T) {
 			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
 		},
 		{
+			// Another process, its clock behind, stamped the new routing
+			// before the replayed record.
+			name:     "consent changed while queued, routed again by a process whose clock is behind",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Replayed, "in", "a", OutcomeRerouted),
+				rec(8, "m1", Matched, "in", "", "matched"), rec(8, "m1", Queued, "in", "a", "queued"),
+				rec(10, "m1", Delivered, "in", "a", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
+			name:     "consent changed while queued, the replayed record written twice",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Replayed, "in", "a", OutcomeRerouted), rec(9, "m1", Replayed, "in", "a", OutcomeRerouted),
+				rec(10, "m1", Matched, "in", "", "matched"), rec(10, "m1", Queued, "in", "a", "queued"),
+				rec(11, "m1", Delivered, "in", "a", "delivered"),
+				rec(12, "m1", Replayed, "in", "a", OutcomeRerouted), // again, after the delivery
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
 			name:     "consent denied everywhere",
 			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
 			recs:     []Record{rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Consent, "in", "a", "deny")},

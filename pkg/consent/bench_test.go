@@ -57,7 +57,7 @@ func BenchmarkDecide(b *testing.B) {
 
 // BenchmarkLastChanges measures the check a delivery makes before
 // sending a payload that waited longer than consent.recheck_after: the
-// opt-out list's date and one patient's Consents, read from an embedded
+// patient's Consents and opt-out entry, read from an embedded
 // JetStream store holding both.
 func BenchmarkLastChanges(b *testing.B) {
 	ctx := context.Background()
@@ -80,7 +80,7 @@ func BenchmarkLastChanges(b *testing.B) {
 	hashes := []string{s.PatientHash(pol.Patient)}
 	b.ReportAllocs()
 	for b.Loop() {
-		c, err := s.LastChanges(ctx, hashes)
+		c, err := s.LastChanges(ctx, hashes, true)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package consent
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -168,6 +169,11 @@ func (s *Store) update(ctx context.Context, patientKey string, change func([]jso
 		if err != nil {
 			return fmt.Errorf("consent store: encoding consents: %w", err)
 		}
+		if rev != 0 && bytes.Equal(val, e.Value()) {
+			// The same Consents again (a resend): nothing is written, so
+			// nothing queued for the patient counts it as a change.
+			return nil
+		}
 		if rev == 0 {
 			_, err = s.consents.Create(ctx, key, val)
 		} else {
@@ -303,46 +309,42 @@ func (s *Store) OptOut(ctx context.Context, patientKey string, now time.Time) (O
 	return st, nil
 }
 
-// Changes is when the writes a consent decision rests on were last made:
-// the opt-out list's import, and each patient's Consents (by bucket key;
-// absent: none stored).
+// Changes is what a consent decision rests on that can change after it:
+// when each patient's Consents were last written (by bucket key; absent
+// or zero: none stored), and, when asked for, which patients are on the
+// opt-out list now.
 type Changes struct {
-	OptOuts  time.Time
 	Patients map[string]time.Time
+	OptedOut map[string]bool
 }
 
-// After reports whether any of those writes, for the patients with
-// bucket keys hashes, was made after t.
-func (c Changes) After(hashes []string, t time.Time) bool {
-	if c.OptOuts.After(t) {
-		return true
-	}
+// After reports whether, for the patients with bucket keys hashes, a
+// Consent was written after t or, with optOut (the decision applied the
+// opt-out gate, and so found none of them on the list), one of them is
+// on the opt-out list now.
+func (c Changes) After(hashes []string, t time.Time, optOut bool) bool {
 	for _, h := range hashes {
-		if c.Patients[h].After(t) {
+		if c.Patients[h].After(t) || optOut && c.OptedOut[h] {
 			return true
 		}
 	}
 	return false
 }
 
-// LastChanges returns when the opt-out list was last imported (its date
-// is written last, so an import counts once it is whole) and when each of
-// the patients with bucket keys hashes (see PatientHash) last had a
-// Consent stored, replaced or withdrawn. It reads one key per distinct
-// patient and the list's date. Changes that come with time alone (a
-// Consent's period ending, the list growing stale) are not writes and
-// are not seen.
-func (s *Store) LastChanges(ctx context.Context, hashes []string) (Changes, error) {
-	var c Changes
-	e, err := s.optout.Get(ctx, asOfKey)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return c, fmt.Errorf("consent store: reading the opt-out list date: %w", err)
-	default:
-		c.OptOuts = e.Created()
+// LastChanges returns, for the patients with bucket keys hashes (see
+// PatientHash), when each last had a Consent stored, replaced or
+// withdrawn and, with optOut, whether each is on the opt-out list: one
+// read a distinct patient, two with optOut. A decision that permitted a
+// disclosure under the opt-out gate found its patients off the list, so a
+// patient on it now was added since; an import that leaves a patient off
+// changes nothing for them. Changes that come with time alone (a
+// Consent's period ending, the list growing stale) are not writes and are
+// not seen.
+func (s *Store) LastChanges(ctx context.Context, hashes []string, optOut bool) (Changes, error) {
+	c := Changes{Patients: make(map[string]time.Time, len(hashes))}
+	if optOut {
+		c.OptedOut = make(map[string]bool, len(hashes))
 	}
-	c.Patients = make(map[string]time.Time, len(hashes))
 	for _, h := range hashes {
 		if _, done := c.Patients[h]; done {
 			continue
@@ -355,6 +357,17 @@ func (s *Store) LastChanges(ctx context.Context, hashes []string) (Changes, erro
 			return c, fmt.Errorf("consent store: reading consents: %w", err)
 		default:
 			c.Patients[h] = e.Created()
+		}
+		if !optOut {
+			continue
+		}
+		_, err = s.optout.Get(ctx, h)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return c, fmt.Errorf("consent store: reading an opt-out: %w", err)
+		default:
+			c.OptedOut[h] = true
 		}
 	}
 	return c, nil

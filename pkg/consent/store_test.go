@@ -257,16 +257,16 @@ func TestStoreLastChanges(t *testing.T) {
 	ctx := t.Context()
 	s := openTestStore(t, startJetStream(t))
 	hA, hB := s.PatientHash(patientA), s.PatientHash(patientB)
-	changed := func(t *testing.T, hashes []string, since time.Time) bool {
+	changed := func(t *testing.T, hashes []string, since time.Time, optOut bool) bool {
 		t.Helper()
-		c, err := s.LastChanges(ctx, hashes)
+		c, err := s.LastChanges(ctx, hashes, optOut)
 		if err != nil {
 			t.Fatalf("LastChanges: %v", err)
 		}
-		return c.After(hashes, since)
+		return c.After(hashes, since, optOut)
 	}
 	start := time.Now()
-	if changed(t, []string{hA, hB}, start) {
+	if changed(t, []string{hA, hB}, start, true) {
 		t.Error("nothing stored: reported a change")
 	}
 	if _, err := s.PutConsent(ctx, consentJSON(t, "c1", "active", patientA)); err != nil {
@@ -277,6 +277,10 @@ func TestStoreLastChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	afterB := time.Now()
+	// The same Consent again writes nothing.
+	if _, err := s.PutConsent(ctx, consentJSON(t, "c9", "active", patientB)); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.DeleteConsent(ctx, patientA, "c1"); err != nil {
 		t.Fatal(err)
 	}
@@ -296,21 +300,24 @@ func TestStoreLastChanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := changed(t, tt.hashes, tt.since); got != tt.want {
+			if got := changed(t, tt.hashes, tt.since, false); got != tt.want {
 				t.Errorf("changed = %v, want %v", got, tt.want)
 			}
 		})
 	}
 	t.Run("opt-out list imported", func(t *testing.T) {
-		before := time.Now()
-		if err := s.ImportOptOuts(ctx, []string{patientA}, before); err != nil {
+		now := time.Now()
+		if err := s.ImportOptOuts(ctx, []string{patientA}, now); err != nil {
 			t.Fatal(err)
 		}
-		if !changed(t, []string{hB}, before) {
-			t.Error("an import after the decision: no change reported for a patient not on it")
+		if !changed(t, []string{hA}, now, true) {
+			t.Error("a patient listed since, for a decision under the opt-out gate: no change reported")
 		}
-		if changed(t, []string{hB}, time.Now()) {
-			t.Error("nothing after: reported a change")
+		if changed(t, []string{hA}, now, false) {
+			t.Error("a patient listed since, for a decision the opt-out gate did not apply to: reported a change")
+		}
+		if changed(t, []string{hB}, now, true) {
+			t.Error("an import leaving the patient off the list: reported a change")
 		}
 	})
 }

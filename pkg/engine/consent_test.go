@@ -369,19 +369,12 @@ func engineFromConfig(t *testing.T, dir, body string) *engine.Engine {
 // 200 ms, with consent checked again before every attempt.
 func startWithEHRDown(t *testing.T, pipe string) (*engine.Engine, *fhirServer) {
 	t.Helper()
-	srv := &fhirServer{}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(hs.Close)
-	down := make([]int, 1000)
-	for i := range down {
-		down[i] = http.StatusServiceUnavailable
-	}
-	srv.script(down...)
+	srv, url := downReceiver(t)
 	routes, _ := filepath.Abs("testdata/routes")
 	e, _ := startEngineWithRoutes(t, routes, `destinations:
   ehr:
     type: fhir
-    url: `+hs.URL+`
+    url: `+url+`
     retry: {max_attempts: 200, initial: 200ms, max: 200ms, multiplier: 1, timeout: 5s}
 consent:
   recheck_after: 0s
@@ -389,6 +382,21 @@ consent:
     ehr: {ods: RX2}
 `+pipe)
 	return e, srv
+}
+
+// downReceiver is a FHIR server answering 503 until the test clears its
+// script, and its URL.
+func downReceiver(t *testing.T) (*fhirServer, string) {
+	t.Helper()
+	srv := &fhirServer{}
+	down := make([]int, 1000)
+	for i := range down {
+		down[i] = http.StatusServiceUnavailable
+	}
+	srv.script(down...)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return srv, hs.URL
 }
 
 // TestConsentChangeWhileQueued: a payload decided before its patient
@@ -536,14 +544,7 @@ func TestConsentChangeWhileQueuedInputGone(t *testing.T) {
 // dead-lettered with consent.changed, not sent as decided.
 func TestConsentChangeAfterRouteChanged(t *testing.T) {
 	forPipelines(t, func(t *testing.T, pipe string) {
-		srv := &fhirServer{}
-		down := make([]int, 1000)
-		for i := range down {
-			down[i] = http.StatusServiceUnavailable
-		}
-		srv.script(down...)
-		hs := httptest.NewServer(srv)
-		t.Cleanup(hs.Close)
+		srv, url := downReceiver(t)
 		dir := t.TempDir()
 		before, _ := filepath.Abs("testdata/routes")
 		after := t.TempDir()
@@ -558,7 +559,7 @@ func TestConsentChangeAfterRouteChanged(t *testing.T) {
 				"consent:\n  recheck_after: 0s\n  destinations:\n    ehr: {ods: RX2}\n"+
 				"destinations:\n  ehr:\n    type: fhir\n    url: %s\n    retry: {max_attempts: 200, initial: 200ms, max: 200ms, multiplier: 1, timeout: 5s}\n"+
 				"  archive:\n    type: file\n    dir: out/archive\n",
-				dir, routes, pipelineOf(pipe), hs.URL)
+				dir, routes, pipelineOf(pipe), url)
 			return startFromConfig(t, dir, body)
 		}
 		e := start(before)
@@ -582,6 +583,73 @@ func TestConsentChangeAfterRouteChanged(t *testing.T) {
 		}
 		if n := len(srv.accepted()); n != 0 {
 			t.Errorf("the receiver accepted %d payloads", n)
+		}
+	})
+}
+
+// TestOptOutWhileQueued: a patient who joins the national data opt-out
+// while two of their payloads wait for a receiver that is down stops the
+// one a research route decided (the opt-out gate applied to it): it is
+// routed again and refused. The direct-care route's payload, which the
+// opt-out does not reach, is checked, found unchanged and delivered as
+// queued, in its place.
+func TestOptOutWhileQueued(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		srv, url := downReceiver(t)
+		routes := t.TempDir()
+		for name, body := range map[string]string{
+			"care.yaml":     "name: care\nsource:\n  adapter: pas\nmatch: msg.type == \"ADT^A01\"\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: ehr\n",
+			"research.yaml": "name: study\nsource:\n  adapter: pas\nmatch: msg.type == \"ADT^A01\"\nconsent:\n  purpose: research\n  legal_basis: s251\n  default: permit\ndestinations:\n  - name: registry\n",
+		} {
+			if err := os.WriteFile(filepath.Join(routes, name), []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		retry := "    retry: {max_attempts: 200, initial: 200ms, max: 200ms, multiplier: 1, timeout: 5s}\n"
+		e, _ := startEngineWithRoutes(t, routes, "destinations:\n  ehr:\n    type: fhir\n    url: "+url+"\n"+retry+
+			"  registry:\n    type: fhir\n    url: "+url+"\n"+retry+
+			"consent:\n  recheck_after: 0s\n"+pipe)
+		base := "http://" + e.HTTPAddr().String()
+		asOf := "?as_of=" + time.Now().UTC().Format(time.RFC3339)
+		if st, _, body := postOptOuts(t, base, asOf, controlPatient+"\n"); st != http.StatusOK {
+			t.Fatalf("first opt-out list: %d %s", st, body)
+		}
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "OQ0001", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send: %s", code)
+		}
+		m := e.Metrics()
+		waitFor(t, "both payloads tried and refused by the receiver", func() bool {
+			return testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")) >= 1 &&
+				testutil.ToFloat64(m.Attempts.WithLabelValues("registry", "transient")) >= 1
+		})
+		asOf = "?as_of=" + time.Now().UTC().Format(time.RFC3339)
+		if st, _, body := postOptOuts(t, base, asOf, controlPatient+"\n"+deniedPatient+"\n"); st != http.StatusOK {
+			t.Fatalf("second opt-out list: %d %s", st, body)
+		}
+		waitFor(t, "the research payload routed again and refused", func() bool {
+			for _, trail := range trails(t, e) {
+				rerouted, refused := false, false
+				for _, r := range trail {
+					rerouted = rerouted || r.Event == audit.Replayed && r.Destination == "registry" && r.Outcome == audit.OutcomeRerouted
+					refused = refused || r.Event == audit.Consent && r.Destination == "registry" && r.Outcome == "deny"
+				}
+				if rerouted && refused {
+					return true
+				}
+			}
+			return false
+		})
+		srv.mu.Lock()
+		srv.statuses = nil
+		srv.mu.Unlock()
+		waitFor(t, "the direct-care delivery", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) >= 1
+		})
+		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "rerouted")); v != 0 {
+			t.Errorf("direct-care payload rerouted %v times, want 0: the opt-out does not apply to it", v)
+		}
+		if got := srv.accepted(); len(got) != 1 || !strings.Contains(got[0], "|care|ehr") {
+			t.Errorf("the receiver accepted %q; want only the direct-care payload", got)
 		}
 	})
 }

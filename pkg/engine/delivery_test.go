@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -1088,4 +1089,37 @@ func testFailingPatientHoldsUpNoOther(t *testing.T, pipe string) {
 	})
 	sendAdmission("FP03", failing)
 	waitFor(t, "the failing patient's next admission", func() bool { return slices.Contains(accepted(), "FP03") })
+}
+
+// TestTwoRoutesDeadLetterAtOneDestination: one message's payloads from
+// two routes, both refused by one destination, are two dead letters, not
+// one taken for the other.
+func TestTwoRoutesDeadLetterAtOneDestination(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		srv := &fhirServer{}
+		srv.script(400, 400)
+		hs := httptest.NewServer(srv)
+		t.Cleanup(hs.Close)
+		routes := t.TempDir()
+		for _, name := range []string{"first", "second"} {
+			body := "name: " + name + "\nsource:\n  adapter: pas\nmatch: msg.type == \"ADT^A01\"\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: ehr\n"
+			if err := os.WriteFile(filepath.Join(routes, name+".yaml"), []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e, _ := startEngineWithRoutes(t, routes, "destinations:\n  ehr:\n    type: fhir\n    url: "+hs.URL+"\n"+pipe)
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "TR0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("ack %s", code)
+		}
+		waitFor(t, "both payloads dead-lettered", func() bool {
+			return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("ehr", "dead_lettered")) >= 2
+		})
+		var dls []router.DeadLetter
+		waitFor(t, "two dead letters", func() bool { dls = deadLetters(t, e); return len(dls) >= 2 })
+		got := []string{dls[0].Route, dls[1].Route}
+		slices.Sort(got)
+		if len(dls) != 2 || !slices.Equal(got, []string{"first", "second"}) {
+			t.Errorf("dead letters %+v: want one from each route", dls)
+		}
+	})
 }

@@ -341,7 +341,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	if consents != nil && cfg.Consent.OptOutFile != "" {
 		e.watchOptOutFile(ctx, cfg.Consent.OptOutFile)
 	}
-	var consentChanges func(context.Context, []string) (consent.Changes, error)
+	var consentChanges func(context.Context, []string, bool) (consent.Changes, error)
 	if consents != nil {
 		consentChanges = consents.LastChanges
 	}

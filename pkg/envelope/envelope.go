@@ -59,6 +59,10 @@ const (
 	// translation names by a local identifier, whose NHS number the
 	// patient index knew).
 	HeaderDecidedFor = "Junction-Decided-For"
+	// HeaderDecidedOptOut is "true" on a payload whose route's purpose
+	// the national data opt-out applies to, so its decision found none
+	// of its patients on the opt-out list.
+	HeaderDecidedOptOut = "Junction-Decided-Opt-Out"
 	// HeaderTraceParent is the W3C trace context, in the canonical form
 	// OpenTelemetry's header carrier reads.
 	HeaderTraceParent = "Traceparent"

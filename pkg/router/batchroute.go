@@ -154,6 +154,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 		var dests []string
 		var recs []audit.Record
 		var pending []queued
+		optOut := optOutGate(w.rt)
 		for i, ev := range evs {
 			env := envs[i]
 			if retryable(ev.fail) {
@@ -174,7 +175,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				h.Set(envelope.HeaderRoute, w.rt.Name)
 				h.Set(envelope.HeaderDestination, d.Destination)
 				h.Set(envelope.HeaderPatient, ev.patientHeader())
-				setDecided(h, ev.decided, ev.decidedFor)
+				setDecided(h, ev.decided, ev.decidedFor, optOut)
 				others := ev.setPatients(h, d)
 				if _, ok := perDest[d.Destination]; !ok {
 					dests = append(dests, d.Destination)
@@ -500,9 +501,10 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 				for i, e := range entries {
 					a := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name, e.seq)
 					switch {
-					case a.delivered:
-						// Delivered and recorded before a lane opened
-						// behind it: not to be sent, nor moved, again.
+					case a.delivered, a.rerouted != nil:
+						// Delivered (or routed again, its consent having
+						// changed) and recorded before: not to be sent,
+						// moved nor routed again.
 						w.done[i] = nil
 					case a.made > 0:
 						w.made[i] = a

@@ -19,37 +19,54 @@ import (
 
 // Consent is decided when a message is routed, but a payload may wait in
 // its destination's queue for minutes or hours (the receiver is down and
-// retries back off). A patient who withdraws a Consent, or an opt-out
-// list imported, meanwhile must stop what has not left yet. So before an
-// attempt at a payload whose decision is older than Options.RecheckAfter,
-// the delivery stage asks whether anything the decision rests on was
-// written since (Options.ConsentChanged, on the patients' keyed hashes
-// the payload's headers carry). If so, the payload is not sent as
-// queued: its stored input is routed again by its route for its
-// destination alone, as a replay of a delivery dead letter is, so consent
-// is decided, redacted and audited anew, and the queued payload ends with
-// a replayed record (outcome audit.OutcomeRerouted) that the reconciler counts
-// as finishing it. A payload whose input is gone is dead-lettered
+// retries back off). A patient who withdraws a Consent, or who joins the
+// national data opt-out, meanwhile must stop what has not left yet. So
+// before an attempt at a payload whose decision is older than
+// Options.RecheckAfter, the delivery stage asks whether, for the patients
+// whose keyed hashes the payload's headers carry, a Consent was written
+// since, or, where the opt-out gate applied to the decision, one of them
+// is on the opt-out list now (Options.ConsentChanges). If so, the payload
+// is not sent as queued: its stored input is routed again by its route for
+// its destination alone, as a replay of a delivery dead letter is, so
+// consent is decided, redacted and audited anew, and the queued payload
+// ends with a replayed record (outcome audit.OutcomeRerouted) that the
+// reconciler counts as finishing it. A payload whose input is gone, or
+// whose route no longer delivers to its destination, is dead-lettered
 // (fault.CodeConsentChanged) rather than sent undecided.
 //
 // Routing again puts the new payload behind what the patient's partition
 // queued since; receivers that apply events in order see it late, as
-// after any replay.
+// after any replay. Only the patient whose consent changed is affected.
+// The decision time is the engine's clock and a Consent's write time the
+// store's: with an external NATS, keep their clocks in step (NTP), or a
+// change within the skew of a decision goes unseen.
 
 // errConsentChanged says a payload's consent changed since it was
 // decided.
 var errConsentChanged = errors.New("consent changed since the payload was decided")
 
-// setDecided stamps outbound headers h with the time consent was decided
-// and, when it is not the message's patient hash, the hash of the NHS
-// number it was decided by.
-func setDecided(h nats.Header, at time.Time, decidedFor string) {
+// setDecided stamps outbound headers h with the time consent was decided,
+// when it is not the message's patient hash the hash of the NHS number it
+// was decided by, and whether the opt-out gate applied.
+func setDecided(h nats.Header, at time.Time, decidedFor string, optOut bool) {
 	h.Set(envelope.HeaderDecided, strconv.FormatInt(at.UnixMilli(), 10))
 	if decidedFor != "" && decidedFor != h.Get(envelope.HeaderPatient) {
 		h.Set(envelope.HeaderDecidedFor, decidedFor)
 	} else {
 		h.Del(envelope.HeaderDecidedFor)
 	}
+	if optOut {
+		h.Set(envelope.HeaderDecidedOptOut, "true")
+	} else {
+		h.Del(envelope.HeaderDecidedOptOut)
+	}
+}
+
+// decidedOptOut reports whether the opt-out gate applied to the decision
+// of the payload with headers h. A payload queued before that was
+// recorded is treated as if it had.
+func decidedOptOut(h nats.Header) bool {
+	return h.Get(envelope.HeaderDecidedOptOut) == "true" || h.Get(envelope.HeaderDecided) == ""
 }
 
 // decidedAt is when consent was decided for the payload with headers h:
@@ -95,12 +112,12 @@ func (r *Router) recheckConsent(ctx context.Context, d *Destination, h nats.Head
 	if !r.recheckDue(d, h) {
 		return nil
 	}
-	hashes := decidedHashes(h)
-	c, err := r.o.ConsentChanges(ctx, hashes)
+	hashes, optOut := decidedHashes(h), decidedOptOut(h)
+	c, err := r.o.ConsentChanges(ctx, hashes, optOut)
 	if err != nil {
 		return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "consent could not be checked again before sending", err)
 	}
-	if c.After(hashes, decidedAt(h)) {
+	if c.After(hashes, decidedAt(h), optOut) {
 		return errConsentChanged
 	}
 	return nil
@@ -115,6 +132,7 @@ func (r *Router) unchangedForBatch(ctx context.Context, d *Destination, entries 
 	ok := make([]bool, len(entries))
 	var due []int
 	var hashes []string
+	optOut := false
 	for i, e := range entries {
 		if !r.recheckDue(d, e.h) {
 			ok[i] = true
@@ -122,17 +140,18 @@ func (r *Router) unchangedForBatch(ctx context.Context, d *Destination, entries 
 		}
 		due = append(due, i)
 		hashes = append(hashes, decidedHashes(e.h)...)
+		optOut = optOut || decidedOptOut(e.h)
 	}
 	if len(due) == 0 {
 		return ok
 	}
-	c, err := r.o.ConsentChanges(ctx, hashes)
+	c, err := r.o.ConsentChanges(ctx, hashes, optOut)
 	if err != nil {
 		return ok
 	}
 	for _, i := range due {
 		h := entries[i].h
-		ok[i] = !c.After(decidedHashes(h), decidedAt(h))
+		ok[i] = !c.After(decidedHashes(h), decidedAt(h), decidedOptOut(h))
 	}
 	return ok
 }
@@ -164,7 +183,11 @@ func (r *Router) rerouteForConsent(ctx context.Context, d *Destination, h nats.H
 	}
 	switch {
 	case why != "":
-		cause := fault.Newf(fault.CodeConsentChanged, "consent changed after this payload was decided, and it cannot be decided again (%s): replay it as stored to send it anyway", why)
+		advice := "replay it as stored to send it anyway"
+		if ns == nil {
+			advice = "a replay can send it once the route delivers there again"
+		}
+		cause := fault.Newf(fault.CodeConsentChanged, "consent changed after this payload was decided, and it cannot be decided again (%s): %s", why, advice)
 		dseq, err := r.deadLetter(ctx, "delivery", d.Name, h, data, cause)
 		if err != nil {
 			return nil, err
@@ -184,11 +207,14 @@ func (r *Router) rerouteForConsent(ctx context.Context, d *Destination, h nats.H
 	rec := base
 	rec.Time, rec.Event, rec.Outcome = time.Now().UTC(), audit.Replayed, audit.OutcomeRerouted
 	rec.Reason = "not sent as queued: a Consent or the opt-out list changed after its consent decision, so it is routed again for this destination and consent decided anew"
-	if _, err := r.js.PublishMsg(ctx, in); err != nil {
+	ack, err := r.js.PublishMsg(ctx, in)
+	if err != nil {
 		return nil, fmt.Errorf("routing %s again after a consent change: %w", id, err)
 	}
-	r.o.Metrics.Delivered.WithLabelValues(d.Name, "rerouted").Inc()
-	r.o.Logger.Info("queued payload routed again: consent changed since it was decided", "message_id", id, "route", rt, "destination", d.Name)
+	if !ack.Duplicate {
+		r.o.Metrics.Delivered.WithLabelValues(d.Name, "rerouted").Inc()
+		r.o.Logger.Info("queued payload routed again: consent changed since it was decided", "message_id", id, "route", rt, "destination", d.Name)
+	}
 	return []audit.Record{rec}, nil
 }
 

@@ -25,14 +25,16 @@ func TestDecidedHeaders(t *testing.T) {
 		received   string
 		wantAt     time.Time
 		wantHashes []string
+		optOut     bool
 	}{
-		{"stamped, one patient", "ha", "", true, "", received, at.Truncate(time.Millisecond), []string{"ha"}},
-		{"decided by the index's NHS number", "hlocal", "", true, "hnhs", received, at.Truncate(time.Millisecond), []string{"hlocal", "hnhs"}},
-		{"decided by the patient's own hash", "ha", "", true, "ha", received, at.Truncate(time.Millisecond), []string{"ha"}},
-		{"further patients", "ha", "hb,hc", true, "", received, at.Truncate(time.Millisecond), []string{"ha", "hb", "hc"}},
-		{"no patient", envelope.PatientNone, "", true, "", received, at.Truncate(time.Millisecond), nil},
-		{"queued before stamping: received", "ha", "", false, "", received, time.Date(2026, 12, 5, 9, 29, 59, 500000000, time.UTC), []string{"ha"}},
-		{"neither: of unknown age", "ha", "", false, "", "", time.Unix(0, 0), []string{"ha"}},
+		{"stamped, one patient", "ha", "", true, "", received, at.Truncate(time.Millisecond), []string{"ha"}, false},
+		{"decided by the index's NHS number", "hlocal", "", true, "hnhs", received, at.Truncate(time.Millisecond), []string{"hlocal", "hnhs"}, false},
+		{"decided by the patient's own hash", "ha", "", true, "ha", received, at.Truncate(time.Millisecond), []string{"ha"}, false},
+		{"further patients", "ha", "hb,hc", true, "", received, at.Truncate(time.Millisecond), []string{"ha", "hb", "hc"}, false},
+		{"under the opt-out gate", "ha", "", true, "", received, at.Truncate(time.Millisecond), []string{"ha"}, true},
+		{"no patient", envelope.PatientNone, "", true, "", received, at.Truncate(time.Millisecond), nil, false},
+		{"queued before stamping: received", "ha", "", false, "", received, time.Date(2026, 12, 5, 9, 29, 59, 500000000, time.UTC), []string{"ha"}, false},
+		{"neither: of unknown age", "ha", "", false, "", "", time.Unix(0, 0), []string{"ha"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,7 +49,7 @@ func TestDecidedHeaders(t *testing.T) {
 			// A header left from an earlier decision goes.
 			h.Set(envelope.HeaderDecidedFor, "stale")
 			if tt.stamp {
-				setDecided(h, at, tt.decidedFor)
+				setDecided(h, at, tt.decidedFor, tt.optOut)
 			} else {
 				h.Del(envelope.HeaderDecidedFor)
 			}
@@ -57,24 +59,28 @@ func TestDecidedHeaders(t *testing.T) {
 			if got := decidedHashes(h); !slices.Equal(got, tt.wantHashes) {
 				t.Errorf("decidedHashes = %q, want %q", got, tt.wantHashes)
 			}
+			// Unstamped, a payload counts as decided under the gate.
+			if got, want := decidedOptOut(h), tt.optOut || !tt.stamp; got != want {
+				t.Errorf("decidedOptOut = %v, want %v", got, want)
+			}
 		})
 	}
 }
 
 func TestUnchangedForBatch(t *testing.T) {
 	now := time.Now()
-	entry := func(patient string, decided time.Time) outEntry {
+	entry := func(patient string, decided time.Time, optOut bool) outEntry {
 		h := nats.Header{}
 		h.Set(envelope.HeaderPatient, patient)
-		setDecided(h, decided, "")
+		setDecided(h, decided, "", optOut)
 		return outEntry{h: h}
 	}
 	entries := []outEntry{
-		entry("fresh", now),                          // not due: decided just now
-		entry("changed", now.Add(-time.Minute)),      // due; a Consent written after
-		entry("unchanged", now.Add(-time.Minute)),    // due; written before
-		entry("never", now.Add(-time.Minute)),        // due; nothing stored
-		entry("changed", now.Add(-time.Millisecond)), // not due
+		entry("fresh", now, false),                          // not due: decided just now
+		entry("changed", now.Add(-time.Minute), false),      // due; a Consent written after
+		entry("unchanged", now.Add(-time.Minute), false),    // due; written before
+		entry("never", now.Add(-time.Minute), true),         // due; nothing stored; under the opt-out gate
+		entry("changed", now.Add(-time.Millisecond), false), // not due
 	}
 	changes := consent.Changes{Patients: map[string]time.Time{
 		"changed":   now.Add(-30 * time.Second),
@@ -89,7 +95,7 @@ func TestUnchangedForBatch(t *testing.T) {
 		wantRead []string
 	}{
 		{"one read for the due entries", Destination{Name: "ehr"}, changes, nil, []bool{true, false, true, true, true}, []string{"changed", "unchanged", "never"}},
-		{"opt-out list imported", Destination{Name: "ehr"}, consent.Changes{OptOuts: now.Add(-time.Second)}, nil, []bool{true, false, false, false, true}, []string{"changed", "unchanged", "never"}},
+		{"listed since: only a decision under the gate counts it", Destination{Name: "ehr"}, consent.Changes{OptedOut: map[string]bool{"unchanged": true, "never": true}}, nil, []bool{true, true, true, false, true}, []string{"changed", "unchanged", "never"}},
 		{"store unavailable", Destination{Name: "ehr"}, consent.Changes{}, errors.New("down"), []bool{true, false, false, false, true}, []string{"changed", "unchanged", "never"}},
 		{"internal destination", Destination{Name: "consents", Internal: true}, changes, nil, []bool{true, true, true, true, true}, nil},
 	}
@@ -97,9 +103,12 @@ func TestUnchangedForBatch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var read []string
 			calls := 0
-			r := &Router{o: Options{RecheckAfter: 10 * time.Second, ConsentChanges: func(_ context.Context, hashes []string) (consent.Changes, error) {
+			r := &Router{o: Options{RecheckAfter: 10 * time.Second, ConsentChanges: func(_ context.Context, hashes []string, optOut bool) (consent.Changes, error) {
 				calls++
 				read = append(read, hashes...)
+				if !optOut {
+					t.Error("the opt-out list was not asked about, with a payload decided under its gate due")
+				}
 				return tt.changes, tt.err
 			}}}
 			got := r.unchangedForBatch(t.Context(), &tt.dest, entries)

@@ -285,7 +285,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 				nm.Data = it.data
 				// The operator's choice stands for the decision: a
 				// check before sending asks only about changes after it.
-				setDecided(nm.Header, time.Now(), "")
+				setDecided(nm.Header, time.Now(), "", decidedOptOut(nm.Header))
 				reason = "dead letter resent as stored (its input is gone, so consent was not decided again)"
 			case errors.As(err, &ns):
 				skip(ns.why + "; its consent cannot be decided again, so it is not resent (replay it as stored to send it anyway)")

@@ -150,7 +150,7 @@ type Options struct {
 	// since is not sent as queued but routed again for its destination
 	// alone, so consent is decided anew (see recheck.go). Nil: payloads
 	// are sent as decided.
-	ConsentChanges func(ctx context.Context, hashes []string) (consent.Changes, error)
+	ConsentChanges func(ctx context.Context, hashes []string, optOut bool) (consent.Changes, error)
 	// RecheckAfter is how old a payload's consent decision may be before
 	// ConsentChanges is asked about it; 0 asks before every attempt.
 	RecheckAfter time.Duration
@@ -414,7 +414,9 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 	} else {
 		m.Header.Del(envelope.HeaderDetail)
 	}
-	m.Header.Set(jetstream.MsgIDHeader, "dlq|"+stage+"|"+name+"|"+h.Get(envelope.HeaderID)+"|"+h.Get(envelope.HeaderAttempt)+"|"+h.Get(envelope.HeaderReplay))
+	// The route too: one message's payloads from two routes to one
+	// destination are two dead letters.
+	m.Header.Set(jetstream.MsgIDHeader, "dlq|"+stage+"|"+name+"|"+h.Get(envelope.HeaderID)+"|"+h.Get(envelope.HeaderRoute)+"|"+h.Get(envelope.HeaderAttempt)+"|"+h.Get(envelope.HeaderReplay))
 	m.Data = data
 	ack, perr := r.js.PublishMsg(ctx, m)
 	if perr != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/nhs"
@@ -29,6 +30,14 @@ type routeWorker struct {
 	r  *Router
 	rt *route.Route
 	tr *sharedTranslator
+}
+
+// optOutGate reports whether the national data opt-out applies to the
+// route's disclosures (consent.OptOutApplies).
+func optOutGate(rt *route.Route) bool {
+	p, err1 := consent.ParsePurpose(rt.Purpose)
+	b, err2 := consent.ParseLegalBasis(rt.LegalBasis)
+	return err1 == nil && err2 == nil && consent.OptOutApplies(p, b)
 }
 
 // msgOut is what routing one message wrote or will write.
@@ -340,7 +349,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		om.Header.Set(envelope.HeaderRoute, w.rt.Name)
 		om.Header.Set(envelope.HeaderDestination, d.Destination)
 		om.Header.Set(envelope.HeaderPatient, ev.patientHeader())
-		setDecided(om.Header, ev.decided, ev.decidedFor)
+		setDecided(om.Header, ev.decided, ev.decidedFor, optOutGate(w.rt))
 		others := ev.setPatients(om.Header, d)
 		if replay != "" {
 			om.Header.Set(envelope.HeaderReplay, replay)
@@ -498,6 +507,9 @@ type attempts struct {
 	last *audit.Record
 	// delivered reports a delivery of the payload recorded on the trail.
 	delivered bool
+	// rerouted is the record, on the trail, of the payload routed again
+	// because its consent changed (see recheck.go): its fate is settled.
+	rerouted *audit.Record
 }
 
 // later returns whichever of a and b knows of more attempts.
@@ -574,6 +586,11 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 	}
 	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
 	patientOf(h, &base)
+	if prior.rerouted != nil {
+		// Routed again before a restart or a lost acknowledgement: its
+		// fate is the new routing's, and it is not routed a second time.
+		return []audit.Record{*prior.rerouted}, prior, nil
+	}
 	var lastErr error
 	var unwritten []audit.Record
 	now := prior
@@ -592,7 +609,8 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		actx, cancel := context.WithTimeout(sctx, d.Retry.Timeout)
 		var rc adapter.Receipt
 		err := r.recheckConsent(actx, d, h)
-		if errors.Is(err, errConsentChanged) {
+		switch {
+		case errors.Is(err, errConsentChanged):
 			cancel()
 			span.SetStatus(codes.Ok, "routed again: consent changed")
 			recs, err := r.rerouteForConsent(ctx, d, h, data, seq)
@@ -600,8 +618,12 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 				return nil, now, err
 			}
 			return append(unwritten, recs...), now, nil
-		}
-		if err == nil {
+		case err != nil:
+			// Not known whether it may go: tried again later, without
+			// counting an attempt, as any store failure is.
+			cancel()
+			return nil, now, err
+		default:
 			start := time.Now()
 			err = safely(func() (err error) { rc, err = d.Out.Send(actx, del); return err })
 			r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
@@ -723,6 +745,9 @@ func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint
 		}
 		if rec.Event == audit.Delivered {
 			a.delivered = true
+		}
+		if rec.Event == audit.Replayed && rec.Outcome == audit.OutcomeRerouted {
+			a.rerouted = rec
 		}
 	}
 	return a

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 )
@@ -120,6 +121,32 @@ func TestUnchangedForBatch(t *testing.T) {
 			}
 			if want := min(len(tt.wantRead), 1); calls != want {
 				t.Errorf("%d reads of the store, want %d", calls, want)
+			}
+		})
+	}
+}
+
+// TestLaterKeepsAReroute: what is known of a payload's earlier attempts,
+// merged, keeps a reroute found on its trail, so a payload redelivered
+// after its reroute was recorded is not routed again.
+func TestLaterKeepsAReroute(t *testing.T) {
+	rec := &audit.Record{Event: audit.Replayed, Outcome: audit.OutcomeRerouted}
+	failed := &audit.Record{Event: audit.Failed, Outcome: "transient"}
+	tests := []struct {
+		name string
+		a, b attempts
+		made int
+	}{
+		{"nothing known, then the trail", attempts{}, attempts{rerouted: rec}, 0},
+		{"the trail first", attempts{rerouted: rec}, attempts{}, 0},
+		{"more attempts known without it", attempts{rerouted: rec, made: 1}, attempts{made: 3, last: failed}, 3},
+		{"fewer attempts known without it", attempts{made: 3, last: failed}, attempts{rerouted: rec, made: 1}, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.a.later(tt.b)
+			if got.rerouted != rec || got.made != tt.made {
+				t.Errorf("later = %+v, want the reroute kept and %d attempts", got, tt.made)
 			}
 		})
 	}

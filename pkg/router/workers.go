@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -512,12 +513,17 @@ type attempts struct {
 	rerouted *audit.Record
 }
 
-// later returns whichever of a and b knows of more attempts.
+// later returns whichever of a and b knows of more attempts, keeping a
+// reroute either knows of (which settles the payload whatever the count).
 func (a attempts) later(b attempts) attempts {
+	out := a
 	if b.made > a.made {
-		return b
+		out = b
 	}
-	return a
+	if out.rerouted == nil {
+		out.rerouted = cmp.Or(a.rerouted, b.rerouted)
+	}
+	return out
 }
 
 // decided reports whether the earlier attempts already settled the

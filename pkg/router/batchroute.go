@@ -154,7 +154,6 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 		var dests []string
 		var recs []audit.Record
 		var pending []queued
-		optOut := optOutGate(w.rt)
 		for i, ev := range evs {
 			env := envs[i]
 			if retryable(ev.fail) {
@@ -175,7 +174,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				h.Set(envelope.HeaderRoute, w.rt.Name)
 				h.Set(envelope.HeaderDestination, d.Destination)
 				h.Set(envelope.HeaderPatient, ev.patientHeader())
-				setDecided(h, ev.decided, ev.decidedFor, optOut)
+				setDecided(h, ev.decided, ev.decidedFor, w.optOut)
 				others := ev.setPatients(h, d)
 				if _, ok := perDest[d.Destination]; !ok {
 					dests = append(dests, d.Destination)

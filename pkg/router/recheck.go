@@ -188,13 +188,10 @@ func (r *Router) rerouteForConsent(ctx context.Context, d *Destination, h nats.H
 			advice = "a replay can send it once the route delivers there again"
 		}
 		cause := fault.Newf(fault.CodeConsentChanged, "consent changed after this payload was decided, and it cannot be decided again (%s): %s", why, advice)
-		dseq, err := r.deadLetter(ctx, "delivery", d.Name, h, data, cause)
+		dl, err := r.deadLetterPayload(ctx, d, h, data, base, cause)
 		if err != nil {
 			return nil, err
 		}
-		r.o.Metrics.Delivered.WithLabelValues(d.Name, "dead_lettered").Inc()
-		dl := base
-		dl.Time, dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = time.Now().UTC(), audit.DeadLettered, "dead_lettered", cause.Msg, string(cause.Code), store.StreamDeadLetter, dseq
 		return []audit.Record{dl}, nil
 	case err != nil:
 		return nil, err

@@ -239,7 +239,7 @@ func (r *Router) Start(ctx context.Context) error {
 		if !ok {
 			return fmt.Errorf("route %s: no translator for source %q", rt.Name, rt.Source)
 		}
-		w := &routeWorker{r: r, rt: rt, tr: tr}
+		w := newRouteWorker(r, rt, tr)
 		for p := range n {
 			pcs = append(pcs, &partitionConsumer{
 				stream: store.StreamIngress, durable: "route-" + rt.Name + "-p" + strconv.Itoa(p),
@@ -276,7 +276,7 @@ func (r *Router) Start(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			w := &batchRouteWorker{w: &routeWorker{r: r, rt: rt, tr: shared[rt.Source]}, spans: &spanner{
+			w := &batchRouteWorker{w: newRouteWorker(r, rt, shared[rt.Source]), spans: &spanner{
 				js: r.js, st: ingress, marker: spanMarkerSubject(store.SubjIngress, rt.Name), input: in.input, takes: in.takes,
 				limits: spanLimits{batches: r.o.SpanBatches, entries: defaultSpanLimits.entries, bytes: defaultSpanLimits.bytes}, count: ingestFormat.count,
 				relevant: sourceIn(rt.Source),

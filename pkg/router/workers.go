@@ -31,14 +31,16 @@ type routeWorker struct {
 	r  *Router
 	rt *route.Route
 	tr *sharedTranslator
+	// optOut reports that the national data opt-out applies to the
+	// route's disclosures (see setDecided).
+	optOut bool
 }
 
-// optOutGate reports whether the national data opt-out applies to the
-// route's disclosures (consent.OptOutApplies).
-func optOutGate(rt *route.Route) bool {
+// newRouteWorker returns the worker of route rt, translating with tr.
+func newRouteWorker(r *Router, rt *route.Route, tr *sharedTranslator) *routeWorker {
 	p, err1 := consent.ParsePurpose(rt.Purpose)
 	b, err2 := consent.ParseLegalBasis(rt.LegalBasis)
-	return err1 == nil && err2 == nil && consent.OptOutApplies(p, b)
+	return &routeWorker{r: r, rt: rt, tr: tr, optOut: err1 == nil && err2 == nil && consent.OptOutApplies(p, b)}
 }
 
 // msgOut is what routing one message wrote or will write.
@@ -350,7 +352,7 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 		om.Header.Set(envelope.HeaderRoute, w.rt.Name)
 		om.Header.Set(envelope.HeaderDestination, d.Destination)
 		om.Header.Set(envelope.HeaderPatient, ev.patientHeader())
-		setDecided(om.Header, ev.decided, ev.decidedFor, optOutGate(w.rt))
+		setDecided(om.Header, ev.decided, ev.decidedFor, w.optOut)
 		others := ev.setPatients(om.Header, d)
 		if replay != "" {
 			om.Header.Set(envelope.HeaderReplay, replay)
@@ -686,14 +688,24 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		h2[k] = v
 	}
 	h2.Set(envelope.HeaderAttempt, strconv.Itoa(del.Attempt))
-	dseq, err := r.deadLetter(ctx, "delivery", d.Name, h2, data, lastErr)
+	dl, err := r.deadLetterPayload(ctx, d, h2, data, base, lastErr)
 	if err != nil {
 		return nil, now, err
 	}
+	return append(unwritten, dl), now, nil
+}
+
+// deadLetterPayload dead-letters payload data (headers h) for d with
+// cause, counts it, and returns its audit record, made from base.
+func (r *Router) deadLetterPayload(ctx context.Context, d *Destination, h nats.Header, data []byte, base audit.Record, cause error) (audit.Record, error) {
+	dseq, err := r.deadLetter(ctx, "delivery", d.Name, h, data, cause)
+	if err != nil {
+		return audit.Record{}, err
+	}
 	r.o.Metrics.Delivered.WithLabelValues(d.Name, "dead_lettered").Inc()
 	dl := base
-	dl.Time, dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = time.Now().UTC(), audit.DeadLettered, "dead_lettered", reasonOf(lastErr), string(fault.CodeOf(lastErr)), store.StreamDeadLetter, dseq
-	return append(unwritten, dl), now, nil
+	dl.Time, dl.Event, dl.Outcome, dl.Reason, dl.Code, dl.Stream, dl.Seq = time.Now().UTC(), audit.DeadLettered, "dead_lettered", reasonOf(cause), string(fault.CodeOf(cause)), store.StreamDeadLetter, dseq
+	return dl, nil
 }
 
 // retryWait is the wait after failed attempt n: the backoff, or longer

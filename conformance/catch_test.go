@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/corpora"
+
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/nhs"
@@ -43,7 +45,7 @@ func TestChecksCatchBrokenTranslator(t *testing.T) {
 	root := repoRoot(t)
 	rep, err := Run(Options{Corpora: DefaultCorpora(root), Factories: []adapter.Factory{brokenPAS{}}})
 	if errors.Is(err, ErrNoCorpora) {
-		t.Skip("the third-party corpora are absent; skipping")
+		corpora.Missing(t, "the third-party corpora are absent; skipping")
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +80,7 @@ func TestUKCoreRules(t *testing.T) {
 	dir := filepath.Join(DefaultCorpora(repoRoot(t)), "uk-core")
 	uk, err := loadUKCore(dir)
 	if err != nil {
-		t.Skipf("UK Core corpus not readable at %s (%v); skipping", dir, err)
+		corpora.Missing(t, "UK Core corpus not readable at %s (%v); skipping", dir, err)
 	}
 	valid := nhs.TestNumber(3)
 	tests := []struct {

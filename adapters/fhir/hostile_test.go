@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/corpora"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/junction-fhir/junction/pkg/fault"
@@ -278,7 +280,7 @@ func corpusJSON(tb testing.TB, n int) [][]byte {
 	tb.Helper()
 	files, _ := filepath.Glob(filepath.Join(corporaDir, "fhir-r4-examples", "*.json"))
 	if len(files) == 0 {
-		tb.Logf("no FHIR examples under %s; fuzzing without corpus seeds", corporaDir)
+		corpora.Note(tb, "no FHIR examples under %s; fuzzing without corpus seeds", corporaDir)
 		return nil
 	}
 	var out [][]byte

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/junction-fhir/junction/pkg/corpora"
 )
 
 func TestMissingRequired(t *testing.T) {
@@ -43,7 +45,7 @@ func TestMissingRequiredAgreesWithR4(t *testing.T) {
 	examples, _ := filepath.Glob(filepath.Join(corporaDir, "fhir-r4-examples", "*.json"))
 	schemaRaw, err := os.ReadFile(filepath.Join(corporaDir, "fhir-r4-schema", "fhir.schema.json"))
 	if len(examples) == 0 || err != nil {
-		t.Skip("corpus ../shared/corpora (fhir-r4-examples, fhir-r4-schema) absent; skipping")
+		corpora.Missing(t, "corpus ../shared/corpora (fhir-r4-examples, fhir-r4-schema) absent; skipping")
 	}
 	checked := 0
 	for _, f := range examples {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/corpora"
+
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
@@ -21,7 +23,7 @@ func corpusFiles(t testing.TB, dir string, patterns ...string) []string {
 	t.Helper()
 	full := filepath.Join(corporaDir, dir)
 	if _, err := os.Stat(full); errors.Is(err, fs.ErrNotExist) {
-		t.Skip("corpus " + full + " not present; skipping")
+		corpora.Missing(t, "corpus %s not present; skipping", full)
 	}
 	var files []string
 	for _, p := range patterns {

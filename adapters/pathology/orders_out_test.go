@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/corpora"
+
 	"github.com/google/go-cmp/cmp"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
@@ -74,7 +76,7 @@ func TestTestNumbersValid(t *testing.T) {
 func TestOrderBundlesSchemaValid(t *testing.T) {
 	schema := loadFHIRSchema(t)
 	if schema == nil {
-		t.Skip("FHIR R4 JSON schema absent from the shared corpora")
+		corpora.Missing(t, "FHIR R4 JSON schema absent from the shared corpora")
 	}
 	bundles, _ := filepath.Glob(filepath.Join("testdata", "orders", "*.bundle.json"))
 	for _, b := range bundles {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/corpora"
+
 	"github.com/junction-fhir/junction/pkg/fhirschema"
 )
 
@@ -27,7 +29,7 @@ func loadFHIRSchema(t testing.TB) *fhirSchema {
 	t.Helper()
 	path := filepath.Join(corporaDir, "fhir-r4-schema", "fhir.schema.json")
 	if _, err := os.Stat(path); os.IsNotExist(err) {
-		t.Logf("FHIR R4 JSON schema not present at %s; skipping the schema check", path)
+		corpora.Note(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
 		return nil
 	}
 	schemaOnce.Do(func() { schemaVal, schemaErr = fhirschema.Load(path) })
@@ -56,7 +58,7 @@ func (s *fhirSchema) check(v any, def, path string) []string {
 func TestSchemaCheckerFails(t *testing.T) {
 	s := loadFHIRSchema(t)
 	if s == nil {
-		t.Skip("FHIR R4 JSON schema absent from the shared corpora")
+		corpora.Missing(t, "FHIR R4 JSON schema absent from the shared corpora")
 	}
 	tests := []struct{ name, json, want string }{
 		{"unknown element", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueAttachment":{"url":"x"},"colour":"red"}`, "Observation.colour unknown-element"},

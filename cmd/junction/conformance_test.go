@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/junction-fhir/junction/pkg/corpora"
 )
 
 func TestConformanceCommand(t *testing.T) {
@@ -12,9 +14,9 @@ func TestConformanceCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	corpora := filepath.Join(repo, "..", "shared", "corpora")
-	if _, err := os.Stat(corpora); err != nil {
-		t.Skipf("the third-party corpora are absent at %s; skipping", corpora)
+	corporaDir := filepath.Join(repo, "..", "shared", "corpora")
+	if _, err := os.Stat(corporaDir); err != nil {
+		corpora.Missing(t, "the third-party corpora are absent at %s; skipping", corporaDir)
 	}
 	code, stdout, stderr := cliRun(t, "conformance", "--repo", repo, "--max-failures", "3")
 	for _, want := range []string{"Junction conformance scorecard", "schema", "references", "ukcore", "cdc", "robustness"} {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/corpora"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -88,7 +90,7 @@ func corpusMessages(t testing.TB) []corpusMessage {
 		}
 	}
 	if !found {
-		t.Skipf("corpora not found at %s: skipping corpus tests", corporaDir)
+		corpora.Missing(t, "corpora not found at %s: skipping corpus tests", corporaDir)
 	}
 	return out
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/corpora"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -18,7 +20,7 @@ const ukCoreDir = "../../../shared/corpora/uk-core"
 func ukCore(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat(ukCoreDir); errors.Is(err, fs.ErrNotExist) {
-		t.Skip("UK Core corpus not present at " + ukCoreDir + "; skipping the URL checks")
+		corpora.Missing(t, "UK Core corpus not present at %s; skipping the URL checks", ukCoreDir)
 	}
 	return ukCoreDir
 }

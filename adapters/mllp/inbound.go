@@ -39,7 +39,12 @@ const (
 	DefaultReadTimeout     = 30 * time.Second
 	DefaultIdleTimeout     = 5 * time.Minute
 	DefaultMaxConnections  = 1000
-	DefaultAckApplication  = "JUNCTION"
+	// DefaultMaxConnectionsPerHost is the default limit of open
+	// connections from one remote IP address: a tenth of the listener's,
+	// far more than a sending system uses, so one host cannot hold every
+	// place.
+	DefaultMaxConnectionsPerHost = 100
+	DefaultAckApplication        = "JUNCTION"
 )
 
 // Accept acknowledgement policies (InboundConfig.AcceptAck).
@@ -86,6 +91,12 @@ type InboundConfig struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxConnections limits open connections (default 1000).
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerHost limits open connections from one remote IP
+	// address (default 100; 0 means no limit, for senders that all reach
+	// Junction through one NAT). Over it, one of that host's connections
+	// is closed to make room, as with max_connections, or the new one is
+	// refused.
+	MaxConnectionsPerHost int `yaml:"max_connections_per_host"`
 	// MaxBufferedBytes bounds what the messages being received on all
 	// connections hold together beyond their first 64 KiB each (default
 	// 128 MiB; 0 means the default): a message that would need more is answered AR (ERR 207,
@@ -113,14 +124,15 @@ type InboundConfig struct {
 // DefaultInboundConfig returns the defaults.
 func DefaultInboundConfig() InboundConfig {
 	return InboundConfig{
-		Listen:           DefaultListen,
-		MaxMessageBytes:  DefaultMaxMessageBytes,
-		ReadTimeout:      DefaultReadTimeout,
-		IdleTimeout:      DefaultIdleTimeout,
-		MaxConnections:   DefaultMaxConnections,
-		MaxBufferedBytes: transport.DefaultMaxBufferedBytes,
-		App:              DefaultAckApplication,
-		AcceptAck:        AcceptAckAlways,
+		Listen:                DefaultListen,
+		MaxMessageBytes:       DefaultMaxMessageBytes,
+		ReadTimeout:           DefaultReadTimeout,
+		IdleTimeout:           DefaultIdleTimeout,
+		MaxConnections:        DefaultMaxConnections,
+		MaxConnectionsPerHost: DefaultMaxConnectionsPerHost,
+		MaxBufferedBytes:      transport.DefaultMaxBufferedBytes,
+		App:                   DefaultAckApplication,
+		AcceptAck:             AcceptAckAlways,
 	}
 }
 
@@ -143,6 +155,9 @@ func (c *InboundConfig) Validate() []error {
 	}
 	if c.MaxConnections <= 0 {
 		errs = append(errs, errors.New("max_connections: must be positive"))
+	}
+	if c.MaxConnectionsPerHost < 0 {
+		errs = append(errs, errors.New("max_connections_per_host: must not be negative (0 means no limit)"))
 	}
 	if c.MaxBufferedBytes < 0 || c.MaxBufferedBytes > 0 && c.MaxBufferedBytes < int64(c.MaxMessageBytes) {
 		errs = append(errs, fmt.Errorf("max_buffered_bytes: must be at least max_message_bytes (%d), or no message that large could be received", c.MaxMessageBytes))
@@ -244,9 +259,10 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 		ReadTimeout:      cfg.ReadTimeout,
 		IdleTimeout:      cfg.IdleTimeout,
 		MaxConns:         cfg.MaxConnections,
+		MaxConnsPerHost:  cfg.MaxConnectionsPerHost,
 		MaxBufferedBytes: cfg.MaxBufferedBytes,
-		OnRefused: func(*transport.ConnInfo) {
-			set.Metrics.Rejected.WithLabelValues(set.Name, "too_many_connections").Inc()
+		OnRefused: func(_ *transport.ConnInfo, why string) {
+			set.Metrics.Rejected.WithLabelValues(set.Name, why).Inc()
 		},
 		OnEvicted: func(*transport.ConnInfo) {
 			set.Metrics.Evicted.WithLabelValues(set.Name).Inc()

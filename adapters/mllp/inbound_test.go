@@ -638,6 +638,54 @@ func TestInboundCountsRefusedConnections(t *testing.T) {
 	}
 }
 
+// TestInboundLimitsConnectionsPerHost checks that a host at
+// max_connections_per_host has a further connection refused, counted by
+// its own reason, while another host's messages are still taken.
+func TestInboundLimitsConnectionsPerHost(t *testing.T) {
+	f := startInbound(t, func(c *InboundConfig) { c.MaxConnections = 10; c.MaxConnectionsPerHost = 1 })
+	held := dial(t, f.addr) // from 127.0.0.1
+	if code, _, _, _ := send(t, held, msg("HOST1", "")); code != hl7v2.AckAA {
+		t.Fatalf("ack on the held connection: %s", code)
+	}
+	nc, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := nc.Read(make([]byte, 1)); err == nil {
+		t.Errorf("a second connection from the host was served (%d bytes read)", n)
+	}
+	rejected := func() float64 {
+		return testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", "too_many_connections_from_host"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rejected() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rejected{too_many_connections_from_host} = %v, want 1", rejected())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	other, err := d.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatalf("dial from another host: %v", err)
+	}
+	defer other.Close()
+	_ = other.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := transport.WriteFrame(other, []byte(msg("HOST2", ""))); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := transport.NewReader(other, 0).ReadFrame()
+	if err != nil {
+		t.Fatalf("another host's message was not answered: %v", err)
+	}
+	ack, err := hl7v2.Parse(reply)
+	if err != nil || ack.Get("MSA-1") != string(hl7v2.AckAA) {
+		t.Errorf("another host's message: ack %q (%v), want AA", reply, err)
+	}
+}
+
 func TestInboundLifecycle(t *testing.T) {
 	host := newFakeHost()
 	cfg := DefaultInboundConfig()
@@ -688,6 +736,8 @@ func TestInboundConfigValidate(t *testing.T) {
 			"tls.cert: must be a secret reference (file:PATH or env:NAME holding PEM)",
 			"tls.client_ca: must be a secret reference (file:PATH or env:NAME holding PEM)",
 		}},
+		{"negative per-host limit", func() InboundConfig { c := DefaultInboundConfig(); c.MaxConnectionsPerHost = -1; return c }(),
+			[]string{"max_connections_per_host: must not be negative (0 means no limit)"}},
 		{"listen port out of range", func() InboundConfig { c := DefaultInboundConfig(); c.Listen = "127.0.0.1:99999"; return c }(),
 			[]string{`listen: port "99999" must be a number from 0 to 65535`}},
 		{"unknown accept_ack", func() InboundConfig { c := DefaultInboundConfig(); c.AcceptAck = "never"; return c }(),

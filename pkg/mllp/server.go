@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,16 @@ const (
 	DefaultMaxBufferedBytes = 128 << 20
 	// DefaultWriteTimeout bounds the writing of one reply.
 	DefaultWriteTimeout = 10 * time.Second
+)
+
+// Why a connection was refused, as OnRefused is told.
+const (
+	// RefusedFull: MaxConns connections were open and none could make
+	// room.
+	RefusedFull = "too_many_connections"
+	// RefusedHostFull: MaxConnsPerHost connections from its host were
+	// open and none of them could make room.
+	RefusedHostFull = "too_many_connections_from_host"
 )
 
 // ConnInfo describes a connection to a Server.
@@ -128,10 +139,18 @@ type Server struct {
 	// and none is idle (slow senders cannot lock others out either);
 	// DefaultEvictSlowFrameAfter if zero, never if negative.
 	EvictSlowFrameAfter time.Duration
+	// MaxConnsPerHost limits the open connections from one remote IP
+	// address; 0 means no limit. A connection over it closes another of
+	// the same host's to make room, chosen as for MaxConns, or is closed
+	// as soon as it is accepted. One busy or misbehaving host cannot then
+	// take every place MaxConns allows. Senders behind one NAT share a
+	// host's places.
+	MaxConnsPerHost int
 	// OnRefused, if set, is called for each connection closed because
-	// MaxConns were open, after it is closed, so the refusal can be
+	// MaxConns, or MaxConnsPerHost from its host, were open, after it is
+	// closed, with RefusedFull or RefusedHostFull, so the refusal can be
 	// counted.
-	OnRefused func(c *ConnInfo)
+	OnRefused func(c *ConnInfo, why string)
 	// OnEvicted, if set, is called for each idle connection closed to
 	// admit a new one.
 	OnEvicted func(c *ConnInfo)
@@ -155,9 +174,11 @@ type Server struct {
 	// budget is made from MaxBufferedBytes when serving starts.
 	budget *budget.Bytes
 
-	mu       sync.Mutex
-	ln       net.Listener
-	conns    map[*serverConn]struct{}
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[*serverConn]struct{}
+	// hosts counts open connections by remote host, with MaxConnsPerHost.
+	hosts    map[netip.Addr]int
 	shutting bool
 	// stopped is closed when shutdown begins.
 	stopped chan struct{}
@@ -174,6 +195,8 @@ type Server struct {
 type serverConn struct {
 	nc   net.Conn
 	info ConnInfo
+	// host is the remote IP address (the zero Addr when not TCP).
+	host netip.Addr
 	// busy is set while a frame is being handled and its reply written;
 	// guarded by Server.mu.
 	busy bool
@@ -337,6 +360,11 @@ func (s *Server) isShutting() bool {
 func (s *Server) startConn(nc net.Conn) {
 	_, isTLS := nc.(*tls.Conn)
 	c := &serverConn{nc: nc, info: ConnInfo{ID: s.nextID.Add(1), Remote: nc.RemoteAddr(), TLS: isTLS}}
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			c.host = ip.Unmap()
+		}
+	}
 	// Idle from its accept, in accept order, unless a TLS handshake
 	// comes first.
 	if isTLS {
@@ -351,29 +379,29 @@ func (s *Server) startConn(nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
-	var victim *serverConn
-	var why string
-	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
-		victim, why = s.idlestLocked(time.Now())
-		if victim == nil {
-			s.mu.Unlock()
-			_ = nc.Close()
-			log.Warn("mllp connection refused: too many connections", "conn", c.info.ID, "remote", remote(c.info.Remote), "max_conns", s.MaxConns)
-			if s.OnRefused != nil {
-				s.OnRefused(&c.info)
-			}
-			return
+	victim, why, refused := s.makeRoomLocked(c)
+	if refused != "" {
+		s.mu.Unlock()
+		_ = nc.Close()
+		log.Warn("mllp connection refused: too many connections", "why", refused, "conn", c.info.ID, "remote", remote(c.info.Remote), "max_conns", s.MaxConns, "max_conns_per_host", s.MaxConnsPerHost)
+		if s.OnRefused != nil {
+			s.OnRefused(&c.info, refused)
 		}
+		return
+	}
+	if victim != nil {
 		// Its goroutine finishes when the close wakes its read; a frame
 		// it read meanwhile is not handled (setBusy), so it is owed no
 		// reply.
 		victim.evicted = true
-		delete(s.conns, victim)
+		s.removeLocked(victim)
 	}
 	if s.conns == nil {
 		s.conns = make(map[*serverConn]struct{})
+		s.hosts = make(map[netip.Addr]int)
 	}
 	s.conns[c] = struct{}{}
+	s.hosts[c.host]++
 	s.wg.Add(1)
 	s.active.Add(1)
 	ctx := s.baseCtx
@@ -381,7 +409,7 @@ func (s *Server) startConn(nc net.Conn) {
 	if victim != nil {
 		// Not on the accept loop: closing a TLS connection may wait.
 		go func() { _ = victim.nc.Close() }()
-		log.Info("mllp connection closed for a new one", "why", why, "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns)
+		log.Info("mllp connection closed for a new one", "why", why, "conn", victim.info.ID, "remote", remote(victim.info.Remote), "new_conn", c.info.ID, "max_conns", s.MaxConns, "max_conns_per_host", s.MaxConnsPerHost)
 		if s.OnEvicted != nil {
 			s.OnEvicted(&victim.info)
 		}
@@ -402,16 +430,48 @@ func (s *Server) reportConns() {
 	s.OnConns(int(s.active.Load()))
 }
 
+// makeRoomLocked decides whether the new connection c may open: it
+// returns the connection to close to make room for it and why, or, when
+// none can make room, why c is refused (RefusedHostFull or RefusedFull).
+// A host at MaxConnsPerHost makes room from its own connections only; one
+// closed there leaves the total as it was. s.mu is held.
+func (s *Server) makeRoomLocked(c *serverConn) (victim *serverConn, why, refused string) {
+	now := time.Now()
+	if s.MaxConnsPerHost > 0 && s.hosts[c.host] >= s.MaxConnsPerHost {
+		if victim, why = s.idlestLocked(now, &c.host); victim == nil {
+			return nil, "", RefusedHostFull
+		}
+		return victim, why + ", same host", ""
+	}
+	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
+		if victim, why = s.idlestLocked(now, nil); victim == nil {
+			return nil, "", RefusedFull
+		}
+	}
+	return victim, why, ""
+}
+
+// removeLocked forgets the open connection c. s.mu is held.
+func (s *Server) removeLocked(c *serverConn) {
+	delete(s.conns, c)
+	if n := s.hosts[c.host]; n > 1 {
+		s.hosts[c.host] = n - 1
+	} else {
+		delete(s.hosts, c.host)
+	}
+}
+
 // idlestLocked returns the connection to close for a new one, in the
 // order MaxConns gives, and why it was chosen (handshake, silent, idle,
-// slow frame), or nil. s.mu is held.
-func (s *Server) idlestLocked(now time.Time) (*serverConn, string) {
+// slow frame), or nil; with host, only that host's connections are
+// considered. s.mu is held.
+func (s *Server) idlestLocked(now time.Time, host *netip.Addr) (*serverConn, string) {
 	idleAfter := duration(s.EvictIdleAfter, DefaultEvictIdleAfter)
 	slowAfter := duration(s.EvictSlowFrameAfter, DefaultEvictSlowFrameAfter)
 	// The oldest candidate of each kind, by the time it became one.
 	var shaking, silent, idle, slow oldest
 	for c := range s.conns {
-		if c.busy {
+		if c.busy || (host != nil && c.host != *host) {
 			continue
 		}
 		if idleAfter > 0 {
@@ -483,7 +543,9 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 		cancel()
 		_ = c.nc.Close()
 		s.mu.Lock()
-		delete(s.conns, c)
+		if !c.evicted {
+			s.removeLocked(c)
+		}
 		s.mu.Unlock()
 		s.active.Add(-1)
 		s.reportConns()

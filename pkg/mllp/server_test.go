@@ -302,6 +302,96 @@ func TestServerMaxConns(t *testing.T) {
 	}
 }
 
+// rawConnFrom dials addr from the loopback address local (127.0.0.2, say),
+// so one test can be several hosts.
+func rawConnFrom(t *testing.T, addr, local string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: testTimeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", local, err)
+	}
+	_ = nc.SetDeadline(time.Now().Add(testTimeout))
+	t.Cleanup(func() { _ = nc.Close() })
+	return nc
+}
+
+// echoes sends one frame on nc and reports whether the echo handler
+// answered it.
+func echoes(nc net.Conn, payload string) bool {
+	if err := WriteFrame(nc, []byte(payload)); err != nil {
+		return false
+	}
+	got, err := NewReader(nc, 0).ReadFrame()
+	return err == nil && string(got) == "ACK:"+payload
+}
+
+// TestServerMaxConnsPerHost checks that one host cannot hold more than
+// MaxConnsPerHost connections while others still get in: over the limit
+// it closes that host's idlest connection, never another host's even
+// when that one has been idle longer, or is refused and counted.
+func TestServerMaxConnsPerHost(t *testing.T) {
+	var mu sync.Mutex
+	var refused []string
+	var evicted atomic.Int64
+	s := &Server{Handler: echo, MaxConns: 10, MaxConnsPerHost: 2, EvictIdleAfter: 100 * time.Millisecond,
+		OnRefused: func(_ *ConnInfo, why string) { mu.Lock(); refused = append(refused, why); mu.Unlock() },
+		OnEvicted: func(*ConnInfo) { evicted.Add(1) }}
+	addr := start(t, s)
+	const hostA, hostB = "127.0.0.1", "127.0.0.2"
+
+	// B goes idle first, so it is the idlest connection of all.
+	b := rawConnFrom(t, addr, hostB)
+	if !echoes(b, "b") {
+		t.Fatal("host B's first connection does not echo")
+	}
+	a1 := rawConnFrom(t, addr, hostA)
+	if !echoes(a1, "a1") {
+		t.Fatal("a1 does not echo")
+	}
+	a2 := rawConnFrom(t, addr, hostA)
+	// a2 is mid-frame, so no connection of A's can make room yet.
+	if _, err := a2.Write([]byte{StartBlock, 'M', 'S', 'H'}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "three connections", func() bool { return s.ActiveConns() == 3 })
+	// a1 has not been idle for EvictIdleAfter: A's third is refused,
+	// though the server has room and B is idle.
+	waitClosed(t, rawConnFrom(t, addr, hostA))
+	mu.Lock()
+	if diff := cmp.Diff([]string{RefusedHostFull}, refused); diff != "" {
+		t.Errorf("refusals (-want +got):\n%s", diff)
+	}
+	mu.Unlock()
+	// Another host still gets in.
+	if !echoes(rawConnFrom(t, addr, hostB), "b2") {
+		t.Error("host B was shut out by host A's connections")
+	}
+
+	// Once a1 has been idle long enough, A's next closes a1, not B's
+	// older idle connection.
+	time.Sleep(150 * time.Millisecond)
+	if !echoes(rawConnFrom(t, addr, hostA), "a3") {
+		t.Fatal("A's connection after a1 went idle was not admitted")
+	}
+	if evicted.Load() != 1 {
+		t.Errorf("evicted %d, want 1", evicted.Load())
+	}
+	waitClosed(t, a1)
+	if !echoes(b, "b again") {
+		t.Error("host B's idle connection was closed for host A's")
+	}
+	if _, err := a2.Write([]byte("|rest")); err != nil {
+		t.Errorf("a2, mid-frame, was closed: %v", err)
+	}
+	// Closing connections gives their host's places back.
+	_ = a2.Close()
+	waitFor(t, "a2 to close", func() bool { return s.ActiveConns() == 3 })
+	if !echoes(rawConnFrom(t, addr, hostA), "a4") {
+		t.Error("host A was refused after one of its connections closed")
+	}
+}
+
 // TestServerEvictsIdleWhenFull checks that a full server closes the
 // connection idle longest to admit a new one, never one mid-frame or
 // idle for less than EvictIdleAfter, and says so.

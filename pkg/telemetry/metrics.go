@@ -93,7 +93,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Accepted:       cv("ingress", "accepted_total", "Stored messages taken off the ingest log for routing (resends excluded); while it lags commit_messages_total, the stage reading the log is behind.", "adapter"),
 		Quarantined:    cv("ingress", "quarantined_total", "Unparseable inbound input kept in quarantine.", "adapter"),
 		Connections:    gv("ingress", "connections", "Open MLLP connections per input.", "adapter"),
-		Evicted:        cv("ingress", "connections_evicted_total", "Idle MLLP connections closed to admit a new one while the input was at max_connections (a refused one counts in rejected_total, reason too_many_connections).", "adapter"),
+		Evicted:        cv("ingress", "connections_evicted_total", "Idle MLLP connections closed to admit a new one while the input was at max_connections or max_connections_per_host (a refused one counts in rejected_total, reason too_many_connections or too_many_connections_from_host).", "adapter"),
 		AckLatency:     hv("ingress", "ack_latency_seconds", "Time from reading a message to acknowledging it.", "adapter"),
 		Commits:        c("ingress", "commits_total", "Group-commit writes to the ingest log; commit_messages_total over this is the mean messages per fsynced write."),
 		CommitMessages: c("ingress", "commit_messages_total", "Inbound messages stored by group-commit writes."),

@@ -123,9 +123,11 @@ func TestFHIRJSONProblem(t *testing.T) {
 		{`{"a":[null],"b":{"c":null}}`, 21, "null"},
 	}
 	for _, tt := range tests {
-		off, why := fhirJSONProblem([]byte(tt.doc))
-		if off != tt.off || !strings.Contains(why, tt.what) || (tt.what == "") != (why == "") {
-			t.Errorf("fhirJSONProblem(%s) = %d %q, want %d %q", tt.doc, off, why, tt.off, tt.what)
-		}
+		t.Run(tt.doc, func(t *testing.T) {
+			off, why := fhirJSONProblem([]byte(tt.doc))
+			if off != tt.off || !strings.Contains(why, tt.what) || (tt.what == "") != (why == "") {
+				t.Errorf("fhirJSONProblem(%s) = %d %q, want %d %q", tt.doc, off, why, tt.off, tt.what)
+			}
+		})
 	}
 }

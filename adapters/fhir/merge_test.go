@@ -568,13 +568,15 @@ func TestOutboundMergeConfigFromYAML(t *testing.T) {
 		{"url: https://ehr.example/fhir\nmerge: [Patient, RelatedPerson]\n", []string{"Patient", "RelatedPerson"}},
 	}
 	for _, tt := range tests {
-		cfg := OutboundFactory{}.NewConfig().(*OutboundConfig)
-		if err := yamlx.Decode("dest.yaml", []byte(tt.yaml), cfg); err != nil {
-			t.Fatalf("%q: %v", tt.yaml, err)
-		}
-		if !cmp.Equal(cfg.Merge, tt.want) {
-			t.Errorf("%q: merge %v, want %v", tt.yaml, cfg.Merge, tt.want)
-		}
+		t.Run(tt.yaml, func(t *testing.T) {
+			cfg := OutboundFactory{}.NewConfig().(*OutboundConfig)
+			if err := yamlx.Decode("dest.yaml", []byte(tt.yaml), cfg); err != nil {
+				t.Fatalf("%q: %v", tt.yaml, err)
+			}
+			if !cmp.Equal(cfg.Merge, tt.want) {
+				t.Errorf("%q: merge %v, want %v", tt.yaml, cfg.Merge, tt.want)
+			}
+		})
 	}
 }
 

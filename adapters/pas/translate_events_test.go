@@ -325,15 +325,17 @@ func TestSexCodeTable(t *testing.T) {
 	d.SexCodes["X"] = "other" // override a default
 	tests := []struct{ code, want string }{{"I", "other"}, {"x", "other"}, {"1", "male"}, {"Z", ""}}
 	for _, tt := range tests {
-		b := translate(t, d, hl7(testMSH, pid("H1", map[int]string{8: tt.code}), testPV1))
-		p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
-		got := ""
-		if p.Gender != nil {
-			got = p.Gender.Code()
-		}
-		if got != tt.want {
-			t.Errorf("gender(%q) = %q, want %q", tt.code, got, tt.want)
-		}
+		t.Run(tt.code, func(t *testing.T) {
+			b := translate(t, d, hl7(testMSH, pid("H1", map[int]string{8: tt.code}), testPV1))
+			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+			got := ""
+			if p.Gender != nil {
+				got = p.Gender.Code()
+			}
+			if got != tt.want {
+				t.Errorf("gender(%q) = %q, want %q", tt.code, got, tt.want)
+			}
+		})
 	}
 	tr, err := NewTranslator(d)
 	if err != nil {

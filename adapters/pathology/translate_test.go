@@ -250,17 +250,19 @@ func TestReferenceRange(t *testing.T) {
 		{"3.5-5.3 mmol/L", "", ""},
 		{"", "", ""},
 	}
+	str := func(q *models.Quantity) string {
+		if q == nil {
+			return ""
+		}
+		return q.Value.String()
+	}
 	for _, tt := range tests {
-		lo, hi := referenceRange(tt.in, u)
-		str := func(q *models.Quantity) string {
-			if q == nil {
-				return ""
+		t.Run(tt.in, func(t *testing.T) {
+			lo, hi := referenceRange(tt.in, u)
+			if str(lo) != tt.low || str(hi) != tt.high {
+				t.Errorf("referenceRange(%q) = %q, %q; want %q, %q", tt.in, str(lo), str(hi), tt.low, tt.high)
 			}
-			return q.Value.String()
-		}
-		if str(lo) != tt.low || str(hi) != tt.high {
-			t.Errorf("referenceRange(%q) = %q, %q; want %q, %q", tt.in, str(lo), str(hi), tt.low, tt.high)
-		}
+		})
 	}
 }
 

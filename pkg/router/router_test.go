@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -220,9 +221,11 @@ func TestRetryDelay(t *testing.T) {
 		want    time.Duration
 	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {4, 8 * time.Second}, {5, 10 * time.Second}, {40, 10 * time.Second}}
 	for _, tt := range tests {
-		if got := r.Delay(tt.attempt); got != tt.want {
-			t.Errorf("Delay(%d) = %s, want %s", tt.attempt, got, tt.want)
-		}
+		t.Run(strconv.Itoa(tt.attempt), func(t *testing.T) {
+			if got := r.Delay(tt.attempt); got != tt.want {
+				t.Errorf("Delay(%d) = %s, want %s", tt.attempt, got, tt.want)
+			}
+		})
 	}
 }
 

@@ -6,9 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 fail() { echo "chart check: $*" >&2; exit 1; }
-render() { helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok "$@"; }
+# An NKey user public key (not a secret; made for these checks).
+pub=UCFE6KDZEFZFDD5XAZKXW62A6NP7LVYMRQOEG2NZEICGJZBLQFOGXKAX
+natsauth=(--set nats.auth.existingSecret=nk --set nats.auth.nkeyPublicKey=$pub)
+render() { helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok "${natsauth[@]}" "$@"; }
 
-helm lint . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok >/dev/null
+helm lint . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok "${natsauth[@]}" >/dev/null
 
 out=$(render)
 # GOMEMLIMIT is 90% of each container's memory limit (1Gi and 2Gi).
@@ -27,15 +30,15 @@ out=$(render --set junction.resources.limits=null)
 if render --set junction.resources.limits.memory=1.5Gi >/dev/null 2>&1; then
   fail "a fractional memory limit rendered (GOMEMLIMIT cannot be worked out from it)"
 fi
-if helm template t . >/dev/null 2>&1; then
+if helm template t . "${natsauth[@]}" >/dev/null 2>&1; then
   fail "rendered without the admin token Secret"
 fi
 # /fhir is exposed beyond the pod: it needs its token Secret, or an
 # explicit statement that something in front authenticates.
-if helm template t . --set junction.adminToken.existingSecret=tok >/dev/null 2>&1; then
+if helm template t . --set junction.adminToken.existingSecret=tok "${natsauth[@]}" >/dev/null 2>&1; then
   fail "rendered an exposed /fhir without the FHIR token Secret"
 fi
-out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.allowUnauthenticated=true)
+out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.allowUnauthenticated=true "${natsauth[@]}")
 grep -q 'allow_unauthenticated: true' <<<"$out" || fail "fhirToken.allowUnauthenticated does not reach the fhir input"
 out=$(render)
 grep -q 'bearer_token: file:/var/run/secrets/junction-fhir/token' <<<"$out" || fail "the FHIR token Secret does not reach the fhir input"
@@ -54,9 +57,30 @@ grep -q 'secretName: jtls' <<<"$out" || fail "the httpTLS Secret is not mounted"
 grep -A3 'name: http-tls' <<<"$out" | grep -q 'subPath' && fail "the httpTLS Secret is mounted by subPath, so renewals never reach it"
 out=$(render | grep -c 'scheme: HTTPS' || true)
 [ "$out" = 0 ] || fail "probes use HTTPS without httpTLS"
-out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.httpTLS.existingSecret=jtls --set junction.httpTLS.clientCA=true)
+out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.httpTLS.existingSecret=jtls --set junction.httpTLS.clientCA=true "${natsauth[@]}")
 grep -q 'client_ca: file:/var/run/secrets/junction-http-tls/ca.crt' <<<"$out" || fail "httpTLS.clientCA does not reach http.tls.client_ca"
 grep -q 'bearer_token' <<<"$out" && fail "a FHIR token was set without fhirToken"
+
+# NATS admits only Junction's NKey user: its public key in nats.conf, its
+# seed mounted in Junction's pods and named by nats.nkey_seed. Without
+# them rendering fails, unless the values say something else keeps other
+# clients off; a seed given as the public key is refused.
+out=$(render)
+grep -q "{ nkey: $pub }" <<<"$out" || fail "nats.conf does not admit the NKey user"
+grep -q 'nkey_seed: file:/var/run/secrets/junction-nats/seed' <<<"$out" || fail "junction.yaml does not name the NKey seed"
+grep -A2 'name: nats-nkey' <<<"$out" | grep -q 'secretName: nk' || fail "the NKey seed Secret is not mounted"
+if helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok >/dev/null 2>&1; then
+  fail "rendered a NATS that admits any client"
+fi
+out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok --set nats.auth.allowUnauthenticated=true)
+grep -q 'authorization' <<<"$out" && fail "nats.auth.allowUnauthenticated still renders an authorization block"
+grep -q 'nkey_seed' <<<"$out" && fail "nats.auth.allowUnauthenticated still names an NKey seed"
+if render --set nats.auth.nkeyPublicKey=SUNOTAREALSEEDONLYTHESHAPEOFONE >/dev/null 2>&1; then
+  fail "rendered with a seed as the NKey public key"
+fi
+if render --set nats.auth.existingSecret= >/dev/null 2>&1; then
+  fail "rendered an NKey public key without the seed's Secret"
+fi
 
 # The NATS monitoring port is not open to every pod.
 np=$(render -s templates/nats-networkpolicy.yaml)
@@ -92,6 +116,7 @@ awk '/^    http:/{on=1; next} /^    [a-z]/{on=0} on' <<<"$cfg" | grep -q '^     
 refused 'junction.nats.url' --set junction.nats.url=nats://elsewhere:4222
 refused 'junction.nats.replicas' --set junction.nats.replicas=1
 refused 'junction.nats.allow_unsafe' --set junction.nats.allow_unsafe=true
+refused 'junction.nats.nkey_seed' --set junction.nats.nkey_seed=file:/elsewhere
 refused 'junction.http.listen' --set junction.http.listen=0.0.0.0:9090
 refused 'junction.http.tokens' --set-json 'junction.http.tokens=[]'
 refused 'junction.http.tls' --set junction.http.tls.cert=file:/x

@@ -166,7 +166,11 @@ func (tp *topology) askLeader(ctx context.Context, stream string) (int, error) {
 		if !tp.running(n) {
 			continue
 		}
-		nc, err := nats.Connect("nats://"+n.addr("4222/tcp"), nats.Timeout(2*time.Second), nats.NoReconnect())
+		auth, err := nats.NkeyOptionFromSeed(tp.nkeySeed)
+		if err != nil {
+			return 0, err
+		}
+		nc, err := nats.Connect("nats://"+n.addr("4222/tcp"), nats.Timeout(2*time.Second), nats.NoReconnect(), auth)
 		if err != nil {
 			lastErr = err
 			continue
@@ -525,6 +529,15 @@ func TestClusterSmoke(t *testing.T) {
 	rep := checkReconciled(t, tp)
 	if rep.Accepted != len(msgs) || rep.Terminal[audit.OutcomeDelivered] != len(msgs) {
 		t.Errorf("reconcile: accepted %d, terminal %v; want %d delivered", rep.Accepted, rep.Terminal, len(msgs))
+	}
+	// The servers admit only Junction's NKey user, as the chart's do: a
+	// client without its seed is refused.
+	nc, err := nats.Connect("nats://"+tp.nats[0].addr("4222/tcp"), nats.Timeout(2*time.Second), nats.NoReconnect())
+	if err == nil {
+		nc.Close()
+		t.Error("a client without the NKey seed was let in")
+	} else if !errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("a client without the NKey seed: %v, want an authorization violation", err)
 	}
 }
 

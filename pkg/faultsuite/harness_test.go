@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/nats-io/nkeys"
 )
 
 const adminToken = "faultsuite-admin-token"
@@ -86,6 +87,10 @@ type topology struct {
 	sink     *node
 	edgeURL  string
 	fhir     bool
+	// nkeyPub is the NKey user the NATS servers admit, as the chart's do;
+	// nkeySeed is the file holding its seed, which Junction and the
+	// suite's own connections sign with.
+	nkeyPub, nkeySeed string
 }
 
 // options vary a topology.
@@ -126,6 +131,20 @@ func newTopologyOpts(t *testing.T, natsNodes, junctions int, o options) *topolog
 		tp.be = newDockerBackend(t, tp.prefix)
 	}
 	t.Cleanup(tp.close)
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := user.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := user.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp.nkeyPub, tp.nkeySeed = pub, filepath.Join(tp.dir, "junction.nk")
+	tp.write(tp.nkeySeed, string(seed))
 	if _, ok := tp.be.(*processBackend); ok && edge {
 		t.Skipf("%v", errNoNetwork)
 	}
@@ -189,11 +208,14 @@ func (tp *topology) configureNATS(i int) {
 listen: %s
 http: %s
 max_payload: 8MB
+authorization {
+  users = [ { nkey: %s } ]
+}
 jetstream {
   store_dir: %q
   sync_interval: always
 }
-`, n.name, tp.be.listen(n, "4222/tcp"), tp.be.listen(n, "8222/tcp"), tp.be.dataDir(n, "/data"))
+`, n.name, tp.be.listen(n, "4222/tcp"), tp.be.listen(n, "8222/tcp"), tp.nkeyPub, tp.be.dataDir(n, "/data"))
 	if len(tp.nats) > 1 {
 		conf += fmt.Sprintf("cluster {\n  name: %s\n  listen: %s\n  routes: [%s]\n}\n", tp.prefix, tp.be.listen(n, "6222/tcp"), strings.Join(routes, ", "))
 	}
@@ -235,6 +257,7 @@ log:
   level: info
 nats:
   url: %q
+  nkey_seed: %q
   monitor_urls: [%s]
   replicas: %d
   partitions: 16
@@ -262,7 +285,7 @@ destinations:
     ack_timeout: 5s
     connect_timeout: 2s
     retry: {max_attempts: 100000, initial: 100ms, max: 2s, multiplier: 2, timeout: 10s}
-%s`, tp.be.dataDir(j, "/var/lib/junction"), strings.Join(urls, ","), strings.Join(monitors, ", "), replicas,
+%s`, tp.be.dataDir(j, "/var/lib/junction"), strings.Join(urls, ","), "file:"+tp.be.file(j, tp.nkeySeed, "/etc/junction/nats.nk"), strings.Join(monitors, ", "), replicas,
 		tp.be.listen(j, "8080/tcp"), tp.be.file(j, routes, "/etc/junction/routes"), pipeline(), tp.be.listen(j, "2575/tcp"), tp.be.listen(j, "2577/tcp"), tp.be.peer(tp.sink, "2576/tcp"), extra)
 	tp.write(path, conf)
 	j.args = []string{"serve", "-c", tp.be.file(j, path, "/etc/junction/junction.yaml")}

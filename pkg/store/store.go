@@ -54,6 +54,11 @@ type Config struct {
 	URL string `yaml:"url"`
 	// Credentials is a reference (file:PATH) to a NATS .creds file.
 	Credentials string `yaml:"credentials"`
+	// NkeySeed is a reference (file:PATH) to a file holding a NATS user
+	// NKey seed, for servers that list users by NKey without an operator
+	// (authorization { users = [{nkey: U...}] }). The seed signs the
+	// server's challenge and never leaves the process.
+	NkeySeed string `yaml:"nkey_seed"`
 	// TLS settings for an external NATS; values are references.
 	TLS *TLSConfig `yaml:"tls"`
 	// Replicas for every stream (1 embedded; 3 in a cluster).
@@ -156,6 +161,10 @@ func (c *Config) Validate() []error {
 		}
 	}
 	checkRef("nats.credentials", c.Credentials)
+	checkRef("nats.nkey_seed", c.NkeySeed)
+	if c.Credentials != "" && c.NkeySeed != "" {
+		errs = append(errs, errors.New("nats.nkey_seed: give credentials or nkey_seed, not both"))
+	}
 	if t := c.TLS; t != nil {
 		checkRef("nats.tls.ca", t.CA)
 		checkRef("nats.tls.cert", t.Cert)
@@ -464,6 +473,18 @@ func (s *Store) connect(secrets Secrets) error {
 			return fmt.Errorf("nats.credentials: %w", err)
 		}
 		opts = append(opts, nats.UserCredentials(path))
+	}
+	if s.cfg.NkeySeed != "" {
+		path, err := refPath(secrets, s.cfg.NkeySeed)
+		if err != nil {
+			return fmt.Errorf("nats.nkey_seed: %w", err)
+		}
+		opt, err := nats.NkeyOptionFromSeed(path)
+		if err != nil {
+			// The error names the file, never what it holds.
+			return fmt.Errorf("nats.nkey_seed: reading the seed in %s: %w", path, err)
+		}
+		opts = append(opts, opt)
 	}
 	if t := s.cfg.TLS; t != nil {
 		if t.CA != "" {

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -56,7 +57,13 @@ func openEmbedded(t *testing.T, cfg store.Config, dir string) *store.Store {
 // startServer runs a standalone JetStream server on a random loopback port.
 func startServer(t *testing.T) *server.Server {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
+	return startServerWith(t, nil)
+}
+
+// startServerWith is startServer with the options changed by edit.
+func startServerWith(t *testing.T, edit func(*server.Options)) *server.Server {
+	t.Helper()
+	opts := &server.Options{
 		ServerName: "store-test",
 		Host:       "127.0.0.1",
 		Port:       -1,
@@ -67,7 +74,11 @@ func startServer(t *testing.T) *server.Server {
 		HTTPPort:   -1,
 		NoLog:      true,
 		NoSigs:     true,
-	})
+	}
+	if edit != nil {
+		edit(opts)
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("configuring test server: %v", err)
 	}
@@ -358,6 +369,11 @@ func TestValidate(t *testing.T) {
 		}, []string{"nats.credentials"}},
 		{"credentials from the environment", func(c *store.Config) { c.URL, c.Credentials = "nats://n1:4222", "env:CREDS" }, []string{"nats.credentials"}},
 		{"credentials by file", func(c *store.Config) { c.URL, c.Credentials = "nats://n1:4222", "file:/run/secrets/junction.creds" }, nil},
+		{"nkey seed by file", func(c *store.Config) { c.URL, c.NkeySeed = "nats://n1:4222", "file:/run/secrets/junction.nk" }, nil},
+		{"nkey seed inline", func(c *store.Config) { c.URL, c.NkeySeed = "nats://n1:4222", "SUAB" }, []string{"nats.nkey_seed"}},
+		{"nkey seed and credentials", func(c *store.Config) {
+			c.URL, c.NkeySeed, c.Credentials = "nats://n1:4222", "file:/run/secrets/junction.nk", "file:/run/secrets/junction.creds"
+		}, []string{"nats.nkey_seed"}},
 		{"tls by reference", func(c *store.Config) {
 			c.URL, c.TLS = "tls://n1:4222", &store.TLSConfig{CA: "file:/ca.pem", Cert: "file:/c.pem", Key: "file:/k.pem"}
 		}, nil},
@@ -414,6 +430,62 @@ func TestOpenExternalCreatesStreams(t *testing.T) {
 	again.Close()
 	if diff := cmp.Diff(wantStreams(cfg), gotStreams(t, s.JS)); diff != "" {
 		t.Errorf("streams after a second Open (-want +got):\n%s", diff)
+	}
+}
+
+// TestOpenExternalWithNkey: against a server that lists its users by
+// NKey, Open connects with nkey_seed; without a seed, or with another
+// user's, the server refuses it, and a file that holds no seed is
+// reported by name without its content.
+func TestOpenExternalWithNkey(t *testing.T) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	other, _ := nkeys.CreateUser()
+	otherSeed, _ := other.Seed()
+	srv := startServerWith(t, func(o *server.Options) { o.Nkeys = []*server.NkeyUser{{Nkey: pub}} })
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return "file:" + p
+	}
+	ours, theirs, junk := write("ours.nk", seed), write("theirs.nk", otherSeed), write("junk.nk", []byte("not a seed at all: SECRETISH"))
+	cfg := testConfig()
+	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
+
+	cfg.NkeySeed = ours
+	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
+	if err != nil {
+		t.Fatalf("Open with the listed user's seed: %v", err)
+	}
+	if diff := cmp.Diff(wantStreams(cfg), gotStreams(t, s.JS)); diff != "" {
+		t.Errorf("streams (-want +got):\n%s", diff)
+	}
+	s.Close()
+
+	for _, tc := range []struct{ name, seed, want string }{
+		{"no seed", "", "authorization"},
+		{"another user's seed", theirs, "authorization"},
+		{"not a seed", junk, "nats.nkey_seed: reading the seed in " + strings.TrimPrefix(junk, "file:")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := cfg
+			c.NkeySeed = tc.seed
+			err := openExpectError(t, c)
+			if !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tc.want)) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "SECRETISH") || strings.Contains(err.Error(), string(seed)) {
+				t.Errorf("error %q shows what the seed file holds", err)
+			}
+		})
 	}
 }
 

@@ -75,6 +75,11 @@ type Record struct {
 	// Stream and Seq locate the payload (ingress or outbound stream).
 	Stream string `json:"stream,omitempty"`
 	Seq    uint64 `json:"seq,omitempty"`
+	// SentSeq, on the records of a payload whose consent was decided
+	// again before it was sent, locates in the outbound stream what the
+	// new decision made and was sent (or tried) in its place; Seq stays
+	// the queued payload's.
+	SentSeq uint64 `json:"sent_seq,omitempty"`
 	// Status is the receiver's short answer (HTTP status, ACK code).
 	Status string `json:"status,omitempty"`
 	// Location is what the receiver said it stored.

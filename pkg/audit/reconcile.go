@@ -17,12 +17,22 @@ const (
 	OutcomeDuplicate     = "duplicate"
 )
 
-// OutcomeRerouted is the outcome of the replayed record of a queued
-// payload not sent because its patient's consent changed while it
-// waited: it is routed again for its destination, and that routing
-// decides its fate (see router.Options.ConsentChanges). It is not
-// terminal.
-const OutcomeRerouted = "rerouted-consent-changed"
+// Outcomes of a queued payload whose patient's consent changed while it
+// waited (see router.Options.ConsentChanges).
+const (
+	// OutcomeRedecided is the outcome of the replayed record of a payload
+	// whose consent was decided again before it was sent: what the new
+	// decision made is sent in its place (SentSeq locates it), and its
+	// delivery, or dead letter, ends it. Not terminal.
+	OutcomeRedecided = "redecided-consent-changed"
+	// OutcomeWithheld is the outcome of the filtered record of a payload
+	// the new decision no longer permits: it ends the payload unsent.
+	OutcomeWithheld = "withheld-consent-changed"
+	// OutcomeRerouted is the outcome of the replayed record of a payload
+	// that an earlier build routed again instead (its new routing decides
+	// its fate). Not terminal; kept so older trails reconcile.
+	OutcomeRerouted = "rerouted-consent-changed"
+)
 
 // Accepted is a message Junction stored and acknowledged.
 type Accepted struct {
@@ -77,6 +87,9 @@ type routeState struct {
 	// a record written twice do not leave the message waiting.
 	decisions int
 	reroutes  map[string]bool
+	// withheld are the queued payloads (destination and outbound
+	// sequence) that deciding consent again refused: each is finished.
+	withheld map[string]bool
 }
 
 // Reconcile decides the state of each accepted message from its audit
@@ -169,7 +182,7 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 	}
 	states := map[string]*routeState{}
 	for _, rt := range routes {
-		states[rt] = &routeState{queued: map[string]int{}, finished: map[string]int{}, outcome: map[string]Event{}, denied: map[string]bool{}, reroutes: map[string]bool{}}
+		states[rt] = &routeState{queued: map[string]int{}, finished: map[string]int{}, outcome: map[string]Event{}, denied: map[string]bool{}, reroutes: map[string]bool{}, withheld: map[string]bool{}}
 	}
 	for _, r := range recs {
 		st := states[r.Route]
@@ -192,6 +205,13 @@ func fate(recs []Record, routes []string) ([]string, []string) {
 			// decides (until it does, the route is waited for).
 			if key := r.Destination + "|" + strconv.FormatUint(r.Seq, 10); !st.reroutes[key] {
 				st.reroutes[key] = true
+				st.finished[r.Destination]++
+			}
+		case r.Destination != "" && r.Event == Filtered && r.Outcome == OutcomeWithheld:
+			// Not sent: deciding again refused it; the consent records
+			// of that decision say why.
+			if key := r.Destination + "|" + strconv.FormatUint(r.Seq, 10); !st.withheld[key] {
+				st.withheld[key] = true
 				st.finished[r.Destination]++
 			}
 		case r.Destination != "" && (r.Event == Delivered || r.Event == DeadLettered):

@@ -139,6 +139,53 @@ func TestReconcile(t *testing.T) {
 			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
 		},
 		{
+			name:     "consent changed while queued, decided again and withheld",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(3, "m1", Failed, "in", "a", "transient"),
+				rec(9, "m1", Matched, "in", "", "matched"), rec(9, "m1", Consent, "in", "a", "deny"),
+				rec(9, "m1", Filtered, "in", "a", OutcomeWithheld),
+			},
+			want: want{terminal: map[string]int{OutcomeConsentDenied: 1}},
+		},
+		{
+			// The withheld record of one payload, written twice, finishes
+			// it once: a replay's payload to the same destination still
+			// waits.
+			name:     "consent changed while queued, withheld twice (a lost acknowledgement)",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Matched, "in", "", "matched"), rec(9, "m1", Consent, "in", "a", "deny"),
+				rec(9, "m1", Filtered, "in", "a", OutcomeWithheld), rec(10, "m1", Filtered, "in", "a", OutcomeWithheld),
+				rec(11, "m1", Replayed, "in", "", "rerouted"), rec(12, "m1", Matched, "in", "", "matched"), rec(12, "m1", Queued, "in", "a", "queued"),
+			},
+			want: want{pending: map[string][]string{"m1": {"delivery in -> a"}}},
+		},
+		{
+			name:     "consent changed while queued, decided again, not yet sent",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Matched, "in", "", "matched"), rec(9, "m1", Consent, "in", "a", "permit"),
+				rec(9, "m1", Replayed, "in", "a", OutcomeRedecided),
+				rec(10, "m1", Failed, "in", "a", "transient"),
+			},
+			want: want{pending: map[string][]string{"m1": {"delivery in -> a"}}},
+		},
+		{
+			name:     "consent changed while queued, decided again and sent in its place",
+			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
+			recs: []Record{
+				rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Queued, "in", "a", "queued"),
+				rec(9, "m1", Matched, "in", "", "matched"), rec(9, "m1", Consent, "in", "a", "permit"),
+				rec(9, "m1", Replayed, "in", "a", OutcomeRedecided),
+				rec(10, "m1", Delivered, "in", "a", "delivered"),
+			},
+			want: want{terminal: map[string]int{OutcomeDelivered: 1}},
+		},
+		{
 			name:     "consent denied everywhere",
 			accepted: []Accepted{{ID: "m1", Source: "fhir"}},
 			recs:     []Record{rec(2, "m1", Matched, "in", "", "matched"), rec(2, "m1", Consent, "in", "a", "deny")},

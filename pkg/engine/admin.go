@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -374,9 +375,15 @@ func LookupMessage(ctx context.Context, js jetstream.JetStream, id string) (*Mes
 			// A resend, never stored under its own id: what was received
 			// is in the ingest-log batch that carried it.
 			v.Input = get(rec.Stream, rec.Seq, "")
-		case (rec.Event == audit.Delivered || rec.Event == audit.Failed || rec.Event == audit.DeadLettered) && rec.Stream == store.StreamOutbound && rec.Seq != 0 && !seen[rec.Seq]:
-			seen[rec.Seq] = true
-			if p := get(rec.Stream, rec.Seq, rec.Destination); p != nil {
+		case (rec.Event == audit.Delivered || rec.Event == audit.Failed || rec.Event == audit.DeadLettered) && rec.Stream == store.StreamOutbound && rec.Seq != 0:
+			// What was sent: the queued payload, or what deciding
+			// consent again made in its place.
+			seq := cmp.Or(rec.SentSeq, rec.Seq)
+			if seen[seq] {
+				continue
+			}
+			seen[seq] = true
+			if p := get(rec.Stream, seq, rec.Destination); p != nil {
 				v.Outbound = append(v.Outbound, *p)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -369,13 +370,20 @@ func engineFromConfig(t *testing.T, dir, body string) *engine.Engine {
 // 200 ms, with consent checked again before every attempt.
 func startWithEHRDown(t *testing.T, pipe string) (*engine.Engine, *fhirServer) {
 	t.Helper()
+	return startWithEHRDownEvery(t, pipe, "200ms")
+}
+
+// startWithEHRDownEvery is startWithEHRDown with attempts every (a
+// duration in config form) apart.
+func startWithEHRDownEvery(t *testing.T, pipe, every string) (*engine.Engine, *fhirServer) {
+	t.Helper()
 	srv, url := downReceiver(t)
 	routes, _ := filepath.Abs("testdata/routes")
 	e, _ := startEngineWithRoutes(t, routes, `destinations:
   ehr:
     type: fhir
     url: `+url+`
-    retry: {max_attempts: 200, initial: 200ms, max: 200ms, multiplier: 1, timeout: 5s}
+    retry: {max_attempts: 200, initial: `+every+`, max: `+every+`, multiplier: 1, timeout: 5s}
 consent:
   recheck_after: 0s
   destinations:
@@ -402,9 +410,9 @@ func downReceiver(t *testing.T) (*fhirServer, string) {
 // TestConsentChangeWhileQueued: a payload decided before its patient
 // refused the destination, still waiting because the receiver is down,
 // is not sent when the receiver comes back: the delivery stage sees the
-// Consent written after the decision, routes the message again for that
-// destination, and the refusal decides. Another patient's payload,
-// waiting beside it, is checked, found unchanged and delivered as queued.
+// Consent written after the decision, decides again for that destination,
+// and the refusal withholds it. Another patient's payload, waiting beside
+// it, is checked, found unchanged and delivered as queued.
 func TestConsentChangeWhileQueued(t *testing.T) {
 	forPipelines(t, func(t *testing.T, pipe string) {
 		e, srv := startWithEHRDown(t, pipe)
@@ -434,14 +442,14 @@ func TestConsentChangeWhileQueued(t *testing.T) {
 			t.Fatalf("POST Consent: %d %s", st, body)
 		}
 		var deniedID string
-		waitFor(t, "the payload routed again and refused", func() bool {
+		waitFor(t, "the payload decided again and withheld", func() bool {
 			for id, trail := range trails(t, e) {
-				rerouted, refused := false, false
+				withheld, refused := false, false
 				for _, r := range trail {
-					rerouted = rerouted || r.Event == audit.Replayed && r.Destination == "ehr" && r.Outcome == audit.OutcomeRerouted
+					withheld = withheld || r.Event == audit.Filtered && r.Destination == "ehr" && r.Outcome == audit.OutcomeWithheld
 					refused = refused || r.Event == audit.Consent && r.Destination == "ehr" && r.Outcome == "deny" && r.Rule == "consent:c-deny-q:Consent.provision"
 				}
-				if rerouted && refused {
+				if withheld && refused {
 					deniedID = id
 					return true
 				}
@@ -458,8 +466,11 @@ func TestConsentChangeWhileQueued(t *testing.T) {
 		if len(got) != 1 || strings.Contains(got[0], deniedID) {
 			t.Errorf("the receiver accepted %q; want only the other patient's payload (the refused one is %s)", got, deniedID)
 		}
-		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "rerouted")); v != 1 {
-			t.Errorf("rerouted = %v, want 1 (only the refused patient's)", v)
+		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "withheld")); v != 1 {
+			t.Errorf("withheld = %v, want 1 (only the refused patient's)", v)
+		}
+		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "redecided")); v != 0 {
+			t.Errorf("redecided = %v, want 0: the other patient's consent did not change", v)
 		}
 		for _, r := range trails(t, e)[deniedID] {
 			if r.Event == audit.Delivered {
@@ -476,6 +487,102 @@ func TestConsentChangeWhileQueued(t *testing.T) {
 		})
 		if rec.Terminal[audit.OutcomeConsentDenied] != 1 || rec.Terminal[audit.OutcomeDelivered] != 1 {
 			t.Errorf("reconciliation %+v: want one delivered and one consent-denied", rec.Terminal)
+		}
+	})
+}
+
+// TestConsentChangeKeepsOrder: a payload whose patient's consent changed
+// while it waited, and that the new decision still sends, is sent in its
+// own place, so the patient's later payload, decided after the change and
+// queued behind it, still follows it. (Routed again, it would have been
+// queued behind the later one and arrived after it.) Its trail shows the
+// new decision and what was sent.
+func TestConsentChangeKeepsOrder(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		// Attempts 3 s apart, so the later payload is decided and queued
+		// between the first payload's attempts, after the change.
+		e, srv := startWithEHRDownEvery(t, pipe, "3s")
+		addr := mllpAddr(t, e)
+		m := e.Metrics()
+		if code, _ := send(t, addr, adt("A01", "KO0001", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send the first: %s", code)
+		}
+		waitFor(t, "the first payload tried and refused by the receiver", func() bool {
+			return testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")) >= 1
+		})
+		base := "http://" + e.HTTPAddr().String()
+		// A change that still lets the ehr (RX2) have it: a refusal of
+		// another organisation.
+		if st, body := postConsent(t, base, denyTo("c-deny-other", deniedPatient, "RX9", "active")); st != http.StatusCreated {
+			t.Fatalf("POST Consent: %d %s", st, body)
+		}
+		if code, _ := send(t, addr, adt("A01", "KO0002", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send the second: %s", code)
+		}
+		waitFor(t, "the first payload decided again", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "redecided")) == 1
+		})
+		srv.mu.Lock()
+		srv.statuses = nil // the receiver is back
+		srv.mu.Unlock()
+		waitFor(t, "both deliveries", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) == 2
+		})
+		// The two messages, in the order they were queued.
+		type queued struct {
+			id string
+			at time.Time
+		}
+		var order []queued
+		for id, trail := range trails(t, e) {
+			for _, r := range trail {
+				if r.Event == audit.Queued && r.Destination == "ehr" {
+					order = append(order, queued{id, r.Time})
+				}
+			}
+		}
+		if len(order) != 2 {
+			t.Fatalf("%d payloads queued, want 2", len(order))
+		}
+		slices.SortFunc(order, func(a, b queued) int { return a.at.Compare(b.at) })
+		first, second := order[0].id, order[1].id
+		got := srv.accepted()
+		if len(got) != 2 || !strings.HasPrefix(got[0], first) || !strings.HasPrefix(got[1], second) {
+			t.Fatalf("the receiver accepted %q; want %s's payload, then %s's", got, first, second)
+		}
+		var redecided, delivered *audit.Record
+		for _, r := range trails(t, e)[first] {
+			switch {
+			case r.Event == audit.Replayed && r.Outcome == audit.OutcomeRedecided && r.Destination == "ehr":
+				redecided = &r
+			case r.Event == audit.Delivered && r.Destination == "ehr":
+				delivered = &r
+			}
+		}
+		if redecided == nil || delivered == nil || redecided.SentSeq == 0 || delivered.SentSeq != redecided.SentSeq || delivered.Hash != redecided.Hash {
+			t.Fatalf("first payload's trail: redecided %+v, delivered %+v; want both naming what was sent", redecided, delivered)
+		}
+		var view engine.MessageView
+		if st := getJSON(t, base+"/api/messages/"+first, &view); st != http.StatusOK {
+			t.Fatalf("GET message: %d", st)
+		}
+		// What was tried as queued, then what was sent in its place.
+		if n := len(view.Outbound); n != 2 || view.Outbound[n-1].Seq != delivered.SentSeq || view.Outbound[0].Seq == delivered.SentSeq {
+			seqs := []uint64{}
+			for _, p := range view.Outbound {
+				seqs = append(seqs, p.Seq)
+			}
+			t.Errorf("message view shows outbound payloads at %v; want the queued one as tried, then what was sent (%d)", seqs, delivered.SentSeq)
+		}
+		var rec audit.Reconciliation
+		waitFor(t, "reconciliation", func() bool {
+			if st := getJSON(t, base+"/api/reconcile", &rec); st != 200 {
+				t.Fatalf("reconcile: %d", st)
+			}
+			return len(rec.Pending) == 0
+		})
+		if rec.Terminal[audit.OutcomeDelivered] != 2 {
+			t.Errorf("reconciliation %+v: want both delivered", rec.Terminal)
 		}
 	})
 }
@@ -532,8 +639,10 @@ func TestConsentChangeWhileQueuedInputGone(t *testing.T) {
 		if dls[0].MessageID != id || dls[0].Code != string(fault.CodeConsentChanged) || dls[0].Stage != "delivery" {
 			t.Errorf("dead letter %+v: want message %s at delivery with %s", dls[0], id, fault.CodeConsentChanged)
 		}
-		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "rerouted")); v != 0 {
-			t.Errorf("rerouted = %v, want 0", v)
+		for _, outcome := range []string{"withheld", "redecided"} {
+			if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", outcome)); v != 0 {
+				t.Errorf("%s = %v, want 0", outcome, v)
+			}
 		}
 	})
 }
@@ -590,7 +699,7 @@ func TestConsentChangeAfterRouteChanged(t *testing.T) {
 // TestOptOutWhileQueued: a patient who joins the national data opt-out
 // while two of their payloads wait for a receiver that is down stops the
 // one a research route decided (the opt-out gate applied to it): it is
-// routed again and refused. The direct-care route's payload, which the
+// decided again and withheld. The direct-care route's payload, which the
 // opt-out does not reach, is checked, found unchanged and delivered as
 // queued, in its place.
 func TestOptOutWhileQueued(t *testing.T) {
@@ -626,14 +735,14 @@ func TestOptOutWhileQueued(t *testing.T) {
 		if st, _, body := postOptOuts(t, base, asOf, controlPatient+"\n"+deniedPatient+"\n"); st != http.StatusOK {
 			t.Fatalf("second opt-out list: %d %s", st, body)
 		}
-		waitFor(t, "the research payload routed again and refused", func() bool {
+		waitFor(t, "the research payload decided again and withheld", func() bool {
 			for _, trail := range trails(t, e) {
-				rerouted, refused := false, false
+				withheld, refused := false, false
 				for _, r := range trail {
-					rerouted = rerouted || r.Event == audit.Replayed && r.Destination == "registry" && r.Outcome == audit.OutcomeRerouted
+					withheld = withheld || r.Event == audit.Filtered && r.Destination == "registry" && r.Outcome == audit.OutcomeWithheld
 					refused = refused || r.Event == audit.Consent && r.Destination == "registry" && r.Outcome == "deny"
 				}
-				if rerouted && refused {
+				if withheld && refused {
 					return true
 				}
 			}
@@ -645,8 +754,8 @@ func TestOptOutWhileQueued(t *testing.T) {
 		waitFor(t, "the direct-care delivery", func() bool {
 			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) >= 1
 		})
-		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "rerouted")); v != 0 {
-			t.Errorf("direct-care payload rerouted %v times, want 0: the opt-out does not apply to it", v)
+		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "redecided")) + testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "withheld")); v != 0 {
+			t.Errorf("direct-care payload decided again %v times, want 0: the opt-out does not apply to it", v)
 		}
 		if got := srv.accepted(); len(got) != 1 || !strings.Contains(got[0], "|care|ehr") {
 			t.Errorf("the receiver accepted %q; want only the direct-care payload", got)

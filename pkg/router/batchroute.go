@@ -500,7 +500,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 				for i, e := range entries {
 					a := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name, e.seq)
 					switch {
-					case a.delivered, a.rerouted != nil:
+					case a.delivered, a.settled != nil:
 						// Delivered (or routed again, its consent having
 						// changed) and recorded before: not to be sent,
 						// moved nor routed again.

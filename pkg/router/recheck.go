@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -26,17 +28,16 @@ import (
 // whose keyed hashes the payload's headers carry, a Consent was written
 // since, or, where the opt-out gate applied to the decision, one of them
 // is on the opt-out list now (Options.ConsentChanges). If so, the payload
-// is not sent as queued: its stored input is routed again by its route for
-// its destination alone, as a replay of a delivery dead letter is, so
-// consent is decided, redacted and audited anew, and the queued payload
-// ends with a replayed record (outcome audit.OutcomeRerouted) that the
-// reconciler counts as finishing it. A payload whose input is gone, or
-// whose route no longer delivers to its destination, is dead-lettered
-// (fault.CodeConsentChanged) rather than sent undecided.
+// is not sent as queued: its route runs again over the stored input for
+// that destination alone, with consent read now, and what it makes is
+// sent in the queued payload's place (stored beside it for the trail, on
+// a subject no consumer reads), so the patient's later payloads still
+// follow it. A new decision that sends nothing withholds the payload (a
+// filtered record, audit.OutcomeWithheld, ends it); a payload whose input
+// is gone, whose route no longer delivers to its destination, or whose
+// route now fails on it is dead-lettered (fault.CodeConsentChanged)
+// rather than sent on the old decision.
 //
-// Routing again puts the new payload behind what the patient's partition
-// queued since; receivers that apply events in order see it late, as
-// after any replay. Only the patient whose consent changed is affected.
 // The decision time is the engine's clock and a Consent's write time the
 // store's: with an external NATS, keep their clocks in step (NTP), or a
 // change within the skew of a decision goes unseen.
@@ -156,23 +157,50 @@ func (r *Router) unchangedForBatch(ctx context.Context, d *Destination, entries 
 	return ok
 }
 
-// rerouteForConsent routes payload data (headers h, stored at outbound
-// sequence seq) again for d alone because its consent changed, and
-// returns the records that end the queued payload: one replayed record,
-// or, when its input is gone, a dead letter's.
-func (r *Router) rerouteForConsent(ctx context.Context, d *Destination, h nats.Header, data []byte, seq uint64) ([]audit.Record, error) {
+// redecided is what deciding consent again made of a queued payload for
+// its destination: the payload to send in its place (headers h, body
+// data), stored at outbound sequence seq for the trail to show.
+type redecided struct {
+	h    nats.Header
+	data []byte
+	seq  uint64
+}
+
+// cloneHeader returns a copy of h that shares nothing with it.
+func cloneHeader(h nats.Header) nats.Header {
+	out := make(nats.Header, len(h))
+	for k, v := range h {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// redecidedSubject is where the payloads made by deciding consent again
+// are kept, for the trail to show what was sent: no consumer reads it.
+func redecidedSubject(dest string) string { return store.SubjOutbound + "." + dest + "._redecided" }
+
+// decideAgain decides consent again for payload data (headers h, queued
+// at outbound sequence seq for d, base its records' common fields)
+// because a Consent or the opt-out list changed since it was decided. Its
+// route runs again over the stored input for d alone, with consent read
+// now. It returns the payload to send in the queued one's place, or nil
+// when none is to be sent: the new decision refused it (a filtered
+// record, outcome audit.OutcomeWithheld, ends it), or it could not be
+// decided again (its input is gone, its route no longer delivers there,
+// or the route failed: it is dead-lettered, code consent.changed). The
+// records of the new decision come with it. An error means it cannot be
+// known now (the store is unavailable) and is to be tried again.
+func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header, data []byte, seq uint64, base audit.Record) (*redecided, []audit.Record, error) {
 	ctx = context.WithoutCancel(ctx)
 	id, rt := h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute)
-	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
-	patientOf(h, &base)
-	// The payload's own place names the new routing: the same payload
-	// found changed again (a restart before it was acknowledged) routes
-	// once, and its records are not taken for another's.
+	// The payload's own place names the decision: made again after a
+	// restart, its stored payload is the same one (the store's dedupe).
 	gen := "recheck." + d.Name + "." + strconv.FormatUint(seq, 10)
+	w := r.deciders[rt]
 	var in *nats.Msg
 	var err error
 	why := ""
-	if r.delivers(rt, d.Name) {
+	if w != nil && r.delivers(rt, d.Name) {
 		in, _, err = storedInput(ctx, r.js, id, gen)
 	} else {
 		why = "route " + rt + " no longer delivers to " + d.Name
@@ -181,38 +209,73 @@ func (r *Router) rerouteForConsent(ctx context.Context, d *Destination, h nats.H
 	if errors.As(err, &ns) {
 		why, err = ns.why, nil
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	var recs []audit.Record
+	var cause error
 	switch {
 	case why != "":
 		advice := "replay it as stored to send it anyway"
 		if ns == nil {
 			advice = "a replay can send it once the route delivers there again"
 		}
-		cause := fault.Newf(fault.CodeConsentChanged, "consent changed after this payload was decided, and it cannot be decided again (%s): %s", why, advice)
-		dl, err := r.deadLetterPayload(ctx, d, h, data, base, cause)
-		if err != nil {
-			return nil, err
+		cause = fault.Newf(fault.CodeConsentChanged, "consent changed after this payload was decided, and it cannot be decided again (%s): %s", why, advice)
+	default:
+		in.Header.Set(envelope.HeaderRoute, rt)
+		in.Header.Set(headerOnly, d.Name)
+		ev := w.evaluate(ctx, envelope.FromHeader(in.Header, in.Data), in.Header)
+		if retryable(ev.fail) {
+			return nil, nil, ev.fail
 		}
-		return []audit.Record{dl}, nil
-	case err != nil:
-		return nil, err
+		recs = ev.recs
+		if ev.fail != nil {
+			cause = fault.Wrap(fault.Permanent, fault.CodeConsentChanged, "consent changed after this payload was decided, and deciding it again failed: "+reasonOf(ev.fail), ev.fail)
+			break
+		}
+		var nd *route.Delivery
+		for i := range ev.deliveries {
+			if ev.deliveries[i].Destination == d.Name {
+				nd = &ev.deliveries[i]
+			}
+		}
+		if nd == nil {
+			rec := base
+			rec.Time, rec.Event, rec.Outcome = time.Now().UTC(), audit.Filtered, audit.OutcomeWithheld
+			rec.Reason = "not sent: a Consent or the opt-out list changed after its consent decision, and deciding again no longer sends it here"
+			r.o.Metrics.Delivered.WithLabelValues(d.Name, "withheld").Inc()
+			r.o.Logger.Info("queued payload withheld: consent changed since it was decided", "message_id", id, "route", rt, "destination", d.Name)
+			return nil, append(recs, rec), nil
+		}
+		nh := cloneHeader(h)
+		nh.Set(envelope.HeaderContentType, nd.ContentType)
+		nh.Set(envelope.HeaderPatient, ev.patientHeader())
+		setDecided(nh, ev.decided, ev.decidedFor, w.optOut)
+		ev.setPatients(nh, *nd)
+		nh.Set(envelope.HeaderReplay, gen)
+		om := nats.NewMsg(redecidedSubject(d.Name))
+		om.Header = cloneHeader(nh)
+		om.Header.Set(jetstream.MsgIDHeader, "redecided|"+d.Name+"|"+strconv.FormatUint(seq, 10)+"|"+id)
+		om.Data = nd.Body
+		ack, err := r.js.PublishMsg(ctx, om)
+		if err != nil {
+			return nil, nil, fmt.Errorf("storing the payload decided again for %s: %w", id, err)
+		}
+		rec := base
+		rec.Time, rec.Event, rec.Outcome, rec.SentSeq = time.Now().UTC(), audit.Replayed, audit.OutcomeRedecided, ack.Sequence
+		rec.Hash = audit.Hash(nd.Body)
+		rec.Reason = "a Consent or the opt-out list changed after its consent decision: decided again, and what that decision made is sent in its place"
+		if !ack.Duplicate {
+			r.o.Metrics.Delivered.WithLabelValues(d.Name, "redecided").Inc()
+			r.o.Logger.Info("queued payload decided again: consent changed since it was decided", "message_id", id, "route", rt, "destination", d.Name)
+		}
+		return &redecided{h: nh, data: nd.Body, seq: ack.Sequence}, append(recs, rec), nil
 	}
-	in.Header.Set(envelope.HeaderRoute, rt)
-	in.Header.Set(headerOnly, d.Name)
-	in.Header.Set(envelope.HeaderReplay, gen)
-	in.Header.Set(jetstream.MsgIDHeader, "recheck|"+d.Name+"|"+strconv.FormatUint(seq, 10)+"|"+id)
-	// Dated before the new routing's records, which follow it.
-	rec := base
-	rec.Time, rec.Event, rec.Outcome = time.Now().UTC(), audit.Replayed, audit.OutcomeRerouted
-	rec.Reason = "not sent as queued: a Consent or the opt-out list changed after its consent decision, so it is routed again for this destination and consent decided anew"
-	ack, err := r.js.PublishMsg(ctx, in)
+	dl, err := r.deadLetterPayload(ctx, d, h, data, base, cause)
 	if err != nil {
-		return nil, fmt.Errorf("routing %s again after a consent change: %w", id, err)
+		return nil, nil, err
 	}
-	if !ack.Duplicate {
-		r.o.Metrics.Delivered.WithLabelValues(d.Name, "rerouted").Inc()
-		r.o.Logger.Info("queued payload routed again: consent changed since it was decided", "message_id", id, "route", rt, "destination", d.Name)
-	}
-	return []audit.Record{rec}, nil
+	return nil, append(recs, dl), nil
 }
 
 // delivers reports whether the loaded route named rt delivers to

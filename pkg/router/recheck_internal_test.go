@@ -137,15 +137,15 @@ func TestLaterKeepsAReroute(t *testing.T) {
 		a, b attempts
 		made int
 	}{
-		{"nothing known, then the trail", attempts{}, attempts{rerouted: rec}, 0},
-		{"the trail first", attempts{rerouted: rec}, attempts{}, 0},
-		{"more attempts known without it", attempts{rerouted: rec, made: 1}, attempts{made: 3, last: failed}, 3},
-		{"fewer attempts known without it", attempts{made: 3, last: failed}, attempts{rerouted: rec, made: 1}, 3},
+		{"nothing known, then the trail", attempts{}, attempts{settled: rec}, 0},
+		{"the trail first", attempts{settled: rec}, attempts{}, 0},
+		{"more attempts known without it", attempts{settled: rec, made: 1}, attempts{made: 3, last: failed}, 3},
+		{"fewer attempts known without it", attempts{made: 3, last: failed}, attempts{settled: rec, made: 1}, 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := tt.a.later(tt.b)
-			if got.rerouted != rec || got.made != tt.made {
+			if got.settled != rec || got.made != tt.made {
 				t.Errorf("later = %+v, want the reroute kept and %d attempts", got, tt.made)
 			}
 		})

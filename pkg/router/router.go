@@ -179,8 +179,11 @@ type Router struct {
 	// failLog limits "delivery attempt failed" lines to one per
 	// destination every few seconds (metrics count every attempt).
 	failLog *logLimiter
-	mu      sync.Mutex
-	done    bool
+	// deciders are the route workers by route name, which decide consent
+	// again for a payload whose patient's consent changed (recheck.go).
+	deciders map[string]*routeWorker
+	mu       sync.Mutex
+	done     bool
 }
 
 // New returns a router; call Start to run it.
@@ -240,6 +243,10 @@ func (r *Router) Start(ctx context.Context) error {
 			return fmt.Errorf("route %s: no translator for source %q", rt.Name, rt.Source)
 		}
 		w := newRouteWorker(r, rt, tr)
+		if r.deciders == nil {
+			r.deciders = map[string]*routeWorker{}
+		}
+		r.deciders[rt.Name] = w
 		for p := range n {
 			pcs = append(pcs, &partitionConsumer{
 				stream: store.StreamIngress, durable: "route-" + rt.Name + "-p" + strconv.Itoa(p),

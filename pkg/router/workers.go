@@ -510,20 +510,22 @@ type attempts struct {
 	last *audit.Record
 	// delivered reports a delivery of the payload recorded on the trail.
 	delivered bool
-	// rerouted is the record, on the trail, of the payload routed again
-	// because its consent changed (see recheck.go): its fate is settled.
-	rerouted *audit.Record
+	// settled is the record, on the trail, that ended the payload unsent
+	// because its consent changed (see recheck.go): withheld by deciding
+	// again, or routed again by an earlier build. Its fate is settled.
+	settled *audit.Record
 }
 
 // later returns whichever of a and b knows of more attempts, keeping a
-// reroute either knows of (which settles the payload whatever the count).
+// settling record either knows of (which settles the payload whatever the
+// count).
 func (a attempts) later(b attempts) attempts {
 	out := a
 	if b.made > a.made {
 		out = b
 	}
-	if out.rerouted == nil {
-		out.rerouted = cmp.Or(a.rerouted, b.rerouted)
+	if out.settled == nil {
+		out.settled = cmp.Or(a.settled, b.settled)
 	}
 	return out
 }
@@ -594,10 +596,10 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 	}
 	base := audit.Record{MessageID: id, Route: rt, Destination: d.Name, Stream: store.StreamOutbound, Seq: seq, Hash: audit.Hash(data)}
 	patientOf(h, &base)
-	if prior.rerouted != nil {
-		// Routed again before a restart or a lost acknowledgement: its
-		// fate is the new routing's, and it is not routed a second time.
-		return []audit.Record{*prior.rerouted}, prior, nil
+	if prior.settled != nil {
+		// Withheld (or routed again) before a restart or a lost
+		// acknowledgement: its fate is settled, and not decided twice.
+		return []audit.Record{*prior.settled}, prior, nil
 	}
 	var lastErr error
 	var unwritten []audit.Record
@@ -617,15 +619,28 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		actx, cancel := context.WithTimeout(sctx, d.Retry.Timeout)
 		var rc adapter.Receipt
 		err := r.recheckConsent(actx, d, h)
-		switch {
-		case errors.Is(err, errConsentChanged):
+		if errors.Is(err, errConsentChanged) {
+			// Decided again, and what that makes is sent in its place,
+			// so the patient's later payloads still follow it.
 			cancel()
-			span.SetStatus(codes.Ok, "routed again: consent changed")
-			recs, err := r.rerouteForConsent(ctx, d, h, data, seq)
-			if err != nil {
-				return nil, now, err
+			nd, recs, derr := r.decideAgain(ctx, d, h, data, seq, base)
+			if derr != nil {
+				return nil, now, derr
 			}
-			return append(unwritten, recs...), now, nil
+			unwritten = append(unwritten, recs...)
+			if nd == nil {
+				span.SetStatus(codes.Ok, "not sent as queued: consent changed")
+				return unwritten, now, nil
+			}
+			h, data = nd.h, nd.data
+			del.ContentType, del.Body = h.Get(envelope.HeaderContentType), data
+			base.Hash, base.SentSeq = audit.Hash(data), nd.seq
+			base.Patient, base.NoPatient, base.Patients = "", false, nil
+			patientOf(h, &base)
+			actx, cancel = context.WithTimeout(sctx, d.Retry.Timeout)
+			err = nil
+		}
+		switch {
 		case err != nil:
 			// Not known whether it may go: tried again later, without
 			// counting an attempt, as any store failure is.
@@ -683,10 +698,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 	}
 	span.SetStatus(codes.Error, reasonOf(lastErr))
 	ctx = context.WithoutCancel(ctx)
-	h2 := nats.Header{}
-	for k, v := range h {
-		h2[k] = v
-	}
+	h2 := cloneHeader(h)
 	h2.Set(envelope.HeaderAttempt, strconv.Itoa(del.Attempt))
 	dl, err := r.deadLetterPayload(ctx, d, h2, data, base, lastErr)
 	if err != nil {
@@ -764,8 +776,8 @@ func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint
 		if rec.Event == audit.Delivered {
 			a.delivered = true
 		}
-		if rec.Event == audit.Replayed && rec.Outcome == audit.OutcomeRerouted {
-			a.rerouted = rec
+		if rec.Event == audit.Replayed && rec.Outcome == audit.OutcomeRerouted || rec.Event == audit.Filtered && rec.Outcome == audit.OutcomeWithheld {
+			a.settled = rec
 		}
 	}
 	return a

@@ -221,7 +221,7 @@ func (b *Builder) Legacy() bool { return b.legacy }
 
 // reported reports whether the report reads records of event ev.
 func reported(ev audit.Event) bool {
-	return ev == audit.Consent || ev == audit.Queued || ev == audit.Delivered
+	return ev == audit.Consent || ev == audit.Queued || ev == audit.Delivered || ev == audit.Replayed
 }
 
 // mineRecord reports whether r, a record the report reads, is the
@@ -291,7 +291,8 @@ func (b *Builder) undecided() []key {
 func (b *Builder) complete(pos audit.Position, r audit.Record, wanted map[key]bool) bool {
 	at := b.next(pos)
 	id := key{r.MessageID, r.Route, r.Destination}
-	if !wanted[id] || (r.Event != audit.Consent && r.Event != audit.Queued) || !b.mineRecord(r) {
+	redecided := r.Event == audit.Replayed && r.Outcome == audit.OutcomeRedecided
+	if !wanted[id] || (r.Event != audit.Consent && r.Event != audit.Queued && !redecided) || !b.mineRecord(r) {
 		return false
 	}
 	b.kept = append(b.kept, kept{r: r, at: at})
@@ -336,6 +337,12 @@ func (b *Builder) Entries() []Entry {
 			}
 		case audit.Queued:
 			st.classes = r.Classes
+		case audit.Replayed:
+			if r.Outcome == audit.OutcomeRedecided {
+				// Decided again before it was sent: what is sent in its
+				// place is the new decision's.
+				st.classes = r.Classes
+			}
 		case audit.Delivered:
 			out = append(out, b.entry(KindRelease, r, k.at, st))
 		}

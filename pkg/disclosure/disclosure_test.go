@@ -126,6 +126,15 @@ func TestBuilder(t *testing.T) {
 				{Kind: disclosure.KindRelease, Time: at(13), MessageID: msg1, Source: src, Recipient: ehr, Route: "adt",
 					Purpose: "direct-care", LegalBasis: "direct-care", Classes: []string{"Encounter"}, Decision: "permit", Rule: "r2"},
 			}},
+		{"decided again in its place before it was sent", alice, concat(
+			flow(msg1, alice, "adt", "ehr", "direct-care", "direct-care", "permit", "r", []string{"Encounter", "Patient"})[:4],
+			[]audit.Record{
+				{Time: at(10), MessageID: msg1, Event: audit.Consent, Route: "adt", Destination: "ehr", Outcome: "redact", Rule: "consent:c2", Purpose: "direct-care", LegalBasis: "direct-care"},
+				{Time: at(10), MessageID: msg1, Event: audit.Replayed, Route: "adt", Destination: "ehr", Outcome: audit.OutcomeRedecided, Classes: []string{"Patient"}},
+				{Time: at(11), MessageID: msg1, Event: audit.Delivered, Route: "adt", Destination: "ehr", Outcome: "delivered", Status: "201"},
+			}),
+			[]disclosure.Entry{{Kind: disclosure.KindRelease, Time: at(11), MessageID: msg1, Source: src, Recipient: ehr, Route: "adt",
+				Purpose: "direct-care", LegalBasis: "direct-care", Classes: []string{"Patient"}, Decision: "redact", Rule: "consent:c2"}}},
 		{"queued, not delivered", alice, flow(msg1, alice, "adt", "ehr", "direct-care", "direct-care", "permit", "r", []string{"Patient"})[:4], nil},
 	}
 	for _, tc := range tests {

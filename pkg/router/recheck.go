@@ -263,7 +263,7 @@ func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header,
 		}
 		rec := base
 		rec.Time, rec.Event, rec.Outcome, rec.SentSeq = time.Now().UTC(), audit.Replayed, audit.OutcomeRedecided, ack.Sequence
-		rec.Hash = audit.Hash(nd.Body)
+		rec.Hash, rec.Classes = audit.Hash(nd.Body), nd.Classes
 		rec.Reason = "a Consent or the opt-out list changed after its consent decision: decided again, and what that decision made is sent in its place"
 		if !ack.Duplicate {
 			r.o.Metrics.Delivered.WithLabelValues(d.Name, "redecided").Inc()

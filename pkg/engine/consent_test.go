@@ -587,6 +587,67 @@ func TestConsentChangeKeepsOrder(t *testing.T) {
 	})
 }
 
+// TestConsentChangeAtAnotherDestination: deciding consent again for a
+// payload queued at one destination decides for that destination alone.
+// The message went to the archive at once and waits for the ehr; the
+// patient then refuses the archive's organisation. The ehr payload, still
+// permitted, is sent in its place, and the message reconciles as
+// delivered, not refused: the archive's release already happened, and
+// the new decision is not the archive's.
+func TestConsentChangeAtAnotherDestination(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		srv, url := downReceiver(t)
+		routes := t.TempDir()
+		route := "name: to-both\nsource:\n  adapter: pas\nmatch: msg.type == \"ADT^A01\"\n" +
+			"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: ehr\n  - name: archive\n"
+		if err := os.WriteFile(filepath.Join(routes, "to-both.yaml"), []byte(route), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e, _ := startEngineWithRoutes(t, routes, "destinations:\n  ehr:\n    type: fhir\n    url: "+url+"\n"+
+			"    retry: {max_attempts: 200, initial: 200ms, max: 200ms, multiplier: 1, timeout: 5s}\n"+
+			"  archive:\n    type: file\n    dir: out/archive\n"+
+			"consent:\n  recheck_after: 0s\n  destinations:\n    ehr: {ods: RX2}\n    archive: {ods: RX3}\n"+pipe)
+		m := e.Metrics()
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "AD0001", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send: %s", code)
+		}
+		waitFor(t, "the archive's delivery and a refused ehr attempt", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("archive", "delivered")) == 1 &&
+				testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")) >= 1
+		})
+		base := "http://" + e.HTTPAddr().String()
+		if st, body := postConsent(t, base, denyTo("c-deny-archive", deniedPatient, "RX3", "active")); st != http.StatusCreated {
+			t.Fatalf("POST Consent: %d %s", st, body)
+		}
+		waitFor(t, "the ehr payload decided again", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "redecided")) == 1
+		})
+		srv.mu.Lock()
+		srv.statuses = nil
+		srv.mu.Unlock()
+		waitFor(t, "the ehr delivery", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) == 1
+		})
+		for _, trail := range trails(t, e) {
+			for _, r := range trail {
+				if r.Event == audit.Consent && r.Destination == "archive" && r.Outcome == "deny" {
+					t.Errorf("deciding again for the ehr wrote a decision for the archive: %+v", r)
+				}
+			}
+		}
+		var rec audit.Reconciliation
+		waitFor(t, "reconciliation", func() bool {
+			if st := getJSON(t, base+"/api/reconcile", &rec); st != 200 {
+				t.Fatalf("reconcile: %d", st)
+			}
+			return len(rec.Pending) == 0
+		})
+		if rec.Terminal[audit.OutcomeDelivered] != 1 || rec.Terminal[audit.OutcomeConsentDenied] != 0 {
+			t.Errorf("reconciliation %+v: want delivered and nothing refused", rec.Terminal)
+		}
+	})
+}
+
 // TestConsentChangeWhileQueuedInputGone: when a waiting payload's consent
 // changed and its stored input is gone, so consent cannot be decided
 // again, it is dead-lettered with consent.changed, not sent as decided.

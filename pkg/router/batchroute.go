@@ -340,6 +340,22 @@ type batchDeliveryWorker struct {
 	moved map[string]bool
 }
 
+// batchable returns which of entries, in their partitions' order, may go
+// in a batch attempt: those unchanged, up to the first of their partition
+// that is not.
+func batchable(entries []outEntry, unchanged []bool) []bool {
+	held := map[string]bool{}
+	out := make([]bool, len(entries))
+	for j, e := range entries {
+		p := e.h.Get(envelope.HeaderPartition)
+		if !unchanged[j] {
+			held[p] = true
+		}
+		out[j] = unchanged[j] && !held[p]
+	}
+	return out
+}
+
 // sendBatch makes one attempt at every entry through the destination's
 // batch interface, marking those delivered as done and keeping the failed
 // attempts of the rest for the per-entry retries.
@@ -356,11 +372,12 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		}
 	}
 	// An entry whose consent changed since it was decided goes to the
-	// per-entry path, which routes it again.
-	unchanged := r.unchangedForBatch(ctx, d, entries)
+	// per-entry path, which decides it again, and so do the entries of
+	// its partition after it, which must not reach the receiver first.
+	keep := batchable(entries, r.unchangedForBatch(ctx, d, entries))
 	kept := 0
 	for j := range entries {
-		if unchanged[j] {
+		if keep[j] {
 			entries[kept], index[kept] = entries[j], index[j]
 			kept++
 		}

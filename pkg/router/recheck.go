@@ -157,6 +157,22 @@ func (r *Router) unchangedForBatch(ctx context.Context, d *Destination, entries 
 	return ok
 }
 
+// forDestination returns the records of recs about destination dest: of
+// a route run again for one queued payload, its consent decision (with
+// what it redacted) and what became of that payload. The route's own
+// records and other destinations' are left out: they were decided when
+// the message was routed, and written again they would tell reconcile
+// and the disclosure report of a second routing that did not happen.
+func forDestination(recs []audit.Record, dest string) []audit.Record {
+	var out []audit.Record
+	for _, r := range recs {
+		if r.Destination == dest {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // redecided is what deciding consent again made of a queued payload for
 // its destination: the payload to send in its place (headers h, body
 // data), stored at outbound sequence seq for the trail to show.
@@ -228,7 +244,7 @@ func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header,
 		if retryable(ev.fail) {
 			return nil, nil, ev.fail
 		}
-		recs = ev.recs
+		recs = forDestination(ev.recs, d.Name)
 		if ev.fail != nil {
 			cause = fault.Wrap(fault.Permanent, fault.CodeConsentChanged, "consent changed after this payload was decided, and deciding it again failed: "+reasonOf(ev.fail), ev.fail)
 			break
@@ -255,7 +271,11 @@ func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header,
 		nh.Set(envelope.HeaderReplay, gen)
 		om := nats.NewMsg(redecidedSubject(d.Name))
 		om.Header = cloneHeader(nh)
-		om.Header.Set(jetstream.MsgIDHeader, "redecided|"+d.Name+"|"+strconv.FormatUint(seq, 10)+"|"+id)
+		// The body's hash in the id: decided again to the same payload
+		// (after a restart, say), the stored one is kept; decided to a
+		// different one, that is stored too, so the trail shows what was
+		// sent.
+		om.Header.Set(jetstream.MsgIDHeader, "redecided|"+d.Name+"|"+strconv.FormatUint(seq, 10)+"|"+id+"|"+audit.Hash(nd.Body))
 		om.Data = nd.Body
 		ack, err := r.js.PublishMsg(ctx, om)
 		if err != nil {

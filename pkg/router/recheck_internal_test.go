@@ -126,6 +126,56 @@ func TestUnchangedForBatch(t *testing.T) {
 	}
 }
 
+// TestBatchable: an entry whose consent changed leaves the batch attempt
+// for the per-entry path, and takes its partition's later entries with
+// it, so none of them reaches the receiver before it; other partitions'
+// entries stay in the batch.
+func TestBatchable(t *testing.T) {
+	in := func(parts ...string) []outEntry {
+		var out []outEntry
+		for _, p := range parts {
+			h := nats.Header{}
+			h.Set(envelope.HeaderPartition, p)
+			out = append(out, outEntry{h: h})
+		}
+		return out
+	}
+	tests := []struct {
+		name      string
+		entries   []outEntry
+		unchanged []bool
+		want      []bool
+	}{
+		{"all unchanged", in("1", "2", "1"), []bool{true, true, true}, []bool{true, true, true}},
+		{"a change holds its partition's later entries", in("1", "2", "1", "1"), []bool{false, true, true, true}, []bool{false, true, false, false}},
+		{"earlier entries of the partition still go", in("1", "1", "2", "1"), []bool{true, false, true, true}, []bool{true, false, true, false}},
+		{"none", nil, nil, []bool{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := batchable(tt.entries, tt.unchanged); !slices.Equal(got, tt.want) {
+				t.Errorf("batchable = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestForDestination: a route run again for one payload keeps only the
+// records about that payload's destination.
+func TestForDestination(t *testing.T) {
+	recs := []audit.Record{
+		{Event: audit.Translated}, {Event: audit.Matched},
+		{Event: audit.Consent, Destination: "a", Outcome: "deny"},
+		{Event: audit.Consent, Destination: "b", Outcome: "permit"},
+		{Event: audit.Consent, Destination: "b", Outcome: "withheld"},
+		{Event: audit.Filtered, Destination: "c", Outcome: "not-replayed"},
+	}
+	got := forDestination(recs, "b")
+	if len(got) != 2 || got[0].Outcome != "permit" || got[1].Outcome != "withheld" {
+		t.Errorf("forDestination = %+v, want b's two consent records", got)
+	}
+}
+
 // TestLaterKeepsAReroute: what is known of a payload's earlier attempts,
 // merged, keeps a reroute found on its trail, so a payload redelivered
 // after its reroute was recorded is not routed again.

@@ -635,6 +635,16 @@ func TestConsentChangeAtAnotherDestination(t *testing.T) {
 				}
 			}
 		}
+		// Nor is one counted: the ehr's decisions are the first and the
+		// new one; the archive's, the first alone.
+		for _, c := range []struct {
+			dest, outcome string
+			want          float64
+		}{{"ehr", "permit", 2}, {"archive", "permit", 1}, {"archive", "deny", 0}} {
+			if v := testutil.ToFloat64(m.Consent.WithLabelValues("to-both", c.dest, c.outcome)); v != c.want {
+				t.Errorf("consent decisions{%s, %s} = %v, want %v", c.dest, c.outcome, v, c.want)
+			}
+		}
 		var rec audit.Reconciliation
 		waitFor(t, "reconciliation", func() bool {
 			if st := getJSON(t, base+"/api/reconcile", &rec); st != 200 {

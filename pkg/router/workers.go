@@ -272,11 +272,15 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 		return ev
 	}
 	r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "matched").Inc()
+	// Decisions are counted for the destinations this routing may send
+	// to: a replay, or a decision made again for one queued payload, for
+	// one destination does not decide again for the others.
 	for _, d := range res.Denied {
-		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d, "deny").Inc()
+		if only(h, d) {
+			r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d, "deny").Inc()
+		}
 	}
 	for _, d := range res.Deliveries {
-		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d.Destination, "permit").Inc()
 		if !only(h, d.Destination) {
 			x := base
 			x.Time, x.Event, x.Destination, x.Outcome, x.Reason = time.Now().UTC(), audit.Filtered, d.Destination, "not-replayed", "destination not among those the replay named"
@@ -284,6 +288,7 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 			ev.recs = append(ev.recs, x)
 			continue
 		}
+		r.o.Metrics.Consent.WithLabelValues(w.rt.Name, d.Destination, "permit").Inc()
 		ev.deliveries = append(ev.deliveries, d)
 	}
 	return ev

@@ -105,7 +105,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		PatientIndex:   cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large), and messages of inputs no route reads that could not be translated for the index (untranslated).", "adapter", "outcome"),
 		PDSLookups:     cv("patient", "pds_lookups_total", "Patient lookups in the Personal Demographics Service (PDS) by outcome (found, superseded, not_found, invalid, unavailable, refused, bad_reply, index_error).", "outcome"),
 		PDSDropped:     c("patient", "pds_queue_dropped_total", "NHS numbers not queued for a PDS lookup because the queue was full."),
-		Delivered:      cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered, rerouted: consent changed while queued).", "destination", "outcome"),
+		Delivered:      cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered; redecided or withheld: consent changed while queued, so it was decided again and sent in its place, or not sent; rerouted: the same, routed again by older builds).", "destination", "outcome"),
 		Attempts:       cv("delivery", "attempts_total", "Delivery attempts, by outcome (ok, transient, permanent).", "destination", "outcome"),
 		SendLatency:    hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),
 		EndToEnd:       hv("delivery", "end_to_end_latency_seconds", "Time from receipt to delivery.", "route", "destination"),

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -45,7 +45,7 @@ func TestChecksCatchBrokenTranslator(t *testing.T) {
 	root := repoRoot(t)
 	rep, err := Run(Options{Corpora: DefaultCorpora(root), Factories: []adapter.Factory{brokenPAS{}}})
 	if errors.Is(err, ErrNoCorpora) {
-		corpora.Missing(t, "the third-party corpora are absent; skipping")
+		corpustest.Missing(t, "the third-party corpora are absent; skipping")
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +80,7 @@ func TestUKCoreRules(t *testing.T) {
 	dir := filepath.Join(DefaultCorpora(repoRoot(t)), "uk-core")
 	uk, err := loadUKCore(dir)
 	if err != nil {
-		corpora.Missing(t, "UK Core corpus not readable at %s (%v); skipping", dir, err)
+		corpustest.Missing(t, "UK Core corpus not readable at %s (%v); skipping", dir, err)
 	}
 	valid := nhs.TestNumber(3)
 	tests := []struct {

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/junction-fhir/junction/adapters/all"
 )
@@ -37,7 +37,7 @@ func report(t *testing.T) *Report {
 		runReport, runErr = Run(Options{RepoRoot: root, Corpora: DefaultCorpora(root), Factories: all.Factories()})
 	})
 	if errors.Is(runErr, ErrNoCorpora) {
-		corpora.Missing(t, "conformance suites need the third-party corpora at %s, which are absent; skipping", DefaultCorpora(root))
+		corpustest.Missing(t, "conformance suites need the third-party corpora at %s, which are absent; skipping", DefaultCorpora(root))
 	}
 	if runErr != nil {
 		t.Fatal(runErr)

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -280,7 +280,7 @@ func corpusJSON(tb testing.TB, n int) [][]byte {
 	tb.Helper()
 	files, _ := filepath.Glob(filepath.Join(corporaDir, "fhir-r4-examples", "*.json"))
 	if len(files) == 0 {
-		corpora.Note(tb, "no FHIR examples under %s; fuzzing without corpus seeds", corporaDir)
+		corpustest.Note(tb, "no FHIR examples under %s; fuzzing without corpus seeds", corporaDir)
 		return nil
 	}
 	var out [][]byte

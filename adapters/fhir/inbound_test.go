@@ -20,7 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -638,7 +638,7 @@ func TestInboundOfficialExamples(t *testing.T) {
 	dir := filepath.Join("..", "..", "..", "shared", "corpora", "fhir-r4-examples")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
 	if len(files) == 0 {
-		corpora.Missing(t, "corpus ../shared/corpora/fhir-r4-examples absent; skipping official examples")
+		corpustest.Missing(t, "corpus ../shared/corpora/fhir-r4-examples absent; skipping official examples")
 	}
 	accepted := map[string]bool{}
 	for _, ty := range DefaultResourceTypes() {
@@ -988,7 +988,7 @@ func TestInboundSlowAndLargeBodies(t *testing.T) {
 func TestInboundSchema(t *testing.T) {
 	path := filepath.Join("..", "..", "..", "shared", "corpora", "fhir-r4-schema", "fhir.schema.json")
 	if _, err := os.Stat(path); err != nil {
-		corpora.Missing(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
+		corpustest.Missing(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
 	}
 	cfg := DefaultInboundConfig()
 	cfg.Schema = path

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 )
 
 func TestMissingRequired(t *testing.T) {
@@ -45,7 +45,7 @@ func TestMissingRequiredAgreesWithR4(t *testing.T) {
 	examples, _ := filepath.Glob(filepath.Join(corporaDir, "fhir-r4-examples", "*.json"))
 	schemaRaw, err := os.ReadFile(filepath.Join(corporaDir, "fhir-r4-schema", "fhir.schema.json"))
 	if len(examples) == 0 || err != nil {
-		corpora.Missing(t, "corpus ../shared/corpora (fhir-r4-examples, fhir-r4-schema) absent; skipping")
+		corpustest.Missing(t, "corpus ../shared/corpora (fhir-r4-examples, fhir-r4-schema) absent; skipping")
 	}
 	checked := 0
 	for _, f := range examples {

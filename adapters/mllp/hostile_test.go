@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -471,7 +471,7 @@ func corpusHL7(tb testing.TB) [][]byte {
 		})
 	}
 	if len(out) == 0 {
-		corpora.Note(tb, "no HL7 v2 messages under %s; fuzzing without corpus seeds", corporaDir)
+		corpustest.Note(tb, "no HL7 v2 messages under %s; fuzzing without corpus seeds", corporaDir)
 	}
 	return out
 }

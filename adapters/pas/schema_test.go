@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/junction-fhir/junction/pkg/fhirschema"
 )
@@ -31,7 +31,7 @@ var (
 func loadSchema(t testing.TB) *bundleSchema {
 	t.Helper()
 	if _, err := os.Stat(schemaPath); os.IsNotExist(err) {
-		corpora.Note(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", schemaPath)
+		corpustest.Note(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", schemaPath)
 		return nil
 	}
 	schemaOnce.Do(func() { loadedSchema, schemaErr = fhirschema.Load(schemaPath) })
@@ -60,7 +60,7 @@ func (b *bundleSchema) check(v any, def, path string) []string {
 func TestSchemaCheckerCatchesErrors(t *testing.T) {
 	s := loadSchema(t)
 	if s == nil {
-		corpora.Missing(t, "FHIR R4 JSON schema not present at %s", schemaPath)
+		corpustest.Missing(t, "FHIR R4 JSON schema not present at %s", schemaPath)
 	}
 	tests := []struct {
 		name string

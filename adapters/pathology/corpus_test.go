@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
@@ -23,7 +23,7 @@ func corpusFiles(t testing.TB, dir string, patterns ...string) []string {
 	t.Helper()
 	full := filepath.Join(corporaDir, dir)
 	if _, err := os.Stat(full); errors.Is(err, fs.ErrNotExist) {
-		corpora.Missing(t, "corpus %s not present; skipping", full)
+		corpustest.Missing(t, "corpus %s not present; skipping", full)
 	}
 	var files []string
 	for _, p := range patterns {

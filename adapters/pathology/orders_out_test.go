@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/google/go-cmp/cmp"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -76,7 +76,7 @@ func TestTestNumbersValid(t *testing.T) {
 func TestOrderBundlesSchemaValid(t *testing.T) {
 	schema := loadFHIRSchema(t)
 	if schema == nil {
-		corpora.Missing(t, "FHIR R4 JSON schema absent from the shared corpora")
+		corpustest.Missing(t, "FHIR R4 JSON schema absent from the shared corpora")
 	}
 	bundles, _ := filepath.Glob(filepath.Join("testdata", "orders", "*.bundle.json"))
 	for _, b := range bundles {

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/junction-fhir/junction/pkg/fhirschema"
 )
@@ -29,7 +29,7 @@ func loadFHIRSchema(t testing.TB) *fhirSchema {
 	t.Helper()
 	path := filepath.Join(corporaDir, "fhir-r4-schema", "fhir.schema.json")
 	if _, err := os.Stat(path); os.IsNotExist(err) {
-		corpora.Note(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
+		corpustest.Note(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
 		return nil
 	}
 	schemaOnce.Do(func() { schemaVal, schemaErr = fhirschema.Load(path) })
@@ -58,7 +58,7 @@ func (s *fhirSchema) check(v any, def, path string) []string {
 func TestSchemaCheckerFails(t *testing.T) {
 	s := loadFHIRSchema(t)
 	if s == nil {
-		corpora.Missing(t, "FHIR R4 JSON schema absent from the shared corpora")
+		corpustest.Missing(t, "FHIR R4 JSON schema absent from the shared corpora")
 	}
 	tests := []struct{ name, json, want string }{
 		{"unknown element", `{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueAttachment":{"url":"x"},"colour":"red"}`, "Observation.colour unknown-element"},

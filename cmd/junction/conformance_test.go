@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 )
 
 func TestConformanceCommand(t *testing.T) {
@@ -16,7 +16,7 @@ func TestConformanceCommand(t *testing.T) {
 	}
 	corporaDir := filepath.Join(repo, "..", "shared", "corpora")
 	if _, err := os.Stat(corporaDir); err != nil {
-		corpora.Missing(t, "the third-party corpora are absent at %s; skipping", corporaDir)
+		corpustest.Missing(t, "the third-party corpora are absent at %s; skipping", corporaDir)
 	}
 	code, stdout, stderr := cliRun(t, "conformance", "--repo", repo, "--max-failures", "3")
 	for _, want := range []string{"Junction conformance scorecard", "schema", "references", "ukcore", "cdc", "robustness"} {

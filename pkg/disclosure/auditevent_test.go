@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -102,7 +102,7 @@ func TestAuditEvents(t *testing.T) {
 
 	path := schemaPath()
 	if _, err := os.Stat(path); err != nil {
-		corpora.Missing(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
+		corpustest.Missing(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
 	}
 	schema, err := fhirschema.Load(path)
 	if err != nil {

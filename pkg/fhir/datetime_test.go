@@ -10,7 +10,7 @@ import (
 	"time"
 	_ "time/tzdata" // Europe/London even where the host has no zone database
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -150,7 +150,7 @@ func fhirDateTimePattern(t testing.TB) *regexp.Regexp {
 	const own = `^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01])(T([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?(Z|[+-]((0\d|1[0-3]):[0-5]\d|14:00)))?)?)?$`
 	b, err := os.ReadFile(r4SchemaPath)
 	if err != nil {
-		corpora.Note(t, "FHIR R4 JSON schema not readable at %s; checking against Junction's own pattern only", r4SchemaPath)
+		corpustest.Note(t, "FHIR R4 JSON schema not readable at %s; checking against Junction's own pattern only", r4SchemaPath)
 		return regexp.MustCompile(own)
 	}
 	var s struct {

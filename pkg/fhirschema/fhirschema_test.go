@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -137,7 +137,7 @@ func loadCorpusSchema(t *testing.T) *Schema {
 	t.Helper()
 	path := filepath.Join(corpusDir(), "fhir-r4-schema", "fhir.schema.json")
 	if _, err := os.Stat(path); err != nil {
-		corpora.Missing(t, "FHIR R4 JSON schema not present at %s (the shared corpora are absent); skipping", path)
+		corpustest.Missing(t, "FHIR R4 JSON schema not present at %s (the shared corpora are absent); skipping", path)
 	}
 	corpusOnce.Do(func() { corpus, corpusErr = Load(path) })
 	if corpusErr != nil {
@@ -152,7 +152,7 @@ func TestOfficialExamples(t *testing.T) {
 	s := loadCorpusSchema(t)
 	files, _ := filepath.Glob(filepath.Join(corpusDir(), "fhir-r4-examples", "*.json"))
 	if len(files) == 0 {
-		corpora.Missing(t, "no FHIR R4 examples in the corpora")
+		corpustest.Missing(t, "no FHIR R4 examples in the corpora")
 	}
 	bad := 0
 	for _, f := range files {

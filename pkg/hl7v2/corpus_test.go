@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -90,7 +90,7 @@ func corpusMessages(t testing.TB) []corpusMessage {
 		}
 	}
 	if !found {
-		corpora.Missing(t, "corpora not found at %s: skipping corpus tests", corporaDir)
+		corpustest.Missing(t, "corpora not found at %s: skipping corpus tests", corporaDir)
 	}
 	return out
 }

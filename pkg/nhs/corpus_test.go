@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/junction-fhir/junction/pkg/corpora"
+	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -20,7 +20,7 @@ const ukCoreDir = "../../../shared/corpora/uk-core"
 func ukCore(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat(ukCoreDir); errors.Is(err, fs.ErrNotExist) {
-		corpora.Missing(t, "UK Core corpus not present at %s; skipping the URL checks", ukCoreDir)
+		corpustest.Missing(t, "UK Core corpus not present at %s; skipping the URL checks", ukCoreDir)
 	}
 	return ukCoreDir
 }

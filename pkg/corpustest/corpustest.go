@@ -1,4 +1,4 @@
-// Package corpora decides what a test does when the third-party corpora
+// Package corpustest decides what a test does when the third-party corpora
 // (../shared/corpora beside the repository) are absent: it skips, unless
 // the environment says they must be there.
 //
@@ -6,7 +6,7 @@
 // its own runs without them and the tests that read them skip. A skip is
 // also what a wrong path looks like, so CI, which has the corpora, sets
 // JUNCTION_REQUIRE_CORPORA=1 and every such skip becomes a failure.
-package corpora
+package corpustest
 
 import (
 	"fmt"

@@ -326,13 +326,7 @@ func TestSexCodeTable(t *testing.T) {
 	tests := []struct{ code, want string }{{"I", "other"}, {"x", "other"}, {"1", "male"}, {"Z", ""}}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
-			b := translate(t, d, hl7(testMSH, pid("H1", map[int]string{8: tt.code}), testPV1))
-			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
-			got := ""
-			if p.Gender != nil {
-				got = p.Gender.Code()
-			}
-			if got != tt.want {
+			if got := translatedGender(t, d, "H1", tt.code); got != tt.want {
 				t.Errorf("gender(%q) = %q, want %q", tt.code, got, tt.want)
 			}
 		})

@@ -302,6 +302,18 @@ func TestVerificationStatus(t *testing.T) {
 	}
 }
 
+// translatedGender translates an ADT whose PID-3 is id and PID-8 code under d, and
+// returns the Patient's gender code ("" for none).
+func translatedGender(t *testing.T, d Dialect, id, code string) string {
+	t.Helper()
+	b := translate(t, d, hl7(testMSH, pid(id, map[int]string{8: code}), testPV1))
+	p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
+	if p.Gender == nil {
+		return ""
+	}
+	return p.Gender.Code()
+}
+
 func TestGender(t *testing.T) {
 	tests := []struct {
 		code string
@@ -313,13 +325,7 @@ func TestGender(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
-			b := translate(t, DefaultDialect(), hl7(testMSH, pid("H1^^^RX1", map[int]string{8: tt.code}), testPV1))
-			p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
-			got := ""
-			if p.Gender != nil {
-				got = p.Gender.Code()
-			}
-			if got != tt.want {
+			if got := translatedGender(t, DefaultDialect(), "H1^^^RX1", tt.code); got != tt.want {
 				t.Errorf("gender(%q) = %q, want %q", tt.code, got, tt.want)
 			}
 		})

@@ -164,6 +164,74 @@ func TestDecidedPayloadIsNotSentAgain(t *testing.T) {
 	}
 }
 
+// TestDecidedAfterDecidingAgain: a payload decided again (consent changed
+// while it waited) whose attempts then ran out before a restart is
+// dead-lettered after it with the payload those attempts sent, not the
+// one first queued; one whose new payload is no longer stored keeps the
+// queued one.
+func TestDecidedAfterDecidingAgain(t *testing.T) {
+	policy := Retry{MaxAttempts: 2, Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1, Timeout: time.Second}
+	tests := []struct {
+		name     string
+		removed  bool
+		wantBody string
+	}{
+		{"new payload stored", false, "decided again"},
+		{"new payload gone", true, "queued"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, js := deliveryRouter(t)
+			out := &scripted{}
+			d := &Destination{Name: "ehr", Out: out, Retry: policy}
+			id := "01DDDDDDDDDDDDDDDDDDDDDDDD"
+			m := nats.NewMsg(redecidedSubject(d.Name))
+			m.Header = outboundHeader(id)
+			m.Header.Set(envelope.HeaderReplay, "recheck.ehr.9")
+			m.Data = []byte("decided again")
+			ack, err := js.PublishMsg(t.Context(), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.removed {
+				st, err := js.Stream(t.Context(), store.StreamOutbound)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.DeleteMsg(t.Context(), ack.Sequence); err != nil {
+					t.Fatal(err)
+				}
+			}
+			last := audit.Record{MessageID: id, Route: "adt", Destination: d.Name, Seq: 9, SentSeq: ack.Sequence,
+				Event: audit.Failed, Outcome: "transient", Reason: "fhir: server answered 503", Code: string(fault.CodeDestUnavailable)}
+			recs, _, err := deliverPayload(t.Context(), r, d, outboundHeader(id), []byte("queued"), 9, attempts{made: 2, last: &last})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.sends != 0 {
+				t.Errorf("sent %d times, want none", out.sends)
+			}
+			if len(recs) != 1 || recs[0].Event != audit.DeadLettered {
+				t.Fatalf("records %+v, want one dead_lettered", recs)
+			}
+			if got, want := recs[0].Hash, audit.Hash([]byte(tt.wantBody)); got != want {
+				t.Errorf("dead letter record's hash %s, want the hash of %q", got, tt.wantBody)
+			}
+			dst, err := js.Stream(t.Context(), store.StreamDeadLetter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dl, err := dst.GetMsg(t.Context(), recs[0].Seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(dl.Data) != tt.wantBody {
+				t.Errorf("dead letter holds %q, want %q", dl.Data, tt.wantBody)
+			}
+		})
+	}
+}
+
 // TestRouteBacklogGauges: the route gauges count the stored messages a
 // route's consumers have not finished, a batch pipeline's accepted batches
 // by their entries, and the oldest one's age; a finished route reads 0.

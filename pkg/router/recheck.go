@@ -298,6 +298,35 @@ func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header,
 	return nil, append(recs, dl), nil
 }
 
+// lastTried returns the payload that attempts a at the payload queued at
+// outbound sequence seq were made with, when consent changed before them
+// and it was decided again (their records name where the new one is
+// stored), or nil when they were made with the queued one. One no longer
+// stored (the outbound stream's limits removed it) is nil too, logged:
+// the queued payload is all there is to keep. An error means the store
+// could not say.
+func (r *Router) lastTried(ctx context.Context, a attempts, seq uint64) (*redecided, error) {
+	if a.last == nil || a.last.SentSeq == 0 || a.last.SentSeq == seq {
+		return nil, nil
+	}
+	st, err := r.js.Stream(ctx, store.StreamOutbound)
+	if err != nil {
+		return nil, fmt.Errorf("reading the payload decided again for %s: %w", a.last.MessageID, err)
+	}
+	m, err := st.GetMsg(ctx, a.last.SentSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		r.o.Logger.Warn("payload decided again is no longer stored: the queued one is kept", "message_id", a.last.MessageID, "destination", a.last.Destination)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the payload decided again for %s: %w", a.last.MessageID, err)
+	}
+	if m.Subject != redecidedSubject(a.last.Destination) {
+		return nil, fmt.Errorf("outbound sequence %d, named as the payload decided again for %s, holds another subject", a.last.SentSeq, a.last.MessageID)
+	}
+	return &redecided{h: m.Header, data: m.Data, seq: m.Sequence}, nil
+}
+
 // delivers reports whether the loaded route named rt delivers to
 // destination dest.
 func (r *Router) delivers(rt, dest string) bool {

@@ -613,6 +613,18 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 	if settled {
 		lastErr = prior.failure()
 		del.Attempt = prior.made
+		// Decided again before a restart: the dead letter holds the
+		// payload the attempts were made with, not the one queued.
+		nd, err := r.lastTried(ctx, prior, seq)
+		if err != nil {
+			return nil, now, err
+		}
+		if nd != nil {
+			h, data = nd.h, nd.data
+			base.Hash, base.SentSeq = audit.Hash(data), nd.seq
+			base.Patient, base.NoPatient, base.Patients = "", false, nil
+			patientOf(h, &base)
+		}
 	} else if prior.made > 0 {
 		sleep(ctx, d.Retry.Delay(prior.made))
 		if ctx.Err() != nil {

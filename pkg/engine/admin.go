@@ -73,7 +73,8 @@ func (e *Engine) adminMux(mux *http.ServeMux) {
 	// The same, with the NHS number in the body rather than the URL.
 	mux.Handle("POST /api/disclosures", withBodyPatient(e.admin("disclosures", e.handleDisclosuresPost)))
 	mux.Handle("POST /api/disclosures/withhold", withBodyPatient(e.admin("withhold", e.handleWithholdPost)))
-	mux.Handle("GET /fhir/AuditEvent", e.admin("auditevents", e.handleAuditEvents))
+	mux.Handle("GET /fhir/AuditEvent", withSearchParams(e.admin("auditevents", e.handleAuditEvents)))
+	mux.Handle("POST /fhir/AuditEvent/_search", withSearchParams(e.admin("auditevents", e.handleAuditEvents)))
 	mux.Handle("POST /api/optouts", e.admin("optouts", e.handleOptOuts))
 }
 

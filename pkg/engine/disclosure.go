@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -296,17 +297,78 @@ const (
 	maxAuditEventCount     = 500
 )
 
+// searchParamsKey carries an AuditEvent search's parameters (see
+// withSearchParams) to its handler.
+type searchParamsKey struct{}
+
+// searchParams are an AuditEvent search's parameters, or with status set
+// the answer to a request whose parameters could not be read.
+type searchParams struct {
+	values    url.Values
+	status    int
+	code, msg string
+}
+
+// maxSearchBody bounds the form-encoded body of a search by POST.
+const maxSearchBody = 16 << 10
+
+// withSearchParams reads an AuditEvent search's parameters before h
+// checks access: the URL's and, for POST [base]/AuditEvent/_search, its
+// form-encoded body's too (FHIR allows both at once), so that the search
+// may keep the NHS number out of the URL. The access record then names
+// the searched patient by keyed hash, as it does a disclosure report's.
+func withSearchParams(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sp := searchParams{values: r.URL.Query()}
+		if r.Method == http.MethodPost {
+			mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxSearchBody))
+			form, ferr := url.ParseQuery(string(body))
+			switch {
+			case mt != "application/x-www-form-urlencoded":
+				sp = searchParams{status: http.StatusUnsupportedMediaType, code: "not-supported", msg: "a search by POST takes its parameters as application/x-www-form-urlencoded"}
+			case err != nil:
+				sp = searchParams{status: http.StatusRequestEntityTooLarge, code: "too-long", msg: "the search's body is too large"}
+			case ferr != nil:
+				sp = searchParams{status: http.StatusBadRequest, code: "invalid", msg: "the search's body is not form-encoded parameters"}
+			default:
+				for k, v := range form {
+					sp.values[k] = append(sp.values[k], v...)
+				}
+			}
+		}
+		ctx := context.WithValue(r.Context(), searchParamsKey{}, sp)
+		if ps := sp.values["patient"]; len(ps) == 1 {
+			number, _ := strings.CutPrefix(ps[0], "https://fhir.nhs.uk/Id/nhs-number|")
+			if number = nhs.Normalize(number); nhs.ValidNumber(number) {
+				ctx = context.WithValue(ctx, bodyPatientKey{}, number)
+			}
+		}
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
 // handleAuditEvents serves GET /fhir/AuditEvent?patient=<NHS number>
 // &date=ge..&date=le..&_count=N: a searchset Bundle of the patient's
 // releases and refused releases as AuditEvents (see
 // disclosure.AuditEvent), oldest stored first, with a next link carrying
 // a cursor. Every page scans the audit stream over the date window
-// (default the last 90 days).
+// (default the last 90 days). POST /fhir/AuditEvent/_search serves the
+// same search with its parameters in a form-encoded body; its links are
+// GET URLs, as FHIR asks.
 func (e *Engine) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
 	bad := func(msg, expr string) {
 		jfhir.WriteOutcome(w, http.StatusBadRequest, jfhir.Outcome("error", "invalid", msg, expr))
 	}
-	q := r.URL.Query()
+	sp, _ := r.Context().Value(searchParamsKey{}).(searchParams)
+	if sp.status != 0 {
+		jfhir.WriteOutcome(w, sp.status, jfhir.Outcome("error", sp.code, sp.msg))
+		return
+	}
+	q := sp.values
+	if q == nil {
+		q = r.URL.Query()
+	}
 	for k := range q {
 		switch k {
 		case "patient", "date", "_count", "_cursor":

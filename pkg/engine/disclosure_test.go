@@ -356,6 +356,67 @@ func testDisclosureReport(t *testing.T, pipe string) {
 		}
 	})
 
+	t.Run("AuditEvent search by POST", func(t *testing.T) {
+		// The same search with the NHS number in a form-encoded body gives
+		// the same page, and both searches' access records name the
+		// patient by keyed hash.
+		params := "patient=" + reportedPatient + "&date=ge2000-01-01&_count=2"
+		resp, err := http.Get(base + "/fhir/AuditEvent?" + params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		viaGet, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, tc := range []struct {
+			name, url, contentType, body string
+			want                         int
+		}{
+			{"body", "/fhir/AuditEvent/_search", "application/x-www-form-urlencoded", params, http.StatusOK},
+			{"body and URL", "/fhir/AuditEvent/_search?_count=2", "application/x-www-form-urlencoded; charset=utf-8", "patient=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C" + reportedPatient + "&date=ge2000-01-01", http.StatusOK},
+			{"JSON body", "/fhir/AuditEvent/_search", "application/json", `{"patient":"` + reportedPatient + `"}`, http.StatusUnsupportedMediaType},
+			{"check digit wrong", "/fhir/AuditEvent/_search", "application/x-www-form-urlencoded", "patient=9990000019", http.StatusBadRequest},
+			{"not a form", "/fhir/AuditEvent/_search", "application/x-www-form-urlencoded", "patient=%zz", http.StatusBadRequest},
+			{"body too large", "/fhir/AuditEvent/_search", "application/x-www-form-urlencoded", params + "&date=" + strings.Repeat("x", 20<<10), http.StatusRequestEntityTooLarge},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				resp, err := http.Post(base+tc.url, tc.contentType, strings.NewReader(tc.body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != tc.want {
+					t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, b)
+				}
+				if tc.want == http.StatusOK && !bytes.Equal(b, viaGet) {
+					t.Errorf("page by POST:\n%s\nby GET:\n%s", b, viaGet)
+				}
+				if tc.want != http.StatusOK && (!strings.Contains(string(b), "OperationOutcome") || strings.Contains(string(b), "999000001")) {
+					t.Errorf("answer %s; want an OperationOutcome without the number", b)
+				}
+			})
+		}
+		recs, _ := auditStream(t, e)
+		byEndpoint := map[string]map[string]bool{}
+		for _, r := range recs {
+			// Bad requests earlier name no patient: leave them out.
+			if r.Event == audit.Accessed && r.Outcome == "allowed" && strings.Contains(r.Endpoint, "AuditEvent") && r.Patient != "" {
+				if byEndpoint[r.Endpoint] == nil {
+					byEndpoint[r.Endpoint] = map[string]bool{}
+				}
+				byEndpoint[r.Endpoint][r.Patient] = true
+			}
+		}
+		get, post := byEndpoint["GET /fhir/AuditEvent"], byEndpoint["POST /fhir/AuditEvent/_search"]
+		hash := ""
+		for h := range get {
+			hash = h
+		}
+		if len(get) != 1 || len(hash) != 64 || !post[hash] {
+			t.Errorf("access records name patients %v by GET and %v by POST; want one keyed hash, the same", get, post)
+		}
+	})
+
 	t.Run("bad requests", func(t *testing.T) {
 		for _, path := range []string{
 			"/api/patients/9990000019/disclosures",

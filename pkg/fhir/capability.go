@@ -46,7 +46,8 @@ const consentDocumentation = `POST [base]/Consent stores the patient's Consent f
 // auditEventDocumentation is what GET [base]/AuditEvent does.
 const auditEventDocumentation = `GET [base]/AuditEvent?patient=<NHS number>&date=ge..&date=le..&_count=N ` +
 	`(with admin tokens configured, one with the auditor role; without them, on loopback only) returns a searchset Bundle of the patient's releases of data ` +
-	`and refused releases as AuditEvents following IHE Basic Audit Log Patterns, paged by a next link. ` +
+	`and refused releases as AuditEvents following IHE Basic Audit Log Patterns, paged by a next link; ` +
+	`POST [base]/AuditEvent/_search takes the same parameters form-encoded in its body. ` +
 	`patient is required and is an NHS number, not a reference. AuditEvents cannot be read by id.`
 
 // restDocumentation is what the endpoint does with what it accepts. It is

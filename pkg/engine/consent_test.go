@@ -645,6 +645,10 @@ func TestConsentChangeAtAnotherDestination(t *testing.T) {
 				t.Errorf("consent decisions{%s, %s} = %v, want %v", c.dest, c.outcome, v, c.want)
 			}
 		}
+		// Deciding again is not another routing of the message.
+		if v := testutil.ToFloat64(m.Routed.WithLabelValues("to-both", "matched")); v != 1 {
+			t.Errorf("route messages{matched} = %v, want 1", v)
+		}
 		var rec audit.Reconciliation
 		waitFor(t, "reconciliation", func() bool {
 			if st := getJSON(t, base+"/api/reconcile", &rec); st != 200 {

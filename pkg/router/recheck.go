@@ -191,6 +191,10 @@ func cloneHeader(h nats.Header) nats.Header {
 	return out
 }
 
+// recheckGen begins the replay mark (envelope.HeaderReplay) of a stored
+// input routed again by decideAgain.
+const recheckGen = "recheck."
+
 // redecidedSubject is where the payloads made by deciding consent again
 // are kept, for the trail to show what was sent: no consumer reads it.
 func redecidedSubject(dest string) string { return store.SubjOutbound + "." + dest + "._redecided" }
@@ -211,7 +215,7 @@ func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header,
 	id, rt := h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute)
 	// The payload's own place names the decision: made again after a
 	// restart, its stored payload is the same one (the store's dedupe).
-	gen := "recheck." + d.Name + "." + strconv.FormatUint(seq, 10)
+	gen := recheckGen + d.Name + "." + strconv.FormatUint(seq, 10)
 	w := r.deciders[rt]
 	var in *nats.Msg
 	var err error

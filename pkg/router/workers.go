@@ -195,6 +195,13 @@ func (ev *evaluation) setPatients(h nats.Header, d route.Delivery) []string {
 func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h nats.Header) *evaluation {
 	r := w.r
 	ev := &evaluation{}
+	countRouted := func(outcome string) {
+		// Deciding consent again for one queued payload (decideAgain)
+		// is not another routing of the message.
+		if !strings.HasPrefix(h.Get(envelope.HeaderReplay), recheckGen) {
+			r.o.Metrics.Routed.WithLabelValues(w.rt.Name, outcome).Inc()
+		}
+	}
 	base := audit.Record{Time: time.Now().UTC(), MessageID: env.ID, Source: env.Source, Route: w.rt.Name}
 	translate := w.tr.Translate
 	if h.Get(envelope.HeaderReplay) != "" {
@@ -212,7 +219,7 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 			}
 		}
 		ev.recs = append(ev.recs, w.rt.NotTakenRecord(env))
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
+		countRouted("not_taken")
 		return ev
 	}
 	var tr *adapter.Translation
@@ -265,13 +272,13 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	ev.recs = append(ev.recs, res.Records...)
 	switch {
 	case !res.Taken:
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "not_taken").Inc()
+		countRouted("not_taken")
 		return ev
 	case !res.Matched:
-		r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "filtered").Inc()
+		countRouted("filtered")
 		return ev
 	}
-	r.o.Metrics.Routed.WithLabelValues(w.rt.Name, "matched").Inc()
+	countRouted("matched")
 	// Decisions are counted for the destinations this routing may send
 	// to: a replay, or a decision made again for one queued payload, for
 	// one destination does not decide again for the others.

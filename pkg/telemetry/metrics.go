@@ -99,7 +99,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		CommitMessages: c("ingress", "commit_messages_total", "Inbound messages stored by group-commit writes."),
 		CommitLatency:  h("ingress", "commit_seconds", "Time one group-commit write took, until the store confirmed it."),
 		DataQuality:    cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
-		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed, not_taken: of a type or event the route does not take).", "route", "outcome"),
+		Routed:         cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed, not_taken: of a type or event the route does not take); a replay counts again, consent decided again for one queued payload does not.", "route", "outcome"),
 		Consent:        cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
 		ConsentSkipped: cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
 		PatientIndex:   cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large), and messages of inputs no route reads that could not be translated for the index (untranslated).", "adapter", "outcome"),

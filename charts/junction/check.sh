@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 fail() { echo "chart check: $*" >&2; exit 1; }
 # An NKey user public key (not a secret; made for these checks).
 pub=UCFE6KDZEFZFDD5XAZKXW62A6NP7LVYMRQOEG2NZEICGJZBLQFOGXKAX
-natsauth=(--set nats.auth.existingSecret=nk --set nats.auth.nkeyPublicKey=$pub)
+natsauth=(--set nats.auth.existingSecret=nk --set nats.auth.nkeyPublicKey=$pub --set nats.routeAuth.existingSecret=routes)
 render() { helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok "${natsauth[@]}" "$@"; }
 
 helm lint . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok "${natsauth[@]}" >/dev/null
@@ -69,10 +69,10 @@ out=$(render)
 grep -q "{ nkey: $pub }" <<<"$out" || fail "nats.conf does not admit the NKey user"
 grep -q 'nkey_seed: file:/var/run/secrets/junction-nats/seed' <<<"$out" || fail "junction.yaml does not name the NKey seed"
 grep -A2 'name: nats-nkey' <<<"$out" | grep -q 'secretName: nk' || fail "the NKey seed Secret is not mounted"
-if helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok >/dev/null 2>&1; then
+if helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok --set nats.routeAuth.existingSecret=routes >/dev/null 2>&1; then
   fail "rendered a NATS that admits any client"
 fi
-out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok --set nats.auth.allowUnauthenticated=true)
+out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok --set nats.auth.allowUnauthenticated=true --set nats.routeAuth.allowUnauthenticated=true)
 grep -q 'authorization' <<<"$out" && fail "nats.auth.allowUnauthenticated still renders an authorization block"
 grep -q 'nkey_seed' <<<"$out" && fail "nats.auth.allowUnauthenticated still names an NKey seed"
 if render --set nats.auth.nkeyPublicKey=SUNOTAREALSEEDONLYTHESHAPEOFONE >/dev/null 2>&1; then
@@ -81,6 +81,35 @@ fi
 if render --set nats.auth.existingSecret= >/dev/null 2>&1; then
   fail "rendered an NKey public key without the seed's Secret"
 fi
+
+# NATS routes authenticate: nats.conf takes the password and the route
+# URLs carrying it from the environment, which the StatefulSet fills from
+# the Secret, so the ConfigMap holds no secret. Without the Secret
+# rendering fails, unless the values say something else keeps other
+# servers off the route port. A real nats-server reads the rendered
+# configuration with the environment the pods would give it.
+conf=$(render -s templates/nats-configmap.yaml | awk '/nats.conf: \|/{on=1; next} on && /^[^ ]/{on=0} on' | sed 's/^    //')
+grep -q 'password: \$NATS_ROUTE_PASSWORD' <<<"$conf" || fail "nats.conf's cluster block does not take the route password from the environment"
+grep -q 'nats://' <<<"$conf" && fail "nats.conf names a route URL itself, which cannot carry the password"
+sts=$(render -s templates/nats-statefulset.yaml)
+grep -A3 'name: NATS_ROUTE_PASSWORD' <<<"$sts" | grep -q 'name: routes' || fail "the route password does not come from nats.routeAuth.existingSecret"
+[ "$(grep -c 'value: "nats://route:$(NATS_ROUTE_PASSWORD)@t-junction-nats-[0-9]' <<<"$sts")" = 3 ] || fail "the StatefulSet does not give three route URLs carrying the password"
+grep -q 'secretKeyRef' <<<"$(render -s templates/nats-configmap.yaml)" && fail "the NATS ConfigMap refers to a Secret"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+printf '%s\n' "$conf" >"$tmp/nats.conf"
+routeenv=(NATS_ROUTE_PASSWORD=checkonly)
+while read -r n v; do routeenv+=("$n=${v//\$(NATS_ROUTE_PASSWORD)/checkonly}"); done < <(awk '/- name: NATS_ROUTE_[0-9]/{n=$3} /value: "nats:\/\/route:/ && n{gsub(/"/, "", $2); print n, $2; n=""}' <<<"$sts")
+[ "${#routeenv[@]}" = 4 ] || fail "could not read the route URLs from the StatefulSet"
+env "${routeenv[@]}" go run github.com/nats-io/nats-server/v2 -t -c "$tmp/nats.conf" >/dev/null 2>&1 || fail "nats-server does not accept the rendered nats.conf: $(env "${routeenv[@]}" go run github.com/nats-io/nats-server/v2 -t -c "$tmp/nats.conf" 2>&1)"
+if env NATS_ROUTE_PASSWORD=checkonly go run github.com/nats-io/nats-server/v2 -t -c "$tmp/nats.conf" >/dev/null 2>&1; then
+  fail "nats-server accepted nats.conf without the route URLs in its environment (the check above proves nothing)"
+fi
+if render --set nats.routeAuth.existingSecret= >/dev/null 2>&1; then
+  fail "rendered NATS routes that admit any server"
+fi
+conf=$(render --set nats.routeAuth.existingSecret= --set nats.routeAuth.allowUnauthenticated=true -s templates/nats-configmap.yaml)
+grep -q 'NATS_ROUTE' <<<"$conf" && fail "nats.routeAuth.allowUnauthenticated still takes a route password"
+[ "$(grep -c 'nats://t-junction-nats-[0-9]' <<<"$conf")" = 3 ] || fail "nats.routeAuth.allowUnauthenticated does not list the three routes"
 
 # The NATS monitoring port is not open to every pod.
 np=$(render -s templates/nats-networkpolicy.yaml)

@@ -3,9 +3,12 @@
 package faultsuite
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -538,6 +541,57 @@ func TestClusterSmoke(t *testing.T) {
 		t.Error("a client without the NKey seed was let in")
 	} else if !errors.Is(err, nats.ErrAuthorization) {
 		t.Errorf("a client without the NKey seed: %v, want an authorization violation", err)
+	}
+	// Their cluster routes authenticate too: the cluster formed with the
+	// password, and a route without it, or with another, is refused.
+	for _, tc := range []struct{ name, user, pass, want string }{
+		{"no password", "", "", "Authorization Violation"},
+		{"wrong password", "route", "not-" + tp.routePassword, "Authorization Violation"},
+		{"the password", "route", tp.routePassword, "PONG"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := routeConnect(tp.nats[0].addr("6222/tcp"), tp.prefix, tc.user, tc.pass)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("a route connecting with %s was answered %q, want %q", tc.name, got, tc.want)
+			}
+		})
+	}
+}
+
+// routeConnect connects to a NATS server's cluster port at addr as a
+// route of cluster with user and pass, and returns the server's answer to
+// a PING after the CONNECT: PONG when it took the route, an -ERR line
+// when it refused it.
+func routeConnect(addr, cluster, user, pass string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	if info, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(info, "INFO ") {
+		return "", fmt.Errorf("no INFO from the cluster port: %q, %v", info, err)
+	}
+	connect, err := json.Marshal(map[string]any{"verbose": false, "pedantic": false, "tls_required": false,
+		"user": user, "pass": pass, "name": "faultsuite-intruder", "cluster": cluster, "headers": true})
+	if err != nil {
+		return "", err
+	}
+	if _, err := fmt.Fprintf(c, "CONNECT %s\r\nPING\r\n", connect); err != nil {
+		return "", err
+	}
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return "", fmt.Errorf("reading the answer: %w", err)
+		}
+		if strings.HasPrefix(line, "PONG") || strings.HasPrefix(line, "-ERR") {
+			return strings.TrimSpace(line), nil
+		}
 	}
 }
 

@@ -91,6 +91,9 @@ type topology struct {
 	// nkeySeed is the file holding its seed, which Junction and the
 	// suite's own connections sign with.
 	nkeyPub, nkeySeed string
+	// routePassword is the password the servers' cluster routes
+	// authenticate with, as the chart's do.
+	routePassword string
 }
 
 // options vary a topology.
@@ -145,6 +148,9 @@ func newTopologyOpts(t *testing.T, natsNodes, junctions int, o options) *topolog
 	}
 	tp.nkeyPub, tp.nkeySeed = pub, filepath.Join(tp.dir, "junction.nk")
 	tp.write(tp.nkeySeed, string(seed))
+	pw := make([]byte, 16)
+	_, _ = rand.Read(pw)
+	tp.routePassword = hex.EncodeToString(pw)
 	if _, ok := tp.be.(*processBackend); ok && edge {
 		t.Skipf("%v", errNoNetwork)
 	}
@@ -200,9 +206,15 @@ func (tp *topology) mustStart(n *node) {
 
 func (tp *topology) configureNATS(i int) {
 	n := tp.nats[i]
+	// Routes authenticate as the chart's do: the password and each
+	// route's URL (which carries it) come from the environment, so
+	// nats.conf holds no secret.
 	var routes []string
-	for _, o := range tp.nats {
-		routes = append(routes, "nats://"+tp.be.peer(o, "6222/tcp"))
+	n.env = []string{"NATS_ROUTE_PASSWORD=" + tp.routePassword}
+	for k, o := range tp.nats {
+		v := fmt.Sprintf("NATS_ROUTE_%d", k)
+		routes = append(routes, "$"+v)
+		n.env = append(n.env, v+"=nats://route:"+tp.routePassword+"@"+tp.be.peer(o, "6222/tcp"))
 	}
 	conf := fmt.Sprintf(`server_name: %s
 listen: %s
@@ -217,7 +229,8 @@ jetstream {
 }
 `, n.name, tp.be.listen(n, "4222/tcp"), tp.be.listen(n, "8222/tcp"), tp.nkeyPub, tp.be.dataDir(n, "/data"))
 	if len(tp.nats) > 1 {
-		conf += fmt.Sprintf("cluster {\n  name: %s\n  listen: %s\n  routes: [%s]\n}\n", tp.prefix, tp.be.listen(n, "6222/tcp"), strings.Join(routes, ", "))
+		conf += fmt.Sprintf("cluster {\n  name: %s\n  listen: %s\n  authorization { user: route, password: $NATS_ROUTE_PASSWORD }\n  routes: [%s]\n}\n",
+			tp.prefix, tp.be.listen(n, "6222/tcp"), strings.Join(routes, ", "))
 	}
 	path := filepath.Join(tp.dir, n.name+".conf")
 	tp.write(path, conf)

@@ -587,6 +587,89 @@ func TestConsentChangeKeepsOrder(t *testing.T) {
 	})
 }
 
+// TestConsentChangeAcrossRestart: a payload decided again, tried and
+// refused by the receiver, then left unacknowledged by a stopping engine
+// is decided again by the next one to the same stored payload (not a
+// second copy), which is what reaches the receiver, once.
+func TestConsentChangeAcrossRestart(t *testing.T) {
+	forPipelines(t, func(t *testing.T, pipe string) {
+		srv, url := downReceiver(t)
+		routes, _ := filepath.Abs("testdata/routes")
+		dir := t.TempDir()
+		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\nrouter:\n  ack_wait: 2s\n%s"+
+			"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n"+
+			"destinations:\n  ehr:\n    type: fhir\n    url: %s\n    retry: {max_attempts: 200, initial: 500ms, max: 500ms, multiplier: 1, timeout: 5s}\n"+
+			"consent:\n  recheck_after: 0s\n  destinations:\n    ehr: {ods: RX2}\n", dir, routes, pipelineOf(pipe), url)
+		e := startFromConfig(t, dir, body)
+		if code, _ := send(t, mllpAddr(t, e), adt("A01", "RS0001", deniedPatient+"^^^NHS^NH")); code != hl7v2.AckAA {
+			t.Fatalf("send: %s", code)
+		}
+		m := e.Metrics()
+		waitFor(t, "a refused attempt", func() bool {
+			return testutil.ToFloat64(m.Attempts.WithLabelValues("ehr", "transient")) >= 1
+		})
+		base := "http://" + e.HTTPAddr().String()
+		if st, body := postConsent(t, base, denyTo("c-deny-elsewhere", deniedPatient, "RX9", "active")); st != http.StatusCreated {
+			t.Fatalf("POST Consent: %d %s", st, body)
+		}
+		// The payload decided again, and tried: a failed attempt names
+		// where the new payload is stored.
+		var sentSeq uint64
+		waitFor(t, "an attempt at the payload decided again", func() bool {
+			for _, trail := range trails(t, e) {
+				for _, r := range trail {
+					if r.Event == audit.Failed && r.Destination == "ehr" && r.SentSeq != 0 {
+						sentSeq = r.SentSeq
+						return true
+					}
+				}
+			}
+			return false
+		})
+		stopEngine(t, e)
+		srv.mu.Lock()
+		srv.statuses = nil // the receiver is back
+		srv.mu.Unlock()
+
+		e = startFromConfig(t, dir, body)
+		defer stopEngine(t, e)
+		m = e.Metrics()
+		waitFor(t, "the delivery after the restart", func() bool {
+			return testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "delivered")) == 1
+		})
+		if got := srv.accepted(); len(got) != 1 {
+			t.Errorf("the receiver accepted %q, want one payload", got)
+		}
+		// Decided again after the restart to the payload already stored:
+		// not counted as a new decision, nor stored twice.
+		if v := testutil.ToFloat64(m.Delivered.WithLabelValues("ehr", "redecided")); v != 0 {
+			t.Errorf("payloads decided again after the restart = %v, want 0 (the same as before)", v)
+		}
+		ost, err := e.Store().JS.Stream(t.Context(), store.StreamOutbound)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := ost.Info(t.Context(), jetstream.WithSubjectFilter(store.SubjOutbound+".ehr._redecided"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Subjects[store.SubjOutbound+".ehr._redecided"]; n != 1 {
+			t.Errorf("%d payloads stored as decided again, want 1", n)
+		}
+		var delivered *audit.Record
+		for _, trail := range trails(t, e) {
+			for _, r := range trail {
+				if r.Event == audit.Delivered && r.Destination == "ehr" {
+					delivered = &r
+				}
+			}
+		}
+		if delivered == nil || delivered.SentSeq != sentSeq {
+			t.Errorf("delivered record %+v; want it naming the payload decided before the restart (%d)", delivered, sentSeq)
+		}
+	})
+}
+
 // TestConsentChangeAtAnotherDestination: deciding consent again for a
 // payload queued at one destination decides for that destination alone.
 // The message went to the archive at once and waits for the ehr; the

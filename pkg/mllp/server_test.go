@@ -334,7 +334,9 @@ func TestServerMaxConnsPerHost(t *testing.T) {
 	var mu sync.Mutex
 	var refused []string
 	var evicted atomic.Int64
-	s := &Server{Handler: echo, MaxConns: 10, MaxConnsPerHost: 2, EvictIdleAfter: 100 * time.Millisecond,
+	// EvictIdleAfter long enough that a loaded machine cannot stretch
+	// the steps before the refusal below past it (100 ms could).
+	s := &Server{Handler: echo, MaxConns: 10, MaxConnsPerHost: 2, EvictIdleAfter: time.Second,
 		OnRefused: func(_ *ConnInfo, why string) { mu.Lock(); refused = append(refused, why); mu.Unlock() },
 		OnEvicted: func(*ConnInfo) { evicted.Add(1) }}
 	addr := start(t, s)
@@ -370,7 +372,7 @@ func TestServerMaxConnsPerHost(t *testing.T) {
 
 	// Once a1 has been idle long enough, A's next closes a1, not B's
 	// older idle connection.
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	if !echoes(rawConnFrom(t, addr, hostA), "a3") {
 		t.Fatal("A's connection after a1 went idle was not admitted")
 	}

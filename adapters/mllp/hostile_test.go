@@ -100,6 +100,10 @@ func TestHostileEndlessFrame(t *testing.T) {
 	if err != nil || code != hl7v2.AckAR || !strings.Contains(text, fmt.Sprintf("larger than %d bytes", limit)) {
 		t.Errorf("reply %q: %s %q %v, want AR saying the message is too large", frames[0], code, text, err)
 	}
+	// ERR 104 (value too long), not 207, which says resend later.
+	if !bytes.Contains(frames[0], []byte("ERR|^^^104&")) {
+		t.Errorf("reply %q: want ERR code 104", frames[0])
+	}
 	if want := uint64(4*limit + 2<<20); alloc > want {
 		t.Errorf("allocated %d bytes while refusing the frame, want at most %d (4x the limit + 2 MiB)", alloc, want)
 	}

@@ -586,7 +586,7 @@ func (in *Inbound) quarantine(ctx context.Context, raw []byte, reason fault.Code
 // gone, a reject sent before the server closes the connection.
 func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err error, partial []byte) []byte {
 	in.metrics.Received.WithLabelValues(in.name).Inc()
-	reason, text := fault.CodeFrameInvalid, "invalid MLLP frame"
+	reason, text, hl7err := fault.CodeFrameInvalid, "invalid MLLP frame", hl7v2.ErrCodeInternal
 	switch {
 	case errors.Is(err, transport.ErrBusy):
 		// Nothing is wrong with the message: it is not kept, only
@@ -597,7 +597,9 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 		in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
 		return ack
 	case errors.Is(err, transport.ErrTooLarge):
-		reason = fault.CodeFrameTooLarge
+		// Value too long, not 207: resending it unchanged can never
+		// succeed, and 207 is what says "resend later" here.
+		reason, hl7err = fault.CodeFrameTooLarge, hl7v2.ErrCodeValueTooLong
 		text = fmt.Sprintf("message larger than %d bytes", in.cfg.MaxMessageBytes)
 	case errors.Is(err, transport.ErrIncompleteFrame):
 		reason = fault.CodeFrameIncomplete
@@ -613,7 +615,7 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 	if gone {
 		return nil
 	}
-	ack, code := in.rejectRaw(partial, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: text})
+	ack, code := in.rejectRaw(partial, hl7v2.AckError{Code: hl7err, Severity: "E", Text: text})
 	in.metrics.Acks.WithLabelValues(in.name, string(code)).Inc()
 	return ack
 }

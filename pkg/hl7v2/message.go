@@ -22,6 +22,9 @@ const (
 	// ErrCodeTableValue is HL7 table 0357 code 103, table value not
 	// found.
 	ErrCodeTableValue = "103"
+	// ErrCodeValueTooLong is HL7 table 0357 code 104 (since v2.7), value
+	// too long: longer than the receiver can safely handle.
+	ErrCodeValueTooLong = "104"
 	// ErrCodeUnsupportedMessageType is HL7 table 0357 code 200,
 	// unsupported message type.
 	ErrCodeUnsupportedMessageType = "200"

@@ -324,7 +324,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 
 	log := s.logger()
-	log.Info("mllp server listening", "addr", ln.Addr().String(), "tls", s.TLSConfig != nil)
+	// Debug: an adapter using the server logs where it listens itself.
+	log.Debug("mllp server listening", "addr", ln.Addr().String(), "tls", s.TLSConfig != nil)
 	stop := context.AfterFunc(ctx, s.beginShutdown)
 	defer stop()
 

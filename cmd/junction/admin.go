@@ -329,7 +329,11 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			if q.Received > q.Size {
 				size = fmt.Sprintf("%6d bytes kept of %d", q.Size, q.Received)
 			}
-			fmt.Fprintf(stdout, "%s  %s  %-6s %s  %s\n", q.Time.Format(time.RFC3339), q.ID, q.Source, size, q.Reason)
+			from := ""
+			if q.ControlID != "" {
+				from = fmt.Sprintf("  control id %s from %s", q.ControlID, q.Sender)
+			}
+			fmt.Fprintf(stdout, "%s  %s  %-6s %s  %s%s\n", q.Time.Format(time.RFC3339), q.ID, q.Source, size, q.Reason, from)
 			if *body {
 				b := []byte(q.Body)
 				if q.Encoding == "base64" {
@@ -422,12 +426,20 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, f.Sender, f.MessageType, state)
 	}
+	for _, f := range res.Quarantined {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, f.Sender, f.MessageType,
+			"refused and quarantined: "+strings.Join(f.Outcomes, ", "))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprint(stdout, table.String())
 	if res.Truncated {
 		fmt.Fprintln(stdout, "(more matched than are listed: narrow the window or name the sender)")
+	}
+	refused := ""
+	if n := len(res.Quarantined); n > 0 {
+		refused = fmt.Sprintf("; %d refused (listed above; junction audit quarantine shows the quarantine)", n)
 	}
 	if len(res.Messages) == 0 {
 		// Say which window was searched, and when it reaches back past
@@ -443,11 +455,11 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			window = "between " + from.UTC().Format(time.RFC3339) + " and " + to.UTC().Format(time.RFC3339)
 		}
 		if !res.Retained.IsZero() && from.Before(res.Retained) {
-			return fmt.Errorf("%s received %s (input is kept from %s, the oldest stored)", what, window, res.Retained.UTC().Format(time.RFC3339))
+			return fmt.Errorf("%s accepted %s (input is kept from %s, the oldest stored)%s", what, window, res.Retained.UTC().Format(time.RFC3339), refused)
 		}
-		return fmt.Errorf("%s received %s", what, window)
+		return fmt.Errorf("%s accepted %s%s", what, window, refused)
 	}
-	fmt.Fprintf(stdout, "%d received; junction audit trail ID shows where each went\n", len(res.Messages))
+	fmt.Fprintf(stdout, "%d received; junction audit trail ID shows where each went%s\n", len(res.Messages), refused)
 	return nil
 }
 

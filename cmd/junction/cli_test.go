@@ -756,7 +756,13 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 		mu.Lock()
 		calls = append(calls, "GET "+r.URL.RequestURI())
 		mu.Unlock()
-		if r.URL.Query().Get("control_id") != "C1" {
+		switch r.URL.Query().Get("control_id") {
+		case "C1":
+		case "C3": // refused: in the quarantine only
+			_, _ = w.Write([]byte(`{"messages": [], "retained": "2026-01-10T00:00:00Z", "quarantined": [
+				{"id": "01QUAR", "received_at": "2026-01-15T11:00:00Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A01", "control_id": "C3", "state": "quarantined", "outcomes": ["hl7.required-segment-missing"]}]}`))
+			return
+		default:
 			_, _ = w.Write([]byte(`{"messages": [], "retained": "2026-01-10T00:00:00Z"}`))
 			return
 		}
@@ -852,19 +858,26 @@ func TestCLIAdminCommands(t *testing.T) {
 	}
 	*calls = nil
 	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--since", "2026-01-01T00:00:00Z", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" received since 2026-01-01T00:00:00Z (input is kept from 2026-01-10T00:00:00Z, the oldest stored)`) {
+	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" accepted since 2026-01-01T00:00:00Z (input is kept from 2026-01-10T00:00:00Z, the oldest stored)`) {
 		t.Errorf("audit find of nothing, before the oldest kept: exit %d, stderr %q", code, errOut)
 	}
 	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--since", "2026-01-15T00:00:00Z", "--until", "2026-01-16T00:00:00Z", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" received between 2026-01-15T00:00:00Z and 2026-01-16T00:00:00Z`) {
+	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" accepted between 2026-01-15T00:00:00Z and 2026-01-16T00:00:00Z`) {
 		t.Errorf("audit find of nothing: exit %d, stderr %q", code, errOut)
+	}
+	// Refused, so never a message: the quarantined input is listed, and
+	// the answer is still that none was accepted.
+	code, out, errOut = cliRun(t, "audit", "find", "--control-id", "C3", "--since", "2026-01-15T00:00:00Z", "--api", ts.URL, "--token", tok)
+	if code != 1 || out != "2026-01-15T11:00:00.000000Z  01QUAR  pas  PAS|RX1  ADT^A01  refused and quarantined: hl7.required-segment-missing\n" ||
+		!strings.Contains(errOut, `no message with control id "C3" accepted since 2026-01-15T00:00:00Z; 1 refused (listed above;`) {
+		t.Errorf("audit find of a refused message: exit %d\nstdout %q\nstderr %q", code, out, errOut)
 	}
 	if code, _, errOut = cliRun(t, "audit", "find", "--since", "2h", "--api", ts.URL, "--token", tok); code != 2 || !strings.Contains(errOut, "give --control-id, or --since and --until") {
 		t.Errorf("audit find without a control id or a window's end: exit %d, want 2, stderr %q", code, errOut)
 	}
 	*calls = nil
 	code, _, errOut = cliRun(t, "audit", "find", "--since", "2026-01-15T10:00:00Z", "--until", "2026-01-15T10:05:00Z", "--api", ts.URL, "--token", tok)
-	if code != 1 || !strings.Contains(errOut, "no message received between 2026-01-15T10:00:00Z and 2026-01-15T10:05:00Z") ||
+	if code != 1 || !strings.Contains(errOut, "no message accepted between 2026-01-15T10:00:00Z and 2026-01-15T10:05:00Z") ||
 		!slices.Equal(*calls, []string{"GET /api/messages?since=2026-01-15T10%3A00%3A00Z&until=2026-01-15T10%3A05%3A00Z"}) {
 		t.Errorf("audit find of a window: exit %d, stderr %q, requests %q", code, errOut, *calls)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -115,6 +116,14 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 	if res.Messages == nil {
 		res.Messages = []router.Found{}
 	}
+	// What the sender sent that was refused is part of the answer to
+	// "did you get it?": it was received, and is in the quarantine.
+	q2, more, err := router.FindQuarantined(r.Context(), e.store.JS, fq, quarantinedHeader)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	res.Quarantined, res.Truncated = q2, res.Truncated || more
 	writeJSON(w, http.StatusOK, struct {
 		router.FindQuery
 		router.FindResult
@@ -145,6 +154,18 @@ func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rep)
 }
 
+// quarantinedHeader reads the control id, sender ("APP|FACILITY") and
+// message type from the HL7 v2 header of quarantined input (see
+// router.HeaderOf). They are what the sender quotes when asking after a
+// message, not patient data.
+func quarantinedHeader(raw []byte) (controlID, sender, messageType string, ok bool) {
+	m, err := hl7v2.ParseHeader(raw)
+	if err != nil || m.ControlID() == "" {
+		return "", "", "", false
+	}
+	return m.ControlID(), m.SendingApp() + "|" + m.SendingFacility(), m.MessageType(), true
+}
+
 // QuarantineEntry is one piece of unparseable input kept for inspection.
 type QuarantineEntry struct {
 	Seq    uint64    `json:"seq"`
@@ -152,6 +173,11 @@ type QuarantineEntry struct {
 	ID     string    `json:"id"`
 	Source string    `json:"source"`
 	Reason string    `json:"reason"`
+	// ControlID and Sender are read from an HL7 v2 input's header when
+	// it has one (MSH-10; MSH-3|MSH-4), so ops can match a refusal to
+	// what a sender quotes without reading the body.
+	ControlID string `json:"control_id,omitempty"`
+	Sender    string `json:"sender,omitempty"`
 	// Size is how many bytes are kept: the first 64 KiB of what came.
 	Size int `json:"size"`
 	// Received is how many bytes came (the part of a too-large frame
@@ -209,6 +235,9 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 			Size: len(m.Data), Received: len(m.Data)}
 		if n, err := strconv.Atoi(m.Header.Get(envelope.HeaderReceivedBytes)); err == nil && n > q.Size {
 			q.Received = n
+		}
+		if ctrl, sender, _, ok := quarantinedHeader(m.Data); ok {
+			q.ControlID, q.Sender = ctrl, sender
 		}
 		if withBody {
 			bodies += len(m.Data)

@@ -458,6 +458,66 @@ func testGarbageRejectedAndQuarantined(t *testing.T, pipe string) {
 	}
 }
 
+// TestRefusedMessageFoundByControlID: a message refused before it was
+// stored (an A01 without a PID) is found by the control id its sender
+// quotes, as refused and quarantined, and the quarantine listing names
+// its control id and sender; input with no readable header is not.
+func TestRefusedMessageFoundByControlID(t *testing.T) {
+	e, _ := startEngine(t, "")
+	addr := mllpAddr(t, e)
+	msg := adt("A01", "NOPID1", "9990000018^^^NHS^NH")
+	noPID := strings.Replace(msg, msg[strings.Index(msg, "PID|"):strings.Index(msg, "PV1|")], "", 1)
+	if code, _ := send(t, addr, noPID); code != hl7v2.AckAR {
+		t.Fatalf("A01 without a PID: %s, want AR", code)
+	}
+	if code, _ := send(t, addr, "not HL7 at all"); code != hl7v2.AckAR {
+		t.Fatalf("garbage: %s, want AR", code)
+	}
+	if code, _ := send(t, addr, adt("A01", "GOOD1", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("a good message: %s", code)
+	}
+	base := "http://" + e.HTTPAddr().String()
+	var qs []engine.QuarantineEntry
+	getJSON(t, base+"/api/quarantine", &qs)
+	if len(qs) != 2 || qs[0].ControlID != "NOPID1" || qs[0].Sender != "PAS|RX1" || qs[1].ControlID != "" {
+		t.Errorf("quarantine listing %+v; want the A01 named by control id and sender, the garbage by neither", qs)
+	}
+	tests := []struct {
+		name, query string
+		messages    int
+		quarantined []string
+	}{
+		{"refused", "control_id=NOPID1", 0, []string{"NOPID1"}},
+		{"refused, by its sender", "control_id=NOPID1&sender=PAS", 0, []string{"NOPID1"}},
+		{"refused, another sender", "control_id=NOPID1&sender=LAB", 0, nil},
+		{"accepted", "control_id=GOOD1", 1, nil},
+		{"a window", "since=1h&until=0s", 1, []string{"NOPID1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.query
+			if strings.HasPrefix(q, "since=") {
+				now := time.Now().UTC()
+				q = "since=" + now.Add(-time.Hour).Format(time.RFC3339) + "&until=" + now.Add(time.Minute).Format(time.RFC3339)
+			}
+			var res router.FindResult
+			if st := getJSON(t, base+"/api/messages?"+q, &res); st != http.StatusOK {
+				t.Fatalf("GET /api/messages?%s: %d", q, st)
+			}
+			var got []string
+			for _, f := range res.Quarantined {
+				if f.State != "quarantined" || len(f.Outcomes) != 1 || f.Outcomes[0] == "" || f.MessageType != "ADT^A01" {
+					t.Errorf("quarantined entry %+v; want state quarantined, its reason and type", f)
+				}
+				got = append(got, f.ControlID)
+			}
+			if len(res.Messages) != tc.messages || !slices.Equal(got, tc.quarantined) {
+				t.Errorf("found %d messages and quarantined %q; want %d and %q", len(res.Messages), got, tc.messages, tc.quarantined)
+			}
+		})
+	}
+}
+
 // TestFHIRRejectNamesItsQuarantineEntry: a body refused as invalid is
 // kept, and the answer names the entry the quarantine listing shows, so
 // a supplier can quote it to ops.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -42,8 +43,10 @@ type Found struct {
 	// State is "accepted" (stored and routed as a message of its own;
 	// its trail tells the rest), "resend" (stored, and recognised as a
 	// resend of message Original, so not routed again), "waiting"
-	// (acknowledged and stored, not yet taken for routing) or "unknown"
-	// (read, but without a record saying which; its trail may).
+	// (acknowledged and stored, not yet taken for routing), "unknown"
+	// (read, but without a record saying which; its trail may), or
+	// "quarantined" (refused and kept in the quarantine under ID; its
+	// one outcome is the refusal's reason).
 	State    string `json:"state"`
 	Original string `json:"original,omitempty"`
 	// Outcomes are, for an accepted message, every outcome it reached
@@ -56,6 +59,9 @@ type Found struct {
 // FindResult is what Find found.
 type FindResult struct {
 	Messages []Found `json:"messages"`
+	// Quarantined are the refused inputs that carried the control id
+	// (see FindQuarantined): received, but never messages.
+	Quarantined []Found `json:"quarantined,omitempty"`
 	// Truncated is set when more matched than are listed, or the scan
 	// stopped at its bound before the end of the window.
 	Truncated bool `json:"truncated,omitempty"`
@@ -220,4 +226,68 @@ func ingestReadFloor(ctx context.Context, js jetstream.JetStream) (uint64, error
 		floor = max(floor, info.AckFloor.Stream)
 	}
 	return floor, nil
+}
+
+// HeaderOf reads the sender's identity from input kept in the quarantine:
+// its control id, sender ("APP|FACILITY") and message type, when the
+// input says them (the header of an HL7 v2 message that was refused, say);
+// ok is false when it does not.
+type HeaderOf func(raw []byte) (controlID, sender, messageType string, ok bool)
+
+// maxQuarantineScan bounds the quarantined entries one FindQuarantined
+// reads.
+const maxQuarantineScan = 100_000
+
+// FindQuarantined lists the input kept in the quarantine between q.Since
+// and q.Until whose control id, read by header, is q.ControlID (any,
+// without one), from q.Sender and q.Source when they are set: what a
+// sender sent that was refused, so never became a message. Each is told
+// with State "quarantined", its quarantine id as ID, and the refusal's
+// reason code as its one outcome. They hold ids, names and times, no
+// patient data.
+func FindQuarantined(ctx context.Context, js jetstream.JetStream, q FindQuery, header HeaderOf) ([]Found, bool, error) {
+	var out []Found
+	truncated := false
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{store.SubjQuarantine + ".>"}}
+	if !q.Since.IsZero() {
+		start := q.Since.Add(-2 * time.Second)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	scanned := 0
+	err := scanFrom(ctx, js, store.StreamQuarantine, cfg, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		if scanned++; scanned > maxQuarantineScan {
+			truncated = true
+			return true, nil
+		}
+		h := m.Headers()
+		received, err := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
+		if err != nil {
+			received = meta.Timestamp
+		}
+		if !q.Until.IsZero() && meta.Timestamp.After(q.Until.Add(findStoreLag)) {
+			return true, nil
+		}
+		if received.Before(q.Since) || (!q.Until.IsZero() && received.After(q.Until)) {
+			return false, nil
+		}
+		source := h.Get(envelope.HeaderSource)
+		if q.Source != "" && source != q.Source {
+			return false, nil
+		}
+		ctrl, sender, msgType, ok := header(m.Data())
+		if !ok || (q.ControlID != "" && ctrl != q.ControlID) || !senderMatches(sender, q.Sender) {
+			return false, nil
+		}
+		if len(out) == maxFound {
+			truncated = true
+			return true, nil
+		}
+		out = append(out, Found{ID: h.Get(envelope.HeaderID), ReceivedAt: received, Source: source, Sender: sender, MessageType: msgType,
+			ControlID: ctrl, State: "quarantined", Outcomes: []string{h.Get(envelope.HeaderReason)}})
+		return false, nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the quarantine: %w", err)
+	}
+	return out, truncated, nil
 }

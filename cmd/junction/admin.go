@@ -76,19 +76,29 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, out a
 
 // apiOptions are the flags every admin API command takes.
 type apiOptions struct {
-	api, token, tlsCA *string
+	api, token, tlsCA, config *string
+	fs                        *flag.FlagSet
 }
 
 func apiFlags(name, args string, stderr io.Writer) (*flag.FlagSet, apiOptions) {
 	fs := newFlags(name, args, stderr)
 	return fs, apiOptions{
-		api:   fs.String("api", "http://127.0.0.1:8080", "base URL of the running engine's HTTP listener (https://... when http.tls is set)"),
-		token: fs.String("token", "", "reference to the admin bearer token (env:NAME or file:PATH; default env JUNCTION_ADMIN_TOKEN)"),
-		tlsCA: fs.String("tls-ca", "", "with an https --api: trust this CA certificate file (default: the system's roots)"),
+		api:    fs.String("api", "http://127.0.0.1:8080", "base URL of the running engine's HTTP listener (https://... when http.tls is set)"),
+		token:  fs.String("token", "", "reference to the admin bearer token (env:NAME or file:PATH; default env JUNCTION_ADMIN_TOKEN)"),
+		tlsCA:  fs.String("tls-ca", "", "with an https --api: trust this CA certificate file (default: the system's roots)"),
+		config: fs.String("c", "", "the running engine's config file: --api defaults to its http.listen"),
+		fs:     fs,
 	}
 }
 
 func newAPI(o apiOptions) (*apiClient, error) {
+	if *o.config != "" && !set(o.fs, "api") {
+		a, err := readEngineAddrs(*o.config)
+		if err != nil {
+			return nil, err
+		}
+		*o.api = a.api
+	}
 	t, err := adminToken(*o.token)
 	if err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)

@@ -20,6 +20,8 @@ import (
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench", "", stderr)
 	addr := fs.String("addr", "127.0.0.1:2575", "MLLP address of a running junction")
+	cfgPath := fs.String("c", "", "the running engine's config file: --addr defaults to the listen address of its input --input, --metrics to its http.listen's /metrics")
+	input := fs.String("input", "pas", "with -c: the input to send to")
 	conns := fs.Int("conns", 8, "concurrent connections, each sending one message at a time")
 	dur := fs.Duration("duration", 10*time.Second, "how long to send")
 	patients := fs.Int("patients", 500, "distinct synthetic patients (999-range NHS numbers)")
@@ -31,6 +33,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *conns < 1 || *patients < 1 || *dur <= 0 {
 		return fmt.Errorf("conns, patients and duration must be positive")
+	}
+	if *cfgPath != "" {
+		a, err := readEngineAddrs(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if !set(fs, "addr") {
+			if *addr, err = a.input(*input); err != nil {
+				return err
+			}
+		}
+		if !set(fs, "metrics") {
+			*metrics = a.api + "/metrics"
+		}
 	}
 	var before, acceptedBefore float64
 	var commitsBefore commitStats

@@ -856,6 +856,15 @@ func TestCLIAdminCommands(t *testing.T) {
 	if want := []string{"GET /api/messages?control_id=C1&sender=PAS%7CRX1&since=2026-01-15T00%3A00%3A00Z"}; !slices.Equal(*calls, want) {
 		t.Errorf("audit find requests: %q, want %q", *calls, want)
 	}
+	// With the engine's config instead of --api: its http.listen.
+	cfg := filepath.Join(t.TempDir(), "junction.yaml")
+	if err := os.WriteFile(cfg, []byte("http:\n  listen: "+strings.TrimPrefix(ts.URL, "http://")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out2, errOut := cliRun(t, "audit", "find", "-c", cfg, "--control-id", "C1", "--sender", "PAS|RX1", "--since", "2026-01-15T00:00:00Z", "--token", tok)
+	if code != 0 || out2 != out || len(*calls) != 2 {
+		t.Errorf("audit find -c: exit %d, requests %q\n%s%s", code, *calls, out2, errOut)
+	}
 	*calls = nil
 	code, _, errOut = cliRun(t, "audit", "find", "--control-id", "C2", "--since", "2026-01-01T00:00:00Z", "--api", ts.URL, "--token", tok)
 	if code != 1 || !strings.Contains(errOut, `no message with control id "C2" accepted since 2026-01-01T00:00:00Z (input is kept from 2026-01-10T00:00:00Z, the oldest stored)`) {

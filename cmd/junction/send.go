@@ -21,6 +21,8 @@ import (
 func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("send", "FILE...", stderr)
 	addr := fs.String("addr", "127.0.0.1:2575", "MLLP address to send HL7 v2 to")
+	cfgPath := fs.String("c", "", "the running engine's config file: --addr defaults to the listen address of its input --input, --fhir's base URL to its http.listen")
+	input := fs.String("input", "pas", "with -c: the input to send to")
 	fhirURL := fs.String("fhir", "", "send FHIR JSON files by POST to this base URL instead (for example http://127.0.0.1:8080/fhir)")
 	caFile := fs.String("tls-ca", "", "use TLS, trusting this CA certificate file (with --fhir: for an https URL; default the system's roots)")
 	certFile := fs.String("tls-cert", "", "use TLS, presenting this client certificate file (mutual TLS; with --tls-key)")
@@ -37,6 +39,20 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *timeout <= 0 || *silenceWait <= 0 {
 		return errors.New("--timeout and --silence must be positive")
+	}
+	if *cfgPath != "" {
+		a, err := readEngineAddrs(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if set(fs, "fhir") && *fhirURL == "" {
+			*fhirURL = a.api + "/fhir"
+		}
+		if !set(fs, "addr") && !set(fs, "fhir") {
+			if *addr, err = a.input(*input); err != nil {
+				return err
+			}
+		}
 	}
 	if *fhirURL != "" {
 		tok := ""

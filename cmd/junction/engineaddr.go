@@ -1,0 +1,105 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/junction-fhir/junction/adapters/mllp"
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/adapters/pathology"
+	"github.com/junction-fhir/junction/pkg/config"
+)
+
+// engineAddrs are where the engine a config file describes listens, so
+// that the commands talking to a running engine reach the one started
+// with `junction serve -c FILE` rather than the defaults.
+type engineAddrs struct {
+	// api is the base URL of its HTTP listener.
+	api string
+	// inputs maps each input with a listen address (the MLLP ones) to
+	// the address to dial.
+	inputs map[string]string
+}
+
+// readEngineAddrs reads the listen addresses of the config file path. A
+// wildcard host (0.0.0.0, ::, none) is dialled on loopback.
+func readEngineAddrs(path string) (engineAddrs, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return engineAddrs{}, fmt.Errorf("--config %s: %w", path, err)
+	}
+	scheme := "http://"
+	if cfg.HTTP.TLS != nil {
+		scheme = "https://"
+	}
+	out := engineAddrs{api: scheme + dialable(cfg.HTTP.Listen), inputs: map[string]string{}}
+	for name, in := range cfg.Inputs {
+		listen := defaultListen(in.Type)
+		if n := in.Settings.Node; n != nil {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == "listen" && n.Content[i+1].Value != "" {
+					listen = n.Content[i+1].Value
+				}
+			}
+		}
+		if listen != "" {
+			out.inputs[name] = dialable(listen)
+		}
+	}
+	return out, nil
+}
+
+// defaultListen is where an MLLP input of type typ listens without a
+// listen setting ("" for other types).
+func defaultListen(typ string) string {
+	switch typ {
+	case pas.Type:
+		return mllp.DefaultListen
+	case pathology.Type:
+		return pathology.DefaultListen
+	}
+	return ""
+}
+
+// dialable turns a listen address into one to dial: a wildcard or empty
+// host becomes loopback.
+func dialable(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// input returns the address to dial for the MLLP input name.
+func (a engineAddrs) input(name string) (string, error) {
+	if addr, ok := a.inputs[name]; ok {
+		return addr, nil
+	}
+	names := make([]string, 0, len(a.inputs))
+	for n := range a.inputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "", errors.New("the config has no input with a listen address; give --addr")
+	}
+	return "", fmt.Errorf("the config has no MLLP input %q; its inputs with a listen address: %s (choose one with --input)", name, strings.Join(names, ", "))
+}
+
+// set reports whether flag name was given on the command line.
+func set(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
+}

@@ -77,7 +77,8 @@ type Dialect struct {
 	// other or unknown. DefaultDialect fills it with HL7 table 0001 and
 	// the NHS Data Dictionary person gender codes; entries configured in
 	// YAML are added to those (or replace the one with the same code). A
-	// code not in the table leaves gender out.
+	// code not in the table leaves gender out (flagged DQSexInvalid for
+	// the patient's PID-8).
 	SexCodes map[string]string `yaml:"sex_codes"`
 	// CancelAdmitStatus is the Encounter.status an A11 (cancel admit or
 	// visit) gives: CancelAdmitEnteredInError (the default: the admission

@@ -121,6 +121,11 @@ const (
 	DQNHSNumberConflict = "nhs_number_conflict"
 	// DQBirthDateInvalid: PID-7 is not a valid HL7 date.
 	DQBirthDateInvalid = "birth_date_invalid"
+	// DQSexInvalid: PID-8 is sent but is not a code of the dialect's sex
+	// code table (Dialect.SexCodes: HL7 table 0001 and the NHS person
+	// gender codes by default); gender is left out. An empty PID-8 is
+	// not flagged.
+	DQSexInvalid = "sex_invalid"
 	// DQDeathDateInvalid: PID-29 is not a valid HL7 date/time.
 	DQDeathDateInvalid = "death_date_invalid"
 	// DQDeathIndicatorConflict: PID-29 gives a date of death but PID-30
@@ -130,6 +135,11 @@ const (
 	// minute; the bundle timestamp is the time Junction received the
 	// message.
 	DQMessageTimeInvalid = "message_time_invalid"
+	// DQEventTimeInvalid: EVN-2 (recorded date/time) is sent but is not
+	// a valid HL7 date/time. The message is translated as before: EVN-2
+	// is used only as an A02's transfer time when EVN-6 is not, and an
+	// invalid one is not. An empty EVN-2, or no EVN, is not flagged.
+	DQEventTimeInvalid = "event_time_invalid"
 	// DQVisitTimeInvalid: PV1-44 or PV1-45 is not a valid HL7 date/time.
 	DQVisitTimeInvalid = "visit_time_invalid"
 	// DQLocalTimeAmbiguous: a visit time sent without an offset falls in
@@ -139,9 +149,12 @@ const (
 	// DQVisitNumberMissing: the visit has no visit number (PV1-19), so
 	// receivers cannot match the Encounter by identifier.
 	DQVisitNumberMissing = "visit_number_missing"
-	// DQPatientClassMissing: the visit has no recognised patient class
-	// (PV1-2); Encounter.class is the null flavour UNK.
+	// DQPatientClassMissing: the visit has no patient class (PV1-2 is
+	// empty); Encounter.class is the null flavour UNK.
 	DQPatientClassMissing = "patient_class_missing"
+	// DQPatientClassInvalid: PV1-2 is sent but is not a code of HL7 table
+	// 0004; Encounter.class is the null flavour UNK.
+	DQPatientClassInvalid = "patient_class_invalid"
 	// DQTextInvalidUTF8: the message declares UTF-8 or ASCII in MSH-18, or
 	// nothing, but holds bytes that are not UTF-8; they reach the FHIR
 	// JSON as U+FFFD. The feed probably sends another character set and
@@ -271,6 +284,7 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 			WithDetail("unsupported ADT event " + quoteCode(event)).WithHL7("201")
 	}
 	b := newBuilder(t, env, m, event, mapping)
+	b.checkEventTime()
 	for _, rule := range mapping.segments {
 		var segs []*hl7v2.Segment
 		if rule.repeat {
@@ -365,8 +379,9 @@ type eventMapping struct {
 // adtEvents is the table of supported events, built for dialect d.
 //
 // Segments by message structure (HL7 v2.5; segments the translator does
-// not map, such as EVN, ROL, OBX, GT1 and IN1, are left out; PV2, after
-// PV1 in each, gives the admit reason):
+// not map, such as EVN, ROL, OBX, GT1 and IN1, are left out, though
+// EVN-2 is checked (DQEventTimeInvalid) and read for an A02's transfer
+// time; PV2, after PV1 in each, gives the admit reason):
 //
 //   - ADT_A01 (A01, A04, A08, A13), ADT_A03 (A03) and ADT_A05 (A05, A28,
 //     A31): PID, PD1, NK1*, PV1, AL1*, DG1*.
@@ -744,6 +759,23 @@ func (b *builder) timestamp() string {
 	}
 	b.flag(DQMessageTimeInvalid)
 	return b.env.ReceivedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// checkEventTime flags DQEventTimeInvalid when the first EVN's EVN-2
+// (recorded date/time) is sent but is not a valid HL7 date/time. It maps
+// nothing: EVN-2 is read for an A02's transfer time only (transferTime).
+func (b *builder) checkEventTime() {
+	evn := b.m.Segment("EVN")
+	if evn == nil {
+		return
+	}
+	raw := value(evn.Component(2, 1, 1, 1))
+	if strings.TrimSpace(raw) == "" {
+		return
+	}
+	if _, err := fhir.DateTimeFromHL7(raw, b.t.loc); err != nil {
+		b.flag(DQEventTimeInvalid)
+	}
 }
 
 // value returns s, or "" for the HL7 explicit null `""` (which in a

@@ -16,8 +16,9 @@ import (
 //   - status: from the event (see adtEvents).
 //   - class: PV1-2 patient class, as the v2-to-FHIR guide maps HL7 table
 //     0004: E EMER, I IMP, O AMB, P PRENC (v3 ActCode); B, C, N, R and U
-//     keep their table 0004 code. Anything else, or nothing, is the null
-//     flavour UNK, flagged DQPatientClassMissing.
+//     keep their table 0004 code. Anything else is the null flavour UNK,
+//     flagged DQPatientClassInvalid; nothing, UNK flagged
+//     DQPatientClassMissing.
 //   - identifier: PV1-19.1 visit number (for an inpatient stay, the
 //     hospital provider spell number; UK Core defines no national system
 //     for it, so it is the dialect's visit number system), or
@@ -413,7 +414,11 @@ func (b *builder) patientClass(code string) models.Coding {
 	case "U":
 		return b.coding(systemV2PatientClass, "U", "Unknown")
 	}
-	b.flag(DQPatientClassMissing)
+	if code == "" {
+		b.flag(DQPatientClassMissing)
+	} else {
+		b.flag(DQPatientClassInvalid)
+	}
 	return b.coding(systemNullFlavor, "UNK", "unknown")
 }
 

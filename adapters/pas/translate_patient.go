@@ -81,7 +81,8 @@ func (ids idList) key(d *Dialect) string {
 //     XPN-7 (official when not sent).
 //   - telecom: PID-13 (home) and PID-14 (work); see telecoms.
 //   - gender: PID-8 through the dialect's sex code table
-//     (Dialect.SexCodes).
+//     (Dialect.SexCodes); a code not in it is left out and flagged
+//     DQSexInvalid.
 //   - birthDate: PID-7, the calendar date as sent; a time of day, when
 //     sent, as the patient-birthTime extension on it (see birthTime).
 //   - deceased: PID-29 as a dateTime, else PID-30 (Y/N) as a boolean; a
@@ -116,7 +117,11 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 	p.Identifier = b.identifiers(pid, ids, flagIDs)
 	p.Name = b.humanNames(pid, 5)
 	p.Telecom = append(b.telecoms(pid, 13, models.ContactPointUseHome), b.telecoms(pid, 14, models.ContactPointUseWork)...)
-	p.Gender = b.gender(value(pid.Component(8, 1, 1, 1)))
+	sex := value(pid.Component(8, 1, 1, 1))
+	p.Gender = b.gender(sex)
+	if p.Gender == nil && flagIDs && strings.TrimSpace(sex) != "" {
+		b.flag(DQSexInvalid)
+	}
 	if raw := value(pid.Component(7, 1, 1, 1)); raw != "" {
 		if d, err := fhir.DateFromHL7(raw); err == nil {
 			p.BirthDate = &d

@@ -422,6 +422,99 @@ func TestDataQuality(t *testing.T) {
 	}
 }
 
+// TestDataQualityCodedFields covers the issues for a coded or timed
+// field sent with a value its table or type does not allow (PID-8 sex,
+// PV1-2 patient class, EVN-2 recorded time), beside an empty field and
+// valid values, which raise none. The message is translated either way.
+func TestDataQualityCodedFields(t *testing.T) {
+	withEVN := func(evn2 string) string {
+		return segment("EVN", map[int]string{1: "A01", 2: evn2})
+	}
+	tests := []struct {
+		name string
+		segs []string // after MSH
+		want []string
+	}{
+		{"sex M", []string{pid("9990000018^^^NHS", map[int]string{8: "M"}), testPV1}, nil},
+		{"sex f lower case", []string{pid("9990000018^^^NHS", map[int]string{8: "f"}), testPV1}, nil},
+		{"sex U", []string{pid("9990000018^^^NHS", map[int]string{8: "U"}), testPV1}, nil},
+		{"sex NHS code 9", []string{pid("9990000018^^^NHS", map[int]string{8: "9"}), testPV1}, nil},
+		{"sex empty", []string{pid("9990000018^^^NHS", map[int]string{8: ""}), testPV1}, nil},
+		{"sex explicit null", []string{pid("9990000018^^^NHS", map[int]string{8: `""`}), testPV1}, nil},
+		{"sex blank", []string{pid("9990000018^^^NHS", map[int]string{8: " "}), testPV1}, nil},
+		{"sex Q", []string{pid("9990000018^^^NHS", map[int]string{8: "Q"}), testPV1}, []string{DQSexInvalid}},
+		{"sex word", []string{pid("9990000018^^^NHS", map[int]string{8: "MALE"}), testPV1}, []string{DQSexInvalid}},
+		{"class I", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 19: "V1"})}, nil},
+		{"class e lower case", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "e", 19: "V1"})}, nil},
+		{"class U", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "U", 19: "V1"})}, nil},
+		{"class empty", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "", 19: "V1"})}, []string{DQPatientClassMissing}},
+		{"class explicit null", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: `""`, 19: "V1"})}, []string{DQPatientClassMissing}},
+		{"class SECRETCLASS", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "SECRETCLASS", 19: "V1"})}, []string{DQPatientClassInvalid}},
+		{"class Q", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "Q", 19: "V1"})}, []string{DQPatientClassInvalid}},
+		{"no EVN", []string{pid("9990000018^^^NHS", nil), testPV1}, nil},
+		{"event time", []string{withEVN("20240715093000"), pid("9990000018^^^NHS", nil), testPV1}, nil},
+		{"event time with offset", []string{withEVN("20240715093000+0100"), pid("9990000018^^^NHS", nil), testPV1}, nil},
+		{"event date only", []string{withEVN("20240715"), pid("9990000018^^^NHS", nil), testPV1}, nil},
+		{"event time empty", []string{withEVN(""), pid("9990000018^^^NHS", nil), testPV1}, nil},
+		{"event time explicit null", []string{withEVN(`""`), pid("9990000018^^^NHS", nil), testPV1}, nil},
+		{"event time letters", []string{withEVN("2026XX0101"), pid("9990000018^^^NHS", nil), testPV1}, []string{DQEventTimeInvalid}},
+		{"event time month 13", []string{withEVN("20241301"), pid("9990000018^^^NHS", nil), testPV1}, []string{DQEventTimeInvalid}},
+		{"all three", []string{withEVN("2026XX0101"), pid("9990000018^^^NHS", map[int]string{8: "Q"}), pv1(map[int]string{2: "SECRETCLASS", 19: "V1"})},
+			[]string{DQEventTimeInvalid, DQSexInvalid, DQPatientClassInvalid}},
+		{"transfer with event time letters", []string{segment("EVN", map[int]string{1: "A02", 2: "2026XX0101", 6: "20240715093000"}),
+			pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 3: "WARD2^^^RX1", 6: "WARD1^^^RX1", 19: "V1"})},
+			[]string{DQEventTimeInvalid}},
+	}
+	// What the issues flag is otherwise mapped as before: no gender, class
+	// UNK, and an A02's old location still ended at EVN-6.
+	output := map[string]func(*testing.T, *models.Patient, *models.Encounter){
+		"sex Q": func(t *testing.T, p *models.Patient, _ *models.Encounter) {
+			if p.Gender != nil {
+				t.Errorf("gender %q, want none", p.Gender.Code())
+			}
+		},
+		"class SECRETCLASS": func(t *testing.T, _ *models.Patient, e *models.Encounter) {
+			if *e.Class.System != systemNullFlavor || *e.Class.Code != "UNK" {
+				t.Errorf("class %s|%s, want NullFlavor UNK", *e.Class.System, *e.Class.Code)
+			}
+		},
+		"transfer with event time letters": func(t *testing.T, _ *models.Patient, e *models.Encounter) {
+			if len(e.Location) != 2 || e.Location[1].Period == nil || e.Location[1].Period.End == nil ||
+				*e.Location[1].Period.End != "2024-07-15T09:30:00+01:00" {
+				t.Errorf("locations %+v, want the old one ended at EVN-6", e.Location)
+			}
+		},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msh := testMSH
+			if strings.HasPrefix(tt.name, "transfer") {
+				msh = strings.Replace(msh, "ADT^A01", "ADT^A02", 1)
+			}
+			tl, err := tr.Translate(testEnvelope("dq", hl7(append([]string{msh}, tt.segs...)...)))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, tl.DataQuality); diff != "" {
+				t.Errorf("data quality (-want +got):\n%s", diff)
+			}
+			if check := output[tt.name]; check != nil {
+				b, err := models.UnmarshalBundle(tl.Bundle)
+				if err != nil {
+					t.Fatalf("UnmarshalBundle: %v", err)
+				}
+				p, _ := resourceOf(t, &b, "Patient", models.UnmarshalPatient)
+				e, ok := resourceOf(t, &b, "Encounter", models.UnmarshalEncounter)
+				if !ok {
+					t.Fatal("no Encounter")
+				}
+				check(t, &p, &e)
+			}
+		})
+	}
+}
+
 func TestDeterministic(t *testing.T) {
 	tr := newTestTranslator(t)
 	raw := hl7(testMSH, pid("9990000018^^^NHS", nil), testPV1)

@@ -152,7 +152,10 @@ func (OutboundFactory) NewOutbound(_ context.Context, set adapter.Settings, cfg 
 // what a receiver whose store is down answers; an AE with 207 stays
 // permanent, as many receivers use 207 for any application error. AR and
 // CR (the receiver refused it, often because it is not ready) are
-// transient faults, as are network failures and timeouts.
+// transient faults, as are network failures and timeouts, except one
+// whose ERR codes say the receiver never takes such a message (104 too
+// long; 200-203 type, event, processing id or version not supported:
+// hl7v2.NeverTaken), which is permanent.
 type Outbound struct {
 	name string
 	cfg  OutboundConfig
@@ -340,6 +343,8 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 			Msg: fmt.Sprintf("mllp: receiver answered %s (cannot take it now)", code)}).WithDetail(text)
 	case code.Errored():
 		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "mllp: receiver answered %s", code).WithDetail(text)
+	case code.Rejected() && hl7v2.NeverTaken(hl7v2.AckErrorCodes(reply)):
+		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "mllp: receiver answered %s (it does not take this message)", code).WithDetail(text)
 	case code.Rejected():
 		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestRejected, Class: fault.Transient,
 			Msg: fmt.Sprintf("mllp: receiver answered %s", code)}).WithDetail(text)

@@ -122,6 +122,12 @@ func TestOutboundAckCodes(t *testing.T) {
 		{name: "AE 207 permanent", answer: ackCoded(hl7v2.AckAE, hl7v2.ErrCodeInternal, "bad date"), wantCode: fault.CodeDestRejected, wantDetail: "bad date"},
 		{name: "AR transient", answer: ackWith(hl7v2.AckAR, "database down"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "database down"},
 		{name: "CR transient", answer: ackWith(hl7v2.AckCR, "busy"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "busy"},
+		// A reject saying the receiver never takes such a message (as
+		// Junction's own listener answers an unsupported type or an
+		// oversized message) is no "not ready now".
+		{name: "AR 200 permanent", answer: ackCoded(hl7v2.AckAR, hl7v2.ErrCodeUnsupportedMessageType, "takes ADT only"), wantCode: fault.CodeDestRejected, wantDetail: "takes ADT only"},
+		{name: "CR 104 permanent", answer: ackCoded(hl7v2.AckCR, hl7v2.ErrCodeValueTooLong, "message larger than 1048576 bytes"), wantCode: fault.CodeDestRejected, wantDetail: "message larger than 1048576 bytes"},
+		{name: "AR 207 transient", answer: ackCoded(hl7v2.AckAR, hl7v2.ErrCodeInternal, "not stored"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "not stored"},
 		{name: "wrong MSA-2", answer: func(_ context.Context, m *hl7v2.Message) []byte {
 			other, _ := hl7v2.Parse([]byte(msg("SOMEONE-ELSE", "")))
 			return hl7v2.BuildAck(other, hl7v2.AckOptions{Code: hl7v2.AckAA})

@@ -375,6 +375,21 @@ func AckErrorCodes(raw []byte) []string {
 	return codes
 }
 
+// NeverTaken reports whether an acknowledgement's ERR codes say the
+// receiver will never take the message as it is, whenever it is sent:
+// 104 (value too long: larger than it handles), 200 to 203 (message
+// type, event, processing id or version not supported). A reject (AR,
+// CR) carrying one is no "not ready now".
+func NeverTaken(codes []string) bool {
+	for _, c := range codes {
+		switch c {
+		case ErrCodeValueTooLong, ErrCodeUnsupportedMessageType, ErrCodeUnsupportedEvent, ErrCodeUnsupportedProcessingID, ErrCodeUnsupportedVersion:
+			return true
+		}
+	}
+	return false
+}
+
 // RetryLater reports whether an error acknowledgement's ERR codes all say
 // the receiver could not take the message for now, not that the message
 // is wrong: 206 (application record locked) or 207 (application internal

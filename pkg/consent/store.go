@@ -219,9 +219,12 @@ func (s *Store) Policies(ctx context.Context, patientKey string) ([]Policy, erro
 }
 
 // ImportOptOuts replaces the opt-out list with nhsNumbers, dated asOf (when
-// the list was produced). Numbers that are no longer listed are removed;
-// the date is written last, so an interrupted import leaves the previous
-// date (or none) and the list goes stale rather than wrong.
+// the list was produced). Numbers that are no longer listed are removed
+// and numbers newly listed added; those listed already are not written
+// again, so importing the national list again (at each start, from a file
+// that did not change) costs one read of the keys, not millions of
+// writes. The date is written last, so an interrupted import leaves the
+// previous date (or none) and the list goes stale rather than wrong.
 func (s *Store) ImportOptOuts(ctx context.Context, nhsNumbers []string, asOf time.Time) error {
 	want := make(map[string]bool, len(nhsNumbers))
 	for i, n := range nhsNumbers {
@@ -235,8 +238,13 @@ func (s *Store) ImportOptOuts(ctx context.Context, nhsNumbers []string, asOf tim
 		return fmt.Errorf("consent store: listing opt-outs: %w", err)
 	}
 	var stale []string
+	have := map[string]bool{}
 	for k := range lister.Keys() {
-		if k != asOfKey && !want[k] {
+		switch {
+		case k == asOfKey:
+		case want[k]:
+			have[k] = true
+		default:
 			stale = append(stale, k)
 		}
 	}
@@ -246,6 +254,9 @@ func (s *Store) ImportOptOuts(ctx context.Context, nhsNumbers []string, asOf tim
 		}
 	}
 	for k := range want {
+		if have[k] {
+			continue
+		}
 		if _, err := s.optout.Put(ctx, k, []byte("1")); err != nil {
 			return fmt.Errorf("consent store: storing an opt-out: %w", err)
 		}

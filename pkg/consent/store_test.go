@@ -186,6 +186,53 @@ func TestStoreOptOut(t *testing.T) {
 	}
 }
 
+// TestOptOutImportWritesChangesOnly: importing a list again writes only
+// what changed (and the date), not every number again.
+func TestOptOutImportWritesChangesOnly(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, startJetStream(t))
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	writes := func() uint64 {
+		t.Helper()
+		st, err := s.optout.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
+	}
+	list := []string{patientA, patientB, "9990000034"}
+	if err := s.ImportOptOuts(ctx, list, now); err != nil {
+		t.Fatal(err)
+	}
+	first := writes()
+	if first != 4 {
+		t.Fatalf("first import made %d writes, want 4 (three numbers and the date)", first)
+	}
+	if err := s.ImportOptOuts(ctx, list, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes() - first; n != 1 {
+		t.Errorf("importing the same list again made %d writes, want 1 (the date)", n)
+	}
+	before := writes()
+	if err := s.ImportOptOuts(ctx, []string{patientA, "9990000042"}, now.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Two removed, one added, the date.
+	if n := writes() - before; n != 4 {
+		t.Errorf("importing a changed list made %d writes, want 4", n)
+	}
+	for p, want := range map[string]bool{patientA: true, patientB: false, "9990000034": false, "9990000042": true} {
+		got, err := s.OptOut(ctx, p, now.Add(2*time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.OptedOut != want {
+			t.Errorf("opted out %v after the changed list, want %v", got.OptedOut, want)
+		}
+	}
+}
+
 // The engine on the store: a withdrawal applies to the next decision.
 func TestEngineOnStoreWithdrawal(t *testing.T) {
 	ctx := t.Context()

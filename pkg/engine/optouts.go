@@ -215,6 +215,10 @@ type optOutFile struct {
 	log  *slog.Logger
 	// load replaces the stored list.
 	load func(ctx context.Context, numbers []string, asOf time.Time) error
+	// stored, when set, returns the date of the list already stored: a
+	// file whose modification time is that date is the list imported
+	// before (by an earlier start), and is not read again.
+	stored func(ctx context.Context) (asOf time.Time, ok bool, err error)
 
 	mu sync.Mutex
 	// loaded is the modification time of the file last dealt with (loaded,
@@ -243,6 +247,13 @@ func (f *optOutFile) check(ctx context.Context) {
 	mtime := before.ModTime()
 	if mtime.Equal(f.loaded) {
 		return
+	}
+	if f.loaded.IsZero() && f.stored != nil {
+		if asOf, ok, err := f.stored(ctx); err == nil && ok && asOf.Equal(mtime.UTC()) {
+			f.loaded = mtime
+			f.log.Info("opt-out file unchanged since it was imported; not read again", "path", f.path, "as_of", asOf.Format(time.RFC3339))
+			return
+		}
 	}
 	fh, err := os.Open(f.path)
 	if err != nil {
@@ -277,7 +288,7 @@ func (f *optOutFile) check(ctx context.Context) {
 // watchOptOutFile loads the opt-out file now and then checks it every
 // optOutPoll until shutdown.
 func (e *Engine) watchOptOutFile(ctx context.Context, path string) {
-	f := &optOutFile{path: path, log: e.log, load: e.consents.ImportOptOuts}
+	f := &optOutFile{path: path, log: e.log, load: e.consents.ImportOptOuts, stored: e.consents.OptOutsAsOf}
 	f.check(ctx)
 	wctx, cancel := context.WithCancel(context.Background())
 	e.stopWatch = cancel

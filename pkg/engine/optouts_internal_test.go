@@ -124,3 +124,40 @@ func TestOptOutFileReloads(t *testing.T) {
 		t.Errorf("loads (-want +got):\n%s", diff)
 	}
 }
+
+// TestOptOutFileNotReadAgainAtStart: at start, a file whose modification
+// time is the stored list's date is the list imported before and is not
+// loaded again; a file with another time is.
+func TestOptOutFileNotReadAgainAtStart(t *testing.T) {
+	day1 := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		stored    time.Time
+		storedOK  bool
+		wantLoads int
+	}{
+		{"imported before", day1, true, 0},
+		{"an older list stored", day1.Add(-24 * time.Hour), true, 1},
+		{"none stored", time.Time{}, false, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "optouts.csv")
+			if err := os.WriteFile(path, []byte("9990000018\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(path, day1, day1); err != nil {
+				t.Fatal(err)
+			}
+			loads := 0
+			f := &optOutFile{path: path, log: slog.New(slog.DiscardHandler),
+				load:   func(context.Context, []string, time.Time) error { loads++; return nil },
+				stored: func(context.Context) (time.Time, bool, error) { return tt.stored, tt.storedOK, nil }}
+			f.check(context.Background())
+			f.check(context.Background())
+			if loads != tt.wantLoads {
+				t.Errorf("loaded %d times, want %d", loads, tt.wantLoads)
+			}
+		})
+	}
+}

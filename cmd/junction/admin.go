@@ -390,8 +390,7 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	window := false
-	fs.Visit(func(f *flag.Flag) { window = window || f.Name == "until" })
+	window := set(fs, "until")
 	if fs.NArg() != 0 {
 		fs.Usage()
 		return errUsage

@@ -609,8 +609,11 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		in.log.Warn("message not stored; answered 503", "id", env.ID, "type", env.MessageType, "error", err.Error())
 		span.RecordError(err)
 		w.Header().Set("Retry-After", retryAfterSeconds)
-		jfhir.WriteOutcome(w, http.StatusServiceUnavailable,
-			jfhir.Outcome("error", "transient", "message may not have been stored: the store did not confirm it; resend it (a resend with the same Bundle.identifier or Idempotency-Key is recognised)"))
+		oo := jfhir.Outcome("error", "transient", "message may not have been stored: the store did not confirm it; resend it (a resend with the same Bundle.identifier or Idempotency-Key is recognised)")
+		if fault.CodeOf(err) == fault.CodeBacklog {
+			oo = jfhir.Outcome("error", "throttled", "message not stored: Junction is behind with routing; resend it after the Retry-After interval")
+		}
+		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, oo)
 		return http.StatusServiceUnavailable
 	}
 	id := res.ID

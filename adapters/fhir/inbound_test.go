@@ -457,26 +457,40 @@ func TestInboundDuplicate(t *testing.T) {
 }
 
 func TestInboundStoreDown(t *testing.T) {
-	f := newInboundFixture(t, DefaultInboundConfig())
-	f.host.err = fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "store unavailable", errors.New("nats: no responders"))
-	rec := f.do(http.MethodPost, "/fhir", "application/fhir+json", readTestdata(t, "message-bundle.json"), nil)
-	if rec.Code != http.StatusServiceUnavailable {
-		t.Fatalf("status = %d", rec.Code)
+	tests := []struct {
+		name, issue, diag string
+		err               error
+	}{
+		{"store down", "transient", "the store did not confirm it",
+			fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "store unavailable", errors.New("nats: no responders"))},
+		// The ingester's refusal while routing is behind (router.max_backlog).
+		{"routing behind", "throttled", "behind with routing",
+			&fault.Error{Code: fault.CodeBacklog, Class: fault.Transient, Msg: "not stored: over router.max_backlog"}},
 	}
-	if rec.Header().Get("Retry-After") == "" {
-		t.Error("no Retry-After")
-	}
-	if rec.Header().Get(HeaderMessageID) != "" {
-		t.Error("message id header on a failed store")
-	}
-	if issue, _ := outcomeOf(t, rec.Body.Bytes()); issue != "transient" {
-		t.Errorf("issue = %s", issue)
-	}
-	if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", "503")); got != 1 {
-		t.Errorf("acks{503} = %v", got)
-	}
-	if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", "202")); got != 0 {
-		t.Errorf("acks{202} = %v", got)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			f.host.err = tt.err
+			rec := f.do(http.MethodPost, "/fhir", "application/fhir+json", readTestdata(t, "message-bundle.json"), nil)
+			if rec.Code != http.StatusServiceUnavailable {
+				t.Fatalf("status = %d", rec.Code)
+			}
+			if rec.Header().Get("Retry-After") == "" {
+				t.Error("no Retry-After")
+			}
+			if rec.Header().Get(HeaderMessageID) != "" {
+				t.Error("message id header on a failed store")
+			}
+			if issue, diag := outcomeOf(t, rec.Body.Bytes()); issue != tt.issue || !strings.Contains(diag, tt.diag) {
+				t.Errorf("issue = %s, diagnostics %q; want %s, %q", issue, diag, tt.issue, tt.diag)
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", "503")); got != 1 {
+				t.Errorf("acks{503} = %v", got)
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("ehr", "202")); got != 0 {
+				t.Errorf("acks{202} = %v", got)
+			}
+		})
 	}
 }
 

@@ -68,6 +68,10 @@ const ackNotSent = "none"
 // notStoredText is the ACK text when the store fails.
 const notStoredText = "message may not have been stored; resend it (a resend is recognised)"
 
+// backlogText is the ERR text of a message refused, unstored, because
+// routing is behind (router.max_backlog).
+const backlogText = "message not stored: Junction is behind with routing; resend it later"
+
 // TLSConfig configures inbound TLS. Values are secret references:
 // "file:PATH", or "env:NAME" naming a variable that holds the PEM.
 type TLSConfig struct {
@@ -509,7 +513,11 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		}
 		span.RecordError(err)
 		in.log.Warn("message not stored", "adapter", in.name, "id", env.ID, "control_id", ctrl, "code", string(code), "error", err.Error())
-		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: notStoredText}), code, cond
+		text := notStoredText
+		if fault.CodeOf(err) == fault.CodeBacklog {
+			text = backlogText
+		}
+		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: text}), code, cond
 	}
 	code := m.AcceptCode()
 	if res.Duplicate {

@@ -162,25 +162,32 @@ func TestInboundDuplicate(t *testing.T) {
 }
 
 func TestInboundStoreFailureIsNeverPositive(t *testing.T) {
+	storeDown := fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "store unavailable", errors.New("nats: timeout"))
+	// The ingester's refusal while routing is behind (router.max_backlog).
+	behind := &fault.Error{Code: fault.CodeBacklog, Class: fault.Transient, Msg: "not stored: over router.max_backlog"}
 	tests := []struct {
-		name  string
-		extra string
-		want  hl7v2.AckCode
+		name     string
+		extra    string
+		err      error
+		want     hl7v2.AckCode
+		wantText string
 	}{
-		{"original mode AR", "", hl7v2.AckAR},
-		{"enhanced mode CE", "|||AL|NE", hl7v2.AckCE},
+		{"original mode AR", "", storeDown, hl7v2.AckAR, notStoredText},
+		{"enhanced mode CE", "|||AL|NE", storeDown, hl7v2.AckCE, notStoredText},
+		{"backlog original mode AR", "", behind, hl7v2.AckAR, backlogText},
+		{"backlog enhanced mode CE", "|||AL|NE", behind, hl7v2.AckCE, backlogText},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, nil)
-			f.host.setErr(fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "store unavailable", errors.New("nats: timeout")))
+			f.host.setErr(tt.err)
 			c := dial(t, f.addr)
 			code, ctrl, text, reply := send(t, c, msg("FAIL1", tt.extra))
 			if code != tt.want || ctrl != "FAIL1" {
 				t.Errorf("ack %s for %q, want %s", code, ctrl, tt.want)
 			}
-			if !strings.Contains(text, notStoredText) || !bytes.Contains(reply, []byte("207")) {
-				t.Errorf("ack text %q / reply %q lacks ERR 207 %q", text, reply, notStoredText)
+			if !strings.Contains(text, tt.wantText) || !bytes.Contains(reply, []byte("207")) {
+				t.Errorf("ack text %q / reply %q lacks ERR 207 %q", text, reply, tt.wantText)
 			}
 			// Once the store is back, the resend is stored and accepted.
 			f.host.setErr(nil)

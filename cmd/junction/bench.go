@@ -60,7 +60,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	run := fmt.Sprintf("B%d", time.Now().UnixNano()%1_000_000_000)
 	deadline := time.Now().Add(*dur)
-	var sent, bad atomic.Int64
+	var sent, bad, later atomic.Int64
 	lats := make([][]time.Duration, *conns)
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -87,9 +87,21 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
+				code, got, _, err := hl7v2.ParseAck(reply)
+				if err == nil && got == ctrl && (code == hl7v2.AckAR || code == hl7v2.AckCE) && hl7v2.RetryLater(hl7v2.AckErrorCodes(reply)) {
+					// Not stored, resend later (a store down, or routing
+					// behind router.max_backlog): as a sender would, wait
+					// and send the same message again.
+					later.Add(1)
+					select {
+					case <-ctx.Done():
+					case <-time.After(resendPause):
+					}
+					i--
+					continue
+				}
 				lats[c] = append(lats[c], time.Since(t0))
 				sent.Add(1)
-				code, got, _, err := hl7v2.ParseAck(reply)
 				if err != nil || !code.Accepted() || got != ctrl {
 					bad.Add(1)
 				}
@@ -113,6 +125,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return all[min(len(all)-1, int(float64(len(all))*p))]
 	}
 	fmt.Fprintf(stdout, "connections %d, duration %s, messages %d, not accepted %d\n", *conns, elapsed.Round(time.Millisecond), sent.Load(), bad.Load())
+	if n := later.Load(); n > 0 {
+		fmt.Fprintf(stdout, "answered resend later %d times (each resent after %s; not counted above)\n", n, resendPause)
+	}
 	fmt.Fprintf(stdout, "throughput %.0f msgs/s\n", float64(sent.Load())/elapsed.Seconds())
 	fmt.Fprintf(stdout, "ack latency p50 %s p99 %s p99.9 %s max %s\n", pct(.5), pct(.99), pct(.999), pct(1))
 	if err, _ := firstErr.Load().(error); err != nil {
@@ -167,6 +182,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	return nil
 }
+
+// resendPause is how long bench waits before sending again a message
+// answered "resend later" (ERR 206 or 207).
+const resendPause = 100 * time.Millisecond
 
 // idleFor is how long the engine's counters must stand still before a
 // run with --metrics starts.

@@ -3,12 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/mllp"
 )
 
 func TestParseDelivered(t *testing.T) {
@@ -191,5 +196,49 @@ func TestWaitIdle(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBenchResendsWhenToldLater runs bench against an MLLP listener that
+// answers every other message AR with ERR 207 (not stored, resend later)
+// the first time it sees it: bench sends each again, counts the answers,
+// and reports every message accepted.
+func TestBenchResendsWhenToldLater(t *testing.T) {
+	var seen sync.Map
+	var refusals atomic.Int64
+	srv := &mllp.Server{Addr: "127.0.0.1:0", MaxMessageBytes: 1 << 20, ReadTimeout: 5 * time.Second, IdleTimeout: 5 * time.Second,
+		Handler: mllp.HandlerFunc(func(_ context.Context, _ *mllp.ConnInfo, payload []byte) ([]byte, bool) {
+			m, err := hl7v2.Parse(payload)
+			if err != nil {
+				return hl7v2.BuildRawAck(hl7v2.AckOptions{}), true
+			}
+			ctrl := m.ControlID()
+			if _, again := seen.LoadOrStore(ctrl, true); !again && len(ctrl)%2 == 0 {
+				refusals.Add(1)
+				return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAR, Errors: []hl7v2.AckError{{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: "behind"}}}), false
+			}
+			return hl7v2.BuildAck(m, hl7v2.AckOptions{}), false
+		})}
+	if err := srv.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	var out strings.Builder
+	err := runBench(t.Context(), []string{"--addr", srv.ListenAddr().String(), "--conns", "2", "--duration", "1s"}, &out, io.Discard)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, out.String())
+	}
+	if refusals.Load() == 0 {
+		t.Fatal("the listener refused nothing: the test proves nothing")
+	}
+	want := fmt.Sprintf("answered resend later %d times", refusals.Load())
+	if !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "not accepted 0") {
+		t.Errorf("bench said:\n%s\nwant %q and nothing not accepted", out.String(), want)
 	}
 }

@@ -170,6 +170,12 @@ func (c *Config) PipelineMode() string {
 	return router.PipelineMessage
 }
 
+// DefaultMaxBacklog is router.max_backlog's default: at the full route's
+// rate on a small machine (about 1,000 messages a second, BENCHMARKS.md)
+// a minute and a half of routing, and about 100 MB of the store's disk
+// for average ADT messages.
+const DefaultMaxBacklog = 100_000
+
 // RouterConfig tunes consumers.
 type RouterConfig struct {
 	Batch   int           `yaml:"batch"`
@@ -186,6 +192,10 @@ type RouterConfig struct {
 	// has fallen behind takes at once (a span), writing one set of
 	// outputs for all of them.
 	SpanBatches int `yaml:"span_batches"`
+	// MaxBacklog is how many stored messages of one input may wait to be
+	// routed before the input refuses new ones (resend later) until the
+	// backlog falls below nine tenths of it; 0 means no limit.
+	MaxBacklog int `yaml:"max_backlog"`
 }
 
 // Consent engines.
@@ -533,7 +543,7 @@ func Default() *Config {
 		},
 		Routes:          []string{"routes"},
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
-		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16, SpanBatches: 64},
+		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16, SpanBatches: 64, MaxBacklog: DefaultMaxBacklog},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour, RecheckAfter: 10 * time.Second},
 		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket, PDS: PDSConfig{Timeout: 10 * time.Second, RefreshAfter: 24 * time.Hour}},
@@ -699,6 +709,9 @@ func (c *Config) Validate() []error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("router.pipeline: must be %s or %s, got %q", router.PipelineMessage, router.PipelineBatch, c.Router.Pipeline))
+	}
+	if c.Router.MaxBacklog < 0 {
+		errs = append(errs, fmt.Errorf("router.max_backlog: must not be negative (0 means no limit), got %d", c.Router.MaxBacklog))
 	}
 	if c.Router.SpanBatches < 1 || c.Router.SpanBatches > 1024 {
 		errs = append(errs, fmt.Errorf("router.span_batches: must be 1 to 1024, got %d", c.Router.SpanBatches))

@@ -474,6 +474,7 @@ func TestValidate(t *testing.T) {
 		{"batch", func(c *Config) { c.Router.Batch = 0 }, []string{"router.batch: must be 1 to 1000, got 0"}},
 		{"batch too large", func(c *Config) { c.Router.Batch = 1001 }, []string{"router.batch: must be 1 to 1000, got 1001"}},
 		{"ack wait", func(c *Config) { c.Router.AckWait = 500 * time.Millisecond }, []string{"router.ack_wait: must be at least 1s"}},
+		{"max backlog", func(c *Config) { c.Router.MaxBacklog = -1 }, []string{"router.max_backlog: must not be negative (0 means no limit), got -1"}},
 		{"shutdown", func(c *Config) { c.ShutdownTimeout = 0 }, []string{"shutdown_timeout: must be positive"}},
 		{"rules limits", func(c *Config) { c.Rules = RulesConfig{} }, []string{
 			"rules.max_estimated_cost: must be positive", "rules.cost_limit: must be positive", "rules.timeout: must be positive"}},

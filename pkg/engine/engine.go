@@ -287,6 +287,8 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.audit = audit.NewWriter(e.store.JS, aopts...)
 	e.ingester = router.NewIngester(e.store, e.log, e.metrics, e.audit)
+	backlog := router.NewBacklog(uint64(cfg.Router.MaxBacklog), e.log, e.metrics)
+	e.ingester.LimitBacklog(backlog)
 	// Consent and the patient index open before the destinations, so a
 	// consent-store destination can write Consents.
 	var decider consent.Decider
@@ -354,6 +356,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		PatientHash: e.patientHash, Patients: e.patients, OptedOut: e.optedOut(),
 		PatientIndexed: patientIndexed,
 		ConsentChanges: consentChanges, RecheckAfter: cfg.Consent.RecheckAfter,
+		Backlog: backlog,
 	})
 	if err := e.router.Start(ctx); err != nil {
 		return fmt.Errorf("starting routes: %w", err)

@@ -71,6 +71,10 @@ const (
 	CodeDuplicate      Code = "duplicate"
 	CodeTooLarge       Code = "store.payload-too-large"
 	CodePanic          Code = "internal.panic"
+	// CodeBacklog is input refused, not stored, because the messages
+	// stored before it and not yet routed are over the configured limit
+	// (router.max_backlog); the sender should resend later.
+	CodeBacklog Code = "ingress.backlog"
 )
 
 // Codes returns every code this package defines, in declaration order.
@@ -79,7 +83,7 @@ func Codes() []Code {
 		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeFHIRInvalidJSON, CodeFHIRInvalid,
 		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeFHIRNotSupported, CodeTranslate, CodeRuleEval, CodeDestRejected,
 		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConsentChanged, CodeConfig,
-		CodeNotFound, CodeUnauthorized, CodeDuplicate, CodeTooLarge, CodePanic}
+		CodeNotFound, CodeUnauthorized, CodeDuplicate, CodeTooLarge, CodePanic, CodeBacklog}
 }
 
 // Error is a classed, coded error.
@@ -193,6 +197,8 @@ func IssueType(c Code) string {
 		return "required"
 	case CodeStoreUnavailable, CodeDestUnavailable, CodeFrameBusy:
 		return "transient"
+	case CodeBacklog:
+		return "throttled"
 	case CodeNotFound:
 		return "not-found"
 	case CodeUnauthorized:

@@ -34,7 +34,14 @@ type Ingester struct {
 	metrics    *telemetry.Metrics
 	// group is nil when each message is written on its own.
 	group *committer
+	// backlog, if set, refuses input while routing is too far behind.
+	backlog *Backlog
 }
+
+// LimitBacklog makes Ingest refuse, unstored, the messages of an input
+// whose backlog b last found over its limit. Call it before the inbound
+// adapters start; the router given b samples it.
+func (i *Ingester) LimitBacklog(b *Backlog) { i.backlog = b }
 
 // NewIngester returns an ingester on st.
 // aw writes its audit records (nil makes a writer of its own).
@@ -67,6 +74,12 @@ func IngressSubject(source string, p int) string {
 // message is recognised by its dedupe key within the stream's window. With
 // group commit, the write is part of a batch (see groupcommit.go).
 func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.IngestResult, error) {
+	if err := i.backlog.refuse(env.Source); err != nil {
+		if i.metrics != nil {
+			i.metrics.Rejected.WithLabelValues(env.Source, string(fault.CodeBacklog)).Inc()
+		}
+		return adapter.IngestResult{}, err
+	}
 	if env.ID == "" {
 		env.ID = i.ids.New()
 	}

@@ -154,6 +154,11 @@ type Options struct {
 	// RecheckAfter is how old a payload's consent decision may be before
 	// ConsentChanges is asked about it; 0 asks before every attempt.
 	RecheckAfter time.Duration
+	// Backlog, if set with a limit, is sampled every BacklogEvery (default
+	// 1s) so the ingester refuses new input while an input's stored
+	// messages not yet routed are over the limit (see backlog.go).
+	Backlog      *Backlog
+	BacklogEvery time.Duration
 }
 
 // Pipelines.
@@ -356,6 +361,13 @@ func (r *Router) Start(ctx context.Context) error {
 		defer r.wg.Done()
 		r.watchQueues(rctx)
 	}()
+	if r.o.Backlog.Limit() > 0 {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.watchBacklog(rctx)
+		}()
+	}
 	return nil
 }
 

@@ -902,11 +902,11 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int) {
 	}
 }
 
-// consumerBacklog returns the messages the ingress consumer durable has
+// consumerBacklog returns the messages consumer durable on stream st has
 // not finished (for batches, their count times the oldest batch's
 // entries) and when the oldest of them was stored.
-func consumerBacklog(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string, batches bool) (uint64, time.Time) {
-	info, pending := unfinished(ctx, js, store.StreamIngress, durable)
+func consumerBacklog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string, batches bool) (uint64, time.Time) {
+	info, pending := unfinished(ctx, js, st.CachedInfo().Config.Name, durable)
 	if pending == 0 {
 		return 0, time.Time{}
 	}
@@ -916,7 +916,7 @@ func consumerBacklog(ctx context.Context, js jetstream.JetStream, ist jetstream.
 	}
 	var first *jetstream.RawStreamMsg
 	for _, f := range filters {
-		msg, err := ist.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
+		msg, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
 		if err == nil && (first == nil || msg.Sequence < first.Sequence) {
 			first = msg
 		}

@@ -178,8 +178,10 @@ func (r *Router) sampleBacklog(ctx context.Context) {
 		if r.o.Pipeline == PipelineBatch {
 			d, _ = consumerBacklog(ctx, r.js, ist, "route-"+rt.Name+"-b", true)
 		} else {
+			// Messages, not batches: the count alone, without reading
+			// the oldest.
 			for p := range r.o.Store.Partitions() {
-				n, _ := consumerBacklog(ctx, r.js, ist, "route-"+rt.Name+"-p"+strconv.Itoa(p), false)
+				_, n := unfinished(ctx, r.js, store.StreamIngress, "route-"+rt.Name+"-p"+strconv.Itoa(p))
 				d += n
 			}
 		}

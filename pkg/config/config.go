@@ -194,7 +194,7 @@ type RouterConfig struct {
 	SpanBatches int `yaml:"span_batches"`
 	// MaxBacklog is how many stored messages of one input may wait to be
 	// routed before the input refuses new ones (resend later) until the
-	// backlog falls below nine tenths of it; 0 means no limit.
+	// backlog falls below four fifths of it; 0 means no limit.
 	MaxBacklog int `yaml:"max_backlog"`
 }
 

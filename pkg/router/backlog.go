@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -29,7 +32,7 @@ import (
 // plus the messages of every input group-committed to the ingest log and
 // not yet taken off it. The router samples it (see Router.sampleBacklog);
 // refusing starts when it reaches the limit and stops when it falls
-// below nine tenths of it, so answers do not flap at the boundary.
+// below four fifths of it, so answers do not flap at the boundary.
 type Backlog struct {
 	limit   uint64
 	log     *slog.Logger
@@ -124,7 +127,7 @@ func (b *Backlog) update(depth map[string]uint64, other uint64) {
 // decide says whether an input refusing (was) with backlog d refuses now.
 func (b *Backlog) decide(was bool, d uint64) bool {
 	if was {
-		return d >= b.limit-b.limit/10
+		return d >= b.limit-b.limit/5
 	}
 	return d >= b.limit
 }
@@ -137,8 +140,9 @@ func (r *Router) watchBacklog(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	sizes := make(batchSizes)
 	for {
-		r.sampleBacklog(ctx)
+		r.sampleBacklog(ctx, sizes)
 		select {
 		case <-ctx.Done():
 			return
@@ -151,7 +155,7 @@ func (r *Router) watchBacklog(ctx context.Context) {
 // route reading it has not finished (the consumers that take new input,
 // not those of replays in the batch pipeline), plus what the stage
 // reading the ingest log has not taken off it.
-func (r *Router) sampleBacklog(ctx context.Context) {
+func (r *Router) sampleBacklog(ctx context.Context, sizes batchSizes) {
 	b := r.o.Backlog
 	if b.Limit() == 0 {
 		return
@@ -168,7 +172,7 @@ func (r *Router) sampleBacklog(ctx context.Context) {
 	if r.o.Pipeline == PipelineBatch {
 		reader = acceptDurable
 	}
-	accepting, _ := consumerBacklog(ctx, r.js, lst, reader, true)
+	accepting := sizes.backlog(ctx, r.js, lst, reader)
 	depth := make(map[string]uint64)
 	for src := range r.o.Translators {
 		depth[src] = accepting
@@ -176,10 +180,9 @@ func (r *Router) sampleBacklog(ctx context.Context) {
 	for _, rt := range r.o.Routes {
 		var d uint64
 		if r.o.Pipeline == PipelineBatch {
-			d, _ = consumerBacklog(ctx, r.js, ist, "route-"+rt.Name+"-b", true)
+			d = sizes.backlog(ctx, r.js, ist, "route-"+rt.Name+"-b")
 		} else {
-			// Messages, not batches: the count alone, without reading
-			// the oldest.
+			// Messages, not batches: the count alone.
 			for p := range r.o.Store.Partitions() {
 				_, n := unfinished(ctx, r.js, store.StreamIngress, "route-"+rt.Name+"-p"+strconv.Itoa(p))
 				d += n
@@ -188,4 +191,59 @@ func (r *Router) sampleBacklog(ctx context.Context) {
 		depth[rt.Source] = max(depth[rt.Source], accepting+d)
 	}
 	b.update(depth, accepting)
+}
+
+// batchSizes is, per consumer of stored batches, a running mean of the
+// messages a batch holds. A consumer's pending count is in batches, and
+// group-commit batches hold from one message to many as load varies, so
+// pending times the oldest batch's size (as the route gauges estimate)
+// swings by a factor of several from one second to the next: too rough to
+// start and stop refusing input on. Each sample reads the oldest unfinished
+// batch and one at a random place among the unfinished, and moves the mean
+// a tenth of the way to each.
+type batchSizes map[string]float64
+
+// backlog returns the messages consumer durable on st has not finished,
+// estimated as its unfinished batches times their running mean size.
+func (z batchSizes) backlog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string) uint64 {
+	info, pending := unfinished(ctx, js, st.CachedInfo().Config.Name, durable)
+	if pending == 0 {
+		return 0
+	}
+	filters := info.Config.FilterSubjects
+	if f := info.Config.FilterSubject; f != "" {
+		filters = append(filters, f)
+	}
+	floor := info.AckFloor.Stream + 1
+	last := st.CachedInfo().State.LastSeq
+	for _, from := range []uint64{floor, floor + rand.Uint64N(max(last, floor)-floor+1)} {
+		if n := firstBatchSize(ctx, st, filters, from); n > 0 {
+			if mean, ok := z[durable]; ok {
+				z[durable] = mean + (float64(n)-mean)/10
+			} else {
+				z[durable] = float64(n)
+			}
+		}
+	}
+	mean, ok := z[durable]
+	if !ok {
+		return pending
+	}
+	return uint64(float64(pending)*mean + 0.5)
+}
+
+// firstBatchSize returns the messages in the first batch at or after
+// sequence from on any of filters, or 0 if there is none.
+func firstBatchSize(ctx context.Context, st jetstream.Stream, filters []string, from uint64) int {
+	var first *jetstream.RawStreamMsg
+	for _, f := range filters {
+		msg, err := st.GetMsg(ctx, from, jetstream.WithGetMsgSubject(f))
+		if err == nil && (first == nil || msg.Sequence < first.Sequence) {
+			first = msg
+		}
+	}
+	if first == nil {
+		return 0
+	}
+	return ingestFormat.count(first.Data)
 }

@@ -15,7 +15,7 @@ import (
 
 // TestBacklogRefusesFromLimitUntilNineTenths checks when an input is
 // refused as its sampled backlog moves: from the limit, and on until it
-// falls below nine tenths of it, so answers do not flap at the boundary;
+// falls below four fifths of it, so answers do not flap at the boundary;
 // inputs are limited each on their own backlog, and one a sample does not
 // name on the backlog common to all.
 func TestBacklogRefusesFromLimitUntilNineTenths(t *testing.T) {
@@ -34,20 +34,20 @@ func TestBacklogRefusesFromLimitUntilNineTenths(t *testing.T) {
 		{"under the limit", 100, []sample{
 			{depth: map[string]uint64{"pas": 99, "lab": 0}, refused: nil},
 		}},
-		{"at the limit, and on down to nine tenths", 100, []sample{
+		{"at the limit, and on down to four fifths", 100, []sample{
 			{depth: map[string]uint64{"pas": 100, "lab": 5}, refused: []string{"pas"}},
 			{depth: map[string]uint64{"pas": 95, "lab": 5}, refused: []string{"pas"}},
-			{depth: map[string]uint64{"pas": 90, "lab": 5}, refused: []string{"pas"}},
-			{depth: map[string]uint64{"pas": 89, "lab": 5}, refused: nil},
+			{depth: map[string]uint64{"pas": 80, "lab": 5}, refused: []string{"pas"}},
+			{depth: map[string]uint64{"pas": 79, "lab": 5}, refused: nil},
 			{depth: map[string]uint64{"pas": 95, "lab": 5}, refused: nil},
 		}},
 		{"the common backlog limits an input not named", 100, []sample{
 			{depth: map[string]uint64{"pas": 120}, other: 120, refused: []string{"pas", "x"}},
 			{depth: map[string]uint64{"pas": 120}, other: 10, refused: []string{"pas"}},
 		}},
-		{"an input first named while the common backlog refuses stays refused down to nine tenths", 100, []sample{
+		{"an input first named while the common backlog refuses stays refused down to four fifths", 100, []sample{
 			{depth: map[string]uint64{}, other: 150, refused: []string{"x"}},
-			{depth: map[string]uint64{"pas": 92}, other: 92, refused: []string{"pas", "x"}},
+			{depth: map[string]uint64{"pas": 85}, other: 85, refused: []string{"pas", "x"}},
 		}},
 		{"no limit", 0, []sample{
 			{depth: map[string]uint64{"pas": 1 << 40}, other: 1 << 40, refused: nil},

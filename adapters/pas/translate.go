@@ -126,6 +126,10 @@ const (
 	// gender codes by default); gender is left out. An empty PID-8 is
 	// not flagged.
 	DQSexInvalid = "sex_invalid"
+	// DQNextOfKinSexInvalid: an NK1-15 (the related person's sex) is sent
+	// but is not a code of the same table; that RelatedPerson's gender is
+	// left out. Flagged only for an NK1 that makes a RelatedPerson.
+	DQNextOfKinSexInvalid = "next_of_kin_sex_invalid"
 	// DQDeathDateInvalid: PID-29 is not a valid HL7 date/time.
 	DQDeathDateInvalid = "death_date_invalid"
 	// DQDeathIndicatorConflict: PID-29 gives a date of death but PID-30

@@ -116,7 +116,8 @@ func conceptKey(c *models.CodeableConcept) string {
 //     (HL7 table 0131, such as N next of kin, C emergency contact).
 //   - telecom: NK1-5 (home) and NK1-6 (work), as PID-13 and PID-14.
 //   - address: NK1-4 (XAD, as PID-11).
-//   - gender: NK1-15 through the dialect's sex code table.
+//   - gender: NK1-15 through the dialect's sex code table; a code not in
+//     it is left out and flagged DQNextOfKinSexInvalid.
 //
 // An NK1 with neither a name, a relationship, a telecom nor an address
 // is skipped.
@@ -129,8 +130,9 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 		Name:    b.humanNames(nk1, 2),
 		Address: b.addresses(nk1, 4),
 		Telecom: append(b.telecoms(nk1, 5, models.ContactPointUseHome), b.telecoms(nk1, 6, models.ContactPointUseWork)...),
-		Gender:  b.gender(value(nk1.Component(15, 1, 1, 1))),
 	}
+	sex := value(nk1.Component(15, 1, 1, 1))
+	r.Gender = b.gender(sex)
 	if rel := b.relationship(strings.ToUpper(strings.TrimSpace(value(nk1.Component(3, 1, 1, 1)))), strings.TrimSpace(value(nk1.Component(3, 1, 2, 1)))); rel != nil {
 		r.Relationship = append(r.Relationship, *rel)
 	}
@@ -143,6 +145,9 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 	}
 	if r.Name == nil && r.Address == nil && r.Telecom == nil && r.Relationship == nil {
 		return nil
+	}
+	if r.Gender == nil && strings.TrimSpace(sex) != "" {
+		b.flag(DQNextOfKinSexInvalid)
 	}
 	url, id := b.nextURL("RelatedPerson")
 	r.Id = b.str(id)

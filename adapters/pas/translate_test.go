@@ -444,6 +444,15 @@ func TestDataQualityCodedFields(t *testing.T) {
 		{"sex blank", []string{pid("9990000018^^^NHS", map[int]string{8: " "}), testPV1}, nil},
 		{"sex Q", []string{pid("9990000018^^^NHS", map[int]string{8: "Q"}), testPV1}, []string{DQSexInvalid}},
 		{"sex word", []string{pid("9990000018^^^NHS", map[int]string{8: "MALE"}), testPV1}, []string{DQSexInvalid}},
+		{"next of kin sex F", []string{pid("9990000018^^^NHS", nil), segment("NK1", map[int]string{1: "1", 2: "TESTKIN^SAM", 3: "SPO", 15: "F"}), testPV1}, nil},
+		{"next of kin sex empty", []string{pid("9990000018^^^NHS", nil), segment("NK1", map[int]string{1: "1", 2: "TESTKIN^SAM", 3: "SPO"}), testPV1}, nil},
+		{"next of kin sex Q", []string{pid("9990000018^^^NHS", nil), segment("NK1", map[int]string{1: "1", 2: "TESTKIN^SAM", 3: "SPO", 15: "Q"}), testPV1},
+			[]string{DQNextOfKinSexInvalid}},
+		// An NK1 with nothing else to map makes no RelatedPerson: nothing
+		// was dropped from one.
+		{"next of kin sex Q alone", []string{pid("9990000018^^^NHS", nil), segment("NK1", map[int]string{1: "1", 15: "Q"}), testPV1}, nil},
+		{"patient and next of kin sex Q", []string{pid("9990000018^^^NHS", map[int]string{8: "Q"}), segment("NK1", map[int]string{1: "1", 2: "TESTKIN^SAM", 15: "Q"}), testPV1},
+			[]string{DQSexInvalid, DQNextOfKinSexInvalid}},
 		{"class I", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 19: "V1"})}, nil},
 		{"class e lower case", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "e", 19: "V1"})}, nil},
 		{"class U", []string{pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "U", 19: "V1"})}, nil},

@@ -657,15 +657,24 @@ func TestConsentChangeAcrossRestart(t *testing.T) {
 			t.Errorf("%d payloads stored as decided again, want 1", n)
 		}
 		var delivered *audit.Record
+		redecisions := 0
 		for _, trail := range trails(t, e) {
 			for _, r := range trail {
 				if r.Event == audit.Delivered && r.Destination == "ehr" {
 					delivered = &r
 				}
+				if r.Event == audit.Replayed && r.Outcome == audit.OutcomeRedecided && r.Destination == "ehr" {
+					redecisions++
+				}
 			}
 		}
 		if delivered == nil || delivered.SentSeq != sentSeq {
 			t.Errorf("delivered record %+v; want it naming the payload decided before the restart (%d)", delivered, sentSeq)
+		}
+		// One record of the decision: the one made after the restart,
+		// to the payload already stored, is the same decision.
+		if redecisions != 1 {
+			t.Errorf("%d records of consent decided again for ehr, want 1", redecisions)
 		}
 	})
 }

@@ -279,7 +279,8 @@ func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header,
 		// (after a restart, say), the stored one is kept; decided to a
 		// different one, that is stored too, so the trail shows what was
 		// sent.
-		om.Header.Set(jetstream.MsgIDHeader, "redecided|"+d.Name+"|"+strconv.FormatUint(seq, 10)+"|"+id+"|"+audit.Hash(nd.Body))
+		hash := audit.Hash(nd.Body)
+		om.Header.Set(jetstream.MsgIDHeader, "redecided|"+d.Name+"|"+strconv.FormatUint(seq, 10)+"|"+id+"|"+hash)
 		om.Data = nd.Body
 		ack, err := r.js.PublishMsg(ctx, om)
 		if err != nil {
@@ -287,7 +288,7 @@ func (r *Router) decideAgain(ctx context.Context, d *Destination, h nats.Header,
 		}
 		rec := base
 		rec.Time, rec.Event, rec.Outcome, rec.SentSeq = time.Now().UTC(), audit.Replayed, audit.OutcomeRedecided, ack.Sequence
-		rec.Hash, rec.Classes = audit.Hash(nd.Body), nd.Classes
+		rec.Hash, rec.Classes = hash, nd.Classes
 		rec.Reason = "a Consent or the opt-out list changed after its consent decision: decided again, and what that decision made is sent in its place"
 		if !ack.Duplicate {
 			r.o.Metrics.Delivered.WithLabelValues(d.Name, "redecided").Inc()

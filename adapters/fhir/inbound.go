@@ -606,13 +606,17 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 
 	res, err := in.host.Ingest(ctx, env)
 	if err != nil {
-		in.log.Warn("message not stored; answered 503", "id", env.ID, "type", env.MessageType, "error", err.Error())
-		span.RecordError(err)
-		w.Header().Set("Retry-After", retryAfterSeconds)
+		level := slog.LevelWarn
 		oo := jfhir.Outcome("error", "transient", "message may not have been stored: the store did not confirm it; resend it (a resend with the same Bundle.identifier or Idempotency-Key is recognised)")
 		if fault.CodeOf(err) == fault.CodeBacklog {
-			oo = jfhir.Outcome("error", "throttled", "message not stored: Junction is behind with routing; resend it after the Retry-After interval")
+			// Expected while routing is behind: the engine logs when
+			// the input starts and stops refusing, and counts each.
+			level = slog.LevelDebug
+			oo = jfhir.Outcome("error", "throttled", "message not taken now: Junction is behind with routing; resend it after the Retry-After interval")
 		}
+		in.log.Log(r.Context(), level, "message not stored; answered 503", "id", env.ID, "type", env.MessageType, "error", err.Error())
+		span.RecordError(err)
+		w.Header().Set("Retry-After", retryAfterSeconds)
 		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, oo)
 		return http.StatusServiceUnavailable
 	}

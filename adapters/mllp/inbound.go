@@ -70,7 +70,7 @@ const notStoredText = "message may not have been stored; resend it (a resend is 
 
 // backlogText is the ERR text of a message refused, unstored, because
 // routing is behind (router.max_backlog).
-const backlogText = "message not stored: Junction is behind with routing; resend it later"
+const backlogText = "message not taken now: Junction is behind with routing; resend it later"
 
 // TLSConfig configures inbound TLS. Values are secret references:
 // "file:PATH", or "env:NAME" naming a variable that holds the PEM.
@@ -512,11 +512,13 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 			code = hl7v2.AckCE
 		}
 		span.RecordError(err)
-		in.log.Warn("message not stored", "adapter", in.name, "id", env.ID, "control_id", ctrl, "code", string(code), "error", err.Error())
-		text := notStoredText
+		text, level := notStoredText, slog.LevelWarn
 		if fault.CodeOf(err) == fault.CodeBacklog {
-			text = backlogText
+			// Expected while routing is behind: the engine logs when
+			// the input starts and stops refusing, and counts each.
+			text, level = backlogText, slog.LevelDebug
 		}
+		in.log.Log(ctx, level, "message not stored", "adapter", in.name, "id", env.ID, "control_id", ctrl, "code", string(code), "error", err.Error())
 		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeInternal, Severity: "E", Text: text}), code, cond
 	}
 	code := m.AcceptCode()

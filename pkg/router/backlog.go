@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -140,9 +141,13 @@ func (r *Router) watchBacklog(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	sizes := make(batchSizes)
+	sizes := newBatchSizes(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	for {
-		r.sampleBacklog(ctx, sizes)
+		if err := r.sampleBacklog(ctx, sizes); err != nil && ctx.Err() == nil {
+			// The last sample stands: a store too busy to answer is no
+			// reason to stop refusing, nor to start.
+			r.o.Logger.Debug("input backlog not sampled; the last sample stands", "error", err.Error())
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -154,25 +159,29 @@ func (r *Router) watchBacklog(ctx context.Context) {
 // sampleBacklog measures each input's backlog for the limit: the most any
 // route reading it has not finished (the consumers that take new input,
 // not those of replays in the batch pipeline), plus what the stage
-// reading the ingest log has not taken off it.
-func (r *Router) sampleBacklog(ctx context.Context, sizes batchSizes) {
+// reading the ingest log has not taken off it. If any of it cannot be
+// read, it changes nothing and returns the error.
+func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 	b := r.o.Backlog
 	if b.Limit() == 0 {
-		return
+		return nil
 	}
 	ist, err := r.js.Stream(ctx, store.StreamIngress)
 	if err != nil {
-		return
+		return fmt.Errorf("ingress stream: %w", err)
 	}
 	lst, err := r.js.Stream(ctx, store.StreamIngestLog)
 	if err != nil {
-		return
+		return fmt.Errorf("ingest log: %w", err)
 	}
 	reader := splitterDurable
 	if r.o.Pipeline == PipelineBatch {
 		reader = acceptDurable
 	}
-	accepting := sizes.backlog(ctx, r.js, lst, reader)
+	accepting, err := sizes.backlog(ctx, r.js, lst, reader)
+	if err != nil {
+		return err
+	}
 	depth := make(map[string]uint64)
 	for src := range r.o.Translators {
 		depth[src] = accepting
@@ -180,61 +189,108 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes batchSizes) {
 	for _, rt := range r.o.Routes {
 		var d uint64
 		if r.o.Pipeline == PipelineBatch {
-			d = sizes.backlog(ctx, r.js, ist, "route-"+rt.Name+"-b")
+			if d, err = sizes.backlog(ctx, r.js, ist, "route-"+rt.Name+"-b"); err != nil {
+				return err
+			}
 		} else {
 			// Messages, not batches: the count alone.
 			for p := range r.o.Store.Partitions() {
-				_, n := unfinished(ctx, r.js, store.StreamIngress, "route-"+rt.Name+"-p"+strconv.Itoa(p))
+				_, n, err := pendingOf(ctx, r.js, store.StreamIngress, "route-"+rt.Name+"-p"+strconv.Itoa(p))
+				if err != nil {
+					return err
+				}
 				d += n
 			}
 		}
 		depth[rt.Source] = max(depth[rt.Source], accepting+d)
 	}
 	b.update(depth, accepting)
+	return nil
 }
 
-// batchSizes is, per consumer of stored batches, a running mean of the
+// pendingOf returns the info of consumer durable on stream and the
+// messages it has not finished (pending and awaiting acknowledgement). A
+// consumer that does not exist (yet) has none.
+func pendingOf(ctx context.Context, js jetstream.JetStream, stream, durable string) (*jetstream.ConsumerInfo, uint64, error) {
+	c, err := js.Consumer(ctx, stream, durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("consumer %s: %w", durable, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("consumer %s: %w", durable, err)
+	}
+	return info, info.NumPending + uint64(info.NumAckPending), nil
+}
+
+// batchSizes keeps, per consumer of stored batches, a running mean of the
 // messages a batch holds. A consumer's pending count is in batches, and
 // group-commit batches hold from one message to many as load varies, so
 // pending times the oldest batch's size (as the route gauges estimate)
 // swings by a factor of several from one second to the next: too rough to
-// start and stop refusing input on. Each sample reads the oldest unfinished
-// batch and one at a random place among the unfinished, and moves the mean
-// a tenth of the way to each.
-type batchSizes map[string]float64
+// start and stop refusing input on. Each sample reads batches at two
+// random places among the unfinished, and the oldest unfinished when it
+// is another than at the last sample (one a stalled stage holds would
+// otherwise weigh in every second), and moves the mean a tenth of the way
+// to each.
+type batchSizes struct {
+	rng    *rand.Rand
+	mean   map[string]float64
+	oldest map[string]uint64
+}
+
+func newBatchSizes(rng *rand.Rand) *batchSizes {
+	return &batchSizes{rng: rng, mean: make(map[string]float64), oldest: make(map[string]uint64)}
+}
+
+// randomReads is how many batches at random places a sample reads.
+const randomReads = 2
 
 // backlog returns the messages consumer durable on st has not finished,
 // estimated as its unfinished batches times their running mean size.
-func (z batchSizes) backlog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string) uint64 {
-	info, pending := unfinished(ctx, js, st.CachedInfo().Config.Name, durable)
-	if pending == 0 {
-		return 0
+func (z *batchSizes) backlog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string) (uint64, error) {
+	info, pending, err := pendingOf(ctx, js, st.CachedInfo().Config.Name, durable)
+	if err != nil || pending == 0 {
+		return 0, err
 	}
 	filters := info.Config.FilterSubjects
 	if f := info.Config.FilterSubject; f != "" {
 		filters = append(filters, f)
 	}
 	floor := info.AckFloor.Stream + 1
-	last := st.CachedInfo().State.LastSeq
-	for _, from := range []uint64{floor, floor + rand.Uint64N(max(last, floor)-floor+1)} {
-		if n := firstBatchSize(ctx, st, filters, from); n > 0 {
-			if mean, ok := z[durable]; ok {
-				z[durable] = mean + (float64(n)-mean)/10
-			} else {
-				z[durable] = float64(n)
-			}
+	last := max(st.CachedInfo().State.LastSeq, floor)
+	seen := func(n int) {
+		if n <= 0 {
+			return
+		}
+		if mean, ok := z.mean[durable]; ok {
+			z.mean[durable] = mean + (float64(n)-mean)/10
+		} else {
+			z.mean[durable] = float64(n)
 		}
 	}
-	mean, ok := z[durable]
-	if !ok {
-		return pending
+	if seq, n := firstBatch(ctx, st, filters, floor); seq != 0 && seq != z.oldest[durable] {
+		z.oldest[durable] = seq
+		seen(n)
 	}
-	return uint64(float64(pending)*mean + 0.5)
+	for range randomReads {
+		_, n := firstBatch(ctx, st, filters, floor+z.rng.Uint64N(last-floor+1))
+		seen(n)
+	}
+	mean, ok := z.mean[durable]
+	if !ok {
+		return pending, nil
+	}
+	return uint64(float64(pending)*mean + 0.5), nil
 }
 
-// firstBatchSize returns the messages in the first batch at or after
-// sequence from on any of filters, or 0 if there is none.
-func firstBatchSize(ctx context.Context, st jetstream.Stream, filters []string, from uint64) int {
+// firstBatch returns the sequence of the first batch at or after sequence
+// from on any of filters and the messages it holds, or 0, 0 if there is
+// none (or it cannot be read: the mean waits for the next sample).
+func firstBatch(ctx context.Context, st jetstream.Stream, filters []string, from uint64) (uint64, int) {
 	var first *jetstream.RawStreamMsg
 	for _, f := range filters {
 		msg, err := st.GetMsg(ctx, from, jetstream.WithGetMsgSubject(f))
@@ -243,7 +299,7 @@ func firstBatchSize(ctx context.Context, st jetstream.Stream, filters []string, 
 		}
 	}
 	if first == nil {
-		return 0
+		return 0, 0
 	}
-	return ingestFormat.count(first.Data)
+	return first.Sequence, ingestFormat.count(first.Data)
 }

@@ -2,14 +2,19 @@ package router
 
 import (
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
 
@@ -18,7 +23,7 @@ import (
 // falls below four fifths of it, so answers do not flap at the boundary;
 // inputs are limited each on their own backlog, and one a sample does not
 // name on the backlog common to all.
-func TestBacklogRefusesFromLimitUntilNineTenths(t *testing.T) {
+func TestBacklogRefusesFromLimitUntilFourFifths(t *testing.T) {
 	type sample struct {
 		depth map[string]uint64
 		other uint64
@@ -90,5 +95,65 @@ func TestBacklogRefusesFromLimitUntilNineTenths(t *testing.T) {
 	var none *Backlog
 	if err := none.refuse("pas"); err != nil {
 		t.Errorf("nil backlog refused: %v", err)
+	}
+}
+
+// TestBatchBacklogEstimate checks the estimate of a consumer's unfinished
+// messages from its unfinished batches (200 of 8 messages, among other
+// subjects' messages) behind an oldest batch that does not move, as a
+// stalled stage leaves it: read every second, an oldest batch of 1 or of
+// 64 would pull the mean towards its own size, and the estimate far from
+// the count.
+func TestBatchBacklogEstimate(t *testing.T) {
+	js := jstest.Start(t, "backlog")
+	ctx := t.Context()
+	batch := func(n int) []byte {
+		frames := make([]frame, n)
+		for i := range frames {
+			frames[i] = frame{payload: []byte("MSH|^~\\&|PAS|RX1|||20261123093000||ADT^A01|C" + strconv.Itoa(i) + "|P|2.4\r")}
+		}
+		return ingestFormat.encode(frames)
+	}
+	for _, oldest := range []int{1, 64} {
+		t.Run("oldest batch of "+strconv.Itoa(oldest), func(t *testing.T) {
+			name := "T" + strconv.Itoa(oldest)
+			st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(ctx, name+".b", batch(oldest)); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 200 {
+				if _, err := js.Publish(ctx, name+".b", batch(8)); err != nil {
+					t.Fatal(err)
+				}
+				for range i % 3 {
+					if _, err := js.Publish(ctx, name+".other", []byte("x")); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", FilterSubject: name + ".b", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Info(ctx); err != nil { // refreshes CachedInfo
+				t.Fatal(err)
+			}
+			want := float64(oldest + 200*8)
+			z := newBatchSizes(rand.New(rand.NewPCG(1, 2)))
+			var got uint64
+			for range 60 {
+				if got, err = z.backlog(ctx, js, st, "c"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if math.Abs(float64(got)-want) > want/10 {
+				t.Errorf("estimate %d after 60 samples, want within a tenth of %v", got, want)
+			}
+			if n, err := z.backlog(ctx, js, st, "no-such-consumer"); n != 0 || err != nil {
+				t.Errorf("a consumer that does not exist: %d, %v; want 0, nil", n, err)
+			}
+		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,11 +30,10 @@ import (
 // HTTP), so senders hold them instead: the flow control HL7 v2 senders
 // already have for a receiver whose store is down.
 //
-// An input's backlog is the most any route reading it has not finished,
-// plus the messages of every input group-committed to the ingest log and
-// not yet taken off it. The router samples it (see Router.sampleBacklog);
-// refusing starts when it reaches the limit and stops when it falls
-// below four fifths of it, so answers do not flap at the boundary.
+// An input's backlog is how far behind its routing is, in messages (see
+// Router.sampleBacklog for how each pipeline counts it). The router
+// samples it; refusing starts when it reaches the limit and stops when it
+// falls below four fifths of it, so answers do not flap at the boundary.
 type Backlog struct {
 	limit   uint64
 	log     *slog.Logger
@@ -83,7 +83,7 @@ func (b *Backlog) refuse(source string) error {
 		return nil
 	}
 	return &fault.Error{Code: fault.CodeBacklog, Class: fault.Transient,
-		Msg:    fmt.Sprintf("not stored: %d messages stored before it are not yet routed, over router.max_backlog (%d); resend later", depth, b.limit),
+		Msg:    fmt.Sprintf("not taken now: routing is about %d messages behind at the last sample, and the input refuses from router.max_backlog (%d) until under four fifths of it; resend later", depth, b.limit),
 		HL7Err: "207"}
 }
 
@@ -156,44 +156,67 @@ func (r *Router) watchBacklog(ctx context.Context) {
 	}
 }
 
-// sampleBacklog measures each input's backlog for the limit: the most any
-// route reading it has not finished (the consumers that take new input,
-// not those of replays in the batch pipeline), plus what the stage
-// reading the ingest log has not taken off it. If any of it cannot be
-// read, it changes nothing and returns the error.
+// sampleBacklog measures each input's backlog for the limit. If any of it
+// cannot be read, it changes nothing and returns the error.
+//
+// In the batch pipeline an input's backlog is counted on the ingest log,
+// where every stored message is, in order: the messages stored since the
+// oldest one of the input that a route reading it has not finished (the
+// route's last finished accepted batch names the ingest-log batch it
+// covers to), whichever route is furthest behind; for an input no route
+// reads, since the oldest the accept stage has not taken. That counts the
+// other inputs' messages stored after it too: it is how far behind the
+// input's routing is, in messages. Counting unfinished accepted batches
+// instead does not work: the accept stage reads ahead, so an accepted
+// batch holds from one message to hundreds.
+//
+// In the message pipeline it is the unfinished messages of the input's
+// route furthest behind (the route consumers take new input and replays
+// alike), counted exactly, plus those the stage reading the ingest log
+// has not split.
 func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 	b := r.o.Backlog
 	if b.Limit() == 0 {
 		return nil
 	}
-	ist, err := r.js.Stream(ctx, store.StreamIngress)
-	if err != nil {
-		return fmt.Errorf("ingress stream: %w", err)
-	}
 	lst, err := r.js.Stream(ctx, store.StreamIngestLog)
 	if err != nil {
 		return fmt.Errorf("ingest log: %w", err)
 	}
+	last := lst.CachedInfo().State.LastSeq
+	sizes.sample(ctx, lst)
 	reader := splitterDurable
 	if r.o.Pipeline == PipelineBatch {
 		reader = acceptDurable
 	}
-	accepting, err := sizes.backlog(ctx, r.js, lst, reader)
+	info, pending, err := pendingOf(ctx, r.js, store.StreamIngestLog, reader)
 	if err != nil {
 		return err
+	}
+	var accepting uint64
+	if pending > 0 {
+		accepting = sizes.messages(last - min(last, info.AckFloor.Stream))
 	}
 	depth := make(map[string]uint64)
 	for src := range r.o.Translators {
 		depth[src] = accepting
 	}
+	ist, err := r.js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return fmt.Errorf("ingress stream: %w", err)
+	}
 	for _, rt := range r.o.Routes {
 		var d uint64
 		if r.o.Pipeline == PipelineBatch {
-			if d, err = sizes.backlog(ctx, r.js, ist, "route-"+rt.Name+"-b"); err != nil {
+			from, err := routeFinishedTo(ctx, r.js, ist, "route-"+rt.Name+"-b")
+			if err != nil {
 				return err
 			}
+			if from != noBacklog {
+				d = sizes.messages(last - min(last, from))
+			}
 		} else {
-			// Messages, not batches: the count alone.
+			d = accepting
 			for p := range r.o.Store.Partitions() {
 				_, n, err := pendingOf(ctx, r.js, store.StreamIngress, "route-"+rt.Name+"-p"+strconv.Itoa(p))
 				if err != nil {
@@ -202,10 +225,69 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 				d += n
 			}
 		}
-		depth[rt.Source] = max(depth[rt.Source], accepting+d)
+		depth[rt.Source] = max(depth[rt.Source], d)
 	}
 	b.update(depth, accepting)
 	return nil
+}
+
+// noBacklog is routeFinishedTo's answer for a route with nothing
+// unfinished.
+const noBacklog = ^uint64(0)
+
+// routeFinishedTo returns the ingest-log sequence up to which batch route
+// consumer durable has finished every message of its input (the last
+// ingest-log batch its last finished accepted batch covers), or noBacklog
+// when it has nothing unfinished.
+func routeFinishedTo(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string) (uint64, error) {
+	info, pending, err := pendingOf(ctx, js, store.StreamIngress, durable)
+	if err != nil {
+		return 0, err
+	}
+	if pending == 0 {
+		return noBacklog, nil
+	}
+	if f := info.AckFloor.Stream; f > 0 {
+		m, err := ist.GetMsg(ctx, f)
+		if err == nil {
+			if c, ok := coveredTo(m.Subject); ok {
+				return c, nil
+			}
+		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, fmt.Errorf("consumer %s: its last finished batch: %w", durable, err)
+		}
+	}
+	// Nothing finished yet, or the last finished is gone: from the ingest-log
+	// batch before the first unfinished accepted batch's last (an
+	// undercount by what that batch read ahead, until it is finished).
+	filters := info.Config.FilterSubjects
+	if f := info.Config.FilterSubject; f != "" {
+		filters = append(filters, f)
+	}
+	var first *jetstream.RawStreamMsg
+	for _, f := range filters {
+		m, err := ist.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
+		if err == nil && (first == nil || m.Sequence < first.Sequence) {
+			first = m
+		}
+	}
+	if first != nil {
+		if c, ok := coveredTo(first.Subject); ok && c > 0 {
+			return c - 1, nil
+		}
+	}
+	return noBacklog, nil
+}
+
+// coveredTo returns the ingest-log sequence an accepted batch's subject
+// names as the last it covers (its last token, in this version's subjects
+// and in earlier ones).
+func coveredTo(subject string) (uint64, bool) {
+	if !strings.HasPrefix(subject, SubjAccepted+".") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(subject[strings.LastIndexByte(subject, '.')+1:], 10, 64)
+	return n, err == nil
 }
 
 // pendingOf returns the info of consumer durable on stream and the
@@ -226,65 +308,46 @@ func pendingOf(ctx context.Context, js jetstream.JetStream, stream, durable stri
 	return info, info.NumPending + uint64(info.NumAckPending), nil
 }
 
-// batchSizes keeps, per consumer of stored batches, a running mean of the
-// messages a batch holds. A consumer's pending count is in batches, and
-// group-commit batches hold from one message to many as load varies, so
-// pending times the oldest batch's size (as the route gauges estimate)
-// swings by a factor of several from one second to the next: too rough to
-// start and stop refusing input on. Each sample reads batches at two
-// random places among the unfinished, and the oldest unfinished when it
-// is another than at the last sample (one a stalled stage holds would
-// otherwise weigh in every second), and moves the mean a tenth of the way
-// to each.
+// batchSizes keeps a running mean of the messages an ingest-log batch
+// holds (one group-commit write: one message to a few, as load varies),
+// to turn a count of batches into one of messages. Each sample reads four
+// of the latest thousand batches, at random, and moves the mean a
+// twentieth of the way to each.
 type batchSizes struct {
-	rng    *rand.Rand
-	mean   map[string]float64
-	oldest map[string]uint64
+	rng  *rand.Rand
+	mean float64
 }
 
-func newBatchSizes(rng *rand.Rand) *batchSizes {
-	return &batchSizes{rng: rng, mean: make(map[string]float64), oldest: make(map[string]uint64)}
-}
+func newBatchSizes(rng *rand.Rand) *batchSizes { return &batchSizes{rng: rng} }
 
-// randomReads is how many batches at random places a sample reads.
-const randomReads = 2
+// randomReads is how many batches a sample reads.
+const randomReads = 4
 
-// backlog returns the messages consumer durable on st has not finished,
-// estimated as its unfinished batches times their running mean size.
-func (z *batchSizes) backlog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string) (uint64, error) {
-	info, pending, err := pendingOf(ctx, js, st.CachedInfo().Config.Name, durable)
-	if err != nil || pending == 0 {
-		return 0, err
+// sample reads randomReads of the latest thousand batches of ingest log
+// st and moves the mean towards each.
+func (z *batchSizes) sample(ctx context.Context, st jetstream.Stream) {
+	state := st.CachedInfo().State
+	if state.LastSeq < state.FirstSeq || state.LastSeq == 0 {
+		return
 	}
-	filters := info.Config.FilterSubjects
-	if f := info.Config.FilterSubject; f != "" {
-		filters = append(filters, f)
-	}
-	floor := info.AckFloor.Stream + 1
-	last := max(st.CachedInfo().State.LastSeq, floor)
-	seen := func(n int) {
-		if n <= 0 {
-			return
-		}
-		if mean, ok := z.mean[durable]; ok {
-			z.mean[durable] = mean + (float64(n)-mean)/10
-		} else {
-			z.mean[durable] = float64(n)
-		}
-	}
-	if seq, n := firstBatch(ctx, st, filters, floor); seq != 0 && seq != z.oldest[durable] {
-		z.oldest[durable] = seq
-		seen(n)
-	}
+	from := max(state.FirstSeq, state.LastSeq-min(state.LastSeq, 1000))
 	for range randomReads {
-		_, n := firstBatch(ctx, st, filters, floor+z.rng.Uint64N(last-floor+1))
-		seen(n)
+		_, k := firstBatch(ctx, st, []string{store.SubjIngestLog + ".>"}, from+z.rng.Uint64N(state.LastSeq-from+1))
+		if k <= 0 {
+			continue
+		}
+		if z.mean == 0 {
+			z.mean = float64(k)
+		} else {
+			z.mean += (float64(k) - z.mean) / 20
+		}
 	}
-	mean, ok := z.mean[durable]
-	if !ok {
-		return pending, nil
-	}
-	return uint64(float64(pending)*mean + 0.5), nil
+}
+
+// messages returns the messages n ingest-log batches hold, estimated with
+// the running mean.
+func (z *batchSizes) messages(n uint64) uint64 {
+	return uint64(float64(n)*max(z.mean, 1) + 0.5)
 }
 
 // firstBatch returns the sequence of the first batch at or after sequence

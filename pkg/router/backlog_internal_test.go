@@ -15,6 +15,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/jstest"
+	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
 
@@ -98,12 +99,11 @@ func TestBacklogRefusesFromLimitUntilFourFifths(t *testing.T) {
 	}
 }
 
-// TestBatchBacklogEstimate checks the estimate of a consumer's unfinished
-// messages from its unfinished batches (200 of 8 messages, among other
-// subjects' messages) behind an oldest batch that does not move, as a
-// stalled stage leaves it: read every second, an oldest batch of 1 or of
-// 64 would pull the mean towards its own size, and the estimate far from
-// the count.
+// TestBatchBacklogEstimate checks the batch pipeline's count of a
+// route's backlog on the ingest log: 300 group-commit batches of 1 to 6
+// messages, accepted in batches of which one read ahead over 70 of them
+// (so accepted batches hold from 6 to 245 messages), the route finished
+// to the one covering batch 120 and the accept stage to batch 250.
 func TestBatchBacklogEstimate(t *testing.T) {
 	js := jstest.Start(t, "backlog")
 	ctx := t.Context()
@@ -114,46 +114,96 @@ func TestBatchBacklogEstimate(t *testing.T) {
 		}
 		return ingestFormat.encode(frames)
 	}
-	for _, oldest := range []int{1, 64} {
-		t.Run("oldest batch of "+strconv.Itoa(oldest), func(t *testing.T) {
-			name := "T" + strconv.Itoa(oldest)
-			st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}})
+	lst, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ist, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes := make([]int, 301) // by ingest-log sequence
+	for seq := 1; seq <= 300; seq++ {
+		sizes[seq] = 1 + seq%6
+		if _, err := js.Publish(ctx, store.SubjIngestLog+".0", batch(sizes[seq])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sum := func(from, to int) (n int) {
+		for seq := from; seq <= to; seq++ {
+			n += sizes[seq]
+		}
+		return n
+	}
+	for _, covered := range []uint64{50, 120, 121, 200, 300} {
+		if _, err := js.Publish(ctx, AcceptedSubject("pas", covered), batch(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	consume := func(st jetstream.Stream, durable string, filters []string, n int) {
+		t.Helper()
+		c, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: durable, FilterSubjects: filters, AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		msgs, err := c.Fetch(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range msgs.Messages() {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	consume(ist, "route-done-b", acceptedFilters("pas"), 2) // to the batch covering 120
+	consume(ist, "route-new-b", acceptedFilters("pas"), 0)
+	consume(ist, "route-all-b", acceptedFilters("pas"), 5)
+	consume(lst, acceptDurable, []string{ingestLogBatches}, 250)
+	if _, err := lst.Info(ctx); err != nil { // refreshes CachedInfo
+		t.Fatal(err)
+	}
+	z := newBatchSizes(rand.New(rand.NewPCG(1, 2)))
+	for range 60 {
+		z.sample(ctx, lst)
+	}
+	tests := []struct {
+		durable  string
+		finished uint64 // noBacklog for none
+		want     int
+	}{
+		{"route-done-b", 120, sum(121, 300)},
+		// Nothing finished: from the first unfinished batch's last
+		// ingest-log batch (an undercount by what it read ahead).
+		{"route-new-b", 49, sum(50, 300)},
+		{"route-all-b", noBacklog, 0},
+		{"no-such-consumer-b", noBacklog, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.durable, func(t *testing.T) {
+			from, err := routeFinishedTo(ctx, js, ist, tt.durable)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := js.Publish(ctx, name+".b", batch(oldest)); err != nil {
-				t.Fatal(err)
+			if from != tt.finished {
+				t.Fatalf("finished to %d, want %d", from, tt.finished)
 			}
-			for i := range 200 {
-				if _, err := js.Publish(ctx, name+".b", batch(8)); err != nil {
-					t.Fatal(err)
-				}
-				for range i % 3 {
-					if _, err := js.Publish(ctx, name+".other", []byte("x")); err != nil {
-						t.Fatal(err)
-					}
-				}
+			if from == noBacklog {
+				return
 			}
-			if _, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", FilterSubject: name + ".b", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := st.Info(ctx); err != nil { // refreshes CachedInfo
-				t.Fatal(err)
-			}
-			want := float64(oldest + 200*8)
-			z := newBatchSizes(rand.New(rand.NewPCG(1, 2)))
-			var got uint64
-			for range 60 {
-				if got, err = z.backlog(ctx, js, st, "c"); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if math.Abs(float64(got)-want) > want/10 {
-				t.Errorf("estimate %d after 60 samples, want within a tenth of %v", got, want)
-			}
-			if n, err := z.backlog(ctx, js, st, "no-such-consumer"); n != 0 || err != nil {
-				t.Errorf("a consumer that does not exist: %d, %v; want 0, nil", n, err)
+			if got := float64(z.messages(300 - from)); math.Abs(got-float64(tt.want)) > float64(tt.want)/5 {
+				t.Errorf("estimate %v, want within a fifth of %d", got, tt.want)
 			}
 		})
+	}
+	info, _, err := pendingOf(ctx, js, store.StreamIngestLog, acceptDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := float64(z.messages(300-info.AckFloor.Stream)), float64(sum(251, 300)); math.Abs(got-want) > want/5 {
+		t.Errorf("accept stage's backlog estimated %v, want within a fifth of %v", got, want)
 	}
 }

@@ -116,7 +116,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered:    cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
 		QueueDepth:      gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
 		QueueAge:        gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
-		Backlog:         gv("ingress", "backlog_messages", "Stored messages of an input not yet routed, as router.max_backlog measures them (sampled every second; only with a limit set).", "adapter"),
+		Backlog:         gv("ingress", "backlog_messages", "How far behind an input's routing is: messages stored since its oldest one not yet routed, as router.max_backlog measures it (sampled every second; only with a limit set).", "adapter"),
 		BacklogRefusing: gv("ingress", "backlog_refusing", "1 while an input refuses new messages (resend later) because its backlog is over router.max_backlog.", "adapter"),
 		RouteDepth:      gv("route", "queue_depth_messages", "Stored messages waiting for a route (an estimate in the batch pipeline).", "route"),
 		RouteAge:        gv("route", "queue_age_seconds", "Age of the oldest stored message waiting for a route.", "route"),

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,18 +261,7 @@ func routeFinishedTo(ctx context.Context, js jetstream.JetStream, ist jetstream.
 	// Nothing finished yet, or the last finished is gone: from the ingest-log
 	// batch before the first unfinished accepted batch's last (an
 	// undercount by what that batch read ahead, until it is finished).
-	filters := info.Config.FilterSubjects
-	if f := info.Config.FilterSubject; f != "" {
-		filters = append(filters, f)
-	}
-	var first *jetstream.RawStreamMsg
-	for _, f := range filters {
-		m, err := ist.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
-		if err == nil && (first == nil || m.Sequence < first.Sequence) {
-			first = m
-		}
-	}
-	if first != nil {
+	if first := firstOn(ctx, ist, consumerFilters(info), info.AckFloor.Stream+1); first != nil {
 		if c, ok := coveredTo(first.Subject); ok && c > 0 {
 			return c - 1, nil
 		}
@@ -354,15 +344,31 @@ func (z *batchSizes) messages(n uint64) uint64 {
 // from on any of filters and the messages it holds, or 0, 0 if there is
 // none (or it cannot be read: the mean waits for the next sample).
 func firstBatch(ctx context.Context, st jetstream.Stream, filters []string, from uint64) (uint64, int) {
-	var first *jetstream.RawStreamMsg
-	for _, f := range filters {
-		msg, err := st.GetMsg(ctx, from, jetstream.WithGetMsgSubject(f))
-		if err == nil && (first == nil || msg.Sequence < first.Sequence) {
-			first = msg
-		}
-	}
+	first := firstOn(ctx, st, filters, from)
 	if first == nil {
 		return 0, 0
 	}
 	return first.Sequence, ingestFormat.count(first.Data)
+}
+
+// firstOn returns the first message of st at or after sequence from on
+// any of filters, or nil if there is none or it cannot be read.
+func firstOn(ctx context.Context, st jetstream.Stream, filters []string, from uint64) *jetstream.RawStreamMsg {
+	var first *jetstream.RawStreamMsg
+	for _, f := range filters {
+		m, err := st.GetMsg(ctx, from, jetstream.WithGetMsgSubject(f))
+		if err == nil && (first == nil || m.Sequence < first.Sequence) {
+			first = m
+		}
+	}
+	return first
+}
+
+// consumerFilters returns the subjects a consumer takes.
+func consumerFilters(info *jetstream.ConsumerInfo) []string {
+	filters := slices.Clone(info.Config.FilterSubjects)
+	if f := info.Config.FilterSubject; f != "" {
+		filters = append(filters, f)
+	}
+	return filters
 }

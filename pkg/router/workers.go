@@ -910,17 +910,7 @@ func consumerBacklog(ctx context.Context, js jetstream.JetStream, st jetstream.S
 	if pending == 0 {
 		return 0, time.Time{}
 	}
-	filters := info.Config.FilterSubjects
-	if f := info.Config.FilterSubject; f != "" {
-		filters = append(filters, f)
-	}
-	var first *jetstream.RawStreamMsg
-	for _, f := range filters {
-		msg, err := st.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(f))
-		if err == nil && (first == nil || msg.Sequence < first.Sequence) {
-			first = msg
-		}
-	}
+	first := firstOn(ctx, st, consumerFilters(info), info.AckFloor.Stream+1)
 	if first == nil {
 		return pending, time.Time{}
 	}

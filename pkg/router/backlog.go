@@ -162,9 +162,9 @@ func (r *Router) watchBacklog(ctx context.Context) {
 //
 // In the batch pipeline an input's backlog is counted on the ingest log,
 // where every stored message is, in order: the messages stored since the
-// oldest one of the input that a route reading it has not finished (the
-// route's last finished accepted batch names the ingest-log batch it
-// covers to), whichever route is furthest behind; for an input no route
+// oldest one of the input that a route reading it has not finished (found
+// by the ingest-log batch its first unfinished accepted batch names),
+// whichever route is furthest behind; for an input no route
 // reads, since the oldest the accept stage has not taken. That counts the
 // other inputs' messages stored after it too: it is how far behind the
 // input's routing is, in messages. Counting unfinished accepted batches
@@ -237,9 +237,14 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 const noBacklog = ^uint64(0)
 
 // routeFinishedTo returns the ingest-log sequence up to which batch route
-// consumer durable has finished every message of its input (the last
-// ingest-log batch its last finished accepted batch covers), or noBacklog
-// when it has nothing unfinished.
+// consumer durable has finished every message of its input, or noBacklog
+// when it has nothing unfinished: the ingest-log batch before the last
+// one its first unfinished accepted batch covers. Not the one its last
+// finished accepted batch covers to: for an input that sends a message a
+// minute while another sends hundreds a second, that would count all of
+// the other's messages since the last one. It undercounts by what the
+// accept stage read ahead into that batch (at most router.span_batches
+// group-commit batches).
 func routeFinishedTo(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string) (uint64, error) {
 	info, pending, err := pendingOf(ctx, js, store.StreamIngress, durable)
 	if err != nil {
@@ -248,23 +253,15 @@ func routeFinishedTo(ctx context.Context, js jetstream.JetStream, ist jetstream.
 	if pending == 0 {
 		return noBacklog, nil
 	}
-	if f := info.AckFloor.Stream; f > 0 {
-		m, err := ist.GetMsg(ctx, f)
-		if err == nil {
-			if c, ok := coveredTo(m.Subject); ok {
-				return c, nil
-			}
-		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return 0, fmt.Errorf("consumer %s: its last finished batch: %w", durable, err)
-		}
+	first, err := firstOf(ctx, ist, consumerFilters(info), info.AckFloor.Stream+1)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s: its first unfinished batch: %w", durable, err)
 	}
-	// Nothing finished yet, or the last finished is gone: from the ingest-log
-	// batch before the first unfinished accepted batch's last (an
-	// undercount by what that batch read ahead, until it is finished).
-	if first := firstOn(ctx, ist, consumerFilters(info), info.AckFloor.Stream+1); first != nil {
-		if c, ok := coveredTo(first.Subject); ok && c > 0 {
-			return c - 1, nil
-		}
+	if first == nil {
+		return noBacklog, nil // gone since: nothing to count
+	}
+	if c, ok := coveredTo(first.Subject); ok && c > 0 {
+		return c - 1, nil
 	}
 	return noBacklog, nil
 }
@@ -354,14 +351,30 @@ func firstBatch(ctx context.Context, st jetstream.Stream, filters []string, from
 // firstOn returns the first message of st at or after sequence from on
 // any of filters, or nil if there is none or it cannot be read.
 func firstOn(ctx context.Context, st jetstream.Stream, filters []string, from uint64) *jetstream.RawStreamMsg {
+	first, _ := firstOf(ctx, st, filters, from)
+	return first
+}
+
+// firstOf is firstOn, with the error of a read that failed other than
+// for want of a message.
+func firstOf(ctx context.Context, st jetstream.Stream, filters []string, from uint64) (*jetstream.RawStreamMsg, error) {
 	var first *jetstream.RawStreamMsg
+	var failed error
 	for _, f := range filters {
 		m, err := st.GetMsg(ctx, from, jetstream.WithGetMsgSubject(f))
-		if err == nil && (first == nil || m.Sequence < first.Sequence) {
-			first = m
+		switch {
+		case err == nil:
+			if first == nil || m.Sequence < first.Sequence {
+				first = m
+			}
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			failed = err
 		}
 	}
-	return first
+	if first == nil && failed != nil {
+		return nil, failed
+	}
+	return first, nil
 }
 
 // consumerFilters returns the subjects a consumer takes.

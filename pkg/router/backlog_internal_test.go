@@ -103,7 +103,8 @@ func TestBacklogRefusesFromLimitUntilFourFifths(t *testing.T) {
 // route's backlog on the ingest log: 300 group-commit batches of 1 to 6
 // messages, accepted in batches of which one read ahead over 70 of them
 // (so accepted batches hold from 6 to 245 messages), the route finished
-// to the one covering batch 120 and the accept stage to batch 250.
+// to the one covering batch 120 and the accept stage to batch 250; and
+// the backlog of a quiet input beside it.
 func TestBatchBacklogEstimate(t *testing.T) {
 	js := jstest.Start(t, "backlog")
 	ctx := t.Context()
@@ -140,6 +141,13 @@ func TestBatchBacklogEstimate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A quiet input: one message in ingest-log batch 10, finished, and
+	// one in batch 290, not.
+	for _, covered := range []uint64{10, 290} {
+		if _, err := js.Publish(ctx, AcceptedSubject("lab", covered), batch(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	consume := func(st jetstream.Stream, durable string, filters []string, n int) {
 		t.Helper()
 		c, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: durable, FilterSubjects: filters, AckPolicy: jetstream.AckExplicitPolicy})
@@ -162,6 +170,7 @@ func TestBatchBacklogEstimate(t *testing.T) {
 	consume(ist, "route-done-b", acceptedFilters("pas"), 2) // to the batch covering 120
 	consume(ist, "route-new-b", acceptedFilters("pas"), 0)
 	consume(ist, "route-all-b", acceptedFilters("pas"), 5)
+	consume(ist, "route-lab-b", acceptedFilters("lab"), 1)
 	consume(lst, acceptDurable, []string{ingestLogBatches}, 250)
 	if _, err := lst.Info(ctx); err != nil { // refreshes CachedInfo
 		t.Fatal(err)
@@ -179,6 +188,9 @@ func TestBatchBacklogEstimate(t *testing.T) {
 		// Nothing finished: from the first unfinished batch's last
 		// ingest-log batch (an undercount by what it read ahead).
 		{"route-new-b", 49, sum(50, 300)},
+		// Not counted from its last finished batch (10): pas's
+		// messages since then are not the lab's backlog.
+		{"route-lab-b", 289, sum(290, 300)},
 		{"route-all-b", noBacklog, 0},
 		{"no-such-consumer-b", noBacklog, 0},
 	}

@@ -243,7 +243,7 @@ const noBacklog = ^uint64(0)
 // finished accepted batch covers to: for an input that sends a message a
 // minute while another sends hundreds a second, that would count all of
 // the other's messages since the last one. It undercounts by what the
-// accept stage read ahead into that batch (at most router.span_batches
+// accept stage read ahead into that batch (at most acceptAhead's 64
 // group-commit batches).
 func routeFinishedTo(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string) (uint64, error) {
 	info, pending, err := pendingOf(ctx, js, store.StreamIngress, durable)

@@ -926,15 +926,11 @@ func consumerBacklog(ctx context.Context, js jetstream.JetStream, st jetstream.S
 // messages it has not finished (pending and awaiting acknowledgement);
 // 0 when it cannot be read.
 func unfinished(ctx context.Context, js jetstream.JetStream, stream, durable string) (*jetstream.ConsumerInfo, uint64) {
-	c, err := js.Consumer(ctx, stream, durable)
+	info, n, err := pendingOf(ctx, js, stream, durable)
 	if err != nil {
 		return nil, 0
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return nil, 0
-	}
-	return info, info.NumPending + uint64(info.NumAckPending)
+	return info, n
 }
 
 // sampleQuarantine sets the quarantine gauge to the messages the

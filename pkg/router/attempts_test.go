@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -233,8 +234,9 @@ func TestDecidedAfterDecidingAgain(t *testing.T) {
 }
 
 // TestRouteBacklogGauges: the route gauges count the stored messages a
-// route's consumers have not finished, a batch pipeline's accepted batches
-// by their entries, and the oldest one's age; a finished route reads 0.
+// route's consumers have not finished (a batch pipeline's on the ingest
+// log, from the first its first unfinished accepted batch covers) and the
+// oldest one's age; a finished route reads 0.
 func TestRouteBacklogGauges(t *testing.T) {
 	for _, pipeline := range []string{PipelineBatch, PipelineMessage} {
 		t.Run(pipeline, func(t *testing.T) {
@@ -255,8 +257,21 @@ func TestRouteBacklogGauges(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				for i := range 2 {
-					if _, err := js.Publish(ctx, SubjAccepted+".pas."+strconv.Itoa(i), data); err != nil {
+				// Four group-commit batches of three on the ingest log,
+				// accepted in two batches covering two each; the
+				// route counts from the first batch the first
+				// unfinished accepted batch covers (read ahead or not).
+				frames := make([]frame, 3)
+				for i := range frames {
+					frames[i] = frame{payload: []byte("m")}
+				}
+				for range 4 {
+					if _, err := js.Publish(ctx, store.SubjIngestLog+".0", ingestFormat.encode(frames)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, covered := range []uint64{2, 4} {
+					if _, err := js.Publish(ctx, AcceptedSubject("pas", covered), data); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -277,12 +292,13 @@ func TestRouteBacklogGauges(t *testing.T) {
 			}
 			want := map[string]float64{"adt": 3, "idle": 0}
 			if pipeline == PipelineBatch {
-				want["adt"] = 7 // two batches of three, and a replay
+				want["adt"] = 10 // ingest-log batches 2 to 4, of three each, and a replay
 			}
 			// Sampled until the stored messages show, for up to 5 s.
 			deadline := time.Now().Add(5 * time.Second)
+			sizes := newBatchSizes(rand.New(rand.NewPCG(1, 2)))
 			for {
-				r.sampleRoutes(ctx, 1)
+				r.sampleRoutes(ctx, 1, sizes)
 				if testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues("adt")) == want["adt"] || time.Now().After(deadline) {
 					break
 				}
@@ -297,5 +313,45 @@ func TestRouteBacklogGauges(t *testing.T) {
 				t.Errorf("adt age %v, want the oldest message's", age)
 			}
 		})
+	}
+}
+
+// TestDeliveryBatchQueueEstimate: a destination's waiting outbound
+// batches are counted by the mean size of several of them, not by the
+// oldest's alone: behind an oldest batch of one wait batches of a hundred
+// (a route writes one outbound batch per accepted batch, and the accept
+// stage reads ahead), so the oldest's size alone would count 5 for 401.
+func TestDeliveryBatchQueueEstimate(t *testing.T) {
+	r, js := deliveryRouter(t)
+	ctx := t.Context()
+	if _, err := js.CreateOrUpdateConsumer(ctx, store.StreamOutbound, jetstream.ConsumerConfig{Durable: "dest-ehr-b", FilterSubject: OutboundBatchSubject("ehr"), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 100, 100, 100, 100} {
+		m := nats.NewMsg(OutboundBatchSubject("ehr"))
+		m.Header.Set(headerCount, strconv.Itoa(n))
+		m.Data = []byte("batch")
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		// Another destination's batches between them.
+		if _, err := js.Publish(ctx, OutboundBatchSubject("other"), []byte("batch")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ost, err := js.Stream(ctx, store.StreamOutbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seed := range uint64(20) {
+		got, oldest := r.batchQueue(ctx, ost, "ehr", rand.New(rand.NewPCG(seed, seed)))
+		// The oldest and four at random: at least one of a hundred
+		// unless all four draws land on the oldest.
+		if got < 5*101/5 || got > 5*100 {
+			t.Errorf("seed %d: estimated %d waiting, want between %d and %d for 401", seed, got, 5*101/5, 5*100)
+		}
+		if age := time.Since(oldest); age < 0 || age > time.Minute {
+			t.Errorf("seed %d: oldest stored %v ago, want the oldest batch's time", seed, age)
+		}
 	}
 }

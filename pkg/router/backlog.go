@@ -209,7 +209,7 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 	for _, rt := range r.o.Routes {
 		var d uint64
 		if r.o.Pipeline == PipelineBatch {
-			from, err := routeFinishedTo(ctx, r.js, ist, "route-"+rt.Name+"-b")
+			from, _, err := routeFinishedTo(ctx, r.js, ist, "route-"+rt.Name+"-b")
 			if err != nil {
 				return err
 			}
@@ -244,26 +244,27 @@ const noBacklog = ^uint64(0)
 // minute while another sends hundreds a second, that would count all of
 // the other's messages since the last one. It undercounts by what the
 // accept stage read ahead into that batch (at most acceptAhead's 64
-// group-commit batches).
-func routeFinishedTo(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string) (uint64, error) {
+// group-commit batches). It also returns when that first unfinished
+// batch was stored.
+func routeFinishedTo(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string) (uint64, time.Time, error) {
 	info, pending, err := pendingOf(ctx, js, store.StreamIngress, durable)
 	if err != nil {
-		return 0, err
+		return 0, time.Time{}, err
 	}
 	if pending == 0 {
-		return noBacklog, nil
+		return noBacklog, time.Time{}, nil
 	}
 	first, err := firstOf(ctx, ist, consumerFilters(info), info.AckFloor.Stream+1)
 	if err != nil {
-		return 0, fmt.Errorf("consumer %s: its first unfinished batch: %w", durable, err)
+		return 0, time.Time{}, fmt.Errorf("consumer %s: its first unfinished batch: %w", durable, err)
 	}
 	if first == nil {
-		return noBacklog, nil // gone since: nothing to count
+		return noBacklog, time.Time{}, nil // gone since: nothing to count
 	}
 	if c, ok := coveredTo(first.Subject); ok && c > 0 {
-		return c - 1, nil
+		return c - 1, first.Time, nil
 	}
-	return noBacklog, nil
+	return noBacklog, time.Time{}, nil
 }
 
 // coveredTo returns the ingest-log sequence an accepted batch's subject
@@ -299,10 +300,13 @@ func pendingOf(ctx context.Context, js jetstream.JetStream, stream, durable stri
 // holds (one group-commit write: one message to a few, as load varies),
 // to turn a count of batches into one of messages. Each sample reads four
 // of the latest thousand batches, at random, and moves the mean a
-// twentieth of the way to each.
+// twentieth of the way to each; the first twenty reads make a plain mean
+// of those read, so a mean begun on a quiet input's single messages does
+// not undercount a surge that follows for long.
 type batchSizes struct {
-	rng  *rand.Rand
-	mean float64
+	rng   *rand.Rand
+	mean  float64
+	reads int
 }
 
 func newBatchSizes(rng *rand.Rand) *batchSizes { return &batchSizes{rng: rng} }
@@ -323,11 +327,8 @@ func (z *batchSizes) sample(ctx context.Context, st jetstream.Stream) {
 		if k <= 0 {
 			continue
 		}
-		if z.mean == 0 {
-			z.mean = float64(k)
-		} else {
-			z.mean += (float64(k) - z.mean) / 20
-		}
+		z.reads = min(z.reads+1, 20)
+		z.mean += (float64(k) - z.mean) / float64(z.reads)
 	}
 }
 

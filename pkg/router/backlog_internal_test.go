@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -196,7 +197,7 @@ func TestBatchBacklogEstimate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.durable, func(t *testing.T) {
-			from, err := routeFinishedTo(ctx, js, ist, tt.durable)
+			from, at, err := routeFinishedTo(ctx, js, ist, tt.durable)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -205,6 +206,9 @@ func TestBatchBacklogEstimate(t *testing.T) {
 			}
 			if from == noBacklog {
 				return
+			}
+			if age := time.Since(at); age < 0 || age > time.Minute {
+				t.Errorf("first unfinished batch stored %v ago, want its time", age)
 			}
 			if got := float64(z.messages(300 - from)); math.Abs(got-float64(tt.want)) > float64(tt.want)/5 {
 				t.Errorf("estimate %v, want within a fifth of %d", got, tt.want)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -813,6 +814,7 @@ func (r *Router) watchQueues(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	n := r.o.Store.Partitions()
+	sizes := newBatchSizes(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	for first := true; ; first = false {
 		if !first {
 			select {
@@ -822,7 +824,7 @@ func (r *Router) watchQueues(ctx context.Context) {
 			}
 		}
 		r.sampleQuarantine(ctx)
-		r.sampleRoutes(ctx, n)
+		r.sampleRoutes(ctx, n, sizes)
 		ost, err := r.js.Stream(ctx, store.StreamOutbound)
 		if err != nil {
 			continue
@@ -848,7 +850,7 @@ func (r *Router) watchQueues(ctx context.Context) {
 				}
 			}
 			if r.o.Pipeline == PipelineBatch {
-				d, o := r.batchQueue(ctx, ost, name)
+				d, o := r.batchQueue(ctx, ost, name, sizes.rng)
 				depth += d
 				if !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
 					oldest = o
@@ -864,33 +866,44 @@ func (r *Router) watchQueues(ctx context.Context) {
 	}
 }
 
-// sampleRoutes sets each route's backlog gauges: the stored messages its
-// consumers have not finished (in the batch pipeline, waiting accepted
-// batches times the size of the oldest), and the oldest one's age. Before
-// these, a backlog in the route stage showed nowhere: delivery's gauges
-// read near zero while tens of thousands of messages waited.
-func (r *Router) sampleRoutes(ctx context.Context, partitions int) {
+// sampleRoutes sets each route's backlog gauges: the stored messages it
+// has not finished, and the oldest one's age. Before these, a backlog in
+// the route stage showed nowhere: delivery's gauges read near zero while
+// tens of thousands of messages waited. The partition consumers (which
+// in the batch pipeline take replays) are counted exactly. A batch
+// route's accepted batches are counted as an input's backlog is (see
+// Router.sampleBacklog): on the ingest log, from the oldest message of
+// its input it has not finished, so other inputs' messages stored since
+// count too; it is how far behind the route is, in messages. Counting
+// accepted batches times a batch's size read several times too high: the
+// accept stage reads ahead, so their sizes vary from one message to
+// hundreds.
+func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchSizes) {
 	ist, err := r.js.Stream(ctx, store.StreamIngress)
 	if err != nil {
 		return
 	}
+	var last uint64
+	if r.o.Pipeline == PipelineBatch {
+		lst, err := r.js.Stream(ctx, store.StreamIngestLog)
+		if err != nil {
+			return
+		}
+		last = lst.CachedInfo().State.LastSeq
+		sizes.sample(ctx, lst)
+	}
 	for _, rt := range r.o.Routes {
-		// The partition consumers run in both pipelines: in the batch
-		// one they take replays.
-		var durables []string
-		for p := range partitions {
-			durables = append(durables, "route-"+rt.Name+"-p"+strconv.Itoa(p))
-		}
-		if r.o.Pipeline == PipelineBatch {
-			durables = append(durables, "route-"+rt.Name+"-b")
-		}
 		var depth uint64
 		var oldest time.Time
-		for _, durable := range durables {
-			d, o := consumerBacklog(ctx, r.js, ist, durable, strings.HasSuffix(durable, "-b"))
+		for p := range partitions {
+			d, o := consumerBacklog(ctx, r.js, ist, "route-"+rt.Name+"-p"+strconv.Itoa(p))
 			depth += d
-			if !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
-				oldest = o
+			oldest = earliest(oldest, o)
+		}
+		if r.o.Pipeline == PipelineBatch {
+			if from, o, err := routeFinishedTo(ctx, r.js, ist, "route-"+rt.Name+"-b"); err == nil && from != noBacklog {
+				depth += sizes.messages(last - min(last, from))
+				oldest = earliest(oldest, o)
 			}
 		}
 		r.o.Metrics.RouteDepth.WithLabelValues(rt.Name).Set(float64(depth))
@@ -902,10 +915,18 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int) {
 	}
 }
 
+// earliest returns the earlier of a and b, the zero time standing for
+// none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // consumerBacklog returns the messages consumer durable on stream st has
-// not finished (for batches, their count times the oldest batch's
-// entries) and when the oldest of them was stored.
-func consumerBacklog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string, batches bool) (uint64, time.Time) {
+// not finished and when the oldest of them was stored.
+func consumerBacklog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string) (uint64, time.Time) {
 	info, pending := unfinished(ctx, js, st.CachedInfo().Config.Name, durable)
 	if pending == 0 {
 		return 0, time.Time{}
@@ -913,11 +934,6 @@ func consumerBacklog(ctx context.Context, js jetstream.JetStream, st jetstream.S
 	first := firstOn(ctx, st, consumerFilters(info), info.AckFloor.Stream+1)
 	if first == nil {
 		return pending, time.Time{}
-	}
-	if batches {
-		if n := ingestFormat.count(first.Data); n > 0 {
-			pending *= uint64(n)
-		}
 	}
 	return pending, first.Time
 }
@@ -945,20 +961,41 @@ func (r *Router) sampleQuarantine(ctx context.Context) {
 }
 
 // batchQueue estimates the deliveries waiting in destination name's
-// outbound batches (waiting batches times the size of the oldest) and
-// returns the oldest one's time.
-func (r *Router) batchQueue(ctx context.Context, ost jetstream.Stream, name string) (uint64, time.Time) {
+// outbound batches and returns the oldest one's time. A route writes one
+// outbound batch for each accepted batch it takes, from one message to
+// hundreds, so waiting batches are counted by the mean size of the oldest
+// and of randomReads more taken at random among them, rather than by the
+// oldest's alone.
+func (r *Router) batchQueue(ctx context.Context, ost jetstream.Stream, name string, rng *rand.Rand) (uint64, time.Time) {
 	info, pending := unfinished(ctx, r.js, store.StreamOutbound, "dest-"+name+"-b")
 	if pending == 0 {
 		return 0, time.Time{}
 	}
-	msg, err := ost.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(OutboundBatchSubject(name)))
-	if err != nil {
-		return pending, time.Time{}
+	subj := jetstream.WithGetMsgSubject(OutboundBatchSubject(name))
+	from, last := info.AckFloor.Stream+1, ost.CachedInfo().State.LastSeq
+	var oldest time.Time
+	var sum, read uint64
+	for i := range randomReads + 1 {
+		seq := from
+		if i > 0 && last > from {
+			seq += rng.Uint64N(last - from + 1)
+		}
+		msg, err := ost.GetMsg(ctx, seq, subj)
+		if err != nil {
+			continue
+		}
+		if i == 0 {
+			oldest = msg.Time
+		}
+		n, err := strconv.ParseUint(msg.Header.Get(headerCount), 10, 32)
+		if err != nil || n == 0 {
+			n = 1
+		}
+		sum += n
+		read++
 	}
-	n, err := strconv.ParseUint(msg.Header.Get(headerCount), 10, 32)
-	if err != nil || n == 0 {
-		n = 1
+	if read == 0 {
+		return pending, oldest
 	}
-	return pending * n, msg.Time
+	return (pending*sum + read/2) / read, oldest
 }

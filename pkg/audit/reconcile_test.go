@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -345,6 +346,21 @@ func TestReconcile(t *testing.T) {
 			}
 			if n < finished {
 				t.Errorf("%d finished messages but only %d outcomes", finished, n)
+			}
+			// A ledger fed the records as the audit stream holds them,
+			// in batches of two, decides the same.
+			l := NewLedger()
+			for i := 0; i < len(tc.recs); i += 2 {
+				data, err := json.Marshal(tc.recs[i:min(i+2, len(tc.recs))])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.AddJSON(data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if diff := cmp.Diff(got, l.Reconcile(tc.accepted, routes, since), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("from the records' JSON (-records +JSON):\n%s", diff)
 			}
 		})
 	}

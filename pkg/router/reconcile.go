@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -105,17 +104,12 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	var recs []audit.Record
+	ledger := audit.NewLedger()
 	err = scan(ctx, js, store.StreamAudit, store.SubjAudit+".>", false, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), audit.SubjGap+".") || strings.HasPrefix(m.Subject(), audit.SubjCheckpoint+".") {
 			return nil // the chain's own notes, not records
 		}
-		var rs []audit.Record
-		if err := json.Unmarshal(m.Data(), &rs); err != nil {
-			return fmt.Errorf("decoding audit records: %w", err)
-		}
-		recs = append(recs, rs...)
-		return nil
+		return ledger.AddJSON(m.Data())
 	})
 	if err != nil {
 		return audit.Reconciliation{}, err
@@ -124,7 +118,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	return audit.Reconcile(accepted, recs, routes, since), nil
+	return ledger.Reconcile(accepted, routes, since), nil
 }
 
 // routesSince returns when each route started taking messages: the

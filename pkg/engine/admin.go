@@ -108,7 +108,13 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "until is before since"})
 		return
 	}
-	res, err := router.Find(r.Context(), e.store.JS, fq, e.sourceRoutes())
+	js, done, err := e.store.Bulk()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	defer done()
+	res, err := router.Find(r.Context(), js, fq, e.sourceRoutes())
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
@@ -118,7 +124,7 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	// What the sender sent that was refused is part of the answer to
 	// "did you get it?": it was received, and is in the quarantine.
-	q2, more, err := router.FindQuarantined(r.Context(), e.store.JS, fq, quarantinedHeader)
+	q2, more, err := router.FindQuarantined(r.Context(), js, fq, quarantinedHeader)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
@@ -143,7 +149,13 @@ func (e *Engine) sourceRoutes() map[string][]string {
 // counts by terminal outcome and the messages without one. It holds ids,
 // sources and times only, no patient data.
 func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
-	rep, err := router.Reconcile(r.Context(), e.store.JS, e.sourceRoutes())
+	js, done, err := e.store.Bulk()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	defer done()
+	rep, err := router.Reconcile(r.Context(), js, e.sourceRoutes())
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
@@ -460,7 +472,13 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	newest := r.URL.Query().Get("newest") == "true"
-	dls, err := router.ListDeadLetters(r.Context(), e.store.JS, f, newest)
+	js, done, err := e.store.Bulk()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return
+	}
+	defer done()
+	dls, err := router.ListDeadLetters(r.Context(), js, f, newest)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return

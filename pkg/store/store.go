@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -207,6 +208,8 @@ type Store struct {
 	// server is the (redacted) URL of the external server connected to
 	// last, for the log line when the connection to it drops.
 	server atomic.Value
+	// dial opens another connection as NC was opened (see Bulk).
+	dial func(name string) (*nats.Conn, error)
 }
 
 // Probing: every probeInterval the store is asked for the ingress
@@ -425,7 +428,10 @@ func (s *Store) startEmbedded(dataDir string) error {
 		srv.WaitForShutdown()
 		return errors.New("embedded NATS did not become ready within 30s")
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("junction"), nats.MaxReconnects(-1))
+	s.dial = func(name string) (*nats.Conn, error) {
+		return nats.Connect("", nats.InProcessServer(srv), nats.Name(name), nats.MaxReconnects(-1))
+	}
+	nc, err := s.dial("junction")
 	if err != nil {
 		srv.Shutdown()
 		srv.WaitForShutdown()
@@ -466,7 +472,7 @@ func (s *Store) connectionEvents() []nats.Option {
 }
 
 func (s *Store) connect(secrets Secrets) error {
-	opts := append([]nats.Option{nats.Name("junction"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}, s.connectionEvents()...)
+	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
 	if s.cfg.Credentials != "" {
 		path, err := refPath(secrets, s.cfg.Credentials)
 		if err != nil {
@@ -506,7 +512,12 @@ func (s *Store) connect(secrets Secrets) error {
 			opts = append(opts, nats.ClientCert(c, k))
 		}
 	}
-	nc, err := nats.Connect(s.cfg.URL, opts...)
+	// A bulk read's connection is short-lived: its events are not the
+	// engine's.
+	s.dial = func(name string) (*nats.Conn, error) {
+		return nats.Connect(s.cfg.URL, append(slices.Clip(opts), nats.Name(name))...)
+	}
+	nc, err := nats.Connect(s.cfg.URL, append(append(slices.Clip(opts), nats.Name("junction")), s.connectionEvents()...)...)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS: %w", err)
 	}
@@ -691,6 +702,28 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 
 // GroupCommit reports whether ingest batches writes.
 func (s *Store) GroupCommit() bool { return s.cfg.GroupCommit }
+
+// Bulk opens a second connection to the store for reading whole streams
+// (reconciling, finding a message by its content, listing dead letters),
+// so that traffic does not queue ahead of the engine's own on its one
+// connection: a reconcile of 146,000 messages read on the engine's
+// connection held the store's probes back long enough for /readyz to
+// answer 503 for seconds at a time. Call done when finished with it.
+func (s *Store) Bulk() (js jetstream.JetStream, done func(), err error) {
+	if s.dial == nil {
+		return nil, nil, errors.New("store not open")
+	}
+	nc, err := s.dial("junction-bulk")
+	if err != nil {
+		return nil, nil, fmt.Errorf("connecting to NATS for a bulk read: %w", err)
+	}
+	js, err = jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("opening JetStream for a bulk read: %w", err)
+	}
+	return js, nc.Close, nil
+}
 
 // Partitions returns the number of ordering partitions.
 func (s *Store) Partitions() int { return s.cfg.Partitions }

@@ -402,9 +402,11 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestOpenExternalCreatesStreams(t *testing.T) {
+// openExternal opens a store with cfg against a server of its own,
+// started for the test, and returns both.
+func openExternal(t *testing.T, cfg store.Config) (*store.Store, *server.Server) {
+	t.Helper()
 	srv := startServer(t)
-	cfg := testConfig()
 	cfg.URL = srv.ClientURL()
 	cfg.MonitorURLs = monitorURLs(srv)
 	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
@@ -412,6 +414,14 @@ func TestOpenExternalCreatesStreams(t *testing.T) {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(s.Close)
+	return s, srv
+}
+
+func TestOpenExternalCreatesStreams(t *testing.T) {
+	cfg := testConfig()
+	s, srv := openExternal(t, cfg)
+	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
 	if diff := cmp.Diff(wantStreams(cfg), gotStreams(t, s.JS)); diff != "" {
 		t.Errorf("streams (-want +got):\n%s", diff)
 	}
@@ -833,3 +843,52 @@ func TestExternalConnectionEventsLogged(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestBulkReadsOnItsOwnConnection: Bulk gives a JetStream on a
+// connection of its own, embedded or external, that reads the store and
+// closes when done, leaving the engine's connection up.
+func TestBulkReadsOnItsOwnConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open func(t *testing.T) *store.Store
+	}{
+		{"embedded", func(t *testing.T) *store.Store { return openEmbedded(t, testConfig(), t.TempDir()) }},
+		{"external", func(t *testing.T) *store.Store {
+			s, _ := openExternal(t, testConfig())
+			return s
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.open(t)
+			js, done, err := s.Bulk()
+			if err != nil {
+				t.Fatal(err)
+			}
+			bulk := js.Conn()
+			if bulk == s.NC {
+				t.Fatal("Bulk gave the engine's own connection")
+			}
+			mine, err := s.NC.GetClientID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			theirs, err := bulk.GetClientID()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mine == theirs {
+				t.Fatalf("bulk connection has the engine's client id %d", mine)
+			}
+			if _, err := js.Stream(t.Context(), store.StreamIngress); err != nil {
+				t.Fatalf("reading the ingress stream on the bulk connection: %v", err)
+			}
+			done()
+			if !bulk.IsClosed() {
+				t.Error("bulk connection open after done")
+			}
+			if !s.NC.IsConnected() {
+				t.Error("engine's connection closed with the bulk one")
+			}
+		})
+	}
+}

@@ -275,6 +275,21 @@ func TestRouteBacklogGauges(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
+				// The accept stage has not finished batch 4: a route
+				// with nothing unfinished (idle) waits for it.
+				c, err := js.CreateOrUpdateConsumer(ctx, store.StreamIngestLog, jetstream.ConsumerConfig{Durable: acceptDurable, AckPolicy: jetstream.AckExplicitPolicy})
+				if err != nil {
+					t.Fatal(err)
+				}
+				msgs, err := c.Fetch(3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for m := range msgs.Messages() {
+					if err := m.DoubleAck(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
 				// A replay, which the partition consumer takes in this
 				// pipeline too.
 				if _, err := js.CreateOrUpdateConsumer(ctx, store.StreamIngress, jetstream.ConsumerConfig{Durable: "route-adt-p0", FilterSubject: IngressSubject("pas", 0), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
@@ -293,13 +308,14 @@ func TestRouteBacklogGauges(t *testing.T) {
 			want := map[string]float64{"adt": 3, "idle": 0}
 			if pipeline == PipelineBatch {
 				want["adt"] = 10 // ingest-log batches 2 to 4, of three each, and a replay
+				want["idle"] = 3 // batch 4, not yet accepted
 			}
 			// Sampled until the stored messages show, for up to 5 s.
 			deadline := time.Now().Add(5 * time.Second)
 			sizes := newBatchSizes(rand.New(rand.NewPCG(1, 2)))
 			for {
 				r.sampleRoutes(ctx, 1, sizes)
-				if testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues("adt")) == want["adt"] || time.Now().After(deadline) {
+				if testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues("adt")) == want["adt"] && testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues("idle")) == want["idle"] || time.Now().After(deadline) {
 					break
 				}
 				time.Sleep(20 * time.Millisecond)

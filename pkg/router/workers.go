@@ -883,7 +883,7 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchS
 	if err != nil {
 		return
 	}
-	var last uint64
+	var last, accepting uint64
 	if r.o.Pipeline == PipelineBatch {
 		lst, err := r.js.Stream(ctx, store.StreamIngestLog)
 		if err != nil {
@@ -891,6 +891,11 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchS
 		}
 		last = lst.CachedInfo().State.LastSeq
 		sizes.sample(ctx, lst)
+		// A route that has finished all the accept stage gave it still
+		// waits for what the accept stage has not taken.
+		if info, pending, err := pendingOf(ctx, r.js, store.StreamIngestLog, acceptDurable); err == nil && pending > 0 {
+			accepting = sizes.messages(last - min(last, info.AckFloor.Stream))
+		}
 	}
 	for _, rt := range r.o.Routes {
 		var depth uint64
@@ -901,10 +906,12 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchS
 			oldest = earliest(oldest, o)
 		}
 		if r.o.Pipeline == PipelineBatch {
+			d := accepting
 			if from, o, err := routeFinishedTo(ctx, r.js, ist, "route-"+rt.Name+"-b"); err == nil && from != noBacklog {
-				depth += sizes.messages(last - min(last, from))
+				d = max(d, sizes.messages(last-min(last, from)))
 				oldest = earliest(oldest, o)
 			}
+			depth += d
 		}
 		r.o.Metrics.RouteDepth.WithLabelValues(rt.Name).Set(float64(depth))
 		age := 0.0

@@ -479,6 +479,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	olderThan := fs.Duration("older-than", 15*time.Minute, "report as orphans messages pending longer than this (0: every pending message)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	dest := fs.String("destination", "", "list only the pending messages waiting for delivery to this destination")
+	since := fs.String("since", "", "only messages received at or after this time: RFC 3339, or a duration before now such as 24h (default: every retained message; a window bounds the time and memory a reconcile takes)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -490,11 +491,19 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	var rep audit.Reconciliation
-	if err := c.do(ctx, http.MethodGet, "/api/reconcile", nil, &rep); err != nil {
+	now := time.Now()
+	q := url.Values{}
+	if err := setWindow(q, *since, "", now); err != nil {
 		return err
 	}
-	now := time.Now()
+	path := "/api/reconcile"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var rep audit.Reconciliation
+	if err := c.do(ctx, http.MethodGet, path, nil, &rep); err != nil {
+		return err
+	}
 	// What the pending messages wait for, counted: a destination that is
 	// down shows as one line with its backlog.
 	waits := map[string]int{}
@@ -522,7 +531,11 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		// A finished message counts under every outcome it reached, so
 		// the outcomes break the finished messages down without adding
 		// up to them.
-		fmt.Fprintf(stdout, "accepted %d\n", rep.Accepted)
+		if rep.Since.IsZero() {
+			fmt.Fprintf(stdout, "accepted %d\n", rep.Accepted)
+		} else {
+			fmt.Fprintf(stdout, "accepted %d (received since %s)\n", rep.Accepted, rep.Since.UTC().Format(time.RFC3339))
+		}
 		fmt.Fprintf(stdout, "  %-15s %d\n", "finished", rep.Accepted-len(rep.Pending))
 		for _, o := range []string{audit.OutcomeDelivered, audit.OutcomeFiltered, audit.OutcomeConsentDenied, audit.OutcomeDeadLettered, audit.OutcomeDuplicate} {
 			fmt.Fprintf(stdout, "    %-15s %d\n", o, rep.Terminal[o])

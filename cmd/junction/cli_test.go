@@ -773,12 +773,19 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			"retained": "2026-01-10T00:00:00Z"}`))
 	})
 	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
+		since := ""
+		if s := r.URL.Query().Get("since"); s != "" {
+			mu.Lock()
+			calls = append(calls, "GET "+r.URL.RequestURI())
+			mu.Unlock()
+			since = fmt.Sprintf(`, "since": %q`, s)
+		}
 		// One message pending for a day, one for a moment; of the two
 		// delivered, one was dead-lettered at another destination.
 		_, _ = fmt.Fprintf(w, `{"accepted": 5, "terminal": {"delivered": 2, "dead_lettered": 1, "duplicate": 1}, "pending": [
 			{"id": "01OLD", "source": "pas", "received": %q, "waiting": ["delivery adt -> ehr"]},
-			{"id": "01NEW", "source": "pas", "received": %q, "waiting": ["route adt"]}]}`,
-			time.Now().Add(-24*time.Hour).Format(time.RFC3339), time.Now().Format(time.RFC3339))
+			{"id": "01NEW", "source": "pas", "received": %q, "waiting": ["route adt"]}]%s}`,
+			time.Now().Add(-24*time.Hour).Format(time.RFC3339), time.Now().Format(time.RFC3339), since)
 	})
 	mux.HandleFunc("GET /api/deadletters", func(w http.ResponseWriter, r *http.Request) {
 		if q := r.URL.Query(); q.Get("limit") != "" || q.Get("since") != "" {
@@ -909,6 +916,17 @@ func TestCLIAdminCommands(t *testing.T) {
 	code, out, _ = cliRun(t, "audit", "reconcile", "--older-than", "48h", "--api", ts.URL, "--token", tok)
 	if code != 0 || !strings.Contains(out, "(0 older than 48h0m0s)") {
 		t.Errorf("audit reconcile --older-than 48h: exit %d, want 0\n%s", code, out)
+	}
+	// A window: asked of the API, and named in the report.
+	*calls = nil
+	code, out, _ = cliRun(t, "audit", "reconcile", "--since", "2026-01-15T10:00:00Z", "--older-than", "48h", "--api", ts.URL, "--token", tok)
+	if code != 0 || !strings.HasPrefix(out, "accepted 5 (received since 2026-01-15T10:00:00Z)\n") ||
+		!slices.Equal(*calls, []string{"GET /api/reconcile?since=2026-01-15T10%3A00%3A00Z"}) {
+		t.Errorf("audit reconcile --since: exit %d, requests %q\n%s", code, *calls, out)
+	}
+	*calls = nil
+	if code, _, errOut := cliRun(t, "audit", "reconcile", "--since", "yesterday", "--api", ts.URL, "--token", tok); code == 0 || !strings.Contains(errOut, `"yesterday"`) || len(*calls) != 0 {
+		t.Errorf("audit reconcile --since yesterday: exit %d, requests %q, want an error naming the value and no request\n%s", code, *calls, errOut)
 	}
 	code, out, _ = cliRun(t, "audit", "deadletters", "--api", ts.URL, "--token", tok)
 	if code != 0 || !strings.HasSuffix(out, "1 dead letters\n") || !strings.Contains(out, "destination.rejected: HTTP 400") || strings.Contains(out, "detail") {

@@ -74,6 +74,9 @@ type Reconciliation struct {
 	Terminal map[string]int `json:"terminal"`
 	// Pending lists the others, oldest first.
 	Pending []Pending `json:"pending"`
+	// Since, when set, is the start of the window reconciled: only the
+	// messages received at or after it are counted.
+	Since time.Time `json:"since,omitzero"`
 }
 
 // routeState is what the records say of one message on one route.
@@ -166,9 +169,10 @@ func (l *Ledger) Add(r *Record) {
 }
 
 // AddJSON keeps what each record of data, a JSON array of records as the
-// audit stream holds them, says of its message's fate. It decodes only
-// the fields that decide it.
-func (l *Ledger) AddJSON(data []byte) error {
+// audit stream holds them, says of its message's fate, for the messages
+// keep says to (all, when nil). It decodes only the fields that decide
+// it.
+func (l *Ledger) AddJSON(data []byte, keep func(id string) bool) error {
 	var rs []struct {
 		Time        time.Time `json:"time"`
 		MessageID   string    `json:"message_id"`
@@ -183,6 +187,9 @@ func (l *Ledger) AddJSON(data []byte) error {
 	}
 	for i := range rs {
 		r := &rs[i]
+		if keep != nil && !keep(r.MessageID) {
+			continue
+		}
 		l.Add(&Record{Time: r.Time, MessageID: r.MessageID, Event: r.Event, Route: r.Route, Destination: r.Destination, Outcome: r.Outcome, Seq: r.Seq})
 	}
 	return nil

@@ -355,7 +355,7 @@ func TestReconcile(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := l.AddJSON(data); err != nil {
+				if err := l.AddJSON(data, nil); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -145,17 +145,23 @@ func (e *Engine) sourceRoutes() map[string][]string {
 	return routes
 }
 
-// handleReconcile reports the fate of every retained accepted message:
-// counts by terminal outcome and the messages without one. It holds ids,
-// sources and times only, no patient data.
+// handleReconcile reports the fate of every retained accepted message,
+// or of those received since the query's since: counts by terminal
+// outcome and the messages without one. It holds ids, sources and times
+// only, no patient data.
 func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
+	since, err := router.ParseWindowTime(r.URL.Query().Get("since"), time.Now())
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "since must be an RFC 3339 time or a duration before now, such as 2h"})
+		return
+	}
 	js, done, err := e.store.Bulk()
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 		return
 	}
 	defer done()
-	rep, err := router.Reconcile(r.Context(), js, e.sourceRoutes())
+	rep, err := router.Reconcile(r.Context(), js, e.sourceRoutes(), since)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return

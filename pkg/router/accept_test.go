@@ -110,7 +110,7 @@ func TestAcceptReadsAhead(t *testing.T) {
 				handleNext(t, acc, c)
 			}
 			got := map[string][]string{}
-			err := scan(ctx, js, store.StreamIngress, SubjAccepted+".>", false, func(m jetstream.Msg) error {
+			err := scan(ctx, js, store.StreamIngress, SubjAccepted+".>", false, time.Time{}, func(m jetstream.Msg) error {
 				envs, err := decodeBatch(m.Data())
 				if err != nil {
 					t.Fatalf("accepted batch %s: %v", m.Subject(), err)

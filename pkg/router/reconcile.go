@@ -21,14 +21,20 @@ const splitterDurable = "ingest-splitter"
 // Reconcile reads every accepted message still retained (the ingress
 // stream, and ingest-log entries not split yet or recognised there as
 // resends) and every audit record, and reports each message's fate.
-// routes maps each source to the routes that read it. It reads the
-// retained streams in full, so on a large store it takes a while; it
-// changes nothing.
-func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string) (audit.Reconciliation, error) {
+// routes maps each source to the routes that read it. With since set, it
+// reports only the messages received at or after it, and reads the
+// streams from a little before it (what was stored since, allowing for
+// clocks out of step), so a window bounds its time and memory; without,
+// it reads the retained streams in full, which on a large store takes a
+// while. It changes nothing.
+func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since time.Time) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
 	inIngress := map[string]bool{}
+	// before says whether a message received at rcv is outside the
+	// window (one whose receipt is unknown is not).
+	before := func(rcv time.Time) bool { return !since.IsZero() && !rcv.IsZero() && rcv.Before(since) }
 	take := func(id, source string, rcv, stored time.Time) {
-		if id == "" || inIngress[id] {
+		if id == "" || inIngress[id] || before(rcv) {
 			return
 		}
 		inIngress[id] = true
@@ -43,7 +49,11 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		}
 		return meta.Timestamp
 	}
-	err := scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, func(m jetstream.Msg) error {
+	from := time.Time{}
+	if !since.IsZero() {
+		from = since.Add(-windowSlack)
+	}
+	err := scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, from, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), SubjAccepted+".") {
 			return nil // read in full below
 		}
@@ -56,7 +66,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		return audit.Reconciliation{}, err
 	}
 	// The batch pipeline's accepted batches hold their messages.
-	err = scan(ctx, js, store.StreamIngress, SubjAccepted+".>", false, func(m jetstream.Msg) error {
+	err = scan(ctx, js, store.StreamIngress, SubjAccepted+".>", false, from, func(m jetstream.Msg) error {
 		envs, err := decodeBatch(m.Data())
 		if err != nil {
 			return nil
@@ -78,7 +88,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	err = scan(ctx, js, store.StreamIngestLog, store.SubjIngestLog+".>", false, func(m jetstream.Msg) error {
+	err = scan(ctx, js, store.StreamIngestLog, store.SubjIngestLog+".>", false, from, func(m jetstream.Msg) error {
 		envs, err := decodeBatch(m.Data())
 		if err != nil {
 			return nil // dead-lettered by the splitter; not an accepted message of its own
@@ -88,7 +98,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 			return fmt.Errorf("reading ingest-log metadata: %w", err)
 		}
 		for _, env := range envs {
-			if inIngress[env.ID] {
+			if inIngress[env.ID] || before(env.ReceivedAt) {
 				continue
 			}
 			a := audit.Accepted{ID: env.ID, Source: env.Source, Received: env.ReceivedAt}
@@ -105,20 +115,27 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		return audit.Reconciliation{}, err
 	}
 	ledger := audit.NewLedger()
-	err = scan(ctx, js, store.StreamAudit, store.SubjAudit+".>", false, func(m jetstream.Msg) error {
+	// Only the records of messages stored for routing decide anything:
+	// resends and messages not yet split end without them, and records
+	// of messages no longer retained (or outside the window) are not
+	// kept.
+	keep := func(id string) bool { return inIngress[id] }
+	err = scan(ctx, js, store.StreamAudit, store.SubjAudit+".>", false, from, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), audit.SubjGap+".") || strings.HasPrefix(m.Subject(), audit.SubjCheckpoint+".") {
 			return nil // the chain's own notes, not records
 		}
-		return ledger.AddJSON(m.Data())
+		return ledger.AddJSON(m.Data(), keep)
 	})
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	since, err := routesSince(ctx, js, routes)
+	routesStarted, err := routesSince(ctx, js, routes)
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	return ledger.Reconcile(accepted, routes, since), nil
+	rep := ledger.Reconcile(accepted, routes, routesStarted)
+	rep.Since = since
+	return rep, nil
 }
 
 // routesSince returns when each route started taking messages: the
@@ -175,10 +192,19 @@ func routeOfDurable(name string) (string, bool) {
 	return rest[:i], true
 }
 
-// scan reads every message of stream on filter, up to those stored when
-// it starts, with an ordered consumer.
-func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, headersOnly bool, fn func(jetstream.Msg) error) error {
+// windowSlack is how long before a reconcile window's start the streams
+// are read from: a message is stored after it is received, but the
+// store's clock and the receiving process's can differ.
+const windowSlack = time.Minute
+
+// scan reads every message of stream on filter stored at or after from
+// (every one, from the zero time), up to those stored when it starts,
+// with an ordered consumer.
+func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, headersOnly bool, from time.Time, fn func(jetstream.Msg) error) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly}
+	if !from.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+	}
 	batch := scanBatch
 	if !headersOnly && stream != store.StreamAudit {
 		batch = scanPayloadBatch

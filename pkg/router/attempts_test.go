@@ -310,21 +310,8 @@ func TestRouteBacklogGauges(t *testing.T) {
 				want["adt"] = 10 // ingest-log batches 2 to 4, of three each, and a replay
 				want["idle"] = 3 // batch 4, not yet accepted
 			}
-			// Sampled until the stored messages show, for up to 5 s.
-			deadline := time.Now().Add(5 * time.Second)
 			sizes := newBatchSizes(rand.New(rand.NewPCG(1, 2)))
-			for {
-				r.sampleRoutes(ctx, 1, sizes)
-				if testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues("adt")) == want["adt"] && testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues("idle")) == want["idle"] || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			for name, w := range want {
-				if got := testutil.ToFloat64(r.o.Metrics.RouteDepth.WithLabelValues(name)); got != w {
-					t.Errorf("%s depth %v, want %v", name, got, w)
-				}
-			}
+			sampleUntil(t, func() { r.sampleRoutes(ctx, 1, sizes) }, r.o.Metrics.RouteDepth, want)
 			if age := testutil.ToFloat64(r.o.Metrics.RouteAge.WithLabelValues("adt")); age <= 0 || age > 60 {
 				t.Errorf("adt age %v, want the oldest message's", age)
 			}
@@ -368,6 +355,62 @@ func TestDeliveryBatchQueueEstimate(t *testing.T) {
 		}
 		if age := time.Since(oldest); age < 0 || age > time.Minute {
 			t.Errorf("seed %d: oldest stored %v ago, want the oldest batch's time", seed, age)
+		}
+	}
+}
+
+// TestDestinationGauges: a destination's gauges count the deliveries its
+// partition consumers have not finished, across partitions, and the
+// oldest one's age; one with none reads 0.
+func TestDestinationGauges(t *testing.T) {
+	r, js := deliveryRouter(t)
+	r.o.Pipeline = PipelineMessage
+	r.o.Destinations = map[string]*Destination{"ehr": {Name: "ehr"}, "idle": {Name: "idle"}}
+	ctx := t.Context()
+	for p, n := range []int{3, 1} {
+		if _, err := js.CreateOrUpdateConsumer(ctx, store.StreamOutbound, jetstream.ConsumerConfig{Durable: "dest-ehr-p" + strconv.Itoa(p), FilterSubject: OutboundSubject("ehr", p), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			if _, err := js.Publish(ctx, OutboundSubject("ehr", p), []byte("payload")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, store.StreamOutbound, jetstream.ConsumerConfig{Durable: "dest-idle-p0", FilterSubject: OutboundSubject("idle", 0), AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"ehr": 4, "idle": 0}
+	sizes := newBatchSizes(rand.New(rand.NewPCG(1, 2)))
+	sampleUntil(t, func() { r.sampleDestinations(ctx, 2, sizes) }, r.o.Metrics.QueueDepth, want)
+	if age := testutil.ToFloat64(r.o.Metrics.QueueAge.WithLabelValues("ehr")); age <= 0 || age > 60 {
+		t.Errorf("ehr age %v, want the oldest delivery's", age)
+	}
+	if age := testutil.ToFloat64(r.o.Metrics.QueueAge.WithLabelValues("idle")); age != 0 {
+		t.Errorf("idle age %v, want 0", age)
+	}
+}
+
+// sampleUntil calls sample until depth reads want for each name, for up
+// to 5 s (what was just stored can take a moment to show in a consumer's
+// counts), then reports each that does not.
+func sampleUntil(t *testing.T, sample func(), depth *prometheus.GaugeVec, want map[string]float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sample()
+		matched := true
+		for name, w := range want {
+			matched = matched && testutil.ToFloat64(depth.WithLabelValues(name)) == w
+		}
+		if matched || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for name, w := range want {
+		if got := testutil.ToFloat64(depth.WithLabelValues(name)); got != w {
+			t.Errorf("%s depth %v, want %v", name, got, w)
 		}
 	}
 }

@@ -206,6 +206,9 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 	if err != nil {
 		return fmt.Errorf("ingress stream: %w", err)
 	}
+	// The message pipeline's partition consumers, read in one listing
+	// rather than one request each (routes times partitions).
+	var infos map[string]*jetstream.ConsumerInfo
 	for _, rt := range r.o.Routes {
 		var d uint64
 		if r.o.Pipeline == PipelineBatch {
@@ -217,13 +220,16 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 				d = sizes.messages(last - min(last, from))
 			}
 		} else {
-			d = accepting
-			for p := range r.o.Store.Partitions() {
-				_, n, err := pendingOf(ctx, r.js, store.StreamIngress, "route-"+rt.Name+"-p"+strconv.Itoa(p))
-				if err != nil {
+			if infos == nil {
+				if infos, err = consumerInfos(ctx, ist); err != nil {
 					return err
 				}
-				d += n
+			}
+			d = accepting
+			for p := range r.o.Store.Partitions() {
+				if info := infos["route-"+rt.Name+"-p"+strconv.Itoa(p)]; info != nil {
+					d += info.NumPending + uint64(info.NumAckPending)
+				}
 			}
 		}
 		depth[rt.Source] = max(depth[rt.Source], d)
@@ -276,6 +282,21 @@ func coveredTo(subject string) (uint64, bool) {
 	}
 	n, err := strconv.ParseUint(subject[strings.LastIndexByte(subject, '.')+1:], 10, 64)
 	return n, err == nil
+}
+
+// consumerInfos returns the info of every consumer of st by name, read
+// in one listing (a request for each page of 256) rather than a request
+// for each.
+func consumerInfos(ctx context.Context, st jetstream.Stream) (map[string]*jetstream.ConsumerInfo, error) {
+	infos := map[string]*jetstream.ConsumerInfo{}
+	l := st.ListConsumers(ctx)
+	for info := range l.Info() {
+		infos[info.Name] = info
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("listing the consumers of %s: %w", st.CachedInfo().Config.Name, err)
+	}
+	return infos, nil
 }
 
 // pendingOf returns the info of consumer durable on stream and the

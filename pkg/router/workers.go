@@ -813,7 +813,6 @@ func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint
 func (r *Router) watchQueues(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
-	n := r.o.Store.Partitions()
 	sizes := newBatchSizes(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	for first := true; ; first = false {
 		if !first {
@@ -824,45 +823,50 @@ func (r *Router) watchQueues(ctx context.Context) {
 			}
 		}
 		r.sampleQuarantine(ctx)
-		r.sampleRoutes(ctx, n, sizes)
-		ost, err := r.js.Stream(ctx, store.StreamOutbound)
-		if err != nil {
-			continue
+		r.sampleRoutes(ctx, r.o.Store.Partitions(), sizes)
+		r.sampleDestinations(ctx, r.o.Store.Partitions(), sizes)
+	}
+}
+
+// sampleDestinations sets each destination's backlog gauges: the
+// deliveries waiting (in the batch pipeline, partly estimated: see
+// batchQueue) and the oldest one's age.
+func (r *Router) sampleDestinations(ctx context.Context, partitions int, sizes *batchSizes) {
+	ost, err := r.js.Stream(ctx, store.StreamOutbound)
+	if err != nil {
+		return
+	}
+	infos, err := consumerInfos(ctx, ost)
+	if err != nil {
+		return
+	}
+	for name := range r.o.Destinations {
+		var depth uint64
+		var oldest time.Time
+		for p := range partitions {
+			info := infos["dest-"+name+"-p"+strconv.Itoa(p)]
+			if info == nil {
+				continue
+			}
+			pending := info.NumPending + uint64(info.NumAckPending)
+			depth += pending
+			if pending > 0 {
+				if msg, err := ost.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(OutboundSubject(name, p))); err == nil {
+					oldest = earliest(oldest, msg.Time)
+				}
+			}
 		}
-		for name := range r.o.Destinations {
-			var depth uint64
-			var oldest time.Time
-			for p := range n {
-				c, err := r.js.Consumer(ctx, store.StreamOutbound, "dest-"+name+"-p"+strconv.Itoa(p))
-				if err != nil {
-					continue
-				}
-				info, err := c.Info(ctx)
-				if err != nil {
-					continue
-				}
-				pending := info.NumPending + uint64(info.NumAckPending)
-				depth += pending
-				if pending > 0 {
-					if msg, err := ost.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(OutboundSubject(name, p))); err == nil && (oldest.IsZero() || msg.Time.Before(oldest)) {
-						oldest = msg.Time
-					}
-				}
-			}
-			if r.o.Pipeline == PipelineBatch {
-				d, o := r.batchQueue(ctx, ost, name, sizes.rng)
-				depth += d
-				if !o.IsZero() && (oldest.IsZero() || o.Before(oldest)) {
-					oldest = o
-				}
-			}
-			r.o.Metrics.QueueDepth.WithLabelValues(name).Set(float64(depth))
-			age := 0.0
-			if !oldest.IsZero() {
-				age = time.Since(oldest).Seconds()
-			}
-			r.o.Metrics.QueueAge.WithLabelValues(name).Set(age)
+		if r.o.Pipeline == PipelineBatch {
+			d, o := r.batchQueue(ctx, ost, name, sizes.rng)
+			depth += d
+			oldest = earliest(oldest, o)
 		}
+		r.o.Metrics.QueueDepth.WithLabelValues(name).Set(float64(depth))
+		age := 0.0
+		if !oldest.IsZero() {
+			age = time.Since(oldest).Seconds()
+		}
+		r.o.Metrics.QueueAge.WithLabelValues(name).Set(age)
 	}
 }
 
@@ -880,6 +884,10 @@ func (r *Router) watchQueues(ctx context.Context) {
 // hundreds.
 func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchSizes) {
 	ist, err := r.js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return
+	}
+	infos, err := consumerInfos(ctx, ist)
 	if err != nil {
 		return
 	}
@@ -901,7 +909,7 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchS
 		var depth uint64
 		var oldest time.Time
 		for p := range partitions {
-			d, o := consumerBacklog(ctx, r.js, ist, "route-"+rt.Name+"-p"+strconv.Itoa(p))
+			d, o := consumerBacklog(ctx, ist, infos["route-"+rt.Name+"-p"+strconv.Itoa(p)])
 			depth += d
 			oldest = earliest(oldest, o)
 		}
@@ -931,10 +939,14 @@ func earliest(a, b time.Time) time.Time {
 	return a
 }
 
-// consumerBacklog returns the messages consumer durable on stream st has
-// not finished and when the oldest of them was stored.
-func consumerBacklog(ctx context.Context, js jetstream.JetStream, st jetstream.Stream, durable string) (uint64, time.Time) {
-	info, pending := unfinished(ctx, js, st.CachedInfo().Config.Name, durable)
+// consumerBacklog returns the messages the consumer of stream st whose
+// info is info (nil: none) has not finished and when the oldest of them
+// was stored.
+func consumerBacklog(ctx context.Context, st jetstream.Stream, info *jetstream.ConsumerInfo) (uint64, time.Time) {
+	if info == nil {
+		return 0, time.Time{}
+	}
+	pending := info.NumPending + uint64(info.NumAckPending)
 	if pending == 0 {
 		return 0, time.Time{}
 	}

@@ -108,9 +108,8 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "until is before since"})
 		return
 	}
-	js, done, err := e.store.Bulk()
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+	js, done, ok := e.bulk(w)
+	if !ok {
 		return
 	}
 	defer done()
@@ -145,6 +144,17 @@ func (e *Engine) sourceRoutes() map[string][]string {
 	return routes
 }
 
+// bulk opens a store connection for a read of whole streams (see
+// store.Store.Bulk), or answers 503 and returns false.
+func (e *Engine) bulk(w http.ResponseWriter) (jetstream.JetStream, func(), bool) {
+	js, done, err := e.store.Bulk()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+		return nil, nil, false
+	}
+	return js, done, true
+}
+
 // handleReconcile reports the fate of every retained accepted message,
 // or of those received since the query's since: counts by terminal
 // outcome and the messages without one. It holds ids, sources and times
@@ -155,9 +165,8 @@ func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "since must be an RFC 3339 time or a duration before now, such as 2h"})
 		return
 	}
-	js, done, err := e.store.Bulk()
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+	js, done, ok := e.bulk(w)
+	if !ok {
 		return
 	}
 	defer done()
@@ -478,9 +487,8 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	newest := r.URL.Query().Get("newest") == "true"
-	js, done, err := e.store.Bulk()
-	if err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+	js, done, ok := e.bulk(w)
+	if !ok {
 		return
 	}
 	defer done()

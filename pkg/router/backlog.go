@@ -180,27 +180,17 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 	if b.Limit() == 0 {
 		return nil
 	}
-	lst, err := r.js.Stream(ctx, store.StreamIngestLog)
-	if err != nil {
-		return fmt.Errorf("ingest log: %w", err)
-	}
-	last := lst.CachedInfo().State.LastSeq
-	sizes.sample(ctx, lst)
 	reader := splitterDurable
 	if r.o.Pipeline == PipelineBatch {
 		reader = acceptDurable
 	}
-	info, pending, err := pendingOf(ctx, r.js, store.StreamIngestLog, reader)
+	ls, err := r.readIngestLog(ctx, sizes, reader)
 	if err != nil {
 		return err
 	}
-	var accepting uint64
-	if pending > 0 {
-		accepting = sizes.messages(last - min(last, info.AckFloor.Stream))
-	}
 	depth := make(map[string]uint64)
 	for src := range r.o.Translators {
-		depth[src] = accepting
+		depth[src] = ls.accepting
 	}
 	ist, err := r.js.Stream(ctx, store.StreamIngress)
 	if err != nil {
@@ -212,12 +202,8 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 	for _, rt := range r.o.Routes {
 		var d uint64
 		if r.o.Pipeline == PipelineBatch {
-			from, _, err := routeFinishedTo(ctx, r.js, ist, "route-"+rt.Name+"-b")
-			if err != nil {
+			if d, _, err = ls.behind(ctx, r.js, ist, "route-"+rt.Name+"-b"); err != nil {
 				return err
-			}
-			if from != noBacklog {
-				d = sizes.messages(last - min(last, from))
 			}
 		} else {
 			if infos == nil {
@@ -225,17 +211,60 @@ func (r *Router) sampleBacklog(ctx context.Context, sizes *batchSizes) error {
 					return err
 				}
 			}
-			d = accepting
+			d = ls.accepting
 			for p := range r.o.Store.Partitions() {
-				if info := infos["route-"+rt.Name+"-p"+strconv.Itoa(p)]; info != nil {
-					d += info.NumPending + uint64(info.NumAckPending)
-				}
+				d += unfinishedIn(infos["route-"+rt.Name+"-p"+strconv.Itoa(p)])
 			}
 		}
 		depth[rt.Source] = max(depth[rt.Source], d)
 	}
-	b.update(depth, accepting)
+	b.update(depth, ls.accepting)
 	return nil
+}
+
+// ingestLogState is one reading of the ingest log for counting
+// backlogs: its last sequence, the sizes of its batches, and the messages
+// the stage reading it (the accept stage or the splitter) has not taken.
+type ingestLogState struct {
+	last      uint64
+	sizes     *batchSizes
+	accepting uint64
+}
+
+// readIngestLog reads the ingest log's state, moving sizes' mean with a
+// sample, and what consumer reader has not taken off it.
+func (r *Router) readIngestLog(ctx context.Context, sizes *batchSizes, reader string) (ingestLogState, error) {
+	lst, err := r.js.Stream(ctx, store.StreamIngestLog)
+	if err != nil {
+		return ingestLogState{}, fmt.Errorf("ingest log: %w", err)
+	}
+	s := ingestLogState{last: lst.CachedInfo().State.LastSeq, sizes: sizes}
+	sizes.sample(ctx, lst)
+	info, pending, err := pendingOf(ctx, r.js, store.StreamIngestLog, reader)
+	if err != nil {
+		return ingestLogState{}, err
+	}
+	if pending > 0 {
+		s.accepting = s.messages(info.AckFloor.Stream)
+	}
+	return s, nil
+}
+
+// messages returns the messages stored on the log after sequence from.
+func (s ingestLogState) messages(from uint64) uint64 {
+	return s.sizes.messages(s.last - min(s.last, from))
+}
+
+// behind returns how many messages stored on the log batch route
+// consumer durable is behind (see routeFinishedTo), and when its first
+// unfinished batch was stored; 0 and the zero time when it has finished
+// everything.
+func (s ingestLogState) behind(ctx context.Context, js jetstream.JetStream, ist jetstream.Stream, durable string) (uint64, time.Time, error) {
+	from, at, err := routeFinishedTo(ctx, js, ist, durable)
+	if err != nil || from == noBacklog {
+		return 0, time.Time{}, err
+	}
+	return s.messages(from), at, nil
 }
 
 // noBacklog is routeFinishedTo's answer for a route with nothing
@@ -314,7 +343,17 @@ func pendingOf(ctx context.Context, js jetstream.JetStream, stream, durable stri
 	if err != nil {
 		return nil, 0, fmt.Errorf("consumer %s: %w", durable, err)
 	}
-	return info, info.NumPending + uint64(info.NumAckPending), nil
+	return info, unfinishedIn(info), nil
+}
+
+// unfinishedIn returns the messages of the consumer whose info is info
+// (nil: none) that it has not finished: pending and awaiting
+// acknowledgement.
+func unfinishedIn(info *jetstream.ConsumerInfo) uint64 {
+	if info == nil {
+		return 0
+	}
+	return info.NumPending + uint64(info.NumAckPending)
 }
 
 // batchSizes keeps a running mean of the messages an ingest-log batch

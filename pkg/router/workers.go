@@ -844,17 +844,9 @@ func (r *Router) sampleDestinations(ctx context.Context, partitions int, sizes *
 		var depth uint64
 		var oldest time.Time
 		for p := range partitions {
-			info := infos["dest-"+name+"-p"+strconv.Itoa(p)]
-			if info == nil {
-				continue
-			}
-			pending := info.NumPending + uint64(info.NumAckPending)
-			depth += pending
-			if pending > 0 {
-				if msg, err := ost.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(OutboundSubject(name, p))); err == nil {
-					oldest = earliest(oldest, msg.Time)
-				}
-			}
+			d, o := consumerBacklog(ctx, ost, infos["dest-"+name+"-p"+strconv.Itoa(p)])
+			depth += d
+			oldest = earliest(oldest, o)
 		}
 		if r.o.Pipeline == PipelineBatch {
 			d, o := r.batchQueue(ctx, ost, name, sizes.rng)
@@ -891,18 +883,10 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchS
 	if err != nil {
 		return
 	}
-	var last, accepting uint64
+	var ls ingestLogState
 	if r.o.Pipeline == PipelineBatch {
-		lst, err := r.js.Stream(ctx, store.StreamIngestLog)
-		if err != nil {
+		if ls, err = r.readIngestLog(ctx, sizes, acceptDurable); err != nil {
 			return
-		}
-		last = lst.CachedInfo().State.LastSeq
-		sizes.sample(ctx, lst)
-		// A route that has finished all the accept stage gave it still
-		// waits for what the accept stage has not taken.
-		if info, pending, err := pendingOf(ctx, r.js, store.StreamIngestLog, acceptDurable); err == nil && pending > 0 {
-			accepting = sizes.messages(last - min(last, info.AckFloor.Stream))
 		}
 	}
 	for _, rt := range r.o.Routes {
@@ -914,9 +898,11 @@ func (r *Router) sampleRoutes(ctx context.Context, partitions int, sizes *batchS
 			oldest = earliest(oldest, o)
 		}
 		if r.o.Pipeline == PipelineBatch {
-			d := accepting
-			if from, o, err := routeFinishedTo(ctx, r.js, ist, "route-"+rt.Name+"-b"); err == nil && from != noBacklog {
-				d = max(d, sizes.messages(last-min(last, from)))
+			// A route that has finished all the accept stage gave it
+			// still waits for what the accept stage has not taken.
+			d := ls.accepting
+			if behind, o, err := ls.behind(ctx, r.js, ist, "route-"+rt.Name+"-b"); err == nil {
+				d = max(d, behind)
 				oldest = earliest(oldest, o)
 			}
 			depth += d
@@ -943,10 +929,7 @@ func earliest(a, b time.Time) time.Time {
 // info is info (nil: none) has not finished and when the oldest of them
 // was stored.
 func consumerBacklog(ctx context.Context, st jetstream.Stream, info *jetstream.ConsumerInfo) (uint64, time.Time) {
-	if info == nil {
-		return 0, time.Time{}
-	}
-	pending := info.NumPending + uint64(info.NumAckPending)
+	pending := unfinishedIn(info)
 	if pending == 0 {
 		return 0, time.Time{}
 	}

@@ -130,8 +130,10 @@ type Ledger struct {
 	// the index a step gives it; index is its reverse.
 	names []string
 	index map[string]uint32
-	// buf is reused to unpack one message's steps at a time.
-	buf []fact
+	// buf is reused to unpack one message's steps at a time, and
+	// scanned to read one JSON array of records.
+	buf     []fact
+	scanned []ledgerFields
 }
 
 // step is a packed fact: its time as Unix nanoseconds and its names as
@@ -159,20 +161,49 @@ func NewLedger() *Ledger {
 
 // Add keeps what r says of its message's fate.
 func (l *Ledger) Add(r *Record) {
-	nanos := int64(math.MinInt64) // a record without a time sorts first, as the zero time does
-	if !r.Time.IsZero() {
-		nanos = r.Time.UnixNano()
-	}
-	s := step{time: nanos, seq: r.Seq, event: l.name(string(r.Event)), route: l.name(r.Route),
+	s := step{time: unixNanos(r.Time), seq: r.Seq, event: l.name(string(r.Event)), route: l.name(r.Route),
 		destination: l.name(r.Destination), outcome: l.name(r.Outcome)}
 	l.byID[r.MessageID] = append(l.byID[r.MessageID], s)
+}
+
+// unixNanos is t as a step holds it: a record without a time sorts
+// first, as the zero time does.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return math.MinInt64
+	}
+	return t.UnixNano()
 }
 
 // AddJSON keeps what each record of data, a JSON array of records as the
 // audit stream holds them, says of its message's fate, for the messages
 // keep says to (all, when nil). It decodes only the fields that decide
-// it.
+// it, and adds nothing when data does not decode.
 func (l *Ledger) AddJSON(data []byte, keep func(id string) bool) error {
+	fs, ok := scanLedgerFields(data, l.scanned[:0])
+	defer func() {
+		clear(fs) // drop the references into data
+		l.scanned = fs[:0]
+	}()
+	if !ok {
+		return l.addJSONDecoded(data, keep)
+	}
+	for i := range fs {
+		f := &fs[i]
+		id := string(f.id)
+		if keep != nil && !keep(id) {
+			continue
+		}
+		s := step{time: f.nanos, seq: f.seq, event: l.nameOf(f.event), route: l.nameOf(f.route),
+			destination: l.nameOf(f.destination), outcome: l.nameOf(f.outcome)}
+		l.byID[id] = append(l.byID[id], s)
+	}
+	return nil
+}
+
+// addJSONDecoded is AddJSON by encoding/json, for what
+// scanLedgerFields leaves to it.
+func (l *Ledger) addJSONDecoded(data []byte, keep func(id string) bool) error {
 	var rs []struct {
 		Time        time.Time `json:"time"`
 		MessageID   string    `json:"message_id"`
@@ -193,6 +224,14 @@ func (l *Ledger) AddJSON(data []byte, keep func(id string) bool) error {
 		l.Add(&Record{Time: r.Time, MessageID: r.MessageID, Event: r.Event, Route: r.Route, Destination: r.Destination, Outcome: r.Outcome, Seq: r.Seq})
 	}
 	return nil
+}
+
+// nameOf is name for a name still in bytes, allocating only a new one.
+func (l *Ledger) nameOf(b []byte) uint32 {
+	if i, ok := l.index[string(b)]; ok {
+		return i
+	}
+	return l.name(string(b))
 }
 
 // name returns s's index in l.names, adding it if new.

@@ -160,6 +160,8 @@ func (e *Engine) notReady() string {
 		return "starting"
 	case e.store == nil || !e.store.Healthy():
 		return "the store is not answering, or has no quorum (see the log)"
+	case e.store.Refusing():
+		return "the store refuses inbound messages: out of storage (see the log)"
 	}
 	return ""
 }

@@ -104,18 +104,20 @@ type committer struct {
 	// maxBytes bounds a batch's payload, below the server's max payload.
 	maxBytes int
 	metrics  *telemetry.Metrics // nil in some tests
-	reqs     chan commitReq
-	stop     chan struct{}
-	stopped  chan struct{}
-	once     sync.Once
+	// note, if set, is told each write's outcome (Store.NoteIngest).
+	note    func(error)
+	reqs    chan commitReq
+	stop    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
 }
 
-func newCommitter(js jetstream.JetStream, m *telemetry.Metrics) *committer {
+func newCommitter(js jetstream.JetStream, m *telemetry.Metrics, note func(error)) *committer {
 	maxBytes := maxBatchBytes
 	if mp := int(js.Conn().MaxPayload()); mp > 0 && mp/2 < maxBytes {
 		maxBytes = mp / 2
 	}
-	c := &committer{js: js, metrics: m, maxBytes: maxBytes, reqs: make(chan commitReq, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
+	c := &committer{js: js, metrics: m, note: note, maxBytes: maxBytes, reqs: make(chan commitReq, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -199,6 +201,9 @@ func (c *committer) write(batch []commitReq) {
 	}
 	start := time.Now()
 	err := c.publish(envs)
+	if c.note != nil {
+		c.note(err)
+	}
 	if c.metrics != nil {
 		c.metrics.CommitLatency.Observe(time.Since(start).Seconds())
 		if err == nil {
@@ -231,6 +236,12 @@ func (c *committer) publish(envs []*envelope.Envelope) error {
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if store.OutOfStorage(err) {
+			// A refusal, not a lost answer: asking again changes nothing
+			// until space is freed, and every sender queued behind this
+			// write would wait the whole budget for the same answer.
+			return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages: the store is out of storage", err)
 		}
 		if time.Until(deadline) < publishRetryWait {
 			return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages", err)

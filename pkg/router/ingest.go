@@ -26,7 +26,9 @@ import (
 
 // Ingester stores inbound messages. It implements adapter.Host.
 type Ingester struct {
-	js         jetstream.JetStream
+	js jetstream.JetStream
+	// note is told each write's outcome (Store.NoteIngest).
+	note       func(error)
 	audit      *audit.Writer
 	partitions int
 	ids        *IDGen
@@ -49,9 +51,9 @@ func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics, aw *au
 	if aw == nil {
 		aw = audit.NewWriter(st.JS)
 	}
-	i := &Ingester{js: st.JS, audit: aw, partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
+	i := &Ingester{js: st.JS, note: st.NoteIngest, audit: aw, partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
 	if st.GroupCommit() {
-		i.group = newCommitter(st.JS, m)
+		i.group = newCommitter(st.JS, m, st.NoteIngest)
 	}
 	return i
 }
@@ -97,6 +99,7 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 		return adapter.IngestResult{ID: env.ID}, nil
 	}
 	ack, err := i.js.PublishMsg(ctx, ingressMsg(env))
+	i.note(err)
 	if err != nil {
 		return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound message", err)
 	}

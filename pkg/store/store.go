@@ -210,7 +210,16 @@ type Store struct {
 	server atomic.Value
 	// dial opens another connection as NC was opened (see Bulk).
 	dial func(name string) (*nats.Conn, error)
+	// refusedAt is when the store last refused to store inbound messages
+	// for want of storage (unix nanos), 0 once it stored them again.
+	refusedAt atomic.Int64
 }
+
+// refusedHold is how long a refusal for want of storage keeps the store
+// not ready when no write succeeds after it. An engine taken out of its
+// Service gets no writes to find out that space was freed, so after this
+// it is ready again and the next write tells.
+const refusedHold = 30 * time.Second
 
 // Probing: every probeInterval the store is asked for the ingress
 // stream's state, bounded by probeTimeout; it is healthy while an answer
@@ -599,6 +608,46 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 		}
 	}
 	return cfgs
+}
+
+// OutOfStorage reports whether err is the store refusing a write because
+// a storage limit is reached: the server's (JetStream error 10023,
+// insufficient resources), the account's (10002), or a reservation it
+// cannot make (10047, 10028). Writing again succeeds only once space is
+// freed, so waiting for a better answer is pointless.
+func OutOfStorage(err error) bool {
+	var api *jetstream.APIError
+	if !errors.As(err, &api) {
+		return false
+	}
+	switch api.ErrorCode {
+	case 10023, 10002, 10047, 10028:
+		return true
+	}
+	return false
+}
+
+// NoteIngest tells the store how a write of inbound messages went: after
+// a refusal for want of storage it is not ready (Refusing) until a write
+// succeeds, or for refusedHold. It logs when that starts and ends.
+func (s *Store) NoteIngest(err error) {
+	switch {
+	case err == nil:
+		if s.refusedAt.Load() != 0 && s.refusedAt.Swap(0) != 0 {
+			s.log.Info("store storing inbound messages again")
+		}
+	case OutOfStorage(err):
+		if s.refusedAt.Swap(time.Now().UnixNano()) == 0 {
+			s.log.Error("store refusing inbound messages: out of storage; not ready until a write succeeds (free space, raise the server's max_file_store, or shorten retention)", "err", err.Error())
+		}
+	}
+}
+
+// Refusing reports whether the store refused inbound messages for want
+// of storage within refusedHold, with none stored since.
+func (s *Store) Refusing() bool {
+	at := s.refusedAt.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < refusedHold
 }
 
 // insufficientStorage reports whether err is the server refusing to

@@ -892,3 +892,48 @@ func TestBulkReadsOnItsOwnConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusingWhenOutOfStorage fills a server's storage and checks that
+// its refusal is recognised and makes the store refuse readiness until a
+// write succeeds.
+func TestRefusingWhenOutOfStorage(t *testing.T) {
+	srv := startServerWith(t, func(o *server.Options) { o.JetStreamMaxStore = 1 << 20 })
+	cfg := testConfig()
+	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
+	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(s.Close)
+
+	if s.Refusing() {
+		t.Fatal("Refusing before any write")
+	}
+	s.NoteIngest(context.DeadlineExceeded)
+	if s.Refusing() {
+		t.Error("Refusing after a write that timed out: that is the probe's to judge")
+	}
+	chunk := make([]byte, 64<<10)
+	var refused error
+	for i := 0; i < 64 && refused == nil; i++ {
+		_, refused = s.JS.Publish(t.Context(), store.SubjIngestLog+".0", chunk)
+	}
+	if refused == nil {
+		t.Fatal("4 MiB stored on a server limited to 1 MiB")
+	}
+	if !store.OutOfStorage(refused) {
+		t.Fatalf("OutOfStorage(%v) = false", refused)
+	}
+	if store.OutOfStorage(context.DeadlineExceeded) || store.OutOfStorage(jetstream.ErrNoStreamResponse) {
+		t.Error("OutOfStorage of an error that is not a refusal")
+	}
+	s.NoteIngest(refused)
+	if !s.Refusing() {
+		t.Error("not Refusing after a refusal for want of storage")
+	}
+	s.NoteIngest(nil)
+	if s.Refusing() {
+		t.Error("Refusing after a write succeeded")
+	}
+}

@@ -407,6 +407,13 @@ func TestValidate(t *testing.T) {
 func openExternal(t *testing.T, cfg store.Config) (*store.Store, *server.Server) {
 	t.Helper()
 	srv := startServer(t)
+	return openOn(t, srv, cfg), srv
+}
+
+// openOn opens a store with cfg on the external server srv and closes it
+// when the test ends.
+func openOn(t *testing.T, srv *server.Server, cfg store.Config) *store.Store {
+	t.Helper()
 	cfg.URL = srv.ClientURL()
 	cfg.MonitorURLs = monitorURLs(srv)
 	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
@@ -414,7 +421,7 @@ func openExternal(t *testing.T, cfg store.Config) (*store.Store, *server.Server)
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(s.Close)
-	return s, srv
+	return s
 }
 
 func TestOpenExternalCreatesStreams(t *testing.T) {
@@ -897,15 +904,7 @@ func TestBulkReadsOnItsOwnConnection(t *testing.T) {
 // its refusal is recognised and makes the store refuse readiness until a
 // write succeeds.
 func TestRefusingWhenOutOfStorage(t *testing.T) {
-	srv := startServerWith(t, func(o *server.Options) { o.JetStreamMaxStore = 1 << 20 })
-	cfg := testConfig()
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
-	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(s.Close)
+	s := openOn(t, startServerWith(t, func(o *server.Options) { o.JetStreamMaxStore = 1 << 20 }), testConfig())
 
 	if s.Refusing() {
 		t.Fatal("Refusing before any write")

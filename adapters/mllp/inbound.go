@@ -596,7 +596,10 @@ func (in *Inbound) quarantine(ctx context.Context, raw []byte, reason fault.Code
 // gone, a reject sent before the server closes the connection.
 func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err error, partial []byte) []byte {
 	in.metrics.Received.WithLabelValues(in.name).Inc()
-	reason, text, hl7err := fault.CodeFrameInvalid, "invalid MLLP frame", hl7v2.ErrCodeInternal
+	// Bytes outside a frame are no message: 100 (required segment
+	// missing), as for a frame without MSH, not 207, which tells the
+	// sender to resend the same bytes later.
+	reason, text, hl7err := fault.CodeFrameInvalid, "invalid MLLP frame: not a message between 0x0B and 0x1C 0x0D", hl7v2.ErrCodeSegmentSequence
 	switch {
 	case errors.Is(err, transport.ErrBusy):
 		// Nothing is wrong with the message: it is not kept, only
@@ -612,7 +615,8 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 		reason, hl7err = fault.CodeFrameTooLarge, hl7v2.ErrCodeValueTooLong
 		text = fmt.Sprintf("message larger than %d bytes", in.cfg.MaxMessageBytes)
 	case errors.Is(err, transport.ErrIncompleteFrame):
-		reason = fault.CodeFrameIncomplete
+		// The message may be whole at the sender; the transport stalled.
+		reason, hl7err = fault.CodeFrameIncomplete, hl7v2.ErrCodeInternal
 		text = "incomplete MLLP frame: no end block (0x1C 0x0D) within the read timeout"
 	}
 	gone := errors.Is(err, io.ErrUnexpectedEOF) // the sender closed: nobody to answer

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -396,12 +397,15 @@ func TestInboundBadFrames(t *testing.T) {
 		wantQ      string // the quarantined bytes, "" for none
 		wantCode   hl7v2.AckCode
 		wantCtrl   string
+		// wantErr is the ERR code: never 207, which tells the sender to
+		// resend the same bytes later.
+		wantErr string
 	}{
-		{"too large", "\x0b" + big + "\x1c\r", fault.CodeFrameTooLarge, big[:1024], hl7v2.AckAR, "BIG1"},
-		{"too large, enhanced mode", "\x0b" + bigEnhanced + "\x1c\r", fault.CodeFrameTooLarge, bigEnhanced[:1024], hl7v2.AckCR, "BIG2"},
+		{"too large", "\x0b" + big + "\x1c\r", fault.CodeFrameTooLarge, big[:1024], hl7v2.AckAR, "BIG1", hl7v2.ErrCodeValueTooLong},
+		{"too large, enhanced mode", "\x0b" + bigEnhanced + "\x1c\r", fault.CodeFrameTooLarge, bigEnhanced[:1024], hl7v2.AckCR, "BIG2", hl7v2.ErrCodeValueTooLong},
 		// What came unframed is kept, up to the next start block.
-		{"data outside a frame", "junk\x0b" + msg("X1", "") + "\x1c\r", fault.CodeFrameInvalid, "junk", hl7v2.AckAR, ""},
-		{"end block without CR", "\x0b" + msg("X2", "") + "\x1cZ", fault.CodeFrameInvalid, msg("X2", ""), hl7v2.AckAR, "X2"},
+		{"data outside a frame", "junk\x0b" + msg("X1", "") + "\x1c\r", fault.CodeFrameInvalid, "junk", hl7v2.AckAR, "", hl7v2.ErrCodeSegmentSequence},
+		{"end block without CR", "\x0b" + msg("X2", "") + "\x1cZ", fault.CodeFrameInvalid, msg("X2", ""), hl7v2.AckAR, "X2", hl7v2.ErrCodeSegmentSequence},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -423,6 +427,9 @@ func TestInboundBadFrames(t *testing.T) {
 			code, ctrl, _, err := hl7v2.ParseAck(reply)
 			if err != nil || code != tt.wantCode || ctrl != tt.wantCtrl {
 				t.Errorf("reply %q: code %s ctrl %q err %v, want %s %q", reply, code, ctrl, err, tt.wantCode, tt.wantCtrl)
+			}
+			if got := hl7v2.AckErrorCodes(reply); !slices.Equal(got, []string{tt.wantErr}) {
+				t.Errorf("ERR codes %q, want %s", got, tt.wantErr)
 			}
 			// The server closes the connection after the reply.
 			if _, err := r.ReadFrame(); err != io.EOF && !isReset(err) {

@@ -649,6 +649,9 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 func (s *Server) readFailure(ctx context.Context, log *slog.Logger, c *serverConn, r *Reader, err error, partial []byte, write func([]byte) bool) string {
 	var ne net.Error
 	switch {
+	case s.wasEvicted(c):
+		// Closed for a new connection, said when it was.
+		return "closed for a new connection"
 	case errors.Is(err, io.EOF):
 		return "closed by peer"
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -357,7 +357,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "%d quarantined\n", len(qs))
 		return nil
 	}
-	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, find, deadletters, quarantine, reconcile, verify, keygen)\n", args[0])
+	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, find, deadletters, quarantine, reconcile, verify, disclosures, keygen)\n", args[0])
 	return errUsage
 }
 

@@ -95,7 +95,7 @@ func TestCLIUsage(t *testing.T) {
 		{"unknown flag", []string{"lint", "--frobnicate"}, 2, "", "flag provided but not defined: -frobnicate"},
 		{"send without files", []string{"send"}, 2, "", "Usage: junction send [flags] FILE..."},
 		{"audit without subcommand", []string{"audit"}, 2, "", "Usage: junction audit trail"},
-		{"audit unknown subcommand", []string{"audit", "nope"}, 2, "", `unknown subcommand "nope"`},
+		{"audit unknown subcommand", []string{"audit", "nope"}, 2, "", `unknown subcommand "nope" (trail, find, deadletters, quarantine, reconcile, verify, disclosures, keygen)`},
 		{"audit trail without id", []string{"audit", "trail"}, 2, "", "Usage: junction audit trail [flags] MESSAGE-ID"},
 		{"version", []string{"version"}, 0, "junction dev\n", ""},
 	}

@@ -419,6 +419,9 @@ func (in *Inbound) Screen(check func(*hl7v2.Message) *hl7v2.AckError) { in.scree
 // text for a message the listener does not take (a processing id or a
 // message type it was not given), or "" when it takes it.
 func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field int, text string) {
+	if v := strings.TrimSpace(m.Version()); v != "" && !isV2Version(v) {
+		return hl7v2.ErrCodeUnsupportedVersion, 12, "unsupported version; this listener takes HL7 v2 (MSH-12 2.1 to 2.9, such as 2.4 or 2.5.1)"
+	}
 	if ids := in.cfg.ProcessingIDs; len(ids) > 0 && !slices.Contains(ids, strings.ToUpper(strings.TrimSpace(m.ProcessingID()))) {
 		return hl7v2.ErrCodeUnsupportedProcessingID, 11, "unsupported processing id; this listener takes " + strings.Join(ids, ", ")
 	}
@@ -435,6 +438,21 @@ func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field int, text s
 		}
 	}
 	return hl7v2.ErrCodeUnsupportedMessageType, 9, "unsupported message type; this listener takes " + in.typeList
+}
+
+// isV2Version reports whether v, an MSH-12.1, names an HL7 v2 version:
+// 2, a dot, a digit, and optionally more dotted numbers (2.3.1, 2.5.1).
+func isV2Version(v string) bool {
+	rest, ok := strings.CutPrefix(v, "2.")
+	if !ok || rest == "" {
+		return false
+	}
+	for part := range strings.SplitSeq(rest, ".") {
+		if part == "" || strings.Trim(part, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // receive parses, stores and acknowledges one message. It returns the

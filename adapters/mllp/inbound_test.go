@@ -299,6 +299,52 @@ func TestInboundProcessingIDs(t *testing.T) {
 	}
 }
 
+// TestInboundVersions checks that a listener refuses, before storing, a
+// message whose MSH-12 names no HL7 v2 version, with ERR 203 at MSH-12,
+// and takes every v2 version, with or without its other components.
+func TestInboundVersions(t *testing.T) {
+	tests := []struct {
+		name, version string
+		wantCode      hl7v2.AckCode
+	}{
+		{"2.4", "2.4", hl7v2.AckAA},
+		{"2.5.1", "2.5.1", hl7v2.AckAA},
+		{"2.3.1", "2.3.1", hl7v2.AckAA},
+		{"2.8", "2.8", hl7v2.AckAA},
+		{"with internationalisation code", "2.4^GBR", hl7v2.AckAA},
+		{"not given", "", hl7v2.AckAA},
+		{"version 3", "3.0", hl7v2.AckAR},
+		{"a letter", "X", hl7v2.AckAR},
+		{"major only", "2", hl7v2.AckAR},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			payload := strings.Replace(msg("V1", ""), "|V1|P|2.4", "|V1|P|"+tt.version, 1)
+			code, _, text, reply := send(t, dial(t, f.addr), payload)
+			if code != tt.wantCode {
+				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
+			}
+			stored, q := f.host.snapshot()
+			if code == hl7v2.AckAA {
+				if len(stored) != 1 || len(q) != 0 {
+					t.Errorf("stored %d, quarantined %d; want 1 and 0", len(stored), len(q))
+				}
+				return
+			}
+			if len(stored) != 0 || len(q) != 1 || q[0].reason != string(fault.CodeHL7Unsupported) {
+				t.Errorf("stored %d, quarantined %+v; want 0, and the message kept as %s", len(stored), q, fault.CodeHL7Unsupported)
+			}
+			// The ERR layout follows the version the ACK echoes (ERR-1
+			// before 2.5, ERR-2 and ERR-3 after, and for what is neither).
+			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeUnsupportedVersion ||
+				!bytes.Contains(reply, []byte("MSH^1^12")) || !strings.Contains(text, "HL7 v2") {
+				t.Errorf("reply %q (text %q), want ERR 203 at MSH-12 saying what the listener takes", reply, text)
+			}
+		})
+	}
+}
+
 // TestInboundScreen checks that a listener given a screen refuses, before
 // storing, what the screen refuses, with its ERR, counted and kept for
 // ops, and stores the rest.

@@ -441,14 +441,18 @@ func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field int, text s
 }
 
 // isV2Version reports whether v, an MSH-12.1, names an HL7 v2 version:
-// 2, a dot, a digit, and optionally more dotted numbers (2.3.1, 2.5.1).
+// 2.1 to 2.9, optionally followed by dotted numbers (2.3.1, 2.5.1).
 func isV2Version(v string) bool {
 	rest, ok := strings.CutPrefix(v, "2.")
-	if !ok || rest == "" {
+	if !ok {
 		return false
 	}
-	for part := range strings.SplitSeq(rest, ".") {
-		if part == "" || strings.Trim(part, "0123456789") != "" {
+	parts := strings.Split(rest, ".")
+	if len(parts[0]) != 1 || parts[0][0] < '1' || parts[0][0] > '9' {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if p == "" || strings.Trim(p, "0123456789") != "" {
 			return false
 		}
 	}
@@ -614,9 +618,9 @@ func (in *Inbound) quarantine(ctx context.Context, raw []byte, reason fault.Code
 // gone, a reject sent before the server closes the connection.
 func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err error, partial []byte) []byte {
 	in.metrics.Received.WithLabelValues(in.name).Inc()
-	// Bytes outside a frame are no message: 100 (required segment
-	// missing), as for a frame without MSH, not 207, which tells the
-	// sender to resend the same bytes later.
+	// Bytes outside a frame are no message: 100 (segment sequence
+	// error), as for a frame without MSH, not 207, which tells the sender
+	// to resend the same bytes later.
 	reason, text, hl7err := fault.CodeFrameInvalid, "invalid MLLP frame: not a message between 0x0B and 0x1C 0x0D", hl7v2.ErrCodeSegmentSequence
 	switch {
 	case errors.Is(err, transport.ErrBusy):

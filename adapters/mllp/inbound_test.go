@@ -254,6 +254,24 @@ func TestInboundAcceptOnly(t *testing.T) {
 	}
 }
 
+// storedOrKept checks that the one message sent to f was stored, when
+// taken, or else quarantined for reason and not stored. It reports
+// whether the message was refused, so its answer is worth checking.
+func storedOrKept(t *testing.T, f *inboundFixture, taken bool, reason fault.Code) (refused bool) {
+	t.Helper()
+	stored, q := f.host.snapshot()
+	if taken {
+		if len(stored) != 1 || len(q) != 0 {
+			t.Errorf("stored %d, quarantined %d; want 1 and 0", len(stored), len(q))
+		}
+		return false
+	}
+	if len(stored) != 0 || len(q) != 1 || q[0].reason != string(reason) {
+		t.Errorf("stored %d, quarantined %+v; want 0, and the message kept as %s", len(stored), q, reason)
+	}
+	return true
+}
+
 // TestInboundProcessingIDs checks that a listener told the processing ids
 // it takes refuses others (a training system pointed at a live feed)
 // before storing them, with ERR 202 at MSH-11, and stores the rest.
@@ -276,15 +294,8 @@ func TestInboundProcessingIDs(t *testing.T) {
 			if code != tt.wantCode {
 				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
 			}
-			stored, q := f.host.snapshot()
-			if code == hl7v2.AckAA {
-				if len(stored) != 1 || len(q) != 0 {
-					t.Errorf("stored %d, quarantined %d; want 1 and 0", len(stored), len(q))
-				}
+			if !storedOrKept(t, f, code == hl7v2.AckAA, fault.CodeHL7Unsupported) {
 				return
-			}
-			if len(stored) != 0 || len(q) != 1 {
-				t.Errorf("stored %d, quarantined %d; want 0 and 1", len(stored), len(q))
 			}
 			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeUnsupportedProcessingID ||
 				!bytes.Contains(reply, []byte("ERR|MSH^1^11^202")) || !strings.Contains(text, "this listener takes P") {
@@ -316,6 +327,10 @@ func TestInboundVersions(t *testing.T) {
 		{"version 3", "3.0", hl7v2.AckAR},
 		{"a letter", "X", hl7v2.AckAR},
 		{"major only", "2", hl7v2.AckAR},
+		{"2.0", "2.0", hl7v2.AckAR},
+		{"2.10", "2.10", hl7v2.AckAR},
+		{"a trailing dot", "2.5.", hl7v2.AckAR},
+		{"a letter after", "2.3.1CA", hl7v2.AckAR},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -325,15 +340,8 @@ func TestInboundVersions(t *testing.T) {
 			if code != tt.wantCode {
 				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
 			}
-			stored, q := f.host.snapshot()
-			if code == hl7v2.AckAA {
-				if len(stored) != 1 || len(q) != 0 {
-					t.Errorf("stored %d, quarantined %d; want 1 and 0", len(stored), len(q))
-				}
+			if !storedOrKept(t, f, code == hl7v2.AckAA, fault.CodeHL7Unsupported) {
 				return
-			}
-			if len(stored) != 0 || len(q) != 1 || q[0].reason != string(fault.CodeHL7Unsupported) {
-				t.Errorf("stored %d, quarantined %+v; want 0, and the message kept as %s", len(stored), q, fault.CodeHL7Unsupported)
 			}
 			// The ERR layout follows the version the ACK echoes (ERR-1
 			// before 2.5, ERR-2 and ERR-3 after, and for what is neither).
@@ -545,6 +553,10 @@ func TestInboundIncompleteFrames(t *testing.T) {
 				}
 				if err != nil || perr != nil || code != hl7v2.AckAR || ctrl != wantCtrl {
 					t.Errorf("reply %q (%v): code %s ctrl %q, want AR %q", reply, err, code, ctrl, wantCtrl)
+				}
+				// The whole message may be resent: 207, resend later.
+				if got := hl7v2.AckErrorCodes(reply); !slices.Equal(got, []string{hl7v2.ErrCodeInternal}) {
+					t.Errorf("ERR codes %q, want 207", got)
 				}
 			} else if err == nil {
 				t.Errorf("reply %q to a sender that closed", reply)

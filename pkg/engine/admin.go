@@ -301,12 +301,12 @@ func (e *Engine) admin(name string, h http.HandlerFunc) http.Handler {
 		if !ok {
 			return
 		}
-		if changesState(name) && !e.Ready() {
+		if why := e.notReady(); changesState(name) && why != "" {
 			// While draining, routing and the audit writer are closing
 			// (a replay now could send without recording it); with the
-			// store away, nothing could be recorded either.
+			// store away or full, nothing could be recorded either.
 			rw.Header().Set("Retry-After", "5")
-			writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": "the engine is not ready (shutting down, or its store is unavailable); try again later"})
+			writeJSON(rw, http.StatusServiceUnavailable, map[string]string{"error": "the engine is not ready (" + why + "); try again later"})
 			return
 		}
 		h(rw, r)

@@ -104,20 +104,23 @@ type committer struct {
 	// maxBytes bounds a batch's payload, below the server's max payload.
 	maxBytes int
 	metrics  *telemetry.Metrics // nil in some tests
-	// note, if set, is told each write's outcome (Store.NoteIngest).
+	// note, if set, is told each write's outcome (Store.NoteIngest);
+	// refused, if set, says which failures to give up on at once
+	// (Store.RefusedForGood).
 	note    func(error)
+	refused func(error) bool
 	reqs    chan commitReq
 	stop    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
 }
 
-func newCommitter(js jetstream.JetStream, m *telemetry.Metrics, note func(error)) *committer {
+func newCommitter(js jetstream.JetStream, m *telemetry.Metrics, note func(error), refused func(error) bool) *committer {
 	maxBytes := maxBatchBytes
 	if mp := int(js.Conn().MaxPayload()); mp > 0 && mp/2 < maxBytes {
 		maxBytes = mp / 2
 	}
-	c := &committer{js: js, metrics: m, note: note, maxBytes: maxBytes, reqs: make(chan commitReq, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
+	c := &committer{js: js, metrics: m, note: note, refused: refused, maxBytes: maxBytes, reqs: make(chan commitReq, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
 	go c.loop()
 	return c
 }
@@ -237,7 +240,7 @@ func (c *committer) publish(envs []*envelope.Envelope) error {
 		if err == nil {
 			return nil
 		}
-		if store.OutOfStorage(err) {
+		if c.refused != nil && c.refused(err) {
 			// A refusal, not a lost answer: asking again changes nothing
 			// until space is freed, and every sender queued behind this
 			// write would wait the whole budget for the same answer.

@@ -53,7 +53,7 @@ func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics, aw *au
 	}
 	i := &Ingester{js: st.JS, note: st.NoteIngest, audit: aw, partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
 	if st.GroupCommit() {
-		i.group = newCommitter(st.JS, m, st.NoteIngest)
+		i.group = newCommitter(st.JS, m, st.NoteIngest, st.RefusedForGood)
 	}
 	return i
 }

@@ -211,8 +211,12 @@ type Store struct {
 	// dial opens another connection as NC was opened (see Bulk).
 	dial func(name string) (*nats.Conn, error)
 	// refusedAt is when the store last refused to store inbound messages
-	// for want of storage (unix nanos), 0 once it stored them again.
+	// for want of storage, as nanoseconds since epoch plus one (so that
+	// 0 means none since it last stored them). epoch is when Open began:
+	// time since it is read from the monotonic clock, so a wall clock
+	// stepped back cannot hold the store unready.
 	refusedAt atomic.Int64
+	epoch     time.Time
 }
 
 // refusedHold is how long a refusal for want of storage keeps the store
@@ -239,7 +243,7 @@ const (
 // server's store directory (dataDir/jetstream) is locked until Close; when
 // another embedded server has it, Open fails with an *InUseError.
 func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log *slog.Logger) (*Store, error) {
-	s := &Store{cfg: cfg, log: log}
+	s := &Store{cfg: cfg, log: log, epoch: time.Now()}
 	var err error
 	if cfg.URL == "" {
 		if err = s.startEmbedded(dataDir); err != nil {
@@ -613,18 +617,38 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 // OutOfStorage reports whether err is the store refusing a write because
 // a storage limit is reached: the server's (JetStream error 10023,
 // insufficient resources), the account's (10002), or a reservation it
-// cannot make (10047, 10028). Writing again succeeds only once space is
-// freed, so waiting for a better answer is pointless.
+// cannot make (10047, 10028).
 func OutOfStorage(err error) bool {
+	return storageErrorCode(err) != 0
+}
+
+// storageErrorCode is the JetStream error code of OutOfStorage's errors,
+// or 0.
+func storageErrorCode(err error) int {
 	var api *jetstream.APIError
 	if !errors.As(err, &api) {
-		return false
+		return 0
 	}
-	switch api.ErrorCode {
+	switch code := int(api.ErrorCode); code {
 	case 10023, 10002, 10047, 10028:
+		return code
+	}
+	return 0
+}
+
+// RefusedForGood reports whether err is a refusal for want of storage
+// that asking again will not change until space is freed: an account
+// limit, or any limit of a store without replicas. A replicated stream's
+// leader over its own server's limit (10023) steps down, and the next
+// leader, on another server, may take the write.
+func (s *Store) RefusedForGood(err error) bool {
+	switch storageErrorCode(err) {
+	case 0:
+		return false
+	case 10002:
 		return true
 	}
-	return false
+	return s.cfg.Replicas <= 1
 }
 
 // NoteIngest tells the store how a write of inbound messages went: after
@@ -637,7 +661,10 @@ func (s *Store) NoteIngest(err error) {
 			s.log.Info("store storing inbound messages again")
 		}
 	case OutOfStorage(err):
-		if s.refusedAt.Swap(time.Now().UnixNano()) == 0 {
+		now := int64(time.Since(s.epoch)) + 1
+		// Said when it starts, and again when it starts after one that
+		// had lapsed.
+		if prev := s.refusedAt.Swap(now); prev == 0 || time.Duration(now-prev) >= refusedHold {
 			s.log.Error("store refusing inbound messages: out of storage; not ready until a write succeeds (free space, raise the server's max_file_store, or shorten retention)", "err", err.Error())
 		}
 	}
@@ -647,7 +674,7 @@ func (s *Store) NoteIngest(err error) {
 // of storage within refusedHold, with none stored since.
 func (s *Store) Refusing() bool {
 	at := s.refusedAt.Load()
-	return at != 0 && time.Since(time.Unix(0, at)) < refusedHold
+	return at != 0 && time.Since(s.epoch)-time.Duration(at-1) < refusedHold
 }
 
 // insufficientStorage reports whether err is the server refusing to

@@ -39,28 +39,15 @@ const maxScanDepth = 32
 func scanLedgerFields(data []byte, out []ledgerFields) ([]ledgerFields, bool) {
 	s := scanner{b: data}
 	s.space()
-	if !s.byte('[') {
-		return out, false
-	}
-	s.space()
-	if s.byte(']') {
-		return out, s.end()
-	}
-	for {
+	ok := s.array(func() bool {
 		f := ledgerFields{nanos: unixNanos(time.Time{})}
-		if !s.record(&f) {
-			return out, false
+		if !s.object(func(key []byte) bool { return s.field(key, &f) }) {
+			return false
 		}
 		out = append(out, f)
-		s.space()
-		if s.byte(']') {
-			return out, s.end()
-		}
-		if !s.byte(',') {
-			return out, false
-		}
-		s.space()
-	}
+		return true
+	})
+	return out, ok && s.end()
 }
 
 // scanner reads JSON from b at i.
@@ -96,8 +83,9 @@ func (s *scanner) end() bool {
 	return s.i == len(s.b)
 }
 
-// record reads one record object into f.
-func (s *scanner) record(f *ledgerFields) bool {
+// object reads an object, calling member with each key once the
+// scanner is at its value; member reads the value.
+func (s *scanner) object(member func(key []byte) bool) bool {
 	if !s.byte('{') {
 		return false
 	}
@@ -115,11 +103,35 @@ func (s *scanner) record(f *ledgerFields) bool {
 			return false
 		}
 		s.space()
-		if !s.field(key, f) {
+		if !member(key) {
 			return false
 		}
 		s.space()
 		if s.byte('}') {
+			return true
+		}
+		if !s.byte(',') {
+			return false
+		}
+		s.space()
+	}
+}
+
+// array reads an array, calling elem at each element; elem reads it.
+func (s *scanner) array(elem func() bool) bool {
+	if !s.byte('[') {
+		return false
+	}
+	s.space()
+	if s.byte(']') {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		s.space()
+		if s.byte(']') {
 			return true
 		}
 		if !s.byte(',') {
@@ -233,51 +245,9 @@ func (s *scanner) skip(depth int) bool {
 		_, ok := s.str()
 		return ok
 	case c == '{':
-		s.i++
-		s.space()
-		if s.byte('}') {
-			return true
-		}
-		for {
-			if _, ok := s.str(); !ok {
-				return false
-			}
-			s.space()
-			if !s.byte(':') {
-				return false
-			}
-			s.space()
-			if !s.skip(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.byte('}') {
-				return true
-			}
-			if !s.byte(',') {
-				return false
-			}
-			s.space()
-		}
+		return s.object(func([]byte) bool { return s.skip(depth + 1) })
 	case c == '[':
-		s.i++
-		s.space()
-		if s.byte(']') {
-			return true
-		}
-		for {
-			if !s.skip(depth + 1) {
-				return false
-			}
-			s.space()
-			if s.byte(']') {
-				return true
-			}
-			if !s.byte(',') {
-				return false
-			}
-			s.space()
-		}
+		return s.array(func() bool { return s.skip(depth + 1) })
 	case c == '-' || (c >= '0' && c <= '9'):
 		return s.number()
 	default:

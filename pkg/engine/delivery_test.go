@@ -37,6 +37,11 @@ type fhirServer struct {
 	statuses []int
 	got      []string // X-Request-Id of accepted requests
 	calls    int
+	// retryAfter, if set, is the Retry-After header of 429 and 503
+	// answers.
+	retryAfter string
+	// at is when each request other than a search came.
+	at []time.Time
 }
 
 func (f *fhirServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -46,6 +51,7 @@ func (f *fhirServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
 	f.calls++
+	f.at = append(f.at, time.Now())
 	status := 200
 	if len(f.statuses) > 0 {
 		status, f.statuses = f.statuses[0], f.statuses[1:]
@@ -58,8 +64,12 @@ func (f *fhirServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			f.got = append(f.got, r.Header.Get("X-Request-Id"))
 		}
 	}
+	retryAfter := f.retryAfter
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/fhir+json")
+	if retryAfter != "" && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	w.WriteHeader(status)
 	if status >= 400 {
 		_, _ = io.WriteString(w, `{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"scripted failure"}]}`)
@@ -95,7 +105,13 @@ func (f *fhirServer) accepted() []string {
 
 func startWithEHR(t *testing.T, pipe string) (*engine.Engine, *fhirServer) {
 	t.Helper()
-	srv := &fhirServer{}
+	return startWithServer(t, &fhirServer{}, "100ms", pipe)
+}
+
+// startWithServer starts an engine whose destination ehr is srv, retried
+// with backoff from 20 ms up to maxWait.
+func startWithServer(t *testing.T, srv *fhirServer, maxWait, pipe string) (*engine.Engine, *fhirServer) {
+	t.Helper()
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	routes, _ := filepath.Abs("testdata/routes")
@@ -103,7 +119,7 @@ func startWithEHR(t *testing.T, pipe string) (*engine.Engine, *fhirServer) {
   ehr:
     type: fhir
     url: `+hs.URL+`
-    retry: {max_attempts: 4, initial: 20ms, max: 100ms, multiplier: 2, timeout: 5s}
+    retry: {max_attempts: 4, initial: 20ms, max: `+maxWait+`, multiplier: 2, timeout: 5s}
 `+pipe)
 	return e, srv
 }
@@ -181,6 +197,31 @@ func testTransientFailuresRetried(t *testing.T, pipe string) {
 	}
 	if n := len(deadLetters(t, e)); n != 0 {
 		t.Errorf("%d dead letters, want 0", n)
+	}
+}
+
+// TestRetryAfterHonoured: a FHIR server answering 503 with Retry-After
+// gets its next request no sooner than it asked, though the backoff is
+// shorter; in the batch pipeline that is the first retry, made from the
+// partition's lane.
+func TestRetryAfterHonoured(t *testing.T) { forPipelines(t, testRetryAfterHonoured) }
+
+func testRetryAfterHonoured(t *testing.T, pipe string) {
+	e, srv := startWithServer(t, &fhirServer{retryAfter: "1"}, "5s", pipe)
+	srv.script(503)
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "RA0001", "9990000018^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	waitFor(t, "delivery", func() bool { return len(srv.accepted()) == 1 })
+	srv.mu.Lock()
+	at := slices.Clone(srv.at)
+	srv.mu.Unlock()
+	if len(at) != 2 {
+		t.Fatalf("%d requests, want 2 (a 503, then the delivery)", len(at))
+	}
+	// The server asked for 1 s; the backoff alone would wait 20 ms.
+	if gap := at[1].Sub(at[0]); gap < 900*time.Millisecond {
+		t.Errorf("second request %v after the 503 with Retry-After: 1, want 1 s or more", gap)
 	}
 }
 

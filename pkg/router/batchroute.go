@@ -441,7 +441,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		if !r.recordFailure(rec) {
 			w.unwritten[index[i]] = []audit.Record{rec} // written with the outcome instead
 		}
-		w.made[index[i]] = attempts{made: 1, last: &rec}
+		w.made[index[i]] = attempts{made: 1, last: &rec, asked: fault.RetryAfterOf(errs[i])}
 	}
 }
 
@@ -593,7 +593,7 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 						}
 					}
 					if lane && !decided || errors.Is(err, errDeferred) {
-						if err = r.toLane(ctx, d.Name, e, now.made); err == nil {
+						if err = r.toLane(ctx, d.Name, e, now); err == nil {
 							if !lane {
 								r.o.Logger.Info("delivery moved to its partition's lane to be retried", "message_id", e.h.Get(envelope.HeaderID), "destination", d.Name, "partition", p)
 							}

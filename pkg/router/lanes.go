@@ -49,10 +49,13 @@ import (
 
 // HeaderLane marks an outbound payload the batch pipeline moved to its
 // partition's lane; HeaderAttemptsMade carries the attempts already made
-// at it, so max_attempts and the backoff carry on.
+// at it, so max_attempts and the backoff carry on, and HeaderRetryAfter
+// how long the last of them asked to wait (an HTTP Retry-After, as a Go
+// duration), so the lane's first retry waits that long too.
 const (
 	HeaderLane         = "Junction-Lane"
 	HeaderAttemptsMade = "Junction-Attempts-Made"
+	HeaderRetryAfter   = "Junction-Retry-After"
 )
 
 // errDeferred is deliverPayload's answer, when asked to defer, for a
@@ -161,9 +164,10 @@ func (r *Router) closeLane(ctx context.Context, d, p string) {
 	}
 }
 
-// toLane publishes batch entry e, with made attempts already made at
-// it, to its partition's lane of destination d.
-func (r *Router) toLane(ctx context.Context, d string, e outEntry, made int) error {
+// toLane publishes batch entry e, with the attempts already made at it
+// (their count, and the wait the last asked for), to its partition's
+// lane of destination d.
+func (r *Router) toLane(ctx context.Context, d string, e outEntry, made attempts) error {
 	p := e.h.Get(envelope.HeaderPartition)
 	n, err := strconv.Atoi(p)
 	if err != nil {
@@ -174,7 +178,12 @@ func (r *Router) toLane(ctx context.Context, d string, e outEntry, made int) err
 		m.Header[k] = v
 	}
 	m.Header.Set(HeaderLane, "1")
-	m.Header.Set(HeaderAttemptsMade, strconv.Itoa(made))
+	m.Header.Set(HeaderAttemptsMade, strconv.Itoa(made.made))
+	if made.asked > 0 {
+		m.Header.Set(HeaderRetryAfter, made.asked.String())
+	} else {
+		m.Header.Del(HeaderRetryAfter)
+	}
 	// The same entry moved again (its span retried) is stored once.
 	m.Header.Set(jetstream.MsgIDHeader, e.h.Get(envelope.HeaderID)+"|"+e.h.Get(envelope.HeaderRoute)+"|"+d+"|"+e.h.Get(envelope.HeaderReplay)+"|lane")
 	m.Data = e.body

@@ -235,7 +235,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		for k, v := range it.h {
 			switch k {
 			case envelope.HeaderStage, envelope.HeaderReason, envelope.HeaderReasonCode, envelope.HeaderDetail, envelope.HeaderAttempt, jetstream.MsgIDHeader,
-				HeaderLane, HeaderAttemptsMade: // a replay starts a fresh budget, not a lane's
+				HeaderLane, HeaderAttemptsMade, HeaderRetryAfter: // a replay starts a fresh budget, not a lane's
 				continue
 			}
 			nm.Header[k] = v

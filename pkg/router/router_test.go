@@ -306,7 +306,7 @@ func TestRetryWaitHonoursRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := retryWait(p, tt.n, tt.err); got != tt.want {
+			if got := retryWait(p, tt.n, fault.RetryAfterOf(tt.err)); got != tt.want {
 				t.Errorf("retryWait(attempt %d) = %v, want %v", tt.n, got, tt.want)
 			}
 		})

@@ -484,8 +484,10 @@ func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.
 	// again in process), or, delivered before, those on the trail.
 	prior := w.tried[seq]
 	if n, err := strconv.Atoi(h.Get(HeaderAttemptsMade)); err == nil && n > 0 {
-		// Moved here by the batch pipeline after n attempts.
-		prior = prior.later(attempts{made: n})
+		// Moved here by the batch pipeline after n attempts, the last
+		// perhaps asking for a wait.
+		asked, _ := time.ParseDuration(h.Get(HeaderRetryAfter))
+		prior = prior.later(attempts{made: n, asked: max(asked, 0)})
 	}
 	if meta != nil && meta.NumDelivered > 1 {
 		prior = prior.later(w.r.attemptsMade(ctx, h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute), w.d.Name, seq))
@@ -521,6 +523,9 @@ type attempts struct {
 	made int
 	// last is the record of the last, a failure, when known.
 	last *audit.Record
+	// asked is how long the last failure asked to wait before the next
+	// attempt (an HTTP Retry-After), when known.
+	asked time.Duration
 	// delivered reports a delivery of the payload recorded on the trail.
 	delivered bool
 	// settled is the record, on the trail, that ended the payload unsent
@@ -634,7 +639,9 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			patientOf(h, &base)
 		}
 	} else if prior.made > 0 {
-		sleep(ctx, d.Retry.Delay(prior.made))
+		// A payload moved to its lane, or tried before: the wait after
+		// its last attempt, as long as a Retry-After asked for.
+		sleep(ctx, retryWait(d.Retry, prior.made, prior.asked))
 		if ctx.Err() != nil {
 			return nil, now, ctx.Err()
 		}
@@ -699,7 +706,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		if !r.recordFailure(rec) {
 			unwritten = append(unwritten, rec) // written with the outcome instead
 		}
-		now = attempts{made: attempt, last: &rec}
+		now = attempts{made: attempt, last: &rec, asked: fault.RetryAfterOf(err)}
 		if ok, held := r.failLog.allow(d.Name, time.Now()); ok {
 			r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err),
 				"reason", reasonOf(err), "similar_lines_held_back", held)
@@ -714,7 +721,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		if deferRetry {
 			return unwritten, now, errDeferred
 		}
-		sleep(ctx, retryWait(d.Retry, attempt, err))
+		sleep(ctx, retryWait(d.Retry, attempt, now.asked))
 		if ctx.Err() != nil {
 			// Shutting down: leave the message for redelivery. Its failed
 			// attempts so far are recorded, and counted when it comes back.
@@ -746,12 +753,12 @@ func (r *Router) deadLetterPayload(ctx context.Context, d *Destination, h nats.H
 }
 
 // retryWait is the wait after failed attempt n: the backoff, or longer
-// when the destination asked for longer (an HTTP Retry-After), up to the
-// policy's max.
-func retryWait(p Retry, n int, err error) time.Duration {
+// when the destination asked for longer (asked, an HTTP Retry-After), up
+// to the policy's max.
+func retryWait(p Retry, n int, asked time.Duration) time.Duration {
 	d := p.Delay(n)
-	if ra := fault.RetryAfterOf(err); ra > d {
-		d = min(ra, p.Max)
+	if asked > d {
+		d = min(asked, p.Max)
 	}
 	return d
 }

@@ -111,10 +111,19 @@ func (c *OutboundConfig) Validate() []error {
 // OutboundFactory builds MLLP destinations (type "mllp").
 type OutboundFactory struct{}
 
-var _ adapter.OutboundFactory = OutboundFactory{}
+var (
+	_ adapter.OutboundFactory = OutboundFactory{}
+	_ adapter.ContentTaker    = OutboundFactory{}
+)
 
 // Type returns "mllp".
 func (OutboundFactory) Type() string { return Type }
+
+// TakesContent reports whether contentType is HL7 v2, the only payload an
+// MLLP destination forwards.
+func (OutboundFactory) TakesContent(contentType string) bool {
+	return contentType == envelope.ContentTypeHL7v2
+}
 
 // NewConfig returns an *OutboundConfig holding the defaults.
 func (OutboundFactory) NewConfig() any {
@@ -249,10 +258,11 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 	if err != nil {
 		return adapter.Receipt{}, fault.Wrap(fault.Permanent, fault.CodeHL7Parse, "mllp: delivery is not an HL7 v2 message", err)
 	}
-	ctrl := m.ControlID()
-	if ctrl == "" {
+	if m.ControlID() == "" {
 		return adapter.Receipt{}, fault.New(fault.CodeHL7Required, "mllp: delivery has no MSH-10 control id").WithHL7(hl7v2.ErrCodeRequiredField)
 	}
+	// MSH-10 as sent, which MSA-2 must echo exactly (hl7v2.ParseAck).
+	ctrl := m.Segment("MSH").Field(10)
 	if bytes.IndexByte(d.Body, transport.EndBlock) >= 0 {
 		return adapter.Receipt{}, fault.New(fault.CodeFrameInvalid, "mllp: delivery holds an MLLP end block byte and cannot be framed")
 	}

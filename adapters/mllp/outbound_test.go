@@ -132,6 +132,14 @@ func TestOutboundAckCodes(t *testing.T) {
 			other, _ := hl7v2.Parse([]byte(msg("SOMEONE-ELSE", "")))
 			return hl7v2.BuildAck(other, hl7v2.AckOptions{Code: hl7v2.AckAA})
 		}, transient: true, wantCode: fault.CodeDestAckMismatch},
+		// MSA-2 must be MSH-10 exactly: the id with more after it is not
+		// an echo of it.
+		{name: "MSA-2 with another component", answer: func(_ context.Context, m *hl7v2.Message) []byte {
+			return []byte("MSH|^~\\&|RIS|RXX01|JUNCTION|RXX01|20250301120000||ACK^A01^ACK|A1|P|2.5\rMSA|AA|" + m.ControlID() + "^EXTRA\r")
+		}, transient: true, wantCode: fault.CodeDestAckMismatch},
+		{name: "MSA-2 repeated", answer: func(_ context.Context, m *hl7v2.Message) []byte {
+			return []byte("MSH|^~\\&|RIS|RXX01|JUNCTION|RXX01|20250301120000||ACK^A01^ACK|A1|P|2.5\rMSA|AA|" + m.ControlID() + "~OTHER\r")
+		}, transient: true, wantCode: fault.CodeDestAckMismatch},
 		{name: "not an ACK", answer: func(context.Context, *hl7v2.Message) []byte { return []byte("OK") },
 			transient: true, wantCode: fault.CodeDestAckMismatch},
 	}

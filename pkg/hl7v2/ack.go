@@ -311,8 +311,10 @@ func BuildRawAck(opts AckOptions) []byte {
 	return w.b
 }
 
-// ParseAck parses an acknowledgement and returns MSA-1, MSA-2 (unescaped
-// first component) and the text: MSA-3 unescaped or, when that is empty,
+// ParseAck parses an acknowledgement and returns MSA-1, MSA-2 as sent
+// (the whole field, escape sequences kept, for comparing with MSH-10 as
+// sent: an ACK whose MSA-2 adds a component, "ID^X", has not echoed the
+// message's id) and the text: MSA-3 unescaped or, when that is empty,
 // the text of the first ERR segment (ERR-3.2, else ERR-8, else ERR-1.4.2).
 // It returns a *fault.Error (fault.CodeHL7Parse) if raw does not parse or
 // has no MSA segment.
@@ -326,7 +328,7 @@ func ParseAck(raw []byte) (code AckCode, controlID, text string, err error) {
 		return "", "", "", parseError("acknowledgement has no MSA segment", ErrCodeSegmentSequence)
 	}
 	code = AckCode(msa.Component(1, 1, 1, 1))
-	controlID = msa.Component(2, 1, 1, 1)
+	controlID = msa.Field(2)
 	text = Unescape(msa.Field(3), m.delims)
 	if text == "" {
 		if e := m.Segment("ERR"); e != nil {

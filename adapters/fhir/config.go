@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 )
@@ -217,10 +218,15 @@ type Factory struct{}
 var (
 	_ adapter.InboundFactory    = Factory{}
 	_ adapter.TranslatorFactory = Factory{}
+	_ adapter.ContentStorer     = Factory{}
 )
 
 // Type returns "fhir".
 func (Factory) Type() string { return Type }
+
+// StoresContent returns envelope.ContentTypeFHIR: the endpoint stores the
+// posted FHIR JSON.
+func (Factory) StoresContent() string { return envelope.ContentTypeFHIR }
 
 // NewConfig returns an *InboundConfig holding the defaults.
 func (Factory) NewConfig() any {
@@ -247,10 +253,19 @@ func (Factory) NewTranslator(any) (adapter.Translator, error) {
 // OutboundFactory builds FHIR server destinations.
 type OutboundFactory struct{}
 
-var _ adapter.OutboundFactory = OutboundFactory{}
+var (
+	_ adapter.OutboundFactory = OutboundFactory{}
+	_ adapter.ContentTaker    = OutboundFactory{}
+)
 
 // Type returns "fhir".
 func (OutboundFactory) Type() string { return Type }
+
+// TakesContent reports whether contentType is FHIR JSON, the only payload
+// a FHIR server destination sends.
+func (OutboundFactory) TakesContent(contentType string) bool {
+	return contentType == envelope.ContentTypeFHIR
+}
 
 // NewConfig returns an *OutboundConfig holding the defaults.
 func (OutboundFactory) NewConfig() any {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/junction-fhir/junction/adapters/mllp"
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
@@ -22,7 +23,12 @@ type Factory struct{}
 var (
 	_ adapter.InboundFactory    = Factory{}
 	_ adapter.TranslatorFactory = Factory{}
+	_ adapter.ContentStorer     = Factory{}
 )
+
+// StoresContent returns envelope.ContentTypeHL7v2: the listener stores
+// each HL7 v2 message as it came.
+func (Factory) StoresContent() string { return envelope.ContentTypeHL7v2 }
 
 // Config configures a PAS adapter instance: the MLLP listener's settings
 // at the top level and the feed's dialect under "dialect".

@@ -221,11 +221,31 @@ func TestCLILintErrors(t *testing.T) {
 	}
 	noInput := filepath.Join(inputsDir, "no-input.yaml")
 	cliWrite(t, noInput, "name: no-input\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\ntests:\n  - {name: t, input: {file: testdata/nope.hl7}, expect: {deliver: [fhir-store]}}\n")
+	// A payload a destination cannot send: FHIR to MLLP, v2 to a FHIR
+	// server, a FHIR post unchanged to MLLP.
+	payloadDir := filepath.Join(dir, "payload")
+	if err := os.Mkdir(payloadDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	payloadRoute := filepath.Join(payloadDir, "payload.yaml")
+	cliWrite(t, payloadRoute, "name: payload\nsource: {adapter: pas}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n  - name: ehr\n    payload: raw\n  - name: files\n    payload: raw\n")
+	// A v2 input unchanged to MLLP is what payload: raw is for.
+	rawRoute := filepath.Join(payloadDir, "raw.yaml")
+	cliWrite(t, rawRoute, "name: raw\nsource: {adapter: pas}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n    payload: raw\n")
+	fhirRawRoute := filepath.Join(payloadDir, "fhir-raw.yaml")
+	cliWrite(t, fhirRawRoute, "name: fhir-raw\nsource: {adapter: fhir}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n    payload: raw\n  - name: ehr\n    payload: raw\n")
+	payloadCfg := filepath.Join(dir, "payload-config.yaml")
+	cliWrite(t, payloadCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\ninputs:\n  pas: {type: pas}\n  fhir: {type: fhir}\ndestinations:\n  ris: {type: mllp, address: 127.0.0.1:2577}\n  ehr: {type: fhir, url: http://127.0.0.1:9999/fhir}\n  files: {type: file, dir: out}\n", payloadDir))
 	tests := []struct {
 		name string
 		args []string
 		want []string
 	}{
+		{"payload a destination does not take", []string{"lint", "-c", payloadCfg}, []string{
+			payloadRoute + `:5:11: destinations[0]: destination "ris" does not take application/fhir+json, which payload fhir sends from input "pas": set payload: raw to send the input unchanged`,
+			payloadRoute + `:7:14: destinations[1]: destination "ehr" does not take application/hl7-v2, which payload raw sends from input "pas": leave payload out (or fhir) to send the translation`,
+			fhirRawRoute + `:6:14: destinations[0]: destination "ris" does not take application/fhir+json, which payload raw sends from input "fhir"`,
+		}},
 		{"broken route", []string{"lint", "-c", cliConfig(t, bad)}, []string{
 			bad + ":6:29: match: undeclared reference to 'nhsnumber' (in container '')",
 			bad + `:12:11: destinations[0].name: no destination named "nowhere" in the config`,
@@ -291,6 +311,16 @@ func TestCLILintErrors(t *testing.T) {
 			}
 		})
 	}
+	// What the destinations do take is not refused: a v2 input unchanged
+	// to a file or MLLP, a FHIR post unchanged to a FHIR server.
+	t.Run("payload a destination takes", func(t *testing.T) {
+		_, _, errOut := cliRun(t, "lint", "-c", payloadCfg)
+		for _, a := range []string{payloadRoute + ":9:", fhirRawRoute + ":8:", rawRoute} {
+			if strings.Contains(errOut, a) {
+				t.Errorf("stderr has a line starting %q:\n%s", a, errOut)
+			}
+		}
+	})
 }
 
 // TestCLILintAdapterSettings checks that an adapter's own validation

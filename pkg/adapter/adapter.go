@@ -51,6 +51,20 @@ type InternalFactory interface {
 	Internal() bool
 }
 
+// ContentTaker is implemented by outbound factories whose destinations
+// take payloads of some content types only (envelope.ContentTypeHL7v2,
+// envelope.ContentTypeFHIR), so that a route sending one another type is
+// refused when it loads rather than dead-lettering every message.
+type ContentTaker interface {
+	TakesContent(contentType string) bool
+}
+
+// ContentStorer is implemented by inbound factories: the content type of
+// the messages the input stores, which a route's raw payload sends.
+type ContentStorer interface {
+	StoresContent() string
+}
+
 // ExposureValidator is implemented by inbound configs whose settings
 // must be stricter when the engine's HTTP listener is reachable beyond
 // loopback (an endpoint on it then takes input from other machines).

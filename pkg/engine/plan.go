@@ -13,6 +13,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/yamlx"
@@ -94,6 +95,34 @@ func (p *Plan) SourceEvents(name string) ([]string, bool) {
 		return nil, false
 	}
 	return el.Events(), true
+}
+
+// PayloadTaken implements route.PayloadCatalog: the content type a route
+// on source sends dest, from the input's factory when raw
+// (adapter.ContentStorer), and whether the destination's factory takes it
+// and the other kind (adapter.ContentTaker). It returns "" when either is
+// not known.
+func (p *Plan) PayloadTaken(dest, source string, raw bool) (contentType string, taken, otherTaken bool) {
+	d, in := p.Destinations[dest], p.Inputs[source]
+	if d == nil || in == nil {
+		return "", true, true
+	}
+	ct, ok := d.Factory.(adapter.ContentTaker)
+	if !ok {
+		return "", true, true
+	}
+	stored := ""
+	if cs, ok := in.Factory.(adapter.ContentStorer); ok {
+		stored = cs.StoresContent()
+	}
+	sent, other := envelope.ContentTypeFHIR, stored
+	if raw {
+		sent, other = stored, envelope.ContentTypeFHIR
+	}
+	if sent == "" {
+		return "", true, true
+	}
+	return sent, ct.TakesContent(sent), other != "" && ct.TakesContent(other)
 }
 
 // HasDestination implements route.Catalog, as HasSource does.

@@ -50,6 +50,19 @@ type EventCatalog interface {
 	SourceEvents(source string) ([]string, bool)
 }
 
+// PayloadCatalog is a Catalog that knows what each destination takes, so
+// that a route sending one a payload it cannot send (FHIR to an MLLP
+// destination) is refused at load rather than dead-lettering every
+// message.
+type PayloadCatalog interface {
+	Catalog
+	// PayloadTaken returns the content type a route on source sends to
+	// destination dest (raw: the input unchanged), or "" when it is not
+	// known, and whether the destination takes it and would take the
+	// other payload kind.
+	PayloadTaken(dest, source string, raw bool) (contentType string, taken, otherTaken bool)
+}
+
 // knownEvent reports whether event, in full form ("ADT^A01") or as the
 // trigger alone ("A01"), is one of known (full forms).
 func knownEvent(known []string, event string) bool {
@@ -122,6 +135,18 @@ const (
 	maxExpressionBytes      = 16 << 10
 	maxTotalExpressionBytes = 64 << 10
 )
+
+// variableScope says which expressions have variable v set, for those it
+// is not.
+func variableScope(v string) string {
+	switch v {
+	case rules.VarResource:
+		return "only keep steps have it (the entry being tested)"
+	case rules.VarDestination:
+		return "only destination when conditions, transform steps and test asserts have it"
+	}
+	return "not in this kind of expression"
+}
 
 // Load reads, decodes and compiles one route file, with lint's checks
 // (LoadOptions.Strict) but for test input files. All problems, those of
@@ -338,7 +363,9 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 	}
 	compiled, total := 0, 0
-	prog := func(where string, s yamlx.String, kind rules.Kind) *rules.Program {
+	// prog compiles s; unset are variables this kind of expression never
+	// has set, whose reads would fail for every message.
+	prog := func(where string, s yamlx.String, kind rules.Kind, unset ...string) *rules.Program {
 		if strings.TrimSpace(s.Value) == "" {
 			errs.Add(s.Pos, "%s: empty expression", where)
 			return nil
@@ -382,11 +409,21 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 			}
 			return nil
 		}
+		refused := false
+		for _, v := range unset {
+			if off, ok := p.Reads(v); ok {
+				errs.Add(s.PosAt(off), "%s: %s is not set here: %s", where, v, variableScope(v))
+				refused = true
+			}
+		}
+		if refused {
+			return nil
+		}
 		r.Programs = append(r.Programs, Compiled{Where: where, Pos: s.Pos, Program: p})
 		return p
 	}
 	if f.Match.Value != "" || f.Match.Pos.Line != 0 {
-		r.match = prog("match", f.Match, rules.Bool)
+		r.match = prog("match", f.Match, rules.Bool, rules.VarResource, rules.VarDestination)
 	}
 	checkConsent(&errs, f.Consent)
 	if f.Consent.Default.Pos.Line != 0 {
@@ -406,17 +443,12 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 		if s.Replace.Pos.Line != 0 {
 			set++
-			st.replace = prog(where+".replace", s.Replace, rules.Map)
+			st.replace = prog(where+".replace", s.Replace, rules.Map, rules.VarResource)
 		}
 		if set != 1 {
 			errs.Add(at(s.Keep.Pos, s.Pos), "%s: exactly one of keep or replace must be set", where)
 		}
 		r.steps = append(r.steps, st)
-	}
-	// A missing destinations key is a decoding error; an empty list is
-	// caught here.
-	if f.Destinations != nil && len(f.Destinations) == 0 {
-		errs.Add(at(f.Name.Pos), "destinations: at least one destination is required")
 	}
 	dests := map[string]bool{}
 	for i, d := range f.Destinations {
@@ -433,7 +465,7 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 			cd.Internal = ic.InternalDestination(cd.Name)
 		}
 		if d.When.Pos.Line != 0 {
-			cd.when = prog(where+".when", d.When, rules.Bool)
+			cd.when = prog(where+".when", d.When, rules.Bool, rules.VarResource)
 		}
 		switch d.Payload.Value {
 		case "", "fhir":
@@ -441,6 +473,21 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 			cd.Raw = true
 		default:
 			errs.Add(d.Payload.Pos, "%s.payload: must be fhir or raw, got %q", where, d.Payload.Value)
+		}
+		if pc, ok := cat.(PayloadCatalog); ok && cd.Name != "" && r.Source != "" {
+			if ct, taken, other := pc.PayloadTaken(cd.Name, r.Source, cd.Raw); ct != "" && !taken {
+				kind, hint := "fhir", ""
+				if cd.Raw {
+					kind = "raw"
+				}
+				switch {
+				case other && cd.Raw:
+					hint = ": leave payload out (or fhir) to send the translation"
+				case other:
+					hint = ": set payload: raw to send the input unchanged"
+				}
+				errs.Add(at(d.Payload.Pos, d.Name.Pos), "%s: destination %q does not take %s, which payload %s sends from input %q%s", where, cd.Name, ct, kind, r.Source, hint)
+			}
 		}
 		r.Destinations = append(r.Destinations, cd)
 	}
@@ -464,7 +511,7 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 			}
 		}
 		for j, a := range t.Expect.Assert {
-			prog(fmt.Sprintf("%s.expect.assert[%d]", where, j), a, rules.Bool)
+			prog(fmt.Sprintf("%s.expect.assert[%d]", where, j), a, rules.Bool, rules.VarResource)
 		}
 		if e := t.Expect.Error; strict && e.Value != "" && !slices.Contains(fault.Codes(), fault.Code(e.Value)) {
 			errs.Add(e.Pos, "%s.expect.error: %q is not a fault code; have %s", where, e.Value, faultCodeList())

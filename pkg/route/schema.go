@@ -18,13 +18,13 @@ type File struct {
 	// Source names the inbound adapter and the events taken.
 	Source SourceSpec `yaml:"source" yamlx:"required"`
 	// Match is a CEL bool expression; false filters the message.
-	Match yamlx.String `yaml:"match"`
+	Match yamlx.String `yaml:"match" yamlx:"nonnull"`
 	// Consent declares purpose and the default decision.
 	Consent ConsentSpec `yaml:"consent" yamlx:"required"`
 	// Transform steps run in order for each permitted destination.
 	Transform []StepSpec `yaml:"transform"`
 	// Destinations receive the message; each may have its own condition.
-	Destinations []DestinationSpec `yaml:"destinations" yamlx:"required"`
+	Destinations []DestinationSpec `yaml:"destinations" yamlx:"required,nonempty"`
 	// Tests are run offline by `junction test`.
 	Tests []TestSpec `yaml:"tests"`
 }
@@ -103,7 +103,7 @@ func (s *StepSpec) UnmarshalYAMLx(n yamlx.Node, errs *yamlx.Errors) {
 type DestinationSpec struct {
 	Name yamlx.String `yaml:"name" yamlx:"required"`
 	// When is a CEL bool; false skips this destination.
-	When yamlx.String `yaml:"when"`
+	When yamlx.String `yaml:"when" yamlx:"nonnull"`
 	// Payload is "fhir" (the transformed bundle, default) or "raw" (the
 	// original input unchanged, for pass-through).
 	Payload yamlx.String `yaml:"payload"`

@@ -90,9 +90,12 @@ type keyIssue struct {
 // (not a comprehension variable of the same name); comparisons of their
 // keys with literals of another type (msg.event == 1, msg.received > 5);
 // and v2.get with a literal path that is not a v2 path, which would read
-// "" for every message.
-func unknownKeys(e ast.Expr) []keyIssue {
+// "" for every message. It also returns, for each declared variable the
+// expression reads (an identifier no comprehension variable shadows),
+// the expression id of its first read.
+func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64) {
 	var out []keyIssue
+	reads := map[string]int64{}
 	check := func(id int64, operand ast.Expr, key string, shadowed map[string]int) {
 		if operand.Kind() != ast.IdentKind {
 			return
@@ -164,6 +167,12 @@ func unknownKeys(e ast.Expr) []keyIssue {
 	var walk func(e ast.Expr)
 	walk = func(e ast.Expr) {
 		switch e.Kind() {
+		case ast.IdentKind:
+			if name := e.AsIdent(); shadowed[name] == 0 {
+				if _, seen := reads[name]; !seen {
+					reads[name] = e.ID()
+				}
+			}
 		case ast.SelectKind:
 			s := e.AsSelect()
 			check(e.ID(), s.Operand(), s.FieldName(), shadowed)
@@ -232,5 +241,5 @@ func unknownKeys(e ast.Expr) []keyIssue {
 		}
 	}
 	walk(e)
-	return out
+	return out, reads
 }

@@ -166,12 +166,25 @@ type Program struct {
 	// idents are the names the checked expression refers to as
 	// identifiers (declared variables, and comprehension variables).
 	idents map[string]bool
+	// readAt is the byte offset in src of the first read of each declared
+	// variable the expression reads (not a comprehension variable of the
+	// same name).
+	readAt map[string]int
 }
 
 // Uses reports whether the expression refers to the variable name, so
 // the engine can leave out reads that fill variables no expression uses.
 // A comprehension variable of the same name counts as a use.
 func (p *Program) Uses(name string) bool { return p.idents[name] }
+
+// Reads reports whether the expression reads the declared variable name
+// (a comprehension variable of the same name does not count), and the
+// byte offset of its first read, so that a caller can refuse a variable
+// its kind of expression never has set.
+func (p *Program) Reads(name string) (offset int, ok bool) {
+	offset, ok = p.readAt[name]
+	return offset, ok
+}
 
 // Source returns the expression text.
 func (p *Program) Source() string { return p.src }
@@ -200,9 +213,10 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		}
 		return nil, ce
 	}
-	if bad := unknownKeys(ast.NativeRep().Expr()); len(bad) > 0 {
+	info := ast.NativeRep().SourceInfo()
+	bad, reads := unknownKeys(ast.NativeRep().Expr())
+	if len(bad) > 0 {
 		ce := &CompileError{}
-		info := ast.NativeRep().SourceInfo()
 		for _, b := range bad {
 			loc := info.GetStartLocation(b.id)
 			ce.Issues = append(ce.Issues, Issue{Offset: offsetOf(src, loc.Line(), loc.Column()), Msg: b.msg})
@@ -233,7 +247,12 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 			idents[ref.Name] = true
 		}
 	}
-	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents}, nil
+	readAt := make(map[string]int, len(reads))
+	for name, id := range reads {
+		loc := info.GetStartLocation(id)
+		readAt[name] = offsetOf(src, loc.Line(), loc.Column())
+	}
+	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt}, nil
 }
 
 // returns reports whether an expression of type out may return kind. A

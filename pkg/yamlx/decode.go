@@ -5,7 +5,10 @@
 // Struct fields are decoded by their `yaml:"name"` tag; fields without a
 // tag, with the tag "-", or unexported are left alone, and `yaml:",inline"`
 // merges the fields of an embedded struct. A `yamlx:"required"` tag makes a
-// missing or null key an error. Unknown keys (with a suggestion when one is
+// missing or null key an error; `yamlx:"nonnull"` makes a key written with
+// no value (or null) an error, where leaving the key out is allowed but a
+// forgotten value must not quietly mean the same; `yamlx:"nonempty"` makes
+// an empty sequence or mapping an error. Unknown keys (with a suggestion when one is
 // likely a typo), duplicate keys, a scalar where a mapping or sequence
 // belongs, and values that do not fit the Go type are all errors. Values
 // already set in the output are defaults: a key that is absent, or present
@@ -561,6 +564,8 @@ type field struct {
 	name     string
 	index    []int
 	required bool
+	// nonnull and nonempty: see the package comment.
+	nonnull, nonempty bool
 }
 
 // structFields lists the decodable fields of struct type t in order,
@@ -589,8 +594,9 @@ func structFields(t reflect.Type) []field {
 		if name == "" {
 			name = strings.ToLower(sf.Name)
 		}
-		required := slices.Contains(strings.Split(sf.Tag.Get("yamlx"), ","), "required")
-		out = append(out, field{name: name, index: []int{i}, required: required})
+		xopts := strings.Split(sf.Tag.Get("yamlx"), ",")
+		out = append(out, field{name: name, index: []int{i}, required: slices.Contains(xopts, "required"),
+			nonnull: slices.Contains(xopts, "nonnull"), nonempty: slices.Contains(xopts, "nonempty")})
 	}
 	return out
 }
@@ -608,10 +614,20 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string, depth
 			d.unknownField(kv[0], path, fields)
 			continue
 		}
+		f := fields[i]
 		if !isNull(kv[1]) {
-			set[fields[i].name] = true
+			set[f.name] = true
 		}
-		d.decode(kv[1], v.FieldByIndex(fields[i].index), join(path, fields[i].name), depth+1)
+		// (An alias is checked as what it names when decoded, not here.)
+		switch val := kv[1]; {
+		case f.nonnull && isNull(val):
+			d.failf(val, join(path, f.name), "no value: give one, or leave the key out")
+			continue
+		case f.nonempty && (val.Kind == yaml.SequenceNode || val.Kind == yaml.MappingNode) && len(val.Content) == 0:
+			d.failf(val, join(path, f.name), "must not be empty")
+			continue
+		}
+		d.decode(kv[1], v.FieldByIndex(f.index), join(path, f.name), depth+1)
 	}
 	for _, f := range fields {
 		if f.required && !set[f.name] {

@@ -51,9 +51,10 @@ type listener struct {
 }
 
 type route struct {
-	Name   string `yaml:"name" yamlx:"required"`
-	Match  String `yaml:"match"`
-	Config Node   `yaml:"config"`
+	Name   string   `yaml:"name" yamlx:"required"`
+	Match  String   `yaml:"match" yamlx:"nonnull"`
+	Config Node     `yaml:"config"`
+	To     []string `yaml:"to" yamlx:"nonempty"`
 }
 
 type common struct {
@@ -97,7 +98,7 @@ func TestDecodeErrors(t *testing.T) {
 			`c.yaml:3:5: unknown field "listn" in inputs.pas (did you mean "listen"?)` + "\n" +
 				`c.yaml:3:5: missing required field "listen" in inputs.pas`},
 		{"unknown field lists allowed", "routes:\n- name: a\n  zzz: 1\n",
-			`c.yaml:3:3: unknown field "zzz" in routes[0] (allowed: name, match, config)`},
+			`c.yaml:3:3: unknown field "zzz" in routes[0] (allowed: name, match, config, to)`},
 		{"unknown field at top level", "ownr: a\n",
 			`c.yaml:1:1: unknown field "ownr" (did you mean "owner"?)`},
 		{"untagged and skipped fields are unknown", "untagged: a\nSkipped: b\n",
@@ -111,6 +112,12 @@ func TestDecodeErrors(t *testing.T) {
 			`c.yaml:2:3: missing required field "name" in routes[0]`},
 		{"required null", "routes:\n- name:\n",
 			`c.yaml:2:3: missing required field "name" in routes[0]`},
+		{"nonnull without a value", "routes:\n- name: a\n  match:\n",
+			`c.yaml:3:9: routes[0].match: no value: give one, or leave the key out`},
+		{"nonnull null", "routes:\n- name: a\n  match: ~\n",
+			`c.yaml:3:10: routes[0].match: no value: give one, or leave the key out`},
+		{"nonempty empty", "routes:\n- name: a\n  to: []\n",
+			`c.yaml:3:7: routes[0].to: must not be empty`},
 		{"boolean", "enabled: yes please\n",
 			`c.yaml:1:10: enabled: expected a boolean, got "yes please"`},
 		{"string from mapping", "name: {a: 1}\n",
@@ -193,7 +200,7 @@ func TestDecodeErrors(t *testing.T) {
 			`c.yaml:3:17: extra.a4[1][0][5][1]: aliases expand to more than 100000 nodes`},
 		{"errors sorted by position", "routes:\n- match: x\n  zzz: 1\nworkers: x\nenabled: 2\n",
 			`c.yaml:2:3: missing required field "name" in routes[0]` + "\n" +
-				`c.yaml:3:3: unknown field "zzz" in routes[0] (allowed: name, match, config)` + "\n" +
+				`c.yaml:3:3: unknown field "zzz" in routes[0] (allowed: name, match, config, to)` + "\n" +
 				`c.yaml:4:10: workers: expected an integer, got "x"` + "\n" +
 				`c.yaml:5:10: enabled: expected a boolean, got "2"`},
 	}

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -11,10 +12,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/router"
 )
 
 func reconcile(t *testing.T, e *engine.Engine) audit.Reconciliation {
@@ -179,6 +182,30 @@ func testReconcileRouteAddedLater(t *testing.T, pipe string) {
 	defer stop(e)
 	if rep := reconcile(t, e); len(rep.Pending) != 0 || rep.Accepted != 1 {
 		t.Errorf("after adding a route: %d accepted, pending %+v; want 1 and none", rep.Accepted, rep.Pending)
+	}
+	// Routed again after the route was added, the message is stored
+	// again, for its own route only: the new one is still not waited for.
+	var found struct {
+		Messages []router.Found `json:"messages"`
+	}
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages?control_id=LATE0001", &found); st != http.StatusOK || len(found.Messages) != 1 {
+		t.Fatalf("find LATE0001: status %d, %+v", st, found.Messages)
+	}
+	id := found.Messages[0].ID
+	if status, res := postReplay(t, e, engine.ReplayRequest{Filter: router.Filter{IDs: []string{id}}, Again: true}); status != http.StatusOK {
+		t.Fatalf("replay: status %d, %+v", status, res)
+	}
+	// The file destination writes the message's file again, in place.
+	waitFor(t, "the replay's delivery", func() bool {
+		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("fhir-store", "delivered")) == 1
+	})
+	waitFor(t, "the replay to finish", func() bool { return len(reconcile(t, e).Pending) == 0 })
+	if rep := reconcile(t, e); rep.Accepted != 1 {
+		t.Errorf("after the replay: %d accepted, want 1", rep.Accepted)
+	}
+	found.Messages = nil
+	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages?control_id=LATE0001", &found); st != http.StatusOK || len(found.Messages) != 1 || len(found.Messages[0].Waiting) != 0 {
+		t.Errorf("find LATE0001 after the replay: status %d, %+v; want it waiting for nothing", st, found.Messages)
 	}
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "LATE0002", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)

@@ -185,7 +185,8 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 				f.State, f.Original = "resend", orig
 				break
 			}
-			if r.Event == audit.Received {
+			if r.Event == audit.Received && (stored.IsZero() || r.Time.Before(stored)) {
+				// The first: a replay stores the message again.
 				f.State, stored = "accepted", r.Time
 			}
 		}

@@ -30,14 +30,26 @@ const splitterDurable = "ingest-splitter"
 func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since time.Time) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
 	inIngress := map[string]bool{}
+	// at is each message's place in accepted.
+	at := map[string]int{}
 	// before says whether a message received at rcv is outside the
 	// window (one whose receipt is unknown is not).
 	before := func(rcv time.Time) bool { return !since.IsZero() && !rcv.IsZero() && rcv.Before(since) }
 	take := func(id, source string, rcv, stored time.Time) {
-		if id == "" || inIngress[id] || before(rcv) {
+		if id == "" || before(rcv) {
+			return
+		}
+		if i, ok := at[id]; ok {
+			// Stored again by a replay: the routes that could see the
+			// message are those running when it was first stored (the
+			// replay goes to its own routes only).
+			if a := &accepted[i]; !stored.IsZero() && (a.Stored.IsZero() || stored.Before(a.Stored)) {
+				a.Stored = stored
+			}
 			return
 		}
 		inIngress[id] = true
+		at[id] = len(accepted)
 		accepted = append(accepted, audit.Accepted{ID: id, Source: source, Received: rcv, Stored: stored})
 	}
 	// storedAt is when the stream took m: what a route's consumers, which

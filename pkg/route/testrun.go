@@ -93,7 +93,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			continue
 		}
 		if err != nil {
-			failf("routing failed: %v (detail: %s)", err, fault.DetailOf(err))
+			failf("routing failed: %v%s", err, withDetail(err))
 			out = append(out, res)
 			continue
 		}
@@ -161,7 +161,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 				}
 				ok, err := p.EvalBool(ctx, &vars)
 				if err != nil {
-					failf("%s: assert[%d] on %s: %v (%s)", a.Pos, j, d.Destination, err, fault.DetailOf(err))
+					failf("%s: assert[%d] on %s: %v%s", a.Pos, j, d.Destination, err, withDetail(err))
 				} else if !ok {
 					failf("%s: assert[%d] on %s does not hold: %s", a.Pos, j, d.Destination, strings.TrimSpace(a.Value))
 				}
@@ -442,4 +442,14 @@ func jsonEqual(a, b []byte) bool {
 	xa, _ := json.Marshal(x)
 	ya, _ := json.Marshal(y)
 	return bytes.Equal(xa, ya)
+}
+
+// withDetail returns err's caller-only detail as " (detail: ...)" for a
+// test's report, or "" when it has none or says only what the error does.
+func withDetail(err error) string {
+	d := fault.DetailOf(err)
+	if d == "" || strings.Contains(err.Error(), d) {
+		return ""
+	}
+	return " (detail: " + d + ")"
 }

@@ -103,7 +103,7 @@ func TestRunTestsFail(t *testing.T) {
 			"expected deliveries [data-quality], got [fhir-store]",
 			"expected consent denials [fhir-store], got []",
 			file + ":22:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
-			file + ":23:11: assert[1] on fhir-store: rule.eval: evaluation failed (no such key: nope)",
+			file + ":23:11: assert[1] on fhir-store: rule.eval: evaluation failed (detail: no such key: nope)",
 			"fhir-store: payload differs from golden wrong.fhir-store.json (run with --update after reviewing)",
 			`  entry[0]: golden (absent), got {"resource":{"eventCoding":{"code":"A01"},"resourceType":"MessageHeader"}}`,
 			`  entry[1]: golden (absent), got {"resource":{"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","val...`,

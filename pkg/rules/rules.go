@@ -209,7 +209,8 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 	if iss != nil && iss.Err() != nil {
 		ce := &CompileError{}
 		for _, er := range iss.Errors() {
-			ce.Issues = append(ce.Issues, Issue{Offset: offsetOf(src, er.Location.Line(), er.Location.Column()), Msg: er.Message})
+			off, msg := undeclared(src, offsetOf(src, er.Location.Line(), er.Location.Column()), er.Message)
+			ce.Issues = append(ce.Issues, Issue{Offset: off, Msg: msg})
 		}
 		return nil, ce
 	}
@@ -253,6 +254,22 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		readAt[name] = offsetOf(src, loc.Line(), loc.Column())
 	}
 	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt}, nil
+}
+
+// undeclared tidies the checker's report of an unknown name: without the
+// container it was looked up in (always the root here), and, for a call
+// of an unknown function, placed at the function's name rather than at
+// the bracket after it.
+func undeclared(src string, off int, msg string) (int, string) {
+	name, ok := strings.CutPrefix(msg, "undeclared reference to '")
+	if !ok {
+		return off, msg
+	}
+	msg = strings.TrimSuffix(msg, " (in container '')")
+	if name, _, ok = strings.Cut(name, "'"); ok && off >= len(name) && off < len(src) && src[off] == '(' && src[off-len(name):off] == name {
+		off -= len(name)
+	}
+	return off, msg
 }
 
 // returns reports whether an expression of type out may return kind. A

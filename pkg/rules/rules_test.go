@@ -181,7 +181,7 @@ func TestCompileErrors(t *testing.T) {
 		{"syntax error at end", `bundle.type ==`, Bool, [][2]string{{"", "Syntax error"}}},
 		{"undeclared variable", `bundel.type == "x"`, Bool, [][2]string{{"bundel", "undeclared reference to 'bundel'"}}},
 		// CEL places a call at its opening parenthesis.
-		{"undeclared on second line", "msg.event == \"A01\" &&\n  nhsNumberValid(nhsnumber(bundle))", Bool, [][2]string{{"(bundle)", "undeclared reference to 'nhsnumber'"}}},
+		{"undeclared on second line", "msg.event == \"A01\" &&\n  nhsNumberValid(nhsnumber(bundle))", Bool, [][2]string{{"nhsnumber(bundle)", "undeclared reference to 'nhsnumber'"}}},
 		{"after multibyte text", `msg.sender == "é" && zz`, Bool, [][2]string{{"zz", "undeclared reference to 'zz'"}}},
 		{"unknown characters", `msg.id == "x" || éé`, Bool, [][2]string{{"éé", "token recognition error"}, {"é", "token recognition error"}, {"", "mismatched input '<EOF>'"}}},
 		{"wrong argument type", `nhsNumberValid(1)`, Bool, [][2]string{{"(1)", "no matching overload"}}},
@@ -209,6 +209,10 @@ func TestCompileErrors(t *testing.T) {
 		{"msg key in a list of ints", `msg.event in ["A01", 3]`, Bool, [][2]string{{"3", "msg.event is a string; it cannot be compared (in) with an int"}}},
 		{"destination name compared with a bool", `destination.name == true`, Bool, [][2]string{{"true", "destination.name is a string"}}},
 		{"received compared with a duration", `msg.received > duration("1h")`, Bool, [][2]string{{`("1h")`, "msg.received is a timestamp; it cannot be compared (>) with a duration"}}},
+		// An unknown function is placed at its name, not the bracket after
+		// it, and the root container is not named.
+		{"misspelt function", `nhsNumbrValid(nhsNumber(bundle))`, Bool, [][2]string{{"nhsNumbrValid(", "undeclared reference to 'nhsNumbrValid'"}}},
+		{"misspelt function inside a call", `nhsNumberValid(nhsNumbr(bundle))`, Bool, [][2]string{{"nhsNumbr(", "undeclared reference to 'nhsNumbr'"}}},
 		// A literal v2 path that is not one would read "" from every message.
 		{"v2 path without a dash", `v2.get("PID3") == ""`, Bool, [][2]string{{`"PID3"`, `v2.get: "PID3" is not a v2 path`}}},
 		{"v2 path field 0", `v2.get("PID-0") == ""`, Bool, [][2]string{{`"PID-0"`, `v2.get: "PID-0" is not a v2 path`}}},

@@ -114,6 +114,10 @@ type TestSpec struct {
 	Name yamlx.String `yaml:"name" yamlx:"required"`
 	// Input is a file path (relative to the route file) or inline text.
 	Input InputSpec `yaml:"input" yamlx:"required"`
+	// Patient is the patient index record the route sees as `patient`
+	// (JSON-shaped, as the index holds it); none: an empty map, as for a
+	// patient the index does not know.
+	Patient map[string]any `yaml:"patient"`
 	// Expect says what should happen.
 	Expect ExpectSpec `yaml:"expect" yamlx:"required"`
 }

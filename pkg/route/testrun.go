@@ -82,24 +82,32 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			continue
 		}
 		e := TestEnvelope(r.Source, fmt.Sprintf("TEST%04d", i+1), raw, ct)
-		result, trans, err := r.runOne(ctx, tr, e)
+		// Expectations not met are reported at the test's name.
+		at := t.Name.Pos
+		patient, err := testPatient(t.Patient)
+		if err != nil {
+			failf("%s: patient: %v", t.Input.Pos, err)
+			out = append(out, res)
+			continue
+		}
+		result, trans, err := r.runOne(ctx, tr, e, patient)
 		if want := t.Expect.Error.Value; want != "" {
 			if err == nil {
-				failf("expected routing to fail with %s, but it succeeded", want)
+				failf("%s: expected routing to fail with %s, but it succeeded", at, want)
 			} else if got := string(fault.CodeOf(err)); got != want {
-				failf("expected error code %s, got %s (%v)", want, got, err)
+				failf("%s: expected error code %s, got %s (%v)", at, want, got, err)
 			}
 			out = append(out, res)
 			continue
 		}
 		if err != nil {
-			failf("routing failed: %v%s", err, withDetail(err))
+			failf("%s: routing failed: %v%s", at, err, withDetail(err))
 			out = append(out, res)
 			continue
 		}
 		filtered := !result.Taken || !result.Matched
 		if filtered != t.Expect.Filtered {
-			failf("expected filtered=%v, got filtered=%v", t.Expect.Filtered, filtered)
+			failf("%s: expected filtered=%v, got filtered=%v", at, t.Expect.Filtered, filtered)
 		}
 		var want, got []string
 		for _, d := range t.Expect.Deliver {
@@ -111,7 +119,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		slices.Sort(want)
 		slices.Sort(got)
 		if !slices.Equal(want, got) {
-			failf("expected deliveries %v, got %v", want, got)
+			failf("%s: expected deliveries %v, got %v", at, want, got)
 		}
 		var wantDenied []string
 		for _, d := range t.Expect.Denied {
@@ -121,7 +129,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		slices.Sort(wantDenied)
 		slices.Sort(gotDenied)
 		if !slices.Equal(wantDenied, gotDenied) {
-			failf("expected consent denials %v, got %v", wantDenied, gotDenied)
+			failf("%s: expected consent denials %v, got %v", at, wantDenied, gotDenied)
 			// Say why each destination was refused; records hold no
 			// patient data.
 			for _, rec := range result.Records {
@@ -133,7 +141,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		// Asserts see what the route's own expressions saw, with the
 		// destination set, and bundle as the payload sent: for a raw
 		// delivery, which is not FHIR, the translation routing used.
-		base := rules.Vars{Msg: MsgVars(e, trans.Event)}
+		base := rules.Vars{Msg: MsgVars(e, trans.Event), Patient: patient}
 		base.V2, _ = trans.V2.(rules.V2Message)
 		for _, d := range result.Deliveries {
 			vars := base
@@ -218,14 +226,15 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 	return out
 }
 
-// runOne routes e as a zero-setup engine would and returns the result and
-// the translation, whose event and v2 message asserts see.
-func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope) (*Result, *adapter.Translation, error) {
-	return r.runOneWith(ctx, tr, e, &consent.Engine{})
+// runOne routes e as a zero-setup engine would, with patient as the
+// patient index's record, and returns the result and the translation,
+// whose event and v2 message asserts see.
+func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, patient map[string]any) (*Result, *adapter.Translation, error) {
+	return r.runOneWith(ctx, tr, e, &consent.Engine{}, patient)
 }
 
 // runOneWith is runOne with the given consent decider.
-func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider) (*Result, *adapter.Translation, error) {
+func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider, patient map[string]any) (*Result, *adapter.Translation, error) {
 	if !r.Takes(e.MessageType, "") {
 		return &Result{}, &adapter.Translation{}, nil
 	}
@@ -233,8 +242,21 @@ func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelo
 	if err != nil {
 		return nil, nil, err
 	}
-	res, err := r.Process(ctx, Input{Env: e, Tr: t}, decider)
+	res, err := r.Process(ctx, Input{Env: e, Tr: t, Patient: patient}, decider)
 	return res, t, err
+}
+
+// testPatient returns a test's patient record as the index would give it
+// to routes: JSON-shaped, every number a double.
+func testPatient(p map[string]any) (map[string]any, error) {
+	if len(p) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("not JSON-shaped: %w", err)
+	}
+	return jsonmap.Decode(b)
 }
 
 // rawDiff says where two raw (HL7 v2) payloads first differ, by segment

@@ -73,7 +73,7 @@ func outcomes(rs []TestResult) []testOutcome {
 func TestRunTestsPass(t *testing.T) {
 	env := testEnv(t)
 	dir := filepath.Join("testdata", "runtests")
-	for _, file := range []string{"pass.yaml", "deny.yaml"} {
+	for _, file := range []string{"pass.yaml", "deny.yaml", "patient.yaml"} {
 		t.Run(file, func(t *testing.T) {
 			r := loadRunTests(t, filepath.Join(dir, file))
 			res := r.RunTests(context.Background(), fakeTranslator{}, env, *update)
@@ -99,9 +99,9 @@ func TestRunTestsFail(t *testing.T) {
 	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
 	want := []testOutcome{
 		{Name: "runtests-fail / wrong expectations", Failures: []string{
-			"expected filtered=true, got filtered=false",
-			"expected deliveries [data-quality], got [fhir-store]",
-			"expected consent denials [fhir-store], got []",
+			file + ":15:11: expected filtered=true, got filtered=false",
+			file + ":15:11: expected deliveries [data-quality], got [fhir-store]",
+			file + ":15:11: expected consent denials [fhir-store], got []",
 			file + ":22:11: assert[0] on fhir-store does not hold: resource(bundle, \"Encounter\").status == \"finished\"",
 			file + ":23:11: assert[1] on fhir-store: rule.eval: evaluation failed (detail: no such key: nope)",
 			"fhir-store: payload differs from golden wrong.fhir-store.json (run with --update after reviewing)",
@@ -111,13 +111,13 @@ func TestRunTestsFail(t *testing.T) {
 			"golden given for data-quality, which received nothing",
 		}},
 		{Name: "runtests-fail / expected an error", Failures: []string{
-			"expected routing to fail with rule.eval, but it succeeded",
+			file + ":27:11: expected routing to fail with rule.eval, but it succeeded",
 		}},
 		{Name: "runtests-fail / input file missing", Failures: []string{
 			file + ":33:19: input: open " + filepath.Join(dir, "nowhere.hl7") + ": no such file or directory",
 		}},
 		{Name: "runtests-fail / unparseable input", Failures: []string{
-			"expected routing to fail with rule.eval, but it succeeded",
+			file + ":36:11: expected routing to fail with rule.eval, but it succeeded",
 		}},
 		{Name: "runtests-fail / raw payloads are checked too", Failures: []string{
 			file + ":49:11: assert[0] on data-quality does not hold: destination.name == \"fhir-store\"",
@@ -149,8 +149,8 @@ func TestRunTestsWrongErrorCode(t *testing.T) {
 	r := loadRunTests(t, path)
 	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
 	want := []testOutcome{
-		{Name: "test-route / wrong code", Failures: []string{"expected error code translate.failed, got rule.eval (route test-route match: rule.eval: evaluation failed)"}},
-		{Name: "test-route / unexpected error", Failures: []string{"routing failed: route test-route match: rule.eval: evaluation failed (detail: no such key: nope)"}},
+		{Name: "test-route / wrong code", Failures: []string{path + ":12:11: expected error code translate.failed, got rule.eval (route test-route match: rule.eval: evaluation failed)"}},
+		{Name: "test-route / unexpected error", Failures: []string{path + ":15:11: routing failed: route test-route match: rule.eval: evaluation failed (detail: no such key: nope)"}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -170,8 +170,8 @@ func TestRunTestsSaysWhyConsentDenied(t *testing.T) {
 	r := loadRunTests(t, path)
 	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
 	want := []testOutcome{{Name: "research-route / expects delivery", Failures: []string{
-		"expected deliveries [fhir-store], got []",
-		"expected consent denials [], got [fhir-store]",
+		path + ":11:11: expected deliveries [fhir-store], got []",
+		path + ":11:11: expected consent denials [], got [fhir-store]",
 		"  fhir-store denied by gate:opt-out:stale: the national data opt-out list is stale",
 	}}}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -130,6 +131,16 @@ func (c *Config) Validate() []error {
 	}
 	if c.DedupeWindow <= 0 {
 		errs = append(errs, errors.New("nats.dedupe_window: must be positive"))
+	}
+	// The store refuses a dedupe window longer than the stream keeps its
+	// messages.
+	for _, a := range []struct {
+		name string
+		age  time.Duration
+	}{{"nats.ingress_max_age", c.IngressMaxAge}, {"nats.outbound_max_age", c.OutboundMaxAge}} {
+		if a.age > 0 && c.DedupeWindow > a.age {
+			errs = append(errs, fmt.Errorf("%s: must be at least nats.dedupe_window (%s), got %s", a.name, c.DedupeWindow, a.age))
+		}
 	}
 	if c.QuarantineMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("nats.quarantine_max_bytes: must be at least 1048576, got %d", c.QuarantineMaxBytes))
@@ -560,6 +571,10 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
+// MetaPartitions is the stream metadata key holding the number of
+// partitions the stream's subjects were written with.
+const MetaPartitions = "junction_partitions"
+
 // StreamConfigs returns the streams Junction needs.
 func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 	r := s.cfg.Replicas
@@ -606,6 +621,11 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 	// way). With one replica they read what the leader has; with more,
 	// a follower may answer from behind, so they stay off.
 	for i := range cfgs {
+		if n := cfgs[i].Name; n == StreamIngress || n == StreamOutbound {
+			// Their subjects are partitioned by patient; the count is kept
+			// with them (see ensureStreams).
+			cfgs[i].Metadata = map[string]string{MetaPartitions: strconv.Itoa(s.cfg.Partitions)}
+		}
 		cfgs[i].AllowDirect = r == 1
 		if cfgs[i].MaxBytes == 0 {
 			cfgs[i].MaxBytes = -1 // as the server stores "no limit"
@@ -741,6 +761,13 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			errs = append(errs, settingError(fmt.Sprintf("stream %s has %d replicas, config wants %d", want.Name, have.Replicas, want.Replicas)))
 			continue
 		}
+		if p, ok := have.Metadata[MetaPartitions]; ok && p != want.Metadata[MetaPartitions] {
+			// Queued messages sit on partitioned subjects, read by one
+			// consumer per partition: with another count some are read
+			// by no process, and a patient's messages may be split.
+			errs = append(errs, settingError(fmt.Sprintf("nats.partitions is %s, but stream %s was written with %s partitions: with another count, queued messages would wait in partitions no process reads; set it back to %s", want.Metadata[MetaPartitions], want.Name, p, p)))
+			continue
+		}
 		if want.Name == StreamAudit && (!have.DenyDelete || !have.DenyPurge) {
 			errs = append(errs, settingError(fmt.Sprintf("stream %s allows delete or purge; the audit trail must be append-only (recreate it with deny_delete and deny_purge)", want.Name)))
 			continue
@@ -754,13 +781,32 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		upd := have
 		upd.Replicas = max(have.Replicas, want.Replicas)
 		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
+		if deletesStored(info, want.MaxAge, time.Now()) {
+			// A shorter age would delete stored messages at once, some
+			// perhaps still waiting for delivery (or, with several
+			// processes, another's longer setting): kept until they are
+			// younger than the new age.
+			upd.MaxAge = have.MaxAge
+			s.log.Warn("stream max age not lowered: it would delete stored messages at once, which may still be waiting for delivery; it is lowered at a later start once the oldest is younger, or by hand",
+				"stream", want.Name, "max_age", have.MaxAge.String(), "configured", want.MaxAge.String(), "oldest", info.State.FirstTime.UTC().Format(time.RFC3339))
+		}
 		if want.MaxBytes > 0 {
 			// Only a limit Junction sets (the quarantine's); an operator's
 			// on other streams stays.
 			upd.MaxBytes, upd.Discard = want.MaxBytes, want.Discard
 		}
 		upd.AllowDirect = upd.Replicas == 1
-		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates && upd.MaxBytes == have.MaxBytes && upd.Discard == have.Discard && upd.AllowDirect == have.AllowDirect {
+		if p, ok := want.Metadata[MetaPartitions]; ok && have.Metadata[MetaPartitions] == "" {
+			// Made by a version that did not record the count: from now
+			// on it is checked.
+			upd.Metadata = maps.Clone(have.Metadata)
+			if upd.Metadata == nil {
+				upd.Metadata = map[string]string{}
+			}
+			upd.Metadata[MetaPartitions] = p
+		}
+		if upd.Replicas == have.Replicas && upd.MaxAge == have.MaxAge && upd.Duplicates == have.Duplicates && upd.MaxBytes == have.MaxBytes && upd.Discard == have.Discard && upd.AllowDirect == have.AllowDirect &&
+			upd.Metadata[MetaPartitions] == have.Metadata[MetaPartitions] {
 			continue
 		}
 		_, err = s.JS.UpdateStream(ctx, upd)
@@ -774,6 +820,15 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// deletesStored reports whether giving the stream described by info the
+// max age maxAge (0: none) would delete messages it holds at now.
+func deletesStored(info *jetstream.StreamInfo, maxAge time.Duration, now time.Time) bool {
+	if maxAge <= 0 || info.State.Msgs == 0 || info.State.FirstTime.IsZero() {
+		return false
+	}
+	return now.Sub(info.State.FirstTime) > maxAge
 }
 
 // GroupCommit reports whether ingest batches writes.

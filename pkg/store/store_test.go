@@ -359,6 +359,10 @@ func TestValidate(t *testing.T) {
 		{"partitions negative", func(c *store.Config) { c.Partitions = -3 }, []string{"nats.partitions"}},
 		{"dedupe zero", func(c *store.Config) { c.DedupeWindow = 0 }, []string{"nats.dedupe_window"}},
 		{"dedupe negative", func(c *store.Config) { c.DedupeWindow = -time.Second }, []string{"nats.dedupe_window"}},
+		// The store refuses a dedupe window longer than a stream's max age.
+		{"dedupe longer than outbound max age", func(c *store.Config) { c.OutboundMaxAge = 30 * time.Second }, []string{"nats.outbound_max_age"}},
+		{"dedupe longer than ingress max age", func(c *store.Config) { c.IngressMaxAge = time.Minute }, []string{"nats.ingress_max_age"}},
+		{"dedupe as long as the max ages", func(c *store.Config) { c.IngressMaxAge, c.OutboundMaxAge = time.Hour, time.Hour }, nil},
 		{"quarantine too small", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 19 }, []string{"nats.quarantine_max_bytes"}},
 		{"quarantine 1 MiB", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 20 }, nil},
 		{"password in the url", func(c *store.Config) { c.URL = "nats://n1:4222,tls://junction:S3cret@n2:4222" }, []string{"nats.url"}},
@@ -675,6 +679,76 @@ func TestReopenAppliesChangedWindows(t *testing.T) {
 	got := s.CachedInfo().Config
 	if got.Duplicates != 10*time.Minute || got.MaxAge != 48*time.Hour {
 		t.Errorf("ingress stream: duplicates %s, max age %s; want 10m, 48h", got.Duplicates, got.MaxAge)
+	}
+}
+
+// TestReopenWithOtherPartitionsRefused: the partition count is kept with
+// the partitioned streams, and a process configured with another count is
+// refused, naming the count to set, since it would leave queued messages
+// in partitions no process reads.
+func TestReopenWithOtherPartitionsRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg := store.DefaultConfig()
+	cfg.Partitions = 16
+	st, err := store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	cfg.Partitions = 8
+	st, err = store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
+	if err == nil {
+		st.Close()
+		t.Fatal("opened with 8 partitions a store written with 16")
+	}
+	for _, want := range []string{"nats.partitions is 8", "stream JUNCTION_INGRESS was written with 16 partitions", "stream JUNCTION_OUTBOUND", "set it back to 16"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	cfg.Partitions = 16
+	st, err = store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("reopening with the count it was written with: %v", err)
+	}
+	st.Close()
+}
+
+// TestReopenKeepsMaxAgeThatWouldDelete: a shorter max age in the config
+// is not given to a stream holding messages older than it (they may still
+// be waiting for delivery), and those messages stay.
+func TestReopenKeepsMaxAgeThatWouldDelete(t *testing.T) {
+	dir := t.TempDir()
+	cfg := store.DefaultConfig()
+	st, err := store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.JS.Publish(t.Context(), store.SubjOutbound+".test.0", []byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	time.Sleep(1500 * time.Millisecond) // the message is now older than the new max age
+	cfg.OutboundMaxAge, cfg.DedupeWindow = time.Second, time.Second
+	st, err = store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := st.JS.Stream(t.Context(), store.StreamOutbound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != store.DefaultConfig().OutboundMaxAge || info.State.Msgs != 1 {
+		t.Errorf("outbound stream: max age %s with %d messages; want %s kept, and the message", info.Config.MaxAge, info.State.Msgs, store.DefaultConfig().OutboundMaxAge)
+	}
+	// The dedupe window, which deletes nothing, follows the config.
+	if info.Config.Duplicates != time.Second {
+		t.Errorf("outbound stream: duplicates %s, want 1s", info.Config.Duplicates)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	kvbucket "github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
@@ -475,7 +476,7 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string, ttl 
 	if ttl <= 0 {
 		ttl = DefaultCorrelationTTL
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := kvbucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "Junction: orders sent, by placer and filler number hash, for result correlation",
 		History:     1,

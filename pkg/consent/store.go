@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
@@ -73,14 +74,14 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	}
 	s := &Store{key: append([]byte(nil), cfg.HashKey...), maxAge: cfg.OptOutMaxAge}
 	var err error
-	s.consents, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	s.consents, err = bucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.ConsentBucket, Description: "Junction: FHIR Consents per patient", History: 1,
 		Replicas: cfg.Replicas, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consent store: creating bucket %s: %w", cfg.ConsentBucket, err)
 	}
-	s.optout, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	s.optout, err = bucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.OptOutBucket, Description: "Junction: national data opt-out list", History: 1,
 		Replicas: cfg.Replicas, Storage: jetstream.FileStorage, TTL: cfg.OptOutMaxAge,
 	})

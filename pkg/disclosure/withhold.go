@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/jserr"
 )
 
@@ -91,7 +92,7 @@ type Store struct {
 
 // OpenStore creates or opens the withholdings bucket.
 func OpenStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Junction: disclosure report entries withheld from patients (DPA 2018 Schedule 3), by patient hash",
 		History: 5, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
 	})

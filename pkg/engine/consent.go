@@ -16,6 +16,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
@@ -88,7 +89,7 @@ func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replic
 // first stored. generated reports a generated key. The engine and the
 // CLI's disclosure report share it so both hash patients alike.
 func PatientHashKey(ctx context.Context, js jetstream.JetStream, secrets config.Secrets, cc config.ConsentConfig, replicas int) (key []byte, generated bool, err error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: consentKeyBucket, Description: "Junction: consent hash key fingerprint (and the generated key when none is configured)",
 		History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
 	})

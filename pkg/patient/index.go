@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
@@ -100,7 +101,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Index, erro
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 16
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.Bucket, Description: "Junction: patient index", History: 1,
 		Replicas: cfg.Replicas, Storage: jetstream.FileStorage,
 	})

@@ -35,6 +35,9 @@ type partitionConsumer struct {
 	// DeliverByStartSequencePolicy).
 	startSeq uint64
 	log      *slog.Logger
+	// fetchLog, if set, limits "fetch failed" lines, which every
+	// consumer writes while the store is away.
+	fetchLog *logLimiter
 	// handle processes msgs in order. It returns an error only when the
 	// batch must be retried (store unavailable); every message fate
 	// (delivered, dead-lettered...) is durable when it returns nil.
@@ -76,7 +79,9 @@ func (p *partitionConsumer) run(ctx context.Context, c jetstream.Consumer) {
 			if ctx.Err() != nil {
 				return
 			}
-			p.log.Warn("fetch failed", "consumer", p.durable, "err", err)
+			if ok, held := p.fetchLog.allow("fetch", time.Now()); ok {
+				p.log.Warn("fetch failed", "consumer", p.durable, "err", err, "similar_lines_held_back", held)
+			}
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 			continue

@@ -93,6 +93,11 @@ func (r *Router) indexFailed(env *envelope.Envelope, err error) (patientView, er
 		r.o.Metrics.PatientIndex.WithLabelValues(env.Source, "too_large").Inc()
 		return patientView{}, nil
 	}
+	if errors.Is(err, patient.ErrConflict) {
+		// The store answers; other processes updated the same record
+		// first, again and again.
+		return patientView{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "patient index record busy: other processes updating it; tried again", err)
+	}
 	return patientView{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "patient index unavailable", err)
 }
 

@@ -340,7 +340,11 @@ func (r *Router) Start(ctx context.Context) error {
 	}
 	pcs = append(pcs, ics...)
 	cs := make([]jetstream.Consumer, len(pcs))
+	// While the store is away every consumer fails its fetches: one line
+	// for them all every few seconds says so.
+	fetchLog := newLogLimiter(failLogInterval)
 	for i, pc := range pcs {
+		pc.fetchLog = fetchLog
 		c, err := pc.consumer(ctx, r.js)
 		if err != nil {
 			return err

@@ -27,6 +27,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/pds"
 	"github.com/junction-fhir/junction/pkg/router"
@@ -118,6 +119,29 @@ func New(plan *Plan, o Options) (*Engine, error) {
 	}
 	e.auth = auth
 	return e, nil
+}
+
+// primeMetrics creates the zero series of what the plan's inputs, routes
+// and destinations count (telemetry.Metrics.Prime).
+func (e *Engine) primeMetrics() {
+	inputs := map[string][]string{}
+	for name, pi := range e.plan.Inputs {
+		var codes []string
+		if cs, ok := pi.Factory.(adapter.ContentStorer); ok {
+			switch cs.StoresContent() {
+			case envelope.ContentTypeHL7v2:
+				codes = []string{"AA", "AE", "AR"}
+			case envelope.ContentTypeFHIR:
+				codes = []string{"202", "400"}
+			}
+		}
+		inputs[name] = codes
+	}
+	var routes []string
+	for _, r := range e.plan.Routes {
+		routes = append(routes, r.Name)
+	}
+	e.metrics.Prime(inputs, routes, sortedKeys(e.plan.Destinations))
 }
 
 // Metrics returns the engine's metrics (for tests).
@@ -378,6 +402,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 			host = guardedConsentHost{consentHost: ch, e: e}
 		}
 	}
+	e.primeMetrics()
 	mux := http.NewServeMux()
 	for _, name := range sortedKeys(e.plan.Inputs) {
 		pi := e.plan.Inputs[name]

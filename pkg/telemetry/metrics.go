@@ -57,6 +57,35 @@ type Metrics struct {
 // and an alert on delivery time needs to see how many.
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 
+// Prime creates, at zero, the series the engine's inputs (with the answer
+// codes each gives: AA, AE, AR or HTTP statuses), routes and destinations
+// will count, so that an alert on rate() or increase() over them sees a
+// start after every restart rather than nothing until the first event.
+func (m *Metrics) Prime(inputs map[string][]string, routes, destinations []string) {
+	for in, codes := range inputs {
+		for _, c := range []*prometheus.CounterVec{m.Received, m.Accepted, m.Duplicates, m.Quarantined} {
+			c.WithLabelValues(in)
+		}
+		for _, code := range codes {
+			m.Acks.WithLabelValues(in, code)
+		}
+	}
+	for _, rt := range routes {
+		for _, outcome := range []string{"matched", "filtered", "not_taken", "failed"} {
+			m.Routed.WithLabelValues(rt, outcome)
+		}
+		m.DeadLettered.WithLabelValues("route", rt)
+	}
+	for _, d := range destinations {
+		m.Delivered.WithLabelValues(d, "delivered")
+		m.Delivered.WithLabelValues(d, "dead_lettered")
+		for _, outcome := range []string{"ok", "transient", "permanent"} {
+			m.Attempts.WithLabelValues(d, outcome)
+		}
+		m.DeadLettered.WithLabelValues("delivery", d)
+	}
+}
+
 // NewMetrics creates the metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	cv := func(sub, name, help string, labels ...string) *prometheus.CounterVec {

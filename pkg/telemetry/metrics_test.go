@@ -231,3 +231,39 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsPrime: after Prime, the counters an alert watches have a
+// series at zero for each input, route and destination, before any event.
+func TestMetricsPrime(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := telemetry.NewMetrics(reg)
+	m.Prime(map[string][]string{"pas": {"AA", "AE", "AR"}, "fhir": {"202", "400"}}, []string{"adt"}, []string{"ehr"})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]int{}
+	for _, mf := range families {
+		for _, mm := range mf.GetMetric() {
+			if v := mm.GetCounter().GetValue(); v != 0 {
+				t.Errorf("%s primed at %v, want 0", mf.GetName(), v)
+			}
+			series[mf.GetName()]++
+		}
+	}
+	for name, want := range map[string]int{
+		"junction_ingress_messages_received_total": 2,
+		"junction_ingress_acks_total":              5,
+		"junction_route_messages_total":            4,
+		"junction_delivery_messages_total":         2,
+		"junction_delivery_attempts_total":         3,
+		"junction_deadletter_messages_total":       2,
+		"junction_ingress_duplicates_total":        2,
+		"junction_ingress_quarantined_total":       2,
+		"junction_ingress_accepted_total":          2,
+	} {
+		if series[name] != want {
+			t.Errorf("%s: %d series, want %d", name, series[name], want)
+		}
+	}
+}

@@ -187,6 +187,33 @@ func TestLoadAllGood(t *testing.T) {
 	}
 }
 
+// TestLoadAllExtensionsInAnyCase: a route file named .YAML or .Yml is
+// loaded, not silently skipped; other files are.
+func TestLoadAllExtensionsInAnyCase(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("testdata", "good", "pas.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for name, route := range map[string]string{"upper.YAML": "upper", "mixed.Yml": "mixed", "notes.txt": "notes"} {
+		body := strings.Replace(string(src), "name: good-pas", "name: "+route, 1)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routes, err := LoadAll([]string{dir}, testEnv(t), testCatalog, LoadOptions{})
+	if err != nil {
+		t.Fatalf("LoadAll: %v", err)
+	}
+	var names []string
+	for _, r := range routes {
+		names = append(names, r.Name)
+	}
+	if diff := cmp.Diff([]string{"mixed", "upper"}, names); diff != "" {
+		t.Errorf("routes (-want +got):\n%s", diff)
+	}
+}
+
 func TestLoadAllSameFileTwice(t *testing.T) {
 	dir := filepath.Join("testdata", "good")
 	routes, err := LoadAll([]string{dir, "./" + filepath.Join(dir, "pas.yaml")}, testEnv(t), testCatalog, LoadOptions{})

@@ -219,7 +219,7 @@ type LoadOptions struct {
 	Strict bool
 }
 
-// LoadAll loads every *.yaml and *.yml file in the given files or
+// LoadAll loads every .yaml and .yml file (in any case) in the given files or
 // directories, reporting every error from every file at once, and rejects
 // two routes with one name, whether or not their files have other errors.
 func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*Route, error) {
@@ -236,9 +236,17 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 			files = append(files, filepath.Clean(p))
 			continue
 		}
-		for _, pat := range []string{"*.yaml", "*.yml"} {
-			m, _ := filepath.Glob(filepath.Join(p, pat))
-			files = append(files, m...)
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			other = append(other, fmt.Errorf("route path: %w", err))
+			continue
+		}
+		for _, e := range entries {
+			// .YAML and .Yml too: a file skipped for its name's case
+			// would be a route silently not loaded.
+			if ext := strings.ToLower(filepath.Ext(e.Name())); !e.IsDir() && (ext == ".yaml" || ext == ".yml") {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
 		}
 	}
 	sort.Strings(files)
@@ -502,7 +510,11 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 		// A missing input is a decoding error; a given one needs exactly
 		// one of file and inline.
-		if t.Input.Pos.Line != 0 && (t.Input.File.Value == "") == (t.Input.Inline.Value == "") {
+		switch {
+		case t.Input.Pos.Line == 0:
+		case t.Input.File.Value == "" && t.Input.Inline.Value == "" && t.Input.Inline.Pos.Line != 0:
+			errs.Add(t.Input.Inline.Pos, "%s.input.inline: empty; give the message to route", where)
+		case (t.Input.File.Value == "") == (t.Input.Inline.Value == ""):
 			errs.Add(at(t.Input.File.Pos, t.Input.Pos), "%s.input: exactly one of file or inline must be set", where)
 		}
 		for _, d := range append(append([]yamlx.String{}, t.Expect.Deliver...), t.Expect.Denied...) {

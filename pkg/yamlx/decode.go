@@ -220,7 +220,7 @@ func culprit(err error, data []byte, line int, msg string) (l, c int, what strin
 			return 0, 0, "", false // not a tab, or not one found
 		}
 		l, c = position(data, lines, tabs[j])
-		return l, c, msg, true
+		return l, c, msg + " (a tab: YAML indents with spaces only)", true
 	case "did not find expected '-' indicator", "did not find expected key":
 		// The culprit is on the first line at or after the start of the
 		// block whose prefix, up to the line's end, fails.

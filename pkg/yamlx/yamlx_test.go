@@ -224,7 +224,7 @@ func TestDecodeErrors(t *testing.T) {
 // TestSyntaxPositions checks the errors whose place yaml.v3 gets wrong: a
 // tab in the indentation, and a line indented wrongly inside a block.
 func TestSyntaxPositions(t *testing.T) {
-	const tabErr = "syntax error: found a tab character that violates indentation"
+	const tabErr = "syntax error: found a tab character that violates indentation (a tab: YAML indents with spaces only)"
 	route := "name: adt\n" + // a route file with its 18th line mis-indented
 		"source:\n" +
 		"  adapter: pas\n" +
@@ -256,17 +256,17 @@ func TestSyntaxPositions(t *testing.T) {
 		{"tab on the second line after a sequence entry", "- foo\n\tbar\n", "c.yaml:2:1: " + tabErr},
 		{"tab after spaces", "a:\n  b: ü\n  \tc: y\n", "c.yaml:3:3: " + tabErr},
 		{"tab on the first line", "\tname: x\n",
-			"c.yaml:1:1: syntax error: found character that cannot start any token"},
+			"c.yaml:1:1: syntax error: found character that cannot start any token (a tab: YAML indents with spaces only)"},
 		{"tab after spaces on the first line", "  \tname: x\n",
-			"c.yaml:1:3: syntax error: found character that cannot start any token"},
+			"c.yaml:1:3: syntax error: found character that cannot start any token (a tab: YAML indents with spaces only)"},
 		{"tab after a sequence entry", "- \tx\n",
-			"c.yaml:1:3: syntax error: found character that cannot start any token"},
+			"c.yaml:1:3: syntax error: found character that cannot start any token (a tab: YAML indents with spaces only)"},
 		{"tab in a quoted string is not blamed", "a: \"x\ty\"\nb:\n  c: d\n\te: f\n", "c.yaml:4:1: " + tabErr},
 		{"tab starting a quoted string's line is not blamed", "a: \"x\n\ty\"\nb:\n  c: d\n\te: f\n", "c.yaml:5:1: " + tabErr},
 		{"tab in a block scalar is not blamed", "a:\n  b: |\n    x\n    \tz\n  c: x\n\te: f\n", "c.yaml:6:1: " + tabErr},
 		{"tab in a multi-line plain scalar is not blamed", "a:\n  b: x\n    y\n     \tz\n\tc: y\n", "c.yaml:5:1: " + tabErr},
 		{"tab indenting a block scalar", "a:\n  b: |\n    x\n\ty\n",
-			"c.yaml:4:1: syntax error: found a tab character where an indentation space is expected"},
+			"c.yaml:4:1: syntax error: found a tab character where an indentation space is expected (a tab: YAML indents with spaces only)"},
 		{"tab in a flow sequence", "a: [x,\n\ty\n\t]\n", "c.yaml:3:1: " + tabErr},
 		{"tab with CR line ends", "a:\r  b: x\r\tc: y\r", "c.yaml:3:1: " + tabErr},
 		{"tab after a byte order mark", "\ufeffa:\n  b: x\n\tc: y\n", "c.yaml:3:1: " + tabErr},

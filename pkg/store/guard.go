@@ -212,6 +212,26 @@ func fetchFacts(ctx context.Context, base string) (serverFacts, error) {
 	return f, nil
 }
 
+// replicasFit refuses nats.replicas larger than the JetStream cluster the
+// monitoring endpoints describe: no stream could be placed, however long
+// Open waited for the cluster to settle. A server that cannot be read is
+// left to the guard to report.
+func (s *Store) replicasFit(ctx context.Context) error {
+	if s.srv != nil {
+		return nil
+	}
+	for _, u := range s.cfg.MonitorURLs {
+		f, err := fetchFacts(ctx, u)
+		if err != nil {
+			continue
+		}
+		if m := f.JetStream.Meta; m != nil && m.Size > 0 && s.cfg.Replicas > m.Size {
+			return settingError(fmt.Sprintf("nats.replicas is %d, but the JetStream cluster has %d servers, so no stream can be placed: set it to at most %d", s.cfg.Replicas, m.Size, m.Size))
+		}
+	}
+	return nil
+}
+
 // guard refuses unsafe settings, or logs them loudly when the operator
 // has allowed them.
 func (s *Store) guard(ctx context.Context) error {

@@ -273,6 +273,10 @@ func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log 
 		s.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
+	if err := s.replicasFit(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	// A cluster that is still electing leaders answers with timeouts for
 	// a while; keep trying for up to a minute before giving up.
 	deadline := time.Now().Add(time.Minute)

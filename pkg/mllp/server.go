@@ -147,9 +147,9 @@ type Server struct {
 	// host's places.
 	MaxConnsPerHost int
 	// OnRefused, if set, is called for each connection closed because
-	// MaxConns, or MaxConnsPerHost from its host, were open, after it is
-	// closed, with RefusedFull or RefusedHostFull, so the refusal can be
-	// counted.
+	// MaxConns, or MaxConnsPerHost from its host, were open, just before
+	// it is closed, with RefusedFull or RefusedHostFull, so the refusal
+	// can be counted.
 	OnRefused func(c *ConnInfo, why string)
 	// OnEvicted, if set, is called for each idle connection closed to
 	// admit a new one.
@@ -383,11 +383,13 @@ func (s *Server) startConn(nc net.Conn) {
 	victim, why, refused := s.makeRoomLocked(c)
 	if refused != "" {
 		s.mu.Unlock()
-		_ = nc.Close()
 		log.Warn("mllp connection refused: too many connections", "why", refused, "conn", c.info.ID, "remote", remote(c.info.Remote), "max_conns", s.MaxConns, "max_conns_per_host", s.MaxConnsPerHost)
 		if s.OnRefused != nil {
+			// Counted before the peer sees the close, so a sender (or a
+			// test) that sees it finds the refusal counted.
 			s.OnRefused(&c.info, refused)
 		}
+		_ = nc.Close()
 		return
 	}
 	if victim != nil {

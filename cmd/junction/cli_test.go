@@ -247,11 +247,11 @@ func TestCLILintErrors(t *testing.T) {
 			fhirRawRoute + `:6:14: destinations[0]: destination "ris" does not take application/fhir+json, which payload raw sends from input "fhir"`,
 		}},
 		{"broken route", []string{"lint", "-c", cliConfig(t, bad)}, []string{
-			bad + ":6:20: match: undeclared reference to 'nhsnumber'",
+			bad + ":6:20: match: undeclared reference to 'nhsnumber' (did you mean \"nhsNumber\"?)",
 			bad + `:12:11: destinations[0].name: no destination named "nowhere" in the config`,
 		}},
 		{"broken route given as argument", []string{"lint", "-c", cliConfig(t, shippedRoutes(t)), bad}, []string{
-			bad + ":6:20: match: undeclared reference to 'nhsnumber'",
+			bad + ":6:20: match: undeclared reference to 'nhsnumber' (did you mean \"nhsNumber\"?)",
 		}},
 		{"routes without purpose and legal basis", []string{"lint", "-c", cliConfig(t, consentDir)}, []string{
 			badSkip + ":8:22: consent.skip_consent_gate: only a safeguarding or statutory legal basis may skip the consent gate, not direct-care",
@@ -265,7 +265,7 @@ func TestCLILintErrors(t *testing.T) {
 		// the names they use cannot be checked against a broken config.
 		{"broken config and broken route", []string{"lint", "-c", badCfg, bad}, []string{
 			badCfg + `:3:3: unknown field "lisen" in http (did you mean "listen"?)`,
-			bad + ":6:20: match: undeclared reference to 'nhsnumber'",
+			bad + ":6:20: match: undeclared reference to 'nhsnumber' (did you mean \"nhsNumber\"?)",
 		}},
 		{"invalid settings", []string{"lint", "-c", invalidCfg}, []string{
 			invalidCfg + ":3:1: http.tokens: at least one token is required when http.listen (0.0.0.0:8080) is not a loopback address, since the admin API shows patient data",

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
 // Variable names declared in the environment.
@@ -61,6 +63,9 @@ func DefaultLimits() Limits {
 type Env struct {
 	env    *cel.Env
 	limits Limits
+	// names are the variables and functions an expression may name, for
+	// suggesting one in place of a name that is not.
+	names []string
 }
 
 // V2Message is what the v2 variable exposes: field access by path.
@@ -121,7 +126,28 @@ func NewEnv(limits Limits) (*Env, error) {
 	if env, err = env.Extend(cel.CustomTypeAdapter(numberAdapter{base: env.CELTypeAdapter()})); err != nil {
 		return nil, fmt.Errorf("building CEL environment: %w", err)
 	}
-	return &Env{env: env, limits: limits}, nil
+	var names []string
+	for n := range env.Functions() {
+		if isName(n) {
+			names = append(names, n)
+		}
+	}
+	for _, v := range env.Variables() {
+		names = append(names, v.Name())
+	}
+	slices.Sort(names)
+	return &Env{env: env, limits: limits, names: names}, nil
+}
+
+// isName reports whether s is a name one writes (size, nhsNumberValid),
+// not an operator's internal one (_+_, @in).
+func isName(s string) bool {
+	for i, r := range s {
+		if r != '_' && r != '.' && !unicode.IsLetter(r) && (i == 0 || !unicode.IsDigit(r)) {
+			return false
+		}
+	}
+	return s != "" && s[0] != '_' && s[0] != '.'
 }
 
 // Limits returns the environment's limits.
@@ -209,7 +235,7 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 	if iss != nil && iss.Err() != nil {
 		ce := &CompileError{}
 		for _, er := range iss.Errors() {
-			off, msg := undeclared(src, offsetOf(src, er.Location.Line(), er.Location.Column()), er.Message)
+			off, msg := undeclared(src, offsetOf(src, er.Location.Line(), er.Location.Column()), er.Message, e.names)
 			ce.Issues = append(ce.Issues, Issue{Offset: off, Msg: msg})
 		}
 		return nil, ce
@@ -257,16 +283,23 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 }
 
 // undeclared tidies the checker's report of an unknown name: without the
-// container it was looked up in (always the root here), and, for a call
-// of an unknown function, placed at the function's name rather than at
-// the bracket after it.
-func undeclared(src string, off int, msg string) (int, string) {
+// container it was looked up in (always the root here), with the known
+// name (of names) it is likely a typo of, and, for a call of an unknown
+// function, placed at the function's name rather than at the bracket
+// after it.
+func undeclared(src string, off int, msg string, names []string) (int, string) {
 	name, ok := strings.CutPrefix(msg, "undeclared reference to '")
 	if !ok {
 		return off, msg
 	}
 	msg = strings.TrimSuffix(msg, " (in container '')")
-	if name, _, ok = strings.Cut(name, "'"); ok && off >= len(name) && off < len(src) && src[off] == '(' && src[off-len(name):off] == name {
+	if name, _, ok = strings.Cut(name, "'"); !ok {
+		return off, msg
+	}
+	if s := yamlx.Suggest(name, names); s != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	if off >= len(name) && off < len(src) && src[off] == '(' && src[off-len(name):off] == name {
 		off -= len(name)
 	}
 	return off, msg

@@ -211,7 +211,9 @@ func TestCompileErrors(t *testing.T) {
 		{"received compared with a duration", `msg.received > duration("1h")`, Bool, [][2]string{{`("1h")`, "msg.received is a timestamp; it cannot be compared (>) with a duration"}}},
 		// An unknown function is placed at its name, not the bracket after
 		// it, and the root container is not named.
-		{"misspelt function", `nhsNumbrValid(nhsNumber(bundle))`, Bool, [][2]string{{"nhsNumbrValid(", "undeclared reference to 'nhsNumbrValid'"}}},
+		{"misspelt function", `nhsNumbrValid(nhsNumber(bundle))`, Bool, [][2]string{{"nhsNumbrValid(", `undeclared reference to 'nhsNumbrValid' (did you mean "nhsNumberValid"?)`}}},
+		{"misspelt variable", `bundel.entry.size() > 0`, Bool, [][2]string{{"bundel", `undeclared reference to 'bundel' (did you mean "bundle"?)`}}},
+		{"unknown name like none", `zzzqqq == 1`, Bool, [][2]string{{"zzzqqq", "undeclared reference to 'zzzqqq'"}}},
 		{"misspelt function inside a call", `nhsNumberValid(nhsNumbr(bundle))`, Bool, [][2]string{{"nhsNumbr(", "undeclared reference to 'nhsNumbr'"}}},
 		// A literal v2 path that is not one would read "" from every message.
 		{"v2 path without a dash", `v2.get("PID3") == ""`, Bool, [][2]string{{`"PID3"`, `v2.get: "PID3" is not a v2 path`}}},

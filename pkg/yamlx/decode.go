@@ -642,7 +642,7 @@ func (d *decoder) unknownField(key *yaml.Node, path string, fields []field) {
 		names[i] = f.name
 	}
 	msg := fmt.Sprintf("unknown field %q%s", key.Value, in(path))
-	switch s := suggest(key.Value, names); {
+	switch s := Suggest(key.Value, names); {
 	case s != "":
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	case len(names) == 0:
@@ -771,10 +771,10 @@ func setInteger(v reflect.Value, s string) (want string) {
 	return want
 }
 
-// suggest returns the name closest to key when key looks like a typo of it:
+// Suggest returns the name closest to key when key looks like a typo of it:
 // the same ignoring case, or within an edit distance of about a third of
-// its length.
-func suggest(key string, names []string) string {
+// its length; "" when none does.
+func Suggest(key string, names []string) string {
 	best, bestDist := "", -1
 	for _, name := range names {
 		dist := editDistance(strings.ToLower(key), strings.ToLower(name))

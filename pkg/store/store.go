@@ -785,7 +785,7 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		upd := have
 		upd.Replicas = max(have.Replicas, want.Replicas)
 		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
-		if deletesStored(info, want.MaxAge, time.Now()) {
+		if lowered := want.MaxAge > 0 && (have.MaxAge == 0 || want.MaxAge < have.MaxAge); lowered && deletesStored(info, want.MaxAge, time.Now()) {
 			// A shorter age would delete stored messages at once, some
 			// perhaps still waiting for delivery (or, with several
 			// processes, another's longer setting): kept until they are

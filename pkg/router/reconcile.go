@@ -29,8 +29,7 @@ const splitterDurable = "ingest-splitter"
 // while. It changes nothing.
 func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since time.Time) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
-	inIngress := map[string]bool{}
-	// at is each message's place in accepted.
+	// at is the place in accepted of each message stored for routing.
 	at := map[string]int{}
 	// before says whether a message received at rcv is outside the
 	// window (one whose receipt is unknown is not).
@@ -48,7 +47,6 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 			}
 			return
 		}
-		inIngress[id] = true
 		at[id] = len(accepted)
 		accepted = append(accepted, audit.Accepted{ID: id, Source: source, Received: rcv, Stored: stored})
 	}
@@ -110,7 +108,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 			return fmt.Errorf("reading ingest-log metadata: %w", err)
 		}
 		for _, env := range envs {
-			if inIngress[env.ID] || before(env.ReceivedAt) {
+			if _, stored := at[env.ID]; stored || before(env.ReceivedAt) {
 				continue
 			}
 			a := audit.Accepted{ID: env.ID, Source: env.Source, Received: env.ReceivedAt}
@@ -131,7 +129,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	// resends and messages not yet split end without them, and records
 	// of messages no longer retained (or outside the window) are not
 	// kept.
-	keep := func(id string) bool { return inIngress[id] }
+	keep := func(id string) bool { _, ok := at[id]; return ok }
 	err = scan(ctx, js, store.StreamAudit, store.SubjAudit+".>", false, from, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), audit.SubjGap+".") || strings.HasPrefix(m.Subject(), audit.SubjCheckpoint+".") {
 			return nil // the chain's own notes, not records

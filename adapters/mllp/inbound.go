@@ -444,17 +444,23 @@ func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field int, text s
 // 2.1 to 2.9, optionally followed by dotted numbers (2.3.1, 2.5.1).
 func isV2Version(v string) bool {
 	rest, ok := strings.CutPrefix(v, "2.")
-	if !ok {
+	if !ok || rest == "" || rest[0] < '1' || rest[0] > '9' {
 		return false
 	}
-	parts := strings.Split(rest, ".")
-	if len(parts[0]) != 1 || parts[0][0] < '1' || parts[0][0] > '9' {
-		return false
-	}
-	for _, p := range parts[1:] {
-		if p == "" || strings.Trim(p, "0123456789") != "" {
+	// Then ".digits" any number of times, read in place: this runs for
+	// every message.
+	for rest = rest[1:]; rest != ""; {
+		if rest[0] != '.' {
 			return false
 		}
+		n := 1
+		for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 {
+			return false
+		}
+		rest = rest[n:]
 	}
 	return true
 }

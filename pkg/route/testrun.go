@@ -86,7 +86,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		at := t.Name.Pos
 		patient, err := testPatient(t.Patient)
 		if err != nil {
-			failf("%s: patient: %v", t.Input.Pos, err)
+			failf("%s: patient: %v", at, err)
 			out = append(out, res)
 			continue
 		}

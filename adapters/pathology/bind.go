@@ -22,7 +22,7 @@ func (t *Translator) BindStore(ctx context.Context, set adapter.Settings) (adapt
 	if set.JS == nil {
 		return t, nil
 	}
-	kv, err := NewKVStore(ctx, set.JS, "", 0, set.Replicas)
+	kv, err := NewKVStore(ctx, set.JS, "", 0, set.Buckets)
 	if err != nil {
 		return nil, fmt.Errorf("pathology: %w", err)
 	}

@@ -467,22 +467,21 @@ type KVStore struct {
 
 var _ CorrelationStore = (*KVStore)(nil)
 
-// NewKVStore creates or updates the bucket (history 1, entries expiring
-// after ttl, replicas as the store's streams) and returns a store on it.
-func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int) (*KVStore, error) {
+// NewKVStore opens the bucket as buckets allows (history 1, entries
+// expiring after ttl) and returns a store on it.
+func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, buckets kvbucket.Policy) (*KVStore, error) {
 	if bucket == "" {
 		bucket = DefaultCorrelationBucket
 	}
 	if ttl <= 0 {
 		ttl = DefaultCorrelationTTL
 	}
-	kv, err := kvbucket.Open(ctx, js, jetstream.KeyValueConfig{
+	kv, err := buckets.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "Junction: orders sent, by placer and filler number hash, for result correlation",
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("correlation bucket %s: %w", bucket, err)

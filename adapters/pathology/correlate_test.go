@@ -16,6 +16,7 @@ import (
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
@@ -316,7 +317,7 @@ func TestCorrelateUnknownAndErrors(t *testing.T) {
 func TestKVStore(t *testing.T) {
 	ctx := t.Context()
 	js := startJetStream(t)
-	s, err := NewKVStore(ctx, js, "", 0, 1)
+	s, err := NewKVStore(ctx, js, "", 0, bucket.Policy{})
 	if err != nil {
 		t.Fatalf("NewKVStore: %v", err)
 	}
@@ -336,7 +337,7 @@ func TestKVStore(t *testing.T) {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	// Reopening the bucket keeps its entries.
-	s2, err := NewKVStore(ctx, js, DefaultCorrelationBucket, DefaultCorrelationTTL, 1)
+	s2, err := NewKVStore(ctx, js, DefaultCorrelationBucket, DefaultCorrelationTTL, bucket.Policy{})
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
@@ -392,7 +393,7 @@ func (l *fakeLab) received() [][]byte {
 func TestOrdersOutboundEndToEnd(t *testing.T) {
 	ctx := t.Context()
 	lab := startFakeLab(t, hl7v2.AckAA)
-	kv, err := NewKVStore(ctx, startJetStream(t), "", 0, 1)
+	kv, err := NewKVStore(ctx, startJetStream(t), "", 0, bucket.Policy{})
 	if err != nil {
 		t.Fatalf("NewKVStore: %v", err)
 	}

@@ -71,7 +71,7 @@ func (OrdersOutboundFactory) NewOutbound(ctx context.Context, set adapter.Settin
 	if set.JS != nil {
 		// Record each order before it is sent, so results can be linked
 		// to it (see Translator.BindStore).
-		kv, err := NewKVStore(ctx, set.JS, "", 0, set.Replicas)
+		kv, err := NewKVStore(ctx, set.JS, "", 0, set.Buckets)
 		if err != nil {
 			return nil, fmt.Errorf("pathology: %w", err)
 		}

@@ -70,7 +70,7 @@ func runAuditDisclosures(ctx context.Context, args []string, stdout, stderr io.W
 		return fail(err)
 	}
 	defer st.Close()
-	key, _, err := engine.PatientHashKey(ctx, st.JS, config.Secrets{}, cfg.Consent, cfg.NATS.Replicas)
+	key, _, err := engine.PatientHashKey(ctx, st.JS, config.Secrets{}, cfg.Consent, cfg.NATS.Buckets())
 	if err != nil {
 		return fail(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/disclosure"
 	"github.com/junction-fhir/junction/pkg/engine"
@@ -48,7 +49,7 @@ func TestCLIAuditDisclosures(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		key, _, err := engine.PatientHashKey(t.Context(), st.JS, config.Secrets{}, cfg.Consent, 1)
+		key, _, err := engine.PatientHashKey(t.Context(), st.JS, config.Secrets{}, cfg.Consent, bucket.Policy{})
 		if err != nil {
 			t.Fatal(err)
 		}

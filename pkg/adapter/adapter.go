@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
@@ -113,8 +114,8 @@ type Settings struct {
 	// JS is the engine's JetStream, for components that keep state in the
 	// store (nil where there is no store, as in junction convert).
 	JS jetstream.JetStream
-	// Replicas is the replica count of the store's streams.
-	Replicas int
+	// Buckets is how the component opens key-value buckets in the store.
+	Buckets bucket.Policy
 	// Consents stores Consent resources in the consent engine's store;
 	// nil when the consent engine is off.
 	Consents ConsentWriter

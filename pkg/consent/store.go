@@ -25,8 +25,9 @@ type StoreConfig struct {
 	// OptOutBucket holds the national data opt-out list ("optout" if
 	// empty).
 	OptOutBucket string
-	// Replicas is the bucket replica count (1 if zero).
-	Replicas int
+	// Buckets is how the store's buckets are opened (created with one
+	// replica if zero).
+	Buckets bucket.Policy
 	// HashKey keys the hash that turns a patient key into a bucket key;
 	// at least 16 bytes. Keep it secret: without it, keys cannot be
 	// linked to NHS numbers.
@@ -55,7 +56,8 @@ type storedConsents struct {
 	Consents []json.RawMessage `json:"consents"`
 }
 
-// OpenStore creates or updates the buckets and returns the store.
+// OpenStore opens the buckets, as cfg.Buckets allows, and returns the
+// store.
 func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*Store, error) {
 	if len(cfg.HashKey) < 16 {
 		return nil, errors.New("consent store: hash key must be at least 16 bytes")
@@ -69,24 +71,21 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 	if cfg.OptOutBucket == "" {
 		cfg.OptOutBucket = "optout"
 	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
-	}
 	s := &Store{key: append([]byte(nil), cfg.HashKey...), maxAge: cfg.OptOutMaxAge}
 	var err error
-	s.consents, err = bucket.Open(ctx, js, jetstream.KeyValueConfig{
+	s.consents, err = cfg.Buckets.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.ConsentBucket, Description: "Junction: FHIR Consents per patient", History: 1,
-		Replicas: cfg.Replicas, Storage: jetstream.FileStorage,
+		Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consent store: creating bucket %s: %w", cfg.ConsentBucket, err)
+		return nil, fmt.Errorf("consent store: opening bucket %s: %w", cfg.ConsentBucket, err)
 	}
-	s.optout, err = bucket.Open(ctx, js, jetstream.KeyValueConfig{
+	s.optout, err = cfg.Buckets.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.OptOutBucket, Description: "Junction: national data opt-out list", History: 1,
-		Replicas: cfg.Replicas, Storage: jetstream.FileStorage, TTL: cfg.OptOutMaxAge,
+		Storage: jetstream.FileStorage, TTL: cfg.OptOutMaxAge,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consent store: creating bucket %s: %w", cfg.OptOutBucket, err)
+		return nil, fmt.Errorf("consent store: opening bucket %s: %w", cfg.OptOutBucket, err)
 	}
 	return s, nil
 }

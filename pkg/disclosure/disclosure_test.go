@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/disclosure"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -287,7 +288,7 @@ func TestStore(t *testing.T) {
 	if got, err := disclosure.ReadWithheld(ctx, s.JS, alice); err != nil || got != nil {
 		t.Fatalf("ReadWithheld before the bucket = %v, %v; want none", got, err)
 	}
-	st, err := disclosure.OpenStore(ctx, s.JS, 1)
+	st, err := disclosure.OpenStore(ctx, s.JS, bucket.Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,11 +90,11 @@ type Store struct {
 	kv jetstream.KeyValue
 }
 
-// OpenStore creates or opens the withholdings bucket.
-func OpenStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
+// OpenStore opens the withholdings bucket, as buckets allows.
+func OpenStore(ctx context.Context, js jetstream.JetStream, buckets bucket.Policy) (*Store, error) {
+	kv, err := buckets.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: Bucket, Description: "Junction: disclosure report entries withheld from patients (DPA 2018 Schedule 3), by patient hash",
-		History: 5, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
+		History: 5, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening bucket %s: %w", Bucket, err)

@@ -46,8 +46,8 @@ const (
 // /fhir/Consent. With the default policy the store is nil.
 func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Store, error) {
 	cc := e.plan.Config.Consent
-	replicas := e.plan.Config.NATS.Replicas
-	key, generated, err := e.consentKey(ctx, cc, replicas)
+	buckets := e.plan.Config.NATS.Buckets()
+	key, generated, err := e.consentKey(ctx, cc, buckets)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -56,7 +56,7 @@ func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Sto
 		e.log.Info("consent", "engine", "default", "note", "each route's declared default decides; Consents are not consulted")
 		return consent.DefaultPolicy{}, nil, nil
 	}
-	st, err := consent.OpenStore(ctx, e.store.JS, consent.StoreConfig{HashKey: key, OptOutMaxAge: cc.OptOutMaxAge, Replicas: replicas})
+	st, err := consent.OpenStore(ctx, e.store.JS, consent.StoreConfig{HashKey: key, OptOutMaxAge: cc.OptOutMaxAge, Buckets: buckets})
 	if err != nil {
 		return nil, nil, fmt.Errorf("consent: %w", err)
 	}
@@ -78,8 +78,8 @@ func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Sto
 }
 
 // consentKey returns the engine's patient hash key (see PatientHashKey).
-func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replicas int) ([]byte, bool, error) {
-	return PatientHashKey(ctx, e.store.JS, e.secrets, cc, replicas)
+func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, buckets bucket.Policy) ([]byte, bool, error) {
+	return PatientHashKey(ctx, e.store.JS, e.secrets, cc, buckets)
 }
 
 // PatientHashKey returns the patient hash key: the value of the
@@ -88,13 +88,13 @@ func (e *Engine) consentKey(ctx context.Context, cc config.ConsentConfig, replic
 // the key's fingerprint must match the one recorded when Consents were
 // first stored. generated reports a generated key. The engine and the
 // CLI's disclosure report share it so both hash patients alike.
-func PatientHashKey(ctx context.Context, js jetstream.JetStream, secrets config.Secrets, cc config.ConsentConfig, replicas int) (key []byte, generated bool, err error) {
-	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
+func PatientHashKey(ctx context.Context, js jetstream.JetStream, secrets config.Secrets, cc config.ConsentConfig, buckets bucket.Policy) (key []byte, generated bool, err error) {
+	kv, err := buckets.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: consentKeyBucket, Description: "Junction: consent hash key fingerprint (and the generated key when none is configured)",
-		History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage,
+		History: 1, Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("consent: creating bucket %s: %w", consentKeyBucket, err)
+		return nil, false, fmt.Errorf("consent: opening bucket %s: %w", consentKeyBucket, err)
 	}
 	generated = cc.HashKey == ""
 	if generated {

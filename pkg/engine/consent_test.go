@@ -198,18 +198,8 @@ func TestConsentHashKeyMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := func(key string) error {
-		body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\nroutes: [%s]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\nconsent:\n  hash_key: env:JUNCTION_TEST_CONSENT_KEY\n", dir, routes)
 		t.Setenv("JUNCTION_TEST_CONSENT_KEY", key)
-		e := engineFromConfig(t, dir, body)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		serr := e.Start(ctx)
-		if serr == nil {
-			if err := e.Shutdown(ctx); err != nil {
-				t.Fatalf("shutdown: %v", err)
-			}
-		}
-		return serr
+		return startAndStop(t, dir, engineConfig(dir, routes)+"consent:\n  hash_key: env:JUNCTION_TEST_CONSENT_KEY\n")
 	}
 	if err := start("first-test-key-0123456789"); err != nil {
 		t.Fatalf("first start: %v", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/junction-fhir/junction/adapters/pathology"
+	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
@@ -40,7 +41,7 @@ destinations:
     dir: out/results
 `)
 			ctx := context.Background()
-			kv, err := pathology.NewKVStore(ctx, e.Store().JS, "", 0, 1)
+			kv, err := pathology.NewKVStore(ctx, e.Store().JS, "", 0, bucket.Policy{})
 			if err != nil {
 				t.Fatal(err)
 			}

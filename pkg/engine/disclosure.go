@@ -262,7 +262,7 @@ func (e *Engine) withhold(w http.ResponseWriter, r *http.Request, number string,
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "nothing to withhold: this patient's disclosure report has no entry for that message and destination"})
 		return
 	}
-	st, err := disclosure.OpenStore(r.Context(), e.store.JS, e.plan.Config.NATS.Replicas)
+	st, err := disclosure.OpenStore(r.Context(), e.store.JS, e.plan.Config.NATS.Buckets())
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return

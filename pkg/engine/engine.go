@@ -194,7 +194,7 @@ func (e *Engine) settings(name string) adapter.Settings {
 	return adapter.Settings{
 		Name: name, Logger: e.log.With("component", name), Metrics: e.metrics,
 		Tracer: e.tracing.Tracer, DataDir: e.plan.Config.DataDir, Secrets: e.secrets,
-		JS: e.storeJS(), Replicas: e.plan.Config.NATS.Replicas,
+		JS: e.storeJS(), Buckets: e.plan.Config.NATS.Buckets(),
 		Consents: e.consentWriter(), OptOuts: e.optOutLoader(), AuditEventSearch: true,
 		HTTPExposed:     !config.IsLoopback(e.plan.Config.HTTP.Listen),
 		HTTPClientCerts: e.plan.Config.HTTP.ClientCertsVerified(),
@@ -328,7 +328,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	e.consents = consents
 	if pc := cfg.PatientIndex; pc.Enabled {
 		if err := e.whenStoreReady(ctx, "patient index", func() (err error) {
-			e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Replicas: cfg.NATS.Replicas, HashKey: e.patientKey})
+			e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Buckets: cfg.NATS.Buckets(), HashKey: e.patientKey})
 			return err
 		}); err != nil {
 			return fmt.Errorf("patient_index: %w", err)

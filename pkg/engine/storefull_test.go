@@ -10,10 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -23,22 +19,7 @@ import (
 // the ingest write's retry budget, 10 s), readiness falls with the reason
 // while nothing can be stored, and returns when a write succeeds again.
 func TestStoreOutOfStorage(t *testing.T) {
-	srv, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, HTTPHost: "127.0.0.1", HTTPPort: -1,
-		JetStream: true, StoreDir: t.TempDir(), SyncAlways: true,
-		JetStreamMaxStore: 4 << 20, MaxPayload: 16 << 20, NoSigs: true, NoLog: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	srv, js := startNATS(t, 4<<20)
 	e, _ := startEngine(t, "nats:\n  url: "+srv.ClientURL()+"\n  monitor_urls: [http://"+srv.MonitorAddr().String()+"]\n")
 	base := "http://" + e.HTTPAddr().String()
 	addr := mllpAddr(t, e)
@@ -70,15 +51,6 @@ func TestStoreOutOfStorage(t *testing.T) {
 	}
 
 	// Space freed: the next message is stored, and the engine is ready.
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, name := range []string{store.StreamIngestLog, store.StreamIngress, store.StreamOutbound} {
 		st, err := js.Stream(context.Background(), name)
 		if err != nil {

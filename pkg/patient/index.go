@@ -52,8 +52,9 @@ var errMergedMeanwhile = errors.New("patient index: record merged meanwhile")
 type Config struct {
 	// Bucket is the KV bucket (DefaultBucket if empty).
 	Bucket string
-	// Replicas is the bucket replica count (1 if zero).
-	Replicas int
+	// Buckets is how the store's buckets are opened (created with one
+	// replica if zero).
+	Buckets bucket.Policy
 	// HashKey keys the HMAC that turns NHS numbers and local identifiers
 	// into bucket keys; at least 16 bytes. Keep it secret: without it
 	// keys cannot be linked to patients.
@@ -87,7 +88,7 @@ func (ix *Index) writeLock(key string) *sync.Mutex {
 	return &ix.writing[h%uint32(len(ix.writing))]
 }
 
-// Open creates or updates the bucket and returns the index.
+// Open opens the bucket, as cfg.Buckets allows, and returns the index.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Index, error) {
 	if len(cfg.HashKey) < 16 {
 		return nil, errors.New("patient index: hash key must be at least 16 bytes")
@@ -95,18 +96,15 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Index, erro
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultBucket
 	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = 1
-	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 16
 	}
-	kv, err := bucket.Open(ctx, js, jetstream.KeyValueConfig{
+	kv, err := cfg.Buckets.Open(ctx, js, jetstream.KeyValueConfig{
 		Bucket: cfg.Bucket, Description: "Junction: patient index", History: 1,
-		Replicas: cfg.Replicas, Storage: jetstream.FileStorage,
+		Storage: jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("patient index: creating bucket %s: %w", cfg.Bucket, err)
+		return nil, fmt.Errorf("patient index: opening bucket %s: %w", cfg.Bucket, err)
 	}
 	return &Index{kv: kv, key: append([]byte(nil), cfg.HashKey...), attempts: cfg.MaxAttempts}, nil
 }

@@ -24,6 +24,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/bucket"
 )
 
 // Stream names.
@@ -65,7 +67,8 @@ type Config struct {
 	TLS *TLSConfig `yaml:"tls"`
 	// Replicas for every stream (1 embedded; 3 in a cluster).
 	Replicas int `yaml:"replicas"`
-	// CreateStreams lets Junction create or update missing streams.
+	// CreateStreams lets Junction create missing streams and buckets and
+	// bring existing ones to these settings.
 	CreateStreams bool `yaml:"create_streams"`
 	// Partitions is the number of per-patient ordering partitions.
 	Partitions int `yaml:"partitions"`
@@ -95,6 +98,12 @@ type Config struct {
 	// Listen, in embedded mode, also serves NATS clients on this address
 	// (empty: in-process only).
 	Listen string `yaml:"listen"`
+}
+
+// Buckets is the policy for opening the store's key-value buckets: the
+// streams' replicas, and created and changed only as streams are.
+func (c Config) Buckets() bucket.Policy {
+	return bucket.Policy{Replicas: c.Replicas, Fixed: !c.CreateStreams}
 }
 
 // TLSConfig names client TLS material by reference.

@@ -32,8 +32,11 @@
 // result, so nothing in it needs escaping and no two names run together:
 //
 //   - an order: which number it has (its filler order number, else its
-//     placer order number), that number's system and value, and its test
-//     code (OBR-4.1). A laboratory that splits one request into
+//     placer order number), that number's system, value and assigning
+//     authority (EI-2 to EI-4, else the sending facility and application,
+//     MSH-4.1 and MSH-3.1), and its test code (OBR-4.1). Two laboratories
+//     on one input numbering accessions alike make different keys, so one
+//     never updates the other's results. A laboratory that splits one request into
 //     accessions, or runs several tests under one accession, makes
 //     reports with keys of their own, and a placer number equal to
 //     another order's filler number names another order. An order with

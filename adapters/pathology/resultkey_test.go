@@ -217,6 +217,47 @@ func TestResultKeysTellResultsApart(t *testing.T) {
 	}
 }
 
+// TestResultKeysTellLaboratoriesApart checks that two laboratories on one
+// input numbering an accession alike, each for another patient, make
+// different result keys, whether the authority is in the order number
+// (EI-2) or only in the header (MSH-4, MSH-3); and that a correction sent
+// with a new control id and time keeps its keys.
+func TestResultKeysTellLaboratoriesApart(t *testing.T) {
+	msg := func(sender, facility, control, filler, patient, value string) []byte {
+		return hl7(`MSH|^~\&|`+sender+`|`+facility+`|JUNCTION|RX1|20261201120000||ORU^R01^ORU_R01|`+control+`|P|2.5.1`,
+			`PID|1||`+patient+`^^^NHS^NH||PATHTEST^ALEX||19700202|M`,
+			`OBR|1||`+filler+`|K^Potassium^L|||20261201081500||||||||||||||||||F`,
+			`OBX|1|NM|K^Potassium^L||`+value+`|mmol/L|3.5-5.3|N|||F`)
+	}
+	tests := []struct {
+		name string
+		a, b []byte
+		same bool
+	}{
+		{"namespaces in the order number", msg("WINPATH", "RX1LAB", "C1", "LAB9600^WINPATH", "9990010048", "4.1"), msg("WINPATH", "RX1LAB", "C2", "LAB9600^REFLAB", "9990010056", "6.6"), false},
+		{"universal ids in the order number", msg("LIMS", "LAB", "C1", "LAB9600^^1.2.826.0.1.1^ISO", "9990010048", "4.1"), msg("LIMS", "LAB", "C2", "LAB9600^^1.2.826.0.1.2^ISO", "9990010056", "6.6"), false},
+		{"sending facilities", msg("WINPATH", "RX1LAB", "C1", "LAB9600", "9990010048", "4.1"), msg("WINPATH", "RX2LAB", "C2", "LAB9600", "9990010056", "6.6"), false},
+		{"sending applications", msg("WINPATH", "", "C1", "LAB9600", "9990010048", "4.1"), msg("REFLAB", "", "C2", "LAB9600", "9990010056", "6.6"), false},
+		{"a correction from the same laboratory", msg("WINPATH", "RX1LAB", "C1", "LAB9600^WINPATH", "9990010048", "4.1"), msg("WINPATH", "RX1LAB", "C9", "LAB9600^winpath", "9990010048", "4.4"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := resultKeys(t, "a", tt.a), resultKeys(t, "b", tt.b)
+			for _, rt := range []string{"DiagnosticReport", "Observation"} {
+				ka, kb := a[rt], b[rt]
+				if len(ka) != 1 || len(kb) != 1 {
+					t.Fatalf("%s keys %q and %q, want one each", rt, ka, kb)
+				}
+				ka[0], _, _ = strings.Cut(ka[0], "=")
+				kb[0], _, _ = strings.Cut(kb[0], "=")
+				if same := ka[0] == kb[0]; same != tt.same {
+					t.Errorf("%s keys %s and %s: same = %t, want %t", rt, ka[0], kb[0], same, tt.same)
+				}
+			}
+		})
+	}
+}
+
 // distinct reports whether no value is in keys twice.
 func distinct(keys []string) bool {
 	seen := map[string]bool{}

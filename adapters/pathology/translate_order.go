@@ -145,7 +145,8 @@ func (b *builder) mapOrder(o *order) {
 
 // orderKey returns what names order o's results (see resultKey): which
 // number it has (its filler order number, else its placer order number)
-// with that number's system and value, and its test code (OBR-4.1),
+// with that number's system, value and assigning authority (see
+// orderAuthority), and its test code (OBR-4.1),
 // counted for the n-th order of the message with the same. It is "" when
 // the order has neither number. A correction of the report comes with the
 // same number and test, so it has the same key, while the reports a
@@ -154,14 +155,47 @@ func (b *builder) mapOrder(o *order) {
 // have their own, as have a placer number and a filler number that
 // happen to be equal.
 func (b *builder) orderKey(o *order, placer, filler *models.Identifier) string {
-	kind, num := "filler", filler
+	kind, num, field := "filler", filler, 3
 	if num == nil {
-		kind, num = "placer", placer
+		kind, num, field = "placer", placer, 2
 	}
 	if num == nil {
 		return ""
 	}
-	return occurrence(b.orderKeys, keyParts(kind, *num.System, *num.Value, strings.TrimSpace(value(o.obr.Component(4, 1, 1, 1)))))
+	parts := []string{kind, *num.System, *num.Value, strings.TrimSpace(value(o.obr.Component(4, 1, 1, 1)))}
+	if a := b.orderAuthority(o, field); a != "" {
+		// Added only when there is one, so that keys made before it was
+		// part of them stay the same for messages without.
+		parts = append(parts, a)
+	}
+	return occurrence(b.orderKeys, keyParts(parts...))
+}
+
+// orderAuthority returns who assigned the order number in field (2, the
+// placer's; 3, the filler's) of OBR, else of ORC, as orderIdentifier
+// reads it: its namespace id and universal id (EI-2 to EI-4), or when it
+// names none, the sending facility and application (MSH-4.1, MSH-3.1),
+// which HL7 v2 takes as the authority then. Two laboratories on one input
+// (a hospital's and a referral laboratory's) may number their accessions
+// alike; with their authority in the key, one's results never update the
+// other's, another patient's.
+func (b *builder) orderAuthority(o *order, field int) string {
+	seg := o.obr
+	if strings.TrimSpace(value(seg.Component(field, 1, 1, 1))) == "" && o.orc != nil {
+		seg = o.orc
+	}
+	var parts []string
+	for c := 2; c <= 4; c++ {
+		parts = append(parts, strings.ToUpper(strings.TrimSpace(value(seg.Component(field, 1, c, 1)))))
+	}
+	if parts[0] == "" && parts[1] == "" {
+		msh := b.m.Segment("MSH")
+		parts = []string{"MSH", strings.ToUpper(strings.TrimSpace(value(msh.Component(4, 1, 1, 1)))), strings.ToUpper(strings.TrimSpace(value(msh.Component(3, 1, 1, 1))))}
+		if parts[1] == "" && parts[2] == "" {
+			return ""
+		}
+	}
+	return strings.Join(parts, "^")
 }
 
 // observationKey returns what names an observation of order o: the

@@ -115,31 +115,9 @@ func (o *Outbound) mergeExisting(ctx context.Context, tx *models.Bundle, auth st
 	if len(targets) == 0 {
 		return 0, 0, nil
 	}
-	results := make([]searchResult, len(targets))
-	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, maxSearches)
-	for i, t := range targets {
-		wg.Go(func() {
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			results[i], errs[i] = o.search(ctx, t.typ, t.id, auth)
-		})
-	}
-	wg.Wait()
-	// One fault decides the class: transient if any search may succeed
-	// on a retry.
-	var first error
-	for _, e := range errs {
-		if e != nil && fault.IsTransient(e) {
-			return 0, 0, e
-		}
-		if first == nil {
-			first = e
-		}
-	}
-	if first != nil {
-		return 0, 0, first
+	results, err := o.searchAll(ctx, targets, auth)
+	if err != nil {
+		return 0, 0, err
 	}
 	// What each entry said before the merge: a retired Patient merged
 	// into the server's copy may no longer link to its survivor (its
@@ -517,6 +495,34 @@ func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, au
 		out.found = retired
 	}
 	return out, nil
+}
+
+// searchAll runs the searches of targets, at most maxSearches at once,
+// and returns their results in order. Of their faults, one that may pass
+// on a retry is returned before a permanent one.
+func (o *Outbound) searchAll(ctx context.Context, targets []mergeTarget, auth string) ([]searchResult, error) {
+	results := make([]searchResult, len(targets))
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxSearches)
+	for i, t := range targets {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			results[i], errs[i] = o.search(ctx, t.typ, t.id, auth)
+		})
+	}
+	wg.Wait()
+	var first error
+	for _, e := range errs {
+		if e != nil && fault.IsTransient(e) {
+			return nil, e
+		}
+		if first == nil {
+			first = e
+		}
+	}
+	return results, first
 }
 
 // isRetired reports whether res is a record merged away: active false,

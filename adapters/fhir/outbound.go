@@ -301,16 +301,30 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	if err != nil {
 		return nil, "", 0, err
 	}
+	// A destination that reads before it writes (one that merges) keeps
+	// a newer report's results from an older delivery's.
+	older := false
+	if fromV2 && len(o.merges) > 0 {
+		if older, err = o.olderReport(ctx, &tx, auth); err != nil {
+			return nil, "", 0, err
+		}
+	}
 	// Before the merge, which rewrites the updates by identifier it
 	// merges into updates by server id: the withdrawal finds reports and
 	// the results the delivery writes by those identifiers.
-	withdrawn, err := o.withdrawResults(ctx, &tx, auth, fromV2)
-	if err != nil {
-		return nil, "", 0, err
+	withdrawn := 0
+	if !older {
+		if withdrawn, err = o.withdrawResults(ctx, &tx, auth, fromV2); err != nil {
+			return nil, "", 0, err
+		}
 	}
 	merged, stale, err := o.mergeExisting(ctx, &tx, auth, fromV2, d.ReceivedAt)
 	if err != nil {
 		return nil, "", 0, err
+	}
+	if older {
+		createOnly(&tx)
+		o.log.Info("delivery older than a report the server holds: its results were written only where missing", "message_id", d.MessageID, "destination", d.Destination)
 	}
 	if withdrawn > 0 {
 		o.log.Info("results of a withdrawn report set to entered-in-error", "message_id", d.MessageID, "destination", d.Destination, "results", withdrawn)

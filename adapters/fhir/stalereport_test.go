@@ -1,0 +1,77 @@
+package fhir
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/adapters/pathology"
+	"github.com/junction-fhir/junction/pkg/adapter"
+)
+
+// TestOutboundOlderReportLeavesNewerResults: a report older than the one
+// the server holds (issued earlier, or at the same time but earlier in
+// its life) writes its results only where the server has none, so a
+// preliminary replayed from the dead letters after the final never takes
+// the final's place; newer reports update as before.
+func TestOutboundOlderReportLeavesNewerResults(t *testing.T) {
+	tr, err := pathology.NewTranslator(pas.DefaultDialect(), pathology.DefaultLabDialect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// report is potassium for order FL8101, issued at issued, with
+	// status (OBR-25 and OBX-11) and value.
+	report := func(id, issued, status, value string) *adapter.Delivery {
+		raw := strings.Join([]string{
+			"MSH|^~\\&|WINPATH|RX1LAB|EPR|RX1|20240716101500||ORU^R01^ORU_R01|" + id + "|P|2.5.1",
+			"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|F",
+			"OBR|1|PL8101^EPR|FL8101^WINPATH|UE^U and E^L|||20240716081500|||||||||||||||" + issued + "|||" + status,
+			"OBX|1|NM|K^Potassium^L||" + value + "|mmol/L|3.5-5.3||||" + status,
+		}, "\r") + "\r"
+		return v2Delivery(t, tr, id, "results", raw)
+	}
+	prelim := report("SR01", "20240716090000", "P", "6.8")
+	final := report("SR02", "20240716101000", "F", "4.2")
+	tests := []struct {
+		name        string
+		merge       []string
+		sends       []*adapter.Delivery
+		status, val string // the server's potassium at the end
+	}{
+		{"preliminary, then final", nil, []*adapter.Delivery{prelim, final}, "final", "4.2"},
+		{"final, then the preliminary replayed", nil, []*adapter.Delivery{final, prelim}, "final", "4.2"},
+		{"final, then a preliminary of the same time", nil, []*adapter.Delivery{final, report("SR03", "20240716101000", "P", "6.8")}, "final", "4.2"},
+		{"final, then a correction", nil, []*adapter.Delivery{final, report("SR03", "20240716113000", "C", "4.4")}, "corrected", "4.4"},
+		{"final, then a correction issued at the same time", nil, []*adapter.Delivery{final, report("SR03", "20240716101000", "C", "4.4")}, "corrected", "4.4"},
+		{"no merge: written whole, unread", []string{}, []*adapter.Delivery{final, prelim}, "preliminary", "6.8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			merge := tt.merge
+			if merge == nil {
+				merge = DefaultMergeTypes()
+			}
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: merge})
+			for i, d := range tt.sends {
+				if _, err := o.Send(context.Background(), d); err != nil {
+					t.Fatalf("delivery %d: %v", i+1, err)
+				}
+			}
+			obs, reports := srv.all("Observation"), srv.all("DiagnosticReport")
+			if len(obs) != 1 || len(reports) != 1 {
+				t.Fatalf("server holds %d Observations and %d DiagnosticReports, want 1 of each", len(obs), len(reports))
+			}
+			q, _ := obs[0]["valueQuantity"].(map[string]any)
+			if got := obs[0]["status"]; got != tt.status || q == nil || fmt.Sprint(q["value"]) != tt.val {
+				t.Errorf("potassium %v %v, want %s %s", got, q, tt.status, tt.val)
+			}
+			if got := reports[0]["status"]; got != tt.status {
+				t.Errorf("report %v, want %s", got, tt.status)
+			}
+		})
+	}
+}

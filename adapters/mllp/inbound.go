@@ -407,8 +407,10 @@ func (in *Inbound) AcceptOnly(types []string) {
 }
 
 // Screen makes the listener refuse, before storing them, messages for
-// which check returns an error: they are answered AR (CR in enhanced
-// mode) with that ERR, counted as hl7.required-field-missing and quarantined,
+// which check returns an error: they are answered AE (CE in enhanced
+// mode, where the listener commits or not: HL7 v2 keeps AR and CR for a
+// message type, processing id or version it does not take, or a system
+// failure) with that ERR, counted as hl7.required-field-missing and quarantined,
 // like messages of a type the listener does not take. Use it for what the
 // feed's translator would refuse in every case (a result message without
 // an order, say), so the sender hears of it rather than an AA followed by
@@ -504,7 +506,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 	}
 	if in.screen != nil {
 		if ae := in.screen(m); ae != nil {
-			code := m.RejectCode()
+			code := m.ErrorCode()
 			in.quarantine(ctx, payload, fault.CodeHL7Required)
 			in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Required), "hl7_error", ae.Code, "code", string(code))
 			return in.ack(m, code, *ae), code, cond

@@ -354,8 +354,9 @@ func TestInboundVersions(t *testing.T) {
 }
 
 // TestInboundScreen checks that a listener given a screen refuses, before
-// storing, what the screen refuses, with its ERR, counted and kept for
-// ops, and stores the rest.
+// storing, what the screen refuses, with AE (an error in the message's
+// content, which HL7 v2 does not answer AR) and its ERR, counted and kept
+// for ops, and stores the rest.
 func TestInboundScreen(t *testing.T) {
 	f := startInbound(t, nil)
 	f.in.Screen(func(m *hl7v2.Message) *hl7v2.AckError {
@@ -366,8 +367,8 @@ func TestInboundScreen(t *testing.T) {
 	})
 	c := dial(t, f.addr)
 	refused := msg("SCR1", "")
-	if code, _, text, reply := send(t, c, refused); code != hl7v2.AckAR || text != "needs a PV2" {
-		t.Fatalf("ack %s %q, want AR saying what is missing (%q)", code, text, reply)
+	if code, _, text, reply := send(t, c, refused); code != hl7v2.AckAE || text != "needs a PV2" {
+		t.Fatalf("ack %s %q, want AE saying what is missing (%q)", code, text, reply)
 	}
 	taken := msg("SCR2", "") + "PV2|||^Test\r"
 	if code, _, _, reply := send(t, c, taken); code != hl7v2.AckAA {

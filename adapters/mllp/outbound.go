@@ -162,8 +162,9 @@ func (OutboundFactory) NewOutbound(_ context.Context, set adapter.Settings, cfg 
 // permanent, as many receivers use 207 for any application error. AR and
 // CR (the receiver refused it, often because it is not ready) are
 // transient faults, as are network failures and timeouts, except one
-// whose ERR codes say the receiver never takes such a message (104 too
-// long; 200-203 type, event, processing id or version not supported:
+// whose ERR codes say the receiver never takes the message as it is
+// (100-103 content errors, which many receivers answer AR; 104 too long;
+// 200-203 type, event, processing id or version not supported:
 // hl7v2.NeverTaken), which is permanent.
 type Outbound struct {
 	name string

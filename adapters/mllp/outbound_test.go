@@ -120,8 +120,12 @@ func TestOutboundAckCodes(t *testing.T) {
 		{name: "CE 206 transient", answer: ackCoded(hl7v2.AckCE, hl7v2.ErrCodeRecordLocked, "record locked"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "record locked"},
 		// Many receivers answer any application error AE with 207.
 		{name: "AE 207 permanent", answer: ackCoded(hl7v2.AckAE, hl7v2.ErrCodeInternal, "bad date"), wantCode: fault.CodeDestRejected, wantDetail: "bad date"},
-		{name: "AR transient", answer: ackWith(hl7v2.AckAR, "database down"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "database down"},
-		{name: "CR transient", answer: ackWith(hl7v2.AckCR, "busy"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "busy"},
+		{name: "AR 206 transient", answer: ackCoded(hl7v2.AckAR, hl7v2.ErrCodeRecordLocked, "database down"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "database down"},
+		{name: "CR without ERR transient", answer: ackWith(hl7v2.AckCR, ""), transient: true, wantCode: fault.CodeDestRejected},
+		// Many receivers answer content errors AR: resending the same
+		// content cannot help.
+		{name: "AR 101 permanent", answer: ackCoded(hl7v2.AckAR, hl7v2.ErrCodeRequiredField, "OBX-5 required"), wantCode: fault.CodeDestRejected, wantDetail: "OBX-5 required"},
+		{name: "CR 102 permanent", answer: ackCoded(hl7v2.AckCR, hl7v2.ErrCodeDataType, "bad date"), wantCode: fault.CodeDestRejected, wantDetail: "bad date"},
 		// A reject saying the receiver never takes such a message (as
 		// Junction's own listener answers an unsupported type or an
 		// oversized message) is no "not ready now".

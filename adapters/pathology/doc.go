@@ -113,9 +113,9 @@
 // required field missing (101): the result would reach a clinician as
 // "Unknown". An OBX with neither code nor value is left out, its notes
 // going to the report (DQCodeMissing). The listener refuses all of these before
-// storing (AR, or CR in enhanced mode, with the ERR code above; Screen and
-// the listener's accepted types), so the laboratory hears of them at once
-// rather than after an AA.
+// storing, with the ERR code above (the listener's accepted types: AR, or
+// CR in enhanced mode; Screen, for content: AE, or CE), so the laboratory
+// hears of them at once rather than after an AA.
 //
 // # Data quality
 //

@@ -84,7 +84,9 @@ func (OrdersOutboundFactory) NewOutbound(ctx context.Context, set adapter.Settin
 // ORM^O01 over MLLP. A delivery of HL7 v2 (a route's raw payload) is
 // forwarded as it is. Acknowledgements are handled by mllp.Outbound: the
 // ACK's MSA-2 must equal the MSH-10 sent, AA/CA succeed, AE/CE are
-// permanent faults and AR/CR, timeouts and network failures transient.
+// permanent faults, and AR/CR (unless their ERR codes say the message is
+// never taken as it is: hl7v2.NeverTaken), timeouts and network failures
+// transient.
 //
 // MSH-10 is derived from the delivery's idempotency key, so every retry
 // and replay of a delivery carries the same control id and a receiver

@@ -467,8 +467,8 @@ func TestRefusedMessageFoundByControlID(t *testing.T) {
 	addr := mllpAddr(t, e)
 	msg := adt("A01", "NOPID1", "9990000018^^^NHS^NH")
 	noPID := strings.Replace(msg, msg[strings.Index(msg, "PID|"):strings.Index(msg, "PV1|")], "", 1)
-	if code, _ := send(t, addr, noPID); code != hl7v2.AckAR {
-		t.Fatalf("A01 without a PID: %s, want AR", code)
+	if code, _ := send(t, addr, noPID); code != hl7v2.AckAE {
+		t.Fatalf("A01 without a PID: %s, want AE", code)
 	}
 	if code, _ := send(t, addr, "not HL7 at all"); code != hl7v2.AckAR {
 		t.Fatalf("garbage: %s, want AR", code)
@@ -868,8 +868,8 @@ func TestDeadLetterIsLogged(t *testing.T) {
 	e, _ := startEngineOpts(t, routes, "", engine.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	// An A01 without PV1 is refused before it is stored (no translation
 	// could take it), so it is never dead-lettered.
-	if code, _ := send(t, mllpAddr(t, e), "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01|DLQLOG0|P|2.4\rEVN|A01|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r"); code != hl7v2.AckAR {
-		t.Fatalf("A01 without PV1: %s, want AR", code)
+	if code, _ := send(t, mllpAddr(t, e), "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||ADT^A01|DLQLOG0|P|2.4\rEVN|A01|20261123093000\rPID|1||9990000018^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r"); code != hl7v2.AckAE {
+		t.Fatalf("A01 without PV1: %s, want AE", code)
 	}
 	// A merge whose first PID has no MRG after it is taken (it has both
 	// segments), then fails translation on every route.

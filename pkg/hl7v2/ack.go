@@ -379,13 +379,15 @@ func AckErrorCodes(raw []byte) []string {
 
 // NeverTaken reports whether an acknowledgement's ERR codes say the
 // receiver will never take the message as it is, whenever it is sent:
-// 104 (value too long: larger than it handles), 200 to 203 (message
-// type, event, processing id or version not supported). A reject (AR,
-// CR) carrying one is no "not ready now".
+// 100 to 103 (segment sequence, required field missing, data type, table
+// value: what the message holds is wrong), 104 (value too long: larger
+// than it handles), 200 to 203 (message type, event, processing id or
+// version not supported). A reject (AR, CR) carrying one is no "not ready
+// now": receivers that answer content errors AR rather than AE are many.
 func NeverTaken(codes []string) bool {
 	for _, c := range codes {
 		switch c {
-		case ErrCodeValueTooLong, ErrCodeUnsupportedMessageType, ErrCodeUnsupportedEvent, ErrCodeUnsupportedProcessingID, ErrCodeUnsupportedVersion:
+		case ErrCodeSegmentSequence, ErrCodeRequiredField, ErrCodeDataType, ErrCodeTableValue, ErrCodeValueTooLong, ErrCodeUnsupportedMessageType, ErrCodeUnsupportedEvent, ErrCodeUnsupportedProcessingID, ErrCodeUnsupportedVersion:
 			return true
 		}
 	}

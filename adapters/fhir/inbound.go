@@ -56,6 +56,9 @@ const (
 	HeaderIdempotencyKey = "Idempotency-Key"
 	// maxIdempotencyKey bounds the Idempotency-Key header.
 	maxIdempotencyKey = 256
+	// maxIdentifier bounds Bundle.identifier.value, which the message
+	// carries as its control id.
+	maxIdentifier = 512
 	// maxDedupeKey is the longest dedupe key kept verbatim; longer keys are
 	// hashed.
 	maxDedupeKey = 512
@@ -967,6 +970,11 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			return invalid(fault.CodeFHIRInvalid, "", "a message Bundle needs a MessageHeader entry", "Bundle.entry")
 		}
 		if b.Identifier != nil && b.Identifier.Value != nil && *b.Identifier.Value != "" {
+			if len(*b.Identifier.Value) > maxIdentifier {
+				// It travels with the message through the store, in
+				// headers JetStream bounds (64 KiB together).
+				return invalid(fault.CodeFHIRInvalid, "too-long", fmt.Sprintf("Bundle.identifier.value is longer than %d characters", maxIdentifier), "Bundle.identifier.value")
+			}
 			out.identifier = *b.Identifier.Value
 			if b.Identifier.System != nil {
 				out.identifierSystem = *b.Identifier.System

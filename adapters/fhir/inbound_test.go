@@ -308,6 +308,9 @@ func TestInboundRejects(t *testing.T) {
 		{"unknown resourceType not quoted", "/fhir", "application/fhir+json", []byte(`{"resourceType":"9990000018"}`), 400, "invalid", fault.CodeFHIRInvalid, "unknown resourceType (not shown)"},
 		{"number too large", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","extension":[{"url":"https://x.example/e","valueDecimal":1e99999}]}`), 400, "structure", fault.CodeFHIRInvalid, "a number too large to read, at offset 83"},
 		{"long idempotency key", "/fhir", "application/fhir+json", bundle, 400, "invalid", fault.CodeFHIRInvalid, "Idempotency-Key"},
+		// The message carries it through the store's headers, which
+		// JetStream bounds.
+		{"long bundle identifier", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","identifier":{"system":"https://x.example","value":"` + strings.Repeat("W", 70000) + `"},"entry":[{"resource":{"resourceType":"Patient"}}]}`), 400, "too-long", fault.CodeFHIRInvalid, "Bundle.identifier.value is longer than 512 characters"},
 		// A destination would update what was meant to be deleted.
 		{"delete entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"POST","url":"Patient"},"resource":{"resourceType":"Patient"}},{"request":{"method":"DELETE","url":"Condition?identifier=https://x.example|C-1"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method DELETE is not supported"},
 		{"delete entry with a resource", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":"Condition/1"},"resource":{"resourceType":"Condition"}}]}`), 400, "not-supported", fault.CodeFHIRInvalid, "request method DELETE"},

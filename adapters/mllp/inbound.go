@@ -487,6 +487,15 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
 	}
+	if field, limit := longHeaderField(m); field != 0 {
+		// These travel with the message through the store, in headers
+		// JetStream bounds (64 KiB together); no real value is near.
+		code := m.RejectCode()
+		f := fault.Newf(fault.CodeHL7Parse, "MSH-%d is longer than %d characters", field, limit).WithHL7(hl7v2.ErrCodeValueTooLong)
+		in.quarantine(ctx, payload, f.Code)
+		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", field), "code", string(code))
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: field, Code: hl7v2.ErrCodeValueTooLong, Severity: "E", Text: f.Msg}), code, cond
+	}
 	if n := m.CountSegments("MSH"); n > 1 {
 		// Two messages in one frame: acknowledging the first would leave
 		// the rest unrouted, and the sender believing them delivered.
@@ -559,6 +568,31 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.log.Debug("message stored", "adapter", in.name, "id", res.ID, "control_id", ctrl, "type", env.MessageType)
 	}
 	return in.ack(m, code), code, cond
+}
+
+// Limits of the header values a message carries through the store: HL7
+// v2.7's lengths of MSH-10 (ST, 199) and of MSH-3 and MSH-4 (HD, 227),
+// which also bounds the message type and event.
+const (
+	maxControlID   = 199
+	maxHeaderValue = 227
+)
+
+// longHeaderField returns the MSH field whose value, as the message's
+// envelope keeps it, is longer than its limit, and that limit; 0 when
+// none is.
+func longHeaderField(m *hl7v2.Message) (field, limit int) {
+	switch {
+	case len(m.ControlID()) > maxControlID:
+		return 10, maxControlID
+	case len(m.SendingApp()) > maxHeaderValue:
+		return 3, maxHeaderValue
+	case len(m.SendingFacility()) > maxHeaderValue:
+		return 4, maxHeaderValue
+	case len(m.MessageType()) > maxHeaderValue:
+		return 9, maxHeaderValue
+	}
+	return 0, 0
 }
 
 // missingField returns 9 or 10 when MSH-9 or MSH-10 is empty, else 0.

@@ -310,6 +310,48 @@ func TestInboundProcessingIDs(t *testing.T) {
 	}
 }
 
+// TestInboundLongHeaderValues checks that a listener refuses, before
+// storing, a message whose control id, sending application or facility or
+// type is longer than its limit (the values travel in the store's
+// headers, which JetStream bounds), with AR and ERR 104 at that field,
+// and takes one at the limit.
+func TestInboundLongHeaderValues(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("W", n) }
+	tests := []struct {
+		name  string
+		msg   string
+		field int // 0: taken
+	}{
+		{"control id at its limit", msg(long(maxControlID), ""), 0},
+		{"control id over", msg(long(maxControlID+1), ""), 10},
+		{"control id far over", msg(long(70000), ""), 10},
+		{"sending application over", strings.Replace(msg("L1", ""), "|PAS|", "|"+long(maxHeaderValue+1)+"|", 1), 3},
+		{"sending facility at its limit", strings.Replace(msg("L1", ""), "|PAS|RXX01|", "|PAS|"+long(maxHeaderValue)+"|", 1), 0},
+		{"sending facility over", strings.Replace(msg("L1", ""), "|PAS|RXX01|", "|PAS|"+long(maxHeaderValue+1)+"|", 1), 4},
+		{"event over", strings.Replace(msg("L1", ""), "ADT^A01^ADT_A01", "ADT^"+long(maxHeaderValue), 1), 9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			code, _, text, reply := send(t, dial(t, f.addr), tt.msg)
+			want := hl7v2.AckAA
+			if tt.field != 0 {
+				want = hl7v2.AckAR
+			}
+			if code != want {
+				t.Fatalf("ack %s, want %s (%.300q)", code, want, reply)
+			}
+			if !storedOrKept(t, f, tt.field == 0, fault.CodeHL7Parse) {
+				return
+			}
+			at := fmt.Sprintf("MSH^1^%d^104", tt.field)
+			if !bytes.Contains(reply, []byte(at)) || !strings.Contains(text, "longer than") {
+				t.Errorf("reply %.300q (text %q), want ERR 104 at MSH-%d saying it is too long", reply, text, tt.field)
+			}
+		})
+	}
+}
+
 // TestInboundVersions checks that a listener refuses, before storing, a
 // message whose MSH-12 names no HL7 v2 version, with ERR 203 at MSH-12,
 // and takes every v2 version, with or without its other components.

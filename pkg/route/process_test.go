@@ -20,6 +20,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/rules"
 )
 
@@ -707,6 +708,44 @@ func TestProcessKeepsNumbers(t *testing.T) {
 			}
 			if strings.Contains(body, `"Condition"`) {
 				t.Errorf("delivered %s\nwant no Condition", body)
+			}
+		})
+	}
+}
+
+// TestProcessTooManyPatients: a message about more than MaxPatients
+// patients fails its route with a permanent fault (its payloads could not
+// carry their hashes through the store), and one about MaxPatients passes.
+func TestProcessTooManyPatients(t *testing.T) {
+	r := writeRoute(t, "name: test-route\nsource:\n  adapter: fhir\n"+permit+"destinations:\n  - name: fhir-store\n")
+	patients := func(n int) []byte {
+		var b strings.Builder
+		b.WriteString(`{"resourceType":"Bundle","type":"collection","entry":[`)
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `{"resource":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"%s"}]}}`, nhs.TestNumber(i))
+		}
+		b.WriteString("]}")
+		return []byte(b.String())
+	}
+	for _, tc := range []struct {
+		n       int
+		refused bool
+	}{{MaxPatients, false}, {MaxPatients + 1, true}} {
+		t.Run(fmt.Sprint(tc.n), func(t *testing.T) {
+			b := patients(tc.n)
+			in := Input{Env: TestEnvelope("fhir", "01TESTMSG", b, envelope.ContentTypeFHIR), Tr: &adapter.Translation{Bundle: b}}
+			res, err := r.Process(context.Background(), in, &fakeDecider{})
+			if !tc.refused {
+				if err != nil || len(res.Deliveries) != 1 {
+					t.Fatalf("Process: %v, want one delivery", err)
+				}
+				return
+			}
+			if err == nil || fault.CodeOf(err) != fault.CodeTooLarge || fault.IsTransient(err) || !strings.Contains(err.Error(), "send one message per patient") {
+				t.Fatalf("Process: %v, want a permanent %s fault saying to send one message per patient", err, fault.CodeTooLarge)
 			}
 		})
 	}

@@ -734,6 +734,14 @@ func MsgVars(env *envelope.Envelope, event string) map[string]any {
 	}
 }
 
+// MaxPatients is the most patients (distinct NHS numbers) a matched
+// message may be about: a larger one fails its route, as a permanent
+// fault, since its payloads carry every patient's keyed hash (65 bytes
+// each) through the store in headers JetStream bounds to 64 KiB
+// together. The consent engine denies a bundle of more than
+// consent.MaxPatients earlier.
+const MaxPatients = 500
+
 // Process runs match, consent per destination, and transform for one
 // translated message. It does no I/O other than asking decider. An error is
 // a permanent fault for this message (the caller dead-letters it).
@@ -775,6 +783,11 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	res.Matched = true
 	res.Records = append(res.Records, rec(audit.Matched, "", "matched", "", "match"))
 	res.Patients = consent.BundleNHSNumbers(bundle)
+	if n := len(res.Patients); n > MaxPatients {
+		// Each payload carries its patients' keyed hashes to the
+		// delivery stage in store headers, which JetStream bounds.
+		return nil, fault.Newf(fault.CodeTooLarge, "route %s: the message is about %d patients, more than %d; send one message per patient", r.Name, n, MaxPatients)
+	}
 	for _, d := range r.Destinations {
 		dvars := *vars
 		dvars.Destination = map[string]any{"name": d.Name}

@@ -63,7 +63,16 @@ const (
 	// before any pinned checkpoint, as before a key was configured, are
 	// not held to it.)
 	FindUnvouched FindingKind = "unvouched"
+	// FindRecreated: the audit stream was made well after the store's
+	// ingress stream, so it was deleted (with every record in it) and
+	// made again: no chain inside it can show that.
+	FindRecreated FindingKind = "recreated"
 )
+
+// recreatedAllowance is how much younger than the ingress stream the
+// audit stream may be before it counts as made again: Junction makes
+// them together, within seconds.
+const recreatedAllowance = time.Minute
 
 // Finding is one place where the stream disagrees with its chains.
 type Finding struct {
@@ -421,13 +430,51 @@ func Verify(msgs []StoredMsg, keys ...ed25519.PublicKey) *Report {
 }
 
 // VerifyStream reads the audit stream from its first message to the last
-// one stored when it starts, and verifies it.
+// one stored when it starts, and verifies it. It also compares the
+// stream's creation with the ingress stream's (FindRecreated): deleting
+// the whole stream leaves no chain to break.
 func VerifyStream(ctx context.Context, js jetstream.JetStream, keys ...ed25519.PublicKey) (*Report, error) {
 	v := NewVerifier(keys...)
 	if err := ReadStream(ctx, js, v.Add); err != nil {
 		return nil, err
 	}
-	return v.Report(), nil
+	rep := v.Report()
+	f, err := Recreated(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	if f != nil {
+		rep.Findings = append(rep.Findings, *f)
+	}
+	return rep, nil
+}
+
+// Recreated returns a FindRecreated finding when the audit stream was
+// made more than a minute after the ingress stream, else nil (also when
+// there is no ingress stream).
+func Recreated(ctx context.Context, js jetstream.JetStream) (*Finding, error) {
+	return recreated(ctx, js, recreatedAllowance)
+}
+
+// recreated is Recreated with the allowance given.
+func recreated(ctx context.Context, js jetstream.JetStream, allowance time.Duration) (*Finding, error) {
+	audit, err := js.Stream(ctx, store.StreamAudit)
+	if err != nil {
+		return nil, fmt.Errorf("opening audit stream: %w", err)
+	}
+	ingress, err := js.Stream(ctx, store.StreamIngress)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening ingress stream: %w", err)
+	}
+	made, since := audit.CachedInfo().Created, ingress.CachedInfo().Created
+	if made.Sub(since) <= allowance {
+		return nil, nil
+	}
+	return &Finding{Kind: FindRecreated, Detail: fmt.Sprintf("the audit stream was made at %s, %s after the ingress stream (%s): it was deleted and made again, and the records of the messages before it are gone",
+		made.UTC().Format(time.RFC3339), made.Sub(since).Round(time.Second), since.UTC().Format(time.RFC3339))}, nil
 }
 
 // ReadStream passes every message of the audit stream, up to the last one

@@ -743,6 +743,9 @@ func onlySettings(err error) bool {
 
 func (s *Store) ensureStreams(ctx context.Context) error {
 	var errs []error
+	// Messages the ingress stream held before this start: an audit
+	// stream missing beside them was deleted.
+	var ingressHeld uint64
 	for _, want := range s.StreamConfigs() {
 		st, err := s.JS.Stream(ctx, want.Name)
 		switch {
@@ -750,6 +753,10 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			if !s.cfg.CreateStreams {
 				errs = append(errs, settingError(fmt.Sprintf("stream %s does not exist and nats.create_streams is false", want.Name)))
 				continue
+			}
+			if want.Name == StreamAudit && ingressHeld > 0 {
+				s.log.Error("audit stream missing beside a store that has held messages: it was deleted, with every audit record in it; it is made again empty, and audit verify reports it (restore it from a backup to keep the trail)",
+					"stream", want.Name, "ingress_messages_since_start", ingressHeld)
 			}
 			_, err := s.JS.CreateStream(ctx, want)
 			if err != nil && want.MaxBytes > 0 && insufficientStorage(err) {
@@ -769,6 +776,9 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			continue
 		}
 		info := st.CachedInfo()
+		if want.Name == StreamIngress {
+			ingressHeld = info.State.LastSeq
+		}
 		have := info.Config
 		if have.Replicas < want.Replicas && !s.cfg.CreateStreams {
 			errs = append(errs, settingError(fmt.Sprintf("stream %s has %d replicas, config wants %d", want.Name, have.Replicas, want.Replicas)))

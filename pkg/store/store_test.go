@@ -1010,3 +1010,47 @@ func TestRefusingWhenOutOfStorage(t *testing.T) {
 		t.Error("Refusing after a write succeeded")
 	}
 }
+
+// TestAuditStreamDeletedIsLogged: a store whose audit stream was deleted
+// after it held messages makes the stream again at its next open and
+// says so at ERROR; a store made new does not.
+func TestAuditStreamDeletedIsLogged(t *testing.T) {
+	srv := startServer(t)
+	cfg := store.DefaultConfig()
+	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
+	open := func() string {
+		t.Helper()
+		var logs bytes.Buffer
+		s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		if _, err := s.JS.Publish(t.Context(), store.SubjIngress+".test.0", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		return logs.String()
+	}
+	if logged := open(); logged != "" {
+		t.Fatalf("first open logged errors: %s", logged)
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(t.Context(), store.StreamAudit); err != nil {
+		t.Fatal(err)
+	}
+	if logged := open(); !strings.Contains(logged, "audit stream missing beside a store that has held messages") {
+		t.Errorf("reopening without the audit stream logged %q, want an error saying it was deleted", logged)
+	}
+	if _, err := js.Stream(t.Context(), store.StreamAudit); err != nil {
+		t.Errorf("audit stream not made again: %v", err)
+	}
+}

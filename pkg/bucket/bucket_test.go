@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/bucket"
+	"github.com/junction-fhir/junction/pkg/jstest"
 )
 
 // freePort returns a loopback port nothing listens on now.
@@ -58,15 +58,7 @@ func startCluster(t *testing.T) jetstream.JetStream {
 		}
 		urls = append(urls, srv.ClientURL())
 	}
-	nc, err := nats.Connect(urls[0] + "," + urls[1] + "," + urls[2])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jstest.Connect(t, strings.Join(urls, ","))
 	// The cluster is ready when it can place a three-replica stream.
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/jstest"
 )
 
 // TestCreateStreamsFalse runs engines on a NATS server whose streams and
@@ -117,16 +118,7 @@ func startNATS(t *testing.T, maxStore int64) (*server.Server, jetstream.JetStrea
 	if !srv.ReadyForConnections(10 * time.Second) {
 		t.Fatal("nats-server not ready")
 	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, js
+	return srv, jstest.Connect(t, srv.ClientURL())
 }
 
 // engineConfig is the start of a config file for an engine on dir with

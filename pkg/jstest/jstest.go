@@ -32,7 +32,15 @@ func Start(tb testing.TB, name string) jetstream.JetStream {
 		srv.Shutdown()
 		srv.WaitForShutdown()
 	})
-	nc, err := nats.Connect(srv.ClientURL())
+	return Connect(tb, srv.ClientURL())
+}
+
+// Connect returns a JetStream handle on the server (or cluster: URLs
+// separated by commas) at url, on a connection of its own closed when the
+// test ends.
+func Connect(tb testing.TB, url string) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url)
 	if err != nil {
 		tb.Fatalf("connecting to test server: %v", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/store"
@@ -82,15 +81,7 @@ func TestGuardAllowUnsafeLogsLoudly(t *testing.T) {
 
 func TestGuardRefusesAsyncPersistStream(t *testing.T) {
 	srv := startServer(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := clientJS(t, srv)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}, PersistMode: jetstream.AsyncPersistMode}); err != nil {
@@ -99,7 +90,7 @@ func TestGuardRefusesAsyncPersistStream(t *testing.T) {
 	cfg := store.DefaultConfig()
 	cfg.URL = srv.ClientURL()
 	cfg.MonitorURLs = monitorURLs(srv)
-	err = openRefused(t, cfg)
+	err := openRefused(t, cfg)
 	if want := "stream " + store.StreamOutbound + ": uses asynchronous persist mode"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
 	}

@@ -15,10 +15,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -96,6 +96,13 @@ func startServerWith(t *testing.T, edit func(*server.Options)) *server.Server {
 
 // monitorURLs returns the monitoring endpoint of srv, for the durability
 // guard.
+// clientJS returns a JetStream handle on srv, on a connection of its own
+// closed when the test ends.
+func clientJS(t *testing.T, srv *server.Server) jetstream.JetStream {
+	t.Helper()
+	return jstest.Connect(t, srv.ClientURL())
+}
+
 func monitorURLs(srv *server.Server) []string {
 	return []string{"http://" + srv.MonitorAddr().String()}
 }
@@ -558,15 +565,7 @@ func TestOpenExternalMissingStreams(t *testing.T) {
 		}
 	}
 	// Nothing was created.
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := clientJS(t, srv)
 	if got := gotStreams(t, js); len(got) != 0 {
 		t.Errorf("streams created with create_streams false: %v", slices.Sorted(maps.Keys(got)))
 	}
@@ -1035,15 +1034,7 @@ func TestAuditStreamDeletedIsLogged(t *testing.T) {
 	if logged := open(); logged != "" {
 		t.Fatalf("first open logged errors: %s", logged)
 	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := clientJS(t, srv)
 	if err := js.DeleteStream(t.Context(), store.StreamAudit); err != nil {
 		t.Fatal(err)
 	}

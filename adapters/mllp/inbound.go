@@ -36,9 +36,14 @@ import (
 const (
 	DefaultListen          = "127.0.0.1:2575"
 	DefaultMaxMessageBytes = 1 << 20
-	DefaultReadTimeout     = 30 * time.Second
-	DefaultIdleTimeout     = 5 * time.Minute
-	DefaultMaxConnections  = 1000
+	// DefaultMaxSegments is the default limit of segments in one
+	// message: far more than a real message holds (a cumulative
+	// laboratory report of hundreds of OBX), far fewer than 1 MiB of
+	// tiny segments, each of which becomes a FHIR element or resource.
+	DefaultMaxSegments    = 5000
+	DefaultReadTimeout    = 30 * time.Second
+	DefaultIdleTimeout    = 5 * time.Minute
+	DefaultMaxConnections = 1000
 	// DefaultMaxConnectionsPerHost is the default limit of open
 	// connections from one remote IP address: a tenth of the listener's,
 	// far more than a sending system uses, so one host cannot hold every
@@ -89,6 +94,11 @@ type InboundConfig struct {
 	Listen string `yaml:"listen"`
 	// MaxMessageBytes limits one message (default 1 MiB).
 	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxSegments limits the segments of one message (default 5000):
+	// 70,000 one-line NK1s fit in 1 MiB and translate to a 42 MB Bundle,
+	// held up every other message for half a minute. More are refused
+	// before storing (AR, or CR in enhanced mode, with ERR 104).
+	MaxSegments int `yaml:"max_segments"`
 	// ReadTimeout bounds the receipt of one message (default 30s).
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// IdleTimeout closes connections idle this long (default 5m).
@@ -130,6 +140,7 @@ func DefaultInboundConfig() InboundConfig {
 	return InboundConfig{
 		Listen:                DefaultListen,
 		MaxMessageBytes:       DefaultMaxMessageBytes,
+		MaxSegments:           DefaultMaxSegments,
 		ReadTimeout:           DefaultReadTimeout,
 		IdleTimeout:           DefaultIdleTimeout,
 		MaxConnections:        DefaultMaxConnections,
@@ -150,6 +161,9 @@ func (c *InboundConfig) Validate() []error {
 	}
 	if c.MaxMessageBytes <= 0 {
 		errs = append(errs, errors.New("max_message_bytes: must be positive"))
+	}
+	if c.MaxSegments <= 0 {
+		errs = append(errs, errors.New("max_segments: must be positive"))
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, errors.New("read_timeout: must be positive"))
@@ -495,6 +509,13 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.quarantine(ctx, payload, f.Code)
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", field), "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: field, Code: hl7v2.ErrCodeValueTooLong, Severity: "E", Text: f.Msg}), code, cond
+	}
+	if n := len(m.Segments()); n > in.cfg.MaxSegments {
+		code := m.RejectCode()
+		f := fault.Newf(fault.CodeHL7TooManySegments, "message of more than %d segments", in.cfg.MaxSegments).WithHL7(hl7v2.ErrCodeValueTooLong)
+		in.quarantine(ctx, payload, f.Code)
+		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "segments", n, "code", string(code))
+		return in.ack(m, code, hl7v2.AckError{Code: hl7v2.ErrCodeValueTooLong, Severity: "E", Text: f.Msg}), code, cond
 	}
 	if n := m.CountSegments("MSH"); n > 1 {
 		// Two messages in one frame: acknowledging the first would leave

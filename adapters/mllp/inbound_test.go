@@ -352,6 +352,32 @@ func TestInboundLongHeaderValues(t *testing.T) {
 	}
 }
 
+// TestInboundMaxSegments checks that a listener refuses, before storing,
+// a message of more segments than max_segments, with AR and ERR 104,
+// and takes one of that many.
+func TestInboundMaxSegments(t *testing.T) {
+	for _, tc := range []struct {
+		nk1  int
+		want hl7v2.AckCode
+	}{{6, hl7v2.AckAA}, {7, hl7v2.AckAR}} {
+		t.Run(fmt.Sprint(tc.nk1), func(t *testing.T) {
+			f := startInbound(t, func(c *InboundConfig) { c.MaxSegments = 10 })
+			// msg has 4 segments.
+			payload := msg("SEG1", "") + strings.Repeat("NK1|1|TESTKIN^A\r", tc.nk1)
+			code, _, text, reply := send(t, dial(t, f.addr), payload)
+			if code != tc.want {
+				t.Fatalf("%d segments: ack %s, want %s (%q)", 4+tc.nk1, code, tc.want, reply)
+			}
+			if !storedOrKept(t, f, code == hl7v2.AckAA, fault.CodeHL7TooManySegments) {
+				return
+			}
+			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeValueTooLong || !strings.Contains(text, "more than 10 segments") {
+				t.Errorf("reply %q (text %q), want ERR 104 saying the limit", reply, text)
+			}
+		})
+	}
+}
+
 // TestInboundVersions checks that a listener refuses, before storing, a
 // message whose MSH-12 names no HL7 v2 version, with ERR 203 at MSH-12,
 // and takes every v2 version, with or without its other components.
@@ -842,10 +868,10 @@ func TestInboundConfigValidate(t *testing.T) {
 	}{
 		{"defaults", DefaultInboundConfig(), nil},
 		{"zero", InboundConfig{}, []string{
-			"listen: required", "max_message_bytes: must be positive", "read_timeout: must be positive",
+			"listen: required", "max_message_bytes: must be positive", "max_segments: must be positive", "read_timeout: must be positive",
 			"idle_timeout: must be positive", "max_connections: must be positive",
 		}},
-		{"bad listen and tls", InboundConfig{Listen: "2575", MaxMessageBytes: 1, ReadTimeout: 1, IdleTimeout: 1, MaxConnections: 1,
+		{"bad listen and tls", InboundConfig{Listen: "2575", MaxMessageBytes: 1, MaxSegments: 1, ReadTimeout: 1, IdleTimeout: 1, MaxConnections: 1,
 			TLS: &TLSConfig{Cert: "/etc/cert.pem", ClientCA: "-----BEGIN"}}, []string{
 			"listen: must be host:port", "tls.key: required",
 			"tls.cert: must be a secret reference (file:PATH or env:NAME holding PEM)",

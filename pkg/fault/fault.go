@@ -46,11 +46,14 @@ const (
 	CodeHL7Unsupported   Code = "hl7.unsupported-message"
 	CodeHL7Required      Code = "hl7.required-field-missing"
 	CodeHL7Charset       Code = "hl7.unsupported-charset"
-	CodeFHIRInvalidJSON  Code = "fhir.invalid-json"
-	CodeFHIRInvalid      Code = "fhir.invalid-resource"
-	CodeFHIRMediaType    Code = "fhir.unsupported-media-type"
-	CodeFHIRTooLarge     Code = "fhir.too-large"
-	CodeFHIREmpty        Code = "fhir.empty-body"
+	// CodeHL7TooManySegments is an HL7 v2 message of more segments than
+	// its listener takes (max_segments).
+	CodeHL7TooManySegments Code = "hl7.too-many-segments"
+	CodeFHIRInvalidJSON    Code = "fhir.invalid-json"
+	CodeFHIRInvalid        Code = "fhir.invalid-resource"
+	CodeFHIRMediaType      Code = "fhir.unsupported-media-type"
+	CodeFHIRTooLarge       Code = "fhir.too-large"
+	CodeFHIREmpty          Code = "fhir.empty-body"
 	// CodeFHIRNotSupported is a request the FHIR endpoint does not serve:
 	// a method or a path it does not take.
 	CodeFHIRNotSupported Code = "fhir.not-supported"
@@ -80,7 +83,7 @@ const (
 // Codes returns every code this package defines, in declaration order.
 func Codes() []Code {
 	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeFrameIncomplete, CodeFrameBusy, CodeHL7Parse,
-		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeFHIRInvalidJSON, CodeFHIRInvalid,
+		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeHL7TooManySegments, CodeFHIRInvalidJSON, CodeFHIRInvalid,
 		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeFHIRNotSupported, CodeTranslate, CodeRuleEval, CodeDestRejected,
 		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConsentChanged, CodeConfig,
 		CodeNotFound, CodeUnauthorized, CodeDuplicate, CodeTooLarge, CodePanic, CodeBacklog}
@@ -189,7 +192,7 @@ func IssueType(c Code) string {
 		return "structure"
 	case CodeFHIRInvalid, CodeHL7Required:
 		return "invalid"
-	case CodeFHIRTooLarge, CodeFrameTooLarge:
+	case CodeFHIRTooLarge, CodeFrameTooLarge, CodeHL7TooManySegments:
 		return "too-costly"
 	case CodeFHIRMediaType, CodeFHIRNotSupported, CodeHL7Unsupported, CodeHL7Charset:
 		return "not-supported"

@@ -312,10 +312,15 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	// Before the merge, which rewrites the updates by identifier it
 	// merges into updates by server id: the withdrawal finds reports and
 	// the results the delivery writes by those identifiers.
-	withdrawn := 0
+	withdrawn, finalized := 0, 0
 	if !older {
 		if withdrawn, err = o.withdrawResults(ctx, &tx, auth, fromV2); err != nil {
 			return nil, "", 0, err
+		}
+		if fromV2 {
+			if finalized, err = o.finalizeStatusOnly(ctx, &tx, auth); err != nil {
+				return nil, "", 0, err
+			}
 		}
 	}
 	merged, stale, err := o.mergeExisting(ctx, &tx, auth, fromV2, d.ReceivedAt)
@@ -331,6 +336,8 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 		// Written with If-Match: a conflict means read again.
 		merged += withdrawn
 	}
+	// Written with If-Match too.
+	merged += finalized
 	if stale > 0 {
 		o.log.Info("delivery older than what wrote some of the server's elements; those were left as they are", "message_id", d.MessageID, "destination", d.Destination, "resources", stale)
 	}

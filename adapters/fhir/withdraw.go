@@ -77,9 +77,22 @@ func (o *Outbound) withdrawResults(ctx context.Context, tx *models.Bundle, auth 
 		if !ok {
 			continue
 		}
-		results, err := o.storedResults(ctx, id, auth)
+		stored, results, err := o.storedResults(ctx, id, auth)
 		if err != nil {
 			return 0, err
+		}
+		var head struct {
+			Status string `json:"status"`
+		}
+		if reportStages[stored] >= reportStages["preliminary"] && reportStages[stored] < reportStages["cancelled"] &&
+			json.Unmarshal(tx.Entry[i].Resource, &head) == nil && head.Status == "cancelled" {
+			// OBR-25 X maps to cancelled ("not started or not
+			// completed"); after results were released R4 calls it
+			// entered-in-error ("withdrawn following a previous final
+			// release").
+			if tx.Entry[i].Resource, err = withStatus(tx.Entry[i].Resource, "entered-in-error"); err != nil {
+				return 0, err
+			}
 		}
 		for _, res := range results {
 			var head struct {
@@ -128,18 +141,32 @@ func (o *Outbound) withdrawResults(ctx context.Context, tx *models.Bundle, auth 
 // from the server.
 const maxWithdrawnResults = 1000
 
-// storedResults returns the Observations the DiagnosticReport stored at
-// the server under id lists as its results (none when no report carries
-// it yet).
-func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth string) ([]json.RawMessage, error) {
+// withStatus returns resource res with status status.
+func withStatus(res []byte, status string) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(res, &m); err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: setting a status", err)
+	}
+	m["status"], _ = json.Marshal(status)
+	out, err := json.Marshal(m)
+	if err != nil {
+		return nil, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: setting a status", err)
+	}
+	return out, nil
+}
+
+// storedResults returns the status of the DiagnosticReport stored at the
+// server under id and the Observations it lists as its results (none when
+// no report carries it yet).
+func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth string) (string, []json.RawMessage, error) {
 	form := identifierQuery(id) + "&_include=DiagnosticReport:result&_count=2"
 	reply, err := o.get(ctx, http.MethodPost, o.base+"/DiagnosticReport/_search", form, auth, "the search of a withdrawn report", "")
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	set, err := readSearchSet(reply, "the search of a withdrawn report")
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	var reports []json.RawMessage
 	included := map[string]json.RawMessage{}
@@ -166,22 +193,23 @@ func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth st
 	}
 	switch len(reports) {
 	case 0:
-		return nil, nil
+		return "", nil, nil
 	case 1:
 	default:
-		return nil, fault.New(fault.CodeDestRejected, "fhir: more than one DiagnosticReport at the server carries the withdrawn report's identifier")
+		return "", nil, fault.New(fault.CodeDestRejected, "fhir: more than one DiagnosticReport at the server carries the withdrawn report's identifier")
 	}
 	var report struct {
+		Status string `json:"status"`
 		Result []struct {
 			Reference  string          `json:"reference"`
 			Identifier *fhirIdentifier `json:"identifier"`
 		} `json:"result"`
 	}
 	if err := json.Unmarshal(reports[0], &report); err != nil {
-		return nil, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "fhir: the stored withdrawn report does not decode", err)
+		return "", nil, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "fhir: the stored withdrawn report does not decode", err)
 	}
 	if len(report.Result) > maxWithdrawnResults {
-		return nil, fault.Newf(fault.CodeDestRejected, "fhir: the stored withdrawn report lists more than %d results", maxWithdrawnResults)
+		return "", nil, fault.Newf(fault.CodeDestRejected, "fhir: the stored withdrawn report lists more than %d results", maxWithdrawnResults)
 	}
 	var out []json.RawMessage
 	for _, r := range report.Result {
@@ -190,7 +218,7 @@ func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth st
 			// final's): found by a search.
 			res, err := o.observationBy(ctx, *r.Identifier, auth)
 			if err != nil {
-				return nil, err
+				return "", nil, err
 			}
 			if res != nil {
 				out = append(out, res)
@@ -209,13 +237,13 @@ func (o *Outbound) storedResults(ctx context.Context, id fhirIdentifier, auth st
 				continue // gone already
 			}
 			if err != nil {
-				return nil, err
+				return "", nil, err
 			}
 			res = b
 		}
 		out = append(out, res)
 	}
-	return out, nil
+	return report.Status, out, nil
 }
 
 // observationBy returns the one Observation at the server carrying id,

@@ -29,7 +29,8 @@ func labDelivery(t testing.TB, id, status string, obx ...string) *adapter.Delive
 }
 
 // TestOutboundWithdrawnReportWithdrawsItsResults: a laboratory withdraws
-// a final report (OBR-25 X, no OBX). Its Observations at the server,
+// a final report (OBR-25 X, no OBX), which becomes entered-in-error
+// (cancelled when nothing was released). Its Observations at the server,
 // which the report written whole no longer lists, become entered-in-error
 // with their values kept, whether the server includes them in the search
 // or they are read one by one; a correction that resends fewer lines
@@ -46,21 +47,27 @@ func TestOutboundWithdrawnReportWithdrawsItsResults(t *testing.T) {
 		sends     []*adapter.Delivery
 		want      map[string]string // Observation code: status
 		reads     int
+		report    string // the report's status
 	}{
-		{"withdrawn, results included", false, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X")}, allWithdrawn, 0},
-		{"withdrawn, results read one by one", true, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X")}, allWithdrawn, 2},
+		{"withdrawn, results included", false, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X")}, allWithdrawn, 0, "entered-in-error"},
+		{"withdrawn, results read one by one", true, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X")}, allWithdrawn, 2, "entered-in-error"},
 		{"withdrawn with one line sent cancelled", false, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "X", "OBX|1|NM|HB^Haemoglobin^L||||||||X")},
-			map[string]string{"HB": "cancelled", "WBC": "entered-in-error"}, 0},
+			map[string]string{"HB": "cancelled", "WBC": "entered-in-error"}, 0, "entered-in-error"},
 		{"withdrawn with one line cancelled, reports and results merged", false, []string{"Patient", "DiagnosticReport", "Observation"},
 			[]*adapter.Delivery{final, labDelivery(t, "WD02", "X", "OBX|1|NM|HB^Haemoglobin^L||||||||X")},
-			map[string]string{"HB": "cancelled", "WBC": "entered-in-error"}, 0},
+			map[string]string{"HB": "cancelled", "WBC": "entered-in-error"}, 0, "entered-in-error"},
 		{"withdrawn after a status-only final", false, nil, []*adapter.Delivery{
 			labDelivery(t, "WD01", "P", hb+"P", wbc),
 			labDelivery(t, "WD02", "F", "OBX|1|NM|HB^Haemoglobin^L||||||||U", wbc),
 			labDelivery(t, "WD03", "X"),
-		}, allWithdrawn, 0},
+		}, allWithdrawn, 0, "entered-in-error"},
+		// Cancelled before any result was released: R4's cancelled.
+		{"cancelled while in process", false, nil, []*adapter.Delivery{
+			labDelivery(t, "WD01", "I", hb+"I", "OBX|2|NM|WBC^White cells^L||7.2|10*9/L|4-11|N|||I"),
+			labDelivery(t, "WD02", "X"),
+		}, map[string]string{"HB": "entered-in-error", "WBC": "entered-in-error"}, 0, "cancelled"},
 		{"corrected with one line", false, nil, []*adapter.Delivery{final, labDelivery(t, "WD02", "C", "OBX|1|NM|HB^Haemoglobin^L||128|g/L|130-170|L|||C")},
-			map[string]string{"HB": "corrected", "WBC": "final"}, 0},
+			map[string]string{"HB": "corrected", "WBC": "final"}, 0, "corrected"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,6 +83,9 @@ func TestOutboundWithdrawnReportWithdrawsItsResults(t *testing.T) {
 				if _, err := o.Send(ctx, d); err != nil {
 					t.Fatalf("delivery %d: %v", i+1, err)
 				}
+			}
+			if reports := srv.all("DiagnosticReport"); len(reports) != 1 || reports[0]["status"] != tt.report {
+				t.Errorf("reports %v, want one %s", reports, tt.report)
 			}
 			obs := srv.all("Observation")
 			if len(obs) != 2 {

@@ -57,7 +57,8 @@
 // retransmitting results already sent as preliminary") is not an
 // Observation: its report refers to the earlier one by its result key
 // (DQResultStatusOnly), since an Observation written whole would replace
-// the preliminary value at the server with none.
+// the preliminary value at the server with none; a fhir destination makes
+// the stored Observation final, its value kept.
 //
 // # Mapping choices
 //

@@ -691,26 +691,35 @@ func bundleNHSNumber(b ref.Val) ref.Val {
 
 // sizeEstimator bounds the size of every unknown list, map and string so
 // worst-case costs are finite: max for what the variables hold (a
-// bundle's entries, a function's result), and its square root for what
-// is nested inside an element of one (an Observation's interpretations,
-// a coding list), since a FHIR resource does not hold a
-// thousand codings in each of a thousand elements. Without that, three
-// nested exists() over a bundle are estimated at billions and refused.
+// bundle's entries, a function's result), its square root for what is
+// nested inside an element of one (an Observation's interpretations, a
+// coding list), and the square root again, but at least 4, for each level
+// deeper (an interpretation's codings), since a FHIR resource does not
+// hold a thousand codings in each of a thousand elements. Without that,
+// three nested exists() over a bundle are estimated at billions, and a
+// filter on a result's interpretation codes at 20 million, and refused.
 // Evaluation's cost limit still bounds what is actually spent.
 type sizeEstimator struct{ max uint64 }
 
 func (s sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
-	if nestedPath(n.Path()) {
-		return &checker.SizeEstimate{Min: 0, Max: max(1, uint64(math.Sqrt(float64(s.max))))}
+	size := float64(s.max)
+	for range nesting(n.Path()) {
+		size = max(4, math.Sqrt(size))
 	}
-	return &checker.SizeEstimate{Min: 0, Max: s.max}
+	return &checker.SizeEstimate{Min: 0, Max: max(1, min(s.max, uint64(math.Ceil(size))))}
 }
 
-// nestedPath reports whether a value at path lies inside an element of a
-// list or map: the checker names elements "@items", "@keys" and
-// "@values" (a dyn may be either; a function's result starts the path).
-func nestedPath(path []string) bool {
-	return slices.ContainsFunc(path, func(p string) bool { return p == "@items" || p == "@keys" || p == "@values" })
+// nesting returns how many elements of lists or maps a value at path lies
+// inside: the checker names elements "@items", "@keys" and "@values" (a
+// dyn may be either; a function's result starts the path).
+func nesting(path []string) int {
+	n := 0
+	for _, p := range path {
+		if p == "@items" || p == "@keys" || p == "@values" {
+			n++
+		}
+	}
+	return n
 }
 
 func (s sizeEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {

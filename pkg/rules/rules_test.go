@@ -300,6 +300,10 @@ func TestCompileAcceptsKinds(t *testing.T) {
 		// MaxSize, so nesting through a resource's own lists is allowed.
 		{"nested lists within resources", `resources(bundle, "Observation").exists(o, o.interpretation.exists(i, i.coding.exists(c, c.code == "H")))`, Bool},
 		{"nested lists within entries", `bundle.entry.exists(e, has(e.resource.code) && e.resource.code.coding.exists(c, c.system == "http://loinc.org"))`, Bool},
+		// Deeper still, a little smaller again: a route author's filter
+		// on a result's code and any of its interpretation codes.
+		{"lists two levels within resources", `resources(bundle, "Observation").exists(o, o.code.coding.exists(c, c.code == "K") && has(o.interpretation) && ` +
+			`o.interpretation.exists(i, i.coding.exists(c, c.code in ["H", "HH", "L", "LL", "A", "AA"])))`, Bool},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -212,6 +212,8 @@ func TestCLILintErrors(t *testing.T) {
 	mixedCfg := filepath.Join(dir, "mixed-config.yaml")
 	cliWrite(t, mixedCfg, fmt.Sprintf("routes: [%q]\nhttp:\n  listen: 127.0.0.1:99999\n  lisen: x\nrouter:\n  batch: 0\ninputs:\n  pas:\n    type: pas\n    tls: {cert: env:JUNCTION_CLI_TEST_UNSET_CERT,\n      key: %q}\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n",
 		shippedRoutes(t), "file:"+filepath.Join(dir, "no-such-key.pem")))
+	inputCfg := filepath.Join(dir, "input-config.yaml")
+	cliWrite(t, inputCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\ninputs:\n  pas: {type: pas}\n  fhir: {type: fhir}\n  pathology:\n    type: pathology\n    processing_ids: [P, Q]\n    lab:\n      local_code_sytem: https://x.example/cs\n", shippedRoutes(t)))
 	exposedCfg := filepath.Join(dir, "exposed-fhir.yaml")
 	t.Setenv("JUNCTION_CLI_TEST_ADMIN", "an-admin-token-for-the-cli-test")
 	cliWrite(t, exposedCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\n  admin_token: env:JUNCTION_CLI_TEST_ADMIN\ninputs:\n  pas:\n    type: pas\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n", shippedRoutes(t)))
@@ -287,6 +289,12 @@ func TestCLILintErrors(t *testing.T) {
 			mixedCfg + ":6:10: router.batch: must be 1 to 1000, got 0",
 			mixedCfg + ":10:17: inputs.pas.tls.cert: cannot resolve secret reference: environment variable JUNCTION_CLI_TEST_UNSET_CERT is not set",
 			mixedCfg + ":11:12: inputs.pas.tls.key: cannot resolve secret reference: reading secret file: open " + filepath.Join(dir, "no-such-key.pem") + ": no such file or directory",
+		}},
+		// A misspelt key in an input's settings hides none of its other
+		// problems.
+		{"an input's unknown key and its settings at once", []string{"lint", "-c", inputCfg}, []string{
+			inputCfg + `:10:7: unknown field "local_code_sytem" in inputs.pathology.lab (did you mean "local_code_system"?)`,
+			inputCfg + `:8:25: inputs.pathology: processing_ids[1]: "Q" is not an HL7 processing id (P, T or D)`,
 		}},
 		{"route test input missing", []string{"lint", "-c", cliConfig(t, noInput)}, []string{
 			noInput + ":11:29: tests[0].input.file: cannot read " + filepath.Join(dir, "inputs", "testdata", "nope.hl7") + ": no such file or directory",

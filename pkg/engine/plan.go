@@ -173,10 +173,16 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 	p := &Plan{Config: cfg, Rules: env, Inputs: map[string]*PlannedInput{}, Destinations: map[string]*PlannedDestination{}}
 	decode := func(where string, c *config.Component, f adapter.Factory) any {
 		conf := f.NewConfig()
+		decoded := true
 		if !c.Settings.IsZero() {
 			if err := c.Settings.Decode(conf); err != nil {
 				errs = append(errs, err)
-				return nil
+				if !yamlx.OnlyUnknown(err) {
+					return nil
+				}
+				// The rest decoded: its problems are reported too, so a
+				// misspelt key hides none of them.
+				decoded = false
 			}
 		}
 		if v, ok := conf.(adapter.Validator); ok {
@@ -187,6 +193,9 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 			if len(verrs) > 0 {
 				return nil // building it would only report them again
 			}
+		}
+		if !decoded {
+			return nil
 		}
 		return conf
 	}

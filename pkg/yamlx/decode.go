@@ -651,6 +651,9 @@ func (d *decoder) unknownField(key *yaml.Node, path string, fields []field) {
 		msg += " (allowed: " + strings.Join(names, ", ") + ")"
 	}
 	d.addAt(d.pos(key), msg)
+	if n := len(d.errs); n > 0 && !d.stopped {
+		d.errs[n-1].Unknown = true
+	}
 }
 
 func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string, depth int) {

@@ -128,6 +128,12 @@ func (p *Plan) PayloadTaken(dest, source string, raw bool) (contentType string, 
 // HasDestination implements route.Catalog, as HasSource does.
 func (p *Plan) HasDestination(name string) bool { _, ok := p.Config.Destinations[name]; return ok }
 
+// Names implements route.NameCatalog: the inputs and destinations the
+// config names.
+func (p *Plan) Names() (sources, destinations []string) {
+	return sortedKeys(p.Config.Inputs), sortedKeys(p.Config.Destinations)
+}
+
 // Translators returns each input's translator by input name.
 func (p *Plan) Translators() map[string]adapter.Translator {
 	m := map[string]adapter.Translator{}

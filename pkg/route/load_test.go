@@ -38,6 +38,9 @@ func (c fakeCatalog) HasDestination(n string) bool {
 	return false
 }
 
+// Names makes fakeCatalog a NameCatalog, so load errors suggest names.
+func (c fakeCatalog) Names() (sources, destinations []string) { return c.sources, c.dests }
+
 var testCatalog = fakeCatalog{sources: []string{"pas", "fhir"}, dests: []string{"fhir-store", "data-quality"}}
 
 func testEnv(t testing.TB) *rules.Env {

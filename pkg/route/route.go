@@ -32,6 +32,30 @@ type Catalog interface {
 	HasDestination(name string) bool
 }
 
+// NameCatalog is a Catalog that lists its names, so that a route naming
+// one it lacks is told the one it likely meant.
+type NameCatalog interface {
+	Catalog
+	Names() (sources, destinations []string)
+}
+
+// suggestion returns ` (did you mean "x"?)` for a name cat lacks, when
+// cat lists a likely one among its sources (or destinations), else "".
+func suggestion(cat Catalog, name string, destination bool) string {
+	nc, ok := cat.(NameCatalog)
+	if !ok {
+		return ""
+	}
+	names, dests := nc.Names()
+	if destination {
+		names = dests
+	}
+	if s := yamlx.Suggest(name, names); s != "" {
+		return fmt.Sprintf(" (did you mean %q?)", s)
+	}
+	return ""
+}
+
 // InternalCatalog is a Catalog that knows which destinations keep what
 // they are given inside Junction (the consent store, the opt-out list):
 // delivering to them discloses nothing, so no consent is asked for them.
@@ -339,7 +363,7 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		errs.Add(f.Name.Pos, "name: %q must be 1 to 64 letters, digits, '-' or '_'", r.Name)
 	}
 	if cat != nil && r.Source != "" && !cat.HasSource(r.Source) {
-		errs.Add(f.Source.Adapter.Pos, "source.adapter: no input named %q in the config", r.Source)
+		errs.Add(f.Source.Adapter.Pos, "source.adapter: no input named %q in the config%s", r.Source, suggestion(cat, r.Source, false))
 	}
 	if len(f.Source.Events) > 0 {
 		r.events = map[string]bool{}
@@ -467,7 +491,7 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 		dests[cd.Name] = true
 		if cat != nil && cd.Name != "" && !cat.HasDestination(cd.Name) {
-			errs.Add(d.Name.Pos, "%s.name: no destination named %q in the config", where, cd.Name)
+			errs.Add(d.Name.Pos, "%s.name: no destination named %q in the config%s", where, cd.Name, suggestion(cat, cd.Name, true))
 		}
 		if ic, ok := cat.(InternalCatalog); ok && cd.Name != "" {
 			cd.Internal = ic.InternalDestination(cd.Name)

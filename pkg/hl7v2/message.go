@@ -414,13 +414,28 @@ func (m *Message) MessageType() string {
 }
 
 // Event returns the trigger event from MSH-9.2 or, when that is empty,
-// from EVN-1.
+// from EVN-1, or for a message type of one event before MSH-9 carried
+// events (HL7 v2.1 and v2.2: ORU, ORM), that event.
 func (m *Message) Event() string {
 	if ev := m.msh().Component(9, 1, 2, 1); ev != "" {
 		return ev
 	}
 	if evn := m.Segment("EVN"); evn != nil {
-		return evn.Component(1, 1, 1, 1)
+		if ev := evn.Component(1, 1, 1, 1); ev != "" {
+			return ev
+		}
+	}
+	return impliedEvent(m.msh().Component(9, 1, 1, 1))
+}
+
+// impliedEvent returns the trigger event of a message type that had only
+// one when MSH-9 named no event, or "".
+func impliedEvent(typ string) string {
+	switch typ {
+	case "ORU":
+		return "R01"
+	case "ORM":
+		return "O01"
 	}
 	return ""
 }

@@ -403,6 +403,10 @@ func TestMessageHeader(t *testing.T) {
 		{"event from MSH-9", "MSH|^~\\&|||||||ADT^A01|1|P|2.4\rEVN|A02", "ADT^A01", "A01", false, []AckCode{"AA", "AE", "AR"}, 1},
 		{"event from EVN", "MSH|^~\\&|||||||ADT|1|P|2.4\rEVN|A02", "ADT^A02", "A02", false, []AckCode{"AA", "AE", "AR"}, 1},
 		{"ACK alone", "MSH|^~\\&|||||||ACK|1|P|2.4\rMSA|AA|1", "ACK", "", false, []AckCode{"AA", "AE", "AR"}, 0},
+		// Before MSH-9 carried events, ORU and ORM had one each.
+		{"v2.1 ORU", "MSH|^~\\&|||||||ORU|1|P|2.1\rPID|1", "ORU^R01", "R01", false, []AckCode{"AA", "AE", "AR"}, 0},
+		{"v2.2 ORM", "MSH|^~\\&|||||||ORM|1|P|2.2\rPID|1", "ORM^O01", "O01", false, []AckCode{"AA", "AE", "AR"}, 0},
+		{"empty EVN-1", "MSH|^~\\&|||||||ADT|1|P|2.4\rEVN|", "ADT", "", false, []AckCode{"AA", "AE", "AR"}, 1},
 		{"enhanced", "MSH|^~\\&|||||||ORU^R01|1|P|2.5|||AL|NE\rEVN|R01\rEVN|X", "ORU^R01", "R01", true, []AckCode{"CA", "CE", "CR"}, 2},
 		{"odd component separator", "MSH|$~\\&|||||||ADT$A04|1|P|2.4", "ADT^A04", "A04", false, []AckCode{"AA", "AE", "AR"}, 0},
 	}

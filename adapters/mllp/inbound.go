@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
@@ -327,6 +328,11 @@ func (in *Inbound) Start(ctx context.Context) error {
 	in.started = true
 	in.serveDone = make(chan struct{})
 	in.log.Info("listening", "adapter", in.name, "addr", in.srv.ListenAddr().String(), "tls", in.cfg.TLS != nil)
+	if host, _, err := net.SplitHostPort(in.cfg.Listen); err == nil && !access.LoopbackHost(host) && in.cfg.TLS == nil {
+		// Allowed (trust networks often carry MLLP plain), but said, as
+		// for the HTTP listener.
+		in.log.Warn("mllp listener is reachable beyond this machine without TLS: messages cross the network as sent; set tls, or keep the network between sender and Junction trusted", "adapter", in.name, "addr", in.srv.ListenAddr().String())
+	}
 	serveCtx := context.WithoutCancel(ctx)
 	go func() {
 		defer close(in.serveDone)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/logtest"
 	transport "github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 	"github.com/junction-fhir/junction/pkg/tlsconf/tlstest"
@@ -37,6 +39,12 @@ func pidKey(m *hl7v2.Message) string { return m.Get("PID-3.1") }
 
 func startInbound(t *testing.T, mutate func(*InboundConfig)) *inboundFixture {
 	t.Helper()
+	return startInboundLogged(t, mutate, nil)
+}
+
+// startInboundLogged is startInbound logging to log (nil: the default).
+func startInboundLogged(t *testing.T, mutate func(*InboundConfig), log *slog.Logger) *inboundFixture {
+	t.Helper()
 	cfg := DefaultInboundConfig()
 	cfg.Listen = "127.0.0.1:0"
 	if mutate != nil {
@@ -44,7 +52,7 @@ func startInbound(t *testing.T, mutate func(*InboundConfig)) *inboundFixture {
 	}
 	m := telemetry.NewMetrics(prometheus.NewRegistry())
 	host := newFakeHost()
-	in, err := NewInbound(adapter.Settings{Name: "pas", Metrics: m, Secrets: testSecrets{}}, host, cfg, pidKey)
+	in, err := NewInbound(adapter.Settings{Name: "pas", Logger: log, Metrics: m, Secrets: testSecrets{}}, host, cfg, pidKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,6 +381,24 @@ func TestInboundMaxSegments(t *testing.T) {
 			}
 			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeValueTooLong || !strings.Contains(text, "more than 10 segments") {
 				t.Errorf("reply %q (text %q), want ERR 104 saying the limit", reply, text)
+			}
+		})
+	}
+}
+
+// TestInboundWarnsPlainBeyondLoopback checks that a listener reachable
+// beyond this machine without TLS says so when it starts, and one on
+// loopback does not.
+func TestInboundWarnsPlainBeyondLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		warn   bool
+	}{{"127.0.0.1:0", false}, {"0.0.0.0:0", true}} {
+		t.Run(tc.listen, func(t *testing.T) {
+			var logs logtest.Buffer
+			startInboundLogged(t, func(c *InboundConfig) { c.Listen = tc.listen }, slog.New(slog.NewJSONHandler(&logs, nil)))
+			if got := strings.Contains(logs.String(), "without TLS"); got != tc.warn {
+				t.Errorf("warned %t, want %t; logs:\n%s", got, tc.warn, logs.String())
 			}
 		})
 	}

@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -839,28 +839,10 @@ func TestShutdownWithUnreachableCollector(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestDeadLetterIsLogged checks that a dead letter writes a log line with
 // the message id, stage and code, and no patient data.
 func TestDeadLetterIsLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	routes, err := filepath.Abs("../../routes")
 	if err != nil {
 		t.Fatal(err)

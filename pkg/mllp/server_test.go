@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/junction-fhir/junction/pkg/logtest"
 )
 
 // testTimeout bounds every wait in these tests; it only turns a hang into
@@ -401,7 +403,7 @@ func TestServerMaxConnsPerHost(t *testing.T) {
 func TestServerEvictsIdleWhenFull(t *testing.T) {
 	var evicted atomic.Int64
 	var open atomic.Int64
-	var logged syncBuffer
+	var logged logtest.Buffer
 	s := &Server{Handler: echo, MaxConns: 2, EvictIdleAfter: 100 * time.Millisecond,
 		OnEvicted: func(*ConnInfo) { evicted.Add(1) }, OnConns: func(n int) { open.Store(int64(n)) },
 		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))}
@@ -445,24 +447,6 @@ func TestServerEvictsIdleWhenFull(t *testing.T) {
 	if w := logged.String(); strings.Contains(w, "mllp read failed") {
 		t.Errorf("warned of the evicted connection's read:\n%s", w)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestServerEvictsSilentAndHandshakingFirst checks the order in which a

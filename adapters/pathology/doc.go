@@ -82,7 +82,8 @@
 //     message holds, not on MSH-12.
 //   - Observation (UKCore-Observation-Lab): see mapObservation and
 //     setValue for every value type. Quantities carry the UCUM system and
-//     code when OBX-6 is UCUM (or a common UK spelling of a UCUM unit),
+//     code when OBX-6 is UCUM (or a common UK spelling of a UCUM unit, such
+//     as µmol/L with a micro sign),
 //     else the unit text only. Reference ranges keep OBX-7 as text and add
 //     low and high when it parses. OBX-8 flags map to
 //     v3-ObservationInterpretation. Notes after the OBX become notes.

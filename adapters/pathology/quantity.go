@@ -62,8 +62,9 @@ var ucumAliases = map[string]string{
 
 // unitOf reads OBX-6 (a CE/CWE): the unit as sent (OBX-6.1, else OBX-6.2)
 // is the text; it is also the UCUM code when OBX-6.3 says UCUM or names no
-// system and it is a well-formed UCUM expression, and a few common
-// non-UCUM spellings map to their UCUM code (ucumAliases). Otherwise the
+// system and it is a well-formed UCUM expression, a few common non-UCUM
+// spellings map to their UCUM code (ucumAliases), and a micro sign or
+// Greek mu is UCUM's "u" ("µmol/L" is umol/L). Otherwise the
 // unit has text only, with DQUnitNotUCUM.
 //
 // A power of ten sent with its caret unescaped ("x10^9/L", which reads as
@@ -89,6 +90,12 @@ func (b *builder) unitOf(obx *hl7v2.Segment) unit {
 	// A unit OBX-6.3 places in another coding system is that system's,
 	// even when it reads like a UCUM expression ("1" in METRIC).
 	system := strings.TrimSpace(value(obx.Component(6, 1, 3, 1)))
+	// The micro sign (U+00B5, Latin-1 0xB5) or Greek mu for UCUM's "u":
+	// "µmol/L", as UK laboratories write bilirubin and creatinine.
+	if micro := strings.NewReplacer("\u00b5", "u", "\u03bc", "u").Replace(code); micro != code &&
+		(system == "" || strings.EqualFold(system, "UCUM")) && isUCUM(micro) {
+		return unit{text: code, code: micro}
+	}
 	if strings.EqualFold(system, "UCUM") || system == "" && isUCUM(code) {
 		return unit{text: code, code: code}
 	}

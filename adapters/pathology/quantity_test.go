@@ -23,6 +23,10 @@ func TestUnitOf(t *testing.T) {
 		{"IU/L^^99LOCAL", "IU/L", "[IU]/L", false},
 		{"^cells per high power field", "cells per high power field", "", true},
 		{"", "", "", false},
+		{"\u00b5mol/L", "\u00b5mol/L", "umol/L", false},
+		{"\u03bcg/L^^UCUM", "\u03bcg/L", "ug/L", false},
+		{"\u00b5mol/L^^99LOCAL", "\u00b5mol/L", "", true},
+		{"\u00b5 per box", "\u00b5 per box", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.obx6, func(t *testing.T) {

@@ -85,7 +85,8 @@
 //     code when OBX-6 is UCUM (or a common UK spelling of a UCUM unit, such
 //     as µmol/L with a micro sign),
 //     else the unit text only. Reference ranges keep OBX-7 as text and add
-//     low and high when it parses. OBX-8 flags map to
+//     low and high when it parses ("3.5-5.3", "<=5", ">=60"; FHIR's bounds
+//     are inclusive, so "<21" and ">90" stay text only). OBX-8 flags map to
 //     v3-ObservationInterpretation. Notes after the OBX become notes.
 //   - Codes: HL7 coding system names map to URIs (LN to LOINC, SCT to
 //     SNOMED CT, local names to the configured local code system); the

@@ -139,10 +139,14 @@ func splitComparator(s string) (string, string) {
 }
 
 // referenceRange parses OBX-7 text into low and high bounds in u: "3.5-5.0",
-// "3.5 - 5.0", "3.5 to 5.0", "70_105", "<5" (high 5), ">=60" (low 60). Any
+// "3.5 - 5.0", "3.5 to 5.0", "70_105", "<=5" (high 5), ">=60" (low 60).
+// FHIR's bounds are inclusive, so a strict one ("<5", ">90") is none. Any
 // other text gives no bounds (the caller keeps the text).
 func referenceRange(text string, u unit) (low, high *models.Quantity) {
 	if cmp, rest := splitComparator(text); cmp != "" {
+		if cmp == "<" || cmp == ">" {
+			return nil, nil
+		}
 		v, ok := decimal(rest)
 		if !ok {
 			return nil, nil

@@ -243,9 +243,12 @@ func TestReferenceRange(t *testing.T) {
 		{"-2 to 2", "-2", "2"},
 		{"-5--1", "-5", "-1"},
 		{"70_105", "70", "105"},
-		{"<5", "", "5"},
+		// FHIR's bounds are inclusive: a strict comparator is kept as
+		// text only.
+		{"<5", "", ""},
 		{"<= 5", "", "5"},
-		{">60", "60", ""},
+		{">60", "", ""},
+		{">= 60", "60", ""},
 		{"Negative", "", ""},
 		{"3.5-5.3 mmol/L", "", ""},
 		{"", "", ""},

@@ -850,17 +850,26 @@ func priorityDisplay(code string) string {
 	return ""
 }
 
-// spm writes one specimen (v2.5).
+// spm writes one specimen (v2.5): SPM-2.1 the identifier typed PGN, else
+// the first not typed FGN; SPM-2.2 the one typed FGN, else the accession
+// identifier (as results map them back: placer and filler assigned
+// identifiers, with the accession identifier from SPM-30).
 func (e *orderEncoder) spm(s *hl7v2.SegmentBuilder, setID int, sp *fhirSpecimen) {
 	s.SetField(1, strconv.Itoa(setID))
-	for _, id := range sp.Identifier {
-		if id.Value != "" {
-			setEISub(s, 2, 1, &id)
-			break
+	placer, filler := identifierTyped(sp.Identifier, "PGN"), identifierTyped(sp.Identifier, "FGN")
+	for i := range sp.Identifier {
+		if placer == nil && sp.Identifier[i].Value != "" && &sp.Identifier[i] != filler {
+			placer = &sp.Identifier[i]
 		}
 	}
-	if sp.AccessionIdentifier != nil && sp.AccessionIdentifier.Value != "" {
-		setEISub(s, 2, 2, sp.AccessionIdentifier)
+	if filler == nil && sp.AccessionIdentifier != nil && sp.AccessionIdentifier.Value != "" {
+		filler = sp.AccessionIdentifier
+	}
+	if placer != nil {
+		setEISub(s, 2, 1, placer)
+	}
+	if filler != nil {
+		setEISub(s, 2, 2, filler)
 	}
 	e.concept(s, 4, 1, sp.Type)
 	if c := sp.Collection; c != nil {

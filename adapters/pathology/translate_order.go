@@ -432,8 +432,11 @@ func (b *builder) mapSpecimens(o *order, subject models.Reference, request []mod
 
 // specimenFromSPM maps an SPM segment:
 //
-//   - identifier: SPM-2.1 (placer assigned); accessionIdentifier: SPM-2.2
-//     (filler assigned), each with its universal id as system when sent;
+//   - identifier: SPM-2.1 (placer assigned, type PGN) and SPM-2.2 (filler
+//     assigned, type FGN), each with its universal id as system when
+//     sent, as the HL7 v2-to-FHIR mapping of EIP has them;
+//     accessionIdentifier: SPM-30 (its first repetition; the assigning
+//     authority's universal id, CX-4.2 and CX-4.3, as system when sent);
 //   - type SPM-4; collection.method SPM-7, bodySite SPM-8, collected
 //     SPM-17 (a period when it has an end); receivedTime SPM-18;
 //   - status from SPM-20 (Y available, N unavailable).
@@ -442,10 +445,23 @@ func (b *builder) specimenFromSPM(spm *hl7v2.Segment) *models.Specimen {
 		Type:         b.codeableConcept(spm, 4, 1),
 		ReceivedTime: b.dateTime(spm.Component(18, 1, 1, 1)),
 	}
-	if id := eiFromSubcomponents(spm, 2, 1); id != nil {
-		s.Identifier = []models.Identifier{*id}
+	for _, part := range []struct {
+		comp          int
+		code, display string
+	}{{1, "PGN", "Placer Group Number"}, {2, "FGN", "Filler Group Number"}} {
+		if id := eiFromSubcomponents(spm, 2, part.comp); id != nil {
+			id.Type = &models.CodeableConcept{Coding: []models.Coding{{
+				System: fhir.Ptr(systemV2IDType), Code: fhir.Ptr(part.code), Display: fhir.Ptr(part.display),
+			}}}
+			s.Identifier = append(s.Identifier, *id)
+		}
 	}
-	s.AccessionIdentifier = eiFromSubcomponents(spm, 2, 2)
+	if v := strings.TrimSpace(value(spm.Component(30, 1, 1, 1))); v != "" {
+		s.AccessionIdentifier = &models.Identifier{Value: fhir.Ptr(v)}
+		if u := pas.UniversalIDURI(strings.TrimSpace(value(spm.Component(30, 1, 4, 2))), value(spm.Component(30, 1, 4, 3))); u != "" {
+			s.AccessionIdentifier.System = fhir.Ptr(u)
+		}
+	}
 	c := &models.SpecimenCollection{
 		Method:   b.codeableConcept(spm, 7, 1),
 		BodySite: b.codeableConcept(spm, 8, 1),

@@ -605,3 +605,50 @@ func TestSpecimenObservations(t *testing.T) {
 		t.Errorf("the anaerobic bottle's observation lost its note: %+v", obs[2].Note)
 	}
 }
+
+// TestSpecimenIdentifiers checks SPM-2 and SPM-30 as the HL7 v2-to-FHIR
+// mapping has them: the placer and filler assigned identifiers typed PGN
+// and FGN, with their universal ids as systems, and the accession
+// identifier from SPM-30 with its assigning authority's.
+func TestSpecimenIdentifiers(t *testing.T) {
+	raw := hl7(testMSH, testPID, testOBR,
+		`SPM|1|PS1&ICE&1.2.826.0.1.11&ISO^FS1&WINPATH||119297000^Blood specimen^SCT||||||||||||||||||||||||||ACC9^^^LAB&1.2.826.0.1.12&ISO`,
+		`OBX|1|ST|VOL^Volume^L||10 mL||||||F`)
+	got, err := newTestTranslator(t).Translate(testEnvelope("specimen-ids", raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBundle(t, got.Bundle)
+	b, _ := models.UnmarshalBundle(got.Bundle)
+	var sp *models.Specimen
+	for _, e := range b.Entry {
+		if strings.Contains(string(e.Resource), `"resourceType":"Specimen"`) {
+			s, err := models.UnmarshalSpecimen(e.Resource)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sp = &s
+		}
+	}
+	if sp == nil {
+		t.Fatal("no Specimen")
+	}
+	var ids []string
+	for _, id := range sp.Identifier[1:] { // after the result key
+		typ := ""
+		if id.Type != nil {
+			typ = *id.Type.Coding[0].Code
+		}
+		sys := ""
+		if id.System != nil {
+			sys = *id.System
+		}
+		ids = append(ids, typ+" "+sys+" "+*id.Value)
+	}
+	if want := []string{"PGN urn:oid:1.2.826.0.1.11 PS1", "FGN  FS1"}; !slices.Equal(ids, want) {
+		t.Errorf("identifiers %q, want %q", ids, want)
+	}
+	if a := sp.AccessionIdentifier; a == nil || *a.Value != "ACC9" || a.System == nil || *a.System != "urn:oid:1.2.826.0.1.12" {
+		t.Errorf("accessionIdentifier %+v, want ACC9 in urn:oid:1.2.826.0.1.12", a)
+	}
+}

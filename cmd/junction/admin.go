@@ -423,9 +423,14 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var table bytes.Buffer
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	for _, f := range res.Messages {
+	// Accepted and refused together, in the order they came.
+	all := append(slices.Clone(res.Messages), res.Quarantined...)
+	slices.SortStableFunc(all, func(a, b router.Found) int { return a.ReceivedAt.Compare(b.ReceivedAt) })
+	for _, f := range all {
 		state := f.State
 		switch {
+		case f.State == "quarantined":
+			state = "refused and quarantined: " + strings.Join(f.Outcomes, ", ")
 		case f.Original != "":
 			state += " of " + f.Original
 		case len(f.Waiting) > 0:
@@ -433,11 +438,11 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case len(f.Outcomes) > 0:
 			state += ", " + strings.Join(f.Outcomes, ", ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, f.Sender, f.MessageType, state)
-	}
-	for _, f := range res.Quarantined {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, f.Sender, f.MessageType,
-			"refused and quarantined: "+strings.Join(f.Outcomes, ", "))
+		ctrlID := f.ControlID
+		if ctrlID == "" {
+			ctrlID = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, f.Sender, f.MessageType, ctrlID, state)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -808,6 +808,7 @@ func adminServer(t *testing.T, token string) (*httptest.Server, *[]string) {
 			{"id": "01FIRST", "received_at": "2026-01-15T10:30:00Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A01", "control_id": "C1", "state": "accepted", "outcomes": ["delivered", "dead_lettered"]},
 			{"id": "01AGAIN", "received_at": "2026-01-15T10:31:00.25Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A01", "control_id": "C1", "state": "resend", "original": "01FIRST"},
 			{"id": "01LATEST", "received_at": "2026-01-15T10:32:00Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A08", "control_id": "C1", "state": "accepted", "waiting": ["delivery adt -> ehr"]}],
+			"quarantined": [{"id": "01QBETWEEN", "received_at": "2026-01-15T10:31:30Z", "source": "pas", "sender": "PAS|RX1", "message_type": "ADT^A01", "control_id": "C1", "state": "quarantined", "outcomes": ["hl7.required-segment-missing"]}],
 			"retained": "2026-01-10T00:00:00Z"}`))
 	})
 	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
@@ -891,10 +892,11 @@ func TestCLIAdminCommands(t *testing.T) {
 	*calls = nil
 	// A sender's control id: each receipt, what became of it, in columns.
 	code, out, _ = cliRun(t, "audit", "find", "--control-id", "C1", "--sender", "PAS|RX1", "--since", "2026-01-15T00:00:00Z", "--api", ts.URL, "--token", tok)
-	want := "2026-01-15T10:30:00.000000Z  01FIRST   pas  PAS|RX1  ADT^A01  accepted, delivered, dead_lettered\n" +
-		"2026-01-15T10:31:00.250000Z  01AGAIN   pas  PAS|RX1  ADT^A01  resend of 01FIRST\n" +
-		"2026-01-15T10:32:00.000000Z  01LATEST  pas  PAS|RX1  ADT^A08  accepted, waiting for delivery adt -> ehr\n" +
-		"3 received; junction audit trail ID shows where each went\n"
+	want := "2026-01-15T10:30:00.000000Z  01FIRST     pas  PAS|RX1  ADT^A01  C1  accepted, delivered, dead_lettered\n" +
+		"2026-01-15T10:31:00.250000Z  01AGAIN     pas  PAS|RX1  ADT^A01  C1  resend of 01FIRST\n" +
+		"2026-01-15T10:31:30.000000Z  01QBETWEEN  pas  PAS|RX1  ADT^A01  C1  refused and quarantined: hl7.required-segment-missing\n" +
+		"2026-01-15T10:32:00.000000Z  01LATEST    pas  PAS|RX1  ADT^A08  C1  accepted, waiting for delivery adt -> ehr\n" +
+		"3 received; junction audit trail ID shows where each went; 1 refused (listed above; junction audit quarantine shows the quarantine)\n"
 	if code != 0 || out != want {
 		t.Errorf("audit find: exit %d\n%s\nwant\n%s", code, out, want)
 	}
@@ -922,7 +924,7 @@ func TestCLIAdminCommands(t *testing.T) {
 	// Refused, so never a message: the quarantined input is listed, and
 	// the answer is still that none was accepted.
 	code, out, errOut = cliRun(t, "audit", "find", "--control-id", "C3", "--since", "2026-01-15T00:00:00Z", "--api", ts.URL, "--token", tok)
-	if code != 1 || out != "2026-01-15T11:00:00.000000Z  01QUAR  pas  PAS|RX1  ADT^A01  refused and quarantined: hl7.required-segment-missing\n" ||
+	if code != 1 || out != "2026-01-15T11:00:00.000000Z  01QUAR  pas  PAS|RX1  ADT^A01  C3  refused and quarantined: hl7.required-segment-missing\n" ||
 		!strings.Contains(errOut, `no message with control id "C3" accepted since 2026-01-15T00:00:00Z; 1 refused (listed above;`) {
 		t.Errorf("audit find of a refused message: exit %d\nstdout %q\nstderr %q", code, out, errOut)
 	}

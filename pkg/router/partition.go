@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,9 @@ type partitionConsumer struct {
 	// acked, if set, is told of msgs once their acknowledgement is
 	// confirmed.
 	acked func(ctx context.Context, msgs []jetstream.Msg)
+	// stuckAfter is how long a batch may keep failing before the
+	// partition is reported stuck (defaultStuckAfter if zero).
+	stuckAfter time.Duration
 }
 
 func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
@@ -137,12 +141,20 @@ func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	}()
 	defer func() { close(done); wg.Wait() }()
 	backoff := 200 * time.Millisecond
+	var failingSince time.Time
+	stuck := false
 	for {
 		// Handlers run on a context that survives shutdown so an in-flight
 		// batch finishes; they watch ctx themselves for long waits.
 		err := p.handle(ctx, msgs)
 		if err == nil {
+			if stuck {
+				p.log.Info("batch succeeded again; the partition moves on", "consumer", p.durable, "after", time.Since(failingSince).Round(time.Second).String())
+			}
 			break
+		}
+		if failingSince.IsZero() {
+			failingSince = time.Now()
 		}
 		if ctx.Err() != nil {
 			// Shutting down: hand the messages back at once so another
@@ -155,6 +167,12 @@ func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
 			return
 		}
 		p.log.Warn("batch failed; retrying", "consumer", p.durable, "err", err)
+		if !stuck && time.Since(failingSince) >= cmp.Or(p.stuckAfter, defaultStuckAfter) {
+			// Every later message of the partition waits behind this
+			// batch: said once at ERROR, so an alert can catch it.
+			stuck = true
+			p.log.Error("batch failing for over a minute: the partition's later messages wait behind it until it succeeds", "consumer", p.durable, "err", err)
+		}
 		sleep(ctx, backoff)
 		backoff = min(backoff*2, 10*time.Second)
 	}
@@ -174,6 +192,10 @@ func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		p.acked(actx, msgs)
 	}
 }
+
+// defaultStuckAfter is how long a batch may keep failing before the
+// partition is reported stuck.
+const defaultStuckAfter = time.Minute
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)

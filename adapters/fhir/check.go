@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
@@ -633,8 +634,13 @@ func fhirJSONProblem(doc []byte) (int, string) {
 				}
 				if escaped {
 					var v string
-					if json.Unmarshal(doc[i:end], &v) == nil && strings.IndexFunc(v, isControlRune) >= 0 {
-						return i, "a string holding a control character: FHIR strings may not"
+					if json.Unmarshal(doc[i:end], &v) == nil {
+						if strings.IndexFunc(v, isControlRune) >= 0 {
+							return i, "a string holding a control character: FHIR strings may not"
+						}
+						if loneSurrogate(doc[i:end], v) {
+							return i, "a string holding an unpaired surrogate escape (\\uD800 to \\uDFFF): it is no Unicode text"
+						}
 					}
 				}
 			}
@@ -654,6 +660,14 @@ func fhirJSONProblem(doc []byte) (int, string) {
 		}
 	}
 	return -1, ""
+}
+
+// loneSurrogate reports whether the JSON string raw, decoded as v, held
+// an escaped surrogate that pairs with none: encoding/json decodes it as
+// U+FFFD, which raw then does not hold itself (as bytes or an escape).
+func loneSurrogate(raw []byte, v string) bool {
+	return strings.ContainsRune(v, utf8.RuneError) &&
+		!bytes.Contains(raw, []byte(string(utf8.RuneError))) && !bytes.Contains(bytes.ToLower(raw), []byte(`\ufffd`))
 }
 
 // isControlRune reports whether r is a control character FHIR strings

@@ -956,6 +956,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 					return invalid(fault.CodeFHIRInvalid, "", "invalid "+ert+": "+modelError(err), where)
 				}
 			}
+			if nestedContained(e.Resource) {
+				return invalid(fault.CodeFHIRInvalid, "invalid", "a contained resource contains others: FHIR R4 forbids it (dom-2)", where+".contained")
+			}
 			if el := missingRequired(ert, e.Resource); el != "" {
 				return invalid(fault.CodeFHIRInvalid, "required", ert+"."+el+" is required (FHIR R4 gives it a minimum of 1)", where+"."+el)
 			}
@@ -983,6 +986,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 	} else {
 		if err := checkers[rt].decode(doc); err != nil {
 			return invalid(fault.CodeFHIRInvalid, "", "invalid "+rt+": "+modelError(err))
+		}
+		if nestedContained(doc) {
+			return invalid(fault.CodeFHIRInvalid, "invalid", "a contained resource contains others: FHIR R4 forbids it (dom-2)", rt+".contained")
 		}
 		if el := missingRequired(rt, doc); el != "" {
 			return invalid(fault.CodeFHIRInvalid, "required", rt+"."+el+" is required (FHIR R4 gives it a minimum of 1)", rt+"."+el)

@@ -196,6 +196,13 @@ func TestInboundAccepts(t *testing.T) {
 			"Bundle", "", "", h.Partition("01TESTID000001")},
 		{"byte order mark kept", "/fhir/Patient", "application/fhir+json", bom, nil,
 			"Patient", "", "", h.Partition("9990000026")},
+		// A surrogate pair, and the replacement character sent as such.
+		{"escaped surrogate pair and replacement character", "/fhir/Patient", "application/fhir+json",
+			[]byte(`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000026"}],"name":[{"family":"A\ud83d\ude00B","given":["C\uFFFD","D�"]}]}`), nil,
+			"Patient", "", "", h.Partition("9990000026")},
+		{"contained resources side by side", "/fhir/Patient", "application/fhir+json",
+			[]byte(`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000026"}],"contained":[{"resourceType":"Organization","id":"o1"},{"resourceType":"Organization","id":"o2"}]}`), nil,
+			"Patient", "", "", h.Partition("9990000026")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -324,6 +331,10 @@ func TestInboundRejects(t *testing.T) {
 		{"empty object", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[{}]}`), 400, "structure", fault.CodeFHIRInvalid, "an empty object"},
 		{"empty string", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[{"family":""}]}`), 400, "structure", fault.CodeFHIRInvalid, "an empty string"},
 		{"control character", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[{"family":"A\u0000B"}]}`), 400, "structure", fault.CodeFHIRInvalid, "a control character"},
+		// JSON allows them; Unicode text and FHIR do not.
+		{"unpaired surrogate", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":[{"family":"A\ud800B"}]}`), 400, "structure", fault.CodeFHIRInvalid, "an unpaired surrogate escape"},
+		{"contained within contained", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","contained":[{"resourceType":"Organization","id":"o1","contained":[{"resourceType":"Organization","id":"o2"}]}]}`), 400, "invalid", fault.CodeFHIRInvalid, "dom-2"},
+		{"contained within contained in a Bundle", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","contained":[{"resourceType":"Organization","id":"o1","contained":[{"resourceType":"Organization","id":"o2"}]}]}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "dom-2"},
 		// A destination would refuse them later, or store a dangling reference.
 		{"two entries with one fullUrl", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry 1 has the fullUrl of entry 0"},
 		{"reference to no entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e01","resource":{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"urn:uuid:6f0c1e0a-1d2b-4c3d-8e4f-5a6b7c8d9e02"}}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "no entry's fullUrl resolves"},

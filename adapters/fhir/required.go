@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 )
@@ -72,4 +73,27 @@ func missingRequired(resourceType string, raw []byte) string {
 		}
 	}
 	return ""
+}
+
+// nestedContained reports whether a contained resource of res contains
+// resources itself, which FHIR R4 forbids (dom-2): a receiver may refuse
+// the resource, or read what it holds differently.
+func nestedContained(res []byte) bool {
+	if !bytes.Contains(res, []byte(`"contained"`)) {
+		return false
+	}
+	var r struct {
+		Contained []struct {
+			Contained json.RawMessage `json:"contained"`
+		} `json:"contained"`
+	}
+	if json.Unmarshal(res, &r) != nil {
+		return false // the model decoding has said what is wrong
+	}
+	for _, c := range r.Contained {
+		if len(c.Contained) > 0 {
+			return true
+		}
+	}
+	return false
 }

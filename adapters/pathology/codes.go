@@ -80,6 +80,7 @@ func (b *builder) testCode(seg *hl7v2.Segment, field int) models.CodeableConcept
 // codeSystemURI maps an HL7 coding system name (table 0396) to a FHIR code
 // system URI:
 //
+//   - a name lab.coding_systems maps: what it maps to;
 //   - none, "L", "LOCAL" and the local names "99zzz": the lab's local code
 //     system;
 //   - LN: LOINC; SCT, SNOMED, SNOMEDCT, SNOMED-CT: SNOMED CT; UCUM;
@@ -87,6 +88,9 @@ func (b *builder) testCode(seg *hl7v2.Segment, field int) models.CodeableConcept
 //   - any other name: "urn:hl7v2:coding-system:" and the name, which is
 //     not a registered URI but keeps codes of different systems apart.
 func (b *builder) codeSystemURI(name string) string {
+	if uri, ok := b.t.systems[strings.ToUpper(name)]; ok && name != "" {
+		return uri
+	}
 	switch strings.ToUpper(name) {
 	case "", "L", "LOCAL":
 		return b.t.lab.LocalCodeSystem

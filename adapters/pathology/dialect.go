@@ -2,6 +2,9 @@ package pathology
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/junction-fhir/junction/adapters/pas"
 )
@@ -45,7 +48,16 @@ type LabDialect struct {
 	// equivalence "equivalent" or "equal", the target is added as another
 	// coding. The files are read when the translator is built.
 	CodeMaps []string `yaml:"code_maps"`
+	// CodingSystems maps the laboratory's own coding system names (CWE-3,
+	// compared without regard to case) to code system URIs, or to
+	// "local" for the local code system, ahead of the names HL7 defines
+	// ("WINPATH": local, or a URI of the trust's). A name neither maps
+	// becomes "urn:hl7v2:coding-system:" and the name.
+	CodingSystems map[string]string `yaml:"coding_systems"`
 }
+
+// LocalSystem is the CodingSystems value naming the local code system.
+const LocalSystem = "local"
 
 // DefaultLabDialect returns the placeholder systems and no code maps.
 func DefaultLabDialect() LabDialect {
@@ -78,7 +90,30 @@ func (l *LabDialect) systemErrors() []error {
 			errs = append(errs, fmt.Errorf("%s: %w", f.name, err))
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(l.CodingSystems)) {
+		if v := l.CodingSystems[name]; v != LocalSystem {
+			if err := checkURI(v); err != nil {
+				errs = append(errs, fmt.Errorf("lab.coding_systems.%s: %w (or %q)", name, err, LocalSystem))
+			}
+		}
+	}
 	return errs
+}
+
+// codingSystems returns l.CodingSystems keyed by upper-case name, with
+// "local" resolved to the local code system.
+func (l *LabDialect) codingSystems() map[string]string {
+	if len(l.CodingSystems) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(l.CodingSystems))
+	for name, v := range l.CodingSystems {
+		if v == LocalSystem {
+			v = l.LocalCodeSystem
+		}
+		out[strings.ToUpper(name)] = v
+	}
+	return out
 }
 
 // checkURI checks that s is an absolute URI usable as a system, by the

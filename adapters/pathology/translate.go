@@ -109,8 +109,10 @@ const (
 type Translator struct {
 	patients *pas.Translator
 	lab      LabDialect
-	loc      *time.Location
-	codes    codeMap
+	// systems is lab.CodingSystems by upper-case name, resolved.
+	systems map[string]string
+	loc     *time.Location
+	codes   codeMap
 	// enc writes the bundle's resources.
 	enc *fhir.ModelEncoder
 	// scratch holds *[]byte buffers the bundles are written in before
@@ -138,7 +140,7 @@ func NewTranslator(d pas.Dialect, lab LabDialect) (*Translator, error) {
 		return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "invalid pathology lab settings", errors.Join(errs...))
 	}
 	lab.CodeMaps = append([]string(nil), lab.CodeMaps...)
-	return &Translator{patients: patients, lab: lab, loc: loc, codes: codes, enc: &fhir.ModelEncoder{}}, nil
+	return &Translator{patients: patients, lab: lab, systems: lab.codingSystems(), loc: loc, codes: codes, enc: &fhir.ModelEncoder{}}, nil
 }
 
 // Translate parses env.Raw as HL7 v2 and translates it with

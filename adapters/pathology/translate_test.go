@@ -295,6 +295,31 @@ func TestCodeSystemURI(t *testing.T) {
 	}
 }
 
+// TestCodingSystems checks lab.coding_systems: a laboratory's own names
+// map, without regard to case, to the local code system or a URI ahead of
+// HL7's names, and a value that is neither is refused.
+func TestCodingSystems(t *testing.T) {
+	lab := testLab()
+	lab.CodingSystems = map[string]string{"WINPATH": LocalSystem, "telepath": "https://fhir.example-trust.nhs.uk/CodeSystem/telepath", "LN": "https://x.example/not-loinc"}
+	tr, err := NewTranslator(pas.DefaultDialect(), lab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &builder{t: tr}
+	for in, want := range map[string]string{
+		"WINPATH": lab.LocalCodeSystem, "winpath": lab.LocalCodeSystem, "TELEPATH": "https://fhir.example-trust.nhs.uk/CodeSystem/telepath",
+		"LN": "https://x.example/not-loinc", "SCT": systemSNOMED, "XYZ": "urn:hl7v2:coding-system:XYZ", "": lab.LocalCodeSystem,
+	} {
+		if got := b.codeSystemURI(in); got != want {
+			t.Errorf("codeSystemURI(%q) = %q, want %q", in, got, want)
+		}
+	}
+	lab.CodingSystems = map[string]string{"WINPATH": "winpath codes"}
+	if errs := lab.Validate(); len(errs) != 1 || !strings.Contains(errs[0].Error(), "lab.coding_systems.WINPATH:") {
+		t.Errorf("Validate = %v, want lab.coding_systems.WINPATH refused", errs)
+	}
+}
+
 func TestMediaType(t *testing.T) {
 	for _, tt := range []struct{ typ, sub, want string }{
 		{"AP", "PDF", "application/pdf"}, {"IM", "JPEG", "image/jpeg"}, {"TEXT", "HTML", "text/html"},

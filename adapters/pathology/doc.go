@@ -77,8 +77,8 @@
 //     the parent order of OBR-29 (a susceptibility report's culture), by
 //     logical references with its placer and filler identifiers.
 //   - Specimen (UKCore-Specimen): one per SPM (v2.5); an order without SPM
-//     gets one from OBR-15 (v2.3, v2.4) when sent, collected at OBR-7 and
-//     received at OBR-14. Which source is used depends on what the
+//     gets one from OBR-15 (v2.3, v2.4) or OBR-14 when either is sent,
+//     collected at OBR-7 and received at OBR-14. Which source is used depends on what the
 //     message holds, not on MSH-12.
 //   - Observation (UKCore-Observation-Lab): see mapObservation and
 //     setValue for every value type. Quantities carry the UCUM system and

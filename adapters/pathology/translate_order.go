@@ -393,8 +393,9 @@ func personReference(id, family, given, prefix, authority, idType string) *model
 }
 
 // mapSpecimens builds the order's Specimens: one per SPM when the order
-// has SPM segments (v2.5 and later), else one from OBR-15 when it is sent
-// (v2.3 and v2.4), else none.
+// has SPM segments (v2.5 and later), else one from OBR-15 and OBR-14 when
+// either is sent (v2.3 and v2.4: a received time alone still says the
+// laboratory had the sample), else none.
 func (b *builder) mapSpecimens(o *order, subject models.Reference, request []models.Reference, collected *string) {
 	add := func(s *models.Specimen) {
 		n := len(o.specRes) + 1
@@ -416,7 +417,7 @@ func (b *builder) mapSpecimens(o *order, subject models.Reference, request []mod
 		}
 		add(s)
 	}
-	if len(o.specimens) > 0 || strings.TrimSpace(value(o.obr.Field(15))) == "" {
+	if len(o.specimens) > 0 || strings.TrimSpace(value(o.obr.Field(15))) == "" && strings.TrimSpace(value(o.obr.Field(14))) == "" {
 		return
 	}
 	s := &models.Specimen{

@@ -677,3 +677,38 @@ func TestSpecimenIdentifiers(t *testing.T) {
 		t.Errorf("accessionIdentifier %+v, want ACC9 in urn:oid:1.2.826.0.1.12", a)
 	}
 }
+
+// TestSpecimenFromReceivedTimeAlone: an order with neither SPM nor OBR-15
+// but an OBR-14 (the specimen received time) keeps it on a Specimen, and
+// one with none of them has no Specimen.
+func TestSpecimenFromReceivedTimeAlone(t *testing.T) {
+	for _, tc := range []struct {
+		obr  string
+		want int
+	}{
+		{`OBR|1|PL1^EPR|FL1^WINPATH|UE^U and E^L|||20240715081500|||||||20240715091000||||||||20240715101000|||F`, 1},
+		{`OBR|1|PL1^EPR|FL1^WINPATH|UE^U and E^L|||20240715081500||||||||||||||||20240715101000|||F`, 0},
+	} {
+		got, err := newTestTranslator(t).Translate(testEnvelope("received", hl7(testMSH, testPID, tc.obr, `OBX|1|NM|NA^Sodium^L||140|mmol/L|133-146|N|||F`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := models.UnmarshalBundle(got.Bundle)
+		var specimens []models.Specimen
+		for _, e := range b.Entry {
+			if strings.Contains(string(e.Resource), `"resourceType":"Specimen"`) {
+				s, err := models.UnmarshalSpecimen(e.Resource)
+				if err != nil {
+					t.Fatal(err)
+				}
+				specimens = append(specimens, s)
+			}
+		}
+		if len(specimens) != tc.want {
+			t.Fatalf("%d Specimens, want %d", len(specimens), tc.want)
+		}
+		if tc.want == 1 && (specimens[0].ReceivedTime == nil || !strings.HasPrefix(*specimens[0].ReceivedTime, "2024-07-15T09:10:00")) {
+			t.Errorf("receivedTime %v, want OBR-14's 2024-07-15T09:10:00", specimens[0].ReceivedTime)
+		}
+	}
+}

@@ -93,7 +93,7 @@ func (l *LabDialect) systemErrors() []error {
 	for _, name := range slices.Sorted(maps.Keys(l.CodingSystems)) {
 		if v := l.CodingSystems[name]; v != LocalSystem {
 			if err := checkURI(v); err != nil {
-				errs = append(errs, fmt.Errorf("lab.coding_systems.%s: %w (or %q)", name, err, LocalSystem))
+				errs = append(errs, fmt.Errorf("lab.coding_systems (%s): %w (or %q)", name, err, LocalSystem))
 			}
 		}
 	}

@@ -315,7 +315,7 @@ func TestCodingSystems(t *testing.T) {
 		}
 	}
 	lab.CodingSystems = map[string]string{"WINPATH": "winpath codes"}
-	if errs := lab.Validate(); len(errs) != 1 || !strings.Contains(errs[0].Error(), "lab.coding_systems.WINPATH:") {
+	if errs := lab.Validate(); len(errs) != 1 || !strings.Contains(errs[0].Error(), "lab.coding_systems (WINPATH):") {
 		t.Errorf("Validate = %v, want lab.coding_systems.WINPATH refused", errs)
 	}
 }

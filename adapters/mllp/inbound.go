@@ -328,10 +328,17 @@ func (in *Inbound) Start(ctx context.Context) error {
 	in.started = true
 	in.serveDone = make(chan struct{})
 	in.log.Info("listening", "adapter", in.name, "addr", in.srv.ListenAddr().String(), "tls", in.cfg.TLS != nil)
-	if host, _, err := net.SplitHostPort(in.cfg.Listen); err == nil && !access.LoopbackHost(host) && in.cfg.TLS == nil {
-		// Allowed (trust networks often carry MLLP plain), but said, as
-		// for the HTTP listener.
-		in.log.Warn("mllp listener is reachable beyond this machine without TLS: messages cross the network as sent; set tls, or keep the network between sender and Junction trusted", "adapter", in.name, "addr", in.srv.ListenAddr().String())
+	if host, _, err := net.SplitHostPort(in.cfg.Listen); err == nil && !access.LoopbackHost(host) {
+		if in.cfg.TLS == nil {
+			// Allowed (trust networks often carry MLLP plain), but
+			// said, as for the HTTP listener.
+			in.log.Warn("mllp listener is reachable beyond this machine without TLS: messages cross the network as sent; set tls, or keep the network between sender and Junction trusted", "adapter", in.name, "addr", in.srv.ListenAddr().String())
+		}
+		if len(in.cfg.ProcessingIDs) == 0 {
+			// A live feed's listener: a training system pointed at it
+			// would make live records.
+			in.log.Warn("mllp listener reachable beyond this machine takes every processing id: training (T) and debugging (D) messages are routed as live ones; set processing_ids: [P] on a live feed", "adapter", in.name)
+		}
 	}
 	serveCtx := context.WithoutCancel(ctx)
 	go func() {

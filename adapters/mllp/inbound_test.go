@@ -387,8 +387,8 @@ func TestInboundMaxSegments(t *testing.T) {
 }
 
 // TestInboundWarnsPlainBeyondLoopback checks that a listener reachable
-// beyond this machine without TLS says so when it starts, and one on
-// loopback does not.
+// beyond this machine without TLS, or taking training and debugging
+// messages, says so when it starts, and one on loopback does not.
 func TestInboundWarnsPlainBeyondLoopback(t *testing.T) {
 	for _, tc := range []struct {
 		listen string
@@ -399,6 +399,9 @@ func TestInboundWarnsPlainBeyondLoopback(t *testing.T) {
 			startInboundLogged(t, func(c *InboundConfig) { c.Listen = tc.listen }, slog.New(slog.NewJSONHandler(&logs, nil)))
 			if got := strings.Contains(logs.String(), "without TLS"); got != tc.warn {
 				t.Errorf("warned %t, want %t; logs:\n%s", got, tc.warn, logs.String())
+			}
+			if got := strings.Contains(logs.String(), "takes every processing id"); got != tc.warn {
+				t.Errorf("warned of processing ids %t, want %t; logs:\n%s", got, tc.warn, logs.String())
 			}
 		})
 	}

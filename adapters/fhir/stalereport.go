@@ -66,6 +66,12 @@ var reportStages = map[string]int{
 	"cancelled": 5, "entered-in-error": 5,
 }
 
+// released reports whether a DiagnosticReport status is a released
+// report's: final, amended, corrected or appended.
+func released(status string) bool {
+	return reportStages[status] >= reportStages["final"] && reportStages[status] < reportStages["cancelled"]
+}
+
 // reportAgeOf returns the age of DiagnosticReport res (zero when
 // unreadable).
 func reportAgeOf(res []byte) reportAge {

@@ -10,9 +10,6 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 )
 
-// finalStages are the DiagnosticReport statuses of a released report.
-var finalStages = map[string]bool{"final": true, "amended": true, "corrected": true, "appended": true}
-
 // finalizeStatusOnly makes final the results a released report refers to
 // by identifier only: an OBX with status U ("change to final without
 // retransmitting results already sent as preliminary") is no Observation
@@ -46,7 +43,7 @@ func (o *Outbound) finalizeStatusOnly(ctx context.Context, tx *models.Bundle, au
 		}
 		var status string
 		var results []map[string]json.RawMessage
-		if json.Unmarshal(report["status"], &status) != nil || !finalStages[status] || json.Unmarshal(report["result"], &results) != nil {
+		if json.Unmarshal(report["status"], &status) != nil || !released(status) || json.Unmarshal(report["result"], &results) != nil {
 			continue
 		}
 		changed := false
@@ -62,12 +59,11 @@ func (o *Outbound) finalizeStatusOnly(ctx context.Context, tx *models.Bundle, au
 			if res == nil {
 				continue
 			}
-			var ob map[string]json.RawMessage
 			var head struct {
 				ID     string `json:"id"`
 				Status string `json:"status"`
 			}
-			if json.Unmarshal(res, &head) != nil || json.Unmarshal(res, &ob) != nil || !fhirID.MatchString(head.ID) {
+			if json.Unmarshal(res, &head) != nil || !fhirID.MatchString(head.ID) {
 				continue
 			}
 			target := "Observation/" + head.ID
@@ -76,22 +72,11 @@ func (o *Outbound) finalizeStatusOnly(ctx context.Context, tx *models.Bundle, au
 			if head.Status != "registered" && head.Status != "preliminary" {
 				continue
 			}
-			_, version, err := serverHead(res)
+			entry, err := o.statusUpdate(res, target, "final")
 			if err != nil {
-				return 0, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "fhir: a stored result of a status-only final", err)
+				return 0, err
 			}
-			ob["status"] = json.RawMessage(`"final"`)
-			body, err := json.Marshal(ob)
-			if err != nil {
-				return 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: making a result final", err)
-			}
-			req := models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: target}
-			if version != "" {
-				tag := `W/"` + version + `"`
-				req.IfMatch = &tag
-			}
-			full := o.base + "/" + target
-			tx.Entry = append(tx.Entry, models.BundleEntry{FullUrl: &full, Resource: body, Request: &req})
+			tx.Entry = append(tx.Entry, entry)
 			e = &tx.Entry[i] // the append may have moved the entries
 			writes[id] = true
 			n++

@@ -106,31 +106,16 @@ func (o *Outbound) withdrawResults(ctx context.Context, tx *models.Bundle, auth 
 			if slices.ContainsFunc(identifiers(head.Identifier), func(id fhirIdentifier) bool { return writes[id.System+"|"+id.Value] }) {
 				continue
 			}
-			_, version, err := serverHead(res)
-			if err != nil {
-				return 0, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "fhir: a stored result of a withdrawn report", err)
-			}
-			var m map[string]json.RawMessage
-			if err := json.Unmarshal(res, &m); err != nil {
-				return 0, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "fhir: a stored result of a withdrawn report", err)
-			}
-			m["status"] = json.RawMessage(`"entered-in-error"`)
-			body, err := json.Marshal(m)
-			if err != nil {
-				return 0, fault.Wrap(fault.Permanent, fault.CodeTranslate, "fhir: withdrawing a result", err)
-			}
 			if slices.ContainsFunc(tx.Entry, func(e models.BundleEntry) bool {
 				return e.Request != nil && e.Request.Url == "Observation/"+head.ID
 			}) {
 				continue // listed by two withdrawn reports
 			}
-			req := models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: "Observation/" + head.ID}
-			if version != "" {
-				tag := `W/"` + version + `"`
-				req.IfMatch = &tag
+			entry, err := o.statusUpdate(res, "Observation/"+head.ID, "entered-in-error")
+			if err != nil {
+				return 0, err
 			}
-			full := o.base + "/Observation/" + head.ID
-			tx.Entry = append(tx.Entry, models.BundleEntry{FullUrl: &full, Resource: body, Request: &req})
+			tx.Entry = append(tx.Entry, entry)
 			n++
 		}
 	}
@@ -140,6 +125,27 @@ func (o *Outbound) withdrawResults(ctx context.Context, tx *models.Bundle, auth 
 // maxWithdrawnResults bounds the results of one withdrawn report read
 // from the server.
 const maxWithdrawnResults = 1000
+
+// statusUpdate returns the transaction entry that sets the server's copy
+// res, at target ("Observation/id"), to status, its other elements kept,
+// guarded by If-Match on the version the server gave.
+func (o *Outbound) statusUpdate(res []byte, target, status string) (models.BundleEntry, error) {
+	_, version, err := serverHead(res)
+	if err != nil {
+		return models.BundleEntry{}, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "fhir: a stored result", err)
+	}
+	body, err := withStatus(res, status)
+	if err != nil {
+		return models.BundleEntry{}, err
+	}
+	req := models.BundleEntryRequest{Method: models.HTTPVerbPUT, Url: target}
+	if version != "" {
+		tag := `W/"` + version + `"`
+		req.IfMatch = &tag
+	}
+	full := o.base + "/" + target
+	return models.BundleEntry{FullUrl: &full, Resource: body, Request: &req}, nil
+}
 
 // withStatus returns resource res with status status.
 func withStatus(res []byte, status string) ([]byte, error) {

@@ -252,15 +252,7 @@ func testConsentThroughARoute(t *testing.T, pipe string) {
 		"destinations:\n  fhir-store:\n    type: file\n    dir: out/fhir-store\n  consents:\n    type: consent-store\n")
 	base := "http://" + e.HTTPAddr().String()
 	post := func(b []byte) {
-		bundle := `{"resourceType":"Bundle","type":"collection","entry":[{"resource":` + string(b) + `}]}`
-		resp, err := http.Post(base+"/fhir", "application/fhir+json", strings.NewReader(bundle))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("POST Bundle: status %d", resp.StatusCode)
-		}
+		postAccepted(t, base+"/fhir", `{"resourceType":"Bundle","type":"collection","entry":[{"resource":`+string(b)+`}]}`)
 	}
 	post(denyTo("c-feed-rx1", deniedPatient, "RX1", "active"))
 	waitFor(t, "the Consent to be stored", func() bool {

@@ -20,18 +20,7 @@ func TestMessageAboutTooManyPatients(t *testing.T) { forPipelines(t, testMessage
 
 func testMessageAboutTooManyPatients(t *testing.T, pipe string) {
 	e, dir := startEngine(t, pipe)
-	base := "http://" + e.HTTPAddr().String()
-	post := func(body string) {
-		t.Helper()
-		resp, err := http.Post(base+"/fhir", "application/fhir+json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("POST /fhir: %d, want 202", resp.StatusCode)
-		}
-	}
+	post := func(body string) { postAccepted(t, "http://"+e.HTTPAddr().String()+"/fhir", body) }
 	var b strings.Builder
 	b.WriteString(`{"resourceType":"Bundle","type":"collection","entry":[`)
 	for i := range route.MaxPatients + 1 {
@@ -51,5 +40,19 @@ func testMessageAboutTooManyPatients(t *testing.T, pipe string) {
 	}
 	if strings.Contains(dl.Reason, "999000") {
 		t.Errorf("dead letter reason quotes an NHS number: %q", dl.Reason)
+	}
+}
+
+// postAccepted posts body to url as FHIR JSON and fails the test unless
+// it is accepted (202).
+func postAccepted(t *testing.T, url, body string) {
+	t.Helper()
+	resp, err := http.Post(url, "application/fhir+json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST %s: status %d, want 202", url, resp.StatusCode)
 	}
 }

@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"encoding/base64"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,17 +63,7 @@ func testOptOutListThroughARoute(t *testing.T, pipe string) {
 		"inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n    resource_types: [Binary, Patient]\n"+
 		fileDests("research", "flagged")+"  optouts:\n    type: optout-list\n")
 	base := "http://" + e.HTTPAddr().String()
-	post := func(body string) {
-		t.Helper()
-		resp, err := http.Post(base+"/fhir/Binary", "application/fhir+json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("POST Binary: status %d", resp.StatusCode)
-		}
-	}
+	post := func(body string) { postAccepted(t, base+"/fhir/Binary", body) }
 	delivered := func(outcome string) float64 {
 		return testutil.ToFloat64(e.Metrics().Delivered.WithLabelValues("optouts", outcome))
 	}

@@ -14,7 +14,23 @@ import (
 // here. Direction marks and overrides stay, so a number displayed in
 // another order than it is written is refused; so do bytes that are not
 // UTF-8. It does not check the result; pass it to ValidNumber for that.
+// Normalizing what it returns changes nothing.
 func Normalize(s string) string {
+	for {
+		// Dropping a separator between two bytes that are not UTF-8
+		// can join them into a rune that is one ("\xd6 \xbe" becomes
+		// U+05BE, a dash): until nothing changes. Each pass that
+		// changes something makes s shorter.
+		n := normalizeOnce(s)
+		if len(n) == len(s) {
+			return n
+		}
+		s = n
+	}
+}
+
+// normalizeOnce drops the separators of s (see Normalize) in one pass.
+func normalizeOnce(s string) string {
 	clean := true
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c == ' ' || c == '-' || c >= utf8.RuneSelf || c < ' ' {

@@ -504,8 +504,10 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		return ack, code, ""
 	}
 	cond := m.AcceptAckType()
-	span.SetAttributes(attribute.String("junction.message_type", m.MessageType()))
-	if missing := missingField(m); missing != 0 {
+	// Built once: the type is joined from MSH-9 (or EVN-1) each time.
+	typ := m.MessageType()
+	span.SetAttributes(attribute.String("junction.message_type", typ))
+	if missing := missingField(m, typ); missing != 0 {
 		code := m.RejectCode()
 		f := fault.Newf(fault.CodeHL7Required, "MSH-%d is required", missing).WithHL7(hl7v2.ErrCodeRequiredField)
 		// Kept for ops like unparseable input: the sender's resend of a
@@ -514,7 +516,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "field", fmt.Sprintf("MSH-%d", missing), "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: missing, Code: hl7v2.ErrCodeRequiredField, Severity: "E", Text: f.Msg}), code, cond
 	}
-	if field, limit := longHeaderField(m); field != 0 {
+	if field, limit := longHeaderField(m, typ); field != 0 {
 		// These travel with the message through the store, in headers
 		// JetStream bounds (64 KiB together); no real value is near.
 		code := m.RejectCode()
@@ -562,7 +564,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		Source:      in.name,
 		ContentType: envelope.ContentTypeHL7v2,
 		ReceivedAt:  start.UTC(),
-		MessageType: m.MessageType(),
+		MessageType: typ,
 		ControlID:   ctrl,
 		Sender:      app + "|" + facility,
 		DedupeKey:   app + "|" + facility + "|" + ctrl,
@@ -614,8 +616,8 @@ const (
 
 // longHeaderField returns the MSH field whose value, as the message's
 // envelope keeps it, is longer than its limit, and that limit; 0 when
-// none is.
-func longHeaderField(m *hl7v2.Message) (field, limit int) {
+// none is. typ is the message's MessageType.
+func longHeaderField(m *hl7v2.Message, typ string) (field, limit int) {
 	switch {
 	case len(m.ControlID()) > maxControlID:
 		return 10, maxControlID
@@ -623,16 +625,17 @@ func longHeaderField(m *hl7v2.Message) (field, limit int) {
 		return 3, maxHeaderValue
 	case len(m.SendingFacility()) > maxHeaderValue:
 		return 4, maxHeaderValue
-	case len(m.MessageType()) > maxHeaderValue:
+	case len(typ) > maxHeaderValue:
 		return 9, maxHeaderValue
 	}
 	return 0, 0
 }
 
-// missingField returns 9 or 10 when MSH-9 or MSH-10 is empty, else 0.
-func missingField(m *hl7v2.Message) int {
+// missingField returns 9 or 10 when MSH-9 (typ, the message's
+// MessageType) or MSH-10 is empty, else 0.
+func missingField(m *hl7v2.Message, typ string) int {
 	switch {
-	case m.MessageType() == "":
+	case typ == "":
 		return 9
 	case m.ControlID() == "":
 		return 10

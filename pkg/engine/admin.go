@@ -144,11 +144,49 @@ func (e *Engine) sourceRoutes() map[string][]string {
 	return routes
 }
 
-// bulk opens a store connection for a read of whole streams (see
-// store.Store.Bulk), or answers 503 and returns false.
-func (e *Engine) bulk(w http.ResponseWriter) (jetstream.JetStream, func(), bool) {
-	js, done, err := e.store.Bulk()
+// maxBulkReads bounds the admin reads of whole streams (reconciles,
+// finds, dead-letter lists, disclosure reports, AuditEvent searches) that
+// run at once. Each reads up to the whole audit or ingress stream, for
+// seconds on a large store, and competes with routing for the CPU and
+// the store: without a bound, a caller repeating a disclosure report
+// slows every patient's messages.
+const maxBulkReads = 2
+
+// bulkRetryAfter is the Retry-After, in seconds, of a read refused
+// while maxBulkReads others run.
+const bulkRetryAfter = "5"
+
+// errBulkBusy is acquireBulk's answer while maxBulkReads reads run.
+var errBulkBusy = errors.New("other reads of the whole store are running; try again in a few seconds")
+
+// acquireBulk opens a store connection for a read of whole streams (see
+// store.Store.Bulk) when fewer than maxBulkReads are open, or returns
+// errBulkBusy. Call done when the read is finished.
+func (e *Engine) acquireBulk() (jetstream.JetStream, func(), error) {
+	select {
+	case e.bulkReads <- struct{}{}:
+	default:
+		return nil, nil, errBulkBusy
+	}
+	js, closeConn, err := e.store.Bulk()
 	if err != nil {
+		<-e.bulkReads
+		return nil, nil, err
+	}
+	return js, func() { closeConn(); <-e.bulkReads }, nil
+}
+
+// bulk is acquireBulk for the admin API: it answers 429 with Retry-After
+// while other reads run, or 503 when the store cannot be reached, and
+// then returns false.
+func (e *Engine) bulk(w http.ResponseWriter) (jetstream.JetStream, func(), bool) {
+	js, done, err := e.acquireBulk()
+	switch {
+	case errors.Is(err, errBulkBusy):
+		w.Header().Set("Retry-After", bulkRetryAfter)
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": err.Error()})
+		return nil, nil, false
+	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
 		return nil, nil, false
 	}

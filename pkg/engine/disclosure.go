@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"mime"
 	"net/http"
@@ -176,7 +177,12 @@ func (e *Engine) serveDisclosures(w http.ResponseWriter, r *http.Request, number
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	rep, err := disclosure.Build(r.Context(), e.store.JS, patient, withheld, disclosure.Options{
+	js, done, ok := e.bulk(w)
+	if !ok {
+		return
+	}
+	defer done()
+	rep, err := disclosure.Build(r.Context(), js, patient, withheld, disclosure.Options{
 		From: from, To: to, View: view, Directory: disclosure.DirectoryFrom(e.plan.Config.Consent),
 	})
 	if err != nil {
@@ -407,7 +413,18 @@ func (e *Engine) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	entries, more, err := disclosure.Search(r.Context(), e.store.JS, e.patientHash(number), from, to, after, count, disclosure.DirectoryFrom(e.plan.Config.Consent))
+	js, done, err := e.acquireBulk()
+	switch {
+	case errors.Is(err, errBulkBusy):
+		w.Header().Set("Retry-After", bulkRetryAfter)
+		jfhir.WriteOutcome(w, http.StatusTooManyRequests, jfhir.Outcome("error", "throttled", err.Error()))
+		return
+	case err != nil:
+		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", "the audit trail cannot be read now"))
+		return
+	}
+	defer done()
+	entries, more, err := disclosure.Search(r.Context(), js, e.patientHash(number), from, to, after, count, disclosure.DirectoryFrom(e.plan.Config.Consent))
 	if err != nil {
 		jfhir.WriteOutcome(w, http.StatusInternalServerError, jfhir.Outcome("error", "exception", "the audit trail could not be read"))
 		return

@@ -77,6 +77,9 @@ type Engine struct {
 	inbounds []namedInbound
 	httpSrv  *http.Server
 	httpLn   net.Listener
+	// bulkReads holds a token for each admin read of whole streams in
+	// progress (see acquireBulk).
+	bulkReads chan struct{}
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -110,7 +113,7 @@ func New(plan *Plan, o Options) (*Engine, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer}
+	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer, bulkReads: make(chan struct{}, maxBulkReads)}
 	e.drained, e.startDrain = context.WithCancel(context.Background())
 	reg.MustRegister(e.traffic)
 	auth, err := e.newAuthenticator(plan.Config.HTTP)

@@ -1,0 +1,73 @@
+package engine_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestBulkReadsBounded checks that the admin reads of whole streams are
+// refused with 429 and Retry-After while others hold every slot, and
+// served again once one is free: a caller repeating disclosure reports
+// cannot take the store and the CPU from routing.
+func TestBulkReadsBounded(t *testing.T) {
+	e, _ := startEngine(t, "")
+	base := "http://" + e.HTTPAddr().String()
+	const patient = "9990000018"
+	reads := []struct {
+		name, method, path, body, ctype string
+	}{
+		{"disclosure report", http.MethodGet, "/api/patients/" + patient + "/disclosures", "", ""},
+		{"disclosure report by body", http.MethodPost, "/api/disclosures", `{"nhs_number":"` + patient + `"}`, "application/json"},
+		{"AuditEvent search", http.MethodGet, "/fhir/AuditEvent?patient=" + patient, "", ""},
+		{"AuditEvent search by form", http.MethodPost, "/fhir/AuditEvent/_search", "patient=" + patient, "application/x-www-form-urlencoded"},
+		{"reconcile", http.MethodGet, "/api/reconcile", "", ""},
+		{"dead letters", http.MethodGet, "/api/deadletters", "", ""},
+		{"find", http.MethodGet, "/api/messages?control_id=X1", "", ""},
+	}
+	do := func(t *testing.T, method, path, body, ctype string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, string(b)
+	}
+	release := e.HoldBulkReads()
+	for _, r := range reads {
+		t.Run("busy/"+r.name, func(t *testing.T) {
+			resp, body := do(t, r.method, r.path, r.body, r.ctype)
+			if resp.StatusCode != http.StatusTooManyRequests {
+				t.Fatalf("status %d, want 429: %s", resp.StatusCode, body)
+			}
+			if got := resp.Header.Get("Retry-After"); got == "" {
+				t.Error("no Retry-After")
+			}
+			if strings.HasPrefix(r.path, "/fhir/") && !strings.Contains(body, `"OperationOutcome"`) {
+				t.Errorf("FHIR search refused without an OperationOutcome: %s", body)
+			}
+		})
+	}
+	release()
+	for _, r := range reads {
+		t.Run("free/"+r.name, func(t *testing.T) {
+			resp, body := do(t, r.method, r.path, r.body, r.ctype)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d, want 200: %s", resp.StatusCode, body)
+			}
+		})
+	}
+}

@@ -67,10 +67,16 @@ func versionOf(raw json.RawMessage) string {
 
 // danglingReference returns the path of the first Reference.reference in v
 // (at path) that is a urn:uuid or urn:oid none of full's keys is, in
-// document order of sorted keys.
+// document order of sorted keys. Within a Bundle that v carries (a
+// document Bundle as an entry of a message Bundle, as ITK3 sends it),
+// that Bundle's own entries' fullUrls resolve too: FHIR resolves a
+// reference within the Bundle that holds it.
 func danglingReference[T any](v any, path string, full map[string]T) (string, bool) {
 	switch x := v.(type) {
 	case map[string]any:
+		if rt, _ := x["resourceType"].(string); rt == "Bundle" {
+			full = withFullURLs(full, x["entry"])
+		}
 		if ref, ok := x["reference"].(string); ok && (strings.HasPrefix(ref, "urn:uuid:") || strings.HasPrefix(ref, "urn:oid:")) {
 			if _, found := full[ref]; !found {
 				return path + ".reference", true
@@ -103,4 +109,33 @@ func pathName(k string) string {
 		return k
 	}
 	return "*"
+}
+
+// withFullURLs returns full with the fullUrls of entries (a nested
+// Bundle's entry list) added, or full itself when they add none.
+func withFullURLs[T any](full map[string]T, entries any) map[string]T {
+	list, _ := entries.([]any)
+	var out map[string]T
+	for _, x := range list {
+		e, _ := x.(map[string]any)
+		u, _ := e["fullUrl"].(string)
+		if u == "" {
+			continue
+		}
+		if _, ok := full[u]; ok {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]T, len(full)+len(list))
+			for k, v := range full {
+				out[k] = v
+			}
+		}
+		var zero T
+		out[u] = zero
+	}
+	if out == nil {
+		return full
+	}
+	return out
 }

@@ -25,6 +25,10 @@ func TestBundleIntegrity(t *testing.T) {
 		{"dangling reference", `[{"fullUrl":"` + a + `","resource":{"resourceType":"Patient"}},{"resource":{"resourceType":"Encounter","participant":[{},{"individual":{"reference":"` + b + `"}}]}}]`, "Bundle.entry[1].resource.participant[1].individual.reference"},
 		{"dangling urn:oid", `[{"resource":{"resourceType":"Observation","subject":{"reference":"urn:oid:1.2.3"}}}]`, "Bundle.entry[0].resource.subject.reference"},
 		{"an unknown key is not shown", `[{"resource":{"resourceType":"Basic","extension":[{"url":"u","valueReference":{"reference":"` + b + `"}}],"testpatient":{"reference":"` + b + `"}}}]`, "Bundle.entry[0].resource.extension[0].valueReference.reference"},
+		{"a nested Bundle's own references", `[{"fullUrl":"` + a + `","resource":{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"` + b + `","resource":{"resourceType":"Patient"}},{"resource":{"resourceType":"Composition","subject":{"reference":"` + b + `"}}}]}}]`, ""},
+		{"a nested Bundle referring to the outer one", `[{"fullUrl":"` + a + `","resource":{"resourceType":"Patient"}},{"resource":{"resourceType":"Bundle","type":"document","entry":[{"resource":{"resourceType":"Composition","subject":{"reference":"` + a + `"}}}]}}]`, ""},
+		{"a nested Bundle's dangling reference", `[{"resource":{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"` + a + `","resource":{"resourceType":"Patient"}},{"resource":{"resourceType":"Composition","subject":{"reference":"` + b + `"}}}]}}]`, "Bundle.entry[0].resource.entry[1].resource.subject.reference"},
+		{"a nested Bundle's fullUrls stay inside it", `[{"resource":{"resourceType":"Bundle","type":"document","entry":[{"fullUrl":"` + b + `","resource":{"resourceType":"Patient"}}]}},{"resource":{"resourceType":"Encounter","subject":{"reference":"` + b + `"}}}]`, "Bundle.entry[1].resource.subject.reference"},
 		{"an unknown key on the path", `[{"resource":{"resourceType":"Basic","smithjohn":{"reference":"` + b + `"}}}]`, "Bundle.entry[0].resource.*.reference"},
 	}
 	for _, tt := range tests {

@@ -252,6 +252,9 @@ func (e *Engine) decideFor(ctx context.Context, req Request, patient string, ent
 	dec := Decision{ConsentSkipped: req.SkipConsent}
 	for i, ent := range entries {
 		v := e.eval.Evaluate(in, ent.res)
+		for _, n := range ent.nested {
+			v = carrierVerdict(v, e.eval.Evaluate(in, n))
+		}
 		dec.Resources = append(dec.Resources, ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: v})
 	}
 	summarise(&dec)
@@ -319,6 +322,23 @@ func stricter(a, b Decision, entries int) Decision {
 	return out
 }
 
+// carrierVerdict combines the verdict v of an entry whose resource
+// carries others (a Bundle's entries, a Parameters' resources) with the
+// verdict nv of one it carries: the stricter goes. What a nested
+// resource should have stripped cannot be (Apply strips an entry's own
+// top-level elements), so a nested redaction withholds the whole entry.
+func carrierVerdict(v, nv Verdict) Verdict {
+	if nv.Outcome == Redact {
+		nv.Outcome, nv.Strip = Deny, nil
+		nv.Rule += ":nested"
+		nv.Reason += "; a resource nested in a Bundle or Parameters cannot be redacted, so the entry carrying it is withheld"
+	}
+	if rank(nv.Outcome) > rank(v.Outcome) {
+		return nv
+	}
+	return v
+}
+
 // rank orders outcomes from the least to the most restrictive.
 func rank(o Outcome) int {
 	switch o {
@@ -375,6 +395,12 @@ func BundleNHSNumbers(bundle map[string]any) []string {
 func (l *nhsNumbers) addResource(body map[string]any) {
 	if rt, _ := body["resourceType"].(string); rt == "Patient" {
 		l.addPatient(body)
+	}
+	// Those a Bundle or Parameters carries are its patients too.
+	for _, n := range nestedResources(body) {
+		if rt, _ := n["resourceType"].(string); rt == "Patient" {
+			l.addPatient(n)
+		}
 	}
 	// The walk visits map keys in Go's random order; what it finds is
 	// sorted, so the patients (and so which decision is the base one, and
@@ -459,6 +485,9 @@ func (l *nhsNumbers) addPatient(body map[string]any) {
 type entry struct {
 	res  Resource
 	body map[string]any
+	// nested are the resources body carries (see nestedResources), each
+	// decided as well: the entry goes only as they all may.
+	nested []Resource
 	// refs are the references that name it (fhir.EntryRefs).
 	refs []string
 }
@@ -479,8 +508,61 @@ func bundleResources(bundle map[string]any) []entry {
 				res.Labels = append(res.Labels, l)
 			}
 		}
-		out = append(out, entry{res: res, body: body, refs: fhir.EntryRefs(m)})
+		ent := entry{res: res, body: body, refs: fhir.EntryRefs(m)}
+		for _, n := range nestedResources(body) {
+			nr := ResourceOf(n)
+			nr.Labels = append(nr.Labels, res.Labels...) // the carrier's go with it
+			ent.nested = append(ent.nested, nr)
+		}
+		out = append(out, ent)
 	}
+	return out
+}
+
+// nestedResources returns the resources body carries whole, besides
+// those it contains: a Bundle's entries' resources and a Parameters'
+// parameters' (and their parts'), and those these carry in turn, to
+// maxWalkDepth levels. A message Bundle may carry a document Bundle as
+// an entry (ITK3 does): the patients, labels and codes of what such an
+// entry carries are what the decision is about.
+func nestedResources(body map[string]any) []map[string]any {
+	var out []map[string]any
+	var walk func(body map[string]any, depth int)
+	var params func(list []any, depth int)
+	add := func(v any, depth int) {
+		if r, ok := v.(map[string]any); ok {
+			out = append(out, r)
+			walk(r, depth+1)
+		}
+	}
+	params = func(list []any, depth int) {
+		if depth > maxWalkDepth {
+			return
+		}
+		for _, x := range list {
+			p, _ := x.(map[string]any)
+			add(p["resource"], depth)
+			part, _ := p["part"].([]any)
+			params(part, depth+1)
+		}
+	}
+	walk = func(body map[string]any, depth int) {
+		if depth > maxWalkDepth {
+			return
+		}
+		switch rt, _ := body["resourceType"].(string); rt {
+		case "Bundle":
+			list, _ := body["entry"].([]any)
+			for _, x := range list {
+				m, _ := x.(map[string]any)
+				add(m["resource"], depth)
+			}
+		case "Parameters":
+			list, _ := body["parameter"].([]any)
+			params(list, depth)
+		}
+	}
+	walk(body, 0)
 	return out
 }
 
@@ -505,10 +587,15 @@ func isRestrictedLabel(c Coding) bool {
 	return (c.System == SystemConfidentiality || c.System == "") && strings.EqualFold(c.Code, "R")
 }
 
-// restrictedInBundle reports a Patient labelled R (restricted).
+// restrictedInBundle reports a Patient labelled R (restricted), among
+// the entries or what they carry.
 func restrictedInBundle(entries []entry) bool {
+	restricted := func(body map[string]any) bool {
+		rt, _ := body["resourceType"].(string)
+		return rt == "Patient" && slices.ContainsFunc(securityLabels(body), isRestrictedLabel)
+	}
 	for _, e := range entries {
-		if e.res.Type == "Patient" && slices.ContainsFunc(securityLabels(e.body), isRestrictedLabel) {
+		if restricted(e.body) || len(e.nested) > 0 && slices.ContainsFunc(nestedResources(e.body), restricted) {
 			return true
 		}
 	}

@@ -740,6 +740,10 @@ func TestBundleNHSNumbers(t *testing.T) {
 		{"a single resource", `{"resourceType":"Observation","subject":{"identifier":` + nhsID("9990000018") + `}}`, []string{"9990000018"}},
 		{"a Patient alone", patient(nhsID("9990000026")), []string{"9990000026"}},
 		{"no entries", `{"resourceType":"Bundle","type":"collection"}`, nil},
+		{"Patient in a Bundle an entry carries", bundle(`{"resourceType":"MessageHeader"}`, bundle(patient(nhsID("9990000026")))), []string{"9990000026"}},
+		{"Patient two Bundles down", bundle(bundle(bundle(patient(nhsID("9990000034"))))), []string{"9990000034"}},
+		{"Patient in a Parameters part", bundle(`{"resourceType":"Parameters","parameter":[{"name":"a","part":[{"name":"b","resource":` + patient(nhsID("9990000018")) + `}]}]}`), []string{"9990000018"}},
+		{"Parameters alone", `{"resourceType":"Parameters","parameter":[{"name":"p","resource":` + patient(nhsID("9990000026")) + `}]}`, []string{"9990000026"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -750,6 +754,93 @@ func TestBundleNHSNumbers(t *testing.T) {
 			got := BundleNHSNumbers(m)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("BundleNHSNumbers = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestEngineDecidesForWhatEntriesCarry checks that an entry carrying
+// other resources (a document Bundle in a message Bundle, a Parameters)
+// goes only as everything it carries may: a refusing patient, a legal
+// label or a restricted patient inside it withholds the entry, as they
+// would withhold the same resources given as entries. Before, the
+// engine saw only the carrier, and all three went out.
+func TestEngineDecidesForWhatEntriesCarry(t *testing.T) {
+	label := func(code string) map[string]any {
+		return map[string]any{"security": []any{map[string]any{"system": SystemConfidentiality, "code": code}}}
+	}
+	patient := func(nhsNumber string, meta map[string]any) map[string]any {
+		p := map[string]any{"resourceType": "Patient", "identifier": []any{map[string]any{"system": nhs.SystemNHSNumber, "value": nhsNumber}},
+			"address": []any{map[string]any{"line": []any{"1 Test Street"}}}}
+		if meta != nil {
+			p["meta"] = meta
+		}
+		return p
+	}
+	observation := func(meta map[string]any) map[string]any {
+		o := map[string]any{"resourceType": "Observation", "status": "final",
+			"subject": map[string]any{"identifier": map[string]any{"system": nhs.SystemNHSNumber, "value": patientA}}}
+		if meta != nil {
+			o["meta"] = meta
+		}
+		return o
+	}
+	document := func(resources ...map[string]any) map[string]any {
+		var entries []any
+		for _, r := range resources {
+			entries = append(entries, map[string]any{"resource": r})
+		}
+		return map[string]any{"resourceType": "Bundle", "type": "document", "entry": entries}
+	}
+	parameters := func(r map[string]any) map[string]any {
+		return map[string]any{"resourceType": "Parameters", "parameter": []any{map[string]any{"name": "a", "part": []any{map[string]any{"name": "b", "resource": r}}}}}
+	}
+	message := func(carried map[string]any) map[string]any {
+		return map[string]any{"resourceType": "Bundle", "type": "message", "entry": []any{
+			map[string]any{"resource": map[string]any{"resourceType": "MessageHeader"}},
+			map[string]any{"resource": carried},
+		}}
+	}
+	denyB := memSource{policies: map[string][]Policy{patientB: {{ID: "deny-all", Status: "active", Patient: patientB,
+		Root: Provision{Path: "Consent.provision", Type: ProvisionDeny}}}}}
+	tests := []struct {
+		name     string
+		src      memSource
+		carried  map[string]any
+		wantRule string
+		want     Outcome
+	}{
+		{"nothing refused", memSource{}, document(patient(patientA, nil), observation(nil)), "consent:none:route-default-permit", Permit},
+		{"a refusing patient in a document", denyB, document(patient(patientB, nil)), "consent:deny-all:Consent.provision", Deny},
+		{"a refusing patient in a Parameters", denyB, parameters(patient(patientB, nil)), "consent:deny-all:Consent.provision", Deny},
+		{"a refusing patient two Bundles down", denyB, document(document(patient(patientB, nil))), "consent:deny-all:Consent.provision", Deny},
+		{"a labelled Observation in a document", memSource{}, document(patient(patientA, nil), observation(label("V"))), "gate:legal-label:V", Deny},
+		{"a labelled Observation in a Parameters", memSource{}, parameters(observation(label("V"))), "gate:legal-label:V", Deny},
+		{"a restricted patient in a document", memSource{}, document(patient(patientA, label("R"))), "gate:restricted-patient:nested", Deny},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Engine{Source: tt.src}
+			d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care",
+				Destination: "d", Bundle: message(tt.carried), Default: Permit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(d.Resources) != 2 {
+				t.Fatalf("%d verdicts, want 2", len(d.Resources))
+			}
+			got := d.Resources[1]
+			if got.Outcome != tt.want || got.Rule != tt.wantRule {
+				t.Errorf("carrying entry: %s by %s (%s), want %s by %s", got.Outcome, got.Rule, got.Reason, tt.want, tt.wantRule)
+			}
+			if tt.want == Deny {
+				applied, err := Apply(message(tt.carried), d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, _ := json.Marshal(applied); strings.Contains(string(b), "Test Street") || strings.Contains(string(b), `"Observation"`) {
+					t.Errorf("withheld data still sent: %s", b)
+				}
 			}
 		})
 	}

@@ -43,6 +43,18 @@ func tokenFiles(t *testing.T, secrets map[string]string, roles map[string]string
 // call makes one request and returns its status, body and challenge.
 func call(t *testing.T, method, url, token, body string) (int, []byte, string) {
 	t.Helper()
+	ctype := ""
+	if body != "" {
+		ctype = "application/json"
+	}
+	resp, b := request(t, method, url, token, ctype, body)
+	return resp.StatusCode, b, resp.Header.Get("WWW-Authenticate")
+}
+
+// request makes one request, with body of type ctype when that is not
+// empty, and returns the response (its body closed) and its body.
+func request(t *testing.T, method, url, token, ctype, body string) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -50,8 +62,8 @@ func call(t *testing.T, method, url, token, body string) (int, []byte, string) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -62,7 +74,7 @@ func call(t *testing.T, method, url, token, body string) (int, []byte, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, b, resp.Header.Get("WWW-Authenticate")
+	return resp, b
 }
 
 // auditStream returns every record on the audit stream and the stream's

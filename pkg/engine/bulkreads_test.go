@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -26,30 +25,11 @@ func TestBulkReadsBounded(t *testing.T) {
 		{"dead letters", http.MethodGet, "/api/deadletters", "", ""},
 		{"find", http.MethodGet, "/api/messages?control_id=X1", "", ""},
 	}
-	do := func(t *testing.T, method, path, body, ctype string) (*http.Response, string) {
-		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ctype != "" {
-			req.Header.Set("Content-Type", ctype)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, string(b)
-	}
 	release := e.HoldBulkReads()
 	for _, r := range reads {
 		t.Run("busy/"+r.name, func(t *testing.T) {
-			resp, body := do(t, r.method, r.path, r.body, r.ctype)
+			resp, b := request(t, r.method, base+r.path, "", r.ctype, r.body)
+			body := string(b)
 			if resp.StatusCode != http.StatusTooManyRequests {
 				t.Fatalf("status %d, want 429: %s", resp.StatusCode, body)
 			}
@@ -64,7 +44,8 @@ func TestBulkReadsBounded(t *testing.T) {
 	release()
 	for _, r := range reads {
 		t.Run("free/"+r.name, func(t *testing.T) {
-			resp, body := do(t, r.method, r.path, r.body, r.ctype)
+			resp, b := request(t, r.method, base+r.path, "", r.ctype, r.body)
+			body := string(b)
 			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("status %d, want 200: %s", resp.StatusCode, body)
 			}

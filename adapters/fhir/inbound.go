@@ -952,6 +952,11 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 				return invalid(fault.CodeFHIRInvalid, "", "the first entry of a message Bundle must be a MessageHeader", where)
 			}
 			if chk, ok := checkers[ert]; ok {
+				// First, as it names the element (the decode says only
+				// that a number is not valid when a string is not one).
+				if at, what, bad := modelProblem(e.Resource, chk.typ, where); bad {
+					return invalid(fault.CodeFHIRInvalid, "", "invalid "+ert+": "+what, at)
+				}
 				if err := chk.decode(e.Resource); err != nil {
 					return invalid(fault.CodeFHIRInvalid, "", "invalid "+ert+": "+modelError(err), where)
 				}
@@ -984,6 +989,9 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			}
 		}
 	} else {
+		if at, what, bad := modelProblem(doc, checkers[rt].typ, rt); bad {
+			return invalid(fault.CodeFHIRInvalid, "", "invalid "+rt+": "+what, at)
+		}
 		if err := checkers[rt].decode(doc); err != nil {
 			return invalid(fault.CodeFHIRInvalid, "", "invalid "+rt+": "+modelError(err))
 		}

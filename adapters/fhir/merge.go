@@ -558,18 +558,31 @@ func searchDetail(reply []byte) string {
 }
 
 // choiceElements returns, for a resource type the adapter has a model
-// of, its top-level choice elements (value[x]): each typed name ("deceasedBoolean") to its
-// element name ("deceased"). A model field is one when it is single, its
-// name is a base and a FHIR type name its Go type matches, and another
-// field has the same base.
+// of, its top-level choice elements (value[x]) as choiceGroups gives
+// them.
 func choiceElements(typ string) map[string]string {
 	c, ok := checkers[typ]
-	if !ok || c.typ.Kind() != reflect.Struct {
+	if !ok {
 		return nil
 	}
+	return choiceGroups(c.typ)
+}
+
+// choiceGroups returns the choice elements (value[x]) of a model struct
+// type: each typed name ("deceasedBoolean") to its element name
+// ("deceased"). A model field is one when it is single, its name is a
+// base and a FHIR type name its Go type matches, and another field has
+// the same base. Read once for each type.
+func choiceGroups(t reflect.Type) map[string]string {
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	if m, ok := choiceCache.Load(t); ok {
+		return m.(map[string]string)
+	}
 	byBase := map[string][]string{}
-	for i := 0; i < c.typ.NumField(); i++ {
-		f := c.typ.Field(i)
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		ft := f.Type
 		if ft.Kind() == reflect.Pointer {
@@ -601,8 +614,12 @@ func choiceElements(typ string) map[string]string {
 			}
 		}
 	}
+	choiceCache.Store(t, out)
 	return out
 }
+
+// choiceCache holds choiceGroups' answers by type.
+var choiceCache sync.Map
 
 // choiceSuffixes are the FHIR R4 type names a choice element's name ends
 // with, and the kind of Go value the models hold them in (Struct: a Go

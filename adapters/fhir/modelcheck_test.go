@@ -1,0 +1,40 @@
+package fhir
+
+import (
+	"reflect"
+	"testing"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
+)
+
+// TestModelProblem checks where modelProblem finds what the models'
+// decode lets through, and that it finds nothing in sound resources.
+func TestModelProblem(t *testing.T) {
+	obs := reflect.TypeFor[models.Observation]()
+	bundle := reflect.TypeFor[models.Bundle]()
+	tests := []struct {
+		name  string
+		typ   reflect.Type
+		body  string
+		where string // "" when sound
+	}{
+		{"sound", obs, `{"resourceType":"Observation","status":"final","code":{"text":"Hb"},"valueQuantity":{"value":72.50},"component":[{"code":{"text":"a"},"valueInteger":3}]}`, ""},
+		{"decimal as a string", obs, `{"resourceType":"Observation","valueQuantity":{"value":"72.5"}}`, "Observation.valueQuantity.value"},
+		{"decimal as a string in a list", obs, `{"resourceType":"Observation","referenceRange":[{"low":{"value":1}},{"high":{"value":"2"}}]}`, "Observation.referenceRange[1].high.value"},
+		{"two value[x]", obs, `{"resourceType":"Observation","valueString":"x","valueBoolean":true}`, "Observation.value[x]"},
+		{"one value[x] and its extension", obs, `{"resourceType":"Observation","valueString":"x","_valueString":{"id":"a"}}`, ""},
+		{"two effective[x]", obs, `{"resourceType":"Observation","effectiveDateTime":"2026-01-01","effectivePeriod":{"start":"2026-01-01"}}`, "Observation.effective[x]"},
+		{"a contained resource's decimal", obs, `{"resourceType":"Observation","contained":[{"resourceType":"Observation","valueQuantity":{"value":"1"}}]}`, "Observation.contained[0].valueQuantity.value"},
+		{"a contained resource of an unchecked type", obs, `{"resourceType":"Observation","contained":[{"resourceType":"Substance","anything":"1"}]}`, ""},
+		{"a nested Bundle's entry", bundle, `{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","valueQuantity":{"value":"1"}}}]}}]}`, "Bundle.entry[0].resource.entry[0].resource.valueQuantity.value"},
+		{"an unknown key is not shown", obs, `{"resourceType":"Observation","component":[{"valueString":"a","valueInteger":1}],"smithjohn":{"value":"1"}}`, "Observation.component[0].value[x]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			where, what, bad := modelProblem([]byte(tt.body), tt.typ, tt.typ.Name())
+			if bad != (tt.where != "") || where != tt.where {
+				t.Errorf("modelProblem = %q at %q (%v), want a problem at %q", what, where, bad, tt.where)
+			}
+		})
+	}
+}

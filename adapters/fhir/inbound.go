@@ -552,7 +552,9 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		case errors.Is(err, errBudget):
 			return in.busy(w, "too many large posts being received; not stored, resend later")
 		}
-		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid, detail: "could not read the request body"})
+		// The client went away or stalled mid-body: nothing was
+		// checked, so this is not counted as an invalid resource.
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRIncomplete, detail: "the request body ended before it was complete, or came too slowly; nothing was stored"})
 	}
 	// Checking and storing a body costs a few times its size.
 	work := processingFactor * int64(max(len(body)-freeBodyBytes, 0))

@@ -1010,9 +1010,18 @@ func TestInboundSlowAndLargeBodies(t *testing.T) {
 	// Finished (here: cut short), the uploads give back what they drew.
 	for _, u := range held {
 		u.pw.CloseWithError(errors.New("sender gone"))
-		<-u.done
+		if rec := <-u.done; rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), `"incomplete"`) {
+			t.Errorf("upload cut short: %d %s, want 400 with issue incomplete", rec.Code, rec.Body)
+		}
 	}
 	waitLeft(5 << 20)
+	// Counted as cut short, not as a supplier's invalid FHIR.
+	if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("ehr", string(fault.CodeFHIRIncomplete))); got != 5 {
+		t.Errorf("incomplete bodies counted %v, want 5", got)
+	}
+	if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("ehr", string(fault.CodeFHIRInvalid))); got != 0 {
+		t.Errorf("invalid resources counted %v, want 0", got)
+	}
 }
 
 // TestInboundSchema: with the FHIR R4 JSON schema configured, what the

@@ -54,6 +54,9 @@ const (
 	CodeFHIRMediaType      Code = "fhir.unsupported-media-type"
 	CodeFHIRTooLarge       Code = "fhir.too-large"
 	CodeFHIREmpty          Code = "fhir.empty-body"
+	// CodeFHIRIncomplete is a body that stopped before its end: the
+	// client went away or was too slow, and nothing of it was checked.
+	CodeFHIRIncomplete Code = "fhir.incomplete-body"
 	// CodeFHIRNotSupported is a request the FHIR endpoint does not serve:
 	// a method or a path it does not take.
 	CodeFHIRNotSupported Code = "fhir.not-supported"
@@ -84,7 +87,7 @@ const (
 func Codes() []Code {
 	return []Code{CodeInternal, CodeStoreUnavailable, CodeFrameInvalid, CodeFrameTooLarge, CodeFrameIncomplete, CodeFrameBusy, CodeHL7Parse,
 		CodeHL7Unsupported, CodeHL7Required, CodeHL7Charset, CodeHL7TooManySegments, CodeFHIRInvalidJSON, CodeFHIRInvalid,
-		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeFHIRNotSupported, CodeTranslate, CodeRuleEval, CodeDestRejected,
+		CodeFHIRMediaType, CodeFHIRTooLarge, CodeFHIREmpty, CodeFHIRIncomplete, CodeFHIRNotSupported, CodeTranslate, CodeRuleEval, CodeDestRejected,
 		CodeDestUnavailable, CodeDestAckMismatch, CodeRetriesExhausted, CodeConsentDenied, CodeConsentChanged, CodeConfig,
 		CodeNotFound, CodeUnauthorized, CodeDuplicate, CodeTooLarge, CodePanic, CodeBacklog}
 }
@@ -200,6 +203,8 @@ func IssueType(c Code) string {
 		return "required"
 	case CodeStoreUnavailable, CodeDestUnavailable, CodeFrameBusy:
 		return "transient"
+	case CodeFHIRIncomplete:
+		return "incomplete"
 	case CodeBacklog:
 		return "throttled"
 	case CodeNotFound:

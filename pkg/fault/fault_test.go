@@ -114,6 +114,7 @@ func TestIssueType(t *testing.T) {
 		CodeHL7Unsupported:   "not-supported",
 		CodeHL7Charset:       "not-supported",
 		CodeFHIREmpty:        "required",
+		CodeFHIRIncomplete:   "incomplete",
 		CodeStoreUnavailable: "transient",
 		CodeDestUnavailable:  "transient",
 		CodeFrameBusy:        "transient",

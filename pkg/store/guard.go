@@ -76,21 +76,57 @@ func (s *Store) durabilityFindings(ctx context.Context) []Finding {
 				Fix:     "list every server's monitoring endpoint (http://HOST:8222, served when the server runs with http_port: 8222)",
 			})
 		}
+		var unreachable []Finding
 		for _, u := range s.cfg.MonitorURLs {
 			f, err := fetchFacts(ctx, u)
 			if err != nil {
-				out = append(out, Finding{Where: "nats.monitor_urls " + u, Problem: "could not read the server's settings: " + err.Error(), Fix: "make the monitoring endpoint reachable from Junction"})
+				unreachable = append(unreachable, Finding{Where: "nats.monitor_urls " + u, Problem: "could not read the server's settings: " + err.Error(), Fix: "make the monitoring endpoint reachable from Junction"})
 				continue
 			}
 			servers = append(servers, f)
 		}
+		if majorityChecked(servers, len(unreachable)) {
+			// A server down in a cluster that has its quorum (a node
+			// drained, restarting): every write JetStream acknowledges
+			// is on a quorum, so on at least one server checked here.
+			// Refusing would stop Junction restarting through an
+			// outage the cluster itself rides out.
+			for _, f := range unreachable {
+				s.log.Warn("a NATS server's settings were not checked: its monitoring endpoint did not answer, and the servers that did are a majority that fsyncs every write; it is checked when Junction next starts",
+					"where", f.Where, "error", f.Problem)
+			}
+		} else {
+			out = append(out, unreachable...)
+		}
+		return append(out, judge(s.cfg, servers, len(s.cfg.MonitorURLs), s.streamConfigs(ctx))...)
 	}
-	return append(out, judge(s.cfg, servers, s.streamConfigs(ctx))...)
+	return append(out, judge(s.cfg, servers, len(servers), s.streamConfigs(ctx))...)
 }
 
-// judge applies the rules to what was read. It is pure, so each rule is
-// tested alone.
-func judge(cfg Config, servers []serverFacts, streams []jetstream.StreamConfig) []Finding {
+// majorityChecked reports whether, with missing listed servers not
+// answering, the servers read are a majority of their JetStream cluster
+// and all fsync every write, so that any quorum of the cluster (which
+// stores each acknowledged write) holds one of them.
+func majorityChecked(servers []serverFacts, missing int) bool {
+	if missing == 0 {
+		return false
+	}
+	size := 0
+	for _, sv := range servers {
+		c := sv.JetStream.Config
+		if c == nil || !c.SyncAlways {
+			return false
+		}
+		if m := sv.JetStream.Meta; m != nil {
+			size = max(size, m.Size)
+		}
+	}
+	return size > 1 && len(servers) >= size/2+1
+}
+
+// judge applies the rules to what was read from the servers, of listed
+// servers named in the config. It is pure, so each rule is tested alone.
+func judge(cfg Config, servers []serverFacts, listed int, streams []jetstream.StreamConfig) []Finding {
 	var out []Finding
 	clustered, size := false, 0
 	for _, sv := range servers {
@@ -122,10 +158,10 @@ func judge(cfg Config, servers []serverFacts, streams []jetstream.StreamConfig) 
 			size = max(size, m.Size)
 		}
 	}
-	if size > len(servers) && len(servers) > 0 {
+	if size > listed && len(servers) > 0 {
 		out = append(out, Finding{
 			Where:   "nats.monitor_urls",
-			Problem: fmt.Sprintf("lists %d servers but the JetStream cluster has %d, so some servers' settings are unchecked", len(servers), size),
+			Problem: fmt.Sprintf("lists %d servers but the JetStream cluster has %d, so some servers' settings are unchecked", listed, size),
 			Fix:     "list every server's monitoring endpoint",
 		})
 	}

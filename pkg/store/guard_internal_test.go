@@ -61,7 +61,7 @@ func TestJudge(t *testing.T) {
 			[]string{"stream A: uses asynchronous persist mode"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := judge(tc.cfg, tc.servers, tc.streams)
+			got := judge(tc.cfg, tc.servers, len(tc.servers), tc.streams)
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %d findings %v, want %d %q", len(got), got, len(tc.want), tc.want)
 			}
@@ -72,6 +72,33 @@ func TestJudge(t *testing.T) {
 				if got[i].Fix == "" {
 					t.Errorf("finding %d has no fix", i)
 				}
+			}
+		})
+	}
+}
+
+// TestMajorityChecked checks when servers that do not answer are let
+// pass: only while those that answered are a majority of their cluster
+// and all fsync every write.
+func TestMajorityChecked(t *testing.T) {
+	safe := func(name string) serverFacts { return facts(name, true, 0, "c", 3) }
+	for _, tc := range []struct {
+		name    string
+		servers []serverFacts
+		missing int
+		want    bool
+	}{
+		{"none missing", []serverFacts{safe("a"), safe("b"), safe("c")}, 0, false},
+		{"one of three down", []serverFacts{safe("a"), safe("b")}, 1, true},
+		{"two of three down", []serverFacts{safe("a")}, 2, false},
+		{"two of five down", []serverFacts{facts("a", true, 0, "c", 5), facts("b", true, 0, "c", 5), facts("c", true, 0, "c", 5)}, 2, true},
+		{"one down, one lazy", []serverFacts{safe("a"), facts("b", false, time.Second, "c", 3)}, 1, false},
+		{"a single server down", nil, 1, false},
+		{"no cluster size known", []serverFacts{facts("a", true, 0, "", 0), facts("b", true, 0, "", 0)}, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := majorityChecked(tc.servers, tc.missing); got != tc.want {
+				t.Errorf("majorityChecked = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jstest"
+	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -109,4 +111,39 @@ func openRefused(t *testing.T, cfg store.Config) error {
 		t.Fatal("Open succeeded, want it refused")
 	}
 	return err
+}
+
+// TestGuardStartsWithOneServerDown starts a store on a three-node cluster
+// that fsyncs every write while one of its servers is down, as during a
+// node's drain or restart. The two that answer are a majority: any
+// quorum that stores an acknowledged write holds one of them, so Junction
+// starts, warning of the server it could not check. Before, it refused
+// to start, and a Junction restarting in such an outage crash-looped.
+// (With two down, TestMajorityChecked's rule refuses; the store has no
+// quorum then, and Open fails before the guard runs.)
+func TestGuardStartsWithOneServerDown(t *testing.T) {
+	c := jstest.StartCluster(t, "guard-test", func(o *server.Options) { o.SyncAlways = true })
+	var monitors []string
+	for _, srv := range c.Servers {
+		monitors = append(monitors, monitorURLs(srv)...)
+	}
+	down := c.Servers[2]
+	down.Shutdown()
+	down.WaitForShutdown()
+
+	cfg := store.DefaultConfig()
+	cfg.URL = c.Servers[0].ClientURL() + "," + c.Servers[1].ClientURL()
+	cfg.Replicas = 3
+	cfg.MonitorURLs = monitors
+	var logs logtest.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("Open with one of three servers down: %v", err)
+	}
+	s.Close()
+	if !strings.Contains(logs.String(), "a NATS server's settings were not checked") || !strings.Contains(logs.String(), monitors[2]) {
+		t.Errorf("no warning naming the server not checked:\n%s", logs.String())
+	}
 }

@@ -804,6 +804,10 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		upd := have
 		upd.Replicas = max(have.Replicas, want.Replicas)
 		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
+		if want.Duplicates == 0 {
+			// None asked: the server's default, which it has set.
+			upd.Duplicates = have.Duplicates
+		}
 		if lowered := want.MaxAge > 0 && (have.MaxAge == 0 || want.MaxAge < have.MaxAge); lowered && deletesStored(info, want.MaxAge, time.Now()) {
 			// A shorter age would delete stored messages at once, some
 			// perhaps still waiting for delivery (or, with several
@@ -840,9 +844,33 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("updating stream %s (replicas, max age and bytes, dedupe window, direct get): %w", want.Name, err))
+			continue
+		}
+		if changed := settingsChanged(have, upd); len(changed) > 0 {
+			// Every process sharing the store sets these at its start:
+			// two with different configs would change them back and
+			// forth unseen (the dedupe window with them).
+			s.log.Warn("stream settings changed to this process's nats config; processes sharing a store should have the same", append([]any{"stream", want.Name}, changed...)...)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// settingsChanged returns, as log attributes ("max_age", "168h0m0s ->
+// 200h0m0s"), the settings a config controls that differ between a
+// stream's config before and after an update.
+func settingsChanged(before, after jetstream.StreamConfig) []any {
+	var out []any
+	diff := func(key string, a, b any) {
+		if a != b {
+			out = append(out, key, fmt.Sprintf("%v -> %v", a, b))
+		}
+	}
+	diff("replicas", before.Replicas, after.Replicas)
+	diff("max_age", before.MaxAge.String(), after.MaxAge.String())
+	diff("dedupe_window", before.Duplicates.String(), after.Duplicates.String())
+	diff("max_bytes", before.MaxBytes, after.MaxBytes)
+	return out
 }
 
 // deletesStored reports whether giving the stream described by info the

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/junction-fhir/junction/pkg/jstest"
+	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -655,18 +656,28 @@ func TestOpenExternalReferences(t *testing.T) {
 }
 
 // TestReopenAppliesChangedWindows: a changed dedupe window or max age in
-// the config reaches streams that already exist.
+// the config reaches streams that already exist, and the change is logged
+// with the values before and after (processes sharing a store with
+// different settings would otherwise change them back and forth unseen).
+// A start that changes nothing logs nothing.
 func TestReopenAppliesChangedWindows(t *testing.T) {
 	dir := t.TempDir()
 	cfg := store.DefaultConfig()
-	st, err := store.Open(context.Background(), cfg, dir, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
+	var unchanged logtest.Buffer
+	for range 2 {
+		st, err := store.Open(context.Background(), cfg, dir, nil, slog.New(slog.NewJSONHandler(&unchanged, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
 	}
-	st.Close()
+	if strings.Contains(unchanged.String(), "stream settings changed") {
+		t.Errorf("starts with the same config logged a change:\n%s", unchanged.String())
+	}
 	cfg.DedupeWindow = 10 * time.Minute
 	cfg.IngressMaxAge = 48 * time.Hour
-	st, err = store.Open(context.Background(), cfg, dir, nil, slog.New(slog.DiscardHandler))
+	var logs logtest.Buffer
+	st, err := store.Open(context.Background(), cfg, dir, nil, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,6 +689,11 @@ func TestReopenAppliesChangedWindows(t *testing.T) {
 	got := s.CachedInfo().Config
 	if got.Duplicates != 10*time.Minute || got.MaxAge != 48*time.Hour {
 		t.Errorf("ingress stream: duplicates %s, max age %s; want 10m, 48h", got.Duplicates, got.MaxAge)
+	}
+	for _, want := range []string{`"stream":"` + store.StreamIngress + `"`, `"dedupe_window":"1h0m0s -> 10m0s"`, `"max_age":"168h0m0s -> 48h0m0s"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the change was not logged with %s:\n%s", want, logs.String())
+		}
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	jfhir "github.com/junction-fhir/junction/pkg/fhir"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +79,9 @@ type Engine struct {
 	inbounds []namedInbound
 	httpSrv  *http.Server
 	httpLn   net.Listener
+	// httpHandler is what the HTTP listener serves: the probes alone
+	// while the engine starts, then everything.
+	httpHandler atomic.Pointer[http.ServeMux]
 	// bulkReads holds a token for each admin read of whole streams in
 	// progress (see acquireBulk).
 	bulkReads chan struct{}
@@ -277,6 +282,12 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	cfg.DataDir = dataDir
+	// The HTTP listener opens first, serving the probes and metrics
+	// alone, so a start that waits (for a NATS cluster, say) answers
+	// /readyz with why rather than refusing connections.
+	if err := e.listenHTTP(httpTLS); err != nil {
+		return err
+	}
 	e.store, err = store.Open(ctx, cfg.NATS, dataDir, e.secrets, e.log)
 	if err != nil {
 		return fmt.Errorf("opening store: %w", err)
@@ -423,25 +434,44 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		}
 		e.inbounds = append(e.inbounds, namedInbound{name: name, in: in})
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{Registry: e.reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if why := e.notReady(); why != "" {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": why})
+	e.probes(mux)
+	e.adminMux(mux)
+	// From here the listener serves everything.
+	e.httpHandler.Store(mux)
+	e.ready.Store(true)
+	e.metrics.Ready.Set(1)
+	e.log.Info("junction ready", "version", e.version, "inputs", len(e.inbounds), "routes", len(e.plan.Routes), "destinations", len(e.dests))
+	return nil
+}
+
+// listenHTTP opens the HTTP listener and serves, until Start stores the
+// full mux in httpHandler, the probes and metrics alone: anything else
+// is answered 503, starting.
+func (e *Engine) listenHTTP(httpTLS *tls.Config) error {
+	cfg := e.plan.Config
+	starting := http.NewServeMux()
+	e.probes(starting)
+	starting.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "5")
+		const why = "Junction is starting; try again shortly"
+		if strings.HasPrefix(r.URL.Path, "/fhir") {
+			jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", why))
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "error": why})
 	})
-	e.adminMux(mux)
+	e.httpHandler.Store(starting)
+	var err error
 	e.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
 	e.httpSrv = &http.Server{
-		Handler: mux, ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
-		ReadTimeout: cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			e.httpHandler.Load().ServeHTTP(w, r)
+		}),
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       cfg.HTTP.ReadTimeout, WriteTimeout: cfg.HTTP.WriteTimeout,
 		// Go's default, 1 MiB, lets a thousand slow clients hold a GiB.
 		MaxHeaderBytes: maxHeaderBytes,
 		ErrorLog:       log.New(httpErrorWriter{log: e.log, flood: telemetry.Floodable(e.log.With("component", "http"))}, "", 0),
@@ -464,10 +494,22 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		// network as sent unless something in front terminates TLS.
 		e.log.Warn("http listener is reachable beyond this machine over plain HTTP; put a TLS-terminating proxy or ingress in front", "addr", e.httpLn.Addr().String())
 	}
-	e.ready.Store(true)
-	e.metrics.Ready.Set(1)
-	e.log.Info("junction ready", "version", e.version, "inputs", len(e.inbounds), "routes", len(e.plan.Routes), "destinations", len(e.dests))
 	return nil
+}
+
+// probes serves /metrics, /healthz and /readyz on mux.
+func (e *Engine) probes(mux *http.ServeMux) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{Registry: e.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if why := e.notReady(); why != "" {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": why})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
 }
 
 // traceFlushTimeout bounds flushing spans at shutdown.

@@ -25,7 +25,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	conns := fs.Int("conns", 8, "concurrent connections, each sending one message at a time")
 	dur := fs.Duration("duration", 10*time.Second, "how long to send")
 	patients := fs.Int("patients", 500, "distinct synthetic patients (999-range NHS numbers)")
-	metrics := fs.String("metrics", "", "URL of the junction's /metrics: report its group commit, and after sending wait until every accepted message is delivered and report the full-route rate")
+	metrics := fs.String("metrics", "", "URL of the junction's /metrics: report its group commit, and after sending wait until every accepted message is delivered and report the full-route rate (the engine must be the only one on its store: it counts its own deliveries)")
 	dest := fs.String("destination", "fhir-store", "with --metrics: the destination whose deliveries are counted (empty: for an engine with no routes, wait instead until every message is accepted for routing)")
 	drainFor := fs.Duration("drain-timeout", 10*time.Minute, "with --metrics: how long to wait for an engine busy with earlier messages before sending, and for deliveries (or acceptance) after")
 	if err := parse(fs, args); err != nil {

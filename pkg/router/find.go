@@ -28,7 +28,7 @@ type FindQuery struct {
 	Source string `json:"source,omitempty"`
 	// Since and Until bound the time of receipt.
 	Since time.Time `json:"since"`
-	Until time.Time `json:"until"`
+	Until time.Time `json:"until,omitzero"` // left out when open-ended
 }
 
 // Found is one receipt of a message with the asked-for control id. It

@@ -103,3 +103,24 @@ func TestMajorityChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestRedactedURLs checks that the servers an unreachable nats.url names
+// are given without their credentials.
+func TestRedactedURLs(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"nats://a:4222, nats://b:4222", "nats://a:4222, nats://b:4222"},
+		{"nats://junction:s3cret@a:4222,tls://tok3n@b:4222", "nats://redacted@a:4222, tls://redacted@b:4222"},
+		{"nats://%zz@a:4222", "(a URL that does not parse)"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got := redactedURLs(tc.in)
+			if got != tc.want {
+				t.Errorf("redactedURLs(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			if strings.Contains(got, "s3cret") || strings.Contains(got, "tok3n") {
+				t.Errorf("a credential is named: %q", got)
+			}
+		})
+	}
+}

@@ -556,7 +556,7 @@ func (s *Store) connect(secrets Secrets) error {
 	}
 	nc, err := nats.Connect(s.cfg.URL, append(append(slices.Clip(opts), nats.Name("junction")), s.connectionEvents()...)...)
 	if err != nil {
-		return fmt.Errorf("connecting to NATS: %w", err)
+		return fmt.Errorf("connecting to NATS at %s: %w", redactedURLs(s.cfg.URL), err)
 	}
 	s.server.Store(nc.ConnectedUrlRedacted())
 	s.NC = nc
@@ -945,4 +945,21 @@ func (s *Store) Close() {
 	if err := s.lock.release(); err != nil {
 		s.log.Warn("store lock", "err", err)
 	}
+}
+
+// redactedURLs returns the comma-separated server URLs of nats.url with
+// any user and password in them replaced, for an error to name.
+func redactedURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if u, err := url.Parse(p); err == nil && u.User != nil {
+			u.User = url.User("redacted")
+			p = u.String()
+		} else if err != nil {
+			p = "(a URL that does not parse)"
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ", ")
 }

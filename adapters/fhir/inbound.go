@@ -31,10 +31,12 @@ import (
 	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/budget"
+	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/fhirschema"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/telemetry"
 )
@@ -1009,8 +1011,28 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 			return invalid(fault.CodeFHIRInvalid, "invalid", schemaDetail(issues), schemaPaths(issues)...)
 		}
 	}
+	if n := patientCount(doc); n > envelope.MaxPatients {
+		return checked{}, rejection{status: http.StatusUnprocessableEntity, code: fault.CodeTooLarge, issue: "too-costly",
+			detail: fmt.Sprintf("the resources are about more than %d patients (NHS numbers); send one message per patient, or fewer patients a message", envelope.MaxPatients)}, false
+	}
 	out.patient = patientKeysOf(doc, rt)
 	return out, rejection{}, true
+}
+
+// patientCount returns how many patients (distinct valid NHS numbers, as
+// routing counts them: consent.BundleNHSNumbers) doc names, or 0 when it
+// cannot name more than envelope.MaxPatients: each NHS number is an
+// identifier with a system, so a body of fewer "system" keys is not
+// decoded again.
+func patientCount(doc []byte) int {
+	if bytes.Count(doc, []byte(`"system"`)) <= envelope.MaxPatients {
+		return 0
+	}
+	m, err := jsonmap.Decode(doc)
+	if err != nil {
+		return 0
+	}
+	return len(consent.BundleNHSNumbers(m))
 }
 
 // maxSchemaIssues is how many schema issues a refusal names.

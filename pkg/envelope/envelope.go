@@ -9,6 +9,12 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// MaxPatients is the most patients (distinct NHS numbers) a message may be
+// about: its payloads carry every patient's keyed hash (65 bytes each)
+// through the store in headers, which JetStream bounds to 64 KiB
+// together.
+const MaxPatients = 500
+
 // Content types Junction carries.
 const (
 	ContentTypeHL7v2 = "application/hl7-v2"

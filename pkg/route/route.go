@@ -760,11 +760,10 @@ func MsgVars(env *envelope.Envelope, event string) map[string]any {
 
 // MaxPatients is the most patients (distinct NHS numbers) a matched
 // message may be about: a larger one fails its route, as a permanent
-// fault, since its payloads carry every patient's keyed hash (65 bytes
-// each) through the store in headers JetStream bounds to 64 KiB
-// together. The consent engine denies a bundle of more than
-// consent.MaxPatients earlier.
-const MaxPatients = 500
+// fault (see envelope.MaxPatients; the FHIR input refuses one at once).
+// The consent engine denies a bundle of more than consent.MaxPatients
+// earlier.
+const MaxPatients = envelope.MaxPatients
 
 // Process runs match, consent per destination, and transform for one
 // translated message. It does no I/O other than asking decider. An error is

@@ -426,8 +426,12 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// Accepted and refused together, in the order they came.
 	all := append(slices.Clone(res.Messages), res.Quarantined...)
 	slices.SortStableFunc(all, func(a, b router.Found) int { return a.ReceivedAt.Compare(b.ReceivedAt) })
+	unknown := 0
 	for _, f := range all {
 		state := f.State
+		if state == "unknown" {
+			unknown++
+		}
 		switch {
 		case f.State == "quarantined":
 			state = "refused and quarantined: " + strings.Join(f.Outcomes, ", ")
@@ -442,7 +446,7 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if ctrlID == "" {
 			ctrlID = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, f.Sender, f.MessageType, ctrlID, state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.ReceivedAt.UTC().Format(trailTime), f.ID, f.Source, cell(f.Sender), cell(f.MessageType), cell(ctrlID), state)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -450,6 +454,9 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fmt.Fprint(stdout, table.String())
 	if res.Truncated {
 		fmt.Fprintln(stdout, "(more matched than are listed: narrow the window or name the sender)")
+	}
+	if unknown > 0 {
+		fmt.Fprintf(stdout, "(%d shown as unknown: only the first 200 messages' trails are read; narrow the window, or give --control-id, to see theirs)\n", unknown)
 	}
 	refused := ""
 	if n := len(res.Quarantined); n > 0 {
@@ -568,3 +575,17 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // trailTime is the trail's time format: RFC 3339 in UTC to the
 // microsecond, always the same width so the columns line up.
 const trailTime = "2006-01-02T15:04:05.000000Z07:00"
+
+// cell returns s, as a sender gave it (a control id, an application
+// name), for one cell of a table: quoted, with escapes, when it holds
+// control characters, tabs, line breaks or anything beyond ASCII, so it
+// cannot break the table's lines or forge one (a right-to-left override
+// included).
+func cell(s string) string {
+	for _, r := range s {
+		if r < 0x20 || r >= 0x7f {
+			return strconv.QuoteToASCII(s)
+		}
+	}
+	return s
+}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
@@ -220,15 +221,66 @@ func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
 }
 
 // quarantinedHeader reads the control id, sender ("APP|FACILITY") and
-// message type from the HL7 v2 header of quarantined input (see
-// router.HeaderOf). They are what the sender quotes when asking after a
-// message, not patient data.
+// message type from the HL7 v2 header of quarantined input, or from a
+// refused FHIR post the identifier value and resourceType of a Bundle
+// (with no sender: a FHIR message names none), as the accepted messages
+// have them (see router.HeaderOf). They are what the sender quotes when
+// asking after a message, not patient data.
 func quarantinedHeader(raw []byte) (controlID, sender, messageType string, ok bool) {
+	if ctrl, rt, ok := fhirIdentifier(raw); ok {
+		return ctrl, "", rt, true
+	}
 	m, err := hl7v2.ParseHeader(raw)
 	if err != nil || m.ControlID() == "" {
 		return "", "", "", false
 	}
 	return m.ControlID(), m.SendingApp() + "|" + m.SendingFacility(), m.MessageType(), true
+}
+
+// maxQuarantinedIdentifier bounds the identifier read from a refused
+// FHIR post, as the FHIR input bounds an accepted one's.
+const maxQuarantinedIdentifier = 512
+
+// fhirIdentifier reads a JSON object's top-level resourceType and
+// identifier.value (a Bundle's identifier), member by member, so that a
+// body the quarantine kept only the start of still gives them when they
+// come before the cut. ok is false when raw is no such object, or names
+// no identifier.
+func fhirIdentifier(raw []byte) (value, resourceType string, ok bool) {
+	trimmed := bytes.TrimLeft(bytes.TrimPrefix(raw, []byte("\xef\xbb\xbf")), " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return "", "", false
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	if _, err := dec.Token(); err != nil {
+		return "", "", false
+	}
+	for dec.More() && (value == "" || resourceType == "") {
+		tok, err := dec.Token()
+		if err != nil {
+			break
+		}
+		key, _ := tok.(string)
+		switch key {
+		case "resourceType":
+			if dec.Decode(&resourceType) != nil {
+				resourceType = ""
+			}
+		case "identifier":
+			var id struct {
+				Value string `json:"value"`
+			}
+			if dec.Decode(&id) == nil && len(id.Value) <= maxQuarantinedIdentifier {
+				value = id.Value
+			}
+		default:
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return value, resourceType, value != ""
+			}
+		}
+	}
+	return value, resourceType, value != ""
 }
 
 // QuarantineEntry is one piece of unparseable input kept for inspection.

@@ -104,7 +104,10 @@ const (
 	// expect, rather than the plain-text 404 or 405 of net/http.
 	routeOtherBase = "/fhir"
 	routeOtherType = "/fhir/{type}"
-	routeOther     = "/fhir/"
+	// routeInstance is a resource instance ([base]/[type]/[id]), which a
+	// client reads, updates or deletes: none is served.
+	routeInstance = "/fhir/{type}/{id}"
+	routeOther    = "/fhir/"
 )
 
 // acceptedBundleTypes are the Bundle types POST /fhir takes.
@@ -299,7 +302,18 @@ func (in *Inbound) Routes() map[string]http.Handler {
 		RouteMetadata:  http.HandlerFunc(in.metadata),
 		routeOtherBase: http.HandlerFunc(in.notAllowed),
 		routeOtherType: http.HandlerFunc(in.notAllowed),
-		routeOther:     http.HandlerFunc(in.notSupported),
+		routeInstance: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// A read finds no resource here; a search or an operation is
+			// no endpoint; an update, patch or delete is a method an
+			// instance does not allow.
+			id := r.PathValue("id")
+			if r.Method == http.MethodGet || r.Method == http.MethodHead || strings.HasPrefix(id, "_") || strings.HasPrefix(id, "$") {
+				in.notSupported(w, r)
+				return
+			}
+			in.notAllowed(w, r)
+		}),
+		routeOther: http.HandlerFunc(in.notSupported),
 	}
 }
 
@@ -309,9 +323,14 @@ func (in *Inbound) Routes() map[string]http.Handler {
 func (in *Inbound) notAllowed(w http.ResponseWriter, r *http.Request) {
 	allow := http.MethodPost
 	what := "takes messages posted to it; it does not serve reads, updates or deletes"
-	if r.URL.Path == "/fhir/metadata" {
+	switch {
+	case r.URL.Path == "/fhir/metadata":
 		allow = http.MethodGet
 		what = "serves its CapabilityStatement here to GET only"
+	case r.PathValue("id") != "":
+		// No method on an instance: an empty Allow says so (RFC 9110).
+		allow = ""
+		what = "takes messages posted to [base] or [base]/[type]; it holds no resources to read, update or delete"
 	}
 	w.Header().Set("Allow", allow)
 	in.countUnserved(http.StatusMethodNotAllowed)
@@ -932,7 +951,14 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 		if !acceptedBundleTypes[b.Type] {
 			return invalid(fault.CodeFHIRInvalid, "not-supported", "Bundle.type must be transaction, batch, message or collection", "Bundle.type")
 		}
+		needsRequest := b.Type == models.BundleTypeTransaction || b.Type == models.BundleTypeBatch
 		for i, e := range b.Entry {
+			switch {
+			case needsRequest && e.Request == nil:
+				return invalid(fault.CodeFHIRInvalid, "required", "an entry of a transaction or batch needs a request (bdl-3)", fmt.Sprintf("Bundle.entry[%d].request", i))
+			case !needsRequest && e.Request != nil:
+				return invalid(fault.CodeFHIRInvalid, "invalid", "only a transaction's or batch's entries have a request (bdl-3)", fmt.Sprintf("Bundle.entry[%d].request", i))
+			}
 			if r := e.Request; r != nil && r.Method != models.HTTPVerbPOST && r.Method != models.HTTPVerbPUT {
 				// Destinations are sent the resources to create or
 				// update: a DELETE would become an update of what was

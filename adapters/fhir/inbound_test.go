@@ -298,7 +298,9 @@ func TestInboundRejects(t *testing.T) {
 		// In JSON's terms, not the Go model's ([]fhir.HumanName).
 		{"object for an array", "/fhir/Patient", "application/fhir+json", []byte(`{"resourceType":"Patient","name":{"family":"X"}}`), 400, "invalid", fault.CodeFHIRInvalid, "(want an array, got object)"},
 		{"bad entry resource", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","gender":"x"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "invalid Patient"},
-		{"entry without resourceType", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"id":"x"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry without"},
+		{"entry without resourceType", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"batch","entry":[{"resource":{"id":"x"},"request":{"method":"POST","url":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "entry without"},
+		{"transaction entry without a request", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},{"resource":{"resourceType":"Patient"}}]}`), 400, "required", fault.CodeFHIRInvalid, "an entry of a transaction or batch needs a request (bdl-3)"},
+		{"collection entry with a request", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "only a transaction's or batch's entries have a request (bdl-3)"},
 		{"message without header", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "MessageHeader"},
 		{"empty message", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message"}`), 400, "invalid", fault.CodeFHIRInvalid, "MessageHeader"},
 		{"message with an empty first entry", "/fhir", "application/fhir+json", []byte(`{"resourceType":"Bundle","type":"message","entry":[{"fullUrl":"urn:uuid:a"},{"resource":{"resourceType":"Patient"}}]}`), 400, "invalid", fault.CodeFHIRInvalid, "first entry of a message Bundle must be a MessageHeader"},
@@ -876,6 +878,10 @@ func TestOtherRequestsGetOperationOutcome(t *testing.T) {
 		{http.MethodPost, "/fhir/metadata", http.StatusMethodNotAllowed, "GET"},
 		{http.MethodGet, "/fhir/Patient/9990000018", http.StatusNotFound, ""},
 		{http.MethodPost, "/fhir/Patient/_search", http.StatusNotFound, ""},
+		// An update, patch or delete of an instance: no method is.
+		{http.MethodPut, "/fhir/Patient/1", http.StatusMethodNotAllowed, ""},
+		{http.MethodDelete, "/fhir/Patient/1", http.StatusMethodNotAllowed, ""},
+		{http.MethodPatch, "/fhir/Patient/1", http.StatusMethodNotAllowed, ""},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			rejected := testutil.ToFloat64(f.m.Rejected.WithLabelValues("ehr", string(fault.CodeFHIRNotSupported)))
@@ -896,8 +902,8 @@ func TestOtherRequestsGetOperationOutcome(t *testing.T) {
 			if code, _ := outcomeOf(t, rec.Body.Bytes()); code != "not-supported" {
 				t.Errorf("issue code %q, want not-supported", code)
 			}
-			if got := rec.Header().Get("Allow"); got != tc.allow {
-				t.Errorf("Allow %q, want %q", got, tc.allow)
+			if got, ok := rec.Header()["Allow"]; strings.Join(got, ",") != tc.allow || ok != (tc.status == http.StatusMethodNotAllowed) {
+				t.Errorf("Allow %q (given: %v), want %q", got, ok, tc.allow)
 			}
 			if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/fhir+json") {
 				t.Errorf("Content-Type %q", ct)

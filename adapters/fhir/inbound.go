@@ -671,12 +671,21 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 	// sender now (never quoting the number).
 	switch k := parsed.patient; {
 	case k.NHS != "" && !nhs.ValidNumber(k.NHS):
-		warn("an identifier in " + nhs.SystemNHSNumber + " is not a valid NHS number (its check digit fails): routed as sent, with the patient unknown to consent decisions")
+		warn("an identifier in " + nhs.SystemNHSNumber + " is not a valid NHS number (" + whyInvalid(k.NHS) + "): routed as sent, with the patient unknown to consent decisions")
 	case !k.Found && k.Referenced:
 		warn("the patient is named only by a literal reference (Patient/...): nothing identifies them, so their consent cannot be looked up; add the NHS number as subject.identifier")
 	}
 	jfhir.WriteOutcome(w, http.StatusAccepted, oo)
 	return http.StatusAccepted
+}
+
+// whyInvalid says, without quoting it, why n (normalised) is not a valid
+// NHS number.
+func whyInvalid(n string) string {
+	if len(n) != 10 || strings.Trim(n, "0123456789") != "" {
+		return "an NHS number is ten digits"
+	}
+	return "its check digit fails"
 }
 
 func tooLarge(max int64) rejection {

@@ -1088,6 +1088,7 @@ func TestAcceptedWithWarnings(t *testing.T) {
 	}{
 		{"valid NHS number", "/fhir/Patient", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}]}`, ""},
 		{"NHS number failing its check digit", "/fhir/Patient", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000019"}]}`, "check digit"},
+		{"NHS number of nine digits", "/fhir/Patient", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"999000001"}]}`, "an NHS number is ten digits"},
 		{"literal reference only", "/fhir/Observation", `{"resourceType":"Observation","status":"final","code":{"text":"Hb"},"subject":{"reference":"Patient/123"}}`, "literal reference"},
 		{"hospital number only", "/fhir/Patient", `{"resourceType":"Patient","identifier":[{"system":"https://fhir.example-trust.nhs.uk/Id/mrn","value":"H1"}]}`, ""},
 	}

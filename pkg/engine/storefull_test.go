@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestStoreOutOfStorage runs an engine on a server with little storage
@@ -44,6 +46,10 @@ func TestStoreOutOfStorage(t *testing.T) {
 	}
 	if took >= 5*time.Second {
 		t.Errorf("the refused message was answered after %s: the refusal was retried", took.Round(time.Millisecond))
+	}
+	// Counted by why: the store, not the message.
+	if refused := testutil.ToFloat64(e.Metrics().Rejected.WithLabelValues("pas", string(fault.CodeStoreUnavailable))); refused < 1 {
+		t.Errorf("the store's refusal was not counted in ingress_rejected_total under a store reason")
 	}
 	var why map[string]string
 	if st := getJSON(t, base+"/readyz", &why); st != http.StatusServiceUnavailable || !strings.Contains(why["reason"], "out of storage") {

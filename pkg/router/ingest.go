@@ -82,6 +82,21 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 		}
 		return adapter.IngestResult{}, err
 	}
+	res, err := i.ingest(ctx, env)
+	if err != nil && i.metrics != nil {
+		// Counted by why, as refusals of input are: a sender's negative
+		// answer for want of a store reads apart from one for its message.
+		code := fault.CodeOf(err)
+		if code == "" || code == fault.CodeInternal {
+			code = fault.CodeStoreUnavailable
+		}
+		i.metrics.Rejected.WithLabelValues(env.Source, string(code)).Inc()
+	}
+	return res, err
+}
+
+// ingest is Ingest once the backlog let the message in.
+func (i *Ingester) ingest(ctx context.Context, env *envelope.Envelope) (adapter.IngestResult, error) {
 	if env.ID == "" {
 		env.ID = i.ids.New()
 	}

@@ -66,8 +66,9 @@ const restDocumentation = `Junction is an integration engine, not a FHIR reposit
 	`Idempotency-Key header, with the same body: it is answered 202 and is not routed again. ` +
 	`A different body under an identifier already used is not a resend: it is routed as a message ` +
 	`of its own, and its audit trail says the identifier was reused. A recognised resend's X-Junction-Message-Id ` +
-	`is the original message's id when the resend is recognised before the reply; otherwise it is ` +
-	`an id of the resend's own, whose audit trail names the message it repeats. ` +
+	`is usually an id of the resend's own, whose audit trail names the message it repeats (resends are ` +
+	`recognised after the reply, as messages are stored in groups); it is the original message's id only ` +
+	`when the resend is recognised before the reply. ` +
 	`A 503 reply means the message may not have been stored; resending it is safe. ` +
 	`Resources cannot be read, updated or deleted here, nor searched except as said below.`
 
@@ -190,7 +191,7 @@ func security(bearer, clientCerts bool) *models.CapabilityStatementRestSecurity 
 	case bearer:
 		desc = "Posts need the header Authorization: Bearer <token>, with the token agreed with the endpoint's operator; without it the reply is 401."
 	default:
-		desc = "Posts are not authenticated at this endpoint: it is meant for a trusted network or behind a proxy that authenticates senders."
+		desc = "Posts are not authenticated at this endpoint, so it takes them only from this machine: addressed to a loopback name (localhost, 127.0.0.1, [::1]), not forwarded by a proxy and not sent by a web page of another site; otherwise the reply is 403. Its operator sets a bearer token to take posts from elsewhere."
 	}
 	return &models.CapabilityStatementRestSecurity{Cors: &no, Description: &desc}
 }

@@ -113,7 +113,10 @@ func TestCapabilityStatement(t *testing.T) {
 				t.Errorf("rest.documentation does not say what a resend's reply names: %q", doc)
 			}
 			if sec := rest.Security; sec == nil || sec.Cors == nil || *sec.Cors ||
-				strings.Contains(deref(sec.Description), "Authorization: Bearer") != tt.opts.BearerToken {
+				strings.Contains(deref(sec.Description), "Authorization: Bearer") != tt.opts.BearerToken ||
+				// Without a token the endpoint takes local posts only,
+				// and must not say a proxy in front will do.
+				!tt.opts.BearerToken && !tt.opts.ClientCerts && !strings.Contains(deref(sec.Description), "only from this machine") {
 				t.Errorf("rest.security %+v does not say how posts are authenticated (bearer token: %v)", sec, tt.opts.BearerToken)
 			}
 			if got := strings.Contains(doc, "not routed itself"); got != tt.opts.ConsentStore {

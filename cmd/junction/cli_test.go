@@ -682,6 +682,7 @@ func TestCLISendFHIR(t *testing.T) {
 		gotCT = append(gotCT, r.Method+" "+r.URL.Path+" "+r.Header.Get("Content-Type"))
 		mu.Unlock()
 		if bytes.Contains(body, []byte("Broken")) {
+			w.Header().Set("X-Junction-Quarantine-Id", "01QUAR")
 			w.WriteHeader(http.StatusBadRequest)
 			_, _ = w.Write([]byte(`{"resourceType":"OperationOutcome"}`))
 			return
@@ -701,8 +702,8 @@ func TestCLISendFHIR(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	code, out, _ = cliRun(t, "send", "--fhir", ts.URL+"/fhir", bad)
-	if code != 1 || !strings.Contains(out, "400 Bad Request") || !strings.Contains(out, "OperationOutcome") {
-		t.Errorf("exit %d, stdout %q", code, out)
+	if code != 1 || !strings.Contains(out, "400 Bad Request quarantined as 01QUAR") || !strings.Contains(out, "OperationOutcome") {
+		t.Errorf("exit %d, stdout %q, want the quarantine id to quote to ops", code, out)
 	}
 	// A token by reference, for an endpoint with a bearer_token.
 	secret := filepath.Join(dir, "s.json")
@@ -716,6 +717,13 @@ func TestCLISendFHIR(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "202 Accepted 01TESTID") {
 		t.Errorf("with --token: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// With the engine's config, its FHIR input's token.
+	cfg := filepath.Join(dir, "junction.yaml")
+	cliWrite(t, cfg, "http:\n  listen: "+strings.TrimPrefix(ts.URL, "http://")+"\ninputs:\n  fhir:\n    type: fhir\n    bearer_token: env:JUNCTION_CLI_FHIR_TOKEN\n")
+	code, out, errOut = cliRun(t, "send", "-c", cfg, "--fhir", "", secret)
+	if code != 0 || !strings.Contains(out, "202 Accepted 01TESTID") {
+		t.Errorf("with -c: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 	// A Bundle goes to [base]; so does a file whose type cannot be read,
 	// for the endpoint to say what is wrong with it.
 	bundle := filepath.Join(dir, "bundle.json")
@@ -727,7 +735,7 @@ func TestCLISendFHIR(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	want := []string{"POST /fhir/Patient application/fhir+json", "POST /fhir/Broken application/fhir+json", "POST /fhir/Patient application/fhir+json",
+	want := []string{"POST /fhir/Patient application/fhir+json", "POST /fhir/Broken application/fhir+json", "POST /fhir/Patient application/fhir+json", "POST /fhir/Patient application/fhir+json",
 		"POST /fhir application/fhir+json", "POST /fhir application/fhir+json"}
 	if diff := cmp.Diff(want, gotCT); diff != "" {
 		t.Errorf("requests (-want +got):\n%s", diff)

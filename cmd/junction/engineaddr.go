@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/junction-fhir/junction/adapters/fhir"
 	"github.com/junction-fhir/junction/adapters/mllp"
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/adapters/pathology"
@@ -23,6 +24,10 @@ type engineAddrs struct {
 	// inputs maps each input with a listen address (the MLLP ones) to
 	// the address to dial.
 	inputs map[string]string
+	// fhirToken is the bearer_token reference (env:NAME, file:PATH) of
+	// the first FHIR input, by name, that has one: what send --fhir posts
+	// with when given no --token.
+	fhirToken string
 }
 
 // readEngineAddrs reads the listen addresses of the config file path. A
@@ -37,12 +42,21 @@ func readEngineAddrs(path string) (engineAddrs, error) {
 		scheme = "https://"
 	}
 	out := engineAddrs{api: scheme + dialable(cfg.HTTP.Listen), inputs: map[string]string{}}
-	for name, in := range cfg.Inputs {
+	names := make([]string, 0, len(cfg.Inputs))
+	for name := range cfg.Inputs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		in := cfg.Inputs[name]
 		listen := defaultListen(in.Type)
 		if n := in.Settings.Node; n != nil {
 			for i := 0; i+1 < len(n.Content); i += 2 {
-				if n.Content[i].Value == "listen" && n.Content[i+1].Value != "" {
-					listen = n.Content[i+1].Value
+				switch key, v := n.Content[i].Value, n.Content[i+1].Value; {
+				case key == "listen" && v != "":
+					listen = v
+				case key == "bearer_token" && v != "" && in.Type == fhir.Type && out.fhirToken == "":
+					out.fhirToken = v
 				}
 			}
 		}

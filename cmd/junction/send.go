@@ -27,7 +27,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	caFile := fs.String("tls-ca", "", "use TLS, trusting this CA certificate file (with --fhir: for an https URL; default the system's roots)")
 	certFile := fs.String("tls-cert", "", "use TLS, presenting this client certificate file (mutual TLS; with --tls-key)")
 	keyFile := fs.String("tls-key", "", "the private key file of --tls-cert")
-	token := fs.String("token", "", "with --fhir: reference to the FHIR endpoint's bearer token (env:NAME or file:PATH)")
+	token := fs.String("token", "", "with --fhir: reference to the FHIR endpoint's bearer token (env:NAME or file:PATH; with -c, by default its FHIR input's bearer_token)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time to wait for each acknowledgement")
 	silenceWait := fs.Duration("silence", 2*time.Second, "for a message whose MSH-15 is NE, ER or SU: how long silence must last to be taken as the answer HL7 gives it (raise it for a slow receiver)")
 	if err := parse(fs, args); err != nil {
@@ -47,6 +47,10 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		if set(fs, "fhir") && *fhirURL == "" {
 			*fhirURL = a.api + "/fhir"
+		}
+		if set(fs, "fhir") && !set(fs, "token") {
+			// The engine's own FHIR input's token, by reference.
+			*token = a.fhirToken
 		}
 		if !set(fs, "addr") && !set(fs, "fhir") {
 			if *addr, err = a.input(*input); err != nil {
@@ -264,7 +268,12 @@ func sendFHIR(ctx context.Context, base, token string, files []string, client *h
 		if resp.StatusCode >= 300 {
 			failed++
 		}
-		fmt.Fprintf(stdout, "%s: %s %s\n%s\n", file, resp.Status, resp.Header.Get("X-Junction-Message-Id"), bytes.TrimSpace(body))
+		id := resp.Header.Get("X-Junction-Message-Id")
+		if q := resp.Header.Get("X-Junction-Quarantine-Id"); q != "" {
+			// The id to quote to ops about a refusal.
+			id = "quarantined as " + q
+		}
+		fmt.Fprintf(stdout, "%s: %s %s\n%s\n", file, resp.Status, id, bytes.TrimSpace(body))
 	}
 	if failed > 0 {
 		return exitError{code: 1}

@@ -63,7 +63,16 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if !since.IsZero() {
 		from = since.Add(-windowSlack)
 	}
-	err := scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, from, func(m jetstream.Msg) error {
+	// The ingest log's read floor is read before the streams its reader
+	// writes: every entry at or below it was stored for routing before,
+	// so the scans below see it. Read after them, an entry stored in
+	// between would be below the floor and not seen stored, and taken
+	// for a resend.
+	floor, err := ingestReadFloor(ctx, js)
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	err = scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, from, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), SubjAccepted+".") {
 			return nil // read in full below
 		}
@@ -91,13 +100,9 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		return audit.Reconciliation{}, err
 	}
 	// Entries the ingest log's reader (the splitter, or the batch
-	// pipeline's accept stage) has passed but that were not stored under
-	// their own id were resends; those it has not passed are still
-	// waiting.
-	floor, err := ingestReadFloor(ctx, js)
-	if err != nil {
-		return audit.Reconciliation{}, err
-	}
+	// pipeline's accept stage) had passed (floor, read first) but that
+	// were not stored under their own id were resends; those it had not
+	// passed are still waiting.
 	err = scan(ctx, js, store.StreamIngestLog, store.SubjIngestLog+".>", false, from, func(m jetstream.Msg) error {
 		envs, err := decodeBatch(m.Data())
 		if err != nil {

@@ -135,6 +135,29 @@ type Compiled struct {
 	Program *rules.Program
 }
 
+// ExprError is an expression's evaluation failing for a message: which
+// expression (Where, such as "match"), and where in its route file it is
+// written, for `junction test` to point at.
+type ExprError struct {
+	Where string
+	Pos   yamlx.Pos
+	Err   error
+}
+
+func (e *ExprError) Error() string { return e.Err.Error() }
+func (e *ExprError) Unwrap() error { return e.Err }
+
+// exprError wraps err, from evaluating program p, as an ExprError when p
+// is one of the route's compiled expressions.
+func (r *Route) exprError(p *rules.Program, err error) error {
+	for _, c := range r.Programs {
+		if c.Program == p {
+			return &ExprError{Where: c.Where, Pos: c.Pos, Err: err}
+		}
+	}
+	return err
+}
+
 // Destination is one compiled destination of a route.
 type Destination struct {
 	Name string
@@ -796,7 +819,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	if r.match != nil {
 		ok, err := r.match.EvalBool(ctx, vars)
 		if err != nil {
-			return nil, fmt.Errorf("route %s match: %w", r.Name, err)
+			return nil, fmt.Errorf("route %s match: %w", r.Name, r.exprError(r.match, err))
 		}
 		if !ok {
 			res.Records = append(res.Records, rec(audit.Filtered, "", "filtered", "match expression was false", "match"))
@@ -817,7 +840,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		if d.when != nil {
 			ok, err := d.when.EvalBool(ctx, &dvars)
 			if err != nil {
-				return nil, fmt.Errorf("route %s destination %s when: %w", r.Name, d.Name, err)
+				return nil, fmt.Errorf("route %s destination %s when: %w", r.Name, d.Name, r.exprError(d.when, err))
 			}
 			if !ok {
 				res.Records = append(res.Records, rec(audit.Filtered, d.Name, "not-selected", "destination condition was false", "when"))
@@ -1048,7 +1071,7 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 				v.Resource = res
 				ok, err := s.keep.EvalBoolWithin(ctx, &v, budget)
 				if err != nil {
-					return nil, fmt.Errorf("step %d: %w", i, err)
+					return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.keep, err))
 				}
 				if ok {
 					kept = append(kept, e)
@@ -1090,7 +1113,7 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 		case s.replace != nil:
 			out, err := s.replace.EvalMap(ctx, &v)
 			if err != nil {
-				return nil, fmt.Errorf("step %d: %w", i, err)
+				return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
 			}
 			cur = out
 		}

@@ -101,6 +101,12 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			continue
 		}
 		if err != nil {
+			if ee, ok := errors.AsType[*ExprError](err); ok {
+				// At the expression that failed, naming the test.
+				failf("%s: %s failed for test %q: %v%s", ee.Pos, ee.Where, t.Name.Value, err, withDetail(err))
+				out = append(out, res)
+				continue
+			}
 			failf("%s: routing failed: %v%s", at, err, withDetail(err))
 			out = append(out, res)
 			continue

@@ -150,10 +150,30 @@ func TestRunTestsWrongErrorCode(t *testing.T) {
 	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
 	want := []testOutcome{
 		{Name: "test-route / wrong code", Failures: []string{path + ":12:11: expected error code translate.failed, got rule.eval (route test-route match: rule.eval: evaluation failed)"}},
-		{Name: "test-route / unexpected error", Failures: []string{path + ":15:11: routing failed: route test-route match: rule.eval: evaluation failed (detail: no such key: nope)"}},
+		// At the expression that failed (line 4), naming the test.
+		{Name: "test-route / unexpected error", Failures: []string{path + `:4:8: match failed for test "unexpected error": route test-route match: rule.eval: evaluation failed (detail: no such key: nope)`}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestRunTestsPointAtFailingStep: a transform step failing at run time
+// is reported at its expression, as a match is.
+func TestRunTestsPointAtFailingStep(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "route.yaml")
+	src := routeHead + permit + "transform:\n  - keep: resource.nope == \"x\"\n" + "destinations:\n  - name: fhir-store\n" +
+		"tests:\n  - name: keeps\n    input: {inline: '{\"resourceType\": \"Patient\"}'}\n    expect: {deliver: [fhir-store]}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := loadRunTests(t, path)
+	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
+	line := strings.Count(routeHead+permit, "\n") + 2
+	if len(got) != 1 || len(got[0].Failures) != 1 || !strings.HasPrefix(got[0].Failures[0], fmt.Sprintf("%s:%d:", path, line)) ||
+		!strings.Contains(got[0].Failures[0], `failed for test "keeps"`) {
+		t.Errorf("failures %+v, want one at line %d, the keep step", got, line)
 	}
 }
 

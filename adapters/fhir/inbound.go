@@ -1060,7 +1060,8 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 // identifier with a system, so a body of fewer "system" keys is not
 // decoded again.
 func patientCount(doc []byte) int {
-	if bytes.Count(doc, []byte(`"system"`)) <= envelope.MaxPatients {
+	// (Escapes of ASCII letters read as the letters, as the models do.)
+	if bytes.Count(unescapeASCII(doc), []byte(`"system"`)) <= envelope.MaxPatients {
 		return 0
 	}
 	m, err := jsonmap.Decode(doc)

@@ -608,7 +608,7 @@ func choiceGroups(t reflect.Type) map[string]string {
 	}
 	out := map[string]string{}
 	for base, names := range byBase {
-		if len(names) > 1 {
+		if len(names) > 1 && !notChoices[t.Name()+"."+base] {
 			for _, n := range names {
 				out[n] = base
 			}
@@ -616,6 +616,16 @@ func choiceGroups(t reflect.Type) map[string]string {
 	}
 	choiceCache.Store(t, out)
 	return out
+}
+
+// notChoices are the elements of the checked models that look like a
+// choice by their Go fields' names and types but are separate elements
+// in R4 (model type name, then the shared base): Task's
+// instantiatesCanonical and instantiatesUri, ClinicalImpression.finding's
+// itemCodeableConcept and itemReference.
+var notChoices = map[string]bool{
+	"Task.instantiates":              true,
+	"ClinicalImpressionFinding.item": true,
 }
 
 // choiceCache holds choiceGroups' answers by type.

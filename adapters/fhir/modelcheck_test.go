@@ -27,6 +27,8 @@ func TestModelProblem(t *testing.T) {
 		{"a contained resource's decimal", obs, `{"resourceType":"Observation","contained":[{"resourceType":"Observation","valueQuantity":{"value":"1"}}]}`, "Observation.contained[0].valueQuantity.value"},
 		{"a contained resource of an unchecked type", obs, `{"resourceType":"Observation","contained":[{"resourceType":"Substance","anything":"1"}]}`, ""},
 		{"a nested Bundle's entry", bundle, `{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","valueQuantity":{"value":"1"}}}]}}]}`, "Bundle.entry[0].resource.entry[0].resource.valueQuantity.value"},
+		{"Task's two instantiates elements", reflect.TypeFor[models.Task](), `{"resourceType":"Task","instantiatesCanonical":"http://x.example/a","instantiatesUri":"http://x.example/b"}`, ""},
+		{"ClinicalImpression finding's two item elements", reflect.TypeFor[models.ClinicalImpression](), `{"resourceType":"ClinicalImpression","finding":[{"itemCodeableConcept":{"text":"a"},"itemReference":{"reference":"Condition/1"}}]}`, ""},
 		{"an unknown key is not shown", obs, `{"resourceType":"Observation","component":[{"valueString":"a","valueInteger":1}],"smithjohn":{"value":"1"}}`, "Observation.component[0].value[x]"},
 	}
 	for _, tt := range tests {

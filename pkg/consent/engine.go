@@ -519,12 +519,12 @@ func bundleResources(bundle map[string]any) []entry {
 	return out
 }
 
-// nestedResources returns the resources body carries whole, besides
-// those it contains: a Bundle's entries' resources and a Parameters'
-// parameters' (and their parts'), and those these carry in turn, to
-// maxWalkDepth levels. A message Bundle may carry a document Bundle as
-// an entry (ITK3 does): the patients, labels and codes of what such an
-// entry carries are what the decision is about.
+// nestedResources returns the resources body carries whole: those it
+// contains, a Bundle's entries' resources (and their responses'
+// outcomes), a Parameters' parameters' (and their parts'), and those
+// these carry in turn, to maxWalkDepth levels. A message Bundle may carry
+// a document Bundle as an entry (ITK3 does): the patients, labels and
+// codes of what such an entry carries are what the decision is about.
 func nestedResources(body map[string]any) []map[string]any {
 	var out []map[string]any
 	var walk func(body map[string]any, depth int)
@@ -550,12 +550,18 @@ func nestedResources(body map[string]any) []map[string]any {
 		if depth > maxWalkDepth {
 			return
 		}
+		contained, _ := body["contained"].([]any)
+		for _, c := range contained {
+			add(c, depth)
+		}
 		switch rt, _ := body["resourceType"].(string); rt {
 		case "Bundle":
 			list, _ := body["entry"].([]any)
 			for _, x := range list {
 				m, _ := x.(map[string]any)
 				add(m["resource"], depth)
+				resp, _ := m["response"].(map[string]any)
+				add(resp["outcome"], depth)
 			}
 		case "Parameters":
 			list, _ := body["parameter"].([]any)

@@ -795,6 +795,10 @@ func TestEngineDecidesForWhatEntriesCarry(t *testing.T) {
 	parameters := func(r map[string]any) map[string]any {
 		return map[string]any{"resourceType": "Parameters", "parameter": []any{map[string]any{"name": "a", "part": []any{map[string]any{"name": "b", "resource": r}}}}}
 	}
+	withContained := func(r, c map[string]any) map[string]any {
+		r["contained"] = []any{c}
+		return r
+	}
 	message := func(carried map[string]any) map[string]any {
 		return map[string]any{"resourceType": "Bundle", "type": "message", "entry": []any{
 			map[string]any{"resource": map[string]any{"resourceType": "MessageHeader"}},
@@ -817,6 +821,14 @@ func TestEngineDecidesForWhatEntriesCarry(t *testing.T) {
 		{"a labelled Observation in a document", memSource{}, document(patient(patientA, nil), observation(label("V"))), "gate:legal-label:V", Deny},
 		{"a labelled Observation in a Parameters", memSource{}, parameters(observation(label("V"))), "gate:legal-label:V", Deny},
 		{"a restricted patient in a document", memSource{}, document(patient(patientA, label("R"))), "gate:restricted-patient:nested", Deny},
+		// Carried through contained resources as well.
+		{"a labelled Observation in a Bundle in a Parameters contained", memSource{},
+			withContained(observation(nil), parameters(document(observation(label("V"))))), "gate:legal-label:V", Deny},
+		{"a labelled Observation in a contained Bundle", memSource{}, withContained(observation(nil), document(observation(label("V")))), "gate:legal-label:V", Deny},
+		{"a restricted patient in a contained Parameters", memSource{}, withContained(observation(nil), parameters(patient(patientA, label("R")))), "gate:restricted-patient:nested", Deny},
+		{"a refusing patient in a contained Bundle", denyB, withContained(observation(nil), document(patient(patientB, nil))), "consent:deny-all:Consent.provision", Deny},
+		{"a labelled outcome of a response", memSource{}, map[string]any{"resourceType": "Bundle", "type": "batch-response", "entry": []any{
+			map[string]any{"response": map[string]any{"status": "201", "outcome": observation(label("V"))}}}}, "gate:legal-label:V", Deny},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -130,6 +132,7 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res.Quarantined, res.Truncated = q2, res.Truncated || more
+	done() // the slot is free while the answer is written
 	writeJSON(w, http.StatusOK, struct {
 		router.FindQuery
 		router.FindResult
@@ -174,7 +177,10 @@ func (e *Engine) acquireBulk() (jetstream.JetStream, func(), error) {
 		<-e.bulkReads
 		return nil, nil, err
 	}
-	return js, func() { closeConn(); <-e.bulkReads }, nil
+	var once sync.Once
+	// Called twice (at once when the read is done, and deferred) it
+	// releases once.
+	return js, func() { once.Do(func() { closeConn(); <-e.bulkReads }) }, nil
 }
 
 // bulk is acquireBulk for the admin API: it answers 429 with Retry-After
@@ -210,6 +216,7 @@ func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
 	}
 	defer done()
 	rep, err := router.Reconcile(r.Context(), js, e.sourceRoutes(), since)
+	done() // the slot is free while the answer is written
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
@@ -268,19 +275,31 @@ func fhirIdentifier(raw []byte) (value, resourceType string, ok bool) {
 			}
 		case "identifier":
 			var id struct {
-				Value string `json:"value"`
+				System string `json:"system"`
+				Value  string `json:"value"`
 			}
-			if dec.Decode(&id) == nil && len(id.Value) <= maxQuarantinedIdentifier {
+			// Never an NHS number: a refused Patient may carry one here.
+			if dec.Decode(&id) == nil && len(id.Value) <= maxQuarantinedIdentifier && !nhs.IsNHSNumberSystem(id.System) {
 				value = id.Value
 			}
 		default:
 			var skip json.RawMessage
 			if dec.Decode(&skip) != nil {
-				return value, resourceType, value != ""
+				return bundleIdentifier(value, resourceType)
 			}
 		}
 	}
-	return value, resourceType, value != ""
+	return bundleIdentifier(value, resourceType)
+}
+
+// bundleIdentifier is fhirIdentifier's answer: a Bundle's identifier
+// only, since another resource's identifier (a Patient's, an
+// Observation's) may be patient data, which the listings never show.
+func bundleIdentifier(value, resourceType string) (string, string, bool) {
+	if resourceType != "Bundle" || value == "" {
+		return "", "", false
+	}
+	return value, resourceType, true
 }
 
 // QuarantineEntry is one piece of unparseable input kept for inspection.
@@ -583,6 +602,7 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	defer done()
 	dls, err := router.ListDeadLetters(r.Context(), js, f, newest)
+	done() // the slot is free while the answer is written
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return

@@ -185,6 +185,7 @@ func (e *Engine) serveDisclosures(w http.ResponseWriter, r *http.Request, number
 	rep, err := disclosure.Build(r.Context(), js, patient, withheld, disclosure.Options{
 		From: from, To: to, View: view, Directory: disclosure.DirectoryFrom(e.plan.Config.Consent),
 	})
+	done() // the slot is free while the answer is written
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
@@ -425,6 +426,7 @@ func (e *Engine) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	defer done()
 	entries, more, err := disclosure.Search(r.Context(), js, e.patientHash(number), from, to, after, count, disclosure.DirectoryFrom(e.plan.Config.Consent))
+	done() // the slot is free while the answer is written
 	if err != nil {
 		jfhir.WriteOutcome(w, http.StatusInternalServerError, jfhir.Outcome("error", "exception", "the audit trail could not be read"))
 		return

@@ -248,9 +248,11 @@ func (e *Engine) storeJS() jetstream.JetStream {
 	return e.store.JS
 }
 
-// Start brings the engine up: store, destinations, routes, then listeners,
-// so nothing is accepted before it can be stored and routed. On error,
-// whatever started is shut down.
+// Start brings the engine up: the HTTP listener serving its probes and
+// metrics alone, then the store, destinations, routes and the inputs'
+// listeners, and last the rest of the HTTP endpoints, so nothing is
+// accepted before it can be stored and routed. On error, whatever started
+// is shut down.
 func (e *Engine) Start(ctx context.Context) (err error) {
 	cfg := e.plan.Config
 	defer func() {

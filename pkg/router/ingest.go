@@ -83,7 +83,8 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 		return adapter.IngestResult{}, err
 	}
 	res, err := i.ingest(ctx, env)
-	if err != nil && i.metrics != nil {
+	if err != nil && i.metrics != nil && ctx.Err() == nil {
+		// (A sender gone before the store answered is no store fault.)
 		// Counted by why, as refusals of input are: a sender's negative
 		// answer for want of a store reads apart from one for its message.
 		code := fault.CodeOf(err)

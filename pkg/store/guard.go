@@ -85,12 +85,12 @@ func (s *Store) durabilityFindings(ctx context.Context) []Finding {
 			}
 			servers = append(servers, f)
 		}
-		if majorityChecked(servers, len(unreachable)) {
+		if majorityChecked(servers, len(unreachable), s.cfg.Replicas) {
 			// A server down in a cluster that has its quorum (a node
 			// drained, restarting): every write JetStream acknowledges
-			// is on a quorum, so on at least one server checked here.
-			// Refusing would stop Junction restarting through an
-			// outage the cluster itself rides out.
+			// is on a quorum of its stream's replicas, so on at least
+			// one server checked here. Refusing would stop Junction
+			// restarting through an outage the cluster itself rides out.
 			for _, f := range unreachable {
 				s.log.Warn("a NATS server's settings were not checked: its monitoring endpoint did not answer, and the servers that did are a majority that fsyncs every write; it is checked when Junction next starts",
 					"where", f.Where, "error", f.Problem)
@@ -104,24 +104,29 @@ func (s *Store) durabilityFindings(ctx context.Context) []Finding {
 }
 
 // majorityChecked reports whether, with missing listed servers not
-// answering, the servers read are a majority of their JetStream cluster
-// and all fsync every write, so that any quorum of the cluster (which
-// stores each acknowledged write) holds one of them.
-func majorityChecked(servers []serverFacts, missing int) bool {
-	if missing == 0 {
+// answering, a write JetStream acknowledges is still on a server checked
+// to fsync every write: the distinct servers read (by name: two URLs of
+// one server count once) all fsync and are a majority of their cluster,
+// and the servers not read are fewer than a quorum of a stream's
+// replicas, so that every quorum of any stream's replicas (which stores
+// each acknowledged write) holds a checked server.
+func majorityChecked(servers []serverFacts, missing, replicas int) bool {
+	if missing == 0 || missing > (replicas-1)/2 {
 		return false
 	}
 	size := 0
+	names := map[string]bool{}
 	for _, sv := range servers {
 		c := sv.JetStream.Config
-		if c == nil || !c.SyncAlways {
+		if c == nil || !c.SyncAlways || sv.Name == "" {
 			return false
 		}
+		names[sv.Name] = true
 		if m := sv.JetStream.Meta; m != nil {
 			size = max(size, m.Size)
 		}
 	}
-	return size > 1 && len(servers) >= size/2+1
+	return size > 1 && len(names) >= size/2+1 && len(names)+missing <= size
 }
 
 // judge applies the rules to what was read from the servers, of listed

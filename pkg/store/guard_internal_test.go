@@ -82,22 +82,29 @@ func TestJudge(t *testing.T) {
 // and all fsync every write.
 func TestMajorityChecked(t *testing.T) {
 	safe := func(name string) serverFacts { return facts(name, true, 0, "c", 3) }
+	of5 := func(name string) serverFacts { return facts(name, true, 0, "c", 5) }
 	for _, tc := range []struct {
-		name    string
-		servers []serverFacts
-		missing int
-		want    bool
+		name     string
+		servers  []serverFacts
+		missing  int
+		replicas int
+		want     bool
 	}{
-		{"none missing", []serverFacts{safe("a"), safe("b"), safe("c")}, 0, false},
-		{"one of three down", []serverFacts{safe("a"), safe("b")}, 1, true},
-		{"two of three down", []serverFacts{safe("a")}, 2, false},
-		{"two of five down", []serverFacts{facts("a", true, 0, "c", 5), facts("b", true, 0, "c", 5), facts("c", true, 0, "c", 5)}, 2, true},
-		{"one down, one lazy", []serverFacts{safe("a"), facts("b", false, time.Second, "c", 3)}, 1, false},
-		{"a single server down", nil, 1, false},
-		{"no cluster size known", []serverFacts{facts("a", true, 0, "", 0), facts("b", true, 0, "", 0)}, 1, false},
+		{"none missing", []serverFacts{safe("a"), safe("b"), safe("c")}, 0, 3, false},
+		{"one of three down", []serverFacts{safe("a"), safe("b")}, 1, 3, true},
+		{"two of three down", []serverFacts{safe("a")}, 2, 3, false},
+		// R3 streams on five servers: a stream on the two unchecked
+		// and one checked server acknowledges from the two unchecked.
+		{"two of five unchecked, R3 streams", []serverFacts{of5("a"), of5("b"), of5("c")}, 2, 3, false},
+		{"one of five unchecked, R3 streams", []serverFacts{of5("a"), of5("b"), of5("c"), of5("d")}, 1, 3, true},
+		{"two of five unchecked, R5 streams", []serverFacts{of5("a"), of5("b"), of5("c")}, 2, 5, true},
+		{"one server listed twice", []serverFacts{safe("a"), safe("a")}, 1, 3, false},
+		{"one down, one lazy", []serverFacts{safe("a"), facts("b", false, time.Second, "c", 3)}, 1, 3, false},
+		{"a single server down", nil, 1, 3, false},
+		{"no cluster size known", []serverFacts{facts("a", true, 0, "", 0), facts("b", true, 0, "", 0)}, 1, 3, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := majorityChecked(tc.servers, tc.missing); got != tc.want {
+			if got := majorityChecked(tc.servers, tc.missing, tc.replicas); got != tc.want {
 				t.Errorf("majorityChecked = %v, want %v", got, tc.want)
 			}
 		})
@@ -112,6 +119,7 @@ func TestRedactedURLs(t *testing.T) {
 		{"nats://a:4222, nats://b:4222", "nats://a:4222, nats://b:4222"},
 		{"nats://junction:s3cret@a:4222,tls://tok3n@b:4222", "nats://redacted@a:4222, tls://redacted@b:4222"},
 		{"nats://%zz@a:4222", "(a URL that does not parse)"},
+		{"junction:s3cret@a:4222", "nats://redacted@a:4222"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got := redactedURLs(tc.in)

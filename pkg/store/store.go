@@ -290,7 +290,12 @@ func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log 
 	// a while; keep trying for up to a minute before giving up.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		err := s.ensureStreams(ctx)
+		// Each attempt is bounded on its own: a request lost while the
+		// cluster settles (a server just gone) would otherwise wait out
+		// the caller's whole deadline, leaving no time to try again.
+		actx, cancel := context.WithTimeout(ctx, ensureAttemptTimeout)
+		err := s.ensureStreams(actx)
+		cancel()
 		if err == nil {
 			break
 		}
@@ -873,6 +878,10 @@ func settingsChanged(before, after jetstream.StreamConfig) []any {
 	return out
 }
 
+// ensureAttemptTimeout bounds one attempt at checking and making the
+// streams at start.
+const ensureAttemptTimeout = 15 * time.Second
+
 // deletesStored reports whether giving the stream described by info the
 // max age maxAge (0: none) would delete messages it holds at now.
 func deletesStored(info *jetstream.StreamInfo, maxAge time.Duration, now time.Time) bool {
@@ -953,6 +962,10 @@ func redactedURLs(list string) string {
 	parts := strings.Split(list, ",")
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
+		if !strings.Contains(p, "://") {
+			// nats.go takes host:port alone, as nats://host:port.
+			p = "nats://" + p
+		}
 		if u, err := url.Parse(p); err == nil && u.User != nil {
 			u.User = url.User("redacted")
 			p = u.String()

@@ -3,6 +3,7 @@ package consent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +44,11 @@ type ResourceDecision struct {
 	Index        int
 	ResourceType string
 	Verdict
+	// Nested lists, for the resources the entry carries (by their place
+	// in nestedResources' order), the top-level elements each loses when
+	// the entry goes redacted: a restricted patient's Patient inside a
+	// document Bundle loses its address as it would as an entry.
+	Nested map[int][]string `json:"nested,omitempty"`
 }
 
 // Decide implements Decider. The outcome is Permit when every entry is
@@ -251,11 +257,21 @@ func (e *Engine) decideFor(ctx context.Context, req Request, patient string, ent
 	}
 	dec := Decision{ConsentSkipped: req.SkipConsent}
 	for i, ent := range entries {
-		v := e.eval.Evaluate(in, ent.res)
-		for _, n := range ent.nested {
-			v = carrierVerdict(v, e.eval.Evaluate(in, n))
+		rd := ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: e.eval.Evaluate(in, ent.res)}
+		for k, n := range ent.nested {
+			nv := e.eval.Evaluate(in, n)
+			if nv.Outcome == Redact {
+				if rd.Nested == nil {
+					rd.Nested = map[int][]string{}
+				}
+				rd.Nested[k] = nv.Strip
+			}
+			rd.Verdict = carrierVerdict(rd.Verdict, nv)
 		}
-		dec.Resources = append(dec.Resources, ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: v})
+		if rd.Outcome == Deny {
+			rd.Nested = nil
+		}
+		dec.Resources = append(dec.Resources, rd)
 	}
 	summarise(&dec)
 	return dec, nil
@@ -308,13 +324,17 @@ func stricter(a, b Decision, entries int) Decision {
 		case rank(rb.Outcome) > rank(ra.Outcome):
 			ra = rb
 		case ra.Outcome == Redact && rb.Outcome == Redact:
-			strip := slices.Clone(ra.Strip)
-			for _, el := range rb.Strip {
-				if !slices.Contains(strip, el) {
-					strip = append(strip, el)
+			ra.Strip = union(ra.Strip, rb.Strip)
+			if len(rb.Nested) > 0 {
+				nested := maps.Clone(ra.Nested)
+				if nested == nil {
+					nested = map[int][]string{}
 				}
+				for k, els := range rb.Nested {
+					nested[k] = union(nested[k], els)
+				}
+				ra.Nested = nested
 			}
-			ra.Strip = strip
 		}
 		out.Resources = append(out.Resources, ra)
 	}
@@ -323,20 +343,31 @@ func stricter(a, b Decision, entries int) Decision {
 }
 
 // carrierVerdict combines the verdict v of an entry whose resource
-// carries others (a Bundle's entries, a Parameters' resources) with the
-// verdict nv of one it carries: the stricter goes. What a nested
-// resource should have stripped cannot be (Apply strips an entry's own
-// top-level elements), so a nested redaction withholds the whole entry.
+// carries others (a Bundle's entries, a Parameters' resources, contained
+// ones) with the verdict nv of one it carries: the stricter goes. A
+// nested redaction makes the entry redacted, keeping what the entry
+// itself loses (v.Strip); what the carried resource loses is kept apart
+// (ResourceDecision.Nested).
 func carrierVerdict(v, nv Verdict) Verdict {
+	if rank(nv.Outcome) <= rank(v.Outcome) {
+		return v
+	}
 	if nv.Outcome == Redact {
-		nv.Outcome, nv.Strip = Deny, nil
+		nv.Strip = v.Strip
 		nv.Rule += ":nested"
-		nv.Reason += "; a resource nested in a Bundle or Parameters cannot be redacted, so the entry carrying it is withheld"
 	}
-	if rank(nv.Outcome) > rank(v.Outcome) {
-		return nv
+	return nv
+}
+
+// union returns the elements of a, then those of b not in a.
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, el := range b {
+		if !slices.Contains(out, el) {
+			out = append(out, el)
+		}
 	}
-	return v
+	return out
 }
 
 // rank orders outcomes from the least to the most restrictive.
@@ -696,6 +727,21 @@ func Apply(bundle map[string]any, d Decision) (map[string]any, error) {
 			}
 			markCleared(res, v.Strip)
 			fhir.LabelRedacted(res)
+			if len(v.Nested) > 0 {
+				// The clone's carried resources, in the order the
+				// decision numbered them.
+				nested := nestedResources(res)
+				for k, els := range v.Nested {
+					if k >= len(nested) {
+						return nil, fmt.Errorf("decision redacts carried resource %d of entry %d, which carries %d", k, i, len(nested))
+					}
+					for _, el := range els {
+						delete(nested[k], el)
+					}
+					markCleared(nested[k], els)
+					fhir.LabelRedacted(nested[k])
+				}
+			}
 		}
 		kept = append(kept, x)
 	}

@@ -820,12 +820,14 @@ func TestEngineDecidesForWhatEntriesCarry(t *testing.T) {
 		{"a refusing patient two Bundles down", denyB, document(document(patient(patientB, nil))), "consent:deny-all:Consent.provision", Deny},
 		{"a labelled Observation in a document", memSource{}, document(patient(patientA, nil), observation(label("V"))), "gate:legal-label:V", Deny},
 		{"a labelled Observation in a Parameters", memSource{}, parameters(observation(label("V"))), "gate:legal-label:V", Deny},
-		{"a restricted patient in a document", memSource{}, document(patient(patientA, label("R"))), "gate:restricted-patient:nested", Deny},
+		// A restricted patient's Patient, carried, loses its contact
+		// details as it would as an entry; the document still goes.
+		{"a restricted patient in a document", memSource{}, document(patient(patientA, label("R")), observation(nil)), "gate:restricted-patient:nested", Redact},
 		// Carried through contained resources as well.
 		{"a labelled Observation in a Bundle in a Parameters contained", memSource{},
 			withContained(observation(nil), parameters(document(observation(label("V"))))), "gate:legal-label:V", Deny},
 		{"a labelled Observation in a contained Bundle", memSource{}, withContained(observation(nil), document(observation(label("V")))), "gate:legal-label:V", Deny},
-		{"a restricted patient in a contained Parameters", memSource{}, withContained(observation(nil), parameters(patient(patientA, label("R")))), "gate:restricted-patient:nested", Deny},
+		{"a restricted patient in a contained Parameters", memSource{}, withContained(observation(nil), parameters(patient(patientA, label("R")))), "gate:restricted-patient:nested", Redact},
 		{"a refusing patient in a contained Bundle", denyB, withContained(observation(nil), document(patient(patientB, nil))), "consent:deny-all:Consent.provision", Deny},
 		{"a labelled outcome of a response", memSource{}, map[string]any{"resourceType": "Bundle", "type": "batch-response", "entry": []any{
 			map[string]any{"response": map[string]any{"status": "201", "outcome": observation(label("V"))}}}}, "gate:legal-label:V", Deny},
@@ -845,13 +847,22 @@ func TestEngineDecidesForWhatEntriesCarry(t *testing.T) {
 			if got.Outcome != tt.want || got.Rule != tt.wantRule {
 				t.Errorf("carrying entry: %s by %s (%s), want %s by %s", got.Outcome, got.Rule, got.Reason, tt.want, tt.wantRule)
 			}
-			if tt.want == Deny {
-				applied, err := Apply(message(tt.carried), d)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if b, _ := json.Marshal(applied); strings.Contains(string(b), "Test Street") || strings.Contains(string(b), `"Observation"`) {
+			applied, err := Apply(message(tt.carried), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := json.Marshal(applied)
+			switch tt.want {
+			case Deny:
+				if strings.Contains(string(b), "Test Street") || strings.Contains(string(b), `"Observation"`) {
 					t.Errorf("withheld data still sent: %s", b)
+				}
+			case Redact:
+				if strings.Contains(string(b), "Test Street") {
+					t.Errorf("a restricted patient's address still sent: %s", b)
+				}
+				if !strings.Contains(string(b), `"Patient"`) || !strings.Contains(string(b), `"valueCode":"address"`) {
+					t.Errorf("the carried Patient was not sent marked as losing its address: %s", b)
 				}
 			}
 		})

@@ -314,6 +314,11 @@ func TestCLILintErrors(t *testing.T) {
 					t.Errorf("stderr does not contain the line %q:\n%s", w, errOut)
 				}
 			}
+			// In the order of the files and lines they are at.
+			lines := strings.Split(strings.TrimSpace(errOut), "\n")
+			if !slices.IsSortedFunc(lines, comparePos) {
+				t.Errorf("stderr is not in file and line order:\n%s", errOut)
+			}
 			if strings.Contains(out, "ok:") {
 				t.Errorf("stdout says ok:\n%s", out)
 			}

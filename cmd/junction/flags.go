@@ -1,12 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/junction-fhir/junction/adapters/all"
@@ -96,8 +100,17 @@ type planChecks struct {
 	strictRoutes bool
 }
 
-// plan loads the config and plans the engine, printing every problem.
+// plan loads the config and plans the engine, printing every problem,
+// in the order of the files and lines they are at.
 func plan(path string, routes []string, checks planChecks, stderr io.Writer) (*engine.Plan, error) {
+	var problems problemLines
+	defer problems.print(stderr)
+	return planInto(path, routes, checks, &problems)
+}
+
+// planInto is plan, gathering the problems into problems.
+func planInto(path string, routes []string, checks planChecks, problems *problemLines) (*engine.Plan, error) {
+	stderr := problems
 	opts := route.LoadOptions{Strict: checks.strictRoutes}
 	reg := engine.NewRegistry(all.Factories()...)
 	cfg, err := loadConfig(path)
@@ -142,6 +155,63 @@ func plan(path string, routes []string, checks planChecks, stderr io.Writer) (*e
 	}
 	return p, nil
 }
+
+// problemLines gathers the lines of what plan reports, to print them in
+// the order of the files and lines they are at (the config's own
+// decoding, its settings and its routes are checked apart, and each
+// check reports in its own order). A line that starts with white space
+// goes with the line before it.
+type problemLines struct {
+	groups [][]string
+}
+
+// Write takes text, one problem a line.
+func (p *problemLines) Write(b []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if n := len(p.groups); n > 0 && line != "" && (line[0] == ' ' || line[0] == '\t') {
+			p.groups[n-1] = append(p.groups[n-1], line)
+			continue
+		}
+		p.groups = append(p.groups, []string{line})
+	}
+	return len(b), nil
+}
+
+// print writes the lines to w, those at a file:line[:col] in that order
+// (files by name), after those at none, each kept in the order it came.
+func (p *problemLines) print(w io.Writer) {
+	slices.SortStableFunc(p.groups, func(a, b []string) int { return comparePos(a[0], b[0]) })
+	for _, g := range p.groups {
+		for _, line := range g {
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+// comparePos orders two problem lines by the file, line and column they
+// start with (see linePos).
+func comparePos(a, b string) int {
+	fa, la, ca := linePos(a)
+	fb, lb, cb := linePos(b)
+	return cmp.Or(strings.Compare(fa, fb), cmp.Compare(la, lb), cmp.Compare(ca, cb))
+}
+
+// linePos reads the "file:line:col: " or "file:line: " a problem line
+// starts with; a line without one gives "", 0, 0.
+func linePos(line string) (file string, ln, col int) {
+	m := linePosRE.FindStringSubmatch(line)
+	if m == nil {
+		return "", 0, 0
+	}
+	ln, _ = strconv.Atoi(m[2])
+	if m[3] != "" {
+		col, _ = strconv.Atoi(m[3])
+	}
+	return m[1], ln, col
+}
+
+// linePosRE matches a problem line's position prefix.
+var linePosRE = regexp.MustCompile(`^([^\s:][^:]*):(\d+)(?::(\d+))?: `)
 
 // printErrs prints one error a line.
 func printErrs(w io.Writer, errs []error) {

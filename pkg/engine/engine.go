@@ -17,7 +17,6 @@ import (
 
 	jfhir "github.com/junction-fhir/junction/pkg/fhir"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -209,37 +208,6 @@ func (e *Engine) settings(name string) adapter.Settings {
 	}
 }
 
-// whenStoreReady runs fn, the opening of some state in the store, and
-// against an external cluster tries again for up to a minute while the
-// cluster is still settling (no responders, timeouts, JetStream answering
-// 503): a cluster whose streams were just declared may not yet have a
-// leader for a new bucket. Other errors, and any error in embedded mode,
-// are returned at once.
-func (e *Engine) whenStoreReady(ctx context.Context, what string, fn func() error) error {
-	deadline := time.Now().Add(time.Minute)
-	for {
-		err := fn()
-		if err == nil || e.store.Embedded() || !storeSettling(err) || time.Now().After(deadline) {
-			return err
-		}
-		e.log.Warn("store not ready; retrying", "what", what, "err", err)
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// storeSettling reports an error a JetStream cluster gives while it is
-// electing leaders.
-func storeSettling(err error) bool {
-	var api *jetstream.APIError
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
-		(errors.As(err, &api) && api.Code == 503)
-}
-
 // storeJS is the store's JetStream once it is open.
 func (e *Engine) storeJS() jetstream.JetStream {
 	if e.store == nil {
@@ -335,7 +303,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	// consent-store destination can write Consents.
 	var decider consent.Decider
 	var consents *consent.Store
-	if err := e.whenStoreReady(ctx, "consent", func() (err error) {
+	if err := e.store.WhenSettled(ctx, "consent", func() (err error) {
 		decider, consents, err = e.openConsent(ctx)
 		return err
 	}); err != nil {
@@ -343,7 +311,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.consents = consents
 	if pc := cfg.PatientIndex; pc.Enabled {
-		if err := e.whenStoreReady(ctx, "patient index", func() (err error) {
+		if err := e.store.WhenSettled(ctx, "patient index", func() (err error) {
 			e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Buckets: cfg.NATS.Buckets(), HashKey: e.patientKey})
 			return err
 		}); err != nil {
@@ -373,7 +341,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	for _, name := range sortedKeys(translators) {
 		if b, ok := translators[name].(adapter.StoreBinder); ok {
 			var t adapter.Translator
-			if err := e.whenStoreReady(ctx, "input "+name, func() (err error) {
+			if err := e.store.WhenSettled(ctx, "input "+name, func() (err error) {
 				t, err = b.BindStore(ctx, e.settings(name))
 				return err
 			}); err != nil {

@@ -260,16 +260,16 @@ func (r *Router) Start(ctx context.Context) error {
 			})
 		}
 	}
-	ingress, err := r.js.Stream(ctx, store.StreamIngress)
+	ingress, err := r.stream(ctx, store.StreamIngress)
 	if err != nil {
 		return fmt.Errorf("opening ingress stream: %w", err)
 	}
 	if r.o.Pipeline == PipelineBatch {
-		outbound, err := r.js.Stream(ctx, store.StreamOutbound)
+		outbound, err := r.stream(ctx, store.StreamOutbound)
 		if err != nil {
 			return fmt.Errorf("opening outbound stream: %w", err)
 		}
-		ingestLog, err := r.js.Stream(ctx, store.StreamIngestLog)
+		ingestLog, err := r.stream(ctx, store.StreamIngestLog)
 		if err != nil {
 			return fmt.Errorf("opening ingest log: %w", err)
 		}
@@ -345,8 +345,14 @@ func (r *Router) Start(ctx context.Context) error {
 	fetchLog := newLogLimiter(failLogInterval)
 	for i, pc := range pcs {
 		pc.fetchLog = fetchLog
-		c, err := pc.consumer(ctx, r.js)
-		if err != nil {
+		// Several Junctions starting at once against a busy cluster can
+		// take longer than one request's timeout to create a replicated
+		// consumer; that is tried again rather than ending the start.
+		var c jetstream.Consumer
+		if err := r.o.Store.WhenSettled(ctx, "consumer "+pc.durable, func() (err error) {
+			c, err = pc.consumer(ctx, r.js)
+			return err
+		}); err != nil {
 			return err
 		}
 		cs[i] = c
@@ -373,6 +379,15 @@ func (r *Router) Start(ctx context.Context) error {
 		}()
 	}
 	return nil
+}
+
+// stream looks up a stream, trying again while the cluster settles.
+func (r *Router) stream(ctx context.Context, name string) (st jetstream.Stream, err error) {
+	err = r.o.Store.WhenSettled(ctx, "stream "+name, func() (err error) {
+		st, err = r.js.Stream(ctx, name)
+		return err
+	})
+	return st, err
 }
 
 // Shutdown stops fetching, lets in-flight batches finish (or leaves them

@@ -922,6 +922,41 @@ func (s *Store) Partitions() int { return s.cfg.Partitions }
 // Embedded reports whether the store runs in process.
 func (s *Store) Embedded() bool { return s.srv != nil }
 
+// settleWait is how long WhenSettled keeps trying.
+const settleWait = time.Minute
+
+// WhenSettled runs fn, the opening of some state in the store (a bucket, a
+// consumer), and against an external cluster tries again for up to a
+// minute while the cluster is still settling: a cluster whose streams were
+// just declared, or that several Junctions are starting against at once,
+// may not yet have a leader for a new bucket, or may take longer than a
+// request's timeout to create a replicated consumer. Other errors, and any
+// error in embedded mode, are returned at once.
+func (s *Store) WhenSettled(ctx context.Context, what string, fn func() error) error {
+	deadline := time.Now().Add(settleWait)
+	for {
+		err := fn()
+		if err == nil || s.Embedded() || !Settling(err) || time.Now().After(deadline) {
+			return err
+		}
+		s.log.Warn("store not ready; retrying", "what", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Settling reports whether err is one a JetStream cluster gives while it
+// is electing leaders or too busy to answer in time.
+func Settling(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		(errors.As(err, &api) && api.Code == 503)
+}
+
 // Healthy reports whether the connection to NATS is up and the store
 // answered a probe for the ingress stream within the last few seconds.
 func (s *Store) Healthy() bool {

@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
@@ -1059,5 +1061,43 @@ func TestAuditStreamDeletedIsLogged(t *testing.T) {
 	}
 	if _, err := js.Stream(t.Context(), store.StreamAudit); err != nil {
 		t.Errorf("audit stream not made again: %v", err)
+	}
+}
+
+// TestWhenSettled: against an external cluster, opening state that fails
+// the way a settling cluster does (a timeout, no responders, a 503) is
+// tried again until it succeeds, and a lasting error stops it at once; in
+// embedded mode every error is returned at once.
+func TestWhenSettled(t *testing.T) {
+	external, _ := openExternal(t, testConfig())
+	embedded := openEmbedded(t, testConfig(), t.TempDir())
+	other := errors.New("bucket refused")
+	tests := []struct {
+		name      string
+		s         *store.Store
+		errs      []error
+		wantCalls int
+		wantErr   error
+	}{
+		{"external timeout then ok", external, []error{nats.ErrTimeout, context.DeadlineExceeded, nil}, 3, nil},
+		{"external no responders then ok", external, []error{nats.ErrNoResponders, nil}, 2, nil},
+		{"external 503 then ok", external, []error{&jetstream.APIError{Code: 503, Description: "JetStream system temporarily unavailable"}, nil}, 2, nil},
+		{"external lasting error", external, []error{other, nil}, 1, other},
+		{"embedded timeout", embedded, []error{nats.ErrTimeout, nil}, 1, nats.ErrTimeout},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			err := tc.s.WhenSettled(t.Context(), "test", func() error {
+				calls++
+				return tc.errs[calls-1]
+			})
+			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
+				t.Errorf("WhenSettled = %v, want %v", err, tc.wantErr)
+			}
+			if calls != tc.wantCalls {
+				t.Errorf("fn called %d times, want %d", calls, tc.wantCalls)
+			}
+		})
 	}
 }

@@ -246,8 +246,12 @@ func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.
 
 // NewTranslator returns the translator for messages this adapter stored.
 // It needs no configuration.
-func (Factory) NewTranslator(any) (adapter.Translator, error) {
-	return Translator{}, nil
+func (Factory) NewTranslator(cfg any) (adapter.Translator, error) {
+	c, ok := cfg.(*InboundConfig)
+	if !ok {
+		return Translator{}, nil
+	}
+	return Translator{input: &inputChecks{cfg: *c}}, nil
 }
 
 // OutboundFactory builds FHIR server destinations.

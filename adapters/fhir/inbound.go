@@ -120,10 +120,10 @@ var acceptedBundleTypes = map[models.BundleType]bool{
 
 // Inbound is the FHIR REST endpoint. It implements adapter.HTTPInbound.
 type Inbound struct {
+	postCheck
 	name    string
 	host    adapter.Host
 	cfg     InboundConfig
-	types   map[string]bool
 	log     *slog.Logger
 	metrics *telemetry.Metrics
 	tracer  trace.Tracer
@@ -151,8 +151,6 @@ type Inbound struct {
 	guard ConsentGuard
 
 	capability []byte
-	// schema, when configured, validates every post (InboundConfig.Schema).
-	schema *fhirschema.Schema
 	// auditEventSearch says the engine serves GET [base]/AuditEvent.
 	auditEventSearch bool
 
@@ -185,16 +183,17 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		name:        set.Name,
 		host:        host,
 		cfg:         cfg,
-		types:       map[string]bool{},
 		clientCerts: set.HTTPClientCerts,
 		localOnly:   !set.HTTPExposed && !set.HTTPClientCerts && cfg.BearerToken == "" && !cfg.AllowUnauthenticated,
 		log:         telemetry.Floodable(set.Logger),
 		metrics:     set.Metrics,
 		tracer:      set.Tracer,
 	}
-	for _, t := range cfg.ResourceTypes {
-		in.types[t] = true
+	pc, err := newPostCheck(cfg)
+	if err != nil {
+		return nil, err
 	}
+	in.postCheck = pc
 	if cs, ok := host.(ConsentStore); ok {
 		in.consents = cs
 		if g, ok := host.(ConsentGuard); ok {
@@ -220,13 +219,6 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig) (*In
 		}
 		sum := sha256.Sum256([]byte(tok))
 		in.token = sum[:]
-	}
-	if cfg.Schema != "" {
-		sch, err := fhirschema.Load(cfg.Schema)
-		if err != nil {
-			return nil, fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: schema", err)
-		}
-		in.schema = sch
 	}
 	cs := jfhir.CapabilityStatement(jfhir.CapabilityOptions{
 		SoftwareVersion:  softwareVersion(),
@@ -698,9 +690,35 @@ func tooCostly(detail string, expr ...string) rejection {
 	return rejection{status: http.StatusRequestEntityTooLarge, code: fault.CodeFHIRTooLarge, detail: detail, expr: expr}
 }
 
+// postCheck is what a post's body is checked against before it is
+// stored: the input's resource types, body limit and schema.
+type postCheck struct {
+	types map[string]bool
+	// maxBody is InboundConfig.MaxBodyBytes.
+	maxBody int64
+	// schema, when configured, validates every post (InboundConfig.Schema).
+	schema *fhirschema.Schema
+}
+
+// newPostCheck returns the checks of an input configured as cfg.
+func newPostCheck(cfg InboundConfig) (postCheck, error) {
+	pc := postCheck{types: map[string]bool{}, maxBody: cfg.MaxBodyBytes}
+	for _, t := range cfg.ResourceTypes {
+		pc.types[t] = true
+	}
+	if cfg.Schema != "" {
+		sch, err := fhirschema.Load(cfg.Schema)
+		if err != nil {
+			return postCheck{}, fault.Wrap(fault.Permanent, fault.CodeConfig, "fhir: schema", err)
+		}
+		pc.schema = sch
+	}
+	return pc, nil
+}
+
 // maxContainers is the budget of JSON objects and arrays in one body.
-func (in *Inbound) maxContainers() int {
-	return int(max(in.cfg.MaxBodyBytes/BytesPerContainer, MinContainers))
+func (in *postCheck) maxContainers() int {
+	return int(max(in.maxBody/BytesPerContainer, MinContainers))
 }
 
 // invalidUTF8Offset returns the offset of the first byte of b that is not
@@ -877,7 +895,7 @@ type checked struct {
 }
 
 // check validates body for the URL type pathType ("" for POST /fhir).
-func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool) {
+func (in *postCheck) check(body []byte, pathType string) (checked, rejection, bool) {
 	invalid := func(code fault.Code, issue, detail string, expr ...string) (checked, rejection, bool) {
 		return checked{}, rejection{status: http.StatusBadRequest, code: code, issue: issue, detail: detail, expr: expr}, false
 	}
@@ -940,7 +958,7 @@ func (in *Inbound) check(body []byte, pathType string) (checked, rejection, bool
 		}
 	}
 	if limit := in.maxContainers(); countContainers(doc) > limit {
-		return checked{}, tooCostly(fmt.Sprintf("JSON holds more than %d objects and arrays; this endpoint takes at most one per %d bytes of its %d-byte body limit", limit, BytesPerContainer, in.cfg.MaxBodyBytes)), false
+		return checked{}, tooCostly(fmt.Sprintf("JSON holds more than %d objects and arrays; this endpoint takes at most one per %d bytes of its %d-byte body limit", limit, BytesPerContainer, in.maxBody)), false
 	}
 	if off, reason := keyProblem(doc); off >= 0 {
 		return invalid(fault.CodeFHIRInvalid, "structure", fmt.Sprintf("%s, at offset %d", reason, off))

@@ -2,6 +2,9 @@ package fhir
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -29,9 +32,64 @@ const (
 // the Junction message id and whose one entry has the fullUrl
 // urn:uuid:DeterministicUUID(message id, "entry", "0"), so translating the
 // same message twice gives the same bytes.
-type Translator struct{}
+type Translator struct {
+	// input, when set, holds the configuration of the input whose posts
+	// this translates, for CheckInput.
+	input *inputChecks
+}
 
-var _ adapter.Translator = Translator{}
+var (
+	_ adapter.Translator   = Translator{}
+	_ adapter.InputChecker = Translator{}
+)
+
+// inputChecks builds an input's checks when first asked: the engine never
+// asks (its endpoint checks posts), so it does not load a schema twice.
+type inputChecks struct {
+	cfg  InboundConfig
+	once sync.Once
+	pc   postCheck
+	err  error
+}
+
+func (c *inputChecks) get() (postCheck, error) {
+	c.once.Do(func() { c.pc, c.err = newPostCheck(c.cfg) })
+	return c.pc, c.err
+}
+
+// CheckInput implements adapter.InputChecker: it checks raw as the input
+// checks a post before storing it (POST [base] for a Bundle, POST
+// [base]/[type] for another resource), against the input's configuration,
+// or the defaults for a Translator made without one. The error is a fault
+// with the code the input would count, saying what it would answer.
+func (t Translator) CheckInput(raw []byte) error {
+	ic := t.input
+	if ic == nil {
+		ic = &inputChecks{cfg: DefaultInboundConfig()}
+	}
+	pc, err := ic.get()
+	if err != nil {
+		return err
+	}
+	rj, ok := rejection{}, true
+	if int64(len(raw)) > pc.maxBody {
+		rj, ok = tooLarge(pc.maxBody), false
+	} else {
+		pathType := ""
+		if rt, err := jfhir.ResourceType(stripBOM(raw)); err == nil && rt != "Bundle" {
+			pathType = rt
+		}
+		_, rj, ok = pc.check(raw, pathType)
+	}
+	if ok {
+		return nil
+	}
+	msg := fmt.Sprintf("the FHIR input refuses it before storing (HTTP %d): %s", rj.status, rj.detail)
+	if len(rj.expr) > 0 {
+		msg += " (at " + strings.Join(rj.expr, ", ") + ")"
+	}
+	return fault.New(rj.code, msg)
+}
 
 // validID reports whether s is a valid FHIR id: 1 to 64 letters, digits,
 // '-' or '.'.

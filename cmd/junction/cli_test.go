@@ -452,6 +452,60 @@ tests:
 	}
 }
 
+// TestCLITestChecksFHIRInput: a route test's FHIR input is checked as the
+// FHIR endpoint checks a post, so a test cannot pass with a resource the
+// live input refuses; a test can expect that refusal by its code.
+func TestCLITestChecksFHIRInput(t *testing.T) {
+	dir := t.TempDir()
+	// A decimal written as a JSON string: the FHIR models decode it, the
+	// endpoint refuses it.
+	bad := `{"resourceType": "Observation", "status": "final", "code": {"text": "weight"}, "valueQuantity": {"value": "72.5", "unit": "kg"}}`
+	good := strings.Replace(bad, `"72.5"`, `72.5`, 1)
+	routeFile := filepath.Join(dir, "r.yaml")
+	cliWrite(t, routeFile, `name: fhir-route
+source:
+  adapter: fhir
+match: "true"
+consent:
+  purpose: direct-care
+  legal_basis: direct-care
+  default: permit
+destinations:
+  - name: fhir-store
+tests:
+  - name: valid observation
+    input:
+      inline: '`+good+`'
+    expect:
+      deliver: [fhir-store]
+  - name: refused observation
+    input:
+      inline: '`+bad+`'
+    expect:
+      deliver: [fhir-store]
+  - name: refusal expected
+    input:
+      inline: '`+bad+`'
+    expect:
+      error: fhir.invalid-resource
+`)
+	code, out, errOut := cliRun(t, "test", "-v", "-c", cliConfig(t, dir))
+	if code != 1 {
+		t.Errorf("exit %d, want 1\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"PASS fhir-route / valid observation\n",
+		"FAIL fhir-route / refused observation\n    " + routeFile + ":19:7: input: fhir.invalid-resource: the FHIR input refuses it before storing (HTTP 400): ",
+		"Observation.valueQuantity.value",
+		"PASS fhir-route / refusal expected\n",
+		"2 passed, 1 failed\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // ackServer is an MLLP server that answers every message with code and
 // records what it received.
 type ackServer struct {

@@ -186,6 +186,15 @@ func (s OptOutSummary) InvalidLinesText(n int) string {
 	return strings.Join(parts, ", ")
 }
 
+// InputChecker is implemented by translators whose input refuses some
+// messages before storing them (the FHIR endpoint validates each post), so
+// that route tests refuse an input the live input would never store.
+type InputChecker interface {
+	// CheckInput returns the fault the input would refuse raw with, or
+	// nil if it would store it.
+	CheckInput(raw []byte) error
+}
+
 // StoreBinder is a Translator that does more once the engine's store is
 // open (for example, linking results to the orders they answer).
 // BindStore returns the translator the engine then uses.

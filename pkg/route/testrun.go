@@ -90,13 +90,30 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			out = append(out, res)
 			continue
 		}
-		result, trans, err := r.runOne(ctx, tr, e, patient)
+		// An input that checks what it stores (the FHIR endpoint) would
+		// never have stored a message it refuses: the test says so, or
+		// expects that refusal's code.
+		var result *Result
+		var trans *adapter.Translation
+		ic, checks := tr.(adapter.InputChecker)
+		if checks {
+			err = ic.CheckInput(raw)
+		}
+		refused := err != nil
+		if !refused {
+			result, trans, err = r.runOne(ctx, tr, e, patient)
+		}
 		if want := t.Expect.Error.Value; want != "" {
 			if err == nil {
 				failf("%s: expected routing to fail with %s, but it succeeded", at, want)
 			} else if got := string(fault.CodeOf(err)); got != want {
 				failf("%s: expected error code %s, got %s (%v)", at, want, got, err)
 			}
+			out = append(out, res)
+			continue
+		}
+		if refused {
+			failf("%s: input: %v%s", t.Input.Pos, err, withDetail(err))
 			out = append(out, res)
 			continue
 		}

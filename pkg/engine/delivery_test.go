@@ -603,6 +603,11 @@ func testRuleErrorDeadLettersAndEngineContinues(t *testing.T, pipe string) {
 	if dls[0].Stage != "route" || dls[0].Route != "broken-rule" || dls[0].Code != "rule.eval" {
 		t.Errorf("dead letter = %+v", dls[0])
 	}
+	// The reason names the expression that failed and where it is
+	// written, as junction test does.
+	if want := filepath.Join("testdata", "routes", "broken-rule.yaml") + ":7:8): evaluation failed"; !strings.HasPrefix(dls[0].Reason, "match (") || !strings.HasSuffix(dls[0].Reason, want) {
+		t.Errorf("dead letter's reason %q, want \"match (<path>%s\"", dls[0].Reason, want)
+	}
 	if code, _ := send(t, addr, adt("A01", "CE0002", "9990000050^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
 	}

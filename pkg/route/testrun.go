@@ -95,9 +95,10 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		// expects that refusal's code.
 		var result *Result
 		var trans *adapter.Translation
-		ic, checks := tr.(adapter.InputChecker)
-		if checks {
+		if ic, checks := tr.(adapter.InputChecker); checks {
 			err = ic.CheckInput(raw)
+		} else if ct == envelope.ContentTypeHL7v2 {
+			err = checkV2Input(raw)
 		}
 		refused := err != nil
 		if !refused {
@@ -247,6 +248,26 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		out = append(out, res)
 	}
 	return out
+}
+
+// checkV2Input refuses a test's HL7 v2 input that an MLLP input refuses
+// before storing it whatever its settings: one that does not parse, holds
+// more than one message, or lacks MSH-9 or MSH-10. A route that takes
+// some events only would otherwise count such an input as filtered, and
+// a test expecting that would pass for nothing.
+func checkV2Input(raw []byte) error {
+	m, err := hl7v2.Parse(raw)
+	switch {
+	case err != nil:
+		return fault.Wrap(fault.Permanent, fault.CodeHL7Parse, "an MLLP input refuses it before storing: it is not an HL7 v2 message", err)
+	case m.CountSegments("MSH") > 1:
+		return fault.Newf(fault.CodeHL7Parse, "an MLLP input refuses it before storing: it holds %d messages (MSH segments); give a test one message", m.CountSegments("MSH"))
+	case m.MessageType() == "":
+		return fault.New(fault.CodeHL7Required, "an MLLP input refuses it before storing: MSH-9 is required")
+	case m.ControlID() == "":
+		return fault.New(fault.CodeHL7Required, "an MLLP input refuses it before storing: MSH-10 is required")
+	}
+	return nil
 }
 
 // runOne routes e as a zero-setup engine would, with patient as the

@@ -117,12 +117,20 @@ func TestRunTestsFail(t *testing.T) {
 			file + ":33:19: input: open " + filepath.Join(dir, "nowhere.hl7") + ": no such file or directory",
 		}},
 		{Name: "runtests-fail / unparseable input", Failures: []string{
-			file + ":36:11: expected routing to fail with rule.eval, but it succeeded",
+			file + ":36:11: expected error code rule.eval, got hl7.parse (hl7.parse: an MLLP input refuses it before storing: it is not an HL7 v2 message: hl7.parse: segment 1 is not MSH)",
 		}},
 		{Name: "runtests-fail / raw payloads are checked too", Failures: []string{
 			file + ":49:11: assert[0] on data-quality does not hold: destination.name == \"fhir-store\"",
 			"data-quality: raw payload differs from golden wrong.data-quality.hl7 (run with --update after reviewing)",
 			"  segment 3: PID-5 differs",
+		}},
+		// The route takes A01 and A03 only: an input that is no message
+		// at all is not filtered, but refused, as an MLLP input refuses it.
+		{Name: "runtests-fail / garbage is not filtered", Failures: []string{
+			file + ":54:12: input: hl7.parse: an MLLP input refuses it before storing: it is not an HL7 v2 message: hl7.parse: segment 1 is not MSH",
+		}},
+		{Name: "runtests-fail / two messages are not one input", Failures: []string{
+			file + ":59:7: input: hl7.parse: an MLLP input refuses it before storing: it holds 2 messages (MSH segments); give a test one message",
 		}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -442,10 +442,7 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 	m.Header.Set(envelope.HeaderStage, stage)
 	m.Header.Set(envelope.HeaderReasonCode, string(fault.CodeOf(err)))
 	// The safe message only: details may hold patient data.
-	reason := "internal error"
-	if f := fault.As(err); f != nil {
-		reason = f.Msg
-	}
+	reason := reasonOf(err)
 	m.Header.Set(envelope.HeaderReason, reason)
 	if d := deadLetterDetail(err); d != "" {
 		m.Header.Set(envelope.HeaderDetail, d)
@@ -541,12 +538,20 @@ func batchHeader(h nats.Header, seq uint64) nats.Header {
 	return out
 }
 
-// reasonOf returns the safe message of err.
+// reasonOf returns the safe message of err, naming the route expression
+// that failed when one did.
 func reasonOf(err error) string {
+	reason := "internal error"
 	if f := fault.As(err); f != nil {
-		return f.Msg
+		reason = f.Msg
 	}
-	return "internal error"
+	if ee, ok := errors.AsType[*route.ExprError](err); ok {
+		// Which of the route's expressions failed, and where it is
+		// written: the route's author needs it, and it holds no patient
+		// data.
+		reason = ee.Where + " (" + ee.Pos.String() + "): " + reason
+	}
+	return reason
 }
 
 // only reports whether destination d is allowed by a replay restriction.

@@ -17,11 +17,18 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	lim := p.Rules.Limits()
 	for _, r := range p.Routes {
 		fmt.Fprintf(stdout, "route %s (%s): source %s, %d destinations\n", r.Name, r.File, r.Source, len(r.Destinations))
 		for _, c := range r.Programs {
 			est := c.Program.EstimatedCost()
-			fmt.Fprintf(stdout, "  %s %s: estimated cost %d..%d (limit %d)\n", c.Pos, c.Where, est.Min, est.Max, p.Rules.Limits().MaxEstimatedCost)
+			fmt.Fprintf(stdout, "  %s %s: estimated cost %d..%d (limit %d)\n", c.Pos, c.Where, est.Min, est.Max, lim.MaxEstimatedCost)
+			if est.Max > lim.CostLimit {
+				// Loaded, since most messages are far smaller than the
+				// estimate's worst case; but one large enough is stopped.
+				fmt.Fprintf(stderr, "%s: warning: %s: estimated worst-case cost %d is above rules.cost_limit %d: a message large enough stops it at run time, and is dead-lettered (rule.eval); narrow it (select resources by type before iterating) or raise the limit\n",
+					c.Pos, c.Where, est.Max, lim.CostLimit)
+			}
 		}
 	}
 	fmt.Fprintf(stdout, "ok: %d inputs, %d destinations, %d routes\n", len(p.Inputs), len(p.Destinations), len(p.Routes))

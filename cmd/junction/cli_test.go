@@ -183,7 +183,36 @@ func TestCLILintShippedRoutes(t *testing.T) {
 					t.Errorf("stdout does not contain %q:\n%s", want, out)
 				}
 			}
+			if errOut != "" {
+				t.Errorf("stderr not empty for the shipped routes:\n%s", errOut)
+			}
 		})
+	}
+}
+
+// TestCLILintWarnsOfCostAboveLimit: an expression whose worst case is
+// within max_estimated_cost but above cost_limit loads, with a warning at
+// it: a message large enough would be stopped at run time.
+func TestCLILintWarnsOfCostAboveLimit(t *testing.T) {
+	dir := t.TempDir()
+	routeFile := filepath.Join(dir, "r.yaml")
+	cliWrite(t, routeFile, `name: costly
+source:
+  adapter: pas
+match: bundle.entry.all(a, bundle.entry.all(b, a.fullUrl != ""))
+consent:
+  purpose: direct-care
+  legal_basis: direct-care
+  default: permit
+destinations:
+  - name: fhir-store
+`)
+	code, out, errOut := cliRun(t, "lint", "-c", cliConfig(t, dir))
+	if code != 0 || !strings.HasSuffix(out, "ok: 3 inputs, 2 destinations, 1 routes\n") {
+		t.Errorf("exit %d, want 0\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	if want := routeFile + ":4:8: warning: match: estimated worst-case cost "; !strings.HasPrefix(errOut, want) || !strings.Contains(errOut, "is above rules.cost_limit 1000000") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("stderr: want one warning starting %q naming the cost limit, got:\n%s", want, errOut)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+
+	"github.com/junction-fhir/junction/pkg/route"
 )
 
 func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
@@ -47,12 +49,16 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	var opts []route.TestOption
+	if !p.Config.PatientIndex.Enabled {
+		opts = append(opts, route.WithoutPatientIndex())
+	}
 	pass, fail := 0, 0
 	for _, r := range p.Routes {
 		// A plan is returned only when every input was built, so each
 		// route's source is in p.Inputs.
 		tr := p.Inputs[r.Source].Translator
-		for _, res := range r.RunTests(ctx, tr, p.Rules, *update) {
+		for _, res := range r.RunTests(ctx, tr, p.Rules, *update, opts...) {
 			if res.Passed() {
 				pass++
 				if *verbose {

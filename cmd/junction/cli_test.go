@@ -69,6 +69,20 @@ func cliConfig(t *testing.T, routes ...string) string {
 	return path
 }
 
+// cliRoute returns a route file: a direct-care route named name from
+// input source, matching match, to the fhir-store destination, followed
+// by tests (a "tests:" section, or "").
+func cliRoute(name, source, match, tests string) string {
+	return "name: " + name + "\nsource:\n  adapter: " + source + "\nmatch: " + match + `
+consent:
+  purpose: direct-care
+  legal_basis: direct-care
+  default: permit
+destinations:
+  - name: fhir-store
+` + tests
+}
+
 func cliWrite(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -196,17 +210,7 @@ func TestCLILintShippedRoutes(t *testing.T) {
 func TestCLILintWarnsOfCostAboveLimit(t *testing.T) {
 	dir := t.TempDir()
 	routeFile := filepath.Join(dir, "r.yaml")
-	cliWrite(t, routeFile, `name: costly
-source:
-  adapter: pas
-match: bundle.entry.all(a, bundle.entry.all(b, a.fullUrl != ""))
-consent:
-  purpose: direct-care
-  legal_basis: direct-care
-  default: permit
-destinations:
-  - name: fhir-store
-`)
+	cliWrite(t, routeFile, cliRoute("costly", "pas", `bundle.entry.all(a, bundle.entry.all(b, a.fullUrl != ""))`, ""))
 	code, out, errOut := cliRun(t, "lint", "-c", cliConfig(t, dir))
 	if code != 0 || !strings.HasSuffix(out, "ok: 3 inputs, 2 destinations, 1 routes\n") {
 		t.Errorf("exit %d, want 0\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -423,24 +427,14 @@ func TestCLITestFailingAndUpdate(t *testing.T) {
 	dir := t.TempDir()
 	cliWrite(t, filepath.Join(dir, "testdata", "a01.hl7"), adtFile("MSG00001", "9990000018"))
 	routeFile := filepath.Join(dir, "r.yaml")
-	cliWrite(t, routeFile, `name: cli-route
-source:
-  adapter: pas
-match: nhsNumberValid(nhsNumber(bundle))
-consent:
-  purpose: direct-care
-  legal_basis: direct-care
-  default: permit
-destinations:
-  - name: fhir-store
-tests:
+	cliWrite(t, routeFile, cliRoute("cli-route", "pas", "nhsNumberValid(nhsNumber(bundle))", `tests:
   - name: admission
     input: {file: testdata/a01.hl7}
     expect:
       deliver: [fhir-store]
       fhir:
         fhir-store: testdata/a01.fhir-store.json
-`)
+`))
 	cfg := cliConfig(t, dir)
 	golden := filepath.Join(dir, "testdata", "a01.fhir-store.json")
 
@@ -491,17 +485,7 @@ func TestCLITestChecksFHIRInput(t *testing.T) {
 	bad := `{"resourceType": "Observation", "status": "final", "code": {"text": "weight"}, "valueQuantity": {"value": "72.5", "unit": "kg"}}`
 	good := strings.Replace(bad, `"72.5"`, `72.5`, 1)
 	routeFile := filepath.Join(dir, "r.yaml")
-	cliWrite(t, routeFile, `name: fhir-route
-source:
-  adapter: fhir
-match: "true"
-consent:
-  purpose: direct-care
-  legal_basis: direct-care
-  default: permit
-destinations:
-  - name: fhir-store
-tests:
+	cliWrite(t, routeFile, cliRoute("fhir-route", "fhir", `"true"`, `tests:
   - name: valid observation
     input:
       inline: '`+good+`'
@@ -517,7 +501,7 @@ tests:
       inline: '`+bad+`'
     expect:
       error: fhir.invalid-resource
-`)
+`))
 	code, out, errOut := cliRun(t, "test", "-v", "-c", cliConfig(t, dir))
 	if code != 1 {
 		t.Errorf("exit %d, want 1\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -532,6 +516,29 @@ tests:
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestCLITestPatientAsTheIndexMakesIt: a test that gives no patient
+// record reads the one the patient index makes of its message, as the
+// engine's routes do; with the index disabled, an unknown patient.
+func TestCLITestPatientAsTheIndexMakesIt(t *testing.T) {
+	dir := t.TempDir()
+	cliWrite(t, filepath.Join(dir, "testdata", "a01.hl7"), adtFile("MSG00001", "9990000018"))
+	cliWrite(t, filepath.Join(dir, "r.yaml"), cliRoute("known-patients", "pas", "has(patient.nhsNumber)", `tests:
+  - name: first message
+    input: {file: testdata/a01.hl7}
+    expect:
+      deliver: [fhir-store]
+`))
+	if code, out, errOut := cliRun(t, "test", "-c", cliConfig(t, dir)); code != 0 || !strings.HasSuffix(out, "1 passed, 0 failed\n") {
+		t.Errorf("with the index: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	off := filepath.Join(t.TempDir(), "junction.yaml")
+	cliWrite(t, off, fmt.Sprintf("data_dir: %q\nroutes: [%q]\npatient_index:\n  enabled: false\n", filepath.Join(t.TempDir(), "data"), dir))
+	code, out, _ := cliRun(t, "test", "-c", off)
+	if code != 1 || !strings.Contains(out, "expected deliveries [fhir-store], got []") {
+		t.Errorf("without the index: exit %d, want the test to fail as the patient is unknown\n%s", code, out)
 	}
 }
 

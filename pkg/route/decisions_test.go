@@ -185,7 +185,7 @@ func TestEveryDeliveryHasARecordedDecision(t *testing.T) {
 			for _, dc := range deciders {
 				t.Run(file+"/"+dc.name, func(t *testing.T) {
 					for _, e := range fixtureInputs(t, r) {
-						res, _, err := r.runOneWith(context.Background(), tr, e, dc.d, nil)
+						res, _, _, err := r.runOneWith(context.Background(), tr, e, dc.d, nil, false)
 						if err != nil {
 							continue // dead-lettered: nothing delivered
 						}

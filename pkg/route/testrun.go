@@ -21,6 +21,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
+	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
@@ -62,12 +63,34 @@ func TestEnvelope(source, id string, raw []byte, contentType string) *envelope.E
 	return env
 }
 
+// TestOption changes how RunTests runs a route's tests.
+type TestOption func(*testOptions)
+
+type testOptions struct {
+	noPatientIndex bool
+}
+
+// WithoutPatientIndex runs the tests as an engine without a patient index
+// (patient_index.enabled: false) routes messages: a test that gives no
+// patient record reads an unknown patient.
+func WithoutPatientIndex() TestOption {
+	return func(o *testOptions) { o.noPatientIndex = true }
+}
+
 // RunTests runs the route's tests with its source's translator and the
 // consent engine with no stored Consents, no opt-out list and no
-// destination allow-lists, as a zero-setup engine decides. No network is
-// used. With update, golden files (FHIR and raw) are rewritten from the
-// actual output.
-func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.Env, update bool) []TestResult {
+// destination allow-lists, as a zero-setup engine decides. A test that
+// gives no patient record reads the one the patient index makes from its
+// message alone (patient.FirstRecord), as a patient's first message does,
+// since the index applies each message before it is routed; `patient: {}`
+// gives a patient the index does not know. No network is used. With
+// update, golden files (FHIR and raw) are rewritten from the actual
+// output.
+func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.Env, update bool, opts ...TestOption) []TestResult {
+	var o testOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var out []TestResult
 	dir := filepath.Dir(r.File)
 	for i, t := range r.Tests {
@@ -85,6 +108,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		// Expectations not met are reported at the test's name.
 		at := t.Name.Pos
 		patient, err := testPatient(t.Patient)
+		derive := t.Patient == nil && !o.noPatientIndex
 		if err != nil {
 			failf("%s: patient: %v", at, err)
 			out = append(out, res)
@@ -102,7 +126,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		}
 		refused := err != nil
 		if !refused {
-			result, trans, err = r.runOne(ctx, tr, e, patient)
+			result, trans, patient, err = r.runOne(ctx, tr, e, patient, derive)
 		}
 		if want := t.Expect.Error.Value; want != "" {
 			if err == nil {
@@ -271,23 +295,45 @@ func checkV2Input(raw []byte) error {
 }
 
 // runOne routes e as a zero-setup engine would, with patient as the
-// patient index's record, and returns the result and the translation,
-// whose event and v2 message asserts see.
-func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, patient map[string]any) (*Result, *adapter.Translation, error) {
-	return r.runOneWith(ctx, tr, e, &consent.Engine{}, patient)
+// patient index's record, or with derive the record the index makes from
+// e alone. It returns the result, the translation, whose event and v2
+// message asserts see, and the patient record the route read.
+func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, patient map[string]any, derive bool) (*Result, *adapter.Translation, map[string]any, error) {
+	return r.runOneWith(ctx, tr, e, &consent.Engine{}, patient, derive)
 }
 
 // runOneWith is runOne with the given consent decider.
-func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider, patient map[string]any) (*Result, *adapter.Translation, error) {
+func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider, patient map[string]any, derive bool) (*Result, *adapter.Translation, map[string]any, error) {
 	if !r.Takes(e.MessageType, "") {
-		return &Result{}, &adapter.Translation{}, nil
+		return &Result{}, &adapter.Translation{}, patient, nil
 	}
 	t, err := tr.Translate(e)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, patient, err
+	}
+	if derive {
+		patient = firstPatient(e, t)
 	}
 	res, err := r.Process(ctx, Input{Env: e, Tr: t, Patient: patient}, decider)
-	return res, t, err
+	return res, t, patient, err
+}
+
+// firstPatient is the patient variable of a patient's first message, t
+// the translation of e: nil (an unknown patient) when the index would not
+// index it.
+func firstPatient(e *envelope.Envelope, t *adapter.Translation) map[string]any {
+	b := t.Parsed
+	if b == nil {
+		var err error
+		if b, err = jsonmap.Decode(t.Bundle); err != nil {
+			return nil
+		}
+	}
+	rec := patient.FirstRecord(b, patient.Source{MessageID: e.ID, Received: e.ReceivedAt})
+	if rec == nil {
+		return nil
+	}
+	return rec.CELAt(e.ReceivedAt)
 }
 
 // testPatient returns a test's patient record as the index would give it

@@ -608,6 +608,58 @@ func TestInboundBadFrames(t *testing.T) {
 	}
 }
 
+// TestInboundEndBlockWithoutCR: a sender that ends frames with the end
+// block alone, or starts the next frame straight after it, has each
+// message stored and acknowledged at once, not answered "resend later"
+// at the read timeout.
+func TestInboundEndBlockWithoutCR(t *testing.T) {
+	tests := []struct {
+		name string
+		wire string
+		// then is written once the first reply has come.
+		then string
+		want []string // control ids acknowledged AA, in order
+	}{
+		{"end block, then silence", "\x0b" + msg("NOCR1", "") + "\x1c", "", []string{"NOCR1"}},
+		{"next frame straight after", "\x0b" + msg("NOCR2", "") + "\x1c\x0b" + msg("NOCR3", "") + "\x1c\r", "", []string{"NOCR2", "NOCR3"}},
+		// The first frame's carriage return comes late, before a frame
+		// ended properly: it is skipped.
+		{"carriage return arriving later", "\x0b" + msg("NOCR4", "") + "\x1c", "\r\x0b" + msg("NOCR5", "") + "\x1c\r", []string{"NOCR4", "NOCR5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// A read timeout far longer than the test waits: an answer
+			// given only at it would fail the test.
+			f := startInbound(t, func(c *InboundConfig) { c.ReadTimeout = time.Minute })
+			nc, err := net.Dial("tcp", f.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(nc, tt.wire); err != nil {
+				t.Fatal(err)
+			}
+			r := transport.NewReader(nc, 1<<20)
+			for i, want := range tt.want {
+				if i == 1 && tt.then != "" {
+					if _, err := io.WriteString(nc, tt.then); err != nil {
+						t.Fatal(err)
+					}
+				}
+				reply, err := r.ReadFrame()
+				code, ctrl, _, perr := hl7v2.ParseAck(reply)
+				if err != nil || perr != nil || code != hl7v2.AckAA || ctrl != want {
+					t.Fatalf("reply %d %q (%v, %v): code %s ctrl %q, want AA %q", i, reply, err, perr, code, ctrl, want)
+				}
+			}
+			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeFrameIncomplete))); got != 0 {
+				t.Errorf("rejected{%s} = %v, want 0", fault.CodeFrameIncomplete, got)
+			}
+		})
+	}
+}
+
 // TestInboundIncompleteFrames checks that a frame cut short is counted and
 // quarantined: answered when the sender is still there (after the read
 // timeout), not when it closed inside the frame.
@@ -620,7 +672,6 @@ func TestInboundIncompleteFrames(t *testing.T) {
 		wantQ     string
 	}{
 		{"closed inside a frame", "\x0b" + msg("CUT1", ""), true, false, msg("CUT1", "")},
-		{"end block without its CR, then silence", "\x0b" + msg("CUT2", "") + "\x1c", false, true, msg("CUT2", "")},
 		{"start block, then silence", "\x0b", false, true, ""},
 		// A header cut short names no message: MSA-2 stays empty rather
 		// than naming a prefix of the control id.

@@ -82,11 +82,12 @@ type Reader struct {
 	max     int
 	buf     []byte
 	inFrame bool
-	// endCROptional, set for a client reading replies, lets an end block
-	// with nothing after it yet, or with the next frame's start block,
-	// complete a frame: some receivers end an ACK with 0x1C alone, and
-	// waiting for a carriage return that never comes would time out an
-	// answered send and deliver it twice.
+	// endCROptional, set for a client reading replies and a server
+	// reading messages, lets an end block with nothing after it yet, or
+	// with the next frame's start block, complete a frame: some systems
+	// end a frame with 0x1C alone, and waiting for a carriage return that
+	// never comes would time out an answered send and deliver it twice,
+	// or answer a whole message only at the read timeout.
 	// pendingCR is then set until a later carriage return, which is
 	// skipped as whitespace between frames, is read or given up on.
 	endCROptional bool

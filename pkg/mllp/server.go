@@ -582,6 +582,11 @@ func (s *Server) serveConn(ctx context.Context, c *serverConn) {
 	}
 
 	r := NewReader(c.nc, s.MaxMessageBytes)
+	// Some senders end a frame with the end block alone, or start the
+	// next straight after it: the payload is whole at the end block, and
+	// waiting for a carriage return that never comes would answer it
+	// only at the read timeout, with "resend later", for ever.
+	r.endCROptional = true
 	r.budget = s.budget
 	defer r.Release()
 	r.onStart = func() {

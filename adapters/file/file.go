@@ -112,6 +112,12 @@ type Outbound struct {
 	// made and synced into its parent, rather than report its file
 	// written while the directory's own entry could still be lost.
 	dirs sync.Map
+	// sweepEvery is how often removeStaleTemps runs while the
+	// destination does (defaultSweepEvery; tests shorten it); stop ends
+	// those runs.
+	sweepEvery time.Duration
+	stop       chan struct{}
+	stopOnce   sync.Once
 }
 
 // dirOnce makes one directory once (see Outbound.dirs).
@@ -142,21 +148,39 @@ func New(set adapter.Settings, cfg Config) (*Outbound, error) {
 	if !filepath.IsAbs(dir) && set.DataDir != "" {
 		dir = filepath.Join(set.DataDir, dir)
 	}
-	return &Outbound{dir: filepath.Clean(dir)}, nil
+	return &Outbound{dir: filepath.Clean(dir), sweepEvery: defaultSweepEvery, stop: make(chan struct{})}, nil
 }
 
 // Dir returns the resolved output directory.
 func (o *Outbound) Dir() string { return o.dir }
 
 // Start creates the output directory and removes temporary files a crash
-// left in it (see removeStaleTemps).
+// left in it (see removeStaleTemps), then again every sweepEvery until
+// Shutdown: a crash's files are at most staleTempAge old at a prompt
+// restart, and would otherwise stay until a later one.
 func (o *Outbound) Start(context.Context) error {
 	if err := mkdirSynced(o.dir); err != nil {
 		return fmt.Errorf("file: create output directory: %w", err)
 	}
 	removeStaleTemps(o.dir, time.Now().Add(-staleTempAge))
+	go func() {
+		t := time.NewTicker(o.sweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-o.stop:
+				return
+			case now := <-t.C:
+				removeStaleTemps(o.dir, now.Add(-staleTempAge))
+			}
+		}
+	}()
 	return nil
 }
+
+// defaultSweepEvery is how often a running destination removes stale
+// temporary files.
+const defaultSweepEvery = 10 * time.Minute
 
 // staleTempAge is how old a temporary file must be for Start to remove
 // it: no write takes that long, so it is a crash's, not another
@@ -215,6 +239,7 @@ func (o *Outbound) Shutdown(ctx context.Context) error {
 	o.mu.Lock()
 	o.closed = true
 	o.mu.Unlock()
+	o.stopOnce.Do(func() { close(o.stop) })
 	done := make(chan struct{})
 	go func() { o.inflight.Wait(); close(done) }()
 	select {

@@ -2,6 +2,8 @@ package file
 
 import (
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -385,6 +387,45 @@ func TestStartRemovesStaleTemps(t *testing.T) {
 	}
 	if got, want := listFiles(t, dir), []string{"adt/.tmp-new", "adt/01MSG.json"}; !cmp.Equal(got, want) {
 		t.Errorf("files after start %v, want %v", got, want)
+	}
+}
+
+// TestRunningDestinationRemovesStaleTemps: a crash's temporary file
+// still young at a prompt restart is removed once it is stale, while the
+// destination runs, not only at a later start.
+func TestRunningDestinationRemovesStaleTemps(t *testing.T) {
+	dir := t.TempDir()
+	o, err := New(adapter.Settings{}, Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.sweepEvery = 20 * time.Millisecond
+	tmp := filepath.Join(dir, ".tmp-crashed")
+	if err := os.WriteFile(tmp, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = o.Shutdown(context.Background()) }()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.Stat(tmp); err != nil {
+		t.Fatalf("a young temporary file was removed: %v", err)
+	}
+	// Time passes: the file is now as old as no write takes.
+	old := time.Now().Add(-2 * staleTempAge)
+	if err := os.Chtimes(tmp, old, old); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(tmp); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stale temporary file still there while the destination runs")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

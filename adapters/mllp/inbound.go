@@ -444,29 +444,30 @@ func (in *Inbound) AcceptOnly(types []string) {
 // a dead letter. Call it before Start.
 func (in *Inbound) Screen(check func(*hl7v2.Message) *hl7v2.AckError) { in.screen = check }
 
-// unsupported returns the ERR code, the MSH field it is about and the
-// text for a message the listener does not take (a processing id or a
-// message type it was not given), or "" when it takes it.
-func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field int, text string) {
+// unsupported returns the ERR code, the MSH field and component it is
+// about and the text for a message the listener does not take (a
+// processing id or a message type it was not given), or "" when it takes
+// it.
+func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field, component int, text string) {
 	if v := strings.TrimSpace(m.Version()); v != "" && !isV2Version(v) {
-		return hl7v2.ErrCodeUnsupportedVersion, 12, "unsupported version; this listener takes HL7 v2 (MSH-12 2.1 to 2.9, such as 2.4 or 2.5.1)"
+		return hl7v2.ErrCodeUnsupportedVersion, 12, 0, "unsupported version; this listener takes HL7 v2 (MSH-12 2.1 to 2.9, such as 2.4 or 2.5.1)"
 	}
 	if ids := in.cfg.ProcessingIDs; len(ids) > 0 && !slices.Contains(ids, strings.ToUpper(strings.TrimSpace(m.ProcessingID()))) {
-		return hl7v2.ErrCodeUnsupportedProcessingID, 11, "unsupported processing id; this listener takes " + strings.Join(ids, ", ")
+		return hl7v2.ErrCodeUnsupportedProcessingID, 11, 0, "unsupported processing id; this listener takes " + strings.Join(ids, ", ")
 	}
 	if in.types == nil {
-		return "", 0, ""
+		return "", 0, 0, ""
 	}
 	typ := m.Segment("MSH").Component(9, 1, 1, 1)
 	if in.types[typ+"^"+m.Event()] {
-		return "", 0, ""
+		return "", 0, 0, ""
 	}
 	for t := range in.types {
 		if strings.HasPrefix(t, typ+"^") {
-			return hl7v2.ErrCodeUnsupportedEvent, 9, "unsupported event; this listener takes " + in.typeList
+			return hl7v2.ErrCodeUnsupportedEvent, 9, 2, "unsupported event; this listener takes " + in.typeList
 		}
 	}
-	return hl7v2.ErrCodeUnsupportedMessageType, 9, "unsupported message type; this listener takes " + in.typeList
+	return hl7v2.ErrCodeUnsupportedMessageType, 9, 1, "unsupported message type; this listener takes " + in.typeList
 }
 
 // isV2Version reports whether v, an MSH-12.1, names an HL7 v2 version:
@@ -541,13 +542,22 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(f.Code), "msh_segments", n, "code", string(code))
 		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 2, Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: f.Msg}), code, cond
 	}
-	if errCode, field, text := in.unsupported(m); errCode != "" {
+	if errCode, field, component, text := in.unsupported(m); errCode != "" {
 		code := m.RejectCode()
 		// Kept for ops like other refused input: a sender whose MSH-15
 		// forbids the answer would otherwise leave no trace of it.
 		in.quarantine(ctx, payload, fault.CodeHL7Unsupported)
 		in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Unsupported), "hl7_error", errCode, "code", string(code))
-		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: field, Code: errCode, Severity: "E", Text: text}), code, cond
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: field, Component: component, Code: errCode, Severity: "E", Text: text}), code, cond
+	}
+	if !m.CharsetSupported() {
+		// Every route translates the message first, and no translator
+		// can decode it: acknowledged, it could only be dead-lettered.
+		code := m.RejectCode()
+		in.quarantine(ctx, payload, fault.CodeHL7Charset)
+		in.log.Warn("message rejected", "adapter", in.name, "reason", string(fault.CodeHL7Charset), "hl7_error", hl7v2.ErrCodeTableValue, "code", string(code))
+		return in.ack(m, code, hl7v2.AckError{Segment: "MSH", Sequence: 1, Field: 18, Code: hl7v2.ErrCodeTableValue, Severity: "E",
+			Text: "unsupported character set (MSH-18); this listener takes ASCII, 8859/1 or UNICODE UTF-8"}), code, cond
 	}
 	if in.screen != nil {
 		if ae := in.screen(m); ae != nil {

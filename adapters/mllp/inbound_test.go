@@ -450,6 +450,41 @@ func TestInboundVersions(t *testing.T) {
 	}
 }
 
+// TestInboundCharsets checks that a listener refuses, before storing, a
+// message in a character set no translator decodes, with ERR 103 at
+// MSH-18 (acknowledged, it could only be dead-lettered), and takes those
+// it can.
+func TestInboundCharsets(t *testing.T) {
+	tests := []struct {
+		name, charset string
+		wantCode      hl7v2.AckCode
+	}{
+		{"none", "", hl7v2.AckAA},
+		{"ASCII", "ASCII", hl7v2.AckAA},
+		{"Latin-1", "8859/1", hl7v2.AckAA},
+		{"UTF-8", "UNICODE UTF-8", hl7v2.AckAA},
+		{"Latin-2", "8859/2", hl7v2.AckAR},
+		{"Latin-9", "8859/15", hl7v2.AckAR},
+		{"UTF-16", "UNICODE UTF-16", hl7v2.AckAR},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			code, _, text, reply := send(t, dial(t, f.addr), msg("CS1", "||||||"+tt.charset))
+			if code != tt.wantCode {
+				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
+			}
+			if !storedOrKept(t, f, code == hl7v2.AckAA, fault.CodeHL7Charset) {
+				return
+			}
+			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeTableValue ||
+				!bytes.Contains(reply, []byte("MSH^1^18")) || !strings.Contains(text, "8859/1") {
+				t.Errorf("reply %q (text %q), want ERR 103 at MSH-18 saying what the listener takes", reply, text)
+			}
+		})
+	}
+}
+
 // TestInboundScreen checks that a listener given a screen refuses, before
 // storing, what the screen refuses, with AE (an error in the message's
 // content, which HL7 v2 does not answer AR) and its ERR, counted and kept

@@ -45,7 +45,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	p, err := plan(*cfgPath, fs.Args(), planChecks{}, stderr)
+	p, err := plan(*cfgPath, fs.Args(), planChecks{strictRoutes: true}, stderr)
 	if err != nil {
 		return err
 	}

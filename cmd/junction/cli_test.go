@@ -542,6 +542,34 @@ func TestCLITestPatientAsTheIndexMakesIt(t *testing.T) {
 	}
 }
 
+// TestCLITestChecksTestsAsLintDoes: junction test refuses tests that
+// lint refuses (an unknown fault code expected, two tests of one name),
+// at their file:line:col, rather than running them.
+func TestCLITestChecksTestsAsLintDoes(t *testing.T) {
+	dir := t.TempDir()
+	cliWrite(t, filepath.Join(dir, "testdata", "a01.hl7"), adtFile("MSG00001", "9990000018"))
+	routeFile := filepath.Join(dir, "r.yaml")
+	cliWrite(t, routeFile, cliRoute("checked", "pas", "true", `tests:
+  - name: t
+    input: {file: testdata/a01.hl7}
+    expect:
+      error: cel.bad
+  - name: t
+    input: {file: testdata/a01.hl7}
+    expect:
+      deliver: [fhir-store]
+`))
+	code, out, errOut := cliRun(t, "test", "-c", cliConfig(t, dir))
+	if code == 0 || strings.Contains(out, "passed") {
+		t.Errorf("exit %d, want the tests refused before running\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	for _, want := range []string{routeFile + ":15:14: ", routeFile + ":16:11: "} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks a problem at %q:\n%s", want, errOut)
+		}
+	}
+}
+
 // ackServer is an MLLP server that answers every message with code and
 // records what it received.
 type ackServer struct {

@@ -236,7 +236,7 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		ce := &CompileError{}
 		for _, er := range iss.Errors() {
 			off, msg := undeclared(src, offsetOf(src, er.Location.Line(), er.Location.Column()), er.Message, e.names)
-			ce.Issues = append(ce.Issues, Issue{Offset: off, Msg: msg})
+			ce.Issues = append(ce.Issues, Issue{Offset: off, Msg: msg + syntaxHint(src, msg)})
 		}
 		return nil, ce
 	}
@@ -296,13 +296,43 @@ func undeclared(src string, off int, msg string, names []string) (int, string) {
 	if name, _, ok = strings.Cut(name, "'"); !ok {
 		return off, msg
 	}
-	if s := yamlx.Suggest(name, names); s != "" {
+	if s, ok := otherLanguages[name]; ok && slices.Contains(names, s) {
+		msg += fmt.Sprintf(" (CEL calls it %q)", s)
+	} else if s := yamlx.Suggest(name, names); s != "" {
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	}
 	if off >= len(name) && off < len(src) && src[off] == '(' && src[off-len(name):off] == name {
 		off -= len(name)
 	}
 	return off, msg
+}
+
+// otherLanguages maps names other languages and engines give common
+// functions to CEL's, for route authors coming from them.
+var otherLanguages = map[string]string{
+	"upperCase": "upperAscii", "toUpperCase": "upperAscii", "toUpper": "upperAscii", "upper": "upperAscii", "ucase": "upperAscii",
+	"lowerCase": "lowerAscii", "toLowerCase": "lowerAscii", "toLower": "lowerAscii", "lower": "lowerAscii", "lcase": "lowerAscii",
+	"length": "size", "len": "size", "count": "size",
+	"strip": "trim", "trimSpace": "trim", "substr": "substring", "includes": "contains",
+}
+
+// syntaxHint says what a syntax error the parser reports in its own terms
+// most likely means, for operators written as other languages write
+// them; "" when there is nothing to add to msg.
+func syntaxHint(src, msg string) string {
+	switch {
+	case !strings.HasPrefix(msg, "Syntax error:"):
+		return ""
+	case strings.Contains(msg, "token recognition error at: '='") || strings.Contains(msg, "token recognition error at: '= '"):
+		return " (CEL compares with ==)"
+	case strings.Contains(msg, "mismatched input 'and'") || strings.Contains(msg, "mismatched input 'AND'"):
+		return " (CEL's and is &&)"
+	case strings.Contains(msg, "mismatched input 'or'") || strings.Contains(msg, "mismatched input 'OR'"):
+		return " (CEL's or is ||)"
+	case strings.Contains(src, "<>"):
+		return " (CEL's not-equal is !=)"
+	}
+	return ""
 }
 
 // returns reports whether an expression of type out may return kind. A

@@ -214,6 +214,12 @@ func TestCompileErrors(t *testing.T) {
 		{"misspelt function", `nhsNumbrValid(nhsNumber(bundle))`, Bool, [][2]string{{"nhsNumbrValid(", `undeclared reference to 'nhsNumbrValid' (did you mean "nhsNumberValid"?)`}}},
 		{"misspelt variable", `bundel.entry.size() > 0`, Bool, [][2]string{{"bundel", `undeclared reference to 'bundel' (did you mean "bundle"?)`}}},
 		{"unknown name like none", `zzzqqq == 1`, Bool, [][2]string{{"zzzqqq", "undeclared reference to 'zzzqqq'"}}},
+		// Names and operators as other languages write them get CEL's.
+		{"function named as in Java", `msg.source.toUpperCase() == "PAS"`, Bool, [][2]string{{"toUpperCase(", `undeclared reference to 'toUpperCase' (CEL calls it "upperAscii")`}}},
+		{"length for size", `msg.source.length() > 0`, Bool, [][2]string{{"length(", `undeclared reference to 'length' (CEL calls it "size")`}}},
+		{"single equals", `msg.event = "A01"`, Bool, [][2]string{{"= ", "(CEL compares with ==)"}, {`"A01"`, "extraneous input"}}},
+		{"and as a word", `msg.event == "A01" and true`, Bool, [][2]string{{"and", "(CEL's and is &&)"}}},
+		{"not-equal as in SQL", `msg.event <> "A02"`, Bool, [][2]string{{`> "A02"`, "(CEL's not-equal is !=)"}}},
 		{"misspelt function inside a call", `nhsNumberValid(nhsNumbr(bundle))`, Bool, [][2]string{{"nhsNumbr(", "undeclared reference to 'nhsNumbr'"}}},
 		// A literal v2 path that is not one would read "" from every message.
 		{"v2 path without a dash", `v2.get("PID3") == ""`, Bool, [][2]string{{`"PID3"`, `v2.get: "PID3" is not a v2 path`}}},

@@ -608,10 +608,13 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string, depth
 	}
 	fields := structFields(v.Type())
 	set := map[string]bool{}
+	// suggested holds the fields an unknown key was taken for a typo of:
+	// their being missing goes without saying.
+	suggested := map[string]bool{}
 	for _, kv := range d.entries(n, path) {
 		i := slices.IndexFunc(fields, func(f field) bool { return f.name == kv[0].Value })
 		if i < 0 {
-			d.unknownField(kv[0], path, fields)
+			suggested[d.unknownField(kv[0], path, fields)] = true
 			continue
 		}
 		f := fields[i]
@@ -630,19 +633,22 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string, depth
 		d.decode(kv[1], v.FieldByIndex(f.index), join(path, f.name), depth+1)
 	}
 	for _, f := range fields {
-		if f.required && !set[f.name] {
+		if f.required && !set[f.name] && !suggested[f.name] {
 			d.add(n, "missing required field %q%s", f.name, in(path))
 		}
 	}
 }
 
-func (d *decoder) unknownField(key *yaml.Node, path string, fields []field) {
+// unknownField reports key, which names none of fields, and returns the
+// field it is likely a typo of ("" for none).
+func (d *decoder) unknownField(key *yaml.Node, path string, fields []field) string {
 	names := make([]string, len(fields))
 	for i, f := range fields {
 		names[i] = f.name
 	}
 	msg := fmt.Sprintf("unknown field %q%s", key.Value, in(path))
-	switch s := Suggest(key.Value, names); {
+	s := Suggest(key.Value, names)
+	switch {
 	case s != "":
 		msg += fmt.Sprintf(" (did you mean %q?)", s)
 	case len(names) == 0:
@@ -654,6 +660,7 @@ func (d *decoder) unknownField(key *yaml.Node, path string, fields []field) {
 	if n := len(d.errs); n > 0 && !d.stopped {
 		d.errs[n-1].Unknown = true
 	}
+	return s
 }
 
 func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string, depth int) {

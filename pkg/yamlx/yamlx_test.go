@@ -94,8 +94,12 @@ func TestDecodeErrors(t *testing.T) {
 	tests := []struct {
 		name, yaml, want string
 	}{
+		// The required field the typo was taken for is not also reported
+		// missing; one nothing was taken for is.
 		{"unknown field with suggestion", "inputs:\n  pas:\n    listn: x\n",
-			`c.yaml:3:5: unknown field "listn" in inputs.pas (did you mean "listen"?)` + "\n" +
+			`c.yaml:3:5: unknown field "listn" in inputs.pas (did you mean "listen"?)`},
+		{"unknown field far from the required one", "inputs:\n  pas:\n    zzzzzz: x\n",
+			`c.yaml:3:5: unknown field "zzzzzz" in inputs.pas (allowed: listen, port)` + "\n" +
 				`c.yaml:3:5: missing required field "listen" in inputs.pas`},
 		{"unknown field lists allowed", "routes:\n- name: a\n  zzz: 1\n",
 			`c.yaml:3:3: unknown field "zzz" in routes[0] (allowed: name, match, config, to)`},

@@ -146,6 +146,21 @@ func (b *builder) formattedText(raw string) string {
 	return out.String()
 }
 
+// isSpace reports whether seq, an escape sequence's text, is the FT
+// command .sp: alone, or with a count, written "2", " 2" or "+2".
+func isSpace(seq string) bool {
+	arg, ok := strings.CutPrefix(seq, ".sp")
+	if !ok {
+		return false
+	}
+	arg = strings.TrimPrefix(strings.TrimSpace(arg), "+")
+	if arg == "" {
+		return true
+	}
+	_, err := strconv.Atoi(arg)
+	return err == nil && arg[0] != '-' && arg[0] != '+'
+}
+
 // textRepetition decodes one repetition of a text field.
 func (b *builder) textRepetition(raw string) string {
 	e := b.d.Escape
@@ -170,9 +185,11 @@ func (b *builder) textRepetition(raw string) string {
 		end := i + 1 + j + 1
 		switch {
 		case seq == "H" || seq == "N":
-		case seq == ".sp" || strings.HasPrefix(seq, ".sp "):
+		case isSpace(seq):
+			// ".sp <number>"; some systems leave out the space, or write
+			// the number signed as .in and .ti take it.
 			n := 1
-			if v, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(seq, ".sp"))); err == nil && v > 1 {
+			if v, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(seq[len(".sp"):]), "+")); err == nil && v > 1 {
 				n = min(v, 10)
 			}
 			for k := 0; k < n; k++ {

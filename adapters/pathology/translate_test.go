@@ -183,6 +183,10 @@ func TestObservationValues(t *testing.T) {
 		{"FT skip and centre", `OBX|1|FT|REP^Report^L||Result 4.1\.sk 3\3.5-5.3\.ce\CENTRED||||||F`, func(o models.Observation) bool {
 			return o.ValueString != nil && *o.ValueString == "Result 4.1   3.5-5.3\nCENTRED"
 		}, nil},
+		// .sp with its count written without the space, or signed.
+		{"FT line feeds counted loosely", `OBX|1|FT|REP^Report^L||A\.sp2\B\.sp+2\C\.sp\D\.spx\E||||||F`, func(o models.Observation) bool {
+			return o.ValueString != nil && *o.ValueString == "A\n\nB\n\nC\nD\\.spx\\E"
+		}, nil},
 		{"lower-case flag", `OBX|1|NM|K^Potassium^L||6.1|mmol/L|3.5-5.3|h|||F`, func(o models.Observation) bool {
 			return len(o.Interpretation) == 1 && *o.Interpretation[0].Coding[0].Code == "H"
 		}, nil},

@@ -377,7 +377,14 @@ func TestDisclosureViewsByRole(t *testing.T) {
 	}
 	recs, _ := auditStream(t, e)
 	var found bool
+	denied := 0
 	for _, r := range recs {
+		if r.Event == audit.Accessed && r.Principal == "app" && r.Outcome == "denied" {
+			denied++
+			if r.Rule != "disclosures:view=auditor" || len(r.Patient) != 64 {
+				t.Errorf("refused auditor view recorded as %+v, want rule disclosures:view=auditor and the patient", r)
+			}
+		}
 		if r.Event == audit.WithheldFromReport && r.MessageID == id {
 			found = true
 			if r.Principal != "aud" {
@@ -387,6 +394,9 @@ func TestDisclosureViewsByRole(t *testing.T) {
 	}
 	if !found {
 		t.Error("no withheld_from_report record")
+	}
+	if denied != 1 {
+		t.Errorf("%d denied access records of the patient service, want 1 (its auditor view)", denied)
 	}
 }
 
@@ -407,6 +417,9 @@ func TestDisclosuresWithTheNumberInTheBody(t *testing.T) {
 		{"parameters in the URL", base + "/api/disclosures?nhs_number=9990000018", `{"nhs_number": "9990000018"}`, http.StatusBadRequest},
 		{"check digit wrong", base + "/api/disclosures", `{"nhs_number": "9990000019"}`, http.StatusBadRequest},
 		{"unknown field", base + "/api/disclosures", `{"nhs_number": "9990000018", "nhs": "x"}`, http.StatusBadRequest},
+		// Data after the object: refused, not read as the object alone.
+		{"data after the object", base + "/api/disclosures", `{"nhs_number": "9990000018"}x`, http.StatusBadRequest},
+		{"withhold, data after the object", base + "/api/disclosures/withhold", fmt.Sprintf(`{"nhs_number": "9990000018", "message_id": %q, "destination": "fhir-store", "exemption": "x", "reason": "y"}}`, id), http.StatusBadRequest},
 		{"withhold", base + "/api/disclosures/withhold", fmt.Sprintf(`{"nhs_number": "9990000018", "message_id": %q, "destination": "fhir-store", "exemption": "serious harm", "reason": "clinician advice"}`, id), http.StatusOK},
 		{"withhold, number in path and body", base + "/api/patients/9990000018/disclosures/withhold", fmt.Sprintf(`{"nhs_number": "9990000018", "message_id": %q, "destination": "fhir-store", "exemption": "x", "reason": "y"}`, id), http.StatusBadRequest},
 	}

@@ -95,7 +95,10 @@ func withBodyPatient(h http.Handler) http.Handler {
 		var p struct {
 			NHSNumber string `json:"nhs_number"`
 		}
-		_ = json.Unmarshal(body, &p) // the handler answers a body that is not JSON
+		// Read as the handler reads it (readAdminBody), so that a body it
+		// would take is never one whose patient this record misses; the
+		// handler answers a body that is not JSON.
+		_ = json.NewDecoder(bytes.NewReader(body)).Decode(&p)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		if p.NHSNumber != "" {
 			r = r.WithContext(context.WithValue(r.Context(), bodyPatientKey{}, p.NHSNumber))
@@ -120,12 +123,26 @@ func readAdminBody(w http.ResponseWriter, r *http.Request, v any, shape string) 
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := dec.Decode(v); err != nil || !atEOF(dec) {
+		// Nothing after the object either: the access record reads the
+		// patient from the body as a whole (withBodyPatient), and must
+		// name the patient this answer is about.
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "body must be JSON: " + shape})
 		return false
 	}
 	return true
 }
+
+// atEOF reports whether dec has nothing left but white space.
+func atEOF(dec *json.Decoder) bool {
+	_, err := dec.Token()
+	return errors.Is(err, io.EOF)
+}
+
+// auditorView names, in access records and metrics, the auditor's view
+// of a disclosure report, which the disclosures permission alone does not
+// give.
+const auditorView access.Permission = "disclosures:view=auditor"
 
 // serveDisclosures writes the disclosure report of the patient with NHS
 // number number, with the parameters q.
@@ -155,6 +172,12 @@ func (e *Engine) serveDisclosures(w http.ResponseWriter, r *http.Request, number
 		// Withheld entries are for auditors only: a patient-facing
 		// service shares the disclosures permission but not this view.
 		if p, _ := access.PrincipalFrom(r.Context()); !p.Has(access.Auditor) {
+			// The access was recorded as allowed before this check: the
+			// trail says it was refused after all.
+			if err := e.recordAccess(r, p, "disclosures", auditorView, accessDenied, ""); err != nil {
+				e.log.Warn("access denied but not recorded", "principal", p.Name, "permission", string(auditorView), "err", err)
+			}
+			e.metrics.Accesses.WithLabelValues(string(auditorView), accessDenied, p.Name).Inc()
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "view=auditor needs the auditor role"})
 			return
 		}

@@ -111,7 +111,7 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "until is before since"})
 		return
 	}
-	js, done, ok := e.bulk(w)
+	js, done, ok := e.bulk(w, r)
 	if !ok {
 		return
 	}
@@ -160,34 +160,60 @@ const maxBulkReads = 2
 // while maxBulkReads others run.
 const bulkRetryAfter = "5"
 
+// maxPatientServiceBulkReads bounds those of them that callers holding
+// no role but patient_service run at once: fewer than maxBulkReads, so a
+// patient-facing service, the least trusted and the most exposed caller,
+// can never hold every slot and keep operators and auditors out.
+const maxPatientServiceBulkReads = 1
+
 // errBulkBusy is acquireBulk's answer while maxBulkReads reads run.
 var errBulkBusy = errors.New("other reads of the whole store are running; try again in a few seconds")
 
 // acquireBulk opens a store connection for a read of whole streams (see
-// store.Store.Bulk) when fewer than maxBulkReads are open, or returns
-// errBulkBusy. Call done when the read is finished.
-func (e *Engine) acquireBulk() (jetstream.JetStream, func(), error) {
+// store.Store.Bulk) for the caller of ctx when fewer than maxBulkReads
+// are open (and, for a patient service, fewer than
+// maxPatientServiceBulkReads of its kind), or returns errBulkBusy. Call
+// done when the read is finished.
+func (e *Engine) acquireBulk(ctx context.Context) (jetstream.JetStream, func(), error) {
+	p, _ := access.PrincipalFrom(ctx)
+	outside := p.Has(access.PatientService) && !p.Has(access.Operator) && !p.Has(access.Auditor) && !p.Has(access.IntegrationEngineer)
+	if outside {
+		select {
+		case e.patientServiceReads <- struct{}{}:
+		default:
+			return nil, nil, errBulkBusy
+		}
+	}
+	release := func() {
+		<-e.bulkReads
+		if outside {
+			<-e.patientServiceReads
+		}
+	}
 	select {
 	case e.bulkReads <- struct{}{}:
 	default:
+		if outside {
+			<-e.patientServiceReads
+		}
 		return nil, nil, errBulkBusy
 	}
 	js, closeConn, err := e.store.Bulk()
 	if err != nil {
-		<-e.bulkReads
+		release()
 		return nil, nil, err
 	}
 	var once sync.Once
 	// Called twice (at once when the read is done, and deferred) it
 	// releases once.
-	return js, func() { once.Do(func() { closeConn(); <-e.bulkReads }) }, nil
+	return js, func() { once.Do(func() { closeConn(); release() }) }, nil
 }
 
 // bulk is acquireBulk for the admin API: it answers 429 with Retry-After
 // while other reads run, or 503 when the store cannot be reached, and
 // then returns false.
-func (e *Engine) bulk(w http.ResponseWriter) (jetstream.JetStream, func(), bool) {
-	js, done, err := e.acquireBulk()
+func (e *Engine) bulk(w http.ResponseWriter, r *http.Request) (jetstream.JetStream, func(), bool) {
+	js, done, err := e.acquireBulk(r.Context())
 	switch {
 	case errors.Is(err, errBulkBusy):
 		w.Header().Set("Retry-After", bulkRetryAfter)
@@ -210,7 +236,7 @@ func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "since must be an RFC 3339 time or a duration before now, such as 2h"})
 		return
 	}
-	js, done, ok := e.bulk(w)
+	js, done, ok := e.bulk(w, r)
 	if !ok {
 		return
 	}
@@ -596,7 +622,7 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	newest := r.URL.Query().Get("newest") == "true"
-	js, done, ok := e.bulk(w)
+	js, done, ok := e.bulk(w, r)
 	if !ok {
 		return
 	}

@@ -52,3 +52,30 @@ func TestBulkReadsBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestPatientServiceLeavesBulkReadsForOthers: while a patient service's
+// read of whole streams runs, a second one from it is refused, but an
+// auditor's and an operator's still get a slot: the most exposed caller
+// cannot keep the others out.
+func TestPatientServiceLeavesBulkReadsForOthers(t *testing.T) {
+	e, secrets, _ := rolesEngine(t, "BULK0001")
+	base := "http://" + e.HTTPAddr().String()
+	release := e.HoldPatientServiceRead()
+	defer release()
+	tests := []struct {
+		name, token, path string
+		want              int
+	}{
+		{"patient service again", "app", "/api/patients/9990000018/disclosures", http.StatusTooManyRequests},
+		{"auditor, AuditEvent search", "aud", "/fhir/AuditEvent?patient=9990000018", http.StatusOK},
+		{"auditor", "aud", "/api/patients/9990000018/disclosures", http.StatusOK},
+		{"operator", "ops", "/api/deadletters", http.StatusOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, body, _ := call(t, "GET", base+tc.path, secrets[tc.token], ""); code != tc.want {
+				t.Errorf("status %d, want %d: %s", code, tc.want, body)
+			}
+		})
+	}
+}

@@ -200,7 +200,7 @@ func (e *Engine) serveDisclosures(w http.ResponseWriter, r *http.Request, number
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	js, done, ok := e.bulk(w)
+	js, done, ok := e.bulk(w, r)
 	if !ok {
 		return
 	}
@@ -437,7 +437,7 @@ func (e *Engine) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	js, done, err := e.acquireBulk()
+	js, done, err := e.acquireBulk(r.Context())
 	switch {
 	case errors.Is(err, errBulkBusy):
 		w.Header().Set("Retry-After", bulkRetryAfter)

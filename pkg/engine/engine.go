@@ -84,6 +84,9 @@ type Engine struct {
 	// bulkReads holds a token for each admin read of whole streams in
 	// progress (see acquireBulk).
 	bulkReads chan struct{}
+	// patientServiceReads holds a token for each of them a patient
+	// service runs (see acquireBulk).
+	patientServiceReads chan struct{}
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -117,7 +120,7 @@ func New(plan *Plan, o Options) (*Engine, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer, bulkReads: make(chan struct{}, maxBulkReads)}
+	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer, bulkReads: make(chan struct{}, maxBulkReads), patientServiceReads: make(chan struct{}, maxPatientServiceBulkReads)}
 	e.drained, e.startDrain = context.WithCancel(context.Background())
 	reg.MustRegister(e.traffic)
 	auth, err := e.newAuthenticator(plan.Config.HTTP)

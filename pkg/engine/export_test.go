@@ -18,3 +18,14 @@ func (e *Engine) HoldBulkReads() (release func()) {
 		}
 	}
 }
+
+// HoldPatientServiceRead takes the slots a patient service's read of
+// whole streams in progress holds, until release is called.
+func (e *Engine) HoldPatientServiceRead() (release func()) {
+	e.patientServiceReads <- struct{}{}
+	e.bulkReads <- struct{}{}
+	return func() {
+		<-e.bulkReads
+		<-e.patientServiceReads
+	}
+}

@@ -87,6 +87,11 @@ type HTTPConfig struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	ReadTimeout       time.Duration `yaml:"read_timeout"`
 	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	// MaxConnections bounds the connections the listener holds open: at
+	// it, an idle keep-alive connection is closed for a new one, or with
+	// none idle the new one is closed, so that clients holding
+	// connections cannot take every file descriptor the process has.
+	MaxConnections int `yaml:"max_connections"`
 	// TLS, when set, makes the listener serve HTTPS only.
 	TLS *HTTPTLSConfig `yaml:"tls"`
 }
@@ -530,7 +535,7 @@ func Default() *Config {
 		NATS:    store.DefaultConfig(),
 		HTTP: HTTPConfig{
 			Listen: "127.0.0.1:8080", Tokens: []TokenConfig{}, ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+			ReadTimeout: time.Minute, WriteTimeout: time.Minute, MaxConnections: 1000,
 		},
 		Inputs: map[string]*Component{
 			"pas":       {Type: "pas", Retry: router.DefaultRetry()},
@@ -683,6 +688,9 @@ func (c *Config) Validate() []error {
 		errs = append(errs, fmt.Errorf("http.listen: %v", err))
 	} else if !IsLoopback(c.HTTP.Listen) && c.HTTP.AdminToken == "" && len(c.HTTP.Tokens) == 0 {
 		errs = append(errs, fmt.Errorf("http.tokens: at least one token is required when http.listen (%s) is not a loopback address, since the admin API shows patient data", c.HTTP.Listen))
+	}
+	if c.HTTP.MaxConnections < 1 {
+		errs = append(errs, fmt.Errorf("http.max_connections: must be positive, got %d", c.HTTP.MaxConnections))
 	}
 	if c.HTTP.AdminToken != "" && !IsRef(c.HTTP.AdminToken) {
 		errs = append(errs, errors.New("http.admin_token: must be a reference (env:NAME or file:PATH), never the token itself"))

@@ -404,6 +404,7 @@ func TestValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, nil},
 		{"data dir", func(c *Config) { c.DataDir = "" }, []string{"data_dir: required"}},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: must be debug, info, warn or error, got "verbose"`}},
+		{"http max connections", func(c *Config) { c.HTTP.MaxConnections = 0 }, []string{`http.max_connections: must be positive, got 0`}},
 		{"listen not host:port", func(c *Config) { c.HTTP.Listen = "8080" }, []string{"http.listen: must be host:port"}},
 		{"listen port out of range", func(c *Config) { c.HTTP.Listen = "127.0.0.1:99999" }, []string{`http.listen: port "99999" must be a number from 0 to 65535`}},
 		{"non-loopback needs a token", func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" },

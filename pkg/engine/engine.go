@@ -435,11 +435,18 @@ func (e *Engine) listenHTTP(httpTLS *tls.Config) error {
 	})
 	e.httpHandler.Store(starting)
 	var err error
-	e.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen)
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("http.listen: %w", err)
 	}
+	refusedLog := telemetry.Floodable(e.log.With("component", "http"))
+	limit := newConnLimit(ln, cfg.HTTP.MaxConnections, func() {
+		e.metrics.HTTPConnectionsRefused.Inc()
+		refusedLog.Warn("http connection refused: the listener holds http.max_connections, none of them idle", "max_connections", cfg.HTTP.MaxConnections)
+	})
+	e.httpLn = limit
 	e.httpSrv = &http.Server{
+		ConnState: limit.connState,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			e.httpHandler.Load().ServeHTTP(w, r)
 		}),

@@ -45,7 +45,10 @@ type Metrics struct {
 	SpanBatches     *prometheus.CounterVec // stage, name
 	QuarantineSize  prometheus.Gauge
 	HTTPRequests    *prometheus.CounterVec // handler, code
-	Ready           prometheus.Gauge
+	// HTTPConnectionsRefused counts connections closed on arrival at
+	// http.max_connections.
+	HTTPConnectionsRefused prometheus.Counter
+	Ready                  prometheus.Gauge
 
 	// Accesses counts admin and audit API authorisation decisions by
 	// permission, outcome and principal (a configured name).
@@ -119,41 +122,42 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return x
 	}
 	return &Metrics{
-		Received:        cv("ingress", "messages_received_total", "Messages read by inbound adapters, before storing.", "adapter"),
-		Acks:            cv("ingress", "acks_total", "Acknowledgements sent to senders, by code (AA, AE, AR, CA, CE, CR, or HTTP status; none for a message left unanswered because its MSH-15 asked so).", "adapter", "code"),
-		Rejected:        cv("ingress", "rejected_total", "Inbound input rejected before storing, by reason.", "adapter", "reason"),
-		Duplicates:      cv("ingress", "duplicates_total", "Resends of messages already stored; acknowledged again, not routed twice.", "adapter"),
-		Accepted:        cv("ingress", "accepted_total", "Stored messages taken off the ingest log for routing (resends excluded); while it lags commit_messages_total, the stage reading the log is behind.", "adapter"),
-		Quarantined:     cv("ingress", "quarantined_total", "Unparseable inbound input kept in quarantine.", "adapter"),
-		Connections:     gv("ingress", "connections", "Open MLLP connections per input.", "adapter"),
-		Evicted:         cv("ingress", "connections_evicted_total", "Idle MLLP connections closed to admit a new one while the input was at max_connections or max_connections_per_host (a refused one counts in rejected_total, reason too_many_connections or too_many_connections_from_host).", "adapter"),
-		AckLatency:      hv("ingress", "ack_latency_seconds", "Time from reading a message to acknowledging it.", "adapter"),
-		Commits:         c("ingress", "commits_total", "Group-commit writes to the ingest log; commit_messages_total over this is the mean messages per fsynced write."),
-		CommitMessages:  c("ingress", "commit_messages_total", "Inbound messages stored by group-commit writes."),
-		CommitLatency:   h("ingress", "commit_seconds", "Time one group-commit write took, until the store confirmed it."),
-		DataQuality:     cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
-		Routed:          cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed, not_taken: of a type or event the route does not take); a replay counts again, consent decided again for one queued payload does not.", "route", "outcome"),
-		Consent:         cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
-		ConsentSkipped:  cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
-		PatientIndex:    cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large), and messages of inputs no route reads that could not be translated for the index (untranslated).", "adapter", "outcome"),
-		PDSLookups:      cv("patient", "pds_lookups_total", "Patient lookups in the Personal Demographics Service (PDS) by outcome (found, superseded, not_found, invalid, unavailable, refused, bad_reply, index_error).", "outcome"),
-		PDSDropped:      c("patient", "pds_queue_dropped_total", "NHS numbers not queued for a PDS lookup because the queue was full."),
-		Delivered:       cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered; redecided or withheld: consent changed while queued, so it was decided again and sent in its place, or not sent; rerouted: the same, routed again by older builds).", "destination", "outcome"),
-		Attempts:        cv("delivery", "attempts_total", "Delivery attempts, by outcome (ok, transient, permanent).", "destination", "outcome"),
-		SendLatency:     hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),
-		EndToEnd:        hv("delivery", "end_to_end_latency_seconds", "Time from receipt to delivery.", "route", "destination"),
-		DeadLettered:    cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
-		QueueDepth:      gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
-		QueueAge:        gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
-		Backlog:         gv("ingress", "backlog_messages", "How far behind an input's routing is: messages stored since its oldest one not yet routed, as router.max_backlog measures it (sampled every second; only with a limit set).", "adapter"),
-		BacklogRefusing: gv("ingress", "backlog_refusing", "1 while an input refuses new messages (resend later) because its backlog is over router.max_backlog.", "adapter"),
-		RouteDepth:      gv("route", "queue_depth_messages", "Stored messages waiting for a route (an estimate in the batch pipeline).", "route"),
-		RouteAge:        gv("route", "queue_age_seconds", "Age of the oldest stored message waiting for a route.", "route"),
-		Spans:           cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route), destination (stage deliver) or the ingest log read ahead (stage accept, name ingest), each a run of stored batches handled at once.", "stage", "name"),
-		SpanBatches:     cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
-		QuarantineSize:  g("ingress", "quarantine_messages", "Messages held in quarantine."),
-		HTTPRequests:    cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),
-		Ready:           g("engine", "ready", "1 when the engine is ready to accept messages."),
-		Accesses:        cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
+		Received:               cv("ingress", "messages_received_total", "Messages read by inbound adapters, before storing.", "adapter"),
+		Acks:                   cv("ingress", "acks_total", "Acknowledgements sent to senders, by code (AA, AE, AR, CA, CE, CR, or HTTP status; none for a message left unanswered because its MSH-15 asked so).", "adapter", "code"),
+		Rejected:               cv("ingress", "rejected_total", "Inbound input rejected before storing, by reason.", "adapter", "reason"),
+		Duplicates:             cv("ingress", "duplicates_total", "Resends of messages already stored; acknowledged again, not routed twice.", "adapter"),
+		Accepted:               cv("ingress", "accepted_total", "Stored messages taken off the ingest log for routing (resends excluded); while it lags commit_messages_total, the stage reading the log is behind.", "adapter"),
+		Quarantined:            cv("ingress", "quarantined_total", "Unparseable inbound input kept in quarantine.", "adapter"),
+		Connections:            gv("ingress", "connections", "Open MLLP connections per input.", "adapter"),
+		Evicted:                cv("ingress", "connections_evicted_total", "Idle MLLP connections closed to admit a new one while the input was at max_connections or max_connections_per_host (a refused one counts in rejected_total, reason too_many_connections or too_many_connections_from_host).", "adapter"),
+		AckLatency:             hv("ingress", "ack_latency_seconds", "Time from reading a message to acknowledging it.", "adapter"),
+		Commits:                c("ingress", "commits_total", "Group-commit writes to the ingest log; commit_messages_total over this is the mean messages per fsynced write."),
+		CommitMessages:         c("ingress", "commit_messages_total", "Inbound messages stored by group-commit writes."),
+		CommitLatency:          h("ingress", "commit_seconds", "Time one group-commit write took, until the store confirmed it."),
+		DataQuality:            cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
+		Routed:                 cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed, not_taken: of a type or event the route does not take); a replay counts again, consent decided again for one queued payload does not.", "route", "outcome"),
+		Consent:                cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
+		ConsentSkipped:         cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),
+		PatientIndex:           cv("route", "patient_index_total", "Patients of translated messages applied to the patient index, by outcome (updated, stale, merged, unindexed), and bundles the index could not read or resolve (unreadable) or whose record was too large to store (too_large), and messages of inputs no route reads that could not be translated for the index (untranslated).", "adapter", "outcome"),
+		PDSLookups:             cv("patient", "pds_lookups_total", "Patient lookups in the Personal Demographics Service (PDS) by outcome (found, superseded, not_found, invalid, unavailable, refused, bad_reply, index_error).", "outcome"),
+		PDSDropped:             c("patient", "pds_queue_dropped_total", "NHS numbers not queued for a PDS lookup because the queue was full."),
+		Delivered:              cv("delivery", "messages_total", "Deliveries finished, by outcome (delivered, dead_lettered; redecided or withheld: consent changed while queued, so it was decided again and sent in its place, or not sent; rerouted: the same, routed again by older builds).", "destination", "outcome"),
+		Attempts:               cv("delivery", "attempts_total", "Delivery attempts, by outcome (ok, transient, permanent).", "destination", "outcome"),
+		SendLatency:            hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),
+		EndToEnd:               hv("delivery", "end_to_end_latency_seconds", "Time from receipt to delivery.", "route", "destination"),
+		DeadLettered:           cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
+		QueueDepth:             gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
+		QueueAge:               gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
+		Backlog:                gv("ingress", "backlog_messages", "How far behind an input's routing is: messages stored since its oldest one not yet routed, as router.max_backlog measures it (sampled every second; only with a limit set).", "adapter"),
+		BacklogRefusing:        gv("ingress", "backlog_refusing", "1 while an input refuses new messages (resend later) because its backlog is over router.max_backlog.", "adapter"),
+		RouteDepth:             gv("route", "queue_depth_messages", "Stored messages waiting for a route (an estimate in the batch pipeline).", "route"),
+		RouteAge:               gv("route", "queue_age_seconds", "Age of the oldest stored message waiting for a route.", "route"),
+		Spans:                  cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route), destination (stage deliver) or the ingest log read ahead (stage accept, name ingest), each a run of stored batches handled at once.", "stage", "name"),
+		SpanBatches:            cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
+		QuarantineSize:         g("ingress", "quarantine_messages", "Messages held in quarantine."),
+		HTTPConnectionsRefused: c("http", "connections_refused_total", "HTTP connections closed as they arrived because the listener held http.max_connections, none of them idle."),
+		HTTPRequests:           cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),
+		Ready:                  g("engine", "ready", "1 when the engine is ready to accept messages."),
+		Accesses:               cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
 	}
 }

@@ -323,3 +323,11 @@ func isResourceType(name string) bool {
 
 // MaxInputBytes is the largest message this input stores.
 func (c *InboundConfig) MaxInputBytes() int64 { return c.MaxBodyBytes }
+
+// CallerSecrets implements adapter.CallerSecrets: bearer_token, when set.
+func (c *InboundConfig) CallerSecrets() map[string]string {
+	if c.BearerToken == "" {
+		return nil
+	}
+	return map[string]string{"bearer_token": c.BearerToken}
+}

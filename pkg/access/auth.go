@@ -101,6 +101,17 @@ func NewBearer(tokens []Token) (*Bearer, error) {
 	return b, nil
 }
 
+// Holder returns the principal whose token is secret, if any.
+func (b *Bearer) Holder(secret string) (Principal, bool) {
+	sum := sha256.Sum256([]byte(secret))
+	for _, t := range b.tokens {
+		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
+			return t.principal, true
+		}
+	}
+	return Principal{}, false
+}
+
 // Authenticate implements Authenticator.
 func (b *Bearer) Authenticate(r *http.Request) (Principal, error) {
 	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")

@@ -75,6 +75,14 @@ type ExposureValidator interface {
 	ValidateExposed(clientCerts bool) []error
 }
 
+// CallerSecrets is implemented by inbound configs that authenticate
+// their callers with secrets (a bearer token): the references, by
+// setting name, so the engine can refuse one that is also an admin
+// token, which would give the input's callers that token's roles.
+type CallerSecrets interface {
+	CallerSecrets() map[string]string
+}
+
 // SizeLimited is implemented by inbound configs that bound message size,
 // so the engine can check the store accepts messages that large.
 type SizeLimited interface {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/access"
+	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
 )
@@ -64,6 +65,33 @@ func (e *Engine) newAuthenticator(hc config.HTTPConfig) (access.Authenticator, e
 		return nil, fmt.Errorf("http.tokens: %w", err)
 	}
 	return b, nil
+}
+
+// checkCallerSecrets refuses an input secret (a FHIR input's
+// bearer_token) that is also an admin token: whoever the input's secret
+// is given to, a supplier system say, would hold that token's roles.
+func (e *Engine) checkCallerSecrets() error {
+	b, ok := e.auth.(*access.Bearer)
+	if !ok {
+		return nil
+	}
+	for _, name := range sortedKeys(e.plan.Inputs) {
+		cs, ok := e.plan.Inputs[name].Config.(adapter.CallerSecrets)
+		if !ok {
+			continue
+		}
+		secrets := cs.CallerSecrets()
+		for _, key := range sortedKeys(secrets) {
+			v, err := e.secrets.Resolve(secrets[key])
+			if err != nil {
+				continue // the input reports it when it starts
+			}
+			if p, ok := b.Holder(v); ok {
+				return fmt.Errorf("inputs.%s.%s: the same secret as the admin token %s; whoever is given it would hold that token's roles: give each its own", name, key, p.Name)
+			}
+		}
+	}
+	return nil
 }
 
 // grantKey is the context key of the request's grant.

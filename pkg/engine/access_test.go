@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/junction-fhir/junction/adapters/all"
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -455,5 +458,56 @@ func TestDisclosuresWithTheNumberInTheBody(t *testing.T) {
 	}
 	if !withheld {
 		t.Error("no withheld_from_report record")
+	}
+}
+
+// TestInputSecretSharedWithAdminTokenRefused: a FHIR input's bearer_token
+// that is also an admin token is refused at start, naming both settings
+// but not the secret; its own secret starts.
+func TestInputSecretSharedWithAdminTokenRefused(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, v string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	routes, err := filepath.Abs("../../routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := write("ops", "ops-secret-0c1d-long-enough")
+	same := write("fhir-same", "ops-secret-0c1d-long-enough")
+	own := write("fhir-own", "fhir-secret-51aa-long-enough")
+	for _, tc := range []struct {
+		name, fhirToken string
+		refused         bool
+	}{
+		{"same secret", same, true},
+		{"own secret", own, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\n  tokens:\n    - {name: ops, role: operator, token: file:%s}\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n    bearer_token: file:%s\nroutes: [%s]\n",
+				filepath.Join(dir, "data-"+strings.ReplaceAll(tc.name, " ", "-")), ops, tc.fhirToken, routes)
+			path := write("junction-"+strings.ReplaceAll(tc.name, " ", "-")+".yaml", body)
+			cfg, err := config.Load(path)
+			if err != nil {
+				t.Fatalf("config: %v", err)
+			}
+			p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
+			if err != nil {
+				t.Fatalf("plan: %v", err)
+			}
+			_, err = engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler)})
+			switch {
+			case tc.refused && (err == nil || !strings.Contains(err.Error(), "inputs.fhir.bearer_token: the same secret as the admin token ops")):
+				t.Errorf("New = %v, want it refused naming inputs.fhir.bearer_token and ops", err)
+			case tc.refused && strings.Contains(err.Error(), "ops-secret"):
+				t.Errorf("the refusal quotes the secret: %v", err)
+			case !tc.refused && err != nil:
+				t.Errorf("New = %v, want it to start", err)
+			}
+		})
 	}
 }

@@ -128,6 +128,9 @@ func New(plan *Plan, o Options) (*Engine, error) {
 		return nil, err
 	}
 	e.auth = auth
+	if err := e.checkCallerSecrets(); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

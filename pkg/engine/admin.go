@@ -267,7 +267,32 @@ func quarantinedHeader(raw []byte) (controlID, sender, messageType string, ok bo
 	if err != nil || m.ControlID() == "" {
 		return "", "", "", false
 	}
-	return m.ControlID(), m.SendingApp() + "|" + m.SendingFacility(), m.MessageType(), true
+	typ := m.MessageType()
+	if !plausibleMessageType(typ) {
+		// Refused input's MSH-9 may hold anything, patient data
+		// included; a message type is three letters and an event.
+		typ = ""
+	}
+	return m.ControlID(), m.SendingApp() + "|" + m.SendingFacility(), typ, true
+}
+
+// plausibleMessageType reports whether typ has the shape of an HL7 v2
+// message type, "ADT" or "ADT^A01": codes of three letters or digits (HL7
+// tables 0076 and 0003).
+func plausibleMessageType(typ string) bool {
+	code, event, hasEvent := strings.Cut(typ, "^")
+	three := func(s string) bool {
+		if len(s) != 3 {
+			return false
+		}
+		for i := range 3 {
+			if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+				return false
+			}
+		}
+		return true
+	}
+	return three(code) && (!hasEvent || three(event))
 }
 
 // maxQuarantinedIdentifier bounds the identifier read from a refused

@@ -17,6 +17,9 @@ func TestQuarantinedHeader(t *testing.T) {
 		ok                bool
 	}{
 		{"hl7 v2", "MSH|^~\\&|PAS|RX1|EHR|RX1|20260101||ADT^A01|C1|P|2.4\rPID|1\r", "C1", "PAS|RX1", "ADT^A01", true},
+		// A type that is no HL7 type may be anything a sender put there.
+		{"hl7 v2, MSH-9 not a type", "MSH|^~\\&|PAS|RX1|EHR|RX1|20260101||SMITHSON^9990000018|C2|P|2.4\rPID|1\r", "C2", "PAS|RX1", "", true},
+		{"hl7 v2, type without event", "MSH|^~\\&|PAS|RX1|EHR|RX1|20260101||ACK|C3|P|2.4\r", "C3", "PAS|RX1", "ACK", true},
 		{"bundle cut short", bundle, "REJ-0001", "", "Bundle", true},
 		{"identifier first, byte order mark", "\xef\xbb\xbf {\"identifier\":{\"value\":\"REJ-2\"},\"resourceType\":\"Bundle\"}", "REJ-2", "", "Bundle", true},
 		{"a resource's identifier list", `{"resourceType":"Patient","identifier":[{"value":"X"}]}`, "", "", "", false},

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -85,11 +86,16 @@ func TestEmbeddedListen(t *testing.T) {
 			}
 			cfg := DefaultConfig()
 			cfg.Listen = tc.listen
-			s, err := Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.DiscardHandler))
+			var logs logtest.Buffer
+			s, err := Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatalf("Open with nats.listen %s: %v", tc.listen, err)
 			}
 			defer s.Close()
+			// No authentication on it: said at start.
+			if !strings.Contains(logs.String(), "level=WARN msg=\"embedded NATS listens without authentication") {
+				t.Errorf("no warning that the listener has no authentication; logs:\n%s", logs.String())
+			}
 			// A client over TCP sees the same streams.
 			nc, err := nats.Connect(s.srv.ClientURL())
 			if err != nil {

@@ -459,6 +459,9 @@ func (s *Store) startEmbedded(dataDir string) error {
 		}
 		opts.DontListen = false
 		opts.Host, opts.Port = host, port
+		// Loopback only (config refuses other addresses), but without
+		// authentication: every user of this machine can read the streams.
+		s.log.Warn("embedded NATS listens without authentication: any user or process on this machine can read every stored message and the audit trail through it, bypassing the admin API's roles; leave nats.listen unset unless a tool needs it, on a machine only Junction's operators use", "addr", s.cfg.Listen)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

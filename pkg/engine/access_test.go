@@ -19,9 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/junction-fhir/junction/adapters/all"
 	"github.com/junction-fhir/junction/pkg/audit"
-	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -491,15 +489,7 @@ func TestInputSecretSharedWithAdminTokenRefused(t *testing.T) {
 			body := fmt.Sprintf("data_dir: %s\nhttp:\n  listen: 127.0.0.1:0\n  tokens:\n    - {name: ops, role: operator, token: file:%s}\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:0\n  fhir:\n    type: fhir\n    bearer_token: file:%s\nroutes: [%s]\n",
 				filepath.Join(dir, "data-"+strings.ReplaceAll(tc.name, " ", "-")), ops, tc.fhirToken, routes)
 			path := write("junction-"+strings.ReplaceAll(tc.name, " ", "-")+".yaml", body)
-			cfg, err := config.Load(path)
-			if err != nil {
-				t.Fatalf("config: %v", err)
-			}
-			p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
-			if err != nil {
-				t.Fatalf("plan: %v", err)
-			}
-			_, err = engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler)})
+			_, err := engine.New(loadPlan(t, path), engine.Options{Logger: slog.New(slog.DiscardHandler)})
 			switch {
 			case tc.refused && (err == nil || !strings.Contains(err.Error(), "inputs.fhir.bearer_token: the same secret as the admin token ops")):
 				t.Errorf("New = %v, want it refused naming inputs.fhir.bearer_token and ops", err)

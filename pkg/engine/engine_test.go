@@ -45,6 +45,20 @@ func startEngine(t *testing.T, extra string) (*engine.Engine, string) {
 	return startEngineWithRoutes(t, routes, extra)
 }
 
+// loadPlan loads the config file at path and plans it with every adapter.
+func loadPlan(t *testing.T, path string) *engine.Plan {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
+	if err != nil {
+		t.Fatalf("plan: %v", err)
+	}
+	return p
+}
+
 // startEngineWithRoutes is startEngine with another routes directory.
 func startEngineWithRoutes(t *testing.T, routes, extra string) (*engine.Engine, string) {
 	t.Helper()
@@ -75,14 +89,7 @@ destinations:
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
-	if err != nil {
-		t.Fatalf("plan: %v", err)
-	}
+	p := loadPlan(t, path)
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,7 +185,7 @@ func testReconcileRouteAddedLater(t *testing.T, pipe string) {
 		t.Errorf("after adding a route: %d accepted, pending %+v; want 1 and none", rep.Accepted, rep.Pending)
 	}
 	// Routed again after the route was added, the message is stored
-	// again, for its own route only: the new one is still not waited for.
+	// again; reconcile still waits for its own route only.
 	var found struct {
 		Messages []router.Found `json:"messages"`
 	}
@@ -207,10 +208,15 @@ func testReconcileRouteAddedLater(t *testing.T, pipe string) {
 	if st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/messages?control_id=LATE0001", &found); st != http.StatusOK || len(found.Messages) != 1 || len(found.Messages[0].Waiting) != 0 {
 		t.Errorf("find LATE0001 after the replay: status %d, %+v; want it waiting for nothing", st, found.Messages)
 	}
+	// A replay routes the stored input by the routes loaded now: the
+	// route added since takes it too.
+	if files := waitFiles(t, filepath.Join(dir, "out", "data-quality"), 1); !strings.HasPrefix(filepath.Base(files[0]), id+".") {
+		t.Errorf("data-quality holds %v, want the replayed message's file", files)
+	}
 	if code, _ := send(t, mllpAddr(t, e), adt("A01", "LATE0002", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
 	}
-	waitFiles(t, filepath.Join(dir, "out", "data-quality"), 1)
+	waitFiles(t, filepath.Join(dir, "out", "data-quality"), 2)
 	var rep audit.Reconciliation
 	waitFor(t, "both messages to finish", func() bool {
 		rep = reconcile(t, e)

@@ -88,6 +88,8 @@
 //     low and high when it parses ("3.5-5.3", "<=5", ">=60"; FHIR's bounds
 //     are inclusive, so "<21" and ">90" stay text only). OBX-8 flags map to
 //     v3-ObservationInterpretation. Notes after the OBX become notes.
+//     Performers, as logical references: OBX-16's observers, then the
+//     laboratory of OBX-23, else OBX-15 (see performers).
 //   - Codes: HL7 coding system names map to URIs (LN to LOINC, SCT to
 //     SNOMED CT, local names to the configured local code system); the
 //     configured ConceptMaps add codings (equivalence equivalent or equal)
@@ -103,7 +105,8 @@
 //     as a grouping (no hasMember: they are kept in the
 //     observation-v2-subid extension and are part of the result key),
 //     OBR-26 (the parent result; OBR-29 links the parent order),
-//     OBX-15, OBX-16 and OBX-23 to OBX-25 (performers).
+//     OBX-24 and OBX-25 (the performing laboratory's address and medical
+//     director).
 //
 // # Faults
 //

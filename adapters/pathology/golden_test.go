@@ -70,6 +70,7 @@ var goldenCases = []struct {
 		DQInterpretationUnknown, DQValueInvalid, DQMessageTimeInvalid,
 	}},
 	{"oru-code-map", "9990000077", nil},
+	{"oru-performers", "9990000085", nil},
 }
 
 func TestGolden(t *testing.T) {

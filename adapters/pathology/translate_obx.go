@@ -43,6 +43,7 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 		Issued:     issued,
 		Specimen:   specimen,
 		Method:     b.codeableConcept(obx, 17, 1),
+		Performer:  b.performers(obx),
 	}
 	ob.EffectiveDateTime = b.dateTime(obx.Component(14, 1, 1, 1))
 	if ob.EffectiveDateTime == nil {
@@ -74,6 +75,56 @@ func (b *builder) mapObservation(o *order, item int, obs *observation, subject m
 		}})
 	}
 	return ob
+}
+
+// performers maps who produced the result to Observation.performer, as
+// logical references (identifier and display, no resource in the
+// bundle), in the v2-to-FHIR mapping's order: the responsible observers
+// of OBX-16 (every repetition) as Practitioners, then the performing
+// laboratory as an Organization, from OBX-23 (XON: name XON-1, code
+// XON-10, else XON-3) or, when OBX-23 is empty, OBX-15 (the producer's
+// ID, CWE: code CWE-1, name CWE-2). A code is an ODS code
+// (nhs.SystemODSOrganization) when the assigning authority (XON-6) says
+// ODS, or when none is given and the code has an ODS code's shape, as the
+// pas adapter reads a GP practice; any other code keeps no system.
+// OBX-24 (the laboratory's address) and OBX-25 (its medical director)
+// are not mapped.
+func (b *builder) performers(obx *hl7v2.Segment) []models.Reference {
+	var out []models.Reference
+	for rep := 1; rep <= obx.Repetitions(16); rep++ {
+		if ref := b.practitioner(obx, 16, rep); ref != nil {
+			out = append(out, *ref)
+		}
+	}
+	get := func(field, c int) string { return strings.TrimSpace(value(obx.Component(field, 1, c, 1))) }
+	name, code, authority := get(23, 1), get(23, 10), get(23, 6)
+	if code == "" {
+		code = get(23, 3)
+	}
+	if name == "" && code == "" {
+		name, code, authority = get(15, 2), get(15, 1), ""
+	}
+	if ref := organizationReference(code, name, authority); ref != nil {
+		out = append(out, *ref)
+	}
+	return out
+}
+
+// organizationReference builds a logical reference to an organisation
+// known by code and name only, or nil when both are empty.
+func organizationReference(code, name, authority string) *models.Reference {
+	if code == "" && name == "" {
+		return nil
+	}
+	ref := &models.Reference{Type: fhir.Ptr("Organization"), Display: fhir.Optional(name)}
+	if code != "" {
+		ident := &models.Identifier{Value: fhir.Ptr(code)}
+		if strings.EqualFold(authority, "ODS") || authority == "" && nhs.LooksLikeODSCode(code) {
+			ident.System = fhir.Ptr(nhs.SystemODSOrganization)
+		}
+		ref.Identifier = ident
+	}
+	return ref
 }
 
 // observationIdentifiers returns the observation's result key and its

@@ -528,6 +528,7 @@ func TestInboundRejects(t *testing.T) {
 		{"no MSH-10 enhanced", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01||P|2.4|||AL|NE\r", hl7v2.AckCR, "101", fault.CodeHL7Required},
 		{"no MSH-9", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000|||C1|P|2.4\r", hl7v2.AckAR, "101", fault.CodeHL7Required},
 		{"two messages in one frame", msg("TWO1", "") + msg("TWO2", ""), hl7v2.AckAR, "100", fault.CodeHL7Parse},
+		{"HL7 batch in one frame", "FHS|^~\\&|LAB\rBHS|^~\\&|LAB\r" + msg("BAT1", "") + "BTS|1\rFTS|1\r", hl7v2.AckAR, "200", fault.CodeHL7Parse},
 		// A message whose header parses is answered by its MSH-10, in the
 		// mode it asks for, though a later segment does not parse.
 		{"bad segment name", "MSH|^~\\&|PAS|RXX01|JUNCTION|RXX01|20250301120000||ADT^A01|SEG1|P|2.4\rEVN|A01\rP-D|1\r", hl7v2.AckAR, "", fault.CodeHL7Parse},

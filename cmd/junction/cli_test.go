@@ -886,6 +886,9 @@ func TestSplitMessages(t *testing.T) {
 		{"lines before the first MSH are sent as they are", "EVN|A01\n" + m1 + "\n", []string{"EVN|A01\r", m1 + "\r"}},
 		{"empty", "", nil},
 		{"only blank", "\n\r\n \n", nil},
+		{"batch envelope not sent", "FHS|^~\\&|LAB\nBHS|^~\\&|LAB\n" + m1 + "\nPID|1\n" + m2 + "\nBTS|2\nFTS|1\n", []string{m1 + "\rPID|1\r", m2 + "\r"}},
+		{"batch trailer without fields", m1 + "\nBTS\nFTS\n", []string{m1 + "\r"}},
+		{"segments named like the envelope kept", m1 + "\nBTSX|1\nZBHS|1\n", []string{m1 + "\rBTSX|1\rZBHS|1\r"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1169,6 +1172,8 @@ func TestCLIDefaultConfigMatchesShippedRoutes(t *testing.T) {
 	}
 }
 
+func isUpperOrDigit(c byte) bool { return c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+
 func FuzzSplitMessages(f *testing.F) {
 	f.Add([]byte(adtFile("MSG00001", "9990000018")))
 	f.Add([]byte("\ufeff" + adtFile("A", "9990000018") + "\r\n" + adtFile("B", "9990000042")))
@@ -1200,12 +1205,19 @@ func FuzzSplitMessages(f *testing.F) {
 			}
 			segs += bytes.Count(m, []byte("\r"))
 		}
-		// Every non-blank line of the input is sent once.
+		// Every non-blank line of the input is sent once, but for the
+		// batch envelope's.
 		norm := bytes.ReplaceAll(bytes.TrimPrefix(data, []byte("\ufeff")), []byte("\r\n"), []byte("\n"))
 		norm = bytes.ReplaceAll(norm, []byte("\r"), []byte("\n"))
 		want := 0
 		for _, l := range bytes.Split(norm, []byte("\n")) {
-			if len(bytes.TrimSpace(l)) > 0 {
+			envelope := false
+			for _, name := range []string{"FHS", "BHS", "BTS", "FTS"} {
+				if rest, ok := bytes.CutPrefix(l, []byte(name)); ok && (len(rest) == 0 || !isUpperOrDigit(rest[0])) {
+					envelope = true
+				}
+			}
+			if len(bytes.TrimSpace(l)) > 0 && !envelope {
 				want++
 			}
 		}

@@ -201,7 +201,10 @@ func silence(cond string) (meaning string, failed, ok bool) {
 }
 
 // SplitMessages splits a file holding one or more HL7 v2 messages (any
-// segment ending) into messages with CR segment ends.
+// segment ending) into messages with CR segment ends. A file in HL7 batch
+// form is split into its messages: its batch and file header and trailer
+// segments (FHS, BHS, BTS, FTS) are not sent, as MLLP carries one message
+// a frame.
 func SplitMessages(data []byte) [][]byte {
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	norm := bytes.ReplaceAll(data, []byte("\r\n"), []byte("\r"))
@@ -209,7 +212,7 @@ func SplitMessages(data []byte) [][]byte {
 	var out [][]byte
 	var cur []byte
 	for _, seg := range bytes.Split(norm, []byte("\r")) {
-		if len(bytes.TrimSpace(seg)) == 0 {
+		if len(bytes.TrimSpace(seg)) == 0 || batchSegment(seg) {
 			continue
 		}
 		if bytes.HasPrefix(seg, []byte("MSH")) && len(cur) > 0 {
@@ -223,6 +226,19 @@ func SplitMessages(data []byte) [][]byte {
 		out = append(out, cur)
 	}
 	return out
+}
+
+// batchSegment reports whether seg is one of HL7's batch envelope
+// segments: a file or batch header or trailer.
+func batchSegment(seg []byte) bool {
+	if len(seg) < 3 {
+		return false
+	}
+	switch string(seg[:3]) {
+	case "FHS", "BHS", "BTS", "FTS":
+		return len(seg) == 3 || !(seg[3] >= 'A' && seg[3] <= 'Z' || seg[3] >= '0' && seg[3] <= '9')
+	}
+	return false
 }
 
 // fhirPostURL is where a FHIR JSON file is posted: a Bundle to [base], a

@@ -217,6 +217,12 @@ func Parse(raw []byte) (*Message, error) {
 	if len(b) > math.MaxInt32 {
 		return nil, parseError("message is too large", ErrCodeInternal)
 	}
+	if len(b) >= 4 && (string(b[:3]) == "FHS" || string(b[:3]) == "BHS") && validDelimiter(b[3]) {
+		// A whole batch file in one frame: MLLP carries one message a
+		// frame, and an acknowledgement answers one message.
+		return nil, parseError("HL7 batches (FHS, BHS) are not accepted: send each message in its own frame", ErrCodeUnsupportedMessageType).
+			WithDetail("segment 1 is " + string(b[:3]) + ", a batch header")
+	}
 	if len(b) < 3 || b[0] != 'M' || b[1] != 'S' || b[2] != 'H' {
 		return nil, parseError("segment 1 is not MSH", ErrCodeSegmentSequence).
 			WithDetail("segment 1 starts " + quoteStart(string(b), 3))

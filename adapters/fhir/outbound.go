@@ -304,8 +304,9 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	// A destination that reads before it writes (one that merges) keeps
 	// a newer report's results from an older delivery's.
 	older := false
+	var keyed []keyedReports
 	if fromV2 && len(o.merges) > 0 {
-		if older, err = o.olderReport(ctx, &tx, auth); err != nil {
+		if older, keyed, err = o.olderReport(ctx, &tx, auth); err != nil {
 			return nil, "", 0, err
 		}
 	}
@@ -325,6 +326,10 @@ func (o *Outbound) request(ctx context.Context, d *adapter.Delivery, auth string
 	}
 	merged, stale, err := o.mergeExisting(ctx, &tx, auth, fromV2, d.ReceivedAt)
 	if err != nil {
+		return nil, "", 0, err
+	}
+	// After the merge, which finds the delivery's Patient at the server.
+	if err := o.otherPatientReport(ctx, &tx, keyed, auth); err != nil {
 		return nil, "", 0, err
 	}
 	if older {

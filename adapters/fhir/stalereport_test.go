@@ -10,6 +10,7 @@ import (
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/adapters/pathology"
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/fault"
 )
 
 // TestOutboundOlderReportLeavesNewerResults: a report older than the one
@@ -71,6 +72,83 @@ func TestOutboundOlderReportLeavesNewerResults(t *testing.T) {
 			}
 			if got := reports[0]["status"]; got != tt.status {
 				t.Errorf("report %v, want %s", got, tt.status)
+			}
+		})
+	}
+}
+
+// TestOutboundReportOfAnotherPatient: a report whose result key the
+// server already holds for another patient (an accession number given
+// again to another patient's sample) is refused, permanently, and the
+// server's report stays as it was; one of the same patient, known by the
+// same NHS number or, without one, the same local number, is written.
+func TestOutboundReportOfAnotherPatient(t *testing.T) {
+	tr, err := pathology.NewTranslator(pas.DefaultDialect(), pathology.DefaultLabDialect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// report is potassium for order FL8201 of the patient pid3 names.
+	report := func(id, pid3, issued, value string) *adapter.Delivery {
+		raw := strings.Join([]string{
+			"MSH|^~\\&|WINPATH|RX1LAB|EPR|RX1|20240716101500||ORU^R01^ORU_R01|" + id + "|P|2.5.1",
+			"PID|1||" + pid3 + "||TESTPATIENT^JORDAN||19820304|F",
+			"OBR|1|PL8201^EPR|FL8201^WINPATH|UE^U and E^L|||20240716081500|||||||||||||||" + issued + "|||F",
+			"OBX|1|NM|K^Potassium^L||" + value + "|mmol/L|3.5-5.3||||F",
+		}, "\r") + "\r"
+		return v2Delivery(t, tr, id, "results", raw)
+	}
+	const (
+		patientA    = "9990000018^^^NHS^NH~H200001^^^RX1^MR"
+		patientB    = "9990000026^^^NHS^NH~H200002^^^RX1^MR"
+		localA      = "H200001^^^RX1^MR"
+		localB      = "H200002^^^RX1^MR"
+		patientANHS = "9990000018^^^NHS^NH"
+	)
+	tests := []struct {
+		name        string
+		first, then string
+		refused     bool
+	}{
+		{"another patient", patientA, patientB, true},
+		{"another patient, local numbers only", localA, localB, true},
+		{"another patient's NHS number, the same local number", patientA, "9990000026^^^NHS^NH~H200001^^^RX1^MR", true},
+		{"the same patient", patientA, patientA, false},
+		{"the same patient by NHS number alone", patientA, patientANHS, false},
+		{"the same patient by local number alone", localA, localA, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			if _, err := o.Send(context.Background(), report("AP01", tt.first, "20240716090000", "4.2")); err != nil {
+				t.Fatalf("first delivery: %v", err)
+			}
+			before := only(t, srv, "DiagnosticReport")
+			_, err := o.Send(context.Background(), report("AP02", tt.then, "20240716100000", "6.1"))
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("second delivery: %v", err)
+				}
+				if q, _ := only(t, srv, "Observation")["valueQuantity"].(map[string]any); q == nil || fmt.Sprint(q["value"]) != "6.1" {
+					t.Errorf("potassium %v, want the second report's 6.1", q)
+				}
+				return
+			}
+			if fault.CodeOf(err) != fault.CodeDestRejected || fault.IsTransient(err) {
+				t.Fatalf("second delivery: %v, want a permanent %s", err, fault.CodeDestRejected)
+			}
+			if strings.Contains(err.Error(), "9990000026") || strings.Contains(err.Error(), "H20000") {
+				t.Errorf("fault quotes an identifier: %v", err)
+			}
+			after := only(t, srv, "DiagnosticReport")
+			if fmt.Sprint(after["subject"]) != fmt.Sprint(before["subject"]) {
+				t.Errorf("report subject %v, want it left at %v", after["subject"], before["subject"])
+			}
+			if q, _ := only(t, srv, "Observation")["valueQuantity"].(map[string]any); q == nil || fmt.Sprint(q["value"]) != "4.2" {
+				t.Errorf("potassium %v, want the first report's 4.2 left", q)
+			}
+			if n := len(srv.all("Patient")); n != 1 {
+				t.Errorf("server holds %d Patients, want the first alone", n)
 			}
 		})
 	}

@@ -85,7 +85,7 @@ func WithoutPatientIndex() TestOption {
 // since the index applies each message before it is routed; `patient: {}`
 // gives a patient the index does not know. No network is used. With
 // update, golden files (FHIR and raw) are rewritten from the actual
-// output.
+// output of the tests whose other expectations hold.
 func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.Env, update bool, opts ...TestOption) []TestResult {
 	var o testOptions
 	for _, opt := range opts {
@@ -153,6 +153,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			out = append(out, res)
 			continue
 		}
+		var pending []goldenWrite
 		filtered := !result.Taken || !result.Matched
 		if filtered != t.Expect.Filtered {
 			failf("%s: expected filtered=%v, got filtered=%v", at, t.Expect.Filtered, filtered)
@@ -241,11 +242,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 				if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, want) {
 					continue // already so: not reported as updated
 				}
-				if err := os.WriteFile(path, want, 0o644); err != nil {
-					failf("writing golden %s: %v", path, err)
-				} else {
-					res.Updated = append(res.Updated, path)
-				}
+				pending = append(pending, goldenWrite{path, want})
 				continue
 			}
 			wantB, err := os.ReadFile(path)
@@ -269,9 +266,29 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 				failf("golden given for %s, which received nothing", dest)
 			}
 		}
+		// A golden records output the test otherwise accepts: one whose
+		// other expectations fail keeps its goldens as they are, so
+		// --update never makes wrong output the expected.
+		for _, g := range pending {
+			if len(res.Failures) > 0 {
+				failf("golden %s not updated: the test's other expectations fail", g.path)
+				continue
+			}
+			if err := os.WriteFile(g.path, g.data, 0o644); err != nil {
+				failf("writing golden %s: %v", g.path, err)
+			} else {
+				res.Updated = append(res.Updated, g.path)
+			}
+		}
 		out = append(out, res)
 	}
 	return out
+}
+
+// goldenWrite is a golden file --update rewrites once its test passes.
+type goldenWrite struct {
+	path string
+	data []byte
 }
 
 // checkV2Input refuses a test's HL7 v2 input that an MLLP input refuses

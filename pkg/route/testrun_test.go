@@ -1,11 +1,13 @@
 package route
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -204,6 +206,48 @@ func TestRunTestsSaysWhyConsentDenied(t *testing.T) {
 	}}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestRunTestsUpdateKeepsFailingTestsGoldens: --update rewrites the
+// goldens of the tests that otherwise pass, and leaves a failing test's
+// as they are, saying so, so it never records wrong output as expected.
+func TestRunTestsUpdateKeepsFailingTestsGoldens(t *testing.T) {
+	src := filepath.Join("testdata", "runtests")
+	dir := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(src, "pass.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const good, bad = `nhsNumber(bundle) == "9990000018"`, `nhsNumber(bundle) == "9990000026"`
+	if bytes.Count(b, []byte(good)) != 1 {
+		t.Fatalf("pass.yaml has no single %s to break", good)
+	}
+	b = bytes.Replace(b, []byte(good), []byte(bad), 1)
+	a01, err := os.ReadFile(filepath.Join(src, "adt_a01.hl7"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := []byte("{}\n")
+	files := map[string][]byte{"pass.yaml": b, "adt_a01.hl7": a01, "adt_a01.fhir-store.json": stale}
+	for f, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := loadRunTests(t, filepath.Join(dir, "pass.yaml"))
+	res := r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), true)
+	golden := filepath.Join(dir, "adt_a01.fhir-store.json")
+	failures := strings.Join(res[0].Failures, "\n")
+	if !strings.Contains(failures, "does not hold") || !strings.Contains(failures, "golden "+golden+" not updated") || len(res[0].Updated) != 0 {
+		t.Errorf("failing test: failures %q, updated %v; want the assert's failure, the golden not updated", failures, res[0].Updated)
+	}
+	if got, _ := os.ReadFile(golden); !bytes.Equal(got, stale) {
+		t.Errorf("failing test's golden rewritten: %q", got)
+	}
+	// The next test passes, so its golden is written.
+	if want := []string{filepath.Join(dir, "a03_invalid.data-quality.hl7")}; !res[1].Passed() || !slices.Equal(res[1].Updated, want) {
+		t.Errorf("passing test: failures %v, updated %v; want a pass updating %v", res[1].Failures, res[1].Updated, want)
 	}
 }
 

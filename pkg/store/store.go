@@ -259,6 +259,25 @@ const (
 	probeStale    = 5 * time.Second
 )
 
+// asyncAckTimeout bounds how long an asynchronous publish waits for the
+// store's acknowledgement before the client gives up on it. Every caller
+// stops waiting sooner (the audit writer after its ack timeout, the
+// ingest splitter and the route stage within a minute); this bound is for
+// the client's own bookkeeping: without it an acknowledgement that never
+// comes holds one of the window's slots until the connection drops, and
+// once the window is full every publish, ingest's and the audit
+// writer's alike, stalls until a restart.
+const asyncAckTimeout = 5 * time.Minute
+
+// newJetStream returns the JetStream context the engine publishes
+// through: a wide async window, since route and delivery batches
+// pipeline their writes and publishers wait (WithStallWait) rather than
+// fail when the store falls behind, whose slots an unanswered publish
+// gives back after ackTimeout.
+func newJetStream(nc *nats.Conn, ackTimeout time.Duration) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(16384), jetstream.WithPublishAsyncTimeout(ackTimeout))
+}
+
 // Open starts or connects to NATS and declares the streams. The embedded
 // server's store directory (dataDir/jetstream) is locked until Close; when
 // another embedded server has it, Open fails with an *InUseError.
@@ -274,10 +293,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log 
 			return nil, err
 		}
 	}
-	// A wide async window: route and delivery batches pipeline their
-	// writes, and publishers wait (WithStallWait) rather than fail when the
-	// store falls behind.
-	s.JS, err = jetstream.New(s.NC, jetstream.WithPublishAsyncMaxPending(16384))
+	s.JS, err = newJetStream(s.NC, asyncAckTimeout)
 	if err != nil {
 		s.Close()
 		return nil, fmt.Errorf("opening JetStream: %w", err)

@@ -417,7 +417,9 @@ func BundleNHSNumbers(bundle map[string]any) []string {
 // addResource adds the NHS numbers of every patient a resource names: its
 // own identifiers when it is a Patient, those of the Patients it contains,
 // and every logical reference by NHS number anywhere in it
-// (subject.identifier, patient.identifier, link.other.identifier, ...). A
+// (subject.identifier, patient.identifier, link.other.identifier, ...)
+// or conditional reference searching by one
+// (Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|...). A
 // patient named only by a logical reference is still a patient whose
 // data the resource carries: deciding for the first patient alone let an
 // Observation about a second, who had refused, go with the first's
@@ -460,6 +462,13 @@ func (l *nhsNumbers) addReferences(v any, depth int) {
 			if sys, _ := id["system"].(string); nhs.IsNHSNumberSystem(sys) {
 				val, _ := id["value"].(string)
 				l.add(val)
+			}
+		}
+		// A conditional reference (Patient?identifier=<NHS number
+		// system>|<number>) names its patient too.
+		if ref, ok := x["reference"].(string); ok {
+			for _, n := range nhs.SearchedNumbers(ref) {
+				l.add(n)
 			}
 		}
 		for k, child := range x {

@@ -1,6 +1,7 @@
 package nhs
 
 import (
+	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -174,3 +175,64 @@ func IsNHSNumberSystem(system string) bool {
 // OIDNHSNumber is the OID of the NHS number (as HL7 v2 CX-4.2 and
 // urn:oid: identifier systems give it).
 const OIDNHSNumber = "2.16.840.1.113883.2.1.4.1"
+
+// SearchedNumbers returns the values, not normalised or checked, that a
+// conditional reference (Type?identifier=system|value, by which a FHIR
+// transaction names a resource it cannot give the id of, such as
+// "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018")
+// searches for in an NHS number system (IsNHSNumberSystem), or nil. Each
+// identifier parameter is read, with its comma-separated alternatives
+// and FHIR search escapes (\| \, \$ \\). Like IsNHSNumberSystem it is
+// for deciding whose data a resource carries: such a reference names its
+// patient as surely as a logical reference does.
+func SearchedNumbers(ref string) []string {
+	_, query, ok := strings.Cut(ref, "?")
+	if !ok {
+		return nil
+	}
+	// A malformed parameter elsewhere in the query does not hide the
+	// others: ParseQuery returns those it could read.
+	params, _ := url.ParseQuery(query)
+	var out []string
+	for _, p := range params["identifier"] {
+		for _, token := range splitUnescaped(p, ',') {
+			parts := splitUnescaped(token, '|')
+			if len(parts) == 2 && IsNHSNumberSystem(searchUnescape(parts[0])) {
+				out = append(out, searchUnescape(parts[1]))
+			}
+		}
+	}
+	return out
+}
+
+// splitUnescaped splits s at each sep not escaped by a backslash.
+func splitUnescaped(s string, sep byte) []string {
+	var out []string
+	start := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case sep:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// searchUnescape removes FHIR search escapes: a backslash keeps the
+// character after it.
+func searchUnescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -278,3 +278,30 @@ func TestIsNHSNumberSystem(t *testing.T) {
 		})
 	}
 }
+
+func TestSearchedNumbers(t *testing.T) {
+	tests := []struct {
+		name string
+		ref  string
+		want []string
+	}{
+		{"by NHS number", "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018", []string{"9990000018"}},
+		{"URL-escaped", "Patient?identifier=https%3A%2F%2Ffhir.nhs.uk%2FId%2Fnhs-number%7C9990000026", []string{"9990000026"}},
+		{"older system spelling", "Patient?identifier=http://fhir.nhs.net/Id/nhs-number|9990000034", []string{"9990000034"}},
+		{"alternatives and other parameters", "Patient?active=true&identifier=https://fhir.example-trust.nhs.uk/Id/mrn|X1,https://fhir.nhs.uk/Id/nhs-number|9990000042",
+			[]string{"9990000042"}},
+		{"search escapes", `Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|999000\,0018`, []string{"999000,0018"}},
+		{"a malformed parameter beside it", "Patient?x=%zz&identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018", []string{"9990000018"}},
+		{"another system", "Patient?identifier=https://fhir.example-trust.nhs.uk/Id/mrn|9990000018", nil},
+		{"no system", "Patient?identifier=9990000018", nil},
+		{"a literal reference", "Patient/9990000018", nil},
+		{"a urn", "urn:uuid:11111111-1111-4111-8111-111111111111", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, SearchedNumbers(tt.ref)); diff != "" {
+				t.Errorf("SearchedNumbers(%q) (-want +got):\n%s", tt.ref, diff)
+			}
+		})
+	}
+}

@@ -56,6 +56,10 @@ const (
 	// HeaderIdempotencyKey lets a sender mark resends of a body without a
 	// Bundle.identifier.
 	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderIfNoneExist asks FHIR's conditional create of a POST, which
+	// the endpoint refuses: a transaction entry's request.ifNoneExist is
+	// the way to ask it.
+	HeaderIfNoneExist = "If-None-Exist"
 	// maxIdempotencyKey bounds the Idempotency-Key header.
 	maxIdempotencyKey = 256
 	// maxIdentifier bounds Bundle.identifier.value, which the message
@@ -548,6 +552,15 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 	if len(idemKey) > maxIdempotencyKey {
 		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRInvalid,
 			detail: fmt.Sprintf("%s header longer than %d characters", HeaderIdempotencyKey, maxIdempotencyKey)})
+	}
+	if strings.TrimSpace(r.Header.Get(HeaderIfNoneExist)) != "" {
+		// A conditional create asks that nothing be written where a
+		// resource matches; a single resource is forwarded to be created
+		// or updated by its identifier, which would replace the
+		// destination's record. Refused rather than ignored.
+		return in.reject(w, rejection{status: http.StatusBadRequest, code: fault.CodeFHIRNotSupported, issue: "not-supported",
+			detail: HeaderIfNoneExist + " (a conditional create) is not supported on a post, whose resources are forwarded to be created or updated: " +
+				"post a transaction Bundle whose entry has request.method POST and request.ifNoneExist, which is forwarded as a conditional create; nothing was stored"})
 	}
 	limit := in.cfg.MaxBodyBytes
 	if r.ContentLength > limit {

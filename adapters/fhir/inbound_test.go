@@ -263,6 +263,10 @@ func TestInboundRejects(t *testing.T) {
 		{"no content type", "/fhir/Patient", "", patient, 415, "not-supported", fault.CodeFHIRMediaType, "Content-Type"},
 		{"latin1 charset", "/fhir/Patient", "application/fhir+json; charset=iso-8859-1", patient, 415, "not-supported", fault.CodeFHIRMediaType, "charset"},
 		{"gzip body", "/fhir/Patient", "application/fhir+json", []byte{0x1f, 0x8b, 0x08, 0x00}, 415, "not-supported", fault.CodeFHIRMediaType, "Content-Encoding"},
+		// A conditional create forwarded as an update by identifier would
+		// replace the destination's record: refused, not ignored.
+		{"conditional create header", "/fhir/Patient", "application/fhir+json", patient, 400, "not-supported", fault.CodeFHIRNotSupported, "If-None-Exist (a conditional create) is not supported"},
+		{"conditional create header on a Bundle", "/fhir", "application/fhir+json", bundle, 400, "not-supported", fault.CodeFHIRNotSupported, "request.ifNoneExist"},
 		{"fhir version 3", "/fhir/Patient", "application/fhir+json; fhirVersion=3.0", patient, 415, "not-supported", fault.CodeFHIRMediaType, "fhirVersion"},
 		{"empty body", "/fhir/Patient", "application/fhir+json", nil, 400, "required", fault.CodeFHIREmpty, "empty"},
 		{"whitespace body", "/fhir", "application/fhir+json", []byte(" \r\n"), 400, "required", fault.CodeFHIREmpty, "empty"},
@@ -357,6 +361,9 @@ func TestInboundRejects(t *testing.T) {
 			if tt.name == "gzip body" {
 				hdr["Content-Encoding"] = "gzip"
 			}
+			if strings.HasPrefix(tt.name, "conditional create header") {
+				hdr["If-None-Exist"] = "identifier=https://fhir.nhs.uk/Id/nhs-number|9990000026"
+			}
 			rec := f.do(http.MethodPost, tt.path, tt.ctype, tt.body, hdr)
 			if rec.Code != tt.wantStatus {
 				t.Fatalf("status = %d, want %d; body %s", rec.Code, tt.wantStatus, rec.Body)
@@ -390,7 +397,7 @@ func TestInboundRejects(t *testing.T) {
 			// 64 KiB); one rejected before it was read, for its URL, or empty,
 			// is not.
 			q := f.host.quarantine()
-			urlOnly := tt.name == "type not accepted" || tt.name == "path type not a type"
+			urlOnly := tt.name == "type not accepted" || tt.name == "path type not a type" || strings.HasPrefix(tt.name, "conditional create header")
 			if tt.wantStatus == 400 && tt.wantReason != fault.CodeFHIREmpty && tt.name != "long idempotency key" && !urlOnly {
 				want := tt.body[:min(len(tt.body), adapter.MaxQuarantineBytes)]
 				if len(q) != 1 || q[0].reason != string(tt.wantReason) || !bytes.Equal(q[0].body, want) {

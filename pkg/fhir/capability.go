@@ -62,6 +62,8 @@ const restDocumentation = `Junction is an integration engine, not a FHIR reposit
 	`(transaction and batch semantics are not applied at this endpoint). ` +
 	`An entry whose request is DELETE, PATCH, GET or HEAD is refused with 400: destinations are sent ` +
 	`resources to create or update; an entry posted with ifNoneExist stays a conditional create. ` +
+	`A post with the If-None-Exist header is refused with 400: ask a conditional create by a ` +
+	`transaction entry's request.ifNoneExist instead. ` +
 	`A resend is recognised by Bundle.identifier (system and value) or, failing that, by the ` +
 	`Idempotency-Key header, with the same body: it is answered 202 and is not routed again. ` +
 	`A different body under an identifier already used is not a resend: it is routed as a message ` +

@@ -687,36 +687,142 @@ func selectResources(b, t ref.Val, first bool) ref.Val {
 	return types.NewRefValList(adapter, out)
 }
 
-// bundleNHSNumber returns the NHS number of the bundle's first Patient, or "".
+// bundleNHSNumber returns the NHS number of the bundle's patient, or "":
+// that of its first Patient entry; with none, that of the patient of a
+// Bundle an entry carries (a document in a message, as ITK3 sends it);
+// with none there either, the first NHS number by which an entry's
+// subject or patient names its patient (subject.identifier, or a
+// conditional reference Patient?identifier=<NHS number system>|...), as a
+// supplier posting an Observation names the patient without a Patient
+// entry.
 func bundleNHSNumber(b ref.Val) ref.Val {
+	return types.String(patientNHSNumber(b, 0))
+}
+
+// maxCarriedBundles bounds how deep patientNHSNumber looks into Bundles
+// that entries carry.
+const maxCarriedBundles = 4
+
+// patientNHSNumber is bundleNHSNumber of b, a Bundle carried depth
+// Bundles down.
+func patientNHSNumber(b ref.Val, depth int) string {
 	p, ok := selectResources(b, types.String("Patient"), true).(traits.Mapper)
-	if !ok {
-		return types.String("")
+	if ok && p.Size() != types.IntZero {
+		return identifierNHSNumber(p)
 	}
-	ids, found := p.Find(types.String("identifier"))
-	if !found {
-		return types.String("")
-	}
-	l, ok := ids.(traits.Lister)
-	if !ok {
-		return types.String("")
-	}
-	it := l.Iterator()
-	for it.HasNext() == types.True {
-		id, ok := it.Next().(traits.Mapper)
-		if !ok {
-			continue
-		}
-		sys, _ := id.Find(types.String("system"))
-		if sys != nil && sys.Equal(types.String(nhs.SystemNHSNumber)) == types.True {
-			if v, found := id.Find(types.String("value")); found {
-				if s, ok := v.(types.String); ok {
-					return s
+	resources := entryResources(b)
+	if depth < maxCarriedBundles {
+		for _, r := range resources {
+			if rt, found := r.Find(types.String("resourceType")); found && rt.Equal(types.String("Bundle")) == types.True {
+				if n := patientNHSNumber(r, depth+1); n != "" {
+					return n
 				}
 			}
 		}
 	}
-	return types.String("")
+	for _, r := range resources {
+		for _, key := range [...]string{"subject", "patient"} {
+			v, found := r.Find(types.String(key))
+			if !found {
+				continue
+			}
+			if n := referenceNHSNumber(v); n != "" {
+				return n
+			}
+		}
+	}
+	return ""
+}
+
+// entryResources returns the resources of b's entries.
+func entryResources(b ref.Val) []traits.Mapper {
+	m, ok := b.(traits.Mapper)
+	if !ok {
+		return nil
+	}
+	entries, found := m.Find(types.String("entry"))
+	if !found {
+		return nil
+	}
+	l, ok := entries.(traits.Lister)
+	if !ok {
+		return nil
+	}
+	var out []traits.Mapper
+	for it := l.Iterator(); it.HasNext() == types.True; {
+		e, ok := it.Next().(traits.Mapper)
+		if !ok {
+			continue
+		}
+		if r, found := e.Find(types.String("resource")); found {
+			if rm, ok := r.(traits.Mapper); ok {
+				out = append(out, rm)
+			}
+		}
+	}
+	return out
+}
+
+// identifierNHSNumber returns the value of the first identifier of p (a
+// Patient) in the NHS number system, or "".
+func identifierNHSNumber(p traits.Mapper) string {
+	ids, found := p.Find(types.String("identifier"))
+	if !found {
+		return ""
+	}
+	l, ok := ids.(traits.Lister)
+	if !ok {
+		return ""
+	}
+	for it := l.Iterator(); it.HasNext() == types.True; {
+		id, ok := it.Next().(traits.Mapper)
+		if !ok {
+			continue
+		}
+		if n := nhsIdentifierValue(id); n != "" {
+			return n
+		}
+	}
+	return ""
+}
+
+// nhsIdentifierValue returns the value of id, an Identifier, when its
+// system is the NHS number's, or "".
+func nhsIdentifierValue(id traits.Mapper) string {
+	sys, _ := id.Find(types.String("system"))
+	if sys == nil || sys.Equal(types.String(nhs.SystemNHSNumber)) != types.True {
+		return ""
+	}
+	v, _ := id.Find(types.String("value"))
+	s, _ := v.(types.String)
+	return string(s)
+}
+
+// referenceNHSNumber returns the NHS number v, a Reference, names its
+// patient by: its identifier in the NHS number system, else the first a
+// conditional reference searches by, or "".
+func referenceNHSNumber(v ref.Val) string {
+	r, ok := v.(traits.Mapper)
+	if !ok {
+		return ""
+	}
+	if id, found := r.Find(types.String("identifier")); found {
+		if idm, ok := id.(traits.Mapper); ok {
+			if n := nhsIdentifierValue(idm); n != "" {
+				return n
+			}
+		}
+	}
+	if rv, found := r.Find(types.String("reference")); found {
+		if s, ok := rv.(types.String); ok {
+			for _, n := range nhs.SearchedNumbers(string(s)) {
+				if n != "" {
+					return n
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // sizeEstimator bounds the size of every unknown list, map and string so

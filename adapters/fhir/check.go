@@ -338,9 +338,15 @@ func keysOfResource(raw []byte, resourceType string) patientKeys {
 		ids = identifiers(r.Identifier)
 	} else {
 		for _, ref := range []*patientRef{r.Subject, r.Patient} {
-			if ref != nil && ref.Identifier != nil {
+			switch {
+			case ref == nil:
+			case ref.Identifier != nil:
 				ids = append(ids, *ref.Identifier)
-			} else if ref != nil && strings.HasPrefix(ref.Reference, "Patient/") {
+			case len(nhs.SearchedNumbers(ref.Reference)) > 0:
+				// A conditional reference by NHS number
+				// (Patient?identifier=...|...) identifies the patient.
+				ids = append(ids, fhirIdentifier{System: nhs.SystemNHSNumber, Value: nhs.SearchedNumbers(ref.Reference)[0]})
+			case strings.HasPrefix(ref.Reference, "Patient/"):
 				k.Referenced = true
 			}
 		}

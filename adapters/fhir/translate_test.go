@@ -49,6 +49,8 @@ func TestTranslate(t *testing.T) {
 			"Condition", "", []string{IssuePatientUnidentified}, nil},
 		{"patient by reference and identifier", []byte(`{"resourceType":"Condition","subject":{"reference":"Patient/pat-1","identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}}}`),
 			"Condition", "9990000018", nil, nil},
+		{"patient by a conditional reference", []byte(`{"resourceType":"Condition","subject":{"reference":"Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000085"},"code":{"text":"x"}}`),
+			"Condition", "9990000085", nil, nil},
 		{"bundle whose entries name the patient only by reference", []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/pat-1"}}}]}`),
 			"collection", "", []string{IssuePatientUnidentified}, []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/pat-1"}}}]}`)},
 	}

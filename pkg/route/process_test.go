@@ -516,6 +516,11 @@ func TestTestEnvelope(t *testing.T) {
 			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeHL7v2, ReceivedAt: testTime}},
 		{"fhir", `{"resourceType": "Patient"}`, envelope.ContentTypeFHIR,
 			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeFHIR, ReceivedAt: testTime, MessageType: "Patient"}},
+		{"fhir bundle with an identifier", `{"resourceType": "Bundle", "type": "message", "identifier": {"system": "https://supplier.example/Id/msg", "value": "M-1"}}`, envelope.ContentTypeFHIR,
+			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeFHIR, ReceivedAt: testTime, MessageType: "Bundle",
+				ControlID: "M-1", DedupeKey: "bundle|https://supplier.example/Id/msg|M-1"}},
+		{"fhir resource identifiers are no control id", `{"resourceType": "Patient", "identifier": [{"system": "https://x.example", "value": "P-1"}]}`, envelope.ContentTypeFHIR,
+			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeFHIR, ReceivedAt: testTime, MessageType: "Patient"}},
 		{"bad fhir", `[`, envelope.ContentTypeFHIR,
 			envelope.Envelope{ID: "T1", Source: "src", ContentType: envelope.ContentTypeFHIR, ReceivedAt: testTime}},
 	}

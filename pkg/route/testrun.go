@@ -54,10 +54,21 @@ func TestEnvelope(source, id string, raw []byte, contentType string) *envelope.E
 		}
 	} else {
 		var probe struct {
-			ResourceType string `json:"resourceType"`
+			ResourceType string          `json:"resourceType"`
+			Identifier   json.RawMessage `json:"identifier"`
 		}
 		if json.Unmarshal(raw, &probe) == nil {
 			env.MessageType = probe.ResourceType
+		}
+		// As the FHIR input does, a Bundle's identifier is its control id
+		// (msg.control_id) and names it for resends.
+		var id struct {
+			System string `json:"system"`
+			Value  string `json:"value"`
+		}
+		if probe.ResourceType == "Bundle" && json.Unmarshal(probe.Identifier, &id) == nil && id.Value != "" {
+			env.ControlID = id.Value
+			env.DedupeKey = "bundle|" + id.System + "|" + id.Value
 		}
 	}
 	return env

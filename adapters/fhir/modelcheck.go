@@ -15,7 +15,9 @@ import (
 // written as a JSON string ("72.5", which encoding/json reads into the
 // models' json.Number), two choices of one element (valueQuantity and
 // valueString: FHIR allows one, and a receiver would read one of them),
-// and, in what the models keep as raw JSON (contained resources, a
+// a code outside the value set of an element with a required binding
+// (which the decode refuses without a path), and, in what the models keep
+// as raw JSON (contained resources, a
 // Bundle's entries' resources), resources of the checked types that do
 // not decode or have such problems. It returns the problem's path under
 // path and what is wrong, never a value; ok is false when there is none.
@@ -34,8 +36,11 @@ func modelProblem(raw []byte, t reflect.Type, path string) (where, what string, 
 const maxModelDepth = 128
 
 var (
-	numberType = reflect.TypeFor[json.Number]()
-	rawType    = reflect.TypeFor[json.RawMessage]()
+	// unmarshalerType is implemented (by pointer) by the models' code
+	// types, those of elements with a required binding.
+	unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+	numberType      = reflect.TypeFor[json.Number]()
+	rawType         = reflect.TypeFor[json.RawMessage]()
 	// containedType is what modelWalk reads a resource's contained as.
 	containedType = reflect.TypeFor[[]json.RawMessage]()
 )
@@ -56,6 +61,20 @@ func modelWalk(v any, t reflect.Type, path string, depth int) (string, string, b
 		return "", "", false
 	case t == rawType:
 		return carriedProblem(v, path, depth)
+	case t.Kind() == reflect.Int && reflect.PointerTo(t).Implements(unmarshalerType):
+		// A code with a required binding: the models' decode refuses an
+		// unknown one without saying where it is.
+		s, isString := v.(string)
+		if !isString {
+			return "", "", false // the decode reports the JSON type
+		}
+		// The models compare the code's text between its quotes, unescaped
+		// (json.Marshal would write "<" as \u003c).
+		raw := []byte(`"` + s + `"`)
+		if err := reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(raw); err != nil {
+			return path, modelError(err), true
+		}
+		return "", "", false
 	case t.Kind() == reflect.Slice:
 		list, _ := v.([]any)
 		for i, x := range list {
@@ -124,10 +143,14 @@ func carriedProblem(v any, path string, depth int) (string, string, bool) {
 	if err != nil {
 		return "", "", false
 	}
+	// The walk first, as it names the element where it can.
+	if where, what, ok := modelWalk(obj, chk.typ, path, depth+1); ok {
+		return where, what, true
+	}
 	if err := chk.decode(raw); err != nil {
 		return path, "invalid " + rt + ": " + modelError(err), true
 	}
-	return modelWalk(obj, chk.typ, path, depth+1)
+	return "", "", false
 }
 
 // fieldCache holds modelFields' answers by type.

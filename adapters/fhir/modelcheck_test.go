@@ -29,6 +29,11 @@ func TestModelProblem(t *testing.T) {
 		{"a nested Bundle's entry", bundle, `{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","valueQuantity":{"value":"1"}}}]}}]}`, "Bundle.entry[0].resource.entry[0].resource.valueQuantity.value"},
 		{"Task's two instantiates elements", reflect.TypeFor[models.Task](), `{"resourceType":"Task","instantiatesCanonical":"http://x.example/a","instantiatesUri":"http://x.example/b"}`, ""},
 		{"ClinicalImpression finding's two item elements", reflect.TypeFor[models.ClinicalImpression](), `{"resourceType":"ClinicalImpression","finding":[{"itemCodeableConcept":{"text":"a"},"itemReference":{"reference":"Condition/1"}}]}`, ""},
+		{"an unknown code", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","gender":"M"}`, "Patient.gender"},
+		{"an unknown code in a list", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","telecom":[{"system":"phone","value":"1"},{"system":"mobile","value":"2"}]}`, "Patient.telecom[1].system"},
+		{"an unknown code in a Bundle's entry", bundle, `{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","status":"done","code":{"text":"x"}}}]}`, "Bundle.entry[0].resource.status"},
+		{"a code that JSON would escape", obs, `{"resourceType":"Observation","valueQuantity":{"value":1,"comparator":"<"}}`, ""},
+		{"known codes", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","gender":"female","telecom":[{"system":"phone","value":"1"}]}`, ""},
 		{"an unknown key is not shown", obs, `{"resourceType":"Observation","component":[{"valueString":"a","valueInteger":1}],"smithjohn":{"value":"1"}}`, "Observation.component[0].value[x]"},
 	}
 	for _, tt := range tests {

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 )
 
 // modelProblem finds, in resource raw of the model type t, what the
@@ -16,7 +19,8 @@ import (
 // models' json.Number), two choices of one element (valueQuantity and
 // valueString: FHIR allows one, and a receiver would read one of them),
 // a code outside the value set of an element with a required binding
-// (which the decode refuses without a path), and, in what the models keep
+// (which the decode refuses without a path), a date, dateTime or instant
+// not written as FHIR writes them (dateElement), and, in what the models keep
 // as raw JSON (contained resources, a
 // Bundle's entries' resources), resources of the checked types that do
 // not decode or have such problems. It returns the problem's path under
@@ -119,11 +123,46 @@ func modelWalk(v any, t reflect.Type, path string, depth int) (string, string, b
 		if !ok {
 			continue // another check reports unknown elements
 		}
+		if str, isString := obj[k].(string); isString && dateElement(t, k) && !fhirDateTime.MatchString(str) {
+			return path + "." + name, "not a FHIR date or dateTime: YYYY, YYYY-MM, YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss with a time zone (Z or +01:00)", true
+		}
 		if where, what, ok := modelWalk(obj[k], ft, path+"."+name, depth+1); ok {
 			return where, what, true
 		}
 	}
 	return "", "", false
+}
+
+// fhirDateTime matches FHIR R4's dateTime, of which date and instant are
+// narrower forms: a year, year and month, date, or date and time to the
+// second (or finer) with a time zone.
+var fhirDateTime = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$`)
+
+// periodType is the model of FHIR's Period, whose start and end are
+// dateTimes.
+var periodType = reflect.TypeFor[models.Period]()
+
+// dateElement reports whether the element k of the model type t holds a
+// date, dateTime or instant: a Period's start and end, a choice or element
+// named for one (valueDateTime, birthDate, recordedDate, valueInstant),
+// and the elements of those types named otherwise (date, issued,
+// lastUpdated, timestamp, authoredOn, recorded). The models keep them as
+// strings, so the decode checks nothing of their form, and a date written
+// as a sender's locale writes it (01/02/1970) would reach a destination
+// that refuses it, or reads it another way, after the sender was told it
+// was taken.
+func dateElement(t reflect.Type, k string) bool {
+	if t == periodType {
+		return k == "start" || k == "end"
+	}
+	if strings.HasSuffix(k, "Date") || strings.HasSuffix(k, "DateTime") || strings.HasSuffix(k, "Instant") {
+		return true
+	}
+	switch k {
+	case "date", "dateTime", "issued", "lastUpdated", "timestamp", "authoredOn", "recorded":
+		return true
+	}
+	return false
 }
 
 // carriedProblem checks a resource the models keep as raw JSON (v, at

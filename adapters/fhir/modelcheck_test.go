@@ -33,6 +33,12 @@ func TestModelProblem(t *testing.T) {
 		{"an unknown code in a list", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","telecom":[{"system":"phone","value":"1"},{"system":"mobile","value":"2"}]}`, "Patient.telecom[1].system"},
 		{"an unknown code in a Bundle's entry", bundle, `{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","status":"done","code":{"text":"x"}}}]}`, "Bundle.entry[0].resource.status"},
 		{"a code that JSON would escape", obs, `{"resourceType":"Observation","valueQuantity":{"value":1,"comparator":"<"}}`, ""},
+		{"a birth date in a locale's order", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","birthDate":"01/02/1970"}`, "Patient.birthDate"},
+		{"a dateTime choice without a time zone", obs, `{"resourceType":"Observation","effectiveDateTime":"2026-12-06T10:00:00"}`, "Observation.effectiveDateTime"},
+		{"a Period's end", reflect.TypeFor[models.Encounter](), `{"resourceType":"Encounter","period":{"start":"2026-12-06","end":"6 Dec 2026"}}`, "Encounter.period.end"},
+		{"an instant", obs, `{"resourceType":"Observation","issued":"yesterday"}`, "Observation.issued"},
+		{"a date in a Bundle's entry", bundle, `{"resourceType":"Bundle","timestamp":"2026-12-06T10:00:00Z","entry":[{"resource":{"resourceType":"Patient","birthDate":"1970-13-01"}}]}`, "Bundle.entry[0].resource.birthDate"},
+		{"dates as FHIR writes them", obs, `{"resourceType":"Observation","effectivePeriod":{"start":"2026","end":"2026-12-06T10:00:00.5+01:00"},"issued":"2026-12-06T10:00:00Z","meta":{"lastUpdated":"2026-12-06T10:00:00Z"},"valueDateTime":"2026-12"}`, ""},
 		{"known codes", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","gender":"female","telecom":[{"system":"phone","value":"1"}]}`, ""},
 		{"an unknown key is not shown", obs, `{"resourceType":"Observation","component":[{"valueString":"a","valueInteger":1}],"smithjohn":{"value":"1"}}`, "Observation.component[0].value[x]"},
 	}

@@ -239,7 +239,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 				continue
 			}
 			golden := g.Value
-			path := filepath.Join(dir, golden)
+			path := testPath(dir, golden)
 			// A FHIR payload's golden file is indented JSON; a raw one is
 			// the bytes sent.
 			want := d.Body
@@ -431,10 +431,19 @@ func (r *Route) checkTestInputs() yamlx.Errors {
 			if errors.As(err, &pe) {
 				err = pe.Err
 			}
-			errs.Add(t.Input.File.Pos, "tests[%d].input.file: cannot read %s: %v", i, filepath.Join(dir, t.Input.File.Value), err)
+			errs.Add(t.Input.File.Pos, "tests[%d].input.file: cannot read %s: %v", i, testPath(dir, t.Input.File.Value), err)
 		}
 	}
 	return errs
+}
+
+// testPath returns the path of a test's file p, named in the route file
+// in dir: p itself when absolute, else p under dir.
+func testPath(dir, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
 }
 
 func testInput(dir string, in InputSpec) ([]byte, string, error) {
@@ -442,7 +451,7 @@ func testInput(dir string, in InputSpec) ([]byte, string, error) {
 	name := ""
 	if in.File.Value != "" {
 		name = in.File.Value
-		b, err := os.ReadFile(filepath.Join(dir, in.File.Value))
+		b, err := os.ReadFile(testPath(dir, in.File.Value))
 		if err != nil {
 			return nil, "", err
 		}

@@ -346,6 +346,7 @@ func TestTestInput(t *testing.T) {
 	}{
 		{"json file", InputSpec{File: str("in.json")}, `  {"resourceType": "Patient"}`, envelope.ContentTypeFHIR},
 		{"hl7 file kept as is", InputSpec{File: str("in.hl7")}, "MSH|^~\\&|A\nPID|1\n", envelope.ContentTypeHL7v2},
+		{"absolute file path", InputSpec{File: str(filepath.Join(dir, "in.json"))}, `  {"resourceType": "Patient"}`, envelope.ContentTypeFHIR},
 		{"inline hl7 gets CR segment ends", InputSpec{Inline: str("MSH|^~\\&|A\nPID|1\n")}, "MSH|^~\\&|A\rPID|1", envelope.ContentTypeHL7v2},
 		{"inline json by its brace", InputSpec{Inline: str("\ufeff\n {\"a\": 1}\n")}, "\ufeff\n {\"a\": 1}\n", envelope.ContentTypeFHIR},
 		{"content type given", InputSpec{Inline: str("{x"), ContentType: envelope.ContentTypeHL7v2}, "{x", envelope.ContentTypeHL7v2},

@@ -121,6 +121,11 @@ func modelWalk(v any, t reflect.Type, path string, depth int) (string, string, b
 			ft, ok, name = containedType, true, k
 		}
 		if !ok {
+			if want := foldedField(t, k); want != "" {
+				// encoding/json, and so the models, would read it as
+				// the element; FHIR, and a destination, would not.
+				return path + "." + want, "the element " + want + " is written " + elementName(k) + ": FHIR element names are case-sensitive", true
+			}
 			continue // another check reports unknown elements
 		}
 		if str, isString := obj[k].(string); isString && dateElement(t, k) && !fhirDateTime.MatchString(str) {
@@ -190,6 +195,33 @@ func carriedProblem(v any, path string, depth int) (string, string, bool) {
 		return path, "invalid " + rt + ": " + modelError(err), true
 	}
 	return "", "", false
+}
+
+// foldedCache holds, by model type, its fields' JSON names by their lower
+// case.
+var foldedCache sync.Map
+
+// foldedField returns the JSON name of the field of the model type t
+// that k, not itself one, names in another case ("birthdate" for
+// birthDate), or "". Keys of a primitive's extensions ("_birthdate") are
+// read the same way.
+func foldedField(t reflect.Type, k string) string {
+	m, ok := foldedCache.Load(t)
+	if !ok {
+		names := make(map[string]string, t.NumField())
+		for name := range modelFields(t) {
+			names[strings.ToLower(name)] = name
+		}
+		m, _ = foldedCache.LoadOrStore(t, names)
+	}
+	names := m.(map[string]string)
+	if base, ext := strings.CutPrefix(k, "_"); ext {
+		if want := names[strings.ToLower(base)]; want != "" && want != base {
+			return "_" + want
+		}
+		return ""
+	}
+	return names[strings.ToLower(k)]
 }
 
 // fieldCache holds modelFields' answers by type.

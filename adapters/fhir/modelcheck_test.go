@@ -39,6 +39,10 @@ func TestModelProblem(t *testing.T) {
 		{"an instant", obs, `{"resourceType":"Observation","issued":"yesterday"}`, "Observation.issued"},
 		{"a date in a Bundle's entry", bundle, `{"resourceType":"Bundle","timestamp":"2026-12-06T10:00:00Z","entry":[{"resource":{"resourceType":"Patient","birthDate":"1970-13-01"}}]}`, "Bundle.entry[0].resource.birthDate"},
 		{"dates as FHIR writes them", obs, `{"resourceType":"Observation","effectivePeriod":{"start":"2026","end":"2026-12-06T10:00:00.5+01:00"},"issued":"2026-12-06T10:00:00Z","meta":{"lastUpdated":"2026-12-06T10:00:00Z"},"valueDateTime":"2026-12"}`, ""},
+		{"an element in another case", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","birthdate":"1970-01-01"}`, "Patient.birthDate"},
+		{"an element in another case deeper down", obs, `{"resourceType":"Observation","valueQuantity":{"Value":1}}`, "Observation.valueQuantity.value"},
+		{"a primitive's extensions in another case", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","_BirthDate":{"id":"a"}}`, "Patient._birthDate"},
+		{"a primitive's extensions", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","birthDate":"1970","_birthDate":{"id":"a"}}`, ""},
 		{"known codes", reflect.TypeFor[models.Patient](), `{"resourceType":"Patient","gender":"female","telecom":[{"system":"phone","value":"1"}]}`, ""},
 		{"an unknown key is not shown", obs, `{"resourceType":"Observation","component":[{"valueString":"a","valueInteger":1}],"smithjohn":{"value":"1"}}`, "Observation.component[0].value[x]"},
 	}

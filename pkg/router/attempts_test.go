@@ -414,3 +414,86 @@ func sampleUntil(t *testing.T, sample func(), depth *prometheus.GaugeVec, want m
 		}
 	}
 }
+
+// TestDeadLetterGauge: the dead-letter gauge counts the dead letters the
+// stream holds, by stage and route or destination, so an alert can see
+// that some wait (the counters only say that some were made, and not at
+// all after a restart); a replay, which removes them, brings it back to
+// zero, and a removed route's series goes once its dead letters do.
+func TestDeadLetterGauge(t *testing.T) {
+	type key = [2]string
+	tests := []struct {
+		name    string
+		publish []key // dead letters stored, in order
+		remove  []int // of those, the ones replayed (removed), by index
+		want    map[key]float64
+		absent  []key
+	}{
+		{
+			name: "none waiting",
+			want: map[key]float64{{"route", "adt"}: 0, {"delivery", "ehr"}: 0, {"delivery", "idle"}: 0},
+		},
+		{
+			name:    "waiting by stage and name",
+			publish: []key{{"delivery", "ehr"}, {"delivery", "ehr"}, {"route", "adt"}},
+			want:    map[key]float64{{"route", "adt"}: 1, {"delivery", "ehr"}: 2, {"delivery", "idle"}: 0},
+		},
+		{
+			name:    "replayed ones no longer count",
+			publish: []key{{"delivery", "ehr"}, {"delivery", "ehr"}, {"route", "adt"}},
+			remove:  []int{0, 2},
+			want:    map[key]float64{{"route", "adt"}: 0, {"delivery", "ehr"}: 1},
+		},
+		{
+			name:    "a removed route's",
+			publish: []key{{"route", "gone"}, {"ingest", "accept"}},
+			want:    map[key]float64{{"route", "gone"}: 1, {"ingest", "accept"}: 1, {"route", "adt"}: 0},
+		},
+		{
+			name:    "a removed route's, replayed",
+			publish: []key{{"route", "gone"}},
+			remove:  []int{0},
+			absent:  []key{{"route", "gone"}},
+			want:    map[key]float64{{"route", "adt"}: 0},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, js := deliveryRouter(t)
+			r.o.Routes = []*route.Route{{Name: "adt"}}
+			r.o.Destinations = map[string]*Destination{"ehr": {Name: "ehr"}, "idle": {Name: "idle"}}
+			ctx := t.Context()
+			shown := map[key]bool{}
+			var seqs []uint64
+			for _, k := range tc.publish {
+				ack, err := js.Publish(ctx, DeadLetterSubject(k[0], k[1]), []byte("dead letter"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				seqs = append(seqs, ack.Sequence)
+			}
+			// A sample before the replay, so a series it removes was shown.
+			r.sampleDeadLetters(ctx, shown)
+			dlq, err := js.Stream(ctx, store.StreamDeadLetter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, i := range tc.remove {
+				if err := dlq.DeleteMsg(ctx, seqs[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.sampleDeadLetters(ctx, shown)
+			for k, want := range tc.want {
+				if got := testutil.ToFloat64(r.o.Metrics.DeadLetters.WithLabelValues(k[0], k[1])); got != want {
+					t.Errorf("%s %s: %v waiting, want %v", k[0], k[1], got, want)
+				}
+			}
+			for _, k := range tc.absent {
+				if r.o.Metrics.DeadLetters.DeleteLabelValues(k[0], k[1]) {
+					t.Errorf("%s %s: still has a series after its dead letters went", k[0], k[1])
+				}
+			}
+		})
+	}
+}

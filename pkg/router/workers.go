@@ -816,11 +816,13 @@ func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint
 }
 
 // watchQueues samples each destination's backlog for the depth and age
-// gauges, and the quarantine's size, at start and every five seconds.
+// gauges, the quarantine's size and the dead letters waiting, at start
+// and every five seconds.
 func (r *Router) watchQueues(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	sizes := newBatchSizes(rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+	deadLetters := map[[2]string]bool{}
 	for first := true; ; first = false {
 		if !first {
 			select {
@@ -830,6 +832,7 @@ func (r *Router) watchQueues(ctx context.Context) {
 			}
 		}
 		r.sampleQuarantine(ctx)
+		r.sampleDeadLetters(ctx, deadLetters)
 		r.sampleRoutes(ctx, r.o.Store.Partitions(), sizes)
 		r.sampleDestinations(ctx, r.o.Store.Partitions(), sizes)
 	}
@@ -967,6 +970,50 @@ func (r *Router) sampleQuarantine(ctx context.Context) {
 		return
 	}
 	r.o.Metrics.QuarantineSize.Set(float64(s.CachedInfo().State.Msgs))
+}
+
+// sampleDeadLetters sets the dead-letter gauge to the dead letters the
+// dead-letter stream holds for each stage and route or destination. A
+// replay removes the dead letters it resends, so the gauge counts those
+// still waiting for someone to act, including those from before a
+// restart, which the dead_lettered counters do not. Every loaded route
+// and configured destination has a series, at zero when it has none;
+// shown, the dead letters of others (a route since removed) keep one
+// until they are gone. shown holds the stage and name pairs set at the
+// last sample.
+func (r *Router) sampleDeadLetters(ctx context.Context, shown map[[2]string]bool) {
+	s, err := r.js.Stream(ctx, store.StreamDeadLetter)
+	if err != nil {
+		return
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(store.SubjDeadLetter+".>"))
+	if err != nil {
+		return
+	}
+	waiting := map[[2]string]uint64{}
+	for _, rt := range r.o.Routes {
+		waiting[[2]string{"route", rt.Name}] = 0
+	}
+	for name := range r.o.Destinations {
+		waiting[[2]string{"delivery", name}] = 0
+	}
+	for subj, n := range info.State.Subjects {
+		stage, name, ok := strings.Cut(strings.TrimPrefix(subj, store.SubjDeadLetter+"."), ".")
+		if !ok {
+			continue
+		}
+		waiting[[2]string{stage, name}] += n
+	}
+	for k := range shown {
+		if _, ok := waiting[k]; !ok {
+			r.o.Metrics.DeadLetters.DeleteLabelValues(k[0], k[1])
+			delete(shown, k)
+		}
+	}
+	for k, n := range waiting {
+		r.o.Metrics.DeadLetters.WithLabelValues(k[0], k[1]).Set(float64(n))
+		shown[k] = true
+	}
 }
 
 // batchQueue estimates the deliveries waiting in destination name's

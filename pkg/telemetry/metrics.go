@@ -33,6 +33,7 @@ type Metrics struct {
 	SendLatency    *prometheus.HistogramVec // destination
 	EndToEnd       *prometheus.HistogramVec // route, destination
 	DeadLettered   *prometheus.CounterVec   // stage, name
+	DeadLetters    *prometheus.GaugeVec     // stage, name: waiting, not yet replayed
 	QueueDepth     *prometheus.GaugeVec     // destination
 	QueueAge       *prometheus.GaugeVec     // destination
 	RouteDepth     *prometheus.GaugeVec     // route
@@ -146,6 +147,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		SendLatency:            hv("delivery", "send_latency_seconds", "Time one delivery attempt took.", "destination"),
 		EndToEnd:               hv("delivery", "end_to_end_latency_seconds", "Time from receipt to delivery.", "route", "destination"),
 		DeadLettered:           cv("deadletter", "messages_total", "Messages moved to the dead-letter stream.", "stage", "name"),
+		DeadLetters:            gv("deadletter", "waiting_messages", "Dead letters waiting in the dead-letter stream, not yet replayed (replay removes them), by stage (route, delivery) and route or destination; sampled every 5 s from the shared store.", "stage", "name"),
 		QueueDepth:             gv("delivery", "queue_depth_messages", "Deliveries waiting per destination.", "destination"),
 		QueueAge:               gv("delivery", "queue_age_seconds", "Age of the oldest waiting delivery per destination.", "destination"),
 		Backlog:                gv("ingress", "backlog_messages", "How far behind an input's routing is: messages stored since its oldest one not yet routed, as router.max_backlog measures it (sampled every second; only with a limit set).", "adapter"),

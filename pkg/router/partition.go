@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/junction-fhir/junction/pkg/jserr"
 )
@@ -49,6 +51,9 @@ type partitionConsumer struct {
 	// stuckAfter is how long a batch may keep failing before the
 	// partition is reported stuck (defaultStuckAfter if zero).
 	stuckAfter time.Duration
+	// failing, if set, counts this consumer's batches being retried: one
+	// from a batch's first failure until it succeeds or is handed back.
+	failing prometheus.Gauge
 }
 
 func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
@@ -142,6 +147,11 @@ func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	defer func() { close(done); wg.Wait() }()
 	backoff := 200 * time.Millisecond
 	var failingSince time.Time
+	defer func() {
+		if !failingSince.IsZero() && p.failing != nil {
+			p.failing.Dec()
+		}
+	}()
 	stuck := false
 	for {
 		// Handlers run on a context that survives shutdown so an in-flight
@@ -155,6 +165,9 @@ func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		if failingSince.IsZero() {
 			failingSince = time.Now()
+			if p.failing != nil {
+				p.failing.Inc()
+			}
 		}
 		if ctx.Err() != nil {
 			// Shutting down: hand the messages back at once so another
@@ -191,6 +204,34 @@ func (p *partitionConsumer) process(ctx context.Context, msgs []jetstream.Msg) {
 	if p.acked != nil {
 		p.acked(actx, msgs)
 	}
+}
+
+// consumerStage returns the stage and name a durable consumer's
+// metrics carry: route, delivery or index with the route, destination or
+// input it serves, or ingest with the consumer's own name (accept, the
+// ingest splitter, receipts).
+func consumerStage(durable string) (stage, name string) {
+	for _, s := range []struct{ prefix, stage string }{{"route-", "route"}, {"dest-", "delivery"}, {"index-", "index"}} {
+		rest, ok := strings.CutPrefix(durable, s.prefix)
+		if !ok {
+			continue
+		}
+		// One suffix: -pN (a partition's) or -b (the batch pipeline's).
+		if i := strings.LastIndex(rest, "-p"); i > 0 && isDigits(rest[i+2:]) {
+			return s.stage, rest[:i]
+		}
+		return s.stage, strings.TrimSuffix(rest, "-b")
+	}
+	return "ingest", durable
+}
+
+func isDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // defaultStuckAfter is how long a batch may keep failing before the

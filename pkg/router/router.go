@@ -345,6 +345,7 @@ func (r *Router) Start(ctx context.Context) error {
 	fetchLog := newLogLimiter(failLogInterval)
 	for i, pc := range pcs {
 		pc.fetchLog = fetchLog
+		pc.failing = r.o.Metrics.FailingPartitions.WithLabelValues(consumerStage(pc.durable))
 		// Several Junctions starting at once against a busy cluster can
 		// take longer than one request's timeout to create a replicated
 		// consumer; that is tried again rather than ending the start.

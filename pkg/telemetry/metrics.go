@@ -45,7 +45,11 @@ type Metrics struct {
 	Spans           *prometheus.CounterVec // stage, name
 	SpanBatches     *prometheus.CounterVec // stage, name
 	QuarantineSize  prometheus.Gauge
-	HTTPRequests    *prometheus.CounterVec // handler, code
+	// FailingPartitions is the partitions whose batch a stage is
+	// retrying after a failure (the store, or its audit stream, away);
+	// every later message of those partitions waits behind it.
+	FailingPartitions *prometheus.GaugeVec   // stage, name
+	HTTPRequests      *prometheus.CounterVec // handler, code
 	// HTTPConnectionsRefused counts connections closed on arrival at
 	// http.max_connections.
 	HTTPConnectionsRefused prometheus.Counter
@@ -157,6 +161,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Spans:                  cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route), destination (stage deliver) or the ingest log read ahead (stage accept, name ingest), each a run of stored batches handled at once.", "stage", "name"),
 		SpanBatches:            cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
 		QuarantineSize:         g("ingress", "quarantine_messages", "Messages held in quarantine."),
+		FailingPartitions:      gv("engine", "failing_partitions", "Partitions whose batch a stage is retrying after a failure (the store or its audit stream not taking a write), by stage (route, delivery, index, ingest) and route, destination, input or consumer, each from its batch's first failure until it succeeds: the partition's later messages wait behind it.", "stage", "name"),
 		HTTPConnectionsRefused: c("http", "connections_refused_total", "HTTP connections closed as they arrived because the listener held http.max_connections, none of them idle."),
 		HTTPRequests:           cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),
 		Ready:                  g("engine", "ready", "1 when the engine is ready to accept messages."),

@@ -137,8 +137,8 @@ func TestMetricsNamesAndLabels(t *testing.T) {
 				if strings.HasSuffix(name, "_total") {
 					t.Error("gauge name ends in _total")
 				}
-				if !unitlessGauges[name] && !strings.HasSuffix(name, "_seconds") && !strings.HasSuffix(name, "_messages") && !strings.HasSuffix(name, "_bytes") && !strings.HasSuffix(name, "_connections") {
-					t.Error("gauge name does not end in a unit (_seconds, _messages, _bytes, _connections)")
+				if !unitlessGauges[name] && !strings.HasSuffix(name, "_seconds") && !strings.HasSuffix(name, "_messages") && !strings.HasSuffix(name, "_bytes") && !strings.HasSuffix(name, "_connections") && !strings.HasSuffix(name, "_partitions") {
+					t.Error("gauge name does not end in a unit (_seconds, _messages, _bytes, _connections, _partitions)")
 				}
 			default:
 				t.Errorf("unexpected type %s", typ)

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,6 +56,54 @@ func TestHasQuorum(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := hasQuorum(tc.info); got != tc.want {
 				t.Errorf("hasQuorum = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestNotAnswering: the line logged when the store stops answering says
+// what is wrong, names the external server connected to last and what to
+// check, since the error alone ("context deadline exceeded") says
+// neither; the embedded server has no server to name.
+func TestNotAnswering(t *testing.T) {
+	timeout := context.DeadlineExceeded
+	tests := []struct {
+		name     string
+		err      error
+		embedded bool
+		replicas int
+		msg      string
+		noCheck  bool
+		checkHas string
+		noServer bool
+	}{
+		{name: "cluster timing out", err: timeout, replicas: 3,
+			msg: "store not answering; not ready until it does", checkHas: "at least 2 of each stream's 3 servers"},
+		{name: "cluster without a leader", err: errNoLeader, replicas: 5,
+			msg: "the ingress stream has no leader (the cluster lost its quorum?); not ready until it has", checkHas: "at least 3 of each stream's 5 servers"},
+		{name: "single external server", err: jetstream.ErrStreamNotFound, replicas: 1,
+			msg: "store has lost the ingress stream (a server restarted without its storage?); not ready", checkHas: "the NATS server is running and reachable"},
+		{name: "embedded", err: timeout, embedded: true, replicas: 1,
+			msg: "store not answering; not ready until it does", noCheck: true, noServer: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, attrs := notAnswering(tc.err, tc.embedded, "nats://h1-nats-0:4222", tc.replicas)
+			if msg != tc.msg {
+				t.Errorf("message %q, want %q", msg, tc.msg)
+			}
+			got := map[string]string{}
+			for i := 0; i+1 < len(attrs); i += 2 {
+				got[attrs[i].(string)] = attrs[i+1].(string)
+			}
+			if got["err"] != tc.err.Error() {
+				t.Errorf("err %q, want %q", got["err"], tc.err.Error())
+			}
+			if server, ok := got["server"]; ok == tc.noServer || ok && server != "nats://h1-nats-0:4222" {
+				t.Errorf("server %q (given: %v), want it named unless embedded", server, ok)
+			}
+			if check, ok := got["check"]; ok == tc.noCheck || !strings.Contains(check, tc.checkHas) {
+				t.Errorf("check %q (given: %v), want one saying %q", check, ok, tc.checkHas)
 			}
 		})
 	}

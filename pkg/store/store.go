@@ -375,14 +375,9 @@ func (s *Store) probe() {
 			s.log.Debug("store probe failed; ready until it has not answered for "+probeStale.String(), "err", err.Error())
 		case err != nil && answering:
 			answering = false
-			msg := "store not answering; not ready until it does"
-			switch {
-			case errors.Is(err, jetstream.ErrStreamNotFound):
-				msg = "store has lost the ingress stream (a server restarted without its storage?); not ready"
-			case errors.Is(err, errNoLeader):
-				msg = "the ingress stream has no leader (the cluster lost its quorum?); not ready until it has"
-			}
-			s.log.Error(msg, "err", err.Error())
+			server, _ := s.server.Load().(string)
+			msg, attrs := notAnswering(err, s.srv != nil, server, s.cfg.Replicas)
+			s.log.Error(msg, attrs...)
 		case err == nil && !answering:
 			answering = true
 			s.log.Info("store answering again")
@@ -391,6 +386,30 @@ func (s *Store) probe() {
 			(*f)(s.Healthy())
 		}
 	}
+}
+
+// notAnswering returns the log line, and its attributes, for the store
+// no longer answering the probe with err: what is wrong, the server
+// connected to last (external NATS) and what to check, since the error
+// alone (often a timeout) says neither.
+func notAnswering(err error, embedded bool, server string, replicas int) (string, []any) {
+	msg := "store not answering; not ready until it does"
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		msg = "store has lost the ingress stream (a server restarted without its storage?); not ready"
+	case errors.Is(err, errNoLeader):
+		msg = "the ingress stream has no leader (the cluster lost its quorum?); not ready until it has"
+	}
+	attrs := []any{"err", err.Error()}
+	if embedded {
+		return msg, attrs
+	}
+	attrs = append(attrs, "server", server)
+	check := "check that the NATS server is running and reachable"
+	if replicas > 1 {
+		check = fmt.Sprintf("check the NATS servers: JetStream stores nothing unless at least %d of each stream's %d servers are up and reach each other; see each server's monitoring /healthz and /jsz", replicas/2+1, replicas)
+	}
+	return msg, append(attrs, "check", check)
 }
 
 // errNoLeader is a probe's answer from a replicated stream without a

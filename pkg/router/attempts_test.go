@@ -2,10 +2,13 @@ package router
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/telemetry"
@@ -493,6 +497,54 @@ func TestDeadLetterGauge(t *testing.T) {
 				if r.o.Metrics.DeadLetters.DeleteLabelValues(k[0], k[1]) {
 					t.Errorf("%s %s: still has a series after its dead letters went", k[0], k[1])
 				}
+			}
+		})
+	}
+}
+
+// TestDeadLetterLogSaysWhatToDo: the line logged for a message's dead
+// letter tells the operator how to see why in full and how to resend it,
+// by the message's id; one without a message (an unreadable stored
+// batch) cannot be replayed by id, so its line does not say so.
+func TestDeadLetterLogSaysWhatToDo(t *testing.T) {
+	tests := []struct {
+		name     string
+		stage    string
+		id       string
+		wantNext string // "" for none
+	}{
+		{name: "delivery", stage: "delivery", id: "01AAAAAAAAAAAAAAAAAAAAAAAA", wantNext: "junction replay --id 01AAAAAAAAAAAAAAAAAAAAAAAA"},
+		{name: "route", stage: "route", id: "01BBBBBBBBBBBBBBBBBBBBBBBB", wantNext: "junction replay --id 01BBBBBBBBBBBBBBBBBBBBBBBB"},
+		{name: "unreadable ingest batch", stage: "ingest"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := deliveryRouter(t)
+			var logs logtest.Buffer
+			r.o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+			h := nats.Header{}
+			if tc.id != "" {
+				h.Set(envelope.HeaderID, tc.id)
+			}
+			cause := fault.Wrap(fault.Permanent, fault.CodeInternal, "receiver refused it", errors.New("400"))
+			if _, err := r.deadLetter(t.Context(), tc.stage, "ehr", h, []byte("payload"), cause); err != nil {
+				t.Fatal(err)
+			}
+			var line struct {
+				Msg  string `json:"msg"`
+				Next string `json:"next"`
+			}
+			if err := json.Unmarshal([]byte(logs.String()), &line); err != nil {
+				t.Fatalf("log %q: %v", logs.String(), err)
+			}
+			if line.Msg != "dead-lettered" {
+				t.Fatalf("logged %q, want dead-lettered", line.Msg)
+			}
+			switch {
+			case tc.wantNext == "" && line.Next != "":
+				t.Errorf("next %q, want none", line.Next)
+			case tc.wantNext != "" && (!strings.Contains(line.Next, tc.wantNext) || !strings.Contains(line.Next, "junction audit deadletters --detail")):
+				t.Errorf("next %q, want it to name %q and the detail command", line.Next, tc.wantNext)
 			}
 		})
 	}

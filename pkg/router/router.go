@@ -460,9 +460,14 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 	}
 	r.o.Metrics.DeadLettered.WithLabelValues(stage, name).Inc()
 	if !ack.Duplicate {
-		// Ids, codes and the safe reason only, never the detail.
-		r.o.Logger.Warn("dead-lettered", "message_id", h.Get(envelope.HeaderID), "stage", stage, "name", name,
-			"code", string(fault.CodeOf(err)), "reason", reason)
+		// Ids, codes and the safe reason only, never the detail; and,
+		// for a message's, what the operator does about it.
+		id := h.Get(envelope.HeaderID)
+		attrs := []any{"message_id", id, "stage", stage, "name", name, "code", string(fault.CodeOf(err)), "reason", reason}
+		if id != "" && (stage == "route" || stage == "delivery") {
+			attrs = append(attrs, "next", "fix the cause (junction audit deadletters --detail shows it in full), then resend: junction replay --id "+id)
+		}
+		r.o.Logger.Warn("dead-lettered", attrs...)
 	}
 	return ack.Sequence, nil
 }

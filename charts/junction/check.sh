@@ -159,4 +159,27 @@ refused 'give a Go duration' --set junction.config.shutdown_timeout=30
 render --set junction.config.shutdown_timeout=1m30s --set junction.terminationGracePeriodSeconds=97 >/dev/null || fail "a grace period covering a 90s shutdown was refused"
 render --set junction.config.shutdown_timeout=0 >/dev/null || fail "shutdown_timeout 0 was refused"
 
+# An external NATS cluster: Junction is pointed at it and the chart
+# deploys no NATS of its own; every server's monitoring endpoint and the
+# seed's Secret are required, the NKey public key and route password are
+# not (those are the chart's servers' settings).
+ext=(--set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok
+  --set 'nats.external.url=nats://n0.platform:4222\,nats://n1.platform:4222\,nats://n2.platform:4222'
+  --set-json 'nats.external.monitorUrls=["http://n0.platform:8222","http://n1.platform:8222","http://n2.platform:8222"]')
+out=$(helm template t . "${ext[@]}" --set nats.auth.existingSecret=nk)
+cfg=$(awk '/junction.yaml: \|/{on=1; next} on && /^[^ ]/{on=0} on' <<<"$out")
+grep -q '^      url: "nats://n0.platform:4222,nats://n1.platform:4222,nats://n2.platform:4222"$' <<<"$cfg" || fail "nats.external.url does not reach nats.url"
+[ "$(grep -c '^        - "http://n[0-2].platform:8222"$' <<<"$cfg")" = 3 ] || fail "nats.external.monitorUrls do not reach nats.monitor_urls"
+grep -q 't-junction-nats' <<<"$cfg" && fail "junction.yaml still names the chart's NATS with an external one"
+grep -q 'nkey_seed: file:/var/run/secrets/junction-nats/seed' <<<"$cfg" || fail "the NKey seed is not named with an external NATS"
+grep -q '^kind: StatefulSet' <<<"$out" && fail "an external NATS still renders the chart's NATS StatefulSet"
+grep -Eq 'name: t-junction-nats|component: nats' <<<"$out" && fail "an external NATS still renders one of the chart's NATS objects"
+if helm template t . "${ext[@]}" >/dev/null 2>&1; then
+  fail "rendered an external NATS without the seed's Secret"
+fi
+helm template t . "${ext[@]}" --set nats.auth.allowUnauthenticated=true >/dev/null || fail "nats.auth.allowUnauthenticated refused with an external NATS"
+if helm template t . "${ext[@]}" --set nats.auth.existingSecret=nk --set-json 'nats.external.monitorUrls=[]' >/dev/null 2>&1; then
+  fail "rendered an external NATS without its monitoring endpoints"
+fi
+
 echo "chart check passed"

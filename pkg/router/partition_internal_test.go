@@ -42,14 +42,7 @@ func TestProcessReportsStuckBatch(t *testing.T) {
 			}
 			return nil
 		}}
-	c, err := p.consumer(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msgs, err := jserr.ReadBatch(c.Fetch(1, jetstream.FetchMaxWait(time.Second)))
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("fetch: %d messages, %v", len(msgs), err)
-	}
+	c, msgs := fetchPartition(t, ctx, p, js)
 	p.process(ctx, msgs)
 	got := logs.String()
 	if n := strings.Count(got, `"level":"ERROR"`); n != 1 || !strings.Contains(got, "batch failing for over a minute") {
@@ -108,14 +101,7 @@ func TestProcessCountsFailingBatch(t *testing.T) {
 					}
 					return errors.New("audit stream not taking writes")
 				}}
-			c, err := p.consumer(ctx, js)
-			if err != nil {
-				t.Fatal(err)
-			}
-			msgs, err := jserr.ReadBatch(c.Fetch(1, jetstream.FetchMaxWait(time.Second)))
-			if err != nil || len(msgs) != 1 {
-				t.Fatalf("fetch: %d messages, %v", len(msgs), err)
-			}
+			_, msgs := fetchPartition(t, ctx, p, js)
 			p.process(ctx, msgs)
 			if !slices.Equal(seen, tc.seen) {
 				t.Errorf("gauge read %v by each attempt, want %v", seen, tc.seen)
@@ -150,4 +136,18 @@ func TestConsumerStage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fetchPartition returns p's consumer and the one message waiting for it.
+func fetchPartition(t *testing.T, ctx context.Context, p *partitionConsumer, js jetstream.JetStream) (jetstream.Consumer, []jetstream.Msg) {
+	t.Helper()
+	c, err := p.consumer(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := jserr.ReadBatch(c.Fetch(1, jetstream.FetchMaxWait(time.Second)))
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch: %d messages, %v", len(msgs), err)
+	}
+	return c, msgs
 }

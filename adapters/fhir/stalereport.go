@@ -135,47 +135,56 @@ func (o *Outbound) otherPatientReport(ctx context.Context, tx *models.Bundle, ke
 			continue
 		}
 		for _, have := range k.found {
-			var r struct {
-				Subject *patientRef `json:"subject"`
+			theirs, err := o.storedSubject(ctx, have, ourID, read, auth)
+			if err != nil {
+				return err
 			}
-			if json.Unmarshal(have, &r) != nil || r.Subject == nil {
-				continue
-			}
-			var theirs []fhirIdentifier
-			if r.Subject.Identifier != nil && r.Subject.Identifier.Value != "" {
-				theirs = []fhirIdentifier{*r.Subject.Identifier}
-			} else {
-				typ, id, ok := strings.Cut(serverPath(r.Subject.Reference, o.base), "/")
-				if !ok || typ != "Patient" || !fhirID.MatchString(id) || id == ourID {
-					continue
-				}
-				got, seen := read[id]
-				if !seen {
-					b, err := o.get(ctx, http.MethodGet, o.base+"/Patient/"+url.PathEscape(id), "", auth, "reading the patient of a report under the same result key", "")
-					if err != nil && !errors.Is(err, errNotFound) {
-						return err
-					}
-					var p struct {
-						Identifier json.RawMessage `json:"identifier"`
-					}
-					if err == nil {
-						_ = json.Unmarshal(b, &p)
-						got = identifiers(p.Identifier)
-					}
-					read[id] = got
-				}
-				if got == nil {
-					continue
-				}
-				theirs = got
-			}
-			if !samePatient(ours, theirs) {
+			if theirs != nil && !samePatient(ours, theirs) {
 				return fault.New(fault.CodeDestRejected, "fhir: the server holds a report under this result key about another patient (an accession number used again?); it was not written over").
 					WithDetail("check the laboratory's numbering with the laboratory before resending; the report at the server is unchanged")
 			}
 		}
 	}
 	return nil
+}
+
+// storedSubject returns the identifiers of the patient a report the
+// server keeps is about: its subject's identifier, or the identifiers of
+// its subject Patient, read from the server once per id (read holds
+// those read). It returns nil when there is nothing to compare: no
+// subject, a subject that is the delivery's own Patient (ourID), not a
+// Patient of this server, or gone.
+func (o *Outbound) storedSubject(ctx context.Context, report json.RawMessage, ourID string, read map[string][]fhirIdentifier, auth string) ([]fhirIdentifier, error) {
+	var r struct {
+		Subject *patientRef `json:"subject"`
+	}
+	if json.Unmarshal(report, &r) != nil || r.Subject == nil {
+		return nil, nil
+	}
+	if r.Subject.Identifier != nil && r.Subject.Identifier.Value != "" {
+		return []fhirIdentifier{*r.Subject.Identifier}, nil
+	}
+	typ, id, ok := strings.Cut(serverPath(r.Subject.Reference, o.base), "/")
+	if !ok || typ != "Patient" || !fhirID.MatchString(id) || id == ourID {
+		return nil, nil
+	}
+	if got, seen := read[id]; seen {
+		return got, nil
+	}
+	b, err := o.get(ctx, http.MethodGet, o.base+"/Patient/"+url.PathEscape(id), "", auth, "reading the patient of a report under the same result key", "")
+	if errors.Is(err, errNotFound) {
+		read[id] = nil
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var p struct {
+		Identifier json.RawMessage `json:"identifier"`
+	}
+	_ = json.Unmarshal(b, &p)
+	read[id] = identifiers(p.Identifier)
+	return read[id], nil
 }
 
 // serverPath returns a reference as a path relative to base

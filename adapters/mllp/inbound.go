@@ -134,6 +134,14 @@ type InboundConfig struct {
 	// it makes no live records; others are refused before they are
 	// stored (AR, or CR in enhanced mode, with ERR 202). Empty takes all.
 	ProcessingIDs []string `yaml:"processing_ids"`
+	// Relay lists the message types, beyond those the feed's translator
+	// takes, that the listener also stores and acknowledges, such as
+	// "ORM^O01" or "SIU^*" (every event of a type): Junction has no
+	// mapping for them, so they are routed with a minimal translation
+	// (the MessageHeader and the PID's patients) to routes that name them
+	// and forward them raw. Empty: the listener refuses them before
+	// storing (AR with ERR 200 or 201).
+	Relay []string `yaml:"relay"`
 }
 
 // DefaultInboundConfig returns the defaults.
@@ -187,6 +195,14 @@ func (c *InboundConfig) Validate() []error {
 	for i, id := range c.ProcessingIDs {
 		if id != "P" && id != "T" && id != "D" {
 			errs = append(errs, fmt.Errorf("processing_ids[%d]: %q is not an HL7 processing id (P, T or D)", i, id))
+		}
+	}
+	for i, p := range c.Relay {
+		switch {
+		case !hl7v2.ValidTypePattern(p):
+			errs = append(errs, fmt.Errorf("relay[%d]: %q is not a message type with its event, such as ORM^O01, or TYPE^* for every event of one", i, p))
+		case slices.ContainsFunc(c.Relay[:i], func(q string) bool { return hl7v2.TypeMatches(q, p) || hl7v2.TypeMatches(p, q) }):
+			errs = append(errs, fmt.Errorf("relay[%d]: %q overlaps an earlier entry; list one of them", i, p))
 		}
 	}
 	if t := c.TLS; t != nil {
@@ -424,7 +440,8 @@ func answers(cond string, code hl7v2.AckCode) bool {
 // mode) with ERR code 200 (unknown message type) or 201 (unknown event),
 // counted and quarantined, rather than acknowledged and then
 // dead-lettered by every route, since the adapter's translator never
-// takes them. Call it before Start.
+// takes them. A type may be given as "ORM^*", every event of it. Call it
+// before Start.
 func (in *Inbound) AcceptOnly(types []string) {
 	in.types = make(map[string]bool, len(types))
 	for _, t := range types {
@@ -458,8 +475,8 @@ func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field, component 
 	if in.types == nil {
 		return "", 0, 0, ""
 	}
-	typ := m.Segment("MSH").Component(9, 1, 1, 1)
-	if in.types[typ+"^"+m.Event()] {
+	typ, ev := m.Segment("MSH").Component(9, 1, 1, 1), m.Event()
+	if in.types[typ+"^"+ev] || ev != "" && in.types[typ+"^*"] {
 		return "", 0, 0, ""
 	}
 	for t := range in.types {

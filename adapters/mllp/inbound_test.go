@@ -262,6 +262,42 @@ func TestInboundAcceptOnly(t *testing.T) {
 	}
 }
 
+// TestInboundRelay checks that a listener given relayed types beside its
+// translator's (as pas.NewPatientInbound gives them) stores those, a
+// "TYPE^*" one for every event of the type, and still refuses the rest.
+func TestInboundRelay(t *testing.T) {
+	as := func(id, typ string) string { return strings.Replace(msg(id, ""), "ADT^A01^ADT_A01", typ, 1) }
+	tests := []struct {
+		name        string
+		payload     string
+		wantCode    hl7v2.AckCode
+		wantErrCode string
+	}{
+		{"translated", msg("OK1", ""), hl7v2.AckAA, ""},
+		{"relayed type", as("RL1", "ORM^O01^ORM_O01"), hl7v2.AckAA, ""},
+		{"every event of a type", as("RL2", "SIU^S14^SIU_S12"), hl7v2.AckAA, ""},
+		{"relayed event listed", as("RL4", "MDM^T02"), hl7v2.AckAA, ""},
+		{"another event of that type", as("RL5", "MDM^T04"), hl7v2.AckAR, "201"},
+		{"an untranslated ADT event", as("RL6", "ADT^A17^ADT_A17"), hl7v2.AckAR, "201"},
+		{"another type", as("RL7", "OML^O21^OML_O21"), hl7v2.AckAR, "200"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			f.in.AcceptOnly([]string{"ADT^A01", "ORM^O01", "SIU^*", "MDM^T02"})
+			code, _, _, reply := send(t, dial(t, f.addr), tt.payload)
+			if code != tt.wantCode {
+				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
+			}
+			if refused := storedOrKept(t, f, tt.wantErrCode == "", fault.CodeHL7Unsupported); refused {
+				if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != tt.wantErrCode {
+					t.Errorf("ERR codes %v, want [%s]", codes, tt.wantErrCode)
+				}
+			}
+		})
+	}
+}
+
 // storedOrKept checks that the one message sent to f was stored, when
 // taken, or else quarantined for reason and not stored. It reports
 // whether the message was refused, so its answer is worth checking.
@@ -1001,6 +1037,16 @@ func TestInboundConfigValidate(t *testing.T) {
 			[]string{`accept_ack: must be "always" or "msh15"`}},
 		{"buffer budget below one message", func() InboundConfig { c := DefaultInboundConfig(); c.MaxBufferedBytes = 1000; return c }(),
 			[]string{"max_buffered_bytes: must be at least max_message_bytes (1048576), or no message that large could be received"}},
+		{"relayed types", func() InboundConfig {
+			c := DefaultInboundConfig()
+			c.Relay = []string{"ORM^O01", "SIU^*", "orm^o02", "ORM", "SIU^S12", "ORM^O01", "MDM^T02"}
+			return c
+		}(), []string{
+			`relay[2]: "orm^o02" is not a message type with its event, such as ORM^O01, or TYPE^* for every event of one`,
+			`relay[3]: "ORM" is not a message type with its event, such as ORM^O01, or TYPE^* for every event of one`,
+			`relay[4]: "SIU^S12" overlaps an earlier entry; list one of them`,
+			`relay[5]: "ORM^O01" overlaps an earlier entry; list one of them`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

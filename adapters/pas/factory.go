@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/junction-fhir/junction/adapters/mllp"
 	"github.com/junction-fhir/junction/pkg/adapter"
@@ -48,6 +49,7 @@ func DefaultConfig() Config {
 // dialect.
 func (c *Config) Validate() []error {
 	errs := c.InboundConfig.Validate()
+	errs = append(errs, CheckRelay(c.Relay, (&Translator{events: adtEvents(c.Dialect)}).Events())...)
 	return append(errs, c.Dialect.Validate()...)
 }
 
@@ -115,7 +117,8 @@ func (t *Translator) Screen(m *hl7v2.Message) *hl7v2.AckError {
 // segment; it keeps its own copy of d.
 //
 // types, when not nil, are the message types the feed's translator takes
-// (adapter.EventLister); the listener refuses others before storing them.
+// (adapter.EventLister); the listener refuses others before storing them,
+// but for those cfg.Relay lists.
 func NewPatientInbound(set adapter.Settings, host adapter.Host, cfg mllp.InboundConfig, d Dialect, types []string) (*mllp.Inbound, error) {
 	d.NHSNumberAuthorities = append([]string(nil), d.NHSNumberAuthorities...)
 	in, err := mllp.NewInbound(set, host, cfg, func(m *hl7v2.Message) string {
@@ -125,7 +128,7 @@ func NewPatientInbound(set adapter.Settings, host adapter.Host, cfg mllp.Inbound
 		return nil, err
 	}
 	if types != nil {
-		in.AcceptOnly(types)
+		in.AcceptOnly(append(slices.Clip(types), cfg.Relay...))
 	}
 	return in, nil
 }
@@ -136,7 +139,12 @@ func (Factory) NewTranslator(cfg any) (adapter.Translator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewTranslator(c.Dialect)
+	t, err := NewTranslator(c.Dialect)
+	if err != nil {
+		return nil, err
+	}
+	t.Relay(c.Relay)
+	return t, nil
 }
 
 // configOf checks that cfg is a valid pas Config.

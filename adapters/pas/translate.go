@@ -212,6 +212,8 @@ type Translator struct {
 	// viaModels marshals entries with fhir.MarshalResource instead of
 	// appendResource (tests compare the two).
 	viaModels bool
+	// relay are the message types relayed rather than translated (Relay).
+	relay []string
 }
 
 // NewTranslator returns a translator for feeds speaking dialect d.
@@ -259,8 +261,10 @@ func (t *Translator) Translate(env *envelope.Envelope) (*adapter.Translation, er
 }
 
 // TranslateMessage translates a parsed ADT message. The result depends
-// only on env.ID, env.ReceivedAt and the message. An event with no
-// mapping gives a permanent fault with code fault.CodeHL7Unsupported; a
+// only on env.ID, env.ReceivedAt and the message. A type the translator
+// relays (Relay) and has no mapping for gets TranslateRelayed; another
+// event with no mapping gives a permanent fault with code
+// fault.CodeHL7Unsupported; a
 // missing required segment one with fault.CodeHL7Required; an MSH-18
 // character set other than ASCII, 8859/1 or UNICODE UTF-8 one with
 // fault.CodeHL7Charset (see hl7v2.Message.CharsetError). 8859/1 text is
@@ -277,18 +281,31 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 	if err := m.CharsetError(); err != nil {
 		return nil, err
 	}
-	if typ := msh.Component(9, 1, 1, 1); typ != "ADT" {
+	typ, event := msh.Component(9, 1, 1, 1), m.Event()
+	mapping, ok := t.events[event]
+	if (typ != "ADT" || !ok) && event != "" && t.Relays(typ+"^"+event) {
+		return t.TranslateRelayed(env, m)
+	}
+	if typ != "ADT" {
 		return nil, fault.New(fault.CodeHL7Unsupported, "pas translates ADT messages only").
 			WithDetail("unsupported message type " + quoteCode(typ)).WithHL7("200")
 	}
-	event := m.Event()
-	mapping, ok := t.events[event]
 	if !ok {
 		return nil, fault.New(fault.CodeHL7Unsupported, "ADT event not supported").
 			WithDetail("unsupported ADT event " + quoteCode(event)).WithHL7("201")
 	}
+	return t.build(env, m, "", event, mapping)
+}
+
+// build maps m's segments by mapping and assembles the Bundle. msgType is
+// MSH-9.1 of a relayed message, "" for an ADT event the translator maps
+// (whose event time is then checked).
+func (t *Translator) build(env *envelope.Envelope, m *hl7v2.Message, msgType, event string, mapping eventMapping) (*adapter.Translation, error) {
 	b := newBuilder(t, env, m, event, mapping)
-	b.checkEventTime()
+	b.msgType = msgType
+	if msgType == "" {
+		b.checkEventTime()
+	}
 	for _, rule := range mapping.segments {
 		var segs []*hl7v2.Segment
 		if rule.repeat {
@@ -315,6 +332,7 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 		Event:       event,
 		V2:          m,
 		DataQuality: b.dq,
+		Relayed:     msgType != "",
 	}, nil
 }
 
@@ -502,6 +520,8 @@ type builder struct {
 	m       *hl7v2.Message
 	event   string
 	mapping eventMapping
+	// msgType is MSH-9.1 of a relayed message; "" means ADT.
+	msgType string
 
 	patient   *models.Patient
 	encounter *models.Encounter

@@ -118,6 +118,9 @@ func (b *builder) provenance(resources []entry) (*models.Provenance, string) {
 
 // messageType is the message type and event, such as "ADT^A01".
 func (b *builder) messageType() string {
+	if b.msgType != "" {
+		return b.msgType + "^" + b.event
+	}
 	return "ADT^" + b.event
 }
 

@@ -39,8 +39,8 @@ type correlatingTranslator struct {
 // store failure is transient: the message is tried again.
 func (t *correlatingTranslator) Translate(env *envelope.Envelope) (*adapter.Translation, error) {
 	tr, err := t.Translator.Translate(env)
-	if err != nil {
-		return nil, err
+	if err != nil || tr.Relayed {
+		return tr, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), correlateTimeout)
 	defer cancel()

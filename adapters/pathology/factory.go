@@ -61,6 +61,7 @@ func DefaultConfig() Config {
 // it names (which it reads).
 func (c *Config) Validate() []error {
 	errs := c.InboundConfig.Validate()
+	errs = append(errs, pas.CheckRelay(c.Relay, (*Translator)(nil).Events())...)
 	errs = append(errs, c.Dialect.Validate()...)
 	return append(errs, c.Lab.Validate()...)
 }
@@ -78,7 +79,8 @@ func (Factory) NewConfig() any {
 // stored message is partitioned by pas.PatientKey under the configured
 // dialect, so a patient's results keep their order, and keep it relative
 // to the same patient's ADT when both feeds use the same dialect. Message
-// types other than ORU^R01 are refused before they are stored.
+// types other than ORU^R01 are refused before they are stored, but for
+// those the input relays.
 func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.Host, cfg any) (adapter.Inbound, error) {
 	c, err := configOf(cfg)
 	if err != nil {
@@ -97,8 +99,12 @@ func (Factory) NewInbound(_ context.Context, set adapter.Settings, host adapter.
 // with no PID, results for more than one patient, or no OBR (HL7 error
 // 100), and a report without a test code or a result without an
 // observation code (101, see missingCode). It returns nil for messages
-// the translator takes or decides on otherwise.
+// the translator takes or decides on otherwise, and for those of other
+// types, which the listener takes only to relay.
 func Screen(m *hl7v2.Message) *hl7v2.AckError {
+	if m.Segment("MSH").Component(9, 1, 1, 1) != "ORU" || m.Event() != "R01" {
+		return nil // relayed, not translated
+	}
 	switch pids := len(m.SegmentsNamed("PID")); {
 	case pids == 0:
 		return &hl7v2.AckError{Segment: "PID", Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "ORU^R01 needs a PID segment"}
@@ -171,7 +177,12 @@ func (Factory) NewTranslator(cfg any) (adapter.Translator, error) {
 	if err != nil {
 		return nil, err
 	}
-	return NewTranslator(c.Dialect, c.Lab)
+	t, err := NewTranslator(c.Dialect, c.Lab)
+	if err != nil {
+		return nil, err
+	}
+	t.patients.Relay(c.Relay)
+	return t, nil
 }
 
 // configOf checks that cfg is a valid pathology Config.

@@ -144,6 +144,46 @@ func TestFactoryNewTranslator(t *testing.T) {
 	}
 }
 
+// TestFactoryRelay checks that a pathology input relays the types its
+// relay setting names with the minimal translation, translates ORU^R01
+// whatever they say, and refuses relaying ORU^R01 itself.
+func TestFactoryRelay(t *testing.T) {
+	c := DefaultConfig()
+	c.Relay = []string{"ORM^*", "ORU^*"}
+	tr, err := Factory{}.NewTranslator(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.(adapter.RelayLister).RelayTypes(); !cmp.Equal(got, c.Relay) {
+		t.Errorf("RelayTypes %v, want %v", got, c.Relay)
+	}
+	order := hl7(strings.Replace(testMSH, "ORU^R01", "ORM^O01", 1), testPID, "ORC|NW|ORD1", testOBR)
+	for _, tt := range []struct {
+		name    string
+		raw     []byte
+		relayed bool
+	}{
+		{"relayed order", order, true},
+		{"relayed result type", hl7(strings.Replace(testMSH, "ORU^R01", "ORU^R30", 1), testPID, testOBR), true},
+		{"translated result", hl7(testMSH, testPID, testOBR), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tr.Translate(testEnvelope("factory", tt.raw))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			hasReport := strings.Contains(string(got.Bundle), `"resourceType":"DiagnosticReport"`)
+			if got.Relayed != tt.relayed || hasReport == tt.relayed || got.PatientKey != "9990000018" {
+				t.Errorf("Relayed %v, DiagnosticReport %v, key %q; want relayed %v", got.Relayed, hasReport, got.PatientKey, tt.relayed)
+			}
+		})
+	}
+	c.Relay = []string{"ORU^R01"}
+	if errs := c.Validate(); len(errs) != 1 || !strings.Contains(errs[0].Error(), `relay[0]: "ORU^R01" is translated by this input`) {
+		t.Errorf("Validate: %v, want relay[0] refused", errs)
+	}
+}
+
 // fakeHost is an adapter.Host that stores nothing.
 type fakeHost struct{}
 
@@ -217,6 +257,10 @@ func TestScreen(t *testing.T) {
 		{"result without a code", []string{testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`, `OBX|2|NM|||4.4|mmol/L|||||F`}, "OBX-3 #2"},
 		{"result with text only", []string{testMSH, testPID, testOBR, `OBX|1|NM|^Glucose||5.2|mmol/L`}, ""},
 		{"line with neither code nor value", []string{testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`, `OBX|2|TX|||^~^|||||F`}, ""},
+		// Other types reach the listener only when relayed, and are
+		// relayed as they are.
+		{"a relayed order without an OBR", []string{strings.Replace(testMSH, "ORU^R01", "ORM^O01", 1), testPID}, ""},
+		{"a relayed result type with two patients", []string{strings.Replace(testMSH, "ORU^R01", "ORU^R30", 1), testPID, testOBR, `PID|1||9990000026^^^NHS^NH`}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,8 +283,11 @@ func TestScreen(t *testing.T) {
 			case ae.Segment != tt.segment || ae.Code != hl7v2.ErrCodeSegmentSequence:
 				t.Errorf("refusal %+v, want ERR 100 on %s", ae, tt.segment)
 			}
-			// The translator refuses the same messages.
-			_, terr := newTestTranslator(t).TranslateMessage(testEnvelope("screen", hl7(tt.segments...)), m)
+			// The translator refuses the same messages (relaying the
+			// other types, as the listener takes them only then).
+			tr := newTestTranslator(t)
+			tr.patients.Relay([]string{"ORM^*", "ORU^*"})
+			_, terr := tr.TranslateMessage(testEnvelope("screen", hl7(tt.segments...)), m)
 			if (terr != nil) != (tt.segment != "") {
 				t.Errorf("translator error %v, screen %+v: they disagree", terr, ae)
 			}

@@ -159,9 +159,15 @@ func (t *Translator) Translate(env *envelope.Envelope) (*adapter.Translation, er
 // Events implements adapter.EventLister: ORU^R01 alone.
 func (t *Translator) Events() []string { return []string{"ORU^R01"} }
 
+// RelayTypes implements adapter.RelayLister: the message types the input
+// relays (its relay setting), given the minimal translation of
+// pas.Translator.TranslateRelayed.
+func (t *Translator) RelayTypes() []string { return t.patients.RelayTypes() }
+
 // TranslateMessage translates a parsed ORU^R01 message. The result depends
-// only on env.ID, env.Source, env.ReceivedAt and the message. A message
-// type other than ORU gives a permanent fault with code
+// only on env.ID, env.Source, env.ReceivedAt and the message. A type the
+// input relays (other than ORU^R01) gets pas.Translator.TranslateRelayed;
+// another message type other than ORU gives a permanent fault with code
 // fault.CodeHL7Unsupported and HL7 error 200, an ORU event other than R01
 // the same with HL7 error 201; a message without PID or OBR one with
 // fault.CodeHL7Required and HL7 error 100, and results for more than one
@@ -179,6 +185,9 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 	}
 	if err := m.CharsetError(); err != nil {
 		return nil, err
+	}
+	if typ, ev := msh.Component(9, 1, 1, 1), m.Event(); (typ != "ORU" || ev != "R01") && ev != "" && t.patients.Relays(typ+"^"+ev) {
+		return t.patients.TranslateRelayed(env, m)
 	}
 	if typ := msh.Component(9, 1, 1, 1); typ != "ORU" {
 		return nil, fault.New(fault.CodeHL7Unsupported, "pathology translates ORU messages only").

@@ -329,6 +329,12 @@ type Translation struct {
 	// BundleHash is the audit hash of Bundle, when the engine has
 	// computed it once for several routes to share.
 	BundleHash string
+	// Relayed marks a message of a type the input relays (RelayLister)
+	// rather than translates: Bundle holds only its MessageHeader and
+	// the Patients of its PID segments, enough to partition, match and
+	// decide consent, and the message itself is sent on unchanged. It is
+	// never applied to the patient index.
+	Relayed bool
 }
 
 // EventLister is a Translator that says which message types it
@@ -337,6 +343,14 @@ type Translation struct {
 // message.
 type EventLister interface {
 	Events() []string
+}
+
+// RelayLister is a Translator whose input also takes message types it
+// does not translate (an HL7 v2 input's relay setting): patterns such as
+// "ORM^O01" or "SIU^*" (every event of a type). A route takes a relayed
+// type only when it names it, and sends it raw.
+type RelayLister interface {
+	RelayTypes() []string
 }
 
 // Translator turns raw inbound bytes into FHIR with no I/O.

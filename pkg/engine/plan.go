@@ -97,6 +97,19 @@ func (p *Plan) SourceEvents(name string) ([]string, bool) {
 	return el.Events(), true
 }
 
+// SourceRelays implements route.RelayCatalog: the message types the
+// input relays untranslated (adapter.RelayLister).
+func (p *Plan) SourceRelays(name string) []string {
+	in := p.Inputs[name]
+	if in == nil {
+		return nil
+	}
+	if rl, ok := in.Translator.(adapter.RelayLister); ok {
+		return rl.RelayTypes()
+	}
+	return nil
+}
+
 // PayloadTaken implements route.PayloadCatalog: the content type a route
 // on source sends dest, from the input's factory when raw
 // (adapter.ContentStorer), and whether the destination's factory takes it

@@ -410,19 +410,116 @@ func TestLoadUnknownEvents(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := Load(path, testEnv(t), eventCatalog{testCatalog})
-			if len(tt.want) == 0 {
-				if err != nil {
-					t.Fatalf("Load: %v", err)
-				}
-				return
+			wantLoadErrors(t, err, path, tt.want)
+		})
+	}
+}
+
+// wantLoadErrors checks that err, from loading the route file at path,
+// is nil when want is empty and otherwise holds each of want, a
+// position in path and its message.
+func wantLoadErrors(t *testing.T, err error, path string, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatal("Load accepted the route")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), path+w) {
+			t.Errorf("error does not hold %q:\n%v", path+w, err)
+		}
+	}
+}
+
+// relayCatalog is an eventCatalog whose pas input also relays orders and
+// every scheduling event untranslated.
+type relayCatalog struct{ eventCatalog }
+
+func (relayCatalog) SourceRelays(name string) []string {
+	if name == "pas" {
+		return []string{"ORM^O01", "SIU^*", "ADT^*"}
+	}
+	return nil
+}
+
+// TestLoadRelayedEvents checks the events of a route on an input that
+// relays types untranslated: named in full they are taken, every
+// destination must then send them raw, and the rest are refused where
+// they are written.
+func TestLoadRelayedEvents(t *testing.T) {
+	tests := []struct {
+		name, events, payload string
+		want                  []string
+	}{
+		{"relayed, raw", "[ORM^O01, SIU^S12, ADT^A17]", "raw", nil},
+		{"every event of a relayed type", "[SIU^*]", "raw", nil},
+		{"translated only, as FHIR", "[ADT^A01, A03]", "fhir", nil},
+		{"every ADT event, raw", "[ADT^*]", "raw", nil},
+		{"relayed, as FHIR", "[ADT^A01, ORM^O01]", "fhir", []string{
+			`:11:14: destinations[0]: the route takes message types input "pas" relays untranslated, so it sends them as they came: set payload: raw`,
+		}},
+		{"every ADT event, as FHIR", "[ADT^*]", "fhir", []string{`:11:14: destinations[0]: the route takes message types input "pas" relays`}},
+		{"neither", "[ORM^O02, A17, OML^*, X^*]", "raw", []string{
+			`:4:12: source.events: input "pas" neither translates nor relays "ORM^O02"; it translates ADT^A01, ADT^A03, and relays ORM^O01, SIU^*, ADT^*`,
+			`:4:21: source.events: input "pas" never translates "A17"; it translates ADT^A01, ADT^A03, and relays ORM^O01, SIU^*, ADT^* (name a relayed type in full, such as ADT^A17)`,
+			`:4:26: source.events: input "pas" neither translates nor relays "OML^*"`,
+			`:4:33: source.events: "X^*": TYPE^* takes a three-character message type, such as SIU^*`,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "name: r\nsource:\n  adapter: pas\n  events: " + tt.events + "\n" +
+				"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
+				"destinations:\n  - name: fhir-store\n    payload: " + tt.payload + "\n"
+			path := filepath.Join(t.TempDir(), "r.yaml")
+			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
 			}
-			if err == nil {
-				t.Fatal("Load accepted the route")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), path+w) {
-					t.Errorf("error does not hold %q:\n%v", path+w, err)
-				}
+			_, err := LoadAll([]string{path}, testEnv(t), relayCatalog{eventCatalog{testCatalog}}, LoadOptions{Strict: true})
+			wantLoadErrors(t, err, path, tt.want)
+		})
+	}
+}
+
+// TestTakesRelayed checks which message types a route on a relaying input
+// takes: one naming no events takes every translated type and no relayed
+// one; "TYPE^*" takes every event of the type.
+func TestTakesRelayed(t *testing.T) {
+	load := func(events string) *Route {
+		t.Helper()
+		src := "name: r\nsource:\n  adapter: pas\n" + events +
+			"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
+			"destinations:\n  - name: fhir-store\n    payload: raw\n"
+		path := filepath.Join(t.TempDir(), "r.yaml")
+		if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Load(path, testEnv(t), relayCatalog{eventCatalog{testCatalog}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	all, siu, adt := load(""), load("  events: [SIU^*]\n"), load("  events: [ADT^*]\n")
+	tests := []struct {
+		typ           string
+		all, siu, adt bool
+	}{
+		{"ADT^A01", true, false, true},
+		{"ADT^A17", false, false, true},
+		{"ORM^O01", false, false, false},
+		{"SIU^S12", false, true, false},
+		{"SIU^S26", false, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.typ, func(t *testing.T) {
+			if got := [3]bool{all.Takes(tt.typ, ""), siu.Takes(tt.typ, ""), adt.Takes(tt.typ, "")}; got != [3]bool{tt.all, tt.siu, tt.adt} {
+				t.Errorf("no events, SIU^*, ADT^* take it: %v, want %v", got, [3]bool{tt.all, tt.siu, tt.adt})
 			}
 		})
 	}

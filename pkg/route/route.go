@@ -19,6 +19,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/fhir"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/rules"
@@ -74,6 +75,18 @@ type EventCatalog interface {
 	SourceEvents(source string) ([]string, bool)
 }
 
+// RelayCatalog is an EventCatalog whose sources may also take message
+// types they relay untranslated (an HL7 v2 input's relay setting). A route
+// takes those only when its events name them, and then must send every
+// destination the input unchanged (payload: raw): the minimal translation
+// a relayed message gets is for routing, not for sending.
+type RelayCatalog interface {
+	EventCatalog
+	// SourceRelays returns the patterns of the types source relays, such
+	// as "ORM^O01" or "SIU^*" (hl7v2.TypeMatches).
+	SourceRelays(source string) []string
+}
+
 // PayloadCatalog is a Catalog that knows what each destination takes, so
 // that a route sending one a payload it cannot send (FHIR to an MLLP
 // destination) is refused at load rather than dead-lettering every
@@ -89,9 +102,10 @@ type PayloadCatalog interface {
 
 // knownEvent reports whether event, in full form ("ADT^A01") or as the
 // trigger alone ("A01"), is one of known (full forms).
+// An event written "TYPE^*" is known when a known type has that TYPE.
 func knownEvent(known []string, event string) bool {
 	for _, k := range known {
-		if k == event {
+		if k == event || hl7v2.TypeMatches(event, k) {
 			return true
 		}
 		if _, trigger, ok := strings.Cut(k, "^"); ok && !strings.Contains(event, "^") && trigger == event {
@@ -99,6 +113,53 @@ func knownEvent(known []string, event string) bool {
 		}
 	}
 	return false
+}
+
+// relayedEvent reports whether a route's event, written in full ("ORM^O01"
+// or "ORM^*"), takes a message type that relay (patterns) names and known
+// (the types translated) does not list.
+func relayedEvent(relay, known []string, event string) bool {
+	typ, ev, ok := strings.Cut(event, "^")
+	if !ok {
+		return false
+	}
+	for _, p := range relay {
+		if ev == "*" {
+			if strings.HasPrefix(p, typ+"^") {
+				return true
+			}
+		} else if hl7v2.TypeMatches(p, event) && !slices.Contains(known, event) {
+			return true
+		}
+	}
+	return false
+}
+
+// relayExample returns how to write trigger, a route event given without
+// its type, as a relayed type in full: the relay pattern with that event,
+// else TYPE with it from a "TYPE^*" pattern (one of a type the input
+// translates, such as ADT, first), else the first pattern.
+func relayExample(relay, known []string, trigger string) string {
+	for _, p := range relay {
+		if _, ev, _ := strings.Cut(p, "^"); ev == trigger {
+			return p
+		}
+	}
+	wild := ""
+	for _, p := range relay {
+		if typ, ok := strings.CutSuffix(p, "^*"); ok {
+			if knownEvent(known, p) {
+				return typ + "^" + trigger
+			}
+			if wild == "" {
+				wild = typ + "^" + trigger
+			}
+		}
+	}
+	if wild != "" {
+		return wild
+	}
+	return relay[0]
 }
 
 // Route is a compiled route.
@@ -116,8 +177,13 @@ type Route struct {
 	SkipConsent bool
 	Default     consent.Outcome
 	events      map[string]bool
-	match       *rules.Program
-	steps       []step
+	// relays says events names a type the source relays untranslated
+	// (RelayCatalog); relayed, when the source relays any, reports a
+	// message type as one, so a route naming no events does not take it.
+	relays  bool
+	relayed func(messageType string) bool
+	match   *rules.Program
+	steps   []step
 	// Destinations in file order.
 	Destinations []Destination
 	// Tests as written, for `junction test`.
@@ -388,6 +454,19 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 	if cat != nil && r.Source != "" && !cat.HasSource(r.Source) {
 		errs.Add(f.Source.Adapter.Pos, "source.adapter: no input named %q in the config%s", r.Source, suggestion(cat, r.Source, false))
 	}
+	var known, relay []string
+	knownOK := false
+	if ec, ok := cat.(EventCatalog); ok && r.Source != "" {
+		known, knownOK = ec.SourceEvents(r.Source)
+		if rc, ok := cat.(RelayCatalog); ok && knownOK {
+			relay = rc.SourceRelays(r.Source)
+		}
+	}
+	if len(relay) > 0 {
+		r.relayed = func(messageType string) bool {
+			return !slices.Contains(known, messageType) && slices.ContainsFunc(relay, func(p string) bool { return hl7v2.TypeMatches(p, messageType) })
+		}
+	}
 	if len(f.Source.Events) > 0 {
 		r.events = map[string]bool{}
 		for _, e := range f.Source.Events {
@@ -398,22 +477,37 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 				errs.Add(e.Pos, "source.events: empty event")
 				continue
 			}
+			typ, ev, typed := strings.Cut(e.Value, "^")
+			if typed && ev == "*" && !hl7v2.ValidTypePattern(e.Value) {
+				errs.Add(e.Pos, "source.events: %q: TYPE^* takes a three-character message type, such as SIU^*", e.Value)
+				continue
+			}
 			if strict {
-				_, ev, typed := strings.Cut(e.Value, "^")
 				switch t := eventTypeOf(r.events, e.Value); {
 				case r.events[e.Value]:
 					errs.Add(e.Pos, "source.events: %q is listed twice", e.Value)
 				case typed && r.events[ev]:
 					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, ev)
+				case typed && ev != "*" && r.events[typ+"^*"]:
+					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, typ+"^*")
 				case t != "":
 					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, t)
 				}
 			}
 			r.events[e.Value] = true
-			if ec, ok := cat.(EventCatalog); ok && r.Source != "" {
-				if known, ok := ec.SourceEvents(r.Source); ok && !knownEvent(known, e.Value) {
-					errs.Add(e.Pos, "source.events: input %q never translates %q; it translates %s", r.Source, e.Value, strings.Join(known, ", "))
-				}
+			if !knownOK {
+				continue
+			}
+			switch relayed := relayedEvent(relay, known, e.Value); {
+			case relayed:
+				r.relays = true
+			case knownEvent(known, e.Value):
+			case len(relay) > 0 && !typed:
+				errs.Add(e.Pos, "source.events: input %q never translates %q; it translates %s, and relays %s (name a relayed type in full, such as %s)", r.Source, e.Value, strings.Join(known, ", "), strings.Join(relay, ", "), relayExample(relay, known, e.Value))
+			case len(relay) > 0:
+				errs.Add(e.Pos, "source.events: input %q neither translates nor relays %q; it translates %s, and relays %s", r.Source, e.Value, strings.Join(known, ", "), strings.Join(relay, ", "))
+			default:
+				errs.Add(e.Pos, "source.events: input %q never translates %q; it translates %s", r.Source, e.Value, strings.Join(known, ", "))
 			}
 		}
 	}
@@ -524,6 +618,9 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 		switch d.Payload.Value {
 		case "", "fhir":
+			if r.relays {
+				errs.Add(at(d.Payload.Pos, d.Name.Pos), "%s: the route takes message types input %q relays untranslated, so it sends them as they came: set payload: raw (to send translated types as FHIR, use another route)", where, r.Source)
+			}
 		case "raw":
 			cd.Raw = true
 		default:
@@ -704,16 +801,19 @@ func (r *Route) stepsReadUnredacted() bool {
 
 // Takes reports whether the route takes messages of this type. Events may
 // be written as "ADT^A01" or "A01".
+//
+// A route naming no events takes every type the source translates, but
+// none it relays untranslated (RelayCatalog); "TYPE^*" takes every event
+// of TYPE.
 func (r *Route) Takes(messageType, event string) bool {
 	if r.events == nil {
-		return true
+		return r.relayed == nil || !r.relayed(messageType)
 	}
+	typ, ev, typed := strings.Cut(messageType, "^")
 	if event == "" {
-		if i := strings.IndexByte(messageType, '^'); i >= 0 {
-			event = messageType[i+1:]
-		}
+		event = ev
 	}
-	return r.events[messageType] || (event != "" && r.events[event])
+	return r.events[messageType] || (event != "" && r.events[event]) || (typed && ev != "" && r.events[typ+"^*"])
 }
 
 // NotTakenRecord is the audit record for a message type the route does not
@@ -802,7 +902,9 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		}
 		return x
 	}
-	if !r.Takes(env.MessageType, tr.Event) {
+	if !r.Takes(env.MessageType, tr.Event) || tr.Relayed && !r.relays {
+		// A relayed message reaches only a route naming its type (whose
+		// destinations take it raw), whatever the catalog knew at load.
 		res.Records = append(res.Records, r.NotTakenRecord(env))
 		return res, nil
 	}

@@ -340,7 +340,10 @@ func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelo
 		return nil, nil, patient, err
 	}
 	if derive {
-		patient = firstPatient(e, t)
+		patient = nil
+		if !t.Relayed { // the index never applies a relayed message
+			patient = firstPatient(e, t)
+		}
 	}
 	res, err := r.Process(ctx, Input{Env: e, Tr: t, Patient: patient}, decider)
 	return res, t, patient, err

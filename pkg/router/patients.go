@@ -29,7 +29,8 @@ type patientView struct {
 const indexTimeout = 30 * time.Second
 
 // indexPatient applies a translated message to the patient index and
-// returns the patient's record as it stands afterwards. A store that
+// returns the patient's record as it stands afterwards (a relayed one's
+// is only read). A store that
 // cannot be reached is a transient fault (the message is tried again,
 // never dead-lettered); a bundle the index cannot read, or a record it
 // cannot resolve, is counted and routed with the patient unknown.
@@ -46,6 +47,18 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 			r.o.Metrics.PatientIndex.WithLabelValues(env.Source, outcome).Add(float64(n))
 		}
 	}
+	if tr.Relayed {
+		// A relayed message's Patient is its PID as sent with a message
+		// Junction does not translate: read the record, never change it.
+		rec, err := ix.Lookup(ctx, tr.Parsed)
+		if errors.Is(err, patient.ErrNotFound) {
+			return patientView{}, nil
+		}
+		if err != nil {
+			return r.indexFailed(env, err)
+		}
+		return r.patientView(ctx, env, rec)
+	}
 	// One pass: the record comes back from applying the message, so a
 	// message of one patient costs no further read.
 	res, rec, err := ix.ApplyLookup(ctx, tr.Parsed, patient.Source{MessageID: env.ID, Received: env.ReceivedAt})
@@ -57,11 +70,17 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 	if err != nil {
 		return r.indexFailed(env, err)
 	}
+	if rec != nil && r.o.PatientIndexed != nil {
+		r.o.PatientIndexed(rec)
+	}
+	return r.patientView(ctx, env, rec)
+}
+
+// patientView is what the routes see of rec, the record of env's patient
+// (nil: none), with the opt-out list read now where a route reads it.
+func (r *Router) patientView(ctx context.Context, env *envelope.Envelope, rec *patient.Record) (patientView, error) {
 	if rec == nil {
 		return patientView{}, nil
-	}
-	if r.o.PatientIndexed != nil {
-		r.o.PatientIndexed(rec)
 	}
 	if r.o.OptedOut != nil && rec.NHSNumber != "" && r.patientRead[env.Source] {
 		// The opt-out list is the consent engine's, read now so the

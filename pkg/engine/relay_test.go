@@ -1,0 +1,181 @@
+package engine_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/mllp"
+)
+
+// v2Receiver is an HL7 v2 system listening on MLLP over real TCP: it
+// keeps every message it is sent and answers each AA, echoing MSH-10.
+type v2Receiver struct {
+	addr string
+	mu   sync.Mutex
+	got  [][]byte
+}
+
+func startV2Receiver(t *testing.T) *v2Receiver {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	r := &v2Receiver{addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				rd := mllp.NewReader(bufio.NewReader(c), 1<<20)
+				for {
+					frame, err := rd.ReadFrame()
+					if err != nil {
+						return
+					}
+					m, err := hl7v2.Parse(frame)
+					if err != nil {
+						return
+					}
+					r.mu.Lock()
+					r.got = append(r.got, bytes.Clone(frame))
+					r.mu.Unlock()
+					if mllp.WriteFrame(c, hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA, App: "LIS", ControlID: "R" + m.ControlID()})) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return r
+}
+
+func (r *v2Receiver) messages() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.got...)
+}
+
+// TestRelayUntranslatedTypes follows HL7 v2 message types Junction does
+// not translate through a PAS input that relays them: an order and a bed
+// swap are stored, acknowledged AA and sent unchanged over MLLP to the
+// one route that names them, beside the shipped routes translating
+// admissions as before; a relayed type no route names is filtered; a
+// type the input does not relay is refused before it is stored; every
+// accepted message finishes; and the relayed messages, whose PIDs come
+// with messages Junction does not map, leave the patient index alone.
+func TestRelayUntranslatedTypes(t *testing.T) { forPipelines(t, testRelayUntranslatedTypes) }
+
+func testRelayUntranslatedTypes(t *testing.T, pipe string) {
+	lis := startV2Receiver(t)
+	shipped, err := filepath.Abs("../../routes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	relayDir := t.TempDir()
+	route := `name: orders-to-lis
+source: {adapter: pas, events: [ORM^O01, ADT^A17]}
+match: nhsNumberValid(nhsNumber(bundle))
+consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
+destinations:
+  - name: lis
+    payload: raw
+`
+	if err := os.WriteFile(filepath.Join(relayDir, "relay.yaml"), []byte(route), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, dir := startEngineWithRoutes(t, shipped+", "+relayDir, fmt.Sprintf(`inputs:
+  pas: {type: pas, listen: "127.0.0.1:0", relay: [ORM^O01, ADT^*]}
+  pathology: {type: pathology, listen: "127.0.0.1:0"}
+  fhir: {type: fhir}
+destinations:
+  fhir-store: {type: file, dir: out/fhir-store}
+  data-quality: {type: file, dir: out/data-quality}
+  lis: {type: mllp, address: %q, ack_timeout: 5s}
+%s`, lis.addr, pipe))
+	addr := mllpAddr(t, e)
+	msh := func(typ, ctrl string) string {
+		return "MSH|^~\\&|EPR|RX1|LIS|RX1|20261123093000||" + typ + "|" + ctrl + "|P|2.4\r"
+	}
+	pid := func(nhs string) string { return "PID|1||" + nhs + "^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\r" }
+	order := msh("ORM^O01^ORM_O01", "RLY1") + pid("9990000018") + "PV1|1|I\rORC|NW|ORD1\rOBR|1|ORD1||FBC^Full blood count^L\r"
+	swap := msh("ADT^A17^ADT_A17", "RLY2") + "EVN|A17|20261123093000\r" + pid("9990000026") + "PV1|1|I|WARD1^BED1\r" + pid("9990000034") + "PV1|1|I|WARD1^BED2\r"
+	pending := msh("ADT^A14^ADT_A05", "RLY3") + "EVN|A14|20261123093000\r" + pid("9990000042") + "PV1|1|P\r"
+	schedule := msh("SIU^S12^SIU_S12", "RLY4") + "SCH|1\r" + pid("9990000018")
+	for _, tt := range []struct {
+		msg  string
+		want hl7v2.AckCode
+	}{
+		{order, hl7v2.AckAA},
+		{swap, hl7v2.AckAA},
+		{pending, hl7v2.AckAA},
+		{adt("A01", "RLY5", "9990000018^^^NHS^NH"), hl7v2.AckAA},
+		{schedule, hl7v2.AckAR},
+	} {
+		if code, _ := send(t, addr, tt.msg); code != tt.want {
+			t.Fatalf("%.40q: ack %s, want %s", tt.msg, code, tt.want)
+		}
+	}
+	waitFor(t, "the order and the swap at the LIS", func() bool { return len(lis.messages()) >= 2 })
+	// Different patients, so in either order.
+	var got []string
+	for _, m := range lis.messages() {
+		got = append(got, string(m))
+	}
+	if diff := cmp.Diff([]string{order, swap}, got, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("LIS received (-want +got), want the order and the swap unchanged:\n%s", diff)
+	}
+	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
+
+	var rep audit.Reconciliation
+	waitFor(t, "every accepted message finished", func() bool {
+		rep = reconcile(t, e)
+		return len(rep.Pending) == 0 && rep.Accepted == 4
+	})
+	if diff := cmp.Diff(map[string]int{audit.OutcomeDelivered: 3, audit.OutcomeFiltered: 1}, rep.Terminal, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("terminal outcomes (-want +got):\n%s", diff)
+	}
+	if n := len(lis.messages()); n != 2 {
+		t.Errorf("LIS received %d messages, want 2 (the pending admission is no route's)", n)
+	}
+	// The A01's one patient is the only one applied to the index; the
+	// swap's two and the order's would have counted three more.
+	if got := scrape(t, e.HTTPAddr().String(), `junction_route_patient_index_total{adapter="pas",outcome="updated"}`); got != "1" {
+		t.Errorf("patients applied to the index: %s, want 1", got)
+	}
+}
+
+// scrape returns the value /metrics gives series, or "" when absent.
+func scrape(t *testing.T, addr, series string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}

@@ -269,13 +269,22 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("opening store: %w", err)
 	}
 	e.traffic.conn.Store(e.store.NC)
-	// The readiness gauge follows the store's probes, as /readyz does.
+	// The readiness and replica gauges follow the store's probes, as
+	// /readyz does.
+	setReplicas := func() {
+		r := e.store.Replicas()
+		e.metrics.StoreReplicas.WithLabelValues("current").Set(float64(r.Current))
+		e.metrics.StoreReplicas.WithLabelValues("catching_up").Set(float64(r.CatchingUp))
+		e.metrics.StoreReplicas.WithLabelValues("unreachable").Set(float64(r.Unreachable))
+	}
+	setReplicas()
 	e.store.OnHealth(func(bool) {
 		v := 0.0
 		if e.Ready() {
 			v = 1
 		}
 		e.metrics.Ready.Set(v)
+		setReplicas()
 	})
 	if e.store.Embedded() {
 		e.log.Info("store ready", "mode", "embedded", "dir", filepath.Join(dataDir, "jetstream"), "fsync", "every write")

@@ -5,10 +5,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
@@ -160,22 +158,4 @@ destinations:
 	if got := scrape(t, e.HTTPAddr().String(), `junction_route_patient_index_total{adapter="pas",outcome="updated"}`); got != "1" {
 		t.Errorf("patients applied to the index: %s, want 1", got)
 	}
-}
-
-// scrape returns the value /metrics gives series, or "" when absent.
-func scrape(t *testing.T, addr, series string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			return v
-		}
-	}
-	return ""
 }

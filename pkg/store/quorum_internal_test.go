@@ -108,3 +108,46 @@ func TestNotAnswering(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaStates checks how the probe counts the ingress stream's
+// copies from its leader's answer.
+func TestReplicaStates(t *testing.T) {
+	peer := func(mod func(*jetstream.PeerInfo)) *jetstream.PeerInfo {
+		p := &jetstream.PeerInfo{Name: "n", Current: true, Active: time.Second}
+		if mod != nil {
+			mod(p)
+		}
+		return p
+	}
+	info := func(replicas int, leader string, peers ...*jetstream.PeerInfo) *jetstream.StreamInfo {
+		return &jetstream.StreamInfo{
+			Config:  jetstream.StreamConfig{Replicas: replicas},
+			Cluster: &jetstream.ClusterInfo{Leader: leader, Replicas: peers},
+		}
+	}
+	tests := []struct {
+		name     string
+		info     *jetstream.StreamInfo
+		replicas int
+		want     Replicas
+	}{
+		{"embedded", &jetstream.StreamInfo{Config: jetstream.StreamConfig{Replicas: 1}}, 1, Replicas{Current: 1}},
+		{"no answer, embedded", nil, 1, Replicas{Unreachable: 1}},
+		{"no answer, cluster", nil, 3, Replicas{Unreachable: 3}},
+		{"all current", info(3, "n1", peer(nil), peer(nil)), 3, Replicas{Current: 3}},
+		{"one offline", info(3, "n1", peer(nil), peer(func(p *jetstream.PeerInfo) { p.Offline = true })), 3, Replicas{Current: 2, Unreachable: 1}},
+		{"one silent", info(3, "n1", peer(nil), peer(func(p *jetstream.PeerInfo) { p.Active = 6 * time.Second })), 3, Replicas{Current: 2, Unreachable: 1}},
+		{"one behind", info(3, "n1", peer(nil), peer(func(p *jetstream.PeerInfo) { p.Current = false; p.Lag = 40 })), 3, Replicas{Current: 2, CatchingUp: 1}},
+		{"one joining", info(3, "n1", peer(nil), peer(func(p *jetstream.PeerInfo) { p.Pending = true; p.Active = 0 })), 3, Replicas{Current: 2, CatchingUp: 1}},
+		{"one not listed", info(3, "n1", peer(nil)), 3, Replicas{Current: 2, Unreachable: 1}},
+		{"no leader", info(3, "", peer(nil), peer(nil)), 3, Replicas{Unreachable: 3}},
+		{"five, two lost", info(5, "n1", peer(nil), peer(nil), peer(func(p *jetstream.PeerInfo) { p.Offline = true }), peer(func(p *jetstream.PeerInfo) { p.Offline = true })), 5, Replicas{Current: 3, Unreachable: 2}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := replicaStates(tc.info, tc.replicas); got != tc.want {
+				t.Errorf("replicaStates = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -225,6 +225,9 @@ type Store struct {
 	probed     sync.WaitGroup
 	// onHealth, if set, is told each probe's outcome.
 	onHealth atomic.Pointer[func(bool)]
+	// replicas is what the last probe saw of the ingress stream's
+	// servers.
+	replicas atomic.Pointer[Replicas]
 	// server is the (redacted) URL of the external server connected to
 	// last, for the log line when the connection to it drops.
 	server atomic.Value
@@ -362,7 +365,13 @@ func (s *Store) probe() {
 		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 		st, err := s.JS.Stream(ctx, StreamIngress)
 		cancel()
-		if err == nil && !hasQuorum(st.CachedInfo()) {
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info = st.CachedInfo()
+		}
+		rs := replicaStates(info, s.cfg.Replicas)
+		s.replicas.Store(&rs)
+		if err == nil && !hasQuorum(info) {
 			err = errNoLeader
 		}
 		if err == nil {
@@ -386,6 +395,65 @@ func (s *Store) probe() {
 			(*f)(s.Healthy())
 		}
 	}
+}
+
+// Replicas counts the servers holding the ingress stream's copies as its
+// leader last answered the store's probe (every second), so a cluster
+// that still stores, but would stop at one more loss, shows before it
+// does. Every stream has the same replicas, and on a cluster of as many
+// servers as replicas the same servers, so the ingress stream stands for
+// them all.
+type Replicas struct {
+	// Current counts the leader and the peers storing its writes.
+	Current int
+	// CatchingUp counts peers behind the leader or still joining the
+	// group.
+	CatchingUp int
+	// Unreachable counts peers offline or not heard from for peerSilence
+	// (5 s), and every copy when no leader answered.
+	Unreachable int
+}
+
+// Replicas returns what the last probe saw of the ingress stream's
+// servers; before the first probe, the configured replicas as current.
+func (s *Store) Replicas() Replicas {
+	if r := s.replicas.Load(); r != nil {
+		return *r
+	}
+	return Replicas{Current: max(s.cfg.Replicas, 1)}
+}
+
+// replicaStates counts the servers of info, a probe's answer about the
+// ingress stream (nil: none came), configured with replicas copies.
+func replicaStates(info *jetstream.StreamInfo, replicas int) Replicas {
+	if info == nil {
+		return Replicas{Unreachable: max(replicas, 1)}
+	}
+	n := max(info.Config.Replicas, 1)
+	if n == 1 {
+		return Replicas{Current: 1}
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return Replicas{Unreachable: n}
+	}
+	r := Replicas{Current: 1}
+	for _, p := range info.Cluster.Replicas {
+		switch {
+		case p == nil:
+		case p.Offline || !p.Pending && p.Active >= peerSilence:
+			r.Unreachable++
+		case p.Pending || !p.Current:
+			r.CatchingUp++
+		default:
+			r.Current++
+		}
+	}
+	// A peer the leader does not list at all (not yet placed) is
+	// unreachable too.
+	if missing := n - r.Current - r.CatchingUp - r.Unreachable; missing > 0 {
+		r.Unreachable += missing
+	}
+	return r
 }
 
 // notAnswering returns the log line, and its attributes, for the store

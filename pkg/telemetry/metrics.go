@@ -54,6 +54,10 @@ type Metrics struct {
 	// http.max_connections.
 	HTTPConnectionsRefused prometheus.Counter
 	Ready                  prometheus.Gauge
+	// StoreReplicas counts the store's copies of its streams by state
+	// (current, catching_up, unreachable), as the store's probe last
+	// saw them.
+	StoreReplicas *prometheus.GaugeVec
 
 	// Accesses counts admin and audit API authorisation decisions by
 	// permission, outcome and principal (a configured name).
@@ -165,6 +169,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		HTTPConnectionsRefused: c("http", "connections_refused_total", "HTTP connections closed as they arrived because the listener held http.max_connections, none of them idle."),
 		HTTPRequests:           cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),
 		Ready:                  g("engine", "ready", "1 when the engine is ready to accept messages."),
+		StoreReplicas:          gv("engine", "store_servers", "The store's copies of its streams (the servers holding the ingress stream), as its leader answered the probe every second: current (the leader and the peers storing its writes), catching_up (behind or joining), unreachable (offline, or silent for 5 s; every copy when no leader answers). On a cluster, any not current means one more loss may stop Junction storing.", "state"),
 		Accesses:               cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
 	}
 }

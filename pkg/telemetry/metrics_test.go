@@ -25,6 +25,8 @@ var allowedLabels = map[string]bool{
 	// An access permission (a fixed set) and a principal: a configured
 	// token name, never a token.
 	"permission": true, "principal": true,
+	// The state of the store's servers, a fixed set.
+	"state": true,
 }
 
 // subsystems are the parts of the engine a series may belong to.
@@ -137,8 +139,8 @@ func TestMetricsNamesAndLabels(t *testing.T) {
 				if strings.HasSuffix(name, "_total") {
 					t.Error("gauge name ends in _total")
 				}
-				if !unitlessGauges[name] && !strings.HasSuffix(name, "_seconds") && !strings.HasSuffix(name, "_messages") && !strings.HasSuffix(name, "_bytes") && !strings.HasSuffix(name, "_connections") && !strings.HasSuffix(name, "_partitions") {
-					t.Error("gauge name does not end in a unit (_seconds, _messages, _bytes, _connections, _partitions)")
+				if !unitlessGauges[name] && !strings.HasSuffix(name, "_seconds") && !strings.HasSuffix(name, "_messages") && !strings.HasSuffix(name, "_bytes") && !strings.HasSuffix(name, "_connections") && !strings.HasSuffix(name, "_partitions") && !strings.HasSuffix(name, "_servers") {
+					t.Error("gauge name does not end in a unit (_seconds, _messages, _bytes, _connections, _partitions, _servers)")
 				}
 			default:
 				t.Errorf("unexpected type %s", typ)

@@ -641,12 +641,15 @@ func testFHIRIngressEndToEnd(t *testing.T, pipe string) {
 		}
 		return id
 	}
-	// Two messages, each sent twice.
+	// Two messages, each sent twice, serialised again and, the second,
+	// stamped again (meta.lastUpdated) as a supplier's retry is.
 	bodies := []string{
 		`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000042"}]}`,
-		`{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}]}`,
+		`{"resourceType":"Patient","meta":{"lastUpdated":"2026-12-07T09:00:00Z"},"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}]}`,
 	}
-	again := func(body string) string { return strings.ReplaceAll(body, `,"`, ",\n  \"") + "\n" }
+	again := func(body string) string {
+		return strings.ReplaceAll(strings.ReplaceAll(body, "09:00:00Z", "09:05:00Z"), `,"`, ",\n  \"") + "\n"
+	}
 	var ids [2][2]string
 	for k, body := range bodies {
 		ids[k][0] = post(body, fmt.Sprintf("test-key-%d", k))

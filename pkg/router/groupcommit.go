@@ -317,10 +317,13 @@ func sameMessage(env *envelope.Envelope, orig []byte) bool {
 // through another system may come back with LF or CR LF between segments,
 // so for v2 it is the segments after MSH, each after one CR, with no
 // empty ones. A FHIR client retrying a post often serialises the resource
-// again, with other white space, so for FHIR JSON it is the JSON without
-// insignificant white space (the same keys in another order, or other
-// values, are other content). Other content must match exactly. It
-// copies FHIR JSON, and v2 only when the separators need it.
+// again, with other white space, and stamps it again as it does (a new
+// Bundle.timestamp, the FHIR message's MSH-7, or meta.lastUpdated), so
+// for FHIR JSON it is the JSON without insignificant white space and
+// without the top-level timestamp and meta.lastUpdated (the same keys in
+// another order, or other values, are other content). Other content must
+// match exactly. It copies FHIR JSON, and v2 only when the separators
+// need it.
 func resendContent(contentType string, raw []byte) []byte {
 	if contentType == envelope.ContentTypeFHIR {
 		var out bytes.Buffer
@@ -328,7 +331,7 @@ func resendContent(contentType string, raw []byte) []byte {
 		if json.Compact(&out, raw) != nil {
 			return raw
 		}
-		return out.Bytes()
+		return withoutMembers(out.Bytes(), "timestamp", "meta")
 	}
 	if contentType != envelope.ContentTypeHL7v2 {
 		return raw
@@ -342,6 +345,42 @@ func resendContent(contentType string, raw []byte) []byte {
 		out = append(append(out, '\r'), seg...)
 	}
 	return out
+}
+
+// withoutMembers returns obj, compact JSON, without its top-level member
+// drop, and with the lastUpdated member of its top-level member meta (a
+// resource's) removed, the others in their order. JSON that is not an
+// object, or does not decode, is returned as it is.
+func withoutMembers(obj []byte, drop, meta string) []byte {
+	if len(obj) == 0 || obj[0] != '{' || !bytes.Contains(obj, []byte(`"`+drop+`"`)) && !bytes.Contains(obj, []byte(`"lastUpdated"`)) {
+		return obj
+	}
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if _, err := dec.Token(); err != nil {
+		return obj
+	}
+	out := make([]byte, 0, len(obj))
+	out = append(out, '{')
+	for dec.More() {
+		tok, err := dec.Token()
+		key, ok := tok.(string)
+		var v json.RawMessage
+		if err != nil || !ok || dec.Decode(&v) != nil {
+			return obj
+		}
+		switch key {
+		case drop:
+			continue
+		case meta:
+			v = withoutMembers(v, "lastUpdated", "")
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		k, _ := json.Marshal(key)
+		out = append(append(append(out, k...), ':'), v...)
+	}
+	return append(out, '}')
 }
 
 func afterFirstSegment(b []byte) []byte {

@@ -33,6 +33,13 @@ func TestResendContent(t *testing.T) {
 		{"FHIR keys in another order are other content", `{"a":1,"b":2}`, `{"b":2,"a":1}`, envelope.ContentTypeFHIR, false},
 		{"FHIR value changed", `{"a": 1}`, `{"a": 2}`, envelope.ContentTypeFHIR, false},
 		{"FHIR that is not JSON is compared whole", `{"a": 1`, `{"a":1`, envelope.ContentTypeFHIR, false},
+		{"FHIR stamped again", `{"resourceType":"Bundle","meta":{"lastUpdated":"2026-12-07T09:00:00Z","profile":["p"]},"identifier":{"value":"m1"},"timestamp":"2026-12-07T09:00:00Z","entry":[]}`,
+			`{"resourceType":"Bundle","meta":{"lastUpdated":"2026-12-07T09:05:00Z","profile":["p"]},"identifier":{"value":"m1"},"timestamp":"2026-12-07T09:05:00Z","entry":[]}`, envelope.ContentTypeFHIR, true},
+		{"FHIR stamped for the first time", `{"resourceType":"Bundle","identifier":{"value":"m1"},"entry":[]}`,
+			`{"resourceType":"Bundle","meta":{"lastUpdated":"2026-12-07T09:05:00Z"},"identifier":{"value":"m1"},"timestamp":"2026-12-07T09:05:00Z","entry":[]}`, envelope.ContentTypeFHIR, false},
+		{"FHIR meta changed beside its time", `{"meta":{"lastUpdated":"2026-12-07T09:00:00Z","profile":["p"]},"a":1}`,
+			`{"meta":{"lastUpdated":"2026-12-07T09:05:00Z","profile":["q"]},"a":1}`, envelope.ContentTypeFHIR, false},
+		{"FHIR timestamps within entries are content", `{"entry":[{"resource":{"timestamp":"1"}}]}`, `{"entry":[{"resource":{"timestamp":"2"}}]}`, envelope.ContentTypeFHIR, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -143,7 +143,7 @@ func (e *Engine) primeMetrics() {
 		if cs, ok := pi.Factory.(adapter.ContentStorer); ok {
 			switch cs.StoresContent() {
 			case envelope.ContentTypeHL7v2:
-				codes = []string{"AA", "AE", "AR"}
+				codes = []string{"AA", "AE", "AR", "CA", "CE", "CR"}
 			case envelope.ContentTypeFHIR:
 				codes = []string{"202", "400"}
 			}

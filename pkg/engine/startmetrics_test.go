@@ -1,0 +1,48 @@
+package engine_test
+
+import (
+	"bufio"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestMetricsAtStart checks series an engine shows before any message:
+// its one embedded copy of the store as current (a cluster's counts are
+// tested in pkg/store), and every answer code of each input at zero,
+// enhanced mode's too, for alerts on their rate.
+func TestMetricsAtStart(t *testing.T) {
+	e, _ := startEngine(t, "")
+	want := map[string]string{
+		`junction_engine_store_servers{state="current"}`:     "1",
+		`junction_engine_store_servers{state="catching_up"}`: "0",
+		`junction_engine_store_servers{state="unreachable"}`: "0",
+	}
+	for _, code := range []string{"AA", "AE", "AR", "CA", "CE", "CR"} {
+		want[`junction_ingress_acks_total{adapter="pas",code="`+code+`"}`] = "0"
+	}
+	want[`junction_ingress_acks_total{adapter="fhir",code="202"}`] = "0"
+	for series, v := range want {
+		if got := scrape(t, e.HTTPAddr().String(), series); got != v {
+			t.Errorf("%s = %q, want %s", series, got, v)
+		}
+	}
+}
+
+// scrape returns the value /metrics gives series, or "" when absent.
+func scrape(t *testing.T, addr, series string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}

@@ -349,38 +349,81 @@ func resendContent(contentType string, raw []byte) []byte {
 
 // withoutMembers returns obj, compact JSON, without its top-level member
 // drop, and with the lastUpdated member of its top-level member meta (a
-// resource's) removed, the others in their order. JSON that is not an
-// object, or does not decode, is returned as it is.
+// resource's) removed, the others in their order. It reads obj in place
+// (it runs for every FHIR message stored); JSON that is not an object is
+// returned as it is.
 func withoutMembers(obj []byte, drop, meta string) []byte {
-	if len(obj) == 0 || obj[0] != '{' || !bytes.Contains(obj, []byte(`"`+drop+`"`)) && !bytes.Contains(obj, []byte(`"lastUpdated"`)) {
-		return obj
-	}
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if _, err := dec.Token(); err != nil {
+	if len(obj) < 2 || obj[0] != '{' || !bytes.Contains(obj, []byte(`"`+drop+`"`)) && !bytes.Contains(obj, []byte(`"lastUpdated"`)) {
 		return obj
 	}
 	out := make([]byte, 0, len(obj))
 	out = append(out, '{')
-	for dec.More() {
-		tok, err := dec.Token()
-		key, ok := tok.(string)
-		var v json.RawMessage
-		if err != nil || !ok || dec.Decode(&v) != nil {
+	for i := 1; i < len(obj) && obj[i] != '}'; {
+		if obj[i] == ',' {
+			i++
+		}
+		keyEnd := skipJSON(obj, i)
+		if keyEnd >= len(obj) || obj[i] != '"' || obj[keyEnd] != ':' {
 			return obj
 		}
-		switch key {
-		case drop:
+		valEnd := skipJSON(obj, keyEnd+1)
+		if valEnd > len(obj) {
+			return obj
+		}
+		key, val := string(obj[i+1:keyEnd-1]), obj[keyEnd+1:valEnd]
+		start := i
+		i = valEnd
+		switch {
+		case key == drop:
 			continue
-		case meta:
-			v = withoutMembers(v, "lastUpdated", "")
+		case key == meta && meta != "":
+			val = withoutMembers(val, "lastUpdated", "")
 		}
 		if len(out) > 1 {
 			out = append(out, ',')
 		}
-		k, _ := json.Marshal(key)
-		out = append(append(append(out, k...), ':'), v...)
+		out = append(append(out, obj[start:keyEnd+1]...), val...)
 	}
 	return append(out, '}')
+}
+
+// skipJSON returns the index just after the JSON value starting at i in
+// b, which is compact and valid (json.Compact wrote it), or len(b)+1 when
+// b ends first.
+func skipJSON(b []byte, i int) int {
+	depth, inString := 0, false
+	for j := i; j < len(b); j++ {
+		c := b[j]
+		switch {
+		case inString:
+			switch c {
+			case '\\':
+				j++
+			case '"':
+				inString = false
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return j // the end of a scalar inside its container
+			}
+			if depth--; depth == 0 {
+				return j + 1
+			}
+		case c == ',' && depth == 0:
+			return j
+		}
+	}
+	if depth == 0 && !inString && i < len(b) {
+		return len(b)
+	}
+	return len(b) + 1
 }
 
 func afterFirstSegment(b []byte) []byte {

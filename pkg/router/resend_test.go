@@ -1,6 +1,8 @@
 package router
 
 import (
+	"bytes"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -106,4 +108,84 @@ func TestAcceptFindsReuseUnderLegacyKey(t *testing.T) {
 	if got := testutil.ToFloat64(acc.r.o.Metrics.Duplicates.WithLabelValues("pas")); got != 1 {
 		t.Errorf("duplicates %v, want 1: the resend was not found under the earlier key", got)
 	}
+}
+
+// TestWithoutMembers checks the in-place scan that leaves a FHIR
+// message's stamps out of its resend content against a reference that
+// decodes the JSON, on JSON whose strings hold what the scan must step
+// over.
+func TestWithoutMembers(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"timestamp":"t","a":1}`, `{"a":1}`},
+		{`{"a":1,"timestamp":"t"}`, `{"a":1}`},
+		{`{"timestamp":"t"}`, `{}`},
+		{`{"meta":{"lastUpdated":"x"},"a":[1,{"b":"}"}]}`, `{"meta":{},"a":[1,{"b":"}"}]}`},
+		{`{"meta":{"profile":["p"],"lastUpdated":"x","tag":[]},"timestamp":"t"}`, `{"meta":{"profile":["p"],"tag":[]}}`},
+		{`{"a":"say \"timestamp\": {","timestamp":"t","b":"\\"}`, `{"a":"say \"timestamp\": {","b":"\\"}`},
+		{`{"entry":[{"resource":{"timestamp":"1","meta":{"lastUpdated":"2"}}}],"n":null,"t":true,"f":-1.5e3}`, `{"entry":[{"resource":{"timestamp":"1","meta":{"lastUpdated":"2"}}}],"n":null,"t":true,"f":-1.5e3}`},
+		{`{"time\u0073tamp":"t"}`, `{"time\u0073tamp":"t"}`}, // an escaped key is not matched
+		{`["timestamp"]`, `["timestamp"]`},
+		{`{"a":{"timestamp":"t"}}`, `{"a":{"timestamp":"t"}}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := string(withoutMembers([]byte(tt.in), "timestamp", "meta")); got != tt.want {
+				t.Errorf("withoutMembers = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzWithoutMembers checks the scan against a decoding reference on any
+// compact JSON object: the same members left, in the same order.
+func FuzzWithoutMembers(f *testing.F) {
+	for _, s := range []string{`{"timestamp":"t","a":1}`, `{"meta":{"lastUpdated":"x","b":[1,"]"]},"c":"\"}"}`, `{"a":[[],{}],"timestamp":{"x":"}"}}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var buf bytes.Buffer
+		if !json.Valid([]byte(s)) || json.Compact(&buf, []byte(s)) != nil || buf.Len() == 0 || buf.Bytes()[0] != '{' {
+			return
+		}
+		in := buf.Bytes()
+		if got, want := withoutMembers(in, "timestamp", "meta"), referenceWithout(t, in, "timestamp", "meta"); !bytes.Equal(got, want) {
+			t.Errorf("withoutMembers(%s) = %s, reference %s", in, got, want)
+		}
+	})
+}
+
+// referenceWithout is withoutMembers by decoding: each top-level member
+// as raw JSON, its key compared as written (as the scan compares it).
+func referenceWithout(t *testing.T, obj []byte, drop, meta string) []byte {
+	t.Helper()
+	if len(obj) == 0 || obj[0] != '{' || !bytes.Contains(obj, []byte(`"`+drop+`"`)) && !bytes.Contains(obj, []byte(`"lastUpdated"`)) {
+		return obj
+	}
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if _, err := dec.Token(); err != nil {
+		t.Fatal(err)
+	}
+	out := []byte{'{'}
+	for dec.More() {
+		before := dec.InputOffset()
+		if _, err := dec.Token(); err != nil {
+			t.Fatal(err)
+		}
+		keyRaw := bytes.TrimPrefix(obj[before:dec.InputOffset()], []byte{','})
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		switch key := string(keyRaw[1 : len(keyRaw)-1]); {
+		case key == drop:
+			continue
+		case key == meta && meta != "":
+			v = referenceWithout(t, v, "lastUpdated", "")
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(append(append(out, keyRaw...), ':'), v...)
+	}
+	return append(out, '}')
 }

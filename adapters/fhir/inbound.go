@@ -440,6 +440,14 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 			return
 		}
 	}
+	if wantsOnlyXML(r) {
+		// Refused before it is stored: a client that can read XML only
+		// would take a JSON answer for a failure and post again.
+		in.countUnserved(http.StatusNotAcceptable)
+		jfhir.WriteOutcome(w, http.StatusNotAcceptable, jfhir.Outcome("error", "not-supported",
+			"not stored: Junction answers in FHIR JSON only (application/fhir+json); ask for it in Accept, or for _format=json"))
+		return
+	}
 	if !in.enter() {
 		w.Header().Set("Retry-After", retryAfterSeconds)
 		jfhir.WriteOutcome(w, http.StatusServiceUnavailable, jfhir.Outcome("error", "transient", "endpoint shutting down; not stored, resend later"))

@@ -576,6 +576,40 @@ func TestInboundMetadata(t *testing.T) {
 	}
 }
 
+// TestInboundPostAsksForXML checks that a post whose client asks for an
+// XML answer alone is refused before it is stored (406), so it is not
+// stored and answered in JSON the client takes for a failure, and that
+// any JSON or wildcard in Accept, or _format=json, is enough.
+func TestInboundPostAsksForXML(t *testing.T) {
+	for _, tc := range []struct {
+		path, accept string
+		want         int
+	}{
+		{"/fhir/Patient", "application/fhir+xml", http.StatusNotAcceptable},
+		{"/fhir/Patient?_format=xml", "", http.StatusNotAcceptable},
+		{"/fhir/Patient?_format=json", "application/fhir+xml", http.StatusAccepted},
+		{"/fhir/Patient", "application/fhir+xml, application/fhir+json;q=0.9", http.StatusAccepted},
+		{"/fhir/Patient", "application/xml, */*;q=0.1", http.StatusAccepted},
+		{"/fhir/Patient", "", http.StatusAccepted},
+	} {
+		t.Run(tc.path+" "+tc.accept, func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			hdr := map[string]string{}
+			if tc.accept != "" {
+				hdr["Accept"] = tc.accept
+			}
+			rec := f.do(http.MethodPost, tc.path, "application/fhir+json", readTestdata(t, "patient.json"), hdr)
+			if rec.Code != tc.want {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.want, rec.Body)
+			}
+			stored := len(f.host.all())
+			if want := map[bool]int{true: 1, false: 0}[tc.want == http.StatusAccepted]; stored != want {
+				t.Errorf("stored %d, want %d", stored, want)
+			}
+		})
+	}
+}
+
 func TestInboundShutdown(t *testing.T) {
 	f := newInboundFixture(t, DefaultInboundConfig())
 	if err := f.in.Start(context.Background()); err != nil {

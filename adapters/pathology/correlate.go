@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	kvbucket "github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
 // CorrelationStore keeps the orders Junction sent, by correlation key (see
@@ -140,6 +142,62 @@ type Match struct {
 	// FillerLearned is true when the result taught a new filler number,
 	// now stored.
 	FillerLearned bool
+	// PatientMismatch is true when the order named was found but was sent
+	// for another patient: the order's NHS number and the result's differ
+	// (a number the laboratory mistyped, or gave to another sample). The
+	// report is then not linked to the order, and nothing is learned from
+	// it; Found stays false.
+	PatientMismatch bool
+}
+
+// DQOrderPatientMismatch: a result names an order Junction sent for
+// another patient (the NHS numbers differ), so its report was not linked
+// to that order.
+const DQOrderPatientMismatch = "order_patient_mismatch"
+
+// patientCheck returns the check value of the NHS number nhsNumber for
+// order o (SentOrder.Patient): the first 6 hex digits of a SHA-256 of the
+// order's placer namespace and number and the NHS number. It is short on
+// purpose: for one order about fifty numbers of the whole NHS number range
+// share each value, so a correlation record does not name its patient,
+// while another patient's number matches it by chance about once in 16
+// million.
+func patientCheck(o SentOrder, nhsNumber string) string {
+	h := sha256.New()
+	h.Write([]byte("patient"))
+	h.Write([]byte{0})
+	h.Write([]byte(strings.ToUpper(strings.TrimSpace(o.PlacerNamespace))))
+	h.Write([]byte{0})
+	h.Write([]byte(strings.TrimSpace(o.PlacerNumber)))
+	h.Write([]byte{0})
+	h.Write([]byte(nhs.Normalize(nhsNumber)))
+	return hex.EncodeToString(h.Sum(nil)[:3])
+}
+
+// resultNHSNumber returns the NHS number of the Patient entry of a result
+// bundle's entries, or "" when it has none (the translator gives only a
+// valid one the NHS number system).
+func resultNHSNumber(entries []json.RawMessage) string {
+	for _, raw := range entries {
+		if !bytes.Contains(raw, []byte(nhs.SystemNHSNumber)) {
+			continue
+		}
+		var e struct {
+			Resource struct {
+				ResourceType string           `json:"resourceType"`
+				Identifier   []fhirIdentifier `json:"identifier"`
+			} `json:"resource"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.Resource.ResourceType != "Patient" {
+			continue
+		}
+		for _, id := range e.Resource.Identifier {
+			if id.System == nhs.SystemNHSNumber && id.Value != "" {
+				return id.Value
+			}
+		}
+	}
+	return ""
 }
 
 // lookup finds the order of one result order: by placer number (in the
@@ -163,8 +221,12 @@ func (c *Correlator) lookup(ctx context.Context, r ResultOrder) (SentOrder, bool
 
 // Correlate links the DiagnosticReports of a translated result bundle
 // (the results translator's output, whose i-th DiagnosticReport comes from
-// orders[i]) to the orders Junction sent. For each report whose order is
-// found it:
+// orders[i]) to the orders Junction sent. An order sent for another
+// patient (it was sent with an NHS number, the result's Patient has one,
+// and they differ) is not linked (Match.PatientMismatch): the result
+// would be listed under another patient's request. When either has no
+// NHS number the order is linked, as nothing tells the patients apart.
+// For each other report whose order is found it:
 //
 //   - adds to DiagnosticReport.basedOn, first, a reference to the original
 //     ServiceRequest: by its placer identifier, and by its fullUrl when
@@ -185,6 +247,7 @@ func (c *Correlator) Correlate(ctx context.Context, bundle []byte, orders []Resu
 		return nil, nil, fault.New(fault.CodeFHIRInvalidJSON, "correlate: result bundle is not a JSON Bundle")
 	}
 	entries := top.Entry
+	nhsNumber := resultNHSNumber(entries)
 	matches := make([]Match, len(orders))
 	report := 0
 	changed := false
@@ -222,6 +285,10 @@ func (c *Correlator) Correlate(ctx context.Context, bundle []byte, orders []Resu
 			continue
 		}
 		m := &matches[report-1]
+		if o.Patient != "" && nhsNumber != "" && patientCheck(o, nhsNumber) != o.Patient {
+			m.PatientMismatch = true
+			continue
+		}
 		m.Found, m.ServiceRequest = true, o.ServiceRequest
 		if r.FillerNumber != "" && (r.FillerNumber != o.FillerNumber || !strings.EqualFold(r.FillerNamespace, o.FillerNamespace)) {
 			o.FillerNumber, o.FillerNamespace = r.FillerNumber, r.FillerNamespace
@@ -267,6 +334,9 @@ func (c *Correlator) CorrelateTranslation(ctx context.Context, tr *adapter.Trans
 	out, matches, err := c.Correlate(ctx, tr.Bundle, ResultOrders(m))
 	if err != nil {
 		return nil, err
+	}
+	if slices.ContainsFunc(matches, func(m Match) bool { return m.PatientMismatch }) && !slices.Contains(tr.DataQuality, DQOrderPatientMismatch) {
+		tr.DataQuality = append(tr.DataQuality, DQOrderPatientMismatch)
 	}
 	if !bytes.Equal(out, tr.Bundle) {
 		tr.Bundle, tr.Parsed = out, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,13 +251,20 @@ func TestCorrelate(t *testing.T) {
 	}
 }
 
-func TestCorrelateUnknownAndErrors(t *testing.T) {
-	ctx := t.Context()
-	tr := newTestTranslator(t)
+// minimalOrder returns the results translator and the "minimal" order
+// bundle encoded as OML^O21 v2.5.
+func minimalOrder(t *testing.T) (*Translator, *EncodedOrder) {
+	t.Helper()
 	enc, err := EncodeOrder(readOrderBundle(t, "minimal"), testOrderOptions("2.5", MessageTypeOML))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestTranslator(t), enc
+}
+
+func TestCorrelateUnknownAndErrors(t *testing.T) {
+	ctx := t.Context()
+	tr, enc := minimalOrder(t)
 	res, err := tr.Translate(testEnvelope("result", labResult(t, enc.Message, "F9")))
 	if err != nil {
 		t.Fatal(err)
@@ -312,6 +320,71 @@ func TestCorrelateUnknownAndErrors(t *testing.T) {
 			t.Errorf("error %v", err)
 		}
 	})
+}
+
+// TestCorrelatePatientMismatch checks that a result naming an order sent
+// for another patient is not linked to that order, while results whose
+// patient matches, or cannot be told apart, are.
+func TestCorrelatePatientMismatch(t *testing.T) {
+	ctx := t.Context()
+	tr, enc := minimalOrder(t)
+	if len(enc.Orders) != 1 || enc.Orders[0].Patient == "" {
+		t.Fatalf("order recorded without its patient check: %+v", enc.Orders)
+	}
+	result := labResult(t, enc.Message, "F9")
+	const orderNHS = "9990000034^^^NHS^NH"
+	if !bytes.Contains(result, []byte(orderNHS)) {
+		t.Fatalf("result has not the order's NHS number: %q", result)
+	}
+	tests := []struct {
+		name      string
+		pid3      string // PID-3 of the result, in place of the order's
+		unchecked bool   // the order was recorded without a patient check
+		linked    bool
+	}{
+		{name: "same patient", pid3: orderNHS, linked: true},
+		{name: "another patient's NHS number", pid3: "9990000042^^^NHS^NH"},
+		{name: "result without an NHS number", pid3: "H123456^^^RX1^MR", linked: true},
+		{name: "order recorded before patient checks", pid3: "9990000042^^^NHS^NH", unchecked: true, linked: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			store := newOrderMemStore()
+			o := enc.Orders[0]
+			if tc.unchecked {
+				o.Patient = ""
+			}
+			c := NewCorrelator(store, "EPR")
+			if err := c.RecordSent(ctx, []SentOrder{o}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := tr.Translate(testEnvelope("result", bytes.Replace(result, []byte(orderNHS), []byte(tc.pid3), 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := append([]byte(nil), res.Bundle...)
+			matches, err := c.CorrelateTranslation(ctx, res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(matches) != 1 {
+				t.Fatalf("%d matches", len(matches))
+			}
+			m := matches[0]
+			if m.Found != tc.linked || m.PatientMismatch == tc.linked || m.FillerLearned != tc.linked {
+				t.Errorf("match %+v, want linked %v", m, tc.linked)
+			}
+			if changed := !bytes.Equal(before, res.Bundle); changed != tc.linked {
+				t.Errorf("bundle changed %v, want %v", changed, tc.linked)
+			}
+			if flagged := slices.Contains(res.DataQuality, DQOrderPatientMismatch); flagged == tc.linked {
+				t.Errorf("data quality %q: %s flagged %v", res.DataQuality, DQOrderPatientMismatch, flagged)
+			}
+			if _, learned, _ := store.Get(ctx, FillerKey("LIMS", "F9-1")); learned != tc.linked {
+				t.Errorf("filler number learned %v, want %v", learned, tc.linked)
+			}
+		})
+	}
 }
 
 func TestKVStore(t *testing.T) {

@@ -170,6 +170,11 @@ type SentOrder struct {
 	FillerSystem    string `json:"filler_system,omitempty"`
 	FillerNumber    string `json:"filler_number,omitempty"`
 	FillerNamespace string `json:"filler_namespace,omitempty"`
+	// Patient is the check value of the NHS number the order was sent
+	// with (see patientCheck), "" when it was sent without one. It lets a
+	// result that names this order be checked against the order's patient
+	// without the record holding the number.
+	Patient string `json:"patient,omitempty"`
 }
 
 // maxBundleEntries bounds the work one order bundle can ask for.
@@ -344,7 +349,7 @@ func (e *orderEncoder) encode() (*EncodedOrder, error) {
 
 	m := hl7v2.NewMessage(e.d)
 	e.msh(m.Add("MSH"))
-	e.pid(m.Add("PID"), &patient)
+	nhsSent := e.pid(m.Add("PID"), &patient)
 	if enc, err := e.encounterOf(reqs); err != nil {
 		return nil, err
 	} else if enc != nil {
@@ -355,6 +360,9 @@ func (e *orderEncoder) encode() (*EncodedOrder, error) {
 		sent, err := e.order(m, i+1, r)
 		if err != nil {
 			return nil, err
+		}
+		if nhsSent != "" {
+			sent.Patient = patientCheck(sent, nhsSent)
 		}
 		out.Orders = append(out.Orders, sent)
 	}
@@ -472,8 +480,8 @@ func (e *orderEncoder) msh(s *hl7v2.SegmentBuilder) {
 	s.SetField(10, o.ControlID).SetField(11, o.ProcessingID).SetField(12, o.Version)
 }
 
-// pid writes the patient.
-func (e *orderEncoder) pid(s *hl7v2.SegmentBuilder, p *fhirPatient) {
+// pid writes the patient and returns the NHS number it sent, if any.
+func (e *orderEncoder) pid(s *hl7v2.SegmentBuilder, p *fhirPatient) string {
 	s.SetField(1, "1")
 	rep := 1
 	nhsSent := ""
@@ -583,6 +591,7 @@ func (e *orderEncoder) pid(s *hl7v2.SegmentBuilder, p *fhirPatient) {
 			*n--
 		}
 	}
+	return nhsSent
 }
 
 // telecomUseCode maps ContactPoint.use to HL7 table 0201.

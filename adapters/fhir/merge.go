@@ -490,11 +490,73 @@ func (o *Outbound) search(ctx context.Context, typ string, id fhirIdentifier, au
 		out.found = append(out.found, e.Resource)
 	}
 	if len(out.found) == 0 {
-		// Only retired records carry it: the message is about one of
-		// them, as before any merge.
+		// Only retired records carry it: the message is about the record
+		// one was merged into, as FHIR's replaced-by link says ("must be
+		// used in lieu"), else about the retired one, as before any merge.
 		out.found = retired
+		if len(retired) == 1 && typ == "Patient" {
+			survivor, err := o.survivorOf(ctx, retired[0], auth)
+			if err != nil {
+				return searchResult{}, err
+			}
+			if survivor != nil {
+				out.found = []json.RawMessage{survivor}
+			}
+		}
 	}
 	return out, nil
+}
+
+// maxReplacedBy bounds the replaced-by links followed from one retired
+// Patient (a chain of merges).
+const maxReplacedBy = 4
+
+// survivorOf follows the replaced-by links of the retired Patient res at
+// the server to the active record it was merged into, and returns that
+// record, or nil when there is none to follow: no link, a link to another
+// server, a record gone, or a chain longer than maxReplacedBy or going
+// round.
+func (o *Outbound) survivorOf(ctx context.Context, res json.RawMessage, auth string) (json.RawMessage, error) {
+	seen := map[string]bool{}
+	for range maxReplacedBy {
+		var r struct {
+			Link []struct {
+				Other struct {
+					Reference string `json:"reference"`
+				} `json:"other"`
+				Type string `json:"type"`
+			} `json:"link"`
+		}
+		if json.Unmarshal(res, &r) != nil {
+			return nil, nil
+		}
+		id := ""
+		for _, l := range r.Link {
+			if typ, ref, ok := strings.Cut(serverPath(l.Other.Reference, o.base), "/"); l.Type == "replaced-by" && ok && typ == "Patient" && fhirID.MatchString(ref) {
+				id = ref
+				break
+			}
+		}
+		if id == "" || seen[id] {
+			return nil, nil
+		}
+		seen[id] = true
+		b, err := o.get(ctx, http.MethodGet, o.base+"/Patient/"+url.PathEscape(id), "", auth, "reading the Patient a retired record was merged into", "")
+		if errors.Is(err, errNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if rt, err := jfhir.ResourceType(b); err != nil || rt != "Patient" {
+			return nil, nil
+		}
+		if !isRetired(b) {
+			return b, nil
+		}
+		res = b
+	}
+	return nil, nil
 }
 
 // searchAll runs the searches of targets, at most maxSearches at once,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1339,5 +1340,68 @@ func TestOutboundOlderMessageCreatesOnly(t *testing.T) {
 	}
 	if !names["TESTCONSULTANT-SMITH"] || names["TESTCONSULTANT"] || !names["TESTADMITTER"] {
 		t.Errorf("Practitioners %v: want the corrected name kept and the new doctor made", names)
+	}
+}
+
+// TestOutboundMergeFollowsReplacedBy: at the server, a duplicate record
+// (hospital number H300009 alone) was merged into the patient's record
+// and now links to it "replaced-by", as FHIR marks a record that must no
+// longer be used. A later message naming only the retired number updates
+// the record it was merged into, which gains the number, and leaves the
+// retired one as it was; a chain of merges is followed to its end, and a
+// link that leads nowhere leaves the retired record the message's, as
+// before.
+func TestOutboundMergeFollowsReplacedBy(t *testing.T) {
+	retiredA08 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716131500||ADT^A08^ADT_A01|CTRLM08|P|2.5.1\r" +
+		"EVN|A08|20240716131400\r" +
+		"PID|1||H300009^^^RX1^MR||TESTPATIENT^JORDAN^NEWNAME||19820304|9\r" +
+		"PV1|1|N\r"
+	mrn := func(v string) map[string]any {
+		return map[string]any{"system": "https://fhir.example-trust.nhs.uk/Id/local-patient-identifier", "value": v}
+	}
+	retired := func(id, to string, ident string) map[string]any {
+		return map[string]any{"resourceType": "Patient", "active": false, "identifier": []any{mrn(ident)},
+			"name": []any{map[string]any{"family": "TESTPATIENT", "given": []any{"DUPLICATE"}}},
+			"link": []any{map[string]any{"type": "replaced-by", "other": map[string]any{"reference": "Patient/" + to}}}}
+	}
+	survivor := map[string]any{"resourceType": "Patient", "active": true,
+		"identifier": []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}, mrn("H300001")},
+		"name":       []any{map[string]any{"family": "TESTPATIENT", "given": []any{"JORDAN"}}}}
+	tests := []struct {
+		name    string
+		records map[string]map[string]any
+		updated string // the Patient id the A08 must update
+	}{
+		{"one merge", map[string]map[string]any{"s": survivor, "r": retired("r", "s", "H300009")}, "s"},
+		{"a chain of merges", map[string]map[string]any{"s": survivor, "m": retired("m", "s", "H300005"), "r": retired("r", "m", "H300009")}, "s"},
+		{"a link to a record gone", map[string]map[string]any{"s": survivor, "r": retired("r", "gone", "H300009")}, "r"},
+		{"a loop", map[string]map[string]any{"s": survivor, "a": retired("a", "r", "H300005"), "r": retired("r", "a", "H300009")}, "r"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			for id, r := range tt.records {
+				srv.put("Patient", id, r)
+			}
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			if _, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000008", retiredA08)); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range srv.all("Patient") {
+				id := p["id"].(string)
+				given := p["name"].([]any)[0].(map[string]any)["given"].([]any)
+				renamed := slices.Contains(given, any("NEWNAME"))
+				if renamed != (id == tt.updated) {
+					b, _ := json.Marshal(p)
+					t.Errorf("Patient/%s renamed %v, want only Patient/%s renamed: %s", id, renamed, tt.updated, b)
+				}
+				if id == tt.updated && id == "s" && !slices.Contains(identifierSet(p), "https://fhir.example-trust.nhs.uk/Id/local-patient-identifier|H300009") {
+					t.Errorf("the survivor did not gain the retired number: %v", identifierSet(p))
+				}
+			}
+			if n := len(srv.all("Patient")); n != len(tt.records) {
+				t.Errorf("server holds %d Patients, want %d (none created)", n, len(tt.records))
+			}
+		})
 	}
 }

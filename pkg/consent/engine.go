@@ -248,14 +248,32 @@ func (e *Engine) decideFor(ctx context.Context, req Request, patient string, ent
 		Purpose:    purpose, Basis: basis,
 		SkipConsent: req.SkipConsent, Destination: dest, Default: req.Default,
 	}
+	dec := e.decideEntries(in, req.SkipConsent, entries)
+	if req.Opaque && dec.Outcome != Deny {
+		// What the message carries beyond its entries: if that may not
+		// go, nothing goes, since it cannot be taken out of the message.
+		if v := e.eval.Evaluate(in, Resource{Opaque: true}); v.Outcome == Deny {
+			if v.Gate == GateConsent && !strings.HasPrefix(v.Rule, "consent:none:") && !strings.HasPrefix(v.Rule, "gate:") {
+				// A provision of the patient's Consent denied.
+				v.Reason += " what the untranslated message may hold"
+			}
+			return opaqueDenied(v, entries), nil
+		}
+	}
+	return dec, nil
+}
+
+// decideEntries decides each of entries for in, or, when there are none,
+// the message as a whole.
+func (e *Engine) decideEntries(in Input, skip bool, entries []entry) Decision {
 	if len(entries) == 0 {
 		v := e.eval.Evaluate(in, Resource{})
 		if v.Outcome == Redact {
 			v.Outcome = Permit
 		}
-		return Decision{Outcome: v.Outcome, Reason: v.Reason, Rule: v.Rule, ConsentSkipped: v.ConsentSkipped}, nil
+		return Decision{Outcome: v.Outcome, Reason: v.Reason, Rule: v.Rule, ConsentSkipped: v.ConsentSkipped}
 	}
-	dec := Decision{ConsentSkipped: req.SkipConsent}
+	dec := Decision{ConsentSkipped: skip}
 	for i, ent := range entries {
 		rd := ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: e.eval.Evaluate(in, ent.res)}
 		for k, n := range ent.nested {
@@ -274,7 +292,21 @@ func (e *Engine) decideFor(ctx context.Context, req Request, patient string, ent
 		dec.Resources = append(dec.Resources, rd)
 	}
 	summarise(&dec)
-	return dec, nil
+	return dec
+}
+
+// opaqueDenied is the decision denying every entry with v, the verdict
+// on an opaque message's untranslated data (Request.Opaque).
+func opaqueDenied(v Verdict, entries []entry) Decision {
+	dec := Decision{Outcome: Deny, Reason: v.Reason, Rule: v.Rule, ConsentSkipped: v.ConsentSkipped}
+	if len(entries) == 0 {
+		return dec
+	}
+	for i, ent := range entries {
+		dec.Resources = append(dec.Resources, ResourceDecision{Index: i, ResourceType: ent.res.Type, Verdict: v})
+	}
+	summarise(&dec)
+	return dec
 }
 
 // summarise sets the decision's outcome, rule and reason from its

@@ -871,3 +871,105 @@ func TestEngineDecidesForWhatEntriesCarry(t *testing.T) {
 		})
 	}
 }
+
+// relayedBundle is the minimal translation of a relayed HL7 v2 message
+// about patients: its MessageHeader, a Patient per NHS number and the
+// Provenance, and nothing of the data the message itself carries.
+func relayedBundle(nhsNumbers ...string) map[string]any {
+	entries := []any{map[string]any{"fullUrl": "urn:uuid:h", "resource": map[string]any{"resourceType": "MessageHeader", "id": "h"}}}
+	for i, n := range nhsNumbers {
+		id := "p" + strconv.Itoa(i+1)
+		entries = append(entries, map[string]any{"fullUrl": "urn:uuid:" + id, "resource": map[string]any{
+			"resourceType": "Patient", "id": id,
+			"identifier": []any{map[string]any{"system": nhs.SystemNHSNumber, "value": n}},
+		}})
+	}
+	entries = append(entries, map[string]any{"fullUrl": "urn:uuid:v", "resource": map[string]any{"resourceType": "Provenance", "id": "v"}})
+	return map[string]any{"resourceType": "Bundle", "type": "message", "entry": entries}
+}
+
+// TestEngineOpaque checks that a relayed message (Request.Opaque), whose
+// data Junction cannot see, is denied whole by a Consent provision
+// refusing a kind of data (type, code, label, data period) that it may
+// hold, while the provisions' other conditions (period, recipient,
+// purpose) are checked as ever, and that a provision permitting a kind
+// of data does not permit it.
+func TestEngineOpaque(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	orders := []string{"ServiceRequest"}
+	snomed := []Coding{{System: "http://snomed.info/sct", Code: "1001"}}
+	permitBut := func(child Provision) Provision {
+		child.Path = "Consent.provision.provision[0]"
+		return Provision{Path: "Consent.provision", Type: ProvisionPermit, Provisions: []Provision{child}}
+	}
+	tests := []struct {
+		name       string
+		root       Provision
+		patient    string // whose Consent it is
+		def        Outcome
+		wantOpaque Outcome
+		wantRule   string
+		wantPlain  Outcome // the same bundle, not opaque
+	}{
+		{"no Consent speaks", Provision{}, "", Permit, Permit, "consent:none:route-default-permit", Permit},
+		{"a kind of data refused", permitBut(Provision{Type: ProvisionDeny, Classes: orders}), patientA, Permit,
+			Deny, "consent:c:Consent.provision.provision[0]", Permit},
+		{"a code refused", permitBut(Provision{Type: ProvisionDeny, Codes: snomed}), patientA, Permit,
+			Deny, "consent:c:Consent.provision.provision[0]", Permit},
+		{"a label refused", permitBut(Provision{Type: ProvisionDeny, Labels: []Coding{{System: SystemRestricted, Code: LabelSexualHealth}}}), patientA, Permit,
+			Deny, "consent:c:Consent.provision.provision[0]", Permit},
+		{"data of a period refused", permitBut(Provision{Type: ProvisionDeny, DataPeriod: Period{Start: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}}), patientA, Permit,
+			Deny, "consent:c:Consent.provision.provision[0]", Permit},
+		{"the second patient refuses a kind of data", permitBut(Provision{Type: ProvisionDeny, Classes: orders}), patientB, Permit,
+			Deny, "consent:c:Consent.provision.provision[0]", Permit},
+		{"refused to another recipient", permitBut(Provision{Type: ProvisionDeny, Classes: orders, Actors: []string{"B82002"}}), patientA, Permit,
+			Permit, "consent:c:Consent.provision", Permit},
+		{"refused for another purpose", permitBut(Provision{Type: ProvisionDeny, Classes: orders,
+			Purposes: []Coding{{System: "http://terminology.hl7.org/CodeSystem/v3-ActReason", Code: "HRESCH"}}}), patientA, Permit,
+			Permit, "consent:c:Consent.provision", Permit},
+		{"a refusal no longer in force", permitBut(Provision{Type: ProvisionDeny, Classes: orders,
+			Period: Period{End: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}), patientA, Permit,
+			Permit, "consent:c:Consent.provision", Permit},
+		{"only a kind of data permitted, default deny", Provision{Path: "Consent.provision", Type: ProvisionPermit, Classes: []string{"Patient", "MessageHeader", "Provenance"}}, patientA, Deny,
+			Deny, "consent:none:route-default-deny", Permit},
+		{"all refused but a kind of data", Provision{Path: "Consent.provision", Type: ProvisionDeny,
+			Provisions: []Provision{{Path: "Consent.provision.provision[0]", Type: ProvisionPermit, Classes: []string{"Patient", "MessageHeader", "Provenance"}}}}, patientA, Permit,
+			Deny, "consent:c:Consent.provision", Permit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := memSource{}
+			if tt.patient != "" {
+				src.policies = map[string][]Policy{tt.patient: {{ID: "c", Status: "active", Patient: tt.patient, Root: tt.root}}}
+			}
+			// The message is about patientA, and about patientB too when
+			// it is patientB's Consent.
+			patients := []string{patientA}
+			if tt.patient == patientB {
+				patients = append(patients, patientB)
+			}
+			e := &Engine{Source: src, Now: func() time.Time { return now },
+				Destinations: map[string]Destination{"lims": {Name: "lims", ODS: "A81001"}}}
+			for _, opaque := range []bool{true, false} {
+				d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: "direct-care", LegalBasis: "direct-care",
+					Destination: "lims", PatientKey: patientA, Bundle: relayedBundle(patients...), Default: tt.def, Opaque: opaque})
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := tt.wantPlain
+				if opaque {
+					want = tt.wantOpaque
+				}
+				if d.Outcome != want {
+					t.Errorf("opaque %v: decision %s by %s (%s), want %s", opaque, d.Outcome, d.Rule, d.Reason, want)
+				}
+				if opaque && d.Rule != tt.wantRule {
+					t.Errorf("opaque: rule %s, want %s", d.Rule, tt.wantRule)
+				}
+				if n := len(patients) + 2; opaque && d.Outcome == Deny && len(d.Resources) != n {
+					t.Errorf("opaque: %d entry verdicts, want one for each of the %d entries", len(d.Resources), n)
+				}
+			}
+		})
+	}
+}

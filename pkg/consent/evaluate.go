@@ -63,6 +63,12 @@ type Resource struct {
 	Codes []Coding
 	// Date is the clinically relevant date of the data; zero if unknown.
 	Date time.Time
+	// Opaque marks data whose type, codes, labels and date are unknown:
+	// a relayed HL7 v2 message, sent as it came, may carry data of any
+	// kind. A provision that restricts those is taken to apply to it when
+	// it denies and not to when it permits, so a Consent refusing some
+	// kind of data refuses data that may be of that kind.
+	Opaque bool
 }
 
 // Verdict is the decision for one resource to one destination. Reason and
@@ -228,7 +234,7 @@ func (e Evaluator) consents(in Input, r Resource) consentResult {
 		if pol.Status != "active" || pol.Patient == "" || pol.Patient != in.Patient {
 			continue
 		}
-		res := e.provision(pol.Root, in, r, 0)
+		res := e.provision(pol.Root, in, r, 0, false)
 		if res.decision == "" {
 			continue
 		}
@@ -262,19 +268,27 @@ func (e Evaluator) combine(a, b consentResult) consentResult {
 
 // provision evaluates p and its children: a provision that does not apply
 // says nothing; one that applies is overridden by whatever its applicable
-// children decide, and otherwise decides by its type.
-func (e Evaluator) provision(p Provision, in Input, r Resource, depth int) consentResult {
-	if !e.applies(p, in, r) {
+// children decide, and otherwise decides by its type. For an opaque
+// resource a provision restricted by the data's type, code, label or date
+// may or may not apply (unsure, passed down to its children): one that may
+// denies, and one that may permit says nothing.
+func (e Evaluator) provision(p Provision, in Input, r Resource, depth int, unsure bool) consentResult {
+	ok, maybe := e.applies(p, in, r)
+	if !ok {
 		return consentResult{}
 	}
+	unsure = unsure || maybe
 	var kids consentResult
 	if e.mut != mutIgnoreNesting && depth < MaxDepth {
 		for _, c := range p.Provisions {
-			kids = e.combine(kids, e.provision(c, in, r, depth+1))
+			kids = e.combine(kids, e.provision(c, in, r, depth+1, unsure))
 		}
 	}
 	if kids.decision != "" {
 		return kids
+	}
+	if unsure && p.Type == ProvisionPermit {
+		return consentResult{}
 	}
 	res := consentResult{decision: p.Type, rule: p.Path}
 	if p.Type == ProvisionPermit {
@@ -287,30 +301,37 @@ func (e Evaluator) provision(p Provision, in Input, r Resource, depth int) conse
 	return res
 }
 
-// applies reports whether every condition of p holds.
-func (e Evaluator) applies(p Provision, in Input, r Resource) bool {
+// applies reports whether every condition of p holds. For an opaque
+// resource (Resource.Opaque) the conditions on the data itself (class,
+// code, security label, data period) cannot be checked: p then applies
+// only maybe, which the second result reports.
+func (e Evaluator) applies(p Provision, in Input, r Resource) (ok, maybe bool) {
 	if e.mut != mutIgnorePeriod && !p.Period.Contains(in.Now) {
-		return false
+		return false, false
 	}
 	if len(p.Actors) > 0 && (in.Destination.ODS == "" || !slices.Contains(p.Actors, in.Destination.ODS)) {
-		return false
+		return false, false
 	}
 	if len(p.Purposes) > 0 && !anyShared(p.Purposes, in.Purpose.codings()) {
-		return false
+		return false, false
+	}
+	if r.Opaque {
+		maybe = len(p.Classes) > 0 || len(p.Codes) > 0 || len(p.Labels) > 0 || !p.DataPeriod.IsZero()
+		return true, maybe
 	}
 	if len(p.Classes) > 0 && !slices.Contains(p.Classes, r.Type) {
-		return false
+		return false, false
 	}
 	if len(p.Codes) > 0 && !anyShared(p.Codes, r.Codes) {
-		return false
+		return false, false
 	}
 	if len(p.Labels) > 0 && !anyShared(p.Labels, r.Labels) {
-		return false
+		return false, false
 	}
 	if !p.DataPeriod.IsZero() && (r.Date.IsZero() || !p.DataPeriod.Contains(r.Date)) {
-		return false
+		return false, false
 	}
-	return true
+	return true, false
 }
 
 // anyShared reports whether a and b share a coding.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
 )
@@ -71,6 +73,35 @@ func (r *v2Receiver) messages() [][]byte {
 	return append([][]byte(nil), r.got...)
 }
 
+// relayRouteDir writes, in a directory of its own, the route
+// orders-to-lis: the events given (a YAML list), the match line given
+// (or none), direct care by default permitted, sent raw to lis.
+func relayRouteDir(t *testing.T, events, match string) string {
+	t.Helper()
+	dir := t.TempDir()
+	route := "name: orders-to-lis\nsource: {adapter: pas, events: " + events + "}\n" + match +
+		"consent: {purpose: direct-care, legal_basis: direct-care, default: permit}\n" +
+		"destinations:\n  - name: lis\n    payload: raw\n"
+	if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(route), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// waitTerminal waits until the reconciler counts accepted messages, none
+// pending, and checks how they finished.
+func waitTerminal(t *testing.T, e *engine.Engine, accepted int, want map[string]int) {
+	t.Helper()
+	var rep audit.Reconciliation
+	waitFor(t, "every accepted message finished", func() bool {
+		rep = reconcile(t, e)
+		return len(rep.Pending) == 0 && rep.Accepted == accepted
+	})
+	if diff := cmp.Diff(want, rep.Terminal, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("terminal outcomes (-want +got):\n%s", diff)
+	}
+}
+
 // TestRelayUntranslatedTypes follows HL7 v2 message types Junction does
 // not translate through a PAS input that relays them: an order and a bed
 // swap are stored, acknowledged AA and sent unchanged over MLLP to the
@@ -87,18 +118,7 @@ func testRelayUntranslatedTypes(t *testing.T, pipe string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	relayDir := t.TempDir()
-	route := `name: orders-to-lis
-source: {adapter: pas, events: [ORM^O01, ADT^A17]}
-match: nhsNumberValid(nhsNumber(bundle))
-consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
-destinations:
-  - name: lis
-    payload: raw
-`
-	if err := os.WriteFile(filepath.Join(relayDir, "relay.yaml"), []byte(route), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	relayDir := relayRouteDir(t, "[ORM^O01, ADT^A17]", "match: nhsNumberValid(nhsNumber(bundle))\n")
 	e, dir := startEngineWithRoutes(t, shipped+", "+relayDir, fmt.Sprintf(`inputs:
   pas: {type: pas, listen: "127.0.0.1:0", relay: [ORM^O01, ADT^*]}
   pathology: {type: pathology, listen: "127.0.0.1:0"}
@@ -142,14 +162,7 @@ destinations:
 	}
 	waitFiles(t, filepath.Join(dir, "out", "fhir-store"), 1)
 
-	var rep audit.Reconciliation
-	waitFor(t, "every accepted message finished", func() bool {
-		rep = reconcile(t, e)
-		return len(rep.Pending) == 0 && rep.Accepted == 4
-	})
-	if diff := cmp.Diff(map[string]int{audit.OutcomeDelivered: 3, audit.OutcomeFiltered: 1}, rep.Terminal, cmpopts.EquateEmpty()); diff != "" {
-		t.Errorf("terminal outcomes (-want +got):\n%s", diff)
-	}
+	waitTerminal(t, e, 4, map[string]int{audit.OutcomeDelivered: 3, audit.OutcomeFiltered: 1})
 	if n := len(lis.messages()); n != 2 {
 		t.Errorf("LIS received %d messages, want 2 (the pending admission is no route's)", n)
 	}
@@ -157,5 +170,63 @@ destinations:
 	// swap's two and the order's would have counted three more.
 	if got := scrape(t, e.HTTPAddr().String(), `junction_route_patient_index_total{adapter="pas",outcome="updated"}`); got != "1" {
 		t.Errorf("patients applied to the index: %s, want 1", got)
+	}
+}
+
+// TestRelayConsentRefusingAKindOfData checks consent for a relayed
+// message, which goes as it came although its minimal translation shows
+// only its patients: a patient whose Consent refuses disclosure of orders
+// (ServiceRequest) has their relayed order denied, not sent, with the
+// refusing provision audited, while another patient's order goes.
+func TestRelayConsentRefusingAKindOfData(t *testing.T) {
+	forPipelines(t, testRelayConsentRefusingAKindOfData)
+}
+
+func testRelayConsentRefusingAKindOfData(t *testing.T, pipe string) {
+	lis := startV2Receiver(t)
+	e, _ := startEngineWithRoutes(t, relayRouteDir(t, "[ORM^O01]", ""), fmt.Sprintf(`inputs:
+  pas: {type: pas, listen: "127.0.0.1:0", relay: [ORM^O01]}
+  fhir: {type: fhir}
+destinations:
+  lis: {type: mllp, address: %q, ack_timeout: 5s}
+%s`, lis.addr, pipe))
+	noOrders := `{"resourceType":"Consent","id":"c-no-orders","status":"active",` +
+		`"scope":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/consentscope","code":"patient-privacy"}]},` +
+		`"category":[{"coding":[{"system":"http://loinc.org","code":"59284-0"}]}],` +
+		`"patient":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + deniedPatient + `"}},` +
+		`"provision":{"type":"permit","provision":[{"type":"deny","class":[{"system":"http://hl7.org/fhir/resource-types","code":"ServiceRequest"}]}]}}`
+	if st, body := postConsent(t, "http://"+e.HTTPAddr().String(), []byte(noOrders)); st != http.StatusCreated {
+		t.Fatalf("POST Consent: %d %s", st, body)
+	}
+	order := func(ctrl, nhs string) string {
+		return "MSH|^~\\&|EPR|RX1|LIS|RX1|20261123093000||ORM^O01^ORM_O01|" + ctrl + "|P|2.4\r" +
+			"PID|1||" + nhs + "^^^NHS^NH||TESTPATIENT^ALEX||19800101|F\rORC|NW|ORD1\rOBR|1|ORD1||FBC^Full blood count^L\r"
+	}
+	denied, control := order("RLYC1", deniedPatient), order("RLYC2", controlPatient)
+	addr := mllpAddr(t, e)
+	for _, m := range []string{denied, control} {
+		if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+			t.Fatalf("%.60q: ack %s, want AA", m, code)
+		}
+	}
+	waitTerminal(t, e, 2, map[string]int{audit.OutcomeDelivered: 1, audit.OutcomeConsentDenied: 1})
+	if diff := cmp.Diff([]string{control}, func() (got []string) {
+		for _, m := range lis.messages() {
+			got = append(got, string(m))
+		}
+		return got
+	}()); diff != "" {
+		t.Errorf("LIS received (-want +got), want the other patient's order alone:\n%s", diff)
+	}
+	var rules []string
+	for _, recs := range trails(t, e) {
+		for _, r := range recs {
+			if r.Event == audit.Consent && r.Destination == "lis" && r.Outcome == "deny" {
+				rules = append(rules, r.Rule)
+			}
+		}
+	}
+	if diff := cmp.Diff([]string{"consent:c-no-orders:Consent.provision.provision[0]"}, rules); diff != "" {
+		t.Errorf("consent denials audited (-want +got):\n%s", diff)
 	}
 }

@@ -774,6 +774,9 @@ func (r *Route) decide(ctx context.Context, decider consent.Decider, d Destinati
 		// Restricted (S-flag) by the patient index; a Patient
 		// labelled R in the bundle counts as well.
 		Restricted: in.Restricted,
+		// A relayed message goes as it came, with data its minimal
+		// translation does not show.
+		Opaque: tr.Relayed,
 	})
 	if err != nil {
 		// The decider's store was unavailable: the message is tried

@@ -33,6 +33,12 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	if len(fs.Args()) == 0 {
+		// The config's own routes: those the engine would run.
+		for _, w := range p.UnroutedRelays() {
+			fmt.Fprintln(stderr, w)
+		}
+	}
 	fmt.Fprintf(stdout, "ok: %d inputs, %d destinations, %d routes\n", len(p.Inputs), len(p.Destinations), len(p.Routes))
 	return nil
 }

@@ -220,6 +220,73 @@ func TestCLILintWarnsOfCostAboveLimit(t *testing.T) {
 	}
 }
 
+// TestCLILintWarnsOfUnroutedRelay: lint warns, at the relay entry in the
+// config, of each type an input relays that no route names, since those
+// messages would be acknowledged and sent nowhere; not when routes name
+// them, nor when route files are given apart from the config's.
+func TestCLILintWarnsOfUnroutedRelay(t *testing.T) {
+	tests := []struct {
+		name   string
+		events string // the relaying route's source.events; "" for no such route
+		args   bool   // lint the route file given, not the config's routes
+		want   []string
+	}{
+		{"no route names them", "", false, []string{
+			":3:49: warning: inputs.pas.relay[0]: no route names ORM^O01:",
+			":3:58: warning: inputs.pas.relay[1]: no route names SIU^*:",
+			":3:65: warning: inputs.pas.relay[2]: no route names ADT^*:",
+		}},
+		{"one event of each named", "[ORM^O01, SIU^S12, ADT^A17]", false, nil},
+		{"every event of a type named", "[SIU^*, ORM^O01]", false, []string{
+			":3:65: warning: inputs.pas.relay[2]: no route names ADT^*:",
+		}},
+		{"a translated event is not a relayed one", "[ADT^A01, ORM^O01, SIU^*]", false, []string{
+			":3:65: warning: inputs.pas.relay[2]: no route names ADT^*:",
+		}},
+		{"route files given", "", true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			routes := filepath.Join(dir, "routes")
+			if err := os.Mkdir(routes, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			cliWrite(t, filepath.Join(routes, "adt.yaml"), cliRoute("adt", "pas", "true", ""))
+			if tt.events != "" {
+				cliWrite(t, filepath.Join(routes, "relay.yaml"), "name: relay\nsource: {adapter: pas, events: "+tt.events+"}\n"+
+					"consent: {purpose: direct-care, legal_basis: direct-care, default: permit}\n"+
+					"destinations:\n  - name: lis\n    payload: raw\n")
+			}
+			cfg := filepath.Join(dir, "junction.yaml")
+			cliWrite(t, cfg, fmt.Sprintf("data_dir: %q\ninputs:\n"+
+				"  pas: {type: pas, listen: 127.0.0.1:0, relay: [ORM^O01, SIU^*, ADT^*]}\n"+
+				"destinations:\n  fhir-store: {type: file, dir: out}\n  lis: {type: mllp, address: 127.0.0.1:1}\n"+
+				"routes: [%q]\n", filepath.Join(dir, "data"), routes))
+			args := []string{"lint", "-c", cfg}
+			if tt.args {
+				args = append(args, filepath.Join(routes, "adt.yaml"))
+			}
+			code, out, errOut := cliRun(t, args...)
+			if code != 0 || !strings.Contains(out, "ok: 1 inputs, 2 destinations") {
+				t.Fatalf("exit %d, want 0\nstdout: %s\nstderr: %s", code, out, errOut)
+			}
+			lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
+			if errOut == "" {
+				lines = nil
+			}
+			if len(lines) != len(tt.want) {
+				t.Fatalf("stderr has %d lines, want %d:\n%s", len(lines), len(tt.want), errOut)
+			}
+			for i, w := range tt.want {
+				if !strings.HasPrefix(lines[i], cfg+w) || !strings.HasSuffix(lines[i], "such messages are acknowledged and then sent nowhere (filtered); name it in a route's source.events, or take it off relay") {
+					t.Errorf("stderr line %d:\n%s\nwant it to start %q and say where such messages go", i, lines[i], cfg+w)
+				}
+			}
+		})
+	}
+}
+
 func TestCLILintErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")

@@ -8,6 +8,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -108,6 +109,29 @@ func (p *Plan) SourceRelays(name string) []string {
 		return rl.RelayTypes()
 	}
 	return nil
+}
+
+// UnroutedRelays returns a warning for each entry of an input's relay
+// setting that no route of the plan names, at the entry in the config:
+// the input stores and acknowledges such messages, and then every route
+// filters them, so they go nowhere.
+func (p *Plan) UnroutedRelays() []string {
+	var warns []string
+	for _, name := range sortedKeys(p.Inputs) {
+		for i, pattern := range p.SourceRelays(name) {
+			if slices.ContainsFunc(p.Routes, func(r *route.Route) bool { return r.Source == name && r.NamesRelayed(pattern) }) {
+				continue
+			}
+			path := fmt.Sprintf("relay[%d]", i)
+			var at yamlx.Pos
+			if c := p.Config.Inputs[name]; c != nil {
+				at = c.Settings.PosOf(path)
+			}
+			warns = append(warns, fmt.Sprintf("%swarning: inputs.%s.%s: no route names %s: such messages are acknowledged and then sent nowhere (filtered); name it in a route's source.events, or take it off relay",
+				posPrefix(at), name, path, pattern))
+		}
+	}
+	return warns
 }
 
 // PayloadTaken implements route.PayloadCatalog: the content type a route

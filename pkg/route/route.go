@@ -819,6 +819,26 @@ func (r *Route) Takes(messageType, event string) bool {
 	return r.events[messageType] || (event != "" && r.events[event]) || (typed && ev != "" && r.events[typ+"^*"])
 }
 
+// NamesRelayed reports whether the route takes some message type that
+// pattern ("MFN^*", "ORM^O01"), an entry of its source's relay setting,
+// relays: its events name such a type, or every event of its type.
+func (r *Route) NamesRelayed(pattern string) bool {
+	if !r.relays || r.relayed == nil {
+		return false
+	}
+	ptyp, _, _ := strings.Cut(pattern, "^")
+	for e := range r.events {
+		if typ, ev, _ := strings.Cut(e, "^"); ev == "*" {
+			if typ == ptyp {
+				return true
+			}
+		} else if r.relayed(e) && hl7v2.TypeMatches(pattern, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // NotTakenRecord is the audit record for a message type the route does not
 // take. Such messages are not translated by this route.
 func (r *Route) NotTakenRecord(env *envelope.Envelope) audit.Record {

@@ -167,7 +167,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		var pending []goldenWrite
 		filtered := !result.Taken || !result.Matched
 		if filtered != t.Expect.Filtered {
-			failf("%s: expected filtered=%v, got filtered=%v", at, t.Expect.Filtered, filtered)
+			failf("%s: expected filtered=%v, got filtered=%v%s", at, t.Expect.Filtered, filtered, r.whyFiltered(e, result))
 		}
 		var want, got []string
 		for _, d := range t.Expect.Deliver {
@@ -294,6 +294,25 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		out = append(out, res)
 	}
 	return out
+}
+
+// whyFiltered says why the route sent res nowhere, for a test that did
+// not expect it: its events do not take the message's type, or its match
+// expression, named with where it is written, was false. It is "" for a
+// message that was not filtered.
+func (r *Route) whyFiltered(env *envelope.Envelope, res *Result) string {
+	switch {
+	case !res.Taken:
+		return fmt.Sprintf(" (source.events does not take %s)", env.MessageType)
+	case !res.Matched:
+		for _, c := range r.Programs {
+			if c.Program == r.match {
+				return fmt.Sprintf(" (%s at %s was false)", c.Where, c.Pos)
+			}
+		}
+		return " (match was false)"
+	}
+	return ""
 }
 
 // goldenWrite is a golden file --update rewrites once its test passes.

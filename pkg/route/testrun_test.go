@@ -94,6 +94,42 @@ func TestRunTestsPass(t *testing.T) {
 	}
 }
 
+// TestRunTestsSayWhyFiltered checks that a test expecting a delivery of a
+// message the route filtered says why: its events do not take the
+// message's type, or its match, named where it is written, was false.
+func TestRunTestsSayWhyFiltered(t *testing.T) {
+	file := filepath.Join("testdata", "runtests", "filtered.yaml")
+	r := loadRunTests(t, file)
+	got := outcomes(r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false))
+	tests := []struct {
+		name string
+		want []string
+	}{
+		{"another event", []string{
+			file + ":13:11: expected filtered=false, got filtered=true (source.events does not take ADT^A02)",
+			file + ":13:11: expected deliveries [fhir-store], got []",
+		}},
+		{"match false", []string{
+			file + ":17:11: expected filtered=false, got filtered=true (match at " + file + ":5:8 was false)",
+			file + ":17:11: expected deliveries [fhir-store], got []",
+		}},
+		{"delivered, not filtered", []string{
+			file + ":21:11: expected filtered=true, got filtered=false",
+			file + ":21:11: expected deliveries [], got [fhir-store]",
+		}},
+	}
+	if len(got) != len(tests) {
+		t.Fatalf("%d results, want %d: %v", len(got), len(tests), got)
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, got[i].Failures); diff != "" {
+				t.Errorf("failures (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestRunTestsFail(t *testing.T) {
 	dir := filepath.Join("testdata", "runtests")
 	file := filepath.Join(dir, "fail.yaml")

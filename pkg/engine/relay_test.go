@@ -18,6 +18,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
+	"github.com/junction-fhir/junction/pkg/router"
 )
 
 // v2Receiver is an HL7 v2 system listening on MLLP over real TCP: it
@@ -218,15 +219,22 @@ destinations:
 	}()); diff != "" {
 		t.Errorf("LIS received (-want +got), want the other patient's order alone:\n%s", diff)
 	}
-	var rules []string
+	var rules, translated []string
 	for _, recs := range trails(t, e) {
 		for _, r := range recs {
-			if r.Event == audit.Consent && r.Destination == "lis" && r.Outcome == "deny" {
+			switch {
+			case r.Event == audit.Consent && r.Destination == "lis" && r.Outcome == "deny":
 				rules = append(rules, r.Rule)
+			case r.Event == audit.Translated:
+				translated = append(translated, r.Reason)
 			}
 		}
 	}
 	if diff := cmp.Diff([]string{"consent:c-no-orders:Consent.provision.provision[0]"}, rules); diff != "" {
 		t.Errorf("consent denials audited (-want +got):\n%s", diff)
+	}
+	// Each trail says its order was relayed, not translated.
+	if diff := cmp.Diff([]string{router.RelayedReason, router.RelayedReason}, translated); diff != "" {
+		t.Errorf("translated records' reasons (-want +got):\n%s", diff)
 	}
 }

@@ -242,6 +242,10 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	}
 	t := base
 	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", tr.BundleHash
+	if tr.Relayed {
+		// The trail says the message was not translated, only read.
+		t.Reason = RelayedReason
+	}
 	if t.Hash == "" {
 		t.Hash = audit.Hash(tr.Bundle)
 	}
@@ -385,6 +389,11 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 
 // headerRoom is what headers may add to a stored message.
 const headerRoom = 64 << 10
+
+// RelayedReason is the reason of a relayed message's translated record:
+// it was given only its header and patients, for routing, and goes on as
+// it came.
+const RelayedReason = "relayed untranslated: header and patients read for routing"
 
 // safely runs fn, turning a panic (a bug in a translator, a CEL function
 // or a consent decider) into a permanent fault for this one message, so it

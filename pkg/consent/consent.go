@@ -53,11 +53,12 @@ type Request struct {
 	// Restricted reports a restricted (S-flag) patient, for example from
 	// the patient index; a Patient labelled R in the bundle also counts.
 	Restricted bool
-	// Opaque reports that what is sent carries more than Bundle shows: a
-	// relayed HL7 v2 message, sent as it came, whose Bundle holds only
-	// its header and patients. Its other data, of unknown kind, is
-	// decided as Resource.Opaque: a Consent provision refusing some kind
-	// of data denies the whole message.
+	// Opaque reports that what is sent carries more than Bundle shows: an
+	// HL7 v2 message sent as it came, which may hold segments its
+	// translation does not map (a relayed one's Bundle holds only its
+	// header and patients). Its other data, of unknown kind, is decided
+	// as Resource.Opaque: a Consent provision refusing some kind of data
+	// denies the whole message.
 	Opaque bool
 }
 

@@ -249,13 +249,15 @@ func (e *Engine) decideFor(ctx context.Context, req Request, patient string, ent
 		SkipConsent: req.SkipConsent, Destination: dest, Default: req.Default,
 	}
 	dec := e.decideEntries(in, req.SkipConsent, entries)
-	if req.Opaque && dec.Outcome != Deny {
+	if req.Opaque && dec.Outcome == Permit {
 		// What the message carries beyond its entries: if that may not
 		// go, nothing goes, since it cannot be taken out of the message.
+		// (A message denied or redacted already is refused whole as it
+		// is, for the entries named.)
 		if v := e.eval.Evaluate(in, Resource{Opaque: true}); v.Outcome == Deny {
 			if v.Gate == GateConsent && !strings.HasPrefix(v.Rule, "consent:none:") && !strings.HasPrefix(v.Rule, "gate:") {
 				// A provision of the patient's Consent denied.
-				v.Reason += " what the untranslated message may hold"
+				v.Reason += " what the message, sent as it came, may hold beyond its translation"
 			}
 			return opaqueDenied(v, entries), nil
 		}

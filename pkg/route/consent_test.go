@@ -215,6 +215,26 @@ func TestProcessConsentEngine(t *testing.T) {
 			},
 		},
 		{
+			// The raw message may carry what the translation does not
+			// map (an AL1 it leaves out, a Z segment).
+			name: "a raw payload is denied by a deny of data its translation does not show", route: routeRaw,
+			consents:   []consent.Policy{consentDoc(t, "c-alg", patient, denyClass("AllergyIntolerance"))},
+			wantDenied: []string{"data-quality"},
+			wantRecs: []consentRecord{
+				{"data-quality", "deny", "consent:c-alg:Consent.provision.provision[0]", "a consent provision denies what the message, sent as it came, may hold beyond its translation"},
+				{"data-quality", OutcomeWithheld, "consent:c-alg:Consent.provision.provision[0]", "entry 0 (MessageHeader): a consent provision denies what the message, sent as it came, may hold beyond its translation"},
+				{"data-quality", OutcomeWithheld, "consent:c-alg:Consent.provision.provision[0]", "entry 1 (Patient): a consent provision denies what the message, sent as it came, may hold beyond its translation"},
+				{"data-quality", OutcomeWithheld, "consent:c-alg:Consent.provision.provision[0]", "entry 2 (Encounter): a consent provision denies what the message, sent as it came, may hold beyond its translation"},
+				{"data-quality", OutcomeWithheld, "consent:c-alg:Consent.provision.provision[0]", "entry 3 (Observation): a consent provision denies what the message, sent as it came, may hold beyond its translation"},
+			},
+		},
+		{
+			name: "the same deny leaves the translation whole", route: routeFHIR,
+			consents:  []consent.Policy{consentDoc(t, "c-alg", patient, denyClass("AllergyIntolerance"))},
+			wantTypes: []string{"MessageHeader", "Patient", "Encounter", "Observation"},
+			wantRecs:  []consentRecord{{"fhir-store", "permit", "consent:c-alg:Consent.provision", "all 4 resources permitted"}},
+		},
+		{
 			name: "a statutory route skips the consent gate, audited", route: routeSkip,
 			consents:  []consent.Policy{consentDoc(t, "c-deny", patient, denyAll)},
 			wantTypes: []string{"MessageHeader", "Patient", "Encounter", "Observation"},

@@ -774,9 +774,10 @@ func (r *Route) decide(ctx context.Context, decider consent.Decider, d Destinati
 		// Restricted (S-flag) by the patient index; a Patient
 		// labelled R in the bundle counts as well.
 		Restricted: in.Restricted,
-		// A relayed message goes as it came, with data its minimal
-		// translation does not show.
-		Opaque: tr.Relayed,
+		// A raw payload goes as it came, with whatever its translation
+		// does not map (Z segments, an ADT's OBX); a relayed message's
+		// translation shows only its header and patients.
+		Opaque: tr.Relayed || d.Raw,
 	})
 	if err != nil {
 		// The decider's store was unavailable: the message is tried

@@ -486,6 +486,38 @@ func TestLoadRelayedEvents(t *testing.T) {
 	}
 }
 
+// v2OnlyCatalog is a relayCatalog whose data-quality destination takes
+// HL7 v2 only, as an MLLP destination does.
+type v2OnlyCatalog struct{ relayCatalog }
+
+func (v2OnlyCatalog) PayloadTaken(dest, _ string, raw bool) (string, bool, bool) {
+	if dest != "data-quality" {
+		return "", true, true
+	}
+	if raw {
+		return "application/hl7-v2", true, false
+	}
+	return "application/fhir+json", false, true
+}
+
+// TestLoadRelayedToV2Destination checks that a relay route sending FHIR
+// to a destination that takes HL7 v2 only gets one error there, the
+// relay's, not a second about the content type.
+func TestLoadRelayedToV2Destination(t *testing.T) {
+	src := "name: r\nsource:\n  adapter: pas\n  events: [ORM^O01]\n" +
+		"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
+		"destinations:\n  - name: data-quality\n"
+	path := filepath.Join(t.TempDir(), "r.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadAll([]string{path}, testEnv(t), v2OnlyCatalog{relayCatalog{eventCatalog{testCatalog}}}, LoadOptions{Strict: true})
+	var ye yamlx.Errors
+	if !errors.As(err, &ye) || len(ye) != 1 || !strings.Contains(err.Error(), "set payload: raw") {
+		t.Errorf("errors %v, want the relay's alone", err)
+	}
+}
+
 // TestTakesRelayed checks which message types a route on a relaying input
 // takes: one naming no events takes every translated type and no relayed
 // one; "TYPE^*" takes every event of the type.

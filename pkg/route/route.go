@@ -626,7 +626,8 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		default:
 			errs.Add(d.Payload.Pos, "%s.payload: must be fhir or raw, got %q", where, d.Payload.Value)
 		}
-		if pc, ok := cat.(PayloadCatalog); ok && cd.Name != "" && r.Source != "" {
+		if pc, ok := cat.(PayloadCatalog); ok && cd.Name != "" && r.Source != "" && (cd.Raw || !r.relays) {
+			// (A relay route's fhir payload is refused above already.)
 			if ct, taken, other := pc.PayloadTaken(cd.Name, r.Source, cd.Raw); ct != "" && !taken {
 				kind, hint := "fhir", ""
 				if cd.Raw {

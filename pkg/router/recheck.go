@@ -173,6 +173,21 @@ func forDestination(recs []audit.Record, dest string) []audit.Record {
 	return out
 }
 
+// namedOnly returns recs without the records about a destination the
+// replay restriction in h leaves out (all of them when h has none).
+func namedOnly(recs []audit.Record, h nats.Header) []audit.Record {
+	if h.Get(headerOnly) == "" {
+		return recs
+	}
+	out := recs[:0:0]
+	for _, r := range recs {
+		if r.Destination == "" || only(h, r.Destination) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // redecided is what deciding consent again made of a queued payload for
 // its destination: the payload to send in its place (headers h, body
 // data), stored at outbound sequence seq for the trail to show.

@@ -176,6 +176,27 @@ func TestForDestination(t *testing.T) {
 	}
 }
 
+// TestNamedOnly: a replay naming some destinations keeps the route's
+// records about those and about the message, and none about the others.
+func TestNamedOnly(t *testing.T) {
+	recs := []audit.Record{
+		{Event: audit.Matched},
+		{Event: audit.Consent, Destination: "a", Outcome: "permit"},
+		{Event: audit.Consent, Destination: "b", Outcome: "permit"},
+		{Event: audit.Consent, Destination: "c", Outcome: "deny"},
+		{Event: audit.Consent, Destination: "c", Outcome: "withheld"},
+	}
+	h := nats.Header{}
+	if got := namedOnly(recs, h); len(got) != len(recs) {
+		t.Errorf("no restriction: %d records, want all %d", len(got), len(recs))
+	}
+	h.Set(headerOnly, "b")
+	got := namedOnly(recs, h)
+	if len(got) != 2 || got[0].Event != audit.Matched || got[1].Destination != "b" {
+		t.Errorf("namedOnly(b) = %+v, want the match and b's decision", got)
+	}
+}
+
 // TestLaterKeepsAReroute: what is known of a payload's earlier attempts,
 // merged, keeps a reroute found on its trail, so a payload redelivered
 // after its reroute was recorded is not routed again.

@@ -268,6 +268,10 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 			return ev
 		}
 	}
+	// A replay naming some destinations decides for those alone: the
+	// route's decisions for the others (a consent permit for a payload
+	// never sent) would read in the trail as disclosures.
+	res.Records = namedOnly(res.Records, h)
 	// A decision about several patients is each one's.
 	others := ev.others(res.Patients)
 	for i := range res.Records {

@@ -172,6 +172,11 @@ destinations:
 	if got := scrape(t, e.HTTPAddr().String(), `junction_route_patient_index_total{adapter="pas",outcome="updated"}`); got != "1" {
 		t.Errorf("patients applied to the index: %s, want 1", got)
 	}
+	// The order, the swap and the pending admission, each read once
+	// whatever the routes reading the input.
+	if got := scrape(t, e.HTTPAddr().String(), `junction_route_relayed_total{adapter="pas"}`); got != "3" {
+		t.Errorf("relayed messages counted: %s, want 3", got)
+	}
 }
 
 // TestRelayConsentRefusingAKindOfData checks consent for a relayed

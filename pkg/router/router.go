@@ -237,6 +237,9 @@ func (r *Router) Start(ctx context.Context) error {
 			for _, dq := range tr.DataQuality {
 				r.o.Metrics.DataQuality.WithLabelValues(env.Source, dq).Inc()
 			}
+			if tr.Relayed {
+				r.o.Metrics.Relayed.WithLabelValues(env.Source).Inc()
+			}
 		})
 		if r.o.Patients != nil {
 			shared[src].index = r.indexPatient

@@ -22,6 +22,9 @@ type Metrics struct {
 	CommitMessages prometheus.Counter
 	CommitLatency  prometheus.Histogram
 	DataQuality    *prometheus.CounterVec // adapter, issue
+	// Relayed counts messages of types an input relays untranslated,
+	// read for routing.
+	Relayed        *prometheus.CounterVec // adapter
 	Routed         *prometheus.CounterVec // route, outcome
 	Consent        *prometheus.CounterVec // route, destination, decision
 	ConsentSkipped *prometheus.CounterVec // route, destination
@@ -144,6 +147,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		CommitMessages:         c("ingress", "commit_messages_total", "Inbound messages stored by group-commit writes."),
 		CommitLatency:          h("ingress", "commit_seconds", "Time one group-commit write took, until the store confirmed it."),
 		DataQuality:            cv("ingress", "data_quality_issues_total", "Data-quality issues per feed, such as a missing or invalid NHS number.", "adapter", "issue"),
+		Relayed:                cv("route", "relayed_total", "Messages of types an input relays untranslated (its relay setting), read for routing: their header and patients, not their content.", "adapter"),
 		Routed:                 cv("route", "messages_total", "Messages processed by routes, by outcome (matched, filtered, failed, not_taken: of a type or event the route does not take); a replay counts again, consent decided again for one queued payload does not.", "route", "outcome"),
 		Consent:                cv("route", "consent_decisions_total", "Consent decisions per destination (permit, deny).", "route", "destination", "decision"),
 		ConsentSkipped:         cv("route", "consent_gate_skipped_total", "Consent decisions in which a statutory route skipped the patient's Consents, as it declared.", "route", "destination"),

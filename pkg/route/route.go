@@ -821,6 +821,12 @@ func (r *Route) Takes(messageType, event string) bool {
 	return r.events[messageType] || (event != "" && r.events[event]) || (typed && ev != "" && r.events[typ+"^*"])
 }
 
+// Relayed reports whether messageType ("ORM^O01") is one the route's
+// source relays untranslated rather than translates.
+func (r *Route) Relayed(messageType string) bool {
+	return r.relayed != nil && r.relayed(messageType)
+}
+
 // NamesRelayed reports whether the route takes some message type that
 // pattern ("MFN^*", "ORM^O01"), an entry of its source's relay setting,
 // relays: its events name such a type, or every event of its type.

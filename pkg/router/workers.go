@@ -209,11 +209,12 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 		translate = w.tr.Fresh
 	}
 	if !w.rt.Takes(env.MessageType, "") {
-		if r.o.Patients != nil {
+		if r.o.Patients != nil && !w.rt.Relayed(env.MessageType) {
 			// The patient index learns from every message of the source
 			// (merges, say), taken by a route or not; the translation is
 			// shared, so this costs nothing when another route takes it.
 			// Only an index that cannot be reached holds the message back.
+			// (A relayed message teaches it nothing.)
 			if err := safely(func() error { _, _, err := translate(ctx, env); return err }); retryable(err) {
 				ev.fail = err
 				return ev

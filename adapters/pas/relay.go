@@ -32,7 +32,7 @@ func (t *Translator) Relays(messageType string) bool {
 // Provenance, about no patient.
 var relayMapping = eventMapping{segments: []segmentRule{
 	{segment: "PID", repeat: true, apply: (*builder).mapRelayedPID},
-	{segment: "PD1", apply: (*builder).mapPD1},
+	{segment: "PD1", repeat: true, apply: (*builder).mapRelayedPD1},
 }}
 
 // TranslateRelayed gives m, a message of a type Junction does not
@@ -62,6 +62,30 @@ func (b *builder) mapRelayedPID(pid *hl7v2.Segment) error {
 	p, _ := b.patientFrom(pid, kind, false)
 	u, _ := b.fullURL(kind)
 	b.patients = append(b.patients, entry{url: u, typ: "Patient", resource: p})
+	return nil
+}
+
+// mapRelayedPD1 maps pd1 as the first patient's registered practice when
+// it is the PD1 of the first PID's group: the first after that PID and
+// before another. A PD1 after a later PID is that patient's.
+func (b *builder) mapRelayedPD1(pd1 *hl7v2.Segment) error {
+	seenPID := false
+	for _, seg := range b.m.Segments() {
+		switch seg.Name() {
+		case "PID":
+			if seenPID {
+				return nil
+			}
+			seenPID = true
+		case "PD1":
+			if seenPID {
+				if seg == pd1 {
+					return b.mapPD1(pd1)
+				}
+				return nil
+			}
+		}
+	}
 	return nil
 }
 

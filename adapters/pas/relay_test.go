@@ -169,3 +169,52 @@ func TestConfigRelay(t *testing.T) {
 		t.Errorf("RelayTypes: %v, want [ORM^O01]", got)
 	}
 }
+
+// TestTranslateRelayedPractice checks that the first patient of a
+// relayed message gets the PD1 of its own PID group alone: a PD1 that
+// follows a later PID is another patient's registered practice.
+func TestTranslateRelayedPractice(t *testing.T) {
+	msh := strings.Replace(testMSH, "ADT^A01", "ADT^A17^ADT_A17", 1)
+	first := pid("9990000018^^^NHS^NH", nil)
+	second := pid("9990000026^^^NHS^NH", map[int]string{5: "TESTPATIENT^SAM"})
+	tests := []struct {
+		name     string
+		segments []string
+		wantGP   int // generalPractitioner references of the first Patient
+	}{
+		{"the first patient's practice", []string{msh, first, "PD1|||Y99999", testPV1, second, testPV1}, 1},
+		{"only the second patient's practice", []string{msh, first, testPV1, second, "PD1|||Y99999", testPV1}, 0},
+		{"no practice", []string{msh, first, testPV1, second, testPV1}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, err := NewTranslator(DefaultDialect())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.Relay([]string{"ADT^A17"})
+			got, err := tr.Translate(testEnvelope("unit", hl7(tt.segments...)))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			b, err := models.UnmarshalBundle(got.Bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range b.Entry {
+				if rt, _ := fhir.ResourceType(e.Resource); rt != "Patient" {
+					continue
+				}
+				p, err := models.UnmarshalPatient(e.Resource)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(p.GeneralPractitioner) != tt.wantGP {
+					t.Errorf("first Patient's generalPractitioner %+v, want %d references", p.GeneralPractitioner, tt.wantGP)
+				}
+				return
+			}
+			t.Fatal("no Patient")
+		})
+	}
+}

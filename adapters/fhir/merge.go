@@ -514,8 +514,8 @@ const maxReplacedBy = 4
 // survivorOf follows the replaced-by links of the retired Patient res at
 // the server to the active record it was merged into, and returns that
 // record, or nil when there is none to follow: no link, a link to another
-// server, a record gone, or a chain longer than maxReplacedBy or going
-// round.
+// server, a record gone (404) or deleted (410), or a chain longer than
+// maxReplacedBy or going round.
 func (o *Outbound) survivorOf(ctx context.Context, res json.RawMessage, auth string) (json.RawMessage, error) {
 	seen := map[string]bool{}
 	for range maxReplacedBy {
@@ -542,7 +542,7 @@ func (o *Outbound) survivorOf(ctx context.Context, res json.RawMessage, auth str
 		}
 		seen[id] = true
 		b, err := o.get(ctx, http.MethodGet, o.base+"/Patient/"+url.PathEscape(id), "", auth, "reading the Patient a retired record was merged into", "")
-		if errors.Is(err, errNotFound) {
+		if errors.Is(err, errNotFound) || errors.Is(err, errGone) {
 			return nil, nil
 		}
 		if err != nil {

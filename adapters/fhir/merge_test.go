@@ -1405,3 +1405,40 @@ func TestOutboundMergeFollowsReplacedBy(t *testing.T) {
 		})
 	}
 }
+
+// TestOutboundMergeSurvivorDeleted: the record a retired one links to
+// replaced-by was deleted at the server, which answers its read 410 Gone
+// as FHIR servers do for a deleted resource. A message naming only the
+// retired number then updates the retired record, as when the link leads
+// to no record at all, rather than failing for good.
+func TestOutboundMergeSurvivorDeleted(t *testing.T) {
+	a08 := "MSH|^~\\&|PAS|RX1|EPR|RX1|20240716131500||ADT^A08^ADT_A01|CTRLM09|P|2.5.1\r" +
+		"EVN|A08|20240716131400\r" +
+		"PID|1||H300009^^^RX1^MR||TESTPATIENT^JORDAN^NEWNAME||19820304|9\r" +
+		"PV1|1|N\r"
+	srv := newMemServer(t)
+	srv.put("Patient", "r", map[string]any{"resourceType": "Patient", "active": false,
+		"identifier": []any{map[string]any{"system": "https://fhir.example-trust.nhs.uk/Id/local-patient-identifier", "value": "H300009"}},
+		"name":       []any{map[string]any{"family": "TESTPATIENT", "given": []any{"DUPLICATE"}}},
+		"link":       []any{map[string]any{"type": "replaced-by", "other": map[string]any{"reference": "Patient/deleted"}}}})
+	mem := http.StripPrefix("/fhir", http.HandlerFunc(srv.serve))
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/fhir/Patient/deleted" {
+			writeJSON(w, http.StatusGone, outcome("Patient/deleted was deleted"))
+			return
+		}
+		mem.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	o := newTestOutbound(t, OutboundConfig{URL: front.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+	if _, err := o.Send(context.Background(), pasDelivery(t, "01MERGE0000009", a08)); err != nil {
+		t.Fatalf("Send: %v", err)
+	}
+	ps := srv.all("Patient")
+	if len(ps) != 1 {
+		t.Fatalf("server holds %d Patients, want the retired one alone", len(ps))
+	}
+	if given := ps[0]["name"].([]any)[0].(map[string]any)["given"].([]any); !slices.Contains(given, any("NEWNAME")) {
+		t.Errorf("the retired record was not updated: given %v", given)
+	}
+}

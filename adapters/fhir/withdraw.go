@@ -317,10 +317,13 @@ func readSearchSet(reply []byte, what string) (searchSet, error) {
 // errNotFound marks a read the server answered 404.
 var errNotFound = errors.New("not found")
 
+// errGone marks a read the server answered 410: a deleted resource.
+var errGone = errors.New("gone")
+
 // get makes a read of the server (a search by POST form, or a GET) and
 // returns its reply: 429, 408 and 5xx (but 501) are transient faults,
 // other failures permanent ones naming what (a 404 to a GET wraps
-// errNotFound), with hint after the status a refusal gives.
+// errNotFound, a 410 errGone), with hint after the status a refusal gives.
 func (o *Outbound) get(ctx context.Context, method, target, form, auth, what, hint string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
 	defer cancel()
@@ -361,6 +364,8 @@ func (o *Outbound) get(ctx context.Context, method, target, form, auth, what, hi
 			RetryAfter: retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())}).WithDetail(searchDetail(reply))
 	case status == http.StatusNotFound && method == http.MethodGet:
 		return nil, fault.Wrap(fault.Permanent, fault.CodeDestRejected, "fhir: server answered 404 to "+what, errNotFound)
+	case status == http.StatusGone && method == http.MethodGet:
+		return nil, fault.Wrap(fault.Permanent, fault.CodeDestRejected, fmt.Sprintf("fhir: server answered %d to %s%s", status, what, hint), errGone).WithDetail(searchDetail(reply))
 	case status < 200 || status >= 300:
 		return nil, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d to %s%s", status, what, hint).WithDetail(searchDetail(reply))
 	case err != nil:

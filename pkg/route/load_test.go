@@ -578,3 +578,30 @@ func TestLoadAllServeLeavesLintChecks(t *testing.T) {
 		t.Errorf("lint gives %d errors, want 6 (repeated and overlapping events, test input, code, golden key, test name):\n%v", len(ye), err)
 	}
 }
+
+// TestLoadEveryEventOverlaps checks that strict loading refuses an event
+// of a type beside "TYPE^*" for that type in either order, where the
+// later of the two is written.
+func TestLoadEveryEventOverlaps(t *testing.T) {
+	tests := []struct {
+		name, events string
+		want         []string
+	}{
+		{"every event first", "[ADT^*, ADT^A01]", []string{`:4:19: source.events: "ADT^A01" overlaps "ADT^*"; list one of them`}},
+		{"every event last", "[ADT^A01, ADT^*]", []string{`:4:21: source.events: "ADT^*" overlaps "ADT^A01"; list one of them`}},
+		{"another type", "[ADT^A01, SIU^*]", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := "name: r\nsource:\n  adapter: pas\n  events: " + tt.events + "\n" +
+				"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
+				"destinations:\n  - name: fhir-store\n"
+			path := filepath.Join(t.TempDir(), "r.yaml")
+			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadAll([]string{path}, testEnv(t), nil, LoadOptions{Strict: true})
+			wantLoadErrors(t, err, path, tt.want)
+		})
+	}
+}

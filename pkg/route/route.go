@@ -490,6 +490,8 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, ev)
 				case typed && ev != "*" && r.events[typ+"^*"]:
 					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, typ+"^*")
+				case typed && ev == "*" && eventOfType(r.events, typ) != "":
+					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, eventOfType(r.events, typ))
 				case t != "":
 					errs.Add(e.Pos, "source.events: %q overlaps %q; list one of them", e.Value, t)
 				}
@@ -698,6 +700,19 @@ func eventTypeOf(events map[string]bool, ev string) string {
 		}
 	}
 	return ""
+}
+
+// eventOfType returns one of events, in full form, of the message type
+// typ ("ADT^A01" for "ADT"), the first in sorted order, or "" when none
+// is.
+func eventOfType(events map[string]bool, typ string) string {
+	found := ""
+	for e := range events {
+		if t, _, ok := strings.Cut(e, "^"); ok && t == typ && (found == "" || e < found) {
+			found = e
+		}
+	}
+	return found
 }
 
 // faultCodeList lists the fault codes a route test may expect.

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -18,6 +20,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
+	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/router"
 )
 
@@ -242,5 +245,55 @@ destinations:
 	// Each trail says its order was relayed, not translated.
 	if diff := cmp.Diff([]string{router.RelayedReason, router.RelayedReason}, translated); diff != "" {
 		t.Errorf("translated records' reasons (-want +got):\n%s", diff)
+	}
+}
+
+// TestRelayRestrictedSecondPatient relays bed swaps to a destination not
+// cleared for restricted (S-flag) patients: a swap whose second patient
+// is restricted in the patient index is denied, although its first
+// patient, the one the routes see, is known and not restricted, since the
+// raw message carries both patients' addresses; a swap of two patients
+// neither restricted goes.
+func TestRelayRestrictedSecondPatient(t *testing.T) {
+	forPipelines(t, testRelayRestrictedSecondPatient)
+}
+
+func testRelayRestrictedSecondPatient(t *testing.T, pipe string) {
+	const first, restricted, other = "9990000026", "9990000034", "9990000042"
+	lis := startV2Receiver(t)
+	e, _ := startEngineWithRoutes(t, relayRouteDir(t, "[ADT^A17]", ""), fmt.Sprintf(`inputs:
+  pas: {type: pas, listen: "127.0.0.1:0", relay: [ADT^A17]}
+  fhir: {type: fhir}
+destinations:
+  lis: {type: mllp, address: %q, ack_timeout: 5s}
+%s`, lis.addr, pipe))
+	if _, err := e.PatientIndex().SetRestricted(context.Background(), restricted, true, patient.Source{MessageID: "test", Received: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	addr := mllpAddr(t, e)
+	// The first patient known to the index, not restricted.
+	if code, _ := send(t, addr, adt("A01", "RSW001", first+"^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	swap := func(ctrl, second string) string {
+		pid := func(n string) string {
+			return "PID|1||" + n + "^^^NHS^NH||TESTPATIENT^ALEX||19800101|F|||1 TEST STREET^^LEEDS^^LS1 1AA\r"
+		}
+		return "MSH|^~\\&|PAS|RX1|LIS|RX1|20261123093000||ADT^A17^ADT_A17|" + ctrl + "|P|2.4\rEVN|A17|20261123093000\r" +
+			pid(first) + "PV1|1|I|WARD1^BED1\r" + pid(second) + "PV1|1|I|WARD1^BED2\r"
+	}
+	withRestricted, without := swap("RSW002", restricted), swap("RSW003", other)
+	for _, m := range []string{withRestricted, without} {
+		if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+			t.Fatalf("ack %s", code)
+		}
+	}
+	waitTerminal(t, e, 3, map[string]int{audit.OutcomeFiltered: 1, audit.OutcomeDelivered: 1, audit.OutcomeConsentDenied: 1})
+	var got []string
+	for _, m := range lis.messages() {
+		got = append(got, string(m))
+	}
+	if diff := cmp.Diff([]string{without}, got); diff != "" {
+		t.Errorf("LIS received (-want +got), want the swap without a restricted patient alone:\n%s", diff)
 	}
 }

@@ -48,16 +48,7 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 		}
 	}
 	if tr.Relayed {
-		// A relayed message's Patient is its PID as sent with a message
-		// Junction does not translate: read the record, never change it.
-		rec, err := ix.Lookup(ctx, tr.Parsed)
-		if errors.Is(err, patient.ErrNotFound) {
-			return patientView{}, nil
-		}
-		if err != nil {
-			return r.indexFailed(env, err)
-		}
-		return r.patientView(ctx, env, rec)
+		return r.relayedPatients(ctx, env, tr.Parsed)
 	}
 	// One pass: the record comes back from applying the message, so a
 	// message of one patient costs no further read.
@@ -74,6 +65,41 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 		r.o.PatientIndexed(rec)
 	}
 	return r.patientView(ctx, env, rec)
+}
+
+// relayedPatients reads, and never changes, the index records of the
+// patients of bundle, a relayed message's translation (its PIDs are sent
+// with a message Junction does not translate). The routes see the first
+// PID's patient's record, and the message is restricted when any of its
+// patients is: a bed swap's second patient may be the one whose address
+// must not go.
+func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bundle map[string]any) (patientView, error) {
+	entries, _ := bundle["entry"].([]any)
+	var view patientView
+	restricted, first := false, true
+	for _, e := range entries {
+		em, _ := e.(map[string]any)
+		res, _ := em["resource"].(map[string]any)
+		if rt, _ := res["resourceType"].(string); rt != "Patient" {
+			continue
+		}
+		one := map[string]any{"resourceType": "Bundle", "type": bundle["type"], "entry": []any{e}}
+		rec, err := r.o.Patients.Lookup(ctx, one)
+		switch {
+		case errors.Is(err, patient.ErrNotFound):
+		case err != nil:
+			return r.indexFailed(env, err)
+		case first:
+			if view, err = r.patientView(ctx, env, rec); err != nil {
+				return patientView{}, err
+			}
+		default:
+			restricted = restricted || rec.Restricted
+		}
+		first = false
+	}
+	view.restricted = view.restricted || restricted
+	return view, nil
 }
 
 // patientView is what the routes see of rec, the record of env's patient

@@ -369,13 +369,13 @@ func (in *Inbound) metadata(w http.ResponseWriter, r *http.Request) {
 
 // wantsOnlyXML reports whether r asks for FHIR XML and not JSON: by
 // _format, or by an Accept header that names XML and neither JSON nor
-// any type.
+// any type (*/* or application/*).
 func wantsOnlyXML(r *http.Request) bool {
 	if f := strings.ToLower(r.URL.Query().Get("_format")); f != "" {
 		return strings.Contains(f, "xml")
 	}
 	accept := strings.ToLower(r.Header.Get("Accept"))
-	return strings.Contains(accept, "xml") && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*")
+	return strings.Contains(accept, "xml") && !strings.Contains(accept, "json") && !strings.Contains(accept, "*/*") && !strings.Contains(accept, "application/*")
 }
 
 func (in *Inbound) enter() bool {

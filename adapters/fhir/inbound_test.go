@@ -590,6 +590,7 @@ func TestInboundPostAsksForXML(t *testing.T) {
 		{"/fhir/Patient?_format=json", "application/fhir+xml", http.StatusAccepted},
 		{"/fhir/Patient", "application/fhir+xml, application/fhir+json;q=0.9", http.StatusAccepted},
 		{"/fhir/Patient", "application/xml, */*;q=0.1", http.StatusAccepted},
+		{"/fhir/Patient", "application/fhir+xml, application/*", http.StatusAccepted},
 		{"/fhir/Patient", "", http.StatusAccepted},
 	} {
 		t.Run(tc.path+" "+tc.accept, func(t *testing.T) {

@@ -193,6 +193,9 @@ type ReplayOptions struct {
 // letter are re-routed from their stored raw input through every route.
 // onlyDests, when set, limits the destinations. Each replayed dead letter
 // is removed from the dead-letter stream and a replayed record is audited.
+// Dead letters are resent in the order their messages were received (by
+// message id), not the order they were dead-lettered, so one patient's
+// messages replayed together reach the receiver in their order.
 //
 // Dead letters are left in place (and reported as skipped) when their
 // route no longer exists (routes gives the routes that do, each with its
@@ -228,6 +231,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 	if err != nil {
 		return nil, err
 	}
+	// Dead letters are stored in the order they failed, which is not the
+	// order their messages came: a patient's admission dead-lettered after
+	// its discharge (say, on a second failure) would be resent after it.
+	// They are resent in the order received, as message ids sort by their
+	// receipt time, so each patient's partition takes them in that order.
+	slices.SortStableFunc(items, func(a, b item) int { return strings.Compare(a.d.MessageID, b.d.MessageID) })
 	found := map[string]bool{}
 	for _, it := range items {
 		found[it.d.MessageID] = true

@@ -30,9 +30,10 @@ func TestReplayLeavesDeadLettersOfGoneDestinations(t *testing.T) {
 	if len(res.Replayed) != 0 {
 		t.Errorf("replayed %+v, want none", res.Replayed)
 	}
-	if len(res.Skipped) != 2 || res.Skipped[0].Destination != "gone" || res.Skipped[0].Why != "destination gone is not configured" ||
-		res.Skipped[1].Destination != "ehr" || !strings.Contains(res.Skipped[1].Why, "; its consent cannot be decided again, so it is not resent") {
-		t.Errorf("left %+v, want the dead letters of destination gone and of ehr (no stored input), with why", res.Skipped)
+	// Reported in the order received: ehr's message id sorts first.
+	if len(res.Skipped) != 2 || res.Skipped[1].Destination != "gone" || res.Skipped[1].Why != "destination gone is not configured" ||
+		res.Skipped[0].Destination != "ehr" || !strings.Contains(res.Skipped[0].Why, "; its consent cannot be decided again, so it is not resent") {
+		t.Errorf("left %+v, want the dead letters of ehr (no stored input) and of destination gone, with why", res.Skipped)
 	}
 	st, err := js.Stream(t.Context(), store.StreamOutbound)
 	if err != nil {
@@ -98,6 +99,57 @@ func TestReplayAsStored(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no replayed record saying consent was not decided again: %+v", trail)
+	}
+}
+
+// TestReplayResendsInOrderReceived: dead letters are resent in the order
+// their messages were received (message ids sort by receipt), whatever
+// order they were dead-lettered in, so a patient's admission dead-lettered
+// after the discharge is not resent after it.
+func TestReplayResendsInOrderReceived(t *testing.T) {
+	const admit, transfer, discharge = "01DDDDDDDDDDDDDDDDDDDDDD01", "01DDDDDDDDDDDDDDDDDDDDDD02", "01DDDDDDDDDDDDDDDDDDDDDD03"
+	tests := []struct {
+		name         string
+		deadLettered []string
+	}{
+		{"in order", []string{admit, transfer, discharge}},
+		{"the first last", []string{transfer, discharge, admit}},
+		{"newest first", []string{discharge, transfer, admit}},
+	}
+	want := []string{admit, transfer, discharge}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, js := deliveryRouter(t)
+			for _, id := range tt.deadLettered {
+				deadLetterDelivery(t, r, id, "ehr")
+			}
+			res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{Destination: "ehr"}, ReplayOptions{Routes: map[string][]string{"adt": {"ehr"}}, Dests: map[string]bool{"ehr": true}, AsStored: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var replayed []string
+			for _, d := range res.Replayed {
+				replayed = append(replayed, d.MessageID)
+			}
+			if !slices.Equal(replayed, want) {
+				t.Errorf("reported replayed %v, want %v", replayed, want)
+			}
+			st, err := js.Stream(t.Context(), store.StreamOutbound)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var queued []string
+			for seq := uint64(1); seq <= uint64(len(want)); seq++ {
+				m, err := st.GetMsg(t.Context(), seq)
+				if err != nil {
+					t.Fatalf("queued payload %d: %v", seq, err)
+				}
+				queued = append(queued, m.Header.Get(envelope.HeaderID))
+			}
+			if !slices.Equal(queued, want) {
+				t.Errorf("queued %v, want %v", queued, want)
+			}
+		})
 	}
 }
 

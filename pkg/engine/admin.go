@@ -24,6 +24,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -658,7 +659,11 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	if dls == nil {
+	if len(dls) == 0 {
+		if why := e.unknownName(f); why != "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": why})
+			return
+		}
 		dls = []router.DeadLetter{}
 	}
 	if r.URL.Query().Get("detail") != "true" {
@@ -668,6 +673,23 @@ func (e *Engine) handleDeadLetters(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, dls)
+}
+
+// unknownName says why a dead-letter listing that matched nothing names a
+// destination not configured or a route not loaded, or returns "". Dead
+// letters of a destination or route since removed are still listed, so an
+// empty listing of such a name is most likely a mistyped one, which would
+// otherwise read as "none waiting" at the very destination that has them.
+func (e *Engine) unknownName(f router.Filter) string {
+	if d := f.Destination; d != "" {
+		if _, ok := e.dests[d]; !ok {
+			return "unknown destination " + strconv.Quote(d) + ": not configured, and no dead letter matched names it"
+		}
+	}
+	if rt := f.Route; rt != "" && !slices.ContainsFunc(e.plan.Routes, func(r *route.Route) bool { return r.Name == rt }) {
+		return "unknown route " + strconv.Quote(rt) + ": not loaded, and no dead letter matched names it"
+	}
+	return ""
 }
 
 // withoutDetails clears the dead letters' details in res: a replay's

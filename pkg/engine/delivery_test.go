@@ -588,6 +588,53 @@ func testRetriesExhausted(t *testing.T, pipe string) {
 
 // TestRuleErrorDeadLettersAndEngineContinues: a CEL run-time error
 // dead-letters that message at the route stage; later messages still flow.
+// TestDeadLettersOfUnknownNames: a dead-letter listing naming a
+// destination not configured, or a route not loaded, that matches nothing
+// is refused, saying so, rather than answered with an empty list that
+// reads as "nothing stuck" when the name was mistyped; a known name with
+// nothing matched is an empty list.
+func TestDeadLettersOfUnknownNames(t *testing.T) {
+	e, srv := startWithEHR(t, "")
+	srv.script(400)
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "UN0001", "9990000026^^^NHS^NH")); code != hl7v2.AckAA {
+		t.Fatalf("ack %s", code)
+	}
+	waitFor(t, "dead letter", func() bool { return len(deadLetters(t, e)) == 1 })
+	tests := []struct {
+		name   string
+		query  string
+		status int
+		want   int    // dead letters listed
+		err    string // the refusal's error
+	}{
+		{"configured destination", "destination=ehr", http.StatusOK, 1, ""},
+		{"loaded route", "route=to-ehr", http.StatusOK, 1, ""},
+		{"configured destination, none in the window", "destination=ehr&until=1h", http.StatusOK, 0, ""},
+		{"mistyped destination", "destination=ehr-typo", http.StatusBadRequest, 0, `unknown destination "ehr-typo": not configured, and no dead letter matched names it`},
+		{"mistyped route", "route=to-ehr-typo", http.StatusBadRequest, 0, `unknown route "to-ehr-typo": not loaded, and no dead letter matched names it`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var raw json.RawMessage
+			st := getJSON(t, "http://"+e.HTTPAddr().String()+"/api/deadletters?"+tt.query, &raw)
+			if st != tt.status {
+				t.Fatalf("status %d (%s), want %d", st, raw, tt.status)
+			}
+			if tt.err != "" {
+				var refusal map[string]string
+				if err := json.Unmarshal(raw, &refusal); err != nil || refusal["error"] != tt.err {
+					t.Errorf("answer %s, want the error %q", raw, tt.err)
+				}
+				return
+			}
+			var dls []router.DeadLetter
+			if err := json.Unmarshal(raw, &dls); err != nil || dls == nil || len(dls) != tt.want {
+				t.Errorf("answer %s, want a list of %d dead letters", raw, tt.want)
+			}
+		})
+	}
+}
+
 func TestRuleErrorDeadLettersAndEngineContinues(t *testing.T) {
 	forPipelines(t, testRuleErrorDeadLettersAndEngineContinues)
 }

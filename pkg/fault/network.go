@@ -5,13 +5,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"syscall"
 )
 
 // NetworkReason names, in safe words, why a connection to a receiver
-// failed: "timed out", "connection refused", "connection reset", "host
-// not found", "TLS certificate not trusted", "TLS handshake failed", or
+// failed: "timed out", "connection refused", "connection reset",
+// "connection closed without an answer", "host not found", "TLS certificate not trusted", "TLS handshake failed", or
 // "" when err is none of these. Operators can tell an outage from a
 // misconfiguration by it; it holds no address, name or payload.
 func NetworkReason(err error) string {
@@ -36,6 +37,9 @@ func NetworkReason(err error) string {
 		return "connection refused"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return "connection reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		// The receiver closed the connection before its answer was whole.
+		return "connection closed without an answer"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timed out"
 	}

@@ -22,6 +22,16 @@ func TestNetworkReason(t *testing.T) {
 	l.Close()
 	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { time.Sleep(2 * time.Second) }))
 	defer slow.Close()
+	// A server that reads the request and closes the connection without
+	// a word, as a crashing application server or a proxy losing its
+	// backend does.
+	hangUp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	defer hangUp.Close()
 	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer tlsSrv.Close()
 	get := func(c *http.Client, url string) error {
@@ -38,6 +48,7 @@ func TestNetworkReason(t *testing.T) {
 	}{
 		{"refused", func() error { return get(http.DefaultClient, "http://"+closed+"/") }, "connection refused"},
 		{"timeout", func() error { return get(&http.Client{Timeout: 100 * time.Millisecond}, slow.URL) }, "timed out"},
+		{"closed without an answer", func() error { return get(http.DefaultClient, hangUp.URL) }, "connection closed without an answer"},
 		{"context deadline", func() error { return fmt.Errorf("wrapped: %w", context.DeadlineExceeded) }, "timed out"},
 		{"untrusted certificate", func() error { return get(http.DefaultClient, tlsSrv.URL) }, "TLS certificate not trusted"},
 		{"host not found", func() error { return &net.DNSError{Err: "no such host", Name: "ehr.invalid", IsNotFound: true} }, "host not found"},

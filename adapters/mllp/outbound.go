@@ -346,6 +346,9 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 			Msg: "mllp: acknowledgement is for another message (MSA-2 differs from MSH-10)"}).
 			WithDetail(fmt.Sprintf("sent MSH-10 %q, MSA-2 %q", ctrl, ackCtrl))
 	}
+	if !code.Accepted() {
+		text = ackDetail(text, reply)
+	}
 	switch {
 	case code.Accepted():
 		return adapter.Receipt{Status: string(code), Reply: string(reply)}, nil
@@ -364,4 +367,19 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestAckMismatch, Class: fault.Transient,
 			Msg: "mllp: acknowledgement has an unknown MSA-1 code"}).WithDetail(text)
 	}
+}
+
+// ackDetail is a refusal's detail: the acknowledgement's text (MSA-3, or
+// its first ERR's) and what each ERR segment says, where, and the
+// receiver's message to its user (hl7v2.AckErrorDetail), so whoever fixes
+// the message need not ask the receiver which field it meant.
+func ackDetail(text string, reply []byte) string {
+	errs := hl7v2.AckErrorDetail(reply)
+	switch {
+	case errs == "":
+		return text
+	case text == "" || strings.Contains(errs, text):
+		return errs
+	}
+	return text + " (" + errs + ")"
 }

@@ -132,6 +132,12 @@ func TestOutboundAckCodes(t *testing.T) {
 		{name: "AR 200 permanent", answer: ackCoded(hl7v2.AckAR, hl7v2.ErrCodeUnsupportedMessageType, "takes ADT only"), wantCode: fault.CodeDestRejected, wantDetail: "takes ADT only"},
 		{name: "CR 104 permanent", answer: ackCoded(hl7v2.AckCR, hl7v2.ErrCodeValueTooLong, "message larger than 1048576 bytes"), wantCode: fault.CodeDestRejected, wantDetail: "message larger than 1048576 bytes"},
 		{name: "AR 207 transient", answer: ackCoded(hl7v2.AckAR, hl7v2.ErrCodeInternal, "not stored"), transient: true, wantCode: fault.CodeDestRejected, wantDetail: "not stored"},
+		// The receiver's ERR says where, and its user message what: both
+		// reach the detail, not only ERR-3's text.
+		{name: "AE with where and why", answer: func(_ context.Context, m *hl7v2.Message) []byte {
+			return []byte("MSH|^~\\&|RIS|RX1|JUNCTION|RX1|20261207010000||ACK^A01^ACK|R1|P|2.5\r" +
+				"MSA|AE|" + m.ControlID() + "\rERR||PID^1^3^1|103^Table value not found^HL70357|E||||Hospital number not known to this system\r")
+		}, wantCode: fault.CodeDestRejected, wantDetail: "ERR 103 Table value not found at PID-3[1]: Hospital number not known to this system"},
 		{name: "wrong MSA-2", answer: func(_ context.Context, m *hl7v2.Message) []byte {
 			other, _ := hl7v2.Parse([]byte(msg("SOMEONE-ELSE", "")))
 			return hl7v2.BuildAck(other, hl7v2.AckOptions{Code: hl7v2.AckAA})

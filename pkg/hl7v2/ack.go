@@ -2,6 +2,7 @@ package hl7v2
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/junction-fhir/junction/pkg/fault"
@@ -375,6 +376,63 @@ func AckErrorCodes(raw []byte) []string {
 		}
 	}
 	return codes
+}
+
+// AckErrorDetail describes every ERR segment of an acknowledgement for
+// the people who fix what the receiver refused, one per segment joined
+// by "; ": its code and text (ERR-3, or the older ERR-1.4), where it is
+// (ERR-2 segment^sequence^field^repetition^component, or ERR-1's first
+// components, as "PID-3[1] #1"), and the receiver's message to its user
+// (ERR-8) when it says more. It may hold what the receiver quoted of
+// the message: it is a detail, never logged. It returns "" when raw does
+// not parse or has no ERR.
+func AckErrorDetail(raw []byte) string {
+	m, err := Parse(raw)
+	if err != nil {
+		return ""
+	}
+	var parts []string
+	for _, e := range m.SegmentsNamed("ERR") {
+		code, text := e.Component(3, 1, 1, 1), e.Component(3, 1, 2, 1)
+		seg, seq, field, rep := e.Component(2, 1, 1, 1), e.Component(2, 1, 2, 1), e.Component(2, 1, 3, 1), e.Component(2, 1, 4, 1)
+		if code == "" && text == "" {
+			code, text = e.Component(1, 1, 4, 1), e.Component(1, 1, 4, 2)
+			seg, seq, field, rep = e.Component(1, 1, 1, 1), e.Component(1, 1, 2, 1), e.Component(1, 1, 3, 1), ""
+		}
+		var b strings.Builder
+		if code != "" {
+			b.WriteString("ERR " + code)
+		}
+		if text != "" {
+			if b.Len() > 0 {
+				b.WriteString(" ")
+			}
+			b.WriteString(text)
+		}
+		if seg != "" {
+			where := seg
+			if field != "" {
+				where += "-" + field
+				if rep != "" {
+					where += "[" + rep + "]"
+				}
+			}
+			if seq != "" && seq != "1" {
+				where += " #" + seq
+			}
+			b.WriteString(" at " + where)
+		}
+		if msg := Unescape(e.Repetition(8, 1), m.delims); msg != "" && msg != text {
+			if b.Len() > 0 {
+				b.WriteString(": ")
+			}
+			b.WriteString(msg)
+		}
+		if b.Len() > 0 {
+			parts = append(parts, b.String())
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // NeverTaken reports whether an acknowledgement's ERR codes say the

@@ -345,3 +345,33 @@ func TestAtLeast25(t *testing.T) {
 		})
 	}
 }
+
+// TestAckErrorDetail checks what a refusal's detail says of each ERR: its
+// code and text, where (v2.5's ERR-2 or the older ERR-1), and the
+// receiver's message to its user.
+func TestAckErrorDetail(t *testing.T) {
+	const head = "MSH|^~\\&|RIS|RX1|JUNCTION|RX1|20261207010000||ACK|R1|P|2.5\rMSA|AE|C1\r"
+	tests := []struct {
+		name, errs, want string
+	}{
+		{"none", "", ""},
+		{"v2.5 with where and a user message", "ERR||PID^1^3^1|103^Table value not found^HL70357|E||||Hospital number not known\r",
+			"ERR 103 Table value not found at PID-3[1]: Hospital number not known"},
+		{"a later segment of its kind", "ERR||OBX^2^5|102^Data type error^HL70357|E\r", "ERR 102 Data type error at OBX-5 #2"},
+		{"the user message alone", "ERR||||E||||Ward code unknown\r", "Ward code unknown"},
+		{"before v2.5 (ERR-1)", "ERR|PV1^1^3^103&Table value not found&HL70357\r", "ERR 103 Table value not found at PV1-3"},
+		{"two", "ERR||PID^1^7|102^Data type error^HL70357|E\rERR||PV1^1^3|103^Table value not found^HL70357|E\r",
+			"ERR 102 Data type error at PID-7; ERR 103 Table value not found at PV1-3"},
+		{"the same text twice is said once", "ERR|||207^Store down^HL70357|E||||Store down\r", "ERR 207 Store down"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := AckErrorDetail([]byte(head + tt.errs)); got != tt.want {
+				t.Errorf("AckErrorDetail = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if got := AckErrorDetail([]byte("not HL7")); got != "" {
+		t.Errorf("AckErrorDetail of no message = %q", got)
+	}
+}

@@ -269,6 +269,14 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,
 			Msg:        fmt.Sprintf("fhir: server answered %d", status),
 			RetryAfter: retryafter.Parse(resp.Header.Get("Retry-After"), time.Now())}).WithDetail(outcomeOrText(reply, text))
+	case status >= 300 && status < 400:
+		// Redirects are not followed (a POST of patient data is not
+		// resent to wherever a server points): the url is wrong.
+		detail := "no Location given"
+		if loc := resp.Header.Get("Location"); loc != "" {
+			detail = "Location: " + loc
+		}
+		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d, a redirect, which is not followed: set the destination's url to where it points", status).WithDetail(detail)
 	default:
 		return adapter.Receipt{}, fault.Newf(fault.CodeDestRejected, "fhir: server answered %d", status).WithDetail(outcomeOrText(reply, text))
 	}

@@ -277,7 +277,7 @@ func TestOutboundAnswers(t *testing.T) {
 		{name: "500", handler: reply(500, ""), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable},
 		{name: "429", handler: reply(429, "slow down", "Retry-After", "5"), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantDetail: "slow down", wantWait: 5 * time.Second},
 		{name: "503 with retry-after", handler: reply(503, "", "Retry-After", "120"), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantWait: 2 * time.Minute},
-		{name: "redirect not followed", handler: reply(302, "", "Location", "/elsewhere"), wantErr: true, wantCode: fault.CodeDestRejected},
+		{name: "redirect not followed", handler: reply(302, "", "Location", "/elsewhere"), wantErr: true, wantCode: fault.CodeDestRejected, wantDetail: "Location: /elsewhere"},
 		{name: "200 with a web page", handler: reply(200, "<html><body>Welcome to nginx!</body></html>", "Content-Type", "text/html; charset=utf-8"), wantErr: true, wantCode: fault.CodeDestRejected},
 		{name: "long reply cut", handler: reply(200, strings.Repeat("x", 10000)), wantRcpt: adapter.Receipt{Status: "200", Reply: strings.Repeat("x", 4096)}},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -62,7 +63,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		debug.SetMemoryLimit(limit)
 		log.Info("memory limit set", "mib", limit>>20, "from", from)
 	}
-	e, err := engine.New(p, engine.Options{Logger: log, Version: version})
+	// The path the logs' suggested commands give, wherever they are run.
+	cfgFile := *cfgPath
+	if abs, err := filepath.Abs(cfgFile); err == nil && cfgFile != "" {
+		cfgFile = abs
+	}
+	e, err := engine.New(p, engine.Options{Logger: log, Version: version, ConfigFile: cfgFile})
 	if err != nil {
 		return err
 	}

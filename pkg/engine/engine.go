@@ -39,12 +39,14 @@ import (
 
 // Engine is a running Junction.
 type Engine struct {
-	plan    *Plan
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	metrics *telemetry.Metrics
-	tracing *telemetry.Tracing
-	secrets config.Secrets
+	// configFile is Options.ConfigFile.
+	configFile string
+	plan       *Plan
+	log        *slog.Logger
+	reg        *prometheus.Registry
+	metrics    *telemetry.Metrics
+	tracing    *telemetry.Tracing
+	secrets    config.Secrets
 	// auth authenticates callers of the admin and audit APIs.
 	auth access.Authenticator
 	// accessIDs names access records of requests that name no message.
@@ -111,6 +113,9 @@ type Options struct {
 	// Tracer, when set, replaces the tracer built from the OTEL_*
 	// environment (tests record spans with it).
 	Tracer trace.Tracer
+	// ConfigFile is the config file serve was given ("" for the
+	// defaults), so the commands the logs suggest reach this engine.
+	ConfigFile string
 }
 
 // New prepares an engine from a plan without starting anything.
@@ -120,7 +125,7 @@ func New(plan *Plan, o Options) (*Engine, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	e := &Engine{plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer, bulkReads: make(chan struct{}, maxBulkReads), patientServiceReads: make(chan struct{}, maxPatientServiceBulkReads)}
+	e := &Engine{configFile: o.ConfigFile, plan: plan, log: o.Logger, reg: reg, metrics: telemetry.NewMetrics(reg), traffic: newStoreTraffic(), version: o.Version, dests: map[string]*router.Destination{}, tracer: o.Tracer, bulkReads: make(chan struct{}, maxBulkReads), patientServiceReads: make(chan struct{}, maxPatientServiceBulkReads)}
 	e.drained, e.startDrain = context.WithCancel(context.Background())
 	reg.MustRegister(e.traffic)
 	auth, err := e.newAuthenticator(plan.Config.HTTP)
@@ -374,7 +379,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.router = router.New(router.Options{
 		Store: e.store, Routes: e.plan.Routes, Translators: translators, Destinations: e.dests, Audit: e.audit,
-		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer,
+		Decider: decider, Logger: e.log, Metrics: e.metrics, Tracer: e.tracing.Tracer, ConfigFile: e.configFile,
 		Batch: cfg.Router.Batch, AckWait: cfg.Router.AckWait,
 		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
 		SpanBatches: cfg.Router.SpanBatches,

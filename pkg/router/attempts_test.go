@@ -508,18 +508,27 @@ func TestDeadLetterGauge(t *testing.T) {
 // batch) cannot be replayed by id, so its line does not say so.
 func TestDeadLetterLogSaysWhatToDo(t *testing.T) {
 	tests := []struct {
-		name     string
-		stage    string
-		id       string
-		wantNext string // "" for none
+		name       string
+		stage      string
+		id         string
+		configFile string
+		wantNext   string // "" for none
+		wantDetail string
 	}{
-		{name: "delivery", stage: "delivery", id: "01AAAAAAAAAAAAAAAAAAAAAAAA", wantNext: "junction replay --id 01AAAAAAAAAAAAAAAAAAAAAAAA"},
-		{name: "route", stage: "route", id: "01BBBBBBBBBBBBBBBBBBBBBBBB", wantNext: "junction replay --id 01BBBBBBBBBBBBBBBBBBBBBBBB"},
+		{name: "delivery", stage: "delivery", id: "01AAAAAAAAAAAAAAAAAAAAAAAA", wantNext: "junction replay --id 01AAAAAAAAAAAAAAAAAAAAAAAA", wantDetail: "junction audit deadletters --detail"},
+		{name: "route", stage: "route", id: "01BBBBBBBBBBBBBBBBBBBBBBBB", wantNext: "junction replay --id 01BBBBBBBBBBBBBBBBBBBBBBBB", wantDetail: "junction audit deadletters --detail"},
+		// An engine given a config file: the commands reach it, not the
+		// default address.
+		{name: "with a config file", stage: "delivery", id: "01CCCCCCCCCCCCCCCCCCCCCCCC", configFile: "/etc/junction/junction.yaml",
+			wantNext: "junction replay -c /etc/junction/junction.yaml --id 01CCCCCCCCCCCCCCCCCCCCCCCC", wantDetail: "junction audit deadletters -c /etc/junction/junction.yaml --detail"},
+		{name: "with a config file to quote", stage: "delivery", id: "01DDDDDDDDDDDDDDDDDDDDDDDD", configFile: "/srv/my configs/it's.yaml",
+			wantNext: `junction replay -c '/srv/my configs/it'\''s.yaml' --id 01DDDDDDDDDDDDDDDDDDDDDDDD`, wantDetail: "junction audit deadletters -c '/srv/my configs/it"},
 		{name: "unreadable ingest batch", stage: "ingest"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r, _ := deliveryRouter(t)
+			r.o.ConfigFile = tc.configFile
 			var logs logtest.Buffer
 			r.o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
 			h := nats.Header{}
@@ -543,8 +552,8 @@ func TestDeadLetterLogSaysWhatToDo(t *testing.T) {
 			switch {
 			case tc.wantNext == "" && line.Next != "":
 				t.Errorf("next %q, want none", line.Next)
-			case tc.wantNext != "" && (!strings.Contains(line.Next, tc.wantNext) || !strings.Contains(line.Next, "junction audit deadletters --detail")):
-				t.Errorf("next %q, want it to name %q and the detail command", line.Next, tc.wantNext)
+			case tc.wantNext != "" && (!strings.Contains(line.Next, tc.wantNext) || !strings.Contains(line.Next, tc.wantDetail)):
+				t.Errorf("next %q, want it to name %q and %q", line.Next, tc.wantNext, tc.wantDetail)
 			}
 		})
 	}

@@ -100,8 +100,11 @@ type Options struct {
 	Destinations map[string]*Destination
 	Decider      consent.Decider
 	Logger       *slog.Logger
-	Metrics      *telemetry.Metrics
-	Tracer       trace.Tracer
+	// ConfigFile is the engine's config file ("" for the defaults), named
+	// in the commands the logs suggest so they reach this engine.
+	ConfigFile string
+	Metrics    *telemetry.Metrics
+	Tracer     trace.Tracer
 	// Batch is the most messages an unordered stage (receipt records)
 	// takes at once; ordered stages take one at a time per partition.
 	Batch int
@@ -468,7 +471,11 @@ func (r *Router) deadLetter(ctx context.Context, stage, name string, h nats.Head
 		id := h.Get(envelope.HeaderID)
 		attrs := []any{"message_id", id, "stage", stage, "name", name, "code", string(fault.CodeOf(err)), "reason", reason}
 		if id != "" && (stage == "route" || stage == "delivery") {
-			attrs = append(attrs, "next", "fix the cause (junction audit deadletters --detail shows it in full), then resend: junction replay --id "+id)
+			cfg := ""
+			if r.o.ConfigFile != "" {
+				cfg = "-c " + shellQuote(r.o.ConfigFile) + " "
+			}
+			attrs = append(attrs, "next", "fix the cause (junction audit deadletters "+cfg+"--detail shows it in full), then resend: junction replay "+cfg+"--id "+id)
 		}
 		r.o.Logger.Warn("dead-lettered", attrs...)
 	}
@@ -561,6 +568,17 @@ func reasonOf(err error) string {
 		reason = ee.Where + " (" + ee.Pos.String() + "): " + reason
 	}
 	return reason
+}
+
+// shellQuote returns s as one shell word: as it is when it holds only
+// characters no shell treats specially, else in single quotes.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+:@,=", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // only reports whether destination d is allowed by a replay restriction.

@@ -558,3 +558,30 @@ func TestDeadLetterLogSaysWhatToDo(t *testing.T) {
 		})
 	}
 }
+
+// TestRecoveryIsLogged: a destination's first delivery after failed
+// attempts is logged, with how long it was failing, as its failures were;
+// a delivery with no failure before it, or the next after the recovery,
+// writes nothing.
+func TestRecoveryIsLogged(t *testing.T) {
+	r, _ := deliveryRouter(t)
+	var logs logtest.Buffer
+	r.o.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	down := fault.Wrap(fault.Transient, fault.CodeDestUnavailable, "server answered 503", nil)
+	out := &scripted{errs: []error{down, down}}
+	d := &Destination{Name: "ehr", Out: out,
+		Retry: Retry{MaxAttempts: 5, Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1, Timeout: time.Second}}
+	count := func(msg string) int { return strings.Count(logs.String(), `"msg":"`+msg+`"`) }
+	if _, _, err := deliverPayload(t.Context(), r, d, outboundHeader("01AAAAAAAAAAAAAAAAAAAAAAAA"), []byte("payload"), 7, attempts{}); err != nil {
+		t.Fatal(err)
+	}
+	if out.sends != 3 || count("delivery attempt failed") != 1 || count("destination delivering again") != 1 || !strings.Contains(logs.String(), `"destination":"ehr","failing_for":"0s"`) {
+		t.Errorf("after two failures and a success (%d sends), logged:\n%s", out.sends, logs.String())
+	}
+	if _, _, err := deliverPayload(t.Context(), r, d, outboundHeader("01BBBBBBBBBBBBBBBBBBBBBBBB"), []byte("payload"), 8, attempts{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count("destination delivering again"); n != 1 {
+		t.Errorf("a delivery with no failure before it logged a recovery: %d lines", n)
+	}
+}

@@ -429,6 +429,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 			}
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rcs[i].Status, rcs[i].Location
 			w.done[index[i]] = []audit.Record{rec}
+			r.delivering(d.Name)
 			continue
 		}
 		class := "permanent"

@@ -706,6 +706,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			if !del.ReceivedAt.IsZero() {
 				r.o.Metrics.EndToEnd.WithLabelValues(rt, d.Name).Observe(time.Since(del.ReceivedAt).Seconds())
 			}
+			r.delivering(d.Name)
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rc.Status, rc.Location
 			return append(unwritten, rec), now, nil
 		}
@@ -721,6 +722,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			unwritten = append(unwritten, rec) // written with the outcome instead
 		}
 		now = attempts{made: attempt, last: &rec, asked: fault.RetryAfterOf(err)}
+		r.failLog.failed(d.Name, time.Now())
 		if ok, held := r.failLog.allow(d.Name, time.Now()); ok {
 			r.o.Logger.Warn("delivery attempt failed", "message_id", id, "destination", d.Name, "attempt", attempt, "class", class, "code", fault.CodeOf(err),
 				"reason", reasonOf(err), "similar_lines_held_back", held)
@@ -751,6 +753,15 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 		return nil, now, err
 	}
 	return append(unwritten, dl), now, nil
+}
+
+// delivering notes a delivery to destination name: the first after
+// failed attempts is logged, so the log says when a destination recovered
+// as it said when it failed.
+func (r *Router) delivering(name string) {
+	if since, ok := r.failLog.recovered(name, time.Now()); ok {
+		r.o.Logger.Info("destination delivering again", "destination", name, "failing_for", since.Round(time.Second).String())
+	}
 }
 
 // deadLetterPayload dead-letters payload data (headers h) for d with

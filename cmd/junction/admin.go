@@ -382,7 +382,7 @@ func setWindow(q url.Values, since, until string, now time.Time) error {
 // can tell.
 func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, opts := apiFlags("audit find", "", stderr)
-	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (without it, every message received between --since and --until, both required)")
+	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (without it, every message received between --since and --until, now when not given)")
 	sender := fs.String("sender", "", "only from this sender: APP|FACILITY (MSH-3|MSH-4), or APP for any facility")
 	source := fs.String("source", "", "only from this input")
 	since := fs.String("since", "24h", "received at or after this time: RFC 3339, or a duration before now such as 2h")
@@ -390,14 +390,18 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	window := set(fs, "until")
+	window := set(fs, "until") || set(fs, "since")
 	if fs.NArg() != 0 {
 		fs.Usage()
 		return errUsage
 	}
 	if *ctrl == "" && !window {
-		fmt.Fprintln(stderr, "junction audit find: give --control-id, or --since and --until to list every message received in a window")
+		fmt.Fprintln(stderr, "junction audit find: give --control-id, or --since (and --until, else now) to list every message received in a window")
 		return errUsage
+	}
+	if *ctrl == "" && !set(fs, "until") {
+		// "What came in the last ten minutes?": the window ends now.
+		*until = time.Now().UTC().Format(time.RFC3339)
 	}
 	c, err := newAPI(opts)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1129,8 +1130,20 @@ func TestCLIAdminCommands(t *testing.T) {
 		!strings.Contains(errOut, `no message with control id "C3" accepted since 2026-01-15T00:00:00Z; 1 refused (listed above;`) {
 		t.Errorf("audit find of a refused message: exit %d\nstdout %q\nstderr %q", code, out, errOut)
 	}
-	if code, _, errOut = cliRun(t, "audit", "find", "--since", "2h", "--api", ts.URL, "--token", tok); code != 2 || !strings.Contains(errOut, "give --control-id, or --since and --until") {
-		t.Errorf("audit find without a control id or a window's end: exit %d, want 2, stderr %q", code, errOut)
+	if code, _, errOut = cliRun(t, "audit", "find", "--api", ts.URL, "--token", tok); code != 2 || !strings.Contains(errOut, "give --control-id, or --since") {
+		t.Errorf("audit find without a control id or a window: exit %d, want 2, stderr %q", code, errOut)
+	}
+	// A window with no end given ends now.
+	*calls = nil
+	asked := time.Now().UTC().Add(-time.Second)
+	cliRun(t, "audit", "find", "--since", "2h", "--api", ts.URL, "--token", tok)
+	if len(*calls) != 1 {
+		t.Fatalf("audit find --since alone made requests %q, want one", *calls)
+	}
+	q, _ := url.ParseQuery(strings.TrimPrefix((*calls)[0], "GET /api/messages?"))
+	until, err := time.Parse(time.RFC3339, q.Get("until"))
+	if q.Get("since") == "" || err != nil || until.Before(asked.Truncate(time.Second)) || until.After(time.Now().Add(time.Second)) {
+		t.Errorf("audit find --since alone asked %q, want since and until now", (*calls)[0])
 	}
 	*calls = nil
 	code, _, errOut = cliRun(t, "audit", "find", "--since", "2026-01-15T10:00:00Z", "--until", "2026-01-15T10:05:00Z", "--api", ts.URL, "--token", tok)

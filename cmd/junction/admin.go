@@ -512,6 +512,11 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := setWindow(q, *since, "", now); err != nil {
 		return err
 	}
+	if *dest != "" {
+		// For the engine to refuse a name it does not know (a typo would
+		// read as "nothing waits for it"); the filtering is done here.
+		q.Set("destination", *dest)
+	}
 	path := "/api/reconcile"
 	if len(q) > 0 {
 		path += "?" + q.Encode()

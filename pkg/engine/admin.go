@@ -248,10 +248,25 @@ func (e *Engine) handleReconcile(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
+	if d := r.URL.Query().Get("destination"); d != "" && !e.knownDestination(d, rep.Pending) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unknown destination " + strconv.Quote(d) + ": not configured, and no pending message waits for it"})
+		return
+	}
 	if rep.Pending == nil {
 		rep.Pending = []audit.Pending{}
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// knownDestination reports whether d is a configured destination, or one
+// since removed that a pending message still waits for.
+func (e *Engine) knownDestination(d string, pending []audit.Pending) bool {
+	if _, ok := e.dests[d]; ok {
+		return true
+	}
+	return slices.ContainsFunc(pending, func(p audit.Pending) bool {
+		return slices.ContainsFunc(p.Waiting, func(w string) bool { return strings.HasSuffix(w, " -> "+d) })
+	})
 }
 
 // quarantinedHeader reads the control id, sender ("APP|FACILITY") and

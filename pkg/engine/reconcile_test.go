@@ -226,3 +226,23 @@ func testReconcileRouteAddedLater(t *testing.T, pipe string) {
 		t.Errorf("terminal %v, want 2 delivered", rep.Terminal)
 	}
 }
+
+// TestReconcileOfUnknownDestination: a reconcile asked about a
+// destination the engine does not know (a typo) is refused, as "nothing
+// waits for it" would read as all clear; a configured one is answered.
+func TestReconcileOfUnknownDestination(t *testing.T) {
+	e, _ := startEngine(t, "")
+	base := "http://" + e.HTTPAddr().String() + "/api/reconcile?destination="
+	for _, tt := range []struct {
+		dest string
+		want int
+	}{
+		{"fhir-store", http.StatusOK},
+		{"fhir-stor", http.StatusBadRequest},
+	} {
+		var body map[string]any
+		if st := getJSON(t, base+url.QueryEscape(tt.dest), &body); st != tt.want {
+			t.Errorf("reconcile of destination %q: %d %v, want %d", tt.dest, st, body, tt.want)
+		}
+	}
+}

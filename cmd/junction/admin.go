@@ -363,7 +363,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // setWindow sets a request's since and until query parameters from the
 // flags' times (RFC 3339, or durations before now), leaving out those not
-// given.
+// given. They keep their fractions of a second: a window ending now, cut
+// to the second, would leave out what arrived in the second it was asked.
 func setWindow(q url.Values, since, until string, now time.Time) error {
 	for name, v := range map[string]string{"since": since, "until": until} {
 		t, err := parseTime(v, now)
@@ -371,7 +372,7 @@ func setWindow(q url.Values, since, until string, now time.Time) error {
 			return err
 		}
 		if !t.IsZero() {
-			q.Set(name, t.UTC().Format(time.RFC3339))
+			q.Set(name, t.UTC().Format(time.RFC3339Nano))
 		}
 	}
 	return nil
@@ -401,7 +402,7 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *ctrl == "" && !set(fs, "until") {
 		// "What came in the last ten minutes?": the window ends now.
-		*until = time.Now().UTC().Format(time.RFC3339)
+		*until = time.Now().UTC().Format(time.RFC3339Nano)
 	}
 	c, err := newAPI(opts)
 	if err != nil {

@@ -391,14 +391,20 @@ func TestLoadUnknownEvents(t *testing.T) {
 	tests := []struct {
 		name, source, events string
 		want                 []string
+		unwanted             string // in no error
 	}{
-		{"known full and short", "pas", "[ADT^A01, A03]", nil},
+		{"known full and short", "pas", "[ADT^A01, A03]", nil, ""},
 		{"typo and unknown", "pas", "[ADT^A1, A01, XYZ, ORU^R01]", []string{
 			`:4:12: source.events: input "pas" never translates "ADT^A1"; it translates ADT^A01, ADT^A03`,
 			`:4:25: source.events: input "pas" never translates "XYZ"`,
-			`:4:30: source.events: input "pas" never translates "ORU^R01"`,
-		}},
-		{"source that does not say", "fhir", "[Bundle, Patient]", nil},
+			`:4:30: source.events: input "pas" never translates "ORU^R01"; it translates ADT^A01, ADT^A03 (to route ORU^R01 untranslated, list it in the input's relay setting, with payload: raw)`,
+		}, ""},
+		{"a type the feed may send", "pas", "[SIU^S12, MDM^*]", []string{
+			`:4:12: source.events: input "pas" never translates "SIU^S12"; it translates ADT^A01, ADT^A03 (to route SIU^S12 untranslated, list it in the input's relay setting, with payload: raw)`,
+			`:4:21: source.events: input "pas" never translates "MDM^*"; it translates ADT^A01, ADT^A03 (to route MDM^* untranslated`,
+		}, ""},
+		{"a typo is not offered relay", "pas", "[ADT^A1, XYZ]", []string{`:4:12: source.events: input "pas" never translates "ADT^A1"`}, "relay setting"},
+		{"source that does not say", "fhir", "[Bundle, Patient]", nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -411,6 +417,9 @@ func TestLoadUnknownEvents(t *testing.T) {
 			}
 			_, err := Load(path, testEnv(t), eventCatalog{testCatalog})
 			wantLoadErrors(t, err, path, tt.want)
+			if tt.unwanted != "" && err != nil && strings.Contains(err.Error(), tt.unwanted) {
+				t.Errorf("error holds %q:\n%v", tt.unwanted, err)
+			}
 		})
 	}
 }

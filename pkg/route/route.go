@@ -508,6 +508,10 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 				errs.Add(e.Pos, "source.events: input %q never translates %q; it translates %s, and relays %s (name a relayed type in full, such as %s)", r.Source, e.Value, strings.Join(known, ", "), strings.Join(relay, ", "), relayExample(relay, known, e.Value))
 			case len(relay) > 0:
 				errs.Add(e.Pos, "source.events: input %q neither translates nor relays %q; it translates %s, and relays %s", r.Source, e.Value, strings.Join(known, ", "), strings.Join(relay, ", "))
+			case hl7v2.ValidTypePattern(e.Value):
+				// A type in full may be one the feed sends that Junction
+				// does not map: say how to take it as it is.
+				errs.Add(e.Pos, "source.events: input %q never translates %q; it translates %s (to route %s untranslated, list it in the input's relay setting, with payload: raw)", r.Source, e.Value, strings.Join(known, ", "), e.Value)
 			default:
 				errs.Add(e.Pos, "source.events: input %q never translates %q; it translates %s", r.Source, e.Value, strings.Join(known, ", "))
 			}

@@ -82,7 +82,8 @@ func (OrdersOutboundFactory) NewOutbound(ctx context.Context, set adapter.Settin
 
 // OrdersOutbound sends FHIR order bundles to a laboratory as OML^O21 or
 // ORM^O01 over MLLP. A delivery of HL7 v2 (a route's raw payload) is
-// forwarded as it is. Acknowledgements are handled by mllp.Outbound: the
+// forwarded as it is, and its orders are not recorded, so results are
+// not correlated with them. Acknowledgements are handled by mllp.Outbound: the
 // ACK's MSA-2 must equal the MSH-10 sent, AA/CA succeed, AE/CE are
 // permanent faults, and AR/CR (unless their ERR codes say the message is
 // never taken as it is: hl7v2.NeverTaken), timeouts and network failures

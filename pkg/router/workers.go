@@ -243,10 +243,7 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	}
 	t := base
 	t.Event, t.Outcome, t.Hash = audit.Translated, "ok", tr.BundleHash
-	if tr.Relayed {
-		// The trail says the message was not translated, only read.
-		t.Reason = RelayedReason
-	}
+	t.Reason = translatedReason(tr)
 	if t.Hash == "" {
 		t.Hash = audit.Hash(tr.Bundle)
 	}
@@ -399,6 +396,24 @@ const headerRoom = 64 << 10
 // it was given only its header and patients, for routing, and goes on as
 // it came.
 const RelayedReason = "relayed untranslated: header and patients read for routing"
+
+// translatedReason returns the reason of a translated record: for a
+// relayed message, that it was not translated, only read
+// (RelayedReason); then the translation's data quality issues, such as
+// a result naming an order sent for another patient
+// (order_patient_mismatch), so that the trail shows which message the
+// counters of junction_ingress_data_quality_issues_total counted. Issue
+// names never hold the values sent.
+func translatedReason(tr *adapter.Translation) string {
+	var parts []string
+	if tr.Relayed {
+		parts = append(parts, RelayedReason)
+	}
+	if len(tr.DataQuality) > 0 {
+		parts = append(parts, "data quality: "+strings.Join(tr.DataQuality, ", "))
+	}
+	return strings.Join(parts, "; ")
+}
 
 // safely runs fn, turning a panic (a bug in a translator, a CEL function
 // or a consent decider) into a permanent fault for this one message, so it

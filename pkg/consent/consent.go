@@ -60,6 +60,18 @@ type Request struct {
 	// as Resource.Opaque: a Consent provision refusing some kind of data
 	// denies the whole message.
 	Opaque bool
+	// OtherPatients are the NHS numbers of patients the message is about
+	// that Bundle does not name (a relayed message's later PID known to
+	// the patient index by a local identifier alone): each is decided
+	// for, as the patients Bundle names are.
+	OtherPatients []string
+	// UnidentifiedPatient reports that the message is also about a
+	// patient whose NHS number is known to nobody (a relayed message's
+	// PID with a local identifier the patient index does not know): that
+	// patient is decided for as an unknown patient is, so a purpose the
+	// national data opt-out applies to is denied, as it is for a message
+	// about that patient alone.
+	UnidentifiedPatient bool
 }
 
 // Decision is the answer, with the reason and the rule that decided. Both

@@ -68,9 +68,12 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 		now = e.Now()
 	}
 	entries := bundleResources(req.Bundle)
-	patients := bundlePatients(req.PatientKey, entries)
-	if len(patients) == 0 {
-		patients = []string{""}
+	patients := nhsNumbers(bundlePatients(req.PatientKey, entries))
+	for _, n := range req.OtherPatients {
+		patients.add(n)
+	}
+	if len(patients) == 0 || req.UnidentifiedPatient {
+		patients = append(patients, "")
 	}
 	if len(patients) > MaxPatients {
 		// Deciding for each would cost patients x entries evaluations and

@@ -973,3 +973,47 @@ func TestEngineOpaque(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineOtherPatients checks that the patients a message carries
+// beyond those its Bundle names (Request.OtherPatients: a relayed
+// message's PID named by a local identifier the patient index knows;
+// Request.UnidentifiedPatient: one nobody knows) are decided for too: an
+// opted-out one denies a research disclosure, as does one whose opt-out
+// cannot be checked, while for direct care an unknown patient is decided
+// by the route's default.
+func TestEngineOtherPatients(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name         string
+		purpose      string
+		basis        string
+		def          Outcome
+		others       []string
+		unidentified bool
+		want         Outcome
+		wantRule     string
+	}{
+		{"research, no other patient", "research", "s251", Permit, nil, false, Permit, "consent:none:route-default-permit"},
+		{"research, another patient opted out", "research", "s251", Permit, []string{patientB}, false, Deny, "gate:opt-out"},
+		{"research, another patient unknown", "research", "s251", Permit, nil, true, Deny, "gate:opt-out:unknown-patient"},
+		{"direct care, another patient opted out", "direct-care", "direct-care", Permit, []string{patientB}, false, Permit, "consent:none:route-default-permit"},
+		{"direct care, another patient unknown", "direct-care", "direct-care", Permit, nil, true, Permit, "consent:none:route-default-permit"},
+		{"direct care by default deny, another patient unknown", "direct-care", "direct-care", Deny, nil, true, Deny, "consent:none:route-default-deny"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := memSource{optOut: map[string]OptOutStatus{patientB: {OptedOut: true}}}
+			e := &Engine{Source: src, Now: func() time.Time { return now },
+				Destinations: map[string]Destination{"lis": {Name: "lis", ODS: "A81001"}}}
+			d, err := e.Decide(context.Background(), Request{Route: "r", Purpose: tt.purpose, LegalBasis: tt.basis,
+				Destination: "lis", PatientKey: patientA, Bundle: relayedBundle(patientA), Default: tt.def, Opaque: true,
+				OtherPatients: tt.others, UnidentifiedPatient: tt.unidentified})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Outcome != tt.want || d.Rule != tt.wantRule {
+				t.Errorf("decision %s by %s (%s), want %s by %s", d.Outcome, d.Rule, d.Reason, tt.want, tt.wantRule)
+			}
+		})
+	}
+}

@@ -34,7 +34,13 @@ type v2Receiver struct {
 
 func startV2Receiver(t *testing.T) *v2Receiver {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startV2ReceiverAt(t, "127.0.0.1:0")
+}
+
+// startV2ReceiverAt is startV2Receiver listening at addr.
+func startV2ReceiverAt(t *testing.T, addr string) *v2Receiver {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +81,25 @@ func (r *v2Receiver) messages() [][]byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([][]byte(nil), r.got...)
+}
+
+// texts returns the messages received, as strings.
+func (r *v2Receiver) texts() []string {
+	var out []string
+	for _, m := range r.messages() {
+		out = append(out, string(m))
+	}
+	return out
+}
+
+// bedSwap is a relayed ADT^A17 of the patients PID-3 firstPID3 and
+// secondPID3 name, each with an address.
+func bedSwap(ctrl, firstPID3, secondPID3 string) string {
+	pid := func(pid3 string) string {
+		return "PID|1||" + pid3 + "||TESTPATIENT^ALEX||19800101|F|||1 TEST STREET^^LEEDS^^LS1 1AA\r"
+	}
+	return "MSH|^~\\&|PAS|RX1|LIS|RX1|20261123093000||ADT^A17^ADT_A17|" + ctrl + "|P|2.4\rEVN|A17|20261123093000\r" +
+		pid(firstPID3) + "PV1|1|I|WARD1^BED1\r" + pid(secondPID3) + "PV1|1|I|WARD1^BED2\r"
 }
 
 // relayRouteDir writes, in a directory of its own, the route
@@ -275,25 +300,64 @@ destinations:
 	if code, _ := send(t, addr, adt("A01", "RSW001", first+"^^^NHS^NH")); code != hl7v2.AckAA {
 		t.Fatalf("ack %s", code)
 	}
-	swap := func(ctrl, second string) string {
-		pid := func(n string) string {
-			return "PID|1||" + n + "^^^NHS^NH||TESTPATIENT^ALEX||19800101|F|||1 TEST STREET^^LEEDS^^LS1 1AA\r"
-		}
-		return "MSH|^~\\&|PAS|RX1|LIS|RX1|20261123093000||ADT^A17^ADT_A17|" + ctrl + "|P|2.4\rEVN|A17|20261123093000\r" +
-			pid(first) + "PV1|1|I|WARD1^BED1\r" + pid(second) + "PV1|1|I|WARD1^BED2\r"
-	}
-	withRestricted, without := swap("RSW002", restricted), swap("RSW003", other)
+	withRestricted, without := bedSwap("RSW002", first+"^^^NHS^NH", restricted+"^^^NHS^NH"), bedSwap("RSW003", first+"^^^NHS^NH", other+"^^^NHS^NH")
 	for _, m := range []string{withRestricted, without} {
 		if code, _ := send(t, addr, m); code != hl7v2.AckAA {
 			t.Fatalf("ack %s", code)
 		}
 	}
 	waitTerminal(t, e, 3, map[string]int{audit.OutcomeFiltered: 1, audit.OutcomeDelivered: 1, audit.OutcomeConsentDenied: 1})
-	var got []string
-	for _, m := range lis.messages() {
-		got = append(got, string(m))
-	}
-	if diff := cmp.Diff([]string{without}, got); diff != "" {
+	if diff := cmp.Diff([]string{without}, lis.texts()); diff != "" {
 		t.Errorf("LIS received (-want +got), want the swap without a restricted patient alone:\n%s", diff)
+	}
+}
+
+// TestRelayOptOutOfEveryPatient relays bed swaps to a research extract,
+// where the national data opt-out applies, on fixed ports: a swap whose
+// second patient is named by hospital number alone is about that patient
+// all the same, so it is denied when the patient index knows the number
+// as an opted-out patient's, and when nobody can tell whose it is (the
+// opt-out cannot be checked), as a message about that patient alone
+// would be; a swap of two identified patients neither opted out goes.
+func TestRelayOptOutOfEveryPatient(t *testing.T) {
+	const first, optedOut, other = "9990000026", "9990000034", "9990000042"
+	for i, p := range pipelines {
+		t.Run(p.name, func(t *testing.T) {
+			lis := startV2ReceiverAt(t, fmt.Sprintf("127.0.0.1:%d", 50610+10*i))
+			route := "name: research-swaps\nsource: {adapter: pas, events: [ADT^A17]}\n" +
+				"consent: {purpose: research, legal_basis: s251, default: permit}\n" +
+				"destinations:\n  - name: lis\n    payload: raw\n"
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(route), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			e, _ := startEngineWithRoutes(t, dir, fmt.Sprintf(`http: {listen: "127.0.0.1:%d"}
+inputs:
+  pas: {type: pas, listen: "127.0.0.1:%d", relay: [ADT^A17]}
+  fhir: {type: fhir}
+destinations:
+  lis: {type: mllp, address: %q, ack_timeout: 5s}
+%s`, 50611+10*i, 50612+10*i, lis.addr, p.extra))
+			base := "http://" + e.HTTPAddr().String()
+			if st, _, raw := postOptOuts(t, base, "?as_of="+time.Now().UTC().Format("2006-01-02"), optedOut+"\n"); st != http.StatusOK {
+				t.Fatalf("opt-out list: %d %s", st, raw)
+			}
+			addr := mllpAddr(t, e)
+			// The index learns the opted-out patient's hospital number.
+			if code, _ := send(t, addr, adt("A01", "ROO001", optedOut+"^^^NHS^NH~H300034^^^RX1^MR")); code != hl7v2.AckAA {
+				t.Fatalf("ack %s", code)
+			}
+			nhsFirst := first + "^^^NHS^NH"
+			byHospitalNumber, unknown, control := bedSwap("ROO002", nhsFirst, "H300034^^^RX1^MR"), bedSwap("ROO003", nhsFirst, "H399999^^^RX1^MR"), bedSwap("ROO004", nhsFirst, other+"^^^NHS^NH")
+			for _, m := range []string{byHospitalNumber, unknown, control} {
+				if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+					t.Fatalf("ack %s", code)
+				}
+			}
+			waitTerminal(t, e, 4, map[string]int{audit.OutcomeFiltered: 1, audit.OutcomeDelivered: 1, audit.OutcomeConsentDenied: 2})
+			if diff := cmp.Diff([]string{control}, lis.texts()); diff != "" {
+				t.Errorf("research receiver got (-want +got), want the swap of two identified patients not opted out alone:\n%s", diff)
+			}
+		})
 	}
 }

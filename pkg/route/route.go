@@ -797,7 +797,8 @@ func (r *Route) decide(ctx context.Context, decider consent.Decider, d Destinati
 		// A raw payload goes as it came, with whatever its translation
 		// does not map (Z segments, an ADT's OBX); a relayed message's
 		// translation shows only its header and patients.
-		Opaque: tr.Relayed || d.Raw,
+		Opaque:        tr.Relayed || d.Raw,
+		OtherPatients: in.OtherPatients, UnidentifiedPatient: in.UnidentifiedPatient,
 	})
 	if err != nil {
 		// The decider's store was unavailable: the message is tried
@@ -915,6 +916,12 @@ type Input struct {
 	// Restricted reports that the patient index marks the patient
 	// restricted (S-flag).
 	Restricted bool
+	// OtherPatients and UnidentifiedPatient are the further patients of
+	// a relayed message that its translation names by a local identifier
+	// alone (consent.Request): the NHS numbers the patient index knows
+	// them by, and whether one is known to nobody.
+	OtherPatients       []string
+	UnidentifiedPatient bool
 }
 
 // MsgVars returns the msg variable for env.
@@ -981,6 +988,13 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	res.Matched = true
 	res.Records = append(res.Records, rec(audit.Matched, "", "matched", "", "match"))
 	res.Patients = consent.BundleNHSNumbers(bundle)
+	for _, n := range in.OtherPatients {
+		// Patients the translation names by a local identifier alone
+		// (a raw payload carries them): told of the disclosure too.
+		if n = nhs.Normalize(n); nhs.ValidNumber(n) && !slices.Contains(res.Patients, n) {
+			res.Patients = append(res.Patients, n)
+		}
+	}
 	if n := len(res.Patients); n > MaxPatients {
 		// Each payload carries its patients' keyed hashes to the
 		// delivery stage in store headers, which JetStream bounds.

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/patient"
@@ -23,6 +24,11 @@ type patientView struct {
 	cel map[string]any
 	// restricted reports a restricted (S-flag) patient.
 	restricted bool
+	// others and unidentified are, for a relayed message, its patients
+	// named by a local identifier alone: the NHS numbers the index knows
+	// them by, and whether one is known to nobody (route.Input).
+	others       []string
+	unidentified bool
 }
 
 // indexTimeout bounds the index writes and reads of one message.
@@ -77,6 +83,8 @@ func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bu
 	entries, _ := bundle["entry"].([]any)
 	var view patientView
 	restricted, first := false, true
+	var others []string
+	unidentified := false
 	for _, e := range entries {
 		em, _ := e.(map[string]any)
 		res, _ := em["resource"].(map[string]any)
@@ -87,8 +95,14 @@ func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bu
 		rec, err := r.o.Patients.Lookup(ctx, one)
 		switch {
 		case errors.Is(err, patient.ErrNotFound):
+			rec = nil
 		case err != nil:
-			return r.indexFailed(env, err)
+			// A record that cannot be read is a patient unknown; the
+			// other patients' restriction still counts.
+			if _, err := r.indexFailed(env, err); err != nil {
+				return patientView{}, err
+			}
+			rec = nil
 		case first:
 			if view, err = r.patientView(ctx, env, rec); err != nil {
 				return patientView{}, err
@@ -97,8 +111,19 @@ func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bu
 			restricted = restricted || rec.Restricted
 		}
 		first = false
+		// Consent is asked of every patient the message carries: one its
+		// PID names by a local identifier alone is asked by the NHS
+		// number the index knows, or else as a patient unknown.
+		if len(consent.BundleNHSNumbers(res)) == 0 {
+			if rec != nil && rec.NHSNumber != "" {
+				others = append(others, rec.NHSNumber)
+			} else {
+				unidentified = true
+			}
+		}
 	}
 	view.restricted = view.restricted || restricted
+	view.others, view.unidentified = others, unidentified
 	return view, nil
 }
 

@@ -251,7 +251,7 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	ev.recs = append(ev.recs, t)
 	var res *route.Result
 	err := safely(func() (err error) {
-		res, err = w.rt.Process(ctx, route.Input{Env: env, Tr: tr, Patient: pv.cel, Restricted: pv.restricted}, r.o.Decider)
+		res, err = w.rt.Process(ctx, route.Input{Env: env, Tr: tr, Patient: pv.cel, Restricted: pv.restricted, OtherPatients: pv.others, UnidentifiedPatient: pv.unidentified}, r.o.Decider)
 		return err
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
 
@@ -46,6 +47,11 @@ var relayMapping = eventMapping{segments: []segmentRule{
 func (t *Translator) TranslateRelayed(env *envelope.Envelope, m *hl7v2.Message) (*adapter.Translation, error) {
 	if err := m.CharsetError(); err != nil {
 		return nil, err
+	}
+	if n := len(m.SegmentsNamed("PID")); n > envelope.MaxPatients {
+		// Each PID becomes a Patient and a patient index read: a 1 MiB
+		// message of bare PIDs would make some 58,000 of each.
+		return nil, fault.Newf(fault.CodeTooLarge, "relayed message has %d PID segments, more than %d patients; send one message per patient", n, envelope.MaxPatients)
 	}
 	return t.build(env, m, m.Segment("MSH").Component(9, 1, 1, 1), m.Event(), relayMapping)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/fhir"
 )
@@ -215,6 +216,42 @@ func TestTranslateRelayedPractice(t *testing.T) {
 				return
 			}
 			t.Fatal("no Patient")
+		})
+	}
+}
+
+// TestTranslateRelayedPatientLimit checks that a relayed message naming
+// more patients than a message may be about (envelope.MaxPatients) is
+// refused as too large at once, rather than mapped into a Patient, and
+// read from the patient index, for each of its PIDs.
+func TestTranslateRelayedPatientLimit(t *testing.T) {
+	msh := strings.Replace(testMSH, "ADT^A01", "ADT^A17^ADT_A17", 1)
+	for _, tt := range []struct {
+		name     string
+		pids     int
+		wantCode fault.Code
+	}{
+		{"at the limit", envelope.MaxPatients, ""},
+		{"over it", envelope.MaxPatients + 1, fault.CodeTooLarge},
+		{"a megabyte of them", 58000, fault.CodeTooLarge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			segs := []string{msh, "EVN|A17|20240715093512"}
+			for range tt.pids {
+				segs = append(segs, "PID|||H1^^^RX1^MR")
+			}
+			tr, err := NewTranslator(DefaultDialect())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.Relay([]string{"ADT^*"})
+			got, err := tr.Translate(testEnvelope("many", hl7(segs...)))
+			switch {
+			case tt.wantCode == "" && (err != nil || !got.Relayed):
+				t.Fatalf("Translate: %v, want the message relayed", err)
+			case tt.wantCode != "" && fault.CodeOf(err) != tt.wantCode:
+				t.Fatalf("Translate: %v, want code %s", err, tt.wantCode)
+			}
 		})
 	}
 }

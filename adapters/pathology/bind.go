@@ -26,7 +26,7 @@ func (t *Translator) BindStore(ctx context.Context, set adapter.Settings) (adapt
 	if err != nil {
 		return nil, fmt.Errorf("pathology: %w", err)
 	}
-	return &correlatingTranslator{Translator: t, c: NewCorrelator(kv, "")}, nil
+	return &correlatingTranslator{Translator: t, c: NewCorrelator(kv, "").KeyedBy(set.KeyedHash)}, nil
 }
 
 // correlatingTranslator translates results, then correlates them.

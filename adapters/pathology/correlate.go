@@ -100,6 +100,16 @@ type Correlator struct {
 	// namespace is the placer namespace assumed when a result echoes a
 	// placer number without one.
 	namespace string
+	// keyed, when set, hashes the orders' patient check values (KeyedBy).
+	keyed func(string) string
+}
+
+// KeyedBy makes c hash each order's patient check value with keyed, the
+// engine's keyed hash (adapter.Settings.KeyedHash), and returns c. The
+// writer of the records and their reader must use the same.
+func (c *Correlator) KeyedBy(keyed func(string) string) *Correlator {
+	c.keyed = keyed
+	return c
 }
 
 var _ OrderRecorder = (*Correlator)(nil)
@@ -119,6 +129,9 @@ func (c *Correlator) RecordSent(ctx context.Context, orders []SentOrder) error {
 	for _, o := range orders {
 		if o.PlacerNumber == "" {
 			continue
+		}
+		if o.NHSNumber != "" {
+			o.Patient, o.NHSNumber = c.patientCheck(o, o.NHSNumber), ""
 		}
 		if err := c.store.Put(ctx, PlacerKey(o.PlacerNamespace, o.PlacerNumber), o); err != nil {
 			return fmt.Errorf("record order: %w", err)
@@ -156,22 +169,21 @@ type Match struct {
 const DQOrderPatientMismatch = "order_patient_mismatch"
 
 // patientCheck returns the check value of the NHS number nhsNumber for
-// order o (SentOrder.Patient): the first 6 hex digits of a SHA-256 of the
-// order's placer namespace and number and the NHS number. It is short on
-// purpose: for one order about fifty numbers of the whole NHS number range
-// share each value, so a correlation record does not name its patient,
-// while another patient's number matches it by chance about once in 16
-// million.
-func patientCheck(o SentOrder, nhsNumber string) string {
-	h := sha256.New()
-	h.Write([]byte("patient"))
-	h.Write([]byte{0})
-	h.Write([]byte(strings.ToUpper(strings.TrimSpace(o.PlacerNamespace))))
-	h.Write([]byte{0})
-	h.Write([]byte(strings.TrimSpace(o.PlacerNumber)))
-	h.Write([]byte{0})
-	h.Write([]byte(nhs.Normalize(nhsNumber)))
-	return hex.EncodeToString(h.Sum(nil)[:3])
+// order o (SentOrder.Patient): the first 6 hex digits of a hash of the
+// order's placer namespace and number and the NHS number, keyed with the
+// engine's patient hash key (KeyedBy), so that whoever reads the
+// correlation records without the key cannot try NHS numbers against it.
+// It is short on purpose as well: for one order about fifty numbers of the
+// whole NHS number range share each value, while another patient's number
+// matches it by chance about once in 16 million. Without a key (a
+// correlator of tests) the hash is SHA-256.
+func (c *Correlator) patientCheck(o SentOrder, nhsNumber string) string {
+	data := "patient\x00" + strings.ToUpper(strings.TrimSpace(o.PlacerNamespace)) + "\x00" + strings.TrimSpace(o.PlacerNumber) + "\x00" + nhs.Normalize(nhsNumber)
+	if c.keyed != nil {
+		return c.keyed(data)[:6]
+	}
+	sum := sha256.Sum256([]byte(data))
+	return hex.EncodeToString(sum[:3])
 }
 
 // resultNHSNumber returns the NHS number of the Patient entry of a result
@@ -285,7 +297,7 @@ func (c *Correlator) Correlate(ctx context.Context, bundle []byte, orders []Resu
 			continue
 		}
 		m := &matches[report-1]
-		if o.Patient != "" && nhsNumber != "" && patientCheck(o, nhsNumber) != o.Patient {
+		if o.Patient != "" && nhsNumber != "" && c.patientCheck(o, nhsNumber) != o.Patient {
 			m.PatientMismatch = true
 			continue
 		}

@@ -3,8 +3,10 @@ package pathology
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -328,36 +330,47 @@ func TestCorrelateUnknownAndErrors(t *testing.T) {
 func TestCorrelatePatientMismatch(t *testing.T) {
 	ctx := t.Context()
 	tr, enc := minimalOrder(t)
-	if len(enc.Orders) != 1 || enc.Orders[0].Patient == "" {
-		t.Fatalf("order recorded without its patient check: %+v", enc.Orders)
+	if len(enc.Orders) != 1 || enc.Orders[0].NHSNumber == "" {
+		t.Fatalf("order encoded without its patient's NHS number: %+v", enc.Orders)
 	}
 	result := labResult(t, enc.Message, "F9")
 	const orderNHS = "9990000034^^^NHS^NH"
 	if !bytes.Contains(result, []byte(orderNHS)) {
 		t.Fatalf("result has not the order's NHS number: %q", result)
 	}
+	keyA := func(data string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte("key A|"+data))) }
+	keyB := func(data string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte("key B|"+data))) }
 	tests := []struct {
-		name      string
-		pid3      string // PID-3 of the result, in place of the order's
-		unchecked bool   // the order was recorded without a patient check
-		linked    bool
+		name           string
+		pid3           string // PID-3 of the result, in place of the order's
+		unchecked      bool   // the order was recorded without a patient check
+		writer, reader func(string) string
+		linked         bool
 	}{
 		{name: "same patient", pid3: orderNHS, linked: true},
 		{name: "another patient's NHS number", pid3: "9990000042^^^NHS^NH"},
 		{name: "result without an NHS number", pid3: "H123456^^^RX1^MR", linked: true},
 		{name: "order recorded before patient checks", pid3: "9990000042^^^NHS^NH", unchecked: true, linked: true},
+		{name: "same patient, keyed", pid3: orderNHS, writer: keyA, reader: keyA, linked: true},
+		{name: "another patient, keyed", pid3: "9990000042^^^NHS^NH", writer: keyA, reader: keyA},
+		// The check is the key's: under another key the same patient's
+		// number does not match it.
+		{name: "same patient, another key", pid3: orderNHS, writer: keyA, reader: keyB},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			store := newOrderMemStore()
 			o := enc.Orders[0]
 			if tc.unchecked {
-				o.Patient = ""
+				o.NHSNumber = ""
 			}
-			c := NewCorrelator(store, "EPR")
-			if err := c.RecordSent(ctx, []SentOrder{o}); err != nil {
+			if err := NewCorrelator(store, "EPR").KeyedBy(tc.writer).RecordSent(ctx, []SentOrder{o}); err != nil {
 				t.Fatal(err)
 			}
+			if rec, _, _ := store.Get(ctx, PlacerKey(o.PlacerNamespace, o.PlacerNumber)); rec.NHSNumber != "" || (rec.Patient == "") != tc.unchecked {
+				t.Fatalf("recorded %+v: want a check value and no NHS number", rec)
+			}
+			c := NewCorrelator(store, "EPR").KeyedBy(tc.reader)
 			res, err := tr.Translate(testEnvelope("result", bytes.Replace(result, []byte(orderNHS), []byte(tc.pid3), 1)))
 			if err != nil {
 				t.Fatal(err)

@@ -171,10 +171,14 @@ type SentOrder struct {
 	FillerNumber    string `json:"filler_number,omitempty"`
 	FillerNamespace string `json:"filler_namespace,omitempty"`
 	// Patient is the check value of the NHS number the order was sent
-	// with (see patientCheck), "" when it was sent without one. It lets a
-	// result that names this order be checked against the order's patient
-	// without the record holding the number.
+	// with (see Correlator.patientCheck), "" when it was sent without one.
+	// It lets a result that names this order be checked against the
+	// order's patient without the record holding the number.
 	Patient string `json:"patient,omitempty"`
+	// NHSNumber is the NHS number the order was sent with, as EncodeOrder
+	// gives it; the correlator keeps only its check value (Patient), and
+	// it is never stored.
+	NHSNumber string `json:"-"`
 }
 
 // maxBundleEntries bounds the work one order bundle can ask for.
@@ -361,9 +365,7 @@ func (e *orderEncoder) encode() (*EncodedOrder, error) {
 		if err != nil {
 			return nil, err
 		}
-		if nhsSent != "" {
-			sent.Patient = patientCheck(sent, nhsSent)
-		}
+		sent.NHSNumber = nhsSent
 		out.Orders = append(out.Orders, sent)
 	}
 	out.Message = m.Encode()

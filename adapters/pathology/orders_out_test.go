@@ -288,10 +288,10 @@ func TestEncodeOrderTwoOrders(t *testing.T) {
 		{ServiceRequest: "https://ehr.example-trust.nhs.uk/fhir/ServiceRequest/sr-lft", PlacerSystem: DefaultPlacerOrderSystem, PlacerNumber: "ORD-2026-000201", PlacerNamespace: "EPR",
 			FillerSystem: DefaultFillerOrderSystem, FillerNumber: "LAB26-555"},
 	}
-	// Each keeps the check value of the patient's NHS number, sent
-	// normalised ("999 000 0026" in the bundle).
+	// Each carries the patient's NHS number, sent normalised ("999 000
+	// 0026" in the bundle), for the correlator to keep a check value of.
 	for i := range want {
-		want[i].Patient = patientCheck(want[i], "9990000026")
+		want[i].NHSNumber = "9990000026"
 	}
 	if diff := cmp.Diff(want, out.Orders); diff != "" {
 		t.Errorf("Orders (-want +got):\n%s", diff)

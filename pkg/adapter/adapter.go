@@ -140,6 +140,11 @@ type Settings struct {
 	// certificates (mutual TLS), so an endpoint on it takes input only
 	// from a client that presented one.
 	HTTPClientCerts bool
+	// KeyedHash returns the hex HMAC-SHA256 of data under the engine's
+	// patient hash key, the key audit records and the consent store hash
+	// patients by, for components that keep a value derived from patient
+	// data in the store; nil where there is no store.
+	KeyedHash func(data string) string
 }
 
 // ConsentWriter stores FHIR Consent resources for the consent engine.

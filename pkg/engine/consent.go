@@ -143,6 +143,14 @@ func PatientHash(key []byte, patientKey string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// keyedHash is adapter.Settings.KeyedHash: the hex HMAC-SHA256 of data
+// under the engine's patient hash key, as it is once the store is open.
+func (e *Engine) keyedHash(data string) string {
+	m := hmac.New(sha256.New, e.patientKey)
+	m.Write([]byte(data))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
 // fingerprint identifies a key without revealing it.
 func fingerprint(key []byte) string {
 	m := hmac.New(sha256.New, key)

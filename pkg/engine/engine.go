@@ -216,6 +216,7 @@ func (e *Engine) settings(name string) adapter.Settings {
 		Consents: e.consentWriter(), OptOuts: e.optOutLoader(), AuditEventSearch: true,
 		HTTPExposed:     !config.IsLoopback(e.plan.Config.HTTP.Listen),
 		HTTPClientCerts: e.plan.Config.HTTP.ClientCertsVerified(),
+		KeyedHash:       e.keyedHash,
 	}
 }
 

@@ -128,7 +128,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	if ids == "" && *route == "" && *dest == "" && *since == "" && *until == "" {
-		fmt.Fprintln(stderr, "junction replay: say what to replay: --id, --route, --destination, or a window with --since and --until")
+		fmt.Fprintln(stderr, "junction replay: say what to replay: --id, --route, --destination, or a window with --since (and --until)")
 		return errUsage
 	}
 	req := engine.ReplayRequest{Filter: router.Filter{Route: *route, Destination: *dest}, AsStored: *asStored, Again: *again}
@@ -196,7 +196,7 @@ func parseTime(s string, now time.Time) (time.Time, error) { return router.Parse
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit find --control-id X [flags]\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]\n       junction audit verify [flags]\n       junction audit disclosures --nhs-number N [flags]\n       junction audit keygen --out PATH")
+		fmt.Fprintln(stderr, "Usage: junction audit trail [flags] MESSAGE-ID\n       junction audit find --control-id X [flags]\n       junction audit find --since T [--until T] [flags]\n       junction audit deadletters [flags]\n       junction audit quarantine [flags]\n       junction audit reconcile [flags]\n       junction audit verify [flags]\n       junction audit disclosures --nhs-number N [flags]\n       junction audit keygen --out PATH")
 		if len(args) == 0 {
 			return errUsage
 		}

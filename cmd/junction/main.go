@@ -29,7 +29,7 @@ func commands() []command {
 		{"test", "run the route files' tests offline", runTest},
 		{"send", "send HL7 v2 files over MLLP (or FHIR JSON over HTTP) and print the acknowledgements", runSend},
 		{"replay", "resend dead letters or stored messages through the admin API", runReplay},
-		{"audit", "a message's trail, dead letters, quarantine, reconcile, verify the chain, disclosure reports", runAudit},
+		{"audit", "a message's trail, finding messages, dead letters, quarantine, reconcile, verify the chain, disclosure reports, signing keys", runAudit},
 		{"bench", "closed-loop MLLP load: throughput and ACK latency percentiles", runBench},
 		{"convert", "convert HL7 v2 files to FHIR Bundles offline (JSON lines)", runConvert},
 		{"conformance", "judge translations against the FHIR schema, UK Core and the mapping guide", runConformance},

@@ -313,51 +313,54 @@ destinations:
 }
 
 // TestRelayOptOutOfEveryPatient relays bed swaps to a research extract,
-// where the national data opt-out applies, on fixed ports: a swap whose
-// second patient is named by hospital number alone is about that patient
-// all the same, so it is denied when the patient index knows the number
-// as an opted-out patient's, and when nobody can tell whose it is (the
-// opt-out cannot be checked), as a message about that patient alone
-// would be; a swap of two identified patients neither opted out goes.
+// where the national data opt-out applies: a swap whose second patient is
+// named by hospital number alone is about that patient all the same, so
+// it is denied when the patient index knows the number as an opted-out
+// patient's, and when nobody can tell whose it is (the opt-out cannot be
+// checked), as a message about that patient alone would be, also with
+// the patient index off; a swap of two identified patients neither opted
+// out goes.
 func TestRelayOptOutOfEveryPatient(t *testing.T) {
 	const first, optedOut, other = "9990000026", "9990000034", "9990000042"
-	for i, p := range pipelines {
-		t.Run(p.name, func(t *testing.T) {
-			lis := startV2ReceiverAt(t, fmt.Sprintf("127.0.0.1:%d", 50610+10*i))
-			route := "name: research-swaps\nsource: {adapter: pas, events: [ADT^A17]}\n" +
-				"consent: {purpose: research, legal_basis: s251, default: permit}\n" +
-				"destinations:\n  - name: lis\n    payload: raw\n"
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(route), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			e, _ := startEngineWithRoutes(t, dir, fmt.Sprintf(`http: {listen: "127.0.0.1:%d"}
+	for _, p := range pipelines {
+		for _, indexed := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/index=%v", p.name, indexed), func(t *testing.T) {
+				lis := startV2Receiver(t)
+				route := "name: research-swaps\nsource: {adapter: pas, events: [ADT^A17]}\n" +
+					"consent: {purpose: research, legal_basis: s251, default: permit}\n" +
+					"destinations:\n  - name: lis\n    payload: raw\n"
+				dir := t.TempDir()
+				if err := os.WriteFile(filepath.Join(dir, "relay.yaml"), []byte(route), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				e, _ := startEngineWithRoutes(t, dir, fmt.Sprintf(`patient_index: {enabled: %t}
 inputs:
-  pas: {type: pas, listen: "127.0.0.1:%d", relay: [ADT^A17]}
+  pas: {type: pas, listen: "127.0.0.1:0", relay: [ADT^A17]}
   fhir: {type: fhir}
 destinations:
   lis: {type: mllp, address: %q, ack_timeout: 5s}
-%s`, 50611+10*i, 50612+10*i, lis.addr, p.extra))
-			base := "http://" + e.HTTPAddr().String()
-			if st, _, raw := postOptOuts(t, base, "?as_of="+time.Now().UTC().Format("2006-01-02"), optedOut+"\n"); st != http.StatusOK {
-				t.Fatalf("opt-out list: %d %s", st, raw)
-			}
-			addr := mllpAddr(t, e)
-			// The index learns the opted-out patient's hospital number.
-			if code, _ := send(t, addr, adt("A01", "ROO001", optedOut+"^^^NHS^NH~H300034^^^RX1^MR")); code != hl7v2.AckAA {
-				t.Fatalf("ack %s", code)
-			}
-			nhsFirst := first + "^^^NHS^NH"
-			byHospitalNumber, unknown, control := bedSwap("ROO002", nhsFirst, "H300034^^^RX1^MR"), bedSwap("ROO003", nhsFirst, "H399999^^^RX1^MR"), bedSwap("ROO004", nhsFirst, other+"^^^NHS^NH")
-			for _, m := range []string{byHospitalNumber, unknown, control} {
-				if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+%s`, indexed, lis.addr, p.extra))
+				base := "http://" + e.HTTPAddr().String()
+				if st, _, raw := postOptOuts(t, base, "?as_of="+time.Now().UTC().Format("2006-01-02"), optedOut+"\n"); st != http.StatusOK {
+					t.Fatalf("opt-out list: %d %s", st, raw)
+				}
+				addr := mllpAddr(t, e)
+				// The index learns the opted-out patient's hospital number.
+				if code, _ := send(t, addr, adt("A01", "ROO001", optedOut+"^^^NHS^NH~H300034^^^RX1^MR")); code != hl7v2.AckAA {
 					t.Fatalf("ack %s", code)
 				}
-			}
-			waitTerminal(t, e, 4, map[string]int{audit.OutcomeFiltered: 1, audit.OutcomeDelivered: 1, audit.OutcomeConsentDenied: 2})
-			if diff := cmp.Diff([]string{control}, lis.texts()); diff != "" {
-				t.Errorf("research receiver got (-want +got), want the swap of two identified patients not opted out alone:\n%s", diff)
-			}
-		})
+				nhsFirst := first + "^^^NHS^NH"
+				byHospitalNumber, unknown, control := bedSwap("ROO002", nhsFirst, "H300034^^^RX1^MR"), bedSwap("ROO003", nhsFirst, "H399999^^^RX1^MR"), bedSwap("ROO004", nhsFirst, other+"^^^NHS^NH")
+				for _, m := range []string{byHospitalNumber, unknown, control} {
+					if code, _ := send(t, addr, m); code != hl7v2.AckAA {
+						t.Fatalf("ack %s", code)
+					}
+				}
+				waitTerminal(t, e, 4, map[string]int{audit.OutcomeFiltered: 1, audit.OutcomeDelivered: 1, audit.OutcomeConsentDenied: 2})
+				if diff := cmp.Diff([]string{control}, lis.texts()); diff != "" {
+					t.Errorf("research receiver got (-want +got), want the swap of two identified patients not opted out alone:\n%s", diff)
+				}
+			})
+		}
 	}
 }

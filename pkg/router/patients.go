@@ -42,8 +42,16 @@ const indexTimeout = 30 * time.Second
 // cannot resolve, is counted and routed with the patient unknown.
 func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation) (patientView, error) {
 	ix := r.o.Patients
-	if ix == nil || tr.Parsed == nil {
+	if tr.Parsed == nil {
 		// Without a JSON bundle the route reports the message itself.
+		return patientView{}, nil
+	}
+	if tr.Relayed {
+		ctx, cancel := context.WithTimeout(ctx, indexTimeout)
+		defer cancel()
+		return r.relayedPatients(ctx, env, tr.Parsed)
+	}
+	if ix == nil {
 		return patientView{}, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, indexTimeout)
@@ -52,9 +60,6 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 		if n > 0 {
 			r.o.Metrics.PatientIndex.WithLabelValues(env.Source, outcome).Add(float64(n))
 		}
-	}
-	if tr.Relayed {
-		return r.relayedPatients(ctx, env, tr.Parsed)
 	}
 	// One pass: the record comes back from applying the message, so a
 	// message of one patient costs no further read.
@@ -91,8 +96,12 @@ func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bu
 		if rt, _ := res["resourceType"].(string); rt != "Patient" {
 			continue
 		}
-		one := map[string]any{"resourceType": "Bundle", "type": bundle["type"], "entry": []any{e}}
-		rec, err := r.o.Patients.Lookup(ctx, one)
+		var rec *patient.Record
+		err := patient.ErrNotFound // with no index, every patient is unknown to it
+		if r.o.Patients != nil {
+			one := map[string]any{"resourceType": "Bundle", "type": bundle["type"], "entry": []any{e}}
+			rec, err = r.o.Patients.Lookup(ctx, one)
+		}
 		switch {
 		case errors.Is(err, patient.ErrNotFound):
 			rec = nil

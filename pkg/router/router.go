@@ -244,9 +244,9 @@ func (r *Router) Start(ctx context.Context) error {
 				r.o.Metrics.Relayed.WithLabelValues(env.Source).Inc()
 			}
 		})
-		if r.o.Patients != nil {
-			shared[src].index = r.indexPatient
-		}
+		// Without a patient index, relayed messages still need their
+		// patients read from their PIDs (indexPatient).
+		shared[src].index = r.indexPatient
 	}
 	for _, rt := range r.o.Routes {
 		tr, ok := shared[rt.Source]

@@ -535,7 +535,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		for _, w := range p.Waiting {
 			waits[w]++
 		}
-		if *dest != "" && !slices.ContainsFunc(p.Waiting, func(w string) bool { return strings.HasSuffix(w, " -> "+*dest) }) {
+		if *dest != "" && !p.WaitsFor(*dest) {
 			continue
 		}
 		forDest++
@@ -568,7 +568,7 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stdout, "  %-15s %d, of which %d wait for %s (%d of those older than %s)\n", "pending", len(rep.Pending), forDest, *dest, len(orphans), *olderThan)
 		}
 		for _, w := range slices.Sorted(maps.Keys(waits)) {
-			if *dest == "" || strings.HasSuffix(w, " -> "+*dest) {
+			if *dest == "" || audit.WaitsForDestination(w, *dest) {
 				fmt.Fprintf(stdout, "    waiting for %s: %d\n", w, waits[w])
 			}
 		}

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -59,6 +61,23 @@ type Pending struct {
 	// Waiting says what the message waits for, such as "route adt" or
 	// "delivery adt -> ehr".
 	Waiting []string `json:"waiting"`
+}
+
+// waitingDelivery is what Pending.Waiting says of a delivery not yet
+// finished: "delivery ROUTE -> DESTINATION".
+func waitingDelivery(route, destination string) string {
+	return "delivery " + route + " -> " + destination
+}
+
+// WaitsForDestination reports whether w, an entry of Pending.Waiting,
+// waits for a delivery to destination.
+func WaitsForDestination(w, destination string) bool {
+	return strings.HasPrefix(w, "delivery ") && strings.HasSuffix(w, " -> "+destination)
+}
+
+// WaitsFor reports whether p waits for a delivery to destination.
+func (p Pending) WaitsFor(destination string) bool {
+	return slices.ContainsFunc(p.Waiting, func(w string) bool { return WaitsForDestination(w, destination) })
 }
 
 // Reconciliation is the fate of every accepted message.
@@ -400,7 +419,7 @@ func fate(recs []fact, routes []string) ([]string, []string) {
 		sort.Strings(dests)
 		for _, d := range dests {
 			if st.finished[d] < st.queued[d] {
-				waiting = append(waiting, "delivery "+rt+" -> "+d)
+				waiting = append(waiting, waitingDelivery(rt, d))
 				continue
 			}
 			switch st.outcome[d] {

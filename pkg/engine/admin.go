@@ -264,9 +264,7 @@ func (e *Engine) knownDestination(d string, pending []audit.Pending) bool {
 	if _, ok := e.dests[d]; ok {
 		return true
 	}
-	return slices.ContainsFunc(pending, func(p audit.Pending) bool {
-		return slices.ContainsFunc(p.Waiting, func(w string) bool { return strings.HasSuffix(w, " -> "+d) })
-	})
+	return slices.ContainsFunc(pending, func(p audit.Pending) bool { return p.WaitsFor(d) })
 }
 
 // quarantinedHeader reads the control id, sender ("APP|FACILITY") and

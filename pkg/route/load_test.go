@@ -583,8 +583,8 @@ func TestLoadAllServeLeavesLintChecks(t *testing.T) {
 	}
 	_, err := LoadAll([]string{path}, testEnv(t), testCatalog, LoadOptions{Strict: true})
 	var ye yamlx.Errors
-	if !errors.As(err, &ye) || len(ye) != 6 {
-		t.Errorf("lint gives %d errors, want 6 (repeated and overlapping events, test input, code, golden key, test name):\n%v", len(ye), err)
+	if !errors.As(err, &ye) || len(ye) != 7 {
+		t.Errorf("lint gives %d errors, want 7 (repeated and overlapping events, test input, code, golden beside an error, golden key, test name):\n%v", len(ye), err)
 	}
 }
 

@@ -679,6 +679,9 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		if e := t.Expect.Error; strict && e.Value != "" && !slices.Contains(fault.Codes(), fault.Code(e.Value)) {
 			errs.Add(e.Pos, "%s.expect.error: %q is not a fault code; have %s", where, e.Value, faultCodeList())
 		}
+		if also := besideError(t.Expect); strict && len(also) > 0 {
+			errs.Add(t.Expect.Error.Pos, "%s.expect.error: routing that fails sends the message nowhere, so the test cannot also check %s; give those another test", where, strings.Join(also, ", "))
+		}
 		for _, name := range slices.Sorted(maps.Keys(t.Expect.FHIR)) {
 			switch g := t.Expect.FHIR[name]; {
 			case !strict:
@@ -690,6 +693,32 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 	}
 	return r, errs.Err()
+}
+
+// besideError names the expectations that x sets beside an expected
+// error, which RunTests would not check: routing that fails delivers
+// nothing, filters nothing and is denied nowhere, so a test expecting
+// both could only pass without checking them.
+func besideError(x ExpectSpec) []string {
+	if x.Error.Value == "" {
+		return nil
+	}
+	var also []string
+	for _, e := range []struct {
+		name string
+		set  bool
+	}{
+		{"deliver", len(x.Deliver) > 0},
+		{"filtered", x.Filtered},
+		{"denied", len(x.Denied) > 0},
+		{"assert", len(x.Assert) > 0},
+		{"fhir", len(x.FHIR) > 0},
+	} {
+		if e.set {
+			also = append(also, e.name)
+		}
+	}
+	return also
 }
 
 // eventTypeOf returns the "TYPE^EVENT" in events that already takes the

@@ -122,7 +122,7 @@ func TestProcessConsentEngine(t *testing.T) {
 	routeFHIR := routeHead + permit + "destinations:\n  - name: fhir-store\n"
 	routeRaw := routeHead + permit + "destinations:\n  - name: data-quality\n    payload: raw\n"
 	routeKeep := routeHead + permit + "transform:\n  - keep: resource.resourceType != \"MessageHeader\"\ndestinations:\n  - name: fhir-store\n"
-	routeV2 := routeHead + permit + "transform:\n  - replace: '{\"resourceType\": \"Bundle\", \"type\": bundle.type, \"entry\": bundle.entry + [{\"resource\": {\"resourceType\": \"Basic\", \"code\": {\"text\": v2.get(\"PID-11\")}}}]}'\ndestinations:\n  - name: fhir-store\n"
+	routeV2 := routeHead + permit + "transform:\n  - replace: '{\"resourceType\": \"Bundle\", \"type\": bundle.type, \"entry\": bundle.entry + [{\"resource\": {\"resourceType\": \"Basic\", \"code\": {\"text\": \"address: \" + v2.get(\"PID-11\")}}}]}'\ndestinations:\n  - name: fhir-store\n"
 	routeSkip := routeHead + "consent:\n  purpose: safeguarding\n  legal_basis: safeguarding\n  default: deny\n  skip_consent_gate: true\ndestinations:\n  - name: fhir-store\n"
 	denyAll := map[string]any{"type": "deny"}
 	tests := []struct {

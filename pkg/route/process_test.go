@@ -247,12 +247,12 @@ func TestProcess(t *testing.T) {
 			name: "replace builds a new bundle",
 			route: routeHead + permit + "transform:\n" +
 				"  - keep: resource.resourceType == \"Patient\"\n" +
-				"  - replace: '{\"resourceType\": \"Bundle\", \"type\": \"collection\", \"total\": size(bundle.entry), \"entry\": bundle.entry, \"meta\": {\"tag\": null}}'\n" +
+				"  - replace: '{\"resourceType\": \"Bundle\", \"type\": \"collection\", \"total\": size(bundle.entry), \"entry\": bundle.entry, \"meta\": {\"tag\": [{\"code\": \"x\"}]}}'\n" +
 				"destinations:\n  - name: fhir-store\n",
 			in: func(t *testing.T) Input { return v2Input(t, "A01", validNHS) },
 			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},
 				Records: []recSummary{matched, consentOK("fhir-store"), transformed("fhir-store")}},
-			bundle: `{"resourceType":"Bundle","type":"collection","total":1,"meta":{"tag":null},"entry":[` +
+			bundle: `{"resourceType":"Bundle","type":"collection","total":1,"meta":{"tag":[{"code":"x"}]},"entry":[` +
 				`{"resource":{"resourceType":"Patient","id":"p1","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + validNHS + `"}]}}]}`,
 		},
 		{
@@ -429,6 +429,12 @@ func TestProcessErrors(t *testing.T) {
 			nil, nil, fault.CodeRuleEval, "step 1"},
 		{"replace not a map at run time", routeHead + permit + "transform:\n  - replace: bundle.type\n" + "destinations:\n  - name: fhir-store\n",
 			nil, nil, fault.CodeRuleEval, "step 0"},
+		{"replace makes no Bundle", routeHead + permit + "transform:\n  - replace: '{\"resourceType\": \"Patient\", \"id\": \"p1\"}'\n" + "destinations:\n  - name: fhir-store\n",
+			nil, nil, fault.CodeRuleEval, "step 0: rule.eval: the result is not a FHIR Bundle"},
+		// An empty field read into an element is what a destination
+		// would refuse, or a file destination write as it is.
+		{"replace makes an empty string", routeHead + permit + "transform:\n  - replace: '{\"resourceType\": \"Bundle\", \"type\": \"collection\", \"entry\": [{\"resource\": {\"resourceType\": \"Patient\", \"identifier\": [{\"value\": v2.get(\"ZZZ-1\")}]}}]}'\n" + "destinations:\n  - name: fhir-store\n",
+			nil, nil, fault.CodeRuleEval, "step 0: rule.eval: the result is not a FHIR Bundle"},
 		{"bundle not JSON", routeHead + permit + "destinations:\n  - name: fhir-store\n",
 			func(t *testing.T) Input {
 				in := v2Input(t, "A01", validNHS)
@@ -615,7 +621,7 @@ func TestProcessDisclosureFacts(t *testing.T) {
 		{"whole bundle", "", false, []string{"Encounter", "MessageHeader", "Patient"}},
 		{"after keep", "transform:\n  - keep: resource.resourceType != \"MessageHeader\"\n", false, []string{"Encounter", "Patient"}},
 		{"keep removes every entry", "transform:\n  - keep: \"false\"\n", false, nil},
-		{"replace", "transform:\n  - replace: '{\"resourceType\": \"Patient\", \"id\": \"p1\"}'\n", false, []string{"Patient"}},
+		{"replace", "transform:\n  - replace: '{\"resourceType\": \"Bundle\", \"type\": \"collection\", \"entry\": [{\"resource\": {\"resourceType\": \"Patient\", \"id\": \"p1\"}}]}'\n", false, []string{"Patient"}},
 		{"raw", "", true, []string{"ADT^A01"}},
 	}
 	for _, tt := range tests {

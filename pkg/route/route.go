@@ -1310,6 +1310,12 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 			if err != nil {
 				return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
 			}
+			// What a destination would refuse, or a file destination
+			// write as it is, fails here, at the step that made it.
+			if p := bundleProblem(out); p != "" {
+				err := fault.New(fault.CodeRuleEval, "the result is not a FHIR Bundle").WithDetail(p)
+				return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
+			}
 			cur = out
 		}
 	}

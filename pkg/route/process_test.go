@@ -790,3 +790,55 @@ func TestKeepStepOnLargeBundle(t *testing.T) {
 		t.Errorf("the keep step did not keep all but o7")
 	}
 }
+
+// TestProcessReplaceKeepsSourceTag checks that a replace step writing its
+// own Bundle.meta keeps the translation's source tag, by which a merging
+// FHIR destination takes empty v2 fields as no change, and adds none to
+// a Bundle that had none.
+func TestProcessReplaceKeepsSourceTag(t *testing.T) {
+	const srcTag = `{"system":"https://junction-fhir.github.io/source","code":"hl7v2"}`
+	tagged := func(t *testing.T) Input {
+		in := v2Input(t, "A01", validNHS)
+		b := string(adtBundle(validNHS))
+		in.Tr.Bundle = []byte(`{"meta":{"tag":[` + srcTag + `]},` + b[1:])
+		return in
+	}
+	own := `{"system":"https://fhir.example-trust.nhs.uk/tags","code":"from-pas"}`
+	tests := []struct {
+		name, step string
+		in         func(*testing.T) Input
+		wantMeta   string
+	}{
+		{"its own tag beside the source tag", `{"resourceType": "Bundle", "type": "collection", "meta": {"tag": [` + own + `]}, "entry": bundle.entry}`, tagged,
+			`{"tag":[` + own + `,` + srcTag + `]}`},
+		{"no meta at all", `{"resourceType": "Bundle", "type": "collection", "entry": bundle.entry}`, tagged,
+			`{"tag":[` + srcTag + `]}`},
+		{"the source tag kept by the step", `{"resourceType": "Bundle", "type": "collection", "meta": bundle.meta, "entry": bundle.entry}`, tagged,
+			`{"tag":[` + srcTag + `]}`},
+		{"an untagged input stays untagged", `{"resourceType": "Bundle", "type": "collection", "meta": {"tag": [` + own + `]}, "entry": bundle.entry}`,
+			func(t *testing.T) Input { return v2Input(t, "A01", validNHS) }, `{"tag":[` + own + `]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := writeRoute(t, routeHead+permit+"transform:\n  - replace: '"+tt.step+"'\ndestinations:\n  - name: fhir-store\n")
+			in := tt.in(t)
+			before := string(in.Tr.Bundle)
+			res, err := r.Process(context.Background(), in, consent.DefaultPolicy{})
+			if err != nil {
+				t.Fatalf("Process: %v (%s)", err, fault.DetailOf(err))
+			}
+			var got struct {
+				Meta json.RawMessage `json:"meta"`
+			}
+			if err := json.Unmarshal(res.Deliveries[0].Body, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !jsonEqual([]byte(tt.wantMeta), got.Meta) {
+				t.Errorf("meta = %s, want %s", got.Meta, tt.wantMeta)
+			}
+			if string(in.Tr.Bundle) != before {
+				t.Error("Process changed the translation's bundle")
+			}
+		})
+	}
+}

@@ -1316,8 +1316,44 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 				err := fault.New(fault.CodeRuleEval, "the result is not a FHIR Bundle").WithDetail(p)
 				return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
 			}
-			cur = out
+			cur = withSourceTag(cur, out)
 		}
 	}
 	return cur, nil
+}
+
+// withSourceTag returns out, the Bundle a replace step made from in, with
+// in's Junction source tag (fhir.SystemJunctionSource) when out's
+// meta.tag lacks it. The tag tells a merging FHIR destination that empty
+// v2 fields mean no change; a step writing its own Bundle.meta would
+// otherwise turn that off, and the destination would replace the
+// server's resources whole. out is changed only in new maps and slices,
+// since its members may be shared with in.
+func withSourceTag(in, out map[string]any) map[string]any {
+	tag := sourceTag(in)
+	if tag == nil || sourceTag(out) != nil {
+		return out
+	}
+	meta := map[string]any{}
+	if m, ok := out["meta"].(map[string]any); ok {
+		maps.Copy(meta, m)
+	}
+	tags, _ := meta["tag"].([]any)
+	meta["tag"] = append(slices.Clip(tags), tag)
+	next := maps.Clone(out)
+	next["meta"] = meta
+	return next
+}
+
+// sourceTag returns the Junction source tag of the Bundle b's meta.tag,
+// or nil.
+func sourceTag(b map[string]any) map[string]any {
+	meta, _ := b["meta"].(map[string]any)
+	tags, _ := meta["tag"].([]any)
+	for _, t := range tags {
+		if tm, ok := t.(map[string]any); ok && tm["system"] == fhir.SystemJunctionSource {
+			return tm
+		}
+	}
+	return nil
 }

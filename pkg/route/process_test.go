@@ -186,10 +186,10 @@ func TestProcess(t *testing.T) {
 		},
 		{
 			name:  "patient variable",
-			route: routeHead + `match: patient.flag == "test"` + "\n" + permit + "destinations:\n  - name: fhir-store\n",
+			route: routeHead + `match: patient.gpPractice == "B86001"` + "\n" + permit + "destinations:\n  - name: fhir-store\n",
 			in: func(t *testing.T) Input {
 				in := v2Input(t, "A01", validNHS)
-				in.Patient = map[string]any{"flag": "test"}
+				in.Patient = map[string]any{"gpPractice": "B86001"}
 				return in
 			},
 			want: resultSummary{Taken: true, Matched: true, Deliveries: map[string]string{"fhir-store": fhirCT},

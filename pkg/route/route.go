@@ -676,6 +676,15 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		for j, a := range t.Expect.Assert {
 			prog(fmt.Sprintf("%s.expect.assert[%d]", where, j), a, rules.Bool, rules.VarResource)
 		}
+		if p := t.Patient; strict && p != nil {
+			// A key no record has would let a route reading it pass its
+			// tests and fail every message.
+			for _, k := range slices.Sorted(maps.Keys(p.Record)) {
+				if !slices.Contains(rules.PatientKeys(), k) {
+					errs.Add(at(p.KeyPos[k], p.Pos), "%s.patient: a patient index record has no key %q (it has %s)", where, k, strings.Join(rules.PatientKeys(), ", "))
+				}
+			}
+		}
 		if e := t.Expect.Error; strict && e.Value != "" && !slices.Contains(fault.Codes(), fault.Code(e.Value)) {
 			errs.Add(e.Pos, "%s.expect.error: %q is not a fault code; have %s", where, e.Value, faultCodeList())
 		}

@@ -114,10 +114,10 @@ type TestSpec struct {
 	Name yamlx.String `yaml:"name" yamlx:"required"`
 	// Input is a file path (relative to the route file) or inline text.
 	Input InputSpec `yaml:"input" yamlx:"required"`
-	// Patient is the patient index record the route sees as `patient`
-	// (JSON-shaped, as the index holds it); none: an empty map, as for a
-	// patient the index does not know.
-	Patient map[string]any `yaml:"patient"`
+	// Patient is the patient index record the route sees as `patient`;
+	// nil (left out) for the record the index makes of the message alone,
+	// and an empty one for a patient the index does not know.
+	Patient *PatientSpec `yaml:"patient"`
 	// Expect says what should happen.
 	Expect ExpectSpec `yaml:"expect" yamlx:"required"`
 }
@@ -139,6 +139,30 @@ func (in *InputSpec) UnmarshalYAMLx(n yamlx.Node, errs *yamlx.Errors) {
 	n.DecodeTo(&p, errs)
 	*in = InputSpec(p)
 	in.Pos = n.Pos()
+}
+
+// PatientSpec is a test's patient index record, JSON-shaped as the
+// patient variable gives it, and where it and each of its keys are
+// written.
+type PatientSpec struct {
+	Record map[string]any
+	Pos    yamlx.Pos
+	KeyPos map[string]yamlx.Pos
+}
+
+// UnmarshalYAMLx decodes the record and records where it and its keys
+// are.
+func (p *PatientSpec) UnmarshalYAMLx(n yamlx.Node, errs *yamlx.Errors) {
+	n.DecodeTo(&p.Record, errs)
+	p.Pos = n.Pos()
+	p.KeyPos = map[string]yamlx.Pos{}
+	if n.Node == nil {
+		return
+	}
+	for i := 0; i+1 < len(n.Node.Content); i += 2 {
+		k := n.Node.Content[i]
+		p.KeyPos[k.Value] = yamlx.Pos{File: p.Pos.File, Line: k.Line, Col: k.Column}
+	}
 }
 
 // ExpectSpec is what a test expects.

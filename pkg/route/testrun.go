@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -118,7 +119,11 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		e := TestEnvelope(r.Source, fmt.Sprintf("TEST%04d", i+1), raw, ct)
 		// Expectations not met are reported at the test's name.
 		at := t.Name.Pos
-		patient, err := testPatient(t.Patient)
+		var record map[string]any
+		if t.Patient != nil {
+			record = t.Patient.Record
+		}
+		patient, err := testPatient(record)
 		derive := t.Patient == nil && !o.noPatientIndex
 		if err != nil {
 			failf("%s: patient: %v", at, err)
@@ -387,7 +392,9 @@ func firstPatient(e *envelope.Envelope, t *adapter.Translation) map[string]any {
 }
 
 // testPatient returns a test's patient record as the index would give it
-// to routes: JSON-shaped, every number a double.
+// to routes: JSON-shaped, and with every key a record has, those the test
+// leaves out as an empty record has them ("", false, empty lists), so
+// that an expression reading one does not fail only in the test.
 func testPatient(p map[string]any) (map[string]any, error) {
 	if len(p) == 0 {
 		return nil, nil
@@ -396,7 +403,23 @@ func testPatient(p map[string]any) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("not JSON-shaped: %w", err)
 	}
-	return jsonmap.Decode(b)
+	given, err := jsonmap.Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	rec := (&patient.Record{}).CELAt(time.Time{})
+	for k, v := range given {
+		// consent's keys too: {consent: {optedOut: true}} keeps
+		// hasActiveConsent.
+		if inner, ok := rec[k].(map[string]any); ok {
+			if gv, ok := v.(map[string]any); ok {
+				maps.Copy(inner, gv)
+				continue
+			}
+		}
+		rec[k] = v
+	}
+	return rec, nil
 }
 
 // rawDiff says where two raw (HL7 v2) payloads first differ, by segment

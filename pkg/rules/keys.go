@@ -20,20 +20,50 @@ func MsgKeys() []string {
 // DestinationKeys are the keys of the destination variable.
 func DestinationKeys() []string { return []string{"name"} }
 
+// patientKeyTypes are the keys of a patient index record as the patient
+// variable gives it (patient.Record.CELAt, whose tests hold it to these),
+// with the CEL type name of each key's values.
+var patientKeyTypes = []struct{ key, typ string }{
+	{"nhsNumber", "string"}, {"identifiers", "list"}, {"family", "string"}, {"given", "list"},
+	{"birthDate", "string"}, {"gender", "string"}, {"postcode", "string"}, {"deceased", "bool"},
+	{"gpPractice", "string"}, {"gp", "string"}, {"flags", "list"}, {"activeFlags", "list"},
+	{"consent", "map"}, {"restricted", "bool"}, {"merged", "bool"}, {"mergedInto", "string"},
+	{"updated", "string"}, {"messageId", "string"},
+}
+
+// PatientKeys are the keys of the patient variable for a patient the
+// index knows (for one it does not, it is an empty map), in the order
+// the README lists them.
+func PatientKeys() []string {
+	keys := make([]string, len(patientKeyTypes))
+	for i, k := range patientKeyTypes {
+		keys[i] = k.key
+	}
+	return keys
+}
+
 // fixedKeys are the variables whose keys are known at load, so a
 // misspelt key is a load error rather than a dead letter for every
 // message the expression sees.
 func fixedKeys() map[string][]string {
-	return map[string][]string{VarMsg: MsgKeys(), VarDestination: DestinationKeys()}
+	return map[string][]string{VarMsg: MsgKeys(), VarDestination: DestinationKeys(), VarPatient: PatientKeys()}
 }
 
-// keyType is the CEL type name of a fixed key's values: every key's is
-// "string" but msg.received's, a timestamp. The variables are declared as
-// maps of dyn (their values differ in type), so the checker cannot see a
-// key compared with a value of another type.
+// keyType is the CEL type name of a fixed key's values: msg's and
+// destination's are strings but msg.received, a timestamp; patient's
+// are as patientKeyTypes gives them. The variables are declared as maps
+// of dyn (their values differ in type), so the checker cannot see a key
+// compared with a value of another type.
 func keyType(name, key string) string {
-	if name == VarMsg && key == "received" {
+	switch {
+	case name == VarMsg && key == "received":
 		return "timestamp"
+	case name == VarPatient:
+		for _, k := range patientKeyTypes {
+			if k.key == key {
+				return k.typ
+			}
+		}
 	}
 	return "string"
 }

@@ -84,7 +84,7 @@ func testVars(t testing.TB) *Vars {
 		Bundle:      testBundle(t),
 		V2:          parseV2(t),
 		Destination: map[string]any{"name": "fhir-store"},
-		Patient:     map[string]any{"flag": "vip"},
+		Patient:     map[string]any{"gpPractice": "B86001"},
 		Resource:    map[string]any{"resourceType": "Encounter", "status": "finished"},
 	}
 }
@@ -113,7 +113,7 @@ func TestEvalVariablesAndFunctions(t *testing.T) {
 		{"bundle field", `bundle.type`, full, "message"},
 		{"bundle entries", `size(bundle.entry)`, full, int64(6)},
 		{"destination", `destination.name`, full, "fhir-store"},
-		{"patient", `patient.flag`, full, "vip"},
+		{"patient", `patient.gpPractice`, full, "B86001"},
 		{"resource", `resource.status`, full, "finished"},
 		{"nil maps are empty", `size(msg) + size(bundle) + size(destination) + size(patient) + size(resource)`, &Vars{}, int64(0)},
 		{"nhsNumberValid valid", `nhsNumberValid("` + validNHS + `")`, full, true},
@@ -206,6 +206,11 @@ func TestCompileErrors(t *testing.T) {
 		{"misspelt key by index", `msg.event == "A01" && msg["control"] != ""`, Bool, [][2]string{{`["control"]`, `msg has no key "control"`}}},
 		{"misspelt destination key", `destination.type == "file"`, Bool, [][2]string{{".type", `destination has no key "type" (it has name)`}}},
 		{"two misspelt keys", "msg.evnt == \"A03\" ||\n  msg.sorce == \"pas\"", Bool, [][2]string{{".evnt", `msg has no key "evnt"`}, {".sorce", `msg has no key "sorce"`}}},
+		// So has patient, for a patient the index knows (an empty map for
+		// one it does not): a key it never has reads as an error.
+		{"misspelt patient key", `has(patient.nhsNumber) && patient.gpPractise == "B86001"`, Bool, [][2]string{{".gpPractise", `patient has no key "gpPractise" (it has nhsNumber, identifiers,`}}},
+		{"patient key it has not", `has(patient.age)`, Bool, [][2]string{{"(patient.age", `patient has no key "age"`}}},
+		{"patient bool compared with a string", `patient.restricted == "true"`, Bool, [][2]string{{`"true"`, "patient.restricted is a bool; it cannot be compared (==) with a string"}}},
 		// Their values are strings, but msg.received's, a timestamp: a
 		// comparison with another type is never true, or fails every time.
 		{"msg key compared with an int", `msg.event == 1`, Bool, [][2]string{{"1", "msg.event is a string; it cannot be compared (==) with an int"}}},
@@ -279,7 +284,13 @@ func TestCompileKnownKeys(t *testing.T) {
 	for _, k := range DestinationKeys() {
 		srcs = append(srcs, `destination.`+k+` != ""`)
 	}
+	for _, k := range PatientKeys() {
+		srcs = append(srcs, `has(patient.`+k+`) && patient["`+k+`"] == patient.`+k)
+	}
 	srcs = append(srcs,
+		`has(patient.consent) && patient.consent.optedOut == false && "CPP" in patient.activeFlags`,
+		`patient.flags.exists(f, f.code == "CPP" && f.active) && !patient.restricted`,
+		`bundle.entry.exists(patient, patient.resource.visits > 2)`,
 		`bundle.entry.exists(msg, msg.resource.resourceType == "Patient")`,
 		`bundle.entry.exists(e, e.fullUrl != "") && msg.event == "A01"`,
 		`[1].all(destination, destination > 0)`,
@@ -340,9 +351,9 @@ func TestProgramUses(t *testing.T) {
 		src  string
 		want bool
 	}{
-		{"field of the variable", `patient.flag == "vip"`, true},
+		{"field of the variable", `patient.gpPractice == "B86001"`, true},
 		{"variable in a function argument", `has(patient.consent) && nhsNumberValid(nhsNumber(bundle))`, true},
-		{"variable inside a comprehension", `bundle.entry.exists(e, e.resource.id == patient.id)`, true},
+		{"variable inside a comprehension", `bundle.entry.exists(e, e.resource.id == patient.nhsNumber)`, true},
 		{"other variables only", `nhsNumberValid(nhsNumber(bundle)) && msg.event == "A01"`, false},
 		{"the name in a string", `msg.event == "patient"`, false},
 		{"a map key of that name", `{"patient": 1}.size() == 1`, false},

@@ -690,6 +690,10 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 		if also := besideError(t.Expect); strict && len(also) > 0 {
 			errs.Add(t.Expect.Error.Pos, "%s.expect.error: routing that fails sends the message nowhere, so the test cannot also check %s; give those another test", where, strings.Join(also, ", "))
+		} else if strict && len(t.Expect.Assert) > 0 && len(t.Expect.Deliver) == 0 {
+			// Asserts run on each delivery: with none they would pass
+			// without running.
+			errs.Add(t.Expect.Assert[0].Pos, "%s.expect.assert: asserts are checked on each delivery, and the test expects none (deliver is empty), so they would pass without running", where)
 		}
 		for _, name := range slices.Sorted(maps.Keys(t.Expect.FHIR)) {
 			switch g := t.Expect.FHIR[name]; {

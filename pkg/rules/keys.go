@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -104,6 +105,32 @@ func literalType(e ast.Expr) string {
 	return ""
 }
 
+// eventCode is the form of an HL7 v2 trigger event code (A01, R01, O21).
+var eventCode = regexp.MustCompile(`^[A-Z][0-9]{2}$`)
+
+// eventShape says why msg.key (event or type) compared (op: ==, != or
+// in) with the string literal lit can never hold it, mistaking one for
+// the other: msg.event is the trigger event alone and never holds a ^,
+// while msg.type is TYPE^EVENT (or a FHIR input's resource type) and
+// never an event code alone. It returns "" otherwise.
+func eventShape(op, key string, lit ast.Expr) string {
+	if op != "==" && op != "!=" && op != "in" || lit.Kind() != ast.LiteralKind {
+		return ""
+	}
+	v, ok := lit.AsLiteral().(types.String)
+	if !ok {
+		return ""
+	}
+	switch s := string(v); {
+	case key == "event" && strings.Contains(s, "^"):
+		typ, ev, _ := strings.Cut(s, "^")
+		return fmt.Sprintf("msg.event is the trigger event alone, such as %q, so it never holds %q: compare msg.type with %q, or msg.event with %q", ev, s, typ+"^"+ev, ev)
+	case key == "type" && eventCode.MatchString(s):
+		return fmt.Sprintf("msg.type is the message type and event, such as \"ADT^%s\" (a FHIR input's, the resource type), so it never holds %q: compare msg.event with %q", s, s, s)
+	}
+	return ""
+}
+
 // comparisons are the operators whose operands must be of one type.
 var comparisons = map[string]string{
 	"_==_": "==", "_!=_": "!=", "_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">=",
@@ -181,6 +208,12 @@ func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64) {
 			return
 		}
 		want, got := keyType(name, key), literalType(lit)
+		if got == want && name == VarMsg {
+			if issue := eventShape(op, key, lit); issue != "" {
+				out = append(out, keyIssue{id: lit.ID(), msg: issue})
+			}
+			return
+		}
 		if got == "" || got == want {
 			return
 		}

@@ -220,6 +220,10 @@ func TestCompileErrors(t *testing.T) {
 		{"msg key in a list of ints", `msg.event in ["A01", 3]`, Bool, [][2]string{{"3", "msg.event is a string; it cannot be compared (in) with an int"}}},
 		{"destination name compared with a bool", `destination.name == true`, Bool, [][2]string{{"true", "destination.name is a string"}}},
 		{"received compared with a duration", `msg.received > duration("1h")`, Bool, [][2]string{{`("1h")`, "msg.received is a timestamp; it cannot be compared (>) with a duration"}}},
+		// msg.event and msg.type mistaken for each other never match.
+		{"event compared with a type", `msg.event == "ADT^A01"`, Bool, [][2]string{{`"ADT^A01"`, `msg.event is the trigger event alone, such as "A01", so it never holds "ADT^A01": compare msg.type with "ADT^A01", or msg.event with "A01"`}}},
+		{"event in a list holding a type", `msg.event in ["A01", "ADT^A03"]`, Bool, [][2]string{{`"ADT^A03"`, `never holds "ADT^A03"`}}},
+		{"type compared with an event", `msg["type"] != "A03"`, Bool, [][2]string{{`"A03"`, `msg.type is the message type and event, such as "ADT^A03" (a FHIR input's, the resource type), so it never holds "A03": compare msg.event with "A03"`}}},
 		// An unknown function is placed at its name, not the bracket after
 		// it, and the root container is not named.
 		{"misspelt function", `nhsNumbrValid(nhsNumber(bundle))`, Bool, [][2]string{{"nhsNumbrValid(", `undeclared reference to 'nhsNumbrValid' (did you mean "nhsNumberValid"?)`}}},
@@ -288,6 +292,8 @@ func TestCompileKnownKeys(t *testing.T) {
 		srcs = append(srcs, `has(patient.`+k+`) && patient["`+k+`"] == patient.`+k)
 	}
 	srcs = append(srcs,
+		`msg.type in ["ADT^A01", "Bundle", "ORM^O01"] && msg.event in ["A01", "transaction", "Patient"]`,
+		`msg.type.startsWith("ADT^") && msg.event > "A0" && msg.sender == "PAS|RX1"`,
 		`has(patient.consent) && patient.consent.optedOut == false && "CPP" in patient.activeFlags`,
 		`patient.flags.exists(f, f.code == "CPP" && f.active) && !patient.restricted`,
 		`bundle.entry.exists(patient, patient.resource.visits > 2)`,

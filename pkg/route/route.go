@@ -574,6 +574,13 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		if refused {
 			return nil
 		}
+		// A comparison with an event the route does not take is never
+		// true: a when that sends nothing, or a match that filters all.
+		for _, l := range p.MsgLiterals() {
+			if !r.takesLiteral(l.Key, l.Value) {
+				errs.Add(s.PosAt(l.Offset), "%s: msg.%s is never %q here: source.events (%s) does not take it", where, l.Key, l.Value, strings.Join(slices.Sorted(maps.Keys(r.events)), ", "))
+			}
+		}
 		r.Programs = append(r.Programs, Compiled{Where: where, Pos: s.Pos, Program: p})
 		return p
 	}
@@ -732,6 +739,23 @@ func besideError(x ExpectSpec) []string {
 		}
 	}
 	return also
+}
+
+// takesLiteral reports whether msg.key (event or type) can be value for
+// a message the route takes: always, for a route that names no events.
+func (r *Route) takesLiteral(key, value string) bool {
+	if r.events == nil {
+		return true
+	}
+	if key == "type" {
+		return r.Takes(value, "")
+	}
+	for e := range r.events {
+		if _, ev, typed := strings.Cut(e, "^"); e == value || typed && (ev == value || ev == "*") {
+			return true
+		}
+	}
+	return false
 }
 
 // eventTypeOf returns the "TYPE^EVENT" in events that already takes the

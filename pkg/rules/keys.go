@@ -150,8 +150,9 @@ type keyIssue struct {
 // "" for every message. It also returns, for each declared variable the
 // expression reads (an identifier no comprehension variable shadows),
 // the expression id of its first read.
-func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64) {
+func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64, []msgLiteral) {
 	var out []keyIssue
+	var lits []msgLiteral
 	reads := map[string]int64{}
 	check := func(id int64, operand ast.Expr, key string, shadowed map[string]int) {
 		if operand.Kind() != ast.IdentKind {
@@ -211,6 +212,8 @@ func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64) {
 		if got == want && name == VarMsg {
 			if issue := eventShape(op, key, lit); issue != "" {
 				out = append(out, keyIssue{id: lit.ID(), msg: issue})
+			} else if v, ok := lit.AsLiteral().(types.String); ok && (op == "==" || op == "in") && (key == "event" || key == "type") {
+				lits = append(lits, msgLiteral{id: lit.ID(), key: key, value: string(v)})
 			}
 			return
 		}
@@ -304,5 +307,20 @@ func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64) {
 		}
 	}
 	walk(e)
-	return out, reads
+	return out, reads, lits
+}
+
+// msgLiteral is a string literal that msg.event or msg.type (key) is
+// compared with for equality (== or in), at an expression id.
+type msgLiteral struct {
+	id         int64
+	key, value string
+}
+
+// MsgLiteral is a string literal that msg.event or msg.type (Key) is
+// compared with for equality (== or in), and the byte offset in the
+// expression where it is written.
+type MsgLiteral struct {
+	Key, Value string
+	Offset     int
 }

@@ -196,7 +196,14 @@ type Program struct {
 	// variable the expression reads (not a comprehension variable of the
 	// same name).
 	readAt map[string]int
+	// msgLits are the literals msg.event and msg.type are compared with.
+	msgLits []MsgLiteral
 }
+
+// MsgLiterals returns the string literals the expression compares
+// msg.event or msg.type with for equality (== or in), so that a route can
+// refuse one its events never take: such a comparison is never true.
+func (p *Program) MsgLiterals() []MsgLiteral { return p.msgLits }
 
 // Uses reports whether the expression refers to the variable name, so
 // the engine can leave out reads that fill variables no expression uses.
@@ -241,7 +248,7 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		return nil, ce
 	}
 	info := ast.NativeRep().SourceInfo()
-	bad, reads := unknownKeys(ast.NativeRep().Expr())
+	bad, reads, lits := unknownKeys(ast.NativeRep().Expr())
 	if len(bad) > 0 {
 		ce := &CompileError{}
 		for _, b := range bad {
@@ -279,7 +286,12 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		loc := info.GetStartLocation(id)
 		readAt[name] = offsetOf(src, loc.Line(), loc.Column())
 	}
-	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt}, nil
+	var msgLits []MsgLiteral
+	for _, l := range lits {
+		loc := info.GetStartLocation(l.id)
+		msgLits = append(msgLits, MsgLiteral{Key: l.key, Value: l.value, Offset: offsetOf(src, loc.Line(), loc.Column())})
+	}
+	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt, msgLits: msgLits}, nil
 }
 
 // undeclared tidies the checker's report of an unknown name: without the

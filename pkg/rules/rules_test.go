@@ -800,3 +800,31 @@ func TestBudgetSaturates(t *testing.T) {
 		t.Errorf("EvalBoolWithin = %v, %v; want true", ok, err)
 	}
 }
+
+// TestMsgLiterals checks the literals msg.event and msg.type are compared
+// with for equality, and where each is written, which a route checks
+// against its events.
+func TestMsgLiterals(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	tests := []struct {
+		src  string
+		want []MsgLiteral
+	}{
+		{`msg.event == "A01"`, []MsgLiteral{{"event", "A01", 13}}},
+		{`"ADT^A02" == msg["type"] || msg.event in ["A03", "A08"]`, []MsgLiteral{{"type", "ADT^A02", 0}, {"event", "A03", 42}, {"event", "A08", 49}}},
+		// Not equality, not msg's, or not a literal: nothing to check.
+		{`msg.event != "A02" && msg.event > "A0" && msg.sender == "PAS|RX1" && msg.event == msg.type`, nil},
+		{`bundle.entry.exists(msg, msg.event == "A01")`, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.src, func(t *testing.T) {
+			p, err := env.Compile(tt.src, Bool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, p.MsgLiterals()); diff != "" {
+				t.Errorf("MsgLiterals (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

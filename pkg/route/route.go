@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -576,8 +577,13 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 		// A comparison with an event the route does not take is never
 		// true: a when that sends nothing, or a match that filters all.
-		for _, l := range p.MsgLiterals() {
-			if !r.takesLiteral(l.Key, l.Value) {
+		for _, l := range p.KeyLiterals() {
+			switch {
+			case l.Key == "destination.name":
+				if !slices.ContainsFunc(f.Destinations, func(d DestinationSpec) bool { return d.Name.Value == l.Value }) {
+					errs.Add(s.PosAt(l.Offset), "%s: destination.name is never %q: the route's destinations are %s", where, l.Value, destinationNames(f.Destinations))
+				}
+			case !r.takesLiteral(l.Key, l.Value):
 				errs.Add(s.PosAt(l.Offset), "%s: msg.%s is never %q here: source.events (%s) does not take it", where, l.Key, l.Value, strings.Join(slices.Sorted(maps.Keys(r.events)), ", "))
 			}
 		}
@@ -739,6 +745,15 @@ func besideError(x ExpectSpec) []string {
 		}
 	}
 	return also
+}
+
+// destinationNames lists the names of ds, quoted, for an error.
+func destinationNames(ds []DestinationSpec) string {
+	names := make([]string, 0, len(ds))
+	for _, d := range ds {
+		names = append(names, strconv.Quote(d.Name.Value))
+	}
+	return strings.Join(names, ", ")
 }
 
 // takesLiteral reports whether msg.key (event or type) can be value for

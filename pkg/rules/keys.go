@@ -150,9 +150,9 @@ type keyIssue struct {
 // "" for every message. It also returns, for each declared variable the
 // expression reads (an identifier no comprehension variable shadows),
 // the expression id of its first read.
-func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64, []msgLiteral) {
+func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64, []keyLiteral) {
 	var out []keyIssue
-	var lits []msgLiteral
+	var lits []keyLiteral
 	reads := map[string]int64{}
 	check := func(id int64, operand ast.Expr, key string, shadowed map[string]int) {
 		if operand.Kind() != ast.IdentKind {
@@ -213,7 +213,14 @@ func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64, []msgLiteral) {
 			if issue := eventShape(op, key, lit); issue != "" {
 				out = append(out, keyIssue{id: lit.ID(), msg: issue})
 			} else if v, ok := lit.AsLiteral().(types.String); ok && (op == "==" || op == "in") && (key == "event" || key == "type") {
-				lits = append(lits, msgLiteral{id: lit.ID(), key: key, value: string(v)})
+				lits = append(lits, keyLiteral{id: lit.ID(), key: key, value: string(v)})
+			}
+			return
+		}
+		if got == want && name == VarDestination && key == "name" && lit.Kind() == ast.LiteralKind {
+			// (destination.name != "" says nothing wrong.)
+			if v, ok := lit.AsLiteral().(types.String); ok && v != "" {
+				lits = append(lits, keyLiteral{id: lit.ID(), key: "destination.name", value: string(v)})
 			}
 			return
 		}
@@ -310,17 +317,19 @@ func unknownKeys(e ast.Expr) ([]keyIssue, map[string]int64, []msgLiteral) {
 	return out, reads, lits
 }
 
-// msgLiteral is a string literal that msg.event or msg.type (key) is
-// compared with for equality (== or in), at an expression id.
-type msgLiteral struct {
+// keyLiteral is a string literal that msg.event or msg.type (key event
+// or type) is compared with for equality (== or in), or destination.name
+// (key destination.name) is compared with at all, at an expression id.
+type keyLiteral struct {
 	id         int64
 	key, value string
 }
 
-// MsgLiteral is a string literal that msg.event or msg.type (Key) is
-// compared with for equality (== or in), and the byte offset in the
+// KeyLiteral is a string literal that msg.event or msg.type (Key event
+// or type) is compared with for equality (== or in), or destination.name
+// (Key destination.name) with any comparison, and the byte offset in the
 // expression where it is written.
-type MsgLiteral struct {
+type KeyLiteral struct {
 	Key, Value string
 	Offset     int
 }

@@ -196,14 +196,17 @@ type Program struct {
 	// variable the expression reads (not a comprehension variable of the
 	// same name).
 	readAt map[string]int
-	// msgLits are the literals msg.event and msg.type are compared with.
-	msgLits []MsgLiteral
+	// keyLits are the literals msg.event, msg.type and destination.name
+	// are compared with.
+	keyLits []KeyLiteral
 }
 
-// MsgLiterals returns the string literals the expression compares
-// msg.event or msg.type with for equality (== or in), so that a route can
-// refuse one its events never take: such a comparison is never true.
-func (p *Program) MsgLiterals() []MsgLiteral { return p.msgLits }
+// KeyLiterals returns the string literals the expression compares
+// msg.event or msg.type with for equality (== or in), and
+// destination.name with, so that a route can refuse an event its events
+// never take or a name none of its destinations has: such a comparison
+// is never true (or, with !=, always).
+func (p *Program) KeyLiterals() []KeyLiteral { return p.keyLits }
 
 // Uses reports whether the expression refers to the variable name, so
 // the engine can leave out reads that fill variables no expression uses.
@@ -286,12 +289,12 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		loc := info.GetStartLocation(id)
 		readAt[name] = offsetOf(src, loc.Line(), loc.Column())
 	}
-	var msgLits []MsgLiteral
+	var keyLits []KeyLiteral
 	for _, l := range lits {
 		loc := info.GetStartLocation(l.id)
-		msgLits = append(msgLits, MsgLiteral{Key: l.key, Value: l.value, Offset: offsetOf(src, loc.Line(), loc.Column())})
+		keyLits = append(keyLits, KeyLiteral{Key: l.key, Value: l.value, Offset: offsetOf(src, loc.Line(), loc.Column())})
 	}
-	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt, msgLits: msgLits}, nil
+	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt, keyLits: keyLits}, nil
 }
 
 // undeclared tidies the checker's report of an unknown name: without the

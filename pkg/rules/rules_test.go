@@ -801,20 +801,22 @@ func TestBudgetSaturates(t *testing.T) {
 	}
 }
 
-// TestMsgLiterals checks the literals msg.event and msg.type are compared
+// TestKeyLiterals checks the literals msg.event and msg.type are compared
 // with for equality, and where each is written, which a route checks
 // against its events.
-func TestMsgLiterals(t *testing.T) {
+func TestKeyLiterals(t *testing.T) {
 	env := newEnv(t, DefaultLimits())
 	tests := []struct {
 		src  string
-		want []MsgLiteral
+		want []KeyLiteral
 	}{
-		{`msg.event == "A01"`, []MsgLiteral{{"event", "A01", 13}}},
-		{`"ADT^A02" == msg["type"] || msg.event in ["A03", "A08"]`, []MsgLiteral{{"type", "ADT^A02", 0}, {"event", "A03", 42}, {"event", "A08", 49}}},
+		{`msg.event == "A01"`, []KeyLiteral{{"event", "A01", 13}}},
+		{`"ADT^A02" == msg["type"] || msg.event in ["A03", "A08"]`, []KeyLiteral{{"type", "ADT^A02", 0}, {"event", "A03", 42}, {"event", "A08", 49}}},
 		// Not equality, not msg's, or not a literal: nothing to check.
 		{`msg.event != "A02" && msg.event > "A0" && msg.sender == "PAS|RX1" && msg.event == msg.type`, nil},
 		{`bundle.entry.exists(msg, msg.event == "A01")`, nil},
+		// destination.name with any comparison, but with "".
+		{`destination.name != "gp" && destination.name != ""`, []KeyLiteral{{"destination.name", "gp", 20}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.src, func(t *testing.T) {
@@ -822,8 +824,8 @@ func TestMsgLiterals(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, p.MsgLiterals()); diff != "" {
-				t.Errorf("MsgLiterals (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tt.want, p.KeyLiterals()); diff != "" {
+				t.Errorf("KeyLiterals (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -137,8 +137,10 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		var trans *adapter.Translation
 		if ic, checks := tr.(adapter.InputChecker); checks {
 			err = ic.CheckInput(raw)
-		} else if ct == envelope.ContentTypeHL7v2 {
-			err = checkV2Input(raw)
+		} else if _, v2 := tr.(adapter.EventLister); v2 || ct == envelope.ContentTypeHL7v2 {
+			// An MLLP input (whose translator lists the v2 types it
+			// takes) takes HL7 v2 alone.
+			err = checkV2Input(raw, tr)
 		}
 		refused := err != nil
 		if !refused {
@@ -326,12 +328,14 @@ type goldenWrite struct {
 	data []byte
 }
 
-// checkV2Input refuses a test's HL7 v2 input that an MLLP input refuses
-// before storing it whatever its settings: one that does not parse, holds
-// more than one message, or lacks MSH-9 or MSH-10. A route that takes
-// some events only would otherwise count such an input as filtered, and
-// a test expecting that would pass for nothing.
-func checkV2Input(raw []byte) error {
+// checkV2Input refuses a test's input that an MLLP input refuses before
+// storing it: one that does not parse as HL7 v2 (a FHIR resource, say),
+// holds more than one message, lacks MSH-9 or MSH-10, or is of a type
+// that tr, the input's translator, neither translates nor relays (when
+// it lists them). A route that takes some events only would otherwise
+// count such an input as filtered, and a test expecting that would pass
+// for nothing.
+func checkV2Input(raw []byte, tr adapter.Translator) error {
 	m, err := hl7v2.Parse(raw)
 	switch {
 	case err != nil:
@@ -343,7 +347,20 @@ func checkV2Input(raw []byte) error {
 	case m.ControlID() == "":
 		return fault.New(fault.CodeHL7Required, "an MLLP input refuses it before storing: MSH-10 is required")
 	}
-	return nil
+	el, ok := tr.(adapter.EventLister)
+	if !ok {
+		return nil
+	}
+	types := el.Events()
+	if rl, ok := tr.(adapter.RelayLister); ok {
+		types = append(slices.Clip(types), rl.RelayTypes()...)
+	}
+	// As the listener matches them: TYPE^EVENT, or TYPE^* for any event.
+	typ, ev := m.Segment("MSH").Component(9, 1, 1, 1), m.Event()
+	if slices.Contains(types, typ+"^"+ev) || ev != "" && slices.Contains(types, typ+"^*") {
+		return nil
+	}
+	return fault.Newf(fault.CodeHL7Unsupported, "an MLLP input refuses it before storing: it takes %s (a type it does not translate can be listed in its relay setting)", strings.Join(types, ", "))
 }
 
 // runOne routes e as a zero-setup engine would, with patient as the

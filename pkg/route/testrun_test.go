@@ -440,3 +440,51 @@ func TestJSONDiff(t *testing.T) {
 		})
 	}
 }
+
+// listingTranslator is fakeTranslator for an MLLP input that lists the
+// types it translates and relays, as the pas and pathology translators
+// do.
+type listingTranslator struct {
+	fakeTranslator
+	events, relay []string
+}
+
+func (l listingTranslator) Events() []string     { return l.events }
+func (l listingTranslator) RelayTypes() []string { return l.relay }
+
+// TestRunTestsRefuseWhatTheInputRefuses checks that a test's input an
+// MLLP input would refuse before storing it (a FHIR resource, a type it
+// neither translates nor relays) fails at the input, with the code the
+// sender would get, rather than passing as filtered.
+func TestRunTestsRefuseWhatTheInputRefuses(t *testing.T) {
+	msg := func(typ string) string {
+		return `"MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20261123093000||` + typ + `|MSG1|P|2.4\rPID|1||9990000018^^^NHS^NH\r"`
+	}
+	path := filepath.Join(t.TempDir(), "route.yaml")
+	src := routeHead[:len(routeHead)-1] + "\n  events: [ADT^A01]\n" + permit + "destinations:\n  - name: fhir-store\n" +
+		"tests:\n" +
+		"  - name: a FHIR resource\n    input: {inline: '{\"resourceType\": \"Patient\"}'}\n    expect: {filtered: true}\n" +
+		"  - name: a type the input does not take\n    input: {inline: " + msg("ORU^R01") + "}\n    expect: {filtered: true}\n" +
+		"  - name: an event the input does not take\n    input: {inline: " + msg("ADT^A17") + "}\n    expect: {filtered: true}\n" +
+		"  - name: the refusal expected\n    input: {inline: " + msg("ORU^R01") + "}\n    expect: {error: hl7.unsupported-message}\n" +
+		"  - name: a type the input relays\n    input: {inline: " + msg("SIU^S12") + "}\n    expect: {filtered: true}\n" +
+		"  - name: a type it translates and the route does not take\n    input: {inline: " + msg("ADT^A03") + "}\n    expect: {filtered: true}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := loadRunTests(t, path)
+	tr := listingTranslator{events: []string{"ADT^A01", "ADT^A03"}, relay: []string{"SIU^*"}}
+	got := outcomes(r.RunTests(context.Background(), tr, testEnv(t), false))
+	refused := ": input: hl7.unsupported-message: an MLLP input refuses it before storing: it takes ADT^A01, ADT^A03, SIU^* (a type it does not translate can be listed in its relay setting)"
+	want := []testOutcome{
+		{Name: "test-route / a FHIR resource", Failures: []string{path + ":13:12: input: hl7.parse: an MLLP input refuses it before storing: it is not an HL7 v2 message: hl7.parse: segment 1 is not MSH"}},
+		{Name: "test-route / a type the input does not take", Failures: []string{path + ":16:12" + refused}},
+		{Name: "test-route / an event the input does not take", Failures: []string{path + ":19:12" + refused}},
+		{Name: "test-route / the refusal expected"},
+		{Name: "test-route / a type the input relays"},
+		{Name: "test-route / a type it translates and the route does not take"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}

@@ -698,6 +698,14 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 				}
 			}
 		}
+		if t.OptOuts != nil && strict {
+			for j, n := range *t.OptOuts {
+				if !nhs.ValidNumber(nhs.Normalize(n.Value)) {
+					// The number itself is left out: it may be a patient's.
+					errs.Add(n.Pos, "%s.opt_outs[%d]: not a valid NHS number (ten digits with a correct check digit)", where, j)
+				}
+			}
+		}
 		if e := t.Expect.Error; strict && e.Value != "" && !slices.Contains(fault.Codes(), fault.Code(e.Value)) {
 			errs.Add(e.Pos, "%s.expect.error: %q is not a fault code; have %s", where, e.Value, faultCodeList())
 		}

@@ -118,6 +118,12 @@ type TestSpec struct {
 	// nil (left out) for the record the index makes of the message alone,
 	// and an empty one for a patient the index does not know.
 	Patient *PatientSpec `yaml:"patient"`
+	// OptOuts, when given, is the national data opt-out list the test's
+	// consent decisions read, as loaded and up to date: the NHS numbers
+	// on it (an empty list, none). Left out, there is no list, as in an
+	// engine with no opt-out list configured, so purposes the opt-out
+	// applies to are denied.
+	OptOuts *[]yamlx.String `yaml:"opt_outs"`
 	// Expect says what should happen.
 	Expect ExpectSpec `yaml:"expect" yamlx:"required"`
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
+	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/yamlx"
@@ -90,8 +91,9 @@ func WithoutPatientIndex() TestOption {
 }
 
 // RunTests runs the route's tests with its source's translator and the
-// consent engine with no stored Consents, no opt-out list and no
-// destination allow-lists, as a zero-setup engine decides. A test that
+// consent engine with no stored Consents, no opt-out list (unless the
+// test gives one: TestSpec.OptOuts) and no destination allow-lists, as a
+// zero-setup engine decides. A test that
 // gives no patient record reads the one the patient index makes from its
 // message alone (patient.FirstRecord), as a patient's first message does,
 // since the index applies each message before it is routed; `patient: {}`
@@ -144,7 +146,7 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 		}
 		refused := err != nil
 		if !refused {
-			result, trans, patient, err = r.runOne(ctx, tr, e, patient, derive)
+			result, trans, patient, err = r.runOneWith(ctx, tr, e, testDecider(t), patient, derive)
 		}
 		if want := t.Expect.Error.Value; want != "" {
 			if err == nil {
@@ -202,6 +204,9 @@ func (r *Route) RunTests(ctx context.Context, tr adapter.Translator, env *rules.
 			for _, rec := range result.Records {
 				if rec.Event == audit.Consent && rec.Outcome == string(consent.Deny) && slices.Contains(gotDenied, rec.Destination) && !slices.Contains(wantDenied, rec.Destination) {
 					failf("  %s denied by %s: %s", rec.Destination, rec.Rule, rec.Reason)
+					if rec.Rule == "gate:opt-out:stale" && t.OptOuts == nil {
+						failf("  (a test decides with no opt-out list unless it gives one: opt_outs: [] for an empty list)")
+					}
 				}
 			}
 		}
@@ -363,15 +368,34 @@ func checkV2Input(raw []byte, tr adapter.Translator) error {
 	return fault.Newf(fault.CodeHL7Unsupported, "an MLLP input refuses it before storing: it takes %s (a type it does not translate can be listed in its relay setting)", strings.Join(types, ", "))
 }
 
-// runOne routes e as a zero-setup engine would, with patient as the
-// patient index's record, or with derive the record the index makes from
-// e alone. It returns the result, the translation, whose event and v2
-// message asserts see, and the patient record the route read.
-func (r *Route) runOne(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, patient map[string]any, derive bool) (*Result, *adapter.Translation, map[string]any, error) {
-	return r.runOneWith(ctx, tr, e, &consent.Engine{}, patient, derive)
+// testDecider is the consent engine a test's decisions are made by: no
+// stored Consents and no destination allow-lists, as a zero-setup engine
+// has, and the test's opt-out list when it gives one (else none, so
+// purposes the national data opt-out applies to are denied).
+func testDecider(t TestSpec) consent.Decider {
+	if t.OptOuts == nil {
+		return &consent.Engine{}
+	}
+	list := optOutList{}
+	for _, n := range *t.OptOuts {
+		list[nhs.Normalize(n.Value)] = true
+	}
+	return &consent.Engine{Source: list}
 }
 
-// runOneWith is runOne with the given consent decider.
+// optOutList is a consent.Source of a test's opt-out list: the NHS
+// numbers on it, up to date, and no stored Consents.
+type optOutList map[string]bool
+
+// Policies implements consent.Source: a test has no stored Consents.
+func (optOutList) Policies(context.Context, string) ([]consent.Policy, error) { return nil, nil }
+
+// OptOut implements consent.Source.
+func (l optOutList) OptOut(_ context.Context, patientKey string, _ time.Time) (consent.OptOutStatus, error) {
+	return consent.OptOutStatus{OptedOut: l[nhs.Normalize(patientKey)]}, nil
+}
+
+// runOneWith routes one test message with the given consent decider.
 func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelope.Envelope, decider consent.Decider, patient map[string]any, derive bool) (*Result, *adapter.Translation, map[string]any, error) {
 	if !r.Takes(e.MessageType, "") {
 		return &Result{}, &adapter.Translation{}, patient, nil

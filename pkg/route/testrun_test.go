@@ -239,9 +239,79 @@ func TestRunTestsSaysWhyConsentDenied(t *testing.T) {
 		path + ":11:11: expected deliveries [fhir-store], got []",
 		path + ":11:11: expected consent denials [], got [fhir-store]",
 		"  fhir-store denied by gate:opt-out:stale: the national data opt-out list is stale",
+		"  (a test decides with no opt-out list unless it gives one: opt_outs: [] for an empty list)",
 	}}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestRunTestsOptOuts checks that a test's opt_outs is the opt-out list
+// its consent decisions read: a research route delivers for a patient
+// not on it, and is denied for one on it or when the test gives no list.
+func TestRunTestsOptOuts(t *testing.T) {
+	const patient = `'{"resourceType": "Patient", "identifier": [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": "9990000018"}]}'`
+	tests := []struct {
+		name, optOuts string
+		deliver       bool
+		failures      []string
+	}{
+		{"an empty list", "    opt_outs: []\n", true, nil},
+		{"another patient on the list", "    opt_outs: [\"999 000 0026\"]\n", true, nil},
+		{"the patient on the list", "    opt_outs: [\"9990000018\"]\n", false, nil},
+		{"the patient on the list, expecting delivery", "    opt_outs: [\"9990000018\"]\n", true, []string{
+			"expected deliveries [fhir-store], got []",
+			"expected consent denials [], got [fhir-store]",
+			"  fhir-store denied by gate:opt-out: the patient has opted out of research",
+		}},
+		{"no list", "", false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "route.yaml")
+			expect := "    expect: {denied: [fhir-store]}\n"
+			if tt.deliver {
+				expect = "    expect: {deliver: [fhir-store]}\n"
+			}
+			src := "name: research-route\nsource:\n  adapter: fhir\nconsent:\n  purpose: research\n  legal_basis: s251\n  default: permit\n" +
+				"destinations:\n  - name: fhir-store\ntests:\n  - name: t\n    input: {inline: " + patient + "}\n" + tt.optOuts + expect
+			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := loadRunTests(t, path)
+			res := r.RunTests(context.Background(), fakeTranslator{}, testEnv(t), false)
+			if len(res) != 1 {
+				t.Fatalf("%d results, want 1", len(res))
+			}
+			var got []string
+			for _, f := range res[0].Failures {
+				// Without the file:line:col of the test's name.
+				if _, after, ok := strings.Cut(f, ":11:11: "); ok {
+					f = after
+				}
+				got = append(got, f)
+			}
+			if diff := cmp.Diff(tt.failures, got); diff != "" {
+				t.Errorf("failures (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLoadOptOutsChecked checks that an opt_outs entry that is not a
+// valid NHS number is a load error at its place, which does not quote it.
+func TestLoadOptOutsChecked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "route.yaml")
+	src := "name: research-route\nsource:\n  adapter: fhir\nconsent:\n  purpose: research\n  legal_basis: s251\n  default: permit\n" +
+		"destinations:\n  - name: fhir-store\ntests:\n  - name: t\n" +
+		"    input: {inline: '{\"resourceType\": \"Patient\"}'}\n    opt_outs: [\"9990000018\", \"9990000019\"]\n    expect: {deliver: [fhir-store]}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path, testEnv(t), testCatalog)
+	want := path + ":13:30: tests[0].opt_outs[1]: not a valid NHS number"
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "9990000019") {
+		t.Fatalf("Load error %v, want one containing %q and not the number", err, want)
 	}
 }
 

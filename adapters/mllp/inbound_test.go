@@ -681,7 +681,8 @@ func TestInboundBadFrames(t *testing.T) {
 }
 
 // TestInboundEndBlockWithoutCR: a sender that ends frames with the end
-// block alone, or starts the next frame straight after it, has each
+// block alone, or with a line feed after it, or starts the next frame
+// straight after it, has each
 // message stored and acknowledged at once, not answered "resend later"
 // at the read timeout.
 func TestInboundEndBlockWithoutCR(t *testing.T) {
@@ -697,6 +698,9 @@ func TestInboundEndBlockWithoutCR(t *testing.T) {
 		// The first frame's carriage return comes late, before a frame
 		// ended properly: it is skipped.
 		{"carriage return arriving later", "\x0b" + msg("NOCR4", "") + "\x1c", "\r\x0b" + msg("NOCR5", "") + "\x1c\r", []string{"NOCR4", "NOCR5"}},
+		// A line feed in place of the carriage return, in the same write
+		// as the end block: answered as it is when it comes later.
+		{"line feed after the end block", "\x0b" + msg("NOCR6", "") + "\x1c\n\x0b" + msg("NOCR7", "") + "\x1c\n", "", []string{"NOCR6", "NOCR7"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -84,10 +84,15 @@ type Reader struct {
 	inFrame bool
 	// endCROptional, set for a client reading replies and a server
 	// reading messages, lets an end block with nothing after it yet, or
-	// with the next frame's start block, complete a frame: some systems
-	// end a frame with 0x1C alone, and waiting for a carriage return that
-	// never comes would time out an answered send and deliver it twice,
-	// or answer a whole message only at the read timeout.
+	// with the next frame's start block or whitespace skipped between
+	// frames (a line feed in place of the carriage return), complete a
+	// frame: some systems end a frame with 0x1C alone, or with 0x1C and
+	// a line feed, and waiting for a carriage return that never comes
+	// would time out an answered send and deliver it twice, or answer a
+	// whole message only at the read timeout. Taking the line feed in
+	// the same read as the end block, as it is taken when it comes
+	// later, gives the frame the same answer however the bytes were
+	// split into reads.
 	// pendingCR is then set until a later carriage return, which is
 	// skipped as whitespace between frames, is read or given up on.
 	endCROptional bool
@@ -131,7 +136,8 @@ func (r *Reader) InFrame() bool { return r.inFrame }
 //
 // Between frames, CR, LF, space and tab are skipped; any other byte before
 // a start block is an error wrapping ErrInvalidFrame, as is an end block
-// not followed by a carriage return. A payload longer than the limit is an
+// not followed by a carriage return (for clients and servers, by a
+// carriage return, other whitespace or a start block, or by nothing yet). A payload longer than the limit is an
 // error wrapping ErrTooLarge, reported as soon as the limit is passed: the
 // Reader never holds more than the limit plus its 16 KiB read buffer. At a
 // clean end of input, between frames, ReadFrame returns io.EOF; if the
@@ -156,7 +162,7 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 		if c == StartBlock {
 			break
 		}
-		if c != '\r' && c != '\n' && c != ' ' && c != '\t' {
+		if !isBetweenFrames(c) {
 			return r.stray(c), invalidFrame("data outside a frame")
 		}
 	}
@@ -206,8 +212,9 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 		return r.buf, err
 	}
 	if c != CarriageReturn {
-		if r.endCROptional && c == StartBlock {
-			// The next reply, sent straight after this one: keep it.
+		if r.endCROptional && (c == StartBlock || isBetweenFrames(c)) {
+			// The next frame's start block, or a line feed in place of
+			// the carriage return, which the next read skips.
 			_ = r.br.UnreadByte()
 			r.inFrame = false
 			return r.buf, nil
@@ -217,6 +224,10 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 	r.inFrame = false
 	return r.buf, nil
 }
+
+// isBetweenFrames reports whether c is whitespace a sender may write
+// between frames (CR, LF, space, tab), which is skipped.
+func isBetweenFrames(c byte) bool { return c == '\r' || c == '\n' || c == ' ' || c == '\t' }
 
 // stray returns the byte c read outside a frame and those already
 // buffered after it, up to the next start block and the size limit, so

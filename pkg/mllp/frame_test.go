@@ -227,10 +227,11 @@ type iotestErrWriter struct{}
 
 func (iotestErrWriter) Write([]byte) (int, error) { return 0, errWrite }
 
-// TestClientReaderEndWithoutCR checks the client's reading of frames
-// whose end block has no carriage return after it: at the end of what
-// has arrived, and before the next frame's start block in the same read.
-// Anything else after an end block is still an invalid frame.
+// TestClientReaderEndWithoutCR checks the reading of frames whose end
+// block has no carriage return after it, as clients and servers read
+// them: at the end of what has arrived, and before the next frame's
+// start block or a line feed in the same read. Anything else after an
+// end block is still an invalid frame.
 func TestClientReaderEndWithoutCR(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -241,6 +242,7 @@ func TestClientReaderEndWithoutCR(t *testing.T) {
 		{"end of input", "\x0bA\x1c", []string{"A"}, io.EOF},
 		{"next frame straight after", "\x0bA\x1c\x0bB\x1c\r", []string{"A", "B"}, io.EOF},
 		{"carriage return as usual", "\x0bA\x1c\r\x0bB\x1c\r", []string{"A", "B"}, io.EOF},
+		{"line feed after the end block", "\x0bA\x1c\n\x0bB\x1c\n", []string{"A", "B"}, io.EOF},
 		{"other byte after the end block", "\x0bA\x1cX", nil, ErrInvalidFrame},
 	}
 	for _, tt := range tests {

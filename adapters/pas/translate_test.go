@@ -793,8 +793,8 @@ func TestTranslateMessageMatchesTranslate(t *testing.T) {
 
 // TestCharset checks that MSH-18 decides how PID-5 bytes are read: 8859/1
 // is decoded to UTF-8 (raw bytes and \Xhh\ alike), UTF-8 passes through,
-// and bytes that are not UTF-8 in a UTF-8 or undeclared message are
-// flagged.
+// and bytes that are not UTF-8 in a UTF-8 or undeclared message, sent
+// raw or escaped, are flagged.
 func TestCharset(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -812,7 +812,10 @@ func TestCharset(t *testing.T) {
 		{"utf8 declared latin1 bytes", "UNICODE UTF-8", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
 		// FHIR strings may not hold control characters.
 		{"a NUL in a name", "", "TEST^AL\x00EX", "TEST", "AL\ufffdEX", []string{DQTextControlChars}},
-		{"a control character escaped", "", "TEST^AL\\X07\\EX", "TEST", "AL\ufffdEX", nil},
+		{"a control character escaped", "", "TEST^AL\\X07\\EX", "TEST", "AL\ufffdEX", []string{DQTextControlChars}},
+		// A Latin-1 byte escaped in a message that declares UTF-8 is
+		// lost as surely as one sent raw.
+		{"utf8 declared latin1 byte escaped", "UNICODE UTF-8", "ZO\\XC9\\^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
 	}
 	tr := newTestTranslator(t)
 	for _, tt := range tests {

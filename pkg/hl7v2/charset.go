@@ -141,10 +141,10 @@ func (m *Message) CharsetError() error {
 
 // InvalidUTF8 reports whether a message whose character set is passed
 // through (empty MSH-18, ASCII or UNICODE UTF-8) holds bytes that are not
-// UTF-8. Those bytes would reach FHIR JSON as U+FFFD, so translators
-// report it as a data-quality issue. Text made by \Xhh\ escape sequences
-// is not checked. It is always false for 8859/1, where every byte is a
-// character.
+// UTF-8, as sent or made by \Xhh\ escape sequences (a Latin-1 \XE9\ in
+// a message that declares UTF-8). Those bytes would reach FHIR JSON as
+// U+FFFD, so translators report it as a data-quality issue. It is always
+// false for 8859/1, where every byte is a character.
 func (m *Message) InvalidUTF8() bool {
 	if m.cs == CharsetLatin1 {
 		return false
@@ -152,6 +152,34 @@ func (m *Message) InvalidUTF8() bool {
 	for i := range m.segs {
 		if !utf8.ValidString(m.segs[i].line) {
 			return true
+		}
+	}
+	return m.anyHexEscaped(func(s string) bool { return !utf8.ValidString(s) })
+}
+
+// anyHexEscaped reports whether bad holds for the unescaped text of any
+// value of the message holding a \Xhh\ escape sequence. A value is the
+// text between two delimiters of any kind, which is as far as an escape
+// sequence reaches.
+func (m *Message) anyHexEscaped(bad func(string) bool) bool {
+	d := m.delims
+	if d.Escape == 0 {
+		return false
+	}
+	marker := string([]byte{d.Escape, 'X'})
+	isDelim := func(r rune) bool {
+		c := byte(r)
+		return r < utf8.RuneSelf && c != 0 && (c == d.Field || c == d.Component || c == d.Repetition || c == d.Subcomponent)
+	}
+	for i := range m.segs {
+		line := m.segs[i].line
+		if !strings.Contains(line, marker) {
+			continue
+		}
+		for _, v := range strings.FieldsFunc(line, isDelim) {
+			if strings.Contains(v, marker) && bad(Unescape(v, d)) {
+				return true
+			}
 		}
 	}
 	return false
@@ -165,18 +193,17 @@ func (m *Message) InvalidUTF8() bool {
 func (s *Segment) Text(raw string) string { return s.cs.Decode(Unescape(raw, s.d)) }
 
 // ControlChars reports whether the message holds control characters other
-// than tab, line feed and carriage return (a NUL in a name, say). FHIR
-// strings may not hold them: Charset.Decode, and so Component and Text,
-// give U+FFFD for each, and
-// translators report it as a data-quality issue. Text made by \Xhh\
-// escape sequences is not checked here (it is replaced all the same).
+// than tab, line feed and carriage return (a NUL in a name, say), as sent
+// or made by \Xhh\ escape sequences. FHIR strings may not hold them:
+// Charset.Decode, and so Component and Text, give U+FFFD for each, and
+// translators report it as a data-quality issue.
 func (m *Message) ControlChars() bool {
 	for i := range m.segs {
 		if strings.IndexFunc(m.segs[i].line, isControl) >= 0 {
 			return true
 		}
 	}
-	return false
+	return m.anyHexEscaped(func(s string) bool { return strings.IndexFunc(s, isControl) >= 0 })
 }
 
 // isControl reports whether r is a control character FHIR strings may not

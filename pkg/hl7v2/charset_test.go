@@ -174,8 +174,13 @@ func TestInvalidUTF8(t *testing.T) {
 		{"valid utf8", "MSH|^~\\&|A\rPID|1||Zo\u00e9", false},
 		{"latin1 byte undeclared", "MSH|^~\\&|A\rPID|1||Zo\xe9", true},
 		{"truncated sequence in MSH", "MSH|^~\\&|A\xc3\rPID|1||X", true},
-		// Escapes are not checked: the raw text is valid.
-		{"escaped invalid byte", "MSH|^~\\&|A\rPID|1||\\XE9\\", false},
+		// An escaped byte reaches FHIR as U+FFFD just the same.
+		{"escaped invalid byte", "MSH|^~\\&|A\rPID|1||\\XE9\\", true},
+		{"escaped invalid byte in a component", "MSH|^~\\&|A\rPID|1||X||ZO\\XEB\\^SIAN", true},
+		{"escaped UTF-8", "MSH|^~\\&|A\rPID|1||SI\\XC3A2\\N", false},
+		// \E\ then the text "XE9": no hex sequence.
+		{"escaped escape before X", "MSH|^~\\&|A\rPID|1||A\\E\\XE9", false},
+		{"escaped invalid byte, 8859/1", "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||\\XE9\\", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -208,7 +213,8 @@ func TestCharsetDecodeValidUTF8(t *testing.T) {
 
 // TestControlChars: control characters FHIR strings may not hold are
 // reported on the message and read as U+FFFD, raw or escaped; tab, line
-// feed and carriage return (an escaped line break) are kept.
+// feed and carriage return (an escaped line break) are kept and not
+// reported.
 func TestControlChars(t *testing.T) {
 	tests := []struct {
 		name, pid5, want string
@@ -216,7 +222,8 @@ func TestControlChars(t *testing.T) {
 	}{
 		{"none", "TEST^ALEX", "ALEX", false},
 		{"NUL", "TEST^AL\x00EX", "AL\ufffdEX", true},
-		{"escape sequence", "TEST^AL\\X1B\\EX", "AL\ufffdEX", false},
+		{"escape sequence", "TEST^AL\\X1B\\EX", "AL\ufffdEX", true},
+		{"escaped line break", "TEST^AL\\.br\\EX\\X0D\\", "AL\nEX\r", false},
 		{"tab kept", "TEST^AL\tEX", "AL\tEX", false},
 	}
 	for _, tt := range tests {

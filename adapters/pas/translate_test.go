@@ -806,6 +806,9 @@ func TestCharset(t *testing.T) {
 	}{
 		{"latin1 raw and escaped", "8859/1", "ZO\xc9^\\XE9\\", "ZO\u00c9", "\u00e9", nil},
 		{"latin1 umlaut", "8859/1", "M\xdcLLER^J\xfcRGEN", "M\u00dcLLER", "J\u00fcRGEN", nil},
+		// A curly apostrophe typed on Windows (Windows-1252 0x92), not
+		// the invisible C1 control U+0092.
+		{"latin1 Windows-1252 apostrophe", "8859/1", "O\x92BRIEN^ALEX", "O\u2019BRIEN", "ALEX", nil},
 		{"utf8 declared", "UNICODE UTF-8", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
 		{"undeclared utf8", "", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
 		{"undeclared latin1 bytes", "", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},

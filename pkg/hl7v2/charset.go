@@ -20,7 +20,8 @@ const (
 	// through unchanged, as with CharsetDefault.
 	CharsetASCII
 	// CharsetLatin1 is "8859/1", ISO-8859-1 (Latin-1). Text read through
-	// Segment.Component and Segment.Text is converted to UTF-8.
+	// Segment.Component and Segment.Text is converted to UTF-8, the bytes
+	// 0x80 to 0x9F as Windows-1252 (see Charset.Decode).
 	CharsetLatin1
 	// CharsetUTF8 is "UNICODE UTF-8". Text is passed through unchanged.
 	CharsetUTF8
@@ -67,9 +68,15 @@ func CharsetOf(code string) Charset {
 
 // Decode returns s, text in character set c, as UTF-8 that FHIR strings
 // may hold: for CharsetLatin1 each byte becomes the rune of the same
-// value, which is what ISO-8859-1 is; other sets are kept as they are,
-// valid UTF-8 or not. Control characters other than tab, line feed and
-// carriage return become U+FFFD (see Message.ControlChars).
+// value, which is what ISO-8859-1 is, except the bytes 0x80 to 0x9F,
+// which are read as Windows-1252 (0x92 the apostrophe U+2019, 0x96 the
+// en dash, 0x80 the euro sign), as web browsers read text labelled
+// ISO-8859-1: in ISO-8859-1 they are C1 control characters, which no
+// name or address holds, and feeds typed on Windows send them for the
+// punctuation word processors put in (O'Brien with a curly apostrophe).
+// Other sets are kept as they are, valid UTF-8 or not. Control
+// characters other than tab, line feed and carriage return become
+// U+FFFD (see Message.ControlChars).
 func (c Charset) Decode(s string) string {
 	if c == CharsetLatin1 {
 		s = latin1ToUTF8(s)
@@ -90,13 +97,26 @@ func latin1ToUTF8(s string) string {
 	b.Grow(len(s) + (len(s)-i)/2 + 1)
 	b.WriteString(s[:i])
 	for ; i < len(s); i++ {
-		if ch := s[i]; ch < utf8.RuneSelf {
+		switch ch := s[i]; {
+		case ch < utf8.RuneSelf:
 			b.WriteByte(ch)
-		} else {
+		case ch <= 0x9F:
+			b.WriteRune(windows1252[ch-0x80])
+		default:
 			b.WriteRune(rune(ch))
 		}
 	}
 	return b.String()
+}
+
+// windows1252 holds the characters Windows-1252 gives the bytes 0x80 to
+// 0x9F; the five it leaves undefined keep the C1 code point of the same
+// value, as web browsers decode them.
+var windows1252 = [32]rune{
+	'\u20AC', '\u0081', '\u201A', '\u0192', '\u201E', '\u2026', '\u2020', '\u2021',
+	'\u02C6', '\u2030', '\u0160', '\u2039', '\u0152', '\u008D', '\u017D', '\u008F',
+	'\u0090', '\u2018', '\u2019', '\u201C', '\u201D', '\u2022', '\u2013', '\u2014',
+	'\u02DC', '\u2122', '\u0161', '\u203A', '\u0153', '\u009D', '\u017E', '\u0178',
 }
 
 // readCharset returns MSH-18 of the header segment h as declared: the

@@ -47,7 +47,11 @@ func TestCharsetDecode(t *testing.T) {
 	}{
 		{"latin1 ascii only", CharsetLatin1, "SMITH", "SMITH"},
 		{"latin1 e acute", CharsetLatin1, "ZO\xc9", "ZO\u00c9"},
-		{"latin1 every high byte kind", CharsetLatin1, "\x80\xa0\xdc\xe9\xfc\xff", "\u0080\u00a0\u00dc\u00e9\u00fc\u00ff"},
+		{"latin1 every high byte kind", CharsetLatin1, "\x80\xa0\xdc\xe9\xfc\xff", "\u20ac\u00a0\u00dc\u00e9\u00fc\u00ff"},
+		// Windows-1252 punctuation sent as 8859/1: not C1 controls.
+		{"latin1 curly apostrophe", CharsetLatin1, "O\x92BRIEN", "O\u2019BRIEN"},
+		{"latin1 en dash and quotes", CharsetLatin1, "\x93A\x94 \x96 B", "\u201cA\u201d \u2013 B"},
+		{"latin1 byte Windows-1252 leaves undefined", CharsetLatin1, "\x81\x8d\x8f\x90\x9d", "\u0081\u008d\u008f\u0090\u009d"},
 		{"latin1 bytes that look like UTF-8", CharsetLatin1, "\xc3\xa9", "\u00c3\u00a9"},
 		{"utf8 unchanged", CharsetUTF8, "Zo\u00e9", "Zo\u00e9"},
 		{"utf8 invalid unchanged", CharsetUTF8, "ZO\xc9", "ZO\xc9"},
@@ -204,6 +208,9 @@ func TestCharsetDecodeValidUTF8(t *testing.T) {
 		want := rune(i)
 		if i < 0x20 && i != '\t' && i != '\n' && i != '\r' {
 			want = utf8.RuneError // FHIR strings hold no other control character
+		}
+		if i >= 0x80 && i <= 0x9f {
+			want = windows1252[i-0x80]
 		}
 		if r != want {
 			t.Fatalf("byte %#x decoded to %U, want %U", i, r, want)

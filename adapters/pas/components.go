@@ -32,12 +32,6 @@ func splitComponents(seg *hl7v2.Segment, d hl7v2.Delimiters, field, rep int) com
 		} else {
 			r = ""
 		}
-		// Like Component(field, rep, i, 1), keep the first subcomponent.
-		if d.Subcomponent != 0 {
-			if j := strings.IndexByte(comp, d.Subcomponent); j >= 0 {
-				comp = comp[:j]
-			}
-		}
 		c.raw[i] = comp
 	}
 	return c
@@ -46,8 +40,26 @@ func splitComponents(seg *hl7v2.Segment, d hl7v2.Delimiters, field, rep int) com
 // get returns component i (from 1) as the mappings read values:
 // unescaped and decoded to UTF-8, without surrounding spaces, and "" for
 // the explicit null. It is strings.TrimSpace(value(seg.Component(field,
-// rep, i, 1))).
+// rep, i, 1))): the first subcomponent.
 func (c *components) get(i int) string {
+	if i < 1 || i > maxComponents {
+		return ""
+	}
+	comp := c.raw[i-1]
+	if c.d.Subcomponent != 0 {
+		if j := strings.IndexByte(comp, c.d.Subcomponent); j >= 0 {
+			comp = comp[:j]
+		}
+	}
+	return strings.TrimSpace(value(c.cs.Decode(hl7v2.Unescape(comp, c.d))))
+}
+
+// text returns component i (from 1) as get does, but whole: a
+// subcomponent separator in it is kept as the character it is. It is for
+// components of a primitive type (CE-2 text, XON-1 name, PL-9
+// description), where the separator is an "&" the sender did not escape
+// (see hl7v2.Segment.ComponentText).
+func (c *components) text(i int) string {
 	if i < 1 || i > maxComponents {
 		return ""
 	}

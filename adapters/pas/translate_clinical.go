@@ -298,7 +298,7 @@ func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
 	if b.patient == nil {
 		return nil
 	}
-	code := b.codeableConcept(dg1, 3, strings.TrimSpace(value(dg1.Component(4, 1, 1, 1))))
+	code := b.codeableConcept(dg1, 3, strings.TrimSpace(value(dg1.ComponentText(4, 1, 1))))
 	if code == nil {
 		return nil
 	}
@@ -344,7 +344,8 @@ func (b *builder) mapDG1(dg1 *hl7v2.Segment) error {
 func (b *builder) codeableConcept(seg *hl7v2.Segment, field int, fallbackText string) *models.CodeableConcept {
 	cs := splitComponents(seg, b.m.Delimiters(), field, 1)
 	c := cs.get
-	code, text := c(1), c(2)
+	// The text is a primitive: an "&" in it is the sender's, unescaped.
+	code, text := c(1), cs.text(2)
 	if text == "" {
 		text = fallbackText
 	}
@@ -354,7 +355,7 @@ func (b *builder) codeableConcept(seg *hl7v2.Segment, field int, fallbackText st
 			if system == systemICD10 {
 				code = icd10Code(code)
 			}
-			cc.Coding = []models.Coding{{System: b.str(system), Code: b.str(code), Display: b.optional(c(2))}}
+			cc.Coding = []models.Coding{{System: b.str(system), Code: b.str(code), Display: b.optional(cs.text(2))}}
 		} else if text == "" {
 			cc.Text = b.str(code)
 		}

@@ -178,7 +178,7 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 // treatment functions. It returns nil when the field is empty.
 func (b *builder) hospitalService(pv1 *hl7v2.Segment) *models.CodeableConcept {
 	cs := splitComponents(pv1, b.m.Delimiters(), 10, 1)
-	code, text := cs.get(1), cs.get(2)
+	code, text := cs.get(1), cs.text(2)
 	if code == "" && text == "" {
 		return nil
 	}
@@ -453,7 +453,7 @@ func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 // them already: a bed move within a ward would otherwise read as the
 // ward to itself.
 func (b *builder) locationDisplay(pl *components) string {
-	d := pl.get(9)
+	d := pl.text(9)
 	if d == "" {
 		return b.join(", ", pl.get(1), pl.get(2), pl.get(3))
 	}

@@ -384,6 +384,40 @@ func TestRegisteredGP(t *testing.T) {
 	}
 }
 
+// TestUnescapedAmpersandInText: an "&" a feed did not escape in a text
+// of a primitive type (a CE's text, a practice name, a location's
+// description) is kept, not read as a subcomponent separator that cuts
+// the text: an allergy to "Penicillin & amoxicillin" is not one to
+// penicillin alone.
+func TestUnescapedAmpersandInText(t *testing.T) {
+	b := translate(t, DefaultDialect(), hl7(msh("A01"), pid("9990000018^^^NHS", nil),
+		"PD1|||SMITH & JONES SURGERY^^Y99999",
+		pv1(map[int]string{2: "E", 3: "AE^CUB4^^^^^^^A&E Department", 19: "V1", 10: "180^A&E"}),
+		"AL1|1|DA|^Penicillin & amoxicillin",
+		"DG1|1||S52.6^Fracture of ulna & radius^I10",
+		"DG1|2||LOCAL1^^99LOC|Cuts & bruises"))
+	var got []string
+	for _, a := range resourcesOf(t, b, "AllergyIntolerance", models.UnmarshalAllergyIntolerance) {
+		got = append(got, deref(a.Code.Text))
+	}
+	for _, c := range resourcesOf(t, b, "Condition", models.UnmarshalCondition) {
+		got = append(got, deref(c.Code.Text))
+		if len(c.Code.Coding) > 0 {
+			got = append(got, deref(c.Code.Coding[0].Display))
+		}
+	}
+	for _, o := range resourcesOf(t, b, "Organization", models.UnmarshalOrganization) {
+		got = append(got, deref(o.Name))
+	}
+	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
+	got = append(got, deref(enc.Location[0].Location.Display), deref(enc.ServiceType.Text))
+	want := []string{"Penicillin & amoxicillin", "Fracture of ulna & radius", "Fracture of ulna & radius",
+		"Cuts & bruises", "SMITH & JONES SURGERY", "A&E Department, CUB4", "180 A&E"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("texts (-want +got):\n%s", diff)
+	}
+}
+
 func TestParticipants(t *testing.T) {
 	doc := "C1^TESTCONSULTANT^ALEX^^^DR"
 	b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS", nil),

@@ -358,7 +358,7 @@ func (b *builder) mapPD1(pd1 *hl7v2.Segment) error {
 func (b *builder) registeredGP(p *models.Patient, pd1 *hl7v2.Segment) {
 	cs := splitComponents(pd1, b.m.Delimiters(), 3, 1)
 	c := cs.get
-	name, code := c(1), c(10)
+	name, code := cs.text(1), c(10)
 	if code == "" {
 		code = c(3)
 	}

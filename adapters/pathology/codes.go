@@ -23,24 +23,27 @@ import (
 // Coding system names become URIs with codeSystemURI.
 func (b *builder) codeableConcept(seg *hl7v2.Segment, field, rep int) *models.CodeableConcept {
 	get := func(c int) string { return strings.TrimSpace(value(seg.Component(field, rep, c, 1))) }
+	// The texts (CE-2, CE-5, CWE-9) are primitives: an "&" in one is the
+	// sender's, unescaped ("U&E"), not a subcomponent separator.
+	text := func(c int) string { return strings.TrimSpace(value(seg.ComponentText(field, rep, c))) }
 	cc := &models.CodeableConcept{}
 	if code := get(1); code != "" {
-		cc.Coding = append(cc.Coding, coding3(b.codeSystemURI(get(3)), code, get(2)))
+		cc.Coding = append(cc.Coding, coding3(b.codeSystemURI(get(3)), code, text(2)))
 	}
 	if code := get(4); code != "" {
-		alt := coding3(b.codeSystemURI(get(6)), code, get(5))
+		alt := coding3(b.codeSystemURI(get(6)), code, text(5))
 		if !hasCoding(cc.Coding, *alt.System, code) {
 			cc.Coding = append(cc.Coding, alt)
 		}
 	}
-	text := get(9)
-	if text == "" {
-		text = get(2)
+	t := text(9)
+	if t == "" {
+		t = text(2)
 	}
-	if text == "" && get(1) == "" {
-		text = get(5)
+	if t == "" && get(1) == "" {
+		t = text(5)
 	}
-	cc.Text = fhir.Optional(text)
+	cc.Text = fhir.Optional(t)
 	if len(cc.Coding) == 0 && cc.Text == nil {
 		return nil
 	}

@@ -193,6 +193,12 @@ func TestObservationValues(t *testing.T) {
 		{"unknown flag kept as text", `OBX|1|NM|K^Potassium^L||6.1|mmol/L|3.5-5.3|ZZ|||F`, func(o models.Observation) bool {
 			return len(o.Interpretation) == 1 && o.Interpretation[0].Coding == nil && *o.Interpretation[0].Text == "ZZ"
 		}, []string{DQInterpretationUnknown}},
+		// An "&" the laboratory did not escape in a code's text is the
+		// text's, not a subcomponent separator: "U&E", not "U".
+		{"unescaped ampersand in code texts", `OBX|1|CE|UE^U&E comment^L||ORG1^Strep A & B^L||||||F`, func(o models.Observation) bool {
+			return *o.Code.Text == "U&E comment" && *o.Code.Coding[0].Display == "U&E comment" &&
+				*o.ValueCodeableConcept.Text == "Strep A & B" && *o.ValueCodeableConcept.Coding[0].Display == "Strep A & B"
+		}, nil},
 		{"observation time", `OBX|1|NM|GLU^Glucose^L||5|mmol/L|||||F|||20240715090000+0000`, func(o models.Observation) bool {
 			return *o.EffectiveDateTime == "2024-07-15T09:00:00+00:00"
 		}, nil},

@@ -616,6 +616,27 @@ func (s *Segment) Component(field, rep, comp, sub int) string {
 	return s.cs.Decode(Unescape(part(f, s.d, rep, comp, sub), s.d))
 }
 
+// ComponentText returns component comp of repetition rep of field (from
+// 1; below 1 is taken as 1) whole, unescaped and decoded as Component
+// decodes it, with any subcomponent separator in it kept as the
+// character it is. It is for a component of a primitive type, such as
+// the text of a CE or CWE field (CE-2, CWE-9) or an ST description,
+// which has no subcomponents: a separator there is one the sender did not
+// escape ("U&E", "Penicillin & amoxicillin"), and reading the first
+// subcomponent would cut the text at it.
+func (s *Segment) ComponentText(field, rep, comp int) string {
+	f := s.Field(field)
+	if f == "" || field <= 0 || s.msh && field <= 2 {
+		return s.Component(field, rep, comp, 1)
+	}
+	if ix := s.repetitionsOf(field, f); ix != nil {
+		f, rep = ix.text(f, max(rep, 1)), 1
+	}
+	whole := s.d
+	whole.Subcomponent = 0
+	return s.cs.Decode(Unescape(part(f, whole, rep, comp, 1), s.d))
+}
+
 // part returns subcomponent sub of component comp of repetition rep (all
 // from 1; below 1 is taken as 1) of the field text f, or "" if absent, in
 // one pass over f. It is the nth part split at the repetition separator,

@@ -394,6 +394,41 @@ func TestSegmentAccessors(t *testing.T) {
 	}
 }
 
+// TestComponentText: a component read whole keeps a subcomponent
+// separator the sender did not escape, as text, where Component reads
+// the first subcomponent.
+func TestComponentText(t *testing.T) {
+	m := mustParse(t, []byte("MSH|^~\\&|A|B|C|D|20240101||ORU^R01|1|P|2.4||||||8859/1\r"+
+		"OBR|1|||UE^U&E^L~X^A & B \\T\\ C|||\"\"|Z\xe9&1\r"))
+	obr := m.Segment("OBR")
+	tests := []struct {
+		field, rep, comp int
+		want             string
+	}{
+		{4, 1, 2, "U&E"},
+		{4, 1, 1, "UE"},
+		{4, 2, 2, "A & B & C"},
+		{4, 3, 2, ""},
+		{7, 1, 1, `""`},
+		{8, 1, 1, "Z\u00e9&1"},
+		{9, 1, 1, ""},
+		{1, 0, 0, "1"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("OBR(%d,%d,%d)", tt.field, tt.rep, tt.comp), func(t *testing.T) {
+			if got := obr.ComponentText(tt.field, tt.rep, tt.comp); got != tt.want {
+				t.Errorf("ComponentText = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	if got := obr.Component(4, 1, 2, 1); got != "U" {
+		t.Errorf("Component(4, 1, 2, 1) = %q, want the first subcomponent %q", got, "U")
+	}
+	if got := m.Segment("MSH").ComponentText(2, 1, 1); got != `^~\&` {
+		t.Errorf("MSH-2 = %q", got)
+	}
+}
+
 func TestMessageHeader(t *testing.T) {
 	tests := []struct {
 		name      string

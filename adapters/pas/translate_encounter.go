@@ -327,6 +327,7 @@ func (b *builder) transferTime() *string {
 func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, string) {
 	cs := splitComponents(pv1, b.m.Delimiters(), field, 1)
 	c := cs.get
+	pl := b.placeCodes(&cs)
 	display := b.locationDisplay(&cs)
 	if display == "" {
 		return "", ""
@@ -342,16 +343,16 @@ func (b *builder) location(pv1 *hl7v2.Segment, field int, kind string) (string, 
 		ManagingOrganization: ODSReference(c(4)),
 	}
 	if system := b.t.dialect.LocationIdentifierSystem; system != "" {
-		if code := locationCode(c(1), c(2), c(3)); code != "" {
+		if code := locationCode(pl(1), pl(2), pl(3)); code != "" {
 			l.Identifier = []models.Identifier{{System: b.str(system), Value: b.str(code)}}
 		}
 	}
 	switch {
-	case c(3) != "":
+	case pl(3) != "":
 		l.PhysicalType = b.concept(systemLocationType, "bd", "Bed")
-	case c(2) != "":
+	case pl(2) != "":
 		l.PhysicalType = b.concept(systemLocationType, "ro", "Room")
-	case c(1) != "":
+	case pl(1) != "":
 		l.PhysicalType = b.concept(systemLocationType, "wa", "Ward")
 	}
 	b.add(url, "Location", l)
@@ -452,12 +453,13 @@ func (b *builder) visitTime(pv1 *hl7v2.Segment, field int) *string {
 // Elderly Care"), so the room and bed codes follow it unless it names
 // them already: a bed move within a ward would otherwise read as the
 // ward to itself.
-func (b *builder) locationDisplay(pl *components) string {
-	d := pl.text(9)
+func (b *builder) locationDisplay(cs *components) string {
+	pl := b.placeCodes(cs)
+	d := cs.text(9)
 	if d == "" {
-		return b.join(", ", pl.get(1), pl.get(2), pl.get(3))
+		return b.join(", ", pl(1), pl(2), pl(3))
 	}
-	room, bed := pl.get(2), pl.get(3)
+	room, bed := pl(2), pl(3)
 	if room == "" && bed == "" {
 		return d
 	}
@@ -468,6 +470,18 @@ func (b *builder) locationDisplay(pl *components) string {
 		bed = ""
 	}
 	return b.join(", ", d, room, bed)
+}
+
+// placeCodes returns how the point of care, room and bed (PL-1 to PL-3)
+// of cs are read: before HL7 v2.7 they are IS codes, which have no
+// subcomponents, so an "&" in one is a character the sender did not
+// escape ("A&E") and they are read whole; from v2.7 they are HD, whose
+// first subcomponent is the code.
+func (b *builder) placeCodes(cs *components) func(int) string {
+	if b.m.VersionAtLeast(7) {
+		return cs.get
+	}
+	return cs.text
 }
 
 // names reports whether the description d names code: whether code, in

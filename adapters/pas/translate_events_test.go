@@ -418,6 +418,32 @@ func TestUnescapedAmpersandInText(t *testing.T) {
 	}
 }
 
+// TestPointOfCareAmpersand: before v2.7 a point of care, room and bed
+// are IS codes, so an unescaped "&" is part of the code ("A&E"); from
+// v2.7 they are HD, whose first subcomponent is the code.
+func TestPointOfCareAmpersand(t *testing.T) {
+	tests := []struct {
+		version, pl, name, code string
+	}{
+		{"2.4", "A&E^CUB4", "A&E, CUB4", "A&E/CUB4"},
+		{"2.5.1", "A&E", "A&E", "A&E"},
+		{"2.7", "A&E", "A", "A"},
+		{"2.8", "WARD7&2.16.840.1.113883.2.1.3.2&ISO^ROOM1", "WARD7, ROOM1", "WARD7/ROOM1"},
+	}
+	d := DefaultDialect()
+	d.LocationIdentifierSystem = "https://fhir.example-trust.nhs.uk/Id/location"
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			b := translate(t, d, hl7(strings.Replace(testMSH, "|P|2.4", "|P|"+tt.version, 1), pid("9990000018^^^NHS", nil),
+				pv1(map[int]string{2: "E", 3: tt.pl, 19: "V1"})))
+			locs := resourcesOf(t, b, "Location", models.UnmarshalLocation)
+			if len(locs) != 1 || deref(locs[0].Name) != tt.name || len(locs[0].Identifier) != 1 || deref(locs[0].Identifier[0].Value) != tt.code {
+				t.Errorf("locations %+v, want name %q and code %q", locs, tt.name, tt.code)
+			}
+		})
+	}
+}
+
 func TestParticipants(t *testing.T) {
 	doc := "C1^TESTCONSULTANT^ALEX^^^DR"
 	b := translate(t, DefaultDialect(), hl7(testMSH, pid("9990000018^^^NHS", nil),

@@ -215,7 +215,11 @@ func (w *ackWriter) err(e AckError, v25 bool) {
 
 // atLeast25 reports whether version v is 2.5 or later; an empty or
 // unreadable version counts as later.
-func atLeast25(v string) bool {
+func atLeast25(v string) bool { return versionAtLeast(v, 5) }
+
+// versionAtLeast reports whether version v is 2.minor or later; an empty
+// or unreadable version counts as later.
+func versionAtLeast(v string, minor int) bool {
 	major, rest := leadingInt(v)
 	if major < 0 {
 		return true
@@ -226,9 +230,14 @@ func atLeast25(v string) bool {
 	if len(rest) < 2 || rest[0] != '.' {
 		return false
 	}
-	minor, _ := leadingInt(rest[1:])
-	return minor < 0 || minor >= 5
+	m, _ := leadingInt(rest[1:])
+	return m < 0 || m >= minor
 }
+
+// VersionAtLeast reports whether the message's version (MSH-12) is
+// 2.minor or later, such as VersionAtLeast(7) for the data types HL7
+// v2.7 changed; an empty or unreadable version counts as later.
+func (m *Message) VersionAtLeast(minor int) bool { return versionAtLeast(m.Version(), minor) }
 
 func leadingInt(s string) (int, string) {
 	n, i := 0, 0

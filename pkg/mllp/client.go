@@ -180,8 +180,9 @@ func (c *Client) Idle() bool {
 	return false
 }
 
-// settleCR reads the carriage return that may follow the last reply's
-// end block, waiting at most idleWait for it: it reports false when
+// settleCR reads the carriage return (or line feed, which some
+// receivers send in its place) that may follow the last reply's end
+// block, waiting at most idleWait for it: it reports false when
 // something else came (the connection is out of step). A receiver that
 // sent none is not waited for again.
 func (c *Client) settleCR() bool {
@@ -191,7 +192,7 @@ func (c *Client) settleCR() bool {
 	_ = c.nc.SetReadDeadline(time.Time{})
 	switch {
 	case err == nil:
-		return b == CarriageReturn
+		return b == CarriageReturn || b == '\n'
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return true
 	}

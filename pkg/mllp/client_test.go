@@ -183,19 +183,23 @@ func TestClientIdleAfterDeadline(t *testing.T) {
 }
 
 // TestClientReplyWithoutCarriageReturn: a receiver that ends its ACK with
-// the end block alone is answered at once, not timed out (which would
-// deliver the message twice), and the connection stays usable whether a
-// carriage return follows late or never; anything else after the reply
-// still puts the connection out of step.
+// the end block alone, or with a line feed after it, is answered at
+// once, not timed out (which would deliver the message twice), and the
+// connection stays usable whether a carriage return (or line feed)
+// follows late or never; anything else after the reply still puts the
+// connection out of step.
 func TestClientReplyWithoutCarriageReturn(t *testing.T) {
 	tests := []struct {
 		name     string
+		end      string // sent by the receiver after the first reply's end block
 		after    string // sent by the receiver after the first reply
 		wantIdle bool
 	}{
-		{"no carriage return", "", true},
-		{"late carriage return", "\r", true},
-		{"late bytes unasked", "X", false},
+		{"no carriage return", "", "", true},
+		{"late carriage return", "", "\r", true},
+		{"line feed in its place", "\n", "", true},
+		{"late line feed in its place", "", "\n", true},
+		{"late bytes unasked", "", "X", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +216,7 @@ func TestClientReplyWithoutCarriageReturn(t *testing.T) {
 				if _, err := r.ReadFrame(); err != nil {
 					return
 				}
-				_, _ = peer.Write([]byte("\x0bACK1\x1c"))
+				_, _ = peer.Write([]byte("\x0bACK1\x1c" + tt.end))
 			}()
 			// A client waiting for a carriage return would wait out this
 			// deadline and fail.

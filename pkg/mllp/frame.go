@@ -93,8 +93,10 @@ type Reader struct {
 	// the same read as the end block, as it is taken when it comes
 	// later, gives the frame the same answer however the bytes were
 	// split into reads.
-	// pendingCR is then set until a later carriage return, which is
-	// skipped as whitespace between frames, is read or given up on.
+	// A line feed there is taken in place of the carriage return.
+	// pendingCR is then set until a later carriage return (or line
+	// feed), which is skipped as whitespace between frames, is read or
+	// given up on.
 	endCROptional bool
 	pendingCR     bool
 	// onStart, if set, is called when a start block has been read.
@@ -211,10 +213,10 @@ func (r *Reader) ReadFrame() ([]byte, error) {
 		}
 		return r.buf, err
 	}
-	if c != CarriageReturn {
+	if c != CarriageReturn && !(r.endCROptional && c == '\n') {
 		if r.endCROptional && (c == StartBlock || isBetweenFrames(c)) {
-			// The next frame's start block, or a line feed in place of
-			// the carriage return, which the next read skips.
+			// The next frame's start block, or whitespace the next read
+			// skips.
 			_ = r.br.UnreadByte()
 			r.inFrame = false
 			return r.buf, nil

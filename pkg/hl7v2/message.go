@@ -196,7 +196,9 @@ func quoteStart(s string, n int) string {
 // characters (component, repetition, then optionally escape, subcomponent
 // and the v2.7 truncation character). Segments may end in CR, LF or CRLF.
 // A leading UTF-8 byte order mark and blank or whitespace-only lines are
-// skipped. Every segment name must be three characters, an upper-case
+// skipped, as are lines of NUL or SUB (0x1A) bytes alone, the padding and
+// end-of-file marks some senders leave after the last segment. Every
+// segment name must be three characters, an upper-case
 // letter followed by upper-case letters or digits. Parse copies raw, so the
 // caller may reuse it afterwards. MSH-18 is read (see Message.Charset) but
 // never rejected: a character set this package cannot decode is for the
@@ -319,9 +321,11 @@ func Parse(raw []byte) (*Message, error) {
 	return m, nil
 }
 
+// blankLine reports whether line holds nothing but spaces, tabs, NULs
+// and SUBs (0x1A, a DOS end of file): no segment.
 func blankLine(line string) bool {
 	for i := 0; i < len(line); i++ {
-		if line[i] != ' ' && line[i] != '\t' {
+		if c := line[i]; c != ' ' && c != '\t' && c != 0 && c != 0x1a {
 			return false
 		}
 	}

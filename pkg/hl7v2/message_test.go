@@ -295,6 +295,10 @@ func TestParseSegmentEnds(t *testing.T) {
 		{"CRLF", "MSH|^~\\&|A||\r\nPID|1||X^Y|\r\nZXY\r\nNTE||\r\n"},
 		{"mixed and no final end", "MSH|^~\\&|A||\r\nPID|1||X^Y|\nZXY\rNTE||"},
 		{"blank lines and BOM", "\xef\xbb\xbf\r\n\r\n  MSH|^~\\&|A||\r\n\r\n\t \r\nPID|1||X^Y|\r\r\rZXY\n\nNTE||\r\n \r\n\r\n"},
+		// Padding and a DOS end of file after the last segment.
+		{"trailing NUL", "MSH|^~\\&|A||\rPID|1||X^Y|\rZXY\rNTE||\r\x00"},
+		{"trailing SUB", "MSH|^~\\&|A||\r\nPID|1||X^Y|\r\nZXY\r\nNTE||\r\n\x1a"},
+		{"NULs after the last end", "MSH|^~\\&|A||\rPID|1||X^Y|\rZXY\rNTE||\r\x00\x00\x00\r"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

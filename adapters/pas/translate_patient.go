@@ -769,7 +769,10 @@ func addressUse(code string) (models.AddressUse, bool) {
 // telecoms maps the XTN repetitions of field (PID-13 home, PID-14
 // business). The system follows the equipment type XTN-3 (PH phone, CP
 // mobile phone, FX fax, BP pager, Internet or X.400 email, others
-// "other") or the use code NET; the use is work for XTN-2 WPN, mobile
+// "other") or the use code NET, and is email for an address with an "@"
+// given as a phone number, without NET or an equipment type that says
+// so (v2.3 feeds put e-mail addresses in XTN-1 as they put numbers), as
+// a number holds none; the use is work for XTN-2 WPN, mobile
 // for XTN-2 PRS or a CP equipment type (a mobile given as the primary
 // residence number too), home for PRN, else the field's default. An email address is XTN-4 (or XTN-1 when XTN-4 is empty); a
 // number is XTN-1, or XTN-5 to XTN-8 (country, area, local number,
@@ -811,6 +814,9 @@ func (b *builder) telecoms(seg *hl7v2.Segment, field int, defaultUse models.Cont
 		}
 		if v == "" {
 			continue
+		}
+		if system == models.ContactPointSystemPhone && strings.Contains(v, "@") {
+			system = models.ContactPointSystemEmail
 		}
 		use := defaultUse
 		switch {

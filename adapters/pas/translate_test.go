@@ -658,8 +658,8 @@ func TestTelecomAddressAndName(t *testing.T) {
 	b := translate(t, DefaultDialect(), hl7(testMSH, pid("H1", map[int]string{
 		5:  `TESTPATIENT^ALEX^B^JR^MR^PHD^D~^^^^^^L~TESTALIAS^SAM^^^^^N`,
 		11: `1 ROAD^^TOWN^COUNTY^ZZ1 1ZZ^GBR^C~^^^^^^H~""`,
-		13: `^NET^X.400^alex@example.org~01234^^FX~^ORN^BP^^^^5550`,
-		14: `0113^WPN^CP`,
+		13: `^NET^X.400^alex@example.org~01234^^FX~^ORN^BP^^^^5550~alex.home@example.org`,
+		14: `0113^WPN^CP~alex@work.example.org^WPN`,
 	}), testPV1))
 	p, _ := resourceOf(t, b, "Patient", models.UnmarshalPatient)
 	type name struct {
@@ -685,7 +685,10 @@ func TestTelecomAddressAndName(t *testing.T) {
 		{"email", "alex@example.org", "home"},
 		{"fax", "01234", "home"},
 		{"pager", "5550", "home"},
+		// An e-mail address sent as a number (v2.3 feeds) is e-mail.
+		{"email", "alex.home@example.org", "home"},
 		{"phone", "0113", "work"},
+		{"email", "alex@work.example.org", "work"},
 	}
 	if diff := cmp.Diff(wantTelecoms, telecoms); diff != "" {
 		t.Errorf("telecoms (-want +got):\n%s", diff)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -479,12 +480,23 @@ func (in *Inbound) unsupported(m *hl7v2.Message) (code string, field, component 
 	if in.types[typ+"^"+ev] || ev != "" && in.types[typ+"^*"] {
 		return "", 0, 0, ""
 	}
+	// The code received is quoted: "A28 " padded with a space, or "a28",
+	// reads as taken in the list that follows unless the text shows it.
 	for t := range in.types {
 		if strings.HasPrefix(t, typ+"^") {
-			return hl7v2.ErrCodeUnsupportedEvent, 9, 2, "unsupported event; this listener takes " + in.typeList
+			return hl7v2.ErrCodeUnsupportedEvent, 9, 2, "unsupported event " + quoteSent(ev) + "; this listener takes " + in.typeList
 		}
 	}
-	return hl7v2.ErrCodeUnsupportedMessageType, 9, 1, "unsupported message type; this listener takes " + in.typeList
+	return hl7v2.ErrCodeUnsupportedMessageType, 9, 1, "unsupported message type " + quoteSent(typ) + "; this listener takes " + in.typeList
+}
+
+// quoteSent quotes a code as sent, up to 20 bytes, for an ACK's text
+// (which goes to the sender alone, never to the log).
+func quoteSent(code string) string {
+	if len(code) > 20 {
+		code = code[:20]
+	}
+	return strconv.Quote(code)
 }
 
 // isV2Version reports whether v, an MSH-12.1, names an HL7 v2 version:

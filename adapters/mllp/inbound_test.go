@@ -220,12 +220,16 @@ func TestInboundAcceptOnly(t *testing.T) {
 		payload     string
 		wantCode    hl7v2.AckCode
 		wantErrCode string
+		// wantSaid is the code received, as the ERR text quotes it.
+		wantSaid string
 	}{
-		{"taken", msg("OK1", ""), hl7v2.AckAA, ""},
-		{"event from EVN-1", strings.Replace(msg("OK2", ""), "ADT^A01^ADT_A01", "ADT", 1), hl7v2.AckAA, ""},
-		{"unknown event", strings.Replace(msg("EV1", ""), "ADT^A01^ADT_A01", "ADT^A99", 1), hl7v2.AckAR, "201"},
-		{"unknown type", strings.Replace(msg("TY1", ""), "ADT^A01^ADT_A01", "ORM^O01", 1), hl7v2.AckAR, "200"},
-		{"unknown type enhanced", strings.Replace(msg("TY2", "|||AL|NE"), "ADT^A01^ADT_A01", "ORM^O01", 1), hl7v2.AckCR, "200"},
+		{"taken", msg("OK1", ""), hl7v2.AckAA, "", ""},
+		{"event from EVN-1", strings.Replace(msg("OK2", ""), "ADT^A01^ADT_A01", "ADT", 1), hl7v2.AckAA, "", ""},
+		{"unknown event", strings.Replace(msg("EV1", ""), "ADT^A01^ADT_A01", "ADT^A99", 1), hl7v2.AckAR, "201", `"A99"`},
+		// Padded, it is not the A01 the list names: the text shows why.
+		{"event padded with a space", strings.Replace(msg("EV2", ""), "ADT^A01^ADT_A01", "ADT^A01 ", 1), hl7v2.AckAR, "201", `"A01 "`},
+		{"unknown type", strings.Replace(msg("TY1", ""), "ADT^A01^ADT_A01", "ORM^O01", 1), hl7v2.AckAR, "200", `"ORM"`},
+		{"unknown type enhanced", strings.Replace(msg("TY2", "|||AL|NE"), "ADT^A01^ADT_A01", "ORM^O01", 1), hl7v2.AckCR, "200", `"ORM"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -254,6 +258,9 @@ func TestInboundAcceptOnly(t *testing.T) {
 			}
 			if !bytes.Contains(reply, []byte(`ADT\S\A01, ADT\S\A03`)) || !strings.Contains(text, "this listener takes") {
 				t.Errorf("reply %q does not say what the listener takes", reply)
+			}
+			if !strings.Contains(text, " "+tt.wantSaid+"; ") {
+				t.Errorf("ERR text %q does not quote what was sent, %s", text, tt.wantSaid)
 			}
 			if len(stored) != 0 || rejected != 1 {
 				t.Errorf("stored %d, rejected %v; want 0 and 1", len(stored), rejected)

@@ -76,6 +76,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("CharsetError disagrees with CharsetSupported")
 		}
 		_ = m.InvalidUTF8()
+		_ = m.ControlChars()
 		// Readers must not panic on whatever parsed.
 		_ = m.MessageType() + m.Event() + m.ControlID() + m.Version()
 		for _, s := range m.Segments() {
@@ -85,6 +86,9 @@ func FuzzParse(f *testing.F) {
 				// 8859/1 text always decodes to valid UTF-8.
 				if v := s.Component(i, 1, 1, 1); m.Charset() == CharsetLatin1 && !utf8.ValidString(v) {
 					t.Fatalf("8859/1 value decoded to invalid UTF-8 %q", v)
+				}
+				if v := s.ComponentText(i, 1, 2); m.Charset() == CharsetLatin1 && !utf8.ValidString(v) {
+					t.Fatalf("8859/1 component decoded to invalid UTF-8 %q", v)
 				}
 			}
 		}

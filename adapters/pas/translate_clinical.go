@@ -133,7 +133,7 @@ func (b *builder) mapNK1(nk1 *hl7v2.Segment) error {
 	}
 	sex := value(nk1.Component(15, 1, 1, 1))
 	r.Gender = b.gender(sex)
-	if rel := b.relationship(strings.ToUpper(strings.TrimSpace(value(nk1.Component(3, 1, 1, 1)))), strings.TrimSpace(value(nk1.Component(3, 1, 2, 1)))); rel != nil {
+	if rel := b.relationship(strings.ToUpper(strings.TrimSpace(value(nk1.Component(3, 1, 1, 1)))), strings.TrimSpace(value(nk1.ComponentText(3, 1, 2)))); rel != nil {
 		r.Relationship = append(r.Relationship, *rel)
 	}
 	if role := strings.ToUpper(strings.TrimSpace(value(nk1.Component(7, 1, 1, 1)))); role != "" {
@@ -267,7 +267,7 @@ func (b *builder) mapAL1(al1 *hl7v2.Segment) error {
 	}
 	var manifestations []models.CodeableConcept
 	for rep := 1; rep <= al1.Repetitions(5); rep++ {
-		if text := strings.TrimSpace(value(al1.Component(5, rep, 1, 1))); text != "" {
+		if text := strings.TrimSpace(value(al1.ComponentText(5, rep, 1))); text != "" {
 			manifestations = append(manifestations, models.CodeableConcept{Text: b.str(text)})
 		}
 	}

@@ -393,12 +393,16 @@ func TestUnescapedAmpersandInText(t *testing.T) {
 	b := translate(t, DefaultDialect(), hl7(msh("A01"), pid("9990000018^^^NHS", nil),
 		"PD1|||SMITH & JONES SURGERY^^Y99999",
 		pv1(map[int]string{2: "E", 3: "AE^CUB4^^^^^^^A&E Department", 19: "V1", 10: "180^A&E"}),
-		"AL1|1|DA|^Penicillin & amoxicillin",
+		"NK1|1|TESTKIN^SAM|XXX^Aunt & carer",
+		"AL1|1|DA|^Penicillin & amoxicillin|SV|Rash & itching",
 		"DG1|1||S52.6^Fracture of ulna & radius^I10",
 		"DG1|2||LOCAL1^^99LOC|Cuts & bruises"))
 	var got []string
+	for _, r := range resourcesOf(t, b, "RelatedPerson", models.UnmarshalRelatedPerson) {
+		got = append(got, deref(r.Relationship[0].Text))
+	}
 	for _, a := range resourcesOf(t, b, "AllergyIntolerance", models.UnmarshalAllergyIntolerance) {
-		got = append(got, deref(a.Code.Text))
+		got = append(got, deref(a.Code.Text), deref(a.Reaction[0].Manifestation[0].Text))
 	}
 	for _, c := range resourcesOf(t, b, "Condition", models.UnmarshalCondition) {
 		got = append(got, deref(c.Code.Text))
@@ -411,7 +415,7 @@ func TestUnescapedAmpersandInText(t *testing.T) {
 	}
 	enc, _ := resourceOf(t, b, "Encounter", models.UnmarshalEncounter)
 	got = append(got, deref(enc.Location[0].Location.Display), deref(enc.ServiceType.Text))
-	want := []string{"Penicillin & amoxicillin", "Fracture of ulna & radius", "Fracture of ulna & radius",
+	want := []string{"Aunt & carer", "Penicillin & amoxicillin", "Rash & itching", "Fracture of ulna & radius", "Fracture of ulna & radius",
 		"Cuts & bruises", "SMITH & JONES SURGERY", "A&E Department, CUB4", "180 A&E"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("texts (-want +got):\n%s", diff)

@@ -69,7 +69,8 @@ const (
 )
 
 // ackNotSent labels, in junction_ingress_acks_total, a message the
-// sender's MSH-15 asked not to be answered.
+// sender's MSH-15 asked not to be answered, and an acknowledgement
+// received (never answered).
 const ackNotSent = "none"
 
 // notStoredText is the ACK text when the store fails.
@@ -405,6 +406,12 @@ func (in *Inbound) ServeMLLP(ctx context.Context, _ *transport.ConnInfo, payload
 	if !code.Accepted() {
 		span.SetStatus(codes.Error, "negative acknowledgement")
 	}
+	if ack == nil {
+		// An acknowledgement received (receive): not answered.
+		in.metrics.Acks.WithLabelValues(in.name, ackNotSent).Inc()
+		span.SetAttributes(attribute.String("junction.ack", ackNotSent))
+		return nil, false
+	}
 	if in.cfg.AcceptAck == AcceptAckMSH15 && !answers(cond, code) {
 		in.metrics.Acks.WithLabelValues(in.name, ackNotSent).Inc()
 		span.SetAttributes(attribute.String("junction.ack", ackNotSent))
@@ -526,7 +533,8 @@ func isV2Version(v string) bool {
 
 // receive parses, stores and acknowledges one message. It returns the
 // acknowledgement, its code and the message's MSH-15 ("" when it did not
-// parse).
+// parse). The acknowledgement is nil for an acknowledgement received that
+// the input does not relay: it is refused, and not answered.
 func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte, start time.Time) ([]byte, hl7v2.AckCode, string) {
 	m, err := hl7v2.Parse(payload)
 	if err != nil {
@@ -573,6 +581,15 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 	}
 	if errCode, field, component, text := in.unsupported(m); errCode != "" {
 		code := m.RejectCode()
+		if strings.EqualFold(strings.TrimSpace(m.Segment("MSH").Component(9, 1, 1, 1)), "ACK") {
+			// An acknowledgement is never answered: a peer that
+			// acknowledges whatever it receives would otherwise trade
+			// rejections with this listener without end. Kept for ops, as
+			// it is a misdirected answer, or one the input does not relay.
+			in.quarantine(ctx, payload, fault.CodeHL7Unsupported)
+			in.log.Warn("acknowledgement received and not answered: this listener takes messages, not answers to them", "adapter", in.name, "reason", string(fault.CodeHL7Unsupported))
+			return nil, code, cond
+		}
 		// Kept for ops like other refused input: a sender whose MSH-15
 		// forbids the answer would otherwise leave no trace of it.
 		in.quarantine(ctx, payload, fault.CodeHL7Unsupported)

@@ -305,6 +305,77 @@ func TestInboundRelay(t *testing.T) {
 	}
 }
 
+// TestInboundNeverAnswersAnAck checks that an acknowledgement sent to a
+// listener (a misdirected answer, or a peer acknowledging what it
+// receives) is not answered, so two peers cannot trade rejections without
+// end; it is kept for ops and counted, the connection stays open for the
+// next message, and an input relaying ACKs takes them as messages.
+func TestInboundNeverAnswersAnAck(t *testing.T) {
+	ack := "MSH|^~\\&|EPR|RXX01|JUNCTION|RXX01|20250301120000||ACK^A01^ACK|AK1|P|2.4\rMSA|AR|J123\r"
+	tests := []struct {
+		name      string
+		accept    []string
+		ack       string
+		answered  bool
+		wantCode  hl7v2.AckCode
+		wantStore bool
+	}{
+		{"an acknowledgement", []string{"ADT^A01"}, ack, false, "", false},
+		{"without an event", []string{"ADT^A01"}, strings.Replace(ack, "ACK^A01^ACK", "ACK", 1), false, "", false},
+		{"relayed", []string{"ADT^A01", "ACK^A01"}, ack, true, hl7v2.AckAA, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := startInbound(t, nil)
+			f.in.AcceptOnly(tt.accept)
+			nc, err := net.Dial("tcp", f.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if _, err := io.WriteString(nc, "\x0b"+tt.ack+"\x1c\r"); err != nil {
+				t.Fatal(err)
+			}
+			r := transport.NewReader(nc, 1<<20)
+			if tt.answered {
+				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+				reply, err := r.ReadFrame()
+				if err != nil {
+					t.Fatalf("no reply: %v", err)
+				}
+				if code, _, _, _ := hl7v2.ParseAck(reply); code != tt.wantCode {
+					t.Fatalf("reply %q, want %s", reply, tt.wantCode)
+				}
+				storedOrKept(t, f, true, "")
+				return
+			}
+			// The next message on the connection is answered, and is the
+			// first answer the connection carries.
+			if _, err := io.WriteString(nc, "\x0b"+msg("NEXT1", "")+"\x1c\r"); err != nil {
+				t.Fatal(err)
+			}
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			reply, err := r.ReadFrame()
+			if err != nil {
+				t.Fatalf("no reply to the next message: %v", err)
+			}
+			if code, ctrl, _, _ := hl7v2.ParseAck(reply); code != hl7v2.AckAA || ctrl != "NEXT1" {
+				t.Fatalf("first reply %q, want AA to NEXT1", reply)
+			}
+			stored, q := f.host.snapshot()
+			if len(stored) != 1 || len(q) != 1 || string(q[0].raw) != tt.ack || q[0].reason != string(fault.CodeHL7Unsupported) {
+				t.Errorf("stored %d, quarantined %+v; want the next message stored and the acknowledgement kept as %s", len(stored), q, fault.CodeHL7Unsupported)
+			}
+			if got := testutil.ToFloat64(f.m.Acks.WithLabelValues("pas", ackNotSent)); got != 1 {
+				t.Errorf("acks{%s} = %v, want 1", ackNotSent, got)
+			}
+			if got := testutil.ToFloat64(f.m.Rejected.WithLabelValues("pas", string(fault.CodeHL7Unsupported))); got != 1 {
+				t.Errorf("rejected{%s} = %v, want 1", fault.CodeHL7Unsupported, got)
+			}
+		})
+	}
+}
+
 // storedOrKept checks that the one message sent to f was stored, when
 // taken, or else quarantined for reason and not stored. It reports
 // whether the message was refused, so its answer is worth checking.

@@ -178,6 +178,22 @@ if helm template t . "${ext[@]}" >/dev/null 2>&1; then
   fail "rendered an external NATS without the seed's Secret"
 fi
 helm template t . "${ext[@]}" --set nats.auth.allowUnauthenticated=true >/dev/null || fail "nats.auth.allowUnauthenticated refused with an external NATS"
+# An external NATS in operator (JWT) mode admits a user by its .creds
+# file, not a bare NKey seed: the Secret's file is mounted in Junction's
+# pods and named by nats.credentials.
+out=$(helm template t . "${ext[@]}" --set nats.auth.credentialsSecret=nc)
+cfg=$(awk '/junction.yaml: \|/{on=1; next} on && /^[^ ]/{on=0} on' <<<"$out")
+grep -q '^      credentials: file:/var/run/secrets/junction-nats-creds/user.creds$' <<<"$cfg" || fail "nats.auth.credentialsSecret does not reach nats.credentials"
+grep -q 'nkey_seed' <<<"$cfg" && fail "nats.auth.credentialsSecret still names an NKey seed"
+grep -A2 'name: nats-creds$' <<<"$out" | grep -q 'secretName: nc' || fail "the .creds Secret is not mounted"
+grep -B1 -A1 'path: user.creds' <<<"$out" | grep -q 'key: creds' || fail "the .creds Secret's key is not mounted as user.creds"
+if helm template t . "${ext[@]}" --set nats.auth.credentialsSecret=nc --set nats.auth.existingSecret=nk >/dev/null 2>&1; then
+  fail "rendered both a .creds file and an NKey seed, which Junction refuses"
+fi
+if render --set nats.auth.credentialsSecret=nc >/dev/null 2>&1; then
+  fail "rendered a .creds file for the chart's own NATS, whose servers admit an NKey user"
+fi
+refused 'nats.auth (existingSecret' --set junction.nats.credentials=file:/x
 if helm template t . "${ext[@]}" --set nats.auth.existingSecret=nk --set-json 'nats.external.monitorUrls=[]' >/dev/null 2>&1; then
   fail "rendered an external NATS without its monitoring endpoints"
 fi

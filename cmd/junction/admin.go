@@ -539,7 +539,9 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			continue
 		}
 		forDest++
-		if now.Sub(p.Received) >= *olderThan {
+		// 0 lists every pending message, those received while the
+		// reconcile ran (after now, by the engine's clock) included.
+		if *olderThan == 0 || now.Sub(p.Received) >= *olderThan {
 			orphans = append(orphans, p)
 		}
 	}

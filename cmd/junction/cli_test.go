@@ -1464,3 +1464,43 @@ func TestCLIOverTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditReconcileOlderThanZeroListsEveryPending checks that
+// --older-than 0 lists every pending message, including those received
+// while the reconcile ran (after the command started, or stamped by a
+// server whose clock is a little ahead), which a long reconcile on a busy
+// engine always has.
+func TestAuditReconcileOlderThanZeroListsEveryPending(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprintf(w, `{"accepted": 2, "terminal": {"delivered": 1}, "pending": [
+			{"id": "01DURING", "source": "pas", "received": %q, "waiting": ["route adt"]}]}`,
+			time.Now().Add(2*time.Second).Format(time.RFC3339Nano))
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	tests := []struct {
+		name      string
+		olderThan string
+		wantCode  int
+		wantOut   []string
+	}{
+		{"zero lists every pending message", "0", 1, []string{"pending         1 (1 older than 0s)", "01DURING"}},
+		{"a minute lists none received just now", "1m", 0, []string{"pending         1 (0 older than 1m0s)"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := cliRun(t, "audit", "reconcile", "--older-than", tc.olderThan, "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+			if code != tc.wantCode {
+				t.Errorf("exit %d, want %d\n%s%s", code, tc.wantCode, out, errOut)
+			}
+			for _, want := range tc.wantOut {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}

@@ -92,12 +92,13 @@ func apiFlags(name, args string, stderr io.Writer) (*flag.FlagSet, apiOptions) {
 }
 
 func newAPI(o apiOptions) (*apiClient, error) {
+	engineCert := ""
 	if *o.config != "" && !set(o.fs, "api") {
 		a, err := readEngineAddrs(*o.config)
 		if err != nil {
 			return nil, err
 		}
-		*o.api = a.api
+		*o.api, engineCert = a.api, a.apiCert
 	}
 	t, err := adminToken(*o.token)
 	if err != nil {
@@ -106,7 +107,12 @@ func newAPI(o apiOptions) (*apiClient, error) {
 	if *o.tlsCA != "" && !strings.HasPrefix(strings.ToLower(*o.api), "https://") {
 		return nil, errors.New("--tls-ca is for an https --api URL; this one is not https")
 	}
-	tr, err := httpsTransport(*o.tlsCA, "", "")
+	var tr http.RoundTripper
+	if engineCert != "" {
+		tr, err = engineTransport(*o.api, engineCert, *o.tlsCA)
+	} else {
+		tr, err = httpsTransport(*o.tlsCA, "", "")
+	}
 	if err != nil {
 		return nil, err
 	}

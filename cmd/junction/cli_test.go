@@ -1504,3 +1504,52 @@ func TestAuditReconcileOlderThanZeroListsEveryPending(t *testing.T) {
 		})
 	}
 }
+
+// TestAdminCommandTrustsTheEngineCertificate: given the engine's config
+// (-c), an admin command reaches its HTTPS listener on loopback although
+// the certificate names only a Service's DNS name, as in the Helm chart's
+// pods, by trusting exactly the certificate that config serves; another
+// certificate must still verify for the address dialled.
+func TestAdminCommandTrustsTheEngineCertificate(t *testing.T) {
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	pki := tlstest.PKI(t)
+	admin, _ := adminServer(t, "test-token-long-enough")
+	serve := func(t *testing.T, name string) *httptest.Server {
+		cert, err := tls.LoadX509KeyPair(pki[name+".crt"], pki[name+".key"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewUnstartedServer(admin.Config.Handler)
+		ts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		// The refused handshakes below are expected; not logged.
+		ts.Config.ErrorLog = log.New(io.Discard, "", 0)
+		ts.StartTLS()
+		t.Cleanup(ts.Close)
+		return ts
+	}
+	tests := []struct {
+		name     string
+		presents string // the certificate the listener serves
+		extra    []string
+		code     int
+		errOut   string
+	}{
+		{"the configured certificate, naming only the Service", "service", nil, 0, ""},
+		{"another certificate, not trusted", "server", nil, 1, "not the certificate the engine's config names"},
+		{"another certificate, its CA trusted by --tls-ca", "server", []string{"--tls-ca", pki["ca"]}, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := serve(t, tc.presents)
+			cfg := filepath.Join(t.TempDir(), "junction.yaml")
+			cliWrite(t, cfg, fmt.Sprintf("http:\n  listen: %s\n  tls:\n    cert: file:%s\n    key: file:%s\n",
+				strings.TrimPrefix(ts.URL, "https://"), pki["service.crt"], pki["service.key"]))
+			args := append([]string{"audit", "trail", "-c", cfg, "--token", "env:JUNCTION_CLI_TEST_TOKEN"}, tc.extra...)
+			code, out, errOut := cliRun(t, append(args, "01TESTID")...)
+			if code != tc.code || tc.code == 0 && !strings.Contains(out, "message 01TESTID") || !strings.Contains(errOut, tc.errOut) {
+				t.Errorf("exit %d, want %d\nstdout %s\nstderr %s", code, tc.code, out, errOut)
+			}
+		})
+	}
+}

@@ -28,6 +28,9 @@ type engineAddrs struct {
 	// the first FHIR input, by name, that has one: what send --fhir posts
 	// with when given no --token.
 	fhirToken string
+	// apiCert is the reference to the certificate the HTTP listener
+	// serves (http.tls.cert), empty without TLS.
+	apiCert string
 }
 
 // readEngineAddrs reads the listen addresses of the config file path. A
@@ -37,11 +40,11 @@ func readEngineAddrs(path string) (engineAddrs, error) {
 	if err != nil {
 		return engineAddrs{}, fmt.Errorf("--config %s: %w", path, err)
 	}
-	scheme := "http://"
+	scheme, cert := "http://", ""
 	if cfg.HTTP.TLS != nil {
-		scheme = "https://"
+		scheme, cert = "https://", cfg.HTTP.TLS.Cert
 	}
-	out := engineAddrs{api: scheme + dialable(cfg.HTTP.Listen), inputs: map[string]string{}}
+	out := engineAddrs{api: scheme + dialable(cfg.HTTP.Listen), inputs: map[string]string{}, apiCert: cert}
 	names := make([]string, 0, len(cfg.Inputs))
 	for name := range cfg.Inputs {
 		names = append(names, name)

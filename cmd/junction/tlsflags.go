@@ -1,8 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/tlsconf"
@@ -33,6 +39,59 @@ func httpsTransport(caFile, certFile, keyFile string) (http.RoundTripper, error)
 	cfg, err := clientTLS(caFile, certFile, keyFile)
 	if err != nil {
 		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return tr, nil
+}
+
+// engineTransport returns the transport of a command that reaches the
+// engine's HTTPS listener at the address its config file gives (api,
+// loopback for a wildcard listen address), where certRef is the
+// certificate that config serves (http.tls.cert). Certificates seldom name
+// the loopback address (cert-manager's name the Service), so a server
+// presenting exactly that certificate is trusted; any other must verify
+// as usual for the host dialled, against the CA in caFile or the system's
+// roots.
+func engineTransport(api, certRef, caFile string) (http.RoundTripper, error) {
+	u, err := url.Parse(api)
+	if err != nil {
+		return nil, fmt.Errorf("the engine's address %q: %w", api, err)
+	}
+	certPEM, err := config.Secrets{}.Resolve(certRef)
+	if err != nil {
+		return nil, fmt.Errorf("the engine's certificate (http.tls.cert): %w", err)
+	}
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("the engine's certificate (http.tls.cert): no PEM certificate in it")
+	}
+	own := block.Bytes
+	cfg, err := clientTLS(caFile, "", "")
+	if err != nil {
+		return nil, err
+	}
+	roots, host := cfg.RootCAs, u.Hostname()
+	// Verification is done here, by VerifyConnection, for every
+	// connection: the engine's own certificate, or a chain to roots
+	// naming host.
+	cfg.InsecureSkipVerify = true
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("the engine presented no certificate")
+		}
+		leaf := cs.PeerCertificates[0]
+		if bytes.Equal(leaf.Raw, own) {
+			return nil
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, Intermediates: inter}); err != nil {
+			return fmt.Errorf("not the certificate the engine's config names (http.tls.cert), and %w", err)
+		}
+		return nil
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = cfg

@@ -17,9 +17,12 @@ import (
 	"time"
 )
 
-// PKI writes a CA, a server certificate for 127.0.0.1 and a client
-// certificate, as PEM files in a temporary directory, and returns their
-// paths by name: ca, server.crt, server.key, client.crt, client.key.
+// PKI writes a CA, a server certificate for 127.0.0.1, a server
+// certificate for the DNS name junction-http.junction.svc alone (as
+// cert-manager writes for a Kubernetes Service) and a client certificate,
+// as PEM files in a temporary directory, and returns their paths by name:
+// ca, server.crt, server.key, service.crt, service.key, client.crt,
+// client.key.
 func PKI(t testing.TB) map[string]string {
 	t.Helper()
 	dir := t.TempDir()
@@ -51,13 +54,17 @@ func PKI(t testing.TB) map[string]string {
 	}
 	ca, _ := x509.ParseCertificate(caDER)
 	write("ca", "CERTIFICATE", caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) {
+	leaf := func(name string, serial int64, usage x509.ExtKeyUsage, dnsName string) {
 		k := newKey()
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		}
+		if dnsName != "" {
+			tmpl.DNSNames = []string{dnsName}
+		} else {
+			tmpl.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
 		if err != nil {
@@ -70,8 +77,9 @@ func PKI(t testing.TB) map[string]string {
 		write(name+".crt", "CERTIFICATE", der)
 		write(name+".key", "EC PRIVATE KEY", kd)
 	}
-	leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	leaf("client", 3, x509.ExtKeyUsageClientAuth)
+	leaf("server", 2, x509.ExtKeyUsageServerAuth, "")
+	leaf("client", 3, x509.ExtKeyUsageClientAuth, "")
+	leaf("service", 4, x509.ExtKeyUsageServerAuth, "junction-http.junction.svc")
 	return paths
 }
 

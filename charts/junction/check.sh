@@ -55,6 +55,10 @@ grep -q 'client_ca' <<<"$http" && fail "http.tls.client_ca set without httpTLS.c
 [ "$(grep -c 'scheme: HTTPS' <<<"$out")" = 3 ] || fail "the probes do not all use HTTPS with httpTLS"
 grep -q 'secretName: jtls' <<<"$out" || fail "the httpTLS Secret is not mounted"
 grep -A3 'name: http-tls' <<<"$out" | grep -q 'subPath' && fail "the httpTLS Secret is mounted by subPath, so renewals never reach it"
+# The notes show the URLs the listener answers on.
+notes=$(helm install --dry-run=client t . --set junction.adminToken.existingSecret=tok --set junction.fhirToken.existingSecret=ftok "${natsauth[@]}" --set junction.httpTLS.existingSecret=jtls | sed -n '/^NOTES:/,$p')
+grep -q 'curl -sk https://localhost:8080/readyz' <<<"$notes" || fail "NOTES.txt gives plain-HTTP URLs with httpTLS"
+grep -q 'curl -s localhost:8080/readyz' <<<"$notes" && fail "NOTES.txt gives a plain-HTTP URL with httpTLS"
 out=$(render | grep -c 'scheme: HTTPS' || true)
 [ "$out" = 0 ] || fail "probes use HTTPS without httpTLS"
 out=$(helm template t . --set junction.adminToken.existingSecret=tok --set junction.httpTLS.existingSecret=jtls --set junction.httpTLS.clientCA=true "${natsauth[@]}")

@@ -50,7 +50,11 @@ func (c Charset) String() string {
 
 // CharsetOf returns the Charset of an MSH-18 value (its first repetition,
 // unescaped). Case and surrounding spaces are ignored, and "UTF-8" and
-// "UTF8" are taken as "UNICODE UTF-8", as some senders write them.
+// "UTF8" are taken as "UNICODE UTF-8", as some senders write them. So is
+// "UNICODE", v2.3 and v2.4's code for ISO/IEC 10646 with no encoding
+// named: a message read at all, its delimiters and segment names single
+// bytes, is in an encoding that keeps ASCII as it is, which for Unicode is
+// UTF-8 (text that is not is flagged, as under "UNICODE UTF-8").
 func CharsetOf(code string) Charset {
 	code = strings.ToUpper(strings.TrimSpace(code))
 	switch code {
@@ -60,7 +64,7 @@ func CharsetOf(code string) Charset {
 		return CharsetASCII
 	case "8859/1":
 		return CharsetLatin1
-	case "UNICODE UTF-8", "UTF-8", "UTF8":
+	case "UNICODE UTF-8", "UTF-8", "UTF8", "UNICODE":
 		return CharsetUTF8
 	}
 	return CharsetUnsupported

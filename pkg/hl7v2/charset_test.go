@@ -26,7 +26,7 @@ func TestCharsetOf(t *testing.T) {
 		{"8859/2", CharsetUnsupported},
 		{"ISO IR87", CharsetUnsupported},
 		{"UNICODE UTF-16", CharsetUnsupported},
-		{"UNICODE", CharsetUnsupported},
+		{"UNICODE", CharsetUTF8},
 		{"8859/1x", CharsetUnsupported},
 	}
 	for _, tt := range tests {

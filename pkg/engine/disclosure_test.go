@@ -544,19 +544,6 @@ destinations:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	releases := func(t *testing.T, patient string) []string {
-		t.Helper()
-		var rep disclosure.Report
-		if st := getJSON(t, base+"/api/patients/"+patient+"/disclosures", &rep); st != http.StatusOK {
-			t.Fatalf("GET disclosures: %d", st)
-		}
-		var got []string
-		for _, en := range rep.Entries {
-			got = append(got, string(en.Kind)+" "+en.Route+" -> "+en.Recipient.Name)
-		}
-		sort.Strings(got)
-		return got
-	}
 	for _, tc := range []struct {
 		name, patient string
 		want          []string
@@ -565,7 +552,7 @@ destinations:
 		{"retired patient", retired, []string{"release merges -> ehr", "release merges-no-patient -> gp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if diff := cmp.Diff(tc.want, releases(t, tc.patient)); diff != "" {
+			if diff := cmp.Diff(tc.want, reportLines(t, base, tc.patient)); diff != "" {
 				t.Errorf("releases (-want +got):\n%s", diff)
 			}
 		})
@@ -580,4 +567,70 @@ destinations:
 			}
 		}
 	})
+}
+
+// TestDisclosureReportLocalIdentifier admits a patient by NHS number and
+// hospital number, then routes an update naming them by the hospital
+// number alone: consent decides it by the NHS number the patient index
+// knows, and the update's releases, as well as the admission's, are in
+// that NHS number's report, whether the payload is transformed or sent
+// raw.
+func TestDisclosureReportLocalIdentifier(t *testing.T) {
+	forPipelines(t, testDisclosureReportLocalIdentifier)
+}
+
+func testDisclosureReportLocalIdentifier(t *testing.T, pipe string) {
+	routes := writeRoutes(t, map[string]string{
+		"ward.yaml": `name: ward
+source: {adapter: pas, events: [ADT^A01, ADT^A08]}
+consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
+transform:
+  - keep: resource.resourceType != "MessageHeader"
+destinations:
+  - name: ehr
+  - name: gp
+    payload: raw
+`,
+	})
+	e, dir := startEngineWithRoutes(t, routes, pipe+disclosureConfig)
+	base := "http://" + e.HTTPAddr().String()
+	const hospitalNumber = "K123456^^^RX1^MR"
+	if code, _ := send(t, mllpAddr(t, e), adt("A01", "LOCAL001", reportedPatient+"^^^NHS^NH~"+hospitalNumber)); code != hl7v2.AckAA {
+		t.Fatalf("send A01: %s", code)
+	}
+	// The index knows the hospital number once the admission is routed.
+	waitFiles(t, filepath.Join(dir, "out", "gp"), 1)
+	if code, _ := send(t, mllpAddr(t, e), adt("A08", "LOCAL002", hospitalNumber)); code != hl7v2.AckAA {
+		t.Fatalf("send A08: %s", code)
+	}
+	waitFiles(t, filepath.Join(dir, "out", "ehr"), 2)
+	waitFiles(t, filepath.Join(dir, "out", "gp"), 2)
+	want := []string{"release ward -> ehr", "release ward -> ehr", "release ward -> gp", "release ward -> gp"}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		diff := cmp.Diff(want, reportLines(t, base, reportedPatient))
+		if diff == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("releases (-want +got):\n%s", diff)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// reportLines returns the entries of patient's disclosure report from the
+// engine at base, each as "KIND ROUTE -> RECIPIENT", sorted.
+func reportLines(t *testing.T, base, patient string) []string {
+	t.Helper()
+	var rep disclosure.Report
+	if st := getJSON(t, base+"/api/patients/"+patient+"/disclosures", &rep); st != http.StatusOK {
+		t.Fatalf("GET disclosures: %d", st)
+	}
+	var got []string
+	for _, en := range rep.Entries {
+		got = append(got, string(en.Kind)+" "+en.Route+" -> "+en.Recipient.Name)
+	}
+	sort.Strings(got)
+	return got
 }

@@ -112,12 +112,18 @@ type evaluation struct {
 
 // others returns the keyed hashes of the NHS numbers nums other than the
 // message's own patient, for audit.Record.Patients: nil in the usual
-// message about one patient, which hashes nothing more.
+// message about one patient, which hashes nothing more. A message naming
+// its patient by a local identifier alone had consent decided by the NHS
+// number the patient index knows (decidedFor), which therefore leads
+// the list: that patient's disclosure report is found by it.
 func (ev *evaluation) others(nums []string) []string {
 	if ev.hash == nil {
 		return nil
 	}
 	var out []string
+	if ev.decidedFor != "" && ev.decidedFor != ev.patient {
+		out = append(out, ev.decidedFor)
+	}
 	for _, n := range nums {
 		if n == ev.key {
 			continue

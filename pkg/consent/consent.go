@@ -62,8 +62,9 @@ type Request struct {
 	Opaque bool
 	// OtherPatients are the NHS numbers of patients the message is about
 	// that Bundle does not name (a relayed message's later PID known to
-	// the patient index by a local identifier alone): each is decided
-	// for, as the patients Bundle names are.
+	// the patient index by a local identifier alone, or the survivor a
+	// merged NHS number the message gives was merged into): each is
+	// decided for, as the patients Bundle names are.
 	OtherPatients []string
 	// UnidentifiedPatient reports that the message is also about a
 	// patient whose NHS number is known to nobody (a relayed message's

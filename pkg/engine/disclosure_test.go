@@ -569,51 +569,87 @@ destinations:
 	})
 }
 
-// TestDisclosureReportLocalIdentifier admits a patient by NHS number and
-// hospital number, then routes an update naming them by the hospital
-// number alone: consent decides it by the NHS number the patient index
-// knows, and the update's releases, as well as the admission's, are in
-// that NHS number's report, whether the payload is transformed or sent
-// raw.
-func TestDisclosureReportLocalIdentifier(t *testing.T) {
-	forPipelines(t, testDisclosureReportLocalIdentifier)
+// TestDisclosureReportOtherNumber routes a patient's message that does
+// not name them by the NHS number the patient index knows them by, after
+// one that taught the index: an update naming them by hospital number
+// alone, and an admission sent with an NHS number a merge retired in
+// favour of an opted-out patient's. Consent decides by the index's NHS
+// number (the research route is refused by the survivor's opt-out), and
+// that number's report holds the releases, whether the payload is
+// transformed (even to drop the Patient) or sent raw.
+func TestDisclosureReportOtherNumber(t *testing.T) {
+	const hospitalNumber = "K123456^^^RX1^MR"
+	const survivor, retired = reportedPatient, controlPatient
+	const directCare = "consent: {purpose: direct-care, legal_basis: direct-care, default: permit}\n"
+	for _, tc := range []struct {
+		name   string
+		routes map[string]string
+		// optedOut is the opt-out list, if any; first teaches the index,
+		// and is delivered to firstDest before then is sent.
+		optedOut, first, firstDest, then string
+		want                             []string
+	}{
+		{
+			name: "hospital number alone",
+			routes: map[string]string{"ward.yaml": "name: ward\nsource: {adapter: pas, events: [ADT^A01, ADT^A08]}\n" + directCare +
+				"transform: [{keep: resource.resourceType != \"MessageHeader\"}]\ndestinations: [{name: ehr}, {name: gp, payload: raw}]\n"},
+			first:     adt("A01", "LOCAL001", reportedPatient+"^^^NHS^NH~"+hospitalNumber),
+			firstDest: "gp",
+			then:      adt("A08", "LOCAL002", hospitalNumber),
+			want:      []string{"release ward -> ehr", "release ward -> ehr", "release ward -> gp", "release ward -> gp"},
+		},
+		{
+			name: "merged number",
+			routes: map[string]string{
+				"care.yaml": "name: care\nsource: {adapter: pas, events: [ADT^A01, ADT^A40]}\n" + directCare +
+					"transform: [{keep: resource.resourceType != \"Patient\"}]\ndestinations: [{name: ehr}]\n",
+				"research.yaml": "name: research\nsource: {adapter: pas, events: [ADT^A01]}\n" +
+					"consent: {purpose: research, legal_basis: s251, default: permit}\ndestinations: [{name: registry}]\n",
+			},
+			optedOut:  survivor,
+			first:     a40("MERGED01", survivor, retired),
+			firstDest: "ehr",
+			then:      adt("A01", "MERGED02", retired+"^^^NHS^NH"),
+			want:      []string{"refused research -> registry", "release care -> ehr", "release care -> ehr"},
+		},
+	} {
+		for _, p := range pipelines {
+			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
+				e, dir := startEngineWithRoutes(t, writeRoutes(t, tc.routes), p.extra+disclosureConfig)
+				base := "http://" + e.HTTPAddr().String()
+				if tc.optedOut != "" {
+					if st, _, raw := postOptOuts(t, base, "?as_of="+time.Now().UTC().Format("2006-01-02"), tc.optedOut+"\n"); st != http.StatusOK {
+						t.Fatalf("opt-out list: %d %s", st, raw)
+					}
+				}
+				if code, _ := send(t, mllpAddr(t, e), tc.first); code != hl7v2.AckAA {
+					t.Fatalf("send first: %s", code)
+				}
+				waitFiles(t, filepath.Join(dir, "out", tc.firstDest), 1)
+				if code, _ := send(t, mllpAddr(t, e), tc.then); code != hl7v2.AckAA {
+					t.Fatalf("send then: %s", code)
+				}
+				waitReport(t, base, reportedPatient, tc.want)
+				if files := waitFiles(t, filepath.Join(dir, "out", "registry"), 0); len(files) != 0 {
+					t.Errorf("the research registry got %d files, want none", len(files))
+				}
+			})
+		}
+	}
 }
 
-func testDisclosureReportLocalIdentifier(t *testing.T, pipe string) {
-	routes := writeRoutes(t, map[string]string{
-		"ward.yaml": `name: ward
-source: {adapter: pas, events: [ADT^A01, ADT^A08]}
-consent: {purpose: direct-care, legal_basis: direct-care, default: permit}
-transform:
-  - keep: resource.resourceType != "MessageHeader"
-destinations:
-  - name: ehr
-  - name: gp
-    payload: raw
-`,
-	})
-	e, dir := startEngineWithRoutes(t, routes, pipe+disclosureConfig)
-	base := "http://" + e.HTTPAddr().String()
-	const hospitalNumber = "K123456^^^RX1^MR"
-	if code, _ := send(t, mllpAddr(t, e), adt("A01", "LOCAL001", reportedPatient+"^^^NHS^NH~"+hospitalNumber)); code != hl7v2.AckAA {
-		t.Fatalf("send A01: %s", code)
-	}
-	// The index knows the hospital number once the admission is routed.
-	waitFiles(t, filepath.Join(dir, "out", "gp"), 1)
-	if code, _ := send(t, mllpAddr(t, e), adt("A08", "LOCAL002", hospitalNumber)); code != hl7v2.AckAA {
-		t.Fatalf("send A08: %s", code)
-	}
-	waitFiles(t, filepath.Join(dir, "out", "ehr"), 2)
-	waitFiles(t, filepath.Join(dir, "out", "gp"), 2)
-	want := []string{"release ward -> ehr", "release ward -> ehr", "release ward -> gp", "release ward -> gp"}
+// waitReport waits until patient's disclosure report from the engine at
+// base lists want (see reportLines).
+func waitReport(t *testing.T, base, patient string, want []string) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		diff := cmp.Diff(want, reportLines(t, base, reportedPatient))
+		diff := cmp.Diff(want, reportLines(t, base, patient))
 		if diff == "" {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("releases (-want +got):\n%s", diff)
+			t.Fatalf("report of %s (-want +got):\n%s", patient, diff)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

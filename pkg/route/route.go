@@ -1005,10 +1005,12 @@ type Input struct {
 	// Restricted reports that the patient index marks the patient
 	// restricted (S-flag).
 	Restricted bool
-	// OtherPatients and UnidentifiedPatient are the further patients of
-	// a relayed message that its translation names by a local identifier
-	// alone (consent.Request): the NHS numbers the patient index knows
-	// them by, and whether one is known to nobody.
+	// OtherPatients and UnidentifiedPatient are the patients the
+	// translation does not name by the NHS number the patient index
+	// knows them by (consent.Request): a relayed message's further
+	// patients named by a local identifier alone, and the survivor of a
+	// merged NHS number the message gives; and whether one is known to
+	// nobody.
 	OtherPatients       []string
 	UnidentifiedPatient bool
 }
@@ -1076,14 +1078,9 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	}
 	res.Matched = true
 	res.Records = append(res.Records, rec(audit.Matched, "", "matched", "", "match"))
-	res.Patients = consent.BundleNHSNumbers(bundle)
-	for _, n := range in.OtherPatients {
-		// Patients the translation names by a local identifier alone
-		// (a raw payload carries them): told of the disclosure too.
-		if n = nhs.Normalize(n); nhs.ValidNumber(n) && !slices.Contains(res.Patients, n) {
-			res.Patients = append(res.Patients, n)
-		}
-	}
+	// Patients the translation does not name by the NHS number the
+	// patient index knows them by: told of the disclosure too.
+	res.Patients = withOthers(consent.BundleNHSNumbers(bundle), in.OtherPatients)
 	if n := len(res.Patients); n > MaxPatients {
 		// Each payload carries its patients' keyed hashes to the
 		// delivery stage in store headers, which JetStream bounds.
@@ -1157,12 +1154,25 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		}
 		patients := res.Patients
 		if outcome == consent.Redact || len(r.steps) > 0 {
-			// What is sent may hold fewer patients than the translation.
-			patients = consent.BundleNHSNumbers(src)
+			// What is sent may hold fewer patients than the translation;
+			// those it does not name by NHS number are in it as the
+			// message's are.
+			patients = withOthers(consent.BundleNHSNumbers(src), in.OtherPatients)
 		}
 		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body, Classes: bundleClasses(src), Patients: patients})
 	}
 	return res, nil
+}
+
+// withOthers returns the NHS numbers nums with the valid ones of others
+// not among them added.
+func withOthers(nums, others []string) []string {
+	for _, n := range others {
+		if n = nhs.Normalize(n); nhs.ValidNumber(n) && !slices.Contains(nums, n) {
+			nums = append(nums, n)
+		}
+	}
+	return nums
 }
 
 // consentKey is the patient key consent decides by: the translation's

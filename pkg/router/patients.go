@@ -24,9 +24,11 @@ type patientView struct {
 	cel map[string]any
 	// restricted reports a restricted (S-flag) patient.
 	restricted bool
-	// others and unidentified are, for a relayed message, its patients
-	// named by a local identifier alone: the NHS numbers the index knows
-	// them by, and whether one is known to nobody (route.Input).
+	// others and unidentified are the message's patients it does not
+	// name by the NHS number the index knows them by: a relayed
+	// message's patients named by a local identifier alone, and the
+	// survivor of a merged number the message gives (see survivor); and
+	// whether one is known to nobody (route.Input).
 	others       []string
 	unidentified bool
 }
@@ -75,7 +77,24 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 	if rec != nil && r.o.PatientIndexed != nil {
 		r.o.PatientIndexed(rec)
 	}
-	return r.patientView(ctx, env, rec)
+	view, err := r.patientView(ctx, env, rec)
+	if n := survivor(rec); n != "" {
+		view.others = []string{n}
+	}
+	return view, err
+}
+
+// survivor returns, when rec was read by an NHS number merged into
+// another (an A40, or PDS answering with a newer number), the surviving
+// NHS number: the message is about that patient too, so consent decides
+// by both numbers (one patient's opt-out recorded under the number now in
+// use is not lost on a message sent with the old one) and the survivor's
+// disclosure report shows the release.
+func survivor(rec *patient.Record) string {
+	if rec == nil || rec.ResolvedFrom == "" || rec.NHSNumber == rec.ResolvedFrom {
+		return ""
+	}
+	return rec.NHSNumber
 }
 
 // relayedPatients reads, and never changes, the index records of the
@@ -123,12 +142,15 @@ func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bu
 		// Consent is asked of every patient the message carries: one its
 		// PID names by a local identifier alone is asked by the NHS
 		// number the index knows, or else as a patient unknown.
-		if len(consent.BundleNHSNumbers(res)) == 0 {
+		switch {
+		case len(consent.BundleNHSNumbers(res)) == 0:
 			if rec != nil && rec.NHSNumber != "" {
 				others = append(others, rec.NHSNumber)
 			} else {
 				unidentified = true
 			}
+		case survivor(rec) != "":
+			others = append(others, survivor(rec))
 		}
 	}
 	view.restricted = view.restricted || restricted

@@ -303,12 +303,57 @@ func (b *Builder) complete(pos audit.Position, r audit.Record, wanted map[key]bo
 	return false
 }
 
+// clockSkew is how far the clock of a process delivering a payload may
+// be behind that of the process that routed it (see ordered).
+const clockSkew = 5 * time.Second
+
+// ordered returns the records kept in the order their stages acted.
+// Stages stamp their records when they act, so in time order a
+// destination's decision comes before its queueing and delivery, except
+// when the delivery stage runs in another process whose clock is behind:
+// a delivery is therefore placed after its destination's routing
+// records stamped up to clockSkew after it.
+func (b *Builder) ordered() []kept {
+	routed := map[key][]time.Time{}
+	for _, k := range b.kept {
+		if k.r.Event != audit.Delivered {
+			id := key{k.r.MessageID, k.r.Route, k.r.Destination}
+			routed[id] = append(routed[id], k.r.Time)
+		}
+	}
+	type placed struct {
+		kept
+		at time.Time
+	}
+	recs := make([]placed, len(b.kept))
+	for i, k := range b.kept {
+		recs[i] = placed{k, k.r.Time}
+		if k.r.Event != audit.Delivered {
+			continue
+		}
+		for _, t := range routed[key{k.r.MessageID, k.r.Route, k.r.Destination}] {
+			if !t.Before(recs[i].at) && !t.After(k.r.Time.Add(clockSkew)) {
+				recs[i].at = t
+			}
+		}
+	}
+	sort.SliceStable(recs, func(i, j int) bool {
+		if !recs[i].at.Equal(recs[j].at) {
+			return recs[i].at.Before(recs[j].at)
+		}
+		// At one time, a delivery comes after the routing records.
+		return recs[i].r.Event != audit.Delivered && recs[j].r.Event == audit.Delivered
+	})
+	out := make([]kept, len(recs))
+	for i, r := range recs {
+		out[i] = r.kept
+	}
+	return out
+}
+
 // Entries returns the entries of the records kept, oldest first.
 func (b *Builder) Entries() []Entry {
-	recs := append([]kept(nil), b.kept...)
-	// Stages stamp their records when they act: in time order a
-	// destination's decision comes before its queueing and delivery.
-	sort.SliceStable(recs, func(i, j int) bool { return recs[i].r.Time.Before(recs[j].r.Time) })
+	recs := b.ordered()
 	states := map[key]*state{}
 	var out []Entry
 	for _, k := range recs {
@@ -347,6 +392,8 @@ func (b *Builder) Entries() []Entry {
 			out = append(out, b.entry(KindRelease, r, k.at, st))
 		}
 	}
+	// A delivery placed after later routing records keeps its own time.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
 	return out
 }
 

@@ -670,3 +670,54 @@ func reportLines(t *testing.T, base, patient string) []string {
 	sort.Strings(got)
 	return got
 }
+
+// TestBundlePatientByLocalIdentifier posts a Bundle about two patients,
+// the second named by a hospital number alone, to a care route and a
+// research route: consent is asked of the second patient too, by the NHS
+// number the patient index knows for the hospital number (that patient
+// has opted out), or, when nobody knows it, as a patient unknown, whose
+// opt-out cannot be checked. Either way the research route is refused,
+// and a known second patient's report holds the Bundle's release and
+// refusal.
+func TestBundlePatientByLocalIdentifier(t *testing.T) {
+	const first, second = reportedPatient, "9990000034"
+	const mrn = `{"system":"https://fhir.example-trust.nhs.uk/Id/mrn","value":"M0034"}`
+	patient := func(ids string) string { return `{"resource":{"resourceType":"Patient","identifier":[` + ids + `]}}` }
+	nhsID := func(n string) string { return `{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + n + `"}` }
+	bundle := `{"resourceType":"Bundle","type":"collection","entry":[` + patient(nhsID(first)) + `,` + patient(mrn) + `]}`
+	routes := map[string]string{
+		"care.yaml":     "name: care\nsource: {adapter: fhir}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations: [{name: ehr}]\n",
+		"research.yaml": "name: research\nsource: {adapter: fhir}\nconsent: {purpose: research, legal_basis: s251, default: permit}\ndestinations: [{name: registry}]\n",
+	}
+	both := []string{"refused research -> registry", "release care -> ehr"}
+	for _, tc := range []struct {
+		name string
+		// known posts the second patient with NHS and hospital numbers
+		// first.
+		known      bool
+		wantSecond []string
+	}{
+		{"known to the index", true, []string{both[0], both[0], both[1], both[1]}},
+		{"known to nobody", false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, dir := startEngineWithRoutes(t, writeRoutes(t, routes), disclosureConfig)
+			base := "http://" + e.HTTPAddr().String()
+			if st, _, raw := postOptOuts(t, base, "?as_of="+time.Now().UTC().Format("2006-01-02"), second+"\n"); st != http.StatusOK {
+				t.Fatalf("opt-out list: %d %s", st, raw)
+			}
+			if tc.known {
+				postAccepted(t, base+"/fhir", `{"resourceType":"Bundle","type":"collection","entry":[`+patient(nhsID(second)+`,`+mrn)+`]}`)
+				waitFiles(t, filepath.Join(dir, "out", "ehr"), 1)
+			}
+			postAccepted(t, base+"/fhir", bundle)
+			waitReport(t, base, first, both)
+			if tc.wantSecond != nil {
+				waitReport(t, base, second, tc.wantSecond)
+			}
+			if files := waitFiles(t, filepath.Join(dir, "out", "registry"), 0); len(files) != 0 {
+				t.Errorf("the research registry got %d files, want none", len(files))
+			}
+		})
+	}
+}

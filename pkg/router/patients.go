@@ -53,11 +53,12 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 		defer cancel()
 		return r.relayedPatients(ctx, env, tr.Parsed)
 	}
-	if ix == nil {
-		return patientView{}, nil
-	}
 	ctx, cancel := context.WithTimeout(ctx, indexTimeout)
 	defer cancel()
+	if ix == nil {
+		others, unidentified, err := r.unnamedPatients(ctx, env, tr.Parsed)
+		return patientView{others: others, unidentified: unidentified}, err
+	}
 	count := func(outcome string, n int) {
 		if n > 0 {
 			r.o.Metrics.PatientIndex.WithLabelValues(env.Source, outcome).Add(float64(n))
@@ -78,9 +79,14 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 		r.o.PatientIndexed(rec)
 	}
 	view, err := r.patientView(ctx, env, rec)
+	if err != nil {
+		return patientView{}, err
+	}
 	if n := survivor(rec); n != "" {
 		view.others = []string{n}
 	}
+	others, unidentified, err := r.unnamedPatients(ctx, env, tr.Parsed)
+	view.others, view.unidentified = append(view.others, others...), unidentified
 	return view, err
 }
 
@@ -104,33 +110,16 @@ func survivor(rec *patient.Record) string {
 // patients is: a bed swap's second patient may be the one whose address
 // must not go.
 func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bundle map[string]any) (patientView, error) {
-	entries, _ := bundle["entry"].([]any)
 	var view patientView
 	restricted, first := false, true
 	var others []string
 	unidentified := false
-	for _, e := range entries {
-		em, _ := e.(map[string]any)
-		res, _ := em["resource"].(map[string]any)
-		if rt, _ := res["resourceType"].(string); rt != "Patient" {
-			continue
-		}
-		var rec *patient.Record
-		err := patient.ErrNotFound // with no index, every patient is unknown to it
-		if r.o.Patients != nil {
-			one := map[string]any{"resourceType": "Bundle", "type": bundle["type"], "entry": []any{e}}
-			rec, err = r.o.Patients.Lookup(ctx, one)
-		}
+	for _, e := range patientEntries(bundle) {
+		rec, found, err := r.lookupEntry(ctx, env, bundle, e)
 		switch {
-		case errors.Is(err, patient.ErrNotFound):
-			rec = nil
 		case err != nil:
-			// A record that cannot be read is a patient unknown; the
-			// other patients' restriction still counts.
-			if _, err := r.indexFailed(env, err); err != nil {
-				return patientView{}, err
-			}
-			rec = nil
+			return patientView{}, err
+		case !found:
 		case first:
 			if view, err = r.patientView(ctx, env, rec); err != nil {
 				return patientView{}, err
@@ -143,12 +132,8 @@ func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bu
 		// PID names by a local identifier alone is asked by the NHS
 		// number the index knows, or else as a patient unknown.
 		switch {
-		case len(consent.BundleNHSNumbers(res)) == 0:
-			if rec != nil && rec.NHSNumber != "" {
-				others = append(others, rec.NHSNumber)
-			} else {
-				unidentified = true
-			}
+		case !namesNHS(e):
+			others, unidentified = tell(rec, others, unidentified)
 		case survivor(rec) != "":
 			others = append(others, survivor(rec))
 		}
@@ -156,6 +141,105 @@ func (r *Router) relayedPatients(ctx context.Context, env *envelope.Envelope, bu
 	view.restricted = view.restricted || restricted
 	view.others, view.unidentified = others, unidentified
 	return view, nil
+}
+
+// unnamedPatients returns, for a translated bundle of more than one
+// Patient, the NHS numbers the index knows its Patients that name no NHS
+// number by, and whether one is known to nobody: consent is asked of
+// each, as of a relayed message's patients. (A bundle of one Patient is
+// decided by its key, which the index has resolved already; a merge's
+// retired record is its survivor.)
+func (r *Router) unnamedPatients(ctx context.Context, env *envelope.Envelope, bundle map[string]any) ([]string, bool, error) {
+	entries := patientEntries(bundle)
+	if len(entries) < 2 {
+		return nil, false, nil
+	}
+	var others []string
+	unidentified := false
+	for _, e := range entries {
+		if namesNHS(e) || replaced(entryResource(e)) {
+			continue
+		}
+		rec, _, err := r.lookupEntry(ctx, env, bundle, e)
+		if err != nil {
+			return nil, false, err
+		}
+		others, unidentified = tell(rec, others, unidentified)
+	}
+	return others, unidentified, nil
+}
+
+// replaced reports whether Patient res is replaced by another (a merge's
+// retired record, the same person as its survivor).
+func replaced(res map[string]any) bool {
+	links, _ := res["link"].([]any)
+	for _, l := range links {
+		if lm, _ := l.(map[string]any); lm["type"] == "replaced-by" {
+			return true
+		}
+	}
+	return false
+}
+
+// patientEntries returns the entries of bundle whose resource is a
+// Patient.
+func patientEntries(bundle map[string]any) []any {
+	entries, _ := bundle["entry"].([]any)
+	var out []any
+	for _, e := range entries {
+		if rt, _ := entryResource(e)["resourceType"].(string); rt == "Patient" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// entryResource returns the resource of Bundle entry e.
+func entryResource(e any) map[string]any {
+	em, _ := e.(map[string]any)
+	res, _ := em["resource"].(map[string]any)
+	return res
+}
+
+// namesNHS reports whether the resource of entry e names an NHS number.
+func namesNHS(e any) bool {
+	return len(consent.BundleNHSNumbers(entryResource(e))) > 0
+}
+
+// tell adds a patient named by a local identifier alone, whom the index
+// knows as rec (nil: not at all), to those consent is asked of: by the
+// NHS number the index knows, added to others, or else as a patient known
+// to nobody.
+func tell(rec *patient.Record, others []string, unidentified bool) ([]string, bool) {
+	if rec != nil && rec.NHSNumber != "" {
+		return append(others, rec.NHSNumber), unidentified
+	}
+	return others, true
+}
+
+// lookupEntry reads, and never changes, the index record of the Patient
+// of entry e of bundle, reporting whether one was found. A record that
+// cannot be read is a patient unknown (counted); only a store that
+// cannot be reached is an error, to try the message again.
+func (r *Router) lookupEntry(ctx context.Context, env *envelope.Envelope, bundle map[string]any, e any) (*patient.Record, bool, error) {
+	if r.o.Patients == nil {
+		// With no index, every patient is unknown to it.
+		return nil, false, nil
+	}
+	one := map[string]any{"resourceType": "Bundle", "type": bundle["type"], "entry": []any{e}}
+	rec, err := r.o.Patients.Lookup(ctx, one)
+	switch {
+	case errors.Is(err, patient.ErrNotFound):
+		return nil, false, nil
+	case err != nil:
+		// A record that cannot be read is a patient unknown; the other
+		// patients' restriction still counts.
+		if _, err := r.indexFailed(env, err); err != nil {
+			return nil, false, err
+		}
+		return nil, false, nil
+	}
+	return rec, true, nil
 }
 
 // patientView is what the routes see of rec, the record of env's patient

@@ -579,6 +579,9 @@ destinations:
 // transformed (even to drop the Patient) or sent raw.
 func TestDisclosureReportOtherNumber(t *testing.T) {
 	const hospitalNumber = "K123456^^^RX1^MR"
+	// numericHospitalNumber is a hospital number that reads as a valid
+	// NHS number (synthetic, 999 range).
+	const numericHospitalNumber = "9990000042"
 	const survivor, retired = reportedPatient, controlPatient
 	const directCare = "consent: {purpose: direct-care, legal_basis: direct-care, default: permit}\n"
 	for _, tc := range []struct {
@@ -588,6 +591,8 @@ func TestDisclosureReportOtherNumber(t *testing.T) {
 		// and is delivered to firstDest before then is sent.
 		optedOut, first, firstDest, then string
 		want                             []string
+		// notReported is an NHS number whose report must stay empty.
+		notReported string
 	}{
 		{
 			name: "hospital number alone",
@@ -612,6 +617,22 @@ func TestDisclosureReportOtherNumber(t *testing.T) {
 			then:      adt("A01", "MERGED02", retired+"^^^NHS^NH"),
 			want:      []string{"refused research -> registry", "release care -> ehr", "release care -> ehr"},
 		},
+		{
+			// A ten-digit hospital number that passes the check digit is
+			// still a hospital number, not that NHS number's patient.
+			name: "hospital number reading as an NHS number",
+			routes: map[string]string{
+				"ward.yaml": "name: ward\nsource: {adapter: pas, events: [ADT^A01, ADT^A08]}\n" + directCare + "destinations: [{name: ehr}]\n",
+				"research.yaml": "name: research\nsource: {adapter: pas, events: [ADT^A01, ADT^A08]}\n" +
+					"consent: {purpose: research, legal_basis: s251, default: permit}\ndestinations: [{name: registry}]\n",
+			},
+			optedOut:    reportedPatient,
+			first:       adt("A01", "DIGITS01", reportedPatient+"^^^NHS^NH~"+numericHospitalNumber+"^^^RX1^MR"),
+			firstDest:   "ehr",
+			then:        adt("A08", "DIGITS02", numericHospitalNumber+"^^^RX1^MR"),
+			want:        []string{"refused research -> registry", "refused research -> registry", "release ward -> ehr", "release ward -> ehr"},
+			notReported: numericHospitalNumber,
+		},
 	} {
 		for _, p := range pipelines {
 			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
@@ -632,6 +653,11 @@ func TestDisclosureReportOtherNumber(t *testing.T) {
 				waitReport(t, base, reportedPatient, tc.want)
 				if files := waitFiles(t, filepath.Join(dir, "out", "registry"), 0); len(files) != 0 {
 					t.Errorf("the research registry got %d files, want none", len(files))
+				}
+				if tc.notReported != "" {
+					if got := reportLines(t, base, tc.notReported); len(got) != 0 {
+						t.Errorf("the report of %s, whose number the hospital number reads as, lists %q", tc.notReported, got)
+					}
 				}
 			})
 		}

@@ -39,6 +39,12 @@ const (
 	OutcomeRerouted = "rerouted-consent-changed"
 )
 
+// OutcomeResentAsStored is the outcome of the replayed record of a
+// delivery dead letter an operator resent as it was stored, its input
+// being gone: consent was not decided again, so what is sent goes on the
+// operator's word rather than a fresh decision. Not terminal.
+const OutcomeResentAsStored = "resent-as-stored"
+
 // Accepted is a message Junction stored and acknowledged.
 type Accepted struct {
 	ID       string    `json:"id"`

@@ -102,6 +102,9 @@ func AuditEvent(e Entry, nhsNumber string) map[string]any {
 		add("redacted", strconv.Itoa(e.Redacted))
 	}
 	add("opt-out-gate", strconv.FormatBool(e.OptOutGate))
+	if e.ResentAsStored {
+		add("resent-as-stored", "true")
+	}
 	message := map[string]any{
 		"what": map[string]any{"identifier": map[string]any{"system": systemMessageID, "value": e.MessageID}},
 		"type": coding(systemEntityType, "2", "System Object"),

@@ -90,6 +90,11 @@ type Entry struct {
 	// OptOutGate reports that the national data opt-out was checked for
 	// this release (purposes beyond individual care) or refused it.
 	OptOutGate bool `json:"opt_out_gate"`
+	// ResentAsStored marks a release an operator resent from the dead
+	// letters as it was stored, its input being gone: consent was not
+	// decided again, so Decision is the one made when it was first
+	// routed.
+	ResentAsStored bool `json:"resent_as_stored,omitempty"`
 	// Withheld, in the auditor's view, marks an entry withheld from the
 	// patient's report.
 	Withheld *Withholding `json:"withheld,omitempty"`
@@ -142,6 +147,9 @@ type state struct {
 	decision   *audit.Record
 	redactions []Redaction
 	classes    []string
+	// asStored: an operator resent the payload as stored since the
+	// decision (audit.OutcomeResentAsStored).
+	asStored bool
 }
 
 // Builder turns audit records into a patient's entries. Records that
@@ -375,7 +383,7 @@ func (b *Builder) Entries() []Entry {
 			default:
 				// A new decision (a replay decides again) starts afresh.
 				rc := r
-				st.decision, st.redactions, st.classes = &rc, nil, nil
+				st.decision, st.redactions, st.classes, st.asStored = &rc, nil, nil, false
 				if r.Outcome == string(consent.Deny) {
 					out = append(out, b.entry(KindRefused, r, k.at, st))
 				}
@@ -383,10 +391,13 @@ func (b *Builder) Entries() []Entry {
 		case audit.Queued:
 			st.classes = r.Classes
 		case audit.Replayed:
-			if r.Outcome == audit.OutcomeRedecided {
+			switch r.Outcome {
+			case audit.OutcomeRedecided:
 				// Decided again before it was sent: what is sent in its
 				// place is the new decision's.
 				st.classes = r.Classes
+			case audit.OutcomeResentAsStored:
+				st.asStored = true
 			}
 		case audit.Delivered:
 			out = append(out, b.entry(KindRelease, r, k.at, st))
@@ -425,6 +436,7 @@ func (b *Builder) entry(kind Kind, r audit.Record, at Cursor, st *state) Entry {
 		e.Reason = r.Reason
 		return e
 	}
+	e.ResentAsStored = st.asStored
 	e.Classes = append([]string(nil), st.classes...)
 	e.Redactions = append([]Redaction(nil), st.redactions...)
 	for _, x := range st.redactions {

@@ -141,6 +141,14 @@ func TestBuilder(t *testing.T) {
 			[]audit.Record{{Time: at(1).Add(-time.Second / 2), MessageID: msg1, Event: audit.Delivered, Route: "adt", Destination: "ehr", Outcome: "delivered", Status: "201"}}),
 			[]disclosure.Entry{{Kind: disclosure.KindRelease, Time: at(1).Add(-time.Second / 2), MessageID: msg1, Source: src, Recipient: ehr, Route: "adt",
 				Purpose: "direct-care", LegalBasis: "direct-care", Classes: []string{"Patient"}, Decision: "permit", Rule: "r"}}},
+		{"resent as stored by an operator", alice, concat(
+			flow(msg1, alice, "adt", "ehr", "direct-care", "direct-care", "permit", "r", []string{"Patient"})[:4],
+			[]audit.Record{
+				{Time: at(10), MessageID: msg1, Event: audit.Replayed, Route: "adt", Destination: "ehr", Outcome: audit.OutcomeResentAsStored},
+				{Time: at(11), MessageID: msg1, Event: audit.Delivered, Route: "adt", Destination: "ehr", Outcome: "delivered", Status: "201"},
+			}),
+			[]disclosure.Entry{{Kind: disclosure.KindRelease, Time: at(11), MessageID: msg1, Source: src, Recipient: ehr, Route: "adt",
+				Purpose: "direct-care", LegalBasis: "direct-care", Classes: []string{"Patient"}, Decision: "permit", Rule: "r", ResentAsStored: true}}},
 		{"queued, not delivered", alice, flow(msg1, alice, "adt", "ehr", "direct-care", "direct-care", "permit", "r", []string{"Patient"})[:4], nil},
 	}
 	for _, tc := range tests {

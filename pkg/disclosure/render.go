@@ -60,7 +60,7 @@ func Write(w io.Writer, rep *Report, format string) error {
 func writeCSV(w io.Writer, rep *Report) error {
 	cw := csv.NewWriter(w)
 	header := []string{"kind", "time", "message_id", "source", "source_ods", "recipient", "recipient_ods", "route",
-		"purpose", "legal_basis", "classes", "decision", "rule", "reason", "redacted", "redactions", "opt_out_gate", "withheld_exemption"}
+		"purpose", "legal_basis", "classes", "decision", "rule", "reason", "redacted", "redactions", "opt_out_gate", "withheld_exemption", "resent_as_stored"}
 	if err := cw.Write(header); err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func writeCSV(w io.Writer, rep *Report) error {
 		}
 		row := []string{string(e.Kind), e.Time.UTC().Format(time.RFC3339Nano), e.MessageID, e.Source.Name, e.Source.ODS,
 			e.Recipient.Name, e.Recipient.ODS, e.Route, e.Purpose, e.LegalBasis, strings.Join(e.Classes, ";"), e.Decision,
-			e.Rule, e.Reason, strconv.Itoa(e.Redacted), redactionText(e.Redactions), strconv.FormatBool(e.OptOutGate), withheld}
+			e.Rule, e.Reason, strconv.Itoa(e.Redacted), redactionText(e.Redactions), strconv.FormatBool(e.OptOutGate), withheld, strconv.FormatBool(e.ResentAsStored)}
 		for i, c := range row {
 			row[i] = cell(c)
 		}
@@ -115,7 +115,7 @@ const pageHTML = `<!DOCTYPE html>
 <tbody>
 {{range .Entries}}<tr{{if .Withheld}} class="withheld"{{end}}>
 <td>{{when .Time}}</td>
-<td>{{if eq .Kind "refused"}}Refused: {{.Reason}}{{else}}Sent{{end}}{{if .Withheld}}<br>Withheld from the patient ({{.Withheld.Exemption}}): {{.Withheld.Reason}}{{end}}</td>
+<td>{{if eq .Kind "refused"}}Refused: {{.Reason}}{{else}}Sent{{if .ResentAsStored}} (resent by an operator as stored: consent was not decided again){{end}}{{end}}{{if .Withheld}}<br>Withheld from the patient ({{.Withheld.Exemption}}): {{.Withheld.Reason}}{{end}}</td>
 <td>{{.Recipient.Name}}{{if .Recipient.ODS}} ({{.Recipient.ODS}}){{end}}</td>
 <td>{{.Source.Name}}{{if .Source.ODS}} ({{.Source.ODS}}){{end}}</td>
 <td>{{.Route}}</td>

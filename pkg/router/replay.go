@@ -251,7 +251,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		}
 		part, _ := strconv.Atoi(it.h.Get(envelope.HeaderPartition))
 		replayName := gen
-		reason := "dead letter replayed from stage " + it.d.Stage
+		outcome, reason := "replayed", "dead letter replayed from stage "+it.d.Stage
 		rerouted := false // a delivery dead letter routed again from its input
 		skip := func(why string) { res.Skipped = append(res.Skipped, Skipped{DeadLetter: it.d, Why: why}) }
 		switch it.d.Stage {
@@ -295,6 +295,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 				// The operator's choice stands for the decision: a
 				// check before sending asks only about changes after it.
 				setDecided(nm.Header, time.Now(), "", decidedOptOut(nm.Header))
+				outcome = audit.OutcomeResentAsStored
 				reason = "dead letter resent as stored (its input is gone, so consent was not decided again)"
 			case errors.As(err, &ns):
 				skip(ns.why + "; its consent cannot be decided again, so it is not resent (replay it as stored to send it anyway)")
@@ -335,7 +336,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		}
 		// One replayed record per dead letter, whichever replay writes it
 		// (one that queued it may have stopped before recording it).
-		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: "replayed", Reason: reason}
+		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: outcome, Reason: reason}
 		// A delivery-stage dead letter keeps the patient hash its payload
 		// was queued with, and so does the replayed payload (every header
 		// but the dead letter's own is copied above).

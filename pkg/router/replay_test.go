@@ -93,7 +93,7 @@ func TestReplayAsStored(t *testing.T) {
 	}
 	found := false
 	for _, rec := range trail {
-		if rec.Event == audit.Replayed && strings.Contains(rec.Reason, "consent was not decided again") {
+		if rec.Event == audit.Replayed && rec.Outcome == audit.OutcomeResentAsStored && strings.Contains(rec.Reason, "consent was not decided again") {
 			found = true
 		}
 	}

@@ -118,6 +118,13 @@ type Record struct {
 	// legal basis, on its consent records, for disclosure reports.
 	Purpose    string `json:"purpose,omitempty"`
 	LegalBasis string `json:"legal_basis,omitempty"`
+	// RecipientODS and SourceODS are the ODS codes of the destination's
+	// and the input's organisations as configured when consent decided
+	// (consent.destinations, consent.sources), on consent records, so a
+	// disclosure report names the organisations as they were, whatever
+	// the configuration says since.
+	RecipientODS string `json:"recipient_ods,omitempty"`
+	SourceODS    string `json:"source_ods,omitempty"`
 	// Classes are the data classes queued for a destination: the sorted
 	// distinct FHIR resource types of the payload, or the HL7 v2 message
 	// type of a raw payload, on the Queued record.

@@ -429,6 +429,14 @@ func (b *Builder) entry(kind Kind, r audit.Record, at Cursor, st *state) Entry {
 	}
 	if d := st.decision; d != nil {
 		e.Purpose, e.LegalBasis, e.Decision, e.Rule = d.Purpose, d.LegalBasis, d.Outcome, d.Rule
+		// The organisations as they were when consent decided, where the
+		// record says (records written before it did not).
+		if d.RecipientODS != "" {
+			e.Recipient.ODS = d.RecipientODS
+		}
+		if d.SourceODS != "" {
+			e.Source.ODS = d.SourceODS
+		}
 		e.OptOutGate = strings.HasPrefix(d.Rule, "gate:opt-out") ||
 			consent.OptOutApplies(consent.Purpose(d.Purpose), consent.LegalBasis(d.LegalBasis))
 	}

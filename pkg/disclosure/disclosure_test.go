@@ -149,6 +149,13 @@ func TestBuilder(t *testing.T) {
 			}),
 			[]disclosure.Entry{{Kind: disclosure.KindRelease, Time: at(11), MessageID: msg1, Source: src, Recipient: ehr, Route: "adt",
 				Purpose: "direct-care", LegalBasis: "direct-care", Classes: []string{"Patient"}, Decision: "permit", Rule: "r", ResentAsStored: true}}},
+		{"organisations as they were when consent decided", alice, func() []audit.Record {
+			recs := flow(msg1, alice, "adt", "ehr", "direct-care", "direct-care", "permit", "r", []string{"Patient"})
+			recs[2].RecipientODS, recs[2].SourceODS = "RX9", "RX8"
+			return recs
+		}(),
+			[]disclosure.Entry{{Kind: disclosure.KindRelease, Time: at(3), MessageID: msg1, Source: disclosure.Org{Name: "pas", ODS: "RX8"}, Recipient: disclosure.Org{Name: "ehr", ODS: "RX9"}, Route: "adt",
+				Purpose: "direct-care", LegalBasis: "direct-care", Classes: []string{"Patient"}, Decision: "permit", Rule: "r"}}},
 		{"queued, not delivered", alice, flow(msg1, alice, "adt", "ehr", "direct-care", "direct-care", "permit", "r", []string{"Patient"})[:4], nil},
 	}
 	for _, tc := range tests {

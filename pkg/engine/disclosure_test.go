@@ -654,6 +654,14 @@ func TestDisclosureReportOtherNumber(t *testing.T) {
 				if files := waitFiles(t, filepath.Join(dir, "out", "registry"), 0); len(files) != 0 {
 					t.Errorf("the research registry got %d files, want none", len(files))
 				}
+				// Consent records name the organisations as configured.
+				for _, trail := range trails(t, e) {
+					for _, r := range trail {
+						if r.Event == audit.Consent && r.Destination == "ehr" && (r.RecipientODS != "RX1" || r.SourceODS != "RX1") {
+							t.Errorf("consent record for ehr names recipient %q and source %q, want RX1 and RX1", r.RecipientODS, r.SourceODS)
+						}
+					}
+				}
 				if tc.notReported != "" {
 					if got := reportLines(t, base, tc.notReported); len(got) != 0 {
 						t.Errorf("the report of %s, whose number the hospital number reads as, lists %q", tc.notReported, got)

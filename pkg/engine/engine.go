@@ -28,6 +28,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/consent"
+	"github.com/junction-fhir/junction/pkg/disclosure"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/pds"
@@ -356,7 +357,8 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		if err := out.Start(ctx); err != nil {
 			return fmt.Errorf("starting destination %s: %w", name, err)
 		}
-		e.dests[name] = &router.Destination{Name: name, Type: pd.Spec.Type, Out: out, Retry: pd.Spec.Retry, Internal: e.plan.InternalDestination(name)}
+		e.dests[name] = &router.Destination{Name: name, Type: pd.Spec.Type, Out: out, Retry: pd.Spec.Retry, Internal: e.plan.InternalDestination(name),
+			ODS: cfg.Consent.Destinations[name].ODS}
 	}
 	translators := e.plan.Translators()
 	for _, name := range sortedKeys(translators) {
@@ -385,7 +387,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		Pipeline: cfg.PipelineMode(), DedupeWindow: cfg.NATS.DedupeWindow, DeliveryConcurrency: cfg.Router.DeliveryConcurrency,
 		SpanBatches: cfg.Router.SpanBatches,
 		PatientHash: e.patientHash, Patients: e.patients, OptedOut: e.optedOut(),
-		PatientIndexed: patientIndexed,
+		PatientIndexed: patientIndexed, SourceODS: disclosure.DirectoryFrom(cfg.Consent).Sources,
 		ConsentChanges: consentChanges, RecheckAfter: cfg.Consent.RecheckAfter,
 		Backlog: backlog,
 	})

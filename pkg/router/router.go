@@ -90,6 +90,10 @@ type Destination struct {
 	// nothing, so no consent is asked for it, at routing or before
 	// sending.
 	Internal bool
+	// ODS is the ODS code of the organisation the destination delivers
+	// to, if configured, put on consent records
+	// (audit.Record.RecipientODS).
+	ODS string
 }
 
 // Options configure a Router.
@@ -145,6 +149,10 @@ type Options struct {
 	// on the message path, so it must not block: the PDS enricher queues
 	// the patient for a background lookup there. Nil does nothing.
 	PatientIndexed func(rec *patient.Record)
+	// SourceODS gives, by input name, the ODS code of the organisation
+	// the input's data comes from, put on consent records
+	// (audit.Record.SourceODS).
+	SourceODS map[string]string
 	// ConsentChanges returns when the writes consent decisions about the
 	// patients with keyed hashes hashes rest on were last made
 	// (consent.Store.LastChanges). Before each attempt at a payload whose

@@ -279,8 +279,17 @@ func (w *routeWorker) evaluate(ctx context.Context, env *envelope.Envelope, h na
 	// A decision about several patients is each one's.
 	others := ev.others(res.Patients)
 	for i := range res.Records {
-		ev.stamp(&res.Records[i])
-		res.Records[i].Patients = others
+		rec := &res.Records[i]
+		ev.stamp(rec)
+		rec.Patients = others
+		if rec.Event == audit.Consent {
+			// The organisations as they are now, for the disclosure
+			// report, whatever the configuration says later.
+			if d := r.o.Destinations[rec.Destination]; d != nil {
+				rec.RecipientODS = d.ODS
+			}
+			rec.SourceODS = r.o.SourceODS[env.Source]
+		}
 	}
 	ev.recs = append(ev.recs, res.Records...)
 	switch {

@@ -164,6 +164,11 @@ const (
 	// JSON as U+FFFD. The feed probably sends another character set and
 	// should declare it.
 	DQTextInvalidUTF8 = "text_invalid_utf8"
+	// DQTextLooksUTF8: the message declares 8859/1 in MSH-18 but its text
+	// reads as UTF-8 (hl7v2.Message.LooksUTF8), so names and addresses
+	// with letters beyond ASCII reach FHIR garbled ("ZOÃ‹" for ZOË). The
+	// feed probably sends UTF-8 and should declare UNICODE UTF-8.
+	DQTextLooksUTF8 = "text_looks_utf8"
 	// DQTextControlChars: the message holds control characters (a NUL in
 	// a name, say), which FHIR strings may not; they reach the FHIR JSON
 	// as U+FFFD.
@@ -572,6 +577,9 @@ func newBuilder(t *Translator, env *envelope.Envelope, m *hl7v2.Message, event s
 	b.counts, b.urls, b.practitioners = b.countsBuf[:0], b.urlsBuf[:0], b.practitionersBuf[:0]
 	if m.InvalidUTF8() {
 		b.flag(DQTextInvalidUTF8)
+	}
+	if m.LooksUTF8() {
+		b.flag(DQTextLooksUTF8)
 	}
 	if m.ControlChars() {
 		b.flag(DQTextControlChars)

@@ -813,6 +813,10 @@ func TestCharset(t *testing.T) {
 		// the invisible C1 control U+0092.
 		{"latin1 Windows-1252 apostrophe", "8859/1", "O\x92BRIEN^ALEX", "O\u2019BRIEN", "ALEX", nil},
 		{"utf8 declared", "UNICODE UTF-8", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
+		// UTF-8 sent under 8859/1 is read as Latin-1, garbled: flagged.
+		{"utf8 declared latin1", "8859/1", "ZO\u00cb^ALEX", "ZO\u00c3\u2039", "ALEX", []string{DQTextLooksUTF8}},
+		// Latin-1 letters side by side are not UTF-8.
+		{"latin1 letters side by side", "8859/1", "B\xc9\xc9^ALEX", "B\u00c9\u00c9", "ALEX", nil},
 		{"undeclared utf8", "", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
 		{"undeclared latin1 bytes", "", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
 		{"utf8 declared latin1 bytes", "UNICODE UTF-8", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},

@@ -181,6 +181,36 @@ func (m *Message) InvalidUTF8() bool {
 	return m.anyHexEscaped(func(s string) bool { return !utf8.ValidString(s) })
 }
 
+// LooksUTF8 reports whether a message that declares 8859/1 holds text
+// that reads as UTF-8 instead: a line with bytes above 0x7F that are all
+// well-formed UTF-8 sequences ("ZO\xC3\x8B", ZOË in UTF-8, which 8859/1
+// makes "ZOÃ‹"). In Latin-1 text a letter above 0x7F is seldom followed
+// by one from 0x80 to 0xBF, as each byte after a UTF-8 lead byte must be,
+// so such a message is most likely UTF-8 labelled wrongly, and its text
+// reaches FHIR garbled: translators report it as a data-quality issue.
+// It is false for every other character set.
+func (m *Message) LooksUTF8() bool {
+	if m.cs != CharsetLatin1 {
+		return false
+	}
+	for i := range m.segs {
+		if line := m.segs[i].line; !isASCII(line) && utf8.ValidString(line) {
+			return true
+		}
+	}
+	return false
+}
+
+// isASCII reports whether s holds no byte above 0x7F.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
 // anyHexEscaped reports whether bad holds for the unescaped text of any
 // value of the message holding a \Xhh\ escape sequence. A value is the
 // text between two delimiters of any kind, which is as far as an escape

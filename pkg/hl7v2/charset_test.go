@@ -195,6 +195,34 @@ func TestInvalidUTF8(t *testing.T) {
 	}
 }
 
+// TestLooksUTF8 checks that a message declaring 8859/1 whose text reads
+// as UTF-8 is told apart from Latin-1 text, and that no other character
+// set is.
+func TestLooksUTF8(t *testing.T) {
+	const latin1 = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\r"
+	tests := []struct {
+		name string
+		raw  string
+		want bool
+	}{
+		{"utf8 letter", latin1 + "PID|1||X||ZO\u00cb^SI\u00c2N", true},
+		{"utf8 curly apostrophe", latin1 + "PID|1||X||O\u2019BRIEN", true},
+		{"latin1 letters", latin1 + "PID|1||X||ZO\xcb^SI\xc2N", false},
+		{"latin1 letters side by side", latin1 + "PID|1||X||B\xc9\xc9", false},
+		{"latin1 Windows-1252 apostrophe", latin1 + "PID|1||X||O\x92BRIEN", false},
+		{"ascii", latin1 + "PID|1||X||SMITH", false},
+		{"utf8 declared", "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||UNICODE UTF-8\rPID|1||X||ZO\u00cb", false},
+		{"nothing declared", "MSH|^~\\&|A\rPID|1||X||ZO\u00cb", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mustParse(t, []byte(tt.raw)).LooksUTF8(); got != tt.want {
+				t.Errorf("LooksUTF8 = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestCharsetDecodeValidUTF8(t *testing.T) {
 	var all []byte
 	for c := 0; c < 256; c++ {

@@ -109,7 +109,8 @@ type Record struct {
 	// finds the record as it finds it for Patient.
 	Patients []string `json:"patients,omitempty"`
 	// Principal is the configured name of the caller (never a secret), on
-	// access records.
+	// access records, and on replayed records the caller who asked for
+	// the replay.
 	Principal string `json:"principal,omitempty"`
 	// Endpoint is the method and path pattern called (such as
 	// "GET /api/messages/{id}"), on access records.

@@ -167,6 +167,13 @@ const bulkRetryAfter = "5"
 // can never hold every slot and keep operators and auditors out.
 const maxPatientServiceBulkReads = 1
 
+// principalName is the configured name of the caller of ctx, "" when the
+// request carries none.
+func principalName(ctx context.Context) string {
+	p, _ := access.PrincipalFrom(ctx)
+	return p.Name
+}
+
 // errBulkBusy is acquireBulk's answer while maxBulkReads reads run.
 var errBulkBusy = errors.New("other reads of the whole store are running; try again in a few seconds")
 
@@ -823,7 +830,7 @@ func (e *Engine) handleReplay(w http.ResponseWriter, r *http.Request) {
 	for name := range e.dests {
 		dests[name] = true
 	}
-	res, err := router.Replay(ctx, e.store.JS, e.audit, f, router.ReplayOptions{OnlyDests: req.Destinations, Routes: routes, Dests: dests, AsStored: req.AsStored, Again: req.Again})
+	res, err := router.Replay(ctx, e.store.JS, e.audit, f, router.ReplayOptions{OnlyDests: req.Destinations, Routes: routes, Dests: dests, AsStored: req.AsStored, Again: req.Again, Principal: principalName(r.Context())})
 	withoutDetails(res)
 	// The answer is written under the listener's write timeout again: a
 	// caller that stops reading it holds nothing for ever.

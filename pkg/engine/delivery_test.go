@@ -320,6 +320,13 @@ func testPermanentFailureDeadLetteredAndReplayed(t *testing.T, pipe string) {
 			t.Errorf("trail lacks %s: %v", ev, events)
 		}
 	}
+	// The replayed record names who asked for the replay (here the
+	// machine's own tokenless caller).
+	for _, r := range view.Trail {
+		if r.Event == audit.Replayed && r.Principal != engine.LocalPrincipal {
+			t.Errorf("replayed record's principal %q, want %q", r.Principal, engine.LocalPrincipal)
+		}
+	}
 	// Every record of the message that concerns the patient carries the
 	// translation's patient hash: the delivery stage's failure and dead
 	// letter, the replay and the replayed delivery too.

@@ -183,6 +183,10 @@ type ReplayOptions struct {
 	// Without it such an id is left, with why, so that a replay command
 	// repeated from a shell's history does not quietly send twice.
 	Again bool
+	// Principal is the configured name of the caller who asked (never a
+	// secret), written on each replayed record, so that a resend, above
+	// all one as stored, names who made it in the message's own trail.
+	Principal string
 }
 
 // Replay resends dead letters matching f: route-stage ones are routed
@@ -336,7 +340,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		}
 		// One replayed record per dead letter, whichever replay writes it
 		// (one that queued it may have stopped before recording it).
-		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: outcome, Reason: reason}
+		rec := audit.Record{Time: time.Now().UTC(), MessageID: it.d.MessageID, Event: audit.Replayed, Route: it.d.Route, Destination: it.d.Destination, Outcome: outcome, Reason: reason, Principal: opts.Principal}
 		// A delivery-stage dead letter keeps the patient hash its payload
 		// was queued with, and so does the replayed payload (every header
 		// but the dead letter's own is copied above).
@@ -380,7 +384,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 				continue
 			}
 		}
-		if err := reroute(ctx, js, aw, id, gen, onlyDests); err != nil {
+		if err := reroute(ctx, js, aw, id, gen, onlyDests, opts.Principal); err != nil {
 			var ns *notStoredError
 			if errors.As(err, &ns) {
 				res.Skipped = append(res.Skipped, Skipped{DeadLetter: DeadLetter{MessageID: id, Stage: "ingress"}, Why: ns.why})
@@ -488,7 +492,7 @@ func deliveredTo(ctx context.Context, js jetstream.JetStream, id string) ([]stri
 }
 
 // reroute republishes a stored message's raw input for every route.
-func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, gen string, onlyDests []string) error {
+func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, gen string, onlyDests []string, principal string) error {
 	nm, patient, err := storedInput(ctx, js, id, gen)
 	if err != nil {
 		return err
@@ -504,5 +508,5 @@ func reroute(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, id, 
 	// records did; routing it again writes the hash on its new records.
 	done, cancel := afterSend(ctx)
 	defer cancel()
-	return aw.Write(done, id, "", audit.Record{Time: time.Now().UTC(), MessageID: id, Event: audit.Replayed, Outcome: "rerouted", Reason: "stored input routed again", Patient: patient})
+	return aw.Write(done, id, "", audit.Record{Time: time.Now().UTC(), MessageID: id, Event: audit.Replayed, Outcome: "rerouted", Reason: "stored input routed again", Patient: patient, Principal: principal})
 }

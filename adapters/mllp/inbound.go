@@ -699,8 +699,16 @@ func missingField(m *hl7v2.Message, typ string) int {
 	return 0
 }
 
+// ack builds the answer to m: code, and an ERR segment for each of errs,
+// the first of whose texts is MSA-3 too for versions before 2.7.
 func (in *Inbound) ack(m *hl7v2.Message, code hl7v2.AckCode, errs ...hl7v2.AckError) []byte {
-	return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: code, Errors: errs, App: in.cfg.App, Facility: in.cfg.Facility})
+	opts := hl7v2.AckOptions{Code: code, Errors: errs, App: in.cfg.App, Facility: in.cfg.Facility}
+	if len(errs) > 0 && !m.VersionAtLeast(7) {
+		// MSA-3, the text message, is where senders before v2.4 (and
+		// many since) look for why; v2.7 withdrew it for ERR alone.
+		opts.Text = errs[0].Text
+	}
+	return hl7v2.BuildAck(m, opts)
 }
 
 // unparseable quarantines input that does not parse and builds its

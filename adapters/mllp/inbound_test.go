@@ -305,6 +305,32 @@ func TestInboundRelay(t *testing.T) {
 	}
 }
 
+// TestInboundRejectTextInMSA3 checks that a reject's text is in MSA-3,
+// where senders before v2.4 (and many since) look for it, as well as in
+// ERR, for every version before 2.7, which withdrew MSA-3.
+func TestInboundRejectTextInMSA3(t *testing.T) {
+	tests := []struct {
+		version string
+		msa3    bool
+	}{{"2.3", true}, {"2.4", true}, {"2.5.1", true}, {"2.6", true}, {"2.7", false}, {"2.8.2", false}}
+	for _, tt := range tests {
+		t.Run(tt.version, func(t *testing.T) {
+			f := startInbound(t, nil)
+			f.in.AcceptOnly([]string{"ADT^A01"})
+			payload := strings.Replace(strings.Replace(msg("V1", ""), "ADT^A01^ADT_A01", "ORM^O01", 1), "|P|2.4", "|P|"+tt.version, 1)
+			_, _, _, reply := send(t, dial(t, f.addr), payload)
+			ack, err := hl7v2.Parse(reply)
+			if err != nil {
+				t.Fatalf("reply %q: %v", reply, err)
+			}
+			msa3 := ack.Segment("MSA").Component(3, 1, 1, 1)
+			if got := msa3 != ""; got != tt.msa3 || tt.msa3 && !strings.Contains(msa3, "unsupported message type") {
+				t.Errorf("MSA-3 %q, want the reject's text: %v", msa3, tt.msa3)
+			}
+		})
+	}
+}
+
 // TestInboundNeverAnswersAnAck checks that an acknowledgement sent to a
 // listener (a misdirected answer, or a peer acknowledging what it
 // receives) is not answered, so two peers cannot trade rejections without

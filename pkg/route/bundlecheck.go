@@ -10,7 +10,8 @@ import (
 
 // bundleProblem says what keeps b, the result of a replace step, from
 // being a FHIR Bundle a destination can take: a resourceType other than
-// Bundle, an entry whose resource has no resourceType, or what FHIR JSON
+// Bundle, an entry with neither a resource nor a request or response
+// (bdl-5), a resource with no resourceType, or what FHIR JSON
 // forbids (null but as an array's item, an empty string, object or
 // array, a string holding a control character). It returns "" for a
 // Bundle without them. The answer names the element by its path and
@@ -26,6 +27,11 @@ func bundleProblem(b map[string]any) string {
 		for i, e := range entries {
 			em, _ := e.(map[string]any)
 			res, ok := em["resource"].(map[string]any)
+			if _, has := em["resource"]; !has && (em["request"] != nil || em["response"] != nil) {
+				// A transaction's DELETE or a batch's GET carries a
+				// request alone (bdl-5).
+				continue
+			}
 			if !ok {
 				return fmt.Sprintf("entry[%d].resource: missing or not an object", i)
 			}

@@ -26,6 +26,7 @@ func TestBundleProblem(t *testing.T) {
 		{"no resourceType", map[string]any{"type": "collection"}, "resourceType: missing"},
 		{"a resource, not a Bundle", map[string]any{"resourceType": "Patient", "id": "p1"}, `resourceType: not "Bundle"`},
 		{"an entry without a resource", map[string]any{"resourceType": "Bundle", "entry": []any{map[string]any{"fullUrl": "urn:uuid:1"}}}, "entry[0].resource: missing"},
+		{"a transaction's DELETE, a request alone", map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": []any{map[string]any{"request": map[string]any{"method": "DELETE", "url": "Encounter/e1"}}}}, ""},
 		{"a resource without a type", map[string]any{"resourceType": "Bundle", "entry": []any{map[string]any{"resource": map[string]any{"id": "p1"}}}}, "entry[0].resource.resourceType: missing"},
 		{"an empty string", patient(map[string]any{"identifier": []any{map[string]any{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": ""}}}), "entry[0].resource.identifier[0].value: an empty string"},
 		{"an empty array", patient(map[string]any{"identifier": []any{}}), "entry[0].resource.identifier: an empty array"},

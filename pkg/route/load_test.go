@@ -408,20 +408,52 @@ func TestLoadUnknownEvents(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			src := "name: r\nsource:\n  adapter: " + tt.source + "\n  events: " + tt.events + "\n" +
-				"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
-				"destinations:\n  - name: fhir-store\n"
-			path := filepath.Join(t.TempDir(), "r.yaml")
-			if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			_, err := Load(path, testEnv(t), eventCatalog{testCatalog})
+			path, err := loadEventsRoute(t, tt.source, tt.events, "")
 			wantLoadErrors(t, err, path, tt.want)
 			if tt.unwanted != "" && err != nil && strings.Contains(err.Error(), tt.unwanted) {
 				t.Errorf("error holds %q:\n%v", tt.unwanted, err)
 			}
 		})
 	}
+}
+
+// TestLoadEventLiterals checks which comparisons of msg.event and
+// msg.type with a literal are refused for never holding: one an HL7 v2
+// route's events leave out is, while a FHIR route naming message types
+// (Bundle, Patient) takes any event of them, such as a Bundle's type.
+func TestLoadEventLiterals(t *testing.T) {
+	tests := []struct {
+		name, source, events, match string
+		want                        []string
+	}{
+		{"an event the route takes", "pas", "[ADT^A01, A03]", `msg.event in ["A01", "A03"] && msg.type != ""`, nil},
+		{"an event the route leaves out", "pas", "[ADT^A01]", `msg.event == "A02"`, []string{`:5:22: match: msg.event is never "A02" here`}},
+		{"a posted Bundle's type", "fhir", "[Bundle, Patient]", `msg.event == "transaction" || msg.event == "Patient"`, nil},
+		{"a FHIR route's type", "fhir", "[Bundle]", `msg.type == "Bundle"`, nil},
+		{"a FHIR type the route leaves out", "fhir", "[Bundle]", `msg.type == "Patient"`, []string{`:5:21: match: msg.type is never "Patient" here`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path, err := loadEventsRoute(t, tt.source, tt.events, "match: '"+tt.match+"'\n")
+			wantLoadErrors(t, err, path, tt.want)
+		})
+	}
+}
+
+// loadEventsRoute writes and loads, with eventCatalog, a route of
+// source taking events, with the lines extra after them, and returns its
+// path and the load error.
+func loadEventsRoute(t *testing.T, source, events, extra string) (string, error) {
+	t.Helper()
+	src := "name: r\nsource:\n  adapter: " + source + "\n  events: " + events + "\n" + extra +
+		"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
+		"destinations:\n  - name: fhir-store\n"
+	path := filepath.Join(t.TempDir(), "r.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path, testEnv(t), eventCatalog{testCatalog})
+	return path, err
 }
 
 // wantLoadErrors checks that err, from loading the route file at path,

@@ -765,7 +765,10 @@ func destinationNames(ds []DestinationSpec) string {
 }
 
 // takesLiteral reports whether msg.key (event or type) can be value for
-// a message the route takes: always, for a route that names no events.
+// a message the route takes: always, for a route that names no events,
+// and msg.event always for one naming a message type alone (a FHIR
+// input's Bundle or Patient, whose event is the Bundle's type or the
+// resource's).
 func (r *Route) takesLiteral(key, value string) bool {
 	if r.events == nil {
 		return true
@@ -774,11 +777,18 @@ func (r *Route) takesLiteral(key, value string) bool {
 		return r.Takes(value, "")
 	}
 	for e := range r.events {
-		if _, ev, typed := strings.Cut(e, "^"); e == value || typed && (ev == value || ev == "*") {
+		_, ev, typed := strings.Cut(e, "^")
+		if e == value || typed && (ev == value || ev == "*") || !typed && !isEventCode(e) {
 			return true
 		}
 	}
 	return false
+}
+
+// isEventCode reports whether e has the form of an HL7 v2 trigger event
+// code (A01, R01): an upper-case letter and two digits.
+func isEventCode(e string) bool {
+	return len(e) == 3 && e[0] >= 'A' && e[0] <= 'Z' && e[1] >= '0' && e[1] <= '9' && e[2] >= '0' && e[2] <= '9'
 }
 
 // eventTypeOf returns the "TYPE^EVENT" in events that already takes the

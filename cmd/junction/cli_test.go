@@ -1531,20 +1531,26 @@ func TestAdminCommandTrustsTheEngineCertificate(t *testing.T) {
 	tests := []struct {
 		name     string
 		presents string // the certificate the listener serves
+		certRef  string // the config's http.tls.cert; "" for the Service's
 		extra    []string
 		code     int
 		errOut   string
 	}{
-		{"the configured certificate, naming only the Service", "service", nil, 0, ""},
-		{"another certificate, not trusted", "server", nil, 1, "not the certificate the engine's config names"},
-		{"another certificate, its CA trusted by --tls-ca", "server", []string{"--tls-ca", pki["ca"]}, 0, ""},
+		{"the configured certificate, naming only the Service", "service", "", nil, 0, ""},
+		{"another certificate, not trusted", "server", "", nil, 1, "not the certificate the engine's config names"},
+		{"another certificate, its CA trusted by --tls-ca", "server", "", []string{"--tls-ca", pki["ca"]}, 0, ""},
+		{"a configured certificate this command cannot read, the CA trusted by --tls-ca", "server", "env:JUNCTION_CLI_TEST_UNSET_CERT", []string{"--tls-ca", pki["ca"]}, 0, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := serve(t, tc.presents)
 			cfg := filepath.Join(t.TempDir(), "junction.yaml")
-			cliWrite(t, cfg, fmt.Sprintf("http:\n  listen: %s\n  tls:\n    cert: file:%s\n    key: file:%s\n",
-				strings.TrimPrefix(ts.URL, "https://"), pki["service.crt"], pki["service.key"]))
+			certRef := tc.certRef
+			if certRef == "" {
+				certRef = "file:" + pki["service.crt"]
+			}
+			cliWrite(t, cfg, fmt.Sprintf("http:\n  listen: %s\n  tls:\n    cert: %s\n    key: file:%s\n",
+				strings.TrimPrefix(ts.URL, "https://"), certRef, pki["service.key"]))
 			args := append([]string{"audit", "trail", "-c", cfg, "--token", "env:JUNCTION_CLI_TEST_TOKEN"}, tc.extra...)
 			code, out, errOut := cliRun(t, append(args, "01TESTID")...)
 			if code != tc.code || tc.code == 0 && !strings.Contains(out, "message 01TESTID") || !strings.Contains(errOut, tc.errOut) {

@@ -52,7 +52,9 @@ func httpsTransport(caFile, certFile, keyFile string) (http.RoundTripper, error)
 // the loopback address (cert-manager's name the Service), so a server
 // presenting exactly that certificate is trusted; any other must verify
 // as usual for the host dialled, against the CA in caFile or the system's
-// roots.
+// roots. A certificate this command cannot read (an env: reference set
+// only in the engine's environment, a file it may not open) leaves the
+// usual verification alone, as without the config.
 func engineTransport(api, certRef, caFile string) (http.RoundTripper, error) {
 	u, err := url.Parse(api)
 	if err != nil {
@@ -60,7 +62,7 @@ func engineTransport(api, certRef, caFile string) (http.RoundTripper, error) {
 	}
 	certPEM, err := config.Secrets{}.Resolve(certRef)
 	if err != nil {
-		return nil, fmt.Errorf("the engine's certificate (http.tls.cert): %w", err)
+		return httpsTransport(caFile, "", "")
 	}
 	block, _ := pem.Decode([]byte(certPEM))
 	if block == nil || block.Type != "CERTIFICATE" {

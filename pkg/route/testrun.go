@@ -404,6 +404,11 @@ func (r *Route) runOneWith(ctx context.Context, tr adapter.Translator, e *envelo
 	if err != nil {
 		return nil, nil, patient, err
 	}
+	// As the router marks it: a ten-digit hospital number is not the NHS
+	// number of whoever has that number.
+	if b, err := jsonmap.Decode(t.Bundle); err == nil {
+		t.PatientKey = LocalKey(t.PatientKey, b)
+	}
 	if derive {
 		patient = nil
 		if !t.Relayed { // the index never applies a relayed message

@@ -16,6 +16,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
@@ -556,5 +557,47 @@ func TestRunTestsRefuseWhatTheInputRefuses(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// localKeyTranslator translates a FHIR input as fakeTranslator does,
+// with the Patient's first identifier's value as the patient key, as
+// the adapters give a local identifier's when there is no NHS number.
+type localKeyTranslator struct{ fakeTranslator }
+
+func (t localKeyTranslator) Translate(env *envelope.Envelope) (*adapter.Translation, error) {
+	tr, err := t.fakeTranslator.Translate(env)
+	if err != nil {
+		return nil, err
+	}
+	b, err := jsonmap.Decode(tr.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	res := b["entry"].([]any)[0].(map[string]any)["resource"].(map[string]any)
+	tr.PatientKey = res["identifier"].([]any)[0].(map[string]any)["value"].(string)
+	return tr, nil
+}
+
+// TestRunTestsLocalKeyThatPassesTheCheckDigit checks that a test decides
+// as the engine does (LocalKey) for a patient named by a
+// hospital number of ten digits that passes the NHS number check: as a
+// patient whose NHS number is unknown, not as the person who has that NHS
+// number, whom an empty opt-out list would let a research route reach.
+func TestRunTestsLocalKeyThatPassesTheCheckDigit(t *testing.T) {
+	const patient = `'{"resourceType": "Patient", "identifier": [{"system": "https://trust.example/Id/mrn", "value": "9990000018"}]}'`
+	path := filepath.Join(t.TempDir(), "route.yaml")
+	src := "name: research-route\nsource:\n  adapter: fhir\nconsent:\n  purpose: research\n  legal_basis: s251\n  default: permit\n" +
+		"destinations:\n  - name: fhir-store\ntests:\n  - name: t\n    input: {inline: " + patient + "}\n    opt_outs: []\n    expect: {denied: [fhir-store]}\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := loadRunTests(t, path)
+	res := r.RunTests(context.Background(), localKeyTranslator{}, testEnv(t), false)
+	if len(res) != 1 {
+		t.Fatalf("%d results, want 1", len(res))
+	}
+	if len(res[0].Failures) > 0 {
+		t.Errorf("failures:\n%s", strings.Join(res[0].Failures, "\n"))
 	}
 }

@@ -2,52 +2,18 @@ package router
 
 import (
 	"context"
-	"slices"
 	"sync"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
-	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/jsonmap"
-	"github.com/junction-fhir/junction/pkg/nhs"
+	"github.com/junction-fhir/junction/pkg/route"
 )
 
 // LocalKeyPrefix marks a translation's patient key that reads as an NHS
-// number but is a local identifier (see localKey).
-const LocalKeyPrefix = "local:"
-
-// localKey returns a translation's patient key key, marked with
-// LocalKeyPrefix when it reads as a valid NHS number that bundle does
-// not name as one: a hospital number of ten digits that happens to pass
-// the check digit. Unmarked, consent would decide for, and the audit
-// trail name, the patient who has that NHS number, another person;
-// marked, the key is a local identifier, decided by the NHS number the
-// patient index knows for it.
-func localKey(key string, bundle map[string]any) string {
-	n := nhs.Normalize(key)
-	if !nhs.ValidNumber(n) || namesNHSNumber(bundle, n) {
-		return key
-	}
-	return LocalKeyPrefix + key
-}
-
-// namesNHSNumber reports whether bundle names NHS number n as one: on a
-// Patient entry's identifier with the UK Core system (looked at first, as
-// it is where a translation's key comes from), or anywhere
-// consent.BundleNHSNumbers finds one.
-func namesNHSNumber(bundle map[string]any, n string) bool {
-	for _, e := range patientEntries(bundle) {
-		ids, _ := entryResource(e)["identifier"].([]any)
-		for _, x := range ids {
-			id, _ := x.(map[string]any)
-			if v, _ := id["value"].(string); id["system"] == nhs.SystemNHSNumber && nhs.Normalize(v) == n {
-				return true
-			}
-		}
-	}
-	return slices.Contains(consent.BundleNHSNumbers(bundle), n)
-}
+// number but is a local identifier (see route.LocalKey).
+const LocalKeyPrefix = route.LocalKeyPrefix
 
 // sharedTranslator lets the routes of one source share each message's
 // translation: their consumers take the same message at about the same
@@ -112,7 +78,7 @@ func (s *sharedTranslator) Fresh(ctx context.Context, env *envelope.Envelope) (*
 	// that is not JSON is left for each route to report.
 	if parsed, err := jsonmap.Decode(tr.Bundle); err == nil {
 		tr.Parsed = parsed
-		tr.PatientKey = localKey(tr.PatientKey, parsed)
+		tr.PatientKey = route.LocalKey(tr.PatientKey, parsed)
 	}
 	tr.BundleHash = audit.Hash(tr.Bundle)
 	var pv patientView

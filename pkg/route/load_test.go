@@ -440,6 +440,25 @@ func TestLoadEventLiterals(t *testing.T) {
 	}
 }
 
+// TestServeLetsEventLiteralsPass checks that what lint refuses of a
+// comparison with an event the route does not take, or a destination it
+// has not, does not stop serve's load: an extra entry of an in list is
+// harmless, and an engine upgraded should not refuse to start over it.
+func TestServeLetsEventLiteralsPass(t *testing.T) {
+	src := "name: r\nsource:\n  adapter: pas\n  events: [ADT^A01, ADT^A03]\nmatch: 'msg.event in [\"A01\", \"A02\", \"A03\"]'\n" +
+		"consent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n" +
+		"destinations:\n  - name: fhir-store\n    when: 'destination.name != \"archive\"'\n"
+	path := filepath.Join(t.TempDir(), "r.yaml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path, testEnv(t), eventCatalog{testCatalog})
+	wantLoadErrors(t, err, path, []string{`:5:30: match: msg.event is never "A02" here`, `:12:32: destinations[0].when: destination.name is never "archive"`})
+	if _, err := LoadAll([]string{path}, testEnv(t), eventCatalog{testCatalog}, LoadOptions{}); err != nil {
+		t.Errorf("serve's load refused the route: %v", err)
+	}
+}
+
 // loadEventsRoute writes and loads, with eventCatalog, a route of
 // source taking events, with the lines extra after them, and returns its
 // path and the load error.

@@ -577,7 +577,12 @@ func compile(path string, f *File, env *rules.Env, cat Catalog, strict bool) (*R
 		}
 		// A comparison with an event the route does not take is never
 		// true: a when that sends nothing, or a match that filters all.
+		// Lint refuses it; serve lets it pass, so that a harmless extra
+		// entry of an in list does not stop an engine from starting.
 		for _, l := range p.KeyLiterals() {
+			if !strict {
+				break
+			}
 			switch {
 			case l.Key == "destination.name":
 				if !slices.ContainsFunc(f.Destinations, func(d DestinationSpec) bool { return d.Name.Value == l.Value }) {

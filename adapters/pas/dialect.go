@@ -46,6 +46,13 @@ type Dialect struct {
 	// assigning authority (CX-4.1) or its identifier type code (CX-5).
 	// Compared without regard to case.
 	NHSNumberAuthorities []string `yaml:"nhs_number_authorities"`
+	// ExternalIDIsNHSNumber takes a patient identifier with no assigning
+	// authority in PID-2 (patient ID, external) as an NHS number, as
+	// older (v2.3) feeds send it there bare; so too MRG-4, its prior
+	// value in a merge. It is checked as any NHS number is. Off (the
+	// default), such an identifier is a local one: a ten-digit hospital
+	// number may pass the NHS number check by chance.
+	ExternalIDIsNHSNumber bool `yaml:"external_id_is_nhs_number"`
 	// LocalIdentifierSystem is the identifier system given to every other
 	// patient identifier (hospital number, MRN).
 	LocalIdentifierSystem string `yaml:"local_identifier_system"`

@@ -355,7 +355,7 @@ func PatientKey(m *hl7v2.Message, d Dialect) string {
 	if pid == nil {
 		return ""
 	}
-	return patientIDs(pid, &d, 3, 2, 4).key(&d)
+	return patientIDs(pid, &d, 2, 3, 2, 4).key(&d)
 }
 
 // segmentRule maps one segment of an event.

@@ -26,8 +26,10 @@ type patientID struct {
 type idList []patientID
 
 // patientIDs reads and classifies the CX identifiers of the given fields
-// of seg (PID-3, PID-2, PID-4; MRG-1, MRG-2, MRG-4).
-func patientIDs(seg *hl7v2.Segment, d *Dialect, fields ...int) idList {
+// of seg (PID-3, PID-2, PID-4; MRG-1, MRG-2, MRG-4), of which external is
+// the patient ID, external (PID-2, MRG-4: see
+// Dialect.ExternalIDIsNHSNumber).
+func patientIDs(seg *hl7v2.Segment, d *Dialect, external int, fields ...int) idList {
 	var ids idList
 	for _, field := range fields {
 		for rep := 1; rep <= seg.Repetitions(field); rep++ {
@@ -42,7 +44,8 @@ func patientIDs(seg *hl7v2.Segment, d *Dialect, fields ...int) idList {
 			// CX-4.2 may name the NHS number by its OID, with no code in
 			// CX-4.1 for the dialect to know.
 			oid := strings.TrimSpace(value(seg.Component(field, rep, 4, 2)))
-			if d.isNHSAuthority(id.authority) || d.isNHSAuthority(id.typeCode) || oid == nhs.OIDNHSNumber {
+			bareExternal := field == external && d.ExternalIDIsNHSNumber && id.authority == "" && id.typeCode == "" && oid == ""
+			if d.isNHSAuthority(id.authority) || d.isNHSAuthority(id.typeCode) || oid == nhs.OIDNHSNumber || bareExternal {
 				id.nhsFlag = true
 				id.value = nhs.Normalize(id.value)
 				id.nhsValid = nhs.ValidNumber(id.value)
@@ -112,7 +115,7 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 		Id:   b.str(id),
 		Meta: b.meta(nhs.ProfilePatient),
 	}
-	ids := patientIDs(pid, &b.t.dialect, 3, 2, 4)
+	ids := patientIDs(pid, &b.t.dialect, 2, 3, 2, 4)
 	key := ids.key(&b.t.dialect)
 	p.Identifier = b.identifiers(pid, ids, flagIDs)
 	p.Name = b.humanNames(pid, 5)
@@ -444,7 +447,7 @@ func (b *builder) mapMerge(*hl7v2.Segment) error {
 				Type:  models.LinkTypeReplacedBy,
 			}},
 		}
-		old.Identifier = b.identifiers(nil, patientIDs(mrg, &b.t.dialect, 1, 2, 4), false)
+		old.Identifier = b.identifiers(nil, patientIDs(mrg, &b.t.dialect, 4, 1, 2, 4), false)
 		old.Name = b.humanNames(mrg, 7)
 		if group == 1 {
 			b.patient, b.key = survivor, key

@@ -138,6 +138,8 @@ func TestPatientKey(t *testing.T) {
 	drop.InvalidNHSNumber = InvalidNHSNumberDrop
 	custom := DefaultDialect()
 	custom.NHSNumberAuthorities = []string{"NHSNO"}
+	external := DefaultDialect()
+	external.ExternalIDIsNHSNumber = true
 	tests := []struct {
 		name    string
 		pid     string
@@ -152,6 +154,8 @@ func TestPatientKey(t *testing.T) {
 		{"spaced number", pid("999 000 0018^^^NHSNBR", nil), keep, "9990000018"},
 		{"NHS number in PID-2", pid("H1^^^RX1^MR", map[int]string{2: "9990000018^^^NHS"}), keep, "9990000018"},
 		{"PID-2 only", pid("", map[int]string{2: "H9^^^RX1"}), keep, "H9"},
+		{"bare PID-2, default", pid("H1^^^RX1^MR", map[int]string{2: "9990000018"}), keep, "H1"},
+		{"bare PID-2 as the NHS number", pid("H1^^^RX1^MR", map[int]string{2: "9990000018"}), external, "9990000018"},
 		{"invalid NHS then MRN", pid("9990000017^^^NHS^NH~H1^^^RX1^MR", nil), keep, "H1"},
 		{"invalid NHS only, kept", pid("9990000017^^^NHS^NH", nil), keep, "9990000017"},
 		{"invalid NHS only, dropped", pid("9990000017^^^NHS^NH", nil), drop, ""},
@@ -200,6 +204,8 @@ func TestNHSNumberHandling(t *testing.T) {
 	const nino, rx2 = "https://fhir.hmrc.gov.uk/Id/national-insurance-number", "https://fhir.rx2.example.org/Id/hospital-number"
 	mapped := DefaultDialect()
 	mapped.IdentifierSystems = map[string]string{"ni": nino, "RX2": rx2}
+	external := DefaultDialect()
+	external.ExternalIDIsNHSNumber = true
 	tests := []struct {
 		name    string
 		dialect Dialect
@@ -233,6 +239,20 @@ func TestNHSNumberHandling(t *testing.T) {
 		// and NHS numbers not taken as the NHS number get none.
 		{"mapped authorities", mapped, pid("9990000018^^^NHS^NH~AB123456C^^^NI^NI~H1^^^RX2^MR~H2^^^RX1^MR~9990000026^^^NHS^NH", nil),
 			[][2]string{{nhs.SystemNHSNumber, "9990000018"}, {nino, "AB123456C"}, {rx2, "H1"}, {local, "H2"}, {"", "9990000026"}}, []string{DQNHSNumberConflict}},
+		// A v2.3 feed's bare PID-2 is an NHS number only when the
+		// dialect says so; one with an authority or a type stays local.
+		{"bare PID-2, default", DefaultDialect(), pid("H1^^^RX1^MR", map[int]string{2: "9990000018"}),
+			[][2]string{{local, "H1"}, {local, "9990000018"}}, []string{DQNHSNumberMissing}},
+		{"bare PID-2, external NHS number", external, pid("H1^^^RX1^MR", map[int]string{2: "999 000 0018"}),
+			[][2]string{{local, "H1"}, {nhs.SystemNHSNumber, "9990000018"}}, nil},
+		{"bare PID-2 failing its check", external, pid("H1^^^RX1^MR", map[int]string{2: "9990000019"}),
+			[][2]string{{local, "H1"}, {"", "9990000019"}}, []string{DQNHSNumberInvalid}},
+		{"PID-2 with an authority", external, pid("H1^^^RX1^MR", map[int]string{2: "9990000018^^^RX1"}),
+			[][2]string{{local, "H1"}, {local, "9990000018"}}, []string{DQNHSNumberMissing}},
+		{"PID-2 with a type", external, pid("H1^^^RX1^MR", map[int]string{2: "9990000018^^^^MR"}),
+			[][2]string{{local, "H1"}, {local, "9990000018"}}, []string{DQNHSNumberMissing}},
+		{"bare PID-3 stays local", external, pid("9990000018", nil),
+			[][2]string{{local, "9990000018"}}, []string{DQNHSNumberMissing}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -108,7 +108,7 @@ func Screen(m *hl7v2.Message) *hl7v2.AckError {
 	switch pids := len(m.SegmentsNamed("PID")); {
 	case pids == 0:
 		return &hl7v2.AckError{Segment: "PID", Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "ORU^R01 needs a PID segment"}
-	case pids > 1:
+	case pids > 1 && !onePatient(m):
 		return &hl7v2.AckError{Segment: "PID", Sequence: 2, Code: hl7v2.ErrCodeSegmentSequence, Severity: "E",
 			Text: "results for more than one patient in one message are not taken; send one message per patient"}
 	}
@@ -116,6 +116,25 @@ func Screen(m *hl7v2.Message) *hl7v2.AckError {
 		return &hl7v2.AckError{Segment: "OBR", Code: hl7v2.ErrCodeSegmentSequence, Severity: "E", Text: "ORU^R01 needs an OBR segment"}
 	}
 	return missingCode(m)
+}
+
+// onePatient reports whether every PID of m names its patient by the same
+// identifiers (PID-3, as sent, not empty): a laboratory system that
+// repeats the patient before each group of results (PATIENT_RESULT, which
+// ORU^R01 lets repeat) sends one patient's results. Anything less than
+// the same identifiers could be another patient.
+func onePatient(m *hl7v2.Message) bool {
+	pids := m.SegmentsNamed("PID")
+	first := strings.TrimSpace(pids[0].Field(3))
+	if first == "" {
+		return false
+	}
+	for _, p := range pids[1:] {
+		if strings.TrimSpace(p.Field(3)) != first {
+			return false
+		}
+	}
+	return true
 }
 
 // missingCode finds the first OBR without a test code (OBR-4) and the

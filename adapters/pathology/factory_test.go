@@ -252,6 +252,11 @@ func TestScreen(t *testing.T) {
 		{"taken", []string{testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`}, ""},
 		{"no PID", []string{testMSH, testOBR}, "PID"},
 		{"two patients", []string{testMSH, testPID, testOBR, `PID|1||9990000026^^^NHS^NH`, testOBR}, "PID"},
+		// A patient repeated before each group of results is one patient;
+		// one named by other identifiers may not be.
+		{"one patient repeated", []string{testMSH, testPID, testOBR, testPID, `OBR|2|P2|F2|UE^U and E^L|||20240715081500`}, ""},
+		{"the same NHS number beside another identifier", []string{testMSH, testPID, testOBR, `PID|1||9990000018^^^NHS^NH~H1^^^RX1^MR`, testOBR}, "PID"},
+		{"no identifiers, repeated", []string{testMSH, `PID|1||||TESTPATIENT^ALEX`, testOBR, `PID|1||||TESTPATIENT^ALEX`, testOBR}, "PID"},
 		{"no OBR", []string{testMSH, testPID, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`}, "OBR"},
 		{"report without a test code", []string{testMSH, testPID, testOBR, `OBR|2|PL2|FL2||||20240715`, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`}, "OBR-4 #2"},
 		{"result without a code", []string{testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`, `OBX|2|NM|||4.4|mmol/L|||||F`}, "OBX-3 #2"},

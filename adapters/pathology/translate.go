@@ -197,7 +197,7 @@ func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) 
 		return nil, fault.New(fault.CodeHL7Unsupported, "ORU event not supported").
 			WithDetail("unsupported ORU event " + quoteCode(ev)).WithHL7(hl7v2.ErrCodeUnsupportedEvent)
 	}
-	if n := len(m.SegmentsNamed("PID")); n > 1 {
+	if n := len(m.SegmentsNamed("PID")); n > 1 && !onePatient(m) {
 		return nil, fault.New(fault.CodeHL7Unsupported, "ORU^R01 with results for more than one patient is not supported").
 			WithHL7(hl7v2.ErrCodeSegmentSequence)
 	}

@@ -60,6 +60,50 @@ func TestTranslateFaults(t *testing.T) {
 	}
 }
 
+// TestTranslateRepeatedPatient checks that a result message repeating the
+// patient before each group of results (ORU^R01's PATIENT_RESULT) is
+// translated as one patient's: one Patient, every report about it.
+func TestTranslateRepeatedPatient(t *testing.T) {
+	tr := newTestTranslator(t)
+	got, err := tr.Translate(testEnvelope("repeat", hl7(testMSH, testPID, testOBR, `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L`,
+		testPID, `OBR|2|P2|F2|UE^U and E^L|||20240715081500|||||||||||||||20240715093000|||F`, `OBX|1|NM|NA^Sodium^L||140|mmol/L`)))
+	if err != nil {
+		t.Fatalf("Translate: %v", err)
+	}
+	if got.PatientKey != "9990000018" {
+		t.Errorf("patient key %q", got.PatientKey)
+	}
+	b, err := models.UnmarshalBundle(got.Bundle)
+	if err != nil {
+		t.Fatalf("UnmarshalBundle: %v", err)
+	}
+	var patientURL string
+	var subjects []string
+	for _, e := range b.Entry {
+		var probe struct {
+			ResourceType string `json:"resourceType"`
+			Subject      struct {
+				Reference string `json:"reference"`
+			} `json:"subject"`
+		}
+		if err := json.Unmarshal(e.Resource, &probe); err != nil {
+			t.Fatal(err)
+		}
+		switch probe.ResourceType {
+		case "Patient":
+			if patientURL != "" {
+				t.Error("two Patients")
+			}
+			patientURL = *e.FullUrl
+		case "DiagnosticReport":
+			subjects = append(subjects, probe.Subject.Reference)
+		}
+	}
+	if len(subjects) != 2 || subjects[0] != patientURL || subjects[1] != patientURL {
+		t.Errorf("reports' subjects %q, want two, both %q", subjects, patientURL)
+	}
+}
+
 // translateOBX translates a one-OBX message and returns its Observation
 // and the data-quality codes.
 func translateOBX(t *testing.T, obx string) (models.Observation, []string) {

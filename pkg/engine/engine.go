@@ -30,6 +30,8 @@ import (
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/disclosure"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+	transport "github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/patient"
 	"github.com/junction-fhir/junction/pkg/pds"
 	"github.com/junction-fhir/junction/pkg/router"
@@ -140,21 +142,42 @@ func New(plan *Plan, o Options) (*Engine, error) {
 	return e, nil
 }
 
+// refusalCodes are the fault codes an input storing content type ct
+// refuses input with before storing it: those of its framing and format
+// (mllp. and hl7., or fhir.), and those of the store.
+func refusalCodes(ct string) []string {
+	prefixes := []string{"fhir."}
+	if ct == envelope.ContentTypeHL7v2 {
+		prefixes = []string{"mllp.", "hl7."}
+	}
+	out := []string{string(fault.CodeStoreUnavailable), string(fault.CodeBacklog)}
+	for _, c := range fault.Codes() {
+		for _, p := range prefixes {
+			if strings.HasPrefix(string(c), p) {
+				out = append(out, string(c))
+			}
+		}
+	}
+	return out
+}
+
 // primeMetrics creates the zero series of what the plan's inputs, routes
 // and destinations count (telemetry.Metrics.Prime).
 func (e *Engine) primeMetrics() {
-	inputs := map[string][]string{}
+	inputs := map[string]telemetry.InputSeries{}
 	for name, pi := range e.plan.Inputs {
-		var codes []string
+		var s telemetry.InputSeries
 		if cs, ok := pi.Factory.(adapter.ContentStorer); ok {
-			switch cs.StoresContent() {
+			switch ct := cs.StoresContent(); ct {
 			case envelope.ContentTypeHL7v2:
-				codes = []string{"AA", "AE", "AR", "CA", "CE", "CR"}
+				s.Acks = []string{"AA", "AE", "AR", "CA", "CE", "CR"}
+				s.Rejected = append(refusalCodes(ct), transport.RefusedFull, transport.RefusedHostFull)
 			case envelope.ContentTypeFHIR:
-				codes = []string{"202", "400"}
+				s.Acks = []string{"202", "400"}
+				s.Rejected = append(refusalCodes(ct), string(fault.CodeUnauthorized))
 			}
 		}
-		inputs[name] = codes
+		inputs[name] = s
 	}
 	var routes []string
 	for _, r := range e.plan.Routes {

@@ -10,7 +10,7 @@ import (
 // TestMetricsAtStart checks series an engine shows before any message:
 // its one embedded copy of the store as current (a cluster's counts are
 // tested in pkg/store), and every answer code of each input at zero,
-// enhanced mode's too, for alerts on their rate.
+// enhanced mode's too, and its refusal reasons, for alerts on their rate.
 func TestMetricsAtStart(t *testing.T) {
 	e, _ := startEngine(t, "")
 	want := map[string]string{
@@ -22,6 +22,14 @@ func TestMetricsAtStart(t *testing.T) {
 		want[`junction_ingress_acks_total{adapter="pas",code="`+code+`"}`] = "0"
 	}
 	want[`junction_ingress_acks_total{adapter="fhir",code="202"}`] = "0"
+	// So are the reasons each input refuses input for, so that the first
+	// refusal is an increase, not a series appearing at 1.
+	for _, reason := range []string{"hl7.parse", "hl7.unsupported-message", "mllp.frame-too-large", "store.unavailable", "too_many_connections"} {
+		want[`junction_ingress_rejected_total{adapter="pas",reason="`+reason+`"}`] = "0"
+	}
+	for _, reason := range []string{"fhir.invalid-json", "fhir.invalid-resource", "unauthorized", "ingress.backlog"} {
+		want[`junction_ingress_rejected_total{adapter="fhir",reason="`+reason+`"}`] = "0"
+	}
 	for series, v := range want {
 		if got := scrape(t, e.HTTPAddr().String(), series); got != v {
 			t.Errorf("%s = %q, want %s", series, got, v)

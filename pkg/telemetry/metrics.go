@@ -72,17 +72,30 @@ type Metrics struct {
 // and an alert on delivery time needs to see how many.
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}
 
+// InputSeries are the label values one input counts under, beside its
+// name.
+type InputSeries struct {
+	// Acks are the answer codes it gives: AA, AE, AR... or HTTP statuses.
+	Acks []string
+	// Rejected are the reasons it refuses input for before storing it.
+	Rejected []string
+}
+
 // Prime creates, at zero, the series the engine's inputs (with the answer
-// codes each gives: AA, AE, AR or HTTP statuses), routes and destinations
-// will count, so that an alert on rate() or increase() over them sees a
-// start after every restart rather than nothing until the first event.
-func (m *Metrics) Prime(inputs map[string][]string, routes, destinations []string) {
-	for in, codes := range inputs {
+// codes each gives and the reasons it refuses input for), routes and
+// destinations will count, so that an alert on rate() or increase() over
+// them sees a start after every restart rather than nothing until the
+// first event, whose increase it would then miss.
+func (m *Metrics) Prime(inputs map[string]InputSeries, routes, destinations []string) {
+	for in, s := range inputs {
 		for _, c := range []*prometheus.CounterVec{m.Received, m.Accepted, m.Duplicates, m.Quarantined} {
 			c.WithLabelValues(in)
 		}
-		for _, code := range codes {
+		for _, code := range s.Acks {
 			m.Acks.WithLabelValues(in, code)
+		}
+		for _, reason := range s.Rejected {
+			m.Rejected.WithLabelValues(in, reason)
 		}
 	}
 	for _, rt := range routes {

@@ -239,7 +239,10 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 func TestMetricsPrime(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := telemetry.NewMetrics(reg)
-	m.Prime(map[string][]string{"pas": {"AA", "AE", "AR"}, "fhir": {"202", "400"}}, []string{"adt"}, []string{"ehr"})
+	m.Prime(map[string]telemetry.InputSeries{
+		"pas":  {Acks: []string{"AA", "AE", "AR"}, Rejected: []string{"hl7.parse", "mllp.frame-invalid"}},
+		"fhir": {Acks: []string{"202", "400"}, Rejected: []string{"fhir.invalid-json"}},
+	}, []string{"adt"}, []string{"ehr"})
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +259,7 @@ func TestMetricsPrime(t *testing.T) {
 	for name, want := range map[string]int{
 		"junction_ingress_messages_received_total": 2,
 		"junction_ingress_acks_total":              5,
+		"junction_ingress_rejected_total":          3,
 		"junction_route_messages_total":            4,
 		"junction_delivery_messages_total":         2,
 		"junction_delivery_attempts_total":         3,

@@ -319,7 +319,7 @@ type Translation struct {
 	// PatientKey identifies the patient for ordering and consent (NHS
 	// number when valid, else a local identifier). Never logged. The
 	// router marks a local identifier that reads as a valid NHS number
-	// but that Bundle does not name as one (router.LocalKeyPrefix), so
+	// but that Bundle does not name as one (route.LocalKeyPrefix), so
 	// that no one takes it for that number.
 	PatientKey string
 	// Event is a short event code ("A01") for routes to match.

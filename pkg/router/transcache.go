@@ -11,10 +11,6 @@ import (
 	"github.com/junction-fhir/junction/pkg/route"
 )
 
-// LocalKeyPrefix marks a translation's patient key that reads as an NHS
-// number but is a local identifier (see route.LocalKey).
-const LocalKeyPrefix = route.LocalKeyPrefix
-
 // sharedTranslator lets the routes of one source share each message's
 // translation: their consumers take the same message at about the same
 // time, so a small cache keyed by message id saves all but one of the

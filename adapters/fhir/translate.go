@@ -26,6 +26,11 @@ const (
 	IssuePatientUnidentified = "patient_unidentified"
 )
 
+// DataQualityCodes implements adapter.DataQualityCoder.
+func (Translator) DataQualityCodes() []string {
+	return []string{IssueNHSNumberMissing, IssueNHSNumberInvalid, IssuePatientUnidentified}
+}
+
 // Translator turns what the inbound endpoint stored into a Bundle. It does
 // no I/O. A Bundle is passed on as it came (without a byte order mark); a
 // single resource is wrapped in a Bundle of type collection whose id is
@@ -39,8 +44,9 @@ type Translator struct {
 }
 
 var (
-	_ adapter.Translator   = Translator{}
-	_ adapter.InputChecker = Translator{}
+	_ adapter.Translator       = Translator{}
+	_ adapter.InputChecker     = Translator{}
+	_ adapter.DataQualityCoder = Translator{}
 )
 
 // inputChecks builds an input's checks when first asked: the engine never

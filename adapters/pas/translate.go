@@ -175,6 +175,25 @@ const (
 	DQTextControlChars = "text_control_chars"
 )
 
+// DataQualityCodes returns every code in Translation.DataQuality that the
+// patient, visit and message mappings may give, the pathology
+// translator's included, since it maps patients the same way.
+func DataQualityCodes() []string {
+	return []string{
+		DQNHSNumberMissing, DQNHSNumberInvalid, DQNHSNumberConflict,
+		DQBirthDateInvalid, DQSexInvalid, DQNextOfKinSexInvalid,
+		DQDeathDateInvalid, DQDeathIndicatorConflict,
+		DQMessageTimeInvalid, DQEventTimeInvalid, DQVisitTimeInvalid, DQLocalTimeAmbiguous,
+		DQVisitNumberMissing, DQPatientClassMissing, DQPatientClassInvalid,
+		DQTextInvalidUTF8, DQTextLooksUTF8, DQTextControlChars,
+	}
+}
+
+// DataQualityCodes implements adapter.DataQualityCoder.
+func (t *Translator) DataQualityCodes() []string { return DataQualityCodes() }
+
+var _ adapter.DataQualityCoder = (*Translator)(nil)
+
 // Code systems used by the mappings.
 const (
 	systemV2Event        = "http://terminology.hl7.org/CodeSystem/v2-0003"

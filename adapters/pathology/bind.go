@@ -53,4 +53,7 @@ func (t *correlatingTranslator) Translate(env *envelope.Envelope) (*adapter.Tran
 	return tr, nil
 }
 
-var _ adapter.StoreBinder = (*Translator)(nil)
+var (
+	_ adapter.StoreBinder      = (*Translator)(nil)
+	_ adapter.DataQualityCoder = (*correlatingTranslator)(nil)
+)

@@ -87,6 +87,20 @@ const (
 	DQNoteNotMapped = "note_not_mapped"
 )
 
+// DataQualityCodes implements adapter.DataQualityCoder: the result
+// mappings' codes, the order correlation's, and the patient mapping's it
+// shares with pas. The codes of orders Junction sends (DQOrderCodeMissing
+// and its kin) are not a translation's.
+func (t *Translator) DataQualityCodes() []string {
+	return append([]string{
+		DQResultTimeInvalid, DQNumericValueInvalid, DQValueInvalid,
+		DQValueTypeUnsupported, DQValueRepetitionsDropped, DQUnitNotUCUM,
+		DQReportStatusUnknown, DQObservationStatusUnknown, DQInterpretationUnknown,
+		DQCodeMissing, DQOrderNumberMissing, DQResultStatusOnly,
+		DQObservationOutsideOrder, DQNoteNotMapped, DQOrderPatientMismatch,
+	}, pas.DataQualityCodes()...)
+}
+
 // Code systems and extensions used by the mappings.
 const (
 	systemV2Event       = "http://terminology.hl7.org/CodeSystem/v2-0003"

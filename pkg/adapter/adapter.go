@@ -365,3 +365,11 @@ type RelayLister interface {
 type Translator interface {
 	Translate(env *envelope.Envelope) (*Translation, error)
 }
+
+// DataQualityCoder is a Translator that lists every code its
+// translations may give in Translation.DataQuality, so that the engine
+// can create each input's data-quality series at zero when it starts
+// (an alert on increase() then sees the first issue after a restart).
+type DataQualityCoder interface {
+	DataQualityCodes() []string
+}

@@ -176,6 +176,11 @@ func (e *Engine) primeMetrics() {
 				s.Acks = []string{"202", "400"}
 				s.Rejected = append(refusalCodes(ct), string(fault.CodeUnauthorized))
 			}
+			// Either kind may reuse a dedupe id for another message.
+			s.DataQuality = []string{router.DQControlIDReused}
+		}
+		if dq, ok := pi.Translator.(adapter.DataQualityCoder); ok {
+			s.DataQuality = append(s.DataQuality, dq.DataQualityCodes()...)
 		}
 		inputs[name] = s
 	}

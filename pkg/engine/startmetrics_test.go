@@ -10,7 +10,8 @@ import (
 // TestMetricsAtStart checks series an engine shows before any message:
 // its one embedded copy of the store as current (a cluster's counts are
 // tested in pkg/store), and every answer code of each input at zero,
-// enhanced mode's too, and its refusal reasons, for alerts on their rate.
+// enhanced mode's too, its refusal reasons and its data-quality issues,
+// for alerts on their rate.
 func TestMetricsAtStart(t *testing.T) {
 	e, _ := startEngine(t, "")
 	want := map[string]string{
@@ -29,6 +30,17 @@ func TestMetricsAtStart(t *testing.T) {
 	}
 	for _, reason := range []string{"fhir.invalid-json", "fhir.invalid-resource", "unauthorized", "ingress.backlog"} {
 		want[`junction_ingress_rejected_total{adapter="fhir",reason="`+reason+`"}`] = "0"
+	}
+	// And the data-quality issues each input's messages may be counted
+	// for, its translator's and the reuse of a dedupe id.
+	for _, issue := range []string{"control_id_reused", "nhs_number_invalid", "text_looks_utf8", "visit_number_missing"} {
+		want[`junction_ingress_data_quality_issues_total{adapter="pas",issue="`+issue+`"}`] = "0"
+	}
+	for _, issue := range []string{"unit_not_ucum", "order_patient_mismatch", "nhs_number_invalid"} {
+		want[`junction_ingress_data_quality_issues_total{adapter="pathology",issue="`+issue+`"}`] = "0"
+	}
+	for _, issue := range []string{"control_id_reused", "nhs_number_missing", "patient_unidentified"} {
+		want[`junction_ingress_data_quality_issues_total{adapter="fhir",issue="`+issue+`"}`] = "0"
 	}
 	for series, v := range want {
 		if got := scrape(t, e.HTTPAddr().String(), series); got != v {

@@ -496,7 +496,7 @@ func (a *acceptor) accept(ctx context.Context, in []acceptInput) error {
 				// say why.
 				if !found || id == env.ID || !same {
 					if err := note(env.ID, reuseDedupe(env.ID), reusedRecord(env, firstID, now),
-						r.o.Metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused")); err != nil {
+						r.o.Metrics.DataQuality.WithLabelValues(env.Source, DQControlIDReused)); err != nil {
 						return err
 					}
 				}

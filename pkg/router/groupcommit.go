@@ -433,6 +433,11 @@ func afterFirstSegment(b []byte) []byte {
 	return nil
 }
 
+// DQControlIDReused is the data-quality issue counted for a message
+// stored under a dedupe id (an MSH-10, a Bundle.identifier or an
+// Idempotency-Key) already used for a different message.
+const DQControlIDReused = "control_id_reused"
+
 // reuseKey is the dedupe key under which a message that reused another's
 // control id is kept: the key and a hash of its resend content, so that
 // its own resends find it.
@@ -529,7 +534,7 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 				s.onDup(p.env.Source)
 				continue
 			}
-			s.r.o.Metrics.DataQuality.WithLabelValues(p.env.Source, "control_id_reused").Inc()
+			s.r.o.Metrics.DataQuality.WithLabelValues(p.env.Source, DQControlIDReused).Inc()
 			s.r.o.Metrics.Accepted.WithLabelValues(p.env.Source).Inc()
 			if err := s.audit.Write(ctx, p.env.ID, reuseDedupe(p.env.ID), reusedRecord(p.env, origID, time.Now().UTC())); err != nil {
 				return err

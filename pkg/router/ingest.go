@@ -147,7 +147,7 @@ func (i *Ingester) ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 					return adapter.IngestResult{ID: env.ID, Duplicate: true}, nil
 				}
 				if i.metrics != nil {
-					i.metrics.DataQuality.WithLabelValues(env.Source, "control_id_reused").Inc()
+					i.metrics.DataQuality.WithLabelValues(env.Source, DQControlIDReused).Inc()
 					i.metrics.Accepted.WithLabelValues(env.Source).Inc()
 				}
 				if err := i.audit.Write(ctx, env.ID, reuseDedupe(env.ID), reusedRecord(env, res.ID, time.Now().UTC())); err != nil {

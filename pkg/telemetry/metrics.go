@@ -79,10 +79,14 @@ type InputSeries struct {
 	Acks []string
 	// Rejected are the reasons it refuses input for before storing it.
 	Rejected []string
+	// DataQuality are the data-quality issues its messages may be
+	// counted for.
+	DataQuality []string
 }
 
 // Prime creates, at zero, the series the engine's inputs (with the answer
-// codes each gives and the reasons it refuses input for), routes and
+// codes each gives, the reasons it refuses input for and the data-quality
+// issues it counts), routes and
 // destinations will count, so that an alert on rate() or increase() over
 // them sees a start after every restart rather than nothing until the
 // first event, whose increase it would then miss.
@@ -96,6 +100,9 @@ func (m *Metrics) Prime(inputs map[string]InputSeries, routes, destinations []st
 		}
 		for _, reason := range s.Rejected {
 			m.Rejected.WithLabelValues(in, reason)
+		}
+		for _, issue := range s.DataQuality {
+			m.DataQuality.WithLabelValues(in, issue)
 		}
 	}
 	for _, rt := range routes {

@@ -1,0 +1,14 @@
+package pas_test
+
+import (
+	"testing"
+
+	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
+)
+
+// TestDataQualityCodesComplete checks that the codes the engine primes
+// metric series for name every DQ constant, so a new one is primed too.
+func TestDataQualityCodesComplete(t *testing.T) {
+	adaptertest.ConstsListed(t, (&pas.Translator{}).DataQualityCodes(), ".", "DQ")
+}

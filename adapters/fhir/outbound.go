@@ -78,7 +78,8 @@ const maxDrain = 256 << 10
 //     fault, except that an A34/A40's retired Patient carrying the
 //     survivor's NHS number is folded into the survivor (its hospital
 //     numbers kept with use "old"); a version conflict (409/412) after a
-//     merge is transient: the next attempt reads again. A server that
+//     merge is transient: the next attempt reads again. A 409 is
+//     transient in any case (see Send). A server that
 //     gives no versionId is written without If-Match, so a change another
 //     system makes between the read and the write is lost.
 //   - In a delivery translated from HL7 v2, a DiagnosticReport written
@@ -264,6 +265,16 @@ func (o *Outbound) Send(ctx context.Context, d *adapter.Delivery) (adapter.Recei
 		// this write (If-Match failed): the next attempt reads it again.
 		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable,
 			fmt.Sprintf("fhir: server answered %d: a merged resource changed at the server meanwhile; it is read again on the next attempt", status), nil).
+			WithDetail(outcomeOrText(reply, text))
+	case status == http.StatusConflict:
+		// A version conflict: servers answer 409 to the loser of two
+		// writes of one resource at the same time (HAPI's "version
+		// constraint failure"), as when deliveries for two patients
+		// registered at one GP practice update its Organization at once.
+		// The next attempt usually succeeds; one that never does is
+		// dead-lettered when its retries run out.
+		return adapter.Receipt{}, fault.Wrap(fault.Transient, fault.CodeDestUnavailable,
+			"fhir: server answered 409: a conflict, such as another write of the same resource at the same time; tried again", nil).
 			WithDetail(outcomeOrText(reply, text))
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
 		return adapter.Receipt{}, (&fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient,

@@ -275,6 +275,8 @@ func TestOutboundAnswers(t *testing.T) {
 		{name: "422 plain text", handler: reply(422, "unprocessable"), wantErr: true, wantCode: fault.CodeDestRejected, wantDetail: "unprocessable"},
 		{name: "503", handler: reply(503, oo), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantDetail: "Patient.birthDate"},
 		{name: "500", handler: reply(500, ""), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable},
+		{name: "409 version conflict", handler: reply(409, oo), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantDetail: "Patient.birthDate"},
+		{name: "412 without a merge", handler: reply(412, oo), wantErr: true, wantCode: fault.CodeDestRejected, wantDetail: "Patient.birthDate"},
 		{name: "429", handler: reply(429, "slow down", "Retry-After", "5"), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantDetail: "slow down", wantWait: 5 * time.Second},
 		{name: "503 with retry-after", handler: reply(503, "", "Retry-After", "120"), wantErr: true, transient: true, wantCode: fault.CodeDestUnavailable, wantWait: 2 * time.Minute},
 		{name: "redirect not followed", handler: reply(302, "", "Location", "/elsewhere"), wantErr: true, wantCode: fault.CodeDestRejected, wantDetail: "Location: /elsewhere"},

@@ -34,7 +34,9 @@
 //     no end, discharge method or destination, and marks them deleted
 //     (below). Each is the whole current state of the Encounter, so
 //     replacing it by identifier undoes the event cancelled, and so does
-//     merging it into what a receiver holds, with the marks.
+//     merging it into what a receiver holds, with the marks. A cancel
+//     without a visit number (PV1-19) makes no Encounter (see
+//     mapExistingVisit).
 //   - Deletes. An element an ADT message deletes is named by the
 //     extension nhs.JunctionExtClearedElement on its resource: the
 //     explicit null "" in PID-11, PID-15, PID-16, PID-22, PID-29 or 30
@@ -481,6 +483,7 @@ func adtEvents(d Dialect) map[string]eventMapping {
 	pd1 := segmentRule{segment: "PD1", apply: (*builder).mapPD1}
 	nk1 := segmentRule{segment: "NK1", repeat: true, apply: (*builder).mapNK1}
 	visit := segmentRule{segment: "PV1", required: true, apply: (*builder).mapPV1}
+	existingVisit := segmentRule{segment: "PV1", required: true, apply: (*builder).mapExistingVisit}
 	optionalVisit := segmentRule{segment: "PV1", apply: (*builder).mapVisitIfAny}
 	al1 := segmentRule{segment: "AL1", repeat: true, apply: (*builder).mapAL1}
 	dg1 := segmentRule{segment: "DG1", repeat: true, apply: (*builder).mapDG1}
@@ -491,7 +494,8 @@ func adtEvents(d Dialect) map[string]eventMapping {
 	admit := []segmentRule{pid, pd1, nk1, visit, pv2, al1, dg1}
 	update := []segmentRule{pid, pd1, nk1, optionalVisit, pv2, al1, dg1}
 	classChange := []segmentRule{pid, pd1, priorVisit, nk1, visit, pv2, al1, dg1}
-	movement := []segmentRule{pid, pd1, visit, pv2}
+	movement := []segmentRule{pid, pd1, existingVisit, pv2}
+	cancelDischarge := []segmentRule{pid, pd1, nk1, existingVisit, pv2, al1, dg1}
 	inProgress := fixed(models.EncounterStatusInProgress)
 
 	return map[string]eventMapping{
@@ -505,7 +509,7 @@ func adtEvents(d Dialect) map[string]eventMapping {
 		"A08": {display: "ADT/ACK - Update patient information", structure: "ADT_A01", segments: update, status: updateStatus, derivedStatus: true},
 		"A11": {display: "ADT/ACK - Cancel admit/visit notification", structure: "ADT_A09", kind: eventCancelAdmit, segments: movement, status: fixed(cancelAdmit)},
 		"A12": {display: "ADT/ACK - Cancel transfer", structure: "ADT_A12", kind: eventCancelTransfer, segments: movement, status: inProgress, derivedStatus: true},
-		"A13": {display: "ADT/ACK - Cancel discharge/end visit", structure: "ADT_A01", kind: eventCancelDischarge, segments: admit, status: inProgress},
+		"A13": {display: "ADT/ACK - Cancel discharge/end visit", structure: "ADT_A01", kind: eventCancelDischarge, segments: cancelDischarge, status: inProgress},
 		"A21": {display: "ADT/ACK - Patient goes on a \"leave of absence\"", structure: "ADT_A21", kind: eventLeave, segments: movement, status: fixed(models.EncounterStatusOnleave)},
 		"A22": {display: "ADT/ACK - Patient returns from a \"leave of absence\"", structure: "ADT_A21", segments: movement, status: inProgress},
 		"A28": {display: "ADT/ACK - Add person information", structure: "ADT_A05", segments: update, status: updateStatus, derivedStatus: true},

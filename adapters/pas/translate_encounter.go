@@ -393,6 +393,22 @@ func (b *builder) mapVisitIfAny(pv1 *hl7v2.Segment) error {
 	return b.mapPV1(pv1)
 }
 
+// mapExistingVisit maps PV1 as mapPV1 does for an event that changes a
+// visit already begun: a transfer or leave (A02, A21, A22) or a cancel
+// (A11, A12, A13, A38). Without a visit number (PV1-19) no receiver
+// could find that visit, so an Encounter would be a new one: a transfer
+// or a cancelled discharge would make a second, phantom admission in
+// progress, and a cancelled admission a stray entered-in-error Encounter
+// while the real one stayed active. Without one, no Encounter is made
+// and the message is flagged DQVisitNumberMissing.
+func (b *builder) mapExistingVisit(pv1 *hl7v2.Segment) error {
+	if strings.TrimSpace(value(pv1.Component(19, 1, 1, 1))) == "" {
+		b.flag(DQVisitNumberMissing)
+		return nil
+	}
+	return b.mapPV1(pv1)
+}
+
 // patientClass maps PV1-2 (see mapPV1).
 func (b *builder) patientClass(code string) models.Coding {
 	switch code {

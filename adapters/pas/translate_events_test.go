@@ -775,6 +775,64 @@ func TestUpdateWithoutVisitNumber(t *testing.T) {
 	}
 }
 
+// TestExistingVisitWithoutVisitNumber checks that an event changing a
+// visit already begun (a transfer, a leave, a cancel) makes no Encounter
+// when PV1 has no visit number, since no receiver could find the visit
+// it changes: the Encounter would be a phantom second admission, or a
+// stray cancelled one beside the real visit still active. It is flagged,
+// the MessageHeader's focus is the Patient, and an event beginning a
+// visit still makes its Encounter.
+func TestExistingVisitWithoutVisitNumber(t *testing.T) {
+	noNumber := map[int]string{2: "I", 3: "WARD1^^^RX1", 6: "WARD2^^^RX1", 44: "20240715093000"}
+	tests := []struct {
+		event     string
+		encounter bool
+	}{
+		{"A02", false}, {"A11", false}, {"A12", false}, {"A13", false},
+		{"A21", false}, {"A22", false}, {"A38", false},
+		{"A01", true}, {"A04", true}, {"A05", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.event, func(t *testing.T) {
+			tr, err := NewTranslator(DefaultDialect())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tl, err := tr.Translate(testEnvelope("m", hl7(msh(tt.event), pid("9990000018^^^NHS^NH", nil), pv1(noNumber))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			encs, err := fhir.FindResources(tl.Bundle, "Encounter")
+			if err != nil || len(encs) > 1 || (len(encs) == 1) != tt.encounter {
+				t.Errorf("%d Encounters (%v), want one: %v", len(encs), err, tt.encounter)
+			}
+			if !slices.Contains(tl.DataQuality, DQVisitNumberMissing) {
+				t.Errorf("data quality %v lacks %s", tl.DataQuality, DQVisitNumberMissing)
+			}
+			var b struct {
+				Entry []struct {
+					Resource struct {
+						ResourceType string `json:"resourceType"`
+						Focus        []struct {
+							Type string `json:"type"`
+						} `json:"focus"`
+					} `json:"resource"`
+				} `json:"entry"`
+			}
+			if err := json.Unmarshal(tl.Bundle, &b); err != nil {
+				t.Fatal(err)
+			}
+			want := "Patient"
+			if tt.encounter {
+				want = "Encounter"
+			}
+			if len(b.Entry) == 0 || b.Entry[0].Resource.ResourceType != "MessageHeader" || len(b.Entry[0].Resource.Focus) != 1 || b.Entry[0].Resource.Focus[0].Type != want {
+				t.Errorf("MessageHeader focus %+v, want one %s", b.Entry, want)
+			}
+		})
+	}
+}
+
 // TestRecordIdentifiers checks that the records made from NK1, AL1 and
 // DG1 carry identifiers that name the same record in every message that
 // repeats it (so a FHIR store updates it, not writes another), and

@@ -281,8 +281,8 @@ func readFlag(res map[string]any) (flagData, bool) {
 		return fd, false
 	}
 	period := obj(res, "period")
-	start, startOK := flagTime(str(period, "start"))
-	end, endOK := flagTime(str(period, "end"))
+	start, startOK := flagTime(str(period, "start"), false)
+	end, endOK := flagTime(str(period, "end"), true)
 	if !startOK || !endOK {
 		return fd, false
 	}
@@ -301,13 +301,28 @@ func readFlag(res map[string]any) (flagData, bool) {
 }
 
 // flagTime parses a FHIR dateTime of a Flag's period: empty is open (zero
-// time); a date alone is its midnight UTC.
-func flagTime(s string) (time.Time, bool) {
+// time). A date, year-month or year alone (read in UTC) stands for the
+// span it names: as a start, its first instant; as an end (end true), the
+// first instant after it, since a Period's end includes every time that
+// matches it, so a flag ending "2026-07-31" applies all that day.
+func flagTime(s string, end bool) (time.Time, bool) {
 	if s == "" {
 		return time.Time{}, true
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02", "2006-01", "2006"} {
-		if t, err := time.Parse(layout, s); err == nil {
+	for _, l := range []struct {
+		layout string
+		next   func(time.Time) time.Time
+	}{
+		{time.RFC3339Nano, nil},
+		{"2006-01-02T15:04:05", nil},
+		{time.DateOnly, func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }},
+		{"2006-01", func(t time.Time) time.Time { return t.AddDate(0, 1, 0) }},
+		{"2006", func(t time.Time) time.Time { return t.AddDate(1, 0, 0) }},
+	} {
+		if t, err := time.Parse(l.layout, s); err == nil {
+			if end && l.next != nil {
+				t = l.next(t)
+			}
 			return t, true
 		}
 	}

@@ -114,3 +114,54 @@ func TestFlagResources(t *testing.T) {
 		})
 	}
 }
+
+// TestFlagPeriodBounds checks that a Flag's period is read as FHIR
+// defines it: an end given as a date, month or year includes all of it,
+// so the flag still applies on its last day; a start is its first
+// instant; and a cleared flag with such an end ends after it.
+func TestFlagPeriodBounds(t *testing.T) {
+	at := func(s string) time.Time {
+		t.Helper()
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		name, start, end string
+		when             string
+		active           bool
+	}{
+		{"last day of a date end", "", "2026-07-31", "2026-07-31T12:00:00Z", true},
+		{"last instant of a date end", "", "2026-07-31", "2026-07-31T23:59:59Z", true},
+		{"day after a date end", "", "2026-07-31", "2026-08-01T00:00:00Z", false},
+		{"month end", "", "2026-07", "2026-07-31T18:00:00Z", true},
+		{"after a month end", "", "2026-07", "2026-08-01T00:00:00Z", false},
+		{"year end", "", "2026", "2026-12-31T18:00:00Z", true},
+		{"dateTime end is exact", "", "2026-07-31T10:00:00+01:00", "2026-07-31T09:00:00Z", false},
+		{"before a dateTime end", "", "2026-07-31T10:00:00+01:00", "2026-07-31T08:59:59Z", true},
+		{"first instant of a date start", "2026-07-01", "", "2026-07-01T00:00:00Z", true},
+		{"before a date start", "2026-07-01", "", "2026-06-30T23:59:59Z", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fd, ok := readFlag(flagRes(byNHS("9990000018"), "active", tt.start, tt.end))
+			if !ok {
+				t.Fatal("flag not read")
+			}
+			if got := fd.flag.ActiveAt(at(tt.when)); got != tt.active {
+				t.Errorf("active at %s = %v, want %v (start %v, end %v)", tt.when, got, tt.active, fd.flag.Start, fd.flag.End)
+			}
+		})
+	}
+	t.Run("cleared with a date end", func(t *testing.T) {
+		fd, ok := readFlag(flagRes(byNHS("9990000018"), "inactive", "2026-07-01", "2026-07-31"))
+		if !ok || !fd.cleared {
+			t.Fatalf("flag not read as cleared: %v %+v", ok, fd)
+		}
+		if want := at("2026-08-01T00:00:00Z"); !fd.clearedAt.Equal(want) {
+			t.Errorf("cleared at %v, want %v", fd.clearedAt, want)
+		}
+	})
+}

@@ -60,10 +60,10 @@ const (
 	// left out and its notes go to the report. (An OBX with a value but
 	// no code, and an OBR without OBR-4, are refused: see Screen.)
 	DQCodeMissing = "code_missing"
-	// DQLocalTimeAmbiguous: a result or specimen time sent without an
-	// offset falls in the hour the feed's time zone skips or repeats
-	// (the clocks changing), so its offset is a guess. The same code as
-	// pas.DQLocalTimeAmbiguous.
+	// DQLocalTimeAmbiguous: a result, specimen or report issue time
+	// (OBR-22) sent without an offset falls in the hour the feed's time
+	// zone skips or repeats (the clocks changing), so its offset is a
+	// guess. The same code as pas.DQLocalTimeAmbiguous.
 	DQLocalTimeAmbiguous = pas.DQLocalTimeAmbiguous
 	// DQOrderNumberMissing: an order has neither a placer nor a filler
 	// number (OBR-2, OBR-3, ORC-2, ORC-3), so its resources have no

@@ -51,6 +51,11 @@ func (b *builder) mapOrder(o *order) {
 	if raw := value(obr.Component(22, 1, 1, 1)); raw != "" {
 		if ts, ok := fhir.InstantFromHL7(raw, b.t.loc); ok {
 			issued = &ts
+			if fhir.AmbiguousLocal(raw, b.t.loc) {
+				// A merging FHIR destination orders a report's
+				// versions by issued, which may then be an hour out.
+				b.flag(DQLocalTimeAmbiguous)
+			}
 		} else {
 			b.flag(DQResultTimeInvalid)
 		}

@@ -294,14 +294,21 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 }
 
 // transferTime is when a transfer happened: EVN-6 (event occurred), else
-// EVN-2 (recorded), when valid with at least minute precision.
+// EVN-2 (recorded), when valid with at least minute precision. It flags
+// DQLocalTimeAmbiguous when the feed's zone skips or repeats that clock
+// time, as visit times do: the stay it ends and the one it begins are
+// then placed by a guessed offset.
 func (b *builder) transferTime() *string {
 	evn := b.m.Segment("EVN")
 	if evn == nil {
 		return nil
 	}
 	for _, field := range [...]int{6, 2} {
-		if ts, ok := fhir.InstantFromHL7(evn.Component(field, 1, 1, 1), b.t.loc); ok {
+		raw := evn.Component(field, 1, 1, 1)
+		if ts, ok := fhir.InstantFromHL7(raw, b.t.loc); ok {
+			if fhir.AmbiguousLocal(raw, b.t.loc) {
+				b.flag(DQLocalTimeAmbiguous)
+			}
 			return &ts
 		}
 	}

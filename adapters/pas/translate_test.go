@@ -493,6 +493,15 @@ func TestDataQualityCodedFields(t *testing.T) {
 		{"transfer with event time letters", []string{segment("EVN", map[int]string{1: "A02", 2: "2026XX0101", 6: "20240715093000"}),
 			pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 3: "WARD2^^^RX1", 6: "WARD1^^^RX1", 19: "V1"})},
 			[]string{DQEventTimeInvalid}},
+		{"transfer in the repeated hour", []string{segment("EVN", map[int]string{1: "A02", 2: "20241027014500", 6: "20241027013000"}),
+			pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 3: "WARD2^^^RX1", 6: "WARD1^^^RX1", 19: "V1"})},
+			[]string{DQLocalTimeAmbiguous}},
+		{"transfer in the skipped hour, recorded time only", []string{segment("EVN", map[int]string{1: "A02", 2: "20240331013000"}),
+			pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 3: "WARD2^^^RX1", 6: "WARD1^^^RX1", 19: "V1"})},
+			[]string{DQLocalTimeAmbiguous}},
+		{"transfer in the repeated hour with its offset", []string{segment("EVN", map[int]string{1: "A02", 6: "20241027013000+0100"}),
+			pid("9990000018^^^NHS", nil), pv1(map[int]string{2: "I", 3: "WARD2^^^RX1", 6: "WARD1^^^RX1", 19: "V1"})},
+			nil},
 	}
 	// What the issues flag is otherwise mapped as before: no gender, class
 	// UNK, and an A02's old location still ended at EVN-6.

@@ -10,6 +10,7 @@ import (
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/adapters/pathology"
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 )
 
@@ -149,6 +150,64 @@ func TestOutboundReportOfAnotherPatient(t *testing.T) {
 			}
 			if n := len(srv.all("Patient")); n != 1 {
 				t.Errorf("server holds %d Patients, want the first alone", n)
+			}
+		})
+	}
+}
+
+// TestOutboundReportsAcrossClockChange: a laboratory that sends local
+// times without an offset issues a preliminary at 01:50 in the first pass
+// of the hour Europe/London repeats (00:50 UTC) and the final at 01:10 in
+// the second (01:10 UTC), each sent at once. The final is the newer and
+// replaces the preliminary at a merging destination; read with the
+// second pass's offset, the preliminary seemed issued 40 minutes after the
+// final, which was then written only where the server had nothing.
+func TestOutboundReportsAcrossClockChange(t *testing.T) {
+	tr, err := pathology.NewTranslator(pas.DefaultDialect(), pathology.DefaultLabDialect())
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func(id, issued, status, value string, received time.Time) *adapter.Delivery {
+		raw := strings.Join([]string{
+			"MSH|^~\\&|WINPATH|RX1LAB|EPR|RX1|" + issued + "||ORU^R01^ORU_R01|" + id + "|P|2.5.1",
+			"PID|1||9990000018^^^NHS^NH||TESTPATIENT^JORDAN||19820304|F",
+			"OBR|1|PL8301^EPR|FL8301^WINPATH|UE^U and E^L|||20241027001500|||||||||||||||" + issued + "|||" + status,
+			"OBX|1|NM|K^Potassium^L||" + value + "|mmol/L|3.5-5.3||||" + status,
+		}, "\r") + "\r"
+		out, err := tr.Translate(&envelope.Envelope{ID: id, Source: "results", ContentType: envelope.ContentTypeHL7v2,
+			ReceivedAt: received, Raw: []byte(raw)})
+		if err != nil {
+			t.Fatalf("translate: %v", err)
+		}
+		return &adapter.Delivery{MessageID: id, Route: "results", Destination: "ehr", ContentType: envelope.ContentTypeFHIR,
+			Body: out.Bundle, IdempotencyKey: id + "/results/ehr", Attempt: 1}
+	}
+	prelim := report("DST1", "20241027015000", "P", "6.8", time.Date(2024, 10, 27, 0, 51, 0, 0, time.UTC))
+	final := report("DST2", "20241027011000", "F", "4.2", time.Date(2024, 10, 27, 1, 11, 0, 0, time.UTC))
+	tests := []struct {
+		name        string
+		sends       []*adapter.Delivery
+		status, val string
+	}{
+		{"preliminary, then final", []*adapter.Delivery{prelim, final}, "final", "4.2"},
+		{"final, then the preliminary replayed", []*adapter.Delivery{final, prelim}, "final", "4.2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newMemServer(t)
+			o := newTestOutbound(t, OutboundConfig{URL: srv.URL + "/fhir", Timeout: 5 * time.Second, Mode: ModeTransaction, Merge: DefaultMergeTypes()})
+			for i, d := range tt.sends {
+				if _, err := o.Send(context.Background(), d); err != nil {
+					t.Fatalf("delivery %d: %v", i+1, err)
+				}
+			}
+			obs := only(t, srv, "Observation")
+			q, _ := obs["valueQuantity"].(map[string]any)
+			if got := obs["status"]; got != tt.status || q == nil || fmt.Sprint(q["value"]) != tt.val {
+				t.Errorf("potassium %v %v, want %s %s", got, q, tt.status, tt.val)
+			}
+			if got := only(t, srv, "DiagnosticReport")["status"]; got != tt.status {
+				t.Errorf("report %v, want %s", got, tt.status)
 			}
 		})
 	}

@@ -805,12 +805,13 @@ func (b *builder) messageIdentifier() *models.Identifier {
 	return &models.Identifier{System: b.str(systemURI), Value: b.str(u)}
 }
 
-// timestamp is MSH-7 as a FHIR instant, or, when MSH-7 cannot be one, the
-// time Junction received the message, in UTC (it is Junction's clock, not
-// the feed's).
+// timestamp is MSH-7 as a FHIR instant (fhir.PastInstantFromHL7: the
+// message was made before it was received), or, when MSH-7 cannot be one,
+// the time Junction received the message, in UTC (it is Junction's clock,
+// not the feed's).
 func (b *builder) timestamp() string {
 	raw := b.m.Segment("MSH").Component(7, 1, 1, 1)
-	if ts, ok := fhir.InstantFromHL7(raw, b.t.loc); ok {
+	if ts, ok := fhir.PastInstantFromHL7(raw, b.t.loc, b.env.ReceivedAt); ok {
 		return ts
 	}
 	b.flag(DQMessageTimeInvalid)

@@ -294,7 +294,8 @@ func (b *builder) locations(e *models.Encounter, pv1 *hl7v2.Segment) {
 }
 
 // transferTime is when a transfer happened: EVN-6 (event occurred), else
-// EVN-2 (recorded), when valid with at least minute precision. It flags
+// EVN-2 (recorded), when valid with at least minute precision, read as a
+// time that had passed at receipt (fhir.PastInstantFromHL7). It flags
 // DQLocalTimeAmbiguous when the feed's zone skips or repeats that clock
 // time, as visit times do: the stay it ends and the one it begins are
 // then placed by a guessed offset.
@@ -305,7 +306,7 @@ func (b *builder) transferTime() *string {
 	}
 	for _, field := range [...]int{6, 2} {
 		raw := evn.Component(field, 1, 1, 1)
-		if ts, ok := fhir.InstantFromHL7(raw, b.t.loc); ok {
+		if ts, ok := fhir.PastInstantFromHL7(raw, b.t.loc, b.env.ReceivedAt); ok {
 			if fhir.AmbiguousLocal(raw, b.t.loc) {
 				b.flag(DQLocalTimeAmbiguous)
 			}

@@ -49,7 +49,7 @@ func (b *builder) mapOrder(o *order) {
 	end := b.dateTime(obr.Component(8, 1, 1, 1))
 	var issued *string
 	if raw := value(obr.Component(22, 1, 1, 1)); raw != "" {
-		if ts, ok := fhir.InstantFromHL7(raw, b.t.loc); ok {
+		if ts, ok := fhir.PastInstantFromHL7(raw, b.t.loc, b.env.ReceivedAt); ok {
 			issued = &ts
 			if fhir.AmbiguousLocal(raw, b.t.loc) {
 				// A merging FHIR destination orders a report's

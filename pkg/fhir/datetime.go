@@ -171,14 +171,63 @@ func DateTimeFromHL7(ts string, loc *time.Location) (string, error) {
 		}
 		at = time.Date(t.year, time.Month(t.month), t.day, t.hour, t.minute, t.second, 0, loc)
 	}
+	return formatDateTime(at, t.frac), nil
+}
+
+// formatDateTime renders at as a FHIR dateTime to the second, with frac
+// (the digits of a fraction of a second, as sent) and at's offset.
+func formatDateTime(at time.Time, frac string) string {
 	// One allocation, for the result: the parts are written to a buffer
 	// on the stack.
 	var buf [64]byte
 	out := at.AppendFormat(buf[:0], "2006-01-02T15:04:05")
-	if t.frac != "" {
-		out = append(append(out, '.'), t.frac...)
+	if frac != "" {
+		out = append(append(out, '.'), frac...)
 	}
-	return string(at.AppendFormat(out, "-07:00")), nil
+	return string(at.AppendFormat(out, "-07:00"))
+}
+
+// pastAllowance is how far after its receipt a time that cannot be in the
+// future may seem to be (the sender's clock running ahead of Junction's)
+// before PastInstantFromHL7 reads it as the earlier of its two readings.
+const pastAllowance = 10 * time.Minute
+
+// PastInstantFromHL7 is InstantFromHL7 for the time of something that had
+// happened when the message was received, at received: a message's
+// creation (MSH-7), an event (EVN-2, EVN-6), a report's issue (OBR-22).
+// A time sent without an offset in the hour loc passes twice when the
+// clocks go back has two readings an hour apart. DateTimeFromHL7 takes
+// the later; this takes the earlier when the later is more than
+// pastAllowance after received and the earlier is not, since the later
+// had not happened yet. So a report issued at 01:50 in the first pass and
+// sent at once reads as issued before one issued at 01:10 in the second
+// pass, as it was. A time received well after it (a backlog, a replay)
+// keeps the later reading, as does a zero received; AmbiguousLocal still
+// reports the time, whose offset stays a guess.
+func PastInstantFromHL7(raw string, loc *time.Location, received time.Time) (string, bool) {
+	ts, ok := InstantFromHL7(raw, loc)
+	if !ok || received.IsZero() || !AmbiguousLocal(raw, loc) {
+		return ts, ok
+	}
+	t, err := parseHL7Time(raw)
+	if err != nil {
+		return ts, ok
+	}
+	at := time.Date(t.year, time.Month(t.month), t.day, t.hour, t.minute, t.second, 0, loc)
+	var readings []time.Time
+	for _, u := range [...]time.Time{at.Add(-time.Hour), at, at.Add(time.Hour)} {
+		if u.Day() == t.day && u.Hour() == t.hour && u.Minute() == t.minute && u.Second() == t.second {
+			readings = append(readings, u)
+		}
+	}
+	if len(readings) != 2 {
+		return ts, ok // a time the clocks skip: one reading, or none
+	}
+	first, second := readings[0], readings[1]
+	if limit := received.Add(pastAllowance); second.After(limit) && !first.After(limit) {
+		return formatDateTime(first, t.frac), true
+	}
+	return formatDateTime(second, t.frac), true
 }
 
 // AmbiguousLocal reports whether the HL7 v2 time ts, sent without an

@@ -273,3 +273,50 @@ func TestAmbiguousLocal(t *testing.T) {
 		t.Error("UTC skips no time")
 	}
 }
+
+// TestPastInstantFromHL7 checks the reading of a time that had happened
+// when it was received: in the hour London passes twice (27 October 2024,
+// 01:00 BST to 01:59 GMT), the earlier reading when the later had not
+// happened yet, else the later, as DateTimeFromHL7 gives; other times as
+// InstantFromHL7 reads them.
+func TestPastInstantFromHL7(t *testing.T) {
+	london, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		t.Fatal(err)
+	}
+	utc := func(s string) time.Time {
+		t.Helper()
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		name, raw string
+		received  time.Time
+		want      string
+		ok        bool
+	}{
+		{"first pass, received at once", "20241027015000", utc("2024-10-27T00:51:00Z"), "2024-10-27T01:50:00+01:00", true},
+		{"first pass, with a fraction", "20241027015000.25", utc("2024-10-27T00:51:00Z"), "2024-10-27T01:50:00.25+01:00", true},
+		{"second pass, received at once", "20241027011000", utc("2024-10-27T01:11:00Z"), "2024-10-27T01:10:00+00:00", true},
+		{"sender's clock a little ahead", "20241027015000", utc("2024-10-27T01:45:00Z"), "2024-10-27T01:50:00+00:00", true},
+		{"received long after", "20241027015000", utc("2024-10-28T09:00:00Z"), "2024-10-27T01:50:00+00:00", true},
+		{"both readings ahead of receipt", "20241027015000", utc("2024-10-26T12:00:00Z"), "2024-10-27T01:50:00+00:00", true},
+		{"no receipt time", "20241027015000", time.Time{}, "2024-10-27T01:50:00+00:00", true},
+		{"with its offset", "20241027015000+0000", utc("2024-10-27T00:51:00Z"), "2024-10-27T01:50:00+00:00", true},
+		{"the hour skipped", "20240331013000", utc("2024-03-31T00:31:00Z"), "2024-03-31T02:30:00+01:00", true},
+		{"ordinary summer time", "20240715093000", utc("2024-07-15T08:31:00Z"), "2024-07-15T09:30:00+01:00", true},
+		{"a date is no instant", "20241027", utc("2024-10-27T00:51:00Z"), "", false},
+		{"invalid", "20241327015000", utc("2024-10-27T00:51:00Z"), "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := PastInstantFromHL7(tt.raw, london, tt.received)
+			if got != tt.want || ok != tt.ok {
+				t.Errorf("PastInstantFromHL7(%q) = %q, %v; want %q, %v", tt.raw, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}

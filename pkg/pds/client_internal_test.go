@@ -92,3 +92,35 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+// TestParseTodayInEngland checks that a GP registration's period, in
+// English calendar dates, is compared with today's date in England: from
+// midnight to 01:00 BST the UTC date is still yesterday's.
+func TestParseTodayInEngland(t *testing.T) {
+	const n = "9990000018"
+	ods := "https://fhir.nhs.uk/Id/ods-organization-code"
+	body := `{"resourceType": "Patient", "id": "` + n + `", "generalPractitioner": [` +
+		`{"type": "Organization", "identifier": {"system": "` + ods + `", "value": "Y66666", "period": {"start": "2020-01-01", "end": "2026-07-15"}}},` +
+		`{"type": "Organization", "identifier": {"system": "` + ods + `", "value": "Y77777", "period": {"start": "2026-07-16"}}}]}`
+	tests := []struct {
+		name     string
+		now      time.Time
+		practice string
+	}{
+		{"00:30 BST on the 16th", time.Date(2026, 7, 15, 23, 30, 0, 0, time.UTC), "Y77777"},
+		{"23:30 BST on the 15th", time.Date(2026, 7, 15, 22, 30, 0, 0, time.UTC), "Y66666"},
+		{"00:30 GMT, winter", time.Date(2026, 12, 2, 0, 30, 0, 0, time.UTC), "Y77777"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Client{now: func() time.Time { return tt.now }}
+			got, err := c.parse([]byte(body), n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.GPPractice != tt.practice {
+				t.Errorf("practice %q, want %q", got.GPPractice, tt.practice)
+			}
+		})
+	}
+}

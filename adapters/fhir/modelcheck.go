@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 )
@@ -128,8 +129,13 @@ func modelWalk(v any, t reflect.Type, path string, depth int) (string, string, b
 			}
 			continue // another check reports unknown elements
 		}
-		if str, isString := obj[k].(string); isString && dateElement(t, k) && !fhirDateTime.MatchString(str) {
-			return path + "." + name, "not a FHIR date or dateTime: YYYY, YYYY-MM, YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss with a time zone (Z or +01:00)", true
+		if str, isString := obj[k].(string); isString && dateElement(t, k) {
+			if !fhirDateTime.MatchString(str) {
+				return path + "." + name, "not a FHIR date or dateTime: YYYY, YYYY-MM, YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss with a time zone (Z or +01:00)", true
+			}
+			if !calendarDay(str) {
+				return path + "." + name, "not a day of the calendar (FHIR dates shall be valid dates)", true
+			}
 		}
 		if where, what, ok := modelWalk(obj[k], ft, path+"."+name, depth+1); ok {
 			return where, what, true
@@ -142,6 +148,17 @@ func modelWalk(v any, t reflect.Type, path string, depth int) (string, string, b
 // narrower forms: a year, year and month, date, or date and time to the
 // second (or finer) with a time zone.
 var fhirDateTime = regexp.MustCompile(`^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$`)
+
+// calendarDay reports whether the day of s, a value fhirDateTime
+// matches, is in its month (the pattern allows 31 in every month and 29
+// in every February); a year or year and month alone is.
+func calendarDay(s string) bool {
+	if len(s) < len("2006-01-02") {
+		return true
+	}
+	_, err := time.Parse(time.DateOnly, s[:len("2006-01-02")])
+	return err == nil
+}
 
 // periodType is the model of FHIR's Period, whose start and end are
 // dateTimes.

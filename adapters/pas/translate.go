@@ -148,10 +148,11 @@ const (
 	DQEventTimeInvalid = "event_time_invalid"
 	// DQVisitTimeInvalid: PV1-44 or PV1-45 is not a valid HL7 date/time.
 	DQVisitTimeInvalid = "visit_time_invalid"
-	// DQLocalTimeAmbiguous: a visit time, or an A02's transfer time
-	// (EVN-6, else EVN-2), sent without an offset falls in the hour the
-	// feed's time zone skips or repeats at a clock change, so the instant
-	// given for it may be an hour out.
+	// DQLocalTimeAmbiguous: a visit time, an A02's transfer time (EVN-6,
+	// else EVN-2), or a time of birth (PID-7) or death (PID-29), sent
+	// without an offset falls in the hour the feed's time zone skips or
+	// repeats at a clock change, so the instant given for it may be an
+	// hour out.
 	DQLocalTimeAmbiguous = "local_time_ambiguous"
 	// DQVisitNumberMissing: the visit has no visit number (PV1-19), so
 	// receivers cannot match the Encounter by identifier.

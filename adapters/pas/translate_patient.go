@@ -128,7 +128,9 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 	if raw := value(pid.Component(7, 1, 1, 1)); raw != "" {
 		if d, err := fhir.DateFromHL7(raw); err == nil {
 			p.BirthDate = &d
-			b.birthTime(p, raw)
+			if b.birthTime(p, raw) && flagIDs && fhir.AmbiguousLocal(raw, b.t.loc) {
+				b.flag(DQLocalTimeAmbiguous)
+			}
 		} else if flagIDs {
 			b.flag(DQBirthDateInvalid)
 		}
@@ -136,6 +138,9 @@ func (b *builder) patientFrom(pid *hl7v2.Segment, kind string, flagIDs bool) (*m
 	if raw := value(pid.Component(29, 1, 1, 1)); raw != "" {
 		if d, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
 			p.DeceasedDateTime = &d
+			if flagIDs && fhir.AmbiguousLocal(raw, b.t.loc) {
+				b.flag(DQLocalTimeAmbiguous)
+			}
 		} else if flagIDs {
 			b.flag(DQDeathDateInvalid)
 		}
@@ -852,7 +857,8 @@ func prefixed(p, s string) string {
 // of the feed's time zone then (so BST is +01:00), as other times. The
 // clock time is kept, so its date is birthDate. Only the ADT bundles
 // write it: Translator.Patient returns a model, which has no room for it.
-func (b *builder) birthTime(p *models.Patient, raw string) {
+// It reports whether it recorded one.
+func (b *builder) birthTime(p *models.Patient, raw string) bool {
 	digits := strings.TrimSpace(raw)
 	for i := 0; i < len(digits); i++ {
 		if digits[i] < '0' || digits[i] > '9' {
@@ -861,11 +867,12 @@ func (b *builder) birthTime(p *models.Patient, raw string) {
 		}
 	}
 	if len(digits) <= len("YYYYMMDD") {
-		return // no time of day: most feeds, and no allocation
+		return false // no time of day: most feeds, and no allocation
 	}
 	dt, err := fhir.DateTimeFromHL7(raw, b.t.loc)
 	if err != nil || !strings.Contains(dt, "T") {
-		return
+		return false
 	}
 	b.birthTimes = append(b.birthTimes, birthTime{patient: p, value: dt})
+	return true
 }

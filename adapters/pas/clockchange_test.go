@@ -64,3 +64,40 @@ func TestTimesAcrossClockChange(t *testing.T) {
 		})
 	}
 }
+
+// TestVisitPeriodAcrossClockChange checks that an admission (PV1-44) in
+// the first pass of the hour Europe/London repeats, discharged (PV1-45)
+// in the second, gives a stay that does not end before it began; times
+// out of order otherwise stay as sent.
+func TestVisitPeriodAcrossClockChange(t *testing.T) {
+	tests := []struct {
+		name, admit, discharge string
+		wantStart, wantEnd     string
+	}{
+		{"admitted 01:50 BST, discharged 01:10 GMT", "20241027015000", "20241027011000", "2024-10-27T01:50:00+01:00", "2024-10-27T01:10:00+00:00"},
+		{"both in the second pass", "20241027011000", "20241027015000", "2024-10-27T01:10:00+00:00", "2024-10-27T01:50:00+00:00"},
+		{"out of order in summer", "20240715100000", "20240715090000", "2024-07-15T10:00:00+01:00", "2024-07-15T09:00:00+01:00"},
+	}
+	tr := newTestTranslator(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msh := strings.Replace(testMSH, "ADT^A01", "ADT^A03", 1)
+			tl, err := tr.Translate(testEnvelope("stay", hl7(msh, pid("9990000018^^^NHS", nil),
+				pv1(map[int]string{2: "I", 3: "WARD1^^^RX1", 19: "V1", 44: tt.admit, 45: tt.discharge}))))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			b, err := models.UnmarshalBundle(tl.Bundle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, ok := resourceOf(t, &b, "Encounter", models.UnmarshalEncounter)
+			if !ok || e.Period == nil || e.Period.Start == nil || e.Period.End == nil {
+				t.Fatalf("encounter period %+v, want a start and an end", e.Period)
+			}
+			if *e.Period.Start != tt.wantStart || *e.Period.End != tt.wantEnd {
+				t.Errorf("period %s to %s, want %s to %s", *e.Period.Start, *e.Period.End, tt.wantStart, tt.wantEnd)
+			}
+		})
+	}
+}

@@ -86,6 +86,13 @@ func (b *builder) mapPV1(pv1 *hl7v2.Segment) error {
 	if !cancelDischarge {
 		period.End = b.visitTime(pv1, 45)
 	}
+	if period.Start != nil && period.End != nil {
+		// An admission in the first pass of the hour the clocks repeat,
+		// discharged in the second, is read so the stay does not end
+		// before it began.
+		start := fhir.PeriodStartFromHL7(strings.TrimSpace(value(pv1.Component(44, 1, 1, 1))), *period.Start, *period.End, b.t.loc)
+		period.Start = &start
+	}
 	if period.Start != nil || period.End != nil {
 		e.Period = &period
 	}

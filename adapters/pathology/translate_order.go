@@ -47,6 +47,13 @@ func (b *builder) mapOrder(o *order) {
 
 	effective := b.dateTime(obr.Component(7, 1, 1, 1))
 	end := b.dateTime(obr.Component(8, 1, 1, 1))
+	if effective != nil && end != nil {
+		// A start in the first pass of the hour the clocks repeat is
+		// read so the period does not end before it starts (the
+		// results and specimens it is the time of too).
+		start := fhir.PeriodStartFromHL7(value(obr.Component(7, 1, 1, 1)), *effective, *end, b.t.loc)
+		effective = &start
+	}
 	var issued *string
 	if raw := value(obr.Component(22, 1, 1, 1)); raw != "" {
 		if ts, ok := fhir.PastInstantFromHL7(raw, b.t.loc, b.env.ReceivedAt); ok {
@@ -474,7 +481,8 @@ func (b *builder) specimenFromSPM(spm *hl7v2.Segment) *models.Specimen {
 	}
 	start := b.dateTime(spm.Component(17, 1, 1, 1))
 	if end := b.dateTime(spm.Component(17, 1, 2, 1)); end != nil && start != nil {
-		c.CollectedPeriod = &models.Period{Start: start, End: end}
+		from := fhir.PeriodStartFromHL7(value(spm.Component(17, 1, 1, 1)), *start, *end, b.t.loc)
+		c.CollectedPeriod = &models.Period{Start: &from, End: end}
 	} else {
 		c.CollectedDateTime = start
 	}

@@ -206,28 +206,64 @@ const pastAllowance = 10 * time.Minute
 // reports the time, whose offset stays a guess.
 func PastInstantFromHL7(raw string, loc *time.Location, received time.Time) (string, bool) {
 	ts, ok := InstantFromHL7(raw, loc)
-	if !ok || received.IsZero() || !AmbiguousLocal(raw, loc) {
+	if !ok || received.IsZero() {
 		return ts, ok
 	}
-	t, err := parseHL7Time(raw)
-	if err != nil {
+	t, first, second, twice := readings(raw, loc)
+	if !twice {
 		return ts, ok
 	}
-	at := time.Date(t.year, time.Month(t.month), t.day, t.hour, t.minute, t.second, 0, loc)
-	var readings []time.Time
-	for _, u := range [...]time.Time{at.Add(-time.Hour), at, at.Add(time.Hour)} {
-		if u.Day() == t.day && u.Hour() == t.hour && u.Minute() == t.minute && u.Second() == t.second {
-			readings = append(readings, u)
-		}
-	}
-	if len(readings) != 2 {
-		return ts, ok // a time the clocks skip: one reading, or none
-	}
-	first, second := readings[0], readings[1]
 	if limit := received.Add(pastAllowance); second.After(limit) && !first.After(limit) {
 		return formatDateTime(first, t.frac), true
 	}
 	return formatDateTime(second, t.frac), true
+}
+
+// readings parses raw, an HL7 v2 time sent without an offset, and, when
+// it names a wall-clock time loc passes twice (the hour repeated when the
+// clocks go back), returns both instants it may be, first the earlier.
+func readings(raw string, loc *time.Location) (t hl7Time, first, second time.Time, twice bool) {
+	if !AmbiguousLocal(raw, loc) {
+		return t, first, second, false
+	}
+	t, err := parseHL7Time(raw)
+	if err != nil {
+		return t, first, second, false
+	}
+	at := time.Date(t.year, time.Month(t.month), t.day, t.hour, t.minute, t.second, 0, loc)
+	var found []time.Time
+	for _, u := range [...]time.Time{at.Add(-time.Hour), at, at.Add(time.Hour)} {
+		if u.Day() == t.day && u.Hour() == t.hour && u.Minute() == t.minute && u.Second() == t.second {
+			found = append(found, u)
+		}
+	}
+	if len(found) != 2 {
+		return t, first, second, false // a time the clocks skip: one reading, or none
+	}
+	return t, found[0], found[1], true
+}
+
+// PeriodStartFromHL7 returns start, the dateTime DateTimeFromHL7 gave
+// for the HL7 v2 time startRaw, or, when the period it begins would end
+// (at end, a FHIR dateTime) before it only because startRaw, sent without
+// an offset in the hour loc passes twice, was read as its second pass,
+// its first-pass reading, which it must have been (an admission at 01:50
+// BST before a discharge at 01:10 GMT). A period that ends before it
+// starts for any other reason is left as sent.
+func PeriodStartFromHL7(startRaw, start, end string, loc *time.Location) string {
+	s, err := time.Parse(time.RFC3339Nano, start)
+	if err != nil {
+		return start
+	}
+	e, err := time.Parse(time.RFC3339Nano, end)
+	if err != nil || !e.Before(s) {
+		return start
+	}
+	t, first, _, twice := readings(startRaw, loc)
+	if !twice || e.Before(first) {
+		return start
+	}
+	return formatDateTime(first, t.frac)
 }
 
 // AmbiguousLocal reports whether the HL7 v2 time ts, sent without an

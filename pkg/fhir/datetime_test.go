@@ -320,3 +320,41 @@ func TestPastInstantFromHL7(t *testing.T) {
 		})
 	}
 }
+
+// TestPeriodStartFromHL7 checks that a period's start in the hour London
+// passes twice is read as its first pass when only that keeps the period
+// from ending before it starts, and is otherwise left as DateTimeFromHL7
+// gave it.
+func TestPeriodStartFromHL7(t *testing.T) {
+	london, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, startRaw, endRaw, want string
+	}{
+		{"first pass, ended in the second", "20241027015000", "20241027011000", "2024-10-27T01:50:00+01:00"},
+		{"with a fraction", "20241027015000.5", "20241027011000", "2024-10-27T01:50:00.5+01:00"},
+		{"both in the second pass, in order", "20241027011000", "20241027015000", "2024-10-27T01:10:00+00:00"},
+		{"ended before even the first pass", "20241027015000", "20241027003000", "2024-10-27T01:50:00+00:00"},
+		{"ended a day before: the sender's error", "20241027015000", "20241026011000", "2024-10-27T01:50:00+00:00"},
+		{"start with its offset", "20241027015000+0000", "20241027011000", "2024-10-27T01:50:00+00:00"},
+		{"ordinary times out of order", "20240715100000", "20240715090000", "2024-07-15T10:00:00+01:00"},
+		{"an end date", "20241027015000", "20241026", "2024-10-27T01:50:00+00:00"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start, err := DateTimeFromHL7(tt.startRaw, london)
+			if err != nil {
+				t.Fatal(err)
+			}
+			end, err := DateTimeFromHL7(tt.endRaw, london)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := PeriodStartFromHL7(tt.startRaw, start, end, london); got != tt.want {
+				t.Errorf("PeriodStartFromHL7(%q, %q) = %q, want %q", tt.startRaw, end, got, tt.want)
+			}
+		})
+	}
+}

@@ -294,8 +294,8 @@ func (b *builder) setValueRep(ob *models.Observation, obx *hl7v2.Segment, typ st
 		}
 	case "DT", "DTM", "TS":
 		if raw := comp(1); raw != "" {
-			if v, err := fhir.DateTimeFromHL7(raw, b.t.loc); err == nil {
-				ob.ValueDateTime = &v
+			if v, invalid := optionalDateTime(raw, b); !invalid {
+				ob.ValueDateTime = v
 			} else {
 				b.flag(DQValueInvalid)
 			}
@@ -314,6 +314,10 @@ func (b *builder) setValueRep(ob *models.Observation, obx *hl7v2.Segment, typ st
 		if errStart || errEnd {
 			b.flag(DQValueInvalid)
 		} else if start != nil || end != nil {
+			if start != nil && end != nil {
+				from := fhir.PeriodStartFromHL7(value(obx.Component(5, rep, 1, 1)), *start, *end, b.t.loc)
+				start = &from
+			}
 			ob.ValuePeriod = &models.Period{Start: start, End: end}
 		}
 	case "ED":
@@ -376,6 +380,9 @@ func (b *builder) textQuantity(ob *models.Observation, text string, u unit) bool
 	return true
 }
 
+// optionalDateTime converts a date/time value (raw, "" for none) and
+// reports whether it is invalid. A time in the hour the feed's zone skips
+// or repeats is flagged DQLocalTimeAmbiguous, as result times are.
 func optionalDateTime(raw string, b *builder) (*string, bool) {
 	if raw == "" {
 		return nil, false
@@ -383,6 +390,9 @@ func optionalDateTime(raw string, b *builder) (*string, bool) {
 	v, err := fhir.DateTimeFromHL7(raw, b.t.loc)
 	if err != nil {
 		return nil, true
+	}
+	if fhir.AmbiguousLocal(raw, b.t.loc) {
+		b.flag(DQLocalTimeAmbiguous)
 	}
 	return &v, false
 }

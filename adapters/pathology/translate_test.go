@@ -176,6 +176,15 @@ func TestObservationValues(t *testing.T) {
 		{"time in the hour the clocks repeat", `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F|||20241027013000`, func(o models.Observation) bool {
 			return o.EffectiveDateTime != nil
 		}, []string{DQLocalTimeAmbiguous}},
+		{"DTM value in the hour the clocks repeat", `OBX|1|DTM|LD^Last dose^L||20241027013000||||||F`, func(o models.Observation) bool {
+			return o.ValueDateTime != nil && *o.ValueDateTime == "2024-10-27T01:30:00+00:00"
+		}, []string{DQLocalTimeAmbiguous}},
+		{"DR value begun in the repeated hour's first pass", `OBX|1|DR|INF^Infusion^L||20241027015000^20241027011000||||||F`, func(o models.Observation) bool {
+			return o.ValuePeriod != nil && *o.ValuePeriod.Start == "2024-10-27T01:50:00+01:00" && *o.ValuePeriod.End == "2024-10-27T01:10:00+00:00"
+		}, []string{DQLocalTimeAmbiguous}},
+		{"DR value out of order in summer", `OBX|1|DR|INF^Infusion^L||20240715100000^20240715090000||||||F`, func(o models.Observation) bool {
+			return o.ValuePeriod != nil && *o.ValuePeriod.Start == "2024-07-15T10:00:00+01:00"
+		}, nil},
 		{"time with its offset is not a guess", `OBX|1|NM|GLU^Glucose^L||5.2|mmol/L|||||F|||20241027013000+0100`, func(o models.Observation) bool {
 			return *o.EffectiveDateTime == "2024-10-27T01:30:00+01:00"
 		}, nil},

@@ -94,6 +94,8 @@ func TestEvalVariablesAndFunctions(t *testing.T) {
 	full := testVars(t)
 	noV2 := testVars(t)
 	noV2.V2 = nil
+	summer := testVars(t)
+	summer.Msg["received"] = time.Date(2026, 7, 15, 23, 30, 0, 0, time.UTC)
 	tests := []struct {
 		name string
 		src  string
@@ -108,6 +110,10 @@ func TestEvalVariablesAndFunctions(t *testing.T) {
 		{"msg sender", `msg.sender`, full, "PAS|RX1"},
 		{"msg content type", `msg.content_type`, full, "application/hl7-v2"},
 		{"msg received is a timestamp", `msg.received == timestamp("2026-01-15T10:30:00Z")`, full, true},
+		// msg.received is UTC; English clock hours and days need the zone.
+		{"msg received hours are UTC's", `msg.received.getHours()`, summer, int64(23)},
+		{"msg received hours in England", `msg.received.getHours("Europe/London")`, summer, int64(0)},
+		{"msg received day of week in England", `msg.received.getDayOfWeek("Europe/London")`, summer, int64(4)},
 		{"has of a msg key compared with a bool", `has(msg.sender) == true`, full, true},
 		{"a msg key compared with null", `msg.sender != null`, full, true},
 		{"bundle field", `bundle.type`, full, "message"},

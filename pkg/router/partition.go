@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,8 +73,29 @@ func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream
 		cfg.FilterSubject = p.filter
 	}
 	c, err := js.CreateOrUpdateConsumer(ctx, p.stream, cfg)
+	if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
+		c, err = updatedFilters(ctx, js, p.stream, cfg, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s: %w", p.durable, err)
+	}
+	return c, nil
+}
+
+// updatedFilters returns the consumer cfg names when the server holds it
+// with cfg's filters, else an error wrapping updateErr. The client takes
+// an answer to an update without the filters asked for as a server that
+// cannot hold more than one, but a server answers the first update of a
+// consumer after it restarted with the consumer as it recovered it: after
+// an upgrade, an earlier version's single FilterSubject, although the
+// update was made. Reading the consumer back tells the two apart.
+func updatedFilters(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, updateErr error) (jetstream.Consumer, error) {
+	c, err := js.Consumer(ctx, stream, cfg.Durable)
+	if err != nil {
+		return nil, fmt.Errorf("%w; reading it back: %w", updateErr, err)
+	}
+	if have := c.CachedInfo().Config.FilterSubjects; !slices.Equal(have, cfg.FilterSubjects) {
+		return nil, fmt.Errorf("%w: the server holds filters %q, not %q", updateErr, have, cfg.FilterSubjects)
 	}
 	return c, nil
 }

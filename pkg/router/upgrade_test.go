@@ -151,3 +151,120 @@ func TestAcceptedInputOf(t *testing.T) {
 		})
 	}
 }
+
+// TestRouteConsumerUpgradeAcrossRestart checks the move to per-source
+// accepted batches as an upgrade makes it: the earlier version's consumer
+// was made by a server that has since restarted on the same store, and
+// the first answer such a server gives to an update of a consumer it
+// recovered is the consumer as recovered, with the earlier version's one
+// filter. The update must still be taken, whether the route still has
+// earlier batches to read (two filters) or not (its source's alone), and
+// the consumer keep its place.
+func TestRouteConsumerUpgradeAcrossRestart(t *testing.T) {
+	tests := []struct {
+		name    string
+		filters []string
+		// pending is whether the earlier version's second batch is still
+		// to be taken after the upgrade.
+		pending bool
+	}{
+		{"earlier batches waiting", acceptedFilters("pas"), true},
+		{"earlier batches all taken", []string{ownAccepted("pas")}, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			name := "restart-upgrade-" + strconv.Itoa(i)
+			js, stop := jstest.StartIn(t, name, dir)
+			if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}}); err != nil {
+				t.Fatal(err)
+			}
+			old := &partitionConsumer{stream: store.StreamIngress, durable: "route-r-b", filter: SubjAccepted + ".>", batch: 1,
+				ackWait: time.Minute, deliver: jetstream.DeliverNewPolicy}
+			c, err := old.consumer(ctx, js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var legacy []uint64
+			for _, subject := range []string{SubjAccepted + ".1", SubjAccepted + ".2"} {
+				ack, err := js.Publish(ctx, subject, []byte("batch"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				legacy = append(legacy, ack.Sequence)
+			}
+			takes := 1
+			if !tt.pending {
+				takes = 2
+			}
+			for range takes {
+				if _, ok := nextBatch(t, c); !ok {
+					t.Fatal("before the upgrade: no batch")
+				}
+			}
+			stop()
+
+			js, _ = jstest.StartIn(t, name, dir)
+			other, err := js.Publish(ctx, AcceptedSubject("lab", 3), []byte("batch"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			own, err := js.Publish(ctx, AcceptedSubject("pas", 4), []byte("batch"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			updated := &partitionConsumer{stream: store.StreamIngress, durable: "route-r-b", filters: tt.filters, batch: 1,
+				ackWait: time.Minute, deliver: jetstream.DeliverNewPolicy}
+			c, err = updated.consumer(ctx, js)
+			if err != nil {
+				t.Fatalf("updating the consumer after a restart: %v", err)
+			}
+			info, err := c.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(info.Config.FilterSubjects, tt.filters) {
+				t.Errorf("consumer filters %v, want %v", info.Config.FilterSubjects, tt.filters)
+			}
+			var want []uint64
+			if tt.pending {
+				want = append(want, legacy[1])
+			}
+			want = append(want, own.Sequence)
+			var got []uint64
+			for {
+				seq, ok := nextBatch(t, c)
+				if !ok {
+					break
+				}
+				got = append(got, seq)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("after the upgrade got batches %v, want %v (not %d, another source's)", got, want, other.Sequence)
+			}
+		})
+	}
+}
+
+// nextBatch fetches and acknowledges c's next message, returning its
+// stream sequence, or false when none comes.
+func nextBatch(t *testing.T, c jetstream.Consumer) (uint64, bool) {
+	t.Helper()
+	b, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := <-b.Messages()
+	if !ok {
+		return 0, false
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.DoubleAck(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return meta.Sequence.Stream, true
+}

@@ -206,7 +206,8 @@ type ReplayOptions struct {
 // destinations) or, for a delivery, no longer delivers to their
 // destination, when their destination is not configured any more (dests
 // reports those that are: nothing would take a payload queued for it) or
-// not among onlyDests, or when their stage cannot be replayed.
+// not among onlyDests, when their stage cannot be replayed, or when one is
+// a whole stored batch its stage could not read (batch-<sequence>).
 // aw records the replays; nil makes a writer of its own.
 func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Filter, opts ReplayOptions) (*ReplayResult, error) {
 	onlyDests, routes, dests := opts.OnlyDests, opts.Routes, opts.Dests
@@ -258,6 +259,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		outcome, reason := "replayed", "dead letter replayed from stage "+it.d.Stage
 		rerouted := false // a delivery dead letter routed again from its input
 		skip := func(why string) { res.Skipped = append(res.Skipped, Skipped{DeadLetter: it.d, Why: why}) }
+		if isBatchDeadLetter(it.d) {
+			// No source, partition or route of a message to send it
+			// by: queued as one, nothing would take it.
+			skip("a stored batch its stage could not read (such as one a later version wrote, read after a rollback), not one message: replay cannot resend it; inspect it")
+			continue
+		}
 		switch it.d.Stage {
 		case "route":
 			if _, ok := routes[it.d.Route]; !ok {
@@ -395,6 +402,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, aw *audit.Writer, f Fil
 		res.Rerouted = append(res.Rerouted, id)
 	}
 	return res, nil
+}
+
+// isBatchDeadLetter reports whether d is a whole stored batch that its
+// stage could not read, dead-lettered under the name batchHeader gives it
+// (message ids are ULIDs, never so named).
+func isBatchDeadLetter(d DeadLetter) bool {
+	return strings.HasPrefix(d.MessageID, batchDeadLetterPrefix)
 }
 
 // goneAlready reports whether err, from deleting a dead letter, says it

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
@@ -198,6 +200,49 @@ func TestListDeadLettersNewest(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("listed %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestReplayLeavesUnreadableBatches: a stored batch a stage could not
+// read is dead-lettered whole, named batch-<sequence>, with no source or
+// partition of a message: nothing takes it if queued as a message. A
+// replay of every dead letter (such as --since, after a rollback left an
+// older version's dead letters of batches it could not read) leaves it,
+// with why, whatever its stage, and still resends the others.
+func TestReplayLeavesUnreadableBatches(t *testing.T) {
+	for _, stage := range []string{"route", "delivery", "ingest"} {
+		t.Run(stage, func(t *testing.T) {
+			r, js := deliveryRouter(t)
+			name := map[string]string{"route": "adt", "delivery": "ehr", "ingest": "accept"}[stage]
+			if _, err := r.deadLetter(t.Context(), stage, name, batchHeader(nats.Header{}, 7), []byte("not a batch this version reads"),
+				fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable "+stage+" batch", errBadBatch)); err != nil {
+				t.Fatal(err)
+			}
+			h := nats.Header{}
+			h.Set(envelope.HeaderID, "01DDDDDDDDDDDDDDDDDDDDDDRT")
+			h.Set(envelope.HeaderSource, "pas")
+			h.Set(envelope.HeaderPartition, "0")
+			if _, err := r.deadLetter(t.Context(), "route", "adt", h, []byte("MSH|"), fault.New(fault.CodeTranslate, "translation failed")); err != nil {
+				t.Fatal(err)
+			}
+			res, err := Replay(t.Context(), js, audit.NewWriter(js), Filter{}, ReplayOptions{Routes: map[string][]string{"adt": {"ehr"}}, Dests: map[string]bool{"ehr": true}})
+			if err != nil {
+				t.Fatalf("replay: %v", err)
+			}
+			if len(res.Replayed) != 1 || res.Replayed[0].MessageID != "01DDDDDDDDDDDDDDDDDDDDDDRT" {
+				t.Errorf("replayed %+v, want the message's dead letter", res.Replayed)
+			}
+			if len(res.Skipped) != 1 || res.Skipped[0].MessageID != "batch-7" || !strings.Contains(res.Skipped[0].Why, "stored batch") {
+				t.Errorf("left %+v, want batch-7, with why", res.Skipped)
+			}
+			st, err := js.Stream(t.Context(), store.StreamDeadLetter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := st.CachedInfo().State.Msgs; n != 1 {
+				t.Errorf("%d dead letters left, want the batch's", n)
 			}
 		})
 	}

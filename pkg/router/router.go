@@ -557,10 +557,13 @@ func batchHeader(h nats.Header, seq uint64) nats.Header {
 		out[k] = v
 	}
 	if out.Get(envelope.HeaderID) == "" {
-		out.Set(envelope.HeaderID, "batch-"+strconv.FormatUint(seq, 10))
+		out.Set(envelope.HeaderID, batchDeadLetterPrefix+strconv.FormatUint(seq, 10))
 	}
 	return out
 }
+
+// batchDeadLetterPrefix starts the name of a dead-lettered batch.
+const batchDeadLetterPrefix = "batch-"
 
 // reasonOf returns the safe message of err, naming the route expression
 // that failed when one did.

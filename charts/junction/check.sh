@@ -19,6 +19,10 @@ grep -q 'value: "921MiB"' <<<"$out" || fail "junction GOMEMLIMIT is not 921MiB f
 grep -q 'value: "1843MiB"' <<<"$out" || fail "nats GOMEMLIMIT is not 1843MiB for a 2Gi limit"
 grep -q 'resourceFieldRef' <<<"$out" && fail "GOMEMLIMIT still taken from the whole memory limit"
 grep -q 'seconds: 5' <<<"$out" || fail "no preStop sleep on the Junction pods"
+# An upgrade must not run two versions of the engine on one store.
+grep -A1 '^  strategy:' <<<"$out" | grep -q 'type: Recreate' || fail "the Junction Deployment is not replaced by Recreate by default"
+out=$(render --set junction.updateStrategy.type=RollingUpdate)
+grep -A1 '^  strategy:' <<<"$out" | grep -q 'type: RollingUpdate' || fail "junction.updateStrategy is not the Deployment's strategy"
 
 out=$(render --set junction.resources.limits.memory=768Mi --set junction.preStopSleepSeconds=0)
 grep -q 'value: "691MiB"' <<<"$out" || fail "junction GOMEMLIMIT is not 691MiB for a 768Mi limit"

@@ -186,6 +186,22 @@ func (c *Correlator) patientCheck(o SentOrder, nhsNumber string) string {
 	return hex.EncodeToString(sum[:3])
 }
 
+// samePatient reports whether the NHS number nhsNumber is the one order o
+// was recorded with. A record an earlier version wrote before the checks
+// were keyed (December 2026) holds the unkeyed hash: it is checked against
+// that too, so results for orders sent before an upgrade are still
+// linked; another patient's number then matches by chance about twice in
+// 16 million rather than once.
+func (c *Correlator) samePatient(o SentOrder, nhsNumber string) bool {
+	if c.patientCheck(o, nhsNumber) == o.Patient {
+		return true
+	}
+	if c.keyed == nil {
+		return false
+	}
+	return (&Correlator{}).patientCheck(o, nhsNumber) == o.Patient
+}
+
 // resultNHSNumber returns the NHS number of the Patient entry of a result
 // bundle's entries, or "" when it has none (the translator gives only a
 // valid one the NHS number system).
@@ -297,7 +313,7 @@ func (c *Correlator) Correlate(ctx context.Context, bundle []byte, orders []Resu
 			continue
 		}
 		m := &matches[report-1]
-		if o.Patient != "" && nhsNumber != "" && c.patientCheck(o, nhsNumber) != o.Patient {
+		if o.Patient != "" && nhsNumber != "" && !c.samePatient(o, nhsNumber) {
 			m.PatientMismatch = true
 			continue
 		}

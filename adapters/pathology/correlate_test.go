@@ -356,6 +356,10 @@ func TestCorrelatePatientMismatch(t *testing.T) {
 		// The check is the key's: under another key the same patient's
 		// number does not match it.
 		{name: "same patient, another key", pid3: orderNHS, writer: keyA, reader: keyB},
+		// An earlier version's record, written before checks were keyed,
+		// still matches its patient and no other.
+		{name: "same patient, recorded unkeyed", pid3: orderNHS, reader: keyA, linked: true},
+		{name: "another patient, recorded unkeyed", pid3: "9990000042^^^NHS^NH", reader: keyA},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

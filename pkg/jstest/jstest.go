@@ -16,18 +16,7 @@ import (
 // JetStream handle on it. The server stops when the test ends.
 func Start(tb testing.TB, name string) jetstream.JetStream {
 	tb.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: name, Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: tb.TempDir(), NoLog: true, NoSigs: true,
-	})
-	if err != nil {
-		tb.Fatalf("configuring test server: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		tb.Fatal("test server did not become ready")
-	}
+	srv := run(tb, name, tb.TempDir())
 	tb.Cleanup(func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
@@ -35,12 +24,9 @@ func Start(tb testing.TB, name string) jetstream.JetStream {
 	return Connect(tb, srv.ClientURL())
 }
 
-// StartIn runs an embedded JetStream server named name on a random
-// loopback port with its store in dir, and returns a JetStream handle on it
-// and a function that closes the handle and stops the server (called
-// again when the test ends, harmlessly). A test can then start another
-// server on dir, as a restart or an upgrade of the engine does.
-func StartIn(tb testing.TB, name, dir string) (jetstream.JetStream, func()) {
+// run starts an embedded JetStream server named name on a random loopback
+// port with its store in dir, and waits until it takes connections.
+func run(tb testing.TB, name, dir string) *server.Server {
 	tb.Helper()
 	srv, err := server.NewServer(&server.Options{
 		ServerName: name, Host: "127.0.0.1", Port: -1, JetStream: true,
@@ -54,6 +40,17 @@ func StartIn(tb testing.TB, name, dir string) (jetstream.JetStream, func()) {
 		srv.Shutdown()
 		tb.Fatal("test server did not become ready")
 	}
+	return srv
+}
+
+// StartIn runs an embedded JetStream server named name on a random
+// loopback port with its store in dir, and returns a JetStream handle on it
+// and a function that closes the handle and stops the server (called
+// again when the test ends, harmlessly). A test can then start another
+// server on dir, as a restart or an upgrade of the engine does.
+func StartIn(tb testing.TB, name, dir string) (jetstream.JetStream, func()) {
+	tb.Helper()
+	srv := run(tb, name, dir)
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
 		srv.Shutdown()

@@ -40,26 +40,7 @@ func TestRouteConsumerUpgrade(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func(c jetstream.Consumer) (uint64, bool) {
-		t.Helper()
-		b, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, ok := <-b.Messages()
-		if !ok {
-			return 0, false
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.DoubleAck(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return meta.Sequence.Stream, true
-	}
-	if got, ok := next(c); !ok || got != taken {
+	if got, ok := nextBatch(t, c); !ok || got != taken {
 		t.Fatalf("before the upgrade got batch %d (%v), want %d", got, ok, taken)
 	}
 	other := publish(AcceptedSubject("lab", 3))
@@ -72,7 +53,7 @@ func TestRouteConsumerUpgrade(t *testing.T) {
 	}
 	var got []uint64
 	for {
-		seq, ok := next(c)
+		seq, ok := nextBatch(t, c)
 		if !ok {
 			break
 		}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -113,6 +114,9 @@ type committer struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
+	// budget bounds one batch's write, retries included (publishBudget
+	// if zero; tests shorten it).
+	budget time.Duration
 }
 
 func newCommitter(js jetstream.JetStream, m *telemetry.Metrics, note func(error), refused func(error) bool) *committer {
@@ -156,40 +160,23 @@ func (c *committer) loop() {
 	defer close(c.stopped)
 	batch := make([]commitReq, 0, maxBatchCount)
 	for {
+		// Once stopping, what is queued goes the bounded way below,
+		// whatever else is ready.
+		select {
+		case <-c.stop:
+			c.answerQueued(batch)
+			return
+		default:
+		}
 		select {
 		case r := <-c.reqs:
 			batch = append(batch[:0], r)
 		case <-c.stop:
-			// Answer anything queued before stopping.
-			for {
-				select {
-				case r := <-c.reqs:
-					batch = append(batch[:0], r)
-					c.write(batch)
-				default:
-					return
-				}
-			}
+			c.answerQueued(batch)
+			return
 		}
-		// A batch grows while there is room; a message that would not fit
-		// starts the next one (a message too large for any batch goes
-		// alone and gets the store's own answer).
-		size := len(batch[0].env.Raw)
 		var carry *commitReq
-	drain:
-		for len(batch) < maxBatchCount && size < c.maxBytes {
-			select {
-			case r := <-c.reqs:
-				if size+len(r.env.Raw) > c.maxBytes {
-					carry = &r
-					break drain
-				}
-				batch = append(batch, r)
-				size += len(r.env.Raw)
-			default:
-				break drain
-			}
-		}
+		batch, carry = c.fill(batch)
 		c.write(batch)
 		if carry != nil {
 			c.write([]commitReq{*carry})
@@ -197,7 +184,66 @@ func (c *committer) loop() {
 	}
 }
 
-func (c *committer) write(batch []commitReq) {
+// fill adds queued requests to batch, which holds one, while there is
+// room, and returns it with the request that would not fit, if any. A
+// message that would not fit starts the next batch (a message too large
+// for any batch goes alone and gets the store's own answer).
+func (c *committer) fill(batch []commitReq) ([]commitReq, *commitReq) {
+	size := len(batch[0].env.Raw)
+	for len(batch) < maxBatchCount && size < c.maxBytes {
+		select {
+		case r := <-c.reqs:
+			if size+len(r.env.Raw) > c.maxBytes {
+				return batch, &r
+			}
+			batch = append(batch, r)
+			size += len(r.env.Raw)
+		default:
+			return batch, nil
+		}
+	}
+	return batch, nil
+}
+
+// answerQueued answers the requests queued when the committer stops.
+// They are written in batches, as while running, until a write fails;
+// the rest are then answered with a failure without being tried, so
+// their senders resend. Every write to a store that has gone takes
+// publishBudget, and at shutdown the queue can hold a request from every
+// connection the inbound listeners gave up waiting for: written one by
+// one, or tried one by one after a failure, they would hold the drain
+// for the queue's length times publishBudget, far past the shutdown
+// timeout. batch is spare capacity.
+func (c *committer) answerQueued(batch []commitReq) {
+	var failed error
+	answer := func(part []commitReq) {
+		if failed == nil {
+			failed = c.write(part)
+			return
+		}
+		err := fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "ingest is shutting down and the store did not take its last write", failed)
+		for _, r := range part {
+			r.done <- err
+		}
+	}
+	for {
+		select {
+		case r := <-c.reqs:
+			batch = append(batch[:0], r)
+		default:
+			return
+		}
+		var carry *commitReq
+		batch, carry = c.fill(batch)
+		answer(batch)
+		if carry != nil {
+			answer([]commitReq{*carry})
+		}
+	}
+}
+
+// write writes batch and answers its requests; it returns the outcome.
+func (c *committer) write(batch []commitReq) error {
 	envs := make([]*envelope.Envelope, len(batch))
 	for i, r := range batch {
 		envs[i] = r.env
@@ -217,6 +263,7 @@ func (c *committer) write(batch []commitReq) {
 	for _, r := range batch {
 		r.done <- err
 	}
+	return err
 }
 
 func (c *committer) publish(envs []*envelope.Envelope) error {
@@ -232,7 +279,7 @@ func (c *committer) publish(envs []*envelope.Envelope) error {
 	// for it in short attempts, each retrying the same write (the id
 	// makes a second store harmless), lets ingest resume as soon as a new
 	// leader is elected rather than after one long timeout.
-	deadline := time.Now().Add(publishBudget)
+	deadline := time.Now().Add(cmp.Or(c.budget, publishBudget))
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), min(publishAttempt, time.Until(deadline)))
 		_, err := c.js.PublishMsg(ctx, m)

@@ -1,0 +1,130 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/fault"
+)
+
+// scriptedJS is a JetStream whose PublishMsg answers as told: stored,
+// or no answer until the attempt's context ends (a store that has gone).
+type scriptedJS struct {
+	jetstream.JetStream
+	gone bool
+
+	mu    sync.Mutex
+	sizes []int // entries in each batch written
+}
+
+func (s *scriptedJS) PublishMsg(ctx context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	envs, err := decodeBatch(m.Data)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(envs))
+	s.mu.Unlock()
+	if s.gone {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return &jetstream.PubAck{Stream: "INGEST_LOG"}, nil
+}
+
+// TestCommitterStopsInBoundedTime: the requests queued when the
+// committer stops (senders the inbound listeners gave up waiting for at
+// shutdown) are written in batches, and once a write fails the rest are
+// answered without being tried. Written one by one, a store that has
+// gone held the drain for every queued request times the write budget.
+func TestCommitterStopsInBoundedTime(t *testing.T) {
+	const queued = 40
+	for _, tc := range []struct {
+		name  string
+		gone  bool
+		sizes []int
+	}{
+		{"store answering", false, []int{queued}},
+		{"store gone", true, []int{queued}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := &scriptedJS{gone: tc.gone}
+			c := &committer{js: js, maxBytes: maxBatchBytes, reqs: make(chan commitReq, queued),
+				stop: make(chan struct{}), stopped: make(chan struct{}), budget: 50 * time.Millisecond}
+			reqs := make([]commitReq, queued)
+			for i := range reqs {
+				reqs[i] = commitReq{env: &envelope.Envelope{ID: "m" + strconv.Itoa(i), Source: "pas", Raw: []byte("MSH|^~\\&|")}, done: make(chan error, 1)}
+				c.reqs <- reqs[i]
+			}
+			// Stopping with the queue full, as after inbound listeners
+			// that gave up waiting for their handlers.
+			close(c.stop)
+			start := time.Now()
+			go c.loop()
+			select {
+			case <-c.stopped:
+			case <-time.After(30 * time.Second):
+				t.Fatal("committer did not stop")
+			}
+			took := time.Since(start)
+			js.mu.Lock()
+			sizes := js.sizes
+			js.mu.Unlock()
+			if len(sizes) != len(tc.sizes) || sizes[0] != tc.sizes[0] {
+				t.Errorf("batches written at stop hold %v entries, want %v (took %v)", sizes, tc.sizes, took)
+			}
+			for i, r := range reqs {
+				err := <-r.done
+				if tc.gone != (err != nil) {
+					t.Fatalf("request %d answered %v, want failure %v", i, err, tc.gone)
+				}
+				if err != nil && fault.CodeOf(err) != fault.CodeStoreUnavailable {
+					t.Errorf("request %d answered %v, want %s", i, err, fault.CodeStoreUnavailable)
+				}
+			}
+		})
+	}
+}
+
+// TestCommitterAnswersUntriedAfterFailure: once a write at stop fails,
+// the requests after it are answered with a failure that says so,
+// without another write.
+func TestCommitterAnswersUntriedAfterFailure(t *testing.T) {
+	js := &scriptedJS{gone: true}
+	// Room for two entries a batch: the queue takes three writes.
+	c := &committer{js: js, maxBytes: 20, reqs: make(chan commitReq, 6),
+		stop: make(chan struct{}), stopped: make(chan struct{}), budget: 50 * time.Millisecond}
+	var reqs []commitReq
+	for i := range 6 {
+		r := commitReq{env: &envelope.Envelope{ID: "m" + strconv.Itoa(i), Source: "pas", Raw: []byte("0123456789")}, done: make(chan error, 1)}
+		reqs = append(reqs, r)
+		c.reqs <- r
+	}
+	close(c.stop)
+	c.loop()
+	if len(js.sizes) != 1 || js.sizes[0] != 2 {
+		t.Fatalf("batches written %v, want one of 2 entries", js.sizes)
+	}
+	for i, r := range reqs {
+		err := <-r.done
+		if err == nil {
+			t.Fatalf("request %d answered stored", i)
+		}
+		untried := i >= 2
+		var fe *fault.Error
+		if !errors.As(err, &fe) || fe.Class != fault.Transient {
+			t.Errorf("request %d: %v is not a transient fault", i, err)
+		}
+		if got := fe.Msg == "ingest is shutting down and the store did not take its last write"; got != untried {
+			t.Errorf("request %d: %q, untried %v", i, fe.Msg, untried)
+		}
+	}
+}

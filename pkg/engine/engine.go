@@ -566,7 +566,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 			}
 		}
 		if e.ingester != nil {
-			e.ingester.Close()
+			if err := e.ingester.Close(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if e.router != nil {
 			if err := e.router.Shutdown(ctx); err != nil {

@@ -492,10 +492,16 @@ func reuseKey(env *envelope.Envelope) string {
 	return dedupeKeyOf(env) + "|" + audit.Hash(resendContent(env.ContentType, env.Raw))[:16]
 }
 
-// close stops accepting, answers every queued request, and returns.
-func (c *committer) close() {
+// close stops accepting and waits until every queued request is
+// answered, or until ctx ends.
+func (c *committer) close(ctx context.Context) error {
 	c.once.Do(func() { close(c.stop) })
-	<-c.stopped
+	select {
+	case <-c.stopped:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("ingest: messages queued for the store not yet answered: %w", ctx.Err())
+	}
 }
 
 // Splitter republishes ingest-log batches to the per-patient ingress

@@ -128,3 +128,43 @@ func TestCommitterAnswersUntriedAfterFailure(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitterCloseHonoursContext: close returns when its context ends,
+// while a write to a store that has gone is still being tried; the
+// request is answered when the write gives up.
+func TestCommitterCloseHonoursContext(t *testing.T) {
+	js := &scriptedJS{gone: true}
+	c := &committer{js: js, maxBytes: maxBatchBytes, reqs: make(chan commitReq, 1),
+		stop: make(chan struct{}), stopped: make(chan struct{}), budget: 2 * time.Second}
+	go c.loop()
+	answered := make(chan error, 1)
+	go func() {
+		answered <- c.commit(context.Background(), &envelope.Envelope{ID: "m1", Source: "pas", Raw: []byte("MSH|^~\\&|")})
+	}()
+	for {
+		js.mu.Lock()
+		n := len(js.sizes)
+		js.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := c.close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("close = %v, want %v", err, context.DeadlineExceeded)
+	}
+	if took := time.Since(start); took >= time.Second {
+		t.Errorf("close took %v, past its context", took)
+	}
+	select {
+	case err := <-answered:
+		if fault.CodeOf(err) != fault.CodeStoreUnavailable {
+			t.Errorf("request answered %v, want %s", err, fault.CodeStoreUnavailable)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("request never answered")
+	}
+}

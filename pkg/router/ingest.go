@@ -58,12 +58,15 @@ func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics, aw *au
 	return i
 }
 
-// Close stops group commit after answering every queued message. Call it
-// after the inbound adapters have stopped.
-func (i *Ingester) Close() {
+// Close stops group commit after answering every queued message, or
+// returns ctx's error when ctx ends first (the messages are answered all
+// the same, in the background: see committer.answerQueued). Call it after
+// the inbound adapters have stopped.
+func (i *Ingester) Close(ctx context.Context) error {
 	if i.group != nil {
-		i.group.close()
+		return i.group.close(ctx)
 	}
+	return nil
 }
 
 // IngressSubject is the subject a message from source in partition p is stored on.

@@ -81,8 +81,7 @@ func (c *Client) Send(ctx context.Context, payload []byte) ([]byte, error) {
 	if err := c.nc.SetDeadline(dl); err != nil {
 		return nil, c.fail(ctx, "set deadline", err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer interruptOn(ctx, c.nc.SetDeadline)()
 	if _, err := c.nc.Write(buf); err != nil {
 		return nil, c.fail(ctx, "write", err)
 	}
@@ -107,8 +106,7 @@ func (c *Client) Read(ctx context.Context) ([]byte, error) {
 	if err := c.nc.SetReadDeadline(dl); err != nil {
 		return nil, c.fail(ctx, "set deadline", err)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer interruptOn(ctx, c.nc.SetReadDeadline)()
 	reply, err := c.r.ReadFrame()
 	if err != nil {
 		return nil, c.fail(ctx, "read reply", err)
@@ -142,6 +140,25 @@ func (c *Client) Write(ctx context.Context, payload []byte) error {
 		return c.fail(ctx, "write", err)
 	}
 	return nil
+}
+
+// interruptOn makes the end of ctx interrupt the connection's I/O, by
+// setting its deadline (with set) in the past. Call the function it
+// returns when the I/O is over: if ctx ended meanwhile, it waits for the
+// interruption to finish. Otherwise an interruption that ran late, after
+// a reply had come in time, would set its past deadline over the next
+// send's and fail that send for nothing.
+func interruptOn(ctx context.Context, set func(time.Time) error) (stop func()) {
+	done := make(chan struct{})
+	stopFunc := context.AfterFunc(ctx, func() {
+		defer close(done)
+		_ = set(time.Unix(1, 0))
+	})
+	return func() {
+		if !stopFunc() {
+			<-done
+		}
+	}
 }
 
 func (c *Client) fail(ctx context.Context, op string, err error) error {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,5 +286,86 @@ func idleOnceArrived(c *Client, want bool) bool {
 			return got
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// lateConn is a connection whose replies come at once, and on which
+// setting a deadline in the past (the client's interruption when its
+// context ends) takes a while, as when its goroutine is scheduled late.
+type lateConn struct {
+	net.Conn
+	// onRead is called before each read returns its reply, with the
+	// read's number from 1.
+	onRead func(n int)
+	reads  int
+
+	mu       sync.Mutex
+	deadline time.Time
+}
+
+func (c *lateConn) Write(b []byte) (int, error) { return len(b), nil }
+
+func (c *lateConn) Read(b []byte) (int, error) {
+	c.reads++
+	c.onRead(c.reads)
+	c.mu.Lock()
+	dl := c.deadline
+	c.mu.Unlock()
+	if !dl.IsZero() && dl.Before(time.Now()) {
+		return 0, os.ErrDeadlineExceeded
+	}
+	return copy(b, "\x0bACK\x1c\r"), nil
+}
+
+func (c *lateConn) setDeadline(t time.Time) error {
+	if !t.IsZero() && t.Before(time.Now()) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *lateConn) SetDeadline(t time.Time) error     { return c.setDeadline(t) }
+func (c *lateConn) SetReadDeadline(t time.Time) error { return c.setDeadline(t) }
+func (c *lateConn) Close() error                      { return nil }
+
+// TestClientInterruptionDoesNotOutliveSend: a send whose context ends
+// just as its reply arrives returns the reply, and the interruption its
+// context's end set off is over by then, rather than landing on the next
+// send's deadline and failing it for nothing.
+func TestClientInterruptionDoesNotOutliveSend(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		op   func(c *Client, ctx context.Context) ([]byte, error)
+	}{
+		{"send", func(c *Client, ctx context.Context) ([]byte, error) { return c.Send(ctx, []byte("MSG")) }},
+		{"read", func(c *Client, ctx context.Context) ([]byte, error) { return c.Read(ctx) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			nc := &lateConn{}
+			nc.onRead = func(n int) {
+				switch n {
+				case 1:
+					cancel() // the first send's context ends as its reply comes
+				case 2:
+					time.Sleep(100 * time.Millisecond) // the second's reply takes a moment
+				}
+			}
+			r := NewReader(nc, 0)
+			r.endCROptional = true
+			c := &Client{nc: nc, r: r}
+			if _, err := tc.op(c, ctx); err != nil {
+				t.Fatalf("first: %v", err)
+			}
+			ctx2, cancel2 := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel2()
+			if got, err := tc.op(c, ctx2); err != nil || string(got) != "ACK" {
+				t.Fatalf("second = %q, %v; want ACK, the first's interruption spent", got, err)
+			}
+		})
 	}
 }

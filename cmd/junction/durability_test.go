@@ -381,6 +381,12 @@ func newEngine(t *testing.T, name string, sinkAddr string, ns *natsServer, shutd
 	}
 	t.Cleanup(func() {
 		e.kill()
+		// A child built with -race (JUNCTION_DURABILITY_RACE) reports on
+		// stderr and carries on; one killed never exits with the
+		// detector's status, so its reports are looked for here.
+		if reports := raceReports(e.stderr, 200); reports != "" {
+			t.Errorf("%s: the race detector reported:\n%s", e.name, reports)
+		}
 		if t.Failed() {
 			for _, f := range []string{e.stdout, e.stderr} {
 				t.Logf("last 50 lines of %s:\n%s", filepath.Base(f), tail(f, 50))
@@ -388,6 +394,25 @@ func newEngine(t *testing.T, name string, sinkAddr string, ns *natsServer, shutd
 		}
 	})
 	return e
+}
+
+// raceReports returns what a child's stderr log at path holds from the
+// race detector's first report on, up to maxLines lines, or "" when it holds
+// none.
+func raceReports(path string, maxLines int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	i := bytes.Index(data, []byte("WARNING: DATA RACE"))
+	if i < 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(data[i:]), "\n"), "\n")
+	if len(lines) > maxLines {
+		lines = append(lines[:maxLines], fmt.Sprintf("(%d more lines)", len(lines)-maxLines))
+	}
+	return strings.Join(lines, "\n")
 }
 
 func tail(path string, n int) string {
@@ -1003,5 +1028,32 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(eng.stderr); !bytes.Contains(b, []byte("second signal")) {
 		t.Errorf("stderr does not say why it stopped:\n%s", tail(eng.stderr, 5))
+	}
+}
+
+func TestRaceReports(t *testing.T) {
+	report := "==================\nWARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n  main.f()\n==================\n"
+	for _, tc := range []struct {
+		name, log string
+		maxLines  int
+		want      string
+	}{
+		{"none", `{"level":"INFO","msg":"junction ready"}` + "\n", 10, ""},
+		{"missing log", "", 10, ""},
+		{"report", `{"level":"INFO","msg":"junction ready"}` + "\n" + report, 10,
+			"WARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n  main.f()\n=================="},
+		{"cut", report, 2, "WARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n(2 more lines)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "child.stderr.log")
+			if tc.log != "" {
+				if err := os.WriteFile(path, []byte(tc.log), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := raceReports(path, tc.maxLines); got != tc.want {
+				t.Errorf("raceReports = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

@@ -118,3 +118,85 @@ func TestConnLimit(t *testing.T) {
 		t.Fatal("no connection counted as refused")
 	}
 }
+
+// TestConnLimitEvictsSilent: at the bound, with no connection idle, a new
+// connection takes the place of one that has sent nothing for
+// silentAfter (so connections opened and left silent cannot lock every
+// client out), and is closed as it arrives while they are younger.
+func TestConnLimitEvictsSilent(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		silentAfter time.Duration
+		admitted    bool
+	}{
+		{"silent long enough", 50 * time.Millisecond, true},
+		{"silent too briefly", time.Hour, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var refused atomic.Int64
+			limit := newConnLimit(ln, 2, func() { refused.Add(1) })
+			limit.silentAfter = tc.silentAfter
+			srv := &http.Server{
+				Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
+				ConnState:         limit.connState,
+				ReadHeaderTimeout: 10 * time.Second,
+			}
+			go func() { _ = srv.Serve(limit) }()
+			defer srv.Close()
+			dial := func() net.Conn {
+				t.Helper()
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				t.Cleanup(func() { c.Close() })
+				return c
+			}
+			// Two connections that send nothing hold the bound.
+			silent := []net.Conn{dial(), dial()}
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				limit.mu.Lock()
+				n := len(limit.open)
+				limit.mu.Unlock()
+				if n == 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d connections admitted, want 2", n)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			time.Sleep(100 * time.Millisecond)
+			c := dial()
+			_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if got := err == nil && resp.StatusCode == http.StatusOK; got != tc.admitted {
+				t.Fatalf("new connection answered %v (err %v), want %v", got, err, tc.admitted)
+			}
+			if err == nil {
+				resp.Body.Close()
+			}
+			if got := refused.Load() == 0; got != tc.admitted {
+				t.Errorf("refused %d, admitted %v", refused.Load(), tc.admitted)
+			}
+			closed := 0
+			for _, s := range silent {
+				_ = s.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				_, err := s.Read(make([]byte, 1))
+				var ne net.Error
+				if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+					closed++
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.admitted]; closed != want {
+				t.Errorf("%d silent connections closed for the new one, want %d", closed, want)
+			}
+		})
+	}
+}

@@ -490,7 +490,7 @@ func (e *Engine) listenHTTP(httpTLS *tls.Config) error {
 	refusedLog := telemetry.Floodable(e.log.With("component", "http"))
 	limit := newConnLimit(ln, cfg.HTTP.MaxConnections, func() {
 		e.metrics.HTTPConnectionsRefused.Inc()
-		refusedLog.Warn("http connection refused: the listener holds http.max_connections, none of them idle", "max_connections", cfg.HTTP.MaxConnections)
+		refusedLog.Warn("http connection refused: the listener holds http.max_connections, none of them idle or silent for a second", "max_connections", cfg.HTTP.MaxConnections)
 	})
 	e.httpLn = limit
 	e.httpSrv = &http.Server{

@@ -293,6 +293,13 @@ func (c *committer) publish(envs []*envelope.Envelope) error {
 			// write would wait the whole budget for the same answer.
 			return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages: the store is out of storage", err)
 		}
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			// Closed for good (it reconnects for ever otherwise): the
+			// store was closed at shutdown under a write that outlived
+			// the drain, which should end now rather than after the
+			// budget.
+			return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages: the store connection is closed", err)
+		}
 		if time.Until(deadline) < publishRetryWait {
 			return fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages", err)
 		}

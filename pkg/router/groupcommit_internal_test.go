@@ -20,6 +20,8 @@ import (
 type scriptedJS struct {
 	jetstream.JetStream
 	gone bool
+	// err, if set, is every publish's answer at once.
+	err error
 
 	mu    sync.Mutex
 	sizes []int // entries in each batch written
@@ -33,6 +35,9 @@ func (s *scriptedJS) PublishMsg(ctx context.Context, m *nats.Msg, _ ...jetstream
 	s.mu.Lock()
 	s.sizes = append(s.sizes, len(envs))
 	s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
 	if s.gone {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -166,5 +171,31 @@ func TestCommitterCloseHonoursContext(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("request never answered")
+	}
+}
+
+// TestCommitterStopsTryingOnClosedConnection: a write that meets the
+// store's connection closed (at shutdown, under a write that outlived
+// the drain) fails at once rather than being tried until its budget.
+func TestCommitterStopsTryingOnClosedConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		tries func(n int) bool
+	}{
+		{"connection closed", nats.ErrConnectionClosed, func(n int) bool { return n == 1 }},
+		{"no answer yet", nats.ErrNoResponders, func(n int) bool { return n > 1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := &scriptedJS{err: tc.err}
+			c := &committer{js: js, maxBytes: maxBatchBytes, budget: 500 * time.Millisecond}
+			err := c.publish([]*envelope.Envelope{{ID: "m1", Source: "pas", Raw: []byte("MSH|^~\\&|")}})
+			if fault.CodeOf(err) != fault.CodeStoreUnavailable || !errors.Is(err, tc.err) {
+				t.Errorf("publish = %v, want %s wrapping %v", err, fault.CodeStoreUnavailable, tc.err)
+			}
+			if n := len(js.sizes); !tc.tries(n) {
+				t.Errorf("%d writes tried", n)
+			}
+		})
 	}
 }

@@ -559,12 +559,7 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.startDrain()
 		e.ready.Store(false)
 		e.metrics.Ready.Set(0)
-		var errs []error
-		for i := len(e.inbounds) - 1; i >= 0; i-- {
-			if err := e.inbounds[i].in.Shutdown(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("input %s: %w", e.inbounds[i].name, err))
-			}
-		}
+		errs := shutdownInputs(ctx, e.inbounds)
 		if e.ingester != nil {
 			if err := e.ingester.Close(ctx); err != nil {
 				errs = append(errs, err)
@@ -625,6 +620,30 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.log.Info("junction stopped")
 	})
 	return e.stopErr
+}
+
+// shutdownInputs shuts the inputs down all at once, so that every one
+// stops accepting as the drain begins rather than only once those
+// before it have finished their messages in hand, and returns their
+// errors, last started first.
+func shutdownInputs(ctx context.Context, inputs []namedInbound) []error {
+	errs := make([]error, len(inputs))
+	var wg sync.WaitGroup
+	for i, n := range inputs {
+		wg.Go(func() {
+			if err := n.in.Shutdown(ctx); err != nil {
+				errs[i] = fmt.Errorf("input %s: %w", n.name, err)
+			}
+		})
+	}
+	wg.Wait()
+	var out []error
+	for i := len(errs) - 1; i >= 0; i-- {
+		if errs[i] != nil {
+			out = append(out, errs[i])
+		}
+	}
+	return out
 }
 
 // Run starts the engine and blocks until ctx is done, then drains.

@@ -38,6 +38,9 @@ type Ingester struct {
 	group *committer
 	// backlog, if set, refuses input while routing is too far behind.
 	backlog *Backlog
+	// writeFailed, if set, says why the store cannot write now
+	// (Store.WriteFailed), so input is refused at once.
+	writeFailed func() error
 }
 
 // LimitBacklog makes Ingest refuse, unstored, the messages of an input
@@ -51,7 +54,7 @@ func NewIngester(st *store.Store, log *slog.Logger, m *telemetry.Metrics, aw *au
 	if aw == nil {
 		aw = audit.NewWriter(st.JS)
 	}
-	i := &Ingester{js: st.JS, note: st.NoteIngest, audit: aw, partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m}
+	i := &Ingester{js: st.JS, note: st.NoteIngest, audit: aw, partitions: st.Partitions(), ids: &IDGen{}, log: log, metrics: m, writeFailed: st.WriteFailed}
 	if st.GroupCommit() {
 		i.group = newCommitter(st.JS, m, st.NoteIngest, st.RefusedForGood)
 	}
@@ -84,6 +87,16 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 			i.metrics.Rejected.WithLabelValues(env.Source, string(fault.CodeBacklog)).Inc()
 		}
 		return adapter.IngestResult{}, err
+	}
+	if i.writeFailed != nil {
+		if err := i.writeFailed(); err != nil {
+			// Asking the store would wait out the write's timeout for no
+			// answer: refused unstored, "resend later", at once.
+			if i.metrics != nil {
+				i.metrics.Rejected.WithLabelValues(env.Source, string(fault.CodeStoreUnavailable)).Inc()
+			}
+			return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages: the store cannot write", err)
+		}
 	}
 	res, err := i.ingest(ctx, env)
 	if err != nil && i.metrics != nil && ctx.Err() == nil {

@@ -240,6 +240,15 @@ type Store struct {
 	// stepped back cannot hold the store unready.
 	refusedAt atomic.Int64
 	epoch     time.Time
+	// writeFailed is the embedded server's stream that stopped writing
+	// after a write error, while it has (see checkWrites); restartedAt
+	// is when the probe last restarted JetStream to clear one. storeDir
+	// is the embedded server's store directory.
+	writeFailed atomic.Pointer[writeFailure]
+	restartedAt time.Time
+	storeDir    string
+	// jsConfig is the embedded server's JetStream settings at start.
+	jsConfig *server.JetStreamConfig
 }
 
 // refusedHold is how long a refusal for want of storage keeps the store
@@ -391,6 +400,7 @@ func (s *Store) probe() {
 			answering = true
 			s.log.Info("store answering again")
 		}
+		s.checkWrites()
 		if f := s.onHealth.Load(); f != nil {
 			(*f)(s.Healthy())
 		}
@@ -585,7 +595,7 @@ func (s *Store) startEmbedded(dataDir string) error {
 		srv.WaitForShutdown()
 		return fmt.Errorf("connecting to embedded NATS: %w", err)
 	}
-	s.srv, s.lock, s.NC = srv, lock, nc
+	s.srv, s.lock, s.NC, s.storeDir, s.jsConfig = srv, lock, nc, dir, srv.JetStreamConfig()
 	started = true
 	return nil
 }
@@ -784,8 +794,15 @@ func storageErrorCode(err error) int {
 // that asking again will not change until space is freed: an account
 // limit, or any limit of a store without replicas. A replicated stream's
 // leader over its own server's limit (10023) steps down, and the next
-// leader, on another server, may take the write.
+// leader, on another server, may take the write. While a stream of the
+// embedded server has stopped writing (WriteFailed), every failed write
+// is.
 func (s *Store) RefusedForGood(err error) bool {
+	if err != nil && s.writeFailed.Load() != nil {
+		// A stream that failed a write answers no write until JetStream
+		// restarts (see checkWrites).
+		return true
+	}
 	switch storageErrorCode(err) {
 	case 0:
 		return false
@@ -815,8 +832,12 @@ func (s *Store) NoteIngest(err error) {
 }
 
 // Refusing reports whether the store refused inbound messages for want
-// of storage within refusedHold, with none stored since.
+// of storage within refusedHold, with none stored since, or whether a
+// stream of the embedded server has stopped writing (WriteFailed).
 func (s *Store) Refusing() bool {
+	if s.writeFailed.Load() != nil {
+		return true
+	}
 	at := s.refusedAt.Load()
 	return at != 0 && time.Since(s.epoch)-time.Duration(at-1) < refusedHold
 }

@@ -1,0 +1,192 @@
+//go:build linux
+
+package store
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestWriteFailureRefusesAndRecovers fails the embedded server's writes
+// as a full disk does (here by the process's file size limit, which
+// fails a write past it as ENOSPC fails one at the disk's end), and
+// checks that the store refuses inbound messages at once and is not
+// ready while JetStream cannot write, waits for room before restarting
+// it, and once there is room writes again without losing a message it
+// acknowledged.
+func TestWriteFailureRefusesAndRecovers(t *testing.T) {
+	signal.Ignore(syscall.SIGXFSZ)
+	t.Cleanup(func() { signal.Reset(syscall.SIGXFSZ) })
+	var free atomic.Int64 // what the fake disk has free
+	free.Store(restartFree - 1)
+	diskFreeFunc = func(string) (int64, int64, bool) { return free.Load(), 1 << 40, true }
+	t.Cleanup(func() { diskFreeFunc = diskFree })
+
+	var logs syncBuffer
+	s, err := Open(t.Context(), DefaultConfig(), t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+
+	var limit syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	restore := func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(restore)
+	small := limit
+	small.Cur = 256 << 10
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
+		t.Fatal(err)
+	}
+
+	body := bytes.Repeat([]byte("x"), 16<<10)
+	publish := func(i int) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := s.JS.Publish(ctx, SubjIngress+".pas.0."+strconv.Itoa(i), body)
+		return err
+	}
+	acked := 0
+	for ; acked < 64; acked++ {
+		if publish(acked) != nil {
+			break
+		}
+	}
+	if acked == 64 {
+		t.Fatal("every write was stored past the file size limit")
+	}
+	waitFor(t, "the write failure noticed", func() bool { return s.WriteFailed() != nil })
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"Refusing", s.Refusing()},
+		{"RefusedForGood of a timeout", s.RefusedForGood(context.DeadlineExceeded)},
+		{"error names the stream", strings.Contains(s.WriteFailed().Error(), StreamIngress)},
+		{"log has the cause", strings.Contains(logs.String(), "file too large")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.ok {
+				t.Errorf("false while the ingress stream cannot write: %v", s.WriteFailed())
+			}
+		})
+	}
+	// Without room, JetStream is not restarted: the failure stays.
+	time.Sleep(2 * probeInterval)
+	if s.WriteFailed() == nil {
+		t.Fatal("write failure cleared with the disk still full")
+	}
+
+	// Space freed.
+	restore()
+	free.Store(restartFree)
+	waitFor(t, "writing again", func() bool { return s.WriteFailed() == nil })
+	if s.Refusing() {
+		t.Error("still Refusing once writing again")
+	}
+	if err := publish(acked); err != nil {
+		t.Fatalf("write after recovery: %v", err)
+	}
+	st, err := s.JS.Stream(t.Context(), StreamIngress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := st.CachedInfo().State.Msgs, uint64(acked+1); got != want {
+		t.Errorf("ingress holds %d messages, want the %d acknowledged", got, want)
+	}
+	for _, want := range []string{"store cannot write", "restarting the embedded store's JetStream", "store writing again"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	if strings.Count(logs.String(), "store cannot write") != 1 {
+		t.Errorf("the failure was logged more than once:\n%s", logs.String())
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink safe for the probe's goroutine to write while
+// the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRoomToRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		free, total int64
+		want        bool
+	}{
+		{"large disk, full", 1 << 20, 1 << 40, false},
+		{"large disk, restartFree free", restartFree, 1 << 40, true},
+		{"small disk, a sixteenth free", 4 << 20, 64 << 20, true},
+		{"small disk, less than a sixteenth free", 4<<20 - 1, 64 << 20, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := roomToRestart(tc.free, tc.total); got != tc.want {
+				t.Errorf("roomToRestart(%d, %d) = %v, want %v", tc.free, tc.total, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestJetStreamStoppedIsRestarted checks that JetStream stopped under a
+// running store (as the server stops it on a write it is denied, or a
+// restart that failed leaves it) counts as every stream unable to write,
+// and is started again while the disk has room.
+func TestJetStreamStoppedIsRestarted(t *testing.T) {
+	diskFreeFunc = func(string) (int64, int64, bool) { return 1 << 30, 1 << 40, true }
+	t.Cleanup(func() { diskFreeFunc = diskFree })
+	s, err := Open(t.Context(), DefaultConfig(), t.TempDir(), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.srv.ShutdownJetStream(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "JetStream running again", func() bool { return s.srv.JetStreamEnabled() && s.WriteFailed() == nil })
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.JS.Publish(ctx, SubjIngress+".pas.0", []byte("x")); err != nil {
+		t.Errorf("write once JetStream runs again: %v", err)
+	}
+}

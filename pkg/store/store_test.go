@@ -124,6 +124,7 @@ type streamView struct {
 	DenyPurge  bool
 	// AllowDirect: direct gets, on with one replica only.
 	AllowDirect bool
+	Compression jetstream.StoreCompression
 }
 
 func viewOf(c jetstream.StreamConfig) streamView {
@@ -131,6 +132,7 @@ func viewOf(c jetstream.StreamConfig) streamView {
 		Subjects: c.Subjects, Retention: c.Retention, Storage: c.Storage, Discard: c.Discard,
 		Replicas: c.Replicas, MaxAge: c.MaxAge, MaxBytes: c.MaxBytes, Duplicates: c.Duplicates,
 		DenyDelete: c.DenyDelete, DenyPurge: c.DenyPurge, AllowDirect: c.AllowDirect,
+		Compression: c.Compression,
 	}
 }
 
@@ -147,6 +149,7 @@ func wantStreams(cfg store.Config) map[string]streamView {
 	quarantine.MaxBytes = cfg.QuarantineMaxBytes
 	audit := limits("junction.audit.>", 0, cfg.DedupeWindow)
 	audit.DenyDelete, audit.DenyPurge = true, true
+	audit.Compression = jetstream.S2Compression
 	return map[string]streamView{
 		"JUNCTION_INGRESS":    limits("junction.in.>", cfg.IngressMaxAge, cfg.DedupeWindow),
 		"JUNCTION_OUTBOUND":   limits("junction.out.>", cfg.OutboundMaxAge, cfg.DedupeWindow),
@@ -696,6 +699,52 @@ func TestReopenAppliesChangedWindows(t *testing.T) {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("the change was not logged with %s:\n%s", want, logs.String())
 		}
+	}
+}
+
+// TestReopenCompressesAudit: an audit stream made before Junction asked
+// for compression is given it at the next start, which says so, and
+// keeps its records.
+func TestReopenCompressesAudit(t *testing.T) {
+	srv := startServer(t)
+	js := clientJS(t, srv)
+	cfg := testConfig()
+	var old jetstream.StreamConfig
+	for _, c := range openOn(t, srv, cfg).StreamConfigs() {
+		if c.Name == store.StreamAudit {
+			old = c
+		}
+	}
+	if err := js.DeleteStream(t.Context(), store.StreamAudit); err != nil {
+		t.Fatal(err)
+	}
+	old.Compression = jetstream.NoCompression
+	if _, err := js.CreateStream(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), store.SubjAudit+".x", []byte(`{"kind":"received"}`)); err != nil {
+		t.Fatal(err)
+	}
+	cfg.URL, cfg.MonitorURLs = srv.ClientURL(), monitorURLs(srv)
+	var logs logtest.Buffer
+	st, err := store.Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s, err := js.Stream(t.Context(), store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := s.CachedInfo()
+	if info.Config.Compression != jetstream.S2Compression {
+		t.Errorf("audit stream compression %s, want s2", info.Config.Compression)
+	}
+	if info.State.Msgs != 1 {
+		t.Errorf("audit stream holds %d records after the change, want 1", info.State.Msgs)
+	}
+	if want := `"compression":"None -> S2"`; !strings.Contains(logs.String(), want) {
+		t.Errorf("the change was not logged with %s:\n%s", want, logs.String())
 	}
 }
 

@@ -940,7 +940,13 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		}
 		upd := have
 		upd.Replicas = max(have.Replicas, want.Replicas)
-		upd.MaxAge, upd.Duplicates = want.MaxAge, want.Duplicates
+		upd.Duplicates = want.Duplicates
+		if want.MaxAge > 0 {
+			// Only an age Junction sets; an operator's on the streams it
+			// sets none for (dead letters, audit) stays, as their size
+			// limits do.
+			upd.MaxAge = want.MaxAge
+		}
 		if want.Duplicates == 0 {
 			// None asked: the server's default, which it has set.
 			upd.Duplicates = have.Duplicates

@@ -702,6 +702,40 @@ func TestReopenAppliesChangedWindows(t *testing.T) {
 	}
 }
 
+// TestReopenKeepsOperatorLimits: the limits an operator set by hand on
+// the streams Junction gives none (dead letters, audit) survive a start,
+// ages as sizes.
+func TestReopenKeepsOperatorLimits(t *testing.T) {
+	srv := startServer(t)
+	js := clientJS(t, srv)
+	cfg := testConfig()
+	openOn(t, srv, cfg).Close()
+	const age, size = 90 * 24 * time.Hour, int64(1 << 30)
+	for _, name := range []string{store.StreamDeadLetter, store.StreamAudit} {
+		s, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.CachedInfo().Config
+		c.MaxAge, c.MaxBytes = age, size
+		if _, err := js.UpdateStream(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	openOn(t, srv, cfg)
+	for _, name := range []string{store.StreamDeadLetter, store.StreamAudit} {
+		t.Run(name, func(t *testing.T) {
+			s, err := js.Stream(t.Context(), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c := s.CachedInfo().Config; c.MaxAge != age || c.MaxBytes != size {
+				t.Errorf("after a start: max age %s, max bytes %d; want the operator's %s, %d", c.MaxAge, c.MaxBytes, age, size)
+			}
+		})
+	}
+}
+
 // TestReopenCompressesAudit: an audit stream made before Junction asked
 // for compression is given it at the next start, which says so, and
 // keeps its records.

@@ -887,6 +887,7 @@ func (r *Router) watchQueues(ctx context.Context) {
 			}
 		}
 		r.sampleQuarantine(ctx)
+		r.sampleStore(ctx)
 		r.sampleDeadLetters(ctx, deadLetters)
 		r.sampleRoutes(ctx, r.o.Store.Partitions(), sizes)
 		r.sampleDestinations(ctx, r.o.Store.Partitions(), sizes)
@@ -1025,6 +1026,30 @@ func (r *Router) sampleQuarantine(ctx context.Context) {
 		return
 	}
 	r.o.Metrics.QuarantineSize.Set(float64(s.CachedInfo().State.Msgs))
+}
+
+// storeStreams are the streams whose size the store gauges report.
+var storeStreams = []string{store.StreamIngress, store.StreamIngestLog, store.StreamOutbound, store.StreamDeadLetter, store.StreamAudit, store.StreamQuarantine}
+
+// sampleStore sets the gauges of what each stream holds on disk and, for
+// the embedded store, of its filesystem's free space and size, so that
+// growth (the audit stream has no limit) can be seen, and alerted on,
+// before the disk fills.
+func (r *Router) sampleStore(ctx context.Context) {
+	for _, name := range storeStreams {
+		s, err := r.js.Stream(ctx, name)
+		if err != nil {
+			continue
+		}
+		r.o.Metrics.StreamBytes.WithLabelValues(name).Set(float64(s.CachedInfo().State.Bytes))
+	}
+	if r.o.Store == nil {
+		return
+	}
+	if free, total, ok := r.o.Store.DiskFree(); ok {
+		r.o.Metrics.DiskFree.Set(float64(free))
+		r.o.Metrics.DiskSize.Set(float64(total))
+	}
 }
 
 // sampleDeadLetters sets the dead-letter gauge to the dead letters the

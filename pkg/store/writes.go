@@ -33,6 +33,16 @@ func roomToRestart(free, total int64) bool {
 // diskFreeFunc is diskFree, replaced in tests.
 var diskFreeFunc = diskFree
 
+// DiskFree returns, for the embedded store, the bytes free to it on the
+// filesystem holding its directory and that filesystem's size; ok is
+// false for an external store, or where it cannot tell.
+func (s *Store) DiskFree() (free, total int64, ok bool) {
+	if s.srv == nil {
+		return 0, 0, false
+	}
+	return diskFree(s.storeDir)
+}
+
 // writeFailure is a stream of the embedded server that has stopped
 // writing, as the server's health check reports it.
 type writeFailure struct {

@@ -61,6 +61,12 @@ type Metrics struct {
 	// (current, catching_up, unreachable), as the store's probe last
 	// saw them.
 	StoreReplicas *prometheus.GaugeVec
+	// StreamBytes is what each of Junction's streams holds on disk, and
+	// DiskFree and DiskSize the embedded store's filesystem, sampled
+	// every 5 s.
+	StreamBytes *prometheus.GaugeVec // name (a stream)
+	DiskFree    prometheus.Gauge
+	DiskSize    prometheus.Gauge
 
 	// Accesses counts admin and audit API authorisation decisions by
 	// permission, outcome and principal (a configured name).
@@ -194,6 +200,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		HTTPRequests:           cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),
 		Ready:                  g("engine", "ready", "1 when the engine is ready to accept messages."),
 		StoreReplicas:          gv("engine", "store_servers", "The store's copies of its streams (the servers holding the ingress stream), as its leader answered the probe every second: current (the leader and the peers storing its writes), catching_up (behind or joining), unreachable (offline, or silent for 5 s; every copy when no leader answers). On a cluster, any not current means one more loss may stop Junction storing.", "state"),
+		StreamBytes:            gv("engine", "store_stream_bytes", "Bytes each of Junction's streams holds (JUNCTION_INGRESS, _INGEST_LOG, _OUTBOUND, _DEADLETTER, _AUDIT, _QUARANTINE), as the store reports them; sampled every 5 s from the shared store. The audit and dead-letter streams have no limit of Junction's.", "name"),
+		DiskFree:               g("engine", "store_disk_free_bytes", "Embedded store only: bytes free on the filesystem holding data_dir/jetstream (shared with anything else written there, such as a file destination's output); sampled every 5 s. At none the store stops writing and inbound messages are refused."),
+		DiskSize:               g("engine", "store_disk_size_bytes", "Embedded store only: the size of the filesystem holding data_dir/jetstream; sampled every 5 s."),
 		Accesses:               cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
 	}
 }

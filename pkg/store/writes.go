@@ -71,6 +71,7 @@ func (s *Store) checkWrites() {
 		if s.writeFailed.Swap(nil) != nil {
 			s.log.Info("store writing again")
 		}
+		s.checkLimit()
 		return
 	}
 	if s.writeFailed.Swap(f) == nil {
@@ -115,15 +116,61 @@ func streamWriteFailure(srv *server.Server) *writeFailure {
 	return nil
 }
 
+// checkLimit raises the embedded server's storage limit when the store
+// has reached it and the disk now has room for more. The server reckons
+// the limit once, at start, as three quarters of the disk free then plus
+// of what the store held: space freed later (a file destination's output
+// collected, another file deleted) would not let a store at its limit
+// write again until Junction restarted. With the limit within a
+// sixteenth (at most 64 MiB) of what the store holds, and three quarters
+// of what is free now plus what the store holds above it by as much
+// again, JetStream is restarted with that limit (at most every
+// restartEvery).
+func (s *Store) checkLimit() {
+	if !s.restartedAt.IsZero() && time.Since(s.restartedAt) < restartEvery {
+		return
+	}
+	js, err := s.srv.Jsz(nil)
+	if err != nil || js.Disabled {
+		return
+	}
+	limit, used := js.Config.MaxStore, int64(js.Store)
+	margin := min(restartFree, limit/16)
+	if limit <= 0 || used < limit-margin {
+		return
+	}
+	free, _, known := diskFreeFunc(s.storeDir)
+	if !known {
+		return
+	}
+	raised := (free + used) / 4 * 3
+	if raised < limit+margin {
+		return
+	}
+	s.restartedAt = time.Now()
+	s.log.Warn("store at its storage limit with room on the disk: restarting the embedded store's JetStream with a higher limit",
+		"limit_bytes", limit, "used_bytes", used, "free_bytes", free, "new_limit_bytes", raised)
+	if err := s.restartJetStreamWith(raised); err != nil {
+		s.log.Error("restarting the embedded store's JetStream failed; restart Junction", "err", err.Error())
+	}
+}
+
 // restartJetStream stops the embedded server's JetStream and starts it
-// again with the settings it started with (its size limit among them,
-// reckoned from the disk at first start), recovering every stream from
+// again with the settings it last started with (its size limit among
+// them, reckoned from the disk at start), recovering every stream from
 // disk.
-func (s *Store) restartJetStream() error {
+func (s *Store) restartJetStream() error { return s.restartJetStreamWith(0) }
+
+// restartJetStreamWith is restartJetStream with the storage limit
+// maxStore instead, when it is above 0.
+func (s *Store) restartJetStreamWith(maxStore int64) error {
 	if s.jsConfig == nil {
 		return errors.New("JetStream's settings at start are not known")
 	}
 	next := *s.jsConfig
+	if maxStore > 0 {
+		next.MaxStore = maxStore
+	}
 	// EnableJetStream makes its own directory in the one it is given, as
 	// at start.
 	next.StoreDir = s.storeDir
@@ -133,5 +180,6 @@ func (s *Store) restartJetStream() error {
 	if err := s.srv.EnableJetStream(&next); err != nil {
 		return fmt.Errorf("starting JetStream: %w", err)
 	}
+	s.jsConfig = s.srv.JetStreamConfig()
 	return nil
 }

@@ -190,3 +190,52 @@ func TestJetStreamStoppedIsRestarted(t *testing.T) {
 		t.Errorf("write once JetStream runs again: %v", err)
 	}
 }
+
+// TestLimitRaisedWhenDiskHasRoom checks that a store at the storage limit
+// the server reckoned at start writes again once the disk has room for
+// more, without Junction restarting, and not before.
+func TestLimitRaisedWhenDiskHasRoom(t *testing.T) {
+	var free atomic.Int64
+	diskFreeFunc = func(string) (int64, int64, bool) { return free.Load(), 1 << 40, true }
+	t.Cleanup(func() { diskFreeFunc = diskFree })
+	var logs syncBuffer
+	s, err := Open(t.Context(), DefaultConfig(), t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	// As if the disk had had 1 MiB free at start.
+	if err := s.restartJetStreamWith(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("x"), 32<<10)
+	publish := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := s.JS.Publish(ctx, SubjIngress+".pas.0", body)
+		return err
+	}
+	var refused error
+	for range 64 {
+		if refused = publish(); refused != nil {
+			break
+		}
+	}
+	if !OutOfStorage(refused) {
+		t.Fatalf("filling the store to its limit ended with %v, want a refusal for want of storage", refused)
+	}
+	// No room on the disk: the limit stays.
+	time.Sleep(2 * probeInterval)
+	if err := publish(); !OutOfStorage(err) {
+		t.Fatalf("with the disk full: %v, want still refused", err)
+	}
+	// Room freed.
+	free.Store(64 << 20)
+	waitFor(t, "writing again", func() bool { return publish() == nil })
+	if !strings.Contains(logs.String(), "with a higher limit") {
+		t.Errorf("the raise was not logged:\n%s", logs.String())
+	}
+	if got := s.srv.JetStreamConfig().MaxStore; got < 32<<20 {
+		t.Errorf("limit %d after the raise, want three quarters of the 64 MiB free and more", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -26,6 +27,18 @@ type Tracing struct {
 // variables ask for trace export.
 func OTLPConfigured(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
+}
+
+// ExportDisabled reports whether the standard variables turn trace export
+// off whatever the endpoint: OTEL_SDK_DISABLED "true" (any case, the only
+// true value the specification allows) or OTEL_TRACES_EXPORTER "none".
+// Trace context is still carried on, as the specification asks of
+// propagators.
+func ExportDisabled(getenv func(string) string) bool {
+	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") {
+		return true
+	}
+	return strings.EqualFold(strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")), "none")
 }
 
 // OTLPProtocol returns the OTLP transport the standard variables ask for
@@ -51,9 +64,10 @@ func OTLPProtocol(getenv func(string) string) (string, error) {
 // no-op tracer (spans still carry trace context across NATS headers). The
 // service is named "junction" unless OTEL_SERVICE_NAME (or
 // OTEL_RESOURCE_ATTRIBUTES) says otherwise. Export failures are logged to
-// log, if given.
+// log, if given. ExportDisabled keeps the no-op tracer however the
+// exporter is set.
 func NewTracing(ctx context.Context, version string, log *slog.Logger) (*Tracing, error) {
-	if !OTLPConfigured(os.Getenv) {
+	if !OTLPConfigured(os.Getenv) || ExportDisabled(os.Getenv) {
 		return &Tracing{Tracer: noop.NewTracerProvider().Tracer("junction")}, nil
 	}
 	proto, err := OTLPProtocol(os.Getenv)

@@ -39,12 +39,78 @@ func TestOTLPConfigured(t *testing.T) {
 	}
 }
 
+func TestExportDisabled(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want bool
+	}{
+		{"nothing set", nil, false},
+		{"sdk disabled", map[string]string{"OTEL_SDK_DISABLED": "true"}, true},
+		{"sdk disabled in capitals", map[string]string{"OTEL_SDK_DISABLED": "TRUE"}, true},
+		{"sdk enabled", map[string]string{"OTEL_SDK_DISABLED": "false"}, false},
+		{"only true is true", map[string]string{"OTEL_SDK_DISABLED": "1"}, false},
+		{"exporter none", map[string]string{"OTEL_TRACES_EXPORTER": "none"}, true},
+		{"exporter otlp", map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := telemetry.ExportDisabled(func(k string) string { return tc.env[k] }); got != tc.want {
+				t.Errorf("ExportDisabled = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestNewTracingDisabled: OTEL_SDK_DISABLED or OTEL_TRACES_EXPORTER=none
+// exports nothing even with an endpoint set.
+func TestNewTracingDisabled(t *testing.T) {
+	for _, tc := range []struct{ name, key, value string }{
+		{"sdk disabled", "OTEL_SDK_DISABLED", "true"},
+		{"exporter none", "OTEL_TRACES_EXPORTER", "none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearOTLP(t)
+			var mu sync.Mutex
+			posts := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				posts++
+				mu.Unlock()
+				w.WriteHeader(http.StatusOK)
+			}))
+			defer srv.Close()
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+			t.Setenv(tc.key, tc.value)
+			tr, err := telemetry.NewTracing(t.Context(), "test", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, span := tr.Tracer.Start(t.Context(), "hop")
+			if span.IsRecording() {
+				t.Error("span is recording with the SDK disabled")
+			}
+			span.End()
+			if err := tr.Shutdown(t.Context()); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if posts != 0 {
+				t.Errorf("the collector received %d exports", posts)
+			}
+		})
+	}
+}
+
 // clearOTLP unsets the variables that turn on export for this test.
 func clearOTLP(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
+	t.Setenv("OTEL_SDK_DISABLED", "")
+	t.Setenv("OTEL_TRACES_EXPORTER", "")
 }
 
 func TestOTLPProtocol(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
@@ -456,7 +457,10 @@ func (in *Inbound) post(w http.ResponseWriter, r *http.Request, pathType string)
 	}
 	defer in.inflight.Done()
 	in.metrics.Received.WithLabelValues(in.name).Inc()
-	ctx, span := in.tracer.Start(r.Context(), "fhir.receive", trace.WithSpanKind(trace.SpanKindServer))
+	// A caller's W3C trace context (traceparent, tracestate) is carried
+	// on, so its trace and Junction's are one; it is ids only, never data.
+	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := in.tracer.Start(ctx, "fhir.receive", trace.WithSpanKind(trace.SpanKindServer))
 	defer span.End()
 
 	status := in.receive(ctx, w, r, pathType, span, record)

@@ -645,7 +645,7 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 		partKey = env.ID
 	}
 	env.Partition = in.host.Partition(partKey)
-	span.SetAttributes(attribute.String("junction.message_type", env.MessageType), attribute.String("junction.id", env.ID))
+	span.SetAttributes(attribute.String("junction.message_type", env.MessageType), attribute.String("junction.message_id", env.ID))
 
 	res, err := in.host.Ingest(ctx, env)
 	if err != nil {

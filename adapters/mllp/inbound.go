@@ -634,7 +634,7 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		key = env.DedupeKey
 	}
 	env.Partition = in.host.Partition(key)
-	span.SetAttributes(attribute.String("junction.id", env.ID))
+	span.SetAttributes(attribute.String("junction.message_id", env.ID))
 
 	res, err := in.host.Ingest(ctx, env)
 	if err != nil {

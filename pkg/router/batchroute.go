@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
@@ -135,14 +136,16 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 			// the patient index, and reads it, after the one before.
 			each = func(_ int, fn func(i int)) { byPartition(envs, fn) }
 		}
+		// Each message's route span is the parent of its deliveries', as
+		// in the message pipeline: its context goes with its payloads.
+		sctxs := make([]context.Context, len(envs))
 		each(len(envs), func(i int) {
 			env := envs[i]
 			sctx, span := r.startSpan(traceHeader(env), "route", attribute.String("junction.message_id", env.ID), attribute.String("junction.route", w.rt.Name))
 			evs[i] = w.evaluate(sctx, env, nil)
-			if evs[i].fail != nil {
-				span.SetStatus(codes.Error, reasonOf(evs[i].fail))
-			}
+			annotateRoute(span, evs[i])
 			span.End()
+			sctxs[i] = sctx
 		})
 		// Payloads per destination, in batch order; queued records wait
 		// for their batch's sequence.
@@ -176,6 +179,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 				h.Set(envelope.HeaderPatient, ev.patientHeader())
 				setDecided(h, ev.decided, ev.decidedFor, w.optOut)
 				others := ev.setPatients(h, d)
+				r.prop.Inject(sctxs[i], propagation.HeaderCarrier(h))
 				if _, ok := perDest[d.Destination]; !ok {
 					dests = append(dests, d.Destination)
 				}
@@ -388,13 +392,17 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 	}
 	ds := make([]*adapter.Delivery, len(entries))
 	spans := make([]trace.Span, len(entries))
+	tries := make([]trace.Span, len(entries))
 	defer func() {
 		for _, s := range spans {
 			s.End()
 		}
 	}()
 	for i, e := range entries {
-		_, spans[i] = r.startSpan(e.h, "deliver", attribute.String("junction.message_id", e.h.Get(envelope.HeaderID)), attribute.String("junction.destination", d.Name))
+		var sctx context.Context
+		sctx, spans[i] = r.startSpan(e.h, "deliver", attribute.String("junction.message_id", e.h.Get(envelope.HeaderID)), attribute.String("junction.destination", d.Name))
+		// The batch is one attempt for each of its entries.
+		_, tries[i] = r.startAttempt(sctx, d.Name, 1, attribute.Int(attrBatchSize, len(entries)))
 		id, rt := e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute)
 		ds[i] = &adapter.Delivery{MessageID: id, Route: rt, Destination: d.Name, ContentType: e.h.Get(envelope.HeaderContentType),
 			Body: e.body, IdempotencyKey: id + "|" + rt + "|" + d.Name, Attempt: 1, ReceivedAt: receivedAt(e.h)}
@@ -406,15 +414,24 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 	if err := safely(func() error { rcs, errs = bs.SendBatch(actx, ds); return nil }); err != nil || len(rcs) != len(ds) || len(errs) != len(ds) {
 		// A broken batch sender: leave every entry to the per-entry path.
 		cancel()
+		for _, s := range tries {
+			endAttempt(s, fault.New(fault.CodeInternal, "batch sender failed; sent one at a time"))
+		}
 		return
 	}
 	if ctx.Err() != nil {
 		// Shutting down: what failed was cut short, not refused. Nothing
 		// is recorded; the span comes back after the restart.
 		cancel()
+		for i, s := range tries {
+			endAttempt(s, errs[i])
+		}
 		return
 	}
 	cancel()
+	for i, s := range tries {
+		endAttempt(s, errs[i])
+	}
 	took := time.Since(start).Seconds()
 	for i, e := range entries {
 		r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(took)
@@ -428,6 +445,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 				r.o.Metrics.EndToEnd.WithLabelValues(ds[i].Route, d.Name).Observe(time.Since(rcv).Seconds())
 			}
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rcs[i].Status, rcs[i].Location
+			spans[i].SetAttributes(attribute.String(attrOutcome, "delivered"), attribute.Int(attrAttempt, 1))
 			w.done[index[i]] = []audit.Record{rec}
 			r.delivering(d.Name)
 			continue
@@ -436,6 +454,9 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		if fault.IsTransient(errs[i]) {
 			class = "transient"
 		}
+		// Its fate (a lane's retries, or a dead letter) is decided and
+		// traced after, on a span of its own.
+		spans[i].SetAttributes(attribute.String(attrOutcome, "failed"), attribute.Int(attrAttempt, 1), attribute.String(attrCode, string(fault.CodeOf(errs[i]))))
 		spans[i].SetStatus(codes.Error, reasonOf(errs[i]))
 		r.o.Metrics.Attempts.WithLabelValues(d.Name, class).Inc()
 		rec.Event, rec.Outcome, rec.Reason, rec.Code = audit.Failed, class, reasonOf(errs[i]), string(fault.CodeOf(errs[i]))

@@ -365,12 +365,12 @@ func (w *routeWorker) route(ctx context.Context, m jetstream.Msg) (*msgOut, erro
 	sctx, span := r.startSpan(h, "route", attribute.String("junction.message_id", env.ID), attribute.String("junction.route", w.rt.Name))
 	defer span.End()
 	ev := w.evaluate(sctx, env, h)
+	annotateRoute(span, ev)
 	mo.recs = ev.recs
 	if retryable(ev.fail) {
 		return nil, ev.fail
 	}
 	if ev.fail != nil {
-		span.SetStatus(codes.Error, reasonOf(ev.fail))
 		seq, derr := r.deadLetter(ctx, "route", w.rt.Name, h, m.Data(), ev.fail)
 		if derr != nil {
 			return nil, derr
@@ -705,6 +705,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			}
 			unwritten = append(unwritten, recs...)
 			if nd == nil {
+				span.SetAttributes(attribute.String(attrOutcome, "decided_again"))
 				span.SetStatus(codes.Ok, "not sent as queued: consent changed")
 				return unwritten, now, nil
 			}
@@ -721,11 +722,15 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			// Not known whether it may go: tried again later, without
 			// counting an attempt, as any store failure is.
 			cancel()
+			span.SetAttributes(attribute.String(attrOutcome, "retrying"), attribute.String(attrCode, string(fault.CodeOf(err))))
+			span.SetStatus(codes.Error, reasonOf(err))
 			return nil, now, err
 		default:
+			sendCtx, aspan := r.startAttempt(actx, d.Name, attempt)
 			start := time.Now()
-			err = safely(func() (err error) { rc, err = d.Out.Send(actx, del); return err })
+			err = safely(func() (err error) { rc, err = d.Out.Send(sendCtx, del); return err })
 			r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())
+			endAttempt(aspan, err)
 		}
 		cancel()
 		rec := base
@@ -737,6 +742,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 				r.o.Metrics.EndToEnd.WithLabelValues(rt, d.Name).Observe(time.Since(del.ReceivedAt).Seconds())
 			}
 			r.delivering(d.Name)
+			span.SetAttributes(attribute.String(attrOutcome, "delivered"), attribute.Int(attrAttempt, attempt))
 			rec.Event, rec.Outcome, rec.Status, rec.Location = audit.Delivered, "delivered", rc.Status, rc.Location
 			return append(unwritten, rec), now, nil
 		}
@@ -765,6 +771,10 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			break
 		}
 		if deferRetry {
+			// This span's attempt failed; the lane's tries are spans of
+			// their own.
+			span.SetAttributes(attribute.String(attrOutcome, "retrying"), attribute.Int(attrAttempt, attempt))
+			span.SetStatus(codes.Error, reasonOf(err))
 			return unwritten, now, errDeferred
 		}
 		sleep(ctx, retryWait(d.Retry, attempt, now.asked))
@@ -774,6 +784,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			return nil, now, ctx.Err()
 		}
 	}
+	span.SetAttributes(attribute.String(attrOutcome, "dead_lettered"), attribute.Int(attrAttempt, del.Attempt), attribute.String(attrCode, string(fault.CodeOf(lastErr))))
 	span.SetStatus(codes.Error, reasonOf(lastErr))
 	ctx = context.WithoutCancel(ctx)
 	h2 := cloneHeader(h)

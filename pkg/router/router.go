@@ -442,6 +442,11 @@ func (r *Router) startSpan(h nats.Header, name string, attrs ...attribute.KeyVal
 	if r.o.Tracer == nil {
 		return ctx, trace.SpanFromContext(ctx)
 	}
+	if rp := h.Get(envelope.HeaderReplay); rp != "" {
+		// A replay's spans join the message's trace months on: said, so
+		// they read as the replay, not the first routing.
+		attrs = append(attrs, attribute.String(attrReplay, rp))
+	}
 	return r.o.Tracer.Start(ctx, name, trace.WithAttributes(attrs...))
 }
 

@@ -21,6 +21,7 @@ const (
 	attrDestination = "junction.destination"
 	attrDeliveries  = "junction.deliveries"
 	attrBatchSize   = "junction.batch_size"
+	attrReplay      = "junction.replay"
 )
 
 // startAttempt starts the client span of one delivery attempt, a child of

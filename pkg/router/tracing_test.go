@@ -54,15 +54,17 @@ func TestDeliverSpans(t *testing.T) {
 		script       []error
 		maxAttempts  int
 		deferRetry   bool
+		replay       string
 		wantOutcome  string
 		wantError    bool
 		wantAttempts []codes.Code
 	}{
-		{"delivered first time", nil, 3, false, "delivered", false, []codes.Code{codes.Unset}},
-		{"delivered after retries", []error{unavailable(), unavailable()}, 3, false, "delivered", false, []codes.Code{codes.Error, codes.Error, codes.Unset}},
-		{"retries used up", []error{unavailable(), unavailable()}, 2, false, "dead_lettered", true, []codes.Code{codes.Error, codes.Error}},
-		{"moved to its lane", []error{unavailable()}, 3, true, "retrying", true, []codes.Code{codes.Error}},
-		{"refused", []error{&fault.Error{Code: fault.CodeDestRejected, Class: fault.Permanent, Msg: "fhir: server answered 400"}}, 3, false, "dead_lettered", true, []codes.Code{codes.Error}},
+		{"delivered first time", nil, 3, false, "", "delivered", false, []codes.Code{codes.Unset}},
+		{"delivered after retries", []error{unavailable(), unavailable()}, 3, false, "", "delivered", false, []codes.Code{codes.Error, codes.Error, codes.Unset}},
+		{"retries used up", []error{unavailable(), unavailable()}, 2, false, "", "dead_lettered", true, []codes.Code{codes.Error, codes.Error}},
+		{"moved to its lane", []error{unavailable()}, 3, true, "", "retrying", true, []codes.Code{codes.Error}},
+		{"a replay", nil, 3, false, "01REPLAYGEN.42", "delivered", false, []codes.Code{codes.Unset}},
+		{"refused", []error{&fault.Error{Code: fault.CodeDestRejected, Class: fault.Permanent, Msg: "fhir: server answered 400"}}, 3, false, "", "dead_lettered", true, []codes.Code{codes.Error}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,6 +77,9 @@ func TestDeliverSpans(t *testing.T) {
 				Retry: Retry{MaxAttempts: tc.maxAttempts, Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1, Timeout: time.Second}}
 			h := outboundHeader("01AAAAAAAAAAAAAAAAAAAAAAAA")
 			h.Set(envelope.HeaderTraceParent, "00-"+parentTrace+"-"+parentSpan+"-01")
+			if tc.replay != "" {
+				h.Set(envelope.HeaderReplay, tc.replay)
+			}
 			_, _, err := sendPayload(t.Context(), r, d, h, []byte("payload"), 7, attempts{}, tc.deferRetry)
 			if tc.deferRetry != (err != nil) {
 				t.Fatalf("sendPayload: %v", err)
@@ -97,6 +102,9 @@ func TestDeliverSpans(t *testing.T) {
 			}
 			if v, _ := attrOf(deliver, attrOutcome); v.AsString() != tc.wantOutcome {
 				t.Errorf("deliver outcome %q, want %q", v.AsString(), tc.wantOutcome)
+			}
+			if v, _ := attrOf(deliver, attrReplay); v.AsString() != tc.replay {
+				t.Errorf("deliver span's replay %q, want %q", v.AsString(), tc.replay)
 			}
 			if got := deliver.Status().Code == codes.Error; got != tc.wantError {
 				t.Errorf("deliver status %v, want error %v", deliver.Status(), tc.wantError)

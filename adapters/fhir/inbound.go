@@ -669,6 +669,10 @@ func (in *Inbound) receive(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	w.Header().Set(HeaderMessageID, id)
 	if res.Duplicate {
+		// The trace names the message the audit trail has: the stored
+		// original, not the id this resend was given and never stored
+		// under.
+		span.SetAttributes(attribute.String("junction.message_id", id), attribute.Bool("junction.duplicate", true))
 		in.metrics.Duplicates.WithLabelValues(in.name).Inc()
 		in.log.Info("duplicate received", "id", id, "type", env.MessageType)
 		jfhir.WriteOutcome(w, http.StatusAccepted, jfhir.Information("duplicate of message "+id+"; already stored, not stored again"))

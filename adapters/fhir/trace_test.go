@@ -73,3 +73,48 @@ func TestInboundTraceParent(t *testing.T) {
 		})
 	}
 }
+
+// TestReceiveSpanNamesStoredMessage: a resend's receive span names the
+// stored original, the message the audit trail has, not the id the
+// resend was given and never stored under.
+func TestReceiveSpanNamesStoredMessage(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	host := newFakeHost()
+	in, err := NewInbound(adapter.Settings{Name: "ehr", Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Tracer: tp.Tracer("test")}, host, DefaultInboundConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for p, h := range in.Routes() {
+		mux.Handle(p, h)
+	}
+	f := &inboundFixture{in: in, host: host, mux: mux}
+	for i := range 2 {
+		if res := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", readTestdata(t, "patient.json"), map[string]string{"Idempotency-Key": "trace-k1"}); res.Code >= 300 {
+			t.Fatalf("post %d: status %d", i+1, res.Code)
+		}
+	}
+	stored := host.all()
+	if len(stored) != 1 {
+		t.Fatalf("stored %d messages, want 1", len(stored))
+	}
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(spans))
+	}
+	for i, s := range spans {
+		t.Run([]string{"first", "resend"}[i], func(t *testing.T) {
+			attrs := map[string]string{}
+			for _, a := range s.Attributes() {
+				attrs[string(a.Key)] = a.Value.String()
+			}
+			if attrs["junction.message_id"] != stored[0].ID {
+				t.Errorf("junction.message_id %q, want the stored message's %q", attrs["junction.message_id"], stored[0].ID)
+			}
+			if want := []string{"", "true"}[i]; attrs["junction.duplicate"] != want {
+				t.Errorf("junction.duplicate %q, want %q", attrs["junction.duplicate"], want)
+			}
+		})
+	}
+}

@@ -654,6 +654,10 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 	}
 	code := m.AcceptCode()
 	if res.Duplicate {
+		// The trace names the message the audit trail has: the stored
+		// original, not the id this resend was given and never stored
+		// under.
+		span.SetAttributes(attribute.String("junction.message_id", res.ID), attribute.Bool("junction.duplicate", true))
 		in.metrics.Duplicates.WithLabelValues(in.name).Inc()
 		in.log.Info("duplicate acknowledged again", "adapter", in.name, "id", res.ID, "control_id", ctrl)
 	} else {

@@ -90,7 +90,10 @@ func NewTracing(ctx context.Context, version string, log *slog.Logger) (*Tracing
 	if log != nil {
 		// The SDK reports export failures to this process-wide handler;
 		// otherwise they go to stderr as plain text. Its errors name the
-		// collector, never span contents.
+		// collector, never span contents. A collector that is down fails
+		// every batch, several a second under load: rate limited, as
+		// RateLimited does floods, the count of lines held back given.
+		log := Floodable(log)
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 			log.Warn("trace export failed", "protocol", proto, "error", err.Error())
 		}))

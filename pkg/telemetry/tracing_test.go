@@ -3,7 +3,9 @@ package telemetry_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/junction-fhir/junction/pkg/telemetry"
@@ -100,6 +103,34 @@ func TestNewTracingDisabled(t *testing.T) {
 				t.Errorf("the collector received %d exports", posts)
 			}
 		})
+	}
+}
+
+// TestExportFailuresRateLimited: a collector that is down fails every
+// export, several a second under load; the warnings are rate limited
+// (LogBurst at once), not one line each.
+func TestExportFailuresRateLimited(t *testing.T) {
+	clearOTLP(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+unusedAddr(t))
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	var buf bytes.Buffer
+	log := slog.New(telemetry.RateLimited(slog.NewJSONHandler(&buf, nil)))
+	defer otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
+	tr, err := telemetry.NewTracing(t.Context(), "test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		_ = tr.Shutdown(ctx)
+	}()
+	for range 200 {
+		otel.Handle(errors.New("traces export: connection refused"))
+	}
+	lines := bytes.Count(buf.Bytes(), []byte("trace export failed"))
+	if lines == 0 || lines > telemetry.LogBurst+1 {
+		t.Errorf("%d warnings for 200 failed exports, want 1 to %d", lines, telemetry.LogBurst+1)
 	}
 }
 

@@ -102,11 +102,14 @@ func NewTracing(ctx context.Context, version string, log *slog.Logger) (*Tracing
 	return &Tracing{Tracer: tp.Tracer("junction"), provider: tp}, nil
 }
 
-// newResource describes the process: service name "junction" and the
-// version, overridden by OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
+// newResource describes the process: service name "junction", the
+// version and the host's name (a pod's name under Kubernetes, so the
+// spans of several processes on one store say which made them),
+// overridden by OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES.
 func newResource(ctx context.Context, version string) (*resource.Resource, error) {
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName("junction"), semconv.ServiceVersion(version)),
+		resource.WithHost(),
 		resource.WithFromEnv())
 	if err != nil {
 		return nil, fmt.Errorf("describing the trace resource: %w", err)

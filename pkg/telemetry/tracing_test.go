@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -200,7 +201,11 @@ func TestNewTracingHTTP(t *testing.T) {
 		t.Fatal("the collector received no traces")
 	}
 	all := bytes.Join(bodies, nil)
-	for _, want := range []string{"mllp.receive", "junction-trust-a"} {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"mllp.receive", "junction-trust-a", "host.name", host} {
 		if !bytes.Contains(all, []byte(want)) {
 			t.Errorf("exported traces do not hold %q", want)
 		}

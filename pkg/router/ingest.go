@@ -14,7 +14,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
@@ -82,10 +85,24 @@ func IngressSubject(source string, p int) string {
 // message is recognised by its dedupe key within the stream's window. With
 // group commit, the write is part of a batch (see groupcommit.go).
 func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.IngestResult, error) {
+	if env.TraceParent == "" {
+		// The receive span's context, which routing continues: the
+		// ingest span below is its sibling's parent, not theirs.
+		c := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(ctx, c)
+		env.TraceParent = c.Get("traceparent")
+	}
+	// The store's part of the acknowledgement's latency (with group
+	// commit, the wait for the batch's fsync), on the receive span's
+	// tracer: ids and outcomes only.
+	ctx, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("junction").Start(ctx, "ingest",
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attribute.String("junction.message_id", env.ID), attribute.String("junction.input", env.Source)))
+	defer span.End()
 	if err := i.backlog.refuse(env.Source); err != nil {
 		if i.metrics != nil {
 			i.metrics.Rejected.WithLabelValues(env.Source, string(fault.CodeBacklog)).Inc()
 		}
+		endIngest(span, adapter.IngestResult{}, err)
 		return adapter.IngestResult{}, err
 	}
 	if i.writeFailed != nil {
@@ -99,6 +116,7 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 		}
 	}
 	res, err := i.ingest(ctx, env)
+	endIngest(span, res, err)
 	if err != nil && i.metrics != nil && ctx.Err() == nil {
 		// (A sender gone before the store answered is no store fault.)
 		// Counted by why, as refusals of input are: a sender's negative
@@ -112,15 +130,26 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 	return res, err
 }
 
+// endIngest records how an ingest went on its span (which the caller
+// ends): the stored message's id (a resend's original), or the refusal's
+// fault code with an error status.
+func endIngest(span trace.Span, res adapter.IngestResult, err error) {
+	if err != nil {
+		span.SetAttributes(attribute.String(attrOutcome, "refused"), attribute.String(attrCode, string(fault.CodeOf(err))))
+		span.SetStatus(codes.Error, reasonOf(err))
+		return
+	}
+	outcome := "stored"
+	if res.Duplicate {
+		outcome = "duplicate"
+	}
+	span.SetAttributes(attribute.String(attrOutcome, outcome), attribute.String("junction.message_id", res.ID))
+}
+
 // ingest is Ingest once the backlog let the message in.
 func (i *Ingester) ingest(ctx context.Context, env *envelope.Envelope) (adapter.IngestResult, error) {
 	if env.ID == "" {
 		env.ID = i.ids.New()
-	}
-	if env.TraceParent == "" {
-		c := propagation.MapCarrier{}
-		propagation.TraceContext{}.Inject(ctx, c)
-		env.TraceParent = c.Get("traceparent")
 	}
 	if i.group != nil {
 		// Resends are recognised when the batch is split, and counted

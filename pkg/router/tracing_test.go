@@ -2,6 +2,8 @@ package router
 
 import (
 	"context"
+	"log/slog"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/route"
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // tracedOut is scripted, also noting the span each send was made in.
@@ -182,6 +185,61 @@ func TestAnnotateRoute(t *testing.T) {
 			}
 			if got := s.Status().Code == codes.Error; got != tc.wantError {
 				t.Errorf("status %v, want error %v", s.Status(), tc.wantError)
+			}
+		})
+	}
+}
+
+// TestIngestSpan: storing a message is a producer span under the receive
+// span, naming the stored message (a resend's original) and its outcome,
+// while the message carries on the receive span's context for routing.
+func TestIngestSpan(t *testing.T) {
+	// Written one at a time, so a resend is known at once (group commit
+	// recognises it later, answering as for the first).
+	cfg := store.DefaultConfig()
+	cfg.GroupCommit = false
+	st, err := store.Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	ing := NewIngester(st, slog.New(slog.DiscardHandler), nil, nil)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	var first string
+	for i, want := range []string{"stored", "duplicate"} {
+		t.Run(want, func(t *testing.T) {
+			ctx, recv := tp.Tracer("test").Start(t.Context(), "mllp.receive")
+			env := &envelope.Envelope{ID: "01TRACE" + strconv.Itoa(i), Source: "pas", MessageType: "ADT^A01", ControlID: "CTL1", DedupeKey: "PAS|RX1|CTL1",
+				ContentType: envelope.ContentTypeHL7v2, Raw: []byte("MSH|^~\\&|PAS|RX1|||20260101||ADT^A01|CTL1|P|2.4\r")}
+			res, err := ing.Ingest(ctx, env)
+			recv.End()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				first = res.ID
+			}
+			var span sdktrace.ReadOnlySpan
+			for _, s := range rec.Ended() {
+				if s.Name() == "ingest" && s.Parent().SpanID() == recv.SpanContext().SpanID() {
+					span = s
+				}
+			}
+			if span == nil {
+				t.Fatal("no ingest span under the receive span")
+			}
+			if span.SpanKind() != trace.SpanKindProducer {
+				t.Errorf("kind %v, want producer", span.SpanKind())
+			}
+			if v, _ := attrOf(span, attrOutcome); v.AsString() != want {
+				t.Errorf("outcome %q, want %q", v.AsString(), want)
+			}
+			if v, _ := attrOf(span, "junction.message_id"); v.AsString() != first {
+				t.Errorf("message id %q, want the stored one %q", v.AsString(), first)
+			}
+			if wantTP := "00-" + recv.SpanContext().TraceID().String() + "-" + recv.SpanContext().SpanID().String() + "-01"; env.TraceParent != wantTP {
+				t.Errorf("message carries %q, want the receive span's %q", env.TraceParent, wantTP)
 			}
 		})
 	}

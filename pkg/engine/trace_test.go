@@ -86,7 +86,7 @@ func testTraceSpansEveryHop(t *testing.T, pipe string) {
 	if msg == "" {
 		t.Error("receive span has no junction.message_id")
 	}
-	for _, s := range []sdktrace.ReadOnlySpan{store, dq, deliver} {
+	for _, s := range []sdktrace.ReadOnlySpan{store, dq, deliver, attempt} {
 		if got := attr(s, "junction.message_id"); got != msg {
 			t.Errorf("%s span junction.message_id %q, want %q", s.Name(), got, msg)
 		}

@@ -402,7 +402,7 @@ func (w *batchDeliveryWorker) sendBatch(ctx context.Context, bs adapter.BatchSen
 		var sctx context.Context
 		sctx, spans[i] = r.startSpan(e.h, "deliver", attribute.String("junction.message_id", e.h.Get(envelope.HeaderID)), attribute.String("junction.destination", d.Name))
 		// The batch is one attempt for each of its entries.
-		_, tries[i] = r.startAttempt(sctx, d.Name, 1, attribute.Int(attrBatchSize, len(entries)))
+		_, tries[i] = r.startAttempt(sctx, e.h.Get(envelope.HeaderID), d.Name, 1, attribute.Int(attrBatchSize, len(entries)))
 		id, rt := e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute)
 		ds[i] = &adapter.Delivery{MessageID: id, Route: rt, Destination: d.Name, ContentType: e.h.Get(envelope.HeaderContentType),
 			Body: e.body, IdempotencyKey: id + "|" + rt + "|" + d.Name, Attempt: 1, ReceivedAt: receivedAt(e.h)}

@@ -27,11 +27,11 @@ const (
 // startAttempt starts the client span of one delivery attempt, a child of
 // the deliver span in ctx, so that each retry shows in the trace with its
 // time and outcome.
-func (r *Router) startAttempt(ctx context.Context, dest string, attempt int, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+func (r *Router) startAttempt(ctx context.Context, id, dest string, attempt int, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	if r.o.Tracer == nil {
 		return ctx, trace.SpanFromContext(context.Background())
 	}
-	attrs = append(attrs, attribute.String(attrDestination, dest), attribute.Int(attrAttempt, attempt))
+	attrs = append(attrs, attribute.String("junction.message_id", id), attribute.String(attrDestination, dest), attribute.Int(attrAttempt, attempt))
 	return r.o.Tracer.Start(ctx, "deliver.attempt", trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 }
 

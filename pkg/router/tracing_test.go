@@ -122,6 +122,9 @@ func TestDeliverSpans(t *testing.T) {
 				if s.Parent().SpanID() != deliver.SpanContext().SpanID() {
 					t.Errorf("attempt %d is not the deliver span's child", i+1)
 				}
+				if v, _ := attrOf(s, "junction.message_id"); v.AsString() != "01AAAAAAAAAAAAAAAAAAAAAAAA" {
+					t.Errorf("attempt %d names message %q", i+1, v.AsString())
+				}
 				if v, _ := attrOf(s, attrAttempt); v.AsInt64() != int64(i+1) {
 					t.Errorf("attempt span %d says attempt %d", i+1, v.AsInt64())
 				}

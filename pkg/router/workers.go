@@ -726,7 +726,7 @@ func sendPayload(ctx context.Context, r *Router, d *Destination, h nats.Header, 
 			span.SetStatus(codes.Error, reasonOf(err))
 			return nil, now, err
 		default:
-			sendCtx, aspan := r.startAttempt(actx, d.Name, attempt)
+			sendCtx, aspan := r.startAttempt(actx, id, d.Name, attempt)
 			start := time.Now()
 			err = safely(func() (err error) { rc, err = d.Out.Send(sendCtx, del); return err })
 			r.o.Metrics.SendLatency.WithLabelValues(d.Name).Observe(time.Since(start).Seconds())

@@ -98,6 +98,8 @@ func DefaultInboundConfig() InboundConfig {
 		MaxBodyBytes:  DefaultMaxBodyBytes,
 		ResourceTypes: DefaultResourceTypes(),
 		MaxConcurrent: 64,
+		// As 0 would: the default written out, as the README shows it.
+		MaxInflightBytes: DefaultMaxInflightBytes,
 	}
 }
 

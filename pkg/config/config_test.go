@@ -148,13 +148,15 @@ func TestLoadREADMEExample(t *testing.T) {
 		Shut    time.Duration
 		Consent ConsentConfig
 		Index   PatientIndexConfig
+		Audit   AuditConfig
+		Memory  int
 	}
 	// The README's consent destinations are an example, not a default.
 	readmeConsent := c.Consent
 	readmeConsent.Destinations = nil
 	readmeConsent.Sources = nil
-	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent, d.PatientIndex},
-		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent, c.PatientIndex}); diff != "" {
+	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent, d.PatientIndex, d.Audit, d.MemoryLimitMiB},
+		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent, c.PatientIndex, c.Audit, c.MemoryLimitMiB}); diff != "" {
 		t.Errorf("README's documented defaults differ from Default() (-default +readme):\n%s", diff)
 	}
 	wantNATS := d.NATS

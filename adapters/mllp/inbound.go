@@ -803,5 +803,8 @@ func (in *Inbound) onFrameError(ctx context.Context, _ *transport.ConnInfo, err 
 	return ack
 }
 
+// ListenAddress implements adapter.Listener: the listen setting.
+func (c *InboundConfig) ListenAddress() string { return c.Listen }
+
 // MaxInputBytes is the largest message this input stores.
 func (c *InboundConfig) MaxInputBytes() int64 { return int64(c.MaxMessageBytes) }

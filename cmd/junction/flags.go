@@ -98,6 +98,10 @@ type planChecks struct {
 	secrets bool
 	// strictRoutes adds lint's route checks (route.LoadOptions.Strict).
 	strictRoutes bool
+	// listen tries every address the engine would listen on (see
+	// engine.Plan.CheckListeners), for serve: once the config is
+	// otherwise sound, each one taken is reported at its setting.
+	listen bool
 }
 
 // plan loads the config and plans the engine, printing every problem,
@@ -152,6 +156,12 @@ func planInto(path string, routes []string, checks planChecks, problems *problem
 	printErrs(stderr, secretErrs)
 	if err != nil || len(secretErrs) > 0 {
 		return nil, exitError{code: 1}
+	}
+	if checks.listen {
+		if errs := p.CheckListeners(); len(errs) > 0 {
+			printErrs(stderr, errs)
+			return nil, exitError{code: 1}
+		}
 	}
 	return p, nil
 }

@@ -54,7 +54,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}()
 	}
-	p, err := plan(*cfgPath, nil, planChecks{secrets: true}, stderr)
+	p, err := plan(*cfgPath, nil, planChecks{secrets: true, listen: true}, stderr)
 	if err != nil {
 		return err
 	}

@@ -75,6 +75,14 @@ type ExposureValidator interface {
 	ValidateExposed(clientCerts bool) []error
 }
 
+// Listener is implemented by inbound configs that listen on a TCP
+// address of their own (not the engine's HTTP listener): the address as
+// configured, so the engine can find two listeners given one address and
+// an address it cannot listen on before it starts anything.
+type Listener interface {
+	ListenAddress() string
+}
+
 // CallerSecrets is implemented by inbound configs that authenticate
 // their callers with secrets (a bearer token): the references, by
 // setting name, so the engine can refuse one that is also an admin

@@ -270,6 +270,7 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 		}
 		p.Inputs[name] = &PlannedInput{Name: name, Factory: inf, Config: conf, Translator: tr}
 	}
+	errs = append(errs, sharedListenErrors(listeners(cfg, p.Inputs))...)
 	for _, name := range sortedKeys(cfg.Destinations) {
 		c := cfg.Destinations[name]
 		if c == nil {

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestCLIConfigErrorsPlaced: lint and serve report these config errors
+// each once, at the file, line and column of the setting, with nothing
+// else: (serve) listen addresses already taken, all of them before
+// anything starts.
+func TestCLIConfigErrorsPlaced(t *testing.T) {
+	dir := t.TempDir()
+	routes := shippedRoutes(t)
+	data := filepath.Join(dir, "data")
+	var taken []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		taken = append(taken, ln.Addr().String())
+	}
+	inUse := filepath.Join(dir, "in-use.yaml")
+	cliWrite(t, inUse, fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
+	inUseMsg := "address already in use (is another process, or another Junction, listening there?)"
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"listen addresses taken", []string{"serve", "-c", inUse}, []string{
+			inUse + fmt.Sprintf(":6:11: http.listen: cannot listen on %s: %s", taken[0], inUseMsg),
+			inUse + fmt.Sprintf(":11:13: inputs.pathology.listen: cannot listen on %s: %s", taken[1], inUseMsg),
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := cliRun(t, tt.args...)
+			if code != 1 {
+				t.Errorf("exit %d, want 1; stdout:\n%s", code, out)
+			}
+			if diff := cmp.Diff(tt.want, strings.Split(strings.TrimSpace(errOut), "\n")); diff != "" {
+				t.Errorf("stderr (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

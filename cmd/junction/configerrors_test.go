@@ -12,7 +12,8 @@ import (
 
 // TestCLIConfigErrorsPlaced: lint and serve report these config errors
 // each once, at the file, line and column of the setting, with nothing
-// else: (serve) listen addresses already taken, all of them before
+// else: a component without a type (said once, not again without a
+// place), and (serve) listen addresses already taken, all of them before
 // anything starts.
 func TestCLIConfigErrorsPlaced(t *testing.T) {
 	dir := t.TempDir()
@@ -27,6 +28,8 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 		t.Cleanup(func() { ln.Close() })
 		taken = append(taken, ln.Addr().String())
 	}
+	noType := filepath.Join(dir, "no-type.yaml")
+	cliWrite(t, noType, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ndestinations:\n  fhir-store: {type: file}\n  data-quality:\n    dir: out\n", data, routes))
 	inUse := filepath.Join(dir, "in-use.yaml")
 	cliWrite(t, inUse, fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
 	inUseMsg := "address already in use (is another process, or another Junction, listening there?)"
@@ -35,6 +38,12 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 		args []string
 		want []string
 	}{
+		{"component without a type, lint", []string{"lint", "-c", noType}, []string{
+			noType + `:6:5: missing required field "type" in destinations.data-quality`,
+		}},
+		{"component without a type, serve", []string{"serve", "-c", noType}, []string{
+			noType + `:6:5: missing required field "type" in destinations.data-quality`,
+		}},
 		{"listen addresses taken", []string{"serve", "-c", inUse}, []string{
 			inUse + fmt.Sprintf(":6:11: http.listen: cannot listen on %s: %s", taken[0], inUseMsg),
 			inUse + fmt.Sprintf(":11:13: inputs.pathology.listen: cannot listen on %s: %s", taken[1], inUseMsg),

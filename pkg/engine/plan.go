@@ -249,6 +249,11 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 			continue
 		}
 		where := "inputs." + name
+		if c.Type == "" && c.Pos.Line > 0 {
+			// Read from a file without a type: config.Load has said
+			// so, at the component.
+			continue
+		}
 		inf, ok := reg.inbound[c.Type]
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s%s.type: %q is not an inbound adapter type (have %v)", posPrefix(c.TypePos), where, c.Type, sortedKeys(reg.inbound)))
@@ -278,6 +283,11 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 			continue
 		}
 		where := "destinations." + name
+		if c.Type == "" && c.Pos.Line > 0 {
+			// Read from a file without a type: config.Load has said
+			// so, at the component.
+			continue
+		}
 		of, ok := reg.outbound[c.Type]
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s%s.type: %q is not an outbound adapter type (have %v)", posPrefix(c.TypePos), where, c.Type, sortedKeys(reg.outbound)))

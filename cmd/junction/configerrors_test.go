@@ -13,8 +13,8 @@ import (
 // TestCLIConfigErrorsPlaced: lint and serve report these config errors
 // each once, at the file, line and column of the setting, with nothing
 // else: a component without a type (said once, not again without a
-// place), and (serve) listen addresses already taken, all of them before
-// anything starts.
+// place), a routes entry that cannot be read, and (serve) listen
+// addresses already taken, all of them before anything starts.
 func TestCLIConfigErrorsPlaced(t *testing.T) {
 	dir := t.TempDir()
 	routes := shippedRoutes(t)
@@ -30,6 +30,9 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 	}
 	noType := filepath.Join(dir, "no-type.yaml")
 	cliWrite(t, noType, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ndestinations:\n  fhir-store: {type: file}\n  data-quality:\n    dir: out\n", data, routes))
+	missingRoutes := filepath.Join(dir, "missing-routes.yaml")
+	gone := filepath.Join(dir, "no-such-routes")
+	cliWrite(t, missingRoutes, fmt.Sprintf("data_dir: %q\nroutes:\n  - %q\n  - %q\n", data, routes, gone))
 	inUse := filepath.Join(dir, "in-use.yaml")
 	cliWrite(t, inUse, fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
 	inUseMsg := "address already in use (is another process, or another Junction, listening there?)"
@@ -43,6 +46,9 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 		}},
 		{"component without a type, serve", []string{"serve", "-c", noType}, []string{
 			noType + `:6:5: missing required field "type" in destinations.data-quality`,
+		}},
+		{"routes entry missing", []string{"lint", "-c", missingRoutes}, []string{
+			missingRoutes + ":4:5: routes[1]: stat " + gone + ": no such file or directory",
 		}},
 		{"listen addresses taken", []string{"serve", "-c", inUse}, []string{
 			inUse + fmt.Sprintf(":6:11: http.listen: cannot listen on %s: %s", taken[0], inUseMsg),

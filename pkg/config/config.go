@@ -644,6 +644,20 @@ func (c *Config) PosOf(path string) yamlx.Pos {
 	return c.top.PosOf(path)
 }
 
+// RoutePos returns where the config file writes Routes[i], or the zero
+// Pos when it does not (the routes are the defaults, or were given
+// another way, such as on the command line, after loading).
+func (c *Config) RoutePos(i int) yamlx.Pos {
+	if c.top.Node == nil || i < 0 || i >= len(c.Routes) {
+		return yamlx.Pos{}
+	}
+	v := valueOf(c.top.Node, "routes")
+	if v == nil || v.Kind != yaml.SequenceNode || i >= len(v.Content) || v.Content[i].Value != c.Routes[i] {
+		return yamlx.Pos{}
+	}
+	return yamlx.Pos{File: c.file, Line: v.Content[i].Line, Col: v.Content[i].Column}
+}
+
 // topMapping returns the document's top mapping, or nil.
 func topMapping(data []byte) *yaml.Node {
 	var doc yaml.Node

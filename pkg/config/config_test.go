@@ -745,3 +745,38 @@ func FuzzLoad(f *testing.F) {
 		_ = fmt.Sprint(c.Validate())
 	})
 }
+
+// TestRoutePos: where the file writes each routes entry, and no place for
+// routes it does not write (the defaults, or routes given another way).
+func TestRoutePos(t *testing.T) {
+	path := writeConfig(t, "data_dir: d\nroutes:\n  - a\n  - b\n")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		routes []string
+		i      int
+		want   yamlx.Pos
+	}{
+		{"first", nil, 0, yamlx.Pos{File: path, Line: 3, Col: 5}},
+		{"second", nil, 1, yamlx.Pos{File: path, Line: 4, Col: 5}},
+		{"out of range", nil, 2, yamlx.Pos{}},
+		{"replaced", []string{"a", "c"}, 1, yamlx.Pos{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := *c
+			if tt.routes != nil {
+				c.Routes = tt.routes
+			}
+			if got := c.RoutePos(tt.i); got != tt.want {
+				t.Errorf("RoutePos(%d) = %v, want %v", tt.i, got, tt.want)
+			}
+		})
+	}
+	if got := Default().RoutePos(0); got != (yamlx.Pos{}) {
+		t.Errorf("Default().RoutePos(0) = %v, want none", got)
+	}
+}

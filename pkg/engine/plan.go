@@ -300,6 +300,7 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 		p.Destinations[name] = &PlannedDestination{Name: name, Factory: of, Config: conf, Spec: c}
 	}
 	if withRoutes {
+		opts.PathPos = cfg.RoutePos
 		routes, err := route.LoadAll(cfg.Routes, env, p, opts)
 		if err != nil {
 			errs = append(errs, err)
@@ -321,6 +322,7 @@ func CheckRoutesAlone(cfg *config.Config, opts route.LoadOptions) error {
 	if err != nil {
 		return fmt.Errorf("checking routes: %w", err)
 	}
+	opts.PathPos = cfg.RoutePos
 	_, err = route.LoadAll(cfg.Routes, env, anyName{}, opts)
 	return err
 }

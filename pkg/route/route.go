@@ -331,6 +331,11 @@ type LoadOptions struct {
 	// out, so that a deployment does not refuse to start over a route's
 	// tests (which it may not even ship) or a harmless repetition.
 	Strict bool
+	// PathPos, when set, says where the i-th path given to LoadAll is
+	// written (the config file's routes[i]), so that a path that cannot
+	// be read is reported there; the zero Pos for one not written in a
+	// file (given on the command line).
+	PathPos func(i int) yamlx.Pos
 }
 
 // LoadAll loads every .yaml and .yml file (in any case) in the given files or
@@ -339,11 +344,23 @@ type LoadOptions struct {
 func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*Route, error) {
 	var files []string
 	var other []error
-	for _, p := range paths {
+	var errs yamlx.Errors
+	// pathErr reports a path that cannot be read with the other files'
+	// errors, not instead of them; at the config's routes[i] when the
+	// path is written there.
+	pathErr := func(i int, err error) {
+		if opts.PathPos != nil {
+			if pos := opts.PathPos(i); pos.Line > 0 {
+				errs.Add(pos, "routes[%d]: %v", i, err)
+				return
+			}
+		}
+		other = append(other, fmt.Errorf("route path: %w", err))
+	}
+	for i, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
-			// Reported with the other files' errors, not instead of them.
-			other = append(other, fmt.Errorf("route path: %w", err))
+			pathErr(i, err)
 			continue
 		}
 		if !st.IsDir() {
@@ -352,7 +369,7 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 		}
 		entries, err := os.ReadDir(p)
 		if err != nil {
-			other = append(other, fmt.Errorf("route path: %w", err))
+			pathErr(i, err)
 			continue
 		}
 		for _, e := range entries {
@@ -366,7 +383,6 @@ func LoadAll(paths []string, env *rules.Env, cat Catalog, opts LoadOptions) ([]*
 	sort.Strings(files)
 	files = slices.Compact(files) // a file named directly and by its directory
 	var routes []*Route
-	var errs yamlx.Errors
 	seen := map[string]yamlx.Pos{}
 	for _, file := range files {
 		r, err := load(file, env, cat, opts.Strict)

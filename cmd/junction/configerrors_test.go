@@ -33,6 +33,8 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 	missingRoutes := filepath.Join(dir, "missing-routes.yaml")
 	gone := filepath.Join(dir, "no-such-routes")
 	cliWrite(t, missingRoutes, fmt.Sprintf("data_dir: %q\nroutes:\n  - %q\n  - %q\n", data, routes, gone))
+	mixedInput := filepath.Join(dir, "mixed-input.yaml")
+	cliWrite(t, mixedInput, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n    listen: 127.0.0.1:1\n    max_segments: many\n    dialect: {time_zone: Mars/Olympus}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  fhir: {type: fhir}\n", data, routes))
 	inUse := filepath.Join(dir, "in-use.yaml")
 	cliWrite(t, inUse, fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
 	inUseMsg := "address already in use (is another process, or another Junction, listening there?)"
@@ -49,6 +51,11 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 		}},
 		{"routes entry missing", []string{"lint", "-c", missingRoutes}, []string{
 			missingRoutes + ":4:5: routes[1]: stat " + gone + ": no such file or directory",
+		}},
+		{"a key twice, a wrong type and an invalid value in one input", []string{"lint", "-c", mixedInput}, []string{
+			mixedInput + `:7:5: duplicate key "listen" in inputs.pas (first defined at line 6)`,
+			mixedInput + `:8:19: inputs.pas.max_segments: expected an integer, got "many"`,
+			mixedInput + `:9:26: inputs.pas: dialect.time_zone: unknown zone "Mars/Olympus"`,
 		}},
 		{"listen addresses taken", []string{"serve", "-c", inUse}, []string{
 			inUse + fmt.Sprintf(":6:11: http.listen: cannot listen on %s: %s", taken[0], inUseMsg),

@@ -220,11 +220,16 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 		if !c.Settings.IsZero() {
 			if err := c.Settings.Decode(conf); err != nil {
 				errs = append(errs, err)
-				if !yamlx.OnlyUnknown(err) {
+				var ye yamlx.Errors
+				if !errors.As(err, &ye) {
 					return nil
 				}
-				// The rest decoded: its problems are reported too, so a
-				// misspelt key hides none of them.
+				// Decoding goes on past each problem (an unknown key, a
+				// key given twice, whose first value stands, a value of
+				// the wrong type, which leaves the default): the rest
+				// decoded, and its problems are reported too, so one
+				// mistake hides none of the others, as in the core
+				// settings.
 				decoded = false
 			}
 		}

@@ -19,7 +19,9 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/access"
 	"github.com/junction-fhir/junction/pkg/adapter"
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/patient"
+	"github.com/junction-fhir/junction/pkg/pds"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/rules"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -877,9 +879,38 @@ func isTokenSetting(path string) bool {
 	return last == "admin_token" || last == "bearer_token" || last == "token" && strings.HasPrefix(path, "http.tokens[")
 }
 
+// isAdminTokenSetting reports whether the setting at path holds one of
+// the admin and audit APIs' tokens.
+func isAdminTokenSetting(path string) bool {
+	return path == "http.admin_token" || strings.HasPrefix(path, "http.tokens[") && strings.HasSuffix(path, "].token")
+}
+
+// checkSecretValue returns what is wrong with the value v of the secret
+// setting at path, for the settings whose values have a form serve would
+// otherwise find wrong only part way through starting, one at a time. Its
+// errors never hold the value.
+func checkSecretValue(path, v string) error {
+	switch {
+	case isTokenSetting(path):
+		return access.CheckSecret(v)
+	case path == "audit.signing_key":
+		_, err := audit.ParsePrivateKey(v)
+		return err
+	case path == "consent.hash_key" && len(v) < 16:
+		return errors.New("the key must be at least 16 bytes")
+	case path == "patient_index.pds.auth.private_key":
+		_, err := pds.ParsePrivateKey([]byte(v))
+		return err
+	}
+	return nil
+}
+
 // CheckSecretRefs tries every secret reference (a string value starting
 // env: or file:) written in the config file, and returns one error per
-// reference that does not resolve, placed at the value and named by its
+// reference that does not resolve, or whose value has the wrong form (a
+// token too short, a signing or private key that does not parse, a hash
+// key too short, an input's bearer_token or an admin token that is
+// another admin token's secret), placed at the value and named by its
 // setting's path, so that all of them are reported at once rather than
 // one per start as each component resolves its own. The values read are
 // dropped, never returned or logged. A config with no file has none.
@@ -888,6 +919,10 @@ func (c *Config) CheckSecretRefs(s Secrets) []error {
 		return nil
 	}
 	var errs []error
+	// adminTokens are the admin tokens' values read so far, by the
+	// setting giving each; callers are the inputs' bearer tokens.
+	type secretAt struct{ path, value string }
+	var adminTokens, callers []secretAt
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		switch n.Kind {
@@ -915,10 +950,33 @@ func (c *Config) CheckSecretRefs(s Secrets) []error {
 				errs = append(errs, fmt.Errorf("%s: %s: cannot resolve secret reference: %w", pos, path, err))
 				return
 			}
-			if isTokenSetting(path) {
-				if err := access.CheckSecret(v); err != nil {
-					errs = append(errs, fmt.Errorf("%s: %s: %w", pos, path, err))
+			if err := checkSecretValue(path, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %s: %w", pos, path, err))
+				return
+			}
+			switch {
+			case isAdminTokenSetting(path):
+				for _, o := range adminTokens {
+					if o.value == v {
+						errs = append(errs, fmt.Errorf("%s: %s: the same secret as %s; give each token its own", pos, path, o.path))
+						return
+					}
 				}
+				for _, o := range callers {
+					if o.value == v {
+						errs = append(errs, fmt.Errorf("%s: %s: the same secret as %s, whose callers would hold this token's roles; give each its own", pos, path, o.path))
+						return
+					}
+				}
+				adminTokens = append(adminTokens, secretAt{path, v})
+			case strings.HasPrefix(path, "inputs.") && strings.HasSuffix(path, ".bearer_token"):
+				for _, o := range adminTokens {
+					if o.value == v {
+						errs = append(errs, fmt.Errorf("%s: %s: the same secret as the admin token %s, whose roles its callers would hold; give each its own", pos, path, o.path))
+						return
+					}
+				}
+				callers = append(callers, secretAt{path, v})
 			}
 		}
 	}

@@ -780,3 +780,57 @@ func TestRoutePos(t *testing.T) {
 		t.Errorf("Default().RoutePos(0) = %v, want none", got)
 	}
 }
+
+// TestCheckSecretRefsValues: secrets that resolve but whose values serve
+// would refuse part way through starting, one at a time (a key that does
+// not parse or is too short, an input's token that is an admin token's),
+// are reported with the rest, each at its value, never quoting it.
+func TestCheckSecretRefsValues(t *testing.T) {
+	seed := strings.Repeat("ab", 32) // 32 bytes in hex: an ed25519 seed
+	env := map[string]string{
+		"OPS": "ops-token-long-enough-1", "AUD": "aud-token-long-enough-2", "FHIR": "fhir-token-long-enough-3",
+		"SIGN": seed, "BADSIGN": "not-a-key-but-secret", "HASH": "sixteen-bytes-ok", "SHORTHASH": "tiny-secret",
+		"PK": "rsa-private-key-secret",
+	}
+	tests := []struct {
+		name string
+		body string
+		want []string // ":L:C: ..." after the file
+	}{
+		{"good", "audit: {signing_key: env:SIGN}\nconsent: {hash_key: env:HASH}\nhttp:\n  tokens:\n    - {name: ops, role: operator, token: env:OPS}\ninputs:\n  fhir: {type: fhir, bearer_token: env:FHIR}\n", nil},
+		{"signing key", "audit: {signing_key: env:BADSIGN}\n",
+			[]string{":1:22: audit.signing_key: signing key: want PEM, or 32 bytes in hex or base64"}},
+		{"hash key", "consent: {hash_key: env:SHORTHASH}\n",
+			[]string{":1:21: consent.hash_key: the key must be at least 16 bytes"}},
+		{"pds private key", "patient_index:\n  pds:\n    url: https://pds.example/FHIR/R4\n    auth: {token_url: https://pds.example/token, api_key: env:OPS, kid: k, private_key: env:PK}\n",
+			[]string{":4:89: patient_index.pds.auth.private_key: no PEM block found"}},
+		{"input token is an admin token", "inputs:\n  fhir: {type: fhir, bearer_token: env:OPS}\nhttp:\n  tokens:\n    - {name: ops, role: operator, token: env:OPS}\n",
+			[]string{":5:42: http.tokens[0].token: the same secret as inputs.fhir.bearer_token, whose callers would hold this token's roles; give each its own"}},
+		{"admin token is an input token", "http:\n  tokens:\n    - {name: ops, role: operator, token: env:OPS}\ninputs:\n  fhir: {type: fhir, bearer_token: env:OPS}\n",
+			[]string{":5:36: inputs.fhir.bearer_token: the same secret as the admin token http.tokens[0].token, whose roles its callers would hold; give each its own"}},
+		{"two admin tokens", "http:\n  admin_token: env:AUD\n  tokens:\n    - {name: ops, role: operator, token: env:AUD}\n",
+			[]string{":4:42: http.tokens[0].token: the same secret as http.admin_token; give each token its own"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.body)
+			c, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range c.CheckSecretRefs(Secrets{Getenv: func(k string) string { return env[k] }}) {
+				msg := strings.TrimPrefix(e.Error(), path)
+				for _, v := range env {
+					if strings.Contains(msg, v) {
+						t.Errorf("error quotes a secret value: %s", msg)
+					}
+				}
+				got = append(got, msg)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}

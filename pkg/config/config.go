@@ -705,6 +705,15 @@ func (c *Config) Validate() []error {
 	} else if !IsLoopback(c.HTTP.Listen) && c.HTTP.AdminToken == "" && len(c.HTTP.Tokens) == 0 {
 		errs = append(errs, fmt.Errorf("http.tokens: at least one token is required when http.listen (%s) is not a loopback address, since the admin API shows patient data", c.HTTP.Listen))
 	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"read_header_timeout", c.HTTP.ReadHeaderTimeout}, {"read_timeout", c.HTTP.ReadTimeout}, {"write_timeout", c.HTTP.WriteTimeout}} {
+		if d.v < 0 {
+			// net/http would take it as no timeout at all.
+			errs = append(errs, fmt.Errorf("http.%s: must not be negative (0 means none), got %s", d.name, d.v))
+		}
+	}
 	if c.HTTP.MaxConnections < 1 {
 		errs = append(errs, fmt.Errorf("http.max_connections: must be positive, got %d", c.HTTP.MaxConnections))
 	}

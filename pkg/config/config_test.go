@@ -407,6 +407,16 @@ func TestValidate(t *testing.T) {
 		{"data dir", func(c *Config) { c.DataDir = "" }, []string{"data_dir: required"}},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: must be debug, info, warn or error, got "verbose"`}},
 		{"http max connections", func(c *Config) { c.HTTP.MaxConnections = 0 }, []string{`http.max_connections: must be positive, got 0`}},
+		{"http timeouts none", func(c *Config) { c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout, c.HTTP.WriteTimeout = 0, 0, 0 }, nil},
+		{"http timeouts negative", func(c *Config) {
+			c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout, c.HTTP.WriteTimeout = -time.Second, -time.Minute, -1
+		}, []string{
+			"http.read_header_timeout: must not be negative (0 means none), got -1s",
+			"http.read_timeout: must not be negative (0 means none), got -1m0s",
+			"http.write_timeout: must not be negative (0 means none), got -1ns",
+		}},
+		{"nats listen with an external server", func(c *Config) { c.NATS.URL, c.NATS.Listen = "nats://n1:4222", "127.0.0.1:4222" },
+			[]string{"nats.listen: only for the embedded server; with nats.url set there is none to listen, and the setting would be ignored"}},
 		{"listen not host:port", func(c *Config) { c.HTTP.Listen = "8080" }, []string{"http.listen: must be host:port"}},
 		{"listen port out of range", func(c *Config) { c.HTTP.Listen = "127.0.0.1:99999" }, []string{`http.listen: port "99999" must be a number from 0 to 65535`}},
 		{"non-loopback needs a token", func(c *Config) { c.HTTP.Listen = "0.0.0.0:8080" },

@@ -162,6 +162,9 @@ func (c *Config) Validate() []error {
 	if c.URL == "" && len(c.MonitorURLs) > 0 {
 		errs = append(errs, errors.New("nats.monitor_urls: only for an external NATS (nats.url); the embedded server is checked directly"))
 	}
+	if c.URL != "" && c.Listen != "" {
+		errs = append(errs, errors.New("nats.listen: only for the embedded server; with nats.url set there is none to listen, and the setting would be ignored"))
+	}
 	if c.URL == "" && c.Replicas != 1 {
 		errs = append(errs, errors.New("nats.replicas: the embedded server is a single node; replicas must be 1 (set nats.url for a cluster)"))
 	}

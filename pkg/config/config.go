@@ -57,6 +57,9 @@ type Config struct {
 	// PatientIndex configures the patient index routes keep current and
 	// read (the CEL variable patient).
 	PatientIndex PatientIndexConfig `yaml:"patient_index"`
+	// Tracing says where OpenTelemetry spans are exported, unless the
+	// standard OTEL_EXPORTER_OTLP_* variables do.
+	Tracing TracingConfig `yaml:"tracing"`
 	// ShutdownTimeout bounds the drain at shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// MemoryLimitMiB is the soft memory limit `junction serve` gives the
@@ -68,6 +71,38 @@ type Config struct {
 	file string
 	// top is the file's top mapping, to place validation errors.
 	top yamlx.Node
+}
+
+// TracingConfig configures OTLP trace export from the file. The standard
+// OTEL_EXPORTER_OTLP_* variables, when set, win over it, and give what it
+// has no setting for (headers, TLS, timeouts).
+type TracingConfig struct {
+	// OTLPEndpoint is the collector's OTLP traces endpoint URL, used as
+	// it is, as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is: for grpc
+	// http://collector:4317, for http/protobuf
+	// http://collector:4318/v1/traces. Empty: no export, unless the
+	// variables ask.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// OTLPProtocol is grpc (the default) or http/protobuf.
+	OTLPProtocol string `yaml:"otlp_protocol"`
+}
+
+// validate checks the tracing section.
+func (t TracingConfig) validate() []error {
+	var errs []error
+	if t.OTLPEndpoint != "" {
+		u, err := url.Parse(t.OTLPEndpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			// The message names no part of the URL: it may hold a secret.
+			errs = append(errs, errors.New("tracing.otlp_endpoint: must be an absolute http(s) URL without credentials, query or fragment, such as http://collector:4317"))
+		}
+	}
+	switch t.OTLPProtocol {
+	case "", "grpc", "http/protobuf":
+	default:
+		errs = append(errs, fmt.Errorf("tracing.otlp_protocol: must be grpc or http/protobuf, got %q", t.OTLPProtocol))
+	}
+	return errs
 }
 
 // LogConfig configures logging.
@@ -554,6 +589,7 @@ func Default() *Config {
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour, RecheckAfter: 10 * time.Second},
 		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket, PDS: PDSConfig{Timeout: 10 * time.Second, RefreshAfter: 24 * time.Hour}},
+		Tracing:         TracingConfig{OTLPProtocol: "grpc"},
 		ShutdownTimeout: 30 * time.Second,
 		MemoryLimitMiB:  200,
 	}
@@ -798,6 +834,7 @@ func (c *Config) Validate() []error {
 	}
 	errs = append(errs, c.Consent.validate(c.Inputs, c.Destinations)...)
 	errs = append(errs, c.PatientIndex.validate()...)
+	errs = append(errs, c.Tracing.validate()...)
 	return errs
 }
 

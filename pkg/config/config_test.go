@@ -150,13 +150,14 @@ func TestLoadREADMEExample(t *testing.T) {
 		Index   PatientIndexConfig
 		Audit   AuditConfig
 		Memory  int
+		Tracing TracingConfig
 	}
 	// The README's consent destinations are an example, not a default.
 	readmeConsent := c.Consent
 	readmeConsent.Destinations = nil
 	readmeConsent.Sources = nil
-	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent, d.PatientIndex, d.Audit, d.MemoryLimitMiB},
-		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent, c.PatientIndex, c.Audit, c.MemoryLimitMiB}); diff != "" {
+	if diff := cmp.Diff(core{d.DataDir, d.Log, d.HTTP, d.Rules, d.Router, d.Routes, d.ShutdownTimeout, d.Consent, d.PatientIndex, d.Audit, d.MemoryLimitMiB, d.Tracing},
+		core{c.DataDir, c.Log, c.HTTP, c.Rules, c.Router, c.Routes, c.ShutdownTimeout, readmeConsent, c.PatientIndex, c.Audit, c.MemoryLimitMiB, c.Tracing}); diff != "" {
 		t.Errorf("README's documented defaults differ from Default() (-default +readme):\n%s", diff)
 	}
 	wantNATS := d.NATS
@@ -415,6 +416,15 @@ func TestValidate(t *testing.T) {
 			"http.read_timeout: must not be negative (0 means none), got -1m0s",
 			"http.write_timeout: must not be negative (0 means none), got -1ns",
 		}},
+		{"tracing", func(c *Config) {
+			c.Tracing = TracingConfig{OTLPEndpoint: "https://collector.example:4318/v1/traces", OTLPProtocol: "http/protobuf"}
+		}, nil},
+		{"tracing endpoint not a URL", func(c *Config) { c.Tracing.OTLPEndpoint = "collector:4317" },
+			[]string{"tracing.otlp_endpoint: must be an absolute http(s) URL without credentials, query or fragment, such as http://collector:4317"}},
+		{"tracing endpoint with credentials", func(c *Config) { c.Tracing.OTLPEndpoint = "https://user:pw@collector:4317" },
+			[]string{"tracing.otlp_endpoint: must be an absolute http(s) URL without credentials, query or fragment, such as http://collector:4317"}},
+		{"tracing protocol", func(c *Config) { c.Tracing.OTLPProtocol = "http/json" },
+			[]string{`tracing.otlp_protocol: must be grpc or http/protobuf, got "http/json"`}},
 		{"nats listen with an external server", func(c *Config) { c.NATS.URL, c.NATS.Listen = "nats://n1:4222", "127.0.0.1:4222" },
 			[]string{"nats.listen: only for the embedded server; with nats.url set there is none to listen, and the setting would be ignored"}},
 		{"listen not host:port", func(c *Config) { c.HTTP.Listen = "8080" }, []string{"http.listen: must be host:port"}},

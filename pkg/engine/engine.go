@@ -273,7 +273,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}()
 	if e.tracer != nil {
 		e.tracing = &telemetry.Tracing{Tracer: e.tracer}
-	} else if e.tracing, err = telemetry.NewTracing(ctx, e.version, e.log); err != nil {
+	} else if e.tracing, err = telemetry.NewTracing(ctx, e.version, telemetry.TraceExport{Endpoint: cfg.Tracing.OTLPEndpoint, Protocol: cfg.Tracing.OTLPProtocol}, e.log); err != nil {
 		return err
 	}
 	// The HTTP listener's certificate is read before anything starts, so

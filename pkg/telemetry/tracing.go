@@ -50,6 +50,12 @@ func OTLPProtocol(getenv func(string) string) (string, error) {
 	if p == "" {
 		p = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
 	}
+	return checkProtocol(p)
+}
+
+// checkProtocol returns the OTLP transport p names: "grpc" (also for
+// "") or "http/protobuf". Other values are an error.
+func checkProtocol(p string) (string, error) {
 	switch p {
 	case "", "grpc":
 		return "grpc", nil
@@ -59,26 +65,72 @@ func OTLPProtocol(getenv func(string) string) (string, error) {
 	return "", fmt.Errorf("OTLP protocol %q is not supported; use grpc or http/protobuf", p)
 }
 
+// TraceExport is where the config file asks for spans to be exported
+// (its tracing section), for when the standard variables do not say.
+type TraceExport struct {
+	// Endpoint is the OTLP traces endpoint URL, used as it is (as
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is); empty: none.
+	Endpoint string
+	// Protocol is "grpc" or "http/protobuf"; empty: grpc.
+	Protocol string
+}
+
+// ExportSettings returns where spans go: the endpoint URL to give the
+// exporter ("" when the standard variables name one, which the exporter
+// then reads itself, as it does the other standard variables) and the
+// protocol, or enabled false when neither the variables nor file ask
+// for export. A standard variable wins over the file's setting.
+func ExportSettings(getenv func(string) string, file TraceExport) (endpoint, proto string, enabled bool, err error) {
+	fromEnv := OTLPConfigured(getenv)
+	if !fromEnv && file.Endpoint == "" {
+		return "", "", false, nil
+	}
+	if !fromEnv {
+		endpoint = file.Endpoint
+	}
+	if getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") == "" && getenv("OTEL_EXPORTER_OTLP_PROTOCOL") == "" {
+		proto, err = checkProtocol(file.Protocol)
+	} else {
+		proto, err = OTLPProtocol(getenv)
+	}
+	if err != nil {
+		return "", "", false, err
+	}
+	return endpoint, proto, true, nil
+}
+
 // NewTracing exports spans over OTLP (gRPC or HTTP, as OTLPProtocol says)
-// when the standard environment variables are set, and otherwise keeps a
-// no-op tracer (spans still carry trace context across NATS headers). The
+// when the standard environment variables are set, or else when file
+// names an endpoint (see ExportSettings), and otherwise keeps a no-op
+// tracer (spans still carry trace context across NATS headers). The
 // service is named "junction" unless OTEL_SERVICE_NAME (or
 // OTEL_RESOURCE_ATTRIBUTES) says otherwise. Export failures are logged to
 // log, if given. ExportDisabled keeps the no-op tracer however the
 // exporter is set.
-func NewTracing(ctx context.Context, version string, log *slog.Logger) (*Tracing, error) {
-	if !OTLPConfigured(os.Getenv) || ExportDisabled(os.Getenv) {
+func NewTracing(ctx context.Context, version string, file TraceExport, log *slog.Logger) (*Tracing, error) {
+	if ExportDisabled(os.Getenv) {
 		return &Tracing{Tracer: noop.NewTracerProvider().Tracer("junction")}, nil
 	}
-	proto, err := OTLPProtocol(os.Getenv)
+	endpoint, proto, enabled, err := ExportSettings(os.Getenv, file)
 	if err != nil {
 		return nil, err
 	}
+	if !enabled {
+		return &Tracing{Tracer: noop.NewTracerProvider().Tracer("junction")}, nil
+	}
 	var exp sdktrace.SpanExporter
 	if proto == "grpc" {
-		exp, err = otlptracegrpc.New(ctx)
+		var opts []otlptracegrpc.Option
+		if endpoint != "" {
+			opts = append(opts, otlptracegrpc.WithEndpointURL(endpoint))
+		}
+		exp, err = otlptracegrpc.New(ctx, opts...)
 	} else {
-		exp, err = otlptracehttp.New(ctx)
+		var opts []otlptracehttp.Option
+		if endpoint != "" {
+			opts = append(opts, otlptracehttp.WithEndpointURL(endpoint))
+		}
+		exp, err = otlptracehttp.New(ctx, opts...)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating OTLP exporter: %w", err)

@@ -86,7 +86,7 @@ func TestNewTracingDisabled(t *testing.T) {
 			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
 			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
 			t.Setenv(tc.key, tc.value)
-			tr, err := telemetry.NewTracing(t.Context(), "test", nil)
+			tr, err := telemetry.NewTracing(t.Context(), "test", telemetry.TraceExport{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +117,7 @@ func TestExportFailuresRateLimited(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(telemetry.RateLimited(slog.NewJSONHandler(&buf, nil)))
 	defer otel.SetErrorHandler(otel.ErrorHandlerFunc(func(error) {}))
-	tr, err := telemetry.NewTracing(t.Context(), "test", log)
+	tr, err := telemetry.NewTracing(t.Context(), "test", telemetry.TraceExport{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,53 +168,64 @@ func TestOTLPProtocol(t *testing.T) {
 }
 
 // TestNewTracingHTTP checks that with http/protobuf spans reach an
-// OTLP/HTTP collector, under the service name OTEL_SERVICE_NAME gives.
+// OTLP/HTTP collector, under the service name OTEL_SERVICE_NAME gives,
+// whether the standard variables or the config file's tracing section
+// name the collector.
 func TestNewTracingHTTP(t *testing.T) {
-	clearOTLP(t)
-	var mu sync.Mutex
-	var bodies [][]byte
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		if r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" {
+	for _, from := range []string{"variables", "file"} {
+		t.Run(from, func(t *testing.T) {
+			clearOTLP(t)
+			var mu sync.Mutex
+			var bodies [][]byte
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				if r.URL.Path == "/v1/traces" && r.Header.Get("Content-Type") == "application/x-protobuf" {
+					mu.Lock()
+					bodies = append(bodies, b)
+					mu.Unlock()
+				}
+				w.WriteHeader(http.StatusOK)
+			}))
+			defer srv.Close()
+			var file telemetry.TraceExport
+			if from == "variables" {
+				t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+				t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+			} else {
+				file = telemetry.TraceExport{Endpoint: srv.URL + "/v1/traces", Protocol: "http/protobuf"}
+			}
+			t.Setenv("OTEL_SERVICE_NAME", "junction-trust-a")
+			tr, err := telemetry.NewTracing(t.Context(), "test", file, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, span := tr.Tracer.Start(t.Context(), "mllp.receive")
+			span.End()
+			if err := tr.Shutdown(t.Context()); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
 			mu.Lock()
-			bodies = append(bodies, b)
-			mu.Unlock()
-		}
-		w.WriteHeader(http.StatusOK)
-	}))
-	defer srv.Close()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-	t.Setenv("OTEL_SERVICE_NAME", "junction-trust-a")
-	tr, err := telemetry.NewTracing(t.Context(), "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, span := tr.Tracer.Start(t.Context(), "mllp.receive")
-	span.End()
-	if err := tr.Shutdown(t.Context()); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(bodies) == 0 {
-		t.Fatal("the collector received no traces")
-	}
-	all := bytes.Join(bodies, nil)
-	host, err := os.Hostname()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"mllp.receive", "junction-trust-a", "host.name", host} {
-		if !bytes.Contains(all, []byte(want)) {
-			t.Errorf("exported traces do not hold %q", want)
-		}
+			defer mu.Unlock()
+			if len(bodies) == 0 {
+				t.Fatal("the collector received no traces")
+			}
+			all := bytes.Join(bodies, nil)
+			host, err := os.Hostname()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range []string{"mllp.receive", "junction-trust-a", "host.name", host} {
+				if !bytes.Contains(all, []byte(want)) {
+					t.Errorf("exported traces do not hold %q", want)
+				}
+			}
+		})
 	}
 }
 
 func TestNewTracingNoop(t *testing.T) {
 	clearOTLP(t)
-	tr, err := telemetry.NewTracing(t.Context(), "test", nil)
+	tr, err := telemetry.NewTracing(t.Context(), "test", telemetry.TraceExport{}, nil)
 	if err != nil {
 		t.Fatalf("NewTracing: %v", err)
 	}
@@ -264,7 +275,7 @@ func TestNewTracingOTLP(t *testing.T) {
 		t.Run(variable, func(t *testing.T) {
 			clearOTLP(t)
 			t.Setenv(variable, "http://"+unusedAddr(t))
-			tr, err := telemetry.NewTracing(t.Context(), "test", nil)
+			tr, err := telemetry.NewTracing(t.Context(), "test", telemetry.TraceExport{}, nil)
 			if err != nil {
 				t.Fatalf("NewTracing with nothing listening: %v (the exporter should connect lazily)", err)
 			}
@@ -289,6 +300,38 @@ func TestNewTracingOTLP(t *testing.T) {
 			defer cancel()
 			err = tr.Shutdown(sctx)
 			t.Logf("Shutdown with no collector: %v", err)
+		})
+	}
+}
+
+// TestExportSettings: the config file's tracing section exports spans
+// when no standard variable names an endpoint; a variable wins over it,
+// the endpoint and the protocol each.
+func TestExportSettings(t *testing.T) {
+	file := telemetry.TraceExport{Endpoint: "http://collector:4318/v1/traces", Protocol: "http/protobuf"}
+	tests := []struct {
+		name         string
+		env          map[string]string
+		file         telemetry.TraceExport
+		wantEndpoint string
+		wantProto    string
+		wantEnabled  bool
+		wantErr      bool
+	}{
+		{"nothing", nil, telemetry.TraceExport{Protocol: "grpc"}, "", "", false, false},
+		{"file", nil, file, "http://collector:4318/v1/traces", "http/protobuf", true, false},
+		{"file, default protocol", nil, telemetry.TraceExport{Endpoint: "http://collector:4317"}, "http://collector:4317", "grpc", true, false},
+		{"variables alone", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://env:4317"}, telemetry.TraceExport{}, "", "grpc", true, false},
+		{"endpoint variable wins", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://env:4318/v1/traces"}, file, "", "http/protobuf", true, false},
+		{"protocol variable wins", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, file, "http://collector:4318/v1/traces", "grpc", true, false},
+		{"bad file protocol", nil, telemetry.TraceExport{Endpoint: "http://collector:4317", Protocol: "http/json"}, "", "", false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			endpoint, proto, enabled, err := telemetry.ExportSettings(func(k string) string { return tc.env[k] }, tc.file)
+			if endpoint != tc.wantEndpoint || proto != tc.wantProto || enabled != tc.wantEnabled || (err != nil) != tc.wantErr {
+				t.Errorf("ExportSettings = %q, %q, %v, %v; want %q, %q, %v, error %v", endpoint, proto, enabled, err, tc.wantEndpoint, tc.wantProto, tc.wantEnabled, tc.wantErr)
+			}
 		})
 	}
 }

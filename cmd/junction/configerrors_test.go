@@ -35,6 +35,8 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 	cliWrite(t, missingRoutes, fmt.Sprintf("data_dir: %q\nroutes:\n  - %q\n  - %q\n", data, routes, gone))
 	mixedInput := filepath.Join(dir, "mixed-input.yaml")
 	cliWrite(t, mixedInput, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n    listen: 127.0.0.1:1\n    max_segments: many\n    dialect: {time_zone: Mars/Olympus}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  fhir: {type: fhir}\n", data, routes))
+	exposed := filepath.Join(dir, "exposed.yaml")
+	cliWrite(t, exposed, fmt.Sprintf("data_dir: %q\nroutes: [%q]\nhttp:\n  listen: 10.1.2.3:8080\n  tokens: [{name: ops, role: operator, token: env:JUNCTION_TEST_UNSET}]\n", data, routes))
 	inUse := filepath.Join(dir, "in-use.yaml")
 	cliWrite(t, inUse, fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
 	inUseMsg := "address already in use (is another process, or another Junction, listening there?)"
@@ -56,6 +58,9 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 			mixedInput + `:7:5: duplicate key "listen" in inputs.pas (first defined at line 6)`,
 			mixedInput + `:8:19: inputs.pas.max_segments: expected an integer, got "many"`,
 			mixedInput + `:9:26: inputs.pas: dialect.time_zone: unknown zone "Mars/Olympus"`,
+		}},
+		{"default FHIR input exposed", []string{"lint", "--secrets=false", "-c", exposed}, []string{
+			exposed + ":4:11: inputs.fhir: bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; or set http.tls.client_ca so client certificates authenticate senders; set allow_unauthenticated: true only when something in front authenticates senders",
 		}},
 		{"listen addresses taken", []string{"serve", "-c", inUse}, []string{
 			inUse + fmt.Sprintf(":6:11: http.listen: cannot listen on %s: %s", taken[0], inUseMsg),

@@ -269,8 +269,14 @@ func newPlan(cfg *config.Config, reg Registry, withRoutes bool, opts route.LoadO
 			continue
 		}
 		if v, ok := conf.(adapter.ExposureValidator); ok && !config.IsLoopback(cfg.HTTP.Listen) {
+			at := c.Pos
+			if at.Line == 0 {
+				// A default input, not in the file: http.listen, which
+				// exposes it, is what the file says.
+				at = cfg.PosOf("http.listen")
+			}
 			for _, e := range v.ValidateExposed(cfg.HTTP.ClientCertsVerified()) {
-				errs = append(errs, fmt.Errorf("%s%s: %w", posPrefix(settingPos(e, c.Settings.PosOf, c.Pos)), where, e))
+				errs = append(errs, fmt.Errorf("%s%s: %w", posPrefix(settingPos(e, c.Settings.PosOf, at)), where, e))
 			}
 		}
 		tr, err := inf.(adapter.TranslatorFactory).NewTranslator(conf)

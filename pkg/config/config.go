@@ -32,19 +32,21 @@ import (
 // Config is the whole engine configuration.
 type Config struct {
 	// DataDir holds the embedded store and file destinations' output.
-	DataDir string `yaml:"data_dir"`
+	DataDir string `yaml:"data_dir" yamlx:"nonnull"`
 	// Log sets level (debug, info, warn, error).
 	Log LogConfig `yaml:"log"`
 	// NATS selects the embedded server (default) or an external cluster.
 	NATS store.Config `yaml:"nats"`
 	// HTTP is the one HTTP listener: FHIR endpoint, admin API, metrics, health.
 	HTTP HTTPConfig `yaml:"http"`
-	// Inputs are inbound adapter instances by name.
-	Inputs map[string]*Component `yaml:"inputs"`
+	// Inputs are inbound adapter instances by name. Written with no
+	// value, it is an error rather than no inputs (or the defaults), as
+	// are data_dir, destinations and routes with none.
+	Inputs map[string]*Component `yaml:"inputs" yamlx:"nonnull"`
 	// Destinations are outbound adapter instances by name.
-	Destinations map[string]*Component `yaml:"destinations"`
+	Destinations map[string]*Component `yaml:"destinations" yamlx:"nonnull"`
 	// Routes lists route files or directories.
-	Routes []string `yaml:"routes"`
+	Routes []string `yaml:"routes" yamlx:"nonnull"`
 	// Rules bounds CEL cost.
 	Rules RulesConfig `yaml:"rules"`
 	// Router tunes the consumers.
@@ -71,6 +73,9 @@ type Config struct {
 	file string
 	// top is the file's top mapping, to place validation errors.
 	top yamlx.Node
+	// routesUnread says the file's routes did not decode: Load has
+	// reported why, and left none.
+	routesUnread bool
 }
 
 // TracingConfig configures OTLP trace export from the file. The standard
@@ -662,6 +667,7 @@ func Load(path string) (*Config, error) {
 				// Not the routes the file meant: none rather than the
 				// default ones.
 				c.Routes = nil
+				c.routesUnread = true
 			}
 		}
 		return c, errs.Err()
@@ -829,7 +835,7 @@ func (c *Config) Validate() []error {
 			errs = append(errs, fmt.Errorf("destinations.%s.%w", name, e))
 		}
 	}
-	if len(c.Routes) == 0 {
+	if len(c.Routes) == 0 && !c.routesUnread {
 		errs = append(errs, errors.New("routes: at least one route file or directory is required"))
 	}
 	errs = append(errs, c.Consent.validate(c.Inputs, c.Destinations)...)

@@ -322,6 +322,13 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`F:2:1: syntax error: did not find expected node content (at or after this line)`}},
 		{"empty document", "",
 			[]string{`F:1:1: empty document`}},
+		{"keys written without a value", "data_dir:\nroutes:\ninputs:\ndestinations: ~\n",
+			[]string{
+				`F:1:10: data_dir: no value: give one, or leave the key out`,
+				`F:2:8: routes: no value: give one, or leave the key out`,
+				`F:3:8: inputs: no value: give one, or leave the key out`,
+				`F:4:15: destinations: no value: give one, or leave the key out`,
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -353,9 +360,12 @@ func TestLoadPartial(t *testing.T) {
 	if c, err := Load(writeConfig(t, "routes: [my-routes\n")); err == nil || c != nil {
 		t.Errorf("Load of a syntax error = %+v, %v; want no config", c, err)
 	}
-	// An error in routes itself leaves none, not the default ones.
+	// An error in routes itself leaves none, not the default ones, and
+	// Validate does not say again that there are none.
 	if c, err := Load(writeConfig(t, "routes: {a: b}\n")); err == nil || c == nil || len(c.Routes) != 0 {
 		t.Errorf("Load with bad routes = %+v, %v; want the config with no routes", c, err)
+	} else if errs := c.Validate(); len(errs) != 0 {
+		t.Errorf("Validate after bad routes = %v, want nothing more", errStrings(errs))
 	}
 }
 

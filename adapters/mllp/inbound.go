@@ -94,7 +94,7 @@ type TLSConfig struct {
 // InboundConfig configures an MLLP listener.
 type InboundConfig struct {
 	// Listen is the TCP address (default 127.0.0.1:2575).
-	Listen string `yaml:"listen"`
+	Listen string `yaml:"listen" yamlx:"nonnull"`
 	// MaxMessageBytes limits one message (default 1 MiB).
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// MaxSegments limits the segments of one message (default 5000):

@@ -35,6 +35,8 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 	cliWrite(t, missingRoutes, fmt.Sprintf("data_dir: %q\nroutes:\n  - %q\n  - %q\n", data, routes, gone))
 	mixedInput := filepath.Join(dir, "mixed-input.yaml")
 	cliWrite(t, mixedInput, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n    listen: 127.0.0.1:1\n    max_segments: many\n    dialect: {time_zone: Mars/Olympus}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  fhir: {type: fhir}\n", data, routes))
+	noListen := filepath.Join(dir, "no-listen.yaml")
+	cliWrite(t, noListen, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  fhir: {type: fhir}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  pas: {type: pas, listen: }\n", data, routes))
 	exposed := filepath.Join(dir, "exposed.yaml")
 	cliWrite(t, exposed, fmt.Sprintf("data_dir: %q\nroutes: [%q]\nhttp:\n  listen: 10.1.2.3:8080\n  tokens: [{name: ops, role: operator, token: env:JUNCTION_TEST_UNSET}]\n", data, routes))
 	inUse := filepath.Join(dir, "in-use.yaml")
@@ -58,6 +60,9 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 			mixedInput + `:7:5: duplicate key "listen" in inputs.pas (first defined at line 6)`,
 			mixedInput + `:8:19: inputs.pas.max_segments: expected an integer, got "many"`,
 			mixedInput + `:9:26: inputs.pas: dialect.time_zone: unknown zone "Mars/Olympus"`,
+		}},
+		{"an input's listen written without a value", []string{"lint", "-c", noListen}, []string{
+			noListen + ":6:28: inputs.pas.listen: no value: give one, or leave the key out",
 		}},
 		{"default FHIR input exposed", []string{"lint", "--secrets=false", "-c", exposed}, []string{
 			exposed + ":4:11: inputs.fhir: bearer_token: required when http.listen is not a loopback address, since anyone reaching the endpoint could post patient data; or set http.tls.client_ca so client certificates authenticate senders; set allow_unauthenticated: true only when something in front authenticates senders",

@@ -117,7 +117,7 @@ type LogConfig struct {
 
 // HTTPConfig configures the HTTP listener.
 type HTTPConfig struct {
-	Listen string `yaml:"listen"`
+	Listen string `yaml:"listen" yamlx:"nonnull"`
 	// Tokens are the bearer tokens of the admin and audit APIs, each with
 	// a name and roles (see TokenConfig). At least one token (or
 	// AdminToken) is required when Listen is not loopback; with none, on

@@ -329,6 +329,8 @@ func TestLoadErrors(t *testing.T) {
 				`F:3:8: inputs: no value: give one, or leave the key out`,
 				`F:4:15: destinations: no value: give one, or leave the key out`,
 			}},
+		{"listen written without a value", "http:\n  listen:\n",
+			[]string{`F:2:10: http.listen: no value: give one, or leave the key out`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -151,6 +151,16 @@ func (c *Config) Validate() []error {
 			errs = append(errs, fmt.Errorf("%s: must be at least nats.dedupe_window (%s), got %s", a.name, c.DedupeWindow, a.age))
 		}
 	}
+	for _, a := range []struct {
+		name string
+		age  time.Duration
+	}{{"nats.ingress_max_age", c.IngressMaxAge}, {"nats.outbound_max_age", c.OutboundMaxAge}, {"nats.quarantine_max_age", c.QuarantineMaxAge}} {
+		if a.age < 0 {
+			// Else the server refuses the stream part way through
+			// starting.
+			errs = append(errs, fmt.Errorf("%s: must not be negative (0 keeps messages until removed), got %s", a.name, a.age))
+		}
+	}
 	if c.QuarantineMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("nats.quarantine_max_bytes: must be at least 1048576, got %d", c.QuarantineMaxBytes))
 	}

@@ -376,6 +376,12 @@ func TestValidate(t *testing.T) {
 		{"dedupe longer than outbound max age", func(c *store.Config) { c.OutboundMaxAge = 30 * time.Second }, []string{"nats.outbound_max_age"}},
 		{"dedupe longer than ingress max age", func(c *store.Config) { c.IngressMaxAge = time.Minute }, []string{"nats.ingress_max_age"}},
 		{"dedupe as long as the max ages", func(c *store.Config) { c.IngressMaxAge, c.OutboundMaxAge = time.Hour, time.Hour }, nil},
+		{"max ages kept for ever", func(c *store.Config) { c.IngressMaxAge, c.OutboundMaxAge, c.QuarantineMaxAge = 0, 0, 0 }, nil},
+		{"max ages negative", func(c *store.Config) {
+			c.IngressMaxAge, c.OutboundMaxAge, c.QuarantineMaxAge = -time.Hour, -time.Hour, -time.Hour
+		},
+			[]string{"nats.ingress_max_age", "nats.outbound_max_age", "nats.quarantine_max_age"}},
+		{"listen with an external server", func(c *store.Config) { c.URL, c.Listen = "nats://n1:4222", "127.0.0.1:4222" }, []string{"nats.listen"}},
 		{"quarantine too small", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 19 }, []string{"nats.quarantine_max_bytes"}},
 		{"quarantine 1 MiB", func(c *store.Config) { c.QuarantineMaxBytes = 1 << 20 }, nil},
 		{"password in the url", func(c *store.Config) { c.URL = "nats://n1:4222,tls://junction:S3cret@n2:4222" }, []string{"nats.url"}},

@@ -41,7 +41,7 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 	cliWrite(t, exposed, fmt.Sprintf("data_dir: %q\nroutes: [%q]\nhttp:\n  listen: 10.1.2.3:8080\n  tokens: [{name: ops, role: operator, token: env:JUNCTION_TEST_UNSET}]\n", data, routes))
 	inUse := filepath.Join(dir, "in-use.yaml")
 	cliWrite(t, inUse, fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
-	inUseMsg := "address already in use (is another process, or another Junction, listening there?)"
+	inUseMsg := "address already in use (by another process, another Junction, or another of these settings)"
 	tests := []struct {
 		name string
 		args []string

@@ -99,6 +99,15 @@ func sharedListenErrors(ls []Listener) []error {
 // server that never became ready).
 func (p *Plan) CheckListeners() []error {
 	var errs []error
+	// Each is held until all are tried, so two settings naming one
+	// address in different words (localhost and 127.0.0.1) are found
+	// too.
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			_ = ln.Close()
+		}
+	}()
 	for _, l := range p.Listeners() {
 		ln, err := net.Listen("tcp", l.Addr)
 		if err != nil {
@@ -106,7 +115,7 @@ func (p *Plan) CheckListeners() []error {
 			var se *net.OpError
 			switch {
 			case errors.Is(err, syscall.EADDRINUSE):
-				why = "address already in use (is another process, or another Junction, listening there?)"
+				why = "address already in use (by another process, another Junction, or another of these settings)"
 			case errors.Is(err, syscall.EADDRNOTAVAIL):
 				why = "not an address of this machine"
 			case errors.As(err, &se) && se.Err != nil:
@@ -115,7 +124,7 @@ func (p *Plan) CheckListeners() []error {
 			errs = append(errs, fmt.Errorf("%s%s: cannot listen on %s: %s", posPrefix(l.Pos), l.Setting, l.Addr, why))
 			continue
 		}
-		_ = ln.Close()
+		held = append(held, ln)
 	}
 	return errs
 }

@@ -35,8 +35,9 @@ func convertOrders(f orderFlags, stdin io.Reader, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "junction convert: --received: %q is not an RFC 3339 time\n", f.received)
 		return errUsage
 	}
-	opts := pathology.DefaultOrderOptions()
-	opts.SendingApplication = "JUNCTION"
+	// A pathology destination's defaults, so that what is printed is
+	// what a destination with the same settings sends.
+	opts := pathology.DefaultOrdersConfig().Order
 	if f.dialect != "" {
 		if err := yamlx.DecodeFile(f.dialect, &opts); err != nil {
 			fmt.Fprintf(stderr, "junction convert: --dialect: %v\n", err)

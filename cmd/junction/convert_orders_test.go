@@ -28,9 +28,11 @@ func TestConvertToOrder(t *testing.T) {
 		messages int
 		stderr   string
 	}{
-		{"default OML 2.5", []string{"--to", "hl7v2-order", src}, 0, "OML^O21^OML_O21", "JUNCTION", "2.5", 1, ""},
+		// As a pathology destination with no sending_application sends
+		// it: MSH-3 empty.
+		{"default OML 2.5", []string{"--to", "hl7v2-order", src}, 0, "OML^O21^OML_O21", "", "2.5", 1, ""},
 		{"ORM 2.3 with settings", []string{"--to", "hl7v2-order", "--hl7-version", "2.3", "--message-type", "ORM^O01", "--dialect", settings, src}, 0, "ORM^O01", "EPR", "2.3", 1, ""},
-		{"bad bundle among good", []string{"--to", "hl7v2-order", src, bad, src}, 1, "OML^O21^OML_O21", "JUNCTION", "2.5", 2, "bad.json: fhir.invalid-resource: order bundle has no ServiceRequest"},
+		{"bad bundle among good", []string{"--to", "hl7v2-order", src, bad, src}, 1, "OML^O21^OML_O21", "", "2.5", 2, "bad.json: fhir.invalid-resource: order bundle has no ServiceRequest"},
 		{"OML in 2.3 refused", []string{"--to", "hl7v2-order", "--hl7-version", "2.3", src}, 2, "", "", "", 0, "OML^O21 needs version 2.4"},
 		{"unknown direction", []string{"--to", "xml", src}, 2, "", "", "", 0, "--to"},
 		{"version without --to", []string{"--hl7-version", "2.4", src}, 2, "", "", "", 0, "need --to hl7v2-order"},

@@ -812,11 +812,11 @@ func (c *Config) Validate() []error {
 	}
 	for _, name := range sortedNames(c.Inputs) {
 		if !validName(name) {
-			errs = append(errs, fmt.Errorf("inputs.%s: names may hold only letters, digits, '-' and '_'", name))
+			errs = append(errs, fmt.Errorf("%sinputs.%s: names may hold only letters, digits, '-' and '_'", c.namePos("inputs", name), name))
 		} else if name[0] == '_' {
 			// An input's name is a token of its store subjects, beside
 			// the engine's own (junction.in._acc, junction.in._span).
-			errs = append(errs, fmt.Errorf("inputs.%s: names may not start with '_', which the engine keeps for its own store subjects", name))
+			errs = append(errs, fmt.Errorf("%sinputs.%s: names may not start with '_', which the engine keeps for its own store subjects", c.namePos("inputs", name), name))
 		}
 		if c.Inputs[name] == nil {
 			errs = append(errs, fmt.Errorf("inputs.%s: expected a mapping with a type", name))
@@ -825,7 +825,7 @@ func (c *Config) Validate() []error {
 	for _, name := range sortedNames(c.Destinations) {
 		d := c.Destinations[name]
 		if !validName(name) {
-			errs = append(errs, fmt.Errorf("destinations.%s: names may hold only letters, digits, '-' and '_'", name))
+			errs = append(errs, fmt.Errorf("%sdestinations.%s: names may hold only letters, digits, '-' and '_'", c.namePos("destinations", name), name))
 		}
 		if d == nil {
 			errs = append(errs, fmt.Errorf("destinations.%s: expected a mapping with a type", name))
@@ -842,6 +842,20 @@ func (c *Config) Validate() []error {
 	errs = append(errs, c.PatientIndex.validate()...)
 	errs = append(errs, c.Tracing.validate()...)
 	return errs
+}
+
+// namePos returns "file:line:col: " of the key naming an input or
+// destination (section) in the file, or "" when it is not in one: such a
+// name is no settings path, so the engine cannot place its errors.
+func (c *Config) namePos(section, name string) string {
+	if c.top.Node == nil {
+		return ""
+	}
+	k := keyOf(valueOf(c.top.Node, section), name)
+	if k == nil {
+		return ""
+	}
+	return yamlx.Pos{File: c.file, Line: k.Line, Col: k.Column}.String() + ": "
 }
 
 // sortedNames returns m's keys in order, so errors come out in a stable

@@ -866,3 +866,21 @@ func TestCheckSecretRefsValues(t *testing.T) {
 		})
 	}
 }
+
+// TestValidatePlacesNames: a bad input or destination name, which is no
+// settings path the engine could place, is placed at its key.
+func TestValidatePlacesNames(t *testing.T) {
+	path := writeConfig(t, "inputs:\n  \"bad name\": {type: pas}\n  _x: {type: fhir}\ndestinations:\n  \"a/b\": {type: file}\n")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		path + ":3:3: inputs._x: names may not start with '_', which the engine keeps for its own store subjects",
+		path + ":2:3: inputs.bad name: names may hold only letters, digits, '-' and '_'",
+		path + ":5:3: destinations.a/b: names may hold only letters, digits, '-' and '_'",
+	}
+	if diff := cmp.Diff(want, errStrings(c.Validate())); diff != "" {
+		t.Errorf("Validate (-want +got):\n%s", diff)
+	}
+}

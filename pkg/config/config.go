@@ -5,6 +5,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -971,6 +973,33 @@ func checkSecretValue(path, v string) error {
 	return nil
 }
 
+// pemSetting is the value a TLS setting's reference holds, and where the
+// setting is written.
+type pemSetting struct {
+	value string
+	pos   yamlx.Pos
+}
+
+// checkTLSPEM returns what is wrong with the PEM the references of the
+// tls mapping at path hold (m, by key), which would otherwise stop serve
+// part way through starting: a certificate and key (both read) that do
+// not make a pair, placed at cert, and a CA (ca, client_ca) holding no
+// certificate. Its errors name no key material.
+func checkTLSPEM(path string, m map[string]pemSetting) []error {
+	var errs []error
+	if cert, key := m["cert"], m["key"]; cert.value != "" && key.value != "" {
+		if _, err := tls.X509KeyPair([]byte(cert.value), []byte(key.value)); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s.cert and key: not a valid certificate and key pair: %w", cert.pos, path, err))
+		}
+	}
+	for _, field := range []string{"ca", "client_ca"} {
+		if ca := m[field]; ca.value != "" && !x509.NewCertPool().AppendCertsFromPEM([]byte(ca.value)) {
+			errs = append(errs, fmt.Errorf("%s: %s.%s: no PEM certificate found", ca.pos, path, field))
+		}
+	}
+	return errs
+}
+
 // CheckSecretRefs tries every secret reference (a string value starting
 // env: or file:) written in the config file, and returns one error per
 // reference that does not resolve, or whose value has the wrong form (a
@@ -989,16 +1018,28 @@ func (c *Config) CheckSecretRefs(s Secrets) []error {
 	// setting giving each; callers are the inputs' bearer tokens.
 	type secretAt struct{ path, value string }
 	var adminTokens, callers []secretAt
+	// tlsPEM are the values read in the tls mapping being walked, by
+	// key (cert, key, ca, client_ca).
+	var tlsPEM map[string]pemSetting
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		switch n.Kind {
 		case yaml.MappingNode:
+			outer := tlsPEM
+			isTLS := path == "tls" || strings.HasSuffix(path, ".tls")
+			if isTLS {
+				tlsPEM = map[string]pemSetting{}
+			}
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				p := n.Content[i].Value
 				if path != "" {
 					p = path + "." + p
 				}
 				walk(n.Content[i+1], p)
+			}
+			if isTLS {
+				errs = append(errs, checkTLSPEM(path, tlsPEM)...)
+				tlsPEM = outer
 			}
 		case yaml.SequenceNode:
 			for i, v := range n.Content {
@@ -1019,6 +1060,9 @@ func (c *Config) CheckSecretRefs(s Secrets) []error {
 			if err := checkSecretValue(path, v); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %s: %w", pos, path, err))
 				return
+			}
+			if tlsPEM != nil {
+				tlsPEM[path[strings.LastIndexByte(path, '.')+1:]] = pemSetting{v, pos}
 			}
 			switch {
 			case isAdminTokenSetting(path):

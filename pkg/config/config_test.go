@@ -1,8 +1,15 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -882,5 +889,66 @@ func TestValidatePlacesNames(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, errStrings(c.Validate())); diff != "" {
 		t.Errorf("Validate (-want +got):\n%s", diff)
+	}
+}
+
+// selfSigned returns a self-signed certificate and its key, in PEM.
+func selfSigned(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "junction.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"junction.test"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
+}
+
+// TestCheckSecretRefsTLS: TLS material that resolves but that serve
+// could not use (a certificate and key that are no pair, a CA holding no
+// certificate) is reported with the rest, at its setting.
+func TestCheckSecretRefsTLS(t *testing.T) {
+	cert, key := selfSigned(t)
+	_, otherKey := selfSigned(t)
+	env := map[string]string{"CERT": cert, "KEY": key, "OTHERKEY": otherKey, "JUNK": "not pem at all"}
+	tests := []struct {
+		name string
+		body string
+		want []string // ":L:C: ..." after the file
+	}{
+		{"good", "http:\n  tls: {cert: env:CERT, key: env:KEY, client_ca: env:CERT}\ndestinations:\n  ris: {type: mllp, tls: {ca: env:CERT, cert: env:CERT, key: env:KEY}}\n", nil},
+		{"not PEM", "http:\n  tls: {cert: env:JUNK, key: env:KEY}\n",
+			[]string{":2:15: http.tls.cert and key: not a valid certificate and key pair: tls: failed to find any PEM data in certificate input"}},
+		{"not a pair", "inputs:\n  pas: {type: pas, tls: {cert: env:CERT, key: env:OTHERKEY}}\n",
+			[]string{":2:32: inputs.pas.tls.cert and key: not a valid certificate and key pair: tls: private key does not match public key"}},
+		{"CA without a certificate", "http:\n  tls: {cert: env:CERT, key: env:KEY, client_ca: env:JUNK}\ndestinations:\n  ris: {type: mllp, tls: {ca: env:KEY}}\n",
+			[]string{":2:50: http.tls.client_ca: no PEM certificate found", ":4:31: destinations.ris.tls.ca: no PEM certificate found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.body)
+			c, err := Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range c.CheckSecretRefs(Secrets{Getenv: func(k string) string { return env[k] }}) {
+				msg := strings.TrimPrefix(e.Error(), path)
+				if strings.Contains(msg, "PRIVATE KEY") || strings.Contains(msg, "CERTIFICATE") {
+					t.Errorf("error quotes PEM: %s", msg)
+				}
+				got = append(got, msg)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -31,6 +31,9 @@ type engineAddrs struct {
 	// apiCert is the reference to the certificate the HTTP listener
 	// serves (http.tls.cert), empty without TLS.
 	apiCert string
+	// inputTLS names the MLLP inputs that take TLS only (their tls is
+	// set), which a plain connection cannot reach.
+	inputTLS map[string]bool
 }
 
 // readEngineAddrs reads the listen addresses of the config file path. A
@@ -44,7 +47,7 @@ func readEngineAddrs(path string) (engineAddrs, error) {
 	if cfg.HTTP.TLS != nil {
 		scheme, cert = "https://", cfg.HTTP.TLS.Cert
 	}
-	out := engineAddrs{api: scheme + dialable(cfg.HTTP.Listen), inputs: map[string]string{}, apiCert: cert}
+	out := engineAddrs{api: scheme + dialable(cfg.HTTP.Listen), inputs: map[string]string{}, apiCert: cert, inputTLS: map[string]bool{}}
 	names := make([]string, 0, len(cfg.Inputs))
 	for name := range cfg.Inputs {
 		names = append(names, name)
@@ -60,6 +63,8 @@ func readEngineAddrs(path string) (engineAddrs, error) {
 					listen = v
 				case key == "bearer_token" && v != "" && in.Type == fhir.Type && out.fhirToken == "":
 					out.fhirToken = v
+				case key == "tls" && n.Content[i+1].ShortTag() != "!!null":
+					out.inputTLS[name] = true
 				}
 			}
 		}

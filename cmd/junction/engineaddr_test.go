@@ -42,6 +42,30 @@ func TestEngineAddrsFromConfig(t *testing.T) {
 			}
 		})
 	}
+	// send -c to an input that takes TLS only, without TLS flags, says
+	// so rather than send plain MLLP the listener drops.
+	t.Run("send to a TLS input without TLS flags", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "junction.yaml")
+		if err := os.WriteFile(path, []byte("inputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:1\n    tls: {cert: file:/nonexistent/c, key: file:/nonexistent/k}\n  lab: {type: pathology, listen: 127.0.0.1:1}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a, err := readEngineAddrs(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !a.inputTLS["pas"] || a.inputTLS["lab"] {
+			t.Errorf("inputTLS = %v, want pas alone", a.inputTLS)
+		}
+		msg := filepath.Join(dir, "m.hl7")
+		if err := os.WriteFile(msg, []byte("MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\r"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := cliRun(t, "send", "-c", path, msg)
+		if code == 0 || !strings.Contains(errOut, "input pas takes TLS only") {
+			t.Errorf("send: exit %d, stderr %q; want a refusal naming the input's TLS", code, errOut)
+		}
+	})
 	if _, err := readEngineAddrs(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("a missing config: %v, want an error naming it", err)
 	}

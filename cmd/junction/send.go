@@ -56,6 +56,11 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if *addr, err = a.input(*input); err != nil {
 				return err
 			}
+			if a.inputTLS[*input] && *caFile == "" && *certFile == "" && *keyFile == "" {
+				// The listener would drop a plain connection at the
+				// handshake, leaving only a closed connection to report.
+				return fmt.Errorf("input %s takes TLS only (its tls is set in %s): give --tls-ca with the CA that signed its certificate (and --tls-cert and --tls-key when it asks for client certificates)", *input, *cfgPath)
+			}
 		}
 	}
 	if *fhirURL != "" {

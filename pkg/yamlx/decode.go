@@ -657,9 +657,6 @@ func (d *decoder) unknownField(key *yaml.Node, path string, fields []field) stri
 		msg += " (allowed: " + strings.Join(names, ", ") + ")"
 	}
 	d.addAt(d.pos(key), msg)
-	if n := len(d.errs); n > 0 && !d.stopped {
-		d.errs[n-1].Unknown = true
-	}
 	return s
 }
 

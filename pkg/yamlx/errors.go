@@ -2,7 +2,6 @@ package yamlx
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -35,9 +34,6 @@ func (p Pos) String() string {
 type Error struct {
 	Pos Pos
 	Msg string
-	// Unknown marks a key the target has no field for: the fields
-	// around it still decode.
-	Unknown bool
 }
 
 // Error returns "file:line:col: msg".
@@ -65,22 +61,6 @@ func (e Errors) Error() string {
 // own validation after decoding.
 func (e *Errors) Add(p Pos, format string, args ...any) {
 	*e = append(*e, &Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
-}
-
-// OnlyUnknown reports whether err holds decoding problems that are all
-// unknown keys, so what was decoded is whole but for them, and a caller
-// may go on to validate it and report those problems too.
-func OnlyUnknown(err error) bool {
-	var es Errors
-	if !errors.As(err, &es) || len(es) == 0 {
-		return false
-	}
-	for _, e := range es {
-		if !e.Unknown {
-			return false
-		}
-	}
-	return true
 }
 
 // Err returns the errors sorted by position as an error, or nil when there

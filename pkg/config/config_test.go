@@ -1,15 +1,8 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +18,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/router"
 	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/tlsconf/tlstest"
 	"github.com/junction-fhir/junction/pkg/yamlx"
 )
 
@@ -892,31 +886,20 @@ func TestValidatePlacesNames(t *testing.T) {
 	}
 }
 
-// selfSigned returns a self-signed certificate and its key, in PEM.
-func selfSigned(t *testing.T) (certPEM, keyPEM string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "junction.test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"junction.test"}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-}
-
 // TestCheckSecretRefsTLS: TLS material that resolves but that serve
 // could not use (a certificate and key that are no pair, a CA holding no
 // certificate) is reported with the rest, at its setting.
 func TestCheckSecretRefsTLS(t *testing.T) {
-	cert, key := selfSigned(t)
-	_, otherKey := selfSigned(t)
+	pki := tlstest.PKI(t)
+	read := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(pki[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	cert, key, otherKey := read("server.crt"), read("server.key"), read("client.key")
 	env := map[string]string{"CERT": cert, "KEY": key, "OTHERKEY": otherKey, "JUNK": "not pem at all"}
 	tests := []struct {
 		name string

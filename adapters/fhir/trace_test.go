@@ -28,18 +28,7 @@ func TestInboundTraceParent(t *testing.T) {
 		{"malformed context", "00-zz-" + callerSpan + "-01", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := tracetest.NewSpanRecorder()
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-			host := newFakeHost()
-			in, err := NewInbound(adapter.Settings{Name: "ehr", Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Tracer: tp.Tracer("test")}, host, DefaultInboundConfig())
-			if err != nil {
-				t.Fatal(err)
-			}
-			mux := http.NewServeMux()
-			for p, h := range in.Routes() {
-				mux.Handle(p, h)
-			}
-			f := &inboundFixture{in: in, host: host, mux: mux}
+			f, rec := tracedFixture(t)
 			hdr := map[string]string{}
 			if tc.traceparent != "" {
 				hdr["Traceparent"] = tc.traceparent
@@ -78,24 +67,13 @@ func TestInboundTraceParent(t *testing.T) {
 // stored original, the message the audit trail has, not the id the
 // resend was given and never stored under.
 func TestReceiveSpanNamesStoredMessage(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	host := newFakeHost()
-	in, err := NewInbound(adapter.Settings{Name: "ehr", Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Tracer: tp.Tracer("test")}, host, DefaultInboundConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	for p, h := range in.Routes() {
-		mux.Handle(p, h)
-	}
-	f := &inboundFixture{in: in, host: host, mux: mux}
+	f, rec := tracedFixture(t)
 	for i := range 2 {
 		if res := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", readTestdata(t, "patient.json"), map[string]string{"Idempotency-Key": "trace-k1"}); res.Code >= 300 {
 			t.Fatalf("post %d: status %d", i+1, res.Code)
 		}
 	}
-	stored := host.all()
+	stored := f.host.all()
 	if len(stored) != 1 {
 		t.Fatalf("stored %d messages, want 1", len(stored))
 	}
@@ -117,4 +95,22 @@ func TestReceiveSpanNamesStoredMessage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// tracedFixture returns an input with the default settings whose spans
+// go to the recorder returned.
+func tracedFixture(t *testing.T) (*inboundFixture, *tracetest.SpanRecorder) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	host := newFakeHost()
+	in, err := NewInbound(adapter.Settings{Name: "ehr", Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Tracer: tp.Tracer("test")}, host, DefaultInboundConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	for p, h := range in.Routes() {
+		mux.Handle(p, h)
+	}
+	return &inboundFixture{in: in, host: host, mux: mux}, rec
 }

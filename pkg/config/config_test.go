@@ -844,27 +844,41 @@ func TestCheckSecretRefsValues(t *testing.T) {
 		{"two admin tokens", "http:\n  admin_token: env:AUD\n  tokens:\n    - {name: ops, role: operator, token: env:AUD}\n",
 			[]string{":4:42: http.tokens[0].token: the same secret as http.admin_token; give each token its own"}},
 	}
+	quotes := func(msg string) bool {
+		for _, v := range env {
+			if strings.Contains(msg, v) {
+				return true
+			}
+		}
+		return false
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := writeConfig(t, tt.body)
-			c, err := Load(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, e := range c.CheckSecretRefs(Secrets{Getenv: func(k string) string { return env[k] }}) {
-				msg := strings.TrimPrefix(e.Error(), path)
-				for _, v := range env {
-					if strings.Contains(msg, v) {
-						t.Errorf("error quotes a secret value: %s", msg)
-					}
-				}
-				got = append(got, msg)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("(-want +got):\n%s", diff)
-			}
+			checkSecretErrors(t, env, tt.body, tt.want, quotes)
 		})
+	}
+}
+
+// checkSecretErrors loads the config body and checks that CheckSecretRefs,
+// with the environment env, reports want (":L:C: ..." after the file), and
+// that no error quotes what quotes finds in it.
+func checkSecretErrors(t *testing.T, env map[string]string, body string, want []string, quotes func(msg string) bool) {
+	t.Helper()
+	path := writeConfig(t, body)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range c.CheckSecretRefs(Secrets{Getenv: func(k string) string { return env[k] }}) {
+		msg := strings.TrimPrefix(e.Error(), path)
+		if quotes(msg) {
+			t.Errorf("error quotes a secret value: %s", msg)
+		}
+		got = append(got, msg)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
 
@@ -914,24 +928,12 @@ func TestCheckSecretRefsTLS(t *testing.T) {
 		{"CA without a certificate", "http:\n  tls: {cert: env:CERT, key: env:KEY, client_ca: env:JUNK}\ndestinations:\n  ris: {type: mllp, tls: {ca: env:KEY}}\n",
 			[]string{":2:50: http.tls.client_ca: no PEM certificate found", ":4:31: destinations.ris.tls.ca: no PEM certificate found"}},
 	}
+	quotesPEM := func(msg string) bool {
+		return strings.Contains(msg, "PRIVATE KEY") || strings.Contains(msg, "CERTIFICATE")
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := writeConfig(t, tt.body)
-			c, err := Load(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, e := range c.CheckSecretRefs(Secrets{Getenv: func(k string) string { return env[k] }}) {
-				msg := strings.TrimPrefix(e.Error(), path)
-				if strings.Contains(msg, "PRIVATE KEY") || strings.Contains(msg, "CERTIFICATE") {
-					t.Errorf("error quotes PEM: %s", msg)
-				}
-				got = append(got, msg)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("(-want +got):\n%s", diff)
-			}
+			checkSecretErrors(t, env, tt.body, tt.want, quotesPEM)
 		})
 	}
 }

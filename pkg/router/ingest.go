@@ -112,7 +112,9 @@ func (i *Ingester) Ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 			if i.metrics != nil {
 				i.metrics.Rejected.WithLabelValues(env.Source, string(fault.CodeStoreUnavailable)).Inc()
 			}
-			return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages: the store cannot write", err)
+			err = fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound messages: the store cannot write", err)
+			endIngest(span, adapter.IngestResult{}, err)
+			return adapter.IngestResult{}, err
 		}
 	}
 	res, err := i.ingest(ctx, env)

@@ -38,6 +38,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // Type is the adapter type name used in config files.
@@ -241,13 +242,14 @@ func extract(where string, a attachment, date, dateWhere string) (Extract, error
 	return Extract{Data: data, AsOf: asOf}, nil
 }
 
-// parseDate reads a FHIR instant, dateTime or date (midnight UTC).
+// parseDate reads a FHIR instant, dateTime or date (the start of that
+// English calendar day, fhir.DateSpan), as UTC.
 func parseDate(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, errors.New("is missing")
 	}
-	for _, layout := range []string{time.RFC3339Nano, time.DateOnly} {
-		if t, err := time.Parse(layout, s); err == nil {
+	if len(s) >= len(time.DateOnly) { // a year or a month alone is no list's date
+		if t, _, err := fhir.DateSpan(s, false); err == nil {
 			return t.UTC(), nil
 		}
 	}

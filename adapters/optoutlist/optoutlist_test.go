@@ -71,6 +71,8 @@ func TestSend(t *testing.T) {
 		{name: "a Binary", body: binary("text/csv", list64, "2026-12-01T06:00:00Z"), sum: adapter.OptOutSummary{Accepted: 2}, wantAsOf: day, wantStatus: StatusLoaded},
 		{name: "a Binary in a Bundle", body: bundle(`{"resourceType":"Patient"}`, binary("text/csv; charset=utf-8", list64, "2026-12-01T06:00:00Z")), wantAsOf: day, wantStatus: StatusLoaded},
 		{name: "text/plain", body: binary("text/plain", list64, "2026-12-01"), wantAsOf: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), wantStatus: StatusLoaded},
+		// A date is the start of that English day: midnight BST in summer.
+		{name: "dated in summer", body: binary("text/plain", list64, "2026-07-01"), wantAsOf: time.Date(2026, 6, 30, 23, 0, 0, 0, time.UTC), wantStatus: StatusLoaded},
 		{name: "a DocumentReference dated by the attachment", body: docRef(`{"contentType":"text/csv","data":"`+list64+`","creation":"2026-12-01T06:00:00Z"}`, `"date":"2026-11-01T00:00:00Z",`), wantAsOf: day, wantStatus: StatusLoaded},
 		{name: "a DocumentReference dated by itself", body: docRef(`{"contentType":"text/csv","data":"`+list64+`"}`, `"date":"2026-12-01T07:00:00+01:00",`), wantAsOf: day, wantStatus: StatusLoaded},
 		{name: "an older list", body: binary("text/csv", list64, "2026-12-01T06:00:00Z"), sum: adapter.OptOutSummary{Superseded: true}, wantAsOf: day, wantStatus: StatusSuperseded},

@@ -458,27 +458,18 @@ func codings(cc map[string]any) []Coding {
 }
 
 // parseDateTime reads a FHIR date or dateTime and returns the first
-// instant it covers and the first instant after it. A value without a time
-// zone is read as UTC.
+// instant it covers and the first instant after it. A date, month or
+// year is that English calendar span (fhir.DateSpan): a Consent ending
+// "2026-07-31" still applies at 23:30 BST that day, and no longer at
+// 00:30 BST the next.
 func parseDateTime(v any) (from, until time.Time, err error) {
 	s, ok := v.(string)
 	if !ok {
 		return time.Time{}, time.Time{}, fmt.Errorf("dateTime is not a string")
 	}
-	switch len(s) {
-	case 4:
-		t, err := time.Parse("2006", s)
-		return t, t.AddDate(1, 0, 0), err
-	case 7:
-		t, err := time.Parse("2006-01", s)
-		return t, t.AddDate(0, 1, 0), err
-	case 10:
-		t, err := time.Parse("2006-01-02", s)
-		return t, t.AddDate(0, 0, 1), err
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
+	from, until, err = fhir.DateSpan(s, false)
 	if err != nil {
 		return time.Time{}, time.Time{}, fmt.Errorf("dateTime is not in FHIR form")
 	}
-	return t, t.Add(time.Nanosecond), nil
+	return from, until, nil
 }

@@ -11,11 +11,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"pgregory.net/rapid"
+
+	"github.com/junction-fhir/junction/pkg/fhir"
 )
 
 // renderPolicy writes a Policy as a FHIR R4 Consent in the profile. Period
-// bounds must be at midnight UTC; ends are written as the inclusive day
-// before.
+// bounds must be at midnight in England (fhir.CalendarZone); ends are
+// written as the inclusive day before.
 func renderPolicy(p Policy) map[string]any {
 	c := map[string]any{
 		"resourceType": "Consent",
@@ -40,10 +42,10 @@ func coding(c Coding) map[string]any { return map[string]any{"system": c.System,
 func renderPeriod(p Period) map[string]any {
 	m := map[string]any{}
 	if !p.Start.IsZero() {
-		m["start"] = p.Start.Format("2006-01-02")
+		m["start"] = p.Start.In(fhir.CalendarZone()).Format("2006-01-02")
 	}
 	if !p.End.IsZero() {
-		m["end"] = p.End.AddDate(0, 0, -1).Format("2006-01-02")
+		m["end"] = p.End.In(fhir.CalendarZone()).AddDate(0, 0, -1).Format("2006-01-02")
 	}
 	return m
 }
@@ -133,9 +135,10 @@ func TestParsePolicyExample(t *testing.T) {
 				Purposes: []Coding{{System: SystemActReason, Code: "TREAT"}},
 				Provisions: []Provision{{
 					Path: "Consent.provision.provision[0].provision[0]", Type: ProvisionDeny,
-					Classes:    []string{"Observation"},
-					Labels:     []Coding{{System: SystemRestricted, Code: LabelSexualHealth}},
-					DataPeriod: Period{Start: time.Date(2020, 3, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2020, 4, 1, 0, 0, 0, 0, time.UTC)},
+					Classes: []string{"Observation"},
+					Labels:  []Coding{{System: SystemRestricted, Code: LabelSexualHealth}},
+					// English calendar days: 1 April 2020 began at 00:00 BST.
+					DataPeriod: Period{Start: time.Date(2020, 3, 1, 0, 0, 0, 0, time.UTC), End: time.Date(2020, 3, 31, 23, 0, 0, 0, time.UTC)},
 					Codes:      []Coding{{System: "http://snomed.info/sct", Code: "1001"}},
 				}},
 			}},

@@ -127,6 +127,8 @@ func TestParseDateParams(t *testing.T) {
 		{"gt and lt", []string{"gt2026-01-01", "lt2026-01-31"}, day(1, 2), day(1, 31).Add(-time.Nanosecond), false},
 		{"month", []string{"2026-02"}, day(2, 1), day(3, 1).Add(-time.Nanosecond), false},
 		{"dateTime", []string{"ge2026-01-01T10:00:00+01:00"}, time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC), now, false},
+		// English calendar days: in summer one starts at 23:00 UTC.
+		{"summer days", []string{"ge2026-05-01", "le2026-05-31"}, day(4, 30).Add(23 * time.Hour), day(5, 31).Add(23*time.Hour - time.Nanosecond), false},
 		{"bad prefix", []string{"ne2026-01-01"}, time.Time{}, time.Time{}, true},
 		{"bad date", []string{"ge2026-13-01"}, time.Time{}, time.Time{}, true},
 		{"dateTime without zone", []string{"ge2026-01-01T10:00:00"}, time.Time{}, time.Time{}, true},
@@ -155,6 +157,8 @@ func TestParseWindow(t *testing.T) {
 	}{
 		{"defaults", "", "", now.Add(-disclosure.DefaultWindow), now, false},
 		{"dates", "2026-01-01", "2026-01-31", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC).Add(-time.Nanosecond), false},
+		{"summer dates are English days", "2026-05-01", "2026-05-31", time.Date(2026, 4, 30, 23, 0, 0, 0, time.UTC), time.Date(2026, 5, 31, 23, 0, 0, 0, time.UTC).Add(-time.Nanosecond), false},
+		{"a year is no date", "2026", "", time.Time{}, time.Time{}, true},
 		{"times", "2026-01-01T08:00:00Z", "2026-01-01T09:00:00Z", time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC), time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC), false},
 		{"bad from", "yesterday", "", time.Time{}, time.Time{}, true},
 		{"backwards", "2026-02-01", "2026-01-01", time.Time{}, time.Time{}, true},

@@ -11,6 +11,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/config"
+	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/router"
 )
 
@@ -190,21 +191,25 @@ func DirectoryFrom(cc config.ConsentConfig) Directory {
 }
 
 // ParseWindow reads a report's window: from and to as RFC 3339 times or
-// dates (YYYY-MM-DD; a date to runs to the end of that day). Missing,
+// dates (YYYY-MM-DD, English calendar days; a date to runs to the end of
+// that day). Missing,
 // to is now and from is DefaultWindow before to.
 func ParseWindow(from, to string, now time.Time) (time.Time, time.Time, error) {
 	parse := func(name, s string, end bool) (time.Time, error) {
 		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 			return t.UTC(), nil
 		}
-		d, err := time.Parse(time.DateOnly, s)
+		if len(s) != len(time.DateOnly) {
+			return time.Time{}, fmt.Errorf("%s: use an RFC 3339 time or a date (YYYY-MM-DD)", name)
+		}
+		start, next, err := fhir.DateSpan(s, false)
 		if err != nil {
 			return time.Time{}, fmt.Errorf("%s: use an RFC 3339 time or a date (YYYY-MM-DD)", name)
 		}
 		if end {
-			d = d.Add(24*time.Hour - time.Nanosecond)
+			return next.Add(-time.Nanosecond).UTC(), nil
 		}
-		return d, nil
+		return start.UTC(), nil
 	}
 	t := now.UTC()
 	if to != "" {
@@ -267,22 +272,12 @@ func ParseDateParams(values []string, now time.Time) (time.Time, time.Time, erro
 	return from, to, nil
 }
 
-// dateRange is the span a FHIR date or dateTime stands for.
+// dateRange is the span a FHIR date or dateTime stands for, in UTC; a
+// date is an English calendar day (fhir.DateSpan).
 func dateRange(s string) (time.Time, time.Time, error) {
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t.UTC(), t.UTC().Add(time.Nanosecond), nil
+	from, until, err := fhir.DateSpan(s, false)
+	if err != nil {
+		return time.Time{}, time.Time{}, errors.New("use a date (YYYY, YYYY-MM, YYYY-MM-DD) or a dateTime with a zone")
 	}
-	for _, l := range []struct {
-		layout string
-		next   func(time.Time) time.Time
-	}{
-		{"2006", func(t time.Time) time.Time { return t.AddDate(1, 0, 0) }},
-		{"2006-01", func(t time.Time) time.Time { return t.AddDate(0, 1, 0) }},
-		{time.DateOnly, func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }},
-	} {
-		if t, err := time.Parse(l.layout, s); err == nil {
-			return t, l.next(t), nil
-		}
-	}
-	return time.Time{}, time.Time{}, errors.New("use a date (YYYY, YYYY-MM, YYYY-MM-DD) or a dateTime with a zone")
+	return from.UTC(), until.UTC(), nil
 }

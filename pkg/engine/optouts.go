@@ -16,6 +16,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -119,14 +120,16 @@ func (l optOutList) report(asOf time.Time) OptOutReport {
 // like one.
 var errNoValidNumbers = errors.New("the list holds no valid NHS number; nothing imported")
 
-// parseAsOf reads the as_of parameter: an RFC 3339 date (midnight UTC) or
-// date and time.
+// parseAsOf reads the as_of parameter: an RFC 3339 date (the start of
+// that English calendar day, fhir.DateSpan) or date and time.
 func parseAsOf(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, errors.New("as_of is required: the date the list was produced (RFC 3339, such as 2026-12-01)")
 	}
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
+	if len(s) == len(time.DateOnly) {
+		if t, _, err := fhir.DateSpan(s, false); err == nil {
+			return t.UTC(), nil
+		}
 	}
 	t, err := time.Parse(time.RFC3339, s)
 	if err != nil {

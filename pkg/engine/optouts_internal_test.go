@@ -60,6 +60,9 @@ func TestParseAsOf(t *testing.T) {
 		ok   bool
 	}{
 		{"2026-12-01", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), true},
+		// A date is the start of that English day: midnight BST in summer.
+		{"2026-07-01", time.Date(2026, 6, 30, 23, 0, 0, 0, time.UTC), true},
+		{"2026-07", time.Time{}, false},
 		{"2026-12-01T06:30:00+01:00", time.Date(2026, 12, 1, 5, 30, 0, 0, time.UTC), true},
 		{"", time.Time{}, false},
 		{"01/12/2026", time.Time{}, false},

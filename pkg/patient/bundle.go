@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -301,32 +302,23 @@ func readFlag(res map[string]any) (flagData, bool) {
 }
 
 // flagTime parses a FHIR dateTime of a Flag's period: empty is open (zero
-// time). A date, year-month or year alone (read in UTC) stands for the
-// span it names: as a start, its first instant; as an end (end true), the
+// time). A date, year-month or year alone (an English calendar span,
+// fhir.DateSpan; a time without a zone is read in England too) stands
+// for the span it names: as a start, its first instant; as an end (end true), the
 // first instant after it, since a Period's end includes every time that
 // matches it, so a flag ending "2026-07-31" applies all that day.
 func flagTime(s string, end bool) (time.Time, bool) {
 	if s == "" {
 		return time.Time{}, true
 	}
-	for _, l := range []struct {
-		layout string
-		next   func(time.Time) time.Time
-	}{
-		{time.RFC3339Nano, nil},
-		{"2006-01-02T15:04:05", nil},
-		{time.DateOnly, func(t time.Time) time.Time { return t.AddDate(0, 0, 1) }},
-		{"2006-01", func(t time.Time) time.Time { return t.AddDate(0, 1, 0) }},
-		{"2006", func(t time.Time) time.Time { return t.AddDate(1, 0, 0) }},
-	} {
-		if t, err := time.Parse(l.layout, s); err == nil {
-			if end && l.next != nil {
-				t = l.next(t)
-			}
-			return t, true
-		}
+	from, until, err := fhir.DateSpan(s, true)
+	if err != nil {
+		return time.Time{}, false
 	}
-	return time.Time{}, false
+	if end && len(s) <= len(time.DateOnly) {
+		return until, true
+	}
+	return from, true
 }
 
 // readName takes the first official name, else the first name.

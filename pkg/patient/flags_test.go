@@ -133,16 +133,26 @@ func TestFlagPeriodBounds(t *testing.T) {
 		when             string
 		active           bool
 	}{
+		// Dates are English calendar days: in summer a day runs from
+		// 23:00 UTC the day before (BST), in winter from midnight UTC.
 		{"last day of a date end", "", "2026-07-31", "2026-07-31T12:00:00Z", true},
-		{"last instant of a date end", "", "2026-07-31", "2026-07-31T23:59:59Z", true},
+		{"last instant of a date end in summer", "", "2026-07-31", "2026-07-31T22:59:59Z", true},
+		{"midnight BST after a date end", "", "2026-07-31", "2026-07-31T23:00:00Z", false},
 		{"day after a date end", "", "2026-07-31", "2026-08-01T00:00:00Z", false},
+		{"last instant of a date end in winter", "", "2026-12-30", "2026-12-30T23:59:59Z", true},
+		{"day after a date end in winter", "", "2026-12-30", "2026-12-31T00:00:00Z", false},
+		{"late on the day the clocks go back", "", "2026-10-25", "2026-10-25T23:30:00Z", true},
 		{"month end", "", "2026-07", "2026-07-31T18:00:00Z", true},
-		{"after a month end", "", "2026-07", "2026-08-01T00:00:00Z", false},
+		{"after a month end", "", "2026-07", "2026-07-31T23:00:00Z", false},
 		{"year end", "", "2026", "2026-12-31T18:00:00Z", true},
 		{"dateTime end is exact", "", "2026-07-31T10:00:00+01:00", "2026-07-31T09:00:00Z", false},
 		{"before a dateTime end", "", "2026-07-31T10:00:00+01:00", "2026-07-31T08:59:59Z", true},
-		{"first instant of a date start", "2026-07-01", "", "2026-07-01T00:00:00Z", true},
-		{"before a date start", "2026-07-01", "", "2026-06-30T23:59:59Z", false},
+		{"time without a zone is English", "", "2026-07-31T10:00:00", "2026-07-31T09:00:00Z", false},
+		{"before a time without a zone", "", "2026-07-31T10:00:00", "2026-07-31T08:59:59Z", true},
+		{"first instant of a date start", "2026-07-01", "", "2026-06-30T23:00:00Z", true},
+		{"before a date start", "2026-07-01", "", "2026-06-30T22:59:59Z", false},
+		{"first instant of a date start in winter", "2026-12-01", "", "2026-12-01T00:00:00Z", true},
+		{"before a date start in winter", "2026-12-01", "", "2026-11-30T23:59:59Z", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -160,7 +170,8 @@ func TestFlagPeriodBounds(t *testing.T) {
 		if !ok || !fd.cleared {
 			t.Fatalf("flag not read as cleared: %v %+v", ok, fd)
 		}
-		if want := at("2026-08-01T00:00:00Z"); !fd.clearedAt.Equal(want) {
+		// The end of 31 July in England: midnight BST.
+		if want := at("2026-07-31T23:00:00Z"); !fd.clearedAt.Equal(want) {
 			t.Errorf("cleared at %v, want %v", fd.clearedAt, want)
 		}
 	})

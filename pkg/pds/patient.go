@@ -4,21 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"time"
-	_ "time/tzdata" // Europe/London where the host has no zone database
 
+	"github.com/junction-fhir/junction/pkg/fhir"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
-
-// london is the zone of PDS's dates (a registration's period), which are
-// English calendar dates; UTC when the zone cannot be loaded.
-var london = func() *time.Location {
-	loc, err := time.LoadLocation("Europe/London")
-	if err != nil {
-		return time.UTC
-	}
-	return loc
-}()
 
 // SystemODSLegacy is the identifier system older PDS examples give the
 // registered practice's ODS code; current ones use
@@ -71,7 +60,7 @@ func (c *Client) parse(body []byte, asked string) (Result, error) {
 	}
 	// Today in England: from midnight to 01:00 BST, UTC's date is still
 	// yesterday's.
-	today := c.now().In(london).Format("2006-01-02")
+	today := c.now().In(fhir.CalendarZone()).Format("2006-01-02")
 	for _, gp := range p.GeneralPractitioner {
 		id := gp.Identifier
 		value := strings.ToUpper(strings.TrimSpace(id.Value))

@@ -614,7 +614,9 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 			cancel()
 		}
 		if e.store != nil {
-			e.store.Close()
+			// Bounded by what is left of the drain's time: a frozen NATS
+			// server must not hold the process past shutdown_timeout.
+			e.store.CloseContext(ctx)
 		}
 		e.stopErr = errors.Join(errs...)
 		e.log.Info("junction stopped")

@@ -1120,21 +1120,49 @@ func (s *Store) Healthy() bool {
 }
 
 // Close drains the connection, stops the embedded server and then drops
-// its lock on the store directory.
-func (s *Store) Close() {
+// its lock on the store directory. It waits up to 5 s for the drain.
+func (s *Store) Close() { s.CloseContext(context.Background()) }
+
+// drainTimeout bounds the wait for the connection to drain.
+const drainTimeout = 5 * time.Second
+
+// CloseContext is Close bounded by ctx as well: once ctx ends it stops
+// waiting for a probe in flight and for the drain, and closes the
+// connection. A frozen or cut-off NATS server then costs a shutdown
+// nothing beyond its deadline. The embedded server, which is in the
+// process and needs no network, is always shut down in full.
+func (s *Store) CloseContext(ctx context.Context) {
 	if s.closed {
 		return
 	}
 	s.closed = true
+	ctx, cancel := context.WithTimeout(ctx, drainTimeout)
+	defer cancel()
 	if s.stopProbe != nil {
 		close(s.stopProbe)
-		s.probed.Wait()
+		probed := make(chan struct{})
+		go func() {
+			s.probed.Wait()
+			close(probed)
+		}()
+		select {
+		case <-probed:
+		case <-ctx.Done():
+			// The probe ends by its own timeout; the connection closing
+			// below fails it sooner.
+		}
 	}
 	if s.NC != nil {
-		_ = s.NC.Drain()
-		deadline := time.Now().Add(5 * time.Second)
-		for !s.NC.IsClosed() && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		if ctx.Err() == nil {
+			_ = s.NC.Drain()
+			tick := time.NewTicker(10 * time.Millisecond)
+			for !s.NC.IsClosed() && ctx.Err() == nil {
+				select {
+				case <-tick.C:
+				case <-ctx.Done():
+				}
+			}
+			tick.Stop()
 		}
 		s.NC.Close()
 	}

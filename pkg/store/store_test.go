@@ -23,6 +23,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/testnet"
 )
 
 // serverDefaultDuplicates is the dedupe window nats-server gives a stream
@@ -1188,5 +1189,34 @@ func TestWhenSettled(t *testing.T) {
 				t.Errorf("fn called %d times, want %d", calls, tc.wantCalls)
 			}
 		})
+	}
+}
+
+// TestCloseContextWithTheStoreFrozen: with the NATS server frozen (stopped
+// with SIGSTOP, or cut off), CloseContext gives up once its context ends,
+// rather than waiting out the connection's drain (5 s) and a probe in
+// flight (2 s) after the engine's shutdown_timeout has already been spent.
+func TestCloseContextWithTheStoreFrozen(t *testing.T) {
+	srv := startServer(t)
+	proxy := testnet.NewProxy(t, strings.TrimPrefix(srv.ClientURL(), "nats://"))
+	cfg := testConfig()
+	cfg.URL = "nats://" + proxy.Addr()
+	cfg.MonitorURLs = monitorURLs(srv)
+	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	proxy.Freeze()
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		s.CloseContext(ctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("CloseContext still waiting on a frozen store 3 s after its 200 ms context ended")
 	}
 }

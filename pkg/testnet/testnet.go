@@ -14,13 +14,30 @@ import (
 // does. It and its connections close when the test ends.
 func Silent(tb testing.TB) string {
 	tb.Helper()
+	return listen(tb, func(net.Conn, func(net.Conn)) {}, nil)
+}
+
+// listen starts a loopback TCP listener that hands each connection it
+// accepts to handle, with a function that closes another connection
+// when the test ends too; it, and every connection, close then, after
+// onClose. It returns the listener's address.
+func listen(tb testing.TB, handle func(c net.Conn, track func(net.Conn)), onClose func()) string {
+	tb.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c)
+	}
 	tb.Cleanup(func() {
+		if onClose != nil {
+			onClose()
+		}
 		_ = l.Close()
 		mu.Lock()
 		defer mu.Unlock()
@@ -34,9 +51,8 @@ func Silent(tb testing.TB) string {
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
+			track(c)
+			handle(c, track)
 		}
 	}()
 	return l.Addr().String()
@@ -55,44 +71,17 @@ type Proxy struct {
 // the test ends.
 func NewProxy(tb testing.TB, target string) *Proxy {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &Proxy{addr: l.Addr().String(), done: make(chan struct{})}
-	var mu sync.Mutex
-	var conns []net.Conn
-	track := func(c net.Conn) {
-		mu.Lock()
-		defer mu.Unlock()
-		conns = append(conns, c)
-	}
-	tb.Cleanup(func() {
-		close(p.done)
-		_ = l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
+	p := &Proxy{done: make(chan struct{})}
+	p.addr = listen(tb, func(in net.Conn, track func(net.Conn)) {
+		out, err := net.Dial("tcp", target)
+		if err != nil {
+			_ = in.Close()
+			return
 		}
-	})
-	go func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = in.Close()
-				continue
-			}
-			track(in)
-			track(out)
-			go p.pipe(in, out)
-			go p.pipe(out, in)
-		}
-	}()
+		track(out)
+		go p.pipe(in, out)
+		go p.pipe(out, in)
+	}, func() { close(p.done) })
 	return p
 }
 

@@ -12,6 +12,8 @@ import (
 	// The translator resolves local times in the dialect's time zone even
 	// in images built FROM scratch, which have no zone database.
 	_ "time/tzdata"
+
+	"github.com/junction-fhir/junction/pkg/adapter"
 )
 
 // What to do with an identifier that is flagged as an NHS number but
@@ -258,3 +260,20 @@ func (d *Dialect) isNHSAuthority(code string) bool {
 	}
 	return false
 }
+
+// Placeholders returns the dialect's settings that hold a placeholder
+// system (adapter.IsPlaceholder), as paths under prefix, sorted.
+func (d Dialect) Placeholders(prefix string) []string {
+	settings := map[string]string{
+		"local_identifier_system":    d.LocalIdentifierSystem,
+		"visit_number_system":        d.VisitNumberSystem,
+		"location_identifier_system": d.LocationIdentifierSystem,
+	}
+	for a, v := range d.IdentifierSystems {
+		settings["identifier_systems."+a] = v
+	}
+	return adapter.PlaceholderSettings(prefix, settings)
+}
+
+// Placeholders implements adapter.PlaceholderUser.
+func (c *Config) Placeholders() []string { return c.Dialect.Placeholders("dialect.") }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/junction-fhir/junction/adapters/pas"
+	"github.com/junction-fhir/junction/pkg/adapter"
 )
 
 // Placeholder systems under a made-up trust domain. Each trust should set
@@ -119,3 +120,32 @@ func (l *LabDialect) codingSystems() map[string]string {
 // checkURI checks that s is an absolute URI usable as a system, by the
 // pas adapter's rule (pas.CheckSystem).
 func checkURI(s string) error { return pas.CheckSystem(s) }
+
+// Placeholders returns the lab dialect's settings that hold a placeholder
+// system (adapter.IsPlaceholder), as paths under prefix, sorted.
+func (l LabDialect) Placeholders(prefix string) []string {
+	settings := map[string]string{
+		"local_code_system":   l.LocalCodeSystem,
+		"placer_order_system": l.PlacerOrderSystem,
+		"filler_order_system": l.FillerOrderSystem,
+		"result_key_system":   l.ResultKeySystem,
+	}
+	for name, v := range l.CodingSystems {
+		settings["coding_systems."+name] = v
+	}
+	return adapter.PlaceholderSettings(prefix, settings)
+}
+
+// Placeholders implements adapter.PlaceholderUser: the patient dialect's
+// placeholders, then the lab dialect's.
+func (c *Config) Placeholders() []string {
+	return append(c.Dialect.Placeholders("dialect."), c.Lab.Placeholders("lab.")...)
+}
+
+// Placeholders implements adapter.PlaceholderUser.
+func (c *OrdersConfig) Placeholders() []string {
+	return adapter.PlaceholderSettings("order.", map[string]string{
+		"placer_order_system": c.Order.PlacerOrderSystem,
+		"local_code_system":   c.Order.LocalCodeSystem,
+	})
+}

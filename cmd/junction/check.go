@@ -35,7 +35,7 @@ func runLint(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if len(fs.Args()) == 0 {
 		// The config's own routes: those the engine would run.
-		for _, w := range p.UnroutedRelays() {
+		for _, w := range append(p.UnroutedRelays(), p.PlaceholderWarnings()...) {
 			fmt.Fprintln(stderr, w)
 		}
 	}

@@ -261,7 +261,8 @@ func TestCLILintWarnsOfUnroutedRelay(t *testing.T) {
 			}
 			cfg := filepath.Join(dir, "junction.yaml")
 			cliWrite(t, cfg, fmt.Sprintf("data_dir: %q\ninputs:\n"+
-				"  pas: {type: pas, listen: 127.0.0.1:0, relay: [ORM^O01, SIU^*, ADT^*]}\n"+
+				// The trust's own systems: placeholders are warned of too.
+				"  pas: {type: pas, listen: 127.0.0.1:0, relay: [ORM^O01, SIU^*, ADT^*], dialect: {local_identifier_system: 'https://fhir.rx1.nhs.uk/Id/local-patient-identifier', visit_number_system: 'https://fhir.rx1.nhs.uk/Id/visit-number'}}\n"+
 				"destinations:\n  fhir-store: {type: file, dir: out}\n  lis: {type: mllp, address: 127.0.0.1:1}\n"+
 				"routes: [%q]\n", filepath.Join(dir, "data"), routes))
 			args := []string{"lint", "-c", cfg}

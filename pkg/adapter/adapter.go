@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -50,6 +51,51 @@ type Validator interface {
 // the store.
 type InternalFactory interface {
 	Internal() bool
+}
+
+// PlaceholderDomain is the made-up trust domain under which adapters'
+// default identifier and code systems lie
+// (https://fhir.example-trust.nhs.uk/Id/...), so that Junction runs with
+// no settings. Each trust sets its own.
+const PlaceholderDomain = "example-trust.nhs.uk"
+
+// IsPlaceholder reports whether a system URI lies under
+// PlaceholderDomain.
+func IsPlaceholder(system string) bool {
+	rest, ok := strings.CutPrefix(system, "https://")
+	if !ok {
+		rest, ok = strings.CutPrefix(system, "http://")
+	}
+	if !ok {
+		return false
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	return host == PlaceholderDomain || strings.HasSuffix(host, "."+PlaceholderDomain)
+}
+
+// PlaceholderSettings returns, sorted, prefix and each key of settings
+// (setting path to system URI) whose system is a placeholder.
+func PlaceholderSettings(prefix string, settings map[string]string) []string {
+	var out []string
+	for key, v := range settings {
+		if IsPlaceholder(v) {
+			out = append(out, prefix+key)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// PlaceholderUser is implemented by configs whose identifier or code
+// systems may be left at placeholders (IsPlaceholder). Receivers match
+// patients, visits, orders and codes on system and value, so two trusts
+// sending the same placeholder to one receiver (a shared care record)
+// would have different patients' records merged there.
+type PlaceholderUser interface {
+	// Placeholders returns the settings holding a placeholder, as paths
+	// within the component's settings (dialect.local_identifier_system),
+	// sorted.
+	Placeholders() []string
 }
 
 // ContentTaker is implemented by outbound factories whose destinations

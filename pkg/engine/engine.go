@@ -271,6 +271,11 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 			_ = e.Shutdown(sctx)
 		}
 	}()
+	for _, w := range e.plan.PlaceholderWarnings() {
+		// Config paths and positions only; `junction lint` prints the
+		// same.
+		e.log.Warn(w)
+	}
 	if e.tracer != nil {
 		e.tracing = &telemetry.Tracing{Tracer: e.tracer}
 	} else if e.tracing, err = telemetry.NewTracing(ctx, e.version, telemetry.TraceExport{Endpoint: cfg.Tracing.OTLPEndpoint, Protocol: cfg.Tracing.OTLPProtocol}, e.log); err != nil {

@@ -134,6 +134,48 @@ func (p *Plan) UnroutedRelays() []string {
 	return warns
 }
 
+// PlaceholderWarnings returns a warning for each input or destination
+// setting left at a placeholder system (adapter.PlaceholderUser) when a
+// destination sends beyond Junction (any but a file or internal one): a
+// receiver matches patients, visits, orders and codes on system and
+// value, so two trusts sending it the same placeholder would have
+// different patients' records merged there. With file destinations
+// alone (the defaults), nothing leaves the machine and nothing is said.
+func (p *Plan) PlaceholderWarnings() []string {
+	var external []string
+	for _, name := range sortedKeys(p.Destinations) {
+		d := p.Destinations[name]
+		if d.Spec != nil && d.Spec.Type != "file" && !p.InternalDestination(name) {
+			external = append(external, name)
+		}
+	}
+	if len(external) == 0 {
+		return nil
+	}
+	var warns []string
+	warn := func(kind, name string, cfg any, spec *config.Component) {
+		pu, ok := cfg.(adapter.PlaceholderUser)
+		if !ok {
+			return
+		}
+		for _, path := range pu.Placeholders() {
+			var at yamlx.Pos
+			if spec != nil {
+				at = spec.Settings.PosOf(path)
+			}
+			warns = append(warns, fmt.Sprintf("%swarning: %s.%s.%s: a placeholder system under %s: the receivers behind %s match records on system and value, so a second trust sending them the same placeholder would have its patients' records merged with yours; set your trust's own (https://fhir.<trust>.nhs.uk/...)",
+				posPrefix(at), kind, name, path, adapter.PlaceholderDomain, strings.Join(external, ", ")))
+		}
+	}
+	for _, name := range sortedKeys(p.Inputs) {
+		warn("inputs", name, p.Inputs[name].Config, p.Config.Inputs[name])
+	}
+	for _, name := range sortedKeys(p.Destinations) {
+		warn("destinations", name, p.Destinations[name].Config, p.Destinations[name].Spec)
+	}
+	return warns
+}
+
 // PayloadTaken implements route.PayloadCatalog: the content type a route
 // on source sends dest, from the input's factory when raw
 // (adapter.ContentStorer), and whether the destination's factory takes it

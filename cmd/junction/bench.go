@@ -54,7 +54,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *metrics != "" {
 		text, err := waitIdle(ctx, *metrics, *dest, *drainFor, idleFor, stdout)
 		if err != nil {
-			return fmt.Errorf("bench: %w", err)
+			return err
+		}
+		if *dest, err = benchDestination(text, *dest, set(fs, "destination"), stdout); err != nil {
+			return err
 		}
 		before, acceptedBefore, commitsBefore, useBefore = parseDelivered(text, *dest), parseAccepted(text), parseCommits(text), parseUse(text)
 	}
@@ -115,7 +118,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		all = append(all, l...)
 	}
 	if err, _ := firstErr.Load().(error); err != nil && len(all) == 0 {
-		return fmt.Errorf("bench: %w", err)
+		return err
 	}
 	slices.Sort(all)
 	pct := func(p float64) time.Duration {
@@ -159,7 +162,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		got, err := waitCount(actx, *metrics, parseAccepted, want)
 		took := time.Since(start)
 		if err != nil {
-			return fmt.Errorf("bench: %d of %.0f accepted for routing after %s: %w", int64(got-acceptedBefore), want-acceptedBefore, took.Round(time.Millisecond), err)
+			return fmt.Errorf("%d of %.0f accepted for routing after %s: %w", int64(got-acceptedBefore), want-acceptedBefore, took.Round(time.Millisecond), err)
 		}
 		fmt.Fprintf(stdout, "accepted for routing: %.0f %s after the first send: %.0f msgs/s\n", got-acceptedBefore, took.Round(time.Millisecond), (got-acceptedBefore)/took.Seconds())
 	}
@@ -170,7 +173,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		got, err := waitCount(dctx, *metrics, func(text string) float64 { return parseDelivered(text, *dest) }, want)
 		took := time.Since(start)
 		if err != nil {
-			return fmt.Errorf("bench: %d of %.0f delivered to %s after %s: %w", int64(got-before), want-before, *dest, took.Round(time.Millisecond), err)
+			return fmt.Errorf("%d of %.0f delivered to %s after %s: %w", int64(got-before), want-before, *dest, took.Round(time.Millisecond), err)
 		}
 		fmt.Fprintf(stdout, "full route: %.0f delivered to %s %s after the first send: %.0f msgs/s\n", got-before, *dest, took.Round(time.Millisecond), (got-before)/took.Seconds())
 		if text, err := scrape(ctx, *metrics); err == nil && got > before {
@@ -181,6 +184,29 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitError{code: 1}
 	}
 	return nil
+}
+
+// benchDestination checks the destination whose deliveries a run with
+// --metrics counts against the engine's metrics, so that a run waits for
+// none that will never come: an engine with no routes delivers nothing,
+// so the default destination gives way to ingest alone (dest "", said on
+// stdout) and one named with --destination is refused; so is a name the
+// engine has no destination of.
+func benchDestination(metrics, dest string, named bool, stdout io.Writer) (string, error) {
+	if dest == "" {
+		return "", nil
+	}
+	if _, ok := findSeries(metrics, "junction_route_messages_total"); !ok {
+		if named {
+			return "", fmt.Errorf("the engine runs no routes, so nothing is delivered to %s: give --destination '' to measure ingest alone", dest)
+		}
+		fmt.Fprintln(stdout, "the engine runs no routes: measuring ingest alone (messages accepted for routing), as --destination '' does")
+		return "", nil
+	}
+	if _, ok := findSeries(metrics, "junction_delivery_messages_total", `destination="`+dest+`"`); !ok {
+		return "", fmt.Errorf("the engine has no destination named %s (--destination)", dest)
+	}
+	return dest, nil
 }
 
 // resendPause is how long bench waits before sending again a message
@@ -410,6 +436,14 @@ func parseRouteBacklog(text string) float64 {
 // parseSeries finds the value of metric name whose labels include every
 // one of labels, in a Prometheus text exposition (0 when absent).
 func parseSeries(text, name string, labels ...string) float64 {
+	v, _ := findSeries(text, name, labels...)
+	return v
+}
+
+// findSeries returns the value of the first series of metric name
+// carrying every one of labels (each as name="value"), and whether there
+// is one.
+func findSeries(text, name string, labels ...string) (float64, bool) {
 	for line := range strings.SplitSeq(text, "\n") {
 		if !strings.HasPrefix(line, name+"{") {
 			continue
@@ -421,9 +455,9 @@ func parseSeries(text, name string, labels ...string) float64 {
 		have := strings.Split(line[len(name)+1:end], ",")
 		if !slices.ContainsFunc(labels, func(l string) bool { return !slices.Contains(have, l) }) {
 			if v, err := strconv.ParseFloat(strings.TrimSpace(line[end+1:]), 64); err == nil {
-				return v
+				return v, true
 			}
 		}
 	}
-	return 0
+	return 0, false
 }

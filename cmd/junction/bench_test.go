@@ -44,6 +44,46 @@ junction_delivery_messages_total{destination="fhir-store-2",outcome="delivered"}
 	}
 }
 
+// TestBenchDestination: a run with --metrics against an engine with no
+// routes measures ingest alone rather than waiting out --drain-timeout
+// for deliveries that never come, unless the destination was named, which
+// is refused, as is a destination the engine does not have.
+func TestBenchDestination(t *testing.T) {
+	const (
+		noRoutes   = "junction_delivery_messages_total{destination=\"fhir-store\",outcome=\"delivered\"} 0\n"
+		withRoutes = noRoutes + "junction_route_messages_total{outcome=\"matched\",route=\"adt-to-fhir-store\"} 0\n"
+	)
+	tests := []struct {
+		name, metrics, dest string
+		named               bool
+		want, wantErr, said string
+	}{
+		{"routes and the destination", withRoutes, "fhir-store", false, "fhir-store", "", ""},
+		{"ingest alone asked for", noRoutes, "", true, "", "", ""},
+		{"no routes, default destination", noRoutes, "fhir-store", false, "", "", "measuring ingest alone"},
+		{"no routes, destination named", noRoutes, "fhir-store", true, "", "runs no routes", ""},
+		{"an unknown destination", withRoutes, "ehr", true, "", "no destination named ehr", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out strings.Builder
+			got, err := benchDestination(tt.metrics, tt.dest, tt.named, &out)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want one saying %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("benchDestination = %q, %v; want %q", got, err, tt.want)
+			}
+			if !strings.Contains(out.String(), tt.said) || (tt.said == "" && out.Len() > 0) {
+				t.Errorf("said %q, want %q", out.String(), tt.said)
+			}
+		})
+	}
+}
+
 func TestParseAccepted(t *testing.T) {
 	tests := []struct {
 		name, text string

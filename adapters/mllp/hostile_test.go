@@ -316,6 +316,23 @@ func TestHostileSlowConnections(t *testing.T) {
 		lifetime time.Duration
 		err      error
 	}
+	// The real sender sends from before the first slow connection opens
+	// until every one has been dealt with: a sender left idle for
+	// EvictIdleAfter while the listener is full may be closed for a new
+	// connection, by design (it was owed no reply and reconnects), and
+	// opening 1,000 connections on a busy machine can take that long.
+	attackStop := make(chan struct{})
+	latCh := make(chan []time.Duration, 1)
+	var sender sync.WaitGroup
+	sender.Go(func() { latCh <- sendFor(t, real, "LIVE", attackStop) })
+	stopSender := sync.OnceFunc(func() { close(attackStop) })
+	defer func() {
+		// Also when a Fatalf ends the test early: the sender must not log
+		// after it.
+		stopSender()
+		sender.Wait()
+	}()
+
 	results := make(chan result, slow)
 	var ready sync.WaitGroup
 	var dialed []net.Conn
@@ -370,10 +387,6 @@ func TestHostileSlowConnections(t *testing.T) {
 	var during runtime.MemStats
 	runtime.ReadMemStats(&during)
 
-	// The real sender sends until every slow connection has been dealt with.
-	attackStop := make(chan struct{})
-	latCh := make(chan []time.Duration, 1)
-	go func() { latCh <- sendFor(t, real, "LIVE", attackStop) }()
 	var got []result
 	timeout := time.After(readTimeout + idleTimeout + 30*time.Second)
 	for len(got) < slow {
@@ -381,11 +394,11 @@ func TestHostileSlowConnections(t *testing.T) {
 		case r := <-results:
 			got = append(got, r)
 		case <-timeout:
-			close(attackStop)
+			stopSender()
 			t.Fatalf("only %d of %d slow connections closed", len(got), slow)
 		}
 	}
-	close(attackStop)
+	stopSender()
 	latencies := <-latCh
 	close(watchStop)
 	<-watchDone

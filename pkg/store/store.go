@@ -897,9 +897,10 @@ func onlySettings(err error) bool {
 
 func (s *Store) ensureStreams(ctx context.Context) error {
 	var errs []error
-	// Messages the ingress stream held before this start: an audit
-	// stream missing beside them was deleted.
-	var ingressHeld uint64
+	// The stream of Junction's that had written the most messages before
+	// this start: a stream missing beside it was deleted, or lost with
+	// its directory, not yet to be made.
+	heldBy, held := s.heldMessages(ctx)
 	for _, want := range s.StreamConfigs() {
 		st, err := s.JS.Stream(ctx, want.Name)
 		switch {
@@ -908,9 +909,14 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 				errs = append(errs, settingError(fmt.Sprintf("stream %s does not exist and nats.create_streams is false", want.Name)))
 				continue
 			}
-			if want.Name == StreamAudit && ingressHeld > 0 {
-				s.log.Error("audit stream missing beside a store that has held messages: it was deleted, with every audit record in it; it is made again empty, and audit verify reports it (restore it from a backup to keep the trail)",
-					"stream", want.Name, "ingress_messages_since_start", ingressHeld)
+			if held > 0 {
+				if want.Name == StreamAudit {
+					s.log.Error("audit stream missing beside a store that has held messages: it was deleted, with every audit record in it; it is made again empty, and audit verify reports it (restore it from a backup to keep the trail)",
+						"stream", want.Name, "held_by", heldBy, "messages_since_start", held)
+				} else {
+					s.log.Error("stream missing beside a store that has held messages: it was deleted, or its directory lost, with every message in it; it is made again empty (restore the data directory from a backup to keep them)",
+						"stream", want.Name, "lost", streamLoss[want.Name], "held_by", heldBy, "messages_since_start", held)
+				}
 			}
 			_, err := s.JS.CreateStream(ctx, want)
 			if err != nil && want.MaxBytes > 0 && insufficientStorage(err) {
@@ -930,9 +936,6 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			continue
 		}
 		info := st.CachedInfo()
-		if want.Name == StreamIngress {
-			ingressHeld = info.State.LastSeq
-		}
 		have := info.Config
 		if have.Replicas < want.Replicas && !s.cfg.CreateStreams {
 			errs = append(errs, settingError(fmt.Sprintf("stream %s has %d replicas, config wants %d", want.Name, have.Replicas, want.Replicas)))
@@ -1018,6 +1021,34 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// streamLoss says, for the log, what is gone with each stream when it
+// is lost.
+var streamLoss = map[string]string{
+	StreamIngress:    "accepted messages not yet routed (their audit records remain, so audit reconcile lists them as waiting for a route), and raw input for replay",
+	StreamOutbound:   "deliveries queued and not yet made (audit reconcile lists them as waiting for delivery)",
+	StreamDeadLetter: "dead letters: they can no longer be listed or replayed",
+	StreamIngestLog:  "acknowledged messages not yet accepted for routing, with no audit record of them",
+	StreamQuarantine: "rejected input kept for inspection",
+}
+
+// heldMessages returns the name of the Junction stream that has written
+// the most messages (its last sequence), and that count; 0 for a store
+// made new. A stream it cannot look up counts as none.
+func (s *Store) heldMessages(ctx context.Context) (string, uint64) {
+	var name string
+	var most uint64
+	for _, c := range s.StreamConfigs() {
+		st, err := s.JS.Stream(ctx, c.Name)
+		if err != nil {
+			continue
+		}
+		if n := st.CachedInfo().State.LastSeq; n > most {
+			name, most = c.Name, n
+		}
+	}
+	return name, most
 }
 
 // settingsChanged returns, as log attributes ("max_age", "168h0m0s ->

@@ -1220,3 +1220,51 @@ func TestCloseContextWithTheStoreFrozen(t *testing.T) {
 		t.Fatal("CloseContext still waiting on a frozen store 3 s after its 200 ms context ended")
 	}
 }
+
+// TestStreamDeletedIsLogged: a store one of whose other streams was
+// deleted (or lost with its directory) after the store held messages
+// makes the stream again at its next open and says at ERROR which stream
+// was lost; a store made new, or whole, says nothing.
+func TestStreamDeletedIsLogged(t *testing.T) {
+	for _, name := range []string{store.StreamIngress, store.StreamOutbound, store.StreamDeadLetter, store.StreamIngestLog, store.StreamQuarantine} {
+		t.Run(name, func(t *testing.T) {
+			srv := startServer(t)
+			cfg := store.DefaultConfig()
+			cfg.URL = srv.ClientURL()
+			cfg.MonitorURLs = monitorURLs(srv)
+			open := func() string {
+				t.Helper()
+				var logs logtest.Buffer
+				s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError})))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(s.Close)
+				// A used store: input taken, and its audit records.
+				for _, subj := range []string{store.SubjIngress + ".test.0", store.SubjAudit + ".test"} {
+					if _, err := s.JS.Publish(t.Context(), subj, []byte("x")); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return logs.String()
+			}
+			if logged := open(); logged != "" {
+				t.Fatalf("first open logged errors: %s", logged)
+			}
+			if logged := open(); logged != "" {
+				t.Fatalf("reopening a whole store logged errors: %s", logged)
+			}
+			js := clientJS(t, srv)
+			if err := js.DeleteStream(t.Context(), name); err != nil {
+				t.Fatal(err)
+			}
+			logged := open()
+			if !strings.Contains(logged, "stream missing beside a store that has held messages") || !strings.Contains(logged, `"stream":"`+name+`"`) {
+				t.Errorf("reopening without %s logged %q, want an error naming it as lost", name, logged)
+			}
+			if _, err := js.Stream(t.Context(), name); err != nil {
+				t.Errorf("%s not made again: %v", name, err)
+			}
+		})
+	}
+}

@@ -18,6 +18,14 @@ import (
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
+// DefaultConsentBucket and DefaultOptOutBucket are the buckets the
+// Consents and the opt-out list are kept in when StoreConfig names none.
+// Their keys are patient hashes under the store's hash key.
+const (
+	DefaultConsentBucket = "consent"
+	DefaultOptOutBucket  = "optout"
+)
+
 // StoreConfig configures the JetStream KV buckets of consent state.
 type StoreConfig struct {
 	// ConsentBucket holds each patient's Consents ("consent" if empty).
@@ -66,10 +74,10 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, cfg StoreConfig) (*S
 		return nil, errors.New("consent store: opt-out maximum age must be positive")
 	}
 	if cfg.ConsentBucket == "" {
-		cfg.ConsentBucket = "consent"
+		cfg.ConsentBucket = DefaultConsentBucket
 	}
 	if cfg.OptOutBucket == "" {
-		cfg.OptOutBucket = "optout"
+		cfg.OptOutBucket = DefaultOptOutBucket
 	}
 	s := &Store{key: append([]byte(nil), cfg.HashKey...), maxAge: cfg.OptOutMaxAge}
 	var err error

@@ -99,6 +99,14 @@ func PatientHashKey(ctx context.Context, js jetstream.JetStream, secrets config.
 	generated = cc.HashKey == ""
 	if generated {
 		if key, err = createOrGet(ctx, kv, generatedKey, func() ([]byte, error) {
+			// A key made now would find none of the Consents and opt-outs
+			// stored under the lost one: every patient's deny would stop
+			// applying without a word.
+			if n, err := keyedEntries(ctx, js); err != nil {
+				return nil, err
+			} else if n > 0 {
+				return nil, fmt.Errorf("the patient hash key is gone (bucket %s is missing or was emptied) while %d Consent and opt-out entries are stored under it, which a new key would never find, so their denials would stop applying: restore the data directory (or the bucket) from a backup; or, to start without them and post them again, remove the %s and %s buckets (embedded: the KV_%s and KV_%s directories under data_dir/jetstream, Junction stopped)", consentKeyBucket, n, consent.DefaultConsentBucket, consent.DefaultOptOutBucket, consent.DefaultConsentBucket, consent.DefaultOptOutBucket)
+			}
 			b := make([]byte, 32)
 			_, err := rand.Read(b)
 			return []byte(hex.EncodeToString(b)), err
@@ -156,6 +164,23 @@ func fingerprint(key []byte) string {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("junction consent hash key fingerprint"))
 	return hex.EncodeToString(m.Sum(nil))
+}
+
+// keyedEntries counts the entries of the buckets whose keys are patient
+// hashes under the patient hash key: the stored Consents and opt-outs.
+func keyedEntries(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	var n uint64
+	for _, b := range []string{consent.DefaultConsentBucket, consent.DefaultOptOutBucket} {
+		st, err := js.Stream(ctx, "KV_"+b)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("consent: looking up bucket %s: %w", b, err)
+		}
+		n += st.CachedInfo().State.Msgs
+	}
+	return n, nil
 }
 
 // createOrGet returns the value of k, creating it with mk when absent.

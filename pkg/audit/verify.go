@@ -67,6 +67,11 @@ const (
 	// ingress stream, so it was deleted (with every record in it) and
 	// made again: no chain inside it can show that.
 	FindRecreated FindingKind = "recreated"
+	// FindUnreadable: stream messages the store counts but cannot produce:
+	// its files are damaged (a block cut short or overwritten, as a torn
+	// copy or a failing disk leaves it). The chain positions in them show
+	// as missing or truncated too.
+	FindUnreadable FindingKind = "unreadable"
 )
 
 // recreatedAllowance is how much younger than the ingress stream the
@@ -435,10 +440,16 @@ func Verify(msgs []StoredMsg, keys ...ed25519.PublicKey) *Report {
 // the whole stream leaves no chain to break.
 func VerifyStream(ctx context.Context, js jetstream.JetStream, keys ...ed25519.PublicKey) (*Report, error) {
 	v := NewVerifier(keys...)
-	if err := ReadStream(ctx, js, v.Add); err != nil {
+	var unreadable []Finding
+	err := readStream(ctx, js, v.Add, func(first, last uint64) {
+		unreadable = append(unreadable, Finding{Kind: FindUnreadable, StreamSeq: first,
+			Detail: fmt.Sprintf("stream messages %d-%d are counted by the store but cannot be read: its files are damaged; restore them from a backup (the embedded server's log, component nats, names the failing block)", first, last)})
+	})
+	if err != nil {
 		return nil, err
 	}
 	rep := v.Report()
+	rep.Findings = append(rep.Findings, unreadable...)
 	f, err := Recreated(ctx, js)
 	if err != nil {
 		return nil, err
@@ -478,8 +489,16 @@ func recreated(ctx context.Context, js jetstream.JetStream, allowance time.Durat
 }
 
 // ReadStream passes every message of the audit stream, up to the last one
-// stored when it starts, to fn in stream order.
+// stored when it starts, to fn in stream order. Messages the store counts
+// but cannot produce (damaged files) are an error.
 func ReadStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg)) error {
+	return readStream(ctx, js, fn, nil)
+}
+
+// readStream is ReadStream. With unreadable set, messages the store counts
+// but cannot produce are passed to it as ranges of stream sequences, and
+// the read goes on after them, instead of stopping there.
+func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg), unreadable func(first, last uint64)) error {
 	st, err := js.Stream(ctx, store.StreamAudit)
 	if err != nil {
 		return fmt.Errorf("opening audit stream: %w", err)
@@ -492,22 +511,50 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg))
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	at := info.State.FirstSeq - 1
+	for at < last {
+		next, err := readFrom(ctx, st, at+1, last, fn)
+		if err != nil {
+			return err
+		}
+		if next <= at {
+			// Nothing came from at+1: the store cannot produce it.
+			bad, resume, err := skipUnreadable(ctx, st, at+1, last)
+			if err != nil {
+				return err
+			}
+			if unreadable == nil {
+				return fmt.Errorf("reading audit stream: the store counts messages %d-%d of %d but cannot read them, so the records from %d on cannot be checked: its files are damaged; restore them from a backup (the embedded server's log, component nats, names the failing block)", at+1, bad, last, at+1)
+			}
+			unreadable(at+1, bad)
+			at = resume - 1
+			continue
+		}
+		at = next
+	}
+	return nil
+}
+
+// readFrom reads the audit stream from sequence from up to last, passing
+// each message to fn, and returns the last sequence read: from-1 when the
+// store gave nothing from there for 5s.
+func readFrom(ctx context.Context, st jetstream.Stream, from, last uint64, fn func(StoredMsg)) (uint64, error) {
+	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
 	if err != nil {
-		return fmt.Errorf("reading audit stream: %w", err)
+		return 0, fmt.Errorf("reading audit stream: %w", err)
 	}
 	defer release()
-	at := info.State.FirstSeq - 1
+	at := from - 1
 	for at < last {
 		batch, err := c.Fetch(int(min(last-at, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return fmt.Errorf("reading audit stream: %w", err)
+			return 0, fmt.Errorf("reading audit stream: %w", err)
 		}
 		n := 0
 		for m := range batch.Messages() {
 			md, err := m.Metadata()
 			if err != nil {
-				return fmt.Errorf("reading audit stream: %w", err)
+				return 0, fmt.Errorf("reading audit stream: %w", err)
 			}
 			n++
 			if md.Sequence.Stream > last {
@@ -518,16 +565,38 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg))
 			fn(StoredMsg{StreamSeq: at, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
 		}
 		if err := batch.Error(); err != nil {
-			return fmt.Errorf("reading audit stream: %w", err)
+			return 0, fmt.Errorf("reading audit stream: %w", err)
 		}
 		if n == 0 {
-			return fmt.Errorf("reading audit stream: stopped at stream seq %d of %d", at, last)
+			return at, nil
 		}
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("reading audit stream: %w", err)
+			return 0, fmt.Errorf("reading audit stream: %w", err)
 		}
 	}
-	return nil
+	return at, nil
+}
+
+// skipUnreadable is called when the store gave nothing from sequence from
+// of last. The audit stream refuses deletes, so every sequence up to last
+// is counted as held: when the store answers "not found" for from, its
+// files are damaged there. It returns the last unreadable sequence of the
+// run and the first readable one after it (last+1 when none is), asking
+// the store for each message directly. Any other answer is an error.
+func skipUnreadable(ctx context.Context, st jetstream.Stream, from, last uint64) (bad, resume uint64, err error) {
+	for seq := from; seq <= last; seq++ {
+		_, err := st.GetMsg(ctx, seq)
+		switch {
+		case err == nil:
+			if seq == from {
+				return 0, 0, fmt.Errorf("reading audit stream: no message at stream seq %d of %d within 5s, though the store holds it", from, last)
+			}
+			return seq - 1, seq, nil
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return 0, 0, fmt.Errorf("reading audit stream: stopped at stream seq %d of %d: %w", seq, last, err)
+		}
+	}
+	return last, last + 1, nil
 }
 
 // PublicKeyString is the standard base64 form checkpoints carry.

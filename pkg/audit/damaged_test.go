@@ -2,10 +2,9 @@ package audit_test
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -18,46 +17,23 @@ import (
 // short (a torn copy, a damaged disk) has messages the store counts but
 // cannot produce. VerifyStream reports them as unreadable, with the
 // chain positions in them missing, and checks the records after them;
-// ReadStream says which messages it cannot read rather than only that
-// it stopped.
+// ReadStream and Scan say which message they cannot read and that the
+// store's files are damaged, rather than only that they stopped.
 func TestVerifyDamagedBlock(t *testing.T) {
-	dir := t.TempDir()
-	js, stop := jstest.StartIn(t, "damaged", dir)
-	// A small size limit makes the server cut the stream into small
-	// blocks (it never reaches the limit here), so one block can be
-	// damaged while later ones stay whole.
-	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{
-		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, Storage: jetstream.FileStorage,
-		DenyDelete: true, DenyPurge: true, MaxBytes: 120_000,
-		// As Junction makes it: a full block is compressed whole, so a
-		// damaged one cannot be read at all.
-		Compression: jetstream.S2Compression,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	w := audit.NewWriter(js)
 	const records = 150
-	for i := range records {
-		id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
-		if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
-			t.Fatalf("write %d: %v", i, err)
+	var w *audit.Writer
+	js := jstest.DamagedStream(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+	}, func(js jetstream.JetStream) {
+		w = audit.NewWriter(js)
+		for i := range records {
+			id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
+			if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
 		}
-	}
-	closeWriter(t, w)
-	stop()
-	msgs := filepath.Join(dir, "jetstream", "$G", "streams", store.StreamAudit, "msgs")
-	if _, err := os.Stat(filepath.Join(msgs, "2.blk")); err != nil {
-		t.Fatalf("the stream has one block, none left whole after damaging it: %v", err)
-	}
-	first := filepath.Join(msgs, "1.blk")
-	fi, err := os.Stat(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(first, fi.Size()/2); err != nil {
-		t.Fatal(err)
-	}
-	js, _ = jstest.StartIn(t, "damaged", dir)
+		closeWriter(t, w)
+	})
 
 	rep, err := audit.VerifyStream(t.Context(), js)
 	if err != nil {
@@ -83,5 +59,9 @@ func TestVerifyDamagedBlock(t *testing.T) {
 	err = audit.ReadStream(t.Context(), js, func(audit.StoredMsg) {})
 	if err == nil || !strings.Contains(err.Error(), "cannot read them") {
 		t.Errorf("ReadStream = %v, want an error saying which messages cannot be read", err)
+	}
+	err = audit.Scan(t.Context(), js, time.Time{}, time.Time{}, func(audit.Record) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "message 1 of") || !strings.Contains(err.Error(), "files are damaged") {
+		t.Errorf("Scan = %v, want an error naming message 1 as unreadable, the files damaged", err)
 	}
 }

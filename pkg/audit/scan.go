@@ -80,6 +80,7 @@ func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn
 		return fmt.Errorf("creating an audit stream reader: %w", err)
 	}
 	defer release()
+	at := opt.AfterSeq // the last stream sequence read
 	for idle := 0; ; {
 		b, err := c.FetchNoWait(1000)
 		if err != nil {
@@ -93,6 +94,7 @@ func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn
 				return fmt.Errorf("reading audit message metadata: %w", err)
 			}
 			seq := meta.Sequence.Stream
+			at = seq
 			if seq > last || (!opt.To.IsZero() && meta.Timestamp.After(opt.To)) {
 				return nil
 			}
@@ -118,7 +120,7 @@ func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn
 		// The stream said messages were there: a store that gives
 		// nothing for 5s is not answering.
 		if idle++; idle > 50 {
-			return errors.New("reading audit records: no progress for 5s")
+			return fmt.Errorf("reading audit records: %w", jserr.Stalled(ctx, st, at))
 		}
 		select {
 		case <-ctx.Done():

@@ -3,6 +3,8 @@
 package jstest
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -83,5 +85,40 @@ func Connect(tb testing.TB, url string) jetstream.JetStream {
 	if err != nil {
 		tb.Fatalf("opening JetStream: %v", err)
 	}
+	return js
+}
+
+// DamagedStream makes stream cfg on a server of the test's own, lets
+// fill write to it, stops the server, cuts the stream's first block file
+// to half its length (as a torn copy or a failing disk leaves it), and
+// starts the server again on the same store, returning a JetStream
+// handle on it. The stream is given a small size limit, so that the
+// server cuts it into small blocks and those after the first stay whole
+// (fill must write more than one block, about 32 KiB, and less than the
+// limit, 120,000 bytes), and S2 compression, as Junction's audit stream
+// has, so that the damaged block cannot be read at all.
+func DamagedStream(tb testing.TB, cfg jetstream.StreamConfig, fill func(jetstream.JetStream)) jetstream.JetStream {
+	tb.Helper()
+	dir := tb.TempDir()
+	js, stop := StartIn(tb, "damaged", dir)
+	cfg.Storage, cfg.MaxBytes, cfg.Compression = jetstream.FileStorage, 120_000, jetstream.S2Compression
+	if _, err := js.CreateStream(tb.Context(), cfg); err != nil {
+		tb.Fatalf("creating stream: %v", err)
+	}
+	fill(js)
+	stop()
+	msgs := filepath.Join(dir, "jetstream", "$G", "streams", cfg.Name, "msgs")
+	if _, err := os.Stat(filepath.Join(msgs, "2.blk")); err != nil {
+		tb.Fatalf("the stream has one block, none left whole after damaging it: %v", err)
+	}
+	first := filepath.Join(msgs, "1.blk")
+	fi, err := os.Stat(first)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Truncate(first, fi.Size()/2); err != nil {
+		tb.Fatal(err)
+	}
+	js, _ = StartIn(tb, "damaged", dir)
 	return js
 }

@@ -272,6 +272,7 @@ func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedC
 	if err != nil {
 		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
 	}
+	var at uint64 // the last stream sequence read
 	for pending, idle := ci.NumPending, 0; pending > 0; {
 		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(batch) })
 		for _, m := range msgs {
@@ -287,6 +288,7 @@ func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedC
 			if meta.Sequence.Stream > last {
 				return nil
 			}
+			at = meta.Sequence.Stream
 			if stop, err := fn(m, meta); stop || err != nil {
 				return err
 			}
@@ -312,7 +314,7 @@ func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedC
 		// Messages said to be pending and none coming for 5s: the store
 		// is not answering.
 		if idle++; idle > 50 {
-			return fmt.Errorf("reading stream %s: no progress for 5s", stream)
+			return fmt.Errorf("reading stream %s: %w", stream, jserr.Stalled(ctx, st, at))
 		}
 		select {
 		case <-ctx.Done():

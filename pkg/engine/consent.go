@@ -47,6 +47,7 @@ const (
 func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Store, error) {
 	cc := e.plan.Config.Consent
 	buckets := e.plan.Config.NATS.Buckets()
+	e.noteLostBucket(ctx, consentKeyBucket, "the patient hash key (when generated) and its fingerprint: a key made again does not match the patient hashes of earlier audit records, so disclosure reports miss them")
 	key, generated, err := e.consentKey(ctx, cc, buckets)
 	if err != nil {
 		return nil, nil, err
@@ -75,6 +76,19 @@ func (e *Engine) openConsent(ctx context.Context) (consent.Decider, *consent.Sto
 	e.log.Info("consent", "engine", "consent", "key", keyFrom, "destinations", len(dests))
 	dec := &consent.Engine{Source: st, Destinations: dests}
 	return skipCounter{next: dec, skipped: e.metrics.ConsentSkipped}, st, nil
+}
+
+// noteLostBucket logs at ERROR when bucket is missing from a store that
+// has held messages: it was deleted, or lost with its directory, and is
+// about to be made again empty. lost says what went with it.
+func (e *Engine) noteLostBucket(ctx context.Context, bucket, lost string) {
+	if e.store.Held() == 0 {
+		return
+	}
+	if _, err := e.store.JS.Stream(ctx, "KV_"+bucket); errors.Is(err, jetstream.ErrStreamNotFound) {
+		e.log.Error("bucket missing beside a store that has held messages: it was deleted, or its directory lost; it is made again empty (restore the data directory from a backup to keep it)",
+			"bucket", bucket, "lost", lost, "messages_since_start", e.store.Held())
+	}
 }
 
 // consentKey returns the engine's patient hash key (see PatientHashKey).

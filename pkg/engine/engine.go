@@ -366,6 +366,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	}
 	e.consents = consents
 	if pc := cfg.PatientIndex; pc.Enabled {
+		e.noteLostBucket(ctx, pc.Bucket, "the patient index: its entries are made again only from messages received from now on")
 		if err := e.store.WhenSettled(ctx, "patient index", func() (err error) {
 			e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Buckets: cfg.NATS.Buckets(), HashKey: e.patientKey})
 			return err

@@ -260,6 +260,8 @@ type Store struct {
 	writeFailed atomic.Pointer[writeFailure]
 	restartedAt time.Time
 	storeDir    string
+	// held is what Held reports.
+	held uint64
 	// jsConfig is the embedded server's JetStream settings at start.
 	jsConfig *server.JetStreamConfig
 }
@@ -901,6 +903,7 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 	// this start: a stream missing beside it was deleted, or lost with
 	// its directory, not yet to be made.
 	heldBy, held := s.heldMessages(ctx)
+	s.held = held
 	for _, want := range s.StreamConfigs() {
 		st, err := s.JS.Stream(ctx, want.Name)
 		switch {
@@ -1109,6 +1112,12 @@ func (s *Store) Bulk() (js jetstream.JetStream, done func(), err error) {
 
 // Partitions returns the number of ordering partitions.
 func (s *Store) Partitions() int { return s.cfg.Partitions }
+
+// Held is how many messages the most written of Junction's streams had
+// taken (its last sequence) when the store was opened: 0 for a store made
+// new. A bucket missing beside a store that has held messages was
+// deleted, or lost with its directory.
+func (s *Store) Held() uint64 { return s.held }
 
 // Embedded reports whether the store runs in process.
 func (s *Store) Embedded() bool { return s.srv != nil }

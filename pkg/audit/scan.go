@@ -75,59 +75,32 @@ func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn
 		from := opt.From
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
-	c, release, err := jserr.Ordered(ctx, st, cfg)
-	if err != nil {
-		return fmt.Errorf("creating an audit stream reader: %w", err)
-	}
-	defer release()
-	at := opt.AfterSeq // the last stream sequence read
-	for idle := 0; ; {
-		b, err := c.FetchNoWait(1000)
-		if err != nil {
-			return fmt.Errorf("fetching audit records: %w", err)
+	// jserr.Scan reads through to what the stream's leader holds, even
+	// when the server places the reader on a replica behind or damaged.
+	var fnErr error
+	err = jserr.Scan(ctx, st, cfg, 1000, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+		seq := meta.Sequence.Stream
+		if !opt.To.IsZero() && meta.Timestamp.After(opt.To) {
+			return true, nil
 		}
-		n := 0
-		for m := range b.Messages() {
-			n++
-			meta, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("reading audit message metadata: %w", err)
-			}
-			seq := meta.Sequence.Stream
-			at = seq
-			if seq > last || (!opt.To.IsZero() && meta.Timestamp.After(opt.To)) {
-				return nil
-			}
-			if opt.From.IsZero() || !meta.Timestamp.Before(opt.From) {
-				if err := scanMsg(m.Subject(), m.Data(), Position{Seq: seq, Stored: meta.Timestamp}, fn); err != nil {
-					if errors.Is(err, ErrStopScan) {
-						return nil
-					}
-					return err
+		if opt.From.IsZero() || !meta.Timestamp.Before(opt.From) {
+			if err := scanMsg(m.Subject(), m.Data(), Position{Seq: seq, Stored: meta.Timestamp}, fn); err != nil {
+				if errors.Is(err, ErrStopScan) {
+					return true, nil
 				}
+				fnErr = err
+				return true, nil
 			}
-			if meta.NumPending == 0 || seq == last {
-				return nil
-			}
 		}
-		if err := b.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading audit records: %w", err)
-		}
-		if n > 0 {
-			idle = 0
-			continue
-		}
-		// The stream said messages were there: a store that gives
-		// nothing for 5s is not answering.
-		if idle++; idle > 50 {
-			return fmt.Errorf("reading audit records: %w", jserr.Stalled(ctx, st, at))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("reading audit records: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return false, nil
+	})
+	if fnErr != nil {
+		return fnErr
 	}
+	if err != nil {
+		return fmt.Errorf("reading audit records: %w", err)
+	}
+	return nil
 }
 
 // scanMsg passes the records of one audit stream message to fn.

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -251,76 +250,10 @@ func scanFrom(ctx context.Context, js jetstream.JetStream, stream string, cfg je
 	return scanStream(ctx, st, cfg, batch, fn)
 }
 
-// scanStream is scanFrom on a stream already opened.
+// scanStream is scanFrom on a stream already opened: jserr.Scan, which
+// reads through to what the stream's leader holds even when the server
+// places the reader on a replica that is behind or damaged.
 func scanStream(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, batch int,
 	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
-	stream := st.CachedInfo().Config.Name
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("reading the state of stream %s: %w", stream, err)
-	}
-	last := info.State.LastSeq
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	c, release, err := jserr.Ordered(ctx, st, cfg)
-	if err != nil {
-		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
-	}
-	defer release()
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("creating a reader of stream %s: %w", stream, err)
-	}
-	var at uint64 // the last stream sequence read
-	for pending, idle := ci.NumPending, 0; pending > 0; {
-		msgs, berr := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) { return c.FetchNoWait(batch) })
-		for _, m := range msgs {
-			// A caller gone (an admin request over a wide window) stops
-			// the read, not only the next fetch.
-			if err := ctx.Err(); err != nil {
-				return fmt.Errorf("reading stream %s: %w", stream, err)
-			}
-			meta, err := m.Metadata()
-			if err != nil {
-				return fmt.Errorf("reading stream %s metadata: %w", stream, err)
-			}
-			if meta.Sequence.Stream > last {
-				return nil
-			}
-			at = meta.Sequence.Stream
-			if stop, err := fn(m, meta); stop || err != nil {
-				return err
-			}
-			if meta.NumPending == 0 || meta.Sequence.Stream == last {
-				return nil
-			}
-			pending = meta.NumPending
-		}
-		if len(msgs) > 0 {
-			idle = 0
-			continue
-		}
-		if berr != nil && !errors.Is(berr, jetstream.ErrNoMessages) {
-			return fmt.Errorf("reading a batch of stream %s: %w", stream, berr)
-		}
-		// None came: the count may be stale (messages removed ahead of
-		// the reader, as a replay removes dead letters), so ask again.
-		if ci, err := c.Info(ctx); err == nil {
-			if pending = ci.NumPending; pending == 0 {
-				return nil
-			}
-		}
-		// Messages said to be pending and none coming for 5s: the store
-		// is not answering.
-		if idle++; idle > 50 {
-			return fmt.Errorf("reading stream %s: %w", stream, jserr.Stalled(ctx, st, at))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("reading stream %s: %w", stream, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return nil
+	return jserr.Scan(ctx, st, cfg, batch, fn)
 }

@@ -648,8 +648,20 @@ func (s *Store) connectionEvents() []nats.Option {
 	}
 }
 
+// A server that keeps the connection open but answers nothing (stopped
+// with SIGSTOP, its host hung, or a network dropping packets without a
+// reset) is left once maxPingsOut pings sent every pingInterval go
+// unanswered: within 6 to 8 s, for another server of the cluster. With
+// nats.go's defaults (2 minutes, 2) a Junction on such a server stored
+// nothing for minutes while the rest of the cluster stored for others.
+const (
+	pingInterval = 2 * time.Second
+	maxPingsOut  = 3
+)
+
 func (s *Store) connect(secrets Secrets) error {
-	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(time.Second)}
+	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
+		nats.PingInterval(pingInterval), nats.MaxPingsOutstanding(maxPingsOut)}
 	if s.cfg.Credentials != "" {
 		path, err := refPath(secrets, s.cfg.Credentials)
 		if err != nil {

@@ -298,23 +298,24 @@ func Trail(ctx context.Context, js jetstream.JetStream, messageID string) ([]Rec
 	if n == 0 {
 		return nil, nil
 	}
-	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(messageID)}})
+	// jserr.Scan reads through to what the stream's leader holds, even
+	// when the server places the reader on a replica behind or damaged.
+	var decodeErr error
+	err = jserr.Scan(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(messageID)}}, int(min(n, 1000)),
+		func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
+			var recs []Record
+			if err := json.Unmarshal(m.Data(), &recs); err != nil {
+				decodeErr = fmt.Errorf("decoding audit record: %w", err)
+				return true, nil
+			}
+			out = append(out, recs...)
+			return false, nil
+		})
+	if decodeErr != nil {
+		return nil, decodeErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading audit trail: %w", err)
-	}
-	defer release()
-	msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
-		return c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading audit trail: %w", err)
-	}
-	for _, m := range msgs {
-		var recs []Record
-		if err := json.Unmarshal(m.Data(), &recs); err != nil {
-			return nil, fmt.Errorf("decoding audit record: %w", err)
-		}
-		out = append(out, recs...)
 	}
 	// Stages write independently (the receipt record comes from its own
 	// consumer), so order the trail by when each hop happened.

@@ -539,40 +539,24 @@ func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg),
 // each message to fn, and returns the last sequence read: from-1 when the
 // store gave nothing from there for 5s.
 func readFrom(ctx context.Context, st jetstream.Stream, from, last uint64, fn func(StoredMsg)) (uint64, error) {
-	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from})
-	if err != nil {
-		return 0, fmt.Errorf("reading audit stream: %w", err)
-	}
-	defer release()
 	at := from - 1
-	for at < last {
-		batch, err := c.Fetch(int(min(last-at, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return 0, fmt.Errorf("reading audit stream: %w", err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			md, err := m.Metadata()
-			if err != nil {
-				return 0, fmt.Errorf("reading audit stream: %w", err)
-			}
-			n++
+	// jserr.Scan reads through to what the stream's leader holds, even
+	// when the server places the reader on a replica behind or damaged.
+	err := jserr.Scan(ctx, st, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}, int(min(last-at, 1000)),
+		func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			if md.Sequence.Stream > last {
-				at = last
-				continue
+				return true, nil
 			}
 			at = md.Sequence.Stream
 			fn(StoredMsg{StreamSeq: at, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
-		}
-		if err := batch.Error(); err != nil {
-			return 0, fmt.Errorf("reading audit stream: %w", err)
-		}
-		if n == 0 {
-			return at, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return 0, fmt.Errorf("reading audit stream: %w", err)
-		}
+			return at == last, nil
+		})
+	if errors.Is(err, jserr.ErrNoProgress) {
+		// Nothing more came: the caller asks the store why.
+		return at, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading audit stream: %w", err)
 	}
 	return at, nil
 }

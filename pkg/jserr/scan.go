@@ -14,10 +14,11 @@ import (
 // short of what the stream's leader holds or its server fails a read.
 const ScanTries = 4
 
-// errNoProgress marks a read that got nothing for 5 s though messages
-// were said to be pending: the store is not answering, and another
-// consumer would wait as long.
-var errNoProgress = errors.New("no progress for 5s")
+// ErrNoProgress is wrapped by Scan's error for a read that got nothing
+// for 5 s though messages were said to be pending: the store is not
+// answering, or its files are damaged there (the error says which), and
+// another consumer would wait as long.
+var ErrNoProgress = errors.New("no progress for 5s")
 
 // Scan reads the messages of st that an ordered consumer made with cfg
 // delivers, up to those stored when it starts, batch at a time, passing
@@ -71,11 +72,11 @@ func Scan(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsume
 				return nil
 			}
 		}
-		if ctx.Err() != nil || errors.Is(err, errNoProgress) || try == ScanTries {
-			if errors.Is(err, errNoProgress) && ctx.Err() == nil {
+		if ctx.Err() != nil || errors.Is(err, ErrNoProgress) || try == ScanTries {
+			if errors.Is(err, ErrNoProgress) && ctx.Err() == nil {
 				// Damage (a message counted but not found) or a store not
 				// answering: Stalled says which, and where.
-				return fmt.Errorf("reading stream %s: %w", stream, Stalled(ctx, st, seen))
+				return fmt.Errorf("reading stream %s: %w (%w)", stream, Stalled(ctx, st, seen), ErrNoProgress)
 			}
 			if err != nil {
 				return fmt.Errorf("reading stream %s: %w", stream, err)
@@ -213,7 +214,7 @@ func scanOnce(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		// Messages said to be pending and none coming for 5s: the store
 		// is not answering.
 		if idle++; idle > 50 {
-			return false, errNoProgress
+			return false, ErrNoProgress
 		}
 		select {
 		case <-ctx.Done():

@@ -14,7 +14,6 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
-	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -180,28 +179,29 @@ func readAuditBatches(ctx context.Context, st jetstream.Stream, subject, id stri
 	if n == 0 {
 		return nil, nil
 	}
-	c, release, err := jserr.Ordered(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		return nil, fmt.Errorf("reading audit batches: %w", err)
-	}
-	defer release()
-	msgs, err := jserr.Collect(ctx, func() (jetstream.MessageBatch, error) {
-		return c.Fetch(int(n), jetstream.FetchMaxWait(5*time.Second))
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading audit batches: %w", err)
-	}
+	// scanStream reads through to what the stream's leader holds, even
+	// when the server places the reader on a replica behind or damaged.
 	var out []audit.Record
-	for _, m := range msgs {
-		var recs []audit.Record
-		if err := json.Unmarshal(m.Data(), &recs); err != nil {
-			return nil, fmt.Errorf("decoding audit records: %w", err)
-		}
-		for _, r := range recs {
-			if r.MessageID == id {
-				out = append(out, r)
+	var decodeErr error
+	err = scanStream(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}, int(min(n, scanBatch)),
+		func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
+			var recs []audit.Record
+			if err := json.Unmarshal(m.Data(), &recs); err != nil {
+				decodeErr = fmt.Errorf("decoding audit records: %w", err)
+				return true, nil
 			}
-		}
+			for _, r := range recs {
+				if r.MessageID == id {
+					out = append(out, r)
+				}
+			}
+			return false, nil
+		})
+	if decodeErr != nil {
+		return nil, decodeErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading audit batches: %w", err)
 	}
 	return out, nil
 }

@@ -1,0 +1,122 @@
+package audit_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/jstest"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// staleReplicaJS is a JetStream whose audit stream's state and message
+// gets come from the leader's copy while its first readers are placed on
+// an older copy (the same messages at the same sequences, fewer), as
+// nats-server may place an ordered consumer on a replica behind the
+// leader or damaged by a kill.
+type staleReplicaJS struct {
+	jetstream.JetStream
+	st jetstream.Stream
+}
+
+func (j staleReplicaJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	if name == store.StreamAudit {
+		return j.st, nil
+	}
+	return j.JetStream.Stream(ctx, name)
+}
+
+type staleReplicaStream struct {
+	jetstream.Stream
+	stale        jetstream.Stream
+	staleReaders int
+}
+
+func (s *staleReplicaStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	if s.staleReaders > 0 {
+		s.staleReaders--
+		return s.stale.OrderedConsumer(ctx, cfg)
+	}
+	return s.Stream.OrderedConsumer(ctx, cfg)
+}
+
+func (s *staleReplicaStream) DeleteConsumer(ctx context.Context, name string) error {
+	if err := s.stale.DeleteConsumer(ctx, name); err == nil {
+		return nil
+	}
+	return s.Stream.DeleteConsumer(ctx, name)
+}
+
+// TestReadsPastAStaleReplica reads a message's trail, and the whole
+// audit stream as verify does, through a first reader placed on a
+// replica holding only the first of the message's three audit messages.
+// Before, the trail came back with that one record alone and no error,
+// and verify failed after 5 s; both must read what the leader holds.
+func TestReadsPastAStaleReplica(t *testing.T) {
+	ctx := context.Background()
+	leaderJS := jstest.Start(t, "leader")
+	staleJS := jstest.Start(t, "stale")
+	cfg := jetstream.StreamConfig{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}}
+	leader, err := leaderJS.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := staleJS.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "01TESTSTALEREPLICA0000000"
+	events := []audit.Event{audit.Received, audit.Translated, audit.Delivered}
+	for i, ev := range events {
+		data, err := json.Marshal([]audit.Record{{MessageID: id, Event: ev, Time: time.Unix(int64(1000+i), 0).UTC()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leaderJS.Publish(ctx, audit.Subject(id), data); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if _, err := staleJS.Publish(ctx, audit.Subject(id), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name string
+		read func(jetstream.JetStream) (int, error)
+	}{
+		{"trail", func(js jetstream.JetStream) (int, error) {
+			recs, err := audit.Trail(ctx, js, id)
+			return len(recs), err
+		}},
+		{"whole stream", func(js jetstream.JetStream) (int, error) {
+			n := 0
+			err := audit.ReadStream(ctx, js, func(audit.StoredMsg) { n++ })
+			return n, err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js := staleReplicaJS{JetStream: leaderJS, st: &staleReplicaStream{Stream: leader, stale: stale, staleReaders: 1}}
+			got, err := tt.read(js)
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			if got != len(events) {
+				t.Errorf("read %d audit messages, want %d", got, len(events))
+			}
+		})
+	}
+	t.Run("every reader stale", func(t *testing.T) {
+		js := staleReplicaJS{JetStream: leaderJS, st: &staleReplicaStream{Stream: leader, stale: stale, staleReaders: 100}}
+		recs, err := audit.Trail(ctx, js, id)
+		if err == nil {
+			t.Errorf("Trail gave %d records and no error, from readers that never reached the leader's %d", len(recs), len(events))
+		}
+	})
+}
+

@@ -648,6 +648,22 @@ func (s *Store) connectionEvents() []nats.Option {
 	}
 }
 
+// auditCompression is the block compression of the audit stream kept
+// with replicas copies: S2 on one server; none when replicated. On a
+// three-node cluster of nats-server 2.15.2, a SIGKILL of a node left
+// its S2-compressed audit replica unreadable twice in three kills
+// ("error reading compression reader: s2: corrupt input" and
+// "unsupported input" while replaying its raft log), and none of the
+// uncompressed streams on the same nodes; with two such replicas the
+// audit stream lost its quorum when the third node was killed, and every
+// stage, which writes audit records before it acknowledges, stopped.
+func auditCompression(replicas int) jetstream.StoreCompression {
+	if replicas > 1 {
+		return jetstream.NoCompression
+	}
+	return jetstream.S2Compression
+}
+
 // A server that keeps the connection open but answers nothing (stopped
 // with SIGSTOP, its host hung, or a network dropping packets without a
 // reset) is left once maxPingsOut pings sent every pingInterval go
@@ -770,8 +786,8 @@ func (s *Store) StreamConfigs() []jetstream.StreamConfig {
 			// Kept without an age limit, it is most of what the store
 			// holds: its JSON records take a third or less of the space
 			// compressed. The server compresses a block once it is full,
-			// off the write path.
-			Compression: jetstream.S2Compression,
+			// off the write path. Not when replicated (auditCompression).
+			Compression: auditCompression(r),
 		},
 		{
 			Name: StreamIngestLog, Subjects: []string{SubjIngestLog + ".>"},
@@ -1000,9 +1016,10 @@ func (s *Store) ensureStreams(ctx context.Context) error {
 			// on other streams stays.
 			upd.MaxBytes, upd.Discard = want.MaxBytes, want.Discard
 		}
-		if want.Compression != jetstream.NoCompression {
-			// Later blocks are compressed; those written before stay.
-			upd.Compression = want.Compression
+		if want.Name == StreamAudit {
+			// Later blocks follow the setting; those written before stay
+			// as they are.
+			upd.Compression = auditCompression(upd.Replicas)
 		}
 		upd.AllowDirect = upd.Replicas == 1
 		if p, ok := want.Metadata[MetaPartitions]; ok && have.Metadata[MetaPartitions] == "" {

@@ -151,6 +151,9 @@ func wantStreams(cfg store.Config) map[string]streamView {
 	audit := limits("junction.audit.>", 0, cfg.DedupeWindow)
 	audit.DenyDelete, audit.DenyPurge = true, true
 	audit.Compression = jetstream.S2Compression
+	if cfg.Replicas > 1 {
+		audit.Compression = jetstream.NoCompression
+	}
 	return map[string]streamView{
 		"JUNCTION_INGRESS":    limits("junction.in.>", cfg.IngressMaxAge, cfg.DedupeWindow),
 		"JUNCTION_OUTBOUND":   limits("junction.out.>", cfg.OutboundMaxAge, cfg.DedupeWindow),

@@ -119,4 +119,3 @@ func TestReadsPastAStaleReplica(t *testing.T) {
 		}
 	})
 }
-

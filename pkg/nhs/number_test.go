@@ -91,6 +91,29 @@ func TestValidNumber(t *testing.T) {
 	}
 }
 
+// TestValidNumberRefusesBytesBesideDigits puts '/' and ':', the bytes
+// either side of '0' to '9', in each of the first nine places of a valid
+// number: no last digit may make it valid. A range check one byte too
+// wide would read ':' as the digit 10 and pass some of these.
+func TestValidNumberRefusesBytesBesideDigits(t *testing.T) {
+	const valid = "9990000018"
+	for i := range 9 {
+		for _, c := range []byte{'/', ':'} {
+			first9 := valid[:i] + string(c) + valid[i+1:9]
+			t.Run(first9, func(t *testing.T) {
+				if d, ok := CheckDigit(first9); ok {
+					t.Errorf("CheckDigit(%q) = %d, true; want false", first9, d)
+				}
+				for last := 0; last <= 9; last++ {
+					if s := first9 + strconv.Itoa(last); ValidNumber(s) {
+						t.Errorf("ValidNumber(%q) = true, want false", s)
+					}
+				}
+			})
+		}
+	}
+}
+
 // TestCheckDigitProperty compares CheckDigit and ValidNumber with the
 // reference model over random prefixes: a prefix with a check digit has
 // exactly one valid completion, one without has none.

@@ -199,3 +199,41 @@ func TestCommitterStopsTryingOnClosedConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitterRefusesOnceStopped: a message that reaches a committer
+// that has stopped is answered with a store failure, never as stored,
+// whether it came after the stop or its send won the race with it and
+// sits in the queue no loop will read. Answered as stored, the sender
+// would hear AA (or 202) for a message nothing wrote.
+func TestCommitterRefusesOnceStopped(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// queue is the request queue's room; stopClosed whether stop is
+		// closed when the message comes (stopped always is).
+		queue      int
+		stopClosed bool
+	}{
+		// No room and nobody reading: only the stop can answer.
+		{"sent after the stop", 0, true},
+		// Room in the queue and stop not yet closed: the send wins,
+		// and the loop has already ended without taking it.
+		{"queued after the loop ended", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := &scriptedJS{}
+			c := &committer{js: js, maxBytes: maxBatchBytes, reqs: make(chan commitReq, tc.queue),
+				stop: make(chan struct{}), stopped: make(chan struct{})}
+			if tc.stopClosed {
+				close(c.stop)
+			}
+			close(c.stopped)
+			err := c.commit(context.Background(), &envelope.Envelope{ID: "m1", Source: "pas", Raw: []byte("MSH|^~\\&|")})
+			if fault.CodeOf(err) != fault.CodeStoreUnavailable {
+				t.Errorf("commit = %v, want %s", err, fault.CodeStoreUnavailable)
+			}
+			if n := len(js.sizes); n != 0 {
+				t.Errorf("%d batches written by a stopped committer", n)
+			}
+		})
+	}
+}

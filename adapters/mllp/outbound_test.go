@@ -567,3 +567,37 @@ func TestOutboundPassesOverLateAnswerToNE(t *testing.T) {
 		t.Errorf("receiver saw %v", seen)
 	}
 }
+
+// TestOutboundTakesAnswerToRepeatedControlID: a message asking for an
+// answer whose MSH-10 repeats an earlier NE message's on the connection
+// (a sender that reused a control id, or a resend asking for an answer)
+// takes the answer echoing it as its own, rather than passing it over
+// as the NE message's and waiting out ack_timeout.
+func TestOutboundTakesAnswerToRepeatedControlID(t *testing.T) {
+	r := startReceiver(t, "127.0.0.1:0", func(_ context.Context, m *hl7v2.Message) []byte {
+		if m.AcceptAckType() == "NE" {
+			return nil
+		}
+		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA})
+	})
+	cfg := DefaultOutboundConfig()
+	cfg.Address, cfg.AckTimeout, cfg.ConnectTimeout, cfg.AcceptAck = r.addr(), 2*time.Second, 5*time.Second, AcceptAckMSH15
+	o, err := NewOutbound(adapter.Settings{Name: "ris"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
+	ne := v2("C1")
+	ne.Body = []byte(msg("C1", "|||NE|AL"))
+	if rc, err := o.Send(context.Background(), ne); err != nil || rc.Status != StatusSent {
+		t.Fatalf("NE send = %+v, %v", rc, err)
+	}
+	al := v2("C1")
+	al.Body = []byte(msg("C1", "|||AL|AL"))
+	if rc, err := o.Send(context.Background(), al); err != nil || rc.Status != "AA" {
+		t.Fatalf("send asking for an answer = %+v, %v; want AA", rc, err)
+	}
+	if seen, conns := r.stats(); !slices.Equal(seen, []string{"C1", "C1"}) || conns != 1 {
+		t.Errorf("receiver saw %v on %d connections, want C1 twice on one", seen, conns)
+	}
+}

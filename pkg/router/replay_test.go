@@ -247,3 +247,60 @@ func TestReplayLeavesUnreadableBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestReplayOnlyWhatWasAsked: a replay to named destinations resends the
+// dead letters of those alone and leaves the others' in place, and a
+// replay with a limit resends that many, the oldest, no more.
+func TestReplayOnlyWhatWasAsked(t *testing.T) {
+	ids := map[string][]string{
+		"ehr": {"01DDDDDDDDDDDDDDDDDDDDDDE1", "01DDDDDDDDDDDDDDDDDDDDDDE2", "01DDDDDDDDDDDDDDDDDDDDDDE3"},
+		"gp":  {"01DDDDDDDDDDDDDDDDDDDDDDG1"},
+	}
+	opts := ReplayOptions{Routes: map[string][]string{"adt": {"ehr", "gp"}}, Dests: map[string]bool{"ehr": true, "gp": true}, AsStored: true}
+	tests := []struct {
+		name     string
+		f        Filter
+		only     []string
+		replayed []string
+	}{
+		{"to named destinations", Filter{}, []string{"ehr"}, ids["ehr"]},
+		{"with a limit", Filter{Limit: 2}, nil, ids["ehr"][:2]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, js := deliveryRouter(t)
+			for _, dest := range []string{"ehr", "gp"} {
+				for _, id := range ids[dest] {
+					deadLetterDelivery(t, r, id, dest)
+				}
+			}
+			o := opts
+			o.OnlyDests = tt.only
+			res, err := Replay(t.Context(), js, audit.NewWriter(js), tt.f, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, d := range res.Replayed {
+				got = append(got, d.MessageID)
+			}
+			if !slices.Equal(got, tt.replayed) {
+				t.Errorf("replayed %v, want %v", got, tt.replayed)
+			}
+			st, err := js.Stream(t.Context(), store.StreamOutbound)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := st.CachedInfo().State.Msgs; n != uint64(len(tt.replayed)) {
+				t.Errorf("%d payloads queued, want %d", n, len(tt.replayed))
+			}
+			dlq, err := js.Stream(t.Context(), store.StreamDeadLetter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, want := dlq.CachedInfo().State.Msgs, uint64(len(ids["ehr"])+len(ids["gp"])-len(tt.replayed)); n != want {
+				t.Errorf("%d dead letters left, want %d", n, want)
+			}
+		})
+	}
+}

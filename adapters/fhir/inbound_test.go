@@ -1182,3 +1182,30 @@ func localRequest(method, target string, body io.Reader) *http.Request {
 	r.Host = "127.0.0.1:8080"
 	return r
 }
+
+// TestInboundIdempotencyKeyLimit: an Idempotency-Key of the largest
+// length taken is stored and recognised on a resend; one character more
+// is refused, unstored.
+func TestInboundIdempotencyKeyLimit(t *testing.T) {
+	for _, tt := range []struct {
+		n      int
+		status int
+		stored int
+	}{
+		{maxIdempotencyKey, http.StatusAccepted, 1},
+		{maxIdempotencyKey + 1, http.StatusBadRequest, 0},
+	} {
+		t.Run(strconv.Itoa(tt.n), func(t *testing.T) {
+			f := newInboundFixture(t, DefaultInboundConfig())
+			hdr := map[string]string{HeaderIdempotencyKey: strings.Repeat("k", tt.n)}
+			for range 2 {
+				if rec := f.do(http.MethodPost, "/fhir/Patient", "application/fhir+json", readTestdata(t, "patient.json"), hdr); rec.Code != tt.status {
+					t.Fatalf("status %d, want %d", rec.Code, tt.status)
+				}
+			}
+			if n := len(f.host.all()); n != tt.stored {
+				t.Errorf("stored %d, want %d", n, tt.stored)
+			}
+		})
+	}
+}

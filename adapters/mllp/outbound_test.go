@@ -152,6 +152,12 @@ func TestOutboundAckCodes(t *testing.T) {
 		}, transient: true, wantCode: fault.CodeDestAckMismatch},
 		{name: "not an ACK", answer: func(context.Context, *hl7v2.Message) []byte { return []byte("OK") },
 			transient: true, wantCode: fault.CodeDestAckMismatch},
+		// An MSA-1 that is none of the six codes, or none at all, is no
+		// acceptance, whatever MSA-2 echoes.
+		{name: "unknown MSA-1", answer: ackWith("OK", ""), transient: true, wantCode: fault.CodeDestAckMismatch},
+		{name: "empty MSA-1", answer: func(_ context.Context, m *hl7v2.Message) []byte {
+			return []byte("MSH|^~\\&|RIS|RXX01|JUNCTION|RXX01|20250301120000||ACK^A01^ACK|A1|P|2.5\rMSA||" + m.ControlID() + "\r")
+		}, transient: true, wantCode: fault.CodeDestAckMismatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

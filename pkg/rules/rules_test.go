@@ -836,3 +836,43 @@ func TestKeyLiterals(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetBoundsEvaluationsTogether: evaluations each within the cost
+// limit, charged to one budget, fail with rule.eval once together they
+// have spent StepBudgetFactor times it, however many are asked for.
+func TestBudgetBoundsEvaluationsTogether(t *testing.T) {
+	const src = "[1, 2, 3, 4, 5, 6, 7, 8].all(x, x > 0)"
+	probe := newEnv(t, Limits{MaxEstimatedCost: 1 << 62, MaxSize: 1000, CostLimit: 1 << 40, Timeout: time.Minute})
+	pp, err := probe.Compile(src, Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cost, err := pp.eval(context.Background(), &Vars{})
+	if err != nil || cost == 0 {
+		t.Fatalf("probe: cost %d, %v", cost, err)
+	}
+	// One evaluation fits the limit; the budget holds ten limits' worth.
+	env := newEnv(t, Limits{MaxEstimatedCost: 1 << 62, MaxSize: 1000, CostLimit: cost, Timeout: time.Minute})
+	p, err := env.Compile(src, Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := p.NewBudget()
+	ran := 0
+	for range 10 * StepBudgetFactor {
+		ok, err := p.EvalBoolWithin(context.Background(), &Vars{}, b)
+		if err != nil {
+			if fault.CodeOf(err) != fault.CodeRuleEval {
+				t.Fatalf("error %v, want %s", err, fault.CodeRuleEval)
+			}
+			break
+		}
+		if !ok {
+			t.Fatal("evaluated false")
+		}
+		ran++
+	}
+	if ran == 0 || ran > StepBudgetFactor {
+		t.Errorf("%d evaluations of cost %d ran on a budget of %d", ran, cost, StepBudgetFactor*cost)
+	}
+}

@@ -266,6 +266,22 @@ func TestApplyRules(t *testing.T) {
 				t.Error("newer merge lost")
 			}
 		}},
+		{"older merge of the same record into another survivor loses to the newer", func(t *testing.T, ix *Index) {
+			// n2 is merged into n0 by the newer message; the older one,
+			// delivered late, would merge it into n1. Messages on n2 must
+			// keep reaching n0.
+			apply(t, ix, bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n2, replacedBy: "urn:uuid:s"}), src(5))
+			res := apply(t, ix, bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n1}, pat{nhsNumber: n2, replacedBy: "urn:uuid:s"}), src(4))
+			if res.Merged != 0 {
+				t.Errorf("older merge applied: %+v", res)
+			}
+			if r := raw(t, ix, n2); r.MergedInto != n0 {
+				t.Errorf("old record merged into the older message's survivor (%v), want the newer's", r.MergedInto == n1)
+			}
+			if r := get(t, ix, n2); r.NHSNumber != n0 {
+				t.Error("the old number no longer reads the newer merge's survivor")
+			}
+		}},
 		{"a newer reverse merge wins without a loop", func(t *testing.T, ix *Index) {
 			apply(t, ix, bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n1, replacedBy: "urn:uuid:s"}), src(1))
 			apply(t, ix, bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n1}, pat{nhsNumber: n0, replacedBy: "urn:uuid:s"}), src(2))

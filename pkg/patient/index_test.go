@@ -331,6 +331,17 @@ func TestApplyRules(t *testing.T) {
 				t.Error("the chain no longer reaches the last survivor")
 			}
 		}},
+		{"a restricted record merged makes its survivor restricted", func(t *testing.T, ix *Index) {
+			apply(t, ix, bundle(t, "A01", pat{nhsNumber: n0}), src(1))
+			apply(t, ix, bundle(t, "A01", pat{nhsNumber: n1, restricted: true}), src(2))
+			apply(t, ix, bundle(t, "A40", pat{url: "urn:uuid:s", nhsNumber: n0}, pat{nhsNumber: n1, replacedBy: "urn:uuid:s"}), src(3))
+			if !raw(t, ix, n0).Restricted {
+				t.Error("survivor of a restricted patient's merge not restricted")
+			}
+			if r := get(t, ix, n1); r.NHSNumber != n0 || !r.Restricted {
+				t.Errorf("the old number reads %v, restricted %v; want the survivor, restricted", r.NHSNumber == n0, r.Restricted)
+			}
+		}},
 		{"restricted label", func(t *testing.T, ix *Index) {
 			apply(t, ix, bundle(t, "A01", pat{nhsNumber: n0, restricted: true}), src(1))
 			apply(t, ix, bundle(t, "A08", pat{nhsNumber: n0}), src(2))

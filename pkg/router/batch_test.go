@@ -551,3 +551,28 @@ func randomBytes(rng *rand.Rand, n int) []byte {
 	}
 	return b
 }
+
+// TestDedupeIndexKeepsForTheWindow: a key is kept for the whole dedupe
+// window, up to and including the second it ends, and gone a second
+// after: a resend at the window's end is still recognised.
+func TestDedupeIndexKeepsForTheWindow(t *testing.T) {
+	const window = time.Minute
+	x := newDedupeIndex(window, 10)
+	env := &envelope.Envelope{ID: "A", DedupeKey: "k1", ContentType: envelope.ContentTypeHL7v2, Raw: []byte("MSH|1\rPID|x")}
+	at := time.Now()
+	x.add(dedupeKeyOf(env), env.ID, x.contentHash(env), at)
+	for _, tt := range []struct {
+		after time.Duration
+		kept  bool
+	}{
+		{window, true},
+		{window + 2*time.Second, false},
+	} {
+		x.mu.Lock()
+		x.expireLocked(at.Add(tt.after))
+		x.mu.Unlock()
+		if _, _, found := x.lookup("k1", x.contentHash(env)); found != tt.kept {
+			t.Errorf("%v after it was added, key found %v, want %v", tt.after, found, tt.kept)
+		}
+	}
+}

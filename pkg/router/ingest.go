@@ -188,20 +188,17 @@ func (i *Ingester) ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 				if err != nil {
 					return adapter.IngestResult{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "storing inbound message", err)
 				}
-				if ack2.Duplicate {
-					// A resend of the message already kept under that key
-					// (the inbound adapter counts it).
+				if !ack2.Duplicate {
+					return i.storedReuse(ctx, env, res.ID), nil
+				}
+				// A resend of the message already kept under that key (the
+				// inbound adapter counts it): named, and recorded on its
+				// trail below, as that message, like any resend.
+				orig, err := st.GetMsg(ctx, ack2.Sequence)
+				if err != nil || orig.Header.Get(envelope.HeaderID) == "" {
 					return adapter.IngestResult{ID: env.ID, Duplicate: true}, nil
 				}
-				if i.metrics != nil {
-					i.metrics.DataQuality.WithLabelValues(env.Source, DQControlIDReused).Inc()
-					i.metrics.Accepted.WithLabelValues(env.Source).Inc()
-				}
-				if err := i.audit.Write(ctx, env.ID, reuseDedupe(env.ID), reusedRecord(env, res.ID, time.Now().UTC())); err != nil {
-					// The message is stored; the sender still gets its answer.
-					i.log.Warn("audit write failed", "message_id", env.ID, "err", err)
-				}
-				return adapter.IngestResult{ID: env.ID}, nil
+				ack, res.ID = ack2, orig.Header.Get(envelope.HeaderID)
 			}
 		}
 	}
@@ -212,6 +209,20 @@ func (i *Ingester) ingest(ctx context.Context, env *envelope.Envelope) (adapter.
 		i.log.Warn("audit write failed", "message_id", res.ID, "err", err)
 	}
 	return res, nil
+}
+
+// storedReuse counts and records env, stored under its reuse key because
+// its control id was the stored message origID's, and returns its result.
+func (i *Ingester) storedReuse(ctx context.Context, env *envelope.Envelope, origID string) adapter.IngestResult {
+	if i.metrics != nil {
+		i.metrics.DataQuality.WithLabelValues(env.Source, DQControlIDReused).Inc()
+		i.metrics.Accepted.WithLabelValues(env.Source).Inc()
+	}
+	if err := i.audit.Write(ctx, env.ID, reuseDedupe(env.ID), reusedRecord(env, origID, time.Now().UTC())); err != nil {
+		// The message is stored; the sender still gets its answer.
+		i.log.Warn("audit write failed", "message_id", env.ID, "err", err)
+	}
+	return adapter.IngestResult{ID: env.ID}
 }
 
 // ingressMsg is env as stored on the ingress stream: the raw bytes on the

@@ -598,7 +598,7 @@ func (s *Store) startEmbedded(dataDir string) error {
 	// Before Start, which recovers the streams from their files: what it
 	// finds wrong with them is logged (NoLog only stops the server making
 	// a logger of its own).
-	srv.SetLogger(natsLog{log: s.log.With("component", "nats")}, false, false)
+	srv.SetLogger(newNATSLog(s.log.With("component", "nats")), false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()

@@ -30,27 +30,6 @@ func (j staleReplicaJS) Stream(ctx context.Context, name string) (jetstream.Stre
 	return j.JetStream.Stream(ctx, name)
 }
 
-type staleReplicaStream struct {
-	jetstream.Stream
-	stale        jetstream.Stream
-	staleReaders int
-}
-
-func (s *staleReplicaStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	if s.staleReaders > 0 {
-		s.staleReaders--
-		return s.stale.OrderedConsumer(ctx, cfg)
-	}
-	return s.Stream.OrderedConsumer(ctx, cfg)
-}
-
-func (s *staleReplicaStream) DeleteConsumer(ctx context.Context, name string) error {
-	if err := s.stale.DeleteConsumer(ctx, name); err == nil {
-		return nil
-	}
-	return s.Stream.DeleteConsumer(ctx, name)
-}
-
 // TestReadsPastAStaleReplica reads a message's trail, and the whole
 // audit stream as verify does, through a first reader placed on a
 // replica holding only the first of the message's three audit messages.
@@ -101,7 +80,7 @@ func TestReadsPastAStaleReplica(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			js := staleReplicaJS{JetStream: leaderJS, st: &staleReplicaStream{Stream: leader, stale: stale, staleReaders: 1}}
+			js := staleReplicaJS{JetStream: leaderJS, st: &jstest.StaleReplica{Stream: leader, Stale: stale, StaleReaders: 1}}
 			got, err := tt.read(js)
 			if err != nil {
 				t.Fatalf("read: %v", err)
@@ -112,7 +91,7 @@ func TestReadsPastAStaleReplica(t *testing.T) {
 		})
 	}
 	t.Run("every reader stale", func(t *testing.T) {
-		js := staleReplicaJS{JetStream: leaderJS, st: &staleReplicaStream{Stream: leader, stale: stale, staleReaders: 100}}
+		js := staleReplicaJS{JetStream: leaderJS, st: &jstest.StaleReplica{Stream: leader, Stale: stale, StaleReaders: 100}}
 		recs, err := audit.Trail(ctx, js, id)
 		if err == nil {
 			t.Errorf("Trail gave %d records and no error, from readers that never reached the leader's %d", len(recs), len(events))

@@ -3,6 +3,7 @@
 package jstest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -121,4 +122,36 @@ func DamagedStream(tb testing.TB, cfg jetstream.StreamConfig, fill func(jetstrea
 	}
 	js, _ = StartIn(tb, "damaged", dir)
 	return js
+}
+
+// StaleReplica is a stream whose leader's state is one server's copy
+// (Stream: info and message gets) and whose first StaleReaders ordered
+// consumers are placed on another, older copy of the same stream (Stale:
+// the same messages at the same sequences, fewer of them), as
+// nats-server may place a reader on a replica behind its leader or
+// damaged by a kill: such a reader reads that replica and says nothing
+// more is pending.
+type StaleReplica struct {
+	jetstream.Stream
+	Stale        jetstream.Stream
+	StaleReaders int
+	readers      int
+}
+
+// OrderedConsumer places the first StaleReaders readers on Stale, and
+// the others on the leader's copy.
+func (r *StaleReplica) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	r.readers++
+	if r.readers <= r.StaleReaders {
+		return r.Stale.OrderedConsumer(ctx, cfg)
+	}
+	return r.Stream.OrderedConsumer(ctx, cfg)
+}
+
+// DeleteConsumer deletes the consumer from whichever copy holds it.
+func (r *StaleReplica) DeleteConsumer(ctx context.Context, name string) error {
+	if err := r.Stale.DeleteConsumer(ctx, name); err == nil {
+		return nil
+	}
+	return r.Stream.DeleteConsumer(ctx, name)
 }

@@ -11,34 +11,6 @@ import (
 	"github.com/junction-fhir/junction/pkg/jstest"
 )
 
-// replicaStream is a stream whose leader's state is one server's copy
-// and whose first stale readers are placed on another, older copy of the
-// same stream (the same messages at the same sequences, fewer of them),
-// as nats-server may place an ordered consumer on a replica that is
-// behind the leader or whose store was damaged by a kill: the reader
-// then reads that replica and says nothing more is pending.
-type replicaStream struct {
-	jetstream.Stream                  // the leader's copy: info and message gets
-	stale            jetstream.Stream // the replica behind it
-	staleReaders     int              // readers placed on the stale copy before any on the leader's
-	readers          int
-}
-
-func (r *replicaStream) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
-	r.readers++
-	if r.readers <= r.staleReaders {
-		return r.stale.OrderedConsumer(ctx, cfg)
-	}
-	return r.Stream.OrderedConsumer(ctx, cfg)
-}
-
-func (r *replicaStream) DeleteConsumer(ctx context.Context, name string) error {
-	if err := r.stale.DeleteConsumer(ctx, name); err == nil {
-		return nil
-	}
-	return r.Stream.DeleteConsumer(ctx, name)
-}
-
 // TestScanReadsPastAStaleReplica reads a stream whose reader the server
 // places on a replica holding only its first messages. Before, the read
 // ended there and reported success, so audit reconcile counted every
@@ -97,7 +69,7 @@ func TestScanReadsPastAStaleReplica(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := &replicaStream{Stream: leader, stale: stale, staleReaders: tt.staleReaders}
+			st := &jstest.StaleReplica{Stream: leader, Stale: stale, StaleReaders: tt.staleReaders}
 			var got []uint64
 			err := scanStream(ctx, st, tt.cfg, 4, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 				got = append(got, meta.Sequence.Stream)

@@ -2,10 +2,7 @@ package store_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,86 +10,8 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/store"
+	"github.com/junction-fhir/junction/pkg/testnet"
 )
-
-// freezer is a TCP proxy to one server that can be frozen: it then
-// keeps every connection open and forwards nothing either way, as a
-// server stopped with SIGSTOP (or a host hung, or a network dropping
-// packets without a reset) looks to its clients.
-type freezer struct {
-	l      net.Listener
-	frozen chan struct{}
-	once   sync.Once
-}
-
-func newFreezer(t *testing.T, target string) *freezer {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &freezer{l: l, frozen: make(chan struct{})}
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		_ = l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			select {
-			case <-f.frozen:
-				continue // accepted, never answered
-			default:
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, s)
-			mu.Unlock()
-			go f.pipe(c, s)
-			go f.pipe(s, c)
-		}
-	}()
-	return f
-}
-
-// pipe copies src to dst until either closes; once frozen it reads on
-// but forwards nothing.
-func (f *freezer) pipe(src, dst net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		if err != nil {
-			return
-		}
-		select {
-		case <-f.frozen:
-			_, _ = io.Copy(io.Discard, src)
-			return
-		default:
-		}
-		if _, err := dst.Write(buf[:n]); err != nil {
-			return
-		}
-	}
-}
-
-func (f *freezer) freeze() { f.once.Do(func() { close(f.frozen) }) }
 
 // TestStoreLeavesAFrozenServer connects a store to a three-node cluster
 // through one server that then freezes (a SIGSTOP on a real cluster):
@@ -104,10 +23,10 @@ func (f *freezer) freeze() { f.once.Do(func() { close(f.frozen) }) }
 // move to a server that answers.
 func TestStoreLeavesAFrozenServer(t *testing.T) {
 	c := jstest.StartCluster(t, "frozen-test", func(o *server.Options) { o.SyncAlways = true })
-	proxy := newFreezer(t, strings.TrimPrefix(c.Servers[0].ClientURL(), "nats://"))
+	proxy := testnet.NewProxy(t, strings.TrimPrefix(c.Servers[0].ClientURL(), "nats://"))
 	cfg := store.DefaultConfig()
 	cfg.Replicas = 3
-	cfg.URL = "nats://" + proxy.l.Addr().String()
+	cfg.URL = "nats://" + proxy.Addr()
 	for _, srv := range c.Servers {
 		cfg.MonitorURLs = append(cfg.MonitorURLs, monitorURLs(srv)...)
 	}
@@ -122,7 +41,7 @@ func TestStoreLeavesAFrozenServer(t *testing.T) {
 		t.Fatalf("connected to %s, want the proxy %s", got, cfg.URL)
 	}
 
-	proxy.freeze()
+	proxy.Freeze()
 	// Wait (up to the minute: nats.go's defaults would take four) for a
 	// request answered through another server.
 	for {

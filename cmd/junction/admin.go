@@ -496,7 +496,8 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // runReconcile lists accepted messages without a terminal state. It exits
-// 1 when any is older than --older-than, so scripts can alert on orphans.
+// 1 when any is older than --older-than, so scripts can alert on orphans,
+// and when audit records could not be read (damaged files).
 func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, opts := apiFlags("audit reconcile", "", stderr)
 	olderThan := fs.Duration("older-than", 15*time.Minute, "report as orphans messages pending longer than this (0: every pending message)")
@@ -583,8 +584,11 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		for _, p := range orphans {
 			fmt.Fprintf(stdout, "%s  %-8s received %s (%s ago)  waiting for %s\n", p.ID, p.Source, p.Received.Format(time.RFC3339), now.Sub(p.Received).Round(time.Second), strings.Join(p.Waiting, ", "))
 		}
+		for _, r := range rep.Unreadable {
+			fmt.Fprintf(stdout, "unreadable audit stream messages %d-%d: the store's files are damaged there, and messages whose records they held show as pending; restore the audit stream from a backup (the engine's log, component nats, names the failing block)\n", r.First, r.Last)
+		}
 	}
-	if len(orphans) > 0 {
+	if len(orphans) > 0 || len(rep.Unreadable) > 0 {
 		return exitError{code: 1}
 	}
 	return nil

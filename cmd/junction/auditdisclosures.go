@@ -86,5 +86,13 @@ func runAuditDisclosures(ctx context.Context, args []string, stdout, stderr io.W
 	if err != nil {
 		return fail(err)
 	}
-	return disclosure.Write(stdout, rep, *format)
+	if err := disclosure.Write(stdout, rep, *format); err != nil {
+		return err
+	}
+	if len(rep.Unreadable) > 0 {
+		// The CSV form has no note to carry it.
+		fmt.Fprintf(stderr, "junction audit disclosures: %s\n", disclosure.IncompleteNote(rep.Unreadable))
+		return exitError{code: 1}
+	}
+	return nil
 }

@@ -21,19 +21,7 @@ import (
 // store's files are damaged, rather than only that they stopped.
 func TestVerifyDamagedBlock(t *testing.T) {
 	const records = 150
-	var w *audit.Writer
-	js := jstest.DamagedStream(t, jetstream.StreamConfig{
-		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
-	}, func(js jetstream.JetStream) {
-		w = audit.NewWriter(js)
-		for i := range records {
-			id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
-			if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
-				t.Fatalf("write %d: %v", i, err)
-			}
-		}
-		closeWriter(t, w)
-	})
+	js, w := damagedAudit(t, records)
 
 	rep, err := audit.VerifyStream(t.Context(), js)
 	if err != nil {
@@ -64,4 +52,65 @@ func TestVerifyDamagedBlock(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "message 1 of") || !strings.Contains(err.Error(), "files are damaged") {
 		t.Errorf("Scan = %v, want an error naming message 1 as unreadable, the files damaged", err)
 	}
+}
+
+// TestScanPastDamagedBlock: a scan told what to do with damage
+// (ScanOptions.Unreadable) is given the run of messages the store counts
+// but cannot produce, reads every record stored after it, and returns no
+// error, whether it starts at the beginning or at a time before the
+// damage. Without it, the same scan fails (TestVerifyDamagedBlock).
+func TestScanPastDamagedBlock(t *testing.T) {
+	js, _ := damagedAudit(t, 150)
+	state := auditState(t, js)
+	tests := []struct {
+		name string
+		from time.Time
+	}{
+		{"from the first message", time.Time{}},
+		{"from a time before the first message", time.Unix(1, 0)},
+		{"from a time just after the first message", state.FirstTime.Add(time.Nanosecond)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var runs []audit.SeqRange
+			var seqs []uint64
+			opt := audit.ScanOptions{From: tc.from, Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+			err := audit.ScanMessages(t.Context(), js, opt, func(p audit.Position, _ string, _ []byte) error {
+				seqs = append(seqs, p.Seq)
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("ScanMessages: %v", err)
+			}
+			if len(runs) != 1 || runs[0].First != 1 || runs[0].Last < 1 || runs[0].Last >= state.LastSeq {
+				t.Fatalf("unreadable runs %v: want one, from stream seq 1, ending before %d", runs, state.LastSeq)
+			}
+			// Every message after the run, each once, in order.
+			want := int(state.LastSeq - runs[0].Last)
+			if len(seqs) != want || seqs[0] != runs[0].Last+1 || seqs[len(seqs)-1] != state.LastSeq {
+				t.Errorf("read %d messages (%v...): want the %d from %d to %d", len(seqs), seqs[:min(len(seqs), 3)], want, runs[0].Last+1, state.LastSeq)
+			}
+		})
+	}
+}
+
+// damagedAudit is an audit stream of records messages, one record each,
+// whose first block file was cut short (jstest.DamagedStream), and the
+// writer that wrote them.
+func damagedAudit(t *testing.T, records int) (jetstream.JetStream, *audit.Writer) {
+	t.Helper()
+	var w *audit.Writer
+	js := jstest.DamagedStream(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+	}, func(js jetstream.JetStream) {
+		w = audit.NewWriter(js)
+		for i := range records {
+			id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
+			if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
+				t.Fatalf("write %d: %v", i, err)
+			}
+		}
+		closeWriter(t, w)
+	})
+	return js, w
 }

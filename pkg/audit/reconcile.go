@@ -102,6 +102,11 @@ type Reconciliation struct {
 	// Since, when set, is the start of the window reconciled: only the
 	// messages received at or after it are counted.
 	Since time.Time `json:"since,omitzero"`
+	// Unreadable lists the runs of audit stream messages the store
+	// counts but cannot produce (its files are damaged there). The
+	// records they held are missing from the reconciliation, so a
+	// message whose outcome was recorded there shows as pending.
+	Unreadable []SeqRange `json:"unreadable,omitempty"`
 }
 
 // routeState is what the records say of one message on one route.

@@ -36,6 +36,17 @@ type ScanOptions struct {
 	// at From (a paging cursor); messages stored before From are still
 	// skipped.
 	AfterSeq uint64
+	// Unreadable, when set, is given each run of messages the store
+	// counts but cannot produce (its files are damaged there), and the
+	// scan goes on after the run. Unset, such a run ends the scan with
+	// an error saying where the files are damaged.
+	Unreadable func(SeqRange)
+}
+
+// SeqRange is a run of audit stream sequences, First to Last inclusive.
+type SeqRange struct {
+	First uint64 `json:"first"`
+	Last  uint64 `json:"last"`
 }
 
 // Scan calls fn with every audit record the store took between from and
@@ -51,6 +62,16 @@ func Scan(ctx context.Context, js jetstream.JetStream, from, to time.Time, fn fu
 // ScanStream is Scan with its options and each record's position. fn may
 // return ErrStopScan to end the scan.
 func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn func(Position, Record) error) error {
+	return ScanMessages(ctx, js, opt, func(pos Position, subject string, data []byte) error {
+		return scanMsg(subject, data, pos, fn)
+	})
+}
+
+// ScanMessages is ScanStream giving each stored audit message whole, as
+// its subject and data, rather than its records decoded; the chain's
+// gap notes and checkpoints are included. fn may return ErrStopScan to
+// end the scan.
+func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn func(pos Position, subject string, data []byte) error) error {
 	st, err := js.Stream(ctx, store.StreamAudit)
 	if err != nil {
 		return fmt.Errorf("opening audit stream: %w", err)
@@ -67,33 +88,67 @@ func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn
 		// Nothing stored in the window.
 		return nil
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{store.SubjAudit + ".>"}}
-	switch {
-	case opt.AfterSeq > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, opt.AfterSeq+1
-	case !opt.From.IsZero():
-		from := opt.From
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
+	// Every message of the stream (its one subject space is
+	// store.SubjAudit.>), unfiltered: after a damaged block, a reader
+	// filtered on that space read nothing from nats-server 2.15.2 though
+	// the store held messages after the block; an unfiltered one reads
+	// them (TestReconcileDamagedAudit).
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq}
+	if opt.AfterSeq > 0 {
+		cfg.OptStartSeq = opt.AfterSeq + 1
 	}
-	// jserr.Scan reads through to what the stream's leader holds, even
-	// when the server places the reader on a replica behind or damaged.
+	var unreadable func(SeqRange) error
+	if opt.Unreadable != nil {
+		// Runs are given merged, once the read is over: damage found as
+		// the read goes can move the stream's first message on.
+		var runs []SeqRange
+		unreadable = func(r SeqRange) error {
+			if n := len(runs); n > 0 && runs[n-1].Last+1 == r.First {
+				runs[n-1].Last = max(runs[n-1].Last, r.Last)
+			} else {
+				runs = append(runs, r)
+			}
+			return nil
+		}
+		defer func() {
+			for _, r := range runs {
+				opt.Unreadable(r)
+			}
+		}()
+		if head := opt.AfterSeq + 1; head < info.State.FirstSeq && !opt.From.After(info.State.FirstTime) {
+			// The stream has no limits and refuses deletes and purges: a
+			// first message after 1 means the store dropped those before
+			// it (a damaged block it could not rebuild), and a read that
+			// reaches back to the first message would have read them.
+			_ = unreadable(SeqRange{First: head, Last: info.State.FirstSeq - 1})
+		}
+	}
+	if opt.AfterSeq == 0 && opt.From.After(info.State.FirstTime) {
+		// A window starting after the first message: by time. (One that
+		// reaches back to it is read from it by sequence.)
+		from := opt.From
+		tcfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}
+		if unreadable == nil {
+			cfg = tcfg
+		} else if cfg.OptStartSeq, err = timeStart(ctx, st, tcfg, info.State.FirstSeq, unreadable); err != nil {
+			return err
+		}
+	}
 	var fnErr error
-	err = jserr.Scan(ctx, st, cfg, 1000, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
-		seq := meta.Sequence.Stream
+	err = readPast(ctx, st, cfg, last, 1000, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if !opt.To.IsZero() && meta.Timestamp.After(opt.To) {
 			return true, nil
 		}
 		if opt.From.IsZero() || !meta.Timestamp.Before(opt.From) {
-			if err := scanMsg(m.Subject(), m.Data(), Position{Seq: seq, Stored: meta.Timestamp}, fn); err != nil {
-				if errors.Is(err, ErrStopScan) {
-					return true, nil
+			if err := fn(Position{Seq: meta.Sequence.Stream, Stored: meta.Timestamp}, m.Subject(), m.Data()); err != nil {
+				if !errors.Is(err, ErrStopScan) {
+					fnErr = err
 				}
-				fnErr = err
 				return true, nil
 			}
 		}
 		return false, nil
-	})
+	}, unreadable)
 	if fnErr != nil {
 		return fnErr
 	}
@@ -101,6 +156,99 @@ func ScanStream(ctx context.Context, js jetstream.JetStream, opt ScanOptions, fn
 		return fmt.Errorf("reading audit records: %w", err)
 	}
 	return nil
+}
+
+// readPast reads the audit stream st as an ordered consumer made with
+// cfg delivers it, up to stream sequence last, passing each message to
+// fn until fn says to stop. jserr.Scan does the reading, through to
+// what the stream's leader holds even when the server places the reader
+// on a replica behind or damaged.
+//
+// The audit stream refuses deletes, so a message the store counts but
+// cannot produce is damage (a block cut short: a torn copy, a failing
+// disk), not a gap. With unreadable set, each run of such messages is
+// passed to it and the read goes on after the run, unless it returns an
+// error, which ends the read; a start by time that the store cannot
+// place (damage where it looks) becomes a start at the first message, so
+// fn must skip messages stored before that time. Without unreadable, the
+// read ends at the damage with jserr.Scan's error, which says where it
+// is.
+func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, batch int,
+	fn func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error), unreadable func(SeqRange) error) error {
+	var at, resumed uint64 // the last sequence read; where the read last resumed
+	for {
+		err := jserr.Scan(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+			if md.Sequence.Stream > last {
+				return true, nil
+			}
+			at = md.Sequence.Stream
+			stop, err := fn(m, md)
+			return stop || at == last, err
+		})
+		if err == nil || unreadable == nil || ctx.Err() != nil || !errors.Is(err, jserr.ErrNoProgress) {
+			return err
+		}
+		from := at + 1
+		if at == 0 {
+			from = max(cfg.OptStartSeq, 1)
+		}
+		bad, resume, serr := skipUnreadable(ctx, st, from, last)
+		if serr != nil {
+			// Not damage there (the store did not answer, say): Scan's
+			// error says what it saw.
+			return err
+		}
+		if resume <= resumed {
+			return err // no further than last time
+		}
+		if bad >= from {
+			if uerr := unreadable(SeqRange{First: from, Last: bad}); uerr != nil {
+				return uerr
+			}
+		}
+		if resume > last {
+			return nil
+		}
+		at, resumed = resume-1, resume
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, resume, nil
+	}
+}
+
+// timeStart returns the stream sequence to read from for a read by
+// time, tcfg: where the store places an ordered consumer made with it.
+// The store places it past messages it cannot read, whose times it
+// cannot know; a run of them just before the start is given to
+// unreadable, since they may be in the window. When the store cannot
+// place it at all (damage where it looks), the read starts at first, the
+// stream's first message; the reader must skip messages stored before
+// the window.
+func timeStart(ctx context.Context, st jetstream.Stream, tcfg jetstream.OrderedConsumerConfig, first uint64, unreadable func(SeqRange) error) (uint64, error) {
+	c, release, err := jserr.Ordered(ctx, st, tcfg)
+	if err != nil {
+		return first, nil
+	}
+	ci, err := c.Info(ctx)
+	release()
+	if err != nil {
+		return 0, fmt.Errorf("finding where the window starts: %w", err)
+	}
+	start := ci.Delivered.Stream + 1
+	bad := start - 1
+	for ; bad >= first && bad > 0; bad-- {
+		_, err := st.GetMsg(ctx, bad)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, fmt.Errorf("reading audit stream message %d: %w", bad, err)
+		}
+	}
+	if bad+1 < start {
+		if err := unreadable(SeqRange{First: bad + 1, Last: start - 1}); err != nil {
+			return 0, err
+		}
+	}
+	return start, nil
 }
 
 // scanMsg passes the records of one audit stream message to fn.

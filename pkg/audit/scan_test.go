@@ -31,6 +31,12 @@ func storedTime(t testing.TB, js jetstream.JetStream, seq uint64) time.Time {
 // lastSeq returns the audit stream's last sequence.
 func lastSeq(t testing.TB, js jetstream.JetStream) uint64 {
 	t.Helper()
+	return auditState(t, js).LastSeq
+}
+
+// auditState returns the audit stream's state.
+func auditState(t testing.TB, js jetstream.JetStream) jetstream.StreamState {
+	t.Helper()
 	st, err := js.Stream(t.Context(), store.StreamAudit)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +45,7 @@ func lastSeq(t testing.TB, js jetstream.JetStream) uint64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.LastSeq
+	return info.State
 }
 
 func TestScan(t *testing.T) {

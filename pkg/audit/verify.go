@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -511,54 +510,24 @@ func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg),
 	if info.State.Msgs == 0 {
 		return nil
 	}
-	at := info.State.FirstSeq - 1
-	for at < last {
-		next, err := readFrom(ctx, st, at+1, last, fn)
-		if err != nil {
-			return err
+	var damaged error
+	onDamage := func(r SeqRange) error {
+		if unreadable == nil {
+			damaged = fmt.Errorf("reading audit stream: the store counts messages %d-%d of %d but cannot read them, so the records from %d on cannot be checked: its files are damaged; restore them from a backup (the embedded server's log, component nats, names the failing block)", r.First, r.Last, last, r.First)
+			return damaged
 		}
-		if next <= at {
-			// Nothing came from at+1: the store cannot produce it.
-			bad, resume, err := skipUnreadable(ctx, st, at+1, last)
-			if err != nil {
-				return err
-			}
-			if unreadable == nil {
-				return fmt.Errorf("reading audit stream: the store counts messages %d-%d of %d but cannot read them, so the records from %d on cannot be checked: its files are damaged; restore them from a backup (the embedded server's log, component nats, names the failing block)", at+1, bad, last, at+1)
-			}
-			unreadable(at+1, bad)
-			at = resume - 1
-			continue
-		}
-		at = next
+		unreadable(r.First, r.Last)
+		return nil
 	}
-	return nil
-}
-
-// readFrom reads the audit stream from sequence from up to last, passing
-// each message to fn, and returns the last sequence read: from-1 when the
-// store gave nothing from there for 5s.
-func readFrom(ctx context.Context, st jetstream.Stream, from, last uint64, fn func(StoredMsg)) (uint64, error) {
-	at := from - 1
-	// jserr.Scan reads through to what the stream's leader holds, even
-	// when the server places the reader on a replica behind or damaged.
-	err := jserr.Scan(ctx, st, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}, int(min(last-at, 1000)),
-		func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-			if md.Sequence.Stream > last {
-				return true, nil
-			}
-			at = md.Sequence.Stream
-			fn(StoredMsg{StreamSeq: at, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
-			return at == last, nil
-		})
-	if errors.Is(err, jserr.ErrNoProgress) {
-		// Nothing more came: the caller asks the store why.
-		return at, nil
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq}
+	err = readPast(ctx, st, cfg, last, int(min(last-info.State.FirstSeq+1, 1000)), func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		fn(StoredMsg{StreamSeq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+		return false, nil
+	}, onDamage)
+	if err != nil && err != damaged {
+		return fmt.Errorf("reading audit stream: %w", err)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("reading audit stream: %w", err)
-	}
-	return at, nil
+	return err
 }
 
 // skipUnreadable is called when the store gave nothing from sequence from

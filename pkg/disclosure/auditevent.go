@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/consent"
 )
 
@@ -37,31 +38,44 @@ const (
 	profileDisclosure = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PrivacyDisclosure.Source"
 )
 
+// Page is one page of a patient's entries, as Search returns it.
+type Page struct {
+	Entries []Entry
+	// More says that other entries follow.
+	More bool
+	// Unreadable lists the runs of audit stream messages read for the
+	// page that the store counts but cannot produce (its files are
+	// damaged there): entries recorded in them are missing.
+	Unreadable []audit.SeqRange
+}
+
 // Search returns the patient's entries (releases and refusals) timed from
 // from to to that come after cursor after, in audit stream order, at most
-// count of them; more reports that others follow. Every page scans the
-// audit stream as Build does: withholdings and views do not apply, since
-// this is the audit log.
-func Search(ctx context.Context, js jetstream.JetStream, patient string, from, to time.Time, after Cursor, count int, dir Directory) (entries []Entry, more bool, err error) {
+// count of them. Every page scans the audit stream as Build does:
+// withholdings and views do not apply, since this is the audit log.
+func Search(ctx context.Context, js jetstream.JetStream, patient string, from, to time.Time, after Cursor, count int, dir Directory) (Page, error) {
 	if patient == "" {
-		return nil, false, errors.New("audit event search: no patient")
+		return Page{}, errors.New("audit event search: no patient")
 	}
 	b := NewBuilder(patient, dir)
-	if err := collect(ctx, js, b, from, to, DefaultLookback); err != nil {
-		return nil, false, fmt.Errorf("audit event search: %w", err)
+	unreadable, err := collect(ctx, js, b, from, to, DefaultLookback)
+	if err != nil {
+		return Page{}, fmt.Errorf("audit event search: %w", err)
 	}
+	p := Page{Unreadable: unreadable}
 	all := Within(b.Entries(), from, to)
 	sort.SliceStable(all, func(i, j int) bool { return all[j].At.After(all[i].At) })
 	for _, e := range all {
 		if !e.At.After(after) {
 			continue
 		}
-		if len(entries) == count {
-			return entries, true, nil
+		if len(p.Entries) == count {
+			p.More = true
+			return p, nil
 		}
-		entries = append(entries, e)
+		p.Entries = append(p.Entries, e)
 	}
-	return entries, false, nil
+	return p, nil
 }
 
 // AuditEvent returns entry e as a FHIR R4 AuditEvent for the patient with
@@ -235,17 +249,25 @@ func purpose(p string) map[string]any {
 
 // SearchBundle is a FHIR searchset Bundle of the entries' AuditEvents;
 // next, when set, is the URL of the following page.
-func SearchBundle(entries []Entry, nhsNumber, self, next string) map[string]any {
+func SearchBundle(p Page, nhsNumber, self, next string) map[string]any {
 	links := []any{map[string]any{"relation": "self", "url": self}}
 	if next != "" {
 		links = append(links, map[string]any{"relation": "next", "url": next})
 	}
 	b := map[string]any{"resourceType": "Bundle", "type": "searchset", "link": links}
-	if len(entries) > 0 {
-		out := make([]any, len(entries))
-		for i, e := range entries {
-			out[i] = map[string]any{"resource": AuditEvent(e, nhsNumber), "search": map[string]any{"mode": "match"}}
-		}
+	out := make([]any, 0, len(p.Entries)+1)
+	for _, e := range p.Entries {
+		out = append(out, map[string]any{"resource": AuditEvent(e, nhsNumber), "search": map[string]any{"mode": "match"}})
+	}
+	if len(p.Unreadable) > 0 {
+		// A search that could not read everything says so, as FHIR
+		// search does: an OperationOutcome entry in mode "outcome".
+		oo := map[string]any{"resourceType": "OperationOutcome", "issue": []any{map[string]any{
+			"severity": "warning", "code": "incomplete", "diagnostics": IncompleteNote(p.Unreadable),
+		}}}
+		out = append(out, map[string]any{"resource": oo, "search": map[string]any{"mode": "outcome"}})
+	}
+	if len(out) > 0 {
 		b["entry"] = out
 	}
 	return b

@@ -32,7 +32,7 @@ func TestAuditEvents(t *testing.T) {
 	refusal := disclosure.Entry{Kind: disclosure.KindRefused, Time: at(1), MessageID: msg2, At: disclosure.Cursor{Seq: 9},
 		Source: disclosure.Org{Name: "pas"}, Recipient: disclosure.Org{Name: "ehr", ODS: "RX2"}, Route: "adt",
 		Purpose: "direct-care", LegalBasis: "direct-care", Decision: "deny", Rule: "consent:c-deny:Consent.provision", Reason: "a consent provision denies"}
-	bundle := disclosure.SearchBundle([]disclosure.Entry{release, refusal}, "9990000018", "http://x/fhir/AuditEvent?patient=9990000018", "http://x/fhir/AuditEvent?patient=9990000018&_cursor=12.1")
+	bundle := disclosure.SearchBundle(disclosure.Page{Entries: []disclosure.Entry{release, refusal}}, "9990000018", "http://x/fhir/AuditEvent?patient=9990000018", "http://x/fhir/AuditEvent?patient=9990000018&_cursor=12.1")
 	data, err := json.Marshal(bundle)
 	if err != nil {
 		t.Fatal(err)

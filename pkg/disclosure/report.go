@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -61,8 +64,13 @@ type Report struct {
 	// View is patient or auditor.
 	View    string  `json:"view"`
 	Entries []Entry `json:"entries"`
-	// Note says how the report was made.
+	// Note says how the report was made, and first, when it is
+	// incomplete, why.
 	Note string `json:"note"`
+	// Unreadable lists the runs of audit stream messages read for the
+	// report that the store counts but cannot produce (its files are
+	// damaged there): releases recorded in them are missing from it.
+	Unreadable []audit.SeqRange `json:"unreadable,omitempty"`
 }
 
 // scanNote describes how reports are made.
@@ -79,18 +87,33 @@ func Build(ctx context.Context, js jetstream.JetStream, patient string, withheld
 		return nil, errors.New("disclosure report: the window ends before it starts")
 	}
 	b := NewBuilder(patient, opt.Directory)
-	if err := collect(ctx, js, b, opt.From, opt.To, opt.Lookback); err != nil {
+	unreadable, err := collect(ctx, js, b, opt.From, opt.To, opt.Lookback)
+	if err != nil {
 		return nil, fmt.Errorf("disclosure report: %w", err)
 	}
 	view := "patient"
 	if opt.View.Auditor {
 		view = "auditor"
 	}
-	return &Report{
+	rep := &Report{
 		From: opt.From, To: opt.To, Generated: time.Now().UTC(), View: view,
 		Entries: Apply(Within(b.Entries(), opt.From, opt.To), withheld, opt.View),
-		Note:    scanNote,
-	}, nil
+		Note:    scanNote, Unreadable: unreadable,
+	}
+	if len(unreadable) > 0 {
+		rep.Note = IncompleteNote(unreadable) + " " + scanNote
+	}
+	return rep, nil
+}
+
+// IncompleteNote says why a report is incomplete: the audit stream
+// messages in runs could not be read.
+func IncompleteNote(runs []audit.SeqRange) string {
+	parts := make([]string, len(runs))
+	for i, r := range runs {
+		parts[i] = strconv.FormatUint(r.First, 10) + "-" + strconv.FormatUint(r.Last, 10)
+	}
+	return "INCOMPLETE: audit stream messages " + strings.Join(parts, ", ") + " could not be read (the store's files are damaged there), so releases recorded in them are missing from this report; restore the audit stream from a backup and make the report again."
 }
 
 // collect gives b the audit records it needs for a window from from to
@@ -99,32 +122,44 @@ func Build(ctx context.Context, js jetstream.JetStream, patient string, withheld
 // the look-back lb before the window (the window's translations were
 // marked in the first pass) and Add over the window again; then the
 // routing records, stored before the window, of releases delivered in it.
-func collect(ctx context.Context, js jetstream.JetStream, b *Builder, from, to time.Time, lb time.Duration) error {
+//
+// Runs of audit messages the store cannot produce (damaged files) are
+// skipped and returned, each once, in the order met.
+func collect(ctx context.Context, js jetstream.JetStream, b *Builder, from, to time.Time, lb time.Duration) ([]audit.SeqRange, error) {
 	if lb <= 0 {
 		lb = DefaultLookback
 	}
-	window := audit.ScanOptions{From: from, To: to.Add(lookahead)}
+	var unreadable []audit.SeqRange
+	skip := func(r audit.SeqRange) {
+		if !slices.Contains(unreadable, r) {
+			unreadable = append(unreadable, r)
+		}
+	}
+	window := audit.ScanOptions{From: from, To: to.Add(lookahead), Unreadable: skip}
 	add := func(p audit.Position, r audit.Record) error {
 		b.AddAt(p, r)
 		return nil
 	}
 	if err := audit.ScanStream(ctx, js, window, add); err != nil {
-		return err
+		return nil, err
 	}
 	if b.Legacy() {
-		before := audit.ScanOptions{From: from.Add(-lb), To: from.Add(-time.Nanosecond)}
+		before := audit.ScanOptions{From: from.Add(-lb), To: from.Add(-time.Nanosecond), Unreadable: skip}
 		if err := audit.ScanStream(ctx, js, before, func(_ audit.Position, r audit.Record) error {
 			b.Mark(r)
 			return nil
 		}); err != nil {
-			return fmt.Errorf("looking back for translations of old records: %w", err)
+			return nil, fmt.Errorf("looking back for translations of old records: %w", err)
 		}
 		b.restart()
 		if err := audit.ScanStream(ctx, js, window, add); err != nil {
-			return fmt.Errorf("reading old records again: %w", err)
+			return nil, fmt.Errorf("reading old records again: %w", err)
 		}
 	}
-	return completeRouting(ctx, js, b, from)
+	if err := completeRouting(ctx, js, b, from, skip); err != nil {
+		return nil, err
+	}
+	return unreadable, nil
 }
 
 // completeRouting reads, for each release kept whose routing records are
@@ -135,7 +170,7 @@ func collect(ctx context.Context, js jetstream.JetStream, b *Builder, from, to t
 // the delivery, and a read keeps the routing records of other such
 // releases it passes too. A release whose routing records are not found
 // is reported without its decision and data classes.
-func completeRouting(ctx context.Context, js jetstream.JetStream, b *Builder, from time.Time) error {
+func completeRouting(ctx context.Context, js jetstream.JetStream, b *Builder, from time.Time, unreadable func(audit.SeqRange)) error {
 	wanted := map[key]bool{}
 	var order []key
 	for _, k := range b.undecided() {
@@ -159,7 +194,7 @@ func completeRouting(ctx context.Context, js jetstream.JetStream, b *Builder, fr
 		}
 		b.at = Cursor{}
 		var doneSeq uint64
-		opt := audit.ScanOptions{From: start, To: end}
+		opt := audit.ScanOptions{From: start, To: end, Unreadable: unreadable}
 		err := audit.ScanStream(ctx, js, opt, func(p audit.Position, r audit.Record) error {
 			if doneSeq != 0 && p.Seq != doneSeq {
 				// The audit message that completed k has been read whole.

@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
@@ -186,6 +187,83 @@ func TestBuilderOnePass(t *testing.T) {
 			}
 			if got := b.Legacy(); got != tc.wantLegacy {
 				t.Errorf("Legacy = %v, want %v", got, tc.wantLegacy)
+			}
+		})
+	}
+}
+
+// TestBuildDamagedAudit: a report over an audit stream with a damaged
+// block is made from the records that can be read, and says that it is
+// incomplete and which audit messages it could not read, rather than
+// failing or passing as whole.
+func TestBuildDamagedAudit(t *testing.T) {
+	const releases = 60
+	alice := patientHash(nhs.TestNumber(0))
+	js := jstest.DamagedStream(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+	}, func(js jetstream.JetStream) {
+		w := audit.NewWriter(js)
+		var ids router.IDGen
+		for i := range releases {
+			id := ids.New()
+			at := time.Now().UTC()
+			if err := w.Write(t.Context(), id, "", append(routing(id, alice, at, false), delivered(id, alice, at, false))...); err != nil {
+				t.Fatalf("release %d: %v", i, err)
+			}
+		}
+		if err := w.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	from := time.Now().UTC().Add(-time.Hour)
+	rep, err := disclosure.Build(t.Context(), js, alice, nil, disclosure.Options{From: from, To: from.Add(2 * time.Hour), Directory: dir})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	if len(rep.Unreadable) == 0 || rep.Unreadable[0].First != 1 {
+		t.Fatalf("unreadable %v: want a run from audit message 1", rep.Unreadable)
+	}
+	if len(rep.Entries) == 0 || len(rep.Entries) >= releases {
+		t.Errorf("%d entries of %d releases: want those recorded after the damaged block", len(rep.Entries), releases)
+	}
+	if !strings.HasPrefix(rep.Note, "INCOMPLETE: audit stream messages 1-") {
+		t.Errorf("note %q: want it to start by saying the report is incomplete, and where", rep.Note)
+	}
+}
+
+// TestSearchBundleIncomplete: an AuditEvent search page that could not
+// read every audit message carries, after its matches, an
+// OperationOutcome entry in search mode "outcome" saying so; a complete
+// one does not.
+func TestSearchBundleIncomplete(t *testing.T) {
+	tests := []struct {
+		name       string
+		unreadable []audit.SeqRange
+		want       bool
+	}{
+		{"complete", nil, false},
+		{"damaged audit", []audit.SeqRange{{First: 3, Last: 40}}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := disclosure.SearchBundle(disclosure.Page{Unreadable: tc.unreadable}, nhs.TestNumber(0), "http://x/fhir/AuditEvent", "")
+			entries, _ := b["entry"].([]any)
+			got := false
+			for _, e := range entries {
+				e := e.(map[string]any)
+				res := e["resource"].(map[string]any)
+				if res["resourceType"] != "OperationOutcome" {
+					continue
+				}
+				issue := res["issue"].([]any)[0].(map[string]any)
+				if e["search"].(map[string]any)["mode"] != "outcome" || issue["severity"] != "warning" || issue["code"] != "incomplete" ||
+					!strings.Contains(issue["diagnostics"].(string), "3-40") {
+					t.Errorf("outcome entry %v: want mode outcome, a warning, code incomplete, naming messages 3-40", e)
+				}
+				got = true
+			}
+			if got != tc.want {
+				t.Errorf("outcome entry present = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -448,7 +448,7 @@ func (e *Engine) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer done()
-	entries, more, err := disclosure.Search(r.Context(), js, e.patientHash(number), from, to, after, count, disclosure.DirectoryFrom(e.plan.Config.Consent))
+	pg, err := disclosure.Search(r.Context(), js, e.patientHash(number), from, to, after, count, disclosure.DirectoryFrom(e.plan.Config.Consent))
 	done() // the slot is free while the answer is written
 	if err != nil {
 		jfhir.WriteOutcome(w, http.StatusInternalServerError, jfhir.Outcome("error", "exception", "the audit trail could not be read"))
@@ -475,10 +475,10 @@ func (e *Engine) handleAuditEvents(w http.ResponseWriter, r *http.Request) {
 		self = &after
 	}
 	next := ""
-	if more {
-		next = page(&entries[len(entries)-1].At)
+	if pg.More {
+		next = page(&pg.Entries[len(pg.Entries)-1].At)
 	}
-	body, err := json.Marshal(disclosure.SearchBundle(entries, number, page(self), next))
+	body, err := json.Marshal(disclosure.SearchBundle(pg, number, page(self), next))
 	if err != nil {
 		jfhir.WriteOutcome(w, http.StatusInternalServerError, jfhir.Outcome("error", "exception", "internal error"))
 		return

@@ -3,10 +3,15 @@ package router
 import (
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/jstest"
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // TestScanDamagedStream: a scan (audit reconcile, find, trails) of a
@@ -28,5 +33,76 @@ func TestScanDamagedStream(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "cannot read it: its files are damaged") || !strings.Contains(err.Error(), "message 1 of 150") {
 		t.Errorf("scan of a damaged stream (%d read) = %v, want an error naming message 1 as unreadable, its files damaged", read, err)
+	}
+}
+
+// TestReconcileDamagedAudit: a reconcile whose audit stream has a
+// damaged block answers all the same, naming the run of audit messages
+// it could not read: the messages whose records were there show as
+// pending (their outcome is unknown), those whose records were read as
+// finished.
+func TestReconcileDamagedAudit(t *testing.T) {
+	const msgs = 150
+	var ids IDGen
+	id := make([]string, msgs)
+	for i := range id {
+		id[i] = ids.New()
+	}
+	js := jstest.DamagedStream(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+	}, func(js jetstream.JetStream) {
+		for _, cfg := range []jetstream.StreamConfig{
+			{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
+			{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
+		} {
+			if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := audit.NewWriter(js)
+		now := time.Now().UTC()
+		for i, mid := range id {
+			m := nats.NewMsg(store.SubjIngress + ".pas.0")
+			m.Header.Set(envelope.HeaderID, mid)
+			m.Header.Set(envelope.HeaderSource, "pas")
+			m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
+			m.Data = []byte("MSH|^~\\&|")
+			if _, err := js.PublishMsg(t.Context(), m); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+			// Padded, so that the records fill several blocks.
+			rec := audit.Record{Time: now, MessageID: mid, Event: audit.Filtered, Route: "adt", Outcome: "filtered", Reason: strings.Repeat("x", 400)}
+			if err := w.Write(t.Context(), mid, "", rec); err != nil {
+				t.Fatalf("audit %d: %v", i, err)
+			}
+		}
+		if err := w.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if len(rep.Unreadable) != 1 || rep.Unreadable[0].First != 1 {
+		t.Fatalf("unreadable %v: want one run from audit message 1", rep.Unreadable)
+	}
+	if rep.Accepted != msgs {
+		t.Errorf("accepted %d, want %d", rep.Accepted, msgs)
+	}
+	pending := map[string]bool{}
+	for _, p := range rep.Pending {
+		pending[p.ID] = true
+	}
+	// Audit messages are written one a record, in id order, from stream
+	// sequence 1 (the writer's chain notes aside): the first records are
+	// the unreadable ones.
+	if len(pending) == 0 || len(pending) == msgs || rep.Terminal[audit.OutcomeFiltered] != msgs-len(pending) {
+		t.Fatalf("%d pending, %d filtered of %d: want those of the unreadable run pending, the rest filtered", len(pending), rep.Terminal[audit.OutcomeFiltered], msgs)
+	}
+	for i, mid := range id {
+		if want := i < len(pending); pending[mid] != want {
+			t.Errorf("message %d pending = %v, want %v (the first %d records were unreadable)", i, pending[mid], want, len(pending))
+		}
 	}
 }

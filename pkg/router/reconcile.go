@@ -134,11 +134,15 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	// of messages no longer retained (or outside the window) are not
 	// kept.
 	keep := func(id string) bool { _, ok := at[id]; return ok }
-	err = scan(ctx, js, store.StreamAudit, store.SubjAudit+".>", false, from, func(m jetstream.Msg) error {
-		if strings.HasPrefix(m.Subject(), audit.SubjGap+".") || strings.HasPrefix(m.Subject(), audit.SubjCheckpoint+".") {
+	// Records in damaged files cannot be read: the reconciliation goes
+	// on without them and says where they were.
+	var unreadable []audit.SeqRange
+	opt := audit.ScanOptions{From: from, Unreadable: func(r audit.SeqRange) { unreadable = append(unreadable, r) }}
+	err = audit.ScanMessages(ctx, js, opt, func(_ audit.Position, subject string, data []byte) error {
+		if strings.HasPrefix(subject, audit.SubjGap+".") || strings.HasPrefix(subject, audit.SubjCheckpoint+".") {
 			return nil // the chain's own notes, not records
 		}
-		return ledger.AddJSON(m.Data(), keep)
+		return ledger.AddJSON(data, keep)
 	})
 	if err != nil {
 		return audit.Reconciliation{}, err
@@ -148,7 +152,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		return audit.Reconciliation{}, err
 	}
 	rep := ledger.Reconcile(accepted, routes, routesStarted)
-	rep.Since = since
+	rep.Since, rep.Unreadable = since, unreadable
 	return rep, nil
 }
 
@@ -220,7 +224,7 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
 	}
 	batch := scanBatch
-	if !headersOnly && stream != store.StreamAudit {
+	if !headersOnly {
 		batch = scanPayloadBatch
 	}
 	return scanFrom(ctx, js, stream, cfg, batch, func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
@@ -228,8 +232,8 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 	})
 }
 
-// Messages a scan asks for at once: scanBatch of small ones (audit
-// records, headers), scanPayloadBatch of stored batches, which carry up
+// Messages a scan asks for at once: scanBatch of small ones (headers),
+// scanPayloadBatch of stored batches, which carry up
 // to a few MiB of payloads each.
 const (
 	scanBatch        = 1000

@@ -551,18 +551,7 @@ func TestOutboundPassesOverLateAnswerToNE(t *testing.T) {
 		}
 		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA})
 	})
-	cfg := DefaultOutboundConfig()
-	cfg.Address, cfg.AckTimeout, cfg.ConnectTimeout, cfg.AcceptAck = r.addr(), 2*time.Second, 5*time.Second, AcceptAckMSH15
-	o, err := NewOutbound(adapter.Settings{Name: "ris"}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
-	ne := v2("NE1")
-	ne.Body = []byte(msg("NE1", "|||NE|AL"))
-	if rc, err := o.Send(context.Background(), ne); err != nil || rc.Status != StatusSent {
-		t.Fatalf("NE send = %+v, %v", rc, err)
-	}
+	o := msh15Outbound(t, r, "NE1")
 	next := v2("NEXT")
 	next.Body = []byte(msg("NEXT", "|||AL|AL"))
 	rc, err := o.Send(context.Background(), next)
@@ -586,18 +575,7 @@ func TestOutboundTakesAnswerToRepeatedControlID(t *testing.T) {
 		}
 		return hl7v2.BuildAck(m, hl7v2.AckOptions{Code: hl7v2.AckAA})
 	})
-	cfg := DefaultOutboundConfig()
-	cfg.Address, cfg.AckTimeout, cfg.ConnectTimeout, cfg.AcceptAck = r.addr(), 2*time.Second, 5*time.Second, AcceptAckMSH15
-	o, err := NewOutbound(adapter.Settings{Name: "ris"}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
-	ne := v2("C1")
-	ne.Body = []byte(msg("C1", "|||NE|AL"))
-	if rc, err := o.Send(context.Background(), ne); err != nil || rc.Status != StatusSent {
-		t.Fatalf("NE send = %+v, %v", rc, err)
-	}
+	o := msh15Outbound(t, r, "C1")
 	al := v2("C1")
 	al.Body = []byte(msg("C1", "|||AL|AL"))
 	if rc, err := o.Send(context.Background(), al); err != nil || rc.Status != "AA" {
@@ -606,4 +584,24 @@ func TestOutboundTakesAnswerToRepeatedControlID(t *testing.T) {
 	if seen, conns := r.stats(); !slices.Equal(seen, []string{"C1", "C1"}) || conns != 1 {
 		t.Errorf("receiver saw %v on %d connections, want C1 twice on one", seen, conns)
 	}
+}
+
+// msh15Outbound returns a sender to r that reads MSH-15 (accept_ack:
+// msh15), after it has sent r a message with control id id that asks
+// for no answer (MSH-15 NE) and taken it as sent.
+func msh15Outbound(t *testing.T, r *receiver, id string) *Outbound {
+	t.Helper()
+	cfg := DefaultOutboundConfig()
+	cfg.Address, cfg.AckTimeout, cfg.ConnectTimeout, cfg.AcceptAck = r.addr(), 2*time.Second, 5*time.Second, AcceptAckMSH15
+	o, err := NewOutbound(adapter.Settings{Name: "ris"}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = o.Shutdown(context.Background()) })
+	ne := v2(id)
+	ne.Body = []byte(msg(id, "|||NE|AL"))
+	if rc, err := o.Send(context.Background(), ne); err != nil || rc.Status != StatusSent {
+		t.Fatalf("NE send = %+v, %v", rc, err)
+	}
+	return o
 }

@@ -98,6 +98,13 @@ type Config struct {
 	// Listen, in embedded mode, also serves NATS clients on this address
 	// (empty: in-process only).
 	Listen string `yaml:"listen"`
+	// PingInterval and MaxPingsOut decide when a connection to an
+	// external NATS server that keeps the connection open but answers
+	// nothing (stopped with SIGSTOP, its host hung, a network dropping
+	// packets without a reset) is given up for another server: after
+	// MaxPingsOut pings sent every PingInterval go unanswered.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	MaxPingsOut  int           `yaml:"max_pings_out"`
 }
 
 // Buckets is the policy for opening the store's key-value buckets: the
@@ -126,6 +133,12 @@ func DefaultConfig() Config {
 		QuarantineMaxAge: 30 * 24 * time.Hour,
 		// About 4,000 entries of the largest size kept (64 KiB).
 		QuarantineMaxBytes: 256 << 20,
+		// A server answering nothing is left within 6 to 8 s. With
+		// nats.go's defaults (2 minutes, 2) a Junction on such a server
+		// stored nothing for minutes while the rest of the cluster
+		// stored for others.
+		PingInterval: 2 * time.Second,
+		MaxPingsOut:  3,
 	}
 }
 
@@ -160,6 +173,12 @@ func (c *Config) Validate() []error {
 			// starting.
 			errs = append(errs, fmt.Errorf("%s: must not be negative (0 keeps messages until removed), got %s", a.name, a.age))
 		}
+	}
+	if c.PingInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("nats.ping_interval: must be at least 100ms, got %s", c.PingInterval))
+	}
+	if c.MaxPingsOut < 1 || c.MaxPingsOut > 100 {
+		errs = append(errs, fmt.Errorf("nats.max_pings_out: must be 1 to 100, got %d", c.MaxPingsOut))
 	}
 	if c.QuarantineMaxBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("nats.quarantine_max_bytes: must be at least 1048576, got %d", c.QuarantineMaxBytes))
@@ -664,20 +683,11 @@ func auditCompression(replicas int) jetstream.StoreCompression {
 	return jetstream.S2Compression
 }
 
-// A server that keeps the connection open but answers nothing (stopped
-// with SIGSTOP, its host hung, or a network dropping packets without a
-// reset) is left once maxPingsOut pings sent every pingInterval go
-// unanswered: within 6 to 8 s, for another server of the cluster. With
-// nats.go's defaults (2 minutes, 2) a Junction on such a server stored
-// nothing for minutes while the rest of the cluster stored for others.
-const (
-	pingInterval = 2 * time.Second
-	maxPingsOut  = 3
-)
-
 func (s *Store) connect(secrets Secrets) error {
+	// A server that keeps the connection open but answers nothing is
+	// left for another server of the cluster (Config.PingInterval).
 	opts := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(time.Second),
-		nats.PingInterval(pingInterval), nats.MaxPingsOutstanding(maxPingsOut)}
+		nats.PingInterval(s.cfg.PingInterval), nats.MaxPingsOutstanding(s.cfg.MaxPingsOut)}
 	if s.cfg.Credentials != "" {
 		path, err := refPath(secrets, s.cfg.Credentials)
 		if err != nil {

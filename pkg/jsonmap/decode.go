@@ -115,10 +115,55 @@ type decoder struct {
 	// boxed as interfaces, an allocation each.
 	stack []any
 	keys  []string
+	// elems is the unused rest of the chunk the arrays' elements are
+	// copied into: one allocation serves many small arrays (most of a
+	// bundle's hold one element). Each array is a slice of the chunk
+	// with no room to grow, so appending to one copies it rather than
+	// writing over the next.
+	elems []any
+	// boxed holds string values already made into interfaces, so that a
+	// value a document repeats (a system, a profile, a reference) shares
+	// one: each conversion of a string to an interface is an allocation.
+	boxed [boxedSlots]boxedString
 }
+
+// boxedString is a string value and the interface made of it.
+type boxedString struct {
+	s string
+	v any
+}
+
+// boxedSlots is the size of decoder.boxed, a power of two.
+const boxedSlots = 64
+
+// Sizes the decoder starts with: stackSize values and keys pending,
+// enough for the nesting of a FHIR bundle, so that the stacks do not
+// grow step by step on every document; and elemsChunk array elements
+// per chunk of elems. A small document gets less of either (room
+// limits), as it cannot hold as many.
+const (
+	stackSize  = 64
+	elemsChunk = 64
+)
 
 func newDecoder(data []byte) decoder {
 	return decoder{data: data, src: string(data)}
+}
+
+// reserve gives the stacks their starting size, for documents that
+// hold objects or arrays.
+func (d *decoder) reserve() {
+	if d.stack == nil {
+		n := d.room(stackSize)
+		d.stack = make([]any, 0, n)
+		d.keys = make([]string, 0, n)
+	}
+}
+
+// room returns n, or fewer for a document too short to hold n values
+// (each takes at least two bytes: one and a comma).
+func (d *decoder) room(n int) int {
+	return max(min(n, len(d.data)/2), 1)
 }
 
 func (d *decoder) syntax(what string) error {
@@ -162,7 +207,11 @@ func (d *decoder) value(depth int) (any, error) {
 	case c == '[':
 		return d.array(depth)
 	case c == '"':
-		return d.str()
+		s, err := d.str()
+		if err != nil {
+			return nil, err
+		}
+		return d.box(s), nil
 	case c == 't':
 		return true, d.literal("true")
 	case c == 'f':
@@ -174,6 +223,22 @@ func (d *decoder) value(depth int) (any, error) {
 	default:
 		return nil, d.syntax("looking for beginning of value")
 	}
+}
+
+// box returns s as an interface, the one made before when s was the
+// last string of its slot in boxed.
+func (d *decoder) box(s string) any {
+	if s == "" {
+		return s
+	}
+	n := len(s)
+	h := uint(n) ^ uint(s[n-1])<<1 ^ uint(s[n/2])<<3 ^ uint(s[n*3/4])<<5
+	slot := &d.boxed[h%boxedSlots]
+	if slot.s == s {
+		return slot.v
+	}
+	slot.s, slot.v = s, s
+	return slot.v
 }
 
 func (d *decoder) literal(word string) error {
@@ -190,6 +255,7 @@ func (d *decoder) object(depth int) (map[string]any, error) {
 	if depth++; depth > maxDepth {
 		return nil, errors.New("jsonmap: exceeded max depth")
 	}
+	d.reserve()
 	base, kbase := len(d.stack), len(d.keys)
 	defer func() { d.stack, d.keys = d.stack[:base], d.keys[:kbase] }()
 	err := d.members(depth, func(k string, v any) error {
@@ -260,6 +326,7 @@ func (d *decoder) array(depth int) ([]any, error) {
 		return nil, errors.New("jsonmap: exceeded max depth")
 	}
 	d.i++ // [
+	d.reserve()
 	base := len(d.stack)
 	defer func() { d.stack = d.stack[:base] }()
 	d.space()
@@ -289,7 +356,14 @@ func (d *decoder) array(depth int) ([]any, error) {
 		}
 		break
 	}
-	return append([]any(nil), d.stack[base:]...), nil
+	n := len(d.stack) - base
+	if len(d.elems) < n {
+		d.elems = make([]any, max(n, d.room(elemsChunk)))
+	}
+	out := d.elems[:n:n]
+	d.elems = d.elems[n:]
+	copy(out, d.stack[base:])
+	return out, nil
 }
 
 func (d *decoder) number() (any, error) {

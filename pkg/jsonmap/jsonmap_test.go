@@ -63,6 +63,23 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+// TestDecodedArraysAreApart checks that the arrays of one document,
+// which share the decoder's allocations, do not share elements: an
+// append to one leaves the next as it was.
+func TestDecodedArraysAreApart(t *testing.T) {
+	m, err := jsonmap.Decode([]byte(`{"a":["x","y"],"b":["z"],"c":[["p"],["q"]]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := m["a"].([]any), m["b"].([]any)
+	_ = append(a, "appended")
+	_ = append(m["c"].([]any)[0].([]any), "appended")
+	want := map[string]any{"a": []any{"x", "y"}, "b": []any{"z"}, "c": []any{[]any{"p"}, []any{"q"}}}
+	if !reflect.DeepEqual(m, want) || len(b) != 1 {
+		t.Fatalf("after appending: %v, want %v", m, want)
+	}
+}
+
 func TestDeepNesting(t *testing.T) {
 	for _, n := range []int{9999, 10000, 10001} {
 		in := `{"a":` + strings.Repeat("[", n-1) + strings.Repeat("]", n-1) + `}`
@@ -334,6 +351,23 @@ func BenchmarkDecode(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			if _, err := jsonmap.Decode(bs[i%len(bs)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// The bundles as the translator writes them, without white space.
+	compact := make([][]byte, len(bs))
+	for i, raw := range bs {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			b.Fatal(err)
+		}
+		compact[i] = buf.Bytes()
+	}
+	b.Run("jsonmap_compact", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := jsonmap.Decode(compact[i%len(compact)]); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -15,6 +15,7 @@ const (
 	arenaStrings = 192
 	arenaMetas   = 12
 	arenaCodes   = 16
+	arenaIDs     = 8
 	arenaText    = 1024
 )
 
@@ -30,6 +31,7 @@ type arena struct {
 	strs  []string
 	metas []metaSlot
 	codes []conceptSlot
+	ids   []models.Identifier
 	// text holds fullUrls and displays back to back. Each is a substring
 	// of text.String(); a full chunk is left to the strings made from it
 	// and a new one started (reserve), so no byte handed out is written
@@ -79,6 +81,17 @@ func (a *arena) concepts(system, code, display string) []models.CodeableConcept 
 	c.coding[0] = models.Coding{System: a.str(system), Code: a.str(code), Display: a.optional(display)}
 	c.cc[0].Coding = c.coding[:]
 	return c.cc[:]
+}
+
+// identifier returns a slice of one Identifier of system and value.
+func (a *arena) identifier(system, value string) []models.Identifier {
+	if len(a.ids) == 0 {
+		a.ids = make([]models.Identifier, a.chunk(arenaIDs))
+	}
+	out := a.ids[:1:1]
+	a.ids = a.ids[1:]
+	out[0] = models.Identifier{System: a.str(system), Value: a.str(value)}
+	return out
 }
 
 // str returns a pointer to a copy of s.
@@ -158,10 +171,14 @@ func (a *arena) reserve(n int) {
 // urn returns fhir.DeterministicURN(parts...).
 func (a *arena) urn(parts ...string) string {
 	var buf [len("urn:uuid:") + 36]byte
-	u := fhir.AppendDeterministicURN(buf[:0], parts...)
-	a.reserve(len(u))
+	return a.bytes(fhir.AppendDeterministicURN(buf[:0], parts...))
+}
+
+// bytes returns a string of b.
+func (a *arena) bytes(b []byte) string {
+	a.reserve(len(b))
 	start := a.text.Len()
-	a.text.Write(u)
+	a.text.Write(b)
 	return a.text.String()[start:]
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
 	"github.com/junction-fhir/junction/pkg/fhir"
 )
@@ -42,12 +43,15 @@ func TestArenaValuesSurviveNewChunks(t *testing.T) {
 
 func checkArenaValues(t *testing.T, a *arena) {
 	t.Helper()
-	var urns, joins []string
+	var urns, joins, texts []string
 	var ptrs []*string
 	var lists [][]string
+	var ids [][]models.Identifier
 	for i := range 3 * arenaStrings {
 		n := strconv.Itoa(i)
 		urns = append(urns, a.urn("msg", n))
+		texts = append(texts, a.bytes([]byte("T"+n)))
+		ids = append(ids, append(a.identifier("S"+n, n), models.Identifier{})) // must not overwrite the next
 		joins = append(joins, a.join("/", "WARD"+n, "BED"+n))
 		ptrs = append(ptrs, a.str(n))
 		list := a.nonEmpty("", n, n+"x")
@@ -60,6 +64,12 @@ func checkArenaValues(t *testing.T, a *arena) {
 		}
 		if want := "WARD" + n + "/BED" + n; joins[i] != want {
 			t.Fatalf("join %d = %q, want %q", i, joins[i], want)
+		}
+		if texts[i] != "T"+n {
+			t.Fatalf("bytes %d = %q, want %q", i, texts[i], "T"+n)
+		}
+		if len(ids[i]) != 2 || *ids[i][0].System != "S"+n || *ids[i][0].Value != n || ids[i][1].System != nil {
+			t.Fatalf("identifier %d = %+v", i, ids[i])
 		}
 		if *ptrs[i] != n {
 			t.Fatalf("str %d = %q, want %q", i, *ptrs[i], n)

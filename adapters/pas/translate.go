@@ -567,11 +567,12 @@ type builder struct {
 	// counts are the resources of each repeating kind made (nextURL).
 	counts []kindCount
 	urls   []kindURL
-	// Room for counts, urls and practitioners in the builder's own
-	// allocation, enough for most messages.
+	// Room for counts, urls, practitioners and records in the
+	// builder's own allocation, enough for most messages.
 	countsBuf        [4]kindCount
 	urlsBuf          [8]kindURL
 	practitionersBuf [4]practitionerURL
+	recordsBuf       [8][sha256.Size]byte
 	// source is sourceEndpoint.
 	source string
 	// priorVisit is MRG-5 of an A06 or A07.
@@ -599,7 +600,7 @@ type birthTime struct {
 // newBuilder returns a builder for one translation of m.
 func newBuilder(t *Translator, env *envelope.Envelope, m *hl7v2.Message, event string, mapping eventMapping) *builder {
 	b := &builder{t: t, env: env, m: m, event: event, mapping: mapping}
-	b.counts, b.urls, b.practitioners = b.countsBuf[:0], b.urlsBuf[:0], b.practitionersBuf[:0]
+	b.counts, b.urls, b.practitioners, b.records = b.countsBuf[:0], b.urlsBuf[:0], b.practitionersBuf[:0], b.recordsBuf[:0]
 	if m.InvalidUTF8() {
 		b.flag(DQTextInvalidUTF8)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
@@ -37,18 +38,19 @@ const recordIdentifierSystem = "https://junction-fhir.github.io/fhir/Id/pas-"
 // someone who tries every NHS number; it tells no more than the resource
 // does, which names its patient.
 func (b *builder) recordIdentifier(kind string, parts ...string) []models.Identifier {
-	patient := recordPatientKey(b.patient)
-	if patient == "" {
+	// The hash's input is built on the stack and hashed at once, rather
+	// than written piece by piece to a hash.Hash, which made most pieces
+	// an allocation of their own (about seven for each record).
+	var room [256]byte
+	in := appendRecordPatientKey(room[:0], b.patient)
+	if len(in) == 0 {
 		return nil
 	}
-	h := sha256.New()
-	h.Write([]byte(patient))
 	for _, p := range parts {
-		h.Write([]byte{0x1f})
-		h.Write([]byte(strings.ToUpper(strings.TrimSpace(p))))
+		in = append(in, 0x1f)
+		in = appendUpper(in, strings.TrimSpace(p))
 	}
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	sum := sha256.Sum256(in)
 	n := 1
 	for _, seen := range b.records {
 		if seen == sum {
@@ -57,35 +59,61 @@ func (b *builder) recordIdentifier(kind string, parts ...string) []models.Identi
 	}
 	b.records = append(b.records, sum)
 	if n > 1 {
-		h.Write([]byte{0x1e})
-		h.Write([]byte(strconv.Itoa(n)))
-		h.Sum(sum[:0])
+		in = append(in, 0x1e)
+		in = strconv.AppendInt(in, int64(n), 10)
+		sum = sha256.Sum256(in)
 	}
-	return []models.Identifier{{System: b.str(recordIdentifierSystem + kind), Value: b.str(hex.EncodeToString(sum[:16]))}}
+	var digits [32]byte
+	hex.Encode(digits[:], sum[:16])
+	return b.identifier(b.join("", recordIdentifierSystem, kind), b.bytes(digits[:]))
 }
 
-// recordPatientKey is the key of p's records (see recordIdentifier), or
-// "" when p is nil or has no identifier with a system.
-func recordPatientKey(p *models.Patient) string {
-	if p == nil {
-		return ""
+// appendUpper appends strings.ToUpper(s) to buf, without making the
+// upper-case string when s is ASCII.
+func appendUpper(buf []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return append(buf, strings.ToUpper(s)...)
+		}
 	}
-	nhsNumber := ""
-	for _, id := range p.Identifier {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		buf = append(buf, c)
+	}
+	return buf
+}
+
+// appendRecordPatientKey appends the key of p's records (see
+// recordIdentifier) to buf, or nothing when p is nil or has no
+// identifier with a system.
+func appendRecordPatientKey(buf []byte, p *models.Patient) []byte {
+	if p == nil {
+		return buf
+	}
+	var nhsNumber *models.Identifier
+	for i := range p.Identifier {
+		id := &p.Identifier[i]
 		if id.System == nil || id.Value == nil {
 			continue
 		}
 		if *id.System == nhs.SystemNHSNumber {
-			nhsNumber = *id.System + "|" + *id.Value
+			nhsNumber = id
 			continue
 		}
 		assigner := ""
 		if id.Assigner != nil {
 			assigner = deref(id.Assigner.Display)
 		}
-		return *id.System + "|" + *id.Value + "|" + assigner
+		buf = append(append(append(buf, *id.System...), '|'), *id.Value...)
+		return append(append(buf, '|'), assigner...)
 	}
-	return nhsNumber
+	if nhsNumber != nil {
+		buf = append(append(append(buf, *nhsNumber.System...), '|'), *nhsNumber.Value...)
+	}
+	return buf
 }
 
 // deref returns *p, or "" for nil.

@@ -1,6 +1,10 @@
 package patient
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 // BenchmarkApply measures one ADT update (read, compare-and-set write,
 // identifier entry) against an embedded server.
@@ -25,6 +29,26 @@ func BenchmarkGet(b *testing.B) {
 	}
 	for b.Loop() {
 		if _, err := ix.Get(b.Context(), n1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseBundle measures reading what the index needs from a
+// translated ADT^A01 with every mapped segment (a Patient with a GP and a
+// practice among fifteen entries).
+func BenchmarkParseBundle(b *testing.B) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "adapters", "pas", "testdata", "a01-full-segments.fhir.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bu, err := decodeBundle(raw)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseBundle(bu); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -102,20 +102,7 @@ func parseBundle(b map[string]any) (plan, error) {
 		return plan{}, &ParseError{Reason: "resourceType is not Bundle"}
 	}
 	entries, _ := b["entry"].([]any)
-	byRef := map[string]map[string]any{}
-	for _, e := range entries {
-		em, _ := e.(map[string]any)
-		res := obj(em, "resource")
-		if res == nil {
-			continue
-		}
-		if u := str(em, "fullUrl"); u != "" {
-			byRef[u] = res
-		}
-		if t, id := str(res, "resourceType"), str(res, "id"); t != "" && id != "" {
-			byRef[t+"/"+id] = res
-		}
-	}
+	byRef := bundleRefs(entries)
 	var p plan
 	var all []patientData
 	urlOf := map[string]int{} // every reference form of a Patient to its index in all
@@ -191,9 +178,37 @@ func parseBundle(b map[string]any) (plan, error) {
 	return p, nil
 }
 
+// bundleRefs is the entries of a bundle, to resolve references to them.
+type bundleRefs []any
+
+// resolve returns the resource of the last entry whose fullUrl, or
+// resourceType and id as "Type/id", is ref, or nil. A bundle's
+// references are few (a Patient's GP and practice), so each is looked
+// for along the entries rather than every entry indexed by both forms.
+func (es bundleRefs) resolve(ref string) map[string]any {
+	if ref == "" {
+		return nil
+	}
+	for i := len(es) - 1; i >= 0; i-- {
+		em, _ := es[i].(map[string]any)
+		res := obj(em, "resource")
+		if res == nil {
+			continue
+		}
+		if str(em, "fullUrl") == ref {
+			return res
+		}
+		t, id := str(res, "resourceType"), str(res, "id")
+		if t != "" && id != "" && len(ref) == len(t)+1+len(id) && ref[:len(t)] == t && ref[len(t)] == '/' && ref[len(t)+1:] == id {
+			return res
+		}
+	}
+	return nil
+}
+
 // readPatient reads one Patient resource; byRef resolves references to
 // the bundle's Organization and Practitioner entries.
-func readPatient(res map[string]any, byRef map[string]map[string]any) patientData {
+func readPatient(res map[string]any, byRef bundleRefs) patientData {
 	var pd patientData
 	for _, x := range list(res, "identifier") {
 		id, _ := x.(map[string]any)
@@ -367,10 +382,10 @@ func postcode(addresses []any) string {
 // readGP reads one generalPractitioner reference: an Organization with an
 // ODS code gives the practice, a Practitioner with a GMP code the GP. The
 // reference may resolve to a bundle entry or carry a logical identifier.
-func (pd *patientData) readGP(ref map[string]any, byRef map[string]map[string]any) {
+func (pd *patientData) readGP(ref map[string]any, byRef bundleRefs) {
 	typ := str(ref, "type")
 	var ids []any
-	if target := byRef[str(ref, "reference")]; target != nil {
+	if target := byRef.resolve(str(ref, "reference")); target != nil {
 		typ = str(target, "resourceType")
 		ids = list(target, "identifier")
 	} else if id := obj(ref, "identifier"); id != nil {

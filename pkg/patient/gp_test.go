@@ -131,3 +131,45 @@ func TestClearedElements(t *testing.T) {
 		})
 	}
 }
+
+// TestBundleRefsResolve checks how a generalPractitioner reference finds
+// its entry: by fullUrl or "Type/id", the last entry of either form
+// winning, and nothing for an empty reference or an entry without a
+// resource.
+func TestBundleRefsResolve(t *testing.T) {
+	res := func(typ, id, name string) map[string]any {
+		m := map[string]any{"resourceType": typ, "name": name}
+		if id != "" {
+			m["id"] = id
+		}
+		return m
+	}
+	a, b, c, d := res("Organization", "o1", "a"), res("Organization", "o1", "b"), res("Practitioner", "", "c"), res("Organization", "x/y", "d")
+	entries := bundleRefs{
+		map[string]any{"fullUrl": "urn:uuid:a", "resource": a},
+		map[string]any{"fullUrl": "urn:uuid:b", "resource": b},
+		map[string]any{"fullUrl": "urn:uuid:a", "resource": c},
+		map[string]any{"fullUrl": "urn:uuid:e"},
+		map[string]any{"resource": d},
+		"not an entry",
+	}
+	tests := []struct {
+		ref  string
+		want map[string]any
+	}{
+		{"", nil},
+		{"urn:uuid:a", c},
+		{"urn:uuid:b", b},
+		{"Organization/o1", b},
+		{"Organization/x/y", d},
+		{"Organization/x", nil},
+		{"Practitioner/", nil},
+		{"urn:uuid:e", nil},
+	}
+	for _, tt := range tests {
+		got := entries.resolve(tt.ref)
+		if (got == nil) != (tt.want == nil) || got != nil && got["name"] != tt.want["name"] {
+			t.Errorf("resolve(%q) = %v, want %v", tt.ref, got, tt.want)
+		}
+	}
+}

@@ -191,7 +191,7 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 			return nil, err
 		}
 	}
-	out, err := asRead(rec)
+	out, err := ix.readBack(target, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -199,6 +199,19 @@ func (ix *Index) applyPatient(ctx context.Context, pd *patientData, src Source, 
 		out.ResolvedFrom = pd.nhsNumber
 	}
 	return out, nil
+}
+
+// readBack returns a copy of r, the record at key, as read would return
+// it. When the Index remembers the record at r's revision (it just wrote
+// or read it), that stored JSON is decoded, which spares encoding r
+// again; otherwise it is asRead(r).
+func (ix *Index) readBack(key string, r *Record) (*Record, error) {
+	if r.Version != 0 {
+		if s, ok := ix.recent.get(key); ok && s.rev == r.Version {
+			return decodeRecord(key, s.val, s.rev)
+		}
+	}
+	return asRead(r)
 }
 
 // asRead returns a copy of r as read would return it: decoded from its

@@ -72,3 +72,19 @@ func BenchmarkUnescape(b *testing.B) {
 		_ = Unescape(s, d)
 	}
 }
+
+// BenchmarkCharsetChecks measures the checks a translator makes of every
+// message before mapping it: invalid UTF-8, UTF-8 labelled 8859/1 and
+// control characters.
+func BenchmarkCharsetChecks(b *testing.B) {
+	m, err := Parse(benchMessage(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if m.InvalidUTF8() || m.LooksUTF8() || m.ControlChars() {
+			b.Fatal("bench message flagged")
+		}
+	}
+}

@@ -253,11 +253,24 @@ func (s *Segment) Text(raw string) string { return s.cs.Decode(Unescape(raw, s.d
 // translators report it as a data-quality issue.
 func (m *Message) ControlChars() bool {
 	for i := range m.segs {
-		if strings.IndexFunc(m.segs[i].line, isControl) >= 0 {
+		if hasControl(m.segs[i].line) {
 			return true
 		}
 	}
-	return m.anyHexEscaped(func(s string) bool { return strings.IndexFunc(s, isControl) >= 0 })
+	return m.anyHexEscaped(hasControl)
+}
+
+// hasControl reports whether s holds a control character isControl
+// refuses. It tests bytes, not runes: every such character is one byte
+// below 0x20, and no byte of a multi-byte UTF-8 sequence (nor U+FFFD for
+// an invalid one) is below 0x80.
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && isControl(rune(c)) {
+			return true
+		}
+	}
+	return false
 }
 
 // isControl reports whether r is a control character FHIR strings may not

@@ -273,3 +273,21 @@ func TestControlChars(t *testing.T) {
 		})
 	}
 }
+
+// TestHasControlMatchesRunes checks that testing bytes finds what testing
+// the runes of a string finds, for every byte and pair of bytes (invalid
+// UTF-8 included) and some text around them.
+func TestHasControlMatchesRunes(t *testing.T) {
+	var inputs []string
+	for a := 0; a < 256; a++ {
+		inputs = append(inputs, string([]byte{byte(a)}), "ZOË"+string([]byte{byte(a)})+"x")
+		for b := 0; b < 256; b++ {
+			inputs = append(inputs, string([]byte{byte(a), byte(b)}))
+		}
+	}
+	for _, s := range inputs {
+		if got, want := hasControl(s), strings.IndexFunc(s, isControl) >= 0; got != want {
+			t.Fatalf("hasControl(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

@@ -115,6 +115,10 @@ type decoder struct {
 	// boxed as interfaces, an allocation each.
 	stack []any
 	keys  []string
+	// The fields below serve long documents only (see long): short ones,
+	// such as a message's metadata, have too little to share to pay for
+	// them.
+	//
 	// elems is the unused rest of the chunk the arrays' elements are
 	// copied into: one allocation serves many small arrays (most of a
 	// bundle's hold one element). Each array is a slice of the chunk
@@ -124,7 +128,7 @@ type decoder struct {
 	// boxed holds string values already made into interfaces, so that a
 	// value a document repeats (a system, a profile, a reference) shares
 	// one: each conversion of a string to an interface is an allocation.
-	boxed [boxedSlots]boxedString
+	boxed *[boxedSlots]boxedString
 }
 
 // boxedString is a string value and the interface made of it.
@@ -133,37 +137,33 @@ type boxedString struct {
 	v any
 }
 
-// boxedSlots is the size of decoder.boxed, a power of two.
-const boxedSlots = 64
-
-// Sizes the decoder starts with: stackSize values and keys pending,
-// enough for the nesting of a FHIR bundle, so that the stacks do not
-// grow step by step on every document; and elemsChunk array elements
-// per chunk of elems. A small document gets less of either (room
-// limits), as it cannot hold as many.
+// Sizes for long documents: longDoc is the length from which a document
+// is long (a translated bundle is several kilobytes); stackSize the
+// values and keys pending the stacks start with, enough for the nesting
+// of a FHIR bundle, so that they do not grow step by step on every
+// document; elemsChunk the array elements of a chunk of elems; and
+// boxedSlots the size of boxed, a power of two.
 const (
-	stackSize  = 64
+	longDoc    = 2048
+	stackSize  = 32
 	elemsChunk = 64
+	boxedSlots = 64
 )
 
 func newDecoder(data []byte) decoder {
 	return decoder{data: data, src: string(data)}
 }
 
-// reserve gives the stacks their starting size, for documents that
-// hold objects or arrays.
-func (d *decoder) reserve() {
-	if d.stack == nil {
-		n := d.room(stackSize)
-		d.stack = make([]any, 0, n)
-		d.keys = make([]string, 0, n)
-	}
-}
+// long reports whether the document is long enough for the decoder's
+// shared allocations.
+func (d *decoder) long() bool { return len(d.data) >= longDoc }
 
-// room returns n, or fewer for a document too short to hold n values
-// (each takes at least two bytes: one and a comma).
-func (d *decoder) room(n int) int {
-	return max(min(n, len(d.data)/2), 1)
+// reserve gives a long document's stacks their starting size.
+func (d *decoder) reserve() {
+	if d.stack == nil && d.long() {
+		d.stack = make([]any, 0, stackSize)
+		d.keys = make([]string, 0, stackSize)
+	}
 }
 
 func (d *decoder) syntax(what string) error {
@@ -228,8 +228,11 @@ func (d *decoder) value(depth int) (any, error) {
 // box returns s as an interface, the one made before when s was the
 // last string of its slot in boxed.
 func (d *decoder) box(s string) any {
-	if s == "" {
+	if s == "" || !d.long() {
 		return s
+	}
+	if d.boxed == nil {
+		d.boxed = new([boxedSlots]boxedString)
 	}
 	n := len(s)
 	h := uint(n) ^ uint(s[n-1])<<1 ^ uint(s[n/2])<<3 ^ uint(s[n*3/4])<<5
@@ -356,9 +359,12 @@ func (d *decoder) array(depth int) ([]any, error) {
 		}
 		break
 	}
+	if !d.long() {
+		return append([]any(nil), d.stack[base:]...), nil
+	}
 	n := len(d.stack) - base
 	if len(d.elems) < n {
-		d.elems = make([]any, max(n, d.room(elemsChunk)))
+		d.elems = make([]any, max(n, elemsChunk))
 	}
 	out := d.elems[:n:n]
 	d.elems = d.elems[n:]

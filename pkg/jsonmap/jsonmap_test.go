@@ -59,15 +59,22 @@ func TestDecodeMatchesEncodingJSON(t *testing.T) {
 	for _, tc := range decodeCases {
 		t.Run(tc.name, func(t *testing.T) {
 			checkDecode(t, []byte(tc.in))
+			checkDecode(t, long(tc.in))
 		})
 	}
+}
+
+// long returns in followed by white space to make it a long document,
+// which the decoder reads with allocations shared across its values.
+func long(in string) []byte {
+	return []byte(in + strings.Repeat(" ", 4096))
 }
 
 // TestDecodedArraysAreApart checks that the arrays of one document,
 // which share the decoder's allocations, do not share elements: an
 // append to one leaves the next as it was.
 func TestDecodedArraysAreApart(t *testing.T) {
-	m, err := jsonmap.Decode([]byte(`{"a":["x","y"],"b":["z"],"c":[["p"],["q"]]}`))
+	m, err := jsonmap.Decode(long(`{"a":["x","y"],"b":["z"],"c":[["p"],["q"]]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,6 +336,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		checkDecode(t, in)
+		checkDecode(t, long(string(in)))
 	})
 }
 

@@ -128,13 +128,7 @@ type decoder struct {
 	// boxed holds string values already made into interfaces, so that a
 	// value a document repeats (a system, a profile, a reference) shares
 	// one: each conversion of a string to an interface is an allocation.
-	boxed *[boxedSlots]boxedString
-}
-
-// boxedString is a string value and the interface made of it.
-type boxedString struct {
-	s string
-	v any
+	boxed *[boxedSlots]any
 }
 
 // Sizes for long documents: longDoc is the length from which a document
@@ -225,23 +219,23 @@ func (d *decoder) value(depth int) (any, error) {
 	}
 }
 
-// box returns s as an interface, the one made before when s was the
+// box returns s as an interface: the one made before when s was the
 // last string of its slot in boxed.
 func (d *decoder) box(s string) any {
 	if s == "" || !d.long() {
 		return s
 	}
 	if d.boxed == nil {
-		d.boxed = new([boxedSlots]boxedString)
+		d.boxed = new([boxedSlots]any)
 	}
 	n := len(s)
 	h := uint(n) ^ uint(s[n-1])<<1 ^ uint(s[n/2])<<3 ^ uint(s[n*3/4])<<5
 	slot := &d.boxed[h%boxedSlots]
-	if slot.s == s {
-		return slot.v
+	if v, ok := (*slot).(string); ok && v == s {
+		return *slot
 	}
-	slot.s, slot.v = s, s
-	return slot.v
+	*slot = s
+	return *slot
 }
 
 func (d *decoder) literal(word string) error {

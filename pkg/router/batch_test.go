@@ -39,7 +39,7 @@ func TestOutBatchRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			data, err := encodeOutBatch(tt.entries)
+			data, err := encodeOutBatch(nil, tt.entries)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -86,7 +86,7 @@ func TestOutBatchCompresses(t *testing.T) {
 	for i := range entries {
 		entries[i] = outEntry{h: nats.Header{envelope.HeaderID: {fmt.Sprint("M", i)}}, body: body}
 	}
-	data, err := encodeOutBatch(entries)
+	data, err := encodeOutBatch(nil, entries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestBatchCount(t *testing.T) {
 }
 
 func TestDecodeOutBatchRejectsDamage(t *testing.T) {
-	good, err := encodeOutBatch([]outEntry{{h: nats.Header{"A": {"1"}}, body: bytes.Repeat([]byte("body "), 100)}})
+	good, err := encodeOutBatch(nil, []outEntry{{h: nats.Header{"A": {"1"}}, body: bytes.Repeat([]byte("body "), 100)}})
 	if err != nil {
 		t.Fatal(err)
 	}

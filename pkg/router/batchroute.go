@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,16 +51,21 @@ type outEntry struct {
 
 // encodeOutBatch writes entries as: magic, count, then per entry the
 // headers as JSON and the body, each length-prefixed, then compressed
-// (FHIR JSON shrinks about eight-fold).
-func encodeOutBatch(entries []outEntry) ([]byte, error) {
-	frames := make([]frame, len(entries))
-	var metas []byte
+// (FHIR JSON shrinks about eight-fold). sc is the caller's working memory
+// (see batchFormat.encodeWith), or nil for a one-off.
+func encodeOutBatch(sc *encodeScratch, entries []outEntry) ([]byte, error) {
+	if sc == nil {
+		sc = new(encodeScratch)
+	}
+	frames := slices.Grow(sc.frames[:0], len(entries))[:len(entries)]
+	metas := sc.metas[:0]
 	for i, e := range entries {
 		start := len(metas)
 		metas = appendHeader(metas, e.h)
 		frames[i] = frame{meta: metas[start:len(metas):len(metas)], payload: e.body}
 	}
-	return outFormat.encode(frames), nil
+	sc.frames, sc.metas = frames, metas
+	return outFormat.encodeWith(sc, frames), nil
 }
 
 // outFormat is the format of outbound batches.
@@ -87,6 +93,9 @@ func decodeOutBatch(data []byte) ([]outEntry, error) {
 type batchRouteWorker struct {
 	w     *routeWorker
 	spans *spanner
+	// enc is the working memory of the outbound batches it encodes, one
+	// at a time.
+	enc encodeScratch
 }
 
 // handle routes one span of accepted batches (see spanner): their
@@ -155,8 +164,14 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 		}
 		perDest := map[string][]outEntry{}
 		var dests []string
-		var recs []audit.Record
 		var pending []queued
+		// Sized for every record but a failure's: records are large, and
+		// growing the slice by doubling copied them about twice.
+		n := 0
+		for _, ev := range evs {
+			n += len(ev.recs) + len(ev.deliveries)
+		}
+		recs := make([]audit.Record, 0, n)
 		for i, ev := range evs {
 			env := envs[i]
 			if retryable(ev.fail) {
@@ -207,7 +222,7 @@ func (b *batchRouteWorker) handle(ctx context.Context, msgs []jetstream.Msg) err
 					size += len(entries[end].body) + 1024
 					end++
 				}
-				data, err := encodeOutBatch(entries[start:end])
+				data, err := encodeOutBatch(&b.enc, entries[start:end])
 				if err != nil {
 					return err
 				}
@@ -654,7 +669,11 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 				return err
 			}
 		}
-		var recs []audit.Record
+		n := 0
+		for i := range entries {
+			n += len(w.unwritten[i]) + len(w.done[i])
+		}
+		recs := make([]audit.Record, 0, n)
 		for i := range entries {
 			recs = append(append(recs, w.unwritten[i]...), w.done[i]...)
 		}

@@ -92,17 +92,23 @@ const maxBatchPlain = 64 << 20
 // encode frames the entries and compresses them; or leaves them framed
 // when compressing would not make them smaller, so a batch is never
 // stored larger than its frames (writers size batches by them). The
-// framed bytes and the compressor's output are scratch, reused from one
-// batch to the next; the result is a fresh slice of its own size, so a
-// batch costs the garbage collector about its compressed size, not twice
-// its framed size.
+// framed bytes and the compressor's output are scratch from a pool (see
+// encodeWith).
 func (f batchFormat) encode(frames []frame) []byte {
 	sc := encodeScratchPool.Get().(*encodeScratch)
-	defer func() {
-		if cap(sc.plain)+cap(sc.out) <= maxPooledScratch {
-			encodeScratchPool.Put(sc)
-		}
-	}()
+	defer encodeScratchPool.Put(sc)
+	return f.encodeWith(sc, frames)
+}
+
+// encodeWith is encode with the working memory sc, reused from one batch
+// to the next; the result is a fresh slice of its own size, so a batch
+// costs the garbage collector about its compressed size, not twice its
+// framed size. A stage that encodes one batch at a time keeps its own sc:
+// a pool is emptied by every other garbage collection and shared by
+// stages whose batches differ in size, so under load most of its
+// scratch was allocated again.
+func (f batchFormat) encodeWith(sc *encodeScratch, frames []frame) []byte {
+	defer sc.trim()
 	sc.plain = appendFrames(sc.plain[:0], f.plain, frames)
 	plain := sc.plain
 	if need := s2.MaxEncodedLen(len(plain)); cap(sc.out) < need {
@@ -121,12 +127,26 @@ func (f batchFormat) encode(frames []frame) []byte {
 	return append(out, enc...)
 }
 
-// encodeScratch is the working memory of one batch encoding.
-type encodeScratch struct{ plain, out []byte }
+// encodeScratch is the working memory of batch encoding: the entries'
+// frames and metadata as a writer builds them, the framed bytes and the
+// compressor's output.
+type encodeScratch struct {
+	frames     []frame
+	metas      []byte
+	plain, out []byte
+}
 
-// encodeScratchPool keeps encodeScratch between batches. Scratch grown
-// past maxPooledScratch by an unusually large batch is left to the
-// garbage collector.
+// trim lets go of scratch grown past maxPooledScratch by an unusually
+// large batch, and of the frames' references to their payloads.
+func (sc *encodeScratch) trim() {
+	clear(sc.frames)
+	if cap(sc.plain)+cap(sc.out)+cap(sc.metas) > maxPooledScratch {
+		*sc = encodeScratch{}
+	}
+}
+
+// encodeScratchPool keeps encodeScratch between batches of writers that
+// keep none of their own.
 var encodeScratchPool = sync.Pool{New: func() any { return new(encodeScratch) }}
 
 const maxPooledScratch = 8 << 20

@@ -57,6 +57,53 @@ func checkHeader(t *testing.T, h nats.Header) {
 	if diff := cmp.Diff(wantH, got); diff != "" {
 		t.Fatalf("decodeHeader(%s) (-encoding/json +got):\n%s", want, diff)
 	}
+	checkScanHeader(t, want)
+}
+
+// checkScanHeader checks that scanHeader, where it reads data, reads it
+// as readHeader does.
+func checkScanHeader(t *testing.T, data []byte) {
+	t.Helper()
+	got, ok := scanHeader(data)
+	if !ok {
+		return
+	}
+	want, err := readHeader(data)
+	if err != nil {
+		t.Fatalf("scanHeader read %s, which readHeader refuses: %v", data, err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("scanHeader(%s) (-readHeader +scanHeader):\n%s", data, diff)
+	}
+}
+
+// TestScanHeaderReadsEngineHeaders: the headers the engine writes are
+// read without jsonmap, and other forms are left to it.
+func TestScanHeaderReadsEngineHeaders(t *testing.T) {
+	for _, h := range []nats.Header{
+		{"Junction-Id": {"01JTEST"}, "Junction-Route": {"adt"}, "Junction-Patient-Hash": {"ab12"}, "Traceparent": {"00-abc-def-01"}},
+		{"A": {"1", "2", ""}, "B": {}, "C": {"x"}},
+		{},
+	} {
+		data := appendHeader(nil, h)
+		got, ok := scanHeader(data)
+		if !ok {
+			t.Errorf("scanHeader(%s) left it to readHeader", data)
+			continue
+		}
+		if diff := cmp.Diff(h, got); diff != "" {
+			t.Errorf("scanHeader(%s) (-want +got):\n%s", data, diff)
+		}
+	}
+	for _, in := range []string{
+		`{"A":null}`, `{"A":["1"],"A":["2"]}`, `{ "A":["1"]}`, `{"A":["1"] }`, `{"A":["\u0031"]}`, `{"A":["é"]}`,
+		`{"A":["1"]`, `{"A":["1"]}x`, `{"A":["1",]}`, `{"A":[,"1"]}`, `{"A":"1"}`, `{"A":[1]}`, `{}x`, `{`, `{"A`, `{"A":["1`, `{,}`,
+	} {
+		if h, ok := scanHeader([]byte(in)); ok {
+			t.Errorf("scanHeader(%s) = %v, want it left to readHeader", in, h)
+		}
+		checkScanHeader(t, []byte(in))
+	}
 }
 
 func TestEntryMetaMatchesEncodingJSON(t *testing.T) {
@@ -112,6 +159,7 @@ func FuzzMetaCodecs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, id, src, cid, snd string, p int, nanos int64, key, val string) {
 		checkEntryMeta(t, entryMeta{ID: id, Source: src, ControlID: cid, Sender: snd, Partition: p, ReceivedAt: time.Unix(0, nanos).UTC()})
 		checkHeader(t, nats.Header{key: {val, id}, "Junction-Id": {src}})
+		checkScanHeader(t, []byte(val))
 	})
 }
 

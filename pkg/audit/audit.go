@@ -195,7 +195,7 @@ func Subject(messageID string) string { return store.SubjAudit + "." + messageID
 // message, and returns once they are durable. dedupe makes a retried
 // write of the same stage harmless; pass "" to disable.
 func (w *Writer) Write(ctx context.Context, messageID, dedupe string, recs ...Record) error {
-	data, err := encodeRecords(recs)
+	data, err := EncodeRecords(recs)
 	if err != nil {
 		return err
 	}
@@ -245,7 +245,7 @@ func (w *Writer) WriteEncoded(ctx context.Context, messageID, dedupe string, dat
 
 // WriteAsync queues the records and returns a future for the store's ack.
 func (w *Writer) WriteAsync(messageID, dedupe string, recs ...Record) (jetstream.PubAckFuture, error) {
-	data, err := encodeRecords(recs)
+	data, err := EncodeRecords(recs)
 	if err != nil {
 		return nil, err
 	}
@@ -258,15 +258,6 @@ func (w *Writer) WriteAsync(messageID, dedupe string, recs ...Record) (jetstream
 		return nil, fmt.Errorf("writing audit records: %w", err)
 	}
 	return f, nil
-}
-
-// encodeRecords encodes records as one stream message holds them.
-func encodeRecords(recs []Record) ([]byte, error) {
-	data, err := json.Marshal(recs)
-	if err != nil {
-		return nil, fmt.Errorf("encoding audit records: %w", err)
-	}
-	return data, nil
 }
 
 func (w *Writer) msg(messageID, dedupe string, data []byte) (*nats.Msg, error) {

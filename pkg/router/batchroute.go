@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -293,7 +292,7 @@ const auditChunk = 512
 // whether that fits in one store message.
 func encodedToFit(r *Router, recs []audit.Record) ([]byte, bool) {
 	limit := int(r.js.Conn().MaxPayload()) - headerRoom
-	data, err := json.Marshal(recs)
+	data, err := audit.EncodeRecords(recs)
 	return data, err == nil && len(data) <= limit
 }
 

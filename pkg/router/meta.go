@@ -55,6 +55,14 @@ func appendEntryMeta(b []byte, m *entryMeta) []byte {
 
 // decodeEntryMeta reads what appendEntryMeta (or encoding/json) wrote.
 func decodeEntryMeta(data []byte) (entryMeta, error) {
+	if m, ok := scanEntryMeta(data); ok {
+		return m, nil
+	}
+	return readEntryMeta(data)
+}
+
+// readEntryMeta reads any JSON entry metadata through jsonmap.
+func readEntryMeta(data []byte) (entryMeta, error) {
 	var m entryMeta
 	err := jsonmap.DecodeMembers(data, func(k string, v any) error {
 		if v == nil {
@@ -171,66 +179,39 @@ func readHeader(data []byte) (nats.Header, error) {
 // scanHeader reads a header as appendHeader writes the headers the
 // engine sets, in a few allocations: one copy of data, of which every
 // key and value is a part, one backing array for all the value lists,
-// and the map. Anything else (a null list, a repeated key, whitespace, a
-// string with an escape or a byte outside printable ASCII) it leaves to
-// decodeHeader's general reading, returning false. A delivery stage
-// reads a dozen headers of every entry, and building them through
-// jsonmap took some 60 allocations an entry.
+// and the map. Anything else (a null list, a repeated key, or what
+// plainScanner leaves) it leaves to readHeader, returning false. A
+// delivery stage reads a dozen headers of every entry, and building them
+// through jsonmap took some 60 allocations an entry.
 func scanHeader(data []byte) (nats.Header, bool) {
-	s := string(data)
-	at := func(i int) byte {
-		if i < len(s) {
-			return s[i]
-		}
-		return 0
-	}
-	// str reads the string at i, returning it and the index after it.
-	str := func(i int) (string, int, bool) {
-		if at(i) != '"' {
-			return "", 0, false
-		}
-		for j := i + 1; j < len(s); j++ {
-			switch c := s[j]; {
-			case c == '"':
-				return s[i+1 : j], j + 1, true
-			case c < 0x20 || c >= 0x7f || c == '\\':
-				return "", 0, false
-			}
-		}
-		return "", 0, false
-	}
-	if at(0) != '{' {
+	p := plainScanner{s: string(data)}
+	if !p.eat('{') {
 		return nil, false
 	}
 	// Each key is followed by `":` and no value can be (its quote is
 	// followed by ',' or ']'), so these bound the keys and the strings.
-	h := make(nats.Header, strings.Count(s, `":`))
-	vals := make([]string, 0, strings.Count(s, `"`)/2)
-	i := 1
-	if at(i) == '}' {
-		return h, len(s) == 2
+	h := make(nats.Header, strings.Count(p.s, `":`))
+	vals := make([]string, 0, strings.Count(p.s, `"`)/2)
+	if p.eat('}') {
+		return h, p.done()
 	}
 	for {
-		k, j, ok := str(i)
-		if !ok || at(j) != ':' || at(j+1) != '[' {
+		k, ok := p.str()
+		if !ok || !p.eat(':') || !p.eat('[') {
 			return nil, false
 		}
-		i = j + 2
 		start := len(vals)
-		if at(i) == ']' {
-			i++
-		} else {
+		if !p.eat(']') {
 			for {
-				v, j, ok := str(i)
+				v, ok := p.str()
 				if !ok {
 					return nil, false
 				}
 				vals = append(vals, v)
-				i = j + 1
-				if at(j) == ']' {
+				if p.eat(']') {
 					break
 				}
-				if at(j) != ',' {
+				if !p.eat(',') {
 					return nil, false
 				}
 			}
@@ -243,13 +224,143 @@ func scanHeader(data []byte) (nats.Header, bool) {
 		} else {
 			h[k] = vals[start:len(vals):len(vals)]
 		}
-		switch at(i) {
-		case ',':
-			i++
-		case '}':
-			return h, i+1 == len(s)
-		default:
+		if p.eat('}') {
+			return h, p.done()
+		}
+		if !p.eat(',') {
 			return nil, false
 		}
 	}
+}
+
+// scanEntryMeta reads entry metadata as appendEntryMeta writes it, its
+// strings parts of one copy of data. Anything else (a key it does not
+// write, or written twice, a null, a number other than a plain integer,
+// or what plainScanner leaves) it leaves to decodeEntryMeta's general
+// reading, returning false; so it does with a time that does not parse,
+// which that reading refuses.
+func scanEntryMeta(data []byte) (entryMeta, bool) {
+	var m entryMeta
+	p := plainScanner{s: string(data)}
+	if !p.eat('{') {
+		return m, false
+	}
+	if p.eat('}') {
+		return m, p.done()
+	}
+	var seen uint16
+	for {
+		k, ok := p.str()
+		if !ok || !p.eat(':') {
+			return m, false
+		}
+		var bit uint16
+		switch k {
+		case "p":
+			bit = 1 << 0
+			if m.Partition, ok = p.int(); !ok {
+				return m, false
+			}
+		case "rcv":
+			bit = 1 << 1
+			v, ok := p.str()
+			if !ok {
+				return m, false
+			}
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return m, false
+			}
+			m.ReceivedAt = t
+		default:
+			var dst *string
+			for i, f := range [...]struct {
+				key string
+				dst *string
+			}{{"id", &m.ID}, {"src", &m.Source}, {"ct", &m.ContentType}, {"mt", &m.MessageType}, {"cid", &m.ControlID},
+				{"snd", &m.Sender}, {"dk", &m.DedupeKey}, {"tp", &m.TraceParent}} {
+				if f.key == k {
+					dst, bit = f.dst, 1<<(i+2)
+					break
+				}
+			}
+			if dst == nil {
+				return m, false
+			}
+			if *dst, ok = p.str(); !ok {
+				return m, false
+			}
+		}
+		if seen&bit != 0 {
+			return m, false
+		}
+		seen |= bit
+		if p.eat('}') {
+			return m, p.done()
+		}
+		if !p.eat(',') {
+			return m, false
+		}
+	}
+}
+
+// plainScanner reads JSON as this file's writers write it: without
+// whitespace, its strings printable ASCII without escapes, its numbers
+// integers. Its methods report false on anything else, for the caller to
+// leave the data to jsonmap.
+type plainScanner struct {
+	s string
+	i int
+}
+
+// eat skips c if it is next.
+func (p *plainScanner) eat(c byte) bool {
+	if p.i < len(p.s) && p.s[p.i] == c {
+		p.i++
+		return true
+	}
+	return false
+}
+
+// done reports whether everything was read.
+func (p *plainScanner) done() bool { return p.i == len(p.s) }
+
+// str reads a string: a part of s.
+func (p *plainScanner) str() (string, bool) {
+	if !p.eat('"') {
+		return "", false
+	}
+	for j := p.i; j < len(p.s); j++ {
+		switch c := p.s[j]; {
+		case c == '"':
+			v := p.s[p.i:j]
+			p.i = j + 1
+			return v, true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// int reads an integer of at most 15 digits (which a float64, as jsonmap
+// reads numbers, holds exactly), without a leading zero.
+func (p *plainScanner) int() (int, bool) {
+	j := p.i
+	if j < len(p.s) && p.s[j] == '-' {
+		j++
+	}
+	k := j
+	for k < len(p.s) && p.s[k] >= '0' && p.s[k] <= '9' {
+		k++
+	}
+	if k == j || k-j > 15 || p.s[j] == '0' && k-j > 1 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(p.s[p.i:k])
+	if err != nil {
+		return 0, false
+	}
+	p.i = k
+	return n, true
 }

@@ -33,6 +33,52 @@ func checkEntryMeta(t *testing.T, m entryMeta) {
 	if diff := cmp.Diff(wantM, got); diff != "" {
 		t.Fatalf("decodeEntryMeta(%s) (-encoding/json +got):\n%s", want, diff)
 	}
+	checkScanEntryMeta(t, want)
+}
+
+// checkScanEntryMeta checks that scanEntryMeta, where it reads data,
+// reads it as readEntryMeta does.
+func checkScanEntryMeta(t *testing.T, data []byte) {
+	t.Helper()
+	checkScan(t, "scanEntryMeta", data, scanEntryMeta, readEntryMeta)
+}
+
+// TestScanEntryMetaReadsEngineMeta: the metadata the engine writes is
+// read without jsonmap, and other forms are left to it.
+func TestScanEntryMetaReadsEngineMeta(t *testing.T) {
+	rcv := time.Date(2026, 12, 3, 11, 20, 0, 123456789, time.UTC)
+	for _, m := range []entryMeta{
+		{ID: "01JTEST", Source: "pas", ContentType: "x-application/hl7-v2+er7", ReceivedAt: rcv, MessageType: "ADT^A01",
+			ControlID: "MSG1", Sender: "PAS|RX1", DedupeKey: "PAS|RX1|MSG1", Partition: 15, TraceParent: "00-abc-def-01"},
+		{ID: "A", Source: "fhir", ContentType: "application/fhir+json", ReceivedAt: rcv, Partition: -7},
+		{ReceivedAt: rcv},
+	} {
+		data := appendEntryMeta(nil, &m)
+		got, ok := scanEntryMeta(data)
+		if !ok {
+			t.Errorf("scanEntryMeta(%s) left it to readEntryMeta", data)
+			continue
+		}
+		if diff := cmp.Diff(m, got); diff != "" {
+			t.Errorf("scanEntryMeta(%s) (-want +got):\n%s", data, diff)
+		}
+	}
+	for _, in := range []string{
+		`{"id":null}`, `{"id":"a","id":"b"}`, `{"p":1,"p":2}`, `{"x":"1"}`, `{"ID":"a"}`, `{ "id":"a"}`, `{"id":"\u0041"}`, `{"id":"é"}`,
+		`{"p":1.0}`, `{"p":1e2}`, `{"p":01}`, `{"p":-}`, `{"p":"1"}`, `{"p":1234567890123456}`, `{"rcv":"yesterday"}`, `{"rcv":1}`,
+		`{"id":"a"`, `{"id":"a"}x`, `{"id":"a",}`, `{,}`, `{}x`, `{`, `[]`,
+	} {
+		if m, ok := scanEntryMeta([]byte(in)); ok {
+			t.Errorf("scanEntryMeta(%s) = %+v, want it left to readEntryMeta", in, m)
+		}
+		checkScanEntryMeta(t, []byte(in))
+	}
+	for _, in := range []string{`{}`, `{"p":0}`, `{"p":-0}`, `{"p":123456789012345}`} {
+		if _, ok := scanEntryMeta([]byte(in)); !ok {
+			t.Errorf("scanEntryMeta(%s) left it to readEntryMeta", in)
+		}
+		checkScanEntryMeta(t, []byte(in))
+	}
 }
 
 func checkHeader(t *testing.T, h nats.Header) {
@@ -64,16 +110,23 @@ func checkHeader(t *testing.T, h nats.Header) {
 // as readHeader does.
 func checkScanHeader(t *testing.T, data []byte) {
 	t.Helper()
-	got, ok := scanHeader(data)
+	checkScan(t, "scanHeader", data, scanHeader, readHeader)
+}
+
+// checkScan checks that scan, where it reads data, reads it as read
+// (the jsonmap reading it stands in for) does.
+func checkScan[T any](t *testing.T, name string, data []byte, scan func([]byte) (T, bool), read func([]byte) (T, error)) {
+	t.Helper()
+	got, ok := scan(data)
 	if !ok {
 		return
 	}
-	want, err := readHeader(data)
+	want, err := read(data)
 	if err != nil {
-		t.Fatalf("scanHeader read %s, which readHeader refuses: %v", data, err)
+		t.Fatalf("%s read %s, which the jsonmap reading refuses: %v", name, data, err)
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Fatalf("scanHeader(%s) (-readHeader +scanHeader):\n%s", data, diff)
+		t.Fatalf("%s(%s) (-jsonmap +%s):\n%s", name, data, name, diff)
 	}
 }
 
@@ -160,6 +213,7 @@ func FuzzMetaCodecs(f *testing.F) {
 		checkEntryMeta(t, entryMeta{ID: id, Source: src, ControlID: cid, Sender: snd, Partition: p, ReceivedAt: time.Unix(0, nanos).UTC()})
 		checkHeader(t, nats.Header{key: {val, id}, "Junction-Id": {src}})
 		checkScanHeader(t, []byte(val))
+		checkScanEntryMeta(t, []byte(val))
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -65,6 +66,29 @@ func BenchmarkOutBatchDecode(b *testing.B) {
 	for b.Loop() {
 		if es, err := decodeOutBatch(data); err != nil || len(es) != 64 {
 			b.Fatal("decoded", len(es), err)
+		}
+	}
+}
+
+// BenchmarkBatchDecode decodes an accepted batch of 64 ADT messages, as
+// the route stage reads it.
+func BenchmarkBatchDecode(b *testing.B) {
+	adt := sampleADT(b)
+	envs := make([]*envelope.Envelope, 64)
+	for i := range envs {
+		envs[i] = &envelope.Envelope{ID: "01JDQ8ZKXW" + strconv.Itoa(100000+i), Source: "pas", ContentType: envelope.ContentTypeHL7v2,
+			ReceivedAt: time.Date(2026, 12, 7, 11, 44, 4, 123456789, time.UTC), MessageType: "ADT^A01", ControlID: "MSG" + strconv.Itoa(i),
+			Sender: "PAS|TRUST", DedupeKey: "PAS|TRUST|MSG" + strconv.Itoa(i), Partition: i % 16,
+			TraceParent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", Raw: adt}
+	}
+	data, err := encodeBatch(envs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if got, err := decodeBatch(data); err != nil || len(got) != 64 {
+			b.Fatal("decoded", len(got), err)
 		}
 	}
 }

@@ -14,12 +14,14 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/nhs"
 	"github.com/junction-fhir/junction/pkg/rules"
 )
@@ -840,5 +842,56 @@ func TestProcessReplaceKeepsSourceTag(t *testing.T) {
 				t.Error("Process changed the translation's bundle")
 			}
 		})
+	}
+}
+
+// BenchmarkProcessShippedADT measures the route stage of one admission as
+// the engine runs it: routes/adt_a01.hl7 translated by the pas adapter and
+// decoded once (Translation.Parsed), then both shipped ADT routes, the
+// store route (match, consent by the engine, keep step, encode) and the
+// data-quality route (match, filtered).
+func BenchmarkProcessShippedADT(b *testing.B) {
+	var routes []*Route
+	for _, f := range []string{"adt-to-fhir-store.yaml", "adt-data-quality.yaml"} {
+		r, err := Load(filepath.Join("..", "..", "routes", f), testEnv(b), testCatalog)
+		if err != nil {
+			b.Fatal(err)
+		}
+		routes = append(routes, r)
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "routes", "testdata", "adt_a01.hl7"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := pas.Factory{}
+	tr, err := f.NewTranslator(f.NewConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := TestEnvelope("pas", "01BENCH", raw, envelope.ContentTypeHL7v2)
+	t, err := tr.Translate(env)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if t.Parsed, err = jsonmap.Decode(t.Bundle); err != nil {
+		b.Fatal(err)
+	}
+	t.PatientKey = LocalKey(t.PatientKey, t.Parsed)
+	in := Input{Env: env, Tr: t}
+	decider := &consent.Engine{Source: optOutList{}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		delivered := 0
+		for _, r := range routes {
+			res, err := r.Process(ctx, in, decider)
+			if err != nil {
+				b.Fatal(err)
+			}
+			delivered += len(res.Deliveries)
+		}
+		if delivered != 1 {
+			b.Fatalf("%d deliveries, want 1", delivered)
+		}
 	}
 }

@@ -495,21 +495,26 @@ func (l *nhsNumbers) addReferences(v any, depth int) {
 	}
 	switch x := v.(type) {
 	case map[string]any:
-		if id, ok := x["identifier"].(map[string]any); ok {
-			if sys, _ := id["system"].(string); nhs.IsNHSNumberSystem(sys) {
-				val, _ := id["value"].(string)
-				l.add(val)
-			}
-		}
-		// A conditional reference (Patient?identifier=<NHS number
-		// system>|<number>) names its patient too.
-		if ref, ok := x["reference"].(string); ok {
-			for _, n := range nhs.SearchedNumbers(ref) {
-				l.add(n)
-			}
-		}
+		// One pass over the members, with no lookups: the walk visits
+		// every map of every resource, and most hold neither key.
 		for k, child := range x {
-			if k == "contained" {
+			switch k {
+			case "identifier":
+				if id, ok := child.(map[string]any); ok {
+					if sys, _ := id["system"].(string); nhs.IsNHSNumberSystem(sys) {
+						val, _ := id["value"].(string)
+						l.add(val)
+					}
+				}
+			case "reference":
+				// A conditional reference (Patient?identifier=<NHS number
+				// system>|<number>) names its patient too.
+				if ref, ok := child.(string); ok {
+					for _, n := range nhs.SearchedNumbers(ref) {
+						l.add(n)
+					}
+				}
+			case "contained":
 				list, _ := child.([]any)
 				for _, c := range list {
 					if m, ok := c.(map[string]any); ok {

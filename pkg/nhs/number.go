@@ -162,7 +162,28 @@ func IsNHSNumberSystem(system string) bool {
 	if system == SystemNHSNumber || system == "urn:oid:"+OIDNHSNumber {
 		return true
 	}
-	s := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(system), "/"))
+	s := strings.TrimSuffix(strings.TrimSpace(system), "/")
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			// Unicode case mapping: lower case it as it is, since
+			// folding would match more than lower casing does (ſ as s).
+			return isNHSNumberSystemLower(strings.ToLower(s))
+		}
+	}
+	// ASCII, the usual case: compared ignoring case, with no copy (every
+	// identifier of every resource passes here).
+	for _, scheme := range [...]string{"https://", "http://"} {
+		if len(s) > len(scheme) && strings.EqualFold(s[:len(scheme)], scheme) {
+			rest := s[len(scheme):]
+			return strings.EqualFold(rest, "fhir.nhs.uk/id/nhs-number") || strings.EqualFold(rest, "fhir.nhs.net/id/nhs-number")
+		}
+	}
+	return false
+}
+
+// isNHSNumberSystemLower is IsNHSNumberSystem of a system already
+// trimmed and lower cased.
+func isNHSNumberSystemLower(s string) bool {
 	s, ok := strings.CutPrefix(s, "https://")
 	if !ok {
 		if s, ok = strings.CutPrefix(s, "http://"); !ok {

@@ -277,6 +277,25 @@ func BenchmarkValidNumber(b *testing.B) {
 	}
 }
 
+// TestIsNHSNumberSystemLowerCases: comparing ASCII systems without
+// lower casing a copy gives what lower casing every system gives, and a
+// system with other letters is lower cased, not folded (ſ is no s).
+func TestIsNHSNumberSystemLowerCases(t *testing.T) {
+	lowered := func(system string) bool {
+		return isNHSNumberSystemLower(strings.ToLower(strings.TrimSuffix(strings.TrimSpace(system), "/")))
+	}
+	for _, system := range []string{
+		SystemNHSNumber, "HTTP://FHIR.NHS.NET/ID/NHS-NUMBER/", " https://fhir.nhs.uk/Id/nhs-number ", "https://", "http://",
+		"https:/fhir.nhs.uk/Id/nhs-number", "httpS://fhir.NHS.uk/id/nhs-number", "https://fhir.nhs.uk/Id/nhs-numbe",
+		"https://fhir.nhſ.uk/Id/nhs-number", "https://fhir.nhs.uk/Id/nhs-number\u212a", "HTTPS://FHIR.NHS.UK/ID/NHS-NUMBER\u00a0",
+		"\u00a0https://fhir.nhs.uk/Id/nhs-number", "https://fhir.nhs.uk/Id/NHS-NUMBER//", "urn:oid:" + OIDNHSNumber, "",
+	} {
+		if got, want := IsNHSNumberSystem(system), system == "urn:oid:"+OIDNHSNumber || lowered(system); got != want {
+			t.Errorf("IsNHSNumberSystem(%q) = %v, lower cased it is %v", system, got, want)
+		}
+	}
+}
+
 func TestIsNHSNumberSystem(t *testing.T) {
 	tests := []struct {
 		system string

@@ -21,14 +21,20 @@ func Encode(v any) ([]byte, error) {
 
 // Append appends the encoding of v (see Encode) to dst.
 func Append(dst []byte, v any) ([]byte, error) {
-	e := encoder{}
+	e := encoder{keys: make([]string, 0, initialKeys)}
 	return e.value(dst, v, 0)
 }
 
-// encoder keeps a buffer of keys per nesting level, so sorting a map's
-// keys costs no allocation after the first map at each level.
+// initialKeys is room for the keys of the maps being encoded at once,
+// from the top one down, in a FHIR Bundle of ordinary depth.
+const initialKeys = 64
+
+// encoder keeps the keys of the maps being encoded as a stack: a map's
+// sorted keys sit above those of the maps it is in, so sorting every
+// map's keys costs no allocation once the stack has grown to the
+// deepest path's.
 type encoder struct {
-	keys [][]string
+	keys []string
 }
 
 func (e *encoder) value(dst []byte, v any, depth int) ([]byte, error) {
@@ -80,20 +86,21 @@ func (e *encoder) object(dst []byte, m map[string]any, depth int) ([]byte, error
 	if depth >= maxDepth {
 		return nil, fmt.Errorf("jsonmap: value nested more than %d deep", maxDepth)
 	}
-	for len(e.keys) <= depth {
-		e.keys = append(e.keys, nil)
-	}
-	keys := e.keys[depth][:0]
+	// This map's keys are e.keys[start:end]; the maps in its values push
+	// theirs above end and pop them before returning, so the span stays
+	// as sorted here even when the stack is reallocated.
+	start := len(e.keys)
 	for k := range m {
-		keys = append(keys, k)
+		e.keys = append(e.keys, k)
 	}
-	slices.Sort(keys)
-	e.keys[depth] = keys
+	end := len(e.keys)
+	slices.Sort(e.keys[start:end])
 	dst = append(dst, '{')
-	for i, k := range keys {
-		if i > 0 {
+	for i := start; i < end; i++ {
+		if i > start {
 			dst = append(dst, ',')
 		}
+		k := e.keys[i]
 		dst = appendString(dst, k)
 		dst = append(dst, ':')
 		var err error
@@ -101,6 +108,7 @@ func (e *encoder) object(dst []byte, m map[string]any, depth int) ([]byte, error
 			return nil, err
 		}
 	}
+	e.keys = e.keys[:start]
 	return append(dst, '}'), nil
 }
 

@@ -429,7 +429,7 @@ func orEmpty(m map[string]any) map[string]any {
 // Eval runs p. Errors are permanent faults (code rule.eval) whose message
 // holds no data from the input.
 func (p *Program) Eval(ctx context.Context, v *Vars) (any, error) {
-	out, _, err := p.eval(ctx, v)
+	out, _, err := p.eval(ctx, v, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -471,9 +471,7 @@ func (p *Program) EvalBoolWithin(ctx context.Context, v *Vars, b *Budget) (bool,
 	if time.Now().After(b.deadline) {
 		return false, fault.New(fault.CodeRuleEval, "evaluations for this message exceeded their deadline together")
 	}
-	ctx, cancel := context.WithDeadline(ctx, b.deadline)
-	defer cancel()
-	out, cost, err := p.eval(ctx, v)
+	out, cost, err := p.eval(ctx, v, b)
 	if err != nil {
 		return false, err
 	}
@@ -488,13 +486,21 @@ func (p *Program) EvalBoolWithin(ctx context.Context, v *Vars, b *Budget) (bool,
 	return r, nil
 }
 
-func (p *Program) eval(ctx context.Context, v *Vars) (out ref.Val, cost uint64, err error) {
+// eval runs p until its Timeout from now, or b's deadline when b is not
+// nil and that comes first.
+func (p *Program) eval(ctx context.Context, v *Vars, b *Budget) (out ref.Val, cost uint64, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = nil, fault.New(fault.CodeRuleEval, "evaluation failed inside the CEL runtime")
 		}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, p.lim.Timeout)
+	// One context bounds the evaluation by the earlier deadline, as one
+	// for the budget's with one for the timeout inside it would.
+	deadline := time.Now().Add(p.lim.Timeout)
+	if b != nil && b.deadline.Before(deadline) {
+		deadline = b.deadline
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	out, det, err := p.prg.ContextEval(ctx, activation{v})
 	if det != nil {
@@ -539,7 +545,7 @@ func (p *Program) EvalBool(ctx context.Context, v *Vars) (bool, error) {
 // Bytes become base64 text, timestamps RFC 3339 text and durations Go
 // duration text, so the result always encodes as JSON.
 func (p *Program) EvalMap(ctx context.Context, v *Vars) (map[string]any, error) {
-	out, _, err := p.eval(ctx, v)
+	out, _, err := p.eval(ctx, v, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -847,7 +847,7 @@ func TestBudgetBoundsEvaluationsTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, cost, err := pp.eval(context.Background(), &Vars{})
+	_, cost, err := pp.eval(context.Background(), &Vars{}, nil)
 	if err != nil || cost == 0 {
 		t.Fatalf("probe: cost %d, %v", cost, err)
 	}
@@ -874,5 +874,27 @@ func TestBudgetBoundsEvaluationsTogether(t *testing.T) {
 	}
 	if ran == 0 || ran > StepBudgetFactor {
 		t.Errorf("%d evaluations of cost %d ran on a budget of %d", ran, cost, StepBudgetFactor*cost)
+	}
+}
+
+// TestBudgetDeadlineStopsAnEvaluation: an evaluation within a budget
+// stops at the budget's deadline when that comes before its own timeout,
+// with the error its own timeout gives.
+func TestBudgetDeadlineStopsAnEvaluation(t *testing.T) {
+	p, err := newEnv(t, Limits{MaxEstimatedCost: 1 << 62, MaxSize: 100_000, CostLimit: 1 << 40, Timeout: time.Minute}).
+		Compile(`bundle.entry.all(e, e.resource.resourceType == "Observation")`, Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := &Vars{Bundle: bigBundle(200_000)}
+	b := p.NewBudget()
+	b.deadline = time.Now().Add(time.Millisecond)
+	start := time.Now()
+	_, err = p.EvalBoolWithin(context.Background(), vars, b)
+	if f := fault.As(err); f == nil || err.Error() != "rule.eval: evaluation exceeded its deadline" || !strings.Contains(f.Detail, "interrupted") {
+		t.Fatalf("EvalBoolWithin = %v, want the deadline exceeded", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("stopped after %v, want about the budget's millisecond", d)
 	}
 }

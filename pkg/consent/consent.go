@@ -43,6 +43,12 @@ type Request struct {
 	PatientKey string
 	// Bundle is the FHIR bundle as JSON-shaped maps.
 	Bundle map[string]any
+	// BundlePatients, when not nil, is BundleNHSNumbers(Bundle), found
+	// by the caller already (a route has them for the message's
+	// disclosure list): the engine takes them rather than walk every
+	// resource of Bundle again for each destination. Nil: the engine
+	// finds them.
+	BundlePatients []string
 	// Default is the route's declared policy for when nothing else decides.
 	Default Outcome
 	// LegalBasis is the route's declared legal basis (see LegalBasis).

@@ -68,7 +68,17 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 		now = e.Now()
 	}
 	entries := bundleResources(req.Bundle)
-	patients := nhsNumbers(bundlePatients(req.PatientKey, entries))
+	var patients nhsNumbers
+	if rt, _ := req.Bundle["resourceType"].(string); rt == "Bundle" && req.BundlePatients != nil {
+		// Those the caller found in the entries already: the same
+		// patients in the same order as bundlePatients finds.
+		patients.add(req.PatientKey)
+		for _, n := range req.BundlePatients {
+			patients.add(n)
+		}
+	} else {
+		patients = nhsNumbers(bundlePatients(req.PatientKey, entries))
+	}
 	for _, n := range req.OtherPatients {
 		patients.add(n)
 	}
@@ -444,9 +454,48 @@ func BundleNHSNumbers(bundle map[string]any) []string {
 	}
 	list, _ := bundle["entry"].([]any)
 	for _, x := range list {
-		m, _ := x.(map[string]any)
-		body, _ := m["resource"].(map[string]any)
-		out.addResource(body)
+		out.addResource(entryResource(x))
+	}
+	return out
+}
+
+// entryResource returns the resource of a Bundle entry x, or nil.
+func entryResource(x any) map[string]any {
+	m, _ := x.(map[string]any)
+	body, _ := m["resource"].(map[string]any)
+	return body
+}
+
+// EntryNHSNumbers returns what BundleNHSNumbers finds in each entry of a
+// decoded Bundle, entry by entry, or nil when bundle is not a Bundle.
+// JoinNHSNumbers of them is BundleNHSNumbers of the Bundle, and of those
+// of some of its entries, in order, BundleNHSNumbers of a Bundle of those
+// entries: a transform that only drops entries needs no new walk of the
+// resources to say whose data what it sends carries.
+func EntryNHSNumbers(bundle map[string]any) [][]string {
+	if rt, _ := bundle["resourceType"].(string); rt != "Bundle" {
+		return nil
+	}
+	list, _ := bundle["entry"].([]any)
+	out := make([][]string, len(list))
+	for i, x := range list {
+		var l nhsNumbers
+		l.addResource(entryResource(x))
+		out[i] = l
+	}
+	return out
+}
+
+// JoinNHSNumbers returns the distinct NHS numbers of lists, each as
+// BundleNHSNumbers or EntryNHSNumbers gives them, in the order first met.
+func JoinNHSNumbers(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		for _, n := range l {
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -758,7 +759,49 @@ func TestBundleNHSNumbers(t *testing.T) {
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("BundleNHSNumbers = %v, want %v", got, tc.want)
 			}
+			checkEntryNHSNumbers(t, m)
+			// The engine decides for the same patients whether it finds
+			// them or is given them.
+			e := &Engine{Source: memSource{optOut: map[string]OptOutStatus{"9990000034": {OptedOut: true}}}}
+			req := Request{Route: "r", Purpose: string(PurposeResearch), LegalBasis: string(BasisS251), Destination: "d", PatientKey: "9990000026", Bundle: m, Default: Permit}
+			want, err := e.Decide(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.BundlePatients = got
+			if dec, err := e.Decide(context.Background(), req); err != nil {
+				t.Fatal(err)
+			} else if diff := cmp.Diff(want, dec); diff != "" {
+				t.Errorf("decision given the patients differs (-found +given):\n%s", diff)
+			}
 		})
+	}
+}
+
+// checkEntryNHSNumbers checks that the NHS numbers EntryNHSNumbers finds
+// entry by entry join into those BundleNHSNumbers finds, for the bundle
+// m and for Bundles of its entries but one, or that it finds none when m
+// is not a Bundle.
+func checkEntryNHSNumbers(t *testing.T, m map[string]any) {
+	t.Helper()
+	per := EntryNHSNumbers(m)
+	if m["resourceType"] != "Bundle" {
+		if per != nil {
+			t.Errorf("EntryNHSNumbers of a %v = %v, want nil", m["resourceType"], per)
+		}
+		return
+	}
+	if got, want := JoinNHSNumbers(per...), BundleNHSNumbers(m); !slices.Equal(got, want) {
+		t.Errorf("joined entry numbers %v, BundleNHSNumbers %v", got, want)
+	}
+	entries, _ := m["entry"].([]any)
+	for i := range entries {
+		part := maps.Clone(m)
+		part["entry"] = slices.Delete(slices.Clone(entries), i, i+1)
+		lists := slices.Delete(slices.Clone(per), i, i+1)
+		if got, want := JoinNHSNumbers(lists...), BundleNHSNumbers(part); !slices.Equal(got, want) {
+			t.Errorf("without entry %d: joined entry numbers %v, BundleNHSNumbers %v", i, got, want)
+		}
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/consent"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jsonmap"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -254,6 +255,13 @@ func checkDecisions(t *testing.T, id string, res *Result, gone string) {
 		}
 		if gone != "" && slices.Contains(bundleTypes(t, d.Body), gone) {
 			t.Errorf("%s: payload for %s holds a %s the consent withheld", id, d.Destination, gone)
+		}
+		// Whoever the payload is about is told of it: the patients of
+		// what is sent, however the route found them.
+		if b, err := jsonmap.Decode(d.Body); err != nil {
+			t.Errorf("%s: payload for %s is not JSON: %v", id, d.Destination, err)
+		} else if want := consent.BundleNHSNumbers(b); !slices.Equal(d.Patients, want) {
+			t.Errorf("%s: payload for %s has patients %v, its bundle names %v", id, d.Destination, d.Patients, want)
 		}
 	}
 	for _, dest := range res.Denied {

@@ -326,15 +326,16 @@ func TestProcessPerDestinationTransform(t *testing.T) {
 	if diff := cmp.Diff(map[string]int{"fhir-store": 3, "data-quality": 1}, counts); diff != "" {
 		t.Errorf("entries per destination (-want +got):\n%s", diff)
 	}
-	// The decider is asked once per destination with the route's facts.
+	// The decider is asked once per destination with the route's facts,
+	// and the patients the bundle names, found once for all of them.
 	var asked []consent.Request
 	for _, q := range dec.reqs {
 		q.Bundle = nil
 		asked = append(asked, q)
 	}
 	want := []consent.Request{
-		{Route: "test-route", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "fhir-store", PatientKey: validNHS, Default: consent.Permit},
-		{Route: "test-route", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "data-quality", PatientKey: validNHS, Default: consent.Permit},
+		{Route: "test-route", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "fhir-store", PatientKey: validNHS, BundlePatients: []string{validNHS}, Default: consent.Permit},
+		{Route: "test-route", Purpose: "direct-care", LegalBasis: "direct-care", Destination: "data-quality", PatientKey: validNHS, BundlePatients: []string{validNHS}, Default: consent.Permit},
 	}
 	if diff := cmp.Diff(want, asked); diff != "" {
 		t.Errorf("consent requests (-want +got):\n%s", diff)
@@ -893,5 +894,66 @@ func BenchmarkProcessShippedADT(b *testing.B) {
 		if delivered != 1 {
 			b.Fatalf("%d deliveries, want 1", delivered)
 		}
+	}
+}
+
+// TestProcessPatientsOfWhatIsSent: each delivery names the patients of
+// the bundle it sends, in the order consent.BundleNHSNumbers gives them,
+// after keep steps that drop entries, one that rewrites a reference to a
+// dropped Patient into one by its NHS number, and a replace step.
+func TestProcessPatientsOfWhatIsSent(t *testing.T) {
+	a, b, c := nhs.TestNumber(1), nhs.TestNumber(2), nhs.TestNumber(3)
+	about := func(n string) string {
+		return `{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + n + `"}}`
+	}
+	bundle := []byte(`{"resourceType":"Bundle","type":"collection","entry":[` +
+		`{"fullUrl":"urn:uuid:ob","resource":{"resourceType":"Observation","id":"ob","subject":` + about(b) + `}},` +
+		`{"fullUrl":"urn:uuid:pa","resource":{"resourceType":"Patient","id":"pa","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + a + `"}]}},` +
+		`{"fullUrl":"urn:uuid:oa","resource":{"resourceType":"Observation","id":"oa","subject":{"reference":"urn:uuid:pa"}}},` +
+		`{"fullUrl":"urn:uuid:oc","resource":{"resourceType":"Observation","id":"oc","subject":` + about(c) + `}}]}`)
+	tests := []struct {
+		name      string
+		transform string
+		want      []string
+	}{
+		{"no transform", "", []string{b, a, c}},
+		{"keep the Patient", "  - keep: resource.resourceType == \"Patient\"\n", []string{a}},
+		{"keep two Observations", "  - keep: resource.id in [\"ob\", \"oc\"]\n", []string{b, c}},
+		{"keep steps in turn", "  - keep: resource.id != \"ob\"\n  - keep: resource.id != \"pa\"\n  - keep: resource.id != \"oc\"\n", []string{a}},
+		{"a dropped Patient's reference becomes its NHS number", "  - keep: resource.resourceType != \"Patient\"\n", []string{b, a, c}},
+		{"keep none", "  - keep: false\n", nil},
+		{"keep then replace", "  - keep: resource.id != \"ob\"\n  - replace: '{\"resourceType\": \"Bundle\", \"type\": \"collection\", \"entry\": bundle.entry}'\n", []string{a, c}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := routeHead + permit
+			if tt.transform != "" {
+				src += "transform:\n" + tt.transform
+			}
+			r := writeRoute(t, src+"destinations:\n  - name: fhir-store\n")
+			in := v2Input(t, "A01", a)
+			in.Tr.Bundle = bundle
+			res, err := r.Process(context.Background(), in, &consent.Engine{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Deliveries) != 1 {
+				t.Fatalf("%d deliveries, want 1", len(res.Deliveries))
+			}
+			d := res.Deliveries[0]
+			if diff := cmp.Diff(tt.want, d.Patients); diff != "" {
+				t.Errorf("patients (-want +got):\n%s", diff)
+			}
+			sent, err := jsonmap.Decode(d.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(consent.BundleNHSNumbers(sent), d.Patients); diff != "" {
+				t.Errorf("patients differ from those of what is sent (-sent +got):\n%s", diff)
+			}
+			if diff := cmp.Diff([]string{b, a, c}, res.Patients); diff != "" {
+				t.Errorf("message patients (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -904,13 +904,13 @@ func (r *Route) Uses(name string) bool {
 // inside Junction (the consent store, the opt-out list), which discloses
 // nothing: the patient's own Consent on its way to the store is not a
 // disclosure for that patient's refusal to block.
-func (r *Route) decide(ctx context.Context, decider consent.Decider, d Destination, tr *adapter.Translation, in Input, bundle map[string]any) (consent.Decision, error) {
+func (r *Route) decide(ctx context.Context, decider consent.Decider, d Destination, tr *adapter.Translation, in Input, bundle map[string]any, patients []string) (consent.Decision, error) {
 	if d.Internal {
 		return consent.Decision{Outcome: consent.Permit, Reason: "internal destination: nothing is disclosed", Rule: "internal"}, nil
 	}
 	dec, err := decider.Decide(ctx, consent.Request{
 		Route: r.Name, Purpose: r.Purpose, LegalBasis: r.LegalBasis, SkipConsent: r.SkipConsent,
-		Destination: d.Name, PatientKey: consentKey(tr.PatientKey, in.Patient), Bundle: bundle, Default: r.Default,
+		Destination: d.Name, PatientKey: consentKey(tr.PatientKey, in.Patient), Bundle: bundle, BundlePatients: patients, Default: r.Default,
 		// Restricted (S-flag) by the patient index; a Patient
 		// labelled R in the bundle counts as well.
 		Restricted: in.Restricted,
@@ -1111,7 +1111,14 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	res.Records = append(res.Records, rec(audit.Matched, "", "matched", "", "match"))
 	// Patients the translation does not name by the NHS number the
 	// patient index knows them by: told of the disclosure too.
-	res.Patients = withOthers(consent.BundleNHSNumbers(bundle), in.OtherPatients)
+	// Found entry by entry once, for the consent decisions and for what
+	// each destination is sent.
+	entryPatients := consent.EntryNHSNumbers(bundle)
+	bundlePatients := consent.JoinNHSNumbers(entryPatients...)
+	if entryPatients == nil {
+		bundlePatients = consent.BundleNHSNumbers(bundle)
+	}
+	res.Patients = withOthers(slices.Clip(bundlePatients), in.OtherPatients)
 	if n := len(res.Patients); n > MaxPatients {
 		// Each payload carries its patients' keyed hashes to the
 		// delivery stage in store headers, which JetStream bounds.
@@ -1130,7 +1137,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 				continue
 			}
 		}
-		dec, err := r.decide(ctx, decider, d, tr, in, bundle)
+		dec, err := r.decide(ctx, decider, d, tr, in, bundle, bundlePatients)
 		if err != nil {
 			return nil, err
 		}
@@ -1171,8 +1178,16 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 				return nil, fault.Wrap(fault.Permanent, fault.CodeInternal, "redacted bundle is not JSON", err)
 			}
 		}
+		// kept, when not nil, lists the entries of bundle that a
+		// transform's result holds, unchanged: those whose patients are
+		// known already.
+		var kept []int
 		if len(r.steps) > 0 {
-			out, err := r.transform(ctx, &dvars, src)
+			var from []int
+			if outcome == consent.Permit && entryPatients != nil {
+				from = allIndices(len(entryPatients))
+			}
+			out, outKept, err := r.transform(ctx, &dvars, src, from)
 			if err != nil {
 				return nil, fmt.Errorf("route %s transform for %s: %w", r.Name, d.Name, err)
 			}
@@ -1180,7 +1195,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			if err != nil {
 				return nil, fault.Wrap(fault.Permanent, fault.CodeRuleEval, "transform result is not JSON", err)
 			}
-			src = out
+			src, kept = out, outKept
 			res.Records = append(res.Records, rec(audit.Transformed, d.Name, "ok", fmt.Sprintf("%d steps", len(r.steps)), "transform"))
 		}
 		patients := res.Patients
@@ -1188,11 +1203,35 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			// What is sent may hold fewer patients than the translation;
 			// those it does not name by NHS number are in it as the
 			// message's are.
-			patients = withOthers(consent.BundleNHSNumbers(src), in.OtherPatients)
+			if kept != nil {
+				patients = withOthers(keptPatients(entryPatients, kept), in.OtherPatients)
+			} else {
+				patients = withOthers(consent.BundleNHSNumbers(src), in.OtherPatients)
+			}
 		}
 		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body, Classes: bundleClasses(src), Patients: patients})
 	}
 	return res, nil
+}
+
+// allIndices returns 0 to n-1.
+func allIndices(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// keptPatients returns the NHS numbers of a Bundle of the entries at
+// kept of one whose entries name entryPatients (consent.EntryNHSNumbers),
+// as consent.BundleNHSNumbers would find them.
+func keptPatients(entryPatients [][]string, kept []int) []string {
+	lists := make([][]string, len(kept))
+	for i, k := range kept {
+		lists[i] = entryPatients[k]
+	}
+	return consent.JoinNHSNumbers(lists...)
 }
 
 // withOthers returns the NHS numbers nums with the valid ones of others
@@ -1339,11 +1378,15 @@ func startsWithHeader(entries []any) bool {
 	return res != nil && res["resourceType"] == "MessageHeader"
 }
 
-// transform applies the steps to a copy of bundle. A keep step rewrites
+// transform applies the steps to a copy of bundle. When from is not nil
+// it says which entries of an original bundle bundle's entries are (by
+// their indices there), and the []int returned says the same of the
+// result's entries, or is nil when a step changed or made entries (a
+// keep step rewriting references, a replace step). A keep step rewrites
 // references to an entry it drops that would dangle, and one that drops a message
 // Bundle's MessageHeader makes it a collection, so what is delivered is
 // still a valid Bundle.
-func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[string]any) (map[string]any, error) {
+func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[string]any, from []int) (map[string]any, []int, error) {
 	cur := bundle
 	for i, s := range r.steps {
 		v := *vars
@@ -1359,18 +1402,25 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 			// none. Type/id and absolute references are left, since they
 			// resolve on the server.
 			var repl map[string]map[string]any
+			var keptFrom []int
+			if from != nil {
+				keptFrom = make([]int, 0, len(entries))
+			}
 			// The step runs once per entry: one budget bounds them all.
 			budget := s.keep.NewBudget()
-			for _, e := range entries {
+			for j, e := range entries {
 				em, _ := e.(map[string]any)
 				res, _ := em["resource"].(map[string]any)
 				v.Resource = res
 				ok, err := s.keep.EvalBoolWithin(ctx, &v, budget)
 				if err != nil {
-					return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.keep, err))
+					return nil, nil, fmt.Errorf("step %d: %w", i, r.exprError(s.keep, err))
 				}
 				if ok {
 					kept = append(kept, e)
+					if from != nil {
+						keptFrom = append(keptFrom, from[j])
+					}
 					continue
 				}
 				if r, u, ok := logicalReference(em); ok {
@@ -1385,10 +1435,12 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 			if len(repl) > 0 && fhir.RefersTo(kept, func(ref string) bool { _, ok := repl[ref]; return ok }) {
 				c, err := jsonmap.Clone(kept)
 				if err != nil {
-					return nil, fmt.Errorf("step %d: copying entries: %w", i, err)
+					return nil, nil, fmt.Errorf("step %d: copying entries: %w", i, err)
 				}
 				kept = fhir.RewriteReferences(c, repl).([]any)
+				keptFrom = nil
 			}
+			from = keptFrom
 			next := make(map[string]any, len(cur))
 			for k, val := range cur {
 				next[k] = val
@@ -1409,18 +1461,18 @@ func (r *Route) transform(ctx context.Context, vars *rules.Vars, bundle map[stri
 		case s.replace != nil:
 			out, err := s.replace.EvalMap(ctx, &v)
 			if err != nil {
-				return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
+				return nil, nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
 			}
 			// What a destination would refuse, or a file destination
 			// write as it is, fails here, at the step that made it.
 			if p := bundleProblem(out); p != "" {
 				err := fault.New(fault.CodeRuleEval, "the result is not a FHIR Bundle").WithDetail(p)
-				return nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
+				return nil, nil, fmt.Errorf("step %d: %w", i, r.exprError(s.replace, err))
 			}
-			cur = withSourceTag(cur, out)
+			cur, from = withSourceTag(cur, out), nil
 		}
 	}
-	return cur, nil
+	return cur, from, nil
 }
 
 // withSourceTag returns out, the Bundle a replace step made from in, with

@@ -1097,8 +1097,12 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	}
 	v2, _ := tr.V2.(rules.V2Message)
 	vars := &rules.Vars{Msg: MsgVars(env, tr.Event), Bundle: bundle, V2: v2, Patient: in.Patient}
+	// The message's evaluations, one after another, share one timer
+	// (rules.WithTimer); consent is asked with ctx itself.
+	ectx, stopTimer := rules.WithTimer(ctx)
+	defer stopTimer()
 	if r.match != nil {
-		ok, err := r.match.EvalBool(ctx, vars)
+		ok, err := r.match.EvalBool(ectx, vars)
 		if err != nil {
 			return nil, fmt.Errorf("route %s match: %w", r.Name, r.exprError(r.match, err))
 		}
@@ -1128,7 +1132,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		dvars := *vars
 		dvars.Destination = map[string]any{"name": d.Name}
 		if d.when != nil {
-			ok, err := d.when.EvalBool(ctx, &dvars)
+			ok, err := d.when.EvalBool(ectx, &dvars)
 			if err != nil {
 				return nil, fmt.Errorf("route %s destination %s when: %w", r.Name, d.Name, r.exprError(d.when, err))
 			}
@@ -1187,7 +1191,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			if outcome == consent.Permit && entryPatients != nil {
 				from = allIndices(len(entryPatients))
 			}
-			out, outKept, err := r.transform(ctx, &dvars, src, from)
+			out, outKept, err := r.transform(ectx, &dvars, src, from)
 			if err != nil {
 				return nil, fmt.Errorf("route %s transform for %s: %w", r.Name, d.Name, err)
 			}

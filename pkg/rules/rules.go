@@ -489,8 +489,12 @@ func (p *Program) EvalBoolWithin(ctx context.Context, v *Vars, b *Budget) (bool,
 // eval runs p until its Timeout from now, or b's deadline when b is not
 // nil and that comes first.
 func (p *Program) eval(ctx context.Context, v *Vars, b *Budget) (out ref.Val, cost uint64, err error) {
+	timed, _ := ctx.(*timedContext)
 	defer func() {
 		if r := recover(); r != nil {
+			if timed != nil {
+				timed.t.stop()
+			}
 			out, err = nil, fault.New(fault.CodeRuleEval, "evaluation failed inside the CEL runtime")
 		}
 	}()
@@ -500,9 +504,17 @@ func (p *Program) eval(ctx context.Context, v *Vars, b *Budget) (out ref.Val, co
 	if b != nil && b.deadline.Before(deadline) {
 		deadline = b.deadline
 	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
+	if timed != nil {
+		ctx = timed.t.start(deadline)
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
 	out, det, err := p.prg.ContextEval(ctx, activation{v})
+	// The timer's context is cancelled, not past a deadline of its own,
+	// when the timer stops an evaluation.
+	expired := timed != nil && timed.t.stop()
 	if det != nil {
 		if c := det.ActualCost(); c != nil {
 			cost = *c
@@ -511,7 +523,7 @@ func (p *Program) eval(ctx context.Context, v *Vars, b *Budget) (out ref.Val, co
 	if err != nil {
 		msg := "evaluation failed"
 		switch {
-		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case expired || errors.Is(ctx.Err(), context.DeadlineExceeded):
 			msg = "evaluation exceeded its deadline"
 		case isCostErr(err):
 			msg = "evaluation exceeded its cost limit"

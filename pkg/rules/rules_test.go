@@ -500,36 +500,57 @@ func TestEvalFaults(t *testing.T) {
 			"rule.eval: evaluation failed", "division by zero"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p, err := newEnv(t, tt.limits).Compile(tt.src, Bool)
-			if err != nil {
-				t.Fatalf("Compile: %v", err)
+		// Evaluations sharing a timer (WithTimer) fail as those
+		// without one do.
+		for _, timed := range []bool{false, true} {
+			name := tt.name
+			if timed {
+				name += "/timed"
 			}
-			ok, err := p.EvalBool(tt.ctx, tt.vars)
-			if err == nil {
-				t.Fatalf("EvalBool = %v, want an error", ok)
-			}
-			f := fault.As(err)
-			if f == nil {
-				t.Fatalf("error %v is not a fault", err)
-			}
-			got := struct {
-				Code      fault.Code
-				Transient bool
-				Msg       string
-			}{f.Code, fault.IsTransient(err), err.Error()}
-			want := got
-			want.Code, want.Transient, want.Msg = fault.CodeRuleEval, false, tt.wantMsg
-			if diff := cmp.Diff(want, got); diff != "" {
-				t.Errorf("(-want +got):\n%s", diff)
-			}
-			if !strings.Contains(f.Detail, tt.detail) {
-				t.Errorf("detail %q does not contain %q", f.Detail, tt.detail)
-			}
-			if strings.Contains(err.Error(), "9990000018") {
-				t.Errorf("error text %q holds input data", err.Error())
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				checkEvalFault(t, tt.limits, tt.ctx, timed, tt.src, tt.vars, tt.wantMsg, tt.detail)
+			})
+		}
+	}
+}
+
+// checkEvalFault checks that src fails for vars with the rule.eval fault
+// wantMsg, whose detail holds detail and whose text holds no input, when
+// evaluated with ctx, through a timer of ctx's when timed.
+func checkEvalFault(t *testing.T, limits Limits, ctx context.Context, timed bool, src string, vars *Vars, wantMsg, detail string) {
+	t.Helper()
+	if timed {
+		var stop func()
+		ctx, stop = WithTimer(ctx)
+		defer stop()
+	}
+	p, err := newEnv(t, limits).Compile(src, Bool)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	ok, err := p.EvalBool(ctx, vars)
+	if err == nil {
+		t.Fatalf("EvalBool = %v, want an error", ok)
+	}
+	f := fault.As(err)
+	if f == nil {
+		t.Fatalf("error %v is not a fault", err)
+	}
+	got := struct {
+		Code      fault.Code
+		Transient bool
+		Msg       string
+	}{f.Code, fault.IsTransient(err), err.Error()}
+	want := got
+	want.Code, want.Transient, want.Msg = fault.CodeRuleEval, false, wantMsg
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+	if !strings.Contains(f.Detail, detail) {
+		t.Errorf("detail %q does not contain %q", f.Detail, detail)
+	}
+	if strings.Contains(err.Error(), "9990000018") {
+		t.Errorf("error text %q holds input data", err.Error())
 	}
 }
 
@@ -887,14 +908,21 @@ func TestBudgetDeadlineStopsAnEvaluation(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := &Vars{Bundle: bigBundle(200_000)}
-	b := p.NewBudget()
-	b.deadline = time.Now().Add(time.Millisecond)
-	start := time.Now()
-	_, err = p.EvalBoolWithin(context.Background(), vars, b)
-	if f := fault.As(err); f == nil || err.Error() != "rule.eval: evaluation exceeded its deadline" || !strings.Contains(f.Detail, "interrupted") {
-		t.Fatalf("EvalBoolWithin = %v, want the deadline exceeded", err)
-	}
-	if d := time.Since(start); d > 30*time.Second {
-		t.Errorf("stopped after %v, want about the budget's millisecond", d)
+	for _, timed := range []bool{false, true} {
+		ctx, stop := context.Background(), func() {}
+		if timed {
+			ctx, stop = WithTimer(ctx)
+		}
+		b := p.NewBudget()
+		b.deadline = time.Now().Add(time.Millisecond)
+		start := time.Now()
+		_, err = p.EvalBoolWithin(ctx, vars, b)
+		stop()
+		if f := fault.As(err); f == nil || err.Error() != "rule.eval: evaluation exceeded its deadline" || !strings.Contains(f.Detail, "interrupted") {
+			t.Fatalf("EvalBoolWithin (timed %v) = %v, want the deadline exceeded", timed, err)
+		}
+		if d := time.Since(start); d > 30*time.Second {
+			t.Errorf("stopped after %v (timed %v), want about the budget's millisecond", d, timed)
+		}
 	}
 }

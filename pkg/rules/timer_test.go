@@ -1,0 +1,94 @@
+package rules
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestTimerGoesOnAfterADeadline: an evaluation stopped at its deadline
+// leaves the timer fit for the next, which runs under a context of its
+// own with its own deadline.
+func TestTimerGoesOnAfterADeadline(t *testing.T) {
+	const src = `bundle.entry.all(e, e.resource.resourceType == "Observation")`
+	limits := Limits{MaxEstimatedCost: 1 << 62, MaxSize: 100_000, CostLimit: 1 << 40, Timeout: time.Millisecond}
+	slow, err := newEnv(t, limits).Compile(src, Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Over enough entries to check for an interrupt, with a minute to.
+	limits.Timeout = time.Minute
+	quick, err := newEnv(t, limits).Compile(src, Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := WithTimer(context.Background())
+	defer stop()
+	big := &Vars{Bundle: bigBundle(200_000)}
+	for range 3 {
+		if _, err := slow.EvalBool(ctx, big); err == nil || err.Error() != "rule.eval: evaluation exceeded its deadline" {
+			t.Fatalf("slow evaluation: %v, want the deadline exceeded", err)
+		}
+		if ok, err := quick.EvalBool(ctx, &Vars{Bundle: bigBundle(1000)}); err != nil || !ok {
+			t.Fatalf("quick evaluation after a deadline = %v, %v", ok, err)
+		}
+	}
+}
+
+// TestTimerIgnoresALateFiring: the timer's func running late, after the
+// evaluation it was armed for has ended, cancels neither that
+// evaluation's context nor the next one's before its own deadline.
+func TestTimerIgnoresALateFiring(t *testing.T) {
+	tm := &evalTimer{parent: context.Background()}
+	defer tm.close()
+	first := tm.start(time.Now().Add(time.Hour))
+	if tm.stop() {
+		t.Fatal("stop reports a deadline that has not passed")
+	}
+	tm.fire()
+	if first.Err() != nil {
+		t.Fatalf("a firing between evaluations cancelled the context: %v", first.Err())
+	}
+	next := tm.start(time.Now().Add(time.Hour))
+	tm.fire()
+	if next.Err() != nil || tm.stop() {
+		t.Fatalf("a firing before the deadline cancelled the context: %v", next.Err())
+	}
+	// A deadline already passed is passed at once, as with
+	// context.WithDeadline; the next evaluation gets a new context.
+	past := tm.start(time.Now().Add(-time.Nanosecond))
+	if past.Err() == nil || context.Cause(past) != context.DeadlineExceeded || !tm.stop() {
+		t.Fatalf("context for a past deadline: %v, cause %v", past.Err(), context.Cause(past))
+	}
+	if again := tm.start(time.Now().Add(time.Hour)); again.Err() != nil || tm.stop() {
+		t.Fatalf("context after a deadline: %v", again.Err())
+	}
+}
+
+// TestTimerContextIsItsParent: the context WithTimer returns is its
+// parent to anything but an evaluation, and stopping the timer leaves
+// the parent as it was.
+func TestTimerContextIsItsParent(t *testing.T) {
+	type key struct{}
+	deadline := time.Now().Add(time.Hour)
+	parent, cancel := context.WithDeadline(context.WithValue(context.Background(), key{}, "v"), deadline)
+	defer cancel()
+	ctx, stop := WithTimer(parent)
+	if d, ok := ctx.Deadline(); !ok || !d.Equal(deadline) {
+		t.Errorf("Deadline = %v, %v", d, ok)
+	}
+	if ctx.Value(key{}) != "v" || ctx.Done() != parent.Done() || ctx.Err() != nil {
+		t.Error("the timed context is not its parent")
+	}
+	p, err := newEnv(t, DefaultLimits()).Compile(`bundle.resourceType == "Bundle"`, Bool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := p.EvalBool(ctx, &Vars{Bundle: bigBundle(1)}); err != nil || !ok {
+		t.Fatalf("EvalBool = %v, %v", ok, err)
+	}
+	stop()
+	if parent.Err() != nil {
+		t.Errorf("stopping the timer ended its parent: %v", parent.Err())
+	}
+}

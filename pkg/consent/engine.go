@@ -103,6 +103,13 @@ func (e *Engine) Decide(ctx context.Context, req Request) (Decision, error) {
 		}
 		dec = stricter(dec, d, len(entries))
 	}
+	if slices.ContainsFunc(dec.Resources, func(r ResourceDecision) bool { return r.Outcome == Deny }) {
+		// Only an entry withheld has the others looked at for what
+		// refers to it, by the references that name each.
+		for i := range entries {
+			entries[i].refs = fhir.EntryRefs(entries[i].raw)
+		}
+	}
 	changed := false
 	for {
 		dependents := withholdDependents(&dec, entries)
@@ -619,7 +626,10 @@ type entry struct {
 	// nested are the resources body carries (see nestedResources), each
 	// decided as well: the entry goes only as they all may.
 	nested []Resource
-	// refs are the references that name it (fhir.EntryRefs).
+	// raw is the Bundle entry.
+	raw map[string]any
+	// refs are the references that name it (fhir.EntryRefs of raw), found
+	// only when an entry is withheld (see Decide).
 	refs []string
 }
 
@@ -639,7 +649,7 @@ func bundleResources(bundle map[string]any) []entry {
 				res.Labels = append(res.Labels, l)
 			}
 		}
-		ent := entry{res: res, body: body, refs: fhir.EntryRefs(m)}
+		ent := entry{res: res, body: body, raw: m}
 		for _, n := range nestedResources(body) {
 			nr := ResourceOf(n)
 			nr.Labels = append(nr.Labels, res.Labels...) // the carrier's go with it

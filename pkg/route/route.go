@@ -1096,7 +1096,11 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 		}
 	}
 	v2, _ := tr.V2.(rules.V2Message)
-	vars := &rules.Vars{Msg: MsgVars(env, tr.Event), Bundle: bundle, V2: v2, Patient: in.Patient}
+	vars := &rules.Vars{Bundle: bundle, V2: v2, Patient: in.Patient}
+	if r.Uses(rules.VarMsg) {
+		// Made only for a route that reads it: nothing else does.
+		vars.Msg = MsgVars(env, tr.Event)
+	}
 	// The message's evaluations, one after another, share one timer
 	// (rules.WithTimer); consent is asked with ctx itself.
 	ectx, stopTimer := rules.WithTimer(ctx)

@@ -237,7 +237,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if *asJSON {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
-			return enc.Encode(v)
+			if err := enc.Encode(v); err != nil {
+				return err
+			}
+			if v.Incomplete != "" {
+				return exitError{code: 1}
+			}
+			return nil
 		}
 		fmt.Fprintf(stdout, "message %s\n", v.ID)
 		// Columns aligned over the whole trail, times at a fixed width.
@@ -267,6 +273,10 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		fmt.Fprintln(stdout, "(payloads not fetched; with the integration_engineer role, --json shows them and the access is recorded)")
+		if v.Incomplete != "" {
+			fmt.Fprintf(stdout, "INCOMPLETE: %s\n", v.Incomplete)
+			return exitError{code: 1}
+		}
 		return nil
 	case "find":
 		return runFind(ctx, args[1:], stdout, stderr)

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -272,7 +271,9 @@ func (w *Writer) msg(messageID, dedupe string, data []byte) (*nats.Msg, error) {
 	return m, nil
 }
 
-// Trail reads every record of a message in the order written.
+// Trail reads every record of a message in the order written. When part
+// of the audit stream cannot be read (damaged files), it returns what it
+// read with an *IncompleteError.
 func Trail(ctx context.Context, js jetstream.JetStream, messageID string) ([]Record, error) {
 	st, err := js.Stream(ctx, store.StreamAudit)
 	if err != nil {
@@ -289,27 +290,31 @@ func Trail(ctx context.Context, js jetstream.JetStream, messageID string) ([]Rec
 	if n == 0 {
 		return nil, nil
 	}
-	// jserr.Scan reads through to what the stream's leader holds, even
-	// when the server places the reader on a replica behind or damaged.
+	// ReadSubject reads through to what the stream's leader holds, even
+	// when the server places the reader on a replica behind or damaged,
+	// and past a damaged block, saying the trail is then incomplete.
 	var decodeErr error
-	err = jserr.Scan(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{Subject(messageID)}}, int(min(n, 1000)),
-		func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
-			var recs []Record
-			if err := json.Unmarshal(m.Data(), &recs); err != nil {
-				decodeErr = fmt.Errorf("decoding audit record: %w", err)
-				return true, nil
-			}
-			out = append(out, recs...)
-			return false, nil
-		})
+	err = ReadSubject(ctx, st, Subject(messageID), n, func(data []byte) (bool, error) {
+		var recs []Record
+		if err := json.Unmarshal(data, &recs); err != nil {
+			decodeErr = fmt.Errorf("decoding audit record: %w", err)
+			return true, nil
+		}
+		out = append(out, recs...)
+		return false, nil
+	})
 	if decodeErr != nil {
 		return nil, decodeErr
 	}
-	if err != nil {
+	var incomplete *IncompleteError
+	if err != nil && !errors.As(err, &incomplete) {
 		return nil, fmt.Errorf("reading audit trail: %w", err)
 	}
 	// Stages write independently (the receipt record comes from its own
 	// consumer), so order the trail by when each hop happened.
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	if incomplete != nil {
+		return out, incomplete
+	}
 	return out, nil
 }

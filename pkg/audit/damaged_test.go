@@ -1,6 +1,7 @@
 package audit_test
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -113,4 +114,39 @@ func damagedAudit(t *testing.T, records int) (jetstream.JetStream, *audit.Writer
 		closeWriter(t, w)
 	})
 	return js, w
+}
+
+// TestTrailPastDamagedBlock: the trail of a message whose records were
+// stored after a damaged block is read whole; that of a message whose
+// records were in it comes back with what can be read and an
+// *audit.IncompleteError saying the files are damaged, never as a trail
+// that looks whole while missing records, nor as an error alone.
+func TestTrailPastDamagedBlock(t *testing.T) {
+	const records = 150
+	js, _ := damagedAudit(t, records)
+	tests := []struct {
+		name       string
+		msg        int
+		recs       int
+		incomplete bool
+	}{
+		{"stored last", records - 1, 1, false},
+		{"stored after the damaged block", records / 2, 1, false},
+		{"stored in the damaged block", 0, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := audit.Trail(t.Context(), js, fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", tc.msg))
+			var inc *audit.IncompleteError
+			if got := errors.As(err, &inc); got != tc.incomplete || err != nil && !got {
+				t.Fatalf("Trail error %v: want an IncompleteError %v, and no other error", err, tc.incomplete)
+			}
+			if tc.incomplete && !strings.Contains(err.Error(), "files are damaged") {
+				t.Errorf("error %q does not say the files are damaged", err)
+			}
+			if len(recs) != tc.recs {
+				t.Errorf("%d records, want %d", len(recs), tc.recs)
+			}
+		})
+	}
 }

@@ -41,6 +41,9 @@ type MessageView struct {
 	// caller may not see payloads (an operator), or asked for none
 	// (payloads=false).
 	PayloadsOmitted bool `json:"payloads_omitted,omitempty"`
+	// Incomplete, when set, says why Trail lacks records: part of the
+	// audit stream cannot be read (its files are damaged).
+	Incomplete string `json:"incomplete,omitempty"`
 }
 
 // Payload is one stored message body.
@@ -557,8 +560,10 @@ func (e *Engine) handleMessage(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	if !slices.ContainsFunc(v.Trail, func(rec audit.Record) bool { return rec.Event != audit.Accessed }) {
-		// Nothing but records of callers asking for it.
+	if v.Incomplete == "" && !slices.ContainsFunc(v.Trail, func(rec audit.Record) bool { return rec.Event != audit.Accessed }) {
+		// Nothing but records of callers asking for it. (A trail read
+		// past damaged files is answered as it is, however little it
+		// holds: its records may be in the damage.)
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such message (rejected input has no trail; it may be in the quarantine: junction audit quarantine, GET /api/quarantine)"})
 		return
 	}
@@ -581,20 +586,31 @@ func validID(id string) bool {
 // lookupTrail is a message's trail without its payloads, for callers who
 // may not see them.
 func lookupTrail(ctx context.Context, js jetstream.JetStream, id string) (*MessageView, error) {
-	trail, err := router.Trail(ctx, js, id)
+	trail, incomplete, err := readTrail(ctx, js, id)
 	if err != nil {
 		return nil, err
 	}
-	return &MessageView{ID: id, Trail: trail, PayloadsOmitted: true}, nil
+	return &MessageView{ID: id, Trail: trail, PayloadsOmitted: true, Incomplete: incomplete}, nil
+}
+
+// readTrail is router.Trail, with what a trail read past damaged files
+// lacks said in incomplete rather than as an error.
+func readTrail(ctx context.Context, js jetstream.JetStream, id string) (trail []audit.Record, incomplete string, err error) {
+	trail, err = router.Trail(ctx, js, id)
+	var inc *audit.IncompleteError
+	if errors.As(err, &inc) {
+		return trail, inc.Error(), nil
+	}
+	return trail, "", err
 }
 
 // LookupMessage assembles a message's trail and payloads.
 func LookupMessage(ctx context.Context, js jetstream.JetStream, id string) (*MessageView, error) {
-	trail, err := router.Trail(ctx, js, id)
+	trail, incomplete, err := readTrail(ctx, js, id)
 	if err != nil {
 		return nil, err
 	}
-	v := &MessageView{ID: id, Trail: trail}
+	v := &MessageView{ID: id, Trail: trail, Incomplete: incomplete}
 	get := func(stream string, seq uint64, dest string) *Payload {
 		m, err := router.LoadPayload(ctx, js, stream, seq, id, dest)
 		if err != nil {

@@ -1,8 +1,10 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -39,23 +41,58 @@ func IDTime(id string) (time.Time, bool) {
 // pipelines: the per-message records on its own audit subject and, for a
 // message the batch pipeline carried, the records in the batches it was
 // part of, with its receipt made from the accepted batch that holds it.
+//
+// When part of the audit stream cannot be read (damaged files), it
+// returns what it read with an *audit.IncompleteError.
 func Trail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Record, error) {
-	recs, err := audit.Trail(ctx, js, id)
-	if err != nil {
-		return nil, err
+	recs, incomplete := audit.Trail(ctx, js, id)
+	if !isIncomplete(incomplete) {
+		return nil, incomplete
 	}
 	for _, r := range recs {
 		if r.Event == audit.Received {
-			return recs, nil
+			return recs, incomplete
 		}
 	}
 	more, err := batchTrail(ctx, js, id)
-	if err != nil {
+	if !isIncomplete(err) {
 		return nil, err
 	}
 	recs = append(recs, more...)
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Time.Before(recs[j].Time) })
-	return recs, nil
+	incomplete = cmp.Or(incomplete, err)
+	if len(recs) == 0 && incomplete == nil {
+		incomplete = lostHead(ctx, js, id)
+	}
+	return recs, incomplete
+}
+
+// lostHead returns an *audit.IncompleteError when message id, of which
+// no record was found, may have had its records among audit messages the
+// store dropped: the audit stream, which has no limits and refuses
+// deletes, starts after sequence 1 (a damaged block the server could
+// not rebuild), and id was received before the first message it kept.
+func lostHead(ctx context.Context, js jetstream.JetStream, id string) error {
+	at, ok := IDTime(id)
+	if !ok {
+		return nil
+	}
+	st, err := js.Stream(ctx, store.StreamAudit)
+	if err != nil {
+		return nil // no audit stream: nothing was lost from it
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.FirstSeq <= 1 || at.After(info.State.FirstTime.Add(windowSlack)) {
+		return nil
+	}
+	return &audit.IncompleteError{Err: fmt.Errorf("the store dropped audit stream messages 1-%d (its files were damaged), and this message came before the first message it kept", info.State.FirstSeq-1)}
+}
+
+// isIncomplete reports whether err is nil or an *audit.IncompleteError:
+// a read that gave what it could.
+func isIncomplete(err error) bool {
+	var incomplete *audit.IncompleteError
+	return err == nil || errors.As(err, &incomplete)
 }
 
 // maxTrailScan bounds how many accepted batches a trail lookup reads.
@@ -130,11 +167,13 @@ func batchTrail(ctx context.Context, js jetstream.JetStream, id string) ([]audit
 		}
 	}
 	var routeRecs []audit.Record
+	var incomplete error // an *audit.IncompleteError: the records read go on
 	for _, subj := range subjects {
 		recs, err := readAuditBatches(ctx, ast, subj, id)
-		if err != nil {
+		if !isIncomplete(err) {
 			return nil, err
 		}
+		incomplete = cmp.Or(incomplete, err)
 		routeRecs = append(routeRecs, recs...)
 	}
 	out = append(out, routeRecs...)
@@ -157,12 +196,13 @@ func batchTrail(ctx context.Context, js jetstream.JetStream, id string) ([]audit
 		}
 		seen[subj] = true
 		recs, err := readAuditBatches(ctx, ast, subj, id)
-		if err != nil {
+		if !isIncomplete(err) {
 			return nil, err
 		}
+		incomplete = cmp.Or(incomplete, err)
 		out = append(out, recs...)
 	}
-	return out, nil
+	return out, incomplete
 }
 
 // readAuditBatches returns the records for id in the audit messages on
@@ -179,26 +219,30 @@ func readAuditBatches(ctx context.Context, st jetstream.Stream, subject, id stri
 	if n == 0 {
 		return nil, nil
 	}
-	// scanStream reads through to what the stream's leader holds, even
-	// when the server places the reader on a replica behind or damaged.
+	// audit.ReadSubject reads through to what the stream's leader holds,
+	// even when the server places the reader on a replica behind or
+	// damaged, and past a damaged block, with an *audit.IncompleteError.
 	var out []audit.Record
 	var decodeErr error
-	err = scanStream(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}, int(min(n, scanBatch)),
-		func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
-			var recs []audit.Record
-			if err := json.Unmarshal(m.Data(), &recs); err != nil {
-				decodeErr = fmt.Errorf("decoding audit records: %w", err)
-				return true, nil
+	err = audit.ReadSubject(ctx, st, subject, n, func(data []byte) (bool, error) {
+		var recs []audit.Record
+		if err := json.Unmarshal(data, &recs); err != nil {
+			decodeErr = fmt.Errorf("decoding audit records: %w", err)
+			return true, nil
+		}
+		for _, r := range recs {
+			if r.MessageID == id {
+				out = append(out, r)
 			}
-			for _, r := range recs {
-				if r.MessageID == id {
-					out = append(out, r)
-				}
-			}
-			return false, nil
-		})
+		}
+		return false, nil
+	})
 	if decodeErr != nil {
 		return nil, decodeErr
+	}
+	var incomplete *audit.IncompleteError
+	if errors.As(err, &incomplete) {
+		return out, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading audit batches: %w", err)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -43,42 +44,17 @@ func TestScanDamagedStream(t *testing.T) {
 // finished.
 func TestReconcileDamagedAudit(t *testing.T) {
 	const msgs = 150
-	var ids IDGen
-	id := make([]string, msgs)
-	for i := range id {
-		id[i] = ids.New()
-	}
-	js := jstest.DamagedStream(t, jetstream.StreamConfig{
-		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
-	}, func(js jetstream.JetStream) {
-		for _, cfg := range []jetstream.StreamConfig{
-			{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
-			{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
-		} {
-			if _, err := js.CreateStream(t.Context(), cfg); err != nil {
-				t.Fatal(err)
-			}
+	now := time.Now().UTC()
+	id, js := damagedAuditStore(t, msgs, func(js jetstream.JetStream, i int, mid string) audit.Record {
+		m := nats.NewMsg(store.SubjIngress + ".pas.0")
+		m.Header.Set(envelope.HeaderID, mid)
+		m.Header.Set(envelope.HeaderSource, "pas")
+		m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
+		m.Data = []byte("MSH|^~\\&|")
+		if _, err := js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
 		}
-		w := audit.NewWriter(js)
-		now := time.Now().UTC()
-		for i, mid := range id {
-			m := nats.NewMsg(store.SubjIngress + ".pas.0")
-			m.Header.Set(envelope.HeaderID, mid)
-			m.Header.Set(envelope.HeaderSource, "pas")
-			m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
-			m.Data = []byte("MSH|^~\\&|")
-			if _, err := js.PublishMsg(t.Context(), m); err != nil {
-				t.Fatalf("publish %d: %v", i, err)
-			}
-			// Padded, so that the records fill several blocks.
-			rec := audit.Record{Time: now, MessageID: mid, Event: audit.Filtered, Route: "adt", Outcome: "filtered", Reason: strings.Repeat("x", 400)}
-			if err := w.Write(t.Context(), mid, "", rec); err != nil {
-				t.Fatalf("audit %d: %v", i, err)
-			}
-		}
-		if err := w.Close(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		return audit.Record{Time: now, MessageID: mid, Event: audit.Filtered, Route: "adt", Outcome: "filtered"}
 	})
 	rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
 	if err != nil {
@@ -105,4 +81,76 @@ func TestReconcileDamagedAudit(t *testing.T) {
 			t.Errorf("message %d pending = %v, want %v (the first %d records were unreadable)", i, pending[mid], want, len(pending))
 		}
 	}
+}
+
+// TestTrailDamagedAudit: the trail of a message whose audit records were
+// in a damaged block comes back with an *audit.IncompleteError (and
+// whatever could be read), not as an error alone, so the admin API and
+// audit trail can show it and say it is incomplete; that of a message
+// recorded after the block is whole.
+func TestTrailDamagedAudit(t *testing.T) {
+	const msgs = 150
+	id, js := damagedAuditStore(t, msgs, func(_ jetstream.JetStream, _ int, mid string) audit.Record {
+		return audit.Record{Time: time.Now().UTC(), MessageID: mid, Event: audit.Received, Source: "pas", Outcome: "stored"}
+	})
+	tests := []struct {
+		name       string
+		msg        int
+		recs       int
+		incomplete bool
+	}{
+		{"recorded after the damaged block", msgs - 1, 1, false},
+		{"recorded in the damaged block", 0, 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := Trail(t.Context(), js, id[tc.msg])
+			var inc *audit.IncompleteError
+			if got := errors.As(err, &inc); got != tc.incomplete || err != nil && !got {
+				t.Fatalf("Trail error %v: want an IncompleteError %v, and no other error", err, tc.incomplete)
+			}
+			if len(recs) != tc.recs {
+				t.Errorf("%d records, want %d", len(recs), tc.recs)
+			}
+		})
+	}
+}
+
+// damagedAuditStore makes msgs message ids and a store whose audit
+// stream holds one record of each, in id order, made by record (which
+// may write to the store's other streams: ingress, ingest log and
+// outbound), with its first block file cut short (jstest.DamagedStream).
+func damagedAuditStore(t *testing.T, msgs int, record func(js jetstream.JetStream, i int, id string) audit.Record) ([]string, jetstream.JetStream) {
+	t.Helper()
+	var ids IDGen
+	id := make([]string, msgs)
+	for i := range id {
+		id[i] = ids.New()
+	}
+	js := jstest.DamagedStream(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+	}, func(js jetstream.JetStream) {
+		for _, cfg := range []jetstream.StreamConfig{
+			{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
+			{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
+			{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}},
+		} {
+			if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := audit.NewWriter(js)
+		for i, mid := range id {
+			rec := record(js, i, mid)
+			// Padded, so that the records fill several blocks.
+			rec.Reason = strings.Repeat("x", 400)
+			if err := w.Write(t.Context(), mid, "", rec); err != nil {
+				t.Fatalf("audit %d: %v", i, err)
+			}
+		}
+		if err := w.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return id, js
 }

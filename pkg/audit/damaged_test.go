@@ -150,3 +150,66 @@ func TestTrailPastDamagedBlock(t *testing.T) {
 		})
 	}
 }
+
+// TestScanHeadExpiredIsNotDamage: an audit stream an operator gave
+// limits by hand (or let be purged) starts after sequence 1 because
+// messages expired or were removed, not because the store lost them; a
+// scan from the beginning reports no unreadable run and reads what is
+// kept.
+func TestScanHeadExpiredIsNotDamage(t *testing.T) {
+	tests := []struct {
+		name  string
+		cfg   jetstream.StreamConfig
+		purge bool
+	}{
+		{"a message limit", jetstream.StreamConfig{MaxMsgs: 10, DenyDelete: true, DenyPurge: true}, false},
+		{"a byte limit", jetstream.StreamConfig{MaxBytes: 4_000, DenyDelete: true, DenyPurge: true}, false},
+		{"purges allowed", jetstream.StreamConfig{DenyDelete: true}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := jstest.Start(t, "expired")
+			cfg := tc.cfg
+			cfg.Name, cfg.Subjects = store.StreamAudit, []string{store.SubjAudit + ".>"}
+			if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			w := audit.NewWriter(js)
+			for i := range 30 {
+				id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
+				if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+			closeWriter(t, w)
+			if tc.purge {
+				st, err := js.Stream(t.Context(), store.StreamAudit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Purge(t.Context(), jetstream.WithPurgeKeep(10)); err != nil {
+					t.Fatalf("purge: %v", err)
+				}
+			}
+			state := auditState(t, js)
+			if state.FirstSeq <= 1 {
+				t.Fatalf("first sequence %d: the set-up should have dropped the head", state.FirstSeq)
+			}
+			var runs []audit.SeqRange
+			read := 0
+			opt := audit.ScanOptions{Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+			if err := audit.ScanMessages(t.Context(), js, opt, func(audit.Position, string, []byte) error {
+				read++
+				return nil
+			}); err != nil {
+				t.Fatalf("ScanMessages: %v", err)
+			}
+			if len(runs) != 0 {
+				t.Errorf("unreadable runs %v: want none, the head expired", runs)
+			}
+			if want := int(state.LastSeq - state.FirstSeq + 1); read != want {
+				t.Errorf("read %d messages, want the %d kept", read, want)
+			}
+		})
+	}
+}

@@ -115,7 +115,7 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 				opt.Unreadable(r)
 			}
 		}()
-		if head := opt.AfterSeq + 1; head < info.State.FirstSeq && !opt.From.After(info.State.FirstTime) {
+		if head := opt.AfterSeq + 1; head < info.State.FirstSeq && !opt.From.After(info.State.FirstTime) && KeepsEverything(info.Config) {
 			// The stream has no limits and refuses deletes and purges: a
 			// first message after 1 means the store dropped those before
 			// it (a damaged block it could not rebuild), and a read that
@@ -266,4 +266,14 @@ func scanMsg(subject string, data []byte, pos Position, fn func(Position, Record
 		}
 	}
 	return nil
+}
+
+// KeepsEverything reports whether an audit stream of configuration cfg
+// can only lose messages to damage: it has no limits that expire or
+// discard messages and refuses deletes and purges, as Junction creates
+// it. An operator may set limits by hand (to keep a year, say); a first
+// message after sequence 1 is then messages expired, not damage.
+func KeepsEverything(cfg jetstream.StreamConfig) bool {
+	return cfg.MaxAge == 0 && cfg.MaxMsgs <= 0 && cfg.MaxBytes <= 0 && cfg.MaxMsgsPerSubject <= 0 &&
+		cfg.DenyDelete && cfg.DenyPurge
 }

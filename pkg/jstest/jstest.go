@@ -93,10 +93,10 @@ func Connect(tb testing.TB, url string) jetstream.JetStream {
 // fill write to it, stops the server, cuts the stream's first block file
 // to half its length (as a torn copy or a failing disk leaves it), and
 // starts the server again on the same store, returning a JetStream
-// handle on it. The stream is given a small size limit, so that the
-// server cuts it into small blocks and those after the first stay whole
-// (fill must write more than one block, about 32 KiB, and less than the
-// limit, 120,000 bytes), and S2 compression, as Junction's audit stream
+// handle on it. The stream is given a small size limit while fill
+// writes, so that the server cuts it into small blocks and those after
+// the first stay whole (fill must write more than one block, about 32
+// KiB, and less than the limit, 120,000 bytes), and S2 compression, as Junction's audit stream
 // has, so that the damaged block cannot be read at all.
 func DamagedStream(tb testing.TB, cfg jetstream.StreamConfig, fill func(jetstream.JetStream)) jetstream.JetStream {
 	tb.Helper()
@@ -107,6 +107,14 @@ func DamagedStream(tb testing.TB, cfg jetstream.StreamConfig, fill func(jetstrea
 		tb.Fatalf("creating stream: %v", err)
 	}
 	fill(js)
+	// The limit only sizes the blocks: lifted, it leaves those written
+	// small, and the stream keeps everything as cfg asked (readers take
+	// a first message after 1 on a stream with limits as expired, not
+	// damaged).
+	cfg.MaxBytes = -1
+	if _, err := js.UpdateStream(tb.Context(), cfg); err != nil {
+		tb.Fatalf("lifting the stream's size limit: %v", err)
+	}
 	stop()
 	msgs := filepath.Join(dir, "jetstream", "$G", "streams", cfg.Name, "msgs")
 	if _, err := os.Stat(filepath.Join(msgs, "2.blk")); err != nil {

@@ -70,7 +70,7 @@ func Trail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Reco
 // lostHead returns an *audit.IncompleteError when message id, of which
 // no record was found, may have had its records among audit messages the
 // store dropped: the audit stream, which has no limits and refuses
-// deletes, starts after sequence 1 (a damaged block the server could
+// deletes (audit.KeepsEverything), starts after sequence 1 (a damaged block the server could
 // not rebuild), and id was received before the first message it kept.
 func lostHead(ctx context.Context, js jetstream.JetStream, id string) error {
 	at, ok := IDTime(id)
@@ -82,7 +82,7 @@ func lostHead(ctx context.Context, js jetstream.JetStream, id string) error {
 		return nil // no audit stream: nothing was lost from it
 	}
 	info, err := st.Info(ctx)
-	if err != nil || info.State.FirstSeq <= 1 || at.After(info.State.FirstTime.Add(windowSlack)) {
+	if err != nil || info.State.FirstSeq <= 1 || at.After(info.State.FirstTime.Add(windowSlack)) || !audit.KeepsEverything(info.Config) {
 		return nil
 	}
 	return &audit.IncompleteError{Err: fmt.Errorf("the store dropped audit stream messages 1-%d (its files were damaged), and this message came before the first message it kept", info.State.FirstSeq-1)}

@@ -154,3 +154,52 @@ func damagedAuditStore(t *testing.T, msgs int, record func(js jetstream.JetStrea
 	})
 	return id, js
 }
+
+// TestTrailExpiredHead: on an audit stream an operator gave a limit by
+// hand, a message whose records expired has no trail, and the trail
+// does not claim the store's files are damaged; a message whose record
+// is kept has it.
+func TestTrailExpiredHead(t *testing.T) {
+	js := jstest.Start(t, "expired")
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, MaxMsgs: 10, DenyDelete: true, DenyPurge: true},
+		{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
+		{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
+		{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}},
+	} {
+		if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids IDGen
+	id := make([]string, 30)
+	w := audit.NewWriter(js)
+	for i := range id {
+		id[i] = ids.New()
+		if err := w.Write(t.Context(), id[i], "", audit.Record{Time: time.Now().UTC(), MessageID: id[i], Event: audit.Received}); err != nil {
+			t.Fatalf("audit %d: %v", i, err)
+		}
+	}
+	if err := w.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		msg  int
+		recs int
+	}{
+		{"records expired", 0, 0},
+		{"record kept", len(id) - 1, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := Trail(t.Context(), js, id[tc.msg])
+			if err != nil {
+				t.Fatalf("Trail: %v, want no error", err)
+			}
+			if len(recs) != tc.recs {
+				t.Errorf("%d records, want %d", len(recs), tc.recs)
+			}
+		})
+	}
+}

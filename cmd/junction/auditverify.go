@@ -112,6 +112,9 @@ func printReport(w io.Writer, rep *audit.Report) {
 		if c.Uncovered > 0 {
 			line += fmt.Sprintf("  %d not yet covered by a checkpoint", c.Uncovered)
 		}
+		if c.Expired > 0 {
+			line += fmt.Sprintf("  positions 1-%d expired (the stream's limits)", c.Expired)
+		}
 		fmt.Fprintln(w, line)
 		for _, g := range c.Explained {
 			fmt.Fprintf(w, "  position %d: not stored (%s), explained by the writer\n", g.Seq, g.Reason)

@@ -3,6 +3,7 @@ package audit_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -209,6 +210,25 @@ func TestScanHeadExpiredIsNotDamage(t *testing.T) {
 			}
 			if want := int(state.LastSeq - state.FirstSeq + 1); read != want {
 				t.Errorf("read %d messages, want the %d kept", read, want)
+			}
+
+			// Verification: expired positions on a stream with limits
+			// that refuses deletes and purges; missing where purges are
+			// allowed, since anyone could have removed them.
+			rep, err := audit.VerifyStream(t.Context(), js)
+			if err != nil {
+				t.Fatalf("VerifyStream: %v", err)
+			}
+			c := chainReport(t, rep, w.Chain())
+			missing := slices.ContainsFunc(rep.Findings, func(f audit.Finding) bool { return f.Kind == audit.FindMissing && f.Seq == 1 })
+			if tc.purge {
+				if !missing || c.Expired != 0 {
+					t.Errorf("findings %v, expired %d: want positions from 1 missing, none expired", rep.Findings, c.Expired)
+				}
+				return
+			}
+			if len(rep.Findings) != 0 || c.Expired == 0 || c.Expired+1 >= c.Last {
+				t.Errorf("findings %v, expired 1-%d of %d: want no findings and the first positions expired", rep.Findings, c.Expired, c.Last)
 			}
 		})
 	}

@@ -138,6 +138,12 @@ type ChainReport struct {
 	// Uncovered counts positions after the latest checkpoint (all of them
 	// when there is none): their removal from the end could not be seen.
 	Uncovered uint64 `json:"uncovered"`
+	// Expired counts the positions before the chain's first stored one,
+	// 1 to Expired, on an audit stream given limits by hand (an age or a
+	// size, see KeepsEverything): the stream removed them as its oldest
+	// messages, which is not tampering. On a stream that keeps everything
+	// they are missing (FindMissing).
+	Expired uint64 `json:"expired,omitempty"`
 }
 
 // Report is the result of verifying the audit stream.
@@ -191,6 +197,9 @@ type Verifier struct {
 	// firstPinned is the stream sequence of the first checkpoint signed
 	// by a given key, 0 before one.
 	firstPinned uint64
+	// headExpires is set when the stream has limits, so a chain's first
+	// positions may be gone as expired.
+	headExpires bool
 	chains      map[string]*chainState
 	findings    []Finding
 	rep         Report
@@ -307,7 +316,7 @@ func (v *Verifier) Report() *Report {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		cr, fs := v.chains[id].check(id, v.firstPinned)
+		cr, fs := v.chains[id].check(id, v.firstPinned, v.headExpires)
 		rep.Chains = append(rep.Chains, cr)
 		findings = append(findings, fs...)
 	}
@@ -330,8 +339,9 @@ func (v *Verifier) Report() *Report {
 
 // check walks one chain from position 1. A chain begun after stream
 // sequence vouchAfter (not 0: the first pinned checkpoint) must be
-// vouched for by a pinned checkpoint.
-func (c *chainState) check(id string, vouchAfter uint64) (ChainReport, []Finding) {
+// vouched for by a pinned checkpoint. With headExpires, positions before
+// the first one stored are counted as expired, not missing.
+func (c *chainState) check(id string, vouchAfter uint64, headExpires bool) (ChainReport, []Finding) {
 	cr := ChainReport{Chain: id, Stored: c.stored}
 	var fs []Finding
 	for s := range c.entries {
@@ -357,7 +367,11 @@ func (c *chainState) check(id string, vouchAfter uint64) (ChainReport, []Finding
 				}
 				end++
 			}
-			fs = append(fs, Finding{Kind: FindMissing, Chain: id, Seq: s, Last: end, Detail: "no stored message and no gap note for these positions"})
+			if s == 1 && headExpires {
+				cr.Expired = end
+			} else {
+				fs = append(fs, Finding{Kind: FindMissing, Chain: id, Seq: s, Last: end, Detail: "no stored message and no gap note for these positions"})
+			}
 			s, prevOK = end, false
 			continue
 		}
@@ -440,13 +454,17 @@ func Verify(msgs []StoredMsg, keys ...ed25519.PublicKey) *Report {
 func VerifyStream(ctx context.Context, js jetstream.JetStream, keys ...ed25519.PublicKey) (*Report, error) {
 	v := NewVerifier(keys...)
 	var unreadable []Finding
-	err := readStream(ctx, js, v.Add, func(first, last uint64) {
+	cfg, err := readStream(ctx, js, v.Add, func(first, last uint64) {
 		unreadable = append(unreadable, Finding{Kind: FindUnreadable, StreamSeq: first,
 			Detail: fmt.Sprintf("stream messages %d-%d are counted by the store but cannot be read: its files are damaged; restore them from a backup (the embedded server's log, component nats, names the failing block)", first, last)})
 	})
 	if err != nil {
 		return nil, err
 	}
+	// Limits remove the oldest messages; a stream that allows deletes or
+	// purges (Junction refuses to start on one) could have lost its head
+	// to anyone, so there it is missing.
+	v.headExpires = cfg.DenyDelete && cfg.DenyPurge && !KeepsEverything(cfg)
 	rep := v.Report()
 	rep.Findings = append(rep.Findings, unreadable...)
 	f, err := Recreated(ctx, js)
@@ -491,24 +509,26 @@ func recreated(ctx context.Context, js jetstream.JetStream, allowance time.Durat
 // stored when it starts, to fn in stream order. Messages the store counts
 // but cannot produce (damaged files) are an error.
 func ReadStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg)) error {
-	return readStream(ctx, js, fn, nil)
+	_, err := readStream(ctx, js, fn, nil)
+	return err
 }
 
 // readStream is ReadStream. With unreadable set, messages the store counts
 // but cannot produce are passed to it as ranges of stream sequences, and
-// the read goes on after them, instead of stopping there.
-func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg), unreadable func(first, last uint64)) error {
+// the read goes on after them, instead of stopping there. It returns
+// the stream's configuration.
+func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg), unreadable func(first, last uint64)) (jetstream.StreamConfig, error) {
 	st, err := js.Stream(ctx, store.StreamAudit)
 	if err != nil {
-		return fmt.Errorf("opening audit stream: %w", err)
+		return jetstream.StreamConfig{}, fmt.Errorf("opening audit stream: %w", err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return fmt.Errorf("reading audit stream info: %w", err)
+		return jetstream.StreamConfig{}, fmt.Errorf("reading audit stream info: %w", err)
 	}
 	last := info.State.LastSeq
 	if info.State.Msgs == 0 {
-		return nil
+		return info.Config, nil
 	}
 	var damaged error
 	onDamage := func(r SeqRange) error {
@@ -525,9 +545,9 @@ func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg),
 		return false, nil
 	}, onDamage)
 	if err != nil && err != damaged {
-		return fmt.Errorf("reading audit stream: %w", err)
+		return info.Config, fmt.Errorf("reading audit stream: %w", err)
 	}
-	return err
+	return info.Config, err
 }
 
 // skipUnreadable is called when the store gave nothing from sequence from

@@ -91,18 +91,39 @@ func Connect(tb testing.TB, url string) jetstream.JetStream {
 
 // DamagedStream makes stream cfg on a server of the test's own, lets
 // fill write to it, stops the server, cuts the stream's first block file
-// to half its length (as a torn copy or a failing disk leaves it), and
-// starts the server again on the same store, returning a JetStream
-// handle on it. The stream is given a small size limit while fill
-// writes, so that the server cuts it into small blocks and those after
-// the first stay whole (fill must write more than one block, about 32
-// KiB, and less than the limit, 120,000 bytes), and S2 compression, as Junction's audit stream
-// has, so that the damaged block cannot be read at all.
+// to half its length (CutInHalf), and starts the server again on the
+// same store, returning a JetStream handle on it. The stream is given S2
+// compression, as Junction's audit stream has, so that the damaged block
+// cannot be read at all: the server counts its messages but cannot
+// produce them. See DamagedStreamWith for fill's bounds.
 func DamagedStream(tb testing.TB, cfg jetstream.StreamConfig, fill func(jetstream.JetStream)) jetstream.JetStream {
+	tb.Helper()
+	cfg.Compression = jetstream.S2Compression
+	return DamagedStreamWith(tb, cfg, CutInHalf, fill)
+}
+
+// Damage does to a stream's block file, of size bytes, what a torn copy
+// or a failing disk does.
+type Damage func(path string, size int64) error
+
+// CutInHalf cuts a block file to half its length.
+func CutInHalf(path string, size int64) error { return os.Truncate(path, size/2) }
+
+// ZeroFill overwrites a whole block file with zeros.
+func ZeroFill(path string, size int64) error { return os.WriteFile(path, make([]byte, size), 0o600) }
+
+// DamagedStreamWith is DamagedStream with the damage given and cfg's
+// compression as it is. The stream is given a small size limit while
+// fill writes, so that the server cuts it into small blocks and those
+// after the first stay whole (fill must write more than one block,
+// about 32 KiB, and less than the limit, 120,000 bytes). An uncompressed
+// block damaged so is rebuilt by the server at start: the messages it
+// cannot read become deleted sequences.
+func DamagedStreamWith(tb testing.TB, cfg jetstream.StreamConfig, damage Damage, fill func(jetstream.JetStream)) jetstream.JetStream {
 	tb.Helper()
 	dir := tb.TempDir()
 	js, stop := StartIn(tb, "damaged", dir)
-	cfg.Storage, cfg.MaxBytes, cfg.Compression = jetstream.FileStorage, 120_000, jetstream.S2Compression
+	cfg.Storage, cfg.MaxBytes = jetstream.FileStorage, 120_000
 	if _, err := js.CreateStream(tb.Context(), cfg); err != nil {
 		tb.Fatalf("creating stream: %v", err)
 	}
@@ -125,8 +146,8 @@ func DamagedStream(tb testing.TB, cfg jetstream.StreamConfig, fill func(jetstrea
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := os.Truncate(first, fi.Size()/2); err != nil {
-		tb.Fatal(err)
+	if err := damage(first, fi.Size()); err != nil {
+		tb.Fatalf("damaging the first block: %v", err)
 	}
 	js, _ = StartIn(tb, "damaged", dir)
 	return js

@@ -292,6 +292,7 @@ func (r *Router) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		r.reportIngestLoss(ctx, acceptDurable, start)
 		pcs = append(pcs, &partitionConsumer{
 			stream: store.StreamIngestLog, durable: acceptDurable, filter: ingestLogBatches,
 			batch: 1, ackWait: r.o.AckWait, deliver: start.policy, startSeq: start.seq, log: r.o.Logger, handle: acc.handle,
@@ -327,6 +328,7 @@ func (r *Router) Start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		r.reportIngestLoss(ctx, splitterDurable, start)
 		sp := &splitter{r: r, js: r.js, audit: r.audit, ingress: ingress, onDup: func(src string) { r.o.Metrics.Duplicates.WithLabelValues(src).Inc() }}
 		pcs = append(pcs, &partitionConsumer{
 			stream: store.StreamIngestLog, durable: splitterDurable, filter: store.SubjIngestLog + ".>",

@@ -48,6 +48,9 @@ type Metrics struct {
 	Spans           *prometheus.CounterVec // stage, name
 	SpanBatches     *prometheus.CounterVec // stage, name
 	QuarantineSize  prometheus.Gauge
+	// IngestLogLost counts ingest log batches found gone at a start
+	// before routing took them: acknowledged messages lost.
+	IngestLogLost prometheus.Counter
 	// FailingPartitions is the partitions whose batch a stage is
 	// retrying after a failure (the store, or its audit stream, away);
 	// every later message of those partitions waits behind it.
@@ -195,6 +198,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Spans:                  cv("route", "spans_total", "Spans a batch-pipeline stage took: per route (stage route), destination (stage deliver) or the ingest log read ahead (stage accept, name ingest), each a run of stored batches handled at once.", "stage", "name"),
 		SpanBatches:            cv("route", "span_batches_total", "Stored batches in those spans; above spans_total, the stage was catching up several batches at a time.", "stage", "name"),
 		QuarantineSize:         g("ingress", "quarantine_messages", "Messages held in quarantine."),
+		IngestLogLost:          c("ingress", "ingest_log_lost_batches_total", "Group-committed batches of acknowledged messages that the ingest log no longer held when the engine started, though routing had not taken them (the store's files were damaged, or the batches outlived nats.ingress_max_age): the messages in them are lost, with no audit record. The log, at ERROR, gives their sequences and the times they were acknowledged between. Each process counts what it finds at its start."),
 		FailingPartitions:      gv("engine", "failing_partitions", "Partitions whose batch a stage is retrying after a failure (the store or its audit stream not taking a write), by stage (route, delivery, index, ingest) and route, destination, input or consumer, each from its batch's first failure until it succeeds: the partition's later messages wait behind it.", "stage", "name"),
 		HTTPConnectionsRefused: c("http", "connections_refused_total", "HTTP connections closed as they arrived because the listener held http.max_connections, none of them idle or silent for a second."),
 		HTTPRequests:           cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),

@@ -1,0 +1,121 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// lostRun is a run of ingest log sequences, First to Last, that the
+// store no longer holds though routing had not taken them: batches of
+// acknowledged messages, lost. After and Before are when the stored
+// batches either side of the run were written (zero where there is
+// none): the lost messages were acknowledged between them.
+type lostRun struct {
+	First, Last   uint64
+	After, Before time.Time
+}
+
+// ingestLogLoss returns the runs of ingest log batches after floor (the
+// position up to which the accept stage has taken every batch) that the
+// stream no longer holds. Junction never deletes from the ingest log, so
+// a deleted sequence after floor is a batch lost: the server drops what
+// it cannot read of a damaged block when it rebuilds the stream at
+// start, as deleted sequences. (Batches that expire at the stream's head
+// cannot be seen this way: the server moves its consumers past them.)
+func ingestLogLoss(ctx context.Context, js jetstream.JetStream, floor uint64) ([]lostRun, error) {
+	st, err := js.Stream(ctx, store.StreamIngestLog)
+	if err != nil {
+		return nil, fmt.Errorf("opening ingest log: %w", err)
+	}
+	state := st.CachedInfo().State
+	if state.LastSeq <= floor || state.NumDeleted == 0 {
+		return nil, nil
+	}
+	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return nil, fmt.Errorf("reading the ingest log's deleted sequences: %w", err)
+	}
+	var gone []uint64
+	for _, seq := range info.State.Deleted {
+		if seq > floor {
+			gone = append(gone, seq)
+		}
+	}
+	slices.Sort(gone)
+	gone = slices.Compact(gone)
+	var runs []lostRun
+	for _, seq := range gone {
+		if n := len(runs); n > 0 && runs[n-1].Last+1 == seq {
+			runs[n-1].Last = seq
+			continue
+		}
+		runs = append(runs, lostRun{First: seq, Last: seq})
+	}
+	for i := range runs {
+		if runs[i].After, err = storedAt(ctx, st, runs[i].First-1, state.FirstSeq); err != nil {
+			return nil, err
+		}
+		if runs[i].Before, err = storedAt(ctx, st, runs[i].Last+1, state.FirstSeq); err != nil {
+			return nil, err
+		}
+	}
+	return runs, nil
+}
+
+// storedAt is when ingest log message seq was written, or zero when the
+// stream does not hold it.
+func storedAt(ctx context.Context, st jetstream.Stream, seq, first uint64) (time.Time, error) {
+	if seq < first {
+		return time.Time{}, nil
+	}
+	m, err := st.GetMsg(ctx, seq)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return time.Time{}, nil
+	case err != nil:
+		return time.Time{}, fmt.Errorf("reading ingest log message %d: %w", seq, err)
+	}
+	return m.Time, nil
+}
+
+// reportIngestLoss logs at ERROR, and counts, the batches of
+// acknowledged messages the ingest log lost before consumer durable (the
+// stage taking batches from it) took them, found as the engine starts:
+// nothing else tells ops that messages senders were told were stored are
+// gone. start is where the consumer starts when it is made now.
+func (r *Router) reportIngestLoss(ctx context.Context, durable string, start startAt) {
+	floor, found, err := ingestLogFloor(ctx, r.js, durable)
+	// A consumer that exists has taken every batch up to its floor; one
+	// made now from a handover starts after the other's; one made now
+	// from the beginning has taken nothing.
+	if err == nil && !found && start.policy == jetstream.DeliverByStartSequencePolicy {
+		floor = start.seq - 1
+	}
+	var runs []lostRun
+	if err == nil {
+		runs, err = ingestLogLoss(ctx, r.js, floor)
+	}
+	if err != nil {
+		r.o.Logger.Warn("could not check the ingest log for batches lost before routing took them", "err", err.Error())
+		return
+	}
+	for _, run := range runs {
+		batches := run.Last - run.First + 1
+		r.o.Metrics.IngestLogLost.Add(float64(batches))
+		args := []any{"stream", store.StreamIngestLog, "batches", batches, "first_seq", run.First, "last_seq", run.Last}
+		if !run.After.IsZero() {
+			args = append(args, "acknowledged_after", run.After.UTC().Format(time.RFC3339Nano))
+		}
+		if !run.Before.IsZero() {
+			args = append(args, "acknowledged_before", run.Before.UTC().Format(time.RFC3339Nano))
+		}
+		r.o.Logger.Error("the ingest log no longer holds batches of acknowledged messages that routing had not taken (its files were damaged): the messages in them are lost, with no audit record; restore the store from a backup, or ask the senders to resend what they sent between the times given (a resend within nats.dedupe_window of a message accepted already is recognised as one)", args...)
+	}
+}

@@ -19,6 +19,8 @@ type Cluster struct {
 	Servers []*server.Server
 	// JS is a JetStream handle on the servers' client URLs.
 	JS jetstream.JetStream
+	// opts are the servers' options, for Restart.
+	opts []server.Options
 }
 
 // StartCluster runs a three-node JetStream cluster named name in process,
@@ -28,7 +30,20 @@ type Cluster struct {
 // when the test ends.
 func StartCluster(tb testing.TB, name string, tweak func(*server.Options)) *Cluster {
 	tb.Helper()
-	ports := []int{freePort(tb), freePort(tb), freePort(tb)}
+	return StartClusterOf(tb, name, 3, tweak)
+}
+
+// StartClusterOf is StartCluster with n servers, n1 to n<n>. With more
+// servers than a stream's replicas, streams are placed on some of them
+// (by placement tags, which tweak can give each server by its
+// ServerName), so that losing servers can take one stream's quorum and
+// leave another's.
+func StartClusterOf(tb testing.TB, name string, n int, tweak func(*server.Options)) *Cluster {
+	tb.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = freePort(tb)
+	}
 	var routes []*url.URL
 	for _, p := range ports {
 		routes = append(routes, &url.URL{Scheme: "nats", Host: "127.0.0.1:" + strconv.Itoa(p)})
@@ -45,18 +60,8 @@ func StartCluster(tb testing.TB, name string, tweak func(*server.Options)) *Clus
 		if tweak != nil {
 			tweak(opts)
 		}
-		srv, err := server.NewServer(opts)
-		if err != nil {
-			tb.Fatalf("configuring server %d: %v", i+1, err)
-		}
-		srv.Start()
-		tb.Cleanup(func() {
-			srv.Shutdown()
-			srv.WaitForShutdown()
-		})
-		if !srv.ReadyForConnections(10 * time.Second) {
-			tb.Fatalf("server %d did not become ready", i+1)
-		}
+		c.opts = append(c.opts, *opts)
+		srv := c.run(tb, i)
 		c.Servers = append(c.Servers, srv)
 		urls = append(urls, srv.ClientURL())
 	}
@@ -87,4 +92,33 @@ func freePort(tb testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// run starts server i (from 0) with its options, stopped when the test
+// ends, and waits until it takes connections.
+func (c *Cluster) run(tb testing.TB, i int) *server.Server {
+	tb.Helper()
+	opts := c.opts[i]
+	srv, err := server.NewServer(&opts)
+	if err != nil {
+		tb.Fatalf("configuring server %d: %v", i+1, err)
+	}
+	srv.Start()
+	tb.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	// Five servers starting on two busy cores can take a while.
+	if !srv.ReadyForConnections(30 * time.Second) {
+		tb.Fatalf("server %d did not become ready", i+1)
+	}
+	return srv
+}
+
+// Restart starts server i (from 0), stopped by the test, again on its
+// store and cluster port, as a server restarted after a crash; its
+// client and monitoring ports are new. Servers[i] becomes the new one.
+func (c *Cluster) Restart(tb testing.TB, i int) {
+	tb.Helper()
+	c.Servers[i] = c.run(tb, i)
 }

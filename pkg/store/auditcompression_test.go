@@ -25,14 +25,7 @@ import (
 // its records kept and the change logged.
 func TestReplicatedAuditUncompressed(t *testing.T) {
 	c := jstest.StartCluster(t, "audit-compression-test", func(o *server.Options) { o.SyncAlways = true })
-	cfg := store.DefaultConfig()
-	cfg.Replicas = 3
-	var urls []string
-	for _, srv := range c.Servers {
-		urls = append(urls, srv.ClientURL())
-		cfg.MonitorURLs = append(cfg.MonitorURLs, monitorURLs(srv)...)
-	}
-	cfg.URL = strings.Join(urls, ",")
+	cfg := clusterConfig(c)
 	open := func(t *testing.T, logs *logtest.Buffer) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)

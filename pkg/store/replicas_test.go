@@ -19,14 +19,7 @@ import (
 // alone shows nothing.
 func TestReplicasSeeALostServer(t *testing.T) {
 	c := jstest.StartCluster(t, "replicas-test", func(o *server.Options) { o.SyncAlways = true })
-	cfg := store.DefaultConfig()
-	cfg.Replicas = 3
-	var urls []string
-	for _, srv := range c.Servers {
-		urls = append(urls, srv.ClientURL())
-		cfg.MonitorURLs = append(cfg.MonitorURLs, monitorURLs(srv)...)
-	}
-	cfg.URL = strings.Join(urls, ",")
+	cfg := clusterConfig(c)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	s, err := store.Open(ctx, cfg, t.TempDir(), nil, discardLog())
@@ -68,4 +61,18 @@ func waitReplicas(t *testing.T, s *store.Store, want store.Replicas) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// clusterConfig is the store's defaults with three replicas on c, each of
+// its servers named for clients and monitoring.
+func clusterConfig(c *jstest.Cluster) store.Config {
+	cfg := store.DefaultConfig()
+	cfg.Replicas = 3
+	var urls []string
+	for _, srv := range c.Servers {
+		urls = append(urls, srv.ClientURL())
+		cfg.MonitorURLs = append(cfg.MonitorURLs, monitorURLs(srv)...)
+	}
+	cfg.URL = strings.Join(urls, ",")
+	return cfg
 }

@@ -257,6 +257,8 @@ type Store struct {
 	probed     sync.WaitGroup
 	// onHealth, if set, is told each probe's outcome.
 	onHealth atomic.Pointer[func(bool)]
+	// needed is what the probe checks besides the ingress stream.
+	needed neededSet
 	// replicas is what the last probe saw of the ingress stream's
 	// servers.
 	replicas atomic.Pointer[Replicas]
@@ -382,6 +384,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, secrets Secrets, log 
 		return nil, err
 	}
 	s.lastAnswer.Store(time.Now().UnixNano())
+	s.watchNeeded()
 	s.stopProbe = make(chan struct{})
 	s.probed.Add(1)
 	go s.probe()
@@ -405,9 +408,15 @@ func (s *Store) probe() {
 			return
 		case <-t.C:
 		}
+		// The other streams and buckets messages need are asked after
+		// at the same time (none on the embedded store).
+		needed := s.needed.all()
+		var others sync.WaitGroup
+		others.Go(func() { s.probeNeeded(needed) })
 		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 		st, err := s.JS.Stream(ctx, StreamIngress)
 		cancel()
+		others.Wait()
 		var info *jetstream.StreamInfo
 		if err == nil {
 			info = st.CachedInfo()
@@ -434,6 +443,7 @@ func (s *Store) probe() {
 			answering = true
 			s.log.Info("store answering again")
 		}
+		s.logNeeded(needed, answering)
 		s.checkWrites()
 		if f := s.onHealth.Load(); f != nil {
 			(*f)(s.Healthy())

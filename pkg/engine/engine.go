@@ -234,6 +234,11 @@ func (e *Engine) notReady() string {
 	case e.store.Refusing():
 		return "the store refuses inbound messages: out of storage (see the log)"
 	}
+	if why := e.store.CannotWrite(); why != "" {
+		// Input would still be stored and acknowledged, but wait
+		// unaudited and unrouted.
+		return "the store cannot write what messages need: " + why + " (see the log)"
+	}
 	return ""
 }
 
@@ -316,6 +321,13 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		e.metrics.StoreReplicas.WithLabelValues("current").Set(float64(r.Current))
 		e.metrics.StoreReplicas.WithLabelValues("catching_up").Set(float64(r.CatchingUp))
 		e.metrics.StoreReplicas.WithLabelValues("unreachable").Set(float64(r.Unreachable))
+		for _, w := range e.store.Writable() {
+			v := 0.0
+			if w.Writable {
+				v = 1
+			}
+			e.metrics.StoreWritable.WithLabelValues(w.Stream).Set(v)
+		}
 	}
 	setReplicas()
 	e.store.OnHealth(func(bool) {
@@ -365,6 +377,12 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		return err
 	}
 	e.consents = consents
+	if consents != nil {
+		// Every consent decision reads them: without a leader no message
+		// is routed.
+		e.store.NeedBucket(consent.DefaultConsentBucket, "patients' Consents, read for every consent decision")
+		e.store.NeedBucket(consent.DefaultOptOutBucket, "the national data opt-out list, read for consent decisions")
+	}
 	if pc := cfg.PatientIndex; pc.Enabled {
 		e.noteLostBucket(ctx, pc.Bucket, "the patient index: its entries are made again only from messages received from now on")
 		if err := e.store.WhenSettled(ctx, "patient index", func() (err error) {
@@ -373,6 +391,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		}); err != nil {
 			return fmt.Errorf("patient_index: %w", err)
 		}
+		e.store.NeedBucket(pc.Bucket, "the patient index, written for every message with a patient")
 		e.log.Info("patient index ready", "bucket", pc.Bucket)
 	}
 	var patientIndexed func(*patient.Record)

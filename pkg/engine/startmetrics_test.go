@@ -18,6 +18,8 @@ func TestMetricsAtStart(t *testing.T) {
 		`junction_engine_store_servers{state="current"}`:     "1",
 		`junction_engine_store_servers{state="catching_up"}`: "0",
 		`junction_engine_store_servers{state="unreachable"}`: "0",
+		// The embedded store probes the ingress stream alone.
+		`junction_engine_store_stream_writable{name="JUNCTION_INGRESS"}`: "1",
 	}
 	for _, code := range []string{"AA", "AE", "AR", "CA", "CE", "CR"} {
 		want[`junction_ingress_acks_total{adapter="pas",code="`+code+`"}`] = "0"

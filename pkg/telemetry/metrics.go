@@ -64,6 +64,9 @@ type Metrics struct {
 	// (current, catching_up, unreachable), as the store's probe last
 	// saw them.
 	StoreReplicas *prometheus.GaugeVec
+	// StoreWritable is, per stream or bucket the store probes, whether
+	// it answered as writable within the last few seconds.
+	StoreWritable *prometheus.GaugeVec // name (a stream; a bucket's is KV_ and its name)
 	// StreamBytes is what each of Junction's streams holds on disk, and
 	// DiskFree and DiskSize the embedded store's filesystem, sampled
 	// every 5 s.
@@ -204,6 +207,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		HTTPRequests:           cv("http", "requests_total", "Admin API (/api) requests by handler and status code; FHIR posts count in ingress acks_total.", "handler", "code"),
 		Ready:                  g("engine", "ready", "1 when the engine is ready to accept messages."),
 		StoreReplicas:          gv("engine", "store_servers", "The store's copies of its streams (the servers holding the ingress stream), as its leader answered the probe every second: current (the leader and the peers storing its writes), catching_up (behind or joining), unreachable (offline, or silent for 5 s; every copy when no leader answers). On a cluster, any not current means one more loss may stop Junction storing.", "state"),
+		StoreWritable:          gv("engine", "store_stream_writable", "1 while the stream or bucket named answered the store's probe (every second) as writable within the last 5 s, 0 while not: no leader, a leader without a quorum, missing, full at a discard-new limit of its own, or not answering. JUNCTION_INGRESS always; on an external store also JUNCTION_INGEST_LOG, _AUDIT, _OUTBOUND and _DEADLETTER and the buckets messages need (KV_ and the bucket's name: the patient index, consent and opt-out). Any 0 makes /readyz 503 naming it.", "name"),
 		StreamBytes:            gv("engine", "store_stream_bytes", "Bytes each of Junction's streams holds (JUNCTION_INGRESS, _INGEST_LOG, _OUTBOUND, _DEADLETTER, _AUDIT, _QUARANTINE), as the store reports them; sampled every 5 s from the shared store. The audit and dead-letter streams have no limit of Junction's.", "name"),
 		DiskFree:               g("engine", "store_disk_free_bytes", "Embedded store only: bytes free on the filesystem holding data_dir/jetstream (shared with anything else written there, such as a file destination's output); sampled every 5 s. At none the store stops writing and inbound messages are refused."),
 		DiskSize:               g("engine", "store_disk_size_bytes", "Embedded store only: the size of the filesystem holding data_dir/jetstream; sampled every 5 s."),

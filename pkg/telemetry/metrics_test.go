@@ -34,7 +34,7 @@ var subsystems = []string{"ingress", "route", "delivery", "deadletter", "http", 
 
 // unitlessGauges are gauges whose value is a state, not a quantity with a
 // unit (as Prometheus's own "up").
-var unitlessGauges = map[string]bool{"junction_engine_ready": true, "junction_ingress_backlog_refusing": true}
+var unitlessGauges = map[string]bool{"junction_engine_ready": true, "junction_ingress_backlog_refusing": true, "junction_engine_store_stream_writable": true}
 
 var nameRE = regexp.MustCompile(`^junction_(` + strings.Join(subsystems, "|") + `)_([a-z][a-z0-9]*)(_[a-z][a-z0-9]*)*$`)
 

@@ -318,7 +318,7 @@ func TestAppendResourceMatchesMarshal(t *testing.T) {
 	more, _ := filepath.Glob(filepath.Join(corporaDir, "ms-fhir-converter/messages/ADT*.hl7"))
 	files = append(files, more...)
 	// Strings that encoding/json escapes.
-	tricky := []byte("MSH|^~\\&|PAS|RX1|EPR|RX1|20240715093512||ADT^A01|C<1>&\"|P|2.4\rPID|1||H1^^^RX1||O\\X0A\\BRIEN<b>^AL\\T\\EX\u2028\xff\rPV1|1|I|||||||||||||||||V1\r")
+	tricky := []byte("MSH|^~\\&|PAS|RX1|EPR|RX1|20240715093512||ADT^A01|C<1>&\"|P|2.4||||||UNICODE UTF-8\rPID|1||H1^^^RX1||O\\X0A\\BRIEN<b>^AL\\T\\EX\u2028\xff\rPV1|1|I|||||||||||||||||V1\r")
 	n := 0
 	check := func(name string, raw []byte) {
 		a, errA := fast.Translate(testEnvelope(name, raw))

@@ -65,9 +65,12 @@
 // # Character sets
 //
 // Text is read in the character set MSH-18 declares: 8859/1 is decoded to
-// UTF-8 (raw bytes and \Xhh\ escapes alike); ASCII, UNICODE UTF-8 and an
-// empty MSH-18 are passed through, and bytes that are not UTF-8 are
-// flagged DQTextInvalidUTF8 (they become U+FFFD in the JSON). Any other
+// UTF-8 (raw bytes and \Xhh\ escapes alike); UNICODE UTF-8 is passed
+// through, and bytes that are not UTF-8 are flagged DQTextInvalidUTF8
+// (they become U+FFFD in the JSON). An empty MSH-18 or ASCII passes UTF-8
+// through and reads a value that is not UTF-8 as 8859/1 (Windows-1252),
+// flagged DQTextLatin1Assumed: English feeds that declare nothing send
+// Latin-1, and a name is better read than lost to U+FFFD. Any other
 // set is refused with fault.CodeHL7Charset: decoding it as either would
 // corrupt names silently.
 //
@@ -163,11 +166,16 @@ const (
 	// DQPatientClassInvalid: PV1-2 is sent but is not a code of HL7 table
 	// 0004; Encounter.class is the null flavour UNK.
 	DQPatientClassInvalid = "patient_class_invalid"
-	// DQTextInvalidUTF8: the message declares UTF-8 or ASCII in MSH-18, or
-	// nothing, but holds bytes that are not UTF-8; they reach the FHIR
-	// JSON as U+FFFD. The feed probably sends another character set and
-	// should declare it.
+	// DQTextInvalidUTF8: the message declares UTF-8 in MSH-18 but holds
+	// bytes that are not UTF-8; they reach the FHIR JSON as U+FFFD. The
+	// feed probably sends another character set and should declare it.
 	DQTextInvalidUTF8 = "text_invalid_utf8"
+	// DQTextLatin1Assumed: the message declares no character set in
+	// MSH-18 (or ASCII) but holds bytes that are not UTF-8; each value
+	// holding them was read as 8859/1 (Windows-1252), the likeliest set
+	// for an English feed, not lost to U+FFFD. It is a guess: the feed
+	// should declare 8859/1 (or send UTF-8).
+	DQTextLatin1Assumed = "text_latin1_assumed"
 	// DQTextLooksUTF8: the message declares 8859/1 in MSH-18 but its text
 	// reads as UTF-8 (hl7v2.Message.LooksUTF8), so names and addresses
 	// with letters beyond ASCII reach FHIR garbled ("ZOÃ‹" for ZOË). The
@@ -189,7 +197,7 @@ func DataQualityCodes() []string {
 		DQDeathDateInvalid, DQDeathIndicatorConflict,
 		DQMessageTimeInvalid, DQEventTimeInvalid, DQVisitTimeInvalid, DQLocalTimeAmbiguous,
 		DQVisitNumberMissing, DQPatientClassMissing, DQPatientClassInvalid,
-		DQTextInvalidUTF8, DQTextLooksUTF8, DQTextControlChars,
+		DQTextInvalidUTF8, DQTextLatin1Assumed, DQTextLooksUTF8, DQTextControlChars,
 	}
 }
 
@@ -603,6 +611,9 @@ func newBuilder(t *Translator, env *envelope.Envelope, m *hl7v2.Message, event s
 	b.counts, b.urls, b.practitioners, b.records = b.countsBuf[:0], b.urlsBuf[:0], b.practitionersBuf[:0], b.recordsBuf[:0]
 	if m.InvalidUTF8() {
 		b.flag(DQTextInvalidUTF8)
+	}
+	if m.Latin1Assumed() {
+		b.flag(DQTextLatin1Assumed)
 	}
 	if m.LooksUTF8() {
 		b.flag(DQTextLooksUTF8)

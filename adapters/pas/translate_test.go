@@ -851,7 +851,11 @@ func TestCharset(t *testing.T) {
 		// Latin-1 letters side by side are not UTF-8.
 		{"latin1 letters side by side", "8859/1", "B\xc9\xc9^ALEX", "B\u00c9\u00c9", "ALEX", nil},
 		{"undeclared utf8", "", "ZO\u00c9^\u00e9", "ZO\u00c9", "\u00e9", nil},
-		{"undeclared latin1 bytes", "", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
+		// Latin-1 from a feed that declares no character set (Si\xe2n,
+		// Zo\xeb) is read as 8859/1, not lost, and flagged as a guess.
+		{"undeclared latin1 bytes", "", "ZO\xcb^SI\xe2N", "ZO\u00cb", "SI\u00e2N", []string{DQTextLatin1Assumed}},
+		{"undeclared latin1 byte escaped", "", "ZO\\XCB\\^ALEX", "ZO\u00cb", "ALEX", []string{DQTextLatin1Assumed}},
+		{"ascii declared latin1 bytes", "ASCII", "O\x92BRIEN^ZO\xeb", "O\u2019BRIEN", "ZO\u00eb", []string{DQTextLatin1Assumed}},
 		{"utf8 declared latin1 bytes", "UNICODE UTF-8", "ZO\xc9^ALEX", "ZO\ufffd", "ALEX", []string{DQTextInvalidUTF8}},
 		// FHIR strings may not hold control characters.
 		{"a NUL in a name", "", "TEST^AL\x00EX", "TEST", "AL\ufffdEX", []string{DQTextControlChars}},

@@ -23,7 +23,7 @@ func TestEncoderMatchesModels(t *testing.T) {
 		more, _ := filepath.Glob(filepath.Join(corporaDir, pattern))
 		files = append(files, more...)
 	}
-	tricky := []byte("MSH|^~\\&|LAB|RX1|EPR|RX1|20240715093512||ORU^R01|C<1>&\"|P|2.5.1\r" +
+	tricky := []byte("MSH|^~\\&|LAB|RX1|EPR|RX1|20240715093512||ORU^R01|C<1>&\"|P|2.5.1||||||UNICODE UTF-8\r" +
 		"PID|1||9990000018^^^NHS^NH||O\\X0A\\BRIEN<b>^AL\\T\\EX\u2028\xff||19800101|M\r" +
 		"OBR|1|P<1>|F&1|X<Y^Odd <test> & more^L|||20240715081500\r" +
 		"NTE|1|L|Note with \"quotes\", \\E\\ and <tags> & \u2029.\r" +

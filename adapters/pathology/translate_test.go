@@ -545,6 +545,8 @@ func TestLatin1Text(t *testing.T) {
 	}{
 		{"latin1", "8859/1", "Caf\u00e9 cr\u00e8me \u00e0 la carte", false},
 		{"utf8 with latin1 bytes", "UNICODE UTF-8", "Caf\ufffd cr\ufffdme \ufffd la carte", true},
+		// No MSH-18: text that is not UTF-8 is read as 8859/1.
+		{"undeclared latin1", "", "Caf\u00e9 cr\u00e8me \u00e0 la carte", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,10 +14,11 @@ type Charset uint8
 
 const (
 	// CharsetDefault is an empty MSH-18: the feed's default, which this
-	// package takes as ASCII or UTF-8 and passes through unchanged.
+	// package takes as UTF-8 where the text is UTF-8 and as 8859/1
+	// (Windows-1252) where a value is not (see Charset.Decode).
 	CharsetDefault Charset = iota
-	// CharsetASCII is "ASCII", the 7-bit US-ASCII set. Text is passed
-	// through unchanged, as with CharsetDefault.
+	// CharsetASCII is "ASCII", the 7-bit US-ASCII set, which names no
+	// character above 0x7F: text is read as with CharsetDefault.
 	CharsetASCII
 	// CharsetLatin1 is "8859/1", ISO-8859-1 (Latin-1). Text read through
 	// Segment.Component and Segment.Text is converted to UTF-8, the bytes
@@ -78,12 +79,24 @@ func CharsetOf(code string) Charset {
 // ISO-8859-1: in ISO-8859-1 they are C1 control characters, which no
 // name or address holds, and feeds typed on Windows send them for the
 // punctuation word processors put in (O'Brien with a curly apostrophe).
-// Other sets are kept as they are, valid UTF-8 or not. Control
+// For CharsetDefault and CharsetASCII, which declare nothing above 0x7F,
+// a value that is valid UTF-8 is kept as it is and one that is not is
+// read as CharsetLatin1 is: English PAS and laboratory systems that send
+// no MSH-18 send Latin-1 or Windows-1252 ("Si\xe2n"), which would
+// otherwise lose each such letter to U+FFFD, while Latin-1 text that is
+// also well-formed UTF-8 is rare (see Message.Latin1Assumed). Other sets
+// are kept as they are, valid UTF-8 or not (CharsetUTF8 declares UTF-8,
+// so bytes that are not become U+FFFD in JSON: Message.InvalidUTF8). Control
 // characters other than tab, line feed and carriage return become
 // U+FFFD (see Message.ControlChars).
 func (c Charset) Decode(s string) string {
-	if c == CharsetLatin1 {
+	switch c {
+	case CharsetLatin1:
 		s = latin1ToUTF8(s)
+	case CharsetDefault, CharsetASCII:
+		if !utf8.ValidString(s) {
+			s = latin1ToUTF8(s)
+		}
 	}
 	return withoutControls(s)
 }
@@ -163,16 +176,31 @@ func (m *Message) CharsetError() error {
 			"; supported: ASCII, 8859/1, UNICODE UTF-8")
 }
 
-// InvalidUTF8 reports whether a message whose character set is passed
-// through (empty MSH-18, ASCII or UNICODE UTF-8) holds bytes that are not
-// UTF-8, as sent or made by \Xhh\ escape sequences (a Latin-1 \XE9\ in
-// a message that declares UTF-8). Those bytes would reach FHIR JSON as
-// U+FFFD, so translators report it as a data-quality issue. It is always
-// false for 8859/1, where every byte is a character.
+// InvalidUTF8 reports whether a message that declares UTF-8 in MSH-18
+// (UNICODE UTF-8) holds bytes that are not UTF-8, as sent or made by
+// \Xhh\ escape sequences (a Latin-1 \XE9\). Those bytes reach FHIR JSON
+// as U+FFFD, so translators report it as a data-quality issue (as it is
+// for a character set this package cannot decode, whose text is passed
+// through). It is false for 8859/1, where every byte is a character, and
+// for an empty MSH-18 or ASCII, whose text that is not UTF-8 is read as
+// 8859/1 (Latin1Assumed).
 func (m *Message) InvalidUTF8() bool {
-	if m.cs == CharsetLatin1 {
-		return false
-	}
+	return (m.cs == CharsetUTF8 || m.cs == CharsetUnsupported) && m.notUTF8()
+}
+
+// Latin1Assumed reports whether a message that declares no character set
+// (an empty MSH-18) or ASCII holds bytes that are not UTF-8, as sent or
+// made by \Xhh\ escape sequences, which Charset.Decode reads as 8859/1
+// (Windows-1252). That is most likely right for a feed from an English
+// trust, but it is a guess: translators report it as a data-quality
+// issue, so the feed can be made to declare its character set.
+func (m *Message) Latin1Assumed() bool {
+	return (m.cs == CharsetDefault || m.cs == CharsetASCII) && m.notUTF8()
+}
+
+// notUTF8 reports whether the message holds bytes that are not UTF-8,
+// raw or made by \Xhh\ escape sequences.
+func (m *Message) notUTF8() bool {
 	for i := range m.segs {
 		if !utf8.ValidString(m.segs[i].line) {
 			return true

@@ -55,8 +55,14 @@ func TestCharsetDecode(t *testing.T) {
 		{"latin1 bytes that look like UTF-8", CharsetLatin1, "\xc3\xa9", "\u00c3\u00a9"},
 		{"utf8 unchanged", CharsetUTF8, "Zo\u00e9", "Zo\u00e9"},
 		{"utf8 invalid unchanged", CharsetUTF8, "ZO\xc9", "ZO\xc9"},
-		{"default unchanged", CharsetDefault, "ZO\xc9", "ZO\xc9"},
-		{"ascii unchanged", CharsetASCII, "ZO\xc9", "ZO\xc9"},
+		// No character set declared (or ASCII, which names none above
+		// 0x7F): UTF-8 as it is, and a value that is not UTF-8 as 8859/1,
+		// as English PAS feeds send it, rather than U+FFFD.
+		{"default utf8 unchanged", CharsetDefault, "Zo\u00eb", "Zo\u00eb"},
+		{"default latin1 read as 8859/1", CharsetDefault, "ZO\xc9 SI\xe2N", "ZO\u00c9 SI\u00e2N"},
+		{"default Windows-1252 apostrophe", CharsetDefault, "O\x92BRIEN", "O\u2019BRIEN"},
+		{"ascii utf8 unchanged", CharsetASCII, "Zo\u00eb", "Zo\u00eb"},
+		{"ascii latin1 read as 8859/1", CharsetASCII, "ZO\xc9", "ZO\u00c9"},
 		{"unsupported unchanged", CharsetUnsupported, "ZO\xc9", "ZO\xc9"},
 		{"empty", CharsetLatin1, "", ""},
 	}
@@ -126,8 +132,8 @@ func TestMessageCharset(t *testing.T) {
 		invalidUTF8 bool
 		wantErr     bool
 	}{
-		{"absent", "", CharsetDefault, "", "ZO\xc9", "\xe9", true, false},
-		{"ascii", "ASCII", CharsetASCII, "ASCII", "ZO\xc9", "\xe9", true, false},
+		{"absent", "", CharsetDefault, "", "ZO\u00c9", "\u00e9", false, false},
+		{"ascii", "ASCII", CharsetASCII, "ASCII", "ZO\u00c9", "\u00e9", false, false},
 		{"latin1", "8859/1", CharsetLatin1, "8859/1", "ZO\u00c9", "\u00e9", false, false},
 		{"latin1 then a switch set", "8859/1~ISO IR87", CharsetLatin1, "8859/1", "ZO\u00c9", "\u00e9", false, false},
 		{"utf8", "UNICODE UTF-8", CharsetUTF8, "UNICODE UTF-8", "ZO\xc9", "\xe9", true, false},
@@ -168,28 +174,42 @@ func TestMessageCharset(t *testing.T) {
 	}
 }
 
+// TestInvalidUTF8 checks InvalidUTF8 (declared UTF-8, bytes that are not:
+// U+FFFD) and Latin1Assumed (nothing declared, or ASCII, and bytes that
+// are not UTF-8: read as 8859/1).
 func TestInvalidUTF8(t *testing.T) {
+	const utf8Head = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||UNICODE UTF-8"
+	const asciiHead = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||ASCII"
 	tests := []struct {
-		name string
-		raw  string
-		want bool
+		name    string
+		raw     string
+		invalid bool
+		latin1  bool
 	}{
-		{"ascii", "MSH|^~\\&|A\rPID|1||X", false},
-		{"valid utf8", "MSH|^~\\&|A\rPID|1||Zo\u00e9", false},
-		{"latin1 byte undeclared", "MSH|^~\\&|A\rPID|1||Zo\xe9", true},
-		{"truncated sequence in MSH", "MSH|^~\\&|A\xc3\rPID|1||X", true},
-		// An escaped byte reaches FHIR as U+FFFD just the same.
-		{"escaped invalid byte", "MSH|^~\\&|A\rPID|1||\\XE9\\", true},
-		{"escaped invalid byte in a component", "MSH|^~\\&|A\rPID|1||X||ZO\\XEB\\^SIAN", true},
-		{"escaped UTF-8", "MSH|^~\\&|A\rPID|1||SI\\XC3A2\\N", false},
+		{"ascii", "MSH|^~\\&|A\rPID|1||X", false, false},
+		{"valid utf8", "MSH|^~\\&|A\rPID|1||Zo\u00e9", false, false},
+		{"latin1 byte undeclared", "MSH|^~\\&|A\rPID|1||Zo\xe9", false, true},
+		{"latin1 byte under ASCII", asciiHead + "\rPID|1||Zo\xe9", false, true},
+		{"latin1 byte under UTF-8", utf8Head + "\rPID|1||Zo\xe9", true, false},
+		{"truncated sequence in MSH", "MSH|^~\\&|A\xc3\rPID|1||X", false, true},
+		{"truncated sequence under UTF-8", utf8Head + "\rPID|1||A\xc3", true, false},
+		// An escaped byte is read as one sent raw.
+		{"escaped invalid byte", "MSH|^~\\&|A\rPID|1||\\XE9\\", false, true},
+		{"escaped invalid byte in a component", "MSH|^~\\&|A\rPID|1||X||ZO\\XEB\\^SIAN", false, true},
+		{"escaped invalid byte under UTF-8", utf8Head + "\rPID|1||X||ZO\\XEB\\^SIAN", true, false},
+		{"escaped UTF-8", "MSH|^~\\&|A\rPID|1||SI\\XC3A2\\N", false, false},
 		// \E\ then the text "XE9": no hex sequence.
-		{"escaped escape before X", "MSH|^~\\&|A\rPID|1||A\\E\\XE9", false},
-		{"escaped invalid byte, 8859/1", "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||\\XE9\\", false},
+		{"escaped escape before X", "MSH|^~\\&|A\rPID|1||A\\E\\XE9", false, false},
+		{"escaped invalid byte, 8859/1", "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||\\XE9\\", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := mustParse(t, []byte(tt.raw)).InvalidUTF8(); got != tt.want {
-				t.Errorf("InvalidUTF8 = %v, want %v", got, tt.want)
+			m := mustParse(t, []byte(tt.raw))
+			if got := m.InvalidUTF8(); got != tt.invalid {
+				t.Errorf("InvalidUTF8 = %v, want %v", got, tt.invalid)
+			}
+			if got := m.Latin1Assumed(); got != tt.latin1 {
+				t.Errorf("Latin1Assumed = %v, want %v", got, tt.latin1)
 			}
 		})
 	}

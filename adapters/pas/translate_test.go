@@ -891,6 +891,42 @@ func TestCharset(t *testing.T) {
 	}
 }
 
+// TestEscapedText checks that escape sequences in names and addresses
+// reach FHIR as the text the sender meant: delimiters decoded,
+// highlighting (\H\, \N\), which plain text cannot show, dropped.
+func TestEscapedText(t *testing.T) {
+	tests := []struct {
+		name   string
+		msh    string
+		name5  string
+		addr   string
+		family string
+		given  string
+		line   string
+	}{
+		{"delimiters", testMSH, `O\E\BRIEN\F\X^A\S\B\T\C\R\D`, `1 TEST STREET`, `O\BRIEN|X`, `A^B&C~D`, "1 TEST STREET"},
+		{"highlighting dropped", testMSH, `\H\TESTPATIENT\N\^ALEX`, `1 \H\TEST\N\ STREET`, "TESTPATIENT", "ALEX", "1 TEST STREET"},
+		{"unknown sequence kept", testMSH, `TEST\Q\PATIENT^ALEX`, `1 TEST STREET`, `TEST\Q\PATIENT`, "ALEX", "1 TEST STREET"},
+		{"unterminated sequence kept", testMSH, `TESTPATIENT\F^ALEX`, `1 TEST STREET`, `TESTPATIENT\F`, "ALEX", "1 TEST STREET"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := hl7(tt.msh, pid("9990000271^^^NHS^NH", map[int]string{5: tt.name5, 11: tt.addr}), testPV1)
+			p, ok := resourceOf(t, translate(t, DefaultDialect(), raw), "Patient", models.UnmarshalPatient)
+			if !ok || len(p.Name) == 0 || len(p.Address) == 0 {
+				t.Fatal("no Patient name or address")
+			}
+			n := p.Name[0]
+			if n.Family == nil || *n.Family != tt.family || len(n.Given) != 1 || n.Given[0] != tt.given {
+				t.Errorf("name = %q %q, want %q %q", deref(n.Family), n.Given, tt.family, tt.given)
+			}
+			if a := p.Address[0]; len(a.Line) != 1 || a.Line[0] != tt.line {
+				t.Errorf("address lines = %q, want [%q]", a.Line, tt.line)
+			}
+		})
+	}
+}
+
 // TestBirthTime checks the patient-birthTime extension made from a PID-7
 // with a time of day, in the feed's time zone (Europe/London).
 func TestBirthTime(t *testing.T) {

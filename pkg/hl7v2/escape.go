@@ -65,10 +65,12 @@ func Escape(s string, d Delimiters) string {
 
 // Unescape returns s with HL7 escape sequences decoded: \F\ \S\ \T\ \R\
 // \E\ become the delimiters of d, \Xhh..\ the bytes of its hexadecimal
-// digits (an even number of them) and \.br\ a line feed. Any other
-// sequence, such as highlighting (\H\, \N\), character set changes or
-// locally defined \Z..\ sequences, is kept as it is, as is an escape
-// character without a closing one. Unescape never fails; when d has no
+// digits (an even number of them) and \.br\ a line feed. Highlighting
+// (\H\ start, \N\ normal text), which HL7 lets any text value hold and
+// plain text cannot show, is dropped: `\H\SMITH\N\` is "SMITH". Any
+// other sequence, such as character set changes, other formatting
+// commands or locally defined \Z..\ sequences, is kept as it is, as is
+// an escape character without a closing one. Unescape never fails; when d has no
 // escape character it returns s unchanged.
 func Unescape(s string, d Delimiters) string {
 	e := d.Escape
@@ -120,6 +122,8 @@ func decodeSequence(b *strings.Builder, seq string, d Delimiters) bool {
 			c = d.Repetition
 		case 'E':
 			c = d.Escape
+		case 'H', 'N':
+			return true
 		}
 		if c == 0 {
 			return false

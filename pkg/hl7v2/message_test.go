@@ -157,7 +157,7 @@ func TestParseTestdata(t *testing.T) {
 				"OBX[1]-5":   `Pipe \F\ hat \S\ amp \T\ tilde \R\ slash \E\ end`,
 				"OBX[1]-5.1": `Pipe | hat ^ amp & tilde ~ slash \ end`,
 				"OBX[2]-5.1": "Line one\nLine two\r\nLine three",
-				"OBX[3]-5.1": `\H\Bold\N\ and \Zlocal\ kept`,
+				"OBX[3]-5.1": `Bold and \Zlocal\ kept`, // highlighting dropped
 				"OBX[4]-5.1": `Broken \X4\ and dangling \`,
 			},
 		},

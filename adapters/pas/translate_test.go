@@ -907,6 +907,9 @@ func TestEscapedText(t *testing.T) {
 		{"delimiters", testMSH, `O\E\BRIEN\F\X^A\S\B\T\C\R\D`, `1 TEST STREET`, `O\BRIEN|X`, `A^B&C~D`, "1 TEST STREET"},
 		{"highlighting dropped", testMSH, `\H\TESTPATIENT\N\^ALEX`, `1 \H\TEST\N\ STREET`, "TESTPATIENT", "ALEX", "1 TEST STREET"},
 		{"unknown sequence kept", testMSH, `TEST\Q\PATIENT^ALEX`, `1 TEST STREET`, `TEST\Q\PATIENT`, "ALEX", "1 TEST STREET"},
+		// v2.7's fifth encoding character, the truncation character, is
+		// escaped as \P\ in data.
+		{"truncation character escaped", "MSH|^~\\&#|PAS|RX1|EPR|RX1|20240715093512||ADT^A01|CTRL1|P|2.7", `TESTPATIENT^ALEX`, `FLAT \P\3^^LEEDS`, "TESTPATIENT", "ALEX", "FLAT #3"},
 		{"unterminated sequence kept", testMSH, `TESTPATIENT\F^ALEX`, `1 TEST STREET`, `TESTPATIENT\F`, "ALEX", "1 TEST STREET"},
 	}
 	for _, tt := range tests {

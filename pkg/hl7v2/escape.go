@@ -10,12 +10,13 @@ func needsEscape(c byte, d Delimiters) bool {
 	if c == 0 {
 		return false
 	}
-	return c == d.Field || c == d.Component || c == d.Repetition || c == d.Escape || c == d.Subcomponent
+	return c == d.Field || c == d.Component || c == d.Repetition || c == d.Escape || c == d.Subcomponent || c == d.Truncation
 }
 
 // Escape returns s with every delimiter replaced by its HL7 escape
-// sequence: \F\ field, \S\ component, \T\ subcomponent, \R\ repetition and
-// \E\ escape (written with d.Escape in place of the backslash). A line
+// sequence: \F\ field, \S\ component, \T\ subcomponent, \R\ repetition,
+// \E\ escape and, when d declares one, \P\ truncation (written with
+// d.Escape in place of the backslash). A line
 // feed becomes \.br\ and a carriage return \X0D\, so Unescape(Escape(s))
 // gives s back. When d has no escape character (d.Escape is 0) nothing can
 // be escaped: delimiters, CR and LF are replaced by spaces instead.
@@ -57,6 +58,8 @@ func Escape(s string, d Delimiters) string {
 			b.WriteByte('R')
 		case d.Escape:
 			b.WriteByte('E')
+		case d.Truncation:
+			b.WriteByte('P')
 		}
 		b.WriteByte(e)
 	}
@@ -64,7 +67,8 @@ func Escape(s string, d Delimiters) string {
 }
 
 // Unescape returns s with HL7 escape sequences decoded: \F\ \S\ \T\ \R\
-// \E\ become the delimiters of d, \Xhh..\ the bytes of its hexadecimal
+// \E\ and (v2.7, when d declares a truncation character) \P\ become the
+// delimiters of d, \Xhh..\ the bytes of its hexadecimal
 // digits (an even number of them) and \.br\ a line feed. Highlighting
 // (\H\ start, \N\ normal text), which HL7 lets any text value hold and
 // plain text cannot show, is dropped: `\H\SMITH\N\` is "SMITH". Any
@@ -122,6 +126,8 @@ func decodeSequence(b *strings.Builder, seq string, d Delimiters) bool {
 			c = d.Repetition
 		case 'E':
 			c = d.Escape
+		case 'P':
+			c = d.Truncation
 		case 'H', 'N':
 			return true
 		}

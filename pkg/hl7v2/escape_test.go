@@ -10,6 +10,7 @@ func TestEscape(t *testing.T) {
 	def := DefaultDelimiters()
 	odd := Delimiters{Field: '*', Component: '$', Repetition: '!', Escape: '?', Subcomponent: '%'}
 	noEsc := Delimiters{Field: '|', Component: '^', Repetition: '~'}
+	trunc := Delimiters{Field: '|', Component: '^', Repetition: '~', Escape: '\\', Subcomponent: '&', Truncation: '#'}
 	tests := []struct {
 		name string
 		in   string
@@ -23,6 +24,10 @@ func TestEscape(t *testing.T) {
 		{"odd delimiters", "a*b$c%d!e?f|g^", odd, "a?F?b?S?c?T?d?R?e?E?f|g^"},
 		{"no escape character", "a|b^c~d&e\nf", noEsc, "a b c d&e f"},
 		{"utf-8 untouched", "Zoë ^ Ünal", def, `Zoë \S\ Ünal`},
+		// v2.7: a truncation character declared in MSH-2 is escaped in
+		// data, as \P\, so it is not read as a value cut short.
+		{"truncation character", "FLAT #3", trunc, `FLAT \P\3`},
+		{"no truncation character", "FLAT #3", def, "FLAT #3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -63,6 +68,8 @@ func TestUnescape(t *testing.T) {
 		{"subcomponent missing", `a\T\b`, Delimiters{Field: '|', Component: '^', Repetition: '~', Escape: '\\'}, `a\T\b`},
 		{"no escape character", `a\F\b`, Delimiters{Field: '|', Component: '^', Repetition: '~'}, `a\F\b`},
 		{"sequence after unknown", `\Q\\F\`, def, `\Q\|`},
+		{"truncation character", `FLAT \P\3`, Delimiters{Field: '|', Component: '^', Repetition: '~', Escape: '\\', Subcomponent: '&', Truncation: '#'}, "FLAT #3"},
+		{"truncation character not declared", `FLAT \P\3`, def, `FLAT \P\3`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,15 +83,15 @@ func TestUnescape(t *testing.T) {
 func TestEscapeRoundTrip(t *testing.T) {
 	inputs := []string{
 		"", "simple", `|^~\&`, "\\E\\ literal", "multi\r\nline\ntext\r", `\X41\`, "\x00\x01\xff",
-		"TESTPATIENT^ALEX~9990000018|&",
+		"TESTPATIENT^ALEX~9990000018|&", "FLAT #3#",
 	}
-	for _, d := range []Delimiters{DefaultDelimiters(), {Field: '*', Component: '$', Repetition: '!', Escape: '?', Subcomponent: '%'}} {
+	for _, d := range []Delimiters{DefaultDelimiters(), {Field: '*', Component: '$', Repetition: '!', Escape: '?', Subcomponent: '%'}, {Field: '|', Component: '^', Repetition: '~', Escape: '\\', Subcomponent: '&', Truncation: '#'}} {
 		for _, in := range inputs {
 			t.Run(d.EncodingCharacters()+" "+in, func(t *testing.T) {
 				esc := Escape(in, d)
 				for i := 0; i < len(esc); i++ {
 					c := esc[i]
-					if c == d.Field || c == d.Component || c == d.Repetition || c == d.Subcomponent || c == '\r' || c == '\n' {
+					if c == d.Field || c == d.Component || c == d.Repetition || c == d.Subcomponent || c == '\r' || c == '\n' || (c != 0 && c == d.Truncation) {
 						t.Fatalf("Escape(%q) = %q still holds delimiter %q", in, esc, c)
 					}
 				}

@@ -47,8 +47,10 @@ const (
 
 // Delimiters are the separator and escape characters of a message, read
 // from MSH-1 and MSH-2. Escape and Subcomponent are 0 when MSH-2 is too
-// short to declare them.
-type Delimiters struct{ Field, Component, Repetition, Escape, Subcomponent byte }
+// short to declare them. Truncation is HL7 v2.7's fifth encoding
+// character (usually #), which ends a value cut short and is written \P\
+// in data; 0 when MSH-2 declares none.
+type Delimiters struct{ Field, Component, Repetition, Escape, Subcomponent, Truncation byte }
 
 // DefaultDelimiters returns the standard delimiters | ^ ~ \ &.
 func DefaultDelimiters() Delimiters {
@@ -56,10 +58,11 @@ func DefaultDelimiters() Delimiters {
 }
 
 // EncodingCharacters returns the MSH-2 text for d: component, repetition,
-// escape and subcomponent characters, stopping at the first one that is 0.
+// escape, subcomponent and truncation characters, stopping at the first
+// one that is 0.
 func (d Delimiters) EncodingCharacters() string {
-	b := make([]byte, 0, 4)
-	for _, c := range [...]byte{d.Component, d.Repetition, d.Escape, d.Subcomponent} {
+	b := make([]byte, 0, 5)
+	for _, c := range [...]byte{d.Component, d.Repetition, d.Escape, d.Subcomponent, d.Truncation} {
 		if c == 0 {
 			break
 		}
@@ -78,7 +81,6 @@ func (d Delimiters) EncodingCharacters() string {
 // values to UTF-8 (see Charset).
 type Message struct {
 	delims Delimiters
-	trunc  byte
 	cs     Charset
 	csCode string
 	segs   []Segment
@@ -263,7 +265,7 @@ func Parse(raw []byte) (*Message, error) {
 		m.delims.Subcomponent = enc[3]
 	}
 	if len(enc) > 4 {
-		m.trunc = enc[4]
+		m.delims.Truncation = enc[4]
 	}
 
 	s := string(b)
@@ -338,7 +340,7 @@ func (m *Message) Delimiters() Delimiters { return m.delims }
 
 // Truncation returns the v2.7 truncation character declared as the fifth
 // character of MSH-2, or 0 if there is none.
-func (m *Message) Truncation() byte { return m.trunc }
+func (m *Message) Truncation() byte { return m.delims.Truncation }
 
 // Segments returns every segment in order. The slice is shared: callers
 // must not modify it.

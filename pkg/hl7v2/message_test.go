@@ -119,7 +119,7 @@ func TestParseTestdata(t *testing.T) {
 		{
 			file:     "truncation_hash.hl7",
 			segments: []string{"MSH", "PID", "OBR", "OBX", "OBX"},
-			delims:   DefaultDelimiters(),
+			delims:   Delimiters{Field: '|', Component: '^', Repetition: '~', Escape: '\\', Subcomponent: '&', Truncation: '#'},
 			header: map[string]string{
 				"type": "ORU^R01", "event": "R01", "control": "LAB0001", "version": "2.7",
 				"sendApp": "LABAPP", "sendFac": "LAB01", "recvApp": "JUNCTION", "recvFac": "RXX01",

@@ -1,6 +1,7 @@
 package pathology
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
@@ -352,7 +354,8 @@ func (e *orderEncoder) encode() (*EncodedOrder, error) {
 	}
 
 	m := hl7v2.NewMessage(e.d)
-	e.msh(m.Add("MSH"))
+	msh := m.Add("MSH")
+	e.msh(msh)
 	nhsSent := e.pid(m.Add("PID"), &patient)
 	if enc, err := e.encounterOf(reqs); err != nil {
 		return nil, err
@@ -369,6 +372,13 @@ func (e *orderEncoder) encode() (*EncodedOrder, error) {
 		out.Orders = append(out.Orders, sent)
 	}
 	out.Message = m.Encode()
+	if bytes.ContainsFunc(out.Message, func(r rune) bool { return r >= utf8.RuneSelf }) {
+		// FHIR text is Unicode, written as UTF-8; HL7 reads an empty
+		// MSH-18 as ASCII (and many receivers as Latin-1), so a name like
+		// Siân must say what it is in.
+		msh.SetField(18, e.utf8Charset())
+		out.Message = m.Encode()
+	}
 	out.DataQuality = e.dq
 	return out, nil
 }
@@ -462,6 +472,15 @@ func (e *orderEncoder) encounterOf(reqs []*orderRequest) (*fhirEncounter, error)
 }
 
 func (e *orderEncoder) v25() bool { return e.rank >= 250 }
+
+// utf8Charset returns the HL7 table 0211 code for UTF-8 text in the
+// version sent: UNICODE UTF-8 from v2.5, UNICODE (ISO 10646) before.
+func (e *orderEncoder) utf8Charset() string {
+	if e.v25() {
+		return "UNICODE UTF-8"
+	}
+	return "UNICODE"
+}
 
 // msh writes the header.
 func (e *orderEncoder) msh(s *hl7v2.SegmentBuilder) {

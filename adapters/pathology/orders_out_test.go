@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -366,6 +367,41 @@ func TestEncodeOrderInvalidNHSNumber(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{DQOrderNHSNumberInvalid}, out.DataQuality); diff != "" {
 		t.Errorf("DataQuality (-want +got):\n%s", diff)
+	}
+}
+
+// TestEncodeOrderCharset checks that an order whose text goes beyond
+// ASCII (FHIR strings are Unicode) declares UTF-8 in MSH-18, as HL7 takes
+// an empty MSH-18 for ASCII, and that one in ASCII declares nothing.
+func TestEncodeOrderCharset(t *testing.T) {
+	tests := []struct {
+		name, version, family, msh18 string
+	}{
+		{"ascii", "2.5", "O'Test-Smith", ""},
+		{"utf8 v2.5", "2.5", "Zo\u00eb-Si\u00e2n", "UNICODE UTF-8"},
+		{"utf8 v2.5.1", "2.5.1", "Zo\u00eb-Si\u00e2n", "UNICODE UTF-8"},
+		// Before v2.5 table 0211 had UNICODE alone for ISO 10646.
+		{"utf8 v2.4", "2.4", "Zo\u00eb-Si\u00e2n", "UNICODE"},
+		{"utf8 v2.3", "2.3", "Zo\u00eb-Si\u00e2n", "UNICODE"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(string(readOrderBundle(t, "fbc-encounter")), `"O'Test-Smith"`, strconv.Quote(tt.family), 1)
+			out, err := EncodeOrder([]byte(src), testOrderOptions(tt.version, MessageTypeORM))
+			if err != nil {
+				t.Fatalf("EncodeOrder: %v", err)
+			}
+			m, err := hl7v2.Parse(out.Message)
+			if err != nil {
+				t.Fatalf("encoded message does not parse: %v", err)
+			}
+			if got := m.Get("MSH-18"); got != tt.msh18 {
+				t.Errorf("MSH-18 = %q, want %q", got, tt.msh18)
+			}
+			if got := m.Get("PID-5.1"); got != tt.family {
+				t.Errorf("PID-5.1 read back = %q, want %q", got, tt.family)
+			}
+		})
 	}
 }
 

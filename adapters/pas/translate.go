@@ -304,8 +304,9 @@ func (t *Translator) Translate(env *envelope.Envelope) (*adapter.Translation, er
 // missing required segment one with fault.CodeHL7Required; an MSH-18
 // character set other than ASCII, 8859/1 or UNICODE UTF-8 one with
 // fault.CodeHL7Charset (see hl7v2.Message.CharsetError). 8859/1 text is
-// decoded to UTF-8; UTF-8 text that is not valid is flagged
-// DQTextInvalidUTF8.
+// decoded to UTF-8; text declared UTF-8 that is not valid is flagged
+// DQTextInvalidUTF8, and text that is not UTF-8 under an empty MSH-18 or
+// ASCII is read as 8859/1 and flagged DQTextLatin1Assumed.
 func (t *Translator) TranslateMessage(env *envelope.Envelope, m *hl7v2.Message) (*adapter.Translation, error) {
 	if env == nil || m == nil {
 		return nil, fault.New(fault.CodeInternal, "translate: no envelope or message")

@@ -50,8 +50,12 @@ func (c Charset) String() string {
 }
 
 // CharsetOf returns the Charset of an MSH-18 value (its first repetition,
-// unescaped). Case and surrounding spaces are ignored, and "UTF-8" and
-// "UTF8" are taken as "UNICODE UTF-8", as some senders write them. So is
+// unescaped). Case and surrounding spaces are ignored, and the names
+// senders write for these sets in place of table 0211's are taken too:
+// "UTF-8" and "UTF8" as "UNICODE UTF-8"; "ISO-8859-1" (and its spellings
+// ISO8859-1, ISO_8859-1, LATIN1), table 0211's ISO 2022 name "ISO IR100",
+// and "WINDOWS-1252" or "CP1252", which Decode reads as 8859/1 is read,
+// as "8859/1"; "US-ASCII" and "ISO IR6" as "ASCII". So is
 // "UNICODE", v2.3 and v2.4's code for ISO/IEC 10646 with no encoding
 // named: a message read at all, its delimiters and segment names single
 // bytes, is in an encoding that keeps ASCII as it is, which for Unicode is
@@ -61,9 +65,9 @@ func CharsetOf(code string) Charset {
 	switch code {
 	case "":
 		return CharsetDefault
-	case "ASCII":
+	case "ASCII", "US-ASCII", "ISO IR6":
 		return CharsetASCII
-	case "8859/1":
+	case "8859/1", "ISO-8859-1", "ISO8859-1", "ISO_8859-1", "LATIN1", "LATIN-1", "ISO IR100", "WINDOWS-1252", "CP1252":
 		return CharsetLatin1
 	case "UNICODE UTF-8", "UTF-8", "UTF8", "UNICODE":
 		return CharsetUTF8

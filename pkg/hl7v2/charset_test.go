@@ -28,6 +28,19 @@ func TestCharsetOf(t *testing.T) {
 		{"UNICODE UTF-16", CharsetUnsupported},
 		{"UNICODE", CharsetUTF8},
 		{"8859/1x", CharsetUnsupported},
+		// What senders write for the same sets: IANA names, as other
+		// engines take them, and table 0211's ISO 2022 names.
+		{"ISO-8859-1", CharsetLatin1},
+		{"iso8859-1", CharsetLatin1},
+		{"ISO_8859-1", CharsetLatin1},
+		{"LATIN1", CharsetLatin1},
+		{"ISO IR100", CharsetLatin1},
+		{"WINDOWS-1252", CharsetLatin1},
+		{"CP1252", CharsetLatin1},
+		{"US-ASCII", CharsetASCII},
+		{"ISO IR6", CharsetASCII},
+		{"ISO-8859-15", CharsetUnsupported},
+		{"ISO-8859-2", CharsetUnsupported},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {

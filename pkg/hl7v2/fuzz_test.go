@@ -103,20 +103,21 @@ func FuzzParse(f *testing.F) {
 
 func FuzzUnescape(f *testing.F) {
 	addSeeds(f, func(b []byte) { f.Add(string(b)) })
-	for _, s := range []string{`\F\\S\\T\\R\\E\`, `\X0D0A\`, `\X4\`, `\.br\`, `\H\x\N\`, `\`, `\\`, `a\Zq\F\`} {
+	for _, s := range []string{`\F\\S\\T\\R\\E\`, `\X0D0A\`, `\X4\`, `\.br\`, `\H\x\N\`, `\`, `\\`, `a\Zq\F\`, `a\P\b#`} {
 		f.Add(s)
 	}
 	d := DefaultDelimiters()
 	odd := Delimiters{Field: '*', Component: '$', Repetition: '!', Escape: '?', Subcomponent: '%'}
+	trunc := Delimiters{Field: '|', Component: '^', Repetition: '~', Escape: '\\', Subcomponent: '&', Truncation: '#'}
 	f.Fuzz(func(t *testing.T, s string) {
 		// Unescape never fails and never grows its input.
-		for _, dd := range []Delimiters{d, odd, {Field: '|', Component: '^', Repetition: '~'}} {
+		for _, dd := range []Delimiters{d, odd, trunc, {Field: '|', Component: '^', Repetition: '~'}} {
 			if u := Unescape(s, dd); len(u) > len(s) {
 				t.Fatalf("Unescape grew %q to %q", s, u)
 			}
 		}
 		// Escaping any text and unescaping it gives the text back.
-		for _, dd := range []Delimiters{d, odd} {
+		for _, dd := range []Delimiters{d, odd, trunc} {
 			if got := Unescape(Escape(s, dd), dd); got != s {
 				t.Fatalf("Unescape(Escape(%q)) = %q", s, got)
 			}

@@ -603,6 +603,9 @@ func TestInboundCharsets(t *testing.T) {
 		{"ASCII", "ASCII", hl7v2.AckAA},
 		{"Latin-1", "8859/1", hl7v2.AckAA},
 		{"UTF-8", "UNICODE UTF-8", hl7v2.AckAA},
+		// The HL7 null declares nothing; IANA names for sets it decodes.
+		{"null", `""`, hl7v2.AckAA},
+		{"ISO-8859-1", "ISO-8859-1", hl7v2.AckAA},
 		{"Latin-2", "8859/2", hl7v2.AckAR},
 		{"Latin-9", "8859/15", hl7v2.AckAR},
 		{"UTF-16", "UNICODE UTF-16", hl7v2.AckAR},

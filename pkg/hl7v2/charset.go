@@ -143,7 +143,9 @@ var windows1252 = [32]rune{
 // readCharset returns MSH-18 of the header segment h as declared: the
 // first repetition, unescaped, and the Charset it names.
 func readCharset(h *Segment) (string, Charset) {
-	if h.Field(18) == "" {
+	if f := h.Field(18); f == "" || f == `""` {
+		// `""`, the HL7 null, declares nothing either: senders that null
+		// every field they leave unvalued send it.
 		return "", CharsetDefault
 	}
 	code := Unescape(part(h.Field(18), h.d, 1, 1, 1), h.d)

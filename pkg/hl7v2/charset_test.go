@@ -146,6 +146,9 @@ func TestMessageCharset(t *testing.T) {
 		wantErr     bool
 	}{
 		{"absent", "", CharsetDefault, "", "ZO\u00c9", "\u00e9", false, false},
+		// The HL7 null, which some senders put in every field they leave
+		// unvalued: no character set declared, not an unknown one.
+		{"null", `""`, CharsetDefault, "", "ZO\u00c9", "\u00e9", false, false},
 		{"ascii", "ASCII", CharsetASCII, "ASCII", "ZO\u00c9", "\u00e9", false, false},
 		{"latin1", "8859/1", CharsetLatin1, "8859/1", "ZO\u00c9", "\u00e9", false, false},
 		{"latin1 then a switch set", "8859/1~ISO IR87", CharsetLatin1, "8859/1", "ZO\u00c9", "\u00e9", false, false},

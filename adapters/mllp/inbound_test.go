@@ -102,6 +102,9 @@ func TestInboundAcknowledges(t *testing.T) {
 	}{
 		{"original mode AA", msg("MSG0001", ""), hl7v2.AckAA},
 		{"enhanced mode CA", msg("MSG0002", "|||AL|NE"), hl7v2.AckCA},
+		// MSH-15 and 16 as the HL7 null, as senders that null every
+		// unvalued field send them: not valued, so original mode.
+		{"null MSH-15 and 16 original mode AA", msg("MSG0004", `|||""|""`), hl7v2.AckAA},
 		{"CRLF and BOM kept", "\xEF\xBB\xBF" + strings.ReplaceAll(msg("MSG0003", ""), "\r", "\r\n"), hl7v2.AckAA},
 	}
 	for _, tt := range tests {
@@ -561,6 +564,7 @@ func TestInboundVersions(t *testing.T) {
 		{"2.8", "2.8", hl7v2.AckAA},
 		{"with internationalisation code", "2.4^GBR", hl7v2.AckAA},
 		{"not given", "", hl7v2.AckAA},
+		{"the HL7 null", `""`, hl7v2.AckAA},
 		{"version 3", "3.0", hl7v2.AckAR},
 		{"a letter", "X", hl7v2.AckAR},
 		{"major only", "2", hl7v2.AckAR},

@@ -312,6 +312,31 @@ func TestAckCode(t *testing.T) {
 	}
 }
 
+// TestHeaderNull checks that MSH-12, 15 and 16 sent as the HL7 null ""
+// read as not valued: original acknowledgement mode, no version named.
+func TestHeaderNull(t *testing.T) {
+	tests := []struct {
+		name, extra           string
+		version, accept, app  string
+		enhanced              bool
+		acceptCode, errorCode AckCode
+	}{
+		{"not valued", "|2.4", "2.4", "", "", false, AckAA, AckAE},
+		{"null", `|""|||""|""`, "", "", "", false, AckAA, AckAE},
+		{"enhanced", "|2.5|||AL|NE", "2.5", "AL", "NE", true, AckCA, AckCE},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mustParse(t, []byte("MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P"+tt.extra+"\rPID|1\r"))
+			got := []any{m.Version(), m.AcceptAckType(), m.AppAckType(), m.Enhanced(), m.AcceptCode(), m.ErrorCode()}
+			want := []any{tt.version, tt.accept, tt.app, tt.enhanced, tt.acceptCode, tt.errorCode}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("version, MSH-15, MSH-16, enhanced, accept, error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestErrorFromFault(t *testing.T) {
 	tests := []struct {
 		name string

@@ -456,8 +456,19 @@ func impliedEvent(typ string) string {
 // unescaped).
 func (m *Message) ControlID() string { return m.msh().Component(10, 1, 1, 1) }
 
-// Version returns the version id, MSH-12.1, such as "2.5.1".
-func (m *Message) Version() string { return m.msh().Component(12, 1, 1, 1) }
+// Version returns the version id, MSH-12.1, such as "2.5.1", or "" when
+// MSH-12 is empty or the HL7 null "".
+func (m *Message) Version() string { return notNull(m.msh().Component(12, 1, 1, 1)) }
+
+// notNull returns v, or "" for the HL7 null "": in header fields that say
+// how to read and answer a message, a sender's null (some null every
+// field they leave unvalued) means what an empty field means.
+func notNull(v string) string {
+	if v == `""` {
+		return ""
+	}
+	return v
+}
 
 // ProcessingID returns the processing id, MSH-11.1, such as "P".
 func (m *Message) ProcessingID() string { return m.msh().Component(11, 1, 1, 1) }
@@ -478,11 +489,13 @@ func (m *Message) ReceivingApp() string { return m.msh().Component(5, 1, 1, 1) }
 func (m *Message) ReceivingFacility() string { return m.msh().Component(6, 1, 1, 1) }
 
 // AcceptAckType returns MSH-15, the accept acknowledgement type ("AL",
-// "NE", "ER", "SU"), or "" in original acknowledgement mode.
-func (m *Message) AcceptAckType() string { return m.msh().Component(15, 1, 1, 1) }
+// "NE", "ER", "SU"), or "" in original acknowledgement mode (MSH-15 empty
+// or the HL7 null "").
+func (m *Message) AcceptAckType() string { return notNull(m.msh().Component(15, 1, 1, 1)) }
 
-// AppAckType returns MSH-16, the application acknowledgement type.
-func (m *Message) AppAckType() string { return m.msh().Component(16, 1, 1, 1) }
+// AppAckType returns MSH-16, the application acknowledgement type, or ""
+// when it is empty or the HL7 null "".
+func (m *Message) AppAckType() string { return notNull(m.msh().Component(16, 1, 1, 1)) }
 
 // Encode returns the message in ER7 with every segment ended by CR. The
 // delimiters and the text of every segment are kept exactly, so parsing

@@ -53,3 +53,19 @@ func BenchmarkParseBundle(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkKeys measures making the bucket keys of one ADT's patient: its
+// record's (twice, as applying it does) and its local identifier's.
+func BenchmarkKeys(b *testing.B) {
+	ix := &Index{key: []byte("benchmark-key-0123456789")}
+	n, id := num(b, 0), local("B1")
+	b.ReportAllocs()
+	for b.Loop() {
+		for range 2 {
+			if _, err := ix.RecordKey(n); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = ix.IdentifierKey(id)
+	}
+}

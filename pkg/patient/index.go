@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"sync"
 	"time"
 
@@ -77,6 +78,22 @@ type Index struct {
 	// the remembered record that read had just left. Conflicts now come
 	// only from other processes.
 	writing [64]sync.Mutex
+	// macs holds keyed HMAC states (*keyMAC) for reuse: a key is made
+	// for every message, often three times, and a fresh HMAC costs its
+	// key's hashing and several allocations.
+	macs sync.Pool
+}
+
+// maxKeptMACInput bounds the input scratch of a keyMAC kept for reuse.
+const maxKeptMACInput = 1 << 10
+
+// keyMAC is an HMAC-SHA256 keyed with the Index's key, with scratch
+// space for the input and the key made from it.
+type keyMAC struct {
+	h   hash.Hash
+	in  []byte
+	out []byte
+	sum [sha256.Size]byte
 }
 
 // writeLock returns the lock serialising this Index's writes to key.
@@ -117,19 +134,33 @@ func (ix *Index) RecordKey(nhsNumber string) (string, error) {
 	if !nhs.ValidNumber(n) {
 		return "", ErrInvalidNHSNumber
 	}
-	return recordPrefix + ix.mac(n), nil
+	return ix.mac(recordPrefix, n, "", ""), nil
 }
 
 // IdentifierKey returns the bucket key of a local identifier: "x." and
 // the hex HMAC-SHA256 of "system|value". The key is safe to log.
 func (ix *Index) IdentifierKey(id Identifier) string {
-	return identifierPrefix + ix.mac(id.System+"|"+id.Value)
+	return ix.mac(identifierPrefix, id.System, "|", id.Value)
 }
 
-func (ix *Index) mac(s string) string {
-	m := hmac.New(sha256.New, ix.key)
-	m.Write([]byte(s))
-	return hex.EncodeToString(m.Sum(nil))
+// mac returns prefix followed by the hex HMAC-SHA256, under the Index's
+// key, of a, b and c written one after another.
+func (ix *Index) mac(prefix, a, b, c string) string {
+	m, _ := ix.macs.Get().(*keyMAC)
+	if m == nil {
+		m = &keyMAC{h: hmac.New(sha256.New, ix.key)}
+	} else {
+		m.h.Reset()
+	}
+	m.in = append(append(append(m.in[:0], a...), b...), c...)
+	m.h.Write(m.in)
+	sum := m.h.Sum(m.sum[:0])
+	m.out = hex.AppendEncode(append(m.out[:0], prefix...), sum)
+	key := string(m.out)
+	if cap(m.in) <= maxKeptMACInput {
+		ix.macs.Put(m) // one for an outsized identifier is left to the collector
+	}
+	return key
 }
 
 // Get returns the record for an NHS number, following merges: the record

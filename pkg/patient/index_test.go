@@ -578,16 +578,35 @@ func TestKeysAreKeyed(t *testing.T) {
 // hmac.new(key, b"9990000018", hashlib.sha256).hexdigest().
 func TestKeysAreFixed(t *testing.T) {
 	ix := &Index{key: []byte("a-different-key-0123456789")}
-	got, err := ix.RecordKey("999 000 0018")
-	if err != nil {
-		t.Fatal(err)
+	recordKey := func(n string) func() (string, error) {
+		return func() (string, error) { return ix.RecordKey(n) }
 	}
-	if want := "p.09ce895a00455fdd04b31b6be1af50efe6a6f1ce56bc4de105d688867b99fc04"; got != want {
-		t.Errorf("RecordKey = %s, want %s", got, want)
+	identifierKey := func(id Identifier) func() (string, error) {
+		return func() (string, error) { return ix.IdentifierKey(id), nil }
 	}
-	got = ix.IdentifierKey(Identifier{System: "https://fhir.example-trust.nhs.uk/Id/mrn", Value: "X1"})
-	if want := "x.bf5676a009fc61b0aad44a17780bf0762778f075b6c4489f5f4d0c88ac1a253a"; got != want {
-		t.Errorf("IdentifierKey = %s, want %s", got, want)
+	tests := []struct {
+		name string
+		key  func() (string, error)
+		want string
+	}{
+		{"record", recordKey("999 000 0018"), "p.09ce895a00455fdd04b31b6be1af50efe6a6f1ce56bc4de105d688867b99fc04"},
+		{"identifier", identifierKey(Identifier{System: "https://fhir.example-trust.nhs.uk/Id/mrn", Value: "X1"}),
+			"x.bf5676a009fc61b0aad44a17780bf0762778f075b6c4489f5f4d0c88ac1a253a"},
+		// Made again after other keys: a reused HMAC starts afresh.
+		{"record again", recordKey("9990000018"), "p.09ce895a00455fdd04b31b6be1af50efe6a6f1ce56bc4de105d688867b99fc04"},
+		{"identifier again", identifierKey(Identifier{System: "https://fhir.example-trust.nhs.uk/Id/mrn", Value: "X1"}),
+			"x.bf5676a009fc61b0aad44a17780bf0762778f075b6c4489f5f4d0c88ac1a253a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.key()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("key = %s, want %s", got, tt.want)
+			}
+		})
 	}
 }
 

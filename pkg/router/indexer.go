@@ -121,7 +121,7 @@ func (w *indexWorker) handleMessages(ctx context.Context, msgs []jetstream.Msg) 
 func (w *indexWorker) apply(ctx context.Context, envs []*envelope.Envelope) error {
 	errs := make([]error, len(envs))
 	byPartition(envs, func(i int) {
-		if _, _, err := w.tr.Fresh(ctx, envs[i]); err != nil {
+		if err := w.tr.Index(ctx, envs[i]); err != nil {
 			if retryable(err) {
 				errs[i] = err
 				return

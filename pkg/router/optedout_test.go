@@ -19,7 +19,7 @@ import (
 
 // testIndex opens a patient index on an embedded JetStream server of the
 // test's own.
-func testIndex(t *testing.T) *patient.Index {
+func testIndex(t testing.TB) *patient.Index {
 	t.Helper()
 	js := jstest.Start(t, "router-test")
 	ix, err := patient.Open(t.Context(), js, patient.Config{Bucket: "PATIENTS_OPTEDOUT", HashKey: []byte("router-test-key-0123456789")})

@@ -43,6 +43,13 @@ const indexTimeout = 30 * time.Second
 // never dead-lettered); a bundle the index cannot read, or a record it
 // cannot resolve, is counted and routed with the patient unknown.
 func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation) (patientView, error) {
+	return r.indexMessage(ctx, env, tr, true)
+}
+
+// indexMessage is indexPatient; unless routed (for a source no route
+// reads) it does not make the routes' view of the patient's record (the
+// CEL variable, and the opt-out read it may hold), which nothing reads.
+func (r *Router) indexMessage(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation, routed bool) (patientView, error) {
 	ix := r.o.Patients
 	if tr.Parsed == nil {
 		// Without a JSON bundle the route reports the message itself.
@@ -78,9 +85,11 @@ func (r *Router) indexPatient(ctx context.Context, env *envelope.Envelope, tr *a
 	if rec != nil && r.o.PatientIndexed != nil {
 		r.o.PatientIndexed(rec)
 	}
-	view, err := r.patientView(ctx, env, rec)
-	if err != nil {
-		return patientView{}, err
+	var view patientView
+	if routed {
+		if view, err = r.patientView(ctx, env, rec); err != nil {
+			return patientView{}, err
+		}
 	}
 	if n := survivor(rec); n != "" {
 		view.others = []string{n}

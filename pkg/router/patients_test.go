@@ -100,7 +100,7 @@ func TestSharedTranslatorIndexesOnce(t *testing.T) {
 	fail := atomic.Bool{}
 	fail.Store(true)
 	s := newSharedTranslator(inner, nil)
-	s.index = func(context.Context, *envelope.Envelope, *adapter.Translation) (patientView, error) {
+	s.index = func(context.Context, *envelope.Envelope, *adapter.Translation, bool) (patientView, error) {
 		calls.Add(1)
 		if fail.Load() {
 			return patientView{}, fault.Wrap(fault.Transient, fault.CodeStoreUnavailable, "patient index unavailable", errors.New("down"))

@@ -254,7 +254,7 @@ func (r *Router) Start(ctx context.Context) error {
 		})
 		// Without a patient index, relayed messages still need their
 		// patients read from their PIDs (indexPatient).
-		shared[src].index = r.indexPatient
+		shared[src].index = r.indexMessage
 	}
 	for _, rt := range r.o.Routes {
 		tr, ok := shared[rt.Source]

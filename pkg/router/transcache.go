@@ -26,9 +26,10 @@ import (
 // them, and share the patient's record as it stood just after.
 type sharedTranslator struct {
 	inner adapter.Translator
-	// index, when set, applies a translation to the patient index and
-	// returns the patient's record; an error fails the translation.
-	index func(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation) (patientView, error)
+	// index, when set, applies a translation to the patient index and,
+	// with view, returns what the routes see of the patient; an error
+	// fails the translation.
+	index func(ctx context.Context, env *envelope.Envelope, tr *adapter.Translation, view bool) (patientView, error)
 	// made is called once per translation made (not per cache hit), for
 	// per-feed counts such as data quality.
 	made func(env *envelope.Envelope, tr *adapter.Translation)
@@ -65,6 +66,20 @@ func newSharedTranslator(t adapter.Translator, made func(*envelope.Envelope, *ad
 // Fresh translates env without the cache (replays use the current
 // mapping, and the patient index as it stands).
 func (s *sharedTranslator) Fresh(ctx context.Context, env *envelope.Envelope) (*adapter.Translation, patientView, error) {
+	return s.fresh(ctx, env, true)
+}
+
+// Index translates env and applies it to the patient index as Fresh
+// does, for a source no route reads: what only routes read (the patient
+// as they see it, the translation's audit hash and its local key) is not
+// made.
+func (s *sharedTranslator) Index(ctx context.Context, env *envelope.Envelope) error {
+	_, _, err := s.fresh(ctx, env, false)
+	return err
+}
+
+// fresh is Fresh, making what only routes read when routed.
+func (s *sharedTranslator) fresh(ctx context.Context, env *envelope.Envelope, routed bool) (*adapter.Translation, patientView, error) {
 	tr, err := s.inner.Translate(env)
 	if err != nil {
 		return nil, patientView{}, err
@@ -74,12 +89,16 @@ func (s *sharedTranslator) Fresh(ctx context.Context, env *envelope.Envelope) (*
 	// that is not JSON is left for each route to report.
 	if parsed, err := jsonmap.Decode(tr.Bundle); err == nil {
 		tr.Parsed = parsed
-		tr.PatientKey = route.LocalKey(tr.PatientKey, parsed)
+		if routed {
+			tr.PatientKey = route.LocalKey(tr.PatientKey, parsed)
+		}
 	}
-	tr.BundleHash = audit.Hash(tr.Bundle)
+	if routed {
+		tr.BundleHash = audit.Hash(tr.Bundle)
+	}
 	var pv patientView
 	if s.index != nil {
-		if pv, err = s.index(ctx, env, tr); err != nil {
+		if pv, err = s.index(ctx, env, tr, routed); err != nil {
 			return nil, patientView{}, err
 		}
 	}

@@ -1,6 +1,7 @@
 package patient
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,5 +68,29 @@ func BenchmarkKeys(b *testing.B) {
 			}
 		}
 		_ = ix.IdentifierKey(id)
+	}
+}
+
+// BenchmarkDecodeIdentifierRef measures reading a stored identifier
+// entry, as written, and through encoding/json.
+func BenchmarkDecodeIdentifierRef(b *testing.B) {
+	val := []byte(refCases[0].val)
+	decoders := []struct {
+		name   string
+		decode func([]byte, *identifierRef) error
+	}{
+		{"written form", decodeIdentifierRef},
+		{"encoding/json", func(v []byte, ref *identifierRef) error { return json.Unmarshal(v, ref) }},
+	}
+	for _, d := range decoders {
+		b.Run(d.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var ref identifierRef
+				if err := d.decode(val, &ref); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

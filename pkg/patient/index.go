@@ -518,7 +518,7 @@ func (ix *Index) readRef(ctx context.Context, key string) (*identifierRef, uint6
 		return nil, 0, fmt.Errorf("patient index: reading %s: %w", key, err)
 	}
 	var ref identifierRef
-	if err := json.Unmarshal(e.Value(), &ref); err != nil {
+	if err := decodeIdentifierRef(e.Value(), &ref); err != nil {
 		return nil, 0, fmt.Errorf("patient index: decoding %s: %w", key, errors.New("stored entry is not valid JSON"))
 	}
 	return &ref, e.Revision(), nil

@@ -71,23 +71,29 @@ func BenchmarkKeys(b *testing.B) {
 	}
 }
 
-// BenchmarkDecodeIdentifierRef measures reading a stored identifier
-// entry, as written, and through encoding/json.
-func BenchmarkDecodeIdentifierRef(b *testing.B) {
-	val := []byte(refCases[0].val)
+// BenchmarkDecodeStored measures reading a stored identifier entry and
+// a stored record (an ADT's demographics), in the form they are written,
+// and through encoding/json.
+func BenchmarkDecodeStored(b *testing.B) {
+	ref := []byte(refCases[0].val)
+	rec, err := json.Marshal(recordCases()[2].rec)
+	if err != nil {
+		b.Fatal(err)
+	}
 	decoders := []struct {
 		name   string
-		decode func([]byte, *identifierRef) error
+		decode func() error
 	}{
-		{"written form", decodeIdentifierRef},
-		{"encoding/json", func(v []byte, ref *identifierRef) error { return json.Unmarshal(v, ref) }},
+		{"entry/written form", func() error { var r identifierRef; return decodeIdentifierRef(ref, &r) }},
+		{"entry/encoding/json", func() error { var r identifierRef; return json.Unmarshal(ref, &r) }},
+		{"record/written form", func() error { var r Record; return decodeRecordJSON(rec, &r) }},
+		{"record/encoding/json", func() error { var r Record; return json.Unmarshal(rec, &r) }},
 	}
 	for _, d := range decoders {
 		b.Run(d.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				var ref identifierRef
-				if err := d.decode(val, &ref); err != nil {
+				if err := d.decode(); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -297,7 +297,7 @@ func (ix *Index) read(ctx context.Context, key string) (*Record, error) {
 // revision rev.
 func decodeRecord(key string, val []byte, rev uint64) (*Record, error) {
 	var r Record
-	if err := json.Unmarshal(val, &r); err != nil {
+	if err := decodeRecordJSON(val, &r); err != nil {
 		return nil, fmt.Errorf("patient index: decoding %s: %w", key, errors.New("stored record is not valid JSON"))
 	}
 	r.Version = rev

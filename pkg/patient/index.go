@@ -471,9 +471,9 @@ func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, first st
 		if !changed && r.Version != 0 {
 			return r, nil
 		}
-		val, err := json.Marshal(r)
+		val, err := jsonRecord(r)
 		if err != nil {
-			return nil, fmt.Errorf("patient index: encoding record: %w", err)
+			return nil, err
 		}
 		rev, err := ix.put(ctx, key, val, r.Version)
 		if isConflict(err) {
@@ -554,7 +554,7 @@ func (ix *Index) pointIdentifier(ctx context.Context, id Identifier, recordKey s
 
 // jsonRecord encodes a record for the bucket.
 func jsonRecord(r *Record) ([]byte, error) {
-	val, err := json.Marshal(r)
+	val, err := encodeRecord(r)
 	if err != nil {
 		return nil, fmt.Errorf("patient index: encoding record: %w", err)
 	}

@@ -240,6 +240,8 @@ type Inbound struct {
 	log        *slog.Logger
 	metrics    *telemetry.Metrics
 	tracer     trace.Tracer
+	// serverSpan starts each frame's span, made once.
+	serverSpan trace.SpanStartOption
 	srv        *transport.Server
 	// types, when set, are the message types ("ADT^A01") the listener
 	// takes; see AcceptOnly.
@@ -278,9 +280,10 @@ func NewInbound(set adapter.Settings, host adapter.Host, cfg InboundConfig, pati
 		patientKey: patientKey,
 		// Per-message and per-connection lines are what a sender of bad
 		// input can make by the thousand: rate limited.
-		log:     telemetry.Floodable(set.Logger),
-		metrics: set.Metrics,
-		tracer:  set.Tracer,
+		log:        telemetry.Floodable(set.Logger),
+		metrics:    set.Metrics,
+		tracer:     set.Tracer,
+		serverSpan: trace.WithSpanKind(trace.SpanKindServer),
 	}
 	var tlsCfg *tls.Config
 	if cfg.TLS != nil {
@@ -398,7 +401,7 @@ func (in *Inbound) Addr() net.Addr { return in.srv.ListenAddr() }
 func (in *Inbound) ServeMLLP(ctx context.Context, _ *transport.ConnInfo, payload []byte) ([]byte, bool) {
 	start := time.Now()
 	in.metrics.Received.WithLabelValues(in.name).Inc()
-	ctx, span := in.tracer.Start(ctx, "mllp.receive", trace.WithSpanKind(trace.SpanKindServer))
+	ctx, span := in.tracer.Start(ctx, "mllp.receive", in.serverSpan)
 	defer span.End()
 
 	ack, code, cond := in.receive(ctx, span, payload, start)
@@ -544,7 +547,11 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 	cond := m.AcceptAckType()
 	// Built once: the type is joined from MSH-9 (or EVN-1) each time.
 	typ := m.MessageType()
-	span.SetAttributes(attribute.String("junction.message_type", typ))
+	if span.IsRecording() {
+		// Not made for a span that records nothing (no exporter): the
+		// attributes would be built for every message and dropped.
+		span.SetAttributes(attribute.String("junction.message_type", typ))
+	}
 	if missing := missingField(m, typ); missing != 0 {
 		code := m.RejectCode()
 		f := fault.Newf(fault.CodeHL7Required, "MSH-%d is required", missing).WithHL7(hl7v2.ErrCodeRequiredField)
@@ -634,7 +641,9 @@ func (in *Inbound) receive(ctx context.Context, span trace.Span, payload []byte,
 		key = env.DedupeKey
 	}
 	env.Partition = in.host.Partition(key)
-	span.SetAttributes(attribute.String("junction.message_id", env.ID))
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("junction.message_id", env.ID))
+	}
 
 	res, err := in.host.Ingest(ctx, env)
 	if err != nil {

@@ -1,16 +1,11 @@
 package store_test
 
 import (
-	"context"
-	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -24,18 +19,7 @@ import (
 // compressed is switched off at the next start (later blocks only), with
 // its records kept and the change logged.
 func TestReplicatedAuditUncompressed(t *testing.T) {
-	c := jstest.StartCluster(t, "audit-compression-test", func(o *server.Options) { o.SyncAlways = true })
-	cfg := clusterConfig(c)
-	open := func(t *testing.T, logs *logtest.Buffer) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-		defer cancel()
-		s, err := store.Open(ctx, cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(logs, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Close()
-	}
+	c, cfg := startCluster(t, "audit-compression-test")
 	audit := func(t *testing.T) *jetstream.StreamInfo {
 		t.Helper()
 		st, err := c.JS.Stream(t.Context(), store.StreamAudit)
@@ -66,7 +50,7 @@ func TestReplicatedAuditUncompressed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.before(t)
 			var logs logtest.Buffer
-			open(t, &logs)
+			openSettled(t, cfg, jsonLog(&logs)).Close()
 			info := audit(t)
 			if info.Config.Compression != jetstream.NoCompression {
 				t.Errorf("audit stream compression %s with 3 replicas, want none", info.Config.Compression)

@@ -2,13 +2,11 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/testnet"
 )
@@ -22,21 +20,10 @@ import (
 // stored for the other Junction. The store must notice the silence and
 // move to a server that answers.
 func TestStoreLeavesAFrozenServer(t *testing.T) {
-	c := jstest.StartCluster(t, "frozen-test", func(o *server.Options) { o.SyncAlways = true })
+	c, cfg := startCluster(t, "frozen-test")
 	proxy := testnet.NewProxy(t, strings.TrimPrefix(c.Servers[0].ClientURL(), "nats://"))
-	cfg := store.DefaultConfig()
-	cfg.Replicas = 3
 	cfg.URL = "nats://" + proxy.Addr()
-	for _, srv := range c.Servers {
-		cfg.MonitorURLs = append(cfg.MonitorURLs, monitorURLs(srv)...)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, cfg, t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openSettled(t, cfg, discardLog())
 	if got := s.NC.ConnectedUrl(); got != cfg.URL {
 		t.Fatalf("connected to %s, want the proxy %s", got, cfg.URL)
 	}
@@ -44,16 +31,13 @@ func TestStoreLeavesAFrozenServer(t *testing.T) {
 	proxy.Freeze()
 	// Wait (up to the minute: nats.go's defaults would take four) for a
 	// request answered through another server.
-	for {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := s.JS.Stream(rctx, store.StreamIngress)
-		rcancel()
+	waitFor(t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		_, err := s.JS.Stream(ctx, store.StreamIngress)
 		if err == nil && s.NC.ConnectedUrl() != cfg.URL {
-			return
+			return nil
 		}
-		if ctx.Err() != nil {
-			t.Fatalf("still on the frozen server %s after a minute (last request: %v)", s.NC.ConnectedUrl(), err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return fmt.Errorf("still on the frozen server %s after a minute (last request: %v)", s.NC.ConnectedUrl(), err)
+	})
 }

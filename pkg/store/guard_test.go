@@ -3,7 +3,6 @@ package store_test
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -20,20 +18,10 @@ import (
 // persistence: an fsync every two minutes, not on every write.
 func startLazyServer(t *testing.T) *server.Server {
 	t.Helper()
-	srv, err := server.NewServer(&server.Options{
-		ServerName: "lazy", Host: "127.0.0.1", Port: -1, HTTPHost: "127.0.0.1", HTTPPort: -1,
-		JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+	return startServerWith(t, func(o *server.Options) {
+		o.ServerName = "lazy"
+		o.SyncAlways = false
 	})
-	if err != nil {
-		t.Fatalf("configuring test server: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		t.Fatal("test server did not become ready")
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return srv
 }
 
 func TestGuardRefusesUnsafeNATS(t *testing.T) {
@@ -71,7 +59,7 @@ func TestGuardAllowUnsafeLogsLoudly(t *testing.T) {
 	cfg.MonitorURLs = monitorURLs(lazy)
 	cfg.AllowUnsafe = true
 	var logs bytes.Buffer
-	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
+	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, jsonLog(&logs))
 	if err != nil {
 		t.Fatalf("Open with allow_unsafe: %v", err)
 	}
@@ -89,9 +77,7 @@ func TestGuardRefusesAsyncPersistStream(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}, PersistMode: jetstream.AsyncPersistMode}); err != nil {
 		t.Fatalf("creating an async stream: %v", err)
 	}
-	cfg := store.DefaultConfig()
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
+	cfg := onServer(store.DefaultConfig(), srv)
 	err := openRefused(t, cfg)
 	if want := "stream " + store.StreamOutbound + ": uses asynchronous persist mode"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not say %q", err, want)
@@ -103,14 +89,7 @@ func TestGuardRefusesAsyncPersistStream(t *testing.T) {
 // before any stream is created; the guard runs after).
 func openRefused(t *testing.T, cfg store.Config) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, cfg, t.TempDir(), nil, discardLog())
-	if err == nil {
-		s.Close()
-		t.Fatal("Open succeeded, want it refused")
-	}
-	return err
+	return openFailsWithin(t, cfg, 30*time.Second)
 }
 
 // TestGuardStartsWithOneServerDown starts a store on a three-node cluster
@@ -122,26 +101,10 @@ func openRefused(t *testing.T, cfg store.Config) error {
 // (With two down, TestMajorityChecked's rule refuses; the store has no
 // quorum then, and Open fails before the guard runs.)
 func TestGuardStartsWithOneServerDown(t *testing.T) {
-	c := jstest.StartCluster(t, "guard-test", func(o *server.Options) { o.SyncAlways = true })
-	var monitors []string
-	for _, srv := range c.Servers {
-		monitors = append(monitors, monitorURLs(srv)...)
-	}
-	cfg := store.DefaultConfig()
-	cfg.Replicas = 3
-	cfg.MonitorURLs = monitors
-	var urls []string
-	for _, srv := range c.Servers {
-		urls = append(urls, srv.ClientURL())
-	}
+	c, cfg := startCluster(t, "guard-test")
 	// The streams are made while every server is up, as they are before
 	// a server is drained.
-	cfg.URL = strings.Join(urls, ",")
-	first, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	first.Close()
+	openSettled(t, cfg, discardLog()).Close()
 	// A server that is not the meta leader goes down, so the test does
 	// not wait on an election.
 	var up []string
@@ -157,13 +120,7 @@ func TestGuardStartsWithOneServerDown(t *testing.T) {
 	}
 	cfg.URL = strings.Join(up, ",")
 	var logs logtest.Buffer
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatalf("Open with one of three servers down: %v", err)
-	}
-	s.Close()
+	openSettled(t, cfg, jsonLog(&logs)).Close()
 	if !strings.Contains(logs.String(), "a NATS server's settings were not checked") {
 		t.Errorf("no warning naming the server not checked:\n%s", logs.String())
 	}

@@ -1,14 +1,10 @@
 package store_test
 
 import (
-	"context"
-	"strings"
+	"fmt"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -18,18 +14,11 @@ import (
 // show the loss, one copy unreachable and two current, where readiness
 // alone shows nothing.
 func TestReplicasSeeALostServer(t *testing.T) {
-	c := jstest.StartCluster(t, "replicas-test", func(o *server.Options) { o.SyncAlways = true })
-	cfg := clusterConfig(c)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	s, err := store.Open(ctx, cfg, t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	c, cfg := startCluster(t, "replicas-test")
+	s := openSettled(t, cfg, discardLog())
 	waitReplicas(t, s, store.Replicas{Current: 3})
 
-	st, err := c.JS.Stream(ctx, store.StreamIngress)
+	st, err := c.JS.Stream(t.Context(), store.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,29 +39,10 @@ func TestReplicasSeeALostServer(t *testing.T) {
 // waitReplicas waits up to 30 s for the store's probe to count want.
 func waitReplicas(t *testing.T, s *store.Store, want store.Replicas) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got := s.Replicas()
-		if got == want {
-			return
+	waitFor(t, 30*time.Second, func() error {
+		if got := s.Replicas(); got != want {
+			return fmt.Errorf("Replicas = %+v, want %+v", got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Replicas = %+v, want %+v", got, want)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// clusterConfig is the store's defaults with three replicas on c, each of
-// its servers named for clients and monitoring.
-func clusterConfig(c *jstest.Cluster) store.Config {
-	cfg := store.DefaultConfig()
-	cfg.Replicas = 3
-	var urls []string
-	for _, srv := range c.Servers {
-		urls = append(urls, srv.ClientURL())
-		cfg.MonitorURLs = append(cfg.MonitorURLs, monitorURLs(srv)...)
-	}
-	cfg.URL = strings.Join(urls, ",")
-	return cfg
+		return nil
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -50,7 +52,14 @@ func testConfig() store.Config {
 // ends.
 func openEmbedded(t *testing.T, cfg store.Config, dir string) *store.Store {
 	t.Helper()
-	s, err := store.Open(t.Context(), cfg, dir, nil, discardLog())
+	return openLogged(t, cfg, dir, discardLog())
+}
+
+// openLogged opens a store with cfg on dir that logs to log, and closes
+// it when the test ends.
+func openLogged(t *testing.T, cfg store.Config, dir string, log *slog.Logger) *store.Store {
+	t.Helper()
+	s, err := store.Open(t.Context(), cfg, dir, nil, log)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -98,8 +107,6 @@ func startServerWith(t *testing.T, edit func(*server.Options)) *server.Server {
 	return srv
 }
 
-// monitorURLs returns the monitoring endpoint of srv, for the durability
-// guard.
 // clientJS returns a JetStream handle on srv, on a connection of its own
 // closed when the test ends.
 func clientJS(t *testing.T, srv *server.Server) jetstream.JetStream {
@@ -107,8 +114,75 @@ func clientJS(t *testing.T, srv *server.Server) jetstream.JetStream {
 	return jstest.Connect(t, srv.ClientURL())
 }
 
+// monitorURLs returns the monitoring endpoint of srv, for the durability
+// guard.
 func monitorURLs(srv *server.Server) []string {
 	return []string{"http://" + srv.MonitorAddr().String()}
+}
+
+// onServer returns cfg with the client and monitoring URLs of the
+// external server srv.
+func onServer(cfg store.Config, srv *server.Server) store.Config {
+	cfg.URL = srv.ClientURL()
+	cfg.MonitorURLs = monitorURLs(srv)
+	return cfg
+}
+
+// jsonLog returns a logger that writes JSON lines to w.
+func jsonLog(w io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(w, nil)) }
+
+// startCluster runs a three-node cluster named name whose servers fsync
+// every write, and returns it with the default store config for three
+// replicas on it, naming every server's client and monitoring URL.
+func startCluster(t *testing.T, name string) (*jstest.Cluster, store.Config) {
+	t.Helper()
+	c := jstest.StartCluster(t, name, func(o *server.Options) { o.SyncAlways = true })
+	return c, clusterConfig(c)
+}
+
+// clusterConfig is the store's defaults with three replicas on c, each of
+// its servers named for clients and monitoring.
+func clusterConfig(c *jstest.Cluster) store.Config {
+	cfg := store.DefaultConfig()
+	cfg.Replicas = 3
+	var urls []string
+	for _, srv := range c.Servers {
+		urls = append(urls, srv.ClientURL())
+		cfg.MonitorURLs = append(cfg.MonitorURLs, monitorURLs(srv)...)
+	}
+	cfg.URL = strings.Join(urls, ",")
+	return cfg
+}
+
+// openSettled opens a store with cfg that logs to log, allowing a minute
+// for a cluster to settle, and closes it when the test ends.
+func openSettled(t *testing.T, cfg store.Config, log *slog.Logger) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s, err := store.Open(ctx, cfg, t.TempDir(), nil, log)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// waitFor calls check every 50 ms until it returns nil, and fails the
+// test with the last error it returned if that has not happened within d.
+func waitFor(t *testing.T, d time.Duration, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // streamView is the part of a stream's config Junction decides.
@@ -446,21 +520,13 @@ func openExternal(t *testing.T, cfg store.Config) (*store.Store, *server.Server)
 // when the test ends.
 func openOn(t *testing.T, srv *server.Server, cfg store.Config) *store.Store {
 	t.Helper()
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
-	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(s.Close)
-	return s
+	return openLogged(t, onServer(cfg, srv), t.TempDir(), discardLog())
 }
 
 func TestOpenExternalCreatesStreams(t *testing.T) {
 	cfg := testConfig()
 	s, srv := openExternal(t, cfg)
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
+	cfg = onServer(cfg, srv)
 	if diff := cmp.Diff(wantStreams(cfg), gotStreams(t, s.JS)); diff != "" {
 		t.Errorf("streams (-want +got):\n%s", diff)
 	}
@@ -472,11 +538,7 @@ func TestOpenExternalCreatesStreams(t *testing.T) {
 	}
 
 	// A second process opening the same streams changes nothing.
-	again, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatalf("second Open: %v", err)
-	}
-	again.Close()
+	openOn(t, srv, cfg).Close()
 	if diff := cmp.Diff(wantStreams(cfg), gotStreams(t, s.JS)); diff != "" {
 		t.Errorf("streams after a second Open (-want +got):\n%s", diff)
 	}
@@ -505,9 +567,7 @@ func TestOpenExternalWithNkey(t *testing.T) {
 		return "file:" + p
 	}
 	ours, theirs, junk := write("ours.nk", seed), write("theirs.nk", otherSeed), write("junk.nk", []byte("not a seed at all: SECRETISH"))
-	cfg := testConfig()
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
+	cfg := onServer(testConfig(), srv)
 
 	cfg.NkeySeed = ours
 	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
@@ -540,12 +600,19 @@ func TestOpenExternalWithNkey(t *testing.T) {
 
 // openExpectError opens cfg and returns the error Open must report. Open
 // retries for up to a minute against an external server while it may be
-// settling, so the context ends it sooner.
+// settling, so the context ends it sooner: after long enough for one
+// attempt on a busy machine, shorter than the 2s before Open would try
+// again.
 func openExpectError(t *testing.T, cfg store.Config) error {
 	t.Helper()
-	// Long enough for one attempt on a busy machine, shorter than the
-	// 2s before Open would try again.
-	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	return openFailsWithin(t, cfg, 1500*time.Millisecond)
+}
+
+// openFailsWithin opens cfg, giving Open d, and returns the error it must
+// report.
+func openFailsWithin(t *testing.T, cfg store.Config, d time.Duration) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
 	s, err := store.Open(ctx, cfg, t.TempDir(), nil, discardLog())
 	if err == nil {
@@ -574,9 +641,7 @@ func openExpectPrompt(t *testing.T, cfg store.Config) error {
 
 func TestOpenExternalMissingStreams(t *testing.T) {
 	srv := startServer(t)
-	cfg := store.DefaultConfig()
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
+	cfg := onServer(store.DefaultConfig(), srv)
 	cfg.CreateStreams = false
 	err := openExpectPrompt(t, cfg)
 	for _, name := range []string{store.StreamIngress, store.StreamOutbound, store.StreamDeadLetter, store.StreamAudit, store.StreamIngestLog, store.StreamQuarantine} {
@@ -599,14 +664,8 @@ func TestOpenExternalFewerReplicas(t *testing.T) {
 	// too slow to start for this package's test budget; the chart's
 	// deployment exercises it.
 	srv := startServer(t)
-	cfg := store.DefaultConfig()
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
-	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatalf("creating R1 streams: %v", err)
-	}
-	s.Close()
+	cfg := onServer(store.DefaultConfig(), srv)
+	openOn(t, srv, cfg).Close() // creates the R1 streams
 
 	for _, tc := range []struct {
 		name   string
@@ -685,11 +744,7 @@ func TestReopenAppliesChangedWindows(t *testing.T) {
 	cfg := store.DefaultConfig()
 	var unchanged logtest.Buffer
 	for range 2 {
-		st, err := store.Open(context.Background(), cfg, dir, nil, slog.New(slog.NewJSONHandler(&unchanged, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
+		openLogged(t, cfg, dir, jsonLog(&unchanged)).Close()
 	}
 	if strings.Contains(unchanged.String(), "stream settings changed") {
 		t.Errorf("starts with the same config logged a change:\n%s", unchanged.String())
@@ -697,11 +752,7 @@ func TestReopenAppliesChangedWindows(t *testing.T) {
 	cfg.DedupeWindow = 10 * time.Minute
 	cfg.IngressMaxAge = 48 * time.Hour
 	var logs logtest.Buffer
-	st, err := store.Open(context.Background(), cfg, dir, nil, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openLogged(t, cfg, dir, jsonLog(&logs))
 	s, err := st.JS.Stream(context.Background(), store.StreamIngress)
 	if err != nil {
 		t.Fatal(err)
@@ -774,13 +825,8 @@ func TestReopenCompressesAudit(t *testing.T) {
 	if _, err := js.Publish(t.Context(), store.SubjAudit+".x", []byte(`{"kind":"received"}`)); err != nil {
 		t.Fatal(err)
 	}
-	cfg.URL, cfg.MonitorURLs = srv.ClientURL(), monitorURLs(srv)
 	var logs logtest.Buffer
-	st, err := store.Open(t.Context(), cfg, t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	openLogged(t, onServer(cfg, srv), t.TempDir(), jsonLog(&logs))
 	s, err := js.Stream(t.Context(), store.StreamAudit)
 	if err != nil {
 		t.Fatal(err)
@@ -805,13 +851,9 @@ func TestReopenWithOtherPartitionsRefused(t *testing.T) {
 	dir := t.TempDir()
 	cfg := store.DefaultConfig()
 	cfg.Partitions = 16
-	st, err := store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
+	openEmbedded(t, cfg, dir).Close()
 	cfg.Partitions = 8
-	st, err = store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
+	st, err := store.Open(t.Context(), cfg, dir, nil, discardLog())
 	if err == nil {
 		st.Close()
 		t.Fatal("opened with 8 partitions a store written with 16")
@@ -822,11 +864,7 @@ func TestReopenWithOtherPartitionsRefused(t *testing.T) {
 		}
 	}
 	cfg.Partitions = 16
-	st, err = store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatalf("reopening with the count it was written with: %v", err)
-	}
-	st.Close()
+	openEmbedded(t, cfg, dir).Close() // the count it was written with
 }
 
 // TestReopenKeepsMaxAgeThatWouldDelete: a shorter max age in the config
@@ -835,21 +873,14 @@ func TestReopenWithOtherPartitionsRefused(t *testing.T) {
 func TestReopenKeepsMaxAgeThatWouldDelete(t *testing.T) {
 	dir := t.TempDir()
 	cfg := store.DefaultConfig()
-	st, err := store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openEmbedded(t, cfg, dir)
 	if _, err := st.JS.Publish(t.Context(), store.SubjOutbound+".test.0", []byte("queued")); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
 	time.Sleep(1500 * time.Millisecond) // the message is now older than the new max age
 	cfg.OutboundMaxAge, cfg.DedupeWindow = time.Second, time.Second
-	st, err = store.Open(t.Context(), cfg, dir, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st = openEmbedded(t, cfg, dir)
 	s, err := st.JS.Stream(t.Context(), store.StreamOutbound)
 	if err != nil {
 		t.Fatal(err)
@@ -885,10 +916,7 @@ func TestQuarantineBound(t *testing.T) {
 	t.Run("bounded, an operator's limit kept", func(t *testing.T) {
 		dir := t.TempDir()
 		cfg := store.DefaultConfig()
-		st, err := store.Open(ctx, cfg, dir, nil, discardLog())
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := openEmbedded(t, cfg, dir)
 		// As an older version left it, and an operator's own limit.
 		for name, mb := range map[string]int64{store.StreamQuarantine: -1, store.StreamIngress: 64 << 20} {
 			s, err := st.JS.Stream(ctx, name)
@@ -926,11 +954,7 @@ func TestQuarantineBound(t *testing.T) {
 // restarted without its storage) stops being healthy within a few
 // probes, and is healthy again once it can.
 func TestHealthyFollowsProbes(t *testing.T) {
-	s, err := store.Open(t.Context(), store.DefaultConfig(), t.TempDir(), nil, discardLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openEmbedded(t, store.DefaultConfig(), t.TempDir())
 	var mu sync.Mutex
 	var told []bool
 	s.OnHealth(func(ok bool) {
@@ -951,13 +975,12 @@ func TestHealthyFollowsProbes(t *testing.T) {
 	}
 	waitHealthy := func(want bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for s.Healthy() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("Healthy() still %v after 10s", !want)
+		waitFor(t, 10*time.Second, func() error {
+			if s.Healthy() != want {
+				return fmt.Errorf("Healthy() still %v after 10s", !want)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	waitHealthy(false)
 	if !s.NC.IsConnected() {
@@ -978,21 +1001,9 @@ func TestHealthyFollowsProbes(t *testing.T) {
 // connection to an external NATS is logged, naming the server.
 func TestExternalConnectionEventsLogged(t *testing.T) {
 	srv := startServer(t)
-	cfg := testConfig()
-	cfg.URL = srv.ClientURL()
-	cfg.MonitorURLs = monitorURLs(srv)
-	var mu sync.Mutex
-	var logged bytes.Buffer
-	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.Write(p)
-	}), nil))
-	s, err := store.Open(t.Context(), cfg, t.TempDir(), nil, log)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(s.Close)
+	cfg := onServer(testConfig(), srv)
+	var logged logtest.Buffer
+	s := openLogged(t, cfg, t.TempDir(), slog.New(slog.NewTextHandler(&logged, nil)))
 	// The server dropping the connection makes the client reconnect.
 	id, err := s.NC.GetClientID()
 	if err != nil {
@@ -1010,35 +1021,21 @@ func TestExternalConnectionEventsLogged(t *testing.T) {
 		}
 		return false
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
+	waitFor(t, 10*time.Second, func() error {
 		out := logged.String()
-		mu.Unlock()
 		if lineWith(out, "disconnected from NATS") && lineWith(out, "reconnected to NATS") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("disconnect and reconnect not both logged with the server:\n%s", out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("disconnect and reconnect not both logged with the server:\n%s", out)
+	})
 	// Stopping is not a disconnect to warn about.
-	mu.Lock()
 	before := strings.Count(logged.String(), "disconnected from NATS")
-	mu.Unlock()
 	s.Close()
 	time.Sleep(200 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
 	if after := strings.Count(logged.String(), "disconnected from NATS"); after != before {
 		t.Errorf("closing the store logged a disconnect:\n%s", logged.String())
 	}
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // TestBulkReadsOnItsOwnConnection: Bulk gives a JetStream on a
 // connection of its own, embedded or external, that reads the store and
@@ -1212,9 +1209,7 @@ func TestStreamDeletedIsLogged(t *testing.T) {
 		name := tc.name
 		t.Run(name, func(t *testing.T) {
 			srv := startServer(t)
-			cfg := store.DefaultConfig()
-			cfg.URL = srv.ClientURL()
-			cfg.MonitorURLs = monitorURLs(srv)
+			cfg := onServer(store.DefaultConfig(), srv)
 			open := func() string {
 				t.Helper()
 				var logs logtest.Buffer

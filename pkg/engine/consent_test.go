@@ -300,9 +300,6 @@ func testConsentThroughARoute(t *testing.T, pipe string) {
 	})
 }
 
-// engineFromConfig writes body as dir/junction.yaml and returns an engine
-// planned from it, not started: for tests that restart an engine on the
-// same data directory.
 // startFromConfig starts an engine on config body written in dir; the
 // caller stops it (stopEngine), as a test of restarts needs.
 func startFromConfig(t *testing.T, dir, body string) *engine.Engine {
@@ -326,7 +323,16 @@ func stopEngine(t *testing.T, e *engine.Engine) {
 	}
 }
 
+// engineFromConfig writes body as dir/junction.yaml and returns an engine
+// planned from it, not started: for tests that restart an engine on the
+// same data directory.
 func engineFromConfig(t *testing.T, dir, body string) *engine.Engine {
+	t.Helper()
+	return engineLogging(t, dir, body, slog.New(slog.DiscardHandler))
+}
+
+// engineLogging is engineFromConfig with an engine that logs to log.
+func engineLogging(t *testing.T, dir, body string, log *slog.Logger) *engine.Engine {
 	t.Helper()
 	path := filepath.Join(dir, "junction.yaml")
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
@@ -340,7 +346,7 @@ func engineFromConfig(t *testing.T, dir, body string) *engine.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.New(p, engine.Options{Logger: slog.New(slog.DiscardHandler), Version: "test"})
+	e, err := engine.New(p, engine.Options{Logger: log, Version: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

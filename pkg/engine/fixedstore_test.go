@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -131,7 +132,13 @@ func engineConfig(dir, routes string) string {
 // returning the error Start gave.
 func startAndStop(t *testing.T, dir, body string) error {
 	t.Helper()
-	e := engineFromConfig(t, dir, body)
+	return startAndStopLogging(t, dir, body, slog.New(slog.DiscardHandler))
+}
+
+// startAndStopLogging is startAndStop with an engine that logs to log.
+func startAndStopLogging(t *testing.T, dir, body string, log *slog.Logger) error {
+	t.Helper()
+	e := engineLogging(t, dir, body, log)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	serr := e.Start(ctx)

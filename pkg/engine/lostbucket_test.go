@@ -1,17 +1,11 @@
 package engine_test
 
 import (
-	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/junction-fhir/junction/adapters/all"
-	"github.com/junction-fhir/junction/pkg/config"
-	"github.com/junction-fhir/junction/pkg/engine"
 	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/store"
 )
@@ -30,29 +24,8 @@ func TestLostBucketsLogged(t *testing.T) {
 	body := engineConfig(data, routes)
 	start := func() string {
 		t.Helper()
-		path := filepath.Join(dir, "junction.yaml")
-		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := config.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := engine.NewPlan(cfg, engine.NewRegistry(all.Factories()...))
-		if err != nil {
-			t.Fatal(err)
-		}
 		var logs logtest.Buffer
-		e, err := engine.New(p, engine.Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError})), Version: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := e.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.Shutdown(ctx); err != nil {
+		if err := startAndStopLogging(t, dir, body, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError}))); err != nil {
 			t.Fatal(err)
 		}
 		return logs.String()

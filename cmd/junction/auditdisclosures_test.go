@@ -3,8 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,26 +27,9 @@ func TestCLIAuditDisclosures(t *testing.T) {
 		msgB    = "01JQ4Z9A7B8C9D0E1F2G3H4J5M"
 	)
 	dir := t.TempDir()
-	keyPath := filepath.Join(dir, "patient.key")
-	if err := os.WriteFile(keyPath, []byte("0123456789abcdef0123456789abcdef"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dataDir := filepath.Join(dir, "data")
-	cfgPath := filepath.Join(dir, "junction.yaml")
-	cfgText := fmt.Sprintf("data_dir: %q\nconsent:\n  hash_key: %q\n  sources:\n    pas: {ods: RX1}\n  destinations:\n    fhir-store: {ods: RX2}\n", dataDir, "file:"+keyPath)
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	func() {
-		st, err := store.Open(t.Context(), cfg.NATS, dataDir, config.Secrets{}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
+	keyPath := writeFile(t, dir, "patient.key", "0123456789abcdef0123456789abcdef")
+	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("data_dir: %q\nconsent:\n  hash_key: %q\n  sources:\n    pas: {ods: RX1}\n  destinations:\n    fhir-store: {ods: RX2}\n", filepath.Join(dir, "data"), "file:"+keyPath))
+	withStore(t, cfg, func(st *store.Store) {
 		key, _, err := engine.PatientHashKey(t.Context(), st.JS, config.Secrets{}, cfg.Consent, bucket.Policy{})
 		if err != nil {
 			t.Fatal(err)
@@ -69,7 +50,7 @@ func TestCLIAuditDisclosures(t *testing.T) {
 		if err := w.Close(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-	}()
+	})
 
 	code, out, errOut := cliRun(t, "audit", "disclosures", "-c", cfgPath, "--nhs-number", "999 000 0018")
 	if code != 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/junction-fhir/junction/pkg/audit"
-	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -33,16 +31,7 @@ func TestCLIAuditVerify(t *testing.T) {
 	if fi, err := os.Stat(keyPath); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("private key file: %v, mode %v; want 0600", err, fi.Mode().Perm())
 	}
-	dataDir := filepath.Join(dir, "data")
-	cfgPath := filepath.Join(dir, "junction.yaml")
-	cfgText := fmt.Sprintf("data_dir: %q\naudit:\n  signing_key: %q\n", dataDir, "file:"+keyPath)
-	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfgPath, cfg := writeConfig(t, dir, fmt.Sprintf("data_dir: %q\naudit:\n  signing_key: %q\n", filepath.Join(dir, "data"), "file:"+keyPath))
 	key, err := signingKey(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -50,15 +39,7 @@ func TestCLIAuditVerify(t *testing.T) {
 
 	// Write, then close the store so the CLI can open the same directory.
 	var chain string
-	withStore := func(fn func(st *store.Store)) {
-		st, err := store.Open(t.Context(), cfg.NATS, dataDir, config.Secrets{}, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		fn(st)
-	}
-	withStore(func(st *store.Store) {
+	withStore(t, cfg, func(st *store.Store) {
 		w := audit.NewWriter(st.JS, audit.WithSigningKey(key))
 		chain = w.Chain()
 		for i := range 5 {
@@ -88,17 +69,14 @@ func TestCLIAuditVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	otherPath := filepath.Join(dir, "other.pub")
-	if err := os.WriteFile(otherPath, otherPub, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	otherPath := writeFile(t, dir, "other.pub", string(otherPub))
 	code, out, _ = cliRun(t, "audit", "verify", "-c", cfgPath, "--public-key", "file:"+otherPath)
 	if code != 1 || !strings.Contains(out, "bad_checkpoint chain "+chain) {
 		t.Errorf("verify with another key: exit %d, want 1\n%s", code, out)
 	}
 
 	// Forge a record at a position the chain already holds.
-	withStore(func(st *store.Store) {
+	withStore(t, cfg, func(st *store.Store) {
 		m := nats.NewMsg(audit.Subject("01JQ4Z9A7B8C9D0E1F2G3H4J99"))
 		m.Data = []byte(`[]`)
 		m.Header.Set(audit.HeaderChain, chain)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,10 +24,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/junction-fhir/junction/pkg/config"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/mllp"
 	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/rules"
+	"github.com/junction-fhir/junction/pkg/store"
 	"github.com/junction-fhir/junction/pkg/tlsconf/tlstest"
 )
 
@@ -68,6 +71,30 @@ func cliConfig(t *testing.T, routes ...string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// writeConfig writes text as dir/junction.yaml and returns the file's
+// path and the config loaded from it.
+func writeConfig(t *testing.T, dir, text string) (string, *config.Config) {
+	t.Helper()
+	path := writeFile(t, dir, "junction.yaml", text)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, cfg
+}
+
+// withStore opens the store of cfg, runs fn on it and closes it, so that
+// a command run afterwards can open the same data directory.
+func withStore(t *testing.T, cfg *config.Config, fn func(st *store.Store)) {
+	t.Helper()
+	st, err := store.Open(t.Context(), cfg.NATS, cfg.DataDir, config.Secrets{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fn(st)
 }
 
 // cliRoute returns a route file: a direct-care route named name from

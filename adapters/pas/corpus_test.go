@@ -1,11 +1,8 @@
 package pas
 
 import (
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -17,32 +14,12 @@ import (
 
 const corporaDir = "../../../shared/corpora"
 
-// corpusMessages returns the files of a corpus folder, or skips the test
-// when the corpora are absent.
-func corpusMessages(t testing.TB, dir string, patterns ...string) []string {
-	t.Helper()
-	full := filepath.Join(corporaDir, dir)
-	if _, err := os.Stat(full); errors.Is(err, fs.ErrNotExist) {
-		corpustest.Missing(t, "corpus %s not present; skipping", full)
-	}
-	var files []string
-	for _, p := range patterns {
-		m, err := filepath.Glob(filepath.Join(full, p))
-		if err != nil {
-			t.Fatalf("glob: %v", err)
-		}
-		files = append(files, m...)
-	}
-	sort.Strings(files)
-	return files
-}
-
 // TestCorpusADT translates every ADT A01, A03, A04 and A08 message of the
 // Microsoft FHIR Converter samples: no error, a bundle that parses and
 // passes the schema check. Every other message must be refused as
 // unsupported, never with a crash.
 func TestCorpusADT(t *testing.T) {
-	files := corpusMessages(t, "ms-fhir-converter/messages", "*.hl7")
+	files := corpustest.Files(t, filepath.Join(corporaDir, "ms-fhir-converter/messages"), "*.hl7")
 	tr := newTestTranslator(t)
 	supported := 0
 	for _, f := range files {
@@ -86,7 +63,7 @@ func TestCorpusADT(t *testing.T) {
 // TestCorpusOtherMessages feeds the parser edge cases of the HAPI corpus
 // through Translate: any outcome but a crash or an unclassed error.
 func TestCorpusOtherMessages(t *testing.T) {
-	files := corpusMessages(t, "hapi-hl7v2", "*.txt", "*.hl7")
+	files := corpustest.Files(t, filepath.Join(corporaDir, "hapi-hl7v2"), "*.txt", "*.hl7")
 	tr := newTestTranslator(t)
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {

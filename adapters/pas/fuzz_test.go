@@ -10,6 +10,7 @@ import (
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/fault"
 )
 
@@ -34,14 +35,7 @@ func FuzzTranslate(f *testing.F) {
 		more, _ := filepath.Glob(filepath.Join(corporaDir, dir))
 		seeds = append(seeds, more...)
 	}
-	for _, s := range seeds {
-		raw, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatalf("read seed: %v", err)
-		}
-		f.Add(raw)
-		f.Add(bytes.ReplaceAll(raw, []byte("\n"), []byte("\r")))
-	}
+	adaptertest.AddHL7Seeds(f, seeds)
 	// The costliest shape known: many short XCN repetitions.
 	f.Add([]byte("MSH|^~\\&|PAS|RX1|EPR|RX1|20240715120000||ADT^A01|C1|P|2.4\rPID|1||9990000271^^^NHS^NH||T^A\rPV1|1|I|W^^^RX1||||" +
 		strings.Repeat("~X", 200) + "\r"))

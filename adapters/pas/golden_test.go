@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fhir"
 )
@@ -111,24 +112,7 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Translate: %v", err)
 			}
-			var pretty bytes.Buffer
-			if err := json.Indent(&pretty, got.Bundle, "", "  "); err != nil {
-				t.Fatalf("bundle is not JSON: %v", err)
-			}
-			pretty.WriteByte('\n')
-			goldenPath := filepath.Join("testdata", tc.name+".fhir.json")
-			if *update {
-				if err := os.WriteFile(goldenPath, pretty.Bytes(), 0o644); err != nil {
-					t.Fatalf("write golden: %v", err)
-				}
-			}
-			want, err := os.ReadFile(goldenPath)
-			if err != nil {
-				t.Fatalf("read golden (run go test ./adapters/pas -update): %v", err)
-			}
-			if diff := cmp.Diff(string(want), pretty.String()); diff != "" {
-				t.Errorf("bundle differs from %s (-want +got):\n%s", goldenPath, diff)
-			}
+			adaptertest.Golden(t, filepath.Join("testdata", tc.name+".fhir.json"), got.Bundle, *update)
 			meta := struct {
 				Key   string
 				Event string

@@ -2,12 +2,9 @@ package pathology
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -16,26 +13,6 @@ import (
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
-
-// corpusFiles returns the files of a corpus folder matching patterns, or
-// skips the test when the corpora are absent.
-func corpusFiles(t testing.TB, dir string, patterns ...string) []string {
-	t.Helper()
-	full := filepath.Join(corporaDir, dir)
-	if _, err := os.Stat(full); errors.Is(err, fs.ErrNotExist) {
-		corpustest.Missing(t, "corpus %s not present; skipping", full)
-	}
-	var files []string
-	for _, p := range patterns {
-		m, err := filepath.Glob(filepath.Join(full, p))
-		if err != nil {
-			t.Fatalf("glob: %v", err)
-		}
-		files = append(files, m...)
-	}
-	sort.Strings(files)
-	return files
-}
 
 // corpusRefused lists the corpus's ORU^R01 samples the translator refuses,
 // with the field it names: ORU-R01-01 has an OBX with an encapsulated
@@ -49,7 +26,7 @@ var corpusRefused = map[string]string{"ORU-R01-01.hl7": "OBX-3"}
 // refuse as a required field missing; every other message must be refused
 // as unsupported (or, for a sample the parser refuses, as a parse fault).
 func TestCorpusMessages(t *testing.T) {
-	files := corpusFiles(t, "ms-fhir-converter/messages", "*.hl7")
+	files := corpustest.Files(t, filepath.Join(corporaDir, "ms-fhir-converter/messages"), "*.hl7")
 	tr := newTestTranslator(t)
 	converted := 0
 	for _, f := range files {
@@ -97,7 +74,7 @@ func TestCorpusMessages(t *testing.T) {
 // files and (for the files holding several messages) each message: each
 // converts or is refused with a classed fault, never a crash.
 func TestCorpusHAPI(t *testing.T) {
-	files := corpusFiles(t, "hapi-hl7v2", "*.txt", "*.hl7")
+	files := corpustest.Files(t, filepath.Join(corporaDir, "hapi-hl7v2"), "*.txt", "*.hl7")
 	tr := newTestTranslator(t)
 	for _, f := range files {
 		raw, err := os.ReadFile(f)

@@ -2,7 +2,6 @@ package pathology
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,7 +16,7 @@ import (
 	"github.com/junction-fhir/junction/adapters/mllp"
 	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/adapter"
-	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 
@@ -111,7 +110,7 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 	if _, err := (Factory{}).NewTranslator(&c); fault.CodeOf(err) != fault.CodeConfig {
 		t.Errorf("NewTranslator(invalid) error = %v", err)
 	}
-	if _, err := (Factory{}).NewInbound(context.Background(), adapter.Settings{}, fakeHost{}, &c); fault.CodeOf(err) != fault.CodeConfig {
+	if _, err := (Factory{}).NewInbound(context.Background(), adapter.Settings{}, adaptertest.RefusingHost{}, &c); fault.CodeOf(err) != fault.CodeConfig {
 		t.Errorf("NewInbound(invalid) error = %v", err)
 	}
 	if _, err := NewTranslator(pas.DefaultDialect(), c.Lab); fault.CodeOf(err) != fault.CodeConfig {
@@ -184,22 +183,10 @@ func TestFactoryRelay(t *testing.T) {
 	}
 }
 
-// fakeHost is an adapter.Host that stores nothing.
-type fakeHost struct{}
-
-func (fakeHost) Ingest(context.Context, *envelope.Envelope) (adapter.IngestResult, error) {
-	return adapter.IngestResult{}, errors.New("not stored")
-}
-func (fakeHost) Quarantine(context.Context, string, []byte, int, string) (string, error) {
-	return "", nil
-}
-func (fakeHost) Partition(string) int { return 0 }
-func (fakeHost) NewID() string        { return "id" }
-
 func TestFactoryNewInbound(t *testing.T) {
 	c := DefaultConfig()
 	c.Listen = "127.0.0.1:0"
-	in, err := Factory{}.NewInbound(context.Background(), adapter.Settings{Name: "lab"}, fakeHost{}, &c)
+	in, err := Factory{}.NewInbound(context.Background(), adapter.Settings{Name: "lab"}, adaptertest.RefusingHost{}, &c)
 	if err != nil {
 		t.Fatalf("NewInbound: %v", err)
 	}

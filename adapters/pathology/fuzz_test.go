@@ -10,6 +10,7 @@ import (
 
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/fault"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 )
@@ -30,14 +31,7 @@ func FuzzTranslate(f *testing.F) {
 		more, _ := filepath.Glob(filepath.Join(corporaDir, pattern))
 		seeds = append(seeds, more...)
 	}
-	for _, s := range seeds {
-		raw, err := os.ReadFile(s)
-		if err != nil {
-			f.Fatalf("read seed: %v", err)
-		}
-		f.Add(raw)
-		f.Add(bytes.ReplaceAll(raw, []byte("\n"), []byte("\r")))
-	}
+	adaptertest.AddHL7Seeds(f, seeds)
 	f.Add([]byte("MSH|^~\\&|LAB|RX1|EPR|RX1|20240715120000||ORU^R01|C1|P|2.4\rPID|1||9990000271^^^NHS^NH||T^A\r" +
 		strings.Repeat("OBR\r", 200)))
 	tr := newTestTranslator(f)

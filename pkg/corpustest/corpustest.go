@@ -9,8 +9,12 @@
 package corpustest
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"sort"
 	"testing"
 )
 
@@ -38,6 +42,25 @@ func Note(tb testing.TB, format string, args ...any) {
 	if reason, ok := allowed(tb, format, args); ok {
 		tb.Log(reason)
 	}
+}
+
+// Files returns the files of the corpus folder dir whose names match any
+// of patterns, sorted, or calls Missing when dir is absent.
+func Files(tb testing.TB, dir string, patterns ...string) []string {
+	tb.Helper()
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		Missing(tb, "corpus %s not present; skipping", dir)
+	}
+	var files []string
+	for _, p := range patterns {
+		m, err := filepath.Glob(filepath.Join(dir, p))
+		if err != nil {
+			tb.Fatalf("glob: %v", err)
+		}
+		files = append(files, m...)
+	}
+	sort.Strings(files)
+	return files
 }
 
 // allowed formats the reason a corpus is missing and reports whether a

@@ -1,4 +1,4 @@
-// Package adaptertest holds checks that the adapters' tests share.
+// Package adaptertest holds checks and fakes that the adapters' tests share.
 package adaptertest
 
 import (

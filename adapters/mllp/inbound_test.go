@@ -423,6 +423,34 @@ func storedOrKept(t *testing.T, f *inboundFixture, taken bool, reason fault.Code
 	return true
 }
 
+// headerRefusal is how a listener answers a message it refuses, before
+// storing, for a header field whose value it does not take: the fault it
+// keeps the message under, and the one ERR of its ACK.
+type headerRefusal struct {
+	reason  fault.Code
+	errCode string // the ERR's code, from HL7 table 0357
+	holds   string // what the reply holds, such as where the ERR points
+	says    string // what the ACK's text says
+}
+
+// sendHeader sends payload to f and checks that the ACK code is want and,
+// unless that is AA, that the message was kept as r's reason rather than
+// stored and that the ACK carries r's ERR.
+func sendHeader(t *testing.T, f *inboundFixture, payload string, want hl7v2.AckCode, r headerRefusal) {
+	t.Helper()
+	code, _, text, reply := send(t, dial(t, f.addr), payload)
+	if code != want {
+		t.Fatalf("ack %s, want %s (%q)", code, want, reply)
+	}
+	if !storedOrKept(t, f, code == hl7v2.AckAA, r.reason) {
+		return
+	}
+	if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != r.errCode ||
+		!bytes.Contains(reply, []byte(r.holds)) || !strings.Contains(text, r.says) {
+		t.Errorf("reply %q (text %q), want ERR %s with %s saying %q", reply, text, r.errCode, r.holds, r.says)
+	}
+}
+
 // TestInboundProcessingIDs checks that a listener told the processing ids
 // it takes refuses others (a training system pointed at a live feed)
 // before storing them, with ERR 202 at MSH-11, and stores the rest.
@@ -441,17 +469,7 @@ func TestInboundProcessingIDs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, func(c *InboundConfig) { c.ProcessingIDs = []string{"P"} })
-			code, _, text, reply := send(t, dial(t, f.addr), tt.payload)
-			if code != tt.wantCode {
-				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
-			}
-			if !storedOrKept(t, f, code == hl7v2.AckAA, fault.CodeHL7Unsupported) {
-				return
-			}
-			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeUnsupportedProcessingID ||
-				!bytes.Contains(reply, []byte("ERR|MSH^1^11^202")) || !strings.Contains(text, "this listener takes P") {
-				t.Errorf("reply %q (text %q), want ERR 202 at MSH-11 saying what the listener takes", reply, text)
-			}
+			sendHeader(t, f, tt.payload, tt.wantCode, headerRefusal{fault.CodeHL7Unsupported, hl7v2.ErrCodeUnsupportedProcessingID, "ERR|MSH^1^11^202", "this listener takes P"})
 		})
 	}
 	cfg := DefaultInboundConfig()
@@ -577,19 +595,9 @@ func TestInboundVersions(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, nil)
 			payload := strings.Replace(msg("V1", ""), "|V1|P|2.4", "|V1|P|"+tt.version, 1)
-			code, _, text, reply := send(t, dial(t, f.addr), payload)
-			if code != tt.wantCode {
-				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
-			}
-			if !storedOrKept(t, f, code == hl7v2.AckAA, fault.CodeHL7Unsupported) {
-				return
-			}
 			// The ERR layout follows the version the ACK echoes (ERR-1
 			// before 2.5, ERR-2 and ERR-3 after, and for what is neither).
-			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeUnsupportedVersion ||
-				!bytes.Contains(reply, []byte("MSH^1^12")) || !strings.Contains(text, "HL7 v2") {
-				t.Errorf("reply %q (text %q), want ERR 203 at MSH-12 saying what the listener takes", reply, text)
-			}
+			sendHeader(t, f, payload, tt.wantCode, headerRefusal{fault.CodeHL7Unsupported, hl7v2.ErrCodeUnsupportedVersion, "MSH^1^12", "HL7 v2"})
 		})
 	}
 }
@@ -617,17 +625,7 @@ func TestInboundCharsets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, nil)
-			code, _, text, reply := send(t, dial(t, f.addr), msg("CS1", "||||||"+tt.charset))
-			if code != tt.wantCode {
-				t.Fatalf("ack %s, want %s (%q)", code, tt.wantCode, reply)
-			}
-			if !storedOrKept(t, f, code == hl7v2.AckAA, fault.CodeHL7Charset) {
-				return
-			}
-			if codes := hl7v2.AckErrorCodes(reply); len(codes) != 1 || codes[0] != hl7v2.ErrCodeTableValue ||
-				!bytes.Contains(reply, []byte("MSH^1^18")) || !strings.Contains(text, "8859/1") {
-				t.Errorf("reply %q (text %q), want ERR 103 at MSH-18 saying what the listener takes", reply, text)
-			}
+			sendHeader(t, f, msg("CS1", "||||||"+tt.charset), tt.wantCode, headerRefusal{fault.CodeHL7Charset, hl7v2.ErrCodeTableValue, "MSH^1^18", "8859/1"})
 		})
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
@@ -126,17 +125,9 @@ func TestFactoryNewTranslator(t *testing.T) {
 func TestFactoryNewInbound(t *testing.T) {
 	c := DefaultConfig()
 	c.Listen = "127.0.0.1:0"
-	in, err := Factory{}.NewInbound(context.Background(), adapter.Settings{Name: "pas"}, adaptertest.RefusingHost{}, &c)
-	if err != nil {
-		t.Fatalf("NewInbound: %v", err)
-	}
+	in := adaptertest.NewInbound(t, Factory{}, "pas", &c)
 	if _, ok := in.(*mllp.Inbound); !ok {
 		t.Errorf("NewInbound returned %T", in)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := in.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown without Start: %v", err)
 	}
 }
 

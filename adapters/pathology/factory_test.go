@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
@@ -186,17 +185,9 @@ func TestFactoryRelay(t *testing.T) {
 func TestFactoryNewInbound(t *testing.T) {
 	c := DefaultConfig()
 	c.Listen = "127.0.0.1:0"
-	in, err := Factory{}.NewInbound(context.Background(), adapter.Settings{Name: "lab"}, adaptertest.RefusingHost{}, &c)
-	if err != nil {
-		t.Fatalf("NewInbound: %v", err)
-	}
+	in := adaptertest.NewInbound(t, Factory{}, "lab", &c)
 	if _, ok := in.(*mllp.Inbound); !ok {
 		t.Errorf("NewInbound returned %T", in)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := in.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown without Start: %v", err)
 	}
 }
 

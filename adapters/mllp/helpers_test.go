@@ -5,16 +5,40 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/tlsconf/tlstest"
 )
+
+// dialRaw connects to addr as a sender that does not use the MLLP client
+// would, closing the connection when the test ends. When d is not zero
+// it sets a deadline d from now for the connection's reads and writes;
+// then it writes wire, if any, as it stands.
+func dialRaw(t *testing.T, addr string, d time.Duration, wire string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() })
+	if d != 0 {
+		_ = nc.SetDeadline(time.Now().Add(d))
+	}
+	if wire != "" {
+		if _, err := io.WriteString(nc, wire); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return nc
+}
 
 // fakeHost is an in-memory stand-in for the engine's store.
 type fakeHost struct {

@@ -157,14 +157,7 @@ func TestHostileFraming(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, nil)
-			nc, err := net.Dial("tcp", f.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			if _, err := io.WriteString(nc, tt.wire); err != nil {
-				t.Fatal(err)
-			}
+			nc := dialRaw(t, f.addr, 0, tt.wire)
 			var frames [][]byte
 			if tt.wantReason == "" || tt.wantReason == fault.CodeHL7Parse {
 				// The connection stays open: read the expected replies.

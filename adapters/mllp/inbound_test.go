@@ -357,14 +357,7 @@ func TestInboundNeverAnswersAnAck(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, nil)
 			f.in.AcceptOnly(tt.accept)
-			nc, err := net.Dial("tcp", f.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			if _, err := io.WriteString(nc, "\x0b"+tt.ack+"\x1c\r"); err != nil {
-				t.Fatal(err)
-			}
+			nc := dialRaw(t, f.addr, 0, "\x0b"+tt.ack+"\x1c\r")
 			r := transport.NewReader(nc, 1<<20)
 			if tt.answered {
 				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
@@ -743,15 +736,7 @@ func TestInboundBadFrames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, func(c *InboundConfig) { c.MaxMessageBytes = 1024 })
-			nc, err := net.Dial("tcp", f.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(nc, tt.wire); err != nil {
-				t.Fatal(err)
-			}
+			nc := dialRaw(t, f.addr, 10*time.Second, tt.wire)
 			r := transport.NewReader(nc, 1<<20)
 			reply, err := r.ReadFrame()
 			if err != nil {
@@ -816,15 +801,7 @@ func TestInboundEndBlockWithoutCR(t *testing.T) {
 			// A read timeout far longer than the test waits: an answer
 			// given only at it would fail the test.
 			f := startInbound(t, func(c *InboundConfig) { c.ReadTimeout = time.Minute })
-			nc, err := net.Dial("tcp", f.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(nc, tt.wire); err != nil {
-				t.Fatal(err)
-			}
+			nc := dialRaw(t, f.addr, 10*time.Second, tt.wire)
 			r := transport.NewReader(nc, 1<<20)
 			for i, want := range tt.want {
 				if i == 1 && tt.then != "" {
@@ -866,15 +843,7 @@ func TestInboundIncompleteFrames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := startInbound(t, func(c *InboundConfig) { c.ReadTimeout = 300 * time.Millisecond })
-			nc, err := net.Dial("tcp", f.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(nc, tt.wire); err != nil {
-				t.Fatal(err)
-			}
+			nc := dialRaw(t, f.addr, 10*time.Second, tt.wire)
 			if tt.close {
 				_ = nc.(*net.TCPConn).CloseWrite()
 			}
@@ -1285,12 +1254,7 @@ func TestInboundAcceptAckConditions(t *testing.T) {
 				}
 			})
 			f.host.setErr(tt.storeErr)
-			nc, err := net.Dial("tcp", f.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+			nc := dialRaw(t, f.addr, 5*time.Second, "")
 			// The message under test, then an original-mode probe that is
 			// always answered: the replies up to the probe's show whether
 			// the first message was.

@@ -111,7 +111,9 @@ destinations:
 ` + tests
 }
 
-func cliWrite(t *testing.T, path, content string) {
+// cliWrite writes content to the file at path, making its directory,
+// and returns path.
+func cliWrite(t *testing.T, path, content string) string {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -119,6 +121,7 @@ func cliWrite(t *testing.T, path, content string) {
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return path
 }
 
 func TestCLIUsage(t *testing.T) {
@@ -237,8 +240,7 @@ func TestCLILintShippedRoutes(t *testing.T) {
 // it: a message large enough would be stopped at run time.
 func TestCLILintWarnsOfCostAboveLimit(t *testing.T) {
 	dir := t.TempDir()
-	routeFile := filepath.Join(dir, "r.yaml")
-	cliWrite(t, routeFile, cliRoute("costly", "pas", `bundle.entry.all(a, bundle.entry.all(b, a.fullUrl != ""))`, ""))
+	routeFile := cliWrite(t, filepath.Join(dir, "r.yaml"), cliRoute("costly", "pas", `bundle.entry.all(a, bundle.entry.all(b, a.fullUrl != ""))`, ""))
 	code, out, errOut := cliRun(t, "lint", "-c", cliConfig(t, dir))
 	if code != 0 || !strings.HasSuffix(out, "ok: 3 inputs, 2 destinations, 1 routes\n") {
 		t.Errorf("exit %d, want 0\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -286,8 +288,7 @@ func TestCLILintWarnsOfUnroutedRelay(t *testing.T) {
 					"consent: {purpose: direct-care, legal_basis: direct-care, default: permit}\n"+
 					"destinations:\n  - name: lis\n    payload: raw\n")
 			}
-			cfg := filepath.Join(dir, "junction.yaml")
-			cliWrite(t, cfg, fmt.Sprintf("data_dir: %q\ninputs:\n"+
+			cfg := cliWrite(t, filepath.Join(dir, "junction.yaml"), fmt.Sprintf("data_dir: %q\ninputs:\n"+
 				// The trust's own systems: placeholders are warned of too.
 				"  pas: {type: pas, listen: 127.0.0.1:0, relay: [ORM^O01, SIU^*, ADT^*], dialect: {local_identifier_system: 'https://fhir.rx1.nhs.uk/Id/local-patient-identifier', visit_number_system: 'https://fhir.rx1.nhs.uk/Id/visit-number'}}\n"+
 				"destinations:\n  fhir-store: {type: file, dir: out}\n  lis: {type: mllp, address: 127.0.0.1:1}\n"+
@@ -318,55 +319,32 @@ func TestCLILintWarnsOfUnroutedRelay(t *testing.T) {
 
 func TestCLILintErrors(t *testing.T) {
 	dir := t.TempDir()
-	bad := filepath.Join(dir, "bad.yaml")
-	cliWrite(t, bad, "name: bad\nsource:\n  adapter: pas\nmatch: |\n  msg.event == \"A01\" &&\n    nhsNumberValid(nhsnumber(bundle))\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: nowhere\n")
+	bad := cliWrite(t, filepath.Join(dir, "bad.yaml"), "name: bad\nsource:\n  adapter: pas\nmatch: |\n  msg.event == \"A01\" &&\n    nhsNumberValid(nhsnumber(bundle))\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: nowhere\n")
 	// One route without a legal basis, one whose basis does not support
 	// its purpose and skips the consent gate: every problem at once.
 	consentDir := filepath.Join(dir, "consent")
-	if err := os.Mkdir(consentDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	noBasis := filepath.Join(consentDir, "no-basis.yaml")
-	cliWrite(t, noBasis, "name: no-basis\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\n")
-	wrongBasis := filepath.Join(consentDir, "wrong-basis.yaml")
-	cliWrite(t, wrongBasis, "name: wrong-basis\nsource:\n  adapter: pas\nconsent:\n  purpose: research\n  legal_basis: direct-care\n  default: deny\ndestinations:\n  - name: fhir-store\n")
-	badSkip := filepath.Join(consentDir, "bad-skip.yaml")
-	cliWrite(t, badSkip, "name: bad-skip\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n  skip_consent_gate: true\ndestinations:\n  - name: fhir-store\n")
-	badCfg := filepath.Join(dir, "bad-config.yaml")
-	cliWrite(t, badCfg, "data_dir: x\nhttp:\n  lisen: 0.0.0.0:8080\n")
-	invalidCfg := filepath.Join(dir, "invalid-config.yaml")
-	cliWrite(t, invalidCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\nrouter:\n  batch: 0\n", shippedRoutes(t)))
-	badTokens := filepath.Join(dir, "bad-tokens.yaml")
-	cliWrite(t, badTokens, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  tokens:\n    - {name: a, role: operator, token: env:A}\n    - name: a\n      role: wizard\n      token: plain-text\n", shippedRoutes(t)))
-	mixedCfg := filepath.Join(dir, "mixed-config.yaml")
-	cliWrite(t, mixedCfg, fmt.Sprintf("routes: [%q]\nhttp:\n  listen: 127.0.0.1:99999\n  lisen: x\nrouter:\n  batch: 0\ninputs:\n  pas:\n    type: pas\n    tls: {cert: env:JUNCTION_CLI_TEST_UNSET_CERT,\n      key: %q}\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n",
+	noBasis := cliWrite(t, filepath.Join(consentDir, "no-basis.yaml"), "name: no-basis\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\n")
+	wrongBasis := cliWrite(t, filepath.Join(consentDir, "wrong-basis.yaml"), "name: wrong-basis\nsource:\n  adapter: pas\nconsent:\n  purpose: research\n  legal_basis: direct-care\n  default: deny\ndestinations:\n  - name: fhir-store\n")
+	badSkip := cliWrite(t, filepath.Join(consentDir, "bad-skip.yaml"), "name: bad-skip\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\n  skip_consent_gate: true\ndestinations:\n  - name: fhir-store\n")
+	badCfg := cliWrite(t, filepath.Join(dir, "bad-config.yaml"), "data_dir: x\nhttp:\n  lisen: 0.0.0.0:8080\n")
+	invalidCfg := cliWrite(t, filepath.Join(dir, "invalid-config.yaml"), fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\nrouter:\n  batch: 0\n", shippedRoutes(t)))
+	badTokens := cliWrite(t, filepath.Join(dir, "bad-tokens.yaml"), fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  tokens:\n    - {name: a, role: operator, token: env:A}\n    - name: a\n      role: wizard\n      token: plain-text\n", shippedRoutes(t)))
+	mixedCfg := cliWrite(t, filepath.Join(dir, "mixed-config.yaml"), fmt.Sprintf("routes: [%q]\nhttp:\n  listen: 127.0.0.1:99999\n  lisen: x\nrouter:\n  batch: 0\ninputs:\n  pas:\n    type: pas\n    tls: {cert: env:JUNCTION_CLI_TEST_UNSET_CERT,\n      key: %q}\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n",
 		shippedRoutes(t), "file:"+filepath.Join(dir, "no-such-key.pem")))
-	inputCfg := filepath.Join(dir, "input-config.yaml")
-	cliWrite(t, inputCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\ninputs:\n  pas: {type: pas}\n  fhir: {type: fhir}\n  pathology:\n    type: pathology\n    processing_ids: [P, Q]\n    lab:\n      local_code_sytem: https://x.example/cs\n", shippedRoutes(t)))
+	inputCfg := cliWrite(t, filepath.Join(dir, "input-config.yaml"), fmt.Sprintf("data_dir: x\nroutes: [%q]\ninputs:\n  pas: {type: pas}\n  fhir: {type: fhir}\n  pathology:\n    type: pathology\n    processing_ids: [P, Q]\n    lab:\n      local_code_sytem: https://x.example/cs\n", shippedRoutes(t)))
 	exposedCfg := filepath.Join(dir, "exposed-fhir.yaml")
 	t.Setenv("JUNCTION_CLI_TEST_ADMIN", "an-admin-token-for-the-cli-test")
 	cliWrite(t, exposedCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\nhttp:\n  listen: 0.0.0.0:8080\n  admin_token: env:JUNCTION_CLI_TEST_ADMIN\ninputs:\n  pas:\n    type: pas\n  pathology:\n    type: pathology\n  fhir:\n    type: fhir\n", shippedRoutes(t)))
 	inputsDir := filepath.Join(dir, "inputs")
-	if err := os.Mkdir(inputsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	noInput := filepath.Join(inputsDir, "no-input.yaml")
-	cliWrite(t, noInput, "name: no-input\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\ntests:\n  - {name: t, input: {file: testdata/nope.hl7}, expect: {deliver: [fhir-store]}}\n")
+	noInput := cliWrite(t, filepath.Join(inputsDir, "no-input.yaml"), "name: no-input\nsource:\n  adapter: pas\nconsent:\n  purpose: direct-care\n  legal_basis: direct-care\n  default: permit\ndestinations:\n  - name: fhir-store\ntests:\n  - {name: t, input: {file: testdata/nope.hl7}, expect: {deliver: [fhir-store]}}\n")
 	// A payload a destination cannot send: FHIR to MLLP, v2 to a FHIR
 	// server, a FHIR post unchanged to MLLP.
 	payloadDir := filepath.Join(dir, "payload")
-	if err := os.Mkdir(payloadDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	payloadRoute := filepath.Join(payloadDir, "payload.yaml")
-	cliWrite(t, payloadRoute, "name: payload\nsource: {adapter: pas}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n  - name: ehr\n    payload: raw\n  - name: files\n    payload: raw\n")
+	payloadRoute := cliWrite(t, filepath.Join(payloadDir, "payload.yaml"), "name: payload\nsource: {adapter: pas}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n  - name: ehr\n    payload: raw\n  - name: files\n    payload: raw\n")
 	// A v2 input unchanged to MLLP is what payload: raw is for.
-	rawRoute := filepath.Join(payloadDir, "raw.yaml")
-	cliWrite(t, rawRoute, "name: raw\nsource: {adapter: pas}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n    payload: raw\n")
-	fhirRawRoute := filepath.Join(payloadDir, "fhir-raw.yaml")
-	cliWrite(t, fhirRawRoute, "name: fhir-raw\nsource: {adapter: fhir}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n    payload: raw\n  - name: ehr\n    payload: raw\n")
-	payloadCfg := filepath.Join(dir, "payload-config.yaml")
-	cliWrite(t, payloadCfg, fmt.Sprintf("data_dir: x\nroutes: [%q]\ninputs:\n  pas: {type: pas}\n  fhir: {type: fhir}\ndestinations:\n  ris: {type: mllp, address: 127.0.0.1:2577}\n  ehr: {type: fhir, url: http://127.0.0.1:9999/fhir}\n  files: {type: file, dir: out}\n", payloadDir))
+	rawRoute := cliWrite(t, filepath.Join(payloadDir, "raw.yaml"), "name: raw\nsource: {adapter: pas}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n    payload: raw\n")
+	fhirRawRoute := cliWrite(t, filepath.Join(payloadDir, "fhir-raw.yaml"), "name: fhir-raw\nsource: {adapter: fhir}\nconsent: {purpose: direct-care, legal_basis: direct-care, default: permit}\ndestinations:\n  - name: ris\n    payload: raw\n  - name: ehr\n    payload: raw\n")
+	payloadCfg := cliWrite(t, filepath.Join(dir, "payload-config.yaml"), fmt.Sprintf("data_dir: x\nroutes: [%q]\ninputs:\n  pas: {type: pas}\n  fhir: {type: fhir}\ndestinations:\n  ris: {type: mllp, address: 127.0.0.1:2577}\n  ehr: {type: fhir, url: http://127.0.0.1:9999/fhir}\n  files: {type: file, dir: out}\n", payloadDir))
 	tests := []struct {
 		name string
 		args []string
@@ -471,8 +449,7 @@ func TestCLILintErrors(t *testing.T) {
 func TestCLILintAdapterSettings(t *testing.T) {
 	// The reference resolves, so only the settings' own errors show.
 	t.Setenv("CERT", "not checked here")
-	cfg := filepath.Join(t.TempDir(), "junction.yaml")
-	cliWrite(t, cfg, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    max_connections: 0\n    tls:\n      cert: env:CERT\n  fhir:\n    type: fhir\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:2576\n",
+	cfg := cliWrite(t, filepath.Join(t.TempDir(), "junction.yaml"), fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    max_connections: 0\n    tls:\n      cert: env:CERT\n  fhir:\n    type: fhir\n  pathology:\n    type: pathology\n    listen: 127.0.0.1:2576\n",
 		filepath.Join(t.TempDir(), "data"), shippedRoutes(t)))
 	code, _, errOut := cliRun(t, "lint", "-c", cfg)
 	if code != 1 {
@@ -522,8 +499,7 @@ func adtFile(ctrl, nhsNumber string) string {
 func TestCLITestFailingAndUpdate(t *testing.T) {
 	dir := t.TempDir()
 	cliWrite(t, filepath.Join(dir, "testdata", "a01.hl7"), adtFile("MSG00001", "9990000018"))
-	routeFile := filepath.Join(dir, "r.yaml")
-	cliWrite(t, routeFile, cliRoute("cli-route", "pas", "nhsNumberValid(nhsNumber(bundle))", `tests:
+	cliWrite(t, filepath.Join(dir, "r.yaml"), cliRoute("cli-route", "pas", "nhsNumberValid(nhsNumber(bundle))", `tests:
   - name: admission
     input: {file: testdata/a01.hl7}
     expect:
@@ -580,8 +556,7 @@ func TestCLITestChecksFHIRInput(t *testing.T) {
 	// endpoint refuses it.
 	bad := `{"resourceType": "Observation", "status": "final", "code": {"text": "weight"}, "valueQuantity": {"value": "72.5", "unit": "kg"}}`
 	good := strings.Replace(bad, `"72.5"`, `72.5`, 1)
-	routeFile := filepath.Join(dir, "r.yaml")
-	cliWrite(t, routeFile, cliRoute("fhir-route", "fhir", `"true"`, `tests:
+	routeFile := cliWrite(t, filepath.Join(dir, "r.yaml"), cliRoute("fhir-route", "fhir", `"true"`, `tests:
   - name: valid observation
     input:
       inline: '`+good+`'
@@ -630,8 +605,7 @@ func TestCLITestPatientAsTheIndexMakesIt(t *testing.T) {
 	if code, out, errOut := cliRun(t, "test", "-c", cliConfig(t, dir)); code != 0 || !strings.HasSuffix(out, "1 passed, 0 failed\n") {
 		t.Errorf("with the index: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
-	off := filepath.Join(t.TempDir(), "junction.yaml")
-	cliWrite(t, off, fmt.Sprintf("data_dir: %q\nroutes: [%q]\npatient_index:\n  enabled: false\n", filepath.Join(t.TempDir(), "data"), dir))
+	off := cliWrite(t, filepath.Join(t.TempDir(), "junction.yaml"), fmt.Sprintf("data_dir: %q\nroutes: [%q]\npatient_index:\n  enabled: false\n", filepath.Join(t.TempDir(), "data"), dir))
 	code, out, _ := cliRun(t, "test", "-c", off)
 	if code != 1 || !strings.Contains(out, "expected deliveries [fhir-store], got []") {
 		t.Errorf("without the index: exit %d, want the test to fail as the patient is unknown\n%s", code, out)
@@ -644,8 +618,7 @@ func TestCLITestPatientAsTheIndexMakesIt(t *testing.T) {
 func TestCLITestChecksTestsAsLintDoes(t *testing.T) {
 	dir := t.TempDir()
 	cliWrite(t, filepath.Join(dir, "testdata", "a01.hl7"), adtFile("MSG00001", "9990000018"))
-	routeFile := filepath.Join(dir, "r.yaml")
-	cliWrite(t, routeFile, cliRoute("checked", "pas", "true", `tests:
+	routeFile := cliWrite(t, filepath.Join(dir, "r.yaml"), cliRoute("checked", "pas", "true", `tests:
   - name: t
     input: {file: testdata/a01.hl7}
     expect:
@@ -734,10 +707,8 @@ func (a *ackServer) received() [][]byte {
 
 func TestCLISend(t *testing.T) {
 	dir := t.TempDir()
-	two := filepath.Join(dir, "two.hl7")
-	cliWrite(t, two, "\ufeff"+adtFile("MSG00001", "9990000018")+"\n"+adtFile("MSG00002", "9990000042"))
-	one := filepath.Join(dir, "one.hl7")
-	cliWrite(t, one, strings.ReplaceAll(adtFile("MSG00003", "9990000018"), "\n", "\r\n"))
+	two := cliWrite(t, filepath.Join(dir, "two.hl7"), "\ufeff"+adtFile("MSG00001", "9990000018")+"\n"+adtFile("MSG00002", "9990000042"))
+	one := cliWrite(t, filepath.Join(dir, "one.hl7"), strings.ReplaceAll(adtFile("MSG00003", "9990000018"), "\n", "\r\n"))
 
 	t.Run("AA", func(t *testing.T) {
 		srv := startAckServer(t, hl7v2.AckAA)
@@ -759,8 +730,7 @@ func TestCLISend(t *testing.T) {
 			}
 		}
 	})
-	ne := filepath.Join(dir, "ne.hl7")
-	cliWrite(t, ne, strings.Replace(adtFile("MSG00004", "9990000018"), "|P|2.4\n", "|P|2.4|||NE|NE\n", 1)+adtFile("MSG00005", "9990000042"))
+	ne := cliWrite(t, filepath.Join(dir, "ne.hl7"), strings.Replace(adtFile("MSG00004", "9990000018"), "|P|2.4\n", "|P|2.4|||NE|NE\n", 1)+adtFile("MSG00005", "9990000042"))
 	for _, honour := range []bool{false, true} {
 		t.Run(fmt.Sprintf("MSH-15 NE to a receiver honouring it %v", honour), func(t *testing.T) {
 			srv := startAckServer(t, hl7v2.AckAA)
@@ -783,8 +753,7 @@ func TestCLISend(t *testing.T) {
 	}
 	// ER asks for an answer only on errors, SU only on success: silence
 	// means no error and not accepted.
-	erSU := filepath.Join(dir, "ersu.hl7")
-	cliWrite(t, erSU, strings.Replace(adtFile("MSG00006", "9990000018"), "|P|2.4\n", "|P|2.4|||ER|NE\n", 1)+
+	erSU := cliWrite(t, filepath.Join(dir, "ersu.hl7"), strings.Replace(adtFile("MSG00006", "9990000018"), "|P|2.4\n", "|P|2.4|||ER|NE\n", 1)+
 		strings.Replace(adtFile("MSG00007", "9990000042"), "|P|2.4\n", "|P|2.4|||SU|NE\n", 1)+adtFile("MSG00008", "9990000018"))
 	for _, tt := range []struct {
 		code     hl7v2.AckCode
@@ -911,10 +880,8 @@ func TestCLISendFHIR(t *testing.T) {
 	}))
 	defer ts.Close()
 	dir := t.TempDir()
-	good := filepath.Join(dir, "p.json")
-	cliWrite(t, good, `{"resourceType": "Patient"}`)
-	bad := filepath.Join(dir, "b.json")
-	cliWrite(t, bad, `{"resourceType": "Broken"}`)
+	good := cliWrite(t, filepath.Join(dir, "p.json"), `{"resourceType": "Patient"}`)
+	bad := cliWrite(t, filepath.Join(dir, "b.json"), `{"resourceType": "Broken"}`)
 
 	code, out, errOut := cliRun(t, "send", "--fhir", ts.URL+"/fhir/", good)
 	if code != 0 || out != good+": 202 Accepted 01TESTID\n\n" {
@@ -925,8 +892,7 @@ func TestCLISendFHIR(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, want the quarantine id to quote to ops", code, out)
 	}
 	// A token by reference, for an endpoint with a bearer_token.
-	secret := filepath.Join(dir, "s.json")
-	cliWrite(t, secret, `{"resourceType": "Patient", "id": "Secret"}`)
+	secret := cliWrite(t, filepath.Join(dir, "s.json"), `{"resourceType": "Patient", "id": "Secret"}`)
 	t.Setenv("JUNCTION_CLI_FHIR_TOKEN", "fhir-token-3e1-long-enough")
 	code, out, _ = cliRun(t, "send", "--fhir", ts.URL+"/fhir", secret)
 	if code != 1 || !strings.Contains(out, "401 Unauthorized") {
@@ -937,18 +903,15 @@ func TestCLISendFHIR(t *testing.T) {
 		t.Errorf("with --token: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	// With the engine's config, its FHIR input's token.
-	cfg := filepath.Join(dir, "junction.yaml")
-	cliWrite(t, cfg, "http:\n  listen: "+strings.TrimPrefix(ts.URL, "http://")+"\ninputs:\n  fhir:\n    type: fhir\n    bearer_token: env:JUNCTION_CLI_FHIR_TOKEN\n")
+	cfg := cliWrite(t, filepath.Join(dir, "junction.yaml"), "http:\n  listen: "+strings.TrimPrefix(ts.URL, "http://")+"\ninputs:\n  fhir:\n    type: fhir\n    bearer_token: env:JUNCTION_CLI_FHIR_TOKEN\n")
 	code, out, errOut = cliRun(t, "send", "-c", cfg, "--fhir", "", secret)
 	if code != 0 || !strings.Contains(out, "202 Accepted 01TESTID") {
 		t.Errorf("with -c: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	// A Bundle goes to [base]; so does a file whose type cannot be read,
 	// for the endpoint to say what is wrong with it.
-	bundle := filepath.Join(dir, "bundle.json")
-	cliWrite(t, bundle, "\ufeff"+`{"resourceType": "Bundle", "type": "collection"}`)
-	notJSON := filepath.Join(dir, "x.json")
-	cliWrite(t, notJSON, `{"resourceType": "../admin"}`)
+	bundle := cliWrite(t, filepath.Join(dir, "bundle.json"), "\ufeff"+`{"resourceType": "Bundle", "type": "collection"}`)
+	notJSON := cliWrite(t, filepath.Join(dir, "x.json"), `{"resourceType": "../admin"}`)
 	if code, out, errOut = cliRun(t, "send", "--fhir", ts.URL+"/fhir/", bundle, notJSON); code != 0 {
 		t.Errorf("bundle: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -1457,8 +1420,7 @@ func TestCLIOverTLS(t *testing.T) {
 	ts.Config.ErrorLog = log.New(io.Discard, "", 0)
 	ts.StartTLS()
 	defer ts.Close()
-	patient := filepath.Join(t.TempDir(), "p.json")
-	cliWrite(t, patient, `{"resourceType": "Patient"}`)
+	patient := cliWrite(t, filepath.Join(t.TempDir(), "p.json"), `{"resourceType": "Patient"}`)
 	tests := []struct {
 		name string
 		args []string

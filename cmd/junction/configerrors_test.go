@@ -28,19 +28,14 @@ func TestCLIConfigErrorsPlaced(t *testing.T) {
 		t.Cleanup(func() { ln.Close() })
 		taken = append(taken, ln.Addr().String())
 	}
-	noType := filepath.Join(dir, "no-type.yaml")
-	cliWrite(t, noType, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ndestinations:\n  fhir-store: {type: file}\n  data-quality:\n    dir: out\n", data, routes))
+	noType := cliWrite(t, filepath.Join(dir, "no-type.yaml"), fmt.Sprintf("data_dir: %q\nroutes: [%q]\ndestinations:\n  fhir-store: {type: file}\n  data-quality:\n    dir: out\n", data, routes))
 	missingRoutes := filepath.Join(dir, "missing-routes.yaml")
 	gone := filepath.Join(dir, "no-such-routes")
 	cliWrite(t, missingRoutes, fmt.Sprintf("data_dir: %q\nroutes:\n  - %q\n  - %q\n", data, routes, gone))
-	mixedInput := filepath.Join(dir, "mixed-input.yaml")
-	cliWrite(t, mixedInput, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n    listen: 127.0.0.1:1\n    max_segments: many\n    dialect: {time_zone: Mars/Olympus}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  fhir: {type: fhir}\n", data, routes))
-	noListen := filepath.Join(dir, "no-listen.yaml")
-	cliWrite(t, noListen, fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  fhir: {type: fhir}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  pas: {type: pas, listen: }\n", data, routes))
-	exposed := filepath.Join(dir, "exposed.yaml")
-	cliWrite(t, exposed, fmt.Sprintf("data_dir: %q\nroutes: [%q]\nhttp:\n  listen: 10.1.2.3:8080\n  tokens: [{name: ops, role: operator, token: env:JUNCTION_TEST_UNSET}]\n", data, routes))
-	inUse := filepath.Join(dir, "in-use.yaml")
-	cliWrite(t, inUse, fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
+	mixedInput := cliWrite(t, filepath.Join(dir, "mixed-input.yaml"), fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  pas:\n    type: pas\n    listen: 127.0.0.1:0\n    listen: 127.0.0.1:1\n    max_segments: many\n    dialect: {time_zone: Mars/Olympus}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  fhir: {type: fhir}\n", data, routes))
+	noListen := cliWrite(t, filepath.Join(dir, "no-listen.yaml"), fmt.Sprintf("data_dir: %q\nroutes: [%q]\ninputs:\n  fhir: {type: fhir}\n  pathology: {type: pathology, listen: 127.0.0.1:0}\n  pas: {type: pas, listen: }\n", data, routes))
+	exposed := cliWrite(t, filepath.Join(dir, "exposed.yaml"), fmt.Sprintf("data_dir: %q\nroutes: [%q]\nhttp:\n  listen: 10.1.2.3:8080\n  tokens: [{name: ops, role: operator, token: env:JUNCTION_TEST_UNSET}]\n", data, routes))
+	inUse := cliWrite(t, filepath.Join(dir, "in-use.yaml"), fmt.Sprintf("data_dir: %q\nlog: {level: error}\nmemory_limit_mib: 0\nroutes: [%q]\nhttp:\n  listen: %s\ninputs:\n  pas: {type: pas, listen: 127.0.0.1:0}\n  pathology:\n    type: pathology\n    listen: %s\n  fhir: {type: fhir}\n", data, routes, taken[0], taken[1]))
 	inUseMsg := "address already in use (by another process, another Junction, or another of these settings)"
 	tests := []struct {
 		name string

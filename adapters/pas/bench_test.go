@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
 
@@ -12,7 +13,7 @@ import (
 // parse, translate and marshal to JSON of a synthetic ADT^A01 of about
 // 1 KB (PID with a 999-range NHS number, PD1, two NK1, PV1, two AL1 and
 // two DG1), on one goroutine. conv/s is conversions per second of wall time,
-// cpu-ns/op the process CPU time per conversion (see reportCPU).
+// cpu-ns/op the process CPU time per conversion (see adaptertest.ReportCPU).
 func BenchmarkConvertADTA01(b *testing.B) {
 	raw, err := os.ReadFile(filepath.Join("testdata", "a01-full-segments.hl7"))
 	if err != nil {
@@ -29,12 +30,12 @@ func BenchmarkConvertADTA01(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raw)))
-	cpu := processCPU()
+	cpu := adaptertest.ProcessCPU()
 	for b.Loop() {
 		if _, err := tr.Translate(env); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conv/s")
-	reportCPU(b, cpu)
+	adaptertest.ReportCPU(b, cpu)
 }

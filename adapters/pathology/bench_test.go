@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/hl7v2"
 	"github.com/junction-fhir/junction/pkg/nhs"
 )
@@ -13,7 +14,7 @@ import (
 // parse, translate and marshal to JSON of a synthetic ORU^R01 with 10 OBX
 // (a full blood count with a 999-range NHS number, ORC, OBR, notes and a
 // specimen), on one goroutine. conv/s is conversions per second of wall time,
-// cpu-ns/op the process CPU time per conversion (see reportCPU).
+// cpu-ns/op the process CPU time per conversion (see adaptertest.ReportCPU).
 func BenchmarkConvertORU10OBX(b *testing.B) {
 	raw, err := os.ReadFile(filepath.Join("testdata", "oru-v251-fbc.hl7"))
 	if err != nil {
@@ -33,12 +34,12 @@ func BenchmarkConvertORU10OBX(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raw)))
-	cpu := processCPU()
+	cpu := adaptertest.ProcessCPU()
 	for b.Loop() {
 		if _, err := tr.Translate(env); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "conv/s")
-	reportCPU(b, cpu)
+	adaptertest.ReportCPU(b, cpu)
 }

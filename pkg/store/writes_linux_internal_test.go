@@ -9,11 +9,12 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/junction-fhir/junction/pkg/logtest"
 )
 
 // TestWriteFailureRefusesAndRecovers fails the embedded server's writes
@@ -28,15 +29,10 @@ func TestWriteFailureRefusesAndRecovers(t *testing.T) {
 	t.Cleanup(func() { signal.Reset(syscall.SIGXFSZ) })
 	var free atomic.Int64 // what the fake disk has free
 	free.Store(restartFree - 1)
-	diskFreeFunc = func(string) (int64, int64, bool) { return free.Load(), 1 << 40, true }
-	t.Cleanup(func() { diskFreeFunc = diskFree })
+	fakeDiskFree(t, free.Load)
 
-	var logs syncBuffer
-	s, err := Open(t.Context(), DefaultConfig(), t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	var logs logtest.Buffer
+	s := openLogging(t, slog.New(slog.NewJSONHandler(&logs, nil)))
 
 	var limit syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
@@ -130,23 +126,24 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 	}
 }
 
-// syncBuffer is a log sink safe for the probe's goroutine to write while
-// the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// fakeDiskFree makes the disk report free() bytes free, of 1 TiB, until
+// the test ends.
+func fakeDiskFree(t *testing.T, free func() int64) {
+	t.Helper()
+	diskFreeFunc = func(string) (int64, int64, bool) { return free(), 1 << 40, true }
+	t.Cleanup(func() { diskFreeFunc = diskFree })
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// openLogging opens an embedded store with the default config that logs
+// to log, and closes it when the test ends.
+func openLogging(t *testing.T, log *slog.Logger) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), DefaultConfig(), t.TempDir(), nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
 }
 
 func TestRoomToRestart(t *testing.T) {
@@ -173,13 +170,8 @@ func TestRoomToRestart(t *testing.T) {
 // restart that failed leaves it) counts as every stream unable to write,
 // and is started again while the disk has room.
 func TestJetStreamStoppedIsRestarted(t *testing.T) {
-	diskFreeFunc = func(string) (int64, int64, bool) { return 1 << 30, 1 << 40, true }
-	t.Cleanup(func() { diskFreeFunc = diskFree })
-	s, err := Open(t.Context(), DefaultConfig(), t.TempDir(), nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	fakeDiskFree(t, func() int64 { return 1 << 30 })
+	s := openLogging(t, slog.New(slog.DiscardHandler))
 	if err := s.srv.ShutdownJetStream(); err != nil {
 		t.Fatal(err)
 	}
@@ -196,14 +188,9 @@ func TestJetStreamStoppedIsRestarted(t *testing.T) {
 // more, without Junction restarting, and not before.
 func TestLimitRaisedWhenDiskHasRoom(t *testing.T) {
 	var free atomic.Int64
-	diskFreeFunc = func(string) (int64, int64, bool) { return free.Load(), 1 << 40, true }
-	t.Cleanup(func() { diskFreeFunc = diskFree })
-	var logs syncBuffer
-	s, err := Open(t.Context(), DefaultConfig(), t.TempDir(), nil, slog.New(slog.NewJSONHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	fakeDiskFree(t, free.Load)
+	var logs logtest.Buffer
+	s := openLogging(t, slog.New(slog.NewJSONHandler(&logs, nil)))
 	// As if the disk had had 1 MiB free at start.
 	if err := s.restartJetStreamWith(1 << 20); err != nil {
 		t.Fatal(err)

@@ -2,12 +2,11 @@ package pas
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/junction-fhir/junction/pkg/fhirschema"
@@ -20,25 +19,15 @@ var schemaPath = filepath.Join(corporaDir, "fhir-r4-schema", "fhir.schema.json")
 // checkBundle uses it.
 type bundleSchema struct{ s *fhirschema.Schema }
 
-var (
-	schemaOnce   sync.Once
-	loadedSchema *fhirschema.Schema
-	schemaErr    error
-)
-
 // loadSchema returns the schema, or nil (after logging why) when the
 // corpus is absent.
 func loadSchema(t testing.TB) *bundleSchema {
 	t.Helper()
-	if _, err := os.Stat(schemaPath); os.IsNotExist(err) {
-		corpustest.Note(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", schemaPath)
+	s := adaptertest.FHIRSchema(t, schemaPath)
+	if s == nil {
 		return nil
 	}
-	schemaOnce.Do(func() { loadedSchema, schemaErr = fhirschema.Load(schemaPath) })
-	if schemaErr != nil {
-		t.Fatalf("FHIR schema: %v", schemaErr)
-	}
-	return &bundleSchema{s: loadedSchema}
+	return &bundleSchema{s: s}
 }
 
 // check validates v against definition def and returns the issues, each

@@ -2,12 +2,11 @@ package pathology
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/junction-fhir/junction/pkg/adapter/adaptertest"
 	"github.com/junction-fhir/junction/pkg/corpustest"
 
 	"github.com/junction-fhir/junction/pkg/fhirschema"
@@ -17,26 +16,15 @@ import (
 // by pkg/fhirschema, in the form checkBundle uses.
 type fhirSchema struct{ *fhirschema.Schema }
 
-var (
-	schemaOnce sync.Once
-	schemaVal  *fhirschema.Schema
-	schemaErr  error
-)
-
 // loadFHIRSchema returns the schema, or nil after logging why when the
 // corpus is absent.
 func loadFHIRSchema(t testing.TB) *fhirSchema {
 	t.Helper()
-	path := filepath.Join(corporaDir, "fhir-r4-schema", "fhir.schema.json")
-	if _, err := os.Stat(path); os.IsNotExist(err) {
-		corpustest.Note(t, "FHIR R4 JSON schema not present at %s; skipping the schema check", path)
+	s := adaptertest.FHIRSchema(t, filepath.Join(corporaDir, "fhir-r4-schema", "fhir.schema.json"))
+	if s == nil {
 		return nil
 	}
-	schemaOnce.Do(func() { schemaVal, schemaErr = fhirschema.Load(path) })
-	if schemaErr != nil {
-		t.Fatalf("FHIR schema: %v", schemaErr)
-	}
-	return &fhirSchema{schemaVal}
+	return &fhirSchema{s}
 }
 
 // check validates v against the definition def and returns each issue as

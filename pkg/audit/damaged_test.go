@@ -101,10 +101,17 @@ func TestScanPastDamagedBlock(t *testing.T) {
 // writer that wrote them.
 func damagedAudit(t *testing.T, records int) (jetstream.JetStream, *audit.Writer) {
 	t.Helper()
+	return damagedAuditWith(t, records, jetstream.S2Compression, jstest.CutInHalf)
+}
+
+// damagedAuditWith is damagedAudit with the stream's compression and the
+// damage given (jstest.DamagedStreamWith).
+func damagedAuditWith(t *testing.T, records int, comp jetstream.StoreCompression, damage jstest.Damage) (jetstream.JetStream, *audit.Writer) {
+	t.Helper()
 	var w *audit.Writer
-	js := jstest.DamagedStream(t, jetstream.StreamConfig{
-		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
-	}, func(js jetstream.JetStream) {
+	js := jstest.DamagedStreamWith(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true, Compression: comp,
+	}, damage, func(js jetstream.JetStream) {
 		w = audit.NewWriter(js)
 		for i := range records {
 			id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
@@ -230,6 +237,105 @@ func TestScanHeadExpiredIsNotDamage(t *testing.T) {
 			if len(rep.Findings) != 0 || c.Expired == 0 || c.Expired+1 >= c.Last {
 				t.Errorf("findings %v, expired 1-%d of %d: want no findings and the first positions expired", rep.Findings, c.Expired, c.Last)
 			}
+		})
+	}
+}
+
+// TestScanDamageDroppedAsDeleted: the server turns what it cannot read
+// of some damaged blocks (a compressed block zeroed, an uncompressed one
+// cut short) into deleted sequences when it rebuilds the stream at
+// start, and readers then pass over them as if nothing were there. The
+// audit stream refuses deletes, so those sequences are damage: scans
+// report them as unreadable and verification finds them unreadable
+// (router.TestTrailDamageDroppedAsDeleted for trails).
+func TestScanDamageDroppedAsDeleted(t *testing.T) {
+	const records = 150
+	tests := []struct {
+		name   string
+		comp   jetstream.StoreCompression
+		damage jstest.Damage
+	}{
+		{"compressed block zeroed", jetstream.S2Compression, jstest.ZeroFill},
+		{"uncompressed block cut short", jetstream.NoCompression, jstest.CutInHalf},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js, _ := damagedAuditWith(t, records, tc.comp, tc.damage)
+			st, err := js.Stream(t.Context(), store.StreamAudit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What the store cannot produce, asked message by message.
+			var gone []audit.SeqRange
+			for seq := uint64(1); seq <= records; seq++ {
+				_, err := st.GetMsg(t.Context(), seq)
+				switch {
+				case errors.Is(err, jetstream.ErrMsgNotFound):
+					if n := len(gone); n > 0 && gone[n-1].Last+1 == seq {
+						gone[n-1].Last = seq
+					} else {
+						gone = append(gone, audit.SeqRange{First: seq, Last: seq})
+					}
+				case err != nil:
+					t.Fatal(err)
+				}
+			}
+			if len(gone) != 1 {
+				t.Fatalf("the set-up lost %v: want one run", gone)
+			}
+			lost := gone[0]
+
+			starts := []struct {
+				name  string
+				after uint64
+				want  []audit.SeqRange
+			}{
+				{"from the first message", 0, gone},
+				{"from just before the run", lost.First - 1, gone},
+				{"from inside the run", lost.Last - 1, []audit.SeqRange{{First: lost.Last, Last: lost.Last}}},
+				{"from just after the run", lost.Last, nil},
+			}
+			for _, s := range starts {
+				if s.after == 0 && s.name != "from the first message" {
+					continue // the run starts at 1: the same as from the first
+				}
+				t.Run(s.name, func(t *testing.T) {
+					var runs []audit.SeqRange
+					read := 0
+					opt := audit.ScanOptions{AfterSeq: s.after, Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+					if err := audit.ScanMessages(t.Context(), js, opt, func(audit.Position, string, []byte) error {
+						read++
+						return nil
+					}); err != nil {
+						t.Fatalf("ScanMessages: %v", err)
+					}
+					if !slices.Equal(runs, s.want) {
+						t.Errorf("unreadable runs %v, want %v", runs, s.want)
+					}
+					want := records - int(s.after)
+					for seq := max(lost.First, s.after+1); seq <= lost.Last; seq++ {
+						want--
+					}
+					if read != want {
+						t.Errorf("read %d messages, want %d", read, want)
+					}
+				})
+			}
+
+			rep, err := audit.VerifyStream(t.Context(), js)
+			if err != nil {
+				t.Fatalf("VerifyStream: %v", err)
+			}
+			if !slices.ContainsFunc(rep.Findings, func(f audit.Finding) bool {
+				return f.Kind == audit.FindUnreadable && f.StreamSeq == lost.First
+			}) {
+				t.Errorf("findings %v: want messages from %d unreadable", rep.Findings, lost.First)
+			}
+			err = audit.ReadStream(t.Context(), js, func(audit.StoredMsg) {})
+			if err == nil || !strings.Contains(err.Error(), "cannot read them") {
+				t.Errorf("ReadStream = %v, want an error saying which messages cannot be read", err)
+			}
+
 		})
 	}
 }

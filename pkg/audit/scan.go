@@ -176,16 +176,38 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, batch int,
 	fn func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error), unreadable func(SeqRange) error) error {
 	var at, resumed uint64 // the last sequence read; where the read last resumed
+	// next is the sequence the read should meet next (0: not known, a
+	// start by time): one it passes over is a gap (gone).
+	var next uint64
+	if cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+		next = max(cfg.OptStartSeq, 1)
+	}
+	stopped := false
 	for {
 		err := jserr.Scan(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-			if md.Sequence.Stream > last {
+			seq := md.Sequence.Stream
+			if seq > last {
 				return true, nil
 			}
-			at = md.Sequence.Stream
+			if next != 0 && seq > next {
+				if err := gone(ctx, st, SeqRange{First: next, Last: seq - 1}, last, unreadable); err != nil {
+					return true, err
+				}
+			}
+			at, next = seq, seq+1
 			stop, err := fn(m, md)
+			stopped = stop || err != nil
 			return stop || at == last, err
 		})
-		if err == nil || unreadable == nil || ctx.Err() != nil || !errors.Is(err, jserr.ErrNoProgress) {
+		if err == nil {
+			if !stopped && next != 0 && next <= last {
+				// Nothing more though the stream's last message is after
+				// the last read: the run up to it is gone.
+				return gone(ctx, st, SeqRange{First: next, Last: last}, last, unreadable)
+			}
+			return nil
+		}
+		if unreadable == nil || ctx.Err() != nil || !errors.Is(err, jserr.ErrNoProgress) {
 			return err
 		}
 		from := at + 1
@@ -209,9 +231,40 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		if resume > last {
 			return nil
 		}
-		at, resumed = resume-1, resume
+		at, resumed, next = resume-1, resume, resume
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, resume, nil
 	}
+}
+
+// gone handles run r, sequences up to last that a read passed over: the
+// store no longer has them. When it rebuilds a damaged block at start,
+// the server turns what it cannot read of it into deleted sequences
+// (an uncompressed block cut short, a compressed one zeroed), and
+// readers then pass over them as they do over deleted messages. On an
+// audit stream as Junction makes it, that can only be damage: r is given
+// to unreadable, or, without it, is an error saying so. Where the stream
+// lets messages go otherwise (deletes, purges, per-subject limits or
+// message TTLs allowed) it is not damage, nor is a run at the head of a
+// stream with limits that its limits have since removed.
+func gone(ctx context.Context, st jetstream.Stream, r SeqRange, last uint64, unreadable func(SeqRange) error) error {
+	cfg := st.CachedInfo().Config
+	if !GoneIsDamage(cfg) {
+		return nil
+	}
+	if !KeepsEverything(cfg) {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("reading audit stream state: %w", err)
+		}
+		if info.State.FirstSeq > r.Last {
+			return nil // expired since the read began
+		}
+		r.First = max(r.First, info.State.FirstSeq)
+	}
+	if unreadable == nil {
+		return fmt.Errorf("the store no longer has messages %d-%d of %d, which the audit stream, refusing deletes, can only lose to damage: its files are damaged there; restore them from a backup (the embedded server's log, component nats, names the failing block)", r.First, r.Last, last)
+	}
+	return unreadable(r)
 }
 
 // timeStart returns the stream sequence to read from for a read by
@@ -276,4 +329,14 @@ func scanMsg(subject string, data []byte, pos Position, fn func(Position, Record
 func KeepsEverything(cfg jetstream.StreamConfig) bool {
 	return cfg.MaxAge == 0 && cfg.MaxMsgs <= 0 && cfg.MaxBytes <= 0 && cfg.MaxMsgsPerSubject <= 0 &&
 		cfg.DenyDelete && cfg.DenyPurge
+}
+
+// GoneIsDamage reports whether an audit stream of configuration cfg can
+// lose a message after its first only to damage: it refuses deletes and
+// purges and has no per-subject limits or message TTLs (limits of age,
+// count or size remove only its oldest messages). A sequence missing
+// between its first and last, such as one the server deleted rebuilding
+// a damaged block, is then a message lost.
+func GoneIsDamage(cfg jetstream.StreamConfig) bool {
+	return cfg.DenyDelete && cfg.DenyPurge && cfg.MaxMsgsPerSubject <= 0 && !cfg.AllowMsgTTL
 }

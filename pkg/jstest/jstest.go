@@ -128,6 +128,15 @@ func DamagedStreamWith(tb testing.TB, cfg jetstream.StreamConfig, damage Damage,
 		tb.Fatalf("creating stream: %v", err)
 	}
 	fill(js)
+	st, err := js.Stream(tb.Context(), cfg.Name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if state := st.CachedInfo().State; state.FirstSeq > 1 {
+		// The limit removed the first messages: a reader would take them
+		// as lost to the damage.
+		tb.Fatalf("fill wrote more than the size limit: the stream starts at %d before the damage", state.FirstSeq)
+	}
 	// The limit only sizes the blocks: lifted, it leaves those written
 	// small, and the stream keeps everything as cfg asked (readers take
 	// a first message after 1 on a stream with limits as expired, not

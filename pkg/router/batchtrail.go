@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,9 +43,19 @@ func IDTime(id string) (time.Time, bool) {
 // message the batch pipeline carried, the records in the batches it was
 // part of, with its receipt made from the accepted batch that holds it.
 //
-// When part of the audit stream cannot be read (damaged files), it
+// When part of the audit stream cannot be read (damaged files), or the
+// store lost audit messages that may have held records of id, it
 // returns what it read with an *audit.IncompleteError.
 func Trail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Record, error) {
+	recs, err := trail(ctx, js, id)
+	if err == nil {
+		err = lostRecords(ctx, js, id, len(recs) == 0)
+	}
+	return recs, err
+}
+
+// trail is Trail but for the audit messages the store lost.
+func trail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Record, error) {
 	recs, incomplete := audit.Trail(ctx, js, id)
 	if !isIncomplete(incomplete) {
 		return nil, incomplete
@@ -60,19 +71,19 @@ func Trail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Reco
 	}
 	recs = append(recs, more...)
 	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Time.Before(recs[j].Time) })
-	incomplete = cmp.Or(incomplete, err)
-	if len(recs) == 0 && incomplete == nil {
-		incomplete = lostHead(ctx, js, id)
-	}
-	return recs, incomplete
+	return recs, cmp.Or(incomplete, err)
 }
 
-// lostHead returns an *audit.IncompleteError when message id, of which
-// no record was found, may have had its records among audit messages the
-// store dropped: the audit stream, which has no limits and refuses
-// deletes (audit.KeepsEverything), starts after sequence 1 (a damaged block the server could
-// not rebuild), and id was received before the first message it kept.
-func lostHead(ctx context.Context, js jetstream.JetStream, id string) error {
+// lostRecords returns an *audit.IncompleteError when message id may have
+// had records among audit messages the store lost (its files were
+// damaged): those before its first message, when none of id was found,
+// id was received before that first message, and the stream has no
+// limits and refuses deletes and purges (audit.KeepsEverything), so
+// only damage could have taken them; or, on a stream that loses
+// messages only to damage (audit.GoneIsDamage), a run of sequences the
+// server deleted rebuilding a damaged block, stored after id was
+// received.
+func lostRecords(ctx context.Context, js jetstream.JetStream, id string, none bool) error {
 	at, ok := IDTime(id)
 	if !ok {
 		return nil
@@ -81,11 +92,34 @@ func lostHead(ctx context.Context, js jetstream.JetStream, id string) error {
 	if err != nil {
 		return nil // no audit stream: nothing was lost from it
 	}
-	info, err := st.Info(ctx)
-	if err != nil || info.State.FirstSeq <= 1 || at.After(info.State.FirstTime.Add(windowSlack)) || !audit.KeepsEverything(info.Config) {
+	info := st.CachedInfo()
+	if none && info.State.FirstSeq > 1 && !at.After(info.State.FirstTime.Add(windowSlack)) && audit.KeepsEverything(info.Config) {
+		return &audit.IncompleteError{Err: fmt.Errorf("the store dropped audit stream messages 1-%d (its files were damaged), and this message came before the first message it kept", info.State.FirstSeq-1)}
+	}
+	if info.State.NumDeleted == 0 || !audit.GoneIsDamage(info.Config) {
 		return nil
 	}
-	return &audit.IncompleteError{Err: fmt.Errorf("the store dropped audit stream messages 1-%d (its files were damaged), and this message came before the first message it kept", info.State.FirstSeq-1)}
+	if info, err = st.Info(ctx, jetstream.WithDeletedDetails(true)); err != nil || len(info.State.Deleted) == 0 {
+		return nil
+	}
+	// The latest run: records are stored after the message they are of
+	// was received, so an earlier run holds none of id's if this one
+	// holds none.
+	gone := slices.Clone(info.State.Deleted)
+	slices.Sort(gone)
+	gone = slices.Compact(gone)
+	i := len(gone) - 1
+	for i > 0 && gone[i-1]+1 == gone[i] {
+		i--
+	}
+	first, last := gone[i], gone[len(gone)-1]
+	if last < info.State.LastSeq {
+		m, err := st.GetMsg(ctx, last+1)
+		if err == nil && m.Time.Before(at.Add(-windowSlack)) {
+			return nil // the run was stored before id was received
+		}
+	}
+	return &audit.IncompleteError{Err: fmt.Errorf("the store lost audit stream messages %d-%d (its files were damaged), stored after this message was received", first, last)}
 }
 
 // isIncomplete reports whether err is nil or an *audit.IncompleteError:

@@ -116,20 +116,87 @@ func TestTrailDamagedAudit(t *testing.T) {
 	}
 }
 
+// TestTrailDamageDroppedAsDeleted: when the server turned a damaged
+// audit block into deleted sequences at start (an uncompressed block cut
+// short: the messages it could still read are kept before them), the
+// trail of a message received before those messages were stored may
+// have lost records to them: it comes back with an
+// *audit.IncompleteError, not as a trail that looks whole (or as no
+// trail at all). A message received after them lost nothing.
+func TestTrailDamageDroppedAsDeleted(t *testing.T) {
+	const msgs = 150
+	id, js := damagedAuditStoreWith(t, msgs, jetstream.NoCompression, jstest.CutInHalf, func(_ jetstream.JetStream, _ int, mid string) audit.Record {
+		return audit.Record{Time: time.Now().UTC(), MessageID: mid, Event: audit.Received, Source: "pas", Outcome: "stored"}
+	})
+	st, err := js.Stream(t.Context(), store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first audit message the store lost (message i holds the record
+	// of id[i-1]), after one it kept.
+	const first = 1
+	var lost uint64
+	for seq := uint64(first); seq <= msgs && lost == 0; seq++ {
+		if _, err := st.GetMsg(t.Context(), seq); errors.Is(err, jetstream.ErrMsgNotFound) {
+			lost = seq
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if lost <= first {
+		t.Fatalf("first lost audit message %d: want the set-up to lose some after the first", lost)
+	}
+	last, err := st.GetMsg(t.Context(), msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A message received well after every audit message was stored.
+	later := encodeID(uint64(last.Time.Add(time.Hour).UnixMilli())<<16, 1)
+	tests := []struct {
+		name       string
+		id         string
+		recs       int
+		incomplete bool
+	}{
+		{"recorded in the lost run", id[lost-1], 0, true},
+		{"received before the lost run, recorded before it", id[first-1], 1, true},
+		{"received after the lost run", later, 0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := Trail(t.Context(), js, tc.id)
+			var inc *audit.IncompleteError
+			if got := errors.As(err, &inc); got != tc.incomplete || err != nil && !got {
+				t.Fatalf("Trail error %v: want an IncompleteError %v, and no other error", err, tc.incomplete)
+			}
+			if len(recs) != tc.recs {
+				t.Errorf("%d records, want %d", len(recs), tc.recs)
+			}
+		})
+	}
+}
+
 // damagedAuditStore makes msgs message ids and a store whose audit
 // stream holds one record of each, in id order, made by record (which
 // may write to the store's other streams: ingress, ingest log and
 // outbound), with its first block file cut short (jstest.DamagedStream).
 func damagedAuditStore(t *testing.T, msgs int, record func(js jetstream.JetStream, i int, id string) audit.Record) ([]string, jetstream.JetStream) {
 	t.Helper()
+	return damagedAuditStoreWith(t, msgs, jetstream.S2Compression, jstest.CutInHalf, record)
+}
+
+// damagedAuditStoreWith is damagedAuditStore with the audit stream's
+// compression and the damage given (jstest.DamagedStreamWith).
+func damagedAuditStoreWith(t *testing.T, msgs int, comp jetstream.StoreCompression, damage jstest.Damage, record func(js jetstream.JetStream, i int, id string) audit.Record) ([]string, jetstream.JetStream) {
+	t.Helper()
 	var ids IDGen
 	id := make([]string, msgs)
 	for i := range id {
 		id[i] = ids.New()
 	}
-	js := jstest.DamagedStream(t, jetstream.StreamConfig{
-		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
-	}, func(js jetstream.JetStream) {
+	js := jstest.DamagedStreamWith(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true, Compression: comp,
+	}, damage, func(js jetstream.JetStream) {
 		for _, cfg := range []jetstream.StreamConfig{
 			{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
 			{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
@@ -143,7 +210,7 @@ func damagedAuditStore(t *testing.T, msgs int, record func(js jetstream.JetStrea
 		for i, mid := range id {
 			rec := record(js, i, mid)
 			// Padded, so that the records fill several blocks.
-			rec.Reason = strings.Repeat("x", 400)
+			rec.Reason = strings.Repeat("x", 250)
 			if err := w.Write(t.Context(), mid, "", rec); err != nil {
 				t.Fatalf("audit %d: %v", i, err)
 			}

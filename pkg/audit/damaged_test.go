@@ -111,16 +111,7 @@ func damagedAuditWith(t *testing.T, records int, comp jetstream.StoreCompression
 	var w *audit.Writer
 	js := jstest.DamagedStreamWith(t, jetstream.StreamConfig{
 		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true, Compression: comp,
-	}, damage, func(js jetstream.JetStream) {
-		w = audit.NewWriter(js)
-		for i := range records {
-			id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
-			if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
-				t.Fatalf("write %d: %v", i, err)
-			}
-		}
-		closeWriter(t, w)
-	})
+	}, damage, func(js jetstream.JetStream) { w = writeRecords(t, js, records) })
 	return js, w
 }
 
@@ -176,20 +167,7 @@ func TestScanHeadExpiredIsNotDamage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			js := jstest.Start(t, "expired")
-			cfg := tc.cfg
-			cfg.Name, cfg.Subjects = store.StreamAudit, []string{store.SubjAudit + ".>"}
-			if _, err := js.CreateStream(t.Context(), cfg); err != nil {
-				t.Fatal(err)
-			}
-			w := audit.NewWriter(js)
-			for i := range 30 {
-				id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
-				if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
-					t.Fatalf("write %d: %v", i, err)
-				}
-			}
-			closeWriter(t, w)
+			js, w := auditOf(t, tc.cfg, 30)
 			if tc.purge {
 				st, err := js.Stream(t.Context(), store.StreamAudit)
 				if err != nil {
@@ -338,4 +316,79 @@ func TestScanDamageDroppedAsDeleted(t *testing.T) {
 
 		})
 	}
+}
+
+// TestScanDroppedHeadWindow: on an audit stream that keeps everything
+// (audit.KeepsEverything) but starts after sequence 1, the store lost
+// the messages before its first (a damaged block it dropped), and a
+// scan whose window reaches back before that first message reports
+// them, wherever the window ends: even one that ends before the first
+// message kept, whose records can only have been among those lost, is
+// not an empty, complete answer. A window starting after the first
+// message kept reports nothing.
+func TestScanDroppedHeadWindow(t *testing.T) {
+	cfg := jetstream.StreamConfig{MaxMsgs: 10, DenyDelete: true, DenyPurge: true}
+	js, _ := auditOf(t, cfg, 30)
+	cfg.Name, cfg.Subjects = store.StreamAudit, []string{store.SubjAudit + ".>"}
+	// The head is gone and the limit lifted: the stream as Junction makes
+	// it, starting after 1 as one whose store dropped a damaged head.
+	cfg.MaxMsgs = -1
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	state := auditState(t, js)
+	if state.FirstSeq <= 1 {
+		t.Fatalf("first sequence %d: the set-up should have removed the head", state.FirstSeq)
+	}
+	head := []audit.SeqRange{{First: 1, Last: state.FirstSeq - 1}}
+	tests := []struct {
+		name     string
+		from, to time.Time
+		want     []audit.SeqRange
+	}{
+		{"the whole stream", time.Time{}, time.Time{}, head},
+		{"ending before the first message kept", time.Time{}, state.FirstTime.Add(-time.Nanosecond), head},
+		{"from and to before the first message kept", time.Unix(1, 0), state.FirstTime.Add(-time.Nanosecond), head},
+		{"starting after the first message kept", state.FirstTime.Add(time.Nanosecond), time.Time{}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var runs []audit.SeqRange
+			opt := audit.ScanOptions{From: tc.from, To: tc.to, Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+			if err := audit.ScanMessages(t.Context(), js, opt, func(audit.Position, string, []byte) error { return nil }); err != nil {
+				t.Fatalf("ScanMessages: %v", err)
+			}
+			if !slices.Equal(runs, tc.want) {
+				t.Errorf("unreadable runs %v, want %v", runs, tc.want)
+			}
+		})
+	}
+}
+
+// auditOf is an audit stream of configuration cfg (its name and subjects
+// set) on a server of the test's own, holding records messages of one
+// record each, and the writer that wrote them.
+func auditOf(t *testing.T, cfg jetstream.StreamConfig, records int) (jetstream.JetStream, *audit.Writer) {
+	t.Helper()
+	js := jstest.Start(t, "audit")
+	cfg.Name, cfg.Subjects = store.StreamAudit, []string{store.SubjAudit + ".>"}
+	if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return js, writeRecords(t, js, records)
+}
+
+// writeRecords writes records audit messages of one record each, and
+// returns the writer, closed.
+func writeRecords(t *testing.T, js jetstream.JetStream, records int) *audit.Writer {
+	t.Helper()
+	w := audit.NewWriter(js)
+	for i := range records {
+		id := fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i)
+		if err := w.Write(t.Context(), id, "", rec(id, audit.Received, i)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	closeWriter(t, w)
+	return w
 }

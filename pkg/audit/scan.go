@@ -81,22 +81,6 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 		return fmt.Errorf("reading audit stream state: %w", err)
 	}
 	last := info.State.LastSeq
-	switch {
-	case info.State.Msgs == 0, opt.AfterSeq >= last,
-		!opt.From.IsZero() && info.State.LastTime.Before(opt.From),
-		!opt.To.IsZero() && info.State.FirstTime.After(opt.To):
-		// Nothing stored in the window.
-		return nil
-	}
-	// Every message of the stream (its one subject space is
-	// store.SubjAudit.>), unfiltered: after a damaged block, a reader
-	// filtered on that space read nothing from nats-server 2.15.2 though
-	// the store held messages after the block; an unfiltered one reads
-	// them (TestReconcileDamagedAudit).
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq}
-	if opt.AfterSeq > 0 {
-		cfg.OptStartSeq = opt.AfterSeq + 1
-	}
 	var unreadable func(SeqRange) error
 	if opt.Unreadable != nil {
 		// Runs are given merged, once the read is over: damage found as
@@ -115,13 +99,32 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 				opt.Unreadable(r)
 			}
 		}()
-		if head := opt.AfterSeq + 1; head < info.State.FirstSeq && !opt.From.After(info.State.FirstTime) && KeepsEverything(info.Config) {
+		head := opt.AfterSeq + 1
+		reaches := !opt.From.After(info.State.FirstTime) || info.State.Msgs == 0
+		if head < info.State.FirstSeq && head <= last && reaches && KeepsEverything(info.Config) {
 			// The stream has no limits and refuses deletes and purges: a
 			// first message after 1 means the store dropped those before
 			// it (a damaged block it could not rebuild), and a read that
-			// reaches back to the first message would have read them.
-			_ = unreadable(SeqRange{First: head, Last: info.State.FirstSeq - 1})
+			// reaches back to the first message would have read them,
+			// however early the window ends: their times are not known.
+			_ = unreadable(SeqRange{First: head, Last: min(info.State.FirstSeq-1, last)})
 		}
+	}
+	switch {
+	case info.State.Msgs == 0, opt.AfterSeq >= last,
+		!opt.From.IsZero() && info.State.LastTime.Before(opt.From),
+		!opt.To.IsZero() && info.State.FirstTime.After(opt.To):
+		// Nothing stored in the window.
+		return nil
+	}
+	// Every message of the stream (its one subject space is
+	// store.SubjAudit.>), unfiltered: after a damaged block, a reader
+	// filtered on that space read nothing from nats-server 2.15.2 though
+	// the store held messages after the block; an unfiltered one reads
+	// them (TestReconcileDamagedAudit).
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq}
+	if opt.AfterSeq > 0 {
+		cfg.OptStartSeq = opt.AfterSeq + 1
 	}
 	if opt.AfterSeq == 0 && opt.From.After(info.State.FirstTime) {
 		// A window starting after the first message: by time. (One that

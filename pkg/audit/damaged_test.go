@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/audit"
@@ -391,4 +392,54 @@ func writeRecords(t *testing.T, js jetstream.JetStream, records int) *audit.Writ
 	}
 	closeWriter(t, w)
 	return w
+}
+
+// TestVerifyExpiredOnlyWhatLimitsRemoved: on an audit stream with limits
+// that refuses deletes and purges, positions at the start of a chain
+// are counted expired only as far as the stream's limits removed
+// messages from its head: a stream that starts at sequence 1 expired
+// nothing, so a chain that starts after position 1 there is missing
+// positions (a copy restored without them, say), not expired ones; nor
+// can more positions have expired than messages were removed.
+func TestVerifyExpiredOnlyWhatLimitsRemoved(t *testing.T) {
+	src, w := auditOf(t, jetstream.StreamConfig{DenyDelete: true, DenyPurge: true}, 30)
+	var msgs []audit.StoredMsg
+	if err := audit.ReadStream(t.Context(), src, func(m audit.StoredMsg) { msgs = append(msgs, m) }); err != nil {
+		t.Fatal(err)
+	}
+	const skipped = 5 // the chain's first positions, left out of the copy
+	tests := []struct {
+		name        string
+		maxMsgs     int64
+		wantExpired uint64
+	}{
+		{"limits that removed nothing", -1, 0},
+		{"limits that removed fewer messages than the positions left out", 20, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := jstest.Start(t, "copy")
+			cfg := jetstream.StreamConfig{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"},
+				MaxAge: time.Hour, MaxMsgs: tc.maxMsgs, DenyDelete: true, DenyPurge: true}
+			if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs[skipped:] {
+				if _, err := js.PublishMsg(t.Context(), &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep, err := audit.VerifyStream(t.Context(), js)
+			if err != nil {
+				t.Fatalf("VerifyStream: %v", err)
+			}
+			c := chainReport(t, rep, w.Chain())
+			missing := slices.ContainsFunc(rep.Findings, func(f audit.Finding) bool {
+				return f.Kind == audit.FindMissing && f.Seq == 1 && f.Last >= skipped
+			})
+			if c.Expired != tc.wantExpired || !missing {
+				t.Errorf("expired 1-%d, findings %v: want none expired and positions 1-%d or more missing", c.Expired, rep.Findings, skipped)
+			}
+		})
+	}
 }

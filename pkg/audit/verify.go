@@ -141,8 +141,9 @@ type ChainReport struct {
 	// Expired counts the positions before the chain's first stored one,
 	// 1 to Expired, on an audit stream given limits by hand (an age or a
 	// size, see KeepsEverything): the stream removed them as its oldest
-	// messages, which is not tampering. On a stream that keeps everything
-	// they are missing (FindMissing).
+	// messages, which is not tampering. Where more positions are missing
+	// there than the stream's first sequence says it removed, or on a
+	// stream that keeps everything, they are missing (FindMissing).
 	Expired uint64 `json:"expired,omitempty"`
 }
 
@@ -197,9 +198,11 @@ type Verifier struct {
 	// firstPinned is the stream sequence of the first checkpoint signed
 	// by a given key, 0 before one.
 	firstPinned uint64
-	// headExpires is set when the stream has limits, so a chain's first
-	// positions may be gone as expired.
-	headExpires bool
+	// headExpired is how many messages the stream's limits removed from
+	// its head (0 on a stream without limits, or one that allows deletes
+	// or purges): a chain's first positions, as many at most, may be gone
+	// as expired.
+	headExpired uint64
 	chains      map[string]*chainState
 	findings    []Finding
 	rep         Report
@@ -316,7 +319,7 @@ func (v *Verifier) Report() *Report {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		cr, fs := v.chains[id].check(id, v.firstPinned, v.headExpires)
+		cr, fs := v.chains[id].check(id, v.firstPinned, v.headExpired)
 		rep.Chains = append(rep.Chains, cr)
 		findings = append(findings, fs...)
 	}
@@ -339,9 +342,10 @@ func (v *Verifier) Report() *Report {
 
 // check walks one chain from position 1. A chain begun after stream
 // sequence vouchAfter (not 0: the first pinned checkpoint) must be
-// vouched for by a pinned checkpoint. With headExpires, positions before
-// the first one stored are counted as expired, not missing.
-func (c *chainState) check(id string, vouchAfter uint64, headExpires bool) (ChainReport, []Finding) {
+// vouched for by a pinned checkpoint. Positions before the first one
+// stored are counted as expired, not missing, when there are at most
+// headExpired of them (the messages the stream's limits removed).
+func (c *chainState) check(id string, vouchAfter uint64, headExpired uint64) (ChainReport, []Finding) {
 	cr := ChainReport{Chain: id, Stored: c.stored}
 	var fs []Finding
 	for s := range c.entries {
@@ -367,7 +371,7 @@ func (c *chainState) check(id string, vouchAfter uint64, headExpires bool) (Chai
 				}
 				end++
 			}
-			if s == 1 && headExpires {
+			if s == 1 && end <= headExpired {
 				cr.Expired = end
 			} else {
 				fs = append(fs, Finding{Kind: FindMissing, Chain: id, Seq: s, Last: end, Detail: "no stored message and no gap note for these positions"})
@@ -454,17 +458,19 @@ func Verify(msgs []StoredMsg, keys ...ed25519.PublicKey) *Report {
 func VerifyStream(ctx context.Context, js jetstream.JetStream, keys ...ed25519.PublicKey) (*Report, error) {
 	v := NewVerifier(keys...)
 	var unreadable []Finding
-	cfg, err := readStream(ctx, js, v.Add, func(first, last uint64) {
+	info, err := readStream(ctx, js, v.Add, func(first, last uint64) {
 		unreadable = append(unreadable, Finding{Kind: FindUnreadable, StreamSeq: first,
 			Detail: fmt.Sprintf("stream messages %d-%d are counted by the store but cannot be read: its files are damaged; restore them from a backup (the embedded server's log, component nats, names the failing block)", first, last)})
 	})
 	if err != nil {
 		return nil, err
 	}
-	// Limits remove the oldest messages; a stream that allows deletes or
-	// purges (Junction refuses to start on one) could have lost its head
-	// to anyone, so there it is missing.
-	v.headExpires = cfg.DenyDelete && cfg.DenyPurge && !KeepsEverything(cfg)
+	// Limits remove the oldest messages, those before the first; a
+	// stream that allows deletes or purges (Junction refuses to start on
+	// one) could have lost its head to anyone, so there it is missing.
+	if cfg := info.Config; cfg.DenyDelete && cfg.DenyPurge && !KeepsEverything(cfg) && info.State.FirstSeq > 1 {
+		v.headExpired = info.State.FirstSeq - 1
+	}
 	rep := v.Report()
 	rep.Findings = append(rep.Findings, unreadable...)
 	f, err := Recreated(ctx, js)
@@ -516,19 +522,19 @@ func ReadStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg))
 // readStream is ReadStream. With unreadable set, messages the store counts
 // but cannot produce are passed to it as ranges of stream sequences, and
 // the read goes on after them, instead of stopping there. It returns
-// the stream's configuration.
-func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg), unreadable func(first, last uint64)) (jetstream.StreamConfig, error) {
+// the stream's configuration and state as the read began.
+func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg), unreadable func(first, last uint64)) (*jetstream.StreamInfo, error) {
 	st, err := js.Stream(ctx, store.StreamAudit)
 	if err != nil {
-		return jetstream.StreamConfig{}, fmt.Errorf("opening audit stream: %w", err)
+		return nil, fmt.Errorf("opening audit stream: %w", err)
 	}
 	info, err := st.Info(ctx)
 	if err != nil {
-		return jetstream.StreamConfig{}, fmt.Errorf("reading audit stream info: %w", err)
+		return nil, fmt.Errorf("reading audit stream info: %w", err)
 	}
 	last := info.State.LastSeq
 	if info.State.Msgs == 0 {
-		return info.Config, nil
+		return info, nil
 	}
 	var damaged error
 	onDamage := func(r SeqRange) error {
@@ -545,9 +551,9 @@ func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg),
 		return false, nil
 	}, onDamage)
 	if err != nil && err != damaged {
-		return info.Config, fmt.Errorf("reading audit stream: %w", err)
+		return info, fmt.Errorf("reading audit stream: %w", err)
 	}
-	return info.Config, err
+	return info, err
 }
 
 // skipUnreadable is called when the store gave nothing from sequence from

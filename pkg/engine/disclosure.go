@@ -268,6 +268,22 @@ func (e *Engine) handleWithholdPost(w http.ResponseWriter, r *http.Request) {
 	e.withhold(w, r, req.NHSNumber, req)
 }
 
+// disclosedIn reports whether trail, read with err, shows a release of
+// the patient's to destination, which can then be withheld. A trail read
+// past damaged audit files (an *audit.IncompleteError) that shows it is
+// enough, as the report read past the same damage shows it; one that
+// does not cannot say there is none, so that is an error.
+func disclosedIn(trail []audit.Record, err error, patient, destination string) (bool, error) {
+	var incomplete *audit.IncompleteError
+	if err != nil && !errors.As(err, &incomplete) {
+		return false, err
+	}
+	if disclosure.Discloses(trail, patient, destination) {
+		return true, nil
+	}
+	return false, err
+}
+
 // withhold records withholding req from the report of the patient with
 // NHS number number.
 func (e *Engine) withhold(w http.ResponseWriter, r *http.Request, number string, req withholdRequest) {
@@ -284,11 +300,12 @@ func (e *Engine) withhold(w http.ResponseWriter, r *http.Request, number string,
 	// answer is the same whether the message is unknown or another
 	// patient's, so it tells nothing about other patients.
 	trail, err := router.Trail(r.Context(), e.store.JS, wh.MessageID)
+	shown, err := disclosedIn(trail, err, patient, wh.Destination)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	if !disclosure.Discloses(trail, patient, wh.Destination) {
+	if !shown {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "nothing to withhold: this patient's disclosure report has no entry for that message and destination"})
 		return
 	}

@@ -443,3 +443,74 @@ func TestVerifyExpiredOnlyWhatLimitsRemoved(t *testing.T) {
 		})
 	}
 }
+
+// TestScanGoneRuns: sequences an audit stream as Junction makes it no
+// longer has, wherever they are (the head, the middle, the end, all but
+// one message, a window starting in or just after them), are each
+// reported once as unreadable, and every message kept is read once. The
+// stream is made by deleting messages before deletes are refused, as
+// the server's rebuild of a damaged block leaves it.
+func TestScanGoneRuns(t *testing.T) {
+	const records = 20
+	r := func(first, last uint64) audit.SeqRange { return audit.SeqRange{First: first, Last: last} }
+	tests := []struct {
+		name  string
+		gone  []uint64
+		after uint64
+		want  []audit.SeqRange
+	}{
+		{"nothing gone", nil, 0, nil},
+		{"the head", []uint64{1, 2, 3}, 0, []audit.SeqRange{r(1, 3)}},
+		{"the middle", []uint64{8, 9, 10}, 0, []audit.SeqRange{r(8, 10)}},
+		{"the end", []uint64{18, 19, 20}, 0, []audit.SeqRange{r(18, 20)}},
+		{"the middle and the end", []uint64{5, 18, 19, 20}, 0, []audit.SeqRange{r(5, 5), r(18, 20)}},
+		{"all but the last", []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, 0, []audit.SeqRange{r(1, 19)}},
+		{"all but the first", []uint64{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, 0, []audit.SeqRange{r(2, 20)}},
+		{"all", []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, 0, []audit.SeqRange{r(1, 20)}},
+		{"all, from a window starting in them", []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, 4, []audit.SeqRange{r(5, 20)}},
+		{"a window starting at the run", []uint64{8, 9, 10}, 7, []audit.SeqRange{r(8, 10)}},
+		{"a window starting in the run", []uint64{8, 9, 10}, 8, []audit.SeqRange{r(9, 10)}},
+		{"a window starting just after the run", []uint64{8, 9, 10}, 10, nil},
+		{"a window starting at the last message", []uint64{8, 9, 10}, records - 1, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js, _ := auditOf(t, jetstream.StreamConfig{}, records)
+			st, err := js.Stream(t.Context(), store.StreamAudit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, seq := range tc.gone {
+				if err := st.DeleteMsg(t.Context(), seq); err != nil {
+					t.Fatalf("deleting %d: %v", seq, err)
+				}
+			}
+			cfg := st.CachedInfo().Config
+			cfg.DenyDelete, cfg.DenyPurge = true, true
+			if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			var runs []audit.SeqRange
+			var read []uint64
+			opt := audit.ScanOptions{AfterSeq: tc.after, Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+			if err := audit.ScanMessages(t.Context(), js, opt, func(p audit.Position, _ string, _ []byte) error {
+				read = append(read, p.Seq)
+				return nil
+			}); err != nil {
+				t.Fatalf("ScanMessages: %v", err)
+			}
+			if !slices.Equal(runs, tc.want) {
+				t.Errorf("unreadable runs %v, want %v", runs, tc.want)
+			}
+			var want []uint64
+			for seq := tc.after + 1; seq <= records; seq++ {
+				if !slices.Contains(tc.gone, seq) {
+					want = append(want, seq)
+				}
+			}
+			if !slices.Equal(read, want) {
+				t.Errorf("read %v, want %v", read, want)
+			}
+		})
+	}
+}

@@ -186,13 +186,20 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		next = max(cfg.OptStartSeq, 1)
 	}
 	stopped := false
-	for {
+	var passed replicaGap // a run a reader passed over that the leader holds
+	for tries := 1; ; {
 		err := jserr.Scan(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			seq := md.Sequence.Stream
 			if seq > last {
 				return true, nil
 			}
 			if next != 0 && seq > next {
+				// A reader placed on a replica that lost messages (a
+				// follower's damaged block rebuilt) passes over what the
+				// leader holds: that is read again, not reported.
+				if _, err := st.GetMsg(ctx, next); err == nil {
+					return true, replicaGap{first: next, last: seq - 1}
+				}
 				if err := gone(ctx, st, SeqRange{First: next, Last: seq - 1}, last, unreadable); err != nil {
 					return true, err
 				}
@@ -202,6 +209,13 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 			stopped = stop || err != nil
 			return stop || at == last, err
 		})
+		if errors.As(err, &passed) {
+			if tries++; tries > jserr.ScanTries {
+				return fmt.Errorf("readers placed on the stream's replicas passed over messages %d-%d, which its leader holds (a replica damaged; %d readers tried)", passed.first, passed.last, jserr.ScanTries)
+			}
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, passed.first, nil
+			continue
+		}
 		if err == nil {
 			if !stopped && next != 0 && next <= last {
 				// Nothing more though the stream's last message is after
@@ -237,6 +251,14 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		at, resumed, next = resume-1, resume, resume
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, resume, nil
 	}
+}
+
+// replicaGap is a run of sequences a reader passed over that the
+// stream's leader holds.
+type replicaGap struct{ first, last uint64 }
+
+func (g replicaGap) Error() string {
+	return fmt.Sprintf("a reader passed over messages %d-%d, which the leader holds", g.first, g.last)
 }
 
 // gone handles run r, sequences up to last that a read passed over: the

@@ -3,6 +3,8 @@ package audit_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -97,4 +99,80 @@ func TestReadsPastAStaleReplica(t *testing.T) {
 			t.Errorf("Trail gave %d records and no error, from readers that never reached the leader's %d", len(recs), len(events))
 		}
 	})
+}
+
+// TestScanPastAReplicaWithAGap: a reader placed on a replica that lost
+// messages in the middle (a follower whose damaged block the server
+// rebuilt into deleted sequences) passes over them, though the leader
+// holds them. They are not damage to the stream: the scan reads them
+// from a reader placed afresh, reports nothing unreadable, and reads
+// every message once; readers that never reach them end in an error, not
+// in a report of damage the stream does not have.
+func TestScanPastAReplicaWithAGap(t *testing.T) {
+	ctx := context.Background()
+	leaderJS := jstest.Start(t, "leader")
+	staleJS := jstest.Start(t, "gap")
+	cfg := jetstream.StreamConfig{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true}
+	leader, err := leaderJS.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DenyDelete, cfg.DenyPurge = false, false
+	replica, err := staleJS.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const msgs = 10
+	for i := range msgs {
+		id := fmt.Sprintf("01TESTREPLICAGAP000000%04d", i)
+		data, err := json.Marshal([]audit.Record{{MessageID: id, Event: audit.Received, Time: time.Unix(int64(1000+i), 0).UTC()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, js := range []jetstream.JetStream{leaderJS, staleJS} {
+			if _, err := js.Publish(ctx, audit.Subject(id), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, seq := range []uint64{4, 5, 6} {
+		if err := replica.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name    string
+		readers int
+		wantErr bool
+	}{
+		{"the first reader on the replica", 1, false},
+		{"every reader on the replica", 100, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := staleReplicaJS{JetStream: leaderJS, st: &jstest.StaleReplica{Stream: leader, Stale: replica, StaleReaders: tc.readers}}
+			var runs []audit.SeqRange
+			var read []uint64
+			opt := audit.ScanOptions{Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+			err := audit.ScanMessages(ctx, js, opt, func(p audit.Position, _ string, _ []byte) error {
+				read = append(read, p.Seq)
+				return nil
+			})
+			if len(runs) != 0 {
+				t.Errorf("unreadable runs %v: want none, the leader holds them", runs)
+			}
+			if tc.wantErr {
+				if err == nil {
+					t.Errorf("ScanMessages read %v and gave no error, from readers that never reached the leader's messages", read)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ScanMessages: %v", err)
+			}
+			if want := []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}; !slices.Equal(read, want) {
+				t.Errorf("read %v, want %v", read, want)
+			}
+		})
+	}
 }

@@ -28,7 +28,8 @@ func (e *IncompleteError) Unwrap() error { return e.Err }
 // ReadSubject passes the data of every audit message of st on subject
 // (which may hold wildcards), up to the last one stored when it starts,
 // to fn in stream order, until fn says to stop. n is how many there are,
-// to size the reads.
+// to size the reads and to check that none was passed over: when fewer
+// are read, the rest are asked for one by one and given after.
 //
 // After a damaged block, nats-server 2.15.2 gives a reader filtered on a
 // subject nothing more though the store holds more, and the read stalls
@@ -43,36 +44,55 @@ func ReadSubject(ctx context.Context, st jetstream.Stream, subject string, n uin
 	}
 	last := info.State.LastSeq
 	var at uint64 // the last sequence read
+	given := map[uint64]bool{}
+	stopped := false
 	err = jserr.Scan(ctx, st, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}, int(max(min(n, 1000), 1)),
 		func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			if md.Sequence.Stream > last {
 				return true, nil
 			}
 			at = md.Sequence.Stream
-			return fn(m.Data())
+			given[at] = true
+			stop, err := fn(m.Data())
+			stopped = stop || err != nil
+			return stop, err
 		})
+	if err == nil && !stopped && uint64(len(given)) < n {
+		// Fewer than the stream counts: a reader placed on a replica
+		// that lost some of them (a follower's damaged block rebuilt)
+		// passed over them. The rest are read from the stream.
+		return readRest(ctx, st, subject, 1, last, given, fn)
+	}
 	if err == nil || !errors.Is(err, jserr.ErrNoProgress) || ctx.Err() != nil {
 		return err
 	}
-	for seq := at + 1; seq <= last; {
-		m, gerr := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(gerr, jetstream.ErrMsgNotFound) {
-			break
+	if rerr := readRest(ctx, st, subject, at+1, last, nil, fn); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return &IncompleteError{Err: err}
+}
+
+// readRest passes the data of the audit messages of st on subject from
+// from to last that are not given already to fn, asking the stream for
+// each, until fn says to stop.
+func readRest(ctx context.Context, st jetstream.Stream, subject string, from, last uint64, given map[uint64]bool, fn func(data []byte) (stop bool, err error)) error {
+	for seq := from; seq <= last; {
+		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
 		}
-		if gerr != nil {
-			return errors.Join(err, gerr)
+		if err != nil {
+			return fmt.Errorf("reading audit messages a reader passed over: %w", err)
 		}
 		if m.Sequence > last {
-			break
+			return nil
 		}
-		stop, ferr := fn(m.Data)
-		if ferr != nil {
-			return ferr
-		}
-		if stop {
-			break
+		if !given[m.Sequence] {
+			if stop, err := fn(m.Data); err != nil || stop {
+				return err
+			}
 		}
 		seq = m.Sequence + 1
 	}
-	return &IncompleteError{Err: err}
+	return nil
 }

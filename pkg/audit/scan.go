@@ -197,8 +197,11 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 				// A reader placed on a replica that lost messages (a
 				// follower's damaged block rebuilt) passes over what the
 				// leader holds: that is read again, not reported.
-				if _, err := st.GetMsg(ctx, next); err == nil {
+				switch _, err := st.GetMsg(ctx, next); {
+				case err == nil:
 					return true, replicaGap{first: next, last: seq - 1}
+				case !errors.Is(err, jetstream.ErrMsgNotFound):
+					return true, fmt.Errorf("reading audit stream message %d: %w", next, err)
 				}
 				if err := gone(ctx, st, SeqRange{First: next, Last: seq - 1}, last, unreadable); err != nil {
 					return true, err

@@ -26,6 +26,7 @@ func (t *Translator) BindStore(ctx context.Context, set adapter.Settings) (adapt
 	if err != nil {
 		return nil, fmt.Errorf("pathology: %w", err)
 	}
+	needCorrelation(set, kv)
 	return &correlatingTranslator{Translator: t, c: NewCorrelator(kv, "").KeyedBy(set.KeyedHash)}, nil
 }
 

@@ -587,6 +587,18 @@ func NewKVStore(ctx context.Context, js jetstream.JetStream, bucket string, ttl 
 	return &KVStore{kv: kv}, nil
 }
 
+// Bucket is the name of the store's bucket.
+func (s *KVStore) Bucket() string { return s.kv.Bucket() }
+
+// needCorrelation tells the engine, where set says how, that messages
+// need kv's bucket: results wait for it to link them to their orders, and
+// orders to record themselves before they are sent.
+func needCorrelation(set adapter.Settings, kv *KVStore) {
+	if set.NeedBucket != nil {
+		set.NeedBucket(kv.Bucket(), "orders sent, read to link pathology results to them and written before each order is sent")
+	}
+}
+
 // Get implements CorrelationStore.
 func (s *KVStore) Get(ctx context.Context, key string) (SentOrder, bool, error) {
 	e, err := s.kv.Get(ctx, key)

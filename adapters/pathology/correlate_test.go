@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	models "github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/junction-fhir/junction/adapters/pas"
 	"github.com/junction-fhir/junction/pkg/adapter"
 	"github.com/junction-fhir/junction/pkg/bucket"
 	"github.com/junction-fhir/junction/pkg/envelope"
@@ -647,6 +648,55 @@ func TestAddBasedOn(t *testing.T) {
 			}
 			if changed && string(got) != tc.want {
 				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCorrelationBucketNeeded: the results translator and the order
+// destination, given the engine's store, tell the engine they need the
+// correlation bucket, so that readiness names it while the store cannot
+// write it (results wait for it, and orders are recorded in it before
+// they are sent).
+func TestCorrelationBucketNeeded(t *testing.T) {
+	js := startJetStream(t)
+	tests := []struct {
+		name string
+		open func(set adapter.Settings) error
+	}{
+		{"results translator", func(set adapter.Settings) error {
+			tr, err := NewTranslator(pas.DefaultDialect(), DefaultLabDialect())
+			if err != nil {
+				return err
+			}
+			_, err = tr.BindStore(t.Context(), set)
+			return err
+		}},
+		{"order destination", func(set adapter.Settings) error {
+			cfg := DefaultOrdersConfig()
+			cfg.Address = "127.0.0.1:1"
+			cfg.Order = testOrderOptions("2.5", MessageTypeOML)
+			out, err := OrdersOutboundFactory{}.NewOutbound(t.Context(), set, &cfg)
+			if err == nil {
+				t.Cleanup(func() { _ = out.Shutdown(context.Background()) })
+			}
+			return err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var needed []string
+			set := adapter.Settings{Name: "lab", JS: js, NeedBucket: func(bucket, holds string) {
+				if holds == "" {
+					t.Errorf("bucket %s needed without saying what it holds", bucket)
+				}
+				needed = append(needed, bucket)
+			}}
+			if err := tc.open(set); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(needed, []string{DefaultCorrelationBucket}) {
+				t.Errorf("needed %v, want [%s]", needed, DefaultCorrelationBucket)
 			}
 		})
 	}

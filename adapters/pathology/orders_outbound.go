@@ -75,6 +75,7 @@ func (OrdersOutboundFactory) NewOutbound(ctx context.Context, set adapter.Settin
 		if err != nil {
 			return nil, fmt.Errorf("pathology: %w", err)
 		}
+		needCorrelation(set, kv)
 		recorder = NewCorrelator(kv, c.Order.PlacerNamespace).KeyedBy(set.KeyedHash)
 	}
 	return NewOrdersOutbound(set, *c, recorder)

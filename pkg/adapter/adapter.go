@@ -178,6 +178,10 @@ type Settings struct {
 	JS jetstream.JetStream
 	// Buckets is how the component opens key-value buckets in the store.
 	Buckets bucket.Policy
+	// NeedBucket tells the engine that messages need bucket written or
+	// read on their way, holding what holds, so that readiness names it
+	// while the store cannot write it; nil where there is no store.
+	NeedBucket func(bucket, holds string)
 	// Consents stores Consent resources in the consent engine's store;
 	// nil when the consent engine is off.
 	Consents ConsentWriter

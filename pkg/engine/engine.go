@@ -251,7 +251,16 @@ func (e *Engine) settings(name string) adapter.Settings {
 		HTTPExposed:     !config.IsLoopback(e.plan.Config.HTTP.Listen),
 		HTTPClientCerts: e.plan.Config.HTTP.ClientCertsVerified(),
 		KeyedHash:       e.keyedHash,
+		NeedBucket:      e.needBucket(),
 	}
+}
+
+// needBucket is the store's NeedBucket once it is open, else nil.
+func (e *Engine) needBucket() func(bucket, holds string) {
+	if e.store == nil {
+		return nil
+	}
+	return e.store.NeedBucket
 }
 
 // storeJS is the store's JetStream once it is open.

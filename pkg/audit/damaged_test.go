@@ -3,6 +3,7 @@ package audit_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -512,5 +513,28 @@ func TestScanGoneRuns(t *testing.T) {
 				t.Errorf("read %v, want %v", read, want)
 			}
 		})
+	}
+}
+
+// TestScanDroppedHeadUnderDiscardNew: an audit stream with a count limit
+// that refuses new messages (discard new) rather than removing old ones
+// expires nothing, so a head the store dropped (its first block file
+// gone) is reported as unreadable, not taken for expired.
+func TestScanDroppedHeadUnderDiscardNew(t *testing.T) {
+	js := jstest.DamagedStreamWith(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+		MaxMsgs: 100_000, Discard: jetstream.DiscardNew,
+	}, func(path string, _ int64) error { return os.Remove(path) }, func(js jetstream.JetStream) { writeRecords(t, js, 150) })
+	state := auditState(t, js)
+	if state.FirstSeq <= 1 {
+		t.Fatalf("first sequence %d: the set-up should have dropped the head", state.FirstSeq)
+	}
+	var runs []audit.SeqRange
+	opt := audit.ScanOptions{Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+	if err := audit.ScanMessages(t.Context(), js, opt, func(audit.Position, string, []byte) error { return nil }); err != nil {
+		t.Fatalf("ScanMessages: %v", err)
+	}
+	if len(runs) != 1 || runs[0].First != 1 || runs[0].Last != state.FirstSeq-1 {
+		t.Errorf("unreadable runs %v: want 1-%d, the head the store dropped", runs, state.FirstSeq-1)
 	}
 }

@@ -353,9 +353,12 @@ func scanMsg(subject string, data []byte, pos Position, fn func(Position, Record
 // can only lose messages to damage: it has no limits that expire or
 // discard messages and refuses deletes and purges, as Junction creates
 // it. An operator may set limits by hand (to keep a year, say); a first
-// message after sequence 1 is then messages expired, not damage.
+// message after sequence 1 is then messages expired, not damage. A count
+// or size limit with the discard-new policy refuses new messages rather
+// than removing old ones, so it expires nothing.
 func KeepsEverything(cfg jetstream.StreamConfig) bool {
-	return cfg.MaxAge == 0 && cfg.MaxMsgs <= 0 && cfg.MaxBytes <= 0 && cfg.MaxMsgsPerSubject <= 0 &&
+	discardsOld := cfg.Discard != jetstream.DiscardNew
+	return cfg.MaxAge == 0 && (cfg.MaxMsgs <= 0 && cfg.MaxBytes <= 0 || !discardsOld) && cfg.MaxMsgsPerSubject <= 0 &&
 		cfg.DenyDelete && cfg.DenyPurge
 }
 

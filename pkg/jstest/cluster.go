@@ -49,6 +49,15 @@ func StartClusterOf(tb testing.TB, name string, n int, tweak func(*server.Option
 		routes = append(routes, &url.URL{Scheme: "nats", Host: "127.0.0.1:" + strconv.Itoa(p)})
 	}
 	c := &Cluster{}
+	// One cleanup for every server, registered before anything the test
+	// starts on the cluster, so that servers restarted later (Restart)
+	// stop after it too, not before.
+	tb.Cleanup(func() {
+		for _, srv := range c.Servers {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}
+	})
 	var urls []string
 	for i, p := range ports {
 		opts := &server.Options{
@@ -94,8 +103,9 @@ func freePort(tb testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// run starts server i (from 0) with its options, stopped when the test
-// ends, and waits until it takes connections.
+// run starts server i (from 0) with its options and waits until it
+// takes connections. The cluster's cleanup stops it once it is in
+// Servers.
 func (c *Cluster) run(tb testing.TB, i int) *server.Server {
 	tb.Helper()
 	opts := c.opts[i]
@@ -104,12 +114,9 @@ func (c *Cluster) run(tb testing.TB, i int) *server.Server {
 		tb.Fatalf("configuring server %d: %v", i+1, err)
 	}
 	srv.Start()
-	tb.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
 	// Five servers starting on two busy cores can take a while.
 	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
 		tb.Fatalf("server %d did not become ready", i+1)
 	}
 	return srv

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -339,12 +340,26 @@ func (w *Writer) Close(ctx context.Context) error {
 	w.mu.Unlock()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	wait := closeAnswerWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)/2)
+	}
+	explainAt := time.Now().Add(wait)
 	for {
 		w.mu.Lock()
 		open, gaps, noting := len(w.open), len(w.gaps), w.noting
 		w.mu.Unlock()
 		if open == 0 {
 			break
+		}
+		if !explainAt.IsZero() && !time.Now().Before(explainAt) {
+			// Publishes lost with a server (one stopped, a stream that
+			// lost its quorum) are answered only at the ack timeout,
+			// which can outlast the shutdown: they are explained now as
+			// unconfirmed, as that timeout would, so that the chain is
+			// whole if their gap note can be stored.
+			explainAt = time.Time{}
+			w.explainUnanswered()
 		}
 		if gaps > 0 && !noting {
 			w.mu.Lock()
@@ -359,6 +374,30 @@ func (w *Writer) Close(ctx context.Context) error {
 		}
 	}
 	return w.Checkpoint(ctx)
+}
+
+// closeAnswerWait is how long Close waits for the store to answer the
+// positions still open before it explains those without an answer as
+// unconfirmed (at most half the time its context leaves).
+const closeAnswerWait = 5 * time.Second
+
+// explainUnanswered settles every open position the store has not
+// answered, and that no gap note explains yet, as unconfirmed: what the
+// ack timeout does, sooner. An answer that comes later still settles
+// the position (a stored record beside a note explaining it is whole).
+func (w *Writer) explainUnanswered() {
+	w.mu.Lock()
+	var seqs []uint64
+	for seq, p := range w.open {
+		if !p.resolved && !p.gapped {
+			seqs = append(seqs, seq)
+		}
+	}
+	w.mu.Unlock()
+	slices.Sort(seqs)
+	for _, seq := range seqs {
+		w.settle(seq, nil, nil)
+	}
 }
 
 // future is the PubAckFuture a Writer hands out: the store's answer,

@@ -389,6 +389,46 @@ func TestWriterCloseTimesOut(t *testing.T) {
 	}
 }
 
+// TestWriterCloseExplainsUnanswered: a record lost with a server (no
+// answer will come before the writer's ack timeout, here an hour) does
+// not hold Close to its deadline: Close explains it as unconfirmed in a
+// gap note once it has waited a while for answers, and the chain
+// verifies whole.
+func TestWriterCloseExplainsUnanswered(t *testing.T) {
+	const id = "01JQ4Z9A7B8C9D0E1F2G3H4J5K"
+	real := openJS(t)
+	fj := &faultJS{JetStream: real, fault: func(m *nats.Msg) fault {
+		if m.Subject == audit.Subject(id) {
+			return silent
+		}
+		return pass
+	}}
+	w := audit.NewWriter(fj, audit.WithAckTimeout(time.Hour))
+	if _, err := w.WriteAsync(id, "", rec(id, audit.Received, 1)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	wantFirstUnconfirmed(t, real, w)
+}
+
+// wantFirstUnconfirmed checks that the stream verifies whole, with w's
+// first position, and no other, explained as unconfirmed.
+func wantFirstUnconfirmed(t *testing.T, js jetstream.JetStream, w *audit.Writer) {
+	t.Helper()
+	rep := verifyStream(t, js)
+	if rep.Tampered() {
+		t.Fatalf("findings: %v", rep.Findings)
+	}
+	c := chainReport(t, rep, w.Chain())
+	if len(c.Explained) != 1 || c.Explained[0].Seq != 1 || c.Explained[0].Reason != audit.GapUnconfirmed {
+		t.Errorf("explained %+v; want position 1 unconfirmed", c.Explained)
+	}
+}
+
 // BenchmarkPublishAsyncUnchained is the baseline for BenchmarkWriteAsync:
 // the same records published straight to JetStream, without a chain.
 func BenchmarkPublishAsyncUnchained(b *testing.B) {
@@ -444,12 +484,5 @@ func TestWriteUnansweredExplained(t *testing.T) {
 		t.Fatalf("retry: %v", err)
 	}
 	closeWriter(t, w)
-	rep := verifyStream(t, real)
-	if rep.Tampered() {
-		t.Fatalf("findings: %v", rep.Findings)
-	}
-	c := chainReport(t, rep, w.Chain())
-	if len(c.Explained) != 1 || c.Explained[0].Seq != 1 || c.Explained[0].Reason != audit.GapUnconfirmed {
-		t.Errorf("explained %+v; want position 1 unconfirmed", c.Explained)
-	}
+	wantFirstUnconfirmed(t, real, w)
 }

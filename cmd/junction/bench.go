@@ -61,6 +61,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		before, acceptedBefore, commitsBefore, useBefore = parseDelivered(text, *dest), parseAccepted(text), parseCommits(text), parseUse(text)
 	}
+	var mem *memWatch
+	if *metrics != "" {
+		mem = watchMemory(ctx, *metrics, memInterval)
+		defer mem.Stop()
+	}
 	run := fmt.Sprintf("B%d", time.Now().UnixNano()%1_000_000_000)
 	deadline := time.Now().Add(*dur)
 	var sent, bad, later atomic.Int64
@@ -180,6 +185,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			parseUse(text).since(useBefore).report(stdout, "from the first send to the last delivery", "a delivered message", got-before)
 		}
 	}
+	if mem != nil {
+		reportMemory(stdout, mem.Stop(), start.Add(elapsed/2), start.Add(elapsed))
+	}
 	if bad.Load() > 0 {
 		return exitError{code: 1}
 	}
@@ -212,6 +220,10 @@ func benchDestination(metrics, dest string, named bool, stdout io.Writer) (strin
 // resendPause is how long bench waits before sending again a message
 // answered "resend later" (ERR 206 or 207).
 const resendPause = 100 * time.Millisecond
+
+// memInterval is how often a run with --metrics samples the engine's
+// resident memory.
+const memInterval = time.Second
 
 // idleFor is how long the engine's counters must stand still before a
 // run with --metrics starts.

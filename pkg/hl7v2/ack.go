@@ -142,7 +142,7 @@ func positive(n int) string {
 	return strconv.Itoa(n)
 }
 
-func (w *ackWriter) header(enc, app, facility, toApp, toFacility string, opts AckOptions, event, processing, version string) {
+func (w *ackWriter) header(enc, app, facility, toApp, toFacility string, opts AckOptions, event, processing, version, charset string) {
 	t := opts.Time
 	if t.IsZero() {
 		t = time.Now()
@@ -168,6 +168,12 @@ func (w *ackWriter) header(enc, app, facility, toApp, toFacility string, opts Ac
 	w.text(ctrl)
 	w.raw(processing)
 	w.raw(version)
+	if charset != "" {
+		for range 5 { // MSH-13 to MSH-17
+			w.raw("")
+		}
+		w.raw(charset)
+	}
 	w.end()
 }
 
@@ -256,7 +262,8 @@ func leadingInt(s string) (int, string) {
 //
 //	MSH: MSH-3/4 ours (opts.App, opts.Facility), MSH-5/6 orig's MSH-3/4,
 //	     MSH-7 opts.Time, MSH-9 "ACK^<event>^ACK" (just "ACK" when orig
-//	     has no event), MSH-10 opts.ControlID, MSH-11 and MSH-12 copied.
+//	     has no event), MSH-10 opts.ControlID, MSH-11 and MSH-12 copied,
+//	     MSH-18 copied when orig values it.
 //	MSA: MSA-1 code, MSA-2 orig's MSH-10, MSA-3 opts.Text.
 //	ERR: one per opts.Errors. For version 2.5 and later: ERR-2 location
 //	     segment^sequence^field^repetition^component, ERR-3
@@ -278,7 +285,14 @@ func BuildAck(orig *Message, opts AckOptions) []byte {
 	if opts.Facility != "" {
 		facility = Escape(opts.Facility, w.d)
 	}
-	w.header(h.Field(2), app, facility, h.Field(3), h.Field(4), opts, orig.Event(), h.Field(11), h.Field(12))
+	// MSH-18 as the message declared it: the ACK echoes the sender's
+	// fields byte for byte (MSH-3 to MSH-6, MSA-2), so it is in the
+	// message's character set; Junction's own text is ASCII.
+	charset := h.Field(18)
+	if charset == `""` {
+		charset = ""
+	}
+	w.header(h.Field(2), app, facility, h.Field(3), h.Field(4), opts, orig.Event(), h.Field(11), h.Field(12), charset)
 	code := opts.Code
 	if code == "" {
 		code = orig.AcceptCode()
@@ -305,7 +319,7 @@ func BuildAck(orig *Message, opts AckOptions) []byte {
 func BuildRawAck(opts AckOptions) []byte {
 	d := DefaultDelimiters()
 	w := &ackWriter{d: d, b: make([]byte, 0, 256)}
-	w.header(d.EncodingCharacters(), Escape(opts.App, d), Escape(opts.Facility, d), "", "", opts, "", "P", "2.5")
+	w.header(d.EncodingCharacters(), Escape(opts.App, d), Escape(opts.Facility, d), "", "", opts, "", "P", "2.5", "")
 	code := opts.Code
 	if code == "" {
 		code = AckAR

@@ -57,7 +57,7 @@ func TestBuildAck(t *testing.T) {
 				"MSH-3": "JUNCTION", "MSH-4": "RXX01",
 				"MSH-5": "PASAPP^2.16.840.1.113883.2.1.3.2.4.18.1^ISO", "MSH-6": "RXX01",
 				"MSH-7": "20240301120000+0000", "MSH-9": "ACK^A01^ACK", "MSH-10": "ACK0001",
-				"MSH-11": "P", "MSH-12": "2.5.1", "MSH-15": "", "ERR-1": "",
+				"MSH-11": "P", "MSH-12": "2.5.1", "MSH-15": "", "MSH-18": "8859/1", "ERR-1": "",
 			},
 		},
 		{
@@ -71,7 +71,7 @@ func TestBuildAck(t *testing.T) {
 			wantCode: AckAE,
 			wantText: "rejected: PID-3 & more",
 			paths: map[string]string{
-				"MSH-9": "ACK^A01^ACK", "MSH-12": "2.3",
+				"MSH-9": "ACK^A01^ACK", "MSH-12": "2.3", "MSH-18": "",
 				"ERR[1]-1":     `PID^1^3^101&NHS number \S\ missing&HL70357`,
 				"ERR[1]-1.4.2": "NHS number ^ missing",
 				"ERR[2]-1.4.1": "207",
@@ -152,6 +152,38 @@ func TestBuildAck(t *testing.T) {
 			}
 			if n := len(m.SegmentsNamed("ERR")); n != len(tt.opts.Errors) {
 				t.Errorf("%d ERR segments, want %d", n, len(tt.opts.Errors))
+			}
+		})
+	}
+}
+
+// TestBuildAckCharset: the ACK declares the character set the message
+// declared, since it echoes the sender's fields byte for byte; a message
+// that declares none, or sends "", gets an ACK that declares none.
+func TestBuildAckCharset(t *testing.T) {
+	tests := []struct {
+		name, msh18, want string
+	}{
+		{"UTF-8", "UNICODE UTF-8", "UNICODE UTF-8"},
+		{"Latin-1 with an alternate", "8859/1~ISO IR87", "8859/1~ISO IR87"},
+		{"none", "", ""},
+		{"explicit null", `""`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := "MSH|^~\\&|PAS|RX1|JUNCTION|RX1|20240715120000||ADT^A01|CTRL1|P|2.4||||||" + tt.msh18 + "\rPID|1||9990000018^^^NHS^NH\r"
+			ack := BuildAck(mustParse(t, []byte(raw)), AckOptions{ControlID: "A1", Time: ackTime, App: "JUNCTION"})
+			msh, _, _ := strings.Cut(string(ack), "\r")
+			fields := strings.Split(msh, "|") // fields[n] is MSH-(n+1)
+			got := ""
+			if len(fields) > 17 {
+				got = fields[17]
+			}
+			if got != tt.want {
+				t.Errorf("ACK MSH-18 = %q, want %q (%q)", got, tt.want, msh)
+			}
+			if len(fields) > 18 || strings.HasSuffix(msh, "|") {
+				t.Errorf("ACK MSH has fields after MSH-18, or ends in empty ones: %q", msh)
 			}
 		})
 	}

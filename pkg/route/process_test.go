@@ -897,20 +897,94 @@ func BenchmarkProcessShippedADT(b *testing.B) {
 	}
 }
 
+// threePatients returns NHS numbers a, b and c and a collection Bundle
+// of an Observation about b (by a logical reference), a's Patient, an
+// Observation about a (by the Patient's fullUrl) and one about c.
+func threePatients() (a, b, c string, bundle []byte) {
+	a, b, c = nhs.TestNumber(1), nhs.TestNumber(2), nhs.TestNumber(3)
+	about := func(n string) string {
+		return `{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + n + `"}}`
+	}
+	bundle = []byte(`{"resourceType":"Bundle","type":"collection","entry":[` +
+		`{"fullUrl":"urn:uuid:ob","resource":{"resourceType":"Observation","id":"ob","subject":` + about(b) + `}},` +
+		`{"fullUrl":"urn:uuid:pa","resource":{"resourceType":"Patient","id":"pa","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + a + `"}],"name":[{"family":"TESTPATIENT"}]}},` +
+		`{"fullUrl":"urn:uuid:oa","resource":{"resourceType":"Observation","id":"oa","subject":{"reference":"urn:uuid:pa"}}},` +
+		`{"fullUrl":"urn:uuid:oc","resource":{"resourceType":"Observation","id":"oc","subject":` + about(c) + `}}]}`)
+	return a, b, c, bundle
+}
+
+// processOne runs the route src on an A01 of patient a whose translation
+// is bundle, and returns the result and its one delivery.
+func processOne(t *testing.T, src, a string, bundle []byte) (*Result, Delivery) {
+	t.Helper()
+	r := writeRoute(t, src+"destinations:\n  - name: fhir-store\n")
+	in := v2Input(t, "A01", a)
+	in.Tr.Bundle = bundle
+	res, err := r.Process(context.Background(), in, &consent.Engine{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Deliveries) != 1 {
+		t.Fatalf("%d deliveries, want 1", len(res.Deliveries))
+	}
+	return res, res.Deliveries[0]
+}
+
+// TestProcessPatientsThroughReplace: a replace step that takes the NHS
+// number out of what it sends still sends those patients' data, so the
+// delivery names the patients of the translation's entries it carries
+// (by fullUrl, or type and id); one that rebuilds the Bundle from
+// scratch and names no one counts as about all the message's patients;
+// one that sends no entries names none.
+func TestProcessPatientsThroughReplace(t *testing.T) {
+	a, b, c, bundle := threePatients()
+	const head = `{"resourceType": "Bundle", "type": "collection", "entry": `
+	tests := []struct {
+		name, replace string
+		want          []string
+	}{
+		{
+			"the Patient's NHS number taken out, its fullUrl kept",
+			head + `bundle.entry.map(e, e.resource.resourceType == "Patient" ? {"fullUrl": e.fullUrl, "resource": {"resourceType": "Patient", "id": "pa", "name": e.resource.name}} : e)}`,
+			[]string{b, c, a},
+		},
+		{
+			"the Patient alone, without its NHS number or fullUrl, by type and id",
+			head + `[{"resource": {"resourceType": "Patient", "id": "pa", "name": bundle.entry[1].resource.name}}]}`,
+			[]string{a},
+		},
+		{
+			"rebuilt with new ids, naming no one",
+			head + `[{"fullUrl": "urn:uuid:new", "resource": {"resourceType": "Patient", "id": "new", "name": bundle.entry[1].resource.name}}]}`,
+			[]string{b, a, c},
+		},
+		{
+			"one Observation kept, rebuilt",
+			head + `[{"fullUrl": "urn:uuid:oc", "resource": {"resourceType": "Observation", "id": "oc", "status": "final"}}]}`,
+			[]string{c},
+		},
+		{
+			"no entries",
+			`{"resourceType": "Bundle", "type": "collection"}`,
+			nil,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, d := processOne(t, routeHead+permit+"transform:\n  - replace: '"+tt.replace+"'\n", a, bundle)
+			if diff := cmp.Diff(tt.want, d.Patients); diff != "" {
+				t.Errorf("patients (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 // TestProcessPatientsOfWhatIsSent: each delivery names the patients of
 // the bundle it sends, in the order consent.BundleNHSNumbers gives them,
 // after keep steps that drop entries, one that rewrites a reference to a
 // dropped Patient into one by its NHS number, and a replace step.
 func TestProcessPatientsOfWhatIsSent(t *testing.T) {
-	a, b, c := nhs.TestNumber(1), nhs.TestNumber(2), nhs.TestNumber(3)
-	about := func(n string) string {
-		return `{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + n + `"}}`
-	}
-	bundle := []byte(`{"resourceType":"Bundle","type":"collection","entry":[` +
-		`{"fullUrl":"urn:uuid:ob","resource":{"resourceType":"Observation","id":"ob","subject":` + about(b) + `}},` +
-		`{"fullUrl":"urn:uuid:pa","resource":{"resourceType":"Patient","id":"pa","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"` + a + `"}]}},` +
-		`{"fullUrl":"urn:uuid:oa","resource":{"resourceType":"Observation","id":"oa","subject":{"reference":"urn:uuid:pa"}}},` +
-		`{"fullUrl":"urn:uuid:oc","resource":{"resourceType":"Observation","id":"oc","subject":` + about(c) + `}}]}`)
+	a, b, c, bundle := threePatients()
 	tests := []struct {
 		name      string
 		transform string
@@ -930,17 +1004,7 @@ func TestProcessPatientsOfWhatIsSent(t *testing.T) {
 			if tt.transform != "" {
 				src += "transform:\n" + tt.transform
 			}
-			r := writeRoute(t, src+"destinations:\n  - name: fhir-store\n")
-			in := v2Input(t, "A01", a)
-			in.Tr.Bundle = bundle
-			res, err := r.Process(context.Background(), in, &consent.Engine{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(res.Deliveries) != 1 {
-				t.Fatalf("%d deliveries, want 1", len(res.Deliveries))
-			}
-			d := res.Deliveries[0]
+			res, d := processOne(t, src, a, bundle)
 			if diff := cmp.Diff(tt.want, d.Patients); diff != "" {
 				t.Errorf("patients (-want +got):\n%s", diff)
 			}

@@ -1214,12 +1214,69 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			if kept != nil {
 				patients = withOthers(keptPatients(entryPatients, kept), in.OtherPatients)
 			} else {
-				patients = withOthers(consent.BundleNHSNumbers(src), in.OtherPatients)
+				patients = withOthers(r.sentPatients(bundle, entryPatients, bundlePatients, src), in.OtherPatients)
 			}
 		}
 		res.Deliveries = append(res.Deliveries, Delivery{Destination: d.Name, ContentType: envelope.ContentTypeFHIR, Body: body, Classes: bundleClasses(src), Patients: patients})
 	}
 	return res, nil
+}
+
+// sentPatients returns the patients whose data sent, what a redaction or
+// the route's steps made of the translation bundle, carries: those it
+// names by NHS number, and those of bundle's entries (entryPatients, as
+// consent.EntryNHSNumbers gives them) that it still holds, known by
+// fullUrl or else type and id, whatever a replace step made of them (one
+// that takes the NHS number out of a Patient still sends that patient's
+// name, birth date and address). A replace step's result that names no
+// patient and holds no entry of bundle, yet holds entries, counts as
+// about all of bundle's patients (bundlePatients): Junction cannot tell
+// data taken out of a patient's record and rebuilt from data about no
+// one, and a disclosure left out of a patient's report is the worse
+// error.
+func (r *Route) sentPatients(bundle map[string]any, entryPatients [][]string, bundlePatients []string, sent map[string]any) []string {
+	named := consent.BundleNHSNumbers(sent)
+	if entryPatients == nil {
+		return named
+	}
+	in, _ := bundle["entry"].([]any)
+	at := make(map[string]int, 2*len(in))
+	for i, e := range in {
+		for _, k := range entryIdentities(e) {
+			at[k] = i
+		}
+	}
+	out, _ := sent["entry"].([]any)
+	lists := [][]string{named}
+	for _, e := range out {
+		for _, k := range entryIdentities(e) {
+			if i, ok := at[k]; ok && i < len(entryPatients) {
+				lists = append(lists, entryPatients[i])
+				break
+			}
+		}
+	}
+	patients := consent.JoinNHSNumbers(lists...)
+	if len(patients) == 0 && len(out) > 0 && slices.ContainsFunc(r.steps, func(s step) bool { return s.replace != nil }) {
+		return bundlePatients
+	}
+	return patients
+}
+
+// entryIdentities returns what a Bundle entry is known by: its fullUrl,
+// and its resource's type and id, when it has them.
+func entryIdentities(e any) []string {
+	em, _ := e.(map[string]any)
+	var out []string
+	if u, _ := em["fullUrl"].(string); u != "" {
+		out = append(out, "url "+u)
+	}
+	res, _ := em["resource"].(map[string]any)
+	rt, _ := res["resourceType"].(string)
+	if id, _ := res["id"].(string); rt != "" && id != "" {
+		out = append(out, "id "+rt+"/"+id)
+	}
+	return out
 }
 
 // allIndices returns 0 to n-1.

@@ -462,6 +462,7 @@ func TestScanGoneRuns(t *testing.T) {
 	}{
 		{"nothing gone", nil, 0, nil},
 		{"the head", []uint64{1, 2, 3}, 0, []audit.SeqRange{r(1, 3)}},
+		{"a window starting in the head", []uint64{1, 2, 3}, 1, []audit.SeqRange{r(2, 3)}},
 		{"the middle", []uint64{8, 9, 10}, 0, []audit.SeqRange{r(8, 10)}},
 		{"the end", []uint64{18, 19, 20}, 0, []audit.SeqRange{r(18, 20)}},
 		{"the middle and the end", []uint64{5, 18, 19, 20}, 0, []audit.SeqRange{r(5, 5), r(18, 20)}},

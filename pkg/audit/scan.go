@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,18 +86,16 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 	var unreadable func(SeqRange) error
 	if opt.Unreadable != nil {
 		// Runs are given merged, once the read is over: damage found as
-		// the read goes can move the stream's first message on.
+		// the read goes can move the stream's first message on, and a
+		// head found gone before the read is found again by a read that
+		// starts in it.
 		var runs []SeqRange
 		unreadable = func(r SeqRange) error {
-			if n := len(runs); n > 0 && runs[n-1].Last+1 == r.First {
-				runs[n-1].Last = max(runs[n-1].Last, r.Last)
-			} else {
-				runs = append(runs, r)
-			}
+			runs = append(runs, r)
 			return nil
 		}
 		defer func() {
-			for _, r := range runs {
+			for _, r := range mergeRuns(runs) {
 				opt.Unreadable(r)
 			}
 		}()
@@ -254,6 +254,20 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		at, resumed, next = resume-1, resume, resume
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, resume, nil
 	}
+}
+
+// mergeRuns returns runs in order, those that overlap or meet made one.
+func mergeRuns(runs []SeqRange) []SeqRange {
+	slices.SortFunc(runs, func(a, b SeqRange) int { return cmp.Compare(a.First, b.First) })
+	var out []SeqRange
+	for _, r := range runs {
+		if n := len(out); n > 0 && r.First <= out[n-1].Last+1 {
+			out[n-1].Last = max(out[n-1].Last, r.Last)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // replicaGap is a run of sequences a reader passed over that the

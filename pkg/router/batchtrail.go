@@ -89,8 +89,11 @@ func lostRecords(ctx context.Context, js jetstream.JetStream, id string, none bo
 		return nil
 	}
 	st, err := js.Stream(ctx, store.StreamAudit)
-	if err != nil {
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil // no audit stream: nothing was lost from it
+	}
+	if err != nil {
+		return fmt.Errorf("checking the audit stream for lost records: %w", err)
 	}
 	info := st.CachedInfo()
 	if none && info.State.FirstSeq > 1 && !at.After(info.State.FirstTime.Add(windowSlack)) && audit.KeepsEverything(info.Config) {
@@ -99,7 +102,11 @@ func lostRecords(ctx context.Context, js jetstream.JetStream, id string, none bo
 	if info.State.NumDeleted == 0 || !audit.GoneIsDamage(info.Config) {
 		return nil
 	}
-	if info, err = st.Info(ctx, jetstream.WithDeletedDetails(true)); err != nil || len(info.State.Deleted) == 0 {
+	// Unanswered, the trail cannot be said to be whole.
+	if info, err = st.Info(ctx, jetstream.WithDeletedDetails(true)); err != nil {
+		return fmt.Errorf("reading the audit stream's lost sequences: %w", err)
+	}
+	if len(info.State.Deleted) == 0 {
 		return nil
 	}
 	// The latest run: records are stored after the message they are of

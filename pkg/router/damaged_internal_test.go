@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -228,28 +229,7 @@ func damagedAuditStoreWith(t *testing.T, msgs int, comp jetstream.StoreCompressi
 // is kept has it.
 func TestTrailExpiredHead(t *testing.T) {
 	js := jstest.Start(t, "expired")
-	for _, cfg := range []jetstream.StreamConfig{
-		{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, MaxMsgs: 10, DenyDelete: true, DenyPurge: true},
-		{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
-		{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
-		{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}},
-	} {
-		if _, err := js.CreateStream(t.Context(), cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var ids IDGen
-	id := make([]string, 30)
-	w := audit.NewWriter(js)
-	for i := range id {
-		id[i] = ids.New()
-		if err := w.Write(t.Context(), id[i], "", audit.Record{Time: time.Now().UTC(), MessageID: id[i], Event: audit.Received}); err != nil {
-			t.Fatalf("audit %d: %v", i, err)
-		}
-	}
-	if err := w.Close(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	id := receivedTrails(t, js, jetstream.StreamConfig{MaxMsgs: 10, DenyDelete: true, DenyPurge: true}, 30)
 	tests := []struct {
 		name string
 		msg  int
@@ -269,4 +249,92 @@ func TestTrailExpiredHead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// deletedUnknownJS is a JetStream whose audit stream answers every
+// request but one for its deleted sequences, which fails, as a store
+// that stops answering in the middle of a trail's read does.
+type deletedUnknownJS struct{ jetstream.JetStream }
+
+func (j deletedUnknownJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	st, err := j.JetStream.Stream(ctx, name)
+	if err != nil || name != store.StreamAudit {
+		return st, err
+	}
+	return deletedUnknown{st}, nil
+}
+
+type deletedUnknown struct{ jetstream.Stream }
+
+func (s deletedUnknown) Info(ctx context.Context, opts ...jetstream.StreamInfoOpt) (*jetstream.StreamInfo, error) {
+	info, err := s.Stream.Info(ctx, opts...)
+	if err == nil && len(info.State.Deleted) > 0 {
+		return nil, errors.New("nats: timeout")
+	}
+	return info, err
+}
+
+// TestTrailLossUnknown: when the store holds deleted audit sequences
+// (damage the server rebuilt) but does not answer which they are, the
+// trail of a message recorded among them is an error, not an empty
+// trail that looks complete: no one can say its records were not lost.
+func TestTrailLossUnknown(t *testing.T) {
+	js := jstest.Start(t, "lossunknown")
+	var cfg jetstream.StreamConfig
+	id := receivedTrails(t, js, cfg, 10)
+	// Message 5's record is lost, as the server's rebuild of a damaged
+	// block leaves it: deleted, on a stream that refuses deletes.
+	st, err := js.Stream(t.Context(), store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(t.Context(), 5); err != nil {
+		t.Fatal(err)
+	}
+	cfg = st.CachedInfo().Config
+	cfg.DenyDelete, cfg.DenyPurge = true, true
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := Trail(t.Context(), js, id[4])
+	var inc *audit.IncompleteError
+	if !errors.As(err, &inc) {
+		t.Fatalf("Trail of the lost record: %d records, error %v; want an IncompleteError (the set-up)", len(recs), err)
+	}
+	recs, err = Trail(t.Context(), deletedUnknownJS{js}, id[4])
+	if err == nil {
+		t.Errorf("Trail of the lost record, its deleted sequences unknown: %d records and no error; want an error", len(recs))
+	}
+}
+
+// receivedTrails makes on js the streams a trail is read from, the
+// audit stream of configuration auditCfg (its name and subjects set),
+// and writes one Received record for each of msgs message ids, which
+// it returns in order.
+func receivedTrails(t *testing.T, js jetstream.JetStream, auditCfg jetstream.StreamConfig, msgs int) []string {
+	t.Helper()
+	auditCfg.Name, auditCfg.Subjects = store.StreamAudit, []string{store.SubjAudit + ".>"}
+	for _, cfg := range []jetstream.StreamConfig{
+		auditCfg,
+		{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
+		{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
+		{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}},
+	} {
+		if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ids IDGen
+	id := make([]string, msgs)
+	w := audit.NewWriter(js)
+	for i := range id {
+		id[i] = ids.New()
+		if err := w.Write(t.Context(), id[i], "", audit.Record{Time: time.Now().UTC(), MessageID: id[i], Event: audit.Received}); err != nil {
+			t.Fatalf("audit %d: %v", i, err)
+		}
+	}
+	if err := w.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

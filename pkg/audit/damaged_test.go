@@ -539,3 +539,57 @@ func TestScanDroppedHeadUnderDiscardNew(t *testing.T) {
 		t.Errorf("unreadable runs %v: want 1-%d, the head the store dropped", runs, state.FirstSeq-1)
 	}
 }
+
+// TestVerifyExpiredAcrossChains: the messages an audit stream's limits
+// removed from its head are shared by every chain, so the positions
+// counted as expired at the starts of all chains together can be no
+// more than those messages. Two chains each starting three positions
+// in, on a stream whose limits removed four messages, cannot both have
+// lost their first positions to the limits: positions are missing.
+func TestVerifyExpiredAcrossChains(t *testing.T) {
+	src := jstest.Start(t, "chains")
+	cfg := jetstream.StreamConfig{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true}
+	if _, err := src.CreateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	writeRecords(t, src, 10)
+	writeRecords(t, src, 10)
+	var msgs []audit.StoredMsg
+	if err := audit.ReadStream(t.Context(), src, func(m audit.StoredMsg) { msgs = append(msgs, m) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 20 {
+		t.Fatalf("%d audit messages, want the two chains' 20", len(msgs))
+	}
+	const skipped, removed = 3, 4 // each chain's first positions left out; messages the limit removes
+	js := jstest.Start(t, "copy")
+	cfg.MaxMsgs = 2 * (10 - skipped)
+	if _, err := js.CreateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	// Messages of no chain, stored first, for the limit to remove.
+	for i := range removed {
+		if _, err := js.Publish(t.Context(), store.SubjAudit+".filler", fmt.Appendf(nil, "%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range append(msgs[skipped:10:10], msgs[10+skipped:]...) {
+		if _, err := js.PublishMsg(t.Context(), &nats.Msg{Subject: m.Subject, Header: m.Header, Data: m.Data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if first := auditState(t, js).FirstSeq; first != removed+1 {
+		t.Fatalf("first sequence %d, want the limit to have removed the %d messages of no chain", first, removed)
+	}
+	rep, err := audit.VerifyStream(t.Context(), js)
+	if err != nil {
+		t.Fatalf("VerifyStream: %v", err)
+	}
+	var expired uint64
+	for _, c := range rep.Chains {
+		expired += c.Expired
+	}
+	if expired > removed || !slices.ContainsFunc(rep.Findings, func(f audit.Finding) bool { return f.Kind == audit.FindMissing }) {
+		t.Errorf("%d positions expired in all, findings %v: want at most %d expired, and positions missing", expired, rep.Findings, removed)
+	}
+}

@@ -142,8 +142,9 @@ type ChainReport struct {
 	// 1 to Expired, on an audit stream given limits by hand (an age or a
 	// size, see KeepsEverything): the stream removed them as its oldest
 	// messages, which is not tampering. Where more positions are missing
-	// there than the stream's first sequence says it removed, or on a
-	// stream that keeps everything, they are missing (FindMissing).
+	// there, in all chains together, than the stream's first sequence
+	// says it removed, or on a stream that keeps everything, they are
+	// missing (FindMissing).
 	Expired uint64 `json:"expired,omitempty"`
 }
 
@@ -318,8 +319,19 @@ func (v *Verifier) Report() *Report {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	// The messages the limits removed are every chain's: the positions
+	// missing at the starts of all chains together can have expired only
+	// if they were no more than those.
+	headExpired := v.headExpired
+	var headMissing uint64
+	for _, c := range v.chains {
+		headMissing += c.headMissing()
+	}
+	if headMissing > headExpired {
+		headExpired = 0
+	}
 	for _, id := range ids {
-		cr, fs := v.chains[id].check(id, v.firstPinned, v.headExpired)
+		cr, fs := v.chains[id].check(id, v.firstPinned, headExpired)
 		rep.Chains = append(rep.Chains, cr)
 		findings = append(findings, fs...)
 	}
@@ -338,6 +350,26 @@ func (v *Verifier) Report() *Report {
 		rep.Findings = []Finding{}
 	}
 	return &rep
+}
+
+// headMissing counts the positions at the start of the chain, before
+// its first stored or explained one, that check finds missing.
+func (c *chainState) headMissing() uint64 {
+	var last uint64
+	for s := range c.entries {
+		last = max(last, s)
+	}
+	var n uint64
+	for n < last {
+		if _, ok := c.entries[n+1]; ok {
+			break
+		}
+		if _, ok := c.gaps[n+1]; ok {
+			break
+		}
+		n++
+	}
+	return n
 }
 
 // check walks one chain from position 1. A chain begun after stream

@@ -65,13 +65,14 @@ type ResultOrder struct {
 func ResultOrders(m *hl7v2.Message) []ResultOrder {
 	var out []ResultOrder
 	var orc *hl7v2.Segment
-	d := m.Delimiters()
 	get := func(obr *hl7v2.Segment, field, comp int) string {
 		seg := obr
 		if strings.TrimSpace(value(obr.Component(field, 1, 1, 1))) == "" && orc != nil {
 			seg = orc
 		}
-		return strings.TrimSpace(hl7v2.Unescape(value(seg.Component(field, 1, comp, 1)), d))
+		// Component has unescaped the value; unescaping it again would
+		// read an escaped backslash's text as an escape.
+		return strings.TrimSpace(value(seg.Component(field, 1, comp, 1)))
 	}
 	for _, s := range m.Segments() {
 		switch s.Name() {

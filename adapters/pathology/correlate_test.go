@@ -109,7 +109,8 @@ func TestResultOrders(t *testing.T) {
 		"OBR|1|||FBC\r" +
 		"OBR|2|P2|F\\T\\2^LIMS|U&E\r" +
 		"ORC|RE|P3^EPR\r" +
-		"OBR|3|P3B^EPR||LFT\r"
+		"OBR|3|P3B^EPR||LFT\r" +
+		"OBR|4|P\\E\\H\\E\\4^EPR|F\\E\\T\\E\\4|CRP\r"
 	m, err := hl7v2.Parse([]byte(raw))
 	if err != nil {
 		t.Fatal(err)
@@ -118,6 +119,8 @@ func TestResultOrders(t *testing.T) {
 		{PlacerNumber: "P1", PlacerNamespace: "EPR", FillerNumber: "F1", FillerNamespace: "LIMS"},
 		{PlacerNumber: "P2", FillerNumber: "F&2", FillerNamespace: "LIMS"},
 		{PlacerNumber: "P3B", PlacerNamespace: "EPR"},
+		// Escaped backslashes are text: this \H\ is no highlighting escape.
+		{PlacerNumber: `P\H\4`, PlacerNamespace: "EPR", FillerNumber: `F\T\4`},
 	}
 	if diff := cmp.Diff(want, ResultOrders(m)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

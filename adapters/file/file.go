@@ -193,17 +193,51 @@ const staleTempAge = time.Hour
 // are ignored: the files are named so that pickups skip them.
 func removeStaleTemps(dir string, cutoff time.Time) {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = real // WalkDir does not enter a root that is a link
+		dir = real // a root that is a link is entered; links below it are not
 	}
-	_ = filepath.WalkDir(dir, func(name string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasPrefix(d.Name(), ".tmp-") {
-			return nil
-		}
-		if info, err := d.Info(); err == nil && info.ModTime().Before(cutoff) {
-			_ = os.Remove(name)
-		}
-		return nil
+	sweepTemps(os.DirFS(dir), ".", cutoff, func(name string) {
+		_ = os.Remove(filepath.Join(dir, filepath.FromSlash(name)))
 	})
+}
+
+// sweepBatch is how many entries sweepTemps reads from a directory at
+// once. Delivered files stay until something picks them up, so a
+// directory can hold one per delivery ever made: reading it whole (as
+// filepath.WalkDir does, sorted) held every name at once, about 200
+// bytes each, at every sweep.
+const sweepBatch = 256
+
+// sweepTemps calls remove with the name (in fsys) of each temporary file
+// under name last modified before cutoff, reading each directory
+// sweepBatch entries at a time; directories are entered as they are
+// met, links to them are not.
+func sweepTemps(fsys fs.FS, name string, cutoff time.Time, remove func(string)) {
+	f, err := fsys.Open(name)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	d, ok := f.(fs.ReadDirFile)
+	if !ok {
+		return
+	}
+	for {
+		entries, err := d.ReadDir(sweepBatch)
+		for _, e := range entries {
+			full := path.Join(name, e.Name())
+			switch {
+			case e.IsDir():
+				sweepTemps(fsys, full, cutoff, remove)
+			case strings.HasPrefix(e.Name(), ".tmp-"):
+				if info, err := e.Info(); err == nil && info.ModTime().Before(cutoff) {
+					remove(full)
+				}
+			}
+		}
+		if err != nil || len(entries) == 0 {
+			return
+		}
+	}
 }
 
 // mkdirSynced creates dir and any parents missing, and syncs the parent

@@ -3,6 +3,7 @@ package file
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -447,5 +448,81 @@ func TestMkdirSynced(t *testing.T) {
 	}
 	if err := mkdirSynced(filepath.Join(file, "sub")); err == nil {
 		t.Error("made a directory under a file")
+	}
+}
+
+// countingFS records, for each ReadDir of a directory it opens, how many
+// entries were asked for and how many came back.
+type countingFS struct {
+	fs.FS
+	asked, got []int
+}
+
+func (c *countingFS) Open(name string) (fs.File, error) {
+	f, err := c.FS.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := f.(fs.ReadDirFile); ok {
+		return &countingDir{ReadDirFile: d, c: c}, nil
+	}
+	return f, nil
+}
+
+type countingDir struct {
+	fs.ReadDirFile
+	c *countingFS
+}
+
+func (d *countingDir) ReadDir(n int) ([]fs.DirEntry, error) {
+	es, err := d.ReadDirFile.ReadDir(n)
+	d.c.asked, d.c.got = append(d.c.asked, n), append(d.c.got, len(es))
+	return es, err
+}
+
+// TestSweepHoldsABatchOfEntries: the stale-temporary sweep reads a
+// directory of many delivered files sweepBatch entries at a time, never
+// all at once (a directory nobody empties holds one file per delivery,
+// and reading it whole made each sweep's memory grow with them), and
+// still finds the stale temporary files in nested directories.
+func TestSweepHoldsABatchOfEntries(t *testing.T) {
+	dir := t.TempDir()
+	route := filepath.Join(dir, "adt")
+	if err := os.MkdirAll(route, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	files := 3*sweepBatch + 5
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(route, fmt.Sprintf("%05d.json", i)), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{".tmp-old", ".tmp-new"} {
+		if err := os.WriteFile(filepath.Join(route, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-2 * staleTempAge)
+	if err := os.Chtimes(filepath.Join(route, ".tmp-old"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	c := &countingFS{FS: os.DirFS(dir)}
+	var removed []string
+	sweepTemps(c, ".", time.Now().Add(-staleTempAge), func(name string) { removed = append(removed, name) })
+	if want := []string{"adt/.tmp-old"}; !cmp.Equal(removed, want) {
+		t.Errorf("removed %v, want %v", removed, want)
+	}
+	total := 0
+	for i, n := range c.asked {
+		if n <= 0 || n > sweepBatch {
+			t.Errorf("ReadDir(%d): asked for every entry or more than %d at once", n, sweepBatch)
+		}
+		if c.got[i] > sweepBatch {
+			t.Errorf("ReadDir returned %d entries at once, want at most %d", c.got[i], sweepBatch)
+		}
+		total += c.got[i]
+	}
+	if want := 1 + files + 2; total != want {
+		t.Errorf("read %d entries in all, want %d", total, want)
 	}
 }

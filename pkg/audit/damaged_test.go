@@ -593,3 +593,72 @@ func TestVerifyExpiredAcrossChains(t *testing.T) {
 		t.Errorf("%d positions expired in all, findings %v: want at most %d expired, and positions missing", expired, rep.Findings, removed)
 	}
 }
+
+// TestScanSeveralDamagedRuns: a scan and a verify of an audit stream
+// with two damaged blocks (the first and the third of four) report both
+// runs of messages the store counts but cannot produce and read every
+// message around them, learning each run from the store rather than
+// waiting 5 s for messages that never come (fetches are counted: a
+// reader waiting out the idle limit makes 50 per run).
+func TestScanSeveralDamagedRuns(t *testing.T) {
+	js := jstest.DamagedBlocks(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true, Compression: jetstream.S2Compression,
+	}, jstest.CutInHalf, func(js jetstream.JetStream) { writeRecords(t, js, 220) }, 1, 3)
+	st, err := js.Stream(t.Context(), store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := st.CachedInfo().State.LastSeq
+	const idleFetches = 50
+	t.Run("scan", func(t *testing.T) {
+		fc := &jstest.FetchCounter{Stream: st}
+		var runs []audit.SeqRange
+		var seqs []uint64
+		start := time.Now()
+		opt := audit.ScanOptions{Unreadable: func(r audit.SeqRange) { runs = append(runs, r) }}
+		err := audit.ScanMessages(t.Context(), staleReplicaJS{js, fc}, opt, func(p audit.Position, _ string, _ []byte) error {
+			seqs = append(seqs, p.Seq)
+			return nil
+		})
+		t.Logf("scan of %d messages, runs %v: %v, %d fetches", last, runs, time.Since(start), fc.Fetches.Load())
+		if err != nil {
+			t.Fatalf("ScanMessages: %v", err)
+		}
+		if len(runs) != 2 || runs[0].First != 1 || runs[1].Last >= last {
+			t.Fatalf("unreadable runs %v: want two, the first from 1, the second ending before %d", runs, last)
+		}
+		var want []uint64
+		for seq := uint64(1); seq <= last; seq++ {
+			if seq > runs[0].Last && seq < runs[1].First || seq > runs[1].Last {
+				want = append(want, seq)
+			}
+		}
+		if !slices.Equal(seqs, want) {
+			t.Errorf("read %v, want every message outside the runs, once each, in order: %v", seqs, want)
+		}
+		if f := fc.Fetches.Load(); f >= idleFetches {
+			t.Errorf("%d fetches: the scan waited for messages the store said it cannot produce", f)
+		}
+	})
+	t.Run("verify", func(t *testing.T) {
+		fc := &jstest.FetchCounter{Stream: st}
+		start := time.Now()
+		rep, err := audit.VerifyStream(t.Context(), staleReplicaJS{js, fc})
+		if err != nil {
+			t.Fatalf("VerifyStream: %v", err)
+		}
+		var unreadable int
+		for _, f := range rep.Findings {
+			if f.Kind == audit.FindUnreadable {
+				unreadable++
+			}
+		}
+		t.Logf("verify: %d unreadable findings, %v, %d fetches", unreadable, time.Since(start), fc.Fetches.Load())
+		if unreadable != 2 {
+			t.Errorf("findings %v: want two unreadable", rep.Findings)
+		}
+		if f := fc.Fetches.Load(); f >= idleFetches {
+			t.Errorf("%d fetches: verify waited for messages the store said it cannot produce", f)
+		}
+	})
+}

@@ -108,8 +108,8 @@ func Ordered(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCons
 // Stalled explains a read of stream st that got nothing for a while after
 // stream sequence at (0: before reading any) although the stream holds
 // more. When the store counts the next message but answers "not found"
-// for it, in a stream without deleted messages, its files are damaged
-// there (a block cut short or overwritten: a torn copy, a failing disk),
+// for it (Unreadable: it is not among the deleted ones), its files are
+// damaged there (a block cut short or overwritten: a torn copy, a failing disk),
 // and the error says so and where; otherwise it says the store did not
 // answer, naming the sequence.
 func Stalled(ctx context.Context, st jetstream.Stream, at uint64) error {
@@ -119,11 +119,10 @@ func Stalled(ctx context.Context, st jetstream.Stream, at uint64) error {
 	}
 	last := info.State.LastSeq
 	next := max(at+1, info.State.FirstSeq)
-	if next <= last && info.State.NumDeleted == 0 {
-		_, err := st.GetMsg(ctx, next)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+	if next <= last {
+		if bad, _ := Unreadable(ctx, st, next); bad {
 			return fmt.Errorf("the store counts message %d of %d but cannot read it: its files are damaged there (restore them from a backup; the embedded server's log, component nats, names the failing block)", next, last)
 		}
 	}
-	return fmt.Errorf("no message for 5s after stream seq %d of %d, though the stream holds more: the store is not answering, or its files are damaged past there (see the NATS server's log)", at, last)
+	return fmt.Errorf("no message after stream seq %d of %d, though the stream holds more: the store is not answering, or its files are damaged past there (see the NATS server's log)", at, last)
 }

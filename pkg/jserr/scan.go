@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,10 +16,12 @@ import (
 const ScanTries = 4
 
 // ErrNoProgress is wrapped by Scan's error for a read that got nothing
-// for 5 s though messages were said to be pending: the store is not
-// answering, or its files are damaged there (the error says which), and
-// another consumer would wait as long.
-var ErrNoProgress = errors.New("no progress for 5s")
+// though messages were said to be pending: at once when the store
+// counts the next message but answers that it has not got it (its files
+// are damaged there; see Unreadable), after 5 s of nothing otherwise
+// (the store not answering). The error says which, and another consumer
+// would stall as well.
+var ErrNoProgress = errors.New("no progress")
 
 // Scan reads the messages of st that an ordered consumer made with cfg
 // delivers, up to those stored when it starts, batch at a time, passing
@@ -210,6 +213,12 @@ func scanOnce(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 			if pending = ci.NumPending; pending == 0 {
 				return false, nil
 			}
+			// A reader meeting messages the store counts but cannot
+			// produce gets nothing however long it waits: the store says
+			// so at once when asked for them (a slow store does not).
+			if bad, _ := unreadableNext(ctx, st, c, cfg, ci.Delivered.Stream); bad {
+				return false, fmt.Errorf("the store counts messages after stream seq %d that it cannot produce: %w", ci.Delivered.Stream, ErrNoProgress)
+			}
 		}
 		// Messages said to be pending and none coming for 5s: the store
 		// is not answering.
@@ -223,4 +232,51 @@ func scanOnce(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		}
 	}
 	return false, nil
+}
+
+// unreadableNext reports whether the next message consumer c (made with
+// cfg, placed after stream sequence at) is to deliver is one the store
+// counts but cannot produce: a read that gets nothing there is stalled
+// on damage, not waiting for a slow store. Unfiltered, that is the
+// message at at+1, which the store says it has not got though it is
+// neither before the stream's first nor after its last nor deleted
+// (Unreadable). Filtered, it is when the store has no message on any of
+// cfg's filters at or after at+1 while c still counts one pending. Any
+// other answer, an error included, is not damage: false.
+func unreadableNext(ctx context.Context, st jetstream.Stream, c jetstream.Consumer, cfg jetstream.OrderedConsumerConfig, at uint64) (bool, error) {
+	if len(cfg.FilterSubjects) == 0 {
+		return Unreadable(ctx, st, at+1)
+	}
+	for _, f := range cfg.FilterSubjects {
+		_, err := st.GetMsg(ctx, at+1, jetstream.WithGetMsgSubject(f))
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return false, err
+		}
+	}
+	// Asked after the gets: a message deleted meanwhile is no longer
+	// pending.
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	return ci.NumPending > 0, nil
+}
+
+// Unreadable reports whether stream st counts the message at sequence
+// seq but cannot produce it: the store answers that it has not got it,
+// though seq is between the stream's first and last sequences and not
+// among its deleted ones. Its files are then damaged there (a block cut
+// short or overwritten). The state is asked after the message, so a
+// message deleted between the two is not taken for damage.
+func Unreadable(ctx context.Context, st jetstream.Stream, seq uint64) (bool, error) {
+	_, err := st.GetMsg(ctx, seq)
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, err
+	}
+	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return false, err
+	}
+	s := info.State
+	return seq >= s.FirstSeq && seq <= s.LastSeq && !slices.Contains(s.Deleted, seq), nil
 }

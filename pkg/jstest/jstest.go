@@ -6,6 +6,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -121,6 +123,16 @@ func ZeroFill(path string, size int64) error { return os.WriteFile(path, make([]
 // cannot read become deleted sequences.
 func DamagedStreamWith(tb testing.TB, cfg jetstream.StreamConfig, damage Damage, fill func(jetstream.JetStream)) jetstream.JetStream {
 	tb.Helper()
+	return DamagedBlocks(tb, cfg, damage, fill, 1)
+}
+
+// DamagedBlocks is DamagedStreamWith damaging each of the block files
+// numbered blocks (1 is the first) rather than the first alone: damage
+// to blocks 1 and 3 of a stream fill wrote four blocks of leaves two
+// runs of messages the server cannot produce, with readable ones
+// between and after them. fill must write past the last block damaged.
+func DamagedBlocks(tb testing.TB, cfg jetstream.StreamConfig, damage Damage, fill func(jetstream.JetStream), blocks ...int) jetstream.JetStream {
+	tb.Helper()
 	dir := tb.TempDir()
 	js, stop := StartIn(tb, "damaged", dir)
 	cfg.Storage, cfg.MaxBytes = jetstream.FileStorage, 120_000
@@ -147,16 +159,18 @@ func DamagedStreamWith(tb testing.TB, cfg jetstream.StreamConfig, damage Damage,
 	}
 	stop()
 	msgs := filepath.Join(dir, "jetstream", "$G", "streams", cfg.Name, "msgs")
-	if _, err := os.Stat(filepath.Join(msgs, "2.blk")); err != nil {
-		tb.Fatalf("the stream has one block, none left whole after damaging it: %v", err)
-	}
-	first := filepath.Join(msgs, "1.blk")
-	fi, err := os.Stat(first)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := damage(first, fi.Size()); err != nil {
-		tb.Fatalf("damaging the first block: %v", err)
+	for _, b := range blocks {
+		if _, err := os.Stat(filepath.Join(msgs, strconv.Itoa(b+1)+".blk")); err != nil {
+			tb.Fatalf("the stream has no block after block %d, none left whole after damaging it: %v", b, err)
+		}
+		path := filepath.Join(msgs, strconv.Itoa(b)+".blk")
+		fi, err := os.Stat(path)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := damage(path, fi.Size()); err != nil {
+			tb.Fatalf("damaging block %d: %v", b, err)
+		}
 	}
 	js, _ = StartIn(tb, "damaged", dir)
 	return js
@@ -193,3 +207,44 @@ func (r *StaleReplica) DeleteConsumer(ctx context.Context, name string) error {
 	}
 	return r.Stream.DeleteConsumer(ctx, name)
 }
+
+// FetchCounter is a stream whose readers' fetches (FetchNoWait) are
+// counted in Fetches; the first Slow of them come back empty, as from a
+// slow store.
+type FetchCounter struct {
+	jetstream.Stream
+	Fetches atomic.Int64
+	Slow    int64
+}
+
+// OrderedConsumer makes a reader on the stream whose fetches are counted.
+func (s *FetchCounter) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	c, err := s.Stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return countedConsumer{c, s}, nil
+}
+
+type countedConsumer struct {
+	jetstream.Consumer
+	s *FetchCounter
+}
+
+func (c countedConsumer) FetchNoWait(n int) (jetstream.MessageBatch, error) {
+	if c.s.Fetches.Add(1) <= c.s.Slow {
+		return emptyBatch{}, nil
+	}
+	return c.Consumer.FetchNoWait(n)
+}
+
+// emptyBatch is a fetched batch of no messages.
+type emptyBatch struct{}
+
+func (emptyBatch) Messages() <-chan jetstream.Msg {
+	ch := make(chan jetstream.Msg)
+	close(ch)
+	return ch
+}
+
+func (emptyBatch) Error() error { return jetstream.ErrNoMessages }

@@ -51,6 +51,23 @@ type SeqRange struct {
 	Last  uint64 `json:"last"`
 }
 
+// MergeRuns returns runs in order of their first sequence, with runs
+// that overlap or touch made one, so that each sequence is in one run
+// at most. runs is not changed.
+func MergeRuns(runs []SeqRange) []SeqRange {
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b SeqRange) int { return cmp.Compare(a.First, b.First) })
+	var out []SeqRange
+	for _, r := range sorted {
+		if n := len(out); n > 0 && r.First <= out[n-1].Last+1 {
+			out[n-1].Last = max(out[n-1].Last, r.Last)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 // Scan calls fn with every audit record the store took between from and
 // to, in stream order, from both pipelines: records on each message's
 // own subject and the batch pipeline's record batches. The chain's gap
@@ -85,17 +102,17 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 	last := info.State.LastSeq
 	var unreadable func(SeqRange) error
 	if opt.Unreadable != nil {
-		// Runs are given merged, once the read is over: damage found as
-		// the read goes can move the stream's first message on, and a
-		// head found gone before the read is found again by a read that
-		// starts in it.
+		// Runs are given merged (MergeRuns), once the read is over:
+		// damage found as the read goes can move the stream's first
+		// message on, and a run met again (a reader placed anew) is
+		// given once.
 		var runs []SeqRange
 		unreadable = func(r SeqRange) error {
 			runs = append(runs, r)
 			return nil
 		}
 		defer func() {
-			for _, r := range mergeRuns(runs) {
+			for _, r := range MergeRuns(runs) {
 				opt.Unreadable(r)
 			}
 		}()
@@ -254,20 +271,6 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		at, resumed, next = resume-1, resume, resume
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, resume, nil
 	}
-}
-
-// mergeRuns returns runs in order, those that overlap or meet made one.
-func mergeRuns(runs []SeqRange) []SeqRange {
-	slices.SortFunc(runs, func(a, b SeqRange) int { return cmp.Compare(a.First, b.First) })
-	var out []SeqRange
-	for _, r := range runs {
-		if n := len(out); n > 0 && r.First <= out[n-1].Last+1 {
-			out[n-1].Last = max(out[n-1].Last, r.Last)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
 }
 
 // replicaGap is a run of sequences a reader passed over that the

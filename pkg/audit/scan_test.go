@@ -158,3 +158,30 @@ func TestScan(t *testing.T) {
 		}
 	})
 }
+
+// TestMergeRuns: runs of unreadable sequences met in any order, parts of
+// them met again, come out sorted, each sequence in one run.
+func TestMergeRuns(t *testing.T) {
+	r := func(first, last uint64) audit.SeqRange { return audit.SeqRange{First: first, Last: last} }
+	tests := []struct {
+		name string
+		in   []audit.SeqRange
+		want []audit.SeqRange
+	}{
+		{"none", nil, nil},
+		{"one", []audit.SeqRange{r(3, 5)}, []audit.SeqRange{r(3, 5)}},
+		{"apart, out of order", []audit.SeqRange{r(10, 12), r(1, 4)}, []audit.SeqRange{r(1, 4), r(10, 12)}},
+		{"touching", []audit.SeqRange{r(1, 4), r(5, 9)}, []audit.SeqRange{r(1, 9)}},
+		{"the same twice", []audit.SeqRange{r(1, 72), r(1, 72)}, []audit.SeqRange{r(1, 72)}},
+		{"overlapping", []audit.SeqRange{r(1, 50), r(20, 72)}, []audit.SeqRange{r(1, 72)}},
+		{"one within another, met after", []audit.SeqRange{r(145, 216), r(1, 72), r(150, 160)}, []audit.SeqRange{r(1, 72), r(145, 216)}},
+		{"a longer end met later", []audit.SeqRange{r(145, 200), r(1, 72), r(145, 216)}, []audit.SeqRange{r(1, 72), r(145, 216)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, audit.MergeRuns(tc.in)); diff != "" {
+				t.Errorf("MergeRuns(%v) (-want +got):\n%s", tc.in, diff)
+			}
+		})
+	}
+}

@@ -569,14 +569,21 @@ func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg),
 		return info, nil
 	}
 	var damaged error
+	var runs []SeqRange
 	onDamage := func(r SeqRange) error {
 		if unreadable == nil {
 			damaged = fmt.Errorf("reading audit stream: the store counts messages %d-%d of %d but cannot read them, so the records from %d on cannot be checked: its files are damaged; restore them from a backup (the embedded server's log, component nats, names the failing block)", r.First, r.Last, last, r.First)
 			return damaged
 		}
-		unreadable(r.First, r.Last)
+		runs = append(runs, r)
 		return nil
 	}
+	defer func() {
+		// Each sequence once (MergeRuns).
+		for _, r := range MergeRuns(runs) {
+			unreadable(r.First, r.Last)
+		}
+	}()
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq}
 	err = readPast(ctx, st, cfg, last, int(min(last-info.State.FirstSeq+1, 1000)), func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 		fn(StoredMsg{StreamSeq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})

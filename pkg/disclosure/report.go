@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -107,8 +106,10 @@ func Build(ctx context.Context, js jetstream.JetStream, patient string, withheld
 }
 
 // IncompleteNote says why a report is incomplete: the audit stream
-// messages in runs could not be read.
+// messages in runs could not be read. Each is named once, however the
+// runs overlap (audit.MergeRuns).
 func IncompleteNote(runs []audit.SeqRange) string {
+	runs = audit.MergeRuns(runs)
 	parts := make([]string, len(runs))
 	for i, r := range runs {
 		parts[i] = strconv.FormatUint(r.First, 10) + "-" + strconv.FormatUint(r.Last, 10)
@@ -124,17 +125,14 @@ func IncompleteNote(runs []audit.SeqRange) string {
 // routing records, stored before the window, of releases delivered in it.
 //
 // Runs of audit messages the store cannot produce (damaged files) are
-// skipped and returned, each once, in the order met.
+// skipped and returned merged (audit.MergeRuns): the passes can meet the
+// same damage, or parts of it, each sequence is named once.
 func collect(ctx context.Context, js jetstream.JetStream, b *Builder, from, to time.Time, lb time.Duration) ([]audit.SeqRange, error) {
 	if lb <= 0 {
 		lb = DefaultLookback
 	}
 	var unreadable []audit.SeqRange
-	skip := func(r audit.SeqRange) {
-		if !slices.Contains(unreadable, r) {
-			unreadable = append(unreadable, r)
-		}
-	}
+	skip := func(r audit.SeqRange) { unreadable = append(unreadable, r) }
 	window := audit.ScanOptions{From: from, To: to.Add(lookahead), Unreadable: skip}
 	add := func(p audit.Position, r audit.Record) error {
 		b.AddAt(p, r)
@@ -159,7 +157,7 @@ func collect(ctx context.Context, js jetstream.JetStream, b *Builder, from, to t
 	if err := completeRouting(ctx, js, b, from, skip); err != nil {
 		return nil, err
 	}
-	return unreadable, nil
+	return audit.MergeRuns(unreadable), nil
 }
 
 // completeRouting reads, for each release kept whose routing records are

@@ -268,3 +268,13 @@ func TestSearchBundleIncomplete(t *testing.T) {
 		})
 	}
 }
+
+// TestIncompleteNoteNamesEachSequenceOnce: runs met by several passes
+// over the same damage (a window and the look-back before it, a stream
+// grown between them) are named once each, in order.
+func TestIncompleteNoteNamesEachSequenceOnce(t *testing.T) {
+	note := disclosure.IncompleteNote([]audit.SeqRange{{First: 145, Last: 200}, {First: 1, Last: 72}, {First: 145, Last: 216}, {First: 20, Last: 50}})
+	if !strings.Contains(note, "messages 1-72, 145-216 could not") {
+		t.Errorf("note %q: want runs 1-72 and 145-216, each once", note)
+	}
+}

@@ -1,6 +1,7 @@
 package audit_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -661,4 +662,38 @@ func TestScanSeveralDamagedRuns(t *testing.T) {
 			t.Errorf("%d fetches: verify waited for messages the store said it cannot produce", f)
 		}
 	})
+}
+
+// TestTrailReadsPastItsDamagedRecords: the trail of a message with a
+// record in a damaged block and others after it comes back incomplete
+// with those after it. Before, the store's search by subject from the
+// damaged block found nothing, and the trail came back empty.
+func TestTrailReadsPastItsDamagedRecords(t *testing.T) {
+	const id, msgs = "01JQ4Z9A7B8C9D0E1F2G3HDAMG", 150
+	js := jstest.DamagedStream(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+	}, func(js jetstream.JetStream) {
+		for i := range msgs {
+			r := rec(fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i), audit.Received, i)
+			if i == 0 || i >= msgs-2 { // in the damaged block, and after it
+				r = rec(id, audit.Failed, i)
+			}
+			r.Reason = strings.Repeat("x", 250)
+			data, err := json.Marshal([]audit.Record{r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(t.Context(), audit.Subject(r.MessageID), data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	recs, err := audit.Trail(t.Context(), js, id)
+	var inc *audit.IncompleteError
+	if !errors.As(err, &inc) {
+		t.Fatalf("Trail error %v: want an IncompleteError", err)
+	}
+	if len(recs) != 2 || !recs[0].Time.Equal(at(msgs-2)) || !recs[1].Time.Equal(at(msgs-1)) {
+		t.Errorf("trail %+v: want the two records stored after the damaged block", recs)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/junction-fhir/junction/pkg/jserr"
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // IncompleteError is returned, beside what could be read, by a read of
@@ -36,7 +37,11 @@ func (e *IncompleteError) Unwrap() error { return e.Err }
 // (jserr.ErrNoProgress). The rest is then read message by message, each
 // the next the store can produce on subject, and the read ends with an
 // *IncompleteError: the damaged block's messages on subject, if any, are
-// not among them, and no one can say whether there were any.
+// not among them, and no one can say whether there were any. The store
+// finds no next message on subject from before a damaged block that
+// holds one, though it holds others after the block: when fewer than n
+// have been read, the rest of the stream is read unfiltered past the
+// damage (readPast) for them.
 func ReadSubject(ctx context.Context, st jetstream.Stream, subject string, n uint64, fn func(data []byte) (stop bool, err error)) error {
 	info, err := st.Info(ctx)
 	if err != nil {
@@ -61,38 +66,57 @@ func ReadSubject(ctx context.Context, st jetstream.Stream, subject string, n uin
 		// Fewer than the stream counts: a reader placed on a replica
 		// that lost some of them (a follower's damaged block rebuilt)
 		// passed over them. The rest are read from the stream.
-		return readRest(ctx, st, subject, 1, last, given, fn)
+		_, err := readRest(ctx, st, subject, 1, last, given, fn)
+		return err
 	}
 	if err == nil || !errors.Is(err, jserr.ErrNoProgress) || ctx.Err() != nil {
 		return err
 	}
-	if rerr := readRest(ctx, st, subject, at+1, last, nil, fn); rerr != nil {
+	from, rerr := readRest(ctx, st, subject, at+1, last, given, fn)
+	if rerr != nil {
 		return errors.Join(err, rerr)
+	}
+	if from <= last && uint64(len(given)) < n {
+		cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
+		rerr := readPast(ctx, st, cfg, last, 1000, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+			if given[md.Sequence.Stream] || !store.SubjectMatches(subject, m.Subject()) {
+				return false, nil
+			}
+			given[md.Sequence.Stream] = true
+			return fn(m.Data())
+		}, func(SeqRange) error { return nil })
+		if rerr != nil {
+			return errors.Join(err, fmt.Errorf("reading audit messages past the damage: %w", rerr))
+		}
 	}
 	return &IncompleteError{Err: err}
 }
 
 // readRest passes the data of the audit messages of st on subject from
-// from to last that are not given already to fn, asking the stream for
-// each, until fn says to stop.
-func readRest(ctx context.Context, st jetstream.Stream, subject string, from, last uint64, given map[uint64]bool, fn func(data []byte) (stop bool, err error)) error {
-	for seq := from; seq <= last; {
+// from to last that are not in given to fn, asking the stream for each,
+// until fn says to stop, adding each to given. It returns the sequence
+// from which the store found no more on subject (last+1 when the read
+// got past last, or fn stopped it).
+func readRest(ctx context.Context, st jetstream.Stream, subject string, from, last uint64, given map[uint64]bool, fn func(data []byte) (stop bool, err error)) (uint64, error) {
+	seq := from
+	for seq <= last {
 		m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
+			return seq, nil
 		}
 		if err != nil {
-			return fmt.Errorf("reading audit messages a reader passed over: %w", err)
+			return seq, fmt.Errorf("reading audit messages a reader passed over: %w", err)
 		}
 		if m.Sequence > last {
-			return nil
+			return last + 1, nil
 		}
 		if !given[m.Sequence] {
+			given[m.Sequence] = true
 			if stop, err := fn(m.Data); err != nil || stop {
-				return err
+				return last + 1, err
 			}
 		}
 		seq = m.Sequence + 1
 	}
-	return nil
+	return seq, nil
 }

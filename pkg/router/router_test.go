@@ -17,6 +17,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 func TestBatchRoundTrip(t *testing.T) {
@@ -110,28 +111,12 @@ func TestAcceptedOf(t *testing.T) {
 			if got := takes(tt.subject); got != tt.want {
 				t.Errorf("acceptedOf(pas)(%q) = %v, want %v", tt.subject, got, tt.want)
 			}
-			matched := slices.ContainsFunc(acceptedFilters("pas"), func(f string) bool { return subjectMatches(f, tt.subject) })
+			matched := slices.ContainsFunc(acceptedFilters("pas"), func(f string) bool { return store.SubjectMatches(f, tt.subject) })
 			if matched != tt.want {
 				t.Errorf("acceptedFilters(pas) match %q: %v, want %v", tt.subject, matched, tt.want)
 			}
 		})
 	}
-}
-
-// subjectMatches is NATS subject matching with * and > wildcards.
-func subjectMatches(filter, subject string) bool {
-	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, tok := range f {
-		switch {
-		case tok == ">":
-			return len(s) > i
-		case i >= len(s):
-			return false
-		case tok != "*" && tok != s[i]:
-			return false
-		}
-	}
-	return len(f) == len(s)
 }
 
 func TestDecodeBatchRejectsDamage(t *testing.T) {

@@ -1288,3 +1288,18 @@ func redactedURLs(list string) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// SubjectMatches reports whether subject is matched by filter, a NATS
+// subject that may hold wildcards ("*" for one token, ">" for the rest).
+func SubjectMatches(filter, subject string) bool {
+	f, s := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, tok := range f {
+		switch {
+		case tok == ">":
+			return len(s) > i
+		case i >= len(s), tok != "*" && tok != s[i]:
+			return false
+		}
+	}
+	return len(f) == len(s)
+}

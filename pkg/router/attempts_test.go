@@ -23,6 +23,7 @@ import (
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
 	"github.com/junction-fhir/junction/pkg/fault"
+	"github.com/junction-fhir/junction/pkg/jstest"
 	"github.com/junction-fhir/junction/pkg/logtest"
 	"github.com/junction-fhir/junction/pkg/route"
 	"github.com/junction-fhir/junction/pkg/store"
@@ -583,5 +584,66 @@ func TestRecoveryIsLogged(t *testing.T) {
 	}
 	if n := count("destination delivering again"); n != 1 {
 		t.Errorf("a delivery with no failure before it logged a recovery: %d lines", n)
+	}
+}
+
+// TestAttemptsMadeFromAnIncompleteTrail: a payload's trail that comes
+// back incomplete (its first failed attempts were in a damaged audit
+// block) still counts what it holds: the attempts recorded after the
+// damage, so that retries end, and a delivery recorded, so that the
+// payload is not sent again. Before, an incomplete trail counted
+// nothing: a delivered payload was sent again, and each redelivery
+// started the count afresh.
+func TestAttemptsMadeFromAnIncompleteTrail(t *testing.T) {
+	var ids IDGen
+	failing, delivered := ids.New(), ids.New()
+	rec := func(id string, ev audit.Event, attempt int) audit.Record {
+		return audit.Record{Time: time.Now().UTC(), MessageID: id, Event: ev, Route: "adt", Destination: "ehr", Seq: 7,
+			Attempt: attempt, Outcome: "transient", Reason: strings.Repeat("x", 250)}
+	}
+	const msgs = 150
+	js := jstest.DamagedStream(t, jetstream.StreamConfig{
+		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
+	}, func(js jetstream.JetStream) {
+		for i := range msgs {
+			r := rec(ids.New(), audit.Received, 0) // another message's
+			switch i {
+			case 0: // in the block damaged
+				r = rec(failing, audit.Failed, 1)
+			case 1:
+				r = rec(delivered, audit.Failed, 1)
+			case msgs - 3: // after it
+				r = rec(failing, audit.Failed, 2)
+			case msgs - 2:
+				r = rec(failing, audit.Failed, 3)
+			case msgs - 1:
+				r = rec(delivered, audit.Delivered, 2)
+				r.Outcome = "ok"
+			}
+			data, err := json.Marshal([]audit.Record{r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(t.Context(), audit.Subject(r.MessageID), data); err != nil {
+				t.Fatalf("audit %d: %v", i, err)
+			}
+		}
+	})
+	for _, id := range []string{failing, delivered} {
+		var inc *audit.IncompleteError
+		if _, err := audit.Trail(t.Context(), js, id); !errors.As(err, &inc) {
+			t.Fatalf("trail of %s: %v, want it incomplete (its first record unreadable)", id, err)
+		}
+	}
+	var logged strings.Builder
+	r := &Router{o: Options{Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Logger: slog.New(slog.NewJSONHandler(&logged, nil))}, js: js}
+	if got := r.attemptsMade(t.Context(), failing, "adt", "ehr", 7); got.made != 3 || got.last == nil || got.last.Attempt != 3 || got.delivered {
+		t.Errorf("failing payload: %d attempts made (last %+v), delivered %v; want the 3 the trail still holds, not delivered", got.made, got.last, got.delivered)
+	}
+	if got := r.attemptsMade(t.Context(), delivered, "adt", "ehr", 7); !got.delivered {
+		t.Errorf("delivered payload: delivered %v, want true (its delivery is on the trail)", got.delivered)
+	}
+	if !strings.Contains(logged.String(), "incomplete") {
+		t.Errorf("log %q: want the incomplete trail said", logged.String())
 	}
 }

@@ -854,11 +854,25 @@ func (r *Router) recordFailure(rec audit.Record) bool {
 // so a redelivered payload carries on counting towards max_attempts
 // rather than starting again (a replay queues a new payload, which starts
 // again). A trail that cannot be read counts none (logged).
+//
+// A trail that comes back incomplete (audit.IncompleteError: part of the
+// audit stream is damaged) counts what it holds, logged: records are
+// only ever missing from it, so the attempts it holds are at least
+// those made (each new one is recorded after the damage, so the count
+// still reaches max_attempts and retries end), and a delivery or a
+// final failure it holds is so. A delivery whose record was in the
+// damage cannot be seen: the payload is sent again, with the same
+// idempotency key, as after a crash between a delivery and its record
+// (at-least-once).
 func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint64) attempts {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	trail, err := audit.Trail(ctx, r.js, id)
-	if err != nil {
+	var incomplete *audit.IncompleteError
+	switch {
+	case errors.As(err, &incomplete):
+		r.o.Logger.Warn("earlier delivery attempts counted from an incomplete trail", "message_id", id, "destination", dest, "error", err.Error())
+	case err != nil:
 		r.o.Logger.Warn("earlier delivery attempts not counted", "message_id", id, "destination", dest, "error", err.Error())
 		return attempts{}
 	}

@@ -1,6 +1,7 @@
 package audit_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -669,13 +670,58 @@ func TestScanSeveralDamagedRuns(t *testing.T) {
 // with those after it. Before, the store's search by subject from the
 // damaged block found nothing, and the trail came back empty.
 func TestTrailReadsPastItsDamagedRecords(t *testing.T) {
-	const id, msgs = "01JQ4Z9A7B8C9D0E1F2G3HDAMG", 150
+	js, id := damagedTrail(t)
+	recs, err := audit.Trail(t.Context(), js, id)
+	var inc *audit.IncompleteError
+	if !errors.As(err, &inc) {
+		t.Fatalf("Trail error %v: want an IncompleteError", err)
+	}
+	if len(recs) != 2 || !recs[0].Time.Equal(at(damagedTrailMsgs-2)) || !recs[1].Time.Equal(at(damagedTrailMsgs-1)) {
+		t.Errorf("trail %+v: want the two records stored after the damaged block", recs)
+	}
+}
+
+// unfilteredRefused is a stream that refuses to make unfiltered readers.
+type unfilteredRefused struct{ jetstream.Stream }
+
+func (s unfilteredRefused) OrderedConsumer(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	if len(cfg.FilterSubjects) == 0 {
+		return nil, errors.New("refused")
+	}
+	return s.Stream.OrderedConsumer(ctx, cfg)
+}
+
+// TestTrailReadPastDamageFails: when the read past the damage for a
+// trail's last records fails, the trail still comes back incomplete
+// with what was read, not as an error alone.
+func TestTrailReadPastDamageFails(t *testing.T) {
+	js, id := damagedTrail(t)
+	st, err := js.Stream(t.Context(), store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = audit.ReadSubject(t.Context(), unfilteredRefused{st}, audit.Subject(id), 3, func([]byte) (bool, error) { return false, nil })
+	var inc *audit.IncompleteError
+	if !errors.As(err, &inc) || !strings.Contains(err.Error(), "past the damage") {
+		t.Errorf("ReadSubject = %v, want an IncompleteError saying the read past the damage failed", err)
+	}
+}
+
+// damagedTrailMsgs is how many audit messages damagedTrail writes.
+const damagedTrailMsgs = 150
+
+// damagedTrail is an audit stream whose first block was cut short
+// (jstest.DamagedStream), and the id of a message with a record in that
+// block and two after it.
+func damagedTrail(t *testing.T) (jetstream.JetStream, string) {
+	t.Helper()
+	const id = "01JQ4Z9A7B8C9D0E1F2G3HDAMG"
 	js := jstest.DamagedStream(t, jetstream.StreamConfig{
 		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
 	}, func(js jetstream.JetStream) {
-		for i := range msgs {
+		for i := range damagedTrailMsgs {
 			r := rec(fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i), audit.Received, i)
-			if i == 0 || i >= msgs-2 { // in the damaged block, and after it
+			if i == 0 || i >= damagedTrailMsgs-2 { // in the damaged block, and after it
 				r = rec(id, audit.Failed, i)
 			}
 			r.Reason = strings.Repeat("x", 250)
@@ -688,12 +734,5 @@ func TestTrailReadsPastItsDamagedRecords(t *testing.T) {
 			}
 		}
 	})
-	recs, err := audit.Trail(t.Context(), js, id)
-	var inc *audit.IncompleteError
-	if !errors.As(err, &inc) {
-		t.Fatalf("Trail error %v: want an IncompleteError", err)
-	}
-	if len(recs) != 2 || !recs[0].Time.Equal(at(msgs-2)) || !recs[1].Time.Equal(at(msgs-1)) {
-		t.Errorf("trail %+v: want the two records stored after the damaged block", recs)
-	}
+	return js, id
 }

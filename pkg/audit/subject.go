@@ -77,16 +77,29 @@ func ReadSubject(ctx context.Context, st jetstream.Stream, subject string, n uin
 		return errors.Join(err, rerr)
 	}
 	if from <= last && uint64(len(given)) < n {
+		// Read until all n are given: the stream after the last of them
+		// holds none.
+		var fnErr error
 		cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
 		rerr := readPast(ctx, st, cfg, last, 1000, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			if given[md.Sequence.Stream] || !store.SubjectMatches(subject, m.Subject()) {
 				return false, nil
 			}
 			given[md.Sequence.Stream] = true
-			return fn(m.Data())
+			stop, err := fn(m.Data())
+			if err != nil {
+				fnErr = err
+				return true, nil
+			}
+			return stop || uint64(len(given)) >= n, nil
 		}, func(SeqRange) error { return nil })
+		if fnErr != nil {
+			return fnErr
+		}
 		if rerr != nil {
-			return errors.Join(err, fmt.Errorf("reading audit messages past the damage: %w", rerr))
+			// What was read stands: the trail is incomplete, and says
+			// why.
+			return &IncompleteError{Err: errors.Join(err, fmt.Errorf("reading audit messages past the damage: %w", rerr))}
 		}
 	}
 	return &IncompleteError{Err: err}

@@ -597,8 +597,11 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		for _, r := range rep.Unreadable {
 			fmt.Fprintf(stdout, "unreadable audit stream messages %d-%d: the store's files are damaged there, and messages whose records they held show as pending; restore the audit stream from a backup (the engine's log, component nats, names the failing block)\n", r.First, r.Last)
 		}
+		for _, r := range rep.IngestLogLost {
+			fmt.Fprintf(stdout, "lost ingest log batches %d-%d: the store's files were damaged there, and the acknowledged messages in them, never routed, are not counted here; the engine's start log gives when they were acknowledged\n", r.First, r.Last)
+		}
 	}
-	if len(orphans) > 0 || len(rep.Unreadable) > 0 {
+	if len(orphans) > 0 || len(rep.Unreadable) > 0 || len(rep.IngestLogLost) > 0 {
 		return exitError{code: 1}
 	}
 	return nil

@@ -1495,6 +1495,24 @@ func TestAuditReconcileOlderThanZeroListsEveryPending(t *testing.T) {
 	}
 }
 
+// TestAuditReconcileNamesLostIngestLogBatches: a reconciliation that
+// names ingest log batches the store lost is printed with them, and the
+// command exits 1: the acknowledged messages in them are not counted.
+func TestAuditReconcileNamesLostIngestLogBatches(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprint(w, `{"accepted": 1, "terminal": {"delivered": 1}, "pending": [], "ingest_log_lost": [{"first": 36, "last": 71}]}`)
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	code, out, errOut := cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+	if code != 1 || !strings.Contains(out, "lost ingest log batches 36-71") {
+		t.Errorf("exit %d, want 1 naming the lost batches 36-71:\n%s%s", code, out, errOut)
+	}
+}
+
 // TestAdminCommandTrustsTheEngineCertificate: given the engine's config
 // (-c), an admin command reaches its HTTPS listener on loopback although
 // the certificate names only a Service's DNS name, as in the Helm chart's

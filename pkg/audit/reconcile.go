@@ -107,6 +107,11 @@ type Reconciliation struct {
 	// records they held are missing from the reconciliation, so a
 	// message whose outcome was recorded there shows as pending.
 	Unreadable []SeqRange `json:"unreadable,omitempty"`
+	// IngestLogLost lists the runs of ingest log batches the store lost
+	// (its files were damaged) before routing took them: the
+	// acknowledged messages in them are missing from the
+	// reconciliation, and how many there were cannot be known.
+	IngestLogLost []SeqRange `json:"ingest_log_lost,omitempty"`
 }
 
 // routeState is what the records say of one message on one route.

@@ -71,6 +71,19 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
+	// The scans pass over batches the store dropped as deleted
+	// sequences (a damaged block rebuilt): those after the floor held
+	// acknowledged messages no stream has, said apart.
+	lost, err := ingestLogLoss(ctx, js, floor)
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	var ingestLost []audit.SeqRange
+	for _, r := range lost {
+		if from.IsZero() || r.Before.IsZero() || !r.Before.Before(from) {
+			ingestLost = append(ingestLost, audit.SeqRange{First: r.First, Last: r.Last})
+		}
+	}
 	err = scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, from, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), SubjAccepted+".") {
 			return nil // read in full below
@@ -152,7 +165,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		return audit.Reconciliation{}, err
 	}
 	rep := ledger.Reconcile(accepted, routes, routesStarted)
-	rep.Since, rep.Unreadable = since, unreadable
+	rep.Since, rep.Unreadable, rep.IngestLogLost = since, unreadable, ingestLost
 	return rep, nil
 }
 

@@ -479,6 +479,10 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if unknown > 0 {
 		fmt.Fprintf(stdout, "(%d shown as unknown: only the first 200 messages' trails are read; narrow the window, or give --control-id, to see theirs)\n", unknown)
 	}
+	for _, r := range res.Lost {
+		fmt.Fprintf(stdout, "(ingest log batches %d-%d, acknowledged between %s and %s, were lost, the store's files damaged: messages in them cannot be found)\n",
+			r.First, r.Last, orUnknown(r.After), orUnknown(r.Before))
+	}
 	refused := ""
 	if n := len(res.Quarantined); n > 0 {
 		refused = fmt.Sprintf("; %d refused (listed above; junction audit quarantine shows the quarantine)", n)
@@ -623,4 +627,12 @@ func cell(s string) string {
 		}
 	}
 	return s
+}
+
+// orUnknown is t in RFC 3339, or "unknown" when zero.
+func orUnknown(t time.Time) string {
+	if t.IsZero() {
+		return "unknown"
+	}
+	return t.UTC().Format(time.RFC3339)
 }

@@ -1513,6 +1513,24 @@ func TestAuditReconcileNamesLostIngestLogBatches(t *testing.T) {
 	}
 }
 
+// TestAuditFindNamesLostIngestLogBatches: batches of the window the
+// store lost are said, with when they were acknowledged, beside a find
+// that found nothing.
+func TestAuditFindNamesLostIngestLogBatches(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/messages", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprint(w, `{"messages": [], "lost": [{"first": 36, "last": 71, "after": "2026-01-15T10:00:00Z"}]}`)
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	code, out, errOut := cliRun(t, "audit", "find", "--control-id", "C1", "--since", "2026-01-15T00:00:00Z", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+	if code == 0 || !strings.Contains(out, "ingest log batches 36-71, acknowledged between 2026-01-15T10:00:00Z and unknown, were lost") {
+		t.Errorf("exit %d, want not 0 and the lost batches named:\n%s%s", code, out, errOut)
+	}
+}
+
 // TestAdminCommandTrustsTheEngineCertificate: given the engine's config
 // (-c), an admin command reaches its HTTPS listener on loopback although
 // the certificate names only a Service's DNS name, as in the Helm chart's

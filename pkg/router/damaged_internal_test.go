@@ -346,6 +346,57 @@ func receivedTrails(t *testing.T, js jetstream.JetStream, auditCfg jetstream.Str
 // of batches lost before routing took them, whose acknowledged messages
 // it cannot count. Before, its scans passed over them and said nothing.
 func TestReconcileLostIngestLog(t *testing.T) {
+	js, want := lostIngestLogStore(t)
+	rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if !slices.Equal(rep.IngestLogLost, want) {
+		t.Errorf("lost ingest log batches %v, want %v", rep.IngestLogLost, want)
+	}
+}
+
+// TestFindNamesLostIngestLogBatches: finding messages over a window that
+// holds ingest log batches the store lost says so, with when they were
+// acknowledged; a window after them does not. Before, a message in them
+// was not found, and nothing said why.
+func TestFindNamesLostIngestLogBatches(t *testing.T) {
+	js, want := lostIngestLogStore(t)
+	now := time.Now()
+	tests := []struct {
+		name         string
+		since, until time.Time
+		want         []audit.SeqRange
+	}{
+		{"a window holding them", now.Add(-time.Hour), now.Add(time.Minute), want},
+		{"a window after them", now.Add(time.Minute), now.Add(time.Hour), nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := Find(t.Context(), js, FindQuery{Since: tc.since, Until: tc.until}, nil)
+			if err != nil {
+				t.Fatalf("Find: %v", err)
+			}
+			var got []audit.SeqRange
+			for _, r := range res.Lost {
+				got = append(got, audit.SeqRange{First: r.First, Last: r.Last})
+				if r.After.IsZero() && r.Before.IsZero() {
+					t.Errorf("lost run %+v: want when its batches were acknowledged", r)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("lost %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// lostIngestLogStore is a store whose ingest log's first block was cut
+// short (jstest.DamagedStreamWith, uncompressed: the server rebuilds it
+// into deleted sequences), with no batch taken for routing, and the runs
+// of batches it lost.
+func lostIngestLogStore(t *testing.T) (jetstream.JetStream, []audit.SeqRange) {
+	t.Helper()
 	const batches = 150
 	js := jstest.DamagedStreamWith(t, jetstream.StreamConfig{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}}, jstest.CutInHalf,
 		func(js jetstream.JetStream) {
@@ -368,22 +419,16 @@ func TestReconcileLostIngestLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []audit.SeqRange
+	var lost []audit.SeqRange
 	for seq := uint64(1); seq <= batches; seq++ {
 		if _, err := st.GetMsg(t.Context(), seq); errors.Is(err, jetstream.ErrMsgNotFound) {
-			want = audit.MergeRuns(append(want, audit.SeqRange{First: seq, Last: seq}))
+			lost = audit.MergeRuns(append(lost, audit.SeqRange{First: seq, Last: seq}))
 		} else if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if len(want) == 0 {
+	if len(lost) == 0 {
 		t.Fatal("the set-up lost nothing")
 	}
-	rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
-	if err != nil {
-		t.Fatalf("Reconcile: %v", err)
-	}
-	if !slices.Equal(rep.IngestLogLost, want) {
-		t.Errorf("lost ingest log batches %v, want %v", rep.IngestLogLost, want)
-	}
+	return js, lost
 }

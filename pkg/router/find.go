@@ -68,6 +68,10 @@ type FindResult struct {
 	// Retained is when the oldest input still stored was received: a
 	// window starting before it may miss messages received then.
 	Retained time.Time `json:"retained,omitzero"`
+	// Lost lists the runs of ingest log batches acknowledged in the
+	// window that the store lost (its files were damaged): the messages
+	// in them cannot be found.
+	Lost []LostRun `json:"lost,omitempty"`
 }
 
 // findStoreLag bounds how long after its receipt a message is stored in
@@ -149,6 +153,20 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 	})
 	if err != nil {
 		return res, err
+	}
+	// The scan passes over batches the store dropped as deleted
+	// sequences (a damaged block rebuilt; Junction deletes nothing from
+	// the ingest log): those that may hold messages of the window are
+	// said apart.
+	lost, err := ingestLogLoss(ctx, js, 0)
+	if err != nil {
+		return res, err
+	}
+	for _, r := range lost {
+		if (!r.Before.IsZero() && r.Before.Before(q.Since)) || (!q.Until.IsZero() && r.After.After(q.Until.Add(findStoreLag))) {
+			continue
+		}
+		res.Lost = append(res.Lost, r)
 	}
 	if len(res.Messages) == 0 {
 		return res, nil

@@ -12,14 +12,16 @@ import (
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
-// lostRun is a run of ingest log sequences, First to Last, that the
-// store no longer holds though routing had not taken them: batches of
-// acknowledged messages, lost. After and Before are when the stored
-// batches either side of the run were written (zero where there is
-// none): the lost messages were acknowledged between them.
-type lostRun struct {
-	First, Last   uint64
-	After, Before time.Time
+// LostRun is a run of ingest log sequences, First to Last, that the
+// store no longer holds: batches of acknowledged messages, lost (its
+// files were damaged). After and Before are when the stored batches
+// either side of the run were written (zero where there is none): the
+// lost messages were acknowledged between them.
+type LostRun struct {
+	First  uint64    `json:"first"`
+	Last   uint64    `json:"last"`
+	After  time.Time `json:"after,omitzero"`
+	Before time.Time `json:"before,omitzero"`
 }
 
 // ingestLogLoss returns the runs of ingest log batches after floor (the
@@ -29,7 +31,7 @@ type lostRun struct {
 // it cannot read of a damaged block when it rebuilds the stream at
 // start, as deleted sequences. (Batches that expire at the stream's head
 // cannot be seen this way: the server moves its consumers past them.)
-func ingestLogLoss(ctx context.Context, js jetstream.JetStream, floor uint64) ([]lostRun, error) {
+func ingestLogLoss(ctx context.Context, js jetstream.JetStream, floor uint64) ([]LostRun, error) {
 	st, err := js.Stream(ctx, store.StreamIngestLog)
 	if err != nil {
 		return nil, fmt.Errorf("opening ingest log: %w", err)
@@ -50,13 +52,13 @@ func ingestLogLoss(ctx context.Context, js jetstream.JetStream, floor uint64) ([
 	}
 	slices.Sort(gone)
 	gone = slices.Compact(gone)
-	var runs []lostRun
+	var runs []LostRun
 	for _, seq := range gone {
 		if n := len(runs); n > 0 && runs[n-1].Last+1 == seq {
 			runs[n-1].Last = seq
 			continue
 		}
-		runs = append(runs, lostRun{First: seq, Last: seq})
+		runs = append(runs, LostRun{First: seq, Last: seq})
 	}
 	for i := range runs {
 		if runs[i].After, err = storedAt(ctx, st, runs[i].First-1, state.FirstSeq); err != nil {
@@ -98,7 +100,7 @@ func (r *Router) reportIngestLoss(ctx context.Context, durable string, start sta
 	if err == nil && !found && start.policy == jetstream.DeliverByStartSequencePolicy {
 		floor = start.seq - 1
 	}
-	var runs []lostRun
+	var runs []LostRun
 	if err == nil {
 		runs, err = ingestLogLoss(ctx, r.js, floor)
 	}

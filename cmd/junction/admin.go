@@ -463,6 +463,9 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		case len(f.Outcomes) > 0:
 			state += ", " + strings.Join(f.Outcomes, ", ")
 		}
+		if f.Incomplete != "" {
+			state += " (trail incomplete: audit files damaged)"
+		}
 		ctrlID := f.ControlID
 		if ctrlID == "" {
 			ctrlID = "-"

@@ -1531,6 +1531,23 @@ func TestAuditFindNamesLostIngestLogBatches(t *testing.T) {
 	}
 }
 
+// TestAuditFindSaysATrailIsIncomplete: a message found whose trail could
+// not be read whole is listed with that said.
+func TestAuditFindSaysATrailIsIncomplete(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/messages", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprint(w, `{"messages": [{"id": "01M1", "received_at": "2026-01-15T10:00:00Z", "source": "pas", "control_id": "C1", "state": "unknown", "incomplete": "some audit records could not be read"}]}`)
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	code, out, errOut := cliRun(t, "audit", "find", "--control-id", "C1", "--since", "2026-01-15T00:00:00Z", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+	if code != 0 || !strings.Contains(out, "unknown (trail incomplete: audit files damaged)") {
+		t.Errorf("exit %d, want 0 and the trail said incomplete:\n%s%s", code, out, errOut)
+	}
+}
+
 // TestAdminCommandTrustsTheEngineCertificate: given the engine's config
 // (-c), an admin command reaches its HTTPS listener on loopback although
 // the certificate names only a Service's DNS name, as in the Helm chart's

@@ -432,3 +432,44 @@ func lostIngestLogStore(t *testing.T) (jetstream.JetStream, []audit.SeqRange) {
 	}
 	return js, lost
 }
+
+// TestFindWithAnIncompleteTrail: finding a message whose trail cannot
+// be read whole (its audit records in a damaged block) lists it with
+// what could be read and says the trail is incomplete. Before, the find
+// failed as a whole.
+func TestFindWithAnIncompleteTrail(t *testing.T) {
+	now := time.Now().UTC()
+	id, js := damagedAuditStore(t, 150, func(js jetstream.JetStream, i int, mid string) audit.Record {
+		if i == 0 {
+			// Accepted from the ingest log, and taken by the accept stage.
+			data, err := encodeBatch([]*envelope.Envelope{{ID: mid, Source: "pas", ControlID: "C1", ReceivedAt: now, Raw: []byte("MSH|^~\\&|")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(t.Context(), store.SubjIngestLog+".pas", data); err != nil {
+				t.Fatal(err)
+			}
+			c, err := js.CreateOrUpdateConsumer(t.Context(), store.StreamIngestLog, jetstream.ConsumerConfig{Durable: acceptDurable, AckPolicy: jetstream.AckExplicitPolicy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := c.Fetch(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for m := range b.Messages() {
+				if err := m.DoubleAck(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return audit.Record{Time: now, MessageID: mid, Event: audit.Received, Source: "pas", Outcome: "stored"}
+	})
+	res, err := Find(t.Context(), js, FindQuery{ControlID: "C1", Since: now.Add(-time.Hour)}, map[string][]string{"pas": {"adt"}})
+	if err != nil {
+		t.Fatalf("Find: %v", err)
+	}
+	if len(res.Messages) != 1 || res.Messages[0].ID != id[0] || !strings.Contains(res.Messages[0].Incomplete, "files") {
+		t.Errorf("found %+v: want message %s, its trail said incomplete", res.Messages, id[0])
+	}
+}

@@ -54,6 +54,10 @@ type Found struct {
 	// consent_denied, filtered), or Waiting what it waits for.
 	Outcomes []string `json:"outcomes,omitempty"`
 	Waiting  []string `json:"waiting,omitempty"`
+	// Incomplete, when set, says why the message's trail could not be
+	// read whole (audit files damaged): its state and outcomes are from
+	// what could be.
+	Incomplete string `json:"incomplete,omitempty"`
 }
 
 // FindResult is what Find found.
@@ -190,8 +194,11 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 			continue
 		}
 		recs, err := Trail(ctx, js, f.ID)
-		if err != nil {
+		if !isIncomplete(err) {
 			return res, fmt.Errorf("reading the trail of message %s: %w", f.ID, err)
+		}
+		if err != nil {
+			f.Incomplete = err.Error()
 		}
 		f.State = "unknown"
 		var stored time.Time

@@ -299,7 +299,12 @@ func TestWriterFailures(t *testing.T) {
 				return pass
 			}}
 			key := testKey(7)
-			w := audit.NewWriter(fj, audit.WithSigningKey(key), audit.WithAckTimeout(50*time.Millisecond))
+			// The timeout gives up on the faulted write; the store's real
+			// answers to the others (and to the note) must beat it, or
+			// they are explained too and a second note takes a position.
+			// With 50 ms, on a machine loaded by other tests, this failed
+			// 5 runs in 30 with the chain's last position 6, not 5.
+			w := audit.NewWriter(fj, audit.WithSigningKey(key), audit.WithAckTimeout(time.Second))
 			var errs int
 			for i := range 4 {
 				f, err := w.WriteAsync(id, fmt.Sprint("stage-", i), rec(id, audit.Received, i))

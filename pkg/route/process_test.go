@@ -964,6 +964,11 @@ func TestProcessPatientsThroughReplace(t *testing.T) {
 			[]string{c},
 		},
 		{
+			"an entry of the translation that names no one, kept",
+			head + `[{"fullUrl": "urn:uuid:oa", "resource": {"resourceType": "Observation", "id": "oa", "status": "final"}}]}`,
+			nil,
+		},
+		{
 			"no entries",
 			`{"resourceType": "Bundle", "type": "collection"}`,
 			nil,

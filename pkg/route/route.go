@@ -1256,8 +1256,9 @@ func (r *Route) sentPatients(bundle map[string]any, entryPatients [][]string, bu
 			}
 		}
 	}
+	carried := len(lists) > 1
 	patients := consent.JoinNHSNumbers(lists...)
-	if len(patients) == 0 && len(out) > 0 && slices.ContainsFunc(r.steps, func(s step) bool { return s.replace != nil }) {
+	if len(patients) == 0 && !carried && len(out) > 0 && slices.ContainsFunc(r.steps, func(s step) bool { return s.replace != nil }) {
 		return bundlePatients
 	}
 	return patients

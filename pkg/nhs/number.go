@@ -121,34 +121,63 @@ func ValidNumber(s string) bool {
 // 9990000000 to 9999999999, which is never issued to a person and is meant
 // for test data. It returns "" when i is negative or beyond the range. The
 // sequence is fixed, so tests across the project can name their patients
-// by index. It is meant for small i: the cost grows with i.
+// by index. Its cost does not grow with i: it picks each of the six free
+// digits in turn by counting, with suffixCounts, how many valid numbers
+// each choice leaves.
 func TestNumber(i int) string {
-	const first, last = 999000000, 999999999
-	if i < 0 || i > last-first {
+	if i < 0 {
 		return ""
 	}
-	for n := first; n <= last; n++ {
-		s := itoa9(n)
-		d, ok := CheckDigit(s)
-		if !ok {
-			continue
+	// The first three digits are 9, with weights 10, 9 and 8; the six
+	// free digits after them have weights 7 down to 2. A number is valid
+	// when its nine-digit weighted sum is not 1 modulo 11.
+	const prefixSum = 9*10 + 9*9 + 9*8
+	ways := suffixCounts()
+	var b [9]byte
+	b[0], b[1], b[2] = '9', '9', '9'
+	acc := prefixSum % 11
+	for k := range testFreeDigits {
+		w := 7 - k
+		for d := 0; ; d++ {
+			if d == 10 {
+				return "" // i is past the last valid number
+			}
+			next := (acc + d*w) % 11
+			left := ways[k+1][11] - ways[k+1][(12-next)%11] // suffixes whose sum avoids 1
+			if i < left {
+				b[3+k] = byte('0' + d)
+				acc = next
+				break
+			}
+			i -= left
 		}
-		if i == 0 {
-			return s + string(rune('0'+d))
-		}
-		i--
 	}
-	return ""
+	d, ok := CheckDigit(string(b[:]))
+	if !ok {
+		return ""
+	}
+	return string(b[:]) + string(rune('0'+d))
 }
 
-// itoa9 formats a non-negative n below one billion as nine digits.
-func itoa9(n int) string {
-	var b [9]byte
-	for i := 8; i >= 0; i-- {
-		b[i] = byte('0' + n%10)
-		n /= 10
+// testFreeDigits is how many of TestNumber's nine leading digits vary.
+const testFreeDigits = 6
+
+// suffixCounts returns, for each k from 0 to testFreeDigits, how many
+// ways the free digits from k on can be chosen so that their weighted sum
+// (weights 7-k down to 2) is r modulo 11, at index r, with the total
+// number of ways at index 11.
+func suffixCounts() (ways [testFreeDigits + 1][12]int) {
+	ways[testFreeDigits][0], ways[testFreeDigits][11] = 1, 1
+	for k := testFreeDigits - 1; k >= 0; k-- {
+		w := 7 - k
+		for d := range 10 {
+			for r := range 11 {
+				ways[k][(r+d*w)%11] += ways[k+1][r]
+			}
+		}
+		ways[k][11] = 10 * ways[k+1][11]
 	}
-	return string(b[:])
+	return ways
 }
 
 // IsNHSNumberSystem reports whether system names the NHS number: the UK

@@ -204,6 +204,24 @@ func TestTestNumber(t *testing.T) {
 			}
 		}
 	}
+	// Against every valid number of the range, listed by counting.
+	var all []string
+	for n := 999_000_000; n <= 999_999_999; n++ {
+		if d, ok := CheckDigit(itoa9(n)); ok {
+			all = append(all, itoa9(n)+strconv.Itoa(d))
+		}
+	}
+	for i := 0; i < len(all); i += 1 + i/100 {
+		if got := TestNumber(i); got != all[i] {
+			t.Fatalf("TestNumber(%d) = %q, want %q", i, got, all[i])
+		}
+	}
+	if got, last := TestNumber(len(all)-1), all[len(all)-1]; got != last {
+		t.Errorf("TestNumber(%d) = %q, want the last, %q", len(all)-1, got, last)
+	}
+	if got := TestNumber(len(all)); got != "" {
+		t.Errorf("TestNumber(%d), past the last, = %q, want empty", len(all), got)
+	}
 	if got := TestNumber(0); got != "9990000018" {
 		t.Errorf("TestNumber(0) = %q, want 9990000018", got)
 	}
@@ -345,5 +363,21 @@ func TestSearchedNumbers(t *testing.T) {
 				t.Errorf("SearchedNumbers(%q) (-want +got):\n%s", tt.ref, diff)
 			}
 		})
+	}
+}
+
+// itoa9 formats a non-negative n below one billion as nine digits.
+func itoa9(n int) string {
+	var b [9]byte
+	for i := 8; i >= 0; i-- {
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[:])
+}
+
+func BenchmarkTestNumber(b *testing.B) {
+	for b.Loop() {
+		TestNumber(800_000)
 	}
 }

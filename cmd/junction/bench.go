@@ -85,7 +85,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			defer cl.Close()
 			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				ctrl := fmt.Sprintf("%s-%d-%d", run, c, i)
-				pt := (c*7919 + i) % *patients
+				pt := benchPatient(c, i, *conns, *patients)
 				msg := benchADT(ctrl, nhs.TestNumber(pt), fmt.Sprintf("MRN%06d", pt))
 				t0 := time.Now()
 				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -263,6 +263,15 @@ func waitIdle(ctx context.Context, url, dest string, limit, quiet time.Duration,
 		}
 		text = next
 	}
+}
+
+// benchPatient returns which of patients the i-th message of connection c
+// (of conns) is about: the connections take turns through them, so the
+// first patients messages name patients different patients, however many
+// there are, and no patient has two messages in flight at once while
+// patients is at least conns.
+func benchPatient(c, i, conns, patients int) int {
+	return (i*conns + c) % patients
 }
 
 // benchADT is a synthetic ADT^A01 of about 900 bytes for the patient

@@ -282,3 +282,36 @@ func TestBenchResendsWhenToldLater(t *testing.T) {
 		t.Errorf("bench said:\n%s\nwant %q and nothing not accepted", out.String(), want)
 	}
 }
+
+func TestBenchPatient(t *testing.T) {
+	tests := []struct{ conns, patients, messages int }{
+		{8, 500, 100},
+		{8, 500, 2_000},
+		{8, 2_000_000, 400_000},
+		{3, 7, 50},
+		{1, 1, 10},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d conns %d patients", tt.conns, tt.patients), func(t *testing.T) {
+			seen := make(map[int]int)
+			for i := range tt.messages / tt.conns {
+				inFlight := make(map[int]bool)
+				for c := range tt.conns {
+					p := benchPatient(c, i, tt.conns, tt.patients)
+					if p < 0 || p >= tt.patients {
+						t.Fatalf("benchPatient(%d, %d) = %d, outside 0 to %d", c, i, p, tt.patients-1)
+					}
+					if inFlight[p] && tt.patients >= tt.conns {
+						t.Fatalf("message %d: patient %d sent on two connections at once", i, p)
+					}
+					inFlight[p] = true
+					seen[p]++
+				}
+			}
+			sent := tt.messages / tt.conns * tt.conns
+			if want := min(sent, tt.patients); len(seen) != want {
+				t.Errorf("%d messages named %d patients, want %d", sent, len(seen), want)
+			}
+		})
+	}
+}

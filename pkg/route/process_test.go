@@ -1,6 +1,7 @@
 package route
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -979,6 +980,71 @@ func TestProcessPatientsThroughReplace(t *testing.T) {
 			_, d := processOne(t, routeHead+permit+"transform:\n  - replace: '"+tt.replace+"'\n", a, bundle)
 			if diff := cmp.Diff(tt.want, d.Patients); diff != "" {
 				t.Errorf("patients (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestProcessPatientsOfDataNotNamedByNHSNumber: a delivery carrying a
+// patient's data that no longer names them by NHS number still names
+// them: an entry sent unchanged that refers to their Patient by its
+// fullUrl (a replace step that filters entries, leaving the reference
+// dangling), a Patient a replace step rebuilt from their fields beside
+// another patient's entry, or contained in it, an entry a keep step kept
+// that refers to their dropped Patient by type and id (which the
+// destination server resolves), and one whose reference to their
+// dropped Patient a keep step rewrote to the Patient's first identifier,
+// a local one.
+func TestProcessPatientsOfDataNotNamedByNHSNumber(t *testing.T) {
+	a, b, c, bundle := threePatients()
+	// oa refers to a's Patient by type and id rather than fullUrl.
+	relative := bytes.Replace(bundle, []byte(`"reference":"urn:uuid:pa"`), []byte(`"reference":"Patient/pa"`), 1)
+	// a's Patient has a local identifier before its NHS number.
+	localFirst := bytes.Replace(bundle, []byte(`"identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number"`),
+		[]byte(`"identifier":[{"system":"https://trust.example/Id/mrn","value":"MRN0042"},{"system":"https://fhir.nhs.uk/Id/nhs-number"`), 1)
+	for _, variant := range [][]byte{relative, localFirst} {
+		if bytes.Equal(variant, bundle) {
+			t.Fatal("a variant of the bundle is not changed")
+		}
+	}
+	const head = `{"resourceType": "Bundle", "type": "collection", "entry": `
+	replace := func(expr string) string { return "  - replace: '" + head + expr + "}'\n" }
+	tests := []struct {
+		name, transform string
+		bundle          []byte
+		want            []string
+	}{
+		{
+			"a replace keeping an Observation that refers to its Patient by fullUrl",
+			replace(`bundle.entry.filter(e, e.resource.id == "oa")`),
+			bundle, []string{a},
+		},
+		{
+			"a replace rebuilding a Patient with a new id beside another patient's Observation",
+			replace(`[bundle.entry[0], {"fullUrl": "urn:uuid:new", "resource": {"resourceType": "Patient", "id": "new", "name": bundle.entry[1].resource.name}}]`),
+			bundle, []string{b, a},
+		},
+		{
+			"a replace putting a rebuilt Patient in another patient's Observation",
+			replace(`[{"fullUrl": "urn:uuid:ob", "resource": {"resourceType": "Observation", "id": "ob", "subject": bundle.entry[0].resource.subject, "contained": [{"resourceType": "Patient", "id": "p", "name": bundle.entry[1].resource.name}]}}]`),
+			bundle, []string{b, a},
+		},
+		{
+			"a keep dropping a Patient referred to by type and id",
+			"  - keep: resource.resourceType != \"Patient\"\n",
+			relative, []string{b, a, c},
+		},
+		{
+			"a keep rewriting a reference to a dropped Patient to its local identifier",
+			"  - keep: resource.resourceType != \"Patient\"\n",
+			localFirst, []string{b, c, a},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, d := processOne(t, routeHead+permit+"transform:\n"+tt.transform, a, tt.bundle)
+			if diff := cmp.Diff(tt.want, d.Patients); diff != "" {
+				t.Errorf("patients (-want +got):\n%s\nsent: %s", diff, d.Body)
 			}
 		})
 	}

@@ -1003,9 +1003,11 @@ type Delivery struct {
 	// type of a raw payload.
 	Classes []string
 	// Patients are the NHS numbers of the patients whose data Body
-	// carries (consent.BundleNHSNumbers of what is sent; of the whole
-	// translation for a raw payload), so that each of them is told of the
-	// disclosure. Never logged.
+	// carries (consent.BundleNHSNumbers of what is sent, with those of
+	// the translation it holds or refers to without naming them by NHS
+	// number: see sentPatients; of the whole translation for a raw
+	// payload), so that each of them is told of the disclosure. Never
+	// logged.
 	Patients []string
 }
 
@@ -1212,7 +1214,7 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 			// those it does not name by NHS number are in it as the
 			// message's are.
 			if kept != nil {
-				patients = withOthers(keptPatients(entryPatients, kept), in.OtherPatients)
+				patients = withOthers(keptPatients(bundle, entryPatients, kept), in.OtherPatients)
 			} else {
 				patients = withOthers(r.sentPatients(bundle, entryPatients, bundlePatients, src), in.OtherPatients)
 			}
@@ -1222,64 +1224,6 @@ func (r *Route) Process(ctx context.Context, in Input, decider consent.Decider) 
 	return res, nil
 }
 
-// sentPatients returns the patients whose data sent, what a redaction or
-// the route's steps made of the translation bundle, carries: those it
-// names by NHS number, and those of bundle's entries (entryPatients, as
-// consent.EntryNHSNumbers gives them) that it still holds, known by
-// fullUrl or else type and id, whatever a replace step made of them (one
-// that takes the NHS number out of a Patient still sends that patient's
-// name, birth date and address). A replace step's result that names no
-// patient and holds no entry of bundle, yet holds entries, counts as
-// about all of bundle's patients (bundlePatients): Junction cannot tell
-// data taken out of a patient's record and rebuilt from data about no
-// one, and a disclosure left out of a patient's report is the worse
-// error.
-func (r *Route) sentPatients(bundle map[string]any, entryPatients [][]string, bundlePatients []string, sent map[string]any) []string {
-	named := consent.BundleNHSNumbers(sent)
-	if entryPatients == nil {
-		return named
-	}
-	in, _ := bundle["entry"].([]any)
-	at := make(map[string]int, 2*len(in))
-	for i, e := range in {
-		for _, k := range entryIdentities(e) {
-			at[k] = i
-		}
-	}
-	out, _ := sent["entry"].([]any)
-	lists := [][]string{named}
-	for _, e := range out {
-		for _, k := range entryIdentities(e) {
-			if i, ok := at[k]; ok && i < len(entryPatients) {
-				lists = append(lists, entryPatients[i])
-				break
-			}
-		}
-	}
-	carried := len(lists) > 1
-	patients := consent.JoinNHSNumbers(lists...)
-	if len(patients) == 0 && !carried && len(out) > 0 && slices.ContainsFunc(r.steps, func(s step) bool { return s.replace != nil }) {
-		return bundlePatients
-	}
-	return patients
-}
-
-// entryIdentities returns what a Bundle entry is known by: its fullUrl,
-// and its resource's type and id, when it has them.
-func entryIdentities(e any) []string {
-	em, _ := e.(map[string]any)
-	var out []string
-	if u, _ := em["fullUrl"].(string); u != "" {
-		out = append(out, "url "+u)
-	}
-	res, _ := em["resource"].(map[string]any)
-	rt, _ := res["resourceType"].(string)
-	if id, _ := res["id"].(string); rt != "" && id != "" {
-		out = append(out, "id "+rt+"/"+id)
-	}
-	return out
-}
-
 // allIndices returns 0 to n-1.
 func allIndices(n int) []int {
 	out := make([]int, n)
@@ -1287,17 +1231,6 @@ func allIndices(n int) []int {
 		out[i] = i
 	}
 	return out
-}
-
-// keptPatients returns the NHS numbers of a Bundle of the entries at
-// kept of one whose entries name entryPatients (consent.EntryNHSNumbers),
-// as consent.BundleNHSNumbers would find them.
-func keptPatients(entryPatients [][]string, kept []int) []string {
-	lists := make([][]string, len(kept))
-	for i, k := range kept {
-		lists[i] = entryPatients[k]
-	}
-	return consent.JoinNHSNumbers(lists...)
 }
 
 // withOthers returns the NHS numbers nums with the valid ones of others

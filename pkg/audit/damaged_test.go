@@ -681,6 +681,32 @@ func TestTrailReadsPastItsDamagedRecords(t *testing.T) {
 	}
 }
 
+// TestTrailReadPastDamageEndsAtItsLastRecord: the read past a damaged
+// block for a trail's records stops at the last of them, not reading on
+// to the end of the stream. The damaged record can never be read, so a
+// read waiting to have them all went on to the end of the stream, as
+// large as the audit trail ever written, at every read of such a trail.
+func TestTrailReadPastDamageEndsAtItsLastRecord(t *testing.T) {
+	const msgs, lastOfID = 1200, 100
+	js, id := damagedTrailAt(t, msgs, 0, lastOfID-1, lastOfID)
+	st, err := js.Stream(t.Context(), store.StreamAudit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &jstest.FetchCounter{Stream: st}
+	var n int
+	err = audit.ReadSubject(t.Context(), w, audit.Subject(id), 3, func([]byte) (bool, error) { n++; return false, nil })
+	var inc *audit.IncompleteError
+	if !errors.As(err, &inc) || n != 2 {
+		t.Fatalf("ReadSubject = %v, %d records: want an IncompleteError and the 2 after the damage", err, n)
+	}
+	// Readers fetch in batches, so some are given more than the trail's
+	// last record, but not the whole stream.
+	if got := w.Highest.Load(); got >= msgs {
+		t.Errorf("readers were given stream sequence %d of %d: want the read to stop at %d, the trail's last", got, msgs, lastOfID+1)
+	}
+}
+
 // unfilteredRefused is a stream that refuses to make unfiltered readers.
 type unfilteredRefused struct{ jetstream.Stream }
 
@@ -715,13 +741,29 @@ const damagedTrailMsgs = 150
 // block and two after it.
 func damagedTrail(t *testing.T) (jetstream.JetStream, string) {
 	t.Helper()
+	return damagedTrailAt(t, damagedTrailMsgs, 0, damagedTrailMsgs-2, damagedTrailMsgs-1)
+}
+
+// damagedTrailAt is an audit stream of msgs messages whose first block
+// was cut short (jstest.DamagedStream), and the id of a message whose
+// records are the messages at, in ascending order. Those after the last
+// of them are small, on a subject of their own, for the stream to hold
+// more than a reader's batch within jstest's size limit.
+func damagedTrailAt(t *testing.T, msgs int, at ...int) (jetstream.JetStream, string) {
+	t.Helper()
 	const id = "01JQ4Z9A7B8C9D0E1F2G3HDAMG"
 	js := jstest.DamagedStream(t, jetstream.StreamConfig{
 		Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true,
 	}, func(js jetstream.JetStream) {
-		for i := range damagedTrailMsgs {
+		for i := range msgs {
+			if i > at[len(at)-1] {
+				if _, err := js.Publish(t.Context(), store.SubjAudit+".f", []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
 			r := rec(fmt.Sprintf("01JQ4Z9A7B8C9D0E1F2G3H%04d", i), audit.Received, i)
-			if i == 0 || i >= damagedTrailMsgs-2 { // in the damaged block, and after it
+			if slices.Contains(at, i) {
 				r = rec(id, audit.Failed, i)
 			}
 			r.Reason = strings.Repeat("x", 250)

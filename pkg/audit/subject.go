@@ -40,8 +40,8 @@ func (e *IncompleteError) Unwrap() error { return e.Err }
 // not among them, and no one can say whether there were any. The store
 // finds no next message on subject from before a damaged block that
 // holds one, though it holds others after the block: when fewer than n
-// have been read, the rest of the stream is read unfiltered past the
-// damage (readPast) for them.
+// have been read, the rest of the stream, up to the last message on
+// subject, is read unfiltered past the damage (readPast) for them.
 func ReadSubject(ctx context.Context, st jetstream.Stream, subject string, n uint64, fn func(data []byte) (stop bool, err error)) error {
 	info, err := st.Info(ctx)
 	if err != nil {
@@ -77,11 +77,17 @@ func ReadSubject(ctx context.Context, st jetstream.Stream, subject string, n uin
 		return errors.Join(err, rerr)
 	}
 	if from <= last && uint64(len(given)) < n {
-		// Read until all n are given: the stream after the last of them
-		// holds none.
+		// Read until all n are given, or to the last message on subject:
+		// the stream after it holds none. A message in the damage is
+		// counted in n but never given, and the read would otherwise go
+		// on to the end of the stream, however large.
+		end := last
+		if m, err := st.GetLastMsgForSubject(ctx, subject); err == nil {
+			end = min(end, m.Sequence)
+		}
 		var fnErr error
 		cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}
-		rerr := readPast(ctx, st, cfg, last, 1000, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		rerr := readPast(ctx, st, cfg, end, int(min(end-from+1, 1000)), func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			if given[md.Sequence.Stream] || !store.SubjectMatches(subject, m.Subject()) {
 				return false, nil
 			}

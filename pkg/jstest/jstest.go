@@ -210,11 +210,13 @@ func (r *StaleReplica) DeleteConsumer(ctx context.Context, name string) error {
 
 // FetchCounter is a stream whose readers' fetches (FetchNoWait) are
 // counted in Fetches; the first Slow of them come back empty, as from a
-// slow store.
+// slow store. Highest is the highest stream sequence of the messages
+// fetched.
 type FetchCounter struct {
 	jetstream.Stream
 	Fetches atomic.Int64
 	Slow    int64
+	Highest atomic.Uint64
 }
 
 // OrderedConsumer makes a reader on the stream whose fetches are counted.
@@ -235,7 +237,33 @@ func (c countedConsumer) FetchNoWait(n int) (jetstream.MessageBatch, error) {
 	if c.s.Fetches.Add(1) <= c.s.Slow {
 		return emptyBatch{}, nil
 	}
-	return c.Consumer.FetchNoWait(n)
+	b, err := c.Consumer.FetchNoWait(n)
+	if err != nil {
+		return b, err
+	}
+	return countedBatch{b, c.s}, nil
+}
+
+// countedBatch is a fetched batch whose messages' stream sequences raise
+// FetchCounter.Highest as they are read.
+type countedBatch struct {
+	jetstream.MessageBatch
+	s *FetchCounter
+}
+
+func (b countedBatch) Messages() <-chan jetstream.Msg {
+	out := make(chan jetstream.Msg)
+	go func() {
+		defer close(out)
+		for m := range b.MessageBatch.Messages() {
+			if md, err := m.Metadata(); err == nil {
+				for h := b.s.Highest.Load(); md.Sequence.Stream > h && !b.s.Highest.CompareAndSwap(h, md.Sequence.Stream); h = b.s.Highest.Load() {
+				}
+			}
+			out <- m
+		}
+	}()
+	return out
 }
 
 // emptyBatch is a fetched batch of no messages.

@@ -857,10 +857,11 @@ func (r *Router) recordFailure(rec audit.Record) bool {
 //
 // A trail that comes back incomplete (audit.IncompleteError: part of the
 // audit stream is damaged) counts what it holds, logged: records are
-// only ever missing from it, so the attempts it holds are at least
-// those made (each new one is recorded after the damage, so the count
-// still reaches max_attempts and retries end), and a delivery or a
-// final failure it holds is so. A delivery whose record was in the
+// only ever missing from it, so it counts no more attempts than were
+// made (each new one is recorded after the damage, so the count still
+// reaches max_attempts and retries end, later than without the damage
+// when the last attempts' records are in it), and a delivery or a final
+// failure it holds is so. A delivery whose record was in the
 // damage cannot be seen: the payload is sent again, with the same
 // idempotency key, as after a crash between a delivery and its record
 // (at-least-once).

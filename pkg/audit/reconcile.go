@@ -110,7 +110,9 @@ type Reconciliation struct {
 	// IngestLogLost lists the runs of ingest log batches the store lost
 	// (its files were damaged) before routing took them: the
 	// acknowledged messages in them are missing from the
-	// reconciliation, and how many there were cannot be known.
+	// reconciliation, and how many there were cannot be known. Only
+	// runs after the accept stage's position are seen: once it has
+	// taken a batch after a run, the run is no longer listed.
 	IngestLogLost []SeqRange `json:"ingest_log_lost,omitempty"`
 }
 

@@ -1,12 +1,10 @@
 package audit
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -55,15 +53,13 @@ type SeqRange struct {
 // that overlap or touch made one, so that each sequence is in one run
 // at most. runs is not changed.
 func MergeRuns(runs []SeqRange) []SeqRange {
-	sorted := slices.Clone(runs)
-	slices.SortFunc(sorted, func(a, b SeqRange) int { return cmp.Compare(a.First, b.First) })
+	rs := make([]jserr.Run, len(runs))
+	for i, r := range runs {
+		rs[i] = jserr.Run{First: r.First, Last: r.Last}
+	}
 	var out []SeqRange
-	for _, r := range sorted {
-		if n := len(out); n > 0 && r.First <= out[n-1].Last+1 {
-			out[n-1].Last = max(out[n-1].Last, r.Last)
-			continue
-		}
-		out = append(out, r)
+	for _, r := range jserr.MergeRuns(rs) {
+		out = append(out, SeqRange{First: r.First, Last: r.Last})
 	}
 	return out
 }

@@ -42,6 +42,12 @@ var ErrNoProgress = errors.New("no progress")
 // fn is returned as it is.
 func Scan(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, batch int,
 	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
+	return scan(ctx, st, cfg, batch, fn, ScanTries)
+}
+
+// scan is Scan making at most tries ordered consumers.
+func scan(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, batch int,
+	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error), tries int) error {
 	stream := st.CachedInfo().Config.Name
 	info, err := st.Info(ctx)
 	if err != nil {
@@ -75,7 +81,7 @@ func Scan(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsume
 				return nil
 			}
 		}
-		if ctx.Err() != nil || errors.Is(err, ErrNoProgress) || try == ScanTries {
+		if ctx.Err() != nil || errors.Is(err, ErrNoProgress) || try == tries {
 			if errors.Is(err, ErrNoProgress) && ctx.Err() == nil {
 				// Damage (a message counted but not found) or a store not
 				// answering: Stalled says which, and where.

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/jstest"
 )
 
@@ -67,20 +68,32 @@ func TestScanReadsPastAStaleReplica(t *testing.T) {
 		{"no stale reader", 0, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"s.>"}}, seqs(1, 20), false},
 		{"every reader on the stale replica", 100, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"s.>"}}, seqs(1, 10), true},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			st := &jstest.StaleReplica{Stream: leader, Stale: stale, StaleReaders: tt.staleReaders}
-			var got []uint64
-			err := scanStream(ctx, st, tt.cfg, 4, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
-				got = append(got, meta.Sequence.Stream)
-				return false, nil
+	// Both reads: the plain one, and the one going on past damage (a
+	// filtered reader stopping short goes on unfiltered).
+	reads := map[string]func(jetstream.Stream, jetstream.OrderedConsumerConfig, func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error)) error{
+		"scan": func(st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error)) error {
+			return scanStream(ctx, st, cfg, 4, fn)
+		},
+		"past damage": func(st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, fn func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error)) error {
+			return jserr.ScanPast(ctx, st, cfg, 4, fn, func(r jserr.Run) error { return fmt.Errorf("run %+v taken for damage", r) })
+		},
+	}
+	for read, scan := range reads {
+		for _, tt := range tests {
+			t.Run(read+", "+tt.name, func(t *testing.T) {
+				st := &jstest.StaleReplica{Stream: leader, Stale: stale, StaleReaders: tt.staleReaders}
+				var got []uint64
+				err := scan(st, tt.cfg, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+					got = append(got, meta.Sequence.Stream)
+					return false, nil
+				})
+				if (err != nil) != tt.wantErr {
+					t.Fatalf("read: err %v, want an error %v", err, tt.wantErr)
+				}
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("sequences read (-want +got):\n%s", diff)
+				}
 			})
-			if (err != nil) != tt.wantErr {
-				t.Fatalf("scanStream: err %v, want an error %v", err, tt.wantErr)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("sequences read (-want +got):\n%s", diff)
-			}
-		})
+		}
 	}
 }

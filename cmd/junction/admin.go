@@ -396,7 +396,8 @@ func setWindow(q url.Values, since, until string, now time.Time) error {
 
 // runFind lists the messages received with a sender's control id, or
 // every message of a window. It exits 1 when there are none, so a script
-// can tell.
+// can tell, and when ingest log batches of the window were lost (damaged
+// files), whose messages cannot be listed.
 func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, opts := apiFlags("audit find", "", stderr)
 	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (without it, every message received between --since and --until, now when not given)")
@@ -464,7 +465,7 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			state += ", " + strings.Join(f.Outcomes, ", ")
 		}
 		if f.Incomplete != "" {
-			state += " (trail incomplete: audit files damaged)"
+			state += " (trail incomplete: the store's files damaged)"
 		}
 		ctrlID := f.ControlID
 		if ctrlID == "" {
@@ -509,12 +510,17 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%s accepted %s%s", what, window, refused)
 	}
 	fmt.Fprintf(stdout, "%d received; junction audit trail ID shows where each went%s\n", len(res.Messages), refused)
+	if len(res.Lost) > 0 {
+		// Messages of the window may be missing from the list.
+		return exitError{code: 1}
+	}
 	return nil
 }
 
 // runReconcile lists accepted messages without a terminal state. It exits
 // 1 when any is older than --older-than, so scripts can alert on orphans,
-// and when audit records could not be read (damaged files).
+// and when audit records, ingress stream messages or ingest log batches
+// could not be read (damaged files).
 func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, opts := apiFlags("audit reconcile", "", stderr)
 	olderThan := fs.Duration("older-than", 15*time.Minute, "report as orphans messages pending longer than this (0: every pending message)")
@@ -605,10 +611,15 @@ func runReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			fmt.Fprintf(stdout, "unreadable audit stream messages %d-%d: the store's files are damaged there, and messages whose records they held show as pending; restore the audit stream from a backup (the engine's log, component nats, names the failing block)\n", r.First, r.Last)
 		}
 		for _, r := range rep.IngestLogLost {
-			fmt.Fprintf(stdout, "lost ingest log batches %d-%d: the store's files were damaged there, and the acknowledged messages in them, never routed, are not counted here; the engine's start log gives when they were acknowledged\n", r.First, r.Last)
+			fmt.Fprintf(stdout, "lost ingest log batches %d-%d, acknowledged between %s and %s: the store's files were damaged there, and the acknowledged messages in them, never routed, are not counted here; ask their senders to resend what they sent then\n",
+				r.First, r.Last, orUnknown(r.After), orUnknown(r.Before))
+		}
+		for _, r := range rep.IngressUnreadable {
+			fmt.Fprintf(stdout, "unreadable ingress stream messages %d-%d, stored between %s and %s: the store's files are damaged there; messages stored for routing then are counted by their audit records while the ingest log still holds them, and are missing here once it does not; restore the ingress stream from a backup (the engine's log, component nats, names the failing block)\n",
+				r.First, r.Last, orUnknown(r.After), orUnknown(r.Before))
 		}
 	}
-	if len(orphans) > 0 || len(rep.Unreadable) > 0 || len(rep.IngestLogLost) > 0 {
+	if len(orphans) > 0 || len(rep.Unreadable) > 0 || len(rep.IngestLogLost) > 0 || len(rep.IngressUnreadable) > 0 {
 		return exitError{code: 1}
 	}
 	return nil

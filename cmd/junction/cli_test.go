@@ -1531,6 +1531,46 @@ func TestAuditFindNamesLostIngestLogBatches(t *testing.T) {
 	}
 }
 
+// TestAuditFindExitsOneWhenBatchesWereLost: a find that lists messages
+// beside ingest log batches of its window the store lost, or counts but
+// cannot read, names them and exits 1: messages of the window may be
+// missing from the list. Before, it exited 0.
+func TestAuditFindExitsOneWhenBatchesWereLost(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/messages", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprint(w, `{"messages": [{"id": "01M1", "received_at": "2026-01-15T10:00:00Z", "source": "pas", "control_id": "C1", "state": "waiting"}],`+
+			` "lost": [{"first": 1, "last": 73, "before": "2026-01-15T10:00:01Z"}]}`)
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	code, out, errOut := cliRun(t, "audit", "find", "--since", "2026-01-15T00:00:00Z", "--until", "2026-01-15T11:00:00Z", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+	if code != 1 || !strings.Contains(out, "01M1") || !strings.Contains(out, "ingest log batches 1-73, acknowledged between unknown and 2026-01-15T10:00:01Z, were lost") {
+		t.Errorf("exit %d, want 1, the message listed and the lost batches named:\n%s%s", code, out, errOut)
+	}
+}
+
+// TestAuditReconcileNamesUnreadableIngress: a reconciliation naming runs
+// of the ingress stream the store cannot read is printed with them and
+// when they were stored, and the command exits 1. Before, the field was
+// not printed, and the command exited 0.
+func TestAuditReconcileNamesUnreadableIngress(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = fmt.Fprint(w, `{"accepted": 1, "terminal": {"delivered": 1}, "pending": [],`+
+			` "ingress_unreadable": [{"first": 147, "last": 219, "after": "2026-01-15T10:00:00Z", "before": "2026-01-15T10:05:00Z"}]}`)
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+	code, out, errOut := cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+	if code != 1 || !strings.Contains(out, "unreadable ingress stream messages 147-219, stored between 2026-01-15T10:00:00Z and 2026-01-15T10:05:00Z") {
+		t.Errorf("exit %d, want 1 naming the unreadable run and its times:\n%s%s", code, out, errOut)
+	}
+}
+
 // TestAuditFindSaysATrailIsIncomplete: a message found whose trail could
 // not be read whole is listed with that said.
 func TestAuditFindSaysATrailIsIncomplete(t *testing.T) {
@@ -1543,7 +1583,7 @@ func TestAuditFindSaysATrailIsIncomplete(t *testing.T) {
 	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
 	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
 	code, out, errOut := cliRun(t, "audit", "find", "--control-id", "C1", "--since", "2026-01-15T00:00:00Z", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
-	if code != 0 || !strings.Contains(out, "unknown (trail incomplete: audit files damaged)") {
+	if code != 0 || !strings.Contains(out, "unknown (trail incomplete: the store's files damaged)") {
 		t.Errorf("exit %d, want 0 and the trail said incomplete:\n%s%s", code, out, errOut)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/junction-fhir/junction/pkg/jserr"
 )
 
 // Terminal outcomes of an accepted message. Every message Junction
@@ -107,13 +109,21 @@ type Reconciliation struct {
 	// records they held are missing from the reconciliation, so a
 	// message whose outcome was recorded there shows as pending.
 	Unreadable []SeqRange `json:"unreadable,omitempty"`
-	// IngestLogLost lists the runs of ingest log batches the store lost
-	// (its files were damaged) before routing took them: the
-	// acknowledged messages in them are missing from the
-	// reconciliation, and how many there were cannot be known. Only
-	// runs after the accept stage's position are seen: once it has
-	// taken a batch after a run, the run is no longer listed.
-	IngestLogLost []SeqRange `json:"ingest_log_lost,omitempty"`
+	// IngestLogLost lists the runs of ingest log batches the store lost,
+	// or counts but cannot read (its files were damaged), before routing
+	// took them, with when the batches either side were written (the
+	// lost ones were acknowledged between): the acknowledged messages in
+	// them are missing from the reconciliation, and how many there were
+	// cannot be known. Only runs after the accept stage's position are
+	// seen: once it has taken a batch after a run, the run is no longer
+	// listed.
+	IngestLogLost []jserr.Run `json:"ingest_log_lost,omitempty"`
+	// IngressUnreadable lists the runs of ingress stream messages the
+	// store counts but cannot read (its files are damaged there), with
+	// when the messages either side were stored. Messages stored for
+	// routing there are counted only when the ingest log still holds
+	// their batch: by their audit records, never as resends.
+	IngressUnreadable []jserr.Run `json:"ingress_unreadable,omitempty"`
 }
 
 // routeState is what the records say of one message on one route.

@@ -123,7 +123,7 @@ func TestAcceptReadsAhead(t *testing.T) {
 					got[m.Subject()] = append(got[m.Subject()], e.ID)
 				}
 				return nil
-			})
+			}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -141,7 +142,10 @@ const maxTrailScan = 200_000
 
 // findAccepted finds the accepted batch holding message id: batches are
 // read from just before the id's time until it turns up or the batches
-// hold only messages received well after it.
+// hold only messages received well after it. Batches the store counts
+// but cannot read (its files are damaged there) are passed over: when
+// the id is not found and one of them, stored after it was received,
+// may have held it, the error is an *audit.IncompleteError saying so.
 func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint64, *envelope.Envelope, error) {
 	at, ok := IDTime(id)
 	if !ok {
@@ -154,6 +158,7 @@ func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint6
 	}
 	var seq uint64
 	var found *envelope.Envelope
+	var unreadable []jserr.Run
 	scanned := 0
 	err := scanFrom(ctx, js, store.StreamIngress, cfg, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if scanned++; scanned > maxTrailScan {
@@ -171,9 +176,19 @@ func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint6
 		}
 		// Past it: batches hold only messages received well after it.
 		return len(envs) > 0 && envs[0].ReceivedAt.After(limit), nil
+	}, func(r jserr.Run) error {
+		// A run stored wholly before the id was made cannot hold it.
+		if r.Before.IsZero() || !r.Before.Before(at) {
+			unreadable = append(unreadable, r)
+		}
+		return nil
 	})
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
+	}
+	if found == nil && len(unreadable) > 0 {
+		r := jserr.MergeRuns(unreadable)[0]
+		return 0, nil, &audit.IncompleteError{Err: fmt.Errorf("the store counts ingress stream messages %d-%d but cannot read them (its files are damaged), and the accepted batch of this message may be among them", r.First, r.Last)}
 	}
 	return seq, found, nil
 }

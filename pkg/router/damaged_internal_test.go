@@ -34,7 +34,7 @@ func TestScanDamagedStream(t *testing.T) {
 	err := scanFrom(t.Context(), js, "DAMAGED", jetstream.OrderedConsumerConfig{}, scanBatch, func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error) {
 		read++
 		return false, nil
-	})
+	}, nil)
 	if err == nil || !strings.Contains(err.Error(), "cannot read it: its files are damaged") || !strings.Contains(err.Error(), "message 1 of 150") {
 		t.Errorf("scan of a damaged stream (%d read) = %v, want an error naming message 1 as unreadable, its files damaged", read, err)
 	}
@@ -96,18 +96,30 @@ func TestTrailDamagedAudit(t *testing.T) {
 	id, js := damagedAuditStore(t, msgs, func(_ jetstream.JetStream, _ int, mid string) audit.Record {
 		return audit.Record{Time: time.Now().UTC(), MessageID: mid, Event: audit.Received, Source: "pas", Outcome: "stored"}
 	})
-	tests := []struct {
-		name       string
-		msg        int
-		recs       int
-		incomplete bool
-	}{
-		{"recorded after the damaged block", msgs - 1, 1, false},
-		{"recorded in the damaged block", 0, 0, true},
-	}
-	for _, tc := range tests {
+	checkTrails(t, js, []trailCase{
+		{"recorded after the damaged block", id[msgs-1], 1, false},
+		{"recorded in the damaged block", id[0], 0, true},
+	})
+}
+
+// trailCase is a message whose trail is read: how many records it is
+// to have, and whether it is to be incomplete.
+type trailCase struct {
+	name       string
+	id         string
+	recs       int
+	incomplete bool
+}
+
+// checkTrails reads the trail of each case's message from js: it must
+// have the records the case says and come back with an
+// *audit.IncompleteError when the case says incomplete, else with no
+// error, and with no other error either way.
+func checkTrails(t *testing.T, js jetstream.JetStream, cases []trailCase) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			recs, err := Trail(t.Context(), js, id[tc.msg])
+			recs, err := Trail(t.Context(), js, tc.id)
 			var inc *audit.IncompleteError
 			if got := errors.As(err, &inc); got != tc.incomplete || err != nil && !got {
 				t.Fatalf("Trail error %v: want an IncompleteError %v, and no other error", err, tc.incomplete)
@@ -155,28 +167,11 @@ func TestTrailDamageDroppedAsDeleted(t *testing.T) {
 	}
 	// A message received well after every audit message was stored.
 	later := encodeID(uint64(last.Time.Add(time.Hour).UnixMilli())<<16, 1)
-	tests := []struct {
-		name       string
-		id         string
-		recs       int
-		incomplete bool
-	}{
+	checkTrails(t, js, []trailCase{
 		{"recorded in the lost run", id[lost-1], 0, true},
 		{"received before the lost run, recorded before it", id[first-1], 1, true},
 		{"received after the lost run", later, 0, false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			recs, err := Trail(t.Context(), js, tc.id)
-			var inc *audit.IncompleteError
-			if got := errors.As(err, &inc); got != tc.incomplete || err != nil && !got {
-				t.Fatalf("Trail error %v: want an IncompleteError %v, and no other error", err, tc.incomplete)
-			}
-			if len(recs) != tc.recs {
-				t.Errorf("%d records, want %d", len(recs), tc.recs)
-			}
-		})
-	}
+	})
 }
 
 // damagedAuditStore makes msgs message ids and a store whose audit
@@ -351,7 +346,11 @@ func TestReconcileLostIngestLog(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Reconcile: %v", err)
 	}
-	if !slices.Equal(rep.IngestLogLost, want) {
+	var got []audit.SeqRange
+	for _, r := range rep.IngestLogLost {
+		got = append(got, audit.SeqRange{First: r.First, Last: r.Last})
+	}
+	if !slices.Equal(got, want) {
 		t.Errorf("lost ingest log batches %v, want %v", rep.IngestLogLost, want)
 	}
 }
@@ -397,38 +396,16 @@ func TestFindNamesLostIngestLogBatches(t *testing.T) {
 // of batches it lost.
 func lostIngestLogStore(t *testing.T) (jetstream.JetStream, []audit.SeqRange) {
 	t.Helper()
-	const batches = 150
-	js := jstest.DamagedStreamWith(t, jetstream.StreamConfig{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}}, jstest.CutInHalf,
-		func(js jetstream.JetStream) {
-			for _, cfg := range []jetstream.StreamConfig{
-				{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
-				{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}},
-				{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true},
-			} {
-				if _, err := js.CreateStream(t.Context(), cfg); err != nil {
-					t.Fatal(err)
-				}
+	js, runs, _ := damagedRouterStore(t, store.StreamIngestLog, jetstream.NoCompression, func(js jetstream.JetStream) {
+		for i := range 150 {
+			if _, err := js.Publish(t.Context(), store.SubjIngestLog+".pas", fmt.Appendf(nil, "%d %s", i, strings.Repeat("y", 400))); err != nil {
+				t.Fatal(err)
 			}
-			for i := range batches {
-				if _, err := js.Publish(t.Context(), store.SubjIngestLog+".pas", fmt.Appendf(nil, "%d %s", i, strings.Repeat("y", 400))); err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
-	st, err := js.Stream(t.Context(), store.StreamIngestLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lost []audit.SeqRange
-	for seq := uint64(1); seq <= batches; seq++ {
-		if _, err := st.GetMsg(t.Context(), seq); errors.Is(err, jetstream.ErrMsgNotFound) {
-			lost = audit.MergeRuns(append(lost, audit.SeqRange{First: seq, Last: seq}))
-		} else if err != nil {
-			t.Fatal(err)
 		}
-	}
-	if len(lost) == 0 {
-		t.Fatal("the set-up lost nothing")
+	}, 1)
+	var lost []audit.SeqRange
+	for _, r := range runs {
+		lost = append(lost, audit.SeqRange{First: r.First, Last: r.Last})
 	}
 	return js, lost
 }
@@ -449,19 +426,7 @@ func TestFindWithAnIncompleteTrail(t *testing.T) {
 			if _, err := js.Publish(t.Context(), store.SubjIngestLog+".pas", data); err != nil {
 				t.Fatal(err)
 			}
-			c, err := js.CreateOrUpdateConsumer(t.Context(), store.StreamIngestLog, jetstream.ConsumerConfig{Durable: acceptDurable, AckPolicy: jetstream.AckExplicitPolicy})
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := c.Fetch(1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for m := range b.Messages() {
-				if err := m.DoubleAck(t.Context()); err != nil {
-					t.Fatal(err)
-				}
-			}
+			takeIngestLog(t, js, 1)
 		}
 		return audit.Record{Time: now, MessageID: mid, Event: audit.Received, Source: "pas", Outcome: "stored"}
 	})

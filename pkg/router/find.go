@@ -11,6 +11,7 @@ import (
 
 	"github.com/junction-fhir/junction/pkg/audit"
 	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -123,6 +124,9 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 	}
 	seqs := map[string]uint64{}
 	scanned := 0
+	// Batches the store counts but cannot read (damaged files) are
+	// passed over, and said below with those it lost.
+	var lost []LostRun
 	err = scanFrom(ctx, js, store.StreamIngestLog, cfg, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if scanned++; scanned > maxFindScan {
 			res.Truncated = true
@@ -154,19 +158,19 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 				Sender: env.Sender, MessageType: env.MessageType, ControlID: env.ControlID})
 		}
 		return false, nil
-	})
+	}, func(r LostRun) error { lost = append(lost, r); return nil })
 	if err != nil {
 		return res, err
 	}
 	// The scan passes over batches the store dropped as deleted
 	// sequences (a damaged block rebuilt; Junction deletes nothing from
-	// the ingest log): those that may hold messages of the window are
-	// said apart.
-	lost, err := ingestLogLoss(ctx, js, 0)
+	// the ingest log) too: those that may hold messages of the window
+	// are said apart.
+	dropped, err := ingestLogLoss(ctx, js, 0)
 	if err != nil {
 		return res, err
 	}
-	for _, r := range lost {
+	for _, r := range jserr.MergeRuns(append(lost, dropped...)) {
 		if (!r.Before.IsZero() && r.Before.Before(q.Since)) || (!q.Until.IsZero() && r.After.After(q.Until.Add(findStoreLag))) {
 			continue
 		}
@@ -311,7 +315,7 @@ func FindQuarantined(ctx context.Context, js jetstream.JetStream, q FindQuery, h
 		out = append(out, Found{ID: h.Get(envelope.HeaderID), ReceivedAt: received, Source: source, Sender: sender, MessageType: msgType,
 			ControlID: ctrl, State: "quarantined", Outcomes: []string{h.Get(envelope.HeaderReason)}})
 		return false, nil
-	})
+	}, nil)
 	if err != nil {
 		return nil, false, fmt.Errorf("reading the quarantine: %w", err)
 	}

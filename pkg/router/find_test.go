@@ -141,7 +141,7 @@ func TestScanStopsWhenCancelled(t *testing.T) {
 			cancel()
 		}
 		return false, nil
-	})
+	}, nil)
 	if !errors.Is(err, context.Canceled) || read != 10 {
 		t.Errorf("read %d messages, then %v; want 10, then cancelled", read, err)
 	}

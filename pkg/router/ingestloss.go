@@ -9,20 +9,17 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // LostRun is a run of ingest log sequences, First to Last, that the
-// store no longer holds: batches of acknowledged messages, lost (its
-// files were damaged). After and Before are when the stored batches
-// either side of the run were written (zero where there is none): the
-// lost messages were acknowledged between them.
-type LostRun struct {
-	First  uint64    `json:"first"`
-	Last   uint64    `json:"last"`
-	After  time.Time `json:"after,omitzero"`
-	Before time.Time `json:"before,omitzero"`
-}
+// store no longer holds, or counts but cannot read: batches of
+// acknowledged messages, lost (its files were damaged). After and
+// Before are when the stored batches either side of the run were
+// written (zero where there is none): the lost messages were
+// acknowledged between them.
+type LostRun = jserr.Run
 
 // ingestLogLoss returns the runs of ingest log batches after floor (the
 // position up to which the accept stage has taken every batch) that the

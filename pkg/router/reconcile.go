@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,7 +26,11 @@ const splitterDurable = "ingest-splitter"
 // streams from a little before it (what was stored since, allowing for
 // clocks out of step), so a window bounds its time and memory; without,
 // it reads the retained streams in full, which on a large store takes a
-// while. It changes nothing.
+// while. Runs of the ingress stream and the ingest log that the store
+// counts but cannot read (damaged files) are read past and named, with
+// when the messages around them were stored (IngressUnreadable, and
+// IngestLogLost for batches not yet taken for routing). It changes
+// nothing.
 func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since time.Time) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
 	// at is the place in accepted of each message stored for routing.
@@ -78,12 +83,20 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
-	var ingestLost []audit.SeqRange
+	// inWindow says whether run r may hold messages of the window: one
+	// written wholly before from holds none.
+	inWindow := func(r jserr.Run) bool { return from.IsZero() || r.Before.IsZero() || !r.Before.Before(from) }
+	var ingestLost []jserr.Run
 	for _, r := range lost {
-		if from.IsZero() || r.Before.IsZero() || !r.Before.Before(from) {
-			ingestLost = append(ingestLost, audit.SeqRange{First: r.First, Last: r.Last})
+		if inWindow(r) {
+			ingestLost = append(ingestLost, r)
 		}
 	}
+	// Runs of the ingress stream and ingest log that the store counts
+	// but cannot read (damaged files): the scans go on past them, and
+	// the reconciliation says where they were.
+	var ingressRuns, logRuns []jserr.Run
+	onIngress := func(r jserr.Run) error { ingressRuns = append(ingressRuns, r); return nil }
 	err = scan(ctx, js, store.StreamIngress, store.SubjIngress+".>", true, from, func(m jetstream.Msg) error {
 		if strings.HasPrefix(m.Subject(), SubjAccepted+".") {
 			return nil // read in full below
@@ -92,7 +105,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		rcv, _ := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
 		take(h.Get(envelope.HeaderID), h.Get(envelope.HeaderSource), rcv, storedAt(m))
 		return nil
-	})
+	}, onIngress)
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
@@ -107,14 +120,25 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 			take(env.ID, env.Source, env.ReceivedAt, stored)
 		}
 		return nil
-	})
+	}, onIngress)
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
+	// Both scans meet the same damage: each run once, those of the
+	// window.
+	ingressRuns = slices.DeleteFunc(jserr.MergeRuns(ingressRuns), func(r jserr.Run) bool { return !inWindow(r) })
+	// mayBeUnreadable says whether a message the ingest log's reader
+	// took, from a batch written at written, may have been stored for
+	// routing in a run of the ingress stream the store cannot read: one
+	// stored after it was written. It is then not taken for a resend.
+	mayBeUnreadable := func(written time.Time) bool {
+		return slices.ContainsFunc(ingressRuns, func(r jserr.Run) bool { return r.Before.IsZero() || !r.Before.Before(written) })
+	}
 	// Entries the ingest log's reader (the splitter, or the batch
 	// pipeline's accept stage) had passed (floor, read first) but that
-	// were not stored under their own id were resends; those it had not
-	// passed are still waiting.
+	// were not stored under their own id were resends, unless their
+	// stored copy may be unreadable; those it had not passed are still
+	// waiting.
 	err = scan(ctx, js, store.StreamIngestLog, store.SubjIngestLog+".>", false, from, func(m jetstream.Msg) error {
 		envs, err := decodeBatch(m.Data())
 		if err != nil {
@@ -129,18 +153,34 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 				continue
 			}
 			a := audit.Accepted{ID: env.ID, Source: env.Source, Received: env.ReceivedAt}
-			if meta.Sequence.Stream <= floor {
-				a.Duplicate = true
-			} else {
+			switch {
+			case meta.Sequence.Stream > floor:
 				a.Unsplit = true
+			case mayBeUnreadable(meta.Timestamp):
+				// Counted by its records, kept below as those of a
+				// message stored for routing.
+				at[env.ID] = len(accepted)
+			default:
+				a.Duplicate = true
 			}
 			accepted = append(accepted, a)
 		}
 		return nil
-	})
+	}, func(r jserr.Run) error { logRuns = append(logRuns, r); return nil })
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
+	// Unreadable batches after the floor were not taken for routing
+	// either: lost, as those the store dropped. (Those at or below it
+	// were taken: their messages are counted from the ingress stream,
+	// and resends are not counted.)
+	for _, r := range logRuns {
+		if r.Last > floor && inWindow(r) {
+			r.First = max(r.First, floor+1)
+			ingestLost = append(ingestLost, r)
+		}
+	}
+	ingestLost = jserr.MergeRuns(ingestLost)
 	ledger := audit.NewLedger()
 	// Only the records of messages stored for routing decide anything:
 	// resends and messages not yet split end without them, and records
@@ -165,7 +205,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		return audit.Reconciliation{}, err
 	}
 	rep := ledger.Reconcile(accepted, routes, routesStarted)
-	rep.Since, rep.Unreadable, rep.IngestLogLost = since, unreadable, ingestLost
+	rep.Since, rep.Unreadable, rep.IngestLogLost, rep.IngressUnreadable = since, unreadable, ingestLost, ingressRuns
 	return rep, nil
 }
 
@@ -230,8 +270,11 @@ const windowSlack = time.Minute
 
 // scan reads every message of stream on filter stored at or after from
 // (every one, from the zero time), up to those stored when it starts,
-// with an ordered consumer.
-func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, headersOnly bool, from time.Time, fn func(jetstream.Msg) error) error {
+// with an ordered consumer, giving unreadable (when set) each run of
+// messages the store counts but cannot read and reading on after it
+// (jserr.ScanPast).
+func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, headersOnly bool, from time.Time, fn func(jetstream.Msg) error,
+	unreadable func(jserr.Run) error) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, HeadersOnly: headersOnly}
 	if !from.IsZero() {
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &from
@@ -242,7 +285,7 @@ func scan(ctx context.Context, js jetstream.JetStream, stream, filter string, he
 	}
 	return scanFrom(ctx, js, stream, cfg, batch, func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
 		return false, fn(m)
-	})
+	}, unreadable)
 }
 
 // Messages a scan asks for at once: scanBatch of small ones (headers),
@@ -257,14 +300,17 @@ const (
 // with cfg delivers, up to those stored when it starts, batch at a time,
 // until fn says to stop or ctx is done. It takes what the server has
 // without waiting for full batches, so it ends as soon as it has read
-// them.
+// them. With unreadable set, each run of messages the store counts but
+// cannot read (its files are damaged there) is given to it, and the read
+// goes on after the run (jserr.ScanPast); without, the read ends there
+// with an error saying so.
 func scanFrom(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig, batch int,
-	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
+	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error), unreadable func(jserr.Run) error) error {
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("opening stream %s: %w", stream, err)
 	}
-	return scanStream(ctx, st, cfg, batch, fn)
+	return jserr.ScanPast(ctx, st, cfg, batch, fn, unreadable)
 }
 
 // scanStream is scanFrom on a stream already opened: jserr.Scan, which

@@ -129,7 +129,7 @@ func ListDeadLetters(ctx context.Context, js jetstream.JetStream, f Filter, newe
 func scanDeadLetters(ctx context.Context, js jetstream.JetStream, fn func(jetstream.Msg, DeadLetter) bool) error {
 	err := scanFrom(ctx, js, store.StreamDeadLetter, jetstream.OrderedConsumerConfig{}, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		return !fn(m, deadLetterOf(meta.Sequence.Stream, meta.Timestamp, m.Subject(), m.Headers())), nil
-	})
+	}, nil)
 	if err != nil {
 		return fmt.Errorf("reading dead letters: %w", err)
 	}

@@ -1,0 +1,315 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/audit"
+	"github.com/junction-fhir/junction/pkg/envelope"
+	"github.com/junction-fhir/junction/pkg/jserr"
+	"github.com/junction-fhir/junction/pkg/jstest"
+	"github.com/junction-fhir/junction/pkg/store"
+)
+
+// damagedRouterStore makes a store whose stream damaged (the ingest log
+// or the ingress stream), of compression comp, has the blocks numbered
+// blocks cut short (jstest.DamagedBlocks): the server counts the
+// messages of an S2-compressed one but cannot produce them, and turns
+// what it cannot read of an uncompressed one into deleted sequences.
+// fill writes to it and the other streams, made first. It returns the
+// store and, from the store itself, the runs of the damaged stream it
+// does not produce, with the times around them, and the sequences it
+// does.
+func damagedRouterStore(t *testing.T, damaged string, comp jetstream.StoreCompression, fill func(js jetstream.JetStream), blocks ...int) (jetstream.JetStream, []jserr.Run, map[uint64]bool) {
+	t.Helper()
+	var cfg jetstream.StreamConfig
+	others := []jetstream.StreamConfig{
+		{Name: store.StreamIngress, Subjects: []string{store.SubjIngress + ".>"}},
+		{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
+		{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}},
+		{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true},
+	}
+	others = slices.DeleteFunc(others, func(c jetstream.StreamConfig) bool {
+		if c.Name == damaged {
+			cfg = c
+			return true
+		}
+		return false
+	})
+	cfg.Compression = comp
+	js := jstest.DamagedBlocks(t, cfg, jstest.CutInHalf, func(js jetstream.JetStream) {
+		for _, c := range others {
+			if _, err := js.CreateStream(t.Context(), c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fill(js)
+	}, blocks...)
+	st, err := js.Stream(t.Context(), damaged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readable := map[uint64]bool{}
+	var runs []jserr.Run
+	var prev time.Time
+	for seq := uint64(1); seq <= st.CachedInfo().State.LastSeq; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		n := len(runs)
+		switch {
+		case err == nil:
+			readable[seq] = true
+			if n > 0 && runs[n-1].Last == seq-1 {
+				runs[n-1].Before = m.Time
+			}
+			prev = m.Time
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			t.Fatal(err)
+		case n > 0 && runs[n-1].Last == seq-1:
+			runs[n-1].Last = seq
+		default:
+			runs = append(runs, jserr.Run{First: seq, Last: seq, After: prev})
+		}
+	}
+	if len(runs) != len(blocks) {
+		t.Fatalf("the set-up's runs of %s it does not produce: %v, want %d", damaged, runs, len(blocks))
+	}
+	return js, runs, readable
+}
+
+// unreadableStore is damagedRouterStore with the damaged stream
+// S2-compressed, its first and third blocks cut short: two runs the
+// store counts but cannot produce.
+func unreadableStore(t *testing.T, damaged string, fill func(js jetstream.JetStream)) (jetstream.JetStream, []jserr.Run, map[uint64]bool) {
+	t.Helper()
+	return damagedRouterStore(t, damaged, jetstream.S2Compression, fill, 1, 3)
+}
+
+// ingestBatch writes one ingest log batch of the messages of ids, from
+// source pas with control ids C<i>, received at, padded so that the
+// batches fill several blocks.
+func ingestBatch(t *testing.T, js jetstream.JetStream, at time.Time, ids ...string) {
+	t.Helper()
+	var envs []*envelope.Envelope
+	for _, id := range ids {
+		envs = append(envs, &envelope.Envelope{ID: id, Source: "pas", ControlID: "C" + id, ReceivedAt: at,
+			Raw: []byte("MSH|^~\\&|" + padding(id, 300))})
+	}
+	data, err := encodeBatch(envs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(t.Context(), store.SubjIngestLog+".pas", data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// unreadableIngestLog is a store whose ingest log holds 220 batches of
+// one message each, received at now, with runs it cannot read
+// (damagedRouterStore), and none taken for routing. It returns the runs
+// and the ids of the messages of the batches it can read, in order.
+func unreadableIngestLog(t *testing.T, now time.Time) (jetstream.JetStream, []jserr.Run, []string) {
+	t.Helper()
+	var ids IDGen
+	id := make([]string, 220)
+	js, runs, readable := unreadableStore(t, store.StreamIngestLog, func(js jetstream.JetStream) {
+		for i := range id {
+			id[i] = ids.New()
+			ingestBatch(t, js, now, id[i])
+		}
+	})
+	var kept []string
+	for i, mid := range id {
+		if readable[uint64(i+1)] {
+			kept = append(kept, mid)
+		}
+	}
+	return js, runs, kept
+}
+
+// sameRuns reports whether got and want name the same runs, with the
+// same times around them.
+func sameRuns(got, want []jserr.Run) bool {
+	return slices.EqualFunc(got, want, func(a, b jserr.Run) bool {
+		return a.First == b.First && a.Last == b.Last && a.After.Equal(b.After) && a.Before.Equal(b.Before)
+	})
+}
+
+// TestReadersPastUnreadableIngestLog: a reconcile and a find over an
+// ingest log with blocks the store counts but cannot read answer all the
+// same, naming the runs they could not read (batches not yet taken for
+// routing: lost), with when they were acknowledged. The reconcile counts
+// the messages of the batches it could read as waiting; the find lists
+// them. Before, both stopped with an error at the first run.
+func TestReadersPastUnreadableIngestLog(t *testing.T) {
+	now := time.Now().UTC()
+	js, runs, want := unreadableIngestLog(t, now)
+	tests := []struct {
+		name string
+		read func() (lost []jserr.Run, ids []string, err error)
+	}{
+		{"reconcile", func() ([]jserr.Run, []string, error) {
+			rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
+			var ids []string
+			for _, p := range rep.Pending {
+				ids = append(ids, p.ID)
+			}
+			slices.Sort(ids)
+			if rep.Accepted != len(ids) {
+				t.Errorf("accepted %d, %d pending: want every one read pending", rep.Accepted, len(ids))
+			}
+			return rep.IngestLogLost, ids, err
+		}},
+		{"find", func() ([]jserr.Run, []string, error) {
+			res, err := Find(t.Context(), js, FindQuery{Since: now.Add(-time.Hour), Until: now.Add(time.Minute)}, nil)
+			var ids []string
+			for _, f := range res.Messages {
+				ids = append(ids, f.ID)
+			}
+			return res.Lost, ids, err
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			lost, ids, err := tc.read()
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if !sameRuns(lost, runs) {
+				t.Errorf("lost ingest log batches %v, want %v", lost, runs)
+			}
+			if !slices.Equal(ids, want) {
+				t.Errorf("messages %v, want the %d of the readable batches: %v", ids, len(want), want)
+			}
+		})
+	}
+}
+
+// TestReconcileUnreadableIngress: a reconcile over an ingress stream
+// with blocks the store counts but cannot read answers all the same,
+// naming the runs with the times around them. A message routing took
+// from the ingest log whose stored copy may be in them is counted by its
+// audit records, not taken for a resend (a duplicate, finished) as a
+// message not stored would be; a resend written after the damage is
+// still one. Before, it stopped with an error.
+func TestReconcileUnreadableIngress(t *testing.T) {
+	const msgs = 220
+	var ids IDGen
+	id := make([]string, msgs)
+	now := time.Now().UTC()
+	js, runs, _ := unreadableStore(t, store.StreamIngress, func(js jetstream.JetStream) {
+		w := audit.NewWriter(js)
+		for i := range id {
+			id[i] = ids.New()
+			ingestBatch(t, js, now, id[i])
+			m := nats.NewMsg(store.SubjIngress + ".pas.0")
+			m.Header.Set(envelope.HeaderID, id[i])
+			m.Header.Set(envelope.HeaderSource, "pas")
+			m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
+			m.Data = []byte("MSH|^~\\&|" + padding(id[i], 300))
+			if _, err := js.PublishMsg(t.Context(), m); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+			if err := w.Write(t.Context(), id[i], "", audit.Record{Time: now, MessageID: id[i], Event: audit.Filtered, Route: "adt", Outcome: "filtered"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		// A resend, recognised and not stored for routing, written after
+		// every message stored for routing: no damage could hold its
+		// stored copy, and it is counted as a duplicate.
+		ingestBatch(t, js, now, ids.New())
+		takeIngestLog(t, js, msgs+1)
+	})
+	rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
+	if err != nil {
+		t.Fatalf("Reconcile: %v", err)
+	}
+	if !sameRuns(rep.IngressUnreadable, runs) {
+		t.Errorf("unreadable ingress messages %v, want %v", rep.IngressUnreadable, runs)
+	}
+	if rep.Accepted != msgs+1 || rep.Terminal[audit.OutcomeFiltered] != msgs || rep.Terminal[audit.OutcomeDuplicate] != 1 || len(rep.Pending) != 0 {
+		t.Errorf("accepted %d, terminal %v, %d pending: want all %d filtered, by their records, and the one resend a duplicate", rep.Accepted, rep.Terminal, len(rep.Pending), msgs)
+	}
+}
+
+// takeIngestLog makes the accept stage's consumer on the ingest log and
+// has it take the first n batches, as routing does.
+func takeIngestLog(t *testing.T, js jetstream.JetStream, n int) {
+	t.Helper()
+	c, err := js.CreateOrUpdateConsumer(t.Context(), store.StreamIngestLog, jetstream.ConsumerConfig{Durable: acceptDurable, AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for taken := 0; taken < n; {
+		b, err := c.Fetch(min(n-taken, 100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			if err := m.DoubleAck(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			taken++
+		}
+		if err := b.Error(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTrailPastUnreadableIngress: the trail of a message the batch
+// pipeline carried, whose accepted batch is after blocks of the ingress
+// stream the store counts but cannot read, is found; that of a message
+// whose accepted batch was in them comes back incomplete (an
+// *audit.IncompleteError), not as an error, nor as no trail at all.
+// Before, both failed.
+func TestTrailPastUnreadableIngress(t *testing.T) {
+	const batches = 220
+	var ids IDGen
+	id := make([]string, batches)
+	js, runs, _ := unreadableStore(t, store.StreamIngress, func(js jetstream.JetStream) {
+		for i := range id {
+			id[i] = ids.New()
+			data, err := encodeBatch([]*envelope.Envelope{{ID: id[i], Source: "pas", ControlID: fmt.Sprint("C", i), ReceivedAt: time.Now().UTC(),
+				Raw: []byte("MSH|^~\\&|" + padding(id[i], 300))}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := js.Publish(t.Context(), SubjAccepted+".pas", data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	checkTrails(t, js, []trailCase{
+		{"accepted after the damage", id[batches-1], 1, false},
+		{"accepted between the runs", id[runs[0].Last], 1, false},
+		{"accepted in the first run", id[0], 0, true},
+		{"accepted in the second run", id[runs[1].First], 0, true},
+	})
+}
+
+// padding is n letters made from seed that do not compress, so that a
+// batch (which may be compressed) takes its size in a block.
+func padding(seed string, n int) string {
+	h := fnv.New64a()
+	h.Write([]byte(seed))
+	x := h.Sum64() | 1
+	var b strings.Builder
+	for range n {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b.WriteByte('a' + byte(x%26))
+	}
+	return b.String()
+}

@@ -119,10 +119,11 @@ type Reconciliation struct {
 	// listed.
 	IngestLogLost []jserr.Run `json:"ingest_log_lost,omitempty"`
 	// IngressUnreadable lists the runs of ingress stream messages the
-	// store counts but cannot read (its files are damaged there), with
-	// when the messages either side were stored. Messages stored for
-	// routing there are counted only when the ingest log still holds
-	// their batch: by their audit records, never as resends.
+	// store counts but cannot read, or no longer holds (its files are
+	// damaged there, or were, and the server dropped what it could not
+	// read), with when the messages either side were stored. Messages
+	// stored for routing there are counted only when the ingest log
+	// still holds their batch: by their audit records, never as resends.
 	IngressUnreadable []jserr.Run `json:"ingress_unreadable,omitempty"`
 }
 

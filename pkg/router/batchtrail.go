@@ -186,11 +186,25 @@ func findAccepted(ctx context.Context, js jetstream.JetStream, id string) (uint6
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading accepted batches: %w", err)
 	}
-	if found == nil && len(unreadable) > 0 {
+	if found != nil {
+		return seq, found, nil
+	}
+	if len(unreadable) > 0 {
 		r := jserr.MergeRuns(unreadable)[0]
 		return 0, nil, &audit.IncompleteError{Err: fmt.Errorf("the store counts ingress stream messages %d-%d but cannot read them (its files are damaged), and the accepted batch of this message may be among them", r.First, r.Last)}
 	}
-	return seq, found, nil
+	// Or among those it dropped rebuilding a damaged block: stored after
+	// the id was made, and not after the batches read.
+	dropped, err := ingressDropped(ctx, js)
+	if err != nil {
+		return 0, nil, err
+	}
+	for _, r := range dropped {
+		if (r.Before.IsZero() || !r.Before.Before(at)) && (r.After.IsZero() || !r.After.After(limit)) {
+			return 0, nil, &audit.IncompleteError{Err: fmt.Errorf("the store lost ingress stream messages %d-%d (its files were damaged), stored after this message was received, and its accepted batch may have been among them", r.First, r.Last)}
+		}
+	}
+	return 0, nil, nil
 }
 
 func batchTrail(ctx context.Context, js jetstream.JetStream, id string) ([]audit.Record, error) {

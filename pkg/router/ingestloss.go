@@ -33,13 +33,23 @@ func ingestLogLoss(ctx context.Context, js jetstream.JetStream, floor uint64) ([
 	if err != nil {
 		return nil, fmt.Errorf("opening ingest log: %w", err)
 	}
+	return droppedRuns(ctx, st, floor)
+}
+
+// droppedRuns returns the runs of sequences after floor that stream st,
+// from which Junction deletes nothing (the ingest log, the ingress
+// stream), no longer holds between its first and last, with when the
+// messages either side were stored: what the server dropped, as
+// deleted sequences, of a damaged block it rebuilt at start.
+func droppedRuns(ctx context.Context, st jetstream.Stream, floor uint64) ([]LostRun, error) {
+	name := st.CachedInfo().Config.Name
 	state := st.CachedInfo().State
 	if state.LastSeq <= floor || state.NumDeleted == 0 {
 		return nil, nil
 	}
 	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
 	if err != nil {
-		return nil, fmt.Errorf("reading the ingest log's deleted sequences: %w", err)
+		return nil, fmt.Errorf("reading the deleted sequences of stream %s: %w", name, err)
 	}
 	var gone []uint64
 	for _, seq := range info.State.Deleted {
@@ -68,7 +78,7 @@ func ingestLogLoss(ctx context.Context, js jetstream.JetStream, floor uint64) ([
 	return runs, nil
 }
 
-// storedAt is when ingest log message seq was written, or zero when the
+// storedAt is when message seq of st was written, or zero when the
 // stream does not hold it.
 func storedAt(ctx context.Context, st jetstream.Stream, seq, first uint64) (time.Time, error) {
 	if seq < first {
@@ -79,7 +89,7 @@ func storedAt(ctx context.Context, st jetstream.Stream, seq, first uint64) (time
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return time.Time{}, nil
 	case err != nil:
-		return time.Time{}, fmt.Errorf("reading ingest log message %d: %w", seq, err)
+		return time.Time{}, fmt.Errorf("reading message %d of stream %s: %w", seq, st.CachedInfo().Config.Name, err)
 	}
 	return m.Time, nil
 }

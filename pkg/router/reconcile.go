@@ -124,9 +124,16 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	if err != nil {
 		return audit.Reconciliation{}, err
 	}
+	// The scans pass over what the server dropped as deleted sequences
+	// rebuilding a damaged block (Junction deletes nothing from the
+	// ingress stream): lost the same way.
+	dropped, err := ingressDropped(ctx, js)
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
 	// Both scans meet the same damage: each run once, those of the
 	// window.
-	ingressRuns = slices.DeleteFunc(jserr.MergeRuns(ingressRuns), func(r jserr.Run) bool { return !inWindow(r) })
+	ingressRuns = slices.DeleteFunc(jserr.MergeRuns(append(ingressRuns, dropped...)), func(r jserr.Run) bool { return !inWindow(r) })
 	// mayBeUnreadable says whether a message the ingest log's reader
 	// took, from a batch written at written, may have been stored for
 	// routing in a run of the ingress stream the store cannot read: one
@@ -207,6 +214,16 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 	rep := ledger.Reconcile(accepted, routes, routesStarted)
 	rep.Since, rep.Unreadable, rep.IngestLogLost, rep.IngressUnreadable = since, unreadable, ingestLost, ingressRuns
 	return rep, nil
+}
+
+// ingressDropped returns the runs of sequences the ingress stream no
+// longer holds between its first and last (droppedRuns).
+func ingressDropped(ctx context.Context, js jetstream.JetStream) ([]jserr.Run, error) {
+	st, err := js.Stream(ctx, store.StreamIngress)
+	if err != nil {
+		return nil, fmt.Errorf("opening the ingress stream: %w", err)
+	}
+	return droppedRuns(ctx, st, 0)
 }
 
 // routesSince returns when each route started taking messages: the

@@ -192,53 +192,73 @@ func TestReadersPastUnreadableIngestLog(t *testing.T) {
 	}
 }
 
+// ingressDamage is damage to the ingress stream: blocks cut short, of
+// a stream of compression comp. The server counts the messages of a
+// compressed one but cannot produce them, and drops what it cannot read
+// of an uncompressed one (Junction's ingress stream) as deleted
+// sequences.
+var ingressDamage = []struct {
+	name   string
+	comp   jetstream.StoreCompression
+	blocks []int
+}{
+	{"unreadable", jetstream.S2Compression, []int{1, 3}},
+	{"dropped", jetstream.NoCompression, []int{1}},
+}
+
 // TestReconcileUnreadableIngress: a reconcile over an ingress stream
-// with blocks the store counts but cannot read answers all the same,
-// naming the runs with the times around them. A message routing took
-// from the ingest log whose stored copy may be in them is counted by its
-// audit records, not taken for a resend (a duplicate, finished) as a
-// message not stored would be; a resend written after the damage is
-// still one. Before, it stopped with an error.
+// with blocks the store counts but cannot read, or dropped rebuilding
+// them, answers all the same, naming the runs with the times around
+// them. A message routing took from the ingest log whose stored copy may
+// be in them is counted by its audit records, not taken for a resend (a
+// duplicate, finished) as a message not stored would be; a resend
+// written after the damage is still one. Before, it stopped with an
+// error at unreadable runs, and counted the messages of dropped ones as
+// resends.
 func TestReconcileUnreadableIngress(t *testing.T) {
 	const msgs = 220
-	var ids IDGen
-	id := make([]string, msgs)
-	now := time.Now().UTC()
-	js, runs, _ := unreadableStore(t, store.StreamIngress, func(js jetstream.JetStream) {
-		w := audit.NewWriter(js)
-		for i := range id {
-			id[i] = ids.New()
-			ingestBatch(t, js, now, id[i])
-			m := nats.NewMsg(store.SubjIngress + ".pas.0")
-			m.Header.Set(envelope.HeaderID, id[i])
-			m.Header.Set(envelope.HeaderSource, "pas")
-			m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
-			m.Data = []byte("MSH|^~\\&|" + padding(id[i], 300))
-			if _, err := js.PublishMsg(t.Context(), m); err != nil {
-				t.Fatalf("publish %d: %v", i, err)
+	for _, dmg := range ingressDamage {
+		t.Run(dmg.name, func(t *testing.T) {
+			var ids IDGen
+			id := make([]string, msgs)
+			now := time.Now().UTC()
+			js, runs, _ := damagedRouterStore(t, store.StreamIngress, dmg.comp, func(js jetstream.JetStream) {
+				w := audit.NewWriter(js)
+				for i := range id {
+					id[i] = ids.New()
+					ingestBatch(t, js, now, id[i])
+					m := nats.NewMsg(store.SubjIngress + ".pas.0")
+					m.Header.Set(envelope.HeaderID, id[i])
+					m.Header.Set(envelope.HeaderSource, "pas")
+					m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
+					m.Data = []byte("MSH|^~\\&|" + padding(id[i], 300))
+					if _, err := js.PublishMsg(t.Context(), m); err != nil {
+						t.Fatalf("publish %d: %v", i, err)
+					}
+					if err := w.Write(t.Context(), id[i], "", audit.Record{Time: now, MessageID: id[i], Event: audit.Filtered, Route: "adt", Outcome: "filtered"}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := w.Close(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				// A resend, recognised and not stored for routing, written
+				// after every message stored for routing: no damage could
+				// hold its stored copy, and it is counted as a duplicate.
+				ingestBatch(t, js, now, ids.New())
+				takeIngestLog(t, js, msgs+1)
+			}, dmg.blocks...)
+			rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
+			if err != nil {
+				t.Fatalf("Reconcile: %v", err)
 			}
-			if err := w.Write(t.Context(), id[i], "", audit.Record{Time: now, MessageID: id[i], Event: audit.Filtered, Route: "adt", Outcome: "filtered"}); err != nil {
-				t.Fatal(err)
+			if !sameRuns(rep.IngressUnreadable, runs) {
+				t.Errorf("unreadable ingress messages %v, want %v", rep.IngressUnreadable, runs)
 			}
-		}
-		if err := w.Close(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		// A resend, recognised and not stored for routing, written after
-		// every message stored for routing: no damage could hold its
-		// stored copy, and it is counted as a duplicate.
-		ingestBatch(t, js, now, ids.New())
-		takeIngestLog(t, js, msgs+1)
-	})
-	rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
-	if err != nil {
-		t.Fatalf("Reconcile: %v", err)
-	}
-	if !sameRuns(rep.IngressUnreadable, runs) {
-		t.Errorf("unreadable ingress messages %v, want %v", rep.IngressUnreadable, runs)
-	}
-	if rep.Accepted != msgs+1 || rep.Terminal[audit.OutcomeFiltered] != msgs || rep.Terminal[audit.OutcomeDuplicate] != 1 || len(rep.Pending) != 0 {
-		t.Errorf("accepted %d, terminal %v, %d pending: want all %d filtered, by their records, and the one resend a duplicate", rep.Accepted, rep.Terminal, len(rep.Pending), msgs)
+			if rep.Accepted != msgs+1 || rep.Terminal[audit.OutcomeFiltered] != msgs || rep.Terminal[audit.OutcomeDuplicate] != 1 || len(rep.Pending) != 0 {
+				t.Errorf("accepted %d, terminal %v, %d pending: want all %d filtered, by their records, and the one resend a duplicate", rep.Accepted, rep.Terminal, len(rep.Pending), msgs)
+			}
+		})
 	}
 }
 
@@ -269,33 +289,40 @@ func takeIngestLog(t *testing.T, js jetstream.JetStream, n int) {
 
 // TestTrailPastUnreadableIngress: the trail of a message the batch
 // pipeline carried, whose accepted batch is after blocks of the ingress
-// stream the store counts but cannot read, is found; that of a message
-// whose accepted batch was in them comes back incomplete (an
-// *audit.IncompleteError), not as an error, nor as no trail at all.
-// Before, both failed.
+// stream the store counts but cannot read, or dropped rebuilding them,
+// is found; that of a message whose accepted batch was in them comes
+// back incomplete (an *audit.IncompleteError), not as an error, nor as
+// no trail at all. Before, unreadable runs failed every trail, and a
+// message in a dropped run had none.
 func TestTrailPastUnreadableIngress(t *testing.T) {
 	const batches = 220
-	var ids IDGen
-	id := make([]string, batches)
-	js, runs, _ := unreadableStore(t, store.StreamIngress, func(js jetstream.JetStream) {
-		for i := range id {
-			id[i] = ids.New()
-			data, err := encodeBatch([]*envelope.Envelope{{ID: id[i], Source: "pas", ControlID: fmt.Sprint("C", i), ReceivedAt: time.Now().UTC(),
-				Raw: []byte("MSH|^~\\&|" + padding(id[i], 300))}})
-			if err != nil {
-				t.Fatal(err)
+	for _, dmg := range ingressDamage {
+		t.Run(dmg.name, func(t *testing.T) {
+			var ids IDGen
+			id := make([]string, batches)
+			js, runs, _ := damagedRouterStore(t, store.StreamIngress, dmg.comp, func(js jetstream.JetStream) {
+				for i := range id {
+					id[i] = ids.New()
+					data, err := encodeBatch([]*envelope.Envelope{{ID: id[i], Source: "pas", ControlID: fmt.Sprint("C", i), ReceivedAt: time.Now().UTC(),
+						Raw: []byte("MSH|^~\\&|" + padding(id[i], 300))}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if _, err := js.Publish(t.Context(), SubjAccepted+".pas", data); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}, dmg.blocks...)
+			// Message id[i] is in the batch at sequence i+1.
+			cases := []trailCase{{"accepted after the damage", id[batches-1], 1, false}}
+			for n, r := range runs {
+				cases = append(cases,
+					trailCase{fmt.Sprint("accepted in run ", n+1), id[r.First-1], 0, true},
+					trailCase{fmt.Sprint("accepted just after run ", n+1), id[r.Last], 1, false})
 			}
-			if _, err := js.Publish(t.Context(), SubjAccepted+".pas", data); err != nil {
-				t.Fatal(err)
-			}
-		}
-	})
-	checkTrails(t, js, []trailCase{
-		{"accepted after the damage", id[batches-1], 1, false},
-		{"accepted between the runs", id[runs[0].Last], 1, false},
-		{"accepted in the first run", id[0], 0, true},
-		{"accepted in the second run", id[runs[1].First], 0, true},
-	})
+			checkTrails(t, js, cases)
+		})
+	}
 }
 
 // padding is n letters made from seed that do not compress, so that a

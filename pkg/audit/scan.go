@@ -176,14 +176,17 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 
 // readPast reads the audit stream st as an ordered consumer made with
 // cfg delivers it, up to stream sequence last, passing each message to
-// fn until fn says to stop. jserr.Scan does the reading, through to
+// fn until fn says to stop. jserr.ScanPast does the reading, through to
 // what the stream's leader holds even when the server places the reader
-// on a replica behind or damaged.
+// on a replica behind or damaged, and past damage (below).
 //
 // The audit stream refuses deletes, so a message the store counts but
 // cannot produce is damage (a block cut short: a torn copy, a failing
-// disk), not a gap. With unreadable set, each run of such messages is
-// passed to it and the read goes on after the run, unless it returns an
+// disk), not a gap, and so, on a stream that loses messages only to
+// damage (GoneIsDamage), is a sequence the read passes over. With
+// unreadable set, each run of such messages is passed to it (a run met
+// twice may be passed twice: MergeRuns) and the read goes on after the
+// run, unless it returns an
 // error, which ends the read; a start by time that the store cannot
 // place (damage where it looks) becomes a start at the first message, so
 // fn must skip messages stored before that time. Without unreadable, the
@@ -191,7 +194,6 @@ func ScanMessages(ctx context.Context, js jetstream.JetStream, opt ScanOptions, 
 // is.
 func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, batch int,
 	fn func(jetstream.Msg, *jetstream.MsgMetadata) (bool, error), unreadable func(SeqRange) error) error {
-	var at, resumed uint64 // the last sequence read; where the read last resumed
 	// next is the sequence the read should meet next (0: not known, a
 	// start by time): one it passes over is a gap (gone).
 	var next uint64
@@ -200,8 +202,29 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 	}
 	stopped := false
 	var passed replicaGap // a run a reader passed over that the leader holds
+	// onRun takes a run of messages the store counts but cannot produce,
+	// which jserr.ScanPast reads on after: sequences before it that the
+	// read passed over are gone, and the read meets the run's end next.
+	var onRun func(jserr.Run) error
+	if unreadable != nil {
+		onRun = func(r jserr.Run) error {
+			if r.First > last {
+				return nil
+			}
+			if next != 0 && next < r.First {
+				if err := gone(ctx, st, SeqRange{First: next, Last: r.First - 1}, last, unreadable); err != nil {
+					return err
+				}
+			}
+			if err := unreadable(SeqRange{First: r.First, Last: min(r.Last, last)}); err != nil {
+				return err
+			}
+			next = max(next, r.Last+1)
+			return nil
+		}
+	}
 	for tries := 1; ; {
-		err := jserr.Scan(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		err := jserr.ScanPast(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			seq := md.Sequence.Stream
 			if seq > last {
 				return true, nil
@@ -220,11 +243,11 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 					return true, err
 				}
 			}
-			at, next = seq, seq+1
+			next = seq + 1
 			stop, err := fn(m, md)
 			stopped = stop || err != nil
-			return stop || at == last, err
-		})
+			return stop || seq == last, err
+		}, onRun)
 		if errors.As(err, &passed) {
 			if tries++; tries > jserr.ScanTries {
 				return fmt.Errorf("readers placed on the stream's replicas passed over messages %d-%d, which its leader holds (a replica damaged; %d readers tried)", passed.first, passed.last, jserr.ScanTries)
@@ -232,40 +255,12 @@ func readPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, passed.first, nil
 			continue
 		}
-		if err == nil {
-			if !stopped && next != 0 && next <= last {
-				// Nothing more though the stream's last message is after
-				// the last read: the run up to it is gone.
-				return gone(ctx, st, SeqRange{First: next, Last: last}, last, unreadable)
-			}
-			return nil
+		if err == nil && !stopped && next != 0 && next <= last {
+			// Nothing more though the stream's last message is after
+			// the last read: the run up to it is gone.
+			return gone(ctx, st, SeqRange{First: next, Last: last}, last, unreadable)
 		}
-		if unreadable == nil || ctx.Err() != nil || !errors.Is(err, jserr.ErrNoProgress) {
-			return err
-		}
-		from := at + 1
-		if at == 0 {
-			from = max(cfg.OptStartSeq, 1)
-		}
-		bad, resume, serr := skipUnreadable(ctx, st, from, last)
-		if serr != nil {
-			// Not damage there (the store did not answer, say): Scan's
-			// error says what it saw.
-			return err
-		}
-		if resume <= resumed {
-			return err // no further than last time
-		}
-		if bad >= from {
-			if uerr := unreadable(SeqRange{First: from, Last: bad}); uerr != nil {
-				return uerr
-			}
-		}
-		if resume > last {
-			return nil
-		}
-		at, resumed, next = resume-1, resume, resume
-		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, resume, nil
+		return err
 	}
 }
 

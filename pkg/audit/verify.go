@@ -595,27 +595,5 @@ func readStream(ctx context.Context, js jetstream.JetStream, fn func(StoredMsg),
 	return info, err
 }
 
-// skipUnreadable is called when the store gave nothing from sequence from
-// of last. The audit stream refuses deletes, so every sequence up to last
-// is counted as held: when the store answers "not found" for from, its
-// files are damaged there. It returns the last unreadable sequence of the
-// run and the first readable one after it (last+1 when none is), asking
-// the store for each message directly. Any other answer is an error.
-func skipUnreadable(ctx context.Context, st jetstream.Stream, from, last uint64) (bad, resume uint64, err error) {
-	for seq := from; seq <= last; seq++ {
-		_, err := st.GetMsg(ctx, seq)
-		switch {
-		case err == nil:
-			if seq == from {
-				return 0, 0, fmt.Errorf("reading audit stream: no message at stream seq %d of %d within 5s, though the store holds it", from, last)
-			}
-			return seq - 1, seq, nil
-		case !errors.Is(err, jetstream.ErrMsgNotFound):
-			return 0, 0, fmt.Errorf("reading audit stream: stopped at stream seq %d of %d: %w", seq, last, err)
-		}
-	}
-	return last, last + 1, nil
-}
-
 // PublicKeyString is the standard base64 form checkpoints carry.
 func PublicKeyString(k ed25519.PublicKey) string { return base64.StdEncoding.EncodeToString(k) }

@@ -147,16 +147,14 @@ func sameRuns(got, want []jserr.Run) bool {
 // same, naming the runs they could not read (batches not yet taken for
 // routing: lost), with when they were acknowledged. The reconcile counts
 // the messages of the batches it could read as waiting; the find lists
-// them. Before, both stopped with an error at the first run.
+// them; a window after the runs does not name them. Before, both
+// stopped with an error at the first run.
 func TestReadersPastUnreadableIngestLog(t *testing.T) {
 	now := time.Now().UTC()
 	js, runs, want := unreadableIngestLog(t, now)
-	tests := []struct {
-		name string
-		read func() (lost []jserr.Run, ids []string, err error)
-	}{
-		{"reconcile", func() ([]jserr.Run, []string, error) {
-			rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, time.Time{})
+	reconcile := func(since time.Time) func() ([]jserr.Run, []string, error) {
+		return func() ([]jserr.Run, []string, error) {
+			rep, err := Reconcile(t.Context(), js, map[string][]string{"pas": {"adt"}}, since)
 			var ids []string
 			for _, p := range rep.Pending {
 				ids = append(ids, p.ID)
@@ -166,15 +164,29 @@ func TestReadersPastUnreadableIngestLog(t *testing.T) {
 				t.Errorf("accepted %d, %d pending: want every one read pending", rep.Accepted, len(ids))
 			}
 			return rep.IngestLogLost, ids, err
-		}},
-		{"find", func() ([]jserr.Run, []string, error) {
-			res, err := Find(t.Context(), js, FindQuery{Since: now.Add(-time.Hour), Until: now.Add(time.Minute)}, nil)
+		}
+	}
+	find := func(since, until time.Time) func() ([]jserr.Run, []string, error) {
+		return func() ([]jserr.Run, []string, error) {
+			res, err := Find(t.Context(), js, FindQuery{Since: since, Until: until}, nil)
 			var ids []string
 			for _, f := range res.Messages {
 				ids = append(ids, f.ID)
 			}
 			return res.Lost, ids, err
-		}},
+		}
+	}
+	tests := []struct {
+		name     string
+		read     func() (lost []jserr.Run, ids []string, err error)
+		wantRuns []jserr.Run
+		wantIDs  []string
+	}{
+		{"reconcile", reconcile(time.Time{}), runs, want},
+		{"reconcile of a window holding them", reconcile(now.Add(-time.Hour)), runs, want},
+		{"reconcile of a window after them", reconcile(now.Add(time.Hour)), nil, nil},
+		{"find", find(now.Add(-time.Hour), now.Add(time.Minute)), runs, want},
+		{"find in a window after them", find(now.Add(time.Hour), now.Add(2*time.Hour)), nil, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,11 +194,11 @@ func TestReadersPastUnreadableIngestLog(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", tc.name, err)
 			}
-			if !sameRuns(lost, runs) {
-				t.Errorf("lost ingest log batches %v, want %v", lost, runs)
+			if !sameRuns(lost, tc.wantRuns) {
+				t.Errorf("lost ingest log batches %v, want %v", lost, tc.wantRuns)
 			}
-			if !slices.Equal(ids, want) {
-				t.Errorf("messages %v, want the %d of the readable batches: %v", ids, len(want), want)
+			if !slices.Equal(ids, tc.wantIDs) {
+				t.Errorf("messages %v, want %v", ids, tc.wantIDs)
 			}
 		})
 	}

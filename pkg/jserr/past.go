@@ -36,8 +36,12 @@ type Run struct {
 // be in the window). Past a run, or when a reader filtered on subjects
 // fails or stops short of what the stream holds (as it does after a
 // damaged block), the read goes on unfiltered and passes fn only the
-// messages on cfg's filters. Any
-// other stall (a store not answering) ends the read with Scan's error.
+// messages on cfg's filters. A reader of the whole stream (unfiltered,
+// or filtered on all of its subjects) that passes over messages the
+// store counts but cannot produce, as a reader passes over a record
+// overwritten in the middle of an uncompressed block, gives them to
+// unreadable too. Any other stall (a store not answering) ends the read
+// with Scan's error.
 // With unreadable nil, ScanPast is Scan.
 func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, batch int,
 	fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error), unreadable func(Run) error) error {
@@ -61,7 +65,16 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 	var atTime time.Time
 	// filters are the subjects to read once the reader reads unfiltered.
 	filters := cfg.FilterSubjects
+	// next is the sequence a reader of the whole stream is to deliver
+	// next: one it passes over without stalling may be a message the
+	// store counts but cannot read (an uncompressed block overwritten
+	// in the middle is passed over so), which skipped tells.
+	next := st.CachedInfo().State.FirstSeq
+	if cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy {
+		next = max(next, cfg.OptStartSeq)
+	}
 	for {
+		whole := covers(cfg.FilterSubjects, st.CachedInfo().Config.Subjects)
 		// A reader filtered on subjects reads nothing after a damaged
 		// block from nats-server 2.15.2, however far after it it starts,
 		// and says nothing more is pending: a filtered read that fails,
@@ -73,7 +86,17 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 			tries = 1
 		}
 		err := scan(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-			at, atTime = md.Sequence.Stream, md.Timestamp
+			seq := md.Sequence.Stream
+			if whole && next != 0 && seq > next {
+				after := atTime
+				if at+1 != next {
+					after = time.Time{}
+				}
+				if err := skipped(ctx, st, next, seq-1, after, md.Timestamp, unreadable); err != nil {
+					return true, fnError{err}
+				}
+			}
+			at, atTime, next = seq, md.Timestamp, seq+1
 			if !SubjectMatches(filters, m.Subject()) {
 				return false, nil
 			}
@@ -92,7 +115,7 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		}
 		if len(cfg.FilterSubjects) > 0 && !errors.Is(err, ErrNoProgress) {
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, max(at+1, cfg.OptStartSeq, 1), nil
-			cfg.FilterSubjects = nil
+			cfg.FilterSubjects, next = nil, max(at+1, cfg.OptStartSeq, 1)
 			continue
 		}
 		if !errors.Is(err, ErrNoProgress) {
@@ -116,7 +139,7 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		if resume == 0 {
 			return nil // damaged up to the stream's last message
 		}
-		resumed = resume
+		resumed, next = resume, resume
 		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, resume, nil
 		// The rest unfiltered (see above), and filtered here.
 		cfg.FilterSubjects = nil
@@ -239,6 +262,76 @@ func damageFrom(ctx context.Context, st jetstream.Stream, filters []string, from
 		return Run{}, 0, errors.New("no message the store cannot produce: not damage")
 	}
 	return run, 0, nil
+}
+
+// skipped gives unreadable each run of messages from to to (which a
+// reader of the whole stream st passed over) that the store counts but
+// cannot produce: neither before its first message nor deleted. after
+// and before are when the messages either side of from-to were stored
+// (after zero: not known). Messages deleted or expired are not damage,
+// and are left to the caller.
+func skipped(ctx context.Context, st jetstream.Stream, from, to uint64, after, before time.Time, unreadable func(Run) error) error {
+	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return fmt.Errorf("reading the stream's state: %w", err)
+	}
+	s := info.State
+	deleted := make(map[uint64]bool, len(s.Deleted))
+	for _, seq := range s.Deleted {
+		deleted[seq] = true
+	}
+	if after.IsZero() && from > s.FirstSeq {
+		if m, err := st.GetMsg(ctx, from-1); err == nil {
+			after = m.Time
+		}
+	}
+	var run Run
+	flush := func(next time.Time) error {
+		if run.First == 0 {
+			return nil
+		}
+		run.Before = next
+		r := run
+		run = Run{}
+		return unreadable(r)
+	}
+	for seq := from; seq <= to; seq++ {
+		if seq < s.FirstSeq || deleted[seq] {
+			if err := flush(time.Time{}); err != nil {
+				return err
+			}
+			continue
+		}
+		m, err := st.GetMsg(ctx, seq)
+		switch {
+		case err == nil:
+			if err := flush(m.Time); err != nil {
+				return err
+			}
+			after = m.Time
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return fmt.Errorf("reading stream message %d: %w", seq, err)
+		case run.First == 0:
+			run = Run{First: seq, Last: seq, After: after}
+		default:
+			run.Last = seq
+		}
+	}
+	return flush(before)
+}
+
+// covers reports whether filters read the whole of a stream on
+// subjects: none, or the stream's own subjects, each of them.
+func covers(filters, subjects []string) bool {
+	if len(filters) == 0 {
+		return true
+	}
+	for _, s := range subjects {
+		if !slices.Contains(filters, s) {
+			return false
+		}
+	}
+	return len(subjects) > 0
 }
 
 // SubjectMatches reports whether subject is on one of filters (NATS

@@ -86,18 +86,7 @@ func TestScanPastDamagedRuns(t *testing.T) {
 				}
 			}
 			fc := &jstest.FetchCounter{Stream: st}
-			var got []uint64
-			var gotRuns []jserr.Run
-			err := jserr.ScanPast(t.Context(), fc, tc.cfg, 1000, func(_ jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
-				got = append(got, md.Sequence.Stream)
-				return false, nil
-			}, func(r jserr.Run) error {
-				gotRuns = append(gotRuns, r)
-				return nil
-			})
-			if err != nil {
-				t.Fatalf("ScanPast: %v", err)
-			}
+			got, gotRuns := scanPast(t, fc, tc.cfg)
 			if !slices.EqualFunc(gotRuns, tc.runs, sameRun) {
 				t.Errorf("runs %v, want %v", gotRuns, tc.runs)
 			}
@@ -109,6 +98,26 @@ func TestScanPastDamagedRuns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// scanPast reads st with jserr.ScanPast and cfg, and returns the
+// sequences it read and the runs it was given, failing the test on an
+// error.
+func scanPast(t *testing.T, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig) ([]uint64, []jserr.Run) {
+	t.Helper()
+	var got []uint64
+	var runs []jserr.Run
+	err := jserr.ScanPast(t.Context(), st, cfg, 1000, func(_ jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		got = append(got, md.Sequence.Stream)
+		return false, nil
+	}, func(r jserr.Run) error {
+		runs = append(runs, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ScanPast: %v", err)
+	}
+	return got, runs
 }
 
 func sameRun(a, b jserr.Run) bool {
@@ -161,6 +170,66 @@ func TestMergeRunsKeepsTheTimesAround(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := jserr.MergeRuns(tc.in); !slices.EqualFunc(got, tc.want, sameRun) {
 				t.Errorf("MergeRuns(%v) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestScanPastOverwrittenRecord: a reader of the whole stream passes
+// over a record overwritten in the middle of an uncompressed last block
+// without stalling: the store counts the message but cannot produce it,
+// and has not deleted it. ScanPast gives it as a run all the same, with
+// the times around it, read unfiltered or filtered on all of the
+// stream's subjects. Before, the read passed over it without a word.
+func TestScanPastOverwrittenRecord(t *testing.T) {
+	const msgs = 13
+	js := jstest.DamagedLastBlock(t, jetstream.StreamConfig{Name: "DMG", Subjects: []string{"d.>"}}, jstest.OverwriteMiddle, func(js jetstream.JetStream) {
+		for i := range msgs {
+			if _, err := js.Publish(t.Context(), fmt.Sprintf("d.%d", i%2), []byte(strings.Repeat("x", 8000))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	st, err := js.Stream(t.Context(), "DMG")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context(), jetstream.WithDeletedDetails(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []uint64
+	var runs []jserr.Run
+	var prev time.Time
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		n := len(runs)
+		switch {
+		case err == nil:
+			want = append(want, seq)
+			if n > 0 && runs[n-1].Last == seq-1 {
+				runs[n-1].Before = m.Time
+			}
+			prev = m.Time
+		case !errors.Is(err, jetstream.ErrMsgNotFound) || slices.Contains(info.State.Deleted, seq):
+			t.Fatalf("message %d: %v (deleted %v): want each read or counted but unreadable", seq, err, info.State.Deleted)
+		case n > 0 && runs[n-1].Last == seq-1:
+			runs[n-1].Last = seq
+		default:
+			runs = append(runs, jserr.Run{First: seq, Last: seq, After: prev})
+		}
+	}
+	if len(runs) == 0 {
+		t.Fatalf("the set-up left every message readable: %+v", info.State)
+	}
+	for _, filters := range [][]string{nil, {"d.>"}} {
+		t.Run(fmt.Sprint("filters ", filters), func(t *testing.T) {
+			got, gotRuns := scanPast(t, st, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
+			if !slices.EqualFunc(jserr.MergeRuns(gotRuns), runs, sameRun) {
+				t.Errorf("runs %v, want %v", gotRuns, runs)
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("read %v, want %v", got, want)
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -113,6 +114,62 @@ func CutInHalf(path string, size int64) error { return os.Truncate(path, size/2)
 
 // ZeroFill overwrites a whole block file with zeros.
 func ZeroFill(path string, size int64) error { return os.WriteFile(path, make([]byte, size), 0o600) }
+
+// OverwriteMiddle overwrites 1,000 bytes from just past the middle of a
+// block file with zeros, as a failing disk may: the record there (one
+// larger than that, not cut at the middle, when records are of one size)
+// no longer matches its checksum.
+func OverwriteMiddle(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(make([]byte, 1000), size/2+64); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// DamagedLastBlock makes stream cfg on a server of the test's own, lets
+// fill write to it, stops the server, does damage to the stream's last
+// block file, and starts the server again on the same store, returning
+// a JetStream handle on it. The server does not check a last block at
+// start as it rebuilds a damaged block before it: a record overwritten
+// in the middle of an uncompressed last block (OverwriteMiddle, fill
+// writing records larger than the damage) stays counted, and readers
+// pass over it without a word.
+func DamagedLastBlock(tb testing.TB, cfg jetstream.StreamConfig, damage Damage, fill func(jetstream.JetStream)) jetstream.JetStream {
+	tb.Helper()
+	dir := tb.TempDir()
+	js, stop := StartIn(tb, "damaged", dir)
+	cfg.Storage = jetstream.FileStorage
+	if _, err := js.CreateStream(tb.Context(), cfg); err != nil {
+		tb.Fatalf("creating stream: %v", err)
+	}
+	fill(js)
+	stop()
+	msgs := filepath.Join(dir, "jetstream", "$G", "streams", cfg.Name, "msgs")
+	blocks, err := filepath.Glob(filepath.Join(msgs, "*.blk"))
+	if err != nil || len(blocks) == 0 {
+		tb.Fatalf("the stream's block files: %v %v", blocks, err)
+	}
+	last, lastN := "", -1
+	for _, b := range blocks {
+		if n, err := strconv.Atoi(strings.TrimSuffix(filepath.Base(b), ".blk")); err == nil && n > lastN {
+			last, lastN = b, n
+		}
+	}
+	fi, err := os.Stat(last)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := damage(last, fi.Size()); err != nil {
+		tb.Fatalf("damaging block %d: %v", lastN, err)
+	}
+	js, _ = StartIn(tb, "damaged", dir)
+	return js
+}
 
 // DamagedStreamWith is DamagedStream with the damage given and cfg's
 // compression as it is. The stream is given a small size limit while

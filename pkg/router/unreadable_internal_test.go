@@ -24,6 +24,9 @@ import (
 // blocks cut short (jstest.DamagedBlocks): the server counts the
 // messages of an S2-compressed one but cannot produce them, and turns
 // what it cannot read of an uncompressed one into deleted sequences.
+// Without blocks, a record in the middle of its last block is
+// overwritten instead (jstest.DamagedLastBlock): counted, not produced,
+// and passed over by readers without a stall.
 // fill writes to it and the other streams, made first. It returns the
 // store and, from the store itself, the runs of the damaged stream it
 // does not produce, with the times around them, and the sequences it
@@ -45,14 +48,20 @@ func damagedRouterStore(t *testing.T, damaged string, comp jetstream.StoreCompre
 		return false
 	})
 	cfg.Compression = comp
-	js := jstest.DamagedBlocks(t, cfg, jstest.CutInHalf, func(js jetstream.JetStream) {
+	fillAll := func(js jetstream.JetStream) {
 		for _, c := range others {
 			if _, err := js.CreateStream(t.Context(), c); err != nil {
 				t.Fatal(err)
 			}
 		}
 		fill(js)
-	}, blocks...)
+	}
+	var js jetstream.JetStream
+	if len(blocks) > 0 {
+		js = jstest.DamagedBlocks(t, cfg, jstest.CutInHalf, fillAll, blocks...)
+	} else {
+		js = jstest.DamagedLastBlock(t, cfg, jstest.OverwriteMiddle, fillAll)
+	}
 	st, err := js.Stream(t.Context(), damaged)
 	if err != nil {
 		t.Fatal(err)
@@ -78,8 +87,8 @@ func damagedRouterStore(t *testing.T, damaged string, comp jetstream.StoreCompre
 			runs = append(runs, jserr.Run{First: seq, Last: seq, After: prev})
 		}
 	}
-	if len(runs) != len(blocks) {
-		t.Fatalf("the set-up's runs of %s it does not produce: %v, want %d", damaged, runs, len(blocks))
+	if len(runs) != max(len(blocks), 1) {
+		t.Fatalf("the set-up's runs of %s it does not produce: %v, want %d", damaged, runs, max(len(blocks), 1))
 	}
 	return js, runs, readable
 }
@@ -204,18 +213,23 @@ func TestReadersPastUnreadableIngestLog(t *testing.T) {
 	}
 }
 
-// ingressDamage is damage to the ingress stream: blocks cut short, of
-// a stream of compression comp. The server counts the messages of a
-// compressed one but cannot produce them, and drops what it cannot read
-// of an uncompressed one (Junction's ingress stream) as deleted
-// sequences.
+// ingressDamage is damage to the ingress stream (damagedRouterStore):
+// blocks cut short, of a stream of compression comp, or a record
+// overwritten in the last. The server counts the messages of a
+// compressed block cut short but cannot produce them, drops what it
+// cannot read of an uncompressed one (Junction's ingress stream) as
+// deleted sequences, and counts an overwritten record but cannot
+// produce it.
 var ingressDamage = []struct {
 	name   string
 	comp   jetstream.StoreCompression
 	blocks []int
+	pad    int // bytes of padding a message
 }{
-	{"unreadable", jetstream.S2Compression, []int{1, 3}},
-	{"dropped", jetstream.NoCompression, []int{1}},
+	{"unreadable", jetstream.S2Compression, []int{1, 3}, 300},
+	{"dropped", jetstream.NoCompression, []int{1}, 300},
+	// Records larger than the damage, so that one is overwritten.
+	{"overwritten", jetstream.NoCompression, nil, 2000},
 }
 
 // TestReconcileUnreadableIngress: a reconcile over an ingress stream
@@ -243,7 +257,7 @@ func TestReconcileUnreadableIngress(t *testing.T) {
 					m.Header.Set(envelope.HeaderID, id[i])
 					m.Header.Set(envelope.HeaderSource, "pas")
 					m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
-					m.Data = []byte("MSH|^~\\&|" + padding(id[i], 300))
+					m.Data = []byte("MSH|^~\\&|" + padding(id[i], dmg.pad))
 					if _, err := js.PublishMsg(t.Context(), m); err != nil {
 						t.Fatalf("publish %d: %v", i, err)
 					}
@@ -316,7 +330,7 @@ func TestTrailPastUnreadableIngress(t *testing.T) {
 				for i := range id {
 					id[i] = ids.New()
 					data, err := encodeBatch([]*envelope.Envelope{{ID: id[i], Source: "pas", ControlID: fmt.Sprint("C", i), ReceivedAt: time.Now().UTC(),
-						Raw: []byte("MSH|^~\\&|" + padding(id[i], 300))}})
+						Raw: []byte("MSH|^~\\&|" + padding(id[i], dmg.pad))}})
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -1495,21 +1495,38 @@ func TestAuditReconcileOlderThanZeroListsEveryPending(t *testing.T) {
 	}
 }
 
-// TestAuditReconcileNamesLostIngestLogBatches: a reconciliation that
-// names ingest log batches the store lost is printed with them, and the
-// command exits 1: the acknowledged messages in them are not counted.
-func TestAuditReconcileNamesLostIngestLogBatches(t *testing.T) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = fmt.Fprint(w, `{"accepted": 1, "terminal": {"delivered": 1}, "pending": [], "ingest_log_lost": [{"first": 36, "last": 71}]}`)
-	})
-	ts := httptest.NewServer(mux)
-	defer ts.Close()
-	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
-	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
-	code, out, errOut := cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
-	if code != 1 || !strings.Contains(out, "lost ingest log batches 36-71") {
-		t.Errorf("exit %d, want 1 naming the lost batches 36-71:\n%s%s", code, out, errOut)
+// TestAuditReconcileNamesLostRuns: a reconciliation that names ingest
+// log batches the store lost, or runs of the ingress stream it cannot
+// read, is printed with them (and when they were stored, where known),
+// and the command exits 1: the acknowledged messages in them are not
+// counted. Before, the unreadable ingress runs were not printed, and the
+// command exited 0.
+func TestAuditReconcileNamesLostRuns(t *testing.T) {
+	tests := []struct {
+		name, runs, want string
+	}{
+		{"lost ingest log batches", `"ingest_log_lost": [{"first": 36, "last": 71}]`, "lost ingest log batches 36-71"},
+		{
+			"unreadable ingress messages",
+			`"ingress_unreadable": [{"first": 147, "last": 219, "after": "2026-01-15T10:00:00Z", "before": "2026-01-15T10:05:00Z"}]`,
+			"unreadable ingress stream messages 147-219, stored between 2026-01-15T10:00:00Z and 2026-01-15T10:05:00Z",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
+				_, _ = fmt.Fprint(w, `{"accepted": 1, "terminal": {"delivered": 1}, "pending": [], `+tt.runs+`}`)
+			})
+			ts := httptest.NewServer(mux)
+			defer ts.Close()
+			t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+			t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+			code, out, errOut := cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+			if code != 1 || !strings.Contains(out, tt.want) {
+				t.Errorf("exit %d, want 1 and %q:\n%s%s", code, tt.want, out, errOut)
+			}
+		})
 	}
 }
 
@@ -1548,26 +1565,6 @@ func TestAuditFindExitsOneWhenBatchesWereLost(t *testing.T) {
 	code, out, errOut := cliRun(t, "audit", "find", "--since", "2026-01-15T00:00:00Z", "--until", "2026-01-15T11:00:00Z", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
 	if code != 1 || !strings.Contains(out, "01M1") || !strings.Contains(out, "ingest log batches 1-73, acknowledged between unknown and 2026-01-15T10:00:01Z, were lost") {
 		t.Errorf("exit %d, want 1, the message listed and the lost batches named:\n%s%s", code, out, errOut)
-	}
-}
-
-// TestAuditReconcileNamesUnreadableIngress: a reconciliation naming runs
-// of the ingress stream the store cannot read is printed with them and
-// when they were stored, and the command exits 1. Before, the field was
-// not printed, and the command exited 0.
-func TestAuditReconcileNamesUnreadableIngress(t *testing.T) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/reconcile", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = fmt.Fprint(w, `{"accepted": 1, "terminal": {"delivered": 1}, "pending": [],`+
-			` "ingress_unreadable": [{"first": 147, "last": 219, "after": "2026-01-15T10:00:00Z", "before": "2026-01-15T10:05:00Z"}]}`)
-	})
-	ts := httptest.NewServer(mux)
-	defer ts.Close()
-	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
-	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
-	code, out, errOut := cliRun(t, "audit", "reconcile", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
-	if code != 1 || !strings.Contains(out, "unreadable ingress stream messages 147-219, stored between 2026-01-15T10:00:00Z and 2026-01-15T10:05:00Z") {
-		t.Errorf("exit %d, want 1 naming the unreadable run and its times:\n%s%s", code, out, errOut)
 	}
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the chart renders as intended: helm lint, then helm template with
-# the defaults and with values that change what it writes. Needs helm on
-# PATH (.ci/run installs it from the Go module proxy).
+# the defaults and with values that change what it writes; and that the
+# alerting rules are valid and pass their unit tests. Needs helm and
+# promtool on PATH (.ci/run installs both from the Go module proxy).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -205,5 +206,11 @@ refused 'nats.auth (existingSecret' --set junction.nats.credentials=file:/x
 if helm template t . "${ext[@]}" --set nats.auth.existingSecret=nk --set-json 'nats.external.monitorUrls=[]' >/dev/null 2>&1; then
   fail "rendered an external NATS without its monitoring endpoints"
 fi
+
+# The alerting rules: a valid Prometheus rules file whose unit tests
+# (input series, then the alerts that fire when) pass.
+command -v promtool >/dev/null || fail "promtool is not on PATH (go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0)"
+promtool check rules files/alerts.yaml >/dev/null || fail "promtool does not accept files/alerts.yaml: $(promtool check rules files/alerts.yaml 2>&1)"
+promtool test rules files/alerts_test.yaml >/dev/null || fail "the alerting rules fail their tests: $(promtool test rules files/alerts_test.yaml 2>&1)"
 
 echo "chart check passed"

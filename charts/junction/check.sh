@@ -208,9 +208,33 @@ if helm template t . "${ext[@]}" --set nats.auth.existingSecret=nk --set-json 'n
 fi
 
 # The alerting rules: a valid Prometheus rules file whose unit tests
-# (input series, then the alerts that fire when) pass.
+# (input series, then the alerts that fire when) pass. The chart renders
+# it, unchanged, as a PrometheusRule, and a ServiceMonitor scraping
+# /metrics, only when asked.
 command -v promtool >/dev/null || fail "promtool is not on PATH (go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0)"
 promtool check rules files/alerts.yaml >/dev/null || fail "promtool does not accept files/alerts.yaml: $(promtool check rules files/alerts.yaml 2>&1)"
 promtool test rules files/alerts_test.yaml >/dev/null || fail "the alerting rules fail their tests: $(promtool test rules files/alerts_test.yaml 2>&1)"
+out=$(render)
+grep -q 'kind: PrometheusRule' <<<"$out" && fail "a PrometheusRule is rendered by default"
+grep -q 'kind: ServiceMonitor' <<<"$out" && fail "a ServiceMonitor is rendered by default"
+rule=$(render -s templates/prometheusrule.yaml --set monitoring.prometheusRule.enabled=true --set monitoring.prometheusRule.labels.release=kps)
+grep -q '^apiVersion: monitoring.coreos.com/v1$' <<<"$rule" || fail "the PrometheusRule is not monitoring.coreos.com/v1"
+grep -q '^kind: PrometheusRule$' <<<"$rule" || fail "monitoring.prometheusRule.enabled renders no PrometheusRule"
+grep -q '^    release: kps$' <<<"$rule" || fail "monitoring.prometheusRule.labels are not the PrometheusRule's labels"
+# Its spec is the rules file itself, which promtool reads back.
+awk '/^spec:$/{on=1; next} on' <<<"$rule" | sed 's/^  //' >"$tmp/rules.yaml"
+diff <(sed 's/[[:space:]]*$//' files/alerts.yaml) <(sed 's/[[:space:]]*$//' "$tmp/rules.yaml") >/dev/null || fail "the PrometheusRule's spec is not files/alerts.yaml: $(diff files/alerts.yaml "$tmp/rules.yaml")"
+promtool check rules "$tmp/rules.yaml" >/dev/null || fail "promtool does not accept the PrometheusRule's rules"
+sm=$(render -s templates/servicemonitor.yaml --set monitoring.serviceMonitor.enabled=true --set monitoring.serviceMonitor.labels.release=kps)
+grep -q '^kind: ServiceMonitor$' <<<"$sm" || fail "monitoring.serviceMonitor.enabled renders no ServiceMonitor"
+grep -q '^    release: kps$' <<<"$sm" || fail "monitoring.serviceMonitor.labels are not the ServiceMonitor's labels"
+grep -A3 'matchLabels:' <<<"$sm" | grep -q 'component: engine' || fail "the ServiceMonitor does not select Junction's Services"
+grep -q '^    - port: http$' <<<"$sm" || fail "the ServiceMonitor does not scrape the http port"
+grep -q '^      path: /metrics$' <<<"$sm" || fail "the ServiceMonitor does not scrape /metrics"
+grep -q '^      interval: 30s$' <<<"$sm" || fail "the ServiceMonitor's interval is not 30s"
+grep -q 'scheme: https' <<<"$sm" && fail "the ServiceMonitor scrapes HTTPS without httpTLS"
+sm=$(render -s templates/servicemonitor.yaml --set monitoring.serviceMonitor.enabled=true --set junction.httpTLS.existingSecret=jtls --set monitoring.serviceMonitor.tlsConfig.ca.secret.name=jtls --set monitoring.serviceMonitor.tlsConfig.ca.secret.key=ca.crt)
+grep -q '^      scheme: https$' <<<"$sm" || fail "the ServiceMonitor does not scrape HTTPS with httpTLS"
+grep -A4 '^      tlsConfig:$' <<<"$sm" | grep -q 'name: jtls' || fail "monitoring.serviceMonitor.tlsConfig does not reach the endpoint"
 
 echo "chart check passed"

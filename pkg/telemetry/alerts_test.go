@@ -61,7 +61,8 @@ var (
 
 // registeredLabels returns each series Junction registers, by the name it
 // is exposed under (a histogram's _bucket, _sum and _count too), with its
-// label names.
+// label names. The engine registers these on its registry (engine.New),
+// beside the Go runtime's and junction_store_client_*, which no rule uses.
 func registeredLabels(t *testing.T) map[string][]string {
 	t.Helper()
 	reg := prometheus.NewRegistry()
@@ -178,13 +179,36 @@ func checkRules(doc []byte, registered map[string][]string) ([]string, error) {
 	return problems, nil
 }
 
+// shippedAlerts reads the shipped rules file, and returns it and its
+// alerting rules.
+func shippedAlerts(t *testing.T) ([]byte, []rule) {
+	t.Helper()
+	doc, err := os.ReadFile(alertsFile)
+	if err != nil {
+		t.Fatalf("reading the alerting rules: %v", err)
+	}
+	var f ruleFile
+	if err := yaml.Unmarshal(doc, &f); err != nil {
+		t.Fatalf("reading the alerting rules: %v", err)
+	}
+	var alerts []rule
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" {
+				alerts = append(alerts, r)
+			}
+		}
+	}
+	return doc, alerts
+}
+
 // TestAlertRulesNameRegisteredMetrics keeps the shipped alerting rules
 // true to the engine: a metric or label renamed or removed fails the
 // build rather than silencing an alert.
 func TestAlertRulesNameRegisteredMetrics(t *testing.T) {
-	doc, err := os.ReadFile(alertsFile)
-	if err != nil {
-		t.Fatalf("reading the alerting rules: %v", err)
+	doc, alerts := shippedAlerts(t)
+	if len(alerts) == 0 {
+		t.Error("the alerting rules file has no alerts")
 	}
 	problems, err := checkRules(doc, registeredLabels(t))
 	if err != nil {
@@ -192,13 +216,6 @@ func TestAlertRulesNameRegisteredMetrics(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string(nil), problems); diff != "" {
 		t.Errorf("alerting rules (-want +got):\n%s", diff)
-	}
-	var f ruleFile
-	if err := yaml.Unmarshal(doc, &f); err != nil {
-		t.Fatal(err)
-	}
-	if len(f.Groups) == 0 || len(f.Groups[0].Rules) == 0 {
-		t.Error("the alerting rules file has no rules")
 	}
 }
 
@@ -277,14 +294,7 @@ func TestCheckRulesFindsProblems(t *testing.T) {
 // TestAlertRulesEachTested keeps promtool's unit tests covering every
 // alert: each is shown firing at some time, and not firing at another.
 func TestAlertRulesEachTested(t *testing.T) {
-	doc, err := os.ReadFile(alertsFile)
-	if err != nil {
-		t.Fatalf("reading the alerting rules: %v", err)
-	}
-	var rules ruleFile
-	if err := yaml.Unmarshal(doc, &rules); err != nil {
-		t.Fatal(err)
-	}
+	_, alerts := shippedAlerts(t)
 	tdoc, err := os.ReadFile(alertsTestFile)
 	if err != nil {
 		t.Fatalf("reading the alerting rules' tests: %v", err)
@@ -314,17 +324,32 @@ func TestAlertRulesEachTested(t *testing.T) {
 			}
 		}
 	}
-	for _, g := range rules.Groups {
-		for _, r := range g.Rules {
-			if r.Alert == "" {
-				continue
-			}
-			if !firing[r.Alert] {
-				t.Errorf("%s: no test shows it firing", r.Alert)
-			}
-			if !quiet[r.Alert] {
-				t.Errorf("%s: no test shows it not firing", r.Alert)
-			}
+	for _, r := range alerts {
+		if !firing[r.Alert] {
+			t.Errorf("%s: no test shows it firing", r.Alert)
+		}
+		if !quiet[r.Alert] {
+			t.Errorf("%s: no test shows it not firing", r.Alert)
+		}
+	}
+}
+
+// TestREADMEListsEveryAlert keeps README's Alerting table complete: every
+// alert the rules file holds is named in it.
+func TestREADMEListsEveryAlert(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatalf("reading README: %v", err)
+	}
+	_, sec, ok := strings.Cut(string(b), "\n### Alerting\n")
+	if !ok {
+		t.Fatal("README.md has no Alerting section")
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	_, alerts := shippedAlerts(t)
+	for _, r := range alerts {
+		if !strings.Contains(sec, "| `"+r.Alert+"` |") {
+			t.Errorf("README's Alerting table does not list %s", r.Alert)
 		}
 	}
 }

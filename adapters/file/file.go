@@ -118,6 +118,11 @@ type Outbound struct {
 	sweepEvery time.Duration
 	stop       chan struct{}
 	stopOnce   sync.Once
+	// sweep removes stale temporary files under a directory
+	// (removeStaleTemps; tests replace it); swept is closed once the
+	// sweep Start begins has finished.
+	sweep func(dir string, cutoff time.Time)
+	swept chan struct{}
 }
 
 // dirOnce makes one directory once (see Outbound.dirs).
@@ -148,22 +153,28 @@ func New(set adapter.Settings, cfg Config) (*Outbound, error) {
 	if !filepath.IsAbs(dir) && set.DataDir != "" {
 		dir = filepath.Join(set.DataDir, dir)
 	}
-	return &Outbound{dir: filepath.Clean(dir), sweepEvery: defaultSweepEvery, stop: make(chan struct{})}, nil
+	return &Outbound{dir: filepath.Clean(dir), sweepEvery: defaultSweepEvery, stop: make(chan struct{}),
+		sweep: removeStaleTemps, swept: make(chan struct{})}, nil
 }
 
 // Dir returns the resolved output directory.
 func (o *Outbound) Dir() string { return o.dir }
 
-// Start creates the output directory and removes temporary files a crash
-// left in it (see removeStaleTemps), then again every sweepEvery until
-// Shutdown: a crash's files are at most staleTempAge old at a prompt
-// restart, and would otherwise stay until a later one.
+// Start creates the output directory and, in the background, removes
+// temporary files a crash left in it (see removeStaleTemps), then again
+// every sweepEvery until Shutdown: a crash's files are at most
+// staleTempAge old at a prompt restart, and would otherwise stay until a
+// later one. The sweep reads every name in the directory, one a delivery
+// ever made unless something picks them up, so the engine's start (and
+// its readiness) does not wait for it: the files it removes are named so
+// that pickups skip them, and sends write names of their own.
 func (o *Outbound) Start(context.Context) error {
 	if err := mkdirSynced(o.dir); err != nil {
 		return fmt.Errorf("file: create output directory: %w", err)
 	}
-	removeStaleTemps(o.dir, time.Now().Add(-staleTempAge))
 	go func() {
+		o.sweep(o.dir, time.Now().Add(-staleTempAge))
+		close(o.swept)
 		t := time.NewTicker(o.sweepEvery)
 		defer t.Stop()
 		for {
@@ -171,7 +182,7 @@ func (o *Outbound) Start(context.Context) error {
 			case <-o.stop:
 				return
 			case now := <-t.C:
-				removeStaleTemps(o.dir, now.Add(-staleTempAge))
+				o.sweep(o.dir, now.Add(-staleTempAge))
 			}
 		}
 	}()

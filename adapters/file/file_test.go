@@ -386,9 +386,44 @@ func TestStartRemovesStaleTemps(t *testing.T) {
 	if err := o.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = o.Shutdown(context.Background()) }()
+	<-o.swept
 	if got, want := listFiles(t, dir), []string{"adt/.tmp-new", "adt/01MSG.json"}; !cmp.Equal(got, want) {
 		t.Errorf("files after start %v, want %v", got, want)
 	}
+}
+
+// TestStartDoesNotWaitForTheSweep: Start returns before the stale
+// temporary sweep reads the output directory, which holds one file per
+// delivery ever made unless something picks them up (160,000 names at
+// an engine restart in BENCHMARKS.md), so an engine's readiness does not
+// grow with what it has delivered. The sweep still runs.
+func TestStartDoesNotWaitForTheSweep(t *testing.T) {
+	o, err := New(adapter.Settings{}, Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan struct{})
+	afterStart := make(chan bool, 1)
+	o.sweep = func(string, time.Time) {
+		// A sweep that Start waited for would never see it return: the
+		// bound only keeps such a build's test from hanging.
+		select {
+		case <-returned:
+			afterStart <- true
+		case <-time.After(10 * time.Second):
+			afterStart <- false
+		}
+	}
+	if err := o.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(returned)
+	defer func() { _ = o.Shutdown(context.Background()) }()
+	if !<-afterStart {
+		t.Error("Start waited for the sweep of the output directory")
+	}
+	<-o.swept
 }
 
 // TestRunningDestinationRemovesStaleTemps: a crash's temporary file

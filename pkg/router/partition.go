@@ -72,6 +72,15 @@ func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream
 	} else {
 		cfg.FilterSubject = p.filter
 	}
+	// A consumer the server already holds as cfg asks is taken as it is.
+	// An update rewrites its file even when nothing changes, which with
+	// every write fsynced is two syncs a consumer, and a start asks for
+	// every stage's consumers (about 120 with the shipped routes). Any
+	// other answer (missing, different, or an error) leaves it to the
+	// update, as before.
+	if c, err := js.Consumer(ctx, p.stream, p.durable); err == nil && sameConsumer(c.CachedInfo().Config, cfg) {
+		return c, nil
+	}
 	c, err := js.CreateOrUpdateConsumer(ctx, p.stream, cfg)
 	if errors.Is(err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported) {
 		c, err = updatedFilters(ctx, js, p.stream, cfg, err)
@@ -80,6 +89,33 @@ func (p *partitionConsumer) consumer(ctx context.Context, js jetstream.JetStream
 		return nil, fmt.Errorf("consumer %s: %w", p.durable, err)
 	}
 	return c, nil
+}
+
+// sameConsumer reports whether have, a consumer's config as the server
+// holds it, is what an update with want (as partitionConsumer.consumer
+// makes it) would leave: the settings Junction gives, and none set by
+// hand that the update would clear.
+func sameConsumer(have, want jetstream.ConsumerConfig) bool {
+	return have.Durable == want.Durable && have.AckPolicy == want.AckPolicy &&
+		have.MaxAckPending == want.MaxAckPending && have.AckWait == want.AckWait &&
+		have.DeliverPolicy == want.DeliverPolicy && have.OptStartSeq == want.OptStartSeq && have.OptStartTime == nil &&
+		have.MaxDeliver == want.MaxDeliver && slices.Equal(filtersOf(have), filtersOf(want)) &&
+		len(have.BackOff) == 0 && !have.HeadersOnly && have.RateLimit == 0 && have.SampleFrequency == "" &&
+		have.ReplayPolicy == jetstream.ReplayInstantPolicy && have.DeliverSubject == "" && !have.FlowControl &&
+		have.IdleHeartbeat == 0 && have.DeliverGroup == "" && have.InactiveThreshold == 0 && !have.MemoryStorage && have.Replicas == want.Replicas &&
+		have.MaxRequestBatch == 0 && have.MaxRequestExpires == 0 && have.MaxRequestMaxBytes == 0 &&
+		have.PauseUntil == nil && have.PriorityPolicy == jetstream.PriorityPolicyNone && len(have.PriorityGroups) == 0
+}
+
+// filtersOf returns the subjects cfg filters on, given as one or many.
+func filtersOf(cfg jetstream.ConsumerConfig) []string {
+	if len(cfg.FilterSubjects) > 0 {
+		return cfg.FilterSubjects
+	}
+	if cfg.FilterSubject != "" {
+		return []string{cfg.FilterSubject}
+	}
+	return nil
 }
 
 // updatedFilters returns the consumer cfg names when the server holds it

@@ -337,15 +337,7 @@ func TestAlertRulesEachTested(t *testing.T) {
 // TestREADMEListsEveryAlert keeps README's Alerting table complete: every
 // alert the rules file holds is named in it.
 func TestREADMEListsEveryAlert(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatalf("reading README: %v", err)
-	}
-	_, sec, ok := strings.Cut(string(b), "\n### Alerting\n")
-	if !ok {
-		t.Fatal("README.md has no Alerting section")
-	}
-	sec, _, _ = strings.Cut(sec, "\n## ")
+	sec := readmeSection(t, "\n### Alerting\n", "\n## ")
 	_, alerts := shippedAlerts(t)
 	for _, r := range alerts {
 		if !strings.Contains(sec, "| `"+r.Alert+"` |") {

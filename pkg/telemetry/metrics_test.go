@@ -212,15 +212,7 @@ func TestNewMetricsTwicePanics(t *testing.T) {
 // TestREADMEListsEveryMetric keeps README's metrics table complete: every
 // metric registered is named in it (without the junction_ prefix).
 func TestREADMEListsEveryMetric(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
-	if err != nil {
-		t.Fatalf("reading README: %v", err)
-	}
-	_, table, ok := strings.Cut(string(b), "### Metrics\n")
-	if !ok {
-		t.Fatal("README.md has no Metrics section")
-	}
-	table, _, _ = strings.Cut(table, "\n\n"+"Traces:")
+	table := readmeSection(t, "### Metrics\n", "\n\n"+"Traces:")
 	reg := prometheus.NewRegistry()
 	telemetry.NewMetrics(reg)
 	ch := make(chan *prometheus.Desc, 64)
@@ -272,4 +264,20 @@ func TestMetricsPrime(t *testing.T) {
 			t.Errorf("%s: %d series, want %d", name, series[name], want)
 		}
 	}
+}
+
+// readmeSection returns the part of README.md after start, up to end (or
+// to its end): a section the tests keep in step with the code.
+func readmeSection(t *testing.T, start, end string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatalf("reading README: %v", err)
+	}
+	_, sec, ok := strings.Cut(string(b), start)
+	if !ok {
+		t.Fatalf("README.md has no %q", strings.TrimSpace(start))
+	}
+	sec, _, _ = strings.Cut(sec, end)
+	return sec
 }

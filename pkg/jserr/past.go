@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/junction-fhir/junction/pkg/store"
 )
 
 // Run is a run of stream sequences, First to Last, that a read passed
@@ -342,24 +343,11 @@ func SubjectMatches(filters []string, subject string) bool {
 		return true
 	}
 	for _, f := range filters {
-		if subjectMatch(f, subject) {
+		if store.SubjectMatches(f, subject) {
 			return true
 		}
 	}
 	return false
-}
-
-func subjectMatch(filter, subject string) bool {
-	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
-	for i, f := range ft {
-		if f == ">" {
-			return len(st) > i
-		}
-		if i >= len(st) || f != "*" && f != st[i] {
-			return false
-		}
-	}
-	return len(ft) == len(st)
 }
 
 // MergeRuns returns runs in order of their first sequence, with runs

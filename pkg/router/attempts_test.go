@@ -90,6 +90,17 @@ func TestDeliveryCarriesReceipt(t *testing.T) {
 	}
 }
 
+// attemptsOnTrail is r.attemptsMade, failing t when the trail cannot be
+// read.
+func attemptsOnTrail(t *testing.T, r *Router, id, rt, dest string, seq uint64) attempts {
+	t.Helper()
+	a, err := r.attemptsMade(t.Context(), id, rt, dest, seq)
+	if err != nil {
+		t.Fatalf("counting the attempts of %s: %v", id, err)
+	}
+	return a
+}
+
 func unavailable() error {
 	return &fault.Error{Code: fault.CodeDestUnavailable, Class: fault.Transient, Msg: "fhir: server answered 503"}
 }
@@ -114,10 +125,10 @@ func TestAttemptsMadeArePerMessage(t *testing.T) {
 		if now.made < 2 {
 			t.Fatalf("%s: %d attempts made, want at least 2", id, now.made)
 		}
-		if got := r.attemptsMade(t.Context(), id, "adt", "ehr", 7); got.made != now.made || got.last == nil || got.last.Outcome != "transient" {
+		if got := attemptsOnTrail(t, r, id, "adt", "ehr", 7); got.made != now.made || got.last == nil || got.last.Outcome != "transient" {
 			t.Errorf("%s: the trail counts %d attempts (last %+v), want the %d made", id, got.made, got.last, now.made)
 		}
-		if got := r.attemptsMade(t.Context(), id, "adt", "ehr", 8); got.made != 0 {
+		if got := attemptsOnTrail(t, r, id, "adt", "ehr", 8); got.made != 0 {
 			t.Errorf("%s: another payload (a replay's) counts %d attempts, want 0", id, got.made)
 		}
 		ctx, cancel = context.WithCancel(t.Context())
@@ -637,13 +648,138 @@ func TestAttemptsMadeFromAnIncompleteTrail(t *testing.T) {
 	}
 	var logged strings.Builder
 	r := &Router{o: Options{Metrics: telemetry.NewMetrics(prometheus.NewRegistry()), Logger: slog.New(slog.NewJSONHandler(&logged, nil))}, js: js}
-	if got := r.attemptsMade(t.Context(), failing, "adt", "ehr", 7); got.made != 3 || got.last == nil || got.last.Attempt != 3 || got.delivered {
+	if got := attemptsOnTrail(t, r, failing, "adt", "ehr", 7); got.made != 3 || got.last == nil || got.last.Attempt != 3 || got.delivered {
 		t.Errorf("failing payload: %d attempts made (last %+v), delivered %v; want the 3 the trail still holds, not delivered", got.made, got.last, got.delivered)
 	}
-	if got := r.attemptsMade(t.Context(), delivered, "adt", "ehr", 7); !got.delivered {
+	if got := attemptsOnTrail(t, r, delivered, "adt", "ehr", 7); !got.delivered {
 		t.Errorf("delivered payload: delivered %v, want true (its delivery is on the trail)", got.delivered)
 	}
 	if !strings.Contains(logged.String(), "incomplete") {
 		t.Errorf("log %q: want the incomplete trail said", logged.String())
+	}
+}
+
+// TestRedeliveredPayloadWaitsForAnUnreadableTrail: a payload delivered
+// again (its process stopped, or its acknowledgement was lost) whose
+// trail cannot be read is not sent as if never tried: it may have been
+// delivered already, or refused for good. It waits, an error for the
+// partition to try again, and goes once the trail can be read.
+func TestRedeliveredPayloadWaitsForAnUnreadableTrail(t *testing.T) {
+	ctx := t.Context()
+	js := testStore(t)
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "PAYLOADS", Subjects: []string{"payloads"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids IDGen
+	id := ids.New()
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: "payloads", Header: outboundHeader(id), Data: []byte("payload")}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "dest", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Delivered once and handed back, as by a process that stopped: the
+	// second delivery is a redelivery.
+	var m jetstream.Msg
+	for range 2 {
+		b, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m = <-b.Messages()
+		if m == nil {
+			t.Fatalf("no delivery: %v", b.Error())
+		}
+		if err := m.Nak(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if meta, err := m.Metadata(); err != nil || meta.NumDelivered != 2 {
+		t.Fatalf("metadata %+v, %v: want the second delivery", meta, err)
+	}
+
+	out := &scripted{}
+	d := &Destination{Name: "ehr", Out: out,
+		Retry: Retry{MaxAttempts: 3, Initial: time.Millisecond, Max: time.Millisecond, Multiplier: 1, Timeout: time.Second}}
+	r, _ := deliveryRouter(t)
+	live := r.js
+	r.js = closedStore(t)
+	w := &deliveryWorker{r: r, d: d}
+	if _, err := w.deliver(ctx, m); err == nil {
+		t.Error("delivered with its trail unreadable, want an error to try again")
+	}
+	if out.sends != 0 {
+		t.Errorf("%d sends with its trail unreadable, want none", out.sends)
+	}
+
+	r.js = live
+	recs, err := w.deliver(ctx, m)
+	if err != nil {
+		t.Fatalf("with the trail readable again: %v", err)
+	}
+	if out.sends != 1 || len(recs) != 1 || recs[0].Event != audit.Delivered {
+		t.Errorf("with the trail readable again: %d sends, records %+v; want it sent once and delivered", out.sends, recs)
+	}
+}
+
+// closedStore returns a JetStream context on a store that is closed: every
+// read fails, as when the store is out of reach.
+func closedStore(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	st, err := store.Open(t.Context(), store.DefaultConfig(), t.TempDir(), nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	return st.JS
+}
+
+// TestRedeliveredSpanWaitsForUnreadableTrails: the batch pipeline's
+// delivery stage, given a span again, counts each entry's earlier
+// attempts from its trail; when a trail cannot be read it says so (for
+// the span to be tried again) rather than counting none, and with the
+// trails readable it marks the delivered entry done and carries the
+// failed one's attempts on.
+func TestRedeliveredSpanWaitsForUnreadableTrails(t *testing.T) {
+	r, js := deliveryRouter(t)
+	var ids IDGen
+	delivered, failed, untried := ids.New(), ids.New(), ids.New()
+	for _, rec := range []audit.Record{
+		{MessageID: delivered, Event: audit.Delivered, Outcome: "delivered", Attempt: 1},
+		{MessageID: failed, Event: audit.Failed, Outcome: "transient", Attempt: 1},
+		{MessageID: failed, Event: audit.Failed, Outcome: "transient", Attempt: 2},
+	} {
+		rec.Time, rec.Route, rec.Destination, rec.Seq = time.Now().UTC(), "adt", "ehr", 7
+		data, err := json.Marshal([]audit.Record{rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(t.Context(), audit.Subject(rec.MessageID), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var entries []outEntry
+	for _, id := range []string{delivered, failed, untried} {
+		entries = append(entries, outEntry{h: outboundHeader(id), body: []byte("payload"), seq: 7})
+	}
+	w := &batchDeliveryWorker{r: r, d: &Destination{Name: "ehr"}, done: map[int][]audit.Record{}, made: map[int]attempts{}}
+
+	r.js = closedStore(t)
+	if err := w.countEarlier(t.Context(), entries); err == nil {
+		t.Error("counted with the trails unreadable, want an error")
+	}
+
+	r.js = js
+	w.done, w.made = map[int][]audit.Record{}, map[int]attempts{}
+	if err := w.countEarlier(t.Context(), entries); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.done[0]; !ok || len(w.done) != 1 {
+		t.Errorf("done %v, want only the delivered entry (0)", w.done)
+	}
+	if len(w.made) != 1 || w.made[1].made != 2 {
+		t.Errorf("attempts carried on %+v, want the failed entry's (1) 2", w.made)
 	}
 }

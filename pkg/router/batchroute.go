@@ -503,6 +503,29 @@ func (w *batchDeliveryWorker) recordDelivered(ctx context.Context, mu *sync.Mute
 	return nil
 }
 
+// countEarlier reads, for a span delivered before (by a process that
+// stopped), the attempts made at each of its entries, which count towards
+// max_attempts: entries delivered (or routed again, their consent having
+// changed) and recorded before are marked done, not to be sent, moved nor
+// routed again. An error (a trail that cannot be read) leaves the span to
+// be tried again: sent as if never tried, an entry could be delivered
+// twice or refused for good again and again.
+func (w *batchDeliveryWorker) countEarlier(ctx context.Context, entries []outEntry) error {
+	for i, e := range entries {
+		a, err := w.r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), w.d.Name, e.seq)
+		if err != nil {
+			return err
+		}
+		switch {
+		case a.delivered, a.settled != nil:
+			w.done[i] = nil
+		case a.made > 0:
+			w.made[i] = a
+		}
+	}
+	return nil
+}
+
 // handle delivers one span of outbound batches (see spanner):
 // partitions concurrently, each partition's entries in order. An entry
 // that fails and is to be tried again goes, with the rest of its
@@ -548,19 +571,10 @@ func (w *batchDeliveryWorker) handle(ctx context.Context, msgs []jetstream.Msg) 
 		if w.doneSpan != sp || w.done == nil {
 			w.doneSpan, w.done, w.made, w.unwritten, w.moved = sp, map[int][]audit.Record{}, map[int]attempts{}, map[int][]audit.Record{}, map[string]bool{}
 			if meta.NumDelivered > 1 {
-				// Sent before, by a process that stopped: attempts it
-				// made count towards max_attempts.
-				for i, e := range entries {
-					a := r.attemptsMade(ctx, e.h.Get(envelope.HeaderID), e.h.Get(envelope.HeaderRoute), d.Name, e.seq)
-					switch {
-					case a.delivered, a.settled != nil:
-						// Delivered (or routed again, its consent having
-						// changed) and recorded before: not to be sent,
-						// moved nor routed again.
-						w.done[i] = nil
-					case a.made > 0:
-						w.made[i] = a
-					}
+				if err := w.countEarlier(ctx, entries); err != nil {
+					// Counted again, from the first, on the next try.
+					w.done = nil
+					return err
 				}
 			}
 			if bs, ok := d.Out.(adapter.BatchSender); ok && len(w.made) == 0 {

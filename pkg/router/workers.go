@@ -534,7 +534,11 @@ func (w *deliveryWorker) deliver(ctx context.Context, m jetstream.Msg) ([]audit.
 		prior = prior.later(attempts{made: n, asked: max(asked, 0)})
 	}
 	if meta != nil && meta.NumDelivered > 1 {
-		prior = prior.later(w.r.attemptsMade(ctx, h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute), w.d.Name, seq))
+		before, err := w.r.attemptsMade(ctx, h.Get(envelope.HeaderID), h.Get(envelope.HeaderRoute), w.d.Name, seq)
+		if err != nil {
+			return nil, err
+		}
+		prior = prior.later(before)
 	}
 	recs, now, err := deliverPayload(ctx, w.r, w.d, h, m.Data(), seq, prior)
 	if err != nil {
@@ -853,7 +857,10 @@ func (r *Router) recordFailure(rec audit.Record) bool {
 // destination dest: attempts an earlier process made before it stopped,
 // so a redelivered payload carries on counting towards max_attempts
 // rather than starting again (a replay queues a new payload, which starts
-// again). A trail that cannot be read counts none (logged).
+// again). A trail that cannot be read at all is an error: the payload
+// waits, tried again with the partition's backoff, rather than being
+// sent as if never tried (a payload delivered, or whose retries were used
+// up, would be sent again; one refused for good, sent again and again).
 //
 // A trail that comes back incomplete (audit.IncompleteError: part of the
 // audit stream is damaged) counts what it holds, logged: records are
@@ -865,7 +872,7 @@ func (r *Router) recordFailure(rec audit.Record) bool {
 // damage cannot be seen: the payload is sent again, with the same
 // idempotency key, as after a crash between a delivery and its record
 // (at-least-once).
-func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint64) attempts {
+func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint64) (attempts, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	trail, err := audit.Trail(ctx, r.js, id)
@@ -874,8 +881,7 @@ func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint
 	case errors.As(err, &incomplete):
 		r.o.Logger.Warn("earlier delivery attempts counted from an incomplete trail", "message_id", id, "destination", dest, "error", err.Error())
 	case err != nil:
-		r.o.Logger.Warn("earlier delivery attempts not counted", "message_id", id, "destination", dest, "error", err.Error())
-		return attempts{}
+		return attempts{}, fmt.Errorf("counting earlier delivery attempts of a redelivered payload: %w", err)
 	}
 	var a attempts
 	for i := range trail {
@@ -893,7 +899,7 @@ func (r *Router) attemptsMade(ctx context.Context, id, rt, dest string, seq uint
 			a.settled = rec
 		}
 	}
-	return a
+	return a, nil
 }
 
 // watchQueues samples each destination's backlog for the depth and age

@@ -274,13 +274,6 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return fmt.Errorf("reading batch metadata: %w", err)
 		}
 		seq := meta.Sequence.Stream
-		envs, err := decodeBatch(m.Data())
-		if err != nil {
-			if _, derr := r.deadLetter(ctx, "ingest", "accept", batchHeader(m.Headers(), seq), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", err)); derr != nil {
-				return derr
-			}
-			continue
-		}
 		// The index is built on the first batch, not at start, so a store
 		// that is briefly unavailable delays ingest rather than failing the
 		// start; a failure here retries the batch.
@@ -290,8 +283,9 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			}
 			a.built = true
 		}
+		envs, decodeErr := decodeBatch(m.Data())
 		in := []acceptInput{{seq: seq, envs: envs}}
-		if seq <= a.handledTo || a.allCovered(in[0]) {
+		if decodeErr == nil && (seq <= a.handledTo || a.allCovered(in[0])) {
 			// A read ahead accepted it. Coverage is only ever learnt from
 			// stored batches, or from this process's own finished work, so
 			// there is nothing to read or write.
@@ -299,6 +293,17 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		if err := a.catchUp(ctx); err != nil {
 			return err
+		}
+		// Batches the consumer passed over before this one, unreadable,
+		// are recorded lost before it moves past them (see passedOver).
+		if err := a.recordPassedOver(ctx, seq); err != nil {
+			return err
+		}
+		if decodeErr != nil {
+			if _, derr := r.deadLetter(ctx, "ingest", "accept", batchHeader(m.Headers(), seq), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", decodeErr)); derr != nil {
+				return derr
+			}
+			continue
 		}
 		if !a.allCovered(in[0]) {
 			if in, err = a.readAhead(ctx, in, len(m.Data())); err != nil {
@@ -345,7 +350,8 @@ var acceptAhead = spanLimits{batches: 64, entries: maxBatchCount, bytes: 1 << 20
 
 // readAhead adds to in the ingest-log batches stored after it, within
 // acceptAhead. It stops before a batch it cannot decode, which is
-// dead-lettered when delivered.
+// dead-lettered when delivered, and before a sequence the store does not
+// produce, which the next batch delivered records as lost.
 func (a *acceptor) readAhead(ctx context.Context, in []acceptInput, size int) ([]acceptInput, error) {
 	entries := len(in[0].envs)
 	limit := min(acceptAhead.bytes, a.maxBytes)
@@ -357,6 +363,12 @@ func (a *acceptor) readAhead(ctx context.Context, in []acceptInput, size int) ([
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading ahead on the ingest log: %w", err)
+		}
+		if m.Sequence != next {
+			// The store passed over batches it does not produce: the
+			// consumer passes over them too, and the batch after them,
+			// delivered, records them (recordPassedOver).
+			break
 		}
 		envs, err := decodeBatch(m.Data)
 		if err != nil || entries+len(envs) > acceptAhead.entries || size+len(m.Data) > limit {

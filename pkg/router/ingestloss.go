@@ -57,6 +57,13 @@ func droppedRuns(ctx context.Context, st jetstream.Stream, floor uint64) ([]Lost
 			gone = append(gone, seq)
 		}
 	}
+	return runsOf(ctx, st, gone, state.FirstSeq)
+}
+
+// runsOf returns the sequences gone of st, whose first message is first,
+// as runs, with when the messages either side of each were stored.
+func runsOf(ctx context.Context, st jetstream.Stream, gone []uint64, first uint64) ([]LostRun, error) {
+	gone = slices.Clone(gone)
 	slices.Sort(gone)
 	gone = slices.Compact(gone)
 	var runs []LostRun
@@ -67,11 +74,12 @@ func droppedRuns(ctx context.Context, st jetstream.Stream, floor uint64) ([]Lost
 		}
 		runs = append(runs, LostRun{First: seq, Last: seq})
 	}
+	var err error
 	for i := range runs {
-		if runs[i].After, err = storedAt(ctx, st, runs[i].First-1, state.FirstSeq); err != nil {
+		if runs[i].After, err = storedAt(ctx, st, runs[i].First-1, first); err != nil {
 			return nil, err
 		}
-		if runs[i].Before, err = storedAt(ctx, st, runs[i].Last+1, state.FirstSeq); err != nil {
+		if runs[i].Before, err = storedAt(ctx, st, runs[i].Last+1, first); err != nil {
 			return nil, err
 		}
 	}
@@ -115,16 +123,24 @@ func (r *Router) reportIngestLoss(ctx context.Context, durable string, start sta
 		r.o.Logger.Warn("could not check the ingest log for batches lost before routing took them", "err", err.Error())
 		return
 	}
+	r.saidLost = runs
 	for _, run := range runs {
-		batches := run.Last - run.First + 1
-		r.o.Metrics.IngestLogLost.Add(float64(batches))
-		args := []any{"stream", store.StreamIngestLog, "batches", batches, "first_seq", run.First, "last_seq", run.Last}
-		if !run.After.IsZero() {
-			args = append(args, "acknowledged_after", run.After.UTC().Format(time.RFC3339Nano))
-		}
-		if !run.Before.IsZero() {
-			args = append(args, "acknowledged_before", run.Before.UTC().Format(time.RFC3339Nano))
-		}
-		r.o.Logger.Error("the ingest log no longer holds batches of acknowledged messages that routing had not taken (its files were damaged): the messages in them are lost, with no audit record; restore the store from a backup, or ask the senders to resend what they sent between the times given (a resend within nats.dedupe_window of a message accepted already is recognised as one)", args...)
+		r.reportLostRun(run)
 	}
+}
+
+// reportLostRun logs at ERROR, and counts, run: ingest log batches of
+// acknowledged messages lost before routing took them. It says
+// sequences and times only, never what the batches held.
+func (r *Router) reportLostRun(run LostRun) {
+	batches := run.Last - run.First + 1
+	r.o.Metrics.IngestLogLost.Add(float64(batches))
+	args := []any{"stream", store.StreamIngestLog, "batches", batches, "first_seq", run.First, "last_seq", run.Last}
+	if !run.After.IsZero() {
+		args = append(args, "acknowledged_after", run.After.UTC().Format(time.RFC3339Nano))
+	}
+	if !run.Before.IsZero() {
+		args = append(args, "acknowledged_before", run.Before.UTC().Format(time.RFC3339Nano))
+	}
+	r.o.Logger.Error("the ingest log lost batches of acknowledged messages that routing had not taken: it no longer holds them, or counts them but cannot read them (its files were damaged); the messages in them are lost, with no audit record; restore the store from a backup, or ask the senders to resend what they sent between the times given (a resend within nats.dedupe_window of a message accepted already is recognised as one)", args...)
 }

@@ -23,9 +23,10 @@ func (r *Router) recordReceipts(_ context.Context, msgs []jetstream.Msg) error {
 	futs := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {
 		h := m.Headers()
-		if h.Get(envelope.HeaderReplay) != "" || strings.HasPrefix(m.Subject(), SubjAccepted+".") || strings.HasPrefix(m.Subject(), store.SubjIngress+"._span.") {
+		if h.Get(envelope.HeaderReplay) != "" || strings.HasPrefix(m.Subject(), SubjAccepted+".") || strings.HasPrefix(m.Subject(), store.SubjIngress+"._span.") ||
+			strings.HasPrefix(m.Subject(), SubjIngestLost+".") {
 			// Accepted batches are their messages' receipt; span markers
-			// are no message's.
+			// and records of lost batches are no message's.
 			continue
 		}
 		env := envelope.FromHeader(h, m.Data())

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -101,6 +102,9 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		if strings.HasPrefix(m.Subject(), SubjAccepted+".") {
 			return nil // read in full below
 		}
+		if strings.HasPrefix(m.Subject(), SubjIngestLost+".") {
+			return nil // read in full below
+		}
 		h := m.Headers()
 		rcv, _ := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
 		take(h.Get(envelope.HeaderID), h.Get(envelope.HeaderSource), rcv, storedAt(m))
@@ -118,6 +122,18 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		stored := storedAt(m)
 		for _, env := range envs {
 			take(env.ID, env.Source, env.ReceivedAt, stored)
+		}
+		return nil
+	}, onIngress)
+	if err != nil {
+		return audit.Reconciliation{}, err
+	}
+	// Batches the accept stage passed over, recorded lost as it moved
+	// past them: below its floor now, so not found above.
+	err = scan(ctx, js, store.StreamIngress, SubjIngestLost+".>", false, from, func(m jetstream.Msg) error {
+		var r jserr.Run
+		if err := json.Unmarshal(m.Data(), &r); err == nil && inWindow(r) {
+			ingestLost = append(ingestLost, r)
 		}
 		return nil
 	}, onIngress)

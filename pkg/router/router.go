@@ -198,6 +198,10 @@ type Router struct {
 	// deciders are the route workers by route name, which decide consent
 	// again for a payload whose patient's consent changed (recheck.go).
 	deciders map[string]*routeWorker
+	// saidLost are the runs of ingest log batches the start found lost
+	// and reported (reportIngestLoss): the accept stage, passing over
+	// them later, records them but does not report them again.
+	saidLost []LostRun
 	mu       sync.Mutex
 	done     bool
 }

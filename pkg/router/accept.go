@@ -303,6 +303,7 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			if _, derr := r.deadLetter(ctx, "ingest", "accept", batchHeader(m.Headers(), seq), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", decodeErr)); derr != nil {
 				return derr
 			}
+			a.handledTo = max(a.handledTo, seq)
 			continue
 		}
 		if !a.allCovered(in[0]) {

@@ -14,8 +14,9 @@ import (
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
-// Batches passed over. The accept stage's consumer delivers the ingest
-// log's batches in order, one outstanding at a time, but passes over
+// Batches passed over. The accept stage's consumer (the splitter's, in
+// the per-message pipeline) delivers the ingest log's batches in order,
+// one outstanding at a time, but passes over
 // without a word a batch the store counts and cannot read (a record
 // overwritten in the middle of a block) or no longer holds (deleted
 // sequences, where the server dropped what it could not read of a
@@ -40,37 +41,35 @@ func ingestLostSubject(run LostRun) string {
 }
 
 // passedOver returns the runs of ingest log batches before seq, the batch
-// the stage's consumer delivered, that the consumer passed over because
-// the store does not produce them, and that nothing accepted before the
-// damage. A stored batch just before seq was delivered (to this process
-// or another), which is the usual answer, from one read; else the
-// consumer's ack floor, while it lets one batch be outstanding, is the
-// last batch it delivered before seq, to any process, and those after it
-// that the store does not produce were passed over. Batches up to the
-// last accepted batch known (read ahead, by this process or another,
-// before the damage) are not lost.
-func (a *acceptor) passedOver(ctx context.Context, seq uint64) ([]LostRun, error) {
-	taken := max(a.handledTo, a.acceptedTo())
+// consumer durable on log delivered, that the consumer passed over
+// because the store does not produce them. taken is the last batch known
+// taken: batches up to it are not asked about. A stored batch just before
+// seq was delivered (to this process or another), which is the usual
+// answer, from one read; else the consumer's ack floor, while it lets one
+// batch be outstanding, is the last batch it delivered before seq, to any
+// process, and those after it that the store does not produce were passed
+// over.
+func passedOver(ctx context.Context, js jetstream.JetStream, log jetstream.Stream, durable string, seq, taken uint64) ([]LostRun, error) {
 	if seq <= taken+1 {
 		// Every batch before it was taken: the one process's usual case.
 		return nil, nil
 	}
-	_, err := a.log.GetMsg(ctx, seq-1)
+	_, err := log.GetMsg(ctx, seq-1)
 	if err == nil {
 		return nil, nil
 	}
 	if !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, fmt.Errorf("reading the ingest log batch before %d: %w", seq, err)
 	}
-	c, err := a.r.js.Consumer(ctx, store.StreamIngestLog, acceptDurable)
+	c, err := js.Consumer(ctx, store.StreamIngestLog, durable)
 	if err != nil {
-		return nil, fmt.Errorf("reading the accept stage's position: %w", err)
+		return nil, fmt.Errorf("reading consumer %s's position: %w", durable, err)
 	}
 	ci, err := c.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the accept stage's position: %w", err)
+		return nil, fmt.Errorf("reading consumer %s's position: %w", durable, err)
 	}
-	si, err := a.log.Info(ctx)
+	si, err := log.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the ingest log's state: %w", err)
 	}
@@ -79,7 +78,7 @@ func (a *acceptor) passedOver(ctx context.Context, seq uint64) ([]LostRun, error
 	from := max(ci.AckFloor.Stream, taken, si.State.FirstSeq-1) + 1
 	var gone []uint64
 	for s := from; s < seq; s++ {
-		_, err := a.log.GetMsg(ctx, s)
+		_, err := log.GetMsg(ctx, s)
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			gone = append(gone, s)
@@ -87,27 +86,29 @@ func (a *acceptor) passedOver(ctx context.Context, seq uint64) ([]LostRun, error
 			return nil, fmt.Errorf("reading ingest log batch %d: %w", s, err)
 		}
 	}
-	return runsOf(ctx, a.log, gone, si.State.FirstSeq)
+	return runsOf(ctx, log, gone, si.State.FirstSeq)
 }
 
-// acceptedTo is the last ingest-log sequence an accepted batch this
-// process knows of covers, for any source: every batch up to it was
-// taken (or recorded lost) before it was written.
-func (a *acceptor) acceptedTo() uint64 {
-	last := a.coveredAll
+// takenTo is the last ingest-log sequence the accept stage knows taken:
+// the last this process finished, or the last an accepted batch it knows
+// of covers, for any source (read ahead, by this process or another,
+// maybe before damage the consumer then passed over).
+func (a *acceptor) takenTo() uint64 {
+	last := max(a.handledTo, a.coveredAll)
 	for _, seq := range a.coveredTo {
 		last = max(last, seq)
 	}
 	return last
 }
 
-// recordPassedOver records as lost the batches the consumer passed over
-// before seq (passedOver), before the stage accepts seq: the record
-// first, so that a failure retries the batch rather than moving past
-// them unrecorded. A run recorded already (by another process, or before
-// a retry) is not reported again, nor is what the start reported.
-func (a *acceptor) recordPassedOver(ctx context.Context, seq uint64) error {
-	runs, err := a.passedOver(ctx, seq)
+// recordPassedOver records as lost the batches consumer durable on log
+// passed over before seq (passedOver, with taken), before its stage
+// takes seq: the record first, so that a failure retries the batch
+// rather than moving past them unrecorded. A run recorded already (by
+// another process, or before a retry) is not reported again, nor is what
+// the start reported.
+func (r *Router) recordPassedOver(ctx context.Context, log jetstream.Stream, durable string, seq, taken uint64) error {
+	runs, err := passedOver(ctx, r.js, log, durable, seq, taken)
 	if err != nil {
 		return err
 	}
@@ -119,37 +120,34 @@ func (a *acceptor) recordPassedOver(ctx context.Context, seq uint64) error {
 		m := nats.NewMsg(ingestLostSubject(run))
 		m.Data = data
 		m.Header.Set(jetstream.MsgIDHeader, "lost|"+strconv.FormatUint(run.First, 10)+"|"+strconv.FormatUint(run.Last, 10))
-		ack, err := a.r.js.PublishMsg(ctx, m)
+		ack, err := r.js.PublishMsg(ctx, m)
 		if err != nil {
 			return fmt.Errorf("recording lost ingest log batches %d-%d: %w", run.First, run.Last, err)
 		}
 		if ack.Duplicate {
 			continue
 		}
-		unsaid, err := a.unsaid(ctx, run)
+		unsaid, err := r.unsaid(ctx, log, run)
 		if err != nil {
 			return err
 		}
 		for _, u := range unsaid {
-			a.r.reportLostRun(u)
+			r.reportLostRun(u)
 		}
 	}
 	return nil
 }
 
-// unsaid returns the part of run the start did not report.
-func (a *acceptor) unsaid(ctx context.Context, run LostRun) ([]LostRun, error) {
-	said := func(seq uint64) bool {
-		return slices.ContainsFunc(a.r.saidLost, func(r LostRun) bool { return r.First <= seq && seq <= r.Last })
-	}
-	if len(a.r.saidLost) == 0 {
+// unsaid returns the part of run, of log, the start did not report.
+func (r *Router) unsaid(ctx context.Context, log jetstream.Stream, run LostRun) ([]LostRun, error) {
+	if len(r.saidLost) == 0 {
 		return []LostRun{run}, nil
 	}
 	var gone []uint64
 	for s := run.First; s <= run.Last; s++ {
-		if !said(s) {
+		if !slices.ContainsFunc(r.saidLost, func(said LostRun) bool { return said.First <= s && s <= said.Last }) {
 			gone = append(gone, s)
 		}
 	}
-	return runsOf(ctx, a.log, gone, a.log.CachedInfo().State.FirstSeq)
+	return runsOf(ctx, log, gone, log.CachedInfo().State.FirstSeq)
 }

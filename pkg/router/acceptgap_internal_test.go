@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -32,7 +33,9 @@ import (
 // not produced, and passed over by the stage's consumer without a
 // stall), read ahead over or not, with one process or two sharing the
 // consumer; or a block the server dropped at start (deleted sequences,
-// said at start, and not said or counted again). Each lost batch is
+// said at start, and not said or counted again); the same for the
+// per-message pipeline's splitter, whose consumer passes over them the
+// same way. Each lost batch is
 // counted once and logged at ERROR without message content, and audit
 // reconcile and find name the runs, with when they were acknowledged,
 // after the stage has taken the batches after them; every batch the
@@ -45,13 +48,17 @@ func TestAcceptRecordsBatchesItCannotRead(t *testing.T) {
 		name      string
 		dropped   bool // a block cut short (deleted sequences), not a record overwritten
 		processes int
-		ahead     int // batches read ahead (acceptAhead)
+		ahead     int  // batches read ahead (acceptAhead)
+		splitter  bool // the per-message pipeline's splitter, not the accept stage
 	}{
-		{"overwritten, one process", false, 1, acceptAhead.batches},
-		{"overwritten, one process not reading ahead", false, 1, 1},
-		{"overwritten, two processes sharing the consumer", false, 2, acceptAhead.batches},
-		{"overwritten, two processes not reading ahead", false, 2, 1},
-		{"dropped at start, one process", true, 1, acceptAhead.batches},
+		{"overwritten, one process", false, 1, acceptAhead.batches, false},
+		{"overwritten, one process not reading ahead", false, 1, 1, false},
+		{"overwritten, two processes sharing the consumer", false, 2, acceptAhead.batches, false},
+		{"overwritten, two processes not reading ahead", false, 2, 1, false},
+		{"dropped at start, one process", true, 1, acceptAhead.batches, false},
+		{"splitter, overwritten, one process", false, 1, 1, true},
+		{"splitter, overwritten, two processes", false, 2, 1, true},
+		{"splitter, dropped at start, one process", true, 1, 1, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,18 +93,41 @@ func TestAcceptRecordsBatchesItCannotRead(t *testing.T) {
 				lost += int(r.Last - r.First + 1)
 			}
 			var logged bytes.Buffer
-			var procs []*acceptor
-			var cs []jetstream.Consumer
+			type process struct {
+				r      *Router
+				c      jetstream.Consumer
+				handle func(context.Context, []jetstream.Msg) error
+			}
+			var procs []process
 			for range tc.processes {
 				a, c := testAcceptor(t, js, time.Hour)
 				a.r.o.Logger = slog.New(slog.NewJSONHandler(&logged, nil))
+				p := process{r: a.r, c: c, handle: a.handle}
+				durable := acceptDurable
+				if tc.splitter {
+					durable = splitterDurable
+					sp := &splitter{r: a.r, js: js, audit: a.r.audit, ingress: a.ingress, log: a.log, onDup: func(string) {}}
+					p.handle = sp.handle
+					pc := &partitionConsumer{stream: store.StreamIngestLog, durable: durable, filter: ingestLogBatches, batch: 1,
+						ackWait: time.Minute, deliver: jetstream.DeliverAllPolicy}
+					var err error
+					if p.c, err = pc.consumer(t.Context(), js); err != nil {
+						t.Fatal(err)
+					}
+				}
 				// As the engine starts.
-				a.r.reportIngestLoss(t.Context(), acceptDurable, startAt{policy: jetstream.DeliverAllPolicy})
-				procs, cs = append(procs, a), append(cs, c)
+				a.r.reportIngestLoss(t.Context(), durable, startAt{policy: jetstream.DeliverAllPolicy})
+				procs = append(procs, p)
+			}
+			if tc.splitter {
+				// Only the splitter takes the log.
+				if err := js.DeleteConsumer(t.Context(), store.StreamIngestLog, acceptDurable); err != nil {
+					t.Fatal(err)
+				}
 			}
 			for turn := 0; ; turn++ {
-				p := turn % len(procs)
-				b, err := cs[p].Fetch(1, jetstream.FetchMaxWait(time.Second))
+				p := procs[turn%len(procs)]
+				b, err := p.c.Fetch(1, jetstream.FetchMaxWait(time.Second))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -105,7 +135,7 @@ func TestAcceptRecordsBatchesItCannotRead(t *testing.T) {
 				if !ok {
 					break
 				}
-				if err := procs[p].handle(t.Context(), []jetstream.Msg{m}); err != nil {
+				if err := p.handle(t.Context(), []jetstream.Msg{m}); err != nil {
 					t.Fatal(err)
 				}
 				if err := m.DoubleAck(t.Context()); err != nil {
@@ -114,8 +144,8 @@ func TestAcceptRecordsBatchesItCannotRead(t *testing.T) {
 			}
 
 			var counted float64
-			for _, a := range procs {
-				counted += testutil.ToFloat64(a.r.o.Metrics.IngestLogLost)
+			for _, p := range procs {
+				counted += testutil.ToFloat64(p.r.o.Metrics.IngestLogLost)
 			}
 			if counted != float64(lost) {
 				t.Errorf("counted %v lost batches, want %d", counted, lost)
@@ -163,7 +193,16 @@ func TestAcceptRecordsBatchesItCannotRead(t *testing.T) {
 					want = append(want, mid)
 				}
 			}
-			got := acceptedIDs(t, procs[0].ingress)
+			ingress, err := js.Stream(t.Context(), store.StreamIngress)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			if tc.splitter {
+				got = splitIDs(t, ingress)
+			} else {
+				got = acceptedIDs(t, ingress)
+			}
 			slices.Sort(want)
 			slices.Sort(got)
 			if !slices.Equal(got, want) {
@@ -171,6 +210,22 @@ func TestAcceptRecordsBatchesItCannotRead(t *testing.T) {
 			}
 		})
 	}
+}
+
+// splitIDs returns the ids of the messages the splitter stored on
+// ingress.
+func splitIDs(t *testing.T, ingress jetstream.Stream) []string {
+	t.Helper()
+	var out []string
+	err := scanStream(t.Context(), ingress, jetstream.OrderedConsumerConfig{FilterSubjects: []string{store.SubjIngress + ".pas.>"}, HeadersOnly: true}, scanBatch,
+		func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
+			out = append(out, m.Headers().Get(envelope.HeaderID))
+			return meta.NumPending == 0, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // acceptedIDs returns the ids of the messages of the accepted batches

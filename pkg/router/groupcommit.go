@@ -519,6 +519,11 @@ type splitter struct {
 	audit   *audit.Writer
 	ingress jetstream.Stream
 	onDup   func(source string)
+	// log is the ingest log, asked about batches its consumer passed
+	// over (recordPassedOver); splitTo is the last batch of it this
+	// process split.
+	log     jetstream.Stream
+	splitTo uint64
 }
 
 func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
@@ -530,23 +535,27 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		logSeq uint64
 	}
 	var pubs []pub
+	var last uint64
 	for _, m := range msgs {
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("reading ingest batch metadata: %w", err)
+		}
+		seq := meta.Sequence.Stream
+		// Batches the consumer passed over before this one, unreadable,
+		// are recorded lost before it moves past them (see passedOver).
+		if err := s.r.recordPassedOver(ctx, s.log, splitterDurable, seq, max(s.splitTo, last)); err != nil {
+			return err
+		}
+		last = seq
 		envs, err := decodeBatch(m.Data())
 		if err != nil {
 			// Not a batch this version can read: keep it for inspection
 			// rather than drop it.
-			var seq uint64
-			if meta, merr := m.Metadata(); merr == nil {
-				seq = meta.Sequence.Stream
-			}
 			if _, derr := s.r.deadLetter(ctx, "ingest", "splitter", batchHeader(m.Headers(), seq), m.Data(), fault.Wrap(fault.Permanent, fault.CodeInternal, "unreadable ingest batch", err)); derr != nil {
 				return derr
 			}
 			continue
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return fmt.Errorf("reading ingest batch metadata: %w", err)
 		}
 		for _, env := range envs {
 			f, err := s.js.PublishMsgAsync(ingressMsg(env), jetstream.WithStallWait(time.Minute))
@@ -612,5 +621,6 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 			return err
 		}
 	}
+	s.splitTo = max(s.splitTo, last)
 	return nil
 }

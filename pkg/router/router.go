@@ -333,7 +333,11 @@ func (r *Router) Start(ctx context.Context) error {
 			return err
 		}
 		r.reportIngestLoss(ctx, splitterDurable, start)
-		sp := &splitter{r: r, js: r.js, audit: r.audit, ingress: ingress, onDup: func(src string) { r.o.Metrics.Duplicates.WithLabelValues(src).Inc() }}
+		ingestLog, err := r.stream(ctx, store.StreamIngestLog)
+		if err != nil {
+			return fmt.Errorf("opening ingest log: %w", err)
+		}
+		sp := &splitter{r: r, js: r.js, audit: r.audit, ingress: ingress, log: ingestLog, onDup: func(src string) { r.o.Metrics.Duplicates.WithLabelValues(src).Inc() }}
 		pcs = append(pcs, &partitionConsumer{
 			stream: store.StreamIngestLog, durable: splitterDurable, filter: store.SubjIngestLog + ".>",
 			batch: 1, ackWait: r.o.AckWait, deliver: start.policy, startSeq: start.seq, log: r.o.Logger, handle: sp.handle,

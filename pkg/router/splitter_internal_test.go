@@ -52,8 +52,12 @@ func TestSplitterResends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	log, err := js.Stream(ctx, store.StreamIngestLog)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dups := 0
-	s := &splitter{r: r, js: js, audit: r.audit, ingress: ingress, onDup: func(string) { dups++ }}
+	s := &splitter{r: r, js: js, audit: r.audit, ingress: ingress, log: log, onDup: func(string) { dups++ }}
 	pc := &partitionConsumer{stream: store.StreamIngestLog, durable: "test-splitter", filter: ingestLogBatches, batch: 1,
 		ackWait: time.Minute, deliver: jetstream.DeliverAllPolicy}
 	c, err := pc.consumer(ctx, js)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
@@ -199,6 +200,13 @@ type Program struct {
 	// keyLits are the literals msg.event, msg.type and destination.name
 	// are compared with.
 	keyLits []KeyLiteral
+	// folds reports whether the checked expression holds a
+	// comprehension (exists, all, map, filter, ...). cel-go checks for
+	// an interrupted evaluation only in a comprehension's loop, so an
+	// expression without one is evaluated without a context: one would
+	// never be read, and making it (cel-go's own cancellable context and
+	// its async-call state) is most of a small evaluation's cost.
+	folds bool
 }
 
 // KeyLiterals returns the string literals the expression compares
@@ -294,7 +302,8 @@ func (e *Env) Compile(src string, kind Kind) (compiled *Program, err error) {
 		loc := info.GetStartLocation(l.id)
 		keyLits = append(keyLits, KeyLiteral{Key: l.key, Value: l.value, Offset: offsetOf(src, loc.Line(), loc.Column())})
 	}
-	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt, keyLits: keyLits}, nil
+	folds := len(celast.MatchDescendants(celast.NavigateAST(ast.NativeRep()), celast.KindMatcher(celast.ComprehensionKind))) > 0
+	return &Program{src: src, prg: prg, cost: est, lim: e.limits, idents: idents, readAt: readAt, keyLits: keyLits, folds: folds}, nil
 }
 
 // undeclared tidies the checker's report of an unknown name: without the
@@ -498,6 +507,12 @@ func (p *Program) eval(ctx context.Context, v *Vars, b *Budget) (out ref.Val, co
 			out, err = nil, fault.New(fault.CodeRuleEval, "evaluation failed inside the CEL runtime")
 		}
 	}()
+	if !p.folds {
+		// Nothing could interrupt it (see Program.folds): its cost limit
+		// bounds it, as it bounds every evaluation.
+		out, det, err := p.prg.Eval(activation{v})
+		return p.result(out, det, err, false)
+	}
 	// One context bounds the evaluation by the earlier deadline, as one
 	// for the budget's with one for the timeout inside it would.
 	deadline := time.Now().Add(p.lim.Timeout)
@@ -515,6 +530,14 @@ func (p *Program) eval(ctx context.Context, v *Vars, b *Budget) (out ref.Val, co
 	// The timer's context is cancelled, not past a deadline of its own,
 	// when the timer stops an evaluation.
 	expired := timed != nil && timed.t.stop()
+	return p.result(out, det, err, expired || errors.Is(ctx.Err(), context.DeadlineExceeded))
+}
+
+// result is what eval returns for an evaluation's outcome: its value and
+// actual cost, or a rule.eval fault saying whether it ran out of time
+// (expired) or of cost.
+func (p *Program) result(out ref.Val, det *cel.EvalDetails, err error, expired bool) (ref.Val, uint64, error) {
+	var cost uint64
 	if det != nil {
 		if c := det.ActualCost(); c != nil {
 			cost = *c
@@ -523,7 +546,7 @@ func (p *Program) eval(ctx context.Context, v *Vars, b *Budget) (out ref.Val, co
 	if err != nil {
 		msg := "evaluation failed"
 		switch {
-		case expired || errors.Is(ctx.Err(), context.DeadlineExceeded):
+		case expired:
 			msg = "evaluation exceeded its deadline"
 		case isCostErr(err):
 			msg = "evaluation exceeded its cost limit"

@@ -759,6 +759,29 @@ func BenchmarkEvalMatch(b *testing.B) {
 	}
 }
 
+// BenchmarkEvalKeep is a keep step's evaluation of one entry, as a
+// route's transform runs it for every entry of a message: under the
+// message's shared timer, within the step's budget.
+func BenchmarkEvalKeep(b *testing.B) {
+	env := newEnv(b, DefaultLimits())
+	p, err := env.Compile(`resource.resourceType != "MessageHeader"`, Bool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	vars := testVars(b)
+	ctx, stop := WithTimer(context.Background())
+	defer stop()
+	// A budget that lasts the benchmark; each evaluation keeps its own
+	// limits.
+	budget := &Budget{left: math.MaxUint64, deadline: time.Now().Add(time.Hour)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, err := p.EvalBoolWithin(ctx, vars, budget); err != nil || !ok {
+			b.Fatalf("EvalBoolWithin = %v, %v", ok, err)
+		}
+	}
+}
+
 func BenchmarkEvalMap(b *testing.B) {
 	env := newEnv(b, DefaultLimits())
 	p, err := env.Compile(`{"resourceType": "Bundle", "type": "collection", "entry": bundle.entry.filter(e, e.resource.resourceType == "Observation")}`, Map)

@@ -92,3 +92,80 @@ func TestTimerContextIsItsParent(t *testing.T) {
 		t.Errorf("stopping the timer ended its parent: %v", parent.Err())
 	}
 }
+
+// TestEvalWithoutComprehensionAddsNoAllocations checks that an
+// expression without a comprehension, which no context or timer could
+// interrupt, is evaluated at what cel-go's own evaluation of the same
+// variables allocates: with a shared timer, with a context of its own,
+// and within a budget, none of them making a context for it.
+func TestEvalWithoutComprehensionAddsNoAllocations(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	vars := testVars(t)
+	for _, src := range []string{
+		`resource.resourceType != "MessageHeader"`,
+		`nhsNumberValid(nhsNumber(bundle)) && msg.event in ["A01", "A03"]`,
+	} {
+		p, err := env.Compile(src, Bool)
+		if err != nil {
+			t.Fatalf("Compile(%s): %v", src, err)
+		}
+		if p.folds {
+			t.Fatalf("%s: folds is true for an expression without a comprehension", src)
+		}
+		own := testing.AllocsPerRun(50, func() {
+			if _, _, err := p.prg.Eval(activation{vars}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		timed, stop := WithTimer(context.Background())
+		budget := p.NewBudget()
+		for _, tt := range []struct {
+			name string
+			eval func() (bool, error)
+		}{
+			{"shared timer", func() (bool, error) { return p.EvalBool(timed, vars) }},
+			{"own context", func() (bool, error) { return p.EvalBool(context.Background(), vars) }},
+			{"within a budget", func() (bool, error) { return p.EvalBoolWithin(timed, vars, budget) }},
+		} {
+			t.Run(src+"/"+tt.name, func(t *testing.T) {
+				got := testing.AllocsPerRun(50, func() {
+					if ok, err := tt.eval(); err != nil || !ok {
+						t.Fatalf("= %v, %v", ok, err)
+					}
+				})
+				if got > own {
+					t.Errorf("%v allocations an evaluation, cel-go's own Eval %v", got, own)
+				}
+			})
+		}
+		stop()
+	}
+}
+
+// TestComprehensionFolds checks which expressions are taken to hold a
+// comprehension, and so are evaluated under a context that can stop
+// them.
+func TestComprehensionFolds(t *testing.T) {
+	env := newEnv(t, DefaultLimits())
+	for _, tt := range []struct {
+		src   string
+		folds bool
+	}{
+		{`resource.resourceType != "MessageHeader"`, false},
+		{`nhsNumberValid(nhsNumber(bundle))`, false},
+		{`bundle.entry.exists(e, e.resource.resourceType == "Patient")`, true},
+		{`resources(bundle, "Patient").all(p, has(p.id))`, true},
+		{`size(bundle.entry.filter(e, true)) > 0`, true},
+		{`msg.event == "A01" || [1, 2].map(x, x * 2).size() == 2`, true},
+	} {
+		t.Run(tt.src, func(t *testing.T) {
+			p, err := env.Compile(tt.src, Bool)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			if p.folds != tt.folds {
+				t.Errorf("folds = %v, want %v", p.folds, tt.folds)
+			}
+		})
+	}
+}

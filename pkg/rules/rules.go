@@ -752,6 +752,11 @@ func selectResources(b, t ref.Val, first bool) ref.Val {
 // supplier posting an Observation names the patient without a Patient
 // entry.
 func bundleNHSNumber(b ref.Val) ref.Val {
+	if m, ok := b.Value().(map[string]any); ok {
+		if n, ok := plainNHSNumber(m, 0); ok {
+			return types.String(n)
+		}
+	}
 	return types.String(patientNHSNumber(b, 0))
 }
 

@@ -174,8 +174,9 @@ func (e Evaluator) Evaluate(in Input, r Resource) Verdict {
 			return deny(GateOptOut, "gate:opt-out", "the patient has opted out of %s", in.Purpose)
 		}
 	}
-	// 4. Consent.
-	permitRule := "consent:skipped:" + string(in.Basis)
+	// 4. Consent. The rule a permit is audited under is made only once
+	// known (this runs for every resource of every delivery).
+	var permitRule string
 	if !in.SkipConsent {
 		res := e.consents(in, r)
 		switch res.decision {
@@ -200,6 +201,8 @@ func (e Evaluator) Evaluate(in Input, r Resource) Verdict {
 	} else if len(protected) > 0 {
 		cl := protected[0]
 		return deny(GateConsent, "gate:protected-label:"+string(cl), "%s data needs an allow-listed destination on a route that skips consent", cl)
+	} else {
+		permitRule = "consent:skipped:" + string(in.Basis)
 	}
 	// 5. Restricted-patient redaction.
 	if in.Restricted && !in.Destination.allows(ClearRestrictedPatient) {

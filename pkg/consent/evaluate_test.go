@@ -156,3 +156,30 @@ func TestCheckRoute(t *testing.T) {
 		})
 	}
 }
+
+// TestEvaluateDecidesWithoutAllocating checks that deciding a resource
+// permitted with no Consent recorded, as nearly every resource of every
+// delivery is, allocates nothing: Evaluate runs once for each. (A
+// Consent's rule names it, and is made when one decides.)
+func TestEvaluateDecidesWithoutAllocating(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	direct := Input{Now: now, Patient: patientA, Purpose: PurposeDirectCare, Basis: BasisDirectCare, Destination: Destination{Name: "gp", ODS: "A81001"}, Default: Permit}
+	research := Input{Now: now, Patient: patientA, Purpose: PurposeResearch, Basis: BasisS251, Destination: Destination{Name: "warehouse", ODS: "X26"}, Default: Permit}
+	obs := Resource{Type: "Observation", Date: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	for _, tt := range []struct {
+		name string
+		in   Input
+	}{
+		{"route default", direct},
+		{"research, not opted out", research},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if v := Evaluate(tt.in, obs); v.Outcome != Permit {
+				t.Fatalf("outcome %s (%s), want permit", v.Outcome, v.Reason)
+			}
+			if n := testing.AllocsPerRun(50, func() { Evaluate(tt.in, obs) }); n != 0 {
+				t.Errorf("%v allocations a decision", n)
+			}
+		})
+	}
+}

@@ -40,8 +40,8 @@ type Run struct {
 // messages on cfg's filters. A reader of the whole stream (unfiltered,
 // or filtered on all of its subjects) that passes over messages the
 // store counts but cannot produce, as a reader passes over a record
-// overwritten in the middle of an uncompressed block, gives them to
-// unreadable too. Any other stall (a store not answering) ends the read
+// overwritten in an uncompressed block (in the middle of the stream, or
+// its last message, where the read ends), gives them to unreadable too. Any other stall (a store not answering) ends the read
 // with Scan's error.
 // With unreadable nil, ScanPast is Scan.
 func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, batch int,
@@ -86,6 +86,20 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		if len(cfg.FilterSubjects) > 0 {
 			tries = 1
 		}
+		// end is the stream's last message as this read starts, which
+		// the read reaches unless fn stops it: a reader of the whole
+		// stream that passes over messages at the end (the last record
+		// of an uncompressed block overwritten) ends without a word, so
+		// what it passed over is looked at once it has.
+		var end uint64
+		if whole {
+			info, err := st.Info(ctx)
+			if err != nil {
+				return fmt.Errorf("reading the state of stream %s: %w", stream, err)
+			}
+			end = info.State.LastSeq
+		}
+		stopped := false
 		err := scan(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
 			seq := md.Sequence.Stream
 			if whole && next != 0 && seq > next {
@@ -105,11 +119,24 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 			if err != nil {
 				return true, fnError{err}
 			}
+			stopped = stop
 			return stop, nil
 		}, tries)
 		var fe fnError
 		if errors.As(err, &fe) {
 			return fe.err
+		}
+		if err == nil && whole && !stopped && next != 0 && next <= end {
+			after, before := atTime, time.Time{}
+			if at+1 != next {
+				after = time.Time{}
+			}
+			if m, gerr := st.GetMsg(ctx, end+1); gerr == nil {
+				before = m.Time
+			}
+			if err := skipped(ctx, st, next, end, after, before, unreadable); err != nil {
+				return err
+			}
 		}
 		if err == nil || ctx.Err() != nil {
 			return err

@@ -176,60 +176,77 @@ func TestMergeRunsKeepsTheTimesAround(t *testing.T) {
 }
 
 // TestScanPastOverwrittenRecord: a reader of the whole stream passes
-// over a record overwritten in the middle of an uncompressed last block
-// without stalling: the store counts the message but cannot produce it,
-// and has not deleted it. ScanPast gives it as a run all the same, with
-// the times around it, read unfiltered or filtered on all of the
-// stream's subjects. Before, the read passed over it without a word.
+// over a record overwritten in an uncompressed last block without
+// stalling: the store counts the message but cannot produce it, and has
+// not deleted it. ScanPast gives it as a run all the same, with the times
+// around it, read unfiltered or filtered on all of the stream's
+// subjects, whether the record is in the middle of the stream or is its
+// last message (the one being written when a disk fails), which the
+// reader passes over at the end of its read. Before, the read passed
+// over it without a word.
 func TestScanPastOverwrittenRecord(t *testing.T) {
 	const msgs = 13
-	js := jstest.DamagedLastBlock(t, jetstream.StreamConfig{Name: "DMG", Subjects: []string{"d.>"}}, jstest.OverwriteMiddle, func(js jetstream.JetStream) {
-		for i := range msgs {
-			if _, err := js.Publish(t.Context(), fmt.Sprintf("d.%d", i%2), []byte(strings.Repeat("x", 8000))); err != nil {
+	for _, damage := range []struct {
+		name string
+		fn   jstest.Damage
+		last bool // the stream's last message is the one overwritten
+	}{
+		{"in the middle", jstest.OverwriteMiddle, false},
+		{"the last message", jstest.OverwriteEnd, true},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			js := jstest.DamagedLastBlock(t, jetstream.StreamConfig{Name: "DMG", Subjects: []string{"d.>"}}, damage.fn, func(js jetstream.JetStream) {
+				for i := range msgs {
+					if _, err := js.Publish(t.Context(), fmt.Sprintf("d.%d", i%2), []byte(strings.Repeat("x", 8000))); err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
+			st, err := js.Stream(t.Context(), "DMG")
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-	})
-	st, err := js.Stream(t.Context(), "DMG")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(t.Context(), jetstream.WithDeletedDetails(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want []uint64
-	var runs []jserr.Run
-	var prev time.Time
-	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(t.Context(), seq)
-		n := len(runs)
-		switch {
-		case err == nil:
-			want = append(want, seq)
-			if n > 0 && runs[n-1].Last == seq-1 {
-				runs[n-1].Before = m.Time
+			info, err := st.Info(t.Context(), jetstream.WithDeletedDetails(true))
+			if err != nil {
+				t.Fatal(err)
 			}
-			prev = m.Time
-		case !errors.Is(err, jetstream.ErrMsgNotFound) || slices.Contains(info.State.Deleted, seq):
-			t.Fatalf("message %d: %v (deleted %v): want each read or counted but unreadable", seq, err, info.State.Deleted)
-		case n > 0 && runs[n-1].Last == seq-1:
-			runs[n-1].Last = seq
-		default:
-			runs = append(runs, jserr.Run{First: seq, Last: seq, After: prev})
-		}
-	}
-	if len(runs) == 0 {
-		t.Fatalf("the set-up left every message readable: %+v", info.State)
-	}
-	for _, filters := range [][]string{nil, {"d.>"}} {
-		t.Run(fmt.Sprint("filters ", filters), func(t *testing.T) {
-			got, gotRuns := scanPast(t, st, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
-			if !slices.EqualFunc(jserr.MergeRuns(gotRuns), runs, sameRun) {
-				t.Errorf("runs %v, want %v", gotRuns, runs)
+			var want []uint64
+			var runs []jserr.Run
+			var prev time.Time
+			for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+				m, err := st.GetMsg(t.Context(), seq)
+				n := len(runs)
+				switch {
+				case err == nil:
+					want = append(want, seq)
+					if n > 0 && runs[n-1].Last == seq-1 {
+						runs[n-1].Before = m.Time
+					}
+					prev = m.Time
+				case !errors.Is(err, jetstream.ErrMsgNotFound) || slices.Contains(info.State.Deleted, seq):
+					t.Fatalf("message %d: %v (deleted %v): want each read or counted but unreadable", seq, err, info.State.Deleted)
+				case n > 0 && runs[n-1].Last == seq-1:
+					runs[n-1].Last = seq
+				default:
+					runs = append(runs, jserr.Run{First: seq, Last: seq, After: prev})
+				}
 			}
-			if !slices.Equal(got, want) {
-				t.Errorf("read %v, want %v", got, want)
+			if len(runs) == 0 {
+				t.Fatalf("the set-up left every message readable: %+v", info.State)
+			}
+			if isLast := runs[len(runs)-1].Last == info.State.LastSeq; isLast != damage.last {
+				t.Fatalf("the set-up's unreadable runs %v of %d messages: the last among them %v, want %v", runs, info.State.LastSeq, isLast, damage.last)
+			}
+			for _, filters := range [][]string{nil, {"d.>"}} {
+				t.Run(fmt.Sprint("filters ", filters), func(t *testing.T) {
+					got, gotRuns := scanPast(t, st, jetstream.OrderedConsumerConfig{FilterSubjects: filters})
+					if !slices.EqualFunc(jserr.MergeRuns(gotRuns), runs, sameRun) {
+						t.Errorf("runs %v, want %v", gotRuns, runs)
+					}
+					if !slices.Equal(got, want) {
+						t.Errorf("read %v, want %v", got, want)
+					}
+				})
 			}
 		})
 	}

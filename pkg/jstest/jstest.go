@@ -119,12 +119,20 @@ func ZeroFill(path string, size int64) error { return os.WriteFile(path, make([]
 // block file with zeros, as a failing disk may: the record there (one
 // larger than that, not cut at the middle, when records are of one size)
 // no longer matches its checksum.
-func OverwriteMiddle(path string, size int64) error {
+func OverwriteMiddle(path string, size int64) error { return overwrite(path, size/2+64) }
+
+// OverwriteEnd overwrites 1,000 bytes from 4,000 bytes before the end of
+// a block file with zeros: the block's last record, when it is larger
+// than that, no longer matches its checksum.
+func OverwriteEnd(path string, size int64) error { return overwrite(path, size-4000) }
+
+// overwrite writes 1,000 zero bytes into file path at offset off.
+func overwrite(path string, off int64) error {
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(make([]byte, 1000), size/2+64); err != nil {
+	if _, err := f.WriteAt(make([]byte, 1000), off); err != nil {
 		f.Close()
 		return err
 	}

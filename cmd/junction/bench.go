@@ -268,10 +268,16 @@ func waitIdle(ctx context.Context, url, dest string, limit, quiet time.Duration,
 // benchPatient returns which of patients the i-th message of connection c
 // (of conns) is about: the connections take turns through them, so the
 // first patients messages name patients different patients, however many
-// there are, and no patient has two messages in flight at once while
-// patients is at least conns.
+// there are. While patients is at least conns, each connection keeps to
+// patients of its own (c, c+conns, c+2*conns...), so no patient has two
+// messages in flight at once, however far apart the connections drift
+// (each waits for its own answers).
 func benchPatient(c, i, conns, patients int) int {
-	return (i*conns + c) % patients
+	if patients < conns {
+		return (i*conns + c) % patients
+	}
+	own := (patients - c + conns - 1) / conns // c's patients: those below patients
+	return c + conns*(i%own)
 }
 
 // benchADT is a synthetic ADT^A01 of about 900 bytes for the patient

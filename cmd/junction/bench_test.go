@@ -312,6 +312,23 @@ func TestBenchPatient(t *testing.T) {
 			if want := min(sent, tt.patients); len(seen) != want {
 				t.Errorf("%d messages named %d patients, want %d", sent, len(seen), want)
 			}
+			// Connections do not keep in step (each waits for its own
+			// answers): one at its i-th message while another is at its
+			// j-th must still not name the same patient, whatever i and
+			// j.
+			if tt.patients < tt.conns {
+				return
+			}
+			owner := make(map[int]int)
+			for c := range tt.conns {
+				for i := range tt.messages / tt.conns {
+					p := benchPatient(c, i, tt.conns, tt.patients)
+					if o, ok := owner[p]; ok && o != c {
+						t.Fatalf("patient %d is named by connection %d (message %d) and by connection %d", p, c, i, o)
+					}
+					owner[p] = c
+				}
+			}
 		})
 	}
 }

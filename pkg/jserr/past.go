@@ -18,7 +18,9 @@ import (
 // are damaged there), or has lost them. After and Before are when the
 // messages either side of the run were stored, where the store holds
 // them (zero where it does not, or there is none): what the run held was
-// stored between them.
+// stored between them. A run a reader of the whole stream passed over at
+// the stream's end has for Before when the stream's state says its last
+// message was stored: the run's last, stored then.
 type Run struct {
 	First  uint64    `json:"first"`
 	Last   uint64    `json:"last"`
@@ -92,12 +94,13 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		// of an uncompressed block overwritten) ends without a word, so
 		// what it passed over is looked at once it has.
 		var end uint64
+		var endTime time.Time
 		if whole {
 			info, err := st.Info(ctx)
 			if err != nil {
 				return fmt.Errorf("reading the state of stream %s: %w", stream, err)
 			}
-			end = info.State.LastSeq
+			end, endTime = info.State.LastSeq, info.State.LastTime
 		}
 		stopped := false
 		err := scan(ctx, st, cfg, batch, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
@@ -127,7 +130,9 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 			return fe.err
 		}
 		if err == nil && whole && !stopped && next != 0 && next <= end {
-			after, before := atTime, time.Time{}
+			// A run that ends the stream was stored by the time the
+			// state gives for its last message.
+			after, before := atTime, endTime
 			if at+1 != next {
 				after = time.Time{}
 			}

@@ -121,10 +121,10 @@ func ZeroFill(path string, size int64) error { return os.WriteFile(path, make([]
 // no longer matches its checksum.
 func OverwriteMiddle(path string, size int64) error { return overwrite(path, size/2+64) }
 
-// OverwriteEnd overwrites 1,000 bytes from 4,000 bytes before the end of
+// OverwriteEnd overwrites 1,000 bytes from 1,500 bytes before the end of
 // a block file with zeros: the block's last record, when it is larger
 // than that, no longer matches its checksum.
-func OverwriteEnd(path string, size int64) error { return overwrite(path, size-4000) }
+func OverwriteEnd(path string, size int64) error { return overwrite(path, size-1500) }
 
 // overwrite writes 1,000 zero bytes into file path at offset off.
 func overwrite(path string, off int64) error {

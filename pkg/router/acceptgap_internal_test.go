@@ -75,7 +75,7 @@ func TestAcceptRecordsBatchesItCannotRead(t *testing.T) {
 			if tc.dropped {
 				pad, blocks = 300, []int{1}
 			}
-			js, runs, readable := damagedRouterStore(t, store.StreamIngestLog, jetstream.NoCompression, func(js jetstream.JetStream) {
+			js, runs, readable := damagedRouterStore(t, store.StreamIngestLog, jetstream.NoCompression, nil, func(js jetstream.JetStream) {
 				for i := range id {
 					id[i] = ids.New()
 					data, err := encodeBatch([]*envelope.Envelope{{ID: id[i], Source: "pas", ControlID: "C" + id[i], ReceivedAt: now,

@@ -396,7 +396,7 @@ func TestFindNamesLostIngestLogBatches(t *testing.T) {
 // of batches it lost.
 func lostIngestLogStore(t *testing.T) (jetstream.JetStream, []audit.SeqRange) {
 	t.Helper()
-	js, runs, _ := damagedRouterStore(t, store.StreamIngestLog, jetstream.NoCompression, func(js jetstream.JetStream) {
+	js, runs, _ := damagedRouterStore(t, store.StreamIngestLog, jetstream.NoCompression, nil, func(js jetstream.JetStream) {
 		for i := range 150 {
 			if _, err := js.Publish(t.Context(), store.SubjIngestLog+".pas", fmt.Appendf(nil, "%d %s", i, strings.Repeat("y", 400))); err != nil {
 				t.Fatal(err)

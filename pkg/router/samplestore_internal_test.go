@@ -12,7 +12,8 @@ import (
 )
 
 // TestSampleStoreGaugesGrowth checks the store gauges: what each stream
-// holds, rising as it is written, and the embedded store's filesystem.
+// holds, rising as it is written, the embedded store's filesystem, and
+// its storage limit and what it uses of it, rising as it is written.
 func TestSampleStoreGaugesGrowth(t *testing.T) {
 	st, err := store.Open(t.Context(), store.DefaultConfig(), t.TempDir(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -26,8 +27,10 @@ func TestSampleStoreGaugesGrowth(t *testing.T) {
 	for _, name := range storeStreams {
 		before[name] = testutil.ToFloat64(m.StreamBytes.WithLabelValues(name))
 	}
+	usedBefore := testutil.ToFloat64(m.StoreUsed)
 	body := make([]byte, 4096)
-	for _, subj := range []string{store.SubjAudit + ".x", DeadLetterSubject("delivery", "ehr")} {
+	subjects := []string{store.SubjAudit + ".x", DeadLetterSubject("delivery", "ehr")}
+	for _, subj := range subjects {
 		if _, err := st.JS.Publish(t.Context(), subj, body); err != nil {
 			t.Fatal(err)
 		}
@@ -51,5 +54,12 @@ func TestSampleStoreGaugesGrowth(t *testing.T) {
 	free, size := testutil.ToFloat64(m.DiskFree), testutil.ToFloat64(m.DiskSize)
 	if free <= 0 || size < free {
 		t.Errorf("disk free %v of %v bytes, want some free of a larger size", free, size)
+	}
+	limit, used := testutil.ToFloat64(m.StoreLimit), testutil.ToFloat64(m.StoreUsed)
+	if used <= 0 || limit < used {
+		t.Errorf("store used %v of a limit of %v bytes, want some used, within the limit", used, limit)
+	}
+	if grown := float64(len(subjects) * len(body)); used < usedBefore+grown {
+		t.Errorf("store used %v bytes after %v, want it grown by the %v bytes written", used, usedBefore, grown)
 	}
 }

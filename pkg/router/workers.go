@@ -1064,9 +1064,10 @@ func (r *Router) sampleQuarantine(ctx context.Context) {
 var storeStreams = []string{store.StreamIngress, store.StreamIngestLog, store.StreamOutbound, store.StreamDeadLetter, store.StreamAudit, store.StreamQuarantine}
 
 // sampleStore sets the gauges of what each stream holds on disk and, for
-// the embedded store, of its filesystem's free space and size, so that
-// growth (the audit stream has no limit) can be seen, and alerted on,
-// before the disk fills.
+// the embedded store, of its filesystem's free space and size and of its
+// storage limit and use, so that growth (the audit stream has no limit)
+// can be seen, and alerted on, before the disk fills or the store
+// reaches its limit.
 func (r *Router) sampleStore(ctx context.Context) {
 	for _, name := range storeStreams {
 		s, err := r.js.Stream(ctx, name)
@@ -1081,6 +1082,10 @@ func (r *Router) sampleStore(ctx context.Context) {
 	if free, total, ok := r.o.Store.DiskFree(); ok {
 		r.o.Metrics.DiskFree.Set(float64(free))
 		r.o.Metrics.DiskSize.Set(float64(total))
+	}
+	if limit, used, ok := r.o.Store.StorageLimit(); ok {
+		r.o.Metrics.StoreLimit.Set(float64(limit))
+		r.o.Metrics.StoreUsed.Set(float64(used))
 	}
 }
 

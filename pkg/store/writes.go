@@ -43,6 +43,23 @@ func (s *Store) DiskFree() (free, total int64, ok bool) {
 	return diskFree(s.storeDir)
 }
 
+// StorageLimit returns, for the embedded store, the storage limit its
+// JetStream runs with (reckoned at start as three quarters of the disk
+// then free plus what the store held, or raised since by checkLimit) and
+// the bytes its streams use against it; past the limit the store refuses
+// writes, whatever the disk has free. ok is false for an external store,
+// whose servers' limits are their own, or while JetStream is not running.
+func (s *Store) StorageLimit() (limit, used int64, ok bool) {
+	if s.srv == nil {
+		return 0, 0, false
+	}
+	js, err := s.srv.Jsz(nil)
+	if err != nil || js.Disabled || js.Config.MaxStore <= 0 {
+		return 0, 0, false
+	}
+	return js.Config.MaxStore, int64(js.Store), true
+}
+
 // writeFailure is a stream of the embedded server that has stopped
 // writing, as the server's health check reports it.
 type writeFailure struct {

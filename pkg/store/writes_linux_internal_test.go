@@ -211,6 +211,13 @@ func TestLimitRaisedWhenDiskHasRoom(t *testing.T) {
 	if !OutOfStorage(refused) {
 		t.Fatalf("filling the store to its limit ended with %v, want a refusal for want of storage", refused)
 	}
+	// The limit and what the store uses of it, as the gauges report
+	// them: refused, the store holds within a message or two of its
+	// limit, or past it by one (the server refuses writes once what the
+	// store holds is over its limit, not those that would take it over).
+	if limit, used, ok := s.StorageLimit(); !ok || limit != 1<<20 || used <= limit-int64(2*len(body)) || used >= limit+int64(2*len(body)) {
+		t.Errorf("StorageLimit() = %d, %d, %v at the limit: want 1 MiB, and used within two messages of it", limit, used, ok)
+	}
 	// No room on the disk: the limit stays.
 	time.Sleep(2 * probeInterval)
 	if err := publish(); !OutOfStorage(err) {
@@ -224,5 +231,8 @@ func TestLimitRaisedWhenDiskHasRoom(t *testing.T) {
 	}
 	if got := s.srv.JetStreamConfig().MaxStore; got < 32<<20 {
 		t.Errorf("limit %d after the raise, want three quarters of the 64 MiB free and more", got)
+	}
+	if limit, _, ok := s.StorageLimit(); !ok || limit != s.srv.JetStreamConfig().MaxStore {
+		t.Errorf("StorageLimit() = %d, %v after the raise, want the raised limit %d", limit, ok, s.srv.JetStreamConfig().MaxStore)
 	}
 }

@@ -68,11 +68,14 @@ type Metrics struct {
 	// it answered as writable within the last few seconds.
 	StoreWritable *prometheus.GaugeVec // name (a stream; a bucket's is KV_ and its name)
 	// StreamBytes is what each of Junction's streams holds on disk, and
-	// DiskFree and DiskSize the embedded store's filesystem, sampled
-	// every 5 s.
+	// DiskFree and DiskSize the embedded store's filesystem, and
+	// StoreLimit and StoreUsed the embedded store's storage limit and
+	// what its streams use of it, sampled every 5 s.
 	StreamBytes *prometheus.GaugeVec // name (a stream)
 	DiskFree    prometheus.Gauge
 	DiskSize    prometheus.Gauge
+	StoreLimit  prometheus.Gauge
+	StoreUsed   prometheus.Gauge
 
 	// Accesses counts admin and audit API authorisation decisions by
 	// permission, outcome and principal (a configured name).
@@ -211,6 +214,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StreamBytes:            gv("engine", "store_stream_bytes", "Bytes each of Junction's streams holds (JUNCTION_INGRESS, _INGEST_LOG, _OUTBOUND, _DEADLETTER, _AUDIT, _QUARANTINE), as the store reports them; sampled every 5 s from the shared store. The audit and dead-letter streams have no limit of Junction's.", "name"),
 		DiskFree:               g("engine", "store_disk_free_bytes", "Embedded store only: bytes free on the filesystem holding data_dir/jetstream (shared with anything else written there, such as a file destination's output); sampled every 5 s. At none the store stops writing and inbound messages are refused."),
 		DiskSize:               g("engine", "store_disk_size_bytes", "Embedded store only: the size of the filesystem holding data_dir/jetstream; sampled every 5 s."),
+		StoreLimit:             g("engine", "store_limit_bytes", "Embedded store only: the storage limit its JetStream runs with (reckoned at each start as three quarters of the disk then free plus what the store held; raised, with a JetStream restart, when the store reaches it and the disk has room again); sampled every 5 s. At the limit the store refuses writes and inbound messages are refused, whatever the disk has free."),
+		StoreUsed:              g("engine", "store_used_bytes", "Embedded store only: the bytes the store's streams use against its storage limit (engine_store_limit_bytes); sampled every 5 s."),
 		Accesses:               cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
 	}
 }

@@ -236,6 +236,10 @@ func placeByTime(ctx context.Context, st jetstream.Stream, cfg jetstream.Ordered
 			if m, err := st.GetMsg(ctx, start); err == nil {
 				run.Before = m.Time
 			}
+		} else {
+			// The run ends the stream: stored by the time the state
+			// gives for its last message (see Run).
+			run.Before = s.LastTime
 		}
 		if err := unreadable(run); err != nil {
 			return 0, err

@@ -396,8 +396,9 @@ func setWindow(q url.Values, since, until string, now time.Time) error {
 
 // runFind lists the messages received with a sender's control id, or
 // every message of a window. It exits 1 when there are none, so a script
-// can tell, and when ingest log batches of the window were lost (damaged
-// files), whose messages cannot be listed.
+// can tell, and when ingest log batches of the window were lost, or
+// quarantine entries could not be read (damaged files), whose messages or
+// refused input cannot be listed.
 func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, opts := apiFlags("audit find", "", stderr)
 	ctrl := fs.String("control-id", "", "the sender's message id: MSH-10, or a FHIR Bundle's identifier value (without it, every message received between --since and --until, now when not given)")
@@ -487,6 +488,10 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fmt.Fprintf(stdout, "(ingest log batches %d-%d, acknowledged between %s and %s, were lost, the store's files damaged: messages in them cannot be found)\n",
 			r.First, r.Last, orUnknown(r.After), orUnknown(r.Before))
 	}
+	for _, r := range res.QuarantineLost {
+		fmt.Fprintf(stdout, "(quarantine entries %d-%d, kept between %s and %s, cannot be read, the store's files damaged: input refused then cannot be found)\n",
+			r.First, r.Last, orUnknown(r.After), orUnknown(r.Before))
+	}
 	refused := ""
 	if n := len(res.Quarantined); n > 0 {
 		refused = fmt.Sprintf("; %d refused (listed above; junction audit quarantine shows the quarantine)", n)
@@ -510,8 +515,9 @@ func runFind(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("%s accepted %s%s", what, window, refused)
 	}
 	fmt.Fprintf(stdout, "%d received; junction audit trail ID shows where each went%s\n", len(res.Messages), refused)
-	if len(res.Lost) > 0 {
-		// Messages of the window may be missing from the list.
+	if len(res.Lost) > 0 || len(res.QuarantineLost) > 0 {
+		// Messages, or refused input, of the window may be missing from
+		// the list.
 		return exitError{code: 1}
 	}
 	return nil

@@ -1550,21 +1550,36 @@ func TestAuditFindNamesLostIngestLogBatches(t *testing.T) {
 
 // TestAuditFindExitsOneWhenBatchesWereLost: a find that lists messages
 // beside ingest log batches of its window the store lost, or counts but
-// cannot read, names them and exits 1: messages of the window may be
-// missing from the list. Before, it exited 0.
+// cannot read, or beside quarantine entries it cannot read, names them
+// and exits 1: messages, or refused input, of the window may be missing
+// from the list. Before, it exited 0, and said nothing of the
+// quarantine's.
 func TestAuditFindExitsOneWhenBatchesWereLost(t *testing.T) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/messages", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = fmt.Fprint(w, `{"messages": [{"id": "01M1", "received_at": "2026-01-15T10:00:00Z", "source": "pas", "control_id": "C1", "state": "waiting"}],`+
-			` "lost": [{"first": 1, "last": 73, "before": "2026-01-15T10:00:01Z"}]}`)
-	})
-	ts := httptest.NewServer(mux)
-	defer ts.Close()
-	t.Setenv("JUNCTION_ADMIN_TOKEN", "")
-	t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
-	code, out, errOut := cliRun(t, "audit", "find", "--since", "2026-01-15T00:00:00Z", "--until", "2026-01-15T11:00:00Z", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
-	if code != 1 || !strings.Contains(out, "01M1") || !strings.Contains(out, "ingest log batches 1-73, acknowledged between unknown and 2026-01-15T10:00:01Z, were lost") {
-		t.Errorf("exit %d, want 1, the message listed and the lost batches named:\n%s%s", code, out, errOut)
+	tests := []struct {
+		name string
+		runs string // the answer's runs
+		want string
+	}{
+		{"ingest log", `"lost": [{"first": 1, "last": 73, "before": "2026-01-15T10:00:01Z"}]`,
+			"ingest log batches 1-73, acknowledged between unknown and 2026-01-15T10:00:01Z, were lost"},
+		{"quarantine", `"quarantine_lost": [{"first": 12, "last": 40, "after": "2026-01-15T09:00:00Z", "before": "2026-01-15T10:30:00Z"}]`,
+			"quarantine entries 12-40, kept between 2026-01-15T09:00:00Z and 2026-01-15T10:30:00Z, cannot be read"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /api/messages", func(w http.ResponseWriter, r *http.Request) {
+				_, _ = fmt.Fprint(w, `{"messages": [{"id": "01M1", "received_at": "2026-01-15T10:00:00Z", "source": "pas", "control_id": "C1", "state": "waiting"}], `+tc.runs+`}`)
+			})
+			ts := httptest.NewServer(mux)
+			defer ts.Close()
+			t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+			t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+			code, out, errOut := cliRun(t, "audit", "find", "--since", "2026-01-15T00:00:00Z", "--until", "2026-01-15T11:00:00Z", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+			if code != 1 || !strings.Contains(out, "01M1") || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, want 1, the message listed and the runs named:\n%s%s", code, out, errOut)
+			}
+		})
 	}
 }
 

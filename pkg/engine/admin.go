@@ -130,12 +130,12 @@ func (e *Engine) handleFindMessages(w http.ResponseWriter, r *http.Request) {
 	}
 	// What the sender sent that was refused is part of the answer to
 	// "did you get it?": it was received, and is in the quarantine.
-	q2, more, err := router.FindQuarantined(r.Context(), js, fq, quarantinedHeader)
+	q2, err := router.FindQuarantined(r.Context(), js, fq, quarantinedHeader)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	res.Quarantined, res.Truncated = q2, res.Truncated || more
+	res.Quarantined, res.Truncated, res.QuarantineLost = q2.Found, res.Truncated || q2.Truncated, q2.Lost
 	done() // the slot is free while the answer is written
 	writeJSON(w, http.StatusOK, struct {
 		router.FindQuery

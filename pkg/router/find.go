@@ -77,6 +77,10 @@ type FindResult struct {
 	// window that the store lost (its files were damaged): the messages
 	// in them cannot be found.
 	Lost []LostRun `json:"lost,omitempty"`
+	// QuarantineLost lists the runs of quarantine entries that may have
+	// been kept in the window which the store counts but cannot read
+	// (its files were damaged): refused input in them cannot be found.
+	QuarantineLost []LostRun `json:"quarantine_lost,omitempty"`
 }
 
 // findStoreLag bounds how long after its receipt a message is stored in
@@ -170,12 +174,7 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 	if err != nil {
 		return res, err
 	}
-	for _, r := range jserr.MergeRuns(append(lost, dropped...)) {
-		if (!r.Before.IsZero() && r.Before.Before(q.Since)) || (!q.Until.IsZero() && r.After.After(q.Until.Add(findStoreLag))) {
-			continue
-		}
-		res.Lost = append(res.Lost, r)
-	}
+	res.Lost = runsInWindow(jserr.MergeRuns(append(lost, dropped...)), q)
 	if len(res.Messages) == 0 {
 		return res, nil
 	}
@@ -227,6 +226,21 @@ func Find(ctx context.Context, js jetstream.JetStream, q FindQuery, routes map[s
 	return res, nil
 }
 
+// runsInWindow returns the runs of runs that may hold what was received
+// in q's window: those stored, as far as the times around them tell,
+// before a message received in it can be stored (findStoreLag) and not
+// ending before it starts.
+func runsInWindow(runs []LostRun, q FindQuery) []LostRun {
+	var out []LostRun
+	for _, r := range runs {
+		if (!r.Before.IsZero() && r.Before.Before(q.Since)) || (!q.Until.IsZero() && r.After.After(q.Until.Add(findStoreLag))) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
 // senderMatches reports whether a message's sender ("APP|FACILITY") is the
 // asked-for one: the same, or want names only the application.
 func senderMatches(sender, want string) bool {
@@ -268,14 +282,30 @@ type HeaderOf func(raw []byte) (controlID, sender, messageType string, ok bool)
 // reads.
 const maxQuarantineScan = 100_000
 
+// QuarantineFound is what FindQuarantined found.
+type QuarantineFound struct {
+	// Found are the entries that matched.
+	Found []Found
+	// Truncated is set when more matched than are listed, or the scan
+	// stopped at its bound.
+	Truncated bool
+	// Lost are the runs of entries that may have been kept in the window
+	// which the store counts but cannot read, or dropped (its files
+	// damaged): the read goes on past them, and what they held cannot be
+	// found.
+	Lost []LostRun
+}
+
 // FindQuarantined lists the input kept in the quarantine between q.Since
 // and q.Until whose control id, read by header, is q.ControlID (any,
 // without one), from q.Sender and q.Source when they are set: what a
 // sender sent that was refused, so never became a message. Each is told
 // with State "quarantined", its quarantine id as ID, and the refusal's
 // reason code as its one outcome. They hold ids, names and times, no
-// patient data.
-func FindQuarantined(ctx context.Context, js jetstream.JetStream, q FindQuery, header HeaderOf) ([]Found, bool, error) {
+// patient data. Entries the store counts but cannot read (damaged
+// files) are passed over (jserr.ScanPast) and said as runs, with those
+// it dropped.
+func FindQuarantined(ctx context.Context, js jetstream.JetStream, q FindQuery, header HeaderOf) (QuarantineFound, error) {
 	var out []Found
 	truncated := false
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{store.SubjQuarantine + ".>"}}
@@ -283,6 +313,7 @@ func FindQuarantined(ctx context.Context, js jetstream.JetStream, q FindQuery, h
 		start := q.Since.Add(-2 * time.Second)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
+	var lost []LostRun
 	scanned := 0
 	err := scanFrom(ctx, js, store.StreamQuarantine, cfg, scanPayloadBatch, func(m jetstream.Msg, meta *jetstream.MsgMetadata) (bool, error) {
 		if scanned++; scanned > maxQuarantineScan {
@@ -315,9 +346,20 @@ func FindQuarantined(ctx context.Context, js jetstream.JetStream, q FindQuery, h
 		out = append(out, Found{ID: h.Get(envelope.HeaderID), ReceivedAt: received, Source: source, Sender: sender, MessageType: msgType,
 			ControlID: ctrl, State: "quarantined", Outcomes: []string{h.Get(envelope.HeaderReason)}})
 		return false, nil
-	}, nil)
+	}, func(r LostRun) error { lost = append(lost, r); return nil })
 	if err != nil {
-		return nil, false, fmt.Errorf("reading the quarantine: %w", err)
+		return QuarantineFound{}, fmt.Errorf("reading the quarantine: %w", err)
 	}
-	return out, truncated, nil
+	// Junction deletes no entry (they leave from the stream's head, by
+	// age or size): deleted sequences are what the server dropped of a
+	// damaged block it rebuilt.
+	st, err := js.Stream(ctx, store.StreamQuarantine)
+	if err != nil {
+		return QuarantineFound{}, fmt.Errorf("opening the quarantine: %w", err)
+	}
+	dropped, err := droppedRuns(ctx, st, 0)
+	if err != nil {
+		return QuarantineFound{}, err
+	}
+	return QuarantineFound{Found: out, Truncated: truncated, Lost: runsInWindow(jserr.MergeRuns(append(lost, dropped...)), q)}, nil
 }

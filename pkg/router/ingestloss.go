@@ -38,7 +38,7 @@ func ingestLogLoss(ctx context.Context, js jetstream.JetStream, floor uint64) ([
 
 // droppedRuns returns the runs of sequences after floor that stream st,
 // from which Junction deletes nothing (the ingest log, the ingress
-// stream), no longer holds between its first and last, with when the
+// stream, the quarantine), no longer holds between its first and last, with when the
 // messages either side were stored: what the server dropped, as
 // deleted sequences, of a damaged block it rebuilt at start.
 func droppedRuns(ctx context.Context, st jetstream.Stream, floor uint64) ([]LostRun, error) {

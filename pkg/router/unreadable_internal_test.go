@@ -19,8 +19,8 @@ import (
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
-// damagedRouterStore makes a store whose stream damaged (the ingest log
-// or the ingress stream), of compression comp, has the blocks numbered
+// damagedRouterStore makes a store whose stream damaged (the ingest log,
+// the ingress stream or the quarantine), of compression comp, has the blocks numbered
 // blocks cut short (jstest.DamagedBlocks): the server counts the
 // messages of an S2-compressed one but cannot produce them, and turns
 // what it cannot read of an uncompressed one into deleted sequences.
@@ -41,6 +41,7 @@ func damagedRouterStore(t *testing.T, damaged string, comp jetstream.StoreCompre
 		{Name: store.StreamIngestLog, Subjects: []string{store.SubjIngestLog + ".>"}},
 		{Name: store.StreamOutbound, Subjects: []string{store.SubjOutbound + ".>"}},
 		{Name: store.StreamAudit, Subjects: []string{store.SubjAudit + ".>"}, DenyDelete: true, DenyPurge: true},
+		{Name: store.StreamQuarantine, Subjects: []string{store.SubjQuarantine + ".>"}},
 	}
 	others = slices.DeleteFunc(others, func(c jetstream.StreamConfig) bool {
 		if c.Name == damaged {
@@ -223,14 +224,14 @@ func TestReadersPastUnreadableIngestLog(t *testing.T) {
 	}
 }
 
-// ingressDamage is damage to the ingress stream (damagedRouterStore):
-// blocks cut short, of a stream of compression comp, or a record
-// overwritten in the last. The server counts the messages of a
-// compressed block cut short but cannot produce them, drops what it
-// cannot read of an uncompressed one (Junction's ingress stream) as
-// deleted sequences, and counts an overwritten record but cannot
-// produce it, in the middle of the stream or as its last message.
-var ingressDamage = []struct {
+// streamDamage is damage to a stream (damagedRouterStore): blocks cut
+// short, of a stream of compression comp, or a record overwritten in the
+// last. The server counts the messages of a compressed block cut short
+// but cannot produce them, drops what it cannot read of an uncompressed
+// one (Junction's ingress stream and quarantine) as deleted sequences,
+// and counts an overwritten record but cannot produce it, in the middle
+// of the stream or as its last message.
+var streamDamage = []struct {
 	name      string
 	comp      jetstream.StoreCompression
 	blocks    []int
@@ -255,7 +256,7 @@ var ingressDamage = []struct {
 // resends.
 func TestReconcileUnreadableIngress(t *testing.T) {
 	const msgs = 220
-	for _, dmg := range ingressDamage {
+	for _, dmg := range streamDamage {
 		t.Run(dmg.name, func(t *testing.T) {
 			var ids IDGen
 			id := make([]string, msgs)
@@ -334,7 +335,7 @@ func takeIngestLog(t *testing.T, js jetstream.JetStream, n int) {
 // message in a dropped run had none.
 func TestTrailPastUnreadableIngress(t *testing.T) {
 	const batches = 220
-	for _, dmg := range ingressDamage {
+	for _, dmg := range streamDamage {
 		t.Run(dmg.name, func(t *testing.T) {
 			var ids IDGen
 			id := make([]string, batches)
@@ -381,4 +382,90 @@ func padding(seed string, n int) string {
 		b.WriteByte('a' + byte(x%26))
 	}
 	return b.String()
+}
+
+// controlIDFirst is a HeaderOf for the quarantine entries of
+// findQuarantinedPastDamage: the control id is what comes before the
+// first "|".
+func controlIDFirst(raw []byte) (controlID, sender, messageType string, ok bool) {
+	ctrl, _, ok := strings.Cut(string(raw), "|")
+	return ctrl, "PAS|RGT", "ADT^A01", ok
+}
+
+// TestFindQuarantinedPastUnreadable: a find of refused input over a
+// quarantine with entries the store counts but cannot read answers all
+// the same: the entries it can read that match, and the runs it could
+// not read (refused input in them cannot be found), with when they were
+// kept; a window after the runs does not name them, for each kind of
+// damage (streamDamage). Before, it stopped with an error at blocks it
+// could not read, and GET /api/messages answered 500; it passed over
+// dropped and overwritten entries without a word.
+func TestFindQuarantinedPastUnreadable(t *testing.T) {
+	for _, dmg := range streamDamage {
+		t.Run(dmg.name, func(t *testing.T) {
+			findQuarantinedPastDamage(t, dmg.comp, dmg.overwrite, dmg.pad, dmg.blocks...)
+		})
+	}
+}
+
+// findQuarantinedPastDamage is TestFindQuarantinedPastUnreadable for one
+// kind of damage: a quarantine of 220 entries, kept now, of compression
+// comp, each padded by pad bytes, with blocks damaged, or a record
+// overwritten (damagedRouterStore).
+func findQuarantinedPastDamage(t *testing.T, comp jetstream.StoreCompression, overwrite jstest.Damage, pad int, blocks ...int) {
+	now := time.Now().UTC()
+	var ids IDGen
+	id := make([]string, 220)
+	js, runs, readable := damagedRouterStore(t, store.StreamQuarantine, comp, overwrite, func(js jetstream.JetStream) {
+		for i := range id {
+			id[i] = ids.New()
+			m := nats.NewMsg(store.SubjQuarantine + ".pas")
+			m.Header.Set(envelope.HeaderID, id[i])
+			m.Header.Set(envelope.HeaderSource, "pas")
+			m.Header.Set(envelope.HeaderReason, "hl7.parse")
+			m.Header.Set(envelope.HeaderReceived, now.Format(time.RFC3339Nano))
+			m.Data = []byte("Q" + id[i] + "|" + padding(id[i], pad))
+			if _, err := js.PublishMsg(t.Context(), m); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+		}
+	}, blocks...)
+	var kept []string
+	for i, qid := range id {
+		if readable[uint64(i+1)] {
+			kept = append(kept, qid)
+		}
+	}
+	tests := []struct {
+		name     string
+		q        FindQuery
+		wantIDs  []string
+		wantRuns bool
+	}{
+		{"a window holding them", FindQuery{Since: now.Add(-time.Hour), Until: now.Add(time.Minute)}, kept, true},
+		{"by the control id of one read", FindQuery{ControlID: "Q" + kept[0], Since: now.Add(-time.Hour)}, kept[:1], true},
+		{"a window after them", FindQuery{Since: now.Add(time.Hour), Until: now.Add(2 * time.Hour)}, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := FindQuarantined(t.Context(), js, tc.q, controlIDFirst)
+			if err != nil {
+				t.Fatalf("FindQuarantined: %v", err)
+			}
+			var got []string
+			for _, f := range res.Found {
+				got = append(got, f.ID)
+			}
+			if !slices.Equal(got, tc.wantIDs) {
+				t.Errorf("found %v, want %v", got, tc.wantIDs)
+			}
+			want := runs
+			if !tc.wantRuns {
+				want = nil
+			}
+			if !sameRuns(res.Lost, want) {
+				t.Errorf("unreadable quarantine runs %v, want %v", res.Lost, want)
+			}
+		})
+	}
 }

@@ -414,35 +414,16 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	withBody := r.URL.Query().Get("body") == "true"
-	st, err := e.store.JS.Stream(r.Context(), store.StreamQuarantine)
-	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-		return
-	}
-	info, err := st.Info(r.Context())
-	if err != nil {
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-		return
-	}
 	out := []QuarantineEntry{}
-	first := info.State.FirstSeq
-	if info.State.LastSeq >= uint64(limit) && info.State.LastSeq-uint64(limit)+1 > first {
-		first = info.State.LastSeq - uint64(limit) + 1
-	}
 	// Newest first while reading, so that when the bodies reach the
 	// answer's budget the newest entries are the ones kept.
-	bodies, omitted := 0, 0
-	for seq := info.State.LastSeq; info.State.Msgs > 0 && seq >= first && seq > 0; seq-- {
-		m, err := st.GetMsg(r.Context(), seq)
-		if err != nil {
-			continue
-		}
+	bodies := 0
+	listing, err := router.ListQuarantine(r.Context(), e.store.JS, limit, func(m *jetstream.RawStreamMsg) bool {
 		if withBody && bodies+len(m.Data) > maxQuarantineBodyBytes {
 			// This one and every older one in the window are left out.
-			omitted = int(seq - first + 1)
-			break
+			return true
 		}
-		q := QuarantineEntry{Seq: seq, Time: m.Time, ID: m.Header.Get(envelope.HeaderID), Source: m.Header.Get(envelope.HeaderSource), Reason: m.Header.Get(envelope.HeaderReason),
+		q := QuarantineEntry{Seq: m.Sequence, Time: m.Time, ID: m.Header.Get(envelope.HeaderID), Source: m.Header.Get(envelope.HeaderSource), Reason: m.Header.Get(envelope.HeaderReason),
 			Size: len(m.Data), Received: len(m.Data)}
 		if n, err := strconv.Atoi(m.Header.Get(envelope.HeaderReceivedBytes)); err == nil && n > q.Size {
 			q.Received = n
@@ -455,7 +436,13 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 			q.Body, q.Encoding = bodyOf(m.Data)
 		}
 		out = append(out, q)
+		return false
+	})
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
 	}
+	omitted := listing.Omitted
 	slices.Reverse(out)
 	if omitted > 0 {
 		// The oldest entries of the window did not fit: say how many.

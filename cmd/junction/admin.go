@@ -31,17 +31,23 @@ type apiClient struct {
 }
 
 func (c *apiClient) do(ctx context.Context, method, path string, body any, out any) error {
+	_, err := c.doHeader(ctx, method, path, body, out)
+	return err
+}
+
+// doHeader is do, returning the answer's header too.
+func (c *apiClient) doHeader(ctx context.Context, method, path string, body any, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.base, "/")+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -51,12 +57,12 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, out a
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("calling the admin API (is junction serve running?): %w", err)
+		return nil, fmt.Errorf("calling the admin API (is junction serve running?): %w", err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode >= 300 {
 		var e struct {
@@ -67,11 +73,11 @@ func (c *apiClient) do(ctx context.Context, method, path string, body any, out a
 			e.Error = strings.TrimSpace(string(data))
 		}
 		if resp.StatusCode == http.StatusUnauthorized {
-			return fmt.Errorf("%s: %s (give the token with --token env:NAME or file:PATH, or set JUNCTION_ADMIN_TOKEN)", resp.Status, e.Error)
+			return nil, fmt.Errorf("%s: %s (give the token with --token env:NAME or file:PATH, or set JUNCTION_ADMIN_TOKEN)", resp.Status, e.Error)
 		}
-		return fmt.Errorf("%s: %s", resp.Status, e.Error)
+		return nil, fmt.Errorf("%s: %s", resp.Status, e.Error)
 	}
-	return json.Unmarshal(data, out)
+	return resp.Header, json.Unmarshal(data, out)
 }
 
 // apiOptions are the flags every admin API command takes.
@@ -347,8 +353,15 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		var qs []engine.QuarantineEntry
-		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/quarantine?limit=%d&body=%t", *limit, *body), nil, &qs); err != nil {
+		h, err := c.doHeader(ctx, http.MethodGet, fmt.Sprintf("/api/quarantine?limit=%d&body=%t", *limit, *body), nil, &qs)
+		if err != nil {
 			return err
+		}
+		var lost []router.LostRun
+		if v := h.Get(engine.HeaderQuarantineUnreadable); v != "" {
+			if err := json.Unmarshal([]byte(v), &lost); err != nil {
+				return fmt.Errorf("reading the unreadable quarantine entries the engine named: %w", err)
+			}
 		}
 		for _, q := range qs {
 			size := fmt.Sprintf("%6d bytes", q.Size)
@@ -370,7 +383,15 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				fmt.Fprintf(stdout, "%q\n", b)
 			}
 		}
+		for _, r := range lost {
+			fmt.Fprintf(stdout, "(quarantine entries %d-%d, kept between %s and %s, cannot be read, the store's files damaged: input refused then cannot be listed)\n",
+				r.First, r.Last, orUnknown(r.After), orUnknown(r.Before))
+		}
 		fmt.Fprintf(stdout, "%d quarantined\n", len(qs))
+		if len(lost) > 0 {
+			// Refused input of the window may be missing from the list.
+			return exitError{code: 1}
+		}
 		return nil
 	}
 	fmt.Fprintf(stderr, "junction audit: unknown subcommand %q (trail, find, deadletters, quarantine, reconcile, verify, disclosures, keygen)\n", args[0])

@@ -1654,3 +1654,51 @@ func TestAdminCommandTrustsTheEngineCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditQuarantineNamesUnreadableEntries: a quarantine listing whose
+// answer names entries the store cannot read (the
+// Junction-Quarantine-Unreadable header) lists what it could read, names
+// the runs with when the entries around them were kept, and exits 1:
+// refused input may be missing from the list. Without the header it
+// exits 0. Before, the runs were not named and it exited 0.
+func TestAuditQuarantineNamesUnreadableEntries(t *testing.T) {
+	tests := []struct {
+		name   string
+		runs   string // the header's value; empty: none
+		code   int
+		want   []string
+		absent string
+	}{
+		{"unreadable runs", `[{"first": 1, "last": 73, "before": "2026-01-15T10:00:01Z"}, {"first": 147, "last": 219, "after": "2026-01-15T10:00:02Z", "before": "2026-01-15T10:00:03Z"}]`, 1,
+			[]string{"quarantine entries 1-73, kept between unknown and 2026-01-15T10:00:01Z, cannot be read",
+				"quarantine entries 147-219, kept between 2026-01-15T10:00:02Z and 2026-01-15T10:00:03Z, cannot be read"}, ""},
+		{"none", "", 0, nil, "cannot be read"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /api/quarantine", func(w http.ResponseWriter, r *http.Request) {
+				if tc.runs != "" {
+					w.Header().Set("Junction-Quarantine-Unreadable", tc.runs)
+				}
+				_, _ = fmt.Fprint(w, `[{"seq": 74, "time": "2026-01-15T10:00:01Z", "id": "01QREAD", "source": "pas", "reason": "hl7.parse", "size": 10, "received": 10}]`)
+			})
+			ts := httptest.NewServer(mux)
+			defer ts.Close()
+			t.Setenv("JUNCTION_ADMIN_TOKEN", "")
+			t.Setenv("JUNCTION_CLI_TEST_TOKEN", "test-token-long-enough")
+			code, out, errOut := cliRun(t, "audit", "quarantine", "--api", ts.URL, "--token", "env:JUNCTION_CLI_TEST_TOKEN")
+			if code != tc.code || !strings.Contains(out, "01QREAD") || !strings.Contains(out, "1 quarantined\n") {
+				t.Errorf("exit %d, want %d and the entry listed:\n%s%s", code, tc.code, out, errOut)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output does not name %q:\n%s", w, out)
+				}
+			}
+			if tc.absent != "" && strings.Contains(out, tc.absent) {
+				t.Errorf("output says %q with nothing unreadable:\n%s", tc.absent, out)
+			}
+		})
+	}
+}

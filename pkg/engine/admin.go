@@ -402,7 +402,9 @@ type QuarantineEntry struct {
 }
 
 // handleQuarantine lists quarantined input, newest last; ?body=true
-// includes the bytes.
+// includes the bytes. Entries of the window the store cannot read are
+// passed over and named, as runs, in the Junction-Quarantine-Unreadable
+// header.
 func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 	limit := 100
 	if l := r.URL.Query().Get("limit"); l != "" {
@@ -442,11 +444,20 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
-	omitted := listing.Omitted
 	slices.Reverse(out)
-	if omitted > 0 {
+	if listing.Omitted > 0 {
 		// The oldest entries of the window did not fit: say how many.
-		w.Header().Set(headerQuarantineOmitted, strconv.Itoa(omitted))
+		w.Header().Set(headerQuarantineOmitted, strconv.Itoa(listing.Omitted))
+	}
+	if len(listing.Lost) > 0 {
+		// Entries of the window the store cannot read (damaged files):
+		// named beside the list, which stays a list of entries.
+		runs, err := json.Marshal(listing.Lost)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		w.Header().Set(HeaderQuarantineUnreadable, string(runs))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -456,6 +467,13 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 // of memory however full the quarantine is; older entries past it are
 // left out and counted in the Junction-Quarantine-Omitted header.
 const maxQuarantineBodyBytes = 16 << 20
+
+// HeaderQuarantineUnreadable names, as a JSON array of runs (first,
+// last, and when the entries either side were kept: after, before), the
+// entries of a quarantine listing's window the store counts but cannot
+// read, or dropped (its files damaged): refused input in them cannot be
+// listed.
+const HeaderQuarantineUnreadable = "Junction-Quarantine-Unreadable"
 
 // headerQuarantineOmitted counts the entries a listing with bodies left
 // out to stay within maxQuarantineBodyBytes.

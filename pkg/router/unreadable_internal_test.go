@@ -469,3 +469,64 @@ func findQuarantinedPastDamage(t *testing.T, comp jetstream.StoreCompression, ov
 		})
 	}
 }
+
+// TestListQuarantinePastUnreadable: the quarantine list (GET
+// /api/quarantine) over a quarantine with entries the store counts but
+// cannot read, or dropped, lists every entry it can read, newest first,
+// and names the runs it could not read with when the entries around them
+// were kept, for each kind of damage (streamDamage); a listing of fewer
+// entries names only the runs among them. Before, it passed over them
+// without a word.
+func TestListQuarantinePastUnreadable(t *testing.T) {
+	for _, dmg := range streamDamage {
+		t.Run(dmg.name, func(t *testing.T) {
+			js, runs, readable := damagedRouterStore(t, store.StreamQuarantine, dmg.comp, dmg.overwrite, func(js jetstream.JetStream) {
+				var ids IDGen
+				for i := range 220 {
+					id := ids.New()
+					m := nats.NewMsg(store.SubjQuarantine + ".pas")
+					m.Header.Set(envelope.HeaderID, id)
+					m.Data = []byte("Q" + id + "|" + padding(id, dmg.pad))
+					if _, err := js.PublishMsg(t.Context(), m); err != nil {
+						t.Fatalf("publish %d: %v", i, err)
+					}
+				}
+			}, dmg.blocks...)
+			// The newest run's first entry and those after it: a listing
+			// reaching into that run only.
+			newest := runs[len(runs)-1]
+			tests := []struct {
+				name  string
+				limit int
+				from  uint64 // the oldest sequence listed
+				runs  []jserr.Run
+			}{
+				{"all of it", 10000, 1, runs},
+				{"the newest run and after", int(220 - newest.First + 1), newest.First, runs[len(runs)-1:]},
+			}
+			for _, tc := range tests {
+				t.Run(tc.name, func(t *testing.T) {
+					var got, want []uint64
+					for seq := uint64(220); seq >= tc.from; seq-- {
+						if readable[seq] {
+							want = append(want, seq)
+						}
+					}
+					res, err := ListQuarantine(t.Context(), js, tc.limit, func(m *jetstream.RawStreamMsg) bool {
+						got = append(got, m.Sequence)
+						return false
+					})
+					if err != nil {
+						t.Fatalf("ListQuarantine: %v", err)
+					}
+					if !slices.Equal(got, want) {
+						t.Errorf("listed %v, want %v", got, want)
+					}
+					if !sameRuns(res.Lost, tc.runs) {
+						t.Errorf("unreadable quarantine runs %v, want %v", res.Lost, tc.runs)
+					}
+				})
+			}
+		})
+	}
+}

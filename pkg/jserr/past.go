@@ -53,7 +53,11 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 	}
 	stream := st.CachedInfo().Config.Name
 	if cfg.DeliverPolicy == jetstream.DeliverByStartTimePolicy {
-		start, err := placeByTime(ctx, st, cfg, unreadable)
+		s, err := streamState(ctx, st)
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", stream, err)
+		}
+		start, err := placeByTime(ctx, st, s, cfg, unreadable)
 		if err != nil {
 			return fmt.Errorf("reading stream %s: %w", stream, err)
 		}
@@ -110,7 +114,7 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 				if at+1 != next {
 					after = time.Time{}
 				}
-				if err := skipped(ctx, st, next, seq-1, after, md.Timestamp, unreadable); err != nil {
+				if err := skippedNow(ctx, st, next, seq-1, after, md.Timestamp, unreadable); err != nil {
 					return true, fnError{err}
 				}
 			}
@@ -139,7 +143,7 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 			if m, gerr := st.GetMsg(ctx, end+1); gerr == nil {
 				before = m.Time
 			}
-			if err := skipped(ctx, st, next, end, after, before, unreadable); err != nil {
+			if err := skippedNow(ctx, st, next, end, after, before, unreadable); err != nil {
 				return err
 			}
 		}
@@ -160,7 +164,12 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 		if from != at+1 {
 			after = time.Time{}
 		}
-		run, resume, derr := damageFrom(ctx, st, filters, from, after)
+		s, derr := streamState(ctx, st)
+		var run Run
+		var resume uint64
+		if derr == nil {
+			run, resume, derr = damageFrom(ctx, st, s, filters, from, after)
+		}
 		if derr != nil || resume != 0 && resume <= resumed {
 			// Not damage there (the store did not answer, say), or no
 			// further than last time: Scan's error says what it saw.
@@ -179,7 +188,8 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 	}
 }
 
-// placeByTime returns the stream sequence a read by start time, cfg,
+// placeByTime returns the stream sequence a read by start time, cfg, of
+// stream st whose state (with its deleted sequences) was s,
 // starts at: where the store places an ordered consumer made with it (0:
 // past the last message). A run of messages the store counts but cannot
 // produce just before it is given to unreadable. When the store cannot
@@ -187,12 +197,7 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 // the stream's first message, and the reader's own filter on times (a
 // read by time is given messages stored before it) must skip those
 // before the window.
-func placeByTime(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, unreadable func(Run) error) (uint64, error) {
-	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
-	if err != nil {
-		return 0, fmt.Errorf("reading the stream's state: %w", err)
-	}
-	s := info.State
+func placeByTime(ctx context.Context, st jetstream.Stream, s jetstream.StreamState, cfg jetstream.OrderedConsumerConfig, unreadable func(Run) error) (uint64, error) {
 	if s.Msgs == 0 {
 		return 0, nil
 	}
@@ -251,7 +256,8 @@ func placeByTime(ctx context.Context, st jetstream.Stream, cfg jetstream.Ordered
 	return start, nil
 }
 
-// damageFrom finds where a read of stream st on filters (all subjects
+// damageFrom finds where a read of stream st, whose state (with its
+// deleted sequences) was s, on filters (all subjects
 // when none), stalled at sequence from, is damaged: the first run at or
 // after from of messages the store counts but cannot produce (neither
 // deleted nor past its last), passing over messages of other subjects
@@ -260,12 +266,7 @@ func placeByTime(ctx context.Context, st jetstream.Stream, cfg jetstream.Ordered
 // first message the store produces after it (0: none up to the stream's
 // last). A message on filters before the run, or no run, is not damage:
 // an error.
-func damageFrom(ctx context.Context, st jetstream.Stream, filters []string, from uint64, after time.Time) (Run, uint64, error) {
-	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
-	if err != nil {
-		return Run{}, 0, fmt.Errorf("reading the stream's state: %w", err)
-	}
-	s := info.State
+func damageFrom(ctx context.Context, st jetstream.Stream, s jetstream.StreamState, filters []string, from uint64, after time.Time) (Run, uint64, error) {
 	deleted := make(map[uint64]bool, len(s.Deleted))
 	for _, seq := range s.Deleted {
 		deleted[seq] = true
@@ -302,17 +303,13 @@ func damageFrom(ctx context.Context, st jetstream.Stream, filters []string, from
 }
 
 // skipped gives unreadable each run of messages from to to (which a
-// reader of the whole stream st passed over) that the store counts but
+// reader of the whole stream st, whose state with its deleted sequences
+// was s, passed over) that the store counts but
 // cannot produce: neither before its first message nor deleted. after
 // and before are when the messages either side of from-to were stored
 // (after zero: not known). Messages deleted or expired are not damage,
 // and are left to the caller.
-func skipped(ctx context.Context, st jetstream.Stream, from, to uint64, after, before time.Time, unreadable func(Run) error) error {
-	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
-	if err != nil {
-		return fmt.Errorf("reading the stream's state: %w", err)
-	}
-	s := info.State
+func skipped(ctx context.Context, st jetstream.Stream, s jetstream.StreamState, from, to uint64, after, before time.Time, unreadable func(Run) error) error {
 	deleted := make(map[uint64]bool, len(s.Deleted))
 	for _, seq := range s.Deleted {
 		deleted[seq] = true
@@ -355,6 +352,24 @@ func skipped(ctx context.Context, st jetstream.Stream, from, to uint64, after, b
 		}
 	}
 	return flush(before)
+}
+
+// skippedNow is skipped with the stream's state read now.
+func skippedNow(ctx context.Context, st jetstream.Stream, from, to uint64, after, before time.Time, unreadable func(Run) error) error {
+	s, err := streamState(ctx, st)
+	if err != nil {
+		return err
+	}
+	return skipped(ctx, st, s, from, to, after, before, unreadable)
+}
+
+// streamState reads the state of stream st with its deleted sequences.
+func streamState(ctx context.Context, st jetstream.Stream) (jetstream.StreamState, error) {
+	info, err := st.Info(ctx, jetstream.WithDeletedDetails(true))
+	if err != nil {
+		return jetstream.StreamState{}, fmt.Errorf("reading the stream's state: %w", err)
+	}
+	return info.State, nil
 }
 
 // covers reports whether filters read the whole of a stream on

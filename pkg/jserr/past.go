@@ -196,7 +196,8 @@ func ScanPast(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedCon
 // place the reader at all (damage where it looks), the read starts at
 // the stream's first message, and the reader's own filter on times (a
 // read by time is given messages stored before it) must skip those
-// before the window.
+// before the window. A message missing because it has left the head
+// since s was read (Expired) is not in the run, nor any before it.
 func placeByTime(ctx context.Context, st jetstream.Stream, s jetstream.StreamState, cfg jetstream.OrderedConsumerConfig, unreadable func(Run) error) (uint64, error) {
 	if s.Msgs == 0 {
 		return 0, nil
@@ -234,6 +235,13 @@ func placeByTime(ctx context.Context, st jetstream.Stream, s jetstream.StreamSta
 		if deleted[seq] {
 			break
 		}
+		gone, _, err := Expired(ctx, st, seq)
+		if err != nil {
+			return 0, err
+		}
+		if gone {
+			break // it and every message before it left the head
+		}
 		run.First = seq
 	}
 	if run.First != 0 {
@@ -257,11 +265,11 @@ func placeByTime(ctx context.Context, st jetstream.Stream, s jetstream.StreamSta
 }
 
 // damageFrom finds where a read of stream st, whose state (with its
-// deleted sequences) was s, on filters (all subjects
-// when none), stalled at sequence from, is damaged: the first run at or
-// after from of messages the store counts but cannot produce (neither
-// deleted nor past its last), passing over messages of other subjects
-// and deleted ones before it. after is when the message before from was
+// deleted sequences) was s, on filters (all subjects when none), stalled
+// at sequence from, is damaged: the first run at or after from of
+// messages the store counts but cannot produce (neither deleted nor past
+// its last, nor gone from its head since s was read: Expired), passing
+// over messages of other subjects and deleted ones before it. after is when the message before from was
 // stored (zero: not known). It returns the run and the sequence of the
 // first message the store produces after it (0: none up to the stream's
 // last). A message on filters before the run, or no run, is not damage:
@@ -285,14 +293,27 @@ func damageFrom(ctx context.Context, st jetstream.Stream, s jetstream.StreamStat
 				return Run{}, 0, fmt.Errorf("stream message %d is there to read: not damage", seq)
 			}
 			after = m.Time
+			continue
 		case err == nil:
 			run.Before = m.Time
 			return run, seq, nil
 		case !errors.Is(err, jetstream.ErrMsgNotFound):
 			return Run{}, 0, fmt.Errorf("reading stream message %d: %w", seq, err)
+		case run.First == 0 && deleted[seq]:
+			continue
+		}
+		gone, first, err := Expired(ctx, st, seq)
+		if err != nil {
+			return Run{}, 0, err
+		}
+		switch {
+		case gone:
+			// It left the head since s was read, with every message
+			// before it (the run too): go on from the first kept.
+			run, after, seq = Run{}, time.Time{}, first-1
 		case run.First != 0:
 			run.Last = seq
-		case !deleted[seq]:
+		default:
 			run = Run{First: seq, Last: seq, After: after}
 		}
 	}
@@ -307,8 +328,9 @@ func damageFrom(ctx context.Context, st jetstream.Stream, s jetstream.StreamStat
 // was s, passed over) that the store counts but
 // cannot produce: neither before its first message nor deleted. after
 // and before are when the messages either side of from-to were stored
-// (after zero: not known). Messages deleted or expired are not damage,
-// and are left to the caller.
+// (after zero: not known). Messages deleted or expired (before s's first,
+// or gone from the head since: Expired) are not damage, and are left to
+// the caller.
 func skipped(ctx context.Context, st jetstream.Stream, s jetstream.StreamState, from, to uint64, after, before time.Time, unreadable func(Run) error) error {
 	deleted := make(map[uint64]bool, len(s.Deleted))
 	for _, seq := range s.Deleted {
@@ -337,14 +359,25 @@ func skipped(ctx context.Context, st jetstream.Stream, s jetstream.StreamState, 
 			continue
 		}
 		m, err := st.GetMsg(ctx, seq)
-		switch {
-		case err == nil:
+		if err == nil {
 			if err := flush(m.Time); err != nil {
 				return err
 			}
 			after = m.Time
-		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return fmt.Errorf("reading stream message %d: %w", seq, err)
+		}
+		gone, first, err := Expired(ctx, st, seq)
+		if err != nil {
+			return err
+		}
+		switch {
+		case gone:
+			// It left the head since s was read, with every message
+			// before it (the run too): go on from the first kept.
+			run, after, seq = Run{}, time.Time{}, first-1
 		case run.First == 0:
 			run = Run{First: seq, Last: seq, After: after}
 		default:
@@ -352,6 +385,19 @@ func skipped(ctx context.Context, st jetstream.Stream, s jetstream.StreamState, 
 		}
 	}
 	return flush(before)
+}
+
+// Expired reports whether stream message seq, which st did not produce
+// though a state read before said the stream held it, has since left the
+// stream's head (by its age, size or count limits): it is before the
+// stream's first message now, first, and is not damage. Readers that
+// read the state and then ask for messages ask this of each they miss.
+func Expired(ctx context.Context, st jetstream.Stream, seq uint64) (gone bool, first uint64, err error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return false, 0, fmt.Errorf("reading the state of stream %s: %w", st.CachedInfo().Config.Name, err)
+	}
+	return seq < info.State.FirstSeq, info.State.FirstSeq, nil
 }
 
 // skippedNow is skipped with the stream's state read now.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/junction-fhir/junction/pkg/jserr"
 	"github.com/junction-fhir/junction/pkg/store"
 )
 
@@ -62,7 +63,7 @@ func ListQuarantine(ctx context.Context, js jetstream.JetStream, limit int, fn f
 	for ; s.Msgs > 0 && seq >= first && seq > 0; seq-- {
 		m, err := st.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			gone, err := expired(ctx, st, seq)
+			gone, _, err := jserr.Expired(ctx, st, seq)
 			if err != nil {
 				return out, err
 			}
@@ -99,15 +100,4 @@ func ListQuarantine(ctx context.Context, js jetstream.JetStream, limit int, fn f
 	slices.Reverse(runs)
 	out.Lost = runs
 	return out, nil
-}
-
-// expired reports whether stream message seq, which st did not produce,
-// is now before the stream's first message: gone from its head by age or
-// size since the reader read its state, not damage.
-func expired(ctx context.Context, st jetstream.Stream, seq uint64) (bool, error) {
-	info, err := st.Info(ctx)
-	if err != nil {
-		return false, fmt.Errorf("reading the state of stream %s: %w", st.CachedInfo().Config.Name, err)
-	}
-	return seq < info.State.FirstSeq, nil
 }

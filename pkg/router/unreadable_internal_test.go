@@ -530,3 +530,46 @@ func TestListQuarantinePastUnreadable(t *testing.T) {
 		})
 	}
 }
+
+// TestListQuarantineExpiryIsNotDamage: quarantine entries that leave the
+// head by the stream's limits while the list reads (newer entries kept
+// meanwhile) are not named as unreadable: the list gives the entries
+// still kept and no run. Without the check at each miss it named the
+// entries gone as a run.
+func TestListQuarantineExpiryIsNotDamage(t *testing.T) {
+	const kept, more = 10, 4
+	js := jstest.Start(t, "qexpiry")
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: store.StreamQuarantine, Subjects: []string{store.SubjQuarantine + ".>"}, MaxMsgs: kept}); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(n int) {
+		for range n {
+			if _, err := js.Publish(t.Context(), store.SubjQuarantine+".pas", []byte("refused")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(kept)
+	var got []uint64
+	res, err := ListQuarantine(t.Context(), js, 100, func(m *jetstream.RawStreamMsg) bool {
+		if len(got) == 0 {
+			// Entries kept while the list reads: as many leave the head.
+			publish(more)
+		}
+		got = append(got, m.Sequence)
+		return false
+	})
+	if err != nil {
+		t.Fatalf("ListQuarantine: %v", err)
+	}
+	var want []uint64
+	for seq := uint64(kept); seq > more; seq-- {
+		want = append(want, seq)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %v, want %v", got, want)
+	}
+	if len(res.Lost) != 0 {
+		t.Errorf("runs %v named unreadable: they left the head", res.Lost)
+	}
+}

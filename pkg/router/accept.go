@@ -296,7 +296,7 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		}
 		// Batches the consumer passed over before this one, unreadable,
 		// are recorded lost before it moves past them (see passedOver).
-		if err := r.recordPassedOver(ctx, a.log, acceptDurable, seq, a.takenTo()); err != nil {
+		if err := r.recordPassedOver(ctx, a.ingress, a.log, acceptDurable, seq, a.takenTo()); err != nil {
 			return err
 		}
 		if decodeErr != nil {

@@ -101,18 +101,28 @@ func (a *acceptor) takenTo() uint64 {
 	return last
 }
 
-// recordPassedOver records as lost the batches consumer durable on log
-// passed over before seq (passedOver, with taken), before its stage
-// takes seq: the record first, so that a failure retries the batch
-// rather than moving past them unrecorded. A run recorded already (by
-// another process, or before a retry) is not reported again, nor is what
-// the start reported.
-func (r *Router) recordPassedOver(ctx context.Context, log jetstream.Stream, durable string, seq, taken uint64) error {
+// recordPassedOver records as lost, on ingress, the batches consumer
+// durable on log passed over before seq (passedOver, with taken), before
+// its stage takes seq: the record first, so that a failure retries the
+// batch rather than moving past them unrecorded. A run recorded already
+// (by another process, or before a retry) is not recorded or reported
+// again, nor is what the start reported. The record already stored is
+// looked for, not only left to the stream's dedupe window: a retry may
+// come after the window (the store refusing the batch's own writes for
+// longer), and would record and count the run again.
+func (r *Router) recordPassedOver(ctx context.Context, ingress, log jetstream.Stream, durable string, seq, taken uint64) error {
 	runs, err := passedOver(ctx, r.js, log, durable, seq, taken)
 	if err != nil {
 		return err
 	}
 	for _, run := range runs {
+		_, err := ingress.GetLastMsgForSubject(ctx, ingestLostSubject(run))
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("looking for the record of lost ingest log batches %d-%d: %w", run.First, run.Last, err)
+		}
 		data, err := json.Marshal(run)
 		if err != nil {
 			return fmt.Errorf("recording lost ingest log batches: %w", err)

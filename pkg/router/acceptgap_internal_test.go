@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -369,5 +370,110 @@ func TestEngineRecordsOverwrittenIngestBatch(t *testing.T) {
 	}
 	if got := len(acceptedIDs(t, ingress)); got != msgs-len(gone) {
 		t.Errorf("accepted %d messages, want %d", got, msgs-len(gone))
+	}
+}
+
+// TestPassedOverRecordedOnceAcrossRetries: a stage that records the
+// ingest log batches its consumer passed over, and then fails to take
+// the batch after them (the store refusing its writes), tries that batch
+// again, maybe after the ingress stream's dedupe window: the lost
+// batches are recorded, logged and counted once all the same. Before,
+// the retry found no record through the dedupe window and recorded and
+// counted them again.
+func TestPassedOverRecordedOnceAcrossRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		splitter bool
+	}{
+		{"accept", false},
+		{"splitter", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			js := testStore(t)
+			a, c := testAcceptor(t, js, time.Hour)
+			handle := a.handle
+			if tc.splitter {
+				sp := &splitter{r: a.r, js: js, audit: a.r.audit, ingress: a.ingress, log: a.log, onDup: func(string) {}}
+				handle = sp.handle
+				if err := js.DeleteConsumer(ctx, store.StreamIngestLog, acceptDurable); err != nil {
+					t.Fatal(err)
+				}
+				pc := &partitionConsumer{stream: store.StreamIngestLog, durable: splitterDurable, filter: ingestLogBatches, batch: 1,
+					ackWait: time.Minute, deliver: jetstream.DeliverAllPolicy}
+				var err error
+				if c, err = pc.consumer(ctx, js); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The shortest dedupe window the server takes, so that a
+			// retry can come after it.
+			ingressCfg := a.ingress.CachedInfo().Config
+			ingressCfg.Duplicates = 100 * time.Millisecond
+			if _, err := js.UpdateStream(ctx, ingressCfg); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"A", "B", "C"} {
+				logBatch(t, js, []*envelope.Envelope{testEnv(id, "pas")})
+			}
+			// Batch 2 is gone: the consumer passes over it.
+			if err := a.log.DeleteMsg(ctx, 2); err != nil {
+				t.Fatal(err)
+			}
+			m := fetchOne(t, c)
+			if err := handle(ctx, []jetstream.Msg{m}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			// The ingress stream takes one more message, the record, and
+			// refuses the batch's own writes.
+			info, err := a.ingress.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full := ingressCfg
+			full.Discard, full.MaxMsgs = jetstream.DiscardNew, int64(info.State.Msgs)+1
+			if _, err := js.UpdateStream(ctx, full); err != nil {
+				t.Fatal(err)
+			}
+			m = fetchOne(t, c)
+			if err := handle(ctx, []jetstream.Msg{m}); err == nil {
+				t.Fatal("the batch was taken with the ingress stream full")
+			}
+			if _, err := js.UpdateStream(ctx, ingressCfg); err != nil {
+				t.Fatal(err)
+			}
+			// Wait until the dedupe window has let go of what was
+			// written before a probe written now.
+			probe := nats.NewMsg(store.SubjIngress + "._probe")
+			probe.Header.Set(jetstream.MsgIDHeader, "probe")
+			for first := true; ; first = false {
+				ack, err := js.PublishMsg(ctx, probe)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !first && !ack.Duplicate {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+
+			if err := handle(ctx, []jetstream.Msg{m}); err != nil {
+				t.Fatalf("the retry: %v", err)
+			}
+			if got := testutil.ToFloat64(a.r.o.Metrics.IngestLogLost); got != 1 {
+				t.Errorf("counted %v lost batches, want 1", got)
+			}
+			st, err := a.ingress.Info(ctx, jetstream.WithSubjectFilter(SubjIngestLost+".>"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := st.State.Subjects[ingestLostSubject(LostRun{First: 2, Last: 2})]; n != 1 {
+				t.Errorf("the lost batch is recorded %d times, want 1", n)
+			}
+		})
 	}
 }

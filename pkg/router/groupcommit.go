@@ -544,7 +544,7 @@ func (s *splitter) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		seq := meta.Sequence.Stream
 		// Batches the consumer passed over before this one, unreadable,
 		// are recorded lost before it moves past them (see passedOver).
-		if err := s.r.recordPassedOver(ctx, s.log, splitterDurable, seq, max(s.splitTo, last)); err != nil {
+		if err := s.r.recordPassedOver(ctx, s.ingress, s.log, splitterDurable, seq, max(s.splitTo, last)); err != nil {
 			return err
 		}
 		last = seq

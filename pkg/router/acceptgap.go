@@ -129,7 +129,12 @@ func (r *Router) recordPassedOver(ctx context.Context, ingress, log jetstream.St
 		}
 		m := nats.NewMsg(ingestLostSubject(run))
 		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, "lost|"+strconv.FormatUint(run.First, 10)+"|"+strconv.FormatUint(run.Last, 10))
+		// Its dedupe key is its subject, which holds no '|': every key
+		// a sender's message is stored on the ingress stream by (the
+		// per-message pipeline's) has one (an HL7 v2 message's is its
+		// sending application, facility and control id joined by '|'),
+		// so none is taken for this record, nor this record for one.
+		m.Header.Set(jetstream.MsgIDHeader, m.Subject)
 		ack, err := r.js.PublishMsg(ctx, m)
 		if err != nil {
 			return fmt.Errorf("recording lost ingest log batches %d-%d: %w", run.First, run.Last, err)

@@ -381,31 +381,11 @@ func TestEngineRecordsOverwrittenIngestBatch(t *testing.T) {
 // the retry found no record through the dedupe window and recorded and
 // counted them again.
 func TestPassedOverRecordedOnceAcrossRetries(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		splitter bool
-	}{
-		{"accept", false},
-		{"splitter", true},
-	} {
+	for _, tc := range gapStages {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
 			js := testStore(t)
-			a, c := testAcceptor(t, js, time.Hour)
-			handle := a.handle
-			if tc.splitter {
-				sp := &splitter{r: a.r, js: js, audit: a.r.audit, ingress: a.ingress, log: a.log, onDup: func(string) {}}
-				handle = sp.handle
-				if err := js.DeleteConsumer(ctx, store.StreamIngestLog, acceptDurable); err != nil {
-					t.Fatal(err)
-				}
-				pc := &partitionConsumer{stream: store.StreamIngestLog, durable: splitterDurable, filter: ingestLogBatches, batch: 1,
-					ackWait: time.Minute, deliver: jetstream.DeliverAllPolicy}
-				var err error
-				if c, err = pc.consumer(ctx, js); err != nil {
-					t.Fatal(err)
-				}
-			}
+			a, handle, c := gapStage(t, js, tc.splitter)
 			// The shortest dedupe window the server takes, so that a
 			// retry can come after it.
 			ingressCfg := a.ingress.CachedInfo().Config
@@ -464,16 +444,92 @@ func TestPassedOverRecordedOnceAcrossRetries(t *testing.T) {
 			if err := handle(ctx, []jetstream.Msg{m}); err != nil {
 				t.Fatalf("the retry: %v", err)
 			}
-			if got := testutil.ToFloat64(a.r.o.Metrics.IngestLogLost); got != 1 {
-				t.Errorf("counted %v lost batches, want 1", got)
-			}
-			st, err := a.ingress.Info(ctx, jetstream.WithSubjectFilter(SubjIngestLost+".>"))
-			if err != nil {
+			lostTwoOnce(t, a)
+		})
+	}
+}
+
+// TestPassedOverRecordNotTakenForAMessage: the record of lost batches
+// shares the ingress stream's dedupe window with the messages stored
+// there, whose keys senders choose (an HL7 v2 message's is its sending
+// application, facility and control id joined by '|'). A message stored
+// just before, from application "lost", facility "2", control id "2",
+// does not stop the record of lost batch 2 being written, logged and
+// counted. Before, the record took the message's key, the stream took
+// it for a resend of the message, and the loss went unrecorded.
+func TestPassedOverRecordNotTakenForAMessage(t *testing.T) {
+	for _, tc := range gapStages {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			js := testStore(t)
+			a, handle, c := gapStage(t, js, tc.splitter)
+			keyed := testEnv("A", "pas")
+			keyed.DedupeKey = "lost|2|2"
+			logBatch(t, js, []*envelope.Envelope{keyed})
+			logBatch(t, js, []*envelope.Envelope{testEnv("B", "pas")})
+			logBatch(t, js, []*envelope.Envelope{testEnv("C", "pas")})
+			// Batch 2 is gone: the consumer passes over it.
+			if err := a.log.DeleteMsg(ctx, 2); err != nil {
 				t.Fatal(err)
 			}
-			if n := st.State.Subjects[ingestLostSubject(LostRun{First: 2, Last: 2})]; n != 1 {
-				t.Errorf("the lost batch is recorded %d times, want 1", n)
+			for range 2 {
+				m := fetchOne(t, c)
+				if err := handle(ctx, []jetstream.Msg{m}); err != nil {
+					t.Fatal(err)
+				}
+				if err := m.DoubleAck(ctx); err != nil {
+					t.Fatal(err)
+				}
 			}
+			lostTwoOnce(t, a)
 		})
+	}
+}
+
+// gapStages are the stages that take the ingest log: the batch
+// pipeline's accept stage and the per-message pipeline's splitter.
+var gapStages = []struct {
+	name     string
+	splitter bool
+}{
+	{"accept", false},
+	{"splitter", true},
+}
+
+// gapStage returns the accept stage on js, or with split the
+// per-message pipeline's splitter (the accept stage's consumer then
+// deleted), with its handler and consumer on the ingest log.
+func gapStage(t *testing.T, js jetstream.JetStream, split bool) (*acceptor, func(context.Context, []jetstream.Msg) error, jetstream.Consumer) {
+	t.Helper()
+	a, c := testAcceptor(t, js, time.Hour)
+	if !split {
+		return a, a.handle, c
+	}
+	sp := &splitter{r: a.r, js: js, audit: a.r.audit, ingress: a.ingress, log: a.log, onDup: func(string) {}}
+	if err := js.DeleteConsumer(t.Context(), store.StreamIngestLog, acceptDurable); err != nil {
+		t.Fatal(err)
+	}
+	pc := &partitionConsumer{stream: store.StreamIngestLog, durable: splitterDurable, filter: ingestLogBatches, batch: 1,
+		ackWait: time.Minute, deliver: jetstream.DeliverAllPolicy}
+	c, err := pc.consumer(t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, sp.handle, c
+}
+
+// lostTwoOnce checks that a's stage counted one lost batch, and that
+// ingest log batch 2 is recorded lost once on the ingress stream.
+func lostTwoOnce(t *testing.T, a *acceptor) {
+	t.Helper()
+	if got := testutil.ToFloat64(a.r.o.Metrics.IngestLogLost); got != 1 {
+		t.Errorf("counted %v lost batches, want 1", got)
+	}
+	st, err := a.ingress.Info(t.Context(), jetstream.WithSubjectFilter(SubjIngestLost+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.State.Subjects[ingestLostSubject(LostRun{First: 2, Last: 2})]; n != 1 {
+		t.Errorf("the lost batch is recorded %d times, want 1", n)
 	}
 }

@@ -123,6 +123,12 @@ func (r *Router) recordPassedOver(ctx context.Context, ingress, log jetstream.St
 		if !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return fmt.Errorf("looking for the record of lost ingest log batches %d-%d: %w", run.First, run.Last, err)
 		}
+		// What the start did not report, worked out before the record
+		// is written: once it is, a retry finds it and says nothing.
+		unsaid, err := r.unsaid(ctx, log, run)
+		if err != nil {
+			return err
+		}
 		data, err := json.Marshal(run)
 		if err != nil {
 			return fmt.Errorf("recording lost ingest log batches: %w", err)
@@ -141,10 +147,6 @@ func (r *Router) recordPassedOver(ctx context.Context, ingress, log jetstream.St
 		}
 		if ack.Duplicate {
 			continue
-		}
-		unsaid, err := r.unsaid(ctx, log, run)
-		if err != nil {
-			return err
 		}
 		for _, u := range unsaid {
 			r.reportLostRun(u)

@@ -120,6 +120,7 @@ func NewEnv(limits Limits) (*Env, error) {
 				cel.UnaryBinding(bundleNHSNumber))),
 	}
 	opts = append(opts, guardedStrings(maxResultBytes(limits))...)
+	opts = append(opts, searchFunctions()...)
 	env, err := cel.NewEnv(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("building CEL environment: %w", err)

@@ -177,8 +177,9 @@ type acceptor struct {
 	coveredTo  map[string]uint64
 	coveredAll uint64
 	// handledTo is the last ingest-log batch this process finished, read
-	// ahead or delivered: a batch holding only resends leaves no accepted
-	// batch to learn it from. (Another process given such a batch
+	// ahead or delivered (or passed over, covered, once it asked about
+	// the batches before it): a batch holding only resends leaves no
+	// accepted batch to learn it from. (Another process given such a batch
 	// judges it again: its resends are counted again, and their records,
 	// named by the resend, are stored once.)
 	handledTo uint64
@@ -288,7 +289,15 @@ func (a *acceptor) handle(ctx context.Context, msgs []jetstream.Msg) error {
 		if decodeErr == nil && (seq <= a.handledTo || a.allCovered(in[0])) {
 			// A read ahead accepted it. Coverage is only ever learnt from
 			// stored batches, or from this process's own finished work, so
-			// there is nothing to read or write.
+			// there is nothing to read or write, but for batches the
+			// consumer passed over before it: coverage of this batch's
+			// sources says nothing of another source's entries in them
+			// (the process that read ahead may have stopped between one
+			// source's accepted batch and the next).
+			if err := r.recordPassedOver(ctx, a.ingress, a.log, acceptDurable, seq, a.takenTo()); err != nil {
+				return err
+			}
+			a.handledTo = max(a.handledTo, seq)
 			continue
 		}
 		if err := a.catchUp(ctx); err != nil {

@@ -89,16 +89,16 @@ func passedOver(ctx context.Context, js jetstream.JetStream, log jetstream.Strea
 	return runsOf(ctx, log, gone, si.State.FirstSeq)
 }
 
-// takenTo is the last ingest-log sequence the accept stage knows taken:
-// the last this process finished, or the last an accepted batch it knows
-// of covers, for any source (read ahead, by this process or another,
-// maybe before damage the consumer then passed over).
+// takenTo is the last ingest-log sequence up to which the accept stage
+// knows every batch taken: the last this process finished (or passed
+// over, covered, having asked about the batches before it), or the last
+// an earlier version's accepted batch covers, for every source. A
+// source's own accepted batches say nothing of other sources' entries in
+// the batches they cover: the process that wrote one may have stopped
+// before writing the next source's, and a batch the consumer then passed
+// over may have held that source's entries, lost.
 func (a *acceptor) takenTo() uint64 {
-	last := max(a.handledTo, a.coveredAll)
-	for _, seq := range a.coveredTo {
-		last = max(last, seq)
-	}
-	return last
+	return max(a.handledTo, a.coveredAll)
 }
 
 // recordPassedOver records as lost, on ingress, the batches consumer

@@ -533,3 +533,48 @@ func lostTwoOnce(t *testing.T, a *acceptor) {
 		t.Errorf("the lost batch is recorded %d times, want 1", n)
 	}
 }
+
+// TestPassedOverAfterOneSourceAccepted: a process read ahead over ingest
+// log batches 1-4 (A and C of pas, B and D of lab), stored pas's
+// accepted batch (junction.in._acc.pas.4) and stopped before lab's; the
+// store then lost batch 2, B's. The accept stage, taking the log again,
+// passes over A and C (pas's batch covers them) and accepts D, and B is
+// lost: it is recorded, logged and counted once, whether the batch the
+// consumer delivers after the gap is one pas's batch covers (C) or one
+// of lab's (D). Before, an accepted batch of any source counted as every
+// batch up to it taken: the stage asked nothing at C (covered, passed
+// over at once) nor at D (pas's batch reaching past it), and B was lost
+// without a word.
+func TestPassedOverAfterOneSourceAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ids  []string // the log's batches, in order; the second is lost
+	}{
+		{"a covered batch after the gap", []string{"A", "B", "C", "D"}},
+		{"a batch of the other source after the gap", []string{"A", "B", "D", "C"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			js := testStore(t)
+			a, c := testAcceptor(t, js, time.Hour)
+			for _, id := range tc.ids {
+				src := "pas"
+				if id == "B" || id == "D" {
+					src = "lab"
+				}
+				logBatch(t, js, []*envelope.Envelope{testEnv(id, src)})
+			}
+			storeAccepted(t, js, AcceptedSubject("pas", 4), []string{"A", "C"})
+			if err := a.log.DeleteMsg(ctx, 2); err != nil {
+				t.Fatal(err)
+			}
+			for range 3 {
+				handleNext(t, a, c)
+			}
+			lostTwoOnce(t, a)
+			if got := acceptedIDs(t, a.ingress); !slices.Contains(got, "D") {
+				t.Errorf("accepted %v, want D among them", got)
+			}
+		})
+	}
+}

@@ -140,22 +140,17 @@ func randomHistory(tb testing.TB, rng *rand.Rand, n int) []history {
 	return out
 }
 
-// indexState returns every entry of the index bucket, key to stored
+// indexState returns every entry of the index's buckets, key to stored
 // value, except that an identifier entry is given as the NHS number of
 // the record it reaches (following merges, as GetByIdentifier does) and
 // its stamp.
 func indexState(tb testing.TB, js jetstream.JetStream, ix *Index, bucket string) map[string]string {
 	tb.Helper()
-	kv, err := js.KeyValue(tb.Context(), bucket)
-	if err != nil {
-		tb.Fatalf("opening bucket: %v", err)
-	}
-	keys, err := kv.ListKeys(tb.Context())
-	if err != nil {
-		tb.Fatalf("listing keys: %v", err)
+	if got := ix.Buckets()[0]; got != bucket {
+		tb.Fatalf("index of bucket %s, want %s", got, bucket)
 	}
 	out := map[string]string{}
-	for k := range keys.Keys() {
+	for _, k := range allKeys(tb, js, ix) {
 		if strings.HasPrefix(k, identifierPrefix) {
 			ref, _, err := ix.readRef(tb.Context(), k)
 			if err != nil || ref == nil {
@@ -168,7 +163,7 @@ func indexState(tb testing.TB, js jetstream.JetStream, ix *Index, bucket string)
 			out[k] = fmt.Sprintf("reaches %s, stamped %s at %s", rec.NHSNumber, ref.Source.MessageID, ref.Source.Received.Format(time.RFC3339))
 			continue
 		}
-		e, err := kv.Get(tb.Context(), k)
+		e, err := ix.shard(k).Get(tb.Context(), k)
 		if err != nil {
 			tb.Fatalf("reading %s: %v", k, err)
 		}

@@ -48,7 +48,11 @@ func ingestLostSubject(run LostRun) string {
 // answer, from one read; else the consumer's ack floor, while it lets one
 // batch be outstanding, is the last batch it delivered before seq, to any
 // process, and those after it that the store does not produce were passed
-// over.
+// over. Those the stream holds as deleted sequences (what the server
+// dropped of a damaged block at start: a run of thousands of batches,
+// maybe) are known from its state, read once with them; only the others
+// are asked for one by one (a batch the store counts but cannot read,
+// such as a record overwritten in the log's last block, is not deleted).
 func passedOver(ctx context.Context, js jetstream.JetStream, log jetstream.Stream, durable string, seq, taken uint64) ([]LostRun, error) {
 	if seq <= taken+1 {
 		// Every batch before it was taken: the one process's usual case.
@@ -69,7 +73,10 @@ func passedOver(ctx context.Context, js jetstream.JetStream, log jetstream.Strea
 	if err != nil {
 		return nil, fmt.Errorf("reading consumer %s's position: %w", durable, err)
 	}
-	si, err := log.Info(ctx)
+	// The stream's deleted sequences, with its state, in one read: a
+	// block the server dropped at start (thousands of batches, maybe)
+	// is deleted sequences, known gone without a read each.
+	si, err := log.Info(ctx, jetstream.WithDeletedDetails(true))
 	if err != nil {
 		return nil, fmt.Errorf("reading the ingest log's state: %w", err)
 	}
@@ -77,7 +84,15 @@ func passedOver(ctx context.Context, js jetstream.JetStream, log jetstream.Strea
 	// its consumers past them: not lost to damage.
 	from := max(ci.AckFloor.Stream, taken, si.State.FirstSeq-1) + 1
 	var gone []uint64
+	deleted := slices.Sorted(slices.Values(si.State.Deleted))
 	for s := from; s < seq; s++ {
+		if _, ok := slices.BinarySearch(deleted, s); ok {
+			gone = append(gone, s)
+			continue
+		}
+		// Not deleted, and not delivered: a batch the store counts
+		// but cannot read (a record overwritten in the log's last
+		// block is no deleted sequence), or one taken elsewhere.
 		_, err := log.GetMsg(ctx, s)
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):

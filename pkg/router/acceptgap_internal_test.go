@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -574,6 +575,102 @@ func TestPassedOverAfterOneSourceAccepted(t *testing.T) {
 			lostTwoOnce(t, a)
 			if got := acceptedIDs(t, a.ingress); !slices.Contains(got, "D") {
 				t.Errorf("accepted %v, want D among them", got)
+			}
+		})
+	}
+}
+
+// readCounter is a stream whose message gets are counted.
+type readCounter struct {
+	jetstream.Stream
+	gets atomic.Int64
+}
+
+// GetMsg counts the get and passes it on.
+func (s *readCounter) GetMsg(ctx context.Context, seq uint64, opts ...jetstream.GetMsgOpt) (*jetstream.RawStreamMsg, error) {
+	s.gets.Add(1)
+	return s.Stream.GetMsg(ctx, seq, opts...)
+}
+
+// TestPassedOverReadsADroppedRunAtOnce: a stage whose consumer passed
+// over a run of batches the server dropped (deleted sequences, as a
+// damaged block rebuilt at start leaves them) finds the run from the
+// stream's deleted sequences, with when the batches either side were
+// written, reading no batch of the run: three message gets (the batch
+// before the one held, and the two either side of the run) however long
+// the run. Before, it read every sequence between the consumer's ack
+// floor and the batch it held, one get each (3,001 for a run of 2,998).
+func TestPassedOverReadsADroppedRunAtOnce(t *testing.T) {
+	tests := []struct {
+		name        string
+		first, last uint64 // the run deleted
+	}{
+		{"one batch", 2, 2},
+		{"2,998 batches", 2, 2999},
+		{"2,000 batches after a thousand taken", 1001, 3000},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			js := testStore(t)
+			_, c := testAcceptor(t, js, time.Hour)
+			held := tc.last + 1
+			var acks []jetstream.PubAckFuture
+			for i := range held {
+				ack, err := js.PublishAsync(store.SubjIngestLog+".0", []byte("batch "+strconv.FormatUint(i+1, 10)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				acks = append(acks, ack)
+			}
+			for _, ack := range acks {
+				select {
+				case <-ack.Ok():
+				case err := <-ack.Err():
+					t.Fatal(err)
+				}
+			}
+			log, err := js.Stream(ctx, store.StreamIngestLog)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The batches before the run are taken.
+			for range tc.first - 1 {
+				if err := fetchOne(t, c).DoubleAck(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for seq := tc.first; seq <= tc.last; seq++ {
+				if err := log.DeleteMsg(ctx, seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after, err := log.GetMsg(ctx, tc.first-1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before, err := log.GetMsg(ctx, held)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []LostRun{{First: tc.first, Last: tc.last, After: after.Time, Before: before.Time}}
+			md, err := fetchOne(t, c).Metadata()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if md.Sequence.Stream != held {
+				t.Fatalf("the consumer delivered batch %d, want %d", md.Sequence.Stream, held)
+			}
+			counted := &readCounter{Stream: log}
+			runs, err := passedOver(ctx, js, counted, acceptDurable, held, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(runs, want) {
+				t.Errorf("runs %v, want %v", runs, want)
+			}
+			if got := counted.gets.Load(); got > 3 {
+				t.Errorf("%d message gets for a run of %d, want at most 3", got, tc.last-tc.first+1)
 			}
 		})
 	}

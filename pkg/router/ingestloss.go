@@ -63,6 +63,13 @@ func droppedRuns(ctx context.Context, st jetstream.Stream, floor uint64) ([]Lost
 // runsOf returns the sequences gone of st, whose first message is first,
 // as runs, with when the messages either side of each were stored.
 func runsOf(ctx context.Context, st jetstream.Stream, gone []uint64, first uint64) ([]LostRun, error) {
+	return runsAt(gone, func(seq uint64) (time.Time, error) { return storedAt(ctx, st, seq, first) })
+}
+
+// runsAt returns the sequences gone as runs, oldest first, with when the
+// messages either side of each were stored as at gives it (zero: not
+// held); an error from at is returned as it is.
+func runsAt(gone []uint64, at func(seq uint64) (time.Time, error)) ([]LostRun, error) {
 	gone = slices.Clone(gone)
 	slices.Sort(gone)
 	gone = slices.Compact(gone)
@@ -76,10 +83,10 @@ func runsOf(ctx context.Context, st jetstream.Stream, gone []uint64, first uint6
 	}
 	var err error
 	for i := range runs {
-		if runs[i].After, err = storedAt(ctx, st, runs[i].First-1, first); err != nil {
+		if runs[i].After, err = at(runs[i].First - 1); err != nil {
 			return nil, err
 		}
-		if runs[i].Before, err = storedAt(ctx, st, runs[i].Last+1, first); err != nil {
+		if runs[i].Before, err = at(runs[i].Last + 1); err != nil {
 			return nil, err
 		}
 	}

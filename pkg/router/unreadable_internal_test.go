@@ -480,18 +480,7 @@ func findQuarantinedPastDamage(t *testing.T, comp jetstream.StoreCompression, ov
 func TestListQuarantinePastUnreadable(t *testing.T) {
 	for _, dmg := range streamDamage {
 		t.Run(dmg.name, func(t *testing.T) {
-			js, runs, readable := damagedRouterStore(t, store.StreamQuarantine, dmg.comp, dmg.overwrite, func(js jetstream.JetStream) {
-				var ids IDGen
-				for i := range 220 {
-					id := ids.New()
-					m := nats.NewMsg(store.SubjQuarantine + ".pas")
-					m.Header.Set(envelope.HeaderID, id)
-					m.Data = []byte("Q" + id + "|" + padding(id, dmg.pad))
-					if _, err := js.PublishMsg(t.Context(), m); err != nil {
-						t.Fatalf("publish %d: %v", i, err)
-					}
-				}
-			}, dmg.blocks...)
+			js, runs, readable := damagedRouterStore(t, store.StreamQuarantine, dmg.comp, dmg.overwrite, fillQuarantine(t, 220, dmg.pad), dmg.blocks...)
 			// The newest run's first entry and those after it: a listing
 			// reaching into that run only.
 			newest := runs[len(runs)-1]
@@ -526,6 +515,72 @@ func TestListQuarantinePastUnreadable(t *testing.T) {
 						t.Errorf("unreadable quarantine runs %v, want %v", res.Lost, tc.runs)
 					}
 				})
+			}
+		})
+	}
+}
+
+// fillQuarantine returns a fill writing n quarantine entries, each
+// padded by pad bytes.
+func fillQuarantine(t *testing.T, n, pad int) func(jetstream.JetStream) {
+	return func(js jetstream.JetStream) {
+		var ids IDGen
+		for i := range n {
+			id := ids.New()
+			m := nats.NewMsg(store.SubjQuarantine + ".pas")
+			m.Header.Set(envelope.HeaderID, id)
+			m.Data = []byte("Q" + id + "|" + padding(id, pad))
+			if _, err := js.PublishMsg(t.Context(), m); err != nil {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+		}
+	}
+}
+
+// TestListQuarantineNamesDamagePastItsStop: a quarantine listing that
+// fn stops before the oldest entries of its range (the answer's budget
+// for bodies reached) still names every run of the range the store
+// cannot read, older ones too, with the times around them, and counts
+// as omitted the entries it read and did not list: each entry of the
+// range is listed, omitted or in a run, once. Before, the listing ended
+// where fn stopped it, and damage older than that was never named.
+func TestListQuarantineNamesDamagePastItsStop(t *testing.T) {
+	const entries = 220
+	for _, dmg := range streamDamage {
+		t.Run(dmg.name, func(t *testing.T) {
+			js, runs, readable := damagedRouterStore(t, store.StreamQuarantine, dmg.comp, dmg.overwrite, fillQuarantine(t, entries, dmg.pad), dmg.blocks...)
+			// fn stops at the entry just after the newest run, before
+			// any run is met where one follows it.
+			stop := runs[len(runs)-1].Last + 1
+			var listed []uint64
+			res, err := ListQuarantine(t.Context(), js, 10000, func(m *jetstream.RawStreamMsg) bool {
+				if m.Sequence <= stop {
+					return true
+				}
+				listed = append(listed, m.Sequence)
+				return false
+			})
+			if err != nil {
+				t.Fatalf("ListQuarantine: %v", err)
+			}
+			if !sameRuns(res.Lost, runs) {
+				t.Errorf("unreadable quarantine runs %v, want %v", res.Lost, runs)
+			}
+			var want []uint64
+			omitted := 0
+			for seq := uint64(entries); seq >= 1; seq-- {
+				switch {
+				case readable[seq] && seq > stop:
+					want = append(want, seq)
+				case readable[seq]:
+					omitted++
+				}
+			}
+			if !slices.Equal(listed, want) {
+				t.Errorf("listed %v, want %v", listed, want)
+			}
+			if res.Omitted != omitted {
+				t.Errorf("%d entries omitted, want the %d read and not listed", res.Omitted, omitted)
 			}
 		})
 	}

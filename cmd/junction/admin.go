@@ -363,6 +363,13 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return fmt.Errorf("reading the unreadable quarantine entries the engine named: %w", err)
 			}
 		}
+		// Older runs than the header names (it names 16 at most).
+		var older engine.UnreadableOmitted
+		if v := h.Get(engine.HeaderQuarantineUnreadableOmitted); v != "" {
+			if err := json.Unmarshal([]byte(v), &older); err != nil {
+				return fmt.Errorf("reading the count of unreadable quarantine entries the engine did not name: %w", err)
+			}
+		}
 		for _, q := range qs {
 			size := fmt.Sprintf("%6d bytes", q.Size)
 			if q.Received > q.Size {
@@ -383,12 +390,20 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				fmt.Fprintf(stdout, "%q\n", b)
 			}
 		}
+		if older.Runs > 0 {
+			runs := "runs"
+			if older.Runs == 1 {
+				runs = "run"
+			}
+			fmt.Fprintf(stdout, "(%d more quarantine entries, in %d older %s between entries %d and %d, cannot be read, the store's files damaged: input refused then cannot be listed)\n",
+				older.Entries, older.Runs, runs, older.First, older.Last)
+		}
 		for _, r := range lost {
 			fmt.Fprintf(stdout, "(quarantine entries %d-%d, kept between %s and %s, cannot be read, the store's files damaged: input refused then cannot be listed)\n",
 				r.First, r.Last, orUnknown(r.After), orUnknown(r.Before))
 		}
 		fmt.Fprintf(stdout, "%d quarantined\n", len(qs))
-		if len(lost) > 0 {
+		if len(lost) > 0 || older.Runs > 0 {
 			// Refused input of the window may be missing from the list.
 			return exitError{code: 1}
 		}

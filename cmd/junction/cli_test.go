@@ -1660,19 +1660,29 @@ func TestAdminCommandTrustsTheEngineCertificate(t *testing.T) {
 // Junction-Quarantine-Unreadable header) lists what it could read, names
 // the runs with when the entries around them were kept, and exits 1:
 // refused input may be missing from the list. Without the header it
-// exits 0. Before, the runs were not named and it exited 0.
+// exits 0. Runs older than the header names, summed in the
+// Junction-Quarantine-Unreadable-Omitted header, are said and exit 1
+// too, also with no run named. Before, the runs were not named and it
+// exited 0; then the sum was not said, and with no run named it exited
+// 0.
 func TestAuditQuarantineNamesUnreadableEntries(t *testing.T) {
 	tests := []struct {
-		name   string
-		runs   string // the header's value; empty: none
-		code   int
-		want   []string
-		absent string
+		name    string
+		runs    string // the header's value; empty: none
+		omitted string // the sum of runs not named; empty: none
+		code    int
+		want    []string
+		absent  string
 	}{
-		{"unreadable runs", `[{"first": 1, "last": 73, "before": "2026-01-15T10:00:01Z"}, {"first": 147, "last": 219, "after": "2026-01-15T10:00:02Z", "before": "2026-01-15T10:00:03Z"}]`, 1,
+		{"unreadable runs", `[{"first": 1, "last": 73, "before": "2026-01-15T10:00:01Z"}, {"first": 147, "last": 219, "after": "2026-01-15T10:00:02Z", "before": "2026-01-15T10:00:03Z"}]`, "", 1,
 			[]string{"quarantine entries 1-73, kept between unknown and 2026-01-15T10:00:01Z, cannot be read",
-				"quarantine entries 147-219, kept between 2026-01-15T10:00:02Z and 2026-01-15T10:00:03Z, cannot be read"}, ""},
-		{"none", "", 0, nil, "cannot be read"},
+				"quarantine entries 147-219, kept between 2026-01-15T10:00:02Z and 2026-01-15T10:00:03Z, cannot be read"}, "more quarantine entries"},
+		{"unreadable runs, older ones summed", `[{"first": 147, "last": 219, "after": "2026-01-15T10:00:02Z", "before": "2026-01-15T10:00:03Z"}]`, `{"runs": 3, "entries": 40, "first": 1, "last": 90}`, 1,
+			[]string{"quarantine entries 147-219, kept between 2026-01-15T10:00:02Z and 2026-01-15T10:00:03Z, cannot be read",
+				"40 more quarantine entries, in 3 older runs between entries 1 and 90, cannot be read"}, ""},
+		{"only a sum", "", `{"runs": 1, "entries": 2, "first": 5, "last": 6}`, 1,
+			[]string{"2 more quarantine entries, in 1 older run between entries 5 and 6, cannot be read"}, ""},
+		{"none", "", "", 0, nil, "cannot be read"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1680,6 +1690,9 @@ func TestAuditQuarantineNamesUnreadableEntries(t *testing.T) {
 			mux.HandleFunc("GET /api/quarantine", func(w http.ResponseWriter, r *http.Request) {
 				if tc.runs != "" {
 					w.Header().Set("Junction-Quarantine-Unreadable", tc.runs)
+				}
+				if tc.omitted != "" {
+					w.Header().Set("Junction-Quarantine-Unreadable-Omitted", tc.omitted)
 				}
 				_, _ = fmt.Fprint(w, `[{"seq": 74, "time": "2026-01-15T10:00:01Z", "id": "01QREAD", "source": "pas", "reason": "hl7.parse", "size": 10, "received": 10}]`)
 			})

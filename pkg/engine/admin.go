@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -404,7 +405,7 @@ type QuarantineEntry struct {
 // handleQuarantine lists quarantined input, newest last; ?body=true
 // includes the bytes. Entries of the window the store cannot read are
 // passed over and named, as runs, in the Junction-Quarantine-Unreadable
-// header.
+// header (the newest 16; older ones summed: setUnreadable).
 func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 	limit := 100
 	if l := r.URL.Query().Get("limit"); l != "" {
@@ -449,17 +450,63 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 		// The oldest entries of the window did not fit: say how many.
 		w.Header().Set(headerQuarantineOmitted, strconv.Itoa(listing.Omitted))
 	}
-	if len(listing.Lost) > 0 {
-		// Entries of the window the store cannot read (damaged files):
-		// named beside the list, which stays a list of entries.
-		runs, err := json.Marshal(listing.Lost)
-		if err != nil {
-			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-			return
-		}
-		w.Header().Set(HeaderQuarantineUnreadable, string(runs))
+	// Entries of the window the store cannot read (damaged files):
+	// named beside the list, which stays a list of entries.
+	if err := setUnreadable(w.Header(), listing.Lost); err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// setUnreadable names in h the runs lost, oldest first, of unreadable
+// quarantine entries: the newest maxUnreadableRuns of them in the
+// Junction-Quarantine-Unreadable header, and the older ones, when there
+// are more, summed in the Junction-Quarantine-Unreadable-Omitted header.
+func setUnreadable(h http.Header, lost []router.LostRun) error {
+	if len(lost) == 0 {
+		return nil
+	}
+	named, left := lost, []router.LostRun(nil)
+	if n := len(lost); n > maxUnreadableRuns {
+		left, named = lost[:n-maxUnreadableRuns], lost[n-maxUnreadableRuns:]
+	}
+	runs, err := json.Marshal(named)
+	if err != nil {
+		return fmt.Errorf("naming the unreadable quarantine entries: %w", err)
+	}
+	h.Set(HeaderQuarantineUnreadable, string(runs))
+	if len(left) == 0 {
+		return nil
+	}
+	o := UnreadableOmitted{Runs: len(left), First: left[0].First, Last: left[len(left)-1].Last}
+	for _, r := range left {
+		o.Entries += r.Last - r.First + 1
+	}
+	sum, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("counting the unreadable quarantine entries: %w", err)
+	}
+	h.Set(HeaderQuarantineUnreadableOmitted, string(sum))
+	return nil
+}
+
+// maxUnreadableRuns bounds the runs the Junction-Quarantine-Unreadable
+// header names, so that however damaged the quarantine, the header stays
+// within what HTTP servers, proxies and clients pass (several cut a
+// response's headers at 4 or 8 KiB): 16 runs are under 3 KiB.
+const maxUnreadableRuns = 16
+
+// UnreadableOmitted sums, in the Junction-Quarantine-Unreadable-Omitted
+// header, the runs of unreadable quarantine entries older than those the
+// Junction-Quarantine-Unreadable header names: how many runs, how many
+// entries in them, and the first sequence of the oldest and the last of
+// the newest.
+type UnreadableOmitted struct {
+	Runs    int    `json:"runs"`
+	Entries uint64 `json:"entries"`
+	First   uint64 `json:"first"`
+	Last    uint64 `json:"last"`
 }
 
 // maxQuarantineBodyBytes bounds the input one quarantine listing with
@@ -469,11 +516,17 @@ func (e *Engine) handleQuarantine(w http.ResponseWriter, r *http.Request) {
 const maxQuarantineBodyBytes = 16 << 20
 
 // HeaderQuarantineUnreadable names, as a JSON array of runs (first,
-// last, and when the entries either side were kept: after, before), the
-// entries of a quarantine listing's window the store counts but cannot
-// read, or dropped (its files damaged): refused input in them cannot be
-// listed.
+// last, and when the entries either side were kept: after, before),
+// oldest first, the entries of a quarantine listing's window the store
+// counts but cannot read, or dropped (its files damaged): refused input
+// in them cannot be listed. It names the newest 16 runs at most; older
+// ones are summed in HeaderQuarantineUnreadableOmitted.
 const HeaderQuarantineUnreadable = "Junction-Quarantine-Unreadable"
+
+// HeaderQuarantineUnreadableOmitted sums, as a JSON UnreadableOmitted,
+// the runs of unreadable entries of a listing's window older than those
+// HeaderQuarantineUnreadable names; absent when it names them all.
+const HeaderQuarantineUnreadableOmitted = "Junction-Quarantine-Unreadable-Omitted"
 
 // headerQuarantineOmitted counts the entries a listing with bodies left
 // out to stay within maxQuarantineBodyBytes.

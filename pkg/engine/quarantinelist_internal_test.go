@@ -73,3 +73,94 @@ func TestQuarantineListNamesUnreadableEntries(t *testing.T) {
 		}
 	}
 }
+
+// TestQuarantineUnreadableHeaderBounded: GET /api/quarantine over a
+// quarantine with many runs of entries the store does not produce (50
+// single dropped entries, deleted sequences as a rebuilt block leaves
+// them) names the newest 16 runs in the Junction-Quarantine-Unreadable
+// header, under 3 KiB, and sums the older ones (how many runs and
+// entries, from where to where) in Junction-Quarantine-Unreadable-Omitted:
+// every unreadable entry is named or counted, once. With 16 runs or
+// fewer, all are named and there is no sum. Before, the header named
+// every run, growing without bound with the damage.
+func TestQuarantineUnreadableHeaderBounded(t *testing.T) {
+	const entries = 200
+	tests := []struct {
+		name    string
+		dropped []uint64
+		named   int // runs the header names
+	}{
+		{"50 runs", every(2, 100, 2), maxUnreadableRuns},
+		{"16 runs", every(2, 32, 2), 16},
+		{"one long run", every(3, 150, 1), 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := jstest.Start(t, "qheader")
+			st, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: store.StreamQuarantine, Subjects: []string{store.SubjQuarantine + ".>"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range entries {
+				if _, err := js.Publish(t.Context(), store.SubjQuarantine+".pas", []byte("refused")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, seq := range tc.dropped {
+				if err := st.DeleteMsg(t.Context(), seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e := &Engine{store: &store.Store{JS: js}}
+			rec := httptest.NewRecorder()
+			e.handleQuarantine(rec, httptest.NewRequest(http.MethodGet, "/api/quarantine?limit=10000", nil))
+			if rec.Code != http.StatusOK {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			header := rec.Header().Get(HeaderQuarantineUnreadable)
+			var runs []jserr.Run
+			if err := json.Unmarshal([]byte(header), &runs); err != nil {
+				t.Fatalf("header %q: %v", header, err)
+			}
+			if len(runs) != tc.named || len(header) > 3<<10 {
+				t.Errorf("the header names %d runs in %d bytes, want %d, under 3 KiB", len(runs), len(header), tc.named)
+			}
+			var o UnreadableOmitted
+			if v := rec.Header().Get(HeaderQuarantineUnreadableOmitted); v != "" {
+				if err := json.Unmarshal([]byte(v), &o); err != nil {
+					t.Fatalf("omitted header %q: %v", v, err)
+				}
+			}
+			named := map[uint64]bool{}
+			for _, r := range runs {
+				for seq := r.First; seq <= r.Last; seq++ {
+					named[seq] = true
+				}
+			}
+			// The runs named are the newest: those not named are the
+			// oldest, summed.
+			var left []uint64
+			for _, seq := range tc.dropped {
+				if !named[seq] {
+					left = append(left, seq)
+				}
+			}
+			if len(named)+len(left) != len(tc.dropped) || uint64(len(left)) != o.Entries ||
+				len(left) > 0 && (o.First != left[0] || o.Last != left[len(left)-1] || o.Runs != len(left)) {
+				t.Errorf("named %d entries and summed %+v, want the newest named and the %d others (%v) summed", len(named), o, len(left), left)
+			}
+			if len(left) > 0 && left[len(left)-1] > runs[0].First {
+				t.Errorf("runs %v named, older than entry %d summed: want the newest named", runs, left[len(left)-1])
+			}
+		})
+	}
+}
+
+// every returns the sequences from first to last, step apart.
+func every(first, last, step uint64) []uint64 {
+	var out []uint64
+	for seq := first; seq <= last; seq += step {
+		out = append(out, seq)
+	}
+	return out
+}

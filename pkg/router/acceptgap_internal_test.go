@@ -675,3 +675,77 @@ func TestPassedOverReadsADroppedRunAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestLostRunCountPerProcess pins down what
+// junction_ingress_ingest_log_lost_batches_total counts when processes
+// share one store: it is per process, and a run of dropped batches (as
+// deleted sequences) is counted by the start of each process that finds
+// it ahead of the stage's position (its consumer's ack floor), whether
+// or not another process counted or recorded it, until a stage has
+// taken and acknowledged the batch after it; the stage that records the
+// run counts only what its own start did not. The record on the ingress
+// stream cannot make the count once per run across processes: the count
+// lives in each process's memory, and a process can end between writing
+// the record and counting, or between counting and being scraped, which
+// only another start finding the run ahead of the stage makes up for.
+func TestLostRunCountPerProcess(t *testing.T) {
+	tests := []struct {
+		name string
+		// stage is how far the first process's stage got when the
+		// second process starts: 0 not at the batch after the run, 1
+		// recorded the run and holds the batch after it, 2 took it.
+		stage  int
+		second float64 // what the second process's start counts
+	}{
+		{"second start before the run is recorded", 0, 1},
+		{"second start after the record, before the batch after it is taken", 1, 1},
+		{"second start after the batch after it is taken", 2, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := testStore(t)
+			a, handle, c := gapStage(t, js, false)
+			ctx := t.Context()
+			for _, id := range []string{"A", "B", "C"} {
+				logBatch(t, js, []*envelope.Envelope{testEnv(id, "pas")})
+			}
+			// Batch 2 dropped.
+			if err := a.log.DeleteMsg(ctx, 2); err != nil {
+				t.Fatal(err)
+			}
+			a.r.reportIngestLoss(ctx, acceptDurable, startAt{policy: jetstream.DeliverAllPolicy})
+			take := func(ack bool) {
+				m := fetchOne(t, c)
+				if err := handle(ctx, []jetstream.Msg{m}); err != nil {
+					t.Fatal(err)
+				}
+				if ack {
+					if err := m.DoubleAck(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			take(true)
+			if tc.stage > 0 {
+				take(tc.stage > 1)
+			}
+			b, _ := testAcceptor(t, js, time.Hour)
+			b.r.reportIngestLoss(ctx, acceptDurable, startAt{policy: jetstream.DeliverAllPolicy})
+			if got := testutil.ToFloat64(a.r.o.Metrics.IngestLogLost); got != 1 {
+				t.Errorf("the first process counted %v, want 1: its start", got)
+			}
+			if got := testutil.ToFloat64(b.r.o.Metrics.IngestLogLost); got != tc.second {
+				t.Errorf("the second process counted %v, want %v", got, tc.second)
+			}
+			if tc.stage > 0 {
+				st, err := a.ingress.Info(ctx, jetstream.WithSubjectFilter(SubjIngestLost+".>"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := st.State.Subjects[ingestLostSubject(LostRun{First: 2, Last: 2})]; n != 1 {
+					t.Errorf("the run is recorded %d times, want 1", n)
+				}
+			}
+		})
+	}
+}

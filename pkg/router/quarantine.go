@@ -30,13 +30,14 @@ type QuarantineListing struct {
 
 // ListQuarantine gives fn the newest limit entries of the quarantine
 // (by sequence), newest first, until fn says stop: the entry fn stopped
-// at and every older one of the range are counted as omitted. Entries it
-// cannot read are passed over and named as runs, in the whole range:
-// past the entry fn stopped at, the older ones are still read (and not
-// given to fn), so that damage among them is named too. Junction deletes
-// no entry (they leave from the stream's head, by age or size), so a
-// sequence of the range the stream does not produce is damage, unless
-// it has left the head since the listing read the stream's state.
+// at and every older one of the range it reads are counted as omitted.
+// Entries it cannot read are passed over and named as runs, in the
+// whole range: past the entry fn stopped at, the older ones are still
+// read (and not given to fn), so that damage among them is named too.
+// Junction deletes no entry (they leave from the stream's head, by age
+// or size), so a sequence of the range the stream does not produce is
+// damage, unless it has left the head since the listing read the
+// stream's state.
 func ListQuarantine(ctx context.Context, js jetstream.JetStream, limit int, fn func(*jetstream.RawStreamMsg) (stop bool)) (QuarantineListing, error) {
 	var out QuarantineListing
 	st, err := js.Stream(ctx, store.StreamQuarantine)

@@ -199,7 +199,7 @@ func TestAcceptCountsResendOnceAcrossProcesses(t *testing.T) {
 }
 
 // testStore opens an embedded store with Junction's streams.
-func testStore(t *testing.T) jetstream.JetStream {
+func testStore(t testing.TB) jetstream.JetStream {
 	t.Helper()
 	st, err := store.Open(t.Context(), store.DefaultConfig(), t.TempDir(), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -211,7 +211,7 @@ func testStore(t *testing.T) jetstream.JetStream {
 
 // testAcceptor returns an accept stage on js, with the dedupe window
 // given, and its consumer on the ingest log.
-func testAcceptor(t *testing.T, js jetstream.JetStream, window time.Duration) (*acceptor, jetstream.Consumer) {
+func testAcceptor(t testing.TB, js jetstream.JetStream, window time.Duration) (*acceptor, jetstream.Consumer) {
 	t.Helper()
 	ctx := t.Context()
 	ingress, err := js.Stream(ctx, store.StreamIngress)
@@ -289,7 +289,7 @@ func handleNext(t *testing.T, acc *acceptor, c jetstream.Consumer) {
 }
 
 // fetchOne takes the consumer's next message.
-func fetchOne(t *testing.T, c jetstream.Consumer) jetstream.Msg {
+func fetchOne(t testing.TB, c jetstream.Consumer) jetstream.Msg {
 	t.Helper()
 	b, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {

@@ -611,62 +611,13 @@ func TestPassedOverReadsADroppedRunAtOnce(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := t.Context()
-			js := testStore(t)
-			_, c := testAcceptor(t, js, time.Hour)
-			held := tc.last + 1
-			var acks []jetstream.PubAckFuture
-			for i := range held {
-				ack, err := js.PublishAsync(store.SubjIngestLog+".0", []byte("batch "+strconv.FormatUint(i+1, 10)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				acks = append(acks, ack)
-			}
-			for _, ack := range acks {
-				select {
-				case <-ack.Ok():
-				case err := <-ack.Err():
-					t.Fatal(err)
-				}
-			}
-			log, err := js.Stream(ctx, store.StreamIngestLog)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The batches before the run are taken.
-			for range tc.first - 1 {
-				if err := fetchOne(t, c).DoubleAck(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for seq := tc.first; seq <= tc.last; seq++ {
-				if err := log.DeleteMsg(ctx, seq); err != nil {
-					t.Fatal(err)
-				}
-			}
-			after, err := log.GetMsg(ctx, tc.first-1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before, err := log.GetMsg(ctx, held)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := []LostRun{{First: tc.first, Last: tc.last, After: after.Time, Before: before.Time}}
-			md, err := fetchOne(t, c).Metadata()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if md.Sequence.Stream != held {
-				t.Fatalf("the consumer delivered batch %d, want %d", md.Sequence.Stream, held)
-			}
+			js, log, want := droppedRun(t, tc.first, tc.last)
 			counted := &readCounter{Stream: log}
-			runs, err := passedOver(ctx, js, counted, acceptDurable, held, 0)
+			runs, err := passedOver(t.Context(), js, counted, acceptDurable, tc.last+1, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(runs, want) {
+			if !slices.Equal(runs, []LostRun{want}) {
 				t.Errorf("runs %v, want %v", runs, want)
 			}
 			if got := counted.gets.Load(); got > 3 {
@@ -674,6 +625,77 @@ func TestPassedOverReadsADroppedRunAtOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkPassedOverDroppedRun: how long the stage takes to find a run
+// of 2,998 batches its consumer passed over (deleted sequences), on a
+// store of the test's own.
+func BenchmarkPassedOverDroppedRun(b *testing.B) {
+	js, log, _ := droppedRun(b, 2, 2999)
+	for b.Loop() {
+		if _, err := passedOver(b.Context(), js, log, acceptDurable, 3000, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// droppedRun returns a store whose ingest log holds batches 1 to last+1
+// with first to last deleted (as the server leaves a block it dropped at
+// start), the accept stage's consumer having taken those before first
+// and holding last+1, with the ingest log and the run as passedOver
+// should find it.
+func droppedRun(tb testing.TB, first, last uint64) (jetstream.JetStream, jetstream.Stream, LostRun) {
+	tb.Helper()
+	ctx := tb.Context()
+	js := testStore(tb)
+	_, c := testAcceptor(tb, js, time.Hour)
+	held := last + 1
+	var acks []jetstream.PubAckFuture
+	for i := range held {
+		ack, err := js.PublishAsync(store.SubjIngestLog+".0", []byte("batch "+strconv.FormatUint(i+1, 10)))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		acks = append(acks, ack)
+	}
+	for _, ack := range acks {
+		select {
+		case <-ack.Ok():
+		case err := <-ack.Err():
+			tb.Fatal(err)
+		}
+	}
+	log, err := js.Stream(ctx, store.StreamIngestLog)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The batches before the run are taken.
+	for range first - 1 {
+		if err := fetchOne(tb, c).DoubleAck(ctx); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for seq := first; seq <= last; seq++ {
+		if err := log.DeleteMsg(ctx, seq); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	after, err := log.GetMsg(ctx, first-1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	before, err := log.GetMsg(ctx, held)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	md, err := fetchOne(tb, c).Metadata()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if md.Sequence.Stream != held {
+		tb.Fatalf("the consumer delivered batch %d, want %d", md.Sequence.Stream, held)
+	}
+	return js, log, LostRun{First: first, Last: last, After: after.Time, Before: before.Time}
 }
 
 // TestLostRunCountPerProcess pins down what

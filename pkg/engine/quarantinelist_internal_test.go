@@ -90,27 +90,14 @@ func TestQuarantineUnreadableHeaderBounded(t *testing.T) {
 		dropped []uint64
 		named   int // runs the header names
 	}{
-		{"50 runs", every(2, 100, 2), maxUnreadableRuns},
-		{"16 runs", every(2, 32, 2), 16},
-		{"one long run", every(3, 150, 1), 1},
+		{"50 runs", jstest.Seqs(2, 100, 2), maxUnreadableRuns},
+		{"16 runs", jstest.Seqs(2, 32, 2), 16},
+		{"one long run", jstest.Seqs(3, 150, 1), 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			js := jstest.Start(t, "qheader")
-			st, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: store.StreamQuarantine, Subjects: []string{store.SubjQuarantine + ".>"}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for range entries {
-				if _, err := js.Publish(t.Context(), store.SubjQuarantine+".pas", []byte("refused")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, seq := range tc.dropped {
-				if err := st.DeleteMsg(t.Context(), seq); err != nil {
-					t.Fatal(err)
-				}
-			}
+			js := jstest.StreamWithGaps(t, jetstream.StreamConfig{Name: store.StreamQuarantine, Subjects: []string{store.SubjQuarantine + ".>"}},
+				store.SubjQuarantine+".pas", entries, tc.dropped)
 			e := &Engine{store: &store.Store{JS: js}}
 			rec := httptest.NewRecorder()
 			e.handleQuarantine(rec, httptest.NewRequest(http.MethodGet, "/api/quarantine?limit=10000", nil))
@@ -154,13 +141,4 @@ func TestQuarantineUnreadableHeaderBounded(t *testing.T) {
 			}
 		})
 	}
-}
-
-// every returns the sequences from first to last, step apart.
-func every(first, last, step uint64) []uint64 {
-	var out []uint64
-	for seq := first; seq <= last; seq += step {
-		out = append(out, seq)
-	}
-	return out
 }

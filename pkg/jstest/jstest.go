@@ -341,3 +341,36 @@ func (emptyBatch) Messages() <-chan jetstream.Msg {
 }
 
 func (emptyBatch) Error() error { return jetstream.ErrNoMessages }
+
+// StreamWithGaps makes stream cfg on a server of the test's own, writes
+// n messages to subject, and deletes those at the sequences dropped, as
+// the server leaves what it dropped of a damaged block it rebuilt at
+// start (deleted sequences). It returns a JetStream handle on it.
+func StreamWithGaps(tb testing.TB, cfg jetstream.StreamConfig, subject string, n int, dropped []uint64) jetstream.JetStream {
+	tb.Helper()
+	js := Start(tb, "gaps")
+	st, err := js.CreateStream(tb.Context(), cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := range n {
+		if _, err := js.Publish(tb.Context(), subject, []byte("message "+strconv.Itoa(i))); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, seq := range dropped {
+		if err := st.DeleteMsg(tb.Context(), seq); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return js
+}
+
+// Seqs returns the sequences from first to last, step apart.
+func Seqs(first, last, step uint64) []uint64 {
+	var out []uint64
+	for seq := first; seq <= last; seq += step {
+		out = append(out, seq)
+	}
+	return out
+}

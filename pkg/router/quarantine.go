@@ -58,23 +58,50 @@ func ListQuarantine(ctx context.Context, js jetstream.JetStream, limit int, fn f
 	var gone []uint64
 	kept := map[uint64]time.Time{}
 	listing := true
+	// missed are the sequences not produced since the last entry read,
+	// newest first, not yet known not to have left the head: an entry
+	// kept older than them says they have not (entries leave from the
+	// head, oldest first), so the stream's first is asked only of misses
+	// with no entry read below them yet (settle).
+	var missed []uint64
+	settle := func() (left bool, err error) {
+		if len(missed) == 0 {
+			return false, nil
+		}
+		expired, firstNow, err := jserr.Expired(ctx, st, missed[len(missed)-1])
+		if err != nil {
+			return false, err
+		}
+		for _, m := range missed {
+			if m >= firstNow {
+				gone = append(gone, m)
+			}
+		}
+		missed = missed[:0]
+		return expired, nil
+	}
 	seq := s.LastSeq
 	for ; s.Msgs > 0 && seq >= first && seq > 0; seq-- {
 		m, err := st.GetMsg(ctx, seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			expired, _, err := jserr.Expired(ctx, st, seq)
+			missed = append(missed, seq)
+			if len(missed) < settleMisses {
+				continue
+			}
+			left, err := settle()
 			if err != nil {
 				return out, err
 			}
-			if expired {
-				break // this and every older one left the head
+			if left {
+				break // some left the head, with every older one
 			}
-			gone = append(gone, seq)
 			continue
 		}
 		if err != nil {
 			return out, fmt.Errorf("reading quarantine entry %d: %w", seq, err)
 		}
+		// An entry kept below the misses: they are damage.
+		gone, missed = append(gone, missed...), missed[:0]
 		kept[seq] = m.Time
 		if listing && fn(m) {
 			listing = false
@@ -83,8 +110,12 @@ func ListQuarantine(ctx context.Context, js jetstream.JetStream, limit int, fn f
 			out.Omitted++
 		}
 	}
+	if _, err := settle(); err != nil {
+		return out, err
+	}
 	// below is the entry before the oldest of the range, when the read
-	// went down to it (not stopped by entries leaving the head).
+	// went down to it (not stopped by entries leaving the head; if they
+	// left below the last misses, it left too, and is not read).
 	below := seq
 	out.Lost, err = runsAt(gone, func(at uint64) (time.Time, error) {
 		switch {
@@ -101,3 +132,8 @@ func ListQuarantine(ctx context.Context, js jetstream.JetStream, limit int, fn f
 	})
 	return out, err
 }
+
+// settleMisses is how many entries in a row ListQuarantine misses before
+// it asks whether they have left the head, so that a read whose window
+// is leaving the head stops soon after it, not at the window's end.
+const settleMisses = 64

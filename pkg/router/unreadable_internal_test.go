@@ -1,11 +1,13 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -584,6 +586,80 @@ func TestListQuarantineNamesDamagePastItsStop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestListQuarantineAsksTheHeadOnce: a quarantine listing over 50
+// single entries the store does not produce (dropped: deleted
+// sequences), each with an entry kept below it, names the 50 runs
+// asking the stream's state once, at the start: an entry kept below a
+// miss says it has not left the head. Before, it asked the state again
+// at every miss (51 reads of the state).
+func TestListQuarantineAsksTheHeadOnce(t *testing.T) {
+	const entries = 400
+	tests := []struct {
+		name    string
+		limit   int
+		dropped []uint64
+		infos   int64 // reads of the stream's state, at most
+	}{
+		{"misses with entries below them", entries, jstest.Seqs(2, 100, 2), 1},
+		{"misses down to the window's first entry", 300, jstest.Seqs(101, 199, 2), 2},
+		{"a run of 200 misses", entries, jstest.Seqs(101, 300, 1), 1 + 200/settleMisses},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := jstest.StreamWithGaps(t, jetstream.StreamConfig{Name: store.StreamQuarantine, Subjects: []string{store.SubjQuarantine + ".>"}},
+				store.SubjQuarantine+".pas", entries, tc.dropped)
+			counted := &stateCounter{JetStream: js}
+			listed := 0
+			res, err := ListQuarantine(t.Context(), counted, tc.limit, func(*jetstream.RawStreamMsg) bool {
+				listed++
+				return false
+			})
+			if err != nil {
+				t.Fatalf("ListQuarantine: %v", err)
+			}
+			var named []uint64
+			for _, r := range res.Lost {
+				for seq := r.First; seq <= r.Last; seq++ {
+					named = append(named, seq)
+				}
+			}
+			if !slices.Equal(named, tc.dropped) || listed != tc.limit-len(tc.dropped) {
+				t.Errorf("named %v and listed %d, want %v named and the %d others listed", res.Lost, listed, tc.dropped, tc.limit-len(tc.dropped))
+			}
+			if got := counted.infos.Load(); got > tc.infos {
+				t.Errorf("%d reads of the stream's state, want at most %d", got, tc.infos)
+			}
+		})
+	}
+}
+
+// stateCounter is a JetStream whose streams' state reads are counted.
+type stateCounter struct {
+	jetstream.JetStream
+	infos atomic.Int64
+}
+
+// Stream returns stream name, its state reads counted.
+func (c *stateCounter) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	st, err := c.JetStream.Stream(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &stateCounted{Stream: st, infos: &c.infos}, nil
+}
+
+// stateCounted is a stream whose state reads are counted in infos.
+type stateCounted struct {
+	jetstream.Stream
+	infos *atomic.Int64
+}
+
+// Info counts the read and passes it on.
+func (s *stateCounted) Info(ctx context.Context, opts ...jetstream.StreamInfoOpt) (*jetstream.StreamInfo, error) {
+	s.infos.Add(1)
+	return s.Stream.Info(ctx, opts...)
 }
 
 // TestListQuarantineExpiryIsNotDamage: quarantine entries that leave the

@@ -393,33 +393,15 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 		e.store.NeedBucket(consent.DefaultOptOutBucket, "the national data opt-out list, read for consent decisions")
 	}
 	if pc := cfg.PatientIndex; pc.Enabled {
-		noted := false
+		e.noteLostBucket(ctx, pc.Bucket, "the patient index: its entries are made again only from messages received from now on")
 		if err := e.store.WhenSettled(ctx, "patient index", func() (err error) {
-			if !noted {
-				// The first bucket holds how many there are; a new
-				// index's others are made before it.
-				stored, err := patient.StoredBuckets(ctx, e.store.JS, pc.Bucket)
-				if err != nil {
-					return err
-				}
-				if len(stored) == 0 {
-					stored = []string{pc.Bucket}
-				}
-				for _, b := range stored {
-					e.noteLostBucket(ctx, b, "the patient index: its entries are made again only from messages received from now on")
-				}
-				noted = true
-			}
 			e.patients, err = patient.Open(ctx, e.store.JS, patient.Config{Bucket: pc.Bucket, Buckets: cfg.NATS.Buckets(), HashKey: e.patientKey})
 			return err
 		}); err != nil {
 			return fmt.Errorf("patient_index: %w", err)
 		}
-		buckets := e.patients.Buckets()
-		for _, b := range buckets {
-			e.store.NeedBucket(b, "the patient index, written for every message with a patient")
-		}
-		e.log.Info("patient index ready", "bucket", pc.Bucket, "buckets", len(buckets))
+		e.store.NeedBucket(pc.Bucket, "the patient index, written for every message with a patient")
+		e.log.Info("patient index ready", "bucket", pc.Bucket)
 	}
 	var patientIndexed func(*patient.Record)
 	if pc := cfg.PatientIndex; pc.Enabled && pc.PDS.URL != "" {

@@ -34,9 +34,6 @@ func TestNotReadyWhileTheAuditStreamCannotBeWritten(t *testing.T) {
 	for _, b := range []string{"consent_key", consent.DefaultConsentBucket, consent.DefaultOptOutBucket, patient.DefaultBucket, disclosure.Bucket, pathology.DefaultCorrelationBucket} {
 		buckets[b] = jstest.TagMain
 	}
-	for i := 1; i < patient.DefaultShards; i++ {
-		buckets[patient.ShardBucket(patient.DefaultBucket, i)] = jstest.TagMain
-	}
 	c := jstest.StartApart(t, "engine-needed-test", store.StreamAudit, buckets, func(o *server.Options) { o.SyncAlways, o.MaxPayload = true, 16<<20 })
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()

@@ -2,16 +2,9 @@ package patient
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // BenchmarkApply measures one ADT update (read, compare-and-set write,
@@ -107,60 +100,6 @@ func BenchmarkStoredJSON(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-		})
-	}
-}
-
-// BenchmarkConcurrentApply measures the index's write rate with many
-// patients' messages applied at once (32 goroutines, as the route stage's
-// partitions do), against an embedded server that syncs every write as
-// the engine's does, with the index in one bucket and spread over
-// DefaultShards. Each write is a synced stream write, and a stream
-// writes one at a time: buckets write beside each other.
-func BenchmarkConcurrentApply(b *testing.B) {
-	for _, shards := range []int{1, DefaultShards} {
-		b.Run(fmt.Sprintf("shards=%d", shards), func(b *testing.B) {
-			srv, err := server.NewServer(&server.Options{
-				ServerName: "patient-bench", Host: "127.0.0.1", Port: -1, JetStream: true,
-				StoreDir: b.TempDir(), NoLog: true, NoSigs: true, SyncAlways: true,
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv.Start()
-			defer srv.Shutdown()
-			if !srv.ReadyForConnections(10 * time.Second) {
-				b.Fatal("server not ready")
-			}
-			nc, err := nats.Connect("", nats.InProcessServer(srv))
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ix, err := Open(b.Context(), js, Config{Bucket: "PATIENTS_BENCH_SHARDS", HashKey: testHashKey, Shards: shards})
-			if err != nil {
-				b.Fatal(err)
-			}
-			bundles := make([]map[string]any, 500)
-			for i := range bundles {
-				bundles[i] = bundle(b, "A08", pat{nhsNumber: num(b, i), ids: []Identifier{local(fmt.Sprintf("B%d", i))}, postcode: "LS1 4AB"})
-			}
-			var next atomic.Int64
-			b.SetParallelism(16) // 32 goroutines on 2 cores
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					i := int(next.Add(1))
-					if _, err := ix.Apply(b.Context(), bundles[i%len(bundles)], src(i)); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
 		})
 	}
 }

@@ -163,23 +163,3 @@ func bundle(tb testing.TB, event string, pats ...pat) map[string]any {
 	}
 	return out
 }
-
-// allKeys returns the keys of every bucket of ix, read from the store.
-func allKeys(tb testing.TB, js jetstream.JetStream, ix *Index) []string {
-	tb.Helper()
-	var keys []string
-	for _, b := range ix.Buckets() {
-		kv, err := js.KeyValue(tb.Context(), b)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		lister, err := kv.ListKeys(tb.Context())
-		if err != nil {
-			tb.Fatal(err)
-		}
-		for k := range lister.Keys() {
-			keys = append(keys, k)
-		}
-	}
-	return keys
-}

@@ -62,17 +62,12 @@ type Config struct {
 	HashKey []byte
 	// MaxAttempts bounds compare-and-set attempts per write (16 if zero).
 	MaxAttempts int
-	// Shards is how many buckets a new index is spread over
-	// (DefaultShards if zero): Bucket, then Bucket_1, Bucket_2 and so
-	// on. An index the store already holds keeps the count it was made
-	// with.
-	Shards int
 }
 
-// Index is the patient index over JetStream KV buckets. It is safe for
+// Index is the patient index over a JetStream KV bucket. It is safe for
 // concurrent use, within and across processes.
 type Index struct {
-	kvs      []jetstream.KeyValue
+	kv       jetstream.KeyValue
 	key      []byte
 	attempts int
 	recent   recentRecords
@@ -103,12 +98,14 @@ type keyMAC struct {
 
 // writeLock returns the lock serialising this Index's writes to key.
 func (ix *Index) writeLock(key string) *sync.Mutex {
-	return &ix.writing[fnv32(key)%uint32(len(ix.writing))]
+	var h uint32 = 2166136261
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * 16777619
+	}
+	return &ix.writing[h%uint32(len(ix.writing))]
 }
 
-// Open opens the index's buckets, as cfg.Buckets allows, making a new
-// index of cfg.Shards buckets when the store holds none, and returns the
-// index.
+// Open opens the bucket, as cfg.Buckets allows, and returns the index.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Index, error) {
 	if len(cfg.HashKey) < 16 {
 		return nil, errors.New("patient index: hash key must be at least 16 bytes")
@@ -119,17 +116,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Index, erro
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 16
 	}
-	if cfg.Shards <= 0 {
-		cfg.Shards = DefaultShards
-	}
-	if cfg.Shards > maxShards {
-		return nil, fmt.Errorf("patient index: %d shards, more than %d", cfg.Shards, maxShards)
-	}
-	kvs, err := openShards(ctx, js, cfg)
+	kv, err := cfg.Buckets.Open(ctx, js, jetstream.KeyValueConfig{
+		Bucket: cfg.Bucket, Description: "Junction: patient index", History: 1,
+		Storage: jetstream.FileStorage,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("patient index: opening %w", err)
+		return nil, fmt.Errorf("patient index: opening bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Index{kvs: kvs, key: append([]byte(nil), cfg.HashKey...), attempts: cfg.MaxAttempts}, nil
+	return &Index{kv: kv, key: append([]byte(nil), cfg.HashKey...), attempts: cfg.MaxAttempts}, nil
 }
 
 // RecordKey returns the bucket key of the record for an NHS number
@@ -284,7 +278,7 @@ func (ix *Index) change(ctx context.Context, nhsNumber string, f func(*Record) b
 // read returns the record at key with its KV revision in Version, or nil
 // when there is none.
 func (ix *Index) read(ctx context.Context, key string) (*Record, error) {
-	e, err := ix.shard(key).Get(ctx, key)
+	e, err := ix.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
@@ -499,9 +493,9 @@ func (ix *Index) modifyFrom(ctx context.Context, key, nhsNumber string, first st
 // put creates key when rev is 0 and otherwise updates it at rev.
 func (ix *Index) put(ctx context.Context, key string, val []byte, rev uint64) (uint64, error) {
 	if rev == 0 {
-		return ix.shard(key).Create(ctx, key, val)
+		return ix.kv.Create(ctx, key, val)
 	}
-	return ix.shard(key).Update(ctx, key, val, rev)
+	return ix.kv.Update(ctx, key, val, rev)
 }
 
 // isConflict reports a compare-and-set conflict.
@@ -516,7 +510,7 @@ type identifierRef struct {
 
 // readRef reads a local identifier entry and its revision.
 func (ix *Index) readRef(ctx context.Context, key string) (*identifierRef, uint64, error) {
-	e, err := ix.shard(key).Get(ctx, key)
+	e, err := ix.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}

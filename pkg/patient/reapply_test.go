@@ -140,17 +140,22 @@ func randomHistory(tb testing.TB, rng *rand.Rand, n int) []history {
 	return out
 }
 
-// indexState returns every entry of the index's buckets, key to stored
+// indexState returns every entry of the index bucket, key to stored
 // value, except that an identifier entry is given as the NHS number of
 // the record it reaches (following merges, as GetByIdentifier does) and
 // its stamp.
 func indexState(tb testing.TB, js jetstream.JetStream, ix *Index, bucket string) map[string]string {
 	tb.Helper()
-	if got := ix.Buckets()[0]; got != bucket {
-		tb.Fatalf("index of bucket %s, want %s", got, bucket)
+	kv, err := js.KeyValue(tb.Context(), bucket)
+	if err != nil {
+		tb.Fatalf("opening bucket: %v", err)
+	}
+	keys, err := kv.ListKeys(tb.Context())
+	if err != nil {
+		tb.Fatalf("listing keys: %v", err)
 	}
 	out := map[string]string{}
-	for _, k := range allKeys(tb, js, ix) {
+	for k := range keys.Keys() {
 		if strings.HasPrefix(k, identifierPrefix) {
 			ref, _, err := ix.readRef(tb.Context(), k)
 			if err != nil || ref == nil {
@@ -163,7 +168,7 @@ func indexState(tb testing.TB, js jetstream.JetStream, ix *Index, bucket string)
 			out[k] = fmt.Sprintf("reaches %s, stamped %s at %s", rec.NHSNumber, ref.Source.MessageID, ref.Source.Received.Format(time.RFC3339))
 			continue
 		}
-		e, err := ix.shard(k).Get(tb.Context(), k)
+		e, err := kv.Get(tb.Context(), k)
 		if err != nil {
 			tb.Fatalf("reading %s: %v", k, err)
 		}

@@ -104,6 +104,9 @@ type Reconciliation struct {
 	// Since, when set, is the start of the window reconciled: only the
 	// messages received at or after it are counted.
 	Since time.Time `json:"since,omitzero"`
+	// Until, when set, is the end of the window reconciled: only the
+	// messages received before it are counted.
+	Until time.Time `json:"until,omitzero"`
 	// Unreadable lists the runs of audit stream messages the store
 	// counts but cannot produce (its files are damaged there). The
 	// records they held are missing from the reconciliation, so a

@@ -33,12 +33,27 @@ const splitterDurable = "ingest-splitter"
 // IngestLogLost for batches not yet taken for routing). It changes
 // nothing.
 func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since time.Time) (audit.Reconciliation, error) {
+	return ReconcileWindow(ctx, js, routes, since, time.Time{})
+}
+
+// ReconcileWindow is Reconcile of the messages received at or after
+// since and, with until set, before until: a window closed at both ends,
+// so that windows laid end to end count every message once. With until
+// set, a message whose receipt is unknown is in no window (the whole
+// store's reconcile still counts it); without, as Reconcile.
+func ReconcileWindow(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since, until time.Time) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
 	// at is the place in accepted of each message stored for routing.
 	at := map[string]int{}
 	// before says whether a message received at rcv is outside the
-	// window (one whose receipt is unknown is not).
-	before := func(rcv time.Time) bool { return !since.IsZero() && !rcv.IsZero() && rcv.Before(since) }
+	// window (one whose receipt is unknown is not, unless the window is
+	// closed).
+	before := func(rcv time.Time) bool {
+		if until.IsZero() {
+			return !since.IsZero() && !rcv.IsZero() && rcv.Before(since)
+		}
+		return rcv.IsZero() || rcv.Before(since) || !rcv.Before(until)
+	}
 	take := func(id, source string, rcv, stored time.Time) {
 		if id == "" || before(rcv) {
 			return
@@ -228,7 +243,7 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 		return audit.Reconciliation{}, err
 	}
 	rep := ledger.Reconcile(accepted, routes, routesStarted)
-	rep.Since, rep.Unreadable, rep.IngestLogLost, rep.IngressUnreadable = since, unreadable, ingestLost, ingressRuns
+	rep.Since, rep.Until, rep.Unreadable, rep.IngestLogLost, rep.IngressUnreadable = since, until, unreadable, ingestLost, ingressRuns
 	return rep, nil
 }
 

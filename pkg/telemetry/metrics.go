@@ -80,7 +80,39 @@ type Metrics struct {
 	// Accesses counts admin and audit API authorisation decisions by
 	// permission, outcome and principal (a configured name).
 	Accesses *prometheus.CounterVec // permission, outcome, principal
+
+	// ReconcileMessages is what the last window the scheduled reconcile
+	// checked held, by state (accepted, finished, waiting, unfinished),
+	// and ReconcileWindowEnd when that window ended: both read from the
+	// shared store, so every process reports the same figures.
+	ReconcileMessages  *prometheus.GaugeVec // state
+	ReconcileWindowEnd prometheus.Gauge
+	// ReconcileUnfinished counts the messages the windows this process
+	// checked found unfinished (no route decided them by the window's
+	// lag), and ReconcileRuns its scheduled runs by outcome (checked,
+	// failed): each window is counted by the one process that checked
+	// it.
+	ReconcileUnfinished prometheus.Counter
+	ReconcileRuns       *prometheus.CounterVec // outcome
 }
+
+// Outcomes of a scheduled reconcile run (Metrics.ReconcileRuns).
+const (
+	ReconcileChecked = "checked"
+	ReconcileFailed  = "failed"
+)
+
+// States of the messages of a reconciled window
+// (Metrics.ReconcileMessages).
+const (
+	ReconcileAccepted   = "accepted"
+	ReconcileFinished   = "finished"
+	ReconcileWaiting    = "waiting"
+	ReconcileUnfinished = "unfinished"
+)
+
+// ReconcileStates are the states of Metrics.ReconcileMessages, in order.
+var ReconcileStates = []string{ReconcileAccepted, ReconcileFinished, ReconcileWaiting, ReconcileUnfinished}
 
 // latencyBuckets covers 100 µs to 30 minutes: ACKs take milliseconds, but
 // a delivery held up by a receiver's outage, and retried, takes minutes,
@@ -217,5 +249,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		StoreLimit:             g("engine", "store_limit_bytes", "Embedded store only: the storage limit its JetStream runs with (reckoned at each start as three quarters of the disk then free plus what the store held; raised, with a JetStream restart, when the store reaches it and the disk has room again); sampled every 5 s. At the limit the store refuses writes and inbound messages are refused, whatever the disk has free."),
 		StoreUsed:              g("engine", "store_used_bytes", "Embedded store only: the bytes the store's streams use against its storage limit (engine_store_limit_bytes); sampled every 5 s."),
 		Accesses:               cv("http", "accesses_total", "Admin and audit API accesses by permission and outcome (allowed, denied, unauthenticated, audit_failed) and the principal's configured name.", "permission", "outcome", "principal"),
+		ReconcileMessages:      gv("reconcile", "messages", "The messages received in the last window the scheduled reconcile checked (reconcile.interval), by state: accepted (stored and acknowledged), finished (delivered, filtered, consent-denied, dead-lettered or a resend), waiting (queued for a destination that has not taken it yet: retrying) and unfinished (no route decided it by reconcile.lag: stuck or lost). Read from the shared store: every process reports the same figures, take max() across processes.", "state"),
+		ReconcileWindowEnd:     g("reconcile", "window_end_timestamp_seconds", "When the last window the scheduled reconcile checked ended (Unix seconds): every message received before it has been checked once. Read from the shared store: take max() across processes."),
+		ReconcileUnfinished:    c("reconcile", "unfinished_messages_total", "Messages the scheduled reconcile found unfinished in the windows this process checked: acknowledged, and no route decided them by reconcile.lag. Each window is checked by one process: sum() across processes."),
+		ReconcileRuns:          cv("reconcile", "runs_total", "Scheduled reconcile runs by outcome: checked (a window checked and recorded) or failed (the store, or its checkpoint, could not be read or written; tried again at the next interval).", "outcome"),
 	}
 }

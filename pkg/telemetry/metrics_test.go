@@ -25,12 +25,13 @@ var allowedLabels = map[string]bool{
 	// An access permission (a fixed set) and a principal: a configured
 	// token name, never a token.
 	"permission": true, "principal": true,
-	// The state of the store's servers, a fixed set.
+	// The state of the store's servers, or of reconciled messages, a
+	// fixed set each.
 	"state": true,
 }
 
 // subsystems are the parts of the engine a series may belong to.
-var subsystems = []string{"ingress", "route", "delivery", "deadletter", "http", "engine", "patient"}
+var subsystems = []string{"ingress", "route", "delivery", "deadletter", "http", "engine", "patient", "reconcile"}
 
 // unitlessGauges are gauges whose value is a state, not a quantity with a
 // unit (as Prometheus's own "up").

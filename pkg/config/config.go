@@ -55,6 +55,9 @@ type Config struct {
 	Router RouterConfig `yaml:"router"`
 	// Audit configures the audit chains' signed checkpoints.
 	Audit AuditConfig `yaml:"audit"`
+	// Reconcile schedules the engine's own reconcile of every message it
+	// acknowledged, exported as metrics.
+	Reconcile ReconcileConfig `yaml:"reconcile"`
 	// Consent selects the consent decider and configures the consent
 	// engine.
 	Consent ConsentConfig `yaml:"consent"`
@@ -190,6 +193,46 @@ type AuditConfig struct {
 	// CheckpointInterval is how often, at most, each audit writer
 	// publishes a signed checkpoint while it writes.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+}
+
+// ReconcileConfig schedules the in-engine reconcile: every Interval, one
+// process of those sharing the store checks that the messages received
+// in the window since the last one checked, up to Lag ago, reached an
+// outcome (see router.ReconcileScheduler).
+type ReconcileConfig struct {
+	// Interval is how often a window is checked; 0 turns the scheduled
+	// reconcile off.
+	Interval time.Duration `yaml:"interval"`
+	// Lag is how long after a window ends it is checked: long enough for
+	// its messages to have finished.
+	Lag time.Duration `yaml:"lag"`
+}
+
+// Bounds of the reconcile settings.
+const (
+	// maxReconcileInterval is the longest window one scheduled run checks
+	// (router's maxReconcileWindow): with a longer interval the windows
+	// would fall behind.
+	maxReconcileInterval = time.Hour
+	// maxReconcileLag keeps a window's messages well within the streams'
+	// retention when it is checked.
+	maxReconcileLag = 24 * time.Hour
+)
+
+// validate checks the reconcile section; ingressMaxAge is how long the
+// ingress stream keeps messages.
+func (r ReconcileConfig) validate(ingressMaxAge time.Duration) []error {
+	var errs []error
+	if r.Interval != 0 && (r.Interval < time.Minute || r.Interval > maxReconcileInterval) {
+		errs = append(errs, fmt.Errorf("reconcile.interval: must be 0 (off) or 1m to 1h, got %s", r.Interval))
+	}
+	switch {
+	case r.Lag < time.Minute || r.Lag > maxReconcileLag:
+		errs = append(errs, fmt.Errorf("reconcile.lag: must be 1m to 24h, got %s", r.Lag))
+	case ingressMaxAge > 0 && r.Lag+r.Interval >= ingressMaxAge:
+		errs = append(errs, fmt.Errorf("reconcile.lag: with reconcile.interval, must be under nats.ingress_max_age (%s), so that a window's messages are still stored when it is checked", ingressMaxAge))
+	}
+	return errs
 }
 
 // RulesConfig bounds CEL.
@@ -594,6 +637,7 @@ func Default() *Config {
 		Rules:           RulesConfig{MaxEstimatedCost: rules.DefaultLimits().MaxEstimatedCost, CostLimit: rules.DefaultLimits().CostLimit, Timeout: rules.DefaultLimits().Timeout},
 		Router:          RouterConfig{Batch: 64, AckWait: 10 * time.Second, DeliveryConcurrency: 16, SpanBatches: 64, MaxBacklog: DefaultMaxBacklog},
 		Audit:           AuditConfig{CheckpointInterval: time.Minute},
+		Reconcile:       ReconcileConfig{Interval: 5 * time.Minute, Lag: 15 * time.Minute},
 		Consent:         ConsentConfig{Engine: ConsentEngineConsent, OptOutMaxAge: 720 * time.Hour, RecheckAfter: 10 * time.Second},
 		PatientIndex:    PatientIndexConfig{Enabled: true, Bucket: patient.DefaultBucket, PDS: PDSConfig{Timeout: 10 * time.Second, RefreshAfter: 24 * time.Hour}},
 		Tracing:         TracingConfig{OTLPProtocol: "grpc"},
@@ -772,6 +816,7 @@ func (c *Config) Validate() []error {
 	if c.Audit.CheckpointInterval <= 0 {
 		errs = append(errs, errors.New("audit.checkpoint_interval: must be positive"))
 	}
+	errs = append(errs, c.Reconcile.validate(c.NATS.IngressMaxAge)...)
 	if c.Router.Batch < 1 || c.Router.Batch > 1000 {
 		errs = append(errs, fmt.Errorf("router.batch: must be 1 to 1000, got %d", c.Router.Batch))
 	}

@@ -73,6 +73,9 @@ func TestDefault(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
+	if want := (ReconcileConfig{Interval: 5 * time.Minute, Lag: 15 * time.Minute}); c.Reconcile != want {
+		t.Errorf("reconcile defaults %+v, want %+v", c.Reconcile, want)
+	}
 	// The default file destinations' settings decode as the file adapter
 	// expects.
 	for name, dir := range map[string]string{"fhir-store": "out/fhir-store", "data-quality": "out/data-quality"} {
@@ -332,6 +335,13 @@ func TestLoadErrors(t *testing.T) {
 			}},
 		{"listen written without a value", "http:\n  listen:\n",
 			[]string{`F:2:10: http.listen: no value: give one, or leave the key out`}},
+		{"reconcile unknown key", "reconcile:\n  intervall: 5m\n",
+			[]string{`F:2:3: unknown field "intervall" in reconcile (did you mean "interval"?)`}},
+		{"reconcile values not durations", "reconcile:\n  interval: 5\n  lag: soon\n",
+			[]string{
+				`F:2:13: reconcile.interval: expected a duration such as 30s, got "5"`,
+				`F:3:8: reconcile.lag: expected a duration such as 30s, got "soon"`,
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -419,6 +429,21 @@ func TestValidate(t *testing.T) {
 	}{
 		{"defaults", func(*Config) {}, nil},
 		{"data dir", func(c *Config) { c.DataDir = "" }, []string{"data_dir: required"}},
+		{"reconcile off", func(c *Config) { c.Reconcile.Interval = 0 }, nil},
+		{"reconcile at its bounds", func(c *Config) { c.Reconcile = ReconcileConfig{Interval: time.Hour, Lag: time.Minute} }, nil},
+		{"reconcile longest lag", func(c *Config) { c.Reconcile = ReconcileConfig{Interval: time.Minute, Lag: 24 * time.Hour} }, nil},
+		{"reconcile interval negative", func(c *Config) { c.Reconcile.Interval = -time.Minute },
+			[]string{"reconcile.interval: must be 0 (off) or 1m to 1h, got -1m0s"}},
+		{"reconcile interval too short", func(c *Config) { c.Reconcile.Interval = 30 * time.Second },
+			[]string{"reconcile.interval: must be 0 (off) or 1m to 1h, got 30s"}},
+		{"reconcile interval too long", func(c *Config) { c.Reconcile.Interval = 2 * time.Hour },
+			[]string{"reconcile.interval: must be 0 (off) or 1m to 1h, got 2h0m0s"}},
+		{"reconcile lag too short", func(c *Config) { c.Reconcile.Lag = 0 },
+			[]string{"reconcile.lag: must be 1m to 24h, got 0s"}},
+		{"reconcile lag too long", func(c *Config) { c.Reconcile.Lag = 25 * time.Hour },
+			[]string{"reconcile.lag: must be 1m to 24h, got 25h0m0s"}},
+		{"reconcile lag past the ingress stream's age", func(c *Config) { c.NATS.IngressMaxAge, c.NATS.DedupeWindow = 20*time.Minute, time.Minute },
+			[]string{"reconcile.lag: with reconcile.interval, must be under nats.ingress_max_age (20m0s), so that a window's messages are still stored when it is checked"}},
 		{"log level", func(c *Config) { c.Log.Level = "verbose" }, []string{`log.level: must be debug, info, warn or error, got "verbose"`}},
 		{"http max connections", func(c *Config) { c.HTTP.MaxConnections = 0 }, []string{`http.max_connections: must be positive, got 0`}},
 		{"http timeouts none", func(c *Config) { c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout, c.HTTP.WriteTimeout = 0, 0, 0 }, nil},
@@ -879,6 +904,29 @@ func checkSecretErrors(t *testing.T, env map[string]string, body string, want []
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// TestReconcilePlaced: the reconcile settings' validation errors name
+// settings the config places at their file:line:col, as serve and lint
+// report them.
+func TestReconcilePlaced(t *testing.T) {
+	path := writeConfig(t, "log: {level: info}\nreconcile:\n  interval: 2h\n  lag: 10s\n")
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range c.Validate() {
+		setting, _, _ := strings.Cut(e.Error(), ": ")
+		got = append(got, c.PosOf(setting).String()+": "+e.Error())
+	}
+	want := []string{
+		path + ":3:13: reconcile.interval: must be 0 (off) or 1m to 1h, got 2h0m0s",
+		path + ":4:8: reconcile.lag: must be 1m to 24h, got 10s",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("placed errors (-want +got):\n%s", diff)
 	}
 }
 

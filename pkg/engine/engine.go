@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -92,6 +93,10 @@ type Engine struct {
 	// patientServiceReads holds a token for each of them a patient
 	// service runs (see acquireBulk).
 	patientServiceReads chan struct{}
+
+	// reconciling is done when the scheduled reconcile (reconcile.interval)
+	// has stopped, which it does as the drain begins.
+	reconciling sync.WaitGroup
 
 	ready    atomic.Bool
 	draining atomic.Bool
@@ -493,6 +498,7 @@ func (e *Engine) Start(ctx context.Context) (err error) {
 	e.adminMux(mux)
 	// From here the listener serves everything.
 	e.httpHandler.Store(mux)
+	e.startReconcile()
 	e.ready.Store(true)
 	e.metrics.Ready.Set(1)
 	e.log.Info("junction ready", "version", e.version, "inputs", len(e.inbounds), "routes", len(e.plan.Routes), "destinations", len(e.dests))
@@ -647,6 +653,10 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 			}
 			cancel()
 		}
+		// The scheduled reconcile stopped as the drain began (its reads
+		// end with their context); it holds up nothing past the drain's
+		// time.
+		waitBounded(ctx, &e.reconciling)
 		if e.store != nil {
 			// Bounded by what is left of the drain's time: a frozen NATS
 			// server must not hold the process past shutdown_timeout.
@@ -656,6 +666,33 @@ func (e *Engine) Shutdown(ctx context.Context) error {
 		e.log.Info("junction stopped")
 	})
 	return e.stopErr
+}
+
+// startReconcile starts the scheduled reconcile (reconcile.interval),
+// unless it is off, until the drain begins.
+func (e *Engine) startReconcile() {
+	rc := e.plan.Config.Reconcile
+	if rc.Interval <= 0 {
+		return
+	}
+	host, _ := os.Hostname()
+	var ids router.IDGen
+	s := router.NewReconcileScheduler(router.ScheduleOptions{
+		Interval: rc.Interval, Lag: rc.Lag, Routes: e.sourceRoutes(),
+		JS: e.store.JS, Buckets: e.plan.Config.NATS.Buckets(), Bulk: e.store.Bulk,
+		Owner: host + "/" + ids.New(), Metrics: e.metrics, Log: e.log,
+	})
+	e.reconciling.Go(func() { s.Run(e.drained) })
+}
+
+// waitBounded waits for wg, or until ctx is done.
+func waitBounded(ctx context.Context, wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
 }
 
 // shutdownInputs shuts the inputs down all at once, so that every one

@@ -68,6 +68,13 @@ func startEngineWithRoutes(t *testing.T, routes, extra string) (*engine.Engine, 
 // startEngineOpts is startEngineWithRoutes with engine options.
 func startEngineOpts(t *testing.T, routes, extra string, opts engine.Options) (*engine.Engine, string) {
 	t.Helper()
+	return startEnginePlan(t, routes, extra, opts, nil)
+}
+
+// startEnginePlan is startEngineOpts with tweak, when set, changing the
+// plan before the engine is made (settings validation would refuse).
+func startEnginePlan(t *testing.T, routes, extra string, opts engine.Options, tweak func(*engine.Plan)) (*engine.Engine, string) {
+	t.Helper()
 	dir := t.TempDir()
 	body := fmt.Sprintf(`data_dir: %s
 %sroutes: [%s]
@@ -90,6 +97,9 @@ destinations:
 		t.Fatal(err)
 	}
 	p := loadPlan(t, path)
+	if tweak != nil {
+		tweak(p)
+	}
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))

@@ -39,6 +39,9 @@ const (
 	reconcileClaim = 10 * time.Minute
 	// reconcileTimeout bounds one run's reconcile, within its claim.
 	reconcileTimeout = reconcileClaim - time.Minute
+	// releaseTimeout bounds giving a claim up after a failed run, which
+	// may be the drain's cancelling it.
+	releaseTimeout = 2 * time.Second
 )
 
 // WindowCounts is what one reconciled window held: the messages received
@@ -211,9 +214,12 @@ func (s *ReconcileScheduler) runOnce(ctx context.Context) (bool, error) {
 	counts, err := s.check(ctx, start, end)
 	if err != nil {
 		// Let the next run (this process's or another's) take it at
-		// once; a claim left behind lapses anyway.
+		// once, even as the drain begins, but briefly: a claim left
+		// behind lapses anyway.
 		cp.Claim = nil
-		if _, rerr := s.write(context.WithoutCancel(ctx), cp, claimed); rerr != nil && !jserr.WrongLastSequence(rerr) {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		if _, rerr := s.write(rctx, cp, claimed); rerr != nil && !jserr.WrongLastSequence(rerr) {
 			s.o.Log.Debug("could not release the reconcile claim", "error", rerr.Error())
 		}
 		return false, err

@@ -274,7 +274,7 @@ func TestReconcileSchedulerMetrics(t *testing.T) {
 
 // TestReconcileSchedulerStopsWithContext: a run under way ends when the
 // engine's drain cancels its context, and Run returns, with no failed run
-// counted.
+// counted and the window's claim given up for the next process.
 func TestReconcileSchedulerStopsWithContext(t *testing.T) {
 	js := jstest.Start(t, "sched-stop")
 	started := make(chan struct{})
@@ -296,5 +296,18 @@ func TestReconcileSchedulerStopsWithContext(t *testing.T) {
 	<-done
 	if f := runs(m, telemetry.ReconcileFailed); f != 0 {
 		t.Errorf("runs failed = %v after a drain, want 0", f)
+	}
+	// The cancelled run gave its claim up: another process takes the
+	// window at once rather than after the claim lapses.
+	var got []schedWindow
+	other := NewReconcileScheduler(ScheduleOptions{
+		Interval: time.Millisecond, Lag: time.Minute, JS: js, Owner: "q", Metrics: telemetry.NewMetrics(prometheus.NewRegistry()),
+		Bulk: func() (jetstream.JetStream, func(), error) { return js, func() {}, nil }, Reconcile: recording(&got),
+	})
+	if err := other.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Errorf("another process checked %d windows after the drain, want 1 (the claim given up)", len(got))
 	}
 }

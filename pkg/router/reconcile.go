@@ -42,6 +42,18 @@ func Reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]
 // set, a message whose receipt is unknown is in no window (the whole
 // store's reconcile still counts it); without, as Reconcile.
 func ReconcileWindow(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since, until time.Time) (audit.Reconciliation, error) {
+	return reconcile(ctx, js, routes, since, until, nil)
+}
+
+// ReconcilePaced is ReconcileWindow at the pace of a background task: it
+// reads at most a quarter of the time, sleeping the rest, so that the
+// engine's own reads and writes of the store go on beside it (see pacer).
+func ReconcilePaced(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since, until time.Time) (audit.Reconciliation, error) {
+	return reconcile(ctx, js, routes, since, until, newPacer(schedulePaceIdle))
+}
+
+// reconcile is ReconcileWindow, paced by p (not when nil).
+func reconcile(ctx context.Context, js jetstream.JetStream, routes map[string][]string, since, until time.Time, p *pacer) (audit.Reconciliation, error) {
 	var accepted []audit.Accepted
 	// at is the place in accepted of each message stored for routing.
 	at := map[string]int{}
@@ -123,7 +135,7 @@ func ReconcileWindow(ctx context.Context, js jetstream.JetStream, routes map[str
 		h := m.Headers()
 		rcv, _ := time.Parse(time.RFC3339Nano, h.Get(envelope.HeaderReceived))
 		take(h.Get(envelope.HeaderID), h.Get(envelope.HeaderSource), rcv, storedAt(m))
-		return nil
+		return p.step(ctx, 1)
 	}, onIngress)
 	if err != nil {
 		return audit.Reconciliation{}, err
@@ -138,7 +150,7 @@ func ReconcileWindow(ctx context.Context, js jetstream.JetStream, routes map[str
 		for _, env := range envs {
 			take(env.ID, env.Source, env.ReceivedAt, stored)
 		}
-		return nil
+		return p.step(ctx, len(envs))
 	}, onIngress)
 	if err != nil {
 		return audit.Reconciliation{}, err
@@ -203,7 +215,7 @@ func ReconcileWindow(ctx context.Context, js jetstream.JetStream, routes map[str
 			}
 			accepted = append(accepted, a)
 		}
-		return nil
+		return p.step(ctx, len(envs))
 	}, func(r jserr.Run) error { logRuns = append(logRuns, r); return nil })
 	if err != nil {
 		return audit.Reconciliation{}, err
@@ -233,7 +245,10 @@ func ReconcileWindow(ctx context.Context, js jetstream.JetStream, routes map[str
 		if strings.HasPrefix(subject, audit.SubjGap+".") || strings.HasPrefix(subject, audit.SubjCheckpoint+".") {
 			return nil // the chain's own notes, not records
 		}
-		return ledger.AddJSON(data, keep)
+		if err := ledger.AddJSON(data, keep); err != nil {
+			return err
+		}
+		return p.step(ctx, 1)
 	})
 	if err != nil {
 		return audit.Reconciliation{}, err

@@ -103,7 +103,7 @@ type ScheduleOptions struct {
 	Metrics *telemetry.Metrics
 	Log     *slog.Logger
 	// Now is the clock (time.Now when nil); Reconcile the reconcile
-	// (ReconcileWindow when nil).
+	// (ReconcilePaced when nil).
 	Now       func() time.Time
 	Reconcile ReconcileFunc
 }
@@ -134,7 +134,7 @@ func NewReconcileScheduler(o ScheduleOptions) *ReconcileScheduler {
 		o.Now = time.Now
 	}
 	if o.Reconcile == nil {
-		o.Reconcile = ReconcileWindow
+		o.Reconcile = ReconcilePaced
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)

@@ -59,17 +59,11 @@ func (p *pacer) step(ctx context.Context, n int) error {
 	return nil
 }
 
-// sleepCtx sleeps for d, or until ctx is done.
+// sleepCtx sleeps for d, or until ctx is done (sleep), and returns ctx's
+// error.
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 || ctx.Err() != nil {
-		return ctx.Err()
+	if d > 0 && ctx.Err() == nil {
+		sleep(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return ctx.Err()
 }
